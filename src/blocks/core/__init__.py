@@ -1,0 +1,1 @@
+"""Shared machinery for every block: hashing, codec, clocks, errors, log, transport, server."""
