@@ -20,7 +20,7 @@ ERROR_CLASSES = [
     for name in errors.__all__
     if isinstance(cls := getattr(errors, name), type)
     and issubclass(cls, BlocksError)
-    and cls is not BlocksError
+    and cls not in (BlocksError, errors.PeerError)
 ]
 
 
@@ -36,6 +36,11 @@ def test_every_error_maps_to_a_distinct_code_and_back(cls: type[BlocksError]) ->
 def test_codes_are_distinct() -> None:
     codes = [cls.grpc_code for cls in ERROR_CLASSES]
     assert len(codes) == len(set(codes))
+
+
+def test_peer_errors_read_as_internal_to_the_client() -> None:
+    code, details, metadata = grpc_status_of(errors.PeerError("bad frame"))
+    assert type(error_from_status(code, details, metadata)) is errors.Internal
 
 
 def test_overloaded_carries_retry_after() -> None:

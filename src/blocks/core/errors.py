@@ -29,6 +29,7 @@ __all__ = [
     "Conflict",
     "Corruption",
     "FailedPrecondition",
+    "Internal",
     "InvalidArgument",
     "NotFound",
     "Overloaded",
@@ -142,7 +143,16 @@ class Cancelled(BlocksError):
 
 
 class PeerError(BlocksError):
-    """A peer broke the protocol (malformed frame, unexpected message): its fault, not ours."""
+    """A peer broke the protocol (malformed frame, unexpected message): its fault, not ours.
+
+    Sent over gRPC it reads as ``Internal`` to the client, which is not the peer at fault.
+    """
+
+    grpc_code = grpc.StatusCode.INTERNAL
+
+
+class Internal(BlocksError):
+    """The server failed in a way it did not expect (a bug); details stay in its logs."""
 
     grpc_code = grpc.StatusCode.INTERNAL
 
@@ -162,7 +172,7 @@ _BY_CODE: dict[grpc.StatusCode, type[BlocksError]] = {
         Unauthenticated,
         PermissionDenied,
         Cancelled,
-        PeerError,
+        Internal,
     )
 }
 
