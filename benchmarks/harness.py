@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,13 +203,13 @@ def run_benchmark(
     return all_results
 
 
-def _run_loop(coro: Awaitable[list[Result]]) -> list[Result]:
+def _run_loop(coro: Coroutine[Any, Any, list[Result]]) -> list[Result]:
     try:
         import uvloop
-
-        return uvloop.run(coro)  # type: ignore[no-any-return, arg-type]
     except ImportError:  # pragma: no cover - uvloop is a required dependency
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    result: list[Result] = uvloop.run(coro)
+    return result
 
 
 def _write_reports(directory: Path, bench_name: str, baseline: str, results: list[Result]) -> None:
