@@ -179,7 +179,9 @@ _BY_CODE: dict[grpc.StatusCode, type[BlocksError]] = {
 RETRY_AFTER_METADATA_KEY = "retry-after-ms"
 
 
-def grpc_status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+def grpc_status_of(
+    error: BaseException,
+) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     """Return ``(code, details, trailing_metadata)`` for any exception raised in a handler.
 
     Errors outside the hierarchy map to ``INTERNAL`` with their type name only, so that a
@@ -193,9 +195,7 @@ def grpc_status_of(error: BaseException) -> tuple[grpc.StatusCode, str, tuple[tu
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
 
 
-def error_from_status(
-    code: grpc.StatusCode, details: str, metadata: Any = None
-) -> BlocksError:
+def error_from_status(code: grpc.StatusCode, details: str, metadata: Any = None) -> BlocksError:
     """Rebuild the library exception a server raised from a gRPC status (client side)."""
     cls = _BY_CODE.get(code, BlocksError)
     if cls is Overloaded:
