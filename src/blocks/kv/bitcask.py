@@ -1,0 +1,429 @@
+"""Bitcask: a durable, embedded, log-structured hash table for one process.
+
+Theory of operation (after Basho's Bitcask design):
+
+* **Data files.** Every ``put`` and ``delete`` appends one checksummed record to the single
+  *active* file (``format.py``); older files are immutable. When the active file passes
+  ``file_bytes_max`` it is fsynced and a new one starts.
+* **Keydir.** An in-memory dict maps each live key to ``(file, offset, size, timestamp)``, so
+  a ``get`` is one dict lookup and one ``pread``. Every key lives in memory; values do not.
+* **Tombstones.** ``delete`` appends a tombstone so that replaying the files forgets the key.
+* **Merge.** ``merge()`` copies the live records of every file but the active one into new
+  files with hint files and commits the result with one marker file (``compaction.py``); writes
+  and reads go on meanwhile. The copied records are byte-for-byte the originals, so their
+  checksums still guard them.
+* **Recovery.** Opening replays hint and data files to rebuild the keydir and truncates a
+  torn tail of the newest file (``recovery.py``). Each open writes to a fresh active file.
+* **Durability** is chosen per store: ``always`` (a write returns once fsynced; concurrent
+  writers share an fsync), ``batch`` (the same, but the fsync leader lingers up to
+  ``batch_delay_ms`` to gather more writers) or ``never`` (the OS flushes when it likes; a
+  process crash loses nothing, a machine crash may lose recent writes). See
+  ``group_commit.py``.
+* **One writer.** An ``flock`` on ``LOCK`` refuses a second open of the same directory.
+
+A lock serialises keydir changes and file appends; fsyncs and merge copying run outside it.
+A reader in another thread may see a ``batch``/``always`` write before its fsync completes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, Unavailable
+from blocks.kv.files import REGULAR, DirectoryLock, FileId, fsync_directory, write_all
+from blocks.kv.format import ScanStatus, decode_record_at, encode_record
+from blocks.kv.group_commit import GroupCommit
+from blocks.kv.limits import (
+    KEY_BYTES_MAX,
+    VALUE_BYTES_MAX_DEFAULT,
+    VALUE_BYTES_MAX_LIMIT,
+    Key,
+    check_batch_size,
+    check_key,
+    check_value,
+)
+from blocks.kv.recovery import Location, RecoveryReport, recover
+
+__all__ = ["Bitcask", "BitcaskStats", "SyncPolicy"]
+
+SyncPolicy = Literal["always", "batch", "never"]
+_SYNC_POLICIES: tuple[str, ...] = ("always", "batch", "never")
+FILE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
+BATCH_DELAY_MS_DEFAULT = 2.0
+BATCH_MAX_DEFAULT = 128
+
+
+@dataclass(frozen=True, slots=True)
+class BitcaskStats:
+    """A snapshot of a store's shape; ``dead_bytes`` is what a merge would reclaim."""
+
+    keys: int
+    files: int
+    total_bytes: int
+    live_bytes: int
+    dead_bytes: int
+    fsyncs: int
+    merges: int
+
+
+class _OpenFile:
+    """An open data file; ``file_no`` is its index in the store's table, never reused."""
+
+    __slots__ = ("fd", "file_id", "file_no", "size")
+
+    def __init__(self, file_id: FileId, file_no: int, fd: int, size: int) -> None:
+        self.file_id = file_id
+        self.file_no = file_no
+        self.fd = fd
+        self.size = size
+
+
+class Bitcask:
+    """A single-node durable key-value store; thread-safe; use ``Bitcask.open``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        sync: SyncPolicy,
+        value_bytes_max: int,
+        file_bytes_max: int,
+        batch_delay_ms: float,
+        batch_max: int,
+        clock: Clock,
+    ) -> None:
+        if sync not in _SYNC_POLICIES:
+            raise InvalidArgument(f"sync must be one of {_SYNC_POLICIES}, got {sync!r}")
+        if not 0 <= value_bytes_max <= VALUE_BYTES_MAX_LIMIT:
+            raise InvalidArgument(f"value_bytes_max must be in [0, {VALUE_BYTES_MAX_LIMIT}]")
+        if file_bytes_max < 1:
+            raise InvalidArgument("file_bytes_max must be >= 1")
+        self.directory = directory
+        self.sync: SyncPolicy = sync
+        self.value_bytes_max = value_bytes_max
+        self.file_bytes_max = file_bytes_max
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._merge_lock = threading.Lock()
+        self._group = GroupCommit(
+            self._sync_snapshot,
+            delay_s=batch_delay_ms / 1000.0 if sync == "batch" else 0.0,
+            batch_max=batch_max,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self._dir_lock: DirectoryLock | None = DirectoryLock(directory)
+        self._files: list[_OpenFile | None] = []
+        self._seq = 0
+        self._merges = 0
+        self._broken: str | None = None
+        try:
+            recovered = recover(
+                directory, key_len_max=KEY_BYTES_MAX, value_len_max=VALUE_BYTES_MAX_LIMIT
+            )
+            self.recovery: RecoveryReport = recovered.report
+            self._keydir: dict[bytes, Location] = recovered.keydir
+            for file_id, size in recovered.files:
+                fd = os.open(directory / file_id.data_name(), os.O_RDONLY)
+                self._files.append(_OpenFile(file_id, len(self._files), fd, size))
+            self._next_major = recovered.next_major
+            self._active = self._new_active_file()
+        except BaseException:
+            self._close_files()
+            self._dir_lock.release()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        sync: SyncPolicy = "always",
+        *,
+        value_bytes_max: int = VALUE_BYTES_MAX_DEFAULT,
+        file_bytes_max: int = FILE_BYTES_MAX_DEFAULT,
+        batch_delay_ms: float = BATCH_DELAY_MS_DEFAULT,
+        batch_max: int = BATCH_MAX_DEFAULT,
+        clock: Clock | None = None,
+    ) -> Bitcask:
+        """Open (creating if needed) the store in directory ``path``.
+
+        Raises ``FailedPrecondition`` if another open store holds the directory, and
+        ``InvalidArgument`` for a bad option. ``recovery`` on the result says what the
+        open had to repair.
+        """
+        return cls(
+            Path(path),
+            sync=sync,
+            value_bytes_max=value_bytes_max,
+            file_bytes_max=file_bytes_max,
+            batch_delay_ms=batch_delay_ms,
+            batch_max=batch_max,
+            clock=clock or SystemClock(),
+        )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put(self, key: Key, value: bytes) -> None:
+        """Store ``value`` under ``key``; durable on return unless ``sync="never"``."""
+        encoded_key = check_key(key)
+        data = check_value(value, self.value_bytes_max)
+        timestamp_ms = self._clock.now_ms()
+        record = encode_record(encoded_key, data, timestamp_ms)
+        self._write_durably([(encoded_key, record, False)], timestamp_ms)
+
+    def put_many(self, items: Iterable[tuple[Key, bytes]]) -> None:
+        """Store several pairs with one write and one fsync; later pairs win on repeats.
+
+        Every pair is validated before anything is written. A crash may keep a prefix of
+        the batch (it is not atomic), but never a torn record.
+        """
+        pairs = list(items)
+        check_batch_size(len(pairs))
+        timestamp_ms = self._clock.now_ms()
+        batch: list[tuple[bytes, bytes, bool]] = []
+        for pair in pairs:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise InvalidArgument("put_many takes (key, value) pairs")
+            encoded_key = check_key(pair[0])
+            data = check_value(pair[1], self.value_bytes_max)
+            batch.append((encoded_key, encode_record(encoded_key, data, timestamp_ms), False))
+        if batch:
+            self._write_durably(batch, timestamp_ms)
+
+    def delete(self, key: Key) -> bool:
+        """Remove ``key``; return whether it was present. Durable like ``put``."""
+        encoded_key = check_key(key)
+        with self._lock:
+            self._check_open()
+            if encoded_key not in self._keydir:
+                return False
+            timestamp_ms = self._clock.now_ms()
+            tombstone = encode_record(encoded_key, b"", timestamp_ms, tombstone=True)
+            # Check and append under one lock hold, so the answer matches what was written.
+            seq = self._announce_and_append([(encoded_key, tombstone, True)], timestamp_ms)
+        self._wait_durable(seq)
+        return True
+
+    def _append(self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int) -> int:
+        """Write records (all stamped ``timestamp_ms``) and apply them to the keydir.
+
+        Returns the sequence number to wait on for durability.
+        """
+        payload = b"".join(record for _, record, _ in batch)
+        with self._lock:
+            self._check_open()
+            active = self._active
+            if active.size > 0 and active.size + len(payload) > self.file_bytes_max:
+                active = self._rotate()
+            try:
+                write_all(active.fd, payload)
+            except OSError as error:
+                self._undo_partial_write(active, error)
+            file_no = active.file_no
+            offset = active.size
+            for key, record, tombstone in batch:
+                if tombstone:
+                    self._keydir.pop(key, None)
+                else:
+                    self._keydir[key] = Location(file_no, offset, len(record), timestamp_ms)
+                offset += len(record)
+            active.size = offset
+            self._seq += 1
+            return self._seq
+
+    def _undo_partial_write(self, active: _OpenFile, error: OSError) -> None:
+        """Cut a failed append back so later records are not stranded behind garbage."""
+        try:
+            os.ftruncate(active.fd, active.size)
+            os.lseek(active.fd, active.size, os.SEEK_SET)
+        except OSError:
+            self._broken = f"write failed and could not be undone: {error}"
+        raise Unavailable(f"write failed: {error}") from None
+
+    def _write_durably(self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int) -> None:
+        """Append ``batch`` and, unless ``sync="never"``, return only once it is durable."""
+        self._wait_durable(self._announce_and_append(batch, timestamp_ms))
+
+    def _announce_and_append(
+        self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int
+    ) -> int:
+        if self.sync == "never":
+            return self._append(batch, timestamp_ms)
+        self._group.begin_write()
+        try:
+            return self._append(batch, timestamp_ms)
+        except BaseException:
+            self._group.abandon_write()
+            raise
+
+    def _wait_durable(self, seq: int) -> None:
+        # Never called with the store lock held: the fsync leader needs it for its snapshot.
+        if self.sync != "never":
+            self._group.wait_durable(seq)
+
+    def _sync_snapshot(self) -> tuple[int, int]:
+        with self._lock:
+            if self._dir_lock is None:
+                return -1, self._seq
+            return os.dup(self._active.fd), self._seq
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, key: Key) -> bytes | None:
+        """Return the value stored under ``key``, or ``None``.
+
+        Raises ``Corruption`` if the stored record fails its checksum: a damaged value is
+        never returned.
+        """
+        encoded_key = check_key(key)
+        with self._lock:
+            self._check_open()
+            location = self._keydir.get(encoded_key)
+            if location is None:
+                return None
+            open_file = self._files[location.file_no]
+            assert open_file is not None, "keydir points at a closed file"
+            data = os.pread(open_file.fd, location.size, location.offset)
+        return self._decode_value(encoded_key, data, location)
+
+    def get_many(self, keys: Iterable[Key]) -> list[bytes | None]:
+        """Return the values of ``keys`` in order (``None`` for absent ones)."""
+        key_list = list(keys)
+        check_batch_size(len(key_list))
+        encoded = [check_key(key) for key in key_list]
+        return [self.get(key) for key in encoded]
+
+    def _decode_value(self, key: bytes, data: bytes, location: Location) -> bytes:
+        status, record = decode_record_at(
+            data, 0, key_len_max=KEY_BYTES_MAX, value_len_max=VALUE_BYTES_MAX_LIMIT
+        )
+        if (
+            status is not ScanStatus.OK
+            or record is None
+            or record.size != location.size
+            or record.key != key
+            or record.tombstone
+        ):
+            raise Corruption(f"record for key at offset {location.offset} failed its checksum")
+        return data[record.value_offset : record.value_offset + record.value_len]
+
+    def keys(self) -> list[bytes]:
+        """A snapshot of every live key (as bytes), in no particular order."""
+        with self._lock:
+            self._check_open()
+            return list(self._keydir)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keydir)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return check_key(key) in self._keydir
+
+    def stats(self) -> BitcaskStats:
+        with self._lock:
+            self._check_open()
+            total = sum(f.size for f in self._files if f is not None)
+            live = sum(location.size for location in self._keydir.values())
+            return BitcaskStats(
+                keys=len(self._keydir),
+                files=sum(1 for f in self._files if f is not None),
+                total_bytes=total,
+                live_bytes=live,
+                dead_bytes=total - live,
+                fsyncs=self._group.fsync_count,
+                merges=self._merges,
+            )
+
+    # -- files ----------------------------------------------------------------------------
+
+    def _new_active_file(self) -> _OpenFile:
+        file_id = FileId(self._next_major, REGULAR)
+        self._next_major += 1
+        path = self.directory / file_id.data_name()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        if self.sync != "never":
+            fsync_directory(self.directory)
+        return self._register(file_id, fd, 0)
+
+    def _register(self, file_id: FileId, fd: int, size: int) -> _OpenFile:
+        open_file = _OpenFile(file_id, len(self._files), fd, size)
+        self._files.append(open_file)
+        return open_file
+
+    def _rotate(self) -> _OpenFile:
+        """Seal the active file (fsynced unless ``never``) and start a new one; lock held."""
+        if self.sync != "never":
+            os.fdatasync(self._active.fd)
+            self._group.mark_durable(self._seq)
+        self._active = self._new_active_file()
+        return self._active
+
+    def _check_open(self) -> None:
+        if self._dir_lock is None:
+            raise FailedPrecondition("the store is closed")
+        if self._broken is not None:
+            raise FailedPrecondition(f"the store is unusable: {self._broken}")
+
+    # -- merge ----------------------------------------------------------------------------
+
+    def merge(self) -> None:
+        """Rewrite the live data of every sealed file into compact files with hints.
+
+        Reads and writes continue while it copies; one merge runs at a time. Crash-safe at
+        every point: either the old files or the merged ones are used on the next open.
+        """
+        from blocks.kv.compaction import run_merge  # compaction.py imports this module's types
+
+        with self._merge_lock:
+            run_merge(self)
+            self._merges += 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush (unless ``sync="never"``), close every file and release the directory.
+
+        Waits for a running merge to finish. Closing twice is harmless.
+        """
+        with self._merge_lock, self._lock:
+            if self._dir_lock is None:
+                return
+            try:
+                if self.sync != "never" and self._broken is None:
+                    os.fdatasync(self._active.fd)
+                    self._group.mark_durable(self._seq)
+                if self._active.size == 0:
+                    os.unlink(self.directory / self._active.file_id.data_name())
+            finally:
+                self._close_files()
+                self._dir_lock.release()
+                self._dir_lock = None
+
+    def _close_files(self) -> None:
+        for open_file in self._files:
+            if open_file is not None:
+                os.close(open_file.fd)
+        self._files = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._dir_lock is None else f"{len(self._keydir)} keys"
+        return f"Bitcask({str(self.directory)!r}, sync={self.sync!r}, {state})"

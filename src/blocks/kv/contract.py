@@ -1,0 +1,179 @@
+"""A public conformance kit: any ``KeyValueStore`` checked against a dict, by Hypothesis.
+
+Use it by subclassing ``KeyValueStoreContract`` and saying how to build your store::
+
+    class TestMyStore(KeyValueStoreContract):
+        def make_store(self) -> KeyValueStore:
+            return MyStore(...)
+
+    TestMyStore.TestCase.settings = settings(max_examples=50)
+    test_my_store = TestMyStore.TestCase
+
+Optional hooks: ``reopen_store`` (close and open again on the same durable state; return
+``None`` when the store is not durable, and the rule is then a no-op), ``compact`` (run a
+merge or compaction) and ``value_bytes_max`` (then oversize values are tried too). Each step
+compares the store with the model; an invariant checks ``len`` and ``keys()`` after each.
+Refused inputs (wrong types, oversize keys and values, a bad pair inside ``put_many``) must
+raise ``InvalidArgument`` and change nothing, which the next reads verify.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+)
+
+from blocks.core.errors import InvalidArgument
+from blocks.kv.api import KeyValueStore
+from blocks.kv.limits import KEY_BYTES_MAX
+
+__all__ = ["KeyValueStoreContract", "key_strategy", "value_strategy"]
+
+
+def key_strategy() -> st.SearchStrategy[bytes | str]:
+    """Short keys, so they repeat: bytes, and text whose UTF-8 may collide with the bytes."""
+    return st.one_of(st.binary(max_size=4), st.text(alphabet="abcé\x00", max_size=3))
+
+
+def value_strategy() -> st.SearchStrategy[bytes]:
+    return st.one_of(st.binary(max_size=32), st.binary(min_size=200, max_size=2_000))
+
+
+def _as_bytes(key: bytes | str) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+class _OversizeKey:
+    """Stands for a key one byte over the limit (built lazily to keep reports short)."""
+
+    def __repr__(self) -> str:
+        return "<key of KEY_BYTES_MAX + 1 bytes>"
+
+
+_BAD_KEYS: tuple[Any, ...] = (None, 7, 1.5, ["a"], _OversizeKey())
+
+
+def _materialize(bad_key: Any) -> Any:
+    return b"k" * (KEY_BYTES_MAX + 1) if isinstance(bad_key, _OversizeKey) else bad_key
+
+
+_BAD_VALUES: tuple[Any, ...] = (None, "text", 3, ["v"])
+
+
+class KeyValueStoreContract(RuleBasedStateMachine):
+    """Checks a ``KeyValueStore`` against a ``dict[bytes, bytes]`` model."""
+
+    value_bytes_max: int | None = None
+    """Set to the store's limit to have oversize values tried as bad input."""
+
+    keys_bundle = Bundle("keys")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[bytes, bytes] = {}
+        self.store: KeyValueStore = self.make_store()
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def make_store(self) -> KeyValueStore:
+        raise NotImplementedError("subclasses say how to build the store under test")
+
+    def reopen_store(self, store: KeyValueStore) -> KeyValueStore | None:
+        """Close ``store`` and open the same durable state again; ``None`` if not durable."""
+        return None
+
+    def compact(self, store: KeyValueStore) -> None:
+        """Run the store's compaction, if it has one."""
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @initialize(target=keys_bundle, keys=st.lists(key_strategy(), min_size=1, max_size=3))
+    def initial_keys(self, keys: list[bytes | str]) -> MultipleResults[bytes | str]:
+        return multiple(*keys)
+
+    @rule(target=keys_bundle, key=key_strategy())
+    def new_key(self, key: bytes | str) -> bytes | str:
+        return key
+
+    @rule(key=keys_bundle, value=value_strategy())
+    def put(self, key: bytes | str, value: bytes) -> None:
+        self.store.put(key, value)
+        self.model[_as_bytes(key)] = value
+
+    @rule(items=st.lists(st.tuples(keys_bundle, value_strategy()), max_size=5))
+    def put_many(self, items: list[tuple[bytes | str, bytes]]) -> None:
+        self.store.put_many(items)
+        for key, value in items:
+            self.model[_as_bytes(key)] = value
+
+    @rule(key=keys_bundle)
+    def get(self, key: bytes | str) -> None:
+        assert self.store.get(key) == self.model.get(_as_bytes(key))
+
+    @rule(keys=st.lists(keys_bundle, max_size=5))
+    def get_many(self, keys: list[bytes | str]) -> None:
+        assert self.store.get_many(keys) == [self.model.get(_as_bytes(k)) for k in keys]
+
+    @rule(key=keys_bundle)
+    def delete(self, key: bytes | str) -> None:
+        existed = self.store.delete(key)
+        assert existed == (_as_bytes(key) in self.model)
+        self.model.pop(_as_bytes(key), None)
+
+    @rule(bad_key=st.sampled_from(_BAD_KEYS), value=value_strategy())
+    def put_bad_key(self, bad_key: Any, value: bytes) -> None:
+        bad_key = _materialize(bad_key)
+        self._expect_refused(lambda: self.store.put(bad_key, value))
+        self._expect_refused(lambda: self.store.get(bad_key))
+        self._expect_refused(lambda: self.store.delete(bad_key))
+
+    @rule(key=keys_bundle, bad_value=st.sampled_from(_BAD_VALUES), oversize=st.booleans())
+    def put_bad_value(self, key: bytes | str, bad_value: Any, oversize: bool) -> None:
+        if oversize and self.value_bytes_max is not None:
+            bad_value = b"x" * (self.value_bytes_max + 1)
+        self._expect_refused(lambda: self.store.put(key, bad_value))
+
+    @rule(
+        good=st.lists(st.tuples(keys_bundle, value_strategy()), max_size=3),
+        bad_key=st.sampled_from(_BAD_KEYS),
+    )
+    def put_many_with_one_bad_pair(self, good: list[tuple[Any, bytes]], bad_key: Any) -> None:
+        items = [*good, (_materialize(bad_key), b"v")]
+        self._expect_refused(lambda: self.store.put_many(items))
+
+    @rule()
+    def reopen(self) -> None:
+        reopened = self.reopen_store(self.store)
+        if reopened is not None:
+            self.store = reopened
+
+    @rule()
+    def compact_store(self) -> None:
+        self.compact(self.store)
+
+    # -- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def same_keys(self) -> None:
+        assert len(self.store) == len(self.model)
+        assert sorted(self.store.keys()) == sorted(self.model)
+
+    @staticmethod
+    def _expect_refused(call: Any) -> None:
+        try:
+            call()
+        except InvalidArgument:
+            return
+        raise AssertionError("bad input was accepted")

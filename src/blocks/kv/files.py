@@ -1,0 +1,149 @@
+"""File names, ordering, locking and small POSIX utilities for the Bitcask engine.
+
+Theory of operation: a store directory holds
+
+* ``<id>.data``: data files written by ``put``/``delete``, ``id`` a 12-digit integer that
+  grows by one each time the active file rotates;
+* ``<id>-m<j>.data`` and ``<id>-m<j>.hint``: outputs of the merge that started when the
+  active file was ``<id>``; they hold the live values of every file older than ``<id>``;
+* ``<id>.merged``: the commit marker of that merge. Until it exists the merge outputs are
+  ignored (and deleted on open); once it exists every file older than the outputs is
+  obsolete. A single rename makes a merge take effect, whatever the crash point;
+* ``LOCK``: held with ``flock`` by the one open writer.
+
+``FileId`` orders files so that later records win: merge outputs of ``A`` sort just before
+data file ``A`` and after everything the merge read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from blocks.core.errors import FailedPrecondition
+
+__all__ = [
+    "DirectoryLock",
+    "FileId",
+    "StoreListing",
+    "fsync_directory",
+    "list_store",
+    "marker_path",
+    "write_all",
+]
+
+_DATA = re.compile(r"^(\d{12})\.data$")
+_MERGED = re.compile(r"^(\d{12})-m(\d{6})\.(data|hint)$")
+_MARKER = re.compile(r"^(\d{12})\.merged$")
+_MARKER_TEMP = re.compile(r"^(\d{12})\.merged\.tmp$")
+
+REGULAR = 1
+MERGE_OUTPUT = 0
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FileId:
+    """Position of a data file in the store's history (compare with ``<``)."""
+
+    major: int
+    kind: int  # MERGE_OUTPUT (0) sorts before REGULAR (1) of the same major
+    minor: int = 0
+
+    def data_name(self) -> str:
+        if self.kind == REGULAR:
+            return f"{self.major:012d}.data"
+        return f"{self.major:012d}-m{self.minor:06d}.data"
+
+    def hint_name(self) -> str:
+        assert self.kind == MERGE_OUTPUT, "only merge outputs have hint files"
+        return f"{self.major:012d}-m{self.minor:06d}.hint"
+
+
+def marker_path(directory: Path, major: int) -> Path:
+    return directory / f"{major:012d}.merged"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreListing:
+    """What a store directory holds, by role (names not matching any role are left alone)."""
+
+    regular: tuple[FileId, ...]
+    merge_outputs: tuple[FileId, ...]
+    hints: frozenset[FileId]
+    markers: tuple[int, ...]
+    temporaries: tuple[str, ...]
+
+
+def list_store(directory: Path) -> StoreListing:
+    regular: list[FileId] = []
+    outputs: list[FileId] = []
+    hints: set[FileId] = set()
+    markers: list[int] = []
+    temporaries: list[str] = []
+    for name in os.listdir(directory):
+        if match := _DATA.match(name):
+            regular.append(FileId(int(match[1]), REGULAR))
+        elif match := _MERGED.match(name):
+            file_id = FileId(int(match[1]), MERGE_OUTPUT, int(match[2]))
+            (outputs.append(file_id) if match[3] == "data" else hints.add(file_id))
+        elif match := _MARKER.match(name):
+            markers.append(int(match[1]))
+        elif _MARKER_TEMP.match(name):
+            temporaries.append(name)
+    return StoreListing(
+        regular=tuple(sorted(regular)),
+        merge_outputs=tuple(sorted(outputs)),
+        hints=frozenset(hints),
+        markers=tuple(sorted(markers)),
+        temporaries=tuple(temporaries),
+    )
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make file creations, renames and deletions in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a short write is legal for regular files)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on ``<directory>/LOCK``: one writer per directory.
+
+    ``flock`` locks belong to an open file description, so a second open of the same
+    directory is refused in the same process as well as in another one, and the kernel
+    drops the lock when the holder dies, even by ``kill -9``.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, directory: Path) -> None:
+        fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FailedPrecondition(
+                f"{directory} is already open for writing by another store"
+            ) from None
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,375 @@
+"""The replica and coordinator logic of one cluster node, as a core without I/O.
+
+Theory of operation (after Amazon's Dynamo). Inputs are client commands
+(``coordinate_put``/``coordinate_get``), peer messages (``handle``) and the passage of time
+(``tick``); outputs are ``Effect`` values: messages to send, replies and failures for client
+requests. A driver carries them out; the simulator in the tests does the same with faults.
+
+* **Placement.** ``placement(key)`` lists every node in ring order for the key; the first
+  ``replicas`` are its *home* nodes.
+* **Sloppy quorum.** A request goes to the home nodes the caller reports healthy; each home
+  node that is down is replaced by the next healthy node past the home list, which stores
+  the write with a *hint* naming the owner. ``W`` acks (the coordinator's own write counts)
+  answer a put, ``R`` replies answer a get; fewer targets than ``W``/``R`` fail at once with
+  ``Unavailable``, no quorum before the deadline fails with ``Timeout`` (the write may still
+  have landed on some replicas).
+* **Versions.** The coordinator of a put must be one of its targets: it makes the new dotted
+  version from its own copy (``versions.update``) and replicates the result; replicas merge.
+* **Hinted handoff.** ``tick`` sends hinted objects to owners that are healthy again; on
+  their ack the hint goes, and so does the copy if this node is not a home node for the key.
+* **Read repair.** When a get has heard every target (or its deadline passes), replicas whose
+  copy differs from the merged result are sent the merged object.
+* **Anti-entropy.** ``start_anti_entropy(peer)`` sends the leaf hashes of a Merkle tree over
+  the keys both nodes should hold; the peer answers with its objects in differing leaves,
+  the initiator merges them and sends its own back. Only differing ranges move.
+
+Bounds: ``pending_max`` requests in flight, ``hints_max`` hints, ``handoff_batch_max`` handoffs
+per tick; beyond them requests fail with ``Overloaded`` and hints are refused (the write still
+counts only if its other replicas ack it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import xxhash
+
+from blocks.core.clock import Clock
+from blocks.core.codec import pack
+from blocks.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+    Timeout,
+    Unavailable,
+)
+from blocks.kv.hlc import HybridLogicalClock
+from blocks.kv.merkle import MerkleTree, leaf_of
+from blocks.kv.messages import (
+    Effect,
+    Fail,
+    GetReplica,
+    GetReply,
+    Handoff,
+    HandoffAck,
+    Message,
+    PutAck,
+    PutReplica,
+    Reply,
+    Send,
+    SyncLeaves,
+    SyncObjects,
+)
+from blocks.kv.versions import VersionedObject, VersionVector, merge, object_to_wire, update
+
+__all__ = [
+    "Effect",
+    "Fail",
+    "GetReplica",
+    "GetReply",
+    "Handoff",
+    "HandoffAck",
+    "KVNodeCore",
+    "PutAck",
+    "PutReplica",
+    "QuorumConfig",
+    "Reply",
+    "Send",
+    "SyncLeaves",
+    "SyncObjects",
+    "object_digest",
+    "plan_targets",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumConfig:
+    replicas: int = 3
+    read_quorum: int = 2
+    write_quorum: int = 2
+    timeout_s: float = 1.0
+    lww: bool = False
+    merkle_depth: int = 8
+    pending_max: int = 10_000
+    hints_max: int = 100_000
+    handoff_batch_max: int = 64
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise InvalidArgument("replicas must be >= 1")
+        for name, value in (("read_quorum", self.read_quorum), ("write_quorum", self.write_quorum)):
+            if not 1 <= value <= self.replicas:
+                raise InvalidArgument(f"{name} must be in [1, replicas={self.replicas}]")
+        if self.timeout_s <= 0:
+            raise InvalidArgument("timeout_s must be > 0")
+
+
+def object_digest(obj: VersionedObject) -> bytes:
+    return xxhash.xxh3_64_digest(pack(object_to_wire(obj)))
+
+
+def plan_targets(
+    order: list[str], healthy: set[str], replicas: int
+) -> list[tuple[str, str | None]]:
+    """``(node, hint_owner)`` per home node: itself if healthy, else the next healthy spare."""
+    spares = [node for node in order[replicas:] if node in healthy]
+    targets: list[tuple[str, str | None]] = []
+    for home in order[:replicas]:
+        if home in healthy:
+            targets.append((home, None))
+        elif spares:
+            targets.append((spares.pop(0), home))
+    return targets
+
+
+@dataclass(slots=True)
+class _Pending:
+    is_put: bool
+    key: bytes
+    needed: int
+    deadline: float
+    targets: list[str]
+    answered: bool = False
+    result: VersionedObject | None = None
+    heard: dict[str, VersionedObject | None] = field(default_factory=dict)
+
+
+class KVNodeCore:
+    """One node's replica storage, coordinator state and hints; drive it from one loop."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: QuorumConfig,
+        placement: Callable[[bytes], list[str]],
+        clock: Clock,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.placement = placement
+        self.clock = clock
+        self.hlc = HybridLogicalClock(clock)
+        self.objects: dict[bytes, VersionedObject] = {}
+        self.hints: set[tuple[str, bytes]] = set()
+        self._pending: dict[int, _Pending] = {}
+
+    # -- client commands -------------------------------------------------------------------
+
+    def coordinate_put(
+        self,
+        request_id: int,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector,
+        healthy: set[str],
+        write_quorum: int | None = None,
+    ) -> list[Effect]:
+        """Write ``value`` (``None`` deletes) seen from ``context``; W acks answer."""
+        needed = write_quorum or self.config.write_quorum
+        targets = plan_targets(self.placement(key), healthy | {self.node_id}, self.config.replicas)
+        nodes = [node for node, _ in targets]
+        if self.node_id not in nodes:
+            owner = nodes[0] if nodes else None
+            return [Fail(request_id, FailedPrecondition("not a replica of this key", owner=owner))]
+        refusal = self._refuse(request_id, len(targets), needed)
+        if refusal:
+            return refusal
+        lww = self.config.lww
+        new = update(self.objects.get(key), context, self.node_id, value, self.hlc.now(), lww=lww)
+        own_hint = dict(targets)[self.node_id]
+        self._store(key, new, own_hint)
+        deadline = self.clock.monotonic() + self.config.timeout_s
+        pending = _Pending(True, key, needed, deadline, nodes, result=new)
+        pending.heard[self.node_id] = new
+        self._pending[request_id] = pending
+        effects: list[Effect] = [
+            Send(node, PutReplica(request_id, key, new, hint))
+            for node, hint in targets
+            if node != self.node_id
+        ]
+        return effects + self._maybe_answer(request_id, pending)
+
+    def coordinate_get(
+        self, request_id: int, key: bytes, healthy: set[str], read_quorum: int | None = None
+    ) -> list[Effect]:
+        """Read ``key`` from its replicas; R replies answer, the rest feed read repair."""
+        needed = read_quorum or self.config.read_quorum
+        targets = plan_targets(self.placement(key), healthy | {self.node_id}, self.config.replicas)
+        refusal = self._refuse(request_id, len(targets), needed)
+        if refusal:
+            return refusal
+        nodes = [node for node, _ in targets]
+        pending = _Pending(
+            False, key, needed, self.clock.monotonic() + self.config.timeout_s, nodes
+        )
+        self._pending[request_id] = pending
+        effects: list[Effect] = [
+            Send(n, GetReplica(request_id, key)) for n in nodes if n != self.node_id
+        ]
+        if self.node_id in nodes:
+            effects += self._heard(request_id, self.node_id, self.objects.get(key))
+        return effects
+
+    def _refuse(self, request_id: int, targets: int, needed: int) -> list[Effect]:
+        if request_id in self._pending or request_id <= 0:
+            return [Fail(request_id, InvalidArgument("request ids must be unique and > 0"))]
+        if needed > self.config.replicas:
+            return [Fail(request_id, InvalidArgument("quorum larger than the replica count"))]
+        if len(self._pending) >= self.config.pending_max:
+            return [Fail(request_id, Overloaded("too many requests in flight", retry_after_ms=50))]
+        if targets < needed:
+            return [Fail(request_id, Unavailable(f"{targets} reachable replicas, need {needed}"))]
+        return []
+
+    # -- peer messages ---------------------------------------------------------------------
+
+    def handle(self, sender: str, message: Message) -> list[Effect]:
+        """Apply one message from ``sender``; unknown request ids are late replies, ignored."""
+        if isinstance(message, PutReplica):
+            self._merge_in(message.key, message.obj, message.hint_owner)
+            return [Send(sender, PutAck(message.request_id))] if message.request_id else []
+        if isinstance(message, GetReplica):
+            return [Send(sender, GetReply(message.request_id, self.objects.get(message.key)))]
+        if isinstance(message, PutAck):
+            return self._heard(message.request_id, sender, None)
+        if isinstance(message, GetReply):
+            return self._heard(message.request_id, sender, message.obj)
+        if isinstance(message, Handoff):
+            self._merge_in(message.key, message.obj, None)
+            return [Send(sender, HandoffAck(message.key))]
+        if isinstance(message, HandoffAck):
+            return self._handoff_done(sender, message.key)
+        if isinstance(message, SyncLeaves):
+            return self._answer_sync(sender, message)
+        return self._apply_sync(sender, message)
+
+    def _heard(self, request_id: int, sender: str, obj: VersionedObject | None) -> list[Effect]:
+        pending = self._pending.get(request_id)
+        if pending is None or sender not in pending.targets or sender in pending.heard:
+            return []
+        pending.heard[sender] = obj
+        effects = self._maybe_answer(request_id, pending)
+        if len(pending.heard) == len(pending.targets):
+            effects += self._finish(request_id, pending)
+        return effects
+
+    def _maybe_answer(self, request_id: int, pending: _Pending) -> list[Effect]:
+        if pending.answered or len(pending.heard) < pending.needed:
+            return []
+        pending.answered = True
+        if pending.is_put:
+            return [Reply(request_id, pending.result)]
+        merged: VersionedObject | None = None
+        for obj in pending.heard.values():
+            if obj is not None:
+                merged = merge(merged, obj, lww=self.config.lww)
+        return [Reply(request_id, merged)]
+
+    def _finish(self, request_id: int, pending: _Pending) -> list[Effect]:
+        """Forget the request; for a get, repair the replicas that answered out of date."""
+        del self._pending[request_id]
+        if pending.is_put:
+            return []
+        merged: VersionedObject | None = None
+        for obj in pending.heard.values():
+            if obj is not None:
+                merged = merge(merged, obj, lww=self.config.lww)
+        if merged is None:
+            return []
+        effects: list[Effect] = []
+        for node, obj in pending.heard.items():
+            if obj != merged:
+                if node == self.node_id:
+                    local = merge(self.objects.get(pending.key), merged, lww=self.config.lww)
+                    self._store(pending.key, local, None)
+                else:
+                    effects.append(Send(node, PutReplica(0, pending.key, merged)))
+        return effects
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(self, healthy: set[str]) -> list[Effect]:
+        """Expire requests past their deadline and hand hints to owners that are back."""
+        now = self.clock.monotonic()
+        effects: list[Effect] = []
+        for request_id, pending in list(self._pending.items()):
+            if now >= pending.deadline:
+                if not pending.answered:
+                    heard, needed = len(pending.heard), pending.needed
+                    effects.append(
+                        Fail(request_id, Timeout(f"{heard} of {needed} replicas answered"))
+                    )
+                    pending.answered = True
+                effects += self._finish(request_id, pending)
+        sent = 0
+        for owner, key in sorted(self.hints):
+            if owner in healthy and key in self.objects and sent < self.config.handoff_batch_max:
+                effects.append(Send(owner, Handoff(key, self.objects[key])))
+                sent += 1
+        return effects
+
+    # -- storage, hints and anti-entropy ---------------------------------------------------
+
+    def _store(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
+        self.objects[key] = obj
+        hinted = hint_owner is not None and hint_owner != self.node_id
+        if hinted and len(self.hints) < self.config.hints_max:
+            self.hints.add((hint_owner, key))  # type: ignore[arg-type]  # hinted: not None
+
+    def _merge_in(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
+        self._store(key, merge(self.objects.get(key), obj, lww=self.config.lww), hint_owner)
+
+    def _home(self, key: bytes) -> list[str]:
+        return self.placement(key)[: self.config.replicas]
+
+    def _handoff_done(self, owner: str, key: bytes) -> list[Effect]:
+        self.hints.discard((owner, key))
+        still_hinted = any(k == key for _, k in self.hints)
+        if not still_hinted and self.node_id not in self._home(key):
+            self.objects.pop(key, None)
+        return []
+
+    def _shared_tree(self, peer: str) -> tuple[MerkleTree, dict[bytes, VersionedObject]]:
+        shared = {
+            k: o for k, o in self.objects.items() if {self.node_id, peer} <= set(self._home(k))
+        }
+        tree = MerkleTree(
+            self.config.merkle_depth, ((k, object_digest(o)) for k, o in shared.items())
+        )
+        return tree, shared
+
+    def start_anti_entropy(self, peer: str) -> list[Effect]:
+        tree, _ = self._shared_tree(peer)
+        leaves = tuple(tree.level(self.config.merkle_depth))
+        return [Send(peer, SyncLeaves(tree.root, leaves))]
+
+    def _answer_sync(self, sender: str, message: SyncLeaves) -> list[Effect]:
+        tree, shared = self._shared_tree(sender)
+        if tree.root == message.root or len(message.leaves) != 1 << self.config.merkle_depth:
+            return []
+        ours = tree.level(self.config.merkle_depth)
+        differing = tuple(
+            i for i, (a, b) in enumerate(zip(ours, message.leaves, strict=True)) if a != b
+        )
+        objects = self._objects_in(shared, differing)
+        return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
+
+    def _apply_sync(self, sender: str, message: SyncObjects) -> list[Effect]:
+        answer: tuple[tuple[bytes, VersionedObject], ...] = ()
+        if message.answer_expected:
+            _, shared = self._shared_tree(sender)
+            answer = self._objects_in(shared, message.leaves)
+        for key, obj in message.objects:
+            if self.node_id in self._home(key):
+                self._store(key, merge(self.objects.get(key), obj, lww=self.config.lww), None)
+        if message.answer_expected and answer:
+            return [Send(sender, SyncObjects(answer, message.leaves, answer_expected=False))]
+        return []
+
+    def _objects_in(
+        self, shared: dict[bytes, VersionedObject], leaves: Iterable[int]
+    ) -> tuple[tuple[bytes, VersionedObject], ...]:
+        wanted = set(leaves)
+        depth = self.config.merkle_depth
+        return tuple((k, o) for k, o in sorted(shared.items()) if leaf_of(k, depth) in wanted)

@@ -1,0 +1,227 @@
+"""Versions for replicated values: dotted version vectors, siblings and contexts.
+
+Theory of operation. Each write a replica coordinates gets a *dot* ``(node, counter)``: the
+coordinator's next counter for that key. A stored object is a set of *siblings* (each a value,
+or ``None`` for a delete, tagged with its dot) plus a *context*: a version vector saying which
+dots the object has seen, live or overwritten.
+
+* A client reads ``(siblings, context)`` and writes back with that context. The new object
+  keeps only the siblings whose dots the client had *not* seen, and adds the new value with a
+  fresh dot. So a write that saw everything replaces everything; two writes that both started
+  from the same read are concurrent and both survive as siblings, until a write whose
+  context covers both resolves them.
+* Two replicas' objects merge (``merge``) by keeping a sibling if both have it, or if the
+  other side has not seen its dot. Merge is commutative, associative and idempotent, so
+  replicas converge whatever order updates and repairs arrive in.
+
+This is the "dotted version vector" scheme: unlike per-client vector clocks it does not grow
+with the number of clients, and unlike plain per-server vector clocks it does not make two
+concurrent writes through one coordinator look ordered (which would lose one of them).
+
+Last-write-wins is an explicit option (``lww=True``): after every update or merge only the
+sibling with the highest hybrid-logical-clock timestamp (dot as tie-break) is kept. It never
+shows siblings and silently drops the losers of truly concurrent writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import InvalidArgument, PeerError
+from blocks.kv.hlc import HlcTimestamp
+
+__all__ = [
+    "EMPTY",
+    "Dot",
+    "Sibling",
+    "VersionVector",
+    "VersionedObject",
+    "decode_context",
+    "encode_context",
+    "merge",
+    "object_from_wire",
+    "object_to_wire",
+    "update",
+]
+
+CONTEXT_BYTES_MAX = 64 * 1024
+NODES_PER_VECTOR_MAX = 1_024
+"""Bound on a vector's entries: one per node that ever coordinated a write of the key."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Dot:
+    """The ``counter``-th write of a key coordinated by ``node``."""
+
+    node: str
+    counter: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionVector:
+    """``node -> highest counter seen``, as a sorted tuple so it hashes and compares."""
+
+    entries: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, int]) -> VersionVector:
+        return cls(tuple(sorted((n, c) for n, c in mapping.items() if c > 0)))
+
+    def get(self, node: str) -> int:
+        for name, counter in self.entries:
+            if name == node:
+                return counter
+        return 0
+
+    def covers(self, dot: Dot) -> bool:
+        return dot.counter <= self.get(dot.node)
+
+    def join(self, other: VersionVector) -> VersionVector:
+        merged = dict(self.entries)
+        for node, counter in other.entries:
+            if counter > merged.get(node, 0):
+                merged[node] = counter
+        return VersionVector.from_mapping(merged)
+
+    def descends(self, other: VersionVector) -> bool:
+        """True when this vector has seen everything ``other`` has."""
+        return all(self.get(node) >= counter for node, counter in other.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    dot: Dot
+    value: bytes | None  # None: a delete
+    timestamp: HlcTimestamp
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedObject:
+    """Siblings (sorted by dot, dots unique) and the causal context they were seen in."""
+
+    siblings: tuple[Sibling, ...]
+    context: VersionVector
+
+    @property
+    def values(self) -> list[bytes]:
+        """The live values: every sibling that is not a delete."""
+        return [s.value for s in self.siblings if s.value is not None]
+
+    @property
+    def value(self) -> bytes | None:
+        """The single value when there is no conflict; the highest-timestamp one otherwise."""
+        live = [s for s in self.siblings if s.value is not None]
+        if not live:
+            return None
+        return max(live, key=lambda s: (s.timestamp, s.dot)).value
+
+
+EMPTY = VersionedObject((), VersionVector())
+
+
+def _normalise(siblings: Iterable[Sibling], context: VersionVector, lww: bool) -> VersionedObject:
+    unique = {s.dot: s for s in siblings}
+    ordered = tuple(sorted(unique.values(), key=lambda s: s.dot))
+    if lww and len(ordered) > 1:
+        ordered = (max(ordered, key=lambda s: (s.timestamp, s.dot)),)
+    return VersionedObject(ordered, context)
+
+
+def update(
+    stored: VersionedObject | None,
+    client_context: VersionVector,
+    node: str,
+    value: bytes | None,
+    timestamp: HlcTimestamp,
+    *,
+    lww: bool = False,
+) -> VersionedObject:
+    """The object after ``node`` coordinates a write of ``value`` seen from ``client_context``."""
+    base = stored or EMPTY
+    counter = max(base.context.get(node), client_context.get(node)) + 1
+    dot = Dot(node, counter)
+    kept = [s for s in base.siblings if not client_context.covers(s.dot)]
+    context = base.context.join(client_context).join(VersionVector(((node, counter),)))
+    return _normalise([*kept, Sibling(dot, value, timestamp)], context, lww)
+
+
+def merge(
+    left: VersionedObject | None, right: VersionedObject | None, *, lww: bool = False
+) -> VersionedObject:
+    """Combine two replicas' objects; commutative, associative and idempotent."""
+    if left is None or right is None:
+        only = left or right or EMPTY
+        return _normalise(only.siblings, only.context, lww)
+    left_dots = {s.dot for s in left.siblings}
+    right_dots = {s.dot for s in right.siblings}
+    kept = [s for s in left.siblings if s.dot in right_dots or not right.context.covers(s.dot)]
+    kept += [s for s in right.siblings if s.dot not in left_dots and not left.context.covers(s.dot)]
+    return _normalise(kept, left.context.join(right.context), lww)
+
+
+# -- wire forms -------------------------------------------------------------------------------
+
+
+def encode_context(context: VersionVector) -> bytes:
+    """The opaque context handed to clients."""
+    return pack([[node, counter] for node, counter in context.entries])
+
+
+def decode_context(data: bytes | None) -> VersionVector:
+    """Parse a client's context; ``None`` or empty means "seen nothing"."""
+    if not data:
+        return VersionVector()
+    try:
+        return _vector_from_wire(unpack(data, size_max=CONTEXT_BYTES_MAX))
+    except (InvalidArgument, PeerError) as error:
+        raise InvalidArgument(f"malformed context: {error}") from None
+
+
+def _vector_from_wire(raw: Any) -> VersionVector:
+    if not isinstance(raw, list) or len(raw) > NODES_PER_VECTOR_MAX:
+        raise PeerError("version vector must be a bounded list")
+    mapping: dict[str, int] = {}
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or type(item[1]) is not int
+            or item[1] < 1
+            or item[0] in mapping
+        ):
+            raise PeerError("version vector entries must be unique [node, counter >= 1]")
+        mapping[item[0]] = item[1]
+    return VersionVector.from_mapping(mapping)
+
+
+def object_to_wire(obj: VersionedObject) -> list[Any]:
+    siblings = [
+        [s.dot.node, s.dot.counter, s.value, s.timestamp.wall_ms, s.timestamp.logical]
+        for s in obj.siblings
+    ]
+    return [siblings, [[n, c] for n, c in obj.context.entries]]
+
+
+def object_from_wire(raw: Any) -> VersionedObject:
+    """Parse an object a peer sent; raises ``PeerError`` on anything malformed."""
+    if not isinstance(raw, list) or len(raw) != 2 or not isinstance(raw[0], list):
+        raise PeerError("object must be [siblings, context]")
+    context = _vector_from_wire(raw[1])
+    siblings = []
+    for item in raw[0][:NODES_PER_VECTOR_MAX]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 5
+            or not isinstance(item[0], str)
+            or not all(type(x) is int and x >= 0 for x in item[1:2] + item[3:5])
+            or not (item[2] is None or isinstance(item[2], bytes))
+        ):
+            raise PeerError("malformed sibling")
+        siblings.append(Sibling(Dot(item[0], item[1]), item[2], HlcTimestamp(item[3], item[4])))
+    if len(siblings) != len(raw[0]) or not all(context.covers(s.dot) for s in siblings):
+        raise PeerError("siblings must be bounded and covered by the context")
+    return _normalise(siblings, context, lww=False)
