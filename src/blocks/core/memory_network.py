@@ -1,13 +1,13 @@
 """``MemoryNetwork``: an in-process network of named nodes with seeded faults.
 
-Theory of operation: every message (request, reply, one-way) becomes an envelope holding its
-msgpack bytes. On send, the network decides the envelope's fate with its own
-``random.Random(seed)``: dropped (loss, a cut link), or delivered after a delay drawn from the
+Theory of operation: this module is the asyncio layer; the decisions live in the pure core
+``blocks.core.network_faults.NetworkFaults``. Every message (request, reply, one-way) becomes
+an ``Envelope`` holding its msgpack bytes. On send the core decides the envelope's fate with
+its own ``random.Random(seed)``: dropped (loss, a cut link), or due after a delay drawn from the
 link's range, possibly with a duplicate and possibly held back so later messages overtake it.
-Envelopes wait in one heap ordered by (delivery time, sequence number), and a single loop timer
-fires for the earliest. Without reordering a link is FIFO: a message is never scheduled before
-an earlier one on the same link. On delivery the network checks again that the link is not cut
-and both ends are alive, then resolves the waiting request or runs the handler in a new task.
+This layer keeps one loop timer armed for the earliest due envelope; when it fires, it asks the
+core to check each due envelope again (link not cut, both ends alive) and then resolves the
+waiting request or runs the node's handler in a new task.
 
 Run under ``blocks.testing.simloop.VirtualTimeLoop`` the whole thing is deterministic: the same
 seed and the same program give the same fault decisions, the same delivery order and the same
@@ -35,10 +35,6 @@ last ``trace_max`` trace events are kept.
 from __future__ import annotations
 
 import asyncio
-import collections
-import enum
-import heapq
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +49,14 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
+from blocks.core.network_faults import (
+    Envelope,
+    Kind,
+    LinkConfig,
+    NetworkFaults,
+    NetworkStats,
+    TraceEvent,
+)
 from blocks.core.transport import (
     DEFAULT_TIMEOUT_S,
     FRAME_BYTES_MAX,
@@ -63,91 +67,6 @@ from blocks.core.transport import (
 )
 
 __all__ = ["LinkConfig", "MemoryNetwork", "MemoryTransport", "NetworkStats", "TraceEvent"]
-
-
-class Kind(enum.Enum):
-    """What an envelope carries."""
-
-    REQUEST = "request"
-    ONEWAY = "oneway"
-    REPLY = "reply"
-    FAILURE = "failure"  # a reply carrying an encoded error
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    message_id: int  # unique per network; a duplicate keeps its original's id
-    kind: Kind
-    src: str
-    dst: str
-    src_incarnation: int
-    request_id: int  # the request's message id, for requests and their replies; else 0
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LinkConfig:
-    """Faults on one directed link; probabilities are per message, in [0, 1].
-
-    ``delay_ms`` is a (low, high) range sampled uniformly. A message picked for reordering
-    (probability ``reorder``) is held back a further uniform ``[0, reorder_delay_ms]`` and
-    skips the link's FIFO order, so later messages may overtake it. A duplicate gets its own
-    delay and may arrive before or after the original.
-    """
-
-    delay_ms: tuple[float, float] = (0.0, 0.0)
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    reorder_delay_ms: float = 10.0
-
-    def __post_init__(self) -> None:
-        low, high = self.delay_ms
-        if not 0.0 <= low <= high:
-            raise InvalidArgument(f"delay_ms must satisfy 0 <= low <= high, got {self.delay_ms}")
-        for label in ("loss", "duplicate", "reorder"):
-            if not 0.0 <= getattr(self, label) <= 1.0:
-                raise InvalidArgument(f"{label} must be in [0, 1], got {getattr(self, label)}")
-        if self.reorder_delay_ms < 0:
-            raise InvalidArgument(f"reorder_delay_ms must be >= 0, got {self.reorder_delay_ms}")
-
-    def sample_delay_s(self, draw: random.Random) -> float:
-        low, high = self.delay_ms
-        return (low if low == high else draw.uniform(low, high)) / 1000.0
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkStats:
-    """Counters since the network was built. ``sent`` counts every envelope handed to the
-    network (requests, one-way messages and replies), so
-    ``delivered + dropped_* + refused + in_flight == sent + duplicated``."""
-
-    sent: int = 0
-    delivered: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    dropped_loss: int = 0
-    dropped_partition: int = 0
-    dropped_crash: int = 0
-    dropped_late: int = 0  # a reply that found nobody waiting (timed out, or a duplicate)
-    dropped_overload: int = 0  # in_flight_max reached
-    refused: int = 0  # no handler, or handler_tasks_max reached
-    handler_errors: int = 0  # handlers that raised
-
-
-@dataclass(frozen=True, slots=True)
-class TraceEvent:
-    """One step in the network's life; ``time_s`` is the loop's clock."""
-
-    time_s: float
-    action: (
-        str  # send, deliver, drop, duplicate, reorder; crash, restart, partition, block, heal...
-    )
-    message_id: int
-    kind: str
-    src: str
-    dst: str
-    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -215,33 +134,23 @@ class MemoryNetwork:
     ) -> None:
         for label, value in (
             ("message_bytes_max", message_bytes_max),
-            ("in_flight_max", in_flight_max),
             ("handler_tasks_max", handler_tasks_max),
-            ("trace_max", trace_max),
         ):
             if value <= 0:
                 raise InvalidArgument(f"{label} must be > 0, got {value}")
         self.seed = seed
-        self._random = random.Random(f"network:{seed}")
-        self._default_link = default_link or LinkConfig()
-        self._links: dict[tuple[str, str], LinkConfig] = {}
+        self._faults = NetworkFaults(
+            seed, default_link=default_link, in_flight_max=in_flight_max, trace_max=trace_max
+        )
         self._message_bytes_max = message_bytes_max
-        self._in_flight_max = in_flight_max
         self._handler_tasks_max = handler_tasks_max
         self._nodes: dict[str, _Node] = {}
         self._retired: dict[str, int] = {}  # incarnation of each closed node's next life
-        self._groups: dict[str, int] | None = None
-        self._blocked: set[tuple[str, str]] = set()
-        self._heap: list[tuple[float, int, Envelope]] = []
-        self._fifo_tail: dict[tuple[str, str], float] = {}
-        self._sequence = 0
         self._message_ids = 0
         self._task_ids = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._trace: collections.deque[TraceEvent] = collections.deque(maxlen=trace_max)
 
     # --- nodes ---------------------------------------------------------------------------
 
@@ -268,7 +177,7 @@ class MemoryNetwork:
         if node.up:
             node.up = False
             node.incarnation += 1
-            self._record("crash", 0, "-", name, name)
+            self._faults.record("crash", 0, "-", name, name, self._now())
             self._stop_activity(node, Unavailable(f"node {name!r} crashed"))
 
     def restart(self, name: str) -> None:
@@ -276,68 +185,51 @@ class MemoryNetwork:
         node = self._node(name)
         if not node.up:
             node.up = True
-            self._record("restart", 0, "-", name, name)
+            self._faults.record("restart", 0, "-", name, name, self._now())
 
     # --- faults --------------------------------------------------------------------------
 
     def set_default_link(self, config: LinkConfig) -> None:
         """Use ``config`` for every link without its own setting."""
-        self._default_link = config
+        self._faults.set_default_link(config)
 
     def set_link(self, src: str, dst: str, config: LinkConfig, *, both_ways: bool = True) -> None:
         """Set the link from ``src`` to ``dst`` (and back, unless ``both_ways`` is false)."""
-        self._links[(src, dst)] = config
-        if both_ways:
-            self._links[(dst, src)] = config
+        self._faults.set_link(src, dst, config, both_ways=both_ways)
 
     def link(self, src: str, dst: str) -> LinkConfig:
-        return self._links.get((src, dst), self._default_link)
+        return self._faults.link(src, dst)
 
     def partition(self, groups: Iterable[Iterable[str]]) -> None:
         """Split the nodes into ``groups`` (replacing any previous partition)."""
-        membership: dict[str, int] = {}
-        for index, group in enumerate(groups):
-            for name in group:
-                if name in membership:
-                    raise InvalidArgument(f"node {name!r} is in more than one group")
-                membership[name] = index
-        self._groups = membership
-        self._record("partition", 0, "-", "-", "-")
+        self._faults.partition(groups, self._now())
 
     def block(self, src: str, dst: str) -> None:
         """Cut the direction ``src`` -> ``dst`` only."""
-        self._blocked.add((src, dst))
-        self._record("block", 0, "-", src, dst)
+        self._faults.block(src, dst, self._now())
 
     def unblock(self, src: str, dst: str) -> None:
-        self._blocked.discard((src, dst))
-        self._record("unblock", 0, "-", src, dst)
+        self._faults.unblock(src, dst, self._now())
 
     def heal(self) -> None:
         """End the partition and every one-way block."""
-        self._groups = None
-        self._blocked.clear()
-        self._record("heal", 0, "-", "-", "-")
+        self._faults.heal(self._now())
 
     def is_cut(self, src: str, dst: str) -> bool:
-        if (src, dst) in self._blocked:
-            return True
-        if self._groups is None:
-            return False
-        return self._groups.get(src, -1) != self._groups.get(dst, -1)
+        return self._faults.is_cut(src, dst)
 
     # --- observation ---------------------------------------------------------------------
 
     def stats(self) -> NetworkStats:
-        return NetworkStats(**{name: self._counts[name] for name in NetworkStats.__slots__})
+        return self._faults.stats()
 
     def trace(self) -> list[TraceEvent]:
         """The most recent events (at most ``trace_max``), oldest first."""
-        return list(self._trace)
+        return self._faults.trace()
 
     @property
     def in_flight(self) -> int:
-        return len(self._heap)
+        return self._faults.in_flight
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -379,46 +271,20 @@ class MemoryNetwork:
             self._message_ids, kind, node.name, dest, node.incarnation, request_id, payload
         )
 
-    def _submit(self, envelope: Envelope) -> None:
-        self._count_and_record("sent", "send", envelope)
-        source = self._nodes.get(envelope.src)
-        if source is None or not source.up or source.incarnation != envelope.src_incarnation:
-            self._count_and_record("dropped_crash", "drop", envelope, "sender down")
-            return
-        if self.is_cut(envelope.src, envelope.dst):
-            self._count_and_record("dropped_partition", "drop", envelope, "link cut")
-            return
-        if len(self._heap) >= self._in_flight_max:
-            self._count_and_record("dropped_overload", "drop", envelope, "in_flight_max")
-            return
-        config = self.link(envelope.src, envelope.dst)
-        draw = self._random
-        if config.loss and draw.random() < config.loss:
-            self._count_and_record("dropped_loss", "drop", envelope, "loss")
-            return
-        now = self._get_loop().time()
-        link = (envelope.src, envelope.dst)
-        at = now + config.sample_delay_s(draw)
-        if config.reorder and draw.random() < config.reorder:
-            at += draw.uniform(0.0, config.reorder_delay_ms) / 1000.0
-            self._count_and_record("reordered", "reorder", envelope)
-        else:
-            at = max(at, self._fifo_tail.get(link, 0.0))
-            self._fifo_tail[link] = at
-        self._push(at, envelope)
-        if config.duplicate and draw.random() < config.duplicate:
-            self._count_and_record("duplicated", "duplicate", envelope)
-            self._push(now + config.sample_delay_s(draw), envelope)
+    def _is_alive(self, name: str, incarnation: int) -> bool:
+        node = self._nodes.get(name)
+        return node is not None and node.up and node.incarnation == incarnation
 
-    def _push(self, at: float, envelope: Envelope) -> None:
-        self._sequence += 1
-        heapq.heappush(self._heap, (at, self._sequence, envelope))
-        self._schedule_timer()
+    def _submit(self, envelope: Envelope) -> None:
+        now = self._get_loop().time()
+        sender_up = self._is_alive(envelope.src, envelope.src_incarnation)
+        if self._faults.submit(envelope, now, sender_up=sender_up):
+            self._schedule_timer()
 
     def _schedule_timer(self) -> None:
-        if not self._heap:
+        earliest = self._faults.next_due_s()
+        if earliest is None:
             return
-        earliest = self._heap[0][0]
         if self._timer is not None:
             if self._timer_when <= earliest:
                 return
@@ -430,39 +296,40 @@ class MemoryNetwork:
     def _on_timer(self) -> None:
         due_until = max(self._timer_when, self._get_loop().time())
         self._timer = None
-        while self._heap and self._heap[0][0] <= due_until:
-            _, _, envelope = heapq.heappop(self._heap)
+        while (envelope := self._faults.pop_due(due_until)) is not None:
             self._deliver(envelope)
         self._schedule_timer()
 
     # --- delivering ------------------------------------------------------------------------
 
     def _deliver(self, envelope: Envelope) -> None:
-        source = self._nodes.get(envelope.src)
+        now = self._now()
         target = self._nodes.get(envelope.dst)
-        if source is None or source.incarnation != envelope.src_incarnation or not source.up:
-            self._count_and_record("dropped_crash", "drop", envelope, "sender crashed")
-        elif target is None or not target.up:
-            self._count_and_record("dropped_crash", "drop", envelope, "receiver down")
-        elif self.is_cut(envelope.src, envelope.dst):
-            self._count_and_record("dropped_partition", "drop", envelope, "link cut in flight")
-        elif envelope.kind in (Kind.REPLY, Kind.FAILURE):
+        if not self._faults.admit(
+            envelope,
+            now,
+            sender_alive=self._is_alive(envelope.src, envelope.src_incarnation),
+            receiver_up=target is not None and target.up,
+        ):
+            return
+        assert target is not None
+        if envelope.kind in (Kind.REPLY, Kind.FAILURE):
             future = target.waiting.get(envelope.request_id)
             if future is None or future.done():
-                self._count_and_record("dropped_late", "drop", envelope, "nobody waiting")
+                self._faults.count("dropped_late", "drop", envelope, now, "nobody waiting")
             else:
-                self._count_and_record("delivered", "deliver", envelope)
+                self._faults.count("delivered", "deliver", envelope, now)
                 future.set_result(envelope)
         elif target.handler is None or len(target.tasks) >= self._handler_tasks_max:
             reason = "no handler" if target.handler is None else "handler_tasks_max"
-            self._count_and_record("refused", "drop", envelope, reason)
+            self._faults.count("refused", "drop", envelope, now, reason)
             if envelope.kind is Kind.REQUEST:
                 error = (Unavailable if target.handler is None else Overloaded)(
                     f"node {target.name!r} refused the request: {reason}"
                 )
                 self._reply(target, envelope, Kind.FAILURE, error_to_wire(error))
         else:
-            self._count_and_record("delivered", "deliver", envelope)
+            self._faults.count("delivered", "deliver", envelope, now)
             self._task_ids += 1
             coroutine = self._run_handler(target, target.handler, envelope, self._task_ids)
             target.tasks[self._task_ids] = self._get_loop().create_task(coroutine)
@@ -480,7 +347,7 @@ class MemoryNetwork:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self._counts["handler_errors"] += 1
+                self._faults.count_only("handler_errors")
                 kind, body = Kind.FAILURE, error_to_wire(error)
             if envelope.kind is Kind.REQUEST:
                 self._reply(node, envelope, kind, body)
@@ -523,16 +390,6 @@ class MemoryNetwork:
             raise FailedPrecondition("a MemoryNetwork is used from one event loop only")
         return loop
 
-    def _count_and_record(
-        self, counter: str, action: str, envelope: Envelope, reason: str = ""
-    ) -> None:
-        self._counts[counter] += 1
-        self._record(
-            action, envelope.message_id, envelope.kind.value, envelope.src, envelope.dst, reason
-        )
-
-    def _record(
-        self, action: str, message_id: int, kind: str, src: str, dst: str, reason: str = ""
-    ) -> None:
-        now = self._loop.time() if self._loop is not None else 0.0
-        self._trace.append(TraceEvent(now, action, message_id, kind, src, dst, reason))
+    def _now(self) -> float:
+        """The loop's clock for the trace; 0.0 before the network first ran on a loop."""
+        return self._loop.time() if self._loop is not None else 0.0

@@ -3,10 +3,12 @@
 Theory of operation: each frame is a 4-byte big-endian length and one msgpack array
 (``blocks.core.transport.FrameKind``). Connections are one-directional in purpose: the node that
 dials sends ``HELLO`` (its name and optional bearer token), then requests and one-way messages;
-the listening node answers ``WELCOME`` and then a ``REPLY`` or ``FAILURE`` per request id. A
-node keeps one outbound connection per peer and pipelines every request on it, matching replies
-by id, so N requests in flight cost one socket and no head-of-line waiting in the caller. Both
-directions of a pair of nodes therefore use two connections, one dialed by each side.
+the listening node answers ``WELCOME`` and then a ``REPLY`` or ``FAILURE`` per request id (the
+two ends are ``blocks.core.tcp_connection``). A node keeps one outbound connection per peer and
+pipelines every request on it, matching replies by id, so N requests in flight cost one socket
+and no head-of-line waiting in the caller. Both directions of a pair of nodes therefore use two
+connections, one dialed by each side. This module owns the connections: the listener, the dials
+with their backoff, and the bookkeeping that closes everything on ``close()``.
 
 Failure handling:
 
@@ -24,6 +26,17 @@ Failure handling:
   bound gets ``Overloaded`` at once (it does not wait in a hidden queue), and a listener answers
   ``Overloaded`` to requests past it (one-way messages past it are dropped and counted).
 
+TLS (optional, so that the bearer token and the data never travel in clear): ``tls`` is the
+listener's ``ssl.SSLContext`` (``blocks.core.tcp_tls.server_tls_context`` builds one from PEM),
+and ``tls_ca`` makes every dial a TLS connection that accepts only a listener whose certificate
+that CA signed and that names the dialed host (or ``tls_server_name``); it is PEM bytes, a path,
+or a ready client context (for client certificates). The TLS handshake happens before
+``HELLO`` and is bounded by ``handshake_timeout_s`` on the listener and ``connect_timeout_s`` on
+the dialer. A TLS listener drops a plaintext dialer during the handshake, and a dialer that
+cannot verify the listener drops the connection before sending anything: both fail the
+request with ``Unavailable`` (counted as ``tls_failures`` on the dialer), as any unreachable
+node does. A node that both listens and dials in a TLS cluster sets both.
+
 Without ``listen`` the transport is client-only: it dials peers and never accepts, which is how
 a Python client reaches a node on the same fast path the nodes use among themselves. The
 transport runs on whatever asyncio loop is running, uvloop included.
@@ -33,292 +46,39 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import logging
 import random
-from typing import Any, cast
+import ssl
+from typing import Any
 
 from blocks.core.errors import (
-    BlocksError,
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
-    Overloaded,
     PeerError,
     Timeout,
     Unauthenticated,
     Unavailable,
 )
+from blocks.core.rpc import PemSource
+from blocks.core.tcp_connection import ClientConnection, ServerConnection
+from blocks.core.tcp_tls import check_tls_context, client_tls_context
 from blocks.core.transport import (
     DEFAULT_TIMEOUT_S,
     FRAME_BYTES_MAX,
-    FrameDecoder,
     FrameKind,
     Handler,
     check_timeout,
-    encode_frame,
-    error_from_wire,
-    error_to_wire,
 )
 
-__all__ = ["TcpTransport"]
+__all__ = ["Address", "TcpTransport"]
 
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
-
-class _FramedConnection(asyncio.Protocol):
-    """Frame decoding, flow-controlled writes and protocol-error handling for one socket."""
-
-    def __init__(self, owner: TcpTransport) -> None:
-        self._owner = owner
-        self._decoder = FrameDecoder(owner.frame_bytes_max)
-        self._transport: asyncio.Transport | None = None
-        self._writable: asyncio.Event = asyncio.Event()
-        self._writable.set()
-        self._outgoing: list[bytes] | None = None  # None: nothing written in this loop turn
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._decoder.append(data)
-            while not self.closed and (frame := self._decoder.next_frame()) is not None:
-                self.handle_frame(frame)
-        except PeerError as error:
-            self.fail(error)
-
-    def handle_frame(self, frame: list[Any]) -> None:
-        raise NotImplementedError
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    def write(self, frame: list[Any]) -> None:
-        """Queue ``frame`` for the socket; ``InvalidArgument`` if it cannot be encoded.
-
-        The first frame in a turn of the event loop leaves at once (no added latency for a
-        lone request); the others written in the same turn leave together in one ``write`` at
-        the end of it, so 64 pipelined requests cost two system calls, not 64.
-        """
-        data = encode_frame(frame, self._owner.frame_bytes_max)
-        if self.closed or self._transport is None:
-            return
-        if self._outgoing is None:
-            self._outgoing = []
-            asyncio.get_running_loop().call_soon(self._flush)
-            self._transport.write(data)
-        else:
-            self._outgoing.append(data)
-
-    def _flush(self) -> None:
-        outgoing, self._outgoing = self._outgoing, None
-        if outgoing and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(outgoing))
-
-    async def drain(self) -> None:
-        if not self._writable.is_set():
-            await self._writable.wait()
-
-    def fail(self, error: BlocksError) -> None:
-        """Tell the peer why (best effort) and drop the connection."""
-        if isinstance(error, PeerError):
-            self._owner.counters["peer_errors"] += 1
-            logger.debug("dropping connection: %s", error)
-        if not self.closed:
-            self.write([FrameKind.GOAWAY, error_to_wire(error)])
-        self.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self._transport is not None:
-                self._flush()  # a GOAWAY queued just before still leaves
-                self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._writable.set()
-
-
-class _ClientConnection(_FramedConnection):
-    """The dialing side: sends requests, matches replies to waiting callers by id."""
-
-    def __init__(self, owner: TcpTransport, peer_name: str) -> None:
-        super().__init__(owner)
-        self._peer_name = peer_name
-        self._next_id = 0
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.write([FrameKind.HELLO, self._owner.name, self._owner.token])
-
-    def handle_frame(self, frame: list[Any]) -> None:
-        kind = frame[0]
-        if kind is FrameKind.WELCOME and not self.ready.done():
-            if frame[1] != self._peer_name:
-                raise PeerError(f"expected node {self._peer_name!r}, reached {frame[1]!r}")
-            self.ready.set_result(None)
-        elif kind is FrameKind.GOAWAY:
-            self._fail_all(error_from_wire(frame[1]))
-            self.close()
-        elif kind in (FrameKind.REPLY, FrameKind.FAILURE) and self.ready.done():
-            future = self._waiting.pop(frame[1], None)
-            if future is None or future.done():
-                self._owner.counters["late_replies"] += 1
-            elif kind is FrameKind.REPLY:
-                future.set_result(frame[2])
-            else:
-                future.set_exception(error_from_wire(frame[2]))
-        else:
-            raise PeerError(f"unexpected {kind.name} frame from a listener")
-
-    async def request(self, message: Any, timeout_s: float) -> Any:
-        if len(self._waiting) >= self._owner.in_flight_max:
-            raise Overloaded(
-                f"{self._owner.in_flight_max} requests already in flight to {self._peer_name!r}",
-                retry_after_ms=1,
-            )
-        self._next_id += 1
-        request_id = self._next_id
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.write([FrameKind.REQUEST, request_id, message])
-        self._waiting[request_id] = future
-        expiry = loop.call_later(timeout_s, _expire, future, self._peer_name, timeout_s)
-        try:
-            await self.drain()
-            return await future
-        finally:
-            expiry.cancel()
-            self._waiting.pop(request_id, None)
-
-    def fail(self, error: BlocksError) -> None:
-        self._fail_all(error)
-        super().fail(error)
-
-    def _fail_all(self, error: BlocksError) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(error)
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(error)
-        self._waiting.clear()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._fail_all(Unavailable(f"connection to {self._peer_name!r} lost"))
-        self._owner._forget(self._peer_name, self)
-
-
-def _expire(future: asyncio.Future[Any], peer_name: str, timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(Timeout(f"no reply from {peer_name!r} within {timeout_s} s"))
-
-
-class _ServerConnection(_FramedConnection):
-    """The listening side: authenticates the dialer, runs the handler, writes replies."""
-
-    def __init__(self, owner: TcpTransport) -> None:
-        super().__init__(owner)
-        self._peer_name: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._handshake_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._owner.counters["connections_accepted"] += 1
-        self._owner._accepted.add(self)
-        self._handshake_timer = asyncio.get_running_loop().call_later(
-            self._owner.handshake_timeout_s, self._maybe_expire_handshake
-        )
-
-    def _maybe_expire_handshake(self) -> None:
-        if self._peer_name is None:
-            self.fail(PeerError("no HELLO within the handshake timeout"))
-
-    def handle_frame(self, frame: list[Any]) -> None:
-        kind = frame[0]
-        if self._peer_name is None:
-            if kind is not FrameKind.HELLO:
-                raise PeerError(f"expected HELLO, got {kind.name}")
-            self._handle_hello(frame[1], frame[2])
-        elif kind in (FrameKind.REQUEST, FrameKind.ONEWAY):
-            self._handle_message(frame)
-        elif kind is FrameKind.GOAWAY:
-            self.close()
-        else:
-            raise PeerError(f"unexpected {kind.name} frame from a dialer")
-
-    def _handle_hello(self, peer_name: Any, token: Any) -> None:
-        if not isinstance(peer_name, str) or not peer_name:
-            raise PeerError("HELLO without a node name")
-        expected = self._owner.token
-        if expected is not None and not (
-            isinstance(token, str) and hmac.compare_digest(token.encode(), expected.encode())
-        ):
-            self._owner.counters["unauthenticated"] += 1
-            self.fail(Unauthenticated("missing or wrong bearer token"))
-            return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-        self._peer_name = peer_name
-        self.write([FrameKind.WELCOME, self._owner.name])
-
-    def _handle_message(self, frame: list[Any]) -> None:
-        handler = self._owner.handler
-        is_request = frame[0] is FrameKind.REQUEST
-        if handler is None or len(self._tasks) >= self._owner.in_flight_max:
-            self._owner.counters["refused"] += 1
-            if is_request:
-                refusal = (
-                    Unavailable(f"node {self._owner.name!r} has no handler")
-                    if handler is None
-                    else Overloaded("listener in_flight_max reached", retry_after_ms=1)
-                )
-                self.write([FrameKind.FAILURE, frame[1], error_to_wire(refusal)])
-            return
-        message = frame[2] if is_request else frame[1]
-        request_id = frame[1] if is_request else None
-        task = asyncio.get_running_loop().create_task(self._run(handler, message, request_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, handler: Handler, message: Any, request_id: int | None) -> None:
-        assert self._peer_name is not None
-        try:
-            result = await handler(self._peer_name, message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            self._owner.counters["handler_errors"] += 1
-            if request_id is not None:
-                self.write([FrameKind.FAILURE, request_id, error_to_wire(error)])
-            return
-        if request_id is None:
-            return
-        try:
-            self.write([FrameKind.REPLY, request_id, result])
-        except InvalidArgument as error:
-            self.write([FrameKind.FAILURE, request_id, error_to_wire(error)])
-        await self.drain()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        self._owner._accepted.discard(self)
+TLS_SHUTDOWN_TIMEOUT_S = 2.0
+"""How long closing a TLS connection waits for the peer's close_notify."""
 
 
 class TcpTransport:
@@ -327,6 +87,9 @@ class TcpTransport:
 
     ``peers`` maps node names to ``(host, port)``; ``add_peer`` changes them later. ``token``
     is the bearer token this node presents when dialing and, when listening, requires.
+    ``tls`` (listener context), ``tls_ca`` (PEM bytes, a path, or a client context) and
+    ``tls_server_name`` turn on TLS as the module docs describe; ``InvalidArgument`` if the
+    material cannot be loaded.
     """
 
     def __init__(
@@ -343,6 +106,9 @@ class TcpTransport:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_ca: PemSource | ssl.SSLContext | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"node name must be a non-empty str, got {name!r}")
@@ -363,11 +129,16 @@ class TcpTransport:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        self._tls_server = None if tls is None else check_tls_context(tls, server_side=True)
+        self._tls_client = _client_context(tls_ca)
+        if tls_server_name is not None and (self._tls_client is None or not tls_server_name):
+            raise InvalidArgument("tls_server_name needs tls_ca and must be non-empty")
+        self._tls_server_name = tls_server_name
         self.handler: Handler | None = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._server: asyncio.Server | None = None
-        self._accepted: set[_ServerConnection] = set()
-        self._outbound: dict[str, _ClientConnection] = {}
+        self._accepted: set[ServerConnection] = set()
+        self._outbound: dict[str, ClientConnection] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._retry_at: dict[str, tuple[int, float]] = {}  # name -> (failures, loop time)
         self._closed = False
@@ -390,7 +161,16 @@ class TcpTransport:
         if self._listen is not None and self._server is None:
             host, port = self._listen
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(lambda: _ServerConnection(self), host, port)
+            tls_options: dict[str, Any] = {}
+            if self._tls_server is not None:
+                tls_options = {
+                    "ssl": self._tls_server,
+                    "ssl_handshake_timeout": self.handshake_timeout_s,
+                    "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT_S,
+                }
+            self._server = await loop.create_server(
+                lambda: ServerConnection(self), host, port, **tls_options
+            )
 
     async def __aenter__(self) -> TcpTransport:
         await self.start()
@@ -413,7 +193,7 @@ class TcpTransport:
 
     def stats(self) -> dict[str, int]:
         """Counters: peer_errors, unauthenticated, refused, handler_errors, late_replies,
-        connections_accepted, dials, dial_failures, oneway_dropped."""
+        connections_accepted, dials, dial_failures, tls_failures, oneway_dropped."""
         return dict(self.counters)
 
     async def request(self, dest: str, message: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
@@ -463,11 +243,20 @@ class TcpTransport:
         if self._closed:
             raise FailedPrecondition(f"transport {self._name!r} is closed")
 
-    def _forget(self, dest: str, connection: _ClientConnection) -> None:
-        if self._outbound.get(dest) is connection:
-            del self._outbound[dest]
+    # --- hooks for the connections (blocks.core.tcp_connection.ConnectionOwner) -----------
 
-    async def _connect(self, dest: str, deadline: float) -> _ClientConnection:
+    def connection_accepted(self, connection: ServerConnection) -> None:
+        self.counters["connections_accepted"] += 1
+        self._accepted.add(connection)
+
+    def connection_ended(self, connection: ServerConnection) -> None:
+        self._accepted.discard(connection)
+
+    def outbound_lost(self, peer_name: str, connection: ClientConnection) -> None:
+        if self._outbound.get(peer_name) is connection:
+            del self._outbound[peer_name]
+
+    async def _connect(self, dest: str, deadline: float) -> ClientConnection:
         """Return an open, greeted connection to ``dest``, dialing at most once at a time."""
         if dest not in self._peers:
             raise Unavailable(f"unknown node {dest!r}")
@@ -488,18 +277,28 @@ class TcpTransport:
         except TimeoutError:
             raise Timeout(f"could not reach {dest!r} before the deadline") from None
 
-    async def _dial(self, dest: str, failures: int) -> _ClientConnection:
+    async def _dial(self, dest: str, failures: int) -> ClientConnection:
         host, port = self._peers[dest]
         loop = asyncio.get_running_loop()
         self.counters["dials"] += 1
+        tls_options: dict[str, Any] = {}
+        if self._tls_client is not None:
+            tls_options = {
+                "ssl": self._tls_client,
+                "server_hostname": self._tls_server_name or host,
+                "ssl_handshake_timeout": self.connect_timeout_s,
+                "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT_S,
+            }
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, connection = await loop.create_connection(
-                    lambda: _ClientConnection(self, dest), host, port
+                    lambda: ClientConnection(self, dest), host, port, **tls_options
                 )
                 await connection.ready
         except (OSError, TimeoutError, Unavailable) as error:
             self.counters["dial_failures"] += 1
+            if isinstance(error, ssl.SSLError):
+                self.counters["tls_failures"] += 1
             delay_s = min(self._backoff_max_s, self._backoff_initial_s * 2.0**failures)
             delay_s *= 0.5 + 0.5 * self._rng.random()
             self._retry_at[dest] = (failures + 1, loop.time() + delay_s)
@@ -510,3 +309,11 @@ class TcpTransport:
             raise Cancelled(f"transport {self._name!r} closed")
         self._outbound[dest] = connection
         return connection
+
+
+def _client_context(tls_ca: PemSource | ssl.SSLContext | None) -> ssl.SSLContext | None:
+    if tls_ca is None:
+        return None
+    if isinstance(tls_ca, ssl.SSLContext):
+        return check_tls_context(tls_ca, server_side=False)
+    return client_tls_context(tls_ca)
