@@ -1,0 +1,168 @@
+"""Counters benchmark: HyperLogLog and Count-Min accuracy and updates/s vs ``datasketches``.
+
+Peer: Apache DataSketches' Python package (``pip install datasketches``); without it its
+contenders are reported as skipped and the accuracy tables show ours alone.
+
+* ``updates``: single-item updates per second, ``HyperLogLog.add`` vs ``hll_sketch.update``
+  (both 2**12 registers) and ``CountMinSketch.add`` vs ``count_min_sketch.update`` (same
+  width and depth). The peer is C++ behind bindings; ours is Python over xxhash.
+* ``hll-accuracy``: mean and worst relative error over seeds at several cardinalities, next
+  to the promised standard error 1.04/sqrt(m).
+* ``cms-accuracy``: on a Zipf stream, the share of keys whose overestimate exceeds eps*N (the
+  promise: at most delta) and the mean overestimate, ours and the peer's at the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+from collections import Counter
+from typing import Any
+
+from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark, write_table
+from blocks.counters.countmin import CountMinSketch
+from blocks.counters.hyperloglog import HyperLogLog
+
+REQUIREMENTS = ["datasketches>=5.0"]
+PRECISION = 12
+CMS_WIDTH, CMS_DEPTH = 2048, 5
+ITEMS = [f"user-{k}" for k in range(1 << 18)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="fewer operations and seeds")
+
+
+def _datasketches() -> Any:
+    try:
+        import datasketches
+    except ImportError:
+        raise Skip("datasketches is not installed (pip install datasketches)") from None
+    return datasketches
+
+
+def _peer_hll() -> Any:
+    return _datasketches().hll_sketch(PRECISION)
+
+
+def _peer_cms() -> Any:
+    return _datasketches().count_min_sketch(CMS_DEPTH, CMS_WIDTH)
+
+
+def _item(index: int) -> str:
+    return ITEMS[index & ((1 << 18) - 1)]
+
+
+def update_contenders() -> list[Contender]:
+    return [
+        Contender("hll (ours)", lambda: HyperLogLog(PRECISION), lambda s, i: s.add(_item(i))),
+        Contender("hll (datasketches)", _peer_hll, lambda s, i: s.update(_item(i))),
+        Contender(
+            "count-min (ours)",
+            lambda: CountMinSketch(CMS_WIDTH, CMS_DEPTH),
+            lambda s, i: s.add(_item(i % 5000)),
+        ),
+        Contender("count-min (datasketches)", _peer_cms, lambda s, i: s.update(_item(i % 5000))),
+    ]
+
+
+def hll_accuracy(seeds: int) -> list[list[Any]]:
+    rows = []
+    sigma = 1.04 / math.sqrt(1 << PRECISION)
+    for distinct in (1_000, 10_000, 100_000):
+        ours, peer = [], []
+        for seed in range(seeds):
+            items = [f"s{seed}-{k}" for k in range(distinct)]
+            sketch = HyperLogLog(PRECISION, seed=seed)
+            sketch.add_many(items)
+            ours.append(abs(sketch.count() - distinct) / distinct)
+            try:
+                other = _peer_hll()
+            except Skip:
+                continue
+            for item in items:
+                other.update(item)
+            peer.append(abs(other.get_estimate() - distinct) / distinct)
+        for name, errors in (("ours", ours), ("datasketches", peer)):
+            if errors:
+                rows.append(
+                    [
+                        distinct,
+                        name,
+                        f"{statistics.mean(errors):.2%}",
+                        f"{max(errors):.2%}",
+                        f"{sigma:.2%}",
+                    ]
+                )
+    return rows
+
+
+def cms_accuracy(seeds: int) -> list[list[Any]]:
+    rows = []
+    eps = math.e / CMS_WIDTH
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        weights = [1.0 / (rank + 1) for rank in range(20_000)]
+        stream = [f"k{key}" for key in rng.choices(range(20_000), weights=weights, k=100_000)]
+        truth = Counter(stream)
+        ours = CountMinSketch(CMS_WIDTH, CMS_DEPTH, seed=seed)
+        for key in stream:
+            ours.add(key)
+        estimators: list[tuple[str, Any]] = [("ours", ours.estimate)]
+        try:
+            peer = _peer_cms()
+            for key, count in truth.items():
+                peer.update(key, count)
+            estimators.append(("datasketches", peer.get_estimate))
+        except Skip:
+            pass
+        for name, estimate in estimators:
+            over = [estimate(key) - count for key, count in truth.items()]
+            beyond = sum(1 for value in over if value > eps * len(stream)) / len(over)
+            rows.append(
+                [
+                    seed,
+                    name,
+                    f"{statistics.mean(over):.1f}",
+                    f"{beyond:.3%}",
+                    f"{math.exp(-CMS_DEPTH):.3%}",
+                ]
+            )
+    return rows
+
+
+def main(args: Any) -> int:
+    quick = getattr(args, "quick", False)
+    run_benchmark(
+        "counters",
+        [Workload("updates", ops=20_000 if quick else 200_000, rounds=3, warmup_ops=1000)],
+        update_contenders(),
+        baseline="hll (datasketches)",
+        out_dir=args.out,
+    )
+    progress("[counters] measuring accuracy")
+    seeds = 3 if quick else 10
+    hll_table = write_table(
+        f"{args.out}/counters",
+        "hll-accuracy",
+        ["distinct", "sketch", "mean |error|", "worst |error|", "standard error"],
+        hll_accuracy(seeds),
+    )
+    cms_table = write_table(
+        f"{args.out}/counters",
+        "cms-accuracy",
+        ["seed", "sketch", "mean overestimate", "keys beyond eps*N", "promised at most"],
+        cms_accuracy(2 if quick else 5),
+    )
+    print(f"\n## HyperLogLog accuracy (p={PRECISION})\n\n{hll_table}")
+    print(f"\n## Count-Min accuracy ({CMS_WIDTH}x{CMS_DEPTH}, Zipf, N=100k)\n\n{cms_table}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="results")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

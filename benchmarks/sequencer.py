@@ -1,0 +1,86 @@
+"""Sequencer benchmark: IDs per second from one generator, against uuid4 and the layout limit.
+
+Contenders (all in this process, on the system clock):
+
+* ``uuid.uuid4`` (the baseline: what a user reaches for first);
+* ``snowflake.next_id`` (one ID per call) and ``snowflake.next_ids(4096)`` (bulk);
+* ``uuid7`` and ``ulid`` (ours, monotonic within a millisecond).
+
+The default Snowflake layout allows 4,096 IDs per millisecond per worker, 4,096,000 per
+second; ``limit.md`` compares the bulk path with that ceiling (the target is to reach it).
+Needs nothing beyond the library: ``REQUIREMENTS`` is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from benchmarks.harness import Contender, Workload, progress, run_benchmark, write_table
+from blocks.sequencer.snowflake import Snowflake
+from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
+
+REQUIREMENTS: list[str] = []
+LAYOUT_LIMIT_PER_S = 4_096_000
+BULK = 4096
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="fewer operations per round")
+
+
+def contenders() -> list[Contender]:
+    return [
+        Contender("uuid.uuid4", setup=lambda: None, op=lambda state, i: uuid.uuid4()),
+        Contender("snowflake.next_id", setup=lambda: Snowflake(1), op=lambda g, i: g.next_id()),
+        Contender(
+            f"snowflake.next_ids({BULK})",
+            setup=lambda: Snowflake(2),
+            op=lambda g, i: g.next_ids(BULK),
+            items_per_op=BULK,
+        ),
+        Contender("uuid7", setup=Uuid7Generator, op=lambda g, i: g.next_id()),
+        Contender("ulid", setup=UlidGenerator, op=lambda g, i: g.next_id()),
+    ]
+
+
+def main(args: Any) -> int:
+    quick = getattr(args, "quick", False)
+    ops = 20_000 if quick else 200_000
+    single = [c for c in contenders() if "next_ids" not in c.name]
+    results = run_benchmark(
+        "sequencer",
+        [Workload("ids", ops=ops, rounds=3, warmup_ops=1000)],
+        single,
+        baseline="uuid.uuid4",
+        out_dir=args.out,
+    )
+    # One bulk op is 4,096 IDs (a full millisecond), so it gets its own, shorter workload.
+    bulk = run_benchmark(
+        "sequencer-bulk",
+        [Workload("ids-bulk", ops=200 if quick else 2000, rounds=3, warmup_ops=10)],
+        [c for c in contenders() if c.name in ("uuid.uuid4", f"snowflake.next_ids({BULK})")],
+        baseline="uuid.uuid4",
+        out_dir=args.out,
+    )
+    rows = []
+    for result in [*results, *bulk]:
+        if result.skipped is None and result.contender.startswith("snowflake"):
+            share = result.throughput / LAYOUT_LIMIT_PER_S
+            rows.append(
+                [result.workload, result.contender, f"{result.throughput:,.0f}", f"{share:.0%}"]
+            )
+    table = write_table(
+        f"{args.out}/sequencer", "limit", ["workload", "contender", "IDs/s", "of 4,096,000/s"], rows
+    )
+    progress(f"\n## sequencer vs layout limit\n\n{table}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="results")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -1,0 +1,138 @@
+"""``blocks counters serve | incr | get | distinct-add | distinct | frequent-add | top``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import uvloop
+
+from blocks.cli import print_result
+from blocks.core.errors import BlocksError
+
+__all__ = ["register"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7302"
+T = TypeVar("T")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("counters", help="counters, distinct counts, heavy hitters")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    serve = verbs.add_parser("serve", help="run a counters node")
+    serve.add_argument("--name", default="counters-0", help="replica name (unique per node)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7302)
+    serve.add_argument("--token", default=None)
+    serve.add_argument("--gossip-port", type=int, default=None, help="gossip with peers here")
+    serve.add_argument(
+        "--peer", action="append", default=[], metavar="NAME=HOST:PORT", help="gossip peer"
+    )
+    serve.add_argument("--json", action="store_true")
+    serve.set_defaults(func=_serve)
+
+    incr = _verb(verbs, "incr", "add to a counter (negative to subtract)")
+    incr.add_argument("name")
+    incr.add_argument("--by", type=int, default=1)
+    incr.set_defaults(func=lambda a: _call(a, lambda c: c.increment(a.name, a.by)))
+
+    get = _verb(verbs, "get", "read a counter")
+    get.add_argument("name")
+    get.set_defaults(func=lambda a: _call(a, lambda c: c.value(a.name)))
+
+    dadd = _verb(verbs, "distinct-add", "add items to a distinct count (HyperLogLog)")
+    dadd.add_argument("name")
+    dadd.add_argument("items", nargs="+")
+    dadd.set_defaults(func=lambda a: _call(a, lambda c: c.add_distinct(a.name, a.items)))
+
+    distinct = _verb(verbs, "distinct", "estimated number of distinct items")
+    distinct.add_argument("name")
+    distinct.set_defaults(func=lambda a: _call(a, lambda c: c.count_distinct(a.name)))
+
+    fadd = _verb(verbs, "frequent-add", "add items to a heavy-hitters tracker")
+    fadd.add_argument("name")
+    fadd.add_argument("items", nargs="+")
+    fadd.set_defaults(func=lambda a: _call(a, lambda c: c.add_frequent(a.name, a.items)))
+
+    top = _verb(verbs, "top", "the most frequent items with estimated counts")
+    top.add_argument("name")
+    top.add_argument("--n", type=int, default=10)
+    top.set_defaults(func=lambda a: _call(a, lambda c: _top(c, a.name, a.n)))
+
+
+async def _top(client: Any, name: str, n: int) -> list[list[Any]]:
+    entries = await client.top_k(name, n)
+    return [[item.decode(errors="replace"), count] for item, count in entries]
+
+
+def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
+    parser.add_argument("--address", default=DEFAULT_ADDRESS)
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> int:
+    from blocks.counters.client import CountersClient
+
+    async def main() -> T:
+        async with CountersClient(args.address, token=args.token) as client:
+            return await action(client)
+
+    try:
+        result = asyncio.run(main())
+    except BlocksError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if isinstance(result, list):
+        text = "\n".join(f"{item}\t{count}" for item, count in result)
+    else:
+        text = str(result)
+    print_result(result, as_json=args.json, text=text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from blocks.counters.service import build_server
+
+    peers = {}
+    for spec in args.peer:
+        name, _, address = spec.partition("=")
+        host, _, port = address.rpartition(":")
+        if not name or not host or not port.isdigit():
+            print(f"error: --peer wants NAME=HOST:PORT, got {spec!r}", file=sys.stderr)
+            return 2
+        peers[name] = (host, int(port))
+    gossip = None if args.gossip_port is None else (args.host, args.gossip_port)
+
+    async def main() -> None:
+        server, service = build_server(
+            args.name,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            gossip_listen=gossip,
+            peers=peers,
+        )
+        await server.start()
+        transport = service.gossip_transport
+        gossip_address = transport.address if transport is not None else None
+        print_result(
+            {"address": server.address, "name": args.name, "gossip": gossip_address},
+            as_json=args.json,
+            text=f"counters node {args.name} serving on {server.address}",
+        )
+        sys.stdout.flush()
+        await server.serve_until_signalled()
+
+    try:
+        uvloop.run(main())
+    except BlocksError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0

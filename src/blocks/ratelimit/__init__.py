@@ -1,0 +1,35 @@
+"""Rate limits per key, in one process or shared by many.
+
+``TokenBucket`` and ``GCRA`` (bursts plus a sustained rate), ``FixedWindow``,
+``SlidingWindowLog`` and ``SlidingWindowCounter`` (a limit per window), each answering
+``acquire(key, cost)`` with a ``Decision``; ``limit``/``rate_limited`` use them from async
+code; ``DistributedLimiter`` shares a limit across processes through a ``WindowStore``.
+"""
+
+from blocks.ratelimit.api import Decision, RateLimiter
+from blocks.ratelimit.bucket import GCRA, TokenBucket
+from blocks.ratelimit.distributed import (
+    DistributedLimiter,
+    FileWindowStore,
+    MemoryWindowStore,
+    WindowStore,
+)
+from blocks.ratelimit.guard import acquire_or_wait, limit, rate_limited
+from blocks.ratelimit.windows import FixedWindow, SlidingWindowCounter, SlidingWindowLog
+
+__all__ = [
+    "GCRA",
+    "Decision",
+    "DistributedLimiter",
+    "FileWindowStore",
+    "FixedWindow",
+    "MemoryWindowStore",
+    "RateLimiter",
+    "SlidingWindowCounter",
+    "SlidingWindowLog",
+    "TokenBucket",
+    "WindowStore",
+    "acquire_or_wait",
+    "limit",
+    "rate_limited",
+]

@@ -1,0 +1,135 @@
+"""A public Hypothesis contract for ``api.RateLimiter`` implementations.
+
+Subclass ``RateLimiterContract``, implement ``make_limiter(clock)`` and ``check_promise(
+admissions)``, and expose ``TestCase``. The machine drives a ``ManualClock`` and a few keys
+with random costs. It checks:
+
+* the promise: ``check_promise`` gets each key's admitted ``(time_us, cost)`` list and
+  asserts the algorithm's bound; ``rate_promise``, ``sliding_promise`` and
+  ``aligned_window_promise`` below are the checkers for this package's algorithms;
+* honesty: after a refusal, waiting exactly ``retry_after_ms`` (with no other request on that
+  key) and asking again is admitted;
+* liveness: a fresh key admits any cost up to ``capacity``;
+* decision sanity: allowed decisions carry no wait, refused ones a positive wait.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from blocks.core.clock import ManualClock
+from blocks.ratelimit.api import Decision, RateLimiter
+
+__all__ = [
+    "RateLimiterContract",
+    "aligned_window_promise",
+    "rate_promise",
+    "sliding_promise",
+]
+
+Admissions = list[tuple[int, int]]
+TOLERANCE = 1e-6
+
+
+def rate_promise(admissions: Admissions, rate_per_s: float, burst: int) -> None:
+    """Over every interval [t_i, t_j], admitted cost <= burst + rate * (t_j - t_i)."""
+    for i in range(len(admissions)):
+        total = 0
+        for j in range(i, len(admissions)):
+            total += admissions[j][1]
+            seconds = (admissions[j][0] - admissions[i][0]) / 1_000_000
+            assert total <= burst + rate_per_s * seconds + TOLERANCE, (
+                admissions[i],
+                admissions[j],
+                total,
+            )
+
+
+def sliding_promise(admissions: Admissions, limit: int, window_ms: int) -> None:
+    """In every interval (t - window, t], admitted cost <= limit."""
+    window_us = window_ms * 1000
+    for end, _ in admissions:
+        total = sum(cost for at, cost in admissions if end - window_us < at <= end)
+        assert total <= limit, (end, total)
+
+
+def aligned_window_promise(admissions: Admissions, limit: int, window_ms: int) -> None:
+    """In every aligned window [k*W, (k+1)*W), admitted cost <= limit."""
+    totals: dict[int, int] = {}
+    for at, cost in admissions:
+        totals[at // (window_ms * 1000)] = totals.get(at // (window_ms * 1000), 0) + cost
+    assert all(total <= limit for total in totals.values()), totals
+
+
+class RateLimiterContract(RuleBasedStateMachine):
+    """Checks a limiter's promise, honesty and liveness with a manual clock."""
+
+    keys = ("a", "b", "c")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(monotonic_s=1000.0)
+        self.admissions: dict[str, Admissions] = {key: [] for key in self.keys}
+        self.refused: dict[str, tuple[int, Decision]] = {}
+        self.fresh = 0
+
+    def make_limiter(self, clock: ManualClock) -> RateLimiter:
+        raise NotImplementedError("subclasses build the limiter under test")
+
+    def check_promise(self, admissions: Admissions) -> None:
+        raise NotImplementedError("subclasses check their algorithm's bound")
+
+    @initialize()
+    def build(self) -> None:
+        self.limiter = self.make_limiter(self.clock)
+
+    def _now_us(self) -> int:
+        return round(self.clock.monotonic() * 1_000_000)
+
+    def _acquire(self, key: str, cost: int) -> Decision:
+        decision = self.limiter.acquire(key, cost)
+        assert decision.remaining >= 0 and decision.reset_ms >= 0
+        if decision.allowed:
+            assert decision.retry_after_ms == 0
+            self.admissions.setdefault(key, []).append((self._now_us(), cost))
+            self.refused.pop(key, None)
+        else:
+            assert decision.retry_after_ms > 0
+            self.refused[key] = (cost, decision)
+        return decision
+
+    @rule(key=st.sampled_from(keys), cost=st.integers(1, 4), data=st.data())
+    def acquire(self, key: str, cost: int, data: st.DataObject) -> None:
+        if data.draw(st.booleans()):
+            cost = data.draw(st.integers(1, self.limiter.capacity))
+        self._acquire(key, cost)
+
+    @rule(key=st.sampled_from(keys), times=st.integers(1, 20))
+    def burst(self, key: str, times: int) -> None:
+        for _ in range(times):
+            self._acquire(key, 1)
+
+    @rule(ms=st.one_of(st.integers(0, 30), st.integers(0, 3000)))
+    def advance(self, ms: int) -> None:
+        self.clock.advance(ms=ms)
+
+    @precondition(lambda self: bool(self.refused))
+    @rule(data=st.data())
+    def retry_after_is_honest(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.refused)))
+        cost, decision = self.refused[key]
+        self.clock.advance(ms=decision.retry_after_ms)
+        again = self._acquire(key, cost)
+        assert again.allowed, f"refused again after waiting {decision.retry_after_ms} ms: {again}"
+
+    @rule(data=st.data())
+    def fresh_key_admits_up_to_capacity(self, data: st.DataObject) -> None:
+        self.fresh += 1
+        cost = data.draw(st.integers(1, self.limiter.capacity))
+        assert self._acquire(f"fresh-{self.fresh}", cost).allowed
+
+    @invariant()
+    def promise_holds(self) -> None:
+        for admissions in self.admissions.values():
+            self.check_promise(admissions)

@@ -1,0 +1,13 @@
+"""The ``blocks demo`` part for counters runs and says something."""
+
+from __future__ import annotations
+
+import asyncio
+
+from blocks.counters.demo import demo
+
+
+def test_demo_runs() -> None:
+    lines: list[str] = []
+    asyncio.run(asyncio.wait_for(demo(lines.append), 60))
+    assert len(lines) >= 3

@@ -1,0 +1,75 @@
+"""A counters server process driven through the CLI, and the async client in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocks.core.errors import InvalidArgument
+from blocks.counters.client import CountersClient
+from blocks.counters.service import build_server
+
+BLOCKS = [sys.executable, "-m", "blocks", "counters"]
+
+
+def cli(*args: str) -> object:
+    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.process
+def test_counters_server_through_the_cli(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [*BLOCKS, "serve", "--port", "0", "--json"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        address = json.loads(server.stdout.readline())["address"]
+        assert cli("incr", "views", "--by", "5", "--address", address) == 5
+        assert cli("incr", "views", "--by", "-2", "--address", address) == 3
+        assert cli("get", "views", "--address", address) == 3
+        assert cli("distinct-add", "visitors", "a", "b", "a", "--address", address) == 2
+        cli("frequent-add", "tags", "x", "y", "x", "x", "--address", address)
+        assert cli("top", "tags", "--n", "1", "--address", address) == [["x", 3]]
+        bad = subprocess.run(
+            [*BLOCKS, "get", "x" * 300, "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(timeout=20) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+
+
+def test_client_maps_errors_and_bounds() -> None:
+    async def main() -> None:
+        server, _ = build_server("solo")
+        await server.start()
+        try:
+            async with CountersClient(server.address) as client:
+                assert await client.increment("c", 7) == 7
+                assert await client.value("missing") == 0
+                with pytest.raises(InvalidArgument):
+                    await client.increment("", 1)
+                with pytest.raises(InvalidArgument):
+                    await client.add_distinct("d", [b"x"] * 10_001)
+                assert await client.add_distinct("d", [str(k) for k in range(1000)]) > 950
+                assert await client.count_distinct("nothing") == 0
+                assert await client.top_k("nothing") == []
+        finally:
+            await server.stop(grace_s=1.0)
+
+    asyncio.run(asyncio.wait_for(main(), 30))

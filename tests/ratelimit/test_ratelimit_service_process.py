@@ -1,0 +1,72 @@
+"""A rate-limit server process: the CLI, the async client, and a remote window store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from blocks.core.errors import InvalidArgument
+from blocks.ratelimit.client import RemoteWindowStore
+from blocks.ratelimit.distributed import DistributedLimiter
+from blocks.ratelimit.service import make_limiter
+
+BLOCKS = [sys.executable, "-m", "blocks", "ratelimit"]
+
+
+@pytest.mark.process
+def test_ratelimit_server_cli_and_remote_store() -> None:
+    server = subprocess.Popen(
+        [
+            *BLOCKS,
+            "serve",
+            "--algorithm",
+            "fixed-window",
+            "--burst",
+            "3",
+            "--window-ms",
+            "60000",
+            "--port",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        address = json.loads(server.stdout.readline())["address"]
+        decisions = []
+        for _ in range(4):
+            done = subprocess.run(
+                [*BLOCKS, "acquire", "user:1", "--address", address, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            decisions.append(json.loads(done.stdout))
+        assert [d["allowed"] for d in decisions] == [True, True, True, False]
+        assert decisions[-1]["retry_after_ms"] > 0
+        # Two limiters in this process share one limit through the server's store.
+        stores = [RemoteWindowStore(address) for _ in range(2)]
+        limiters = [DistributedLimiter(store, limit=10, window_ms=60_000) for store in stores]
+        admitted = sum(limiters[k % 2].acquire("shared").allowed for k in range(30))
+        assert 1 <= admitted <= 10
+        for store in stores:
+            store.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(timeout=20) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+
+
+def test_make_limiter_refuses_unknown_algorithm() -> None:
+    with pytest.raises(InvalidArgument):
+        make_limiter("leaky", rate_per_s=1, burst=1, window_ms=1)

@@ -1,0 +1,74 @@
+"""Two sequencer server processes on one data dir, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocks.sequencer.snowflake import decode
+
+BLOCKS = [sys.executable, "-m", "blocks"]
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    process = subprocess.Popen(
+        [*BLOCKS, "sequencer", "serve", "--data-dir", str(data_dir), "--port", "0", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise AssertionError(
+            f"server did not start: {process.stderr.read() if process.stderr else ''}"
+        )
+    return process, json.loads(line)
+
+
+def cli(*args: str) -> object:
+    done = subprocess.run(
+        [*BLOCKS, "sequencer", *args, "--json"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.process
+def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> None:
+    servers = []
+    try:
+        for _ in range(2):
+            servers.append(start_server(tmp_path))
+        (_, first), (_, second) = servers
+        assert first["worker_id"] != second["worker_id"]
+        ids_a = cli("next", "--count", "500", "--address", str(first["address"]))
+        ids_b = cli("next", "--count", "500", "--address", str(second["address"]))
+        assert isinstance(ids_a, list) and isinstance(ids_b, list)
+        assert ids_a == sorted(ids_a) and len(set(ids_a) | set(ids_b)) == 1000
+        assert {decode(v).worker_id for v in ids_a} == {first["worker_id"]}
+        tickets = cli("tickets", "--count", "10", "--address", str(second["address"]))
+        assert tickets == {"start": 1, "stop": 11}
+        bad = subprocess.run(
+            [*BLOCKS, "sequencer", "next", "--count", "0", "--address", str(first["address"])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
+        assert cli("decode", str(ids_a[0]))["worker_id"] == first["worker_id"]  # type: ignore[index]
+    finally:
+        for process, _ in servers:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in servers:
+            try:
+                assert process.wait(timeout=20) == 0
+            finally:
+                if process.poll() is None:
+                    process.kill()
