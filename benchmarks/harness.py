@@ -241,10 +241,17 @@ def _write_reports(directory: Path, bench_name: str, baseline: str, results: lis
                 ]
             )
     columns = ["workload", "contender", "items/s", "p50 ms", "p99 ms", f"vs {baseline}"]
-    table = write_table(directory, "results", columns, rows)
+    table = _markdown_table(columns, rows)
+    (directory / "results.md").write_text(table)
     print(f"\n## {bench_name}\n\n{table}")
     _plot_bars(directory / "results.png", bench_name, results)
     progress(f"[{bench_name}] wrote {directory}/results.{{json,md,png}}")
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def write_table(
@@ -253,9 +260,7 @@ def write_table(
     """Write ``name.md`` (Markdown table) and ``name.json`` into ``out_dir``; return the table."""
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    table = "\n".join(lines) + "\n"
+    table = _markdown_table(columns, rows)
     (directory / f"{name}.md").write_text(table)
     (directory / f"{name}.json").write_text(
         json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2, default=str)
