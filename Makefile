@@ -35,9 +35,11 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -q
 
+# `make bench BENCH=kv` runs one benchmark (peers it needs are installed by its own set-up);
+# plain `make bench` lists them.
 bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet matplotlib
-	$(BIN)/blocks bench
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/blocks bench $(BENCH)
 
 proto: $(VENV)/.installed
 	$(BIN)/python scripts/gen_protos.py

@@ -30,7 +30,7 @@ counts only if its other replicas ack it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -70,6 +70,7 @@ __all__ = [
     "GetReply",
     "Handoff",
     "HandoffAck",
+    "HintSet",
     "KVNodeCore",
     "PutAck",
     "PutReplica",
@@ -123,6 +124,58 @@ def plan_targets(
     return targets
 
 
+class HintSet:
+    """``(owner, key)`` pairs with an index by key, so per-key questions are O(1)."""
+
+    __slots__ = ("_by_key", "_size")
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, set[str]] = {}
+        self._size = 0
+
+    def add(self, hint: tuple[str, bytes]) -> None:
+        owner, key = hint
+        owners = self._by_key.setdefault(key, set())
+        if owner not in owners:
+            owners.add(owner)
+            self._size += 1
+
+    def discard(self, hint: tuple[str, bytes]) -> None:
+        owner, key = hint
+        owners = self._by_key.get(key)
+        if owners is not None and owner in owners:
+            owners.remove(owner)
+            self._size -= 1
+            if not owners:
+                del self._by_key[key]
+
+    def owners(self, key: bytes) -> set[str]:
+        return self._by_key.get(key, set())
+
+    def to_back(self, key: bytes) -> None:
+        """Move ``key``'s hints to the end of the iteration order."""
+        owners = self._by_key.pop(key, None)
+        if owners is not None:
+            self._by_key[key] = owners
+
+    def clear(self) -> None:
+        self._by_key.clear()
+        self._size = 0
+
+    def __contains__(self, hint: object) -> bool:
+        if not isinstance(hint, tuple) or len(hint) != 2:
+            return False
+        return hint[0] in self._by_key.get(hint[1], ())
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        for key, owners in list(self._by_key.items()):
+            for owner in sorted(owners):
+                yield owner, key
+
+    def __len__(self) -> int:
+        return self._size
+
+
 @dataclass(slots=True)
 class _Pending:
     is_put: bool
@@ -151,7 +204,10 @@ class KVNodeCore:
         self.clock = clock
         self.hlc = HybridLogicalClock(clock)
         self.objects: dict[bytes, VersionedObject] = {}
-        self.hints: set[tuple[str, bytes]] = set()
+        self.hints = HintSet()
+        # Keys whose object or hints changed since the driver last persisted them.
+        self.dirty: set[bytes] = set()
+        self.hints_refused = 0
         self._pending: dict[int, _Pending] = {}
 
     # -- client commands -------------------------------------------------------------------
@@ -302,20 +358,60 @@ class KVNodeCore:
                     )
                     pending.answered = True
                 effects += self._finish(request_id, pending)
-        sent = 0
-        for owner, key in sorted(self.hints):
-            if owner in healthy and key in self.objects and sent < self.config.handoff_batch_max:
+        sent: list[bytes] = []
+        for owner, key in self.hints:
+            if len(sent) >= self.config.handoff_batch_max:
+                break
+            if owner in healthy and key in self.objects:
                 effects.append(Send(owner, Handoff(key, self.objects[key])))
-                sent += 1
+                sent.append(key)
+        for key in sent:  # round robin: an unanswered hand-off does not block the others
+            self.hints.to_back(key)
         return effects
 
     # -- storage, hints and anti-entropy ---------------------------------------------------
 
     def _store(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
         self.objects[key] = obj
-        hinted = hint_owner is not None and hint_owner != self.node_id
-        if hinted and len(self.hints) < self.config.hints_max:
-            self.hints.add((hint_owner, key))  # type: ignore[arg-type]  # hinted: not None
+        self.dirty.add(key)
+        if hint_owner is not None and hint_owner != self.node_id:
+            self._add_hint(hint_owner, key)
+
+    def _add_hint(self, owner: str, key: bytes) -> None:
+        if len(self.hints) < self.config.hints_max:
+            self.hints.add((owner, key))
+            self.dirty.add(key)
+        else:
+            self.hints_refused += 1
+
+    def hint_owners(self, key: bytes) -> list[str]:
+        """The nodes this node still owes ``key`` (for persisting hints with the object)."""
+        return sorted(self.hints.owners(key))
+
+    def restore(self, key: bytes, obj: VersionedObject, hint_owners: Iterable[str]) -> None:
+        """Load a persisted object and its hints (at start-up, before any other call)."""
+        self.objects[key] = obj
+        for owner in hint_owners:
+            self._add_hint(owner, key)
+        self.dirty.discard(key)
+
+    def rebalance(self, old_home: Callable[[bytes], list[str]]) -> int:
+        """After a ring change, owe each key to its new home nodes; return keys queued.
+
+        A node that stays home for a key hands it to the home nodes that were not home
+        before; a node that is no longer home hands it to every new home node and drops
+        its copy once they all acked (``_handoff_done``). Hand-offs travel with ``tick``.
+        """
+        queued = 0
+        for key in list(self.objects):
+            home = self._home(key)
+            previous = set(old_home(key))
+            owners = home if self.node_id not in home else [n for n in home if n not in previous]
+            for owner in owners:
+                if owner != self.node_id and (owner, key) not in self.hints:
+                    self._add_hint(owner, key)
+                    queued += 1
+        return queued
 
     def _merge_in(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
         self._store(key, merge(self.objects.get(key), obj, lww=self.config.lww), hint_owner)
@@ -324,9 +420,11 @@ class KVNodeCore:
         return self.placement(key)[: self.config.replicas]
 
     def _handoff_done(self, owner: str, key: bytes) -> list[Effect]:
+        if (owner, key) not in self.hints:
+            return []
         self.hints.discard((owner, key))
-        still_hinted = any(k == key for _, k in self.hints)
-        if not still_hinted and self.node_id not in self._home(key):
+        self.dirty.add(key)
+        if not self.hints.owners(key) and self.node_id not in self._home(key):
             self.objects.pop(key, None)
         return []
 
