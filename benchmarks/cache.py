@@ -1,0 +1,289 @@
+"""Cache benchmark: hit ratios on public traces, and operations per second.
+
+Peers: ``cachetools`` (``pip install cachetools``; its LRU and LFU caches appear in both
+parts, reported as skipped when it is missing) and the standard library's
+``functools.lru_cache``.
+
+* ``hit ratio``: every trace in ``../shared/traces`` (LIRS format; traces with fewer than
+  1,000 requests are listed and skipped), at four sizes per trace chosen from its number of
+  distinct keys, for our LRU, LFU, ARC, adaptive W-TinyLFU and fixed-1%-window W-TinyLFU,
+  cachetools' LRU and LFU, and Bélády's optimum. One table and one plot per trace, then a
+  summary: for each policy the mean gap to optimal, and for the adaptive policy every cell
+  where it is more than one point below the best of LRU and ARC.
+* ``throughput``: a Zipf(1.0) stream over 100,000 keys into a 10,000-entry cache, 100 cache
+  operations per timed op: ``read-through`` (get, and put on a miss; ``functools.lru_cache``
+  can join here) and ``mixed`` (80% read-through, 20% overwrites).
+
+Run: ``blocks bench cache [--quick] [--traces DIR]``; results go to ``<out>/cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import random
+import statistics
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import (
+    Contender,
+    Skip,
+    Workload,
+    plot_lines,
+    progress,
+    run_benchmark,
+    write_table,
+)
+from blocks.cache import ARCCache, LFUCache, LRUCache, TinyLFUCache
+from blocks.cache.optimal import optimal_hits
+from blocks.cache.simulate import hit_count, make_policy
+from blocks.cache.traces import load_trace
+
+REQUIREMENTS = ["cachetools>=5.3", "matplotlib>=3.8"]
+
+OURS = ["lru", "lfu", "arc", "wtinylfu", "wtinylfu-1%"]
+PEERS = ["cachetools-lru", "cachetools-lfu"]
+SIZE_FRACTIONS = (0.05, 0.1, 0.25, 0.5)
+TRACE_REQUESTS_MIN = 1_000
+KEYS, CAPACITY, BATCH = 100_000, 10_000, 100
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small traces only, fewer ops")
+    parser.add_argument("--traces", default=None, help="folder of *.lirs.gz traces")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-hit-ratio", action="store_true")
+
+
+def _cachetools() -> Any:
+    try:
+        import cachetools
+    except ImportError:
+        raise Skip("cachetools is not installed (pip install cachetools)") from None
+    return cachetools
+
+
+# --- hit ratios ------------------------------------------------------------------------
+
+
+def _peer_hits(kind: str, trace: Sequence[Hashable], size: int) -> int | None:
+    try:
+        tools = _cachetools()
+    except Skip:
+        return None
+    cache = tools.LRUCache(size) if kind == "cachetools-lru" else tools.LFUCache(size)
+    hits = 0
+    for key in trace:
+        if key in cache:
+            cache[key]  # a read: updates recency / frequency
+            hits += 1
+        else:
+            cache[key] = True
+    return hits
+
+
+def _sizes(trace: Sequence[Hashable]) -> list[int]:
+    distinct = len(set(trace))
+    return sorted({max(2, round(distinct * fraction)) for fraction in SIZE_FRACTIONS})
+
+
+def _traces_dir(option: str | None) -> Path | None:
+    candidates = [Path(option)] if option else [Path("../shared/traces"), Path("shared/traces")]
+    return next((path for path in candidates if path.is_dir()), None)
+
+
+def hit_ratio_tables(out: Path, traces_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = []
+    for path in sorted(traces_dir.glob("*.lirs*")):
+        trace = load_trace(path)
+        name = path.name.split(".")[0]
+        if len(trace) < TRACE_REQUESTS_MIN or (quick and len(trace) > 50_000):
+            progress(f"[cache] {name}: {len(trace)} requests, skipped")
+            continue
+        progress(f"[cache] {name}: {len(trace):,} requests")
+        sizes = _sizes(trace)
+        table: dict[str, dict[int, float | None]] = {}
+        for policy in [*OURS, *PEERS, "optimal"]:
+            table[policy] = {}
+            for size in sizes:
+                if policy == "optimal":
+                    hits: int | None = optimal_hits(trace, size)
+                elif policy in PEERS:
+                    hits = _peer_hits(policy, trace, size)
+                else:
+                    hits = hit_count(make_policy(policy, size), trace)
+                ratio = None if hits is None else hits / len(trace)
+                table[policy][size] = ratio
+                cells.append({"trace": name, "policy": policy, "size": size, "hit_ratio": ratio})
+        rows = [
+            [
+                size,
+                *(
+                    "skipped" if table[p][size] is None else f"{100 * table[p][size]:.2f}"
+                    for p in table
+                ),
+            ]  # type: ignore[operator]
+            for size in sizes
+        ]
+        write_table(out, f"hit-ratio-{name}", ["size", *table], rows)
+        series = {
+            policy: [(size, 100 * value) for size, value in values.items() if value is not None]
+            for policy, values in table.items()
+        }
+        plot_lines(
+            out / f"hit-ratio-{name}.png",
+            {policy: points for policy, points in series.items() if points},
+            title=f"{name} ({len(trace):,} requests)",
+            xlabel="cache size (entries)",
+            ylabel="hit ratio (%)",
+        )
+    return cells
+
+
+def summarize(out: Path, cells: list[dict[str, Any]]) -> str:
+    by_cell = {(c["trace"], c["policy"], c["size"]): c["hit_ratio"] for c in cells}
+    keys = sorted({(c["trace"], c["size"]) for c in cells})
+    rows = []
+    for policy in [*OURS, *PEERS]:
+        gaps = [
+            by_cell[(t, "optimal", s)] - by_cell[(t, policy, s)]
+            for t, s in keys
+            if by_cell.get((t, policy, s)) is not None
+        ]
+        if gaps:
+            rows.append([policy, f"{100 * statistics.fmean(gaps):.2f}", f"{100 * max(gaps):.2f}"])
+    summary = write_table(
+        out, "hit-ratio-summary", ["policy", "mean gap to optimal (points)", "worst gap"], rows
+    )
+    misses = []
+    for trace, size in keys:
+        best = max(by_cell[(trace, "lru", size)], by_cell[(trace, "arc", size)])
+        ours = by_cell[(trace, "wtinylfu", size)]
+        if ours < best - 0.01:
+            misses.append([trace, size, f"{100 * ours:.2f}", f"{100 * best:.2f}"])
+    target = write_table(
+        out, "hit-ratio-target-misses", ["trace", "size", "wtinylfu", "best of lru/arc"], misses
+    )
+    return (
+        summary
+        + "\nCells where wtinylfu is > 1 point below max(lru, arc):\n"
+        + (target if misses else "none\n")
+    )
+
+
+# --- throughput ------------------------------------------------------------------------
+
+
+def _zipf_keys(count: int, rng: random.Random) -> list[int]:
+    return [int(rng.paretovariate(1.0)) % KEYS for _ in range(count)]
+
+
+STREAM = _zipf_keys(1 << 16, random.Random(42))
+MASK = (1 << 16) - 1
+
+
+def _read_through(cache: Any, index: int) -> None:
+    get, put = cache.get, cache.put
+    start = index * BATCH
+    for offset in range(start, start + BATCH):
+        key = STREAM[offset & MASK]
+        if get(key) is None:
+            put(key, key)
+
+
+def _mixed(cache: Any, index: int) -> None:
+    get, put = cache.get, cache.put
+    start = index * BATCH
+    for offset in range(start, start + BATCH):
+        key = STREAM[offset & MASK]
+        if offset % 5 == 0:
+            put(key, offset)
+        elif get(key) is None:
+            put(key, key)
+
+
+class _CachetoolsAdapter:
+    """cachetools has ``get`` and item assignment; give it the same two calls."""
+
+    __slots__ = ("get", "put")
+
+    def __init__(self, cache: Any) -> None:
+        self.get = cache.get
+        self.put = cache.__setitem__
+
+
+def _cachetools_lru() -> Any:
+    return _CachetoolsAdapter(_cachetools().LRUCache(CAPACITY))
+
+
+def _functools_setup() -> Any:
+    return functools.lru_cache(maxsize=CAPACITY)(lambda key: key)
+
+
+def _functools_read_through(cached: Callable[[int], int], index: int) -> None:
+    start = index * BATCH
+    for offset in range(start, start + BATCH):
+        cached(STREAM[offset & MASK])
+
+
+def _functools_mixed(cached: Any, index: int) -> None:
+    raise Skip("functools.lru_cache cannot overwrite an entry")
+
+
+def throughput_contenders(mixed: bool) -> list[Contender]:
+    op = _mixed if mixed else _read_through
+    contenders = [
+        Contender("blocks LRUCache", lambda: LRUCache(CAPACITY), op, items_per_op=BATCH),
+        Contender("blocks TinyLFUCache", lambda: TinyLFUCache(CAPACITY), op, items_per_op=BATCH),
+        Contender("blocks ARCCache", lambda: ARCCache(CAPACITY), op, items_per_op=BATCH),
+        Contender("blocks LFUCache", lambda: LFUCache(CAPACITY), op, items_per_op=BATCH),
+        Contender("cachetools.LRUCache", _cachetools_lru, op, items_per_op=BATCH),
+    ]
+    if not mixed:
+        contenders.append(
+            Contender(
+                "functools.lru_cache", _functools_setup, _functools_read_through, items_per_op=BATCH
+            )
+        )
+    return contenders
+
+
+def main(args: Any) -> int:
+    quick = getattr(args, "quick", False)
+    out = Path(getattr(args, "out", "results")) / "cache"
+    out.mkdir(parents=True, exist_ok=True)
+    if not getattr(args, "skip_throughput", False):
+        ops = 500 if quick else 5_000
+        for mixed in (False, True):
+            name = "cache-mixed" if mixed else "cache-read-through"
+            try:
+                run_benchmark(
+                    name,
+                    [
+                        Workload(
+                            "zipf-100k-keys", ops=ops, rounds=3 if quick else 9, warmup_ops=ops // 5
+                        )
+                    ],
+                    throughput_contenders(mixed),
+                    baseline="cachetools.LRUCache",
+                    out_dir=out,
+                )
+            except Skip as why:
+                progress(f"[cache] {name} skipped: {why}")
+    if not getattr(args, "skip_hit_ratio", False):
+        traces_dir = _traces_dir(getattr(args, "traces", None))
+        if traces_dir is None:
+            progress("[cache] no traces folder found (../shared/traces): hit ratios skipped")
+            return 0
+        cells = hit_ratio_tables(out, traces_dir, quick)
+        print("\n## cache hit ratios: summary\n\n" + summarize(out, cells))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cache")
+    parser.add_argument("--out", default="results")
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

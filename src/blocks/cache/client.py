@@ -1,0 +1,71 @@
+"""An async client for one cache node (``blocks cache serve``).
+
+Values cross the wire as bytes; ``CacheClient`` leaves encoding to its caller (the cluster
+client packs values with msgpack). Every call has a deadline (``timeout_s``); failures arrive
+as the library's own errors (``Unavailable`` when the node is down, ``Timeout`` past the
+deadline, ``InvalidArgument`` for bad keys or values).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from blocks.cache import cache_pb2, cache_pb2_grpc
+from blocks.cache.api import CacheStats
+from blocks.core.rpc import connect_channel, mapped_errors
+
+__all__ = ["CacheClient"]
+
+
+class CacheClient:
+    """``async with CacheClient("127.0.0.1:7305") as node: await node.get("k")``."""
+
+    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 1.0) -> None:
+        self.address = address
+        self._channel = connect_channel(address, token=token)
+        self._stub: Any = cache_pb2_grpc.CacheStub(self._channel)  # type: ignore[no-untyped-call]
+        self._timeout_s = timeout_s
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or ``None`` on a miss."""
+        with mapped_errors():
+            reply = await self._stub.Get(cache_pb2.KeyRequest(key=key), timeout=self._timeout_s)
+        return bytes(reply.value) if reply.found else None
+
+    async def put(self, key: str, value: bytes, ttl: float | None = None, weight: int = 1) -> None:
+        request = cache_pb2.PutRequest(key=key, value=value, ttl_s=ttl or 0.0, weight=weight)
+        with mapped_errors():
+            await self._stub.Put(request, timeout=self._timeout_s)
+
+    async def delete(self, key: str) -> bool:
+        with mapped_errors():
+            reply = await self._stub.Delete(cache_pb2.KeyRequest(key=key), timeout=self._timeout_s)
+        return bool(reply.deleted)
+
+    async def stats(self) -> CacheStats:
+        with mapped_errors():
+            reply = await self._stub.Stats(cache_pb2.StatsRequest(), timeout=self._timeout_s)
+        return CacheStats(
+            hits=reply.hits,
+            misses=reply.misses,
+            evictions=reply.evictions,
+            expirations=reply.expirations,
+            size=reply.size,
+            weight=reply.weight,
+            capacity=reply.capacity,
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> CacheClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

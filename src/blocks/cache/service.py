@@ -1,0 +1,146 @@
+"""The cache node's gRPC service, and a server with a background TTL sweeper.
+
+One node is one ``PolicyCache`` of opaque byte values behind the ``blocks.cache.Cache`` gRPC
+service. Inputs are bounded: keys are at most ``KEY_BYTES_MAX`` bytes of UTF-8 (memcached's
+limit), values at most ``value_bytes_max``; anything else is ``InvalidArgument`` and changes
+nothing. With ``by_bytes`` the capacity is a byte budget and each entry weighs its key plus
+its value; otherwise every entry weighs 1 and capacity is an entry count.
+
+The sweeper is the "bounded background sweep" of the cache contract: every
+``sweep_interval_s`` it removes at most ``SWEEP_ENTRIES_MAX`` expired entries, so dead entries
+cannot pile up on a node nobody reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from blocks.cache import cache_pb2, cache_pb2_grpc
+from blocks.cache.local import PolicyCache
+from blocks.cache.simulate import make_policy
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import InvalidArgument
+from blocks.core.server import Server
+
+__all__ = [
+    "KEY_BYTES_MAX",
+    "SWEEP_ENTRIES_MAX",
+    "VALUE_BYTES_MAX",
+    "CacheService",
+    "build_server",
+    "check_key",
+]
+
+KEY_BYTES_MAX = 250
+VALUE_BYTES_MAX = 1024 * 1024
+SWEEP_ENTRIES_MAX = 1000
+
+
+def check_key(key: str) -> str:
+    """Validate a node key: a non-empty str of at most ``KEY_BYTES_MAX`` UTF-8 bytes."""
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument("key must be a non-empty string")
+    if len(key.encode("utf-8", "surrogatepass")) > KEY_BYTES_MAX:
+        raise InvalidArgument(f"key longer than {KEY_BYTES_MAX} bytes")
+    return key
+
+
+class CacheService(cache_pb2_grpc.CacheServicer):
+    """gRPC front of one ``PolicyCache`` of bytes."""
+
+    def __init__(
+        self,
+        cache: PolicyCache[str, bytes],
+        *,
+        policy_name: str,
+        by_bytes: bool = False,
+        value_bytes_max: int = VALUE_BYTES_MAX,
+    ) -> None:
+        self.cache = cache
+        self._policy_name = policy_name
+        self._by_bytes = by_bytes
+        self._value_bytes_max = value_bytes_max
+
+    async def Get(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
+        value = self.cache.get(check_key(request.key))
+        if value is None:
+            return cache_pb2.GetReply(found=False)
+        return cache_pb2.GetReply(found=True, value=value)
+
+    async def Put(self, request: Any, context: Any) -> Any:
+        key = check_key(request.key)
+        value = bytes(request.value)
+        if len(value) > self._value_bytes_max:
+            raise InvalidArgument(f"value larger than {self._value_bytes_max} bytes")
+        if request.ttl_s < 0:
+            raise InvalidArgument("ttl_s must be >= 0")
+        weight = request.weight or 1
+        if self._by_bytes:
+            weight = max(1, len(key.encode()) + len(value))
+        self.cache.put(key, value, ttl=request.ttl_s or None, weight=weight)
+        return cache_pb2.PutReply()
+
+    async def Delete(self, request: Any, context: Any) -> Any:
+        return cache_pb2.DeleteReply(deleted=self.cache.delete(check_key(request.key)))
+
+    async def Stats(self, request: Any, context: Any) -> Any:
+        stats = self.cache.stats()
+        return cache_pb2.StatsReply(
+            hits=stats.hits,
+            misses=stats.misses,
+            evictions=stats.evictions,
+            expirations=stats.expirations,
+            size=stats.size,
+            weight=stats.weight,
+            capacity=stats.capacity,
+            policy=self._policy_name,
+        )
+
+
+class _Sweeper:
+    def __init__(self, cache: PolicyCache[str, bytes], interval_s: float) -> None:
+        self._cache, self._interval_s = cache, interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            self._cache.sweep(SWEEP_ENTRIES_MAX)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def build_server(
+    *,
+    capacity: int = 100_000,
+    policy: str = "wtinylfu",
+    by_bytes: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    sweep_interval_s: float = 1.0,
+    clock: Clock | None = None,
+) -> tuple[Server, CacheService]:
+    """A ``Server`` (not yet started) hosting one cache node."""
+    if sweep_interval_s <= 0:
+        raise InvalidArgument("sweep_interval_s must be > 0")
+    cache: PolicyCache[str, bytes] = PolicyCache(
+        make_policy(policy, capacity), clock=clock if clock is not None else SystemClock()
+    )
+    service = CacheService(cache, policy_name=policy, by_bytes=by_bytes)
+    server = Server(host=host, port=port, token=token, name="cache")
+    server.add_service(
+        cache_pb2_grpc.add_CacheServicer_to_server, service, health_name="blocks.cache.Cache"
+    )
+    sweeper = _Sweeper(cache, sweep_interval_s)
+    server.add_component(sweeper.start, sweeper.stop, name="ttl-sweeper")
+    return server, service

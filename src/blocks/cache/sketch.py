@@ -1,0 +1,200 @@
+"""Frequency sketches: a count-min sketch with aging and a doorkeeper, and a heavy-hitter list.
+
+Theory of operation. ``FrequencySketch`` estimates how often each key was seen recently, in
+memory proportional to the cache's capacity rather than to the number of keys ever seen:
+
+* four rows of small counters (bytes capped at 15) indexed by double hashing of one
+  stable 64-bit hash; an estimate is the minimum over the rows. Increments are conservative
+  (only the rows holding the minimum grow), which reduces over-estimation from collisions.
+* a *doorkeeper*, a small Bloom filter in front of the counters: a key's first sighting only
+  sets its doorkeeper bits, so the long tail of one-hit wonders never touches the counters.
+  An estimate adds 1 when the key passed the doorkeeper.
+* *aging*: after ``sample_size`` increments every counter is halved and the doorkeeper is
+  cleared, so yesterday's heavy hitters fade (halving is one ``bytes.translate`` call).
+
+``SpaceSaving`` keeps the k most frequent keys of a stream exactly bounded in memory
+(Metwally et al.): it is what the cluster client uses to spot hot keys.
+
+Hashes come from ``stable_hash`` (xxh3 of the key's bytes), never the builtin ``hash()``, so simulations are identical from run to run and process to
+process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import xxhash
+
+from blocks.core.errors import InvalidArgument
+
+__all__ = ["FrequencySketch", "SpaceSaving", "stable_hash"]
+
+_MASK64 = (1 << 64) - 1
+_COUNTER_MAX = 15
+_HALVE = bytes(value >> 1 for value in range(256))
+
+
+_xxh3 = xxhash.xxh3_64_intdigest
+
+
+def stable_hash(key: Hashable) -> int:
+    """A 64-bit hash of ``key`` that is the same in every process and run.
+
+    xxh3 of: the UTF-8 bytes of a str, the bytes themselves, the 8 little-endian bytes of an
+    int (taken modulo 2^64), or the ``repr`` of anything else.
+    """
+    kind = type(key)
+    if kind is int:
+        return _xxh3((key & _MASK64).to_bytes(8, "little"))  # type: ignore[operator]
+    if kind is str:
+        return _xxh3(key.encode("utf-8", "surrogatepass"))  # type: ignore[attr-defined]
+    if kind is bytes:
+        return _xxh3(key)  # type: ignore[arg-type]
+    if isinstance(key, int):
+        return _xxh3((int(key) & _MASK64).to_bytes(8, "little"))
+    if isinstance(key, bytes):
+        return _xxh3(bytes(key))
+    if isinstance(key, str):
+        return _xxh3(str(key).encode("utf-8", "surrogatepass"))
+    return _xxh3(repr(key).encode("utf-8", "surrogatepass"))
+
+
+def _power_of_two_at_least(value: int) -> int:
+    return 1 << max(4, (value - 1).bit_length())
+
+
+class FrequencySketch:
+    """Count-min sketch (4 rows, counters capped at 15) with a doorkeeper and periodic aging."""
+
+    __slots__ = ("_counters", "_door", "_door_mask", "_mask", "_width", "additions", "sample_size")
+
+    def __init__(self, capacity: int, *, sample_factor: int = 10) -> None:
+        if capacity < 1 or sample_factor < 1:
+            raise InvalidArgument("capacity and sample_factor must be >= 1")
+        self._width = _power_of_two_at_least(capacity)
+        self._mask = self._width - 1
+        self._counters = bytearray(4 * self._width)
+        self.sample_size = sample_factor * max(capacity, 16)
+        door_bits = _power_of_two_at_least(4 * self.sample_size)
+        self._door = bytearray(door_bits // 8)
+        self._door_mask = door_bits - 1
+        self.additions = 0
+        """Increments since the last aging; aging happens when it reaches ``sample_size``."""
+
+    def _in_doorkeeper(self, h: int) -> bool:
+        door, mask = self._door, self._door_mask
+        first, second = h & mask, (h >> 21) & mask
+        return bool(
+            door[first >> 3] & (1 << (first & 7)) and door[second >> 3] & (1 << (second & 7))
+        )
+
+    def _slots(self, h: int) -> tuple[int, int, int, int]:
+        mask, width = self._mask, self._width
+        low, high = h & 0xFFFFFFFF, (h >> 32) | 1
+        return (
+            low & mask,
+            width + ((low + high) & mask),
+            2 * width + ((low + 2 * high) & mask),
+            3 * width + ((low + 3 * high) & mask),
+        )
+
+    def increment(self, key: Hashable) -> None:
+        """Count one sighting of ``key`` (one hash, everything inlined: this is the hot path)."""
+        h = stable_hash(key)
+        door, door_mask = self._door, self._door_mask
+        first, second = h & door_mask, (h >> 21) & door_mask
+        first_bit, second_bit = 1 << (first & 7), 1 << (second & 7)
+        if door[first >> 3] & first_bit and door[second >> 3] & second_bit:
+            counters, mask, width = self._counters, self._mask, self._width
+            low, high = h & 0xFFFFFFFF, (h >> 32) | 1
+            a = low & mask
+            b = width + ((low + high) & mask)
+            c = 2 * width + ((low + 2 * high) & mask)
+            d = 3 * width + ((low + 3 * high) & mask)
+            ca, cb, cc, cd = counters[a], counters[b], counters[c], counters[d]
+            least = min(ca, cb, cc, cd)
+            if least < _COUNTER_MAX:
+                grown = least + 1
+                if ca == least:
+                    counters[a] = grown
+                if cb == least:
+                    counters[b] = grown
+                if cc == least:
+                    counters[c] = grown
+                if cd == least:
+                    counters[d] = grown
+        else:
+            door[first >> 3] |= first_bit
+            door[second >> 3] |= second_bit
+        self.additions += 1
+        if self.additions >= self.sample_size:
+            self.age()
+
+    def estimate(self, key: Hashable) -> int:
+        """Estimated recent sightings of ``key`` (never below the true count since aging)."""
+        h = stable_hash(key)
+        counters = self._counters
+        a, b, c, d = self._slots(h)
+        low = min(counters[a], counters[b], counters[c], counters[d])
+        return low + 1 if self._in_doorkeeper(h) else low
+
+    def age(self) -> None:
+        """Halve every counter and clear the doorkeeper."""
+        self._counters = bytearray(self._counters.translate(_HALVE))
+        self._door = bytearray(len(self._door))
+        self.additions //= 2
+
+
+class SpaceSaving:
+    """The ``k`` most frequent keys of a stream, with counts that over-estimate by at most ``error``.
+
+    When a new key arrives and the table is full, it replaces the key with the smallest count
+    and inherits that count (recorded as its error bound). Memory is exactly ``k`` entries.
+    """
+
+    __slots__ = ("_counts", "_errors", "k", "total")
+
+    def __init__(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgument(f"k must be an integer >= 1, got {k!r}")
+        self.k = k
+        self._counts: dict[Hashable, int] = {}
+        self._errors: dict[Hashable, int] = {}
+        self.total = 0
+
+    def add(self, key: Hashable, count: int = 1) -> int:
+        """Count ``count`` sightings of ``key``; returns its (over-)estimated count."""
+        self.total += count
+        counts = self._counts
+        if key in counts:
+            counts[key] += count
+            return counts[key]
+        if len(counts) < self.k:
+            counts[key] = count
+            self._errors[key] = 0
+            return count
+        smallest = min(counts, key=counts.__getitem__)
+        floor = counts.pop(smallest)
+        del self._errors[smallest]
+        counts[key] = floor + count
+        self._errors[key] = floor
+        return counts[key]
+
+    def count(self, key: Hashable) -> int:
+        """Estimated count (0 when not tracked)."""
+        return self._counts.get(key, 0)
+
+    def guaranteed(self, key: Hashable) -> int:
+        """A lower bound on the true count."""
+        return self._counts.get(key, 0) - self._errors.get(key, 0)
+
+    def top(self, n: int | None = None) -> list[tuple[Hashable, int]]:
+        """Tracked keys by decreasing estimated count."""
+        ranked = sorted(self._counts.items(), key=lambda item: -item[1])
+        return ranked if n is None else ranked[:n]
+
+    def decay(self) -> None:
+        """Halve every count so that old heat fades."""
+        self.total //= 2
+        self._counts = {key: count // 2 for key, count in self._counts.items() if count > 1}
+        self._errors = {key: min(self._errors[key], self._counts[key]) for key in self._counts}

@@ -1,0 +1,286 @@
+"""Adaptive W-TinyLFU (Einziger, Friedman and Manes), with a hill-climbed window.
+
+Theory of operation. Residents live in three LRU areas:
+
+* the **window** (initially 1% of capacity) admits every newcomer, so a burst of new keys gets
+  a chance to prove itself;
+* the **main** area is a segmented LRU: keys leaving the window enter *probation*; a hit there
+  promotes them to *protected* (80% of main), whose overflow is demoted back to probation.
+
+When the window overflows, its oldest keys become *candidates* for main. If main is full, a
+candidate duels the oldest probation key (the *victim*): the ``FrequencySketch`` estimates
+both, and the candidate wins only if it is strictly more frequent. A candidate that is
+already popular (estimate >= 6) but loses is still admitted with probability 1/128, drawn from
+the injected ``random.Random``, so an attacker cannot pin the main area with colliding keys.
+
+The window size is tuned at run time by **hill climbing**, one step per sample of requests
+(``climb_sample_factor`` x capacity; a step is 6.25% of capacity). A fixed 1% window
+collapses on recency-heavy traces (newcomers never win a duel); a large window degenerates to
+LRU on loops; the climber walks between the two. Two climbers estimate the slope:
+
+* ``shadow`` (default) *measures* it. Two small ghost lists, each one step long, remember the
+  last candidates refused at the duel and the last victims evicted from main. A miss on a
+  refused candidate would have been a hit with a window one step larger; a miss on a main
+  victim would have been a hit with a main area one step larger. Each sample, the window
+  moves one step towards the side that collected more such misses, and stays put on a tie.
+  Comparing two areas on the same sample cancels the workload's own noise, which a
+  before/after comparison cannot, so small samples are safe and adaptation is fast.
+* ``trial`` is Caffeine's climber: move, then compare the next sample's hit ratio with the
+  previous one; keep going if it improved, turn around otherwise; steps decay by 2% per
+  sample and restart when the hit ratio jumps by more than 5 points.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+
+from blocks.cache.lru import check_capacity
+from blocks.cache.sketch import FrequencySketch
+from blocks.core.errors import InvalidArgument
+
+__all__ = ["CLIMBERS", "TinyLfuPolicy"]
+
+_PROTECTED_FRACTION = 0.8
+_ADMIT_POPULAR_FREQUENCY = 6
+_STEP_FRACTION = 0.0625
+_STEP_DECAY = 0.98
+CLIMBERS = ("shadow", "trial")
+_RESTART_THRESHOLD = 0.05
+
+
+class TinyLfuPolicy:
+    """W-TinyLFU over keys with integer weights; ``adaptive=False`` keeps the window fixed."""
+
+    __slots__ = (
+        "_capacity",
+        "_ghost_max",
+        "_hits_in_sample",
+        "_main_ghost",
+        "_previous_hit_ratio",
+        "_probation",
+        "_probation_weight",
+        "_protected",
+        "_protected_max",
+        "_protected_weight",
+        "_random",
+        "_requests_in_sample",
+        "_sample_size",
+        "_step",
+        "_step_fraction",
+        "_votes",
+        "_window",
+        "_window_ghost",
+        "_window_max",
+        "_window_weight",
+        "adaptive",
+        "climber",
+        "sketch",
+    )
+    name = "wtinylfu"
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        window_fraction: float = 0.01,
+        adaptive: bool = True,
+        rng: random.Random | None = None,
+        sample_factor: int = 10,
+        climb_sample_factor: float = 0.5,
+        step_fraction: float = _STEP_FRACTION,
+        climber: str = "shadow",
+    ) -> None:
+        self._capacity = check_capacity(capacity)
+        if not 0.0 < window_fraction <= 1.0:
+            raise InvalidArgument(f"window_fraction must be in (0, 1], got {window_fraction}")
+        if not 0.0 < step_fraction <= 1.0 or not climb_sample_factor > 0.0:
+            raise InvalidArgument("step_fraction must be in (0, 1] and climb_sample_factor > 0")
+        if climber not in CLIMBERS:
+            raise InvalidArgument(f"climber must be one of {CLIMBERS}, got {climber!r}")
+        self.adaptive = adaptive
+        self._random = rng if rng is not None else random.Random(0)
+        self.sketch = FrequencySketch(capacity, sample_factor=sample_factor)
+        self._window: OrderedDict[Hashable, int] = OrderedDict()
+        self._probation: OrderedDict[Hashable, int] = OrderedDict()
+        self._protected: OrderedDict[Hashable, int] = OrderedDict()
+        self._window_weight = self._probation_weight = self._protected_weight = 0
+        self._window_max = 1
+        self._protected_max = 0
+        self._set_window_max(max(1, round(capacity * window_fraction)))
+        self._sample_size = max(16, round(climb_sample_factor * capacity))
+        self._step_fraction = step_fraction
+        self._hits_in_sample = self._requests_in_sample = 0
+        self._previous_hit_ratio = 0.0
+        self._step = -step_fraction * capacity
+        self.climber = climber
+        self._window_ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._main_ghost: OrderedDict[Hashable, None] = OrderedDict()
+        self._ghost_max = max(1, round(step_fraction * capacity))
+        self._votes = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def weight(self) -> int:
+        return self._window_weight + self._probation_weight + self._protected_weight
+
+    @property
+    def window_max(self) -> int:
+        """Current target weight of the admission window."""
+        return self._window_max
+
+    def __len__(self) -> int:
+        return len(self._window) + len(self._probation) + len(self._protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._window or key in self._probation or key in self._protected
+
+    def _set_window_max(self, window_max: int) -> None:
+        self._window_max = min(max(1, window_max), self._capacity)
+        self._protected_max = int(_PROTECTED_FRACTION * (self._capacity - self._window_max))
+
+    # -- hits ---------------------------------------------------------------------------
+
+    def access(self, key: Hashable) -> None:
+        self.sketch.increment(key)
+        if key in self._window:
+            self._window.move_to_end(key)
+        elif key in self._probation:
+            weight = self._probation.pop(key)
+            self._probation_weight -= weight
+            self._protected[key] = weight
+            self._protected_weight += weight
+            self._demote_protected_overflow()
+        else:
+            self._protected.move_to_end(key)
+        self._hits_in_sample += 1
+        self._requests_in_sample += 1
+        if self._requests_in_sample >= self._sample_size:
+            self._climb()
+
+    def _demote_protected_overflow(self) -> None:
+        while self._protected_weight > self._protected_max and self._protected:
+            key, weight = self._protected.popitem(last=False)
+            self._protected_weight -= weight
+            self._probation[key] = weight
+            self._probation_weight += weight
+
+    # -- misses -------------------------------------------------------------------------
+
+    def insert(self, key: Hashable, weight: int) -> list[Hashable]:
+        assert key not in self and 1 <= weight <= self._capacity
+        self.sketch.increment(key)
+        if key in self._window_ghost:
+            del self._window_ghost[key]
+            self._votes += 1
+        elif key in self._main_ghost:
+            del self._main_ghost[key]
+            self._votes -= 1
+        self._window[key] = weight
+        self._window_weight += weight
+        candidates: deque[Hashable] = deque()
+        while self._window_weight > self._window_max:
+            moved, moved_weight = self._window.popitem(last=False)
+            self._window_weight -= moved_weight
+            self._probation[moved] = moved_weight
+            self._probation_weight += moved_weight
+            candidates.append(moved)
+        evicted: list[Hashable] = []
+        while self.weight > self._capacity:
+            evicted.append(self._evict_one(candidates))
+        self._requests_in_sample += 1
+        if self._requests_in_sample >= self._sample_size:
+            self._climb()
+        return evicted
+
+    def _evict_one(self, candidates: deque[Hashable]) -> Hashable:
+        while candidates and candidates[0] not in self._probation:
+            candidates.popleft()
+        candidate = candidates[0] if candidates else None
+        victim: Hashable | None = next(iter(self._probation), None)
+        if victim is None or victim == candidate:
+            victim = next(iter(self._protected), None)
+        if candidate is None:
+            if victim is None:
+                victim = next(iter(self._window))
+            self._drop(victim)
+            return victim
+        if victim is None or not self._admit(candidate, victim):
+            candidates.popleft()
+            self._drop(candidate)
+            self._remember(self._window_ghost, candidate)
+            return candidate
+        self._drop(victim)
+        self._remember(self._main_ghost, victim)
+        return victim
+
+    def _remember(self, ghost: OrderedDict[Hashable, None], key: Hashable) -> None:
+        ghost[key] = None
+        if len(ghost) > self._ghost_max:
+            ghost.popitem(last=False)
+
+    def _admit(self, candidate: Hashable, victim: Hashable) -> bool:
+        candidate_frequency = self.sketch.estimate(candidate)
+        victim_frequency = self.sketch.estimate(victim)
+        if candidate_frequency > victim_frequency:
+            return True
+        if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
+            return self._random.random() < 1.0 / 128.0
+        return False
+
+    def _drop(self, key: Hashable) -> None:
+        if key in self._probation:
+            self._probation_weight -= self._probation.pop(key)
+        elif key in self._protected:
+            self._protected_weight -= self._protected.pop(key)
+        else:
+            self._window_weight -= self._window.pop(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._drop(key)
+
+    def request(self, key: Hashable) -> bool:
+        if key in self._window or key in self._probation or key in self._protected:
+            self.access(key)
+            return True
+        self.insert(key, 1)
+        return False
+
+    # -- adaptation ---------------------------------------------------------------------
+
+    def _climb(self) -> None:
+        hit_ratio = self._hits_in_sample / self._requests_in_sample
+        self._hits_in_sample = self._requests_in_sample = 0
+        if not self.adaptive:
+            return
+        if self.climber == "shadow":
+            # Misses the two ghost lists would have turned into hits say which area is short.
+            votes, self._votes = self._votes, 0
+            step = max(1, round(self._step_fraction * self._capacity))
+            if votes:
+                self._resize_window(step if votes > 0 else -step)
+            return
+        # "trial": move, then judge the move by the next sample's hit ratio (Caffeine's climber).
+        change = hit_ratio - self._previous_hit_ratio
+        self._previous_hit_ratio = hit_ratio
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= _RESTART_THRESHOLD:
+            self._step = self._step_fraction * self._capacity * (1 if amount >= 0 else -1)
+        else:
+            self._step = _STEP_DECAY * amount
+        self._resize_window(round(amount))
+
+    def _resize_window(self, delta: int) -> None:
+        if delta == 0:
+            return
+        self._set_window_max(self._window_max + delta)
+        while self._window_weight > self._window_max:
+            key, weight = self._window.popitem(last=False)
+            self._window_weight -= weight
+            self._probation[key] = weight
+            self._probation_weight += weight
+        self._demote_protected_overflow()

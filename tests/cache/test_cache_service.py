@@ -1,0 +1,132 @@
+"""Cache nodes over gRPC: the CLI against a server process, and a cluster losing a node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from blocks.cache.client import CacheClient
+from blocks.cache.cluster import ClusterClient
+from blocks.cache.service import build_server
+from blocks.core.clock import ManualClock
+from blocks.core.errors import InvalidArgument
+
+BLOCKS = [sys.executable, "-m", "blocks", "cache"]
+
+
+def cli(*args: str) -> Any:
+    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.process
+def test_cache_node_through_the_cli() -> None:
+    server = subprocess.Popen(
+        [*BLOCKS, "serve", "--port", "0", "--capacity", "2", "--policy", "lru", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        address = json.loads(server.stdout.readline())["address"]
+        assert cli("get", "a", "--address", address) is None
+        assert cli("put", "a", "apple", "--address", address) is True
+        assert cli("get", "a", "--address", address) == "apple"
+        cli("put", "b", "banana", "--address", address)
+        cli("put", "c", "cherry", "--address", address)  # capacity 2, LRU: evicts a
+        assert cli("get", "a", "--address", address) is None
+        assert cli("delete", "c", "--address", address) is True
+        stats = cli("stats", "--address", address)
+        assert stats["evictions"] == 1 and stats["hits"] == 1 and stats["capacity"] == 2
+        bad = subprocess.run(
+            [*BLOCKS, "get", "x" * 300, "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            assert server.wait(timeout=20) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+
+
+def test_grpc_cluster_survives_a_stopped_node() -> None:
+    async def main() -> None:
+        servers = [build_server(capacity=1000)[0] for _ in range(3)]
+        for server in servers:
+            await server.start()
+        clients = {server.address: CacheClient(server.address, timeout_s=2.0) for server in servers}
+        try:
+            cluster = ClusterClient(clients, down_for_s=60.0)
+            keys = [f"k{i}" for i in range(60)]
+            for key in keys:
+                await cluster.put(key, [key, 1])
+            assert all([await cluster.get(key) == [key, 1] for key in keys])
+            victim = servers[1]
+            lost = {key for key in keys if cluster.owner(key) == victim.address}
+            await victim.stop(grace_s=0.5)
+            values = {key: await cluster.get(key) for key in keys}
+            assert {key for key, value in values.items() if value is None} == lost
+            assert victim.address not in cluster.live_nodes
+        finally:
+            for client in clients.values():
+                await client.close()
+            for server in servers:
+                await server.stop(grace_s=0.5)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_node_ttl_weights_and_bad_input() -> None:
+    async def main() -> None:
+        clock = ManualClock(monotonic_s=0.0)
+        server, service = build_server(capacity=100, by_bytes=True, clock=clock, policy="lru")
+        await server.start()
+        try:
+            async with CacheClient(server.address) as node:
+                await node.put("short", b"x" * 10, ttl=5)
+                await node.put("long", b"y" * 60)
+                assert await node.get("short") == b"x" * 10
+                clock.advance(5)
+                assert await node.get("short") is None
+                stats = await node.stats()
+                assert stats.expirations == 1 and stats.weight == len("long") + 60
+                await node.put("big", b"z" * 60)  # 63 + 64 bytes > 100: evicts "long"
+                assert await node.get("long") is None and await node.get("big") == b"z" * 60
+                with pytest.raises(InvalidArgument):
+                    await node.put("", b"v")
+                with pytest.raises(InvalidArgument):
+                    await node.put("k", b"v" * (1024 * 1024 + 1))
+                with pytest.raises(InvalidArgument):
+                    await node.put("k", b"v", ttl=-1)
+                with pytest.raises(InvalidArgument):
+                    await node.put("k", b"v" * 200)  # heavier than the whole node
+                assert await node.delete("big") is True and await node.delete("big") is False
+            assert service.cache.stats().size == 0
+        finally:
+            await server.stop(grace_s=0.5)
+        with pytest.raises(InvalidArgument):
+            build_server(policy="fifo")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_demo_runs() -> None:
+    from blocks.cache.demo import demo
+
+    lines: list[str] = []
+    asyncio.run(asyncio.wait_for(demo(lines.append), 60))
+    text = "\n".join(lines)
+    assert "100 concurrent reads of a cold key -> 1 load" in text
+    assert "0 errors" in text and "optimal" in text
