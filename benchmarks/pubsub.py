@@ -1,0 +1,228 @@
+"""Pub-sub benchmark: blocks.pubsub versus NATS JetStream and Redis Streams, one load generator.
+
+Every contender's server runs as its own process on 127.0.0.1; the same Python load generator
+(asyncio, one client per contender) drives them in one run:
+
+* ``produce``: one record per call, 32 concurrent producers, acknowledged (durable where the
+  contender is durable);
+* ``produce-batch-100``: 100 records per call (``items_per_op`` 100);
+* ``end-to-end``: produce one record, then read it back from the log (publish-to-read
+  latency).
+
+Contenders: ``blocks-durable`` (fsync per group commit), ``blocks-memory-fsync-never``,
+``nats-jetstream`` (file storage, nats-py) and ``redis-streams`` (XADD/XRANGE, redis-py,
+appendfsync everysec). Peers are skipped with a reason when their server or client library
+is missing. Install them with::
+
+    apt-get install -y nats-server redis-server
+    pip install nats-py redis
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from benchmarks.harness import Contender, Skip, Workload, run_benchmark
+
+REQUIREMENTS = ["nats-py", "redis"]
+VALUE = b"x" * 100
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise Skip(f"server on port {port} did not start")
+
+
+def start_process(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+    except Skip:
+        process.kill()
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], directory: str) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- blocks -----------------------------------------------------------------------------------
+
+
+def blocks_contender(name: str, fsync: str, batch: int, end_to_end: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        from blocks.pubsub.client import connect
+
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-pubsub-")
+        argv = [
+            sys.executable,
+            "-m",
+            "blocks",
+            "pubsub",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            directory,
+            "--fsync",
+            fsync,
+        ]
+        process = start_process(argv, port)
+        client = await connect([f"127.0.0.1:{port}"])
+        topic = f"bench-{time.monotonic_ns()}"
+        await client.create_topic(topic, partitions=4)
+        return {"process": process, "dir": directory, "client": client, "topic": topic}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        client, topic = state["client"], state["topic"]
+        if batch > 1:
+            await client.produce_batch(topic, i % 4, [(None, VALUE)] * batch)
+            return
+        partition, offset = await client.produce(topic, VALUE)
+        if end_to_end:
+            await client.fetch(topic, partition, offset, 1)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["client"].close()
+        stop_process(state["process"], state["dir"])
+
+    return Contender(name, setup, op, teardown, items_per_op=batch)
+
+
+# --- NATS JetStream -------------------------------------------------------------------------
+
+
+def nats_contender(batch: int, end_to_end: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        server = shutil.which("nats-server")
+        if server is None:
+            raise Skip("nats-server is not installed (apt-get install nats-server)")
+        try:
+            import nats
+        except ImportError:
+            raise Skip("nats-py is not installed (pip install nats-py)") from None
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-nats-")
+        process = start_process([server, "-js", "-p", str(port), "-sd", directory], port)
+        connection = await nats.connect(f"nats://127.0.0.1:{port}")
+        stream = connection.jetstream()
+        await stream.add_stream(name="BENCH", subjects=["bench.*"])
+        return {"process": process, "dir": directory, "nc": connection, "js": stream}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        stream = state["js"]
+        if batch > 1:
+            await asyncio.gather(*(stream.publish(f"bench.{i % 4}", VALUE) for _ in range(batch)))
+            return
+        ack = await stream.publish(f"bench.{i % 4}", VALUE)
+        if end_to_end:
+            await stream.get_msg("BENCH", seq=ack.seq)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["nc"].close()
+        stop_process(state["process"], state["dir"])
+
+    return Contender("nats-jetstream", setup, op, teardown, items_per_op=batch)
+
+
+# --- Redis Streams ----------------------------------------------------------------------------
+
+
+def redis_contender(batch: int, end_to_end: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise Skip("redis-server is not installed (apt-get install redis-server)")
+        try:
+            import redis.asyncio as redis
+        except ImportError:
+            raise Skip("redis-py is not installed (pip install redis)") from None
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-redis-")
+        argv = [
+            server,
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ]
+        process = start_process(argv, port)
+        return {"process": process, "dir": directory, "r": redis.Redis(port=port)}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        client = state["r"]
+        key = f"bench:{i % 4}"
+        if batch > 1:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(batch):
+                pipe.xadd(key, {"v": VALUE})
+            await pipe.execute()
+            return
+        entry = await client.xadd(key, {"v": VALUE})
+        if end_to_end:
+            await client.xrange(key, min=entry, max=entry)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["r"].aclose()
+        stop_process(state["process"], state["dir"])
+
+    return Contender("redis-streams", setup, op, teardown, items_per_op=batch)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", type=int, default=3000, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="results")
+
+
+def main(args: argparse.Namespace) -> int:
+    shapes = [
+        ("produce", 1, False, 32, args.ops),
+        ("produce-batch-100", 100, False, 4, max(1, args.ops // 50)),
+        ("end-to-end", 1, True, 8, args.ops // 2),
+    ]
+    for workload_name, batch, end_to_end, concurrency, ops in shapes:
+        contenders = [
+            blocks_contender("blocks-durable", "batch", batch, end_to_end),
+            blocks_contender("blocks-fsync-never", "never", batch, end_to_end),
+            nats_contender(batch, end_to_end),
+            redis_contender(batch, end_to_end),
+        ]
+        workload = Workload(workload_name, ops=ops, concurrency=concurrency, rounds=args.rounds)
+        run_benchmark(f"pubsub-{workload_name}", [workload], contenders, "blocks-durable", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

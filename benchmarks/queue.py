@@ -1,0 +1,167 @@
+"""Queue benchmark: blocks.queue versus NATS JetStream and Redis Streams as work queues.
+
+Same Python load generator, every server its own process on 127.0.0.1, one run:
+
+* ``send``: one acknowledged (durable where the contender is) send per call, 32 concurrent;
+* ``work-cycle``: send, receive, ack: the full life of one job (end-to-end latency).
+
+Contenders: ``blocks-durable`` (group-committed fsync), ``blocks-fsync-never``,
+``nats-jetstream`` (work-queue stream, pull consumer, explicit ack) and ``redis-streams``
+(XADD, XREADGROUP, XACK). Peers are skipped with a reason when missing. Install them with::
+
+    apt-get install -y nats-server redis-server
+    pip install nats-py redis
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from typing import Any
+
+from benchmarks.harness import Contender, Skip, Workload, run_benchmark
+from benchmarks.pubsub import free_port, start_process, stop_process
+
+REQUIREMENTS = ["nats-py", "redis"]
+BODY = b"j" * 100
+
+
+def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        from blocks.queue.client import connect
+
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-queue-")
+        argv = [
+            sys.executable,
+            "-m",
+            "blocks",
+            "queue",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            directory,
+            "--fsync",
+            fsync,
+        ]
+        process = start_process(argv, port)
+        client = await connect([f"127.0.0.1:{port}"])
+        await client.create_queue("jobs")
+        return {"process": process, "dir": directory, "q": client}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        queue = state["q"]
+        await queue.send("jobs", BODY)
+        if cycle:
+            for message in await queue.receive("jobs", max_messages=1, wait_ms=1000):
+                await queue.ack("jobs", message.receipt)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["q"].close()
+        stop_process(state["process"], state["dir"])
+
+    return Contender(name, setup, op, teardown)
+
+
+def nats_contender(cycle: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        server = shutil.which("nats-server")
+        if server is None:
+            raise Skip("nats-server is not installed (apt-get install nats-server)")
+        try:
+            import nats
+            from nats.js.api import RetentionPolicy
+        except ImportError:
+            raise Skip("nats-py is not installed (pip install nats-py)") from None
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-nats-")
+        process = start_process([server, "-js", "-p", str(port), "-sd", directory], port)
+        connection = await nats.connect(f"nats://127.0.0.1:{port}")
+        stream = connection.jetstream()
+        await stream.add_stream(
+            name="JOBS", subjects=["jobs"], retention=RetentionPolicy.WORK_QUEUE
+        )
+        pull = await stream.pull_subscribe("jobs", durable="workers")
+        return {"process": process, "dir": directory, "nc": connection, "js": stream, "sub": pull}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        await state["js"].publish("jobs", BODY)
+        if cycle:
+            for message in await state["sub"].fetch(1, timeout=1):
+                await message.ack()
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["nc"].close()
+        stop_process(state["process"], state["dir"])
+
+    return Contender("nats-jetstream", setup, op, teardown)
+
+
+def redis_contender(cycle: bool) -> Contender:
+    async def setup() -> dict[str, Any]:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise Skip("redis-server is not installed (apt-get install redis-server)")
+        try:
+            import redis.asyncio as redis
+        except ImportError:
+            raise Skip("redis-py is not installed (pip install redis)") from None
+        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-redis-")
+        argv = [
+            server,
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ]
+        process = start_process(argv, port)
+        client = redis.Redis(port=port)
+        await client.xgroup_create("jobs", "workers", id="0", mkstream=True)
+        return {"process": process, "dir": directory, "r": client}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        client = state["r"]
+        await client.xadd("jobs", {"b": BODY})
+        if cycle:
+            found = await client.xreadgroup("workers", f"w{i % 8}", {"jobs": ">"}, count=1)
+            for _, entries in found:
+                for entry_id, _ in entries:
+                    await client.xack("jobs", "workers", entry_id)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["r"].aclose()
+        stop_process(state["process"], state["dir"])
+
+    return Contender("redis-streams", setup, op, teardown)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ops", type=int, default=2000, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="results")
+
+
+def main(args: argparse.Namespace) -> int:
+    for workload_name, cycle in (("send", False), ("work-cycle", True)):
+        contenders = [
+            blocks_contender("blocks-durable", "batch", cycle),
+            blocks_contender("blocks-fsync-never", "never", cycle),
+            nats_contender(cycle),
+            redis_contender(cycle),
+        ]
+        workload = Workload(workload_name, ops=args.ops, concurrency=32, rounds=args.rounds)
+        run_benchmark(f"queue-{workload_name}", [workload], contenders, "blocks-durable", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

@@ -1,0 +1,154 @@
+"""``blocks pubsub serve | create-topic | produce | consume``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvloop
+
+from blocks.cli import print_result
+from blocks.core.errors import BlocksError
+
+__all__ = ["DEFAULT_ADDRESS", "register"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7201"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("pubsub", help="partitioned pub-sub log")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    serve = verbs.add_parser("serve", help="run a pub-sub broker")
+    serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
+    serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
+    serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
+    serve.add_argument("--peer", action="append", default=[], help="(replication: not yet)")
+    serve.add_argument("--token", default=None)
+    serve.add_argument("--json", action="store_true")
+    serve.set_defaults(func=_serve)
+
+    create = _verb(verbs, "create-topic", "create a topic")
+    create.add_argument("topic")
+    create.add_argument("--partitions", type=int, default=1)
+    create.add_argument("--retention-ms", type=int, default=None)
+    create.set_defaults(func=lambda a: _call(a, lambda c: _create(c, a)))
+
+    produce = _verb(verbs, "produce", "append records; prints [partition, offset] of each")
+    produce.add_argument("topic")
+    produce.add_argument("values", nargs="+")
+    produce.add_argument("--key", default=None)
+    produce.set_defaults(func=lambda a: _call(a, lambda c: _produce(c, a)))
+
+    consume = _verb(verbs, "consume", "read records as a group member and commit them")
+    consume.add_argument("topic")
+    consume.add_argument("--group", default="cli")
+    consume.add_argument("--max", type=int, default=10, help="stop after this many records")
+    consume.add_argument("--idle-ms", type=int, default=1000, help="stop after this long idle")
+    consume.set_defaults(func=lambda a: _call(a, lambda c: _consume(c, a)))
+
+
+def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
+    parser.add_argument("--address", default=DEFAULT_ADDRESS)
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+async def _create(client: Any, args: argparse.Namespace) -> str:
+    await client.create_topic(
+        args.topic, partitions=args.partitions, retention_ms=args.retention_ms
+    )
+    return str(args.topic)
+
+
+async def _produce(client: Any, args: argparse.Namespace) -> list[list[int]]:
+    key = None if args.key is None else args.key.encode()
+    results = []
+    for value in args.values:
+        partition, offset = await client.produce(args.topic, value.encode(), key=key)
+        results.append([partition, offset])
+    return results
+
+
+async def _consume(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    consumer = client.consumer(args.topic, args.group, wait_ms=min(args.idle_ms, 500))
+    records: list[dict[str, Any]] = []
+    try:
+        while len(records) < args.max:
+            try:
+                record = await asyncio.wait_for(anext(consumer), args.idle_ms / 1000.0)
+            except TimeoutError:
+                break
+            records.append(
+                {
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "key": None if record.key is None else record.key.decode(errors="replace"),
+                    "value": record.value.decode(errors="replace"),
+                    "timestamp_ms": record.timestamp_ms,
+                }
+            )
+        await consumer.commit()
+    finally:
+        await consumer.close()
+    return records
+
+
+def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
+    from blocks.pubsub.client import connect
+
+    async def main() -> Any:
+        async with await connect(args.address, token=args.token) as client:
+            return await action(client)
+
+    try:
+        result = asyncio.run(main())
+    except BlocksError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if isinstance(result, list) and result and isinstance(result[0], dict):
+        text = "\n".join(f"{r['partition']}:{r['offset']}\t{r['value']}" for r in result)
+    elif isinstance(result, list):
+        text = "\n".join(f"{p}:{o}" for p, o in result)
+    else:
+        text = str(result)
+    print_result(result, as_json=args.json, text=text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from blocks.pubsub.service import build_server
+
+    if args.peer:
+        print("error: replication across brokers is not available yet", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+
+    async def main() -> None:
+        server, _ = build_server(
+            args.data_dir,
+            host=host or "127.0.0.1",
+            port=int(port),
+            token=args.token,
+            fsync=args.fsync,
+        )
+        await server.start()
+        print_result(
+            {"address": server.address, "data_dir": args.data_dir},
+            as_json=args.json,
+            text=f"pubsub broker on {server.address} (data in {args.data_dir or 'memory'})",
+        )
+        sys.stdout.flush()
+        await server.serve_until_signalled()
+
+    try:
+        uvloop.run(main())
+    except (BlocksError, ValueError) as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,235 @@
+"""``connect``: the async client of a pub-sub server, implementing ``blocks.pubsub.api.PubSub``.
+
+The client is an idempotent producer: it has a random producer id and one sequence counter per
+``(topic, partition)``; ``produce`` retries a batch that failed with ``Unavailable`` or
+``Timeout`` under the same sequence numbers, so the broker stores it once. Produces to one
+partition are serialised by a per-partition lock so sequences reach the broker in order.
+``subscribe`` streams one partition with credit-based flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from blocks.core.errors import InvalidArgument, Timeout, Unavailable
+from blocks.core.hashing import key_hash
+from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
+from blocks.pubsub.api import Assignment, Record
+from blocks.pubsub.consumer import Consumer
+
+__all__ = ["PubSubClient", "connect"]
+
+RETRIES_MAX = 5
+
+
+def _record(topic: str, message: Any) -> Record:
+    key = message.key if message.HasField("key") else None
+    return Record(
+        topic, message.partition, message.offset, key, message.value, message.timestamp_ms
+    )
+
+
+class PubSubClient:
+    """A ``PubSub`` served over gRPC; build it with ``connect``."""
+
+    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
+        self._channel = connect_channel(address, token=token)
+        self._stub: Any = pubsub_pb2_grpc.PubSubStub(self._channel)  # type: ignore[no-untyped-call]
+        self._timeout_s = timeout_s
+        self.producer_id = uuid.uuid4().hex
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._producer_ids: dict[tuple[str, int], str] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._partitions: dict[str, int] = {}
+        self._round_robin = itertools.count()
+
+    async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
+        with mapped_errors():
+            return await getattr(self._stub, method)(request, timeout=self._timeout_s + extra_s)
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        compact: bool = False,
+    ) -> None:
+        if type(partitions) is not int or partitions < 1:
+            raise InvalidArgument("partitions must be a positive integer")
+        request = pubsub_pb2.CreateTopicRequest(
+            name=name,
+            partitions=partitions,
+            retention_ms=retention_ms,
+            retention_bytes=retention_bytes,
+            compact=compact,
+        )
+        await self._call("CreateTopic", request)
+
+    async def partitions(self, topic: str) -> int:
+        if topic not in self._partitions:
+            reply = await self._call("Metadata", pubsub_pb2.TopicRequest(topic=topic))
+            self._partitions[topic] = int(reply.partitions)
+        return self._partitions[topic]
+
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        if partition is None:
+            count = await self.partitions(topic)
+            partition = (next(self._round_robin) if key is None else key_hash(key)) % count
+        return partition, await self.produce_batch(topic, partition, [(key, value)])
+
+    async def produce_batch(
+        self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
+    ) -> int:
+        if not entries or type(partition) is not int or partition < 0:
+            raise InvalidArgument("a batch needs records and a partition >= 0")
+        for key, value in entries:
+            if not isinstance(value, bytes) or (key is not None and not isinstance(key, bytes)):
+                raise InvalidArgument("record keys and values must be bytes")
+        slot = (topic, partition)
+        async with self._locks.setdefault(slot, asyncio.Lock()):
+            sequence = self._sequences.get(slot, 0)
+            request = pubsub_pb2.ProduceRequest(
+                topic=topic,
+                partition=partition,
+                entries=[pubsub_pb2.Entry(key=k, value=v) for k, v in entries],
+                producer_id=self._producer_ids.setdefault(slot, self.producer_id),
+                sequence=sequence,
+            )
+            for attempt in range(RETRIES_MAX):
+                try:
+                    reply = await self._call("Produce", request)
+                    break
+                except (Unavailable, Timeout):
+                    if attempt == RETRIES_MAX - 1:
+                        # The batch may or may not be stored: start a fresh producer session
+                        # so the next batch is neither mistaken for it nor out of order.
+                        self._producer_ids[slot] = uuid.uuid4().hex
+                        self._sequences[slot] = 0
+                        raise
+                    await asyncio.sleep(0.05 * 2**attempt)
+            self._sequences[slot] = sequence + len(entries)
+        return int(reply.base_offset)
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_messages: int = 100,
+        wait_ms: int = 0,
+    ) -> list[Record]:
+        if offset < 0 or max_messages < 1 or wait_ms < 0:
+            raise InvalidArgument("offset and wait_ms must be >= 0, max_messages >= 1")
+        request = pubsub_pb2.FetchRequest(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            max_messages=max_messages,
+            wait_ms=wait_ms,
+        )
+        reply = await self._call("Fetch", request, extra_s=wait_ms / 1000.0)
+        return [_record(topic, r) for r in reply.records]
+
+    async def subscribe(
+        self, topic: str, partition: int, offset: int = 0, *, window: int = 1000
+    ) -> AsyncIterator[Record]:
+        """Stream a partition from ``offset``; at most ``window`` records are ever in flight."""
+        if window < 2:
+            raise InvalidArgument("window must be at least 2")
+        credits: asyncio.Queue[Any] = asyncio.Queue()
+        await credits.put(
+            pubsub_pb2.SubscribeRequest(
+                topic=topic, partition=partition, offset=offset, credits=window
+            )
+        )
+
+        async def requests() -> AsyncIterator[Any]:
+            while (item := await credits.get()) is not None:
+                yield item
+
+        call = self._stub.Subscribe(requests())
+        consumed = 0
+        try:
+            with mapped_errors():
+                async for message in call:
+                    yield _record(topic, message)
+                    consumed += 1
+                    if consumed >= window // 2:  # top the window up again
+                        await credits.put(pubsub_pb2.SubscribeRequest(credits=consumed))
+                        consumed = 0
+        finally:
+            await credits.put(None)
+            call.cancel()
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        request = pubsub_pb2.OffsetForTimeRequest(
+            topic=topic, partition=partition, timestamp_ms=timestamp_ms
+        )
+        return int((await self._call("OffsetForTime", request)).offset)
+
+    async def end_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        request = pubsub_pb2.PartitionRequest(topic=topic, partition=partition)
+        reply = await self._call("EndOffsets", request)
+        return int(reply.first_offset), int(reply.next_offset)
+
+    async def join_group(self, group: str, topic: str, member: str) -> Assignment:
+        request = pubsub_pb2.GroupRequest(group=group, topic=topic, member=member)
+        reply = await self._call("JoinGroup", request)
+        return Assignment(group, member, int(reply.generation), tuple(reply.partitions))
+
+    async def heartbeat(self, group: str, member: str) -> Assignment:
+        reply = await self._call("Heartbeat", pubsub_pb2.GroupRequest(group=group, member=member))
+        return Assignment(group, member, int(reply.generation), tuple(reply.partitions))
+
+    async def leave_group(self, group: str, member: str) -> None:
+        await self._call("LeaveGroup", pubsub_pb2.GroupRequest(group=group, member=member))
+
+    async def commit(
+        self, group: str, member: str, generation: int, partition: int, offset: int
+    ) -> int:
+        if min(generation, partition, offset) < 0:
+            raise InvalidArgument("generation, partition and offset must be >= 0")
+        request = pubsub_pb2.CommitRequest(
+            group=group, member=member, generation=generation, partition=partition, offset=offset
+        )
+        return int((await self._call("Commit", request)).offset)
+
+    async def committed(self, group: str, topic: str, partition: int) -> int | None:
+        request = pubsub_pb2.CommittedRequest(group=group, topic=topic, partition=partition)
+        reply = await self._call("Committed", request)
+        return int(reply.offset) if reply.HasField("offset") else None
+
+    def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
+        return Consumer(self, topic, group, **options)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> PubSubClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def connect(
+    addresses: Sequence[str] | str, *, token: str | None = None, timeout_s: float = 10.0
+) -> PubSubClient:
+    """A client for the pub-sub server at the first of ``addresses`` (``host:port``).
+
+    Brokers run as single nodes today; further addresses are accepted and ignored.
+    """
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if not addresses:
+        raise InvalidArgument("connect needs at least one address")
+    return PubSubClient(addresses[0], token=token, timeout_s=timeout_s)

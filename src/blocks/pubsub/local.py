@@ -1,0 +1,259 @@
+"""``LocalBroker``: the in-process pub-sub broker, durable on ``blocks.core.log`` when given
+a directory.
+
+Theory of operation
+-------------------
+A thin asyncio driver over ``TopicTable`` (partitions, producers) and ``GroupCoordinator``
+(groups, commits). A produce checks and writes its batch in one event-loop step (so offsets
+are assigned in write order), then waits for durability (group commit under
+``fsync="batch"``), then replies. Commits go to an offsets ``SegmentLog`` that is replayed on
+open, so committed offsets survive a restart. Fetch long-polls: a fetch that finds nothing
+waits on the partition's waiters until a produce to it, or until ``wait_ms``.
+
+Time comes from the injected ``Clock`` (record timestamps, heartbeats, retention). Nothing
+here grows without bound: waiters, batch sizes, topics, groups and producers all have limits
+that raise ``Overloaded`` or ``InvalidArgument``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import FailedPrecondition, InvalidArgument, Overloaded
+from blocks.core.hashing import key_hash
+from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.pubsub.api import Assignment, Record
+from blocks.pubsub.consumer import Consumer
+from blocks.pubsub.groups import GroupCoordinator
+from blocks.pubsub.partition import LogPartition, StoredRecord, first_offset_at
+from blocks.pubsub.topics import TopicConfig, TopicTable, check_topic
+
+__all__ = ["LocalBroker"]
+
+WAITERS_MAX = 10_000
+FETCH_MAX_MESSAGES = 10_000
+FETCH_MAX_BYTES = 8 << 20
+WAIT_MS_MAX = 60_000
+
+
+class LocalBroker:
+    """An in-process ``PubSub``; durable when ``directory`` is given."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        fsync: FsyncPolicy = "batch",
+        session_timeout_ms: int = 10_000,
+        segment_bytes_max: int = 16 << 20,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self.topics = TopicTable(directory, fsync=fsync, segment_bytes_max=segment_bytes_max)
+        self.groups = GroupCoordinator(session_timeout_ms)
+        self._offsets_log: SegmentLog | None = None
+        if directory is not None:
+            self._offsets_log = SegmentLog(Path(directory) / "offsets", fsync=fsync)
+            for _, data in self._offsets_log.iter_from(self._offsets_log.first_offset):
+                group, topic, partition, offset = unpack(data)
+                self.groups.restore_commit(group, topic, partition, offset)
+        self._waiters: dict[tuple[str, int], list[asyncio.Future[None]]] = {}
+        self._round_robin = itertools.count()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPrecondition("broker is closed")
+
+    # -- topics ------------------------------------------------------------------------------
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        compact: bool = False,
+    ) -> None:
+        self._check_open()
+        self.topics.create(TopicConfig(name, partitions, retention_ms, retention_bytes, compact))
+
+    async def delete_topic(self, name: str) -> None:
+        self._check_open()
+        self.topics.delete(name)
+
+    async def partitions(self, topic: str) -> int:
+        return self.topics.topic(topic).config.partitions
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def choose_partition(self, topic: str, key: bytes | None) -> int:
+        count = self.topics.topic(topic).config.partitions
+        if key is None:
+            return next(self._round_robin) % count
+        return key_hash(key) % count
+
+    async def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> tuple[int, int]:
+        if partition is None:
+            partition = self.choose_partition(topic, key)
+        return partition, await self.produce_batch(topic, partition, [(key, value)])
+
+    async def produce_batch(
+        self,
+        topic: str,
+        partition: int,
+        entries: list[tuple[bytes | None, bytes]],
+        *,
+        producer_id: str | None = None,
+        sequence: int = 0,
+    ) -> int:
+        """Append a batch; with ``producer_id``, a retried batch is written only once."""
+        self._check_open()
+        records, base = self.topics.prepare_append(
+            topic, partition, entries, self._clock.now_ms(), producer_id, sequence
+        )
+        if records:
+            await self.topics.write(topic, partition, records)
+            self._wake((topic, partition))
+        else:  # a duplicate: make sure the original is durable before confirming it again
+            store = self.topics.store(topic, partition)
+            if (
+                isinstance(store, LogPartition)
+                and store.log.durable_offset < base + len(entries) <= store.next_offset
+            ):
+                store.sync()
+        return base
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_messages: int = 100,
+        wait_ms: int = 0,
+    ) -> list[Record]:
+        self._check_open()
+        store = self.topics.store(topic, partition)
+        if type(offset) is not int or offset < 0:
+            raise InvalidArgument("offset must be a non-negative integer")
+        if type(max_messages) is not int or not 1 <= max_messages <= FETCH_MAX_MESSAGES:
+            raise InvalidArgument(f"max_messages must be within 1..{FETCH_MAX_MESSAGES}")
+        if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
+            raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
+        found = store.read(offset, max_messages, FETCH_MAX_BYTES)
+        if not found and wait_ms > 0:
+            await self._wait((topic, partition), wait_ms / 1000.0)
+            found = store.read(offset, max_messages, FETCH_MAX_BYTES)
+        return [_record(topic, partition, r) for r in found]
+
+    async def _wait(self, key: tuple[str, int], timeout_s: float) -> None:
+        if sum(len(w) for w in self._waiters.values()) >= WAITERS_MAX:
+            raise Overloaded("too many long polls waiting", retry_after_ms=100)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._waiters.get(key)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+
+    def _wake(self, key: tuple[str, int]) -> None:
+        for future in self._waiters.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
+        return first_offset_at(self.topics.store(topic, partition), timestamp_ms)
+
+    async def end_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        store = self.topics.store(topic, partition)
+        return store.first_offset, store.next_offset
+
+    # -- groups ------------------------------------------------------------------------------
+
+    async def join_group(self, group: str, topic: str, member: str) -> Assignment:
+        self._check_open()
+        _check_label(group, "group")
+        _check_label(member, "member")
+        partitions = self.topics.topic(topic).config.partitions
+        return self.groups.join(group, topic, partitions, member, self._clock.now_ms())
+
+    async def heartbeat(self, group: str, member: str) -> Assignment:
+        return self.groups.heartbeat(group, member, self._clock.now_ms())
+
+    async def leave_group(self, group: str, member: str) -> None:
+        self.groups.leave(group, member, self._clock.now_ms())
+
+    async def commit(
+        self, group: str, member: str, generation: int, partition: int, offset: int
+    ) -> int:
+        self._check_open()
+        self.groups.expire(self._clock.now_ms())
+        topic = self.groups.topic_of(group)
+        if topic is not None:
+            _, next_offset = await self.end_offsets(topic, partition)
+            if type(offset) is not int or offset > next_offset:
+                raise InvalidArgument(f"offset {offset!r} is past the end ({next_offset})")
+        stored = self.groups.commit(group, member, generation, partition, offset)
+        if self._offsets_log is not None and topic is not None:
+            await self._offsets_log.append_async(pack([group, topic, partition, stored]))
+        return stored
+
+    async def committed(self, group: str, topic: str, partition: int) -> int | None:
+        return self.groups.committed(group, check_topic(topic), partition)
+
+    def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
+        return Consumer(self, topic, group, clock=options.pop("clock", self._clock), **options)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def apply_retention(self) -> int:
+        """Apply every topic's retention now; return how many partitions were trimmed."""
+        return self.topics.apply_retention(self._clock.now_ms())
+
+    def compact(self, topic: str) -> int:
+        """Compact a ``compact=True`` topic by key; return records removed."""
+        removed = 0
+        for store in self.topics.topic(topic).stores:
+            removed += store.compact()  # type: ignore[attr-defined]
+        return removed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for key in list(self._waiters):
+            self._wake(key)
+        self.topics.close()
+        if self._offsets_log is not None:
+            self._offsets_log.close()
+
+    async def __aenter__(self) -> LocalBroker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _record(topic: str, partition: int, stored: StoredRecord) -> Record:
+    return Record(topic, partition, stored.offset, stored.key, stored.value, stored.timestamp_ms)
+
+
+def _check_label(value: object, what: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 128:
+        raise InvalidArgument(f"{what} must be a string of 1..128 characters")
+    return value

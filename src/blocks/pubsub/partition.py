@@ -1,0 +1,216 @@
+"""One partition of a topic: an append-only sequence of records with offsets.
+
+Theory of operation
+-------------------
+A record is ``(offset, timestamp_ms, key, value, producer_id, sequence)``. Offsets are
+assigned by the partition, start at 0 and only grow; timestamps are the broker's append time,
+clamped so they never decrease within a partition, which makes "first offset at or after a
+time" a binary search.
+
+Two stores share one interface:
+
+* ``MemoryPartition`` keeps records in a list (offsets may have gaps after compaction);
+* ``LogPartition`` keeps them in a ``blocks.core.log.SegmentLog`` whose record offsets *are*
+  the partition offsets, so a reopen finds every record that was durable.
+
+Retention removes the oldest records by age (``retention_ms``) and by total size
+(``retention_bytes``): the memory store record by record, the log store whole segments at a
+time (so it keeps up to one segment more than asked). Compaction by key (``compact``) keeps
+only the newest record of each key, without changing offsets; it is offered by the memory
+store only. Every read is bounded by ``max_messages`` and ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
+from blocks.core.log import FsyncPolicy, SegmentLog
+
+__all__ = ["LogPartition", "MemoryPartition", "PartitionStore", "StoredRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    producer_id: str | None = None
+    sequence: int = -1  # the producer's sequence number, -1 without one
+
+    def encode(self) -> bytes:
+        return pack([self.timestamp_ms, self.key, self.value, self.producer_id, self.sequence])
+
+    @classmethod
+    def decode(cls, offset: int, data: bytes) -> StoredRecord:
+        try:
+            timestamp_ms, key, value, producer_id, sequence = unpack(data)
+            return cls(offset, timestamp_ms, key, value, producer_id, sequence)
+        except (ValueError, TypeError) as error:
+            raise Corruption(f"record {offset} does not decode: {error}") from None
+
+
+class PartitionStore(Protocol):
+    """Storage of one partition; see the module docs."""
+
+    @property
+    def first_offset(self) -> int: ...
+
+    @property
+    def next_offset(self) -> int: ...
+
+    def append(self, records: list[StoredRecord]) -> None:
+        """Store records whose offsets continue ``next_offset``."""
+        ...
+
+    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
+        """Records at or after ``offset`` (at least one if any, even above ``max_bytes``)."""
+        ...
+
+    def sync(self) -> None:
+        """Make everything appended durable (no-op in memory)."""
+        ...
+
+    def truncate_before(self, offset: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryPartition:
+    """Records in a Python list; offsets may have gaps after ``compact``."""
+
+    def __init__(self) -> None:
+        self._records: list[StoredRecord] = []
+        self._offsets: list[int] = []
+        self._next_offset = 0
+        self._first_offset = 0
+
+    @property
+    def first_offset(self) -> int:
+        return self._first_offset
+
+    @property
+    def next_offset(self) -> int:
+        return self._next_offset
+
+    def append(self, records: list[StoredRecord]) -> None:
+        for record in records:
+            assert record.offset == self._next_offset, "offsets are assigned densely"
+            self._records.append(record)
+            self._offsets.append(record.offset)
+            self._next_offset += 1
+
+    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
+        start = bisect.bisect_left(self._offsets, offset)
+        out: list[StoredRecord] = []
+        size = 0
+        for record in self._records[start : start + max_messages]:
+            size += len(record.value) + len(record.key or b"")
+            if out and size > max_bytes:
+                break
+            out.append(record)
+        return out
+
+    def sync(self) -> None:
+        return None
+
+    def truncate_before(self, offset: int) -> None:
+        cut = bisect.bisect_left(self._offsets, offset)
+        del self._records[:cut]
+        del self._offsets[:cut]
+        self._first_offset = max(self._first_offset, min(offset, self._next_offset))
+
+    def compact(self) -> int:
+        """Keep only the newest record of each key (records without a key stay); return how
+        many records were removed. Offsets do not change."""
+        newest: dict[bytes, int] = {}
+        for record in self._records:
+            if record.key is not None:
+                newest[record.key] = record.offset
+        kept = [r for r in self._records if r.key is None or newest[r.key] == r.offset]
+        removed = len(self._records) - len(kept)
+        self._records = kept
+        self._offsets = [r.offset for r in kept]
+        return removed
+
+    def close(self) -> None:
+        return None
+
+
+class LogPartition:
+    """Records in a ``SegmentLog``: log offset = partition offset."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: FsyncPolicy = "batch",
+        segment_bytes_max: int = 16 << 20,
+    ) -> None:
+        self.log = SegmentLog(directory, fsync=fsync, segment_bytes_max=segment_bytes_max)
+
+    @property
+    def first_offset(self) -> int:
+        return self.log.first_offset
+
+    @property
+    def next_offset(self) -> int:
+        return self.log.next_offset
+
+    def append(self, records: list[StoredRecord]) -> None:
+        offsets = self.log.append_many([r.encode() for r in records])
+        assert not records or offsets[0] == records[0].offset, "log and partition disagree"
+
+    async def append_durable(self, records: list[StoredRecord]) -> None:
+        """Append and return once durable (group commit under ``fsync="batch"``)."""
+        offsets = await self.log.append_many_async([r.encode() for r in records])
+        assert not records or offsets[0] == records[0].offset, "log and partition disagree"
+
+    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
+        offset = max(offset, self.log.first_offset)
+        if offset >= self.log.next_offset:
+            return []
+        out: list[StoredRecord] = []
+        size = 0
+        for position, data in self.log.iter_from(offset):
+            size += len(data)
+            if out and (size > max_bytes or len(out) >= max_messages):
+                break
+            out.append(StoredRecord.decode(position, data))
+            if len(out) >= max_messages:
+                break
+        return out
+
+    def sync(self) -> None:
+        self.log.sync()
+
+    def truncate_before(self, offset: int) -> None:
+        self.log.truncate_before(min(offset, self.log.next_offset))
+
+    def compact(self) -> int:
+        raise FailedPrecondition("compaction is offered by in-memory partitions only")
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def first_offset_at(store: PartitionStore, timestamp_ms: int) -> int:
+    """The first offset whose timestamp is >= ``timestamp_ms`` (``next_offset`` if none)."""
+    if type(timestamp_ms) is not int:
+        raise InvalidArgument("timestamp_ms must be an integer")
+    low, high = store.first_offset, store.next_offset
+    while low < high:
+        middle = (low + high) // 2
+        found = store.read(middle, 1, 1 << 30)
+        if not found:
+            return store.next_offset
+        if found[0].timestamp_ms >= timestamp_ms:
+            high = middle
+        else:
+            low = found[0].offset + 1
+    return low

@@ -1,0 +1,290 @@
+"""Topics, partitions and the idempotent-producer table: the broker's synchronous core.
+
+Theory of operation
+-------------------
+``TopicTable`` owns every topic's partition stores (memory or ``SegmentLog`` directories under
+``<data>/topics/<topic>/<partition>``) and assigns offsets. ``prepare_append`` checks a batch
+and decides, from the producer table, whether it is new, a duplicate of a batch already
+written (a retry: its original offsets are returned and nothing is written) or out of order
+(``Conflict``). Producer state is ``(producer_id, topic, partition) -> (last sequence, last
+offset)``; it is rebuilt on open by scanning the retained records, which carry the producer
+id and sequence, so deduplication survives a restart for as long as retention keeps the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from blocks.core.log import FsyncPolicy
+from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
+
+__all__ = ["TopicConfig", "TopicTable"]
+
+TOPICS_MAX = 1000
+PARTITIONS_MAX = 256
+VALUE_BYTES_MAX = 1 << 20
+BATCH_RECORDS_MAX = 10_000
+PRODUCERS_MAX = 100_000
+
+
+def check_topic(name: object) -> str:
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 100
+        or not all(c.isalnum() or c in "._-" for c in name)
+    ):
+        raise InvalidArgument(f"a topic name is 1..100 of [A-Za-z0-9._-], got {name!r}")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    name: str
+    partitions: int = 1
+    retention_ms: int | None = None
+    retention_bytes: int | None = None
+    compact: bool = False
+
+    def __post_init__(self) -> None:
+        check_topic(self.name)
+        if type(self.partitions) is not int or not 1 <= self.partitions <= PARTITIONS_MAX:
+            raise InvalidArgument(f"partitions must be within 1..{PARTITIONS_MAX}")
+        for label in ("retention_ms", "retention_bytes"):
+            value = getattr(self, label)
+            if value is not None and (type(value) is not int or value <= 0):
+                raise InvalidArgument(f"{label} must be a positive integer or None")
+
+
+@dataclass(slots=True)
+class _Topic:
+    config: TopicConfig
+    stores: list[PartitionStore]
+    last_timestamp_ms: list[int]
+
+
+class TopicTable:
+    """Topics by name with their partition stores; durable under ``directory``."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        fsync: FsyncPolicy = "batch",
+        segment_bytes_max: int = 16 << 20,
+    ) -> None:
+        self.directory = None if directory is None else Path(directory) / "topics"
+        self._fsync: FsyncPolicy = fsync
+        self._segment_bytes_max = segment_bytes_max
+        self._topics: dict[str, _Topic] = {}
+        self._producers: dict[tuple[str, str, int], tuple[int, int]] = {}
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for meta in sorted(self.directory.glob("*/topic.msgpack")):
+                self._open(TopicConfig(**unpack(meta.read_bytes())))
+
+    def _open(self, config: TopicConfig) -> _Topic:
+        stores: list[PartitionStore] = []
+        for partition in range(config.partitions):
+            if self.directory is None:
+                stores.append(MemoryPartition())
+            else:
+                path = self.directory / config.name / str(partition)
+                stores.append(
+                    LogPartition(path, fsync=self._fsync, segment_bytes_max=self._segment_bytes_max)
+                )
+        topic = _Topic(config, stores, [0] * config.partitions)
+        self._topics[config.name] = topic
+        for partition, store in enumerate(stores):
+            offset = store.first_offset
+            while batch := store.read(offset, 1000, 1 << 24):
+                for record in batch:
+                    topic.last_timestamp_ms[partition] = record.timestamp_ms
+                    if record.producer_id is not None:
+                        key = (record.producer_id, config.name, partition)
+                        self._producers[key] = (record.sequence, record.offset)
+                offset = batch[-1].offset + 1
+        return topic
+
+    def create(self, config: TopicConfig) -> None:
+        existing = self._topics.get(config.name)
+        if existing is not None:
+            if existing.config == config:
+                return
+            raise AlreadyExists(f"topic {config.name!r} exists with another configuration")
+        if len(self._topics) >= TOPICS_MAX:
+            raise FailedPrecondition(f"at most {TOPICS_MAX} topics")
+        if config.compact and self.directory is not None:
+            raise InvalidArgument("compacted topics are offered by in-memory brokers only")
+        if self.directory is not None:
+            (self.directory / config.name).mkdir(parents=True, exist_ok=True)
+            temporary = self.directory / config.name / "topic.msgpack.tmp"
+            temporary.write_bytes(pack(asdict(config)))
+            os.replace(temporary, self.directory / config.name / "topic.msgpack")
+        self._open(config)
+
+    def delete(self, name: str) -> None:
+        topic = self.topic(name)
+        for store in topic.stores:
+            store.close()
+        del self._topics[name]
+        self._producers = {k: v for k, v in self._producers.items() if k[1] != name}
+        if self.directory is not None:
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+
+    def topic(self, name: str) -> _Topic:
+        topic = self._topics.get(check_topic(name))
+        if topic is None:
+            raise NotFound(f"no topic named {name!r}")
+        return topic
+
+    def store(self, name: str, partition: int) -> PartitionStore:
+        topic = self.topic(name)
+        if type(partition) is not int or not 0 <= partition < topic.config.partitions:
+            raise InvalidArgument(
+                f"partition must be within 0..{topic.config.partitions - 1}, got {partition!r}"
+            )
+        return topic.stores[partition]
+
+    def names(self) -> list[str]:
+        return sorted(self._topics)
+
+    def prepare_append(
+        self,
+        name: str,
+        partition: int,
+        entries: list[tuple[bytes | None, bytes]],
+        now_ms: int,
+        producer_id: str | None,
+        sequence: int,
+    ) -> tuple[list[StoredRecord], int]:
+        """Records to write and the batch's base offset; ``([], base)`` for a duplicate."""
+        store = self.store(name, partition)
+        _check_entries(entries)
+        if producer_id is not None:
+            if not isinstance(producer_id, str) or not 1 <= len(producer_id) <= 64:
+                raise InvalidArgument("producer_id must be a string of 1..64 characters")
+            if type(sequence) is not int or sequence < 0:
+                raise InvalidArgument("sequence must be a non-negative integer")
+            last_sequence, last_offset = self._producers.get(
+                (producer_id, name, partition), (-1, -1)
+            )
+            last_in_batch = sequence + len(entries) - 1
+            if last_in_batch <= last_sequence:  # a retry of a batch already written
+                return [], last_offset - (last_sequence - sequence)
+            if sequence != last_sequence + 1:
+                raise Conflict(f"sequence {sequence} out of order (expected {last_sequence + 1})")
+            if len(self._producers) >= PRODUCERS_MAX:
+                raise FailedPrecondition(f"at most {PRODUCERS_MAX} producer sessions")
+        topic = self._topics[name]
+        timestamp_ms = max(now_ms, topic.last_timestamp_ms[partition])
+        base = store.next_offset
+        records = [
+            StoredRecord(
+                base + i,
+                timestamp_ms,
+                key,
+                value,
+                producer_id,
+                -1 if producer_id is None else sequence + i,
+            )
+            for i, (key, value) in enumerate(entries)
+        ]
+        return records, base
+
+    async def write(self, name: str, partition: int, records: list[StoredRecord]) -> None:
+        """Write prepared records and return once durable.
+
+        The producer table is updated before the first suspension so that a retry arriving
+        while this write waits for its fsync is recognised as a duplicate; it is rolled back
+        if the write itself fails.
+        """
+        if not records:
+            return
+        store = self._topics[name].stores[partition]
+        key = (records[-1].producer_id or "", name, partition)
+        previous = (self._producers.get(key), self._topics[name].last_timestamp_ms[partition])
+        self._note(name, partition, records)
+        try:
+            if isinstance(store, LogPartition):
+                await store.append_durable(records)
+            else:
+                store.append(records)
+        except BaseException:
+            if store.next_offset == records[0].offset:  # nothing was written
+                self._topics[name].last_timestamp_ms[partition] = previous[1]
+                if previous[0] is None:
+                    self._producers.pop(key, None)
+                else:
+                    self._producers[key] = previous[0]
+            raise
+
+    def _note(self, name: str, partition: int, records: list[StoredRecord]) -> None:
+        last = records[-1]
+        self._topics[name].last_timestamp_ms[partition] = last.timestamp_ms
+        if last.producer_id is not None:
+            self._producers[(last.producer_id, name, partition)] = (last.sequence, last.offset)
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Drop records past each topic's age and size limits; return partitions trimmed."""
+        trimmed = 0
+        for topic in self._topics.values():
+            config = topic.config
+            for store in topic.stores:
+                cut = _retention_cut(store, config, now_ms)
+                if cut > store.first_offset:
+                    store.truncate_before(cut)
+                    trimmed += 1
+        return trimmed
+
+    def close(self) -> None:
+        for topic in self._topics.values():
+            for store in topic.stores:
+                store.close()
+
+
+def _check_entries(entries: Any) -> None:
+    if not isinstance(entries, list) or not 1 <= len(entries) <= BATCH_RECORDS_MAX:
+        raise InvalidArgument(f"a batch holds 1..{BATCH_RECORDS_MAX} records")
+    for key, value in entries:
+        if not isinstance(value, bytes) or (key is not None and not isinstance(key, bytes)):
+            raise InvalidArgument("record keys and values must be bytes")
+        if len(value) + len(key or b"") > VALUE_BYTES_MAX:
+            raise InvalidArgument(f"a record is limited to {VALUE_BYTES_MAX} bytes")
+
+
+def _retention_cut(store: PartitionStore, config: TopicConfig, now_ms: int) -> int:
+    """The lowest offset to keep under the topic's retention limits."""
+    cut = store.first_offset
+    if config.retention_ms is not None:
+        while (batch := store.read(cut, 256, 1 << 24)) and batch[
+            0
+        ].timestamp_ms < now_ms - config.retention_ms:
+            old = [r for r in batch if r.timestamp_ms < now_ms - config.retention_ms]
+            cut = old[-1].offset + 1
+            if len(old) < len(batch):
+                break
+    if config.retention_bytes is not None:
+        sizes: list[tuple[int, int]] = []
+        offset = cut
+        while batch := store.read(offset, 1000, 1 << 24):
+            sizes.extend((r.offset, len(r.value) + len(r.key or b"")) for r in batch)
+            offset = batch[-1].offset + 1
+        total = sum(size for _, size in sizes)
+        for record_offset, size in sizes:
+            if total <= config.retention_bytes:
+                break
+            total -= size
+            cut = record_offset + 1
+    return cut

@@ -1,0 +1,163 @@
+"""``blocks queue serve | create | send | receive | ack | nack``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvloop
+
+from blocks.cli import print_result
+from blocks.core.errors import BlocksError
+
+__all__ = ["DEFAULT_ADDRESS", "register"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7301"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("queue", help="durable work queues")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    serve = verbs.add_parser("serve", help="run a queue server")
+    serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
+    serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
+    serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
+    serve.add_argument("--token", default=None)
+    serve.add_argument("--json", action="store_true")
+    serve.set_defaults(func=_serve)
+
+    create = _verb(verbs, "create", "create a queue")
+    create.add_argument("name")
+    create.add_argument("--visibility-ms", type=int, default=30_000)
+    create.add_argument("--max-receives", type=int, default=0)
+    create.add_argument("--dead-letter", default=None)
+    create.add_argument("--fifo", action="store_true")
+    create.set_defaults(func=lambda a: _call(a, lambda q: _create(q, a)))
+
+    send = _verb(verbs, "send", "send a message; prints its id")
+    send.add_argument("name")
+    send.add_argument("body")
+    send.add_argument("--delay-ms", type=int, default=0)
+    send.add_argument("--group", default=None)
+    send.add_argument("--dedup-id", default=None)
+    send.add_argument("--priority", type=int, default=0)
+    send.set_defaults(func=lambda a: _call(a, lambda q: _send(q, a)))
+
+    receive = _verb(verbs, "receive", "receive messages (and ack them with --ack)")
+    receive.add_argument("name")
+    receive.add_argument("--max", type=int, default=1)
+    receive.add_argument("--wait-ms", type=int, default=0)
+    receive.add_argument("--visibility-ms", type=int, default=None)
+    receive.add_argument("--ack", action="store_true", help="ack each message received")
+    receive.set_defaults(func=lambda a: _call(a, lambda q: _receive(q, a)))
+
+    for verb in ("ack", "nack"):
+        settle = _verb(verbs, verb, f"{verb} a received message by its receipt")
+        settle.add_argument("name")
+        settle.add_argument("receipt")
+        settle.set_defaults(
+            func=lambda a: _call(a, lambda q: getattr(q, a.verb)(a.name, a.receipt))
+        )
+
+
+def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
+    parser.add_argument("--address", default=DEFAULT_ADDRESS)
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+async def _create(queue: Any, args: argparse.Namespace) -> str:
+    await queue.create_queue(
+        args.name,
+        visibility_ms=args.visibility_ms,
+        max_receives=args.max_receives,
+        dead_letter=args.dead_letter,
+        fifo=args.fifo,
+    )
+    return str(args.name)
+
+
+async def _send(queue: Any, args: argparse.Namespace) -> str:
+    message_id: str = await queue.send(
+        args.name,
+        args.body.encode(),
+        delay_ms=args.delay_ms,
+        group=args.group,
+        dedup_id=args.dedup_id,
+        priority=args.priority,
+    )
+    return message_id
+
+
+async def _receive(queue: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    messages = await queue.receive(
+        args.name, max_messages=args.max, wait_ms=args.wait_ms, visibility_ms=args.visibility_ms
+    )
+    if args.ack:
+        for message in messages:
+            await queue.ack(args.name, message.receipt)
+    return [
+        {
+            "id": m.id,
+            "receipt": m.receipt,
+            "body": m.body.decode(errors="replace"),
+            "receive_count": m.receive_count,
+        }
+        for m in messages
+    ]
+
+
+def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
+    from blocks.queue.client import connect
+
+    async def main() -> Any:
+        async with await connect(args.address, token=args.token) as queue:
+            return await action(queue)
+
+    try:
+        result = asyncio.run(main())
+    except BlocksError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if isinstance(result, list):
+        text = "\n".join(f"{m['id']}\t{m['receipt']}\t{m['body']}" for m in result)
+    else:
+        text = "ok" if result is None else str(result)
+    print_result(result, as_json=args.json, text=text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from blocks.queue.service import build_server
+
+    host, _, port = args.listen.rpartition(":")
+
+    async def main() -> None:
+        server, _ = build_server(
+            args.data_dir,
+            host=host or "127.0.0.1",
+            port=int(port),
+            token=args.token,
+            fsync=args.fsync,
+        )
+        await server.start()
+        print_result(
+            {"address": server.address, "data_dir": args.data_dir},
+            as_json=args.json,
+            text=f"queue server on {server.address} (data in {args.data_dir or 'memory'})",
+        )
+        sys.stdout.flush()
+        await server.serve_until_signalled()
+
+    try:
+        uvloop.run(main())
+    except (BlocksError, ValueError) as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,285 @@
+"""``LocalQueue``: the in-process queue broker, durable on ``blocks.core.log`` when given a
+directory, with long polling.
+
+Theory of operation
+-------------------
+A thin driver around ``QueueBroker``. Each call becomes a command stamped with the injected
+clock's ``now_ms``; the broker executes it; if it succeeded and changed something, the
+command's msgpack bytes are appended to a ``SegmentLog`` and the call returns only once the
+record is durable (group commit under ``fsync="batch"``: concurrent callers share an fsync).
+The append happens in the same event-loop step as the execution, so the log order is the
+execution order, and reopening the directory replays the log into an identical broker.
+Receives that hand out messages are logged too, so receive counts and invisibility deadlines
+survive a restart; a receive that finds nothing changes nothing and is not logged.
+
+Every ``snapshot_every`` records the broker is written to ``snapshot.msgpack`` (temporary file,
+fsync, rename, directory fsync) together with the log offset it covers, and the log segments
+below that offset are deleted.
+
+Long polling: a receive that finds nothing waits on the queue's waiters list until a command
+touches the queue (a send, a nack, an ack that unlocks a FIFO group, a dead letter arriving)
+or the broker's next timer (a delay or visibility deadline) falls due, then tries again,
+until ``wait_ms`` has passed. Waiters and in-flight calls are bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import BlocksError, Corruption, FailedPrecondition, Overloaded
+from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.queue.api import Message
+from blocks.queue.broker import QueueBroker
+from blocks.queue.config import QueueConfig, check_ms, check_name
+
+__all__ = ["LocalQueue"]
+
+WAITERS_MAX = 10_000
+CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
+WAIT_MS_MAX = 60_000
+SNAPSHOT_FILE = "snapshot.msgpack"
+
+
+class LocalQueue:
+    """An in-process ``Queue``; durable when ``directory`` is given."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        fsync: FsyncPolicy = "batch",
+        snapshot_every: int = 50_000,
+        segment_bytes_max: int = 16 << 20,
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._directory = None if directory is None else Path(directory)
+        self._snapshot_every = snapshot_every
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._in_flight = 0
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._log: SegmentLog | None = None
+        self._broker = QueueBroker()
+        if self._directory is not None:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._log = SegmentLog(
+                self._directory / "log",
+                fsync=fsync,
+                segment_bytes_max=segment_bytes_max,
+                clock=self._clock,
+            )
+            try:
+                self._broker = self._recover(self._log)
+            except BaseException:
+                self._log.close()
+                raise
+        self._records_since_snapshot = 0
+
+    # -- recovery and snapshots --------------------------------------------------------------
+
+    def _recover(self, log: SegmentLog) -> QueueBroker:
+        assert self._directory is not None
+        start, broker = log.first_offset, QueueBroker()
+        path = self._directory / SNAPSHOT_FILE
+        if path.exists():
+            data = unpack(path.read_bytes())
+            start, broker = int(data["offset"]), QueueBroker.restore(data["broker"])
+            if start < log.first_offset:
+                raise Corruption(f"snapshot ends at {start} but the log starts later")
+        if start < log.next_offset:
+            for _, record in log.iter_from(start):
+                broker.execute(unpack(record))
+        return broker
+
+    def snapshot(self) -> int:
+        """Write the broker to disk and drop the log before it; return the covered offset."""
+        log = self._require_log()
+        assert self._directory is not None
+        offset = log.next_offset
+        log.sync()
+        data = pack({"offset": offset, "broker": self._broker.snapshot()})
+        temporary = self._directory / (SNAPSHOT_FILE + ".tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._directory / SNAPSHOT_FILE)
+        directory_fd = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+        log.truncate_before(offset)
+        self._records_since_snapshot = 0
+        return offset
+
+    def _require_log(self) -> SegmentLog:
+        if self._log is None:
+            raise FailedPrecondition("this queue is not durable (no directory)")
+        return self._log
+
+    # -- the driver ------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> QueueBroker:
+        """The pure core (read it; change it only through this object)."""
+        return self._broker
+
+    async def _run(self, command: list[Any], *, touched: tuple[str, ...] = ()) -> Any:
+        if self._closed:
+            raise FailedPrecondition("queue is closed")
+        if self._failure is not None:
+            raise FailedPrecondition(f"queue storage failed ({self._failure}); reopen it")
+        if self._in_flight >= CALLS_IN_FLIGHT_MAX:
+            raise Overloaded("too many calls in flight", retry_after_ms=5)
+        result = self._broker.execute(command)
+        changed = not (command[0] == "receive" and not result)
+        self._in_flight += 1
+        try:
+            if changed and self._log is not None:
+                await self._append(pack(command))
+                self._records_since_snapshot += 1
+                if self._records_since_snapshot >= self._snapshot_every:
+                    self.snapshot()
+        finally:
+            self._in_flight -= 1
+        if changed:
+            for name in touched:
+                self._wake(name)
+        return result
+
+    async def _append(self, record: bytes) -> None:
+        """Log an executed command; if that fails the broker is ahead of its log, so the
+        queue refuses all further work until it is reopened (and rebuilt from the log)."""
+        assert self._log is not None
+        try:
+            await self._log.append_async(record)
+        except (BlocksError, OSError) as error:
+            self._failure = error
+            raise
+
+    def _now(self) -> int:
+        return self._clock.now_ms()
+
+    def _touched(self, name: str) -> tuple[str, ...]:
+        state = self._broker.queue(name)
+        dead_letter = state.config.dead_letter
+        return (name,) if dead_letter is None else (name, dead_letter)
+
+    def _wake(self, name: str) -> None:
+        for future in self._waiters.pop(name, ()):
+            if not future.done():
+                future.set_result(None)
+
+    # -- the Queue interface ---------------------------------------------------------------
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_ms: int = 30_000,
+        max_receives: int = 0,
+        dead_letter: str | None = None,
+        fifo: bool = False,
+        dedup_window_ms: int = 300_000,
+    ) -> None:
+        config = QueueConfig(
+            name=name,
+            visibility_ms=visibility_ms,
+            max_receives=max_receives,
+            dead_letter=dead_letter,
+            fifo=fifo,
+            dedup_window_ms=dedup_window_ms,
+        )
+        await self._run(["create", self._now(), config.to_dict()])
+
+    async def delete_queue(self, name: str) -> None:
+        await self._run(["delete", self._now(), check_name(name)], touched=(name,))
+
+    async def send(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        delay_ms: int = 0,
+        group: str | None = None,
+        dedup_id: str | None = None,
+        priority: int = 0,
+    ) -> str:
+        command = ["send", self._now(), name, body, delay_ms, group, dedup_id, priority]
+        message_id, _duplicate = await self._run(command, touched=(name,))
+        return str(message_id)
+
+    async def receive(
+        self,
+        name: str,
+        *,
+        max_messages: int = 1,
+        wait_ms: int = 0,
+        visibility_ms: int | None = None,
+    ) -> list[Message]:
+        state = self._broker.queue(check_name(name))
+        if visibility_ms is None:
+            visibility_ms = state.config.visibility_ms
+        wait_ms = check_ms(wait_ms, "wait_ms", WAIT_MS_MAX)
+        deadline_s = self._clock.monotonic() + wait_ms / 1000.0
+        while True:
+            command = ["receive", self._now(), name, max_messages, visibility_ms]
+            messages: list[Message] = await self._run(command)
+            remaining_s = deadline_s - self._clock.monotonic()
+            if messages or remaining_s <= 0:
+                return messages
+            await self._wait(name, remaining_s)
+
+    async def _wait(self, name: str, remaining_s: float) -> None:
+        """Sleep until the queue is touched, the next timer is due, or ``remaining_s``."""
+        if sum(len(w) for w in self._waiters.values()) >= WAITERS_MAX:
+            raise Overloaded("too many long polls waiting", retry_after_ms=100)
+        next_event_ms = self._broker.next_event_ms()
+        if next_event_ms is not None:
+            remaining_s = min(remaining_s, max(0.001, (next_event_ms - self._now()) / 1000.0))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, []).append(future)
+        try:
+            await asyncio.wait_for(future, remaining_s)
+        except TimeoutError:
+            pass
+        finally:
+            waiting = self._waiters.get(name)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+
+    async def ack(self, name: str, receipt: str) -> None:
+        await self._run(["ack", self._now(), name, receipt], touched=(name,))
+
+    async def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
+        touched = self._touched(name) if isinstance(name, str) else ()
+        await self._run(["nack", self._now(), name, receipt, delay_ms], touched=touched)
+
+    async def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
+        await self._run(["extend", self._now(), name, receipt, visibility_ms])
+
+    async def stats(self, name: str) -> dict[str, int]:
+        """Messages per state (``delayed``, ``ready``, ``inflight``) in one queue."""
+        return self._broker.queue(check_name(name)).counts()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for name in list(self._waiters):
+            self._wake(name)
+        if self._log is not None:
+            self._log.close()
+
+    async def __aenter__(self) -> LocalQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,113 @@
+"""The queue gRPC service: a ``LocalQueue`` behind ``blocks.core.server``.
+
+Each RPC is one call on the ``LocalQueue`` (which logs, waits for durability and long-polls);
+this module only converts protobuf messages. Errors leave as the ``BlocksError`` the queue
+raised and are mapped to gRPC codes by the server's interceptor. Proto3 cannot tell an unset
+``uint32`` from 0, so ``visibility_ms`` and the dead-letter name use ``optional`` fields and
+``visibility_ms`` 0 in ``CreateQueue`` means the default.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from blocks.core.clock import Clock
+from blocks.core.log import FsyncPolicy
+from blocks.core.server import Server
+from blocks.queue import queue_pb2, queue_pb2_grpc
+from blocks.queue.local import LocalQueue
+
+__all__ = ["QueueService", "build_server"]
+
+_EMPTY = queue_pb2.Empty()
+
+
+def _optional(request: Any, field: str) -> Any:
+    return getattr(request, field) if request.HasField(field) else None
+
+
+class QueueService(queue_pb2_grpc.QueueServicer):
+    def __init__(self, queue: LocalQueue) -> None:
+        self.queue = queue
+
+    async def CreateQueue(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
+        await self.queue.create_queue(
+            request.name,
+            visibility_ms=request.visibility_ms or 30_000,
+            max_receives=request.max_receives,
+            dead_letter=_optional(request, "dead_letter"),
+            fifo=request.fifo,
+            dedup_window_ms=request.dedup_window_ms or 300_000,
+        )
+        return _EMPTY
+
+    async def DeleteQueue(self, request: Any, context: Any) -> Any:
+        await self.queue.delete_queue(request.name)
+        return _EMPTY
+
+    async def Send(self, request: Any, context: Any) -> Any:
+        message_id = await self.queue.send(
+            request.name,
+            request.body,
+            delay_ms=request.delay_ms,
+            group=_optional(request, "group"),
+            dedup_id=_optional(request, "dedup_id"),
+            priority=request.priority,
+        )
+        return queue_pb2.SendReply(id=message_id)
+
+    async def Receive(self, request: Any, context: Any) -> Any:
+        messages = await self.queue.receive(
+            request.name,
+            max_messages=request.max_messages or 1,
+            wait_ms=request.wait_ms,
+            visibility_ms=_optional(request, "visibility_ms"),
+        )
+        return queue_pb2.ReceiveReply(
+            messages=[
+                queue_pb2.Delivered(
+                    id=m.id,
+                    receipt=m.receipt,
+                    body=m.body,
+                    receive_count=m.receive_count,
+                    group=m.group,
+                    priority=m.priority,
+                    sent_ms=m.sent_ms,
+                )
+                for m in messages
+            ]
+        )
+
+    async def Ack(self, request: Any, context: Any) -> Any:
+        await self.queue.ack(request.name, request.receipt)
+        return _EMPTY
+
+    async def Nack(self, request: Any, context: Any) -> Any:
+        await self.queue.nack(request.name, request.receipt, delay_ms=request.delay_ms)
+        return _EMPTY
+
+    async def ExtendVisibility(self, request: Any, context: Any) -> Any:
+        await self.queue.extend_visibility(request.name, request.receipt, request.visibility_ms)
+        return _EMPTY
+
+
+def build_server(
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    fsync: FsyncPolicy = "batch",
+    clock: Clock | None = None,
+) -> tuple[Server, LocalQueue]:
+    """A ``Server`` (not started) serving a queue stored in ``data_dir`` (memory if None)."""
+    queue = LocalQueue(data_dir, fsync=fsync, clock=clock)
+    server = Server(host=host, port=port, token=token, name="queue", clock=clock)
+    server.add_service(
+        queue_pb2_grpc.add_QueueServicer_to_server,
+        QueueService(queue),
+        health_name="blocks.queue.Queue",
+    )
+    server.add_component(stop=queue.close, name="queue-storage")
+    return server, queue

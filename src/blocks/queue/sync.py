@@ -1,0 +1,79 @@
+"""A blocking wrapper: ``SyncQueue`` for scripts and notebooks without an event loop.
+
+One background thread runs an event loop; every method submits the matching coroutine of the
+wrapped async queue to it and waits for the result (bounded by ``timeout_s``). Errors are the
+same ``BlocksError`` classes the async API raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from blocks.core.errors import FailedPrecondition
+from blocks.queue.api import Message, Queue
+
+__all__ = ["LoopThread", "SyncQueue"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop on a daemon thread; ``call`` runs a coroutine there and waits."""
+
+    def __init__(self, name: str = "blocks-sync") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        if not self._thread.is_alive():
+            coroutine.close()
+            raise FailedPrecondition("the wrapper is closed")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+            self.loop.close()
+
+
+class SyncQueue:
+    """``q = SyncQueue.connect(["127.0.0.1:7301"]); q.send("jobs", b"x")``."""
+
+    def __init__(self, factory: Callable[[], Coroutine[Any, Any, Queue]]) -> None:
+        self._runner = LoopThread("blocks-queue")
+        self._queue: Queue = self._runner.call(factory())
+
+    @classmethod
+    def connect(cls, addresses: Sequence[str] | str, *, token: str | None = None) -> SyncQueue:
+        from blocks.queue.client import connect
+
+        return cls(lambda: connect(addresses, token=token))
+
+    def create_queue(self, name: str, **options: Any) -> None:
+        self._runner.call(self._queue.create_queue(name, **options))
+
+    def send(self, name: str, body: bytes, **options: Any) -> str:
+        return self._runner.call(self._queue.send(name, body, **options))
+
+    def receive(self, name: str, **options: Any) -> list[Message]:
+        return self._runner.call(self._queue.receive(name, **options))
+
+    def ack(self, name: str, receipt: str) -> None:
+        self._runner.call(self._queue.ack(name, receipt))
+
+    def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
+        self._runner.call(self._queue.nack(name, receipt, delay_ms=delay_ms))
+
+    def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
+        self._runner.call(self._queue.extend_visibility(name, receipt, visibility_ms))
+
+    def close(self) -> None:
+        try:
+            self._runner.call(self._queue.close())
+        finally:
+            self._runner.stop()

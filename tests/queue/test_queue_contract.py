@@ -1,0 +1,45 @@
+"""The queue contract against the in-memory and the durable ``LocalQueue``."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+from hypothesis import settings
+
+from blocks.core.clock import ManualClock
+from blocks.queue.api import Queue
+from blocks.queue.contract import QueueContract
+from blocks.queue.local import LocalQueue
+
+
+class MemoryQueueContract(QueueContract):
+    async def make_queue(self, clock: ManualClock) -> Queue:
+        return LocalQueue(clock=clock)
+
+
+class DurableQueueContract(QueueContract):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.mkdtemp(prefix="queue-contract-")
+
+    async def make_queue(self, clock: ManualClock) -> Queue:
+        return LocalQueue(self.directory, clock=clock, fsync="never", snapshot_every=7)
+
+    async def restart(self, queue: Queue, clock: ManualClock) -> Queue | None:
+        await queue.close()
+        return LocalQueue(self.directory, clock=clock, fsync="never", snapshot_every=7)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+TestMemoryQueueContract = MemoryQueueContract.TestCase
+TestMemoryQueueContract.settings = settings(
+    settings.default, max_examples=150, stateful_step_count=80
+)
+TestDurableQueueContract = DurableQueueContract.TestCase
+TestDurableQueueContract.settings = settings(settings.default, stateful_step_count=60)

@@ -1,0 +1,108 @@
+"""A queue server process: sends acknowledged, kill -9 mid-stream, restart, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from blocks.queue.client import connect
+
+ENV = {**os.environ, "PYTHONPATH": "src"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start(port: int, data_dir: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "blocks",
+            "queue",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data_dir),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert json.loads(line)["address"].endswith(str(port)), line
+    return process
+
+
+def _cli(*args: str) -> object:
+    result = subprocess.run(
+        [sys.executable, "-m", "blocks", "queue", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_kill_and_restart_server_loses_no_acknowledged_send(tmp_path: Path) -> None:
+    port, data_dir = _free_port(), tmp_path / "data"
+    address = f"127.0.0.1:{port}"
+    server = _start(port, data_dir)
+    acknowledged: list[bytes] = []
+    try:
+        _cli("create", "jobs", "--address", address)
+        assert isinstance(_cli("send", "jobs", "via-cli", "--address", address), str)
+        acknowledged.append(b"via-cli")
+
+        async def produce() -> None:
+            async with await connect([address]) as client:
+
+                async def worker(w: int) -> None:
+                    for i in range(10_000):
+                        body = f"{w}-{i}".encode()
+                        await client.send("jobs", body)
+                        acknowledged.append(body)
+
+                tasks = [asyncio.ensure_future(worker(w)) for w in range(8)]
+                await asyncio.sleep(1.0)
+                server.send_signal(signal.SIGKILL)  # mid-stream
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(produce())
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert len(acknowledged) > 50
+
+    server = _start(port, data_dir)
+    try:
+        received = _cli("receive", "jobs", "--max", "100", "--ack", "--address", address)
+        assert isinstance(received, list) and received
+
+        async def drain() -> list[bytes]:
+            bodies = [m["body"].encode() for m in received]  # type: ignore[index]
+            async with await connect([address]) as client:
+                while batch := await client.receive("jobs", max_messages=100):
+                    bodies.extend(m.body for m in batch)
+            return bodies
+
+        bodies = asyncio.run(drain())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert len(bodies) == len(set(bodies))
+    assert not set(acknowledged) - set(bodies), "an acknowledged send was lost"
