@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,dev,search,inference
+EXTRAS := test,dev,search,inference,blob
 export HYPOTHESIS_PROFILE ?= ci
 
 .PHONY: demo test lint typecheck pytest bench proto clean

@@ -1,0 +1,206 @@
+"""``blocks blob``: serve the S3 API, talk to a server, scrub a data directory.
+
+Commands: ``serve`` (a node, S3 on ``--listen``), ``mb``/``ls``/``put``/``get``/``rm`` (a
+small signed client against ``--endpoint``) and ``scrub`` (verify and repair a stopped node's
+data directory). Every printing command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from blocks.cli import print_result
+
+__all__ = ["register"]
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise SystemExit(f"--listen must be HOST:PORT, got {listen!r}")
+    return host or "127.0.0.1", int(port)
+
+
+async def _serve_async(args: argparse.Namespace) -> None:
+    from blocks.blob.node import open_node
+    from blocks.blob.s3api import S3Config
+    from blocks.blob.server import BlobServer
+
+    host, port = _split_listen(args.listen)
+    store, local = open_node(
+        args.data_dir,
+        peers=args.peer or (),
+        cluster_token=args.cluster_token,
+        codec=args.codec,
+        chunk_bytes=args.chunk_kib * 1024,
+        fsync=not args.no_fsync,
+    )
+    credentials = {args.access_key: args.secret_key} if args.access_key else {}
+    ssl_context = None
+    if args.tls_cert:
+        import ssl
+
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    config = S3Config(credentials=credentials, cluster_token=args.cluster_token)
+    server = BlobServer(
+        store, host=host, port=port, config=config, ssl_context=ssl_context, local_shards=local
+    )
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
+    auth = "SigV4 required" if credentials else "no authentication"
+    print(f"blob: serving S3 on {server.endpoint} ({auth}, {store.codec.spec()})", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()
+        store.close()
+        print("blob: stopped", flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if bool(args.access_key) != bool(args.secret_key):
+        print("--access-key and --secret-key go together", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.run(_serve_async(args))
+    except ImportError:  # pragma: no cover - uvloop is a required dependency
+        asyncio.run(_serve_async(args))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from blocks.blob.client import S3Client
+
+    return S3Client(args.endpoint, args.access_key or "", args.secret_key or "")
+
+
+def _mb(args: argparse.Namespace) -> int:
+    _client(args).create_bucket(args.bucket)
+    print_result({"bucket": args.bucket}, as_json=args.json, text=f"created {args.bucket}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if not args.bucket:
+        buckets = client.list_buckets()
+        print_result(buckets, as_json=args.json, text="\n".join(buckets))
+        return 0
+    keys = client.list_keys(args.bucket, args.prefix)
+    rows = [{"key": key, "size": size} for key, size in keys]
+    text = "\n".join(f"{size:>12}  {key}" for key, size in keys)
+    print_result(rows, as_json=args.json, text=text)
+    return 0
+
+
+def _put(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes()
+    etag = _client(args).put_object(args.bucket, args.key, data)
+    result = {"bucket": args.bucket, "key": args.key, "size": len(data), "etag": etag}
+    print_result(result, as_json=args.json, text=f"put {args.key}: {len(data)} bytes, {etag}")
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    data = _client(args).get_object(args.bucket, args.key, args.range)
+    if args.file == "-":
+        sys.stdout.buffer.write(data)
+        return 0
+    Path(args.file).write_bytes(data)
+    result = {"bucket": args.bucket, "key": args.key, "size": len(data)}
+    print_result(result, as_json=args.json, text=f"wrote {len(data)} bytes to {args.file}")
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    _client(args).delete_object(args.bucket, args.key)
+    print_result({"deleted": args.key}, as_json=args.json, text=f"deleted {args.key}")
+    return 0
+
+
+def _scrub(args: argparse.Namespace) -> int:
+    from blocks.blob.node import open_node
+
+    store, _ = open_node(
+        args.data_dir, peers=args.peer or (), cluster_token=args.cluster_token, codec=args.codec
+    )
+    with store:
+        report = store.scrub()
+    result = {
+        "chunks_checked": report.chunks_checked,
+        "shards_repaired": report.shards_repaired,
+        "chunks_lost": report.chunks_lost,
+        "chunks_collected": report.chunks_collected,
+    }
+    text = ", ".join(f"{name}={value}" for name, value in result.items())
+    print_result(result, as_json=args.json, text=text)
+    return 1 if report.chunks_lost else 0
+
+
+def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    parser.add_argument("--access-key", default="")
+    parser.add_argument("--secret-key", default="")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("blob", help="erasure-coded blob store with an S3 API")
+    commands = parser.add_subparsers(dest="blob_command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run a node serving the S3 API")
+    serve.add_argument("--data-dir", required=True, help="metadata and shard directory")
+    serve.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT")
+    serve.add_argument("--access-key", default="", help="SigV4 access key id")
+    serve.add_argument("--secret-key", default="", help="SigV4 secret")
+    serve.add_argument("--peer", action="append", help="http://host:port of a shard peer")
+    serve.add_argument("--cluster-token", default=None, help="shared token between peers")
+    serve.add_argument("--codec", default="rs:4+2", help="rs:K+M or replicate:N")
+    serve.add_argument("--chunk-kib", type=int, default=4096, help="chunk size in KiB")
+    serve.add_argument("--no-fsync", action="store_true", help="do not fsync (faster, unsafe)")
+    serve.add_argument("--tls-cert", default=None)
+    serve.add_argument("--tls-key", default=None)
+    serve.set_defaults(func=_serve)
+
+    for name, func, help_text in (
+        ("mb", _mb, "create a bucket"),
+        ("ls", _ls, "list buckets, or keys in a bucket"),
+        ("put", _put, "upload a file"),
+        ("get", _get, "download an object"),
+        ("rm", _rm, "delete an object"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        _add_client_arguments(command)
+        command.set_defaults(func=func)
+        if name == "ls":
+            command.add_argument("bucket", nargs="?", default="")
+            command.add_argument("--prefix", default="")
+        else:
+            command.add_argument("bucket")
+        if name in ("put", "get", "rm"):
+            command.add_argument("key")
+        if name in ("put", "get"):
+            command.add_argument("file", help="local file ('-' for stdout with get)")
+        if name == "get":
+            command.add_argument("--range", default=None, help="e.g. bytes=0-99")
+
+    scrub = commands.add_parser("scrub", help="verify and repair a stopped node's data")
+    scrub.add_argument("--data-dir", required=True)
+    scrub.add_argument("--codec", default="rs:4+2")
+    scrub.add_argument("--peer", action="append", help="the node's peers, as when serving")
+    scrub.add_argument("--cluster-token", default=None)
+    scrub.add_argument("--json", action="store_true", help="print JSON")
+    scrub.set_defaults(func=_scrub)

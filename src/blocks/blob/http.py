@@ -1,0 +1,203 @@
+"""A small HTTP/1.1 server core: parse a request head, read a body, write a response.
+
+Theory of operation. ``parse_head`` is a pure function from the bytes of a request head (up
+to and including the blank line) to a ``RequestHead``; anything malformed raises
+``HttpError(400)``, nothing else. The asyncio side (``read_request``) reads the head with a
+size limit, answers ``Expect: 100-continue`` once the caller has accepted the head (boto3
+waits for it before sending a body), and reads the body by ``Content-Length`` or by
+``Transfer-Encoding: chunked``, never more than ``body_bytes_max`` bytes. Responses are
+written whole; connections are kept alive unless the client asks to close them.
+
+Supported: HTTP/1.0 and 1.1, keep-alive, chunked request bodies (with trailers, which are
+dropped), ``Expect: 100-continue``. Not supported: pipelining beyond one request at a time
+(requests are answered in order, which is all HTTP/1.1 asks), upgrades, chunked responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+__all__ = [
+    "HEAD_BYTES_MAX",
+    "HttpError",
+    "RequestHead",
+    "Response",
+    "parse_head",
+    "read_body",
+    "read_head",
+    "render_response",
+]
+
+HEAD_BYTES_MAX = 64 * 1024
+HEADERS_MAX = 200
+_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Payload Too Large",
+    416: "Range Not Satisfiable",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+
+
+class HttpError(Exception):
+    """A request the HTTP layer itself refuses; the connection is closed after the reply."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """A parsed request line and headers. ``headers`` keys are lowercase; repeated headers
+    are joined with ``,`` as RFC 9110 allows. ``raw_path`` and ``raw_query`` are exactly as
+    sent (still percent-encoded), which is what SigV4 signs."""
+
+    method: str
+    raw_path: str
+    raw_query: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return unquote(self.raw_path)
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return connection == "keep-alive"
+        return connection != "close"
+
+
+def parse_head(data: bytes) -> RequestHead:
+    """Parse a request head ending in CRLF CRLF; ``HttpError(400)`` if malformed."""
+    if not data.endswith(b"\r\n\r\n") or len(data) > HEAD_BYTES_MAX:
+        raise HttpError(400, "incomplete or oversize request head")
+    try:
+        text = data[:-4].decode("latin-1")
+    except UnicodeDecodeError as error:  # pragma: no cover - latin-1 decodes every byte
+        raise HttpError(400, "undecodable head") from error
+    request_line, *header_lines = text.split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if method not in _METHODS:
+        raise HttpError(405 if method.isalpha() and method.isupper() else 400, "bad method")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or not target.startswith("/"):
+        raise HttpError(400, "unsupported version or target")
+    if len(header_lines) > HEADERS_MAX:
+        raise HttpError(400, "too many headers")
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or any(c in name for c in " \t"):
+            raise HttpError(400, f"malformed header line {line[:40]!r}")
+        key = name.lower()
+        value = value.strip(" \t")
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    raw_path, _, raw_query = target.partition("?")
+    return RequestHead(method, raw_path, raw_query, version, headers)
+
+
+async def read_head(reader: asyncio.StreamReader) -> RequestHead | None:
+    """The next request head, or ``None`` when the client closed the connection cleanly."""
+    try:
+        data = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as error:
+        if not error.partial.strip():
+            return None
+        raise HttpError(400, "connection closed inside a request head") from error
+    except asyncio.LimitOverrunError as error:
+        raise HttpError(400, "request head too large") from error
+    return parse_head(data)
+
+
+async def read_body(reader: asyncio.StreamReader, head: RequestHead, body_bytes_max: int) -> bytes:
+    """The request body (de-chunked), at most ``body_bytes_max`` bytes."""
+    encoding = head.headers.get("transfer-encoding", "").lower()
+    if encoding:
+        if encoding != "chunked":
+            raise HttpError(501, f"unsupported transfer-encoding {encoding!r}")
+        return await _read_chunked(reader, body_bytes_max)
+    length_text = head.headers.get("content-length", "0")
+    if not length_text.isdigit():
+        raise HttpError(400, "bad content-length")
+    length = int(length_text)
+    if length > body_bytes_max:
+        raise HttpError(413, f"body larger than {body_bytes_max} bytes")
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as error:
+        raise HttpError(400, "connection closed inside the body") from error
+
+
+async def _read_chunked(reader: asyncio.StreamReader, body_bytes_max: int) -> bytes:
+    pieces: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size_text = line[:-2].split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError as error:
+                raise HttpError(400, "bad chunk size") from error
+            if size == 0:
+                break
+            total += size
+            if size < 0 or total > body_bytes_max:
+                raise HttpError(413, f"body larger than {body_bytes_max} bytes")
+            pieces.append(await reader.readexactly(size))
+            if await reader.readexactly(2) != b"\r\n":
+                raise HttpError(400, "chunk not followed by CRLF")
+        for _ in range(HEADERS_MAX):  # trailer section, ended by an empty line
+            if await reader.readuntil(b"\r\n") == b"\r\n":
+                return b"".join(pieces)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+        raise HttpError(400, "malformed chunked body") from error
+    raise HttpError(400, "too many trailer lines")
+
+
+@dataclass(slots=True)
+class Response:
+    """A whole response. For HEAD the body is omitted but Content-Length still describes it."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    content_length: int | None = None
+
+
+def render_response(response: Response, *, head_only: bool, keep_alive: bool) -> list[bytes]:
+    """The bytes to write for ``response``: status line and headers, then the body."""
+    reason = _REASONS.get(response.status, "Unknown")
+    length = response.content_length if response.content_length is not None else len(response.body)
+    lines = [f"HTTP/1.1 {response.status} {reason}"]
+    headers = dict(response.headers)
+    if response.status not in (100, 204) and not (head_only and response.status >= 300):
+        headers.setdefault("Content-Length", str(length))
+    elif head_only:
+        headers.setdefault("Content-Length", "0")
+    headers["Connection"] = "keep-alive" if keep_alive else "close"
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if head_only or not response.body:
+        return [head]
+    return [head, response.body]

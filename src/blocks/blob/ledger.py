@@ -1,0 +1,120 @@
+"""Reference counts over deduplicated chunks: who holds a chunk, and when it may go.
+
+Theory of operation. A chunk is stored once and counted once per reference: each place it
+appears in a committed manifest or an uploaded part, plus each *pin* held by an operation in
+flight (an upload that has written the chunk but not yet committed its manifest, a streaming
+read). The counts live in memory only; at open they are rebuilt from the manifests and parts
+on disk, and any stored chunk with no reference (left by a crash between writing chunks and
+committing a manifest) is deleted.
+
+``acquire`` pins a chunk and writes it only if nobody holds it already: that is the
+deduplication. Two uploads racing on the same new chunk do not both write it: the second
+waits for the first's write to finish (or fail, and then writes it itself). ``release`` drops
+references; a chunk whose count reaches zero is deleted at once, under the lock, so a new
+``acquire`` can never see a count of one for a chunk that is being removed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+
+from blocks.blob.chunks import ChunkStore
+from blocks.blob.erasure import chunk_id_of
+from blocks.blob.meta import ChunkRef
+
+__all__ = ["ChunkLedger"]
+
+
+class ChunkLedger:
+    """Reference-counted access to a ``ChunkStore``. Thread-safe."""
+
+    def __init__(self, chunks: ChunkStore) -> None:
+        self.chunks = chunks
+        self._counts: Counter[str] = Counter()
+        self._writing: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.chunks_written = 0
+        self.chunks_deduplicated = 0
+
+    def count(self, chunk_id: str) -> int:
+        with self._lock:
+            return self._counts[chunk_id]
+
+    def referenced(self) -> list[str]:
+        """Every chunk id with at least one reference, sorted."""
+        with self._lock:
+            return sorted(self._counts)
+
+    def adopt(self, refs: Iterable[ChunkRef]) -> None:
+        """Count references found on disk at open (no write, no pin semantics)."""
+        with self._lock:
+            for ref in refs:
+                self._counts[ref.chunk_id] += 1
+
+    def acquire(self, chunk: bytes) -> ChunkRef:
+        """Pin ``chunk``, writing it if no one holds it; the caller owns one reference."""
+        chunk_id = chunk_id_of(chunk)
+        while True:
+            with self._lock:
+                pending = self._writing.get(chunk_id)
+                if pending is None:
+                    held = self._counts[chunk_id]
+                    self._counts[chunk_id] = held + 1
+                    if held > 0:
+                        self.chunks_deduplicated += 1
+                        return ChunkRef(chunk_id, len(chunk))
+                    pending = threading.Event()
+                    self._writing[chunk_id] = pending
+                    break
+            pending.wait()
+        try:
+            self.chunks.write(chunk, chunk_id)
+            self.chunks_written += 1
+        except BaseException:
+            with self._lock:
+                self._drop_locked([chunk_id])
+            raise
+        finally:
+            with self._lock:
+                del self._writing[chunk_id]
+            pending.set()
+        return ChunkRef(chunk_id, len(chunk))
+
+    def pin(self, refs: Iterable[ChunkRef]) -> None:
+        """Add one reference to chunks already held by someone (a reader's pin)."""
+        with self._lock:
+            for ref in refs:
+                assert self._counts[ref.chunk_id] > 0, "pinning a chunk nobody holds"
+                self._counts[ref.chunk_id] += 1
+
+    def release(self, refs: Iterable[ChunkRef]) -> int:
+        """Drop one reference per item; delete chunks nobody holds now. Returns deletions."""
+        with self._lock:
+            return self._drop_locked([ref.chunk_id for ref in refs])
+
+    def _drop_locked(self, chunk_ids: list[str]) -> int:
+        deleted = 0
+        for chunk_id in chunk_ids:
+            held = self._counts[chunk_id]
+            assert held > 0, f"releasing chunk {chunk_id[:12]} that nobody holds"
+            if held == 1:
+                del self._counts[chunk_id]
+                self.chunks.delete(chunk_id)
+                deleted += 1
+            else:
+                self._counts[chunk_id] = held - 1
+        return deleted
+
+    def collect_orphans(self) -> int:
+        """Delete stored chunks that nobody references (crash leftovers, missed deletes)."""
+        stored = self.chunks.stored_chunk_ids()
+        collected = 0
+        with self._lock:
+            for chunk_id in stored:
+                if self._counts[chunk_id] == 0 and chunk_id not in self._writing:
+                    del self._counts[chunk_id]  # Counter lookups insert nothing, but be tidy
+                    self.chunks.delete(chunk_id)
+                    collected += 1
+        return collected

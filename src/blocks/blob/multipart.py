@@ -1,0 +1,216 @@
+"""Multipart uploads: parts stored as chunks now, joined into one manifest at completion.
+
+Theory of operation. An upload is a durable record (bucket, key, content type, metadata)
+under a random id. Each part is chunked and stored like a small object, and its part record
+(number, MD5, chunk list) is written by atomic rename; uploading a number again replaces the
+record and releases the old part's chunks. Completion checks the client's list (ascending
+numbers, matching ETags, every part but the last at least ``part_bytes_min``), concatenates
+the parts' chunk lists into one manifest, commits it like a PUT and then removes the upload.
+The parts' chunk references move to the manifest; parts not named are released. Nothing of
+an upload is visible as an object before completion, and an abort releases every part.
+
+The S3 ETag of the result is ``md5(md5(part 1) || ... || md5(part N))-N``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from collections.abc import Iterable, Mapping
+
+from blocks.blob.api import ObjectInfo, PartInfo
+from blocks.blob.ledger import ChunkLedger
+from blocks.blob.listing import check_key, check_metadata
+from blocks.blob.meta import ChunkRef, Manifest, MetadataFiles, PartRecord, UploadRecord
+from blocks.core.clock import Clock
+from blocks.core.errors import InvalidArgument, NotFound
+
+__all__ = ["PARTS_MAX", "MultipartMixin"]
+
+PARTS_MAX = 10_000
+PART_BYTES_MAX = 5 * 1024**3
+UPLOADS_MAX = 10_000
+
+
+class MultipartMixin:
+    """The multipart half of ``LocalBlobStore``; relies on the attributes declared here."""
+
+    _lock: threading.RLock
+    files: MetadataFiles | None
+    ledger: ChunkLedger
+    clock: Clock
+    rng: random.Random
+    part_bytes_min: int
+    object_bytes_max: int
+    _buckets: dict[str, int]
+    _uploads: dict[str, UploadRecord]
+    _parts: dict[str, dict[int, PartRecord]]
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _bucket_index(self, bucket: str) -> dict[str, Manifest]:
+        raise NotImplementedError
+
+    def _store_stream(
+        self, data: bytes | Iterable[bytes], size_max: int
+    ) -> tuple[list[ChunkRef], int, bytes]:
+        raise NotImplementedError
+
+    def _commit(self, manifest: Manifest, pinned: list[ChunkRef]) -> None:
+        raise NotImplementedError
+
+    def _init_multipart(self) -> None:
+        self._uploads = {}
+        self._parts = {}
+
+    def _load_uploads(self) -> None:
+        assert self.files is not None
+        for upload, parts in self.files.load_uploads():
+            if upload.bucket not in self._buckets:
+                self.files.delete_upload(upload.upload_id)
+                continue
+            self._uploads[upload.upload_id] = upload
+            self._parts[upload.upload_id] = {part.number: part for part in parts}
+            for part in parts:
+                self.ledger.adopt(part.chunks)
+
+    def _bucket_has_uploads(self, bucket: str) -> bool:
+        return any(upload.bucket == bucket for upload in self._uploads.values())
+
+    def _upload(self, bucket: str, key: str, upload_id: str) -> UploadRecord:
+        upload = self._uploads.get(upload_id) if isinstance(upload_id, str) else None
+        if upload is None or upload.bucket != bucket or upload.key != key:
+            raise NotFound(f"no such upload {upload_id!r}")
+        return upload
+
+    def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        check_key(key)
+        user_metadata = check_metadata(metadata)
+        with self._lock:
+            self._check_open()
+            self._bucket_index(bucket)
+            if len(self._uploads) >= UPLOADS_MAX:
+                raise InvalidArgument(f"too many open uploads (max {UPLOADS_MAX})")
+            upload = UploadRecord(
+                upload_id=f"{self.rng.getrandbits(128):032x}",
+                bucket=bucket,
+                key=key,
+                content_type=content_type or "application/octet-stream",
+                created_ms=self.clock.now_ms(),
+                metadata=user_metadata,
+            )
+            if self.files is not None:
+                self.files.put_upload(upload)
+            self._uploads[upload.upload_id] = upload
+            self._parts[upload.upload_id] = {}
+        return upload.upload_id
+
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, data: bytes | Iterable[bytes]
+    ) -> PartInfo:
+        if not isinstance(number, int) or not 1 <= number <= PARTS_MAX:
+            raise InvalidArgument(f"part number must be in [1, {PARTS_MAX}]")
+        with self._lock:
+            self._check_open()
+            self._upload(bucket, key, upload_id)
+        refs, size, digest = self._store_stream(data, PART_BYTES_MAX)
+        part = PartRecord(upload_id, number, digest.hex(), size, digest, tuple(refs))
+        try:
+            with self._lock:
+                self._check_open()
+                self._upload(bucket, key, upload_id)
+                if self.files is not None:
+                    self.files.put_part(part)
+                old = self._parts[upload_id].get(number)
+                self._parts[upload_id][number] = part
+        except BaseException:
+            self.ledger.release(refs)
+            raise
+        if old is not None:
+            self.ledger.release(old.chunks)
+        return PartInfo(number, part.etag, size)
+
+    def list_parts(self, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
+        """The parts uploaded so far, by number."""
+        with self._lock:
+            self._check_open()
+            self._upload(bucket, key, upload_id)
+            parts = self._parts[upload_id]
+            return [PartInfo(n, parts[n].etag, parts[n].size) for n in sorted(parts)]
+
+    def _chosen_parts(self, upload_id: str, parts: list[tuple[int, str]]) -> list[PartRecord]:
+        if not parts:
+            raise InvalidArgument("a multipart upload must name at least one part")
+        stored = self._parts[upload_id]
+        chosen: list[PartRecord] = []
+        for position, (number, etag) in enumerate(parts):
+            if position and number <= parts[position - 1][0]:
+                raise InvalidArgument("parts must be listed in ascending order (InvalidPartOrder)")
+            part = stored.get(number)
+            if part is None or part.etag != str(etag).strip('"').lower():
+                raise InvalidArgument(f"part {number} was not uploaded or its ETag differs")
+            if position < len(parts) - 1 and part.size < self.part_bytes_min:
+                raise InvalidArgument(
+                    f"part {number} is smaller than {self.part_bytes_min} bytes (EntityTooSmall)"
+                )
+            chosen.append(part)
+        return chosen
+
+    def complete_multipart_upload(
+        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        with self._lock:
+            self._check_open()
+            upload = self._upload(bucket, key, upload_id)
+            chosen = self._chosen_parts(upload_id, parts)
+            size = sum(part.size for part in chosen)
+            if size > self.object_bytes_max:
+                raise InvalidArgument(f"object larger than {self.object_bytes_max} bytes")
+            joined = hashlib.md5(b"".join(p.md5 for p in chosen), usedforsecurity=False)
+            manifest = Manifest(
+                bucket=bucket,
+                key=key,
+                size=size,
+                etag=f"{joined.hexdigest()}-{len(chosen)}",
+                content_type=upload.content_type,
+                modified_ms=self.clock.now_ms(),
+                chunks=tuple(ref for part in chosen for ref in part.chunks),
+                metadata=dict(upload.metadata),
+                parts_count=len(chosen),
+            )
+            self.ledger.pin(manifest.chunks)  # the manifest's own references
+            self._commit(manifest, list(manifest.chunks))
+            self._drop_upload(upload_id)
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            etag=manifest.etag,
+            content_type=manifest.content_type,
+            modified_ms=manifest.modified_ms,
+            metadata=dict(manifest.metadata),
+            parts_count=len(chosen),
+        )
+
+    def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._upload(bucket, key, upload_id)
+            self._drop_upload(upload_id)
+
+    def _drop_upload(self, upload_id: str) -> None:
+        """Remove the upload's record and release every part's chunks (lock held)."""
+        if self.files is not None:
+            self.files.delete_upload(upload_id)
+        del self._uploads[upload_id]
+        for part in self._parts.pop(upload_id).values():
+            self.ledger.release(part.chunks)

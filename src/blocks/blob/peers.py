@@ -1,0 +1,122 @@
+"""Shards on other nodes: a small HTTP shard protocol between ``blocks blob serve`` processes.
+
+Theory of operation. In a cluster one node (the one clients talk to) keeps the metadata and
+coordinates; every node, itself included, stores shards. A peer exposes its shard directory
+under ``/_shards/`` (bucket names cannot start with ``_``, so it never collides with S3
+paths), guarded by a shared bearer token:
+
+    PUT    /_shards/<chunk id>/<index>   body = the framed shard
+    GET    /_shards/<chunk id>/<index>   200 with the shard, or 404
+    DELETE /_shards/<chunk id>           every shard of the chunk
+    GET    /_shards                      newline-separated chunk ids
+
+``HttpShardStore`` is the client side: a ``ShardStore`` whose calls become those requests.
+A peer that cannot be reached raises ``Unavailable``, which the chunk layer treats like a lost
+shard (reads decode from the other nodes, writes fail the upload). Shards are verified by the
+reader, never trusted from the peer: a peer can lose data but cannot make us return wrong
+bytes. Without a token the shard routes answer 404 (the node takes part in no cluster).
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.client
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from blocks.blob.http import RequestHead, Response
+from blocks.blob.shards import ShardStore
+from blocks.core.errors import InvalidArgument, PeerError, Unavailable
+
+__all__ = ["SHARD_PREFIX", "HttpShardStore", "handle_shard_request"]
+
+SHARD_PREFIX = "/_shards"
+SHARD_TIMEOUT_S = 10.0
+
+
+class HttpShardStore:
+    """A peer node's shards over HTTP (one keep-alive connection per calling thread)."""
+
+    def __init__(self, url: str, token: str, *, timeout_s: float = SHARD_TIMEOUT_S) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise InvalidArgument(f"peer must look like http://host:port, got {url!r}")
+        self.name = f"{parts.hostname}:{parts.port}"
+        self._host, self._port = parts.hostname, parts.port
+        self._token = token
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+
+    def _request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Length": str(len(body))}
+        for attempt in range(2):  # a kept-alive connection the peer closed gets one retry
+            connection = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout_s
+                )
+                self._local.connection = connection
+            try:
+                connection.request(method, SHARD_PREFIX + path, body=body, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                self._local.connection = None
+                if attempt == 1:
+                    raise Unavailable(f"peer {self.name} unreachable: {error}") from error
+        raise AssertionError("unreachable")
+
+    def put_shard(self, chunk_id: str, index: int, data: bytes) -> None:
+        status, _ = self._request("PUT", f"/{chunk_id}/{index}", data)
+        if status != 200:
+            raise Unavailable(f"peer {self.name} refused a shard: HTTP {status}")
+
+    def get_shard(self, chunk_id: str, index: int) -> bytes | None:
+        status, body = self._request("GET", f"/{chunk_id}/{index}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise Unavailable(f"peer {self.name} failed a read: HTTP {status}")
+        return body
+
+    def delete_chunk(self, chunk_id: str) -> None:
+        status, _ = self._request("DELETE", f"/{chunk_id}")
+        if status not in (200, 204):
+            raise Unavailable(f"peer {self.name} failed a delete: HTTP {status}")
+
+    def chunk_ids(self) -> Iterator[str]:
+        status, body = self._request("GET", "")
+        if status != 200:
+            raise Unavailable(f"peer {self.name} failed a listing: HTTP {status}")
+        return iter([line for line in body.decode("ascii", "replace").split("\n") if line])
+
+
+def handle_shard_request(
+    head: RequestHead, body: bytes, local: ShardStore, token: str | None
+) -> Response:
+    """Serve one ``/_shards`` request from ``local`` (runs in a worker thread)."""
+    given = head.headers.get("authorization", "")
+    if not token or not hmac.compare_digest(given, f"Bearer {token}"):
+        return Response(404)
+    parts = [p for p in head.raw_path[len(SHARD_PREFIX) :].split("/") if p]
+    try:
+        if head.method == "GET" and not parts:
+            return Response(200, {}, "\n".join(local.chunk_ids()).encode("ascii"))
+        if head.method == "DELETE" and len(parts) == 1:
+            local.delete_chunk(parts[0])
+            return Response(204)
+        if len(parts) == 2 and parts[1].isdigit():
+            chunk_id, index = parts[0], int(parts[1])
+            if head.method == "PUT":
+                local.put_shard(chunk_id, index, body)
+                return Response(200)
+            if head.method == "GET":
+                shard = local.get_shard(chunk_id, index)
+                return Response(404) if shard is None else Response(200, {}, shard)
+    except InvalidArgument:
+        return Response(400)
+    except (OSError, PeerError):
+        return Response(500)
+    return Response(400)

@@ -1,0 +1,380 @@
+"""The S3 request handler: authenticate, decode the body, route to the store, shape replies.
+
+Theory of operation. ``S3Handler.handle`` takes a parsed request head and two callbacks from
+the connection (send ``100 Continue``; read the body) and returns a whole ``Response``. The
+order matters: the signature is checked on the head *before* the body is read, so a client
+with a wrong key is refused without uploading anything; then the body is read (bounded),
+decoded if aws-chunked (verifying chunk signatures), checked against the signed SHA-256 and
+any ``x-amz-checksum-*`` or ``Content-MD5`` it came with, and only then handed to the store.
+Store calls run in worker threads (``asyncio.to_thread``) so the event loop keeps serving.
+
+Requests use path-style addressing (``/bucket/key``), which boto3 picks for an IP endpoint and
+the aws CLI accepts with ``addressing_style = path``. The operations are the issue's subset
+plus HeadBucket and GetBucketLocation; anything else answers S3's ``NotImplemented``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from blocks.blob.api import BlobStore, ObjectInfo
+from blocks.blob.awschunked import S3RequestError, decode_aws_chunked, verify_checksums
+from blocks.blob.http import RequestHead, Response
+from blocks.blob.peers import SHARD_PREFIX, handle_shard_request
+from blocks.blob.s3xml import (
+    complete_result,
+    error_document,
+    http_date,
+    initiate_result,
+    list_buckets_result,
+    list_objects_v2_result,
+    parse_complete_request,
+)
+from blocks.blob.shards import ShardStore
+from blocks.blob.sigv4 import S3AuthError, SigningContext, verify_request
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import (
+    BlocksError,
+    Conflict,
+    Corruption,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+__all__ = ["S3Config", "S3Handler", "parse_range"]
+
+SHARD_BODY_BYTES_MAX = 80 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """``credentials`` maps access key ids to secrets; empty means no authentication."""
+
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    body_bytes_max: int = 512 * 1024 * 1024
+    region: str = "us-east-1"
+    cluster_token: str | None = None
+    """Bearer token peers present on ``/_shards``; ``None`` turns the shard routes off."""
+
+
+def parse_range(value: str | None) -> tuple[int, int] | None:
+    """An inclusive byte range from a ``Range`` header, ``(-n, -1)`` for a suffix, or
+    ``None`` to serve the whole object (absent, multi-range or unparsable, as S3 does)."""
+    if not value:
+        return None
+    match = _RANGE.match(value.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        return (-int(last), -1) if int(last) > 0 else None
+    return int(first), int(last) if last else 2**63
+
+
+class S3Handler:
+    """Serves the S3 subset over one ``BlobStore``."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        config: S3Config | None = None,
+        clock: Clock | None = None,
+        local_shards: ShardStore | None = None,
+    ) -> None:
+        self.store = store
+        self.local_shards = local_shards
+        self.config = config or S3Config()
+        self.clock: Clock = clock or SystemClock()
+        self._request_ids = itertools.count(1)
+        self.aws_chunked_bodies = 0
+        """How many request bodies arrived aws-chunked (boto3 does so over HTTPS)."""
+
+    async def handle(
+        self,
+        head: RequestHead,
+        send_continue: Callable[[], Awaitable[None]],
+        read_body: Callable[[int], Awaitable[bytes]],
+    ) -> Response:
+        request_id = f"{next(self._request_ids):016X}"
+        try:
+            response = await self._handle(head, send_continue, read_body)
+        except S3AuthError as error:
+            response = _error(403, error.code, error.message, head.raw_path, request_id)
+        except S3RequestError as error:
+            response = _error(error.status, error.code, error.message, head.raw_path, request_id)
+        except BlocksError as error:
+            status, code = _map_error(error)
+            response = _error(status, code, str(error), head.raw_path, request_id)
+        response.headers["x-amz-request-id"] = request_id
+        response.headers.setdefault("Date", http_date(self.clock.now_ms()))
+        response.headers.setdefault("Server", "blocks-blob")
+        return response
+
+    async def _handle(
+        self,
+        head: RequestHead,
+        send_continue: Callable[[], Awaitable[None]],
+        read_body: Callable[[int], Awaitable[bytes]],
+    ) -> Response:
+        if self.local_shards is not None and (
+            head.raw_path == SHARD_PREFIX or head.raw_path.startswith(SHARD_PREFIX + "/")
+        ):
+            body = await read_body(SHARD_BODY_BYTES_MAX)
+            return await asyncio.to_thread(
+                handle_shard_request, head, body, self.local_shards, self.config.cluster_token
+            )
+        context = None
+        if self.config.credentials:
+            context = verify_request(
+                head.method,
+                head.raw_path,
+                head.raw_query,
+                head.headers,
+                self.config.credentials,
+                self.clock.now_ms(),
+            )
+        if head.headers.get("expect", "").lower() == "100-continue":
+            await send_continue()
+        body = await read_body(self.config.body_bytes_max)
+        payload, checks = _decode_payload(head, body, context)
+        self.aws_chunked_bodies += payload is not body
+        echoed = verify_checksums(payload, checks)
+        response = await self._route(head, payload)
+        response.headers.update(echoed)
+        return response
+
+    async def _route(self, head: RequestHead, payload: bytes) -> Response:
+        bucket, _, key = head.path.lstrip("/").partition("/")
+        query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
+        method = head.method
+        if not bucket:
+            if method == "GET":
+                buckets = await asyncio.to_thread(self.store.list_buckets)
+                return _xml(list_buckets_result(buckets))
+        elif not key:
+            return await self._bucket(method, bucket, query)
+        elif method in ("GET", "HEAD"):
+            return await self._get(head, bucket, key)
+        elif method == "PUT":
+            return await self._put(head, bucket, key, query, payload)
+        elif method == "POST":
+            return await self._post(head, bucket, key, query, payload)
+        elif method == "DELETE":
+            if "uploadId" in query:
+                await asyncio.to_thread(
+                    self.store.abort_multipart_upload, bucket, key, query["uploadId"]
+                )
+            else:
+                await asyncio.to_thread(self.store.delete_object, bucket, key)
+            return Response(204)
+        raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
+
+    async def _bucket(self, method: str, bucket: str, query: dict[str, str]) -> Response:
+        if method == "PUT" and not query:
+            await asyncio.to_thread(self.store.create_bucket, bucket)
+            return Response(200, {"Location": f"/{bucket}"})
+        if method == "DELETE" and not query:
+            await asyncio.to_thread(self.store.delete_bucket, bucket)
+            return Response(204)
+        if method == "HEAD":
+            await asyncio.to_thread(self.store.list_objects, bucket, max_keys=1)
+            return Response(200, {"x-amz-bucket-region": self.config.region})
+        if method == "GET" and "location" in query:
+            await asyncio.to_thread(self.store.list_objects, bucket, max_keys=1)
+            document = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint '
+                'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>'
+            )
+            return _xml(document.encode())
+        if method == "GET" and query.get("list-type") == "2":
+            return await self._list_v2(bucket, query)
+        raise S3RequestError("NotImplemented", "this bucket operation is not implemented", 501)
+
+    async def _list_v2(self, bucket: str, query: dict[str, str]) -> Response:
+        max_keys_text = query.get("max-keys", "1000")
+        if not max_keys_text.isdigit():
+            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
+        max_keys = min(int(max_keys_text), 1000)
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        start_after, token = query.get("start-after", ""), query.get("continuation-token")
+        page = await asyncio.to_thread(
+            lambda: self.store.list_objects(
+                bucket,
+                prefix=prefix,
+                delimiter=delimiter,
+                max_keys=max_keys,
+                start_after=start_after,
+                continuation_token=token or None,
+            )
+        )
+        document = list_objects_v2_result(
+            bucket,
+            page,
+            prefix=prefix,
+            delimiter=delimiter,
+            max_keys=max_keys,
+            start_after=start_after,
+            continuation_token=token,
+            url_encode=query.get("encoding-type") == "url",
+        )
+        return _xml(document)
+
+    async def _get(self, head: RequestHead, bucket: str, key: str) -> Response:
+        if head.method == "HEAD":
+            info = await asyncio.to_thread(self.store.head_object, bucket, key)
+            return Response(200, _object_headers(info), content_length=info.size)
+        byte_range = parse_range(head.headers.get("range"))
+        try:
+            info, data = await asyncio.to_thread(self.store.get_object, bucket, key, byte_range)
+        except InvalidArgument as error:
+            if byte_range is None:
+                raise
+            size = (await asyncio.to_thread(self.store.head_object, bucket, key)).size
+            raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
+        headers = _object_headers(info)
+        if byte_range is None:
+            return Response(200, headers, data)
+        first = info.size - len(data) if byte_range[0] < 0 else byte_range[0]
+        headers["Content-Range"] = f"bytes {first}-{first + len(data) - 1}/{info.size}"
+        return Response(206, headers, data)
+
+    async def _put(
+        self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
+    ) -> Response:
+        if "x-amz-copy-source" in head.headers:
+            raise S3RequestError("NotImplemented", "CopyObject is not implemented", 501)
+        if "partNumber" in query or "uploadId" in query:
+            number_text = query.get("partNumber", "")
+            if not number_text.isdigit() or "uploadId" not in query:
+                raise S3RequestError("InvalidArgument", "UploadPart needs partNumber and uploadId")
+            part = await asyncio.to_thread(
+                self.store.upload_part, bucket, key, query["uploadId"], int(number_text), payload
+            )
+            return Response(200, {"ETag": f'"{part.etag}"'})
+        if query:
+            raise S3RequestError("NotImplemented", "this object operation is not implemented", 501)
+        info = await asyncio.to_thread(
+            lambda: self.store.put_object(
+                bucket,
+                key,
+                payload,
+                content_type=head.headers.get("content-type", "application/octet-stream"),
+                metadata=_user_metadata(head.headers),
+            )
+        )
+        return Response(200, {"ETag": f'"{info.etag}"'})
+
+    async def _post(
+        self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
+    ) -> Response:
+        if "uploads" in query:
+            upload_id = await asyncio.to_thread(
+                lambda: self.store.create_multipart_upload(
+                    bucket,
+                    key,
+                    content_type=head.headers.get("content-type", "application/octet-stream"),
+                    metadata=_user_metadata(head.headers),
+                )
+            )
+            return _xml(initiate_result(bucket, key, upload_id))
+        if "uploadId" in query:
+            parts = parse_complete_request(payload)
+            info = await asyncio.to_thread(
+                self.store.complete_multipart_upload, bucket, key, query["uploadId"], parts
+            )
+            return _xml(complete_result(f"/{bucket}/{key}", bucket, key, info.etag))
+        raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
+
+
+def _decode_payload(
+    head: RequestHead, body: bytes, context: SigningContext | None
+) -> tuple[bytes, dict[str, str]]:
+    """The payload and the header or trailer values its checksums are checked against."""
+    headers = head.headers
+    payload_hash = headers.get("x-amz-content-sha256", "")
+    encodings = [e.strip() for e in headers.get("content-encoding", "").lower().split(",")]
+    checks = dict(headers)
+    if payload_hash.startswith("STREAMING-") or "aws-chunked" in encodings:
+        decoded = decode_aws_chunked(body, context)
+        declared = headers.get("x-amz-decoded-content-length")
+        if declared is not None and declared != str(len(decoded.payload)):
+            raise S3RequestError("IncompleteBody", "x-amz-decoded-content-length differs")
+        announced = headers.get("x-amz-trailer", "").lower()
+        if announced and announced not in decoded.trailers:
+            raise S3RequestError("IncompleteBody", f"the announced trailer {announced} is missing")
+        checks.update(decoded.trailers)
+        return decoded.payload, checks
+    if _HEX64.match(payload_hash) and hashlib.sha256(body).hexdigest() != payload_hash:
+        raise S3RequestError(
+            "XAmzContentSHA256Mismatch", "the body does not match x-amz-content-sha256"
+        )
+    return body, checks
+
+
+def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name[len("x-amz-meta-") :]: value
+        for name, value in headers.items()
+        if name.startswith("x-amz-meta-")
+    }
+
+
+def _object_headers(info: ObjectInfo) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{info.etag}"',
+        "Last-Modified": http_date(info.modified_ms),
+        "Content-Type": info.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    if info.parts_count:
+        headers["x-amz-mp-parts-count"] = str(info.parts_count)
+    for name, value in info.metadata.items():
+        headers[f"x-amz-meta-{name}"] = value
+    return headers
+
+
+def _xml(document: bytes) -> Response:
+    return Response(200, {"Content-Type": "application/xml"}, document)
+
+
+def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:
+    body = error_document(code, message, resource, request_id)
+    return Response(status, {"Content-Type": "application/xml"}, body)
+
+
+def _map_error(error: BlocksError) -> tuple[int, str]:
+    text = str(error)
+    if isinstance(error, NotFound):
+        if text.startswith("no such bucket"):
+            return 404, "NoSuchBucket"
+        return (404, "NoSuchUpload") if text.startswith("no such upload") else (404, "NoSuchKey")
+    if isinstance(error, Conflict):
+        return (409, "BucketNotEmpty") if "not empty" in text else (409, "BucketAlreadyOwnedByYou")
+    if isinstance(error, InvalidArgument):
+        for marker, code in (
+            ("bucket name", "InvalidBucketName"),
+            ("EntityTooSmall", "EntityTooSmall"),
+            ("InvalidPartOrder", "InvalidPartOrder"),
+            ("larger than", "EntityTooLarge"),
+            ("part", "InvalidPart"),
+            ("key", "KeyTooLongError" if "1024" in text else "InvalidArgument"),
+        ):
+            if marker in text:
+                return 400, code
+        return 400, "InvalidArgument"
+    if isinstance(error, Corruption):
+        return 500, "InternalError"
+    if isinstance(error, Unavailable):
+        return 503, "ServiceUnavailable"
+    return 503, "ServiceUnavailable"

@@ -1,0 +1,167 @@
+"""The XML documents of the S3 subset we serve: results, errors, and the completion request.
+
+Theory of operation: every response document is built from escaped text with the S3
+namespace, in the element order the S3 API reference gives (some SDKs parse by position).
+The only document we parse is CompleteMultipartUpload's part list; it is small (bounded by the
+HTTP layer), parsed with the standard library's expat-based parser (which refuses external
+entities and limits entity expansion), and any shape we do not expect raises
+``S3RequestError("MalformedXML")``.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ElementTree
+from xml.sax.saxutils import escape
+
+from blocks.blob.api import BucketInfo, ListPage
+from blocks.blob.awschunked import S3RequestError
+
+__all__ = [
+    "complete_result",
+    "error_document",
+    "http_date",
+    "initiate_result",
+    "iso_time",
+    "list_buckets_result",
+    "list_objects_v2_result",
+    "parse_complete_request",
+]
+
+_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+_HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
+COMPLETE_BODY_BYTES_MAX = 1024 * 1024
+
+
+def iso_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def http_date(ms: int) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ms / 1000))
+
+
+def _element(name: str, value: object) -> str:
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
+    body = (
+        f"{_HEADER}<Error>{_element('Code', code)}{_element('Message', message)}"
+        f"{_element('Resource', resource)}{_element('RequestId', request_id)}</Error>"
+    )
+    return body.encode("utf-8")
+
+
+def list_buckets_result(buckets: list[BucketInfo]) -> bytes:
+    items = "".join(
+        f"<Bucket>{_element('Name', b.name)}{_element('CreationDate', iso_time(b.created_ms))}"
+        "</Bucket>"
+        for b in buckets
+    )
+    owner = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
+    body = (
+        f'{_HEADER}<ListAllMyBucketsResult xmlns="{_NAMESPACE}">{owner}'
+        f"<Buckets>{items}</Buckets></ListAllMyBucketsResult>"
+    )
+    return body.encode("utf-8")
+
+
+def list_objects_v2_result(
+    bucket: str,
+    page: ListPage,
+    *,
+    prefix: str,
+    delimiter: str,
+    max_keys: int,
+    start_after: str,
+    continuation_token: str | None,
+    url_encode: bool,
+) -> bytes:
+    from urllib.parse import quote
+
+    def encode(text: str) -> str:
+        return quote(text, safe="/") if url_encode else text
+
+    parts = [
+        f'{_HEADER}<ListBucketResult xmlns="{_NAMESPACE}">',
+        _element("Name", bucket),
+        _element("Prefix", encode(prefix)),
+    ]
+    if delimiter:
+        parts.append(_element("Delimiter", encode(delimiter)))
+    parts += [
+        _element("MaxKeys", max_keys),
+        _element("KeyCount", len(page.objects) + len(page.common_prefixes)),
+        _element("IsTruncated", "true" if page.is_truncated else "false"),
+    ]
+    if url_encode:
+        parts.append(_element("EncodingType", "url"))
+    if continuation_token:
+        parts.append(_element("ContinuationToken", continuation_token))
+    if page.next_token:
+        parts.append(_element("NextContinuationToken", page.next_token))
+    if start_after:
+        parts.append(_element("StartAfter", encode(start_after)))
+    for info in page.objects:
+        parts.append(
+            "<Contents>"
+            + _element("Key", encode(info.key))
+            + _element("LastModified", iso_time(info.modified_ms))
+            + _element("ETag", f'"{info.etag}"')
+            + _element("Size", info.size)
+            + _element("StorageClass", "STANDARD")
+            + "</Contents>"
+        )
+    for common in page.common_prefixes:
+        parts.append(f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode("utf-8")
+
+
+def initiate_result(bucket: str, key: str, upload_id: str) -> bytes:
+    body = (
+        f'{_HEADER}<InitiateMultipartUploadResult xmlns="{_NAMESPACE}">'
+        f"{_element('Bucket', bucket)}{_element('Key', key)}{_element('UploadId', upload_id)}"
+        "</InitiateMultipartUploadResult>"
+    )
+    return body.encode("utf-8")
+
+
+def complete_result(location: str, bucket: str, key: str, etag: str) -> bytes:
+    body = (
+        f'{_HEADER}<CompleteMultipartUploadResult xmlns="{_NAMESPACE}">'
+        f"{_element('Location', location)}{_element('Bucket', bucket)}{_element('Key', key)}"
+        f"{_element('ETag', chr(34) + etag + chr(34))}</CompleteMultipartUploadResult>"
+    )
+    return body.encode("utf-8")
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def parse_complete_request(body: bytes) -> list[tuple[int, str]]:
+    """The ``(part number, etag)`` list of a CompleteMultipartUpload request body."""
+    if len(body) > COMPLETE_BODY_BYTES_MAX:
+        raise S3RequestError("MalformedXML", "the part list is too large")
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise S3RequestError("MalformedXML", "document type declarations are not accepted")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as error:
+        raise S3RequestError("MalformedXML", "the part list is not well-formed XML") from error
+    if _local(root.tag) != "CompleteMultipartUpload":
+        raise S3RequestError("MalformedXML", "expected CompleteMultipartUpload")
+    parts: list[tuple[int, str]] = []
+    for part in root:
+        if _local(part.tag) != "Part":
+            continue
+        fields = {_local(child.tag): (child.text or "").strip() for child in part}
+        number, etag = fields.get("PartNumber", ""), fields.get("ETag", "")
+        if not number.isdigit() or not etag:
+            raise S3RequestError("MalformedXML", "each Part needs a PartNumber and an ETag")
+        parts.append((int(number), etag.strip('"')))
+    if not parts:
+        raise S3RequestError("MalformedXML", "no parts listed")
+    return parts

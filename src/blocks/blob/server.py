@@ -1,0 +1,187 @@
+"""``BlobServer``: the S3-compatible HTTP endpoint in front of a ``BlobStore``.
+
+Theory of operation. One asyncio task per connection reads a request head, lets
+``S3Handler`` authenticate it and read the body through callbacks, writes the whole response
+and loops while the connection is kept alive. Connections are bounded (``connections_max``;
+past it new ones are closed at once) and an idle connection is dropped after
+``idle_timeout_s``. ``stop()`` closes the listener, lets requests in flight finish for up to a
+grace period, then cancels the rest. TLS is optional (an ``ssl.SSLContext``); over HTTPS boto3
+sends aws-chunked bodies with checksum trailers, over plain HTTP signed whole bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+
+from blocks.blob.api import BlobStore
+from blocks.blob.http import (
+    HEAD_BYTES_MAX,
+    HttpError,
+    RequestHead,
+    Response,
+    read_body,
+    read_head,
+    render_response,
+)
+from blocks.blob.s3api import S3Config, S3Handler
+from blocks.blob.s3xml import error_document
+from blocks.blob.shards import ShardStore
+from blocks.core.clock import Clock
+
+__all__ = ["BlobServer"]
+
+log = logging.getLogger(__name__)
+
+
+class BlobServer:
+    """Serves ``store`` over the S3 API on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: S3Config | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
+        connections_max: int = 256,
+        idle_timeout_s: float = 60.0,
+        local_shards: ShardStore | None = None,
+    ) -> None:
+        self.store = store
+        self.handler = S3Handler(store, config, clock, local_shards)
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.connections_max = connections_max
+        self.idle_timeout_s = idle_timeout_s
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._busy: set[asyncio.Task[None] | None] = set()
+        self.refused_connections = 0
+
+    @property
+    def endpoint(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self.port, ssl=self.ssl_context, limit=HEAD_BYTES_MAX
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        if self._connections:
+            # Idle keep-alive connections are dropped at once (abort: no TLS goodbye to wait
+            # for); busy ones get the grace period to finish the request they are serving.
+            for task, writer in list(self._connections.items()):
+                if task not in self._busy:
+                    writer.transport.abort()
+            _, pending = await asyncio.wait(set(self._connections), timeout=grace_s)
+            for task in pending:
+                self._connections[task].transport.abort()
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=1.0)
+            for task in pending:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=grace_s)
+        self._server = None
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.connections_max:
+            self.refused_connections += 1
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        try:
+            await self._serve_connection(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
+            pass
+        finally:
+            self._connections.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            try:
+                head = await asyncio.wait_for(read_head(reader), self.idle_timeout_s)
+            except HttpError as error:
+                await _write(writer, _http_error(error), head_only=False, keep_alive=False)
+                return
+            if head is None:
+                return
+            task = asyncio.current_task()
+            self._busy.add(task)
+            try:
+                keep_alive = await self._serve_request(head, reader, writer)
+            finally:
+                self._busy.discard(task)
+            if not keep_alive:
+                return
+
+    async def _serve_request(
+        self, head: RequestHead, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; return whether the connection may serve another."""
+        body_state = {"read": False}
+
+        async def send_continue() -> None:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
+
+        async def read(body_bytes_max: int, _head: RequestHead = head) -> bytes:
+            body_state["read"] = True
+            return await read_body(reader, _head, body_bytes_max)
+
+        try:
+            response = await self.handler.handle(head, send_continue, read)
+        except HttpError as error:
+            await _write(writer, _http_error(error), head_only=False, keep_alive=False)
+            return False
+        except Exception:
+            log.exception("unexpected error serving %s %s", head.method, head.raw_path)
+            failure = _http_error(HttpError(500, "internal error"))
+            await _write(writer, failure, head_only=False, keep_alive=False)
+            return False
+        # A body we refused to read (a failed signature) leaves the stream unusable.
+        has_body = head.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in head.headers
+        )
+        keep_alive = head.keep_alive and (body_state["read"] or not has_body)
+        await _write(writer, response, head_only=head.method == "HEAD", keep_alive=keep_alive)
+        return keep_alive
+
+
+def _http_error(error: HttpError) -> Response:
+    code = {413: "EntityTooLarge", 501: "NotImplemented"}.get(error.status, "BadRequest")
+    body = error_document(code, error.message, "", "0")
+    return Response(error.status, {"Content-Type": "application/xml"}, body)
+
+
+async def _write(
+    writer: asyncio.StreamWriter, response: Response, *, head_only: bool, keep_alive: bool
+) -> None:
+    for piece in render_response(response, head_only=head_only, keep_alive=keep_alive):
+        writer.write(piece)
+    await writer.drain()

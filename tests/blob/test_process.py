@@ -1,0 +1,128 @@
+"""Real processes: a three-node cluster over the shard protocol, the CLI, a node killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blocks.blob.client import S3Client, S3ClientError
+
+pytestmark = pytest.mark.process
+ACCESS, SECRET, TOKEN = "AKIDPROC", "proc-secret", "cluster-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "blocks",
+        "blob",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--cluster-token",
+        TOKEN,
+        "--no-fsync",
+        *extra,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert "serving S3" in line, line
+    return process
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        peer_ports = [_free_port(), _free_port()]
+        for n, port in enumerate(peer_ports):
+            processes.append(_start(tmp_path / f"peer{n}", port))
+        front = _free_port()
+        peers = [arg for port in peer_ports for arg in ("--peer", f"http://127.0.0.1:{port}")]
+        processes.append(
+            _start(
+                tmp_path / "front",
+                front,
+                "--codec",
+                "rs:2+1",
+                "--chunk-kib",
+                "64",
+                "--access-key",
+                ACCESS,
+                "--secret-key",
+                SECRET,
+                *peers,
+            )
+        )
+        yield f"http://127.0.0.1:{front}", processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def test_cluster_survives_a_killed_peer_and_the_cli_works(
+    cluster: tuple[str, list[subprocess.Popen[str]]], tmp_path: Path
+) -> None:
+    endpoint, processes = cluster
+    client = S3Client(endpoint, ACCESS, SECRET)
+    client.create_bucket("media")
+    data = os.urandom(300 * 1024)
+    client.put_object("media", "clip.bin", data)
+    assert client.get_object("media", "clip.bin") == data
+    # Every node holds one shard of every chunk (2+1 over 3 nodes).
+    for n in range(2):
+        shard_files = list((tmp_path / f"peer{n}" / "shards" / "local").glob("??/??/*.*"))
+        assert len(shard_files) == 5  # 300 KiB in 64 KiB chunks
+
+    processes[0].kill()
+    processes[0].wait(timeout=10)
+    assert client.get_object("media", "clip.bin") == data  # decoded from the two left
+    assert client.get_object("media", "clip.bin", "bytes=70000-70009") == data[70000:70010]
+    with pytest.raises(S3ClientError) as error:
+        client.put_object("media", "new.bin", b"x" * 1000)  # cannot place all shards
+    assert error.value.status == 503
+
+    source = tmp_path / "upload.txt"
+    source.write_bytes(b"from the command line")
+    base = [sys.executable, "-m", "blocks", "blob"]
+    auth = ["--endpoint", endpoint, "--access-key", ACCESS, "--secret-key", SECRET, "--json"]
+    listed = subprocess.run(
+        [*base, "ls", "media", *auth], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert json.loads(listed.stdout) == [{"key": "clip.bin", "size": len(data)}]
+    wrong = subprocess.run(
+        [*base, "ls", *auth[:-2], "wrong", "--json"], capture_output=True, text=True, timeout=30
+    )
+    assert wrong.returncode != 0 and "SignatureDoesNotMatch" in wrong.stderr
+
+
+def test_sigterm_stops_a_node_cleanly(tmp_path: Path) -> None:
+    process = _start(tmp_path / "solo", _free_port())
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0 and "stopped" in output
