@@ -21,13 +21,14 @@ process.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
+from itertools import filterfalse
 
 import xxhash
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["FrequencySketch", "SpaceSaving", "stable_hash"]
+__all__ = ["FrequencySketch", "Slots", "SpaceSaving", "stable_hash"]
 
 _MASK64 = (1 << 64) - 1
 _COUNTER_MAX = 15
@@ -63,10 +64,25 @@ def _power_of_two_at_least(value: int) -> int:
     return 1 << max(4, (value - 1).bit_length())
 
 
+Slots = tuple[int, int, int, int, int, int, int, int]
+"""Where one key lives in a ``FrequencySketch``: its two doorkeeper bits as (byte, mask) pairs,
+then its four counter indices, one per row. Computed once per key by ``slots``."""
+
+
 class FrequencySketch:
     """Count-min sketch (4 rows, counters capped at 15) with a doorkeeper and periodic aging."""
 
-    __slots__ = ("_counters", "_door", "_door_mask", "_mask", "_width", "additions", "sample_size")
+    __slots__ = (
+        "_counters",
+        "_door",
+        "_door_mask",
+        "_mask",
+        "_width",
+        "additions",
+        "sample_size",
+        "saturated",
+        "saturated_max",
+    )
 
     def __init__(self, capacity: int, *, sample_factor: int = 10) -> None:
         if capacity < 1 or sample_factor < 1:
@@ -80,18 +96,24 @@ class FrequencySketch:
         self._door_mask = door_bits - 1
         self.additions = 0
         """Increments since the last aging; aging happens when it reaches ``sample_size``."""
+        self.saturated: set[Hashable] = set()
+        """Keys whose doorkeeper bits are set and whose four counters are all at the cap, so
+        that counting them changes nothing but ``additions``. Only aging lowers a counter or
+        clears a bit, and aging empties this set, so membership is exact. Bounded by
+        ``saturated_max``; a saturated key left out only takes the slow path."""
+        self.saturated_max = max(capacity, 16)
 
-    def _in_doorkeeper(self, h: int) -> bool:
-        door, mask = self._door, self._door_mask
-        first, second = h & mask, (h >> 21) & mask
-        return bool(
-            door[first >> 3] & (1 << (first & 7)) and door[second >> 3] & (1 << (second & 7))
-        )
-
-    def _slots(self, h: int) -> tuple[int, int, int, int]:
-        mask, width = self._mask, self._width
+    def slots(self, key: Hashable) -> Slots:
+        """Where ``key`` lives: a pure function of its ``stable_hash`` and the sketch's size."""
+        h = stable_hash(key)
+        door_mask, mask, width = self._door_mask, self._mask, self._width
+        first, second = h & door_mask, (h >> 21) & door_mask
         low, high = h & 0xFFFFFFFF, (h >> 32) | 1
         return (
+            first >> 3,
+            1 << (first & 7),
+            second >> 3,
+            1 << (second & 7),
             low & mask,
             width + ((low + high) & mask),
             2 * width + ((low + 2 * high) & mask),
@@ -99,18 +121,41 @@ class FrequencySketch:
         )
 
     def increment(self, key: Hashable) -> None:
-        """Count one sighting of ``key`` (one hash, everything inlined: this is the hot path)."""
-        h = stable_hash(key)
-        door, door_mask = self._door, self._door_mask
-        first, second = h & door_mask, (h >> 21) & door_mask
-        first_bit, second_bit = 1 << (first & 7), 1 << (second & 7)
-        if door[first >> 3] & first_bit and door[second >> 3] & second_bit:
-            counters, mask, width = self._counters, self._mask, self._width
-            low, high = h & 0xFFFFFFFF, (h >> 32) | 1
-            a = low & mask
-            b = width + ((low + high) & mask)
-            c = 2 * width + ((low + 2 * high) & mask)
-            d = 3 * width + ((low + 3 * high) & mask)
+        """Count one sighting of ``key``."""
+        self.add(key, self.slots(key))
+
+    def add(self, key: Hashable, slots: Slots) -> None:
+        """Count one sighting of ``key``, whose ``slots(key)`` the caller kept."""
+        if key not in self.saturated:
+            self._tally(key, slots)
+        self.additions += 1
+        if self.additions >= self.sample_size:
+            self.age()
+
+    def add_many(self, keys: Sequence[Hashable], slots_of: Mapping[Hashable, Slots]) -> None:
+        """``add(key, slots_of[key])`` for each of ``keys`` in order, with the same result.
+
+        Every sighting advances the aging clock by exactly one, so the batch is cut only
+        where aging falls, and saturated keys are skipped at C speed.
+        """
+        saturated, tally = self.saturated, self._tally
+        start, count = 0, len(keys)
+        while start < count:
+            end = min(count, start + self.sample_size - self.additions)
+            chunk = keys if start == 0 and end == count else keys[start:end]
+            for key in filterfalse(saturated.__contains__, chunk):
+                tally(key, slots_of[key])
+            self.additions += end - start
+            if self.additions >= self.sample_size:
+                self.age()  # empties ``saturated`` in place
+            start = end
+
+    def _tally(self, key: Hashable, slots: Slots) -> None:
+        """Count ``key`` in the doorkeeper or the counters; ``additions`` is the caller's."""
+        first, first_bit, second, second_bit, a, b, c, d = slots
+        door = self._door
+        if door[first] & first_bit and door[second] & second_bit:
+            counters = self._counters
             ca, cb, cc, cd = counters[a], counters[b], counters[c], counters[d]
             least = min(ca, cb, cc, cd)
             if least < _COUNTER_MAX:
@@ -123,25 +168,30 @@ class FrequencySketch:
                     counters[c] = grown
                 if cd == least:
                     counters[d] = grown
+            elif len(self.saturated) < self.saturated_max:
+                self.saturated.add(key)
         else:
-            door[first >> 3] |= first_bit
-            door[second >> 3] |= second_bit
-        self.additions += 1
-        if self.additions >= self.sample_size:
-            self.age()
+            door[first] |= first_bit
+            door[second] |= second_bit
 
     def estimate(self, key: Hashable) -> int:
         """Estimated recent sightings of ``key`` (never below the true count since aging)."""
-        h = stable_hash(key)
-        counters = self._counters
-        a, b, c, d = self._slots(h)
+        return self.frequency(key, self.slots(key))
+
+    def frequency(self, key: Hashable, slots: Slots) -> int:
+        """``estimate(key)`` for a caller that kept ``slots(key)``."""
+        if key in self.saturated:
+            return _COUNTER_MAX + 1
+        first, first_bit, second, second_bit, a, b, c, d = slots
+        counters, door = self._counters, self._door
         low = min(counters[a], counters[b], counters[c], counters[d])
-        return low + 1 if self._in_doorkeeper(h) else low
+        return low + 1 if door[first] & first_bit and door[second] & second_bit else low
 
     def age(self) -> None:
         """Halve every counter and clear the doorkeeper."""
         self._counters = bytearray(self._counters.translate(_HALVE))
         self._door = bytearray(len(self._door))
+        self.saturated.clear()
         self.additions //= 2
 
 

@@ -37,10 +37,10 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable
 
 from blocks.cache.lru import check_capacity
-from blocks.cache.sketch import FrequencySketch
+from blocks.cache.sketch import FrequencySketch, Slots
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["CLIMBERS", "TinyLfuPolicy"]
+__all__ = ["CLIMBERS", "READ_BUFFER_MAX", "TinyLfuPolicy"]
 
 _PROTECTED_FRACTION = 0.8
 _ADMIT_POPULAR_FREQUENCY = 6
@@ -48,6 +48,8 @@ _STEP_FRACTION = 0.0625
 _STEP_DECAY = 0.98
 CLIMBERS = ("shadow", "trial")
 _RESTART_THRESHOLD = 0.05
+READ_BUFFER_MAX = 256
+"""Hits buffered before they are applied in one batch."""
 
 
 class TinyLfuPolicy:
@@ -56,8 +58,8 @@ class TinyLfuPolicy:
     __slots__ = (
         "_capacity",
         "_ghost_max",
-        "_hits_in_sample",
         "_main_ghost",
+        "_misses_in_sample",
         "_previous_hit_ratio",
         "_probation",
         "_probation_weight",
@@ -67,6 +69,7 @@ class TinyLfuPolicy:
         "_random",
         "_requests_in_sample",
         "_sample_size",
+        "_slots",
         "_step",
         "_step_fraction",
         "_votes",
@@ -76,6 +79,7 @@ class TinyLfuPolicy:
         "_window_weight",
         "adaptive",
         "climber",
+        "reads",
         "sketch",
     )
     name = "wtinylfu"
@@ -102,6 +106,10 @@ class TinyLfuPolicy:
         self.adaptive = adaptive
         self._random = rng if rng is not None else random.Random(0)
         self.sketch = FrequencySketch(capacity, sample_factor=sample_factor)
+        self.reads: list[Hashable] = []
+        """Hits not yet applied, oldest first, at most ``READ_BUFFER_MAX``; see ``drain_reads``."""
+        self._slots: dict[Hashable, Slots] = {}
+        """Every resident key, with its place in the sketch (computed once per admission)."""
         self._window: OrderedDict[Hashable, int] = OrderedDict()
         self._probation: OrderedDict[Hashable, int] = OrderedDict()
         self._protected: OrderedDict[Hashable, int] = OrderedDict()
@@ -111,7 +119,7 @@ class TinyLfuPolicy:
         self._set_window_max(max(1, round(capacity * window_fraction)))
         self._sample_size = max(16, round(climb_sample_factor * capacity))
         self._step_fraction = step_fraction
-        self._hits_in_sample = self._requests_in_sample = 0
+        self._misses_in_sample = self._requests_in_sample = 0
         self._previous_hit_ratio = 0.0
         self._step = -step_fraction * capacity
         self.climber = climber
@@ -131,13 +139,14 @@ class TinyLfuPolicy:
     @property
     def window_max(self) -> int:
         """Current target weight of the admission window."""
+        self.drain_reads()
         return self._window_max
 
     def __len__(self) -> int:
-        return len(self._window) + len(self._probation) + len(self._protected)
+        return len(self._slots)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._window or key in self._probation or key in self._protected
+        return key in self._slots
 
     def _set_window_max(self, window_max: int) -> None:
         self._window_max = min(max(1, window_max), self._capacity)
@@ -146,21 +155,57 @@ class TinyLfuPolicy:
     # -- hits ---------------------------------------------------------------------------
 
     def access(self, key: Hashable) -> None:
-        self.sketch.increment(key)
-        if key in self._window:
-            self._window.move_to_end(key)
-        elif key in self._probation:
-            weight = self._probation.pop(key)
-            self._probation_weight -= weight
-            self._protected[key] = weight
-            self._protected_weight += weight
-            self._demote_protected_overflow()
-        else:
-            self._protected.move_to_end(key)
-        self._hits_in_sample += 1
-        self._requests_in_sample += 1
-        if self._requests_in_sample >= self._sample_size:
-            self._climb()
+        reads = self.reads
+        reads.append(key)
+        if len(reads) >= READ_BUFFER_MAX:
+            self.drain_reads()
+
+    def drain_reads(self) -> None:
+        """Apply the buffered hits, oldest first, exactly as if each had been applied at once.
+
+        The sketch and the LRU areas do not read each other while hits are applied (only an
+        admission reads both, and it drains first), so the sketch counts the whole batch
+        first and the areas move after, stopping only where the climber's sample ends.
+        """
+        reads = self.reads
+        if not reads:
+            return
+        self.sketch.add_many(reads, self._slots)
+        start, count = 0, len(reads)
+        while start < count:
+            end = min(count, start + self._sample_size - self._requests_in_sample)
+            self._move_on_hits(reads if start == 0 and end == count else reads[start:end])
+            self._requests_in_sample += end - start
+            if self._requests_in_sample >= self._sample_size:
+                self._climb()
+            start = end
+        reads.clear()
+
+    def _move_on_hits(self, keys: list[Hashable]) -> None:
+        protected, window = self._protected, self._window
+        if self._probation.keys().isdisjoint(keys):
+            # No promotions: moves inside protected and inside the window commute, and an
+            # LRU list ends up ordered by each key's last hit, so each key moves once.
+            for key in reversed(dict.fromkeys(reversed(keys))):
+                if key in protected:
+                    protected.move_to_end(key)
+                else:
+                    window.move_to_end(key)
+            return
+        for key in keys:
+            if key in protected:  # the common case first: the main area's hot keys
+                protected.move_to_end(key)
+            elif key in window:
+                window.move_to_end(key)
+            else:
+                self._promote(key)
+
+    def _promote(self, key: Hashable) -> None:
+        weight = self._probation.pop(key)
+        self._probation_weight -= weight
+        self._protected[key] = weight
+        self._protected_weight += weight
+        self._demote_protected_overflow()
 
     def _demote_protected_overflow(self) -> None:
         while self._protected_weight > self._protected_max and self._protected:
@@ -172,8 +217,11 @@ class TinyLfuPolicy:
     # -- misses -------------------------------------------------------------------------
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        assert key not in self and 1 <= weight <= self._capacity
-        self.sketch.increment(key)
+        assert key not in self._slots and 1 <= weight <= self._capacity
+        if self.reads:
+            self.drain_reads()
+        slots = self._slots[key] = self.sketch.slots(key)
+        self.sketch.add(key, slots)
         if key in self._window_ghost:
             del self._window_ghost[key]
             self._votes += 1
@@ -190,8 +238,11 @@ class TinyLfuPolicy:
             self._probation_weight += moved_weight
             candidates.append(moved)
         evicted: list[Hashable] = []
-        while self.weight > self._capacity:
+        while (
+            self._probation_weight + self._protected_weight + self._window_weight > self._capacity
+        ):
             evicted.append(self._evict_one(candidates))
+        self._misses_in_sample += 1
         self._requests_in_sample += 1
         if self._requests_in_sample >= self._sample_size:
             self._climb()
@@ -224,8 +275,9 @@ class TinyLfuPolicy:
             ghost.popitem(last=False)
 
     def _admit(self, candidate: Hashable, victim: Hashable) -> bool:
-        candidate_frequency = self.sketch.estimate(candidate)
-        victim_frequency = self.sketch.estimate(victim)
+        frequency, slots = self.sketch.frequency, self._slots
+        candidate_frequency = frequency(candidate, slots[candidate])
+        victim_frequency = frequency(victim, slots[victim])
         if candidate_frequency > victim_frequency:
             return True
         if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
@@ -233,6 +285,7 @@ class TinyLfuPolicy:
         return False
 
     def _drop(self, key: Hashable) -> None:
+        del self._slots[key]
         if key in self._probation:
             self._probation_weight -= self._probation.pop(key)
         elif key in self._protected:
@@ -241,11 +294,16 @@ class TinyLfuPolicy:
             self._window_weight -= self._window.pop(key)
 
     def remove(self, key: Hashable) -> None:
+        if self.reads:
+            self.drain_reads()
         self._drop(key)
 
     def request(self, key: Hashable) -> bool:
-        if key in self._window or key in self._probation or key in self._protected:
-            self.access(key)
+        if key in self._slots:
+            reads = self.reads
+            reads.append(key)
+            if len(reads) >= READ_BUFFER_MAX:
+                self.drain_reads()
             return True
         self.insert(key, 1)
         return False
@@ -253,8 +311,9 @@ class TinyLfuPolicy:
     # -- adaptation ---------------------------------------------------------------------
 
     def _climb(self) -> None:
-        hit_ratio = self._hits_in_sample / self._requests_in_sample
-        self._hits_in_sample = self._requests_in_sample = 0
+        hits = self._requests_in_sample - self._misses_in_sample
+        hit_ratio = hits / self._requests_in_sample
+        self._misses_in_sample = self._requests_in_sample = 0
         if not self.adaptive:
             return
         if self.climber == "shadow":

@@ -226,10 +226,15 @@ class LocalBroker:
         return self.topics.apply_retention(self._clock.now_ms())
 
     def compact(self, topic: str) -> int:
-        """Compact a ``compact=True`` topic by key; return records removed."""
+        """Compact a ``compact=True`` topic by key; return records removed (on disk: made
+        hollow). Call it between writes: a durable store closes and reopens its log."""
+        self._check_open()
+        table = self.topics.topic(topic)
+        if not table.config.compact:
+            raise FailedPrecondition(f"topic {topic!r} was not created with compact=True")
         removed = 0
-        for store in self.topics.topic(topic).stores:
-            removed += store.compact()  # type: ignore[attr-defined]
+        for store in table.stores:
+            removed += store.compact()
         return removed
 
     async def close(self) -> None:

@@ -16,43 +16,31 @@ Two stores share one interface:
 Retention removes the oldest records by age (``retention_ms``) and by total size
 (``retention_bytes``): the memory store record by record, the log store whole segments at a
 time (so it keeps up to one segment more than asked). Compaction by key (``compact``) keeps
-only the newest record of each key, without changing offsets; it is offered by the memory
-store only. Every read is bounded by ``max_messages`` and ``max_bytes``.
+only the newest record of each key, without changing offsets: the memory store drops the
+older records, the log store rewrites its sealed segments (``blocks.pubsub.segments``) with
+each superseded record replaced by a *hollow* control record that keeps its offset,
+timestamp and producer sequence but not its key or value.
+
+*Control records* (``control=True``) hold no user data: a replicated partition writes one
+when a new leader takes over (its epoch marker), compaction leaves hollow ones. Reads skip
+them unless asked (``include_control``) and replicas copy them like any record. Each record
+carries the leader ``epoch`` it was written in (0 on a single broker). ``truncate_after``
+removes the tail from an offset on: a replica cuts a divergent tail with it.
+Every read is bounded by ``max_messages`` and ``max_bytes``.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 from typing import Protocol
 
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
+from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.pubsub.record import StoredRecord, newest_offsets
+from blocks.pubsub.segments import compact_log, truncate_log_after
 
 __all__ = ["LogPartition", "MemoryPartition", "PartitionStore", "StoredRecord"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes
-    producer_id: str | None = None
-    sequence: int = -1  # the producer's sequence number, -1 without one
-
-    def encode(self) -> bytes:
-        return pack([self.timestamp_ms, self.key, self.value, self.producer_id, self.sequence])
-
-    @classmethod
-    def decode(cls, offset: int, data: bytes) -> StoredRecord:
-        try:
-            timestamp_ms, key, value, producer_id, sequence = unpack(data)
-            return cls(offset, timestamp_ms, key, value, producer_id, sequence)
-        except (ValueError, TypeError) as error:
-            raise Corruption(f"record {offset} does not decode: {error}") from None
 
 
 class PartitionStore(Protocol):
@@ -68,8 +56,11 @@ class PartitionStore(Protocol):
         """Store records whose offsets continue ``next_offset``."""
         ...
 
-    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
-        """Records at or after ``offset`` (at least one if any, even above ``max_bytes``)."""
+    def read(
+        self, offset: int, max_messages: int, max_bytes: int, *, include_control: bool = False
+    ) -> list[StoredRecord]:
+        """Records at or after ``offset`` (at least one if any, even above ``max_bytes``);
+        control records only with ``include_control``."""
         ...
 
     def sync(self) -> None:
@@ -77,6 +68,14 @@ class PartitionStore(Protocol):
         ...
 
     def truncate_before(self, offset: int) -> None: ...
+
+    def truncate_after(self, offset: int) -> None:
+        """Remove every record at ``offset`` or later; ``next_offset`` becomes ``offset``."""
+        ...
+
+    def compact(self) -> int:
+        """Keep only the newest record of each key; return how many were removed."""
+        ...
 
     def close(self) -> None: ...
 
@@ -105,15 +104,21 @@ class MemoryPartition:
             self._offsets.append(record.offset)
             self._next_offset += 1
 
-    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
+    def read(
+        self, offset: int, max_messages: int, max_bytes: int, *, include_control: bool = False
+    ) -> list[StoredRecord]:
         start = bisect.bisect_left(self._offsets, offset)
         out: list[StoredRecord] = []
         size = 0
-        for record in self._records[start : start + max_messages]:
+        for record in self._records[start:]:
+            if record.control and not include_control:
+                continue
             size += len(record.value) + len(record.key or b"")
             if out and size > max_bytes:
                 break
             out.append(record)
+            if len(out) >= max_messages:
+                break
         return out
 
     def sync(self) -> None:
@@ -125,13 +130,18 @@ class MemoryPartition:
         del self._offsets[:cut]
         self._first_offset = max(self._first_offset, min(offset, self._next_offset))
 
+    def truncate_after(self, offset: int) -> None:
+        if offset >= self._next_offset:
+            return
+        cut = bisect.bisect_left(self._offsets, offset)
+        del self._records[cut:]
+        del self._offsets[cut:]
+        self._next_offset = max(offset, self._first_offset)
+
     def compact(self) -> int:
         """Keep only the newest record of each key (records without a key stay); return how
         many records were removed. Offsets do not change."""
-        newest: dict[bytes, int] = {}
-        for record in self._records:
-            if record.key is not None:
-                newest[record.key] = record.offset
+        newest = newest_offsets(self._records)
         kept = [r for r in self._records if r.key is None or newest[r.key] == r.offset]
         removed = len(self._records) - len(kept)
         self._records = kept
@@ -171,17 +181,22 @@ class LogPartition:
         offsets = await self.log.append_many_async([r.encode() for r in records])
         assert not records or offsets[0] == records[0].offset, "log and partition disagree"
 
-    def read(self, offset: int, max_messages: int, max_bytes: int) -> list[StoredRecord]:
+    def read(
+        self, offset: int, max_messages: int, max_bytes: int, *, include_control: bool = False
+    ) -> list[StoredRecord]:
         offset = max(offset, self.log.first_offset)
         if offset >= self.log.next_offset:
             return []
         out: list[StoredRecord] = []
         size = 0
         for position, data in self.log.iter_from(offset):
+            record = StoredRecord.decode(position, data)
+            if record.control and not include_control:
+                continue
             size += len(data)
-            if out and (size > max_bytes or len(out) >= max_messages):
+            if out and size > max_bytes:
                 break
-            out.append(StoredRecord.decode(position, data))
+            out.append(record)
             if len(out) >= max_messages:
                 break
         return out
@@ -192,8 +207,33 @@ class LogPartition:
     def truncate_before(self, offset: int) -> None:
         self.log.truncate_before(min(offset, self.log.next_offset))
 
+    def truncate_after(self, offset: int) -> None:
+        if offset >= self.log.next_offset:
+            return
+        self.log = truncate_log_after(self.log, max(offset, self.log.first_offset), self._reopen)
+
     def compact(self) -> int:
-        raise FailedPrecondition("compaction is offered by in-memory partitions only")
+        """Rewrite sealed segments with superseded records made hollow (the active segment
+        is left as it is); return how many records were made hollow."""
+        newest = newest_offsets(
+            StoredRecord.decode(position, data)
+            for position, data in self.log.iter_from(self.log.first_offset)
+        )
+
+        def superseded(record: StoredRecord) -> bool:
+            return record.key is not None and not record.control and newest[record.key] > (
+                record.offset
+            )
+
+        self.log, removed = compact_log(self.log, superseded, self._reopen)
+        return removed
+
+    def _reopen(self) -> SegmentLog:
+        return SegmentLog(
+            self.log.directory,
+            fsync=self.log.config.fsync,
+            segment_bytes_max=self.log.config.segment_bytes_max,
+        )
 
     def close(self) -> None:
         self.log.close()

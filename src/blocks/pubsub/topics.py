@@ -106,16 +106,26 @@ class TopicTable:
                 )
         topic = _Topic(config, stores, [0] * config.partitions)
         self._topics[config.name] = topic
-        for partition, store in enumerate(stores):
-            offset = store.first_offset
-            while batch := store.read(offset, 1000, 1 << 24):
-                for record in batch:
-                    topic.last_timestamp_ms[partition] = record.timestamp_ms
-                    if record.producer_id is not None:
-                        key = (record.producer_id, config.name, partition)
-                        self._producers[key] = (record.sequence, record.offset)
-                offset = batch[-1].offset + 1
+        for partition in range(config.partitions):
+            self._scan(topic, partition)
         return topic
+
+    def _scan(self, topic: _Topic, partition: int) -> None:
+        """Rebuild a partition's producer entries and last timestamp from its records."""
+        name = topic.config.name
+        self._producers = {
+            k: v for k, v in self._producers.items() if k[1] != name or k[2] != partition
+        }
+        topic.last_timestamp_ms[partition] = 0
+        store = topic.stores[partition]
+        offset = store.first_offset
+        while batch := store.read(offset, 1000, 1 << 24, include_control=True):
+            for record in batch:
+                topic.last_timestamp_ms[partition] = record.timestamp_ms
+                if record.producer_id is not None:
+                    key = (record.producer_id, name, partition)
+                    self._producers[key] = (record.sequence, record.offset)
+            offset = batch[-1].offset + 1
 
     def create(self, config: TopicConfig) -> None:
         existing = self._topics.get(config.name)
@@ -125,8 +135,6 @@ class TopicTable:
             raise AlreadyExists(f"topic {config.name!r} exists with another configuration")
         if len(self._topics) >= TOPICS_MAX:
             raise FailedPrecondition(f"at most {TOPICS_MAX} topics")
-        if config.compact and self.directory is not None:
-            raise InvalidArgument("compacted topics are offered by in-memory brokers only")
         if self.directory is not None:
             (self.directory / config.name).mkdir(parents=True, exist_ok=True)
             temporary = self.directory / config.name / "topic.msgpack.tmp"
@@ -168,6 +176,7 @@ class TopicTable:
         now_ms: int,
         producer_id: str | None,
         sequence: int,
+        epoch: int = 0,
     ) -> tuple[list[StoredRecord], int]:
         """Records to write and the batch's base offset; ``([], base)`` for a duplicate."""
         store = self.store(name, partition)
@@ -198,6 +207,7 @@ class TopicTable:
                 value,
                 producer_id,
                 -1 if producer_id is None else sequence + i,
+                epoch,
             )
             for i, (key, value) in enumerate(entries)
         ]
@@ -230,11 +240,22 @@ class TopicTable:
                     self._producers[key] = previous[0]
             raise
 
+    def truncate_after(self, name: str, partition: int, offset: int) -> None:
+        """Cut a partition's records at ``offset`` and later (a replica's divergent tail),
+        forgetting the producer sequences they carried."""
+        topic = self.topic(name)
+        topic.stores[partition].truncate_after(offset)
+        self._scan(topic, partition)
+
     def _note(self, name: str, partition: int, records: list[StoredRecord]) -> None:
         last = records[-1]
         self._topics[name].last_timestamp_ms[partition] = last.timestamp_ms
         if last.producer_id is not None:
             self._producers[(last.producer_id, name, partition)] = (last.sequence, last.offset)
+        for record in records[:-1]:  # a replicated batch may hold several producers
+            if record.producer_id is not None and record.producer_id != last.producer_id:
+                key = (record.producer_id, name, partition)
+                self._producers[key] = (record.sequence, record.offset)
 
     def apply_retention(self, now_ms: int) -> int:
         """Drop records past each topic's age and size limits; return partitions trimmed."""
