@@ -1,0 +1,244 @@
+"""``blocks inference ...``: serve the OpenAI-compatible API, chat, generate once.
+
+* ``serve --model smollm2 --listen 127.0.0.1:8000 [--api-key KEY ...]
+  [--tokens-per-minute-per-key N] [--max-queued-requests N]``: runs until Ctrl-C or SIGTERM,
+  printing one ``listening on HOST:PORT`` line (a JSON object with ``--json``) once ready.
+* ``chat --model smollm2``: a terminal conversation with the local engine (or, with
+  ``--url``, with a running server).
+* ``generate --model smollm2 --prompt TEXT``: one completion, optionally with speculative
+  decoding (``--speculative ngram`` or ``--speculative layers:N``) and its acceptance stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from blocks.cli import print_result
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("inference", help="batched LLM engine with an OpenAI API")
+    sub = parser.add_subparsers(dest="inference_command", metavar="COMMAND")
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model", default="smollm2", help="smollm2, tiny-random, a .gguf or a folder"
+        )
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+        p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+        p.add_argument("--num-blocks", type=int, default=1024, help="KV cache blocks of 16 tokens")
+        p.add_argument("--max-num-seqs", type=int, default=32)
+        p.add_argument("--max-model-len", type=int, default=2048)
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        p.add_argument("--json", action="store_true", help="print results as JSON")
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
+    model_args(serve)
+    serve.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0 = any)")
+    serve.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable)")
+    serve.add_argument("--tokens-per-minute-per-key", type=int, default=None)
+    serve.add_argument("--max-queued-requests", type=int, default=256)
+    serve.add_argument("--max-queue-time-ms", type=int, default=60_000)
+    serve.add_argument("--model-name", default=None, help="id reported by /v1/models")
+    serve.set_defaults(func=_serve)
+
+    chat = sub.add_parser("chat", help="talk to the model in the terminal")
+    model_args(chat)
+    chat.add_argument("--url", default=None, help="a running server's base URL (…/v1)")
+    chat.add_argument("--api-key", default="", help="key for --url")
+    chat.add_argument("--max-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.set_defaults(func=_chat)
+
+    gen = sub.add_parser("generate", help="one completion from a prompt")
+    model_args(gen)
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--speculative", default=None, help="ngram or layers:N")
+    gen.set_defaults(func=_generate)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    import torch
+
+    from blocks.inference.engine import EngineConfig
+    from blocks.inference.factory import load_engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = EngineConfig(
+        num_blocks=args.num_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+    )
+    return load_engine(args.model, device=args.device, dtype=args.dtype, config=config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from blocks.core.clock import SystemClock
+    from blocks.inference.admission import AdmissionConfig, AdmissionController
+    from blocks.inference.async_engine import AsyncEngine
+    from blocks.inference.server import InferenceServer
+
+    host, _, port = args.listen.rpartition(":")
+    engine = _engine(args)
+    admission = AdmissionController(
+        AdmissionConfig(
+            max_queued_requests=args.max_queued_requests,
+            max_queue_time_ms=args.max_queue_time_ms,
+            tokens_per_minute_per_key=args.tokens_per_minute_per_key,
+        ),
+        SystemClock(),
+    )
+    server = InferenceServer(
+        AsyncEngine(engine, admission),
+        model_name=args.model_name or args.model,
+        api_keys=args.api_key,
+        host=host or "127.0.0.1",
+        port=int(port),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        bound = await server.start()
+        where = f"{server.host}:{bound}"
+        print_result(
+            {"listen": where, "model": server.model_name},
+            as_json=args.json,
+            text=f"listening on {where}",
+        )
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(main())
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    history: list[dict[str, str]] = []
+    engine = None if args.url else _engine(args)
+    print("type a message; an empty line or Ctrl-D ends the chat", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            return 0
+        if not line:
+            return 0
+        history.append({"role": "user", "content": line})
+        if engine is None:
+            reply = _remote_chat(args, history)
+            print(f"bot> {reply}")
+        else:
+            reply = _local_chat(engine, args, history)
+        history.append({"role": "assistant", "content": reply})
+
+
+def _local_chat(engine: Any, args: argparse.Namespace, history: list[dict[str, str]]) -> str:
+    from blocks.inference.params import SamplingParams
+
+    prompt = engine.tokenizer.apply_chat_template(history)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature)
+    engine.add_request("chat", prompt, params)
+    parts: list[str] = []
+    print("bot> ", end="", flush=True)
+    while engine.has_work():
+        for delta in engine.step():
+            parts.append(delta.text)
+            print(delta.text, end="", flush=True)
+    print()
+    return "".join(parts)
+
+
+def _remote_chat(args: argparse.Namespace, history: list[dict[str, str]]) -> str:
+    body = json.dumps(
+        {
+            "model": args.model,
+            "messages": history,
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        args.url.rstrip("/") + "/chat/completions",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {args.api_key}"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        reply: str = json.load(response)["choices"][0]["message"]["content"]
+    return reply
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from blocks.inference.params import SamplingParams
+
+    engine = _engine(args)
+    prompt = args.prompt
+    if args.chat:
+        prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": prompt}])
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+    )
+    started = time.perf_counter()
+    result: dict[str, Any]
+    if args.speculative:
+        result = _speculate(engine, prompt, params, args.speculative)
+    else:
+        [done] = engine.generate([prompt], params)
+        result = {
+            "text": done.text,
+            "completion_tokens": done.completion_tokens,
+            "finish_reason": done.finish_reason.value,
+        }
+    elapsed = time.perf_counter() - started
+    result["seconds"] = round(elapsed, 3)
+    result["tokens_per_s"] = round(result["completion_tokens"] / elapsed, 2) if elapsed else 0.0
+    print_result(result, as_json=args.json, text=result["text"])
+    return 0
+
+
+def _speculate(engine: Any, prompt: str, params: Any, how: str) -> dict[str, Any]:
+    from blocks.core.errors import InvalidArgument
+    from blocks.inference.speculative import SpeculativeDecoder, truncated_draft
+
+    draft = None
+    if how.startswith("layers:"):
+        draft = truncated_draft(engine.model, int(how.split(":", 1)[1]))
+    elif how != "ngram":
+        raise InvalidArgument("--speculative takes ngram or layers:N")
+    decoder = SpeculativeDecoder(engine.model, draft, max_len=engine.config.max_model_len)
+    out = decoder.generate(engine.tokenizer.encode(prompt), params)
+    text = engine.tokenizer.decode(
+        [t for t in out.token_ids if t not in engine.tokenizer.eos_token_ids]
+    )
+    return {
+        "text": text,
+        "completion_tokens": len(out.token_ids),
+        "acceptance_rate": round(out.acceptance_rate, 3),
+        "target_passes": out.target_passes,
+    }

@@ -1,0 +1,304 @@
+"""The synchronous engine: scheduler + model runner + sampling + detokenization.
+
+Theory of operation: ``LLMEngine`` is driven by calling ``step()``; it never sleeps, spawns
+or awaits (the asyncio driver in ``async_engine`` does that). One step:
+
+1. the scheduler picks chunks under its token and sequence budgets;
+2. the runner computes them in one forward pass and returns logits for chunks that end at a
+   sequence's last token;
+3. each such row is sampled under its request's parameters and generator;
+4. the scheduler records the tokens (and finishes sequences at EOS or max tokens);
+5. each request's detokenizer turns new tokens into text; stop strings are searched in the
+   text, and text that could still be the start of a stop string is held back, so a stop
+   string never leaks into the output.
+
+The result is one ``TokenDelta`` per request that made progress. Times (queue, first token,
+per output token) are read from the injected clock and fed to ``EngineMetrics``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import Conflict, InvalidArgument
+from blocks.inference.metrics import EngineMetrics
+from blocks.inference.model import LlamaForCausalLM
+from blocks.inference.params import (
+    Completion,
+    FinishReason,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+)
+from blocks.inference.runner import ModelRunner
+from blocks.inference.sampling import make_generator, sample_rows
+from blocks.inference.scheduler import Scheduler, SchedulerConfig, SeqState, SeqUpdate
+from blocks.inference.tokenizer import IncrementalDetokenizer, TokenizerLike
+
+__all__ = ["EngineConfig", "LLMEngine", "join_deltas"]
+
+MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    num_blocks: int = 512
+    block_size: int = 16
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    max_model_len: int = 2048
+    max_waiting: int = 1024
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(
+            num_blocks=self.num_blocks,
+            block_size=self.block_size,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            max_waiting=self.max_waiting,
+            chunked_prefill=self.chunked_prefill,
+            prefix_caching=self.prefix_caching,
+        )
+
+
+@dataclass(slots=True)
+class _Request:
+    request_id: str
+    seq_id: int
+    params: SamplingParams
+    prompt_tokens: int
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator | None
+    arrival_s: float
+    text: str = ""  # all text decoded so far
+    sent_chars: int = 0  # how much of ``text`` was handed out
+    completion_tokens: int = 0
+    scheduled_s: float | None = None
+    first_token_s: float | None = None
+    token_ids: list[int] = field(default_factory=list)
+
+
+class LLMEngine:
+    """A batched generation engine around one model; see the module docstring."""
+
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        tokenizer: TokenizerLike,
+        config: EngineConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        if self.config.max_model_len > model.config.max_position:
+            self.config = _with_max_len(self.config, model.config.max_position)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.scheduler = Scheduler(self.config.scheduler_config())
+        self.runner = ModelRunner(model, self.config.num_blocks, self.config.block_size)
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random(0)
+        self.metrics = metrics or EngineMetrics()
+        self._requests: dict[str, _Request] = {}
+        self._by_seq: dict[int, _Request] = {}
+        self._seq_ids = itertools.count()
+        self._eos = frozenset(tokenizer.eos_token_ids) | frozenset(model.config.eos_token_ids)
+
+    # ------------------------------------------------------------------ commands
+
+    def add_request(
+        self, request_id: str, prompt: str | Sequence[int], params: SamplingParams
+    ) -> int:
+        """Queue a request; returns its prompt length in tokens.
+
+        Raises ``InvalidArgument`` (bad prompt, too long), ``Conflict`` (duplicate id) or
+        ``Overloaded`` (queue full); nothing is queued then.
+        """
+        if not request_id or len(request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidArgument(f"request id must be 1 to {MAX_REQUEST_ID_CHARS} chars")
+        if request_id in self._requests:
+            raise Conflict(f"request {request_id!r} is already running")
+        prompt_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        vocab = self.model.config.vocab_size
+        if not prompt_ids or any(not 0 <= t < vocab for t in prompt_ids):
+            raise InvalidArgument("prompt must be non-empty with token ids inside the vocabulary")
+        ends = frozenset(params.stop_token_ids)
+        if not params.ignore_eos:
+            ends |= self._eos
+        seq_id = next(self._seq_ids)
+        self.scheduler.add(SeqState(seq_id, prompt_ids, params.max_tokens, ends))
+        request = _Request(
+            request_id=request_id,
+            seq_id=seq_id,
+            params=params,
+            prompt_tokens=len(prompt_ids),
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            generator=make_generator(params, self.rng),
+            arrival_s=self.clock.monotonic(),
+        )
+        self._requests[request_id] = request
+        self._by_seq[seq_id] = request
+        self.metrics.count_tokens(prompt=len(prompt_ids))
+        return len(prompt_ids)
+
+    def abort(self, request_id: str) -> bool:
+        """Cancel a request; False if it is unknown or already finished."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return False
+        del self._by_seq[request.seq_id]
+        self.scheduler.abort(request.seq_id)
+        self.metrics.count_request(FinishReason.CANCELLED.value)
+        return True
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self) -> list[TokenDelta]:
+        """Run one batch; return what each request gained."""
+        plan = self.scheduler.schedule()
+        if not plan.chunks:
+            self.scheduler.update(plan, {})
+            return []
+        now = self.clock.monotonic()
+        for chunk in plan.chunks:
+            request = self._by_seq[chunk.seq_id]
+            if request.scheduled_s is None:
+                request.scheduled_s = now
+                self.metrics.observe_queue(now - request.arrival_s)
+        sampling = [c for c in plan.chunks if c.sample]
+        requests = [self._by_seq[c.seq_id] for c in sampling]
+        try:
+            logits = self.runner.run(plan.chunks)
+            tokens, logprobs = sample_rows(
+                logits, [r.params for r in requests], [r.generator for r in requests]
+            )
+        except BaseException:
+            self.scheduler.discard(plan)
+            raise
+        sampled = {c.seq_id: t for c, t in zip(sampling, tokens, strict=True)}
+        lp_by_seq = {c.seq_id: lp for c, lp in zip(sampling, logprobs, strict=True)}
+        updates = self.scheduler.update(plan, sampled)
+        now = self.clock.monotonic()
+        deltas = [self._apply(u, lp_by_seq.get(u.seq_id), now) for u in updates]
+        stats = self.scheduler.blocks.stats()
+        self.metrics.set_cache(stats.usage, stats.prefix_hit_rate)
+        return deltas
+
+    def _apply(self, update: SeqUpdate, logprob: TokenLogprob | None, now: float) -> TokenDelta:
+        request = self._by_seq[update.seq_id]
+        assert update.new_token is not None
+        request.completion_tokens += 1
+        request.token_ids.append(update.new_token)
+        self.metrics.count_tokens(generated=1)
+        if request.first_token_s is None:
+            request.first_token_s = now
+            self.metrics.observe_ttft(now - request.arrival_s)
+        reason = update.finish_reason
+        ends_with_stop_token = reason is FinishReason.STOP
+        if not ends_with_stop_token:
+            request.text += request.detokenizer.push([update.new_token])
+        text, stopped = self._release_text(request, final=reason is not None)
+        if stopped and reason is None:
+            reason = FinishReason.STOP
+            self.scheduler.finish(request.seq_id, reason)
+        if reason is not None:
+            self._finish(request, reason, now)
+        return TokenDelta(
+            request_id=request.request_id,
+            token_ids=(update.new_token,),
+            text=text,
+            logprobs=() if logprob is None else (logprob,),
+            finish_reason=reason,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=request.completion_tokens,
+        )
+
+    def _release_text(self, request: _Request, *, final: bool) -> tuple[str, bool]:
+        """Text safe to hand out now, and whether a stop string ended the request."""
+        stops = request.params.stop
+        if final:
+            request.text += request.detokenizer.flush()
+        if stops:
+            longest = max(len(s) for s in stops)
+            window_start = max(0, request.sent_chars - longest + 1)
+            hits = [i for i in (request.text.find(s, window_start) for s in stops) if i >= 0]
+            if hits:
+                cut = max(min(hits), request.sent_chars)
+                out = request.text[request.sent_chars : cut]
+                request.text = request.text[:cut]
+                request.sent_chars = cut
+                return out, True
+            if not final:
+                safe = max(request.sent_chars, len(request.text) - longest + 1)
+                out = request.text[request.sent_chars : safe]
+                request.sent_chars = safe
+                return out, False
+        out = request.text[request.sent_chars :]
+        request.sent_chars = len(request.text)
+        return out, False
+
+    def _finish(self, request: _Request, reason: FinishReason, now: float) -> None:
+        del self._requests[request.request_id]
+        del self._by_seq[request.seq_id]
+        self.metrics.count_request(reason.value)
+        if request.first_token_s is not None and request.completion_tokens > 1:
+            per_token = (now - request.first_token_s) / (request.completion_tokens - 1)
+            self.metrics.observe_tpot(per_token)
+
+    # ------------------------------------------------------------------ convenience
+
+    def generate(
+        self, prompts: Sequence[str | Sequence[int]], params: SamplingParams
+    ) -> list[Completion]:
+        """Run ``prompts`` to completion together (blocking); outputs in prompt order."""
+        ids = [f"generate-{next(self._seq_ids)}" for _ in prompts]
+        prompt_lens = {
+            rid: self.add_request(rid, p, params) for rid, p in zip(ids, prompts, strict=True)
+        }
+        parts: dict[str, list[TokenDelta]] = {rid: [] for rid in ids}
+        done: set[str] = set()
+        while len(done) < len(ids):
+            for delta in self.step():
+                parts[delta.request_id].append(delta)
+                if delta.finish_reason is not None:
+                    done.add(delta.request_id)
+        return [join_deltas(rid, prompt_lens[rid], parts[rid]) for rid in ids]
+
+
+def join_deltas(request_id: str, prompt_tokens: int, deltas: Sequence[TokenDelta]) -> Completion:
+    reason = deltas[-1].finish_reason if deltas else FinishReason.CANCELLED
+    assert reason is not None
+    return Completion(
+        request_id=request_id,
+        text="".join(d.text for d in deltas),
+        token_ids=tuple(t for d in deltas for t in d.token_ids),
+        finish_reason=reason,
+        prompt_tokens=prompt_tokens,
+        logprobs=tuple(lp for d in deltas for lp in d.logprobs),
+    )
+
+
+def _with_max_len(config: EngineConfig, max_len: int) -> EngineConfig:
+    return replace(config, max_model_len=max_len)

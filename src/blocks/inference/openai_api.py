@@ -1,0 +1,299 @@
+"""OpenAI request and response shapes, translated to and from the engine's types (pure).
+
+Theory of operation: ``parse_chat`` and ``parse_completion`` turn a decoded JSON body into a
+``ParsedRequest`` (prompt, ``SamplingParams``, streaming options), raising ``ApiError`` with
+OpenAI's error ``type``/``param``/``code`` fields for anything the engine cannot honour
+(``n > 1``, unknown roles, out-of-range numbers). The ``*_response`` and ``*_chunk`` builders
+produce exactly the JSON objects OpenAI's API documents, so the official client's models
+parse them: ``chat.completion``, ``chat.completion.chunk``, ``text_completion``, and a final
+chunk with empty ``choices`` carrying ``usage`` when ``stream_options.include_usage`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blocks.core.errors import InvalidArgument
+from blocks.inference.params import MAX_TOKENS_LIMIT, Completion, SamplingParams, TokenLogprob
+
+__all__ = [
+    "ApiError",
+    "ParsedRequest",
+    "chat_chunk",
+    "chat_logprobs",
+    "chat_response",
+    "completion_chunk",
+    "completion_response",
+    "error_body",
+    "parse_chat",
+    "parse_completion",
+    "usage",
+    "usage_chunk",
+]
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.kind, self.param, self.code)
+
+
+def error_body(
+    message: str, kind: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    prompt: str | list[int]
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+    model: str
+    priority: int
+    top_logprobs: int | None  # chat: how many alternatives to report, None = no logprobs
+
+
+def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be a number in [{low}, {high}]", param=name)
+    return float(value)
+
+
+def _integer(
+    body: Mapping[str, Any], name: str, default: int | None, low: int, high: int
+) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be an integer in [{low}, {high}]", param=name)
+    return value
+
+
+def _common(
+    body: Mapping[str, Any], logprobs: int | None
+) -> tuple[SamplingParams, bool, bool, int]:
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "request body must be a JSON object")
+    if _integer(body, "n", 1, 1, 1) != 1:  # pragma: no cover - _integer enforces it
+        raise ApiError(400, "only n=1 is supported", param="n")
+    max_tokens = _integer(body, "max_completion_tokens", None, 1, MAX_TOKENS_LIMIT)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (
+        not isinstance(stop, list) or not all(isinstance(s, str) for s in stop)
+    ):
+        raise ApiError(400, "stop must be a string or a list of strings", param="stop")
+    stream = body.get("stream", False)
+    options = body.get("stream_options") or {}
+    if not isinstance(stream, bool) or not isinstance(options, Mapping):
+        raise ApiError(400, "stream must be a boolean and stream_options an object", param="stream")
+    try:
+        params = SamplingParams(
+            max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+            top_p=_number(body, "top_p", 1.0, 1e-9, 1.0),
+            top_k=_integer(body, "top_k", 0, 0, 1 << 20) or 0,
+            seed=_integer(body, "seed", None, 0, (1 << 63) - 1),
+            stop=tuple(stop or ()),
+            logprobs=logprobs,
+        )
+    except InvalidArgument as error:
+        raise ApiError(400, str(error)) from None
+    priority = _integer(body, "priority", 0, 0, 15) or 0
+    return params, stream, bool(options.get("include_usage", False)), priority
+
+
+def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
+    """Messages and the parsed request of a ``/v1/chat/completions`` body."""
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", param="messages")
+    clean: list[dict[str, str]] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if role == "developer":
+            role = "system"
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise ApiError(
+                400, "each message needs a supported role and text content", param="messages"
+            )
+        clean.append({"role": role, "content": content})
+    top = None
+    if body.get("logprobs") is True:
+        top = _integer(body, "top_logprobs", 0, 0, 20) or 0
+    params, stream, include_usage, priority = _common(body, top)
+    model = str(body.get("model", ""))
+    return clean, ParsedRequest("", params, stream, include_usage, model, priority, top)
+
+
+def parse_completion(body: Any) -> ParsedRequest:
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "request body must be a JSON object")
+    raw = body.get("prompt")
+    if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
+        raw = raw[0]
+    prompt: str | list[int]
+    if isinstance(raw, str) and raw:
+        prompt = raw
+    elif (
+        isinstance(raw, list)
+        and raw
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in raw)
+    ):
+        prompt = list(raw)
+    else:
+        raise ApiError(
+            400, "prompt must be a non-empty string or a list of token ids", param="prompt"
+        )
+    logprobs = _integer(body, "logprobs", None, 0, 20)
+    params, stream, include_usage, priority = _common(body, logprobs)
+    return ParsedRequest(
+        prompt, params, stream, include_usage, str(body.get("model", "")), priority, logprobs
+    )
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob], decode: Any) -> dict[str, Any]:
+    def item(token_id: int, logprob: float) -> dict[str, Any]:
+        text = decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            {**item(e.token_id, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+            for e in entries
+        ]
+    }
+
+
+def _completion_logprobs(entries: Sequence[TokenLogprob], decode: Any) -> dict[str, Any]:
+    return {
+        "tokens": [decode([e.token_id]) for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{decode([t]): lp for t, lp in e.top} for e in entries],
+        "text_offset": [],
+    }
+
+
+def chat_response(
+    rid: str, created: int, model: str, done: Completion, want_logprobs: bool, decode: Any
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": done.text},
+                "finish_reason": done.finish_reason.value,
+                "logprobs": chat_logprobs(done.logprobs, decode) if want_logprobs else None,
+            }
+        ],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def chat_chunk(
+    rid: str,
+    created: int,
+    model: str,
+    delta: dict[str, str],
+    finish_reason: str | None,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+        ],
+    }
+
+
+def completion_response(
+    rid: str, created: int, model: str, done: Completion, want_logprobs: bool, decode: Any
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": done.text,
+                "finish_reason": done.finish_reason.value,
+                "logprobs": _completion_logprobs(done.logprobs, decode) if want_logprobs else None,
+            }
+        ],
+        "usage": usage(done.prompt_tokens, done.completion_tokens),
+    }
+
+
+def completion_chunk(
+    rid: str, created: int, model: str, text: str, finish_reason: str | None
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+    }
+
+
+def usage_chunk(
+    rid: str, created: int, model: str, obj: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": obj,
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }

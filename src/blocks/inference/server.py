@@ -1,0 +1,302 @@
+"""The OpenAI-compatible HTTP server over an ``AsyncEngine``.
+
+Theory of operation: one asyncio connection handler per client reads requests with
+``blocks.inference.http`` and routes them:
+
+* ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text);
+* ``POST /v1/chat/completions`` and ``POST /v1/completions``, whole or streamed as SSE.
+
+API keys: when the server has any, every ``/v1`` request needs ``Authorization: Bearer
+<key>`` naming one (else 401 in OpenAI's error shape); the key is also the unit of token
+budgets and fairness. Admission refusals become 429 with ``Retry-After`` (whole seconds,
+rounded up) and ``retry-after-ms``, which OpenAI's client reads before retrying.
+
+While a request generates, a watcher reads the connection: end-of-file means the client
+went away, and the generation is cancelled (its KV blocks freed) instead of running on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
+from blocks.inference import openai_api as oa
+from blocks.inference.async_engine import AsyncEngine
+from blocks.inference.engine import join_deltas
+from blocks.inference.http import (
+    HttpError,
+    Request,
+    read_request,
+    start_event_stream,
+    write_event,
+    write_json,
+)
+from blocks.inference.params import TokenDelta
+
+__all__ = ["InferenceServer"]
+
+log = logging.getLogger(__name__)
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT_S = 120.0
+
+
+class InferenceServer:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        model_name: str,
+        api_keys: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.api_keys = tuple(api_keys)
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count()
+
+    async def start(self) -> int:
+        """Start the engine and listen; returns the bound port."""
+        await self.engine.start()
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            self._server = None
+        await self.engine.stop()
+
+    # ------------------------------------------------------------------ connections
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._connections.add(task)
+        try:
+            while True:
+                try:
+                    request = await asyncio.wait_for(read_request(reader), IDLE_TIMEOUT_S)
+                except HttpError as error:
+                    body = oa.error_body(error.message, "invalid_request_error")
+                    await write_json(writer, error.status, body, keep_alive=False)
+                    break
+                except (TimeoutError, ConnectionError):
+                    break
+                if request is None:
+                    break
+                keep_open = await self._handle(request, reader, writer)
+                if not keep_open or not request.head.keep_alive:
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; False when the connection must close afterwards."""
+        head = request.head
+        try:
+            if head.path == "/health" and head.method == "GET":
+                await write_json(writer, 200, {"status": "ok"})
+                return True
+            if head.path == "/metrics" and head.method == "GET":
+                data = self.engine.engine.metrics.exposition()
+                await write_json(writer, 200, data, content_type="text/plain; version=0.0.4")
+                return True
+            api_key = self._authenticate(request)
+            if head.path == "/v1/models" and head.method == "GET":
+                await write_json(writer, 200, self._models())
+                return True
+            if head.path in ("/v1/chat/completions", "/v1/completions"):
+                if head.method != "POST":
+                    raise oa.ApiError(405, "use POST")
+                return await self._generate(request, api_key, reader, writer)
+            raise oa.ApiError(404, f"no route for {head.method} {head.path}", code="not_found")
+        except oa.ApiError as error:
+            await write_json(writer, error.status, error.body())
+            return True
+        except HttpError as error:
+            await write_json(
+                writer, error.status, oa.error_body(error.message, "invalid_request_error")
+            )
+            return True
+
+    def _authenticate(self, request: Request) -> str:
+        header = request.head.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not self.api_keys:
+            return token
+        if not any(hmac.compare_digest(token.encode(), key.encode()) for key in self.api_keys):
+            raise oa.ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return token
+
+    def _models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": self.model_name, "object": "model", "created": 0, "owned_by": "blocks"}
+            ],
+        }
+
+    # ------------------------------------------------------------------ generation
+
+    async def _generate(
+        self,
+        request: Request,
+        api_key: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        body = request.json()
+        chat = request.head.path == "/v1/chat/completions"
+        tokenizer = self.engine.engine.tokenizer
+        if chat:
+            messages, parsed = oa.parse_chat(body)
+            try:
+                prompt: str | list[int] = tokenizer.apply_chat_template(messages)
+            except InvalidArgument as error:
+                raise oa.ApiError(400, str(error), param="messages") from None
+        else:
+            parsed = oa.parse_completion(body)
+            prompt = parsed.prompt
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{next(self._ids)}"
+        stream = self.engine.stream(
+            prompt, parsed.params, api_key=api_key, priority=parsed.priority
+        )
+        try:
+            first = await anext(stream)
+        except Overloaded as error:
+            await _too_many(writer, error)
+            return True
+        except InvalidArgument as error:
+            raise oa.ApiError(400, str(error)) from None
+        except BlocksError as error:
+            await write_json(writer, 503, oa.error_body(str(error), "server_error"))
+            return True
+        except StopAsyncIteration:  # pragma: no cover - a stream always ends with a delta
+            raise oa.ApiError(500, "empty generation", kind="server_error") from None
+        run = self._stream_out if parsed.stream else self._collect
+        work = asyncio.create_task(run(rid, chat, parsed, first, stream, writer))
+        watcher = asyncio.create_task(reader.read(1))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():  # the client hung up: cancel the generation
+                work.cancel()
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            await stream.aclose()
+        return (
+            work.done() and not work.cancelled() and work.exception() is None and not parsed.stream
+        )
+
+    async def _collect(
+        self,
+        rid: str,
+        chat: bool,
+        parsed: oa.ParsedRequest,
+        first: TokenDelta,
+        stream: Any,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        deltas = [first]
+        if first.finish_reason is None:
+            try:
+                deltas += [d async for d in stream]
+            except Overloaded as error:
+                await _too_many(writer, error)
+                return
+        done = join_deltas(rid, first.prompt_tokens, deltas)
+        decode = self.engine.engine.tokenizer.decode
+        want_logprobs = parsed.top_logprobs is not None
+        build = oa.chat_response if chat else oa.completion_response
+        await write_json(
+            writer, 200, build(rid, int(time.time()), self.model_name, done, want_logprobs, decode)
+        )
+
+    async def _stream_out(
+        self,
+        rid: str,
+        chat: bool,
+        parsed: oa.ParsedRequest,
+        first: TokenDelta,
+        stream: Any,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        created = int(time.time())
+        model = self.model_name
+        decode = self.engine.engine.tokenizer.decode
+        await start_event_stream(writer)
+        if chat:
+            await write_event(
+                writer,
+                oa.chat_chunk(rid, created, model, {"role": "assistant", "content": ""}, None),
+            )
+
+        async def emit(delta: TokenDelta) -> None:
+            reason = None if delta.finish_reason is None else delta.finish_reason.value
+            if chat:
+                logprobs = None
+                if parsed.top_logprobs is not None and delta.logprobs:
+                    logprobs = oa.chat_logprobs(delta.logprobs, decode)
+                content = {"content": delta.text} if delta.text or reason is None else {}
+                await write_event(
+                    writer, oa.chat_chunk(rid, created, model, content, reason, logprobs)
+                )
+            else:
+                await write_event(
+                    writer, oa.completion_chunk(rid, created, model, delta.text, reason)
+                )
+
+        last = first
+        await emit(first)
+        if first.finish_reason is None:
+            try:
+                async for delta in stream:
+                    last = delta
+                    await emit(delta)
+            except Overloaded as error:
+                await write_event(writer, oa.error_body(str(error), "rate_limit_exceeded"))
+        if parsed.include_usage:
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            chunk = oa.usage_chunk(
+                rid, created, model, obj, last.prompt_tokens, last.completion_tokens
+            )
+            await write_event(writer, chunk)
+        await write_event(writer, "[DONE]")
+
+
+async def _too_many(writer: asyncio.StreamWriter, error: Overloaded) -> None:
+    headers = {
+        "Retry-After": str(max(1, math.ceil(error.retry_after_ms / 1000))),
+        "retry-after-ms": str(error.retry_after_ms),
+    }
+    body = oa.error_body(str(error), "requests", code="rate_limit_exceeded")
+    await write_json(writer, 429, body, extra_headers=headers)
