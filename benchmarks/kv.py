@@ -13,16 +13,34 @@ Durable contenders: ``bitcask-always``, ``bitcask-batch``, ``sqlite-wal-full``
 ``sqlite-wal-normal`` (``synchronous=NORMAL``: durable against process crashes only) and
 ``lmdb-nosync``. The baseline is ``sqlite-wal-full``.
 
+Networked part (``--networked``, on by default): the same asyncio load generator, with
+``--concurrency`` requests in flight, against
+
+* ``blocks-1-node``: one ``blocks kv serve`` process (N1/R1/W1), through the Python client on
+  the TCP data path;
+* ``blocks-3-nodes``: three processes, N3/R2/W2, the client routing to a home node;
+* ``redis``: a local ``redis-server`` (Debian's package, started here with persistence off)
+  through redis-py's asyncio client. The baseline.
+
+Both blocks contenders run ``--sync never`` so that, like Redis's default, no write waits for
+an fsync. Values are 100 bytes; ``get`` reads keys written during set-up.
+
 Peers: sqlite3 ships with Python; LMDB needs ``pip install lmdb`` (skipped when absent).
-The networked part of issue 3 (one node and a 3-node cluster versus Redis) waits for the
-kv service.
+Redis needs ``apt-get install -y redis-server`` and ``pip install redis``; the set-up tries
+both and skips Redis, with the reason, when they cannot be installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -31,7 +49,8 @@ from typing import Any
 from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark
 from blocks.kv import Bitcask
 
-REQUIREMENTS = ["lmdb"]
+REQUIREMENTS = ["lmdb", "redis"]
+APT_PACKAGES = ["redis-server"]
 
 VALUE = b"v" * 100
 PRELOAD_KEYS = 2_000
@@ -148,11 +167,21 @@ def _close(store: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=2_000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16, help="networked: in flight")
+    parser.add_argument("--no-embedded", dest="embedded", action="store_false")
+    parser.add_argument("--no-networked", dest="networked", action="store_false")
 
 
 def main(args: argparse.Namespace) -> int:
-    ops, rounds = args.ops, args.rounds
     out = getattr(args, "out", "results")
+    if getattr(args, "embedded", True):
+        _embedded(args.ops, args.rounds, out)
+    if getattr(args, "networked", True):
+        _networked(args.ops, args.rounds, getattr(args, "concurrency", 16), out)
+    return 0
+
+
+def _embedded(ops: int, rounds: int, out: str) -> None:
     factories = _factories()
     baseline = "sqlite-wal-full"
     for workload, op in (("put", _put), ("get", _get), ("put-8-threads", _threaded_put)):
@@ -169,7 +198,180 @@ def main(args: argparse.Namespace) -> int:
             baseline=baseline,
             out_dir=out,
         )
-    return 0
+
+
+# -- networked: blocks nodes and Redis behind the same asyncio load generator ------------------
+
+NET_PRELOAD_KEYS = 1_000
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class _BlocksCluster:
+    """``nodes`` ``blocks kv serve`` processes and a connected client."""
+
+    def __init__(self, nodes: int) -> None:
+        self.directory = tempfile.mkdtemp(prefix="bench-kv-net-")
+        ports = _free_ports(nodes)
+        names = [f"n{i + 1}" for i in range(nodes)]
+        self.addresses = [f"127.0.0.1:{p}" for p in ports]
+        quorum = ["1", "1", "1"] if nodes == 1 else ["3", "2", "2"]
+        self.processes: list[subprocess.Popen[str]] = []
+        for name, address in zip(names, self.addresses, strict=True):
+            peers = [
+                f"--peer={n}={a}" for n, a in zip(names, self.addresses, strict=True) if n != name
+            ]
+            command = [
+                sys.executable, "-m", "blocks", "kv", "serve", "--node-id", name,
+                "--listen", address, "--data-dir", f"{self.directory}/{name}", "--sync", "never",
+                "--replicas", quorum[0], "--read-quorum", quorum[1], "--write-quorum", quorum[2],
+                "--json", *peers,
+            ]  # fmt: skip
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            self.processes.append(process)
+            assert process.stdout is not None
+            process.stdout.readline()
+        self.client: Any = None
+
+    async def connect(self) -> None:
+        from blocks.kv.client import connect
+
+        self.client = await connect(self.addresses, timeout_s=10.0)
+        for _ in range(100):  # until every node sees the others
+            reports = await self.client.status()
+            if all(set(r.get("members", {}).values()) == {"healthy"} for r in reports):
+                break
+            await asyncio.sleep(0.1)
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.client.put(key, value)
+
+    async def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = (await self.client.get(key)).value
+        return value
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _ensure_redis() -> None:
+    """Install redis-server (apt) and redis-py (pip) if missing; ``Skip`` when impossible."""
+    if shutil.which("redis-server") is None and shutil.which("apt-get") is not None:
+        progress("kv: installing redis-server with apt-get")
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "redis-server"], capture_output=True, timeout=600
+        )
+    if shutil.which("redis-server") is None:
+        raise Skip("redis-server is not installed (apt-get install redis-server)")
+    try:
+        importlib.import_module("redis.asyncio")
+    except ImportError:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "redis"],
+            capture_output=True,
+            timeout=600,
+        )
+        try:
+            importlib.import_module("redis.asyncio")
+        except ImportError:
+            raise Skip("redis-py is not installed (pip install redis)") from None
+
+
+class _Redis:
+    def __init__(self) -> None:
+        _ensure_redis()
+        redis_asyncio: Any = importlib.import_module("redis.asyncio")
+
+        self.port = _free_ports(1)[0]
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.client = redis_asyncio.Redis(host="127.0.0.1", port=self.port)
+
+    async def connect(self) -> None:
+        for _ in range(100):
+            try:
+                await self.client.ping()
+                return
+            except Exception:
+                await asyncio.sleep(0.05)
+        raise Skip("redis-server did not start")
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.client.set(key, value)
+
+    async def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = await self.client.get(key)
+        return value
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def _net_setup(factory: Any) -> Any:
+    async def setup() -> Any:
+        target = factory()
+        await target.connect()
+        for index in range(NET_PRELOAD_KEYS):
+            await target.put(_key(index), VALUE)
+        return target
+
+    return setup
+
+
+async def _net_put(target: Any, index: int) -> None:
+    await target.put(_key(NET_PRELOAD_KEYS + index), VALUE)
+
+
+async def _net_get(target: Any, index: int) -> None:
+    assert await target.get(_key(index % NET_PRELOAD_KEYS)) == VALUE
+
+
+async def _net_close(target: Any) -> None:
+    await target.close()
+
+
+def _networked(ops: int, rounds: int, concurrency: int, out: str) -> None:
+    factories: dict[str, Any] = {
+        "redis": _Redis,
+        "blocks-1-node": lambda: _BlocksCluster(1),
+        "blocks-3-nodes": lambda: _BlocksCluster(3),
+    }
+    for workload, op in (("put", _net_put), ("get", _net_get)):
+        progress(f"kv: networked workload {workload}, {concurrency} in flight")
+        contenders = [
+            Contender(name, setup=_net_setup(factory), op=op, teardown=_net_close)
+            for name, factory in factories.items()
+        ]
+        run_benchmark(
+            f"kv-net-{workload}",
+            [Workload(workload, ops=ops, concurrency=concurrency, rounds=rounds)],
+            contenders,
+            baseline="redis",
+            out_dir=out,
+        )
 
 
 if __name__ == "__main__":

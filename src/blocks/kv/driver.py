@@ -1,0 +1,450 @@
+"""``KVNode``: the asyncio driver that runs a ``KVNodeCore`` and a ``Membership`` over a Transport.
+
+Theory of operation. The driver owns no business logic. It feeds the cores from three
+sources and carries out what they return:
+
+* **Inbound messages** (``Transport.serve``): a list whose first element is an int is a peer
+  message (``wire.decode_peer_message``): gossip goes to ``Membership``, the rest to
+  ``KVNodeCore.handle``. A list starting with a str is a client request (``requests``):
+  ``put``/``get`` become ``coordinate_put``/``coordinate_get`` with a fresh request id and a
+  future that the core's ``Reply``/``Fail`` resolves. A put that reaches a node outside the
+  key's replicas is forwarded once to the first one.
+* **Time**: every ``tick_s`` the core expires requests and hands off hints; every
+  ``gossip_interval_s`` membership gossips; every ``anti_entropy_interval_s`` the node runs a
+  Merkle exchange with one random healthy peer.
+* **Ring changes** seen in gossip rebuild the ``HashRing`` and call ``KVNodeCore.rebalance``
+  with the old ring, so ranges move to their new owners by hand-off.
+
+Effects are held until the keys the core touched are saved to the ``ObjectStore``; all the
+steps of one loop iteration share one save (one fsync), then their acks and replies go out.
+Sends go through a bounded queue per peer (``outbox_max``; overflow is dropped and counted, as
+the protocol tolerates loss). Clients' own failures (bad input) raise ``InvalidArgument``
+back over the transport; a malformed peer message is counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import (
+    BlocksError,
+    FailedPrecondition,
+    InvalidArgument,
+    PeerError,
+    Unavailable,
+)
+from blocks.core.errors import Timeout as TimeoutError_
+from blocks.core.hashing import HashRing
+from blocks.core.tcp_transport import TcpTransport
+from blocks.core.transport import Transport
+from blocks.kv.driver_io import Outbox, held_flush
+from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT
+from blocks.kv.membership import Membership, MembershipConfig
+from blocks.kv.messages import Effect, Fail, Reply, Send
+from blocks.kv.node import KVNodeCore, QuorumConfig
+from blocks.kv.persist import MemoryObjectStore, ObjectStore
+from blocks.kv.requests import (
+    PutResult,
+    parse_address,
+    parse_get,
+    parse_keys_limit,
+    parse_put,
+    parse_put_reply,
+)
+from blocks.kv.versions import (
+    VersionedObject,
+    VersionVector,
+    encode_context,
+    object_to_wire,
+)
+from blocks.kv.wire import Gossip, decode_peer_message, encode_peer_message
+
+__all__ = ["KVNode", "NodeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    quorum: QuorumConfig = field(default_factory=QuorumConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    tick_s: float = 0.05
+    gossip_interval_s: float = 0.2
+    anti_entropy_interval_s: float = 2.0
+    vnodes: int = 64
+    spares: int = 3
+    value_bytes_max: int = VALUE_BYTES_MAX_DEFAULT
+    outbox_max: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("tick_s", "gossip_interval_s", "anti_entropy_interval_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidArgument(f"{name} must be > 0")
+        if self.spares < 0 or self.outbox_max < 1 or self.value_bytes_max < 0:
+            raise InvalidArgument("spares >= 0, outbox_max >= 1 and value_bytes_max >= 0")
+
+
+class KVNode:
+    """One cluster node: ``await start()``, serve, ``await stop()`` (or ``crash()``)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        transport: Transport,
+        *,
+        config: NodeConfig | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        seeds: Mapping[str, str] | None = None,
+        address: str = "",
+        store: ObjectStore | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.transport = transport
+        self.config = config or NodeConfig()
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        self.address = address
+        self.store = store if store is not None else MemoryObjectStore()
+        self.counters: Counter[str] = Counter()
+        self._seeds = dict(seeds or {})
+        self._peer_addresses = {n: a for n, a in self._seeds.items() if a}
+        self._generation = 0
+        self.running = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outboxes: dict[str, Outbox] = {}
+        self._waiting: dict[int, asyncio.Future[VersionedObject | None]] = {}
+        self._held: deque[Effect] = deque()
+        self._flush_scheduled = False
+        self._next_request_id = 0
+        self.core = self._new_core()
+        self.membership = self._new_membership()
+        self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _new_core(self) -> KVNodeCore:
+        return KVNodeCore(self.node_id, self.config.quorum, self._placement, self.clock)
+
+    def _new_membership(self) -> Membership:
+        self._generation = max(self._generation + 1, self.clock.now_ms())
+        return Membership(
+            self.node_id,
+            clock=self.clock,
+            rng=self.rng,
+            address=self.address,
+            generation=self._generation,
+            seeds=self._seeds,
+            config=self.config.membership,
+        )
+
+    async def start(self) -> None:
+        """Load the store, serve the transport, start ticking and greet every seed."""
+        if self.running:
+            return
+        self.core = self._new_core()
+        for key, obj, owners in self.store.load():
+            self.core.restore(key, obj, owners)
+        self.running = True
+        self.transport.serve(self._handle)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._tick_loop()))
+        table = self.membership.table()
+        for peer in self.membership.ring_members():
+            if peer != self.node_id:
+                self._push(peer, encode_peer_message(Gossip(table, True)))
+
+    def crash(self) -> None:
+        """Stop at once, as a killed process would: volatile state is lost, the store stays."""
+        self._halt(Unavailable(f"node {self.node_id!r} crashed"))
+        self._seeds = {n: a for n, a in self.membership.addresses().items() if n != self.node_id}
+        self.membership = self._new_membership()
+        self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
+
+    async def stop(self) -> None:
+        """Stop serving, flush what is held, close the store."""
+        if self.running:
+            self._flush()
+        self._halt(Unavailable(f"node {self.node_id!r} stopped"))
+        self.store.close()
+
+    def _halt(self, error: BlocksError) -> None:
+        self.running = False
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        for outbox in self._outboxes.values():
+            outbox.close()
+        self._outboxes.clear()
+        self._held.clear()
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiting.clear()
+
+    async def leave(self, timeout_s: float = 10.0) -> bool:
+        """Leave the ring: hand every key to its new owners; True if all were handed off."""
+        self.membership.leave()
+        self._on_ring_change()
+        table = self.membership.table()
+        for peer in self.membership.ring_members():
+            self._push(peer, encode_peer_message(Gossip(table, False)))
+        deadline = self.clock.monotonic() + timeout_s
+        while self.core.hints and self.clock.monotonic() < deadline:
+            await asyncio.sleep(self.config.tick_s)
+        return not self.core.hints
+
+    # -- client operations -----------------------------------------------------------------
+
+    async def put(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector | None = None,
+        *,
+        write_quorum: int | None = None,
+        timeout_s: float | None = None,
+        hops: int = 0,
+    ) -> PutResult:
+        """Coordinate (or forward) a write; ``context`` None supersedes the local copy."""
+        self._check_running()
+        if context is None:
+            stored = self.core.objects.get(key)
+            base = VersionVector() if stored is None else stored.context
+        else:
+            base = context
+        request_id, future = self._new_request()
+        healthy = self.membership.healthy()
+        effects = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
+        refusal = _refusal(effects)
+        if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
+            self._waiting.pop(request_id, None)
+            owner = refusal.details["owner"]
+            if hops >= 1 or owner is None:
+                raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
+            return await self._forward_put(owner, key, value, context, write_quorum, timeout_s)
+        self._run(effects)
+        obj = await self._wait(request_id, future, timeout_s)
+        assert obj is not None, "a put always replies with the object it wrote"
+        return PutResult(obj, self.node_id)
+
+    async def get(
+        self, key: bytes, *, read_quorum: int | None = None, timeout_s: float | None = None
+    ) -> VersionedObject | None:
+        """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
+        self._check_running()
+        request_id, future = self._new_request()
+        self._run(self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum))
+        return await self._wait(request_id, future, timeout_s)
+
+    async def _forward_put(
+        self,
+        owner: str,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector | None,
+        write_quorum: int | None,
+        timeout_s: float | None,
+    ) -> PutResult:
+        self.counters["forwarded"] += 1
+        wire_context = None if context is None else encode_context(context)
+        request = ["put", key, value, wire_context, write_quorum, timeout_s, 1]
+        reply = await self.transport.request(
+            owner, request, timeout_s or self.config.quorum.timeout_s * 2
+        )
+        return parse_put_reply(reply)
+
+    def _new_request(self) -> tuple[int, asyncio.Future[VersionedObject | None]]:
+        self._next_request_id += 1
+        future: asyncio.Future[VersionedObject | None] = asyncio.get_running_loop().create_future()
+        self._waiting[self._next_request_id] = future
+        return self._next_request_id, future
+
+    async def _wait(
+        self,
+        request_id: int,
+        future: asyncio.Future[VersionedObject | None],
+        timeout_s: float | None,
+    ) -> VersionedObject | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise TimeoutError_(f"no quorum within {timeout_s} s") from None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def _check_running(self) -> None:
+        if not self.running:
+            raise Unavailable(f"node {self.node_id!r} is not running")
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def _handle(self, source: str, message: Any) -> Any:
+        if not self.running:
+            raise Unavailable(f"node {self.node_id!r} is not running")
+        if isinstance(message, list) and message and type(message[0]) is int:
+            try:
+                decoded = decode_peer_message(message)
+            except PeerError:
+                self.counters["malformed_peer_messages"] += 1
+                raise
+            if isinstance(decoded, Gossip):
+                self._on_gossip(source, decoded)
+            else:
+                self._run(self.core.handle(source, decoded))
+            return None
+        if isinstance(message, list) and message and isinstance(message[0], str):
+            return await self._client_request(message)
+        raise InvalidArgument("a request must be [verb, ...]")
+
+    async def _client_request(self, raw: list[Any]) -> Any:
+        replicas = self.config.quorum.replicas
+        verb = raw[0]
+        if verb == "put":
+            put = parse_put(raw, replicas, self.config.value_bytes_max)
+            result = await self.put(
+                put.key,
+                put.value,
+                put.context,
+                write_quorum=put.write_quorum,
+                timeout_s=put.timeout_s,
+                hops=put.hops,
+            )
+            return [object_to_wire(result.obj), result.coordinator]
+        if verb == "get":
+            get = parse_get(raw, replicas)
+            obj = await self.get(get.key, read_quorum=get.read_quorum, timeout_s=get.timeout_s)
+            return None if obj is None else object_to_wire(obj)
+        if verb == "members" and len(raw) == 1:
+            return self.members()
+        if verb == "status" and len(raw) == 1:
+            return self.status()
+        if verb == "keys":
+            return sorted(self.core.objects)[: parse_keys_limit(raw)]
+        raise InvalidArgument(f"unknown request {verb!r}")
+
+    def _on_gossip(self, source: str, gossip: Gossip) -> None:
+        changed = self.membership.handle_gossip(source, gossip.records)
+        self._learn_addresses()
+        if gossip.reply_wanted:
+            self._push(source, encode_peer_message(Gossip(self.membership.table(), False)))
+        if changed:
+            self._on_ring_change()
+
+    def _learn_addresses(self) -> None:
+        """Tell a TCP transport where members listen, as gossip reveals them."""
+        if not isinstance(self.transport, TcpTransport):
+            return
+        for node, address in self.membership.addresses().items():
+            if address and node != self.node_id and self._peer_addresses.get(node) != address:
+                self._peer_addresses[node] = address
+                self.transport.add_peer(node, parse_address(address))
+
+    def _on_ring_change(self) -> None:
+        old = self._ring
+        self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
+        replicas = self.config.quorum.replicas
+        if len(old):
+            moved = self.core.rebalance(lambda k: old.preference_list(k, min(replicas, len(old))))
+            self.counters["keys_rebalanced"] += moved
+        self._run([])
+
+    # -- time ------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        now = self.clock.monotonic()
+        next_gossip, next_sync = now, now + self.config.anti_entropy_interval_s
+        while True:
+            await asyncio.sleep(self.config.tick_s)
+            now = self.clock.monotonic()
+            if now >= next_gossip:
+                next_gossip = now + self.config.gossip_interval_s
+                for peer, table in self.membership.tick():
+                    self._push(peer, encode_peer_message(Gossip(table, True)))
+            healthy = self.membership.healthy()
+            self._run(self.core.tick(healthy))
+            if now >= next_sync:
+                next_sync = now + self.config.anti_entropy_interval_s
+                peers = sorted(healthy - {self.node_id})
+                if peers:
+                    self._run(self.core.start_anti_entropy(self.rng.choice(peers)))
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def _run(self, effects: list[Effect]) -> None:
+        """Carry out effects once the keys they depend on are saved (see module docs)."""
+        self._held.extend(effects)
+        if not self._flush_scheduled and (self._held or self.core.dirty):
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.running:
+            return
+        held_flush(self.core, self.store)
+        while self._held:
+            effect = self._held.popleft()
+            if isinstance(effect, Send):
+                self._push(effect.to, encode_peer_message(effect.message))
+            else:
+                self._resolve(effect)
+
+    def _resolve(self, effect: Reply | Fail) -> None:
+        future = self._waiting.get(effect.request_id)
+        if future is None or future.done():
+            return
+        if isinstance(effect, Reply):
+            future.set_result(effect.result)
+        else:
+            future.set_exception(effect.error)
+
+    def _push(self, peer: str, message: list[Any]) -> None:
+        outbox = self._outboxes.get(peer)
+        if outbox is None:
+            outbox = Outbox(self.transport, peer, self.config.outbox_max, self.counters)
+            self._outboxes[peer] = outbox
+        outbox.push(message)
+
+    # -- observation -----------------------------------------------------------------------
+
+    def _placement(self, key: bytes) -> list[str]:
+        ring = self._ring
+        if not len(ring):
+            return []
+        return ring.preference_list(
+            key, min(len(ring), self.config.quorum.replicas + self.config.spares)
+        )
+
+    def members(self) -> dict[str, Any]:
+        healthy = self.membership.healthy()
+        nodes = [[n, a, n in healthy] for n, a in sorted(self.membership.addresses().items())]
+        return {
+            "nodes": nodes,
+            "replicas": self.config.quorum.replicas,
+            "vnodes": self.config.vnodes,
+        }
+
+    def status(self) -> dict[str, Any]:
+        healthy = self.membership.healthy()
+        return {
+            "node": self.node_id,
+            "members": {
+                n: ("healthy" if n in healthy else "unreachable")
+                for n in self.membership.ring_members()
+            },
+            "keys": len(self.core.objects),
+            "hints_pending": len(self.core.hints),
+            "requests_in_flight": len(self._waiting),
+            "counters": dict(self.counters),
+        }
+
+
+def _refusal(effects: list[Effect]) -> BlocksError | None:
+    if len(effects) == 1 and isinstance(effects[0], Fail):
+        return effects[0].error
+    return None

@@ -1,0 +1,36 @@
+"""The public kv contract against an in-process cluster, through the synchronous client."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+
+from blocks.kv import KeyValueStore
+from blocks.kv.contract import KeyValueStoreContract
+from blocks.kv.local import LocalCluster
+from blocks.kv.sync import SyncClient
+
+VALUE_BYTES_MAX = 16 * 1024 * 1024
+
+
+class ClusterContract(KeyValueStoreContract):
+    """Five nodes, N3/R2/W2, on the memory network: a cluster must act like one dict."""
+
+    value_bytes_max = None  # 16 MiB + 1 per example would dominate the run time
+
+    def make_store(self) -> KeyValueStore:
+        cluster = LocalCluster(nodes=5, replicas=3, read_quorum=2, write_quorum=2)
+
+        async def make():  # type: ignore[no-untyped-def]
+            await cluster.start()
+            return cluster.client()
+
+        return SyncClient(make, on_close=cluster.stop)
+
+
+ClusterContract.TestCase.settings = settings(
+    max_examples=8,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestClusterContract = ClusterContract.TestCase

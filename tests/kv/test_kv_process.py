@@ -1,0 +1,219 @@
+"""Three ``blocks kv serve`` processes: kill -9 under writes, bad input on the wire, gRPC, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from blocks.core.errors import BlocksError, InvalidArgument, Unauthenticated
+from blocks.core.rpc import connect_channel
+from blocks.kv import kv_pb2, kv_pb2_grpc
+from blocks.kv.client import KVClient, connect
+
+TOKEN = "kv-process-test-token"
+NODES = ("a", "b", "c")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.token_file = root / "token"
+        self.token_file.write_text(TOKEN)
+        ports = _free_ports(6)
+        self.data = {n: ports[i] for i, n in enumerate(NODES)}
+        self.grpc = {n: ports[3 + i] for i, n in enumerate(NODES)}
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.data[name]}"
+
+    def start(self, name: str) -> None:
+        peers = [f"--peer={p}={self.address(p)}" for p in NODES if p != name]
+        command = [
+            sys.executable, "-m", "blocks", "kv", "serve", "--node-id", name,
+            "--listen", self.address(name), "--data-dir", str(self.root / name),
+            "--grpc-listen", f"127.0.0.1:{self.grpc[name]}", "--sync", "always",
+            "--token-file", str(self.token_file), "--json", *peers,
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.processes[name] = process
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert json.loads(line)["node"] == name, line
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+async def _wait_all_healthy(client: KVClient, names: set[str], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reports = await client.status()
+        if all(set(r.get("members", {})) >= names for r in reports) and all(
+            r.get("members", {}).get(n) == "healthy" for r in reports for n in names
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"cluster not healthy: {await client.status()}")
+
+
+async def _write(client: KVClient, first: int, last: int, acked: dict[bytes, bytes]) -> int:
+    failures = 0
+    for i in range(first, last):
+        key, value = b"key-%d" % i, b"value-%d" % i
+        try:
+            await client.put(key, value, timeout_s=3.0)
+            acked[key] = value
+        except BlocksError:
+            failures += 1
+    return failures
+
+
+def _raw_garbage(port: int) -> None:
+    """Malformed frames: the node drops that connection and keeps serving everyone else."""
+    for payload in (b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", b"\x00\x00\x00\x01\xc1"):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.settimeout(5)
+            try:
+                while sock.recv(4096):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+
+
+async def _grpc_checks(port: int) -> None:
+    channel = connect_channel(f"127.0.0.1:{port}", token=TOKEN)
+    try:
+        stub = kv_pb2_grpc.KvStub(channel)  # type: ignore[no-untyped-call]
+        await stub.Put(kv_pb2.PutRequest(key=b"grpc-key", value=b"grpc-value"))
+        reply = await stub.Get(kv_pb2.GetRequest(key=b"grpc-key"))
+        assert (
+            reply.found and reply.value == b"grpc-value" and list(reply.siblings) == [b"grpc-value"]
+        )
+        await stub.Delete(kv_pb2.DeleteRequest(key=b"grpc-key", context=reply.context))
+        assert not (await stub.Get(kv_pb2.GetRequest(key=b"grpc-key"))).found
+        status = await stub.Status(kv_pb2.StatusRequest())
+        assert {m.node for m in status.members} == set(NODES) and status.replicas == 3
+        for bad in (
+            kv_pb2.PutRequest(key=b"k" * 70_000, value=b"v"),
+            kv_pb2.PutRequest(key=b"k", value=b"v", w=7),
+            kv_pb2.PutRequest(key=b"k", value=b"v", context=b"\xc1"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Put(bad)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close()
+    anonymous = connect_channel(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await kv_pb2_grpc.KvStub(anonymous).Get(kv_pb2.GetRequest(key=b"k"))  # type: ignore[no-untyped-call]
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await anonymous.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blocks", "kv", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.process
+def test_kill_dash_nine_under_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        for name in NODES:
+            cluster.start(name)
+
+        async def main() -> None:
+            client = await connect(cluster.address("a"), token=TOKEN, timeout_s=3.0)
+            try:
+                await _wait_all_healthy(client, set(NODES))
+                acked: dict[bytes, bytes] = {}
+                writer = asyncio.create_task(_write(client, 0, 300, acked))
+                while len(acked) < 100:
+                    await asyncio.sleep(0.01)
+                cluster.kill("b")  # mid-writes
+                await writer
+                assert len(acked) >= 250, len(acked)
+                cluster.start("b")
+                await _wait_all_healthy(client, set(NODES))
+                for key, value in acked.items():
+                    assert (await client.get(key)).siblings == (value,), key
+                # Bad input over the wire, then the node still serves.
+                _raw_garbage(cluster.data["a"])
+                with pytest.raises(InvalidArgument):
+                    await client.transport.request("a", ["put", 1, 2, 3], 3.0)
+                with pytest.raises(InvalidArgument):
+                    await client.transport.request("a", ["no-such-method"], 3.0)
+                with pytest.raises(InvalidArgument):
+                    await client.put(b"k", b"v" * (16 * 1024 * 1024 + 1))
+                with pytest.raises(Unauthenticated):
+                    await connect(cluster.address("a"), token="wrong", timeout_s=3.0)
+                await _grpc_checks(cluster.grpc["a"])
+                # Every acknowledged write now also lives on the restarted node: read with
+                # r=3 (read repair), then leave it alone and read it with r=1.
+                for key in acked:
+                    await client.get(key, r=3)
+                cluster.kill("a")
+                cluster.kill("c")
+                for key, value in acked.items():
+                    assert (await client.get(key, r=1)).value == value, key
+            finally:
+                await client.close()
+
+        asyncio.run(main())
+        cluster.start("a")
+        deadline = time.monotonic() + 15.0
+        while True:  # W=2 needs a to see b again after its restart
+            done = _cli("put", "cli-key", "cli-value", "--cluster", cluster.address("a"),
+                        "--token-file", str(cluster.token_file), "--json")  # fmt: skip
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert done.returncode == 0, done.stderr
+        got = _cli("get", "cli-key", "--cluster", cluster.address("b"),
+                   "--token-file", str(cluster.token_file), "--json")  # fmt: skip
+        assert json.loads(got.stdout)["siblings"] == ["cli-value"], got.stderr
+        status = _cli("status", "--cluster", cluster.address("a"),
+                      "--token-file", str(cluster.token_file), "--json")  # fmt: skip
+        assert {r["node"] for r in json.loads(status.stdout)} >= {"a", "b"}
+        bad = _cli("get", "x", "--cluster", cluster.address("a"), "--json")  # no token
+        assert bad.returncode == 1 and "Unauthenticated" in bad.stderr
+    finally:
+        cluster.stop_all()
