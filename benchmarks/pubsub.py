@@ -9,9 +9,10 @@ Every contender's server runs as its own process on 127.0.0.1; the same Python l
 * ``end-to-end``: produce one record, then read it back from the log (publish-to-read
   latency).
 
-Contenders: ``blocks-durable`` (fsync per group commit), ``blocks-memory-fsync-never``,
-``nats-jetstream`` (file storage, nats-py) and ``redis-streams`` (XADD/XRANGE, redis-py,
-appendfsync everysec). Peers are skipped with a reason when their server or client library
+Contenders: ``blocks-durable`` (fsync per group commit), ``blocks-fsync-never``,
+``blocks-cluster-3`` (three replicating broker processes, ``acks=all``, fsync per group
+commit), ``nats-jetstream`` (file storage, nats-py) and ``redis-streams`` (XADD/XRANGE,
+redis-py, appendfsync everysec). Peers are skipped with a reason when their server or client library
 is missing. Install them with::
 
     apt-get install -y nats-server redis-server
@@ -114,6 +115,53 @@ def blocks_contender(name: str, fsync: str, batch: int, end_to_end: bool) -> Con
     return Contender(name, setup, op, teardown, items_per_op=batch)
 
 
+def cluster_contender(batch: int, end_to_end: bool) -> Contender:
+    """Three broker processes replicating every partition; the client knows all three."""
+    names = ["b1", "b2", "b3"]
+
+    async def setup() -> dict[str, Any]:
+        from blocks.pubsub.client import connect
+
+        grpc_ports = {n: free_port() for n in names}
+        cluster_ports = {n: free_port() for n in names}
+        directory = tempfile.mkdtemp(prefix="bench-pubsub-cluster-")
+        processes = []
+        for name in names:
+            argv = [sys.executable, "-m", "blocks", "pubsub", "serve", "--node-id", name]
+            argv += [
+                "--listen",
+                f"127.0.0.1:{grpc_ports[name]}",
+                "--data-dir",
+                directory + "/" + name,
+            ]
+            argv += ["--cluster-listen", f"127.0.0.1:{cluster_ports[name]}"]
+            for peer in names:
+                if peer != name:
+                    argv += ["--peer", f"{peer}=127.0.0.1:{cluster_ports[peer]}"]
+            processes.append(start_process(argv, grpc_ports[name]))
+        client = await connect([f"127.0.0.1:{grpc_ports[n]}" for n in names])
+        topic = f"bench-{time.monotonic_ns()}"
+        await client.create_topic(topic, partitions=4)
+        await asyncio.sleep(0.5)  # let every broker learn the topic
+        return {"processes": processes, "dir": directory, "client": client, "topic": topic}
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        client, topic = state["client"], state["topic"]
+        if batch > 1:
+            await client.produce_batch(topic, i % 4, [(None, VALUE)] * batch)
+            return
+        partition, offset = await client.produce(topic, VALUE)
+        if end_to_end:
+            await client.fetch(topic, partition, offset, 1)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["client"].close()
+        for process in state["processes"]:
+            stop_process(process, state["dir"])
+
+    return Contender("blocks-cluster-3", setup, op, teardown, items_per_op=batch)
+
+
 # --- NATS JetStream -------------------------------------------------------------------------
 
 
@@ -201,7 +249,6 @@ def redis_contender(batch: int, end_to_end: bool) -> Contender:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=3000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default="results")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -214,6 +261,7 @@ def main(args: argparse.Namespace) -> int:
         contenders = [
             blocks_contender("blocks-durable", "batch", batch, end_to_end),
             blocks_contender("blocks-fsync-never", "never", batch, end_to_end),
+            cluster_contender(batch, end_to_end),
             nats_contender(batch, end_to_end),
             redis_contender(batch, end_to_end),
         ]
@@ -224,5 +272,6 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="results")  # ``blocks bench`` adds it itself
     add_arguments(parser)
     raise SystemExit(main(parser.parse_args()))

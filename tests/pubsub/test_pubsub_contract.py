@@ -1,14 +1,18 @@
-"""The pub-sub contract against the in-memory and the durable ``LocalBroker``."""
+"""The pub-sub contract against the in-memory and the durable ``LocalBroker`` and against a
+replicated ``ClusterBroker``."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import tempfile
 
 from hypothesis import settings
 
-from blocks.core.clock import ManualClock
+from blocks.core.clock import ManualClock, SystemClock
+from blocks.core.memory_network import MemoryNetwork
 from blocks.pubsub.api import PubSub
+from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.contract import SESSION_TIMEOUT_MS, PubSubContract
 from blocks.pubsub.local import LocalBroker
 
@@ -50,3 +54,48 @@ TestMemoryPubSubContract = MemoryPubSubContract.TestCase
 TestMemoryPubSubContract.settings = settings(settings.default, stateful_step_count=60)
 TestDurablePubSubContract = DurablePubSubContract.TestCase
 TestDurablePubSubContract.settings = settings(settings.default, stateful_step_count=40)
+
+
+class ClusterPubSubContract(PubSubContract):
+    """The contract against one broker of a three-broker cluster on an in-memory network;
+    replication keeps real time so that elections never fire between steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others: list[ClusterBroker] = []
+
+    async def make_pubsub(self, clock: ManualClock) -> PubSub:
+        network = MemoryNetwork(seed=1)
+        timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=10_000)
+        brokers = [
+            ClusterBroker(
+                None,
+                network.transport(name),
+                ["b1", "b2", "b3"],
+                clock=clock,
+                replication_clock=SystemClock(),
+                rng=random.Random(name),
+                replication=timing,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+            )
+            for name in ("b1", "b2", "b3")
+        ]
+        for broker in brokers:
+            broker.start()
+        self.others = brokers[1:]
+        return brokers[0]
+
+    def teardown(self) -> None:
+        try:
+            for broker in [self.pubsub, *self.others]:
+                if isinstance(broker, ClusterBroker):
+                    self.run(broker.close())
+                    self.run(broker.transport.close())
+        finally:
+            super().teardown()
+
+
+TestClusterPubSubContract = ClusterPubSubContract.TestCase
+TestClusterPubSubContract.settings = settings(
+    settings.default, stateful_step_count=30, deadline=None
+)

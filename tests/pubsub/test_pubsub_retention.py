@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blocks.core.clock import ManualClock
-from blocks.core.errors import FailedPrecondition, InvalidArgument
+from blocks.core.errors import FailedPrecondition
 from blocks.pubsub.local import LocalBroker
 
 

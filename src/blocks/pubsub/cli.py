@@ -11,7 +11,7 @@ from typing import Any
 import uvloop
 
 from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.core.errors import BlocksError, InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -26,7 +26,17 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
     serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
     serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
-    serve.add_argument("--peer", action="append", default=[], help="(replication: not yet)")
+    serve.add_argument("--node-id", default=None, help="this broker's name in a cluster")
+    serve.add_argument(
+        "--cluster-listen", default=None, metavar="HOST:PORT", help="replication address"
+    )
+    serve.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="ID=HOST:PORT",
+        help="another broker's id and replication address (repeat; turns on replication)",
+    )
     serve.add_argument("--token", default=None)
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
@@ -121,25 +131,49 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
     return 0
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _peers(specs: list[str]) -> dict[str, tuple[str, int]]:
+    peers = {}
+    for spec in specs:
+        name, _, address = spec.partition("=")
+        if not name:
+            raise InvalidArgument(f"--peer wants ID=HOST:PORT, got {spec!r}")
+        peers[name] = _address(address)
+    return peers
+
+
+def _build(args: argparse.Namespace) -> tuple[Any, Any]:
+    from blocks.pubsub.service import build_cluster_server, build_server
+
+    host, port = _address(args.listen)
+    if not args.peer:
+        return build_server(args.data_dir, host=host, port=port, token=args.token, fsync=args.fsync)
+    if not args.node_id or not args.cluster_listen or not args.data_dir:
+        raise InvalidArgument("a cluster broker needs --node-id, --cluster-listen and --data-dir")
+    return build_cluster_server(
+        args.data_dir,
+        node=args.node_id,
+        cluster_listen=_address(args.cluster_listen),
+        peers=_peers(args.peer),
+        host=host,
+        port=port,
+        token=args.token,
+        fsync=args.fsync,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from blocks.pubsub.service import build_server
-
-    if args.peer:
-        print("error: replication across brokers is not available yet", file=sys.stderr)
-        return 2
-    host, _, port = args.listen.rpartition(":")
-
     async def main() -> None:
-        server, _ = build_server(
-            args.data_dir,
-            host=host or "127.0.0.1",
-            port=int(port),
-            token=args.token,
-            fsync=args.fsync,
-        )
+        server, _ = _build(args)
         await server.start()
         print_result(
-            {"address": server.address, "data_dir": args.data_dir},
+            {"address": server.address, "data_dir": args.data_dir, "node": args.node_id},
             as_json=args.json,
             text=f"pubsub broker on {server.address} (data in {args.data_dir or 'memory'})",
         )
@@ -148,7 +182,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(main())
-    except (BlocksError, ValueError) as error:
+    except (BlocksError, ValueError, OSError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0

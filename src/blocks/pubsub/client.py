@@ -1,8 +1,11 @@
 """``connect``: the async client of a pub-sub server, implementing ``blocks.pubsub.api.PubSub``.
 
-The client is an idempotent producer: it has a random producer id and one sequence counter per
+Given several addresses (the brokers of a cluster), the client talks to one and moves to the
+next when a call finds it ``Unavailable``; any broker forwards partition calls to the
+partition's leader. The client is an idempotent producer: it has a random producer id and one sequence counter per
 ``(topic, partition)``; ``produce`` retries a batch that failed with ``Unavailable`` or
-``Timeout`` under the same sequence numbers, so the broker stores it once. Produces to one
+``Timeout`` under the same sequence numbers (for up to ``RETRIES_MAX`` attempts with
+backoff, long enough to ride out a leader election), so the broker stores it once. Produces to one
 partition are serialised by a per-partition lock so sequences reach the broker in order.
 ``subscribe`` streams one partition with credit-based flow control.
 """
@@ -24,7 +27,8 @@ from blocks.pubsub.consumer import Consumer
 
 __all__ = ["PubSubClient", "connect"]
 
-RETRIES_MAX = 5
+RETRIES_MAX = 8
+BACKOFF_MAX_S = 1.0
 
 
 def _record(topic: str, message: Any) -> Record:
@@ -37,9 +41,14 @@ def _record(topic: str, message: Any) -> Record:
 class PubSubClient:
     """A ``PubSub`` served over gRPC; build it with ``connect``."""
 
-    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
-        self._channel = connect_channel(address, token=token)
-        self._stub: Any = pubsub_pb2_grpc.PubSubStub(self._channel)  # type: ignore[no-untyped-call]
+    def __init__(
+        self, address: str | Sequence[str], *, token: str | None = None, timeout_s: float = 10.0
+    ) -> None:
+        self._addresses = [address] if isinstance(address, str) else list(address)
+        self._current = 0
+        self._token = token
+        self._channels = {0: connect_channel(self._addresses[0], token=token)}
+        self._stub: Any = pubsub_pb2_grpc.PubSubStub(self._channels[0])  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
         self.producer_id = uuid.uuid4().hex
         self._sequences: dict[tuple[str, int], int] = {}
@@ -49,8 +58,27 @@ class PubSubClient:
         self._round_robin = itertools.count()
 
     async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
-        with mapped_errors():
-            return await getattr(self._stub, method)(request, timeout=self._timeout_s + extra_s)
+        for attempt in range(len(self._addresses)):
+            try:
+                with mapped_errors():
+                    return await getattr(self._stub, method)(
+                        request, timeout=self._timeout_s + extra_s
+                    )
+            except Unavailable:
+                if attempt == len(self._addresses) - 1:
+                    raise
+                await self._next_broker()
+        raise AssertionError("unreachable")
+
+    async def _next_broker(self) -> None:
+        """Move to the next address (a cluster's brokers all serve every call). Channels stay
+        open until ``close()`` so calls in flight on the previous one can finish."""
+        self._current = (self._current + 1) % len(self._addresses)
+        if self._current not in self._channels:
+            address = self._addresses[self._current]
+            self._channels[self._current] = connect_channel(address, token=self._token)
+        channel = self._channels[self._current]
+        self._stub = pubsub_pb2_grpc.PubSubStub(channel)  # type: ignore[no-untyped-call]
 
     async def create_topic(
         self,
@@ -115,7 +143,7 @@ class PubSubClient:
                         self._producer_ids[slot] = uuid.uuid4().hex
                         self._sequences[slot] = 0
                         raise
-                    await asyncio.sleep(0.05 * 2**attempt)
+                    await asyncio.sleep(min(0.05 * 2**attempt, BACKOFF_MAX_S))
             self._sequences[slot] = sequence + len(entries)
         return int(reply.base_offset)
 
@@ -212,7 +240,8 @@ class PubSubClient:
         return Consumer(self, topic, group, **options)
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels.values():
+            await channel.close()
 
     async def __aenter__(self) -> PubSubClient:
         return self
@@ -224,12 +253,10 @@ class PubSubClient:
 async def connect(
     addresses: Sequence[str] | str, *, token: str | None = None, timeout_s: float = 10.0
 ) -> PubSubClient:
-    """A client for the pub-sub server at the first of ``addresses`` (``host:port``).
-
-    Brokers run as single nodes today; further addresses are accepted and ignored.
-    """
+    """A client for the pub-sub brokers at ``addresses`` (``host:port``; one is enough, the
+    others are where it goes when that one is unavailable)."""
     if isinstance(addresses, str):
         addresses = [addresses]
     if not addresses:
         raise InvalidArgument("connect needs at least one address")
-    return PubSubClient(addresses[0], token=token, timeout_s=timeout_s)
+    return PubSubClient(list(addresses), token=token, timeout_s=timeout_s)

@@ -233,9 +233,14 @@ class LocalBroker:
         if not table.config.compact:
             raise FailedPrecondition(f"topic {topic!r} was not created with compact=True")
         removed = 0
-        for store in table.stores:
-            removed += store.compact()
+        for partition, store in enumerate(table.stores):
+            removed += store.compact(self.compaction_limit(topic, partition))
         return removed
+
+    def compaction_limit(self, topic: str, partition: int) -> int | None:
+        """Records at or past this offset do not supersede older ones in ``compact`` (None:
+        every record counts; a replicated broker returns its high watermark)."""
+        return None
 
     async def close(self) -> None:
         if self._closed:

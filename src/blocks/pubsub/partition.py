@@ -73,8 +73,10 @@ class PartitionStore(Protocol):
         """Remove every record at ``offset`` or later; ``next_offset`` becomes ``offset``."""
         ...
 
-    def compact(self) -> int:
-        """Keep only the newest record of each key; return how many were removed."""
+    def compact(self, upto: int | None = None) -> int:
+        """Keep only the newest record of each key, judged among the records below ``upto``
+        (all if None: a replica passes its high watermark, so that a record is never dropped
+        for a newer one that could still be truncated); return how many were removed."""
         ...
 
     def close(self) -> None: ...
@@ -138,11 +140,12 @@ class MemoryPartition:
         del self._offsets[cut:]
         self._next_offset = max(offset, self._first_offset)
 
-    def compact(self) -> int:
+    def compact(self, upto: int | None = None) -> int:
         """Keep only the newest record of each key (records without a key stay); return how
         many records were removed. Offsets do not change."""
-        newest = newest_offsets(self._records)
-        kept = [r for r in self._records if r.key is None or newest[r.key] == r.offset]
+        limit = self._next_offset if upto is None else upto
+        newest = newest_offsets(r for r in self._records if r.offset < limit)
+        kept = [r for r in self._records if r.key is None or newest.get(r.key, -1) <= r.offset]
         removed = len(self._records) - len(kept)
         self._records = kept
         self._offsets = [r.offset for r in kept]
@@ -212,17 +215,21 @@ class LogPartition:
             return
         self.log = truncate_log_after(self.log, max(offset, self.log.first_offset), self._reopen)
 
-    def compact(self) -> int:
+    def compact(self, upto: int | None = None) -> int:
         """Rewrite sealed segments with superseded records made hollow (the active segment
         is left as it is); return how many records were made hollow."""
+        limit = self.log.next_offset if upto is None else upto
         newest = newest_offsets(
             StoredRecord.decode(position, data)
             for position, data in self.log.iter_from(self.log.first_offset)
+            if position < limit
         )
 
         def superseded(record: StoredRecord) -> bool:
-            return record.key is not None and not record.control and newest[record.key] > (
-                record.offset
+            return (
+                record.key is not None
+                and not record.control
+                and newest.get(record.key, -1) > record.offset
             )
 
         self.log, removed = compact_log(self.log, superseded, self._reopen)

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy
 from blocks.core.server import Server
+from blocks.core.tcp_transport import TcpTransport
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
+from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.local import LocalBroker
 
-__all__ = ["CREDITS_MAX", "PubSubService", "build_server"]
+__all__ = ["CREDITS_MAX", "PubSubService", "build_cluster_server", "build_server"]
 
 CREDITS_MAX = 100_000  # credits one subscriber may hold
 _EMPTY = pubsub_pb2.Empty()
@@ -161,11 +163,50 @@ def build_server(
 ) -> tuple[Server, LocalBroker]:
     """A ``Server`` (not started) serving a broker stored in ``data_dir`` (memory if None)."""
     broker = LocalBroker(data_dir, fsync=fsync, clock=clock, session_timeout_ms=session_timeout_ms)
+    return _serve_broker(broker, host, port, token, clock), broker
+
+
+def build_cluster_server(
+    data_dir: str | os.PathLike[str],
+    *,
+    node: str,
+    cluster_listen: tuple[str, int],
+    peers: dict[str, tuple[str, int]],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    fsync: FsyncPolicy = "batch",
+    replication: ReplicationConfig | None = None,
+) -> tuple[Server, ClusterBroker]:
+    """A ``Server`` (not started) for one broker of a replicated cluster: clients call it over
+    gRPC, brokers replicate over a ``TcpTransport`` on ``cluster_listen`` (same token)."""
+    transport = TcpTransport(node, cluster_listen, peers, token)
+    broker = ClusterBroker(
+        data_dir, transport, [node, *peers], fsync=fsync, replication=replication
+    )
+
+    async def start() -> None:
+        await transport.start()
+        broker.start()
+
+    server = _serve_broker(broker, host, port, token, None, start=start)
+    server.add_component(stop=transport.close, name="pubsub-transport")
+    return server, broker
+
+
+def _serve_broker(
+    broker: LocalBroker,
+    host: str,
+    port: int,
+    token: str | None,
+    clock: Clock | None,
+    start: Callable[[], Awaitable[None]] | None = None,
+) -> Server:
     server = Server(host=host, port=port, token=token, name="pubsub", clock=clock)
     server.add_service(
         pubsub_pb2_grpc.add_PubSubServicer_to_server,
         PubSubService(broker),
         health_name="blocks.pubsub.PubSub",
     )
-    server.add_component(stop=broker.close, name="pubsub-storage")
-    return server, broker
+    server.add_component(start=start, stop=broker.close, name="pubsub-storage")
+    return server

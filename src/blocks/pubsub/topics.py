@@ -180,7 +180,7 @@ class TopicTable:
     ) -> tuple[list[StoredRecord], int]:
         """Records to write and the batch's base offset; ``([], base)`` for a duplicate."""
         store = self.store(name, partition)
-        _check_entries(entries)
+        check_entries(entries)
         if producer_id is not None:
             if not isinstance(producer_id, str) or not 1 <= len(producer_id) <= 64:
                 raise InvalidArgument("producer_id must be a string of 1..64 characters")
@@ -275,10 +275,14 @@ class TopicTable:
                 store.close()
 
 
-def _check_entries(entries: Any) -> None:
+def check_entries(entries: Any) -> None:
+    """Raise ``InvalidArgument`` unless ``entries`` is a valid batch of (key, value)."""
     if not isinstance(entries, list) or not 1 <= len(entries) <= BATCH_RECORDS_MAX:
         raise InvalidArgument(f"a batch holds 1..{BATCH_RECORDS_MAX} records")
-    for key, value in entries:
+    for entry in entries:
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise InvalidArgument("a batch entry is a (key, value) pair")
+        key, value = entry
         if not isinstance(value, bytes) or (key is not None and not isinstance(key, bytes)):
             raise InvalidArgument("record keys and values must be bytes")
         if len(value) + len(key or b"") > VALUE_BYTES_MAX:

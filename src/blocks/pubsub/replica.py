@@ -1,0 +1,411 @@
+"""``PartitionReplica``: one broker's replica of one partition, as a pure state machine.
+
+Theory of operation
+-------------------
+Each partition is stored on ``replicas`` brokers. In every *leader epoch* at most one of them
+is the leader; the others are followers that *fetch* from it (pull, as in Kafka): a fetch
+names the follower's log end and the epoch of its last record, and is answered with the
+records after that end. A follower's fetch offset is what the leader knows it holds.
+
+* **In-sync replicas.** The leader keeps the ISR: itself plus every follower that has been
+  fully caught up within ``lag_max_ms``. A follower that lags or dies longer than that leaves
+  the ISR (``tick``); one whose fetch reaches the high watermark joins again.
+* **High watermark.** The largest offset held by every ISR member *and* by a majority of the
+  replicas, and (Raft's rule) only once it covers a record of the leader's own epoch: the
+  new leader's first record is a control *epoch marker*. Records below the high watermark are
+  committed: readable by consumers, and an ``acks=all`` produce is acknowledged when the high
+  watermark passes its last record. Requiring a majority as well means the ISR shrinking to
+  the leader alone stalls acknowledgements rather than risking them.
+* **Election.** A follower that has not heard from a leader for a randomized election timeout
+  asks the others for a *pre-vote* (would you vote for me in epoch e+1?), and only with a
+  majority of yeses bumps its epoch and asks for real votes. A replica grants a vote to a
+  candidate whose log is at least as up to date as its own, compared by (last epoch, log end),
+  and at most one per epoch; epoch and vote are persisted before the reply. A candidate with a
+  majority becomes leader and announces itself with ``BeginEpoch``. Any committed record is on
+  a majority, and a majority must vote, so the winner holds every committed record. Pre-votes
+  stop a replica that was cut off from disrupting a healthy leader when it returns; a replica
+  that already hears from a leader grants no pre-vote.
+* **Fencing.** Every message carries an epoch. A message from an older epoch is refused and
+  answered with the newer epoch; a newer epoch makes the receiver a follower. A deposed leader
+  learns of the new epoch from the first such answer; until then its late writes can never
+  reach a majority of fetches in its epoch, so they are never acknowledged. A leader that has
+  heard from no majority for an election timeout steps down by itself.
+* **Truncation.** The leader checks each fetch against its epoch history: if the follower's
+  last epoch ended earlier on the leader (or is unknown to it), it answers ``diverging`` with
+  that epoch's end, and the follower cuts its log to the smaller of both ends for that epoch
+  and fetches again (Kafka's KIP-101/KIP-279). Since one epoch has one leader, a record's
+  ``(offset, epoch)`` names its content, and repeated cuts end at the common prefix.
+
+The replica holds no records: only its log's shape (start, end, and the epoch history: where
+each epoch's records begin). The driver stores records and reports appends and truncations
+with ``note_appended``/``note_truncated``; messages go out as ``(destination, message)`` pairs;
+``take_dirty`` says when ``(epoch, voted_for)`` must be persisted before they are sent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import random
+from dataclasses import dataclass
+
+from blocks.core.errors import InvalidArgument
+from blocks.pubsub.replica_messages import (
+    BeginEpoch,
+    FetchDecision,
+    FetchReplyInfo,
+    FetchRequest,
+    Message,
+    VoteReply,
+    VoteRequest,
+)
+
+__all__ = ["FollowerAction", "PartitionReplica", "ReplicaConfig", "Role"]
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class FollowerAction(enum.Enum):
+    APPEND = "append"  # append the reply's records, then note them and the high watermark
+    TRUNCATE = "truncate"  # cut the log at ``truncate_to`` and fetch again
+    IGNORE = "ignore"  # stale or fenced: fetch again (perhaps from another leader)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    node: str
+    replicas: tuple[str, ...]
+    election_timeout_ms: int = 1_000  # randomized in [t, 2t)
+    lag_max_ms: int = 2_000  # a follower not caught up for longer leaves the ISR
+    announce_interval_ms: int = 250  # BeginEpoch to a follower not fetching for this long
+
+    def __post_init__(self) -> None:
+        if self.node not in self.replicas or len(set(self.replicas)) != len(self.replicas):
+            raise InvalidArgument("replicas must be distinct and include node")
+        for name in ("election_timeout_ms", "lag_max_ms", "announce_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"{name} must be positive")
+
+    @property
+    def majority(self) -> int:
+        return len(self.replicas) // 2 + 1
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(r for r in self.replicas if r != self.node)
+
+
+class PartitionReplica:
+    """See the module docs. Every method takes ``now_ms`` from the caller's clock."""
+
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        rng: random.Random,
+        now_ms: int,
+        *,
+        epoch: int = 0,
+        voted_for: str | None = None,
+        epochs: list[tuple[int, int]] | None = None,
+        log_start: int = 0,
+        log_end: int = 0,
+    ) -> None:
+        self.config = config
+        self._rng = rng
+        self.epoch = epoch
+        self.voted_for = voted_for
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        self.epochs: list[tuple[int, int]] = list(epochs or [])  # (epoch, first offset)
+        self.log_start = log_start
+        self.log_end = log_end
+        self.hw = log_start  # committed below this offset (as far as this replica knows)
+        self._dirty = False
+        self._marker_due = False
+        self._votes: set[str] = set()
+        self._last_contact_ms = now_ms
+        self._deadline_ms = 0
+        self._reset_deadline(now_ms)
+        # leader state
+        self._epoch_start = -1  # offset of this epoch's marker; -1 for the creation epoch
+        self._leader_since_ms = now_ms
+        self.isr: set[str] = set()
+        self.match: dict[str, int] = {}
+        self._last_fetch_ms: dict[str, int] = {}
+        self._caught_up_ms: dict[str, int] = {}
+        self._announced_ms: dict[str, int] = {}
+
+    @classmethod
+    def created(cls, config: ReplicaConfig, rng: random.Random, now_ms: int) -> PartitionReplica:
+        """A new partition: epoch 1, led by ``replicas[0]`` without an election."""
+        replica = cls(config, rng, now_ms, epoch=1, voted_for=config.replicas[0])
+        replica._dirty = True
+        if config.node == config.replicas[0]:
+            replica._become_leader(now_ms, marker=False)
+        else:
+            replica.leader = config.replicas[0]
+        return replica
+
+    # -- effects the driver collects ----------------------------------------------------------
+
+    def take_dirty(self) -> bool:
+        """True once after ``(epoch, voted_for)`` changed: persist them before sending."""
+        dirty, self._dirty = self._dirty, False
+        return dirty
+
+    def take_marker(self) -> bool:
+        """True once after winning an election: append a control record in this epoch."""
+        due, self._marker_due = self._marker_due, False
+        return due and self.role is Role.LEADER
+
+    # -- the log's shape ------------------------------------------------------------------------
+
+    @property
+    def last_epoch(self) -> int:
+        return self.epochs[-1][0] if self.epochs else 0
+
+    def end_offset_for(self, epoch: int) -> tuple[int, int]:
+        """``(e, end)``: the largest epoch ``e <= epoch`` in the history and the offset where
+        its records end here; ``(0, log_start)`` when there is none."""
+        index = bisect.bisect_right(self.epochs, (epoch, float("inf"))) - 1
+        if index < 0:
+            return 0, self.log_start
+        found = self.epochs[index][0]
+        end = self.epochs[index + 1][1] if index + 1 < len(self.epochs) else self.log_end
+        return found, end
+
+    def note_appended(self, first_offset: int, epochs: list[int], now_ms: int) -> None:
+        """Records with these epochs were stored from ``first_offset`` on."""
+        assert first_offset == self.log_end, "appends continue the log"
+        for index, epoch in enumerate(epochs):
+            if epoch != self.last_epoch:
+                assert epoch > self.last_epoch, "epochs only grow along a log"
+                self.epochs.append((epoch, first_offset + index))
+        self.log_end += len(epochs)
+        if self.role is Role.LEADER:
+            self._update_hw()
+
+    def note_truncated(self, offset: int) -> None:
+        """The log was cut: records at ``offset`` and later are gone."""
+        assert offset >= self.hw or self.role is not Role.LEADER, "committed records stay"
+        self.log_end = min(self.log_end, max(offset, self.log_start))
+        while self.epochs and self.epochs[-1][1] >= self.log_end:
+            self.epochs.pop()
+        self.hw = min(self.hw, self.log_end)
+
+    def note_follower_hw(self, leader_hw: int) -> None:
+        self.hw = max(self.hw, min(leader_hw, self.log_end))
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _reset_deadline(self, now_ms: int) -> None:
+        timeout = self.config.election_timeout_ms
+        self._deadline_ms = now_ms + timeout + self._rng.randrange(timeout)
+
+    def tick(self, now_ms: int) -> list[tuple[str, Message]]:
+        if self.role is Role.LEADER:
+            return self._leader_tick(now_ms)
+        if now_ms < self._deadline_ms:
+            return []
+        self._reset_deadline(now_ms)
+        self.role, self._votes = Role.PRE_CANDIDATE, {self.config.node}
+        if len(self._votes) >= self.config.majority:
+            return self._start_election(now_ms)
+        request = VoteRequest(self.epoch + 1, self.config.node, self.last_epoch, self.log_end, True)
+        return [(other, request) for other in self.config.others]
+
+    def _leader_tick(self, now_ms: int) -> list[tuple[str, Message]]:
+        config = self.config
+        for follower in list(self.isr - {config.node}):
+            if now_ms - self._caught_up_ms.get(follower, now_ms) > config.lag_max_ms:
+                self.isr.discard(follower)
+        self._update_hw()
+        heard = 1 + sum(
+            1
+            for follower in config.others
+            if now_ms - self._last_fetch_ms.get(follower, -(10**15)) <= config.election_timeout_ms
+        )
+        if (
+            heard < config.majority
+            and now_ms - self._leader_since_ms > 2 * config.election_timeout_ms
+        ):
+            self._become_follower(now_ms, None)
+            return []
+        out: list[tuple[str, Message]] = []
+        for follower in config.others:
+            quiet = now_ms - self._last_fetch_ms.get(follower, -(10**15))
+            since = now_ms - self._announced_ms.get(follower, -(10**15))
+            if quiet > config.announce_interval_ms and since > config.announce_interval_ms:
+                self._announced_ms[follower] = now_ms
+                out.append((follower, BeginEpoch(self.epoch, config.node)))
+        return out
+
+    # -- role changes -----------------------------------------------------------------------
+
+    def _adopt_epoch(self, epoch: int, leader: str | None, now_ms: int) -> None:
+        assert epoch > self.epoch
+        # A known leader has already won this epoch: never vote for anyone else in it.
+        self.epoch, self.voted_for, self._dirty = epoch, leader, True
+        self._become_follower(now_ms, leader)
+
+    def _become_follower(self, now_ms: int, leader: str | None) -> None:
+        self.role, self.leader, self._votes = Role.FOLLOWER, leader, set()
+        self.isr, self.match = set(), {}
+        self._last_contact_ms = now_ms
+        self._reset_deadline(now_ms)
+
+    def _become_leader(self, now_ms: int, *, marker: bool) -> None:
+        self.role, self.leader = Role.LEADER, self.config.node
+        self.isr, self.match = {self.config.node}, {}
+        self._last_fetch_ms, self._caught_up_ms, self._announced_ms = {}, {}, {}
+        self._leader_since_ms = now_ms
+        self._epoch_start = self.log_end if marker else -1
+        self._marker_due = marker
+        self._update_hw()
+
+    def _start_election(self, now_ms: int) -> list[tuple[str, Message]]:
+        self.epoch, self.voted_for, self._dirty = self.epoch + 1, self.config.node, True
+        self.role, self._votes = Role.CANDIDATE, {self.config.node}
+        self._reset_deadline(now_ms)
+        if len(self._votes) >= self.config.majority:
+            self._become_leader(now_ms, marker=True)
+            return []
+        request = VoteRequest(self.epoch, self.config.node, self.last_epoch, self.log_end, False)
+        return [(other, request) for other in self.config.others]
+
+    # -- votes ------------------------------------------------------------------------------
+
+    def _log_ok(self, request: VoteRequest) -> bool:
+        return (request.last_epoch, request.log_end) >= (self.last_epoch, self.log_end)
+
+    def handle_vote_request(self, source: str, request: VoteRequest, now_ms: int) -> VoteReply:
+        if source not in self.config.replicas or source != request.candidate:
+            raise InvalidArgument(f"{source!r} is not a replica of this partition")
+        if request.pre:
+            hears_leader = self.role is Role.LEADER or (
+                self.role is Role.FOLLOWER
+                and self.leader is not None
+                and now_ms - self._last_contact_ms < self.config.election_timeout_ms
+            )
+            granted = request.epoch > self.epoch and not hears_leader and self._log_ok(request)
+            return VoteReply(self.epoch, request.epoch, granted, True, self.leader)
+        if request.epoch > self.epoch:
+            self._adopt_epoch(request.epoch, None, now_ms)
+        granted = (
+            request.epoch == self.epoch
+            and self.voted_for in (None, request.candidate)
+            and self.role is not Role.LEADER
+            and self._log_ok(request)
+        )
+        if granted:
+            self.voted_for, self._dirty = request.candidate, True
+            self._reset_deadline(now_ms)
+        return VoteReply(self.epoch, request.epoch, granted, False, self.leader)
+
+    def handle_vote_reply(
+        self, source: str, reply: VoteReply, now_ms: int
+    ) -> list[tuple[str, Message]]:
+        if reply.epoch > self.epoch and not (reply.pre and reply.granted):
+            self._adopt_epoch(reply.epoch, reply.leader, now_ms)
+            return []
+        if not reply.granted or source not in self.config.replicas:
+            return []
+        if reply.pre and self.role is Role.PRE_CANDIDATE and reply.vote_epoch == self.epoch + 1:
+            self._votes.add(source)
+            if len(self._votes) >= self.config.majority:
+                return self._start_election(now_ms)
+        elif not reply.pre and self.role is Role.CANDIDATE and reply.vote_epoch == self.epoch:
+            self._votes.add(source)
+            if len(self._votes) >= self.config.majority:
+                self._become_leader(now_ms, marker=True)
+                return [(o, BeginEpoch(self.epoch, self.config.node)) for o in self.config.others]
+        return []
+
+    def handle_begin_epoch(self, source: str, message: BeginEpoch, now_ms: int) -> None:
+        if message.epoch < self.epoch or message.leader != source:
+            return
+        if message.epoch > self.epoch:
+            self._adopt_epoch(message.epoch, source, now_ms)
+        elif self.role is not Role.LEADER:
+            self._become_follower(now_ms, source)
+
+    # -- fetching: leader side --------------------------------------------------------------
+
+    def handle_fetch(self, source: str, request: FetchRequest, now_ms: int) -> FetchDecision:
+        """Decide the answer to a follower's fetch; the driver adds the records
+        ``[decision.offset, decision.end)``."""
+        if source not in self.config.others:
+            raise InvalidArgument(f"{source!r} is not a follower of this partition")
+        if request.epoch > self.epoch:
+            self._adopt_epoch(request.epoch, None, now_ms)
+        if self.role is not Role.LEADER or request.epoch < self.epoch:
+            return FetchDecision("fenced", self.epoch, self.leader, self.hw)
+        self._last_fetch_ms[source] = now_ms
+        if request.offset > self.log_start:
+            epoch, end = self.end_offset_for(request.last_epoch)
+            if epoch != request.last_epoch or end < request.offset:
+                return FetchDecision("diverging", self.epoch, self.leader, self.hw, epoch, end)
+        offset = max(request.offset, self.log_start)
+        self.match[source] = offset
+        if offset >= self.log_end:
+            self._caught_up_ms[source] = now_ms
+        if source not in self.isr and offset >= self.hw and offset > self._epoch_start:
+            self.isr.add(source)
+            self._caught_up_ms[source] = now_ms
+        self._update_hw()
+        return FetchDecision("records", self.epoch, self.leader, self.hw, offset=offset)
+
+    def _update_hw(self) -> bool:
+        holds = [self.log_end] + [self.match.get(f, 0) for f in self.config.others]
+        majority_holds = sorted(holds, reverse=True)[self.config.majority - 1]
+        followers = self.isr - {self.config.node}
+        isr_holds = min([self.log_end] + [self.match.get(f, 0) for f in followers])
+        candidate = min(majority_holds, isr_holds)
+        if candidate > self._epoch_start and candidate > self.hw:
+            self.hw = candidate
+            return True
+        return False
+
+    # -- fetching: follower side ------------------------------------------------------------
+
+    def fetch_request(self) -> FetchRequest | None:
+        """The next fetch to send to ``self.leader`` (None unless a follower with a leader)."""
+        if self.role is not Role.FOLLOWER or self.leader is None:
+            return None
+        last_epoch = self.last_epoch if self.log_end > self.log_start else 0
+        return FetchRequest(self.epoch, self.log_end, last_epoch)
+
+    def handle_fetch_reply(
+        self, source: str, reply: FetchReplyInfo, now_ms: int
+    ) -> tuple[FollowerAction, int]:
+        """What to do with a fetch answer; ``(TRUNCATE, offset)`` names where to cut."""
+        if reply.epoch > self.epoch:
+            self._adopt_epoch(reply.epoch, reply.leader, now_ms)
+            return FollowerAction.IGNORE, 0
+        if reply.epoch < self.epoch or self.role is not Role.FOLLOWER or source != self.leader:
+            return FollowerAction.IGNORE, 0
+        if reply.kind == "fenced":
+            if reply.leader is not None and reply.leader != self.leader:
+                self._become_follower(now_ms, reply.leader)
+            return FollowerAction.IGNORE, 0
+        self._last_contact_ms = now_ms
+        self._reset_deadline(now_ms)
+        if reply.kind == "diverging":
+            _, own_end = self.end_offset_for(reply.diverging_epoch)
+            return FollowerAction.TRUNCATE, min(reply.diverging_end, own_end, self.log_end)
+        return FollowerAction.APPEND, 0
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "role": self.role.value,
+            "epoch": self.epoch,
+            "leader": self.leader,
+            "log_end": self.log_end,
+            "hw": self.hw,
+            "isr": sorted(self.isr),
+        }

@@ -1,0 +1,107 @@
+"""Messages between the replicas of a partition, and their msgpack form.
+
+Each message is a frozen dataclass; on the wire it is a list of its fields in order, preceded
+by the message's name, so ``decode(encode(m)) == m``. ``decode`` checks the name, the number
+of fields and every field's type, and raises ``PeerError`` for anything else: a malformed
+message from a peer never reaches the replica.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+from blocks.core.errors import PeerError
+
+__all__ = [
+    "BeginEpoch",
+    "FetchDecision",
+    "FetchReplyInfo",
+    "FetchRequest",
+    "Message",
+    "VoteReply",
+    "VoteRequest",
+    "decode",
+    "encode",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    epoch: int  # the epoch the candidate asks for
+    candidate: str
+    last_epoch: int
+    log_end: int
+    pre: bool  # a pre-vote: nobody changes state
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReply:
+    epoch: int  # the voter's epoch
+    vote_epoch: int  # the epoch the vote is about
+    granted: bool
+    pre: bool
+    leader: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BeginEpoch:
+    epoch: int
+    leader: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    epoch: int
+    offset: int  # the follower's log end
+    last_epoch: int  # the epoch of its record at offset - 1 (0 if none)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDecision:
+    """The leader's answer to a fetch, before the driver adds records."""
+
+    kind: str  # "records", "diverging" or "fenced"
+    epoch: int
+    leader: str | None
+    hw: int
+    diverging_epoch: int = 0
+    diverging_end: int = 0
+    offset: int = 0  # first record to send (kind "records")
+
+
+FetchReplyInfo = FetchDecision
+"""What a follower learns from a fetch answer (the records travel beside it)."""
+
+Message = VoteRequest | VoteReply | BeginEpoch | FetchRequest | FetchDecision
+
+_CLASSES: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (VoteRequest, VoteReply, BeginEpoch, FetchRequest, FetchDecision)
+}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "bool": (bool,),
+    "str | None": (str, type(None)),
+}
+
+
+def encode(message: Message) -> list[Any]:
+    return [type(message).__name__, *astuple(message)]
+
+
+def decode(wire: Any) -> Message:
+    if not isinstance(wire, list) or not wire or wire[0] not in _CLASSES:
+        raise PeerError("malformed replication message")
+    cls = _CLASSES[wire[0]]
+    spec = fields(cls)
+    if len(wire) != len(spec) + 1:
+        raise PeerError(f"{wire[0]} has {len(wire) - 1} fields, expected {len(spec)}")
+    for field, value in zip(spec, wire[1:], strict=True):
+        allowed = _TYPES[str(field.type)]
+        if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
+            raise PeerError(f"{wire[0]}.{field.name} has the wrong type")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise PeerError(f"{wire[0]}.{field.name} is negative")
+    message: Message = cls(*wire[1:])
+    return message

@@ -1,0 +1,387 @@
+"""``Replication``: the asyncio driver that runs a broker's ``PartitionReplica`` cores.
+
+Theory of operation
+-------------------
+One ``PartitionReplica`` per partition this broker holds (placement: rendezvous hashing of
+``topic/partition`` over the cluster's nodes, ``replication_factor`` of them). The driver
+feeds the cores and carries out what they decide; it holds no policy of its own:
+
+* a tick task calls ``tick`` on every core every ``tick_ms`` (elections, ISR shrinking,
+  ``BeginEpoch`` announcements);
+* one fetch task per partition sends the core's ``fetch_request`` to its leader, then appends
+  the records that come back (durably, before the next fetch, so a fetch offset means
+  "stored here"), or cuts the log where the core says, and reports both to the core;
+* the transport handler answers follower fetches (holding one that finds nothing new for up to
+  ``fetch_wait_ms``, so records flow out as soon as they are written) and passes votes and
+  announcements to the core;
+* ``settle`` runs after every core call: persist ``(epoch, voted_for)`` when dirty (an atomic
+  file replace, before anything is sent), append the epoch marker a new leader owes, send the
+  core's messages, resolve ``acks=all`` waiters whose records the high watermark passed, fail
+  those whose leader epoch ended (they may still be committed later: the producer retries
+  under its sequence number and gets the original offset), and wake long polls.
+
+Replication messages are one-way and carry the topic's configuration, so a broker that was
+down when a topic was created learns of it from the first message about it. Bounds: at most
+``SENDS_MAX`` sends in flight (more are dropped: every message here is retried by the
+protocol), ``WAITERS_MAX`` acknowledgement waiters per partition, and fetch answers of at most
+``FETCH_RECORDS_MAX`` records or ``FETCH_BYTES_MAX`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from blocks.core.clock import Clock
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import BlocksError, Overloaded, PeerError, Timeout, Unavailable
+from blocks.core.transport import Transport
+from blocks.pubsub.record import StoredRecord
+from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
+from blocks.pubsub.replica_messages import (
+    BeginEpoch,
+    FetchDecision,
+    FetchRequest,
+    Message,
+    VoteReply,
+    VoteRequest,
+    decode,
+    encode,
+)
+from blocks.pubsub.replication_parts import (
+    ReplicationConfig,
+    epoch_history,
+    record_from_wire,
+    record_to_wire,
+    replica_set,
+)
+from blocks.pubsub.topics import TopicConfig, TopicTable
+
+__all__ = ["Replication", "ReplicationConfig", "replica_set"]
+
+SENDS_MAX = 1_000
+WAITERS_MAX = 10_000
+FETCH_RECORDS_MAX = 2_000
+FETCH_BYTES_MAX = 4 << 20
+Key = tuple[str, int]
+
+
+class Replication:
+    """See the module docs. ``on_committed(key)`` is called when a high watermark moves."""
+
+    def __init__(
+        self,
+        topics: TopicTable,
+        transport: Transport,
+        nodes: list[str],
+        clock: Clock,
+        rng: random.Random,
+        config: ReplicationConfig,
+        state_directory: Path | None,
+        on_committed: Callable[[Key], None],
+    ) -> None:
+        self.topics, self.transport, self.clock, self.config = topics, transport, clock, config
+        self.node = transport.name
+        self.nodes = sorted(set(nodes) | {self.node})
+        self._rng = rng
+        self._state_directory = state_directory
+        self._on_committed = on_committed
+        self.replicas: dict[Key, PartitionReplica] = {}
+        self._hw: dict[Key, int] = {}
+        self._ack_waiters: dict[Key, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._appended: dict[Key, asyncio.Event] = {}
+        self._writes_in_flight: dict[Key, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sends: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._closed = False
+        if state_directory is not None:
+            state_directory.mkdir(parents=True, exist_ok=True)
+        for name in topics.names():
+            self.open_topic(topics.topic(name).config, fresh=False)
+
+    def now_ms(self) -> int:
+        return int(self.clock.monotonic() * 1000)
+
+    # -- replicas -------------------------------------------------------------------------
+
+    def placement(self, topic: str, partition: int) -> tuple[str, ...]:
+        return replica_set(topic, partition, self.nodes, self.config.replication_factor)
+
+    def open_topic(self, config: TopicConfig, *, fresh: bool) -> None:
+        """Create the cores for a topic's partitions held here (``fresh``: just created)."""
+        for partition in range(config.partitions):
+            key = (config.name, partition)
+            replicas = self.placement(config.name, partition)
+            if key in self.replicas or self.node not in replicas:
+                continue
+            replica_config = ReplicaConfig(
+                self.node,
+                replicas,
+                election_timeout_ms=self.config.election_timeout_ms,
+                lag_max_ms=self.config.lag_max_ms,
+            )
+            saved = self._load_state(key)
+            rng = random.Random(self._rng.random())
+            if saved is None:
+                replica = PartitionReplica.created(replica_config, rng, self.now_ms())
+            else:
+                store = self.topics.store(*key)
+                replica = PartitionReplica(
+                    replica_config,
+                    rng,
+                    self.now_ms(),
+                    epoch=saved[0],
+                    voted_for=saved[1],
+                    epochs=epoch_history(store.read, store.first_offset),
+                    log_start=store.first_offset,
+                    log_end=store.next_offset,
+                )
+            self.replicas[key] = replica
+            self._hw[key] = replica.hw
+            self._appended[key] = asyncio.Event()
+            self._writes_in_flight[key] = 0
+            if self._started:
+                self._spawn(self._fetch_loop(key))
+
+    def start(self) -> None:
+        self._started = True
+        self._spawn(self._tick_loop())
+        for key in self.replicas:
+            self._spawn(self._fetch_loop(key))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks) + list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
+        for waiters in self._ack_waiters.values():
+            for _, _, future in waiters:
+                if not future.done():
+                    future.set_exception(Unavailable("broker is closing"))
+        self._ack_waiters.clear()
+
+    # -- persistence of (epoch, voted_for) --------------------------------------------------
+
+    def _state_path(self, key: Key) -> Path | None:
+        if self._state_directory is None:
+            return None
+        return self._state_directory / f"{key[0]}.{key[1]}.msgpack"
+
+    def _load_state(self, key: Key) -> tuple[int, str | None] | None:
+        path = self._state_path(key)
+        if path is None or not path.exists():
+            return None
+        epoch, voted_for = unpack(path.read_bytes())
+        return int(epoch), voted_for
+
+    def _save_state(self, key: Key, replica: PartitionReplica) -> None:
+        path = self._state_path(key)
+        if path is None:
+            return
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as file:
+            file.write(pack([replica.epoch, replica.voted_for]))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+
+    # -- after every core call ----------------------------------------------------------------
+
+    async def settle(self, key: Key, outbound: list[tuple[str, Message]] | None = None) -> None:
+        replica = self.replicas[key]
+        if replica.take_dirty():
+            self._save_state(key, replica)
+        if replica.take_marker():
+            await self._append_marker(key, replica)
+        for destination, message in outbound or ():
+            self.send(destination, key, message)
+        self._resolve_waiters(key, replica)
+        if replica.hw != self._hw[key]:
+            self._hw[key] = replica.hw
+            self._on_committed(key)
+
+    async def _append_marker(self, key: Key, replica: PartitionReplica) -> None:
+        topic = self.topics.topic(key[0])
+        timestamp_ms = max(self.clock.now_ms(), topic.last_timestamp_ms[key[1]])
+        marker = StoredRecord(
+            replica.log_end, timestamp_ms, None, b"", None, -1, replica.epoch, True
+        )
+        await self.append(key, [marker])
+
+    async def append(self, key: Key, records: list[StoredRecord]) -> None:
+        """Store records continuing the log and tell the core, in one step (so the core's view
+        and the store never disagree), then wait until they are durable here."""
+        replica, store = self.replicas[key], self.topics.store(*key)
+        assert records[0].offset == replica.log_end == store.next_offset
+        replica.note_appended(records[0].offset, [r.epoch for r in records], self.now_ms())
+        self._writes_in_flight[key] += 1
+        try:
+            await self.topics.write(key[0], key[1], records)
+        except BaseException:
+            if store.next_offset == records[0].offset:  # nothing was written
+                replica.note_truncated(records[0].offset)
+            raise
+        finally:
+            self._writes_in_flight[key] -= 1
+        self._appended[key].set()
+        self._appended[key] = asyncio.Event()
+
+    def _resolve_waiters(self, key: Key, replica: PartitionReplica) -> None:
+        waiting = self._ack_waiters.get(key)
+        if not waiting:
+            return
+        kept = []
+        for end, epoch, future in waiting:
+            if future.done():
+                continue
+            if replica.role is not Role.LEADER or replica.epoch != epoch:
+                future.set_exception(Unavailable("the partition's leader changed; retry"))
+            elif replica.hw >= end:
+                future.set_result(None)
+            else:
+                kept.append((end, epoch, future))
+        self._ack_waiters[key] = kept
+
+    async def wait_committed(self, key: Key, end: int, epoch: int) -> None:
+        """Return once the high watermark reaches ``end`` in leader epoch ``epoch``."""
+        replica = self.replicas[key]
+        if replica.role is not Role.LEADER or replica.epoch != epoch:
+            raise Unavailable("the partition's leader changed; retry")
+        if replica.hw >= end:
+            return
+        waiting = self._ack_waiters.setdefault(key, [])
+        if len(waiting) >= WAITERS_MAX:
+            raise Overloaded("too many produces waiting for replication", retry_after_ms=50)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append((end, epoch, future))
+        try:
+            await asyncio.wait_for(future, self.config.ack_timeout_ms / 1000.0)
+        except TimeoutError:
+            raise Timeout("the in-sync replicas did not confirm in time") from None
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def send(self, destination: str, key: Key, message: Message) -> None:
+        if len(self._sends) >= SENDS_MAX or self._closed:
+            return  # dropped: elections and announcements are retried by the protocol
+        wire = {
+            "op": "replica",
+            "cfg": self._config_wire(key[0]),
+            "p": key[1],
+            "m": encode(message),
+        }
+        task = asyncio.ensure_future(self._send(destination, wire))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, destination: str, wire: dict[str, Any]) -> None:
+        with contextlib.suppress(BlocksError):
+            await self.transport.send(destination, wire)
+
+    def _config_wire(self, topic: str) -> dict[str, Any]:
+        return asdict(self.topics.topic(topic).config)
+
+    async def handle_message(self, source: str, key: Key, message: Message) -> None:
+        replica = self.replicas.get(key)
+        if replica is None:
+            return
+        now_ms = self.now_ms()
+        outbound: list[tuple[str, Message]] = []
+        if isinstance(message, VoteRequest):
+            reply = replica.handle_vote_request(source, message, now_ms)
+            await self.settle(key)  # the vote is persisted before the reply leaves
+            outbound = [(source, reply)]
+        elif isinstance(message, VoteReply):
+            outbound = replica.handle_vote_reply(source, message, now_ms)
+        elif isinstance(message, BeginEpoch):
+            replica.handle_begin_epoch(source, message, now_ms)
+        else:
+            raise PeerError(f"unexpected one-way message {type(message).__name__}")
+        await self.settle(key, outbound)
+
+    async def handle_fetch(self, source: str, key: Key, request: FetchRequest) -> dict[str, Any]:
+        replica = self.replicas.get(key)
+        if replica is None:
+            raise Unavailable(f"{self.node} holds no replica of {key[0]}/{key[1]}")
+        decision = replica.handle_fetch(source, request, self.now_ms())
+        await self.settle(key)
+        if decision.kind == "records" and decision.offset >= replica.log_end:
+            appended = self._appended[key]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(appended.wait(), self.config.fetch_wait_ms / 1000.0)
+            decision = replica.handle_fetch(source, request, self.now_ms())
+            await self.settle(key)
+        rows: list[Any] = []
+        if decision.kind == "records":
+            store = self.topics.store(*key)
+            found = store.read(
+                decision.offset, FETCH_RECORDS_MAX, FETCH_BYTES_MAX, include_control=True
+            )
+            rows = [record_to_wire(r) for r in found if r.offset < replica.log_end]
+        return {"m": encode(decision), "records": rows}
+
+    # -- loops --------------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.config.tick_ms / 1000.0)
+            now_ms = self.now_ms()
+            for key, replica in list(self.replicas.items()):
+                await self.settle(key, replica.tick(now_ms))
+
+    async def _fetch_loop(self, key: Key) -> None:
+        replica = self.replicas[key]
+        pause_s = self.config.tick_ms / 1000.0
+        while not self._closed:
+            request = replica.fetch_request()
+            leader = replica.leader
+            if request is None or leader is None:
+                await asyncio.sleep(pause_s)
+                continue
+            wire = {"op": "replica_fetch", "cfg": self._config_wire(key[0]), "p": key[1]}
+            wire["m"] = encode(request)
+            try:
+                reply = await self.transport.request(
+                    leader, wire, timeout_s=self.config.fetch_timeout_ms / 1000.0
+                )
+                decision = decode(reply["m"])
+                if not isinstance(decision, FetchDecision):
+                    raise PeerError("a fetch answer must be a FetchDecision")
+                await self._apply_fetch(key, replica, leader, decision, reply.get("records"))
+            except (BlocksError, KeyError, TypeError):
+                await asyncio.sleep(pause_s)
+
+    async def _apply_fetch(
+        self,
+        key: Key,
+        replica: PartitionReplica,
+        leader: str,
+        decision: FetchDecision,
+        rows: Any,
+    ) -> None:
+        action, cut = replica.handle_fetch_reply(leader, decision, self.now_ms())
+        if action is FollowerAction.APPEND and isinstance(rows, list):
+            records = [record_from_wire(row) for row in rows]
+            records = [r for r in records if r.offset >= replica.log_end]
+            if records and all(r.offset == replica.log_end + i for i, r in enumerate(records)):
+                await self.append(key, records)
+            replica.note_follower_hw(decision.hw)
+        elif action is FollowerAction.TRUNCATE:
+            while self._writes_in_flight[key]:  # a deposed leader's last writes finish first
+                await asyncio.sleep(0.005)
+            if replica.role is Role.FOLLOWER and cut < replica.log_end:
+                self.topics.truncate_after(key[0], key[1], cut)
+                replica.note_truncated(cut)
+        await self.settle(key)

@@ -1,0 +1,123 @@
+"""Three broker processes replicate each partition; the leader of partition 0 is killed with
+SIGKILL under acks=all load. A follower takes over, producing goes on, and every
+acknowledged record is there afterwards, at its offset, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from blocks.pubsub.client import connect
+from blocks.pubsub.replication import replica_set
+
+ENV = {**os.environ, "PYTHONPATH": "src"}
+NODES = ["b1", "b2", "b3"]
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def _start(node: str, grpc_port: int, cluster: dict[str, int], root: Path) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "blocks", "pubsub", "serve", "--json", "--node-id", node]
+    argv += ["--listen", f"127.0.0.1:{grpc_port}", "--data-dir", str(root / node)]
+    argv += ["--cluster-listen", f"127.0.0.1:{cluster[node]}"]
+    for peer, port in cluster.items():
+        if peer != node:
+            argv += ["--peer", f"{peer}=127.0.0.1:{port}"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=ENV)
+    assert process.stdout is not None
+    assert json.loads(process.stdout.readline())["node"] == node
+    return process
+
+
+def test_kill_the_leader_and_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    ports = _free_ports(6)
+    grpc_ports = dict(zip(NODES, ports[:3], strict=True))
+    cluster = dict(zip(NODES, ports[3:], strict=True))
+    processes = {n: _start(n, grpc_ports[n], cluster, tmp_path) for n in NODES}
+    victim = replica_set("events", 0, NODES, 3)[0]  # partition 0's first leader
+    addresses = [f"127.0.0.1:{grpc_ports[n]}" for n in [victim, *(n for n in NODES if n != victim)]]
+    acked: dict[int, list[tuple[int, bytes, float]]] = {0: [], 1: [], 2: []}
+    failures = 0
+    try:
+
+        async def produce() -> float:
+            nonlocal failures
+            async with await connect(addresses, timeout_s=5.0) as client:
+                await client.create_topic("events", partitions=3)
+                stop = time.monotonic() + 30.0
+
+                async def worker(w: int) -> None:
+                    nonlocal failures
+                    for i in range(100_000):
+                        if time.monotonic() > stop:
+                            return
+                        value = f"{w}-{i}".encode()
+                        try:
+                            partition, offset = await client.produce("events", value, key=value)
+                        except Exception:
+                            failures += 1
+                            continue
+                        acked[partition].append((offset, value, time.monotonic()))
+
+                tasks = [asyncio.ensure_future(worker(w)) for w in range(6)]
+                await asyncio.sleep(1.5)
+                processes[victim].send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+                await asyncio.sleep(5.0)
+                stop = time.monotonic()
+                await asyncio.gather(*tasks)
+                return killed_at
+
+        killed_at = asyncio.run(produce())
+        processes[victim].wait(timeout=10)
+
+        async def read_all() -> dict[int, list[tuple[int, bytes]]]:
+            out: dict[int, list[tuple[int, bytes]]] = {}
+            survivors = [a for a in addresses[1:]]
+            async with await connect(survivors, timeout_s=5.0) as client:
+                for partition in range(3):
+                    rows: list[tuple[int, bytes]] = []
+                    offset = 0
+                    while batch := await client.fetch("events", partition, offset, 1000):
+                        rows.extend((r.offset, r.value) for r in batch)
+                        offset = batch[-1].offset + 1
+                    out[partition] = rows
+            return out
+
+        stored = asyncio.run(read_all())
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    assert sum(len(v) for v in acked.values()) > 50
+    after_kill = [a for a in acked[0] if a[2] > killed_at + 0.5]
+    assert after_kill, "partition 0 should have a new leader taking produces"
+    values = [value for rows in stored.values() for _, value in rows]
+    assert len(values) == len(set(values)), "a record was stored twice"
+    for partition, rows in stored.items():
+        offsets = [o for o, _ in rows]
+        assert offsets == sorted(set(offsets)), "offsets must increase"
+        present = dict(rows)
+        for offset, value, _ in acked[partition]:
+            assert present.get(offset) == value, f"acknowledged {value!r} lost"
