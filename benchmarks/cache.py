@@ -10,9 +10,14 @@ parts, reported as skipped when it is missing) and the standard library's
   cachetools' LRU and LFU, and Bélády's optimum. One table and one plot per trace, then a
   summary: for each policy the mean gap to optimal, and for the adaptive policy every cell
   where it is more than one point below the best of LRU and ARC.
-* ``throughput``: a Zipf(1.0) stream over 100,000 keys into a 10,000-entry cache, 100 cache
-  operations per timed op: ``read-through`` (get, and put on a miss; ``functools.lru_cache``
-  can join here) and ``mixed`` (80% read-through, 20% overwrites).
+* ``throughput``: 100 cache operations per timed op into a 10,000-entry cache, either
+  ``read-through`` (get, and put on a miss; ``functools.lru_cache`` can join here) or
+  ``mixed`` (80% read-through, 20% overwrites), on two key streams:
+
+  - ``zipf-100k-keys``: ``int(paretovariate(1.0)) % 100,000``. So skewed that only a few
+    hundred distinct keys ever show up: the cache never fills, and this measures hits.
+  - ``zipf-0.9-evicting``: Zipf(0.9) over 100,000 keys (hit ratios near 60%), so a third of
+    the operations are misses that insert and evict.
 
 Run: ``blocks bench cache [--quick] [--traces DIR]``; results go to ``<out>/cache``.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import random
 import statistics
 from collections.abc import Callable, Hashable, Sequence
@@ -94,6 +100,10 @@ def _traces_dir(option: str | None) -> Path | None:
     return next((path for path in candidates if path.is_dir()), None)
 
 
+def _percent(ratio: float | None) -> str:
+    return "skipped" if ratio is None else f"{100 * ratio:.2f}"
+
+
 def hit_ratio_tables(out: Path, traces_dir: Path, quick: bool) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     for path in sorted(traces_dir.glob("*.lirs*")):
@@ -117,16 +127,7 @@ def hit_ratio_tables(out: Path, traces_dir: Path, quick: bool) -> list[dict[str,
                 ratio = None if hits is None else hits / len(trace)
                 table[policy][size] = ratio
                 cells.append({"trace": name, "policy": policy, "size": size, "hit_ratio": ratio})
-        rows = [
-            [
-                size,
-                *(
-                    "skipped" if table[p][size] is None else f"{100 * table[p][size]:.2f}"
-                    for p in table
-                ),
-            ]  # type: ignore[operator]
-            for size in sizes
-        ]
+        rows = [[size, *(_percent(table[p][size]) for p in table)] for size in sizes]
         write_table(out, f"hit-ratio-{name}", ["size", *table], rows)
         series = {
             policy: [(size, 100 * value) for size, value in values.items() if value is not None]
@@ -184,20 +185,29 @@ STREAM = _zipf_keys(1 << 16, random.Random(42))
 MASK = (1 << 16) - 1
 
 
-def _read_through(cache: Any, index: int) -> None:
+def _zipf_ranks(count: int, skew: float, rng: random.Random) -> list[int]:
+    weights = list(itertools.accumulate(1.0 / rank**skew for rank in range(1, KEYS + 1)))
+    return rng.choices(range(KEYS), cum_weights=weights, k=count)
+
+
+EVICTING_STREAM = _zipf_ranks(1 << 16, 0.9, random.Random(43))
+STREAMS = {"zipf-100k-keys": STREAM, "zipf-0.9-evicting": EVICTING_STREAM}
+
+
+def _read_through(cache: Any, index: int, stream: list[int] = STREAM) -> None:
     get, put = cache.get, cache.put
     start = index * BATCH
     for offset in range(start, start + BATCH):
-        key = STREAM[offset & MASK]
+        key = stream[offset & MASK]
         if get(key) is None:
             put(key, key)
 
 
-def _mixed(cache: Any, index: int) -> None:
+def _mixed(cache: Any, index: int, stream: list[int] = STREAM) -> None:
     get, put = cache.get, cache.put
     start = index * BATCH
     for offset in range(start, start + BATCH):
-        key = STREAM[offset & MASK]
+        key = stream[offset & MASK]
         if offset % 5 == 0:
             put(key, offset)
         elif get(key) is None:
@@ -222,18 +232,20 @@ def _functools_setup() -> Any:
     return functools.lru_cache(maxsize=CAPACITY)(lambda key: key)
 
 
-def _functools_read_through(cached: Callable[[int], int], index: int) -> None:
+def _functools_read_through(
+    cached: Callable[[int], int], index: int, stream: list[int] = STREAM
+) -> None:
     start = index * BATCH
     for offset in range(start, start + BATCH):
-        cached(STREAM[offset & MASK])
+        cached(stream[offset & MASK])
 
 
 def _functools_mixed(cached: Any, index: int) -> None:
     raise Skip("functools.lru_cache cannot overwrite an entry")
 
 
-def throughput_contenders(mixed: bool) -> list[Contender]:
-    op = _mixed if mixed else _read_through
+def throughput_contenders(mixed: bool, stream: list[int] = STREAM) -> list[Contender]:
+    op = functools.partial(_mixed if mixed else _read_through, stream=stream)
     contenders = [
         Contender("blocks LRUCache", lambda: LRUCache(CAPACITY), op, items_per_op=BATCH),
         Contender("blocks TinyLFUCache", lambda: TinyLFUCache(CAPACITY), op, items_per_op=BATCH),
@@ -244,7 +256,10 @@ def throughput_contenders(mixed: bool) -> list[Contender]:
     if not mixed:
         contenders.append(
             Contender(
-                "functools.lru_cache", _functools_setup, _functools_read_through, items_per_op=BATCH
+                "functools.lru_cache",
+                _functools_setup,
+                functools.partial(_functools_read_through, stream=stream),
+                items_per_op=BATCH,
             )
         )
     return contenders
@@ -256,17 +271,14 @@ def main(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not getattr(args, "skip_throughput", False):
         ops = 500 if quick else 5_000
-        for mixed in (False, True):
-            name = "cache-mixed" if mixed else "cache-read-through"
+        for (stream_name, stream), mixed in itertools.product(STREAMS.items(), (False, True)):
+            name = f"cache-{'mixed' if mixed else 'read-through'}-{stream_name}"
+            workload = Workload(stream_name, ops=ops, rounds=3 if quick else 9, warmup_ops=ops // 5)
             try:
                 run_benchmark(
                     name,
-                    [
-                        Workload(
-                            "zipf-100k-keys", ops=ops, rounds=3 if quick else 9, warmup_ops=ops // 5
-                        )
-                    ],
-                    throughput_contenders(mixed),
+                    [workload],
+                    throughput_contenders(mixed, stream),
                     baseline="cachetools.LRUCache",
                     out_dir=out,
                 )

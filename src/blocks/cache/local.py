@@ -27,7 +27,7 @@ from blocks.cache.api import MISSING, CacheStats, EvictionPolicy
 from blocks.cache.arc import ArcPolicy
 from blocks.cache.lfu import LfuPolicy
 from blocks.cache.lru import LruPolicy
-from blocks.cache.tinylfu import TinyLfuPolicy
+from blocks.cache.tinylfu import READ_BUFFER_MAX, TinyLfuPolicy
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import InvalidArgument
 
@@ -260,7 +260,12 @@ class ARCCache(PolicyCache[K, V]):
 
 
 class TinyLFUCache(PolicyCache[K, V]):
-    """Adaptive W-TinyLFU cache: frequency-based admission with a hill-climbed window."""
+    """Adaptive W-TinyLFU cache: frequency-based admission with a hill-climbed window.
+
+    A hit only appends the key to the policy's read buffer; the policy applies buffered hits
+    in one batch when the buffer is full and before any decision that could see them (see
+    ``TinyLfuPolicy.drain_reads``), so its decisions are those of one hit at a time.
+    """
 
     def __init__(
         self,
@@ -271,7 +276,28 @@ class TinyLFUCache(PolicyCache[K, V]):
         adaptive: bool = True,
         window_fraction: float = 0.01,
     ) -> None:
-        super().__init__(
-            TinyLfuPolicy(capacity, rng=rng, adaptive=adaptive, window_fraction=window_fraction),
-            clock=clock,
+        policy = TinyLfuPolicy(
+            capacity, rng=rng, adaptive=adaptive, window_fraction=window_fraction
         )
+        super().__init__(policy, clock=clock)
+        self._reads = policy.reads
+        self._drain_reads = policy.drain_reads
+
+    def get(self, key: K, default: Any = MISSING) -> Any:
+        # PolicyCache.get with the policy's ``access`` inlined down to one list append.
+        try:
+            entry = self._entries.get(key)
+        except TypeError:
+            raise InvalidArgument(f"key of type {type(key).__name__} is not hashable") from None
+        if entry is not None:
+            deadline = entry[2]
+            if deadline is None or self._clock.monotonic() < deadline:
+                self._hits += 1
+                reads = self._reads
+                reads.append(key)
+                if len(reads) >= READ_BUFFER_MAX:
+                    self._drain_reads()
+                return entry[0]
+            self._expire(key)
+        self._misses += 1
+        return None if default is MISSING else default

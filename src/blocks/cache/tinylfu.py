@@ -18,16 +18,29 @@ The window size is tuned at run time by **hill climbing**, one step per sample o
 collapses on recency-heavy traces (newcomers never win a duel); a large window degenerates to
 LRU on loops; the climber walks between the two. Two climbers estimate the slope:
 
-* ``shadow`` (default) *measures* it. Two small ghost lists, each one step long, remember the
-  last candidates refused at the duel and the last victims evicted from main. A miss on a
-  refused candidate would have been a hit with a window one step larger; a miss on a main
-  victim would have been a hit with a main area one step larger. Each sample, the window
-  moves one step towards the side that collected more such misses, and stays put on a tie.
-  Comparing two areas on the same sample cancels the workload's own noise, which a
-  before/after comparison cannot, so small samples are safe and adaptation is fast.
+* ``shadow`` (default) *measures* it. Two small ghost lists remember the last candidates
+  refused at the duel and the last victims evicted from main. A miss on a refused candidate
+  would have been a hit with a larger window; a miss on a main victim would have been a hit
+  with a larger main area. Each sample, the window moves one step towards the side that
+  collected more such misses, and stays put on a tie. Comparing two areas on the same sample
+  cancels the workload's own noise, which a before/after comparison cannot, so small samples
+  are safe and adaptation is fast. Two corrections keep it honest. A candidate dropped with
+  no victim to duel (the main area is empty) goes to the *main* ghost: a larger main area
+  would have had room for it. Without that, a window that reached the whole cache could
+  never shrink again (it stayed at 100%, that is LRU, on Zipf streams). And the window's ghost
+  is only 3/4 of a step long: it counts what a larger window gains but not what the smaller
+  main area loses, which costs more, as main keeps the more frequent keys.
 * ``trial`` is Caffeine's climber: move, then compare the next sample's hit ratio with the
   previous one; keep going if it improved, turn around otherwise; steps decay by 2% per
   sample and restart when the hit ratio jumps by more than 5 points.
+
+Hits are cheap (Caffeine's read buffer). ``access`` only appends the key to ``reads``; the
+buffer is applied in one batch when it holds ``READ_BUFFER_MAX`` keys and before anything
+that could observe it (an insertion, a removal, ``window_max``). Applying it in order gives
+exactly the state that applying each hit at once would give, and a batch allows shortcuts:
+the sketch counts first, skipping keys already at the counters' cap (``saturated``), then the
+LRU areas move, each key once, at its last hit, when no promotion can interleave. Each
+resident key keeps its place in the sketch (``slots``), computed once at admission.
 """
 
 from __future__ import annotations
@@ -48,8 +61,12 @@ _STEP_FRACTION = 0.0625
 _STEP_DECAY = 0.98
 CLIMBERS = ("shadow", "trial")
 _RESTART_THRESHOLD = 0.05
+_WINDOW_GHOST_DISCOUNT = 0.75
+"""The window's ghost is this fraction of a step long (see the module docstring)."""
 READ_BUFFER_MAX = 256
 """Hits buffered before they are applied in one batch."""
+_SMALL_BATCH = 16
+"""Below this many hits a batch is applied one hit at a time (cheaper than deduplicating)."""
 
 
 class TinyLfuPolicy:
@@ -57,8 +74,8 @@ class TinyLfuPolicy:
 
     __slots__ = (
         "_capacity",
-        "_ghost_max",
         "_main_ghost",
+        "_main_ghost_max",
         "_misses_in_sample",
         "_previous_hit_ratio",
         "_probation",
@@ -75,6 +92,7 @@ class TinyLfuPolicy:
         "_votes",
         "_window",
         "_window_ghost",
+        "_window_ghost_max",
         "_window_max",
         "_window_weight",
         "adaptive",
@@ -125,7 +143,8 @@ class TinyLfuPolicy:
         self.climber = climber
         self._window_ghost: OrderedDict[Hashable, None] = OrderedDict()
         self._main_ghost: OrderedDict[Hashable, None] = OrderedDict()
-        self._ghost_max = max(1, round(step_fraction * capacity))
+        self._main_ghost_max = max(1, round(step_fraction * capacity))
+        self._window_ghost_max = max(1, round(_WINDOW_GHOST_DISCOUNT * step_fraction * capacity))
         self._votes = 0
 
     @property
@@ -172,6 +191,11 @@ class TinyLfuPolicy:
             return
         self.sketch.add_many(reads, self._slots)
         start, count = 0, len(reads)
+        if count < _SMALL_BATCH and count < self._sample_size - self._requests_in_sample:
+            self._move_one_by_one(reads)  # frequent misses: skip the batch machinery
+            self._requests_in_sample += count
+            reads.clear()
+            return
         while start < count:
             end = min(count, start + self._sample_size - self._requests_in_sample)
             self._move_on_hits(reads if start == 0 and end == count else reads[start:end])
@@ -183,17 +207,22 @@ class TinyLfuPolicy:
 
     def _move_on_hits(self, keys: list[Hashable]) -> None:
         protected, window = self._protected, self._window
-        if self._probation.keys().isdisjoint(keys):
+        last_hits = dict.fromkeys(reversed(keys))  # distinct keys, latest hit first
+        if self._probation.keys().isdisjoint(last_hits):
             # No promotions: moves inside protected and inside the window commute, and an
             # LRU list ends up ordered by each key's last hit, so each key moves once.
-            for key in reversed(dict.fromkeys(reversed(keys))):
-                if key in protected:
-                    protected.move_to_end(key)
-                else:
+            for key in reversed(last_hits):
+                if key in window:
                     window.move_to_end(key)
+                else:
+                    protected.move_to_end(key)
             return
+        self._move_one_by_one(keys)
+
+    def _move_one_by_one(self, keys: list[Hashable]) -> None:
+        protected, window = self._protected, self._window
         for key in keys:
-            if key in protected:  # the common case first: the main area's hot keys
+            if key in protected:
                 protected.move_to_end(key)
             elif key in window:
                 window.move_to_end(key)
@@ -263,15 +292,20 @@ class TinyLfuPolicy:
         if victim is None or not self._admit(candidate, victim):
             candidates.popleft()
             self._drop(candidate)
-            self._remember(self._window_ghost, candidate)
+            # Refused at the duel: a larger window would have kept it. With no victim at all
+            # the main area is empty, and a larger main area would have had room for it.
+            if victim is None:
+                self._remember(self._main_ghost, candidate, self._main_ghost_max)
+            else:
+                self._remember(self._window_ghost, candidate, self._window_ghost_max)
             return candidate
         self._drop(victim)
-        self._remember(self._main_ghost, victim)
+        self._remember(self._main_ghost, victim, self._main_ghost_max)
         return victim
 
-    def _remember(self, ghost: OrderedDict[Hashable, None], key: Hashable) -> None:
+    def _remember(self, ghost: OrderedDict[Hashable, None], key: Hashable, limit: int) -> None:
         ghost[key] = None
-        if len(ghost) > self._ghost_max:
+        if len(ghost) > limit:
             ghost.popitem(last=False)
 
     def _admit(self, candidate: Hashable, victim: Hashable) -> bool:
