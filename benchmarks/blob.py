@@ -1,17 +1,24 @@
 """``blocks bench blob``: S3 PUT/GET throughput via boto3, ours against moto, with the disk as
 the ceiling, plus erasure encode/decode speed.
 
-Contenders, all driven by the same unchanged boto3 client over HTTP on 127.0.0.1:
+Every server runs in its own process, as users run them (``blocks blob serve``,
+``python -m moto.server``), and the same unchanged boto3 client drives all of them over HTTP
+on 127.0.0.1:
 
-* ``blocks`` : ``blocks blob`` server, Reed-Solomon 4+2, fsync on (durable on return);
-* ``blocks-nofsync`` : the same without fsync (what moto, which keeps objects in memory or in
-  temporary files, is closer to);
-* ``moto`` : moto's S3 server (``ThreadedMotoServer``), the baseline.
+* ``moto`` : moto's S3 server, the baseline (it keeps objects in memory);
+* ``blocks`` : ``blocks blob serve``, Reed-Solomon 4+2, fsync on (durable on return);
+* ``blocks-nofsync`` : the same with ``--no-fsync``;
+* ``blocks@before`` (with ``--before-src DIR``): ``blocks blob serve`` from another source
+  tree, e.g. the last commit (``git archive HEAD src | tar -x -C DIR``), fsync on: before and
+  after side by side in one run.
 
-Workloads: PUT and GET of small (4 KiB) and large (64 MiB) objects, reported in MB/s of
-object bytes. Then two extra tables: the raw sequential write speed of the data directory's
-disk (4 MiB writes, one fsync at the end: the ceiling for large PUTs) and the erasure codec's
-encode / healthy decode / degraded decode (two shards lost) speed.
+Workloads, in MB/s of object bytes: PUT and GET of 4 KiB objects (one client thread, and PUT
+from 8 concurrent threads, where concurrent PUTs can share fsyncs), and of 64 MiB objects:
+a single PutObject, a GetObject, and ``upload_fileobj`` with boto3's default
+``TransferConfig`` (multipart in 8 MiB parts, 10 threads), which is what a user's large upload
+does. Then the raw sequential write speed of the data directory's disk (4 MiB writes, one
+fsync: the ceiling for large PUTs) and the erasure codec's encode / healthy decode /
+degraded decode speed.
 
 Peers are installed only for the benchmark:
 
@@ -22,10 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +47,7 @@ from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmar
 REQUIREMENTS = ["boto3", "moto[server]"]
 ACCESS, SECRET = "BENCHKEY", "bench-secret"
 MIB = 1024 * 1024
+START_TIMEOUT_S = 30.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--large-ops", type=int, default=3, help="large operations per round")
     parser.add_argument("--large-mib", type=int, default=64, help="size of a large object")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--data-dir", default=None, help="where our server stores (temp dir)")
+    parser.add_argument("--data-dir", default=None, help="where our servers store (temp dir)")
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="a src/ directory of another blocks tree to run as 'blocks@before'",
+    )
+    parser.add_argument("--only", default=None, help="run only workloads containing this text")
 
 
 def _boto3_client(endpoint: str) -> Any:
     try:
-        import boto3
-        from botocore.config import Config
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
     except ImportError as error:
         raise Skip("boto3 is not installed (pip install boto3)") from error
     return boto3.client(
@@ -58,70 +76,85 @@ def _boto3_client(endpoint: str) -> Any:
         aws_access_key_id=ACCESS,
         aws_secret_access_key=SECRET,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, max_pool_connections=16
+        ),
     )
 
 
-class _OurServer:
-    """A BlobServer on its own event loop thread, over a fresh data directory."""
-
-    def __init__(self, root: Path, fsync: bool) -> None:
-        from blocks.blob import LocalBlobStore
-        from blocks.blob.s3api import S3Config
-        from blocks.blob.server import BlobServer
-
-        self.directory = Path(tempfile.mkdtemp(prefix="blob-bench-", dir=root))
-        self.store = LocalBlobStore(self.directory, fsync=fsync)
-        self.server = BlobServer(self.store, config=S3Config(credentials={ACCESS: SECRET}))
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        if not started.wait(10):
-            raise RuntimeError("server did not start")
-        self.endpoint = self.server.endpoint
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(grace_s=2), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.store.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
-class _MotoServer:
-    def __init__(self) -> None:
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as error:
-            raise Skip('moto is not installed (pip install "moto[server]")') from error
-        import socket
+class _ServerProcess:
+    """A server in its own process on a free port, stopped with SIGINT (then killed)."""
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self.server.start()
-        self.endpoint = f"http://127.0.0.1:{port}"
+    def __init__(self, argv: Callable[[int], list[str]], env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            argv(self.port),
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise Skip(f"server exited at start: {argv(self.port)[:4]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise Skip("server did not start")
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def _blocks_server(root: Path, fsync: bool, src: str | None = None) -> Callable[[], Any]:
+    def start() -> Any:
+        directory = Path(tempfile.mkdtemp(prefix="blob-bench-", dir=root))
+
+        def argv(port: int) -> list[str]:
+            command = [sys.executable, "-m", "blocks", "blob", "serve", "--data-dir"]
+            command += [str(directory), "--listen", f"127.0.0.1:{port}"]
+            command += ["--access-key", ACCESS, "--secret-key", SECRET]
+            return command + ([] if fsync else ["--no-fsync"])
+
+        server = _ServerProcess(argv, {"PYTHONPATH": src} if src else None)
+        server.directory = directory  # type: ignore[attr-defined]
+        return server
+
+    return start
+
+
+def _moto_server() -> Any:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError as error:
+        raise Skip('moto is not installed (pip install "moto[server]")') from error
+    return _ServerProcess(lambda port: [sys.executable, "-m", "moto.server", "-p", str(port)])
 
 
 def _contender(
-    name: str, start: Callable[[], Any], size: int, operation: str, prefill: int
+    name: str, start: Callable[[], Any], size: int, operation: str, concurrency: int
 ) -> Contender:
     # Every PUT sends different bytes (a sliding window over random data), so that chunk
     # deduplication cannot skip the writes: we measure storing, not recognising.
     pool = os.urandom(size + 8 * 4096)
-    payload = pool[:size]
+    prefill = 16 if size <= MIB else 2
 
     def fresh(index: int) -> bytes:
         offset = 8 * (index % 4096) + 1
@@ -132,20 +165,32 @@ def _contender(
         client = _boto3_client(server.endpoint)
         client.create_bucket(Bucket="bench")
         for index in range(prefill):
-            client.put_object(Bucket="bench", Key=f"obj-{index}", Body=payload)
+            client.put_object(Bucket="bench", Key=f"obj-{index}", Body=pool[:size])
         return {"server": server, "client": client}
 
-    def op(state: dict[str, Any], index: int) -> None:
+    def one(state: dict[str, Any], index: int) -> None:
         client = state["client"]
         if operation == "put":
             client.put_object(Bucket="bench", Key=f"obj-{index % 16}", Body=fresh(index))
+        elif operation == "upload":
+            from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+
+            body = io.BytesIO(fresh(index))
+            client.upload_fileobj(body, "bench", f"mp-{index % 4}", Config=TransferConfig())
         else:
             body = client.get_object(Bucket="bench", Key=f"obj-{index % prefill}")["Body"].read()
             assert len(body) == size
 
+    async def concurrent(state: dict[str, Any], index: int) -> None:
+        await asyncio.to_thread(one, state, index)
+
     def teardown(state: dict[str, Any]) -> None:
         state["server"].stop()
+        directory = getattr(state["server"], "directory", None)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
+    op = concurrent if concurrency > 1 else one
     return Contender(name, setup, op, teardown, items_per_op=size)
 
 
@@ -201,42 +246,51 @@ def _erasure_rows(total_mib: int = 256) -> list[list[str]]:
     return rows
 
 
+def _workloads(args: argparse.Namespace) -> list[tuple[str, int, str, int, int]]:
+    """(name, object size, operation, concurrency, ops per round)."""
+    large, small_ops, large_ops = args.large_mib * MIB, args.small_ops, args.large_ops
+    label = f"{args.large_mib}m"
+    return [
+        ("put-4k", 4096, "put", 1, small_ops),
+        ("put-4k-x8", 4096, "put", 8, small_ops),
+        ("get-4k", 4096, "get", 1, small_ops),
+        (f"put-{label}", large, "put", 1, large_ops),
+        (f"upload-{label}-multipart", large, "upload", 1, large_ops),
+        (f"get-{label}", large, "get", 1, large_ops),
+    ]
+
+
+def _contenders(
+    args: argparse.Namespace, root: Path, size: int, operation: str, concurrency: int
+) -> list[Contender]:
+    contenders = [_contender("moto", _moto_server, size, operation, concurrency)]
+    if args.before_src:
+        start = _blocks_server(root, True, str(Path(args.before_src).resolve()))
+        contenders.append(_contender("blocks@before", start, size, operation, concurrency))
+    for name, fsync in (("blocks", True), ("blocks-nofsync", False)):
+        start = _blocks_server(root, fsync)
+        contenders.append(_contender(name, start, size, operation, concurrency))
+    return contenders
+
+
 def main(args: argparse.Namespace) -> int:
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="blob-bench-root-"))
     root.mkdir(parents=True, exist_ok=True)
-    large = args.large_mib * MIB
     summary: list[list[str]] = []
     try:
-        for label, size, ops, prefill in (
-            ("4k", 4096, args.small_ops, 16),
-            (f"{args.large_mib}m", large, args.large_ops, 2),
-        ):
-            for operation in ("put", "get"):
-                contenders = [
-                    _contender("moto", _MotoServer, size, operation, prefill),
-                    _contender("blocks", lambda: _OurServer(root, True), size, operation, prefill),
-                    _contender(
-                        "blocks-nofsync", lambda: _OurServer(root, False), size, operation, prefill
-                    ),
-                ]
-                workload = Workload(f"{operation}-{label}", ops=ops, rounds=args.rounds)
-                results = run_benchmark(
-                    f"blob-{operation}-{label}", [workload], contenders, "moto", args.out
-                )
-                for result in results:
-                    if result.skipped:
-                        summary.append([workload.name, result.contender, "skipped", "", ""])
-                        continue
-                    ratio = f"x{result.ratio:.2f}" if result.ratio is not None else "n/a"
-                    summary.append(
-                        [
-                            workload.name,
-                            result.contender,
-                            f"{result.throughput / 1e6:,.1f}",
-                            f"{result.p50_ms:.2f}",
-                            ratio,
-                        ]
-                    )
+        for name, size, operation, concurrency, ops in _workloads(args):
+            if args.only and args.only not in name:
+                continue
+            contenders = _contenders(args, root, size, operation, concurrency)
+            workload = Workload(name, ops=ops, concurrency=concurrency, rounds=args.rounds)
+            results = run_benchmark(f"blob-{name}", [workload], contenders, "moto", args.out)
+            for result in results:
+                if result.skipped:
+                    summary.append([name, result.contender, "skipped", "", ""])
+                    continue
+                ratio = f"x{result.ratio:.2f}" if result.ratio is not None else "n/a"
+                throughput = f"{result.throughput / 1e6:,.1f}"
+                summary.append([name, result.contender, throughput, f"{result.p50_ms:.2f}", ratio])
         progress("[blob] measuring raw disk write speed and erasure coding")
         disk = _disk_write_mb_s(root)
         summary.append(

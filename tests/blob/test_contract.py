@@ -27,6 +27,7 @@ def _check_ledger(store: BlobStore) -> None:
             expected.update(ref.chunk_id for ref in part.chunks)
     actual = {chunk_id: store.ledger.count(chunk_id) for chunk_id in store.ledger.referenced()}
     assert actual == dict(expected)
+    assert store.ledger.wait_for_deletes(), "background chunk removal did not finish"
     assert store.chunks.stored_chunk_ids() == set(expected)
 
 

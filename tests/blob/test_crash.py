@@ -83,6 +83,7 @@ def test_failed_upload_changes_nothing_and_leaks_nothing(tmp_path: Path) -> None
     with pytest.raises(OSError):
         store.put_object("bkt", "k", failing())  # type: ignore[arg-type]
     assert store.get_object("bkt", "k")[1] == b"old" * 100
+    assert store.ledger.wait_for_deletes()
     assert store.chunks.stored_chunk_ids() == set(store.ledger.referenced())
 
 

@@ -200,6 +200,7 @@ def test_every_operation_of_the_subset(s3: Any) -> None:
     client.delete_bucket(Bucket="photos")
     client.delete_bucket(Bucket="empty")
     assert client.list_buckets()["Buckets"] == []
+    assert server.store.ledger.wait_for_deletes()
     assert server.store.chunks.stored_chunk_ids() == set()
     # Over HTTPS boto3 sends aws-chunked bodies with a CRC32 trailer; over HTTP it signs them.
     assert (server.handler.aws_chunked_bodies > 0) == server.endpoint.startswith("https")

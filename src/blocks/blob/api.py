@@ -138,9 +138,11 @@ class BlobStore(Protocol):
 
     def iter_object(
         self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
-    ) -> tuple[ObjectInfo, Iterator[bytes]]:
-        """Like ``get_object`` but yields the bytes chunk by chunk. The manifest is fixed when
-        this returns; the chunks stay readable until the iterator is exhausted or closed."""
+    ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
+        """Like ``get_object`` but yields the bytes piece by piece as bytes-like objects
+        (views of what was read, not copies: join them or write them out; each stays valid
+        after the iterator moves on). The manifest is fixed when this returns; the chunks stay
+        readable until the iterator is exhausted or closed."""
         ...
 
     def delete_object(self, bucket: str, key: str) -> bool:

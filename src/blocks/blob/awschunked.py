@@ -13,7 +13,8 @@ and checks every signature; ``verify_checksums`` checks the ``x-amz-checksum-*``
 header or a trailer) and ``Content-MD5`` against the decoded payload. CRC32, SHA-1 and SHA-256
 are verified; CRC32C and CRC64NVME are accepted unverified (no fast implementation in the
 standard library), which docs/blob.md states. Every failure raises ``S3RequestError`` with
-S3's error code.
+S3's error code. ``PayloadChecks`` does the same checks piece by piece, for bodies that are
+stored while they arrive (``blob/streaming.py``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ import hmac
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from blocks.blob.sigv4 import SigningContext, chunk_signature, trailer_signature
 
-__all__ = ["DecodedBody", "S3RequestError", "decode_aws_chunked", "verify_checksums"]
+__all__ = [
+    "DecodedBody",
+    "PayloadChecks",
+    "S3RequestError",
+    "decode_aws_chunked",
+    "verify_checksums",
+]
 
 TRAILERS_MAX = 16
 _CHECKSUM_PREFIX = "x-amz-checksum-"
@@ -124,36 +132,70 @@ def _read_trailers(body: bytes, position: int) -> tuple[dict[str, str], list[str
     raise S3RequestError("InvalidRequest", "too many trailers")
 
 
-def _digest(algorithm: str, payload: bytes) -> bytes | None:
+class _Crc32:
+    """zlib's CRC32 behind hashlib's ``update``/``digest`` shape."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, piece: bytes | memoryview) -> None:
+        self._value = zlib.crc32(piece, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+def _hasher(algorithm: str) -> _Crc32 | Any | None:
     if algorithm == "crc32":
-        return zlib.crc32(payload).to_bytes(4, "big")
+        return _Crc32()
     if algorithm == "sha1":
-        return hashlib.sha1(payload, usedforsecurity=False).digest()
+        return hashlib.sha1(usedforsecurity=False)
     if algorithm == "sha256":
-        return hashlib.sha256(payload).digest()
-    return None
+        return hashlib.sha256()
+    return None  # crc32c, crc64nvme: accepted unverified (see the module docstring)
+
+
+class PayloadChecks:
+    """The ``x-amz-checksum-*`` and ``Content-MD5`` values of a request (headers or trailers,
+    lowercase names), checked against a payload fed piece by piece: ``update`` with every
+    piece in order, then ``finish``, which raises ``S3RequestError`` (BadDigest) on a mismatch
+    and returns the checksums to echo back."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._expected: list[tuple[str, str, Any]] = []
+        self.echoed: dict[str, str] = {}
+        md5 = values.get("content-md5")
+        if md5 is not None:
+            try:
+                expected = base64.b64encode(base64.b64decode(md5, validate=True)).decode()
+            except binascii.Error as error:
+                raise S3RequestError("InvalidDigest", "Content-MD5 is not base64") from error
+            self._expected.append(("Content-MD5", expected, hashlib.md5(usedforsecurity=False)))
+        for name, value in values.items():
+            if not name.startswith(_CHECKSUM_PREFIX) or name == "x-amz-checksum-type":
+                continue
+            algorithm = name[len(_CHECKSUM_PREFIX) :]
+            if algorithm == "algorithm":
+                continue
+            hasher = _hasher(algorithm)
+            if hasher is not None:
+                self._expected.append((f"the {algorithm} checksum", value, hasher))
+            self.echoed[name] = value
+
+    def update(self, piece: bytes | memoryview) -> None:
+        for _, _, hasher in self._expected:
+            hasher.update(piece)
+
+    def finish(self) -> dict[str, str]:
+        for what, expected, hasher in self._expected:
+            if base64.b64encode(hasher.digest()).decode() != expected:
+                raise S3RequestError("BadDigest", f"{what} does not match the body")
+        return self.echoed
 
 
 def verify_checksums(payload: bytes, values: Mapping[str, str]) -> dict[str, str]:
     """Check every ``x-amz-checksum-*`` and ``content-md5`` entry of ``values`` (headers or
     trailers, lowercase names) against ``payload``; return the checksums to echo back."""
-    echoed: dict[str, str] = {}
-    md5 = values.get("content-md5")
-    if md5 is not None:
-        try:
-            expected = base64.b64decode(md5, validate=True)
-        except binascii.Error as error:
-            raise S3RequestError("InvalidDigest", "Content-MD5 is not base64") from error
-        if expected != hashlib.md5(payload, usedforsecurity=False).digest():
-            raise S3RequestError("BadDigest", "Content-MD5 does not match the body")
-    for name, value in values.items():
-        if not name.startswith(_CHECKSUM_PREFIX) or name == "x-amz-checksum-type":
-            continue
-        algorithm = name[len(_CHECKSUM_PREFIX) :]
-        if algorithm == "algorithm":
-            continue
-        computed = _digest(algorithm, payload)
-        if computed is not None and base64.b64encode(computed).decode() != value:
-            raise S3RequestError("BadDigest", f"the {algorithm} checksum does not match")
-        echoed[name] = value
-    return echoed
+    checks = PayloadChecks(values)
+    checks.update(payload)
+    return checks.finish()

@@ -1,15 +1,19 @@
 """Chunks over shards: write a chunk as k+m framed shards, read it back from any k good ones.
 
 Theory of operation. ``write`` encodes a chunk with the codec, frames every payload with its
-checksum (``erasure.build_shard``) and puts shard ``i`` on the node ``placement`` picks for
+checksum (``erasure.shard_header``) and puts shard ``i`` on the node ``placement`` picks for
 index ``i``. It succeeds only if every shard was stored: a write that cannot reach all its
-nodes raises ``Unavailable`` and the caller decides (the store gives up the upload).
+nodes raises ``Unavailable`` and the caller decides (the store gives up the upload). Local
+directories flush in the background: ``write`` returns a ``Flush`` that the caller waits on
+before committing anything that references the chunk.
 
 ``read`` asks for the data shards first (for Reed-Solomon the first ``k`` hold the chunk as it
 is, so a healthy read never touches parity), then for more shards only while fewer than
 ``needed`` have proved good. A shard that is missing, unreadable, fails its checksum or names
-another chunk counts as bad. Once the chunk is decoded and its SHA-256 matches the id, the bad
-shards seen on the way are re-encoded and rewritten in place (read repair). Fewer than
+another chunk counts as bad. When the data shards are all good the chunk is just their
+payloads (``read_views``: views, no decoding, no copy); otherwise it is decoded and must match
+its SHA-256 id, and the bad shards seen on the way are re-encoded and rewritten in place
+(read repair). Fewer than
 ``needed`` good shards raise ``Corruption`` (or ``Unavailable`` when nodes were down): wrong
 bytes are never returned.
 
@@ -22,12 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from blocks.blob.durable import Flush
 from blocks.blob.erasure import (
     ErasureCodec,
     Shard,
     build_shard,
     chunk_id_of,
     parse_shard,
+    shard_header,
 )
 from blocks.blob.shards import ShardStore, placement
 from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Unavailable
@@ -61,23 +67,33 @@ class ChunkStore:
         return placement(chunk_id, self.ring, self.codec.total)
 
     def write(self, chunk: bytes, chunk_id: str | None = None) -> str:
-        """Store ``chunk`` as shards on its nodes; return its id (computed if not given)."""
+        """Store ``chunk`` durably as shards on its nodes; return its id (computed if not
+        given)."""
+        chunk_id, flush = self.write_deferred(chunk, chunk_id)
+        flush.wait()
+        return chunk_id
+
+    def write_deferred(self, chunk: bytes, chunk_id: str | None = None) -> tuple[str, Flush]:
+        """Like ``write`` but return at once with the flush that makes the shards durable
+        (already done for nodes that flush on return). Only for chunks nobody references
+        yet: their shards may be written in place."""
         if chunk_id is None:
             chunk_id = chunk_id_of(chunk)
         payloads = self.codec.encode(chunk)
-        by_node: dict[str, dict[int, bytes]] = {}
+        by_node: dict[str, dict[int, tuple[bytes, bytes]]] = {}
         for index, node in enumerate(self.locate(chunk_id)):
-            shard = build_shard(self.codec, index, len(chunk), chunk_id, payloads[index])
-            by_node.setdefault(node, {})[index] = shard
+            header = shard_header(self.codec, index, len(chunk), chunk_id, payloads[index])
+            by_node.setdefault(node, {})[index] = (header, payloads[index])
+        flush = Flush()
         for node, shards in by_node.items():
             store = self.nodes[node]
-            put_many = getattr(store, "put_shards", None)  # a batching store flushes once
-            if put_many is not None:
-                put_many(chunk_id, shards)
+            write_fresh = getattr(store, "write_shards", None)  # a local directory
+            if write_fresh is not None:
+                flush += write_fresh(chunk_id, shards)
                 continue
-            for index, shard in shards.items():
-                store.put_shard(chunk_id, index, shard)
-        return chunk_id
+            for index, (header, payload) in shards.items():
+                store.put_shard(chunk_id, index, header + payload)
+        return chunk_id, flush
 
     def _fetch(self, chunk_id: str, node: str, index: int) -> tuple[Shard | None, bool]:
         """(the shard if good, whether its node was unreachable)."""
@@ -100,6 +116,12 @@ class ChunkStore:
 
     def read(self, chunk_id: str, *, repair: bool = True) -> bytes:
         """The chunk's bytes, verified; bad shards met on the way are rewritten."""
+        views = self.read_views(chunk_id, repair=repair)
+        return bytes(views[0]) if len(views) == 1 else b"".join(views)
+
+    def read_views(self, chunk_id: str, *, repair: bool = True) -> list[memoryview]:
+        """The chunk as pieces to concatenate (views of the shards read, not copies),
+        verified; bad shards met on the way are rewritten."""
         locations = self.locate(chunk_id)
         good: dict[int, Shard] = {}
         bad: list[int] = []
@@ -113,10 +135,16 @@ class ChunkStore:
             else:
                 bad.append(index)
                 unreachable += down
+        if not bad and len(good) >= self.codec.needed:
+            sizes = {shard.chunk_size for shard in good.values()}
+            payloads = {index: shard.payload for index, shard in good.items()}
+            views = self.codec.data_views(payloads, sizes.pop()) if len(sizes) == 1 else None
+            if views is not None:
+                return views
         chunk = self._decode(chunk_id, good, unreachable)
         if repair and bad:
             self._rewrite(chunk_id, chunk, bad)
-        return chunk
+        return [memoryview(chunk)]
 
     def verify(self, chunk_id: str) -> VerifyResult:
         """Read every shard of ``chunk_id``; rewrite the bad ones if the chunk survives."""

@@ -5,8 +5,11 @@ to and including the blank line) to a ``RequestHead``; anything malformed raises
 ``HttpError(400)``, nothing else. The asyncio side (``read_request``) reads the head with a
 size limit, answers ``Expect: 100-continue`` once the caller has accepted the head (boto3
 waits for it before sending a body), and reads the body by ``Content-Length`` or by
-``Transfer-Encoding: chunked``, never more than ``body_bytes_max`` bytes. Responses are
-written whole; connections are kept alive unless the client asks to close them.
+``Transfer-Encoding: chunked``, never more than ``body_bytes_max`` bytes. ``RequestBody``
+offers the body whole or, for ``Content-Length`` bodies, piece by piece (a large PUT is
+stored while it arrives instead of being held in memory). A response carries its body
+whole or as ``pieces`` that the server writes as they are produced (a large GET is sent
+chunk by chunk); connections are kept alive unless the client asks to close them.
 
 Supported: HTTP/1.0 and 1.1, keep-alive, chunked request bodies (with trailers, which are
 dropped), ``Expect: 100-continue``. Not supported: pipelining beyond one request at a time
@@ -16,12 +19,14 @@ dropped), ``Expect: 100-continue``. Not supported: pipelining beyond one request
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 __all__ = [
     "HEAD_BYTES_MAX",
     "HttpError",
+    "RequestBody",
     "RequestHead",
     "Response",
     "parse_head",
@@ -175,14 +180,61 @@ async def _read_chunked(reader: asyncio.StreamReader, body_bytes_max: int) -> by
     raise HttpError(400, "too many trailer lines")
 
 
+class RequestBody:
+    """One request's body, read at most once: whole (``read_all``) or, when it has a
+    ``Content-Length``, piece by piece (``read_piece``). ``consumed`` tells the server
+    whether the connection is positioned at the next request."""
+
+    def __init__(self, reader: asyncio.StreamReader, head: RequestHead) -> None:
+        self._reader = reader
+        self._head = head
+        encoding = head.headers.get("transfer-encoding", "")
+        length_text = head.headers.get("content-length", "0")
+        self.length: int | None = None
+        """The body's size when known up front (``Content-Length``), else ``None``."""
+        if not encoding and length_text.isdigit():
+            self.length = int(length_text)
+        self._remaining = self.length or 0
+        self.started = False
+        self.consumed = self.length == 0
+
+    async def read_all(self, body_bytes_max: int) -> bytes:
+        """The whole body (de-chunked), at most ``body_bytes_max`` bytes."""
+        if self.started:
+            raise HttpError(500, "the body was already read")
+        self.started = True
+        data = await read_body(self._reader, self._head, body_bytes_max)
+        self.consumed = True
+        return data
+
+    async def read_piece(self, size: int) -> bytes:
+        """The next ``size`` bytes of a ``Content-Length`` body (fewer at its end), or
+        ``b""`` once it is all read."""
+        if self.length is None:
+            raise HttpError(500, "only Content-Length bodies are read piece by piece")
+        self.started = True
+        if not self._remaining:
+            return b""
+        try:
+            piece = await self._reader.readexactly(min(size, self._remaining))
+        except asyncio.IncompleteReadError as error:
+            raise HttpError(400, "connection closed inside the body") from error
+        self._remaining -= len(piece)
+        self.consumed = not self._remaining
+        return piece
+
+
 @dataclass(slots=True)
 class Response:
-    """A whole response. For HEAD the body is omitted but Content-Length still describes it."""
+    """A response. The body is ``body``, or ``pieces`` (a blocking iterator the server pulls
+    in a worker thread and closes when done) of ``content_length`` bytes in all. For HEAD the
+    body is omitted but Content-Length still describes it."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     content_length: int | None = None
+    pieces: Iterator[bytes | memoryview] | None = None
 
 
 def render_response(response: Response, *, head_only: bool, keep_alive: bool) -> list[bytes]:

@@ -9,9 +9,16 @@ committing a manifest) is deleted.
 
 ``acquire`` pins a chunk and writes it only if nobody holds it already: that is the
 deduplication. Two uploads racing on the same new chunk do not both write it: the second
-waits for the first's write to finish (or fail, and then writes it itself). ``release`` drops
-references; a chunk whose count reaches zero is deleted at once, under the lock, so a new
-``acquire`` can never see a count of one for a chunk that is being removed.
+waits for the first's write to finish (or fail, and then writes it itself). A fresh chunk's
+shards reach the disk in the background; ``make_durable`` is what a commit calls to wait for
+the chunks it references, whoever wrote them (a deduplicated chunk may still be in flight
+from another upload).
+
+``release`` drops references; a chunk whose count reaches zero is marked busy under the lock
+and its files are removed by a background thread (unlinking a few MiB of shards takes
+milliseconds that a PUT replacing an object should not wait for). An ``acquire`` of a busy
+chunk waits for the removal to finish and then writes it afresh, so a chunk being removed is
+never counted as held; ``wait_for_deletes`` lets tests and ``close`` see the quiet state.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from blocks.blob.chunks import ChunkStore
+from blocks.blob.durable import Flush
 from blocks.blob.erasure import chunk_id_of
 from blocks.blob.meta import ChunkRef
 
 __all__ = ["ChunkLedger"]
+
+_DELETERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-gc")
 
 
 class ChunkLedger:
@@ -34,7 +45,12 @@ class ChunkLedger:
         self.chunks = chunks
         self._counts: Counter[str] = Counter()
         self._writing: dict[str, threading.Event] = {}
+        """Chunks being written or removed right now; others wait on the event."""
+        self._flushes: dict[str, Flush] = {}
+        """Chunks written but maybe not durable yet (dropped once a commit saw them done)."""
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._deleting = 0
         self.chunks_written = 0
         self.chunks_deduplicated = 0
 
@@ -54,7 +70,8 @@ class ChunkLedger:
                 self._counts[ref.chunk_id] += 1
 
     def acquire(self, chunk: bytes) -> ChunkRef:
-        """Pin ``chunk``, writing it if no one holds it; the caller owns one reference."""
+        """Pin ``chunk``, writing it if no one holds it; the caller owns one reference. The
+        chunk may not be durable yet: commit only after ``make_durable``."""
         chunk_id = chunk_id_of(chunk)
         while True:
             with self._lock:
@@ -70,8 +87,11 @@ class ChunkLedger:
                     break
             pending.wait()
         try:
-            self.chunks.write(chunk, chunk_id)
+            _, flush = self.chunks.write_deferred(chunk, chunk_id)
             self.chunks_written += 1
+            if not flush.done():
+                with self._lock:
+                    self._flushes[chunk_id] = flush
         except BaseException:
             with self._lock:
                 self._drop_locked([chunk_id])
@@ -81,6 +101,19 @@ class ChunkLedger:
                 del self._writing[chunk_id]
             pending.set()
         return ChunkRef(chunk_id, len(chunk))
+
+    def make_durable(self, refs: Iterable[ChunkRef]) -> None:
+        """Return once every chunk in ``refs`` (held by the caller) is on disk; raises the
+        error of a flush that failed (the chunk cannot be trusted then)."""
+        with self._lock:
+            pending = [(ref.chunk_id, self._flushes.get(ref.chunk_id)) for ref in refs]
+        for chunk_id, flush in pending:
+            if flush is None:
+                continue
+            flush.wait()
+            with self._lock:
+                if self._flushes.get(chunk_id) is flush:
+                    del self._flushes[chunk_id]
 
     def pin(self, refs: Iterable[ChunkRef]) -> None:
         """Add one reference to chunks already held by someone (a reader's pin)."""
@@ -99,13 +132,35 @@ class ChunkLedger:
         for chunk_id in chunk_ids:
             held = self._counts[chunk_id]
             assert held > 0, f"releasing chunk {chunk_id[:12]} that nobody holds"
-            if held == 1:
-                del self._counts[chunk_id]
-                self.chunks.delete(chunk_id)
-                deleted += 1
-            else:
+            if held > 1:
                 self._counts[chunk_id] = held - 1
+                continue
+            del self._counts[chunk_id]
+            self._flushes.pop(chunk_id, None)
+            # Mark it busy now, remove it in the background (see the module docstring).
+            # An acquire of it waits; a failing write (in _writing already) deletes inline.
+            if chunk_id in self._writing:
+                self.chunks.delete(chunk_id)
+            else:
+                self._writing[chunk_id] = threading.Event()
+                self._deleting += 1
+                _DELETERS.submit(self._delete, chunk_id)
+            deleted += 1
         return deleted
+
+    def _delete(self, chunk_id: str) -> None:
+        try:
+            self.chunks.delete(chunk_id)
+        finally:
+            with self._lock:
+                self._writing.pop(chunk_id).set()
+                self._deleting -= 1
+                self._idle.notify_all()
+
+    def wait_for_deletes(self, timeout_s: float = 30.0) -> bool:
+        """Block until no background removal is pending; False on timeout."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._deleting == 0, timeout_s)
 
     def collect_orphans(self) -> int:
         """Delete stored chunks that nobody references (crash leftovers, missed deletes)."""

@@ -13,6 +13,11 @@ Layout under ``root``::
     uploads/<upload id>/upload              bucket, key, content type, user metadata
     uploads/<upload id>/part-<number>       part manifest
 
+A write can be split in two so that its fsync overlaps other work: ``stage_*`` writes the
+temporary file and starts flushing it in the background, ``publish`` waits for that flush and
+renames; ``sync_directory`` then makes the rename durable, shared among concurrent callers
+(``durable.GroupSync``: concurrent small PUTs into one bucket pay one directory fsync).
+
 Everything is loaded into memory at open (the store serves reads and listings from there);
 the files are the durable copy. The in-memory side is plain dicts owned by the caller, which
 holds its own lock.
@@ -20,6 +25,7 @@ holds its own lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -31,10 +37,11 @@ from typing import Any
 
 import xxhash
 
+from blocks.blob.durable import Flush, GroupSync, flush_descriptors
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError
 
-__all__ = ["ChunkRef", "Manifest", "MetadataFiles", "PartRecord", "UploadRecord"]
+__all__ = ["ChunkRef", "Manifest", "MetadataFiles", "PartRecord", "StagedWrite", "UploadRecord"]
 
 _CHECKSUM = struct.Struct("<Q")
 _RECORD_BYTES_MAX = 64 * 1024 * 1024
@@ -91,6 +98,16 @@ def _chunks_from_wire(value: Any) -> tuple[ChunkRef, ...]:
     return tuple(ChunkRef(str(chunk_id), int(size)) for chunk_id, size in value)
 
 
+def _part(part: PartRecord) -> dict[str, Any]:
+    return {
+        "n": part.number,
+        "e": part.etag,
+        "s": part.size,
+        "d": part.md5,
+        "c": _chunks_to_wire(part.chunks),
+    }
+
+
 def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
     return {
         "b": manifest.bucket,
@@ -119,6 +136,16 @@ def manifest_from_wire(value: Any) -> Manifest:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StagedWrite:
+    """A record written to ``temporary`` and being flushed; ``publish`` renames it to
+    ``final``."""
+
+    temporary: Path
+    final: Path
+    flush: Flush
+
+
 class MetadataFiles:
     """Reads and atomically writes the metadata files under ``root``."""
 
@@ -130,47 +157,70 @@ class MetadataFiles:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._counter = 0
         self._lock = threading.Lock()
+        self._directories = GroupSync()
 
     # -- paths -------------------------------------------------------------------------------
     def _object_path(self, bucket: str, key: str) -> Path:
         name = xxhash.xxh3_128_hexdigest(key.encode("utf-8"))
         return self.root / "objects" / bucket / name
 
+    def object_directory(self, bucket: str) -> Path:
+        """Where the bucket's manifests live (the directory a manifest rename changes)."""
+        return self.root / "objects" / bucket
+
     def _upload_dir(self, upload_id: str) -> Path:
         return self.root / "uploads" / upload_id
 
     # -- writes ------------------------------------------------------------------------------
     def _write(self, path: Path, value: Any) -> None:
+        self.publish(self._stage(path, value))
+        self.sync_directory(path.parent)
+
+    def _stage(self, path: Path, value: Any) -> StagedWrite:
         body = pack(value, size_max=_RECORD_BYTES_MAX)
         data = _CHECKSUM.pack(xxhash.xxh3_64_intdigest(body)) + body
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._counter += 1
             temporary = path.parent / f".tmp-{os.getpid()}-{self._counter}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                if self.fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
         except BaseException:
+            os.close(descriptor)
             temporary.unlink(missing_ok=True)
             raise
-        self._sync_dir(path.parent)
-
-    def _sync_dir(self, directory: Path) -> None:
         if not self.fsync:
-            return
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
             os.close(descriptor)
+            return StagedWrite(temporary, path, Flush())
+        return StagedWrite(temporary, path, flush_descriptors([descriptor]))
+
+    def publish(self, staged: StagedWrite) -> None:
+        """Wait until the staged record is on disk, then rename it into place (the caller
+        then calls ``sync_directory`` on its directory for the name to be durable too)."""
+        try:
+            staged.flush.wait()
+            os.replace(staged.temporary, staged.final)
+        except BaseException:
+            staged.temporary.unlink(missing_ok=True)
+            raise
+
+    def discard(self, staged: StagedWrite) -> None:
+        """Drop a staged record that will not be published."""
+        with contextlib.suppress(OSError):
+            staged.flush.wait()
+        staged.temporary.unlink(missing_ok=True)
+
+    def sync_directory(self, directory: Path) -> None:
+        """Make the renames and removals done in ``directory`` durable (group commit)."""
+        if self.fsync:
+            self._directories.sync(directory)
 
     def _remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        self._sync_dir(path.parent)
+        self.sync_directory(path.parent)
 
     def put_bucket(self, name: str, created_ms: int) -> None:
         (self.root / "objects" / name).mkdir(parents=True, exist_ok=True)
@@ -182,6 +232,14 @@ class MetadataFiles:
 
     def put_manifest(self, manifest: Manifest) -> None:
         self._write(self._object_path(manifest.bucket, manifest.key), manifest_to_wire(manifest))
+
+    def stage_manifest(self, manifest: Manifest) -> StagedWrite:
+        """Write the manifest to a temporary file and start flushing it (see ``publish``)."""
+        path = self._object_path(manifest.bucket, manifest.key)
+        return self._stage(path, manifest_to_wire(manifest))
+
+    def stage_part(self, part: PartRecord) -> StagedWrite:
+        return self._stage(self._upload_dir(part.upload_id) / f"part-{part.number}", _part(part))
 
     def delete_manifest(self, bucket: str, key: str) -> None:
         self._remove(self._object_path(bucket, key))
@@ -197,19 +255,12 @@ class MetadataFiles:
         self._write(self._upload_dir(upload.upload_id) / "upload", value)
 
     def put_part(self, part: PartRecord) -> None:
-        value = {
-            "n": part.number,
-            "e": part.etag,
-            "s": part.size,
-            "d": part.md5,
-            "c": _chunks_to_wire(part.chunks),
-        }
-        self._write(self._upload_dir(part.upload_id) / f"part-{part.number}", value)
+        self._write(self._upload_dir(part.upload_id) / f"part-{part.number}", _part(part))
 
     def delete_upload(self, upload_id: str) -> None:
         directory = self._upload_dir(upload_id)
         (directory / "upload").unlink(missing_ok=True)  # the commit point of the delete
-        self._sync_dir(directory)
+        self.sync_directory(directory)
         shutil.rmtree(directory, ignore_errors=True)
 
     # -- loading -----------------------------------------------------------------------------

@@ -125,6 +125,7 @@ class MultipartMixin:
         refs, size, digest = self._store_stream(data, PART_BYTES_MAX)
         part = PartRecord(upload_id, number, digest.hex(), size, digest, tuple(refs))
         try:
+            self.ledger.make_durable(refs)
             with self._lock:
                 self._check_open()
                 self._upload(bucket, key, upload_id)

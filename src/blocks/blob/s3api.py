@@ -1,12 +1,17 @@
 """The S3 request handler: authenticate, decode the body, route to the store, shape replies.
 
-Theory of operation. ``S3Handler.handle`` takes a parsed request head and two callbacks from
-the connection (send ``100 Continue``; read the body) and returns a whole ``Response``. The
-order matters: the signature is checked on the head *before* the body is read, so a client
-with a wrong key is refused without uploading anything; then the body is read (bounded),
-decoded if aws-chunked (verifying chunk signatures), checked against the signed SHA-256 and
-any ``x-amz-checksum-*`` or ``Content-MD5`` it came with, and only then handed to the store.
-Store calls run in worker threads (``asyncio.to_thread``) so the event loop keeps serving.
+Theory of operation. ``S3Handler.handle`` takes a parsed request head, a callback that sends
+``100 Continue`` and the request's body (``http.RequestBody``), and returns a ``Response``.
+The order matters: the signature is checked on the head *before* the body is read, so a
+client with a wrong key is refused without uploading anything. A large plain PUT or
+UploadPart body is then *streamed* into the store (``awschunked.StreamedPayload``): chunks are
+hashed, encoded and written while the rest arrives, and the signed SHA-256 and checksums are
+checked after the last byte, before the commit, so a mismatch commits nothing. Other bodies
+are read whole (bounded), decoded if aws-chunked (verifying chunk signatures), checked the
+same way and only then handed to the store. A GET answers with the object's pieces, which
+the server sends as they are read; the first piece is read here so that a missing or
+unreadable first chunk still gets a proper S3 error. Store calls run in worker threads
+(``asyncio.to_thread``) so the event loop keeps serving.
 
 Requests use path-style addressing (``/bucket/key``), which boto3 picks for an IP endpoint and
 the aws CLI accepts with ``addressing_style = path``. The operations are the issue's subset
@@ -16,7 +21,6 @@ plus HeadBucket and GetBucketLocation; anything else answers S3's ``NotImplement
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,8 +28,9 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo
-from blocks.blob.awschunked import S3RequestError, decode_aws_chunked, verify_checksums
-from blocks.blob.http import RequestHead, Response
+from blocks.blob.awschunked import S3RequestError, verify_checksums
+from blocks.blob.http import RequestBody, RequestHead, Response
+from blocks.blob.listing import resolve_range
 from blocks.blob.peers import SHARD_PREFIX, handle_shard_request
 from blocks.blob.s3xml import (
     complete_result,
@@ -37,7 +42,14 @@ from blocks.blob.s3xml import (
     parse_complete_request,
 )
 from blocks.blob.shards import ShardStore
-from blocks.blob.sigv4 import S3AuthError, SigningContext, verify_request
+from blocks.blob.sigv4 import S3AuthError, verify_request
+from blocks.blob.streaming import (
+    STREAM_PIECE_BYTES,
+    ObjectBody,
+    StreamedPayload,
+    decode_payload,
+    streamable,
+)
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import (
     BlocksError,
@@ -104,11 +116,11 @@ class S3Handler:
         self,
         head: RequestHead,
         send_continue: Callable[[], Awaitable[None]],
-        read_body: Callable[[int], Awaitable[bytes]],
+        body: RequestBody,
     ) -> Response:
         request_id = f"{next(self._request_ids):016X}"
         try:
-            response = await self._handle(head, send_continue, read_body)
+            response = await self._handle(head, send_continue, body)
         except S3AuthError as error:
             response = _error(403, error.code, error.message, head.raw_path, request_id)
         except S3RequestError as error:
@@ -125,14 +137,14 @@ class S3Handler:
         self,
         head: RequestHead,
         send_continue: Callable[[], Awaitable[None]],
-        read_body: Callable[[int], Awaitable[bytes]],
+        body: RequestBody,
     ) -> Response:
         if self.local_shards is not None and (
             head.raw_path == SHARD_PREFIX or head.raw_path.startswith(SHARD_PREFIX + "/")
         ):
-            body = await read_body(SHARD_BODY_BYTES_MAX)
+            data = await body.read_all(SHARD_BODY_BYTES_MAX)
             return await asyncio.to_thread(
-                handle_shard_request, head, body, self.local_shards, self.config.cluster_token
+                handle_shard_request, head, data, self.local_shards, self.config.cluster_token
             )
         context = None
         if self.config.credentials:
@@ -146,15 +158,27 @@ class S3Handler:
             )
         if head.headers.get("expect", "").lower() == "100-continue":
             await send_continue()
-        body = await read_body(self.config.body_bytes_max)
-        payload, checks = _decode_payload(head, body, context)
-        self.aws_chunked_bodies += payload is not body
+        if streamable(head, body):
+            payload_hash = head.headers.get("x-amz-content-sha256", "")
+            streamed = StreamedPayload(
+                body.read_piece,
+                asyncio.get_running_loop(),
+                head.headers,
+                payload_hash if _HEX64.match(payload_hash) else None,
+                getattr(self.store, "chunk_bytes", STREAM_PIECE_BYTES),
+            )
+            response = await self._route(head, streamed)
+            response.headers.update(streamed.echoed)
+            return response
+        data = await body.read_all(self.config.body_bytes_max)
+        payload, checks = decode_payload(head, data, context)
+        self.aws_chunked_bodies += payload is not data
         echoed = verify_checksums(payload, checks)
         response = await self._route(head, payload)
         response.headers.update(echoed)
         return response
 
-    async def _route(self, head: RequestHead, payload: bytes) -> Response:
+    async def _route(self, head: RequestHead, payload: bytes | StreamedPayload) -> Response:
         bucket, _, key = head.path.lstrip("/").partition("/")
         query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
         method = head.method
@@ -168,7 +192,7 @@ class S3Handler:
             return await self._get(head, bucket, key)
         elif method == "PUT":
             return await self._put(head, bucket, key, query, payload)
-        elif method == "POST":
+        elif method == "POST" and isinstance(payload, bytes):
             return await self._post(head, bucket, key, query, payload)
         elif method == "DELETE":
             if "uploadId" in query:
@@ -236,21 +260,32 @@ class S3Handler:
             return Response(200, _object_headers(info), content_length=info.size)
         byte_range = parse_range(head.headers.get("range"))
         try:
-            info, data = await asyncio.to_thread(self.store.get_object, bucket, key, byte_range)
+            info, pieces = await asyncio.to_thread(self.store.iter_object, bucket, key, byte_range)
         except InvalidArgument as error:
             if byte_range is None:
                 raise
             size = (await asyncio.to_thread(self.store.head_object, bucket, key)).size
             raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
+        body = ObjectBody(pieces)
+        try:
+            await asyncio.to_thread(body.prefetch)
+        except BaseException:
+            body.close()
+            raise
         headers = _object_headers(info)
+        start, stop = resolve_range(byte_range, info.size)
         if byte_range is None:
-            return Response(200, headers, data)
-        first = info.size - len(data) if byte_range[0] < 0 else byte_range[0]
-        headers["Content-Range"] = f"bytes {first}-{first + len(data) - 1}/{info.size}"
-        return Response(206, headers, data)
+            return Response(200, headers, content_length=stop - start, pieces=body)
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+        return Response(206, headers, content_length=stop - start, pieces=body)
 
     async def _put(
-        self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
+        self,
+        head: RequestHead,
+        bucket: str,
+        key: str,
+        query: dict[str, str],
+        payload: bytes | StreamedPayload,
     ) -> Response:
         if "x-amz-copy-source" in head.headers:
             raise S3RequestError("NotImplemented", "CopyObject is not implemented", 501)
@@ -295,31 +330,6 @@ class S3Handler:
             )
             return _xml(complete_result(f"/{bucket}/{key}", bucket, key, info.etag))
         raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
-
-
-def _decode_payload(
-    head: RequestHead, body: bytes, context: SigningContext | None
-) -> tuple[bytes, dict[str, str]]:
-    """The payload and the header or trailer values its checksums are checked against."""
-    headers = head.headers
-    payload_hash = headers.get("x-amz-content-sha256", "")
-    encodings = [e.strip() for e in headers.get("content-encoding", "").lower().split(",")]
-    checks = dict(headers)
-    if payload_hash.startswith("STREAMING-") or "aws-chunked" in encodings:
-        decoded = decode_aws_chunked(body, context)
-        declared = headers.get("x-amz-decoded-content-length")
-        if declared is not None and declared != str(len(decoded.payload)):
-            raise S3RequestError("IncompleteBody", "x-amz-decoded-content-length differs")
-        announced = headers.get("x-amz-trailer", "").lower()
-        if announced and announced not in decoded.trailers:
-            raise S3RequestError("IncompleteBody", f"the announced trailer {announced} is missing")
-        checks.update(decoded.trailers)
-        return decoded.payload, checks
-    if _HEX64.match(payload_hash) and hashlib.sha256(body).hexdigest() != payload_hash:
-        raise S3RequestError(
-            "XAmzContentSHA256Mismatch", "the body does not match x-amz-content-sha256"
-        )
-    return body, checks
 
 
 def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:

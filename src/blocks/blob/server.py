@@ -1,8 +1,10 @@
 """``BlobServer``: the S3-compatible HTTP endpoint in front of a ``BlobStore``.
 
 Theory of operation. One asyncio task per connection reads a request head, lets
-``S3Handler`` authenticate it and read the body through callbacks, writes the whole response
-and loops while the connection is kept alive. Connections are bounded (``connections_max``;
+``S3Handler`` authenticate it and read the body (``http.RequestBody``: whole, or piece by
+piece for a streamed PUT), writes the response (a streamed one piece by piece, pulling the
+next piece in a worker thread while the previous one is on the wire) and loops while the
+connection is kept alive. Connections are bounded (``connections_max``;
 past it new ones are closed at once) and an idle connection is dropped after
 ``idle_timeout_s``. ``stop()`` closes the listener, lets requests in flight finish for up to a
 grace period, then cancels the rest. TLS is optional (an ``ssl.SSLContext``); over HTTPS boto3
@@ -15,14 +17,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Iterator
 
 from blocks.blob.api import BlobStore
 from blocks.blob.http import (
-    HEAD_BYTES_MAX,
     HttpError,
+    RequestBody,
     RequestHead,
     Response,
-    read_body,
     read_head,
     render_response,
 )
@@ -34,6 +36,10 @@ from blocks.core.clock import Clock
 __all__ = ["BlobServer"]
 
 log = logging.getLogger(__name__)
+
+STREAM_BUFFER_BYTES = 1024 * 1024
+"""How much of a request the connection's reader buffers ahead (and the largest head it
+scans before giving up; ``http.parse_head`` still refuses heads over 64 KiB)."""
 
 
 class BlobServer:
@@ -71,7 +77,7 @@ class BlobServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, ssl=self.ssl_context, limit=HEAD_BYTES_MAX
+            self._accept, self.host, self.port, ssl=self.ssl_context, limit=STREAM_BUFFER_BYTES
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -144,18 +150,14 @@ class BlobServer:
         self, head: RequestHead, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; return whether the connection may serve another."""
-        body_state = {"read": False}
 
         async def send_continue() -> None:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
 
-        async def read(body_bytes_max: int, _head: RequestHead = head) -> bytes:
-            body_state["read"] = True
-            return await read_body(reader, _head, body_bytes_max)
-
+        body = RequestBody(reader, head)
         try:
-            response = await self.handler.handle(head, send_continue, read)
+            response = await self.handler.handle(head, send_continue, body)
         except HttpError as error:
             await _write(writer, _http_error(error), head_only=False, keep_alive=False)
             return False
@@ -164,13 +166,12 @@ class BlobServer:
             failure = _http_error(HttpError(500, "internal error"))
             await _write(writer, failure, head_only=False, keep_alive=False)
             return False
-        # A body we refused to read (a failed signature) leaves the stream unusable.
-        has_body = head.headers.get("content-length", "0") != "0" or (
-            "transfer-encoding" in head.headers
+        # A body we refused to read (a failed signature) or read only in part (a refused
+        # PUT) leaves the stream unusable.
+        keep_alive = head.keep_alive and body.consumed
+        return await _write(
+            writer, response, head_only=head.method == "HEAD", keep_alive=keep_alive
         )
-        keep_alive = head.keep_alive and (body_state["read"] or not has_body)
-        await _write(writer, response, head_only=head.method == "HEAD", keep_alive=keep_alive)
-        return keep_alive
 
 
 def _http_error(error: HttpError) -> Response:
@@ -181,7 +182,56 @@ def _http_error(error: HttpError) -> Response:
 
 async def _write(
     writer: asyncio.StreamWriter, response: Response, *, head_only: bool, keep_alive: bool
-) -> None:
-    for piece in render_response(response, head_only=head_only, keep_alive=keep_alive):
-        writer.write(piece)
-    await writer.drain()
+) -> bool:
+    """Send ``response``; return whether the connection may serve another request."""
+    pieces = response.pieces
+    try:
+        for piece in render_response(response, head_only=head_only, keep_alive=keep_alive):
+            writer.write(piece)
+        length = response.content_length or 0
+        if pieces is not None and not head_only and not await _stream(writer, pieces, length):
+            return False
+        await writer.drain()
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+    return keep_alive
+
+
+async def _stream(
+    writer: asyncio.StreamWriter, pieces: Iterator[bytes | memoryview], length: int
+) -> bool:
+    """Write the pieces, fetching the next one in a worker thread while the current one is
+    sent. A failure half-way aborts the connection: the client sees a short body, never
+    wrong bytes. Returns whether everything was sent."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[bytes | memoryview | None] | None = None
+    sent = 0
+    try:
+        pending = loop.run_in_executor(None, next, pieces, None)
+        while True:
+            piece = await pending
+            pending = None
+            if piece is None:
+                break
+            pending = loop.run_in_executor(None, next, pieces, None)
+            sent += len(piece)
+            writer.write(piece)
+            await writer.drain()
+    except ConnectionError:
+        writer.transport.abort()
+        return False
+    except Exception:
+        log.exception("response body failed after %d of %d bytes", sent, length)
+        writer.transport.abort()
+        return False
+    finally:
+        if pending is not None:  # let the thread leave the iterator before it is closed
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+    if sent != length:
+        log.error("response body was %d bytes, announced %d", sent, length)
+        writer.transport.abort()
+        return False
+    return True

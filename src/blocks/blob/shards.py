@@ -4,10 +4,15 @@ Theory of operation. A shard is addressed by ``(chunk_id, index)``. A node keeps
 as opaque byte strings; it neither parses nor verifies them (``erasure.parse_shard`` does, on
 the reading side, so a node cannot vouch for bytes it has silently rotted).
 
-* ``DirectoryShardStore`` keeps one file per shard under ``root/ab/cd/<chunk>.<index>``. A shard
-  is written to a temporary name, flushed (``fsync=True``) and renamed into place, so a crash
-  leaves either the whole old shard, the whole new one, or none: never a torn file under the
-  real name. The directory is fsynced after the rename so the name itself survives.
+* ``DirectoryShardStore`` keeps one file per shard under ``root/ab/cd/<chunk>.<index>``.
+  Replacing a shard (``put_shard``, read repair) writes a temporary name, flushes it and
+  renames it into place, so a crash leaves either the whole old shard or the whole new one.
+  A *fresh* chunk's shards (``write_shards``, used for chunks nobody references yet) are
+  written under their final names with one gathering write each and flushed in the
+  background (``durable.Flush``): until a manifest that waited for that flush commits, the
+  files belong to no object, and a crash that tears one leaves an orphan that fails its
+  checksum and is collected at the next open. Directories created on the way are flushed
+  into their parents too, so a shard's name survives a crash as well as its bytes.
 * ``MemoryShardStore`` keeps shards in a dict and can be switched off (``down``) or have
   shards corrupted or dropped: the fault injector for tests and simulations.
 
@@ -21,17 +26,18 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from blocks.blob.durable import Flush, flush_descriptors, fsync_directory
 from blocks.core.errors import InvalidArgument, NotFound, Unavailable
 from blocks.core.hashing import HashRing
 
 __all__ = ["DirectoryShardStore", "MemoryShardStore", "ShardStore", "placement"]
 
 _HEX = frozenset("0123456789abcdef")
+_READY_DIRECTORIES_MAX = 65536 + 256  # every ab/cd pair and every ab: bounded by the layout
 
 
 def _check_chunk_id(chunk_id: str) -> None:
@@ -125,6 +131,7 @@ class DirectoryShardStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._counter = 0
         self._lock = threading.Lock()
+        self._ready: set[Path] = set()
 
     def _directory(self, chunk_id: str) -> Path:
         _check_chunk_id(chunk_id)
@@ -137,13 +144,32 @@ class DirectoryShardStore:
     def put_shard(self, chunk_id: str, index: int, data: bytes) -> None:
         self.put_shards(chunk_id, {index: data})
 
-    def put_shards(self, chunk_id: str, shards: Mapping[int, bytes]) -> None:
-        """Store several shards of one chunk: write every temporary file, flush them all
-        concurrently (the file system can share one journal commit among them), rename each
-        into place and flush the shared directory once."""
+    def _prepare(self, chunk_id: str) -> tuple[Path, list[Path]]:
+        """The chunk's directory, created if needed, and the parents whose entries changed
+        (to flush when ``fsync`` is on). Known directories cost nothing after the first use."""
         directory = self._directory(chunk_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        if directory in self._ready:
+            return directory, []
+        parents = []
+        for path in (directory.parent, directory):
+            try:
+                path.mkdir()
+                parents.append(path.parent)
+            except FileExistsError:
+                pass
+        if len(self._ready) < _READY_DIRECTORIES_MAX:
+            self._ready.add(directory)
+        # A directory another thread just created may not be durable yet: flush its parent
+        # too when we cannot tell (the first use in this process).
+        return directory, (parents or [directory.parent]) if self.fsync else []
+
+    def put_shards(self, chunk_id: str, shards: Mapping[int, bytes]) -> None:
+        """Store several shards of one chunk, replacing any there: write every temporary
+        file, flush them all concurrently (the file system can share one journal commit
+        among them), rename each into place and flush the shared directory once."""
+        directory, parents = self._prepare(chunk_id)
         written: list[tuple[Path, Path]] = []
+        descriptors: list[int] = []
         try:
             for index, data in shards.items():
                 with self._lock:
@@ -151,18 +177,43 @@ class DirectoryShardStore:
                     name = f".tmp-{os.getpid()}-{threading.get_ident()}-{self._counter}"
                 temporary = directory / name
                 written.append((temporary, directory / f"{chunk_id}.{index}"))
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
+                descriptors.append(_create(temporary))
+                _write_all(descriptors[-1], (data,))
             if self.fsync:
-                list(_FLUSHERS.map(_fsync_path, [temporary for temporary, _ in written]))
+                pending, descriptors = descriptors, []
+                flush_descriptors(pending, parents).wait()
             for temporary, final in written:
                 os.replace(temporary, final)
         except BaseException:
             for temporary, _ in written:
                 temporary.unlink(missing_ok=True)
             raise
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
         if self.fsync:
-            _fsync_directory(directory)
+            fsync_directory(directory)
+
+    def write_shards(self, chunk_id: str, shards: Mapping[int, Sequence[bytes]]) -> Flush:
+        """Write a fresh chunk's shards (each given as pieces, written without joining them)
+        under their final names and return the ``Flush`` that makes them durable. Only for
+        chunks nobody references (see the module docstring); the caller waits on the flush
+        before committing anything that points at them."""
+        directory, parents = self._prepare(chunk_id)
+        descriptors: list[int] = []
+        try:
+            for index, pieces in shards.items():
+                descriptors.append(_create(directory / f"{chunk_id}.{index}"))
+                _write_all(descriptors[-1], pieces)
+        except BaseException:
+            for descriptor in descriptors:
+                os.close(descriptor)
+            raise
+        if not self.fsync:
+            for descriptor in descriptors:
+                os.close(descriptor)
+            return Flush()
+        return flush_descriptors(descriptors, [directory, *parents])
 
     def get_shard(self, chunk_id: str, index: int) -> bytes | None:
         try:
@@ -196,23 +247,20 @@ class DirectoryShardStore:
         return removed
 
 
-_FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-fsync")
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
 
 
-def _fsync_path(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _write_all(descriptor: int, pieces: Sequence[bytes]) -> None:
+    """Write every piece, in order, with as few system calls as the kernel allows."""
+    pending = [memoryview(piece) for piece in pieces if len(piece)]
+    while pending:
+        written = os.writev(descriptor, pending)
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
 
 
 def placement(chunk_id: str, ring: HashRing, total: int) -> list[str]:

@@ -1,11 +1,22 @@
 """``LocalBlobStore``: buckets and objects over erasure-coded, deduplicated chunks.
 
-Theory of operation. A put streams its bytes through the chunker; every chunk is pinned and,
-if new, written as shards (``ledger.ChunkLedger``). Only when every chunk is stored is the
-manifest written, by an atomic rename (``meta.MetadataFiles``); that rename is the commit
-point. A crash before it leaves chunks that no manifest references, which the next open
-deletes; a crash after it leaves the complete object. The previous object's chunks are released
-after the commit, and chunks nobody references any more are deleted.
+Theory of operation. A put streams its bytes through the chunk pipeline
+(``pipeline.store_stream``); every chunk is pinned and, if new, written as shards
+(``ledger.ChunkLedger``). Only when every chunk is stored *and flushed* is the manifest
+renamed into place (``meta.MetadataFiles``); that rename is the commit point. The manifest's
+temporary file is flushed while the shards are, so a small durable PUT costs two rounds of
+fsyncs: shards and manifest together, then the directory of the rename, which concurrent
+PUTs share. A crash before the rename leaves chunks that no manifest references, which the
+next open deletes; a crash after it leaves the complete object. The previous object's chunks
+are released after the commit, and chunks nobody references any more are deleted (in the
+background).
+
+The directory fsync runs outside the index lock, so commits do not queue behind each other's
+fsyncs; the index is updated after it, so a reader never sees an object a crash could still
+take away. Two commits of one key are ordered by their renames: each takes a sequence number
+when it renames, and only the latest rename may install itself in the index (a commit that a
+later rename or a delete overtook releases its chunks: the later operation won, as it did on
+disk).
 
 The in-memory index (buckets, a dict and a sorted key list per bucket, open uploads) is
 rebuilt from the metadata files at open and serves HEAD, GET's manifest lookup and listings.
@@ -21,7 +32,7 @@ in memory only (for tests and notebooks).
 from __future__ import annotations
 
 import bisect
-import hashlib
+import itertools
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,6 +51,7 @@ from blocks.blob.listing import (
 )
 from blocks.blob.meta import ChunkRef, Manifest, MetadataFiles
 from blocks.blob.multipart import MultipartMixin
+from blocks.blob.pipeline import split_chunks, store_stream
 from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
@@ -49,26 +61,6 @@ __all__ = ["DEFAULT_CHUNK_BYTES", "LocalBlobStore", "split_chunks"]
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 OBJECT_BYTES_MAX = 5 * 1024**3
 CHUNK_BYTES_MAX = 64 * 1024 * 1024
-
-
-def split_chunks(data: bytes | Iterable[bytes], chunk_bytes: int) -> Iterator[bytes]:
-    """Cut ``data`` (bytes, or pieces of any sizes) into chunks of exactly ``chunk_bytes``
-    except the last, which is shorter and never empty. Empty input yields nothing."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        view = memoryview(data)
-        for start in range(0, len(view), chunk_bytes):
-            yield bytes(view[start : start + chunk_bytes])
-        return
-    buffer = bytearray()
-    for piece in data:
-        if not isinstance(piece, bytes | bytearray | memoryview):
-            raise InvalidArgument(f"data pieces must be bytes, got {type(piece).__name__}")
-        buffer += piece
-        while len(buffer) >= chunk_bytes:
-            yield bytes(buffer[:chunk_bytes])
-            del buffer[:chunk_bytes]
-    if buffer:
-        yield bytes(buffer)
 
 
 def _info(manifest: Manifest) -> ObjectInfo:
@@ -84,15 +76,15 @@ def _info(manifest: Manifest) -> ObjectInfo:
     )
 
 
-class _PinnedReader(Iterator[bytes]):
+class _PinnedReader(Iterator[bytes | memoryview]):
     """Yields an object's pieces and drops the read's chunk pins exactly once: when
     exhausted, on error, on ``close()`` or when garbage collected unread."""
 
-    def __init__(self, pieces: Iterator[bytes], release: Callable[[], object]) -> None:
+    def __init__(self, pieces: Iterator[bytes | memoryview], release: Callable[[], object]) -> None:
         self._pieces = pieces
         self._release: Callable[[], object] | None = release
 
-    def __next__(self) -> bytes:
+    def __next__(self) -> bytes | memoryview:
         try:
             return next(self._pieces)
         except BaseException:
@@ -149,6 +141,9 @@ class LocalBlobStore(MultipartMixin):
         self._buckets: dict[str, int] = {}
         self._objects: dict[str, dict[str, Manifest]] = {}
         self._sorted: dict[str, list[str]] = {}
+        self._commit_order = itertools.count(1)
+        self._renamed: dict[tuple[str, str], int] = {}
+        """Per key with a commit in flight: the sequence number of its latest rename."""
         self._init_multipart()
         self._load()
 
@@ -215,35 +210,41 @@ class LocalBlobStore(MultipartMixin):
     ) -> tuple[list[ChunkRef], int, bytes]:
         """Chunk and store ``data``; return (pinned refs, size, md5 digest). On failure every
         pin taken so far is released."""
-        refs: list[ChunkRef] = []
-        md5 = hashlib.md5(usedforsecurity=False)
-        size = 0
-        try:
-            for chunk in split_chunks(data, self.chunk_bytes):
-                size += len(chunk)
-                if size > size_max:
-                    raise InvalidArgument(f"object larger than {size_max} bytes")
-                md5.update(chunk)
-                self._check_open()
-                refs.append(self.ledger.acquire(chunk))
-        except BaseException:
-            self.ledger.release(refs)
-            raise
-        return refs, size, md5.digest()
+        return store_stream(self.ledger, data, self.chunk_bytes, size_max, self._check_open)
 
     def _commit(self, manifest: Manifest, pinned: list[ChunkRef]) -> None:
-        """Make ``manifest`` visible (its chunks are pinned by the caller), release the old."""
+        """Make ``manifest`` visible (its chunks are pinned by the caller), release the old
+        (see the module docstring for the order of steps)."""
+        name = (manifest.bucket, manifest.key)
+        staged = self.files.stage_manifest(manifest) if self.files is not None else None
         try:
+            self.ledger.make_durable(pinned)
+            if staged is not None:
+                staged.flush.wait()  # not under the lock: commits must not queue on fsyncs
             with self._lock:
                 self._check_open()
+                self._bucket_index(manifest.bucket)
+                if staged is not None:
+                    assert self.files is not None
+                    self.files.publish(staged)
+                    staged = None
+                sequence = self._renamed[name] = next(self._commit_order)
+            if self.files is not None:
+                self.files.sync_directory(self.files.object_directory(manifest.bucket))
+            with self._lock:
+                if self._renamed.get(name) != sequence:  # overtaken: the later one won
+                    self.ledger.release(pinned)
+                    return
+                del self._renamed[name]
                 index = self._bucket_index(manifest.bucket)
-                if self.files is not None:
-                    self.files.put_manifest(manifest)
                 old = index.get(manifest.key)
                 index[manifest.key] = manifest
                 if old is None:
                     bisect.insort(self._sorted[manifest.bucket], manifest.key)
         except BaseException:
+            if staged is not None:
+                assert self.files is not None
+                self.files.discard(staged)
             self.ledger.release(pinned)
             raise
         if old is not None:
@@ -291,7 +292,7 @@ class LocalBlobStore(MultipartMixin):
 
     def iter_object(
         self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
-    ) -> tuple[ObjectInfo, Iterator[bytes]]:
+    ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
         with self._lock:
             manifest = self._manifest(bucket, key)
             start, stop = resolve_range(byte_range, manifest.size)
@@ -299,16 +300,20 @@ class LocalBlobStore(MultipartMixin):
         pieces = self._read_span(manifest, start, stop)
         return _info(manifest), _PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
 
-    def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[bytes]:
+    def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[memoryview]:
         offset = 0
         for ref in manifest.chunks:
             chunk_start, offset = offset, offset + ref.size
             if offset <= start or chunk_start >= stop:
                 continue
             self._check_open()
-            chunk = self.chunks.read(ref.chunk_id)
-            assert len(chunk) == ref.size, "chunk size differs from the manifest"
-            yield chunk[max(0, start - chunk_start) : min(ref.size, stop - chunk_start)]
+            first, last = max(0, start - chunk_start), min(ref.size, stop - chunk_start)
+            position = 0
+            for view in self.chunks.read_views(ref.chunk_id):
+                piece_start, position = position, position + len(view)
+                if position > first and piece_start < last:
+                    yield view[max(0, first - piece_start) : last - piece_start]
+            assert position == ref.size, "chunk size differs from the manifest"
 
     def get_object(
         self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
@@ -321,6 +326,7 @@ class LocalBlobStore(MultipartMixin):
         with self._lock:
             self._check_open()
             index = self._bucket_index(bucket)
+            self._renamed.pop((bucket, key), None)  # a commit in flight for the key lost
             manifest = index.pop(key, None)
             if manifest is None:
                 return False
@@ -378,6 +384,7 @@ class LocalBlobStore(MultipartMixin):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+        self.ledger.wait_for_deletes()
 
     def __enter__(self) -> LocalBlobStore:
         return self
