@@ -19,7 +19,7 @@ from blocks.kv.membership import (
     record_from_wire,
     record_to_wire,
 )
-from blocks.kv.messages import Handoff, HandoffAck, Send
+from blocks.kv.messages import Handoff, HandoffAck, PutAck, PutReplica, Send
 from blocks.kv.node import KVNodeCore, QuorumConfig
 from blocks.kv.versions import VersionVector, update
 
@@ -216,3 +216,30 @@ def test_rebalance_hands_keys_to_new_owners_and_drops_copies_it_no_longer_owns()
         assert holders == home, key
     assert not any(core.hints for core in cores.values())
     assert 0 < len(cores["d"].objects) < len(keys)
+
+
+def test_a_replica_write_from_a_stale_ring_reaches_the_home_nodes_and_leaves() -> None:
+    """After a ring change, a coordinator that has not heard of it yet replicates a write to
+    a node that is no longer home for the key: that node passes the copy on and drops it."""
+    clock = ManualClock()
+    ring = [HashRing(["a", "b", "c", "d"], vnodes=16)]
+    cores = {n: _core(n, ring, clock) for n in ("a", "b", "c", "d")}
+    old = HashRing(["a", "b", "c"], vnodes=16)
+    key = next(
+        k for k in (b"key-%d" % i for i in range(100)) if "d" in ring[0].preference_list(k, 3)
+    )
+    stray = next(n for n in old.preference_list(key, 3) if n not in ring[0].preference_list(key, 3))
+    obj = update(None, VersionVector(), "a", key, cores["a"].hlc.now())
+    replies = cores[stray].handle("a", PutReplica(7, key, obj))
+    assert [r.message for r in replies if isinstance(r, Send)] == [PutAck(7)]  # acked as usual
+    assert {owner for owner, _ in cores[stray].hints} == set(ring[0].preference_list(key, 3))
+    healthy = {"a", "b", "c", "d"}
+    for _ in range(3):
+        for effect in cores[stray].tick(healthy):
+            assert isinstance(effect, Send) and isinstance(effect.message, Handoff)
+            for reply in cores[effect.to].handle(stray, effect.message):
+                assert isinstance(reply, Send)
+                cores[stray].handle(effect.to, reply.message)
+    holders = {n for n, core in cores.items() if key in core.objects}
+    assert holders == set(ring[0].preference_list(key, 3))
+    assert not any(core.hints for core in cores.values())

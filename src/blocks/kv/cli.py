@@ -13,12 +13,15 @@ import binascii
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
 from blocks.cli import print_result
 from blocks.core.errors import BlocksError, InvalidArgument
+
+if TYPE_CHECKING:
+    from blocks.kv.service import TlsFiles
 
 __all__ = ["register"]
 
@@ -41,6 +44,10 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--lww", action="store_true", help="last-write-wins instead of siblings")
     serve.add_argument("--sync", choices=["always", "batch", "never"], default="batch")
     serve.add_argument("--token-file", default=None)
+    serve.add_argument("--tls-cert", default=None, metavar="PEM", help="this node's certificate")
+    serve.add_argument("--tls-key", default=None, metavar="PEM", help="its private key")
+    serve.add_argument("--tls-ca", default=None, metavar="PEM", help="CA that signed the peers")
+    serve.add_argument("--tls-server-name", default=None, help="name peers' certificates carry")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
@@ -70,6 +77,10 @@ def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, metavar="HOST:PORT[,HOST:PORT]")
     parser.add_argument("--token-file", default=None)
+    parser.add_argument("--tls-ca", default=None, metavar="PEM", help="speak TLS, trusting it")
+    parser.add_argument(
+        "--tls-server-name", default=None, help="name the nodes' certificates carry"
+    )
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--json", action="store_true")
     return parser
@@ -116,7 +127,13 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
     from blocks.kv.client import connect
 
     async def main() -> Any:
-        client = await connect(args.cluster, token=_token(args.token_file), timeout_s=args.timeout)
+        client = await connect(
+            args.cluster,
+            token=_token(args.token_file),
+            timeout_s=args.timeout,
+            tls_ca=None if args.tls_ca is None else Path(args.tls_ca),
+            tls_server_name=args.tls_server_name,
+        )
         try:
             return await action(client)
         finally:
@@ -156,12 +173,28 @@ def _peers(specs: list[str]) -> dict[str, str]:
     return peers
 
 
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    from blocks.kv.service import TlsFiles
+
+    given = [args.tls_cert, args.tls_key, args.tls_ca]
+    if not any(given):
+        if args.tls_server_name is not None:
+            raise InvalidArgument("--tls-server-name needs --tls-cert, --tls-key and --tls-ca")
+        return None
+    if not all(given):
+        raise InvalidArgument("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+    return TlsFiles(
+        Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca), args.tls_server_name
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from blocks.kv.driver import NodeConfig
     from blocks.kv.node import QuorumConfig
     from blocks.kv.service import build_node
 
     async def main() -> None:
+        tls = _tls_files(args)
         quorum = QuorumConfig(
             replicas=args.replicas,
             read_quorum=args.read_quorum,
@@ -177,6 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
             token=_token(args.token_file),
             config=NodeConfig(quorum=quorum),
             sync=args.sync,
+            tls=tls,
         )
         await process.server.start()
         print_result(

@@ -7,8 +7,12 @@ same ``HashRing`` the nodes use, and sends each request to the first healthy hom
 key, so a put usually costs one hop to its coordinator plus the replication. When a node is
 unreachable (``Unavailable``) it tries the key's next node and puts the unreachable one last
 for ``AVOID_S``; its view of the members is refreshed every ``REFRESH_INTERVAL_S``. It never
-retries a ``Timeout`` (the write may have landed). With ``balance="random"`` each request goes to a random healthy home node instead, which spreads
-coordination (and makes concurrent writes through different coordinators more likely).
+retries a ``Timeout`` (the write may have landed). A connection lost after a put was sent is
+also ``Unavailable`` and is retried, so a put is at least once: when the first coordinator
+had already replicated it, the key shows the value twice, as two siblings, until a write
+with a read's context resolves them. With ``balance="random"`` each request goes to a random
+healthy home node instead, which spreads coordination (and makes concurrent writes through
+different coordinators more likely).
 
 Versions: ``get`` returns a ``Versioned`` whose ``siblings`` are all concurrent live values
 (one when there is no conflict) and whose ``context`` is an opaque token. ``put``/``delete``
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +39,8 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.core.hashing import HashRing
+from blocks.core.rpc import PemSource
+from blocks.core.tcp_tls import check_tls_context, client_tls_context
 from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import (
     FrameDecoder,
@@ -243,7 +250,11 @@ class KVClient:
         return Versioned.of(None if reply is None else object_from_wire(reply))
 
     async def keys(self, limit: int = KEYS_LIMIT_MAX) -> list[bytes]:
-        """Every live key: the union of what each node holds, each confirmed by a read."""
+        """Every live key: the union of what each node holds live, each confirmed by a read.
+
+        A key live in the cluster is live on at least one replica (a quorum read merges
+        replicas' copies), so leaving out each node's tombstones loses nothing; the read
+        drops keys a replica holds live only because it missed a delete."""
         await self.refresh()
         candidates: set[bytes] = set()
         for node in self._ring.nodes:
@@ -288,26 +299,38 @@ async def connect(
     token: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     value_bytes_max: int = VALUE_BYTES_MAX_DEFAULT,
+    tls_ca: PemSource | ssl.SSLContext | None = None,
+    tls_server_name: str | None = None,
 ) -> KVClient:
-    """A client for the cluster that any of ``addresses`` (``host:port``) belongs to."""
+    """A client for the cluster that any of ``addresses`` (``host:port``) belongs to.
+
+    ``tls_ca`` (PEM bytes, a path, or a ready client ``ssl.SSLContext``, say with a client
+    certificate) makes every connection TLS, accepting only nodes whose certificate that CA
+    signed for the host dialed (or ``tls_server_name``); ``InvalidArgument`` if it cannot be
+    loaded. A node that speaks TLS refuses a client that does not, and the other way round.
+    """
     if isinstance(addresses, str):
         addresses = addresses.split(",")
     targets = [parse_address(a.strip()) for a in addresses if a.strip()]
     if not targets:
         raise InvalidArgument("connect needs at least one HOST:PORT")
+    tls = _client_tls(tls_ca, tls_server_name)
     name = f"client-{random.getrandbits(48):012x}"
     seeds: dict[str, tuple[str, int]] = {}
     last_error: Exception | None = None
     for target in targets:
         try:
-            seeds[await probe_name(target, name, token, timeout_s)] = target
+            probe = probe_name(target, name, token, timeout_s, tls=tls, server_name=tls_server_name)
+            seeds[await probe] = target
         except (BlocksError, OSError, TimeoutError) as error:
             last_error = error
     if not seeds:
         if isinstance(last_error, Unauthenticated):
             raise last_error
         raise Unavailable(f"no kv node answered at {targets}: {last_error}")
-    transport = TcpTransport(name, listen=None, peers=seeds, token=token)
+    transport = TcpTransport(
+        name, listen=None, peers=seeds, token=token, tls_ca=tls, tls_server_name=tls_server_name
+    )
     client = KVClient(
         transport, seeds, timeout_s=timeout_s, value_bytes_max=value_bytes_max, owns_transport=True
     )
@@ -319,13 +342,35 @@ async def connect(
     return client
 
 
+def _client_tls(
+    tls_ca: PemSource | ssl.SSLContext | None, server_name: str | None
+) -> ssl.SSLContext | None:
+    if tls_ca is None:
+        if server_name is not None:
+            raise InvalidArgument("tls_server_name needs tls_ca")
+        return None
+    if isinstance(tls_ca, ssl.SSLContext):
+        return check_tls_context(tls_ca, server_side=False)
+    return client_tls_context(tls_ca)
+
+
 async def probe_name(
-    address: tuple[str, int], client_name: str, token: str | None, timeout_s: float
+    address: tuple[str, int],
+    client_name: str,
+    token: str | None,
+    timeout_s: float,
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> str:
     """The node name a data-path listener answers with (its ``WELCOME``), so a client that
-    knows only addresses can greet nodes by name."""
+    knows only addresses can greet nodes by name. With ``tls`` the probe is a TLS connection
+    that checks the listener's certificate for ``server_name`` (default: the host)."""
+    tls_options: dict[str, Any] = {}
+    if tls is not None:
+        tls_options = {"ssl": tls, "server_hostname": server_name or address[0]}
     async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(*address)
+        reader, writer = await asyncio.open_connection(*address, **tls_options)
         try:
             writer.write(encode_frame([FrameKind.HELLO, client_name, token]))
             decoder = FrameDecoder()

@@ -5,10 +5,10 @@ sources and carries out what they return:
 
 * **Inbound messages** (``Transport.serve``): a list whose first element is an int is a peer
   message (``wire.decode_peer_message``): gossip goes to ``Membership``, the rest to
-  ``KVNodeCore.handle``. A list starting with a str is a client request (``requests``):
-  ``put``/``get`` become ``coordinate_put``/``coordinate_get`` with a fresh request id and a
-  future that the core's ``Reply``/``Fail`` resolves. A put that reaches a node outside the
-  key's replicas is forwarded once to the first one.
+  ``KVNodeCore.handle``. A list starting with a str is a client request, answered by
+  ``driver_requests``: ``put``/``get`` become ``coordinate_put``/``coordinate_get`` here, with
+  a fresh request id and a future that the core's ``Reply``/``Fail`` resolves. A put that
+  reaches a node outside the key's replicas is forwarded once to the first one.
 * **Time**: every ``tick_s`` the core expires requests and hands off hints; every
   ``gossip_interval_s`` membership gossips; every ``anti_entropy_interval_s`` the node runs a
   Merkle exchange with one random healthy peer.
@@ -20,6 +20,9 @@ steps of one loop iteration share one save (one fsync), then their acks and repl
 Sends go through a bounded queue per peer (``outbox_max``; overflow is dropped and counted, as
 the protocol tolerates loss). Clients' own failures (bad input) raise ``InvalidArgument``
 back over the transport; a malformed peer message is counted and dropped.
+
+Around this module: ``driver_config`` (``NodeConfig``), ``driver_requests`` (client verbs,
+forwarding, reports) and ``driver_io`` (per-peer outboxes, the save step).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import asyncio
 import random
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
@@ -43,49 +45,23 @@ from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
 from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import Transport
+from blocks.kv.driver_config import NodeConfig
 from blocks.kv.driver_io import Outbox, held_flush
-from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT
-from blocks.kv.membership import Membership, MembershipConfig
+from blocks.kv.driver_requests import (
+    answer_client_request,
+    forward_put,
+    members_report,
+    status_report,
+)
+from blocks.kv.membership import Membership
 from blocks.kv.messages import Effect, Fail, Reply, Send
-from blocks.kv.node import KVNodeCore, QuorumConfig
+from blocks.kv.node import KVNodeCore
 from blocks.kv.persist import MemoryObjectStore, ObjectStore
-from blocks.kv.requests import (
-    PutResult,
-    parse_address,
-    parse_get,
-    parse_keys_limit,
-    parse_put,
-    parse_put_reply,
-)
-from blocks.kv.versions import (
-    VersionedObject,
-    VersionVector,
-    encode_context,
-    object_to_wire,
-)
+from blocks.kv.requests import PutResult, parse_address
+from blocks.kv.versions import VersionedObject, VersionVector
 from blocks.kv.wire import Gossip, decode_peer_message, encode_peer_message
 
 __all__ = ["KVNode", "NodeConfig"]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    quorum: QuorumConfig = field(default_factory=QuorumConfig)
-    membership: MembershipConfig = field(default_factory=MembershipConfig)
-    tick_s: float = 0.05
-    gossip_interval_s: float = 0.2
-    anti_entropy_interval_s: float = 2.0
-    vnodes: int = 64
-    spares: int = 3
-    value_bytes_max: int = VALUE_BYTES_MAX_DEFAULT
-    outbox_max: int = 10_000
-
-    def __post_init__(self) -> None:
-        for name in ("tick_s", "gossip_interval_s", "anti_entropy_interval_s"):
-            if not getattr(self, name) > 0:
-                raise InvalidArgument(f"{name} must be > 0")
-        if self.spares < 0 or self.outbox_max < 1 or self.value_bytes_max < 0:
-            raise InvalidArgument("spares >= 0, outbox_max >= 1 and value_bytes_max >= 0")
 
 
 class KVNode:
@@ -225,7 +201,7 @@ class KVNode:
             owner = refusal.details["owner"]
             if hops >= 1 or owner is None:
                 raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
-            return await self._forward_put(owner, key, value, context, write_quorum, timeout_s)
+            return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
         self._run(effects)
         obj = await self._wait(request_id, future, timeout_s)
         assert obj is not None, "a put always replies with the object it wrote"
@@ -239,23 +215,6 @@ class KVNode:
         request_id, future = self._new_request()
         self._run(self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum))
         return await self._wait(request_id, future, timeout_s)
-
-    async def _forward_put(
-        self,
-        owner: str,
-        key: bytes,
-        value: bytes | None,
-        context: VersionVector | None,
-        write_quorum: int | None,
-        timeout_s: float | None,
-    ) -> PutResult:
-        self.counters["forwarded"] += 1
-        wire_context = None if context is None else encode_context(context)
-        request = ["put", key, value, wire_context, write_quorum, timeout_s, 1]
-        reply = await self.transport.request(
-            owner, request, timeout_s or self.config.quorum.timeout_s * 2
-        )
-        return parse_put_reply(reply)
 
     def _new_request(self) -> tuple[int, asyncio.Future[VersionedObject | None]]:
         self._next_request_id += 1
@@ -298,34 +257,8 @@ class KVNode:
                 self._run(self.core.handle(source, decoded))
             return None
         if isinstance(message, list) and message and isinstance(message[0], str):
-            return await self._client_request(message)
+            return await answer_client_request(self, message)
         raise InvalidArgument("a request must be [verb, ...]")
-
-    async def _client_request(self, raw: list[Any]) -> Any:
-        replicas = self.config.quorum.replicas
-        verb = raw[0]
-        if verb == "put":
-            put = parse_put(raw, replicas, self.config.value_bytes_max)
-            result = await self.put(
-                put.key,
-                put.value,
-                put.context,
-                write_quorum=put.write_quorum,
-                timeout_s=put.timeout_s,
-                hops=put.hops,
-            )
-            return [object_to_wire(result.obj), result.coordinator]
-        if verb == "get":
-            get = parse_get(raw, replicas)
-            obj = await self.get(get.key, read_quorum=get.read_quorum, timeout_s=get.timeout_s)
-            return None if obj is None else object_to_wire(obj)
-        if verb == "members" and len(raw) == 1:
-            return self.members()
-        if verb == "status" and len(raw) == 1:
-            return self.status()
-        if verb == "keys":
-            return sorted(self.core.objects)[: parse_keys_limit(raw)]
-        raise InvalidArgument(f"unknown request {verb!r}")
 
     def _on_gossip(self, source: str, gossip: Gossip) -> None:
         changed = self.membership.handle_gossip(source, gossip.records)
@@ -421,27 +354,16 @@ class KVNode:
         )
 
     def members(self) -> dict[str, Any]:
-        healthy = self.membership.healthy()
-        nodes = [[n, a, n in healthy] for n, a in sorted(self.membership.addresses().items())]
-        return {
-            "nodes": nodes,
-            "replicas": self.config.quorum.replicas,
-            "vnodes": self.config.vnodes,
-        }
+        """The members reply a client builds its ring from (``driver_requests``)."""
+        return members_report(self)
 
     def status(self) -> dict[str, Any]:
-        healthy = self.membership.healthy()
-        return {
-            "node": self.node_id,
-            "members": {
-                n: ("healthy" if n in healthy else "unreachable")
-                for n in self.membership.ring_members()
-            },
-            "keys": len(self.core.objects),
-            "hints_pending": len(self.core.hints),
-            "requests_in_flight": len(self._waiting),
-            "counters": dict(self.counters),
-        }
+        """This node's status report (``driver_requests``)."""
+        return status_report(self)
+
+    @property
+    def requests_in_flight(self) -> int:
+        return len(self._waiting)
 
 
 def _refusal(effects: list[Effect]) -> BlocksError | None:

@@ -9,14 +9,16 @@ requests. A driver carries them out; the simulator in the tests does the same wi
   ``replicas`` are its *home* nodes.
 * **Sloppy quorum.** A request goes to the home nodes the caller reports healthy; each home
   node that is down is replaced by the next healthy node past the home list, which stores
-  the write with a *hint* naming the owner. ``W`` acks (the coordinator's own write counts)
-  answer a put, ``R`` replies answer a get; fewer targets than ``W``/``R`` fail at once with
-  ``Unavailable``, no quorum before the deadline fails with ``Timeout`` (the write may still
-  have landed on some replicas).
+  the write with a *hint* naming the owner (``quorum.plan_targets``, ``quorum.HintSet``).
+  ``W`` acks (the coordinator's own write counts) answer a put, ``R`` replies answer a get;
+  fewer targets than ``W``/``R`` fail at once with ``Unavailable``, no quorum before the
+  deadline fails with ``Timeout`` (the write may still have landed on some replicas).
 * **Versions.** The coordinator of a put must be one of its targets: it makes the new dotted
   version from its own copy (``versions.update``) and replicates the result; replicas merge.
 * **Hinted handoff.** ``tick`` sends hinted objects to owners that are healthy again; on
   their ack the hint goes, and so does the copy if this node is not a home node for the key.
+  A copy that arrives without a hint for a key this node is not home for (sent by a node
+  whose ring is older) is owed to the home nodes the same way.
 * **Read repair.** When a get has heard every target (or its deadline passes), replicas whose
   copy differs from the merged result are sent the merged object.
 * **Anti-entropy.** ``start_anti_entropy(peer)`` sends the leaf hashes of a Merkle tree over
@@ -30,7 +32,7 @@ counts only if its other replicas ack it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import xxhash
@@ -61,6 +63,7 @@ from blocks.kv.messages import (
     SyncLeaves,
     SyncObjects,
 )
+from blocks.kv.quorum import HintSet, QuorumConfig, plan_targets
 from blocks.kv.versions import VersionedObject, VersionVector, merge, object_to_wire, update
 
 __all__ = [
@@ -84,96 +87,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class QuorumConfig:
-    replicas: int = 3
-    read_quorum: int = 2
-    write_quorum: int = 2
-    timeout_s: float = 1.0
-    lww: bool = False
-    merkle_depth: int = 8
-    pending_max: int = 10_000
-    hints_max: int = 100_000
-    handoff_batch_max: int = 64
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise InvalidArgument("replicas must be >= 1")
-        for name, value in (("read_quorum", self.read_quorum), ("write_quorum", self.write_quorum)):
-            if not 1 <= value <= self.replicas:
-                raise InvalidArgument(f"{name} must be in [1, replicas={self.replicas}]")
-        if self.timeout_s <= 0:
-            raise InvalidArgument("timeout_s must be > 0")
-
-
 def object_digest(obj: VersionedObject) -> bytes:
     return xxhash.xxh3_64_digest(pack(object_to_wire(obj)))
-
-
-def plan_targets(
-    order: list[str], healthy: set[str], replicas: int
-) -> list[tuple[str, str | None]]:
-    """``(node, hint_owner)`` per home node: itself if healthy, else the next healthy spare."""
-    spares = [node for node in order[replicas:] if node in healthy]
-    targets: list[tuple[str, str | None]] = []
-    for home in order[:replicas]:
-        if home in healthy:
-            targets.append((home, None))
-        elif spares:
-            targets.append((spares.pop(0), home))
-    return targets
-
-
-class HintSet:
-    """``(owner, key)`` pairs with an index by key, so per-key questions are O(1)."""
-
-    __slots__ = ("_by_key", "_size")
-
-    def __init__(self) -> None:
-        self._by_key: dict[bytes, set[str]] = {}
-        self._size = 0
-
-    def add(self, hint: tuple[str, bytes]) -> None:
-        owner, key = hint
-        owners = self._by_key.setdefault(key, set())
-        if owner not in owners:
-            owners.add(owner)
-            self._size += 1
-
-    def discard(self, hint: tuple[str, bytes]) -> None:
-        owner, key = hint
-        owners = self._by_key.get(key)
-        if owners is not None and owner in owners:
-            owners.remove(owner)
-            self._size -= 1
-            if not owners:
-                del self._by_key[key]
-
-    def owners(self, key: bytes) -> set[str]:
-        return self._by_key.get(key, set())
-
-    def to_back(self, key: bytes) -> None:
-        """Move ``key``'s hints to the end of the iteration order."""
-        owners = self._by_key.pop(key, None)
-        if owners is not None:
-            self._by_key[key] = owners
-
-    def clear(self) -> None:
-        self._by_key.clear()
-        self._size = 0
-
-    def __contains__(self, hint: object) -> bool:
-        if not isinstance(hint, tuple) or len(hint) != 2:
-            return False
-        return hint[0] in self._by_key.get(hint[1], ())
-
-    def __iter__(self) -> Iterator[tuple[str, bytes]]:
-        for key, owners in list(self._by_key.items()):
-            for owner in sorted(owners):
-                yield owner, key
-
-    def __len__(self) -> int:
-        return self._size
 
 
 @dataclass(slots=True)
@@ -208,6 +123,7 @@ class KVNodeCore:
         # Keys whose object or hints changed since the driver last persisted them.
         self.dirty: set[bytes] = set()
         self.hints_refused = 0
+        self.anti_entropy_repairs = 0  # keys whose copy here changed through anti-entropy
         self._pending: dict[int, _Pending] = {}
 
     # -- client commands -------------------------------------------------------------------
@@ -284,6 +200,8 @@ class KVNodeCore:
         """Apply one message from ``sender``; unknown request ids are late replies, ignored."""
         if isinstance(message, PutReplica):
             self._merge_in(message.key, message.obj, message.hint_owner)
+            if message.hint_owner is None:
+                self._maybe_pass_on(message.key)
             return [Send(sender, PutAck(message.request_id))] if message.request_id else []
         if isinstance(message, GetReplica):
             return [Send(sender, GetReply(message.request_id, self.objects.get(message.key)))]
@@ -293,6 +211,7 @@ class KVNodeCore:
             return self._heard(message.request_id, sender, message.obj)
         if isinstance(message, Handoff):
             self._merge_in(message.key, message.obj, None)
+            self._maybe_pass_on(message.key)
             return [Send(sender, HandoffAck(message.key))]
         if isinstance(message, HandoffAck):
             return self._handoff_done(sender, message.key)
@@ -413,6 +332,17 @@ class KVNodeCore:
                     queued += 1
         return queued
 
+    def _maybe_pass_on(self, key: bytes) -> None:
+        """A copy sent here by a node with an older ring, for a key this node is no longer
+        home for: owe it to the home nodes, as ``rebalance`` would, so it reaches them and
+        this copy goes once they all acked."""
+        home = self._home(key)
+        if self.node_id in home:
+            return
+        for owner in home:
+            if (owner, key) not in self.hints:
+                self._add_hint(owner, key)
+
     def _merge_in(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
         self._store(key, merge(self.objects.get(key), obj, lww=self.config.lww), hint_owner)
 
@@ -460,7 +390,11 @@ class KVNodeCore:
             answer = self._objects_in(shared, message.leaves)
         for key, obj in message.objects:
             if self.node_id in self._home(key):
-                self._store(key, merge(self.objects.get(key), obj, lww=self.config.lww), None)
+                before = self.objects.get(key)
+                merged = merge(before, obj, lww=self.config.lww)
+                if merged != before:
+                    self.anti_entropy_repairs += 1
+                self._store(key, merged, None)
         if message.answer_expected and answer:
             return [Send(sender, SyncObjects(answer, message.leaves, answer_expected=False))]
         return []

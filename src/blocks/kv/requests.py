@@ -7,8 +7,11 @@ A client (or a node forwarding a put) sends ``Transport.request(node, [verb, ...
 ``["get", key, r|nil, timeout|nil]``                                  ``object|nil``
 ``["members"]``                                                       ``{"nodes", "replicas", "vnodes"}``
 ``["status"]``                                                        a dict (see ``KVNode.status``)
-``["keys", limit]``                                                   ``[key, ...]`` held locally
+``["keys", limit]``                                                   ``[key, ...]`` live locally
 =============================================================  ===============================
+
+``keys`` lists the keys this node holds with at least one live sibling (tombstones left out),
+in byte order, at most ``limit``.
 
 A ``nil`` value deletes; a ``nil`` context means "supersede what the coordinator holds".
 Everything is validated here before a node acts on it: a malformed request raises

@@ -8,6 +8,11 @@ server's components start the transport and node before gRPC serves and stop the
 drains, so ``blocks kv serve`` shuts down cleanly on SIGTERM; ``kill -9`` loses nothing
 acknowledged because every write is in the store before its ack leaves.
 
+TLS (``TlsFiles``): the node's certificate and key serve both listeners, the data path
+(``blocks.core.tcp_tls.server_tls_context``) and gRPC (``blocks.core.server.TlsConfig``), and
+the CA is what the node's own dials to its peers trust. A TLS node refuses plaintext peers and
+clients; a cluster is either all TLS or none.
+
 gRPC calls validate like the data path (``InvalidArgument`` for bad keys, values, quorums,
 timeouts or contexts) and map errors through the server's interceptor.
 """
@@ -19,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blocks.core.server import Server
+from blocks.core.errors import InvalidArgument
+from blocks.core.rpc import PemSource
+from blocks.core.server import Server, TlsConfig
+from blocks.core.tcp_tls import server_tls_context
 from blocks.core.tcp_transport import TcpTransport
 from blocks.kv import kv_pb2, kv_pb2_grpc
 from blocks.kv.bitcask import SyncPolicy
@@ -30,7 +38,7 @@ from blocks.kv.persist import BitcaskObjectStore
 from blocks.kv.requests import check_quorum, check_timeout_s, parse_address
 from blocks.kv.versions import VersionVector, decode_context
 
-__all__ = ["KvService", "NodeProcess", "build_node"]
+__all__ = ["KvService", "NodeProcess", "TlsFiles", "build_node"]
 
 
 class KvService(kv_pb2_grpc.KvServicer):
@@ -93,6 +101,22 @@ class KvService(kv_pb2_grpc.KvServicer):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A node's TLS material, each PEM bytes or a path: its certificate chain and key (for
+    both listeners) and the CA its peers' certificates must be signed by. ``server_name`` is
+    the name peers' certificates are checked for, when not the host they are dialed at."""
+
+    cert: PemSource
+    key: PemSource
+    ca: PemSource
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.server_name is not None and not self.server_name:
+            raise InvalidArgument("server_name must be non-empty when given")
+
+
 @dataclass(slots=True)
 class NodeProcess:
     server: Server
@@ -110,15 +134,24 @@ def build_node(
     token: str | None = None,
     config: NodeConfig | None = None,
     sync: SyncPolicy = "batch",
+    tls: TlsFiles | None = None,
 ) -> NodeProcess:
     """A node (not started): ``await process.server.start()`` starts everything.
 
-    ``listen`` needs a real port (not 0): peers and clients learn it through gossip.
+    ``listen`` needs a real port (not 0): peers and clients learn it through gossip. With
+    ``tls`` both listeners and every dial to a peer use TLS (``InvalidArgument`` if the
+    material cannot be loaded).
     """
     host, port = parse_address(listen)
     peers = dict(peers or {})
     transport = TcpTransport(
-        node_id, (host, port), {n: parse_address(a) for n, a in peers.items()}, token
+        node_id,
+        (host, port),
+        {n: parse_address(a) for n, a in peers.items()},
+        token,
+        tls=None if tls is None else server_tls_context(tls.cert, tls.key),
+        tls_ca=None if tls is None else tls.ca,
+        tls_server_name=None if tls is None else tls.server_name,
     )
     store = BitcaskObjectStore(Path(data_dir), sync=sync)
     node = KVNode(
@@ -131,7 +164,13 @@ def build_node(
         store=store,
     )
     grpc_host, grpc_port = parse_address(grpc_listen) if grpc_listen else (host, 0)
-    server = Server(host=grpc_host, port=grpc_port, token=token, name=f"kv-{node_id}")
+    server = Server(
+        host=grpc_host,
+        port=grpc_port,
+        token=token,
+        tls=None if tls is None else TlsConfig(tls.cert, tls.key),
+        name=f"kv-{node_id}",
+    )
 
     async def start() -> None:
         await transport.start()

@@ -15,12 +15,14 @@ async set-up (a ``LocalCluster``, say) on the private loop and wraps the client 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from blocks.core.errors import Timeout
-from blocks.kv.client import KVClient, Versioned, connect
+from blocks.core.rpc import PemSource
+from blocks.kv.client import DEFAULT_TIMEOUT_S, KVClient, Versioned, connect
 from blocks.kv.limits import check_batch_size, check_key, check_value
 
 __all__ = ["SyncClient"]
@@ -49,9 +51,25 @@ class SyncClient:
             raise
 
     @classmethod
-    def connect(cls, addresses: Iterable[str] | str, *, token: str | None = None) -> SyncClient:
+    def connect(
+        cls,
+        addresses: Iterable[str] | str,
+        *,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls_ca: PemSource | ssl.SSLContext | None = None,
+        tls_server_name: str | None = None,
+    ) -> SyncClient:
+        """A blocking client for processes; the options are ``blocks.kv.connect``'s."""
+
         async def make() -> KVClient:
-            return await connect(addresses, token=token)
+            return await connect(
+                addresses,
+                token=token,
+                timeout_s=timeout_s,
+                tls_ca=tls_ca,
+                tls_server_name=tls_server_name,
+            )
 
         return cls(make)
 
