@@ -10,6 +10,7 @@ from blocks.counters.countmin import CountMinSketch, TopK
 from blocks.counters.crdt import GCounter, PNCounter
 from blocks.counters.gossip import GossipNode, GossipReplica, Outbound
 from blocks.counters.hyperloglog import HyperLogLog
+from blocks.counters.kvsharded import KvShardedCounters
 from blocks.counters.local import LocalCounters, ShardedCounters
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "GossipNode",
     "GossipReplica",
     "HyperLogLog",
+    "KvShardedCounters",
     "LocalCounters",
     "Outbound",
     "PNCounter",

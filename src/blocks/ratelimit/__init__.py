@@ -15,6 +15,7 @@ from blocks.ratelimit.distributed import (
     WindowStore,
 )
 from blocks.ratelimit.guard import acquire_or_wait, limit, rate_limited
+from blocks.ratelimit.kvstore import KvWindowStore
 from blocks.ratelimit.windows import FixedWindow, SlidingWindowCounter, SlidingWindowLog
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "DistributedLimiter",
     "FileWindowStore",
     "FixedWindow",
+    "KvWindowStore",
     "MemoryWindowStore",
     "RateLimiter",
     "SlidingWindowCounter",

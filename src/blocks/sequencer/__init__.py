@@ -7,6 +7,7 @@ across nodes, and ``TicketServer``/``TicketClient`` hand out durable blocks of i
 
 from blocks.sequencer.api import IdGenerator, LeaseCheck
 from blocks.sequencer.hlc import HlcTimestamp, HybridLogicalClock
+from blocks.sequencer.kvlease import KvLeaseConfig, KvLeases, KvWorkerLease
 from blocks.sequencer.lease import LeaseTable, LockFileLeases, WorkerLease
 from blocks.sequencer.snowflake import DEFAULT_EPOCH_MS, DecodedId, Layout, Snowflake, decode
 from blocks.sequencer.tickets import TicketClient, TicketCore, TicketServer
@@ -18,6 +19,9 @@ __all__ = [
     "HlcTimestamp",
     "HybridLogicalClock",
     "IdGenerator",
+    "KvLeaseConfig",
+    "KvLeases",
+    "KvWorkerLease",
     "Layout",
     "LeaseCheck",
     "LeaseTable",

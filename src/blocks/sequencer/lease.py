@@ -6,8 +6,8 @@ A lease table maps worker ids to ``(owner, expires_at_ms)``. ``LeaseTable`` is t
 given the table and the current time it grants the lowest free or expired worker id, renews a
 lease its owner still holds, or releases one. ``LockFileLeases`` keeps the table in a file and
 runs every read-modify-write under an exclusive ``flock`` on a sibling lock file, so processes
-on one machine see a serial history. (A kv cluster would replace the file with a
-compare-and-set on one key; the table logic is the same.)
+on one machine see a serial history. Across machines, ``blocks.sequencer.kvlease`` keeps
+the leases in a kv cluster instead, where there is no lock and no compare-and-set.
 
 The holder side, ``WorkerLease``, is deliberately pessimistic. It measures validity with the
 *monotonic* clock from the moment it *asked* for the lease, minus a safety margin, so neither
