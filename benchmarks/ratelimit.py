@@ -16,6 +16,7 @@ moving-window and sliding-window-counter strategies; without it those contenders
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def in_process_contenders() -> list[Contender]:
         contenders.append(
             Contender(
                 name,
-                lambda strategy=strategy: _peer(strategy),
+                functools.partial(_peer, strategy),
                 lambda s, i: s[0].hit(s[1], _key(i)),
             )
         )

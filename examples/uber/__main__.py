@@ -1,0 +1,31 @@
+"""``python -m examples.uber [--seed N] [--json]``: run the scripted simulation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from examples.uber.session import run_session
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.uber", description="Uber assembled from the blocks."
+    )
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    report = asyncio.run(run_session(say, seed=args.seed))
+    if args.json:
+        print(json.dumps(report.summary(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""``python -m examples.youtube [--seed N] [--views N] [--json]``: run the scripted session."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from examples.youtube.session import run_session
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.youtube", description="YouTube assembled from the blocks."
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--views", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    report = asyncio.run(run_session(say, seed=args.seed, views=args.views, workers=args.workers))
+    if args.json:
+        print(json.dumps(report.summary(), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
