@@ -38,7 +38,7 @@ def _all_shards_good(store: ChunkStore, nodes: dict[str, MemoryShardStore], chun
 @given(data=st.binary(max_size=3000), chunk_bytes=st.sampled_from([1, 7, 256, 4096]))
 @settings(max_examples=30)
 def test_round_trip_of_arbitrary_bytes(data: bytes, chunk_bytes: int) -> None:
-    store = LocalBlobStore(chunk_bytes=chunk_bytes)
+    store = LocalBlobStore(chunk_bytes=chunk_bytes, inline_bytes_max=0)
     store.create_bucket("bkt")
     info = store.put_object("bkt", "k", data)
     assert info.size == len(data)
@@ -115,7 +115,7 @@ def test_more_than_m_nodes_down_is_unavailable() -> None:
 
 def test_scrub_repairs_rotten_parity_through_the_store() -> None:
     nodes = {f"n{i}": MemoryShardStore(f"n{i}") for i in range(K + M)}
-    blob = LocalBlobStore(nodes=nodes, chunk_bytes=100)
+    blob = LocalBlobStore(nodes=nodes, chunk_bytes=100, inline_bytes_max=0)
     blob.create_bucket("bkt")
     blob.put_object("bkt", "k", bytes(range(250)))
     chunk_ids = blob.ledger.referenced()

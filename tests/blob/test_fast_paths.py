@@ -1,5 +1,5 @@
 """The fast paths keep every promise: views equal decoding, commits wait for flushes, group
-commit covers every caller, streamed PUTs commit nothing on a bad body, streamed GETs never
+racing commits agree with the journal, streamed PUTs commit nothing on a bad body, streamed GETs never
 send wrong bytes."""
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import blocks.blob.durable as durable
 import blocks.blob.shards as shards
 from blocks.blob import LocalBlobStore, MemoryShardStore, ReedSolomonCodec, ReplicationCodec
 from blocks.blob.chunks import ChunkStore
-from blocks.blob.durable import Flush, GroupSync
+from blocks.blob.durable import Flush
 from blocks.blob.pipeline import split_chunks
 
 from .server_thread import running_server
@@ -70,61 +69,6 @@ def test_healthy_and_degraded_reads_agree() -> None:
     assert b"".join(store.read_views(chunk_id)) == data
 
 
-def test_group_sync_covers_every_caller(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Every caller returns only after an fsync that *started* after it called."""
-    clock = iter(range(10**9))
-    lock = threading.Lock()
-    syncs: list[tuple[int, int]] = []
-
-    def slow_fsync(directory: Path) -> None:
-        with lock:
-            started = next(clock)
-        time.sleep(0.002)
-        with lock:
-            syncs.append((started, next(clock)))
-
-    monkeypatch.setattr(durable, "fsync_directory", slow_fsync)
-    group = GroupSync()
-    calls: list[tuple[int, int]] = []
-
-    def caller() -> None:
-        for _ in range(20):
-            with lock:
-                entered = next(clock)
-            group.sync(tmp_path)
-            with lock:
-                calls.append((entered, next(clock)))
-
-    threads = [threading.Thread(target=caller) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 120
-    for entered, returned in calls:
-        assert any(entered < start and end < returned for start, end in syncs)
-    assert group.syncs == len(syncs) < len(calls)  # callers shared fsyncs
-    assert not group._requested and not group._synced  # idle directories are forgotten
-
-
-def test_group_sync_error_reaches_the_leader_only(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    failures = iter([OSError("disk on fire")])
-
-    def flaky(directory: Path) -> None:
-        error = next(failures, None)
-        if error is not None:
-            raise error
-
-    monkeypatch.setattr(durable, "fsync_directory", flaky)
-    group = GroupSync()
-    with pytest.raises(OSError):
-        group.sync(tmp_path)
-    group.sync(tmp_path)  # the next caller runs a fresh fsync
-    assert group.syncs == 1
-
-
 def test_commit_waits_for_the_shard_flush(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     held: list[Future[None]] = []
     real = shards.flush_descriptors
@@ -136,8 +80,9 @@ def test_commit_waits_for_the_shard_flush(monkeypatch: pytest.MonkeyPatch, tmp_p
         return Flush([future])
 
     monkeypatch.setattr(shards, "flush_descriptors", held_flush)
-    store = LocalBlobStore(tmp_path, chunk_bytes=1000)
+    store = LocalBlobStore(tmp_path, chunk_bytes=1000, inline_bytes_max=0)
     store.create_bucket("bkt")
+    records_before = store.journal.bytes_total
     done = threading.Event()
     worker = threading.Thread(
         target=lambda: (store.put_object("bkt", "k", os.urandom(3500)), done.set())
@@ -148,8 +93,7 @@ def test_commit_waits_for_the_shard_flush(monkeypatch: pytest.MonkeyPatch, tmp_p
         time.sleep(0.01)
     time.sleep(0.05)
     assert len(held) == 4 and not done.is_set()
-    manifests = store.files.object_directory("bkt") if store.files else tmp_path
-    assert [p for p in manifests.iterdir() if not p.name.startswith(".tmp-")] == []
+    assert store.journal.bytes_total == records_before  # no manifest record submitted yet
     for future in held:
         future.set_result(None)
     worker.join(10)
@@ -157,15 +101,19 @@ def test_commit_waits_for_the_shard_flush(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_racing_puts_and_deletes_of_one_key_agree_with_the_disk(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path, chunk_bytes=64, fsync=False)
+    store = LocalBlobStore(tmp_path, chunk_bytes=64, inline_bytes_max=100, fsync=False)
     store.create_bucket("bkt")
-    assert store.files is not None
     rng = random.Random(7)
+    real_submit = store.journal.submit
 
-    def uneven_sync(directory: Path) -> None:  # let commits overtake each other
-        time.sleep(rng.random() * 0.003)
+    def uneven_submit(record: bytes) -> Future[int]:  # durability in any order: overtaking
+        written = real_submit(record)
+        late: Future[int] = Future()
+        delay = rng.random() * 0.003
+        threading.Timer(delay, lambda: late.set_result(written.result())).start()
+        return late
 
-    store.files.sync_directory = uneven_sync  # type: ignore[method-assign]
+    store.journal.submit = uneven_submit  # type: ignore[method-assign]
 
     errors: list[BaseException] = []
 
@@ -175,7 +123,9 @@ def test_racing_puts_and_deletes_of_one_key_agree_with_the_disk(tmp_path: Path) 
                 if (seed + round_) % 7 == 0:
                     store.delete_object("bkt", "k")
                 else:
-                    store.put_object("bkt", "k", bytes([seed, round_]) * (seed + 40))
+                    store.put_object(
+                        "bkt", "k", bytes([seed, round_]) * (seed + 40) * (1 + round_ % 2)
+                    )
         except BaseException as error:  # reported below: a thread's error is no failure
             errors.append(error)
 
@@ -187,7 +137,7 @@ def test_racing_puts_and_deletes_of_one_key_agree_with_the_disk(tmp_path: Path) 
     assert errors == []
     in_memory = store.get_object("bkt", "k")[1] if store.list_objects("bkt").objects else None
     store.close()
-    reopened = LocalBlobStore(tmp_path, chunk_bytes=64, fsync=False)
+    reopened = LocalBlobStore(tmp_path, chunk_bytes=64, inline_bytes_max=100, fsync=False)
     on_disk = reopened.get_object("bkt", "k")[1] if reopened.list_objects("bkt").objects else None
     assert in_memory == on_disk
     assert reopened.chunks.stored_chunk_ids() == set(reopened.ledger.referenced())
@@ -247,7 +197,7 @@ def test_a_chunk_lost_mid_stream_cuts_the_response_short(tmp_path: Path) -> None
     store.create_bucket("bkt")
     data = os.urandom(3 * MIB)
     store.put_object("bkt", "k", data)
-    second = store._objects["bkt"]["k"].chunks[1].chunk_id
+    second = store.index.objects["bkt"]["k"].chunks[1].chunk_id
     for index, node in enumerate(store.chunks.locate(second)[:3]):
         nodes[node].drop(second, index)  # more than m: the chunk is gone
     with running_server(store) as server:

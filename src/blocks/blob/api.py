@@ -5,8 +5,9 @@ its bytes into fixed-size chunks; each chunk is named by the SHA-256 of its byte
 once however many objects contain it (deduplication). A chunk is erasure coded into ``k`` data
 and ``m`` parity shards, each shard carries its own checksum, and the shards go to distinct
 nodes where there are enough of them. The object itself is a *manifest*: the list of chunk ids
-plus size, ETag, content type and user metadata. The manifest is written last, by an atomic
-rename, so an object is either wholly visible or not at all: a crash mid-upload leaves only
+plus size, ETag, content type and user metadata (a small object may instead carry its bytes
+inline, in the manifest's own record). The manifest is committed last, as one atomic record,
+so an object is either wholly visible or not at all: a crash mid-upload leaves only
 unreferenced chunks, which garbage collection removes.
 
 Consistency: one store is linearizable for its own callers. ``put_object`` replaces the object

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from blocks.blob.chunks import ChunkStore
@@ -33,7 +33,7 @@ from blocks.blob.durable import Flush
 from blocks.blob.erasure import chunk_id_of
 from blocks.blob.meta import ChunkRef
 
-__all__ = ["ChunkLedger"]
+__all__ = ["ChunkLedger", "PinnedReader"]
 
 _DELETERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blob-gc")
 
@@ -173,3 +173,27 @@ class ChunkLedger:
                     self.chunks.delete(chunk_id)
                     collected += 1
         return collected
+
+
+class PinnedReader(Iterator[bytes | memoryview]):
+    """Yields an object's pieces and drops the read's chunk pins exactly once: when
+    exhausted, on error, on ``close()`` or when garbage collected unread."""
+
+    def __init__(self, pieces: Iterator[bytes | memoryview], release: Callable[[], object]) -> None:
+        self._pieces = pieces
+        self._release: Callable[[], object] | None = release
+
+    def __next__(self) -> bytes | memoryview:
+        try:
+            return next(self._pieces)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,13 +1,19 @@
 """Multipart uploads: parts stored as chunks now, joined into one manifest at completion.
 
-Theory of operation. An upload is a durable record (bucket, key, content type, metadata)
-under a random id. Each part is chunked and stored like a small object, and its part record
-(number, MD5, chunk list) is written by atomic rename; uploading a number again replaces the
-record and releases the old part's chunks. Completion checks the client's list (ascending
-numbers, matching ETags, every part but the last at least ``part_bytes_min``), concatenates
-the parts' chunk lists into one manifest, commits it like a PUT and then removes the upload.
-The parts' chunk references move to the manifest; parts not named are released. Nothing of
-an upload is visible as an object before completion, and an abort releases every part.
+Theory of operation. An upload is a journal record (bucket, key, content type, metadata)
+under a random id. Each part is chunked and stored like a large object (parts are never
+inline), and its part record (number, MD5, chunk list) is committed like any change
+(``committing``): submitted under the lock, awaited outside it, so concurrent UploadParts
+share fsyncs; uploading a number again replaces the record and releases the old part's
+chunks. Completion checks the client's list (ascending numbers, matching ETags, every part
+but the last at least ``part_bytes_min``), concatenates the parts' chunk lists into one
+manifest and commits it with the removal of the upload as *one* record, so the object
+appears and the upload disappears together. The parts' chunk references move to the
+manifest; parts not named are released. Nothing of an upload is visible as an object before
+completion, and an abort releases every part.
+
+While a completion or an abort is in flight the upload is *closing*: new parts, a second
+completion and an abort of it are refused as if it were gone.
 
 The S3 ETag of the result is ``md5(md5(part 1) || ... || md5(part N))-N``.
 """
@@ -17,12 +23,15 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from concurrent.futures import Future
 
 from blocks.blob.api import ObjectInfo, PartInfo
+from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
 from blocks.blob.listing import check_key, check_metadata
-from blocks.blob.meta import ChunkRef, Manifest, MetadataFiles, PartRecord, UploadRecord
+from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
+from blocks.blob.records import ObjectPut, PartPut, Record, UploadAbort, UploadComplete, UploadPut
 from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument, NotFound
 
@@ -37,15 +46,13 @@ class MultipartMixin:
     """The multipart half of ``LocalBlobStore``; relies on the attributes declared here."""
 
     _lock: threading.RLock
-    files: MetadataFiles | None
+    index: MetaIndex
     ledger: ChunkLedger
     clock: Clock
     rng: random.Random
     part_bytes_min: int
     object_bytes_max: int
-    _buckets: dict[str, int]
-    _uploads: dict[str, UploadRecord]
-    _parts: dict[str, dict[int, PartRecord]]
+    _closing: set[str]
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -58,32 +65,37 @@ class MultipartMixin:
     ) -> tuple[list[ChunkRef], int, bytes]:
         raise NotImplementedError
 
-    def _commit(self, manifest: Manifest, pinned: list[ChunkRef]) -> None:
+    def _commit_object(
+        self, record: ObjectPut | UploadComplete, pinned: list[ChunkRef], upload_id: str | None
+    ) -> Manifest:
+        raise NotImplementedError
+
+    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
+        raise NotImplementedError
+
+    def _finish(self, entity: Hashable, sequence: int) -> bool:
+        raise NotImplementedError
+
+    def _maybe_compact(self) -> bool:
         raise NotImplementedError
 
     def _init_multipart(self) -> None:
-        self._uploads = {}
-        self._parts = {}
-
-    def _load_uploads(self) -> None:
-        assert self.files is not None
-        for upload, parts in self.files.load_uploads():
-            if upload.bucket not in self._buckets:
-                self.files.delete_upload(upload.upload_id)
-                continue
-            self._uploads[upload.upload_id] = upload
-            self._parts[upload.upload_id] = {part.number: part for part in parts}
-            for part in parts:
-                self.ledger.adopt(part.chunks)
+        self._closing = set()
 
     def _bucket_has_uploads(self, bucket: str) -> bool:
-        return any(upload.bucket == bucket for upload in self._uploads.values())
+        return any(upload.bucket == bucket for upload in self.index.uploads.values())
 
     def _upload(self, bucket: str, key: str, upload_id: str) -> UploadRecord:
-        upload = self._uploads.get(upload_id) if isinstance(upload_id, str) else None
-        if upload is None or upload.bucket != bucket or upload.key != key:
+        upload = self.index.uploads.get(upload_id) if isinstance(upload_id, str) else None
+        closing = upload_id in self._closing if isinstance(upload_id, str) else False
+        if upload is None or upload.bucket != bucket or upload.key != key or closing:
             raise NotFound(f"no such upload {upload_id!r}")
         return upload
+
+    def _close_upload(self, upload_id: str) -> list[PartRecord]:
+        """Forget a closing upload (lock held); returns its parts for the caller to release."""
+        self._closing.discard(upload_id)
+        return self.index.drop_upload(upload_id)
 
     def create_multipart_upload(
         self,
@@ -98,7 +110,7 @@ class MultipartMixin:
         with self._lock:
             self._check_open()
             self._bucket_index(bucket)
-            if len(self._uploads) >= UPLOADS_MAX:
+            if len(self.index.uploads) >= UPLOADS_MAX:
                 raise InvalidArgument(f"too many open uploads (max {UPLOADS_MAX})")
             upload = UploadRecord(
                 upload_id=f"{self.rng.getrandbits(128):032x}",
@@ -108,10 +120,16 @@ class MultipartMixin:
                 created_ms=self.clock.now_ms(),
                 metadata=user_metadata,
             )
-            if self.files is not None:
-                self.files.put_upload(upload)
-            self._uploads[upload.upload_id] = upload
-            self._parts[upload.upload_id] = {}
+            entity = ("upload", bucket, upload.upload_id)
+            sequence, future, _ = self._submit(entity, UploadPut(upload))
+            # Visible at once: nobody knows the id before we return it, and every record
+            # about the upload comes after this one in the journal.
+            self.index.add_upload(upload)
+        try:
+            future.result()
+        finally:
+            with self._lock:
+                self._finish(entity, sequence)
         return upload.upload_id
 
     def upload_part(
@@ -124,18 +142,29 @@ class MultipartMixin:
             self._upload(bucket, key, upload_id)
         refs, size, digest = self._store_stream(data, PART_BYTES_MAX)
         part = PartRecord(upload_id, number, digest.hex(), size, digest, tuple(refs))
+        entity = ("part", bucket, upload_id, number)
         try:
             self.ledger.make_durable(refs)
             with self._lock:
                 self._check_open()
                 self._upload(bucket, key, upload_id)
-                if self.files is not None:
-                    self.files.put_part(part)
-                old = self._parts[upload_id].get(number)
-                self._parts[upload_id][number] = part
+                sequence, future, _ = self._submit(entity, PartPut(part))
         except BaseException:
             self.ledger.release(refs)
             raise
+        try:
+            future.result()
+        except BaseException:  # the journal failed: keep the pins (see ``committing``)
+            with self._lock:
+                self._finish(entity, sequence)
+            raise
+        with self._lock:
+            current = self._finish(entity, sequence)
+            installed = current and upload_id in self.index.uploads
+            old = self.index.put_part(part) if installed else None
+            self._maybe_compact()
+        if not installed:  # overtaken, or the upload completed or aborted meanwhile
+            self.ledger.release(refs)
         if old is not None:
             self.ledger.release(old.chunks)
         return PartInfo(number, part.etag, size)
@@ -145,13 +174,13 @@ class MultipartMixin:
         with self._lock:
             self._check_open()
             self._upload(bucket, key, upload_id)
-            parts = self._parts[upload_id]
+            parts = self.index.parts[upload_id]
             return [PartInfo(n, parts[n].etag, parts[n].size) for n in sorted(parts)]
 
     def _chosen_parts(self, upload_id: str, parts: list[tuple[int, str]]) -> list[PartRecord]:
         if not parts:
             raise InvalidArgument("a multipart upload must name at least one part")
-        stored = self._parts[upload_id]
+        stored = self.index.parts[upload_id]
         chosen: list[PartRecord] = []
         for position, (number, etag) in enumerate(parts):
             if position and number <= parts[position - 1][0]:
@@ -189,8 +218,15 @@ class MultipartMixin:
                 parts_count=len(chosen),
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
-            self._commit(manifest, list(manifest.chunks))
-            self._drop_upload(upload_id)
+            self._closing.add(upload_id)
+        try:
+            self._commit_object(
+                UploadComplete(upload_id, manifest), list(manifest.chunks), upload_id
+            )
+        except BaseException:
+            with self._lock:
+                self._closing.discard(upload_id)
+            raise
         return ObjectInfo(
             bucket=bucket,
             key=key,
@@ -203,15 +239,22 @@ class MultipartMixin:
         )
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        entity = ("upload", bucket, upload_id)
         with self._lock:
             self._check_open()
             self._upload(bucket, key, upload_id)
-            self._drop_upload(upload_id)
-
-    def _drop_upload(self, upload_id: str) -> None:
-        """Remove the upload's record and release every part's chunks (lock held)."""
-        if self.files is not None:
-            self.files.delete_upload(upload_id)
-        del self._uploads[upload_id]
-        for part in self._parts.pop(upload_id).values():
+            sequence, future, _ = self._submit(entity, UploadAbort(upload_id))
+            self._closing.add(upload_id)
+        try:
+            future.result()
+        except BaseException:
+            with self._lock:
+                self._finish(entity, sequence)
+                self._closing.discard(upload_id)
+            raise
+        with self._lock:
+            self._finish(entity, sequence)
+            parts = self._close_upload(upload_id)
+            self._maybe_compact()
+        for part in parts:
             self.ledger.release(part.chunks)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +30,7 @@ from blocks.blob.ledger import ChunkLedger
 from blocks.blob.meta import ChunkRef
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["CHUNK_WORKERS", "IN_FLIGHT_CHUNKS", "split_chunks", "store_stream"]
+__all__ = ["CHUNK_WORKERS", "IN_FLIGHT_CHUNKS", "split_chunks", "store_stream", "take_small"]
 
 CHUNK_WORKERS = 4
 IN_FLIGHT_CHUNKS = 4
@@ -107,3 +108,26 @@ def store_stream(
         ledger.release(refs)
         raise
     return refs, size, md5.digest()
+
+
+def take_small(
+    data: bytes | Iterable[bytes], limit: int
+) -> tuple[bytes | None, bytes | Iterable[bytes]]:
+    """``(body, data)``: the whole body if it has at most ``limit`` bytes (else ``None``),
+    and the data to stream otherwise, with whatever was read to find out put back first."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        return (bytes(data), data) if size <= limit else (None, data)
+    pieces = iter(data)
+    held: list[bytes] = []
+    held_bytes = 0
+    for piece in pieces:
+        if not isinstance(piece, bytes | bytearray | memoryview):
+            raise InvalidArgument(f"data pieces must be bytes, got {type(piece).__name__}")
+        size = piece.nbytes if isinstance(piece, memoryview) else len(piece)
+        if held_bytes + size > limit:  # too large: the piece goes on uncopied
+            return None, itertools.chain(held, [piece], pieces)
+        held.append(bytes(piece))
+        held_bytes += size
+    body = b"".join(held)
+    return body, body

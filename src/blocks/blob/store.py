@@ -1,47 +1,48 @@
 """``LocalBlobStore``: buckets and objects over erasure-coded, deduplicated chunks.
 
-Theory of operation. A put streams its bytes through the chunk pipeline
-(``pipeline.store_stream``); every chunk is pinned and, if new, written as shards
-(``ledger.ChunkLedger``). Only when every chunk is stored *and flushed* is the manifest
-renamed into place (``meta.MetadataFiles``); that rename is the commit point. The manifest's
-temporary file is flushed while the shards are, so a small durable PUT costs two rounds of
-fsyncs: shards and manifest together, then the directory of the rename, which concurrent
-PUTs share. A crash before the rename leaves chunks that no manifest references, which the
-next open deletes; a crash after it leaves the complete object. The previous object's chunks
-are released after the commit, and chunks nobody references any more are deleted (in the
+Theory of operation. Metadata lives in a journal (``journal``: the core segment log, group
+committed) replayed into an in-memory index at open (``index.MetaIndex``); every change is
+one record, committed as ``committing`` describes (submitted in order under the lock,
+awaited outside it, applied to the index once durable unless a later change overtook it).
+
+A PUT of at most ``inline_bytes_max`` bytes (64 KiB by default) is *inline*: its bytes and
+its manifest are one journal record, so a durable small PUT costs one shared fsync and
+creates no file, and a GET of it is one read of that record (checked by the log's
+checksum), with no shard opened. Inline objects are as durable as the metadata that names
+them (one copy on the node that keeps the metadata, bit rot detected, not repaired); larger
+objects are chunked and erasure-coded.
+
+A larger PUT streams its bytes through the chunk pipeline (``pipeline.store_stream``); every
+chunk is pinned and, if new, written as shards (``ledger.ChunkLedger``). Only when every
+chunk is stored *and flushed* is the manifest's record submitted; its durability is the
+commit point. A crash before it leaves chunks that no record references, which the next open
+deletes; a crash after it leaves the complete object. The previous object's chunks are
+released after the commit, and chunks nobody references any more are deleted (in the
 background).
-
-The directory fsync runs outside the index lock, so commits do not queue behind each other's
-fsyncs; the index is updated after it, so a reader never sees an object a crash could still
-take away. Two commits of one key are ordered by their renames: each takes a sequence number
-when it renames, and only the latest rename may install itself in the index (a commit that a
-later rename or a delete overtook releases its chunks: the later operation won, as it did on
-disk).
-
-The in-memory index (buckets, a dict and a sorted key list per bucket, open uploads) is
-rebuilt from the metadata files at open and serves HEAD, GET's manifest lookup and listings.
-One lock guards it; chunk I/O (the slow part) runs outside it, so puts and gets of different
-objects proceed in parallel threads.
 
 Shards go to ``nodes``: by default one ``DirectoryShardStore`` under ``directory/shards``; a
 cluster passes several (local directories standing for disks, or remote peers), and the hash
-ring puts each chunk's shards on distinct ones. Without a directory the store keeps metadata
-in memory only (for tests and notebooks).
+ring puts each chunk's shards on distinct ones. Without a directory the journal is kept in
+memory (for tests and notebooks).
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
+import dataclasses
+import hashlib
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 
 from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, ScrubReport
 from blocks.blob.chunks import ChunkStore
+from blocks.blob.committing import CommitMixin
 from blocks.blob.erasure import ErasureCodec, codec_from_spec
-from blocks.blob.ledger import ChunkLedger
+from blocks.blob.index import MetaIndex
+from blocks.blob.journal import Journal, LogJournal, MemoryJournal
+from blocks.blob.ledger import ChunkLedger, PinnedReader
 from blocks.blob.listing import (
     check_bucket_name,
     check_key,
@@ -49,18 +50,22 @@ from blocks.blob.listing import (
     list_keys,
     resolve_range,
 )
-from blocks.blob.meta import ChunkRef, Manifest, MetadataFiles
+from blocks.blob.meta import ChunkRef, Manifest
 from blocks.blob.multipart import MultipartMixin
-from blocks.blob.pipeline import split_chunks, store_stream
+from blocks.blob.pipeline import split_chunks, store_stream, take_small
+from blocks.blob.records import BucketDelete, BucketPut, ObjectDelete, ObjectPut, UploadComplete
 from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from blocks.core.errors import Conflict, Corruption, FailedPrecondition, InvalidArgument, NotFound
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "LocalBlobStore", "split_chunks"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_INLINE_BYTES", "LocalBlobStore", "split_chunks"]
 
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+DEFAULT_INLINE_BYTES = 64 * 1024
+INLINE_BYTES_MAX = 1024 * 1024
 OBJECT_BYTES_MAX = 5 * 1024**3
 CHUNK_BYTES_MAX = 64 * 1024 * 1024
+COMPACT_BYTES_MIN = 64 * 1024 * 1024
 
 
 def _info(manifest: Manifest) -> ObjectInfo:
@@ -76,31 +81,7 @@ def _info(manifest: Manifest) -> ObjectInfo:
     )
 
 
-class _PinnedReader(Iterator[bytes | memoryview]):
-    """Yields an object's pieces and drops the read's chunk pins exactly once: when
-    exhausted, on error, on ``close()`` or when garbage collected unread."""
-
-    def __init__(self, pieces: Iterator[bytes | memoryview], release: Callable[[], object]) -> None:
-        self._pieces = pieces
-        self._release: Callable[[], object] | None = release
-
-    def __next__(self) -> bytes | memoryview:
-        try:
-            return next(self._pieces)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-
-    def __del__(self) -> None:
-        self.close()
-
-
-class LocalBlobStore(MultipartMixin):
+class LocalBlobStore(CommitMixin, MultipartMixin):
     """The embedded blob store (see the module docstring); implements ``BlobStore``."""
 
     def __init__(
@@ -110,21 +91,31 @@ class LocalBlobStore(MultipartMixin):
         nodes: Mapping[str, ShardStore] | None = None,
         codec: ErasureCodec | str = "rs:4+2",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        inline_bytes_max: int = DEFAULT_INLINE_BYTES,
         part_bytes_min: int = 5 * 1024 * 1024,
         object_bytes_max: int = OBJECT_BYTES_MAX,
+        compact_bytes_min: int = COMPACT_BYTES_MIN,
         fsync: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if not 1 <= chunk_bytes <= CHUNK_BYTES_MAX:
             raise InvalidArgument(f"chunk_bytes must be in [1, {CHUNK_BYTES_MAX}]")
+        if not 0 <= inline_bytes_max <= INLINE_BYTES_MAX:
+            raise InvalidArgument(f"inline_bytes_max must be in [0, {INLINE_BYTES_MAX}]")
         self.codec = codec_from_spec(codec) if isinstance(codec, str) else codec
         self.chunk_bytes = chunk_bytes
+        self.inline_bytes_max = inline_bytes_max
         self.part_bytes_min = part_bytes_min
         self.object_bytes_max = object_bytes_max
+        self.compact_bytes_min = compact_bytes_min
         self.clock: Clock = clock or SystemClock()
         self.rng = rng or random.SystemRandom()
         self.directory = Path(directory) if directory is not None else None
+        if self.directory is not None and (self.directory / "meta" / "buckets").is_dir():
+            raise FailedPrecondition(
+                f"{self.directory} holds metadata files of an older layout; not opened"
+            )
         if nodes is None:
             if self.directory is None:
                 nodes = {"memory": MemoryShardStore("memory")}
@@ -135,15 +126,15 @@ class LocalBlobStore(MultipartMixin):
             if isinstance(store, DirectoryShardStore):
                 store.remove_temporaries()
         self.ledger = ChunkLedger(ChunkStore(nodes, self.codec))
-        self.files = MetadataFiles(self.directory / "meta", fsync=fsync) if self.directory else None
+        self.journal: Journal = (
+            LogJournal(self.directory / "journal", fsync=fsync)
+            if self.directory is not None
+            else MemoryJournal()
+        )
         self._lock = threading.RLock()
         self._closed = False
-        self._buckets: dict[str, int] = {}
-        self._objects: dict[str, dict[str, Manifest]] = {}
-        self._sorted: dict[str, list[str]] = {}
-        self._commit_order = itertools.count(1)
-        self._renamed: dict[tuple[str, str], int] = {}
-        """Per key with a commit in flight: the sequence number of its latest rename."""
+        self.index = MetaIndex()
+        self._init_commits()
         self._init_multipart()
         self._load()
 
@@ -151,26 +142,13 @@ class LocalBlobStore(MultipartMixin):
     def chunks(self) -> ChunkStore:
         return self.ledger.chunks
 
-    def _load(self) -> None:
-        if self.files is None:
-            return
-        for name, created_ms in self.files.load_buckets():
-            self._buckets[name] = created_ms
-            index = {m.key: m for m in self.files.load_manifests(name) if m.bucket == name}
-            self._objects[name] = index
-            self._sorted[name] = sorted(index)
-            for manifest in index.values():
-                self.ledger.adopt(manifest.chunks)
-        self._load_uploads()
-        self.ledger.collect_orphans()
-
     def _check_open(self) -> None:
         if self._closed:
             raise FailedPrecondition("the blob store is closed")
 
     def _bucket_index(self, bucket: str) -> dict[str, Manifest]:
         check_bucket_name(bucket)
-        index = self._objects.get(bucket)
+        index = self.index.objects.get(bucket)
         if index is None:
             raise NotFound(f"no such bucket {bucket!r}")
         return index
@@ -178,31 +156,37 @@ class LocalBlobStore(MultipartMixin):
     # -- buckets -----------------------------------------------------------------------------
     def create_bucket(self, name: str) -> BucketInfo:
         check_bucket_name(name)
-        with self._lock:
+        with self._lock:  # rare: held across the commit, so no bucket change overtakes one
             self._check_open()
-            if name in self._buckets:
+            if name in self.index.buckets or self._busy(("bucket", name)):
                 raise Conflict(f"bucket {name!r} already exists")
             created_ms = self.clock.now_ms()
-            if self.files is not None:
-                self.files.put_bucket(name, created_ms)
-            self._buckets[name] = created_ms
-            self._objects[name] = {}
-            self._sorted[name] = []
+            sequence, future, _ = self._submit(("bucket", name), BucketPut(name, created_ms))
+            try:
+                future.result()
+            finally:
+                self._finish(("bucket", name), sequence)
+            self.index.add_bucket(name, created_ms)
             return BucketInfo(name, created_ms)
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
             self._check_open()
-            if self._bucket_index(name) or self._bucket_has_uploads(name):
+            busy = any(isinstance(e, tuple) and e[1:2] == (name,) for e in self._latest)
+            if self._bucket_index(name) or self._bucket_has_uploads(name) or busy:
                 raise Conflict(f"bucket {name!r} is not empty")
-            if self.files is not None:
-                self.files.delete_bucket(name)
-            del self._buckets[name], self._objects[name], self._sorted[name]
+            sequence, future, _ = self._submit(("bucket", name), BucketDelete(name))
+            try:
+                future.result()
+            finally:
+                self._finish(("bucket", name), sequence)
+            self.index.remove_bucket(name)
 
     def list_buckets(self) -> list[BucketInfo]:
         with self._lock:
             self._check_open()
-            return [BucketInfo(name, self._buckets[name]) for name in sorted(self._buckets)]
+            buckets = self.index.buckets
+            return [BucketInfo(name, buckets[name]) for name in sorted(buckets)]
 
     # -- objects -----------------------------------------------------------------------------
     def _store_stream(
@@ -212,43 +196,49 @@ class LocalBlobStore(MultipartMixin):
         pin taken so far is released."""
         return store_stream(self.ledger, data, self.chunk_bytes, size_max, self._check_open)
 
-    def _commit(self, manifest: Manifest, pinned: list[ChunkRef]) -> None:
-        """Make ``manifest`` visible (its chunks are pinned by the caller), release the old
-        (see the module docstring for the order of steps)."""
-        name = (manifest.bucket, manifest.key)
-        staged = self.files.stage_manifest(manifest) if self.files is not None else None
+    def _commit_object(
+        self,
+        record: ObjectPut | UploadComplete,
+        pinned: list[ChunkRef],
+        upload_id: str | None = None,
+    ) -> Manifest:
+        """Commit ``record`` (its chunks pinned by the caller and durable): make the object
+        visible unless a later change of the key overtook it, release what it replaced, and
+        for a completion drop the upload. Returns the manifest as installed."""
+        manifest = record.manifest
+        entity = ("object", manifest.bucket, manifest.key)
+        future: Future[int] | None = None
         try:
-            self.ledger.make_durable(pinned)
-            if staged is not None:
-                staged.flush.wait()  # not under the lock: commits must not queue on fsyncs
             with self._lock:
                 self._check_open()
                 self._bucket_index(manifest.bucket)
-                if staged is not None:
-                    assert self.files is not None
-                    self.files.publish(staged)
-                    staged = None
-                sequence = self._renamed[name] = next(self._commit_order)
-            if self.files is not None:
-                self.files.sync_directory(self.files.object_directory(manifest.bucket))
-            with self._lock:
-                if self._renamed.get(name) != sequence:  # overtaken: the later one won
-                    self.ledger.release(pinned)
-                    return
-                del self._renamed[name]
-                index = self._bucket_index(manifest.bucket)
-                old = index.get(manifest.key)
-                index[manifest.key] = manifest
-                if old is None:
-                    bisect.insort(self._sorted[manifest.bucket], manifest.key)
+                sequence, future, size = self._submit(entity, record)
         except BaseException:
-            if staged is not None:
-                assert self.files is not None
-                self.files.discard(staged)
             self.ledger.release(pinned)
             raise
-        if old is not None:
-            self.ledger.release(old.chunks)
+        try:
+            offset = future.result()
+        except BaseException:  # the journal failed: keep the pins (see ``committing``)
+            with self._lock:
+                self._finish(entity, sequence)
+            raise
+        inline = isinstance(record, ObjectPut) and record.body is not None
+        installed = dataclasses.replace(
+            manifest, inline_offset=offset if inline else -1, record_bytes=size
+        )
+        released: list[tuple[ChunkRef, ...]] = []
+        with self._lock:
+            if upload_id is not None:
+                released += [part.chunks for part in self._close_upload(upload_id)]
+            if self._finish(entity, sequence):
+                old = self.index.put_object(installed)
+                released.append(old.chunks if old is not None else ())
+            else:  # overtaken: the later change won, as it does in the journal
+                released.append(tuple(pinned))
+            self._maybe_compact()
+        for chunks in released:
+            self.ledger.release(chunks)
+        return installed
 
     def put_object(
         self,
@@ -264,7 +254,17 @@ class LocalBlobStore(MultipartMixin):
         with self._lock:
             self._check_open()
             self._bucket_index(bucket)
-        refs, size, digest = self._store_stream(data, self.object_bytes_max)
+        body, data = take_small(data, self.inline_bytes_max)
+        refs: list[ChunkRef] = []
+        if body is not None:
+            size, digest = len(body), hashlib.md5(body, usedforsecurity=False).digest()
+        else:
+            refs, size, digest = self._store_stream(data, self.object_bytes_max)
+            try:
+                self.ledger.make_durable(refs)
+            except BaseException:
+                self.ledger.release(refs)
+                raise
         manifest = Manifest(
             bucket=bucket,
             key=key,
@@ -275,8 +275,7 @@ class LocalBlobStore(MultipartMixin):
             chunks=tuple(refs),
             metadata=user_metadata,
         )
-        self._commit(manifest, refs)
-        return _info(manifest)
+        return _info(self._commit_object(ObjectPut(manifest, body), refs))
 
     def _manifest(self, bucket: str, key: str) -> Manifest:
         check_key(key)
@@ -296,9 +295,12 @@ class LocalBlobStore(MultipartMixin):
         with self._lock:
             manifest = self._manifest(bucket, key)
             start, stop = resolve_range(byte_range, manifest.size)
+            if manifest.inline:  # read under the lock: compaction moves records
+                body = self._read_inline(manifest.inline_offset)
+                return _info(manifest), iter([body[start:stop]] if stop > start else [])
             self.ledger.pin(manifest.chunks)  # deletes during the read keep the chunks alive
         pieces = self._read_span(manifest, start, stop)
-        return _info(manifest), _PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
+        return _info(manifest), PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
 
     def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[memoryview]:
         offset = 0
@@ -323,23 +325,26 @@ class LocalBlobStore(MultipartMixin):
 
     def delete_object(self, bucket: str, key: str) -> bool:
         check_key(key)
+        entity = ("object", bucket, key)
         with self._lock:
             self._check_open()
-            index = self._bucket_index(bucket)
-            self._renamed.pop((bucket, key), None)  # a commit in flight for the key lost
-            manifest = index.pop(key, None)
-            if manifest is None:
+            existed = key in self._bucket_index(bucket)
+            if not existed and not self._busy(entity):
                 return False
-            if self.files is not None:
-                try:
-                    self.files.delete_manifest(bucket, key)
-                except BaseException:
-                    index[key] = manifest
-                    raise
-            keys = self._sorted[bucket]
-            del keys[bisect.bisect_left(keys, key)]
-        self.ledger.release(manifest.chunks)
-        return True
+            sequence, future, _ = self._submit(entity, ObjectDelete(bucket, key))
+        try:
+            future.result()
+        except BaseException:
+            with self._lock:
+                self._finish(entity, sequence)
+            raise
+        with self._lock:
+            current = self._finish(entity, sequence)
+            removed = self.index.remove_object(bucket, key) if current else None
+            self._maybe_compact()
+        if removed is not None:
+            self.ledger.release(removed.chunks)
+        return existed
 
     def list_objects(
         self,
@@ -357,7 +362,7 @@ class LocalBlobStore(MultipartMixin):
             self._check_open()
             index = self._bucket_index(bucket)
             listing = list_keys(
-                self._sorted[bucket],
+                self.index.sorted_keys[bucket],
                 prefix=prefix,
                 delimiter=delimiter,
                 max_keys=max_keys,
@@ -368,10 +373,28 @@ class LocalBlobStore(MultipartMixin):
         return ListPage(objects, listing.common_prefixes, listing.is_truncated, listing.next_token)
 
     # -- maintenance -------------------------------------------------------------------------
+    def _scrub_inline(self) -> tuple[int, int]:
+        """Read every inline object's record (the log checks it); (checked, lost)."""
+        checked = lost = 0
+        with self._lock:
+            inline = [m for i in self.index.objects.values() for m in i.values() if m.inline]
+        for manifest in inline:
+            with self._lock:
+                current = self.index.objects.get(manifest.bucket, {}).get(manifest.key)
+                if current is None or not current.inline:
+                    continue
+                checked += 1
+                try:
+                    self._read_inline(current.inline_offset)
+                except Corruption:
+                    lost += 1
+        return checked, lost
+
     def scrub(self) -> ScrubReport:
-        """Verify every referenced chunk (all shards, parity included), rewrite bad shards,
-        then delete chunks nobody references."""
-        checked = repaired = lost = 0
+        """Verify every referenced chunk (all shards, parity included) and every inline
+        object, rewrite bad shards, then delete chunks nobody references."""
+        checked, lost = self._scrub_inline()
+        repaired = 0
         for chunk_id in self.ledger.referenced():
             self._check_open()
             result = self.chunks.verify(chunk_id)
@@ -382,8 +405,8 @@ class LocalBlobStore(MultipartMixin):
         return ScrubReport(checked, repaired, lost, collected)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
+        if not self._closed:
+            self._close_commits()
         self.ledger.wait_for_deletes()
 
     def __enter__(self) -> LocalBlobStore:

@@ -1,0 +1,166 @@
+"""The store's in-memory metadata index, and how journal records change it.
+
+Theory of operation. ``MetaIndex`` holds everything the store knows about its names:
+buckets, per bucket a dict of key -> manifest and a sorted key list (for listings), open
+multipart uploads and their parts. It is a pure data structure: no I/O, no locks (the store
+holds its own lock around every call).
+
+Two kinds of callers change it. At open the store replays the journal through ``apply``,
+record by record, last writer wins; records that no longer fit (an object in a bucket
+deleted later in the log, a part of an aborted upload) are ignored, exactly as they were at
+run time. While running, the store calls the finer methods (``put_object``,
+``drop_upload``, ...) once a record is durable, and learns from their return values which
+chunk references the index let go, so it can release them.
+
+``snapshot`` lists the live state as records in an order that replays to the same index:
+that is what compaction writes into a fresh journal.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+
+from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
+from blocks.blob.records import (
+    BucketDelete,
+    BucketPut,
+    ObjectDelete,
+    ObjectPut,
+    PartPut,
+    Record,
+    UploadAbort,
+    UploadComplete,
+    UploadPut,
+)
+
+__all__ = ["SMALL_RECORD_BYTES", "MetaIndex"]
+
+SMALL_RECORD_BYTES = 256
+"""What a bucket, upload or part record is assumed to cost the journal (they are small)."""
+
+
+class MetaIndex:
+    """Buckets, objects, uploads and parts (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, int] = {}
+        self.objects: dict[str, dict[str, Manifest]] = {}
+        self.sorted_keys: dict[str, list[str]] = {}
+        self.uploads: dict[str, UploadRecord] = {}
+        self.parts: dict[str, dict[int, PartRecord]] = {}
+        self._object_bytes = 0  # sum of live manifests' record_bytes
+        self._part_count = 0
+
+    # -- buckets ---------------------------------------------------------------------------
+    def add_bucket(self, name: str, created_ms: int) -> None:
+        if name not in self.buckets:
+            self.objects[name] = {}
+            self.sorted_keys[name] = []
+        self.buckets[name] = created_ms
+
+    def remove_bucket(self, name: str) -> list[tuple[ChunkRef, ...]]:
+        """Forget the bucket, its objects and its uploads; return their chunk lists."""
+        if name not in self.buckets:
+            return []
+        released = [m.chunks for m in self.objects[name].values()]
+        self._object_bytes -= sum(m.record_bytes for m in self.objects[name].values())
+        for upload_id in [u.upload_id for u in self.uploads.values() if u.bucket == name]:
+            released += [part.chunks for part in self.drop_upload(upload_id)]
+        del self.buckets[name], self.objects[name], self.sorted_keys[name]
+        return released
+
+    # -- objects ---------------------------------------------------------------------------
+    def put_object(self, manifest: Manifest) -> Manifest | None:
+        """Install ``manifest`` (its bucket exists); return the one it replaced."""
+        index = self.objects[manifest.bucket]
+        old = index.get(manifest.key)
+        index[manifest.key] = manifest
+        self._object_bytes += manifest.record_bytes
+        if old is None:
+            bisect.insort(self.sorted_keys[manifest.bucket], manifest.key)
+        else:
+            self._object_bytes -= old.record_bytes
+        return old
+
+    def remove_object(self, bucket: str, key: str) -> Manifest | None:
+        index = self.objects.get(bucket)
+        manifest = index.pop(key, None) if index is not None else None
+        if manifest is not None:
+            keys = self.sorted_keys[bucket]
+            del keys[bisect.bisect_left(keys, key)]
+            self._object_bytes -= manifest.record_bytes
+        return manifest
+
+    # -- uploads ---------------------------------------------------------------------------
+    def add_upload(self, upload: UploadRecord) -> None:
+        self.uploads[upload.upload_id] = upload
+        self.parts.setdefault(upload.upload_id, {})
+
+    def put_part(self, part: PartRecord) -> PartRecord | None:
+        """Install ``part`` (its upload exists); return the part it replaced."""
+        parts = self.parts[part.upload_id]
+        old = parts.get(part.number)
+        parts[part.number] = part
+        self._part_count += old is None
+        return old
+
+    def drop_upload(self, upload_id: str) -> list[PartRecord]:
+        """Forget the upload; return its parts (whose chunks the caller releases)."""
+        if self.uploads.pop(upload_id, None) is None:
+            return []
+        parts = list(self.parts.pop(upload_id).values())
+        self._part_count -= len(parts)
+        return parts
+
+    # -- replay ----------------------------------------------------------------------------
+    def apply(self, record: Record) -> None:
+        """Replay one journal record (see the module docstring); ignores misfits."""
+        match record:
+            case BucketPut(name, created_ms):
+                self.add_bucket(name, created_ms)
+            case BucketDelete(name):
+                self.remove_bucket(name)
+            case ObjectPut(manifest, _) if manifest.bucket in self.buckets:
+                self.put_object(manifest)
+            case ObjectDelete(bucket, key):
+                self.remove_object(bucket, key)
+            case UploadPut(upload) if upload.bucket in self.buckets:
+                self.add_upload(upload)
+            case PartPut(part) if part.upload_id in self.uploads:
+                self.put_part(part)
+            case UploadComplete(upload_id, manifest):
+                self.drop_upload(upload_id)
+                if manifest.bucket in self.buckets:
+                    self.put_object(manifest)
+            case UploadAbort(upload_id):
+                self.drop_upload(upload_id)
+
+    def chunk_lists(self) -> Iterator[tuple[ChunkRef, ...]]:
+        """Every chunk list the index references (one per manifest and per part)."""
+        for index in self.objects.values():
+            for manifest in index.values():
+                yield manifest.chunks
+        for parts in self.parts.values():
+            for part in parts.values():
+                yield part.chunks
+
+    def live_bytes(self) -> int:
+        """About how many journal bytes the live state needs (what compaction keeps)."""
+        small = len(self.buckets) + len(self.uploads) + self._part_count
+        return self._object_bytes + SMALL_RECORD_BYTES * small
+
+    def snapshot(self, read_body: Callable[[int], bytes | memoryview]) -> Iterator[Record]:
+        """The live state as records that replay to an equal index (buckets first, then
+        objects, uploads, parts); an inline object's body comes from ``read_body``."""
+        for name, created_ms in self.buckets.items():
+            yield BucketPut(name, created_ms)
+        for index in self.objects.values():
+            for manifest in index.values():
+                body = read_body(manifest.inline_offset) if manifest.inline else None
+                yield ObjectPut(manifest, body)
+        for upload in self.uploads.values():
+            yield UploadPut(upload)
+        for parts in self.parts.values():
+            for part in parts.values():
+                yield PartPut(part)
