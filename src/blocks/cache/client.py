@@ -8,24 +8,22 @@ deadline, ``InvalidArgument`` for bad keys or values).
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from blocks.cache import cache_pb2, cache_pb2_grpc
 from blocks.cache.api import CacheStats
-from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.core.rpc import ChannelClient, mapped_errors
 
 __all__ = ["CacheClient"]
 
 
-class CacheClient:
+class CacheClient(ChannelClient):
     """``async with CacheClient("127.0.0.1:7305") as node: await node.get("k")``."""
 
     def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 1.0) -> None:
+        super().__init__(address, token=token, timeout_s=timeout_s)
         self.address = address
-        self._channel = connect_channel(address, token=token)
         self._stub: Any = cache_pb2_grpc.CacheStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout_s = timeout_s
 
     async def get(self, key: str) -> bytes | None:
         """The value, or ``None`` on a miss."""
@@ -55,17 +53,3 @@ class CacheClient:
             weight=reply.weight,
             capacity=reply.capacity,
         )
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> CacheClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -37,7 +37,8 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import grpc
 import grpc.aio
@@ -52,6 +53,7 @@ __all__ = [
     "KEEPALIVE_TIMEOUT_MS",
     "KEEPALIVE_TIME_MS",
     "MESSAGE_BYTES_MAX",
+    "ChannelClient",
     "PemSource",
     "ServerInterceptor",
     "bearer_token_matches",
@@ -368,3 +370,29 @@ def connect_channel(
     return grpc.aio.secure_channel(
         address, credentials, options=all_options, interceptors=interceptors
     )
+
+
+class ChannelClient:
+    """Base of the blocks' async gRPC clients: owns one channel, closes it, ``async with``.
+
+    A subclass builds its stub on ``self._channel`` and calls it inside ``mapped_errors()``.
+    """
+
+    def __init__(self, address: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+        self._channel = connect_channel(address, token=token)
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any
 
-from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.core.rpc import ChannelClient, mapped_errors
 from blocks.counters import counters_pb2, counters_pb2_grpc
 
 __all__ = ["CountersClient"]
@@ -16,13 +15,12 @@ def _as_bytes(item: bytes | str) -> bytes:
     return item.encode() if isinstance(item, str) else item
 
 
-class CountersClient:
+class CountersClient(ChannelClient):
     """``async with CountersClient(address) as client: await client.increment("views")``."""
 
     def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
-        self._channel = connect_channel(address, token=token)
+        super().__init__(address, token=token, timeout_s=timeout_s)
         self._stub: Any = counters_pb2_grpc.CountersStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout_s = timeout_s
 
     async def increment(self, name: str, amount: int = 1) -> int:
         with mapped_errors():
@@ -63,17 +61,3 @@ class CountersClient:
                 counters_pb2.TopKRequest(name=name, n=n), timeout=self._timeout_s
             )
         return [(item, int(count)) for item, count in zip(reply.items, reply.counts, strict=True)]
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> CountersClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

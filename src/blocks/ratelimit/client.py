@@ -7,13 +7,12 @@ across machines through it.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import grpc
 
 from blocks.core.errors import error_from_status
-from blocks.core.rpc import channel_options, connect_channel, mapped_errors
+from blocks.core.rpc import ChannelClient, channel_options, mapped_errors
 from blocks.ratelimit import ratelimit_pb2, ratelimit_pb2_grpc
 from blocks.ratelimit.api import Decision
 
@@ -29,13 +28,12 @@ def _decision(reply: Any) -> Decision:
     )
 
 
-class RateLimitClient:
+class RateLimitClient(ChannelClient):
     """``async with RateLimitClient(address) as client: await client.acquire("user:1")``."""
 
     def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
-        self._channel = connect_channel(address, token=token)
+        super().__init__(address, token=token, timeout_s=timeout_s)
         self._stub: Any = ratelimit_pb2_grpc.RateLimitStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout_s = timeout_s
 
     async def acquire(self, key: str, cost: int = 1) -> Decision:
         with mapped_errors():
@@ -43,20 +41,6 @@ class RateLimitClient:
                 ratelimit_pb2.AcquireRequest(key=key, cost=cost), timeout=self._timeout_s
             )
         return _decision(reply)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> RateLimitClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class RemoteWindowStore:

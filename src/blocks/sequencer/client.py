@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
-from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.core.rpc import ChannelClient, mapped_errors
 from blocks.sequencer import sequencer_pb2, sequencer_pb2_grpc
 from blocks.sequencer.snowflake import DecodedId
 
 __all__ = ["SequencerClient"]
 
 
-class SequencerClient:
+class SequencerClient(ChannelClient):
     """``async with SequencerClient("127.0.0.1:7000") as client: await client.next_ids(10)``."""
 
     def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
-        self._channel = connect_channel(address, token=token)
+        super().__init__(address, token=token, timeout_s=timeout_s)
         self._stub: Any = sequencer_pb2_grpc.SequencerStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout_s = timeout_s
 
     async def next_ids(self, count: int = 1) -> list[int]:
         with mapped_errors():
@@ -43,17 +41,3 @@ class SequencerClient:
                 sequencer_pb2.AllocateTicketsRequest(count=count), timeout=self._timeout_s
             )
         return range(reply.start, reply.start + reply.count)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> SequencerClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
