@@ -1,19 +1,26 @@
 """Pub-sub benchmark: blocks.pubsub versus NATS JetStream and Redis Streams, one load generator.
 
 Every contender's server runs as its own process on 127.0.0.1; the same Python load generator
-(asyncio, one client per contender) drives them in one run:
+(asyncio, one client per contender) drives them in one run, with the same number of
+concurrent callers for every contender in a workload, each awaiting its acknowledgement:
 
-* ``produce``: one record per call, 32 concurrent producers, acknowledged (durable where the
-  contender is durable);
-* ``produce-batch-100``: 100 records per call (``items_per_op`` 100);
+* ``produce``: one record per call, 32 concurrent callers. blocks: ``client.produce`` (the
+  client coalesces the calls waiting at the same moment into batches on its TCP data path);
+  NATS: ``await js.publish`` (nats-py has one connection and pipelines the 32 publishes on it);
+  Redis: ``await XADD``. So every contender has 32 records in flight;
+* ``produce-batch-100``: 100 records per call (``items_per_op`` 100), 4 concurrent callers.
+  blocks: one ``produce_batch``; NATS: 100 publishes gathered (400 in flight); Redis: a
+  pipeline of 100 XADDs;
 * ``end-to-end``: produce one record, then read it back from the log (publish-to-read
-  latency).
+  latency), 8 concurrent callers.
 
-Contenders: ``blocks-durable`` (fsync per group commit), ``blocks-fsync-never``,
-``blocks-cluster-3`` (three replicating broker processes, ``acks=all``, fsync per group
-commit), ``nats-jetstream`` (file storage, nats-py) and ``redis-streams`` (XADD/XRANGE,
-redis-py, appendfsync everysec). Peers are skipped with a reason when their server or client library
-is missing. Install them with::
+Contenders: ``blocks-durable`` (acknowledged after an fsync shared by every batch that
+arrived during the previous one), ``blocks-fsync-never``, ``blocks-cluster-3`` (three
+replicating broker processes, ``acks=all``, fsync per group commit), ``nats-jetstream`` (file
+storage, nats-py; nats-server 2.9 acknowledges before any fsync and has no option to fsync
+each write, so it compares with ``blocks-fsync-never``) and ``redis-streams`` (XADD/XRANGE,
+redis-py, appendfsync everysec). Peers are skipped with a reason when their server or client
+library is missing. Install them with::
 
     apt-get install -y nats-server redis-server
     pip install nats-py redis

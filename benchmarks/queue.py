@@ -1,13 +1,18 @@
 """Queue benchmark: blocks.queue versus NATS JetStream and Redis Streams as work queues.
 
-Same Python load generator, every server its own process on 127.0.0.1, one run:
+Same Python load generator, every server its own process on 127.0.0.1, one run, 32
+concurrent callers for every contender, each awaiting every acknowledgement:
 
-* ``send``: one acknowledged (durable where the contender is) send per call, 32 concurrent;
+* ``send``: one acknowledged (durable where the contender is) send per call;
 * ``work-cycle``: send, receive, ack: the full life of one job (end-to-end latency).
 
-Contenders: ``blocks-durable`` (group-committed fsync), ``blocks-fsync-never``,
-``nats-jetstream`` (work-queue stream, pull consumer, explicit ack) and ``redis-streams``
-(XADD, XREADGROUP, XACK). Peers are skipped with a reason when missing. Install them with::
+Contenders: ``blocks-durable`` (acknowledged after an fsync shared by every call that arrived
+during the previous one), ``blocks-fsync-never``, ``nats-jetstream`` (work-queue stream,
+pull consumer, explicit ack; nats-server 2.9 acknowledges before any fsync, so it compares
+with ``blocks-fsync-never``) and ``redis-streams`` (XADD, XREADGROUP, XACK; appendfsync
+everysec). The blocks client coalesces the calls made while a frame is in flight into one
+frame on its TCP data path; nats-py and redis-py pipeline theirs on one connection. Peers are
+skipped with a reason when missing. Install them with::
 
     apt-get install -y nats-server redis-server
     pip install nats-py redis

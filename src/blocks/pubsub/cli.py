@@ -37,6 +37,12 @@ def register(subparsers: Any) -> None:
         metavar="ID=HOST:PORT",
         help="another broker's id and replication address (repeat; turns on replication)",
     )
+    serve.add_argument(
+        "--data-port",
+        type=int,
+        default=0,
+        help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
+    )
     serve.add_argument("--token", default=None)
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
@@ -152,8 +158,16 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
     host, port = _address(args.listen)
+    data_port = None if args.data_port < 0 else args.data_port
     if not args.peer:
-        return build_server(args.data_dir, host=host, port=port, token=args.token, fsync=args.fsync)
+        return build_server(
+            args.data_dir,
+            host=host,
+            port=port,
+            token=args.token,
+            fsync=args.fsync,
+            data_port=data_port,
+        )
     if not args.node_id or not args.cluster_listen or not args.data_dir:
         raise InvalidArgument("a cluster broker needs --node-id, --cluster-listen and --data-dir")
     return build_cluster_server(
@@ -165,6 +179,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any]:
         port=port,
         token=args.token,
         fsync=args.fsync,
+        data_port=data_port,
     )
 
 

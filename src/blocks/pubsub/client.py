@@ -2,12 +2,16 @@
 
 Given several addresses (the brokers of a cluster), the client talks to one and moves to the
 next when a call finds it ``Unavailable``; any broker forwards partition calls to the
-partition's leader. The client is an idempotent producer: it has a random producer id and one sequence counter per
-``(topic, partition)``; ``produce`` retries a batch that failed with ``Unavailable`` or
-``Timeout`` under the same sequence numbers (for up to ``RETRIES_MAX`` attempts with
-backoff, long enough to ride out a leader election), so the broker stores it once. Produces to one
-partition are serialised by a per-partition lock so sequences reach the broker in order.
-``subscribe`` streams one partition with credit-based flow control.
+partition's leader. Produce and fetch travel on the broker's data path (framed msgpack over
+``TcpTransport``, ``blocks.pubsub.datapath``; its port comes from the ``DataPath`` RPC), the
+rest on gRPC; against a broker without a data path everything uses gRPC.
+
+Producing goes through a ``blocks.pubsub.producer.Producer``: concurrent ``produce`` calls to
+one partition are coalesced into batches, up to five batches per partition are in flight,
+and the client is an idempotent producer (a random producer id and one sequence counter per
+partition), so the batches that fail with ``Unavailable`` or ``Timeout`` are resent in order
+under the same sequence numbers, long enough to ride out a leader election, and the broker
+stores each once. ``subscribe`` streams one partition with credit-based flow control.
 """
 
 from __future__ import annotations
@@ -15,20 +19,29 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import InvalidArgument, Timeout, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.hashing import key_hash
 from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.core.tcp_transport import TcpTransport
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
+from blocks.pubsub.datapath import fetch_message, produce_message, records_from_wire
+from blocks.pubsub.producer import Entries, Producer, ProducerConfig
+from blocks.pubsub.topics import check_entries
 
 __all__ = ["PubSubClient", "connect"]
 
-RETRIES_MAX = 8
-BACKOFF_MAX_S = 1.0
+# Reconnect to a restarted broker within ~0.1-1 s instead of gRPC's default backoff (1 s
+# growing to 2 min), which a producer retrying through a broker restart would otherwise meet.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 
 def _record(topic: str, message: Any) -> Record:
@@ -38,37 +51,98 @@ def _record(topic: str, message: Any) -> Record:
     )
 
 
+def _check_batch(partition: object, entries: object) -> None:
+    """Refuse bad records before they join a batch, so they cannot fail others' records."""
+    if type(partition) is not int or partition < 0:
+        raise InvalidArgument(f"partition must be an integer >= 0, got {partition!r}")
+    check_entries(entries)
+
+
 class PubSubClient:
     """A ``PubSub`` served over gRPC; build it with ``connect``."""
 
     def __init__(
-        self, address: str | Sequence[str], *, token: str | None = None, timeout_s: float = 10.0
+        self,
+        address: str | Sequence[str],
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        producer: ProducerConfig | None = None,
+        data_path: bool = True,
     ) -> None:
         self._addresses = [address] if isinstance(address, str) else list(address)
         self._current = 0
         self._token = token
-        self._channels = {0: connect_channel(self._addresses[0], token=token)}
+        self._channels = {
+            0: connect_channel(self._addresses[0], token=token, options=_CHANNEL_OPTIONS)
+        }
         self._stub: Any = pubsub_pb2_grpc.PubSubStub(self._channels[0])  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
-        self.producer_id = uuid.uuid4().hex
-        self._sequences: dict[tuple[str, int], int] = {}
-        self._producer_ids: dict[tuple[str, int], str] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._data = TcpTransport(f"pubsub-client-{uuid.uuid4().hex[:8]}", None, token=token)
+        # broker index -> the data path's node name ("" where gRPC is used instead)
+        self._data_names: dict[int, str] = (
+            {} if data_path else dict.fromkeys(range(len(self._addresses)), "")
+        )
+        self.producer = Producer(self._send_batch, producer)
+        self._discovery = asyncio.Lock()
         self._partitions: dict[str, int] = {}
         self._round_robin = itertools.count()
 
-    async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
+    async def _failover(self, attempt_once: Callable[[int], Awaitable[Any]]) -> Any:
+        """Run ``attempt_once(broker index)``, moving to the next broker on ``Unavailable``."""
         for attempt in range(len(self._addresses)):
+            index = self._current
             try:
-                with mapped_errors():
-                    return await getattr(self._stub, method)(
-                        request, timeout=self._timeout_s + extra_s
-                    )
+                return await attempt_once(index)
             except Unavailable:
+                self._data_names.pop(index, None)  # a restarted broker may listen elsewhere
                 if attempt == len(self._addresses) - 1:
                     raise
                 await self._next_broker()
         raise AssertionError("unreachable")
+
+    async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
+        async def once(index: int) -> Any:
+            with mapped_errors():
+                return await getattr(self._stub, method)(request, timeout=self._timeout_s + extra_s)
+
+        return await self._failover(once)
+
+    async def _data_call(
+        self, message: Any, method: str, request: Callable[[], Any], extra_s: float = 0.0
+    ) -> tuple[bool, Any]:
+        """``(True, reply)`` from the data path, or ``(False, gRPC reply)`` where there is none."""
+
+        async def once(index: int) -> tuple[bool, Any]:
+            name = self._data_names.get(index)
+            if name is None:
+                async with self._discovery:  # one question at a time: add_peer drops a link
+                    name = self._data_names.get(index)
+                    if name is None:
+                        name = self._data_names[index] = await self._ask_data_path(index)
+            timeout_s = self._timeout_s + extra_s
+            if name:
+                return True, await self._data.request(name, message, timeout_s)
+            with mapped_errors():
+                return False, await getattr(self._stub, method)(request(), timeout=timeout_s)
+
+        result: tuple[bool, Any] = await self._failover(once)
+        return result
+
+    async def _ask_data_path(self, index: int) -> str:
+        """The broker's data path node name, registered as a peer ("" if it has none)."""
+        try:
+            with mapped_errors():
+                reply = await self._stub.DataPath(pubsub_pb2.Empty(), timeout=self._timeout_s)
+        except (Unavailable, Timeout):
+            raise
+        except BlocksError:  # a broker without a data path (UNIMPLEMENTED): use gRPC
+            return ""
+        if not reply.port or not reply.name:
+            return ""
+        host = self._addresses[index].rpartition(":")[0].strip("[]")
+        self._data.add_peer(reply.name, (host, int(reply.port)))
+        return str(reply.name)
 
     async def _next_broker(self) -> None:
         """Move to the next address (a cluster's brokers all serve every call). Channels stay
@@ -76,7 +150,9 @@ class PubSubClient:
         self._current = (self._current + 1) % len(self._addresses)
         if self._current not in self._channels:
             address = self._addresses[self._current]
-            self._channels[self._current] = connect_channel(address, token=self._token)
+            self._channels[self._current] = connect_channel(
+                address, token=self._token, options=_CHANNEL_OPTIONS
+            )
         channel = self._channels[self._current]
         self._stub = pubsub_pb2_grpc.PubSubStub(channel)  # type: ignore[no-untyped-call]
 
@@ -112,40 +188,33 @@ class PubSubClient:
         if partition is None:
             count = await self.partitions(topic)
             partition = (next(self._round_robin) if key is None else key_hash(key)) % count
-        return partition, await self.produce_batch(topic, partition, [(key, value)])
+        entries = [(key, value)]
+        _check_batch(partition, entries)
+        return partition, await self.producer.produce(topic, partition, entries)
 
     async def produce_batch(
         self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
     ) -> int:
-        if not entries or type(partition) is not int or partition < 0:
-            raise InvalidArgument("a batch needs records and a partition >= 0")
-        for key, value in entries:
-            if not isinstance(value, bytes) or (key is not None and not isinstance(key, bytes)):
-                raise InvalidArgument("record keys and values must be bytes")
-        slot = (topic, partition)
-        async with self._locks.setdefault(slot, asyncio.Lock()):
-            sequence = self._sequences.get(slot, 0)
-            request = pubsub_pb2.ProduceRequest(
+        _check_batch(partition, entries)
+        return await self.producer.produce(topic, partition, list(entries))
+
+    async def _send_batch(
+        self, topic: str, partition: int, entries: Entries, producer_id: str, sequence: int
+    ) -> int:
+        """One attempt at one batch (the ``Producer``'s ``send``)."""
+
+        def request() -> Any:
+            return pubsub_pb2.ProduceRequest(
                 topic=topic,
                 partition=partition,
                 entries=[pubsub_pb2.Entry(key=k, value=v) for k, v in entries],
-                producer_id=self._producer_ids.setdefault(slot, self.producer_id),
+                producer_id=producer_id,
                 sequence=sequence,
             )
-            for attempt in range(RETRIES_MAX):
-                try:
-                    reply = await self._call("Produce", request)
-                    break
-                except (Unavailable, Timeout):
-                    if attempt == RETRIES_MAX - 1:
-                        # The batch may or may not be stored: start a fresh producer session
-                        # so the next batch is neither mistaken for it nor out of order.
-                        self._producer_ids[slot] = uuid.uuid4().hex
-                        self._sequences[slot] = 0
-                        raise
-                    await asyncio.sleep(min(0.05 * 2**attempt, BACKOFF_MAX_S))
-            self._sequences[slot] = sequence + len(entries)
-        return int(reply.base_offset)
+
+        message = produce_message(topic, partition, entries, producer_id, sequence)
+        on_data_path, reply = await self._data_call(message, "Produce", request)
+        return int(reply if on_data_path else reply.base_offset)
 
     async def fetch(
         self,
@@ -157,14 +226,22 @@ class PubSubClient:
     ) -> list[Record]:
         if offset < 0 or max_messages < 1 or wait_ms < 0:
             raise InvalidArgument("offset and wait_ms must be >= 0, max_messages >= 1")
-        request = pubsub_pb2.FetchRequest(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            max_messages=max_messages,
-            wait_ms=wait_ms,
+
+        def request() -> Any:
+            return pubsub_pb2.FetchRequest(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                max_messages=max_messages,
+                wait_ms=wait_ms,
+            )
+
+        message = fetch_message(topic, partition, offset, max_messages, wait_ms)
+        on_data_path, reply = await self._data_call(
+            message, "Fetch", request, extra_s=wait_ms / 1000.0
         )
-        reply = await self._call("Fetch", request, extra_s=wait_ms / 1000.0)
+        if on_data_path:
+            return records_from_wire(topic, partition, reply)
         return [_record(topic, r) for r in reply.records]
 
     async def subscribe(
@@ -240,6 +317,8 @@ class PubSubClient:
         return Consumer(self, topic, group, **options)
 
     async def close(self) -> None:
+        await self.producer.close(self._timeout_s)
+        await self._data.close()
         for channel in self._channels.values():
             await channel.close()
 
@@ -251,12 +330,21 @@ class PubSubClient:
 
 
 async def connect(
-    addresses: Sequence[str] | str, *, token: str | None = None, timeout_s: float = 10.0
+    addresses: Sequence[str] | str,
+    *,
+    token: str | None = None,
+    timeout_s: float = 10.0,
+    producer: ProducerConfig | None = None,
+    data_path: bool = True,
 ) -> PubSubClient:
     """A client for the pub-sub brokers at ``addresses`` (``host:port``; one is enough, the
-    others are where it goes when that one is unavailable)."""
+    others are where it goes when that one is unavailable). ``producer`` tunes batching
+    (``linger_ms``, ``batch_bytes_max``, ``in_flight_max``, ...); ``data_path=False`` keeps
+    produce and fetch on gRPC."""
     if isinstance(addresses, str):
         addresses = [addresses]
     if not addresses:
         raise InvalidArgument("connect needs at least one address")
-    return PubSubClient(list(addresses), token=token, timeout_s=timeout_s)
+    return PubSubClient(
+        list(addresses), token=token, timeout_s=timeout_s, producer=producer, data_path=data_path
+    )

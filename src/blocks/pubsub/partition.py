@@ -164,8 +164,16 @@ class LogPartition:
         *,
         fsync: FsyncPolicy = "batch",
         segment_bytes_max: int = 16 << 20,
+        batch_delay_ms: float = 0.0,
     ) -> None:
-        self.log = SegmentLog(directory, fsync=fsync, segment_bytes_max=segment_bytes_max)
+        # Group commit without a window: the first durable append starts an fsync at once,
+        # and every batch that arrives while it runs shares the next one.
+        self.log = SegmentLog(
+            directory,
+            fsync=fsync,
+            segment_bytes_max=segment_bytes_max,
+            batch_delay_ms=batch_delay_ms,
+        )
 
     @property
     def first_offset(self) -> int:
@@ -240,6 +248,7 @@ class LogPartition:
             self.log.directory,
             fsync=self.log.config.fsync,
             segment_bytes_max=self.log.config.segment_bytes_max,
+            batch_delay_ms=self.log.config.batch_delay_ms,
         )
 
     def close(self) -> None:

@@ -36,6 +36,14 @@ class MetadataReply(_message.Message):
     partitions: int
     def __init__(self, partitions: _Optional[int] = ...) -> None: ...
 
+class DataPathReply(_message.Message):
+    __slots__ = ("port", "name")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    name: str
+    def __init__(self, port: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
 class Entry(_message.Message):
     __slots__ = ("key", "value")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -95,6 +95,11 @@ class PubSubStub:
                 request_serializer=blocks_dot_pubsub_dot_pubsub__pb2.CommittedRequest.SerializeToString,
                 response_deserializer=blocks_dot_pubsub_dot_pubsub__pb2.CommittedReply.FromString,
                 _registered_method=True)
+        self.DataPath = channel.unary_unary(
+                '/blocks.pubsub.PubSub/DataPath',
+                request_serializer=blocks_dot_pubsub_dot_pubsub__pb2.Empty.SerializeToString,
+                response_deserializer=blocks_dot_pubsub_dot_pubsub__pb2.DataPathReply.FromString,
+                _registered_method=True)
 
 
 class PubSubServicer:
@@ -175,6 +180,14 @@ class PubSubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DataPath(self, request, context):
+        """The port of this broker's framed-msgpack data path (same host; 0: none). Python clients
+        send Produce and Fetch there: blocks.pubsub.datapath describes the messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PubSubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +250,11 @@ def add_PubSubServicer_to_server(servicer, server):
                     servicer.Committed,
                     request_deserializer=blocks_dot_pubsub_dot_pubsub__pb2.CommittedRequest.FromString,
                     response_serializer=blocks_dot_pubsub_dot_pubsub__pb2.CommittedReply.SerializeToString,
+            ),
+            'DataPath': grpc.unary_unary_rpc_method_handler(
+                    servicer.DataPath,
+                    request_deserializer=blocks_dot_pubsub_dot_pubsub__pb2.Empty.FromString,
+                    response_serializer=blocks_dot_pubsub_dot_pubsub__pb2.DataPathReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -564,6 +582,33 @@ class PubSub:
             '/blocks.pubsub.PubSub/Committed',
             blocks_dot_pubsub_dot_pubsub__pb2.CommittedRequest.SerializeToString,
             blocks_dot_pubsub_dot_pubsub__pb2.CommittedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DataPath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.pubsub.PubSub/DataPath',
+            blocks_dot_pubsub_dot_pubsub__pb2.Empty.SerializeToString,
+            blocks_dot_pubsub_dot_pubsub__pb2.DataPathReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,12 +5,17 @@ the client's first message names the partition and offset and grants credits; th
 sends at most as many records as it has credits for, then waits for more credits (long
 polling for new records while it has some). So the records buffered for a subscriber are
 bounded by the credits it granted, however slow it is.
+
+Beside gRPC, each broker serves its data path (``blocks.pubsub.datapath``: produce and fetch
+as framed msgpack on a ``TcpTransport``, same host, ``data_port``, same token); ``DataPath``
+tells clients its port, 0 when it is off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,6 +27,7 @@ from blocks.core.tcp_transport import TcpTransport
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
+from blocks.pubsub.datapath import DataPathHandler
 from blocks.pubsub.local import LocalBroker
 
 __all__ = ["CREDITS_MAX", "PubSubService", "build_cluster_server", "build_server"]
@@ -47,8 +53,14 @@ def _assignment(assignment: Assignment) -> Any:
 
 
 class PubSubService(pubsub_pb2_grpc.PubSubServicer):
-    def __init__(self, broker: LocalBroker) -> None:
+    def __init__(self, broker: LocalBroker, data_path: TcpTransport | None = None) -> None:
         self.broker = broker
+        self.data_path = data_path
+
+    async def DataPath(self, request: Any, context: Any) -> Any:
+        if self.data_path is None or self.data_path.address is None:
+            return pubsub_pb2.DataPathReply(port=0)
+        return pubsub_pb2.DataPathReply(port=self.data_path.address[1], name=self.data_path.name)
 
     async def CreateTopic(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
         await self.broker.create_topic(
@@ -160,10 +172,12 @@ def build_server(
     fsync: FsyncPolicy = "batch",
     clock: Clock | None = None,
     session_timeout_ms: int = 10_000,
+    data_port: int | None = 0,
 ) -> tuple[Server, LocalBroker]:
-    """A ``Server`` (not started) serving a broker stored in ``data_dir`` (memory if None)."""
+    """A ``Server`` (not started) serving a broker stored in ``data_dir`` (memory if None);
+    its data path listens on ``data_port`` (0: any free port; None: no data path)."""
     broker = LocalBroker(data_dir, fsync=fsync, clock=clock, session_timeout_ms=session_timeout_ms)
-    return _serve_broker(broker, host, port, token, clock), broker
+    return _serve_broker(broker, host, port, token, clock, data_port=data_port), broker
 
 
 def build_cluster_server(
@@ -177,6 +191,7 @@ def build_cluster_server(
     token: str | None = None,
     fsync: FsyncPolicy = "batch",
     replication: ReplicationConfig | None = None,
+    data_port: int | None = 0,
 ) -> tuple[Server, ClusterBroker]:
     """A ``Server`` (not started) for one broker of a replicated cluster: clients call it over
     gRPC, brokers replicate over a ``TcpTransport`` on ``cluster_listen`` (same token)."""
@@ -189,7 +204,7 @@ def build_cluster_server(
         await transport.start()
         broker.start()
 
-    server = _serve_broker(broker, host, port, token, None, start=start)
+    server = _serve_broker(broker, host, port, token, None, start=start, data_port=data_port)
     server.add_component(stop=transport.close, name="pubsub-transport")
     return server, broker
 
@@ -201,12 +216,20 @@ def _serve_broker(
     token: str | None,
     clock: Clock | None,
     start: Callable[[], Awaitable[None]] | None = None,
+    *,
+    data_port: int | None = 0,
 ) -> Server:
     server = Server(host=host, port=port, token=token, name="pubsub", clock=clock)
+    data_path = None
+    if data_port is not None:
+        data_path = TcpTransport(f"pubsub-{uuid.uuid4().hex[:12]}", (host, data_port), token=token)
+        data_path.serve(DataPathHandler(broker))
     server.add_service(
         pubsub_pb2_grpc.add_PubSubServicer_to_server,
-        PubSubService(broker),
+        PubSubService(broker, data_path),
         health_name="blocks.pubsub.PubSub",
     )
     server.add_component(start=start, stop=broker.close, name="pubsub-storage")
+    if data_path is not None:  # stopped before the storage: components stop in reverse
+        server.add_component(start=data_path.start, stop=data_path.close, name="pubsub-data")
     return server

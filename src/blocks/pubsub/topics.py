@@ -6,9 +6,11 @@ Theory of operation
 ``<data>/topics/<topic>/<partition>``) and assigns offsets. ``prepare_append`` checks a batch
 and decides, from the producer table, whether it is new, a duplicate of a batch already
 written (a retry: its original offsets are returned and nothing is written) or out of order
-(``Conflict``). Producer state is ``(producer_id, topic, partition) -> (last sequence, last
-offset)``; it is rebuilt on open by scanning the retained records, which carry the producer
-id and sequence, so deduplication survives a restart for as long as retention keeps the batch.
+(``Conflict``). Producer state is ``(producer_id, topic, partition) -> recent runs``
+(``blocks.pubsub.producers``: enough to answer a retry of any of a pipelining producer's
+batches in flight); it is rebuilt on open by scanning the retained records, which carry the
+producer id and sequence, so deduplication survives a restart for as long as retention keeps
+the batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from blocks.core.errors import (
 )
 from blocks.core.log import FsyncPolicy
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
+from blocks.pubsub.producers import Run, duplicate_offset, extend, last_sequence
 
 __all__ = ["TopicConfig", "TopicTable"]
 
@@ -83,12 +86,14 @@ class TopicTable:
         *,
         fsync: FsyncPolicy = "batch",
         segment_bytes_max: int = 16 << 20,
+        batch_delay_ms: float = 0.0,
     ) -> None:
         self.directory = None if directory is None else Path(directory) / "topics"
         self._fsync: FsyncPolicy = fsync
         self._segment_bytes_max = segment_bytes_max
         self._topics: dict[str, _Topic] = {}
-        self._producers: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self._producers: dict[tuple[str, str, int], tuple[Run, ...]] = {}
+        self._batch_delay_ms = batch_delay_ms
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             for meta in sorted(self.directory.glob("*/topic.msgpack")):
@@ -102,7 +107,12 @@ class TopicTable:
             else:
                 path = self.directory / config.name / str(partition)
                 stores.append(
-                    LogPartition(path, fsync=self._fsync, segment_bytes_max=self._segment_bytes_max)
+                    LogPartition(
+                        path,
+                        fsync=self._fsync,
+                        segment_bytes_max=self._segment_bytes_max,
+                        batch_delay_ms=self._batch_delay_ms,
+                    )
                 )
         topic = _Topic(config, stores, [0] * config.partitions)
         self._topics[config.name] = topic
@@ -120,11 +130,8 @@ class TopicTable:
         store = topic.stores[partition]
         offset = store.first_offset
         while batch := store.read(offset, 1000, 1 << 24, include_control=True):
-            for record in batch:
-                topic.last_timestamp_ms[partition] = record.timestamp_ms
-                if record.producer_id is not None:
-                    key = (record.producer_id, name, partition)
-                    self._producers[key] = (record.sequence, record.offset)
+            topic.last_timestamp_ms[partition] = batch[-1].timestamp_ms
+            self._note_producers(name, partition, batch)
             offset = batch[-1].offset + 1
 
     def create(self, config: TopicConfig) -> None:
@@ -186,14 +193,15 @@ class TopicTable:
                 raise InvalidArgument("producer_id must be a string of 1..64 characters")
             if type(sequence) is not int or sequence < 0:
                 raise InvalidArgument("sequence must be a non-negative integer")
-            last_sequence, last_offset = self._producers.get(
-                (producer_id, name, partition), (-1, -1)
-            )
-            last_in_batch = sequence + len(entries) - 1
-            if last_in_batch <= last_sequence:  # a retry of a batch already written
-                return [], last_offset - (last_sequence - sequence)
-            if sequence != last_sequence + 1:
-                raise Conflict(f"sequence {sequence} out of order (expected {last_sequence + 1})")
+            runs = self._producers.get((producer_id, name, partition), ())
+            newest = last_sequence(runs)
+            if sequence + len(entries) - 1 <= newest:  # a retry of a batch already written
+                original = duplicate_offset(runs, sequence, len(entries))
+                if original is None:
+                    raise Conflict(f"sequence {sequence} is too old to deduplicate")
+                return [], original
+            if sequence != newest + 1:
+                raise Conflict(f"sequence {sequence} out of order (expected {newest + 1})")
             if len(self._producers) >= PRODUCERS_MAX:
                 raise FailedPrecondition(f"at most {PRODUCERS_MAX} producer sessions")
         topic = self._topics[name]
@@ -248,14 +256,27 @@ class TopicTable:
         self._scan(topic, partition)
 
     def _note(self, name: str, partition: int, records: list[StoredRecord]) -> None:
-        last = records[-1]
-        self._topics[name].last_timestamp_ms[partition] = last.timestamp_ms
-        if last.producer_id is not None:
-            self._producers[(last.producer_id, name, partition)] = (last.sequence, last.offset)
-        for record in records[:-1]:  # a replicated batch may hold several producers
-            if record.producer_id is not None and record.producer_id != last.producer_id:
+        self._topics[name].last_timestamp_ms[partition] = records[-1].timestamp_ms
+        self._note_producers(name, partition, records)
+
+    def _note_producers(self, name: str, partition: int, records: list[StoredRecord]) -> None:
+        """Extend the producers' runs with stored records (in offset order)."""
+        first, last = records[0], records[-1]
+        span = len(records) - 1
+        if (  # the usual case: one producer's contiguous batch
+            first.producer_id is not None
+            and first.producer_id == last.producer_id
+            and last.sequence - first.sequence == span == last.offset - first.offset
+        ):
+            key = (first.producer_id, name, partition)
+            runs = self._producers.get(key, ())
+            self._producers[key] = extend(runs, first.sequence, first.offset, len(records))
+            return
+        for record in records:  # a replicated or scanned batch may mix producers
+            if record.producer_id is not None:
                 key = (record.producer_id, name, partition)
-                self._producers[key] = (record.sequence, record.offset)
+                runs = self._producers.get(key, ())
+                self._producers[key] = extend(runs, record.sequence, record.offset, 1)
 
     def apply_retention(self, now_ms: int) -> int:
         """Drop records past each topic's age and size limits; return partitions trimmed."""

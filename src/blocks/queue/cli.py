@@ -26,6 +26,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
     serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
     serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
+    serve.add_argument(
+        "--data-port",
+        type=int,
+        default=0,
+        help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
+    )
     serve.add_argument("--token", default=None)
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
@@ -145,6 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=int(port),
             token=args.token,
             fsync=args.fsync,
+            data_port=None if args.data_port < 0 else args.data_port,
         )
         await server.start()
         print_result(

@@ -1,19 +1,26 @@
 """``connect``: the async client of a queue server, implementing ``blocks.queue.api.Queue``.
 
-One gRPC channel per client; calls may run concurrently on it. Errors arrive as the
-``BlocksError`` class the server raised. A long poll (``wait_ms``) gets a call deadline of
-``wait_ms`` plus the client's ``timeout_s``.
+Sends, receives, acks, nacks and extensions travel on the server's data path (framed msgpack
+over ``TcpTransport``, coalesced by a ``blocks.queue.datapath.CallBatcher``: the calls made
+while a frame is in flight leave together in the next one); queue management stays on gRPC,
+and so does everything against a server without a data path. Errors arrive as the
+``BlocksError`` class the server raised. A long poll (``wait_ms``) travels alone and gets a
+deadline of ``wait_ms`` plus the client's ``timeout_s``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import InvalidArgument
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.rpc import connect_channel, mapped_errors
+from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.api import Message
+from blocks.queue.datapath import CallBatcher, message_from_wire
 
 __all__ = ["QueueClient", "connect"]
 
@@ -21,14 +28,66 @@ __all__ = ["QueueClient", "connect"]
 class QueueClient:
     """A ``Queue`` served over gRPC; build it with ``connect``."""
 
-    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        data_path: bool = True,
+    ) -> None:
+        self._address = address
         self._channel = connect_channel(address, token=token)
         self._stub: Any = queue_pb2_grpc.QueueStub(self._channel)  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
+        self._data = TcpTransport(f"queue-client-{uuid.uuid4().hex[:8]}", None, token=token)
+        self._data_name: str | None = None if data_path else ""  # "": use gRPC
+        self._batcher = CallBatcher(self._send_calls)
+        self._discovery = asyncio.Lock()
 
     async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
         with mapped_errors():
             return await getattr(self._stub, method)(request, timeout=self._timeout_s + extra_s)
+
+    async def _data_path(self) -> str:
+        """The server's data path node name, registered as a peer ("" when it has none)."""
+        if self._data_name is not None:
+            return self._data_name
+        async with self._discovery:  # one question at a time: add_peer drops a connection
+            return await self._ask_data_path()
+
+    async def _ask_data_path(self) -> str:
+        if self._data_name is None:
+            try:
+                reply = await self._call("DataPath", queue_pb2.Empty())
+            except (Unavailable, Timeout):
+                raise
+            except BlocksError:  # a server without a data path (UNIMPLEMENTED)
+                self._data_name = ""
+                return ""
+            self._data_name = str(reply.name) if reply.port and reply.name else ""
+            if self._data_name:
+                host = self._address.rpartition(":")[0].strip("[]")
+                self._data.add_peer(self._data_name, (host, int(reply.port)))
+        return self._data_name
+
+    async def _send_calls(self, calls: list[Any]) -> list[Any]:
+        try:
+            reply: list[Any] = await self._data.request(
+                await self._data_path(), {"op": "calls", "c": calls}, self._timeout_s
+            )
+        except Unavailable:
+            self._data_name = None  # a restarted server may listen elsewhere
+            raise
+        return reply
+
+    async def _fast(
+        self, call: list[Any], method: str, request: Callable[[], Any], extra_s: float = 0.0
+    ) -> tuple[bool, Any]:
+        """``(True, result)`` through the batcher, or ``(False, gRPC reply)`` without one."""
+        if await self._data_path():
+            return True, await self._batcher.call(call)
+        return False, await self._call(method, request(), extra_s)
 
     async def create_queue(
         self,
@@ -69,18 +128,20 @@ class QueueClient:
     ) -> str:
         if not 0 <= priority <= 255 or delay_ms < 0:
             raise InvalidArgument("priority must be within 0..255 and delay_ms >= 0")
-        reply = await self._call(
-            "Send",
-            queue_pb2.SendRequest(
+
+        def request() -> Any:
+            return queue_pb2.SendRequest(
                 name=name,
                 body=body,
                 delay_ms=delay_ms,
                 group=group,
                 dedup_id=dedup_id,
                 priority=priority,
-            ),
-        )
-        return str(reply.id)
+            )
+
+        call = ["send", name, body, delay_ms, group, dedup_id, priority]
+        fast, reply = await self._fast(call, "Send", request)
+        return str(reply if fast else reply.id)
 
     async def receive(
         self,
@@ -92,6 +153,19 @@ class QueueClient:
     ) -> list[Message]:
         if max_messages < 1 or wait_ms < 0 or (visibility_ms is not None and visibility_ms < 0):
             raise InvalidArgument("max_messages must be >= 1, wait_ms and visibility_ms >= 0")
+        if await self._data_path():
+            if wait_ms == 0:
+                found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
+            else:
+                poll = {"op": "receive", "name": name, "n": max_messages, "w": wait_ms}
+                poll["v"] = visibility_ms
+                timeout_s = self._timeout_s + wait_ms / 1000.0
+                try:
+                    found = await self._data.request(self._data_name or "", poll, timeout_s)
+                except Unavailable:
+                    self._data_name = None  # a restarted server may listen elsewhere
+                    raise
+            return [message_from_wire(m) for m in found]
         request = queue_pb2.ReceiveRequest(
             name=name, max_messages=max_messages, wait_ms=wait_ms, visibility_ms=visibility_ms
         )
@@ -110,21 +184,32 @@ class QueueClient:
         ]
 
     async def ack(self, name: str, receipt: str) -> None:
-        await self._call("Ack", queue_pb2.ReceiptRequest(name=name, receipt=receipt))
+        def request() -> Any:
+            return queue_pb2.ReceiptRequest(name=name, receipt=receipt)
+
+        await self._fast(["ack", name, receipt], "Ack", request)
 
     async def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
         if delay_ms < 0:
             raise InvalidArgument("delay_ms must be >= 0")
-        request = queue_pb2.NackRequest(name=name, receipt=receipt, delay_ms=delay_ms)
-        await self._call("Nack", request)
+
+        def request() -> Any:
+            return queue_pb2.NackRequest(name=name, receipt=receipt, delay_ms=delay_ms)
+
+        await self._fast(["nack", name, receipt, delay_ms], "Nack", request)
 
     async def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
         if visibility_ms < 0:
             raise InvalidArgument("visibility_ms must be >= 0")
-        request = queue_pb2.ExtendRequest(name=name, receipt=receipt, visibility_ms=visibility_ms)
-        await self._call("ExtendVisibility", request)
+
+        def request() -> Any:
+            return queue_pb2.ExtendRequest(name=name, receipt=receipt, visibility_ms=visibility_ms)
+
+        await self._fast(["extend", name, receipt, visibility_ms], "ExtendVisibility", request)
 
     async def close(self) -> None:
+        self._batcher.close()
+        await self._data.close()
         await self._channel.close()
 
     async def __aenter__(self) -> QueueClient:
@@ -135,7 +220,11 @@ class QueueClient:
 
 
 async def connect(
-    addresses: Sequence[str] | str, *, token: str | None = None, timeout_s: float = 10.0
+    addresses: Sequence[str] | str,
+    *,
+    token: str | None = None,
+    timeout_s: float = 10.0,
+    data_path: bool = True,
 ) -> QueueClient:
     """A client for the queue server at the first of ``addresses`` (``host:port``).
 
@@ -146,4 +235,4 @@ async def connect(
         addresses = [addresses]
     if not addresses:
         raise InvalidArgument("connect needs at least one address")
-    return QueueClient(addresses[0], token=token, timeout_s=timeout_s)
+    return QueueClient(addresses[0], token=token, timeout_s=timeout_s, data_path=data_path)

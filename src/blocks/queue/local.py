@@ -10,7 +10,15 @@ record is durable (group commit under ``fsync="batch"``: concurrent callers shar
 The append happens in the same event-loop step as the execution, so the log order is the
 execution order, and reopening the directory replays the log into an identical broker.
 Receives that hand out messages are logged too, so receive counts and invisibility deadlines
-survive a restart; a receive that finds nothing changes nothing and is not logged.
+survive a restart; a receive that finds nothing changes nothing and is not logged. Group
+commit has no window: the first waiter starts an fsync at once, and every record written
+while it runs shares the next one.
+
+``run_many`` executes a batch of calls (sends, acks, nacks, extensions, receives without a
+wait: what a client coalesced from many callers) in one event-loop step, appends the records
+of those that changed something in one write, and waits for one durable point: a batch of a
+hundred acks costs one write and at most one fsync. Each call succeeds or fails on its own,
+exactly as if it had been made alone in that order.
 
 Every ``snapshot_every`` records the broker is written to ``snapshot.msgpack`` (temporary file,
 fsync, rename, directory fsync) together with the log offset it covers, and the log segments
@@ -31,7 +39,13 @@ from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, Corruption, FailedPrecondition, Overloaded
+from blocks.core.errors import (
+    BlocksError,
+    Corruption,
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+)
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
@@ -41,6 +55,7 @@ __all__ = ["LocalQueue"]
 
 WAITERS_MAX = 10_000
 CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
+CALLS_PER_BATCH_MAX = 1000  # calls in one ``run_many``
 WAIT_MS_MAX = 60_000
 SNAPSHOT_FILE = "snapshot.msgpack"
 
@@ -73,6 +88,7 @@ class LocalQueue:
                 fsync=fsync,
                 segment_bytes_max=segment_bytes_max,
                 clock=self._clock,
+                batch_delay_ms=0.0,  # group commit without a window: see the module docs
             )
             try:
                 self._broker = self._recover(self._log)
@@ -153,6 +169,77 @@ class LocalQueue:
             for name in touched:
                 self._wake(name)
         return result
+
+    async def run_many(self, calls: Any) -> list[tuple[bool, Any]]:
+        """Run wire calls in order (see ``command_for``); return ``(True, result)`` or
+        ``(False, error)`` per call, once every change is durable."""
+        self._check_usable()
+        if not isinstance(calls, list) or not 1 <= len(calls) <= CALLS_PER_BATCH_MAX:
+            raise InvalidArgument(f"a batch holds 1..{CALLS_PER_BATCH_MAX} calls")
+        if self._in_flight + len(calls) > CALLS_IN_FLIGHT_MAX:
+            raise Overloaded("too many calls in flight", retry_after_ms=5)
+        now_ms = self._now()
+        outcomes: list[tuple[bool, Any]] = []
+        records: list[bytes] = []
+        touched: set[str] = set()
+        for call in calls:
+            try:
+                command, names = self.command_for(call, now_ms)
+                result = self._broker.execute(command)
+            except BlocksError as error:
+                outcomes.append((False, error))
+                continue
+            if command[0] == "send":
+                result = str(result[0])
+            if not (command[0] == "receive" and not result):
+                records.append(pack(command))
+                touched.update(names)
+            outcomes.append((True, result))
+        if records and self._log is not None:
+            self._in_flight += len(calls)
+            try:
+                await self._append_many(records)
+            finally:
+                self._in_flight -= len(calls)
+            self._records_since_snapshot += len(records)
+            if self._records_since_snapshot >= self._snapshot_every:
+                self.snapshot()
+        for name in touched:
+            self._wake(name)
+        return outcomes
+
+    def command_for(self, call: Any, now_ms: int) -> tuple[list[Any], tuple[str, ...]]:
+        """The broker command for a wire call, and the queues it may wake:
+        ``["send", name, body, delay_ms, group, dedup_id, priority]``, ``["receive", name,
+        max_messages, visibility_ms or None]``, ``["ack", name, receipt]``, ``["nack", name,
+        receipt, delay_ms]``, ``["extend", name, receipt, visibility_ms]``."""
+        arity = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}
+        if not isinstance(call, list) or not call or arity.get(call[0]) != len(call) - 1:
+            raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
+        verb, name, *rest = call
+        check_name(name)
+        if verb == "receive" and rest[1] is None:
+            rest[1] = self._broker.queue(name).config.visibility_ms
+        touched: tuple[str, ...] = {
+            "send": (name,),
+            "ack": (name,),
+            "nack": self._touched(name) if verb == "nack" else (),
+        }.get(verb, ())
+        return [verb, now_ms, name, *rest], touched
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise FailedPrecondition("queue is closed")
+        if self._failure is not None:
+            raise FailedPrecondition(f"queue storage failed ({self._failure}); reopen it")
+
+    async def _append_many(self, records: list[bytes]) -> None:
+        assert self._log is not None
+        try:
+            await self._log.append_many_async(records)
+        except (BlocksError, OSError) as error:
+            self._failure = error
+            raise
 
     async def _append(self, record: bytes) -> None:
         """Log an executed command; if that fails the broker is ahead of its log, so the

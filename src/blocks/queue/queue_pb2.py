@@ -24,35 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62locks/queue/queue.proto\x12\x0c\x62locks.queue\"\x07\n\x05\x45mpty\"\x1b\n\x0bNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa0\x01\n\x12\x43reateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvisibility_ms\x18\x02 \x01(\r\x12\x14\n\x0cmax_receives\x18\x03 \x01(\r\x12\x18\n\x0b\x64\x65\x61\x64_letter\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x66ifo\x18\x05 \x01(\x08\x12\x17\n\x0f\x64\x65\x64up_window_ms\x18\x06 \x01(\rB\x0e\n\x0c_dead_letter\"\x8f\x01\n\x0bSendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\x12\x12\n\x05group\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x64\x65\x64up_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\rB\x08\n\x06_groupB\x0b\n\t_dedup_id\"\x17\n\tSendReply\x12\n\n\x02id\x18\x01 \x01(\t\"s\n\x0eReceiveRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\x12\x1a\n\rvisibility_ms\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x10\n\x0e_visibility_ms\"\x8e\x01\n\tDelivered\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x15\n\rreceive_count\x18\x04 \x01(\r\x12\x12\n\x05group\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x0f\n\x07sent_ms\x18\x07 \x01(\x04\x42\x08\n\x06_group\"9\n\x0cReceiveReply\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.blocks.queue.Delivered\"/\n\x0eReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\">\n\x0bNackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\"E\n\rExtendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x15\n\rvisibility_ms\x18\x03 \x01(\r2\xc5\x03\n\x05Queue\x12\x44\n\x0b\x43reateQueue\x12 .blocks.queue.CreateQueueRequest\x1a\x13.blocks.queue.Empty\x12=\n\x0b\x44\x65leteQueue\x12\x19.blocks.queue.NameRequest\x1a\x13.blocks.queue.Empty\x12:\n\x04Send\x12\x19.blocks.queue.SendRequest\x1a\x17.blocks.queue.SendReply\x12\x43\n\x07Receive\x12\x1c.blocks.queue.ReceiveRequest\x1a\x1a.blocks.queue.ReceiveReply\x12\x38\n\x03\x41\x63k\x12\x1c.blocks.queue.ReceiptRequest\x1a\x13.blocks.queue.Empty\x12\x36\n\x04Nack\x12\x19.blocks.queue.NackRequest\x1a\x13.blocks.queue.Empty\x12\x44\n\x10\x45xtendVisibility\x12\x1b.blocks.queue.ExtendRequest\x1a\x13.blocks.queue.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62locks/queue/queue.proto\x12\x0c\x62locks.queue\"+\n\rDataPathReply\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x07\n\x05\x45mpty\"\x1b\n\x0bNameRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa0\x01\n\x12\x43reateQueueRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rvisibility_ms\x18\x02 \x01(\r\x12\x14\n\x0cmax_receives\x18\x03 \x01(\r\x12\x18\n\x0b\x64\x65\x61\x64_letter\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x66ifo\x18\x05 \x01(\x08\x12\x17\n\x0f\x64\x65\x64up_window_ms\x18\x06 \x01(\rB\x0e\n\x0c_dead_letter\"\x8f\x01\n\x0bSendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\x12\x12\n\x05group\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x64\x65\x64up_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\rB\x08\n\x06_groupB\x0b\n\t_dedup_id\"\x17\n\tSendReply\x12\n\n\x02id\x18\x01 \x01(\t\"s\n\x0eReceiveRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmax_messages\x18\x02 \x01(\r\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\x12\x1a\n\rvisibility_ms\x18\x04 \x01(\rH\x00\x88\x01\x01\x42\x10\n\x0e_visibility_ms\"\x8e\x01\n\tDelivered\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x15\n\rreceive_count\x18\x04 \x01(\r\x12\x12\n\x05group\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x10\n\x08priority\x18\x06 \x01(\r\x12\x0f\n\x07sent_ms\x18\x07 \x01(\x04\x42\x08\n\x06_group\"9\n\x0cReceiveReply\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.blocks.queue.Delivered\"/\n\x0eReceiptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\">\n\x0bNackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x03 \x01(\r\"E\n\rExtendRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07receipt\x18\x02 \x01(\t\x12\x15\n\rvisibility_ms\x18\x03 \x01(\r2\x83\x04\n\x05Queue\x12\x44\n\x0b\x43reateQueue\x12 .blocks.queue.CreateQueueRequest\x1a\x13.blocks.queue.Empty\x12=\n\x0b\x44\x65leteQueue\x12\x19.blocks.queue.NameRequest\x1a\x13.blocks.queue.Empty\x12:\n\x04Send\x12\x19.blocks.queue.SendRequest\x1a\x17.blocks.queue.SendReply\x12\x43\n\x07Receive\x12\x1c.blocks.queue.ReceiveRequest\x1a\x1a.blocks.queue.ReceiveReply\x12\x38\n\x03\x41\x63k\x12\x1c.blocks.queue.ReceiptRequest\x1a\x13.blocks.queue.Empty\x12\x36\n\x04Nack\x12\x19.blocks.queue.NackRequest\x1a\x13.blocks.queue.Empty\x12\x44\n\x10\x45xtendVisibility\x12\x1b.blocks.queue.ExtendRequest\x1a\x13.blocks.queue.Empty\x12<\n\x08\x44\x61taPath\x12\x13.blocks.queue.Empty\x1a\x1b.blocks.queue.DataPathReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blocks.queue.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMPTY']._serialized_start=42
-  _globals['_EMPTY']._serialized_end=49
-  _globals['_NAMEREQUEST']._serialized_start=51
-  _globals['_NAMEREQUEST']._serialized_end=78
-  _globals['_CREATEQUEUEREQUEST']._serialized_start=81
-  _globals['_CREATEQUEUEREQUEST']._serialized_end=241
-  _globals['_SENDREQUEST']._serialized_start=244
-  _globals['_SENDREQUEST']._serialized_end=387
-  _globals['_SENDREPLY']._serialized_start=389
-  _globals['_SENDREPLY']._serialized_end=412
-  _globals['_RECEIVEREQUEST']._serialized_start=414
-  _globals['_RECEIVEREQUEST']._serialized_end=529
-  _globals['_DELIVERED']._serialized_start=532
-  _globals['_DELIVERED']._serialized_end=674
-  _globals['_RECEIVEREPLY']._serialized_start=676
-  _globals['_RECEIVEREPLY']._serialized_end=733
-  _globals['_RECEIPTREQUEST']._serialized_start=735
-  _globals['_RECEIPTREQUEST']._serialized_end=782
-  _globals['_NACKREQUEST']._serialized_start=784
-  _globals['_NACKREQUEST']._serialized_end=846
-  _globals['_EXTENDREQUEST']._serialized_start=848
-  _globals['_EXTENDREQUEST']._serialized_end=917
-  _globals['_QUEUE']._serialized_start=920
-  _globals['_QUEUE']._serialized_end=1373
+  _globals['_DATAPATHREPLY']._serialized_start=42
+  _globals['_DATAPATHREPLY']._serialized_end=85
+  _globals['_EMPTY']._serialized_start=87
+  _globals['_EMPTY']._serialized_end=94
+  _globals['_NAMEREQUEST']._serialized_start=96
+  _globals['_NAMEREQUEST']._serialized_end=123
+  _globals['_CREATEQUEUEREQUEST']._serialized_start=126
+  _globals['_CREATEQUEUEREQUEST']._serialized_end=286
+  _globals['_SENDREQUEST']._serialized_start=289
+  _globals['_SENDREQUEST']._serialized_end=432
+  _globals['_SENDREPLY']._serialized_start=434
+  _globals['_SENDREPLY']._serialized_end=457
+  _globals['_RECEIVEREQUEST']._serialized_start=459
+  _globals['_RECEIVEREQUEST']._serialized_end=574
+  _globals['_DELIVERED']._serialized_start=577
+  _globals['_DELIVERED']._serialized_end=719
+  _globals['_RECEIVEREPLY']._serialized_start=721
+  _globals['_RECEIVEREPLY']._serialized_end=778
+  _globals['_RECEIPTREQUEST']._serialized_start=780
+  _globals['_RECEIPTREQUEST']._serialized_end=827
+  _globals['_NACKREQUEST']._serialized_start=829
+  _globals['_NACKREQUEST']._serialized_end=891
+  _globals['_EXTENDREQUEST']._serialized_start=893
+  _globals['_EXTENDREQUEST']._serialized_end=962
+  _globals['_QUEUE']._serialized_start=965
+  _globals['_QUEUE']._serialized_end=1480
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,11 @@ class QueueStub:
                 request_serializer=blocks_dot_queue_dot_queue__pb2.ExtendRequest.SerializeToString,
                 response_deserializer=blocks_dot_queue_dot_queue__pb2.Empty.FromString,
                 _registered_method=True)
+        self.DataPath = channel.unary_unary(
+                '/blocks.queue.Queue/DataPath',
+                request_serializer=blocks_dot_queue_dot_queue__pb2.Empty.SerializeToString,
+                response_deserializer=blocks_dot_queue_dot_queue__pb2.DataPathReply.FromString,
+                _registered_method=True)
 
 
 class QueueServicer:
@@ -120,6 +125,15 @@ class QueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DataPath(self, request, context):
+        """The port of this server's framed-msgpack data path (same host; 0: none) and the node
+        name its listener answers with. Python clients send their calls there:
+        blocks.queue.datapath describes the messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +171,11 @@ def add_QueueServicer_to_server(servicer, server):
                     servicer.ExtendVisibility,
                     request_deserializer=blocks_dot_queue_dot_queue__pb2.ExtendRequest.FromString,
                     response_serializer=blocks_dot_queue_dot_queue__pb2.Empty.SerializeToString,
+            ),
+            'DataPath': grpc.unary_unary_rpc_method_handler(
+                    servicer.DataPath,
+                    request_deserializer=blocks_dot_queue_dot_queue__pb2.Empty.FromString,
+                    response_serializer=blocks_dot_queue_dot_queue__pb2.DataPathReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +368,33 @@ class Queue:
             '/blocks.queue.Queue/ExtendVisibility',
             blocks_dot_queue_dot_queue__pb2.ExtendRequest.SerializeToString,
             blocks_dot_queue_dot_queue__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DataPath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.queue.Queue/DataPath',
+            blocks_dot_queue_dot_queue__pb2.Empty.SerializeToString,
+            blocks_dot_queue_dot_queue__pb2.DataPathReply.FromString,
             options,
             channel_credentials,
             insecure,

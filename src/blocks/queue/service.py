@@ -5,17 +5,24 @@ this module only converts protobuf messages. Errors leave as the ``BlocksError``
 raised and are mapped to gRPC codes by the server's interceptor. Proto3 cannot tell an unset
 ``uint32`` from 0, so ``visibility_ms`` and the dead-letter name use ``optional`` fields and
 ``visibility_ms`` 0 in ``CreateQueue`` means the default.
+
+Beside gRPC, the server listens on its data path (``blocks.queue.datapath``: coalesced calls
+as framed msgpack on a ``TcpTransport``, same host, ``data_port``, same token); ``DataPath``
+tells clients its port, 0 when it is off.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 from blocks.core.clock import Clock
 from blocks.core.log import FsyncPolicy
 from blocks.core.server import Server
+from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
+from blocks.queue.datapath import QueueDataPathHandler
 from blocks.queue.local import LocalQueue
 
 __all__ = ["QueueService", "build_server"]
@@ -28,8 +35,14 @@ def _optional(request: Any, field: str) -> Any:
 
 
 class QueueService(queue_pb2_grpc.QueueServicer):
-    def __init__(self, queue: LocalQueue) -> None:
+    def __init__(self, queue: LocalQueue, data_path: TcpTransport | None = None) -> None:
         self.queue = queue
+        self.data_path = data_path
+
+    async def DataPath(self, request: Any, context: Any) -> Any:
+        if self.data_path is None or self.data_path.address is None:
+            return queue_pb2.DataPathReply(port=0)
+        return queue_pb2.DataPathReply(port=self.data_path.address[1], name=self.data_path.name)
 
     async def CreateQueue(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
         await self.queue.create_queue(
@@ -100,14 +113,22 @@ def build_server(
     token: str | None = None,
     fsync: FsyncPolicy = "batch",
     clock: Clock | None = None,
+    data_port: int | None = 0,
 ) -> tuple[Server, LocalQueue]:
-    """A ``Server`` (not started) serving a queue stored in ``data_dir`` (memory if None)."""
+    """A ``Server`` (not started) serving a queue stored in ``data_dir`` (memory if None);
+    its data path listens on ``data_port`` (0: any free port; None: no data path)."""
     queue = LocalQueue(data_dir, fsync=fsync, clock=clock)
     server = Server(host=host, port=port, token=token, name="queue", clock=clock)
+    data_path = None
+    if data_port is not None:
+        data_path = TcpTransport(f"queue-{uuid.uuid4().hex[:12]}", (host, data_port), token=token)
+        data_path.serve(QueueDataPathHandler(queue))
     server.add_service(
         queue_pb2_grpc.add_QueueServicer_to_server,
-        QueueService(queue),
+        QueueService(queue, data_path),
         health_name="blocks.queue.Queue",
     )
     server.add_component(stop=queue.close, name="queue-storage")
+    if data_path is not None:  # stopped before the storage: components stop in reverse
+        server.add_component(start=data_path.start, stop=data_path.close, name="queue-data")
     return server, queue
