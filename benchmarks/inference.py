@@ -13,15 +13,26 @@ contender produces exactly the same number of tokens.
 
 * ``blocks engine``: continuous batching, chunked prefill, paged KV, prefix cache;
 * ``one at a time``: the same engine with ``max_num_seqs=1`` (first come, first served);
-* ``hf generate``: HF transformers on the same GGUF, static batches: whenever it is idle it
-  takes every request that has arrived (up to ``--hf-batch``), left-pads them and runs
-  ``generate`` to the longest output; no streaming, so its first token is seen at the end.
+* ``hf generate, batch <= B``: HF transformers on the same GGUF, static batches: whenever
+  it is idle it takes every request that has arrived (up to ``B``), left-pads them and runs
+  ``generate`` to the longest output. A streamer times every step, so each request's first
+  token and its own last token are timed as if streamed (a best case for static batching).
+  Every limit in ``--hf-batch`` is run and the fastest is the baseline.
 
-Reported: output tokens/s over the run (first arrival to last finish), TTFT and TPOT p50/p99,
-and the ratio to ``hf generate``. A second table measures the machine's memory bandwidth in
-the same run and sets batch-1 decode speed against the roofline ``read bandwidth / bytes of
-weights read per token`` (the bandwidth of a large read-only reduction, the access pattern
-of streaming weights). ``--device cuda --dtype bfloat16`` runs the same on a GPU.
+Reported, in three tables:
+
+1. throughput: output tokens/s over the run (first arrival to last finish), TTFT and TPOT
+   p50/p99, and the ratio to the best ``hf generate``;
+2. ceiling: the arithmetic the workload needs (every prompt and output token through the
+   layers and attention, the head once per output token; no padding) over the peak GEMM
+   rate of this model's own products measured in the same run: the output tokens/s no
+   engine could beat on this machine, and so the largest possible ratio to ``generate``;
+3. roofline: batch-1 decode against ``read bandwidth / bytes of weights read per token``,
+   with the bandwidth (a large read-only reduction, the access pattern of streaming
+   weights) measured in the same run, per torch thread count; with one thread also in CPU
+   time, which other processes on a shared machine disturb far less than wall time.
+
+``--device cuda --dtype bfloat16`` runs the same on a GPU.
 
 Run: ``blocks bench inference [--quick] [--model smollm2] [--threads N]``; results go to
 ``<out>/inference``.
@@ -32,7 +43,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,10 +77,11 @@ class RunResult:
     requests: list[Req] = field(default_factory=list)
     makespan_s: float = 0.0
     skipped: str | None = None
+    cpu_s: float = 0.0  # CPU time the process used during the run (all its threads)
 
-    def row(self, baseline_tps: float | None) -> list[Any]:
+    def row(self, baseline: RunResult | None) -> list[Any]:
         if self.skipped:
-            return [self.name, "skipped: " + self.skipped, "", "", "", "", ""]
+            return [self.name, "skipped: " + self.skipped, "", "", "", "", "", "", ""]
         tokens = sum(r.produced for r in self.requests)
         tps = tokens / self.makespan_s
         ttft = sorted(r.first_token_s - r.arrival_s for r in self.requests if r.first_token_s)
@@ -78,20 +90,28 @@ class RunResult:
             for r in self.requests
             if r.finish_s and r.first_token_s and r.produced > 1
         )
-        ratio = f"x{tps / baseline_tps:.2f}" if baseline_tps else ""
+        ratio = f"x{tps / baseline.tokens_per_s:.2f}" if baseline else ""
+        cpu_ratio = f"x{self.tokens_per_cpu_s / baseline.tokens_per_cpu_s:.2f}" if baseline else ""
         return [
             self.name,
             f"{tps:.1f}",
+            f"{self.tokens_per_cpu_s:.1f}",
             f"{pct(ttft, 0.5):.2f}",
             f"{pct(ttft, 0.99):.2f}",
             f"{pct(tpot, 0.5) * 1000:.0f}",
             f"{pct(tpot, 0.99) * 1000:.0f}",
             ratio,
+            cpu_ratio,
         ]
 
     @property
     def tokens_per_s(self) -> float:
         return sum(r.produced for r in self.requests) / self.makespan_s if self.makespan_s else 0.0
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        """Output tokens per CPU second: what a run is worth on a machine others share."""
+        return sum(r.produced for r in self.requests) / self.cpu_s if self.cpu_s else 0.0
 
 
 def pct(values: list[float], fraction: float) -> float:
@@ -124,6 +144,7 @@ def run_engine(name: str, engine: Any, workload: list[Req]) -> RunResult:
     pending = list(enumerate(reqs))
     by_id: dict[str, Req] = {}
     started = time.perf_counter()
+    cpu_started = time.process_time()
     done = 0
     while done < len(reqs):
         now = time.perf_counter() - started
@@ -145,15 +166,35 @@ def run_engine(name: str, engine: Any, workload: list[Req]) -> RunResult:
             if delta.finish_reason is not None:
                 req.finish_s = now
                 done += 1
-    return RunResult(name, reqs, max(r.finish_s or 0 for r in reqs) - reqs[0].arrival_s)
+    makespan = max(r.finish_s or 0 for r in reqs) - reqs[0].arrival_s
+    return RunResult(name, reqs, makespan, cpu_s=time.process_time() - cpu_started)
 
 
 def run_hf(model: Any, workload: list[Req], batch_max: int, pad_id: int) -> RunResult:
+    """Static batches: take everything that has arrived (up to ``batch_max``), left-pad, run
+    ``generate`` to the longest output. A streamer notes when each step's tokens appear, so a
+    request's first token and its own last token are timed as if it had been streamed."""
     import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class StepTimes(BaseStreamer):
+        def __init__(self) -> None:
+            self.calls = 0
+            self.times: list[float] = []
+
+        def put(self, value: Any) -> None:
+            self.calls += 1
+            if self.calls > 1:  # the first call carries the prompt
+                self.times.append(time.perf_counter() - started)
+
+        def end(self) -> None:
+            pass
 
     reqs = fresh(workload)
     queue = list(reqs)
     started = time.perf_counter()
+    cpu_started = time.process_time()
+    busy_until = 0.0
     while queue:
         now = time.perf_counter() - started
         if queue[0].arrival_s > now:
@@ -166,6 +207,7 @@ def run_hf(model: Any, workload: list[Req], batch_max: int, pad_id: int) -> RunR
         ids = torch.tensor([[pad_id] * (width - len(r.prompt)) + r.prompt for r in batch])
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in batch])
         longest = max(r.max_tokens for r in batch)
+        steps = StepTimes()
         with torch.inference_mode():
             model.generate(
                 input_ids=ids.to(model.device),
@@ -174,17 +216,22 @@ def run_hf(model: Any, workload: list[Req], batch_max: int, pad_id: int) -> RunR
                 min_new_tokens=longest,
                 do_sample=False,
                 pad_token_id=pad_id,
+                streamer=steps,
             )
-        end = time.perf_counter() - started
+        busy_until = time.perf_counter() - started
         for r in batch:
-            r.first_token_s = r.finish_s = end  # not streamed: everything arrives at the end
+            r.first_token_s = steps.times[0]
+            r.finish_s = steps.times[r.max_tokens - 1]
             r.produced = r.max_tokens
-    return RunResult("hf generate", reqs, max(r.finish_s or 0 for r in reqs) - reqs[0].arrival_s)
+    # The run ends when the last batch does, not at the last request's own last token.
+    cpu_s = time.process_time() - cpu_started
+    name = f"hf generate, batch <= {batch_max}"
+    return RunResult(name, reqs, busy_until - reqs[0].arrival_s, cpu_s=cpu_s)
 
 
 def load_hf(model_name: str, device: str, dtype: Any) -> Any:
     try:
-        import accelerate  # noqa: F401
+        import accelerate  # type: ignore[import-untyped]  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as error:
         raise Skip(f"{error.name} not installed (pip install transformers accelerate)") from None
@@ -195,53 +242,33 @@ def load_hf(model_name: str, device: str, dtype: Any) -> Any:
     from blocks.inference.loader import resolve_model_path
 
     path = resolve_model_path(model_name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    load: Any = AutoModelForCausalLM.from_pretrained
+    model = load(str(path.parent), gguf_file=path.name, dtype=dtype)
     return model.to(device).eval()
 
 
-def bandwidth_gb_s(device: str) -> float:
-    """Read bandwidth: sum a 256 MiB tensor, best of 5 (decode streams weights: reads)."""
-    import torch
+def workload_gflop(config: Any, workload: list[Req]) -> float:
+    """Arithmetic the whole workload needs (see ``perf.request_flops``), in GFLOP."""
+    from blocks.inference.perf import request_flops
 
-    source = torch.ones(64 * 1024 * 1024, dtype=torch.float32, device=device)
-    best = float("inf")
-    for _ in range(5):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        source.sum()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return source.numel() * 4 / best / 1e9
-
-
-def batch1_decode(engine: Any, vocab: int, tokens: int) -> float:
-    """Decode tokens/s of a lone request after its first token."""
-    from blocks.inference.params import SamplingParams
-
-    engine.add_request(
-        "roofline",
-        list(range(vocab // 2, vocab // 2 + 32)),
-        SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True),
-    )
-    engine.step()  # prefill and first token
-    started = time.perf_counter()
-    count = 0
-    while engine.has_work():
-        count += len(engine.step())
-    return count / (time.perf_counter() - started)
+    return sum(request_flops(config, len(r.prompt), r.max_tokens) for r in workload) / 1e9
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--requests", type=int, default=24)
-    parser.add_argument("--rate", type=float, default=2.0, help="arrivals per second")
-    parser.add_argument("--hf-batch", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=4.0, help="arrivals per second")
+    parser.add_argument(
+        "--hf-batch", default="8,16,32", help="static batch limits to try; the best is the baseline"
+    )
     parser.add_argument("--max-num-seqs", type=int, default=32)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--roofline-threads", default="1,2", help="torch thread counts for the batch-1 table"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="8 short requests")
 
@@ -249,7 +276,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from blocks.inference.engine import EngineConfig
+    from blocks.inference.engine import EngineConfig, LLMEngine
     from blocks.inference.factory import DTYPES, default_device, load_engine
 
     if args.threads:
@@ -259,72 +286,34 @@ def main(args: argparse.Namespace) -> int:
     n = 8 if args.quick else args.requests
     out_dir = Path(args.out) / "inference"
 
-    def engine(max_num_seqs: int) -> Any:
-        config = EngineConfig(
+    def config(max_num_seqs: int, **speculation: Any) -> EngineConfig:
+        return EngineConfig(
             num_blocks=1024,
             block_size=16,
             max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=512,
+            max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=1024,
+            **speculation,
         )
-        return load_engine(args.model, device=device, dtype=dtype, config=config)
 
     progress(f"inference: loading {args.model} on {device} ({dtype})")
-    ours = engine(args.max_num_seqs)
+    ours = load_engine(args.model, device=device, dtype=dtype, config=config(args.max_num_seqs))
+
+    def engine(max_num_seqs: int, **speculation: Any) -> Any:
+        """Another engine on the same weights (they are loaded once)."""
+        return LLMEngine(ours.model, ours.tokenizer, config(max_num_seqs, **speculation))
+
     vocab = ours.model.config.vocab_size
     workload = make_workload(n, args.rate, vocab, args.seed, args.quick)
-    runs: list[RunResult] = []
-    contenders: list[tuple[str, Callable[[], RunResult]]] = [
-        ("blocks engine", lambda: run_engine("blocks engine", ours, workload)),
-        ("one at a time", lambda: run_engine("one at a time", engine(1), workload)),
-    ]
-    for name, run in contenders:
-        progress(f"inference: {name} on {n} requests")
-        runs.append(run())
-    progress("inference: hf generate")
-    try:
-        hf = load_hf(args.model, device, DTYPES[dtype])
-        runs.append(run_hf(hf, workload, args.hf_batch, pad_id=0))
-    except Skip as reason:
-        runs.append(RunResult("hf generate", skipped=str(reason)))
-    baseline = next(
-        (r.tokens_per_s for r in runs if r.name == "hf generate" and not r.skipped), None
-    )
-    columns = [
-        "contender",
-        "output tok/s",
-        "TTFT p50 s",
-        "TTFT p99 s",
-        "TPOT p50 ms",
-        "TPOT p99 ms",
-        "vs hf generate",
-    ]
-    table = write_table(out_dir, "throughput", columns, [r.row(baseline) for r in runs])
-    print(table)
-
-    bandwidth = bandwidth_gb_s(device)
-    weights = {id(p): p.numel() * p.element_size() for p in ours.model.parameters()}
-    weight_bytes = sum(weights.values())
-    roofline = bandwidth * 1e9 / weight_bytes
-    measured = batch1_decode(ours, vocab, 16 if args.quick else 48)
-    rows = [
-        [
-            f"{bandwidth:.1f}",
-            f"{weight_bytes / 1e6:.0f}",
-            f"{roofline:.1f}",
-            f"{measured:.1f}",
-            f"{measured / roofline:.0%}",
-        ]
-    ]
-    print(
-        write_table(
-            out_dir,
-            "roofline",
-            ["bandwidth GB/s", "weights MB", "roofline tok/s", "batch-1 decode tok/s", "fraction"],
-            rows,
-        )
-    )
-    series = {
+    runs = throughput_runs(args, ours, engine, workload, device, DTYPES[dtype])
+    hf_runs = [r for r in runs if r.name.startswith("hf") and not r.skipped]
+    baseline = max(hf_runs, key=lambda r: r.tokens_per_s, default=None)
+    columns = ["contender", "output tok/s", "tok per CPU s", "TTFT p50 s", "TTFT p99 s"]
+    columns += ["TPOT p50 ms", "TPOT p99 ms", "vs best hf", "vs best hf (CPU s)"]
+    print(write_table(out_dir, "throughput", columns, [r.row(baseline) for r in runs]))
+    print(ceiling_table(out_dir, ours.model, workload, runs, baseline))
+    print(roofline_table(args, out_dir, ours, engine, device))
+    series: dict[str, Sequence[tuple[float, float]]] = {
         r.name: [
             (t, (i + 1) / len(r.requests))
             for i, t in enumerate(
@@ -343,3 +332,138 @@ def main(args: argparse.Namespace) -> int:
     )
     progress(f"inference: results in {out_dir}")
     return 0
+
+
+def throughput_runs(
+    args: argparse.Namespace,
+    ours: Any,
+    engine: Callable[..., Any],
+    workload: list[Req],
+    device: str,
+    dtype: Any,
+) -> list[RunResult]:
+    runs: list[RunResult] = []
+    contenders: list[tuple[str, Callable[[], RunResult]]] = [
+        ("blocks engine", lambda: run_engine("blocks engine", ours, workload)),
+        ("one at a time", lambda: run_engine("one at a time", engine(1), workload)),
+    ]
+    for name, run in contenders:
+        progress(f"inference: {name} on {len(workload)} requests")
+        runs.append(run())
+    try:
+        hf = load_hf(args.model, device, dtype)
+    except Skip as reason:
+        return [*runs, RunResult("hf generate", skipped=str(reason))]
+    for batch in (int(b) for b in args.hf_batch.split(",")):
+        progress(f"inference: hf generate, batches of up to {batch}")
+        runs.append(run_hf(hf, workload, batch, pad_id=0))
+    return runs
+
+
+def ceiling_table(
+    out_dir: Path,
+    model: Any,
+    workload: list[Req],
+    runs: list[RunResult],
+    baseline: RunResult | None,
+) -> str:
+    """How fast any engine could serve this workload if it ran the products at peak speed.
+
+    The peak is the best of five short bursts, so it is a full core's (or all threads')
+    speed even on a shared machine; it is set against tokens per CPU second, which is
+    the same unit when torch runs one thread."""
+    from blocks.inference.perf import gemm_gflops
+
+    gflop = workload_gflop(model.config, workload)
+    peak = gemm_gflops(model)
+    outputs = sum(r.max_tokens for r in workload)
+    ceiling = outputs / (gflop / peak)
+    ours = next((r for r in runs if r.name == "blocks engine"), None)
+    row = [f"{gflop:.0f}", f"{peak:.0f}", f"{ceiling:.0f}"]
+    row.append(f"{ours.tokens_per_cpu_s / ceiling:.0%}" if ours else "")
+    row.append(f"{baseline.tokens_per_cpu_s / ceiling:.0%}" if baseline else "")
+    row.append(f"x{ceiling / baseline.tokens_per_cpu_s:.2f}" if baseline else "")
+    columns = ["workload GFLOP", "peak GEMM GFLOP/s", "ceiling tok/s"]
+    columns += ["blocks engine of ceiling", "best hf of ceiling", "ceiling vs best hf"]
+    return write_table(out_dir, "ceiling", columns, [row])
+
+
+SPECULATION_PROMPT = (
+    "Add type hints to this function and keep everything else exactly as it is:\n\n"
+    "def moving_average(values, window):\n"
+    "    if window <= 0:\n"
+    "        raise ValueError('window must be positive')\n"
+    "    total = 0.0\n"
+    "    averages = []\n"
+    "    for index, value in enumerate(values):\n"
+    "        total += value\n"
+    "        if index >= window:\n"
+    "            total -= values[index - window]\n"
+    "        averages.append(total / min(index + 1, window))\n"
+    "    return averages\n"
+)
+
+
+def roofline_table(
+    args: argparse.Namespace, out_dir: Path, ours: Any, engine: Callable[..., Any], device: str
+) -> str:
+    """Batch-1 decode against ``bandwidth / weight bytes``, both measured here, per thread count.
+
+    With one thread the same pair is also timed in CPU time, which other processes on a
+    shared machine disturb far less than wall time. The last rows decode a prompt that
+    invites copying, without and with n-gram speculation in the batched engine (its
+    ``fraction`` counts emitted tokens, so it can pass the roofline)."""
+    import torch
+
+    from blocks.core.errors import InvalidArgument
+    from blocks.inference.perf import bandwidth_gb_s, batch1_decode
+
+    weights = {id(p): p.numel() * p.element_size() for p in ours.model.parameters()}
+    weight_bytes = sum(weights.values())
+    tokens = 16 if args.quick else 48
+    vocab = ours.model.config.vocab_size
+    prompt = [vocab // 2 + i % (vocab // 2) for i in range(32)]
+    rows = []
+
+    def row(threads: int, cpu_time: bool, mode: str, bandwidth: float, measured: float) -> None:
+        roofline = bandwidth * 1e9 / weight_bytes
+        rows.append(
+            [
+                f"{threads}" if device == "cpu" else device,
+                "cpu time" if cpu_time else "wall",
+                mode,
+                f"{bandwidth:.1f}",
+                f"{weight_bytes / 1e6:.0f}",
+                f"{roofline:.1f}",
+                f"{measured:.1f}",
+                f"{measured / roofline:.0%}",
+            ]
+        )
+
+    for threads in (int(t) for t in args.roofline_threads.split(",")):
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        for cpu_time in [False, True] if threads == 1 and device == "cpu" else [False]:
+            bandwidth = bandwidth_gb_s(device, cpu_time)
+            row(
+                threads, cpu_time, "plain", bandwidth, batch1_decode(ours, prompt, tokens, cpu_time)
+            )
+    if device == "cpu":
+        torch.set_num_threads(1)
+    cpu_time = device == "cpu"
+    bandwidth = bandwidth_gb_s(device, cpu_time)
+    text = ours.tokenizer.apply_chat_template([{"role": "user", "content": SPECULATION_PROMPT}])
+    try:
+        copy_prompt = ours.tokenizer.encode(text)
+    except InvalidArgument:  # the tiny model's character tokenizer takes one line only
+        copy_prompt = ours.tokenizer.encode(" ".join(text.split()))
+    row(1, cpu_time, "copy prompt", bandwidth, batch1_decode(ours, copy_prompt, tokens, cpu_time))
+    spec = engine(1, num_speculative_tokens=4, speculative_ngram=3, speculative_max_batch=1)
+    measured = batch1_decode(spec, copy_prompt, tokens, cpu_time)
+    accepted = spec.scheduler.num_accepted_tokens / max(1, spec.scheduler.num_draft_tokens)
+    row(1, cpu_time, f"copy prompt, ngram k=4 ({accepted:.0%} accepted)", bandwidth, measured)
+    if args.threads and device == "cpu":
+        torch.set_num_threads(args.threads)
+    columns = ["threads", "clock", "decode", "bandwidth GB/s", "weights MB", "roofline tok/s"]
+    columns += ["batch-1 decode tok/s", "fraction"]
+    return write_table(out_dir, "roofline", columns, rows)

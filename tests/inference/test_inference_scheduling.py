@@ -8,12 +8,18 @@ from hypothesis import strategies as st
 
 from blocks.core.errors import Conflict, InvalidArgument, NotFound, Overloaded
 from blocks.inference.block_manager import BlockManager, block_hashes
-from blocks.inference.contract import BlockManagerMachine, SchedulerMachine
+from blocks.inference.contract import (
+    BlockManagerMachine,
+    SchedulerMachine,
+    SpeculativeSchedulerMachine,
+)
+from blocks.inference.ngram import ngram_propose
 from blocks.inference.params import FinishReason
 from blocks.inference.scheduler import Scheduler, SchedulerConfig, SeqState
 
 TestBlockManagerContract = BlockManagerMachine.TestCase
 TestSchedulerContract = SchedulerMachine.TestCase
+TestSpeculativeSchedulerContract = SpeculativeSchedulerMachine.TestCase
 
 
 def test_prefix_hit_reuses_full_computed_blocks_only() -> None:
@@ -174,3 +180,94 @@ def test_end_reasons() -> None:
             if u.finish_reason:
                 reasons[u.seq_id] = u.finish_reason
     assert reasons == {0: FinishReason.STOP, 1: FinishReason.LENGTH, 2: FinishReason.LENGTH}
+
+
+def speculative_config(**overrides: int) -> SchedulerConfig:
+    fields = dict(
+        num_blocks=16,
+        block_size=4,
+        max_num_seqs=4,
+        max_num_batched_tokens=16,
+        max_model_len=40,
+        num_speculative_tokens=3,
+        speculative_ngram=2,
+        speculative_max_batch=2,
+    )
+    return SchedulerConfig(**{**fields, **overrides})
+
+
+def test_ngram_lookup_finds_the_latest_match() -> None:
+    assert ngram_propose([1, 2, 3, 9, 1, 2, 4, 1, 2], n=2, k=2) == [4, 1]
+    assert ngram_propose([1, 2, 3, 9, 1, 2], n=2, k=3) == [3, 9, 1]
+    assert ngram_propose([5, 6, 7], n=1, k=2) == []
+    assert ngram_propose([5, 5], n=1, k=4) == [5]
+    assert ngram_propose([1, 2], n=0, k=2) == [] and ngram_propose([1, 1, 1], n=1, k=0) == []
+
+
+def test_drafts_ride_on_decode_and_only_accepted_ones_count_as_computed() -> None:
+    scheduler = Scheduler(speculative_config())
+    scheduler.add(SeqState(0, [1, 2, 3, 1, 2], 10))
+    first = scheduler.schedule()  # prefill: no drafts
+    assert first.chunks[0].num_drafts == 0
+    scheduler.update(first, {0: 3})  # context ends 1 2 3 1 2 3: the lookup proposes 1 2 3
+    second = scheduler.schedule()
+    chunk = second.chunks[0]
+    assert chunk.token_ids == (3, 1, 2, 3) and chunk.num_drafts == 3 and chunk.start == 5
+    assert len(chunk.block_table) * 4 >= 9  # blocks grew to hold the drafts
+    (update,) = scheduler.update(second, {0: [1, 2, 9]})  # two accepted, then a correction
+    assert update.new_tokens == (1, 2, 9)
+    seq = scheduler.get(0)
+    assert seq.output == [3, 1, 2, 9] and seq.num_computed == 8  # 3 at 5, then drafts 1 2
+    assert (scheduler.num_draft_tokens, scheduler.num_accepted_tokens) == (3, 2)
+    scheduler.check_invariants()
+
+
+def test_drafts_stop_at_max_tokens_and_at_an_end_token() -> None:
+    scheduler = Scheduler(speculative_config())
+    scheduler.add(SeqState(0, [4, 4, 4, 4], 3, frozenset({7})))
+    scheduler.update(scheduler.schedule(), {0: 4})
+    out = scheduler.schedule()
+    assert out.chunks[0].num_drafts == 1  # 2 tokens left: one draft plus the verified one
+    (update,) = scheduler.update(out, {0: [4, 4]})
+    assert update.new_tokens == (4, 4) and update.finish_reason is FinishReason.LENGTH
+    assert not scheduler.has_work()
+    scheduler.add(SeqState(1, [4, 4, 4, 4], 10, frozenset({7})))
+    scheduler.update(scheduler.schedule(), {1: 4})
+    out = scheduler.schedule()
+    (update,) = scheduler.update(out, {1: [7]})  # an end token ends it at once
+    assert update.new_tokens == (7,) and update.finish_reason is FinishReason.STOP
+    assert scheduler.blocks.num_free_blocks == 16
+
+
+def test_no_drafts_in_a_large_batch_or_for_sequences_that_opt_out() -> None:
+    scheduler = Scheduler(speculative_config(speculative_max_batch=1))
+    scheduler.add(SeqState(0, [1, 1, 1], 10))
+    scheduler.add(SeqState(1, [1, 1, 1], 10))
+    scheduler.update(scheduler.schedule(), {0: 1, 1: 1})
+    assert all(c.num_drafts == 0 for c in scheduler.schedule().chunks)
+    alone = Scheduler(speculative_config())
+    alone.add(SeqState(0, [1, 1, 1], 10, speculate=False))
+    alone.update(alone.schedule(), {0: 1})
+    assert alone.schedule().chunks[0].num_drafts == 0
+
+
+def test_drafts_never_take_blocks_from_others() -> None:
+    # Every block is held: seq 0's draft would need a fresh one, so it runs without it
+    # rather than preempting seq 1.
+    scheduler = Scheduler(speculative_config(num_blocks=3, max_model_len=12))
+    scheduler.add(SeqState(0, [1, 1, 1], 10))
+    scheduler.add(SeqState(1, [2, 2, 2, 2, 2], 10))
+    scheduler.update(scheduler.schedule(), {0: 1, 1: 2})
+    assert scheduler.blocks.num_free_blocks == 0
+    out = scheduler.schedule()
+    # Seq 1's drafts fit in the block it holds; seq 0's would not.
+    assert [c.num_drafts for c in out.chunks] == [0, 1] and out.preempted == ()
+    scheduler.update(out, {0: 1, 1: [2, 2]})
+    scheduler.check_invariants()
+
+
+def test_bad_speculation_settings() -> None:
+    with pytest.raises(InvalidArgument):
+        speculative_config(num_speculative_tokens=17)
+    with pytest.raises(InvalidArgument):
+        speculative_config(speculative_ngram=0)

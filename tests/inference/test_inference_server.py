@@ -186,7 +186,18 @@ def test_rate_limit_gives_429_with_retry_after() -> None:
         running.close()
 
 
-def test_client_disconnect_cancels_generation(server: ServerThread) -> None:
+def test_client_disconnect_cancels_generation(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny model would finish 240 tokens in about 0.1 s, which a loaded machine can
+    # take to notice the disconnect; 5 ms a step keeps the request running for ~1 s.
+    run = server.engine.runner.run
+
+    def slow_run(chunks):  # type: ignore[no-untyped-def]
+        time.sleep(0.005)
+        return run(chunks)
+
+    monkeypatch.setattr(server.engine.runner, "run", slow_run)
     body = json.dumps(
         {"model": "tiny", "prompt": "abc", "max_tokens": 240, "stream": True, "temperature": 0}
     )
@@ -195,7 +206,12 @@ def test_client_disconnect_cancels_generation(server: ServerThread) -> None:
     before = metrics.requests.labels(outcome="cancelled")._value.get()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head.encode() + body.encode())
-        assert b"data:" in sock.recv(4096)  # generation has started
+        received = b""
+        while b"data:" not in received:  # the head and the first event may come apart
+            chunk = sock.recv(4096)
+            assert chunk, "server closed before streaming"
+            received += chunk
+        # generation has started
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if (

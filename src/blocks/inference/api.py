@@ -49,7 +49,10 @@ class BatchEngine(Protocol):
         ...
 
     def step(self) -> list[TokenDelta]:
-        """Run one batch; at most one delta per request, in no promised order."""
+        """Run one batch; at most one delta per request, in no promised order.
+
+        A delta holds one new token, or several when speculative drafts were accepted.
+        """
         ...
 
     def has_work(self) -> bool:

@@ -39,6 +39,14 @@ def register(subparsers: Any) -> None:
         p.add_argument("--num-blocks", type=int, default=1024, help="KV cache blocks of 16 tokens")
         p.add_argument("--max-num-seqs", type=int, default=32)
         p.add_argument("--max-model-len", type=int, default=2048)
+        p.add_argument("--max-num-batched-tokens", type=int, default=512, help="tokens per step")
+        p.add_argument(
+            "--num-speculative-tokens",
+            type=int,
+            default=0,
+            help="n-gram drafts per decoding request and step while the batch is small (0: off)",
+        )
+        p.add_argument("--speculative-max-batch", type=int, default=4)
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         p.add_argument("--json", action="store_true", help="print results as JSON")
 
@@ -83,6 +91,9 @@ def _engine(args: argparse.Namespace) -> Any:
         num_blocks=args.num_blocks,
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        num_speculative_tokens=args.num_speculative_tokens,
+        speculative_max_batch=args.speculative_max_batch,
     )
     return load_engine(args.model, device=args.device, dtype=args.dtype, config=config)
 

@@ -10,7 +10,9 @@ against a trivial model after every step.
   no block is freed twice (the manager asserts it).
 * ``SchedulerMachine``: a torch-free fake model samples tokens from a seeded
   ``random.Random``. Checks both step budgets, that waiting sequences hold no blocks, and
-  that every sequence ends (stop, length or cancel) with all its blocks returned.
+  that every sequence ends (stop, length or cancel) with all its blocks returned. The fake
+  model accepts a random prefix of any speculative drafts; ``SpeculativeSchedulerMachine``
+  runs the same checks with n-gram drafts switched on.
 * ``EngineContract``: subclass it and set ``make_engine`` and ``solo`` (the greedy output of
   one prompt run alone). Requests arrive, steps run and requests are cancelled in random
   order; every finished request's tokens must equal ``solo``'s (batch invariance).
@@ -41,7 +43,12 @@ from blocks.inference.block_manager import BlockManager
 from blocks.inference.params import FinishReason, SamplingParams
 from blocks.inference.scheduler import Scheduler, SchedulerConfig, SeqState
 
-__all__ = ["BlockManagerMachine", "EngineContract", "SchedulerMachine"]
+__all__ = [
+    "BlockManagerMachine",
+    "EngineContract",
+    "SchedulerMachine",
+    "SpeculativeSchedulerMachine",
+]
 
 _tokens = st.lists(st.integers(0, 3), min_size=1, max_size=24)
 
@@ -153,8 +160,18 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert len(chunk.block_table) * config.block_size >= chunk.start + len(chunk.token_ids)
         # A step with work always schedules something: nothing deadlocks.
         assert out.chunks, "scheduler made no progress with work queued"
-        sampled = {c.seq_id: self.rng.choice([1, 2, 3, 7]) for c in out.chunks if c.sample}
+        sampled: dict[int, list[int]] = {}
+        for chunk in out.chunks:
+            if chunk.sample:
+                # Accept a random prefix of the drafts, then one token of our own.
+                drafts = chunk.token_ids[len(chunk.token_ids) - chunk.num_drafts :]
+                kept = list(drafts[: self.rng.randint(0, chunk.num_drafts)])
+                sampled[chunk.seq_id] = [*kept, self.rng.choice([1, 2, 3, 7])]
+            else:
+                assert not chunk.num_drafts, "drafts ride only on sampling chunks"
         for update in self.scheduler.update(out, sampled):
+            seq = self.scheduler.seqs.get(update.seq_id)
+            assert seq is None or len(seq.output) <= seq.max_tokens
             if update.finish_reason is not None:
                 self.live.discard(update.seq_id)
                 self.ended[update.seq_id] = update.finish_reason
@@ -182,6 +199,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert not self.scheduler.has_work(), "requests never finished"
         assert self.scheduler.blocks.num_free_blocks == self.CONFIG.num_blocks
         self.scheduler.check_invariants()
+
+
+class SpeculativeSchedulerMachine(SchedulerMachine):
+    """The same checks while n-gram drafts ride along (tiny vocabulary: lookups hit)."""
+
+    CONFIG = SchedulerConfig(
+        num_blocks=10,
+        block_size=4,
+        max_num_seqs=3,
+        max_num_batched_tokens=8,
+        max_model_len=40,
+        num_speculative_tokens=3,
+        speculative_ngram=1,
+        speculative_max_batch=2,
+    )
 
 
 class EngineContract(RuleBasedStateMachine):

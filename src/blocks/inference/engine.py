@@ -12,6 +12,12 @@ or awaits (the asyncio driver in ``async_engine`` does that). One step:
    text, and text that could still be the start of a stop string is held back, so a stop
    string never leaks into the output.
 
+With ``num_speculative_tokens > 0`` a decoding chunk may carry n-gram drafts (see
+``scheduler``); its logits rows verify them by ``speculative.accept_drafts``, the rule that
+keeps the target's distribution (greedy: exactly the target's greedy tokens), and a delta
+then holds several tokens. Requests with an explicit ``seed`` never carry drafts: whether a
+step speculates depends on the batch, and their draws must not.
+
 The result is one ``TokenDelta`` per request that made progress. Times (queue, first token,
 per output token) are read from the injected clock and fed to ``EngineMetrics``.
 """
@@ -37,8 +43,15 @@ from blocks.inference.params import (
     TokenLogprob,
 )
 from blocks.inference.runner import ModelRunner
-from blocks.inference.sampling import make_generator, sample_rows
-from blocks.inference.scheduler import Scheduler, SchedulerConfig, SeqState, SeqUpdate
+from blocks.inference.sampling import make_generator, sample_rows, token_logprob
+from blocks.inference.scheduler import (
+    ScheduledChunk,
+    Scheduler,
+    SchedulerConfig,
+    SeqState,
+    SeqUpdate,
+)
+from blocks.inference.speculative import accept_drafts
 from blocks.inference.tokenizer import IncrementalDetokenizer, TokenizerLike
 
 __all__ = ["EngineConfig", "LLMEngine", "join_deltas"]
@@ -56,6 +69,9 @@ class EngineConfig:
     max_waiting: int = 1024
     chunked_prefill: bool = True
     prefix_caching: bool = True
+    num_speculative_tokens: int = 0
+    speculative_ngram: int = 3
+    speculative_max_batch: int = 4
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(
@@ -67,6 +83,9 @@ class EngineConfig:
             max_waiting=self.max_waiting,
             chunked_prefill=self.chunked_prefill,
             prefix_caching=self.prefix_caching,
+            num_speculative_tokens=self.num_speculative_tokens,
+            speculative_ngram=self.speculative_ngram,
+            speculative_max_batch=self.speculative_max_batch,
         )
 
 
@@ -137,7 +156,10 @@ class LLMEngine:
         if not params.ignore_eos:
             ends |= self._eos
         seq_id = next(self._seq_ids)
-        self.scheduler.add(SeqState(seq_id, prompt_ids, params.max_tokens, ends))
+        speculate = params.greedy or params.seed is None
+        self.scheduler.add(
+            SeqState(seq_id, prompt_ids, params.max_tokens, ends, speculate=speculate)
+        )
         request = _Request(
             request_id=request_id,
             seq_id=seq_id,
@@ -190,10 +212,7 @@ class LLMEngine:
         sampling = [c for c in plan.chunks if c.sample]
         requests = [self._by_seq[c.seq_id] for c in sampling]
         try:
-            logits = self.runner.run(plan.chunks)
-            tokens, logprobs = sample_rows(
-                logits, [r.params for r in requests], [r.generator for r in requests]
-            )
+            tokens, logprobs = self._sample(sampling, requests, self.runner.run(plan.chunks))
         except BaseException:
             self.scheduler.discard(plan)
             raise
@@ -201,35 +220,75 @@ class LLMEngine:
         lp_by_seq = {c.seq_id: lp for c, lp in zip(sampling, logprobs, strict=True)}
         updates = self.scheduler.update(plan, sampled)
         now = self.clock.monotonic()
-        deltas = [self._apply(u, lp_by_seq.get(u.seq_id), now) for u in updates]
+        deltas = [self._apply(u, lp_by_seq[u.seq_id], now) for u in updates]
         stats = self.scheduler.blocks.stats()
         self.metrics.set_cache(stats.usage, stats.prefix_hit_rate)
         return deltas
 
-    def _apply(self, update: SeqUpdate, logprob: TokenLogprob | None, now: float) -> TokenDelta:
+    def _sample(
+        self, chunks: Sequence[ScheduledChunk], requests: Sequence[_Request], logits: torch.Tensor
+    ) -> tuple[list[tuple[int, ...]], list[tuple[TokenLogprob, ...]]]:
+        """Tokens (and logprobs) per sampling chunk; ``logits`` has ``logit_rows`` per chunk."""
+        firsts: list[int] = []  # each chunk's first row in ``logits``
+        row = 0
+        for chunk in chunks:
+            firsts.append(row)
+            row += chunk.num_drafts + 1
+        plain = [i for i, c in enumerate(chunks) if not c.num_drafts]
+        tokens: list[tuple[int, ...]] = [()] * len(chunks)
+        logprobs: list[tuple[TokenLogprob, ...]] = [()] * len(chunks)
+        if plain:
+            rows = logits[[firsts[i] for i in plain]] if len(plain) < len(chunks) else logits
+            picked, picked_lp = sample_rows(
+                rows, [requests[i].params for i in plain], [requests[i].generator for i in plain]
+            )
+            for i, token, lp in zip(plain, picked, picked_lp, strict=True):
+                tokens[i] = (token,)
+                logprobs[i] = () if lp is None else (lp,)
+        for i, chunk in enumerate(chunks):
+            if chunk.num_drafts:
+                params, generator = requests[i].params, requests[i].generator
+                rows = logits[firsts[i] : firsts[i] + chunk.num_drafts + 1].detach().cpu()
+                drafts = chunk.token_ids[-chunk.num_drafts :]
+                out = accept_drafts(drafts, [None] * len(drafts), rows, params, generator)
+                tokens[i] = tuple(out)
+                if params.logprobs is not None:
+                    top = params.logprobs
+                    logprobs[i] = tuple(token_logprob(rows[j], t, top) for j, t in enumerate(out))
+        return tokens, logprobs
+
+    def _apply(
+        self, update: SeqUpdate, logprobs: tuple[TokenLogprob, ...], now: float
+    ) -> TokenDelta:
         request = self._by_seq[update.seq_id]
-        assert update.new_token is not None
-        request.completion_tokens += 1
-        request.token_ids.append(update.new_token)
-        self.metrics.count_tokens(generated=1)
-        if request.first_token_s is None:
-            request.first_token_s = now
-            self.metrics.observe_ttft(now - request.arrival_s)
         reason = update.finish_reason
-        ends_with_stop_token = reason is FinishReason.STOP
-        if not ends_with_stop_token:
-            request.text += request.detokenizer.push([update.new_token])
-        text, stopped = self._release_text(request, final=reason is not None)
-        if stopped and reason is None:
-            reason = FinishReason.STOP
-            self.scheduler.finish(request.seq_id, reason)
+        texts: list[str] = []
+        kept = 0
+        for token in update.new_tokens:
+            kept += 1
+            last = kept == len(update.new_tokens)
+            request.completion_tokens += 1
+            request.token_ids.append(token)
+            self.metrics.count_tokens(generated=1)
+            if request.first_token_s is None:
+                request.first_token_s = now
+                self.metrics.observe_ttft(now - request.arrival_s)
+            if not (last and reason is FinishReason.STOP):  # an end token has no text
+                request.text += request.detokenizer.push([token])
+            text, stopped = self._release_text(request, final=last and reason is not None)
+            texts.append(text)
+            if stopped:
+                if reason is None or not last:  # the stop string came first
+                    reason = FinishReason.STOP
+                self.scheduler.finish(request.seq_id, reason)  # no-op if already ended
+                break
         if reason is not None:
             self._finish(request, reason, now)
         return TokenDelta(
             request_id=request.request_id,
-            token_ids=(update.new_token,),
-            text=text,
-            logprobs=() if logprob is None else (logprob,),
+            token_ids=update.new_tokens[:kept],
+            text="".join(texts),
+            logprobs=logprobs[:kept],
             finish_reason=reason,
             prompt_tokens=request.prompt_tokens,
             completion_tokens=request.completion_tokens,

@@ -21,7 +21,7 @@ import torch
 
 from blocks.inference.params import SamplingParams, TokenLogprob
 
-__all__ = ["make_generator", "sample_rows", "target_probs"]
+__all__ = ["make_generator", "sample_rows", "target_probs", "token_logprob"]
 
 
 def make_generator(params: SamplingParams, rng: random.Random) -> torch.Generator | None:
@@ -53,7 +53,8 @@ def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return torch.softmax(scores, dim=-1)
 
 
-def _logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """The token's log-probability under ``logits`` and the ``top`` most likely tokens'."""
     logprobs = torch.log_softmax(logits, dim=-1)
     alternatives: tuple[tuple[int, float], ...] = ()
     if top > 0:
@@ -82,5 +83,7 @@ def sample_rows(
             probs = target_probs(rows[index], p)
             token = int(torch.multinomial(probs, 1, generator=generator))
         tokens.append(token)
-        logprobs.append(None if p.logprobs is None else _logprob(rows[index], token, p.logprobs))
+        logprobs.append(
+            None if p.logprobs is None else token_logprob(rows[index], token, p.logprobs)
+        )
     return tokens, logprobs

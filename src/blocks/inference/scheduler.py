@@ -18,7 +18,18 @@ most ``max_num_batched_tokens`` tokens and ``max_num_seqs`` sequences:
 A chunk that reaches a sequence's last known token is marked ``sample``: the model's logits
 there pick the next token. ``update()`` takes those tokens, advances computed counts,
 registers newly full blocks in the prefix cache and finishes sequences that hit an end
-condition. ``abort()`` cancels a sequence at any time. Every sequence ends up finished
+condition.
+
+**Speculation** (``num_speculative_tokens > 0``): while at most ``speculative_max_batch``
+sequences run, a decoding sequence's chunk also carries up to that many *drafts* from n-gram
+lookup in its own tokens (``ngram.ngram_propose``), paid from the same token budget and
+only if its blocks can grow to hold them. The engine verifies them in the same pass and
+hands back the accepted drafts plus one token; the computed count then covers exactly the
+accepted positions, so KV written for rejected drafts sits past it and is overwritten later
+(nothing to roll back, and no block holding it is ever registered in the prefix cache).
+Speculation pays when a step is bandwidth-bound (few sequences: checking ``k`` more tokens
+costs about as much as one); in a large batch the step is compute-bound and rejected drafts
+would be wasted work, hence the batch limit. ``abort()`` cancels a sequence at any time. Every sequence ends up finished
 (stop, length, cancelled) and every block it held is released exactly once.
 """
 
@@ -31,9 +42,13 @@ from dataclasses import dataclass
 
 from blocks.core.errors import Conflict, InvalidArgument, NotFound, Overloaded
 from blocks.inference.block_manager import BlockManager
+from blocks.inference.ngram import ngram_propose
 from blocks.inference.params import FinishReason
 
+MAX_SPECULATIVE_TOKENS = 16
+
 __all__ = [
+    "MAX_SPECULATIVE_TOKENS",
     "ScheduledChunk",
     "Scheduler",
     "SchedulerConfig",
@@ -60,10 +75,19 @@ class SchedulerConfig:
     max_waiting: int = 1024
     chunked_prefill: bool = True
     prefix_caching: bool = True
+    num_speculative_tokens: int = 0  # n-gram drafts per decoding sequence and step; 0 = off
+    speculative_ngram: int = 3  # tokens matched by the lookup
+    speculative_max_batch: int = 4  # speculate only while at most this many sequences run
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.max_waiting < 1:
             raise InvalidArgument("scheduler limits must be >= 1")
+        if not 0 <= self.num_speculative_tokens <= MAX_SPECULATIVE_TOKENS:
+            raise InvalidArgument(
+                f"num_speculative_tokens must be in [0, {MAX_SPECULATIVE_TOKENS}]"
+            )
+        if self.speculative_ngram < 1 or self.speculative_max_batch < 1:
+            raise InvalidArgument("speculative_ngram and speculative_max_batch must be >= 1")
         if not 2 <= self.max_model_len <= self.num_blocks * self.block_size:
             raise InvalidArgument("max_model_len must be in [2, num_blocks * block_size]")
         if not self.chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
@@ -82,6 +106,7 @@ class SeqState:
         "output",
         "prompt",
         "seq_id",
+        "speculate",
         "status",
     )
 
@@ -91,6 +116,8 @@ class SeqState:
         prompt: Sequence[int],
         max_tokens: int,
         end_token_ids: frozenset[int] = frozenset(),
+        *,
+        speculate: bool = True,
     ) -> None:
         if not prompt:
             raise InvalidArgument("prompt must hold at least one token")
@@ -105,6 +132,7 @@ class SeqState:
         self.status = SeqStatus.WAITING
         self.finish_reason: FinishReason | None = None
         self.num_preemptions = 0
+        self.speculate = speculate  # may carry drafts when the scheduler speculates
 
     @property
     def token_ids(self) -> list[int]:
@@ -124,6 +152,8 @@ class ScheduledChunk:
     token_ids: tuple[int, ...]
     block_table: tuple[int, ...]
     sample: bool
+    # Trailing tokens of ``token_ids`` that are speculative drafts, verified this step.
+    num_drafts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +169,7 @@ class SchedulerOutput:
 @dataclass(frozen=True, slots=True)
 class SeqUpdate:
     seq_id: int
-    new_token: int | None
+    new_tokens: tuple[int, ...]  # one, or accepted drafts plus one; cut after an end token
     finish_reason: FinishReason | None
 
 
@@ -156,6 +186,8 @@ class Scheduler:
         self.seqs: dict[int, SeqState] = {}
         self._in_flight: SchedulerOutput | None = None
         self.num_preemptions = 0
+        self.num_draft_tokens = 0  # drafts proposed and verified
+        self.num_accepted_tokens = 0  # of which accepted
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -179,11 +211,20 @@ class Scheduler:
         budget = self.config.max_num_batched_tokens
         chunks: list[ScheduledChunk] = []
         preempted: list[int] = []
+        cfg = self.config
+        speculating = (
+            cfg.num_speculative_tokens > 0 and len(self.running) <= cfg.speculative_max_batch
+        )
         index = 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
             count = min(seq.num_tokens - seq.num_computed, budget)
             assert count > 0
+            drafts: tuple[int, ...] = ()
+            if speculating and seq.num_tokens - seq.num_computed == 1:
+                drafts = self._drafts(seq, budget - 1)
+                if drafts and not self.blocks.grow(seq.seq_id, seq.num_tokens + len(drafts)):
+                    drafts = ()  # drafts never cost another sequence its blocks
             while not self.blocks.grow(seq.seq_id, seq.num_computed + count):
                 victim = self.running[-1]
                 self._preempt(victim)
@@ -192,8 +233,8 @@ class Scheduler:
                     break
             if seq.status is not SeqStatus.RUNNING:
                 break
-            chunks.append(self._chunk(seq, count))
-            budget -= count
+            chunks.append(self._chunk(seq, count, drafts))
+            budget -= count + len(drafts)
             index += 1
         if not preempted:
             budget = self._admit(budget, chunks)
@@ -222,15 +263,29 @@ class Scheduler:
             budget -= count
         return budget
 
-    def _chunk(self, seq: SeqState, count: int) -> ScheduledChunk:
+    def _drafts(self, seq: SeqState, room: int) -> tuple[int, ...]:
+        """N-gram drafts for a decoding sequence, never past its max tokens or model length."""
+        cfg = self.config
+        k = min(
+            cfg.num_speculative_tokens,
+            room,
+            seq.max_tokens - len(seq.output) - 1,
+            cfg.max_model_len - seq.num_tokens - 1,
+        )
+        if k < 1 or not seq.speculate:
+            return ()
+        return tuple(ngram_propose(seq.token_ids, cfg.speculative_ngram, k))
+
+    def _chunk(self, seq: SeqState, count: int, drafts: tuple[int, ...] = ()) -> ScheduledChunk:
         start = seq.num_computed
         tokens = seq.token_ids[start : start + count]
         return ScheduledChunk(
             seq_id=seq.seq_id,
             start=start,
-            token_ids=tuple(tokens),
+            token_ids=(*tokens, *drafts),
             block_table=tuple(self.blocks.table(seq.seq_id)),
             sample=start + count == seq.num_tokens,
+            num_drafts=len(drafts),
         )
 
     def _preempt(self, seq: SeqState) -> None:
@@ -242,10 +297,14 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(seq)
 
-    def update(self, output: SchedulerOutput, sampled: Mapping[int, int]) -> list[SeqUpdate]:
+    def update(
+        self, output: SchedulerOutput, sampled: Mapping[int, int | Sequence[int]]
+    ) -> list[SeqUpdate]:
         """Apply one step's results: ``sampled[seq_id]`` for every chunk with ``sample``.
 
-        Chunks whose sequence was aborted meanwhile are skipped.
+        For a chunk with drafts it is the accepted drafts (a prefix of them) plus one token;
+        otherwise one token. Tokens after an end condition are dropped. Chunks whose
+        sequence was aborted meanwhile are skipped.
         """
         assert output is self._in_flight, "update() takes the last schedule()'s output"
         self._in_flight = None
@@ -254,18 +313,37 @@ class Scheduler:
             seq = self.seqs.get(chunk.seq_id)
             if seq is None or seq.status is not SeqStatus.RUNNING:
                 continue
-            seq.num_computed = chunk.start + len(chunk.token_ids)
             if not chunk.sample:
+                seq.num_computed = chunk.start + len(chunk.token_ids)
                 self.blocks.mark_computed(seq.seq_id, seq.token_ids, seq.num_computed)
                 continue
-            token = sampled[chunk.seq_id]
-            seq.output.append(token)
+            got = sampled[chunk.seq_id]
+            tokens = (got,) if isinstance(got, int) else tuple(got)
+            drafts = chunk.token_ids[len(chunk.token_ids) - chunk.num_drafts :]
+            assert 1 <= len(tokens) <= chunk.num_drafts + 1, "one token plus accepted drafts"
+            assert tokens[:-1] == drafts[: len(tokens) - 1], "accepted tokens must be drafts"
+            self.num_draft_tokens += chunk.num_drafts
+            self.num_accepted_tokens += len(tokens) - 1
+            emitted, reason = self._append(seq, tokens)
+            # KV is valid up to the last accepted draft; rejected drafts' slots lie beyond.
+            seq.num_computed = chunk.start + len(chunk.token_ids) - chunk.num_drafts
+            seq.num_computed += len(emitted) - 1
             self.blocks.mark_computed(seq.seq_id, seq.token_ids, seq.num_computed)
-            reason = self._end_reason(seq, token)
             if reason is not None:
                 self.finish(seq.seq_id, reason)
-            updates.append(SeqUpdate(seq.seq_id, token, reason))
+            updates.append(SeqUpdate(seq.seq_id, emitted, reason))
         return updates
+
+    def _append(
+        self, seq: SeqState, tokens: tuple[int, ...]
+    ) -> tuple[tuple[int, ...], FinishReason | None]:
+        """Append tokens in order up to the first that ends the sequence."""
+        for count, token in enumerate(tokens, start=1):
+            seq.output.append(token)
+            reason = self._end_reason(seq, token)
+            if reason is not None:
+                return tokens[:count], reason
+        return tokens, None
 
     def discard(self, output: SchedulerOutput) -> None:
         """Forget a step that failed to run: nothing advances, the chunks run again later."""

@@ -19,8 +19,10 @@ the token), for which the same rule stays exact.
 
 Rolling back is free with a paged KV cache: rejected positions are simply overwritten later,
 because each model's computed-token count is reset to the accepted length. This decoder runs
-one sequence at a time (the batch-1, latency-bound case speculation helps with); the batched
-engine does not speculate.
+one sequence at a time (the batch-1, latency-bound case speculation helps with). The batched
+engine speculates too, with n-gram drafts only (see ``scheduler``), and verifies them with
+``accept_drafts`` from here: a draft *model* would need its own paged cache, preemption and
+``k`` sequential passes per step for every sequence in the batch, so it stays here.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.model import LlamaForCausalLM, ModelConfig
+from blocks.inference.ngram import ngram_propose
 from blocks.inference.params import SamplingParams
 from blocks.inference.runner import ModelRunner
 from blocks.inference.sampling import make_generator, target_probs
@@ -76,19 +79,6 @@ def truncated_draft(target: LlamaForCausalLM, num_layers: int) -> LlamaForCausal
 def _layer_beyond(name: str, num_layers: int) -> bool:
     parts = name.split(".")
     return len(parts) > 2 and parts[1] == "layers" and int(parts[2]) >= num_layers
-
-
-def ngram_propose(context: Sequence[int], n: int, k: int) -> list[int]:
-    """Up to ``k`` tokens that followed the latest earlier match of the last ``n`` tokens."""
-    if len(context) <= n:
-        return []
-    tail = list(context[-n:])
-    for start in range(len(context) - n - 1, -1, -1):
-        if list(context[start : start + n]) == tail:
-            follow = list(context[start + n : start + n + k])
-            if follow:
-                return follow
-    return []
 
 
 def accept_drafts(
