@@ -322,6 +322,14 @@ def channel_options(
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # Reconnect to a restarted server within 0.1-1 s rather than gRPC's default backoff
+        # (1 s growing to 2 min), which a client retrying through a restart would meet.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        # Each channel owns its connections: a client made after a server restart must not
+        # inherit another channel's failed connection and its backoff.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
 
 

@@ -35,14 +35,6 @@ from blocks.pubsub.topics import check_entries
 
 __all__ = ["PubSubClient", "connect"]
 
-# Reconnect to a restarted broker within ~0.1-1 s instead of gRPC's default backoff (1 s
-# growing to 2 min), which a producer retrying through a broker restart would otherwise meet.
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-
 
 def _record(topic: str, message: Any) -> Record:
     key = message.key if message.HasField("key") else None
@@ -73,9 +65,7 @@ class PubSubClient:
         self._addresses = [address] if isinstance(address, str) else list(address)
         self._current = 0
         self._token = token
-        self._channels = {
-            0: connect_channel(self._addresses[0], token=token, options=_CHANNEL_OPTIONS)
-        }
+        self._channels = {0: connect_channel(self._addresses[0], token=token)}
         self._stub: Any = pubsub_pb2_grpc.PubSubStub(self._channels[0])  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
         self._data = TcpTransport(f"pubsub-client-{uuid.uuid4().hex[:8]}", None, token=token)
@@ -150,9 +140,7 @@ class PubSubClient:
         self._current = (self._current + 1) % len(self._addresses)
         if self._current not in self._channels:
             address = self._addresses[self._current]
-            self._channels[self._current] = connect_channel(
-                address, token=self._token, options=_CHANNEL_OPTIONS
-            )
+            self._channels[self._current] = connect_channel(address, token=self._token)
         channel = self._channels[self._current]
         self._stub = pubsub_pb2_grpc.PubSubStub(channel)  # type: ignore[no-untyped-call]
 
