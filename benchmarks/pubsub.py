@@ -30,53 +30,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 from benchmarks.harness import Contender, Skip, Workload, run_benchmark
+from benchmarks.peers import (
+    free_port,
+    start_nats_server,
+    start_process,
+    start_redis_server,
+    stop_process,
+)
 
 REQUIREMENTS = ["nats-py", "redis"]
 VALUE = b"x" * 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise Skip(f"server on port {port} did not start")
-
-
-def start_process(argv: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-    except Skip:
-        process.kill()
-        raise
-    return process
-
-
-def stop_process(process: subprocess.Popen[bytes], directory: str) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- blocks -----------------------------------------------------------------------------------
@@ -174,19 +143,15 @@ def cluster_contender(batch: int, end_to_end: bool) -> Contender:
 
 def nats_contender(batch: int, end_to_end: bool) -> Contender:
     async def setup() -> dict[str, Any]:
-        server = shutil.which("nats-server")
-        if server is None:
-            raise Skip("nats-server is not installed (apt-get install nats-server)")
         try:
             import nats
         except ImportError:
             raise Skip("nats-py is not installed (pip install nats-py)") from None
-        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-nats-")
-        process = start_process([server, "-js", "-p", str(port), "-sd", directory], port)
-        connection = await nats.connect(f"nats://127.0.0.1:{port}")
+        server = start_nats_server()
+        connection = await nats.connect(f"nats://127.0.0.1:{server.port}")
         stream = connection.jetstream()
         await stream.add_stream(name="BENCH", subjects=["bench.*"])
-        return {"process": process, "dir": directory, "nc": connection, "js": stream}
+        return {"server": server, "nc": connection, "js": stream}
 
     async def op(state: dict[str, Any], i: int) -> None:
         stream = state["js"]
@@ -199,7 +164,7 @@ def nats_contender(batch: int, end_to_end: bool) -> Contender:
 
     async def teardown(state: dict[str, Any]) -> None:
         await state["nc"].close()
-        stop_process(state["process"], state["dir"])
+        state["server"].stop()
 
     return Contender("nats-jetstream", setup, op, teardown, items_per_op=batch)
 
@@ -209,29 +174,12 @@ def nats_contender(batch: int, end_to_end: bool) -> Contender:
 
 def redis_contender(batch: int, end_to_end: bool) -> Contender:
     async def setup() -> dict[str, Any]:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise Skip("redis-server is not installed (apt-get install redis-server)")
         try:
             import redis.asyncio as redis
         except ImportError:
             raise Skip("redis-py is not installed (pip install redis)") from None
-        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-redis-")
-        argv = [
-            server,
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ]
-        process = start_process(argv, port)
-        return {"process": process, "dir": directory, "r": redis.Redis(port=port)}
+        server = start_redis_server()
+        return {"server": server, "r": redis.Redis(port=server.port)}
 
     async def op(state: dict[str, Any], i: int) -> None:
         client = state["r"]
@@ -248,7 +196,7 @@ def redis_contender(batch: int, end_to_end: bool) -> Contender:
 
     async def teardown(state: dict[str, Any]) -> None:
         await state["r"].aclose()
-        stop_process(state["process"], state["dir"])
+        state["server"].stop()
 
     return Contender("redis-streams", setup, op, teardown, items_per_op=batch)
 

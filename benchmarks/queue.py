@@ -21,13 +21,18 @@ skipped with a reason when missing. Install them with::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from typing import Any
 
 from benchmarks.harness import Contender, Skip, Workload, run_benchmark
-from benchmarks.pubsub import free_port, start_process, stop_process
+from benchmarks.peers import (
+    free_port,
+    start_nats_server,
+    start_process,
+    start_redis_server,
+    stop_process,
+)
 
 REQUIREMENTS = ["nats-py", "redis"]
 BODY = b"j" * 100
@@ -72,23 +77,19 @@ def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
 
 def nats_contender(cycle: bool) -> Contender:
     async def setup() -> dict[str, Any]:
-        server = shutil.which("nats-server")
-        if server is None:
-            raise Skip("nats-server is not installed (apt-get install nats-server)")
         try:
             import nats
             from nats.js.api import RetentionPolicy
         except ImportError:
             raise Skip("nats-py is not installed (pip install nats-py)") from None
-        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-nats-")
-        process = start_process([server, "-js", "-p", str(port), "-sd", directory], port)
-        connection = await nats.connect(f"nats://127.0.0.1:{port}")
+        server = start_nats_server()
+        connection = await nats.connect(f"nats://127.0.0.1:{server.port}")
         stream = connection.jetstream()
         await stream.add_stream(
             name="JOBS", subjects=["jobs"], retention=RetentionPolicy.WORK_QUEUE
         )
         pull = await stream.pull_subscribe("jobs", durable="workers")
-        return {"process": process, "dir": directory, "nc": connection, "js": stream, "sub": pull}
+        return {"server": server, "nc": connection, "js": stream, "sub": pull}
 
     async def op(state: dict[str, Any], i: int) -> None:
         await state["js"].publish("jobs", BODY)
@@ -106,38 +107,21 @@ def nats_contender(cycle: bool) -> Contender:
 
     async def teardown(state: dict[str, Any]) -> None:
         await state["nc"].close()
-        stop_process(state["process"], state["dir"])
+        state["server"].stop()
 
     return Contender("nats-jetstream", setup, op, teardown)
 
 
 def redis_contender(cycle: bool) -> Contender:
     async def setup() -> dict[str, Any]:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise Skip("redis-server is not installed (apt-get install redis-server)")
         try:
             import redis.asyncio as redis
         except ImportError:
             raise Skip("redis-py is not installed (pip install redis)") from None
-        port, directory = free_port(), tempfile.mkdtemp(prefix="bench-redis-")
-        argv = [
-            server,
-            "--port",
-            str(port),
-            "--dir",
-            directory,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ]
-        process = start_process(argv, port)
-        client = redis.Redis(port=port)
+        server = start_redis_server()
+        client = redis.Redis(port=server.port)
         await client.xgroup_create("jobs", "workers", id="0", mkstream=True)
-        return {"process": process, "dir": directory, "r": client}
+        return {"server": server, "r": client}
 
     async def op(state: dict[str, Any], i: int) -> None:
         client = state["r"]
@@ -150,7 +134,7 @@ def redis_contender(cycle: bool) -> Contender:
 
     async def teardown(state: dict[str, Any]) -> None:
         await state["r"].aclose()
-        stop_process(state["process"], state["dir"])
+        state["server"].stop()
 
     return Contender("redis-streams", setup, op, teardown)
 
