@@ -20,6 +20,7 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.core.log import SegmentLog
+from blocks.core.log_commit import GroupCommitter
 from blocks.core.log_format import HEADER_BYTES
 
 
@@ -402,3 +403,48 @@ def test_group_commit_across_segment_rolls(tmp_path: Path) -> None:
     with SegmentLog(tmp_path, **options) as log:
         assert log.recovery.clean
         assert dict(log.iter_from(0)) == written
+
+
+def test_logs_in_one_commit_group_share_rounds(tmp_path: Path) -> None:
+    group = GroupCommitter(batch_delay_ms=20)
+    logs = [
+        SegmentLog(tmp_path / f"p{index}", fsync="batch", commit_group=group) for index in range(4)
+    ]
+
+    async def main() -> list[int]:
+        calls = (logs[i % 4].append_async(b"r%d" % i) for i in range(64))
+        return await asyncio.gather(*calls)
+
+    offsets = asyncio.run(main())
+    assert sorted(offsets) == sorted(i // 4 for i in range(64))
+    assert [log.durable_offset for log in logs] == [16] * 4
+    assert 1 <= group.fsync_rounds <= 2  # four logs' records made durable together
+    for log in logs:
+        log.close()
+
+
+def test_a_failing_log_in_a_commit_group_fails_only_its_own_waiters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = GroupCommitter()
+    good = SegmentLog(tmp_path / "good", fsync="batch", commit_group=group)
+    bad = SegmentLog(tmp_path / "bad", fsync="batch", commit_group=group)
+    bad_descriptor = bad._active.descriptor
+    real = os.fdatasync
+
+    def failing_for_bad(descriptor: int) -> None:
+        if descriptor == bad_descriptor:
+            raise OSError(errno.EIO, "Input/output error")
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", failing_for_bad, raising=False)
+
+    async def main() -> list[Any]:
+        calls = [good.append_async(b"g"), bad.append_async(b"b"), good.append_async(b"h")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, failed, second = asyncio.run(main())
+    assert (first, second) == (0, 1) and good.durable_offset == 2
+    assert isinstance(failed, Unavailable) and bad.durable_offset == 0
+    good.close()
+    bad.close()  # a failed log closes without another fsync

@@ -15,6 +15,7 @@ from blocks.core.server import Server
 from blocks.pubsub.api import PubSub
 from blocks.pubsub.client import PubSubClient, connect
 from blocks.pubsub.contract import SESSION_TIMEOUT_MS, PubSubContract
+from blocks.pubsub.producer import ProducerConfig
 from blocks.pubsub.service import build_server
 
 
@@ -74,6 +75,30 @@ def test_subscribe_groups_and_errors(tmp_path: Path) -> None:
                 assert await consumer.commit() == {partition: 50}
                 await consumer.close()
                 assert await client.committed("billing", "orders", partition) == 50
+        finally:
+            await server.stop(grace_s=1)
+
+    asyncio.run(main())
+
+
+def test_keyless_records_go_round_robin_by_batch() -> None:
+    async def main() -> None:
+        server, _ = build_server(None)
+        await server.start()
+        try:
+            sticky = ProducerConfig(sticky_bytes=1000)  # 10 records of 100 bytes per partition
+            async with await connect(server.address, producer=sticky) as client:
+                await client.create_topic("sticky", partitions=3)
+                placed = [(await client.produce("sticky", b"v" * 100))[0] for _ in range(60)]
+                runs = [placed[i : i + 10] for i in range(0, 60, 10)]
+                assert all(len(set(run)) == 1 for run in runs)  # runs of ten to one partition
+                assert [run[0] for run in runs[:3]] == [(runs[0][0] + i) % 3 for i in range(3)]
+                keyed = {(await client.produce("sticky", b"v", key=b"k"))[0] for _ in range(5)}
+                assert len(keyed) == 1  # a key still picks its partition by hash
+            one_by_one = ProducerConfig(sticky_bytes=0)
+            async with await connect(server.address, producer=one_by_one) as client:
+                placed = [(await client.produce("sticky", b"v" * 100))[0] for _ in range(6)]
+                assert placed == [(placed[0] + i) % 3 for i in range(6)]
         finally:
             await server.stop(grace_s=1)
 

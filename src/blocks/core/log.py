@@ -13,7 +13,8 @@ Durability is explicit. A record is *acknowledged durable* when one of these ret
 
 * ``append``/``append_many`` under ``fsync="always"`` (one fsync per call);
 * the awaited ``append_async``/``append_many_async`` under ``fsync="batch"`` (group commit:
-  concurrent callers in one window of ``batch_delay_ms`` share one fsync, see ``log_commit``);
+  concurrent callers in one window of ``batch_delay_ms`` share one fsync, see ``log_commit``;
+  logs opened with one ``commit_group`` share its rounds, and its window and limit apply);
 * ``sync()``, under any policy (and ``close()`` under ``always`` and ``batch``).
 
 Under ``batch`` a plain ``append`` also fsyncs once the window has elapsed since the last
@@ -76,6 +77,7 @@ class SegmentLog:
         pending_records_max: int = 65_536,
         index_interval_bytes: int = 4096,
         clock: Clock | None = None,
+        commit_group: GroupCommitter | None = None,
     ) -> None:
         if record_bytes_max is None:
             record_bytes_max = min(8 * MiB, max(0, segment_bytes_max - HEADER_BYTES))
@@ -106,12 +108,13 @@ class SegmentLog:
         self._records_appended = 0
         self._bytes_appended = 0
         self._closed = False
-        self._committer = GroupCommitter(
+        if commit_group is None:  # a group of one
+            commit_group = GroupCommitter(self.config.batch_delay_ms, self.config.batch_records_max)
+        self.commit_group = commit_group
+        self._committer = commit_group.member(
             self._sync_for_commit,
             lambda: self.durable_offset,
             lambda: self.next_offset - self.durable_offset,
-            self.config.batch_delay_ms,
-            self.config.batch_records_max,
         )
 
     def _open_segments(self) -> None:

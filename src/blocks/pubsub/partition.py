@@ -37,6 +37,7 @@ from typing import Protocol
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.log_commit import GroupCommitter
 from blocks.pubsub.record import StoredRecord, newest_offsets
 from blocks.pubsub.segments import compact_log, truncate_log_after
 
@@ -165,14 +166,17 @@ class LogPartition:
         fsync: FsyncPolicy = "batch",
         segment_bytes_max: int = 16 << 20,
         batch_delay_ms: float = 0.0,
+        commit_group: GroupCommitter | None = None,
     ) -> None:
         # Group commit without a window: the first durable append starts an fsync at once,
-        # and every batch that arrives while it runs shares the next one.
+        # and every batch that arrives while it runs shares the next one. A broker's
+        # partitions share one ``commit_group``, so one round fsyncs all of them.
         self.log = SegmentLog(
             directory,
             fsync=fsync,
             segment_bytes_max=segment_bytes_max,
             batch_delay_ms=batch_delay_ms,
+            commit_group=commit_group,
         )
 
     @property
@@ -249,6 +253,7 @@ class LogPartition:
             fsync=self.log.config.fsync,
             segment_bytes_max=self.log.config.segment_bytes_max,
             batch_delay_ms=self.log.config.batch_delay_ms,
+            commit_group=self.log.commit_group,
         )
 
     def close(self) -> None:

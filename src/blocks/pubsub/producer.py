@@ -74,6 +74,7 @@ class ProducerConfig:
     buffer_records_max: int = 100_000
     retries_max: int = 8
     backoff_max_s: float = 1.0
+    sticky_bytes: int = 16 << 10  # keyless records per partition in a row; 0: one by one
 
     def __post_init__(self) -> None:
         if not 0 <= self.linger_ms <= 10_000:
@@ -86,6 +87,8 @@ class ProducerConfig:
             raise InvalidArgument(f"in_flight_max must be within 1..{RUNS_MAX - 1}")
         if self.buffer_records_max < BATCH_RECORDS_MAX:
             raise InvalidArgument(f"buffer_records_max must be at least {BATCH_RECORDS_MAX}")
+        if self.sticky_bytes < 0:
+            raise InvalidArgument("sticky_bytes must be >= 0")
         if self.retries_max < 1 or self.backoff_max_s < 0:
             raise InvalidArgument("retries_max must be >= 1 and backoff_max_s >= 0")
 

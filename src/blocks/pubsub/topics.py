@@ -30,6 +30,7 @@ from blocks.core.errors import (
     NotFound,
 )
 from blocks.core.log import FsyncPolicy
+from blocks.core.log_commit import GroupCommitter
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
 from blocks.pubsub.producers import Run, duplicate_offset, extend, last_sequence
 
@@ -94,6 +95,7 @@ class TopicTable:
         self._topics: dict[str, _Topic] = {}
         self._producers: dict[tuple[str, str, int], tuple[Run, ...]] = {}
         self._batch_delay_ms = batch_delay_ms
+        self._commit_group = GroupCommitter(batch_delay_ms)  # one fsync round for all partitions
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             for meta in sorted(self.directory.glob("*/topic.msgpack")):
@@ -112,6 +114,7 @@ class TopicTable:
                         fsync=self._fsync,
                         segment_bytes_max=self._segment_bytes_max,
                         batch_delay_ms=self._batch_delay_ms,
+                        commit_group=self._commit_group,
                     )
                 )
         topic = _Topic(config, stores, [0] * config.partitions)
