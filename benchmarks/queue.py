@@ -21,6 +21,7 @@ skipped with a reason when missing. Install them with::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 from typing import Any
@@ -36,6 +37,7 @@ from benchmarks.peers import (
 
 REQUIREMENTS = ["nats-py", "redis"]
 BODY = b"j" * 100
+CONCURRENCY = 32  # callers in every workload
 
 
 def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
@@ -88,22 +90,31 @@ def nats_contender(cycle: bool) -> Contender:
         await stream.add_stream(
             name="JOBS", subjects=["jobs"], retention=RetentionPolicy.WORK_QUEUE
         )
-        pull = await stream.pull_subscribe("jobs", durable="workers")
-        return {"server": server, "nc": connection, "js": stream, "sub": pull}
+        # One pull subscription per concurrent caller, all bound to one durable consumer:
+        # nats-py's fetch on a shared subscription lets concurrent callers take each other's
+        # replies and then wait out their timeouts, which would measure the misuse.
+        pulls: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(CONCURRENCY):
+            pulls.put_nowait(await stream.pull_subscribe("jobs", durable="workers"))
+        return {"server": server, "nc": connection, "js": stream, "pulls": pulls}
 
     async def op(state: dict[str, Any], i: int) -> None:
         await state["js"].publish("jobs", BODY)
         if cycle:
             from nats.errors import TimeoutError as NatsTimeout
 
-            for _ in range(10):  # concurrent pulls on one consumer can come back empty
-                try:
-                    messages = await state["sub"].fetch(1, timeout=1)
-                except NatsTimeout:
-                    continue
-                for message in messages:
-                    await message.ack()
-                return
+            pull = await state["pulls"].get()
+            try:
+                for _ in range(10):  # another caller may have taken the job just sent
+                    try:
+                        messages = await pull.fetch(1, timeout=1)
+                    except NatsTimeout:
+                        continue
+                    for message in messages:
+                        await message.ack()
+                    return
+            finally:
+                state["pulls"].put_nowait(pull)
 
     async def teardown(state: dict[str, Any]) -> None:
         await state["nc"].close()
@@ -152,7 +163,9 @@ def main(args: argparse.Namespace) -> int:
             nats_contender(cycle),
             redis_contender(cycle),
         ]
-        workload = Workload(workload_name, ops=args.ops, concurrency=32, rounds=args.rounds)
+        workload = Workload(
+            workload_name, ops=args.ops, concurrency=CONCURRENCY, rounds=args.rounds
+        )
         run_benchmark(f"queue-{workload_name}", [workload], contenders, "blocks-durable", args.out)
     return 0
 
