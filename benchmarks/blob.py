@@ -6,6 +6,9 @@ Every server runs in its own process, as users run them (``blocks blob serve``,
 on 127.0.0.1:
 
 * ``moto`` : moto's S3 server, the baseline (it keeps objects in memory);
+* ``ceiling (null server)`` : ``benchmarks/null_s3.py``, which answers every call at once and
+  does nothing else (no signatures, hashes or disk). What the client reaches against it is the
+  most that boto3 and the shared CPU allow any server here: read each ratio against its ratio;
 * ``blocks`` : ``blocks blob serve``, Reed-Solomon 4+2, fsync on (durable on return);
 * ``blocks-nofsync`` : the same with ``--no-fsync``;
 * ``blocks@before`` (with ``--before-src DIR``): ``blocks blob serve`` from another source
@@ -48,6 +51,7 @@ REQUIREMENTS = ["boto3", "moto[server]"]
 ACCESS, SECRET = "BENCHKEY", "bench-secret"
 MIB = 1024 * 1024
 START_TIMEOUT_S = 30.0
+CEILING = "ceiling (null server)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +150,12 @@ def _moto_server() -> Any:
     except ImportError as error:
         raise Skip('moto is not installed (pip install "moto[server]")') from error
     return _ServerProcess(lambda port: [sys.executable, "-m", "moto.server", "-p", str(port)])
+
+
+def _null_server() -> Any:
+    root = str(Path(__file__).resolve().parents[1])  # where ``benchmarks`` is importable
+    argv = [sys.executable, "-m", "benchmarks.null_s3"]
+    return _ServerProcess(lambda port: [*argv, str(port)], {"PYTHONPATH": root})
 
 
 def _contender(
@@ -264,6 +274,7 @@ def _contenders(
     args: argparse.Namespace, root: Path, size: int, operation: str, concurrency: int
 ) -> list[Contender]:
     contenders = [_contender("moto", _moto_server, size, operation, concurrency)]
+    contenders.append(_contender(CEILING, _null_server, size, operation, concurrency))
     if args.before_src:
         start = _blocks_server(root, True, str(Path(args.before_src).resolve()))
         contenders.append(_contender("blocks@before", start, size, operation, concurrency))

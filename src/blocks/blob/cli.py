@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blocks.blob.allocator import tune_for_large_buffers
 from blocks.cli import print_result
 
 __all__ = ["register"]
@@ -72,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.access_key) != bool(args.secret_key):
         print("--access-key and --secret-key go together", file=sys.stderr)
         return 2
+    tune_for_large_buffers()
     try:
         import uvloop
 

@@ -1,0 +1,118 @@
+"""A server that answers boto3's S3 calls while doing nothing else: the benchmark's ceiling.
+
+``blocks bench blob`` runs it as the contender ``ceiling (null server)``. It reads each
+request whole and answers at once: no signature check, no hashing, no disk, objects kept as
+the bytes objects that arrived. Whatever one client reaches against it is what boto3, the
+loopback and the shared CPU allow *any* server to reach on that machine, so a ratio to moto
+can be read against the ratio this server gets. It is not an S3 implementation: it speaks
+only the calls the benchmark makes (CreateBucket, PutObject, GetObject and the three
+multipart calls), with fixed ETags.
+
+Run: ``python -m benchmarks.null_s3 PORT`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import urllib.parse
+
+_ETAG = '"00000000000000000000000000000000"'
+_upload_ids = itertools.count(1)
+
+
+def _response(status: str, headers: dict[str, str], body: bytes = b"") -> tuple[bytes, bytes]:
+    """The response's head and its body (written separately: a body is never copied)."""
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), body
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        pieces = []
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b""):
+                    pass  # trailers
+                return b"".join(pieces)
+            pieces.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    return await reader.readexactly(int(headers.get("content-length", "0")))
+
+
+class _NullS3:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.parts: dict[str, dict[int, bytes]] = {}
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                headers = {}
+                for line in header_lines:
+                    if line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = await _read_body(reader, headers)
+                head_bytes, body = self.answer(method, target, body)
+                writer.write(head_bytes)
+                if body:
+                    writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def answer(self, method: str, target: str, body: bytes) -> tuple[bytes, bytes]:
+        path, _, query_text = target.partition("?")
+        query = urllib.parse.parse_qs(query_text, keep_blank_values=True)
+        key = urllib.parse.unquote(path)
+        is_object = "/" in key.strip("/")
+        if method == "PUT" and "partNumber" in query:
+            self.parts[query["uploadId"][0]][int(query["partNumber"][0])] = body
+            return _response("200 OK", {"ETag": _ETAG})
+        if method == "PUT":
+            if is_object:
+                self.objects[key] = body
+            return _response("200 OK", {"ETag": _ETAG})
+        if method == "POST" and "uploads" in query:
+            upload = str(next(_upload_ids))
+            self.parts[upload] = {}
+            bucket, _, name = key.strip("/").partition("/")
+            xml = (
+                f"<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{name}</Key>"
+                f"<UploadId>{upload}</UploadId></InitiateMultipartUploadResult>"
+            )
+            return _response("200 OK", {"Content-Type": "application/xml"}, xml.encode())
+        if method == "POST" and "uploadId" in query:
+            parts = self.parts.pop(query["uploadId"][0])
+            self.objects[key] = b"".join(parts[number] for number in sorted(parts))
+            xml = f"<CompleteMultipartUploadResult><ETag>{_ETAG}</ETag></CompleteMultipartUploadResult>"
+            return _response("200 OK", {"Content-Type": "application/xml"}, xml.encode())
+        if method == "GET" and key in self.objects:
+            return _response("200 OK", {"ETag": _ETAG}, self.objects[key])
+        return _response("404 Not Found", {})
+
+
+async def _main(port: int) -> None:
+    server = await asyncio.start_server(_NullS3().serve, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(_main(int(sys.argv[1])))
+    except KeyboardInterrupt:
+        pass
