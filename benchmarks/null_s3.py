@@ -31,7 +31,7 @@ def _response(status: str, headers: dict[str, str], body: bytes = b"") -> tuple[
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        pieces = []
+        pieces: list[bytes] = []
         while True:
             size = int((await reader.readline()).split(b";")[0], 16)
             if size == 0:
