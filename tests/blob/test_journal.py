@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blocks.blob import LocalBlobStore
+from blocks.blob.journal import LogJournal
 from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
 from blocks.blob.pipeline import take_small
 from blocks.blob.records import (
@@ -32,7 +33,7 @@ from blocks.blob.records import (
     decode,
     encode,
 )
-from blocks.core.errors import Corruption, NotFound
+from blocks.core.errors import Corruption, NotFound, Unavailable
 
 _TEXT = st.text(max_size=12)
 _CHUNKS = st.lists(
@@ -372,3 +373,35 @@ def test_a_directory_of_the_older_layout_is_refused(tmp_path: Path) -> None:
         LocalBlobStore(tmp_path)
     with pytest.raises(NotFound):
         _open(tmp_path / "fresh").head_object("bkt", "k")
+
+
+def test_a_failed_journal_fsync_refuses_every_record_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = LogJournal(tmp_path / "journal", fsync=True)
+    assert journal.submit(b"kept").result() == 0
+
+    def failing(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing, raising=False)
+    futures = [journal.submit(b"lost-%d" % n) for n in range(3)]
+    outcomes: list[Any] = [None] * 3
+
+    def wait(index: int) -> None:
+        try:
+            outcomes[index] = futures[index].result()
+        except Exception as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=wait, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+    monkeypatch.undo()
+    journal.close()
+    reopened = LogJournal(tmp_path / "journal", fsync=True)
+    assert next(record for _, record in reopened.replay()) == b"kept"
+    reopened.close()

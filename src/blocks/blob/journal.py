@@ -6,15 +6,21 @@ replaying them (``replay``). A change is durable when the log says so: under ``f
 the log runs in ``batch`` mode and its group commit makes concurrent appends share one
 fsync, so N small PUTs arriving together cost one or two fsyncs and no file creation.
 
-The store's methods are synchronous and run on many threads, while the log's group commit is
-asyncio. ``LogJournal`` owns a small event loop on one thread: ``submit`` queues a record and
-returns a ``concurrent.futures.Future`` that resolves to the record's offset once it is
-durable. The queue is drained in order into ``append_many_async`` batches (one write for all
-records queued meanwhile), so records reach the log in the order ``submit`` was called:
-the store calls it under its own lock, which makes log order equal commit order, and
-replay reproduces exactly what the store decided. The fsync itself runs on a worker thread
-outside the log's lock, so reads of inline objects never wait for it. Without fsync a
-``submit`` is a plain append in the caller's thread.
+The store's methods are synchronous and run on many threads, so the group commit here is a
+leader/follower one on those threads. ``submit`` queues a record and returns a future that
+resolves to the record's offset once it is durable; the store calls it under its own lock,
+so queue order is commit order. Waiting on the future (``result()``) does the work: the
+first waiter that finds no commit running becomes the leader, takes everything queued, in
+order, appends it with one write, fsyncs (outside the log's lock, so reads of inline
+objects never wait for it) and resolves every future of the batch; waiters that arrive
+meanwhile wait, and the first of them leads the next batch. Records reach the log in
+``submit`` order, one batch at a time, and replay reproduces exactly what the store decided.
+
+A lone durable PUT thus writes and fsyncs its record in its own thread. An earlier design
+handed each record to an asyncio loop on a thread of its own, which ran the fsync on yet
+another thread: four thread wake-ups per commit, which cost a small durable PUT about half
+a millisecond on two busy cores, several times the fsync itself (``docs/blob.md``). Without
+fsync a ``submit`` is a plain append in the caller's thread.
 
 Compaction (``rewrite``) writes the live state into a fresh log in a new directory
 ``journal-<generation>``, fsyncs it, then switches the ``CURRENT`` file to it by atomic
@@ -27,7 +33,6 @@ store calls it under its lock with no submission in flight.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -50,6 +55,18 @@ RECORD_BYTES_MAX = 8 * 1024 * 1024
 SEGMENT_BYTES_MAX = 64 * 1024 * 1024
 REWRITE_BATCH_RECORDS = 1024
 _GENERATION = re.compile(r"^journal-(\d{6})$")
+
+
+class _CommitFuture(Future[int]):
+    """A journal record's future: waiting on it leads the group commit when none runs."""
+
+    def __init__(self, journal: LogJournal) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def result(self, timeout: float | None = None) -> int:
+        self._journal.commit_until(self)
+        return super().result(timeout)
 
 
 class Journal(Protocol):
@@ -144,15 +161,8 @@ class LogJournal:
         self.bytes_total = 0
         self.corrupt_records = 0
         self._queue: list[tuple[bytes, Future[int]]] = []
-        self._queue_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        if fsync:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=self._loop.run_forever, name="blob-journal", daemon=True
-            )
-            self._thread.start()
+        self._changed = threading.Condition()  # guards _queue and _committing
+        self._committing = False  # a leader is appending and fsyncing a batch
 
     def _read_current(self) -> int:
         try:
@@ -175,38 +185,46 @@ class LogJournal:
     # -- writing ---------------------------------------------------------------------------
     def submit(self, record: bytes) -> Future[int]:
         _check_size(record)
-        if self._loop is None:
+        if not self.fsync:
             offset = self.log.append(record)
             self.bytes_total += len(record)
             return _done(offset)
-        future: Future[int] = Future()
-        with self._queue_lock:
+        future = _CommitFuture(self)
+        with self._changed:
             self._queue.append((record, future))
             self.bytes_total += len(record)
-            first = len(self._queue) == 1
-        if first:
-            self._loop.call_soon_threadsafe(self._drain)
         return future
 
-    def _drain(self) -> None:
-        """On the loop: append everything queued so far as one batch, in queue order."""
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
-        if not batch:
+    def commit_until(self, future: Future[int]) -> None:
+        """Return once ``future`` is resolved, leading commits while none is running (see
+        the module docstring). ``_CommitFuture.result`` calls this."""
+        while not future.done():
+            with self._changed:
+                if self._committing:
+                    self._changed.wait()
+                    continue
+                if future.done():
+                    return
+                batch, self._queue = self._queue, []
+                if not batch:
+                    raise AssertionError("a pending journal record was not queued")
+                self._committing = True
+            try:
+                self._commit(batch)
+            finally:
+                with self._changed:
+                    self._committing = False
+                    self._changed.notify_all()
+
+    def _commit(self, batch: list[tuple[bytes, Future[int]]]) -> None:
+        try:
+            offsets = self.log.append_many_synced([record for record, _ in batch])
+        except Exception as error:  # every record of the batch is refused with the error
+            for _, future in batch:
+                future.set_exception(error)
             return
-        assert self._loop is not None
-        task = self._loop.create_task(self.log.append_many_async([r for r, _ in batch]))
-        futures = [future for _, future in batch]
-
-        def resolve(done: asyncio.Task[list[int]]) -> None:
-            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-            for index, future in enumerate(futures):
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(done.result()[index])
-
-        task.add_done_callback(resolve)
+        for (_, future), offset in zip(batch, offsets, strict=True):
+            future.set_result(offset)
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, offset: int) -> bytes:
@@ -273,12 +291,9 @@ class LogJournal:
             fsync_directory(self.root)
 
     def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            with contextlib.suppress(RuntimeError):  # already closed
-                loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = None
+        with self._changed:
+            pending = [future for _, future in self._queue]
+        for future in pending:  # records nobody waited for yet are committed, not dropped
+            with contextlib.suppress(Exception):
+                future.result()
         self.log.close()

@@ -63,6 +63,9 @@ from blocks.core.errors import (
 __all__ = ["S3Config", "S3Handler", "parse_range"]
 
 SHARD_BODY_BYTES_MAX = 80 * 1024 * 1024
+INLINE_BODY_BYTES_MAX = 256 * 1024
+"""GET bodies up to this size that arrive in one piece are sent from the event loop as one
+buffer; larger ones stream, each next piece read in a worker thread while one is sent."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -260,24 +263,34 @@ class S3Handler:
             return Response(200, _object_headers(info), content_length=info.size)
         byte_range = parse_range(head.headers.get("range"))
         try:
-            info, pieces = await asyncio.to_thread(self.store.iter_object, bucket, key, byte_range)
+            info, body = await asyncio.to_thread(self._open_body, bucket, key, byte_range)
         except InvalidArgument as error:
             if byte_range is None:
                 raise
             size = (await asyncio.to_thread(self.store.head_object, bucket, key)).size
             raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
+        headers = _object_headers(info)
+        start, stop = resolve_range(byte_range, info.size)
+        status = 200 if byte_range is None else 206
+        if byte_range is not None:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+        whole = body.whole(stop - start, INLINE_BODY_BYTES_MAX)
+        if whole is not None:  # small: sent from the event loop, no more thread hand-offs
+            return Response(status, headers, whole, content_length=stop - start)
+        return Response(status, headers, content_length=stop - start, pieces=body)
+
+    def _open_body(
+        self, bucket: str, key: str, byte_range: tuple[int, int] | None
+    ) -> tuple[ObjectInfo, ObjectBody]:
+        """The object and its body with the first piece read: one worker-thread trip."""
+        info, pieces = self.store.iter_object(bucket, key, byte_range)
         body = ObjectBody(pieces)
         try:
-            await asyncio.to_thread(body.prefetch)
+            body.prefetch()
         except BaseException:
             body.close()
             raise
-        headers = _object_headers(info)
-        start, stop = resolve_range(byte_range, info.size)
-        if byte_range is None:
-            return Response(200, headers, content_length=stop - start, pieces=body)
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
-        return Response(206, headers, content_length=stop - start, pieces=body)
+        return info, body
 
     async def _put(
         self,

@@ -107,6 +107,15 @@ class ObjectBody(Iterator[bytes | memoryview]):
     def prefetch(self) -> None:
         self._first = next(self._pieces, None)
 
+    def whole(self, length: int, limit: int) -> bytes | None:
+        """The entire body as bytes (and the pieces closed) if the prefetched piece is all
+        ``length`` bytes of it and no more than ``limit``; else ``None``, nothing changed."""
+        first = self._first
+        if length and (first is None or len(first) != length or length > limit):
+            return None
+        self.close()
+        return bytes(first) if length and first is not None else b""
+
     def __next__(self) -> bytes | memoryview:
         if self._first is not None:
             piece, self._first = self._first, None

@@ -220,6 +220,22 @@ class SegmentLog:
             await self._committer.wait_durable(offsets[-1] + 1)
         return offsets
 
+    def append_many_synced(self, records: Iterable[bytes]) -> list[int]:
+        """Append records and, under ``batch``, return once they are durable, with the fsync
+        run outside the log's lock (reads and appends of other threads go on meanwhile).
+
+        For a thread that batches its own callers, as a leader of a group commit does
+        (``blocks.blob.journal``); asyncio callers use ``append_many_async``. Under
+        ``always`` and ``never`` this is ``append_many``.
+        """
+        payloads = as_payloads(records, self.config.record_bytes_max)
+        if self.config.fsync != "batch":
+            return self._append(payloads, inline_sync=True, pending_max=None)
+        offsets = self._append(payloads, inline_sync=False, pending_max=None)
+        if offsets:
+            self._sync_for_commit()
+        return offsets
+
     def _append(
         self, payloads: Sequence[bytes], *, inline_sync: bool, pending_max: int | None
     ) -> list[int]:
