@@ -9,7 +9,8 @@ concurrent callers for every contender, each awaiting every acknowledgement:
 Contenders: ``blocks-durable`` (acknowledged after an fsync shared by every call that arrived
 during the previous one), ``blocks-fsync-never``, ``nats-jetstream`` (work-queue stream,
 pull consumer, explicit ack; nats-server 2.9 acknowledges before any fsync, so it compares
-with ``blocks-fsync-never``) and ``redis-streams`` (XADD, XREADGROUP, XACK; appendfsync
+with ``blocks-fsync-never``; in ``work-cycle`` also ``nats-jetstream (ack_sync)``, whose acks
+wait for the server's confirmation as blocks' do, where plain ``ack`` only sends one) and ``redis-streams`` (XADD, XREADGROUP, XACK; appendfsync
 everysec). The blocks client coalesces the calls made while a frame is in flight into one
 frame on its TCP data path; nats-py and redis-py pipeline theirs on one connection. Peers are
 skipped with a reason when missing. Install them with::
@@ -77,7 +78,10 @@ def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
     return Contender(name, setup, op, teardown)
 
 
-def nats_contender(cycle: bool) -> Contender:
+def nats_contender(cycle: bool, confirmed_ack: bool = False) -> Contender:
+    """``confirmed_ack``: ``ack_sync``, which waits for the server as a blocks ``ack`` does;
+    nats-py's plain ``ack`` only sends the acknowledgement."""
+
     async def setup() -> dict[str, Any]:
         try:
             import nats
@@ -111,7 +115,7 @@ def nats_contender(cycle: bool) -> Contender:
                     except NatsTimeout:
                         continue
                     for message in messages:
-                        await message.ack()
+                        await (message.ack_sync() if confirmed_ack else message.ack())
                     return
             finally:
                 state["pulls"].put_nowait(pull)
@@ -120,7 +124,8 @@ def nats_contender(cycle: bool) -> Contender:
         await state["nc"].close()
         state["server"].stop()
 
-    return Contender("nats-jetstream", setup, op, teardown)
+    name = "nats-jetstream (ack_sync)" if confirmed_ack else "nats-jetstream"
+    return Contender(name, setup, op, teardown)
 
 
 def redis_contender(cycle: bool) -> Contender:
@@ -161,6 +166,7 @@ def main(args: argparse.Namespace) -> int:
             blocks_contender("blocks-durable", "batch", cycle),
             blocks_contender("blocks-fsync-never", "never", cycle),
             nats_contender(cycle),
+            *([nats_contender(cycle, confirmed_ack=True)] if cycle else []),
             redis_contender(cycle),
         ]
         workload = Workload(
