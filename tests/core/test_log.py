@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +450,39 @@ def test_a_failing_log_in_a_commit_group_fails_only_its_own_waiters(
     assert isinstance(failed, Unavailable) and bad.durable_offset == 0
     good.close()
     bad.close()  # a failed log closes without another fsync
+
+
+def test_group_commit_runs_quick_rounds_inline_and_slow_ones_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_threads: set[int] = set()
+    fsync_threads: list[int] = []
+    delay = {"s": 0.0}
+    real = os.fsync
+
+    def timed(descriptor: int) -> None:
+        fsync_threads.append(threading.get_ident())
+        time.sleep(delay["s"])
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", timed, raising=False)
+    group = GroupCommitter(inline_below_ms=2.0)
+    with SegmentLog(tmp_path, fsync="batch", commit_group=group) as log:
+
+        async def appends(count: int) -> list[int]:
+            loop_threads.add(threading.get_ident())
+            return [await log.append_async(b"r") for _ in range(count)]
+
+        asyncio.run(appends(10))  # quick fsyncs: after the first round, inline
+        assert group.inline_rounds >= 8
+        assert set(fsync_threads[-8:]) <= loop_threads
+        delay["s"] = 0.02  # the disk slows down: rounds leave the loop
+        fsync_threads.clear()
+        asyncio.run(appends(10))
+        assert fsync_threads[-1] not in loop_threads
+        assert group.round_seconds is not None and group.round_seconds > 0.002
+        delay["s"] = 0.0  # and it recovers: rounds come back
+        inline_before = group.inline_rounds
+        asyncio.run(appends(40))
+        assert group.inline_rounds > inline_before
+        assert log.durable_offset == 60
