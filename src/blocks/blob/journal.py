@@ -58,7 +58,8 @@ _GENERATION = re.compile(r"^journal-(\d{6})$")
 
 
 class _CommitFuture(Future[int]):
-    """A journal record's future: waiting on it leads the group commit when none runs."""
+    """A journal record's future: waiting on it leads the group commit when none runs. A
+    ``timeout`` bounds only the wait for another thread's commit, not one this thread leads."""
 
     def __init__(self, journal: LogJournal) -> None:
         super().__init__()
