@@ -111,10 +111,13 @@ class ObjectBody(Iterator[bytes | memoryview]):
         """The entire body as bytes (and the pieces closed) if the prefetched piece is all
         ``length`` bytes of it and no more than ``limit``; else ``None``, nothing changed."""
         first = self._first
-        if length and (first is None or len(first) != length or length > limit):
+        if length == 0:
+            self.close()
+            return b""
+        if first is None or len(first) != length or length > limit:
             return None
         self.close()
-        return bytes(first) if length and first is not None else b""
+        return bytes(first)
 
     def __next__(self) -> bytes | memoryview:
         if self._first is not None:

@@ -192,7 +192,8 @@ class PubSubClient:
         sticky_bytes = self.producer.config.sticky_bytes
         if sticky_bytes == 0:
             return next(self._round_robin) % count
-        partition, sent = self._sticky.get(topic, (next(self._round_robin) % count, 0))
+        current = self._sticky.get(topic)
+        partition, sent = current if current else (next(self._round_robin) % count, 0)
         if sent >= sticky_bytes:
             partition, sent = (partition + 1) % count, 0
         self._sticky[topic] = (partition, sent + max(size, 1))
