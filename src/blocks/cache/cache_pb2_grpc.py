@@ -5,7 +5,7 @@ import warnings
 
 from blocks.cache import cache_pb2 as blocks_dot_cache_dot_cache__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

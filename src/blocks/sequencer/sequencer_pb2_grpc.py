@@ -5,7 +5,7 @@ import warnings
 
 from blocks.sequencer import sequencer_pb2 as blocks_dot_sequencer_dot_sequencer__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
