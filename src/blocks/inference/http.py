@@ -4,9 +4,14 @@ Theory of operation: ``parse_head`` is a pure parser for a request line and head
 bound on every part (head bytes, header count, line length); anything malformed raises
 ``HttpError`` with the status to answer. ``read_request`` reads one request from a stream:
 the head up to the blank line, then exactly ``Content-Length`` body bytes (chunked request
-bodies are refused with 411, which no OpenAI client sends). Responses are either whole
-(``Content-Length``) or a server-sent event stream with ``Connection: close``, which ends
-when the server closes the connection, the form OpenAI's clients read.
+bodies are refused with 411, which no OpenAI client sends). ``Request.json`` checks the
+body's nesting depth with a linear scan *before* handing it to ``json.loads``, whose recursion
+a hostile body could otherwise exhaust. Responses are either whole (``Content-Length``) or a
+server-sent event stream, chunked on HTTP/1.1 so the connection stays open for the next
+request, and delimited by closing the connection on HTTP/1.0.
+
+Every refusal is an ``HttpError`` carrying the status to answer and a short ``reason`` (the
+label of the server's rejection counter and the ``code`` of the OpenAI-shaped error body).
 """
 
 from __future__ import annotations
@@ -17,19 +22,23 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEAD_BYTES",
+    "MAX_JSON_DEPTH",
+    "EventStream",
     "HttpError",
     "Request",
     "RequestHead",
+    "json_depth",
     "parse_head",
     "read_request",
-    "start_event_stream",
-    "write_event",
     "write_json",
 ]
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # nested arrays/objects; an OpenAI request needs about 6
 METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 REASONS = {
     200: "OK",
@@ -50,10 +59,11 @@ REASONS = {
 class HttpError(Exception):
     """A request the server answers with ``status`` and closes."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "malformed_request") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +87,47 @@ class Request:
     body: bytes
 
     def json(self) -> Any:
+        """The body decoded; ``HttpError`` 400 when it is not JSON or nests too deeply."""
+        if json_depth(self.body) > MAX_JSON_DEPTH:
+            raise HttpError(
+                400, f"JSON body nests deeper than {MAX_JSON_DEPTH} levels", "json_too_deep"
+            )
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as error:
-            raise HttpError(400, f"body is not valid JSON: {error}") from None
+            raise HttpError(400, f"body is not valid JSON: {error}", "invalid_json") from None
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in ``data``, ignoring brackets inside strings.
+
+    Linear and iterative, so any input is safe; it does not validate the JSON (``json.loads``
+    does that once the depth is known to be small).
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 def parse_head(data: bytes) -> RequestHead:
     """Parse a request head (through the blank line; trailing bytes are an error)."""
     if len(data) > MAX_HEAD_BYTES:
-        raise HttpError(431, "request head too large")
+        raise HttpError(431, "request head too large", "head_too_large")
     if not data.endswith(b"\r\n\r\n"):
         raise HttpError(400, "request head must end with a blank line")
     try:
@@ -99,13 +140,13 @@ def parse_head(data: bytes) -> RequestHead:
         raise HttpError(400, "malformed request line")
     method, target, version = parts
     if method not in METHODS:
-        raise HttpError(405, f"method {method!r} not allowed")
+        raise HttpError(405, f"method {method!r} not allowed", "method_not_allowed")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(505, "only HTTP/1.0 and HTTP/1.1")
     if not target.startswith("/"):
         raise HttpError(400, "request target must be a path")
     if len(lines) - 1 > MAX_HEADERS:
-        raise HttpError(431, "too many headers")
+        raise HttpError(431, "too many headers", "head_too_large")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
@@ -126,7 +167,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             return None
         raise HttpError(400, "connection closed inside the request head") from None
     except asyncio.LimitOverrunError:
-        raise HttpError(431, "request head too large") from None
+        raise HttpError(431, "request head too large", "head_too_large") from None
     head = parse_head(head_bytes)
     if "chunked" in head.headers.get("transfer-encoding", "").lower():
         raise HttpError(411, "chunked request bodies are not supported; send Content-Length")
@@ -135,7 +176,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         raise HttpError(400, "bad Content-Length")
     length = int(raw_length)
     if length > MAX_BODY_BYTES:
-        raise HttpError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        raise HttpError(413, f"body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
     try:
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError:
@@ -169,18 +210,39 @@ async def write_json(
     await writer.drain()
 
 
-async def start_event_stream(writer: asyncio.StreamWriter) -> None:
-    headers = {
-        "Content-Type": "text/event-stream",
-        "Cache-Control": "no-cache",
-        "Connection": "close",
-    }
-    writer.write(_head(200, headers))
-    await writer.drain()
+class EventStream:
+    """A server-sent event stream on one response.
 
+    On HTTP/1.1 each event is one chunk of a chunked body, and ``end`` writes the last chunk,
+    so the connection can carry the next request; on HTTP/1.0 the body ends when the server
+    closes the connection (``keep_alive`` is then False).
+    """
 
-async def write_event(writer: asyncio.StreamWriter, data: Any) -> None:
-    """One ``data:`` event; ``data`` is JSON-encoded unless it is already a string."""
-    text = data if isinstance(data, str) else json.dumps(data)
-    writer.write(f"data: {text}\n\n".encode())
-    await writer.drain()
+    def __init__(self, writer: asyncio.StreamWriter, version: str) -> None:
+        self._writer = writer
+        self.keep_alive = version == "HTTP/1.1"
+
+    async def start(self) -> None:
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.keep_alive:
+            headers |= {"Transfer-Encoding": "chunked", "Connection": "keep-alive"}
+        else:
+            headers["Connection"] = "close"
+        self._writer.write(_head(200, headers))
+        await self._writer.drain()
+
+    async def send(self, data: Any) -> None:
+        """One ``data:`` event; ``data`` is JSON-encoded unless it is already a string."""
+        text = data if isinstance(data, str) else json.dumps(data)
+        self._write(f"data: {text}\n\n".encode())
+        await self._writer.drain()
+
+    async def end(self) -> None:
+        if self.keep_alive:
+            self._writer.write(b"0\r\n\r\n")
+            await self._writer.drain()
+
+    def _write(self, payload: bytes) -> None:
+        if self.keep_alive:
+            payload = b"%x\r\n%s\r\n" % (len(payload), payload)
+        self._writer.write(payload)

@@ -11,7 +11,9 @@ print as JSON.
 * ``blocks_inference_tpot_seconds``: mean time per output token after the first, per request;
 * ``blocks_inference_{prompt,generation}_tokens``: counters (their rate is tokens/s);
 * ``blocks_inference_kv_cache_usage`` and ``blocks_inference_prefix_cache_hit_rate``: gauges;
-* ``blocks_inference_requests{outcome}``: finished requests by finish reason or rejection.
+* ``blocks_inference_requests{outcome}``: finished requests by finish reason or rejection;
+* ``blocks_inference_http_rejections{reason}``: requests and connections the HTTP server
+  refused before they reached the engine (a breached limit or a malformed request).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class EngineMetrics:
     kv_cache_usage: Gauge = field(init=False)
     prefix_hit_rate: Gauge = field(init=False)
     requests: Counter = field(init=False)
+    http_rejections: Counter = field(init=False)
     _sums: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +67,12 @@ class EngineMetrics:
         )
         self.requests = Counter(
             "blocks_inference_requests", "Finished requests.", ("outcome",), registry=self.registry
+        )
+        self.http_rejections = Counter(
+            "blocks_inference_http_rejections",
+            "Requests and connections refused by the HTTP server, by reason.",
+            ("reason",),
+            registry=self.registry,
         )
         for key in ("queue", "ttft", "tpot", "queue_n", "ttft_n", "tpot_n", "prompt", "gen"):
             self._sums[key] = 0.0
@@ -94,6 +103,9 @@ class EngineMetrics:
     def count_request(self, outcome: str) -> None:
         assert outcome in OUTCOMES, outcome
         self.requests.labels(outcome=outcome).inc()
+
+    def count_http_rejection(self, reason: str) -> None:
+        self.http_rejections.labels(reason=reason).inc()
 
     def set_cache(self, kv_usage: float, prefix_hit_rate: float) -> None:
         self.kv_cache_usage.set(kv_usage)

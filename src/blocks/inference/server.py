@@ -11,8 +11,16 @@ API keys: when the server has any, every ``/v1`` request needs ``Authorization: 
 budgets and fairness. Admission refusals become 429 with ``Retry-After`` (whole seconds,
 rounded up) and ``retry-after-ms``, which OpenAI's client reads before retrying.
 
-While a request generates, a watcher reads the connection: end-of-file means the client
-went away, and the generation is cancelled (its KV blocks freed) instead of running on.
+Each connection's requests are read ahead by a ``connection.RequestReader`` (keep-alive and
+pipelining: answers go out one after another, in request order). While a request generates,
+the handler watches the reader's ``gone`` event, never the socket itself: end-of-stream means
+the client went away, and the generation is cancelled (its KV blocks freed) instead of
+running on. Streamed answers are chunked on HTTP/1.1, so the connection carries on afterwards.
+
+Limits (``ServerLimits`` and ``http``'s named maxima): connections, pipelined requests per
+connection, idle time, head bytes, body bytes, JSON nesting depth. Each breach is answered
+with an OpenAI-shaped error whose ``code`` names it (a connection over the cap gets 503; an
+idle connection is closed) and counted in ``blocks_inference_http_rejections{reason}``.
 """
 
 from __future__ import annotations
@@ -30,22 +38,14 @@ from typing import Any
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
 from blocks.inference import openai_api as oa
 from blocks.inference.async_engine import AsyncEngine
+from blocks.inference.connection import RequestReader, ServerLimits
 from blocks.inference.engine import join_deltas
-from blocks.inference.http import (
-    HttpError,
-    Request,
-    read_request,
-    start_event_stream,
-    write_event,
-    write_json,
-)
+from blocks.inference.http import MAX_HEAD_BYTES, EventStream, HttpError, Request, write_json
 from blocks.inference.params import TokenDelta
 
 __all__ = ["InferenceServer"]
 
 log = logging.getLogger(__name__)
-MAX_CONNECTIONS = 1024
-IDLE_TIMEOUT_S = 120.0
 
 
 class InferenceServer:
@@ -57,12 +57,14 @@ class InferenceServer:
         api_keys: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.api_keys = tuple(api_keys)
         self.host = host
         self.port = port
+        self.limits = limits or ServerLimits()
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count()
@@ -70,7 +72,9 @@ class InferenceServer:
     async def start(self) -> int:
         """Start the engine and listen; returns the bound port."""
         await self.engine.start()
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, limit=MAX_HEAD_BYTES
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -89,35 +93,50 @@ class InferenceServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= MAX_CONNECTIONS:
+        metrics = self.engine.engine.metrics
+        if len(self._connections) >= self.limits.max_connections:
+            metrics.count_http_rejection("too_many_connections")
+            body = oa.error_body(
+                f"more than {self.limits.max_connections} open connections; retry later",
+                "server_error",
+                code="too_many_connections",
+            )
+            with contextlib.suppress(Exception):
+                await write_json(writer, 503, body, keep_alive=False)
             writer.close()
             return
         self._connections.add(task)
+        requests = RequestReader(reader, self.limits.max_pipelined)
         try:
             while True:
                 try:
-                    request = await asyncio.wait_for(read_request(reader), IDLE_TIMEOUT_S)
-                except HttpError as error:
-                    body = oa.error_body(error.message, "invalid_request_error")
-                    await write_json(writer, error.status, body, keep_alive=False)
+                    item = await requests.next(self.limits.idle_timeout_s)
+                except TimeoutError:
+                    metrics.count_http_rejection("idle_timeout")
                     break
-                except (TimeoutError, ConnectionError):
+                if item is None:
                     break
-                if request is None:
+                if isinstance(item, HttpError):  # framing is lost: answer, then close
+                    metrics.count_http_rejection(item.reason)
+                    await write_json(writer, item.status, _http_error_body(item), keep_alive=False)
                     break
-                keep_open = await self._handle(request, reader, writer)
-                if not keep_open or not request.head.keep_alive:
+                keep_open = await self._handle(item, requests, writer)
+                if not keep_open or not item.head.keep_alive:
                     break
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # our bug: never let it escape into the event loop unlogged
+            log.exception("inference connection failed")
+            metrics.count_http_rejection("internal_error")
         finally:
             self._connections.discard(task)
+            await requests.close()
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
     async def _handle(
-        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; False when the connection must close afterwards."""
         head = request.head
@@ -136,15 +155,14 @@ class InferenceServer:
             if head.path in ("/v1/chat/completions", "/v1/completions"):
                 if head.method != "POST":
                     raise oa.ApiError(405, "use POST")
-                return await self._generate(request, api_key, reader, writer)
+                return await self._generate(request, api_key, requests, writer)
             raise oa.ApiError(404, f"no route for {head.method} {head.path}", code="not_found")
         except oa.ApiError as error:
             await write_json(writer, error.status, error.body())
             return True
-        except HttpError as error:
-            await write_json(
-                writer, error.status, oa.error_body(error.message, "invalid_request_error")
-            )
+        except HttpError as error:  # a body that is not acceptable JSON; framing is intact
+            self.engine.engine.metrics.count_http_rejection(error.reason)
+            await write_json(writer, error.status, _http_error_body(error))
             return True
 
     def _authenticate(self, request: Request) -> str:
@@ -170,7 +188,7 @@ class InferenceServer:
         self,
         request: Request,
         api_key: str,
-        reader: asyncio.StreamReader,
+        requests: RequestReader,
         writer: asyncio.StreamWriter,
     ) -> bool:
         body = request.json()
@@ -189,6 +207,32 @@ class InferenceServer:
         stream = self.engine.stream(
             prompt, parsed.params, api_key=api_key, priority=parsed.priority
         )
+        events = EventStream(writer, request.head.version)
+        work = asyncio.create_task(self._respond(rid, chat, parsed, stream, writer, events))
+        watcher = asyncio.create_task(requests.gone.wait())
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not work.done():  # the client hung up: cancel the generation
+                work.cancel()
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            await stream.aclose()
+        if work.cancelled():
+            return False
+        return work.result() and (not parsed.stream or events.keep_alive)
+
+    async def _respond(
+        self,
+        rid: str,
+        chat: bool,
+        parsed: oa.ParsedRequest,
+        stream: Any,
+        writer: asyncio.StreamWriter,
+        events: EventStream,
+    ) -> bool:
+        """Wait for the first delta, then write the whole answer; False if it was an error."""
         try:
             first = await anext(stream)
         except Overloaded as error:
@@ -201,21 +245,11 @@ class InferenceServer:
             return True
         except StopAsyncIteration:  # pragma: no cover - a stream always ends with a delta
             raise oa.ApiError(500, "empty generation", kind="server_error") from None
-        run = self._stream_out if parsed.stream else self._collect
-        work = asyncio.create_task(run(rid, chat, parsed, first, stream, writer))
-        watcher = asyncio.create_task(reader.read(1))
-        try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not work.done():  # the client hung up: cancel the generation
-                work.cancel()
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await work
-            await stream.aclose()
-        return (
-            work.done() and not work.cancelled() and work.exception() is None and not parsed.stream
-        )
+        if parsed.stream:
+            await self._stream_out(rid, chat, parsed, first, stream, events)
+        else:
+            await self._collect(rid, chat, parsed, first, stream, writer)
+        return True
 
     async def _collect(
         self,
@@ -248,15 +282,14 @@ class InferenceServer:
         parsed: oa.ParsedRequest,
         first: TokenDelta,
         stream: Any,
-        writer: asyncio.StreamWriter,
+        events: EventStream,
     ) -> None:
         created = int(time.time())
         model = self.model_name
         decode = self.engine.engine.tokenizer.decode
-        await start_event_stream(writer)
+        await events.start()
         if chat:
-            await write_event(
-                writer,
+            await events.send(
                 oa.chat_chunk(rid, created, model, {"role": "assistant", "content": ""}, None),
             )
 
@@ -267,13 +300,9 @@ class InferenceServer:
                 if parsed.top_logprobs is not None and delta.logprobs:
                     logprobs = oa.chat_logprobs(delta.logprobs, decode)
                 content = {"content": delta.text} if delta.text or reason is None else {}
-                await write_event(
-                    writer, oa.chat_chunk(rid, created, model, content, reason, logprobs)
-                )
+                await events.send(oa.chat_chunk(rid, created, model, content, reason, logprobs))
             else:
-                await write_event(
-                    writer, oa.completion_chunk(rid, created, model, delta.text, reason)
-                )
+                await events.send(oa.completion_chunk(rid, created, model, delta.text, reason))
 
         last = first
         await emit(first)
@@ -283,14 +312,20 @@ class InferenceServer:
                     last = delta
                     await emit(delta)
             except Overloaded as error:
-                await write_event(writer, oa.error_body(str(error), "rate_limit_exceeded"))
+                await events.send(oa.error_body(str(error), "rate_limit_exceeded"))
         if parsed.include_usage:
             obj = "chat.completion.chunk" if chat else "text_completion"
             chunk = oa.usage_chunk(
                 rid, created, model, obj, last.prompt_tokens, last.completion_tokens
             )
-            await write_event(writer, chunk)
-        await write_event(writer, "[DONE]")
+            await events.send(chunk)
+        await events.send("[DONE]")
+        await events.end()
+
+
+def _http_error_body(error: HttpError) -> dict[str, Any]:
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    return oa.error_body(error.message, kind, code=error.reason)
 
 
 async def _too_many(writer: asyncio.StreamWriter, error: Overloaded) -> None:

