@@ -15,12 +15,30 @@ Two readings, as an operating system gives them:
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Protocol, runtime_checkable
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["CLOCK_OFFSET_ENV", "Clock", "ManualClock", "SystemClock"]
+
+# Test hook: a process started with this variable (integer milliseconds, may be negative)
+# reads a wall clock that far off, as if NTP had stepped it; monotonic time is untouched.
+# blocks.testing's nemesis sets it to give one node of a cluster a jumped clock.
+CLOCK_OFFSET_ENV = "BLOCKS_CLOCK_OFFSET_MS"
+
+
+def _offset_ms_from_environment() -> int:
+    text = os.environ.get(CLOCK_OFFSET_ENV, "").strip()
+    try:
+        return int(text) if text else 0
+    except ValueError:
+        message = f"{CLOCK_OFFSET_ENV} must be integer milliseconds, got {text!r}"
+        raise InvalidArgument(message) from None
+
+
+_WALL_OFFSET_MS = _offset_ms_from_environment()
 
 
 @runtime_checkable
@@ -42,7 +60,7 @@ class SystemClock:
     __slots__ = ()
 
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return time.time_ns() // 1_000_000 + _WALL_OFFSET_MS
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -1,5 +1,37 @@
-"""Public test kit: the virtual-time loop and simulation runner (more checkers join later)."""
+"""Public test kit: real process clusters under a seeded nemesis (process, network, disk and
+clock faults), histories and their checks, and the virtual-time simulation runner.
 
+See docs/testing.md for a worked example against your own server."""
+
+from blocks.testing.disk import SmallDisk, small_disk_unavailable
+from blocks.testing.history import (
+    History,
+    Op,
+    OpType,
+    UniqueValuesCheck,
+    check_unique_values,
+)
+from blocks.testing.nemesis import (
+    NETWORK_FAULTS,
+    PROCESS_FAULTS,
+    Fault,
+    FaultKind,
+    Nemesis,
+    nemesis_seeds,
+    plan,
+)
+from blocks.testing.network import Network
+from blocks.testing.powerloss import PowerLossDisk, PowerLossReport
+from blocks.testing.process import (
+    ClusterError,
+    NodeInfo,
+    NodeState,
+    ProcessCluster,
+    ServerSpec,
+    blocks_argv,
+    free_ports,
+)
+from blocks.testing.proxy import Direction, LinkProxy
 from blocks.testing.simloop import (
     SimClock,
     Simulation,
@@ -10,10 +42,36 @@ from blocks.testing.simloop import (
 )
 
 __all__ = [
+    "NETWORK_FAULTS",
+    "PROCESS_FAULTS",
+    "ClusterError",
+    "Direction",
+    "Fault",
+    "FaultKind",
+    "History",
+    "LinkProxy",
+    "Nemesis",
+    "Network",
+    "NodeInfo",
+    "NodeState",
+    "Op",
+    "OpType",
+    "PowerLossDisk",
+    "PowerLossReport",
+    "ProcessCluster",
+    "ServerSpec",
     "SimClock",
     "Simulation",
     "SimulationDeadlock",
     "SimulationTimeLimit",
+    "SmallDisk",
+    "UniqueValuesCheck",
     "VirtualTimeLoop",
+    "blocks_argv",
+    "check_unique_values",
+    "free_ports",
+    "nemesis_seeds",
+    "plan",
     "run_simulation",
+    "small_disk_unavailable",
 ]

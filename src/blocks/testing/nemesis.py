@@ -1,0 +1,208 @@
+"""A seeded nemesis: a schedule of process, network and clock faults for a process cluster.
+
+``plan(seed, nodes, kinds, steps)`` is pure: the same seed gives the same list of ``Fault``s
+(``random.Random(seed)`` picks each fault's kind, node, hold time and amount). ``Nemesis``
+carries a plan out against a ``ProcessCluster`` (and a ``Network`` for network faults), one
+fault at a time: apply it, hold it while the workload runs, heal it, wait until the node
+answers again. One fault at a time keeps a majority up, which is all the blocks here claim
+to survive; a plan that should break that claim is a different test.
+
+The seed is the replay: ``describe()`` gives ``seed=S`` and every fault, for the failure
+message; ``nemesis_seeds()`` returns the seeds a test should run: its own few by default,
+``BLOCKS_NEMESIS_SEED=S`` to replay one, ``BLOCKS_SOAK_SEEDS=N`` for N seeds of a soak run
+(from ``BLOCKS_SOAK_FIRST_SEED``, default 1000).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from blocks.core.clock import CLOCK_OFFSET_ENV
+from blocks.core.errors import InvalidArgument
+from blocks.testing.network import Network
+from blocks.testing.process import ProcessCluster
+
+__all__ = [
+    "NETWORK_FAULTS",
+    "PROCESS_FAULTS",
+    "SEED_ENV",
+    "SOAK_SEEDS_ENV",
+    "Fault",
+    "FaultKind",
+    "Nemesis",
+    "nemesis_seeds",
+    "plan",
+]
+
+SEED_ENV = "BLOCKS_NEMESIS_SEED"
+SOAK_SEEDS_ENV = "BLOCKS_SOAK_SEEDS"
+SOAK_FIRST_SEED_ENV = "BLOCKS_SOAK_FIRST_SEED"
+SOAK_SEEDS_MAX = 100_000
+STEPS_MAX = 1000
+CLOCK_JUMP_MS_MAX = 10 * 60 * 1000
+DELAY_S_MAX = 0.5
+
+
+class FaultKind(enum.Enum):
+    KILL = "kill"  # kill -9, down for the hold, then started on the same data
+    RESTART = "restart"  # kill -9 and started at once
+    PAUSE = "pause"  # SIGSTOP for the hold, then SIGCONT
+    WIPE = "wipe"  # kill -9, data directory deleted, started empty
+    ISOLATE = "isolate"  # cut off from every peer, both ways, for the hold
+    ISOLATE_ONE_WAY = "isolate-one-way"  # its outbound bytes lost; it still hears peers
+    DELAY = "delay"  # every byte to and from it delayed by ``amount`` seconds
+    CLOCK_JUMP = "clock-jump"  # restarted with its wall clock ``amount`` ms off, then back
+
+
+PROCESS_FAULTS = (FaultKind.KILL, FaultKind.RESTART, FaultKind.PAUSE)
+NETWORK_FAULTS = (FaultKind.ISOLATE, FaultKind.ISOLATE_ONE_WAY, FaultKind.DELAY)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: FaultKind
+    node: str
+    hold_s: float
+    amount: float = 0.0  # DELAY: seconds; CLOCK_JUMP: milliseconds (may be negative)
+
+    def describe(self) -> str:
+        extra = ""
+        if self.kind is FaultKind.DELAY:
+            extra = f" {self.amount:.3f}s"
+        elif self.kind is FaultKind.CLOCK_JUMP:
+            extra = f" {int(self.amount):+d}ms"
+        return f"{self.kind.value} {self.node}{extra} for {self.hold_s:.2f}s"
+
+
+def plan(
+    seed: int,
+    nodes: Sequence[str],
+    kinds: Sequence[FaultKind],
+    steps: int,
+    *,
+    hold_s: tuple[float, float] = (0.2, 1.0),
+) -> list[Fault]:
+    """``steps`` faults drawn from ``random.Random(seed)``; the same inputs, the same plan."""
+    if not nodes or not kinds:
+        raise InvalidArgument("a plan needs nodes and fault kinds")
+    if not 0 <= steps <= STEPS_MAX:
+        raise InvalidArgument(f"steps must be 0..{STEPS_MAX}, got {steps}")
+    low, high = hold_s
+    if not 0 <= low <= high:
+        raise InvalidArgument(f"hold_s must be (low, high) with 0 <= low <= high, got {hold_s}")
+    rng = random.Random(seed)
+    faults = []
+    for _ in range(steps):
+        kind = rng.choice(list(kinds))
+        node = rng.choice(list(nodes))
+        hold = round(rng.uniform(low, high), 3)
+        amount = 0.0
+        if kind is FaultKind.DELAY:
+            amount = round(rng.uniform(0.01, DELAY_S_MAX), 3)
+        elif kind is FaultKind.CLOCK_JUMP:
+            amount = float(rng.choice((-1, 1)) * rng.randint(1000, CLOCK_JUMP_MS_MAX))
+        faults.append(Fault(kind, node, hold, amount))
+    return faults
+
+
+def nemesis_seeds(default: Sequence[int]) -> list[int]:
+    """The seeds to run: ``BLOCKS_NEMESIS_SEED`` (one), else ``BLOCKS_SOAK_SEEDS`` (N from
+    ``BLOCKS_SOAK_FIRST_SEED``), else ``default``."""
+    if one := os.environ.get(SEED_ENV, "").strip():
+        return [int(one)]
+    if count := os.environ.get(SOAK_SEEDS_ENV, "").strip():
+        first = int(os.environ.get(SOAK_FIRST_SEED_ENV, "1000"))
+        return list(range(first, first + min(int(count), SOAK_SEEDS_MAX)))
+    return list(default)
+
+
+class Nemesis:
+    """Runs ``plan(seed, cluster.names, kinds, steps)`` against ``cluster``.
+
+    ``run()`` blocks (call it in a thread beside an asyncio workload); ``stop()`` ends it
+    after the fault in progress is healed. ``survived`` lists the faults applied and healed.
+    Network kinds need ``network``; ``InvalidArgument`` if they are asked for without one.
+    """
+
+    def __init__(
+        self,
+        cluster: ProcessCluster,
+        *,
+        seed: int,
+        kinds: Sequence[FaultKind] = PROCESS_FAULTS,
+        steps: int = 4,
+        hold_s: tuple[float, float] = (0.2, 1.0),
+        network: Network | None = None,
+        nodes: Sequence[str] | None = None,
+    ) -> None:
+        if network is None and any(kind in NETWORK_FAULTS for kind in kinds):
+            raise InvalidArgument("network faults need a Network")
+        self.cluster = cluster
+        self.network = network
+        self.seed = seed
+        self.faults = plan(seed, nodes or cluster.names, kinds, steps, hold_s=hold_s)
+        self.survived: list[Fault] = []
+        self._stop = threading.Event()
+
+    def describe(self) -> str:
+        faults = "; ".join(f.describe() for f in self.faults) or "none"
+        return f"nemesis seed={self.seed} (replay: {SEED_ENV}={self.seed}): {faults}"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        for fault in self.faults:
+            if self._stop.is_set():
+                return
+            self._apply(fault)
+            try:
+                self._stop.wait(fault.hold_s)
+            finally:
+                self._heal(fault)
+            self.survived.append(fault)
+
+    def _apply(self, fault: Fault) -> None:
+        cluster, node = self.cluster, fault.node
+        match fault.kind:
+            case FaultKind.KILL:
+                cluster.kill(node)
+            case FaultKind.RESTART:
+                cluster.restart(node)
+            case FaultKind.PAUSE:
+                cluster.pause(node)
+            case FaultKind.WIPE:
+                cluster.kill(node)
+                cluster.wipe(node)
+                cluster.start(node)
+            case FaultKind.CLOCK_JUMP:
+                cluster.set_env(node, {CLOCK_OFFSET_ENV: str(int(fault.amount))})
+                cluster.restart(node)
+            case FaultKind.ISOLATE | FaultKind.ISOLATE_ONE_WAY:
+                assert self.network is not None
+                self.network.isolate(node, one_way=fault.kind is FaultKind.ISOLATE_ONE_WAY)
+            case FaultKind.DELAY:
+                assert self.network is not None
+                self.network.delay(node, fault.amount)
+
+    def _heal(self, fault: Fault) -> None:
+        cluster, node = self.cluster, fault.node
+        match fault.kind:
+            case FaultKind.KILL:
+                cluster.start(node)
+            case FaultKind.PAUSE:
+                cluster.resume(node)
+                cluster.wait_healthy(node)
+            case FaultKind.CLOCK_JUMP:
+                cluster.set_env(node, {})
+                cluster.restart(node)
+            case FaultKind.ISOLATE | FaultKind.ISOLATE_ONE_WAY | FaultKind.DELAY:
+                assert self.network is not None
+                self.network.heal()
+            case FaultKind.RESTART | FaultKind.WIPE:
+                pass
