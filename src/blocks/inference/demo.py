@@ -22,10 +22,10 @@ QUESTIONS = (
 )
 
 
-async def _ask(port: int, question: str, max_tokens: int) -> tuple[str, float]:
+async def _ask(port: int, model: str, question: str, max_tokens: int) -> tuple[str, float]:
     body = json.dumps(
         {
-            "model": "demo",
+            "model": model,
             "messages": [{"role": "user", "content": question}],
             "max_tokens": max_tokens,
             "temperature": 0,
@@ -37,7 +37,7 @@ async def _ask(port: int, question: str, max_tokens: int) -> tuple[str, float]:
     first_token_s = 0.0
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: demo\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
         + body
     )
     await writer.drain()
@@ -75,7 +75,7 @@ async def demo(say: Callable[[str], None]) -> None:
     port = await server.start()
     try:
         started = time.perf_counter()
-        answers = await asyncio.gather(*(_ask(port, q, 24) for q in QUESTIONS))
+        answers = await asyncio.gather(*(_ask(port, name, q, 24) for q in QUESTIONS))
         elapsed = time.perf_counter() - started
         for question, (answer, ttft) in zip(QUESTIONS, answers, strict=True):
             say(f"  user: {question}")

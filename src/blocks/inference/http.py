@@ -213,14 +213,15 @@ async def write_json(
 class EventStream:
     """A server-sent event stream on one response.
 
-    On HTTP/1.1 each event is one chunk of a chunked body, and ``end`` writes the last chunk,
-    so the connection can carry the next request; on HTTP/1.0 the body ends when the server
-    closes the connection (``keep_alive`` is then False).
+    For an HTTP/1.1 request that keeps its connection, each event is one chunk of a chunked
+    body and ``end`` writes the last chunk, so the connection can carry the next request.
+    Otherwise (HTTP/1.0, or ``Connection: close``) the body ends when the server closes the
+    connection, which the simplest line-reading clients expect (``keep_alive`` is then False).
     """
 
-    def __init__(self, writer: asyncio.StreamWriter, version: str) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, head: RequestHead) -> None:
         self._writer = writer
-        self.keep_alive = version == "HTTP/1.1"
+        self.keep_alive = head.version == "HTTP/1.1" and head.keep_alive
 
     async def start(self) -> None:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

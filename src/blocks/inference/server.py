@@ -207,7 +207,7 @@ class InferenceServer:
         stream = self.engine.stream(
             prompt, parsed.params, api_key=api_key, priority=parsed.priority
         )
-        events = EventStream(writer, request.head.version)
+        events = EventStream(writer, request.head)
         work = asyncio.create_task(self._respond(rid, chat, parsed, stream, writer, events))
         watcher = asyncio.create_task(requests.gone.wait())
         try:
