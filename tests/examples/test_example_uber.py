@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from blocks.core.errors import InvalidArgument
@@ -18,12 +18,17 @@ from examples.uber.trips import TripState
 
 
 def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
-    # Spherical law of cosines: a different formula from the index's haversine.
+    # Vincenty's formula on a sphere: a different formula from the index's haversine, and,
+    # unlike the law of cosines (acos of a number within 1e-16 of 1 is 0 m for points a few
+    # centimetres apart), accurate at every distance.
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
-    cosine = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(
-        lon2 - lon1
+    dlon = lon2 - lon1
+    across = math.hypot(
+        math.cos(lat2) * math.sin(dlon),
+        math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(dlon),
     )
-    return 6_371_008.8 * math.acos(max(-1.0, min(1.0, cosine)))
+    along = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(dlon)
+    return 6_371_008.8 * math.atan2(across, along)
 
 
 def test_simulation_matches_nearest_free_driver_and_keeps_every_update() -> None:
@@ -86,6 +91,7 @@ RADIUS_M_MAX = 150_000.0
     st.integers(min_value=1, max_value=5),
     st.sampled_from([3, 4, 5]),
 )
+@example((0.0, 0.0), [((1.2e-7, 0.0), True)], 1, 5)  # 1.3 cm: the reference must not say 0 m
 def test_nearest_equals_brute_force(
     query: tuple[float, float],
     drivers: list[tuple[tuple[float, float], bool]],
