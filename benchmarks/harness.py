@@ -2,94 +2,163 @@
 
 Theory of operation. A benchmark compares *contenders* (our block and the peers a user would
 pick instead) on the same *workloads* in the same process run, so that machine noise hits all
-of them alike. Rounds are interleaved (round 1 of every contender, then round 2, ...) so a
-slow drift of the machine does not favour whoever ran first. For each contender and workload
-we report:
+of them alike. The harness is built so that it cannot flatter any of them:
 
-* throughput: items per second of the median round (``items_per_op`` lets a batched operation
-  count the items it moves);
-* p50 and p99 latency of single operations, pooled over all rounds;
-* the ratio of its throughput to the named baseline's (``x1.00`` for the baseline itself).
+* **Started only for its own rounds** (``Lifecycle.PER_ROUND``, the default). Before each of
+  its rounds a contender is set up, probed until ready, warmed up, measured, then torn down,
+  so no idle server of another contender (timers, GC, fsync threads) runs beside a
+  measurement, and every contender starts each round from the same fresh state. The
+  alternative, ``Lifecycle.KEPT``, sets every contender up once before the first round and
+  tears it down after the last. It is only for in-process objects that do nothing while
+  another is measured (a sketch, a cache, an index without threads): then every contender
+  is kept equally idle, and a costly build (an index over a million vectors) is not repeated.
+* **Interleaved round by round**: round 1 of every contender, then round 2, ..., the starting
+  contender rotating each round (``round_order``), so that a drift of the machine's load
+  does not favour whoever runs first. ``ROUNDS_DEFAULT`` is 5.
+* **The spread is reported**: each round's rate is divided by the baseline's rate in the same
+  round; a row's ratio is the median of those per-round ratios, with their min and max
+  (``ratio_spread``). One ratio from one round says little on a shared machine.
+* **The machine is recorded**: the load average (``os.getloadavg``) before and after each
+  workload and the CPU count go into the JSON and under the Markdown table.
+* **Readiness is a real request**: a contender may give a ``ready(state)`` probe (a PING, an
+  account-info request, a health check); after set-up the harness calls it until it returns
+  without raising (and not ``False``) or ``ready_timeout_s`` passes.
+* **Every failure is a row**: ``Skip`` from set-up (peer not installed) and any other
+  exception from set-up, the probe, a warm-up, a round or tear-down make the contender a
+  skipped row with the reason and the stage; it runs no further rounds. Whatever it started is
+  stopped: tear-down runs in a ``finally``, and then every process registered through
+  ``benchmarks._processes.track_process`` since its set-up began is stopped (an ``atexit``
+  hook stops the rest if the run itself dies).
 
-A contender whose ``setup`` raises ``Skip`` (peer not installed, server not found) is reported
-as skipped with the reason: never silently dropped. Results go to ``out_dir`` as JSON, a
-Markdown table and a PNG bar chart (when matplotlib is installed).
-
-Absolute numbers on a shared machine are noise; ratios within one run are the result.
+For each contender and workload we report throughput (items per second of the median round;
+``items_per_op`` lets a batched operation count the items it moves), p50 and p99 latency of
+single operations pooled over all rounds, and the ratio to the named baseline with its spread.
+Results go to ``out_dir`` as JSON, a Markdown table and a PNG bar chart (when matplotlib is
+installed). Absolute numbers on a shared machine are noise; ratios within one run are the
+result, and their spread says how far to trust them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
-import json
+import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from benchmarks import _processes
+from benchmarks._report import (
+    Result,
+    WorkloadRecord,
+    plot_lines,
+    progress,
+    write_reports,
+    write_table,
+)
 
 __all__ = [
+    "ROUNDS_DEFAULT",
     "Contender",
+    "Lifecycle",
     "Result",
     "Skip",
     "Workload",
+    "WorkloadRecord",
     "plot_lines",
     "progress",
+    "ratio_spread",
+    "round_order",
     "run_benchmark",
     "write_table",
 ]
 
 MaybeAwaitable = Any
+LoadAverage = Callable[[], tuple[float, float, float]]
+T = TypeVar("T")
+
+ROUNDS_DEFAULT = 5
+READY_TIMEOUT_S_DEFAULT = 30.0
+READY_POLL_S = 0.05
 
 
 class Skip(Exception):
     """Raised by a contender's setup when it cannot run here; the reason is reported."""
 
 
+class NotReady(Exception):
+    """A contender's ``ready`` probe did not succeed within its ``ready_timeout_s``."""
+
+
+class Lifecycle(enum.Enum):
+    """When contenders are set up and torn down (see the module docstring)."""
+
+    PER_ROUND = "per-round"
+    KEPT = "kept"
+
+
 @dataclass(frozen=True, slots=True)
 class Contender:
-    """One thing being measured. ``setup`` returns a state handed to every ``op`` call."""
+    """One thing being measured. ``setup`` returns a state handed to every ``op`` call.
+
+    ``ready(state)``, when given, is a real request to what ``setup`` started; it is retried
+    until it returns without raising and not ``False``, for at most ``ready_timeout_s``.
+    """
 
     name: str
     setup: Callable[[], MaybeAwaitable]
     op: Callable[[Any, int], MaybeAwaitable]
     teardown: Callable[[Any], MaybeAwaitable] | None = None
     items_per_op: int = 1
+    ready: Callable[[Any], MaybeAwaitable] | None = None
+    ready_timeout_s: float = READY_TIMEOUT_S_DEFAULT
+
+    def __post_init__(self) -> None:
+        if self.items_per_op < 1 or self.ready_timeout_s <= 0:
+            raise ValueError(f"invalid contender {self.name!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """``ops`` operations per round, issued by ``concurrency`` concurrent workers."""
+    """``ops`` timed operations per round, issued by ``concurrency`` concurrent workers,
+    after ``warmup_ops`` untimed ones each time a contender is set up."""
 
     name: str
     ops: int
     concurrency: int = 1
-    rounds: int = 3
+    rounds: int = ROUNDS_DEFAULT
     warmup_ops: int = 0
+    lifecycle: Lifecycle = Lifecycle.PER_ROUND
 
     def __post_init__(self) -> None:
         if self.ops < 1 or self.concurrency < 1 or self.rounds < 1 or self.warmup_ops < 0:
             raise ValueError(f"invalid workload {self}")
 
 
-@dataclass(slots=True)
-class Result:
-    workload: str
-    contender: str
-    skipped: str | None = None
-    throughput: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    ratio: float | None = None
-    round_throughputs: list[float] = field(default_factory=list)
+def round_order(names: Sequence[str], round_number: int) -> list[str]:
+    """The order contenders run in round ``round_number`` (0-based): rotated by one a round."""
+    if not names:
+        return []
+    shift = round_number % len(names)
+    return [*names[shift:], *names[:shift]]
 
 
-def progress(message: str) -> None:
-    """One line of progress on stderr (stdout stays clean for --json)."""
-    print(message, file=sys.stderr, flush=True)
+def ratio_spread(
+    rates: Sequence[float], baseline_rates: Sequence[float]
+) -> tuple[list[float], float, float, float] | None:
+    """Per-round ratios to the baseline and their (min, median, max); ``None`` without any.
+
+    Round ``k`` of the contender is compared with round ``k`` of the baseline only: the two ran
+    back to back, under the same load. Rounds where the baseline measured nothing are left out.
+    """
+    ratios = [rate / base for rate, base in zip(rates, baseline_rates, strict=False) if base > 0]
+    if not ratios:
+        return None
+    return ratios, min(ratios), statistics.median(ratios), max(ratios)
 
 
 async def _maybe_await(value: MaybeAwaitable) -> Any:
@@ -101,11 +170,12 @@ async def _maybe_await(value: MaybeAwaitable) -> Any:
 async def _run_round(
     contender: Contender, state: Any, ops: int, concurrency: int, first_index: int
 ) -> tuple[float, list[float]]:
-    """Run ``ops`` operations; return (elapsed seconds, per-op latencies in seconds)."""
+    """Run ``ops`` operations; return (elapsed seconds, per-op latencies in seconds).
+
+    With concurrent workers the first exception cancels the others (a task group), so no
+    operation is still running when the caller tears the contender down.
+    """
     latencies: list[float] = []
-    is_async = inspect.iscoroutinefunction(contender.op)
-    if not is_async and concurrency != 1:
-        raise ValueError(f"{contender.name}: synchronous ops need concurrency=1")
     next_index = first_index
     end_index = first_index + ops
 
@@ -119,8 +189,13 @@ async def _run_round(
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    if is_async:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if inspect.iscoroutinefunction(contender.op):
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(concurrency):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None
     else:
         op = contender.op
         for index in range(first_index, end_index):
@@ -130,6 +205,25 @@ async def _run_round(
     return time.perf_counter() - started, latencies
 
 
+async def _wait_ready(contender: Contender, state: Any) -> None:
+    assert contender.ready is not None
+    deadline = time.monotonic() + contender.ready_timeout_s
+    while True:
+        try:
+            answer = await _maybe_await(contender.ready(state))
+        except Skip:
+            raise
+        except Exception as error:
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if answer is not False:
+                return
+            last = "the probe answered not ready"
+        if time.monotonic() >= deadline:
+            raise NotReady(f"not ready after {contender.ready_timeout_s:g} s ({last})")
+        await asyncio.sleep(READY_POLL_S)
+
+
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
     if not sorted_values:
         return 0.0
@@ -137,47 +231,132 @@ def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-async def _run_workload(
-    bench_name: str, workload: Workload, contenders: Sequence[Contender]
-) -> list[Result]:
-    states: dict[str, Any] = {}
-    results = {c.name: Result(workload.name, c.name) for c in contenders}
-    latencies: dict[str, list[float]] = {c.name: [] for c in contenders}
-    for contender in contenders:
+_NOT_STARTED = object()
+
+
+class _WorkloadRun:
+    """The rounds of one workload: who is started, who failed, what each round measured."""
+
+    def __init__(self, bench_name: str, workload: Workload, contenders: Sequence[Contender]):
+        self.bench_name = bench_name
+        self.workload = workload
+        self.contenders = {c.name: c for c in contenders}
+        self.results = {c.name: Result(workload.name, c.name) for c in contenders}
+        self.latencies: dict[str, list[float]] = {c.name: [] for c in contenders}
+        self.next_index = dict.fromkeys(self.contenders, 0)
+        self.kept: dict[str, Any] = {}  # Lifecycle.KEPT: the started contenders' states
+        self.round_orders: list[list[str]] = []
+
+    def _fail(self, name: str, stage: str, error: BaseException) -> None:
+        result = self.results[name]
+        if result.skipped is not None:
+            return  # the first failure is the reason
+        if isinstance(error, Skip) and stage == "start":
+            reason = str(error) or "skipped"
+        else:
+            reason = f"{stage}: {type(error).__name__}: {error}"
+        result.skipped = reason
+        progress(f"[{self.bench_name}] {self.workload.name}: {name} skipped: {reason}")
+
+    async def _ops(
+        self, name: str, state: Any, ops: int, concurrency: int
+    ) -> tuple[float, list[float]]:
+        first = self.next_index[name]
+        self.next_index[name] += ops
+        return await _run_round(self.contenders[name], state, ops, concurrency, first)
+
+    async def _stop(self, name: str) -> None:
+        state = self.kept.pop(name, _NOT_STARTED)
+        teardown = self.contenders[name].teardown
+        if state is _NOT_STARTED or teardown is None:
+            return
         try:
-            states[contender.name] = await _maybe_await(contender.setup())
-        except Skip as reason:
-            results[contender.name].skipped = str(reason) or "skipped"
-            progress(f"[{bench_name}] {workload.name}: {contender.name} skipped: {reason}")
-    live = [c for c in contenders if c.name in states]
-    try:
-        for contender in live:
-            if workload.warmup_ops:
-                await _run_round(contender, states[contender.name], workload.warmup_ops, 1, 0)
-        for round_number in range(workload.rounds):
-            for contender in live:
-                first = workload.warmup_ops + round_number * workload.ops
-                elapsed, round_latencies = await _run_round(
-                    contender, states[contender.name], workload.ops, workload.concurrency, first
+            await _maybe_await(teardown(state))
+        except Exception as error:
+            self._fail(name, "tear-down", error)
+
+    async def _round(self, name: str, round_number: int) -> None:
+        workload = self.workload
+        per_round = workload.lifecycle is Lifecycle.PER_ROUND
+        since = _processes.mark()
+        contender = self.contenders[name]
+        stage = "start"
+        try:
+            state = self.kept.get(name, _NOT_STARTED)
+            if state is _NOT_STARTED:
+                state = await _maybe_await(contender.setup())
+                self.kept[name] = state  # from here on, tear-down runs whatever happens
+                if contender.ready is not None:
+                    stage = "readiness"
+                    await _wait_ready(contender, state)
+                if workload.warmup_ops:
+                    stage = "warm-up"
+                    await self._ops(name, state, workload.warmup_ops, workload.concurrency)
+            stage = f"round {round_number + 1}"
+            elapsed, latencies = await self._ops(name, state, workload.ops, workload.concurrency)
+        except Exception as error:
+            self._fail(name, stage, error)
+            if not per_round:
+                await self._stop(name)
+            return
+        finally:
+            if per_round:
+                await self._stop(name)
+                _processes.stop_since(since)
+        rate = workload.ops * contender.items_per_op / elapsed if elapsed else 0.0
+        self.results[name].round_throughputs.append(rate)
+        self.latencies[name].extend(latencies)
+        progress(
+            f"[{self.bench_name}] {workload.name}: {name} round "
+            f"{round_number + 1}/{workload.rounds}: {rate:,.0f} items/s"
+        )
+
+    async def run(self) -> list[Result]:
+        since = _processes.mark()
+        try:
+            for round_number in range(self.workload.rounds):
+                live = [n for n, r in self.results.items() if r.skipped is None]
+                order = round_order(live, round_number)
+                self.round_orders.append(order)
+                for name in order:
+                    await self._round(name, round_number)
+        finally:
+            for name in list(self.kept):
+                await self._stop(name)
+            _processes.stop_since(since)
+        for name, result in self.results.items():
+            if result.skipped is None and result.round_throughputs:
+                result.throughput = statistics.median(result.round_throughputs)
+                ordered = sorted(self.latencies[name])
+                result.p50_ms = _percentile(ordered, 0.50) * 1000
+                result.p99_ms = _percentile(ordered, 0.99) * 1000
+        return list(self.results.values())
+
+
+def _apply_ratios(results: Sequence[Result], baseline: str) -> None:
+    base = next(r for r in results if r.contender == baseline)
+    if base.skipped is not None:
+        return
+    for result in results:
+        if result.skipped is not None:
+            continue
+        spread = ratio_spread(result.round_throughputs, base.round_throughputs)
+        if spread is not None:
+            result.round_ratios, result.ratio_min, result.ratio, result.ratio_max = spread
+
+
+def _validate(
+    workloads: Sequence[Workload], contenders: Sequence[Contender], baseline: str
+) -> None:
+    names = [c.name for c in contenders]
+    if len(set(names)) != len(names) or baseline not in names:
+        raise ValueError(f"contender names must be unique and include the baseline {baseline!r}")
+    for workload in workloads:
+        for contender in contenders:
+            if workload.concurrency != 1 and not inspect.iscoroutinefunction(contender.op):
+                raise ValueError(
+                    f"{contender.name}: synchronous ops need concurrency=1 ({workload.name})"
                 )
-                rate = workload.ops * contender.items_per_op / elapsed if elapsed > 0 else 0.0
-                results[contender.name].round_throughputs.append(rate)
-                latencies[contender.name].extend(round_latencies)
-                progress(
-                    f"[{bench_name}] {workload.name}: {contender.name} round "
-                    f"{round_number + 1}/{workload.rounds}: {rate:,.0f} items/s"
-                )
-    finally:
-        for contender in live:
-            if contender.teardown is not None:
-                await _maybe_await(contender.teardown(states[contender.name]))
-    for contender in live:
-        result = results[contender.name]
-        result.throughput = statistics.median(result.round_throughputs)
-        ordered = sorted(latencies[contender.name])
-        result.p50_ms = _percentile(ordered, 0.50) * 1000
-        result.p99_ms = _percentile(ordered, 0.99) * 1000
-    return [results[c.name] for c in contenders]
 
 
 def run_benchmark(
@@ -186,152 +365,44 @@ def run_benchmark(
     contenders: Sequence[Contender],
     baseline: str,
     out_dir: str | Path = "results",
+    *,
+    load_average: LoadAverage = os.getloadavg,
 ) -> list[Result]:
-    """Run every workload against every contender, write the reports, return the results."""
-    names = [c.name for c in contenders]
-    if len(set(names)) != len(names) or baseline not in names:
-        raise ValueError(f"contender names must be unique and include the baseline {baseline!r}")
+    """Run every workload against every contender, write the reports, return the results.
+
+    Raises ``ValueError`` before starting anything when the names are not unique, the
+    baseline is not a contender, or a synchronous op is given ``concurrency`` above 1.
+    Contenders that fail are skipped rows (see the module docstring), never an exception.
+    """
+    _validate(workloads, contenders, baseline)
     all_results: list[Result] = []
+    records: list[WorkloadRecord] = []
     for workload in workloads:
-        results = _run_loop(_run_workload(bench_name, workload, contenders))
-        base = next(r for r in results if r.contender == baseline)
-        for result in results:
-            if result.skipped is None and base.skipped is None and base.throughput > 0:
-                result.ratio = result.throughput / base.throughput
+        load_before = load_average()
+        run = _WorkloadRun(bench_name, workload, contenders)
+        results = _run_loop(run.run())
+        load_after = load_average()
+        _apply_ratios(results, baseline)
         all_results.extend(results)
-    _write_reports(Path(out_dir) / bench_name, bench_name, baseline, all_results)
+        records.append(
+            WorkloadRecord(
+                workload=workload.name,
+                rounds=workload.rounds,
+                lifecycle=workload.lifecycle.value,
+                round_orders=run.round_orders,
+                cpu_count=os.cpu_count() or 1,
+                load_before=load_before,
+                load_after=load_after,
+            )
+        )
+    write_reports(Path(out_dir) / bench_name, bench_name, baseline, all_results, records)
     return all_results
 
 
-def _run_loop(coro: Coroutine[Any, Any, list[Result]]) -> list[Result]:
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a required dependency
         return asyncio.run(coro)
-    result: list[Result] = uvloop.run(coro)
+    result: T = uvloop.run(coro)
     return result
-
-
-def _write_reports(directory: Path, bench_name: str, baseline: str, results: list[Result]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "results.json").write_text(
-        json.dumps(
-            {
-                "benchmark": bench_name,
-                "baseline": baseline,
-                "results": [asdict(r) for r in results],
-            },
-            indent=2,
-        )
-    )
-    rows = []
-    for r in results:
-        if r.skipped is not None:
-            rows.append([r.workload, r.contender, f"skipped: {r.skipped}", "", "", ""])
-        else:
-            ratio = f"x{r.ratio:.2f}" if r.ratio is not None else "n/a"
-            rows.append(
-                [
-                    r.workload,
-                    r.contender,
-                    f"{r.throughput:,.0f}",
-                    f"{r.p50_ms:.3f}",
-                    f"{r.p99_ms:.3f}",
-                    ratio,
-                ]
-            )
-    columns = ["workload", "contender", "items/s", "p50 ms", "p99 ms", f"vs {baseline}"]
-    table = _markdown_table(columns, rows)
-    (directory / "results.md").write_text(table)
-    print(f"\n## {bench_name}\n\n{table}")
-    _plot_bars(directory / "results.png", bench_name, results)
-    progress(f"[{bench_name}] wrote {directory}/results.{{json,md,png}}")
-
-
-def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(
-    out_dir: str | Path, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> str:
-    """Write ``name.md`` (Markdown table) and ``name.json`` into ``out_dir``; return the table."""
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    table = _markdown_table(columns, rows)
-    (directory / f"{name}.md").write_text(table)
-    (directory / f"{name}.json").write_text(
-        json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2, default=str)
-    )
-    return table
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        progress("matplotlib is not installed: no plot written (pip install matplotlib)")
-        return None
-    return plt
-
-
-def _plot_bars(path: Path, title: str, results: list[Result]) -> None:
-    plt = _pyplot()
-    if plt is None:
-        return
-    workloads = list(dict.fromkeys(r.workload for r in results))
-    contenders = list(dict.fromkeys(r.contender for r in results))
-    width = 0.8 / max(1, len(contenders))
-    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(workloads) * len(contenders)), 4))
-    for offset, contender in enumerate(contenders):
-        values = [
-            next(
-                (r.throughput for r in results if r.workload == w and r.contender == contender), 0.0
-            )
-            for w in workloads
-        ]
-        positions = [i + offset * width for i in range(len(workloads))]
-        axes.bar(positions, values, width, label=contender)
-    axes.set_xticks([i + width * (len(contenders) - 1) / 2 for i in range(len(workloads))])
-    axes.set_xticklabels(workloads)
-    axes.set_ylabel("items per second")
-    axes.set_title(title)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_lines(
-    path: str | Path,
-    series: dict[str, Sequence[tuple[float, float]]],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    logx: bool = False,
-) -> None:
-    """Draw one line per series (e.g. hit ratio against cache size) into a PNG."""
-    plt = _pyplot()
-    if plt is None:
-        return
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, points in series.items():
-        xs, ys = zip(*points, strict=True) if points else ((), ())
-        axes.plot(xs, ys, marker="o", label=label)
-    if logx:
-        axes.set_xscale("log")
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -46,7 +46,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark
+from benchmarks._processes import track_process
+from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, progress, run_benchmark
 from blocks.kv import Bitcask
 
 REQUIREMENTS = ["lmdb", "redis"]
@@ -166,7 +167,7 @@ def _close(store: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=2_000, help="operations per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
     parser.add_argument("--concurrency", type=int, default=16, help="networked: in flight")
     parser.add_argument("--no-embedded", dest="embedded", action="store_false")
     parser.add_argument("--no-networked", dest="networked", action="store_false")
@@ -236,7 +237,7 @@ class _BlocksCluster:
                 "--replicas", quorum[0], "--read-quorum", quorum[1], "--write-quorum", quorum[2],
                 "--json", *peers,
             ]  # fmt: skip
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            process = track_process(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
             self.processes.append(process)
             assert process.stdout is not None
             process.stdout.readline()
@@ -301,11 +302,11 @@ class _Redis:
         redis_asyncio: Any = importlib.import_module("redis.asyncio")
 
         self.port = _free_ports(1)[0]
-        self.process = subprocess.Popen(
+        self.process = track_process(subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        ))  # fmt: skip
         self.client = redis_asyncio.Redis(host="127.0.0.1", port=self.port)
 
     async def connect(self) -> None:

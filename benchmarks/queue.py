@@ -1,19 +1,26 @@
 """Queue benchmark: blocks.queue versus NATS JetStream and Redis Streams as work queues.
 
-Same Python load generator, every server its own process on 127.0.0.1, one run, 32
-concurrent callers for every contender, each awaiting every acknowledgement:
+Same Python load generator, every server its own process on 127.0.0.1 started for its own
+rounds only, 32 concurrent callers for every contender, each awaiting every acknowledgement:
 
 * ``send``: one acknowledged (durable where the contender is) send per call;
-* ``work-cycle``: send, receive, ack: the full life of one job (end-to-end latency).
+* ``work-cycle``: send, receive, ack: the full life of one job (end-to-end latency). Every
+  contender receives the same way: one receive of at most one job that waits up to
+  ``RECEIVE_WAIT_S`` (1 s) for one to arrive (blocks: ``wait_ms=1000``; NATS: ``fetch(1,
+  timeout=1)``; Redis: ``XREADGROUP ... COUNT 1 BLOCK 1000``), then an ack of what came.
 
-Contenders: ``blocks-durable`` (acknowledged after an fsync shared by every call that arrived
-during the previous one), ``blocks-fsync-never``, ``nats-jetstream`` (work-queue stream,
-pull consumer, explicit ack; nats-server 2.9 acknowledges before any fsync, so it compares
-with ``blocks-fsync-never``; in ``work-cycle`` also ``nats-jetstream (ack_sync)``, whose acks
-wait for the server's confirmation as blocks' do, where plain ``ack`` only sends one) and ``redis-streams`` (XADD, XREADGROUP, XACK; appendfsync
-everysec). The blocks client coalesces the calls made while a frame is in flight into one
-frame on its TCP data path; nats-py and redis-py pipeline theirs on one connection. Peers are
-skipped with a reason when missing. Install them with::
+Contenders, durable ones beside their non-durable twins: ``blocks-durable`` (the baseline:
+acknowledged after an fsync shared by every call that arrived during the previous one) and
+``blocks-fsync-never``; ``nats-jetstream`` (work-queue stream, pull consumer, explicit ack;
+nats-server acknowledges writes in the page cache and syncs every two minutes, so it compares
+with ``blocks-fsync-never``) and ``nats-jetstream-sync-always`` (``sync_interval: always``,
+nats-server 2.10 or later, a skipped row with the reason on older ones); in ``work-cycle``
+also ``nats-jetstream (ack_sync)``, whose acks wait for the server's confirmation as blocks'
+do, where plain ``ack`` only sends one; ``redis-streams`` (XADD, XREADGROUP, XACK;
+``appendfsync everysec``) and ``redis-streams-fsync-always``. The blocks client coalesces the
+calls made while a frame is in flight into one frame on its TCP data path; nats-py and
+redis-py pipeline theirs on one connection. Peers are skipped with a reason when missing.
+Install them with::
 
     apt-get install -y nats-server redis-server
     pip install nats-py redis
@@ -27,9 +34,10 @@ import sys
 import tempfile
 from typing import Any
 
-from benchmarks.harness import Contender, Skip, Workload, run_benchmark
+from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, run_benchmark
 from benchmarks.peers import (
     free_port,
+    grpc_health_serving,
     start_nats_server,
     start_process,
     start_redis_server,
@@ -39,6 +47,7 @@ from benchmarks.peers import (
 REQUIREMENTS = ["nats-py", "redis"]
 BODY = b"j" * 100
 CONCURRENCY = 32  # callers in every workload
+RECEIVE_WAIT_S = 1.0  # how long every contender's receive waits for a job
 
 
 def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
@@ -46,39 +55,42 @@ def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
         from blocks.queue.client import connect
 
         port, directory = free_port(), tempfile.mkdtemp(prefix="bench-queue-")
-        argv = [
-            sys.executable,
-            "-m",
-            "blocks",
-            "queue",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            directory,
-            "--fsync",
-            fsync,
-        ]
-        process = start_process(argv, port)
-        client = await connect([f"127.0.0.1:{port}"])
-        await client.create_queue("jobs")
-        return {"process": process, "dir": directory, "q": client}
+        argv = [sys.executable, "-m", "blocks", "queue", "serve", "--listen"]
+        argv += [f"127.0.0.1:{port}", "--data-dir", directory, "--fsync", fsync]
+        state: dict[str, Any] = {"dir": directory}
+        state["process"] = start_process(argv, port, grpc_health_serving)
+        try:
+            state["q"] = await connect([f"127.0.0.1:{port}"])
+            await state["q"].create_queue("jobs")
+        except BaseException:
+            await teardown(state)
+            raise
+        return state
+
+    async def ready(state: dict[str, Any]) -> None:
+        await state["q"].receive("jobs", max_messages=1, wait_ms=0)
 
     async def op(state: dict[str, Any], i: int) -> None:
         queue = state["q"]
         await queue.send("jobs", BODY)
         if cycle:
-            for message in await queue.receive("jobs", max_messages=1, wait_ms=1000):
+            wait_ms = int(RECEIVE_WAIT_S * 1000)
+            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
                 await queue.ack("jobs", message.receipt)
 
     async def teardown(state: dict[str, Any]) -> None:
-        await state["q"].close()
-        stop_process(state["process"], state["dir"])
+        try:
+            if "q" in state:
+                await state["q"].close()
+        finally:
+            stop_process(state["process"], state["dir"])
 
-    return Contender(name, setup, op, teardown)
+    return Contender(name, setup, op, teardown, ready=ready)
 
 
-def nats_contender(cycle: bool, confirmed_ack: bool = False) -> Contender:
+def nats_contender(
+    cycle: bool, *, confirmed_ack: bool = False, sync_always: bool = False
+) -> Contender:
     """``confirmed_ack``: ``ack_sync``, which waits for the server as a blocks ``ack`` does;
     nats-py's plain ``ack`` only sends the acknowledgement."""
 
@@ -88,9 +100,9 @@ def nats_contender(cycle: bool, confirmed_ack: bool = False) -> Contender:
             from nats.js.api import RetentionPolicy
         except ImportError:
             raise Skip("nats-py is not installed (pip install nats-py)") from None
-        server = start_nats_server()
-        connection = await nats.connect(f"nats://127.0.0.1:{server.port}")
-        stream = connection.jetstream()
+        state: dict[str, Any] = {"server": start_nats_server(sync_always=sync_always)}
+        state["nc"] = await nats.connect(f"nats://127.0.0.1:{state['server'].port}")
+        state["js"] = stream = state["nc"].jetstream()
         await stream.add_stream(
             name="JOBS", subjects=["jobs"], retention=RetentionPolicy.WORK_QUEUE
         )
@@ -98,9 +110,13 @@ def nats_contender(cycle: bool, confirmed_ack: bool = False) -> Contender:
         # nats-py's fetch on a shared subscription lets concurrent callers take each other's
         # replies and then wait out their timeouts, which would measure the misuse.
         pulls: asyncio.Queue[Any] = asyncio.Queue()
+        state["pulls"] = pulls
         for _ in range(CONCURRENCY):
             pulls.put_nowait(await stream.pull_subscribe("jobs", durable="workers"))
-        return {"server": server, "nc": connection, "js": stream, "pulls": pulls}
+        return state
+
+    async def ready(state: dict[str, Any]) -> None:
+        await state["js"].account_info()
 
     async def op(state: dict[str, Any], i: int) -> None:
         await state["js"].publish("jobs", BODY)
@@ -109,70 +125,98 @@ def nats_contender(cycle: bool, confirmed_ack: bool = False) -> Contender:
 
             pull = await state["pulls"].get()
             try:
-                for _ in range(10):  # another caller may have taken the job just sent
-                    try:
-                        messages = await pull.fetch(1, timeout=1)
-                    except NatsTimeout:
-                        continue
-                    for message in messages:
-                        await (message.ack_sync() if confirmed_ack else message.ack())
-                    return
+                messages = await pull.fetch(1, timeout=RECEIVE_WAIT_S)
+            except NatsTimeout:
+                return  # nothing arrived within the wait, as a blocks receive may find
             finally:
                 state["pulls"].put_nowait(pull)
+            for message in messages:
+                await (message.ack_sync() if confirmed_ack else message.ack())
 
     async def teardown(state: dict[str, Any]) -> None:
-        await state["nc"].close()
-        state["server"].stop()
+        try:
+            if "nc" in state:
+                await state["nc"].close()
+        finally:
+            state["server"].stop()
 
-    name = "nats-jetstream (ack_sync)" if confirmed_ack else "nats-jetstream"
-    return Contender(name, setup, op, teardown)
+    name = "nats-jetstream-sync-always" if sync_always else "nats-jetstream"
+    if confirmed_ack:
+        name += " (ack_sync)"
+    return Contender(name, setup, op, teardown, ready=ready)
 
 
-def redis_contender(cycle: bool) -> Contender:
+def redis_contender(cycle: bool, *, appendfsync: str = "everysec") -> Contender:
     async def setup() -> dict[str, Any]:
         try:
             import redis.asyncio as redis
         except ImportError:
             raise Skip("redis-py is not installed (pip install redis)") from None
-        server = start_redis_server()
-        client = redis.Redis(port=server.port)
+        state: dict[str, Any] = {"server": start_redis_server(appendfsync=appendfsync)}
+        state["r"] = client = redis.Redis(port=state["server"].port)
         await client.xgroup_create("jobs", "workers", id="0", mkstream=True)
-        return {"server": server, "r": client}
+        return state
+
+    async def ready(state: dict[str, Any]) -> None:
+        await state["r"].ping()
 
     async def op(state: dict[str, Any], i: int) -> None:
         client = state["r"]
         await client.xadd("jobs", {"b": BODY})
         if cycle:
-            found = await client.xreadgroup("workers", f"w{i % 8}", {"jobs": ">"}, count=1)
-            for _, entries in found:
+            found = await client.xreadgroup(
+                "workers",
+                f"w{i % 8}",
+                {"jobs": ">"},
+                count=1,
+                block=int(RECEIVE_WAIT_S * 1000),
+            )
+            for _, entries in found or []:
                 for entry_id, _ in entries:
                     await client.xack("jobs", "workers", entry_id)
 
     async def teardown(state: dict[str, Any]) -> None:
-        await state["r"].aclose()
-        state["server"].stop()
+        try:
+            if "r" in state:
+                await state["r"].aclose()
+        finally:
+            state["server"].stop()
 
-    return Contender("redis-streams", setup, op, teardown)
+    name = "redis-streams" if appendfsync == "everysec" else f"redis-streams-fsync-{appendfsync}"
+    return Contender(name, setup, op, teardown, ready=ready)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=2000, help="operations per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
+    parser.add_argument("--quick", action="store_true", help="200 operations per round")
+
+
+def contenders(cycle: bool) -> list[Contender]:
+    return [
+        blocks_contender("blocks-durable", "batch", cycle),
+        blocks_contender("blocks-fsync-never", "never", cycle),
+        nats_contender(cycle),
+        nats_contender(cycle, sync_always=True),
+        *([nats_contender(cycle, confirmed_ack=True)] if cycle else []),
+        redis_contender(cycle),
+        redis_contender(cycle, appendfsync="always"),
+    ]
 
 
 def main(args: argparse.Namespace) -> int:
+    ops = 200 if getattr(args, "quick", False) else args.ops
     for workload_name, cycle in (("send", False), ("work-cycle", True)):
-        contenders = [
-            blocks_contender("blocks-durable", "batch", cycle),
-            blocks_contender("blocks-fsync-never", "never", cycle),
-            nats_contender(cycle),
-            *([nats_contender(cycle, confirmed_ack=True)] if cycle else []),
-            redis_contender(cycle),
-        ]
         workload = Workload(
-            workload_name, ops=args.ops, concurrency=CONCURRENCY, rounds=args.rounds
+            workload_name,
+            ops=ops,
+            concurrency=CONCURRENCY,
+            rounds=args.rounds,
+            warmup_ops=max(1, ops // 10),
         )
-        run_benchmark(f"queue-{workload_name}", [workload], contenders, "blocks-durable", args.out)
+        run_benchmark(
+            f"queue-{workload_name}", [workload], contenders(cycle), "blocks-durable", args.out
+        )
     return 0
 
 

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks._processes import track_process
 from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark, write_table
 from blocks.core.clock import ManualClock
 from blocks.ratelimit.bucket import GCRA, TokenBucket
@@ -84,10 +85,12 @@ def in_process_contenders() -> list[Contender]:
 
 
 def _start_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "blocks", "ratelimit", "serve", "--port", "0", "--json"],
-        stdout=subprocess.PIPE,
-        text=True,
+    process = track_process(
+        subprocess.Popen(
+            [sys.executable, "-m", "blocks", "ratelimit", "serve", "--port", "0", "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -181,7 +184,7 @@ def main(args: Any) -> int:
     quick = getattr(args, "quick", False)
     run_benchmark(
         "ratelimit",
-        [Workload("in-process", ops=20_000 if quick else 200_000, rounds=3, warmup_ops=1000)],
+        [Workload("in-process", ops=20_000 if quick else 200_000, warmup_ops=1000)],
         in_process_contenders(),
         baseline="limits fixed-window",
         out_dir=args.out,
@@ -189,7 +192,7 @@ def main(args: Any) -> int:
     with tempfile.TemporaryDirectory() as directory:
         run_benchmark(
             "ratelimit-distributed",
-            [Workload("distributed", ops=1_000 if quick else 5_000, rounds=3, warmup_ops=100)],
+            [Workload("distributed", ops=1_000 if quick else 5_000, warmup_ops=100)],
             distributed_contenders(directory),
             baseline="memory exact",
             out_dir=args.out,

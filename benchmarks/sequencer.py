@@ -17,7 +17,7 @@ import argparse
 import uuid
 from typing import Any
 
-from benchmarks.harness import Contender, Workload, progress, run_benchmark, write_table
+from benchmarks.harness import Contender, Lifecycle, Workload, progress, run_benchmark, write_table
 from blocks.sequencer.snowflake import Snowflake
 from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
 
@@ -51,7 +51,7 @@ def main(args: Any) -> int:
     single = [c for c in contenders() if "next_ids" not in c.name]
     results = run_benchmark(
         "sequencer",
-        [Workload("ids", ops=ops, rounds=3, warmup_ops=1000)],
+        [Workload("ids", ops=ops, warmup_ops=1000, lifecycle=Lifecycle.KEPT)],
         single,
         baseline="uuid.uuid4",
         out_dir=args.out,
@@ -59,7 +59,7 @@ def main(args: Any) -> int:
     # One bulk op is 4,096 IDs (a full millisecond), so it gets its own, shorter workload.
     bulk = run_benchmark(
         "sequencer-bulk",
-        [Workload("ids-bulk", ops=200 if quick else 2000, rounds=3, warmup_ops=10)],
+        [Workload("ids-bulk", ops=200 if quick else 2000, warmup_ops=10, lifecycle=Lifecycle.KEPT)],
         [c for c in contenders() if c.name in ("uuid.uuid4", f"snowflake.next_ids({BULK})")],
         baseline="uuid.uuid4",
         out_dir=args.out,

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 import uvloop
 
-from benchmarks.harness import Contender, Workload, progress, run_benchmark
+from benchmarks.harness import ROUNDS_DEFAULT, Contender, Workload, progress, run_benchmark
 from blocks.core.codec import pack, unpack
 from blocks.core.tcp_transport import TcpTransport
 
@@ -126,7 +126,7 @@ def _contenders(ports: dict[str, int]) -> list[Contender]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=3000, help="requests per round, sequential")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
 
 
 def main(args: argparse.Namespace) -> int:
