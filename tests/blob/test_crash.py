@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from blocks.blob import LocalBlobStore
+from blocks.blob.store import ORPHAN_GRACE_S
+from blocks.core.clock import ManualClock, SystemClock
 from blocks.core.errors import NotFound
 
 _WRITER = textwrap.dedent(
@@ -29,7 +31,7 @@ _WRITER = textwrap.dedent(
     def slow_pieces():
         for n in range(1000):
             yield bytes([7]) * 4096
-            if n == 3:
+            if n == 40:  # past the inline size: chunks are being written as shards
                 print("uploading", flush=True)
             time.sleep(0.01)
 
@@ -56,17 +58,25 @@ def test_kill_during_upload_leaves_only_completed_objects(tmp_path: Path) -> Non
             if line == "uploading" or not line:
                 break
         assert lines[-1] == "uploading", lines
+        while not list((tmp_path / "shards").rglob("*.*")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling until the first shard file is on disk
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
         child.wait(timeout=10)
-    store = LocalBlobStore(tmp_path, chunk_bytes=4096)
+    # Opened at once, the killed upload's chunks are younger than the grace period: kept.
+    young = LocalBlobStore(tmp_path, chunk_bytes=4096)
+    assert young.chunks.stored_chunk_ids() > set(young.ledger.referenced())
+    young.close()
+    # Past the grace period the next open collects them.
+    later = ManualClock(SystemClock().now_ms() + int(ORPHAN_GRACE_S * 1000) + 60_000)
+    store = LocalBlobStore(tmp_path, chunk_bytes=4096, clock=later)
     for n in range(5):
         assert store.get_object("bkt", f"done-{n}")[1] == bytes([n]) * (10_000 + n)
     with pytest.raises(NotFound):
         store.head_object("bkt", "half")
     assert [o.key for o in store.list_objects("bkt").objects] == [f"done-{n}" for n in range(5)]
-    # The chunks the killed upload had written were collected at open.
+    # The chunks the killed upload had written were collected at that open.
     assert store.chunks.stored_chunk_ids() == set(store.ledger.referenced())
     assert bytes([7]) * 4096 not in {store.chunks.read(c) for c in store.ledger.referenced()}
 

@@ -137,7 +137,9 @@ def test_racing_puts_and_deletes_of_one_key_agree_with_the_disk(tmp_path: Path) 
     assert errors == []
     in_memory = store.get_object("bkt", "k")[1] if store.list_objects("bkt").objects else None
     store.close()
-    reopened = LocalBlobStore(tmp_path, chunk_bytes=64, inline_bytes_max=100, fsync=False)
+    reopened = LocalBlobStore(
+        tmp_path, chunk_bytes=64, inline_bytes_max=100, fsync=False, orphan_grace_s=0
+    )
     on_disk = reopened.get_object("bkt", "k")[1] if reopened.list_objects("bkt").objects else None
     assert in_memory == on_disk
     assert reopened.chunks.stored_chunk_ids() == set(reopened.ledger.referenced())

@@ -199,6 +199,7 @@ def _open(root: Path) -> LocalBlobStore:
         inline_bytes_max=300,
         part_bytes_min=100,
         fsync=False,
+        orphan_grace_s=0,  # crash leftovers are collected at once
     )
 
 
@@ -302,7 +303,9 @@ def test_compaction_bounds_the_journal_and_keeps_the_state(tmp_path: Path) -> No
     assert _state(store) == {"bkt": expected}
     store.close()
     assert len(list((tmp_path / "journal").glob("journal-*"))) == 1
-    reopened = LocalBlobStore(tmp_path, chunk_bytes=128, inline_bytes_max=300, fsync=False)
+    reopened = LocalBlobStore(
+        tmp_path, chunk_bytes=128, inline_bytes_max=300, fsync=False, orphan_grace_s=0
+    )
     assert _state(reopened) == {"bkt": expected}
     assert reopened.chunks.stored_chunk_ids() == set(reopened.ledger.referenced())
     reopened.close()

@@ -94,9 +94,9 @@ def test_cluster_survives_a_killed_peer_and_the_cli_works(
     data = os.urandom(300 * 1024)
     client.put_object("media", "clip.bin", data)
     assert client.get_object("media", "clip.bin") == data
-    # Every node holds one shard of every chunk (2+1 over 3 nodes).
+    # Every node holds one shard of every chunk (2+1 over 3 nodes), in the front's namespace.
     for n in range(2):
-        shard_files = list((tmp_path / f"peer{n}" / "shards" / "local").glob("??/??/*.*"))
+        shard_files = list((tmp_path / f"peer{n}" / "shards" / "peers").glob("*/??/??/*.*"))
         assert len(shard_files) == 5  # 300 KiB in 64 KiB chunks
 
     processes[0].kill()

@@ -23,7 +23,7 @@ that reads never touch, and repairs it the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from blocks.blob.durable import Flush
@@ -54,10 +54,21 @@ class VerifyResult:
 class ChunkStore:
     """Erasure-coded chunks spread over named ``ShardStore`` nodes by a hash ring."""
 
-    def __init__(self, nodes: Mapping[str, ShardStore], codec: ErasureCodec) -> None:
+    def __init__(
+        self,
+        nodes: Mapping[str, ShardStore],
+        codec: ErasureCodec,
+        *,
+        owned: Collection[str] | None = None,
+    ) -> None:
         if not nodes:
             raise InvalidArgument("a chunk store needs at least one node")
         self.nodes = dict(nodes)
+        self.owned = frozenset(self.nodes if owned is None else owned)
+        """The nodes whose every chunk this store wrote (its own directories, never a peer
+        that other writers share): the only ones an orphan collection may look at."""
+        if not self.owned <= set(self.nodes):
+            raise InvalidArgument("owned nodes must be among the nodes")
         self.codec = codec
         self.ring = HashRing(sorted(self.nodes))
         self.repairs = 0
@@ -185,6 +196,25 @@ class ChunkStore:
             except (Unavailable, OSError):
                 continue
         return found
+
+    def orphan_candidates(self, cutoff_ms: int) -> dict[str, list[str]]:
+        """Per owned node, the chunk ids it holds whose shards were all written before
+        ``cutoff_ms`` (every chunk of a node that cannot tell, such as memory). Peers are
+        never asked."""
+        found: dict[str, list[str]] = {}
+        for name in sorted(self.owned):
+            store = self.nodes[name]
+            dated = getattr(store, "chunk_ids_modified_before", None)
+            try:
+                found[name] = list(dated(cutoff_ms) if dated is not None else store.chunk_ids())
+            except (Unavailable, OSError):
+                continue
+        return found
+
+    def delete_from(self, node: str, chunk_id: str) -> None:
+        """Drop ``chunk_id``'s shards from one owned node (orphan collection)."""
+        assert node in self.owned, f"deleting from {node}, which other writers share"
+        self.nodes[node].delete_chunk(chunk_id)
 
     def _decode(self, chunk_id: str, good: dict[int, Shard], unreachable: int) -> bytes:
         if len(good) < self.codec.needed:

@@ -33,6 +33,7 @@ from blocks.blob.index import MetaIndex
 from blocks.blob.journal import Journal
 from blocks.blob.ledger import ChunkLedger
 from blocks.blob.records import Record, decode, encode, inline_body
+from blocks.core.clock import Clock
 from blocks.core.errors import Corruption, FailedPrecondition
 
 __all__ = ["COMPACT_RATIO", "CommitMixin"]
@@ -52,6 +53,8 @@ class CommitMixin:
     compact_bytes_min: int
     corrupt_records: int
     compactions: int
+    orphan_grace_s: float
+    clock: Clock
 
     def _init_commits(self) -> None:
         self._quiet = threading.Condition(self._lock)
@@ -78,7 +81,11 @@ class CommitMixin:
         self.corrupt_records += self.journal.corrupt_records
         for chunks in self.index.chunk_lists():
             self.ledger.adopt(chunks)
-        self.ledger.collect_orphans()
+        self.ledger.collect_orphans(self._orphan_cutoff_ms())
+
+    def _orphan_cutoff_ms(self) -> int:
+        """Unreferenced chunks written before this instant may be collected."""
+        return self.clock.now_ms() - int(self.orphan_grace_s * 1000)
 
     def _read_inline(self, offset: int) -> memoryview:
         """An inline object's bytes (lock held: compaction moves records)."""

@@ -26,8 +26,8 @@ _ACCESS, _SECRET = "DEMOKEY", "demo-secret"
 
 
 async def _start_node(directory: Path, peers: list[str], codec: str) -> BlobServer:
-    # Opening asks the peers for their chunk lists (to collect orphans) with blocking HTTP:
-    # off the event loop, which serves those peers in this demo.
+    # Opening reads the journal and the local shard directory: off the event loop, which
+    # serves the other nodes of this demo.
     store, local = await asyncio.to_thread(
         open_node,
         directory,
@@ -80,7 +80,7 @@ async def _walkthrough(
         f"PUT the same bytes as cat-copy.mp4: {ledger.chunks_deduplicated} chunks deduplicated, none written"
     )
 
-    rotten = next((base / "peer-a" / "shards" / "local").glob("??/??/*.*"))
+    rotten = next((base / "peer-a" / "shards" / "peers").glob("*/??/??/*.*"))
     raw = bytearray(rotten.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     rotten.write_bytes(bytes(raw))

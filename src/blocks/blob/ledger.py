@@ -5,7 +5,8 @@ appears in a committed manifest or an uploaded part, plus each *pin* held by an 
 flight (an upload that has written the chunk but not yet committed its manifest, a streaming
 read). The counts live in memory only; at open they are rebuilt from the manifests and parts
 on disk, and any stored chunk with no reference (left by a crash between writing chunks and
-committing a manifest) is deleted.
+committing a manifest) is deleted from the nodes this store alone writes, once its files are
+older than a grace period (``collect_orphans``).
 
 ``acquire`` pins a chunk and writes it only if nobody holds it already: that is the
 deduplication. Two uploads racing on the same new chunk do not both write it: the second
@@ -32,6 +33,7 @@ from blocks.blob.chunks import ChunkStore
 from blocks.blob.durable import Flush
 from blocks.blob.erasure import chunk_id_of
 from blocks.blob.meta import ChunkRef
+from blocks.core.errors import Unavailable
 
 __all__ = ["ChunkLedger", "PinnedReader"]
 
@@ -162,16 +164,24 @@ class ChunkLedger:
         with self._lock:
             return self._idle.wait_for(lambda: self._deleting == 0, timeout_s)
 
-    def collect_orphans(self) -> int:
-        """Delete stored chunks that nobody references (crash leftovers, missed deletes)."""
-        stored = self.chunks.stored_chunk_ids()
+    def collect_orphans(self, cutoff_ms: int) -> int:
+        """Delete chunks that nobody references from the nodes this store owns alone, if
+        every shard file of the chunk there was written before ``cutoff_ms`` (crash
+        leftovers, missed deletes). Shards on peers are never touched: another writer's
+        metadata may name them (see docs/blob.md, "Garbage collection"). Returns how many
+        (node, chunk) pairs were deleted."""
+        candidates = self.chunks.orphan_candidates(cutoff_ms)
         collected = 0
         with self._lock:
-            for chunk_id in stored:
-                if self._counts[chunk_id] == 0 and chunk_id not in self._writing:
-                    del self._counts[chunk_id]  # Counter lookups insert nothing, but be tidy
-                    self.chunks.delete(chunk_id)
-                    collected += 1
+            for node, chunk_ids in candidates.items():
+                for chunk_id in chunk_ids:
+                    if self._counts[chunk_id] == 0 and chunk_id not in self._writing:
+                        del self._counts[chunk_id]  # Counter lookups insert nothing; be tidy
+                        try:
+                            self.chunks.delete_from(node, chunk_id)
+                        except (Unavailable, OSError):
+                            continue
+                        collected += 1
         return collected
 
 

@@ -7,19 +7,46 @@ each chunk's shards over the local directory and the peers, on distinct nodes wh
 are enough of them. Alone, a node keeps small objects inline in its journal; with peers it
 erasure-codes them across the nodes like large ones (the journal is not replicated). The
 node list must stay the same across restarts: the ring is a function of it.
+
+Each node has an id (``data_dir/node-id``, 16 random hex characters made at the first open):
+peers keep its shards in a namespace of that name (``peers.ShardHost``), so a node only ever
+deletes shards it wrote itself. Orphans are collected from ``shards/local`` alone, never from
+peers (see docs/blob.md, "Garbage collection"): a new data directory is a new id, and the
+shards the old one left on peers stay there until metadata is replicated.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocks.blob.peers import HttpShardStore
+from blocks.blob.durable import fsync_directory
+from blocks.blob.peers import HttpShardStore, ShardHost, check_writer
 from blocks.blob.shards import DirectoryShardStore, ShardStore
 from blocks.blob.store import DEFAULT_CHUNK_BYTES, DEFAULT_INLINE_BYTES, LocalBlobStore
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["open_node"]
+__all__ = ["node_id", "open_node"]
+
+
+def node_id(data_dir: Path) -> str:
+    """This node's id, read from ``data_dir/node-id``, made (durably) on first use."""
+    path = data_dir / "node-id"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        text = os.urandom(8).hex()
+        temporary = data_dir / "node-id.tmp"
+        with open(temporary, "w", encoding="ascii") as file:
+            file.write(text + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        fsync_directory(data_dir)
+    check_writer(text)
+    return text
 
 
 def open_node(
@@ -30,15 +57,16 @@ def open_node(
     codec: str = "rs:4+2",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     fsync: bool = True,
-) -> tuple[LocalBlobStore, DirectoryShardStore]:
-    """The node's store and its local shard directory (which it also serves to peers)."""
+) -> tuple[LocalBlobStore, ShardHost]:
+    """The node's store and the shard directories it serves to its peers."""
     if peers and not cluster_token:
         raise InvalidArgument("a node with peers needs a cluster token")
     directory = Path(data_dir)
     local = DirectoryShardStore(directory / "shards" / "local", name="local", fsync=fsync)
     nodes: dict[str, ShardStore] = {"local": local}
+    writer = node_id(directory)
     for url in peers:
-        peer = HttpShardStore(url, cluster_token or "")
+        peer = HttpShardStore(url, cluster_token or "", writer)
         if peer.name in nodes:
             raise InvalidArgument(f"peer {url} listed twice")
         nodes[peer.name] = peer
@@ -51,5 +79,6 @@ def open_node(
         # across the nodes like large ones rather than kept inline (see docs/blob.md).
         inline_bytes_max=0 if peers else DEFAULT_INLINE_BYTES,
         fsync=fsync,
+        owned_nodes=("local",),
     )
-    return store, local
+    return store, ShardHost(directory / "shards" / "peers", local, fsync=fsync)

@@ -1,14 +1,22 @@
 """Shards on other nodes: a small HTTP shard protocol between ``blocks blob serve`` processes.
 
-Theory of operation. In a cluster one node (the one clients talk to) keeps the metadata and
-coordinates; every node, itself included, stores shards. A peer exposes its shard directory
-under ``/_shards/`` (bucket names cannot start with ``_``, so it never collides with S3
-paths), guarded by a shared bearer token:
+Theory of operation. In a cluster the node a client talks to keeps that object's metadata
+and coordinates; every node, itself included, stores shards. A peer exposes shard
+directories under ``/_shards/`` (bucket names cannot start with ``_``, so it never collides
+with S3 paths), guarded by a shared bearer token. Each writing node has its own namespace on
+every peer, named by its node id (``node.node_id``), so that what one node deletes can never
+be a shard another node's metadata names (chunks are content-addressed: two nodes storing the
+same bytes would otherwise share the files):
 
-    PUT    /_shards/<chunk id>/<index>   body = the framed shard
-    GET    /_shards/<chunk id>/<index>   200 with the shard, or 404
-    DELETE /_shards/<chunk id>           every shard of the chunk
-    GET    /_shards                      newline-separated chunk ids
+    PUT    /_shards/<writer>/<chunk id>/<index>   body = the framed shard
+    GET    /_shards/<writer>/<chunk id>/<index>   200 with the shard, or 404
+    DELETE /_shards/<writer>/<chunk id>           every shard of the chunk in that namespace
+    GET    /_shards/<writer>                      newline-separated chunk ids
+
+A peer keeps writer ``W``'s shards in ``shards/peers/W``; its own shards stay in
+``shards/local``, where peers never write (``ShardHost``). A GET that misses in the
+namespace falls back to ``shards/local`` (read-only: shards stored there by peers before
+namespaces existed stay readable; the reader verifies every shard anyway).
 
 ``HttpShardStore`` is the client side: a ``ShardStore`` whose calls become those requests.
 A peer that cannot be reached raises ``Unavailable``, which the chunk layer treats like a lost
@@ -21,24 +29,39 @@ from __future__ import annotations
 
 import hmac
 import http.client
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from blocks.blob.http import RequestHead, Response
-from blocks.blob.shards import ShardStore
+from blocks.blob.shards import DirectoryShardStore, ShardStore
 from blocks.core.errors import InvalidArgument, PeerError, Unavailable
 
-__all__ = ["SHARD_PREFIX", "HttpShardStore", "handle_shard_request"]
+__all__ = ["SHARD_PREFIX", "WRITERS_MAX", "HttpShardStore", "ShardHost", "handle_shard_request"]
 
 SHARD_PREFIX = "/_shards"
 SHARD_TIMEOUT_S = 10.0
+WRITERS_MAX = 256
+"""Namespaces a node keeps open at once (one per writing peer); past it, 503."""
+_WRITER = re.compile(r"^[0-9a-f]{16}$")
+
+
+def check_writer(writer: str) -> None:
+    """A node id: 16 lowercase hex characters (it names a directory on every peer)."""
+    if not _WRITER.match(writer):
+        raise InvalidArgument(f"a node id is 16 lowercase hex characters, got {writer!r}")
 
 
 class HttpShardStore:
     """A peer node's shards over HTTP (one keep-alive connection per calling thread)."""
 
-    def __init__(self, url: str, token: str, *, timeout_s: float = SHARD_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, token: str, writer: str, *, timeout_s: float = SHARD_TIMEOUT_S
+    ) -> None:
+        check_writer(writer)
+        self._writer = writer
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or parts.port is None:
             raise InvalidArgument(f"peer must look like http://host:port, got {url!r}")
@@ -58,7 +81,8 @@ class HttpShardStore:
                 )
                 self._local.connection = connection
             try:
-                connection.request(method, SHARD_PREFIX + path, body=body, headers=headers)
+                target = f"{SHARD_PREFIX}/{self._writer}{path}"
+                connection.request(method, target, body=body, headers=headers)
                 response = connection.getresponse()
                 return response.status, response.read()
             except (OSError, http.client.HTTPException) as error:
@@ -93,15 +117,47 @@ class HttpShardStore:
         return iter([line for line in body.decode("ascii", "replace").split("\n") if line])
 
 
+class ShardHost:
+    """The shard directories a node serves to its peers: one per writer under ``root``
+    (created on first use, at most ``WRITERS_MAX``), and its own (``own``), read-only."""
+
+    def __init__(self, root: Path, own: ShardStore, *, fsync: bool = True) -> None:
+        self.root = root
+        self.own = own
+        self.fsync = fsync
+        self._writers: dict[str, DirectoryShardStore] = {}
+        self._lock = threading.Lock()
+        self.writers_refused = 0
+
+    def for_writer(self, writer: str) -> DirectoryShardStore:
+        """Writer ``writer``'s namespace; ``InvalidArgument`` for a malformed id,
+        ``Unavailable`` past ``WRITERS_MAX`` namespaces."""
+        check_writer(writer)
+        with self._lock:
+            store = self._writers.get(writer)
+            if store is None:
+                if len(self._writers) >= WRITERS_MAX:
+                    self.writers_refused += 1
+                    raise Unavailable(f"more than {WRITERS_MAX} writers")
+                store = DirectoryShardStore(self.root / writer, name=writer, fsync=self.fsync)
+                store.remove_temporaries()
+                self._writers[writer] = store
+            return store
+
+
 def handle_shard_request(
-    head: RequestHead, body: bytes, local: ShardStore, token: str | None
+    head: RequestHead, body: bytes, host: ShardHost, token: str | None
 ) -> Response:
-    """Serve one ``/_shards`` request from ``local`` (runs in a worker thread)."""
+    """Serve one ``/_shards`` request from ``host`` (runs in a worker thread)."""
     given = head.headers.get("authorization", "")
     if not token or not hmac.compare_digest(given, f"Bearer {token}"):
         return Response(404)
     parts = [p for p in head.raw_path[len(SHARD_PREFIX) :].split("/") if p]
     try:
+        if not parts:
+            return Response(400)
+        local = host.for_writer(parts[0])
+        parts = parts[1:]
         if head.method == "GET" and not parts:
             return Response(200, {}, "\n".join(local.chunk_ids()).encode("ascii"))
         if head.method == "DELETE" and len(parts) == 1:
@@ -114,9 +170,13 @@ def handle_shard_request(
                 return Response(200)
             if head.method == "GET":
                 shard = local.get_shard(chunk_id, index)
+                if shard is None:  # stored before namespaces existed (see the docstring)
+                    shard = host.own.get_shard(chunk_id, index)
                 return Response(404) if shard is None else Response(200, {}, shard)
     except InvalidArgument:
         return Response(400)
+    except Unavailable:
+        return Response(503)
     except (OSError, PeerError):
         return Response(500)
     return Response(400)

@@ -31,7 +31,7 @@ from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError, verify_checksums
 from blocks.blob.http import RequestBody, RequestHead, Response
 from blocks.blob.listing import resolve_range
-from blocks.blob.peers import SHARD_PREFIX, handle_shard_request
+from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
 from blocks.blob.s3xml import (
     complete_result,
     error_document,
@@ -41,7 +41,6 @@ from blocks.blob.s3xml import (
     list_objects_v2_result,
     parse_complete_request,
 )
-from blocks.blob.shards import ShardStore
 from blocks.blob.sigv4 import S3AuthError, verify_request
 from blocks.blob.streaming import (
     STREAM_PIECE_BYTES,
@@ -105,7 +104,7 @@ class S3Handler:
         store: BlobStore,
         config: S3Config | None = None,
         clock: Clock | None = None,
-        local_shards: ShardStore | None = None,
+        local_shards: ShardHost | None = None,
     ) -> None:
         self.store = store
         self.local_shards = local_shards

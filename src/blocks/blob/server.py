@@ -28,14 +28,15 @@ from blocks.blob.http import (
     read_head,
     render_response,
 )
+from blocks.blob.peers import ShardHost
 from blocks.blob.s3api import S3Config, S3Handler
 from blocks.blob.s3xml import error_document
-from blocks.blob.shards import ShardStore
 from blocks.core.clock import Clock
 
 __all__ = ["BlobServer"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("blocks.access")  # one line a request with --access-log
 
 STREAM_BUFFER_BYTES = 1024 * 1024
 """How much of a request the connection's reader buffers ahead (and the largest head it
@@ -56,7 +57,7 @@ class BlobServer:
         clock: Clock | None = None,
         connections_max: int = 256,
         idle_timeout_s: float = 60.0,
-        local_shards: ShardStore | None = None,
+        local_shards: ShardHost | None = None,
     ) -> None:
         self.store = store
         self.handler = S3Handler(store, config, clock, local_shards)
@@ -169,6 +170,7 @@ class BlobServer:
         # A body we refused to read (a failed signature) or read only in part (a refused
         # PUT) leaves the stream unusable.
         keep_alive = head.keep_alive and body.consumed
+        access_log.info("%s %s %d", head.method, head.raw_path, response.status)
         return await _write(
             writer, response, head_only=head.method == "HEAD", keep_alive=keep_alive
         )

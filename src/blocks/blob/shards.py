@@ -238,6 +238,23 @@ class DirectoryShardStore:
                 seen.add(chunk_id)
                 yield chunk_id
 
+    def chunk_ids_modified_before(self, cutoff_ms: int) -> Iterator[str]:
+        """Every chunk id all of whose shard files here were last written before
+        ``cutoff_ms`` (wall clock): the candidates an orphan collection with a grace period
+        may consider. A chunk with any younger file is left out."""
+        young: set[str] = set()
+        old: set[str] = set()
+        for path in self.root.glob("??/??/*.*"):
+            chunk_id, _, index = path.name.partition(".")
+            if path.name.startswith(".tmp-") or len(chunk_id) != 64 or not index.isdigit():
+                continue
+            try:
+                modified_ms = path.stat().st_mtime_ns // 1_000_000
+            except FileNotFoundError:
+                continue
+            (old if modified_ms < cutoff_ms else young).add(chunk_id)
+        return iter(sorted(old - young))
+
     def remove_temporaries(self) -> int:
         """Delete the temporary files a crash mid-write left behind; call before serving."""
         removed = 0

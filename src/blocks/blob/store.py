@@ -32,7 +32,7 @@ import dataclasses
 import hashlib
 import random
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -66,6 +66,10 @@ INLINE_BYTES_MAX = 1024 * 1024
 OBJECT_BYTES_MAX = 5 * 1024**3
 CHUNK_BYTES_MAX = 64 * 1024 * 1024
 COMPACT_BYTES_MIN = 64 * 1024 * 1024
+ORPHAN_GRACE_S = 3600.0
+"""An unreferenced chunk is collected only once its files are this old: a write in flight
+that this process cannot see (a ``blocks blob scrub`` run beside a serving node) is never
+mistaken for a leftover."""
 
 
 def _info(manifest: Manifest) -> ObjectInfo:
@@ -98,7 +102,12 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         fsync: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        owned_nodes: Collection[str] | None = None,
+        orphan_grace_s: float = ORPHAN_GRACE_S,
     ) -> None:
+        """``owned_nodes`` names the nodes only this store writes to (default: all of
+        them); orphans are collected from those alone, and only when older than
+        ``orphan_grace_s``."""
         if not 1 <= chunk_bytes <= CHUNK_BYTES_MAX:
             raise InvalidArgument(f"chunk_bytes must be in [1, {CHUNK_BYTES_MAX}]")
         if not 0 <= inline_bytes_max <= INLINE_BYTES_MAX:
@@ -125,7 +134,10 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         for store in nodes.values():
             if isinstance(store, DirectoryShardStore):
                 store.remove_temporaries()
-        self.ledger = ChunkLedger(ChunkStore(nodes, self.codec))
+        if orphan_grace_s < 0:
+            raise InvalidArgument("orphan_grace_s must be >= 0")
+        self.orphan_grace_s = orphan_grace_s
+        self.ledger = ChunkLedger(ChunkStore(nodes, self.codec, owned=owned_nodes))
         self.journal: Journal = (
             LogJournal(self.directory / "journal", fsync=fsync)
             if self.directory is not None
@@ -392,7 +404,8 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
 
     def scrub(self) -> ScrubReport:
         """Verify every referenced chunk (all shards, parity included) and every inline
-        object, rewrite bad shards, then delete chunks nobody references."""
+        object, rewrite bad shards, then delete chunks nobody references from the nodes
+        this store owns (older than the grace period)."""
         checked, lost = self._scrub_inline()
         repaired = 0
         for chunk_id in self.ledger.referenced():
@@ -401,7 +414,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             checked += 1
             repaired += result.repaired
             lost += result.lost
-        collected = self.ledger.collect_orphans()
+        collected = self.ledger.collect_orphans(self._orphan_cutoff_ms())
         return ScrubReport(checked, repaired, lost, collected)
 
     def close(self) -> None:

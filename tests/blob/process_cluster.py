@@ -1,0 +1,108 @@
+"""A small helper for blob process tests: real ``blocks blob serve`` nodes that can be killed
+and restarted on the same port and data directory (until the public kit in
+``blocks.testing`` offers the same)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+ACCESS, SECRET, TOKEN = "AKIDPROC", "proc-secret", "cluster-token"
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Node:
+    """One ``blocks blob serve`` process; ``start`` may be called again after a stop."""
+
+    def __init__(self, data_dir: Path, port: int, extra: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.extra = list(extra)
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "blocks",
+            "blob",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--cluster-token",
+            TOKEN,
+            "--access-key",
+            ACCESS,
+            "--secret-key",
+            SECRET,
+            *self.extra,
+        ]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.process = process
+        assert process.stdout is not None
+        ready = threading.Event()
+
+        def drain() -> None:  # keep reading so the pipe never fills and blocks the node
+            assert process.stdout is not None
+            for line in process.stdout:
+                self.output.append(line)
+                if "serving S3" in line:
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert ready.wait(START_TIMEOUT_S) and process.poll() is None, "".join(self.output)
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(how)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def shard_files(self) -> list[Path]:
+        return [p for p in (self.data_dir / "shards").rglob("*.*") if p.name[0] != "."]
+
+
+def cluster_nodes(root: Path, count: int, extra: Sequence[str] = ()) -> list[Node]:
+    """``count`` nodes, each listing every other one as a peer (not started)."""
+    ports = [free_port() for _ in range(count)]
+    nodes = []
+    for n, port in enumerate(ports):
+        peers = [a for p in ports if p != port for a in ("--peer", f"http://127.0.0.1:{p}")]
+        nodes.append(Node(root / f"node{n}", port, [*extra, *peers]))
+    return nodes
+
+
+def stop_all(nodes: Sequence[Node]) -> None:
+    for node in nodes:
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in nodes:
+        if node.process is not None:
+            try:
+                node.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(timeout=15)
+            node.process = None
