@@ -20,9 +20,9 @@ import pytest
 from blocks.core.errors import BlocksError
 from blocks.core.log import FsyncPolicy
 from blocks.core.memory_network import LinkConfig
-from blocks.pubsub.checker import Commit, Poll, Send, check_history
 from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.local import LocalBroker
+from blocks.testing.checkers import Commit, Poll, Send, check_history
 from blocks.testing.powerloss import PowerLossDisk
 from blocks.testing.simloop import Simulation, run_simulation
 
@@ -109,7 +109,7 @@ async def _run(sim: Simulation, cluster: Cluster) -> int:
                 except BlocksError:
                     await asyncio.sleep(0.1)
                     continue
-                sends.append(Send(partition, offset, value))
+                sends.append(Send(partition, offset, value, f"{name}:{partition}", seq))
                 break
 
     async def consumer() -> None:
