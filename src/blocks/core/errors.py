@@ -18,6 +18,7 @@ exception class that the server raised, with ``retry_after_ms`` carried in trail
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 import grpc
@@ -35,11 +36,14 @@ __all__ = [
     "Overloaded",
     "PeerError",
     "PermissionDenied",
+    "StorageError",
+    "StorageFull",
     "Timeout",
     "Unauthenticated",
     "Unavailable",
     "error_from_status",
     "grpc_status_of",
+    "storage_error",
 ]
 
 
@@ -116,6 +120,33 @@ class Overloaded(BlocksError):
             raise ValueError("retry_after_ms must be >= 0")
         super().__init__(message, **details)
         self.retry_after_ms = retry_after_ms
+
+
+class StorageError(Unavailable):
+    """The node's disk refused a write or an fsync (an I/O error). The request was not
+    acknowledged (after a failed fsync its bytes may or may not be on disk); what the node
+    acknowledged before is unharmed. Retry later or elsewhere; the operator must look at
+    the disk."""
+
+
+class StorageFull(StorageError, Overloaded):
+    """The node's disk is full (``ENOSPC``/``EDQUOT``): writes are refused until space
+    returns; reads go on. It is both a ``StorageError`` and an ``Overloaded`` (gRPC
+    ``RESOURCE_EXHAUSTED``, which a gRPC client reads back as ``Overloaded``)."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_error(error: OSError, doing: str) -> StorageError:
+    """The typed error for an ``OSError`` the disk raised while ``doing`` (e.g. "write"):
+    ``StorageFull`` for ``ENOSPC``/``EDQUOT``, ``StorageError`` for anything else."""
+    reason = error.strerror or type(error).__name__
+    if error.errno in _FULL_ERRNOS:
+        return StorageFull(f"storage full: {doing} failed: {reason}")
+    return StorageError(f"storage failed: {doing} failed: {reason}")
 
 
 class Corruption(BlocksError):

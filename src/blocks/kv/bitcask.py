@@ -19,6 +19,10 @@ Theory of operation (after Basho's Bitcask design):
   ``batch_delay_ms`` to gather more writers) or ``never`` (the OS flushes when it likes; a
   process crash loses nothing, a machine crash may lose recent writes). See
   ``group_commit.py``.
+* **Disk errors.** An append the disk refuses (``ENOSPC``, ``EIO``) is cut back and raises
+  ``StorageFull`` or ``StorageError``; the store takes writes again once the disk does. A
+  failed fsync makes it refuse all work with ``StorageError`` until reopened: after one the
+  page cache can no longer be trusted.
 * **One writer.** An ``flock`` on ``LOCK`` refuses a second open of the same directory.
 
 A lock serialises keydir changes and file appends; fsyncs and merge copying run outside it.
@@ -36,7 +40,13 @@ from types import TracebackType
 from typing import Literal, Self
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, Unavailable
+from blocks.core.errors import (
+    Corruption,
+    FailedPrecondition,
+    InvalidArgument,
+    StorageError,
+    storage_error,
+)
 from blocks.kv.files import REGULAR, DirectoryLock, FileId, fsync_directory, write_all
 from blocks.kv.format import ScanStatus, decode_record_at, encode_record
 from blocks.kv.group_commit import GroupCommit
@@ -238,13 +248,17 @@ class Bitcask:
             return self._seq
 
     def _undo_partial_write(self, active: _OpenFile, error: OSError) -> None:
-        """Cut a failed append back so later records are not stranded behind garbage."""
+        """Cut a failed append back so later records are not stranded behind garbage.
+
+        The store stays usable (a full disk that gets space back takes writes again) unless
+        the cut itself fails.
+        """
         try:
             os.ftruncate(active.fd, active.size)
             os.lseek(active.fd, active.size, os.SEEK_SET)
         except OSError:
             self._broken = f"write failed and could not be undone: {error}"
-        raise Unavailable(f"write failed: {error}") from None
+        raise storage_error(error, "write") from None
 
     def _write_durably(self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int) -> None:
         """Append ``batch`` and, unless ``sync="never"``, return only once it is durable."""
@@ -265,7 +279,17 @@ class Bitcask:
     def _wait_durable(self, seq: int) -> None:
         # Never called with the store lock held: the fsync leader needs it for its snapshot.
         if self.sync != "never":
-            self._group.wait_durable(seq)
+            try:
+                self._group.wait_durable(seq)
+            except OSError as error:
+                self._fsync_failed(error)
+
+    def _fsync_failed(self, error: OSError) -> None:
+        """After a failed fsync the page cache can no longer be trusted: refuse all work."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = f"fsync failed: {error}"
+        raise storage_error(error, "fsync") from None
 
     def _sync_snapshot(self) -> tuple[int, int]:
         with self._lock:
@@ -361,16 +385,22 @@ class Bitcask:
     def _rotate(self) -> _OpenFile:
         """Seal the active file (fsynced unless ``never``) and start a new one; lock held."""
         if self.sync != "never":
-            os.fdatasync(self._active.fd)
+            try:
+                os.fdatasync(self._active.fd)
+            except OSError as error:
+                self._fsync_failed(error)
             self._group.mark_durable(self._seq)
-        self._active = self._new_active_file()
+        try:
+            self._active = self._new_active_file()
+        except OSError as error:  # the sealed file stays active; a later write tries again
+            raise storage_error(error, "new data file") from None
         return self._active
 
     def _check_open(self) -> None:
         if self._dir_lock is None:
             raise FailedPrecondition("the store is closed")
         if self._broken is not None:
-            raise FailedPrecondition(f"the store is unusable: {self._broken}")
+            raise StorageError(f"the store is unusable until reopened: {self._broken}")
 
     # -- merge ----------------------------------------------------------------------------
 

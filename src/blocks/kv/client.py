@@ -7,7 +7,9 @@ same ``HashRing`` the nodes use, and sends each request to the first healthy hom
 key, so a put usually costs one hop to its coordinator plus the replication. When a node is
 unreachable (``Unavailable``) it tries the key's next node and puts the unreachable one last
 for ``AVOID_S``; its view of the members is refreshed every ``REFRESH_INTERVAL_S``. It never
-retries a ``Timeout`` (the write may have landed). A connection lost after a put was sent is
+retries a ``Timeout`` (the write may have landed). A node whose disk refused the request
+(``StorageError``, ``StorageFull``) is tried like an unreachable one; when the last node tried
+refused that way, its error is raised as it is. A connection lost after a put was sent is
 also ``Unavailable`` and is retried, so a put is at least once: when the first coordinator
 had already replicated it, the key shows the value twice, as two siblings, until a write
 with a read's context resolves them. With ``balance="random"`` each request goes to a random
@@ -35,6 +37,7 @@ from blocks.core.errors import (
     BlocksError,
     InvalidArgument,
     PeerError,
+    StorageError,
     Unauthenticated,
     Unavailable,
 )
@@ -189,6 +192,8 @@ class KVClient:
                 self._avoid_until[node] = asyncio.get_running_loop().time() + AVOID_S
         with contextlib.suppress(Unavailable):
             await self.refresh()
+        if isinstance(last_error, StorageError):
+            raise last_error
         raise Unavailable(f"no replica of the key answered: {last_error}")
 
     # -- operations --------------------------------------------------------------------------

@@ -17,6 +17,12 @@ sources and carries out what they return:
 
 Effects are held until the keys the core touched are saved to the ``ObjectStore``; all the
 steps of one loop iteration share one save (one fsync), then their acks and replies go out.
+When the disk refuses that save (``StorageError``; ``StorageFull`` when it is full), nothing
+of the iteration that depends on it leaves: its keys go back to what the store holds, the
+puts coordinated in it fail with that error at once, gets of those keys fail with
+``Unavailable``, its peer messages are dropped (counted as ``storage_dropped_sends``; the
+protocol tolerates loss), and the other replies go out. Reads of saved keys go on, and the
+next iteration tries to save again, so writes resume when the disk takes them.
 Sends go through a bounded queue per peer (``outbox_max``; overflow is dropped and counted, as
 the protocol tolerates loss). Clients' own failures (bad input) raise ``InvalidArgument``
 back over the transport; a malformed peer message is counted and dropped.
@@ -39,6 +45,7 @@ from blocks.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     PeerError,
+    StorageError,
     Unavailable,
 )
 from blocks.core.errors import Timeout as TimeoutError_
@@ -46,7 +53,7 @@ from blocks.core.hashing import HashRing
 from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.driver_config import NodeConfig
-from blocks.kv.driver_io import Outbox, held_flush
+from blocks.kv.driver_io import Outbox, StorageHealth, held_flush, roll_back
 from blocks.kv.driver_requests import (
     answer_client_request,
     forward_put,
@@ -94,6 +101,10 @@ class KVNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._outboxes: dict[str, Outbox] = {}
         self._waiting: dict[int, asyncio.Future[VersionedObject | None]] = {}
+        # Per waiting request: (is a put, key); and the requests made since the last save.
+        self._request_keys: dict[int, tuple[bool, bytes]] = {}
+        self._unsaved: set[int] = set()
+        self.storage = StorageHealth(node_id, self.counters)
         self._held: deque[Effect] = deque()
         self._flush_scheduled = False
         self._next_request_id = 0
@@ -160,6 +171,8 @@ class KVNode:
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
+        self._request_keys.clear()
+        self._unsaved.clear()
 
     async def leave(self, timeout_s: float = 10.0) -> bool:
         """Leave the ring: hand every key to its new owners; True if all were handed off."""
@@ -192,12 +205,13 @@ class KVNode:
             base = VersionVector() if stored is None else stored.context
         else:
             base = context
-        request_id, future = self._new_request()
+        request_id, future = self._new_request(True, key)
         healthy = self.membership.healthy()
         effects = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
         refusal = _refusal(effects)
         if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
             self._waiting.pop(request_id, None)
+            self._request_keys.pop(request_id, None)
             owner = refusal.details["owner"]
             if hops >= 1 or owner is None:
                 raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
@@ -212,15 +226,20 @@ class KVNode:
     ) -> VersionedObject | None:
         """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
         self._check_running()
-        request_id, future = self._new_request()
+        request_id, future = self._new_request(False, key)
         self._run(self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum))
         return await self._wait(request_id, future, timeout_s)
 
-    def _new_request(self) -> tuple[int, asyncio.Future[VersionedObject | None]]:
+    def _new_request(
+        self, is_put: bool, key: bytes
+    ) -> tuple[int, asyncio.Future[VersionedObject | None]]:
         self._next_request_id += 1
+        request_id = self._next_request_id
         future: asyncio.Future[VersionedObject | None] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next_request_id] = future
-        return self._next_request_id, future
+        self._waiting[request_id] = future
+        self._request_keys[request_id] = (is_put, key)
+        self._unsaved.add(request_id)
+        return request_id, future
 
     async def _wait(
         self,
@@ -235,6 +254,7 @@ class KVNode:
             raise TimeoutError_(f"no quorum within {timeout_s} s") from None
         finally:
             self._waiting.pop(request_id, None)
+            self._request_keys.pop(request_id, None)
 
     def _check_running(self) -> None:
         if not self.running:
@@ -319,13 +339,40 @@ class KVNode:
         self._flush_scheduled = False
         if not self.running:
             return
-        held_flush(self.core, self.store)
+        made, self._unsaved = self._unsaved, set()
+        try:
+            if held_flush(self.core, self.store):
+                self.storage.saved()
+        except StorageError as error:
+            self._storage_failed(error, made)
+            return
         while self._held:
             effect = self._held.popleft()
             if isinstance(effect, Send):
                 self._push(effect.to, encode_peer_message(effect.message))
             else:
                 self._resolve(effect)
+
+    def _storage_failed(self, error: StorageError, made: set[int]) -> None:
+        """The save of this iteration failed: see the module docs for what still leaves."""
+        failed_keys = set(self.core.dirty)
+        roll_back(self.core, self.store, failed_keys)
+        self.storage.failed(error)
+        read_error = Unavailable(f"a write to this key failed ({error}); read it again")
+        for request_id, (is_put, key) in list(self._request_keys.items()):
+            future = self._waiting.get(request_id)
+            if future is None or future.done():
+                continue
+            if is_put and request_id in made:
+                future.set_exception(error)
+            elif not is_put and key in failed_keys:
+                future.set_exception(read_error)
+        held, self._held = self._held, deque()
+        for effect in held:
+            if isinstance(effect, Send):
+                self.counters["storage_dropped_sends"] += 1
+            else:
+                self._resolve(effect)  # a request failed above is done: this is a no-op
 
     def _resolve(self, effect: Reply | Fail) -> None:
         future = self._waiting.get(effect.request_id)

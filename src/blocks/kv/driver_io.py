@@ -1,4 +1,4 @@
-"""The two pieces of I/O plumbing ``KVNode`` uses: per-peer outboxes and the save step.
+"""The I/O plumbing ``KVNode`` uses: per-peer outboxes, the save step and its failures.
 
 ``Outbox`` is a bounded FIFO of encoded peer messages for one peer, drained by one task with
 ``Transport.send``; a slow or unreachable peer therefore delays only its own messages.
@@ -6,21 +6,28 @@ Overflow past ``limit`` drops the message and counts ``outbox_dropped`` (peer me
 best effort: requests time out, hints and anti-entropy resend).
 
 ``held_flush`` saves every key the core marked dirty, in one ``ObjectStore.save`` call, and
-clears the marks. The driver calls it before any held effect leaves the node.
+clears the marks. The driver calls it before any held effect leaves the node. When the disk
+refuses (``StorageError``), ``roll_back`` puts those keys back to what the store holds, so
+memory never serves a write that was not saved, and ``StorageHealth`` logs one line when
+saving starts failing and one when it works again (not one per failed save).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import Any
 
-from blocks.core.errors import BlocksError
+from blocks.core.errors import BlocksError, StorageError, StorageFull
 from blocks.core.transport import Transport
 from blocks.kv.node import KVNodeCore
 from blocks.kv.persist import ObjectStore, StoredRecord
 
-__all__ = ["Outbox", "held_flush"]
+__all__ = ["Outbox", "StorageHealth", "held_flush", "roll_back"]
+
+logger = logging.getLogger(__name__)
 
 
 class Outbox:
@@ -62,11 +69,66 @@ class Outbox:
         self._queue.clear()
 
 
-def held_flush(core: KVNodeCore, store: ObjectStore) -> None:
+def held_flush(core: KVNodeCore, store: ObjectStore) -> bool:
+    """Save the dirty keys; False if there were none. ``StorageError`` leaves them dirty."""
     if not core.dirty:
-        return
+        return False
     records: list[StoredRecord] = [
         (key, core.objects.get(key), core.hint_owners(key)) for key in sorted(core.dirty)
     ]
     store.save(records)
     core.dirty.clear()
+    return True
+
+
+def roll_back(core: KVNodeCore, store: ObjectStore, keys: Iterable[bytes]) -> None:
+    """Reset ``keys`` in ``core`` to what ``store`` holds (after a save it refused).
+
+    A key the store cannot even read back stays as it is in memory and is no longer dirty:
+    the store then refuses all work (a broken store), so nothing more is acknowledged.
+    """
+    for key in keys:
+        try:
+            stored = store.load_key(key)
+        except BlocksError:
+            core.dirty.discard(key)
+            continue
+        if stored is None:
+            core.reset(key, None, ())
+        else:
+            core.reset(key, *stored)
+
+
+class StorageHealth:
+    """Whether the node's store takes writes; one log line per change of that, a count per
+    refused save (``storage_errors``)."""
+
+    __slots__ = ("_counters", "_node_id", "error")
+
+    def __init__(self, node_id: str, counters: Counter[str]) -> None:
+        self._node_id = node_id
+        self._counters = counters
+        self.error: StorageError | None = None  # the last refusal, while saving fails
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``full`` (the disk is full) or ``failed`` (any other disk error)."""
+        if self.error is None:
+            return "ok"
+        return "full" if isinstance(self.error, StorageFull) else "failed"
+
+    def failed(self, error: StorageError) -> None:
+        self._counters["storage_errors"] += 1
+        before = self.state
+        self.error = error
+        if self.state != before:
+            logger.warning(
+                "kv node %s: %s; writes are refused until the disk takes them, reads go on",
+                self._node_id,
+                error,
+            )
+
+    def saved(self) -> None:
+        if self.error is not None:
+            self.error = None
+            logger.warning("kv node %s: storage writable again; writes resumed", self._node_id)

@@ -88,7 +88,8 @@ def members_report(node: KVNode) -> dict[str, Any]:
 
 
 def status_report(node: KVNode) -> dict[str, Any]:
-    """This node's view: ring members and their health, keys held, hints owed, counters."""
+    """This node's view: ring members and their health, keys held, whether its store takes
+    writes (``storage``: ok, full or failed), hints owed, counters."""
     healthy = node.membership.healthy()
     return {
         "node": node.node_id,
@@ -97,6 +98,7 @@ def status_report(node: KVNode) -> dict[str, Any]:
             for n in node.membership.ring_members()
         },
         "keys": len(node.core.objects),
+        "storage": node.storage.state,
         "hints_pending": len(node.core.hints),
         "requests_in_flight": node.requests_in_flight,
         "counters": {

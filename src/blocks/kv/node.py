@@ -314,6 +314,21 @@ class KVNodeCore:
             self._add_hint(owner, key)
         self.dirty.discard(key)
 
+    def reset(self, key: bytes, obj: VersionedObject | None, hint_owners: Iterable[str]) -> None:
+        """Make ``key`` what the store holds again, after a save the disk refused: the stored
+        object (None: absent) and exactly the stored hints; the key is no longer dirty."""
+        if obj is None:
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        wanted = set(hint_owners)
+        for owner in self.hints.owners(key) - wanted:
+            self.hints.discard((owner, key))
+        for owner in sorted(wanted):
+            if (owner, key) not in self.hints:
+                self._add_hint(owner, key)
+        self.dirty.discard(key)
+
     def rebalance(self, old_home: Callable[[bytes], list[str]]) -> int:
         """After a ring change, owe each key to its new home nodes; return keys queued.
 

@@ -40,7 +40,15 @@ class ObjectStore(Protocol):
         ...
 
     def save(self, records: Iterable[StoredRecord]) -> None:
-        """Write (or, for a ``None`` object, delete) every record before returning."""
+        """Write (or, for a ``None`` object, delete) every record before returning.
+
+        Raises ``StorageError`` (``StorageFull`` for a full disk) when the disk refuses; the
+        records may then be partly written, and ``load_key`` tells what is stored.
+        """
+        ...
+
+    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
+        """What is stored for ``key`` (object and hint owners), or None."""
         ...
 
     def close(self) -> None: ...
@@ -78,6 +86,10 @@ class MemoryObjectStore:
             else:
                 self.records[key] = encode_record(obj, owners)
 
+    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
+        data = self.records.get(key)
+        return None if data is None else decode_record(data)
+
     def close(self) -> None:
         pass
 
@@ -104,6 +116,10 @@ class BitcaskObjectStore:
                 puts.append((key, encode_record(obj, owners)))
         if puts:
             self.bitcask.put_many(puts)
+
+    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
+        data = self.bitcask.get(key)
+        return None if data is None else decode_record(data)
 
     def close(self) -> None:
         self.bitcask.close()
