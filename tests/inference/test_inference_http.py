@@ -139,7 +139,7 @@ def test_openai_parsing() -> None:
     for bad in (
         {"prompt": ""},
         {"prompt": [True]},
-        {"prompt": "x", "n": 2},
+        {"prompt": "x", "n": 99},
         {"prompt": "x", "top_p": 0},
         {"prompt": "x", "stop": [1]},
     ):

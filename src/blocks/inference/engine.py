@@ -156,7 +156,9 @@ class LLMEngine:
         if not params.ignore_eos:
             ends |= self._eos
         seq_id = next(self._seq_ids)
-        speculate = params.greedy or params.seed is None
+        # Drafts are verified without penalties, and a seeded request's draws must not
+        # depend on whether its step speculated.
+        speculate = (params.greedy or params.seed is None) and not params.penalized
         self.scheduler.add(
             SeqState(seq_id, prompt_ids, params.max_tokens, ends, speculate=speculate)
         )
@@ -240,7 +242,10 @@ class LLMEngine:
         if plain:
             rows = logits[[firsts[i] for i in plain]] if len(plain) < len(chunks) else logits
             picked, picked_lp = sample_rows(
-                rows, [requests[i].params for i in plain], [requests[i].generator for i in plain]
+                rows,
+                [requests[i].params for i in plain],
+                [requests[i].generator for i in plain],
+                [requests[i].token_ids for i in plain],
             )
             for i, token, lp in zip(plain, picked, picked_lp, strict=True):
                 tokens[i] = (token,)

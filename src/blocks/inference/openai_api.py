@@ -1,10 +1,14 @@
 """OpenAI request and response shapes, translated to and from the engine's types (pure).
 
 Theory of operation: ``parse_chat`` and ``parse_completion`` turn a decoded JSON body into a
-``ParsedRequest`` (prompt, ``SamplingParams``, streaming options), raising ``ApiError`` with
-OpenAI's error ``type``/``param``/``code`` fields for anything the engine cannot honour
-(``n > 1``, unknown roles, out-of-range numbers). The ``*_response`` and ``*_chunk`` builders
-produce exactly the JSON objects OpenAI's API documents, so the official client's models
+``ParsedRequest`` (prompt, ``SamplingParams``, ``n``, streaming options), raising ``ApiError``
+with OpenAI's error ``type``/``param``/``code`` fields for anything the engine cannot honour:
+unknown roles, out-of-range numbers (``param`` names the field), and the fields in
+``_refuse_unsupported`` (tools, structured output, logit bias, audio, ...: 400 with code
+``unsupported_parameter``; constrained decoding is not implemented yet). Harmless values of
+those fields (``tool_choice: "none"``, ``response_format: {"type": "text"}``, an empty
+``logit_bias``) are accepted. The ``*_response`` and ``*_chunk`` builders produce exactly the
+JSON objects OpenAI's API documents, one choice per sequence, so the official client's models
 parse them: ``chat.completion``, ``chat.completion.chunk``, ``text_completion``, and a final
 chunk with empty ``choices`` carrying ``usage`` when ``stream_options.include_usage`` is set.
 """
@@ -12,7 +16,7 @@ chunk with empty ``choices`` carrying ``usage`` when ``stream_options.include_us
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from blocks.core.errors import InvalidArgument
@@ -34,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_TOKENS = 256
+MAX_N = 8  # choices per request; each is a sequence in the engine
+MAX_API_PENALTY = 2.0  # OpenAI's range for presence_penalty and frequency_penalty
 
 
 class ApiError(Exception):
@@ -72,6 +78,16 @@ class ParsedRequest:
     model: str
     priority: int
     top_logprobs: int | None  # chat: how many alternatives to report, None = no logprobs
+    n: int = 1
+
+    def choice_params(self) -> list[SamplingParams]:
+        """One ``SamplingParams`` per choice: a seed ``s`` becomes ``s + i`` for choice ``i``,
+        so seeded choices differ from each other and repeat from request to request."""
+        if self.params.seed is None:
+            return [self.params] * self.n
+        return [
+            replace(self.params, seed=(self.params.seed + i) % (1 << 63)) for i in range(self.n)
+        ]
 
 
 def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -94,13 +110,44 @@ def _integer(
     return value
 
 
+def _unsupported(name: str, what: str) -> ApiError:
+    return ApiError(400, f"{name}: {what}", param=name, code="unsupported_parameter")
+
+
+def _refuse_unsupported(body: Mapping[str, Any]) -> None:
+    """400 for fields whose meaning the engine cannot honour (harmless values pass)."""
+    later = "is not supported yet (constrained decoding is not implemented)"
+    for name in ("tools", "functions"):
+        if body.get(name):
+            raise _unsupported(name, later)
+    if body.get("tool_choice") not in (None, "none"):
+        raise _unsupported("tool_choice", later)
+    if body.get("function_call") not in (None, "none"):
+        raise _unsupported("function_call", later)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise _unsupported("response_format", 'only {"type": "text"} ' + later[3:])
+    if body.get("logit_bias"):
+        raise _unsupported("logit_bias", "is not supported")
+    if body.get("modalities") not in (None, ["text"]):
+        raise _unsupported("modalities", 'only ["text"] is supported')
+    for name in ("audio", "prediction"):
+        if body.get(name) is not None:
+            raise _unsupported(name, "is not supported")
+    if body.get("echo"):
+        raise _unsupported("echo", "is not supported")
+    if body.get("suffix"):
+        raise _unsupported("suffix", "is not supported")
+    if body.get("best_of") not in (None, 1, body.get("n", 1)):
+        raise _unsupported("best_of", "only best_of equal to n is supported")
+
+
 def _common(
     body: Mapping[str, Any], logprobs: int | None
 ) -> tuple[SamplingParams, bool, bool, int]:
     if not isinstance(body, Mapping):
         raise ApiError(400, "request body must be a JSON object")
-    if _integer(body, "n", 1, 1, 1) != 1:  # pragma: no cover - _integer enforces it
-        raise ApiError(400, "only n=1 is supported", param="n")
+    _refuse_unsupported(body)
     max_tokens = _integer(body, "max_completion_tokens", None, 1, MAX_TOKENS_LIMIT)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 1, MAX_TOKENS_LIMIT)
@@ -115,6 +162,7 @@ def _common(
     options = body.get("stream_options") or {}
     if not isinstance(stream, bool) or not isinstance(options, Mapping):
         raise ApiError(400, "stream must be a boolean and stream_options an object", param="stream")
+    penalty = (-MAX_API_PENALTY, MAX_API_PENALTY)
     try:
         params = SamplingParams(
             max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
@@ -124,6 +172,8 @@ def _common(
             seed=_integer(body, "seed", None, 0, (1 << 63) - 1),
             stop=tuple(stop or ()),
             logprobs=logprobs,
+            presence_penalty=_number(body, "presence_penalty", 0.0, *penalty),
+            frequency_penalty=_number(body, "frequency_penalty", 0.0, *penalty),
         )
     except InvalidArgument as error:
         raise ApiError(400, str(error)) from None
@@ -155,8 +205,9 @@ def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
     if body.get("logprobs") is True:
         top = _integer(body, "top_logprobs", 0, 0, 20) or 0
     params, stream, include_usage, priority = _common(body, top)
-    model = str(body.get("model", ""))
-    return clean, ParsedRequest("", params, stream, include_usage, model, priority, top)
+    return clean, ParsedRequest(
+        "", params, stream, include_usage, _model(body), priority, top, _n(body)
+    )
 
 
 def parse_completion(body: Any) -> ParsedRequest:
@@ -181,8 +232,22 @@ def parse_completion(body: Any) -> ParsedRequest:
     logprobs = _integer(body, "logprobs", None, 0, 20)
     params, stream, include_usage, priority = _common(body, logprobs)
     return ParsedRequest(
-        prompt, params, stream, include_usage, str(body.get("model", "")), priority, logprobs
+        prompt, params, stream, include_usage, _model(body), priority, logprobs, _n(body)
     )
+
+
+def _n(body: Mapping[str, Any]) -> int:
+    n = _integer(body, "n", 1, 1, MAX_N)
+    assert n is not None
+    return n
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    """The requested model's id; "" (the served model) when the field is absent."""
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise ApiError(400, "model must be a string", param="model")
+    return model
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -216,8 +281,14 @@ def _completion_logprobs(entries: Sequence[TokenLogprob], decode: Any) -> dict[s
 
 
 def chat_response(
-    rid: str, created: int, model: str, done: Completion, want_logprobs: bool, decode: Any
+    rid: str,
+    created: int,
+    model: str,
+    dones: Sequence[Completion],
+    want_logprobs: bool,
+    decode: Any,
 ) -> dict[str, Any]:
+    """A ``chat.completion`` with one choice per finished sequence, in order."""
     return {
         "id": rid,
         "object": "chat.completion",
@@ -225,14 +296,20 @@ def chat_response(
         "model": model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": {"role": "assistant", "content": done.text},
                 "finish_reason": done.finish_reason.value,
                 "logprobs": chat_logprobs(done.logprobs, decode) if want_logprobs else None,
             }
+            for index, done in enumerate(dones)
         ],
-        "usage": usage(done.prompt_tokens, done.completion_tokens),
+        "usage": _usage_of(dones),
     }
+
+
+def _usage_of(dones: Sequence[Completion]) -> dict[str, int]:
+    """The prompt counted once (the choices share it), every choice's tokens summed."""
+    return usage(dones[0].prompt_tokens, sum(d.completion_tokens for d in dones))
 
 
 def chat_chunk(
@@ -242,6 +319,7 @@ def chat_chunk(
     delta: dict[str, str],
     finish_reason: str | None,
     logprobs: dict[str, Any] | None = None,
+    index: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": rid,
@@ -249,14 +327,20 @@ def chat_chunk(
         "created": created,
         "model": model,
         "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+            {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
         ],
     }
 
 
 def completion_response(
-    rid: str, created: int, model: str, done: Completion, want_logprobs: bool, decode: Any
+    rid: str,
+    created: int,
+    model: str,
+    dones: Sequence[Completion],
+    want_logprobs: bool,
+    decode: Any,
 ) -> dict[str, Any]:
+    """A ``text_completion`` with one choice per finished sequence, in order."""
     return {
         "id": rid,
         "object": "text_completion",
@@ -264,25 +348,28 @@ def completion_response(
         "model": model,
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "text": done.text,
                 "finish_reason": done.finish_reason.value,
                 "logprobs": _completion_logprobs(done.logprobs, decode) if want_logprobs else None,
             }
+            for index, done in enumerate(dones)
         ],
-        "usage": usage(done.prompt_tokens, done.completion_tokens),
+        "usage": _usage_of(dones),
     }
 
 
 def completion_chunk(
-    rid: str, created: int, model: str, text: str, finish_reason: str | None
+    rid: str, created: int, model: str, text: str, finish_reason: str | None, index: int = 0
 ) -> dict[str, Any]:
     return {
         "id": rid,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        "choices": [
+            {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        ],
     }
 
 

@@ -31,6 +31,7 @@ MAX_STOP_STRINGS = 8
 MAX_STOP_STRING_CHARS = 128
 MAX_LOGPROBS = 20
 MAX_STOP_TOKEN_IDS = 64
+MAX_PENALTY = 100.0  # |presence_penalty|, |frequency_penalty| (OpenAI's API allows 2)
 
 
 class FinishReason(enum.Enum):
@@ -51,7 +52,11 @@ class SamplingParams:
     tokens depend only on the request, never on what else is batched with it (up to
     floating-point differences in the logits). ``stop`` strings end the output *before* the
     string; the string itself is never returned. ``logprobs`` asks for the chosen token's
-    log-probability and the ``logprobs`` most likely alternatives at each step.
+    log-probability and the ``logprobs`` most likely alternatives at each step (under the
+    model's own distribution, before penalties). ``presence_penalty`` and
+    ``frequency_penalty`` follow OpenAI's definition: a token already generated ``c`` times has
+    ``c * frequency_penalty + presence_penalty`` subtracted from its logit (prompt tokens do
+    not count); requests with penalties never carry speculative drafts.
     """
 
     max_tokens: int = 16
@@ -63,6 +68,8 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or not 1 <= self.max_tokens <= MAX_TOKENS_LIMIT:
@@ -90,6 +97,13 @@ class SamplingParams:
             not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= MAX_LOGPROBS
         ):
             raise InvalidArgument(f"logprobs must be an integer in [0, {MAX_LOGPROBS}]")
+        for penalty in (self.presence_penalty, self.frequency_penalty):
+            if not -MAX_PENALTY <= float(penalty) <= MAX_PENALTY:
+                raise InvalidArgument(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     @property
     def greedy(self) -> bool:

@@ -10,6 +10,9 @@ give the same draws whatever device computed the logits.
 ``target_probs`` is the processed distribution (temperature, then top-k, then top-p,
 renormalized) a token is drawn from; speculative decoding uses the same function for both
 the target and the draft, which is what makes its acceptance rule exact.
+
+``apply_penalties`` applies OpenAI's presence and frequency penalties to a row before it is
+picked from (greedy or sampled); the reported logprobs stay the model's own.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 
 from blocks.inference.params import SamplingParams, TokenLogprob
 
-__all__ = ["make_generator", "sample_rows", "target_probs", "token_logprob"]
+__all__ = ["apply_penalties", "make_generator", "sample_rows", "target_probs", "token_logprob"]
 
 
 def make_generator(params: SamplingParams, rng: random.Random) -> torch.Generator | None:
@@ -53,6 +56,20 @@ def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return torch.softmax(scores, dim=-1)
 
 
+def apply_penalties(
+    logits: torch.Tensor, generated: Sequence[int], params: SamplingParams
+) -> torch.Tensor:
+    """``logits`` (one row) less ``count * frequency_penalty + presence_penalty`` per token
+    generated so far; the same tensor when the request has no penalties."""
+    if not params.penalized or not generated:
+        return logits
+    ids, counts = torch.unique(torch.tensor(generated, dtype=torch.long), return_counts=True)
+    penalty = counts.to(logits.dtype) * params.frequency_penalty + params.presence_penalty
+    out = logits.clone()
+    out[ids] -= penalty
+    return out
+
+
 def token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
     """The token's log-probability under ``logits`` and the ``top`` most likely tokens'."""
     logprobs = torch.log_softmax(logits, dim=-1)
@@ -69,18 +86,26 @@ def sample_rows(
     logits: torch.Tensor,
     params: Sequence[SamplingParams],
     generators: Sequence[torch.Generator | None],
+    generated: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
-    """One token per row of ``logits`` ``(rows, vocab)``, and its logprob when asked."""
+    """One token per row of ``logits`` ``(rows, vocab)``, and its logprob when asked.
+
+    ``generated[i]`` is row ``i``'s output so far, needed only for penalized requests.
+    """
     assert logits.shape[0] == len(params) == len(generators)
     rows = logits.detach().cpu()  # float32 or wider already
     tokens: list[int] = []
     logprobs: list[TokenLogprob | None] = []
     greedy_choice = rows.argmax(dim=-1).tolist() if len(params) else []
     for index, (p, generator) in enumerate(zip(params, generators, strict=True)):
+        row = rows[index]
+        if p.penalized:
+            assert generated is not None
+            row = apply_penalties(row, generated[index], p)
         if p.greedy:
-            token = int(greedy_choice[index])
+            token = int(row.argmax()) if p.penalized else int(greedy_choice[index])
         else:
-            probs = target_probs(rows[index], p)
+            probs = target_probs(row, p)
             token = int(torch.multinomial(probs, 1, generator=generator))
         tokens.append(token)
         logprobs.append(

@@ -32,16 +32,16 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
 from blocks.inference import openai_api as oa
 from blocks.inference.async_engine import AsyncEngine
 from blocks.inference.connection import RequestReader, ServerLimits
-from blocks.inference.engine import join_deltas
 from blocks.inference.http import MAX_HEAD_BYTES, EventStream, HttpError, Request, write_json
 from blocks.inference.params import TokenDelta
+from blocks.inference.responses import Answer, write_events, write_whole
 
 __all__ = ["InferenceServer"]
 
@@ -203,12 +203,21 @@ class InferenceServer:
         else:
             parsed = oa.parse_completion(body)
             prompt = parsed.prompt
+        if parsed.model and parsed.model != self.model_name:
+            raise oa.ApiError(
+                404,
+                f"The model '{parsed.model}' does not exist; this server has '{self.model_name}'.",
+                param="model",
+                code="model_not_found",
+            )
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{next(self._ids)}"
-        stream = self.engine.stream(
-            prompt, parsed.params, api_key=api_key, priority=parsed.priority
-        )
+        streams = [
+            self.engine.stream(prompt, params, api_key=api_key, priority=parsed.priority)
+            for params in parsed.choice_params()
+        ]
+        answer = Answer(rid, chat, self.model_name, parsed, tokenizer.decode, int(time.time()))
         events = EventStream(writer, request.head)
-        work = asyncio.create_task(self._respond(rid, chat, parsed, stream, writer, events))
+        work = asyncio.create_task(self._respond(answer, streams, writer, events))
         watcher = asyncio.create_task(requests.gone.wait())
         try:
             await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -218,23 +227,22 @@ class InferenceServer:
             watcher.cancel()
             with contextlib.suppress(BaseException):
                 await work
-            await stream.aclose()
+            for stream in streams:
+                await stream.aclose()
         if work.cancelled():
             return False
         return work.result() and (not parsed.stream or events.keep_alive)
 
     async def _respond(
         self,
-        rid: str,
-        chat: bool,
-        parsed: oa.ParsedRequest,
-        stream: Any,
+        answer: Answer,
+        streams: list[AsyncGenerator[TokenDelta, None]],
         writer: asyncio.StreamWriter,
         events: EventStream,
     ) -> bool:
-        """Wait for the first delta, then write the whole answer; False if it was an error."""
+        """Wait for every choice's first delta, then write the answer (see ``responses``)."""
         try:
-            first = await anext(stream)
+            firsts = [await anext(stream) for stream in streams]
         except Overloaded as error:
             await _too_many(writer, error)
             return True
@@ -245,82 +253,16 @@ class InferenceServer:
             return True
         except StopAsyncIteration:  # pragma: no cover - a stream always ends with a delta
             raise oa.ApiError(500, "empty generation", kind="server_error") from None
-        if parsed.stream:
-            await self._stream_out(rid, chat, parsed, first, stream, events)
-        else:
-            await self._collect(rid, chat, parsed, first, stream, writer)
+        if answer.parsed.stream:
+            await write_events(answer, firsts, streams, events)
+            return True
+        try:
+            body = await write_whole(answer, firsts, streams)
+        except Overloaded as error:
+            await _too_many(writer, error)
+            return True
+        await write_json(writer, 200, body)
         return True
-
-    async def _collect(
-        self,
-        rid: str,
-        chat: bool,
-        parsed: oa.ParsedRequest,
-        first: TokenDelta,
-        stream: Any,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        deltas = [first]
-        if first.finish_reason is None:
-            try:
-                deltas += [d async for d in stream]
-            except Overloaded as error:
-                await _too_many(writer, error)
-                return
-        done = join_deltas(rid, first.prompt_tokens, deltas)
-        decode = self.engine.engine.tokenizer.decode
-        want_logprobs = parsed.top_logprobs is not None
-        build = oa.chat_response if chat else oa.completion_response
-        await write_json(
-            writer, 200, build(rid, int(time.time()), self.model_name, done, want_logprobs, decode)
-        )
-
-    async def _stream_out(
-        self,
-        rid: str,
-        chat: bool,
-        parsed: oa.ParsedRequest,
-        first: TokenDelta,
-        stream: Any,
-        events: EventStream,
-    ) -> None:
-        created = int(time.time())
-        model = self.model_name
-        decode = self.engine.engine.tokenizer.decode
-        await events.start()
-        if chat:
-            await events.send(
-                oa.chat_chunk(rid, created, model, {"role": "assistant", "content": ""}, None),
-            )
-
-        async def emit(delta: TokenDelta) -> None:
-            reason = None if delta.finish_reason is None else delta.finish_reason.value
-            if chat:
-                logprobs = None
-                if parsed.top_logprobs is not None and delta.logprobs:
-                    logprobs = oa.chat_logprobs(delta.logprobs, decode)
-                content = {"content": delta.text} if delta.text or reason is None else {}
-                await events.send(oa.chat_chunk(rid, created, model, content, reason, logprobs))
-            else:
-                await events.send(oa.completion_chunk(rid, created, model, delta.text, reason))
-
-        last = first
-        await emit(first)
-        if first.finish_reason is None:
-            try:
-                async for delta in stream:
-                    last = delta
-                    await emit(delta)
-            except Overloaded as error:
-                await events.send(oa.error_body(str(error), "rate_limit_exceeded"))
-        if parsed.include_usage:
-            obj = "chat.completion.chunk" if chat else "text_completion"
-            chunk = oa.usage_chunk(
-                rid, created, model, obj, last.prompt_tokens, last.completion_tokens
-            )
-            await events.send(chunk)
-        await events.send("[DONE]")
-        await events.end()
 
 
 def _http_error_body(error: HttpError) -> dict[str, Any]:
