@@ -172,3 +172,19 @@ def test_json_depth_matches_the_decoded_structure(value: object) -> None:
         return 0
 
     assert json_depth(json.dumps(value).encode()) == depth(value)
+
+
+def test_an_unexpected_failure_is_a_500_in_openai_shape(
+    server: LimitedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(messages: object) -> str:
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(server.engine.tokenizer, "apply_chat_template", broken)
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    with server.connect() as sock:
+        sock.sendall(post(body.encode(), "/v1/chat/completions"))
+        status, answer = read_response(sock)
+    assert status == 500
+    assert_openai_error(answer, "internal_error")
+    assert server.rejections("internal_error") == 1

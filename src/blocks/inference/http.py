@@ -222,6 +222,7 @@ class EventStream:
     def __init__(self, writer: asyncio.StreamWriter, head: RequestHead) -> None:
         self._writer = writer
         self.keep_alive = head.version == "HTTP/1.1" and head.keep_alive
+        self.started = False  # the response head went out
 
     async def start(self) -> None:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -229,6 +230,7 @@ class EventStream:
             headers |= {"Transfer-Encoding": "chunked", "Connection": "keep-alive"}
         else:
             headers["Connection"] = "close"
+        self.started = True
         self._writer.write(_head(200, headers))
         await self._writer.drain()
 

@@ -164,6 +164,12 @@ class InferenceServer:
             self.engine.engine.metrics.count_http_rejection(error.reason)
             await write_json(writer, error.status, _http_error_body(error))
             return True
+        except Exception:  # our bug: the client still gets an answer, then the connection closes
+            log.exception("inference request failed: %s %s", head.method, head.path)
+            self.engine.engine.metrics.count_http_rejection("internal_error")
+            body = oa.error_body("internal server error", "server_error", code="internal_error")
+            await write_json(writer, 500, body, keep_alive=False)
+            return False
 
     def _authenticate(self, request: Request) -> str:
         header = request.head.headers.get("authorization", "")
@@ -230,6 +236,10 @@ class InferenceServer:
             for stream in streams:
                 await stream.aclose()
         if work.cancelled():
+            return False
+        if work.exception() is not None and events.started:  # too late for an error status
+            log.error("inference stream failed", exc_info=work.exception())
+            self.engine.engine.metrics.count_http_rejection("internal_error")
             return False
         return work.result() and (not parsed.stream or events.keep_alive)
 
