@@ -11,6 +11,10 @@ stored while it arrives instead of being held in memory). A response carries its
 whole or as ``pieces`` that the server writes as they are produced (a large GET is sent
 chunk by chunk); connections are kept alive unless the client asks to close them.
 
+Every body read is bounded in time as well as size: each read of ``n`` bytes must finish
+within ``read_timeout_s`` per started MiB (a floor on the rate, which also cuts a client that
+goes idle); past it the read raises ``HttpError(400, code="RequestTimeout")``.
+
 Supported: HTTP/1.0 and 1.1, keep-alive, chunked request bodies (with trailers, which are
 dropped), ``Expect: 100-continue``. Not supported: pipelining beyond one request at a time
 (requests are answered in order, which is all HTTP/1.1 asks), upgrades, chunked responses.
@@ -19,11 +23,12 @@ dropped), ``Expect: 100-continue``. Not supported: pipelining beyond one request
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 __all__ = [
+    "BODY_READ_TIMEOUT_S",
     "HEAD_BYTES_MAX",
     "HttpError",
     "RequestBody",
@@ -36,6 +41,9 @@ __all__ = [
 ]
 
 HEAD_BYTES_MAX = 64 * 1024
+BODY_READ_TIMEOUT_S = 30.0
+"""Default time a body has to deliver each MiB (or the rest of a shorter read)."""
+BODY_TIMEOUT_UNIT_BYTES = 1024 * 1024
 HEADERS_MAX = 200
 _METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
 _REASONS = {
@@ -60,10 +68,23 @@ _REASONS = {
 class HttpError(Exception):
     """A request the HTTP layer itself refuses; the connection is closed after the reply."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
+        """The S3 error code to answer with, when the status alone does not say it."""
+
+
+async def _timed(awaitable: Awaitable[bytes], size: int, read_timeout_s: float) -> bytes:
+    """``awaitable`` (a read of ``size`` bytes), cut after ``read_timeout_s`` per started MiB."""
+    units = max(1, -(-size // BODY_TIMEOUT_UNIT_BYTES))
+    try:
+        return await asyncio.wait_for(awaitable, read_timeout_s * units)
+    except TimeoutError as error:
+        raise HttpError(
+            400, "the body did not arrive within the read timeout", "RequestTimeout"
+        ) from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +155,19 @@ async def read_head(reader: asyncio.StreamReader) -> RequestHead | None:
     return parse_head(data)
 
 
-async def read_body(reader: asyncio.StreamReader, head: RequestHead, body_bytes_max: int) -> bytes:
-    """The request body (de-chunked), at most ``body_bytes_max`` bytes."""
+async def read_body(
+    reader: asyncio.StreamReader,
+    head: RequestHead,
+    body_bytes_max: int,
+    read_timeout_s: float = BODY_READ_TIMEOUT_S,
+) -> bytes:
+    """The request body (de-chunked), at most ``body_bytes_max`` bytes, each read bounded
+    in time (see the module docstring)."""
     encoding = head.headers.get("transfer-encoding", "").lower()
     if encoding:
         if encoding != "chunked":
             raise HttpError(501, f"unsupported transfer-encoding {encoding!r}")
-        return await _read_chunked(reader, body_bytes_max)
+        return await _read_chunked(reader, body_bytes_max, read_timeout_s)
     length_text = head.headers.get("content-length", "0")
     if not length_text.isdigit():
         raise HttpError(400, "bad content-length")
@@ -148,17 +175,19 @@ async def read_body(reader: asyncio.StreamReader, head: RequestHead, body_bytes_
     if length > body_bytes_max:
         raise HttpError(413, f"body larger than {body_bytes_max} bytes")
     try:
-        return await reader.readexactly(length)
+        return await _timed(reader.readexactly(length), length, read_timeout_s)
     except asyncio.IncompleteReadError as error:
         raise HttpError(400, "connection closed inside the body") from error
 
 
-async def _read_chunked(reader: asyncio.StreamReader, body_bytes_max: int) -> bytes:
+async def _read_chunked(
+    reader: asyncio.StreamReader, body_bytes_max: int, read_timeout_s: float
+) -> bytes:
     pieces: list[bytes] = []
     total = 0
     try:
         while True:
-            line = await reader.readuntil(b"\r\n")
+            line = await _timed(reader.readuntil(b"\r\n"), 0, read_timeout_s)
             size_text = line[:-2].split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
@@ -169,11 +198,11 @@ async def _read_chunked(reader: asyncio.StreamReader, body_bytes_max: int) -> by
             total += size
             if size < 0 or total > body_bytes_max:
                 raise HttpError(413, f"body larger than {body_bytes_max} bytes")
-            pieces.append(await reader.readexactly(size))
-            if await reader.readexactly(2) != b"\r\n":
+            pieces.append(await _timed(reader.readexactly(size), size, read_timeout_s))
+            if await _timed(reader.readexactly(2), 2, read_timeout_s) != b"\r\n":
                 raise HttpError(400, "chunk not followed by CRLF")
         for _ in range(HEADERS_MAX):  # trailer section, ended by an empty line
-            if await reader.readuntil(b"\r\n") == b"\r\n":
+            if await _timed(reader.readuntil(b"\r\n"), 0, read_timeout_s) == b"\r\n":
                 return b"".join(pieces)
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
         raise HttpError(400, "malformed chunked body") from error
@@ -185,9 +214,15 @@ class RequestBody:
     ``Content-Length``, piece by piece (``read_piece``). ``consumed`` tells the server
     whether the connection is positioned at the next request."""
 
-    def __init__(self, reader: asyncio.StreamReader, head: RequestHead) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        head: RequestHead,
+        read_timeout_s: float = BODY_READ_TIMEOUT_S,
+    ) -> None:
         self._reader = reader
         self._head = head
+        self.read_timeout_s = read_timeout_s
         encoding = head.headers.get("transfer-encoding", "")
         length_text = head.headers.get("content-length", "0")
         self.length: int | None = None
@@ -203,7 +238,7 @@ class RequestBody:
         if self.started:
             raise HttpError(500, "the body was already read")
         self.started = True
-        data = await read_body(self._reader, self._head, body_bytes_max)
+        data = await read_body(self._reader, self._head, body_bytes_max, self.read_timeout_s)
         self.consumed = True
         return data
 
@@ -216,7 +251,8 @@ class RequestBody:
         if not self._remaining:
             return b""
         try:
-            piece = await self._reader.readexactly(min(size, self._remaining))
+            wanted = min(size, self._remaining)
+            piece = await _timed(self._reader.readexactly(wanted), wanted, self.read_timeout_s)
         except asyncio.IncompleteReadError as error:
             raise HttpError(400, "connection closed inside the body") from error
         self._remaining -= len(piece)

@@ -10,8 +10,15 @@ checked after the last byte, before the commit, so a mismatch commits nothing. O
 are read whole (bounded), decoded if aws-chunked (verifying chunk signatures), checked the
 same way and only then handed to the store. A GET answers with the object's pieces, which
 the server sends as they are read; the first piece is read here so that a missing or
-unreadable first chunk still gets a proper S3 error. Store calls run in worker threads
-(``asyncio.to_thread``) so the event loop keeps serving.
+unreadable first chunk still gets a proper S3 error. Store calls run in the server's own
+bounded pools (``workers.Workers``: streamed uploads apart from everything else) so the event
+loop keeps serving and a stalled upload never holds up a read.
+
+Limits a client can reach, each an S3 error and a counter: a declared body larger than
+``object_bytes_max`` (a PUT) or ``body_bytes_max`` (a body read whole) is refused with
+``EntityTooLarge`` before any of it is read (``bodies_too_large``); a body slower than
+``body_read_timeout_s`` per MiB is cut with ``RequestTimeout`` (the server counts it); a
+streamed upload past ``uploads_max`` gets ``SlowDown`` (``workers.uploads_refused``).
 
 Requests use path-style addressing (``/bucket/key``), which boto3 picks for an IP endpoint and
 the aws CLI accepts with ``addressing_style = path``. The operations are the issue's subset
@@ -29,7 +36,7 @@ from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError, verify_checksums
-from blocks.blob.http import RequestBody, RequestHead, Response
+from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.listing import resolve_range
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
 from blocks.blob.s3xml import (
@@ -42,6 +49,7 @@ from blocks.blob.s3xml import (
     parse_complete_request,
 )
 from blocks.blob.sigv4 import S3AuthError, verify_request
+from blocks.blob.store import OBJECT_BYTES_MAX
 from blocks.blob.streaming import (
     STREAM_PIECE_BYTES,
     ObjectBody,
@@ -49,6 +57,7 @@ from blocks.blob.streaming import (
     decode_payload,
     streamable,
 )
+from blocks.blob.workers import UPLOADS_MAX, Workers
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import (
     BlocksError,
@@ -75,6 +84,13 @@ class S3Config:
 
     credentials: Mapping[str, str] = field(default_factory=dict)
     body_bytes_max: int = 512 * 1024 * 1024
+    """Largest body read whole into memory (small PUTs, aws-chunked bodies, XML)."""
+    object_bytes_max: int = OBJECT_BYTES_MAX
+    """Largest PutObject or UploadPart body (S3's own limit for one PUT is 5 GiB)."""
+    body_read_timeout_s: float = BODY_READ_TIMEOUT_S
+    """Time a body has to deliver each MiB; slower or idle bodies get RequestTimeout."""
+    uploads_max: int = UPLOADS_MAX
+    """Streamed uploads in flight at once; past it, SlowDown."""
     region: str = "us-east-1"
     cluster_token: str | None = None
     """Bearer token peers present on ``/_shards``; ``None`` turns the shard routes off."""
@@ -111,6 +127,9 @@ class S3Handler:
         self.config = config or S3Config()
         self.clock: Clock = clock or SystemClock()
         self._request_ids = itertools.count(1)
+        self.workers = Workers(self.config.uploads_max)
+        self.bodies_too_large = 0
+        """Requests refused because their declared body was over the limit."""
         self.aws_chunked_bodies = 0
         """How many request bodies arrived aws-chunked (boto3 does so over HTTPS)."""
 
@@ -145,7 +164,7 @@ class S3Handler:
             head.raw_path == SHARD_PREFIX or head.raw_path.startswith(SHARD_PREFIX + "/")
         ):
             data = await body.read_all(SHARD_BODY_BYTES_MAX)
-            return await asyncio.to_thread(
+            return await self.workers.run_shard(
                 handle_shard_request, head, data, self.local_shards, self.config.cluster_token
             )
         context = None
@@ -158,20 +177,22 @@ class S3Handler:
                 self.config.credentials,
                 self.clock.now_ms(),
             )
+        stream = streamable(head, body)
+        limit = self.config.object_bytes_max if stream else self.config.body_bytes_max
+        if body.length is not None and body.length > limit:
+            self.bodies_too_large += 1
+            raise S3RequestError(
+                "EntityTooLarge", f"the body is larger than the limit of {limit} bytes"
+            )
+        if stream:
+            if not self.workers.try_take_upload():
+                raise S3RequestError("SlowDown", "too many uploads in flight; retry", 503)
+            try:
+                return await self._stream(head, send_continue, body)
+            finally:
+                self.workers.release_upload()
         if head.headers.get("expect", "").lower() == "100-continue":
             await send_continue()
-        if streamable(head, body):
-            payload_hash = head.headers.get("x-amz-content-sha256", "")
-            streamed = StreamedPayload(
-                body.read_piece,
-                asyncio.get_running_loop(),
-                head.headers,
-                payload_hash if _HEX64.match(payload_hash) else None,
-                getattr(self.store, "chunk_bytes", STREAM_PIECE_BYTES),
-            )
-            response = await self._route(head, streamed)
-            response.headers.update(streamed.echoed)
-            return response
         data = await body.read_all(self.config.body_bytes_max)
         payload, checks = decode_payload(head, data, context)
         self.aws_chunked_bodies += payload is not data
@@ -180,13 +201,35 @@ class S3Handler:
         response.headers.update(echoed)
         return response
 
+    async def _stream(
+        self,
+        head: RequestHead,
+        send_continue: Callable[[], Awaitable[None]],
+        body: RequestBody,
+    ) -> Response:
+        """A plain PutObject or UploadPart body stored while it arrives (upload slot held)."""
+        if head.headers.get("expect", "").lower() == "100-continue":
+            await send_continue()
+        payload_hash = head.headers.get("x-amz-content-sha256", "")
+        streamed = StreamedPayload(
+            body.read_piece,
+            asyncio.get_running_loop(),
+            head.headers,
+            payload_hash if _HEX64.match(payload_hash) else None,
+            getattr(self.store, "chunk_bytes", STREAM_PIECE_BYTES),
+            self.config.body_read_timeout_s,
+        )
+        response = await self._route(head, streamed)
+        response.headers.update(streamed.echoed)
+        return response
+
     async def _route(self, head: RequestHead, payload: bytes | StreamedPayload) -> Response:
         bucket, _, key = head.path.lstrip("/").partition("/")
         query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
         method = head.method
         if not bucket:
             if method == "GET":
-                buckets = await asyncio.to_thread(self.store.list_buckets)
+                buckets = await self.workers.run(self.store.list_buckets)
                 return _xml(list_buckets_result(buckets))
         elif not key:
             return await self._bucket(method, bucket, query)
@@ -198,26 +241,26 @@ class S3Handler:
             return await self._post(head, bucket, key, query, payload)
         elif method == "DELETE":
             if "uploadId" in query:
-                await asyncio.to_thread(
+                await self.workers.run(
                     self.store.abort_multipart_upload, bucket, key, query["uploadId"]
                 )
             else:
-                await asyncio.to_thread(self.store.delete_object, bucket, key)
+                await self.workers.run(self.store.delete_object, bucket, key)
             return Response(204)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
 
     async def _bucket(self, method: str, bucket: str, query: dict[str, str]) -> Response:
         if method == "PUT" and not query:
-            await asyncio.to_thread(self.store.create_bucket, bucket)
+            await self.workers.run(self.store.create_bucket, bucket)
             return Response(200, {"Location": f"/{bucket}"})
         if method == "DELETE" and not query:
-            await asyncio.to_thread(self.store.delete_bucket, bucket)
+            await self.workers.run(self.store.delete_bucket, bucket)
             return Response(204)
         if method == "HEAD":
-            await asyncio.to_thread(self.store.list_objects, bucket, max_keys=1)
+            await self.workers.run(lambda: self.store.list_objects(bucket, max_keys=1))
             return Response(200, {"x-amz-bucket-region": self.config.region})
         if method == "GET" and "location" in query:
-            await asyncio.to_thread(self.store.list_objects, bucket, max_keys=1)
+            await self.workers.run(lambda: self.store.list_objects(bucket, max_keys=1))
             document = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint '
                 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>'
@@ -234,7 +277,7 @@ class S3Handler:
         max_keys = min(int(max_keys_text), 1000)
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
         start_after, token = query.get("start-after", ""), query.get("continuation-token")
-        page = await asyncio.to_thread(
+        page = await self.workers.run(
             lambda: self.store.list_objects(
                 bucket,
                 prefix=prefix,
@@ -258,15 +301,15 @@ class S3Handler:
 
     async def _get(self, head: RequestHead, bucket: str, key: str) -> Response:
         if head.method == "HEAD":
-            info = await asyncio.to_thread(self.store.head_object, bucket, key)
+            info = await self.workers.run(self.store.head_object, bucket, key)
             return Response(200, _object_headers(info), content_length=info.size)
         byte_range = parse_range(head.headers.get("range"))
         try:
-            info, body = await asyncio.to_thread(self._open_body, bucket, key, byte_range)
+            info, body = await self.workers.run(self._open_body, bucket, key, byte_range)
         except InvalidArgument as error:
             if byte_range is None:
                 raise
-            size = (await asyncio.to_thread(self.store.head_object, bucket, key)).size
+            size = (await self.workers.run(self.store.head_object, bucket, key)).size
             raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
         headers = _object_headers(info)
         start, stop = resolve_range(byte_range, info.size)
@@ -305,13 +348,19 @@ class S3Handler:
             number_text = query.get("partNumber", "")
             if not number_text.isdigit() or "uploadId" not in query:
                 raise S3RequestError("InvalidArgument", "UploadPart needs partNumber and uploadId")
-            part = await asyncio.to_thread(
+            run = (
+                self.workers.run_upload
+                if isinstance(payload, StreamedPayload)
+                else self.workers.run
+            )
+            part = await run(
                 self.store.upload_part, bucket, key, query["uploadId"], int(number_text), payload
             )
             return Response(200, {"ETag": f'"{part.etag}"'})
         if query:
             raise S3RequestError("NotImplemented", "this object operation is not implemented", 501)
-        info = await asyncio.to_thread(
+        run = self.workers.run_upload if isinstance(payload, StreamedPayload) else self.workers.run
+        info = await run(
             lambda: self.store.put_object(
                 bucket,
                 key,
@@ -326,7 +375,7 @@ class S3Handler:
         self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
     ) -> Response:
         if "uploads" in query:
-            upload_id = await asyncio.to_thread(
+            upload_id = await self.workers.run(
                 lambda: self.store.create_multipart_upload(
                     bucket,
                     key,
@@ -337,7 +386,7 @@ class S3Handler:
             return _xml(initiate_result(bucket, key, upload_id))
         if "uploadId" in query:
             parts = parse_complete_request(payload)
-            info = await asyncio.to_thread(
+            info = await self.workers.run(
                 self.store.complete_multipart_upload, bucket, key, query["uploadId"], parts
             )
             return _xml(complete_result(f"/{bucket}/{key}", bucket, key, info.etag))

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Iterator
+from concurrent.futures import Executor
 
 from blocks.blob.api import BlobStore
 from blocks.blob.http import (
@@ -70,6 +71,9 @@ class BlobServer:
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._busy: set[asyncio.Task[None] | None] = set()
         self.refused_connections = 0
+        """Connections closed at once because ``connections_max`` were open."""
+        self.body_timeouts = 0
+        """Requests cut with RequestTimeout because their body came too slowly."""
 
     @property
     def endpoint(self) -> str:
@@ -102,6 +106,7 @@ class BlobServer:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=grace_s)
         self._server = None
+        self.handler.workers.close()
 
     async def serve_forever(self) -> None:
         if self._server is None:
@@ -156,10 +161,11 @@ class BlobServer:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
 
-        body = RequestBody(reader, head)
+        body = RequestBody(reader, head, self.handler.config.body_read_timeout_s)
         try:
             response = await self.handler.handle(head, send_continue, body)
         except HttpError as error:
+            self.body_timeouts += error.code == "RequestTimeout"
             await _write(writer, _http_error(error), head_only=False, keep_alive=False)
             return False
         except Exception:
@@ -172,18 +178,29 @@ class BlobServer:
         keep_alive = head.keep_alive and body.consumed
         access_log.info("%s %s %d", head.method, head.raw_path, response.status)
         return await _write(
-            writer, response, head_only=head.method == "HEAD", keep_alive=keep_alive
+            writer,
+            response,
+            head_only=head.method == "HEAD",
+            keep_alive=keep_alive,
+            executor=self.handler.workers.requests,
         )
 
 
 def _http_error(error: HttpError) -> Response:
-    code = {413: "EntityTooLarge", 501: "NotImplemented"}.get(error.status, "BadRequest")
+    code = error.code or {413: "EntityTooLarge", 501: "NotImplemented"}.get(
+        error.status, "BadRequest"
+    )
     body = error_document(code, error.message, "", "0")
     return Response(error.status, {"Content-Type": "application/xml"}, body)
 
 
 async def _write(
-    writer: asyncio.StreamWriter, response: Response, *, head_only: bool, keep_alive: bool
+    writer: asyncio.StreamWriter,
+    response: Response,
+    *,
+    head_only: bool,
+    keep_alive: bool,
+    executor: Executor | None = None,
 ) -> bool:
     """Send ``response``; return whether the connection may serve another request."""
     pieces = response.pieces
@@ -191,7 +208,11 @@ async def _write(
         for piece in render_response(response, head_only=head_only, keep_alive=keep_alive):
             writer.write(piece)
         length = response.content_length or 0
-        if pieces is not None and not head_only and not await _stream(writer, pieces, length):
+        if (
+            pieces is not None
+            and not head_only
+            and not await _stream(writer, pieces, length, executor)
+        ):
             return False
         await writer.drain()
     finally:
@@ -202,7 +223,10 @@ async def _write(
 
 
 async def _stream(
-    writer: asyncio.StreamWriter, pieces: Iterator[bytes | memoryview], length: int
+    writer: asyncio.StreamWriter,
+    pieces: Iterator[bytes | memoryview],
+    length: int,
+    executor: Executor | None,
 ) -> bool:
     """Write the pieces, fetching the next one in a worker thread while the current one is
     sent. A failure half-way aborts the connection: the client sees a short body, never
@@ -211,13 +235,13 @@ async def _stream(
     pending: asyncio.Future[bytes | memoryview | None] | None = None
     sent = 0
     try:
-        pending = loop.run_in_executor(None, next, pieces, None)
+        pending = loop.run_in_executor(executor, next, pieces, None)
         while True:
             piece = await pending
             pending = None
             if piece is None:
                 break
-            pending = loop.run_in_executor(None, next, pieces, None)
+            pending = loop.run_in_executor(executor, next, pieces, None)
             sent += len(piece)
             writer.write(piece)
             await writer.drain()

@@ -42,7 +42,7 @@ STREAM_BODY_BYTES_MIN = 1024 * 1024
 whole (a thread hand-off per piece would cost more than holding them)."""
 
 STREAM_PIECE_BYTES = 4 * 1024 * 1024
-STREAM_READ_TIMEOUT_S = 60.0
+STREAM_WAIT_MARGIN_S = 30.0
 
 
 class StreamedPayload:
@@ -61,8 +61,12 @@ class StreamedPayload:
         headers: Mapping[str, str],
         expected_sha256: str | None,
         piece_bytes: int = STREAM_PIECE_BYTES,
+        read_timeout_s: float = 30.0,
     ) -> None:
         self._read_piece = read_piece
+        # The event loop cuts a slow body (``http``); this thread-side bound only guards
+        # against a loop that never answers.
+        self._wait_s = read_timeout_s * (1 + piece_bytes // (1024 * 1024)) + STREAM_WAIT_MARGIN_S
         self._loop = loop
         self._checks = PayloadChecks(headers)
         self._expected_sha256 = expected_sha256
@@ -78,7 +82,7 @@ class StreamedPayload:
         pending = self._request()
         try:
             while True:
-                piece = pending.result(timeout=STREAM_READ_TIMEOUT_S)
+                piece = pending.result(timeout=self._wait_s)
                 if not piece:
                     break
                 pending = self._request()
