@@ -29,7 +29,17 @@ def cli(*args: str) -> Any:
 @pytest.mark.process
 def test_cache_node_through_the_cli() -> None:
     server = subprocess.Popen(
-        [*BLOCKS, "serve", "--port", "0", "--capacity", "2", "--policy", "lru", "--json"],
+        [
+            *BLOCKS,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--capacity",
+            "2",
+            "--policy",
+            "lru",
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -51,7 +61,7 @@ def test_cache_node_through_the_cli() -> None:
             text=True,
             timeout=30,
         )
-        assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
+        assert bad.returncode == 2 and "key longer than" in bad.stderr  # InvalidArgument
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -43,8 +43,8 @@ def test_three_processes_converge() -> None:
                 "serve",
                 "--name",
                 name,
-                "--port",
-                "0",
+                "--listen",
+                "127.0.0.1:0",
             ]
             command += ["--gossip-port", str(gossip_ports[name]), *peers, "--json"]
             process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

@@ -17,7 +17,16 @@ BLOCKS = [sys.executable, "-m", "blocks"]
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
     process = subprocess.Popen(
-        [*BLOCKS, "sequencer", "serve", "--data-dir", str(data_dir), "--port", "0", "--json"],
+        [
+            *BLOCKS,
+            "sequencer",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,7 +70,7 @@ def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> 
             text=True,
             timeout=30,
         )
-        assert bad.returncode == 1 and "InvalidArgument" in bad.stderr
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ")  # InvalidArgument
         assert cli("decode", str(ids_a[0]))["worker_id"] == first["worker_id"]  # type: ignore[index]
     finally:
         for process, _ in servers:

@@ -5,6 +5,10 @@ content-addressed chunks. ``blocks blob serve`` puts the S3 API in front of it; 
 docs/blob.md for the design and the measured numbers.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from blocks.blob.api import BlobStore, BucketInfo, ListPage, ObjectInfo, PartInfo, ScrubReport
 from blocks.blob.chunks import ChunkStore
 from blocks.blob.erasure import ErasureCodec, ReedSolomonCodec, ReplicationCodec, codec_from_spec
@@ -27,4 +31,25 @@ __all__ = [
     "ScrubReport",
     "ShardStore",
     "codec_from_spec",
+    "connect",
 ]
+
+
+if TYPE_CHECKING:
+    from blocks.blob.client import S3Client
+
+
+def connect(
+    endpoint: str = "http://127.0.0.1:9000",
+    access_key: str = "",
+    secret_key: str = "",
+    *,
+    timeout_s: float = 30.0,
+) -> S3Client:
+    """A small signed S3 client of the server at ``endpoint`` (``blocks blob serve``'s default).
+
+    Any S3 client (boto3, the AWS CLI) works as well; this one needs no extra package.
+    """
+    from blocks.blob.client import S3Client
+
+    return S3Client(endpoint, access_key, secret_key, timeout_s)

@@ -16,24 +16,56 @@ from pathlib import Path
 from typing import Any
 
 from blocks.blob.allocator import tune_for_large_buffers
-from blocks.cli import print_result
+from blocks.cli import (
+    DEFAULT_PORTS,
+    ServerOptions,
+    add_server_arguments,
+    announce,
+    print_result,
+    server_options,
+)
+from blocks.core.errors import InvalidArgument
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_ENDPOINT", "register"]
+
+DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORTS['blob']}"
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise SystemExit(f"--listen must be HOST:PORT, got {listen!r}")
-    return host or "127.0.0.1", int(port)
+def _ssl_context(options: ServerOptions) -> Any:
+    if options.tls_cert is None:
+        return None
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(options.tls_cert, options.tls_key)
+    if options.tls_ca is not None:
+        context.load_verify_locations(options.tls_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
-async def _serve_async(args: argparse.Namespace) -> None:
+def _metrics(server: Any, options: ServerOptions) -> Any:
+    """``/metrics`` and ``/health`` for ``--metrics-listen``: refused connections so far."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from blocks.core.metrics import MetricsHttp
+
+    registry = CollectorRegistry()
+    refused = Gauge(
+        "blocks_blob_connections_refused",
+        "S3 connections refused at the connection limit since start.",
+        registry=registry,
+    )
+    refused.set_function(lambda: server.refused_connections)
+    return MetricsHttp(registry)
+
+
+async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None:
     from blocks.blob.node import open_node
     from blocks.blob.s3api import S3Config
     from blocks.blob.server import BlobServer
 
-    host, port = _split_listen(args.listen)
+    host, port = options.host, options.port
     store, local = open_node(
         args.data_dir,
         peers=args.peer or (),
@@ -43,43 +75,48 @@ async def _serve_async(args: argparse.Namespace) -> None:
         fsync=not args.no_fsync,
     )
     credentials = {args.access_key: args.secret_key} if args.access_key else {}
-    ssl_context = None
-    if args.tls_cert:
-        import ssl
-
-        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+    ssl_context = _ssl_context(options)
     config = S3Config(credentials=credentials, cluster_token=args.cluster_token)
     server = BlobServer(
         store, host=host, port=port, config=config, ssl_context=ssl_context, local_shards=local
     )
     await server.start()
+    metrics = None
+    if options.metrics_listen is not None:
+        metrics = _metrics(server, options)
+        metrics.start(options.metrics_listen[1], options.metrics_listen[0])
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stopping.set)
     auth = "SigV4 required" if credentials else "no authentication"
-    print(f"blob: serving S3 on {server.endpoint} ({auth}, {store.codec.spec()})", flush=True)
+    announce(
+        options,
+        f"blob: serving S3 on {server.endpoint} ({auth}, {store.codec.spec()})",
+        address=f"{server.host}:{server.port}",
+        metrics_port=None if metrics is None else metrics.port,
+        endpoint=server.endpoint,
+    )
     try:
         await stopping.wait()
     finally:
+        if metrics is not None:
+            metrics.stop()
         await server.stop()
         store.close()
-        print("blob: stopped", flush=True)
+        if not options.as_json:
+            print("blob: stopped", flush=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
     if bool(args.access_key) != bool(args.secret_key):
-        print("--access-key and --secret-key go together", file=sys.stderr)
-        return 2
+        raise InvalidArgument("--access-key and --secret-key go together")
+    options = server_options(args)
     tune_for_large_buffers()
-    try:
-        import uvloop
+    import uvloop
 
-        uvloop.run(_serve_async(args))
-    except ImportError:  # pragma: no cover - uvloop is a required dependency
-        asyncio.run(_serve_async(args))
+    uvloop.run(_serve_async(args, options))
     return 0
 
 
@@ -153,7 +190,7 @@ def _scrub(args: argparse.Namespace) -> int:
 
 
 def _add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default="http://127.0.0.1:9000")
+    parser.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
     parser.add_argument("--access-key", default="")
     parser.add_argument("--secret-key", default="")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -164,8 +201,14 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="blob_command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run a node serving the S3 API")
-    serve.add_argument("--data-dir", required=True, help="metadata and shard directory")
-    serve.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT")
+    add_server_arguments(
+        serve,
+        block="blob",
+        data_dir="required",
+        data_dir_help="metadata and shard directory",
+        token=False,
+        listen_help="where the S3 API listens",
+    )
     serve.add_argument("--access-key", default="", help="SigV4 access key id")
     serve.add_argument("--secret-key", default="", help="SigV4 secret")
     serve.add_argument("--peer", action="append", help="http://host:port of a shard peer")
@@ -173,8 +216,6 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--codec", default="rs:4+2", help="rs:K+M or replicate:N")
     serve.add_argument("--chunk-kib", type=int, default=4096, help="chunk size in KiB")
     serve.add_argument("--no-fsync", action="store_true", help="do not fsync (faster, unsafe)")
-    serve.add_argument("--tls-cert", default=None)
-    serve.add_argument("--tls-key", default=None)
     serve.set_defaults(func=_serve)
 
     for name, func, help_text in (

@@ -14,7 +14,7 @@ from typing import Any
 
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
-from blocks.core.errors import BlocksError
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, server_options
 
 __all__ = ["register"]
 
@@ -58,22 +58,18 @@ def format_table(results: list[SimulationResult]) -> str:
 def _simulate(args: argparse.Namespace) -> int:
     from blocks.cli import print_result
 
-    try:
-        trace = load_trace(args.trace, args.format)
-        print(f"{args.trace}: {len(trace):,} requests", file=sys.stderr)
+    trace = load_trace(args.trace, args.format)
+    print(f"{args.trace}: {len(trace):,} requests", file=sys.stderr)
 
-        def progress(result: SimulationResult) -> None:
-            line = f"  {result.policy} @ {result.size}: {100 * result.hit_ratio:.2f}%"
-            print(line, file=sys.stderr, flush=True)
+    def progress(result: SimulationResult) -> None:
+        line = f"  {result.policy} @ {result.size}: {100 * result.hit_ratio:.2f}%"
+        print(line, file=sys.stderr, flush=True)
 
-        results = simulate(trace, args.policy, args.size, progress=progress)
-        if args.plot:
-            from blocks.cache.plot import plot_hit_ratios
+    results = simulate(trace, args.policy, args.size, progress=progress)
+    if args.plot:
+        from blocks.cache.plot import plot_hit_ratios
 
-            plot_hit_ratios(args.plot, results, title=str(args.trace))
-    except BlocksError as error:
-        print(f"blocks cache simulate: {error}", file=sys.stderr)
-        return 2
+        plot_hit_ratios(args.plot, results, title=str(args.trace))
     payload: list[dict[str, Any]] = [result.as_dict() for result in results]
     print_result(payload, as_json=args.json, text=format_table(results))
     return 0
@@ -97,18 +93,15 @@ def register(subparsers: Any) -> None:
     _register_node_commands(commands)
 
 
-DEFAULT_ADDRESS = "127.0.0.1:7305"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['cache']}"
 
 
 def _register_node_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run a cache node")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7305)
+    add_server_arguments(serve, block="cache")
     serve.add_argument("--capacity", type=int, default=100_000, help="entries (or bytes)")
     serve.add_argument("--by-bytes", action="store_true", help="capacity counts bytes")
     serve.add_argument("--policy", default="wtinylfu", choices=sorted(POLICIES))
-    serve.add_argument("--token", default=None)
-    serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
     get = _verb(commands, "get", "read a key from a node")
@@ -123,7 +116,7 @@ def _register_node_commands(commands: Any) -> None:
 
     delete = _verb(commands, "delete", "remove a key from a node")
     delete.add_argument("key")
-    delete.set_defaults(func=lambda a: _call(a, lambda c: c.delete(a.key)))
+    delete.set_defaults(func=lambda a: _call(a, lambda c: _delete(c, a.key)))
 
     stats = _verb(commands, "stats", "a node's hit ratio and counters")
     stats.set_defaults(func=lambda a: _call(a, _stats))
@@ -152,6 +145,10 @@ async def _put(client: Any, key: str, value: str, ttl: float | None) -> bool:
     return True
 
 
+async def _delete(client: Any, key: str) -> bool:
+    return bool(await client.delete(key))
+
+
 async def _stats(client: Any) -> dict[str, Any]:
     stats = await client.stats()
     result: dict[str, Any] = stats.as_dict()
@@ -168,42 +165,49 @@ def _call(args: argparse.Namespace, action: Any) -> int:
         async with CacheClient(args.address, token=args.token, timeout_s=args.timeout) as client:
             return await action(client)
 
-    try:
-        result = asyncio.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print_result(result, as_json=args.json, text="(miss)" if result is None else str(result))
+    result = asyncio.run(main())
+    print_result(result, as_json=args.json, text=_text(args, result))
     return 0
+
+
+def _text(args: argparse.Namespace, result: Any) -> str | None:
+    command = args.cache_command
+    if command == "get":
+        return "(miss)" if result is None else str(result)
+    if command == "put":
+        return f"stored {args.key}"
+    if command == "delete":
+        return f"deleted {args.key}" if result else f"{args.key}: not there"
+    return None  # stats: aligned key  value lines
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from blocks.cache.service import build_server
-    from blocks.cli import print_result
+
+    options = server_options(args)
 
     async def main() -> None:
         server, _ = build_server(
             capacity=args.capacity,
             policy=args.policy,
             by_bytes=args.by_bytes,
-            host=args.host,
-            port=args.port,
-            token=args.token,
+            host=options.host,
+            port=options.port,
+            token=options.token,
         )
+        options.configure(server)
         await server.start()
-        print_result(
-            {"address": server.address, "policy": args.policy, "capacity": args.capacity},
-            as_json=args.json,
-            text=f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}",
+        announce(
+            options,
+            f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            policy=args.policy,
+            capacity=args.capacity,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    uvloop.run(main())
     return 0

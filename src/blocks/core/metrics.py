@@ -13,16 +13,23 @@ completed call is observed exactly once through ``observe_rpc``:
 * ``blocks_rpc_duration_seconds{method}``: a latency histogram;
 * ``blocks_rpc_in_flight``: calls started and not yet completed.
 
-The HTTP endpoint is prometheus-client's WSGI app on a threading ``wsgiref`` server, bound to
-127.0.0.1 unless told otherwise; ``stop_http`` shuts it down and joins the thread within a
-bounded time. Labels are bounded: a method label is only ever a method the server registered
+The HTTP endpoint (``MetricsHttp``) is prometheus-client's WSGI app on a threading ``wsgiref``
+server, bound to 127.0.0.1 unless told otherwise: ``/health`` answers 200 ``ok`` while the
+owner says it is healthy (503 otherwise) and every other path the Prometheus text; ``stop``
+shuts it down and joins the thread within a bounded time. An HTTP block (blob, inference) runs
+one beside its own listener with a registry of its own.
+
+With ``access_log`` set, every completed call also writes one line to the ``blocks.access``
+logger (method, code, milliseconds): one flag test per call when off. Labels are bounded: a method label is only ever a method the server registered
 (unknown methods never reach the interceptor's observation path), and codes are gRPC codes.
 """
 
 from __future__ import annotations
 
+import logging
 import socketserver
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,7 +37,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["LATENCY_BUCKETS_S", "RpcMetrics"]
+__all__ = ["ACCESS_LOGGER", "LATENCY_BUCKETS_S", "MetricsHttp", "RpcMetrics"]
+
+ACCESS_LOGGER = "blocks.access"
+_access_log = logging.getLogger(ACCESS_LOGGER)
 
 # From 100 microseconds to 10 seconds: covers an in-memory call up to a slow quorum write.
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -66,6 +76,66 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
+def _always_healthy() -> bool:
+    return True
+
+
+class MetricsHttp:
+    """``/metrics`` (Prometheus text of ``registry``) and ``/health`` on one HTTP port."""
+
+    def __init__(
+        self, registry: CollectorRegistry, healthy: Callable[[], bool] = _always_healthy
+    ) -> None:
+        self._metrics_app = make_wsgi_app(registry)
+        self._healthy = healthy
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/health":
+            ok = self._healthy()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8")],
+            )
+            return [b"ok\n" if ok else b"not serving\n"]
+        body: Iterable[bytes] = self._metrics_app(environ, start_response)
+        return body
+
+    @property
+    def port(self) -> int | None:
+        """The bound port, or None while the endpoint is not running."""
+        return None if self._server is None else int(self._server.server_port)
+
+    def start(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve on ``host:port`` (0 picks a free port); returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("metrics endpoint already running")
+        server = make_server(
+            host, port, self._app, server_class=_ThreadingWsgiServer, handler_class=_QuietHandler
+        )
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": HTTP_POLL_INTERVAL_S},
+            name=f"metrics-http-{server.server_port}",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        """Stop the endpoint if it runs; blocks at most ``HTTP_STOP_TIMEOUT_S``."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(HTTP_STOP_TIMEOUT_S)
+
+
 # The labelled instruments one (method, code) pair updates: total, errors (None for OK), latency.
 _Children = tuple[Any, Any | None, Any]
 
@@ -86,8 +156,8 @@ class RpcMetrics:
     _children: dict[tuple[str, grpc.StatusCode], _Children] = field(
         init=False, default_factory=dict
     )
-    _http_server: WSGIServer | None = field(init=False, default=None)
-    _http_thread: threading.Thread | None = field(init=False, default=None)
+    access_log: bool = False
+    _http: MetricsHttp | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rpc_total = Counter(
@@ -129,6 +199,8 @@ class RpcMetrics:
         if errors is not None:
             errors.inc()
         duration.observe(max(0.0, duration_s))
+        if self.access_log:
+            _access_log.info("%s %s %.1fms", method, code.name, duration_s * 1000)
 
     def _children_for(self, method: str, code: grpc.StatusCode) -> _Children:
         # labels() takes a lock and builds tuples on every call; a hot path asks once per
@@ -147,38 +219,21 @@ class RpcMetrics:
     @property
     def http_port(self) -> int | None:
         """The bound port of the HTTP endpoint, or None while it is not running."""
-        if self._http_server is None:
-            return None
-        return int(self._http_server.server_port)
+        return None if self._http is None else self._http.port
 
-    def start_http(self, port: int, host: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
-        if self._http_server is not None:
+    def start_http(
+        self, port: int, host: str = "127.0.0.1", healthy: Callable[[], bool] = _always_healthy
+    ) -> int:
+        """Serve ``/metrics`` and ``/health`` on ``host:port`` (0: any); returns the port."""
+        if self._http is not None:
             raise RuntimeError("metrics endpoint already running")
-        server = make_server(
-            host,
-            port,
-            make_wsgi_app(self.registry),
-            server_class=_ThreadingWsgiServer,
-            handler_class=_QuietHandler,
-        )
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": HTTP_POLL_INTERVAL_S},
-            name=f"metrics-http-{server.server_port}",
-            daemon=True,
-        )
-        thread.start()
-        self._http_server, self._http_thread = server, thread
-        return int(server.server_port)
+        http = MetricsHttp(self.registry, healthy)
+        bound = http.start(port, host)
+        self._http = http
+        return bound
 
     def stop_http(self) -> None:
         """Stop the HTTP endpoint if it runs; blocks at most ``HTTP_STOP_TIMEOUT_S``."""
-        server, thread = self._http_server, self._http_thread
-        self._http_server = self._http_thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(HTTP_STOP_TIMEOUT_S)
+        http, self._http = self._http, None
+        if http is not None:
+            http.stop()

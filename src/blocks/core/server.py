@@ -249,6 +249,32 @@ class Server:
             Component(name or f"component-{len(self._components)}", start, stop)
         )
 
+    def configure_endpoints(
+        self,
+        *,
+        tls: TlsConfig | None = None,
+        metrics_listen: tuple[str, int] | None = None,
+        access_log: bool = False,
+    ) -> None:
+        """Set what ``blocks <block> serve`` flags ask for on a server a block built.
+
+        ``tls`` (when given) replaces the server's TLS, ``metrics_listen`` starts ``/metrics``
+        and ``/health`` there, ``access_log`` logs one line per call to ``blocks.access``.
+        Only while the server is new.
+        """
+        self._require_new("configure endpoints")
+        if metrics_listen is not None:
+            host, port = metrics_listen
+            if not 0 <= port <= 65_535:
+                raise InvalidArgument("ports must be within 0..65535")
+            self._metrics_host, self._metrics_port = host, port
+        if tls is not None:
+            self._tls = tls
+        self.metrics.access_log = access_log
+
+    def _is_serving(self) -> bool:
+        return self._state is ServerState.SERVING
+
     def _transition(self, target: ServerState) -> None:
         if target not in _TRANSITIONS[self._state]:
             raise FailedPrecondition(f"server cannot go from {self._state.value} to {target.value}")
@@ -266,7 +292,9 @@ class Server:
                 self._started_components.append(component)
             self._port = await self._start_grpc()
             if self._metrics_port is not None:
-                self.metrics.start_http(self._metrics_port, self._metrics_host)
+                self.metrics.start_http(
+                    self._metrics_port, self._metrics_host, healthy=self._is_serving
+                )
             for service_name in ("", *self._health_names):
                 await self.health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
         except BaseException:

@@ -5,6 +5,10 @@ replicate; ``LocalCounters`` and ``ShardedCounters`` count in one process; ``Hyp
 counts distinct items and ``CountMinSketch``/``TopK`` count frequent ones, all mergeable.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from blocks.counters.api import Counters
 from blocks.counters.countmin import CountMinSketch, TopK
 from blocks.counters.crdt import GCounter, PNCounter
@@ -26,4 +30,18 @@ __all__ = [
     "PNCounter",
     "ShardedCounters",
     "TopK",
+    "connect",
 ]
+
+
+if TYPE_CHECKING:
+    from blocks.counters.client import CountersClient
+
+
+def connect(
+    address: str = "127.0.0.1:7302", *, token: str | None = None, timeout_s: float = 10.0
+) -> CountersClient:
+    """An async client of the counters node at ``address``; use it with ``async with`` (``HOST:PORT``, the default is ``blocks counters serve``'s)."""
+    from blocks.counters.client import CountersClient
+
+    return CountersClient(address, token=token, timeout_s=timeout_s)

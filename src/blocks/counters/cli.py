@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.core.errors import InvalidArgument
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7302"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['counters']}"
 T = TypeVar("T")
 
 
@@ -25,14 +24,11 @@ def register(subparsers: Any) -> None:
 
     serve = verbs.add_parser("serve", help="run a counters node")
     serve.add_argument("--name", default="counters-0", help="replica name (unique per node)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7302)
-    serve.add_argument("--token", default=None)
+    add_server_arguments(serve, block="counters")
     serve.add_argument("--gossip-port", type=int, default=None, help="gossip with peers here")
     serve.add_argument(
         "--peer", action="append", default=[], metavar="NAME=HOST:PORT", help="gossip peer"
     )
-    serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
     incr = _verb(verbs, "incr", "add to a counter (negative to subtract)")
@@ -84,11 +80,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> in
         async with CountersClient(args.address, token=args.token) as client:
             return await action(client)
 
-    try:
-        result = asyncio.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    result = asyncio.run(main())
     if isinstance(result, list):
         text = "\n".join(f"{item}\t{count}" for item, count in result)
     else:
@@ -105,34 +97,33 @@ def _serve(args: argparse.Namespace) -> int:
         name, _, address = spec.partition("=")
         host, _, port = address.rpartition(":")
         if not name or not host or not port.isdigit():
-            print(f"error: --peer wants NAME=HOST:PORT, got {spec!r}", file=sys.stderr)
-            return 2
+            raise InvalidArgument(f"--peer wants NAME=HOST:PORT, got {spec!r}")
         peers[name] = (host, int(port))
-    gossip = None if args.gossip_port is None else (args.host, args.gossip_port)
+    options = server_options(args)
+    gossip = None if args.gossip_port is None else (options.host, args.gossip_port)
 
     async def main() -> None:
         server, service = build_server(
             args.name,
-            host=args.host,
-            port=args.port,
-            token=args.token,
+            host=options.host,
+            port=options.port,
+            token=options.token,
             gossip_listen=gossip,
             peers=peers,
         )
+        options.configure(server)
         await server.start()
         transport = service.gossip_transport
         gossip_address = transport.address if transport is not None else None
-        print_result(
-            {"address": server.address, "name": args.name, "gossip": gossip_address},
-            as_json=args.json,
-            text=f"counters node {args.name} serving on {server.address}",
+        announce(
+            options,
+            f"counters node {args.name} serving on {server.address}",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            name=args.name,
+            gossip=gossip_address,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    uvloop.run(main())
     return 0

@@ -35,6 +35,7 @@ __all__ = [
     "SpeculativeDecoder",
     "TextGenerator",
     "TokenDelta",
+    "connect",
     "load_engine",
     "load_model",
 ]
@@ -57,3 +58,18 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'blocks.inference' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def connect(address: str = "127.0.0.1:8000", *, token: str | None = None) -> Any:
+    """An ``openai.AsyncOpenAI`` client of the server at ``address`` (``HOST:PORT``).
+
+    The server speaks the OpenAI API, so its client is OpenAI's own (``pip install openai``);
+    ``token`` is one of the server's API keys.
+    """
+    try:
+        openai = importlib.import_module("openai")
+    except ModuleNotFoundError:
+        from blocks.core.errors import FailedPrecondition
+
+        raise FailedPrecondition("blocks.inference.connect needs `pip install openai`") from None
+    return openai.AsyncOpenAI(base_url=f"http://{address}/v1", api_key=token or "none")

@@ -21,7 +21,13 @@ import time
 import urllib.request
 from typing import Any
 
-from blocks.cli import print_result
+from blocks.cli import (
+    ServerOptions,
+    add_server_arguments,
+    announce,
+    print_result,
+    server_options,
+)
 
 __all__ = ["register"]
 
@@ -48,11 +54,14 @@ def register(subparsers: Any) -> None:
         )
         p.add_argument("--speculative-max-batch", type=int, default=4)
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-        p.add_argument("--json", action="store_true", help="print results as JSON")
+        if p is not serve:
+            p.add_argument("--json", action="store_true", help="print results as JSON")
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
     model_args(serve)
-    serve.add_argument("--listen", default="127.0.0.1:8000", help="HOST:PORT (port 0 = any)")
+    add_server_arguments(
+        serve, block="inference", tls=False, listen_help="where the OpenAI API listens"
+    )
     serve.add_argument("--api-key", action="append", default=[], help="accepted key (repeatable)")
     serve.add_argument("--tokens-per-minute-per-key", type=int, default=None)
     serve.add_argument("--max-queued-requests", type=int, default=256)
@@ -87,6 +96,12 @@ def _engine(args: argparse.Namespace) -> Any:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model != "tiny-random":
+        from blocks.inference.loader import resolve_model_path
+
+        resolve_model_path(args.model)  # a wrong name fails now, with one line
+    print(f"loading model {args.model}...", file=sys.stderr, flush=True)
+    started = time.monotonic()
     config = EngineConfig(
         num_blocks=args.num_blocks,
         max_num_seqs=args.max_num_seqs,
@@ -95,7 +110,9 @@ def _engine(args: argparse.Namespace) -> Any:
         num_speculative_tokens=args.num_speculative_tokens,
         speculative_max_batch=args.speculative_max_batch,
     )
-    return load_engine(args.model, device=args.device, dtype=args.dtype, config=config)
+    engine = load_engine(args.model, device=args.device, dtype=args.dtype, config=config)
+    print(f"loaded {args.model} in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    return engine
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -104,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     from blocks.inference.async_engine import AsyncEngine
     from blocks.inference.server import InferenceServer
 
-    host, _, port = args.listen.rpartition(":")
+    options = server_options(args)  # a busy port fails now, not after the model loads
     engine = _engine(args)
     admission = AdmissionController(
         AdmissionConfig(
@@ -114,40 +131,52 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         SystemClock(),
     )
+    api_keys = [*args.api_key, *([options.token] if options.token else [])]
     server = InferenceServer(
         AsyncEngine(engine, admission),
         model_name=args.model_name or args.model,
-        api_keys=args.api_key,
-        host=host or "127.0.0.1",
-        port=int(port),
+        api_keys=api_keys,
+        host=options.host,
+        port=options.port,
     )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        bound = await server.start()
-        where = f"{server.host}:{bound}"
-        print_result(
-            {"listen": where, "model": server.model_name},
-            as_json=args.json,
-            text=f"listening on {where}",
-        )
-        sys.stdout.flush()
-        try:
-            await stop.wait()
-        finally:
-            await server.stop()
-
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(main())
+    _uvloop_run(_serve_async(server, engine, options))
     return 0
+
+
+async def _serve_async(server: Any, engine: Any, options: ServerOptions) -> None:
+    from blocks.core.metrics import MetricsHttp
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    bound = await server.start()
+    metrics = None
+    if options.metrics_listen is not None:
+        metrics = MetricsHttp(engine.metrics.registry)
+        metrics.start(options.metrics_listen[1], options.metrics_listen[0])
+    where = f"{server.host}:{bound}"
+    announce(
+        options,
+        f"listening on {where}",
+        address=where,
+        metrics_port=None if metrics is None else metrics.port,
+        listen=where,
+        model=server.model_name,
+    )
+    try:
+        await stop.wait()
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        await server.stop()
+
+
+def _uvloop_run(main: Any) -> None:
+    import uvloop
+
+    uvloop.run(main)
 
 
 def _chat(args: argparse.Namespace) -> int:

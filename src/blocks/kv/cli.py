@@ -10,22 +10,21 @@ import argparse
 import asyncio
 import base64
 import binascii
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError, InvalidArgument
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from blocks.kv.service import TlsFiles
 
 __all__ = ["register"]
 
-DEFAULT_CLUSTER = "127.0.0.1:7101"
+DEFAULT_CLUSTER = f"127.0.0.1:{DEFAULT_PORTS['kv']}"
 
 
 def register(subparsers: Any) -> None:
@@ -34,8 +33,9 @@ def register(subparsers: Any) -> None:
 
     serve = verbs.add_parser("serve", help="run a kv node")
     serve.add_argument("--node-id", required=True)
-    serve.add_argument("--listen", required=True, metavar="HOST:PORT", help="data path")
-    serve.add_argument("--data-dir", required=True)
+    add_server_arguments(
+        serve, block="kv", data_dir="required", listen_help="the data path clients and peers use"
+    )
     serve.add_argument("--peer", action="append", default=[], metavar="ID=HOST:PORT")
     serve.add_argument("--grpc-listen", default=None, metavar="HOST:PORT", help="default: port 0")
     serve.add_argument("--replicas", type=int, default=3)
@@ -43,12 +43,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--write-quorum", type=int, default=2)
     serve.add_argument("--lww", action="store_true", help="last-write-wins instead of siblings")
     serve.add_argument("--sync", choices=["always", "batch", "never"], default="batch")
-    serve.add_argument("--token-file", default=None)
-    serve.add_argument("--tls-cert", default=None, metavar="PEM", help="this node's certificate")
-    serve.add_argument("--tls-key", default=None, metavar="PEM", help="its private key")
-    serve.add_argument("--tls-ca", default=None, metavar="PEM", help="CA that signed the peers")
     serve.add_argument("--tls-server-name", default=None, help="name peers' certificates carry")
-    serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
     put = _verb(verbs, "put", "write a value")
@@ -139,11 +134,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
         finally:
             await client.close()
 
-    try:
-        result = asyncio.run(main())
-    except (BlocksError, OSError) as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    result = asyncio.run(main())
     print_result(result, as_json=args.json, text=_text(result))
     return 0
 
@@ -160,6 +151,8 @@ def _text(result: Any) -> str:
             f"members {r.get('members', r.get('error'))}"
             for r in result
         )
+    if isinstance(result, dict) and "deleted" in result:
+        return f"deleted {result['deleted']}"
     return str(result)
 
 
@@ -193,8 +186,10 @@ def _serve(args: argparse.Namespace) -> int:
     from blocks.kv.node import QuorumConfig
     from blocks.kv.service import build_node
 
+    options = server_options(args)
+    tls = _tls_files(args)  # kv's TLS also covers the data path and dials to peers
+
     async def main() -> None:
-        tls = _tls_files(args)
         quorum = QuorumConfig(
             replicas=args.replicas,
             read_quorum=args.read_quorum,
@@ -203,27 +198,30 @@ def _serve(args: argparse.Namespace) -> int:
         )
         process = build_node(
             args.node_id,
-            listen=args.listen,
+            listen=options.listen,
             data_dir=args.data_dir,
             peers=_peers(args.peer),
             grpc_listen=args.grpc_listen,
-            token=_token(args.token_file),
+            token=options.token,
             config=NodeConfig(quorum=quorum),
             sync=args.sync,
             tls=tls,
         )
-        await process.server.start()
-        print_result(
-            {"node": args.node_id, "listen": args.listen, "grpc": process.server.address},
-            as_json=args.json,
-            text=f"kv node {args.node_id}: data path {args.listen}, gRPC {process.server.address}",
+        server = process.server
+        server.configure_endpoints(
+            metrics_listen=options.metrics_listen, access_log=options.access_log
         )
-        sys.stdout.flush()
-        await process.server.serve_until_signalled()
+        await server.start()
+        announce(
+            options,
+            f"kv node {args.node_id}: data path {options.listen}, gRPC {server.address}",
+            address=options.listen,
+            metrics_port=server.metrics_port,
+            node=args.node_id,
+            listen=options.listen,
+            grpc=server.address,
+        )
+        await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except (BlocksError, OSError) as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    uvloop.run(main())
     return 0

@@ -7,3 +7,25 @@ one or more pub-sub servers, ``Consumer`` a group member as an async iterator,
 and ``blocks.pubsub.checker`` checks recorded histories for lost, duplicated or skipped
 records.
 """
+
+from blocks.pubsub.api import Assignment, PubSub, Record
+from blocks.pubsub.client import PubSubClient, connect
+from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
+from blocks.pubsub.consumer import Consumer
+from blocks.pubsub.contract import PubSubContract
+from blocks.pubsub.local import LocalBroker
+from blocks.pubsub.sync import SyncPubSub
+
+__all__ = [
+    "Assignment",
+    "ClusterBroker",
+    "Consumer",
+    "LocalBroker",
+    "PubSub",
+    "PubSubClient",
+    "PubSubContract",
+    "Record",
+    "ReplicationConfig",
+    "SyncPubSub",
+    "connect",
+]

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError, InvalidArgument
+from blocks.cli import (
+    DEFAULT_PORTS,
+    ServerOptions,
+    add_server_arguments,
+    announce,
+    print_result,
+    read_lines,
+    server_options,
+)
+from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7201"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['pubsub']}"
 
 
 def register(subparsers: Any) -> None:
@@ -23,8 +30,7 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     serve = verbs.add_parser("serve", help="run a pub-sub broker")
-    serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
-    serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
+    add_server_arguments(serve, block="pubsub", data_dir="optional", tls=False)
     serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
     serve.add_argument("--node-id", default=None, help="this broker's name in a cluster")
     serve.add_argument(
@@ -43,8 +49,6 @@ def register(subparsers: Any) -> None:
         default=0,
         help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
     )
-    serve.add_argument("--token", default=None)
-    serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
     create = _verb(verbs, "create-topic", "create a topic")
@@ -55,7 +59,7 @@ def register(subparsers: Any) -> None:
 
     produce = _verb(verbs, "produce", "append records; prints [partition, offset] of each")
     produce.add_argument("topic")
-    produce.add_argument("values", nargs="+")
+    produce.add_argument("values", nargs="+", help="record values; '-' reads one a line from stdin")
     produce.add_argument("--key", default=None)
     produce.set_defaults(func=lambda a: _call(a, lambda c: _produce(c, a)))
 
@@ -85,7 +89,7 @@ async def _create(client: Any, args: argparse.Namespace) -> str:
 async def _produce(client: Any, args: argparse.Namespace) -> list[list[int]]:
     key = None if args.key is None else args.key.encode()
     results = []
-    for value in args.values:
+    for value in read_lines(args.values):
         partition, offset = await client.produce(args.topic, value.encode(), key=key)
         results.append([partition, offset])
     return results
@@ -122,11 +126,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
         async with await connect(args.address, token=args.token) as client:
             return await action(client)
 
-    try:
-        result = asyncio.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    result = asyncio.run(main())
     if isinstance(result, list) and result and isinstance(result[0], dict):
         text = "\n".join(f"{r['partition']}:{r['offset']}\t{r['value']}" for r in result)
     elif isinstance(result, list):
@@ -154,10 +154,15 @@ def _peers(specs: list[str]) -> dict[str, tuple[str, int]]:
     return peers
 
 
-def _build(args: argparse.Namespace) -> tuple[Any, Any]:
+def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
-    host, port = _address(args.listen)
+    host, port, args.token, args.data_dir = (
+        options.host,
+        options.port,
+        options.token,
+        options.data_dir,
+    )
     data_port = None if args.data_port < 0 else args.data_port
     if not args.peer:
         return build_server(
@@ -184,20 +189,20 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    options = server_options(args)
+
     async def main() -> None:
-        server, _ = _build(args)
+        server, _ = _build(args, options)
+        options.configure(server)
         await server.start()
-        print_result(
-            {"address": server.address, "data_dir": args.data_dir, "node": args.node_id},
-            as_json=args.json,
-            text=f"pubsub broker on {server.address} (data in {args.data_dir or 'memory'})",
+        announce(
+            options,
+            f"pubsub broker on {server.address}",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            node=args.node_id,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except (BlocksError, ValueError, OSError) as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    uvloop.run(main())
     return 0

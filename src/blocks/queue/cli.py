@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.cli import (
+    DEFAULT_PORTS,
+    add_server_arguments,
+    announce,
+    print_result,
+    read_lines,
+    server_options,
+)
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7301"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['queue']}"
 
 
 def register(subparsers: Any) -> None:
@@ -23,8 +28,7 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     serve = verbs.add_parser("serve", help="run a queue server")
-    serve.add_argument("--listen", default=DEFAULT_ADDRESS, help="HOST:PORT")
-    serve.add_argument("--data-dir", default=None, help="storage directory (memory if absent)")
+    add_server_arguments(serve, block="queue", data_dir="optional", tls=False)
     serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
     serve.add_argument(
         "--data-port",
@@ -32,8 +36,6 @@ def register(subparsers: Any) -> None:
         default=0,
         help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
     )
-    serve.add_argument("--token", default=None)
-    serve.add_argument("--json", action="store_true")
     serve.set_defaults(func=_serve)
 
     create = _verb(verbs, "create", "create a queue")
@@ -44,9 +46,9 @@ def register(subparsers: Any) -> None:
     create.add_argument("--fifo", action="store_true")
     create.set_defaults(func=lambda a: _call(a, lambda q: _create(q, a)))
 
-    send = _verb(verbs, "send", "send a message; prints its id")
+    send = _verb(verbs, "send", "send messages; prints the id of each")
     send.add_argument("name")
-    send.add_argument("body")
+    send.add_argument("body", nargs="+", help="message bodies; '-' reads one a line from stdin")
     send.add_argument("--delay-ms", type=int, default=0)
     send.add_argument("--group", default=None)
     send.add_argument("--dedup-id", default=None)
@@ -89,16 +91,21 @@ async def _create(queue: Any, args: argparse.Namespace) -> str:
     return str(args.name)
 
 
-async def _send(queue: Any, args: argparse.Namespace) -> str:
-    message_id: str = await queue.send(
-        args.name,
-        args.body.encode(),
-        delay_ms=args.delay_ms,
-        group=args.group,
-        dedup_id=args.dedup_id,
-        priority=args.priority,
-    )
-    return message_id
+async def _send(queue: Any, args: argparse.Namespace) -> str | list[str]:
+    """One literal body gives its id (as before); several, or ``-``, a list of ids."""
+    ids: list[str] = []
+    for body in read_lines(args.body):
+        message_id: str = await queue.send(
+            args.name,
+            body.encode(),
+            delay_ms=args.delay_ms,
+            group=args.group,
+            dedup_id=args.dedup_id,
+            priority=args.priority,
+        )
+        ids.append(message_id)
+    single = len(args.body) == 1 and args.body != ["-"]
+    return ids[0] if single else ids
 
 
 async def _receive(queue: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -126,12 +133,10 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
         async with await connect(args.address, token=args.token) as queue:
             return await action(queue)
 
-    try:
-        result = asyncio.run(main())
-    except BlocksError as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    if isinstance(result, list):
+    result = asyncio.run(main())
+    if isinstance(result, list) and result and isinstance(result[0], str):
+        text = "\n".join(result)  # send: one id a line
+    elif isinstance(result, list):
         text = "\n".join(f"{m['id']}\t{m['receipt']}\t{m['body']}" for m in result)
     else:
         text = "ok" if result is None else str(result)
@@ -142,29 +147,26 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
 def _serve(args: argparse.Namespace) -> int:
     from blocks.queue.service import build_server
 
-    host, _, port = args.listen.rpartition(":")
+    options = server_options(args)
 
     async def main() -> None:
         server, _ = build_server(
-            args.data_dir,
-            host=host or "127.0.0.1",
-            port=int(port),
-            token=args.token,
+            options.data_dir,
+            host=options.host,
+            port=options.port,
+            token=options.token,
             fsync=args.fsync,
             data_port=None if args.data_port < 0 else args.data_port,
         )
+        options.configure(server)
         await server.start()
-        print_result(
-            {"address": server.address, "data_dir": args.data_dir},
-            as_json=args.json,
-            text=f"queue server on {server.address} (data in {args.data_dir or 'memory'})",
+        announce(
+            options,
+            f"queue server on {server.address}",
+            address=server.address,
+            metrics_port=server.metrics_port,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except (BlocksError, ValueError) as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    uvloop.run(main())
     return 0

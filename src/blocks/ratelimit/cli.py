@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7303"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['ratelimit']}"
 ALGORITHMS = ("token-bucket", "gcra", "fixed-window", "sliding-log", "sliding-counter")
 
 
@@ -27,10 +25,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--rate", type=float, default=10.0, help="tokens per second (buckets)")
     serve.add_argument("--burst", type=int, default=20, help="bucket size, or window limit")
     serve.add_argument("--window-ms", type=int, default=1000)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7303)
-    serve.add_argument("--token", default=None)
-    serve.add_argument("--json", action="store_true")
+    add_server_arguments(serve, block="ratelimit")
     serve.set_defaults(func=_serve)
 
     acquire = verbs.add_parser("acquire", help="ask a node to admit one request")
@@ -42,32 +37,28 @@ def register(subparsers: Any) -> None:
     acquire.set_defaults(func=_acquire)
 
 
-def _fail(error: BlocksError) -> int:
-    print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-    return 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     from blocks.ratelimit.service import build_server, make_limiter
+
+    options = server_options(args)
 
     async def main() -> None:
         limiter = make_limiter(
             args.algorithm, rate_per_s=args.rate, burst=args.burst, window_ms=args.window_ms
         )
-        server, _ = build_server(limiter, host=args.host, port=args.port, token=args.token)
+        server, _ = build_server(limiter, host=options.host, port=options.port, token=options.token)
+        options.configure(server)
         await server.start()
-        print_result(
-            {"address": server.address, "algorithm": args.algorithm},
-            as_json=args.json,
-            text=f"ratelimit ({args.algorithm}) serving on {server.address}",
+        announce(
+            options,
+            f"ratelimit ({args.algorithm}) serving on {server.address}",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            algorithm=args.algorithm,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    uvloop.run(main())
     return 0
 
 
@@ -78,10 +69,7 @@ def _acquire(args: argparse.Namespace) -> int:
         async with RateLimitClient(args.address, token=args.token) as client:
             return (await client.acquire(args.key, args.cost)).to_dict()
 
-    try:
-        result = asyncio.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    result = asyncio.run(main())
     verdict = (
         "allowed" if result["allowed"] else f"refused, retry after {result['retry_after_ms']} ms"
     )

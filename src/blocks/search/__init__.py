@@ -7,7 +7,7 @@ Heavy dependencies load on first use: ``ExactIndex`` and ``MiniLMEmbedder`` impo
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks.search.api import K_MAX, Metric, SearchResult, VectorIndex
 from blocks.search.bm25 import BM25Index, TextHit
@@ -29,6 +29,7 @@ __all__ = [
     "TextHit",
     "Typeahead",
     "VectorIndex",
+    "connect",
     "tokenize",
 ]
 
@@ -44,3 +45,16 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'blocks.search' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+if TYPE_CHECKING:
+    from blocks.search.client import SearchClient
+
+
+def connect(
+    address: str = "127.0.0.1:7400", *, token: str | None = None, timeout_s: float = 30.0
+) -> SearchClient:
+    """A (blocking) client of the search node at ``address``; use it with ``with`` (``HOST:PORT``, the default is ``blocks search serve``'s)."""
+    from blocks.search.client import SearchClient
+
+    return SearchClient(address, token=token, timeout_s=timeout_s)

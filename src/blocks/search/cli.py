@@ -13,12 +13,12 @@ import sys
 import time
 from typing import Any
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.core.errors import InvalidArgument
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7400"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['search']}"
 
 
 def register(subparsers: Any) -> None:
@@ -32,11 +32,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
     serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
     serve.add_argument("--embed", action="store_true", help="embed documents with MiniLM")
-    serve.add_argument("--data-dir", default=None, help="load from and save to this folder")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7400)
-    serve.add_argument("--token", default=None, help="require this bearer token")
-    serve.add_argument("--json", action="store_true", help="print the address as JSON")
+    add_server_arguments(
+        serve, block="search", data_dir="optional", data_dir_help="load from and save to it"
+    )
     serve.set_defaults(func=_serve)
 
     index = verbs.add_parser("index", help="send vectors or documents to a node")
@@ -77,15 +75,12 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _fail(error: BlocksError) -> int:
-    print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-    return 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from blocks.search.service import SearchNode, build_server, make_vector_index
+
+    options = server_options(args)  # checks the ports before the slow parts load
 
     async def main() -> None:
         vectors = make_vector_index(
@@ -95,22 +90,27 @@ def _serve(args: argparse.Namespace) -> int:
         if args.embed:
             from blocks.search.embed import MiniLMEmbedder
 
+            print("loading the MiniLM embedder...", file=sys.stderr, flush=True)
             embedder = MiniLMEmbedder()
-        node = SearchNode(vectors, kind=args.kind, embedder=embedder, data_dir=args.data_dir)
-        server, _service = build_server(node, host=args.host, port=args.port, token=args.token)
-        await server.start()
-        print_result(
-            {"address": server.address, "dim": args.dim, "metric": args.metric},
-            as_json=args.json,
-            text=f"search node serving on {server.address} ({args.kind}, dim={args.dim})",
+        node = SearchNode(vectors, kind=args.kind, embedder=embedder, data_dir=options.data_dir)
+        server, _service = build_server(
+            node, host=options.host, port=options.port, token=options.token
         )
-        sys.stdout.flush()
+        options.configure(server)
+        if options.data_dir is not None:
+            print(f"loading the index from {options.data_dir}...", file=sys.stderr, flush=True)
+        await server.start()
+        announce(
+            options,
+            f"search node serving on {server.address} ({args.kind}, dim={args.dim})",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            dim=args.dim,
+            metric=args.metric,
+        )
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    uvloop.run(main())
     return 0
 
 
@@ -125,8 +125,7 @@ def _index(args: argparse.Namespace) -> int:
     from blocks.search.client import SearchClient
 
     if args.batch_size < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
-        return 2
+        raise InvalidArgument("--batch-size must be >= 1")
     started = time.monotonic()
     try:
         with SearchClient(args.address, token=args.token) as client:
@@ -149,13 +148,13 @@ def _index(args: argparse.Namespace) -> int:
                     _progress(min(len(documents), start + args.batch_size), len(documents), started)
                 count = len(documents)
             info = client.info()
-    except BlocksError as error:
-        return _fail(error)
-    except (OSError, ValueError) as error:
-        print(f"error: cannot read input: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:
+        if isinstance(error, InvalidArgument):
+            raise
+        raise InvalidArgument(f"cannot read input: {error}") from None
     result = {"indexed": count, "seconds": round(time.monotonic() - started, 3), **info}
-    print_result(result, as_json=args.json, text=f"indexed {count}; node now {info}")
+    node = ", ".join(f"{key}={value}" for key, value in info.items())
+    print_result(result, as_json=args.json, text=f"indexed {count}; node now {node}")
     return 0
 
 
@@ -174,20 +173,17 @@ def _read_documents(path: str) -> list[tuple[str, str]]:
 def _query(args: argparse.Namespace) -> int:
     from blocks.search.client import SearchClient
 
-    try:
-        with SearchClient(args.address, token=args.token) as client:
-            if args.text is not None:
-                hits = client.search_text(args.text, args.k, args.mode)
-                text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
-                print_result(hits, as_json=args.json, text=text or "(no hits)")
-                return 0
+    with SearchClient(args.address, token=args.token) as client:
+        if args.text is not None:
+            hits = client.search_text(args.text, args.k, args.mode)
+            text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
+            print_result(hits, as_json=args.json, text=text or "(no hits)")
+            return 0
+        try:
             queries = [[float(v) for v in row.split(",")] for row in args.vector]
-            result = client.search(queries, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
-    except BlocksError as error:
-        return _fail(error)
-    except ValueError as error:
-        print(f"error: bad --vector: {error}", file=sys.stderr)
-        return 2
+        except ValueError as error:
+            raise InvalidArgument(f"bad --vector: {error}") from None
+        result = client.search(queries, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
     rows = [
         {"ids": ids, "distances": dist}
         for ids, dist in zip(result.ids.tolist(), result.distances.tolist(), strict=True)
@@ -203,11 +199,8 @@ def _query(args: argparse.Namespace) -> int:
 def _suggest(args: argparse.Namespace) -> int:
     from blocks.search.client import SearchClient
 
-    try:
-        with SearchClient(args.address, token=args.token) as client:
-            found = client.suggest(args.prefix, args.k)
-    except BlocksError as error:
-        return _fail(error)
+    with SearchClient(args.address, token=args.token) as client:
+        found = client.suggest(args.prefix, args.k)
     text = "\n".join(f"{count:>6}  {phrase}" for phrase, count in found)
     print_result([list(item) for item in found], as_json=args.json, text=text or "(none)")
     return 0
@@ -216,10 +209,7 @@ def _suggest(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from blocks.search.client import SearchClient
 
-    try:
-        with SearchClient(args.address, token=args.token) as client:
-            info = client.info()
-    except BlocksError as error:
-        return _fail(error)
-    print_result(info, as_json=args.json, text=str(info))
+    with SearchClient(args.address, token=args.token) as client:
+        info = client.info()
+    print_result(info, as_json=args.json)  # aligned key  value lines
     return 0

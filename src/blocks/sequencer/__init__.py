@@ -5,6 +5,10 @@
 across nodes, and ``TicketServer``/``TicketClient`` hand out durable blocks of integers.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from blocks.sequencer.api import IdGenerator, LeaseCheck
 from blocks.sequencer.hlc import HlcTimestamp, HybridLogicalClock
 from blocks.sequencer.kvlease import KvLeaseConfig, KvLeases, KvWorkerLease
@@ -34,6 +38,20 @@ __all__ = [
     "UlidGenerator",
     "Uuid7Generator",
     "WorkerLease",
+    "connect",
     "decode",
     "uuid7_unix_ms",
 ]
+
+
+if TYPE_CHECKING:
+    from blocks.sequencer.client import SequencerClient
+
+
+def connect(
+    address: str = "127.0.0.1:7304", *, token: str | None = None, timeout_s: float = 10.0
+) -> SequencerClient:
+    """An async client of the sequencer node at ``address``; use it with ``async with`` (``HOST:PORT``, the default is ``blocks sequencer serve``'s)."""
+    from blocks.sequencer.client import SequencerClient
+
+    return SequencerClient(address, token=token, timeout_s=timeout_s)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 import uvloop
 
-from blocks.cli import print_result
-from blocks.core.errors import BlocksError
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.core.errors import InvalidArgument
 from blocks.sequencer.snowflake import DEFAULT_EPOCH_MS, Layout, decode
 
-__all__ = ["register"]
+__all__ = ["DEFAULT_ADDRESS", "register"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7301"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['sequencer']}"
 
 
 def register(subparsers: Any) -> None:
@@ -23,12 +22,10 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     serve = verbs.add_parser("serve", help="run a sequencer node")
-    serve.add_argument("--data-dir", required=True, help="lease table and ticket state")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7301)
-    serve.add_argument("--token", default=None, help="require this bearer token")
+    add_server_arguments(
+        serve, block="sequencer", data_dir="required", data_dir_help="lease table and tickets"
+    )
     serve.add_argument("--lease-ttl-ms", type=int, default=10_000)
-    serve.add_argument("--json", action="store_true", help="print the address as JSON")
     serve.set_defaults(func=_serve)
 
     nxt = verbs.add_parser("next", help="fetch IDs from a sequencer node")
@@ -55,36 +52,32 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _fail(error: BlocksError) -> int:
-    print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-    return 1
-
-
 def _serve(args: argparse.Namespace) -> int:
     from blocks.sequencer.service import build_server
+
+    options = server_options(args)
 
     async def main() -> None:
         server, service = build_server(
             args.data_dir,
-            host=args.host,
-            port=args.port,
-            token=args.token,
+            host=options.host,
+            port=options.port,
+            token=options.token,
             lease_ttl_ms=args.lease_ttl_ms,
         )
+        options.configure(server)
         await server.start()
         worker_id = service.worker_id
-        print_result(
-            {"address": server.address, "worker_id": worker_id},
-            as_json=args.json,
-            text=f"sequencer serving on {server.address} as worker {worker_id}",
+        announce(
+            options,
+            f"sequencer serving on {server.address} as worker {worker_id}",
+            address=server.address,
+            metrics_port=server.metrics_port,
+            worker_id=worker_id,
         )
-        sys.stdout.flush()
         await server.serve_until_signalled()
 
-    try:
-        uvloop.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    uvloop.run(main())
     return 0
 
 
@@ -95,10 +88,7 @@ def _next(args: argparse.Namespace) -> int:
         async with SequencerClient(args.address, token=args.token) as client:
             return await client.next_ids(args.count)
 
-    try:
-        ids = asyncio.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    ids = asyncio.run(main())
     print_result(ids, as_json=args.json, text="\n".join(map(str, ids)))
     return 0
 
@@ -110,10 +100,7 @@ def _tickets(args: argparse.Namespace) -> int:
         async with SequencerClient(args.address, token=args.token) as client:
             return await client.allocate_tickets(args.count)
 
-    try:
-        block = asyncio.run(main())
-    except BlocksError as error:
-        return _fail(error)
+    block = asyncio.run(main())
     result = {"start": block.start, "stop": block.stop}
     print_result(result, as_json=args.json, text=f"tickets [{block.start}, {block.stop})")
     return 0
@@ -123,11 +110,10 @@ def _decode(args: argparse.Namespace) -> int:
     try:
         bits = [int(part) for part in args.layout.split(",")]
         if len(bits) != 3:
-            raise ValueError
+            raise ValueError("three numbers")
         fields = decode(args.id, layout=Layout(*bits), epoch_ms=args.epoch_ms)
     except ValueError as error:
-        print(f"error: bad --layout or ID: {error}", file=sys.stderr)
-        return 2
+        raise InvalidArgument(f"bad --layout or ID ({error})") from None
     result = {"unix_ms": fields.unix_ms, "worker_id": fields.worker_id, "sequence": fields.sequence}
     text = f"unix_ms={fields.unix_ms} worker_id={fields.worker_id} sequence={fields.sequence}"
     print_result(result, as_json=args.json, text=text)
