@@ -23,7 +23,10 @@ Networked part (``--networked``, on by default): the same asyncio load generator
   through redis-py's asyncio client. The baseline.
 
 Both blocks contenders run ``--sync never`` so that, like Redis's default, no write waits for
-an fsync. Values are 100 bytes; ``get`` reads keys written during set-up.
+an fsync. Beside them, the durable twins: ``blocks-1-node-sync-always`` (every write fsynced
+before its reply) and ``redis-aof-always`` (``appendonly yes``, ``appendfsync always``).
+Values are 100 bytes; ``get`` reads keys written during set-up. Every server is started for
+its own rounds only (the harness sets it up before each round and stops it after).
 
 Peers: sqlite3 ships with Python; LMDB needs ``pip install lmdb`` (skipped when absent).
 Redis needs ``apt-get install -y redis-server`` and ``pip install redis``; the set-up tries
@@ -220,7 +223,7 @@ def _free_ports(count: int) -> list[int]:
 class _BlocksCluster:
     """``nodes`` ``blocks kv serve`` processes and a connected client."""
 
-    def __init__(self, nodes: int) -> None:
+    def __init__(self, nodes: int, sync: str = "never") -> None:
         self.directory = tempfile.mkdtemp(prefix="bench-kv-net-")
         ports = _free_ports(nodes)
         names = [f"n{i + 1}" for i in range(nodes)]
@@ -233,7 +236,7 @@ class _BlocksCluster:
             ]
             command = [
                 sys.executable, "-m", "blocks", "kv", "serve", "--node-id", name,
-                "--listen", address, "--data-dir", f"{self.directory}/{name}", "--sync", "never",
+                "--listen", address, "--data-dir", f"{self.directory}/{name}", "--sync", sync,
                 "--replicas", quorum[0], "--read-quorum", quorum[1], "--write-quorum", quorum[2],
                 "--json", *peers,
             ]  # fmt: skip
@@ -297,14 +300,18 @@ def _ensure_redis() -> None:
 
 
 class _Redis:
-    def __init__(self) -> None:
+    def __init__(self, appendfsync: str | None = None) -> None:
         _ensure_redis()
+        persistence = ["--appendonly", "no"]
+        if appendfsync is not None:
+            persistence = ["--appendonly", "yes", "--appendfsync", appendfsync]
+        self.directory = tempfile.mkdtemp(prefix="bench-kv-redis-")
         redis_asyncio: Any = importlib.import_module("redis.asyncio")
 
         self.port = _free_ports(1)[0]
         self.process = track_process(subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
+             "--dir", self.directory, *persistence],
             stdout=subprocess.DEVNULL,
         ))  # fmt: skip
         self.client = redis_asyncio.Redis(host="127.0.0.1", port=self.port)
@@ -329,6 +336,7 @@ class _Redis:
         await self.client.aclose()
         self.process.terminate()
         self.process.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _net_setup(factory: Any) -> Any:
@@ -359,6 +367,8 @@ def _networked(ops: int, rounds: int, concurrency: int, out: str) -> None:
         "redis": _Redis,
         "blocks-1-node": lambda: _BlocksCluster(1),
         "blocks-3-nodes": lambda: _BlocksCluster(3),
+        "redis-aof-always": lambda: _Redis(appendfsync="always"),
+        "blocks-1-node-sync-always": lambda: _BlocksCluster(1, sync="always"),
     }
     for workload, op in (("put", _net_put), ("get", _net_get)):
         progress(f"kv: networked workload {workload}, {concurrency} in flight")

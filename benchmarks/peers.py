@@ -223,7 +223,16 @@ def start_nats_server(*, sync_always: bool = False) -> PeerServer:
             command += ["-c", str(config)]
         return command
 
-    return _start_in_directory(argv, "bench-nats-", nats_jetstream_ready)
+    try:
+        return _start_in_directory(argv, "bench-nats-", nats_jetstream_ready)
+    except PeerNotReady as error:
+        if not sync_always:
+            raise
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        raise PeerNotReady(
+            f"{error}; sync_interval: always needs nats-server 2.10 or later, "
+            f"this is {version.strip() or 'of unknown version'}"
+        ) from None
 
 
 def start_redis_server(*, appendfsync: str = "everysec") -> PeerServer:
