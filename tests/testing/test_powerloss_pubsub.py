@@ -163,16 +163,11 @@ def test_power_loss_of_one_broker_under_fsync_never_loses_nothing_acknowledged(
     assert dropped > 0, "the cuts should have dropped unsynced bytes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS: a broker's topic.msgpack and replica vote state are renamed into place "
-    "without a directory fsync; after power loss the broker half-forgets the topic and the "
-    "followers' fetch loops die on an assertion, so producers never get acknowledgements",
-)
+@pytest.mark.parametrize("seed", [1, 2])
 def test_power_loss_of_one_broker_under_fsync_always_loses_nothing_acknowledged(
-    tmp_path: Path,
+    seed: int, tmp_path: Path
 ) -> None:
-    run_simulation(lambda sim: _scenario(sim, tmp_path, "always"), 1, time_limit_s=60)
+    run_simulation(lambda sim: _scenario(sim, tmp_path, "always"), seed, time_limit_s=60)
 
 
 async def _local_broker_round(root: Path, disk: PowerLossDisk) -> list[bytes]:
@@ -189,27 +184,7 @@ async def _local_broker_round(root: Path, disk: PowerLossDisk) -> list[bytes]:
         await reopened.close()
 
 
-@pytest.mark.parametrize(
-    "strict_directories",
-    [
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="FINDINGS: pubsub TopicTable.create renames topic.msgpack into place "
-                "without fsyncing the directory: the topic is gone after power loss",
-            ),
-        ),
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="FINDINGS: pubsub TopicTable.create never fsyncs topic.msgpack: after "
-                "power loss the file may be empty and the broker refuses to open",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("strict_directories", [True, False])
 def test_local_broker_under_fsync_always_keeps_its_topic_after_power_loss(
     tmp_path: Path, strict_directories: bool
 ) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict
@@ -41,6 +40,7 @@ from typing import Any
 from blocks.core.clock import Clock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Overloaded, PeerError, Timeout, Unavailable
+from blocks.core.files import make_directories, write_atomically
 from blocks.core.transport import Transport
 from blocks.pubsub.record import StoredRecord
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
@@ -102,7 +102,7 @@ class Replication:
         self._started = False
         self._closed = False
         if state_directory is not None:
-            state_directory.mkdir(parents=True, exist_ok=True)
+            make_directories(state_directory)
         for name in topics.names():
             self.open_topic(topics.topic(name).config, fresh=False)
 
@@ -190,12 +190,8 @@ class Replication:
         path = self._state_path(key)
         if path is None:
             return
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
-            file.write(pack([replica.epoch, replica.voted_for]))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        # A vote must survive power loss, or a replica could vote twice in one epoch.
+        write_atomically(path, pack([replica.epoch, replica.voted_for]))
 
     # -- after every core call ----------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Callable
 
+from blocks.core.files import fsync_directory
 from blocks.core.log import SegmentLog
 from blocks.core.log_recovery import list_segment_files
 from blocks.core.log_segment import segment_file_name
@@ -36,14 +37,6 @@ from blocks.pubsub.record import StoredRecord
 __all__ = ["compact_log", "rewrite_segment", "truncate_log_after"]
 
 SCRATCH_SUFFIX = ".rewrite"
-
-
-def fsync_directory(directory: str) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def rewrite_segment(directory: str, base_offset: int, records: list[bytes]) -> None:

@@ -29,6 +29,7 @@ from blocks.core.errors import (
     InvalidArgument,
     NotFound,
 )
+from blocks.core.files import make_directories, write_atomically
 from blocks.core.log import FsyncPolicy
 from blocks.core.log_commit import GroupCommitter
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
@@ -146,10 +147,8 @@ class TopicTable:
         if len(self._topics) >= TOPICS_MAX:
             raise FailedPrecondition(f"at most {TOPICS_MAX} topics")
         if self.directory is not None:
-            (self.directory / config.name).mkdir(parents=True, exist_ok=True)
-            temporary = self.directory / config.name / "topic.msgpack.tmp"
-            temporary.write_bytes(pack(asdict(config)))
-            os.replace(temporary, self.directory / config.name / "topic.msgpack")
+            make_directories(self.directory / config.name)
+            write_atomically(self.directory / config.name / "topic.msgpack", pack(asdict(config)))
         self._open(config)
 
     def delete(self, name: str) -> None:
