@@ -157,3 +157,20 @@ def test_durable_and_non_durable_twins_side_by_side(module_name: str) -> None:
         ("redis-streams", "redis-streams-fsync-always"),
     ):
         assert set(twins) <= set(names), (twins, names)
+
+
+def test_blob_raw_disk_is_a_contender_of_the_put_workloads(tmp_path: Path) -> None:
+    from benchmarks import blob
+
+    args = argparse.Namespace(before_src=None)
+    for operation, expected in (("put", True), ("upload", True), ("get", False)):
+        names = [c.name for c in blob._contenders(args, tmp_path, 4096, operation, 1)]
+        assert (blob.RAW_DISK in names) is expected, (operation, names)
+    contender = blob._raw_disk_contender(tmp_path, 5 * blob.MIB + 3, 1)
+    directory = contender.setup()
+    contender.op(directory, 7)
+    assert (directory / "object-7").stat().st_size == 5 * blob.MIB + 3
+    assert contender.items_per_op == 5 * blob.MIB + 3
+    assert contender.teardown is not None
+    contender.teardown(directory)
+    assert not directory.exists()
