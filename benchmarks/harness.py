@@ -301,8 +301,10 @@ class _WorkloadRun:
             return
         finally:
             if per_round:
-                await self._stop(name)
-                _processes.stop_since(since)
+                try:
+                    await self._stop(name)
+                finally:
+                    _processes.stop_since(since)
         rate = workload.ops * contender.items_per_op / elapsed if elapsed else 0.0
         self.results[name].round_throughputs.append(rate)
         self.latencies[name].extend(latencies)
