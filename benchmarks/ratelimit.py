@@ -85,9 +85,10 @@ def in_process_contenders() -> list[Contender]:
 
 
 def _start_server() -> tuple[subprocess.Popen[str], str]:
+    argv = [sys.executable, "-m", "blocks", "ratelimit", "serve", "--listen", "127.0.0.1:0"]
     process = track_process(
         subprocess.Popen(
-            [sys.executable, "-m", "blocks", "ratelimit", "serve", "--port", "0", "--json"],
+            [*argv, "--json"],
             stdout=subprocess.PIPE,
             text=True,
         )
