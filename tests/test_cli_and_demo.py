@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from blocks import __version__
+from blocks.cli import build_parser
 
 
 def run_blocks(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -57,3 +60,55 @@ def test_bench_unknown_name_names_the_valid_ones() -> None:
 def test_unknown_command_is_an_error() -> None:
     result = run_blocks("no-such-block")
     assert result.returncode == 2
+
+
+def test_bench_json_prints_the_reports_and_keeps_stdout_clean(tmp_path: Path) -> None:
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    (bench_dir / "__init__.py").write_text("")
+    (bench_dir / "harness.py").write_text("")
+    (bench_dir / "helper.py").write_text("VALUE = 1\n")  # no main: not a benchmark
+    (bench_dir / "fake.py").write_text(
+        "import json, pathlib\n"
+        "def main(args):\n"
+        "    print('| table |')\n"
+        "    out = pathlib.Path(args.out) / 'fake'\n"
+        "    out.mkdir(parents=True)\n"
+        "    (out / 'results.json').write_text(json.dumps({'rate': 5}))\n"
+        "    return 0\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "blocks", "bench", "fake", "--json", "--out", "res"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "| table |" in run.stderr
+    assert json.loads(run.stdout) == {
+        "benchmark": "fake",
+        "exit_code": 0,
+        "reports": {"fake/results.json": {"rate": 5}},
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "blocks", "bench", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert json.loads(listed.stdout) == ["fake"]
+
+
+def test_every_command_that_prints_results_takes_json() -> None:
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+    for name, parser in subcommands(build_parser()).items():
+        for verb, leaf in (subcommands(parser) or {"": parser}).items():
+            flags = {flag for action in leaf._actions for flag in action.option_strings}
+            assert "--json" in flags, f"blocks {name} {verb} has no --json"
