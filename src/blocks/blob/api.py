@@ -32,6 +32,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from blocks.blob.conditions import WriteCondition
+
 __all__ = [
     "BlobStore",
     "BucketInfo",
@@ -39,6 +41,7 @@ __all__ = [
     "ObjectInfo",
     "PartInfo",
     "ScrubReport",
+    "UploadInfo",
 ]
 
 
@@ -72,6 +75,16 @@ class PartInfo:
     number: int
     etag: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """A multipart upload in progress."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +133,12 @@ class BlobStore(Protocol):
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Store ``data`` (bytes, or an iterable of byte pieces read once, streamed) under
-        ``key``, replacing any previous object atomically. Returns the new object's info."""
+        ``key``, replacing any previous object atomically. Returns the new object's info.
+        ``condition`` (If-Match / If-None-Match) is checked at the commit point:
+        ``ConditionFailed`` or ``NotFound`` if it does not hold, and nothing changes."""
         ...
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
@@ -194,6 +210,14 @@ class BlobStore(Protocol):
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Drop the upload and its parts. ``NotFound`` if there is no such upload."""
+        ...
+
+    def list_parts(self, bucket: str, key: str, upload_id: str) -> list[PartInfo]:
+        """The upload's parts so far, by number. ``NotFound`` if there is no such upload."""
+        ...
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
+        """Uploads in progress in ``bucket`` under ``prefix``, by key (one bounded page)."""
         ...
 
     def scrub(self) -> ScrubReport:

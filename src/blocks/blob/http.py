@@ -51,12 +51,14 @@ _REASONS = {
     200: "OK",
     204: "No Content",
     206: "Partial Content",
+    304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
     411: "Length Required",
+    412: "Precondition Failed",
     413: "Payload Too Large",
     416: "Range Not Satisfiable",
     500: "Internal Server Error",
@@ -279,9 +281,9 @@ def render_response(response: Response, *, head_only: bool, keep_alive: bool) ->
     length = response.content_length if response.content_length is not None else len(response.body)
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     headers = dict(response.headers)
-    if response.status not in (100, 204) and not (head_only and response.status >= 300):
+    if response.status not in (100, 204, 304) and not (head_only and response.status >= 300):
         headers.setdefault("Content-Length", str(length))
-    elif head_only:
+    elif head_only and response.status != 304:
         headers.setdefault("Content-Length", "0")
     headers["Connection"] = "keep-alive" if keep_alive else "close"
     lines += [f"{name}: {value}" for name, value in headers.items()]

@@ -57,8 +57,12 @@ def check_key(key: object) -> str:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError as error:
         raise InvalidArgument("object key must be valid UTF-8") from error
-    if size > KEY_BYTES_MAX or "\x00" in key:
-        raise InvalidArgument(f"object key must be at most {KEY_BYTES_MAX} bytes without NUL")
+    if size > KEY_BYTES_MAX:
+        raise InvalidArgument(f"object key must be at most {KEY_BYTES_MAX} bytes")
+    if "\x00" in key:
+        # S3's listings and error documents are XML 1.0, which cannot carry U+0000, not
+        # even as a character reference: such an object could be stored but never named.
+        raise InvalidArgument("object key must not contain U+0000 (NUL)")
     return key
 
 

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import Future
 
-from blocks.blob.api import ObjectInfo, PartInfo
+from blocks.blob.api import ObjectInfo, PartInfo, UploadInfo
 from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
 from blocks.blob.listing import check_key, check_metadata
@@ -40,6 +40,7 @@ __all__ = ["PARTS_MAX", "MultipartMixin"]
 PARTS_MAX = 10_000
 PART_BYTES_MAX = 5 * 1024**3
 UPLOADS_MAX = 10_000
+UPLOADS_LISTED_MAX = 1000
 
 
 class MultipartMixin:
@@ -176,6 +177,22 @@ class MultipartMixin:
             self._upload(bucket, key, upload_id)
             parts = self.index.parts[upload_id]
             return [PartInfo(n, parts[n].etag, parts[n].size) for n in sorted(parts)]
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[UploadInfo]:
+        """Uploads in progress in ``bucket`` whose key starts with ``prefix``, by key then
+        age (at most ``UPLOADS_LISTED_MAX``: a listing is one bounded page)."""
+        with self._lock:
+            self._check_open()
+            self._bucket_index(bucket)
+            found = [
+                UploadInfo(u.bucket, u.key, u.upload_id, u.created_ms)
+                for u in self.index.uploads.values()
+                if u.bucket == bucket
+                and u.key.startswith(prefix)
+                and u.upload_id not in self._closing
+            ]
+        found.sort(key=lambda u: (u.key, u.initiated_ms, u.upload_id))
+        return found[:UPLOADS_LISTED_MAX]
 
     def _chosen_parts(self, upload_id: str, parts: list[tuple[int, str]]) -> list[PartRecord]:
         if not parts:

@@ -28,6 +28,7 @@ plus HeadBucket and GetBucketLocation; anything else answers S3's ``NotImplement
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,19 +37,29 @@ from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError, verify_checksums
+from blocks.blob.conditions import ConditionFailed, WriteCondition, check_write, read_outcome
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.listing import resolve_range
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
+from blocks.blob.s3ops import (
+    not_implemented,
+    refuse_encryption,
+    response_overrides,
+    subresources,
+)
 from blocks.blob.s3xml import (
+    attributes_result,
     complete_result,
     error_document,
     http_date,
     initiate_result,
     list_buckets_result,
     list_objects_v2_result,
+    list_parts_result,
+    list_uploads_result,
     parse_complete_request,
 )
-from blocks.blob.sigv4 import S3AuthError, verify_request
+from blocks.blob.sigv4 import S3AuthError, verify_presigned, verify_request
 from blocks.blob.store import OBJECT_BYTES_MAX
 from blocks.blob.streaming import (
     STREAM_PIECE_BYTES,
@@ -142,6 +153,10 @@ class S3Handler:
         request_id = f"{next(self._request_ids):016X}"
         try:
             response = await self._handle(head, send_continue, body)
+        except _NotModified as unchanged:
+            info = unchanged.args[0]
+            headers = {"ETag": f'"{info.etag}"', "Last-Modified": http_date(info.modified_ms)}
+            response = Response(304, headers)
         except S3AuthError as error:
             response = _error(403, error.code, error.message, head.raw_path, request_id)
         except S3RequestError as error:
@@ -168,8 +183,12 @@ class S3Handler:
                 handle_shard_request, head, data, self.local_shards, self.config.cluster_token
             )
         context = None
+        presigned = "authorization" not in head.headers and "X-Amz-Signature=" in head.raw_query
+        if "authorization" not in head.headers and "AWSAccessKeyId=" in head.raw_query:
+            raise S3RequestError("NotImplemented", "SigV2 presigned URLs are not supported", 501)
         if self.config.credentials:
-            context = verify_request(
+            verify = verify_presigned if presigned else verify_request
+            context = verify(
                 head.method,
                 head.raw_path,
                 head.raw_query,
@@ -177,6 +196,7 @@ class S3Handler:
                 self.config.credentials,
                 self.clock.now_ms(),
             )
+        refuse_encryption(head.headers)
         stream = streamable(head, body)
         limit = self.config.object_bytes_max if stream else self.config.body_bytes_max
         if body.length is not None and body.length > limit:
@@ -184,6 +204,7 @@ class S3Handler:
             raise S3RequestError(
                 "EntityTooLarge", f"the body is larger than the limit of {limit} bytes"
             )
+        await self._check_write_early(head)
         if stream:
             if not self.workers.try_take_upload():
                 raise S3RequestError("SlowDown", "too many uploads in flight; retry", 503)
@@ -234,26 +255,92 @@ class S3Handler:
         elif not key:
             return await self._bucket(method, bucket, query)
         elif method in ("GET", "HEAD"):
-            return await self._get(head, bucket, key)
+            return await self._read_object(head, bucket, key, query)
         elif method == "PUT":
             return await self._put(head, bucket, key, query, payload)
         elif method == "POST" and isinstance(payload, bytes):
             return await self._post(head, bucket, key, query, payload)
         elif method == "DELETE":
-            if "uploadId" in query:
-                await self.workers.run(
-                    self.store.abort_multipart_upload, bucket, key, query["uploadId"]
-                )
-            else:
-                await self.workers.run(self.store.delete_object, bucket, key)
-            return Response(204)
+            return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
 
+    async def _check_write_early(self, head: RequestHead) -> None:
+        """A conditional PutObject whose condition fails is refused before its body is
+        read (the store checks again at the commit point)."""
+        if head.method != "PUT" or not (
+            "if-match" in head.headers or "if-none-match" in head.headers
+        ):
+            return
+        bucket, _, key = head.path.lstrip("/").partition("/")
+        query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
+        if not key or subresources(query):
+            return
+        condition = WriteCondition.from_headers(head.headers)
+
+        def current_etag() -> str | None:
+            try:
+                return self.store.head_object(bucket, key).etag
+            except NotFound as error:
+                if str(error).startswith("no such bucket"):
+                    raise
+                return None
+
+        check_write(condition, await self.workers.run(current_etag))
+
+    async def _delete(self, bucket: str, key: str, query: dict[str, str]) -> Response:
+        names = subresources(query)
+        if names == {"uploadId"}:
+            await self.workers.run(
+                self.store.abort_multipart_upload, bucket, key, query["uploadId"]
+            )
+        elif not names or (names == {"versionId"} and query["versionId"] == "null"):
+            await self.workers.run(self.store.delete_object, bucket, key)  # the only version
+        else:
+            raise not_implemented(names)
+        return Response(204)
+
+    async def _read_object(
+        self, head: RequestHead, bucket: str, key: str, query: dict[str, str]
+    ) -> Response:
+        names = subresources(query)
+        if head.method == "GET" and "uploadId" in names:
+            if names - {"uploadId", "max-parts", "part-number-marker"}:
+                raise not_implemented(names)
+            return await self._list_parts(bucket, key, query)
+        if head.method == "GET" and names == {"attributes"}:
+            info = await self.workers.run(self.store.head_object, bucket, key)
+            wanted = head.headers.get("x-amz-object-attributes", "").lower()
+            document = attributes_result(info, {w.strip() for w in wanted.split(",")})
+            response = _xml(document)
+            response.headers["Last-Modified"] = http_date(info.modified_ms)
+            return response
+        if names and not (names == {"versionId"} and query["versionId"] == "null"):
+            raise not_implemented(names)
+        response = await self._get(head, bucket, key)
+        if head.method == "GET" and response.status < 300:
+            response.headers.update(response_overrides(query))
+        return response
+
+    async def _list_parts(self, bucket: str, key: str, query: dict[str, str]) -> Response:
+        max_text = query.get("max-parts", "1000")
+        marker_text = query.get("part-number-marker", "0") or "0"
+        if not max_text.isdigit() or not marker_text.isdigit():
+            raise S3RequestError("InvalidArgument", "max-parts and part-number-marker are integers")
+        upload_id = query["uploadId"]
+        parts = await self.workers.run(self.store.list_parts, bucket, key, upload_id)
+        max_parts = min(int(max_text), 1000)
+        return _xml(list_parts_result(bucket, key, upload_id, parts, max_parts, int(marker_text)))
+
     async def _bucket(self, method: str, bucket: str, query: dict[str, str]) -> Response:
-        if method == "PUT" and not query:
+        names = subresources(query)
+        if method == "PUT" and not names:
             await self.workers.run(self.store.create_bucket, bucket)
             return Response(200, {"Location": f"/{bucket}"})
-        if method == "DELETE" and not query:
+        if method == "GET" and "uploads" in names:
+            prefix = query.get("prefix", "")
+            uploads = await self.workers.run(self.store.list_multipart_uploads, bucket, prefix)
+            return _xml(list_uploads_result(bucket, prefix, uploads))
+        if method == "DELETE" and not names:
             await self.workers.run(self.store.delete_bucket, bucket)
             return Response(204)
         if method == "HEAD":
@@ -302,6 +389,7 @@ class S3Handler:
     async def _get(self, head: RequestHead, bucket: str, key: str) -> Response:
         if head.method == "HEAD":
             info = await self.workers.run(self.store.head_object, bucket, key)
+            _check_read(head, info)
             return Response(200, _object_headers(info), content_length=info.size)
         byte_range = parse_range(head.headers.get("range"))
         try:
@@ -311,6 +399,11 @@ class S3Handler:
                 raise
             size = (await self.workers.run(self.store.head_object, bucket, key)).size
             raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
+        try:
+            _check_read(head, info)
+        except BaseException:
+            body.close()
+            raise
         headers = _object_headers(info)
         start, stop = resolve_range(byte_range, info.size)
         status = 200 if byte_range is None else 206
@@ -357,8 +450,9 @@ class S3Handler:
                 self.store.upload_part, bucket, key, query["uploadId"], int(number_text), payload
             )
             return Response(200, {"ETag": f'"{part.etag}"'})
-        if query:
-            raise S3RequestError("NotImplemented", "this object operation is not implemented", 501)
+        if subresources(query):
+            raise not_implemented(subresources(query))
+        condition = WriteCondition.from_headers(head.headers)
         run = self.workers.run_upload if isinstance(payload, StreamedPayload) else self.workers.run
         info = await run(
             lambda: self.store.put_object(
@@ -367,6 +461,7 @@ class S3Handler:
                 payload,
                 content_type=head.headers.get("content-type", "application/octet-stream"),
                 metadata=_user_metadata(head.headers),
+                condition=condition,
             )
         )
         return Response(200, {"ETag": f'"{info.etag}"'})
@@ -393,12 +488,43 @@ class S3Handler:
         raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
 
 
+class _NotModified(Exception):
+    """A conditional read whose object has not changed: answered 304."""
+
+
+def _check_read(head: RequestHead, info: ObjectInfo) -> None:
+    outcome = read_outcome(head.headers, info.etag, info.modified_ms)
+    if outcome == 412:
+        raise S3RequestError("PreconditionFailed", "a read precondition does not hold", 412)
+    if outcome == 304:
+        raise _NotModified(info)
+
+
 def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """``x-amz-meta-*`` headers; values sent as UTF-8 bytes are decoded as UTF-8 (heads are
+    decoded as latin-1, which keeps every byte)."""
     return {
-        name[len("x-amz-meta-") :]: value
+        name[len("x-amz-meta-") :]: _from_wire(value)
         for name, value in headers.items()
         if name.startswith("x-amz-meta-")
     }
+
+
+def _from_wire(value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def _to_wire(value: str) -> str:
+    """A metadata value for a response header: ASCII as it is, anything else RFC 2047
+    encoded (``=?UTF-8?B?...?=``), as S3 answers non-ASCII metadata."""
+    if value.isascii():
+        return value
+    return f"=?UTF-8?B?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="
 
 
 def _object_headers(info: ObjectInfo) -> dict[str, str]:
@@ -411,7 +537,7 @@ def _object_headers(info: ObjectInfo) -> dict[str, str]:
     if info.parts_count:
         headers["x-amz-mp-parts-count"] = str(info.parts_count)
     for name, value in info.metadata.items():
-        headers[f"x-amz-meta-{name}"] = value
+        headers[f"x-amz-meta-{name}"] = _to_wire(value)
     return headers
 
 
@@ -426,6 +552,8 @@ def _error(status: int, code: str, message: str, resource: str, request_id: str)
 
 def _map_error(error: BlocksError) -> tuple[int, str]:
     text = str(error)
+    if isinstance(error, ConditionFailed):
+        return 412, "PreconditionFailed"
     if isinstance(error, NotFound):
         if text.startswith("no such bucket"):
             return 404, "NoSuchBucket"

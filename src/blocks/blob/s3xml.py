@@ -14,10 +14,11 @@ import time
 import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape
 
-from blocks.blob.api import BucketInfo, ListPage
+from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, PartInfo, UploadInfo
 from blocks.blob.awschunked import S3RequestError
 
 __all__ = [
+    "attributes_result",
     "complete_result",
     "error_document",
     "http_date",
@@ -25,6 +26,8 @@ __all__ = [
     "iso_time",
     "list_buckets_result",
     "list_objects_v2_result",
+    "list_parts_result",
+    "list_uploads_result",
     "parse_complete_request",
 ]
 
@@ -135,6 +138,70 @@ def complete_result(location: str, bucket: str, key: str, etag: str) -> bytes:
         f"{_element('ETag', chr(34) + etag + chr(34))}</CompleteMultipartUploadResult>"
     )
     return body.encode("utf-8")
+
+
+def list_parts_result(
+    bucket: str, key: str, upload_id: str, parts: list[PartInfo], max_parts: int, marker: int
+) -> bytes:
+    """ListParts: the parts numbered above ``marker``, at most ``max_parts`` of them."""
+    chosen = [part for part in parts if part.number > marker]
+    truncated = len(chosen) > max_parts
+    chosen = chosen[:max_parts]
+    items = "".join(
+        "<Part>"
+        + _element("PartNumber", part.number)
+        + _element("ETag", f'"{part.etag}"')
+        + _element("Size", part.size)
+        + "</Part>"
+        for part in chosen
+    )
+    next_marker = chosen[-1].number if chosen else marker
+    body = (
+        f'{_HEADER}<ListPartsResult xmlns="{_NAMESPACE}">'
+        f"{_element('Bucket', bucket)}{_element('Key', key)}{_element('UploadId', upload_id)}"
+        f"{_element('PartNumberMarker', marker)}{_element('NextPartNumberMarker', next_marker)}"
+        f"{_element('MaxParts', max_parts)}"
+        f"{_element('IsTruncated', 'true' if truncated else 'false')}"
+        f"{_element('StorageClass', 'STANDARD')}{items}</ListPartsResult>"
+    )
+    return body.encode("utf-8")
+
+
+def list_uploads_result(bucket: str, prefix: str, uploads: list[UploadInfo]) -> bytes:
+    """ListMultipartUploads: every upload in progress under ``prefix`` (one page)."""
+    items = "".join(
+        "<Upload>"
+        + _element("Key", upload.key)
+        + _element("UploadId", upload.upload_id)
+        + _element("StorageClass", "STANDARD")
+        + _element("Initiated", iso_time(upload.initiated_ms))
+        + "</Upload>"
+        for upload in uploads
+    )
+    body = (
+        f'{_HEADER}<ListMultipartUploadsResult xmlns="{_NAMESPACE}">'
+        f"{_element('Bucket', bucket)}{_element('KeyMarker', '')}"
+        f"{_element('UploadIdMarker', '')}{_element('Prefix', prefix)}"
+        f"{_element('MaxUploads', max(len(uploads), 1000))}{_element('IsTruncated', 'false')}"
+        f"{items}</ListMultipartUploadsResult>"
+    )
+    return body.encode("utf-8")
+
+
+def attributes_result(info: ObjectInfo, wanted: set[str]) -> bytes:
+    """GetObjectAttributes for the attributes asked for that we keep (ETag, ObjectSize,
+    StorageClass, ObjectParts' count)."""
+    parts = [f'{_HEADER}<GetObjectAttributesResponse xmlns="{_NAMESPACE}">']
+    if "etag" in wanted:
+        parts.append(_element("ETag", info.etag))
+    if "objectparts" in wanted and info.parts_count:
+        parts.append(f"<ObjectParts>{_element('TotalPartsCount', info.parts_count)}</ObjectParts>")
+    if "storageclass" in wanted:
+        parts.append(_element("StorageClass", "STANDARD"))
+    if "objectsize" in wanted:
+        parts.append(_element("ObjectSize", info.size))
+    parts.append("</GetObjectAttributesResponse>")
+    return "".join(parts).encode("utf-8")
 
 
 def _local(tag: str) -> str:

@@ -13,7 +13,9 @@ Everything here is pure: the caller passes the request parts and the current tim
 milliseconds. Failures raise ``S3AuthError`` with S3's error code (``SignatureDoesNotMatch``,
 ``InvalidAccessKeyId``, ``RequestTimeTooSkewed``, ``AccessDenied``...).
 
-Not supported: presigned URLs (query-string auth), SigV2, SigV4a.
+Presigned URLs (query-string auth, ``verify_presigned``) sign the same canonical request
+with the query minus ``X-Amz-Signature`` and ``UNSIGNED-PAYLOAD``, and expire after
+``X-Amz-Expires`` seconds (at most seven days). Not supported: SigV2, SigV4a.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ __all__ = [
     "sign_request",
     "signing_key",
     "trailer_signature",
+    "verify_presigned",
     "verify_request",
 ]
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SKEW_MS_MAX = 15 * 60 * 1000
+PRESIGNED_EXPIRES_S_MAX = 7 * 24 * 3600
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,"
     r"\s*Signature=([0-9a-f]{64})\s*$"
@@ -107,7 +111,10 @@ def _canonical_request(
 
 
 def _string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
-    digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+    # The client signs the bytes it sends. Heads are decoded as latin-1 (``http``), so
+    # encoding back as latin-1 gives exactly those bytes, also for header values a client
+    # sent as UTF-8 (non-ASCII user metadata); UTF-8 here would hash them twice encoded.
+    digest = hashlib.sha256(canonical_request.encode("latin-1")).hexdigest()
     return f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{digest}"
 
 
@@ -157,6 +164,69 @@ def verify_request(
         raise S3AuthError("InvalidRequest", "missing x-amz-content-sha256")
     canonical = _canonical_request(
         method, raw_path, raw_query, headers, signed_headers, payload_hash
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    key = signing_key(secret, date, region, service)
+    expected = hmac.new(
+        key, _string_to_sign(amz_date, scope, canonical).encode(), hashlib.sha256
+    ).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise S3AuthError(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    return SigningContext(access_key, amz_date, scope, key, signature, payload_hash)
+
+
+def verify_presigned(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    credentials: Mapping[str, str],
+    now_ms: int,
+) -> SigningContext:
+    """Check a presigned URL's query-string signature and expiry. Raises ``S3AuthError``."""
+    params: dict[str, str] = {}
+    kept: list[str] = []
+    for item in raw_query.split("&"):
+        name, _, value = item.partition("=")
+        name = unquote(name)
+        if name.startswith("X-Amz-"):
+            params[name] = unquote(value)
+        if name != "X-Amz-Signature":
+            kept.append(item)
+    if params.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+        raise S3AuthError("AuthorizationQueryParametersError", "X-Amz-Algorithm must be SigV4")
+    try:
+        credential = params["X-Amz-Credential"]
+        amz_date = params["X-Amz-Date"]
+        expires_s = int(params["X-Amz-Expires"])
+        signed_headers = params["X-Amz-SignedHeaders"].split(";")
+        signature = params["X-Amz-Signature"]
+    except (KeyError, ValueError) as error:
+        raise S3AuthError(
+            "AuthorizationQueryParametersError", "a presigned URL parameter is missing"
+        ) from error
+    if not 1 <= expires_s <= PRESIGNED_EXPIRES_S_MAX:
+        raise S3AuthError("AuthorizationQueryParametersError", "X-Amz-Expires out of range")
+    parts = credential.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request" or not amz_date.startswith(parts[1]):
+        raise S3AuthError("AuthorizationQueryParametersError", "malformed credential scope")
+    access_key, date, region, service, _ = parts
+    secret = credentials.get(access_key)
+    if secret is None:
+        raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
+    signed_at_ms = _parse_amz_date(amz_date)
+    if now_ms < signed_at_ms - SKEW_MS_MAX:
+        raise S3AuthError("AccessDenied", "the presigned URL is not valid yet")
+    if now_ms > signed_at_ms + expires_s * 1000:
+        raise S3AuthError("AccessDenied", "Request has expired")
+    if "host" not in signed_headers or signed_headers != sorted(signed_headers):
+        raise S3AuthError("AccessDenied", "SignedHeaders must be sorted and include host")
+    payload_hash = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    canonical = _canonical_request(
+        method, raw_path, "&".join(kept), headers, signed_headers, payload_hash
     )
     scope = f"{date}/{region}/{service}/aws4_request"
     key = signing_key(secret, date, region, service)

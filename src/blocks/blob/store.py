@@ -39,6 +39,7 @@ from pathlib import Path
 from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, ScrubReport
 from blocks.blob.chunks import ChunkStore
 from blocks.blob.committing import CommitMixin
+from blocks.blob.conditions import ConditionFailed, WriteCondition, check_write
 from blocks.blob.erasure import ErasureCodec, codec_from_spec
 from blocks.blob.index import MetaIndex
 from blocks.blob.journal import Journal, LogJournal, MemoryJournal
@@ -213,6 +214,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         record: ObjectPut | UploadComplete,
         pinned: list[ChunkRef],
         upload_id: str | None = None,
+        condition: WriteCondition | None = None,
     ) -> Manifest:
         """Commit ``record`` (its chunks pinned by the caller and durable): make the object
         visible unless a later change of the key overtook it, release what it replaced, and
@@ -223,7 +225,11 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         try:
             with self._lock:
                 self._check_open()
-                self._bucket_index(manifest.bucket)
+                current = self._bucket_index(manifest.bucket).get(manifest.key)
+                if condition is not None:
+                    if self._busy(entity):  # its outcome is not known yet
+                        raise ConditionFailed("another write of this key is in flight")
+                    check_write(condition, current.etag if current is not None else None)
                 sequence, future, size = self._submit(entity, record)
         except BaseException:
             self.ledger.release(pinned)
@@ -260,12 +266,14 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         check_key(key)
         user_metadata = check_metadata(metadata)
         with self._lock:
             self._check_open()
-            self._bucket_index(bucket)
+            current = self._bucket_index(bucket).get(key)
+            check_write(condition, current.etag if current is not None else None)  # early
         body, data = take_small(data, self.inline_bytes_max)
         refs: list[ChunkRef] = []
         if body is not None:
@@ -287,7 +295,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             chunks=tuple(refs),
             metadata=user_metadata,
         )
-        return _info(self._commit_object(ObjectPut(manifest, body), refs))
+        return _info(self._commit_object(ObjectPut(manifest, body), refs, condition=condition))
 
     def _manifest(self, bucket: str, key: str) -> Manifest:
         check_key(key)

@@ -1,0 +1,247 @@
+"""boto3 on one reused client against one server: the S3 semantics issue #15 found wrong
+(subresources, conditionals, encryption requests, multipart bookkeeping, metadata
+signatures, presigned URLs) and invalid keys (#14)."""
+
+from __future__ import annotations
+
+import datetime
+import email.header
+import hashlib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.blob import LocalBlobStore
+from blocks.blob.s3api import S3Config
+
+from .server_thread import running_server
+
+boto3 = pytest.importorskip("boto3")
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+ACCESS, SECRET = "AKIDSEMANTICS", "semantics/secret+key"
+PART = 5 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    root: Path = tmp_path_factory.mktemp("semantics")
+    store = LocalBlobStore(root, chunk_bytes=1024 * 1024, fsync=False)
+    config = S3Config(credentials={ACCESS: SECRET})
+    with running_server(store, config=config) as server:
+        client = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=ACCESS,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                signature_version="s3v4",
+            ),
+        )
+        yield client, server
+    store.close()
+
+
+@pytest.fixture
+def bucket(s3: tuple[Any, Any], request: pytest.FixtureRequest) -> str:
+    client, _ = s3
+    name = request.node.name.replace("_", "-")[:40].strip("-").lower()
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def _code(error: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(error.value.response["Error"]["Code"])
+
+
+def _status(error: pytest.ExceptionInfo[ClientError]) -> int:
+    return int(error.value.response["ResponseMetadata"]["HTTPStatusCode"])
+
+
+def _body(client: Any, bucket: str, key: str) -> bytes:
+    return bytes(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_a_key_with_nul_is_an_invalid_argument(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="a\x00b", Body=b"x")
+    assert (_status(error), _code(error)) == (400, "InvalidArgument")
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="k" * 1025, Body=b"x")
+    assert _code(error) == "KeyTooLongError"
+
+
+def test_delete_object_tagging_does_not_delete_the_object(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    client.put_object(Bucket=bucket, Key="k", Body=b"keep me")
+    with pytest.raises(ClientError) as error:
+        client.delete_object_tagging(Bucket=bucket, Key="k")
+    assert (_status(error), _code(error)) == (501, "NotImplemented")
+    with pytest.raises(ClientError) as error:
+        client.delete_object(Bucket=bucket, Key="k", VersionId="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd")
+    assert (_status(error), _code(error)) == (501, "NotImplemented")
+    assert _body(client, bucket, "k") == b"keep me"
+    client.delete_object(Bucket=bucket, Key="k", VersionId="null")  # the only version
+    assert client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_get_subresources_never_return_the_object_bytes(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    client.put_object(Bucket=bucket, Key="k", Body=b"secret bytes")
+    for call in (client.get_object_acl, client.get_object_tagging):
+        with pytest.raises(ClientError) as error:
+            call(Bucket=bucket, Key="k")
+        assert (_status(error), _code(error)) == (501, "NotImplemented")
+    attributes = client.get_object_attributes(
+        Bucket=bucket, Key="k", ObjectAttributes=["ETag", "ObjectSize", "StorageClass"]
+    )
+    assert attributes["ETag"] == hashlib.md5(b"secret bytes").hexdigest()
+    assert attributes["ObjectSize"] == len(b"secret bytes")
+    assert attributes["StorageClass"] == "STANDARD"
+    upload = client.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"p" * 100)
+    client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=3, Body=b"q" * 10)
+    parts = client.list_parts(Bucket=bucket, Key="k", UploadId=upload)
+    assert [(p["PartNumber"], p["Size"]) for p in parts["Parts"]] == [(1, 100), (3, 10)]
+    assert parts["Parts"][0]["ETag"] == f'"{hashlib.md5(b"p" * 100).hexdigest()}"'
+    client.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
+    with pytest.raises(ClientError) as error:
+        client.list_parts(Bucket=bucket, Key="k", UploadId=upload)
+    assert _code(error) == "NoSuchUpload"
+    assert _body(client, bucket, "k") == b"secret bytes"
+
+
+def test_conditional_writes(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    first = client.put_object(Bucket=bucket, Key="k", Body=b"one", IfNoneMatch="*")
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="k", Body=b"two", IfNoneMatch="*")
+    assert (_status(error), _code(error)) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="k", Body=b"two", IfMatch='"0123"')
+    assert (_status(error), _code(error)) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="absent", Body=b"two", IfMatch=first["ETag"])
+    assert _code(error) == "NoSuchKey"
+    assert _body(client, bucket, "k") == b"one"
+    client.put_object(Bucket=bucket, Key="k", Body=b"three", IfMatch=first["ETag"])
+    assert _body(client, bucket, "k") == b"three"
+    large = b"L" * (2 * 1024 * 1024)  # a streamed body: refused before it is stored
+    with pytest.raises(ClientError) as error:
+        client.put_object(Bucket=bucket, Key="k", Body=large, IfNoneMatch="*")
+    assert _code(error) == "PreconditionFailed"
+    assert _body(client, bucket, "k") == b"three"
+
+
+def test_conditional_reads(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    etag = client.put_object(Bucket=bucket, Key="k", Body=b"data")["ETag"]
+    modified = client.head_object(Bucket=bucket, Key="k")["LastModified"]
+    past = modified - datetime.timedelta(days=1)
+    future = modified + datetime.timedelta(days=1)
+    for call in (client.get_object, client.head_object):
+        for condition, status in (
+            ({"IfMatch": '"0123"'}, 412),
+            ({"IfNoneMatch": etag}, 304),
+            ({"IfModifiedSince": future}, 304),
+            ({"IfUnmodifiedSince": past}, 412),
+        ):
+            with pytest.raises(ClientError) as error:
+                call(Bucket=bucket, Key="k", **condition)
+            assert _status(error) == status, (call, condition)
+        for condition in (
+            {"IfMatch": etag},
+            {"IfNoneMatch": '"0123"'},
+            {"IfModifiedSince": past},
+            {"IfUnmodifiedSince": future},
+            {"IfMatch": etag, "IfUnmodifiedSince": past},  # If-Match wins, as RFC 9110 says
+        ):
+            assert call(Bucket=bucket, Key="k", **condition)["ETag"] == etag
+    with pytest.raises(ClientError) as error:  # If-None-Match wins over If-Modified-Since
+        client.get_object(Bucket=bucket, Key="k", IfNoneMatch=etag, IfModifiedSince=past)
+    assert _status(error) == 304
+
+
+def test_encryption_requests_are_not_implemented(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    for extra in (
+        {"ServerSideEncryption": "AES256"},
+        {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "some-key"},
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
+    ):
+        with pytest.raises(ClientError) as error:
+            client.put_object(Bucket=bucket, Key="k", Body=b"plain", **extra)
+        assert (_status(error), _code(error)) == (501, "NotImplemented"), extra
+        with pytest.raises(ClientError) as error:
+            client.create_multipart_upload(Bucket=bucket, Key="k", **extra)
+        assert _code(error) == "NotImplemented"
+    assert client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)
+
+
+def test_uploads_are_listed_and_an_abort_frees_the_bucket(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    first = client.create_multipart_upload(Bucket=bucket, Key="a/one")["UploadId"]
+    second = client.create_multipart_upload(Bucket=bucket, Key="b/two")["UploadId"]
+    listed = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in listed] == [("a/one", first), ("b/two", second)]
+    assert [
+        u["Key"] for u in client.list_multipart_uploads(Bucket=bucket, Prefix="b/")["Uploads"]
+    ] == ["b/two"]
+    with pytest.raises(ClientError) as error:
+        client.delete_bucket(Bucket=bucket)
+    assert _code(error) == "BucketNotEmpty"
+    client.abort_multipart_upload(Bucket=bucket, Key="a/one", UploadId=first)
+    client.abort_multipart_upload(Bucket=bucket, Key="b/two", UploadId=second)
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)
+    client.delete_bucket(Bucket=bucket)
+
+
+def test_non_ascii_metadata_round_trips(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+
+    # botocore refuses non-ASCII metadata parameters; other clients send the UTF-8 bytes.
+    def add_header(request: Any, **_: Any) -> None:
+        request.headers["x-amz-meta-name"] = "café ☕"
+
+    client.meta.events.register("before-sign.s3.PutObject", add_header)
+    try:
+        client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    finally:
+        client.meta.events.unregister("before-sign.s3.PutObject", add_header)
+    value = client.head_object(Bucket=bucket, Key="k")["Metadata"]["name"]
+    [(decoded, charset)] = email.header.decode_header(value)  # RFC 2047, as S3 answers
+    assert (decoded, charset) == ("café ☕".encode(), "utf-8")
+
+
+def test_presigned_urls_work_with_plain_http(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    put_url = client.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "shared.bin"}, ExpiresIn=300
+    )
+    assert "X-Amz-Expires=300" in put_url
+    request = urllib.request.Request(put_url, data=b"via a presigned PUT", method="PUT")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    get_url = client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "shared.bin"}, ExpiresIn=300
+    )
+    with urllib.request.urlopen(get_url, timeout=30) as response:
+        assert response.read() == b"via a presigned PUT"
+    tampered = get_url.replace("shared.bin", "other.bin")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(tampered, timeout=30)
+    assert refused.value.code == 403 and b"SignatureDoesNotMatch" in refused.value.read()
+    sigv2 = get_url.split("?")[0] + "?AWSAccessKeyId=x&Signature=y&Expires=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(sigv2, timeout=30)
+    assert refused.value.code == 501
