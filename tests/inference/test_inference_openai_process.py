@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -96,9 +98,7 @@ def chat(client, content: str = "Hi", **options: object):  # type: ignore[no-unt
     return client.chat.completions.create(
         model="smollm2",
         messages=[{"role": "user", "content": content}],
-        max_tokens=2,
-        temperature=0,
-        **options,
+        **{"max_tokens": 2, "temperature": 0, **options},
     )
 
 
@@ -158,3 +158,85 @@ def test_pipelined_requests_are_answered_in_order(served: ServeProcess) -> None:
     assert first[0] == 200 and json.loads(first[2])["usage"]["completion_tokens"] <= 2
     assert second[0] == 200 and json.loads(second[2])["object"] == "list"
     assert third[0] == 200 and json.loads(third[2])["usage"]["completion_tokens"] == 1
+
+
+CLIENTS = 8  # concurrent clients make bigger batches: fewer engine steps in all
+REQUESTS_PER_CLIENT = 25
+KINDS = ("chat", "chat_stream", "completion", "completion_stream", "models", "chat_n2")
+
+
+def one_request(client, kind: str, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
+    """One request of ``kind`` through the official client, its answer checked."""
+    max_tokens = rng.randint(1, 4)
+    question = rng.choice(["Hi", "What is 2+2?", "Name a color.", "Say yes."])
+    if kind == "models":
+        assert [m.id for m in client.models.list().data] == ["smollm2"]
+    elif kind in ("chat", "chat_n2"):
+        n = 2 if kind == "chat_n2" else 1
+        reply = chat(client, question, max_tokens=max_tokens, n=n, temperature=0.7, seed=3)
+        assert len(reply.choices) == n
+        assert all(ch.finish_reason in ("stop", "length") for ch in reply.choices)
+        assert 1 <= reply.usage.completion_tokens <= n * max_tokens
+    elif kind == "chat_stream":
+        chunks = list(
+            chat(
+                client,
+                question,
+                max_tokens=max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        reasons = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
+        assert reasons[-1] in ("stop", "length") and all(r is None for r in reasons[:-1])
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= max_tokens
+    else:
+        options = {"model": "smollm2", "prompt": question, "max_tokens": max_tokens}
+        if kind == "completion":
+            reply = client.completions.create(**options, temperature=0)
+            assert reply.usage.completion_tokens <= max_tokens
+        else:
+            parts = list(client.completions.create(**options, stream=True, temperature=0))
+            assert parts[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def metric(served: ServeProcess, name: str) -> float:
+    with socket.create_connection(served.address, timeout=60) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        status, _, body = read_response(sock.makefile("rb"))
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_mixed_official_client_traffic_on_shared_connections_never_fails(
+    served: ServeProcess,
+) -> None:
+    """Issue 16's acceptance test: 200 mixed requests from 8 clients, zero failures."""
+    connections_before = metric(served, "blocks_inference_http_connections_total")
+    seeds = random.Random(16)
+    plans = [[seeds.choice(KINDS) for _ in range(REQUESTS_PER_CLIENT)] for _ in range(CLIENTS)]
+
+    def run(plan: list[str]) -> list[str]:
+        client = served.client()
+        rng = random.Random(len(plan))
+        failures = []
+        for number, kind in enumerate(plan):
+            try:
+                one_request(client, kind, rng)
+            except Exception as error:
+                failures.append(f"{number} {kind}: {type(error).__name__}: {error}")
+        client.close()
+        return failures
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        failures = [f for result in pool.map(run, plans) for f in result]
+    assert failures == []
+    # Non-streamed requests reuse their client's connection. The official client closes a
+    # stream's response as soon as it reads ``[DONE]``, before httpx has seen the chunked
+    # body's end, so httpx drops that connection: each streamed request may cost a new one.
+    streamed = sum(kind.endswith("stream") for plan in plans for kind in plan)
+    opened = metric(served, "blocks_inference_http_connections_total") - connections_before
+    assert opened <= streamed + 2 * CLIENTS, (opened, streamed)

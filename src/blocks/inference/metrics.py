@@ -12,6 +12,8 @@ print as JSON.
 * ``blocks_inference_{prompt,generation}_tokens``: counters (their rate is tokens/s);
 * ``blocks_inference_kv_cache_usage`` and ``blocks_inference_prefix_cache_hit_rate``: gauges;
 * ``blocks_inference_requests{outcome}``: finished requests by finish reason or rejection;
+* ``blocks_inference_http_connections``: connections accepted (with ``requests``, shows how
+  well clients reuse connections);
 * ``blocks_inference_http_rejections{reason}``: requests and connections the HTTP server
   refused before they reached the engine (a breached limit or a malformed request).
 """
@@ -40,6 +42,7 @@ class EngineMetrics:
     prefix_hit_rate: Gauge = field(init=False)
     requests: Counter = field(init=False)
     http_rejections: Counter = field(init=False)
+    http_connections: Counter = field(init=False)
     _sums: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,9 @@ class EngineMetrics:
             "Requests and connections refused by the HTTP server, by reason.",
             ("reason",),
             registry=self.registry,
+        )
+        self.http_connections = Counter(
+            "blocks_inference_http_connections", "Connections accepted.", registry=self.registry
         )
         for key in ("queue", "ttft", "tpot", "queue_n", "ttft_n", "tpot_n", "prompt", "gen"):
             self._sums[key] = 0.0

@@ -106,6 +106,7 @@ class InferenceServer:
             writer.close()
             return
         self._connections.add(task)
+        metrics.http_connections.inc()
         requests = RequestReader(reader, self.limits.max_pipelined)
         try:
             while True:
