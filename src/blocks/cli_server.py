@@ -198,6 +198,21 @@ def _token(args: argparse.Namespace) -> str | None:
     return token
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+_ACCESS_HANDLER = _StderrHandler()
+_ACCESS_HANDLER.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+
+
 def _setup_logging(level: str, access_log: bool) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -206,9 +221,8 @@ def _setup_logging(level: str, access_log: bool) -> None:
     )
     access = logging.getLogger(ACCESS_LOGGER)
     if access_log:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        access.addHandler(handler)
+        if _ACCESS_HANDLER not in access.handlers:
+            access.addHandler(_ACCESS_HANDLER)
         access.setLevel(logging.INFO)
         access.propagate = False
     else:
