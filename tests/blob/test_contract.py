@@ -32,7 +32,7 @@ def _check_ledger(store: BlobStore) -> None:
 class MemoryContract(BlobStoreContract):
     part_bytes_min = PART_MIN
 
-    def make_store(self) -> BlobStore:
+    def make_subject(self) -> BlobStore:
         return LocalBlobStore(
             chunk_bytes=CHUNK_BYTES,
             part_bytes_min=PART_MIN,
@@ -45,7 +45,7 @@ class MemoryContract(BlobStoreContract):
 
 
 class ReplicatedContract(MemoryContract):
-    def make_store(self) -> BlobStore:
+    def make_subject(self) -> BlobStore:
         return LocalBlobStore(
             codec=ReplicationCodec(2),
             chunk_bytes=CHUNK_BYTES,
@@ -59,7 +59,7 @@ class DirectoryContract(BlobStoreContract):
     supports_restart = True
     fsync = False
 
-    def make_store(self) -> BlobStore:
+    def make_subject(self) -> BlobStore:
         self.directory = tempfile.mkdtemp(prefix="blob-contract-")
         return self._open()
 
@@ -73,7 +73,7 @@ class DirectoryContract(BlobStoreContract):
             fsync=self.fsync,
         )
 
-    def restart(self, store: BlobStore) -> BlobStore:
+    def restart_subject(self, store: BlobStore) -> BlobStore:
         store.close()
         return self._open()
 

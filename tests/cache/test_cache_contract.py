@@ -8,36 +8,35 @@ import pytest
 
 from blocks.cache import ARCCache, Cache, LFUCache, LRUCache, TinyLFUCache
 from blocks.cache.contract import CacheContract
-from blocks.core.clock import ManualClock
 
 
 class LRUContract(CacheContract):
-    def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        return LRUCache(capacity, clock=clock)
+    def make_subject(self) -> Cache[Any, Any]:
+        return LRUCache(self.capacity, clock=self.clock)
 
 
 class LFUContract(CacheContract):
-    def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        return LFUCache(capacity, clock=clock)
+    def make_subject(self) -> Cache[Any, Any]:
+        return LFUCache(self.capacity, clock=self.clock)
 
 
 class ARCContract(CacheContract):
-    def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        return ARCCache(capacity, clock=clock)
+    def make_subject(self) -> Cache[Any, Any]:
+        return ARCCache(self.capacity, clock=self.clock)
 
 
 class TinyLFUContract(CacheContract):
     admits_every_put = False
 
-    def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        return TinyLFUCache(capacity, clock=clock)
+    def make_subject(self) -> Cache[Any, Any]:
+        return TinyLFUCache(self.capacity, clock=self.clock)
 
 
 class TinyLFUFixedWindowContract(TinyLFUContract):
     capacity = 9
 
-    def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        return TinyLFUCache(capacity, clock=clock, adaptive=False, window_fraction=0.2)
+    def make_subject(self) -> Cache[Any, Any]:
+        return TinyLFUCache(self.capacity, clock=self.clock, adaptive=False, window_fraction=0.2)
 
 
 TestLRUContract = LRUContract.TestCase
@@ -47,6 +46,6 @@ TestTinyLFUContract = TinyLFUContract.TestCase
 TestTinyLFUFixedWindowContract = TinyLFUFixedWindowContract.TestCase
 
 
-def test_make_cache_must_be_overridden() -> None:
+def test_make_subject_must_be_overridden() -> None:
     with pytest.raises(NotImplementedError):
         CacheContract()

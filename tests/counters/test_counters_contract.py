@@ -52,12 +52,12 @@ class GossipCluster:
 
 
 class Local(CountersContract):
-    def make_counters(self) -> Counters:
+    def make_subject(self) -> Counters:
         return LocalCounters()
 
 
 class Sharded(CountersContract):
-    def make_counters(self) -> Counters:
+    def make_subject(self) -> Counters:
         self.sharded = ShardedCounters(4, rng=random.Random(0))
         return self.sharded
 
@@ -67,7 +67,7 @@ class Sharded(CountersContract):
 
 
 class Gossip(CountersContract):
-    def make_counters(self) -> Counters:
+    def make_subject(self) -> Counters:
         self.cluster = GossipCluster(seed=1)
         return self.cluster
 

@@ -16,7 +16,7 @@ VALUE_BYTES_MAX = 4_096
 class BitcaskContract(KeyValueStoreContract):
     value_bytes_max = VALUE_BYTES_MAX
 
-    def make_store(self) -> KeyValueStore:
+    def make_subject(self) -> KeyValueStore:
         self.directory = tempfile.mkdtemp(prefix="bitcask-contract-")
         return self._open()
 
@@ -26,7 +26,7 @@ class BitcaskContract(KeyValueStoreContract):
             self.directory, sync="never", value_bytes_max=VALUE_BYTES_MAX, file_bytes_max=512
         )
 
-    def reopen_store(self, store: KeyValueStore) -> KeyValueStore | None:
+    def restart_subject(self, store: KeyValueStore) -> KeyValueStore | None:
         store.close()
         return self._open()
 

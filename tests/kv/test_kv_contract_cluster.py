@@ -17,7 +17,7 @@ class ClusterContract(KeyValueStoreContract):
 
     value_bytes_max = None  # 16 MiB + 1 per example would dominate the run time
 
-    def make_store(self) -> KeyValueStore:
+    def make_subject(self) -> KeyValueStore:
         cluster = LocalCluster(nodes=5, replicas=3, read_quorum=2, write_quorum=2)
 
         async def make():  # type: ignore[no-untyped-def]

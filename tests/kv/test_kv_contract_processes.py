@@ -69,14 +69,14 @@ def test_contract_against_three_processes(tls_cluster: tuple[ProcessCluster, Tls
     class ProcessContract(KeyValueStoreContract):
         value_bytes_max = None  # 16 MiB + 1 per example would dominate the run time
 
-        def make_store(self) -> KeyValueStore:
+        def make_subject(self) -> KeyValueStore:
             client = fresh_client()
             for key in sorted(client.keys()):  # start from an empty cluster
                 client.delete(key)
             assert len(client) == 0
             return client
 
-        def reopen_store(self, store: KeyValueStore) -> KeyValueStore | None:
+        def restart_subject(self, store: KeyValueStore) -> KeyValueStore | None:
             store.close()  # the state lives in the processes, not in the client
             return fresh_client()
 

@@ -18,8 +18,8 @@ from blocks.pubsub.local import LocalBroker
 
 
 class MemoryPubSubContract(PubSubContract):
-    async def make_pubsub(self, clock: ManualClock) -> PubSub:
-        return LocalBroker(clock=clock, session_timeout_ms=SESSION_TIMEOUT_MS)
+    async def make_subject(self) -> PubSub:
+        return LocalBroker(clock=self.clock, session_timeout_ms=SESSION_TIMEOUT_MS)
 
 
 class DurablePubSubContract(PubSubContract):
@@ -36,12 +36,12 @@ class DurablePubSubContract(PubSubContract):
             segment_bytes_max=256,
         )
 
-    async def make_pubsub(self, clock: ManualClock) -> PubSub:
-        return self._open(clock)
+    async def make_subject(self) -> PubSub:
+        return self._open(self.clock)
 
-    async def restart(self, pubsub: PubSub, clock: ManualClock) -> PubSub | None:
+    async def restart_subject(self, pubsub: PubSub) -> PubSub | None:
         await pubsub.close()
-        return self._open(clock)
+        return self._open(self.clock)
 
     def teardown(self) -> None:
         try:
@@ -64,7 +64,8 @@ class ClusterPubSubContract(PubSubContract):
         super().__init__()
         self.others: list[ClusterBroker] = []
 
-    async def make_pubsub(self, clock: ManualClock) -> PubSub:
+    async def make_subject(self) -> PubSub:
+        clock = self.clock
         network = MemoryNetwork(seed=1)
         timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=10_000)
         brokers = [

@@ -7,15 +7,14 @@ import tempfile
 
 from hypothesis import settings
 
-from blocks.core.clock import ManualClock
 from blocks.queue.api import Queue
 from blocks.queue.contract import QueueContract
 from blocks.queue.local import LocalQueue
 
 
 class MemoryQueueContract(QueueContract):
-    async def make_queue(self, clock: ManualClock) -> Queue:
-        return LocalQueue(clock=clock)
+    async def make_subject(self) -> Queue:
+        return LocalQueue(clock=self.clock)
 
 
 class DurableQueueContract(QueueContract):
@@ -23,12 +22,12 @@ class DurableQueueContract(QueueContract):
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="queue-contract-")
 
-    async def make_queue(self, clock: ManualClock) -> Queue:
-        return LocalQueue(self.directory, clock=clock, fsync="never", snapshot_every=7)
+    async def make_subject(self) -> Queue:
+        return LocalQueue(self.directory, clock=self.clock, fsync="never", snapshot_every=7)
 
-    async def restart(self, queue: Queue, clock: ManualClock) -> Queue | None:
+    async def restart_subject(self, queue: Queue) -> Queue | None:
         await queue.close()
-        return LocalQueue(self.directory, clock=clock, fsync="never", snapshot_every=7)
+        return LocalQueue(self.directory, clock=self.clock, fsync="never", snapshot_every=7)
 
     def teardown(self) -> None:
         try:

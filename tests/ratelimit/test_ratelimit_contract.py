@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from blocks.core.clock import ManualClock
 from blocks.ratelimit.api import RateLimiter
 from blocks.ratelimit.bucket import GCRA, TokenBucket
 from blocks.ratelimit.contract import (
@@ -17,40 +16,40 @@ from blocks.ratelimit.windows import FixedWindow, SlidingWindowCounter, SlidingW
 
 
 class Bucket(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return TokenBucket(rate_per_s=7.5, burst=10, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return TokenBucket(rate_per_s=7.5, burst=10, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         rate_promise(admissions, 7.5, 10)
 
 
 class Gcra(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return GCRA(rate_per_s=3, burst=6, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return GCRA(rate_per_s=3, burst=6, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         rate_promise(admissions, 3, 6)
 
 
 class Fixed(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return FixedWindow(limit=9, window_ms=1000, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return FixedWindow(limit=9, window_ms=1000, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         aligned_window_promise(admissions, 9, 1000)
 
 
 class Log(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return SlidingWindowLog(limit=8, window_ms=700, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return SlidingWindowLog(limit=8, window_ms=700, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         sliding_promise(admissions, 8, 700)
 
 
 class Counter(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return SlidingWindowCounter(limit=12, window_ms=500, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return SlidingWindowCounter(limit=12, window_ms=500, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         aligned_window_promise(admissions, 12, 500)
@@ -66,17 +65,19 @@ TestSlidingWindowCounter = Counter.TestCase
 
 
 class DistributedExact(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        return DistributedLimiter(MemoryWindowStore(), limit=10, window_ms=500, clock=clock)
+    def make_subject(self) -> RateLimiter:
+        return DistributedLimiter(MemoryWindowStore(), limit=10, window_ms=500, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         aligned_window_promise(admissions, 10, 500)
 
 
 class DistributedBatched(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
+    def make_subject(self) -> RateLimiter:
         store = MemoryWindowStore()
-        return DistributedLimiter(store, limit=10, window_ms=500, sync_interval_ms=40, clock=clock)
+        return DistributedLimiter(
+            store, limit=10, window_ms=500, sync_interval_ms=40, clock=self.clock
+        )
 
     def check_promise(self, admissions: Admissions) -> None:
         aligned_window_promise(admissions, 10, 500)

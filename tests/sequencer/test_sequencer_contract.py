@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
-from blocks.core.clock import ManualClock
 from blocks.sequencer.api import IdGenerator
 from blocks.sequencer.contract import SequencerContract
 from blocks.sequencer.snowflake import Layout, Snowflake
@@ -15,39 +13,31 @@ from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
 
 
 class SnowflakeSmallSequence(SequencerContract):
-    def make_generator(
-        self, clock: ManualClock, sleep: Callable[[float], None]
-    ) -> IdGenerator[Any]:
+    def make_subject(self) -> IdGenerator[Any]:
         # Four IDs per millisecond so that exhaustion (and waiting) happens constantly.
         layout = Layout(timestamp_bits=41, worker_bits=10, sequence_bits=2)
-        return Snowflake(7, clock=clock, layout=layout, sleep=sleep, backwards_wait_max_ms=50)
+        return Snowflake(
+            7, clock=self.clock, layout=layout, sleep=self.sleep, backwards_wait_max_ms=50
+        )
 
 
 class SnowflakeDefault(SequencerContract):
-    def make_generator(
-        self, clock: ManualClock, sleep: Callable[[float], None]
-    ) -> IdGenerator[Any]:
-        return Snowflake(1023, clock=clock, sleep=sleep)
+    def make_subject(self) -> IdGenerator[Any]:
+        return Snowflake(1023, clock=self.clock, sleep=self.sleep)
 
 
 class Uuid7(SequencerContract):
-    def make_generator(
-        self, clock: ManualClock, sleep: Callable[[float], None]
-    ) -> IdGenerator[Any]:
-        return Uuid7Generator(clock=clock, rng=random.Random(1))
+    def make_subject(self) -> IdGenerator[Any]:
+        return Uuid7Generator(clock=self.clock, rng=random.Random(1))
 
 
 class Ulids(SequencerContract):
-    def make_generator(
-        self, clock: ManualClock, sleep: Callable[[float], None]
-    ) -> IdGenerator[Any]:
-        return UlidGenerator(clock=clock, rng=random.Random(2))
+    def make_subject(self) -> IdGenerator[Any]:
+        return UlidGenerator(clock=self.clock, rng=random.Random(2))
 
 
 class Tickets(SequencerContract):
-    def make_generator(
-        self, clock: ManualClock, sleep: Callable[[float], None]
-    ) -> IdGenerator[Any]:
+    def make_subject(self) -> IdGenerator[Any]:
         core = TicketCore(reserve_ahead=5)
 
         def allocate(count: int) -> range:

@@ -14,11 +14,15 @@ from key to ``(bytes, content type, metadata)``. Checked exactly:
 * an upload is invisible until completed, and completion yields the parts' concatenation;
 * bad names, ranges and part lists raise ``InvalidArgument``; missing things ``NotFound``;
   a non-empty bucket refuses deletion with ``Conflict``; none of them changes anything;
+* creating an existing bucket raises ``Conflict``; so does deleting a bucket with objects
+  or uploads in progress;
 * after a restart every completed object is there, unchanged.
 
-Use it by subclassing ``BlobStoreContract``, overriding ``make_store`` (and ``restart`` if your
-store is durable; ``check_storage`` for extra invariants such as no leaked chunks), then
-exposing ``MyContract.TestCase`` to pytest.
+Use it by subclassing ``BlobStoreContract`` (a ``blocks.testing.contract.Contract``),
+overriding ``make_subject()`` (and, if your store is durable, ``restart_subject(store)`` with
+``supports_restart = True``; ``check_storage`` for extra invariants such as no leaked
+chunks), then exposing ``MyContract.TestCase`` to pytest. ``make_store`` and ``restart`` are
+deprecated aliases of ``make_subject`` and ``restart_subject``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import hashlib
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, invariant, precondition, rule
 
 from blocks.blob.api import BlobStore
 from blocks.core.errors import Conflict, InvalidArgument, NotFound
+from blocks.testing.contract import Contract
 
 __all__ = ["BlobStoreContract"]
 
@@ -64,18 +69,30 @@ def _expected_listing(keys: list[str], prefix: str, delimiter: str) -> tuple[lis
     return found, prefixes
 
 
-class BlobStoreContract(RuleBasedStateMachine):
+class BlobStoreContract(Contract[BlobStore]):
     """Checks a ``BlobStore`` against a dict-of-dicts model."""
+
+    properties = ("exact bytes", "ranges", "listing", "multipart", "bad input", "restart")
+    legacy_hooks = {"make_store": "make_subject", "restart": "restart_subject"}
 
     part_bytes_min = 1
     """The store's minimum size of a part that is not the last (configure the store so)."""
     supports_restart = False
+    """Set when ``restart_subject`` reopens the store (the restart rule runs only then)."""
+
+    def make_subject(self) -> BlobStore:
+        return self.make_store()
+
+    def restart_subject(self, store: BlobStore) -> BlobStore | None:
+        """Close ``store`` and open it again from its durable state."""
+        return self.restart(store) if self.supports_restart else None
 
     def make_store(self) -> BlobStore:
-        raise NotImplementedError("override make_store to build the store under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     def restart(self, store: BlobStore) -> BlobStore:
-        """Close ``store`` and open it again from its durable state."""
+        """Deprecated alias of ``restart_subject``."""
         raise NotImplementedError
 
     def check_storage(self, store: BlobStore) -> None:
@@ -83,14 +100,14 @@ class BlobStoreContract(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.store = self.make_store()
+        self.store = self.open_subject()
         self.model: dict[str, dict[str, ModelObject]] = {}
         self.uploads: dict[str, tuple[str, str, dict[int, bytes]]] = {}
 
     uploads_bundle = Bundle("uploads")
 
     def teardown(self) -> None:
-        self.store.close()
+        self.finish_subject(self.store)
 
     @rule(bucket=_BUCKETS)
     def create_bucket(self, bucket: str) -> None:
@@ -279,7 +296,9 @@ class BlobStoreContract(RuleBasedStateMachine):
     @precondition(lambda self: self.supports_restart)
     @rule()
     def restart_store(self) -> None:
-        self.store = self.restart(self.store)
+        reopened = self.reopen_subject(self.store)
+        if reopened is not None:
+            self.store = reopened
 
     @invariant()
     def buckets_match(self) -> None:

@@ -13,11 +13,15 @@ counted it. Everything else is checked exactly:
   from t + d on (the model computes deadlines with the same ``clock.monotonic() + ttl``);
 * total weight never exceeds capacity; hits + misses equals the number of gets; evictions,
   expirations and the entry count move by exactly what the model can account for;
+* with ``admits_every_put``, an entry that fits is resident right after its put (an
+  admission policy such as TinyLFU may refuse a newcomer: set it False);
 * bad input raises ``InvalidArgument`` and changes nothing.
 
-Use it by subclassing ``CacheContract`` and overriding ``make_cache`` (and
-``admits_every_put`` when your cache may refuse a newcomer), then exposing
-``MyContract.TestCase`` to pytest.
+Use it by subclassing ``CacheContract`` (a ``blocks.testing.contract.Contract``) and
+overriding ``make_subject()`` (build a cache of ``self.capacity`` reading time from
+``self.clock``; set ``admits_every_put`` when your cache may refuse a newcomer), then
+exposing ``MyContract.TestCase`` to pytest. ``make_cache(capacity, clock)`` is a deprecated
+alias of ``make_subject``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from blocks.cache.api import Cache
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument
+from blocks.testing.contract import Contract
 
 __all__ = ["CacheContract"]
 
@@ -38,23 +43,33 @@ _TTLS = st.one_of(st.none(), st.sampled_from([0.5, 1.0, 2.0, 3.0]))
 _ABSENT = object()
 
 
-class CacheContract(RuleBasedStateMachine):
+class CacheContract(Contract[Cache[Any, Any]]):
     """Checks a ``Cache`` against a dict model with capacity and TTL rules."""
+
+    properties = ("exact values", "exact expiry", "capacity", "statistics", "bad input")
+    legacy_hooks = {"make_cache": "make_subject"}
 
     capacity = 5
     admits_every_put = True
     """True when every put of a fitting entry is resident right after the put (not TinyLFU)."""
 
+    def make_subject(self) -> Cache[Any, Any]:
+        return self.make_cache(self.capacity, self.clock)
+
     def make_cache(self, capacity: int, clock: ManualClock) -> Cache[Any, Any]:
-        raise NotImplementedError("override make_cache to build the cache under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock()
-        self.cache = self.make_cache(self.capacity, self.clock)
+        self.cache = self.open_subject()
         self.model: dict[Any, tuple[Any, float | None, int]] = {}
         self.gets = 0
         self.counter = 0
+
+    def teardown(self) -> None:
+        self.finish_subject(self.cache)
 
     def _live(self, key: Any) -> bool:
         deadline = self.model[key][1]

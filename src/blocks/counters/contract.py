@@ -1,19 +1,28 @@
 """A public Hypothesis contract for ``api.Counters`` implementations.
 
-Subclass ``CountersContract``, implement ``make_counters()`` (and ``settle()`` for
-implementations that converge over time, such as a gossip cluster), and expose ``TestCase``.
-The model is a plain dict of name to the sum of acknowledged increments; after ``settle()``
-every value read must equal the model exactly. Invalid names and amounts must raise
-``InvalidArgument`` and change nothing.
+Subclass ``CountersContract`` (a ``blocks.testing.contract.Contract``), implement
+``make_subject()`` (and ``settle()`` for implementations that converge over time, such as a
+gossip cluster), and expose ``TestCase``. ``make_counters`` is a deprecated alias of
+``make_subject``. The model is a plain dict of name to the sum of acknowledged increments.
+
+Rules the model enforces:
+
+* a counter never incremented reads 0; increments may be negative and any size up to
+  ``10**12`` per call;
+* after ``settle()`` every value read equals the sum of the increments acknowledged for that
+  name, exactly (before every read, and as an invariant after every step);
+* invalid names (empty, over the length limit, not a string) and amounts (not an int, or
+  beyond 64 bits) raise ``InvalidArgument`` and change nothing.
 """
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import Bundle, initialize, invariant, rule
 
 from blocks.core.errors import InvalidArgument
 from blocks.counters.api import Counters
+from blocks.testing.contract import Contract
 
 __all__ = ["CountersContract"]
 
@@ -21,8 +30,11 @@ names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FFF), min_size=
 amounts = st.one_of(st.integers(-5, 5), st.integers(-(10**12), 10**12))
 
 
-class CountersContract(RuleBasedStateMachine):
+class CountersContract(Contract[Counters]):
     """Checks a ``Counters`` implementation against a dict model."""
+
+    properties = ("exact sums after settling", "bad input")
+    legacy_hooks = {"make_counters": "make_subject"}
 
     counter_names = Bundle("counter_names")
 
@@ -30,15 +42,22 @@ class CountersContract(RuleBasedStateMachine):
         super().__init__()
         self.model: dict[str, int] = {}
 
+    def make_subject(self) -> Counters:
+        return self.make_counters()
+
     def make_counters(self) -> Counters:
-        raise NotImplementedError("subclasses build the implementation under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     def settle(self) -> None:
         """Let an eventually consistent implementation converge (no-op by default)."""
 
     @initialize()
     def build(self) -> None:
-        self.counters = self.make_counters()
+        self.counters = self.open_subject()
+
+    def teardown(self) -> None:
+        self.finish_subject(getattr(self, "counters", None))
 
     @rule(target=counter_names, name=names)
     def new_name(self, name: str) -> str:

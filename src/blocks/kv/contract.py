@@ -1,20 +1,33 @@
 """A public conformance kit: any ``KeyValueStore`` checked against a dict, by Hypothesis.
 
-Use it by subclassing ``KeyValueStoreContract`` and saying how to build your store::
+Use it by subclassing ``KeyValueStoreContract`` (a ``blocks.testing.contract.Contract``) and
+saying how to build your store::
 
     class TestMyStore(KeyValueStoreContract):
-        def make_store(self) -> KeyValueStore:
+        def make_subject(self) -> KeyValueStore:
             return MyStore(...)
 
     TestMyStore.TestCase.settings = settings(max_examples=50)
     test_my_store = TestMyStore.TestCase
 
-Optional hooks: ``reopen_store`` (close and open again on the same durable state; return
-``None`` when the store is not durable, and the rule is then a no-op), ``compact`` (run a
-merge or compaction) and ``value_bytes_max`` (then oversize values are tried too). Each step
-compares the store with the model; an invariant checks ``len`` and ``keys()`` after each.
-Refused inputs (wrong types, oversize keys and values, a bad pair inside ``put_many``) must
-raise ``InvalidArgument`` and change nothing, which the next reads verify.
+Optional hooks: ``restart_subject(store)`` (close and open again on the same durable state;
+return ``None`` when the store is not durable, and the rule is then a no-op),
+``close_subject(store)``, ``compact`` (run a merge or compaction) and ``value_bytes_max``
+(then oversize values are tried too). ``make_store`` and ``reopen_store`` are deprecated
+aliases of ``make_subject`` and ``restart_subject``.
+
+Rules the ``dict[bytes, bytes]`` model enforces:
+
+* a ``str`` key is its UTF-8 bytes: ``"a"`` and ``b"a"`` are one key;
+* ``get`` returns the last value put for the key, or ``None``; ``get_many`` returns those
+  values in the order asked, ``None`` for each missing key;
+* ``put_many`` applies its pairs in order (a key repeated in one call ends with its last value);
+* ``delete`` returns whether the key existed, and removes it;
+* ``len`` and ``keys()`` always match the model (an invariant after every step);
+* a restart (``restart_subject``) and a compaction change nothing a read can see;
+* refused input raises ``InvalidArgument`` and changes nothing: keys that are not bytes or
+  str, keys over ``KEY_BYTES_MAX`` bytes, values that are not bytes, values over
+  ``value_bytes_max``, and a ``put_many`` with one bad pair (none of its pairs is stored).
 """
 
 from __future__ import annotations
@@ -25,7 +38,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     MultipleResults,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     multiple,
@@ -35,6 +47,7 @@ from hypothesis.stateful import (
 from blocks.core.errors import InvalidArgument
 from blocks.kv.api import KeyValueStore
 from blocks.kv.limits import KEY_BYTES_MAX
+from blocks.testing.contract import Contract
 
 __all__ = ["KeyValueStoreContract", "key_strategy", "value_strategy"]
 
@@ -69,8 +82,11 @@ def _materialize(bad_key: Any) -> Any:
 _BAD_VALUES: tuple[Any, ...] = (None, "text", 3, ["v"])
 
 
-class KeyValueStoreContract(RuleBasedStateMachine):
+class KeyValueStoreContract(Contract[KeyValueStore]):
     """Checks a ``KeyValueStore`` against a ``dict[bytes, bytes]`` model."""
+
+    properties = ("read-your-writes", "delete", "batch order", "restart", "bad input")
+    legacy_hooks = {"make_store": "make_subject", "reopen_store": "restart_subject"}
 
     value_bytes_max: int | None = None
     """Set to the store's limit to have oversize values tried as bad input."""
@@ -80,22 +96,30 @@ class KeyValueStoreContract(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.model: dict[bytes, bytes] = {}
-        self.store: KeyValueStore = self.make_store()
+        self.store: KeyValueStore = self.open_subject()
 
     # -- hooks ------------------------------------------------------------------------------
 
+    def make_subject(self) -> KeyValueStore:
+        return self.make_store()
+
+    def restart_subject(self, store: KeyValueStore) -> KeyValueStore | None:
+        """Close ``store`` and open the same durable state again; ``None`` if not durable."""
+        return self.reopen_store(store)
+
     def make_store(self) -> KeyValueStore:
-        raise NotImplementedError("subclasses say how to build the store under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     def reopen_store(self, store: KeyValueStore) -> KeyValueStore | None:
-        """Close ``store`` and open the same durable state again; ``None`` if not durable."""
+        """Deprecated alias of ``restart_subject``."""
         return None
 
     def compact(self, store: KeyValueStore) -> None:
         """Run the store's compaction, if it has one."""
 
     def teardown(self) -> None:
-        self.store.close()
+        self.finish_subject(self.store)
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -155,7 +179,7 @@ class KeyValueStoreContract(RuleBasedStateMachine):
 
     @rule()
     def reopen(self) -> None:
-        reopened = self.reopen_store(self.store)
+        reopened = self.reopen_subject(self.store)
         if reopened is not None:
             self.store = reopened
 

@@ -1,32 +1,51 @@
 """A public Hypothesis contract for ``blocks.pubsub.api.PubSub`` implementations.
 
-Subclass ``PubSubContract``, implement ``make_pubsub(clock)`` (time only from the given
-``ManualClock``, group session timeout ``SESSION_TIMEOUT_MS``) and, for durable
-implementations, ``restart(pubsub, clock)``; expose ``TestCase``. The model is a list of
-``(key, value)`` per partition plus a dict of committed offsets and a dict of group members
-with their last heartbeat. Checked: offsets are dense and returned once acknowledged; fetches
-return exactly the model's records in order with non-decreasing timestamps; one key always
-maps to one partition; the live members' assignments partition the topic exactly; commits are
-fenced and never move backwards; bad input raises and changes nothing; a restart loses
-nothing acknowledged or committed.
+Subclass ``PubSubContract`` (a ``blocks.testing.contract.Contract``), implement
+``make_subject()`` (async or not; time only from ``self.clock``, a ``ManualClock``; group
+session timeout ``SESSION_TIMEOUT_MS``) and, for durable implementations,
+``restart_subject(pubsub)``; expose ``TestCase``. ``make_pubsub(clock)`` and
+``restart(pubsub, clock)`` are deprecated aliases. The model is a list of ``(key, value)``
+per partition plus a dict of committed offsets and a dict of group members with their last
+heartbeat.
+
+Rules the model enforces:
+
+* **topics**: creating a topic again with the same partition count is a no-op; with another
+  count it raises a ``BlocksError``;
+* **dense offsets**: ``produce`` returns ``(partition, offset)`` with the offset one past the
+  partition's last record; ``produce_batch`` returns the base offset of its records, stored
+  consecutively in order; an empty batch raises ``InvalidArgument``;
+* **keys**: one key always maps to the same partition of a topic;
+* **fetch**: ``fetch(topic, partition, offset, max_messages)`` returns exactly the records from
+  ``offset`` on, at most ``max_messages``, with their offsets, keys and values, and
+  non-decreasing timestamps; an offset at or past the end returns nothing;
+* **groups**: a member that has not heartbeated for ``SESSION_TIMEOUT_MS`` is gone; its
+  ``heartbeat`` and ``commit`` raise ``Conflict``; the live members' assignments cover every
+  partition of the topic exactly once (an invariant after every step);
+* **commits** are fenced by generation (a commit with an older generation raises
+  ``Conflict``), and the committed offset of a partition never moves backwards (a lower
+  commit leaves the higher one stored);
+* **restart** (``restart_subject``) keeps every record and every commit; group membership is
+  soft state and may be lost;
+* **bad input** changes nothing: an unknown topic raises ``NotFound``; a partition out of
+  range, a negative fetch offset and a value that is not bytes raise ``InvalidArgument``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import BlocksError, Conflict, InvalidArgument, NotFound
 from blocks.pubsub.api import PubSub
+from blocks.testing.contract import Contract
 
 __all__ = ["SESSION_TIMEOUT_MS", "PubSubContract"]
 
-T = TypeVar("T")
 SESSION_TIMEOUT_MS = 10_000
 TOPICS = {"events": 3, "single": 1}
 keys = st.one_of(st.none(), st.sampled_from([b"a", b"b", b"c", b"d", b"e"]))
@@ -35,12 +54,22 @@ topics = st.sampled_from(sorted(TOPICS))
 members = st.sampled_from(["m1", "m2", "m3"])
 
 
-class PubSubContract(RuleBasedStateMachine):
+class PubSubContract(Contract[PubSub]):
     """Checks a ``PubSub`` implementation against lists and dicts."""
+
+    properties = (
+        "dense offsets",
+        "key affinity",
+        "fetch order",
+        "group assignment",
+        "fenced commits",
+        "restart",
+        "bad input",
+    )
+    legacy_hooks = {"make_pubsub": "make_subject", "restart": "restart_subject"}
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
         self.clock = ManualClock(wall_ms=5_000_000)
         self.log: dict[str, list[list[tuple[bytes | None, bytes]]]] = {
             t: [[] for _ in range(n)] for t, n in TOPICS.items()
@@ -51,15 +80,20 @@ class PubSubContract(RuleBasedStateMachine):
         self.generations: dict[str, int] = {}
         self.pubsub: PubSub | None = None
 
+    async def make_subject(self) -> PubSub:
+        return await self.make_pubsub(self.clock)
+
+    async def restart_subject(self, pubsub: PubSub) -> PubSub | None:
+        """Close and reopen a durable implementation; None (the default) skips restarts."""
+        return await self.restart(pubsub, self.clock)
+
     async def make_pubsub(self, clock: ManualClock) -> PubSub:
-        raise NotImplementedError("subclasses build the implementation under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     async def restart(self, pubsub: PubSub, clock: ManualClock) -> PubSub | None:
-        """Close and reopen a durable implementation; None (the default) skips restarts."""
+        """Deprecated alias of ``restart_subject``."""
         return None
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
 
     def expect(self, coroutine: Coroutine[Any, Any, Any], error: type[BlocksError]) -> None:
         try:
@@ -74,11 +108,7 @@ class PubSubContract(RuleBasedStateMachine):
         return self.pubsub
 
     def teardown(self) -> None:
-        try:
-            if self.pubsub is not None:
-                self.run(self.pubsub.close())
-        finally:
-            self.loop.close()
+        self.finish_subject(self.pubsub)
 
     def _expire(self) -> None:
         now = self.clock.now_ms()
@@ -88,7 +118,7 @@ class PubSubContract(RuleBasedStateMachine):
 
     @initialize()
     def build(self) -> None:
-        self.pubsub = self.run(self.make_pubsub(self.clock))
+        self.pubsub = self.open_subject()
         for topic, count in TOPICS.items():
             self.run(self.p.create_topic(topic, partitions=count))
             self.run(self.p.create_topic(topic, partitions=count))  # same again: a no-op
@@ -173,7 +203,7 @@ class PubSubContract(RuleBasedStateMachine):
 
     @rule()
     def reopen(self) -> None:
-        reopened = self.run(self.restart(self.p, self.clock))
+        reopened = self.reopen_subject(self.p)
         if reopened is not None:
             self.pubsub = reopened
             self.members.clear()  # group membership is soft state

@@ -1,36 +1,60 @@
 """A public Hypothesis contract for ``blocks.queue.api.Queue`` implementations.
 
-Subclass ``QueueContract``, implement ``make_queue(clock)`` (the implementation must read time
-only from the given ``ManualClock``) and, for durable implementations, ``restart(queue,
-clock)`` (close it and open it again from its storage); expose ``TestCase``. The state machine
-sends, receives, acks, nacks, extends and lets time pass on four queues (standard with a
-dead-letter queue, FIFO, plain) and compares every answer with ``blocks.queue.model``: which
-messages come back, in which order, with which receive counts, and which calls must fail with
-``NotFound``, ``Conflict`` or ``InvalidArgument``. A restart must change nothing.
+Subclass ``QueueContract`` (a ``blocks.testing.contract.Contract``), implement
+``make_subject()`` (async or not; the implementation must read time only from
+``self.clock``, a ``ManualClock``) and, for durable implementations,
+``restart_subject(queue)`` (close it and open it again from its storage); expose
+``TestCase``. ``make_queue(clock)`` and ``restart(queue, clock)`` are deprecated aliases. The
+state machine sends, receives, acks, nacks, extends and lets time pass on four queues
+(standard with a dead-letter queue, FIFO, plain) and compares every answer with
+``blocks.queue.model``: which messages come back, in which order, with which receive counts,
+and which calls must fail.
+
+Rules the model enforces:
+
+* **standard order**: a receive returns up to ``max_messages`` visible messages, highest
+  ``priority`` first, then oldest (send order) first;
+* **FIFO order** (``fifo=True``): messages are grouped by ``group`` (no group is one group of
+  its own); a group with any message in flight is locked and gives nothing; from each other
+  group a receive takes the run of visible messages at its head, in send order, stopping at
+  the first not yet visible; groups are served in the order of their head's priority
+  (highest first) then age, each run as far as ``max_messages`` allows, so with
+  ``max_messages > 1`` one receive may return several consecutive messages of one group
+  (then of the next), never a later message of a group without the earlier ones;
+* **visibility**: a received message is invisible for ``visibility_ms`` (the receive's, else
+  the queue's) and becomes visible again when that runs out; each receive increments its
+  ``receive_count``;
+* **delay**: a message sent with ``delay_ms`` (or nacked with one) is invisible until then;
+* **ack** deletes a message; **nack** makes it visible again (after its delay);
+  **extend_visibility** sets a new deadline from now. Each needs the receipt of the latest
+  receive: an unknown or deleted message raises ``NotFound``, a stale receipt (the message
+  was received again since) raises ``Conflict``, and extending a message no longer in flight
+  raises ``Conflict``;
+* **dead letters**: a message whose visibility runs out, or that is nacked, after
+  ``max_receives`` receives moves to the dead-letter queue as a new visible message (or is
+  dropped when the queue has none);
+* **deduplication**: a send with a ``dedup_id`` seen within ``dedup_window_ms`` returns the
+  first send's id and stores nothing;
+* **restart**: ``restart_subject`` changes nothing the model can see;
+* **bad input** changes nothing: an unknown queue raises ``NotFound``; a priority outside
+  ``[0, 255]``, a malformed receipt and ``max_messages=0`` raise ``InvalidArgument``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    initialize,
-    rule,
-)
+from hypothesis.stateful import Bundle, initialize, rule
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import BlocksError, Conflict, InvalidArgument, NotFound
 from blocks.queue.api import Message, Queue
 from blocks.queue.model import ModelQueue, QueueModel
+from blocks.testing.contract import Contract
 
 __all__ = ["QueueContract"]
-
-T = TypeVar("T")
 
 # (name, visibility_ms, max_receives, dead_letter, fifo, dedup_window_ms)
 QUEUES = (
@@ -45,14 +69,26 @@ groups = st.sampled_from([None, "g1", "g2", "g3"])
 dedup_ids = st.one_of(st.none(), st.sampled_from(["d1", "d2", "d3"]))
 
 
-class QueueContract(RuleBasedStateMachine):
+class QueueContract(Contract[Queue]):
     """Checks a ``Queue`` implementation against ``QueueModel``."""
+
+    properties = (
+        "priority order",
+        "FIFO group order",
+        "visibility timeout",
+        "delay",
+        "receipts",
+        "dead letters",
+        "deduplication",
+        "restart",
+        "bad input",
+    )
+    legacy_hooks = {"make_queue": "make_subject", "restart": "restart_subject"}
 
     receipts = Bundle("receipts")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
         self.clock = ManualClock(wall_ms=1_000_000)
         self.model = QueueModel()
         self.ids: dict[str, int] = {}  # implementation id -> model id
@@ -60,17 +96,22 @@ class QueueContract(RuleBasedStateMachine):
 
     # -- hooks for subclasses ----------------------------------------------------------------
 
+    async def make_subject(self) -> Queue:
+        return await self.make_queue(self.clock)
+
+    async def restart_subject(self, queue: Queue) -> Queue | None:
+        """Close and reopen a durable implementation; None (the default) skips restarts."""
+        return await self.restart(queue, self.clock)
+
     async def make_queue(self, clock: ManualClock) -> Queue:
-        raise NotImplementedError("subclasses build the implementation under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     async def restart(self, queue: Queue, clock: ManualClock) -> Queue | None:
-        """Close and reopen a durable implementation; None (the default) skips restarts."""
+        """Deprecated alias of ``restart_subject``."""
         return None
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
 
     def expect(self, coroutine: Coroutine[Any, Any, Any], error: type[BlocksError]) -> None:
         try:
@@ -80,11 +121,7 @@ class QueueContract(RuleBasedStateMachine):
         raise AssertionError(f"expected {error.__name__}")
 
     def teardown(self) -> None:
-        try:
-            if self.queue is not None:
-                self.run(self.queue.close())
-        finally:
-            self.loop.close()
+        self.finish_subject(self.queue)
 
     @property
     def q(self) -> Queue:
@@ -95,7 +132,7 @@ class QueueContract(RuleBasedStateMachine):
 
     @initialize()
     def build(self) -> None:
-        self.queue = self.run(self.make_queue(self.clock))
+        self.queue = self.open_subject()
         self.model.advance(self.clock.now_ms())
         for name, visibility_ms, max_receives, dead_letter, fifo, window in QUEUES:
             self.run(
@@ -203,7 +240,7 @@ class QueueContract(RuleBasedStateMachine):
 
     @rule()
     def reopen(self) -> None:
-        reopened = self.run(self.restart(self.q, self.clock))
+        reopened = self.reopen_subject(self.q)
         if reopened is not None:
             self.queue = reopened
 

@@ -1,8 +1,10 @@
 """A public Hypothesis contract for ``api.RateLimiter`` implementations.
 
-Subclass ``RateLimiterContract``, implement ``make_limiter(clock)`` and ``check_promise(
-admissions)``, and expose ``TestCase``. The machine drives a ``ManualClock`` and a few keys
-with random costs. It checks:
+Subclass ``RateLimiterContract`` (a ``blocks.testing.contract.Contract``), implement
+``make_subject()`` (the limiter must take its time from ``self.clock``, a ``ManualClock``)
+and ``check_promise(admissions)``, and expose ``TestCase``. ``make_limiter(clock)`` is a
+deprecated alias of ``make_subject``. The machine drives the clock and a few keys with
+random costs. The rules it enforces:
 
 * the promise: ``check_promise`` gets each key's admitted ``(time_us, cost)`` list and
   asserts the algorithm's bound; ``rate_promise``, ``sliding_promise`` and
@@ -10,16 +12,19 @@ with random costs. It checks:
 * honesty: after a refusal, waiting exactly ``retry_after_ms`` (with no other request on that
   key) and asking again is admitted;
 * liveness: a fresh key admits any cost up to ``capacity``;
-* decision sanity: allowed decisions carry no wait, refused ones a positive wait.
+* decision sanity: allowed decisions carry no wait, refused ones a positive wait, and
+  ``remaining`` and ``reset_ms`` are never negative;
+* keys are independent: each key's admissions are checked against the bound on their own.
 """
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from blocks.core.clock import ManualClock
 from blocks.ratelimit.api import Decision, RateLimiter
+from blocks.testing.contract import Contract
 
 __all__ = [
     "RateLimiterContract",
@@ -62,8 +67,11 @@ def aligned_window_promise(admissions: Admissions, limit: int, window_ms: int) -
     assert all(total <= limit for total in totals.values()), totals
 
 
-class RateLimiterContract(RuleBasedStateMachine):
+class RateLimiterContract(Contract[RateLimiter]):
     """Checks a limiter's promise, honesty and liveness with a manual clock."""
+
+    properties = ("promise", "honest retry_after", "liveness", "decision sanity")
+    legacy_hooks = {"make_limiter": "make_subject"}
 
     keys = ("a", "b", "c")
 
@@ -74,15 +82,22 @@ class RateLimiterContract(RuleBasedStateMachine):
         self.refused: dict[str, tuple[int, Decision]] = {}
         self.fresh = 0
 
+    def make_subject(self) -> RateLimiter:
+        return self.make_limiter(self.clock)
+
     def make_limiter(self, clock: ManualClock) -> RateLimiter:
-        raise NotImplementedError("subclasses build the limiter under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
 
     def check_promise(self, admissions: Admissions) -> None:
         raise NotImplementedError("subclasses check their algorithm's bound")
 
     @initialize()
     def build(self) -> None:
-        self.limiter = self.make_limiter(self.clock)
+        self.limiter = self.open_subject()
+
+    def teardown(self) -> None:
+        self.finish_subject(getattr(self, "limiter", None))
 
     def _now_us(self) -> int:
         return round(self.clock.monotonic() * 1_000_000)

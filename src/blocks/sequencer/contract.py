@@ -1,19 +1,26 @@
 """A public Hypothesis contract for ID generators (``api.IdGenerator``).
 
-Subclass ``SequencerContract``, implement ``make_generator(clock, sleep)`` and expose
-``TestCase``::
+Subclass ``SequencerContract`` (a ``blocks.testing.contract.Contract``), implement
+``make_subject()`` and expose ``TestCase``::
 
     class TestMine(SequencerContract):
-        def make_generator(self, clock, sleep):
-            return MyGenerator(clock=clock, sleep=sleep)
+        def make_subject(self):
+            return MyGenerator(clock=self.clock, sleep=self.sleep)
 
     TestMine = TestMine.TestCase
 
-The machine drives a ``ManualClock`` forwards, backwards by a little and by a lot, and checks
-against the simplest model, the last ID issued: every ID is strictly greater than it. A
-generator may refuse with ``Unavailable`` while the clock is far behind; once the clock is
-back past everything it showed before, it must issue IDs again. ``sleep`` advances the manual
-clock, so a generator that waits makes progress.
+``make_generator(clock, sleep)`` is a deprecated alias of ``make_subject``. The machine drives
+``self.clock`` (a ``ManualClock``) forwards, backwards by a little and by a lot, and checks
+against the simplest model, the last ID issued. Rules it enforces:
+
+* every ID, from ``next_id`` or within ``next_ids(n)``, is strictly greater than every ID
+  issued before it, across clock jumps in both directions;
+* ``next_ids(n)`` returns exactly ``n`` IDs (``n`` may be 0);
+* a generator may refuse with ``Unavailable`` while the clock is behind what it showed
+  before, and nothing else; once the clock is back past everything it showed, ``next_id``
+  must succeed;
+* ``self.sleep(seconds)`` advances the manual clock, so a generator that waits (for the next
+  millisecond, or out a small backwards jump) makes progress instead of hanging.
 """
 
 from __future__ import annotations
@@ -22,19 +29,23 @@ from collections.abc import Callable
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, rule
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import Unavailable
 from blocks.sequencer.api import IdGenerator
+from blocks.testing.contract import Contract
 
 __all__ = ["SequencerContract"]
 
 START_MS = 1_700_000_000_000
 
 
-class SequencerContract(RuleBasedStateMachine):
+class SequencerContract(Contract[IdGenerator[Any]]):
     """Checks strict monotonicity and recovery of any ``IdGenerator`` under clock jumps."""
+
+    properties = ("strictly increasing", "exact batch size", "recovery after clock jumps")
+    legacy_hooks = {"make_generator": "make_subject"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,10 +54,19 @@ class SequencerContract(RuleBasedStateMachine):
         self.issued: list[Any] = []
         self.refusals = 0
 
+    def make_subject(self) -> IdGenerator[Any]:
+        return self.make_generator(self.clock, self.sleep)
+
     def make_generator(
         self, clock: ManualClock, sleep: Callable[[float], None]
     ) -> IdGenerator[Any]:
-        raise NotImplementedError("subclasses build the generator under test")
+        """Deprecated alias of ``make_subject``."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
+
+    def sleep(self, seconds: float) -> None:
+        """What a generator under test calls to wait: advances the manual clock."""
+        self.clock.advance(seconds)
+        self._note_wall()
 
     def _sleep(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -57,7 +77,10 @@ class SequencerContract(RuleBasedStateMachine):
 
     @initialize()
     def build(self) -> None:
-        self.generator = self.make_generator(self.clock, self._sleep)
+        self.generator = self.open_subject()
+
+    def teardown(self) -> None:
+        self.finish_subject(getattr(self, "generator", None))
 
     def _record(self, ids: list[Any]) -> None:
         for value in ids:

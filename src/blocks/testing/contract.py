@@ -1,0 +1,131 @@
+"""One shape for every block's contract: a Hypothesis state machine with the same hooks.
+
+Theory of operation
+-------------------
+Each block's ``contract.py`` is a ``RuleBasedStateMachine`` that drives an implementation
+and a trivial model side by side. ``Contract`` is their common base, so a test author learns
+one set of hooks for every block:
+
+``make_subject()``
+    Required. Build the implementation under test. It may read ``self.clock``, a
+    ``ManualClock`` the contract owns and advances (implementations must take their time from
+    it), and may be ``async``.
+``restart_subject(subject)``
+    Optional. Close ``subject`` and open the same durable state again, returning the new
+    object; return ``None`` (the default) when the implementation is not durable, and the
+    contract's restart rule is a no-op. May be ``async``.
+``close_subject(subject)``
+    Optional. Release ``subject`` at the end of a run; the default calls its ``close()``
+    (awaited when it is a coroutine). May be ``async``.
+
+Sync and async implementations use the same hooks: the contract calls them through
+``resolve()``, which awaits a coroutine on the machine's own event loop (created on first
+use, closed by ``finish_subject``) and passes a plain value through; async contracts drive
+the implementation with ``run(coroutine)`` on the same loop. ``properties`` names what a
+contract checks; each contract's docstring states every rule its model enforces.
+
+Old hook names (``make_store``, ``make_queue``, ``reopen_store``, ``restart``, ...) still work
+as deprecated aliases: a subclass that defines one gets a ``DeprecationWarning`` when the
+class is created, and the contract's default ``make_subject``/``restart_subject`` call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import warnings
+from collections.abc import Awaitable
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from hypothesis.stateful import RuleBasedStateMachine
+
+from blocks.core.clock import ManualClock
+
+__all__ = ["Contract"]
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+class Contract(RuleBasedStateMachine, Generic[S]):
+    """Base of the block contracts; see the module docs for the hooks."""
+
+    properties: ClassVar[tuple[str, ...]] = ()
+    """The properties this contract checks, by name (see its docstring for each rule)."""
+
+    legacy_hooks: ClassVar[dict[str, str]] = {}
+    """Deprecated hook name -> the hook that replaces it, per contract."""
+
+    clock: ManualClock
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in cls.legacy_hooks.items():
+            # The contract that declares the aliases defines them itself; its users should not.
+            if old in cls.__dict__ and "legacy_hooks" not in cls.__dict__:
+                warnings.warn(
+                    f"{cls.__name__}.{old} is deprecated; override {new}() instead",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._contract_loop: asyncio.AbstractEventLoop | None = None
+        self.clock = ManualClock(wall_ms=1_000_000)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def make_subject(self) -> S | Awaitable[S]:
+        """Build the implementation under test (may be ``async``)."""
+        raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
+
+    def restart_subject(self, subject: S) -> S | Awaitable[S | None] | None:
+        """Close ``subject`` and reopen its durable state; ``None``: not durable."""
+        return None
+
+    def close_subject(self, subject: S) -> Awaitable[None] | None:
+        """Release ``subject``; by default call its ``close()``, if it has one."""
+        close = getattr(subject, "close", None)
+        return cast("Awaitable[None] | None", close()) if callable(close) else None
+
+    # -- plumbing the contracts use -----------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The machine's event loop for async implementations, created on first use."""
+        if self._contract_loop is None:
+            self._contract_loop = asyncio.new_event_loop()
+        return self._contract_loop
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Run ``awaitable`` to completion on the machine's loop."""
+        return self.loop.run_until_complete(_await(awaitable))
+
+    def resolve(self, value: T | Awaitable[T]) -> T:
+        """What a hook returned: awaited on the machine's loop if awaitable, else as is."""
+        if inspect.isawaitable(value):
+            return self.run(cast("Awaitable[T]", value))
+        return value
+
+    def open_subject(self) -> S:
+        """Call ``make_subject`` (awaiting it if async)."""
+        return self.resolve(self.make_subject())
+
+    def reopen_subject(self, subject: S) -> S | None:
+        """Call ``restart_subject`` (awaiting it if async)."""
+        return self.resolve(self.restart_subject(subject))
+
+    def finish_subject(self, subject: S | None) -> None:
+        """Close ``subject`` (if any) and then the machine's loop; for ``teardown``."""
+        try:
+            if subject is not None:
+                self.resolve(self.close_subject(subject))
+        finally:
+            if self._contract_loop is not None:
+                self._contract_loop.close()
+                self._contract_loop = None
+
+
+async def _await(value: Awaitable[T]) -> T:
+    return await value

@@ -1,0 +1,143 @@
+"""The one contract shape: the same hooks on every block's contract, sync or async, with the
+old hook names still working (and warned about), and a documented rule that really bites."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import warnings
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from blocks.blob.contract import BlobStoreContract
+from blocks.cache.contract import CacheContract
+from blocks.counters.contract import CountersContract
+from blocks.kv import Bitcask, KeyValueStore
+from blocks.kv.contract import KeyValueStoreContract
+from blocks.pubsub.contract import PubSubContract
+from blocks.queue.api import Message, Queue
+from blocks.queue.contract import QueueContract
+from blocks.queue.local import LocalQueue
+from blocks.ratelimit.contract import RateLimiterContract
+from blocks.sequencer.contract import SequencerContract
+from blocks.testing.contract import Contract
+
+QUICK = settings(
+    max_examples=5,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+CONTRACTS: list[type[Contract[Any]]] = [
+    BlobStoreContract,
+    CacheContract,
+    CountersContract,
+    KeyValueStoreContract,
+    PubSubContract,
+    QueueContract,
+    RateLimiterContract,
+    SequencerContract,
+]
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.__name__)
+def test_every_contract_has_the_same_base_and_hooks(contract: type[Contract[Any]]) -> None:
+    assert issubclass(contract, Contract)
+    for hook in ("make_subject", "restart_subject", "close_subject"):
+        assert callable(getattr(contract, hook))
+    assert contract.properties, "a contract names the properties it checks"
+    module_doc = sys.modules[contract.__module__].__doc__ or ""
+    assert "make_subject" in module_doc, "the docstring teaches the shared hook"
+
+
+class _BitcaskMixin:
+    directory: str
+
+    def _open(self) -> Bitcask:
+        return Bitcask.open(self.directory, sync="never")
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()  # type: ignore[misc]
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class NewStyleKv(_BitcaskMixin, KeyValueStoreContract):
+    def make_subject(self) -> KeyValueStore:
+        self.directory = tempfile.mkdtemp(prefix="contract-shape-")
+        return self._open()
+
+    def restart_subject(self, store: KeyValueStore) -> KeyValueStore | None:
+        store.close()
+        return self._open()
+
+
+def test_the_new_hooks_run_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        run_state_machine_as_test(NewStyleKv, settings=QUICK)
+
+
+def test_old_hook_names_still_work_but_warn() -> None:
+    with pytest.warns(DeprecationWarning) as caught:
+
+        class OldStyleKv(_BitcaskMixin, KeyValueStoreContract):
+            def make_store(self) -> KeyValueStore:
+                self.directory = tempfile.mkdtemp(prefix="contract-shape-")
+                return self._open()
+
+            def reopen_store(self, store: KeyValueStore) -> KeyValueStore | None:
+                store.close()
+                return self._open()
+
+    assert sorted(str(w.message).split(" ")[0] for w in caught) == [
+        "OldStyleKv.make_store",
+        "OldStyleKv.reopen_store",
+    ]
+    reopened: list[bool] = []
+    original = OldStyleKv.reopen_store
+
+    def counting(self: OldStyleKv, store: KeyValueStore) -> KeyValueStore | None:
+        reopened.append(True)
+        return original(self, store)
+
+    OldStyleKv.reopen_store = counting  # type: ignore[method-assign]
+    run_state_machine_as_test(OldStyleKv, settings=settings(QUICK, max_examples=20))
+    assert reopened, "the restart rule should have reached the old hook"
+
+
+def test_a_contract_without_make_subject_says_which_hook_is_missing() -> None:
+    with pytest.raises(NotImplementedError, match="make_subject"):
+        KeyValueStoreContract()
+
+
+class _ReversingQueue(LocalQueue):
+    """Breaks the documented FIFO rule on purpose: a multi-message receive comes back
+    reversed."""
+
+    async def receive(self, name: str, **options: Any) -> list[Message]:
+        return list(reversed(await super().receive(name, **options)))
+
+
+class BrokenFifoContract(QueueContract):
+    async def make_subject(self) -> Queue:
+        return _ReversingQueue(clock=self.clock)
+
+
+def test_the_queue_contract_catches_a_broken_fifo_rule() -> None:
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(
+            BrokenFifoContract,
+            settings=settings(
+                QUICK,
+                max_examples=300,
+                stateful_step_count=25,
+                phases=[Phase.generate],
+                derandomize=True,
+            ),
+        )
