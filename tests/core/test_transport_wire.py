@@ -47,6 +47,13 @@ def test_overloaded_carries_retry_after() -> None:
     assert isinstance(rebuilt, Overloaded) and rebuilt.retry_after_ms == 75
 
 
+def test_storage_full_arrives_as_itself_with_its_retry_after() -> None:
+    sent = errors.StorageFull("storage full: write failed", retry_after_ms=500)
+    rebuilt = error_from_wire(error_to_wire(sent))
+    assert type(rebuilt) is errors.StorageFull and rebuilt.retry_after_ms == 500
+    assert isinstance(rebuilt, errors.StorageError) and isinstance(rebuilt, Overloaded)
+
+
 @pytest.mark.parametrize(
     "wire",
     [None, 3, "Conflict", [], {"type": "Conflict"}, {"type": 1, "message": "m"}],

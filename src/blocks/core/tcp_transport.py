@@ -16,9 +16,16 @@ Failure handling:
   may not have run) and the next request dials again. Failed dials back off exponentially with
   jitter, from ``backoff_initial_s`` up to ``backoff_max_s``; a request waits out the backoff
   when its deadline allows and fails with ``Unavailable`` when it does not.
-* A frame that is oversize (above ``frame_bytes_max``), not msgpack, or not a valid frame is a
-  ``PeerError``: the receiver sends ``GOAWAY`` carrying the error and drops the connection; a
-  server stays up for everyone else.
+* A frame that is oversize (above ``frame_bytes_max``, or above ``handshake_frame_bytes_max``
+  before the handshake), not msgpack, or not a valid frame is a ``PeerError``: the receiver
+  sends ``GOAWAY`` carrying the error and drops the connection; a server stays up for
+  everyone else.
+* What strangers can make a listener hold is bounded by ``TcpLimits``
+  (``blocks.core.tcp_limits``): connections, connections still greeting, the frame size
+  before the handshake, and the bytes of frames in progress over all connections. A breach
+  drops the connection that caused it with ``GOAWAY`` (``Overloaded`` for a full budget,
+  ``PeerError`` for a frame too large) and is counted in ``stats()``; ``buffered_bytes`` is
+  the budget in use.
 * With a ``token``, a listener rejects a ``HELLO`` whose token is missing or differs
   (``GOAWAY`` with ``Unauthenticated``, compared in constant time); the dialer raises
   ``Unauthenticated``. A peer that sends nothing for ``handshake_timeout_s`` is dropped.
@@ -46,15 +53,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import random
 import ssl
 from typing import Any
 
 from blocks.core.errors import (
+    BlocksError,
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
+    Overloaded,
     PeerError,
     Timeout,
     Unauthenticated,
@@ -62,16 +72,16 @@ from blocks.core.errors import (
 )
 from blocks.core.rpc import PemSource
 from blocks.core.tcp_connection import ClientConnection, ServerConnection
+from blocks.core.tcp_limits import TcpLimits
 from blocks.core.tcp_tls import check_tls_context, client_tls_context
 from blocks.core.transport import (
     DEFAULT_TIMEOUT_S,
-    FRAME_BYTES_MAX,
     FrameKind,
     Handler,
     check_timeout,
 )
 
-__all__ = ["Address", "TcpTransport"]
+__all__ = ["Address", "TcpLimits", "TcpTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +99,9 @@ class TcpTransport:
     is the bearer token this node presents when dialing and, when listening, requires.
     ``tls`` (listener context), ``tls_ca`` (PEM bytes, a path, or a client context) and
     ``tls_server_name`` turn on TLS as the module docs describe; ``InvalidArgument`` if the
-    material cannot be loaded.
+    material cannot be loaded. ``limits`` bounds what peers can make it hold (``TcpLimits``);
+    ``frame_bytes_max``, ``in_flight_max`` and ``handshake_timeout_s``, when given, replace
+    those fields of it.
     """
 
     def __init__(
@@ -99,10 +111,11 @@ class TcpTransport:
         peers: dict[str, Address] | None = None,
         token: str | None = None,
         *,
-        frame_bytes_max: int = FRAME_BYTES_MAX,
-        in_flight_max: int = 1024,
+        limits: TcpLimits | None = None,
+        frame_bytes_max: int | None = None,
+        in_flight_max: int | None = None,
         connect_timeout_s: float = 2.0,
-        handshake_timeout_s: float = 5.0,
+        handshake_timeout_s: float | None = None,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
         rng: random.Random | None = None,
@@ -114,18 +127,14 @@ class TcpTransport:
             raise InvalidArgument(f"node name must be a non-empty str, got {name!r}")
         if token is not None and (not isinstance(token, str) or not token):
             raise InvalidArgument("token must be a non-empty str or None")
-        if frame_bytes_max <= 0 or in_flight_max <= 0:
-            raise InvalidArgument("frame_bytes_max and in_flight_max must be > 0")
+        self.limits = _limits(limits, frame_bytes_max, in_flight_max, handshake_timeout_s)
         if not 0 < backoff_initial_s <= backoff_max_s:
             raise InvalidArgument("need 0 < backoff_initial_s <= backoff_max_s")
         self._name = name
         self._listen = listen
         self._peers: dict[str, Address] = dict(peers or {})
         self.token = token
-        self.frame_bytes_max = frame_bytes_max
-        self.in_flight_max = in_flight_max
         self.connect_timeout_s = check_timeout(connect_timeout_s)
-        self.handshake_timeout_s = check_timeout(handshake_timeout_s)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
@@ -138,6 +147,8 @@ class TcpTransport:
         self.counters: collections.Counter[str] = collections.Counter()
         self._server: asyncio.Server | None = None
         self._accepted: set[ServerConnection] = set()
+        self._greeting: set[ServerConnection] = set()  # accepted, handshake not yet done
+        self.buffered_bytes = 0  # of frames in progress on accepted connections
         self._outbound: dict[str, ClientConnection] = {}
         self._dial_locks: dict[str, asyncio.Lock] = {}
         self._retry_at: dict[str, tuple[int, float]] = {}  # name -> (failures, loop time)
@@ -165,7 +176,7 @@ class TcpTransport:
             if self._tls_server is not None:
                 tls_options = {
                     "ssl": self._tls_server,
-                    "ssl_handshake_timeout": self.handshake_timeout_s,
+                    "ssl_handshake_timeout": self.limits.handshake_timeout_s,
                     "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT_S,
                 }
             self._server = await loop.create_server(
@@ -193,8 +204,15 @@ class TcpTransport:
 
     def stats(self) -> dict[str, int]:
         """Counters: peer_errors, unauthenticated, refused, handler_errors, late_replies,
-        connections_accepted, dials, dial_failures, tls_failures, oneway_dropped."""
-        return dict(self.counters)
+        connections_accepted, dials, dial_failures, tls_failures, oneway_dropped, and the
+        limit breaches the module docs name; gauges: connections, connections_greeting,
+        buffered_bytes."""
+        return {
+            **self.counters,
+            "connections": len(self._accepted),
+            "connections_greeting": len(self._greeting),
+            "buffered_bytes": self.buffered_bytes,
+        }
 
     async def request(self, dest: str, message: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
         self._check_open()
@@ -229,7 +247,7 @@ class TcpTransport:
         if self._server is not None:
             self._server.close()
         for connection in list(self._outbound.values()):
-            connection.fail(Cancelled(f"transport {self._name!r} closed"))
+            connection.fail(Cancelled(f"transport {self._name!r} closed"), linger=False)
         self._outbound.clear()
         for accepted in list(self._accepted):
             accepted.close()
@@ -245,12 +263,30 @@ class TcpTransport:
 
     # --- hooks for the connections (blocks.core.tcp_connection.ConnectionOwner) -----------
 
-    def connection_accepted(self, connection: ServerConnection) -> None:
+    def connection_accepted(self, connection: ServerConnection) -> BlocksError | None:
+        limits = self.limits
+        if len(self._accepted) >= limits.connections_max:
+            self.counters["connections_refused"] += 1
+            return Overloaded(f"{limits.connections_max} connections open (connections_max)")
+        if len(self._greeting) >= limits.handshaking_max:
+            self.counters["handshakes_refused"] += 1
+            return Overloaded(f"{limits.handshaking_max} connections greeting (handshaking_max)")
         self.counters["connections_accepted"] += 1
         self._accepted.add(connection)
+        self._greeting.add(connection)
+        return None
+
+    def connection_opened(self, connection: ServerConnection) -> None:
+        self._greeting.discard(connection)
 
     def connection_ended(self, connection: ServerConnection) -> None:
         self._accepted.discard(connection)
+        self._greeting.discard(connection)
+
+    def buffer_changed(self, delta_bytes: int) -> int:
+        self.buffered_bytes += delta_bytes
+        assert self.buffered_bytes >= 0, "released more buffered bytes than were reported"
+        return self.buffered_bytes
 
     def outbound_lost(self, peer_name: str, connection: ClientConnection) -> None:
         if self._outbound.get(peer_name) is connection:
@@ -305,10 +341,30 @@ class TcpTransport:
             raise Unavailable(f"cannot reach {dest!r} at {host}:{port}: {error}") from None
         self._retry_at.pop(dest, None)
         if self._closed:  # closed while we were dialing
-            connection.fail(Cancelled(f"transport {self._name!r} closed"))
+            connection.fail(Cancelled(f"transport {self._name!r} closed"), linger=False)
             raise Cancelled(f"transport {self._name!r} closed")
         self._outbound[dest] = connection
         return connection
+
+
+def _limits(
+    limits: TcpLimits | None,
+    frame_bytes_max: int | None,
+    in_flight_max: int | None,
+    handshake_timeout_s: float | None,
+) -> TcpLimits:
+    """``limits`` (default ``TcpLimits()``) with the fields given one by one replaced."""
+    base = limits or TcpLimits()
+    changes: dict[str, Any] = {}
+    if frame_bytes_max is not None:
+        changes["frame_bytes_max"] = frame_bytes_max
+        changes["handshake_frame_bytes_max"] = min(base.handshake_frame_bytes_max, frame_bytes_max)
+        changes["buffered_bytes_max"] = max(base.buffered_bytes_max, 2 * frame_bytes_max)
+    if in_flight_max is not None:
+        changes["in_flight_max"] = in_flight_max
+    if handshake_timeout_s is not None:
+        changes["handshake_timeout_s"] = handshake_timeout_s
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 def _client_context(tls_ca: PemSource | ssl.SSLContext | None) -> ssl.SSLContext | None:

@@ -153,11 +153,11 @@ def error_from_wire(wire: Any) -> BlocksError:
     if not isinstance(name, str) or not isinstance(message, str):
         return PeerError("malformed error from peer: missing type or message")
     cls = _ERROR_CLASSES.get(name, BlocksError)
-    if cls is Overloaded:
+    if issubclass(cls, Overloaded):
         retry_after_ms = wire.get("retry_after_ms", 0)
         if not isinstance(retry_after_ms, int) or retry_after_ms < 0:
             retry_after_ms = 0
-        return Overloaded(message, retry_after_ms=retry_after_ms)
+        return cls(message, retry_after_ms=retry_after_ms)
     return cls(message)
 
 
@@ -205,8 +205,11 @@ class FrameDecoder:
     (``append`` plus ``next_frame`` do the same one frame at a time, so a caller can act on
     the good frames that precede a bad one). A frame
     whose declared length is zero or above ``frame_bytes_max``, whose body is not msgpack, or
-    that is not ``[known kind, ...]`` with the right number of fields raises ``PeerError``;
-    after that the stream is unusable and the decoder refuses further input.
+    that is not ``[known kind, ...]`` with the right number of fields raises ``PeerError``
+    (one for a declared length past the limit carries ``details["breach"] ==
+    "frame_too_large"``); after that the stream is unusable and the decoder refuses further
+    input. ``frame_bytes_max`` may change between frames (a connection raises it once its
+    handshake is done).
     """
 
     __slots__ = ("_broken", "_buffer", "_frame_bytes_max")
@@ -221,6 +224,16 @@ class FrameDecoder:
     @property
     def buffered_bytes(self) -> int:
         return len(self._buffer)
+
+    @property
+    def frame_bytes_max(self) -> int:
+        return self._frame_bytes_max
+
+    @frame_bytes_max.setter
+    def frame_bytes_max(self, value: int) -> None:
+        if value <= 0:
+            raise InvalidArgument(f"frame_bytes_max must be > 0, got {value}")
+        self._frame_bytes_max = value
 
     def feed(self, data: bytes) -> list[list[Any]]:
         """Add ``data`` and return every complete frame; raises at the first bad one."""
@@ -245,7 +258,10 @@ class FrameDecoder:
                 return None
             length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
             if length == 0 or length > self._frame_bytes_max:
-                raise PeerError(f"frame length {length} outside 1..{self._frame_bytes_max} bytes")
+                raise PeerError(
+                    f"frame length {length} outside 1..{self._frame_bytes_max} bytes",
+                    breach="frame_too_large" if length else "empty_frame",
+                )
             end = FRAME_HEADER_BYTES + length
             if len(self._buffer) < end:
                 return None
