@@ -245,3 +245,73 @@ def test_presigned_urls_work_with_plain_http(s3: tuple[Any, Any], bucket: str) -
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(sigv2, timeout=30)
     assert refused.value.code == 501
+
+
+def test_delete_objects_in_one_request(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    for key in ("a", "b", "c"):
+        client.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    result = client.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "a"}, {"Key": "b"}, {"Key": "missing"}]}
+    )
+    assert sorted(d["Key"] for d in result["Deleted"]) == ["a", "b", "missing"]
+    assert "Errors" not in result
+    quiet = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "c"}], "Quiet": True})
+    assert "Deleted" not in quiet
+    assert client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_copy_object(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    large = bytes(range(256)) * (12 * 1024)  # three chunks
+    source = {"Bucket": bucket, "Key": "dir/sõurce file"}
+    etag = client.put_object(
+        **source, Body=large, ContentType="video/mp4", Metadata={"origin": "camera"}
+    )["ETag"]
+    copied = client.copy_object(CopySource=source, Bucket=bucket, Key="copy")
+    assert copied["CopyObjectResult"]["ETag"] == etag
+    head = client.head_object(Bucket=bucket, Key="copy")
+    assert (head["ContentType"], head["Metadata"]) == ("video/mp4", {"origin": "camera"})
+    assert _body(client, bucket, "copy") == large
+    client.copy_object(
+        CopySource=source,
+        Bucket=bucket,
+        Key="replaced",
+        MetadataDirective="REPLACE",
+        Metadata={"origin": "edit"},
+        ContentType="text/plain",
+    )
+    head = client.head_object(Bucket=bucket, Key="replaced")
+    assert (head["ContentType"], head["Metadata"]) == ("text/plain", {"origin": "edit"})
+    with pytest.raises(ClientError) as error:
+        client.copy_object(CopySource=source, Bucket=bucket, Key="x", CopySourceIfMatch='"0"')
+    assert (_status(error), _code(error)) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as error:
+        client.copy_object(CopySource=source, Bucket=bucket, Key="x", CopySourceIfNoneMatch=etag)
+    assert _status(error) == 412
+    with pytest.raises(ClientError) as error:  # onto itself without a change
+        client.copy_object(CopySource=source, **source)
+    assert _code(error) == "InvalidRequest"
+    with pytest.raises(ClientError) as error:
+        client.copy_object(CopySource={"Bucket": bucket, "Key": "nope"}, Bucket=bucket, Key="x")
+    assert _code(error) == "NoSuchKey"
+    assert _body(client, bucket, source["Key"]) == large
+
+
+def test_list_objects_v1_with_markers(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    keys = ["a/1", "a/2", "b", "c/1", "d"]
+    for key in keys:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    first = client.list_objects(Bucket=bucket, MaxKeys=2)
+    assert [o["Key"] for o in first["Contents"]] == ["a/1", "a/2"] and first["IsTruncated"]
+    second = client.list_objects(Bucket=bucket, MaxKeys=2, Marker="a/2")
+    assert [o["Key"] for o in second["Contents"]] == ["b", "c/1"]
+    grouped = client.list_objects(Bucket=bucket, Delimiter="/", MaxKeys=2)
+    assert [p["Prefix"] for p in grouped["CommonPrefixes"]] == ["a/"]
+    assert [o["Key"] for o in grouped["Contents"]] == ["b"]
+    assert grouped["IsTruncated"] and grouped["NextMarker"] == "b"
+    pages = client.get_paginator("list_objects").paginate(
+        Bucket=bucket, PaginationConfig={"PageSize": 2}
+    )
+    assert [o["Key"] for page in pages for o in page["Contents"]] == keys

@@ -39,6 +39,7 @@ from blocks.blob.awschunked import S3RequestError, verify_checksums
 from blocks.blob.conditions import ConditionFailed
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
+from blocks.blob.s3docs import delete_result, list_objects_v1_result, parse_delete_request
 from blocks.blob.s3objects import NotModified, ObjectOps, parse_range, xml_response
 from blocks.blob.s3ops import (
     refuse_encryption,
@@ -224,7 +225,7 @@ class S3Handler(ObjectOps):
                 buckets = await self.workers.run(self.store.list_buckets)
                 return xml_response(list_buckets_result(buckets))
         elif not key:
-            return await self._bucket(method, bucket, query)
+            return await self._bucket(method, bucket, query, payload)
         elif method in ("GET", "HEAD"):
             return await self._read_object(head, bucket, key, query)
         elif method == "PUT":
@@ -235,8 +236,20 @@ class S3Handler(ObjectOps):
             return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
 
-    async def _bucket(self, method: str, bucket: str, query: dict[str, str]) -> Response:
+    async def _bucket(
+        self, method: str, bucket: str, query: dict[str, str], payload: bytes | StreamedPayload
+    ) -> Response:
         names = subresources(query)
+        if method == "POST" and names == {"delete"} and isinstance(payload, bytes):
+            return await self._delete_objects(bucket, payload)
+        if method == "GET" and not names - {
+            "prefix",
+            "delimiter",
+            "marker",
+            "max-keys",
+            "encoding-type",
+        }:
+            return await self._list_v1(bucket, query)
         if method == "PUT" and not names:
             await self.workers.run(self.store.create_bucket, bucket)
             return Response(200, {"Location": f"/{bucket}"})
@@ -260,6 +273,48 @@ class S3Handler(ObjectOps):
         if method == "GET" and query.get("list-type") == "2":
             return await self._list_v2(bucket, query)
         raise S3RequestError("NotImplemented", "this bucket operation is not implemented", 501)
+
+    async def _delete_objects(self, bucket: str, payload: bytes) -> Response:
+        keys, quiet = parse_delete_request(payload)
+
+        def delete_all() -> tuple[list[str], list[tuple[str, str, str]]]:
+            self.store.list_objects(bucket, max_keys=1)  # NoSuchBucket before anything
+            deleted: list[str] = []
+            errors: list[tuple[str, str, str]] = []
+            for key in keys:
+                try:
+                    self.store.delete_object(bucket, key)
+                except BlocksError as error:
+                    errors.append((key, _map_error(error)[1], str(error)))
+                    continue
+                deleted.append(key)
+            return deleted, errors
+
+        deleted, errors = await self.workers.run(delete_all)
+        return xml_response(delete_result([] if quiet else deleted, errors))
+
+    async def _list_v1(self, bucket: str, query: dict[str, str]) -> Response:
+        max_keys_text = query.get("max-keys", "1000")
+        if not max_keys_text.isdigit():
+            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
+        max_keys = min(int(max_keys_text), 1000)
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        marker = query.get("marker", "")
+        # A marker that is a common prefix stands for everything under it.
+        start_after = marker + "\U0010ffff" if delimiter and marker.endswith(delimiter) else marker
+        page = await self.workers.run(
+            lambda: self.store.list_objects(
+                bucket,
+                prefix=prefix,
+                delimiter=delimiter,
+                max_keys=max_keys,
+                start_after=start_after,
+            )
+        )
+        document = list_objects_v1_result(
+            bucket, page, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys
+        )
+        return xml_response(document)
 
     async def _list_v2(self, bucket: str, query: dict[str, str]) -> Response:
         max_keys_text = query.get("max-keys", "1000")

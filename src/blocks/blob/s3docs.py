@@ -1,0 +1,110 @@
+"""XML documents of DeleteObjects, CopyObject and ListObjects (v1).
+
+Theory of operation: built the same way as ``s3xml``'s (escaped text, S3 namespace, the
+element order of the S3 API reference). The one request document, DeleteObjects' key list,
+is bounded (``DELETE_KEYS_MAX`` keys, ``DELETE_BODY_BYTES_MAX`` bytes), refuses document
+type declarations, and any unexpected shape raises ``S3RequestError("MalformedXML")``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+
+from blocks.blob.api import ListPage, ObjectInfo
+from blocks.blob.awschunked import S3RequestError
+from blocks.blob.s3xml import _HEADER, _NAMESPACE, _element, _local, iso_time
+
+__all__ = [
+    "DELETE_KEYS_MAX",
+    "copy_result",
+    "delete_result",
+    "list_objects_v1_result",
+    "parse_delete_request",
+]
+
+DELETE_KEYS_MAX = 1000
+DELETE_BODY_BYTES_MAX = 2 * 1024 * 1024
+
+
+def parse_delete_request(body: bytes) -> tuple[list[str], bool]:
+    """The keys of a DeleteObjects request and whether it asked for a quiet reply."""
+    if len(body) > DELETE_BODY_BYTES_MAX:
+        raise S3RequestError("MalformedXML", "the key list is too large")
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise S3RequestError("MalformedXML", "document type declarations are not accepted")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as error:
+        raise S3RequestError("MalformedXML", "the key list is not well-formed XML") from error
+    if _local(root.tag) != "Delete":
+        raise S3RequestError("MalformedXML", "expected Delete")
+    keys: list[str] = []
+    quiet = False
+    for child in root:
+        name = _local(child.tag)
+        if name == "Quiet":
+            quiet = (child.text or "").strip().lower() == "true"
+        elif name == "Object":
+            fields = {_local(item.tag): item.text or "" for item in child}
+            if "Key" not in fields:
+                raise S3RequestError("MalformedXML", "each Object needs a Key")
+            if fields.get("VersionId", "null") != "null":
+                raise S3RequestError("NotImplemented", "versioning is not implemented", 501)
+            keys.append(fields["Key"])
+    if not keys or len(keys) > DELETE_KEYS_MAX:
+        raise S3RequestError("MalformedXML", f"between 1 and {DELETE_KEYS_MAX} keys")
+    return keys, quiet
+
+
+def delete_result(deleted: list[str], errors: list[tuple[str, str, str]]) -> bytes:
+    """``deleted`` keys (empty when quiet) and ``(key, code, message)`` failures."""
+    items = [f"<Deleted>{_element('Key', key)}</Deleted>" for key in deleted]
+    items += [
+        f"<Error>{_element('Key', key)}{_element('Code', code)}{_element('Message', text)}</Error>"
+        for key, code, text in errors
+    ]
+    body = f'{_HEADER}<DeleteResult xmlns="{_NAMESPACE}">{"".join(items)}</DeleteResult>'
+    return body.encode("utf-8")
+
+
+def copy_result(info: ObjectInfo) -> bytes:
+    body = (
+        f'{_HEADER}<CopyObjectResult xmlns="{_NAMESPACE}">'
+        f"{_element('LastModified', iso_time(info.modified_ms))}"
+        f"{_element('ETag', chr(34) + info.etag + chr(34))}</CopyObjectResult>"
+    )
+    return body.encode("utf-8")
+
+
+def list_objects_v1_result(
+    bucket: str, page: ListPage, *, prefix: str, delimiter: str, marker: str, max_keys: int
+) -> bytes:
+    """ListObjects (v1). ``NextMarker`` is sent when a delimiter was given, as S3 does;
+    without one, clients continue from the last key."""
+    parts = [
+        f'{_HEADER}<ListBucketResult xmlns="{_NAMESPACE}">',
+        _element("Name", bucket),
+        _element("Prefix", prefix),
+        _element("Marker", marker),
+    ]
+    if delimiter and page.is_truncated:
+        last = max([o.key for o in page.objects] + list(page.common_prefixes))
+        parts.append(_element("NextMarker", last))
+    parts.append(_element("MaxKeys", max_keys))
+    if delimiter:
+        parts.append(_element("Delimiter", delimiter))
+    parts.append(_element("IsTruncated", "true" if page.is_truncated else "false"))
+    for info in page.objects:
+        parts.append(
+            "<Contents>"
+            + _element("Key", info.key)
+            + _element("LastModified", iso_time(info.modified_ms))
+            + _element("ETag", f'"{info.etag}"')
+            + _element("Size", info.size)
+            + _element("StorageClass", "STANDARD")
+            + "</Contents>"
+        )
+    for common in page.common_prefixes:
+        parts.append(f"<CommonPrefixes>{_element('Prefix', common)}</CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode("utf-8")
