@@ -27,6 +27,9 @@ def reference_logits(model, token_ids: list[int]) -> torch.Tensor:  # type: igno
 
     half = cfg.head_dim // 2
     freqs = cfg.rope_theta ** (-torch.arange(half, dtype=torch.float64) * 2 / cfg.head_dim)
+    if cfg.rope_freq_factors:
+        freqs = freqs / torch.tensor(cfg.rope_freq_factors, dtype=torch.float64)
+    freqs = freqs / cfg.rope_linear_factor
     angle = torch.arange(n, dtype=torch.float64)[:, None] * freqs[None, :]  # (n, half)
     cos, sin = angle.cos()[:, None, :], angle.sin()[:, None, :]
 

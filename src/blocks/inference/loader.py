@@ -9,7 +9,13 @@ GGUF: metadata keys ``llama.*`` give the shape; tensors are dequantized with the
 package (Q4_1, Q8_0, F16, ... become float32) and then cast. llama.cpp's converter permutes
 the rows of the query and key projections so that RoPE rotates *adjacent* pairs; our model
 rotates the two *halves* of each head (as Hugging Face does), so those rows are permuted
-back here. A file without ``output.weight`` ties the head to the embedding.
+back here. A file without ``output.weight`` ties the head to the embedding. RoPE: a
+``rope_freqs`` tensor (Llama 3.x) holds one divisor per frequency and becomes
+``ModelConfig.rope_freq_factors``; ``llama.rope.scaling.type`` "linear" divides every
+frequency by ``llama.rope.scaling.factor``; any other scaling type (YaRN, ...) is refused
+rather than silently ignored. The tokenizer follows ``tokenizer.ggml.model``: "gpt2" is
+byte-level BPE with merges (``tokenizer.BPETokenizer``), "llama" is SentencePiece-style
+score-ordered merges with byte fallback (``sentencepiece.SentencePieceTokenizer``).
 
 safetensors: the format is an 8-byte little-endian header length, a JSON header of
 ``name -> {dtype, shape, data_offsets}``, then raw bytes; it is read here directly (with
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,9 +37,11 @@ import torch
 
 from blocks.core.errors import Corruption, InvalidArgument, NotFound
 from blocks.inference.model import LlamaForCausalLM, ModelConfig
-from blocks.inference.tokenizer import BPETokenizer
+from blocks.inference.sentencepiece import SentencePieceTokenizer
+from blocks.inference.tokenizer import BPETokenizer, TokenizerLike
 
 __all__ = [
+    "llama3_freq_factors",
     "load_gguf",
     "load_model",
     "load_safetensors",
@@ -92,10 +101,53 @@ _GGUF_LAYER_NAMES = {
 }
 
 
-def _gguf_config(fields: Mapping[str, Any]) -> ModelConfig:
+def llama3_freq_factors(
+    head_dim: int,
+    theta: float,
+    factor: float,
+    low_freq_factor: float,
+    high_freq_factor: float,
+    original_context: int,
+) -> tuple[float, ...]:
+    """Llama 3.x's per-frequency RoPE divisors (``rope_scaling.rope_type == "llama3"``).
+
+    A frequency whose wavelength is shorter than ``original_context / high_freq_factor`` is
+    kept (divisor 1); one longer than ``original_context / low_freq_factor`` is divided by
+    ``factor``; in between, the new frequency blends the two linearly in
+    ``original_context / wavelength``. Returned as divisors, the form GGUF's ``rope_freqs``
+    stores.
+    """
+    if not low_freq_factor < high_freq_factor or factor <= 0 or original_context <= 0:
+        raise InvalidArgument("llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor")
+    half = head_dim // 2
+    divisors = []
+    for i in range(half):
+        frequency = theta ** (-2.0 * i / head_dim)
+        wavelength = 2.0 * math.pi / frequency
+        if wavelength < original_context / high_freq_factor:
+            divisors.append(1.0)
+        elif wavelength > original_context / low_freq_factor:
+            divisors.append(factor)
+        else:
+            smooth = (original_context / wavelength - low_freq_factor) / (
+                high_freq_factor - low_freq_factor
+            )
+            scaled = (1.0 - smooth) * frequency / factor + smooth * frequency
+            divisors.append(frequency / scaled)
+    return tuple(divisors)
+
+
+def _gguf_config(fields: Mapping[str, Any], rope_freqs: tuple[float, ...] = ()) -> ModelConfig:
     def get(key: str, default: Any = None) -> Any:
         field = fields.get(key)
         return default if field is None else field.contents()
+
+    scaling = get("llama.rope.scaling.type", "none")
+    if scaling not in ("none", "linear"):
+        raise InvalidArgument(
+            f"RoPE scaling {scaling!r} is not supported (linear and Llama 3 frequency factors are)"
+        )
+    linear = float(get("llama.rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0
 
     arch = get("general.architecture")
     if arch != "llama":
@@ -119,12 +171,47 @@ def _gguf_config(fields: Mapping[str, Any]) -> ModelConfig:
         tie_word_embeddings="output.weight" not in fields.get("__tensors__", ()),
         bos_token_id=None if bos is None else int(bos),
         eos_token_ids=() if eos is None else (int(eos),),
+        rope_freq_factors=rope_freqs,
+        rope_linear_factor=linear,
+    )
+
+
+def _gguf_tokenizer(fields: Mapping[str, Any], config: ModelConfig) -> TokenizerLike:
+    def get(key: str, default: Any = None) -> Any:
+        field = fields.get(key)
+        return default if field is None else field.contents()
+
+    kind = get("tokenizer.ggml.model", "gpt2")
+    template = get("tokenizer.chat_template")
+    if kind == "llama":
+        unknown = get("tokenizer.ggml.unknown_token_id")
+        return SentencePieceTokenizer(
+            get("tokenizer.ggml.tokens"),
+            get("tokenizer.ggml.scores"),
+            get("tokenizer.ggml.token_type"),
+            eos_token_ids=config.eos_token_ids,
+            bos_token_id=config.bos_token_id,
+            unknown_token_id=None if unknown is None else int(unknown),
+            add_bos=bool(get("tokenizer.ggml.add_bos_token", True)),
+            add_space_prefix=bool(get("tokenizer.ggml.add_space_prefix", True)),
+            chat_template=template,
+        )
+    if kind != "gpt2":
+        raise InvalidArgument(f"unsupported tokenizer {kind!r} (gpt2 BPE and llama SentencePiece)")
+    return BPETokenizer(
+        get("tokenizer.ggml.tokens"),
+        get("tokenizer.ggml.merges"),
+        get("tokenizer.ggml.token_type"),
+        eos_token_ids=config.eos_token_ids,
+        bos_token_id=config.bos_token_id,
+        chat_template=template,
+        split_digits=get("tokenizer.ggml.pre") in ("smollm", "llama3", "qwen2"),
     )
 
 
 def load_gguf(
     path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> tuple[LlamaForCausalLM, BPETokenizer]:
+) -> tuple[LlamaForCausalLM, TokenizerLike]:
     """Model (dequantized to ``dtype``) and tokenizer from a GGUF file."""
     import gguf
     from gguf import quants
@@ -132,11 +219,25 @@ def load_gguf(
     reader = gguf.GGUFReader(str(path))
     fields: dict[str, Any] = dict(reader.fields)
     fields["__tensors__"] = {t.name for t in reader.tensors}
-    config = _gguf_config(fields)
+
+    def dequantized(tensor: Any) -> np.ndarray:
+        return np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+
+    rope_freqs = next(
+        (
+            tuple(float(x) for x in dequantized(t).ravel())
+            for t in reader.tensors
+            if t.name == "rope_freqs.weight"
+        ),
+        (),
+    )
+    config = _gguf_config(fields, rope_freqs)
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
-        array = np.asarray(quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         name = tensor.name.removesuffix(".weight")
+        if name == "rope_freqs":
+            continue
+        array = dequantized(tensor)
         if name.startswith("blk."):
             _, index, kind = name.split(".", 2)
             if kind == "attn_q":
@@ -151,20 +252,7 @@ def load_gguf(
                 "output": "lm_head.weight",
             }[name]
         state[key] = torch.from_numpy(array.copy())
-    model = _build(config, state, dtype, device)
-    tokenizer = BPETokenizer(
-        fields["tokenizer.ggml.tokens"].contents(),
-        fields["tokenizer.ggml.merges"].contents(),
-        fields["tokenizer.ggml.token_type"].contents(),
-        eos_token_ids=config.eos_token_ids,
-        bos_token_id=config.bos_token_id,
-        chat_template=fields["tokenizer.chat_template"].contents()
-        if "tokenizer.chat_template" in fields
-        else None,
-        split_digits=fields.get("tokenizer.ggml.pre") is not None
-        and fields["tokenizer.ggml.pre"].contents() in ("smollm", "llama3", "qwen2"),
-    )
-    return model, tokenizer
+    return _build(config, state, dtype, device), _gguf_tokenizer(fields, config)
 
 
 def _build(
@@ -257,6 +345,7 @@ def load_safetensors(
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         bos_token_id=raw.get("bos_token_id"),
         eos_token_ids=tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,)),
+        **_hf_rope_scaling(raw, heads),
     )
     state: dict[str, torch.Tensor] = {}
     files = sorted(root.glob("*.safetensors"))
@@ -267,9 +356,31 @@ def load_safetensors(
     return _build(config, state, dtype, device)
 
 
+def _hf_rope_scaling(raw: Mapping[str, Any], heads: int) -> dict[str, Any]:
+    """``ModelConfig`` RoPE fields from a Hugging Face ``config.json``'s ``rope_scaling``."""
+    scaling = raw.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return {}
+    if kind == "linear":
+        return {"rope_linear_factor": float(scaling["factor"])}
+    if kind == "llama3":
+        head_dim = int(raw.get("head_dim") or raw["hidden_size"] // heads)
+        factors = llama3_freq_factors(
+            head_dim,
+            float(raw.get("rope_theta", 10_000.0)),
+            float(scaling["factor"]),
+            float(scaling["low_freq_factor"]),
+            float(scaling["high_freq_factor"]),
+            int(scaling["original_max_position_embeddings"]),
+        )
+        return {"rope_freq_factors": factors}
+    raise InvalidArgument(f"RoPE scaling {kind!r} is not supported (default, linear, llama3 are)")
+
+
 def load_model(
     name: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-) -> tuple[LlamaForCausalLM, BPETokenizer | None]:
+) -> tuple[LlamaForCausalLM, TokenizerLike | None]:
     """Load by name or path; a safetensors directory comes without a tokenizer."""
     path = resolve_model_path(name)
     if path.is_dir():

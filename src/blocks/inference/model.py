@@ -71,6 +71,11 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    # RoPE frequency i is theta^(-2i/head_dim) / (rope_freq_factors[i] * rope_linear_factor):
+    # per-frequency divisors (Llama 3.x's long-context rule, stored as ``rope_freqs`` in GGUF;
+    # empty = all 1) and linear position interpolation (``rope_scaling`` "linear").
+    rope_freq_factors: tuple[float, ...] = ()
+    rope_linear_factor: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers"):
@@ -80,6 +85,10 @@ class ModelConfig:
             raise InvalidArgument("num_heads must be a positive multiple of num_kv_heads")
         if self.head_dim < 2 or self.head_dim % 2:
             raise InvalidArgument("head_dim must be even")
+        if self.rope_freq_factors and len(self.rope_freq_factors) != self.head_dim // 2:
+            raise InvalidArgument("rope_freq_factors must hold head_dim / 2 values")
+        if not all(f > 0 for f in self.rope_freq_factors) or not self.rope_linear_factor > 0:
+            raise InvalidArgument("RoPE scaling factors must be positive")
 
     @classmethod
     def tiny(cls, vocab_size: int = 96, num_layers: int = 2) -> ModelConfig:
@@ -152,6 +161,11 @@ def rope_tables(config: ModelConfig, device: torch.device) -> tuple[torch.Tensor
     inv_freq = 1.0 / (
         config.rope_theta ** (torch.arange(half, dtype=torch.float64, device=device) / half)
     )
+    if config.rope_freq_factors:
+        inv_freq = inv_freq / torch.tensor(
+            config.rope_freq_factors, dtype=torch.float64, device=device
+        )
+    inv_freq = inv_freq / config.rope_linear_factor
     angles = torch.outer(
         torch.arange(config.max_position, dtype=torch.float64, device=device), inv_freq
     )
