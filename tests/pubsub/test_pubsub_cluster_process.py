@@ -1,6 +1,8 @@
 """Three broker processes replicate each partition; the leader of partition 0 is killed with
 SIGKILL under acks=all load. A follower takes over, producing goes on, and every
-acknowledged record is there afterwards, at its offset, once."""
+acknowledged record is there afterwards, at its offset, once. A produce that fails does so
+only around the kill, and with the library's retryable errors (the broker is gone, or the
+request timed out), never with anything else."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from blocks.core.errors import BlocksError
 from blocks.pubsub.client import connect
 from blocks.pubsub.replication import replica_set
 
@@ -53,25 +56,23 @@ def test_kill_the_leader_and_lose_nothing_acknowledged(tmp_path: Path) -> None:
     victim = replica_set("events", 0, NODES, 3)[0]  # partition 0's first leader
     addresses = [f"127.0.0.1:{grpc_ports[n]}" for n in [victim, *(n for n in NODES if n != victim)]]
     acked: dict[int, list[tuple[int, bytes, float]]] = {0: [], 1: [], 2: []}
-    failures = 0
+    failures: list[tuple[float, BaseException]] = []  # (when, what) of each failed produce
     try:
 
         async def produce() -> float:
-            nonlocal failures
             async with await connect(addresses, timeout_s=5.0) as client:
                 await client.create_topic("events", partitions=3)
                 stop = time.monotonic() + 30.0
 
                 async def worker(w: int) -> None:
-                    nonlocal failures
                     for i in range(100_000):
                         if time.monotonic() > stop:
                             return
                         value = f"{w}-{i}".encode()
                         try:
                             partition, offset = await client.produce("events", value, key=value)
-                        except Exception:
-                            failures += 1
+                        except Exception as error:
+                            failures.append((time.monotonic(), error))
                             continue
                         acked[partition].append((offset, value, time.monotonic()))
 
@@ -111,6 +112,10 @@ def test_kill_the_leader_and_lose_nothing_acknowledged(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
     assert sum(len(v) for v in acked.values()) > 50
+    unexpected = [e for _, e in failures if not (isinstance(e, BlocksError) and e.retryable)]
+    assert not unexpected, f"produce failed with a non-retryable error: {unexpected[:3]!r}"
+    early = [e for when, e in failures if when < killed_at]
+    assert not early, f"produce failed before any fault: {early[:3]!r}"
     after_kill = [a for a in acked[0] if a[2] > killed_at + 0.5]
     assert after_kill, "partition 0 should have a new leader taking produces"
     values = [value for rows in stored.values() for _, value in rows]
