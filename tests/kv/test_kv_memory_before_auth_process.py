@@ -5,6 +5,7 @@ send the start of a 16 MiB frame are cut after a few KiB, so the node's peak res
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 from kv_processes import free_ports
+
+from blocks.kv.client import connect
 
 CONNECTIONS = 20
 DECLARED_FRAME_BYTES = 16 * 1024 * 1024
@@ -75,6 +78,16 @@ def test_partial_frames_before_auth_do_not_grow_the_node(tmp_path: Path) -> None
                 break
         assert process.poll() is None, "the node must survive"
         assert peak - baseline < GROWTH_MAX_BYTES, (baseline, peak)
+
+        async def breaches() -> dict[str, int]:
+            address = f"127.0.0.1:{port}"
+            async with await connect(address, token="secret-token", timeout_s=20) as client:
+                [status] = await client.status()
+                transport: dict[str, int] = status["transport"]
+                return transport
+
+        counted = asyncio.run(breaches())
+        assert counted["frames_too_large_before_handshake"] == CONNECTIONS, counted
     finally:
         for sock in sockets:
             sock.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.tcp_transport import TcpTransport
 from blocks.kv.requests import (
     PutResult,
     parse_get,
@@ -89,8 +90,10 @@ def members_report(node: KVNode) -> dict[str, Any]:
 
 def status_report(node: KVNode) -> dict[str, Any]:
     """This node's view: ring members and their health, keys held, whether its store takes
-    writes (``storage``: ok, full or failed), hints owed, counters."""
+    writes (``storage``: ok, full or failed), hints owed, counters (with the data path's own,
+    limit breaches included, under ``transport``)."""
     healthy = node.membership.healthy()
+    transport = node.transport.stats() if isinstance(node.transport, TcpTransport) else {}
     return {
         "node": node.node_id,
         "members": {
@@ -106,4 +109,5 @@ def status_report(node: KVNode) -> dict[str, Any]:
             "anti_entropy_repairs": node.core.anti_entropy_repairs,
             "hints_refused": node.core.hints_refused,
         },
+        "transport": transport,
     }
