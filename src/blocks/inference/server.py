@@ -46,6 +46,7 @@ from blocks.inference.responses import Answer, write_events, write_whole
 __all__ = ["InferenceServer"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("blocks.access")
 
 
 class InferenceServer:
@@ -121,7 +122,11 @@ class InferenceServer:
                     metrics.count_http_rejection(item.reason)
                     await write_json(writer, item.status, _http_error_body(item), keep_alive=False)
                     break
+                started = time.monotonic()
                 keep_open = await self._handle(item, requests, writer)
+                if access_log.isEnabledFor(logging.INFO):  # blocks <block> serve --access-log
+                    elapsed_ms = (time.monotonic() - started) * 1000
+                    access_log.info("%s %s %.1fms", item.head.method, item.head.path, elapsed_ms)
                 if not keep_open or not item.head.keep_alive:
                     break
         except (ConnectionError, asyncio.CancelledError):
