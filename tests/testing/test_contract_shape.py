@@ -16,6 +16,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from blocks.blob.contract import BlobStoreContract
 from blocks.cache.contract import CacheContract
 from blocks.counters.contract import CountersContract
+from blocks.inference.contract import EngineContract
 from blocks.kv import Bitcask, KeyValueStore
 from blocks.kv.contract import KeyValueStoreContract
 from blocks.pubsub.contract import PubSubContract
@@ -23,6 +24,8 @@ from blocks.queue.api import Message, Queue
 from blocks.queue.contract import QueueContract
 from blocks.queue.local import LocalQueue
 from blocks.ratelimit.contract import RateLimiterContract
+from blocks.search import ExactIndex
+from blocks.search.contract import vector_index_contract
 from blocks.sequencer.contract import SequencerContract
 from blocks.testing.contract import Contract
 
@@ -36,11 +39,13 @@ CONTRACTS: list[type[Contract[Any]]] = [
     BlobStoreContract,
     CacheContract,
     CountersContract,
+    EngineContract,
     KeyValueStoreContract,
     PubSubContract,
     QueueContract,
     RateLimiterContract,
     SequencerContract,
+    vector_index_contract(lambda dim, metric: ExactIndex(dim, metric)),
 ]
 
 

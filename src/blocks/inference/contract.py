@@ -13,11 +13,17 @@ against a trivial model after every step.
   that every sequence ends (stop, length or cancel) with all its blocks returned. The fake
   model accepts a random prefix of any speculative drafts; ``SpeculativeSchedulerMachine``
   runs the same checks with n-gram drafts switched on.
-* ``EngineContract``: subclass it and set ``make_engine`` and ``solo`` (the greedy output of
+* ``EngineContract`` (a ``blocks.testing.contract.Contract``, the one meant for your
+  engines): subclass it, override ``make_subject()`` and set ``solo`` (the greedy output of
   one prompt run alone). Requests arrive, steps run and requests are cancelled in random
-  order; every finished request's tokens must equal ``solo``'s (batch invariance).
+  order. Rules: every finished request's tokens equal ``solo``'s (batch invariance, prefix
+  caching included: later prompts often share an earlier prompt's start); no delta arrives
+  for a request after its end; ``abort`` of a live request returns True; with no new
+  arrivals every request finishes. Setting ``make_engine`` (a callable) is the deprecated
+  form of ``make_subject``.
 
-Use them with ``TestCase = Machine.TestCase`` in a test module.
+The first two machines check this package's own cores, so they have no hooks. Use them with
+``TestCase = Machine.TestCase`` in a test module.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from blocks.inference.api import BatchEngine
 from blocks.inference.block_manager import BlockManager
 from blocks.inference.params import FinishReason, SamplingParams
 from blocks.inference.scheduler import Scheduler, SchedulerConfig, SeqState
+from blocks.testing.contract import Contract
 
 __all__ = [
     "BlockManagerMachine",
@@ -216,10 +223,14 @@ class SpeculativeSchedulerMachine(SchedulerMachine):
     )
 
 
-class EngineContract(RuleBasedStateMachine):
-    """Batch invariance of any ``BatchEngine``; subclass and set the two hooks."""
+class EngineContract(Contract[BatchEngine]):
+    """Batch invariance of any ``BatchEngine``; subclass, override ``make_subject``, set
+    ``solo``."""
 
+    properties = ("batch invariance", "no delta after the end", "cancel", "liveness")
+    legacy_hooks = {"make_engine": "make_subject"}
     make_engine: ClassVar[Callable[[], BatchEngine]]
+    """Deprecated: override ``make_subject`` instead."""
     solo: ClassVar[Callable[[Sequence[int], int], list[int]]]
     VOCAB: ClassVar[int] = 64
 
@@ -231,9 +242,15 @@ class EngineContract(RuleBasedStateMachine):
         self.done: set[str] = set()
         self.next_id = 0
 
+    def make_subject(self) -> BatchEngine:
+        make_engine: Callable[[], BatchEngine] | None = getattr(type(self), "make_engine", None)
+        if make_engine is None:
+            raise NotImplementedError(f"{type(self).__name__} must override make_subject()")
+        return make_engine()
+
     @initialize()
     def start(self) -> None:
-        self.engine = type(self).make_engine()
+        self.engine = self.open_subject()
 
     @rule(
         prompt=st.lists(st.integers(1, 63), min_size=1, max_size=40),
@@ -291,3 +308,4 @@ class EngineContract(RuleBasedStateMachine):
             self.step(1)
         assert not self.engine.has_work()
         assert set(self.prompts) == self.done
+        self.finish_subject(self.engine)

@@ -14,9 +14,22 @@ checked by ``check_search`` against ``brute_force`` over the model:
   unique in its row, reported with its true distance, and rows are ordered best first.
 
 Rejected calls (duplicate id, NaN, wrong dimension, ``k <= 0``) must raise
-``InvalidArgument`` and leave the index equal to the model. Use it from a test module::
+``InvalidArgument`` and leave the index equal to the model. Every rule, stated once:
+
+* ``add`` of new ids stores them; ``add`` with an id already present (or repeated within the
+  call) refuses the whole call; ``remove`` returns how many of the ids were present;
+* ``search`` returns ``k`` columns per query, ``-1`` padding at the end of a row, best first;
+* a filtered search returns only allowed, live ids;
+* ``save`` then ``load`` into a fresh index keeps every vector (``len`` matches the model);
+* ``len`` matches the model after every step.
+
+Use it from a test module::
 
     TestMine = vector_index_contract(lambda dim, metric: MyIndex(dim, metric)).TestCase
+
+The machine is a ``blocks.testing.contract.Contract``: its ``make_subject()`` calls the
+factory with the machine's ``dim`` and drawn ``metric`` (subclass and override it instead of
+passing a factory if you prefer), and ``close_subject`` closes the index when it can.
 """
 
 from __future__ import annotations
@@ -30,7 +43,6 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
     initialize,
     invariant,
@@ -41,6 +53,7 @@ from hypothesis.stateful import (
 from blocks.core.errors import InvalidArgument
 from blocks.search.api import Metric, SearchResult, VectorIndex
 from blocks.search.vectors import brute_force
+from blocks.testing.contract import Contract
 
 __all__ = ["check_search", "vector_index_contract"]
 
@@ -100,26 +113,28 @@ def vector_index_contract(
     dim: int = 4,
     metrics: tuple[Metric, ...] = (Metric.L2, Metric.IP, Metric.COSINE),
     id_max: int = 40,
-) -> type[RuleBasedStateMachine]:
+) -> type[Contract[VectorIndex]]:
     """A state machine class checking indexes made by ``factory(dim, metric)``."""
     component = st.integers(min_value=-3, max_value=3)
     vector_strategy = st.lists(component, min_size=dim, max_size=dim).filter(
         lambda v: any(v)  # cosine refuses zero vectors
     )
 
-    class VectorIndexMachine(RuleBasedStateMachine):
+    class VectorIndexMachine(Contract[VectorIndex]):
         ids = Bundle("ids")
+        properties = ("exact or valid top-k", "filters", "refused input", "save and load")
+
+        def make_subject(self) -> VectorIndex:
+            return factory(dim, self.metric)
 
         @initialize(metric=st.sampled_from(metrics))
         def start(self, metric: Metric) -> None:
             self.metric = metric
-            self.index = factory(dim, metric)
+            self.index = self.open_subject()
             self.model: dict[int, np.ndarray[Any, Any]] = {}
 
         def teardown(self) -> None:
-            close = getattr(getattr(self, "index", None), "close", None)
-            if close is not None:
-                close()
+            self.finish_subject(getattr(self, "index", None))
 
         @rule(
             target=ids,
@@ -187,12 +202,10 @@ def vector_index_contract(
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "index")
                 self.index.save(path)
-                fresh = factory(dim, self.metric)
+                fresh = self.open_subject()
                 fresh.load(path)
                 assert len(fresh) == len(self.model)
-                close = getattr(self.index, "close", None)
-                if close is not None:
-                    close()
+                self.resolve(self.close_subject(self.index))
                 self.index = fresh
 
         @invariant()
