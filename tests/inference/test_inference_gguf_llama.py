@@ -7,6 +7,7 @@ metadata is exactly what the test says and nothing is downloaded.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -233,3 +234,75 @@ def test_llama3_frequency_factors() -> None:
     assert blended  # the middle band is interpolated, not switched
     with pytest.raises(InvalidArgument):
         llama3_freq_factors(128, 500_000.0, 8.0, 4.0, 1.0, 8192)
+
+
+# A template in the style Llama-2 files carry: it writes the BOS piece and raises on bad input.
+INST_TEMPLATE = (
+    "{% if messages[0]['role'] != 'user' %}{{ raise_exception('start with a user') }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + m['content']"
+    " + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def test_chat_templates_see_bos_and_eos_and_can_refuse() -> None:
+    t = spm(add_bos=True, chat_template=INST_TEMPLATE)
+    text = t.apply_chat_template([{"role": "user", "content": "abc"}])
+    assert text == "<s>[INST] abc [/INST]"
+    ids = t.encode(text)
+    assert ids[0] == 1 and ids.count(1) == 1  # the template's BOS, not a second one
+    with pytest.raises(InvalidArgument, match="start with a user"):
+        t.apply_chat_template([{"role": "assistant", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("rope_scaling", "expected"),
+    [
+        (None, {"rope_freq_factors": (), "rope_linear_factor": 1.0}),
+        ({"rope_type": "linear", "factor": 2.0}, {"rope_linear_factor": 2.0}),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+            {"rope_freq_factors": llama3_freq_factors(8, 10_000.0, 8.0, 1.0, 4.0, 64)},
+        ),
+    ],
+)
+def test_safetensors_rope_scaling_is_read(
+    tmp_path: Path, rope_scaling: dict[str, object] | None, expected: dict[str, object]
+) -> None:
+    from inference_reference import make_tiny_model
+
+    from blocks.inference.loader import load_safetensors, write_safetensors
+
+    model = make_tiny_model(seed=2, dtype=torch.float32)
+    cfg = model.config
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    write_safetensors(tmp_path / "model.safetensors", state)
+    config = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_position,
+        "tie_word_embeddings": True,
+        "rope_scaling": rope_scaling,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_safetensors(tmp_path)
+    for name, value in expected.items():
+        assert getattr(loaded.config, name) == value
+    factors = loaded.config.rope_freq_factors
+    if factors:  # 8-dim heads: the fast pairs are kept, the slowest is divided by 8
+        assert factors[0] == 1.0 and factors[-1] == 8.0
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+    )
+    with pytest.raises(InvalidArgument, match="yarn"):
+        load_safetensors(tmp_path)

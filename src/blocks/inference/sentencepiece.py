@@ -25,7 +25,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 
 from blocks.core.errors import InvalidArgument
-from blocks.inference.tokenizer import CHATML_TEMPLATE, MAX_TEXT_CHARS, render_chat
+from blocks.inference.tokenizer import CHATML_TEMPLATE, MAX_TEXT_CHARS, render_chat, special_text
 
 __all__ = ["SentencePieceTokenizer"]
 
@@ -187,4 +187,9 @@ class SentencePieceTokenizer:
         return text
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> str:
-        return render_chat(self.chat_template, messages)
+        return render_chat(
+            self.chat_template,
+            messages,
+            bos_token=special_text(self.tokens, self.bos_token_id),
+            eos_token=special_text(self.tokens, self._eos[0] if self._eos else None),
+        )

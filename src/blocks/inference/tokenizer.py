@@ -32,6 +32,7 @@ __all__ = [
     "IncrementalDetokenizer",
     "TokenizerLike",
     "render_chat",
+    "special_text",
 ]
 
 CHATML_TEMPLATE = (
@@ -60,8 +61,20 @@ class TokenizerLike(Protocol):
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> str: ...
 
 
-def render_chat(template: str, messages: Sequence[Mapping[str, str]]) -> str:
-    """Render ``messages`` (``role``/``content`` dicts) with a Jinja2 chat template."""
+def render_chat(
+    template: str,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str:
+    """Render ``messages`` (``role``/``content`` dicts) with a Jinja2 chat template.
+
+    Templates see ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token`` and
+    ``raise_exception(message)``; what a template refuses, or fails to render, is an
+    ``InvalidArgument`` carrying its message.
+    """
+    from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     if not messages or len(messages) > MAX_MESSAGES:
@@ -73,7 +86,25 @@ def render_chat(template: str, messages: Sequence[Mapping[str, str]]) -> str:
             raise InvalidArgument("each message needs a role (system/user/assistant) and text")
         clean.append({"role": role, "content": content})
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=clean, add_generation_prompt=True)
+
+    def raise_exception(message: str) -> None:
+        raise InvalidArgument(f"chat template: {message}")
+
+    try:
+        return env.from_string(template).render(
+            messages=clean,
+            add_generation_prompt=True,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            raise_exception=raise_exception,
+        )
+    except TemplateError as error:
+        raise InvalidArgument(f"chat template failed: {error}") from None
+
+
+def special_text(tokens: Sequence[str], token_id: int | None) -> str:
+    """The text of ``tokens[token_id]``, or "" when there is no such token."""
+    return tokens[token_id] if token_id is not None and 0 <= token_id < len(tokens) else ""
 
 
 class BPETokenizer:
@@ -132,7 +163,12 @@ class BPETokenizer:
         return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=False))
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, str]]) -> str:
-        return render_chat(self.chat_template, messages)
+        return render_chat(
+            self.chat_template,
+            messages,
+            bos_token=special_text(self.tokens, self.bos_token_id),
+            eos_token=special_text(self.tokens, self._eos[0] if self._eos else None),
+        )
 
 
 class CharTokenizer:
