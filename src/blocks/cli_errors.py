@@ -89,7 +89,8 @@ def _library(error: e.BlocksError, args: argparse.Namespace | None) -> tuple[str
                 "the server's disk refused the write: free space or check it",
                 ExitCode.UNAVAILABLE,
             )
-    if isinstance(error, e.Unavailable) and "connection refused" in what.lower():
+    refused = ("connection refused", "connect call failed")
+    if isinstance(error, e.Unavailable) and any(text in what.lower() for text in refused):
         what = f"connection refused by {_target(args)}"
     table: tuple[tuple[type[e.BlocksError], str, int], ...] = (
         (e.InvalidArgument, "check the arguments (see --help)", ExitCode.USAGE),

@@ -82,6 +82,15 @@ def test_queue_send_with_no_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"connection refused by {address}" in line
 
 
+def test_kv_get_with_no_node(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    line = assert_one_error_line(
+        run_main(capsys, "kv", "get", "x", "--cluster", address, "--timeout", "2"),
+        ExitCode.UNAVAILABLE,
+    )
+    assert f"connection refused by {address}" in line and "blocks kv serve" in line
+
+
 def test_blob_wrong_secret(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server = subprocess.Popen(
         [
