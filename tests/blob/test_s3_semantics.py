@@ -4,11 +4,13 @@ signatures, presigned URLs) and invalid keys (#14)."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import email.header
 import hashlib
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +317,39 @@ def test_list_objects_v1_with_markers(s3: tuple[Any, Any], bucket: str) -> None:
         Bucket=bucket, PaginationConfig={"PageSize": 2}
     )
     assert [o["Key"] for page in pages for o in page["Contents"]] == keys
+
+
+def test_checksums_are_stored_and_returned(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    small, large = b"checked bytes", bytes(range(256)) * 8192  # read whole, streamed
+    for key, data in (("small", small), ("large", large)):
+        crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        put = client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="CRC32")
+        assert put["ChecksumCRC32"] == crc
+        got = client.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert got["ChecksumCRC32"] == crc  # and boto3 checked the body against it
+        assert got["Body"].read() == data
+        assert (
+            client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["ChecksumCRC32"]
+            == crc
+        )
+    sha = base64.b64encode(hashlib.sha256(small).digest()).decode()
+    client.put_object(Bucket=bucket, Key="sha", Body=small, ChecksumAlgorithm="SHA256")
+    assert (
+        client.head_object(Bucket=bucket, Key="sha", ChecksumMode="ENABLED")["ChecksumSHA256"]
+        == sha
+    )
+    ranged = client.get_object(Bucket=bucket, Key="sha", Range="bytes=0-3", ChecksumMode="ENABLED")
+    assert "ChecksumSHA256" not in ranged  # a part of the object has no whole checksum
+
+
+def test_checksums_survive_a_reopen(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, fsync=False)
+    store.create_bucket("bkt")
+    store.put_object("bkt", "k", b"x" * 100_000, checksums={"crc32": "AAAAAA=="})
+    store.put_object("bkt", "plain", b"y")
+    store.close()
+    reopened = LocalBlobStore(tmp_path, fsync=False)
+    assert reopened.head_object("bkt", "k").checksums == {"crc32": "AAAAAA=="}
+    assert reopened.head_object("bkt", "plain").checksums == {}
+    reopened.close()

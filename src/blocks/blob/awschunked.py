@@ -193,6 +193,19 @@ class PayloadChecks:
         return self.echoed
 
 
+VERIFIED_CHECKSUMS = ("crc32", "sha1", "sha256")
+
+
+def verified_checksums(values: Mapping[str, str]) -> dict[str, str]:
+    """The ``x-amz-checksum-*`` values of ``values`` whose algorithm ``PayloadChecks``
+    verifies, by algorithm: what a store may keep and return as the object's checksums."""
+    return {
+        algorithm: values[_CHECKSUM_PREFIX + algorithm]
+        for algorithm in VERIFIED_CHECKSUMS
+        if _CHECKSUM_PREFIX + algorithm in values
+    }
+
+
 def verify_checksums(payload: bytes, values: Mapping[str, str]) -> dict[str, str]:
     """Check every ``x-amz-checksum-*`` and ``content-md5`` entry of ``values`` (headers or
     trailers, lowercase names) against ``payload``; return the checksums to echo back."""

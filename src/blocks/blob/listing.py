@@ -23,6 +23,7 @@ __all__ = [
     "METADATA_BYTES_MAX",
     "Listing",
     "check_bucket_name",
+    "check_checksums",
     "check_key",
     "check_metadata",
     "list_keys",
@@ -64,6 +65,21 @@ def check_key(key: object) -> str:
         # even as a character reference: such an object could be stored but never named.
         raise InvalidArgument("object key must not contain U+0000 (NUL)")
     return key
+
+
+CHECKSUM_ALGORITHMS = frozenset({"crc32", "crc32c", "crc64nvme", "sha1", "sha256"})
+
+
+def check_checksums(checksums: Mapping[str, str] | None) -> dict[str, str]:
+    """Checksums as a plain dict of known algorithm -> base64 text (at most 100 bytes)."""
+    result: dict[str, str] = {}
+    for algorithm, value in (checksums or {}).items():
+        if algorithm not in CHECKSUM_ALGORITHMS or not isinstance(value, str):
+            raise InvalidArgument(f"unknown checksum algorithm {algorithm!r}")
+        if not 0 < len(value) <= 100 or not value.isascii():
+            raise InvalidArgument(f"malformed {algorithm} checksum")
+        result[algorithm] = value
+    return result
 
 
 def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

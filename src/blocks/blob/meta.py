@@ -55,6 +55,8 @@ class Manifest:
     parts_count: int = 0
     inline_offset: int = -1
     record_bytes: int = 0
+    checksums: dict[str, str] = field(default_factory=dict)
+    """Whole-object checksums verified at upload, by algorithm (``crc32``: base64)."""
 
     @property
     def inline(self) -> bool:
@@ -108,6 +110,7 @@ def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
         "c": _chunks_to_wire(manifest.chunks),
         "u": manifest.metadata,
         "p": manifest.parts_count,
+        **({"x": manifest.checksums} if manifest.checksums else {}),
     }
 
 
@@ -125,6 +128,7 @@ def manifest_from_wire(value: Any, *, inline_offset: int = -1, record_bytes: int
             parts_count=int(value["p"]),
             inline_offset=inline_offset,
             record_bytes=record_bytes,
+            checksums=_metadata_from_wire(value.get("x", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("manifest") from error

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore
-from blocks.blob.awschunked import S3RequestError, verify_checksums
+from blocks.blob.awschunked import S3RequestError, verified_checksums, verify_checksums
 from blocks.blob.conditions import ConditionFailed
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
@@ -190,7 +190,7 @@ class S3Handler(ObjectOps):
         payload, checks = decode_payload(head, data, context)
         self.aws_chunked_bodies += payload is not data
         echoed = verify_checksums(payload, checks)
-        response = await self._route(head, payload)
+        response = await self._route(head, payload, verified_checksums(echoed))
         response.headers.update(echoed)
         return response
 
@@ -212,11 +212,14 @@ class S3Handler(ObjectOps):
             getattr(self.store, "chunk_bytes", STREAM_PIECE_BYTES),
             self.config.body_read_timeout_s,
         )
-        response = await self._route(head, streamed)
+        # Streamed bodies are plain: their checksums are headers, verified before the commit.
+        response = await self._route(head, streamed, verified_checksums(head.headers))
         response.headers.update(streamed.echoed)
         return response
 
-    async def _route(self, head: RequestHead, payload: bytes | StreamedPayload) -> Response:
+    async def _route(
+        self, head: RequestHead, payload: bytes | StreamedPayload, checksums: dict[str, str]
+    ) -> Response:
         bucket, _, key = head.path.lstrip("/").partition("/")
         query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
         method = head.method
@@ -229,7 +232,7 @@ class S3Handler(ObjectOps):
         elif method in ("GET", "HEAD"):
             return await self._read_object(head, bucket, key, query)
         elif method == "PUT":
-            return await self._put(head, bucket, key, query, payload)
+            return await self._put(head, bucket, key, query, payload, checksums)
         elif method == "POST" and isinstance(payload, bytes):
             return await self._post(head, bucket, key, query, payload)
         elif method == "DELETE":

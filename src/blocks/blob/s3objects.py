@@ -146,7 +146,9 @@ class ObjectOps:
         if head.method == "HEAD":
             info = await self.workers.run(self.store.head_object, bucket, key)
             _check_read(head, info)
-            return Response(200, object_headers(info), content_length=info.size)
+            headers = object_headers(info)
+            headers.update(_checksum_headers(head, info))
+            return Response(200, headers, content_length=info.size)
         byte_range = parse_range(head.headers.get("range"))
         try:
             info, body = await self.workers.run(self._open_body, bucket, key, byte_range)
@@ -165,6 +167,8 @@ class ObjectOps:
         status = 200 if byte_range is None else 206
         if byte_range is not None:
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+        else:
+            headers.update(_checksum_headers(head, info))
         whole = body.whole(stop - start, INLINE_BODY_BYTES_MAX)
         if whole is not None:  # small: sent from the event loop, no more thread hand-offs
             return Response(status, headers, whole, content_length=stop - start)
@@ -190,6 +194,7 @@ class ObjectOps:
         key: str,
         query: dict[str, str],
         payload: bytes | StreamedPayload,
+        checksums: dict[str, str],
     ) -> Response:
         if "x-amz-copy-source" in head.headers:
             if subresources(query):
@@ -220,6 +225,7 @@ class ObjectOps:
                 content_type=head.headers.get("content-type", "application/octet-stream"),
                 metadata=_user_metadata(head.headers),
                 condition=condition,
+                checksums=checksums,
             )
         )
         return Response(200, {"ETag": f'"{info.etag}"'})
@@ -267,6 +273,7 @@ class ObjectOps:
                     else info.content_type,
                     metadata=_user_metadata(head.headers) if replace else info.metadata,
                     condition=condition,
+                    checksums=info.checksums,  # the same bytes
                 )
             finally:
                 close = getattr(pieces, "close", None)
@@ -307,6 +314,15 @@ def _check_read(head: RequestHead, info: ObjectInfo) -> None:
         raise S3RequestError("PreconditionFailed", "a read precondition does not hold", 412)
     if outcome == 304:
         raise NotModified(info)
+
+
+def _checksum_headers(head: RequestHead, info: ObjectInfo) -> dict[str, str]:
+    """The object's checksums, for a whole-object read that asked for them."""
+    if head.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED" or not info.checksums:
+        return {}
+    headers = {f"x-amz-checksum-{name}": value for name, value in info.checksums.items()}
+    headers["x-amz-checksum-type"] = "FULL_OBJECT"
+    return headers
 
 
 def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:

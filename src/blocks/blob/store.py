@@ -46,6 +46,7 @@ from blocks.blob.journal import Journal, LogJournal, MemoryJournal
 from blocks.blob.ledger import ChunkLedger, PinnedReader
 from blocks.blob.listing import (
     check_bucket_name,
+    check_checksums,
     check_key,
     check_metadata,
     list_keys,
@@ -83,6 +84,7 @@ def _info(manifest: Manifest) -> ObjectInfo:
         modified_ms=manifest.modified_ms,
         metadata=dict(manifest.metadata),
         parts_count=manifest.parts_count,
+        checksums=dict(manifest.checksums),
     )
 
 
@@ -267,6 +269,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
         condition: WriteCondition | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         check_key(key)
         user_metadata = check_metadata(metadata)
@@ -294,6 +297,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             modified_ms=self.clock.now_ms(),
             chunks=tuple(refs),
             metadata=user_metadata,
+            checksums=check_checksums(checksums),
         )
         return _info(self._commit_object(ObjectPut(manifest, body), refs, condition=condition))
 
