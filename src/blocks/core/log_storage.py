@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from blocks.core.errors import Unavailable
+from blocks.core.errors import storage_error
 from blocks.core.log_format import HEADER_BYTES
 from blocks.core.log_segment import Segment, segment_file_name
 
@@ -98,7 +98,7 @@ class ActiveFile:
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644))
         except OSError as error:
-            raise Unavailable(f"cannot create segment {path}: {error}") from error
+            raise storage_error(error, f"creating segment {path}") from error
         return cls(Segment.empty(path, base_offset, index_interval_bytes), counters)
 
     def write_frames(self, frames: list[bytes], fail: Callable[[OSError], None]) -> None:
@@ -119,7 +119,7 @@ class ActiveFile:
                 os.ftruncate(self.descriptor, start)
             except OSError as undo_error:
                 fail(undo_error)
-            raise Unavailable(f"write to {self.segment.path} failed: {error}") from error
+            raise storage_error(error, f"write to {self.segment.path}") from error
         position = start
         for frame in frames:
             self.segment.note_append(self.segment.next_offset, position, len(frame))
@@ -139,7 +139,7 @@ class ActiveFile:
                 _fsync_data(self.descriptor)
             except OSError as error:
                 fail(error)
-                raise Unavailable(f"fsync of {self.segment.path} failed: {error}") from error
+                raise storage_error(error, f"fsync of {self.segment.path}") from error
             self._counters.count_fsync()
             return True
 
