@@ -61,17 +61,20 @@ class Node:
         self.process = process
         assert process.stdout is not None
         ready = threading.Event()
+        serving = threading.Event()
 
         def drain() -> None:  # keep reading so the pipe never fills and blocks the node
             assert process.stdout is not None
             for line in process.stdout:
                 self.output.append(line)
                 if "serving S3" in line:
+                    serving.set()
                     ready.set()
-            ready.set()
+            ready.set()  # the process ended
 
         threading.Thread(target=drain, daemon=True).start()
-        assert ready.wait(START_TIMEOUT_S) and process.poll() is None, "".join(self.output)
+        ready.wait(START_TIMEOUT_S)
+        assert serving.is_set() and process.poll() is None, "".join(self.output)
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -136,3 +136,17 @@ def test_uploads_past_the_limit_get_slow_down(store: LocalBlobStore) -> None:
         assert server.handler.workers.uploads_refused == 1
         for sock in [*held, refused]:
             sock.close()
+
+
+def test_connections_past_the_cap_get_an_error_reply(store: LocalBlobStore) -> None:
+    with running_server(store, connections_max=2) as server:
+        held = [_connect(server) for _ in range(2)]
+        deadline = time.monotonic() + DEADLINE_S
+        while server.connections_open < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling until the server has taken both
+        refused = _connect(server)
+        reply = _reply(refused)
+        assert reply.startswith(b"HTTP/1.1 503") and b"<Code>SlowDown</Code>" in reply
+        assert server.refused_connections == 1
+        for sock in [*held, refused]:
+            sock.close()

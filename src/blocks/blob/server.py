@@ -76,6 +76,11 @@ class BlobServer:
         """Requests cut with RequestTimeout because their body came too slowly."""
 
     @property
+    def connections_open(self) -> int:
+        """Connections being served now (at most ``connections_max``)."""
+        return len(self._connections)
+
+    @property
     def endpoint(self) -> str:
         scheme = "https" if self.ssl_context else "http"
         return f"{scheme}://{self.host}:{self.port}"
@@ -116,7 +121,17 @@ class BlobServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self.connections_max:
+            # Answer before closing, so the client sees why (nothing of its request is read).
             self.refused_connections += 1
+            refusal = Response(
+                503,
+                {"Content-Type": "application/xml"},
+                error_document("SlowDown", "too many connections; retry", "", "0"),
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    _write(writer, refusal, head_only=False, keep_alive=False), 1.0
+                )
             writer.close()
             return
         task = asyncio.current_task()
