@@ -13,7 +13,8 @@ from our own misuse of an API (``InvalidArgument``), so logs tell the two apart.
 means stored bytes failed a checksum: never retried, never returned as data.
 
 ``to_grpc_status`` and ``from_grpc_status`` map both ways so that a client sees the same
-exception class that the server raised, with ``retry_after_ms`` carried in trailing metadata.
+exception class that the server raised, with ``retry_after_ms`` carried in trailing metadata
+(and the name of a class that refines its code's class, such as ``StorageFull``).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class StorageError(Unavailable):
 class StorageFull(StorageError, Overloaded):
     """The node's disk is full (``ENOSPC``/``EDQUOT``): writes are refused until space
     returns; reads go on. It is both a ``StorageError`` and an ``Overloaded`` (gRPC
-    ``RESOURCE_EXHAUSTED``, which a gRPC client reads back as ``Overloaded``)."""
+    ``RESOURCE_EXHAUSTED``; its name travels in trailing metadata, ``REFINED_CLASSES``)."""
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -208,6 +209,14 @@ _BY_CODE: dict[grpc.StatusCode, type[BlocksError]] = {
 }
 
 RETRY_AFTER_METADATA_KEY = "retry-after-ms"
+ERROR_CLASS_METADATA_KEY = "blocks-error"
+"""Trailing metadata naming a class that refines its code's class (``StorageFull`` refines
+``Overloaded``), so a gRPC client rebuilds the exact class; other clients see the code's."""
+
+REFINED_CLASSES: dict[str, type[BlocksError]] = {
+    cls.__name__: cls for cls in (StorageError, StorageFull)
+}
+"""Classes that share a gRPC code with a broader class and travel by name in metadata."""
 
 
 def grpc_status_of(
@@ -222,6 +231,9 @@ def grpc_status_of(
         metadata: tuple[tuple[str, str], ...] = ()
         if isinstance(error, Overloaded):
             metadata = ((RETRY_AFTER_METADATA_KEY, str(error.retry_after_ms)),)
+        refined = type(error).__name__
+        if REFINED_CLASSES.get(refined) is type(error):
+            metadata += ((ERROR_CLASS_METADATA_KEY, refined),)
         return error.grpc_code, str(error), metadata
     return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", ()
 
@@ -229,7 +241,11 @@ def grpc_status_of(
 def error_from_status(code: grpc.StatusCode, details: str, metadata: Any = None) -> BlocksError:
     """Rebuild the library exception a server raised from a gRPC status (client side)."""
     cls = _BY_CODE.get(code, BlocksError)
-    if cls is Overloaded:
+    for key, value in metadata or ():
+        refined = REFINED_CLASSES.get(value) if key == ERROR_CLASS_METADATA_KEY else None
+        if refined is not None and refined.grpc_code == code:
+            cls = refined
+    if issubclass(cls, Overloaded):
         retry_after_ms = 0
         for key, value in metadata or ():
             if key == RETRY_AFTER_METADATA_KEY:
@@ -237,5 +253,5 @@ def error_from_status(code: grpc.StatusCode, details: str, metadata: Any = None)
                     retry_after_ms = max(0, int(value))
                 except ValueError:
                     retry_after_ms = 0
-        return Overloaded(details, retry_after_ms=retry_after_ms)
+        return cls(details, retry_after_ms=retry_after_ms)
     return cls(details)
