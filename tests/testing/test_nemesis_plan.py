@@ -24,8 +24,10 @@ from blocks.testing import (
     ProcessCluster,
     check_unique_values,
     nemesis_seeds,
+    nemesis_steps,
     plan,
 )
+from blocks.testing.nemesis import run_during, soak_line
 from tests.testing.test_process_cluster import HTTP, fetch
 
 
@@ -118,3 +120,42 @@ def test_unique_values_check() -> None:
     history.add(2, OpType.OK, "read", "k9", ["ghost"])
     invented = check_unique_values(history, ["v1", "v2"])
     assert invented.never_written == ("ghost",)
+
+
+def test_steps_and_the_soak_report(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("BLOCKS_NEMESIS_STEPS", "BLOCKS_SOAK_SEEDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert nemesis_steps() == 2
+    monkeypatch.setenv("BLOCKS_SOAK_SEEDS", "300")
+    assert nemesis_steps() == 6
+    monkeypatch.setenv("BLOCKS_NEMESIS_STEPS", "9")
+    assert nemesis_steps() == 9
+    report = tmp_path / "soak.txt"
+    monkeypatch.setenv("BLOCKS_SOAK_REPORT", str(report))
+    with ProcessCluster(HTTP, ["a"], tmp_path / "cluster") as cluster:
+        nemesis = Nemesis(cluster, seed=5, kinds=[FaultKind.PAUSE], steps=1)
+        nemesis.survived.append(nemesis.faults[0])
+        line = soak_line("http", nemesis, "lost=0")
+    assert report.read_text() == line + "\n"
+    assert line.startswith("http seed=5 survived [pause a") and line.endswith("lost=0")
+
+
+@pytest.mark.process
+def test_run_during_stops_the_workload_when_the_nemesis_is_done(tmp_path: Path) -> None:
+    with ProcessCluster(HTTP, ["a"], tmp_path) as cluster:
+        cluster.start_all()
+        nemesis = Nemesis(cluster, seed=1, kinds=[FaultKind.PAUSE], steps=2, calm_s=0.05)
+        answered: list[bool] = []
+
+        async def workload(done: asyncio.Event) -> int:
+            while not done.is_set():
+                try:
+                    await asyncio.to_thread(fetch, cluster.info("a"), "/", 0.2)
+                    answered.append(True)
+                except OSError:
+                    answered.append(False)
+            return len(answered)
+
+        assert asyncio.run(run_during(nemesis, workload)) == len(answered)
+        assert nemesis.survived == nemesis.faults
+        assert True in answered

@@ -18,6 +18,7 @@ from blocks.testing.nemesis import (
     FaultKind,
     Nemesis,
     nemesis_seeds,
+    nemesis_steps,
     plan,
 )
 from blocks.testing.network import Network
@@ -71,6 +72,7 @@ __all__ = [
     "check_unique_values",
     "free_ports",
     "nemesis_seeds",
+    "nemesis_steps",
     "plan",
     "run_simulation",
     "small_disk_unavailable",

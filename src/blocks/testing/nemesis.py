@@ -15,12 +15,14 @@ message; ``nemesis_seeds()`` returns the seeds a test should run: its own few by
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from blocks.core.clock import CLOCK_OFFSET_ENV
 from blocks.core.errors import InvalidArgument
@@ -36,13 +38,21 @@ __all__ = [
     "FaultKind",
     "Nemesis",
     "nemesis_seeds",
+    "nemesis_steps",
     "plan",
+    "run_during",
+    "soak_line",
 ]
 
+T = TypeVar("T")
+
 SEED_ENV = "BLOCKS_NEMESIS_SEED"
+STEPS_ENV = "BLOCKS_NEMESIS_STEPS"
 SOAK_SEEDS_ENV = "BLOCKS_SOAK_SEEDS"
 SOAK_FIRST_SEED_ENV = "BLOCKS_SOAK_FIRST_SEED"
 SOAK_SEEDS_MAX = 100_000
+SOAK_REPORT_ENV = "BLOCKS_SOAK_REPORT"  # a file each soak line is appended to
+WORKLOAD_DRAIN_S = 60.0
 STEPS_MAX = 1000
 CLOCK_JUMP_MS_MAX = 10 * 60 * 1000
 DELAY_S_MAX = 0.5
@@ -110,6 +120,14 @@ def plan(
     return faults
 
 
+def nemesis_steps(default: int = 2, soak: int = 6) -> int:
+    """Faults per seed: ``BLOCKS_NEMESIS_STEPS`` if set, else ``soak`` in a soak run
+    (``BLOCKS_SOAK_SEEDS`` set), else ``default`` (a bounded test in ``make test``)."""
+    if steps := os.environ.get(STEPS_ENV, "").strip():
+        return int(steps)
+    return soak if os.environ.get(SOAK_SEEDS_ENV, "").strip() else default
+
+
 def nemesis_seeds(default: Sequence[int]) -> list[int]:
     """The seeds to run: ``BLOCKS_NEMESIS_SEED`` (one), else ``BLOCKS_SOAK_SEEDS`` (N from
     ``BLOCKS_SOAK_FIRST_SEED``), else ``default``."""
@@ -124,6 +142,8 @@ def nemesis_seeds(default: Sequence[int]) -> list[int]:
 class Nemesis:
     """Runs ``plan(seed, cluster.names, kinds, steps)`` against ``cluster``.
 
+    After each healed fault the cluster is left alone for ``calm_s``, so the workload makes
+    progress between faults and a block that stays stuck after a fault is seen.
     ``run()`` blocks (call it in a thread beside an asyncio workload); ``stop()`` ends it
     after the fault in progress is healed. ``survived`` lists the faults applied and healed.
     Network kinds need ``network``; ``InvalidArgument`` if they are asked for without one.
@@ -135,10 +155,11 @@ class Nemesis:
         *,
         seed: int,
         kinds: Sequence[FaultKind] = PROCESS_FAULTS,
-        steps: int = 4,
-        hold_s: tuple[float, float] = (0.2, 1.0),
+        steps: int = 3,
+        hold_s: tuple[float, float] = (0.2, 0.8),
         network: Network | None = None,
         nodes: Sequence[str] | None = None,
+        calm_s: float = 0.5,
     ) -> None:
         if network is None and any(kind in NETWORK_FAULTS for kind in kinds):
             raise InvalidArgument("network faults need a Network")
@@ -146,6 +167,7 @@ class Nemesis:
         self.network = network
         self.seed = seed
         self.faults = plan(seed, nodes or cluster.names, kinds, steps, hold_s=hold_s)
+        self.calm_s = calm_s
         self.survived: list[Fault] = []
         self._stop = threading.Event()
 
@@ -166,6 +188,7 @@ class Nemesis:
             finally:
                 self._heal(fault)
             self.survived.append(fault)
+            self._stop.wait(self.calm_s)
 
     def _apply(self, fault: Fault) -> None:
         cluster, node = self.cluster, fault.node
@@ -206,3 +229,32 @@ class Nemesis:
                 self.network.heal()
             case FaultKind.RESTART | FaultKind.WIPE:
                 pass
+
+
+async def run_during(nemesis: Nemesis, workload: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run ``nemesis`` in a thread while ``workload(done)`` runs on this loop; ``done`` is set
+    when the nemesis has healed its last fault (or failed), and the workload should then
+    finish its operations in flight and return. Its result is returned; a nemesis error is
+    raised after the workload has drained (bounded by ``WORKLOAD_DRAIN_S``)."""
+    done = asyncio.Event()
+    task = asyncio.ensure_future(workload(done))
+    try:
+        await asyncio.to_thread(nemesis.run)
+    finally:
+        done.set()
+        finished, _ = await asyncio.wait([task], timeout=WORKLOAD_DRAIN_S)
+        if not finished:
+            task.cancel()
+    return await task
+
+
+def soak_line(block: str, nemesis: Nemesis, outcome: str) -> str:
+    """One line saying which seed survived which faults with what outcome; printed, and
+    appended to the file ``BLOCKS_SOAK_REPORT`` names, if any."""
+    faults = ", ".join(f.describe() for f in nemesis.survived) or "none"
+    line = f"{block} seed={nemesis.seed} survived [{faults}] {outcome}"
+    print(line, flush=True)
+    if path := os.environ.get(SOAK_REPORT_ENV, "").strip():
+        with open(path, "a", encoding="utf-8") as report:
+            report.write(line + "\n")
+    return line

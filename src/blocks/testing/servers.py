@@ -171,8 +171,8 @@ def counters_spec() -> ServerSpec:
 
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(
-            "counters", "serve", "--name", node.name, "--host", node.host,
-            "--port", str(node.ports["listen"]), "--token", node.token, "--json",
+            "counters", "serve", "--name", node.name, "--listen", node.address("listen"),
+            "--token", node.token, "--json",
         )  # fmt: skip
         if peers:
             command += ["--gossip-port", str(node.ports["gossip"])]
@@ -187,8 +187,8 @@ def sequencer_spec(*, lease_ttl_ms: int | None = None) -> ServerSpec:
 
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(
-            "sequencer", "serve", "--data-dir", str(node.data_dir), "--host", node.host,
-            "--port", str(node.ports["listen"]), "--token", node.token, "--json",
+            "sequencer", "serve", "--data-dir", str(node.data_dir), "--listen",
+            node.address("listen"), "--token", node.token, "--json",
         )  # fmt: skip
         if lease_ttl_ms is not None:
             command += ["--lease-ttl-ms", str(lease_ttl_ms)]

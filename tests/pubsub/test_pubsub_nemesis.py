@@ -1,0 +1,50 @@
+"""pubsub under the nemesis: three replicating brokers (fsync always), producers through the
+public client while brokers are killed (-9), restarted, paused, cut off from their peers
+(both ways and one way) and slowed, one at a time, with a proxy on every replication link.
+Nothing acknowledged is lost, nothing is stored twice, offsets increase, and every
+acknowledged offset holds its value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from blocks.testing import (
+    NETWORK_FAULTS,
+    PROCESS_FAULTS,
+    Nemesis,
+    Network,
+    ProcessCluster,
+    nemesis_seeds,
+    nemesis_steps,
+)
+from blocks.testing.servers import pubsub_spec
+from blocks.testing.workloads import PubSubWorkload, Workload, run_under_nemesis
+
+pytestmark = pytest.mark.process
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProcessCluster, Network]]:
+    root = tmp_path_factory.mktemp("pubsub")
+    with (
+        ProcessCluster(pubsub_spec(), ["b1", "b2", "b3"], root) as nodes,
+        Network(nodes, "cluster") as network,
+    ):
+        nodes.start_all()
+        yield nodes, network
+
+
+@pytest.mark.parametrize("seed", nemesis_seeds([1]))
+def test_pubsub_survives_process_and_network_faults(
+    cluster: tuple[ProcessCluster, Network], seed: int
+) -> None:
+    nodes, network = cluster
+    kinds = [*PROCESS_FAULTS, *NETWORK_FAULTS]
+    nemesis = Nemesis(nodes, seed=seed, kinds=kinds, steps=nemesis_steps(), network=network)
+
+    async def workload() -> Workload:
+        return await PubSubWorkload.open(nodes.addresses(), nodes.token, seed)
+
+    run_under_nemesis("pubsub", nodes, nemesis, workload)
