@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.http import HttpError, Request, read_request
 
 __all__ = ["RequestReader", "ServerLimits"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,5 +84,7 @@ class RequestReader:
                 await self._queue.put(request)
         except ConnectionError:
             pass
+        except Exception:  # our bug: end the connection rather than leave the handler waiting
+            log.exception("reading HTTP requests failed")
         self.gone.set()
         await self._queue.put(None)
