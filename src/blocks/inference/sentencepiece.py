@@ -22,6 +22,7 @@ the one space the prefix added at the start.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Mapping, Sequence
 
 from blocks.core.errors import InvalidArgument
@@ -61,15 +62,19 @@ class SentencePieceTokenizer:
         for index, (piece, kind) in enumerate(zip(pieces, piece_types, strict=True)):
             if kind == BYTE and len(piece) == 6 and piece.startswith("<0x"):
                 self._bytes[int(piece[3:5], 16)] = index
-        # Pieces matched whole in the text, longest first.
-        self._specials = sorted(
-            (
+        # Pieces matched whole in the text: one alternation, longest first, so the regex
+        # engine scans the text once whatever the number of control pieces.
+        specials = sorted(
+            {
                 p
                 for p, kind in zip(pieces, piece_types, strict=True)
                 if kind in (CONTROL, USER_DEFINED) and p
-            ),
+            },
             key=len,
             reverse=True,
+        )
+        self._special_pattern = (
+            re.compile("|".join(re.escape(p) for p in specials)) if specials else None
         )
         self._eos = eos_token_ids
         self.bos_token_id = bos_token_id
@@ -107,17 +112,15 @@ class SentencePieceTokenizer:
 
     def _split_specials(self, text: str) -> list[tuple[str, int | None]]:
         """``text`` cut into plain spans and control pieces (``(piece, id)``), in order."""
+        if self._special_pattern is None:
+            return [(text, None)] if text else []
         out: list[tuple[str, int | None]] = []
-        start = plain = 0
-        while start < len(text):
-            match = next((s for s in self._specials if text.startswith(s, start)), None)
-            if match is None:
-                start += 1
-                continue
-            if plain < start:
-                out.append((text[plain:start], None))
-            out.append((match, self._ids[match]))
-            start = plain = start + len(match)
+        plain = 0
+        for match in self._special_pattern.finditer(text):
+            if plain < match.start():
+                out.append((text[plain : match.start()], None))
+            out.append((match.group(), self._ids[match.group()]))
+            plain = match.end()
         if plain < len(text):
             out.append((text[plain:], None))
         return out
