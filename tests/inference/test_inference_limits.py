@@ -55,7 +55,8 @@ class LimitedServer:
 
 @pytest.fixture
 def server() -> Iterator[LimitedServer]:
-    running = LimitedServer(ServerLimits(max_connections=3, idle_timeout_s=1.0))
+    # A long idle timeout: a loaded machine must not close these connections mid-test.
+    running = LimitedServer(ServerLimits(max_connections=3, idle_timeout_s=60.0))
     try:
         yield running
     finally:
@@ -138,14 +139,18 @@ def test_connections_over_the_cap_get_503(server: LimitedServer) -> None:
             sock.close()
 
 
-def test_an_idle_or_dribbling_connection_is_closed(server: LimitedServer) -> None:
-    with server.connect() as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Le")  # and nothing more
-        assert sock.recv(1) == b""  # closed after idle_timeout_s
-    deadline = time.monotonic() + DEADLINE_S
-    while server.rejections("idle_timeout") < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.rejections("idle_timeout") == 1
+def test_an_idle_or_dribbling_connection_is_closed() -> None:
+    server = LimitedServer(ServerLimits(idle_timeout_s=0.5))
+    try:
+        with server.connect() as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Le")  # and nothing more
+            assert sock.recv(1) == b""  # closed after idle_timeout_s
+        deadline = time.monotonic() + DEADLINE_S
+        while server.rejections("idle_timeout") < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.rejections("idle_timeout") == 1
+    finally:
+        server.close()
 
 
 def test_json_depth_counts_only_structure() -> None:
