@@ -353,3 +353,68 @@ def test_checksums_survive_a_reopen(tmp_path: Path) -> None:
     assert reopened.head_object("bkt", "k").checksums == {"crc32": "AAAAAA=="}
     assert reopened.head_object("bkt", "plain").checksums == {}
     reopened.close()
+
+
+def test_standard_headers_are_stored_and_overridable(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    client.put_object(
+        Bucket=bucket,
+        Key="page.html",
+        Body=b"<p>hi</p>",
+        ContentType="text/html",
+        CacheControl="max-age=60",
+        ContentDisposition='attachment; filename="page.html"',
+        ContentEncoding="identity",
+        ContentLanguage="en",
+        Expires=datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+    )
+    head = client.head_object(Bucket=bucket, Key="page.html")
+    assert head["CacheControl"] == "max-age=60"
+    assert head["ContentDisposition"] == 'attachment; filename="page.html"'
+    assert (head["ContentEncoding"], head["ContentLanguage"]) == ("identity", "en")
+    assert head["ExpiresString"] == "Wed, 02 Jan 2030 03:04:05 GMT"
+    got = client.get_object(
+        Bucket=bucket,
+        Key="page.html",
+        ResponseContentType="text/plain",
+        ResponseCacheControl="no-cache",
+    )
+    assert (got["ContentType"], got["CacheControl"]) == ("text/plain", "no-cache")
+    assert got["ContentLanguage"] == "en"
+    copied = client.copy_object(
+        CopySource={"Bucket": bucket, "Key": "page.html"}, Bucket=bucket, Key="copy.html"
+    )
+    assert copied["CopyObjectResult"]["ETag"]
+    assert client.head_object(Bucket=bucket, Key="copy.html")["CacheControl"] == "max-age=60"
+
+
+def test_upload_part_copy(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    source = bytes(range(256)) * (24 * 1024)  # 6 MiB
+    client.put_object(Bucket=bucket, Key="src", Body=source)
+    upload = client.create_multipart_upload(Bucket=bucket, Key="joined")["UploadId"]
+    first = client.upload_part_copy(
+        Bucket=bucket,
+        Key="joined",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "src"},
+        CopySourceRange=f"bytes=0-{PART - 1}",
+    )["CopyPartResult"]["ETag"]
+    second = client.upload_part_copy(
+        Bucket=bucket,
+        Key="joined",
+        UploadId=upload,
+        PartNumber=2,
+        CopySource={"Bucket": bucket, "Key": "src"},
+    )["CopyPartResult"]["ETag"]
+    assert first == f'"{hashlib.md5(source[:PART]).hexdigest()}"'
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="joined",
+        UploadId=upload,
+        MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]
+        },
+    )
+    assert _body(client, bucket, "joined") == source[:PART] + source

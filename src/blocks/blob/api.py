@@ -68,6 +68,8 @@ class ObjectInfo:
     parts_count: int = 0
     checksums: Mapping[str, str] = field(default_factory=dict)
     """Whole-object checksums verified at upload, by algorithm (``crc32``: base64)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Standard headers stored with the object (lowercase names: ``cache-control``...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +139,14 @@ class BlobStore(Protocol):
         metadata: Mapping[str, str] | None = None,
         condition: WriteCondition | None = None,
         checksums: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         """Store ``data`` (bytes, or an iterable of byte pieces read once, streamed) under
         ``key``, replacing any previous object atomically. Returns the new object's info.
         ``condition`` (If-Match / If-None-Match) is checked at the commit point:
         ``ConditionFailed`` or ``NotFound`` if it does not hold, and nothing changes.
-        ``checksums`` (verified by the caller) are kept and returned with the object."""
+        ``checksums`` (verified by the caller) and standard ``headers`` (``STORED_HEADERS``)
+        are kept and returned with the object."""
         ...
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:

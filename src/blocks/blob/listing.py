@@ -21,9 +21,11 @@ from blocks.core.errors import InvalidArgument
 __all__ = [
     "KEY_BYTES_MAX",
     "METADATA_BYTES_MAX",
+    "STORED_HEADERS",
     "Listing",
     "check_bucket_name",
     "check_checksums",
+    "check_headers",
     "check_key",
     "check_metadata",
     "list_keys",
@@ -79,6 +81,29 @@ def check_checksums(checksums: Mapping[str, str] | None) -> dict[str, str]:
         if not 0 < len(value) <= 100 or not value.isascii():
             raise InvalidArgument(f"malformed {algorithm} checksum")
         result[algorithm] = value
+    return result
+
+
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+HEADER_BYTES_MAX = 1024
+
+
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Standard headers to store with an object: names from ``STORED_HEADERS``, values
+    printable ASCII of at most ``HEADER_BYTES_MAX`` bytes."""
+    result: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if name not in STORED_HEADERS or not isinstance(value, str):
+            raise InvalidArgument(f"header {name!r} is not one an object keeps")
+        if len(value) > HEADER_BYTES_MAX or not value.isascii() or not value.isprintable():
+            raise InvalidArgument(f"malformed {name} header")
+        result[name] = value
     return result
 
 

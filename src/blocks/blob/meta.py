@@ -57,6 +57,8 @@ class Manifest:
     record_bytes: int = 0
     checksums: dict[str, str] = field(default_factory=dict)
     """Whole-object checksums verified at upload, by algorithm (``crc32``: base64)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Standard headers stored with the object (``cache-control``, ``expires``...)."""
 
     @property
     def inline(self) -> bool:
@@ -111,6 +113,7 @@ def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
         "u": manifest.metadata,
         "p": manifest.parts_count,
         **({"x": manifest.checksums} if manifest.checksums else {}),
+        **({"h": manifest.headers} if manifest.headers else {}),
     }
 
 
@@ -129,6 +132,7 @@ def manifest_from_wire(value: Any, *, inline_offset: int = -1, record_bytes: int
             inline_offset=inline_offset,
             record_bytes=record_bytes,
             checksums=_metadata_from_wire(value.get("x", {})),
+            headers=_metadata_from_wire(value.get("h", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("manifest") from error

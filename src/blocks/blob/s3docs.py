@@ -67,11 +67,12 @@ def delete_result(deleted: list[str], errors: list[tuple[str, str, str]]) -> byt
     return body.encode("utf-8")
 
 
-def copy_result(info: ObjectInfo) -> bytes:
+def copy_result(info: ObjectInfo, root: str = "CopyObjectResult") -> bytes:
+    """CopyObject's reply, or UploadPartCopy's with ``root="CopyPartResult"``."""
     body = (
-        f'{_HEADER}<CopyObjectResult xmlns="{_NAMESPACE}">'
+        f'{_HEADER}<{root} xmlns="{_NAMESPACE}">'
         f"{_element('LastModified', iso_time(info.modified_ms))}"
-        f"{_element('ETag', chr(34) + info.etag + chr(34))}</CopyObjectResult>"
+        f"{_element('ETag', chr(34) + info.etag + chr(34))}</{root}>"
     )
     return body.encode("utf-8")
 

@@ -12,6 +12,7 @@ before the body is read and again at the commit point (``conditions.check_write`
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import cast
@@ -21,7 +22,7 @@ from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError
 from blocks.blob.conditions import WriteCondition, check_write, read_outcome
 from blocks.blob.http import RequestHead, Response
-from blocks.blob.listing import resolve_range
+from blocks.blob.listing import STORED_HEADERS, resolve_range
 from blocks.blob.s3docs import copy_result
 from blocks.blob.s3ops import not_implemented, response_overrides, subresources
 from blocks.blob.s3xml import (
@@ -197,8 +198,11 @@ class ObjectOps:
         checksums: dict[str, str],
     ) -> Response:
         if "x-amz-copy-source" in head.headers:
-            if subresources(query):
-                raise not_implemented(subresources(query) | {"UploadPartCopy"})
+            names = subresources(query)
+            if names == {"partNumber", "uploadId"}:
+                return await self._copy_part(head, bucket, key, query)
+            if names:
+                raise not_implemented(names)
             return await self._copy(head, bucket, key)
         if "partNumber" in query or "uploadId" in query:
             number_text = query.get("partNumber", "")
@@ -226,22 +230,50 @@ class ObjectOps:
                 metadata=_user_metadata(head.headers),
                 condition=condition,
                 checksums=checksums,
+                headers=_stored_headers(head.headers),
             )
         )
         return Response(200, {"ETag": f'"{info.etag}"'})
+
+    async def _copy_part(
+        self, head: RequestHead, bucket: str, key: str, query: dict[str, str]
+    ) -> Response:
+        """UploadPartCopy: a byte range of an object (``x-amz-copy-source-range``, or all
+        of it) becomes a part, its chunks deduplicated as in CopyObject."""
+        source_bucket, source_key = _copy_source(head)
+        number_text = query["partNumber"]
+        if not number_text.isdigit():
+            raise S3RequestError("InvalidArgument", "partNumber must be an integer")
+        range_text = head.headers.get("x-amz-copy-source-range")
+        byte_range = parse_range(range_text) if range_text else None
+        if range_text and (byte_range is None or byte_range[0] < 0):
+            raise S3RequestError("InvalidArgument", "x-amz-copy-source-range is bytes=first-last")
+        conditions = _copy_conditions(head)
+
+        def copy() -> tuple[ObjectInfo, str]:
+            info, pieces = self.store.iter_object(source_bucket, source_key, byte_range)
+            try:
+                if read_outcome(conditions, info.etag, info.modified_ms) is not None:
+                    raise S3RequestError(
+                        "PreconditionFailed", "a copy-source precondition does not hold", 412
+                    )
+                part = self.store.upload_part(
+                    bucket, key, query["uploadId"], int(number_text), cast(Iterable[bytes], pieces)
+                )
+                return info, part.etag
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+
+        info, etag = await self.workers.run(copy)
+        return xml_response(copy_result(dataclasses.replace(info, etag=etag), "CopyPartResult"))
 
     async def _copy(self, head: RequestHead, bucket: str, key: str) -> Response:
         """CopyObject: the source's bytes become a new object (its chunks deduplicated, so
         nothing is written twice), with the source's metadata or, with
         ``x-amz-metadata-directive: REPLACE``, the request's."""
-        source_text = unquote(head.headers["x-amz-copy-source"])
-        source_path, _, source_query = source_text.partition("?")
-        source_bucket, _, source_key = source_path.lstrip("/").partition("/")
-        if not source_bucket or not source_key:
-            raise S3RequestError("InvalidArgument", "x-amz-copy-source must be /bucket/key")
-        version = dict(parse_qsl(source_query)).get("versionId", "null")
-        if version != "null":
-            raise not_implemented({"versionId"})
+        source_bucket, source_key = _copy_source(head)
         directive = head.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3RequestError("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
@@ -249,11 +281,7 @@ class ObjectOps:
             raise S3RequestError(
                 "InvalidRequest", "copying an object onto itself must change its metadata"
             )
-        source_conditions = {
-            name.removeprefix("x-amz-copy-source-"): value
-            for name, value in head.headers.items()
-            if name.startswith("x-amz-copy-source-if-")
-        }
+        source_conditions = _copy_conditions(head)
         condition = WriteCondition.from_headers(head.headers)
 
         def copy() -> ObjectInfo:
@@ -274,6 +302,7 @@ class ObjectOps:
                     metadata=_user_metadata(head.headers) if replace else info.metadata,
                     condition=condition,
                     checksums=info.checksums,  # the same bytes
+                    headers=_stored_headers(head.headers) if replace else info.headers,
                 )
             finally:
                 close = getattr(pieces, "close", None)
@@ -314,6 +343,37 @@ def _check_read(head: RequestHead, info: ObjectInfo) -> None:
         raise S3RequestError("PreconditionFailed", "a read precondition does not hold", 412)
     if outcome == 304:
         raise NotModified(info)
+
+
+def _copy_source(head: RequestHead) -> tuple[str, str]:
+    """The (bucket, key) of ``x-amz-copy-source``; only the current version."""
+    source_text = unquote(head.headers["x-amz-copy-source"])
+    source_path, _, source_query = source_text.partition("?")
+    source_bucket, _, source_key = source_path.lstrip("/").partition("/")
+    if not source_bucket or not source_key:
+        raise S3RequestError("InvalidArgument", "x-amz-copy-source must be /bucket/key")
+    if dict(parse_qsl(source_query)).get("versionId", "null") != "null":
+        raise not_implemented({"versionId"})
+    return source_bucket, source_key
+
+
+def _copy_conditions(head: RequestHead) -> dict[str, str]:
+    """``x-amz-copy-source-if-*`` as the plain conditions ``read_outcome`` takes."""
+    return {
+        name.removeprefix("x-amz-copy-source-"): value
+        for name, value in head.headers.items()
+        if name.startswith("x-amz-copy-source-if-")
+    }
+
+
+def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The standard headers of a PUT that the object keeps (aws-chunked is transport)."""
+    stored = {name: headers[name] for name in STORED_HEADERS if name in headers}
+    encoding = stored.pop("content-encoding", "")
+    kept = [e.strip() for e in encoding.split(",") if e.strip() and e.strip() != "aws-chunked"]
+    if kept:
+        stored["content-encoding"] = ",".join(kept)
+    return stored
 
 
 def _checksum_headers(head: RequestHead, info: ObjectInfo) -> dict[str, str]:
@@ -361,6 +421,8 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
     }
     if info.parts_count:
         headers["x-amz-mp-parts-count"] = str(info.parts_count)
+    for name, value in info.headers.items():
+        headers["-".join(word.capitalize() for word in name.split("-"))] = value
     for name, value in info.metadata.items():
         headers[f"x-amz-meta-{name}"] = _to_wire(value)
     return headers

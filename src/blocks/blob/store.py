@@ -47,6 +47,7 @@ from blocks.blob.ledger import ChunkLedger, PinnedReader
 from blocks.blob.listing import (
     check_bucket_name,
     check_checksums,
+    check_headers,
     check_key,
     check_metadata,
     list_keys,
@@ -85,6 +86,7 @@ def _info(manifest: Manifest) -> ObjectInfo:
         metadata=dict(manifest.metadata),
         parts_count=manifest.parts_count,
         checksums=dict(manifest.checksums),
+        headers=dict(manifest.headers),
     )
 
 
@@ -270,8 +272,10 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         metadata: Mapping[str, str] | None = None,
         condition: WriteCondition | None = None,
         checksums: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         check_key(key)
+        stored_headers = check_headers(headers)
         user_metadata = check_metadata(metadata)
         with self._lock:
             self._check_open()
@@ -298,6 +302,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             chunks=tuple(refs),
             metadata=user_metadata,
             checksums=check_checksums(checksums),
+            headers=stored_headers,
         )
         return _info(self._commit_object(ObjectPut(manifest, body), refs, condition=condition))
 
