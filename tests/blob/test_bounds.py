@@ -1,5 +1,5 @@
-"""Bounds a stranger can reach, over real sockets: declared body sizes, stalled and slow
-bodies, uploads in flight. Each breach is an explicit S3 error and a counter, and stalled
+"""Bounds a client can reach, over real sockets and with SigV4-signed heads (an
+authenticated client): declared body sizes, stalled and slow bodies, uploads in flight. Each breach is an explicit S3 error and a counter, and stalled
 uploads never make other requests wait."""
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from blocks.blob import LocalBlobStore
 from blocks.blob.client import S3Client
 from blocks.blob.s3api import S3Config
 from blocks.blob.server import BlobServer
+from blocks.blob.sigv4 import sign_request
 
 from .server_thread import running_server
 
 MIB = 1024 * 1024
 DEADLINE_S = 60.0
+ACCESS, SECRET = "AKIDBOUNDS", "bounds-secret"
+KEYS = {ACCESS: SECRET}
 
 
 def _connect(server: BlobServer) -> socket.socket:
@@ -28,9 +31,19 @@ def _connect(server: BlobServer) -> socket.socket:
 
 
 def _send_head(server: BlobServer, path: str, length: int, extra: str = "") -> socket.socket:
+    """A PUT head signed with SigV4 (an authenticated client), its body not sent."""
     sock = _connect(server)
-    head = f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{extra}\r\n"
-    sock.sendall(head.encode())
+    headers = {
+        "host": server.endpoint.removeprefix("http://"),
+        "x-amz-date": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        "content-length": str(length),
+    }
+    headers["authorization"] = sign_request(
+        "PUT", path, "", headers, ACCESS, SECRET, headers["x-amz-date"]
+    )
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    sock.sendall(f"PUT {path} HTTP/1.1\r\n{lines}{extra}\r\n".encode())
     return sock
 
 
@@ -67,7 +80,7 @@ def store(tmp_path: Path) -> Iterator[LocalBlobStore]:
 def test_a_declared_body_over_the_object_limit_is_refused_before_reading(
     store: LocalBlobStore,
 ) -> None:
-    config = S3Config(object_bytes_max=64 * MIB)
+    config = S3Config(credentials=KEYS, object_bytes_max=64 * MIB)
     with running_server(store, config=config) as server:
         sockets = [_send_head(server, f"/bkt/huge{n}", 100 * 1024**3) for n in range(8)]
         for sock in sockets:
@@ -86,14 +99,14 @@ def test_a_declared_body_over_the_object_limit_is_refused_before_reading(
 def test_stalled_uploads_do_not_hold_up_other_requests(store: LocalBlobStore) -> None:
     # Many more stalled uploads than the default thread pool has workers, with a read
     # timeout far away: other requests must be answered while every one is still stalled.
-    config = S3Config(body_read_timeout_s=600.0, uploads_max=64)
+    config = S3Config(credentials=KEYS, body_read_timeout_s=600.0, uploads_max=64)
     with running_server(store, config=config) as server:
         stalled = [_send_head(server, f"/bkt/stall{n}", 4 * MIB) for n in range(12)]
         deadline = time.monotonic() + DEADLINE_S
         while server.handler.workers.uploads_in_flight < 12 and time.monotonic() < deadline:
             time.sleep(0.01)  # polling until every stalled upload holds its place
         assert server.handler.workers.uploads_in_flight == 12
-        client = S3Client(server.endpoint, timeout_s=DEADLINE_S)
+        client = S3Client(server.endpoint, ACCESS, SECRET, timeout_s=DEADLINE_S)
         assert [key for key, _ in client.list_keys("bkt")] == ["there"]
         assert client.get_object("bkt", "there") == b"already here"
         client.put_object("bkt", "small", b"s" * 1000)
@@ -106,7 +119,7 @@ def test_stalled_uploads_do_not_hold_up_other_requests(store: LocalBlobStore) ->
 
 
 def test_an_idle_or_slow_body_is_cut_with_request_timeout(store: LocalBlobStore) -> None:
-    config = S3Config(body_read_timeout_s=0.5)
+    config = S3Config(credentials=KEYS, body_read_timeout_s=0.5)
     with running_server(store, config=config) as server:
         streamed = _send_head(server, "/bkt/idle-large", 4 * MIB)  # streamed into the store
         streamed.sendall(b"x" * 1000)
@@ -124,7 +137,7 @@ def test_an_idle_or_slow_body_is_cut_with_request_timeout(store: LocalBlobStore)
 
 
 def test_uploads_past_the_limit_get_slow_down(store: LocalBlobStore) -> None:
-    config = S3Config(body_read_timeout_s=600.0, uploads_max=2)
+    config = S3Config(credentials=KEYS, body_read_timeout_s=600.0, uploads_max=2)
     with running_server(store, config=config) as server:
         held = [_send_head(server, f"/bkt/held{n}", 4 * MIB) for n in range(2)]
         deadline = time.monotonic() + DEADLINE_S
