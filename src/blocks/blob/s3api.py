@@ -40,7 +40,8 @@ from blocks.blob.conditions import ConditionFailed
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
 from blocks.blob.s3docs import delete_result, list_objects_v1_result, parse_delete_request
-from blocks.blob.s3objects import NotModified, ObjectOps, parse_range, xml_response
+from blocks.blob.s3headers import parse_range, xml_response
+from blocks.blob.s3objects import NotModified, ObjectOps
 from blocks.blob.s3ops import (
     refuse_encryption,
     subresources,

@@ -1,5 +1,6 @@
 """S3 object operations: GET/HEAD (ranges, conditionals, overrides, attributes), PUT,
-the multipart POSTs, DELETE, ListParts; the ``S3Handler``'s object half.
+the multipart POSTs, DELETE, ListParts; the ``S3Handler``'s object half (copies are in
+``s3copy``, header shaping in ``s3headers``).
 
 Theory of operation. ``S3Handler`` authenticates, bounds and decodes a request, then routes
 object paths here. Every method first decides the operation from the query's subresources
@@ -11,19 +12,21 @@ before the body is read and again at the commit point (``conditions.check_write`
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import re
-from collections.abc import Iterable, Mapping
-from typing import cast
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError
 from blocks.blob.conditions import WriteCondition, check_write, read_outcome
 from blocks.blob.http import RequestHead, Response
-from blocks.blob.listing import STORED_HEADERS, resolve_range
-from blocks.blob.s3docs import copy_result
+from blocks.blob.listing import resolve_range
+from blocks.blob.s3copy import CopyOps
+from blocks.blob.s3headers import (
+    object_headers,
+    parse_range,
+    stored_headers,
+    user_metadata,
+    xml_response,
+)
 from blocks.blob.s3ops import not_implemented, response_overrides, subresources
 from blocks.blob.s3xml import (
     attributes_result,
@@ -37,38 +40,14 @@ from blocks.blob.streaming import ObjectBody, StreamedPayload
 from blocks.blob.workers import Workers
 from blocks.core.errors import InvalidArgument, NotFound
 
-__all__ = [
-    "INLINE_BODY_BYTES_MAX",
-    "NotModified",
-    "ObjectOps",
-    "object_headers",
-    "parse_range",
-    "xml_response",
-]
+__all__ = ["INLINE_BODY_BYTES_MAX", "NotModified", "ObjectOps"]
 
 INLINE_BODY_BYTES_MAX = 256 * 1024
 """GET bodies up to this size that arrive in one piece are sent from the event loop as one
 buffer; larger ones stream, each next piece read in a worker thread while one is sent."""
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def parse_range(value: str | None) -> tuple[int, int] | None:
-    """An inclusive byte range from a ``Range`` header, ``(-n, -1)`` for a suffix, or
-    ``None`` to serve the whole object (absent, multi-range or unparsable, as S3 does)."""
-    if not value:
-        return None
-    match = _RANGE.match(value.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        return (-int(last), -1) if int(last) > 0 else None
-    return int(first), int(last) if last else 2**63
-
-
-class ObjectOps:
+class ObjectOps(CopyOps):
     """The object operations of ``S3Handler`` (see the module docstring)."""
 
     store: BlobStore
@@ -227,89 +206,13 @@ class ObjectOps:
                 key,
                 payload,
                 content_type=head.headers.get("content-type", "application/octet-stream"),
-                metadata=_user_metadata(head.headers),
+                metadata=user_metadata(head.headers),
                 condition=condition,
                 checksums=checksums,
-                headers=_stored_headers(head.headers),
+                headers=stored_headers(head.headers),
             )
         )
         return Response(200, {"ETag": f'"{info.etag}"'})
-
-    async def _copy_part(
-        self, head: RequestHead, bucket: str, key: str, query: dict[str, str]
-    ) -> Response:
-        """UploadPartCopy: a byte range of an object (``x-amz-copy-source-range``, or all
-        of it) becomes a part, its chunks deduplicated as in CopyObject."""
-        source_bucket, source_key = _copy_source(head)
-        number_text = query["partNumber"]
-        if not number_text.isdigit():
-            raise S3RequestError("InvalidArgument", "partNumber must be an integer")
-        range_text = head.headers.get("x-amz-copy-source-range")
-        byte_range = parse_range(range_text) if range_text else None
-        if range_text and (byte_range is None or byte_range[0] < 0):
-            raise S3RequestError("InvalidArgument", "x-amz-copy-source-range is bytes=first-last")
-        conditions = _copy_conditions(head)
-
-        def copy() -> tuple[ObjectInfo, str]:
-            info, pieces = self.store.iter_object(source_bucket, source_key, byte_range)
-            try:
-                if read_outcome(conditions, info.etag, info.modified_ms) is not None:
-                    raise S3RequestError(
-                        "PreconditionFailed", "a copy-source precondition does not hold", 412
-                    )
-                part = self.store.upload_part(
-                    bucket, key, query["uploadId"], int(number_text), cast(Iterable[bytes], pieces)
-                )
-                return info, part.etag
-            finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
-
-        info, etag = await self.workers.run(copy)
-        return xml_response(copy_result(dataclasses.replace(info, etag=etag), "CopyPartResult"))
-
-    async def _copy(self, head: RequestHead, bucket: str, key: str) -> Response:
-        """CopyObject: the source's bytes become a new object (its chunks deduplicated, so
-        nothing is written twice), with the source's metadata or, with
-        ``x-amz-metadata-directive: REPLACE``, the request's."""
-        source_bucket, source_key = _copy_source(head)
-        directive = head.headers.get("x-amz-metadata-directive", "COPY").upper()
-        if directive not in ("COPY", "REPLACE"):
-            raise S3RequestError("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
-        if (source_bucket, source_key) == (bucket, key) and directive == "COPY":
-            raise S3RequestError(
-                "InvalidRequest", "copying an object onto itself must change its metadata"
-            )
-        source_conditions = _copy_conditions(head)
-        condition = WriteCondition.from_headers(head.headers)
-
-        def copy() -> ObjectInfo:
-            info, pieces = self.store.iter_object(source_bucket, source_key)
-            try:
-                if read_outcome(source_conditions, info.etag, info.modified_ms) is not None:
-                    raise S3RequestError(
-                        "PreconditionFailed", "a copy-source precondition does not hold", 412
-                    )
-                replace = directive == "REPLACE"
-                return self.store.put_object(
-                    bucket,
-                    key,
-                    cast(Iterable[bytes], pieces),  # views of shards: the pipeline takes them
-                    content_type=head.headers.get("content-type", info.content_type)
-                    if replace
-                    else info.content_type,
-                    metadata=_user_metadata(head.headers) if replace else info.metadata,
-                    condition=condition,
-                    checksums=info.checksums,  # the same bytes
-                    headers=_stored_headers(head.headers) if replace else info.headers,
-                )
-            finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
-
-        return xml_response(copy_result(await self.workers.run(copy)))
 
     async def _post(
         self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
@@ -320,7 +223,7 @@ class ObjectOps:
                     bucket,
                     key,
                     content_type=head.headers.get("content-type", "application/octet-stream"),
-                    metadata=_user_metadata(head.headers),
+                    metadata=user_metadata(head.headers),
                 )
             )
             return xml_response(initiate_result(bucket, key, upload_id))
@@ -345,37 +248,6 @@ def _check_read(head: RequestHead, info: ObjectInfo) -> None:
         raise NotModified(info)
 
 
-def _copy_source(head: RequestHead) -> tuple[str, str]:
-    """The (bucket, key) of ``x-amz-copy-source``; only the current version."""
-    source_text = unquote(head.headers["x-amz-copy-source"])
-    source_path, _, source_query = source_text.partition("?")
-    source_bucket, _, source_key = source_path.lstrip("/").partition("/")
-    if not source_bucket or not source_key:
-        raise S3RequestError("InvalidArgument", "x-amz-copy-source must be /bucket/key")
-    if dict(parse_qsl(source_query)).get("versionId", "null") != "null":
-        raise not_implemented({"versionId"})
-    return source_bucket, source_key
-
-
-def _copy_conditions(head: RequestHead) -> dict[str, str]:
-    """``x-amz-copy-source-if-*`` as the plain conditions ``read_outcome`` takes."""
-    return {
-        name.removeprefix("x-amz-copy-source-"): value
-        for name, value in head.headers.items()
-        if name.startswith("x-amz-copy-source-if-")
-    }
-
-
-def _stored_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The standard headers of a PUT that the object keeps (aws-chunked is transport)."""
-    stored = {name: headers[name] for name in STORED_HEADERS if name in headers}
-    encoding = stored.pop("content-encoding", "")
-    kept = [e.strip() for e in encoding.split(",") if e.strip() and e.strip() != "aws-chunked"]
-    if kept:
-        stored["content-encoding"] = ",".join(kept)
-    return stored
-
-
 def _checksum_headers(head: RequestHead, info: ObjectInfo) -> dict[str, str]:
     """The object's checksums, for a whole-object read that asked for them."""
     if head.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED" or not info.checksums:
@@ -383,50 +255,3 @@ def _checksum_headers(head: RequestHead, info: ObjectInfo) -> dict[str, str]:
     headers = {f"x-amz-checksum-{name}": value for name, value in info.checksums.items()}
     headers["x-amz-checksum-type"] = "FULL_OBJECT"
     return headers
-
-
-def _user_metadata(headers: Mapping[str, str]) -> dict[str, str]:
-    """``x-amz-meta-*`` headers; values sent as UTF-8 bytes are decoded as UTF-8 (heads are
-    decoded as latin-1, which keeps every byte)."""
-    return {
-        name[len("x-amz-meta-") :]: _from_wire(value)
-        for name, value in headers.items()
-        if name.startswith("x-amz-meta-")
-    }
-
-
-def _from_wire(value: str) -> str:
-    if value.isascii():
-        return value
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeDecodeError:
-        return value
-
-
-def _to_wire(value: str) -> str:
-    """A metadata value for a response header: ASCII as it is, anything else RFC 2047
-    encoded (``=?UTF-8?B?...?=``), as S3 answers non-ASCII metadata."""
-    if value.isascii():
-        return value
-    return f"=?UTF-8?B?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="
-
-
-def object_headers(info: ObjectInfo) -> dict[str, str]:
-    headers = {
-        "ETag": f'"{info.etag}"',
-        "Last-Modified": http_date(info.modified_ms),
-        "Content-Type": info.content_type,
-        "Accept-Ranges": "bytes",
-    }
-    if info.parts_count:
-        headers["x-amz-mp-parts-count"] = str(info.parts_count)
-    for name, value in info.headers.items():
-        headers["-".join(word.capitalize() for word in name.split("-"))] = value
-    for name, value in info.metadata.items():
-        headers[f"x-amz-meta-{name}"] = _to_wire(value)
-    return headers
-
-
-def xml_response(document: bytes) -> Response:
-    return Response(200, {"Content-Type": "application/xml"}, document)
