@@ -261,7 +261,7 @@ class TcpTransport:
         if self._closed:
             raise FailedPrecondition(f"transport {self._name!r} is closed")
 
-    # --- hooks for the connections (blocks.core.tcp_connection.ConnectionOwner) -----------
+    # --- hooks for the connections (blocks.core.tcp_framing.ConnectionOwner) --------------
 
     def connection_accepted(self, connection: ServerConnection) -> BlocksError | None:
         limits = self.limits
