@@ -53,6 +53,7 @@ from blocks.blob.s3xml import (
     list_objects_v2_result,
     list_uploads_result,
 )
+from blocks.blob.sigv2 import verify_presigned_v2
 from blocks.blob.sigv4 import S3AuthError, verify_presigned, verify_request
 from blocks.blob.store import OBJECT_BYTES_MAX
 from blocks.blob.streaming import (
@@ -157,9 +158,17 @@ class S3Handler(ObjectOps):
             )
         context = None
         presigned = "authorization" not in head.headers and "X-Amz-Signature=" in head.raw_query
-        if "authorization" not in head.headers and "AWSAccessKeyId=" in head.raw_query:
-            raise S3RequestError("NotImplemented", "SigV2 presigned URLs are not supported", 501)
-        if self.config.credentials:
+        sigv2 = "authorization" not in head.headers and "AWSAccessKeyId=" in head.raw_query
+        if sigv2 and self.config.credentials:
+            verify_presigned_v2(
+                head.method,
+                head.raw_path,
+                head.raw_query,
+                head.headers,
+                self.config.credentials,
+                self.clock.now_ms(),
+            )
+        elif self.config.credentials:
             verify = verify_presigned if presigned else verify_request
             context = verify(
                 head.method,

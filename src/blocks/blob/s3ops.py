@@ -6,8 +6,8 @@ Theory of operation. S3 names many operations by a *subresource* in the query st
 ignores an unknown one turns, say, DeleteObjectTagging into DeleteObject. So every query
 parameter is either *known* to the operation being routed or makes the request
 ``NotImplemented`` (501): parameters that only carry signing (``X-Amz-*`` of a presigned
-URL), the SDK's operation hint (``x-id``) or GET's ``response-*`` overrides never name an
-operation. Requests that ask for server-side encryption are refused the same way, before
+URL, SigV2's ``AWSAccessKeyId``, ``Expires``, ``Signature``), the SDK's operation hint
+(``x-id``) or GET's ``response-*`` overrides never name an operation. Requests that ask for server-side encryption are refused the same way, before
 their body is read: storing them unencrypted would break the promise they asked for.
 """
 
@@ -35,13 +35,16 @@ RESPONSE_OVERRIDES = {
 }
 
 
+_SIGNING_PARAMETERS = frozenset({"x-id", "AWSAccessKeyId", "Expires", "Signature"})
+
+
 def subresources(query: Mapping[str, str]) -> set[str]:
     """The query parameters that may name an operation (see the module docstring)."""
     return {
         name
         for name in query
         if not name.lower().startswith("x-amz-")
-        and name != "x-id"
+        and name not in _SIGNING_PARAMETERS
         and name not in RESPONSE_OVERRIDES
     }
 
