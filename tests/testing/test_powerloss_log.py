@@ -11,6 +11,7 @@ entry was never fsynced. Each seed drives records, sync points and the moment of
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -95,3 +96,36 @@ def test_a_log_that_skips_its_fsync_is_caught(
         for seed in range(6):
             for durable, found, _ in _run(seed, tmp_path / str(seed), "always"):
                 assert found == durable
+
+
+async def _batch_round(root: Path, rng: random.Random, disk: PowerLossDisk) -> None:
+    written: list[bytes] = []
+    for _ in range(CUTS_PER_SEED):
+        log = SegmentLog(root, fsync="batch", segment_bytes_max=SEGMENT_BYTES_MAX)
+        assert log.next_offset == len(written)
+        acknowledged = len(written)
+        for _ in range(rng.randrange(1, 4)):  # groups of concurrent, awaited appends
+            records = _records(rng, rng.randrange(1, 8))
+            offsets = await asyncio.gather(*(log.append_async(r) for r in records))
+            assert sorted(offsets) == list(range(len(written), len(written) + len(records)))
+            written.extend(r for _, r in sorted(zip(offsets, records, strict=True)))
+            acknowledged = len(written)
+        for record in _records(rng, rng.randrange(0, 5)):  # appended, never awaited durable
+            log.append(record)
+            written.append(record)
+        with disk.power_cut(root):
+            log.close()
+        with SegmentLog(root, fsync="batch", segment_bytes_max=SEGMENT_BYTES_MAX) as reopened:
+            found = reopened.next_offset
+            assert acknowledged <= found <= len(written), (acknowledged, found, len(written))
+            for offset in range(acknowledged):
+                assert reopened.read(offset) == written[offset]
+        del written[found:]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fsync_batch_keeps_every_awaited_append(seed: int, tmp_path: Path) -> None:
+    disk = PowerLossDisk(random.Random(seed), torn_tail_probability=0.7)
+    disk.track(tmp_path / "log")
+    with disk.installed():
+        asyncio.run(_batch_round(tmp_path / "log", random.Random(seed), disk))
