@@ -37,12 +37,6 @@ def test_queue_survives_process_faults(cluster: ProcessCluster, seed: int) -> No
     run_under_nemesis("queue", cluster, nemesis, workload)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="queue data-path client never reconnects after a server restart: the server takes "
-    "a new random node name each start and the client's transport keeps expecting the old one "
-    "(PeerError 'expected node ..., reached ...'); FINDINGS.txt 2026-12-07 kit-proc",
-)
 def test_the_data_path_client_recovers_from_a_server_restart(cluster: ProcessCluster) -> None:
     async def run() -> None:
         client = await connect(cluster.address("q1"), token=cluster.token, timeout_s=3.0)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
 from blocks.core.hashing import key_hash
 from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.core.tcp_transport import TcpTransport
@@ -113,7 +113,10 @@ class PubSubClient:
                         name = self._data_names[index] = await self._ask_data_path(index)
             timeout_s = self._timeout_s + extra_s
             if name:
-                return True, await self._data.request(name, message, timeout_s)
+                try:
+                    return True, await self._data.request(name, message, timeout_s)
+                except PeerError as error:  # a restarted broker greets under a new node name
+                    raise Unavailable(f"the broker's data path changed ({error})") from error
             with mapped_errors():
                 return False, await getattr(self._stub, method)(request(), timeout=timeout_s)
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
 from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
@@ -72,14 +72,22 @@ class QueueClient:
         return self._data_name
 
     async def _send_calls(self, calls: list[Any]) -> list[Any]:
-        try:
-            reply: list[Any] = await self._data.request(
-                await self._data_path(), {"op": "calls", "c": calls}, self._timeout_s
-            )
-        except Unavailable:
-            self._data_name = None  # a restarted server may listen elsewhere
-            raise
+        reply: list[Any] = await self._data_request({"op": "calls", "c": calls}, self._timeout_s)
         return reply
+
+    async def _data_request(self, message: Any, timeout_s: float) -> Any:
+        """One request on the data path. A restarted server listens elsewhere (``Unavailable``)
+        or under a new node name (``PeerError`` at the greeting): either way the next call asks
+        the server for its data path again, and this one raises ``Unavailable`` (retryable; a
+        send may or may not have been applied, as the API says of ``Unavailable``)."""
+        try:
+            return await self._data.request(await self._data_path(), message, timeout_s)
+        except Unavailable:
+            self._data_name = None
+            raise
+        except PeerError as error:
+            self._data_name = None
+            raise Unavailable(f"the server's data path changed ({error}); retry") from error
 
     async def _fast(
         self, call: list[Any], method: str, request: Callable[[], Any], extra_s: float = 0.0
@@ -160,11 +168,7 @@ class QueueClient:
                 poll = {"op": "receive", "name": name, "n": max_messages, "w": wait_ms}
                 poll["v"] = visibility_ms
                 timeout_s = self._timeout_s + wait_ms / 1000.0
-                try:
-                    found = await self._data.request(self._data_name or "", poll, timeout_s)
-                except Unavailable:
-                    self._data_name = None  # a restarted server may listen elsewhere
-                    raise
+                found = await self._data_request(poll, timeout_s)
             return [message_from_wire(m) for m in found]
         request = queue_pb2.ReceiveRequest(
             name=name, max_messages=max_messages, wait_ms=wait_ms, visibility_ms=visibility_ms
