@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from blocks import __version__
-from blocks.cli import build_parser
+from blocks.cli import build_parser, main
 
 
 def run_blocks(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -41,19 +43,18 @@ def test_core_demo_runs_a_cluster_and_survives_a_node_loss() -> None:
     assert any("read 300/300 keys" in line for line in part["lines"])
 
 
-def test_bench_lists_benchmarks() -> None:
-    result = run_blocks("bench")
-    assert result.returncode == 0
-    assert result.stdout.startswith("available benchmarks: ") and "transport" in result.stdout
-    assert "peers" not in result.stdout and "null_s3" not in result.stdout
-    listed = run_blocks("bench", "--json")
-    assert "transport" in json.loads(listed.stdout)
+def test_bench_lists_benchmarks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("available benchmarks: ") and "transport" in out
+    assert "peers" not in out and "null_s3" not in out
+    assert main(["bench", "--json"]) == 0
+    assert "transport" in json.loads(capsys.readouterr().out)
 
 
-def test_bench_unknown_name_names_the_valid_ones() -> None:
-    result = run_blocks("bench", "nosuch")
-    assert result.returncode == 2
-    [line] = result.stderr.splitlines()
+def test_bench_unknown_name_names_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "nosuch"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("error: no benchmark named 'nosuch'") and "transport" in line
 
 
