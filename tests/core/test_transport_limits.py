@@ -111,6 +111,24 @@ def test_a_big_frame_before_the_handshake_is_refused_after_a_few_kib() -> None:
     _run(body)
 
 
+@pytest.mark.parametrize("after_hello", [False, True])
+@pytest.mark.parametrize("prefix", [b"\xff\xff\xff\xff", _declared(FRAME_BYTES_MAX + 1)])
+def test_huge_length_prefixes_are_refused_and_counted(prefix: bytes, after_hello: bool) -> None:
+    async def body() -> None:
+        server = await _server()
+        try:
+            frames = await _frames_until_closed(await _open(server, HELLO * after_hello + prefix))
+            assert frames[-1][0] is FrameKind.GOAWAY
+            assert isinstance(from_wire(frames[-1][1]), PeerError)
+            counter = "frames_too_large" if after_hello else "frames_too_large_before_handshake"
+            assert server.stats()[counter] == 1
+            await _still_serves(server)
+        finally:
+            await server.close()
+
+    _run(body)
+
+
 def test_many_partial_frames_before_auth_hold_a_few_kib_each() -> None:
     async def body() -> None:
         limits = TcpLimits(handshake_timeout_s=30)
