@@ -189,6 +189,9 @@ class FramedConnection(asyncio.Protocol):
         and drop what still arrives until the peer closes or ``goaway_linger_s`` passes:
         closing a socket over unread bytes resets it, and the peer would lose the reason."""
         if self.closed:
+            if not linger and self._linger_timer is not None and self._transport is not None:
+                self._linger_timer.cancel()  # closing for good (the transport is closing)
+                self._transport.close()
             return
         self.life.to(ConnectionState.CLOSED)
         self._release_buffered()
