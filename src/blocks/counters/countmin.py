@@ -10,6 +10,12 @@ and ``depth = ceil(ln(1/delta))`` it overestimates by more than ``eps * N`` (``N
 added) with probability at most ``delta`` (Cormode and Muthukrishnan, 2005). ``from_error``
 builds a sketch from ``(eps, delta)``.
 
+Each row is an ``array('q')`` of int64 cells, so that ``add_many`` updates it in place through
+a numpy view with ``np.add.at`` (``blocks.counters.bulk``). Totals are bounded by
+``TOTAL_MAX``, so no cell can overflow. (Plain lists of ints made single adds about a quarter
+faster, but a batch then had to add its sums back one Python int at a time, which cost
+three times the hashing.)
+
 Two sketches with the same shape and seed merge by adding tables cell by cell: the result is
 exactly the sketch of the combined stream.
 
@@ -23,16 +29,25 @@ promised.
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Iterable
+from typing import Any
 
 import xxhash
 
 from blocks.core.errors import InvalidArgument
+from blocks.counters.bulk import CHUNK_ITEMS_MAX, count_min_columns, numpy_or_none
 
-__all__ = ["CELLS_MAX", "TOP_K_MAX", "CountMinSketch", "TopK"]
+__all__ = ["CELLS_MAX", "TOP_K_MAX", "TOTAL_MAX", "CountMinSketch", "TopK"]
 
 CELLS_MAX = 1 << 24
 TOP_K_MAX = 10_000
+TOTAL_MAX = (1 << 63) - 1
+"""Largest total count a sketch holds: every cell is at most the total, so the int64 cells
+never overflow; an add or merge that would pass it raises ``InvalidArgument``."""
 _MASK_64 = (1 << 64) - 1
+_BULK_ITEMS_MIN = 32
+"""Below this many items ``add_many`` adds one by one (numpy's fixed cost would dominate)."""
 
 
 def _as_bytes(item: bytes | str) -> bytes:
@@ -58,7 +73,7 @@ class CountMinSketch:
         self._width = width
         self._depth = depth
         self._seed = seed
-        self._rows = [[0] * width for _ in range(depth)]
+        self._rows = [array("q", bytes(8 * width)) for _ in range(depth)]
         self._total = 0
 
     @classmethod
@@ -99,6 +114,8 @@ class CountMinSketch:
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
         position, step = self._hashes(item)
+        if self._total + count > TOTAL_MAX:
+            raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
         width = self._width
         estimate = -1
         for row in self._rows:
@@ -110,6 +127,39 @@ class CountMinSketch:
             position += step
         self._total += count
         return estimate
+
+    def add_many(self, items: Iterable[bytes | str], counts: Iterable[int] | None = None) -> None:
+        """``add(item, count)`` for each item (``count`` 1 when ``counts`` is None), with the
+        same cells as adding them one by one.
+
+        Vectorised (``blocks.counters.bulk``) when numpy is installed and the batch is not
+        tiny; otherwise a plain loop. Counts are checked before anything is added; a bad item
+        raises ``InvalidArgument`` and leaves the items before it in its chunk of
+        ``CHUNK_ITEMS_MAX`` either all added or none.
+        """
+        item_list = list(items)
+        count_list = [1] * len(item_list) if counts is None else list(counts)
+        if len(count_list) != len(item_list):
+            raise InvalidArgument("items and counts must have the same length")
+        for count in count_list if counts is not None else ():
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
+        if self._total + sum(count_list) > TOTAL_MAX:
+            raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
+        np = numpy_or_none()
+        if np is None or len(item_list) < _BULK_ITEMS_MIN:
+            for item, count in zip(item_list, count_list, strict=True):
+                self.add(item, count)
+            return
+        for start in range(0, len(item_list), CHUNK_ITEMS_MAX):
+            chunk = item_list[start : start + CHUNK_ITEMS_MAX]
+            columns = count_min_columns(np, chunk, self._seed, self._width, self._depth, _as_bytes)
+            amounts: Any = 1
+            if counts is not None:
+                amounts = np.asarray(count_list[start : start + len(chunk)], dtype=np.int64)
+            for number, row in enumerate(self._rows):
+                np.add.at(np.frombuffer(row, dtype=np.int64), columns[:, number], amounts)
+            self._total += len(chunk) if counts is None else int(amounts.sum())
 
     def estimate(self, item: bytes | str) -> int:
         """An upper bound on ``item``'s true count, tight with high probability."""
@@ -129,6 +179,8 @@ class CountMinSketch:
             raise InvalidArgument(f"cannot merge {type(other).__name__} into a CountMinSketch")
         if (other._width, other._depth, other._seed) != (self._width, self._depth, self._seed):
             raise InvalidArgument("only sketches with the same width, depth and seed merge")
+        if self._total + other._total > TOTAL_MAX:
+            raise InvalidArgument(f"the merged total would pass {TOTAL_MAX}")
         for mine, theirs in zip(self._rows, other._rows, strict=True):
             for column, value in enumerate(theirs):
                 if value:
@@ -137,7 +189,7 @@ class CountMinSketch:
 
     def copy(self) -> CountMinSketch:
         clone = CountMinSketch(self._width, self._depth, seed=self._seed)
-        clone._rows = [list(row) for row in self._rows]
+        clone._rows = [array("q", row) for row in self._rows]
         clone._total = self._total
         return clone
 
