@@ -440,3 +440,32 @@ def test_upload_part_copy(s3: tuple[Any, Any], bucket: str) -> None:
         },
     )
     assert _body(client, bucket, "joined") == source[:PART] + source
+
+
+def test_get_and_head_by_part_number(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    parts_data = [b"a" * PART, b"b" * PART, b"c" * 1000]
+    upload = client.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    etags = [
+        client.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=n + 1, Body=data)[
+            "ETag"
+        ]
+        for n, data in enumerate(parts_data)
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]},
+    )
+    second = client.get_object(Bucket=bucket, Key="mp", PartNumber=2)
+    assert second["Body"].read() == parts_data[1]
+    assert second["PartsCount"] == 3
+    assert second["ContentRange"] == f"bytes {PART}-{2 * PART - 1}/{2 * PART + 1000}"
+    head = client.head_object(Bucket=bucket, Key="mp", PartNumber=3)
+    assert head["ContentLength"] == 1000 and head["PartsCount"] == 3
+    with pytest.raises(ClientError) as error:
+        client.get_object(Bucket=bucket, Key="mp", PartNumber=4)
+    assert _code(error) == "InvalidPartNumber"
+    client.put_object(Bucket=bucket, Key="single", Body=b"whole")
+    assert client.get_object(Bucket=bucket, Key="single", PartNumber=1)["Body"].read() == b"whole"

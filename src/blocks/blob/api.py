@@ -70,6 +70,8 @@ class ObjectInfo:
     """Whole-object checksums verified at upload, by algorithm (``crc32``: base64)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Standard headers stored with the object (lowercase names: ``cache-control``...)."""
+    part_sizes: tuple[int, ...] = ()
+    """A multipart object's part sizes, in order; empty for a single PUT."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,8 @@ class Manifest:
     """Whole-object checksums verified at upload, by algorithm (``crc32``: base64)."""
     headers: dict[str, str] = field(default_factory=dict)
     """Standard headers stored with the object (``cache-control``, ``expires``...)."""
+    part_sizes: tuple[int, ...] = ()
+    """A multipart object's part sizes in order (GET ``?partNumber``); empty otherwise."""
 
     @property
     def inline(self) -> bool:
@@ -114,6 +116,7 @@ def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
         "p": manifest.parts_count,
         **({"x": manifest.checksums} if manifest.checksums else {}),
         **({"h": manifest.headers} if manifest.headers else {}),
+        **({"ps": list(manifest.part_sizes)} if manifest.part_sizes else {}),
     }
 
 
@@ -133,6 +136,7 @@ def manifest_from_wire(value: Any, *, inline_offset: int = -1, record_bytes: int
             record_bytes=record_bytes,
             checksums=_metadata_from_wire(value.get("x", {})),
             headers=_metadata_from_wire(value.get("h", {})),
+            part_sizes=tuple(int(size) for size in value.get("ps", ())),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("manifest") from error

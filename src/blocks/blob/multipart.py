@@ -233,6 +233,7 @@ class MultipartMixin:
                 chunks=tuple(ref for part in chosen for ref in part.chunks),
                 metadata=dict(upload.metadata),
                 parts_count=len(chosen),
+                part_sizes=tuple(part.size for part in chosen),
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)
@@ -253,6 +254,7 @@ class MultipartMixin:
             modified_ms=manifest.modified_ms,
             metadata=dict(manifest.metadata),
             parts_count=len(chosen),
+            part_sizes=manifest.part_sizes,
         )
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:

@@ -103,9 +103,14 @@ class ObjectOps(CopyOps):
             response = xml_response(document)
             response.headers["Last-Modified"] = http_date(info.modified_ms)
             return response
-        if names and not (names == {"versionId"} and query["versionId"] == "null"):
+        if query.get("versionId", "null") == "null":
+            names.discard("versionId")  # the only version
+        part_range = None
+        if names == {"partNumber"}:
+            part_range = await self._part_range(bucket, key, query["partNumber"])
+        elif names:
             raise not_implemented(names)
-        response = await self._get(head, bucket, key)
+        response = await self._get(head, bucket, key, part_range)
         if head.method == "GET" and response.status < 300:
             response.headers.update(response_overrides(query))
         return response
@@ -122,14 +127,35 @@ class ObjectOps(CopyOps):
             list_parts_result(bucket, key, upload_id, parts, max_parts, int(marker_text))
         )
 
-    async def _get(self, head: RequestHead, bucket: str, key: str) -> Response:
+    async def _part_range(self, bucket: str, key: str, number_text: str) -> tuple[int, int] | None:
+        """The byte range of part ``number_text`` (a single PUT is part 1, all of it);
+        ``None`` for an empty object."""
+        info = await self.workers.run(self.store.head_object, bucket, key)
+        sizes = info.part_sizes or (info.size,)
+        if not number_text.isdigit() or not 1 <= int(number_text) <= len(sizes):
+            raise S3RequestError("InvalidPartNumber", f"the object has {len(sizes)} part(s)", 416)
+        number = int(number_text)
+        start = sum(sizes[: number - 1])
+        return (start, start + sizes[number - 1] - 1) if sizes[number - 1] else None
+
+    async def _get(
+        self,
+        head: RequestHead,
+        bucket: str,
+        key: str,
+        part_range: tuple[int, int] | None = None,
+    ) -> Response:
         if head.method == "HEAD":
             info = await self.workers.run(self.store.head_object, bucket, key)
             _check_read(head, info)
             headers = object_headers(info)
-            headers.update(_checksum_headers(head, info))
-            return Response(200, headers, content_length=info.size)
-        byte_range = parse_range(head.headers.get("range"))
+            if part_range is None:
+                headers.update(_checksum_headers(head, info))
+                return Response(200, headers, content_length=info.size)
+            start, stop = resolve_range(part_range, info.size)
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+            return Response(206, headers, content_length=stop - start)
+        byte_range = part_range or parse_range(head.headers.get("range"))
         try:
             info, body = await self.workers.run(self._open_body, bucket, key, byte_range)
         except InvalidArgument as error:

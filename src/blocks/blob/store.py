@@ -87,6 +87,7 @@ def _info(manifest: Manifest) -> ObjectInfo:
         parts_count=manifest.parts_count,
         checksums=dict(manifest.checksums),
         headers=dict(manifest.headers),
+        part_sizes=manifest.part_sizes,
     )
 
 
