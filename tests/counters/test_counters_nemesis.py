@@ -25,6 +25,7 @@ from blocks.testing.servers import counters_spec
 from blocks.testing.workloads import CountersWorkload, Workload, run_under_nemesis
 
 pytestmark = pytest.mark.process
+ISOLATIONS = (FaultKind.ISOLATE, FaultKind.ISOLATE_ONE_WAY)
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +51,5 @@ def test_counters_converge_through_pauses_and_network_faults(
         return CountersWorkload(nodes.addresses(), nodes.token, seed)
 
     run_under_nemesis("counters", nodes, nemesis, workload)
+    if any(fault.kind in ISOLATIONS for fault in nemesis.survived):
+        assert network.bytes_dropped() > 0, "an isolation that dropped nothing: proxies bypassed"

@@ -13,6 +13,7 @@ import pytest
 from blocks.testing import (
     NETWORK_FAULTS,
     PROCESS_FAULTS,
+    FaultKind,
     Nemesis,
     Network,
     ProcessCluster,
@@ -23,6 +24,7 @@ from blocks.testing.servers import pubsub_spec
 from blocks.testing.workloads import PubSubWorkload, Workload, run_under_nemesis
 
 pytestmark = pytest.mark.process
+ISOLATIONS = (FaultKind.ISOLATE, FaultKind.ISOLATE_ONE_WAY)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +50,5 @@ def test_pubsub_survives_process_and_network_faults(
         return await PubSubWorkload.open(nodes.addresses(), nodes.token, seed)
 
     run_under_nemesis("pubsub", nodes, nemesis, workload)
+    if any(fault.kind in ISOLATIONS for fault in nemesis.survived):
+        assert network.bytes_dropped() > 0, "an isolation that dropped nothing: proxies bypassed"

@@ -67,6 +67,10 @@ class Network:
             if node in (source, target):
                 proxy.delay(seconds)
 
+    def bytes_dropped(self) -> int:
+        """Bytes the proxies have thrown away so far (a check that a fault hit traffic)."""
+        return sum(proxy.bytes_dropped for proxy in self.links.values())
+
     def heal(self) -> None:
         for proxy in self.links.values():
             proxy.heal()

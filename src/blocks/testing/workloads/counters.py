@@ -11,6 +11,7 @@ import asyncio
 import time
 
 from blocks.counters.client import CountersClient
+from blocks.testing.checkers import check_counter_convergence, pair_operations
 from blocks.testing.history import History, OpType, UniqueValuesCheck
 from blocks.testing.workloads.base import ERROR_BACKOFF_S, Verdict
 
@@ -33,11 +34,9 @@ class CountersWorkload:
 
     async def _adder(self, node: int, done: asyncio.Event) -> None:
         client = self.clients[node]
-        sequence = 0
         while not done.is_set():
-            sequence += 1
             add = client.increment(self.counter, 1)
-            if await self.history.call(node, "write", self.counter, (node, sequence), add) is None:
+            if await self.history.call(node, "increment", self.counter, 1, add) is None:
                 await asyncio.sleep(ERROR_BACKOFF_S)
 
     async def _values(self) -> list[int | None]:
@@ -50,8 +49,8 @@ class CountersWorkload:
         return values
 
     async def verify(self) -> Verdict:
-        acknowledged = len(self.history.completions(OpType.OK, "write"))
-        unknown = len(self.history.completions(OpType.INFO, "write"))
+        acknowledged = len(self.history.completions(OpType.OK, "increment"))
+        unknown = len(self.history.completions(OpType.INFO, "increment"))
         deadline = time.monotonic() + CONVERGE_TIMEOUT_S
         values = await self._values()
         while time.monotonic() < deadline:
@@ -60,6 +59,12 @@ class CountersWorkload:
             await asyncio.sleep(CONVERGE_POLL_S)
             values = await self._values()
         problems = [] if None not in values and len(set(values)) == 1 else [f"diverged: {values}"]
+        reported = [v for v in values if v is not None]
+        convergence = check_counter_convergence(
+            pair_operations(self.history), {self.counter: reported}
+        )
+        if not convergence.valid:
+            problems.append(f"counters checker: {convergence.describe()}")
         final = max((v for v in values if v is not None), default=0)
         check = UniqueValuesCheck(
             acknowledged=acknowledged,

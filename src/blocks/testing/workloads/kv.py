@@ -1,7 +1,9 @@
 """kv workload: writers put unique keys (value = key), a reader reads keys already written.
 
 The final state is each written key read once more (R of N); a key whose write was
-acknowledged must read back its value, and no read may return a value never written."""
+acknowledged must read back its value, and no read may return a value never written. Each
+key's history must also be linearizable as a register (``check_register_histories``): with
+R+W>N, a read that starts after a write was acknowledged returns it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from blocks.kv.client import KVClient, connect
+from blocks.testing.checkers import check_register_histories, pair_operations
 from blocks.testing.history import History
 from blocks.testing.workloads.base import ERROR_BACKOFF_S, Verdict, gather_bounded, judge, retrying
 
@@ -72,7 +75,9 @@ class KvWorkload:
             return lambda: retrying(lambda: self._read(key))
 
         values = await gather_bounded([final_read(key) for key in self.keys])
-        return judge(self.history, [v for v in values if v is not None])
+        report = check_register_histories(pair_operations(self.history))
+        problems = [] if report.valid is not False else [f"not linearizable: {report.describe()}"]
+        return judge(self.history, [v for v in values if v is not None], problems)
 
     async def close(self) -> None:
         await self.client.close()

@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 
 from blocks.pubsub.client import PubSubClient, connect
+from blocks.testing.checkers import Send, check_history
 from blocks.testing.history import History
 from blocks.testing.workloads.base import ERROR_BACKOFF_S, Verdict, judge, retrying
 
@@ -72,12 +73,14 @@ class PubSubWorkload:
     async def verify(self) -> Verdict:
         problems: list[str] = []
         values: list[bytes] = []
+        final: dict[int, list[tuple[int, bytes]]] = {}
         for partition in range(self.partitions):
 
             async def read(partition: int = partition) -> list[tuple[int, bytes]]:
                 return await self._partition(partition)
 
             rows = await retrying(read)
+            final[partition] = rows
             offsets = [offset for offset, _ in rows]
             if offsets != sorted(set(offsets)):
                 problems.append(f"partition {partition}: offsets not increasing")
@@ -86,6 +89,12 @@ class PubSubWorkload:
                 if where == partition and stored.get(offset) not in (None, value):
                     problems.append(f"{value!r} acknowledged at {partition}/{offset}")
             values.extend(value for _, value in rows)
+        sends = [Send(p, offset, value) for value, (p, offset) in self.placed.items()]
+        result = check_history(sends, [], [], final)
+        if not result.valid:
+            problems.append(
+                f"pubsub checker: lost {len(result.lost)}, duplicated {len(result.duplicates)}"
+            )
         duplicates = [v for v, n in Counter(values).items() if n > 1]
         if duplicates:
             problems.append(f"{len(duplicates)} values stored twice, e.g. {duplicates[:3]}")
