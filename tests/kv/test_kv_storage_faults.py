@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from blocks.core.clock import ManualClock
 from blocks.core.errors import (
     Overloaded,
     StorageError,
@@ -27,8 +28,9 @@ from blocks.core.errors import (
 from blocks.kv import bitcask as bitcask_module
 from blocks.kv.bitcask import Bitcask
 from blocks.kv.local import LocalCluster
+from blocks.kv.node import KVNodeCore, PutReplica, QuorumConfig
 from blocks.kv.persist import ObjectStore, StoredRecord
-from blocks.kv.versions import VersionedObject
+from blocks.kv.versions import VersionedObject, VersionVector, update
 
 EIO = storage_error(OSError(errno.EIO, os.strerror(errno.EIO)), "write")
 ENOSPC = storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "write")
@@ -105,9 +107,6 @@ class RefusingStore:
             raise self.refusal
         self.inner.save(records)
 
-    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
-        return self.inner.load_key(key)
-
     def close(self) -> None:
         self.inner.close()
 
@@ -159,3 +158,19 @@ async def _one_replica_fails() -> None:
             assert (await client.get(key)).value == b"v"
         assert broken.status()["storage"] == "failed"
         assert all(key not in broken.core.objects for key in (b"k0", b"k5"))
+
+
+# --- the core's side of a refused save ---------------------------------------------------------
+
+
+def test_the_core_reverts_objects_and_hints_to_the_last_save() -> None:
+    core = KVNodeCore("n1", QuorumConfig(replicas=2), lambda key: ["n1", "n2", "n3"], ManualClock())
+    saved = update(None, VersionVector(), "n2", b"saved", core.hlc.now())
+    core.handle("n2", PutReplica(1, b"k", saved, None))
+    core.saved()  # the store now holds b"saved" for k, no hints
+    newer = update(saved, saved.context, "n2", b"newer", core.hlc.now())
+    core.handle("n3", PutReplica(2, b"k", newer, "n2"))  # with a hint for n2
+    core.handle("n3", PutReplica(3, b"fresh", newer, "n2"))
+    assert core.hints.owners(b"k") == {"n2"} and core.dirty == {b"k", b"fresh"}
+    assert core.revert_unsaved() == {b"k", b"fresh"}
+    assert core.objects == {b"k": saved} and len(core.hints) == 0 and not core.dirty

@@ -53,7 +53,7 @@ from blocks.core.hashing import HashRing
 from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.driver_config import NodeConfig
-from blocks.kv.driver_io import Outbox, StorageHealth, held_flush, roll_back
+from blocks.kv.driver_io import Outbox, StorageHealth, held_flush
 from blocks.kv.driver_requests import (
     answer_client_request,
     forward_put,
@@ -355,8 +355,7 @@ class KVNode:
 
     def _storage_failed(self, error: StorageError, made: set[int]) -> None:
         """The save of this iteration failed: see the module docs for what still leaves."""
-        failed_keys = set(self.core.dirty)
-        roll_back(self.core, self.store, failed_keys)
+        failed_keys = self.core.revert_unsaved()
         self.storage.failed(error)
         read_error = Unavailable(f"a write to this key failed ({error}); read it again")
         for request_id, (is_put, key) in list(self._request_keys.items()):

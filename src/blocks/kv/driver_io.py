@@ -7,8 +7,8 @@ best effort: requests time out, hints and anti-entropy resend).
 
 ``held_flush`` saves every key the core marked dirty, in one ``ObjectStore.save`` call, and
 clears the marks. The driver calls it before any held effect leaves the node. When the disk
-refuses (``StorageError``), ``roll_back`` puts those keys back to what the store holds, so
-memory never serves a write that was not saved, and ``StorageHealth`` logs one line when
+refuses (``StorageError``), ``KVNodeCore.revert_unsaved`` puts those keys back to what the
+store holds, so memory never serves a write that was not saved, and ``StorageHealth`` logs one line when
 saving starts failing and one when it works again (not one per failed save).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
-from collections.abc import Iterable
 from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, StorageFull
@@ -25,7 +24,7 @@ from blocks.core.transport import Transport
 from blocks.kv.node import KVNodeCore
 from blocks.kv.persist import ObjectStore, StoredRecord
 
-__all__ = ["Outbox", "StorageHealth", "held_flush", "roll_back"]
+__all__ = ["Outbox", "StorageHealth", "held_flush"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,26 +76,8 @@ def held_flush(core: KVNodeCore, store: ObjectStore) -> bool:
         (key, core.objects.get(key), core.hint_owners(key)) for key in sorted(core.dirty)
     ]
     store.save(records)
-    core.dirty.clear()
+    core.saved()
     return True
-
-
-def roll_back(core: KVNodeCore, store: ObjectStore, keys: Iterable[bytes]) -> None:
-    """Reset ``keys`` in ``core`` to what ``store`` holds (after a save it refused).
-
-    A key the store cannot even read back stays as it is in memory and is no longer dirty:
-    the store then refuses all work (a broken store), so nothing more is acknowledged.
-    """
-    for key in keys:
-        try:
-            stored = store.load_key(key)
-        except BlocksError:
-            core.dirty.discard(key)
-            continue
-        if stored is None:
-            core.reset(key, None, ())
-        else:
-            core.reset(key, *stored)
 
 
 class StorageHealth:

@@ -120,8 +120,10 @@ class KVNodeCore:
         self.hlc = HybridLogicalClock(clock)
         self.objects: dict[bytes, VersionedObject] = {}
         self.hints = HintSet()
-        # Keys whose object or hints changed since the driver last persisted them.
+        # Keys whose object or hints changed since the driver last persisted them, and what
+        # each held before its first change since then (what the store holds).
         self.dirty: set[bytes] = set()
+        self._before_change: dict[bytes, tuple[VersionedObject | None, frozenset[str]]] = {}
         self.hints_refused = 0
         self.anti_entropy_repairs = 0  # keys whose copy here changed through anti-entropy
         self._pending: dict[int, _Pending] = {}
@@ -290,16 +292,22 @@ class KVNodeCore:
 
     # -- storage, hints and anti-entropy ---------------------------------------------------
 
+    def _touch(self, key: bytes) -> None:
+        """Mark ``key`` dirty before changing it; its first change keeps what it was."""
+        if key not in self.dirty:
+            self._before_change[key] = (self.objects.get(key), frozenset(self.hints.owners(key)))
+            self.dirty.add(key)
+
     def _store(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None:
+        self._touch(key)
         self.objects[key] = obj
-        self.dirty.add(key)
         if hint_owner is not None and hint_owner != self.node_id:
             self._add_hint(hint_owner, key)
 
     def _add_hint(self, owner: str, key: bytes) -> None:
         if len(self.hints) < self.config.hints_max:
+            self._touch(key)
             self.hints.add((owner, key))
-            self.dirty.add(key)
         else:
             self.hints_refused += 1
 
@@ -313,21 +321,29 @@ class KVNodeCore:
         for owner in hint_owners:
             self._add_hint(owner, key)
         self.dirty.discard(key)
+        self._before_change.pop(key, None)
 
-    def reset(self, key: bytes, obj: VersionedObject | None, hint_owners: Iterable[str]) -> None:
-        """Make ``key`` what the store holds again, after a save the disk refused: the stored
-        object (None: absent) and exactly the stored hints; the key is no longer dirty."""
-        if obj is None:
-            self.objects.pop(key, None)
-        else:
-            self.objects[key] = obj
-        wanted = set(hint_owners)
-        for owner in self.hints.owners(key) - wanted:
-            self.hints.discard((owner, key))
-        for owner in sorted(wanted):
-            if (owner, key) not in self.hints:
-                self._add_hint(owner, key)
-        self.dirty.discard(key)
+    def saved(self) -> None:
+        """The driver saved every dirty key: the store now holds what memory holds."""
+        self.dirty.clear()
+        self._before_change.clear()
+
+    def revert_unsaved(self) -> set[bytes]:
+        """The store refused the save: put every dirty key back to what it held before its
+        first change (what the store holds), objects and hints; return those keys."""
+        reverted = set(self.dirty)
+        for key in reverted:
+            obj, owners = self._before_change[key]
+            if obj is None:
+                self.objects.pop(key, None)
+            else:
+                self.objects[key] = obj
+            for owner in self.hints.owners(key) - owners:
+                self.hints.discard((owner, key))
+            for owner in owners:
+                self.hints.add((owner, key))
+        self.saved()
+        return reverted
 
     def rebalance(self, old_home: Callable[[bytes], list[str]]) -> int:
         """After a ring change, owe each key to its new home nodes; return keys queued.
@@ -367,8 +383,8 @@ class KVNodeCore:
     def _handoff_done(self, owner: str, key: bytes) -> list[Effect]:
         if (owner, key) not in self.hints:
             return []
+        self._touch(key)
         self.hints.discard((owner, key))
-        self.dirty.add(key)
         if not self.hints.owners(key) and self.node_id not in self._home(key):
             self.objects.pop(key, None)
         return []

@@ -42,13 +42,9 @@ class ObjectStore(Protocol):
     def save(self, records: Iterable[StoredRecord]) -> None:
         """Write (or, for a ``None`` object, delete) every record before returning.
 
-        Raises ``StorageError`` (``StorageFull`` for a full disk) when the disk refuses; the
-        records may then be partly written, and ``load_key`` tells what is stored.
+        Raises ``StorageError`` (``StorageFull`` for a full disk) when the disk refuses; a
+        prefix of the records may then be written (each whole or not at all).
         """
-        ...
-
-    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
-        """What is stored for ``key`` (object and hint owners), or None."""
         ...
 
     def close(self) -> None: ...
@@ -86,10 +82,6 @@ class MemoryObjectStore:
             else:
                 self.records[key] = encode_record(obj, owners)
 
-    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
-        data = self.records.get(key)
-        return None if data is None else decode_record(data)
-
     def close(self) -> None:
         pass
 
@@ -116,10 +108,6 @@ class BitcaskObjectStore:
                 puts.append((key, encode_record(obj, owners)))
         if puts:
             self.bitcask.put_many(puts)
-
-    def load_key(self, key: bytes) -> tuple[VersionedObject, list[str]] | None:
-        data = self.bitcask.get(key)
-        return None if data is None else decode_record(data)
 
     def close(self) -> None:
         self.bitcask.close()
