@@ -469,3 +469,28 @@ def test_get_and_head_by_part_number(s3: tuple[Any, Any], bucket: str) -> None:
     assert _code(error) == "InvalidPartNumber"
     client.put_object(Bucket=bucket, Key="single", Body=b"whole")
     assert client.get_object(Bucket=bucket, Key="single", PartNumber=1)["Body"].read() == b"whole"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["xn--punycode", "sthree-bucket", "bucket-s3alias", "bucket--ol-s3", "bucket--x-s3", "a..b"],
+)
+def test_reserved_bucket_names_are_refused(s3: tuple[Any, Any], name: str) -> None:
+    client, _ = s3
+    with pytest.raises(ClientError) as error:
+        client.create_bucket(Bucket=name)
+    assert _code(error) == "InvalidBucketName"
+
+
+def test_list_buckets_with_prefix_and_pages(s3: tuple[Any, Any]) -> None:
+    client, _ = s3
+    for name in ("paged-a", "paged-b", "paged-c"):
+        client.create_bucket(Bucket=name)
+    first = client.list_buckets(Prefix="paged-", MaxBuckets=2)
+    assert [b["Name"] for b in first["Buckets"]] == ["paged-a", "paged-b"]
+    assert first["Prefix"] == "paged-"
+    rest = client.list_buckets(
+        Prefix="paged-", MaxBuckets=2, ContinuationToken=first["ContinuationToken"]
+    )
+    assert [b["Name"] for b in rest["Buckets"]] == ["paged-c"]
+    assert "ContinuationToken" not in rest

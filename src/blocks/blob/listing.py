@@ -37,6 +37,8 @@ METADATA_BYTES_MAX = 2048
 MAX_KEYS_MAX = 1000
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", ".mrap", "--table-s3")
 _METADATA_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
@@ -47,6 +49,8 @@ def check_bucket_name(name: object) -> str:
         or not _BUCKET_NAME.match(name)
         or ".." in name
         or _IP_ADDRESS.match(name)
+        or name.startswith(_RESERVED_BUCKET_PREFIXES)
+        or name.endswith(_RESERVED_BUCKET_SUFFIXES)
     ):
         raise InvalidArgument(f"invalid bucket name {name!r}")
     return name

@@ -42,10 +42,7 @@ from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
 from blocks.blob.s3docs import delete_result, list_objects_v1_result, parse_delete_request
 from blocks.blob.s3headers import parse_range, xml_response
 from blocks.blob.s3objects import NotModified, ObjectOps
-from blocks.blob.s3ops import (
-    refuse_encryption,
-    subresources,
-)
+from blocks.blob.s3ops import not_implemented, refuse_encryption, subresources
 from blocks.blob.s3xml import (
     error_document,
     http_date,
@@ -235,8 +232,7 @@ class S3Handler(ObjectOps):
         method = head.method
         if not bucket:
             if method == "GET":
-                buckets = await self.workers.run(self.store.list_buckets)
-                return xml_response(list_buckets_result(buckets))
+                return await self._list_buckets(query)
         elif not key:
             return await self._bucket(method, bucket, query, payload)
         elif method in ("GET", "HEAD"):
@@ -286,6 +282,30 @@ class S3Handler(ObjectOps):
         if method == "GET" and query.get("list-type") == "2":
             return await self._list_v2(bucket, query)
         raise S3RequestError("NotImplemented", "this bucket operation is not implemented", 501)
+
+    async def _list_buckets(self, query: dict[str, str]) -> Response:
+        """ListBuckets, by name after ``continuation-token`` (the last name of the page
+        before), at most ``max-buckets`` (1..10000) under ``prefix``."""
+        names = subresources(query) - {
+            "prefix",
+            "max-buckets",
+            "continuation-token",
+            "bucket-region",
+        }
+        if names:
+            raise not_implemented(names)
+        max_text = query.get("max-buckets", "10000")
+        if not max_text.isdigit() or not 1 <= int(max_text) <= 10000:
+            raise S3RequestError("InvalidArgument", "max-buckets must be in 1..10000")
+        prefix, after = query.get("prefix", ""), query.get("continuation-token", "")
+        buckets = [
+            b
+            for b in await self.workers.run(self.store.list_buckets)
+            if b.name.startswith(prefix) and b.name > after
+        ]
+        page = buckets[: int(max_text)]
+        token = page[-1].name if len(buckets) > len(page) else None
+        return xml_response(list_buckets_result(page, prefix, token))
 
     async def _delete_objects(self, bucket: str, payload: bytes) -> Response:
         keys, quiet = parse_delete_request(payload)

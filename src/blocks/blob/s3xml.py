@@ -56,7 +56,11 @@ def error_document(code: str, message: str, resource: str, request_id: str) -> b
     return body.encode("utf-8")
 
 
-def list_buckets_result(buckets: list[BucketInfo]) -> bytes:
+def list_buckets_result(
+    buckets: list[BucketInfo], prefix: str = "", continuation_token: str | None = None
+) -> bytes:
+    """ListBuckets: ``buckets`` (one page), the prefix asked for, and the token of the
+    next page when there is one."""
     items = "".join(
         f"<Bucket>{_element('Name', b.name)}{_element('CreationDate', iso_time(b.created_ms))}"
         "</Bucket>"
@@ -65,7 +69,10 @@ def list_buckets_result(buckets: list[BucketInfo]) -> bytes:
     owner = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
     body = (
         f'{_HEADER}<ListAllMyBucketsResult xmlns="{_NAMESPACE}">{owner}'
-        f"<Buckets>{items}</Buckets></ListAllMyBucketsResult>"
+        f"<Buckets>{items}</Buckets>"
+        + (_element("ContinuationToken", continuation_token) if continuation_token else "")
+        + (_element("Prefix", prefix) if prefix else "")
+        + "</ListAllMyBucketsResult>"
     )
     return body.encode("utf-8")
 
