@@ -1,6 +1,6 @@
 """kv under the nemesis: three ``blocks kv serve`` processes (N=3, R=2, W=2, sync always),
 writers and a reader through the public client while nodes are killed (-9), restarted and
-paused, one at a time. Nothing acknowledged is lost; nothing read was never written.
+paused, and while one node's fsyncs fail with EIO (then it is restarted), one at a time. Nothing acknowledged is lost; nothing read was never written.
 
 Network faults are not injected: nodes learn each other's ``--listen`` address from gossip and
 dial it, which bypasses the kit's per-link proxies (see docs/testing.md)."""
@@ -17,6 +17,8 @@ from blocks.core.errors import BlocksError
 from blocks.kv.client import connect
 from blocks.testing import (
     PROCESS_FAULTS,
+    FaultKind,
+    FsyncFaults,
     Nemesis,
     ProcessCluster,
     SmallDisk,
@@ -31,20 +33,27 @@ pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProcessCluster, dict[str, FsyncFaults]]]:
     with ProcessCluster(kv_spec(), ["n1", "n2", "n3"], tmp_path_factory.mktemp("kv")) as nodes:
+        faults = {name: FsyncFaults(nodes, name) for name in nodes.names}
         nodes.start_all()
-        yield nodes
+        yield nodes, faults
 
 
-@pytest.mark.parametrize("seed", nemesis_seeds([1]))
-def test_kv_survives_process_faults(cluster: ProcessCluster, seed: int) -> None:
-    nemesis = Nemesis(cluster, seed=seed, kinds=PROCESS_FAULTS, steps=nemesis_steps())
+@pytest.mark.parametrize("seed", nemesis_seeds([4]))  # 4: a restart, an fsync failure
+def test_kv_survives_process_and_fsync_faults(
+    cluster: tuple[ProcessCluster, dict[str, FsyncFaults]], seed: int
+) -> None:
+    nodes, faults = cluster
+    kinds = [*PROCESS_FAULTS, FaultKind.FSYNC_EIO]
+    nemesis = Nemesis(nodes, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=faults)
 
     async def workload() -> Workload:
-        return await KvWorkload.open(cluster.addresses(), cluster.token, seed)
+        return await KvWorkload.open(nodes.addresses(), nodes.token, seed)
 
-    run_under_nemesis("kv", cluster, nemesis, workload)
+    run_under_nemesis("kv", nodes, nemesis, workload)
 
 
 DISK_MIB = 20

@@ -1,6 +1,6 @@
 """queue under the nemesis: one ``blocks queue serve`` process (fsync always), senders and a
-consumer through the public client while the server is killed (-9), restarted and paused.
-Every acknowledged send is consumed (at least once), nothing is received that was never sent."""
+consumer through the public client while the server is killed (-9), restarted, paused, and
+has its fsyncs fail with EIO (then restarted). Every acknowledged send is consumed (at least once), nothing is received that was never sent."""
 
 from __future__ import annotations
 
@@ -11,24 +11,37 @@ from collections.abc import Iterator
 import pytest
 
 from blocks.queue.client import connect
-from blocks.testing import PROCESS_FAULTS, Nemesis, ProcessCluster, nemesis_seeds, nemesis_steps
+from blocks.testing import (
+    PROCESS_FAULTS,
+    FaultKind,
+    FsyncFaults,
+    Nemesis,
+    ProcessCluster,
+    nemesis_seeds,
+    nemesis_steps,
+)
 from blocks.testing.servers import queue_spec
 from blocks.testing.workloads import QueueWorkload, Workload, run_under_nemesis
 
 pytestmark = pytest.mark.process
 
 
+FAULTS: dict[str, FsyncFaults] = {}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
     with ProcessCluster(queue_spec(), ["q1"], tmp_path_factory.mktemp("queue")) as nodes:
+        FAULTS["q1"] = FsyncFaults(nodes, "q1")
         nodes.start_all()
         yield nodes
 
 
-@pytest.mark.parametrize("seed", nemesis_seeds([1]))
+@pytest.mark.parametrize("seed", nemesis_seeds([1]))  # 1: a restart, an fsync failure
 def test_queue_survives_process_faults(cluster: ProcessCluster, seed: int) -> None:
     """On gRPC: the data-path client does not come back after a restart (test below)."""
-    nemesis = Nemesis(cluster, seed=seed, kinds=PROCESS_FAULTS, steps=nemesis_steps())
+    kinds = [*PROCESS_FAULTS, FaultKind.FSYNC_EIO]
+    nemesis = Nemesis(cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=FAULTS)
 
     async def workload() -> Workload:
         address = cluster.address("q1")

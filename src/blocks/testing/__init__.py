@@ -3,7 +3,7 @@ clock faults), histories and their checks, and the virtual-time simulation runne
 
 See docs/testing.md for a worked example against your own server."""
 
-from blocks.testing.disk import SmallDisk, small_disk_unavailable
+from blocks.testing.disk import FsyncFaults, SmallDisk, small_disk_unavailable
 from blocks.testing.history import (
     History,
     Op,
@@ -49,6 +49,7 @@ __all__ = [
     "Direction",
     "Fault",
     "FaultKind",
+    "FsyncFaults",
     "History",
     "LinkProxy",
     "Nemesis",

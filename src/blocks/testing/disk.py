@@ -1,13 +1,19 @@
-"""Disk faults for process clusters: a small filesystem that fills up.
+"""Disk faults for process clusters: a small filesystem that fills up, and failing fsyncs.
 
 ``SmallDisk(directory, size_mib)`` mounts a tmpfs of that size on ``directory`` (a node's
 data directory, before the node starts), so the node meets ENOSPC after a few megabytes of
 writes, as on a full production disk. Mounting needs root (CI runs as root);
 ``small_disk_unavailable()`` says why it cannot be used here, for a clean ``pytest.skip``.
 
-Not yet built: EIO on read or write and a failing fsync. Those need a storage fault hook
-inside ``blocks.core.log`` and the blocks' own files (or a FUSE/device-mapper filesystem,
-which CI cannot assume); until then the simulator's power-loss disk covers lost writes.
+``FsyncFaults(cluster, name)`` makes ``os.fsync`` and ``os.fdatasync`` in that node's
+process raise ``OSError(EIO)`` while a trigger file exists, switched at run time by
+``fail()`` and ``heal()``. It needs no change to the server: a ``sitecustomize`` module,
+which Python imports at start-up from ``PYTHONPATH``, wraps the two functions; code that
+calls them as ``os.fsync`` (all of blocks does) sees the fault. Install it before the node
+starts. A failed fsync leaves the page cache in an unknown state (the kernel may have
+dropped the dirty pages), so a node is expected to refuse further writes until restarted.
+
+Not yet built: EIO on reads and writes themselves (file objects do not go through ``os``).
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import tempfile
 from pathlib import Path
 
 from blocks.core.errors import InvalidArgument
+from blocks.testing.process import ProcessCluster
 
-__all__ = ["SIZE_MIB_MAX", "SmallDisk", "small_disk_unavailable"]
+__all__ = ["SIZE_MIB_MAX", "FsyncFaults", "SmallDisk", "small_disk_unavailable"]
 
 SIZE_MIB_MAX = 1024
 MOUNT_TIMEOUT_S = 30.0
@@ -83,3 +90,51 @@ class SmallDisk:
 
     def __exit__(self, *exc_info: object) -> None:
         self.unmount()
+
+
+FSYNC_TRIGGER_ENV = "BLOCKS_TESTING_FSYNC_EIO_FILE"
+_HOOK = f"""# Written by blocks.testing.disk.FsyncFaults: fsync fails with EIO while a file exists.
+import errno as _errno
+import os as _os
+
+_trigger = _os.environ.get({FSYNC_TRIGGER_ENV!r}, "")
+
+
+def _failing(original):
+    def call(fd):
+        if _trigger and _os.path.exists(_trigger):
+            raise OSError(_errno.EIO, "fsync failed (injected by blocks.testing)")
+        return original(fd)
+
+    return call
+
+
+if _trigger:
+    _os.fsync = _failing(_os.fsync)
+    _os.fdatasync = _failing(_os.fdatasync)
+"""
+
+
+class FsyncFaults:
+    """Failing fsyncs for node ``name`` of ``cluster``, from its next start on."""
+
+    def __init__(self, cluster: ProcessCluster, name: str) -> None:
+        home = cluster.root / name / "fault-hook"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "sitecustomize.py").write_text(_HOOK, encoding="utf-8")
+        self.trigger = home / "fsync-eio"
+        self.trigger.unlink(missing_ok=True)
+        inherited = os.environ.get("PYTHONPATH", "")
+        path = str(home) + (os.pathsep + inherited if inherited else "")
+        cluster.add_base_env(name, {"PYTHONPATH": path, FSYNC_TRIGGER_ENV: str(self.trigger)})
+
+    @property
+    def failing(self) -> bool:
+        return self.trigger.exists()
+
+    def fail(self) -> None:
+        """Every fsync and fdatasync of the node raises EIO from now on."""
+        self.trigger.touch()
+
+    def heal(self) -> None:
+        self.trigger.unlink(missing_ok=True)

@@ -20,12 +20,13 @@ import enum
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from blocks.core.clock import CLOCK_OFFSET_ENV
 from blocks.core.errors import InvalidArgument
+from blocks.testing.disk import FsyncFaults
 from blocks.testing.network import Network
 from blocks.testing.process import ProcessCluster
 
@@ -67,6 +68,7 @@ class FaultKind(enum.Enum):
     ISOLATE_ONE_WAY = "isolate-one-way"  # its outbound bytes lost; it still hears peers
     DELAY = "delay"  # every byte to and from it delayed by ``amount`` seconds
     CLOCK_JUMP = "clock-jump"  # restarted with its wall clock ``amount`` ms off, then back
+    FSYNC_EIO = "fsync-eio"  # its fsyncs fail with EIO for the hold; healed by a restart
 
 
 PROCESS_FAULTS = (FaultKind.KILL, FaultKind.RESTART, FaultKind.PAUSE)
@@ -146,7 +148,8 @@ class Nemesis:
     progress between faults and a block that stays stuck after a fault is seen.
     ``run()`` blocks (call it in a thread beside an asyncio workload); ``stop()`` ends it
     after the fault in progress is healed. ``survived`` lists the faults applied and healed.
-    Network kinds need ``network``; ``InvalidArgument`` if they are asked for without one.
+    Network kinds need ``network``, ``FSYNC_EIO`` an ``FsyncFaults`` per node (installed
+    before the nodes started); ``InvalidArgument`` if they are asked for without them.
     """
 
     def __init__(
@@ -160,9 +163,13 @@ class Nemesis:
         network: Network | None = None,
         nodes: Sequence[str] | None = None,
         calm_s: float = 0.5,
+        fsync_faults: Mapping[str, FsyncFaults] | None = None,
     ) -> None:
         if network is None and any(kind in NETWORK_FAULTS for kind in kinds):
             raise InvalidArgument("network faults need a Network")
+        self.fsync_faults = dict(fsync_faults or {})
+        if FaultKind.FSYNC_EIO in kinds and set(nodes or cluster.names) - set(self.fsync_faults):
+            raise InvalidArgument("fsync faults need an FsyncFaults for every node")
         self.cluster = cluster
         self.network = network
         self.seed = seed
@@ -212,6 +219,8 @@ class Nemesis:
             case FaultKind.DELAY:
                 assert self.network is not None
                 self.network.delay(node, fault.amount)
+            case FaultKind.FSYNC_EIO:
+                self.fsync_faults[node].fail()
 
     def _heal(self, fault: Fault) -> None:
         cluster, node = self.cluster, fault.node
@@ -227,6 +236,9 @@ class Nemesis:
             case FaultKind.ISOLATE | FaultKind.ISOLATE_ONE_WAY | FaultKind.DELAY:
                 assert self.network is not None
                 self.network.heal()
+            case FaultKind.FSYNC_EIO:
+                self.fsync_faults[node].heal()
+                cluster.restart(node)  # after a failed fsync the page cache is suspect
             case FaultKind.RESTART | FaultKind.WIPE:
                 pass
 

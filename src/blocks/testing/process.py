@@ -277,6 +277,7 @@ class ProcessCluster:
             }
             for name in names
         }
+        self.base_env: dict[str, dict[str, str]] = {name: {} for name in names}
         self.extra_env: dict[str, dict[str, str]] = {name: {} for name in names}
         self._popens: list[subprocess.Popen[bytes]] = []
         self._finalizer = weakref.finalize(self, _kill_all, self._popens)
@@ -341,8 +342,14 @@ class ProcessCluster:
         shutil.rmtree(node.info.data_dir, ignore_errors=True)
 
     def set_env(self, name: str, env: Mapping[str, str]) -> None:
-        """Extra environment for ``name``'s next start (e.g. a clock offset)."""
+        """Extra environment for ``name``'s next start (e.g. a clock offset); replaces the
+        previous ``set_env`` of that node."""
         self.extra_env[name] = dict(env)
+
+    def add_base_env(self, name: str, env: Mapping[str, str]) -> None:
+        """Environment for every later start of ``name`` (e.g. a fault hook); ``set_env``
+        does not remove it and wins on a clash."""
+        self.base_env[name].update(env)
 
     def wait_healthy(self, name: str, timeout_s: float | None = None) -> None:
         """Until the spec's health request succeeds; ``ClusterError`` with the log if not."""
@@ -407,6 +414,6 @@ class ProcessCluster:
     def _launch(self, name: str) -> None:
         node = self.nodes[name]
         argv = self.spec.argv(node.info, self.dial[name])
-        node.launch(argv, {**self.spec.env, **self.extra_env[name]})
+        node.launch(argv, {**self.spec.env, **self.base_env[name], **self.extra_env[name]})
         assert node.process is not None
         self._popens.append(node.process)
