@@ -128,6 +128,31 @@ class FrequencySketch:
             3 * width + ((low + 3 * high) & mask),
         )
 
+    def slots_many(self, keys: Sequence[Hashable]) -> list[Slots]:
+        """``[self.slots(key) for key in keys]``, with the index arithmetic done by numpy when
+        it is installed (the hashing stays one ``stable_hash`` call per key)."""
+        try:
+            import numpy as np
+        except ImportError:  # numpy is optional: the plain loop gives the same slots
+            return [self.slots(key) for key in keys]
+        hashes = np.fromiter(map(stable_hash, keys), dtype=np.uint64, count=len(keys))
+        door_mask, mask = np.uint64(self._door_mask), np.uint64(self._mask)
+        width = np.uint64(self._width)
+        first, second = hashes & door_mask, (hashes >> np.uint64(21)) & door_mask
+        low, high = hashes & np.uint64(0xFFFFFFFF), (hashes >> np.uint64(32)) | np.uint64(1)
+        one, seven, three = np.uint64(1), np.uint64(7), np.uint64(3)
+        columns = (
+            first >> three,
+            one << (first & seven),
+            second >> three,
+            one << (second & seven),
+            low & mask,
+            width + ((low + high) & mask),
+            np.uint64(2) * width + ((low + np.uint64(2) * high) & mask),
+            np.uint64(3) * width + ((low + np.uint64(3) * high) & mask),
+        )
+        return list(zip(*(column.tolist() for column in columns), strict=True))
+
     def increment(self, key: Hashable) -> None:
         """Count one sighting of ``key``."""
         self.add(key, self.slots(key))
