@@ -22,6 +22,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from kv_processes import ProcessCluster, TlsFiles, make_tls_files, wait_all_healthy
 
 from blocks.cli import main as blocks_main
+from blocks.cli_errors import ExitCode
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.core.rpc import connect_channel
 from blocks.kv import KeyValueStore, kv_pb2, kv_pb2_grpc
@@ -140,10 +141,10 @@ def test_tls_lets_in_only_clients_that_trust_the_ca(
     capsys.readouterr()
     assert blocks_main(["kv", "put", "cli-tls", "over-tls", "--tls-ca", str(tls.ca), *common]) == 0
     assert json.loads(capsys.readouterr().out)["siblings"] == ["over-tls"]
-    assert blocks_main(["kv", "get", "cli-tls", *common]) == 1
-    assert "Unavailable" in capsys.readouterr().err
+    assert blocks_main(["kv", "get", "cli-tls", *common]) == ExitCode.UNAVAILABLE
+    assert "no kv node answered" in capsys.readouterr().err
     # A node given only part of the TLS material refuses to start, and says why.
     half = ["kv", "serve", "--node-id", "x", "--listen", "127.0.0.1:1", "--data-dir",
             str(tmp_path / "x"), "--tls-cert", str(tls.cert)]  # fmt: skip
-    assert blocks_main(half) == 1
-    assert "--tls-ca" in capsys.readouterr().err
+    assert blocks_main(half) == ExitCode.USAGE
+    assert "--tls-key" in capsys.readouterr().err
