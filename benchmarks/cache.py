@@ -6,8 +6,8 @@ parts, reported as skipped when it is missing) and the standard library's
 
 * ``hit ratio``: every trace in ``../shared/traces`` (LIRS format; traces with fewer than
   1,000 requests are listed and skipped), at four sizes per trace chosen from its number of
-  distinct keys, for our LRU, LFU, ARC, adaptive W-TinyLFU and fixed-1%-window W-TinyLFU,
-  cachetools' LRU and LFU, and Bélády's optimum. One table and one plot per trace, then a
+  distinct keys (and ``loop`` also at 1,000), for our LRU, LFU, ARC, adaptive W-TinyLFU and
+  fixed-1%-window W-TinyLFU, cachetools' LRU and LFU, and Bélády's optimum. One table and one plot per trace, then a
   summary: for each policy the mean gap to optimal, and for the adaptive policy every cell
   where it is more than one point below the best of LRU and ARC.
 * ``throughput``: 100 cache operations per timed op into a 10,000-entry cache, either
@@ -57,6 +57,9 @@ REQUIREMENTS = ["cachetools>=5.3", "matplotlib>=3.8"]
 OURS = ["lru", "lfu", "arc", "wtinylfu", "wtinylfu-1%"]
 PEERS = ["cachetools-lru", "cachetools-lfu"]
 SIZE_FRACTIONS = (0.05, 0.1, 0.25, 0.5)
+EXTRA_SIZES = {"loop": (1000,)}
+"""Sizes measured besides the fractions: loop at 1,000 of its 1,011 keys is where the window
+climber once ran to the whole cache (issue 21)."""
 TRACE_REQUESTS_MIN = 1_000
 KEYS, CAPACITY, BATCH = 100_000, 10_000, 100
 
@@ -95,9 +98,10 @@ def _peer_hits(kind: str, trace: Sequence[Hashable], size: int) -> int | None:
     return hits
 
 
-def _sizes(trace: Sequence[Hashable]) -> list[int]:
+def _sizes(trace: Sequence[Hashable], name: str = "") -> list[int]:
     distinct = len(set(trace))
-    return sorted({max(2, round(distinct * fraction)) for fraction in SIZE_FRACTIONS})
+    fractions = {max(2, round(distinct * fraction)) for fraction in SIZE_FRACTIONS}
+    return sorted(fractions | set(EXTRA_SIZES.get(name, ())))
 
 
 def _traces_dir(option: str | None) -> Path | None:
@@ -118,7 +122,7 @@ def hit_ratio_tables(out: Path, traces_dir: Path, quick: bool) -> list[dict[str,
             progress(f"[cache] {name}: {len(trace)} requests, skipped")
             continue
         progress(f"[cache] {name}: {len(trace):,} requests")
-        sizes = _sizes(trace)
+        sizes = _sizes(trace, name)
         table: dict[str, dict[int, float | None]] = {}
         for policy in [*OURS, *PEERS, "optimal"]:
             table[policy] = {}
