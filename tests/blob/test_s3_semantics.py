@@ -494,3 +494,21 @@ def test_list_buckets_with_prefix_and_pages(s3: tuple[Any, Any]) -> None:
     )
     assert [b["Name"] for b in rest["Buckets"]] == ["paged-c"]
     assert "ContinuationToken" not in rest
+
+
+def test_multipart_uploads_keep_standard_headers(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    upload = client.create_multipart_upload(
+        Bucket=bucket, Key="mp", CacheControl="no-store", ContentLanguage="fr"
+    )["UploadId"]
+    etag = client.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"z")[
+        "ETag"
+    ]
+    client.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    head = client.head_object(Bucket=bucket, Key="mp")
+    assert (head["CacheControl"], head["ContentLanguage"]) == ("no-store", "fr")

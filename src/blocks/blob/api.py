@@ -200,8 +200,10 @@ class BlobStore(Protocol):
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
-        """Start an upload; returns its id. Nothing is visible until it completes."""
+        """Start an upload; returns its id. Nothing is visible until it completes.
+        ``metadata`` and standard ``headers`` become the completed object's."""
         ...
 
     def upload_part(

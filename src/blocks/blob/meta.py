@@ -75,6 +75,8 @@ class UploadRecord:
     content_type: str
     created_ms: int
     metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Standard headers the completed object will keep (see ``Manifest.headers``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,7 @@ def upload_to_wire(upload: UploadRecord) -> dict[str, Any]:
         "t": upload.content_type,
         "m": upload.created_ms,
         "u": upload.metadata,
+        **({"h": upload.headers} if upload.headers else {}),
     }
 
 
@@ -162,6 +165,7 @@ def upload_from_wire(value: Any) -> UploadRecord:
             content_type=str(value["t"]),
             created_ms=int(value["m"]),
             metadata=_metadata_from_wire(value["u"]),
+            headers=_metadata_from_wire(value.get("h", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("upload") from error

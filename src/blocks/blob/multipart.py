@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from blocks.blob.api import ObjectInfo, PartInfo, UploadInfo
 from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
-from blocks.blob.listing import check_key, check_metadata
+from blocks.blob.listing import check_headers, check_key, check_metadata
 from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
 from blocks.blob.records import ObjectPut, PartPut, Record, UploadAbort, UploadComplete, UploadPut
 from blocks.core.clock import Clock
@@ -105,9 +105,11 @@ class MultipartMixin:
         *,
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
         check_key(key)
         user_metadata = check_metadata(metadata)
+        stored_headers = check_headers(headers)
         with self._lock:
             self._check_open()
             self._bucket_index(bucket)
@@ -120,6 +122,7 @@ class MultipartMixin:
                 content_type=content_type or "application/octet-stream",
                 created_ms=self.clock.now_ms(),
                 metadata=user_metadata,
+                headers=stored_headers,
             )
             entity = ("upload", bucket, upload.upload_id)
             sequence, future, _ = self._submit(entity, UploadPut(upload))
@@ -234,6 +237,7 @@ class MultipartMixin:
                 metadata=dict(upload.metadata),
                 parts_count=len(chosen),
                 part_sizes=tuple(part.size for part in chosen),
+                headers=dict(upload.headers),
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)
@@ -255,6 +259,7 @@ class MultipartMixin:
             metadata=dict(manifest.metadata),
             parts_count=len(chosen),
             part_sizes=manifest.part_sizes,
+            headers=dict(manifest.headers),
         )
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:

@@ -250,6 +250,7 @@ class ObjectOps(CopyOps):
                     key,
                     content_type=head.headers.get("content-type", "application/octet-stream"),
                     metadata=user_metadata(head.headers),
+                    headers=stored_headers(head.headers),
                 )
             )
             return xml_response(initiate_result(bucket, key, upload_id))
