@@ -1,4 +1,5 @@
-"""Two sequencer server processes on one data dir, driven through the CLI."""
+"""Sequencer server processes driven through the CLI: two on their own data dirs sharing a
+lock-file lease table, and a second one on a data dir already in use, which must refuse."""
 
 from __future__ import annotations
 
@@ -15,18 +16,24 @@ from blocks.sequencer.snowflake import decode
 BLOCKS = [sys.executable, "-m", "blocks"]
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
+def serve_argv(data_dir: Path, leases: Path) -> list[str]:
+    return [
+        *BLOCKS,
+        "sequencer",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--lease-from",
+        f"file://{leases}",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+    ]
+
+
+def start_server(data_dir: Path, leases: Path) -> tuple[subprocess.Popen[str], dict[str, object]]:
     process = subprocess.Popen(
-        [
-            *BLOCKS,
-            "sequencer",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-        ],
+        serve_argv(data_dir, leases),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -53,8 +60,8 @@ def cli(*args: str) -> object:
 def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> None:
     servers = []
     try:
-        for _ in range(2):
-            servers.append(start_server(tmp_path))
+        for k in range(2):
+            servers.append(start_server(tmp_path / f"node{k}", tmp_path / "leases"))
         (_, first), (_, second) = servers
         assert first["worker_id"] != second["worker_id"]
         ids_a = cli("next", "--count", "500", "--address", str(first["address"]))
@@ -64,6 +71,16 @@ def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> 
         assert {decode(v).worker_id for v in ids_a} == {first["worker_id"]}
         tickets = cli("tickets", "--count", "10", "--address", str(second["address"]))
         assert tickets == {"start": 1, "stop": 11}
+        # A second server on a data dir in use refuses at start (it used to take the next
+        # worker id and share the first one's ticket state).
+        twin = subprocess.run(
+            serve_argv(tmp_path / "node0", tmp_path / "leases"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert twin.returncode != 0 and twin.stdout == ""
+        assert "in use by another sequencer" in twin.stderr, twin.stderr
         bad = subprocess.run(
             [*BLOCKS, "sequencer", "next", "--count", "0", "--address", str(first["address"])],
             capture_output=True,

@@ -26,6 +26,22 @@ def register(subparsers: Any) -> None:
         serve, block="sequencer", data_dir="required", data_dir_help="lease table and tickets"
     )
     serve.add_argument("--lease-ttl-ms", type=int, default=10_000)
+    serve.add_argument(
+        "--lease-margin-ms",
+        type=int,
+        default=None,
+        help="clock-skew margin: the holder stops this early, a new holder waits this much "
+        "longer than the TTL (default TTL/5)",
+    )
+    serve.add_argument(
+        "--lease-from",
+        default=None,
+        metavar="URL",
+        help="lease the worker id from kv://HOST:PORT[,HOST:PORT...] (across machines) or "
+        "file:///DIR (servers of one machine; default: DATA_DIR/leases)",
+    )
+    serve.add_argument("--lease-token-file", default=None, help="the kv cluster's token")
+    serve.add_argument("--lease-workers", type=int, default=1024, help="worker ids in kv")
     serve.set_defaults(func=_serve)
 
     nxt = verbs.add_parser("next", help="fetch IDs from a sequencer node")
@@ -53,9 +69,15 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from blocks.sequencer.leasing import parse_lease_from
     from blocks.sequencer.service import build_server
 
     options = server_options(args)
+    lease_from = parse_lease_from(args.lease_from) if args.lease_from else None
+    lease_token = None
+    if args.lease_token_file is not None:
+        with open(args.lease_token_file, encoding="utf-8") as handle:
+            lease_token = handle.read().strip()
 
     async def main() -> None:
         server, service = build_server(
@@ -64,6 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
             port=options.port,
             token=options.token,
             lease_ttl_ms=args.lease_ttl_ms,
+            lease_margin_ms=args.lease_margin_ms,
+            lease_from=lease_from,
+            lease_token=lease_token,
+            lease_workers=args.lease_workers,
         )
         options.configure(server)
         await server.start()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 
 from blocks.core.clock import ManualClock
 from blocks.sequencer.client import SequencerClient
 from blocks.sequencer.hlc import HybridLogicalClock
+from blocks.sequencer.leasing import LeaseFrom
 from blocks.sequencer.service import build_server
 from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
 
@@ -15,8 +17,14 @@ __all__ = ["demo"]
 
 
 async def demo(say: Callable[[str], None]) -> None:
-    with tempfile.TemporaryDirectory() as data_dir:
-        servers = [build_server(data_dir, lease_ttl_ms=3000, fsync=False)[0] for _ in range(2)]
+    with tempfile.TemporaryDirectory() as root:
+        shared = LeaseFrom(directory=os.path.join(root, "leases"))
+        servers = [
+            build_server(
+                os.path.join(root, f"node{k}"), lease_ttl_ms=3000, lease_from=shared, fsync=False
+            )[0]
+            for k in range(2)
+        ]
         try:
             for server in servers:
                 await server.start()

@@ -182,8 +182,11 @@ def counters_spec() -> ServerSpec:
     return ServerSpec("counters", ("listen", "gossip"), argv, _grpc_health)
 
 
-def sequencer_spec(*, lease_ttl_ms: int | None = None) -> ServerSpec:
-    """Sequencer servers, each with its own lease table and ticket state."""
+def sequencer_spec(
+    *, lease_ttl_ms: int | None = None, extra_argv: tuple[str, ...] = ()
+) -> ServerSpec:
+    """Sequencer servers, each with its own lease table and ticket state; ``extra_argv`` is
+    appended to every node's command (say ``--lease-from kv://...``)."""
 
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(
@@ -192,6 +195,6 @@ def sequencer_spec(*, lease_ttl_ms: int | None = None) -> ServerSpec:
         )  # fmt: skip
         if lease_ttl_ms is not None:
             command += ["--lease-ttl-ms", str(lease_ttl_ms)]
-        return command
+        return command + list(extra_argv)
 
     return ServerSpec("sequencer", ("listen",), argv, _grpc_health)
