@@ -76,6 +76,8 @@ class ModelConfig:
     # empty = all 1) and linear position interpolation (``rope_scaling`` "linear").
     rope_freq_factors: tuple[float, ...] = ()
     rope_linear_factor: float = 1.0
+    # Qwen2's query, key and value projections carry a bias (its output projection does not).
+    attention_bias: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers"):
@@ -193,9 +195,10 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         width = config.hidden_size
-        self.q_proj = nn.Linear(width, config.num_heads * config.head_dim, bias=False)
-        self.k_proj = nn.Linear(width, config.num_kv_heads * config.head_dim, bias=False)
-        self.v_proj = nn.Linear(width, config.num_kv_heads * config.head_dim, bias=False)
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(width, config.num_heads * config.head_dim, bias=bias)
+        self.k_proj = nn.Linear(width, config.num_kv_heads * config.head_dim, bias=bias)
+        self.v_proj = nn.Linear(width, config.num_kv_heads * config.head_dim, bias=bias)
         self.o_proj = nn.Linear(config.num_heads * config.head_dim, width, bias=False)
 
 
@@ -229,6 +232,7 @@ class _LayerWeights:
     """One layer's packed right-hand matrices (``x @ w``) and its norm weights."""
 
     qkv: torch.Tensor  # (width, (heads + 2 * kv_heads) * head_dim)
+    qkv_bias: torch.Tensor | None  # ((heads + 2 * kv_heads) * head_dim,) when the model has one
     o: torch.Tensor  # (heads * head_dim, width)
     gate_up: torch.Tensor  # (width, 2 * intermediate)
     down: torch.Tensor  # (intermediate, width)
@@ -249,10 +253,24 @@ def _fuse(parts: list[nn.Linear], transposed: bool) -> torch.Tensor:
     return rhs
 
 
+def _fuse_bias(parts: list[nn.Linear]) -> torch.Tensor | None:
+    """One bias vector for ``parts`` (None without biases); each part's bias becomes a view."""
+    if parts[0].bias is None:
+        return None
+    joined = torch.cat([part.bias.detach() for part in parts if part.bias is not None])
+    start = 0
+    for part in parts:
+        end = start + part.out_features
+        part.bias = nn.Parameter(joined[start:end], requires_grad=False)
+        start = end
+    return joined
+
+
 def _pack_layer(layer: DecoderLayer, transposed: bool) -> _LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     return _LayerWeights(
         qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj], transposed),
+        qkv_bias=_fuse_bias([attn.q_proj, attn.k_proj, attn.v_proj]),
         o=_fuse([attn.o_proj], transposed),
         gate_up=_fuse([mlp.gate_proj, mlp.up_proj], transposed),
         down=_fuse([mlp.down_proj], transposed),
@@ -378,7 +396,11 @@ class LlamaForCausalLM(nn.Module):
         tokens = x.shape[0]
         for index, w in enumerate(self.layer_weights()):
             cache = kv_cache[index]
-            qkv = (rms_norm(x, w.input_norm, eps) @ w.qkv).view(tokens, -1, dim)
+            normed = rms_norm(x, w.input_norm, eps)
+            if w.qkv_bias is None:
+                qkv = (normed @ w.qkv).view(tokens, -1, dim)
+            else:
+                qkv = torch.addmm(w.qkv_bias, normed, w.qkv).view(tokens, -1, dim)
             apply_rope_(qkv[:, : heads + kv_heads], cos, sin)
             cache.index_copy_(0, batch.slot_mapping, qkv[:, heads:])
             x = torch.addmm(x, attention(qkv[:, :heads], cache, batch), w.o)
