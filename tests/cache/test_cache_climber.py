@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.cache import TinyLfuPolicy
+from blocks.cache.climber import GuardedClimber
 from blocks.cache.simulate import hit_count
 from blocks.cache.traces import load_trace
 from blocks.core.errors import InvalidArgument
@@ -77,3 +78,30 @@ def test_bad_window_bounds_are_refused() -> None:
     for bounds in ((0.5, 0.2), (-0.1, 0.5), (0.0, 1.5)):
         with pytest.raises(InvalidArgument):
             TinyLfuPolicy(10, window_bounds=bounds)
+
+
+def test_guard_takes_a_losing_move_back_and_refuses_that_direction_for_a_while() -> None:
+    climber = GuardedClimber(window=10, step_max=8, sample_size=10_000)
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 8  # home is 10 at 90%
+    assert climber.step(votes=5, hit_ratio=0.80, window=18) == -8  # clearly worse: back home
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 4  # first return: half a step
+    assert climber.step(votes=5, hit_ratio=0.85, window=14) == -4  # worse again: back home
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 0  # second return: 1 refused
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 2  # then a quarter step
+    assert climber.step(votes=5, hit_ratio=0.80, window=12) == -2  # third return
+    assert [climber.step(votes=5, hit_ratio=0.90, window=10) for _ in range(4)] == [0, 0, 0, 1]
+    assert climber.step(votes=-5, hit_ratio=0.95, window=11) == -1  # better: new home, turn
+    assert climber.step(votes=-5, hit_ratio=0.95, window=10) == -2  # as good: go on, faster
+    # Back at home (the window was clamped there), re-measured 45 points lower: a new workload,
+    # so the full step is back (8, and going on the same way grows it by half).
+    assert climber.step(votes=-5, hit_ratio=0.5, window=11) == -12
+
+
+def test_guard_lets_moves_that_do_not_lose_go_on_and_speed_up() -> None:
+    climber = GuardedClimber(window=10, step_max=8, sample_size=100)
+    window, moves = 10, []
+    for _ in range(5):
+        move = climber.step(votes=3, hit_ratio=0.5, window=window)
+        moves.append(move)
+        window += move
+    assert moves == [8, 12, 18, 27, 32]  # grows by half a step each time, at most 4 full steps

@@ -26,25 +26,20 @@ estimate the slope:
   with a larger main area. Each sample, the window moves one step towards the side that
   collected more such misses, and stays put on a tie. Comparing two areas on the same sample
   cancels the workload's own noise, which a before/after comparison cannot, so small samples
-  are safe and adaptation is fast (with ``guard=False``, as before; see below). Two corrections keep it honest. A candidate dropped with
-  no victim to duel (the main area is empty) goes to the *main* ghost: a larger main area
-  would have had room for it. Without that, a window that reached the whole cache could
+  are safe and adaptation is fast (with ``guard=False``; see below). Two corrections keep it
+  honest. A candidate dropped with no victim to duel (the main area is empty) goes to the
+  *main* ghost: a larger main area would have had room for it. Without that, a window that reached the whole cache could
   never shrink again (it stayed at 100%, that is LRU, on Zipf streams). And the window's ghost
   is only 3/4 of a step long: it counts what a larger window gains but not what the smaller
   main area loses, which costs more, as main keeps the more frequent keys.
 
   The ghosts can be wrong: on a loop slightly longer than the cache (``loop.lirs`` at 1,000
   entries) they voted for a larger window sample after sample, and the window ran to the
-  whole cache, 40% hits where a 1% window gets 94%. So the votes only *propose* (``guard``,
-  on by default): the window may wander from its *home*, the last size whose sample was the
-  best seen since, but a sample whose hit ratio falls clearly below home's (two standard
-  errors of the difference) sends it back home, halves the step and refuses that direction
-  for 1, 2, 4 ... samples. Comparing with home, not with the previous sample, catches a creep
-  of steps each too small to see. Steps grow by half while the votes keep one direction (up
-  to four full steps) and halve when they turn round; a home re-measured 5 points away from
-  its last ratio (a new workload) restores the full step. Samples are one capacity long so
-  that one covers a loop as long as the cache: on half-capacity samples the hit ratio of
-  ``loop.lirs`` swung between 4% and 98% with the phase of the loop.
+  whole cache, 40% hits where a 1% window gets 94%. So by default (``guard=True``) the votes
+  only propose, and ``blocks.cache.climber.GuardedClimber`` takes a move back when the hit
+  ratio says it lost, with a decaying and restarting step and a veto with backoff. Samples
+  are one capacity long so that one covers a loop as long as the cache: on half-capacity
+  samples the hit ratio of ``loop.lirs`` swung between 4% and 98% with the loop's phase.
 * ``trial`` is Caffeine's climber: move, then compare the next sample's hit ratio with the
   previous one; keep going if it improved, turn around otherwise; steps decay by 2% per
   sample and restart when the hit ratio jumps by more than 5 points.
@@ -60,11 +55,11 @@ resident key keeps its place in the sketch (``slots``), computed once at admissi
 
 from __future__ import annotations
 
-import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 
+from blocks.cache.climber import GuardedClimber
 from blocks.cache.lru import check_capacity
 from blocks.cache.sketch import FrequencySketch, Slots
 from blocks.core.errors import InvalidArgument
@@ -79,16 +74,6 @@ CLIMBERS = ("shadow", "trial")
 _RESTART_THRESHOLD = 0.05
 _WINDOW_GHOST_DISCOUNT = 0.75
 """The window's ghost is this fraction of a step long (see the module docstring)."""
-_GUARD_Z = 2.0
-"""A move is undone when the hit ratio falls this many standard errors below home's."""
-_GUARD_TOLERANCE_MIN = 0.005
-"""...and by at least this much (half a point), so that a near-perfect ratio is not brittle."""
-_RESTART_SHIFT = 0.05
-"""Home re-measured this far (5 points) from its last ratio: the workload changed, restart."""
-_STEP_GROWTH_MAX = 4.0
-"""Moves that keep going the same way grow by half each time, up to this many full steps."""
-_VETO_SAMPLES_MAX = 64
-"""Longest time (in samples) a direction stays refused after its moves were undone."""
 READ_BUFFER_MAX = 256
 """Hits buffered before they are applied in one batch."""
 _SMALL_BATCH = 16
@@ -100,9 +85,7 @@ class TinyLfuPolicy:
 
     __slots__ = (
         "_capacity",
-        "_direction",
-        "_home_ratio",
-        "_home_window",
+        "_guard",
         "_main_ghost",
         "_main_ghost_max",
         "_misses_in_sample",
@@ -115,14 +98,9 @@ class TinyLfuPolicy:
         "_random",
         "_requests_in_sample",
         "_sample_size",
-        "_shadow_step",
         "_slots",
         "_step",
         "_step_fraction",
-        "_step_max",
-        "_veto_direction",
-        "_veto_left",
-        "_veto_samples",
         "_votes",
         "_window",
         "_window_ghost",
@@ -193,14 +171,9 @@ class TinyLfuPolicy:
         self._window_ghost_max = max(1, round(_WINDOW_GHOST_DISCOUNT * step_fraction * capacity))
         self._votes = 0
         self.guard = guard
-        self._step_max = max(1, round(step_fraction * capacity))
-        self._shadow_step = float(self._step_max)
-        self._home_window = self._window_max
-        self._home_ratio = -1.0
-        """Hit ratio last measured with the window at ``_home_window``; -1 before the first."""
-        self._direction = 0
-        self._veto_direction = self._veto_left = 0
-        self._veto_samples = 1
+        self._guard = GuardedClimber(
+            self._window_max, max(1, round(step_fraction * capacity)), self._sample_size
+        )
 
     @property
     def capacity(self) -> int:
@@ -411,7 +384,7 @@ class TinyLfuPolicy:
             # Misses the two ghost lists would have turned into hits say which area is short.
             votes, self._votes = self._votes, 0
             if self.guard:
-                self._climb_guarded(votes, hit_ratio)
+                self._resize_window(self._guard.step(votes, hit_ratio, self._window_max))
                 return
             step = max(1, round(self._step_fraction * self._capacity))
             if votes:
@@ -426,56 +399,6 @@ class TinyLfuPolicy:
         else:
             self._step = _STEP_DECAY * amount
         self._resize_window(round(amount))
-
-    def _climb_guarded(self, votes: int, hit_ratio: float) -> None:
-        """The ghosts propose a move; the hit ratio measured since the last good place vetoes.
-
-        ``_home_window`` is the last window size whose sample was the best seen since; the
-        window may wander from it as the votes say, but when a sample's hit ratio falls clearly
-        below home's (``_GUARD_Z`` standard errors of the difference of two samples) the window
-        goes back home, the step halves and that direction is refused for a while (doubling
-        each time it is refused again). Comparing with home rather than with the previous
-        sample stops a creep of steps each too small to see. Home is re-measured whenever the
-        window sits there, and a re-measured ratio far from the old one (a new workload) gives
-        back the full step and lifts the veto.
-        """
-        if self._window_max == self._home_window or self._home_ratio < 0.0:
-            shift = abs(hit_ratio - self._home_ratio)
-            self._home_window, self._home_ratio = self._window_max, hit_ratio
-            if shift >= _RESTART_SHIFT:
-                self._shadow_step = float(self._step_max)
-                self._veto_left, self._veto_samples = 0, 1
-        else:
-            home = self._home_ratio
-            spread = math.sqrt(2.0 * home * (1.0 - home) / self._sample_size)
-            if hit_ratio < home - max(_GUARD_TOLERANCE_MIN, _GUARD_Z * spread):
-                refused = 1 if self._window_max > self._home_window else -1
-                self._resize_window(self._home_window - self._window_max)
-                self._shadow_step = max(1.0, self._shadow_step / 2.0)
-                self._veto_direction, self._veto_left = refused, self._veto_samples
-                self._veto_samples = min(_VETO_SAMPLES_MAX, 2 * self._veto_samples)
-                self._direction = 0
-                return
-            if hit_ratio > home:
-                self._home_window, self._home_ratio = self._window_max, hit_ratio
-                self._veto_samples = 1
-        if self._veto_left:
-            self._veto_left -= 1
-        if not votes:
-            return
-        direction = 1 if votes > 0 else -1
-        if direction == self._veto_direction and self._veto_left:
-            return
-        if self._direction and direction != self._direction:
-            self._shadow_step = max(
-                1.0, self._shadow_step / 2.0
-            )  # turned round: the best size is near
-        elif self._direction:
-            self._shadow_step = min(
-                _STEP_GROWTH_MAX * self._step_max, self._shadow_step * 1.5
-            )  # going on: speed up
-        self._direction = direction
-        self._resize_window(direction * round(abs(self._shadow_step)))
 
     def _resize_window(self, delta: int) -> None:
         if delta == 0:
