@@ -512,3 +512,26 @@ def test_multipart_uploads_keep_standard_headers(s3: tuple[Any, Any], bucket: st
     )
     head = client.head_object(Bucket=bucket, Key="mp")
     assert (head["CacheControl"], head["ContentLanguage"]) == ("no-store", "fr")
+
+
+def test_conditional_complete_multipart_upload(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    client.put_object(Bucket=bucket, Key="taken", Body=b"first")
+    upload = client.create_multipart_upload(Bucket=bucket, Key="taken")["UploadId"]
+    etag = client.upload_part(
+        Bucket=bucket, Key="taken", UploadId=upload, PartNumber=1, Body=b"second"
+    )["ETag"]
+    with pytest.raises(ClientError) as error:
+        client.complete_multipart_upload(
+            Bucket=bucket,
+            Key="taken",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+            IfNoneMatch="*",
+        )
+    assert _code(error) == "PreconditionFailed"
+    assert _body(client, bucket, "taken") == b"first"
+    assert [
+        p["PartNumber"]
+        for p in client.list_parts(Bucket=bucket, Key="taken", UploadId=upload)["Parts"]
+    ] == [1]

@@ -213,11 +213,18 @@ class BlobStore(Protocol):
         ...
 
     def complete_multipart_upload(
-        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Join the listed ``(number, etag)`` parts, in ascending order, into the object.
         ``InvalidArgument`` if a part is missing, its ETag differs, the order is wrong, or a
-        part other than the last is smaller than the minimum part size."""
+        part other than the last is smaller than the minimum part size. ``condition`` is
+        checked as ``put_object`` checks it; when it fails the upload stays open."""
         ...
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:

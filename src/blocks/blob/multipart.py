@@ -27,6 +27,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import Future
 
 from blocks.blob.api import ObjectInfo, PartInfo, UploadInfo
+from blocks.blob.conditions import WriteCondition, check_write
 from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
 from blocks.blob.listing import check_headers, check_key, check_metadata
@@ -67,7 +68,11 @@ class MultipartMixin:
         raise NotImplementedError
 
     def _commit_object(
-        self, record: ObjectPut | UploadComplete, pinned: list[ChunkRef], upload_id: str | None
+        self,
+        record: ObjectPut | UploadComplete,
+        pinned: list[ChunkRef],
+        upload_id: str | None,
+        condition: WriteCondition | None = None,
     ) -> Manifest:
         raise NotImplementedError
 
@@ -216,11 +221,19 @@ class MultipartMixin:
         return chosen
 
     def complete_multipart_upload(
-        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         with self._lock:
             self._check_open()
             upload = self._upload(bucket, key, upload_id)
+            current = self._bucket_index(bucket).get(key)
+            check_write(condition, current.etag if current is not None else None)  # early
             chosen = self._chosen_parts(upload_id, parts)
             size = sum(part.size for part in chosen)
             if size > self.object_bytes_max:
@@ -243,7 +256,7 @@ class MultipartMixin:
             self._closing.add(upload_id)
         try:
             self._commit_object(
-                UploadComplete(upload_id, manifest), list(manifest.chunks), upload_id
+                UploadComplete(upload_id, manifest), list(manifest.chunks), upload_id, condition
             )
         except BaseException:
             with self._lock:

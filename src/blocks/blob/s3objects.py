@@ -256,8 +256,11 @@ class ObjectOps(CopyOps):
             return xml_response(initiate_result(bucket, key, upload_id))
         if "uploadId" in query:
             parts = parse_complete_request(payload)
+            condition = WriteCondition.from_headers(head.headers)
             info = await self.workers.run(
-                self.store.complete_multipart_upload, bucket, key, query["uploadId"], parts
+                lambda: self.store.complete_multipart_upload(
+                    bucket, key, query["uploadId"], parts, condition=condition
+                )
             )
             return xml_response(complete_result(f"/{bucket}/{key}", bucket, key, info.etag))
         raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
