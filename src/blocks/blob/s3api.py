@@ -21,8 +21,11 @@ Limits a client can reach, each an S3 error and a counter: a declared body large
 streamed upload past ``uploads_max`` gets ``SlowDown`` (``workers.uploads_refused``).
 
 Requests use path-style addressing (``/bucket/key``), which boto3 picks for an IP endpoint and
-the aws CLI accepts with ``addressing_style = path``. The operations are the issue's subset
-plus HeadBucket and GetBucketLocation; anything else answers S3's ``NotImplemented``.
+the aws CLI accepts with ``addressing_style = path``. Authentication is a SigV4 header, a
+SigV4 presigned URL or a SigV2 presigned URL (``sigv4``, ``sigv2``). This module routes
+service and bucket operations; object operations are in ``s3objects`` (and ``s3copy``), and
+an operation not served answers S3's ``NotImplemented`` before anything changes
+(``s3ops``; docs/blob.md has the table).
 """
 
 from __future__ import annotations
