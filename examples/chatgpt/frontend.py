@@ -132,7 +132,14 @@ class ChatFrontend:
         }
         pieces: list[str] = []
         prompt_tokens = completion_tokens = 0
-        async for chunk in stream_chat("127.0.0.1", self.stack.inference_port, body):
+        stack = self.stack
+        async for chunk in stream_chat(
+            stack.inference_host,
+            stack.inference_port,
+            body,
+            api_key=stack.api_key,
+            path=stack.inference_path,
+        ):
             if chunk.text:
                 pieces.append(chunk.text)
                 on_text(chunk.text)

@@ -91,17 +91,29 @@ async def run_session(
     device: str | None = None,
     max_tokens: int = 32,
     clock: Clock | None = None,
+    base_url: str | None = None,
+    api_key: str = "",
 ) -> ChatReport:
-    """Run the script once; ``stream`` receives reply text as it is generated."""
+    """Run the script once; ``stream`` receives reply text as it is generated.
+
+    ``base_url``: an OpenAI-compatible server (``http://HOST:PORT/v1``: ``blocks inference
+    serve`` or ``route``, vLLM, llama.cpp's server) serving ``model``, instead of an engine
+    started here."""
     started = time.monotonic()
     report = ChatReport()
     async with Services() as services:
-        say(f"loading {model} and starting the stack...")
+        say(f"loading {model} and starting the stack..." if base_url is None else "starting...")
         stack = await start_stack(
-            services, model=model, tokens_per_s=TOKENS_PER_S, token_burst=TOKEN_BURST, device=device
+            services,
+            model=model,
+            tokens_per_s=TOKENS_PER_S,
+            token_burst=TOKEN_BURST,
+            device=device,
+            base_url=base_url,
+            api_key=api_key,
         )
         window_chars = TINY_WINDOW_CHARS_MAX if model == "tiny-random" else WINDOW_CHARS_MAX
-        say(f"inference server on 127.0.0.1:{stack.inference_port}; kv, cache, limits, usage up")
+        say(f"inference server at {stack.inference_url}; kv, cache, limits, usage up")
         chat = ChatFrontend(
             stack, clock or SystemClock(), max_tokens=max_tokens, window_chars_max=window_chars
         )
@@ -146,11 +158,12 @@ async def run_session(
             f"{report.refused} refused; ~{report.active_users} active users; tokens per user "
             f"(prompt, completion) {report.usage}"
         )
-        snapshot = stack.engine.metrics.snapshot()
-        say(
-            f"engine: {snapshot['generation_tokens']:.0f} tokens generated, prefix-cache hit "
-            f"rate {snapshot['prefix_cache_hit_rate']:.0%}"
-        )
+        if stack.engine is not None:
+            snapshot = stack.engine.metrics.snapshot()
+            say(
+                f"engine: {snapshot['generation_tokens']:.0f} tokens generated, prefix-cache hit "
+                f"rate {snapshot['prefix_cache_hit_rate']:.0%}"
+            )
     report.seconds = time.monotonic() - started
     say(f"everything stopped; session took {report.seconds:.1f}s")
     return report

@@ -1,6 +1,7 @@
 """A minimal streaming client for the inference server's OpenAI chat endpoint.
 
-Theory of operation. One request per connection: ``POST /v1/chat/completions`` with
+Theory of operation. One request per connection: ``POST <path>/chat/completions`` (``path``
+is the server's base URL path, ``/v1`` for ours, a router, vLLM or llama.cpp's server) with
 ``stream: true`` and ``stream_options.include_usage``; the server answers with a server-sent
 event stream and closes the connection at its end. Each ``data:`` line is one JSON chunk: a
 content delta, then a final chunk with ``usage``, then ``[DONE]``. A 429 becomes
@@ -68,7 +69,13 @@ def _chunk(event: dict[str, Any]) -> Chunk:
 
 
 async def stream_chat(
-    host: str, port: int, body: dict[str, Any], *, api_key: str = "", timeout_s: float = 60.0
+    host: str,
+    port: int,
+    body: dict[str, Any],
+    *,
+    api_key: str = "",
+    timeout_s: float = 60.0,
+    path: str = "/v1",
 ) -> AsyncIterator[Chunk]:
     """Chunks of one streamed chat completion (see the module docstring)."""
     payload = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
@@ -80,7 +87,7 @@ async def stream_chat(
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         writer.write(
             (
-                f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+                f"POST {path}/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
                 f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
                 "Connection: close\r\n\r\n"
             ).encode()

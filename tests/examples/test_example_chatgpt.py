@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,3 +88,37 @@ def test_merge_of_concurrent_histories_loses_nothing(
     a, b = history[:cut] + history[cut::2], history[:cut] + history[cut + 1 :: 2]
     assert merge([a, b]) == history
     assert merge([b, a]) == history
+
+
+def test_session_runs_against_a_base_url_through_the_router() -> None:
+    # The example points at any OpenAI-compatible URL; here a router over one engine.
+    from blocks.inference.async_engine import AsyncEngine
+    from blocks.inference.engine import EngineConfig
+    from blocks.inference.factory import load_engine
+    from blocks.inference.router import Router
+    from blocks.inference.server import InferenceServer
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        engine = load_engine("tiny-random", config=EngineConfig(num_blocks=128, max_model_len=512))
+        server = InferenceServer(AsyncEngine(engine), model_name="tiny-random", api_keys=["k"])
+        port = await server.start()
+        router = Router([f"http://127.0.0.1:{port}"])
+        router_port = await router.start()
+        try:
+            report = await run_session(
+                lambda _: None,
+                lambda _: None,
+                max_tokens=8,
+                base_url=f"http://127.0.0.1:{router_port}/v1",
+                api_key="k",
+            )
+            return report, router.stats()
+        finally:
+            await router.stop()
+            await server.stop()
+
+    report, stats = asyncio.run(main())
+    generated = [r for *_, r in report.replies if not r.cached and not r.refused]
+    assert generated and all(r.completion_tokens > 0 for r in generated)
+    assert stats["requests"] == len(generated)
+    assert any(r.cached for *_, r in report.replies)

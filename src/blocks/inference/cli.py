@@ -3,6 +3,9 @@
 * ``serve --model smollm2 --listen 127.0.0.1:8000 [--api-key KEY ...]
   [--tokens-per-minute-per-key N] [--max-queued-requests N]``: runs until Ctrl-C or SIGTERM,
   printing one ``listening on HOST:PORT`` line (a JSON object with ``--json``) once ready.
+* ``serve --replicas N ...``: N engine processes behind a router on ``--listen``.
+* ``route --backend URL [--backend URL ...]``: the router alone, in front of any
+  OpenAI-compatible servers (ours, vLLM, llama.cpp's server); see ``router``.
 * ``chat --model smollm2``: a terminal conversation with the local engine (or, with
   ``--url``, with a running server).
 * ``generate --model smollm2 --prompt TEXT``: one completion, optionally with speculative
@@ -67,7 +70,21 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--max-queued-requests", type=int, default=256)
     serve.add_argument("--max-queue-time-ms", type=int, default=60_000)
     serve.add_argument("--model-name", default=None, help="id reported by /v1/models")
+    serve.add_argument(
+        "--replicas", type=int, default=1, help="engine processes behind a router (default 1)"
+    )
+    _router_args(serve)
     serve.set_defaults(func=_serve)
+
+    route = sub.add_parser("route", help="route OpenAI requests over several servers")
+    add_server_arguments(
+        route, block="inference", tls=False, token=False, listen_help="where the router listens"
+    )
+    route.add_argument(
+        "--backend", action="append", required=True, metavar="URL", help="http://HOST:PORT"
+    )
+    _router_args(route)
+    route.set_defaults(func=_route)
 
     chat = sub.add_parser("chat", help="talk to the model in the terminal")
     model_args(chat)
@@ -86,6 +103,102 @@ def register(subparsers: Any) -> None:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--speculative", default=None, help="ngram or layers:N")
     gen.set_defaults(func=_generate)
+
+
+def _router_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("router")
+    group.add_argument(
+        "--no-affinity", action="store_true", help="ignore prompt prefixes; least-loaded only"
+    )
+    group.add_argument("--prefix-chars", type=int, default=512, help="affinity key length")
+    group.add_argument(
+        "--overload-factor",
+        type=float,
+        default=2.0,
+        help="leave a prefix's replica when its outstanding tokens exceed this times the "
+        "least-loaded one's (plus --overload-slack-tokens)",
+    )
+    group.add_argument("--overload-slack-tokens", type=int, default=1024)
+
+
+def _router(args: argparse.Namespace, options: ServerOptions, backends: list[str]) -> Any:
+    from blocks.inference.router import Router
+    from blocks.inference.router_policy import RouterConfig
+
+    config = RouterConfig(
+        affinity=not args.no_affinity,
+        prefix_chars=args.prefix_chars,
+        overload_factor=args.overload_factor,
+        overload_slack_tokens=args.overload_slack_tokens,
+    )
+    return Router(backends, config=config, host=options.host, port=options.port)
+
+
+def _route(args: argparse.Namespace) -> int:
+    options = server_options(args)
+    _router(args, options, list(args.backend))  # bad URLs and knobs fail now, with one line
+    _uvloop_run(_route_async(args, options, list(args.backend), None))
+    return 0
+
+
+async def _route_async(
+    args: argparse.Namespace, options: ServerOptions, backends: list[str], replicas: Any
+) -> None:
+    """Run the router until SIGINT/SIGTERM, then drain it (and stop the replicas)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if replicas is not None:
+            backends = await replicas.start()
+        router = _router(args, options, backends)
+        bound = await router.start()
+        where = f"{router.host}:{bound}"
+        pids = None if replicas is None else replicas.pids
+        announce(
+            options,
+            f"routing on {where} to {', '.join(backends)}",
+            address=where,
+            listen=where,
+            backends=backends,
+            replica_pids=pids,
+        )
+        await stop.wait()
+        await router.stop()
+    finally:
+        if replicas is not None:
+            await replicas.stop()
+
+
+def _serve_replicas(args: argparse.Namespace) -> int:
+    from blocks.inference.router_replicas import ReplicaSet
+
+    options = server_options(args)
+    forwarded = ["--model", args.model, "--num-blocks", str(args.num_blocks)]
+    for flag in (
+        "device",
+        "dtype",
+        "max_num_seqs",
+        "max_model_len",
+        "max_num_batched_tokens",
+        "num_speculative_tokens",
+        "speculative_max_batch",
+        "threads",
+        "tokens_per_minute_per_key",
+        "max_queued_requests",
+        "max_queue_time_ms",
+        "model_name",
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            forwarded += [f"--{flag.replace('_', '-')}", str(value)]
+    for key in [*args.api_key, *([options.token] if options.token else [])]:
+        forwarded += ["--api-key", key]
+    replicas = ReplicaSet(args.replicas, forwarded)
+    _uvloop_run(_route_async(args, options, [], replicas))
+    return 0
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -121,6 +234,8 @@ def _serve(args: argparse.Namespace) -> int:
     from blocks.inference.async_engine import AsyncEngine
     from blocks.inference.server import InferenceServer
 
+    if args.replicas != 1:
+        return _serve_replicas(args)
     options = server_options(args)  # a busy port fails now, not after the model loads
     engine = _engine(args)
     admission = AdmissionController(

@@ -219,13 +219,20 @@ class EventStream:
     connection, which the simplest line-reading clients expect (``keep_alive`` is then False).
     """
 
-    def __init__(self, writer: asyncio.StreamWriter, head: RequestHead) -> None:
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        head: RequestHead,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
         self._writer = writer
+        self._extra_headers = extra_headers or {}
         self.keep_alive = head.version == "HTTP/1.1" and head.keep_alive
         self.started = False  # the response head went out
 
     async def start(self) -> None:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        headers |= self._extra_headers
         if self.keep_alive:
             headers |= {"Transfer-Encoding": "chunked", "Connection": "keep-alive"}
         else:
