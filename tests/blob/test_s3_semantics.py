@@ -535,3 +535,12 @@ def test_conditional_complete_multipart_upload(s3: tuple[Any, Any], bucket: str)
         p["PartNumber"]
         for p in client.list_parts(Bucket=bucket, Key="taken", UploadId=upload)["Parts"]
     ] == [1]
+
+
+def test_listings_name_the_owner(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    client.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert "Owner" not in client.list_objects_v2(Bucket=bucket)["Contents"][0]
+    owned = client.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]
+    assert owned["Owner"]["ID"] == client.list_buckets()["Owner"]["ID"]
+    assert client.list_objects(Bucket=bucket)["Contents"][0]["Owner"] == owned["Owner"]

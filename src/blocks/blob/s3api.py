@@ -378,6 +378,7 @@ class S3Handler(ObjectOps):
             start_after=start_after,
             continuation_token=token,
             url_encode=query.get("encoding-type") == "url",
+            fetch_owner=query.get("fetch-owner") == "true",
         )
         return xml_response(document)
 

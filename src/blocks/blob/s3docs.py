@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ElementTree
 
 from blocks.blob.api import ListPage, ObjectInfo
 from blocks.blob.awschunked import S3RequestError
-from blocks.blob.s3xml import _HEADER, _NAMESPACE, _element, _local, iso_time
+from blocks.blob.s3xml import _HEADER, _NAMESPACE, OWNER, _element, _local, iso_time
 
 __all__ = [
     "DELETE_KEYS_MAX",
@@ -103,6 +103,7 @@ def list_objects_v1_result(
             + _element("ETag", f'"{info.etag}"')
             + _element("Size", info.size)
             + _element("StorageClass", "STANDARD")
+            + OWNER
             + "</Contents>"
         )
     for common in page.common_prefixes:

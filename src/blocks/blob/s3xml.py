@@ -34,6 +34,8 @@ __all__ = [
 _NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 _HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 COMPLETE_BODY_BYTES_MAX = 1024 * 1024
+OWNER = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
+"""The one owner of every bucket and object (one set of keys, all-powerful)."""
 
 
 def iso_time(ms: int) -> str:
@@ -66,7 +68,7 @@ def list_buckets_result(
         "</Bucket>"
         for b in buckets
     )
-    owner = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
+    owner = OWNER
     body = (
         f'{_HEADER}<ListAllMyBucketsResult xmlns="{_NAMESPACE}">{owner}'
         f"<Buckets>{items}</Buckets>"
@@ -87,6 +89,7 @@ def list_objects_v2_result(
     start_after: str,
     continuation_token: str | None,
     url_encode: bool,
+    fetch_owner: bool = False,
 ) -> bytes:
     from urllib.parse import quote
 
@@ -121,6 +124,7 @@ def list_objects_v2_result(
             + _element("ETag", f'"{info.etag}"')
             + _element("Size", info.size)
             + _element("StorageClass", "STANDARD")
+            + (OWNER if fetch_owner else "")
             + "</Contents>"
         )
     for common in page.common_prefixes:
