@@ -38,14 +38,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster
 
 
 @pytest.mark.parametrize("seed", nemesis_seeds([1]))  # 1: a restart, an fsync failure
-def test_queue_survives_process_faults(cluster: ProcessCluster, seed: int) -> None:
-    """On gRPC: the data-path client does not come back after a restart (test below)."""
+@pytest.mark.parametrize("data_path", [True, False], ids=["data-path", "grpc"])
+def test_queue_survives_process_faults(cluster: ProcessCluster, seed: int, data_path: bool) -> None:
     kinds = [*PROCESS_FAULTS, FaultKind.FSYNC_EIO]
     nemesis = Nemesis(cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=FAULTS)
 
     async def workload() -> Workload:
         address = cluster.address("q1")
-        return await QueueWorkload.open(address, cluster.token, seed, data_path=False)
+        return await QueueWorkload.open(address, cluster.token, seed, data_path=data_path)
 
     run_under_nemesis("queue", cluster, nemesis, workload)
 
