@@ -28,7 +28,7 @@ def test_a_simulated_day_costs_no_wall_time() -> None:
 
     started = time.perf_counter()
     elapsed_s, now_ms = run_simulation(main, seed=0, wall_start_ms=1_000)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 60  # far from a day, even in a paused process
     assert elapsed_s == pytest.approx(24 * 3600)
     assert now_ms == 1_000 + 24 * 3600 * 1000
 
