@@ -544,3 +544,21 @@ def test_listings_name_the_owner(s3: tuple[Any, Any], bucket: str) -> None:
     owned = client.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]
     assert owned["Owner"]["ID"] == client.list_buckets()["Owner"]["ID"]
     assert client.list_objects(Bucket=bucket)["Contents"][0]["Owner"] == owned["Owner"]
+
+
+def test_an_unversioned_bucket_lists_null_versions(s3: tuple[Any, Any], bucket: str) -> None:
+    client, _ = s3
+    for key in ("a", "b", "c"):
+        client.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    assert "Status" not in client.get_bucket_versioning(Bucket=bucket)
+    first = client.list_object_versions(Bucket=bucket, MaxKeys=2)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in first["Versions"]] == [
+        ("a", "null", True),
+        ("b", "null", True),
+    ]
+    assert first["IsTruncated"] and first["NextKeyMarker"] == "b"
+    rest = client.list_object_versions(Bucket=bucket, MaxKeys=2, KeyMarker="b")
+    assert [v["Key"] for v in rest["Versions"]] == ["c"] and not rest["IsTruncated"]
+    with pytest.raises(ClientError) as error:
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert _code(error) == "NotImplemented"

@@ -39,19 +39,15 @@ from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore
 from blocks.blob.awschunked import S3RequestError, verified_checksums, verify_checksums
-from blocks.blob.conditions import ConditionFailed
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
-from blocks.blob.s3docs import delete_result, list_objects_v1_result, parse_delete_request
-from blocks.blob.s3headers import parse_range, xml_response
+from blocks.blob.s3buckets import BucketOps, map_error
+from blocks.blob.s3headers import parse_range
 from blocks.blob.s3objects import NotModified, ObjectOps
-from blocks.blob.s3ops import not_implemented, refuse_encryption, subresources
+from blocks.blob.s3ops import refuse_encryption
 from blocks.blob.s3xml import (
     error_document,
     http_date,
-    list_buckets_result,
-    list_objects_v2_result,
-    list_uploads_result,
 )
 from blocks.blob.sigv2 import verify_presigned_v2
 from blocks.blob.sigv4 import S3AuthError, verify_presigned, verify_request
@@ -66,11 +62,6 @@ from blocks.blob.workers import UPLOADS_MAX, Workers
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import (
     BlocksError,
-    Conflict,
-    Corruption,
-    InvalidArgument,
-    NotFound,
-    Unavailable,
 )
 
 __all__ = ["S3Config", "S3Handler", "parse_range"]
@@ -97,7 +88,7 @@ class S3Config:
     """Bearer token peers present on ``/_shards``; ``None`` turns the shard routes off."""
 
 
-class S3Handler(ObjectOps):
+class S3Handler(ObjectOps, BucketOps):
     """Serves the S3 subset over one ``BlobStore``."""
 
     def __init__(
@@ -118,6 +109,10 @@ class S3Handler(ObjectOps):
         self.aws_chunked_bodies = 0
         """How many request bodies arrived aws-chunked (boto3 does so over HTTPS)."""
 
+    @property
+    def region(self) -> str:
+        return self.config.region
+
     async def handle(
         self,
         head: RequestHead,
@@ -136,7 +131,7 @@ class S3Handler(ObjectOps):
         except S3RequestError as error:
             response = _error(error.status, error.code, error.message, head.raw_path, request_id)
         except BlocksError as error:
-            status, code = _map_error(error)
+            status, code = map_error(error)
             response = _error(status, code, str(error), head.raw_path, request_id)
         response.headers["x-amz-request-id"] = request_id
         response.headers.setdefault("Date", http_date(self.clock.now_ms()))
@@ -248,170 +243,7 @@ class S3Handler(ObjectOps):
             return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
 
-    async def _bucket(
-        self, method: str, bucket: str, query: dict[str, str], payload: bytes | StreamedPayload
-    ) -> Response:
-        names = subresources(query)
-        if method == "POST" and names == {"delete"} and isinstance(payload, bytes):
-            return await self._delete_objects(bucket, payload)
-        if method == "GET" and not names - {
-            "prefix",
-            "delimiter",
-            "marker",
-            "max-keys",
-            "encoding-type",
-        }:
-            return await self._list_v1(bucket, query)
-        if method == "PUT" and not names:
-            await self.workers.run(self.store.create_bucket, bucket)
-            return Response(200, {"Location": f"/{bucket}"})
-        if method == "GET" and "uploads" in names:
-            prefix = query.get("prefix", "")
-            uploads = await self.workers.run(self.store.list_multipart_uploads, bucket, prefix)
-            return xml_response(list_uploads_result(bucket, prefix, uploads))
-        if method == "DELETE" and not names:
-            await self.workers.run(self.store.delete_bucket, bucket)
-            return Response(204)
-        if method == "HEAD":
-            await self.workers.run(lambda: self.store.list_objects(bucket, max_keys=1))
-            return Response(200, {"x-amz-bucket-region": self.config.region})
-        if method == "GET" and "location" in query:
-            await self.workers.run(lambda: self.store.list_objects(bucket, max_keys=1))
-            document = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint '
-                'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"/>'
-            )
-            return xml_response(document.encode())
-        if method == "GET" and query.get("list-type") == "2":
-            return await self._list_v2(bucket, query)
-        raise S3RequestError("NotImplemented", "this bucket operation is not implemented", 501)
-
-    async def _list_buckets(self, query: dict[str, str]) -> Response:
-        """ListBuckets, by name after ``continuation-token`` (the last name of the page
-        before), at most ``max-buckets`` (1..10000) under ``prefix``."""
-        names = subresources(query) - {
-            "prefix",
-            "max-buckets",
-            "continuation-token",
-            "bucket-region",
-        }
-        if names:
-            raise not_implemented(names)
-        max_text = query.get("max-buckets", "10000")
-        if not max_text.isdigit() or not 1 <= int(max_text) <= 10000:
-            raise S3RequestError("InvalidArgument", "max-buckets must be in 1..10000")
-        prefix, after = query.get("prefix", ""), query.get("continuation-token", "")
-        buckets = [
-            b
-            for b in await self.workers.run(self.store.list_buckets)
-            if b.name.startswith(prefix) and b.name > after
-        ]
-        page = buckets[: int(max_text)]
-        token = page[-1].name if len(buckets) > len(page) else None
-        return xml_response(list_buckets_result(page, prefix, token))
-
-    async def _delete_objects(self, bucket: str, payload: bytes) -> Response:
-        keys, quiet = parse_delete_request(payload)
-
-        def delete_all() -> tuple[list[str], list[tuple[str, str, str]]]:
-            self.store.list_objects(bucket, max_keys=1)  # NoSuchBucket before anything
-            deleted: list[str] = []
-            errors: list[tuple[str, str, str]] = []
-            for key in keys:
-                try:
-                    self.store.delete_object(bucket, key)
-                except BlocksError as error:
-                    errors.append((key, _map_error(error)[1], str(error)))
-                    continue
-                deleted.append(key)
-            return deleted, errors
-
-        deleted, errors = await self.workers.run(delete_all)
-        return xml_response(delete_result([] if quiet else deleted, errors))
-
-    async def _list_v1(self, bucket: str, query: dict[str, str]) -> Response:
-        max_keys_text = query.get("max-keys", "1000")
-        if not max_keys_text.isdigit():
-            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
-        max_keys = min(int(max_keys_text), 1000)
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
-        marker = query.get("marker", "")
-        # A marker that is a common prefix stands for everything under it.
-        start_after = marker + "\U0010ffff" if delimiter and marker.endswith(delimiter) else marker
-        page = await self.workers.run(
-            lambda: self.store.list_objects(
-                bucket,
-                prefix=prefix,
-                delimiter=delimiter,
-                max_keys=max_keys,
-                start_after=start_after,
-            )
-        )
-        document = list_objects_v1_result(
-            bucket, page, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys
-        )
-        return xml_response(document)
-
-    async def _list_v2(self, bucket: str, query: dict[str, str]) -> Response:
-        max_keys_text = query.get("max-keys", "1000")
-        if not max_keys_text.isdigit():
-            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
-        max_keys = min(int(max_keys_text), 1000)
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
-        start_after, token = query.get("start-after", ""), query.get("continuation-token")
-        page = await self.workers.run(
-            lambda: self.store.list_objects(
-                bucket,
-                prefix=prefix,
-                delimiter=delimiter,
-                max_keys=max_keys,
-                start_after=start_after,
-                continuation_token=token or None,
-            )
-        )
-        document = list_objects_v2_result(
-            bucket,
-            page,
-            prefix=prefix,
-            delimiter=delimiter,
-            max_keys=max_keys,
-            start_after=start_after,
-            continuation_token=token,
-            url_encode=query.get("encoding-type") == "url",
-            fetch_owner=query.get("fetch-owner") == "true",
-        )
-        return xml_response(document)
-
 
 def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:
     body = error_document(code, message, resource, request_id)
     return Response(status, {"Content-Type": "application/xml"}, body)
-
-
-def _map_error(error: BlocksError) -> tuple[int, str]:
-    text = str(error)
-    if isinstance(error, ConditionFailed):
-        return 412, "PreconditionFailed"
-    if isinstance(error, NotFound):
-        if text.startswith("no such bucket"):
-            return 404, "NoSuchBucket"
-        return (404, "NoSuchUpload") if text.startswith("no such upload") else (404, "NoSuchKey")
-    if isinstance(error, Conflict):
-        return (409, "BucketNotEmpty") if "not empty" in text else (409, "BucketAlreadyOwnedByYou")
-    if isinstance(error, InvalidArgument):
-        for marker, code in (
-            ("bucket name", "InvalidBucketName"),
-            ("EntityTooSmall", "EntityTooSmall"),
-            ("InvalidPartOrder", "InvalidPartOrder"),
-            ("larger than", "EntityTooLarge"),
-            ("part", "InvalidPart"),
-            ("key", "KeyTooLongError" if "1024" in text else "InvalidArgument"),
-        ):
-            if marker in text:
-                return 400, code
-        return 400, "InvalidArgument"
-    if isinstance(error, Corruption):
-        return 500, "InternalError"
-    if isinstance(error, Unavailable):
-        return 503, "ServiceUnavailable"
-    return 503, "ServiceUnavailable"

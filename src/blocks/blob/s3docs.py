@@ -1,4 +1,5 @@
-"""XML documents of DeleteObjects, CopyObject and ListObjects (v1).
+"""XML documents of DeleteObjects, CopyObject, ListObjects (v1) and, for buckets that are
+never versioned, GetBucketVersioning and ListObjectVersions.
 
 Theory of operation: built the same way as ``s3xml``'s (escaped text, S3 namespace, the
 element order of the S3 API reference). The one request document, DeleteObjects' key list,
@@ -19,7 +20,9 @@ __all__ = [
     "copy_result",
     "delete_result",
     "list_objects_v1_result",
+    "list_versions_result",
     "parse_delete_request",
+    "versioning_result",
 ]
 
 DELETE_KEYS_MAX = 1000
@@ -75,6 +78,49 @@ def copy_result(info: ObjectInfo, root: str = "CopyObjectResult") -> bytes:
         f"{_element('ETag', chr(34) + info.etag + chr(34))}</{root}>"
     )
     return body.encode("utf-8")
+
+
+def versioning_result() -> bytes:
+    """GetBucketVersioning of a bucket whose versioning was never enabled: no Status."""
+    return f'{_HEADER}<VersioningConfiguration xmlns="{_NAMESPACE}"/>'.encode()
+
+
+def list_versions_result(
+    bucket: str, page: ListPage, *, prefix: str, delimiter: str, key_marker: str, max_keys: int
+) -> bytes:
+    """ListObjectVersions of an unversioned bucket: each object is its only version,
+    ``null``, and the latest."""
+    parts = [
+        f'{_HEADER}<ListVersionsResult xmlns="{_NAMESPACE}">',
+        _element("Name", bucket),
+        _element("Prefix", prefix),
+        _element("KeyMarker", key_marker),
+        _element("VersionIdMarker", ""),
+        _element("MaxKeys", max_keys),
+    ]
+    if delimiter:
+        parts.append(_element("Delimiter", delimiter))
+    parts.append(_element("IsTruncated", "true" if page.is_truncated else "false"))
+    if page.is_truncated:
+        last = max([o.key for o in page.objects] + list(page.common_prefixes))
+        parts += [_element("NextKeyMarker", last), _element("NextVersionIdMarker", "null")]
+    for info in page.objects:
+        parts.append(
+            "<Version>"
+            + _element("Key", info.key)
+            + _element("VersionId", "null")
+            + _element("IsLatest", "true")
+            + _element("LastModified", iso_time(info.modified_ms))
+            + _element("ETag", f'"{info.etag}"')
+            + _element("Size", info.size)
+            + _element("StorageClass", "STANDARD")
+            + OWNER
+            + "</Version>"
+        )
+    for common in page.common_prefixes:
+        parts.append(f"<CommonPrefixes>{_element('Prefix', common)}</CommonPrefixes>")
+    parts.append("</ListVersionsResult>")
+    return "".join(parts).encode("utf-8")
 
 
 def list_objects_v1_result(
