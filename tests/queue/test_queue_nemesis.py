@@ -5,6 +5,7 @@ has its fsyncs fail with EIO (then restarted). Every acknowledged send is consum
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from blocks.testing import (
     nemesis_seeds,
     nemesis_steps,
 )
+from blocks.testing.nemesis import SOAK_SEEDS_ENV
 from blocks.testing.servers import queue_spec
 from blocks.testing.workloads import QueueWorkload, Workload, run_under_nemesis
 
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.process
 
 
 FAULTS: dict[str, FsyncFaults] = {}
+# The data path in make test; the gRPC path too in a soak run.
+PATHS = [True, False] if os.environ.get(SOAK_SEEDS_ENV, "").strip() else [True]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster
 
 
 @pytest.mark.parametrize("seed", nemesis_seeds([1]))  # 1: a restart, an fsync failure
-@pytest.mark.parametrize("data_path", [True, False], ids=["data-path", "grpc"])
+@pytest.mark.parametrize("data_path", PATHS, ids=["data-path", "grpc"][: len(PATHS)])
 def test_queue_survives_process_faults(cluster: ProcessCluster, seed: int, data_path: bool) -> None:
     kinds = [*PROCESS_FAULTS, FaultKind.FSYNC_EIO]
     nemesis = Nemesis(cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=FAULTS)
