@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
 
     serve = verbs.add_parser("serve", help="run a counters node")
     serve.add_argument("--name", default="counters-0", help="replica name (unique per node)")
-    add_server_arguments(serve, block="counters")
+    add_server_arguments(
+        serve,
+        block="counters",
+        data_dir="optional",
+        data_dir_help="log and snapshots: counts and sketches survive restarts",
+    )
     serve.add_argument("--gossip-port", type=int, default=None, help="gossip with peers here")
     serve.add_argument(
         "--peer", action="append", default=[], metavar="NAME=HOST:PORT", help="gossip peer"
@@ -110,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
             token=options.token,
             gossip_listen=gossip,
             peers=peers,
+            data_dir=args.data_dir,
         )
         options.configure(server)
         await server.start()

@@ -21,7 +21,12 @@ no I/O. ``GossipNode`` is the driver that feeds it from a ``blocks.core.transpor
 
 What it does not survive: losing a replica's state. A replica that restarts empty under the
 same name would issue entries below what its peers already hold, and its new increments would
-be hidden; a replica without durable state must rejoin under a fresh name.
+be hidden; a replica without durable state must rejoin under a fresh name. The counters
+server keeps it (``blocks.counters.durable``: every increment logged before it is
+acknowledged, ``snapshot``/``restore`` for compaction), so it restarts under its own name.
+
+``GossipNode`` drives anything shaped like a replica (``GossipState``): the counters server
+runs ``blocks.counters.node.CountersNode``, which adds the replicated sketches.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded, PeerError
 from blocks.core.transport import Transport
@@ -39,7 +44,7 @@ from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.crdt import PNCounter
 from blocks.counters.local import check_amount, check_name
 
-__all__ = ["FANOUT_MAX", "GossipNode", "GossipReplica", "Outbound"]
+__all__ = ["FANOUT_MAX", "GossipNode", "GossipReplica", "GossipState", "Outbound"]
 
 FANOUT_MAX = 16
 PUSH = "push"
@@ -93,6 +98,14 @@ class GossipReplica:
     def state(self) -> dict[str, PNCounter]:
         return dict(self._counters)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter in wire form (this replica's own entries included), for storage."""
+        return self._encode(self._counters)
+
+    def restore(self, counters: Any) -> None:
+        """Merge a ``snapshot()`` back in; ``PeerError`` if it does not decode."""
+        self.handle_message(self._name, {"kind": REPLY, "counters": counters})
+
     def tick(self) -> list[Outbound]:
         """Push the full state to ``fanout`` random peers."""
         if not self._peers:
@@ -143,10 +156,22 @@ class GossipReplica:
         return message["kind"], decoded
 
 
-class GossipNode:
-    """Runs a ``GossipReplica`` over a ``Transport``: a tick every ``interval_s``."""
+class GossipState(Protocol):
+    """What ``GossipNode`` drives: a pure replica that pushes on ``tick`` and merges pushes."""
 
-    def __init__(self, replica: GossipReplica, transport: Transport, *, interval_s: float = 0.05):
+    def tick(self) -> list[Outbound]: ...
+
+    def handle_message(self, source: str, message: Any) -> list[Outbound]: ...
+
+
+StateT = TypeVar("StateT", bound=GossipState)
+
+
+class GossipNode(Generic[StateT]):
+    """Runs a ``GossipState`` (a ``GossipReplica``) over a ``Transport``: a tick every
+    ``interval_s``."""
+
+    def __init__(self, replica: StateT, transport: Transport, *, interval_s: float = 0.05):
         if interval_s <= 0:
             raise InvalidArgument("interval_s must be > 0")
         self.replica = replica

@@ -166,14 +166,17 @@ def _blob_health(node: NodeInfo) -> None:
 # -- counters and sequencer ---------------------------------------------------------------------
 
 
-def counters_spec() -> ServerSpec:
-    """Counter replicas named after their nodes, gossiping on the ``gossip`` port."""
+def counters_spec(*, durable: bool = False) -> ServerSpec:
+    """Counter replicas named after their nodes, gossiping on the ``gossip`` port; with
+    ``durable`` each keeps its state in its data dir (``--data-dir``) across restarts."""
 
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(
             "counters", "serve", "--name", node.name, "--listen", node.address("listen"),
             "--token", node.token, "--json",
         )  # fmt: skip
+        if durable:
+            command += ["--data-dir", str(node.data_dir)]
         if peers:
             command += ["--gossip-port", str(node.ports["gossip"])]
             command += [f"--peer={peer}={roles['gossip']}" for peer, roles in peers.items()]
