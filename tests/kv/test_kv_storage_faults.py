@@ -107,6 +107,14 @@ class RefusingStore:
             raise self.refusal
         self.inner.save(records)
 
+    def counter_mark(self) -> int:
+        return self.inner.counter_mark()
+
+    def reserve_counters(self, mark: int) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+        self.inner.reserve_counters(mark)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -15,7 +15,9 @@ sources and carries out what they return:
 * **Ring changes** seen in gossip rebuild the ``HashRing`` and call ``KVNodeCore.rebalance``
   with the old ring, so ranges move to their new owners by hand-off.
 
-Effects are held until the keys the core touched are saved to the ``ObjectStore``; all the
+Before a put, the node's dot-counter lease is extended when the put's dot would pass it
+(``dot_lease``: the store fsyncs a new mark, whatever its sync policy; a refusal fails the
+put like a refused save). Effects are held until the keys the core touched are saved to the ``ObjectStore``; all the
 steps of one loop iteration share one save (one fsync), then their acks and replies go out.
 When the disk refuses that save (``StorageError``; ``StorageFull`` when it is full), nothing
 of the iteration that depends on it leaves: its keys go back to what the store holds, the
@@ -52,6 +54,7 @@ from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
 from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import Transport
+from blocks.kv.dot_lease import CounterLease
 from blocks.kv.driver_config import NodeConfig
 from blocks.kv.driver_io import Outbox, StorageHealth, held_flush
 from blocks.kv.driver_requests import (
@@ -136,6 +139,7 @@ class KVNode:
         self.core = self._new_core()
         for key, obj, owners in self.store.load():
             self.core.restore(key, obj, owners)
+        self.core.counter_lease = CounterLease.resumed(self.store.counter_mark())
         self.running = True
         self.transport.serve(self._handle)
         self._tasks.append(asyncio.get_running_loop().create_task(self._tick_loop()))
@@ -205,6 +209,7 @@ class KVNode:
             base = VersionVector() if stored is None else stored.context
         else:
             base = context
+        self._maybe_reserve_counters(key, base)
         request_id, future = self._new_request(True, key)
         healthy = self.membership.healthy()
         effects = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
@@ -229,6 +234,20 @@ class KVNode:
         request_id, future = self._new_request(False, key)
         self._run(self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum))
         return await self._wait(request_id, future, timeout_s)
+
+    def _maybe_reserve_counters(self, key: bytes, context: VersionVector) -> None:
+        """Make the counter mark durable before the put's dot may pass it (``dot_lease``):
+        one small fsynced write per ``COUNTERS_PER_RESERVATION`` counters, here in the loop."""
+        mark = self.core.counter_mark_needed(key, context)
+        if mark is None:
+            return
+        try:
+            self.store.reserve_counters(mark)
+        except StorageError as error:
+            self.storage.failed(error)
+            raise
+        assert self.core.counter_lease is not None
+        self.core.counter_lease.reserved_to(mark)
 
     def _new_request(
         self, is_put: bool, key: bytes

@@ -15,6 +15,8 @@ requests. A driver carries them out; the simulator in the tests does the same wi
   deadline fails with ``Timeout`` (the write may still have landed on some replicas).
 * **Versions.** The coordinator of a put must be one of its targets: it makes the new dotted
   version from its own copy (``versions.update``) and replicates the result; replicas merge.
+  Its dot counters come from a ``counter_lease`` the driver reserves durably ahead of use
+  (``counter_mark_needed``), so a copy that lost writes to a power cut never reissues a dot.
 * **Hinted handoff.** ``tick`` sends hinted objects to owners that are healthy again; on
   their ack the hint goes, and so does the copy if this node is not a home node for the key.
   A copy that arrives without a hint for a key this node is not home for (sent by a node
@@ -46,6 +48,7 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
+from blocks.kv.dot_lease import CounterLease
 from blocks.kv.hlc import HybridLogicalClock
 from blocks.kv.merkle import MerkleTree, leaf_of
 from blocks.kv.messages import (
@@ -64,7 +67,15 @@ from blocks.kv.messages import (
     SyncObjects,
 )
 from blocks.kv.quorum import HintSet, QuorumConfig, plan_targets
-from blocks.kv.versions import VersionedObject, VersionVector, merge, object_to_wire, update
+from blocks.kv.versions import (
+    COUNTER_MAX,
+    VersionedObject,
+    VersionVector,
+    merge,
+    next_counter,
+    object_to_wire,
+    update,
+)
 
 __all__ = [
     "Effect",
@@ -127,6 +138,18 @@ class KVNodeCore:
         self.hints_refused = 0
         self.anti_entropy_repairs = 0  # keys whose copy here changed through anti-entropy
         self._pending: dict[int, _Pending] = {}
+        # Dot counters this life may issue; None: not bounded (a core without a store that
+        # outlives it, as in unit tests). The driver reserves ahead of use (``dot_lease``).
+        self.counter_lease: CounterLease | None = None
+
+    def counter_mark_needed(self, key: bytes, context: VersionVector) -> int | None:
+        """The counter mark to make durable before a put of ``key`` from ``context`` may be
+        coordinated here; None when the lease already covers it (or there is no lease)."""
+        lease = self.counter_lease
+        if lease is None or self.node_id not in self.placement(key):
+            return None  # no lease, or the put is forwarded: it issues no dot here
+        counter = next_counter(self.objects.get(key), context, self.node_id, lease.floor)
+        return lease.mark_needed(min(counter, COUNTER_MAX))
 
     # -- client commands -------------------------------------------------------------------
 
@@ -149,8 +172,22 @@ class KVNodeCore:
         refusal = self._refuse(request_id, len(targets), needed)
         if refusal:
             return refusal
-        lww = self.config.lww
-        new = update(self.objects.get(key), context, self.node_id, value, self.hlc.now(), lww=lww)
+        lease = self.counter_lease
+        floor = 0 if lease is None else lease.floor
+        stored = self.objects.get(key)
+        counter = next_counter(stored, context, self.node_id, floor)
+        if counter > COUNTER_MAX:
+            return [Fail(request_id, InvalidArgument("the context's counter is at its maximum"))]
+        assert lease is None or counter <= lease.reserved, "counters are reserved before use"
+        new = update(
+            stored,
+            context,
+            self.node_id,
+            value,
+            self.hlc.now(),
+            lww=self.config.lww,
+            counter_floor=floor,
+        )
         own_hint = dict(targets)[self.node_id]
         self._store(key, new, own_hint)
         deadline = self.clock.monotonic() + self.config.timeout_s

@@ -8,6 +8,11 @@ the hand-offs it owed before.
 
 A record is ``msgpack([object, [hint owner, ...]])``; a key the core dropped is deleted.
 
+Beside the records, a store keeps the node's *counter mark* (``dot_lease``): the highest dot
+counter the node may issue. ``reserve_counters`` makes a new mark durable whatever the sync
+policy (``BitcaskObjectStore``: ``COUNTER_MARK_FILE``, replaced with an fsynced
+``write_atomically``), because a mark lost to a power cut would let a restart reissue dots.
+
 * ``MemoryObjectStore``: a dict that survives a simulated crash of the node (the simulator's
   idea of a durable disk).
 * ``BitcaskObjectStore``: a ``Bitcask`` directory with the sync policy of your choice; one
@@ -21,12 +26,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import Corruption, PeerError
+from blocks.core.errors import Corruption, PeerError, storage_error
+from blocks.core.files import write_atomically
 from blocks.kv.bitcask import Bitcask, SyncPolicy
 from blocks.kv.versions import VersionedObject, object_from_wire, object_to_wire
 
 __all__ = ["BitcaskObjectStore", "MemoryObjectStore", "ObjectStore", "StoredRecord"]
 
+COUNTER_MARK_FILE = "dot-counter-mark"
+"""In a Bitcask store's directory: the counter mark, as ASCII digits."""
+COUNTER_MARK_BYTES_MAX = 32
 RECORD_BYTES_MAX = 256 * 1024 * 1024
 """A stored object holds every sibling, so it may outgrow one value's limit."""
 
@@ -45,6 +54,16 @@ class ObjectStore(Protocol):
         Raises ``StorageError`` (``StorageFull`` for a full disk) when the disk refuses; a
         prefix of the records may then be written (each whole or not at all).
         """
+        ...
+
+    def counter_mark(self) -> int:
+        """The last counter mark ``reserve_counters`` made durable; 0 if none ever was.
+        Raises ``Corruption`` when the stored mark is unreadable."""
+        ...
+
+    def reserve_counters(self, mark: int) -> None:
+        """Make ``mark`` the durable counter mark before returning, whatever the sync policy.
+        Raises ``StorageError`` (``StorageFull``) when the disk refuses; the old mark stays."""
         ...
 
     def close(self) -> None: ...
@@ -70,6 +89,7 @@ class MemoryObjectStore:
 
     def __init__(self) -> None:
         self.records: dict[bytes, bytes] = {}
+        self.mark = 0
 
     def load(self) -> Iterator[tuple[bytes, VersionedObject, list[str]]]:
         for key, data in list(self.records.items()):
@@ -82,6 +102,12 @@ class MemoryObjectStore:
             else:
                 self.records[key] = encode_record(obj, owners)
 
+    def counter_mark(self) -> int:
+        return self.mark
+
+    def reserve_counters(self, mark: int) -> None:
+        self.mark = mark
+
     def close(self) -> None:
         pass
 
@@ -91,6 +117,7 @@ class BitcaskObjectStore:
 
     def __init__(self, path: str | Path, sync: SyncPolicy = "batch") -> None:
         self.bitcask = Bitcask.open(path, sync=sync, value_bytes_max=RECORD_BYTES_MAX)
+        self._mark_path = Path(path) / COUNTER_MARK_FILE
 
     def load(self) -> Iterator[tuple[bytes, VersionedObject, list[str]]]:
         stored = self.bitcask.keys()
@@ -108,6 +135,23 @@ class BitcaskObjectStore:
                 puts.append((key, encode_record(obj, owners)))
         if puts:
             self.bitcask.put_many(puts)
+
+    def counter_mark(self) -> int:
+        try:
+            with open(self._mark_path, "rb") as file:
+                data = file.read(COUNTER_MARK_BYTES_MAX + 1)
+        except FileNotFoundError:
+            return 0
+        text = data.strip()
+        if not text.isdigit() or len(data) > COUNTER_MARK_BYTES_MAX:
+            raise Corruption(f"{self._mark_path} does not hold a counter mark")
+        return int(text)
+
+    def reserve_counters(self, mark: int) -> None:
+        try:
+            write_atomically(self._mark_path, b"%d\n" % mark)
+        except OSError as error:
+            raise storage_error(error, "reserving dot counters") from None
 
     def close(self) -> None:
         self.bitcask.close()

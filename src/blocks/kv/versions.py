@@ -1,7 +1,8 @@
 """Versions for replicated values: dotted version vectors, siblings and contexts.
 
 Theory of operation. Each write a replica coordinates gets a *dot* ``(node, counter)``: the
-coordinator's next counter for that key. A stored object is a set of *siblings* (each a value,
+coordinator's next counter for that key, and above every counter it issued in an earlier life
+(``counter_floor``, from ``dot_lease``), so no dot ever names two writes. A stored object is a set of *siblings* (each a value,
 or ``None`` for a delete, tagged with its dot) plus a *context*: a version vector saying which
 dots the object has seen, live or overwritten.
 
@@ -34,6 +35,7 @@ from blocks.core.errors import InvalidArgument, PeerError
 from blocks.kv.hlc import HlcTimestamp
 
 __all__ = [
+    "COUNTER_MAX",
     "EMPTY",
     "Dot",
     "Sibling",
@@ -42,12 +44,15 @@ __all__ = [
     "decode_context",
     "encode_context",
     "merge",
+    "next_counter",
     "object_from_wire",
     "object_to_wire",
     "update",
 ]
 
 CONTEXT_BYTES_MAX = 64 * 1024
+COUNTER_MAX = (1 << 63) - 1
+"""Largest dot counter: a signed 64-bit integer, what every wire form carries."""
 NODES_PER_VECTOR_MAX = 1_024
 """Bound on a vector's entries: one per node that ever coordinated a write of the key."""
 
@@ -130,6 +135,16 @@ def _normalise(siblings: Iterable[Sibling], context: VersionVector, lww: bool) -
     return VersionedObject(ordered, context)
 
 
+def next_counter(
+    stored: VersionedObject | None, client_context: VersionVector, node: str, counter_floor: int
+) -> int:
+    """The counter of the next dot ``node`` issues for a key: above every counter of ``node``
+    its copy or the client has seen, and above ``counter_floor``, the highest counter the node
+    may have issued in an earlier life (whose writes its copy may have lost to a power cut)."""
+    base = stored or EMPTY
+    return max(base.context.get(node), client_context.get(node), counter_floor) + 1
+
+
 def update(
     stored: VersionedObject | None,
     client_context: VersionVector,
@@ -138,10 +153,12 @@ def update(
     timestamp: HlcTimestamp,
     *,
     lww: bool = False,
+    counter_floor: int = 0,
 ) -> VersionedObject:
-    """The object after ``node`` coordinates a write of ``value`` seen from ``client_context``."""
+    """The object after ``node`` coordinates a write of ``value`` seen from ``client_context``;
+    its dot's counter is ``next_counter(stored, client_context, node, counter_floor)``."""
     base = stored or EMPTY
-    counter = max(base.context.get(node), client_context.get(node)) + 1
+    counter = next_counter(stored, client_context, node, counter_floor)
     dot = Dot(node, counter)
     kept = [s for s in base.siblings if not client_context.covers(s.dot)]
     context = base.context.join(client_context).join(VersionVector(((node, counter),)))
@@ -190,10 +207,10 @@ def _vector_from_wire(raw: Any) -> VersionVector:
             or len(item) != 2
             or not isinstance(item[0], str)
             or type(item[1]) is not int
-            or item[1] < 1
+            or not 1 <= item[1] <= COUNTER_MAX
             or item[0] in mapping
         ):
-            raise PeerError("version vector entries must be unique [node, counter >= 1]")
+            raise PeerError("version vector entries must be unique [node, 1 <= counter < 2**63]")
         mapping[item[0]] = item[1]
     return VersionVector.from_mapping(mapping)
 
