@@ -115,8 +115,13 @@ def test_prompt_prefix_of_chat_and_completion_bodies() -> None:
     system = {"role": "system", "content": "You are terse."}
     key1, cost1 = prompt_prefix({"messages": [system, {"role": "user", "content": "hi"}]})
     key2, _ = prompt_prefix({"messages": [system, {"role": "user", "content": "bye"}]})
-    assert key1.startswith("system\nYou are terse.\n") and key2.startswith(key1[:20])
-    assert cost1 == len(key1) // 4 + DEFAULT_MAX_TOKENS
+    assert key1 == key2 == "system\nYou are terse.\n"  # the shared part only
+    assert cost1 == len("system\nYou are terse.\nuser\nhi\n") // 4 + DEFAULT_MAX_TOKENS
+    first = {"role": "user", "content": "Tell me about ships."}
+    turn1, _ = prompt_prefix({"messages": [first]})
+    turn3, _ = prompt_prefix({"messages": [first, {"role": "assistant", "content": "Ships"},
+                                           {"role": "user", "content": "More"}]})  # fmt: skip
+    assert turn1 == turn3  # a conversation's turns follow each other
     assert prompt_prefix({"prompt": "abcdefgh", "max_tokens": 10, "n": 2}) == ("abcdefgh", 24)
     assert prompt_prefix(["not", "a", "dict"]) == ("", DEFAULT_MAX_TOKENS)
     assert prompt_prefix({"prompt": "x", "max_tokens": True})[1] == DEFAULT_MAX_TOKENS

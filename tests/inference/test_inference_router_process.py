@@ -121,7 +121,7 @@ def cluster() -> Iterator[Cluster]:
         running.close()
 
 
-SYSTEMS = [f"System prompt {i}: you are assistant number {i}, terse and exact." for i in range(8)]
+SYSTEMS = [f"System prompt {i}: you are assistant number {i}, terse and exact." for i in range(16)]
 
 
 def ask(c: Any, system: str, question: str, **options: Any) -> Any:
@@ -135,7 +135,7 @@ def ask(c: Any, system: str, question: str, **options: Any) -> Any:
 def test_requests_spread_and_a_shared_prefix_sticks_to_one_replica(cluster: Cluster) -> None:
     c = client(cluster.listen)  # one connection, reused for every request
     owner: dict[str, set[str]] = {s: set() for s in SYSTEMS}
-    for round_ in range(3):
+    for round_ in range(3):  # whole, streamed, whole
         for system in SYSTEMS:
             raw = ask(c, system, f"question {round_}", stream=round_ == 1)
             owner[system].add(raw.headers["x-blocks-replica"])

@@ -110,7 +110,7 @@ def _router_args(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-affinity", action="store_true", help="ignore prompt prefixes; least-loaded only"
     )
-    group.add_argument("--prefix-chars", type=int, default=512, help="affinity key length")
+    group.add_argument("--prefix-chars", type=int, default=1024, help="affinity key length (chars)")
     group.add_argument(
         "--overload-factor",
         type=float,

@@ -6,8 +6,9 @@ the work the replica still owes, which the number of requests alone does not say
 2,000-token request outweighs ten short ones). A request goes to:
 
 1. with affinity on, the replica that rendezvous hashing (``blocks.core.hashing.rendezvous``)
-   picks for a hash of the prompt's first ``prefix_chars`` characters, so requests sharing a
-   system prompt land where its KV blocks are already cached; unless that replica is
+   picks for a hash of the request's shared prefix (``prompt_prefix``: a chat's system
+   messages, cut to ``prefix_chars``), so requests sharing a system prompt land where its KV
+   blocks are already cached; unless that replica is
    *overloaded*: its outstanding tokens exceed ``overload_factor`` times the least-loaded
    replica's plus ``overload_slack_tokens`` (the slack keeps an idle cluster from spilling
    the second request of a prefix);
@@ -44,7 +45,7 @@ class RouterConfig:
     """The routing policy's knobs (see the module docstring)."""
 
     affinity: bool = True
-    prefix_chars: int = 512
+    prefix_chars: int = 1024
     overload_factor: float = 2.0
     overload_slack_tokens: int = 1024
     down_after_failures: int = 2
@@ -171,30 +172,38 @@ class RouterPolicy:
 def prompt_prefix(body: object) -> tuple[str, int]:
     """The affinity key text and the token cost of an OpenAI request body.
 
-    The key is the prompt as a server would start to render it: each chat message's role and
-    content in order (so a shared system prompt is a shared prefix), or the completion
-    prompt. The cost is the prompt's estimated tokens plus ``max_tokens`` (or
-    ``max_completion_tokens``, else ``DEFAULT_MAX_TOKENS``), each times ``n``. Malformed
-    bodies get an empty key and the default cost: the backend answers them with its own 400.
+    The key is the part of the prompt that requests share: for a chat, the leading system
+    (or developer) messages' roles and contents, so every conversation under one system
+    prompt goes to one replica; without a system message, the first message, so the turns
+    of one conversation follow each other. For a completion, the prompt itself (the policy
+    keeps its first ``prefix_chars``). The cost is the whole prompt's estimated tokens plus
+    ``max_tokens`` (or ``max_completion_tokens``, else ``DEFAULT_MAX_TOKENS``), times ``n``.
+    Malformed bodies get an empty key and the default cost: the backend answers them with
+    its own 400.
     """
     if not isinstance(body, dict):
         return "", DEFAULT_MAX_TOKENS
     messages = body.get("messages")
-    text = ""
+    key = text = ""
     if isinstance(messages, list):
-        parts = []
-        for message in messages:
-            if isinstance(message, dict):
-                parts.append(f"{message.get('role', '')}\n{message.get('content', '')}\n")
+        parts = [
+            f"{m.get('role', '')}\n{m.get('content', '')}\n"
+            for m in messages
+            if isinstance(m, dict)
+        ]
         text = "".join(parts)
+        leading = 0
+        while leading < len(parts) and parts[leading].startswith(("system\n", "developer\n")):
+            leading += 1
+        key = "".join(parts[: max(1, leading)])
     elif isinstance(body.get("prompt"), str):
-        text = body["prompt"]
+        key = text = body["prompt"]
     elif isinstance(body.get("prompt"), list):
-        text = repr(body["prompt"][:64])
+        key = text = repr(body["prompt"][:64])
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
         max_tokens = DEFAULT_MAX_TOKENS
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         n = 1
-    return text, n * (len(text) // CHARS_PER_TOKEN + max_tokens)
+    return key, n * (len(text) // CHARS_PER_TOKEN + max_tokens)
