@@ -21,7 +21,7 @@ BLOCKS = [sys.executable, "-m", "blocks", "cache"]
 
 
 def cli(*args: str) -> Any:
-    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -59,7 +59,7 @@ def test_cache_node_through_the_cli() -> None:
             [*BLOCKS, "get", "x" * 300, "--address", address],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
         )
         assert bad.returncode == 2 and "key longer than" in bad.stderr  # InvalidArgument
     finally:

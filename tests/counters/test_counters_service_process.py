@@ -19,7 +19,7 @@ BLOCKS = [sys.executable, "-m", "blocks", "counters"]
 
 
 def cli(*args: str) -> object:
-    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -42,7 +42,7 @@ def test_counters_server_through_the_cli(tmp_path: Path) -> None:
             [*BLOCKS, "get", "x" * 300, "--address", address],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
         )
         assert bad.returncode == 2 and bad.stderr.startswith("error: ")  # InvalidArgument
     finally:

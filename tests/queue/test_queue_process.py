@@ -52,7 +52,7 @@ def _cli(*args: str) -> object:
         capture_output=True,
         text=True,
         env=ENV,
-        timeout=30,
+        timeout=120,
         check=True,
     )
     return json.loads(result.stdout)

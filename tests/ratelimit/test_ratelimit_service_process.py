@@ -50,7 +50,7 @@ def test_ratelimit_server_cli_and_remote_store() -> None:
                 [*BLOCKS, "acquire", "user:1", "--address", address, "--json"],
                 capture_output=True,
                 text=True,
-                timeout=30,
+                timeout=120,
             )
             assert done.returncode == 0, done.stderr
             decisions.append(json.loads(done.stdout))

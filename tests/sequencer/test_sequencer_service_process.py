@@ -50,7 +50,7 @@ def start_server(data_dir: Path, leases: Path) -> tuple[subprocess.Popen[str], d
 
 def cli(*args: str) -> object:
     done = subprocess.run(
-        [*BLOCKS, "sequencer", *args, "--json"], capture_output=True, text=True, timeout=30
+        [*BLOCKS, "sequencer", *args, "--json"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -85,7 +85,7 @@ def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> 
             [*BLOCKS, "sequencer", "next", "--count", "0", "--address", str(first["address"])],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
         )
         assert bad.returncode == 2 and bad.stderr.startswith("error: ")  # InvalidArgument
         assert cli("decode", str(ids_a[0]))["worker_id"] == first["worker_id"]  # type: ignore[index]
