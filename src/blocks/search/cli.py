@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
     serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
     serve.add_argument("--embed", action="store_true", help="embed documents with MiniLM")
+    serve.add_argument(
+        "--checkpoint-records",
+        type=int,
+        default=10_000,
+        help="snapshot after this many logged mutations (--data-dir)",
+    )
     add_server_arguments(
         serve, block="search", data_dir="optional", data_dir_help="load from and save to it"
     )
@@ -92,7 +98,13 @@ def _serve(args: argparse.Namespace) -> int:
 
             print("loading the MiniLM embedder...", file=sys.stderr, flush=True)
             embedder = MiniLMEmbedder()
-        node = SearchNode(vectors, kind=args.kind, embedder=embedder, data_dir=options.data_dir)
+        node = SearchNode(
+            vectors,
+            kind=args.kind,
+            embedder=embedder,
+            data_dir=options.data_dir,
+            checkpoint_records=args.checkpoint_records,
+        )
         server, _service = build_server(
             node, host=options.host, port=options.port, token=options.token
         )

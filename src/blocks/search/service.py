@@ -11,9 +11,13 @@ readers-writer lock: searches run concurrently with each other, a mutation runs 
 ``VectorIndex`` contract). Documents map to vector ids through ``doc_vector_id`` (xxh3-64 of
 the id, 63 bits), with the reverse map kept in memory.
 
-Persistence: with a data directory, ``Save`` (and a clean stop) writes ``vectors.idx``,
-``documents.json`` and, when embedding, ``embeddings.idx``; start loads what is there. The
-typeahead counts are soft state and start empty.
+Persistence: with a data directory the node keeps a ``SearchJournal`` there (see
+``blocks.search.durable``): every mutation is logged and fsynced before it is applied and
+acknowledged, ``Save``, a clean stop and every ``checkpoint_records`` logged records write a
+snapshot (``vectors.idx``, ``documents.json``, ``typeahead.json`` and, when embedding,
+``embeddings.idx``), and start loads the snapshot and replays the log after it. Typeahead
+counts are logged without an fsync of their own and are in every snapshot. A data directory
+written before the journal existed (those files at its top) is loaded, then journaled.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import Any, TypeVar
 import numpy as np
 import xxhash
 
-from blocks.core.errors import InvalidArgument, NotFound
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
 from blocks.core.server import Server
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import FloatArray, VectorIndex
 from blocks.search.bm25 import BM25Index, check_doc_id, check_text_k
+from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
 from blocks.search.tokenize import tokenize
 from blocks.search.typeahead import Typeahead
 from blocks.search.vectors import DIM_MAX, atomic_write
@@ -62,7 +67,14 @@ def encode_batch(vectors: FloatArray) -> Any:
 
 
 class SearchNode:
-    """Everything one node serves, as plain synchronous methods."""
+    """Everything one node serves, as plain synchronous methods.
+
+    With a ``data_dir``, ``load`` opens its ``SearchJournal``: from then on every mutation
+    (``add_vectors``, ``remove_vectors``, ``train_vectors``, ``index_documents``,
+    ``delete_documents``) is logged and fsynced before it is applied, so once it returns it
+    survives a crash; ``save`` writes a snapshot. Callers serialise mutations (the service's
+    write lock).
+    """
 
     def __init__(
         self,
@@ -71,11 +83,14 @@ class SearchNode:
         kind: str = "exact",
         embedder: Any = None,
         data_dir: str | None = None,
+        checkpoint_records: int = CHECKPOINT_RECORDS_DEFAULT,
     ) -> None:
         self.vectors = vectors
         self.kind = kind
         self.embedder = embedder
         self.data_dir = data_dir
+        self.checkpoint_records = checkpoint_records
+        self.journal: SearchJournal | None = None
         self.text = BM25Index()
         self.texts: dict[str, str] = {}
         self.typeahead = Typeahead()
@@ -86,6 +101,46 @@ class SearchNode:
 
             self.embeddings = ExactIndex(int(embedder.dim), "cosine")
 
+    # Mutations: validated, logged (durably, with a journal), applied, maybe checkpointed.
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.append_durable(record)
+
+    def _maybe_checkpoint(self) -> None:
+        if self.journal is not None and self.journal.should_checkpoint():
+            self.save()
+
+    def add_vectors(self, ids: Any, vectors: Any) -> int:
+        """Store vectors (``VectorIndex.add``'s contract); returns the index's size."""
+        id_array = np.ascontiguousarray(ids, dtype="<i8")
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2:
+            raise InvalidArgument(f"vectors must be 2-D, got shape {data.shape}")
+        record = {"op": "add", "ids": id_array.tobytes(), "vectors": data.tobytes()}
+        self._log({**record, "dim": int(data.shape[1])})
+        self.vectors.add(id_array, data)
+        self._maybe_checkpoint()
+        return len(self.vectors)
+
+    def remove_vectors(self, ids: Any) -> int:
+        id_array = np.ascontiguousarray(ids, dtype="<i8")
+        self._log({"op": "remove", "ids": id_array.tobytes()})
+        removed = self.vectors.remove(id_array)
+        self._maybe_checkpoint()
+        return removed
+
+    def train_vectors(self, vectors: Any) -> None:
+        train = getattr(self.vectors, "train", None)
+        if train is None:
+            return  # an index without training (exact, Flat, HNSW): nothing to do or log
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2:
+            raise InvalidArgument(f"vectors must be 2-D, got shape {data.shape}")
+        self._log({"op": "train", "vectors": data.tobytes(), "dim": int(data.shape[1])})
+        train(data)
+        self._maybe_checkpoint()
+
     def index_documents(self, documents: list[tuple[str, str]]) -> int:
         if len(documents) > DOCUMENTS_PER_CALL_MAX:
             raise InvalidArgument(f"at most {DOCUMENTS_PER_CALL_MAX} documents per call")
@@ -94,6 +149,13 @@ class SearchNode:
             raise InvalidArgument("document ids repeat within one call")
         for _, text in documents:
             tokenize(text)  # validates every text before anything changes
+        self._log({"op": "index-docs", "documents": [[d, t] for d, t in documents]})
+        self._apply_documents(documents)
+        self._maybe_checkpoint()
+        return len(self.texts)
+
+    def _apply_documents(self, documents: list[tuple[str, str]]) -> None:
+        ids = [doc_id for doc_id, _ in documents]
         vectors = None
         if self.embedder is not None and documents:
             vectors = self.embedder.embed([text for _, text in documents])
@@ -105,12 +167,19 @@ class SearchNode:
             self.embeddings.remove(vector_ids)
             self.embeddings.add(vector_ids, vectors)
             self._doc_of_vector.update(zip(vector_ids.tolist(), ids, strict=True))
-        return len(self.texts)
 
     def delete_documents(self, ids: list[str]) -> int:
+        for doc_id in ids:
+            check_doc_id(doc_id)
+        self._log({"op": "delete-docs", "ids": list(ids)})
+        deleted = self._apply_delete(ids)
+        self._maybe_checkpoint()
+        return deleted
+
+    def _apply_delete(self, ids: list[str]) -> int:
         deleted = 0
         for doc_id in ids:
-            if self.text.delete(check_doc_id(doc_id)):
+            if self.text.delete(doc_id):
                 deleted += 1
                 del self.texts[doc_id]
                 if self.embeddings is not None:
@@ -118,6 +187,26 @@ class SearchNode:
                     self.embeddings.remove([vector_id])
                     self._doc_of_vector.pop(vector_id, None)
         return deleted
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Apply one journal record (replay). Raises what the original call raised."""
+        op = record.get("op")
+        if op == "add":
+            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            self.vectors.add(np.frombuffer(record["ids"], dtype="<i8"), data)
+        elif op == "remove":
+            self.vectors.remove(np.frombuffer(record["ids"], dtype="<i8"))
+        elif op == "train":
+            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
+        elif op == "index-docs":
+            self._apply_documents([(str(d), str(t)) for d, t in record["documents"]])
+        elif op == "delete-docs":
+            self._apply_delete([str(d) for d in record["ids"]])
+        elif op == "query":
+            self.typeahead.record(str(record["phrase"]))
+        else:
+            raise Corruption(f"unknown search log record {op!r}")
 
     def search_text(self, query: str, k: int, mode: str) -> list[tuple[str, float, str]]:
         check_text_k(k)
@@ -141,36 +230,68 @@ class SearchNode:
             raise InvalidArgument(f"unknown mode {mode!r}; expected bm25 or semantic")
         if query.strip():
             self.typeahead.record(query)
+            if self.journal is not None:  # soft: a count is not worth an fsync per query
+                self.journal.append_soft({"op": "query", "phrase": query})
+                self._maybe_checkpoint()
         return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
 
+    # Persistence.
+
     def save(self) -> str:
+        """Write a snapshot (with a journal) or the legacy files; returns where."""
         if self.data_dir is None:
             raise NotFound("this node has no data directory")
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.vectors.save(os.path.join(self.data_dir, "vectors.idx"))
+        if self.journal is None:
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._save_into(self.data_dir)
+            return self.data_dir
+        return self.journal.write_snapshot(self._save_into)
+
+    def _save_into(self, directory: str) -> None:
+        self.vectors.save(os.path.join(directory, "vectors.idx"))
         if self.embeddings is not None:
-            self.embeddings.save(os.path.join(self.data_dir, "embeddings.idx"))
+            self.embeddings.save(os.path.join(directory, "embeddings.idx"))
         payload = json.dumps(self.texts).encode("utf-8")
-        atomic_write(os.path.join(self.data_dir, "documents.json"), lambda f: f.write(payload))
-        return self.data_dir
+        atomic_write(os.path.join(directory, "documents.json"), lambda f: f.write(payload))
+        counts = json.dumps(self.typeahead.counts()).encode("utf-8")
+        atomic_write(os.path.join(directory, "typeahead.json"), lambda f: f.write(counts))
 
     def load(self) -> None:
+        """Open the journal, load its snapshot (or a legacy save), replay the log after it."""
         if self.data_dir is None:
             return
-        path = os.path.join(self.data_dir, "vectors.idx")
+        self.journal = SearchJournal(self.data_dir, checkpoint_records=self.checkpoint_records)
+        self._load_from(self.journal.snapshot_path or self.data_dir)
+        for record in self.journal.replay():
+            try:
+                self.apply(record)
+            except (InvalidArgument, FailedPrecondition):
+                self.journal.replay_skipped += 1  # it failed the same way when first called
+
+    def _load_from(self, directory: str) -> None:
+        path = os.path.join(directory, "vectors.idx")
         if os.path.exists(path):
             self.vectors.load(path)
-        documents_path = os.path.join(self.data_dir, "documents.json")
+        documents_path = os.path.join(directory, "documents.json")
         if os.path.exists(documents_path):
             with open(documents_path, encoding="utf-8") as handle:
                 texts: dict[str, str] = json.load(handle)
             for doc_id, text in texts.items():
                 self.text.upsert(doc_id, text)
             self.texts = texts
-        embeddings_path = os.path.join(self.data_dir, "embeddings.idx")
+        embeddings_path = os.path.join(directory, "embeddings.idx")
         if self.embeddings is not None and os.path.exists(embeddings_path):
             self.embeddings.load(embeddings_path)
             self._doc_of_vector = {doc_vector_id(d): d for d in self.texts}
+        typeahead_path = os.path.join(directory, "typeahead.json")
+        if os.path.exists(typeahead_path):
+            with open(typeahead_path, encoding="utf-8") as handle:
+                self.typeahead.restore(json.load(handle))
+
+    def close(self) -> None:
+        """Release the journal (fsyncing what it holds). Idempotent."""
+        if self.journal is not None:
+            self.journal.close()
 
 
 class _ReadWriteLock:
@@ -221,20 +342,18 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     async def Train(self, request: Any, context: Any) -> Any:
         data = decode_batch(request, self.node.vectors.dim)
-        train = getattr(self.node.vectors, "train", None)
-        if train is not None:
-            await self._lock.run(lambda: train(data), write=True)
+        await self._lock.run(lambda: self.node.train_vectors(data), write=True)
         return search_pb2.TrainReply()
 
     async def AddVectors(self, request: Any, context: Any) -> Any:
         data = decode_batch(request.vectors, self.node.vectors.dim)
         ids = np.array(request.ids, dtype=np.int64)
-        await self._lock.run(lambda: self.node.vectors.add(ids, data), write=True)
-        return search_pb2.AddVectorsReply(size=len(self.node.vectors))
+        size = await self._lock.run(lambda: self.node.add_vectors(ids, data), write=True)
+        return search_pb2.AddVectorsReply(size=size)
 
     async def RemoveVectors(self, request: Any, context: Any) -> Any:
         ids = np.array(request.ids, dtype=np.int64)
-        removed = await self._lock.run(lambda: self.node.vectors.remove(ids), write=True)
+        removed = await self._lock.run(lambda: self.node.remove_vectors(ids), write=True)
         return search_pb2.RemoveVectorsReply(removed=removed)
 
     async def SearchVectors(self, request: Any, context: Any) -> Any:
@@ -329,7 +448,10 @@ def build_server(
 
     async def stop() -> None:
         if node.data_dir is not None:
-            await asyncio.to_thread(node.save)
+            try:
+                await asyncio.to_thread(node.save)
+            finally:
+                node.close()
 
     server.add_component(start, stop, name="search-data")
     server.add_service(

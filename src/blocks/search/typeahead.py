@@ -153,6 +153,18 @@ class Typeahead:
                 self._cache[text] = cached
         return [(phrase, self._counts[phrase]) for phrase in cached[:wanted]]
 
+    def counts(self) -> dict[str, int]:
+        """Every counted phrase with its count (a copy: what a snapshot saves)."""
+        return dict(self._counts)
+
+    def restore(self, counts: dict[str, int]) -> None:
+        """Count each phrase of ``counts`` again, least counted first (a snapshot's reload).
+
+        On an empty table within ``capacity`` this gives back exactly the saved counts.
+        """
+        for phrase, count in sorted(counts.items(), key=lambda item: (item[1], item[0])):
+            self.record(phrase, int(count))
+
     def decay(self, factor: float = 0.5) -> int:
         """Multiply every count by ``factor`` (rounding down), forget zeros; returns how many."""
         if not 0.0 <= factor < 1.0:
