@@ -10,8 +10,10 @@ import pytest
 
 from blocks.counters.client import CountersClient
 from blocks.kv.client import KVClient, Versioned
+from blocks.queue.client import QueueClient
 from blocks.testing import History, OpType
-from blocks.testing.workloads import CountersWorkload, KvWorkload
+from blocks.testing.checkers import Delivery
+from blocks.testing.workloads import CountersWorkload, KvWorkload, QueueWorkload
 from blocks.testing.workloads import counters as counters_workload
 
 
@@ -77,3 +79,26 @@ def test_counters_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not short.valid and short.check.lost
     diverged = asyncio.run(_counters([3, 4, 3], 3).verify())
     assert not diverged.valid and "diverged" in diverged.problems[0]
+
+
+class FakeQueue:
+    async def receive(self, name: str, **options: object) -> list[object]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+def test_queue_verdicts_catch_an_early_redelivery() -> None:
+    def workload(second_delivery_ns: int) -> QueueWorkload:
+        queue = QueueWorkload(cast(QueueClient, FakeQueue()), "q", senders=1, visibility_ms=10)
+        queue.history.add(0, OpType.INVOKE, "write", None, b"m")
+        queue.history.add(0, OpType.OK, "write", None, b"m")
+        queue.consumed.append(b"m")
+        queue.deliveries.append(Delivery("1", b"m", 1_000, 2_000))
+        queue.deliveries.append(Delivery("1", b"m", second_delivery_ns - 500, second_delivery_ns))
+        return queue
+
+    assert asyncio.run(workload(1_000 + 10_000_000 + 1).verify()).valid  # after the timeout
+    early = asyncio.run(workload(5_000).verify())
+    assert not early.valid and "queue checker" in early.problems[0]

@@ -12,6 +12,13 @@ from __future__ import annotations
 import asyncio
 
 from blocks.queue.client import QueueClient, connect
+from blocks.testing.checkers import (
+    Deletion,
+    Delivery,
+    QueueSend,
+    Release,
+    check_queue_history,
+)
 from blocks.testing.history import History, OpType
 from blocks.testing.workloads.base import ERROR_BACKOFF_S, Verdict, judge, retrying
 
@@ -32,6 +39,9 @@ class QueueWorkload:
         self.visibility_ms = visibility_ms
         self.history = History()
         self.consumed: list[bytes] = []
+        self.deliveries: list[Delivery] = []
+        self.deletions: list[Deletion] = []
+        self.releases: list[Release] = []
 
     @classmethod
     async def open(
@@ -71,7 +81,7 @@ class QueueWorkload:
     async def _receive_and_ack(self, client: int) -> int:
         """One receive (recorded as a ``read`` of the bodies) and an ack of each delivery;
         returns how many were delivered."""
-        self.history.add(client, OpType.INVOKE, "read", self.queue)
+        invoked = self.history.add(client, OpType.INVOKE, "read", self.queue)
         try:
             messages = await self.client.receive(
                 self.queue, max_messages=RECEIVE_BATCH, visibility_ms=self.visibility_ms
@@ -81,16 +91,20 @@ class QueueWorkload:
             await asyncio.sleep(ERROR_BACKOFF_S)
             return 0
         bodies = tuple(message.body for message in messages)
-        self.history.add(client, OpType.OK, "read", self.queue, bodies)
+        completed = self.history.add(client, OpType.OK, "read", self.queue, bodies)
+        for body in bodies:
+            self.deliveries.append(Delivery(str(client), body, invoked.time_ns, completed.time_ns))
         for message in messages:
-            self.history.add(client, OpType.INVOKE, "ack", message.id, message.body)
+            ack = self.history.add(client, OpType.INVOKE, "ack", message.id, message.body)
             try:
                 await self.client.ack(self.queue, message.receipt)
             except Exception as error:  # unknown: deleted, or to be delivered again
                 self.history.add(client, OpType.INFO, "ack", message.id, None, repr(error))
+                self.releases.append(Release(message.body, ack.time_ns))
                 self.consumed.append(message.body)  # delivered, whichever it was
                 continue
-            self.history.add(client, OpType.OK, "ack", message.id, message.body)
+            done = self.history.add(client, OpType.OK, "ack", message.id, message.body)
+            self.deletions.append(Deletion(message.body, done.time_ns))
             self.consumed.append(message.body)
         return len(messages)
 
@@ -104,7 +118,20 @@ class QueueWorkload:
             quiet = 0 if count else quiet + 1
             if not count:
                 await asyncio.sleep(self.visibility_ms / 1000 / QUIET_RECEIVES)
-        return judge(self.history, list(self.consumed))
+        sends = [
+            QueueSend(op.value, op.type is OpType.OK)
+            for op in self.history.ops
+            if op.function == "write" and op.type is not OpType.INVOKE
+        ]
+        check = check_queue_history(
+            sends,
+            self.deliveries,
+            visibility_timeout_ns=self.visibility_ms * 1_000_000,
+            deletions=self.deletions,
+            releases=self.releases,
+        )
+        problems = [] if check.valid else [f"queue checker: {check.describe()}"]
+        return judge(self.history, list(self.consumed), problems)
 
     async def close(self) -> None:
         await self.client.close()
