@@ -80,6 +80,21 @@ class KeyedLimiter(Generic[StateT]):
     def tracked_keys(self) -> int:
         return len(self._states)
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def export_states(self) -> dict[str, StateT]:
+        """Every key's state (times on this limiter's clock), for a snapshot."""
+        return dict(self._states)
+
+    def restore_states(self, states: dict[str, StateT]) -> None:
+        """Replace the table with ``states`` from ``export_states`` (same algorithm and clock
+        time base; ``blocks.ratelimit.durable`` keeps the time base across restarts)."""
+        if len(states) > self._keys_max:
+            raise InvalidArgument(f"more than {self._keys_max} keys in the restored states")
+        self._states = dict(states)
+
     def _make_room(self, now_us: int) -> None:
         if len(self._states) < self._keys_max:
             return

@@ -25,7 +25,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--rate", type=float, default=10.0, help="tokens per second (buckets)")
     serve.add_argument("--burst", type=int, default=20, help="bucket size, or window limit")
     serve.add_argument("--window-ms", type=int, default=1000)
-    add_server_arguments(serve, block="ratelimit")
+    add_server_arguments(
+        serve,
+        block="ratelimit",
+        data_dir="optional",
+        data_dir_help="log and snapshots: limits and shared windows survive restarts",
+    )
     serve.set_defaults(func=_serve)
 
     acquire = verbs.add_parser("acquire", help="ask a node to admit one request")
@@ -38,15 +43,28 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from blocks.ratelimit.durable import ContinuedClock
     from blocks.ratelimit.service import build_server, make_limiter
 
     options = server_options(args)
 
     async def main() -> None:
+        clock = ContinuedClock()
         limiter = make_limiter(
-            args.algorithm, rate_per_s=args.rate, burst=args.burst, window_ms=args.window_ms
+            args.algorithm,
+            rate_per_s=args.rate,
+            burst=args.burst,
+            window_ms=args.window_ms,
+            clock=clock,
         )
-        server, _ = build_server(limiter, host=options.host, port=options.port, token=options.token)
+        server, _ = build_server(
+            limiter,
+            host=options.host,
+            port=options.port,
+            token=options.token,
+            data_dir=args.data_dir,
+            clock=clock,
+        )
         options.configure(server)
         await server.start()
         announce(

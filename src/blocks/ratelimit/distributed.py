@@ -94,6 +94,27 @@ class MemoryWindowStore:
             self._entries[key] = entry
             return count, previous
 
+    def export_entries(self) -> dict[str, list[int]]:
+        """``key -> [window, count, previous_count]`` for a snapshot."""
+        with self._lock:
+            return {key: list(entry) for key, entry in self._entries.items()}
+
+    def restore_entries(self, entries: dict[str, list[int]]) -> None:
+        """Replace the entries with an ``export_entries`` result; ``InvalidArgument`` if bad."""
+        if not isinstance(entries, dict) or len(entries) > self._keys_max:
+            raise InvalidArgument("window store entries must be a map within keys_max")
+        restored: dict[str, list[int]] = {}
+        for key, entry in entries.items():
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 3
+                or not all(type(value) is int for value in entry)
+            ):
+                raise InvalidArgument(f"bad window store entry for {key!r}")
+            restored[str(key)] = list(entry)
+        with self._lock:
+            self._entries = restored
+
 
 def _prune(entries: dict[str, list[int]], window: int) -> None:
     for stale in [k for k, entry in entries.items() if entry[0] < window - 1]:
