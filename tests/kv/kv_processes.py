@@ -117,8 +117,11 @@ class ProcessCluster:
         self.processes.clear()
 
 
-async def wait_all_healthy(client: KVClient, names: set[str], timeout_s: float = 15.0) -> None:
-    """Until every node reports every one of ``names`` as a healthy ring member."""
+async def wait_all_healthy(client: KVClient, names: set[str], timeout_s: float = 60.0) -> None:
+    """Until every node reports every one of ``names`` as a healthy ring member.
+
+    The deadline is generous because only a failing run waits it out; on a loaded machine a
+    restarted node can take many seconds just to start."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         reports = await client.status()
