@@ -66,7 +66,8 @@ def hf_config(kind: str, **overrides: Any) -> Any:
 
 
 def make_hf_model(kind: str, seed: int = 0, **overrides: Any) -> Any:
-    """A transformers model with weights scaled so logits spread out (float64, eval)."""
+    """A transformers model with weights scaled so logits spread out (float64 holding
+    float32-representable values, eval)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
@@ -80,6 +81,8 @@ def make_hf_model(kind: str, seed: int = 0, **overrides: Any) -> Any:
             else:
                 param.normal_(0.0, 1.0 / math.sqrt(param.shape[-1]))
         model.model.embed_tokens.weight.mul_(4.0)
+        for param in model.parameters():  # float32 values: files store them exactly
+            param.copy_(param.float())
     return model.eval()
 
 

@@ -2,7 +2,8 @@
 
 ``tiny-random`` is a seeded random-weight model with the character tokenizer: it starts in
 milliseconds, so process tests and demos of the serving path need no checkpoint. Any other
-name goes through ``loader.load_model`` (``smollm2``, a ``.gguf`` path, a safetensors folder).
+name goes through ``loader.load_model`` (``smollm2``, a ``.gguf`` path, a Hugging Face folder
+with config.json, safetensors and tokenizer.json).
 On a GPU the default compute dtype is bf16; on the CPU it is float32.
 """
 
@@ -61,6 +62,6 @@ def load_engine(
 
         net, loaded = load_model(model, DTYPES[dtype], device)
         if loaded is None:
-            raise InvalidArgument("a safetensors model needs a tokenizer; use a GGUF file")
+            raise InvalidArgument(f"{model}: a folder needs tokenizer.json to be served")
         tokenizer = loaded
     return LLMEngine(net, tokenizer, config)
