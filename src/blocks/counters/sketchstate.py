@@ -234,11 +234,13 @@ class SketchReplica:
                 self._merge_frequent(_peer_name(name), node, wire, from_self)
 
     def _merge_distinct(self, name: str, data: Any) -> None:
+        current = self.distinct.get(name)
+        if current is not None and data == current.to_bytes():
+            return  # the common case of a repeated push: nothing to do, cheaply
         try:
             incoming = HyperLogLog.from_bytes(data)
         except InvalidArgument as error:
             raise PeerError(f"bad HyperLogLog for {name!r}: {error}") from None
-        current = self.distinct.get(name)
         if current is None:
             if len(self.distinct) >= SKETCHES_MAX:
                 raise PeerError(f"peer sent more than {SKETCHES_MAX} distinct sketches")
@@ -258,6 +260,8 @@ class SketchReplica:
     def _merge_frequent(self, name: str, node: Any, wire: Any, from_self: bool) -> None:
         if not isinstance(node, str) or not node or not isinstance(wire, list) or len(wire) != 2:
             raise PeerError("a heavy-hitter node entry is node -> [sketch, candidates]")
+        if _wire_total(wire[0]) <= self._known_total(name, node):
+            return  # not newer than what we hold: skip decoding it
         sketch = countmin_from_wire(wire[0])
         candidates = wire[1]
         if (
@@ -283,6 +287,13 @@ class SketchReplica:
         self._merged.pop(name, None)
         self._dirty[("frequent", name)] = None
 
+    def _known_total(self, name: str, node: str) -> int:
+        if node == self.node:
+            tracker = self._own.get(name)
+            return tracker.sketch.total if tracker is not None else -1
+        entry = self._others.get(name, {}).get(node)
+        return entry.sketch.total if entry is not None else -1
+
     def _adopt_own(
         self, name: str, sketch: CountMinSketch, candidates: list[bytes], from_self: bool
     ) -> None:
@@ -306,6 +317,13 @@ def _peer_name(name: Any) -> str:
     except InvalidArgument:
         raise PeerError(f"bad sketch name from peer: {name!r}") from None
     return str(name)
+
+
+def _wire_total(wire: Any) -> int:
+    """The ``total`` field of a sketch's wire form (checked fully only if it is newer)."""
+    if isinstance(wire, list) and len(wire) == 5 and type(wire[3]) is int:
+        return int(wire[3])
+    raise PeerError("a count-min sketch is [width, depth, seed, total, rows]")
 
 
 def _wire_bytes(wire: Any) -> int:
