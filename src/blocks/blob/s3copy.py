@@ -110,9 +110,12 @@ class CopyOps:
 
 
 def copy_source(head: RequestHead) -> tuple[str, str]:
-    """The (bucket, key) of ``x-amz-copy-source``; only the current version."""
-    source_text = unquote(head.headers["x-amz-copy-source"])
-    source_path, _, source_query = source_text.partition("?")
+    """The (bucket, key) of ``x-amz-copy-source``; only the current version.
+
+    The header is ``bucket/key`` URL-encoded, then an optional ``?versionId=``: split off the
+    query before decoding, since a key may contain ``?`` (sent as ``%3F``)."""
+    source_text, _, source_query = head.headers["x-amz-copy-source"].partition("?")
+    source_path = unquote(source_text)
     source_bucket, _, source_key = source_path.lstrip("/").partition("/")
     if not source_bucket or not source_key:
         raise S3RequestError("InvalidArgument", "x-amz-copy-source must be /bucket/key")
