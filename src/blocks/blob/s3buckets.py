@@ -164,6 +164,7 @@ class BucketOps:
             delimiter=delimiter,
             key_marker=key_marker,
             max_keys=max_keys,
+            url_encode=query.get("encoding-type") == "url",
         )
         return xml_response(document)
 
@@ -186,7 +187,13 @@ class BucketOps:
             )
         )
         document = list_objects_v1_result(
-            bucket, page, prefix=prefix, delimiter=delimiter, marker=marker, max_keys=max_keys
+            bucket,
+            page,
+            prefix=prefix,
+            delimiter=delimiter,
+            marker=marker,
+            max_keys=max_keys,
+            url_encode=query.get("encoding-type") == "url",
         )
         return xml_response(document)
 

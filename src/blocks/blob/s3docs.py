@@ -10,6 +10,8 @@ type declarations, and any unexpected shape raises ``S3RequestError("MalformedXM
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from urllib.parse import quote
 
 from blocks.blob.api import ListPage, ObjectInfo
 from blocks.blob.awschunked import S3RequestError
@@ -85,29 +87,46 @@ def versioning_result() -> bytes:
     return f'{_HEADER}<VersioningConfiguration xmlns="{_NAMESPACE}"/>'.encode()
 
 
+def _encoder(url_encode: bool) -> Callable[[str], str]:
+    """``encoding-type=url``: keys, prefixes, markers and delimiters percent-encoded (UTF-8,
+    ``/`` kept), so that keys XML 1.0 cannot carry still reach the client; the client
+    decodes them because the document says ``<EncodingType>url</EncodingType>``."""
+    return (lambda text: quote(text, safe="/")) if url_encode else (lambda text: text)
+
+
 def list_versions_result(
-    bucket: str, page: ListPage, *, prefix: str, delimiter: str, key_marker: str, max_keys: int
+    bucket: str,
+    page: ListPage,
+    *,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    max_keys: int,
+    url_encode: bool = False,
 ) -> bytes:
     """ListObjectVersions of an unversioned bucket: each object is its only version,
     ``null``, and the latest."""
+    encode = _encoder(url_encode)
     parts = [
         f'{_HEADER}<ListVersionsResult xmlns="{_NAMESPACE}">',
         _element("Name", bucket),
-        _element("Prefix", prefix),
-        _element("KeyMarker", key_marker),
+        _element("Prefix", encode(prefix)),
+        _element("KeyMarker", encode(key_marker)),
         _element("VersionIdMarker", ""),
         _element("MaxKeys", max_keys),
     ]
     if delimiter:
-        parts.append(_element("Delimiter", delimiter))
+        parts.append(_element("Delimiter", encode(delimiter)))
+    if url_encode:
+        parts.append(_element("EncodingType", "url"))
     parts.append(_element("IsTruncated", "true" if page.is_truncated else "false"))
     if page.is_truncated:
         last = max([o.key for o in page.objects] + list(page.common_prefixes))
-        parts += [_element("NextKeyMarker", last), _element("NextVersionIdMarker", "null")]
+        parts += [_element("NextKeyMarker", encode(last)), _element("NextVersionIdMarker", "null")]
     for info in page.objects:
         parts.append(
             "<Version>"
-            + _element("Key", info.key)
+            + _element("Key", encode(info.key))
             + _element("VersionId", "null")
             + _element("IsLatest", "true")
             + _element("LastModified", iso_time(info.modified_ms))
@@ -118,33 +137,43 @@ def list_versions_result(
             + "</Version>"
         )
     for common in page.common_prefixes:
-        parts.append(f"<CommonPrefixes>{_element('Prefix', common)}</CommonPrefixes>")
+        parts.append(f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>")
     parts.append("</ListVersionsResult>")
     return "".join(parts).encode("utf-8")
 
 
 def list_objects_v1_result(
-    bucket: str, page: ListPage, *, prefix: str, delimiter: str, marker: str, max_keys: int
+    bucket: str,
+    page: ListPage,
+    *,
+    prefix: str,
+    delimiter: str,
+    marker: str,
+    max_keys: int,
+    url_encode: bool = False,
 ) -> bytes:
     """ListObjects (v1). ``NextMarker`` is sent when a delimiter was given, as S3 does;
     without one, clients continue from the last key."""
+    encode = _encoder(url_encode)
     parts = [
         f'{_HEADER}<ListBucketResult xmlns="{_NAMESPACE}">',
         _element("Name", bucket),
-        _element("Prefix", prefix),
-        _element("Marker", marker),
+        _element("Prefix", encode(prefix)),
+        _element("Marker", encode(marker)),
     ]
     if delimiter and page.is_truncated:
         last = max([o.key for o in page.objects] + list(page.common_prefixes))
-        parts.append(_element("NextMarker", last))
+        parts.append(_element("NextMarker", encode(last)))
     parts.append(_element("MaxKeys", max_keys))
     if delimiter:
-        parts.append(_element("Delimiter", delimiter))
+        parts.append(_element("Delimiter", encode(delimiter)))
+    if url_encode:
+        parts.append(_element("EncodingType", "url"))
     parts.append(_element("IsTruncated", "true" if page.is_truncated else "false"))
     for info in page.objects:
         parts.append(
             "<Contents>"
-            + _element("Key", info.key)
+            + _element("Key", encode(info.key))
             + _element("LastModified", iso_time(info.modified_ms))
             + _element("ETag", f'"{info.etag}"')
             + _element("Size", info.size)
@@ -153,6 +182,6 @@ def list_objects_v1_result(
             + "</Contents>"
         )
     for common in page.common_prefixes:
-        parts.append(f"<CommonPrefixes>{_element('Prefix', common)}</CommonPrefixes>")
+        parts.append(f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>")
     parts.append("</ListBucketResult>")
     return "".join(parts).encode("utf-8")
