@@ -1,4 +1,5 @@
-"""blocks.search: vector search (exact torch, FAISS, sharded), BM25 text search, typeahead.
+"""blocks.search: vector search (exact torch, FAISS, sharded; metadata filters), BM25 and hybrid
+text search, typeahead.
 
 Heavy dependencies load on first use: ``ExactIndex`` and ``MiniLMEmbedder`` import torch,
 ``FaissIndex`` imports faiss; the text index and typeahead need neither.
@@ -11,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.search.api import K_MAX, Metric, SearchResult, VectorIndex
 from blocks.search.bm25 import BM25Index, TextHit
+from blocks.search.filtered import FilteredResult, search_filtered
+from blocks.search.hybrid import reciprocal_rank_fusion
+from blocks.search.metadata import And, Eq, In, MetadataStore, Not, Or, Range
 from blocks.search.sharded import ShardedIndex
 from blocks.search.text_sharded import ShardedTextIndex
 from blocks.search.tokenize import tokenize
@@ -18,11 +22,19 @@ from blocks.search.typeahead import Typeahead
 
 __all__ = [
     "K_MAX",
+    "And",
     "BM25Index",
+    "Eq",
     "ExactIndex",
     "FaissIndex",
+    "FilteredResult",
+    "In",
+    "MetadataStore",
     "Metric",
     "MiniLMEmbedder",
+    "Not",
+    "Or",
+    "Range",
     "SearchResult",
     "ShardedIndex",
     "ShardedTextIndex",
@@ -30,6 +42,8 @@ __all__ = [
     "Typeahead",
     "VectorIndex",
     "connect",
+    "reciprocal_rank_fusion",
+    "search_filtered",
     "tokenize",
 ]
 

@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
     what.add_argument("--vector", action="append", help="comma-separated floats (repeatable)")
     what.add_argument("--text", help="a text query")
     query.add_argument("-k", type=int, default=10)
-    query.add_argument("--mode", default="bm25", choices=["bm25", "semantic"])
+    query.add_argument("--mode", default="bm25", choices=["bm25", "semantic", "hybrid"])
     query.add_argument("--nprobe", type=int, default=None)
     query.add_argument("--ef-search", type=int, default=None)
     query.set_defaults(func=_query)

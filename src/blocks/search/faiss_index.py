@@ -119,6 +119,30 @@ class FaissIndex:
     def is_trained(self) -> bool:
         return bool(self._index.is_trained)
 
+    @property
+    def nprobe(self) -> int:
+        """The default ``nprobe`` of IVF searches."""
+        return self._nprobe
+
+    @property
+    def ef_search(self) -> int:
+        """The default ``efSearch`` of HNSW searches."""
+        return self._ef_search
+
+    @property
+    def nlist(self) -> int | None:
+        """The number of inverted lists of an IVF index, ``None`` for others."""
+        return None if self._ivf is None else int(self._ivf.nlist)
+
+    @property
+    def is_hnsw(self) -> bool:
+        return self._hnsw is not None
+
+    def ids(self) -> IdArray:
+        """The live ids (a copy, in label order)."""
+        with self._lock:
+            return self._label_ids[self._label_ids >= 0].copy()
+
     def __len__(self) -> int:
         return len(self._label_of)
 

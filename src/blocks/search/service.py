@@ -34,9 +34,10 @@ import xxhash
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
 from blocks.core.server import Server
 from blocks.search import search_pb2, search_pb2_grpc
-from blocks.search.api import FloatArray, VectorIndex
+from blocks.search.api import K_MAX, FloatArray, VectorIndex
 from blocks.search.bm25 import BM25Index, check_doc_id, check_text_k
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
+from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
 from blocks.search.tokenize import tokenize
 from blocks.search.typeahead import Typeahead
 from blocks.search.vectors import DIM_MAX, atomic_write
@@ -213,27 +214,32 @@ class SearchNode:
         if mode in ("", "bm25"):
             hits = [(h.doc_id, h.score) for h in self.text.search(query, k)]
         elif mode == "semantic":
-            if self.embedder is None or self.embeddings is None:
-                raise InvalidArgument("this node does not embed text (start it with --embed)")
-            if len(self.embeddings) == 0:
-                hits = []
-            else:
-                result = self.embeddings.search(self.embedder.embed([query]), k)
-                hits = [
-                    (self._doc_of_vector[i], float(d))
-                    for i, d in zip(
-                        result.ids[0].tolist(), result.distances[0].tolist(), strict=True
-                    )
-                    if i >= 0
-                ]
+            hits = self._semantic_hits(query, k)
+        elif mode == "hybrid":
+            depth = min(K_MAX, k * HYBRID_DEPTH_FACTOR)
+            lexical = [h.doc_id for h in self.text.search(query, depth)]
+            meaning = [doc_id for doc_id, _ in self._semantic_hits(query, depth)]
+            hits = reciprocal_rank_fusion([lexical, meaning], k)
         else:
-            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25 or semantic")
+            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
         if query.strip():
             self.typeahead.record(query)
             if self.journal is not None:  # soft: a count is not worth an fsync per query
                 self.journal.append_soft({"op": "query", "phrase": query})
                 self._maybe_checkpoint()
         return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
+
+    def _semantic_hits(self, query: str, k: int) -> list[tuple[str, float]]:
+        if self.embedder is None or self.embeddings is None:
+            raise InvalidArgument("this node does not embed text (start it with --embed)")
+        if len(self.embeddings) == 0:
+            return []
+        result = self.embeddings.search(self.embedder.embed([query]), min(k, K_MAX))
+        return [
+            (self._doc_of_vector[i], float(d))
+            for i, d in zip(result.ids[0].tolist(), result.distances[0].tolist(), strict=True)
+            if i >= 0
+        ]
 
     # Persistence.
 

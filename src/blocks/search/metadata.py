@@ -1,0 +1,229 @@
+"""Metadata filters: attributes per vector id, and expressions that select ids by them.
+
+Theory of operation. ``MetadataStore`` keeps, for every id, a small dict of attributes (str,
+int, float or bool values). A filter expression is a tree of frozen dataclasses:
+
+* ``Eq(field, value)``: the attribute equals ``value``;
+* ``In(field, values)``: the attribute is one of ``values`` (a set);
+* ``Range(field, low, high)``: ``low <= attribute <= high`` (either bound may be ``None``;
+  ``low_inclusive``/``high_inclusive`` make a bound strict); only numbers are ranged;
+* ``And(parts)``, ``Or(parts)``, ``Not(part)``.
+
+An id without the field matches no ``Eq``, ``In`` or ``Range`` on it (and so matches their
+``Not``). ``MetadataStore.allowed_ids(expression)`` evaluates the tree to a sorted int64 array
+of ids. That array is a ``VectorIndex`` *filter*, which every index applies inside its search,
+not after it: ``ExactIndex`` masks the corpus before its top-k, ``FaissIndex`` hands faiss an
+``IDSelectorBatch`` that its IVF and HNSW scans consult as they go (and
+``blocks.search.filtered`` retries an approximate search that came back short). Post-filtering
+a plain top-k, the rejected alternative, returns fewer than ``k`` as soon as the filter is
+selective.
+
+Evaluation cost: ``Eq`` and ``In`` read a posting set per value (``O(matches)``); ``Range``
+scans the field's column as numpy arrays, rebuilt lazily after a change (``O(ids with the
+field)``); ``Not`` complements against every id. Bounds: ``FIELDS_PER_ID_MAX`` attributes per
+id, field names up to ``FIELD_CHARS_MAX`` characters, string values up to ``VALUE_CHARS_MAX``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from blocks.core.errors import InvalidArgument
+from blocks.search.api import IdArray
+
+__all__ = [
+    "FIELDS_PER_ID_MAX",
+    "And",
+    "Eq",
+    "Expression",
+    "In",
+    "MetadataStore",
+    "Not",
+    "Or",
+    "Range",
+    "Value",
+]
+
+FIELDS_PER_ID_MAX = 64
+FIELD_CHARS_MAX = 128
+VALUE_CHARS_MAX = 1024
+
+Value = str | int | float | bool
+
+
+def _check_value(value: Any) -> Value:
+    if isinstance(value, str):
+        if len(value) > VALUE_CHARS_MAX:
+            raise InvalidArgument(f"string values are limited to {VALUE_CHARS_MAX} characters")
+        return value
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise InvalidArgument(f"metadata values are str, int, finite float or bool, got {value!r}")
+
+
+def _check_field(field: Any) -> str:
+    if not isinstance(field, str) or not 1 <= len(field) <= FIELD_CHARS_MAX:
+        raise InvalidArgument(f"a field name is a string of 1..{FIELD_CHARS_MAX} characters")
+    return field
+
+
+def _key(value: Value) -> tuple[str, Value]:
+    """Posting key: bool is kept apart from int (``True == 1`` in Python, not here)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", float(value))
+    return ("str", value)
+
+
+@dataclass(frozen=True, slots=True)
+class Eq:
+    field: str
+    value: Value
+
+    def __post_init__(self) -> None:
+        _check_field(self.field)
+        _check_value(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    field: str
+    values: frozenset[Value]
+
+    def __post_init__(self) -> None:
+        _check_field(self.field)
+        object.__setattr__(self, "values", frozenset(_check_value(v) for v in self.values))
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    field: str
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def __post_init__(self) -> None:
+        _check_field(self.field)
+        for bound in (self.low, self.high):
+            if bound is not None and (
+                isinstance(bound, bool) or not isinstance(bound, int | float) or math.isnan(bound)
+            ):
+                raise InvalidArgument(f"range bounds are numbers, got {bound!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    parts: tuple[Expression, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    parts: tuple[Expression, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    part: Expression
+
+
+Expression = Eq | In | Range | And | Or | Not
+
+
+class MetadataStore:
+    """Attributes per id and filter evaluation; see the module docstring. Not thread-safe
+    for writes (callers hold the node's write lock, as for the index)."""
+
+    def __init__(self) -> None:
+        self._attributes: dict[int, dict[str, Value]] = {}
+        self._postings: dict[str, dict[tuple[str, Value], set[int]]] = {}
+        self._columns: dict[str, tuple[IdArray, np.ndarray]] = {}  # lazy numeric columns
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    def get(self, item: int) -> dict[str, Value]:
+        return dict(self._attributes.get(item, {}))
+
+    def put(self, item: int, attributes: Mapping[str, Any]) -> None:
+        """Replace the attributes of ``item`` (validated first; nothing changes on error)."""
+        if isinstance(item, bool) or not isinstance(item, int | np.integer) or item < 0:
+            raise InvalidArgument(f"ids are non-negative integers, got {item!r}")
+        if len(attributes) > FIELDS_PER_ID_MAX:
+            raise InvalidArgument(f"at most {FIELDS_PER_ID_MAX} attributes per id")
+        clean = {_check_field(f): _check_value(v) for f, v in attributes.items()}
+        self.delete(int(item))
+        self._attributes[int(item)] = clean
+        for field, value in clean.items():
+            self._postings.setdefault(field, {}).setdefault(_key(value), set()).add(int(item))
+            self._columns.pop(field, None)
+
+    def delete(self, item: int) -> bool:
+        old = self._attributes.pop(int(item), None)
+        if old is None:
+            return False
+        for field, value in old.items():
+            postings = self._postings[field]
+            members = postings[_key(value)]
+            members.discard(int(item))
+            if not members:
+                del postings[_key(value)]
+            self._columns.pop(field, None)
+        return True
+
+    def allowed_ids(self, expression: Expression) -> IdArray:
+        """The ids ``expression`` selects, sorted; a ``VectorIndex`` filter."""
+        return np.array(sorted(self._evaluate(expression)), dtype=np.int64)
+
+    def _evaluate(self, expression: Expression) -> set[int]:
+        if isinstance(expression, Eq):
+            return set(self._postings.get(expression.field, {}).get(_key(expression.value), ()))
+        if isinstance(expression, In):
+            postings = self._postings.get(expression.field, {})
+            found: set[int] = set()
+            for value in expression.values:
+                found |= postings.get(_key(value), set())
+            return found
+        if isinstance(expression, Range):
+            return self._range(expression)
+        if isinstance(expression, And):
+            parts = [self._evaluate(part) for part in expression.parts]
+            return set.intersection(*parts) if parts else set(self._attributes)
+        if isinstance(expression, Or):
+            return set().union(*(self._evaluate(part) for part in expression.parts))
+        if isinstance(expression, Not):
+            return set(self._attributes) - self._evaluate(expression.part)
+        raise InvalidArgument(f"not a filter expression: {expression!r}")
+
+    def _range(self, expression: Range) -> set[int]:
+        ids, values = self._column(expression.field)
+        mask = np.ones(len(ids), dtype=np.bool_)
+        if expression.low is not None:
+            low = float(expression.low)
+            mask &= values >= low if expression.low_inclusive else values > low
+        if expression.high is not None:
+            high = float(expression.high)
+            mask &= values <= high if expression.high_inclusive else values < high
+        return set(ids[mask].tolist())
+
+    def _column(self, field: str) -> tuple[IdArray, np.ndarray]:
+        column = self._columns.get(field)
+        if column is None:
+            pairs = [
+                (item, float(value))
+                for (kind, value), members in self._postings.get(field, {}).items()
+                if kind == "number"
+                for item in members
+            ]
+            ids = np.array([p[0] for p in pairs], dtype=np.int64)
+            values = np.array([p[1] for p in pairs], dtype=np.float64)
+            column = self._columns[field] = (ids, values)
+        return column
