@@ -149,6 +149,10 @@ def test_requests_spread_and_a_shared_prefix_sticks_to_one_replica(cluster: Clus
     models = [m.id for m in c.models.list().data]
     assert models == ["tiny-random"]  # the union of two replicas serving the same model
     assert stats(cluster.listen)["reasons"]["affinity"] >= 3 * len(SYSTEMS)
+    with urllib.request.urlopen(f"http://{cluster.listen}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'blocks_inference_router_choices_total{reason="affinity"}' in text
+    assert text.count("blocks_inference_router_replica_up{") == 2
 
 
 # ---------------------------------------------------------------- a backend that misbehaves

@@ -150,11 +150,17 @@ async def _route_async(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    metrics: Any = None
     try:
         if replicas is not None:
             backends = await replicas.start()
         router = _router(args, options, backends)
         bound = await router.start()
+        if options.metrics_listen is not None:
+            from blocks.core.metrics import MetricsHttp
+
+            metrics = MetricsHttp(router.registry, lambda: bool(router.policy.up()))
+            metrics.start(options.metrics_listen[1], options.metrics_listen[0])
         where = f"{router.host}:{bound}"
         pids = None if replicas is None else replicas.pids
         announce(
@@ -164,10 +170,13 @@ async def _route_async(
             listen=where,
             backends=backends,
             replica_pids=pids,
+            metrics_port=None if metrics is None else metrics.port,
         )
         await stop.wait()
         await router.stop()
     finally:
+        if metrics is not None:
+            metrics.stop()
         if replicas is not None:
             await replicas.stop()
 
@@ -196,6 +205,7 @@ def _serve_replicas(args: argparse.Namespace) -> int:
             forwarded += [f"--{flag.replace('_', '-')}", str(value)]
     for key in [*args.api_key, *([options.token] if options.token else [])]:
         forwarded += ["--api-key", key]
+    forwarded += ["--log-level", args.log_level, *(["--access-log"] if args.access_log else [])]
     replicas = ReplicaSet(args.replicas, forwarded)
     _uvloop_run(_route_async(args, options, [], replicas))
     return 0

@@ -44,6 +44,7 @@ from blocks.inference.http import (
     Request,
     write_json,
 )
+from blocks.inference.router_metrics import exposition, router_registry
 from blocks.inference.router_policy import RouterConfig, RouterPolicy, prompt_prefix
 from blocks.inference.router_upstream import BackendCut, BackendUnreachable, Response, Upstream
 
@@ -102,6 +103,7 @@ class Router:
         self._draining = False
         self._idle_now = asyncio.Event()
         self._checker: asyncio.Task[None] | None = None
+        self.registry = router_registry(self.stats)  # Prometheus, read from stats()
 
     async def start(self) -> int:
         """Listen and start health checks; returns the bound port."""
@@ -231,6 +233,10 @@ class Router:
                 return True
             if head.path == "/router/stats" and head.method == "GET":
                 await write_json(writer, 200, self.stats())
+                return True
+            if head.path == "/metrics" and head.method == "GET":
+                text = exposition(self.registry)
+                await write_json(writer, 200, text, content_type="text/plain; version=0.0.4")
                 return True
             if head.path == "/v1/models" and head.method == "GET":
                 return await self._models(request, writer)

@@ -79,6 +79,7 @@ class ReplicaSet:
             *command,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the replicas' logs go where ours go
+            start_new_session=True,  # Ctrl-C reaches the router only: it drains, then stops us
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert proc.stdout is not None
