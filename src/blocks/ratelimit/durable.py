@@ -25,6 +25,7 @@ states, then lets the clock continue.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import Corruption, InvalidArgument
+from blocks.core.errors import Corruption, InvalidArgument, Overloaded
 from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.ratelimit.base import KeyedLimiter
@@ -45,6 +46,7 @@ SNAPSHOT_RECORDS = 20_000
 SNAPSHOT_BYTES_MAX = 512 * 1024 * 1024
 SEGMENT_BYTES_MAX = 8 * 1024 * 1024
 _FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 class ContinuedClock:
@@ -136,6 +138,7 @@ class RateLimitStore:
         self._snapshot_offset = 0
         self._log: SegmentLog | None = None
         self.replayed = 0
+        self.skipped = 0  # records a bound refused on replay (limits met in another order)
         self.snapshots = 0
 
     def open(self) -> None:
@@ -175,13 +178,17 @@ class RateLimitStore:
             raise Corruption("a rate-limit log record does not decode")
         kind, key, first, second, monotonic_s, wall_ms = record
         self.replayed += 1
-        if kind == "acquire":
-            with self._clock.held(monotonic_s):
-                self._limiter.acquire(key, first)
-        elif kind == "window":
-            self._windows.add(key, first, second)
-        else:
-            raise Corruption(f"unknown rate-limit log record {kind!r}")
+        try:
+            if kind == "acquire":
+                with self._clock.held(monotonic_s):
+                    self._limiter.acquire(key, first)
+            elif kind == "window":
+                self._windows.add(key, first, second)
+            else:
+                raise Corruption(f"unknown rate-limit log record {kind!r}")
+        except (InvalidArgument, Overloaded) as error:  # a bound met in a different order
+            self.skipped += 1
+            _log.warning("rate-limit log record skipped on replay: %s", error)
         return float(monotonic_s), int(wall_ms)
 
     def _require_log(self) -> SegmentLog:
