@@ -40,6 +40,17 @@ KINDS: dict[str, dict[str, Any]] = {
     "qwen2": {"tie_word_embeddings": True, "rope_theta": 1_000_000.0},
     "mistral": {"sliding_window": None},
 }
+# Llama 3.1's RoPE rule on 16-dim heads and a 64-token original context: the fastest
+# frequencies are kept, the slowest divided by 8, one in between blended. transformers 5
+# saves it as ``rope_parameters`` (4 wrote ``rope_theta`` and ``rope_scaling``).
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10_000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 
 
 def write_folder(root: Path, kind: str, seed: int = 0, **overrides: Any) -> Any:
@@ -60,6 +71,16 @@ def test_folder_matches_transformers(kind: str, tmp_path: Path) -> None:
     assert float((got - want).abs().max()) < 1e-5
     assert torch.equal(got.argmax(-1), want.argmax(-1))
     assert model.config.attention_bias == (kind == "qwen2")
+
+
+def test_llama3_rope_parameters_match_transformers(tmp_path: Path) -> None:
+    hf = write_folder(tmp_path, "llama", seed=8, rope_parameters=LLAMA3_ROPE)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_type"] == "llama3"
+    model, _ = load_model(str(tmp_path), torch.float64)
+    assert len(set(model.config.rope_freq_factors)) > 2  # kept, divided and blended
+    got, want = our_logits(model, TOKENS), hf_logits(hf, TOKENS)
+    assert float((got - want).abs().max()) < 1e-5
 
 
 def test_tokenizer_and_chat_template_come_from_the_folder(tmp_path: Path) -> None:
