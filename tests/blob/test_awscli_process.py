@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,11 @@ def test_sync_up_and_down_then_nothing_left_to_sync(aws: Aws, tmp_path: Path) ->
     aws("s3", "mb", "s3://sync")
     up, down = tmp_path / "up", tmp_path / "down"
     write_tree(up, FILES)
+    # Files older than their upload: object times are whole seconds (as S3's are), so a file
+    # written in the second of its upload looks newer than its object and is sent again.
+    an_hour_ago = time.time() - 3600
+    for path in up.rglob("*"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
     aws("s3", "sync", str(up), "s3://sync/tree/")
     aws("s3", "sync", "s3://sync/tree/", str(down))
     assert tree(down) == FILES
@@ -158,6 +164,10 @@ def test_sync_up_and_down_then_nothing_left_to_sync(aws: Aws, tmp_path: Path) ->
     # sync compares sizes and modification times: a second pass must find nothing to do.
     assert aws("s3", "sync", str(up), "s3://sync/tree/").strip() == ""
     assert aws("s3", "sync", "s3://sync/tree/", str(down)).strip() == ""
+    # --exact-timestamps: a download is current only if its mtime (whole seconds, set from the
+    # listing) equals the listing's LastModified; an earlier server listed milliseconds, which
+    # S3 never does (its times are whole seconds), so every file was downloaded again.
+    assert aws("s3", "sync", "--exact-timestamps", "s3://sync/tree/", str(down)).strip() == ""
 
     # --delete removes what the source no longer has, both ways.
     (up / "top.txt").unlink()

@@ -39,7 +39,10 @@ OWNER = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
 
 
 def iso_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+    """A time in an XML document, whole seconds as S3 writes them (``...T12:00:05.000Z``):
+    the precision of ``Last-Modified``, so that a client comparing a listing's time with a
+    file time it set from either (``aws s3 sync --exact-timestamps``) sees them equal."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".000Z"
 
 
 def http_date(ms: int) -> str:
