@@ -9,6 +9,7 @@ vector or by text; ``suggest`` completes a prefix; ``info`` describes a node.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from typing import Any
@@ -32,6 +33,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
     serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
     serve.add_argument("--embed", action="store_true", help="embed documents with MiniLM")
+    serve.add_argument(
+        "--remote-shards",
+        default=None,
+        help="coordinate shard nodes: HOST:PORT per shard, comma-separated; replicas joined by +",
+    )
     serve.add_argument(
         "--checkpoint-records",
         type=int,
@@ -89,9 +95,19 @@ def _serve(args: argparse.Namespace) -> int:
     options = server_options(args)  # checks the ports before the slow parts load
 
     async def main() -> None:
-        vectors = make_vector_index(
-            args.dim, args.metric, kind=args.kind, spec=args.spec, shards=args.shards
-        )
+        if args.remote_shards:
+            from blocks.search.coordinator import connect_shards
+
+            if options.data_dir is not None:
+                raise InvalidArgument("a coordinator keeps no data: drop --data-dir")
+            vectors: Any = await asyncio.to_thread(
+                connect_shards, args.remote_shards, token=options.token
+            )
+            args.kind = "coordinator"
+        else:
+            vectors = make_vector_index(
+                args.dim, args.metric, kind=args.kind, spec=args.spec, shards=args.shards
+            )
         embedder = None
         if args.embed:
             from blocks.search.embed import MiniLMEmbedder
@@ -114,11 +130,11 @@ def _serve(args: argparse.Namespace) -> int:
         await server.start()
         announce(
             options,
-            f"search node serving on {server.address} ({args.kind}, dim={args.dim})",
+            f"search node serving on {server.address} ({args.kind}, dim={vectors.dim})",
             address=server.address,
             metrics_port=server.metrics_port,
-            dim=args.dim,
-            metric=args.metric,
+            dim=vectors.dim,
+            metric=str(vectors.metric),
         )
         await server.serve_until_signalled()
 
