@@ -104,7 +104,7 @@ class Cluster:
         """SIGTERM: the router drains and stops its replicas; kill whatever is left."""
         self.router.proc.send_signal(signal.SIGTERM)
         try:
-            self.router.proc.wait(timeout=DEADLINE_S)
+            assert self.router.proc.wait(timeout=DEADLINE_S) == 0
         finally:
             self.router.close()
             for pid in self.pids:

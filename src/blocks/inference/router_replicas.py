@@ -6,16 +6,19 @@ learn it. A watcher per process restarts one that exits while the set is running
 same port (so the router's backend URL stays valid), at most ``max_restarts`` times in all;
 meanwhile the router's health checks keep the dead replica out and bring it back once it
 answers. ``stop`` sends SIGTERM to every child (each drains its own work), waits up to
-``stop_timeout_s``, then kills what is left.
+``stop_timeout_s``, then kills what is left. On Linux a replica also gets SIGTERM when the
+router process dies without stopping it (``kill -9``), so no engine outlives its router.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +30,15 @@ log = logging.getLogger(__name__)
 
 MAX_REPLICAS = 64
 START_TIMEOUT_S = 600.0  # loading a large checkpoint on a busy machine takes minutes
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the router dies, even by ``kill -9``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class ReplicaSet:
@@ -80,6 +92,7 @@ class ReplicaSet:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the replicas' logs go where ours go
             start_new_session=True,  # Ctrl-C reaches the router only: it drains, then stops us
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert proc.stdout is not None
