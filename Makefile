@@ -52,7 +52,8 @@ pytest: $(VENV)/.installed
 # hours at the default. `make soak SEEDS=5` is a quick look; BLOCKS_NEMESIS_SEED=S replays one.
 SEEDS ?= 200
 soak: $(VENV)/.installed
-	BLOCKS_SOAK_SEEDS=$(SEEDS) $(BIN)/pytest -s -p no:cacheprovider --timeout=0 \
+	mkdir -p results
+	BLOCKS_SOAK_SEEDS=$(SEEDS) BLOCKS_SOAK_REPORT=results/soak.txt $(BIN)/pytest -s -p no:cacheprovider --timeout=0 \
 	  $(wildcard tests/*/test_*_nemesis.py)
 
 # `make bench BENCH=kv` runs one benchmark (peers it needs are installed by its own set-up);
