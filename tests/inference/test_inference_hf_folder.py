@@ -7,6 +7,7 @@ RoPE angles are float32, ~1e-6), same argmax everywhere.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -53,17 +54,29 @@ LLAMA3_ROPE = {
 }
 
 
-def write_folder(root: Path, kind: str, seed: int = 0, **overrides: Any) -> Any:
-    """A folder as a user downloads it; returns the float64 transformers model it holds."""
+def write_folder(
+    root: Path, kind: str, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: Any
+) -> Any:
+    """A folder as a user downloads it; returns the float64 transformers model it holds
+    (its weights rounded to ``dtype``, the dtype the safetensors files store)."""
     hf = make_hf_model(kind, seed=seed, **{**KINDS[kind], **overrides})
-    hf.to(torch.float32).save_pretrained(root)  # float32 safetensors, as checkpoints ship
+    with torch.no_grad():
+        for param in hf.parameters():
+            param.copy_(param.to(dtype))
+    # A copy is cast and saved: casting the reference itself would also round its RoPE
+    # frequency buffer to bf16 (a 3e-3 logit gap that is transformers', not ours).
+    copy.deepcopy(hf).to(dtype).save_pretrained(root)
     write_tokenizer_files(root)
-    return hf.to(torch.float64)
+    return hf
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_folder_matches_transformers(kind: str, tmp_path: Path) -> None:
-    hf = write_folder(tmp_path, kind)
+@pytest.mark.parametrize(
+    ("kind", "dtype"),
+    [(kind, torch.float32) for kind in KINDS] + [("qwen2", torch.bfloat16)],
+    ids=str,
+)
+def test_folder_matches_transformers(kind: str, dtype: torch.dtype, tmp_path: Path) -> None:
+    hf = write_folder(tmp_path, kind, dtype=dtype)
     assert list(tmp_path.glob("*.safetensors"))
     model, tokenizer = load_model(str(tmp_path), torch.float64)
     assert isinstance(tokenizer, HFTokenizer)
