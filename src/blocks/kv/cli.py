@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--peer", action="append", default=[], metavar="ID=HOST:PORT")
     serve.add_argument("--grpc-listen", default=None, metavar="HOST:PORT", help="default: port 0")
+    serve.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="data-path address gossiped to peers and clients (default: --listen)",
+    )
     serve.add_argument("--replicas", type=int, default=3)
     serve.add_argument("--read-quorum", type=int, default=2)
     serve.add_argument("--write-quorum", type=int, default=2)
@@ -206,6 +212,7 @@ def _serve(args: argparse.Namespace) -> int:
             config=NodeConfig(quorum=quorum),
             sync=args.sync,
             tls=tls,
+            advertise=args.advertise,
         )
         server = process.server
         server.configure_endpoints(

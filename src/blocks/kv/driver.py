@@ -99,6 +99,8 @@ class KVNode:
         self.counters: Counter[str] = Counter()
         self._seeds = dict(seeds or {})
         self._peer_addresses = {n: a for n, a in self._seeds.items() if a}
+        # Peers given with an address are always dialed there (see ``_learn_addresses``).
+        self._pinned = frozenset(self._peer_addresses)
         self._generation = 0
         self.running = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -308,10 +310,15 @@ class KVNode:
             self._on_ring_change()
 
     def _learn_addresses(self) -> None:
-        """Tell a TCP transport where members listen, as gossip reveals them."""
+        """Tell a TCP transport where members listen, as gossip reveals them (each member
+        gossips the address it advertises). A peer this node was given an address for at
+        start (``seeds``, the ``--peer`` flags) keeps that address: it says how *this* node
+        reaches the peer, which may differ per node (a proxy on one link, another network)."""
         if not isinstance(self.transport, TcpTransport):
             return
         for node, address in self.membership.addresses().items():
+            if node in self._pinned:
+                continue
             if address and node != self.node_id and self._peer_addresses.get(node) != address:
                 self._peer_addresses[node] = address
                 self.transport.add_peer(node, parse_address(address))

@@ -135,14 +135,20 @@ def build_node(
     config: NodeConfig | None = None,
     sync: SyncPolicy = "batch",
     tls: TlsFiles | None = None,
+    advertise: str | None = None,
 ) -> NodeProcess:
     """A node (not started): ``await process.server.start()`` starts everything.
 
-    ``listen`` needs a real port (not 0): peers and clients learn it through gossip. With
-    ``tls`` both listeners and every dial to a peer use TLS (``InvalidArgument`` if the
-    material cannot be loaded).
+    ``listen`` needs a real port (not 0). ``advertise`` (default: ``listen``) is the data-path
+    address the node gossips, so the one peers not given it in ``peers`` and clients dial: a
+    public name for a wildcard ``listen``, or a proxy in front of the node. A peer given in
+    ``peers`` is always dialed at that address. With ``tls`` both listeners and every dial to
+    a peer use TLS (``InvalidArgument`` if the material cannot be loaded).
     """
     host, port = parse_address(listen)
+    if advertise is not None:
+        parse_address(advertise)  # InvalidArgument unless HOST:PORT with a real port
+    address = f"{host}:{port}" if advertise is None else advertise
     peers = dict(peers or {})
     transport = TcpTransport(
         node_id,
@@ -160,7 +166,7 @@ def build_node(
         config=config,
         rng=random.Random(),
         seeds=peers,
-        address=f"{host}:{port}",
+        address=address,
         store=store,
     )
     grpc_host, grpc_port = parse_address(grpc_listen) if grpc_listen else (host, 0)
