@@ -22,7 +22,21 @@ exactly as if it had been made alone in that order.
 
 Every ``snapshot_every`` records the broker is written to ``snapshot.msgpack`` (temporary file,
 fsync, rename, directory fsync) together with the log offset it covers, and the log segments
-below that offset are deleted.
+below that offset are deleted. A snapshot the disk refuses is counted (``snapshot_failures``)
+and tried again ``snapshot_every`` records later; the log alone still rebuilds the broker.
+
+A refused append (a full disk, an I/O error, a failed fsync) leaves the broker ahead of its
+log: it ran a command the log does not hold. The queue then rebuilds the broker from the
+snapshot and the log, as a restart would (``rebuilds`` counts them), reopening the log first
+when it refuses all work (after a failed fsync), and keeps serving: only the calls whose
+records were refused fail (``StorageFull`` or ``StorageError``; a message a failed receive
+handed out is visible again), every other call goes on, and writes work again as soon as the
+disk takes them. Records written before the refusal are in the rebuilt broker whether or not
+their fsync succeeded, as after a restart (a call whose fsync failed was told so, and its
+effect may or may not remain, as ``StorageError`` says). The rebuild happens in the event-loop
+step that saw the refusal, so no other call observes the broker ahead of its log; each costs a
+replay of the records since the last snapshot. Only when the rebuild itself fails does the
+queue refuse all work (``FailedPrecondition``) until it is reopened.
 
 Long polling: a receive that finds nothing waits on the queue's waiters list until a command
 touches the queue (a send, a nack, an ack that unlocks a FIFO group, a dead letter arriving)
@@ -33,6 +47,7 @@ until ``wait_ms`` has passed. Waiters and in-flight calls are bounded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -52,6 +67,8 @@ from blocks.queue.broker import QueueBroker
 from blocks.queue.config import QueueConfig, check_ms, check_name
 
 __all__ = ["LocalQueue"]
+
+logger = logging.getLogger(__name__)
 
 WAITERS_MAX = 10_000
 CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
@@ -81,21 +98,29 @@ class LocalQueue:
         self._failure: BaseException | None = None
         self._log: SegmentLog | None = None
         self._broker = QueueBroker()
+        self._fsync = fsync
+        self._segment_bytes_max = segment_bytes_max
         if self._directory is not None:
             self._directory.mkdir(parents=True, exist_ok=True)
-            self._log = SegmentLog(
-                self._directory / "log",
-                fsync=fsync,
-                segment_bytes_max=segment_bytes_max,
-                clock=self._clock,
-                batch_delay_ms=0.0,  # group commit without a window: see the module docs
-            )
+            self._log = self._open_log()
             try:
                 self._broker = self._recover(self._log)
             except BaseException:
                 self._log.close()
                 raise
         self._records_since_snapshot = 0
+        self.rebuilds = 0  # times a refused append made the queue rebuild its broker
+        self.snapshot_failures = 0
+
+    def _open_log(self) -> SegmentLog:
+        assert self._directory is not None
+        return SegmentLog(
+            self._directory / "log",
+            fsync=self._fsync,
+            segment_bytes_max=self._segment_bytes_max,
+            clock=self._clock,
+            batch_delay_ms=0.0,  # group commit without a window: see the module docs
+        )
 
     # -- recovery and snapshots --------------------------------------------------------------
 
@@ -135,6 +160,18 @@ class LocalQueue:
         self._records_since_snapshot = 0
         return offset
 
+    def _maybe_snapshot(self) -> None:
+        """Snapshot once ``snapshot_every`` records were logged since the last one; a disk
+        that refuses it costs only the snapshot (see the module docs)."""
+        if self._records_since_snapshot < self._snapshot_every:
+            return
+        try:
+            self.snapshot()
+        except (BlocksError, OSError) as error:
+            self.snapshot_failures += 1
+            self._records_since_snapshot = 0
+            logger.warning("queue snapshot failed (%s); the log still holds everything", error)
+
     def _require_log(self) -> SegmentLog:
         if self._log is None:
             raise FailedPrecondition("this queue is not durable (no directory)")
@@ -161,8 +198,7 @@ class LocalQueue:
             if changed and self._log is not None:
                 await self._append(pack(command))
                 self._records_since_snapshot += 1
-                if self._records_since_snapshot >= self._snapshot_every:
-                    self.snapshot()
+                self._maybe_snapshot()
         finally:
             self._in_flight -= 1
         if changed:
@@ -204,8 +240,7 @@ class LocalQueue:
             finally:
                 self._in_flight -= len(calls)
             self._records_since_snapshot += len(records)
-            if self._records_since_snapshot >= self._snapshot_every:
-                self.snapshot()
+            self._maybe_snapshot()
         for name in touched:
             self._wake(name)
         return outcomes
@@ -236,22 +271,35 @@ class LocalQueue:
             raise FailedPrecondition(f"queue storage failed ({self._failure}); reopen it")
 
     async def _append_many(self, records: list[bytes]) -> None:
-        assert self._log is not None
+        """Log executed commands; if that fails, rebuild the broker (see the module docs)."""
+        log = self._log
+        assert log is not None
         try:
-            await self._log.append_many_async(records)
+            await log.append_many_async(records)
         except (BlocksError, OSError) as error:
-            self._failure = error
+            self._rebuild_after(log, error)
             raise
 
     async def _append(self, record: bytes) -> None:
-        """Log an executed command; if that fails the broker is ahead of its log, so the
-        queue refuses all further work until it is reopened (and rebuilt from the log)."""
-        assert self._log is not None
+        await self._append_many([record])
+
+    def _rebuild_after(self, log: SegmentLog, error: BaseException) -> None:
+        """``log`` refused an append: make the broker what the log holds again, reopening the
+        log first if it refuses all work; if even that fails, refuse all work from now on."""
+        if log is not self._log or self._failure is not None:
+            return  # a caller that failed with the same fsync already rebuilt
+        self.rebuilds += 1
+        logger.warning("queue storage refused a write (%s); rebuilding from the log", error)
         try:
-            await self._log.append_async(record)
-        except (BlocksError, OSError) as error:
-            self._failure = error
-            raise
+            if not _usable(log):
+                log.close()
+                self._log = self._open_log()
+            self._broker = self._recover(self._log)
+        except (BlocksError, OSError) as rebuild_error:
+            self._failure = rebuild_error
+            logger.error("queue rebuild failed (%s); reopen the queue", rebuild_error)
+        for name in list(self._waiters):
+            self._wake(name)  # a failed receive's messages may be visible again
 
     def _now(self) -> int:
         return self._clock.now_ms()
@@ -372,3 +420,13 @@ class LocalQueue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _usable(log: SegmentLog) -> bool:
+    """Whether ``log`` still takes work: a failed write is rolled back and leaves it usable;
+    a failed fsync does not (``sync`` then raises, as every other call would)."""
+    try:
+        log.sync()
+    except (BlocksError, OSError):
+        return False
+    return True
