@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,13 +53,13 @@ class Aws:
     def __init__(self, endpoint: str, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
         config, credentials = home / "config", home / "credentials"
+        # Profile "v4" presigns with SigV4 (the CLI's default presigner is SigV2).
+        profile = "region = us-east-1\nmax_attempts = 1\ns3 =\n    addressing_style = path\n"
         config.write_text(
-            "[default]\nregion = us-east-1\nmax_attempts = 1\ns3 =\n    addressing_style = path\n"
+            f"[default]\n{profile}[profile v4]\n{profile}    signature_version = s3v4\n"
         )
-        credentials.write_text(
-            f"[default]\naws_access_key_id = {BLOB_ACCESS_KEY}\n"
-            f"aws_secret_access_key = {BLOB_SECRET_KEY}\n"
-        )
+        keys = f"aws_access_key_id = {BLOB_ACCESS_KEY}\naws_secret_access_key = {BLOB_SECRET_KEY}\n"
+        credentials.write_text(f"[default]\n{keys}[v4]\n{keys}")
         self.endpoint = endpoint
         self.env = clean_env(
             {
@@ -183,10 +184,22 @@ def test_presigned_url_fetched_with_plain_http(aws: Aws, tmp_path: Path) -> None
     local = tmp_path / "shared.txt"
     local.write_bytes(b"shared by a presigned link")
     aws("s3", "cp", str(local), "s3://presign/shared.txt")
+    # SigV2 query auth (the CLI's default), through the installed aws script.
     url = aws.script("s3", "presign", "s3://presign/shared.txt", "--expires-in", "600").strip()
+    assert "Signature=" in url and "AWSAccessKeyId=" in url, url
     with urllib.request.urlopen(url, timeout=30) as response:  # no credentials of its own
         assert response.status == 200
         assert response.read() == local.read_bytes()
+    # SigV4 query auth, for the longest expiry S3 allows (seven days).
+    week = str(7 * 24 * 3600)
+    url = aws("--profile", "v4", "s3", "presign", "s3://presign/shared.txt", "--expires-in", week)
+    assert "X-Amz-Signature=" in url and f"X-Amz-Expires={week}" in url, url
+    with urllib.request.urlopen(url.strip(), timeout=30) as response:
+        assert response.read() == local.read_bytes()
+    tampered = url.strip().replace("shared.txt", "other.txt")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(tampered, timeout=30)
+    assert refused.value.code == 403
 
 
 def test_multipart_cp_above_the_threshold(aws: Aws, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +150,13 @@ def test_multipart_upload_and_server_side_part_copy(rclone: Rclone, tmp_path: Pa
     back = tmp_path / "back"
     rclone("copyto", "blob:rc-multi-copy/copied.bin", str(back / "big.bin"))
     assert (back / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_link_is_a_presigned_url(rclone: Rclone, tmp_path: Path) -> None:
+    """``rclone link``: a SigV4 presigned GET (seven days by default), fetched without keys."""
+    write_tree(tmp_path / "up", {"shared.txt": b"shared by rclone link"})
+    rclone("copy", str(tmp_path / "up"), "blob:rc-link")
+    url = rclone("link", "blob:rc-link/shared.txt").strip()
+    assert "X-Amz-Signature=" in url, url
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.read() == b"shared by rclone link"
