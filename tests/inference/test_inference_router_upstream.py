@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blocks.inference.router import sse_data
 from blocks.inference.router_upstream import (
     BackendCut,
     BackendUnreachable,
@@ -105,3 +106,22 @@ def test_sized_and_close_delimited_bodies() -> None:
     assert got == b"hello" and len(upstream._idle) == 1
     got, upstream = asyncio.run(read(b"until close", {}, [3]))
     assert got == b"until close" and upstream._idle == []  # the server closes: not reusable
+
+
+@given(
+    st.lists(st.text(st.characters(blacklist_characters="\r\n"), max_size=20), max_size=6),
+    st.booleans(),
+    st.lists(st.integers(1, 9), max_size=30),
+)
+def test_sse_events_are_recovered_whatever_the_reads_and_line_ends(
+    payloads: list[str], crlf: bool, reads: list[int]
+) -> None:
+    end = "\r\n" if crlf else "\n"
+    wire = "".join(f": comment{end}data: {p}{end}{end}" for p in payloads).encode()
+    got: list[str] = []
+    pending, at = b"", 0
+    for size in [*reads, len(wire)]:
+        texts, pending = sse_data(pending + wire[at : at + size])
+        got += texts
+        at += size
+    assert got == [p.strip() for p in payloads] and pending == b""

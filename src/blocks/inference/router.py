@@ -48,7 +48,7 @@ from blocks.inference.router_metrics import exposition, router_registry
 from blocks.inference.router_policy import RouterConfig, RouterPolicy, prompt_prefix
 from blocks.inference.router_upstream import BackendCut, BackendUnreachable, Response, Upstream
 
-__all__ = ["Router", "RouterTimeouts"]
+__all__ = ["Router", "RouterTimeouts", "sse_data"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class RouterTimeouts:
 
     head_s: float = 300.0
     idle_s: float = 120.0
-    check_s: float = 2.0
+    check_s: float = 5.0  # generous: a busy engine answers /health late, not never
     check_interval_s: float = 1.0
     drain_s: float = 30.0
 
@@ -346,16 +346,12 @@ class Router:
         try:
             async with contextlib.aclosing(response.body_chunks(self.timeouts.idle_s)) as chunks:
                 async for data in chunks:
-                    pending += data.replace(b"\r\n", b"\n")
-                    while b"\n\n" in pending:
-                        event, pending = pending.split(b"\n\n", 1)
-                        for line in event.decode("utf-8", "replace").splitlines():
-                            if line.startswith("data:"):
-                                if not events.started:
-                                    await events.start()
-                                text = line[5:].strip()
-                                done = done or text == "[DONE]"
-                                await events.send(text)
+                    texts, pending = sse_data(pending + data)
+                    for text in texts:
+                        if not events.started:
+                            await events.start()
+                        done = done or text == "[DONE]"
+                        await events.send(text)
                     if len(pending) > MAX_BODY_BYTES:
                         raise BackendCut("an event larger than the body limit")
             if not done:
@@ -375,6 +371,22 @@ class Router:
             return events.keep_alive
         await events.end()
         return events.keep_alive
+
+
+def sse_data(pending: bytes) -> tuple[list[str], bytes]:
+    """The ``data:`` payloads of the whole events in ``pending``, and the unfinished rest.
+
+    Lines may end in LF or CRLF (a CRLF split across two reads stays in the rest until its
+    LF comes); comment lines and other fields are dropped.
+    """
+    pending = pending.replace(b"\r\n", b"\n")
+    texts: list[str] = []
+    while b"\n\n" in pending:
+        event, pending = pending.split(b"\n\n", 1)
+        for line in event.decode("utf-8", "replace").split("\n"):
+            if line.startswith("data:"):
+                texts.append(line[5:].strip())
+    return texts, pending
 
 
 def _passed(request: Request) -> dict[str, str]:
