@@ -91,7 +91,9 @@ async def run_session(say: Say, *, seed: int = 11, clock: Clock | None = None) -
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="examples-uber-") as directory:
         async with Services() as services:
-            stack = await start_stack(services, Path(directory), rides_per_s=0.5, ride_burst=1)
+            # One ride a minute per rider: the double tap below is refused however slowly the
+            # first request ran (at 0.5 a second, 2 s between the taps would admit both).
+            stack = await start_stack(services, Path(directory), rides_per_s=1 / 60, ride_burst=1)
             say(f"stack up: pubsub {stack.pubsub_address}, kv 3 nodes, rate limit, sequencer")
             dispatcher = Dispatcher(stack, clock or SystemClock())
             stop = asyncio.Event()
