@@ -25,7 +25,9 @@ and one gather reads both.
 **Fast path.** Parameter names follow Hugging Face's ``LlamaForCausalLM`` so a safetensors
 checkpoint loads as is (the GGUF loader maps its names onto these). Before the first forward
 pass each layer's weights are *packed*: query, key and value projections into one matrix,
-gate and up projections into another, so a layer runs four matrix products, not seven. On
+gate and up projections into another, so a layer runs four matrix products, not seven
+(Qwen2's query, key and value biases are packed the same way into one vector, added by the
+same ``addmm``). On
 the CPU the packed matrices are stored transposed, ``(in, out)`` row-major, because MKL
 streams that layout about 1.5x faster at batch 1 (measured; ``F.linear`` reads ``(out,
 in)``); on a GPU they stay ``(out, in)`` and are used through a transposed view, which
