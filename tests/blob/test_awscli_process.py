@@ -9,6 +9,7 @@ presign test runs the ``aws`` script itself.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +129,14 @@ def test_cp_between_buckets_and_ls(aws: Aws, tmp_path: Path) -> None:
     local = tmp_path / "local.bin"
     local.write_bytes(FILES["deep/er/data.bin"])
     aws("s3", "cp", str(local), "s3://cp-source/in/data.bin")
+    # The CLI sends a CRC32 with every upload; the server keeps it and reports it (an earlier
+    # server answered GetObjectAttributes without the Checksum it had verified and kept).
+    attributes = aws(
+        "s3api", "get-object-attributes", "--bucket", "cp-source", "--key", "in/data.bin",
+        "--object-attributes", "Checksum", "ObjectSize",
+    )  # fmt: skip
+    crc32 = base64.b64encode(zlib.crc32(local.read_bytes()).to_bytes(4, "big")).decode()
+    assert json.loads(attributes)["Checksum"]["ChecksumCRC32"] == crc32, attributes
     aws("s3", "cp", "s3://cp-source/in/data.bin", "s3://cp-target/out/copy.bin")  # CopyObject
 
     listing = aws("s3", "ls", "--recursive", "s3://cp-target/")

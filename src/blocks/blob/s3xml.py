@@ -203,11 +203,17 @@ def list_uploads_result(bucket: str, prefix: str, uploads: list[UploadInfo]) -> 
 
 
 def attributes_result(info: ObjectInfo, wanted: set[str]) -> bytes:
-    """GetObjectAttributes for the attributes asked for that we keep (ETag, ObjectSize,
-    StorageClass, ObjectParts' count)."""
+    """GetObjectAttributes for the attributes asked for that we keep (ETag, Checksum when
+    the upload's was verified and kept, ObjectSize, StorageClass, ObjectParts' count)."""
     parts = [f'{_HEADER}<GetObjectAttributesResponse xmlns="{_NAMESPACE}">']
     if "etag" in wanted:
         parts.append(_element("ETag", info.etag))
+    if "checksum" in wanted and info.checksums:
+        kept = "".join(
+            _element(f"Checksum{name.upper()}", value)
+            for name, value in sorted(info.checksums.items())
+        )
+        parts.append(f"<Checksum>{kept}{_element('ChecksumType', 'FULL_OBJECT')}</Checksum>")
     if "objectparts" in wanted and info.parts_count:
         parts.append(f"<ObjectParts>{_element('TotalPartsCount', info.parts_count)}</ObjectParts>")
     if "storageclass" in wanted:
