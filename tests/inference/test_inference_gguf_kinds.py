@@ -55,9 +55,11 @@ def test_qwen2_matches_transformers(tmp_path: Path) -> None:
 
 def test_qwen2_biases_matter(tmp_path: Path) -> None:
     """The comparison above would catch a loader that dropped the biases: zeroing them
-    moves the logits far past the tolerance."""
+    moves the logits far past the tolerance. They are zeroed after a first forward pass
+    packed them, so this also checks that in-place edits reach the packed bias."""
     hf = make_hf_model("qwen2", seed=2)
     model, _ = load_gguf(write_gguf(tmp_path / "q.gguf", hf, "qwen2"), torch.float64)
+    assert float((our_logits(model, TOKENS) - hf_logits(hf, TOKENS)).abs().max()) < TOLERANCE
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.q_proj.bias.zero_()  # type: ignore[union-attr]
