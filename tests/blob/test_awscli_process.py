@@ -213,7 +213,8 @@ def test_presigned_url_fetched_with_plain_http(aws: Aws, tmp_path: Path) -> None
 
 
 def test_multipart_cp_above_the_threshold(aws: Aws, tmp_path: Path) -> None:
-    """10 MiB is above the CLI's default 8 MiB multipart threshold: two parts of 8 + 2 MiB."""
+    """10 MiB is above the CLI's default 8 MiB multipart threshold: two parts of 8 + 2 MiB,
+    uploaded, copied and downloaded in parts."""
     aws("s3", "mb", "s3://multi")
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(10 * MIB))
@@ -227,6 +228,11 @@ def test_multipart_cp_above_the_threshold(aws: Aws, tmp_path: Path) -> None:
     uploads = aws("s3api", "list-multipart-uploads", "--bucket", "multi")
     assert "Uploads" not in (json.loads(uploads) if uploads.strip() else {})
 
+    # Copied inside the server above the threshold: UploadPartCopy of the same two ranges.
+    aws("s3", "cp", "s3://multi/big.bin", "s3://multi/copy.bin")
+    copied = json.loads(aws("s3api", "head-object", "--bucket", "multi", "--key", "copy.bin"))
+    assert copied["ETag"] == head["ETag"] and copied["ContentLength"] == 10 * MIB
+
     back = tmp_path / "back.bin"
-    aws("s3", "cp", "s3://multi/big.bin", str(back))  # ranged GETs, in parallel
+    aws("s3", "cp", "s3://multi/copy.bin", str(back))  # ranged GETs, in parallel
     assert back.read_bytes() == big.read_bytes()
