@@ -1,11 +1,12 @@
 """kv under the nemesis: three ``blocks kv serve`` processes (N=3, R=2, W=2, sync always),
 writers and a reader through the public client while nodes are killed (-9), restarted,
 paused, wiped (restarted with an empty data directory), and have their fsyncs fail with EIO
-(then restarted), one at a time. Nothing acknowledged is lost; nothing read was never
-written; each key is linearizable as a register.
+(then restarted), and, in a second test, while a node is cut off from its peers (both ways
+or one way) or its links are slowed, one fault at a time. Nothing acknowledged is lost;
+nothing read was never written; each key is linearizable as a register.
 
-Network faults are not injected: nodes learn each other's ``--listen`` address from gossip and
-dial it, which bypasses the kit's per-link proxies (see docs/testing.md)."""
+Every link between two nodes runs through a proxy (``Network``): a node dials each peer at the
+``--peer`` address it was given, which gossip never replaces (clients dial nodes directly)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import pytest
 from blocks.core.errors import BlocksError
 from blocks.kv.client import connect
 from blocks.testing import (
+    NETWORK_FAULTS,
     PROCESS_FAULTS,
     FaultKind,
     FsyncFaults,
     Nemesis,
+    Network,
     ProcessCluster,
     SmallDisk,
     nemesis_seeds,
@@ -34,21 +37,24 @@ from blocks.testing.workloads import KvWorkload, Workload, run_under_nemesis
 pytestmark = pytest.mark.process
 
 
+Cluster = tuple[ProcessCluster, dict[str, FsyncFaults], Network]
+ISOLATIONS = (FaultKind.ISOLATE, FaultKind.ISOLATE_ONE_WAY)
+
+
 @pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[ProcessCluster, dict[str, FsyncFaults]]]:
-    with ProcessCluster(kv_spec(), ["n1", "n2", "n3"], tmp_path_factory.mktemp("kv")) as nodes:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with (
+        ProcessCluster(kv_spec(), ["n1", "n2", "n3"], tmp_path_factory.mktemp("kv")) as nodes,
+        Network(nodes, "listen") as network,
+    ):
         faults = {name: FsyncFaults(nodes, name) for name in nodes.names}
         nodes.start_all()
-        yield nodes, faults
+        yield nodes, faults, network
 
 
 @pytest.mark.parametrize("seed", nemesis_seeds([53]))  # 53: a wiped node, an fsync failure
-def test_kv_survives_process_disk_and_wipe_faults(
-    cluster: tuple[ProcessCluster, dict[str, FsyncFaults]], seed: int
-) -> None:
-    nodes, faults = cluster
+def test_kv_survives_process_disk_and_wipe_faults(cluster: Cluster, seed: int) -> None:
+    nodes, faults, _ = cluster
     kinds = [*PROCESS_FAULTS, FaultKind.FSYNC_EIO, FaultKind.WIPE]
     nemesis = Nemesis(nodes, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=faults)
 
@@ -56,6 +62,23 @@ def test_kv_survives_process_disk_and_wipe_faults(
         return await KvWorkload.open(nodes.addresses(), nodes.token, seed)
 
     run_under_nemesis("kv", nodes, nemesis, workload)
+
+
+@pytest.mark.parametrize("seed", nemesis_seeds([3]))  # 3: isolate n3, then one way
+def test_kv_survives_network_faults(cluster: Cluster, seed: int) -> None:
+    nodes, _, network = cluster
+    nemesis = Nemesis(
+        nodes, seed=seed, kinds=list(NETWORK_FAULTS), steps=nemesis_steps(), network=network
+    )
+
+    async def workload() -> Workload:
+        return await KvWorkload.open(nodes.addresses(), nodes.token, seed)
+
+    dropped_before = network.bytes_dropped()
+    run_under_nemesis("kv", nodes, nemesis, workload)
+    if any(fault.kind in ISOLATIONS for fault in nemesis.survived):
+        dropped = network.bytes_dropped() - dropped_before
+        assert dropped > 0, "an isolation that dropped nothing: the proxies were bypassed"
 
 
 DISK_MIB = 20
