@@ -48,7 +48,7 @@ class Proc:
         line = self.proc.stdout.readline()
         assert line, f"exited with {self.proc.wait(timeout=30)}"
         self.announced: dict[str, Any] = json.loads(line)
-        self.listen: str = self.announced["listen"]
+        self.listen = str(self.announced["listen"])
         return self.listen
 
     def close(self) -> None:
@@ -160,9 +160,12 @@ def test_requests_spread_and_a_shared_prefix_sticks_to_one_replica(cluster: Clus
 
 class FakeBackend:
     """Answers /health and /v1/models; a completion whose prompt is ``cut`` gets one event
-    and then the connection closes; ``hold`` gets one event, waits for ``release``, ends."""
+    and then the connection closes; ``hold`` gets one event, waits for ``release``, ends.
+    With ``reset``, every completion request is met by closing the connection unanswered."""
 
-    def __init__(self) -> None:
+    def __init__(self, reset: bool = False) -> None:
+        self.reset = reset
+        self.resets = 0
         self.release = threading.Event()
         self.holding = threading.Event()
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -196,6 +199,9 @@ class FakeBackend:
                         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
                     )
                     continue
+                if self.reset:
+                    self.resets += 1
+                    return
                 event = json.dumps(
                     {
                         "id": "x",
@@ -229,6 +235,28 @@ def fake() -> Iterator[FakeBackend]:
         yield backend
     finally:
         backend.close()
+
+
+def test_a_request_whose_replica_resets_before_answering_is_retried_elsewhere(
+    fake: FakeBackend,
+) -> None:
+    broken = FakeBackend(reset=True)  # answers health checks, drops every completion
+    proc = router(fake.url, broken.url)
+    try:
+        c = client(proc.ready())
+        fake.release.set()
+        for i in range(24):  # distinct prompts: about half hash to the broken replica
+            raw = c.completions.with_raw_response.create(
+                model="fake", prompt=f"prompt {i}", max_tokens=1, stream=True
+            )
+            assert raw.headers["x-blocks-replica"] == fake.url
+            assert [e.choices[0].text for e in raw.parse()] == ["a"]
+        # Each drop was retried on the good replica (a drop on a pooled connection is first
+        # retried once on a fresh one to the same replica: the pooled one may just be stale).
+        assert 1 <= stats(proc.listen)["retries"] <= broken.resets
+    finally:
+        proc.close()
+        broken.close()
 
 
 def test_a_stream_cut_mid_way_ends_with_an_error_event(fake: FakeBackend) -> None:
@@ -317,7 +345,7 @@ def test_kill_9_a_replica_under_load_every_request_completes_or_fails_cleanly(
     # it takes its prefixes again.
     poll(lambda: stats(cluster.listen)["replicas"][victim]["health"] == "up", "the replica back")
     c = client(cluster.listen)
-    owners = set()
+    owners: set[str] = set()
     deadline = time.monotonic() + DEADLINE_S
     while owners != set(cluster.urls) and time.monotonic() < deadline:
         owners |= {ask(c, s, "again").headers["x-blocks-replica"] for s in SYSTEMS}
