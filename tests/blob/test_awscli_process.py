@@ -188,6 +188,15 @@ def test_sync_up_and_down_then_nothing_left_to_sync(aws: Aws, tmp_path: Path) ->
     aws("s3", "sync", "--delete", "s3://sync/tree/", str(down))
     assert tree(down) == {k: v for k, v in FILES.items() if k != "top.txt"}
 
+    # One entry a page: a page that ends on a common prefix continues after everything under
+    # it (an earlier server's ListObjectVersions listed that prefix again on the next page).
+    versions = aws(
+        "s3api", "list-object-versions", "--bucket", "sync", "--prefix", "tree/",
+        "--delimiter", "/", "--page-size", "1",
+    )  # fmt: skip
+    prefixes = [common["Prefix"] for common in json.loads(versions)["CommonPrefixes"]]
+    assert prefixes == ["tree/deep/", "tree/notes/", "tree/odd/"], versions
+
 
 def test_presigned_url_fetched_with_plain_http(aws: Aws, tmp_path: Path) -> None:
     aws("s3", "mb", "s3://presign")

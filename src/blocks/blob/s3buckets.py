@@ -148,13 +148,14 @@ class BucketOps:
         max_keys = min(int(max_keys_text), 1000)
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
         key_marker = query.get("key-marker", "")
+        start_after = _after_marker(key_marker, delimiter)
         page = await self.workers.run(
             lambda: self.store.list_objects(
                 bucket,
                 prefix=prefix,
                 delimiter=delimiter,
                 max_keys=max_keys,
-                start_after=key_marker,
+                start_after=start_after,
             )
         )
         document = list_versions_result(
@@ -175,8 +176,7 @@ class BucketOps:
         max_keys = min(int(max_keys_text), 1000)
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
         marker = query.get("marker", "")
-        # A marker that is a common prefix stands for everything under it.
-        start_after = marker + "\U0010ffff" if delimiter and marker.endswith(delimiter) else marker
+        start_after = _after_marker(marker, delimiter)
         page = await self.workers.run(
             lambda: self.store.list_objects(
                 bucket,
@@ -226,6 +226,13 @@ class BucketOps:
             fetch_owner=query.get("fetch-owner") == "true",
         )
         return xml_response(document)
+
+
+def _after_marker(marker: str, delimiter: str) -> str:
+    """Where a page after ``marker`` starts (ListObjects v1 ``marker``, ListObjectVersions
+    ``key-marker``): a marker that is a common prefix stands for everything under it, so the
+    next page does not list that prefix again."""
+    return marker + "\U0010ffff" if delimiter and marker.endswith(delimiter) else marker
 
 
 def map_error(error: BlocksError) -> tuple[int, str]:
