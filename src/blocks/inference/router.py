@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ from blocks.inference.router_upstream import BackendCut, BackendUnreachable, Res
 __all__ = ["Router", "RouterTimeouts", "sse_data"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("blocks.access")
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 PASSED_HEADERS = ("authorization", "content-type", "accept", "openai-organization")
@@ -201,8 +203,14 @@ class Router:
                     await write_json(writer, item.status, body, keep_alive=False)
                     break
                 self._busy.add(task)
+                started = time.monotonic()
                 try:
                     keep_open = await self._handle(item, requests, writer)
+                    if access_log.isEnabledFor(logging.INFO):  # route --access-log
+                        elapsed_ms = (time.monotonic() - started) * 1000
+                        access_log.info(
+                            "%s %s %.1fms", item.head.method, item.head.path, elapsed_ms
+                        )
                 finally:
                     self._busy.discard(task)
                     if self._draining and not self._busy:
