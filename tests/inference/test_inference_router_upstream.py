@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks.inference.router import sse_data
 from blocks.inference.router_upstream import (
     BackendCut,
     BackendUnreachable,
@@ -17,6 +16,7 @@ from blocks.inference.router_upstream import (
     Upstream,
     _Connection,
     parse_response_head,
+    sse_data,
 )
 
 

@@ -47,9 +47,15 @@ from blocks.inference.http import (
 )
 from blocks.inference.router_metrics import exposition, router_registry
 from blocks.inference.router_policy import RouterConfig, RouterPolicy, prompt_prefix
-from blocks.inference.router_upstream import BackendCut, BackendUnreachable, Response, Upstream
+from blocks.inference.router_upstream import (
+    BackendCut,
+    BackendUnreachable,
+    Response,
+    Upstream,
+    sse_data,
+)
 
-__all__ = ["Router", "RouterTimeouts", "sse_data"]
+__all__ = ["Router", "RouterTimeouts"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("blocks.access")
@@ -379,22 +385,6 @@ class Router:
             return events.keep_alive
         await events.end()
         return events.keep_alive
-
-
-def sse_data(pending: bytes) -> tuple[list[str], bytes]:
-    """The ``data:`` payloads of the whole events in ``pending``, and the unfinished rest.
-
-    Lines may end in LF or CRLF (a CRLF split across two reads stays in the rest until its
-    LF comes); comment lines and other fields are dropped.
-    """
-    pending = pending.replace(b"\r\n", b"\n")
-    texts: list[str] = []
-    while b"\n\n" in pending:
-        event, pending = pending.split(b"\n\n", 1)
-        for line in event.decode("utf-8", "replace").split("\n"):
-            if line.startswith("data:"):
-                texts.append(line[5:].strip())
-    return texts, pending
 
 
 def _passed(request: Request) -> dict[str, str]:

@@ -24,7 +24,14 @@ from urllib.parse import urlsplit
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["BackendCut", "BackendUnreachable", "Response", "Upstream", "parse_backend_url"]
+__all__ = [
+    "BackendCut",
+    "BackendUnreachable",
+    "Response",
+    "Upstream",
+    "parse_backend_url",
+    "sse_data",
+]
 
 MAX_RESPONSE_HEAD_BYTES = 16 * 1024
 MAX_RESPONSE_HEADERS = 64
@@ -218,3 +225,19 @@ class Upstream:
             conn.close()
             with contextlib.suppress(Exception):
                 await conn.writer.wait_closed()
+
+
+def sse_data(pending: bytes) -> tuple[list[str], bytes]:
+    """The ``data:`` payloads of the whole events in ``pending``, and the unfinished rest.
+
+    Lines may end in LF or CRLF (a CRLF split across two reads stays in the rest until its
+    LF comes); comment lines and other fields are dropped.
+    """
+    pending = pending.replace(b"\r\n", b"\n")
+    texts: list[str] = []
+    while b"\n\n" in pending:
+        event, pending = pending.split(b"\n\n", 1)
+        for line in event.decode("utf-8", "replace").split("\n"):
+            if line.startswith("data:"):
+                texts.append(line[5:].strip())
+    return texts, pending
