@@ -27,6 +27,9 @@ Rules the model enforces:
   commit leaves the higher one stored);
 * **restart** (``restart_subject``) keeps every record and every commit; group membership is
   soft state and may be lost;
+* **capabilities**: an implementation that sets ``declared_properties`` skips, by name, the
+  rules of the properties it does not claim (join/heartbeat/leave: "group assignment";
+  commit: "fenced commits"; reopen: "restart"; bad_input: "bad input");
 * **bad input** changes nothing: an unknown topic raises ``NotFound``; a partition out of
   range, a negative fetch offset and a value that is not bytes raise ``InvalidArgument``.
 """
@@ -37,7 +40,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, invariant, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import BlocksError, Conflict, InvalidArgument, NotFound
@@ -156,6 +159,7 @@ class PubSubContract(Contract[PubSub]):
         assert stamps == sorted(stamps)
 
     @rule(member=members)
+    @precondition(lambda self: self.supports("group assignment"))
     def join(self, member: str) -> None:
         assignment = self.run(self.p.join_group("g", "events", member))
         self._expire()
@@ -163,6 +167,7 @@ class PubSubContract(Contract[PubSub]):
         self.generations[member] = assignment.generation
 
     @rule(member=members)
+    @precondition(lambda self: self.supports("group assignment"))
     def heartbeat(self, member: str) -> None:
         self._expire()
         if member not in self.members:
@@ -173,12 +178,14 @@ class PubSubContract(Contract[PubSub]):
         self.generations[member] = assignment.generation
 
     @rule(member=members)
+    @precondition(lambda self: self.supports("group assignment"))
     def leave(self, member: str) -> None:
         self.run(self.p.leave_group("g", member))
         self._expire()
         self.members.pop(member, None)
 
     @rule(member=members, data=st.data())
+    @precondition(lambda self: self.supports("fenced commits"))
     def commit(self, member: str, data: Any) -> None:
         self._expire()
         if member not in self.members:
@@ -202,6 +209,7 @@ class PubSubContract(Contract[PubSub]):
         self.clock.advance(ms=ms)
 
     @rule()
+    @precondition(lambda self: self.supports("restart"))
     def reopen(self) -> None:
         reopened = self.reopen_subject(self.p)
         if reopened is not None:
@@ -209,6 +217,7 @@ class PubSubContract(Contract[PubSub]):
             self.members.clear()  # group membership is soft state
 
     @rule(value=values)
+    @precondition(lambda self: self.supports("bad input"))
     def bad_input(self, value: bytes) -> None:
         self.expect(self.p.produce("no-such-topic", value), NotFound)
         self.expect(self.p.produce_batch("events", 99, [(None, value)]), InvalidArgument)

@@ -24,6 +24,11 @@ use, closed by ``finish_subject``) and passes a plain value through; async contr
 the implementation with ``run(coroutine)`` on the same loop. ``properties`` names what a
 contract checks; each contract's docstring states every rule its model enforces.
 
+Capabilities: an implementation that gives only some of ``properties`` (an adapter on an
+engine) is declared by setting ``declared_properties`` on the contract subclass; rules of
+the others are skipped, by name, through ``supports(name)`` (a ``precondition``), and
+``skipped_properties()`` lists them for the test's report.
+
 Old hook names (``make_store``, ``make_queue``, ``reopen_store``, ``restart``, ...) still work
 as deprecated aliases: a subclass that defines one gets a ``DeprecationWarning`` when the
 class is created, and the contract's default ``make_subject``/``restart_subject`` call it.
@@ -52,6 +57,9 @@ class Contract(RuleBasedStateMachine, Generic[S]):
 
     properties: ClassVar[tuple[str, ...]] = ()
     """The properties this contract checks, by name (see its docstring for each rule)."""
+
+    declared_properties: ClassVar[frozenset[str] | None] = None
+    """The properties the implementation under test gives; ``None``: all of them."""
 
     legacy_hooks: ClassVar[dict[str, str]] = {}
     """Deprecated hook name -> the hook that replaces it, per contract."""
@@ -88,6 +96,20 @@ class Contract(RuleBasedStateMachine, Generic[S]):
         """Release ``subject``; by default call its ``close()``, if it has one."""
         close = getattr(subject, "close", None)
         return cast("Awaitable[None] | None", close()) if callable(close) else None
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def supports(self, name: str) -> bool:
+        """Whether the implementation claims property ``name`` (one of ``properties``)."""
+        assert name in self.properties, f"{name!r} is not a property of {type(self).__name__}"
+        declared = self.declared_properties
+        return declared is None or name in declared
+
+    @classmethod
+    def skipped_properties(cls) -> tuple[str, ...]:
+        """The contract's properties the implementation does not claim (their rules skip)."""
+        declared = cls.declared_properties
+        return () if declared is None else tuple(p for p in cls.properties if p not in declared)
 
     # -- plumbing the contracts use -----------------------------------------------------------
 
