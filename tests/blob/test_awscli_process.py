@@ -22,6 +22,7 @@ import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,18 +84,28 @@ class Aws:
 
     def __call__(self, *arguments: str) -> str:
         """``aws --endpoint-url ENDPOINT ARGUMENTS...``: its stdout; fails unless it exits 0."""
+        answer = self._run(arguments)
+        assert answer["rc"] == 0, (
+            f"aws {' '.join(arguments)} exited {answer['rc']}\n"
+            f"--- stdout\n{answer['stdout'][-4000:]}\n--- stderr\n{answer['stderr'][-4000:]}"
+        )
+        return str(answer["stdout"])
+
+    def fails(self, *arguments: str) -> str:
+        """The same for a command that must fail: its stderr."""
+        answer = self._run(arguments)
+        assert answer["rc"] != 0, f"aws {' '.join(arguments)} succeeded: {answer['stdout']}"
+        return str(answer["stderr"])
+
+    def _run(self, arguments: tuple[str, ...]) -> dict[str, Any]:
         argv = ["--endpoint-url", self.endpoint, *arguments]
         assert self.runner.stdin is not None and self.runner.stdout is not None
         self.runner.stdin.write(json.dumps(argv) + "\n")
         self.runner.stdin.flush()
         line = self.runner.stdout.readline()
         assert line, f"the aws runner died: {self.runner.stdout.read()}"
-        answer = json.loads(line)
-        assert answer["rc"] == 0, (
-            f"aws {' '.join(argv)} exited {answer['rc']}\n"
-            f"--- stdout\n{answer['stdout'][-4000:]}\n--- stderr\n{answer['stderr'][-4000:]}"
-        )
-        return str(answer["stdout"])
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     def script(self, *arguments: str) -> str:
         """The same through the installed ``aws`` script, in a process of its own."""
@@ -245,3 +256,20 @@ def test_multipart_cp_above_the_threshold(aws: Aws, tmp_path: Path) -> None:
     back = tmp_path / "back.bin"
     aws("s3", "cp", "s3://multi/copy.bin", str(back))  # ranged GETs, in parallel
     assert back.read_bytes() == big.read_bytes()
+
+
+def test_promises_the_server_cannot_keep_are_refused(aws: Aws, tmp_path: Path) -> None:
+    """Object lock and tagging on a PUT are not built: 501 and nothing stored, never an
+    object stored without them (an earlier server ignored the headers and answered 200, so
+    a "locked until 2030" object could be deleted at once)."""
+    aws("s3", "mb", "s3://promises")
+    local = tmp_path / "kept.txt"
+    local.write_bytes(b"must not be stored")
+    for extra in (
+        ["--object-lock-mode", "COMPLIANCE", "--object-lock-retain-until-date", "2030-01-01"],
+        ["--object-lock-legal-hold-status", "ON"],
+        ["--tagging", "project=blocks"],
+    ):
+        put = ["s3api", "put-object", "--bucket", "promises", "--key", "k", "--body", str(local)]
+        assert "NotImplemented" in aws.fails(*put, *extra), extra
+    assert "Not Found" in aws.fails("s3api", "head-object", "--bucket", "promises", "--key", "k")
