@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from blocks.core.errors import Corruption, InvalidArgument, StorageFull
 from blocks.kv.client import Versioned
-from blocks.kv.dot_lease import COUNTERS_PER_RESERVATION, CounterLease
+from blocks.kv.dot_lease import COUNTERS_PER_MS, COUNTERS_PER_RESERVATION, CounterLease
 from blocks.kv.local import LocalCluster
 from blocks.kv.persist import (
     COUNTER_MARK_FILE,
@@ -42,6 +43,8 @@ def test_a_lease_asks_for_a_mark_only_past_what_is_reserved() -> None:
     for bad in (-1, COUNTER_MAX + 1):
         with pytest.raises(InvalidArgument):
             CounterLease.resumed(bad)
+    assert CounterLease.resumed(10, now_ms=3).floor == 3 * COUNTERS_PER_MS  # the clock floor
+    assert CounterLease.resumed(5 * COUNTERS_PER_MS, now_ms=3).floor == 5 * COUNTERS_PER_MS
 
 
 def test_a_context_counter_past_the_maximum_is_refused() -> None:
@@ -104,15 +107,16 @@ async def _many_writes() -> None:
         client = cluster.client(timeout_s=5.0)
         counters = [(await client.write(b"hot", b"v%d" % i, None)).dot.counter for i in range(50)]
         counters.append((await client.write(b"cold", b"c", EMPTY_CONTEXT)).dot.counter)
-        assert counters[:50] == list(range(1, 51)) and counters[50] == 1
-        assert store.reservations == [1 + COUNTERS_PER_RESERVATION]
+        first = counters[0]  # just above the start's floor (from the clock)
+        assert counters[:50] == list(range(first, first + 50)) and counters[50] == first
+        assert store.reservations == [first + COUNTERS_PER_RESERVATION]
         await cluster.crash("n1")
         await cluster.restart("n1")  # the in-memory store, and its mark, survive a crash
         written = await client.write(b"hot", b"after", EMPTY_CONTEXT)
-        assert written.dot.counter == store.reservations[0] + 1
+        assert written.dot.counter > store.reservations[0]
         assert written.obj.values == [b"v49", b"after"]  # concurrent with what it did not see
         assert store.reservations == [
-            1 + COUNTERS_PER_RESERVATION,
+            first + COUNTERS_PER_RESERVATION,
             written.dot.counter + COUNTERS_PER_RESERVATION,
         ]
 
@@ -162,3 +166,23 @@ async def _power_cut(root: Path) -> None:
             assert again.dot != lost.dot and again.dot.counter > lost.dot.counter
         finally:
             await cluster.stop()
+
+
+def test_a_wiped_node_never_reissues_a_dot_its_peers_hold(tmp_path: Path) -> None:
+    """A node restarted with an empty data directory under its old name has lost its mark
+    too; its counters then start from its clock, above any it issued before."""
+    asyncio.run(_wiped(tmp_path))
+
+
+async def _wiped(root: Path) -> None:
+    cluster = LocalCluster(nodes=3, data_dir=root, sync="always")
+    await cluster.start()
+    try:
+        first = await cluster.node("n1").put(b"k", b"old", None, write_quorum=3)
+        await cluster.crash("n1")
+        shutil.rmtree(root / "n1")
+        await cluster.restart("n1")
+        second = await cluster.node("n1").put(b"k", b"new", Vector(), write_quorum=1)
+        assert second.dot.counter > first.dot.counter, "the wiped node reissued a dot"
+    finally:
+        await cluster.stop()

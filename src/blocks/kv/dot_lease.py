@@ -11,6 +11,13 @@ cut or not) *before* any counter above the previous mark was issued. A restart r
 ``floor = reserved = the durable mark``; every counter of the new life is above the floor,
 hence above every counter of every earlier life, whatever the store kept of their writes.
 
+A node whose data directory was wiped (or lost) restarts under its old name with no mark, and
+its peers may still hold dots it issued. So a start's floor is also at least its clock's
+``now_ms * COUNTERS_PER_MS``: a life would have to issue more than ``COUNTERS_PER_MS``
+counters of one key per millisecond since it started (65 million writes a second) to reach
+the floor of a later start, unless the clock went back between the two. The clock only adds
+to the floor: with its mark, a node is safe whatever its clock says.
+
 The lease is one mark for the whole node, while counters are per key: a key's counter starts
 just above the floor and grows by one per write of that key, so a reservation of
 ``COUNTERS_PER_RESERVATION`` lasts that many writes of the node's most written key in this
@@ -25,12 +32,15 @@ from dataclasses import dataclass
 from blocks.core.errors import InvalidArgument
 from blocks.kv.versions import COUNTER_MAX
 
-__all__ = ["COUNTERS_PER_RESERVATION", "CounterLease"]
+__all__ = ["COUNTERS_PER_MS", "COUNTERS_PER_RESERVATION", "CounterLease"]
 
 COUNTERS_PER_RESERVATION = 1 << 16
 """Counters one durable reservation covers: an fsync per 65,536 writes of the hottest key.
-Each restart skips what is left of the last reservation, so counters grow by up to this
-much per start: 2**47 starts before ``COUNTER_MAX``."""
+Each restart skips what is left of the last reservation (about a millisecond of the clock
+floor)."""
+COUNTERS_PER_MS = 1 << 16
+"""The clock floor's counters per millisecond: ``now_ms * COUNTERS_PER_MS`` is about 2**57
+today and reaches ``COUNTER_MAX`` in the year 6400."""
 
 
 @dataclass(slots=True)
@@ -43,11 +53,14 @@ class CounterLease:
     """The durable mark: counters up to it may be issued without another reservation."""
 
     @classmethod
-    def resumed(cls, durable_mark: int) -> CounterLease:
-        """The lease of a node that starts with ``durable_mark`` in its store."""
+    def resumed(cls, durable_mark: int, now_ms: int = 0) -> CounterLease:
+        """The lease of a node that starts with ``durable_mark`` in its store at ``now_ms``
+        on its clock: its floor is the higher of the mark and the clock floor."""
         if not 0 <= durable_mark <= COUNTER_MAX:
             raise InvalidArgument(f"a counter mark must be in [0, {COUNTER_MAX}]")
-        return cls(durable_mark, durable_mark)
+        clock_floor = min(max(now_ms, 0) * COUNTERS_PER_MS, COUNTER_MAX // 2)
+        floor = max(durable_mark, clock_floor)
+        return cls(floor, floor)
 
     def mark_needed(self, counter: int) -> int | None:
         """The mark to make durable before ``counter`` may be issued; None if it may now."""

@@ -141,7 +141,8 @@ class KVNode:
         self.core = self._new_core()
         for key, obj, owners in self.store.load():
             self.core.restore(key, obj, owners)
-        self.core.counter_lease = CounterLease.resumed(self.store.counter_mark())
+        mark = self.store.counter_mark()
+        self.core.counter_lease = CounterLease.resumed(mark, self.clock.now_ms())
         self.running = True
         self.transport.serve(self._handle)
         self._tasks.append(asyncio.get_running_loop().create_task(self._tick_loop()))
