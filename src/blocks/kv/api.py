@@ -3,7 +3,8 @@
 Contract (checked by ``blocks.kv.contract`` against a plain dict):
 
 * **Keys** are ``bytes`` or ``str`` (a ``str`` is its UTF-8 bytes: ``"a"`` and ``b"a"`` are
-  the same key) of at most 64 KiB. **Values** are bytes-like, at most the store's
+  the same key) of 0 to 64 KiB: the empty key is a key like any other, on every path (API,
+  gRPC, the framed data path), as in Redis. **Values** are bytes-like, at most the store's
   ``value_bytes_max``. Anything else raises ``InvalidArgument`` and changes nothing; a
   ``put_many`` with one bad pair writes none of them.
 * **Consistency**: a single store is linearizable: a ``get`` returns the value of the latest
