@@ -57,7 +57,7 @@ from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
 
-__all__ = ["PROPERTIES", "NatsPubSub", "connect_nats"]
+__all__ = ["PROPERTIES", "NatsPubSub", "connect_nats", "nats_call"]
 
 PROPERTIES = frozenset(
     {
@@ -111,6 +111,26 @@ async def connect_nats(url: str, **options: Any) -> Client:
         raise Unavailable(f"cannot connect to {url}: {error}") from error
 
 
+async def nats_call(client: Client, awaitable: Awaitable[T], what: str) -> T:
+    """Await a nats call, turning its exceptions into the block's own errors."""
+    if not client.is_connected:
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()
+        raise Unavailable(f"{what}: not connected to NATS")
+    try:
+        return await awaitable
+    except (TimeoutError, nats.errors.TimeoutError) as error:
+        raise Timeout(f"{what}: NATS did not answer in time") from error
+    except nats.js.errors.KeyWrongLastSequenceError as error:
+        raise Conflict(f"{what}: changed meanwhile") from error
+    except nats.js.errors.NotFoundError as error:  # streams, messages, keys
+        raise NotFound(f"{what}: not found") from error
+    except nats.js.errors.BadRequestError as error:
+        raise FailedPrecondition(f"{what}: refused by JetStream: {error}") from error
+    except (nats.errors.Error, OSError) as error:  # connection lost, no responders, ...
+        raise Unavailable(f"{what}: {error}") from error
+
+
 class NatsPubSub:
     """``blocks.pubsub.api.PubSub`` on JetStream; build it with ``await NatsPubSub.open()``."""
 
@@ -158,23 +178,7 @@ class NatsPubSub:
         return f"{self._namespace}{topic}.{partition}"
 
     async def _call(self, awaitable: Awaitable[T], what: str) -> T:
-        """Await a nats call, turning its exceptions into the block's own errors."""
-        if not self._nc.is_connected:
-            if asyncio.iscoroutine(awaitable):
-                awaitable.close()
-            raise Unavailable(f"{what}: not connected to NATS")
-        try:
-            return await awaitable
-        except (TimeoutError, nats.errors.TimeoutError) as error:
-            raise Timeout(f"{what}: NATS did not answer in time") from error
-        except nats.js.errors.KeyWrongLastSequenceError as error:
-            raise Conflict(f"{what}: changed meanwhile") from error
-        except nats.js.errors.NotFoundError as error:  # streams, messages, keys
-            raise NotFound(f"{what}: not found") from error
-        except nats.js.errors.BadRequestError as error:
-            raise FailedPrecondition(f"{what}: refused by JetStream: {error}") from error
-        except (nats.errors.Error, OSError) as error:  # connection lost, no responders, ...
-            raise Unavailable(f"{what}: {error}") from error
+        return await nats_call(self._nc, awaitable, what)
 
     async def _commits(self) -> KeyValue:
         if self._kv is None:
