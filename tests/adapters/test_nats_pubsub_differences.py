@@ -115,3 +115,28 @@ def test_a_retried_publish_is_stored_once(nats_server: NatsServer) -> None:
         assert await pubsub.end_offsets("t", 0) == (0, 1)
 
     _run(nats_server.url, scenario)
+
+
+def test_a_consumer_reads_and_commits_through_the_adapter(nats_server: NatsServer) -> None:
+    """``consumer()`` is the generic group member over the adapter: it yields every record
+    of its partitions and commits where it stopped (the offsets land in the KV bucket)."""
+
+    async def scenario(open_adapter: Callable[..., Awaitable[Any]]) -> None:
+        pubsub = await open_adapter()
+        await pubsub.create_topic("t", partitions=2)
+        sent = {await pubsub.produce("t", b"v%d" % i) for i in range(6)}
+        consumer = pubsub.consumer("t", "g", wait_ms=50)
+        seen: set[tuple[int, int]] = set()
+
+        async def read() -> None:
+            async for record in consumer:
+                seen.add((record.partition, record.offset))
+                if seen == sent:
+                    return
+
+        await asyncio.wait_for(read(), timeout=30.0)
+        assert await consumer.commit() == {0: 3, 1: 3}
+        assert [await pubsub.committed("g", "t", p) for p in (0, 1)] == [3, 3]
+        await consumer.close()
+
+    _run(nats_server.url, scenario)
