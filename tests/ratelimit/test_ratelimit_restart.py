@@ -55,8 +55,7 @@ async def _life(
                 await store.admitted(KEY, 1, decided_at_s)
         base.advance(STEP_S)
     if durable and crash:
-        assert store._log is not None
-        store._log.close()  # kill -9: no snapshot
+        store.close(snapshot=False)  # kill -9: no snapshot
     elif durable:
         store.close()
     return admitted

@@ -10,7 +10,8 @@ and answers only once the append is durable (``record``: group commit under
 with no await between them, so a snapshot taken by another task never holds a record's effect
 without its offset counting it, and replay never applies a record twice.
 
-``open`` restores the snapshot, then replays the records after its offset: the node's own
+The log and snapshot files are ``blocks.core.snapshot_log.SnapshotLog``'s. ``open`` restores
+the snapshot, then replays the records after its offset: the node's own
 entries come back exactly as acknowledged (a restarted node must never reuse its CRDT entries
 below what peers hold). ``maybe_snapshot`` writes a snapshot once ``snapshot_records`` records
 have been logged since the last one, or when the caller's timer says so, then drops log
@@ -20,12 +21,11 @@ segments wholly below it. ``close`` snapshots and closes the log.
 from __future__ import annotations
 
 import logging
-import os
+from typing import Any
 
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, Corruption, InvalidArgument, PeerError
-from blocks.core.files import write_atomically
-from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.errors import BlocksError, InvalidArgument
+from blocks.core.log import FsyncPolicy
+from blocks.core.snapshot_log import SnapshotLog
 from blocks.counters.node import CountersNode, Record
 
 __all__ = ["SNAPSHOT_BYTES_MAX", "SNAPSHOT_RECORDS", "CountersStore"]
@@ -33,8 +33,6 @@ __all__ = ["SNAPSHOT_BYTES_MAX", "SNAPSHOT_RECORDS", "CountersStore"]
 SNAPSHOT_RECORDS = 10_000
 """Records logged between two snapshots (bounds replay time after a crash)."""
 SNAPSHOT_BYTES_MAX = 512 * 1024 * 1024
-SEGMENT_BYTES_MAX = 8 * 1024 * 1024
-_FORMAT = 1
 _log = logging.getLogger(__name__)
 
 
@@ -49,83 +47,42 @@ class CountersStore:
         fsync: FsyncPolicy = "batch",
         snapshot_records: int = SNAPSHOT_RECORDS,
     ) -> None:
-        if not 0 < snapshot_records <= 10_000_000:
-            raise InvalidArgument("snapshot_records must be in [1, 10,000,000]")
-        os.makedirs(directory, exist_ok=True)
-        self._directory = directory
-        self._snapshot_path = os.path.join(directory, "snapshot")
         self._node = node
-        self._fsync: FsyncPolicy = fsync
-        self._snapshot_records = snapshot_records
-        self._log: SegmentLog | None = None
-        self._snapshot_offset = 0
+        self._storage = SnapshotLog(
+            directory,
+            "counters",
+            fsync=fsync,
+            snapshot_records=snapshot_records,
+            snapshot_bytes_max=SNAPSHOT_BYTES_MAX,
+        )
         self.replayed = 0
         self.skipped = 0  # records that no longer apply (a bound reached in another order)
-        self.snapshots = 0
+
+    @property
+    def snapshots(self) -> int:
+        return self._storage.snapshots
 
     def open(self) -> None:
         """Restore the snapshot and replay the log after it into the node."""
-        self._snapshot_offset = self._load_snapshot()
-        log = SegmentLog(
-            os.path.join(self._directory, "log"),
-            fsync=self._fsync,
-            segment_bytes_max=SEGMENT_BYTES_MAX,
-        )
-        self._log = log
-        start = max(self._snapshot_offset, log.first_offset)
-        for _, payload in log.iter_from(start):
-            try:
-                self._node.apply(unpack(payload))
-                self.replayed += 1
-            except (InvalidArgument, BlocksError) as error:
-                self.skipped += 1
-                _log.warning("counters log record skipped on replay: %s", error)
+        self._storage.open(self._node.restore, self._replay)
 
-    def _load_snapshot(self) -> int:
+    def _replay(self, record: Any) -> None:
         try:
-            with open(self._snapshot_path, "rb") as handle:
-                data = handle.read(SNAPSHOT_BYTES_MAX + 1)
-        except FileNotFoundError:
-            return 0
-        try:
-            snapshot = unpack(data, size_max=SNAPSHOT_BYTES_MAX)
-            if not isinstance(snapshot, list) or len(snapshot) != 3 or snapshot[0] != _FORMAT:
-                raise InvalidArgument("not a version-1 counters snapshot")
-            _, offset, state = snapshot
-            if type(offset) is not int or offset < 0:
-                raise InvalidArgument("bad log offset")
-            self._node.restore(state)
-        except (InvalidArgument, PeerError) as error:
-            raise Corruption(f"{self._snapshot_path}: {error}") from None
-        return offset
-
-    def _require_log(self) -> SegmentLog:
-        if self._log is None:
-            raise InvalidArgument("the counters store is not open")
-        return self._log
+            self._node.apply(record)
+            self.replayed += 1
+        except (InvalidArgument, BlocksError) as error:
+            self.skipped += 1
+            _log.warning("counters log record skipped on replay: %s", error)
 
     async def record(self, record: Record) -> None:
         """Log ``record`` (already applied); returns once it is durable."""
-        await self._require_log().append_async(pack(record))
+        await self._storage.append(record)
 
     def maybe_snapshot(self, *, force: bool = False) -> bool:
         """Snapshot if ``snapshot_records`` were logged since the last one (or ``force``)."""
-        log = self._require_log()
-        offset = log.next_offset
-        if not force and offset - self._snapshot_offset < self._snapshot_records:
-            return False
-        data = pack([_FORMAT, offset, self._node.snapshot()], size_max=SNAPSHOT_BYTES_MAX)
-        write_atomically(self._snapshot_path, data)
-        self._snapshot_offset = offset
-        self.snapshots += 1
-        log.truncate_before(offset)
-        return True
+        return self._storage.maybe_snapshot(self._node.snapshot, force=force)
 
-    def close(self) -> None:
-        if self._log is None:
-            return
-        try:
-            self.maybe_snapshot(force=True)
-        finally:
-            self._log.close()
-            self._log = None
+    def close(self, *, snapshot: bool = True) -> None:
+        """Snapshot (unless ``snapshot=False``, which leaves the files as kill -9 would) and
+        close the log."""
+        self._storage.close(self._node.snapshot if snapshot else None)

@@ -15,8 +15,8 @@ early by the step: the documented limit of this design).
 state: every *admitted* ``acquire`` (key, cost, and the monotonic microsecond it was decided
 at; a refusal changes nothing a replay needs) and every shared-window ``add``. The service
 logs a record and waits for it to be durable (group commit) before it replies, so a client
-never holds an admission that a crash forgets. ``DATA_DIR/snapshot`` (``write_atomically``)
-holds the limiter's states, the window store's entries and the clock, every
+never holds an admission that a crash forgets. ``DATA_DIR/snapshot`` holds the limiter's
+states, the window store's entries and the clock, every
 ``snapshot_records`` records and at stop. ``open`` restores the snapshot, replays the log with
 the clock held at each record's time (``ContinuedClock.held``), which reproduces the exact
 states, then lets the clock continue.
@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.codec import pack, unpack
 from blocks.core.errors import Corruption, InvalidArgument, Overloaded
-from blocks.core.files import write_atomically
-from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.log import FsyncPolicy
+from blocks.core.snapshot_log import SnapshotLog
 from blocks.ratelimit.base import KeyedLimiter
 from blocks.ratelimit.distributed import MemoryWindowStore
 from blocks.ratelimit.windows import _Log
@@ -44,8 +42,6 @@ __all__ = ["SNAPSHOT_RECORDS", "ContinuedClock", "RateLimitStore"]
 
 SNAPSHOT_RECORDS = 20_000
 SNAPSHOT_BYTES_MAX = 512 * 1024 * 1024
-SEGMENT_BYTES_MAX = 8 * 1024 * 1024
-_FORMAT = 1
 _log = logging.getLogger(__name__)
 
 
@@ -125,55 +121,46 @@ class RateLimitStore:
         fsync: FsyncPolicy = "batch",
         snapshot_records: int = SNAPSHOT_RECORDS,
     ) -> None:
-        if not 0 < snapshot_records <= 10_000_000:
-            raise InvalidArgument("snapshot_records must be in [1, 10,000,000]")
-        os.makedirs(directory, exist_ok=True)
-        self._directory = directory
-        self._snapshot_path = os.path.join(directory, "snapshot")
         self._limiter = limiter
         self._windows = windows
         self._clock = clock
-        self._fsync: FsyncPolicy = fsync
-        self._snapshot_records = snapshot_records
-        self._snapshot_offset = 0
-        self._log: SegmentLog | None = None
+        self._storage = SnapshotLog(
+            directory,
+            "rate-limit",
+            fsync=fsync,
+            snapshot_records=snapshot_records,
+            snapshot_bytes_max=SNAPSHOT_BYTES_MAX,
+        )
+        self._last: tuple[float, int] | None = None  # (monotonic s, wall ms) last recorded
         self.replayed = 0
         self.skipped = 0  # records a bound refused on replay (limits met in another order)
-        self.snapshots = 0
+
+    @property
+    def snapshots(self) -> int:
+        return self._storage.snapshots
 
     def open(self) -> None:
         """Restore the snapshot, replay the log after it, and let the clock continue."""
-        last = self._load_snapshot()
-        log = SegmentLog(
-            os.path.join(self._directory, "log"),
-            fsync=self._fsync,
-            segment_bytes_max=SEGMENT_BYTES_MAX,
-        )
-        self._log = log
-        for _, payload in log.iter_from(max(self._snapshot_offset, log.first_offset)):
-            last = self._replay(unpack(payload)) or last
-        if last is not None:
-            self._clock.continue_from(*last)
+        self._storage.open(self._restore, self._replay)
+        if self._last is not None:
+            self._clock.continue_from(*self._last)
 
-    def _load_snapshot(self) -> tuple[float, int] | None:
-        try:
-            with open(self._snapshot_path, "rb") as handle:
-                data = handle.read(SNAPSHOT_BYTES_MAX + 1)
-        except FileNotFoundError:
-            return None
-        try:
-            snapshot = unpack(data, size_max=SNAPSHOT_BYTES_MAX)
-            if not isinstance(snapshot, list) or len(snapshot) != 6 or snapshot[0] != _FORMAT:
-                raise InvalidArgument("not a version-1 rate-limit snapshot")
-            _, offset, monotonic_s, wall_ms, states, windows = snapshot
-            self._limiter.restore_states({k: decode_state(v) for k, v in states.items()})
-            self._windows.restore_entries(windows)
-        except (InvalidArgument, AttributeError, TypeError, ValueError) as error:
-            raise Corruption(f"{self._snapshot_path}: {error}") from None
-        self._snapshot_offset = int(offset)
-        return float(monotonic_s), int(wall_ms)
+    def _restore(self, state: Any) -> None:
+        monotonic_s, wall_ms, states, windows = state
+        self._limiter.restore_states({k: decode_state(v) for k, v in states.items()})
+        self._windows.restore_entries(windows)
+        self._last = float(monotonic_s), int(wall_ms)
 
-    def _replay(self, record: Any) -> tuple[float, int] | None:
+    def _state(self) -> list[Any]:
+        states = {k: encode_state(v) for k, v in self._limiter.export_states().items()}
+        return [
+            self._clock.monotonic(),
+            self._clock.now_ms(),
+            states,
+            self._windows.export_entries(),
+        ]
+
+    def _replay(self, record: Any) -> None:
         if not isinstance(record, list) or len(record) != 6:
             raise Corruption("a rate-limit log record does not decode")
         kind, key, first, second, monotonic_s, wall_ms = record
@@ -189,49 +176,22 @@ class RateLimitStore:
         except (InvalidArgument, Overloaded) as error:  # a bound met in a different order
             self.skipped += 1
             _log.warning("rate-limit log record skipped on replay: %s", error)
-        return float(monotonic_s), int(wall_ms)
-
-    def _require_log(self) -> SegmentLog:
-        if self._log is None:
-            raise InvalidArgument("the rate-limit store is not open")
-        return self._log
+        self._last = float(monotonic_s), int(wall_ms)
 
     async def admitted(self, key: str, cost: int, monotonic_s: float) -> None:
         """Log an admission decided at ``monotonic_s``; returns once it is durable."""
-        record = ["acquire", key, cost, 0, monotonic_s, self._clock.now_ms()]
-        await self._require_log().append_async(pack(record))
+        await self._storage.append(["acquire", key, cost, 0, monotonic_s, self._clock.now_ms()])
         self.maybe_snapshot()
 
     async def window_added(self, key: str, window: int, delta: int) -> None:
         record = ["window", key, window, delta, self._clock.monotonic(), self._clock.now_ms()]
-        await self._require_log().append_async(pack(record))
+        await self._storage.append(record)
         self.maybe_snapshot()
 
     def maybe_snapshot(self, *, force: bool = False) -> bool:
-        log = self._require_log()
-        offset = log.next_offset
-        if not force and offset - self._snapshot_offset < self._snapshot_records:
-            return False
-        states = {k: encode_state(v) for k, v in self._limiter.export_states().items()}
-        snapshot = [
-            _FORMAT,
-            offset,
-            self._clock.monotonic(),
-            self._clock.now_ms(),
-            states,
-            self._windows.export_entries(),
-        ]
-        write_atomically(self._snapshot_path, pack(snapshot, size_max=SNAPSHOT_BYTES_MAX))
-        self._snapshot_offset = offset
-        self.snapshots += 1
-        log.truncate_before(offset)
-        return True
+        return self._storage.maybe_snapshot(self._state, force=force)
 
-    def close(self) -> None:
-        if self._log is None:
-            return
-        try:
-            self.maybe_snapshot(force=True)
-        finally:
-            self._log.close()
-            self._log = None
+    def close(self, *, snapshot: bool = True) -> None:
+        """Snapshot (unless ``snapshot=False``, which leaves the files as kill -9 would) and
+        close the log."""
+        self._storage.close(self._state if snapshot else None)
