@@ -5,21 +5,20 @@ and restarted on the same port and data directory (until the public kit in
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from blocks.testing.process import free_ports
+
 ACCESS, SECRET, TOKEN = "AKIDPROC", "proc-secret", "cluster-token"
 START_TIMEOUT_S = 60.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class Node:

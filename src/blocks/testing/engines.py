@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from blocks.testing.process import free_ports
+
 __all__ = [
     "START_TIMEOUT_S",
     "STOP_TIMEOUT_S",
@@ -60,10 +62,9 @@ def nats_missing() -> str | None:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (``process.free_ports`` says why
+    it is drawn from below the ephemeral range)."""
+    return free_ports(1)[0]
 
 
 class NatsServer:
