@@ -32,6 +32,7 @@ from blocks.core.server import Server
 TEST_TIMEOUT_S = 30.0
 TOKEN = "s3cret-token_value.1"
 SERVICE = "blocks.test.Echo"
+CALL_TIMEOUT_S = 60  # bounds a failing run; 5 s ran out on a loaded 2-core machine
 
 ERROR_CLASSES: tuple[type[BlocksError], ...] = (
     errors.InvalidArgument,
@@ -120,10 +121,16 @@ async def parts(*items: bytes) -> AsyncIterator[bytes]:
 
 async def call_every_kind(channel: grpc.aio.Channel) -> list[Any]:
     """One call of each RPC kind; returns what each produced."""
-    unary = await channel.unary_unary(f"/{SERVICE}/Echo")(b"ab", timeout=5)
-    split = [r async for r in channel.unary_stream(f"/{SERVICE}/Split")(b"ab", timeout=5)]
-    joined = await channel.stream_unary(f"/{SERVICE}/Join")(parts(b"a", b"b"), timeout=5)
-    upper_call = channel.stream_stream(f"/{SERVICE}/Upper")(parts(b"a", b"b"), timeout=5)
+    unary = await channel.unary_unary(f"/{SERVICE}/Echo")(b"ab", timeout=CALL_TIMEOUT_S)
+    split = [
+        r async for r in channel.unary_stream(f"/{SERVICE}/Split")(b"ab", timeout=CALL_TIMEOUT_S)
+    ]
+    joined = await channel.stream_unary(f"/{SERVICE}/Join")(
+        parts(b"a", b"b"), timeout=CALL_TIMEOUT_S
+    )
+    upper_call = channel.stream_stream(f"/{SERVICE}/Upper")(
+        parts(b"a", b"b"), timeout=CALL_TIMEOUT_S
+    )
     upper = [r async for r in upper_call]
     return [unary, split, joined, upper]
 
@@ -157,7 +164,7 @@ def test_wrong_or_missing_token_is_unauthenticated_for_every_rpc_kind(
         channel = connect_channel(server.address, token=client_token)
         try:
             attempts: list[Callable[[], Awaitable[Any]]] = [
-                lambda: channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=5),
+                lambda: channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=CALL_TIMEOUT_S),
                 lambda: call_every_kind(channel),
             ]
             for attempt in attempts:
@@ -165,19 +172,21 @@ def test_wrong_or_missing_token_is_unauthenticated_for_every_rpc_kind(
                     await attempt()
                 assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(errors.Unauthenticated), mapped_errors():
-                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=5)
+                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=CALL_TIMEOUT_S)
             assert service.calls == 0  # the servicer never ran
             for kind_method in ("Split", "Upper"):
                 stream = (
-                    channel.unary_stream(f"/{SERVICE}/Split")(b"x", timeout=5)
+                    channel.unary_stream(f"/{SERVICE}/Split")(b"x", timeout=CALL_TIMEOUT_S)
                     if kind_method == "Split"
-                    else channel.stream_stream(f"/{SERVICE}/Upper")(parts(b"x"), timeout=5)
+                    else channel.stream_stream(f"/{SERVICE}/Upper")(
+                        parts(b"x"), timeout=CALL_TIMEOUT_S
+                    )
                 )
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     _ = [r async for r in stream]
                 assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await channel.stream_unary(f"/{SERVICE}/Join")(parts(b"x"), timeout=5)
+                await channel.stream_unary(f"/{SERVICE}/Join")(parts(b"x"), timeout=CALL_TIMEOUT_S)
             assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
             assert service.calls == 0
         finally:
@@ -283,7 +292,7 @@ def test_every_blocks_error_round_trips_through_grpc(
             for cls, message, retry_after_ms in cases:
                 request = msgpack.packb([cls.__name__, message, retry_after_ms])
                 with pytest.raises(BlocksError) as caught, mapped_errors():
-                    await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=5)
+                    await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=CALL_TIMEOUT_S)
                 error = caught.value
                 assert type(error) is cls
                 assert error.message == (message or cls.__name__)
@@ -306,7 +315,7 @@ def test_unexpected_exception_is_internal_without_leaking_details() -> None:
         try:
             request = msgpack.packb(["RuntimeError", "password=hunter2 at /srv/db", 0])
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=5)
+                await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=CALL_TIMEOUT_S)
             rpc_error = caught.value
             assert rpc_error.code() is grpc.StatusCode.INTERNAL
             details = rpc_error.details() or ""
@@ -314,7 +323,10 @@ def test_unexpected_exception_is_internal_without_leaking_details() -> None:
             assert "hunter2" not in details and "Traceback" not in details
             assert isinstance(error_from_rpc_error(rpc_error), BlocksError)
             # The server keeps serving after a handler blew up.
-            assert await channel.unary_unary(f"/{SERVICE}/Echo")(b"ok", timeout=5) == b"ok"
+            assert (
+                await channel.unary_unary(f"/{SERVICE}/Echo")(b"ok", timeout=CALL_TIMEOUT_S)
+                == b"ok"
+            )
         finally:
             await channel.close()
             await server.stop(grace_s=0)
@@ -328,7 +340,7 @@ def test_oversize_message_is_refused() -> None:
         channel = connect_channel(server.address)
         try:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x" * 4096, timeout=5)
+                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x" * 4096, timeout=CALL_TIMEOUT_S)
             assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert service.calls == 0
         finally:
@@ -342,7 +354,9 @@ def test_oversize_message_is_refused() -> None:
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/metrics", timeout=CALL_TIMEOUT_S
+    ) as reply:
         text = reply.read().decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -361,13 +375,13 @@ def test_metrics_endpoint_counts_calls_by_method_and_code() -> None:
         intruder = connect_channel(server.address)
         try:
             for _ in range(3):
-                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=5)
+                await channel.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=CALL_TIMEOUT_S)
             for _ in range(2):
                 with pytest.raises(grpc.aio.AioRpcError):
                     request = msgpack.packb(["NotFound", "gone", 0])
-                    await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=5)
+                    await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=CALL_TIMEOUT_S)
             with pytest.raises(grpc.aio.AioRpcError):
-                await intruder.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=5)
+                await intruder.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=CALL_TIMEOUT_S)
             assert server.metrics_port is not None
             samples = await asyncio.to_thread(scrape, server.metrics_port)
         finally:
