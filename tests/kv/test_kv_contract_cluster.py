@@ -22,7 +22,9 @@ class ClusterContract(KeyValueStoreContract):
 
         async def make():  # type: ignore[no-untyped-def]
             await cluster.start()
-            return cluster.client()
+            # A long per-call bound: on a loaded machine the default 25 s synchronous wait
+            # can run out (no node dies in this contract).
+            return cluster.client(timeout_s=30.0)
 
         return SyncClient(make, on_close=cluster.stop)
 

@@ -30,7 +30,9 @@ def _kv() -> SyncClient:
 
         async def make():  # type: ignore[no-untyped-def]
             await cluster.start()
-            return cluster.client()
+            # A long per-call bound: on a loaded machine the in-process cluster can take over
+            # the 25 s the default gives a synchronous call (no node dies in this test).
+            return cluster.client(timeout_s=30.0)
 
         _shared["client"] = SyncClient(make, on_close=cluster.stop)
     return _shared["client"]
