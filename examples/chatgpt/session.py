@@ -93,8 +93,13 @@ async def run_session(
     clock: Clock | None = None,
     base_url: str | None = None,
     api_key: str = "",
+    tokens_per_s: float = TOKENS_PER_S,
 ) -> ChatReport:
     """Run the script once; ``stream`` receives reply text as it is generated.
+
+    ``tokens_per_s``: each user's token budget refill rate (the burst is ``TOKEN_BURST``). On
+    a slow machine a reply can take long enough to refill what it spent, and dee's back-to-back
+    questions are then never refused: a test that checks the refusal passes a low rate.
 
     ``base_url``: an OpenAI-compatible server (``http://HOST:PORT/v1``: ``blocks inference
     serve`` or ``route``, vLLM, llama.cpp's server) serving ``model``, instead of an engine
@@ -106,7 +111,7 @@ async def run_session(
         stack = await start_stack(
             services,
             model=model,
-            tokens_per_s=TOKENS_PER_S,
+            tokens_per_s=tokens_per_s,
             token_burst=TOKEN_BURST,
             device=device,
             base_url=base_url,

@@ -17,7 +17,11 @@ from examples.chatgpt.session import run_session
 def test_session_streams_remembers_caches_limits_and_meters() -> None:
     lines: list[str] = []
     streamed: list[str] = []
-    report = asyncio.run(run_session(lines.append, streamed.append, max_tokens=16))
+    # A refill of 1 token/s: dee's back-to-back questions spend the burst however slowly the
+    # machine generates (at the default 20/s a loaded machine refilled faster than dee spent).
+    report = asyncio.run(
+        run_session(lines.append, streamed.append, max_tokens=16, tokens_per_s=1.0)
+    )
     everything = "".join(streamed)
 
     asked: dict[tuple[str, str], list[tuple[str, Reply]]] = {
