@@ -7,7 +7,9 @@ Each block contributes its own sub-command from ``blocks/<block>/cli.py``, which
 ``register(subparsers)``: it adds a parser named after the block whose leaf commands set
 ``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an exit code.
 Block modules are imported only when present, so a missing optional dependency (torch,
-faiss) removes that block's commands instead of breaking the whole tool.
+faiss) removes that block's commands instead of breaking the whole tool; and when the
+command line names a block, only that block's module is imported (a ``blocks kv get``
+does not pay for importing search and inference).
 
 Errors: a command raises; ``main`` prints one line ``error: <what went wrong>: <what to do>``
 on stderr and returns the documented exit code (``blocks.cli_errors``); ``--debug`` prints
@@ -118,7 +120,23 @@ def _epilog() -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(module_name: str) -> str:
+    """The sub-command a module registers: ``blocks.kv.cli`` -> ``kv``, ``blocks.demo`` -> ``demo``."""
+    parts = module_name.split(".")
+    return parts[1].removesuffix("_cli")
+
+
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The block named by ``argv`` (its first word that is not an option), if it is one."""
+    names = {_command_name(m) for m in BLOCK_CLI_MODULES}
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in names else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, just that block's commands (the others not imported)."""
     parser = argparse.ArgumentParser(
         prog="blocks",
         description="Distributed-systems building blocks.",
@@ -129,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in BLOCK_CLI_MODULES:
+        if only is not None and _command_name(module_name) != only:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -144,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_named_command(words))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
