@@ -41,7 +41,7 @@ from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Overloaded
 from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.local import SHARDS_MAX, check_amount, check_name
-from blocks.kv.client import Versioned
+from blocks.kv import Versioned
 
 __all__ = [
     "WRITERS_MAX",

@@ -1,8 +1,8 @@
 """``SyncClient``: the kv client for scripts and notebooks, with plain blocking calls.
 
-Theory of operation. A private event loop runs in one daemon thread; each method submits a
-coroutine to it (``run_coroutine_threadsafe``) and waits for the result, bounded by the
-client's timeout plus a margin. The wrapper implements the ``KeyValueStore`` interface
+Theory of operation. A private event loop runs in one daemon thread
+(``blocks.core.loop_thread.LoopThread``); each method submits a coroutine to it and waits for
+the result, bounded by the client's timeout plus a margin. The wrapper implements the ``KeyValueStore`` interface
 (``put``/``get``/``delete``/``put_many``/``get_many``/``keys``/``len``), so the public contract
 runs against a cluster through it: ``put`` and ``delete`` read first and write with the read's
 context, so they supersede every sibling the read saw, as a single store's put would.
@@ -14,13 +14,11 @@ async set-up (a ``LocalCluster``, say) on the private loop and wraps the client 
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from blocks.core.errors import Timeout
+from blocks.core.loop_thread import LoopThread
 from blocks.core.rpc import PemSource
 from blocks.kv.client import DEFAULT_TIMEOUT_S, KVClient, Versioned, connect
 from blocks.kv.limits import check_batch_size, check_key, check_value
@@ -39,9 +37,7 @@ class SyncClient:
         factory: Callable[[], Awaitable[KVClient]],
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        self._runner = LoopThread("blocks-kv")
         self._on_close = on_close
         self._closed = False
         try:
@@ -74,12 +70,7 @@ class SyncClient:
         return cls(make)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(timeout_s if timeout_s is not None else self._timeout())
-        except TimeoutError:
-            future.cancel()
-            raise Timeout("the kv call did not finish in time") from None
+        return self._runner.call(coroutine, timeout_s if timeout_s is not None else self._timeout())
 
     def _timeout(self) -> float:
         return self._client.timeout_s * 4 + MARGIN_S
@@ -154,10 +145,7 @@ class SyncClient:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10.0)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._runner.stop()
 
     def __enter__(self) -> SyncClient:
         return self

@@ -1,6 +1,6 @@
 """A blocking wrapper: ``SyncPubSub`` for scripts and notebooks without an event loop.
 
-The wrapped async client runs on a background event loop (``blocks.queue.sync.LoopThread``);
+The wrapped async client runs on a background event loop (``blocks.core.loop_thread.LoopThread``);
 each method waits for its coroutine there.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from blocks.core.loop_thread import LoopThread
 from blocks.pubsub.api import PubSub, Record
-from blocks.queue.sync import LoopThread
 
 __all__ = ["SyncPubSub"]
 

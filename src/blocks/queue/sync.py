@@ -7,38 +7,13 @@ same ``BlocksError`` classes the async API raises.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from blocks.core.errors import FailedPrecondition
+from blocks.core.loop_thread import LoopThread
 from blocks.queue.api import Message, Queue
 
-__all__ = ["LoopThread", "SyncQueue"]
-
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An event loop on a daemon thread; ``call`` runs a coroutine there and waits."""
-
-    def __init__(self, name: str = "blocks-sync") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
-        if not self._thread.is_alive():
-            coroutine.close()
-            raise FailedPrecondition("the wrapper is closed")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=5)
-            self.loop.close()
+__all__ = ["LoopThread", "SyncQueue"]  # LoopThread lives in blocks.core.loop_thread
 
 
 class SyncQueue:

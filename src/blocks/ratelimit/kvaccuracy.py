@@ -19,7 +19,7 @@ from typing import Any
 
 from blocks.core.clock import Clock, ManualClock
 from blocks.core.errors import Overloaded
-from blocks.kv.client import Versioned
+from blocks.kv import Versioned
 from blocks.ratelimit.distributed import DistributedLimiter
 from blocks.ratelimit.kvstore import KvWindowStore, VersionedStore
 

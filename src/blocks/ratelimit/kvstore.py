@@ -31,7 +31,7 @@ from typing import Protocol
 
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Overloaded
-from blocks.kv.client import Versioned
+from blocks.kv import Versioned
 from blocks.ratelimit.distributed import STORE_KEYS_MAX, _rolled_add
 
 __all__ = ["PROCESSES_MAX", "KvWindowStore", "VersionedStore", "merge_windows", "window_totals"]

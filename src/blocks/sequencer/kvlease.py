@@ -42,7 +42,7 @@ import xxhash
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, FailedPrecondition, InvalidArgument, Timeout, Unavailable
-from blocks.kv.client import Versioned
+from blocks.kv import Versioned
 from blocks.sequencer.kvlease_core import (
     TOKEN_BYTES,
     KvLeaseRecord,

@@ -146,7 +146,7 @@ class KvLeaseSource:
         self._leases: KvLeases | None = None
 
     async def acquire(self, owner: str) -> WorkerLease:
-        from blocks.kv.client import connect
+        from blocks.kv import connect
 
         client = await connect(self._addresses, token=self._token)
         self._client = client
@@ -171,7 +171,7 @@ class KvLeaseSource:
             _log.warning("could not release worker id %d: %s", lease.worker_id, error)
 
     async def close(self) -> None:
-        from blocks.kv.client import KVClient
+        from blocks.kv import KVClient
 
         if isinstance(self._client, KVClient):
             await self._client.close()

@@ -34,9 +34,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-import nats
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -53,11 +50,12 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.core.hashing import key_hash
+from blocks.core.natscall import connect_nats, nats_call
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
 
-__all__ = ["PROPERTIES", "NatsPubSub", "connect_nats", "nats_call"]
+__all__ = ["PROPERTIES", "NatsPubSub", "connect_nats", "nats_call"]  # the last two: core.natscall
 
 PROPERTIES = frozenset(
     {
@@ -93,42 +91,6 @@ def _check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise InvalidArgument(f"{what} must be 1..64 characters of A-Z a-z 0-9 _ -")
     return value
-
-
-async def connect_nats(url: str, **options: Any) -> Client:
-    """A nats-py connection that keeps reconnecting (the adapter reports ``Unavailable``
-    while it is down)."""
-    try:
-        return await nats.connect(
-            url,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.2,
-            connect_timeout=REQUEST_TIMEOUT_S,
-            **options,
-        )
-    except (nats.errors.Error, OSError) as error:
-        raise Unavailable(f"cannot connect to {url}: {error}") from error
-
-
-async def nats_call(client: Client, awaitable: Awaitable[T], what: str) -> T:
-    """Await a nats call, turning its exceptions into the block's own errors."""
-    if not client.is_connected:
-        if asyncio.iscoroutine(awaitable):
-            awaitable.close()
-        raise Unavailable(f"{what}: not connected to NATS")
-    try:
-        return await awaitable
-    except (TimeoutError, nats.errors.TimeoutError) as error:
-        raise Timeout(f"{what}: NATS did not answer in time") from error
-    except nats.js.errors.KeyWrongLastSequenceError as error:
-        raise Conflict(f"{what}: changed meanwhile") from error
-    except nats.js.errors.NotFoundError as error:  # streams, messages, keys
-        raise NotFound(f"{what}: not found") from error
-    except nats.js.errors.BadRequestError as error:
-        raise FailedPrecondition(f"{what}: refused by JetStream: {error}") from error
-    except (nats.errors.Error, OSError) as error:  # connection lost, no responders, ...
-        raise Unavailable(f"{what}: {error}") from error
 
 
 class NatsPubSub:

@@ -45,7 +45,7 @@ from blocks.core.errors import (
     Overloaded,
     Timeout,
 )
-from blocks.pubsub.adapters.nats import connect_nats, nats_call
+from blocks.core.natscall import connect_nats, nats_call
 from blocks.queue.api import Message
 
 __all__ = ["IN_FLIGHT_MAX", "NatsQueue"]
