@@ -25,6 +25,8 @@ Rules the ``dict[bytes, bytes]`` model enforces:
 * ``delete`` returns whether the key existed, and removes it;
 * ``len`` and ``keys()`` always match the model (an invariant after every step);
 * a restart (``restart_subject``) and a compaction change nothing a read can see;
+* (each rule beyond put, get and the invariant runs only when ``supports`` its property:
+  ``batch order``, ``delete``, ``restart``, ``bad input``; see ``declared_properties``)
 * refused input raises ``InvalidArgument`` and changes nothing: keys that are not bytes or
   str, keys over ``KEY_BYTES_MAX`` bytes, values that are not bytes, values over
   ``value_bytes_max``, and a ``put_many`` with one bad pair (none of its pairs is stored).
@@ -41,6 +43,7 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     multiple,
+    precondition,
     rule,
 )
 
@@ -136,6 +139,7 @@ class KeyValueStoreContract(Contract[KeyValueStore]):
         self.store.put(key, value)
         self.model[_as_bytes(key)] = value
 
+    @precondition(lambda self: self.supports("batch order"))
     @rule(items=st.lists(st.tuples(keys_bundle, value_strategy()), max_size=5))
     def put_many(self, items: list[tuple[bytes | str, bytes]]) -> None:
         self.store.put_many(items)
@@ -146,16 +150,19 @@ class KeyValueStoreContract(Contract[KeyValueStore]):
     def get(self, key: bytes | str) -> None:
         assert self.store.get(key) == self.model.get(_as_bytes(key))
 
+    @precondition(lambda self: self.supports("batch order"))
     @rule(keys=st.lists(keys_bundle, max_size=5))
     def get_many(self, keys: list[bytes | str]) -> None:
         assert self.store.get_many(keys) == [self.model.get(_as_bytes(k)) for k in keys]
 
+    @precondition(lambda self: self.supports("delete"))
     @rule(key=keys_bundle)
     def delete(self, key: bytes | str) -> None:
         existed = self.store.delete(key)
         assert existed == (_as_bytes(key) in self.model)
         self.model.pop(_as_bytes(key), None)
 
+    @precondition(lambda self: self.supports("bad input"))
     @rule(bad_key=st.sampled_from(_BAD_KEYS), value=value_strategy())
     def put_bad_key(self, bad_key: Any, value: bytes) -> None:
         bad_key = _materialize(bad_key)
@@ -163,12 +170,14 @@ class KeyValueStoreContract(Contract[KeyValueStore]):
         self._expect_refused(lambda: self.store.get(bad_key))
         self._expect_refused(lambda: self.store.delete(bad_key))
 
+    @precondition(lambda self: self.supports("bad input"))
     @rule(key=keys_bundle, bad_value=st.sampled_from(_BAD_VALUES), oversize=st.booleans())
     def put_bad_value(self, key: bytes | str, bad_value: Any, oversize: bool) -> None:
         if oversize and self.value_bytes_max is not None:
             bad_value = b"x" * (self.value_bytes_max + 1)
         self._expect_refused(lambda: self.store.put(key, bad_value))
 
+    @precondition(lambda self: self.supports("bad input"))
     @rule(
         good=st.lists(st.tuples(keys_bundle, value_strategy()), max_size=3),
         bad_key=st.sampled_from(_BAD_KEYS),
@@ -177,6 +186,7 @@ class KeyValueStoreContract(Contract[KeyValueStore]):
         items = [*good, (_materialize(bad_key), b"v")]
         self._expect_refused(lambda: self.store.put_many(items))
 
+    @precondition(lambda self: self.supports("restart"))
     @rule()
     def reopen(self) -> None:
         reopened = self.reopen_subject(self.store)
