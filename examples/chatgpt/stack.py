@@ -1,7 +1,12 @@
-"""The servers behind the ChatGPT design, started on 127.0.0.1 and wired to clients.
+"""The blocks behind the ChatGPT design, built for one backend and wired to the front end.
+
+The table is the ``cluster`` backend (the default); ``local`` runs the same blocks in this
+process without sockets, ``engines`` puts them on Redis and the model behind an OpenAI URL
+of its own process (``stack.placement`` says exactly where each one ended up; see
+``examples/backends.py``).
 
 =====================  ============================================  ========================
-role                   block                                         shape here
+role                   block (``cluster``)                           shape here
 =====================  ============================================  ========================
 model serving          ``blocks.inference`` ``InferenceServer``      1 engine, continuous
                        (OpenAI-compatible HTTP, SSE streaming)       batching, paged KV cache
@@ -12,27 +17,22 @@ token budgets          ``blocks.ratelimit`` server (token bucket)    1 node, a b
 usage metering         ``blocks.counters`` server                    1 node: counters, HLL
 =====================  ============================================  ========================
 
-With ``base_url`` the stack starts no engine: replies come from that OpenAI-compatible server
-(``blocks inference serve``/``route``, vLLM, llama.cpp's server), and ``engine`` is None.
+With ``base_url`` the stack starts no engine on any backend: replies come from that
+OpenAI-compatible server (``blocks inference serve``/``route``, vLLM, llama.cpp's server),
+and ``engine`` is None.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from blocks.cache.client import CacheClient
-from blocks.cache.service import build_server as build_cache_server
-from blocks.counters.client import CountersClient
-from blocks.counters.service import build_server as build_counters_server
-from blocks.kv.client import KVClient
-from blocks.kv.local import LocalCluster
-from blocks.ratelimit.bucket import TokenBucket
-from blocks.ratelimit.client import RateLimitClient
-from blocks.ratelimit.service import build_server as build_ratelimit_server
+from blocks.core.errors import InvalidArgument
+from examples.backends import Backend, Blocks, Placement
 from examples.common import Services
+from examples.ports import CacheStore, CountersStore, Limiter, VersionedStore
 
 __all__ = ["Stack", "start_stack"]
 
@@ -45,37 +45,32 @@ class Stack:
     inference_path: str
     """The OpenAI base URL's path (``/v1``): requests go to ``<path>/chat/completions``."""
     api_key: str
-    kv: KVClient
-    cache: CacheClient
-    ratelimit: RateLimitClient
-    counters: CountersClient
+    kv: VersionedStore
+    cache: CacheStore
+    ratelimit: Limiter
+    counters: CountersStore
     token_burst: int
     engine: Any
-    """The ``LLMEngine`` (its ``metrics`` are printed at the end); None with ``base_url``."""
+    """The ``LLMEngine`` (its ``metrics`` are printed at the end) when it runs in this
+    process; None with ``base_url`` or on ``engines``."""
+    placement: Placement
 
     @property
     def inference_url(self) -> str:
         return f"http://{self.inference_host}:{self.inference_port}{self.inference_path}"
 
 
-async def _start_inference(
-    services: Services, model: str, device: str | None, max_model_len: int
-) -> tuple[int, Any]:
-    from blocks.inference.async_engine import AsyncEngine
-    from blocks.inference.engine import EngineConfig
-    from blocks.inference.factory import load_engine
-    from blocks.inference.server import InferenceServer
-
-    config = EngineConfig(num_blocks=256, max_model_len=max_model_len)
-    engine = await asyncio.to_thread(load_engine, model, device=device, config=config)
-    server = InferenceServer(AsyncEngine(engine), model_name=model)
-    port = await server.start()
-    services.defer("inference", server.stop)
-    return port, engine
+def split_base_url(base_url: str) -> tuple[str, int, str]:
+    """``http://HOST:PORT/v1`` as (host, port, path); anything else is ``InvalidArgument``."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise InvalidArgument(f"--base-url must be http://HOST:PORT/v1, got {base_url!r}")
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/")
 
 
 async def start_stack(
     services: Services,
+    directory: Path,
     *,
     model: str,
     tokens_per_s: float,
@@ -84,44 +79,34 @@ async def start_stack(
     max_model_len: int = 2048,
     base_url: str | None = None,
     api_key: str = "",
+    backend: Backend | str = Backend.CLUSTER,
 ) -> Stack:
-    """Start every server; each user may spend ``token_burst`` tokens at once and
-    ``tokens_per_s`` sustained. With ``base_url`` (``http://HOST:PORT/v1``) no engine starts."""
-    host, path = "127.0.0.1", "/v1"
-    engine: Any = None
-    if base_url is None:
-        port, engine = await _start_inference(services, model, device, max_model_len)
-    else:
-        parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"--base-url must be http://HOST:PORT/v1, got {base_url!r}")
-        host, port, path = parts.hostname, parts.port or 80, parts.path.rstrip("/")
-    cluster = LocalCluster(nodes=3, replicas=3, read_quorum=2, write_quorum=2, transport="tcp")
-    await cluster.start()
-    services.defer("kv", cluster.stop)
-
-    cache_server, _ = build_cache_server(capacity=10_000)
-    cache = CacheClient(await services.start(cache_server, "cache"), timeout_s=2.0)
-    services.defer("cache-client", cache.close)
-
-    bucket = TokenBucket(rate_per_s=tokens_per_s, burst=token_burst)
-    limiter_server, _ = build_ratelimit_server(bucket)
-    ratelimit = RateLimitClient(await services.start(limiter_server, "ratelimit"))
-    services.defer("ratelimit-client", ratelimit.close)
-
-    counters_server, _ = build_counters_server("usage-0")
-    counters = CountersClient(await services.start(counters_server, "counters"))
-    services.defer("counters-client", counters.close)
+    """Build every block on ``backend``; each user may spend ``token_burst`` tokens at once
+    and ``tokens_per_s`` sustained. With ``base_url`` (``http://HOST:PORT/v1``) no engine
+    starts."""
+    if base_url is not None:
+        split_base_url(base_url)  # a bad URL fails before anything starts
+    blocks = Blocks(backend, services, directory)
+    url, engine = await blocks.inference(
+        model=model, device=device, max_model_len=max_model_len, base_url=base_url
+    )
+    host, port, path = split_base_url(url)
+    kv = await blocks.kv("kv")
+    cache = await blocks.cache("cache")
+    ratelimit = await blocks.limiter("ratelimit", rate_per_s=tokens_per_s, burst=token_burst)
+    counters = await blocks.counters("counters")
+    (usage,) = counters.values()
     return Stack(
         model,
         host,
         port,
         path,
         api_key,
-        cluster.client(),
+        kv,
         cache,
         ratelimit,
-        counters,
+        usage,
         token_burst,
         engine,
+        blocks.placement,
     )

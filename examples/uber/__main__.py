@@ -1,4 +1,5 @@
-"""``python -m examples.uber [--seed N] [--json]``: run the scripted simulation."""
+"""``python -m examples.uber [--backend local|cluster|engines] [--seed N] [--json]``: run
+the scripted simulation on one backend (``examples/backends.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import sys
 
+from examples.backends import add_backend_argument
 from examples.uber.session import run_session
 
 
@@ -15,13 +17,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m examples.uber", description="Uber assembled from the blocks."
     )
     parser.add_argument("--seed", type=int, default=11)
+    add_backend_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    report = asyncio.run(run_session(say, seed=args.seed))
+    report = asyncio.run(run_session(say, seed=args.seed, backend=args.backend))
     if args.json:
         print(json.dumps(report.summary(), default=str))
     return 0

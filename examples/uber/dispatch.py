@@ -12,7 +12,9 @@ to the nearest free driver; choosing and reserving the driver happen with no ``a
 between, so two requests in this dispatcher can never get the same driver. The trip is then
 written to kv. Every later change (pickup, drop-off, tip, rating) is a read-modify-write with
 the read's version context; writes that raced come back as siblings and ``trips.merge``
-folds them, so none is lost.
+folds them, so none is lost. On a compare-and-set store (``--backend engines`` with Redis)
+the write that lost the race is refused instead, and ``write_trip`` folds it into the newer
+trip with the same ``trips.merge`` and writes again: the same trip either way.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from blocks.core.clock import Clock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, NotFound
+from examples.common import put_merging
+from examples.ports import VersionedRead
 from examples.uber.geo import GeoIndex
 from examples.uber.stack import LOCATIONS, PARTITIONS, Stack
 from examples.uber.trips import Trip, TripState, decode, encode, merge
@@ -87,6 +91,8 @@ class Dispatcher:
         self.next_offset: dict[int, int] = dict.fromkeys(partitions, 0)
         self.updates_applied = 0
         self.updates_stale = 0
+        self.write_conflicts = 0
+        """Trip writes a compare-and-set store refused (then merged and written again)."""
 
     # -- the location feed -------------------------------------------------------------------
 
@@ -164,13 +170,25 @@ class Dispatcher:
             raise NotFound(f"no trip {trip_id}")
         return merge(decode(s) for s in read.siblings), read.context, len(read.siblings)
 
-    async def write_trip(self, trip: Trip, context: bytes) -> None:
-        await self.stack.kv.put(trip_key(trip.trip_id), encode(trip), context)
+    async def write_trip(self, trip: Trip, context: bytes) -> Trip:
+        """Write ``trip`` superseding the read of ``context``; returns what was written (on a
+        compare-and-set store a refused write is merged into the newer trip and retried)."""
+        written = trip
+
+        def remerge(current: VersionedRead) -> bytes:
+            nonlocal written
+            written = merge([written, *(decode(s) for s in current.siblings)])
+            return encode(written)
+
+        key = trip_key(trip.trip_id)
+        self.write_conflicts += await put_merging(
+            self.stack.kv, key, encode(trip), context, remerge
+        )
+        return written
 
     async def update_trip(self, trip_id: int, change: Callable[[Trip], Trip]) -> Trip:
         trip, context, _ = await self.read_trip(trip_id)
-        changed = change(trip)
-        await self.write_trip(changed, context)
+        changed = await self.write_trip(change(trip), context)
         if changed.state in (TripState.COMPLETED, TripState.CANCELLED) and changed.driver:
             self.index.set_free(changed.driver, True)
         return changed

@@ -23,6 +23,7 @@ from pathlib import Path
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack
 from blocks.core.errors import Timeout
+from examples.backends import Backend, Placement, parse_backend
 from examples.common import Say, Services, wait_for_condition
 from examples.uber.dispatch import Dispatcher, DriverApp, RideOutcome
 from examples.uber.stack import Stack, start_stack
@@ -52,9 +53,12 @@ class UberReport:
     freed_before: dict[int, str] = field(default_factory=dict)
     stale_ignored: int = 0
     siblings_seen: int = 0
+    write_conflicts: int = 0
+    """Trip writes refused by a compare-and-set kv (then merged and written again)."""
     merged_trip: Trip | None = None
     final_trip: Trip | None = None
     seconds: float = 0.0
+    placement: Placement = field(default_factory=lambda: Placement(Backend.CLUSTER))
 
     def summary(self) -> dict[str, object]:
         return {
@@ -66,10 +70,12 @@ class UberReport:
             "refused": [o.rider for o in self.outcomes if o.retry_after_ms is not None],
             "stale_updates_ignored": self.stale_ignored,
             "siblings_seen": self.siblings_seen,
+            "write_conflicts": self.write_conflicts,
             "final_trip": None
             if self.final_trip is None
             else {"state": self.final_trip.state.value, "notes": self.final_trip.notes},
             "seconds": round(self.seconds, 2),
+            **self.placement.summary(),
         }
 
 
@@ -85,16 +91,31 @@ def _scatter(rng: random.Random, city: str, spread_m: float) -> tuple[float, flo
     return offset(lat, lon, rng.uniform(-spread_m, spread_m), rng.uniform(-spread_m, spread_m))
 
 
-async def run_session(say: Say, *, seed: int = 11, clock: Clock | None = None) -> UberReport:
+async def run_session(
+    say: Say,
+    *,
+    seed: int = 11,
+    clock: Clock | None = None,
+    backend: Backend | str = Backend.CLUSTER,
+) -> UberReport:
+    """Run the simulation once on ``backend`` (see the module docstring)."""
     started = time.monotonic()
-    report = UberReport()
+    report = UberReport(placement=Placement(parse_backend(backend)))
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="examples-uber-") as directory:
         async with Services() as services:
             # One ride a minute per rider: the double tap below is refused however slowly the
             # first request ran (at 0.5 a second, 2 s between the taps would admit both).
-            stack = await start_stack(services, Path(directory), rides_per_s=1 / 60, ride_burst=1)
-            say(f"stack up: pubsub {stack.pubsub_address}, kv 3 nodes, rate limit, sequencer")
+            stack = await start_stack(
+                services,
+                Path(directory),
+                rides_per_s=1 / 60,
+                ride_burst=1,
+                backend=report.placement.backend,
+            )
+            report.placement = stack.placement
+            for line in stack.placement.lines():
+                say(line)
             dispatcher = Dispatcher(stack, clock or SystemClock())
             stop = asyncio.Event()
             tailing = asyncio.create_task(dispatcher.run(stop))
@@ -204,9 +225,11 @@ async def _race(say: Say, dispatcher: Dispatcher, report: UberReport) -> None:
     )
     merged, _, siblings = await dispatcher.read_trip(trip_id)
     report.siblings_seen = siblings
+    report.write_conflicts = dispatcher.write_conflicts
     report.merged_trip = merged
     say(
-        f"trip {trip_id}: driver's pickup and rider's tip raced; kv kept {siblings} siblings; "
+        f"trip {trip_id}: driver's pickup and rider's tip raced; kv kept {siblings} siblings "
+        f"and refused {dispatcher.write_conflicts} stale writes (merged and written again); "
         f"merged -> state {merged.state.value}, notes {merged.notes}"
     )
     done = await dispatcher.complete(trip_id)

@@ -1,4 +1,5 @@
-"""``python -m examples.youtube [--seed N] [--views N] [--json]``: run the scripted session."""
+"""``python -m examples.youtube [--backend local|cluster|engines] [--seed N] [--views N]
+[--json]``: run the scripted session on one backend (``examples/backends.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 import sys
 
+from examples.backends import add_backend_argument
 from examples.youtube.session import run_session
 
 
@@ -17,13 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--views", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
+    add_backend_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    report = asyncio.run(run_session(say, seed=args.seed, views=args.views, workers=args.workers))
+    report = asyncio.run(
+        run_session(
+            say, seed=args.seed, views=args.views, workers=args.workers, backend=args.backend
+        )
+    )
     if args.json:
         print(json.dumps(report.summary(), default=str))
     return 0

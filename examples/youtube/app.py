@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from blocks.core.codec import pack
 from blocks.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from examples.common import put_merging
+from examples.ports import VersionedRead
 from examples.youtube.metadata import Video, VideoStatus, decode, encode, merge
 from examples.youtube.stack import BUCKET, Stack
 from examples.youtube.transcode import RENDITIONS, Rendition
@@ -32,7 +34,6 @@ JOBS = "transcode"
 DEAD_JOBS = "transcode-dead"
 JOB_RECEIVES_MAX = 3
 CACHE_TTL_S = 30.0
-UPDATE_ATTEMPTS_MAX = 8
 
 
 def source_key(video_id: int) -> str:
@@ -52,6 +53,8 @@ class CacheCounts:
     hits: int = 0
     misses: int = 0
     sibling_merges: int = 0
+    write_conflicts: int = 0
+    """Writes a compare-and-set store refused (then merged and written again)."""
 
 
 class YouTube:
@@ -88,7 +91,7 @@ class YouTube:
         await self.stack.kv.put(_meta_key(video_id), encode(video))
         for rendition in wanted:
             job = pack({"video": video_id, "rendition": rendition})
-            await self.stack.queue.send(JOBS, job, dedup_id=f"{video_id}:{rendition}")
+            await self.stack.queue.send(JOBS, job, dedup_id=f"{video_id}-{rendition}")
         await self.stack.blocking.run(
             lambda: self.stack.search.index_documents([(str(video_id), title)])
         )
@@ -98,7 +101,8 @@ class YouTube:
         return await self._update(video_id, lambda video: video.with_rendition(rendition))
 
     async def _update(self, video_id: int, change: Callable[[Video], Video]) -> Video:
-        """Read with context, merge siblings, change, write back superseding what was read."""
+        """Read with context, merge siblings, change, write back superseding what was read
+        (``put_merging``: a refused write is merged into the newer record and retried)."""
         key = _meta_key(video_id)
         read = await self.stack.kv.get(key)
         if read.value is None:
@@ -106,13 +110,20 @@ class YouTube:
         if len(read.siblings) > 1:
             self.cache_counts.sibling_merges += 1
         video = change(merge(decode(s) for s in read.siblings))
-        await self.stack.kv.put(key, encode(video), read.context)
+
+        def remerge(current: VersionedRead) -> bytes:
+            nonlocal video
+            video = change(merge([video, *(decode(s) for s in current.siblings)]))
+            return encode(video)
+
+        conflicts = await put_merging(self.stack.kv, key, encode(video), read.context, remerge)
+        self.cache_counts.write_conflicts += conflicts
         await self.stack.cache.delete(key)
         return video
 
     async def _put_object(self, key: str, data: bytes) -> None:
         def put() -> None:
-            s3 = self.stack.s3()
+            s3 = self.stack.open_objects()
             try:
                 s3.put_object(BUCKET, key, data)
             finally:
@@ -122,7 +133,7 @@ class YouTube:
 
     async def _get_object(self, key: str) -> bytes:
         def get() -> bytes:
-            s3 = self.stack.s3()
+            s3 = self.stack.open_objects()
             try:
                 return s3.get_object(BUCKET, key)
             finally:

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from examples.backends import Backend, Placement, parse_backend
 from examples.common import Say, Services, wait_for_condition
 from examples.youtube.app import CacheCounts, YouTube
 from examples.youtube.metadata import Video, VideoStatus
@@ -54,6 +55,7 @@ class YouTubeReport:
     jobs_done: int = 0
     cache: CacheCounts = field(default_factory=CacheCounts)
     seconds: float = 0.0
+    placement: Placement = field(default_factory=lambda: Placement(Backend.CLUSTER))
 
     def summary(self) -> dict[str, object]:
         """The report as plain JSON-able data (bytes reduced to sizes)."""
@@ -71,20 +73,29 @@ class YouTubeReport:
             "jobs_done": self.jobs_done,
             "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
             "sibling_merges": self.cache.sibling_merges,
+            "write_conflicts": self.cache.write_conflicts,
             "seconds": round(self.seconds, 2),
+            **self.placement.summary(),
         }
 
 
 async def run_session(
-    say: Say, *, seed: int = 7, views: int = 300, workers: int = 2
+    say: Say,
+    *,
+    seed: int = 7,
+    views: int = 300,
+    workers: int = 2,
+    backend: Backend | str = Backend.CLUSTER,
 ) -> YouTubeReport:
-    """Run the script once (see the module docstring)."""
+    """Run the script once on ``backend`` (see the module docstring)."""
     started = time.monotonic()
-    report = YouTubeReport()
+    report = YouTubeReport(placement=Placement(parse_backend(backend)))
     with tempfile.TemporaryDirectory(prefix="examples-youtube-") as directory:
         async with Services() as services:
-            stack = await start_stack(services, Path(directory))
-            say(f"stack up: S3 at {stack.blob_endpoint}, kv 3 nodes, cache and counters 2 each")
+            stack = await start_stack(services, Path(directory), report.placement.backend)
+            report.placement = stack.placement
+            for line in stack.placement.lines():
+                say(line)
             app = YouTube(stack, rng=random.Random(seed))
             await app.setup()
             stop = asyncio.Event()
@@ -133,7 +144,8 @@ async def _wait_ready(
     jobs = ", ".join(f"{w.name} did {w.done}" for w in crew)
     say(
         f"transcoding: {jobs}; all ready: {ready} after {time.monotonic() - started:.1f}s; "
-        f"concurrent metadata writes merged from siblings {app.cache_counts.sibling_merges} times"
+        f"concurrent metadata writes merged from siblings {app.cache_counts.sibling_merges} "
+        f"times, after a refused write {app.cache_counts.write_conflicts} times"
     )
     for video_id in report.ids:
         for rendition in report.videos[video_id].renditions:

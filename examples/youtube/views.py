@@ -17,7 +17,7 @@ import random
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.hashing import HashRing
-from blocks.counters.client import CountersClient
+from examples.ports import CountersStore
 
 __all__ = ["SHARDS_MAX", "TRENDING", "ViewCounters"]
 
@@ -28,9 +28,7 @@ TRENDING = "trending"
 class ViewCounters:
     """``await views.record(video_id, viewer)``; ``await views.views(video_id)``."""
 
-    def __init__(
-        self, nodes: dict[str, CountersClient], *, shards: int, rng: random.Random
-    ) -> None:
+    def __init__(self, nodes: dict[str, CountersStore], *, shards: int, rng: random.Random) -> None:
         if not nodes or not 1 <= shards <= SHARDS_MAX:
             raise InvalidArgument(f"need counters nodes and 1..{SHARDS_MAX} shards")
         self._nodes = dict(nodes)
@@ -38,7 +36,7 @@ class ViewCounters:
         self.shards = shards
         self._rng = rng
 
-    def _node(self, name: str) -> CountersClient:
+    def _node(self, name: str) -> CountersStore:
         return self._nodes[self._ring.owner(name)]
 
     def cell(self, video_id: int, shard: int) -> str:

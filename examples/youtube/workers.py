@@ -16,10 +16,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from blocks.blob.client import S3Client
 from blocks.core.codec import unpack
 from blocks.core.errors import BlocksError
 from blocks.queue.api import Message
+from examples.ports import ObjectStore
 from examples.youtube.app import JOBS, YouTube, rendition_key, source_key
 from examples.youtube.stack import BUCKET
 from examples.youtube.transcode import rendition_named, transcode
@@ -41,7 +41,9 @@ class TranscodeWorker:
     failed: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        s3 = self.app.stack.s3()  # this worker's own connection, used by one thread at a time
+        s3 = (
+            self.app.stack.open_objects()
+        )  # this worker's own connection, used by one thread at a time
         try:
             while not stop.is_set():
                 messages = await self.app.stack.queue.receive(JOBS, wait_ms=POLL_WAIT_MS)
@@ -50,7 +52,7 @@ class TranscodeWorker:
         finally:
             s3.close()
 
-    async def _handle(self, message: Message, s3: S3Client) -> None:
+    async def _handle(self, message: Message, s3: ObjectStore) -> None:
         queue = self.app.stack.queue
         try:
             job = unpack(message.body)

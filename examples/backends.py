@@ -1,0 +1,414 @@
+"""``--backend local|cluster|engines``: the one place that builds every block a design needs.
+
+Theory of operation. A design asks a ``Blocks`` for each block it uses (``await
+blocks.kv()``, ``await blocks.queue()``, ...) and gets something that fills the block's
+protocol (``examples/ports.py``, ``blocks.queue.api.Queue``, ``blocks.pubsub.api.PubSub``):
+
+* ``local``: each block's own in-process implementation, no sockets (kv is a 3-node
+  ``LocalCluster`` on the in-memory network, so it still keeps siblings);
+* ``cluster``: blocks' own servers on 127.0.0.1 ports, reached through their clients over
+  TCP and gRPC, in this process's event loop (what the designs did before the switch, and
+  still the default);
+* ``engines``: the adapters on real engines that ``examples/engine_processes.py`` starts:
+  NATS JetStream (pub-sub, queue), Redis (kv, cache, counters, rate limits, ids), an S3
+  endpoint (moto's server) and an OpenAI-compatible URL (``blocks inference serve``, or
+  ``--base-url``).
+
+Every block built is recorded in ``Placement``: where it runs, and, on ``engines``, each
+block that still runs on blocks' own implementation and why (no adapter for it yet, or no
+engine for that block in issue #20). The sessions print it and put it in their JSON, so a
+block is never silently left off the engines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from blocks.blob.client import S3Client
+from blocks.blob.s3api import S3Config
+from blocks.blob.server import BlobServer
+from blocks.blob.store import LocalBlobStore
+from blocks.cache.client import CacheClient
+from blocks.cache.cluster import ClusterClient, LocalNode
+from blocks.cache.local import TinyLFUCache
+from blocks.cache.service import build_server as build_cache_server
+from blocks.core.errors import InvalidArgument
+from blocks.counters.client import CountersClient
+from blocks.counters.service import build_server as build_counters_server
+from blocks.kv.local import LocalCluster
+from blocks.pubsub.api import PubSub
+from blocks.pubsub.client import connect as connect_pubsub
+from blocks.pubsub.local import LocalBroker
+from blocks.pubsub.service import build_server as build_pubsub_server
+from blocks.queue.api import Queue
+from blocks.queue.client import connect as connect_queue
+from blocks.queue.local import LocalQueue
+from blocks.queue.service import build_server as build_queue_server
+from blocks.ratelimit.bucket import TokenBucket
+from blocks.ratelimit.client import RateLimitClient
+from blocks.ratelimit.service import build_server as build_ratelimit_server
+from blocks.search.client import SearchClient
+from blocks.search.exact import ExactIndex
+from blocks.search.service import SearchNode
+from blocks.search.service import build_server as build_search_server
+from blocks.sequencer.client import SequencerClient
+from blocks.sequencer.service import build_server as build_sequencer_server
+from examples.common import BlockingCalls, Services
+from examples.engine_processes import Engines
+from examples.inprocess import LocalCountersStore, LocalIds, LocalLimiter, LocalObjects, LocalSearch
+from examples.ports import (
+    CacheStore,
+    CountersStore,
+    IdSource,
+    Limiter,
+    ObjectStore,
+    TextSearch,
+    VersionedStore,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Blocks",
+    "ObjectFactory",
+    "Placement",
+    "add_backend_argument",
+    "parse_backend",
+]
+
+CACHE_CAPACITY = 10_000
+KV_NODES = 3
+NO_ENGINE = "no engine for this block in issue #20"
+NOT_LANDED = "its {engine} adapter has not landed yet"
+
+
+class Backend(enum.StrEnum):
+    LOCAL = "local"
+    CLUSTER = "cluster"
+    ENGINES = "engines"
+
+
+BACKENDS = tuple(backend.value for backend in Backend)
+
+
+def parse_backend(value: str | Backend) -> Backend:
+    """The backend named ``value``; anything else is ``InvalidArgument`` naming the three."""
+    try:
+        return Backend(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"unknown backend {value!r}: expected one of {', '.join(BACKENDS)}"
+        ) from None
+
+
+@dataclass(slots=True)
+class Placement:
+    """Where each block of a design runs; on ``engines``, which ones are blocks' own."""
+
+    backend: Backend
+    where: dict[str, str] = field(default_factory=dict)
+    own: dict[str, str] = field(default_factory=dict)
+    """On ``engines``: block -> why it runs on blocks' own implementation."""
+    engines: list[str] = field(default_factory=list)
+
+    def place(self, block: str, where: str, *, own_because: str | None = None) -> None:
+        self.where[block] = where
+        if own_because is not None and self.backend is Backend.ENGINES:
+            self.own[block] = own_because
+
+    def lines(self) -> list[str]:
+        out = [f"backend {self.backend.value}:"]
+        out += [f"  {block}: {where}" for block, where in self.where.items()]
+        out += [f"  started {engine}" for engine in self.engines]
+        out += [
+            f"  NOT ON AN ENGINE: {block} runs on blocks' own implementation ({why})"
+            for block, why in self.own.items()
+        ]
+        return out
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "backend": self.backend.value,
+            "blocks": dict(self.where),
+            "own_implementation": dict(self.own),
+            "engines": list(self.engines),
+        }
+
+
+class ObjectFactory:
+    """Opens ``ObjectStore`` handles: an S3 connection each, or the shared local store."""
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        access_key: str = "",
+        secret_key: str = "",
+        *,
+        local: LocalBlobStore | None = None,
+    ) -> None:
+        if (endpoint is None) == (local is None):
+            raise InvalidArgument("an ObjectFactory has an endpoint or a local store")
+        self.endpoint = endpoint
+        self.local = local
+        self._keys = (access_key, secret_key)
+
+    def __call__(self) -> ObjectStore:
+        if self.local is not None:
+            return LocalObjects(self.local)
+        assert self.endpoint is not None  # __init__ checked: one of the two
+        return S3Client(self.endpoint, *self._keys)
+
+
+class Blocks:
+    """Builds blocks for one backend; everything it starts is stopped by ``services``."""
+
+    def __init__(self, backend: Backend | str, services: Services, directory: Path) -> None:
+        self.backend = parse_backend(backend)
+        self.services = services
+        self.directory = directory
+        self.placement = Placement(self.backend)
+        self.engines = Engines(services, directory / "engines")
+        self.placement.engines = self.engines.started  # filled as engines start
+        self.engine_calls = BlockingCalls(4, "engine-clients")
+        services.defer("engine-client-threads", self.engine_calls.close)
+
+    def _own(self, block: str, engine: str) -> str | None:
+        return NOT_LANDED.format(engine=engine) if self.backend is Backend.ENGINES else None
+
+    async def kv(self, block: str = "kv") -> VersionedStore:
+        transport: Literal["memory", "tcp"] = "tcp" if self.backend is Backend.CLUSTER else "memory"
+        cluster = LocalCluster(
+            nodes=KV_NODES, replicas=3, read_quorum=2, write_quorum=2, transport=transport
+        )
+        await cluster.start()
+        self.services.defer(block, cluster.stop)
+        shape = "over TCP" if transport == "tcp" else "on the in-memory network"
+        self.placement.place(
+            block,
+            f"blocks.kv LocalCluster, {KV_NODES} nodes {shape}, N=3 R=2 W=2",
+            own_because=self._own(block, "Redis kv"),
+        )
+        return cluster.client()
+
+    async def cache(self, block: str = "cache", *, nodes: int = 1) -> CacheStore:
+        if self.backend is Backend.CLUSTER:
+            clients: dict[str, CacheClient] = {}
+            for index in range(nodes):
+                server, _ = build_cache_server(capacity=CACHE_CAPACITY)
+                address = await self.services.start(server, f"{block}-{index}")
+                client = CacheClient(address, timeout_s=2.0)
+                self.services.defer(f"{block}-client-{index}", client.close)
+                clients[address] = client
+            self.placement.place(block, f"blocks.cache servers x{nodes} (W-TinyLFU)")
+            if nodes == 1:
+                return next(iter(clients.values()))
+            return ClusterClient(clients, down_for_s=5.0)
+        local = {f"{block}-{i}": LocalNode(TinyLFUCache(CACHE_CAPACITY)) for i in range(nodes)}
+        self.placement.place(
+            block,
+            f"blocks.cache TinyLFUCache x{nodes} in this process",
+            own_because=self._own(block, "Redis cache"),
+        )
+        return ClusterClient(local, down_for_s=5.0)
+
+    async def counters(
+        self, block: str = "counters", *, nodes: int = 1
+    ) -> dict[str, CountersStore]:
+        """Counters nodes by name (a design spreads names over them with a hash ring)."""
+        out: dict[str, CountersStore] = {}
+        for index in range(nodes):
+            name = f"{block}-{index}"
+            if self.backend is Backend.CLUSTER:
+                server, _ = build_counters_server(name)
+                client = CountersClient(await self.services.start(server, name))
+                self.services.defer(f"{name}-client", client.close)
+                out[name] = client
+            else:
+                out[name] = LocalCountersStore(name, seed=index)
+        kind = "servers" if self.backend is Backend.CLUSTER else "nodes in this process"
+        self.placement.place(
+            block,
+            f"blocks.counters {kind} x{nodes}",
+            own_because=self._own(block, "Redis counters"),
+        )
+        return out
+
+    async def limiter(self, block: str, *, rate_per_s: float, burst: int) -> Limiter:
+        bucket = TokenBucket(rate_per_s=rate_per_s, burst=burst)
+        if self.backend is Backend.CLUSTER:
+            server, _ = build_ratelimit_server(bucket)
+            client = RateLimitClient(await self.services.start(server, block))
+            self.services.defer(f"{block}-client", client.close)
+            self.placement.place(block, "blocks.ratelimit server (token bucket)")
+            return client
+        self.placement.place(
+            block,
+            "blocks.ratelimit TokenBucket in this process",
+            own_because=self._own(block, "Redis rate-limit"),
+        )
+        return LocalLimiter(bucket)
+
+    async def ids(self, block: str = "ids") -> IdSource:
+        if self.backend is Backend.CLUSTER:
+            directory = self.directory / block
+            directory.mkdir(parents=True, exist_ok=True)
+            server, _ = build_sequencer_server(str(directory), fsync=False)
+            client = SequencerClient(await self.services.start(server, block))
+            self.services.defer(f"{block}-client", client.close)
+            self.placement.place(block, "blocks.sequencer server (Snowflake, leased worker id)")
+            return client
+        self.placement.place(
+            block,
+            "blocks.sequencer Snowflake in this process (worker id 1)",
+            own_because=self._own(block, "Redis sequencer"),
+        )
+        return LocalIds()
+
+    async def queue(self, block: str = "queue") -> Queue:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.nats_url()  # says what to install if NATS is missing
+            from blocks.queue.adapters.nats import NatsQueue
+
+            queue: Queue = await NatsQueue.open(url)
+            self.placement.place(block, "NATS JetStream work queues (NatsQueue adapter)")
+        elif self.backend is Backend.CLUSTER:
+            server, _ = build_queue_server(self.directory / block, fsync="never")
+            queue = await connect_queue([await self.services.start(server, block)])
+            self.placement.place(block, "blocks.queue server (durable broker)")
+        else:
+            queue = LocalQueue(self.directory / block, fsync="never")
+            self.placement.place(block, "blocks.queue LocalQueue in this process")
+        self.services.defer(f"{block}-client", queue.close)
+        return queue
+
+    async def pubsub(self, block: str = "pubsub") -> PubSub:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.nats_url()  # says what to install if NATS is missing
+            from blocks.pubsub.adapters.nats import NatsPubSub
+
+            pubsub: PubSub = await NatsPubSub.open(url)
+            self.placement.place(block, "NATS JetStream streams (NatsPubSub adapter)")
+        elif self.backend is Backend.CLUSTER:
+            server, _ = build_pubsub_server(self.directory / block, fsync="never")
+            address = await self.services.start(server, block)
+            pubsub = await connect_pubsub([address])
+            self.placement.place(block, f"blocks.pubsub broker server at {address}")
+        else:
+            pubsub = LocalBroker(self.directory / block, fsync="never")
+            self.placement.place(block, "blocks.pubsub LocalBroker in this process")
+        self.services.defer(f"{block}-client", pubsub.close)
+        return pubsub
+
+    async def objects(
+        self, block: str, bucket: str, access_key: str, secret_key: str
+    ) -> ObjectFactory:
+        """A factory of object-store handles with ``bucket`` created."""
+        if self.backend is Backend.LOCAL:
+            store = LocalBlobStore(
+                self.directory / block, codec="rs:2+1", chunk_bytes=64 * 1024, fsync=False
+            )
+            store.create_bucket(bucket)
+            self.services.defer(block, lambda: self.engine_calls.run(store.close))
+            factory = ObjectFactory(None, local=store)
+            self.placement.place(block, "blocks.blob LocalBlobStore in this process (RS 2+1)")
+            return factory
+        if self.backend is Backend.ENGINES:
+            endpoint = await self.engines.s3_endpoint()
+            where = f"S3 endpoint (moto) at {endpoint}, through blocks' S3Client"
+        else:
+            endpoint = await self._start_blob_server(block, access_key, secret_key)
+            where = f"blocks.blob server, S3 API at {endpoint} (RS 2+1)"
+        factory = ObjectFactory(endpoint, access_key, secret_key)
+        client = factory()
+        try:
+            await self.engine_calls.run(lambda: client_create_bucket(client, bucket))
+        finally:
+            client.close()
+        self.placement.place(block, where)
+        return factory
+
+    async def _start_blob_server(self, block: str, access_key: str, secret_key: str) -> str:
+        store = LocalBlobStore(
+            self.directory / block, codec="rs:2+1", chunk_bytes=64 * 1024, fsync=False
+        )
+        server = BlobServer(store, config=S3Config(credentials={access_key: secret_key}))
+        await server.start()
+
+        async def stop() -> None:
+            await server.stop(grace_s=0.5)
+            store.close()
+
+        self.services.defer(block, stop)
+        return server.endpoint
+
+    async def search(self, block: str = "search") -> TextSearch:
+        # The node serves BM25 text search and typeahead; its vector index stays empty.
+        node = SearchNode(ExactIndex(4, "l2"))
+        if self.backend is Backend.CLUSTER:
+            server, _ = build_search_server(node)
+            client = SearchClient(await self.services.start(server, block), timeout_s=10)
+
+            async def close() -> None:
+                client.close()
+
+            self.services.defer(f"{block}-client", close)
+            self.placement.place(block, "blocks.search server (BM25 + typeahead)")
+            return client
+        self.placement.place(
+            block,
+            "blocks.search node in this process (BM25 + typeahead)",
+            own_because=NO_ENGINE if self.backend is Backend.ENGINES else None,
+        )
+        return LocalSearch(node)
+
+    async def inference(
+        self, *, model: str, device: str | None, max_model_len: int, base_url: str | None
+    ) -> tuple[str, Any]:
+        """The OpenAI base URL (``http://HOST:PORT/v1``) replies come from, and the engine
+        when it runs in this process (None otherwise).
+
+        ``base_url`` wins on every backend. Else ``engines`` starts ``blocks inference serve``
+        as a process of its own; ``local`` and ``cluster`` run the engine in this process,
+        behind its OpenAI HTTP endpoint (the design streams over HTTP on every backend).
+        """
+        if base_url is not None:
+            self.placement.place("inference", f"OpenAI-compatible server at {base_url} (given)")
+            return base_url, None
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.openai_url(model, device, max_model_len)
+            self.placement.place("inference", f"OpenAI URL {url} (blocks inference serve process)")
+            return url, None
+        from blocks.inference.async_engine import AsyncEngine
+        from blocks.inference.engine import EngineConfig
+        from blocks.inference.factory import load_engine
+        from blocks.inference.server import InferenceServer
+
+        config = EngineConfig(num_blocks=256, max_model_len=max_model_len)
+        engine = await asyncio.to_thread(load_engine, model, device=device, config=config)
+        server = InferenceServer(AsyncEngine(engine), model_name=model)
+        port = await server.start()
+        self.services.defer("inference", server.stop)
+        url = f"http://127.0.0.1:{port}/v1"
+        self.placement.place("inference", f"blocks.inference engine in this process at {url}")
+        return url, engine
+
+
+def client_create_bucket(client: ObjectStore, bucket: str) -> None:
+    assert isinstance(client, S3Client), "only S3 endpoints need their bucket made"
+    client.create_bucket(bucket)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend local|cluster|engines`` (default ``cluster``); argparse refuses others."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=Backend.CLUSTER.value,
+        help="local: blocks in this process; cluster: blocks' own servers (default); "
+        "engines: NATS JetStream, Redis, an S3 endpoint, an OpenAI URL",
+    )

@@ -1,0 +1,160 @@
+"""The ``--backend`` switch: each design end to end on engines, and on ``local``.
+
+The engines runs start real ``nats-server`` (and ``redis-server`` once the Redis adapters are
+plugged in), moto's S3 server and a ``blocks inference serve`` process; each test checks the
+design's outcome, and that every block either runs on an engine or is named, with a reason,
+as running on blocks' own implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from blocks.core.errors import InvalidArgument
+from blocks.testing.engines import nats_missing
+from examples.backends import BACKENDS, Backend, Placement, parse_backend
+from examples.youtube.transcode import RENDITIONS
+
+ENGINE_WORDS = ("NATS", "Redis", "S3 endpoint", "OpenAI URL")
+"""A block's ``where`` names one of these exactly when it runs on an engine."""
+
+needs_nats = pytest.mark.skipif(nats_missing() is not None, reason=str(nats_missing()))
+
+
+def check_honest(placement: Placement) -> None:
+    """Every block is on an engine, or listed (with why) as running on blocks' own."""
+    assert placement.backend is Backend.ENGINES
+    for block, where in placement.where.items():
+        on_engine = any(word in where for word in ENGINE_WORDS)
+        assert on_engine != (block in placement.own), (block, where, placement.own)
+    assert all(placement.own.values())
+
+
+def test_a_block_left_on_blocks_own_silently_is_caught() -> None:
+    placement = Placement(Backend.ENGINES)
+    placement.place("queue", "NATS JetStream work queues (NatsQueue adapter)")
+    placement.place("kv", "blocks.kv LocalCluster", own_because="no adapter yet")
+    check_honest(placement)
+    assert "NOT ON AN ENGINE: kv" in "\n".join(placement.lines())
+    placement.place("cache", "blocks.cache TinyLFUCache in this process")  # no reason given
+    with pytest.raises(AssertionError):
+        check_honest(placement)
+
+
+def test_parse_backend_names_the_three_and_refuses_the_rest() -> None:
+    assert BACKENDS == ("local", "cluster", "engines")
+    assert [parse_backend(name) for name in BACKENDS] == list(Backend)
+    with pytest.raises(InvalidArgument, match="local, cluster, engines"):
+        parse_backend("redis")
+
+
+@pytest.mark.parametrize("design", ["youtube", "uber", "chatgpt"])
+def test_entry_points_refuse_an_unknown_backend(
+    design: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main = __import__(f"examples.{design}.__main__", fromlist=["main"]).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--backend", "kafka"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--backend" in error and "kafka" in error and "engines" in error
+
+
+def test_run_session_refuses_an_unknown_backend() -> None:
+    from examples.uber.session import run_session
+
+    with pytest.raises(InvalidArgument, match="unknown backend"):
+        asyncio.run(run_session(lambda _: None, backend="kafka"))
+
+
+@pytest.mark.parametrize("design", ["youtube", "uber"])
+def test_local_backend_runs_in_process(design: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main = __import__(f"examples.{design}.__main__", fromlist=["main"]).main
+    argv = ["--backend", "local", "--json"] + (["--views", "40"] if design == "youtube" else [])
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == "local" and out["own_implementation"] == {}
+    assert all("in this process" in w or "in-memory" in w for w in out["blocks"].values())
+
+
+@needs_nats
+def test_youtube_on_engines() -> None:
+    from examples.youtube.metadata import VideoStatus
+    from examples.youtube.session import UPLOADS, run_session
+
+    lines: list[str] = []
+    report = asyncio.run(run_session(lines.append, seed=3, views=60, backend="engines"))
+
+    check_honest(report.placement)
+    assert "NATS" in report.placement.where["queue"]
+    assert "S3 endpoint" in report.placement.where["blob"]
+    assert "search" in report.placement.own  # no engine for search in #20
+    for block in report.placement.own:
+        assert any(f"NOT ON AN ENGINE: {block}" in line for line in lines)
+    assert len(report.ids) == len(UPLOADS)
+    for video_id in report.ids:
+        video = report.videos[video_id]
+        assert video.status is VideoStatus.READY
+        assert video.renditions == tuple(sorted(r.name for r in RENDITIONS))
+        for rendition in RENDITIONS:
+            source = report.sources[video_id]
+            want = b"FAKEVID1" + rendition.name.encode().ljust(8, b" ") + source[:: rendition.step]
+            assert report.watched[(video_id, rendition.name)] == want
+        assert report.counted_views[video_id] == report.true_views[video_id]
+    by_title = {report.videos[i].title: i for i in report.ids}
+    assert report.search_hits["python tutorial"] == [by_title["Learn Python in ten minutes"]]
+    summary = report.summary()
+    assert summary["backend"] == "engines" and summary["own_implementation"] == report.placement.own
+
+
+@needs_nats
+def test_uber_on_engines() -> None:
+    from examples.uber.session import run_session
+    from examples.uber.trips import TripState
+
+    lines: list[str] = []
+    report = asyncio.run(run_session(lines.append, seed=5, backend="engines"))
+
+    check_honest(report.placement)
+    assert "NATS" in report.placement.where["pubsub"]
+    assert report.indexed == report.positions and report.stale_ignored >= 1
+    refused = [o.rider for o in report.outcomes if o.retry_after_ms is not None]
+    assert refused == ["ana"]
+    assert report.merged_trip is not None and report.final_trip is not None
+    assert report.merged_trip.state is TripState.PICKED_UP
+    assert report.merged_trip.notes == {"tip_cents": 300}
+    assert report.final_trip.state is TripState.COMPLETED
+    if "kv" in report.placement.own:  # blocks' kv keeps the raced writes as siblings
+        assert (report.siblings_seen, report.write_conflicts) == (2, 0)
+    else:  # compare-and-set refused one, which was merged and written again
+        assert report.siblings_seen == 1 and report.write_conflicts >= 1
+    assert report.outcomes[-1].driver == report.outcomes[0].driver
+
+
+@needs_nats
+def test_chatgpt_on_engines() -> None:
+    from examples.chatgpt.session import run_session
+
+    lines: list[str] = []
+    streamed: list[str] = []
+    report = asyncio.run(
+        run_session(
+            lines.append, streamed.append, max_tokens=8, tokens_per_s=1.0, backend="engines"
+        )
+    )
+
+    check_honest(report.placement)
+    assert "blocks inference serve process" in report.placement.where["inference"]
+    generated = [r for *_, r in report.replies if not r.cached and not r.refused]
+    assert generated and all(r.completion_tokens > 0 for r in generated)
+    assert report.replies[2][3].cached and report.replies[2][3].text == report.replies[0][3].text
+    assert any(r.refused for u, _, _, r in report.replies if u == "dee")
+    cy = report.histories[("cy", "colors")]
+    assert {m.content for m in cy if m.role == "user"} == {
+        "Name a primary color.",
+        "Name a warm color.",
+    }
+    assert report.generated == len(generated) and report.active_users == 4
