@@ -29,6 +29,13 @@ import statistics
 from collections import Counter, deque
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    redis_contender,
+    run_overhead,
+)
 from benchmarks.harness import (
     Contender,
     Lifecycle,
@@ -55,6 +62,7 @@ CMS_BATCHES = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer operations and seeds")
+    add_overhead_arguments(parser)
 
 
 def _datasketches() -> Any:
@@ -198,6 +206,8 @@ def cms_accuracy(seeds: int) -> list[list[Any]]:
 
 
 def main(args: Any) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     quick = getattr(args, "quick", False)
     for name, contenders, baseline in update_benchmarks():
         items_per_op = contenders[0].items_per_op
@@ -224,6 +234,47 @@ def main(args: Any) -> int:
     )
     print(f"\n## HyperLogLog accuracy (p={PRECISION})\n\n{hll_table}")
     print(f"\n## Count-Min accuracy ({CMS_WIDTH}x{CMS_DEPTH}, Zipf, N=100k)\n\n{cms_table}")
+    return 0
+
+
+# -- the Redis adapter (#20): RedisCounters beside redis-py on the same server ----------------
+
+ADAPTER_COUNTERS = 100
+
+
+def _adapter_counters(url: str) -> Any:
+    from blocks.counters.adapters.redis import RedisCounters
+
+    return RedisCounters.open(url, namespace="bench:")
+
+
+def _adapter_increment(counters: Any, index: int) -> None:
+    counters.increment(f"c{index % ADAPTER_COUNTERS}", 1)
+
+
+def _raw_redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def adapter_overhead(args: Any) -> int:
+    """One increment at a time over 100 counters: redis-py's ``INCRBY`` against
+    ``RedisCounters.increment`` (one Lua script: the name bound, ``INCRBY``, the value)."""
+    run_overhead(
+        "counters-adapter-increment",
+        overhead_workload("increment", args),
+        [
+            redis_contender(
+                "redis-py", _raw_redis, lambda c, i: c.incrby(f"c{i % ADAPTER_COUNTERS}", 1)
+            ),
+            redis_contender(
+                ADAPTER_ROW.format(engine="redis"), _adapter_counters, _adapter_increment
+            ),
+        ],
+        "redis-py",
+        getattr(args, "out", "results"),
+    )
     return 0
 
 

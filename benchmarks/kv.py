@@ -49,6 +49,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    redis_contender,
+    run_overhead,
+)
 from benchmarks._processes import track_process
 from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, progress, run_benchmark
 from blocks.kv import Bitcask
@@ -174,10 +181,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="networked: in flight")
     parser.add_argument("--no-embedded", dest="embedded", action="store_false")
     parser.add_argument("--no-networked", dest="networked", action="store_false")
+    add_overhead_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     out = getattr(args, "out", "results")
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     if getattr(args, "embedded", True):
         _embedded(args.ops, args.rounds, out)
     if getattr(args, "networked", True):
@@ -383,6 +393,59 @@ def _networked(ops: int, rounds: int, concurrency: int, out: str) -> None:
             baseline="redis",
             out_dir=out,
         )
+
+
+# -- the Redis adapter (#20): RedisKeyValueStore beside redis-py on the same server ------------
+
+ADAPTER_KEYS = 1_000
+ADAPTER_VALUE = b"v" * 100
+
+
+def _raw_redis(url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.mset({_key(i): ADAPTER_VALUE for i in range(ADAPTER_KEYS)})
+    return client
+
+
+def _adapter_store(url: str) -> Any:
+    from blocks.kv.adapters.redis import RedisKeyValueStore
+
+    store = RedisKeyValueStore.open(url)
+    store.put_many([(_key(i), ADAPTER_VALUE) for i in range(ADAPTER_KEYS)])
+    return store
+
+
+def adapter_overhead(args: argparse.Namespace) -> int:
+    """``put`` and ``get`` of 100-byte values over 1,000 keys, one at a time: redis-py's
+    ``SET``/``GET`` (what a user writes by hand) against ``RedisKeyValueStore`` (a Lua
+    script per put, for the version; ``HGET`` per get)."""
+    adapter = ADAPTER_ROW.format(engine="redis")
+    shapes = (
+        ("put", lambda c, i: c.set(_key(i % ADAPTER_KEYS), ADAPTER_VALUE), _adapter_put),
+        ("get", lambda c, i: c.get(_key(i % ADAPTER_KEYS)), _adapter_get),
+    )
+    for workload, raw_op, adapter_op in shapes:
+        run_overhead(
+            f"kv-adapter-{workload}",
+            overhead_workload(workload, args),
+            [
+                redis_contender("redis-py", _raw_redis, raw_op),
+                redis_contender(adapter, _adapter_store, adapter_op),
+            ],
+            "redis-py",
+            getattr(args, "out", "results"),
+        )
+    return 0
+
+
+def _adapter_put(store: Any, index: int) -> None:
+    store.put(_key(index % ADAPTER_KEYS), ADAPTER_VALUE)
+
+
+def _adapter_get(store: Any, index: int) -> None:
+    store.get(_key(index % ADAPTER_KEYS))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    redis_contender,
+    run_overhead,
+)
 from benchmarks._processes import track_process
 from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark, write_table
 from blocks.core.clock import ManualClock
@@ -38,6 +45,7 @@ RATE, LIMIT, WINDOW_MS = 100.0, 100, 1000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_overhead_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="fewer operations")
 
 
@@ -182,6 +190,8 @@ def overshoot_rows(seconds: int) -> list[list[Any]]:
 
 
 def main(args: Any) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     quick = getattr(args, "quick", False)
     run_benchmark(
         "ratelimit",
@@ -212,6 +222,71 @@ def main(args: Any) -> int:
         overshoot_rows(3 if quick else 6),
     )
     print(f"\n## Shared limit accuracy (limit 1000/s, each process offered 1000/s)\n\n{table}")
+    return 0
+
+
+# -- the Redis adapter (#20): RedisGCRA beside redis-py on the same server --------------------
+
+ADAPTER_RATE_PER_S, ADAPTER_BURST = 1_000_000.0, 1_000  # never refuses: the admit path
+
+
+def _adapter_gcra(url: str) -> Any:
+    from blocks.ratelimit.adapters.redis import RedisGCRA
+
+    return RedisGCRA.open(url, ADAPTER_RATE_PER_S, ADAPTER_BURST, namespace="bench:")
+
+
+def _raw_gcra(url: str) -> Any:
+    """redis-py running the adapter's own GCRA script by hand: the same work on the server,
+    so the ratio is what the adapter adds on the client."""
+    import redis
+
+    from blocks.ratelimit.adapters import redis as adapter
+
+    client = redis.Redis.from_url(url)
+    interval_us = 1e6 / ADAPTER_RATE_PER_S
+    parameters = ["", 0, repr(interval_us), repr(interval_us * ADAPTER_BURST), 1]
+    script = client.register_script(adapter._GCRA)
+    return client, script, parameters
+
+
+def _raw_fixed_window(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def _fixed_window(client: Any, index: int) -> None:
+    """What a user writes by hand: ``INCR`` and ``PEXPIRE NX`` in one round trip."""
+    key = f"fw:{_key(index)}"
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.pexpire(key, WINDOW_MS, nx=True)
+    pipe.execute()
+
+
+def adapter_overhead(args: Any) -> int:
+    """One ``acquire`` at a time over 1,000 keys: ``RedisGCRA`` against the same GCRA
+    script called through redis-py (the baseline) and a hand-written fixed window."""
+    raw = "redis-py GCRA script"
+    run_overhead(
+        "ratelimit-adapter-acquire",
+        overhead_workload("acquire", args),
+        [
+            redis_contender(
+                raw,
+                _raw_gcra,
+                lambda s, i: s[1](keys=[f"gcra:{_key(i)}"], args=s[2]),
+                lambda s: s[0].close(),
+            ),
+            redis_contender("redis-py INCR+PEXPIRE window", _raw_fixed_window, _fixed_window),
+            redis_contender(
+                ADAPTER_ROW.format(engine="redis"), _adapter_gcra, lambda s, i: s.acquire(_key(i))
+            ),
+        ],
+        raw,
+        getattr(args, "out", "results"),
+    )
     return 0
 
 
