@@ -181,6 +181,18 @@ class Blocks:
         return NOT_LANDED.format(engine=engine) if self.backend is Backend.ENGINES else None
 
     async def kv(self, block: str = "kv") -> VersionedStore:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.redis_url()  # says what to install if Redis is missing
+            from blocks.kv.adapters.redis import RedisKeyValueStore
+            from examples.engine_clients import RedisVersions
+
+            store = RedisKeyValueStore.open(url, namespace=f"{block}:")
+            versions = RedisVersions(store, self.engine_calls)
+            self.services.defer(f"{block}-client", versions.close)
+            self.placement.place(
+                block, "Redis (RedisKeyValueStore adapter): compare-and-set, no siblings"
+            )
+            return versions
         transport: Literal["memory", "tcp"] = "tcp" if self.backend is Backend.CLUSTER else "memory"
         cluster = LocalCluster(
             nodes=KV_NODES, replicas=3, read_quorum=2, write_quorum=2, transport=transport
@@ -220,6 +232,17 @@ class Blocks:
         self, block: str = "counters", *, nodes: int = 1
     ) -> dict[str, CountersStore]:
         """Counters nodes by name (a design spreads names over them with a hash ring)."""
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.redis_url()
+            from blocks.counters.adapters.redis import RedisCounters
+            from examples.engine_clients import RedisUsage
+
+            usage = RedisUsage(RedisCounters.open(url, namespace=f"{block}:"), self.engine_calls)
+            self.services.defer(f"{block}-client", usage.close)
+            self.placement.place(
+                block, "Redis (RedisCounters adapter): INCRBY, PFADD/PFCOUNT, Count-Min + top-k"
+            )
+            return {"redis": usage}  # one server holds every name: nothing to spread
         out: dict[str, CountersStore] = {}
         for index in range(nodes):
             name = f"{block}-{index}"
@@ -239,6 +262,18 @@ class Blocks:
         return out
 
     async def limiter(self, block: str, *, rate_per_s: float, burst: int) -> Limiter:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.redis_url()
+            from blocks.ratelimit.adapters.redis import RedisTokenBucket
+            from examples.engine_clients import RedisLimiter
+
+            limiter = RedisLimiter(
+                RedisTokenBucket.open(url, rate_per_s, burst, namespace=f"{block}:"),
+                self.engine_calls,
+            )
+            self.services.defer(f"{block}-client", limiter.close)
+            self.placement.place(block, "Redis (RedisTokenBucket adapter): Lua, server time")
+            return limiter
         bucket = TokenBucket(rate_per_s=rate_per_s, burst=burst)
         if self.backend is Backend.CLUSTER:
             server, _ = build_ratelimit_server(bucket)

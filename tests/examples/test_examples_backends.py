@@ -1,7 +1,7 @@
 """The ``--backend`` switch: each design end to end on engines, and on ``local``.
 
-The engines runs start real ``nats-server`` (and ``redis-server`` once the Redis adapters are
-plugged in), moto's S3 server and a ``blocks inference serve`` process; each test checks the
+The engines runs start real ``nats-server`` and ``redis-server`` processes, moto's S3 server
+and a ``blocks inference serve`` process; each test checks the
 design's outcome, and that every block either runs on an engine or is named, with a reason,
 as running on blocks' own implementation.
 """
@@ -14,14 +14,15 @@ import json
 import pytest
 
 from blocks.core.errors import InvalidArgument
-from blocks.testing.engines import nats_missing
+from blocks.testing.engines import nats_missing, redis_missing
 from examples.backends import BACKENDS, Backend, Placement, parse_backend
 from examples.youtube.transcode import RENDITIONS
 
 ENGINE_WORDS = ("NATS", "Redis", "S3 endpoint", "OpenAI URL")
 """A block's ``where`` names one of these exactly when it runs on an engine."""
 
-needs_nats = pytest.mark.skipif(nats_missing() is not None, reason=str(nats_missing()))
+MISSING = nats_missing() or redis_missing()
+needs_engines = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 
 def check_honest(placement: Placement) -> None:
@@ -80,7 +81,7 @@ def test_local_backend_runs_in_process(design: str, capsys: pytest.CaptureFixtur
     assert all("in this process" in w or "in-memory" in w for w in out["blocks"].values())
 
 
-@needs_nats
+@needs_engines
 def test_youtube_on_engines() -> None:
     from examples.youtube.metadata import VideoStatus
     from examples.youtube.session import UPLOADS, run_session
@@ -110,7 +111,7 @@ def test_youtube_on_engines() -> None:
     assert summary["backend"] == "engines" and summary["own_implementation"] == report.placement.own
 
 
-@needs_nats
+@needs_engines
 def test_uber_on_engines() -> None:
     from examples.uber.session import run_session
     from examples.uber.trips import TripState
@@ -134,7 +135,7 @@ def test_uber_on_engines() -> None:
     assert report.outcomes[-1].driver == report.outcomes[0].driver
 
 
-@needs_nats
+@needs_engines
 def test_chatgpt_on_engines() -> None:
     from examples.chatgpt.session import run_session
 
