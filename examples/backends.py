@@ -208,6 +208,17 @@ class Blocks:
         return cluster.client()
 
     async def cache(self, block: str = "cache", *, nodes: int = 1) -> CacheStore:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.redis_url()
+            from blocks.cache.adapters.redis import RedisCache
+            from examples.engine_clients import RedisMemo
+
+            memo = RedisMemo(
+                RedisCache.open(url, CACHE_CAPACITY, namespace=f"{block}:"), self.engine_calls
+            )
+            self.services.defer(f"{block}-client", memo.close)
+            self.placement.place(block, "Redis (RedisCache adapter): SET PX / GET / DEL")
+            return memo  # one server holds every key: nothing to spread over nodes
         if self.backend is Backend.CLUSTER:
             clients: dict[str, CacheClient] = {}
             for index in range(nodes):
@@ -289,6 +300,21 @@ class Blocks:
         return LocalLimiter(bucket)
 
     async def ids(self, block: str = "ids") -> IdSource:
+        if self.backend is Backend.ENGINES:
+            url = await self.engines.redis_url()
+            from blocks.sequencer.adapters.redis import RedisSnowflake
+            from examples.engine_clients import RedisIds
+
+            calls = BlockingCalls(1, f"{block}-client")  # the generator wants one thread
+            generator = await calls.run(lambda: RedisSnowflake.open(url, owner=block))
+            ids = RedisIds(generator, calls)
+            self.services.defer(f"{block}-client", ids.close)
+            self.placement.place(
+                block,
+                f"Redis (RedisSnowflake adapter): Snowflake on worker id "
+                f"{generator.worker_id} leased from Redis",
+            )
+            return ids
         if self.backend is Backend.CLUSTER:
             directory = self.directory / block
             directory.mkdir(parents=True, exist_ok=True)

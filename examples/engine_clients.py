@@ -1,7 +1,7 @@
 """The ``engines`` backend's Redis blocks, given the async shape of ``examples/ports.py``.
 
-Theory of operation. The Redis adapters (``RedisKeyValueStore``, ``RedisCounters``,
-``RedisTokenBucket``) are blocking redis-py clients; the designs are asyncio. Each class here
+Theory of operation. The Redis adapters (``RedisKeyValueStore``, ``RedisCache``,
+``RedisCounters``, ``RedisTokenBucket``, ``RedisSnowflake``) are blocking redis-py clients; the designs are asyncio. Each class here
 runs the adapter's calls on a ``BlockingCalls`` pool of the stack's own, never on the event
 loop's default executor (which the in-process servers use), and changes nothing else: the
 answers and the errors are the adapter's.
@@ -17,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from blocks.cache.adapters.redis import RedisCache
 from blocks.counters.adapters.redis import RedisCounters
 from blocks.kv.adapters.redis import RedisKeyValueStore
 from blocks.ratelimit.adapters.redis import RedisTokenBucket
 from blocks.ratelimit.api import Decision
+from blocks.sequencer.adapters.redis import RedisSnowflake
+from blocks.sequencer.snowflake import DecodedId, decode
 from examples.common import BlockingCalls
 
-__all__ = ["RedisLimiter", "RedisRead", "RedisUsage", "RedisVersions"]
+__all__ = ["RedisIds", "RedisLimiter", "RedisMemo", "RedisRead", "RedisUsage", "RedisVersions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +107,45 @@ class RedisLimiter:
 
     async def close(self) -> None:
         await self._calls.run(self.bucket.close)
+
+
+class RedisMemo:
+    """``CacheStore`` over ``RedisCache`` (SET with PX, GET, DEL; bytes stored as they are)."""
+
+    def __init__(self, cache: RedisCache, calls: BlockingCalls) -> None:
+        self.cache = cache
+        self._calls = calls
+
+    async def get(self, key: str) -> bytes | None:
+        found = await self._calls.run(lambda: self.cache.get(key))
+        return found if isinstance(found, bytes) else None
+
+    async def put(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self._calls.run(lambda: self.cache.put(key, value, ttl))
+
+    async def delete(self, key: str) -> bool:
+        return await self._calls.run(lambda: self.cache.delete(key))
+
+    async def close(self) -> None:
+        await self._calls.run(self.cache.close)
+
+
+class RedisIds:
+    """``IdSource`` over ``RedisSnowflake`` (a worker id leased from Redis, ids made here).
+
+    The generator is used by one thread at a time, as it requires: ``calls`` must be a pool
+    of one thread (``BlockingCalls(1, ...)``)."""
+
+    def __init__(self, generator: RedisSnowflake, calls: BlockingCalls) -> None:
+        self.generator = generator
+        self._calls = calls
+
+    async def next_id(self) -> int:
+        return await self._calls.run(self.generator.next_id)
+
+    async def decode(self, snowflake_id: int) -> DecodedId:
+        return decode(snowflake_id)  # the generator's default layout and epoch
+
+    async def close(self) -> None:
+        await self._calls.run(self.generator.close)
+        await self._calls.close()
