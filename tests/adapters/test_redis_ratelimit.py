@@ -15,6 +15,7 @@ import pytest
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.ratelimit.bucket import GCRA, TokenBucket
+from blocks.ratelimit.distributed import MemoryWindowStore
 from blocks.testing.engines import RedisServer
 
 redis_adapter = pytest.importorskip("blocks.ratelimit.adapters.redis", reason="redis not installed")
@@ -125,3 +126,20 @@ def test_a_stopped_server_is_unavailable_and_state_survives(tmp_path: Path) -> N
         refused = limiter.acquire("k")
         assert not refused.allowed and refused.retry_after_ms == 1000
         limiter.close()
+
+
+def test_window_store_adds_as_the_memory_store_does(redis_server: RedisServer) -> None:
+    store = redis_adapter.RedisWindowStore.open(redis_server.url, namespace=_namespace())
+    memory = MemoryWindowStore()
+    rng = random.Random(11)
+    window = 1_000
+    for _ in range(500):
+        window += rng.choice([0, 0, 0, 1, 2, -1, -2])
+        key, delta = rng.choice("ab"), rng.randint(-3, 5)
+        assert store.add(key, window, delta) == memory.add(key, window, delta)
+    ttl_ms = store._client.pttl(f"{store._namespace}window:a")
+    assert 0 < ttl_ms <= redis_adapter.ENTRY_TTL_MS
+    for key, window, delta in (("", 1, 1), ("k", 1.5, 1), ("k", 1, 1 << 60), ("k", True, 1)):
+        with pytest.raises(InvalidArgument):
+            store.add(key, window, delta)
+    store.close()

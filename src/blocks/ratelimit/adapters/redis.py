@@ -32,6 +32,14 @@ A server out of memory (``maxmemory`` with ``noeviction``) refuses with ``Overlo
 
 Limiters of different rates must not share a namespace (they would read each other's
 state). Errors are the block's own (``blocks.core.rediscall``).
+
+``RedisWindowStore`` is the other way onto Redis: the ``WindowStore`` of
+``blocks.ratelimit.distributed``, so ``DistributedLimiter`` (sliding window counter, exact or
+batched) shares its window counts through one server. Its ``add`` is one Lua script doing
+what ``MemoryWindowStore.add`` does to a hash ``<ns>window:<key>`` (window, count,
+previous), atomic against every other process; an entry expires ``entry_ttl_ms`` after its
+last add on the server's clock (it is useless two windows after its last add, so that
+must be at least two windows plus the skew between the hosts' clocks and the server's).
 """
 
 from __future__ import annotations
@@ -47,7 +55,14 @@ from blocks.core.rediscall import redis_call
 from blocks.ratelimit.api import KEY_BYTES_MAX, Decision
 from blocks.ratelimit.base import EPSILON, ceil_ms, check_positive
 
-__all__ = ["EXPIRY_SLACK_MS", "PROPERTIES", "RedisGCRA", "RedisTokenBucket"]
+__all__ = [
+    "ENTRY_TTL_MS",
+    "EXPIRY_SLACK_MS",
+    "PROPERTIES",
+    "RedisGCRA",
+    "RedisTokenBucket",
+    "RedisWindowStore",
+]
 
 PROPERTIES = frozenset({"promise", "honest retry_after", "liveness", "decision sanity"})
 """The ``RateLimiterContract`` properties these limiters give: all of them."""
@@ -55,6 +70,8 @@ PROPERTIES = frozenset({"promise", "honest retry_after", "liveness", "decision s
 EXPIRY_SLACK_MS = 60_000
 """Default extra lifetime of a key when time comes from an injected clock."""
 MICROS = 1_000_000
+ENTRY_TTL_MS = 600_000
+"""Default lifetime of a ``RedisWindowStore`` entry after its last add."""
 
 # Shared head of both scripts: ARGV[1] is the injected now in microseconds, or '' for the
 # server's TIME; ARGV[2] the expiry slack in milliseconds.
@@ -250,3 +267,77 @@ class RedisTokenBucket(_RedisLimiter):
             retry_after_ms=ceil_ms(float(retry)) if allowed != 1 else 0,
             reset_ms=ceil_ms(float(reset)),
         )
+
+
+# KEYS[1] the entry; ARGV: window, delta, ttl_ms. Returns {count of window, of window - 1}:
+# ``distributed._rolled_add`` on a hash of w (window), c (count) and p (previous count).
+_WINDOW_ADD = """
+local window = tonumber(ARGV[1])
+local delta = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
+local w, c, p = window, 0, 0
+if state[1] then w, c, p = tonumber(state[1]), tonumber(state[2]), tonumber(state[3]) end
+local first, second
+if window == w then
+  c = c + delta
+  first, second = c, p
+elseif window == w + 1 then
+  w, c, p = window, delta, c
+  first, second = c, p
+elseif window > w + 1 then
+  w, c, p = window, delta, 0
+  first, second = c, p
+elseif window == w - 1 then
+  p = p + delta
+  first, second = p, 0
+else
+  return {0, 0}
+end
+redis.call('HSET', KEYS[1], 'w', w, 'c', c, 'p', p)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {first, second}
+"""
+
+
+class RedisWindowStore:
+    """A ``WindowStore`` on Redis for ``DistributedLimiter``; see the module docs."""
+
+    def __init__(
+        self, client: redis.Redis, *, namespace: str = "", entry_ttl_ms: int = ENTRY_TTL_MS
+    ) -> None:
+        if isinstance(entry_ttl_ms, bool) or not isinstance(entry_ttl_ms, int):
+            raise InvalidArgument("entry_ttl_ms must be an int")
+        if not 1 <= entry_ttl_ms <= 86_400_000 * 7:
+            raise InvalidArgument("entry_ttl_ms must be in [1, 604800000]")
+        if not isinstance(namespace, str):
+            raise InvalidArgument("namespace must be a str")
+        self._client = client
+        self._namespace = namespace
+        self._ttl_ms = entry_ttl_ms
+        self._script = client.register_script(_WINDOW_ADD)
+
+    @classmethod
+    def open(cls, url: str, *, timeout_s: float = 10.0, **options: Any) -> RedisWindowStore:
+        """Connect to ``url`` (``redis://host:port/db``); ``options`` go to ``__init__``."""
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s)
+        return cls(client, **options)
+
+    def close(self) -> None:
+        """Release the connections; the entries stay until they expire."""
+        with redis_call("close"):
+            self._client.close()
+
+    def add(self, key: str, window: int, delta: int) -> tuple[int, int]:
+        """Atomically add ``delta`` to ``key``'s count for ``window`` and return ``(count of
+        window, count of window - 1)``, as ``MemoryWindowStore.add`` does."""
+        if not isinstance(key, str) or not key or len(key.encode()) > KEY_BYTES_MAX:
+            raise InvalidArgument(f"key must be a non-empty str of at most {KEY_BYTES_MAX} bytes")
+        for name, value in (("window", window), ("delta", delta)):
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 1 << 52:
+                raise InvalidArgument(f"{name} must be an int of magnitude < 2**52")
+        with redis_call("window add"):
+            reply = self._script(
+                keys=[f"{self._namespace}window:{key}"], args=[window, delta, self._ttl_ms]
+            )
+        count, previous = cast("list[int]", reply)
+        return int(count), int(previous)
