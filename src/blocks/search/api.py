@@ -86,13 +86,15 @@ class SearchResult:
     """Per-query ids and distances, shape ``(num_queries, k)``, best first.
 
     Unpacks as ``ids, distances = index.search(...)``. ``partial`` is true only when a sharded
-    search was allowed to answer without every shard (``missing_shards`` names them).
+    search was allowed to answer without every shard (``missing_shards`` gives their
+    positions; a coordinator over named shards also gives ``missing_shard_names``).
     """
 
     ids: IdArray
     distances: FloatArray
     partial: bool = False
     missing_shards: tuple[int, ...] = ()
+    missing_shard_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.ids.shape == self.distances.shape, (self.ids.shape, self.distances.shape)

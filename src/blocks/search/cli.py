@@ -36,7 +36,20 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--remote-shards",
         default=None,
-        help="coordinate shard nodes: HOST:PORT per shard, comma-separated; replicas joined by +",
+        help="coordinate shard nodes: [NAME=]HOST:PORT per shard, comma-separated; "
+        "replicas joined by +",
+    )
+    serve.add_argument(
+        "--deadline-ms",
+        type=int,
+        default=5_000,
+        help="coordinator: longest a search waits for shards (a caller's shorter deadline wins)",
+    )
+    serve.add_argument(
+        "--hedge-ms",
+        type=int,
+        default=None,
+        help="coordinator: ask a second replica after this many ms (default: p95 of recent calls)",
     )
     serve.add_argument(
         "--checkpoint-records",
@@ -68,6 +81,11 @@ def register(subparsers: Any) -> None:
     query.add_argument("--mode", default="bm25", choices=["bm25", "semantic", "hybrid"])
     query.add_argument("--nprobe", type=int, default=None)
     query.add_argument("--ef-search", type=int, default=None)
+    query.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="accept a coordinator's answer without missing shards (named on stderr)",
+    )
     query.set_defaults(func=_query)
 
     suggest = verbs.add_parser("suggest", help="typeahead completions of a prefix")
@@ -101,7 +119,11 @@ def _serve(args: argparse.Namespace) -> int:
             if options.data_dir is not None:
                 raise InvalidArgument("a coordinator keeps no data: drop --data-dir")
             vectors: Any = await asyncio.to_thread(
-                connect_shards, args.remote_shards, token=options.token
+                connect_shards,
+                args.remote_shards,
+                token=options.token,
+                deadline_ms=args.deadline_ms,
+                hedge_ms=args.hedge_ms,
             )
             args.kind = "coordinator"
         else:
@@ -211,7 +233,16 @@ def _query(args: argparse.Namespace) -> int:
             queries = [[float(v) for v in row.split(",")] for row in args.vector]
         except ValueError as error:
             raise InvalidArgument(f"bad --vector: {error}") from None
-        result = client.search(queries, args.k, nprobe=args.nprobe, ef_search=args.ef_search)
+        result = client.search(
+            queries,
+            args.k,
+            nprobe=args.nprobe,
+            ef_search=args.ef_search,
+            allow_partial=args.allow_partial,
+        )
+    if result.partial:
+        missing = ", ".join(result.missing_shard_names)
+        print(f"partial answer: shards {missing} are missing", file=sys.stderr)
     rows = [
         {"ids": ids, "distances": dist}
         for ids, dist in zip(result.ids.tolist(), result.distances.tolist(), strict=True)

@@ -20,8 +20,8 @@ from blocks.core.errors import InvalidArgument, error_from_status
 from blocks.core.rpc import AUTHORIZATION_METADATA_KEY, channel_options, validate_token
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import Filter, Metric, SearchResult
-from blocks.search.service import encode_batch
 from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
+from blocks.search.wire import encode_batch
 
 __all__ = ["SearchClient"]
 
@@ -103,7 +103,10 @@ class SearchClient:
         nprobe: int | None = None,
         ef_search: int | None = None,
         timeout_s: float | None = None,
+        allow_partial: bool = False,
     ) -> SearchResult:
+        """``allow_partial``: a coordinator may answer without missing shards, flagged in
+        ``partial``, ``missing_shards`` and ``missing_shard_names``."""
         k = check_k(k)
         data = as_vectors(queries, self.dim)
         filter_ids: list[int] = []
@@ -119,12 +122,19 @@ class SearchClient:
             filter_ids=filter_ids,
             nprobe=nprobe or 0,
             ef_search=ef_search or 0,
+            allow_partial=allow_partial,
         )
         reply = self._call("SearchVectors", request, timeout_s)
         shape = (int(reply.rows), int(reply.k))
         ids = np.array(reply.ids, dtype=np.int64).reshape(shape)
         distances = np.array(reply.distances, dtype=np.float32).reshape(shape)
-        return SearchResult(ids=ids, distances=distances)
+        return SearchResult(
+            ids=ids,
+            distances=distances,
+            partial=reply.partial,
+            missing_shards=tuple(reply.missing_shards),
+            missing_shard_names=tuple(reply.missing_shard_names),
+        )
 
     def save(self, path: str = "") -> None:
         """Ask the node to save into its own data directory (``path`` is ignored)."""

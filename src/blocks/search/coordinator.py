@@ -1,66 +1,120 @@
-"""A coordinator node: one ``ShardedIndex`` over remote shard nodes, served like any node.
+"""A coordinator over shard processes: ring routing, exact scatter-gather, deadline, hedging.
 
-Theory of operation. ``blocks search serve --remote-shards A+B,C+D`` starts a node whose vector
-index is a ``ShardedIndex`` of ``SearchClient`` replicas: shard 0 is served by the nodes ``A``
-and ``B`` (replicas holding the same vectors), shard 1 by ``C`` and ``D``. Each shard node is an
-ordinary ``blocks search serve --data-dir ...`` process, so each one logs and snapshots its own
-vectors (``blocks.search.durable``); the coordinator holds no data and refuses a data
-directory. An add is split by ``shard_of(id)`` and written to every replica of the owning
-shard that is up; a search is scattered to one replica per shard, failing over to the next
-replica on ``Unavailable``/``Timeout``, and the answers are merged exactly (metric-aware,
-ties by id), so with every shard present the answer equals brute force over the union.
+Theory of operation. ``blocks search serve --remote-shards a=A1+A2,b=B1`` starts a node whose
+vector index is a ``Coordinator``: shard ``a`` is served by the replicas ``A1`` and ``A2``
+(ordinary ``serve --data-dir`` nodes holding the same vectors, each logging and snapshotting
+its own), shard ``b`` by ``B1``. The coordinator holds no data and refuses a data directory.
 
-A shard with no replica answering makes the search fail with ``Unavailable`` (or ``Timeout``
-at the deadline): the wire reply has no field to flag a partial answer yet, and a coordinator
-that silently returned a partial top-k as complete would be wrong. Library users get flagged
-partial answers from ``ShardedIndex(..., allow_partial=True)``.
+* **Routing**: an id belongs to the shard that ``ShardRing`` (the core consistent-hash ring
+  over the shard *names*) gives it, so adding a shard moves only about ``1/(n+1)`` of the ids.
+* **Writes go to every replica of the owning shard** at once, and are acknowledged only when
+  all of them acknowledged (each has logged and fsynced it). Reads ask one replica per shard,
+  so an acknowledged vector is in every answer that has its shard. The price: a write fails
+  (``Unavailable``) while any replica of its shard is down. A failed write is undone on the
+  replicas that took it, best effort; if the undo fails too, it may remain on some replicas
+  (an unknown outcome, as for any failed write).
+* **Search** is a ``ScatterGather`` (``blocks.search.scatter``) driven here: one call per
+  shard to a rotating first replica, a hedge to the next replica after the ``HedgeDelay``, the
+  first answer wins and the other call is cancelled, fail-over at once on a retryable error.
+  The answers are merged exactly by ``merge_topk`` (metric direction, ties by id), so with
+  every shard present the result equals brute force over the union.
+* **Deadline**: a search ends by ``deadline_ms`` (or the caller's shorter one). Shards without
+  an answer by then, or whose replicas all failed, are *missing*: with ``allow_partial`` the
+  answer is returned flagged ``partial`` with their positions and names, otherwise
+  ``Timeout``/``Unavailable`` naming them is raised.
 """
 
 from __future__ import annotations
 
-from blocks.core.errors import InvalidArgument
-from blocks.search.sharded import SHARDS_MAX, ShardedIndex
+from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
+from blocks.search import search_pb2
+from blocks.search.coordinator_index import DEADLINE_MS_DEFAULT, Coordinator
+from blocks.search.replica_link import ReplicaLink
+from blocks.search.routing import ShardRing, default_shard_names
+from blocks.search.scatter import HedgeDelay
+from blocks.search.sharded import SHARDS_MAX
 
-__all__ = ["REPLICAS_MAX", "connect_shards", "parse_shards"]
+__all__ = [
+    "DEADLINE_MS_DEFAULT",
+    "REPLICAS_MAX",
+    "Coordinator",
+    "connect_shards",
+    "parse_named_shards",
+    "parse_shards",
+]
 
 REPLICAS_MAX = 16
 ADDRESS_CHARS_MAX = 255
 
 
-def parse_shards(spec: str) -> list[list[str]]:
-    """``"A+B,C"`` -> ``[["A", "B"], ["C"]]``; raises ``InvalidArgument`` for a malformed spec."""
-    shards = [[address.strip() for address in group.split("+")] for group in spec.split(",")]
-    if not 1 <= len(shards) <= SHARDS_MAX:
+def parse_named_shards(spec: str) -> list[tuple[str, list[str]]]:
+    """``"a=A+B,C"`` -> ``[("a", ["A", "B"]), ("shard-1", ["C"])]``; names default to
+    ``shard-<position>``. Raises ``InvalidArgument`` for a malformed spec."""
+    groups = [group.strip() for group in spec.split(",")]
+    if not 1 <= len(groups) <= SHARDS_MAX:
         raise InvalidArgument(f"--remote-shards needs 1..{SHARDS_MAX} shards")
-    for replicas in shards:
+    shards = []
+    for default, group in zip(default_shard_names(len(groups)), groups, strict=True):
+        name, equals, addresses = group.rpartition("=")
+        replicas = [address.strip() for address in addresses.split("+")]
         if not 1 <= len(replicas) <= REPLICAS_MAX:
             raise InvalidArgument(f"a shard has 1..{REPLICAS_MAX} replicas joined by '+'")
         for address in replicas:
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or len(address) > ADDRESS_CHARS_MAX:
                 raise InvalidArgument(f"shard address {address!r} is not HOST:PORT")
+        shards.append((name.strip() if equals else default, replicas))
+    ShardRing([name for name, _ in shards])  # checks the names
     return shards
 
 
+def parse_shards(spec: str) -> list[list[str]]:
+    """``"A+B,C"`` -> ``[["A", "B"], ["C"]]`` (the addresses of ``parse_named_shards``)."""
+    return [replicas for _, replicas in parse_named_shards(spec)]
+
+
 def connect_shards(
-    spec: str, *, token: str | None = None, timeout_ms: int = 10_000
-) -> ShardedIndex:
-    """A ``ShardedIndex`` over clients of the shard nodes in ``spec`` (asks each its dim).
+    spec: str,
+    *,
+    token: str | None = None,
+    timeout_ms: int = 10_000,
+    deadline_ms: int = DEADLINE_MS_DEFAULT,
+    hedge_ms: int | None = None,
+) -> Coordinator:
+    """A ``Coordinator`` over the shards of ``spec`` (``parse_named_shards``).
 
-    Raises ``InvalidArgument`` for a malformed spec or shards that disagree on dim or metric,
-    ``Unavailable`` when a shard node cannot be reached.
+    Asks each replica its dimension and metric; raises ``InvalidArgument`` when they
+    disagree, ``Unavailable`` when a shard has no replica that answers. ``hedge_ms`` ``None``:
+    adaptive hedging (``HedgeDelay``).
     """
-    from blocks.search.client import SearchClient
-
-    clients: list[SearchClient] = []
+    links: list[ReplicaLink] = []
     try:
-        shards = []
-        for replicas in parse_shards(spec):
-            group = [SearchClient(a, token=token, timeout_s=timeout_ms / 1000) for a in replicas]
-            clients += group
-            shards.append(group)
-        return ShardedIndex(shards, timeout_ms=timeout_ms)
+        shards: list[tuple[str, list[ReplicaLink]]] = []
+        for name, addresses in parse_named_shards(spec):
+            group = [ReplicaLink(address, token=token) for address in addresses]
+            links += group
+            shards.append((name, group))
+        shapes = set()
+        for name, group in shards:
+            answered = False
+            for link in group:
+                try:
+                    info = link.call("Info", search_pb2.InfoRequest(), timeout_ms / 1000)
+                except BlocksError as error:
+                    if not error.retryable:
+                        raise
+                    continue
+                shapes.add((int(info.dim), str(info.metric)))
+                answered = True
+            if not answered:
+                raise Unavailable(f"shard {name}: no replica answered")
+        if len(shapes) != 1:
+            raise InvalidArgument(f"shards disagree on dim and metric: {sorted(shapes)}")
+        ((dim, metric),) = shapes
+        return Coordinator(
+            shards, dim=dim, metric=metric, deadline_ms=deadline_ms, hedge=HedgeDelay(hedge_ms)
+        )
     except BaseException:
-        for client in clients:
-            client.close()
+        for link in links:
+            link.close()
         raise

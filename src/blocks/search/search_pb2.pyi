@@ -67,32 +67,40 @@ class RemoveVectorsReply(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search")
+    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HAS_FILTER_FIELD_NUMBER: _ClassVar[int]
     FILTER_IDS_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     queries: VectorBatch
     k: int
     has_filter: bool
     filter_ids: _containers.RepeatedScalarFieldContainer[int]
     nprobe: int
     ef_search: int
-    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class SearchVectorsReply(_message.Message):
-    __slots__ = ("rows", "k", "ids", "distances")
+    __slots__ = ("rows", "k", "ids", "distances", "partial", "missing_shards", "missing_shard_names")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARD_NAMES_FIELD_NUMBER: _ClassVar[int]
     rows: int
     k: int
     ids: _containers.RepeatedScalarFieldContainer[int]
     distances: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, rows: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., distances: _Optional[_Iterable[float]] = ...) -> None: ...
+    partial: bool
+    missing_shards: _containers.RepeatedScalarFieldContainer[int]
+    missing_shard_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rows: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., distances: _Optional[_Iterable[float]] = ..., partial: _Optional[bool] = ..., missing_shards: _Optional[_Iterable[int]] = ..., missing_shard_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("id", "text")

@@ -1,0 +1,322 @@
+"""``Coordinator``: a ``VectorIndex`` over shard processes (see ``blocks.search.coordinator``).
+
+Theory of operation. Routing by ``ShardRing``; writes to every replica of the owning shard;
+searches as a ``ScatterGather`` driven here with gRPC futures (so a hedge's loser can be
+cancelled) and merged exactly by ``merge_topk``; the deadline and the partial flag as the
+``blocks.search.coordinator`` docstring describes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
+from blocks.search import search_pb2
+from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
+from blocks.search.merge import merge_topk
+from blocks.search.replica_link import ReplicaLink, outcome
+from blocks.search.routing import ShardRing
+from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send
+from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
+from blocks.search.wire import encode_batch
+
+__all__ = ["DEADLINE_MS_DEFAULT", "WRITE_TIMEOUT_MS_DEFAULT", "Coordinator"]
+
+DEADLINE_MS_DEFAULT = 5_000
+WRITE_TIMEOUT_MS_DEFAULT = 30_000
+
+
+class Coordinator:
+    """A ``VectorIndex`` over named shards of ``ReplicaLink`` replicas; see ``blocks.search.coordinator``.
+
+    Searches may run from many threads at once; mutations must not run concurrently with each
+    other (the ``VectorIndex`` contract; the service's write lock serialises them).
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[tuple[str, Sequence[ReplicaLink]]],
+        *,
+        dim: int,
+        metric: Metric | str,
+        deadline_ms: int = DEADLINE_MS_DEFAULT,
+        hedge: HedgeDelay | None = None,
+        allow_partial: bool = False,
+        write_timeout_ms: int = WRITE_TIMEOUT_MS_DEFAULT,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not shards or any(not replicas for _, replicas in shards):
+            raise InvalidArgument("every shard needs at least one replica")
+        if deadline_ms <= 0 or write_timeout_ms <= 0:
+            raise InvalidArgument("deadline_ms and write_timeout_ms must be positive")
+        self.ring = ShardRing([name for name, _ in shards])
+        self._replicas = [list(replicas) for _, replicas in shards]
+        self._dim = int(dim)
+        self._metric = Metric.parse(metric)
+        self.deadline_ms = deadline_ms
+        self.hedge = hedge if hedge is not None else HedgeDelay()
+        self.allow_partial = allow_partial
+        self._write_timeout_s = write_timeout_ms / 1000
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random(0)
+        self._lock = threading.Lock()  # guards _rng, hedge samples and the counters
+        self.counters = {"searches": 0, "hedges": 0, "partial": 0, "failed_over": 0}
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    @property
+    def shard_names(self) -> list[str]:
+        return self.ring.names
+
+    def _now_ms(self) -> int:
+        return int(self._clock.monotonic() * 1000)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: Any,
+        k: int,
+        filter: Filter | None = None,
+        *,
+        timeout_ms: int | None = None,
+        allow_partial: bool | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> SearchResult:
+        """Exact merge of every shard's top ``k``; ``timeout_ms`` caps ``deadline_ms``."""
+        k = check_k(k)
+        data = as_vectors(queries, self._dim)
+        filter_ids: list[int] = []
+        if filter is not None:
+            if callable(filter):
+                raise InvalidArgument("a coordinator takes an allow-list of ids, not a callable")
+            candidates = np.asarray(filter, dtype=np.int64).ravel()
+            filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
+        request = search_pb2.SearchVectorsRequest(
+            queries=encode_batch(data),
+            k=k,
+            has_filter=filter is not None,
+            filter_ids=filter_ids,
+            nprobe=nprobe or 0,
+            ef_search=ef_search or 0,
+        )
+        budget_ms = self.deadline_ms if timeout_ms is None else min(timeout_ms, self.deadline_ms)
+        parts, missing, timed_out = self._scatter(request, max(1, budget_ms))
+        partial_ok = self.allow_partial if allow_partial is None else allow_partial
+        names = [self.ring.names[shard] for shard in missing]
+        if missing and (not partial_ok or not parts):
+            if timed_out:
+                raise Timeout(f"shards {names} missed the {budget_ms} ms deadline")
+            raise Unavailable(f"shards {names} have no replica that answered")
+        if missing:
+            with self._lock:
+                self.counters["partial"] += 1
+        ids, distances = merge_topk(parts, k, self._metric)
+        return SearchResult(
+            ids=ids,
+            distances=distances,
+            partial=bool(missing),
+            missing_shards=tuple(missing),
+            missing_shard_names=tuple(names),
+        )
+
+    def _orders(self) -> list[list[int]]:
+        with self._lock:
+            starts = [self._rng.randrange(len(replicas)) for replicas in self._replicas]
+        return [
+            [(start + step) % len(replicas) for step in range(len(replicas))]
+            for start, replicas in zip(starts, self._replicas, strict=True)
+        ]
+
+    def _scatter(
+        self, request: Any, budget_ms: int
+    ) -> tuple[list[tuple[IdArray, FloatArray]], list[int], bool]:
+        """Drive one ``ScatterGather``: (answers, missing shards, whether the deadline hit)."""
+        started = self._now_ms()
+        deadline = started + budget_ms
+        with self._lock:
+            delay = self.hedge.delay_ms()
+            self.counters["searches"] += 1
+        core = ScatterGather(self._orders(), deadline_ms=deadline, hedge_delay_ms=delay)
+        events: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
+        calls: dict[tuple[int, int], Any] = {}
+        answers: dict[int, tuple[IdArray, FloatArray]] = {}
+
+        def carry_out(commands: Sequence[Send | Cancel], now_ms: int) -> None:
+            for command in commands:
+                key = (command.shard, command.replica)
+                if isinstance(command, Cancel):
+                    future = calls.pop(key, None)
+                    if future is not None:
+                        future.cancel()
+                    continue
+                link = self._replicas[command.shard][command.replica]
+                future = link.start("SearchVectors", request, (deadline - now_ms) / 1000)
+                calls[key] = future
+                future.add_done_callback(lambda done, key=key: events.put((key[0], key[1], done)))
+
+        try:
+            carry_out(core.start(started), started)
+            while not core.done:
+                now = self._now_ms()
+                if now >= core.next_wakeup_ms():
+                    sends, cancels = core.handle_tick(now)
+                    carry_out([*cancels, *sends], now)
+                    continue
+                try:
+                    shard, replica, future = events.get(
+                        timeout=(core.next_wakeup_ms() - now) / 1000
+                    )
+                except queue.Empty:
+                    continue
+                calls.pop((shard, replica), None)
+                now = self._now_ms()
+                try:
+                    reply = outcome(future)
+                except BlocksError as error:
+                    if not error.retryable:
+                        raise
+                    with self._lock:
+                        self.counters["failed_over"] += 1
+                    carry_out(core.handle_failure(shard, replica, now), now)
+                    continue
+                cancels, latency_ms = core.handle_answer(shard, replica, now)
+                if latency_ms >= 0:
+                    answers[shard] = _decode_reply(reply)
+                    with self._lock:
+                        self.hedge.observe(latency_ms)
+                carry_out(cancels, now)
+        finally:
+            for future in calls.values():
+                future.cancel()
+            with self._lock:
+                self.counters["hedges"] += core.hedges_sent
+        parts = [answers[shard] for shard in sorted(answers)]
+        return parts, core.missing(), core.timed_out
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _to_all_replicas(self, calls: list[tuple[int, str, Any]]) -> list[tuple[int, int, Any]]:
+        """Start every ``(shard, method, request)`` on each replica of the shard, wait for all;
+        returns ``(shard, replica, reply or BlocksError)`` per call."""
+        started = [
+            (shard, replica, link.start(method, request, self._write_timeout_s))
+            for shard, method, request in calls
+            for replica, link in enumerate(self._replicas[shard])
+        ]
+        results: list[tuple[int, int, Any]] = []
+        for shard, replica, future in started:
+            try:
+                results.append((shard, replica, outcome(future)))
+            except BlocksError as error:
+                results.append((shard, replica, error))
+        return results
+
+    def _by_shard(self, ids: IdArray) -> dict[int, Any]:
+        owners = self.ring.owners_of_vectors(ids)
+        return {int(shard): np.flatnonzero(owners == shard) for shard in np.unique(owners)}
+
+    def add(self, ids: Any, vectors: Any) -> None:
+        """Write each shard's slice to all its replicas; all or nothing (module docstring)."""
+        data = as_vectors(vectors, self._dim)
+        ids_np = as_ids(ids, expected=data.shape[0])
+        rows = self._by_shard(ids_np)
+        calls = [
+            (
+                shard,
+                "AddVectors",
+                search_pb2.AddVectorsRequest(
+                    ids=ids_np[where].tolist(), vectors=encode_batch(data[where])
+                ),
+            )
+            for shard, where in rows.items()
+        ]
+        results = self._to_all_replicas(calls)
+        errors = [result for _, _, result in results if isinstance(result, BlocksError)]
+        if not errors:
+            return
+        undo = [
+            (shard, replica, ids_np[rows[shard]])
+            for shard, replica, result in results
+            if not isinstance(result, BlocksError)
+        ]
+        for shard, replica, written in undo:
+            request = search_pb2.RemoveVectorsRequest(ids=written.tolist())
+            # A replica that fails the undo too went away: the write's outcome there is unknown.
+            with contextlib.suppress(BlocksError):
+                self._replicas[shard][replica].call("RemoveVectors", request, self._write_timeout_s)
+        refused = [error for error in errors if not error.retryable]
+        raise refused[0] if refused else errors[0]
+
+    def remove(self, ids: Any) -> int:
+        """Remove from every replica of the owning shards; ``Unavailable`` if one failed."""
+        ids_np = as_ids(ids)
+        if ids_np.size == 0:
+            return 0
+        calls = [
+            (shard, "RemoveVectors", search_pb2.RemoveVectorsRequest(ids=ids_np[where].tolist()))
+            for shard, where in self._by_shard(ids_np).items()
+        ]
+        removed: dict[int, int] = {}
+        for shard, _, result in self._to_all_replicas(calls):
+            if isinstance(result, BlocksError):
+                raise result
+            removed[shard] = max(removed.get(shard, 0), int(result.removed))
+        return sum(removed.values())
+
+    # -- the rest of VectorIndex -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Vectors over all shards, counting one answering replica per shard."""
+        total = 0
+        for shard, replicas in enumerate(self._replicas):
+            for link in replicas:
+                try:
+                    info = link.call("Info", search_pb2.InfoRequest(), self.deadline_ms / 1000)
+                except BlocksError as error:
+                    if not error.retryable:
+                        raise
+                    continue
+                total += int(info.vectors)
+                break
+            else:
+                raise Unavailable(f"shard {self.ring.names[shard]} has no replica that answered")
+        return total
+
+    def save(self, path: str = "") -> None:
+        """Ask every replica to snapshot its own data directory (``path`` is ignored)."""
+        calls = [(shard, "Save", search_pb2.SaveRequest()) for shard in range(len(self._replicas))]
+        for _, _, result in self._to_all_replicas(calls):
+            if isinstance(result, BlocksError):
+                raise result
+
+    def load(self, path: str) -> None:
+        raise InvalidArgument("a coordinator keeps no data: each shard loads its own")
+
+    def close(self) -> None:
+        for replicas in self._replicas:
+            for link in replicas:
+                link.close()
+
+
+def _decode_reply(reply: Any) -> tuple[IdArray, FloatArray]:
+    shape = (int(reply.rows), int(reply.k))
+    ids = np.array(reply.ids, dtype=np.int64).reshape(shape)
+    distances = np.array(reply.distances, dtype=np.float32).reshape(shape)
+    return ids, distances

@@ -1,0 +1,276 @@
+"""``SearchNode``: everything one search node serves, as plain synchronous methods.
+
+Theory of operation. A ``VectorIndex`` for raw vectors, a ``BM25Index`` plus the documents'
+texts, optionally a ``MiniLMEmbedder`` with a cosine ``ExactIndex`` of document embeddings,
+and a ``Typeahead`` fed by every text query. Its methods validate, mutate and answer; nothing
+here knows about gRPC (``blocks.search.service`` adapts it). Documents map to vector ids
+through ``doc_vector_id`` (xxh3-64 of the id, 63 bits), with the reverse map kept in memory.
+
+Persistence: with a data directory the node keeps a ``SearchJournal`` there (see
+``blocks.search.durable``): every mutation is logged and fsynced before it is applied and
+acknowledged, ``save``, a clean stop and every ``checkpoint_records`` logged records write a
+snapshot (``vectors.idx``, ``documents.json``, ``typeahead.json`` and, when embedding,
+``embeddings.idx``), and ``load`` loads the snapshot and replays the log after it. Typeahead
+counts are logged without an fsync of their own and are in every snapshot. A data directory
+written before the journal existed (those files at its top) is loaded, then journaled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
+from blocks.search.api import K_MAX, VectorIndex
+from blocks.search.bm25 import BM25Index, check_doc_id, check_text_k
+from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
+from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
+from blocks.search.tokenize import tokenize
+from blocks.search.typeahead import Typeahead
+from blocks.search.vectors import atomic_write
+
+__all__ = ["DOCUMENTS_PER_CALL_MAX", "SearchNode", "doc_vector_id"]
+
+DOCUMENTS_PER_CALL_MAX = 10_000
+
+
+def doc_vector_id(doc_id: str) -> int:
+    """The vector id standing for a document in the embedding index (63-bit, stable)."""
+    return xxhash.xxh3_64_intdigest(doc_id.encode("utf-8")) >> 1
+
+
+class SearchNode:
+    """Everything one node serves, as plain synchronous methods.
+
+    With a ``data_dir``, ``load`` opens its ``SearchJournal``: from then on every mutation
+    (``add_vectors``, ``remove_vectors``, ``train_vectors``, ``index_documents``,
+    ``delete_documents``) is logged and fsynced before it is applied, so once it returns it
+    survives a crash; ``save`` writes a snapshot. Callers serialise mutations (the service's
+    write lock).
+    """
+
+    def __init__(
+        self,
+        vectors: VectorIndex,
+        *,
+        kind: str = "exact",
+        embedder: Any = None,
+        data_dir: str | None = None,
+        checkpoint_records: int = CHECKPOINT_RECORDS_DEFAULT,
+    ) -> None:
+        self.vectors = vectors
+        self.kind = kind
+        self.embedder = embedder
+        self.data_dir = data_dir
+        self.checkpoint_records = checkpoint_records
+        self.journal: SearchJournal | None = None
+        self.text = BM25Index()
+        self.texts: dict[str, str] = {}
+        self.typeahead = Typeahead()
+        self.embeddings: VectorIndex | None = None
+        self._doc_of_vector: dict[int, str] = {}
+        if embedder is not None:
+            from blocks.search.exact import ExactIndex
+
+            self.embeddings = ExactIndex(int(embedder.dim), "cosine")
+
+    # Mutations: validated, logged (durably, with a journal), applied, maybe checkpointed.
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.append_durable(record)
+
+    def _maybe_checkpoint(self) -> None:
+        if self.journal is not None and self.journal.should_checkpoint():
+            self.save()
+
+    def add_vectors(self, ids: Any, vectors: Any) -> int:
+        """Store vectors (``VectorIndex.add``'s contract); returns the index's size."""
+        id_array = np.ascontiguousarray(ids, dtype="<i8")
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2:
+            raise InvalidArgument(f"vectors must be 2-D, got shape {data.shape}")
+        record = {"op": "add", "ids": id_array.tobytes(), "vectors": data.tobytes()}
+        self._log({**record, "dim": int(data.shape[1])})
+        self.vectors.add(id_array, data)
+        self._maybe_checkpoint()
+        return len(self.vectors)
+
+    def remove_vectors(self, ids: Any) -> int:
+        id_array = np.ascontiguousarray(ids, dtype="<i8")
+        self._log({"op": "remove", "ids": id_array.tobytes()})
+        removed = self.vectors.remove(id_array)
+        self._maybe_checkpoint()
+        return removed
+
+    def train_vectors(self, vectors: Any) -> None:
+        train = getattr(self.vectors, "train", None)
+        if train is None:
+            return  # an index without training (exact, Flat, HNSW): nothing to do or log
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        if data.ndim != 2:
+            raise InvalidArgument(f"vectors must be 2-D, got shape {data.shape}")
+        self._log({"op": "train", "vectors": data.tobytes(), "dim": int(data.shape[1])})
+        train(data)
+        self._maybe_checkpoint()
+
+    def index_documents(self, documents: list[tuple[str, str]]) -> int:
+        if len(documents) > DOCUMENTS_PER_CALL_MAX:
+            raise InvalidArgument(f"at most {DOCUMENTS_PER_CALL_MAX} documents per call")
+        ids = [check_doc_id(doc_id) for doc_id, _ in documents]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("document ids repeat within one call")
+        for _, text in documents:
+            tokenize(text)  # validates every text before anything changes
+        self._log({"op": "index-docs", "documents": [[d, t] for d, t in documents]})
+        self._apply_documents(documents)
+        self._maybe_checkpoint()
+        return len(self.texts)
+
+    def _apply_documents(self, documents: list[tuple[str, str]]) -> None:
+        ids = [doc_id for doc_id, _ in documents]
+        vectors = None
+        if self.embedder is not None and documents:
+            vectors = self.embedder.embed([text for _, text in documents])
+        for doc_id, text in documents:
+            self.text.upsert(doc_id, text)
+            self.texts[doc_id] = text
+        if self.embeddings is not None and vectors is not None:
+            vector_ids = np.array([doc_vector_id(doc_id) for doc_id in ids], dtype=np.int64)
+            self.embeddings.remove(vector_ids)
+            self.embeddings.add(vector_ids, vectors)
+            self._doc_of_vector.update(zip(vector_ids.tolist(), ids, strict=True))
+
+    def delete_documents(self, ids: list[str]) -> int:
+        for doc_id in ids:
+            check_doc_id(doc_id)
+        self._log({"op": "delete-docs", "ids": list(ids)})
+        deleted = self._apply_delete(ids)
+        self._maybe_checkpoint()
+        return deleted
+
+    def _apply_delete(self, ids: list[str]) -> int:
+        deleted = 0
+        for doc_id in ids:
+            if self.text.delete(doc_id):
+                deleted += 1
+                del self.texts[doc_id]
+                if self.embeddings is not None:
+                    vector_id = doc_vector_id(doc_id)
+                    self.embeddings.remove([vector_id])
+                    self._doc_of_vector.pop(vector_id, None)
+        return deleted
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Apply one journal record (replay). Raises what the original call raised."""
+        op = record.get("op")
+        if op == "add":
+            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            self.vectors.add(np.frombuffer(record["ids"], dtype="<i8"), data)
+        elif op == "remove":
+            self.vectors.remove(np.frombuffer(record["ids"], dtype="<i8"))
+        elif op == "train":
+            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
+        elif op == "index-docs":
+            self._apply_documents([(str(d), str(t)) for d, t in record["documents"]])
+        elif op == "delete-docs":
+            self._apply_delete([str(d) for d in record["ids"]])
+        elif op == "query":
+            self.typeahead.record(str(record["phrase"]))
+        else:
+            raise Corruption(f"unknown search log record {op!r}")
+
+    def search_text(self, query: str, k: int, mode: str) -> list[tuple[str, float, str]]:
+        check_text_k(k)
+        if mode in ("", "bm25"):
+            hits = [(h.doc_id, h.score) for h in self.text.search(query, k)]
+        elif mode == "semantic":
+            hits = self._semantic_hits(query, k)
+        elif mode == "hybrid":
+            depth = min(K_MAX, k * HYBRID_DEPTH_FACTOR)
+            lexical = [h.doc_id for h in self.text.search(query, depth)]
+            meaning = [doc_id for doc_id, _ in self._semantic_hits(query, depth)]
+            hits = reciprocal_rank_fusion([lexical, meaning], k)
+        else:
+            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
+        if query.strip():
+            self.typeahead.record(query)
+            if self.journal is not None:  # soft: a count is not worth an fsync per query
+                self.journal.append_soft({"op": "query", "phrase": query})
+                self._maybe_checkpoint()
+        return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
+
+    def _semantic_hits(self, query: str, k: int) -> list[tuple[str, float]]:
+        if self.embedder is None or self.embeddings is None:
+            raise InvalidArgument("this node does not embed text (start it with --embed)")
+        if len(self.embeddings) == 0:
+            return []
+        result = self.embeddings.search(self.embedder.embed([query]), min(k, K_MAX))
+        return [
+            (self._doc_of_vector[i], float(d))
+            for i, d in zip(result.ids[0].tolist(), result.distances[0].tolist(), strict=True)
+            if i >= 0
+        ]
+
+    # Persistence.
+
+    def save(self) -> str:
+        """Write a snapshot (with a journal) or the legacy files; returns where."""
+        if self.data_dir is None:
+            raise NotFound("this node has no data directory")
+        if self.journal is None:
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._save_into(self.data_dir)
+            return self.data_dir
+        return self.journal.write_snapshot(self._save_into)
+
+    def _save_into(self, directory: str) -> None:
+        self.vectors.save(os.path.join(directory, "vectors.idx"))
+        if self.embeddings is not None:
+            self.embeddings.save(os.path.join(directory, "embeddings.idx"))
+        payload = json.dumps(self.texts).encode("utf-8")
+        atomic_write(os.path.join(directory, "documents.json"), lambda f: f.write(payload))
+        counts = json.dumps(self.typeahead.counts()).encode("utf-8")
+        atomic_write(os.path.join(directory, "typeahead.json"), lambda f: f.write(counts))
+
+    def load(self) -> None:
+        """Open the journal, load its snapshot (or a legacy save), replay the log after it."""
+        if self.data_dir is None:
+            return
+        self.journal = SearchJournal(self.data_dir, checkpoint_records=self.checkpoint_records)
+        self._load_from(self.journal.snapshot_path or self.data_dir)
+        for record in self.journal.replay():
+            try:
+                self.apply(record)
+            except (InvalidArgument, FailedPrecondition):
+                self.journal.replay_skipped += 1  # it failed the same way when first called
+
+    def _load_from(self, directory: str) -> None:
+        path = os.path.join(directory, "vectors.idx")
+        if os.path.exists(path):
+            self.vectors.load(path)
+        documents_path = os.path.join(directory, "documents.json")
+        if os.path.exists(documents_path):
+            with open(documents_path, encoding="utf-8") as handle:
+                texts: dict[str, str] = json.load(handle)
+            for doc_id, text in texts.items():
+                self.text.upsert(doc_id, text)
+            self.texts = texts
+        embeddings_path = os.path.join(directory, "embeddings.idx")
+        if self.embeddings is not None and os.path.exists(embeddings_path):
+            self.embeddings.load(embeddings_path)
+            self._doc_of_vector = {doc_vector_id(d): d for d in self.texts}
+        typeahead_path = os.path.join(directory, "typeahead.json")
+        if os.path.exists(typeahead_path):
+            with open(typeahead_path, encoding="utf-8") as handle:
+                self.typeahead.restore(json.load(handle))
+
+    def close(self) -> None:
+        """Release the journal (fsyncing what it holds). Idempotent."""
+        if self.journal is not None:
+            self.journal.close()
