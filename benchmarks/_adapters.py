@@ -137,10 +137,14 @@ def run_overhead(
     return results
 
 
-def overhead_workload(name: str, args: argparse.Namespace, *, concurrency: int = 1) -> Workload:
+def overhead_workload(
+    name: str, args: argparse.Namespace, *, concurrency: int = 1, items_per_op: int = 1
+) -> Workload:
     """The workload of an overhead run: ``--overhead-ops`` per round (default 500),
-    ``--overhead-rounds`` (default 15), each contender's server kept across its rounds (see the module docs)."""
-    ops = getattr(args, "overhead_ops", OPS_DEFAULT)
+    ``--overhead-rounds`` (default 15); a batched operation of ``items_per_op`` items counts
+    as that many (so a round moves about the same number of items whatever the shape).
+    Each contender's server is kept across its rounds (see the module docs)."""
+    ops = max(1, getattr(args, "overhead_ops", OPS_DEFAULT) // items_per_op)
     rounds = getattr(args, "overhead_rounds", ROUNDS_DEFAULT)
     return Workload(
         name,

@@ -30,6 +30,9 @@ Contenders, durable ones beside their non-durable twins:
   ones): compare it with ``blocks-durable``;
 * ``redis-streams`` (XADD/XRANGE, redis-py, ``appendfsync everysec``) and
   ``redis-streams-fsync-always`` (``appendfsync always``).
+* ``blocks API over nats-jetstream``: ``NatsPubSub`` (#20) on the same nats-server as
+  ``nats-jetstream``; ``--adapter-overhead`` runs only these two, the raw client the
+  baseline (benchmarks/_adapters.py).
 
 Peers are skipped with a reason when their server or client library is missing. Install::
 
@@ -47,6 +50,12 @@ import tempfile
 import time
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    run_overhead,
+)
 from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, run_benchmark
 from benchmarks.peers import (
     free_port,
@@ -263,10 +272,69 @@ def redis_contender(batch: int, end_to_end: bool, *, appendfsync: str = "everyse
     return Contender(name, setup, op, teardown, batch, ready=ready)
 
 
+# --- the NATS adapter (#20): NatsPubSub on the same nats-server as the raw client -----------
+
+
+def nats_adapter_contender(batch: int, end_to_end: bool) -> Contender:
+    """``blocks API over nats-jetstream``: ``NatsPubSub`` (a stream per partition, a
+    ``Nats-Msg-Id`` per record) on the same server configuration as ``nats-jetstream``."""
+
+    async def setup() -> dict[str, Any]:
+        try:
+            from blocks.pubsub.adapters.nats import NatsPubSub
+        except ImportError:
+            raise Skip("nats-py is not installed (pip install nats-py)") from None
+        state: dict[str, Any] = {"server": start_nats_server()}
+        try:
+            state["pubsub"] = await NatsPubSub.open(f"nats://127.0.0.1:{state['server'].port}")
+            await state["pubsub"].create_topic("bench", partitions=PARTITIONS)
+        except BaseException:
+            await teardown(state)
+            raise
+        return state
+
+    async def ready(state: dict[str, Any]) -> None:
+        await state["pubsub"].end_offsets("bench", 0)
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        pubsub = state["pubsub"]
+        if batch > 1:
+            await pubsub.produce_batch("bench", i % PARTITIONS, [(None, VALUE)] * batch)
+            return
+        partition, offset = await pubsub.produce("bench", VALUE, partition=i % PARTITIONS)
+        if end_to_end:
+            await pubsub.fetch("bench", partition, offset, 1)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        try:
+            if "pubsub" in state:
+                await state["pubsub"].close()
+        finally:
+            state["server"].stop()
+
+    name = ADAPTER_ROW.format(engine="nats-jetstream")
+    return Contender(name, setup, op, teardown, batch, ready=ready)
+
+
+def adapter_overhead(args: argparse.Namespace, shapes: list[tuple[str, int, bool, int]]) -> int:
+    """Only ``nats-jetstream`` and ``blocks API over nats-jetstream``, each workload shape
+    with its concurrency, the raw client as the baseline."""
+    for workload_name, batch, end_to_end, concurrency in shapes:
+        run_overhead(
+            f"pubsub-adapter-{workload_name}",
+            overhead_workload(workload_name, args, concurrency=concurrency, items_per_op=batch),
+            [nats_contender(batch, end_to_end), nats_adapter_contender(batch, end_to_end)],
+            "nats-jetstream",
+            args.out,
+        )
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=3000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
     parser.add_argument("--quick", action="store_true", help="300 operations per round")
+    add_overhead_arguments(parser)
 
 
 def contenders(batch: int, end_to_end: bool) -> list[Contender]:
@@ -278,6 +346,7 @@ def contenders(batch: int, end_to_end: bool) -> list[Contender]:
         nats_contender(batch, end_to_end, sync_always=True),
         redis_contender(batch, end_to_end),
         redis_contender(batch, end_to_end, appendfsync="always"),
+        nats_adapter_contender(batch, end_to_end),
     ]
 
 
@@ -288,6 +357,8 @@ def main(args: argparse.Namespace) -> int:
         ("produce-batch-100", 100, False, 4, max(1, ops // 50)),
         ("end-to-end", 1, True, 8, max(1, ops // 2)),
     ]
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args, [shape[:4] for shape in shapes])
     for workload_name, batch, end_to_end, concurrency, count in shapes:
         workload = Workload(
             workload_name,

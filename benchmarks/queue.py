@@ -17,7 +17,9 @@ with ``blocks-fsync-never``) and ``nats-jetstream-sync-always`` (``sync_interval
 nats-server 2.10 or later, a skipped row with the reason on older ones); in ``work-cycle``
 also ``nats-jetstream (ack_sync)``, whose acks wait for the server's confirmation as blocks'
 do, where plain ``ack`` only sends one; ``redis-streams`` (XADD, XREADGROUP, XACK;
-``appendfsync everysec``) and ``redis-streams-fsync-always``. The blocks client coalesces the
+``appendfsync everysec``) and ``redis-streams-fsync-always``. ``blocks API over nats-jetstream``
+is ``NatsQueue`` (#20) on the same nats-server (``--adapter-overhead`` runs only it beside
+the raw nats-py rows, benchmarks/_adapters.py). The blocks client coalesces the
 calls made while a frame is in flight into one frame on its TCP data path; nats-py and
 redis-py pipeline theirs on one connection. Peers are skipped with a reason when missing.
 Install them with::
@@ -34,6 +36,12 @@ import sys
 import tempfile
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    run_overhead,
+)
 from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, run_benchmark
 from benchmarks.peers import (
     free_port,
@@ -186,10 +194,72 @@ def redis_contender(cycle: bool, *, appendfsync: str = "everysec") -> Contender:
     return Contender(name, setup, op, teardown, ready=ready)
 
 
+# --- the NATS adapter (#20): NatsQueue on the same nats-server as the raw client ------------
+
+
+def nats_adapter_contender(cycle: bool) -> Contender:
+    """``blocks API over nats-jetstream``: ``NatsQueue`` (a work-queue stream, one durable
+    pull consumer, acks confirmed by the server) on the same server as ``nats-jetstream``;
+    its acks wait for the server, so in ``work-cycle`` its like is ``(ack_sync)``."""
+
+    async def setup() -> dict[str, Any]:
+        try:
+            from blocks.queue.adapters.nats import NatsQueue
+        except ImportError:
+            raise Skip("nats-py is not installed (pip install nats-py)") from None
+        state: dict[str, Any] = {"server": start_nats_server()}
+        try:
+            state["q"] = await NatsQueue.open(f"nats://127.0.0.1:{state['server'].port}")
+            await state["q"].create_queue("jobs")
+        except BaseException:
+            await teardown(state)
+            raise
+        return state
+
+    async def ready(state: dict[str, Any]) -> None:
+        await state["q"].receive("jobs", max_messages=1, wait_ms=0)
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        queue = state["q"]
+        await queue.send("jobs", BODY)
+        if cycle:
+            wait_ms = int(RECEIVE_WAIT_S * 1000)
+            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
+                await queue.ack("jobs", message.receipt)
+
+    async def teardown(state: dict[str, Any]) -> None:
+        try:
+            if "q" in state:
+                await state["q"].close()
+        finally:
+            state["server"].stop()
+
+    return Contender(ADAPTER_ROW.format(engine="nats-jetstream"), setup, op, teardown, ready=ready)
+
+
+def adapter_overhead(args: argparse.Namespace) -> int:
+    """Only the raw nats-py rows and ``blocks API over nats-jetstream``: ``send`` against
+    ``nats-jetstream``, ``work-cycle`` against ``nats-jetstream (ack_sync)`` (both wait for
+    the server's ack of the ack)."""
+    for workload_name, cycle, baseline in (
+        ("send", False, nats_contender(False)),
+        ("work-cycle", True, nats_contender(True, confirmed_ack=True)),
+    ):
+        run_overhead(
+            f"queue-adapter-{workload_name}",
+            overhead_workload(workload_name, args, concurrency=CONCURRENCY),
+            [baseline, nats_adapter_contender(cycle)],
+            baseline.name,
+            args.out,
+        )
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=2000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
     parser.add_argument("--quick", action="store_true", help="200 operations per round")
+    add_overhead_arguments(parser)
 
 
 def contenders(cycle: bool) -> list[Contender]:
@@ -201,10 +271,13 @@ def contenders(cycle: bool) -> list[Contender]:
         *([nats_contender(cycle, confirmed_ack=True)] if cycle else []),
         redis_contender(cycle),
         redis_contender(cycle, appendfsync="always"),
+        nats_adapter_contender(cycle),
     ]
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     ops = 200 if getattr(args, "quick", False) else args.ops
     for workload_name, cycle in (("send", False), ("work-cycle", True)):
         workload = Workload(
