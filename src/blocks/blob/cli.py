@@ -64,16 +64,35 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
     from blocks.blob.node import open_node
     from blocks.blob.s3api import S3Config
     from blocks.blob.server import BlobServer
+    from blocks.blob.store import LocalBlobStore
 
     host, port = options.host, options.port
-    store, local = open_node(
-        args.data_dir,
-        peers=args.peer or (),
-        cluster_token=args.cluster_token,
-        codec=args.codec,
-        chunk_bytes=args.chunk_kib * 1024,
-        fsync=not args.no_fsync,
-    )
+    store: LocalBlobStore
+    replicator = None
+    if args.replicate_metadata:
+        from blocks.blob.node import open_replica
+
+        store, local, replicator = open_replica(
+            args.data_dir,
+            self_address=f"{host}:{port}",
+            peers=args.peer or (),
+            cluster_token=args.cluster_token or "",
+            codec=args.codec,
+            chunk_bytes=args.chunk_kib * 1024,
+            fsync=not args.no_fsync,
+            sync_interval_s=args.meta_sync_s,
+            gc_grace_s=args.gc_grace_s,
+        )
+        await asyncio.to_thread(replicator.sync_once)  # a wiped node catches up first
+    else:
+        store, local = open_node(
+            args.data_dir,
+            peers=args.peer or (),
+            cluster_token=args.cluster_token,
+            codec=args.codec,
+            chunk_bytes=args.chunk_kib * 1024,
+            fsync=not args.no_fsync,
+        )
     credentials = {args.access_key: args.secret_key} if args.access_key else {}
     ssl_context = _ssl_context(options)
     config = S3Config(credentials=credentials, cluster_token=args.cluster_token)
@@ -81,6 +100,8 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
         store, host=host, port=port, config=config, ssl_context=ssl_context, local_shards=local
     )
     await server.start()
+    if replicator is not None:
+        replicator.start()
     metrics = None
     if options.metrics_listen is not None:
         metrics = _metrics(server, options)
@@ -104,6 +125,8 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
         if metrics is not None:
             metrics.stop()
         await server.stop()
+        if replicator is not None:
+            await asyncio.to_thread(replicator.close)
         store.close()
         if not options.as_json:
             print("blob: stopped", flush=True)
@@ -216,6 +239,15 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--codec", default="rs:4+2", help="rs:K+M or replicate:N")
     serve.add_argument("--chunk-kib", type=int, default=4096, help="chunk size in KiB")
     serve.add_argument("--no-fsync", action="store_true", help="do not fsync (faster, unsafe)")
+    serve.add_argument(
+        "--replicate-metadata",
+        action="store_true",
+        help="keep every object's metadata on every peer (majority writes; docs/blob.md)",
+    )
+    serve.add_argument("--meta-sync-s", type=float, default=30.0, help="metadata sync period")
+    serve.add_argument(
+        "--gc-grace-s", type=float, default=3600.0, help="age before a chunk may be collected"
+    )
     serve.set_defaults(func=_serve)
 
     for name, func, help_text in (

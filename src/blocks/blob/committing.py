@@ -55,6 +55,8 @@ class CommitMixin:
     compactions: int
     orphan_grace_s: float
     clock: Clock
+    tombstones_max = 0
+    """Deleted keys the index remembers (a cluster's replica keeps some; see ``index``)."""
 
     def _init_commits(self) -> None:
         self._quiet = threading.Condition(self._lock)
@@ -66,7 +68,7 @@ class CommitMixin:
         self.compactions = 0
 
     def _replay(self) -> MetaIndex:
-        index = MetaIndex()
+        index = MetaIndex(tombstones_max=self.tombstones_max)
         for offset, data in self.journal.replay():
             try:
                 record = decode(data, offset)

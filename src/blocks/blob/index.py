@@ -14,11 +14,17 @@ chunk references the index let go, so it can release them.
 
 ``snapshot`` lists the live state as records in an order that replays to the same index:
 that is what compaction writes into a fresh journal.
+
+In a cluster (``replica``) the index also keeps *tombstones*: the version of each deleted
+key (at most ``tombstones_max``, oldest dropped first and counted), so that a write older
+than the delete, arriving late from a peer, cannot bring the key back. They are part of the
+snapshot. A single node keeps none (``tombstones_max=0``).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
@@ -43,7 +49,11 @@ SMALL_RECORD_BYTES = 256
 class MetaIndex:
     """Buckets, objects, uploads and parts (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tombstones_max: int = 0) -> None:
+        self.tombstones_max = tombstones_max
+        self.tombstones: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        """(bucket, key) -> version of the delete that removed it (oldest first)."""
+        self.tombstones_dropped = 0
         self.buckets: dict[str, int] = {}
         self.objects: dict[str, dict[str, Manifest]] = {}
         self.sorted_keys: dict[str, list[str]] = {}
@@ -75,6 +85,7 @@ class MetaIndex:
         """Install ``manifest`` (its bucket exists); return the one it replaced."""
         index = self.objects[manifest.bucket]
         old = index.get(manifest.key)
+        self.tombstones.pop((manifest.bucket, manifest.key), None)
         index[manifest.key] = manifest
         self._object_bytes += manifest.record_bytes
         if old is None:
@@ -91,6 +102,23 @@ class MetaIndex:
             del keys[bisect.bisect_left(keys, key)]
             self._object_bytes -= manifest.record_bytes
         return manifest
+
+    def add_tombstone(self, bucket: str, key: str, version: tuple[int, str]) -> None:
+        """Remember that ``key`` was deleted at ``version`` (when tombstones are kept)."""
+        if self.tombstones_max <= 0:
+            return
+        self.tombstones[(bucket, key)] = version
+        self.tombstones.move_to_end((bucket, key))
+        while len(self.tombstones) > self.tombstones_max:
+            self.tombstones.popitem(last=False)
+            self.tombstones_dropped += 1
+
+    def version_of(self, bucket: str, key: str) -> tuple[int, str] | None:
+        """The version of the key's live object or of its tombstone; None if neither."""
+        manifest = self.objects.get(bucket, {}).get(key)
+        if manifest is not None:
+            return manifest.version
+        return self.tombstones.get((bucket, key))
 
     # -- uploads ---------------------------------------------------------------------------
     def add_upload(self, upload: UploadRecord) -> None:
@@ -123,8 +151,10 @@ class MetaIndex:
                 self.remove_bucket(name)
             case ObjectPut(manifest, _) if manifest.bucket in self.buckets:
                 self.put_object(manifest)
-            case ObjectDelete(bucket, key):
+            case ObjectDelete(bucket, key, modified_ms, writer):
                 self.remove_object(bucket, key)
+                if modified_ms and bucket in self.buckets:
+                    self.add_tombstone(bucket, key, (modified_ms, writer))
             case UploadPut(upload) if upload.bucket in self.buckets:
                 self.add_upload(upload)
             case PartPut(part) if part.upload_id in self.uploads:
@@ -159,6 +189,9 @@ class MetaIndex:
             for manifest in index.values():
                 body = read_body(manifest.inline_offset) if manifest.inline else None
                 yield ObjectPut(manifest, body)
+        for (bucket, key), (modified_ms, writer) in self.tombstones.items():
+            if bucket in self.buckets:
+                yield ObjectDelete(bucket, key, modified_ms, writer)
         for upload in self.uploads.values():
             yield UploadPut(upload)
         for parts in self.parts.values():

@@ -53,6 +53,9 @@ class ChunkLedger:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._deleting = 0
+        self.delete_unreferenced = True
+        """Off in a cluster with replicated metadata: a chunk whose count here reaches zero
+        stays, since another node may reference it; only ``gc`` deletes it (see replica)."""
         self.chunks_written = 0
         self.chunks_deduplicated = 0
 
@@ -139,6 +142,8 @@ class ChunkLedger:
                 continue
             del self._counts[chunk_id]
             self._flushes.pop(chunk_id, None)
+            if not self.delete_unreferenced:
+                continue
             # Mark it busy now, remove it in the background (see the module docstring).
             # An acquire of it waits; a failing write (in _writing already) deletes inline.
             if chunk_id in self._writing:
@@ -163,6 +168,16 @@ class ChunkLedger:
         """Block until no background removal is pending; False on timeout."""
         with self._lock:
             return self._idle.wait_for(lambda: self._deleting == 0, timeout_s)
+
+    def delete_if_unreferenced(self, chunk_id: str, delete: Callable[[str], object]) -> bool:
+        """Call ``delete(chunk_id)`` under the ledger's lock if nobody here holds, writes or
+        removes the chunk (the cluster collector's last step); returns whether it did."""
+        with self._lock:
+            if self._counts[chunk_id] > 0 or chunk_id in self._writing:
+                return False
+            self._counts.pop(chunk_id, None)
+            delete(chunk_id)
+            return True
 
     def collect_orphans(self, cutoff_ms: int) -> int:
         """Delete chunks that nobody references from the nodes this store owns alone, if

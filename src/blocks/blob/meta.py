@@ -61,6 +61,14 @@ class Manifest:
     """Standard headers stored with the object (``cache-control``, ``expires``...)."""
     part_sizes: tuple[int, ...] = ()
     """A multipart object's part sizes in order (GET ``?partNumber``); empty otherwise."""
+    writer: str = ""
+    """The node id that committed it first ("" on a single node): with ``modified_ms`` the
+    version that orders writes of one key across a cluster (``replica``)."""
+
+    @property
+    def version(self) -> tuple[int, str]:
+        """(``modified_ms``, ``writer``): the larger version wins a key in a cluster."""
+        return self.modified_ms, self.writer
 
     @property
     def inline(self) -> bool:
@@ -119,6 +127,7 @@ def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
         **({"x": manifest.checksums} if manifest.checksums else {}),
         **({"h": manifest.headers} if manifest.headers else {}),
         **({"ps": list(manifest.part_sizes)} if manifest.part_sizes else {}),
+        **({"w": manifest.writer} if manifest.writer else {}),
     }
 
 
@@ -139,6 +148,7 @@ def manifest_from_wire(value: Any, *, inline_offset: int = -1, record_bytes: int
             checksums=_metadata_from_wire(value.get("x", {})),
             headers=_metadata_from_wire(value.get("h", {})),
             part_sizes=tuple(int(size) for size in value.get("ps", ())),
+            writer=str(value.get("w", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("manifest") from error

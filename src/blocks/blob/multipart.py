@@ -54,6 +54,7 @@ class MultipartMixin:
     rng: random.Random
     part_bytes_min: int
     object_bytes_max: int
+    node_id: str
     _closing: set[str]
 
     def _check_open(self) -> None:
@@ -251,6 +252,7 @@ class MultipartMixin:
                 parts_count=len(chosen),
                 part_sizes=tuple(part.size for part in chosen),
                 headers=dict(upload.headers),
+                writer=self.node_id,
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)

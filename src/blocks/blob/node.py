@@ -13,6 +13,13 @@ peers keep its shards in a namespace of that name (``peers.ShardHost``), so a no
 deletes shards it wrote itself. Orphans are collected from ``shards/local`` alone, never from
 peers (see docs/blob.md, "Garbage collection"): a new data directory is a new id, and the
 shards the old one left on peers stay there until metadata is replicated.
+
+With ``replicate_metadata`` (``--replicate-metadata``) the node is a full metadata replica
+(``replica``, ``replication``): every node names every node by its address (``self_address``
+for itself), so the ring places a chunk's shards the same way whichever node reads it, and
+every node's shards live in one shared namespace (``CLUSTER_NAMESPACE``), kept on each disk
+in ``shards/peers/<CLUSTER_NAMESPACE>``, which is also the node's own shard directory.
+Nothing is deleted when a count reaches zero; the cluster collector (``gc``) does it.
 """
 
 from __future__ import annotations
@@ -23,11 +30,17 @@ from pathlib import Path
 
 from blocks.blob.durable import fsync_directory
 from blocks.blob.peers import HttpShardStore, ShardHost, check_writer
+from blocks.blob.replica import ReplicatedBlobStore
+from blocks.blob.replication import GC_GRACE_S, SYNC_INTERVAL_S, Replicator
 from blocks.blob.shards import DirectoryShardStore, ShardStore
 from blocks.blob.store import DEFAULT_CHUNK_BYTES, DEFAULT_INLINE_BYTES, LocalBlobStore
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["node_id", "open_node"]
+__all__ = ["CLUSTER_NAMESPACE", "node_id", "open_node", "open_replica"]
+
+CLUSTER_NAMESPACE = "0" * 16
+"""The one shard namespace of a cluster whose metadata is replicated (node ids are random
+16-hex strings, so none is this one but by a 2**-64 chance)."""
 
 
 def node_id(data_dir: Path) -> str:
@@ -82,3 +95,53 @@ def open_node(
         owned_nodes=("local",),
     )
     return store, ShardHost(directory / "shards" / "peers", local, fsync=fsync)
+
+
+def open_replica(
+    data_dir: str | Path,
+    *,
+    self_address: str,
+    peers: Sequence[str],
+    cluster_token: str,
+    codec: str = "rs:4+2",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    fsync: bool = True,
+    sync_interval_s: float = SYNC_INTERVAL_S,
+    gc_grace_s: float = GC_GRACE_S,
+) -> tuple[ReplicatedBlobStore, ShardHost, Replicator]:
+    """A node of a cluster with replicated metadata (see the module docstring): its store,
+    the shard directories it serves, and its replicator (``start()`` it once serving)."""
+    if not peers or not cluster_token:
+        raise InvalidArgument("replicated metadata needs --peer and a cluster token")
+    host, _, port = self_address.rpartition(":")
+    if not host or not port.isdigit() or int(port) == 0:
+        raise InvalidArgument(f"a replica needs its own host:port, got {self_address!r}")
+    directory = Path(data_dir)
+    shared = directory / "shards" / "peers" / CLUSTER_NAMESPACE
+    local = DirectoryShardStore(shared, name=self_address, fsync=fsync)
+    nodes: dict[str, ShardStore] = {self_address: local}
+    remote: dict[str, HttpShardStore] = {}
+    writer = node_id(directory)
+    for url in peers:
+        peer = HttpShardStore(url, cluster_token, CLUSTER_NAMESPACE)
+        if peer.name in nodes:
+            raise InvalidArgument(f"peer {url} listed twice (or is this node)")
+        nodes[peer.name] = remote[peer.name] = peer
+    store = ReplicatedBlobStore(
+        directory,
+        nodes=nodes,
+        codec=codec,
+        chunk_bytes=chunk_bytes,
+        inline_bytes_max=0,  # bodies stay out of the replicated records
+        fsync=fsync,
+        owned_nodes=(),  # collection is the cluster's (gc), never this node's alone
+        node_id=writer,
+    )
+    replicator = Replicator(
+        store, remote, local, sync_interval_s=sync_interval_s, gc_grace_s=gc_grace_s
+    )
+    store.replicator = replicator
+    shard_host = ShardHost(directory / "shards" / "peers", local, fsync=fsync)
+    shard_host.share(CLUSTER_NAMESPACE, local)
+    shard_host.meta = replicator.handle
+    return store, shard_host, replicator

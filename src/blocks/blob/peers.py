@@ -12,6 +12,7 @@ same bytes would otherwise share the files):
     GET    /_shards/<writer>/<chunk id>/<index>   200 with the shard, or 404
     DELETE /_shards/<writer>/<chunk id>           every shard of the chunk in that namespace
     GET    /_shards/<writer>                      newline-separated chunk ids
+    *      /_shards/_meta/...                     metadata replication (``replication``)
 
 A peer keeps writer ``W``'s shards in ``shards/peers/W``; its own shards stay in
 ``shards/local``, where peers never write (``ShardHost``). A GET that misses in the
@@ -31,7 +32,7 @@ import hmac
 import http.client
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,13 +40,24 @@ from blocks.blob.http import RequestHead, Response
 from blocks.blob.shards import DirectoryShardStore, ShardStore
 from blocks.core.errors import InvalidArgument, PeerError, Unavailable
 
-__all__ = ["SHARD_PREFIX", "WRITERS_MAX", "HttpShardStore", "ShardHost", "handle_shard_request"]
+__all__ = [
+    "META_SEGMENT",
+    "SHARD_PREFIX",
+    "WRITERS_MAX",
+    "HttpShardStore",
+    "MetaHandler",
+    "ShardHost",
+    "handle_shard_request",
+]
 
 SHARD_PREFIX = "/_shards"
 SHARD_TIMEOUT_S = 10.0
 WRITERS_MAX = 256
 """Namespaces a node keeps open at once (one per writing peer); past it, 503."""
 _WRITER = re.compile(r"^[0-9a-f]{16}$")
+META_SEGMENT = "_meta"
+MetaHandler = Callable[[str, list[str], bytes], Response]
+"""Serves ``/_shards/_meta/<parts>``: (method, parts, body) -> response."""
 
 
 def check_writer(writer: str) -> None:
@@ -72,6 +84,11 @@ class HttpShardStore:
         self._local = threading.local()
 
     def _request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        return self.call(method, f"/{self._writer}{path}", body)
+
+    def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """One request to ``/_shards<path>`` on the peer: (status, body); ``Unavailable``
+        when the peer cannot be reached."""
         headers = {"Authorization": f"Bearer {self._token}", "Content-Length": str(len(body))}
         for attempt in range(2):  # a kept-alive connection the peer closed gets one retry
             connection = getattr(self._local, "connection", None)
@@ -81,7 +98,7 @@ class HttpShardStore:
                 )
                 self._local.connection = connection
             try:
-                target = f"{SHARD_PREFIX}/{self._writer}{path}"
+                target = f"{SHARD_PREFIX}{path}"
                 connection.request(method, target, body=body, headers=headers)
                 response = connection.getresponse()
                 return response.status, response.read()
@@ -128,6 +145,15 @@ class ShardHost:
         self._writers: dict[str, DirectoryShardStore] = {}
         self._lock = threading.Lock()
         self.writers_refused = 0
+        self.meta: MetaHandler | None = None
+        """The metadata replication routes, when this node replicates metadata."""
+
+    def share(self, writer: str, store: DirectoryShardStore) -> None:
+        """Serve ``writer``'s namespace from ``store`` (a cluster's shared namespace is the
+        node's own shard directory: one object, so no second one tidies its temporaries)."""
+        check_writer(writer)
+        with self._lock:
+            self._writers[writer] = store
 
     def for_writer(self, writer: str) -> DirectoryShardStore:
         """Writer ``writer``'s namespace; ``InvalidArgument`` for a malformed id,
@@ -156,6 +182,8 @@ def handle_shard_request(
     try:
         if not parts:
             return Response(400)
+        if parts[0] == META_SEGMENT:
+            return Response(404) if host.meta is None else host.meta(head.method, parts[1:], body)
         local = host.for_writer(parts[0])
         parts = parts[1:]
         if head.method == "GET" and not parts:

@@ -95,8 +95,16 @@ class ObjectPut:
 
 @dataclass(frozen=True, slots=True)
 class ObjectDelete:
+    """``modified_ms`` and ``writer`` version the delete like a manifest (0 and "": none)."""
+
     bucket: str
     key: str
+    modified_ms: int = 0
+    writer: str = ""
+
+    @property
+    def version(self) -> tuple[int, str]:
+        return self.modified_ms, self.writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +148,9 @@ def _fields(record: Record) -> tuple[Kind, dict[str, Any]]:
             return Kind.BUCKET_DELETE, {"n": name}
         case ObjectPut(manifest, body):
             return Kind.OBJECT_PUT, {"m": manifest_to_wire(manifest), "i": body is not None}
-        case ObjectDelete(bucket, key):
-            return Kind.OBJECT_DELETE, {"b": bucket, "k": key}
+        case ObjectDelete(bucket, key, modified_ms, writer):
+            versioned = {"m": modified_ms, "w": writer} if modified_ms else {}
+            return Kind.OBJECT_DELETE, {"b": bucket, "k": key, **versioned}
         case UploadPut(upload):
             return Kind.UPLOAD_PUT, upload_to_wire(upload)
         case PartPut(part):
@@ -199,7 +208,12 @@ def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size:
                 raise Corruption("chunked object record with a body")
             return ObjectPut(manifest, body if inline else None)
         case Kind.OBJECT_DELETE:
-            return ObjectDelete(str(fields["b"]), str(fields["k"]))
+            return ObjectDelete(
+                str(fields["b"]),
+                str(fields["k"]),
+                int(fields.get("m", 0)),
+                str(fields.get("w", "")),
+            )
         case Kind.UPLOAD_PUT:
             return UploadPut(upload_from_wire(fields))
         case Kind.PART_PUT:

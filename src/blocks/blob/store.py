@@ -94,6 +94,9 @@ def _info(manifest: Manifest) -> ObjectInfo:
 class LocalBlobStore(CommitMixin, MultipartMixin):
     """The embedded blob store (see the module docstring); implements ``BlobStore``."""
 
+    node_id = ""
+    """Stamped on manifests and deletes as their writer (a cluster's replica sets it)."""
+
     def __init__(
         self,
         directory: str | Path | None = None,
@@ -304,6 +307,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             metadata=user_metadata,
             checksums=check_checksums(checksums),
             headers=stored_headers,
+            writer=self.node_id,
         )
         return _info(self._commit_object(ObjectPut(manifest, body), refs, condition=condition))
 
@@ -361,7 +365,8 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             existed = key in self._bucket_index(bucket)
             if not existed and not self._busy(entity):
                 return False
-            sequence, future, _ = self._submit(entity, ObjectDelete(bucket, key))
+            record = ObjectDelete(bucket, key, self.clock.now_ms(), self.node_id)
+            sequence, future, _ = self._submit(entity, record)
         try:
             future.result()
         except BaseException:

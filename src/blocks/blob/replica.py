@@ -1,0 +1,379 @@
+"""``ReplicatedBlobStore``: one node's full copy of a cluster's metadata.
+
+Theory of operation. In a cluster started with ``--replicate-metadata`` every node keeps the
+metadata of *every* object, not only of those it took: its journal holds its own changes and
+those its peers pushed to it, and its index answers any HEAD, GET or listing. A change made
+here is committed to the local journal as on a single node (``committing``); the
+records the calling thread submitted are then pushed to the peers by the ``replicator``
+(``replication.Replicator``) and the call returns only when a majority of the nodes (this
+one included) hold them durably. A change a peer pushes (or that a sync pulls) goes through
+``apply_remote``: it is journaled here, then applied to the index.
+
+Ordering. Writes of one key on different nodes are ordered by a *version*, ``(modified_ms,
+writer)``: the writer is the node id, and ``modified_ms`` comes from a hybrid clock
+(``HybridClock``) that never goes back and jumps past every version this node has seen, so a
+change made here after seeing a peer's is newer than it. Every node applies a key's changes
+last-version-wins: a pushed record older than what the node holds (an object, a tombstone, or
+a change in flight) is acknowledged and dropped. A local change that finds a newer version
+already in flight fails with ``Conflict`` (the client retries). The journal therefore holds a
+key's changes in version order, and replay (journal order) rebuilds the same index.
+
+Chunks. Reference counts cover every node's objects; a count reaching zero deletes nothing
+(``ChunkLedger.delete_unreferenced`` is off): another node may be about to reference the
+chunk. Chunks are collected only by the cluster collector (``gc``) with marks, a grace period
+and the agreement of every node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from blocks.blob.api import BucketInfo, ObjectInfo, PartInfo
+from blocks.blob.conditions import WriteCondition
+from blocks.blob.meta import ChunkRef
+from blocks.blob.records import (
+    BucketDelete,
+    BucketPut,
+    ObjectDelete,
+    ObjectPut,
+    PartPut,
+    Record,
+    UploadAbort,
+    UploadComplete,
+    UploadPut,
+    decode,
+    encode,
+)
+from blocks.blob.store import LocalBlobStore
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import Conflict, InvalidArgument, NotFound
+
+__all__ = ["TOMBSTONES_MAX", "HybridClock", "RecordSink", "ReplicatedBlobStore", "version_of"]
+
+TOMBSTONES_MAX = 100_000
+"""Deleted keys each node remembers (oldest forgotten first; ``index.tombstones_dropped``)."""
+
+
+class HybridClock:
+    """Wall-clock milliseconds that never repeat or go back, pushed past every ``observe``d
+    version: a local change always orders after what this node has seen. Thread-safe."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self._last_ms = 0
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        with self._lock:
+            self._last_ms = max(self._last_ms + 1, self.base.now_ms())
+            return self._last_ms
+
+    def observe(self, ms: int) -> None:
+        with self._lock:
+            self._last_ms = max(self._last_ms, ms)
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+
+class RecordSink(Protocol):
+    """Where a node's own committed records go (``replication.Replicator``)."""
+
+    def replicate(self, records: list[bytes]) -> None:
+        """Return once a majority of the nodes hold ``records`` durably (this one counts);
+        raises ``Unavailable`` otherwise."""
+        ...
+
+
+def version_of(record: Record) -> tuple[int, str] | None:
+    """The version of a record that changes one key; None for other records."""
+    match record:
+        case ObjectPut(manifest, _) | UploadComplete(_, manifest):
+            return manifest.version
+        case ObjectDelete():
+            return record.version if record.modified_ms else None
+    return None
+
+
+def _entity(record: Record) -> Hashable:
+    match record:
+        case ObjectPut(manifest, _) | UploadComplete(_, manifest):
+            return ("object", manifest.bucket, manifest.key)
+        case ObjectDelete(bucket, key):
+            return ("object", bucket, key)
+        case BucketPut(name) | BucketDelete(name):
+            return ("bucket", name)
+        case UploadPut(upload):
+            return ("upload", upload.bucket, upload.upload_id)
+        case UploadAbort(upload_id):
+            return ("upload-abort", upload_id)
+        case PartPut(part):
+            return ("part", part.upload_id, part.number)
+    raise AssertionError(record)
+
+
+class ReplicatedBlobStore(LocalBlobStore):
+    """A node's replica of the cluster's metadata (see the module docstring)."""
+
+    tombstones_max = TOMBSTONES_MAX
+
+    def __init__(self, *args: Any, node_id: str, clock: Clock | None = None, **kw: Any) -> None:
+        if not node_id:
+            raise InvalidArgument("a replica needs its node id")
+        self.node_id = node_id
+        self.hybrid_clock = HybridClock(clock or SystemClock())
+        self.replicator: RecordSink | None = None
+        self._versions: dict[Hashable, tuple[int, str]] = {}
+        """Per key with a change in flight: the version of its latest change."""
+        self._outbox = threading.local()
+        self.remote_applied = 0
+        self.remote_dropped = 0
+        super().__init__(*args, clock=self.hybrid_clock, **kw)
+        self.ledger.delete_unreferenced = False
+
+    # -- ordering ----------------------------------------------------------------------------
+    def _newest(self, entity: Hashable, record: Record) -> tuple[int, str] | None:
+        in_flight = self._versions.get(entity)
+        if in_flight is not None:
+            return in_flight
+        bucket, key = entity[1], entity[2]  # type: ignore[index]
+        return self.index.version_of(bucket, key)
+
+    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
+        version = version_of(record)
+        if version is not None:
+            newest = self._newest(entity, record)
+            if newest is not None and version <= newest:
+                raise Conflict("a newer change of this key is in the cluster; retry")
+        submitted = super()._submit(entity, record)
+        if version is not None:
+            self._versions[entity] = version
+        if not getattr(self._outbox, "remote", False):
+            pending: list[bytes] = self._pending()
+            pending.append(encode(record))
+        return submitted
+
+    def _finish(self, entity: Hashable, sequence: int) -> bool:
+        current = super()._finish(entity, sequence)
+        if current:
+            self._versions.pop(entity, None)
+        return current
+
+    def _pending(self) -> list[bytes]:
+        pending: list[bytes] | None = getattr(self._outbox, "records", None)
+        if pending is None:
+            pending = self._outbox.records = []
+        return pending
+
+    def _replicated(self, call: Any, *args: Any, **kw: Any) -> Any:
+        """Run a local change, then push what it journaled to a majority before returning.
+        A change that failed here still pushes what it journaled (its outcome is unknown to
+        the client either way) but keeps its own error."""
+        self._outbox.records = []
+        try:
+            result = call(*args, **kw)
+        except BaseException:
+            records, self._outbox.records = self._pending(), []
+            if records and self.replicator is not None:
+                with contextlib.suppress(Exception):  # the change's own error is the one to report
+                    self.replicator.replicate(records)
+            raise
+        records, self._outbox.records = self._pending(), []
+        if records and self.replicator is not None:
+            self.replicator.replicate(records)
+        return result
+
+    # -- the changes a client makes ----------------------------------------------------------
+    def create_bucket(self, name: str) -> BucketInfo:
+        info: BucketInfo = self._replicated(super().create_bucket, name)
+        return info
+
+    def delete_bucket(self, name: str) -> None:
+        self._replicated(super().delete_bucket, name)
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes | Iterable[bytes],
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        condition: WriteCondition | None = None,
+        checksums: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        info: ObjectInfo = self._replicated(
+            super().put_object,
+            bucket,
+            key,
+            data,
+            content_type=content_type,
+            metadata=metadata,
+            condition=condition,
+            checksums=checksums,
+            headers=headers,
+        )
+        return info
+
+    def delete_object(self, bucket: str, key: str) -> bool:
+        existed: bool = self._replicated(super().delete_object, bucket, key)
+        return existed
+
+    def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        upload_id: str = self._replicated(
+            super().create_multipart_upload,
+            bucket,
+            key,
+            content_type=content_type,
+            metadata=metadata,
+            headers=headers,
+        )
+        return upload_id
+
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, data: bytes | Iterable[bytes]
+    ) -> PartInfo:
+        part: PartInfo = self._replicated(super().upload_part, bucket, key, upload_id, number, data)
+        return part
+
+    def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        condition: WriteCondition | None = None,
+    ) -> ObjectInfo:
+        info: ObjectInfo = self._replicated(
+            super().complete_multipart_upload, bucket, key, upload_id, parts, condition=condition
+        )
+        return info
+
+    def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self._replicated(super().abort_multipart_upload, bucket, key, upload_id)
+
+    # -- changes from peers ------------------------------------------------------------------
+    def _wins(self, record: Record) -> bool:
+        """Whether a peer's ``record`` changes anything here (lock held). ``NotFound`` when
+        it names a bucket or an upload this node does not hold (yet): it cannot be kept."""
+        index = self.index
+        match record:
+            case BucketPut(name):
+                return name not in index.buckets
+            case BucketDelete(name):
+                return name in index.buckets
+            case UploadPut(upload):
+                self._require_bucket(upload.bucket)
+                return upload.upload_id not in index.uploads
+            case PartPut(part):
+                known = index.parts.get(part.upload_id)
+                if known is None:
+                    raise NotFound(f"no upload {part.upload_id!r} here")
+                return known.get(part.number) != part
+            case UploadAbort(upload_id):
+                return upload_id in index.uploads
+        version = version_of(record)
+        entity = _entity(record)
+        if version is None:
+            return False
+        self._require_bucket(entity[1])  # type: ignore[index]
+        newest = self._newest(entity, record)
+        return newest is None or version > newest
+
+    def _require_bucket(self, bucket: str) -> None:
+        if bucket not in self.index.buckets:
+            raise NotFound(f"no bucket {bucket!r} here")
+
+    def apply_remote(self, data: bytes) -> bool:
+        """Journal and apply a record a peer committed, unless what this node holds is as new
+        or newer; returns whether it changed anything, once the record is durable here.
+        Raises ``Corruption`` for bytes that are not a record and ``NotFound`` for a record
+        whose bucket or upload this node does not hold."""
+        record = decode(data)
+        version = version_of(record)
+        if version is not None:
+            self.hybrid_clock.observe(version[0])
+        entity = _entity(record)
+        with self._lock:
+            self._check_open()
+            if not self._wins(record):
+                self.remote_dropped += 1
+                return False
+            self._outbox.remote = True
+            try:
+                sequence, future, size = self._submit(entity, record)
+            finally:
+                self._outbox.remote = False
+        try:
+            future.result()
+        except BaseException:
+            with self._lock:
+                self._finish(entity, sequence)
+            raise
+        with self._lock:
+            released = self._install(record, size) if self._finish(entity, sequence) else []
+            self._maybe_compact()
+        for chunks in released:
+            self.ledger.release(chunks)
+        self.remote_applied += 1
+        return True
+
+    def _install(self, record: Record, size: int) -> list[tuple[ChunkRef, ...]]:
+        """Apply a durable peer record to the index (lock held); the chunk lists it let go."""
+        index = self.index
+        released: list[tuple[ChunkRef, ...]] = []
+        match record:
+            case ObjectPut(manifest, _) | UploadComplete(_, manifest):
+                if isinstance(record, UploadComplete):
+                    released += [part.chunks for part in index.drop_upload(record.upload_id)]
+                if manifest.bucket in index.buckets:
+                    self.ledger.adopt(manifest.chunks)
+                    old = index.put_object(dataclasses.replace(manifest, record_bytes=size))
+                    released.append(old.chunks if old is not None else ())
+            case ObjectDelete(bucket, key):
+                removed = index.remove_object(bucket, key)
+                if bucket in index.buckets:
+                    index.add_tombstone(bucket, key, record.version)
+                released.append(removed.chunks if removed is not None else ())
+            case BucketPut(name, created_ms):
+                index.add_bucket(name, created_ms)
+            case BucketDelete(name):
+                released += index.remove_bucket(name)
+            case UploadPut(upload) if upload.bucket in index.buckets:
+                index.add_upload(upload)
+            case PartPut(part) if part.upload_id in index.uploads:
+                self.ledger.adopt(part.chunks)
+                old_part = index.put_part(part)
+                released.append(old_part.chunks if old_part is not None else ())
+            case UploadAbort(upload_id):
+                released += [part.chunks for part in index.drop_upload(upload_id)]
+        return released
+
+    # -- what peers ask ----------------------------------------------------------------------
+    def snapshot_records(self) -> Iterator[bytes]:
+        """The live metadata as records (buckets, objects, tombstones, uploads, parts), as a
+        sync sends it to a peer. Taken under the lock, in one piece."""
+        with self._lock:
+            self._check_open()
+            records = [encode(r) for r in self.index.snapshot(self._read_inline)]
+        return iter(records)
+
+    def referenced(self, chunk_ids: Iterable[str]) -> list[str]:
+        """Which of ``chunk_ids`` this node's metadata or an operation in flight here holds
+        (what the cluster collector asks every node before deleting anything)."""
+        return [chunk_id for chunk_id in chunk_ids if self.ledger.count(chunk_id) > 0]

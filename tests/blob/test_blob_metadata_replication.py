@@ -1,0 +1,219 @@
+"""Replicated metadata in process (#15 item 2): records a node commits reach its peers and
+serve reads there; a key's changes converge whatever order they arrive in (versions and
+tombstones); a snapshot brings an empty replica up to date; a reference count reaching zero
+deletes nothing; the cluster collector deletes only what every node agrees nobody
+references, once marked for the grace period."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.blob.gc import ClusterCollector
+from blocks.blob.replica import ReplicatedBlobStore
+from blocks.blob.replication import Replicator
+from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.core.clock import ManualClock
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import NotFound, Unavailable
+
+
+class Recorder:
+    """A replicator stand-in: keeps every record pushed, and hands them to ``peers``."""
+
+    def __init__(self, *peers: ReplicatedBlobStore) -> None:
+        self.records: list[bytes] = []
+        self.peers = peers
+
+    def replicate(self, records: list[bytes]) -> None:
+        self.records += records
+        for peer in self.peers:
+            for record in records:
+                peer.apply_remote(record)
+
+
+def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:
+    return ReplicatedBlobStore(
+        nodes=shards,
+        codec="rs:2+1",
+        chunk_bytes=1024,
+        inline_bytes_max=0,
+        owned_nodes=(),
+        node_id=name * 16,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def shards() -> dict[str, ShardStore]:
+    return {name: MemoryShardStore(name) for name in ("x", "y", "z")}
+
+
+def _state(store: ReplicatedBlobStore) -> dict[str, Any]:
+    objects = {
+        (bucket, key): (m.etag, m.content_type, m.metadata, m.version)
+        for bucket, index in store.index.objects.items()
+        for key, m in index.items()
+    }
+    return {"buckets": sorted(store.index.buckets), "objects": objects}
+
+
+def test_a_peer_serves_what_another_node_committed(shards: dict[str, ShardStore]) -> None:
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    a.replicator = Recorder(b)
+    a.create_bucket("photos")
+    data = bytes(range(256)) * 20  # five chunks
+    a.put_object("photos", "cat", data, content_type="image/png", metadata={"who": "a"})
+    info, read = b.get_object("photos", "cat")
+    assert read == data
+    assert (info.content_type, info.metadata) == ("image/png", {"who": "a"})
+    assert [o.key for o in b.list_objects("photos").objects] == ["cat"]
+    assert a.delete_object("photos", "cat")
+    with pytest.raises(NotFound):
+        b.head_object("photos", "cat")
+
+
+def test_a_keys_changes_converge_in_any_order(shards: dict[str, ShardStore]) -> None:
+    clock = ManualClock(1_000_000)
+    a = _replica("a", shards, clock)
+    recorder = a.replicator = Recorder()
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k", b"one" * 500)
+    clock.advance(0.001)
+    a.put_object("bkt", "k", b"two" * 500, content_type="text/plain")
+    a.put_object("bkt", "other", b"three" * 500)
+    a.delete_object("bkt", "other")  # a late PUT must not bring it back
+    bucket, *changes = recorder.records
+    for order in itertools.permutations(changes):
+        b = _replica("b", shards, clock)
+        b.apply_remote(bucket)
+        for record in order:
+            b.apply_remote(record)
+        assert _state(b) == _state(a), order
+        assert b.get_object("bkt", "k")[1] == b"two" * 500
+
+
+def test_a_record_for_an_unknown_bucket_is_refused(shards: dict[str, ShardStore]) -> None:
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    recorder = a.replicator = Recorder()
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k", b"data" * 300)
+    with pytest.raises(NotFound):
+        b.apply_remote(recorder.records[1])
+    assert _state(b) == {"buckets": [], "objects": {}}
+
+
+def test_a_snapshot_brings_an_empty_replica_up_to_date(shards: dict[str, ShardStore]) -> None:
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    a.replicator = Recorder()
+    a.create_bucket("bkt")
+    for i in range(5):
+        a.put_object("bkt", f"k{i}", bytes([i]) * 3000, metadata={"i": str(i)})
+    a.delete_object("bkt", "k3")
+    upload = a.create_multipart_upload("bkt", "big")
+    a.upload_part("bkt", "big", upload, 1, b"p" * 2000)
+    for record in a.snapshot_records():
+        b.apply_remote(record)
+    assert _state(b) == _state(a)
+    assert b.index.tombstones == a.index.tombstones
+    assert [p.number for p in b.list_parts("bkt", "big", upload)] == [1]
+    for record in a.snapshot_records():  # applying it again changes nothing
+        assert not b.apply_remote(record)
+
+
+def test_a_count_reaching_zero_deletes_no_shard(shards: dict[str, ShardStore]) -> None:
+    a = _replica("a", shards, ManualClock(1_000_000))
+    a.replicator = Recorder()
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k", b"z" * 4000)
+    held = {name: store.shard_keys() for name, store in shards.items()}  # type: ignore[attr-defined]
+    a.delete_object("bkt", "k")
+    a.ledger.wait_for_deletes()
+    assert {name: store.shard_keys() for name, store in shards.items()} == held  # type: ignore[attr-defined]
+
+
+# -- the collector's core ------------------------------------------------------------------
+
+
+def test_a_candidate_is_due_only_after_its_mark_ages() -> None:
+    collector = ClusterCollector(grace_ms=1000)
+    assert collector.plan(["c1"], now_ms=0).due == ()
+    assert collector.plan(["c1", "c2"], now_ms=999).due == ()
+    assert collector.plan(["c1", "c2"], now_ms=1000).due == ("c1",)
+    assert collector.plan(["c2"], now_ms=5000).due == ("c2",)  # c1 referenced again: unmarked
+    assert collector.plan(["c1", "c2"], now_ms=5000).due == ("c2",)  # c1 starts over
+
+
+def test_any_node_referencing_or_silent_keeps_the_chunk() -> None:
+    collector = ClusterCollector(grace_ms=0)
+    due = collector.plan(["c1", "c2", "c3"], now_ms=0).due
+    assert collector.decide(due, [{"c1"}, {"c2"}]) == ["c3"]
+    assert "c1" not in collector.marks  # referenced somewhere: its mark is dropped
+    assert collector.decide(due, [set(), None]) == []  # a node that did not answer vetoes
+    assert collector.vetoed_rounds == 1
+
+
+# -- a collection round over a real disk ----------------------------------------------------
+
+
+class FakePeer:
+    """A peer's ``/_meta/referenced`` answer: the chunks it references, or down."""
+
+    name = "peer:1"
+
+    def __init__(self) -> None:
+        self.references: set[str] = set()
+        self.down = False
+
+    def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.down:
+            raise Unavailable("peer down")
+        asked = {chunk_id.decode() for chunk_id in unpack(body)}
+        return 200, pack(sorted(asked & self.references))
+
+
+def test_a_round_deletes_only_what_every_node_agrees_on(tmp_path: Path) -> None:
+    clock = ManualClock(10**13)  # far after the shard files' modification times
+    local = DirectoryShardStore(tmp_path / "shards", name="self:1", fsync=False)
+    store = ReplicatedBlobStore(
+        tmp_path / "data",
+        nodes={"self:1": local},
+        codec="rs:2+1",
+        chunk_bytes=1024,
+        inline_bytes_max=0,
+        owned_nodes=(),
+        node_id="a" * 16,
+        fsync=False,
+    )
+    peer = FakePeer()
+    replicator = Replicator(store, {"peer:1": peer}, local, gc_grace_s=3600, clock=clock)  # type: ignore[dict-item]
+    try:
+        store.create_bucket("bkt")
+        store.put_object("bkt", "kept", b"k" * 1024)
+        store.put_object("bkt", "gone", b"g" * 1024)
+        store.delete_object("bkt", "gone")
+        kept, gone = (chunk_id for chunk_id in sorted(local.chunk_ids()))
+        if store.ledger.count(kept) == 0:
+            kept, gone = gone, kept
+        assert replicator.collect_once() == 0  # marked now, due after the grace period
+        clock.advance(3600)
+        peer.references = {gone}
+        assert replicator.collect_once() == 0  # the peer still references it
+        peer.references = set()
+        assert replicator.collect_once() == 0  # marked afresh
+        clock.advance(3600)
+        peer.down = True
+        assert replicator.collect_once() == 0  # a silent node vetoes
+        peer.down = False
+        assert replicator.collect_once() == 1
+        assert sorted(local.chunk_ids()) == [kept]
+        assert store.get_object("bkt", "kept")[1] == b"k" * 1024
+    finally:
+        replicator.close()
+        store.close()
