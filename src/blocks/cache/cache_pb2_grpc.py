@@ -55,6 +55,16 @@ class CacheStub:
                 request_serializer=blocks_dot_cache_dot_cache__pb2.StatsRequest.SerializeToString,
                 response_deserializer=blocks_dot_cache_dot_cache__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.Gossip = channel.unary_unary(
+                '/blocks.cache.Cache/Gossip',
+                request_serializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.SerializeToString,
+                response_deserializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.FromString,
+                _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/blocks.cache.Cache/Members',
+                request_serializer=blocks_dot_cache_dot_cache__pb2.MembersRequest.SerializeToString,
+                response_deserializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -86,6 +96,20 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Gossip(self, request, context):
+        """Cluster membership (blocks.cache.membership): push-pull gossip between nodes, and the
+        table a client builds its placement from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +132,16 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=blocks_dot_cache_dot_cache__pb2.StatsRequest.FromString,
                     response_serializer=blocks_dot_cache_dot_cache__pb2.StatsReply.SerializeToString,
+            ),
+            'Gossip': grpc.unary_unary_rpc_method_handler(
+                    servicer.Gossip,
+                    request_deserializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.FromString,
+                    response_serializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=blocks_dot_cache_dot_cache__pb2.MembersRequest.FromString,
+                    response_serializer=blocks_dot_cache_dot_cache__pb2.GossipMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +253,60 @@ class Cache:
             '/blocks.cache.Cache/Stats',
             blocks_dot_cache_dot_cache__pb2.StatsRequest.SerializeToString,
             blocks_dot_cache_dot_cache__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Gossip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.cache.Cache/Gossip',
+            blocks_dot_cache_dot_cache__pb2.GossipMessage.SerializeToString,
+            blocks_dot_cache_dot_cache__pb2.GossipMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.cache.Cache/Members',
+            blocks_dot_cache_dot_cache__pb2.MembersRequest.SerializeToString,
+            blocks_dot_cache_dot_cache__pb2.GossipMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,12 @@ def _register_node_commands(commands: Any) -> None:
     serve.add_argument("--capacity", type=int, default=100_000, help="entries (or bytes)")
     serve.add_argument("--by-bytes", action="store_true", help="capacity counts bytes")
     serve.add_argument("--policy", default="wtinylfu", choices=sorted(POLICIES))
+    cluster = serve.add_argument_group("cluster (docs/cache.md, 'Cluster membership')")
+    cluster.add_argument("--name", default=None, help="this node's name (default: its address)")
+    cluster.add_argument(
+        "--peer", action="append", default=[], metavar="HOST:PORT", help="a seed node to join"
+    )
+    cluster.add_argument("--advertise", default=None, metavar="HOST:PORT", help="address peers use")
     serve.set_defaults(func=_serve)
 
     get = _verb(commands, "get", "read a key from a node")
@@ -196,6 +202,9 @@ def _serve(args: argparse.Namespace) -> int:
             host=options.host,
             port=options.port,
             token=options.token,
+            name=args.name,
+            peers=tuple(args.peer),
+            advertise=args.advertise,
         )
         options.configure(server)
         await server.start()

@@ -12,6 +12,8 @@ from typing import Any
 
 from blocks.cache import cache_pb2, cache_pb2_grpc
 from blocks.cache.api import CacheStats
+from blocks.cache.gossip import from_proto
+from blocks.cache.membership import Member
 from blocks.core.rpc import ChannelClient, mapped_errors
 
 __all__ = ["CacheClient"]
@@ -25,21 +27,40 @@ class CacheClient(ChannelClient):
         self.address = address
         self._stub: Any = cache_pb2_grpc.CacheStub(self._channel)  # type: ignore[no-untyped-call]
 
-    async def get(self, key: str) -> bytes | None:
-        """The value, or ``None`` on a miss."""
+    async def get(self, key: str, *, view_id: int = 0) -> bytes | None:
+        """The value, or ``None`` on a miss. ``view_id``: the membership view the caller
+        placed the key under (a node in another view raises ``StaleView``); 0 skips it."""
+        request = cache_pb2.KeyRequest(key=key, view_id=view_id)
         with mapped_errors():
-            reply = await self._stub.Get(cache_pb2.KeyRequest(key=key), timeout=self._timeout_s)
+            reply = await self._stub.Get(request, timeout=self._timeout_s)
         return bytes(reply.value) if reply.found else None
 
-    async def put(self, key: str, value: bytes, ttl: float | None = None, weight: int = 1) -> None:
-        request = cache_pb2.PutRequest(key=key, value=value, ttl_s=ttl or 0.0, weight=weight)
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        weight: int = 1,
+        *,
+        view_id: int = 0,
+    ) -> None:
+        request = cache_pb2.PutRequest(
+            key=key, value=value, ttl_s=ttl or 0.0, weight=weight, view_id=view_id
+        )
         with mapped_errors():
             await self._stub.Put(request, timeout=self._timeout_s)
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, *, view_id: int = 0) -> bool:
+        request = cache_pb2.KeyRequest(key=key, view_id=view_id)
         with mapped_errors():
-            reply = await self._stub.Delete(cache_pb2.KeyRequest(key=key), timeout=self._timeout_s)
+            reply = await self._stub.Delete(request, timeout=self._timeout_s)
         return bool(reply.deleted)
+
+    async def members(self) -> tuple[list[Member], int]:
+        """The node's membership table and its view id (a cluster node only)."""
+        with mapped_errors():
+            reply = await self._stub.Members(cache_pb2.MembersRequest(), timeout=self._timeout_s)
+        return from_proto(reply), int(reply.view_id)
 
     async def stats(self) -> CacheStats:
         with mapped_errors():

@@ -139,6 +139,15 @@ class ClusterClient:
             return KetamaRing(live)
         return HashRing(live)
 
+    def replace_nodes(self, nodes: Mapping[str, CacheNode]) -> None:
+        """Adopt a new membership (``blocks.cache.discovery``): placement moves with it, and
+        nodes that stayed keep their down marks."""
+        if not nodes:
+            raise InvalidArgument("a cluster needs at least one node")
+        self._nodes = dict(nodes)
+        self._down_until = {n: t for n, t in self._down_until.items() if n in self._nodes}
+        self._placement = self._build_placement()
+
     @property
     def live_nodes(self) -> list[str]:
         self._maybe_revive()

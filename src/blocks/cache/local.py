@@ -100,6 +100,10 @@ class PolicyCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def snapshot_keys(self) -> list[Any]:
+        """A snapshot of the keys held (expired ones not yet swept included)."""
+        return list(self._entries)
+
     def __contains__(self, key: object) -> bool:
         try:
             entry = self._entries.get(key)

@@ -6,6 +6,11 @@ limit), values at most ``value_bytes_max``; anything else is ``InvalidArgument``
 nothing. With ``by_bytes`` the capacity is a byte budget and each entry weighs its key plus
 its value; otherwise every entry weighs 1 and capacity is an entry count.
 
+In a cluster (``peers`` or ``name`` given to ``build_server``) the node also runs membership
+(``blocks.cache.gossip.GossipNode``): it answers ``Gossip`` and ``Members``, refuses data
+calls made under another view with ``StaleView`` (FAILED_PRECONDITION), and announces its
+departure when the server begins to stop.
+
 The sweeper is the "bounded background sweep" of the cache contract: every
 ``sweep_interval_s`` it removes at most ``SWEEP_ENTRIES_MAX`` expired entries, so dead entries
 cannot pile up on a node nobody reads.
@@ -18,7 +23,9 @@ import contextlib
 from typing import Any
 
 from blocks.cache import cache_pb2, cache_pb2_grpc
+from blocks.cache.gossip import GossipNode, from_proto, to_proto
 from blocks.cache.local import PolicyCache
+from blocks.cache.membership import MemberTable
 from blocks.cache.simulate import make_policy
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import InvalidArgument
@@ -57,14 +64,22 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         policy_name: str,
         by_bytes: bool = False,
         value_bytes_max: int = VALUE_BYTES_MAX,
+        gossip: GossipNode | None = None,
     ) -> None:
         self.cache = cache
+        self.gossip = gossip
         self._policy_name = policy_name
         self._by_bytes = by_bytes
         self._value_bytes_max = value_bytes_max
 
+    def _check_view(self, view_id: int) -> None:
+        if self.gossip is not None:
+            self.gossip.check_view(view_id)
+
     async def Get(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
-        value = self.cache.get(check_key(request.key))
+        key = check_key(request.key)
+        self._check_view(request.view_id)
+        value = self.cache.get(key)
         if value is None:
             return cache_pb2.GetReply(found=False)
         return cache_pb2.GetReply(found=True, value=value)
@@ -76,6 +91,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             raise InvalidArgument(f"value larger than {self._value_bytes_max} bytes")
         if request.ttl_s < 0:
             raise InvalidArgument("ttl_s must be >= 0")
+        self._check_view(request.view_id)
         weight = request.weight or 1
         if self._by_bytes:
             weight = max(1, len(key.encode()) + len(value))
@@ -83,7 +99,20 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         return cache_pb2.PutReply()
 
     async def Delete(self, request: Any, context: Any) -> Any:
-        return cache_pb2.DeleteReply(deleted=self.cache.delete(check_key(request.key)))
+        key = check_key(request.key)
+        self._check_view(request.view_id)
+        return cache_pb2.DeleteReply(deleted=self.cache.delete(key))
+
+    async def Gossip(self, request: Any, context: Any) -> Any:
+        if self.gossip is None:
+            raise InvalidArgument("this node runs alone (no --peer, no --name)")
+        self.gossip.receive(from_proto(request))
+        return to_proto(self.gossip.table.records(), self.gossip.view_id)
+
+    async def Members(self, request: Any, context: Any) -> Any:
+        if self.gossip is None:
+            raise InvalidArgument("this node runs alone (no --peer, no --name)")
+        return to_proto(self.gossip.table.records(), self.gossip.view_id)
 
     async def Stats(self, request: Any, context: Any) -> Any:
         stats = self.cache.stats()
@@ -129,18 +158,35 @@ def build_server(
     token: str | None = None,
     sweep_interval_s: float = 1.0,
     clock: Clock | None = None,
+    name: str | None = None,
+    peers: tuple[str, ...] = (),
+    advertise: str | None = None,
 ) -> tuple[Server, CacheService]:
-    """A ``Server`` (not yet started) hosting one cache node."""
+    """A ``Server`` (not yet started) hosting one cache node.
+
+    With ``name`` or ``peers`` the node joins a cluster: ``peers`` are seed addresses,
+    ``advertise`` the address the others reach this node at (default ``host:port``, so
+    ``port`` must then be fixed).
+    """
     if sweep_interval_s <= 0:
         raise InvalidArgument("sweep_interval_s must be > 0")
-    cache: PolicyCache[str, bytes] = PolicyCache(
-        make_policy(policy, capacity), clock=clock if clock is not None else SystemClock()
-    )
-    service = CacheService(cache, policy_name=policy, by_bytes=by_bytes)
+    clock = clock if clock is not None else SystemClock()
+    cache: PolicyCache[str, bytes] = PolicyCache(make_policy(policy, capacity), clock=clock)
+    gossip = None
+    if name is not None or peers:
+        if advertise is None and port == 0:
+            raise InvalidArgument("a cluster node needs a fixed --port or an --advertise address")
+        address = advertise or f"{host}:{port}"
+        table = MemberTable(name or address, address, clock)
+        gossip = GossipNode(table, cache, seeds=peers, token=token)
+    service = CacheService(cache, policy_name=policy, by_bytes=by_bytes, gossip=gossip)
     server = Server(host=host, port=port, token=token, name="cache")
     server.add_service(
         cache_pb2_grpc.add_CacheServicer_to_server, service, health_name="blocks.cache.Cache"
     )
     sweeper = _Sweeper(cache, sweep_interval_s)
     server.add_component(sweeper.start, sweeper.stop, name="ttl-sweeper")
+    if gossip is not None:
+        server.add_component(gossip.start, gossip.stop, name="membership")
+        server.add_stopping_hook(gossip.leave, name="leave the cluster")
     return server, service

@@ -17,6 +17,8 @@ anything fails half-way, what was started is stopped again and the error propaga
 
 *Stop* is the reverse, and each step is bounded:
 
+0. stopping hooks (``add_stopping_hook``) run first, while the server still serves (a
+   cluster node announces its departure there), each bounded by ``stop_hook_timeout_s``;
 1. health switches every service to ``NOT_SERVING`` at once (so probes see shutdown begin);
 2. after ``drain_delay_s`` (default 0: time for load balancers to notice), gRPC stops
    accepting new calls and in-flight calls get ``grace_s`` seconds to finish; calls still
@@ -179,6 +181,7 @@ class Server:
         self._generic_handlers: list[grpc.GenericRpcHandler] = []
         self._health_names: list[str] = []
         self._components: list[Component] = []
+        self._stopping_hooks: list[Component] = []
         self._started_components: list[Component] = []
         self._grpc_server: grpc.aio.Server | None = None
         self._state = ServerState.NEW
@@ -237,6 +240,11 @@ class Server:
         self._require_new("add a handler")
         self._generic_handlers.extend(handlers)
         self._health_names.extend(health_names)
+
+    def add_stopping_hook(self, hook: Hook, *, name: str = "") -> None:
+        """Run ``hook`` when stopping begins, while calls are still served (step 0)."""
+        self._require_new("add a stopping hook")
+        self._stopping_hooks.append(Component(name or "stopping hook", None, hook))
 
     def add_component(
         self, start: Hook | None = None, stop: Hook | None = None, *, name: str = ""
@@ -380,6 +388,12 @@ class Server:
     async def _shutdown(self, *, grace_s: float, raise_errors: bool) -> None:
         assert self._state is ServerState.STOPPING
         errors: list[BaseException] = []
+        for hook in self._stopping_hooks:
+            assert hook.stop is not None
+            try:
+                await asyncio.wait_for(_call_hook(hook.stop), self._stop_hook_timeout_s)
+            except Exception as error:  # stopping goes on; the failure is logged
+                logger.error("%s: %s failed: %r", self.name, hook.name, error)
         try:
             await self.health.enter_graceful_shutdown()
             if self._grpc_server is not None:

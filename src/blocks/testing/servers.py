@@ -24,6 +24,7 @@ __all__ = [
     "BLOB_SECRET_KEY",
     "HEALTH_REQUEST_TIMEOUT_S",
     "blob_spec",
+    "cache_spec",
     "counters_spec",
     "grpc_health_check",
     "kv_spec",
@@ -161,6 +162,23 @@ def _blob_health(node: NodeInfo) -> None:
         client.list_buckets()
     finally:
         client.close()
+
+
+# -- cache ----------------------------------------------------------------------------------------
+
+
+def cache_spec(*, capacity: int = 100_000) -> ServerSpec:
+    """Cache nodes named after their nodes, each given every other node as a seed (``--peer``):
+    they form one cluster by gossip (docs/cache.md, "Cluster membership")."""
+
+    def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
+        command = blocks_argv(
+            "cache", "serve", "--name", node.name, "--listen", node.address("listen"),
+            "--token", node.token, "--capacity", str(capacity), "--json",
+        )  # fmt: skip
+        return command + [f"--peer={roles['listen']}" for roles in peers.values()]
+
+    return ServerSpec("cache", ("listen",), argv, _grpc_health)
 
 
 # -- counters and sequencer ---------------------------------------------------------------------

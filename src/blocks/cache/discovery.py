@@ -1,0 +1,190 @@
+"""``MemberCluster``: a cache cluster client that learns the membership from the nodes.
+
+Theory of operation
+-------------------
+The client asks a node for its membership table (``Members``), builds the view (the live
+members and their ``view_id``, ``blocks.cache.membership.View``) and places keys with the
+same ring the nodes use (``ClusterClient``'s ``"ring"`` placement over node names). Every
+data call carries the view id. A node whose view differs answers ``FAILED_PRECONDITION``
+(``StaleView``); the client then refreshes its view and tries once more. If the views still
+differ (gossip has not settled yet) a ``get`` is a miss and a ``put`` is dropped: a cache may
+forget, but it never answers from a view it does not share. A ``delete`` that cannot reach
+the key's holders raises, since a delete the caller believes done must be done.
+
+Refreshes also happen every ``refresh_interval_s`` (on the injected clock, checked at the
+start of a call: there is no background task), so an idle client learns of joins and
+leaves before its next call lands on the wrong node. A refresh asks the current members
+first, then the seeds, and takes the first table it gets.
+
+What a caller sees while the membership moves (docs/cache.md, "Cluster membership"):
+misses for the keys that moved, never a value older than the move, never an error for a
+``get`` or ``put``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from blocks.cache.client import CacheClient
+from blocks.cache.cluster import ClusterClient
+from blocks.cache.membership import Status, View
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument, Unavailable
+
+__all__ = ["REFRESH_INTERVAL_S", "MemberCluster"]
+
+REFRESH_INTERVAL_S = 1.0
+
+
+class _ViewedNode:
+    """One node as ``ClusterClient`` sees it, every call stamped with the current view."""
+
+    def __init__(self, client: CacheClient, owner: MemberCluster) -> None:
+        self.client = client
+        self._owner = owner
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.client.get(key, view_id=self._owner.view.view_id)
+
+    async def put(self, key: str, value: bytes, ttl: float | None = None, weight: int = 1) -> None:
+        await self.client.put(key, value, ttl, weight, view_id=self._owner.view.view_id)
+
+    async def delete(self, key: str) -> bool:
+        return await self.client.delete(key, view_id=self._owner.view.view_id)
+
+
+class MemberCluster:
+    """``cluster = await MemberCluster.connect(["127.0.0.1:7305"])``; then get/put/delete."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        *,
+        token: str | None = None,
+        timeout_s: float = 1.0,
+        refresh_interval_s: float = REFRESH_INTERVAL_S,
+        clock: Clock | None = None,
+        **cluster_options: Any,
+    ) -> None:
+        if not seeds:
+            raise InvalidArgument("give at least one seed address")
+        if refresh_interval_s <= 0:
+            raise InvalidArgument("refresh_interval_s must be > 0")
+        self.seeds = list(seeds)
+        self._token = token
+        self._timeout_s = timeout_s
+        self._refresh_interval_s = refresh_interval_s
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._cluster_options = cluster_options
+        self._clients: dict[str, CacheClient] = {}  # address -> client
+        self._cluster: ClusterClient | None = None
+        self.view = View((), 0)
+        self._refreshed_at = float("-inf")
+        self.refreshes = 0
+        self.stale_answers = 0
+
+    @classmethod
+    async def connect(cls, seeds: Sequence[str] | str, **options: Any) -> MemberCluster:
+        cluster = cls([seeds] if isinstance(seeds, str) else list(seeds), **options)
+        await cluster.refresh()
+        return cluster
+
+    @property
+    def members(self) -> list[str]:
+        """The names of the nodes the client places keys on."""
+        return self.view.names
+
+    def _client(self, address: str) -> CacheClient:
+        if address not in self._clients:
+            self._clients[address] = CacheClient(
+                address, token=self._token, timeout_s=self._timeout_s
+            )
+        return self._clients[address]
+
+    async def refresh(self) -> View:
+        """Fetch the membership from a node (members first, then seeds) and adopt it."""
+        self._refreshed_at = self._clock.monotonic()
+        candidates: Iterable[str] = [a for _, a in self.view.members] + self.seeds
+        errors = []
+        for address in dict.fromkeys(candidates):
+            try:
+                records, _ = await self._client(address).members()
+            except BlocksError as error:
+                errors.append(f"{address}: {error}")
+                continue
+            live = [(m.name, m.address) for m in records if m.status is Status.ALIVE]
+            if live:
+                self._adopt(View.of(live))
+                return self.view
+        raise Unavailable("no cache node answered with a membership: " + "; ".join(errors))
+
+    def _adopt(self, view: View) -> None:
+        self.refreshes += 1
+        if view.view_id == self.view.view_id:
+            return
+        self.view = view
+        nodes = {name: _ViewedNode(self._client(address), self) for name, address in view.members}
+        if self._cluster is None:
+            self._cluster = ClusterClient(nodes, placement="ring", **self._cluster_options)
+        else:
+            self._cluster.replace_nodes(nodes)
+
+    async def _ready(self) -> ClusterClient:
+        if self._cluster is None or (
+            self._clock.monotonic() - self._refreshed_at >= self._refresh_interval_s
+        ):
+            try:
+                await self.refresh()
+            except Unavailable:
+                if self._cluster is None:
+                    raise
+        assert self._cluster is not None
+        return self._cluster
+
+    async def get(self, key: str) -> Any:
+        """The cached value, or ``None`` (a miss, also while the membership settles)."""
+        for attempt in range(2):
+            cluster = await self._ready()
+            try:
+                return await cluster.get(key)
+            except FailedPrecondition:
+                self.stale_answers += 1
+                if attempt == 0:
+                    self._refreshed_at = float("-inf")
+        return None
+
+    async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store on the key's holders; dropped (as a cache may) while views disagree."""
+        for attempt in range(2):
+            cluster = await self._ready()
+            try:
+                await cluster.put(key, value, ttl)
+                return
+            except FailedPrecondition:
+                self.stale_answers += 1
+                if attempt == 0:
+                    self._refreshed_at = float("-inf")
+
+    async def delete(self, key: str) -> bool:
+        """Remove the key from its holders; raises ``Unavailable`` if the views disagree."""
+        for attempt in range(2):
+            cluster = await self._ready()
+            try:
+                return await cluster.delete(key)
+            except FailedPrecondition:
+                self.stale_answers += 1
+                if attempt == 0:
+                    self._refreshed_at = float("-inf")
+        raise Unavailable(f"could not delete {key!r}: the cluster's membership is moving")
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    async def __aenter__(self) -> MemberCluster:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
