@@ -60,7 +60,14 @@ from blocks.sequencer.client import SequencerClient
 from blocks.sequencer.service import build_server as build_sequencer_server
 from examples.common import BlockingCalls, Services
 from examples.engine_processes import Engines
-from examples.inprocess import LocalCountersStore, LocalIds, LocalLimiter, LocalObjects, LocalSearch
+from examples.inprocess import (
+    BlobObjects,
+    LocalCountersStore,
+    LocalIds,
+    LocalLimiter,
+    LocalObjects,
+    LocalSearch,
+)
 from examples.ports import (
     CacheStore,
     CountersStore,
@@ -141,7 +148,8 @@ class Placement:
 
 
 class ObjectFactory:
-    """Opens ``ObjectStore`` handles: an S3 connection each, or the shared local store."""
+    """Opens ``ObjectStore`` handles: an S3 connection each (blocks' ``S3Client`` to
+    ``endpoint``), or a handle on one ``shared`` blob store, thread-safe, owned by the stack."""
 
     def __init__(
         self,
@@ -149,17 +157,17 @@ class ObjectFactory:
         access_key: str = "",
         secret_key: str = "",
         *,
-        local: LocalBlobStore | None = None,
+        shared: BlobObjects | None = None,
     ) -> None:
-        if (endpoint is None) == (local is None):
-            raise InvalidArgument("an ObjectFactory has an endpoint or a local store")
+        if (endpoint is None) == (shared is None):
+            raise InvalidArgument("an ObjectFactory has an endpoint or a shared store")
         self.endpoint = endpoint
-        self.local = local
+        self.shared = shared
         self._keys = (access_key, secret_key)
 
     def __call__(self) -> ObjectStore:
-        if self.local is not None:
-            return LocalObjects(self.local)
+        if self.shared is not None:
+            return LocalObjects(self.shared)
         assert self.endpoint is not None  # __init__ checked: one of the two
         return S3Client(self.endpoint, *self._keys)
 
@@ -375,7 +383,7 @@ class Blocks:
             )
             store.create_bucket(bucket)
             self.services.defer(block, lambda: self.engine_calls.run(store.close))
-            factory = ObjectFactory(None, local=store)
+            factory = ObjectFactory(None, shared=store)
             self.placement.place(block, "blocks.blob LocalBlobStore in this process (RS 2+1)")
             return factory
         if self.backend is Backend.ENGINES:

@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from blocks.core.errors import FailedPrecondition
@@ -92,7 +93,7 @@ class Engines:
                     ) from None
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
                 server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_ports(1)[0])
-                await asyncio.to_thread(server.start)
+                await asyncio.to_thread(_quietly, server.start)
                 self._services.defer("moto-s3", lambda: asyncio.to_thread(server.stop))
                 host, port = server.get_host_and_port()
                 self._s3 = f"http://{host}:{port}"
@@ -145,6 +146,13 @@ class Engines:
             await asyncio.sleep(0.2)
         self.started.append(f"blocks inference serve ({model}) at {base}/v1")
         return f"{base}/v1"
+
+
+def _quietly(start: Callable[[], None]) -> None:
+    """Run ``start`` with its prints sent to stderr: moto announces itself on stdout, where
+    ``--json`` puts the outcome."""
+    with contextlib.redirect_stdout(sys.stderr):
+        start()
 
 
 def _healthy(base: str) -> bool:

@@ -13,16 +13,22 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from blocks.blob.store import LocalBlobStore
 from blocks.counters.node import CountersNode
 from blocks.ratelimit.api import Decision
 from blocks.ratelimit.base import KeyedLimiter
 from blocks.search.service import SearchNode
 from blocks.sequencer.snowflake import DecodedId, Snowflake
 
-__all__ = ["LocalCountersStore", "LocalIds", "LocalLimiter", "LocalObjects", "LocalSearch"]
+__all__ = [
+    "BlobObjects",
+    "LocalCountersStore",
+    "LocalIds",
+    "LocalLimiter",
+    "LocalObjects",
+    "LocalSearch",
+]
 
 
 def _items(items: Iterable[bytes | str]) -> list[bytes]:
@@ -77,10 +83,19 @@ class LocalIds:
         return self.generator.decode(snowflake_id)
 
 
-class LocalObjects:
-    """``ObjectStore`` over a shared ``LocalBlobStore`` (closing this closes nothing)."""
+class BlobObjects(Protocol):
+    """The two calls of ``blocks.blob.api.BlobStore`` the designs make."""
 
-    def __init__(self, store: LocalBlobStore) -> None:
+    def put_object(self, bucket: str, key: str, data: bytes) -> object: ...
+
+    def get_object(self, bucket: str, key: str) -> tuple[Any, bytes]: ...
+
+
+class LocalObjects:
+    """``ObjectStore`` over a shared blob store (``LocalBlobStore``, or an adapter such as
+    ``S3BlobStore``) that its owner closes: closing this handle closes nothing."""
+
+    def __init__(self, store: BlobObjects) -> None:
         self.store = store
 
     def put_object(self, bucket: str, key: str, data: bytes) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,21 @@ def test_local_backend_runs_in_process(design: str, capsys: pytest.CaptureFixtur
     out = json.loads(capsys.readouterr().out)
     assert out["backend"] == "local" and out["own_implementation"] == {}
     assert all("in this process" in w or "in-memory" in w for w in out["blocks"].values())
+
+
+def test_starting_the_s3_endpoint_prints_nothing_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --json prints the outcome on stdout: an engine that prints there breaks it.
+    from examples.common import Services
+    from examples.engine_processes import Engines
+
+    async def start() -> str:
+        async with Services() as services:
+            return await Engines(services, tmp_path).s3_endpoint()
+
+    assert asyncio.run(start()).startswith("http://127.0.0.1:")
+    assert capsys.readouterr().out == ""
 
 
 @needs_engines
