@@ -312,3 +312,35 @@ def test_serve_until_request_stop() -> None:
         assert server.state is ServerState.STOPPED and stopped == [True]
 
     run(body)
+
+
+def test_stopping_hooks_run_first_while_calls_are_still_served() -> None:
+    async def body() -> None:
+        server, service = make_server()
+        events = service.events
+        answers: list[bytes] = []
+        channel_box: list[Any] = []
+
+        async def announce() -> None:  # a cluster node says goodbye here, still serving
+            events.append("stopping-hook")
+            answers.append(await channel_box[0].unary_unary("/blocks.test.Echo/Echo")(b"x"))
+
+        async def broken() -> None:
+            raise RuntimeError("a failing stopping hook does not stop the shutdown")
+
+        server.add_stopping_hook(announce, name="announce")
+        server.add_stopping_hook(broken, name="broken")
+        server.add_component(stop=lambda: events.append("stop-component"), name="c")
+        await server.start()
+        channel_box.append(connect_channel(server.address))
+        try:
+            await server.stop(grace_s=1)
+        finally:
+            await channel_box[0].close()
+        assert answers == [b"x"]
+        assert events.index("stopping-hook") < events.index("stop-component")
+        assert server.state is ServerState.STOPPED
+        with pytest.raises(FailedPrecondition):
+            server.add_stopping_hook(announce)
+
+    run(body)
