@@ -387,11 +387,9 @@ class Blocks:
             self.placement.place(block, "blocks.blob LocalBlobStore in this process (RS 2+1)")
             return factory
         if self.backend is Backend.ENGINES:
-            endpoint = await self.engines.s3_endpoint()
-            where = f"S3 endpoint (moto) at {endpoint}, through blocks' S3Client"
-        else:
-            endpoint = await self._start_blob_server(block, access_key, secret_key)
-            where = f"blocks.blob server, S3 API at {endpoint} (RS 2+1)"
+            return await self._s3_objects(block, bucket, access_key, secret_key)
+        endpoint = await self._start_blob_server(block, access_key, secret_key)
+        where = f"blocks.blob server, S3 API at {endpoint} (RS 2+1)"
         factory = ObjectFactory(endpoint, access_key, secret_key)
         client = factory()
         try:
@@ -400,6 +398,20 @@ class Blocks:
             client.close()
         self.placement.place(block, where)
         return factory
+
+    async def _s3_objects(
+        self, block: str, bucket: str, access_key: str, secret_key: str
+    ) -> ObjectFactory:
+        endpoint = await self.engines.s3_endpoint()
+        from blocks.blob.adapters.s3 import S3BlobStore
+
+        store = S3BlobStore(endpoint, access_key=access_key, secret_key=secret_key)
+        self.services.defer(f"{block}-client", lambda: self.engine_calls.run(store.close))
+        await self.engine_calls.run(lambda: store.create_bucket(bucket))
+        self.placement.place(
+            block, f"S3 endpoint (moto) at {endpoint}, S3BlobStore adapter (boto3)"
+        )
+        return ObjectFactory(None, shared=store)
 
     async def _start_blob_server(self, block: str, access_key: str, secret_key: str) -> str:
         store = LocalBlobStore(

@@ -34,7 +34,7 @@ from examples.common import Services
 
 __all__ = ["INFERENCE_READY_TIMEOUT_S", "Engines"]
 
-INFERENCE_READY_TIMEOUT_S = 240.0
+INFERENCE_READY_TIMEOUT_S = 180.0  # under the suite's 300 s per-test timeout
 INFERENCE_STOP_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 2000
 log = logging.getLogger(__name__)

@@ -107,7 +107,7 @@ def test_youtube_on_engines() -> None:
 
     check_honest(report.placement)
     assert "NATS" in report.placement.where["queue"]
-    assert "S3 endpoint" in report.placement.where["blob"]
+    assert "S3BlobStore" in report.placement.where["blob"]
     assert "search" in report.placement.own  # no engine for search in #20
     for block in report.placement.own:
         assert any(f"NOT ON AN ENGINE: {block}" in line for line in lines)
