@@ -3,19 +3,24 @@
 Four shards (``shard-0`` with two replicas) and a coordinator, each ``blocks search serve``.
 One test, phases in order (one cluster start keeps the area's process time low):
 
+0. vectors and documents are written through the coordinator, routed by the ring, to every
+   replica; BM25 over the shards (two phases, global statistics) equals one index.
+
 1. hedging: the coordinator's link to one replica of ``shard-0`` is slowed by a ``LinkProxy``
    far beyond the hedge delay; every search is still complete and exact, and none takes as
    long as the injected delay (a search that waited for the slow replica would).
 2. kill -9 under a query load: the slowed replica of ``shard-0`` (its twin answers) and the single
    replica of ``shard-2``; every answer is exact over all vectors, or flagged partial naming
    only ``shard-2`` and exact over the others. No search outlives its deadline.
-3. restart (each shard's journal, ``blocks.search.durable``): complete and exact again.
+3. restart (each shard's journal, ``blocks.search.durable``): complete and exact again, every
+   vector and document still there.
 4. the kit's seeded nemesis (kill, restart, pause) on the shard nodes beside the same load,
    with the same check, then complete and exact again.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from pathlib import Path
@@ -26,6 +31,7 @@ import pytest
 
 from blocks.core.errors import Timeout, Unavailable
 from blocks.search.api import Metric
+from blocks.search.bm25 import BM25Index
 from blocks.search.client import SearchClient
 from blocks.search.routing import ShardRing
 from blocks.search.vectors import brute_force
@@ -140,6 +146,41 @@ def wait_complete(load: Load, timeout_s: float = 120.0) -> None:
     assert not load.errors, load.errors[:5]
 
 
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+]
+DOCUMENTS = [
+    (f"doc-{n}", " ".join(random.Random(n).choices(WORDS, k=4 + n % 9))) for n in range(80)
+]
+
+
+def check_documents(client: SearchClient, one_shard: SearchClient) -> None:
+    """Documents routed by the ring; two-phase BM25 equals one index over all of them."""
+    assert client.index_documents(DOCUMENTS) == len(DOCUMENTS)
+    assert 0 < one_shard.info()["documents"] < len(DOCUMENTS)
+    reference = BM25Index()
+    for doc_id, text in DOCUMENTS:
+        reference.add(doc_id, text)
+    for query in ("alpha", "beta gamma", "mu nu xi theta", "omega"):
+        got = [(h["id"], h["score"]) for h in client.search_text(query, 10)]
+        assert got == [(h.doc_id, h.score) for h in reference.search(query, 10)], query
+    assert client.suggest("mu") == [("mu nu xi theta", 1)]
+    assert one_shard.suggest("mu") == []  # the shards do not count sub-queries
+
+
 @pytest.mark.process
 def test_four_shards_hedge_kill_restart_and_nemesis(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
@@ -158,6 +199,7 @@ def test_four_shards_hedge_kill_restart_and_nemesis(tmp_path: Path) -> None:
             client.add(np.arange(COUNT), vectors)
             twins = [SearchClient(cluster.address(n), token=cluster.token) for n in ("s0a", "s0b")]
             assert len(twins[0]) == len(twins[1]) > 0  # writes reach every replica
+            check_documents(client, twins[0])
             load = Load(client, vectors, queries)
 
             # 1. Hedging: the slow replica is asked first about half the time.
@@ -180,6 +222,7 @@ def test_four_shards_hedge_kill_restart_and_nemesis(tmp_path: Path) -> None:
             cluster.start("s0b")
             wait_complete(load)
             assert len(client) == COUNT
+            assert client.info()["documents"] == len(DOCUMENTS)
 
             # 4. The kit's nemesis on the shard nodes.
             for seed in nemesis_seeds([3]):

@@ -118,6 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
 
             if options.data_dir is not None:
                 raise InvalidArgument("a coordinator keeps no data: drop --data-dir")
+            if args.embed:
+                raise InvalidArgument("a coordinator embeds nothing: start the shards with --embed")
             vectors: Any = await asyncio.to_thread(
                 connect_shards,
                 args.remote_shards,
@@ -136,13 +138,18 @@ def _serve(args: argparse.Namespace) -> int:
 
             print("loading the MiniLM embedder...", file=sys.stderr, flush=True)
             embedder = MiniLMEmbedder()
-        node = SearchNode(
-            vectors,
-            kind=args.kind,
-            embedder=embedder,
-            data_dir=options.data_dir,
-            checkpoint_records=args.checkpoint_records,
-        )
+        if args.remote_shards:
+            from blocks.search.coordinator_node import CoordinatorNode
+
+            node: SearchNode = CoordinatorNode(vectors)
+        else:
+            node = SearchNode(
+                vectors,
+                kind=args.kind,
+                embedder=embedder,
+                data_dir=options.data_dir,
+                checkpoint_records=args.checkpoint_records,
+            )
         server, _service = build_server(
             node, host=options.host, port=options.port, token=options.token
         )

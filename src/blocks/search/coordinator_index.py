@@ -116,8 +116,9 @@ class Coordinator:
             nprobe=nprobe or 0,
             ef_search=ef_search or 0,
         )
-        budget_ms = self.deadline_ms if timeout_ms is None else min(timeout_ms, self.deadline_ms)
-        parts, missing, timed_out = self._scatter(request, max(1, budget_ms))
+        budget_ms = self.budget_ms(timeout_ms)
+        replies, missing, timed_out = self.scatter("SearchVectors", request, budget_ms)
+        parts = [_decode_reply(replies[shard]) for shard in sorted(replies)]
         partial_ok = self.allow_partial if allow_partial is None else allow_partial
         names = [self.ring.names[shard] for shard in missing]
         if missing and (not partial_ok or not parts):
@@ -144,10 +145,16 @@ class Coordinator:
             for start, replicas in zip(starts, self._replicas, strict=True)
         ]
 
-    def _scatter(
-        self, request: Any, budget_ms: int
-    ) -> tuple[list[tuple[IdArray, FloatArray]], list[int], bool]:
-        """Drive one ``ScatterGather``: (answers, missing shards, whether the deadline hit)."""
+    def budget_ms(self, timeout_ms: int | None) -> int:
+        """A call's deadline: ``deadline_ms``, or the caller's ``timeout_ms`` when shorter."""
+        return max(1, self.deadline_ms if timeout_ms is None else min(timeout_ms, self.deadline_ms))
+
+    def scatter(
+        self, method: str, request: Any, budget_ms: int
+    ) -> tuple[dict[int, Any], list[int], bool]:
+        """``method`` on one replica per shard as one ``ScatterGather`` (hedges, fail-over,
+        deadline): (replies by shard, missing shards, whether the deadline hit). Raises a
+        replica's non-retryable error."""
         started = self._now_ms()
         deadline = started + budget_ms
         with self._lock:
@@ -156,7 +163,7 @@ class Coordinator:
         core = ScatterGather(self._orders(), deadline_ms=deadline, hedge_delay_ms=delay)
         events: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         calls: dict[tuple[int, int], Any] = {}
-        answers: dict[int, tuple[IdArray, FloatArray]] = {}
+        answers: dict[int, Any] = {}
 
         def carry_out(commands: Sequence[Send | Cancel], now_ms: int) -> None:
             for command in commands:
@@ -167,7 +174,7 @@ class Coordinator:
                         future.cancel()
                     continue
                 link = self._replicas[command.shard][command.replica]
-                future = link.start("SearchVectors", request, (deadline - now_ms) / 1000)
+                future = link.start(method, request, (deadline - now_ms) / 1000)
                 calls[key] = future
                 future.add_done_callback(lambda done, key=key: events.put((key[0], key[1], done)))
 
@@ -198,7 +205,7 @@ class Coordinator:
                     continue
                 cancels, latency_ms = core.handle_answer(shard, replica, now)
                 if latency_ms >= 0:
-                    answers[shard] = _decode_reply(reply)
+                    answers[shard] = reply
                     with self._lock:
                         self.hedge.observe(latency_ms)
                 carry_out(cancels, now)
@@ -207,12 +214,11 @@ class Coordinator:
                 future.cancel()
             with self._lock:
                 self.counters["hedges"] += core.hedges_sent
-        parts = [answers[shard] for shard in sorted(answers)]
-        return parts, core.missing(), core.timed_out
+        return answers, core.missing(), core.timed_out
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _to_all_replicas(self, calls: list[tuple[int, str, Any]]) -> list[tuple[int, int, Any]]:
+    def to_all_replicas(self, calls: list[tuple[int, str, Any]]) -> list[tuple[int, int, Any]]:
         """Start every ``(shard, method, request)`` on each replica of the shard, wait for all;
         returns ``(shard, replica, reply or BlocksError)`` per call."""
         started = [
@@ -247,7 +253,7 @@ class Coordinator:
             )
             for shard, where in rows.items()
         ]
-        results = self._to_all_replicas(calls)
+        results = self.to_all_replicas(calls)
         errors = [result for _, _, result in results if isinstance(result, BlocksError)]
         if not errors:
             return
@@ -274,7 +280,7 @@ class Coordinator:
             for shard, where in self._by_shard(ids_np).items()
         ]
         removed: dict[int, int] = {}
-        for shard, _, result in self._to_all_replicas(calls):
+        for shard, _, result in self.to_all_replicas(calls):
             if isinstance(result, BlocksError):
                 raise result
             removed[shard] = max(removed.get(shard, 0), int(result.removed))
@@ -302,7 +308,7 @@ class Coordinator:
     def save(self, path: str = "") -> None:
         """Ask every replica to snapshot its own data directory (``path`` is ignored)."""
         calls = [(shard, "Save", search_pb2.SaveRequest()) for shard in range(len(self._replicas))]
-        for _, _, result in self._to_all_replicas(calls):
+        for _, _, result in self.to_all_replicas(calls):
             if isinstance(result, BlocksError):
                 raise result
 

@@ -26,7 +26,7 @@ import xxhash
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
 from blocks.search.api import K_MAX, VectorIndex
-from blocks.search.bm25 import BM25Index, check_doc_id, check_text_k
+from blocks.search.bm25 import BM25Index, CorpusStats, check_doc_id, check_text_k
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
 from blocks.search.tokenize import tokenize
@@ -185,10 +185,27 @@ class SearchNode:
         else:
             raise Corruption(f"unknown search log record {op!r}")
 
-    def search_text(self, query: str, k: int, mode: str) -> list[tuple[str, float, str]]:
+    def document_count(self) -> int:
+        return len(self.texts)
+
+    def text_stats(self, query: str) -> CorpusStats:
+        """This node's BM25 statistics for the query's terms (a coordinator's first phase)."""
+        return self.text.stats(sorted(set(tokenize(query))))
+
+    def search_text(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        *,
+        stats: CorpusStats | None = None,
+        record: bool = True,
+    ) -> list[tuple[str, float, str]]:
+        """Ranked ``(doc id, score, text)``; ``stats``: corpus-wide BM25 statistics to score
+        with; ``record``: count the query in the typeahead (a coordinator's sub-query is not)."""
         check_text_k(k)
         if mode in ("", "bm25"):
-            hits = [(h.doc_id, h.score) for h in self.text.search(query, k)]
+            hits = [(h.doc_id, h.score) for h in self.text.search(query, k, stats=stats)]
         elif mode == "semantic":
             hits = self._semantic_hits(query, k)
         elif mode == "hybrid":
@@ -198,7 +215,7 @@ class SearchNode:
             hits = reciprocal_rank_fusion([lexical, meaning], k)
         else:
             raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
-        if query.strip():
+        if query.strip() and record:
             self.typeahead.record(query)
             if self.journal is not None:  # soft: a count is not worth an fsync per query
                 self.journal.append_soft({"op": "query", "phrase": query})

@@ -135,14 +135,54 @@ class DeleteDocumentsReply(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
-    __slots__ = ("query", "k", "mode")
+    __slots__ = ("query", "k", "mode", "has_stats", "num_docs", "total_length", "doc_freq", "internal")
+    class DocFreqEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATS_FIELD_NUMBER: _ClassVar[int]
+    NUM_DOCS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DOC_FREQ_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
     query: str
     k: int
     mode: str
-    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+    has_stats: bool
+    num_docs: int
+    total_length: int
+    doc_freq: _containers.ScalarMap[str, int]
+    internal: bool
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., mode: _Optional[str] = ..., has_stats: _Optional[bool] = ..., num_docs: _Optional[int] = ..., total_length: _Optional[int] = ..., doc_freq: _Optional[_Mapping[str, int]] = ..., internal: _Optional[bool] = ...) -> None: ...
+
+class TextStatsRequest(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class TextStatsReply(_message.Message):
+    __slots__ = ("num_docs", "total_length", "doc_freq")
+    class DocFreqEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NUM_DOCS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DOC_FREQ_FIELD_NUMBER: _ClassVar[int]
+    num_docs: int
+    total_length: int
+    doc_freq: _containers.ScalarMap[str, int]
+    def __init__(self, num_docs: _Optional[int] = ..., total_length: _Optional[int] = ..., doc_freq: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class TextHit(_message.Message):
     __slots__ = ("id", "score", "text")

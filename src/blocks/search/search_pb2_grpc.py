@@ -76,6 +76,11 @@ class SearchStub:
                 request_serializer=blocks_dot_search_dot_search__pb2.SearchTextRequest.SerializeToString,
                 response_deserializer=blocks_dot_search_dot_search__pb2.SearchTextReply.FromString,
                 _registered_method=True)
+        self.TextStats = channel.unary_unary(
+                '/blocks.search.Search/TextStats',
+                request_serializer=blocks_dot_search_dot_search__pb2.TextStatsRequest.SerializeToString,
+                response_deserializer=blocks_dot_search_dot_search__pb2.TextStatsReply.FromString,
+                _registered_method=True)
         self.Suggest = channel.unary_unary(
                 '/blocks.search.Search/Suggest',
                 request_serializer=blocks_dot_search_dot_search__pb2.SuggestRequest.SerializeToString,
@@ -149,6 +154,13 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TextStats(self, request, context):
+        """BM25 corpus statistics for a query's terms (a coordinator sums them over its shards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Suggest(self, request, context):
         """Top completions of a prefix.
         """
@@ -205,6 +217,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.SearchText,
                     request_deserializer=blocks_dot_search_dot_search__pb2.SearchTextRequest.FromString,
                     response_serializer=blocks_dot_search_dot_search__pb2.SearchTextReply.SerializeToString,
+            ),
+            'TextStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.TextStats,
+                    request_deserializer=blocks_dot_search_dot_search__pb2.TextStatsRequest.FromString,
+                    response_serializer=blocks_dot_search_dot_search__pb2.TextStatsReply.SerializeToString,
             ),
             'Suggest': grpc.unary_unary_rpc_method_handler(
                     servicer.Suggest,
@@ -435,6 +452,33 @@ class Search:
             '/blocks.search.Search/SearchText',
             blocks_dot_search_dot_search__pb2.SearchTextRequest.SerializeToString,
             blocks_dot_search_dot_search__pb2.SearchTextReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TextStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.search.Search/TextStats',
+            blocks_dot_search_dot_search__pb2.TextStatsRequest.SerializeToString,
+            blocks_dot_search_dot_search__pb2.TextStatsReply.FromString,
             options,
             channel_credentials,
             insecure,

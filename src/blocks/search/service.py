@@ -21,6 +21,7 @@ from blocks.core.errors import InvalidArgument
 from blocks.core.server import Server
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import VectorIndex
+from blocks.search.bm25 import CorpusStats
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
@@ -78,12 +79,17 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     async def Info(self, request: Any, context: Any) -> Any:
         node = self.node
+
+        def counts() -> tuple[int, int]:  # a coordinator asks its shards: not on the loop
+            return len(node.vectors), node.document_count()
+
+        vectors, documents = await asyncio.to_thread(counts)
         return search_pb2.InfoReply(
             dim=node.vectors.dim,
             metric=node.vectors.metric.value,
             kind=node.kind,
-            vectors=len(node.vectors),
-            documents=len(node.texts),
+            vectors=vectors,
+            documents=documents,
             embeds=node.embedder is not None,
         )
 
@@ -145,10 +151,26 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     async def SearchText(self, request: Any, context: Any) -> Any:
         query, k, mode = request.query, int(request.k or 10), request.mode
+        stats = None
+        if request.has_stats:
+            doc_freq = {term: int(count) for term, count in request.doc_freq.items()}
+            stats = CorpusStats(int(request.num_docs), int(request.total_length), doc_freq)
+        record = not request.internal
+
+        def run() -> list[tuple[str, float, str]]:
+            return self.node.search_text(query, k, mode, stats=stats, record=record)
+
         # A write: the query is also recorded in the typeahead.
-        hits = await self._lock.run(lambda: self.node.search_text(query, k, mode), write=True)
+        hits = await self._lock.run(run, write=True)
         return search_pb2.SearchTextReply(
             hits=[search_pb2.TextHit(id=i, score=s, text=t) for i, s, t in hits]
+        )
+
+    async def TextStats(self, request: Any, context: Any) -> Any:
+        query = request.query
+        stats = await self._lock.run(lambda: self.node.text_stats(query), write=False)
+        return search_pb2.TextStatsReply(
+            num_docs=stats.num_docs, total_length=stats.total_length, doc_freq=stats.doc_freq
         )
 
     async def Suggest(self, request: Any, context: Any) -> Any:

@@ -1,0 +1,179 @@
+"""``CoordinatorNode``: a search node whose vectors *and documents* live on remote shards.
+
+Theory of operation. The coordinator's ``SearchNode`` keeps nothing but a typeahead. Its
+vector index is a ``Coordinator``; its documents go where the same ``ShardRing`` sends their
+ids (the ring key is the id's UTF-8 bytes), written to every replica of the owning shard.
+Document writes are upserts and deletes, both idempotent, so a write that failed part-way
+(some replicas took it) is made whole by retrying it.
+
+Text search scatters with the coordinator's ``scatter`` (hedges, fail-over, deadline):
+
+* ``bm25`` runs in two phases, as ``ShardedTextIndex`` does in one process: ``TextStats``
+  from every shard, summed into corpus-wide ``N``, total length and document frequencies;
+  then ``SearchText`` with those statistics on every shard, whose top ``k`` lists are merged
+  by (score descending, id). Every shard evaluates the unsharded formula on the same inputs,
+  so the scores equal one ``BM25Index`` over all documents.
+* ``semantic``: each shard ranks its own documents by cosine similarity (the shards embed,
+  ``serve --embed``); similarities need no global statistics, so the merge is exact.
+* ``hybrid``: reciprocal-rank fusion of the global BM25 and semantic rankings, ``4k`` deep.
+
+A text search needs every shard: the reply has no partial flag, so a missing shard raises
+``Timeout`` / ``Unavailable`` naming it. Sub-queries are marked ``internal`` so the shards do
+not count them; the coordinator counts the query in its own typeahead (in memory: a
+coordinator keeps no data directory).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
+from blocks.search import search_pb2
+from blocks.search.api import K_MAX
+from blocks.search.bm25 import CorpusStats, check_doc_id, check_text_k
+from blocks.search.coordinator_index import Coordinator
+from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
+from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode
+from blocks.search.tokenize import tokenize
+
+__all__ = ["CoordinatorNode"]
+
+Hit = tuple[str, float, str]
+
+
+class CoordinatorNode(SearchNode):
+    """A ``SearchNode`` over a ``Coordinator``; see the module docstring."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        super().__init__(coordinator, kind="coordinator")
+        self.coordinator = coordinator
+
+    def _all_shards(self, method: str, request: Any) -> list[Any]:
+        budget_ms = self.coordinator.deadline_ms
+        replies, missing, timed_out = self.coordinator.scatter(method, request, budget_ms)
+        if missing:
+            names = [self.coordinator.shard_names[shard] for shard in missing]
+            if timed_out:
+                raise Timeout(f"shards {names} missed the {budget_ms} ms deadline")
+            raise Unavailable(f"shards {names} have no replica that answered")
+        return [replies[shard] for shard in sorted(replies)]
+
+    def _write_all(self, calls: list[tuple[int, str, Any]]) -> list[tuple[int, Any]]:
+        results = []
+        for shard, _, result in self.coordinator.to_all_replicas(calls):
+            if isinstance(result, BlocksError):
+                raise result
+            results.append((shard, result))
+        return results
+
+    def _by_shard(self, doc_ids: list[str]) -> dict[int, list[int]]:
+        positions: dict[int, list[int]] = {}
+        for at, doc_id in enumerate(doc_ids):
+            positions.setdefault(self.coordinator.ring.owner_of_document(doc_id), []).append(at)
+        return positions
+
+    def document_count(self) -> int:
+        return sum(int(reply.documents) for reply in self._all_shards("Info", _INFO))
+
+    def index_documents(self, documents: list[tuple[str, str]]) -> int:
+        if len(documents) > DOCUMENTS_PER_CALL_MAX:
+            raise InvalidArgument(f"at most {DOCUMENTS_PER_CALL_MAX} documents per call")
+        ids = [check_doc_id(doc_id) for doc_id, _ in documents]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("document ids repeat within one call")
+        for _, text in documents:
+            tokenize(text)  # validates every text before anything is sent
+        calls = [
+            (
+                shard,
+                "IndexDocuments",
+                search_pb2.IndexDocumentsRequest(
+                    documents=[
+                        search_pb2.Document(id=documents[at][0], text=documents[at][1])
+                        for at in rows
+                    ]
+                ),
+            )
+            for shard, rows in self._by_shard(ids).items()
+        ]
+        self._write_all(calls)
+        return self.document_count()
+
+    def delete_documents(self, ids: list[str]) -> int:
+        checked = [check_doc_id(doc_id) for doc_id in ids]
+        calls = [
+            (
+                shard,
+                "DeleteDocuments",
+                search_pb2.DeleteDocumentsRequest(ids=[checked[at] for at in rows]),
+            )
+            for shard, rows in self._by_shard(checked).items()
+        ]
+        deleted: dict[int, int] = {}
+        for shard, reply in self._write_all(calls):
+            deleted[shard] = max(deleted.get(shard, 0), int(reply.deleted))
+        return sum(deleted.values())
+
+    def text_stats(self, query: str) -> CorpusStats:
+        request = search_pb2.TextStatsRequest(query=query)
+        return CorpusStats.combine(
+            CorpusStats(int(r.num_docs), int(r.total_length), dict(r.doc_freq))
+            for r in self._all_shards("TextStats", request)
+        )
+
+    def _gather(self, request: Any, k: int) -> list[Hit]:
+        hits = [
+            (hit.id, float(hit.score), hit.text)
+            for reply in self._all_shards("SearchText", request)
+            for hit in reply.hits
+        ]
+        return heapq.nsmallest(k, hits, key=lambda hit: (-hit[1], hit[0]))
+
+    def _bm25(self, query: str, k: int) -> list[Hit]:
+        stats = self.text_stats(query)
+        request = search_pb2.SearchTextRequest(
+            query=query,
+            k=k,
+            mode="bm25",
+            has_stats=True,
+            num_docs=stats.num_docs,
+            total_length=stats.total_length,
+            doc_freq=dict(stats.doc_freq),
+            internal=True,
+        )
+        return self._gather(request, k)
+
+    def _semantic(self, query: str, k: int) -> list[Hit]:
+        request = search_pb2.SearchTextRequest(query=query, k=k, mode="semantic", internal=True)
+        return self._gather(request, k)
+
+    def search_text(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        *,
+        stats: CorpusStats | None = None,
+        record: bool = True,
+    ) -> list[Hit]:
+        """Ranked ``(doc id, score, text)`` over every shard (``stats`` is not used here)."""
+        check_text_k(k)
+        if mode in ("", "bm25"):
+            hits = self._bm25(query, k)
+        elif mode == "semantic":
+            hits = self._semantic(query, k)
+        elif mode == "hybrid":
+            depth = min(K_MAX, k * HYBRID_DEPTH_FACTOR)
+            lexical, meaning = self._bm25(query, depth), self._semantic(query, depth)
+            texts = {doc_id: text for doc_id, _, text in [*lexical, *meaning]}
+            fused = reciprocal_rank_fusion([[h[0] for h in lexical], [h[0] for h in meaning]], k)
+            hits = [(doc_id, score, texts[doc_id]) for doc_id, score in fused]
+        else:
+            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
+        if query.strip() and record:
+            self.typeahead.record(query)
+        return hits
+
+
+_INFO = search_pb2.InfoRequest()
