@@ -8,11 +8,17 @@ Checked, with the fault kit's checkers:
   exception escapes and no call hangs (``ErrorAudit``);
 * nothing acknowledged is lost, per block: counters keep every acknowledged increment and
   count no increment twice (``check_counter_convergence``: the final value is the
-  acknowledged sum plus some subset of the increments whose outcome is unknown);
+  acknowledged sum plus some subset of the increments whose outcome is unknown); kv puts and
+  reads, with a final read of every key, are linearizable per key
+  (``check_register_histories``); the sequencer returns no ID twice and each generator's
+  IDs increase (``check_unique_ids``); a GCRA limit admits no more than its burst plus its
+  rate over the run; a cache read returns only a value that was put (a cache promises no
+  durability);
 * the adapter works again once the server is back.
 
 The adapters are synchronous: each call runs in a worker thread (``asyncio.to_thread``) so
-that the audit can bound it. ``BLOCKS_SOAK_SEEDS=N`` runs N seeds of 6 faults each;
+that the audit can bound it. Each check was seen failing against a redis-server run with
+``--appendonly no`` (kv, counters, rate limit). ``BLOCKS_SOAK_SEEDS=N`` runs N seeds of 6 faults each;
 ``BLOCKS_NEMESIS_SEED=S`` replays one.
 """
 
@@ -23,7 +29,7 @@ import functools
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +39,7 @@ from blocks.core.errors import Timeout, Unavailable
 from blocks.testing.checkers import (
     check_counter_convergence,
     check_register_histories,
+    check_unique_ids,
     pair_operations,
 )
 from blocks.testing.engine_nemesis import (
@@ -59,7 +66,7 @@ CALL_TIMEOUT_S = 5.0  # the adapters' socket timeout here
 
 
 def _nemesis(server: RedisServer, seed: int) -> EngineNemesis:
-    return EngineNemesis({"redis": server}, seed=seed, steps=nemesis_steps(default=3), calm_s=1.0)
+    return EngineNemesis({"redis": server}, seed=seed, steps=nemesis_steps(default=3), calm_s=0.5)
 
 
 def _retrying(call: Callable[[], T]) -> T:
@@ -208,7 +215,169 @@ def test_redis_kv_keeps_acknowledged_puts(tmp_path: Path, seed: int) -> None:
     assert report.valid is True, report.describe()
 
 
-def _put(store: Any, key: bytes, value: bytes) -> bool:
+def _put(store: Any, key: Hashable, value: object) -> bool:
     """``put`` answering True, so that ``History.call`` tells it from a failure (None)."""
     store.put(key, value)
     return True
+
+
+# -- sequencer -------------------------------------------------------------------------------
+
+GENERATORS = 3
+SEQUENCER_SEEDS = nemesis_seeds([3])  # 3: kill, pause, kill: leases lapse and are taken again
+
+
+@pytest.mark.parametrize("seed", SEQUENCER_SEEDS)
+def test_redis_sequencer_issues_no_id_twice(tmp_path: Path, seed: int) -> None:
+    """Three ``RedisSnowflake``s on a small lease table (4 worker ids, 1 s leases, so leases
+    are renewed, and may lapse and be taken again, around every fault); each generator is
+    called by one thread at a time, as it requires. No ID may be returned twice, and each
+    generator's IDs increase (``check_unique_ids``)."""
+    from blocks.sequencer.adapters.redis import RedisLeaseConfig, RedisSnowflake
+
+    config = RedisLeaseConfig(
+        workers=4, ttl_ms=1_000, safety_margin_ms=300, namespace=f"f{uuid.uuid4().hex[:8]}:"
+    )
+    with RedisServer(tmp_path / "store") as server:
+        generators = [
+            RedisSnowflake.open(server.url, f"g{number}", config) for number in range(GENERATORS)
+        ]
+        nemesis = _nemesis(server, seed)
+        run = SyncRun(nemesis)
+
+        async def workload(done: asyncio.Event) -> None:
+            deadline = asyncio.get_running_loop().time() + DEADLINE_S * 3
+
+            def loop_of(number: int) -> Awaitable[None]:
+                async def call(index: int) -> bool:
+                    generator = generators[number]
+                    return (
+                        await run.call("next", number, None, generator.next_id, read=True)
+                        is not None
+                    )
+
+                return open_loop(
+                    call,
+                    done,
+                    deadline,
+                    after_acks=AFTER_FAULTS_ACKS,
+                    in_flight_max=1,
+                    interval_s=0.002,
+                )
+
+            await asyncio.gather(*(loop_of(number) for number in range(GENERATORS)))
+
+        try:
+            try:
+                asyncio.run(run_engine_nemesis(nemesis, workload))
+            except BaseException as error:
+                error.add_note(nemesis.describe())
+                raise
+        finally:
+            for generator in generators:
+                generator.close()
+    result = check_unique_ids(pair_operations(run.history))
+    counts = run.history.counts()
+    engine_soak_line(
+        "redis-sequencer",
+        nemesis,
+        f"ok={counts['ok']} info={counts['info']} {result.describe()} {run.audit.describe()}",
+    )
+    assert run.audit.valid, run.audit.describe()
+    assert result.valid, (result.describe(), result.duplicates[:5], result.decreases[:5])
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+CACHE_KEYS = 16
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_redis_cache_surfaces_faults_and_invents_nothing(tmp_path: Path, seed: int) -> None:
+    """A cache promises no durability, so only: every call ends as the block's fault error
+    or succeeds, and a read returns nothing but a value some put of that key sent."""
+    from blocks.cache.adapters.redis import RedisCache
+
+    with RedisServer(tmp_path / "store") as server:
+        cache = RedisCache.open(
+            server.url, 1_000, namespace=f"f{uuid.uuid4().hex[:8]}:", timeout_s=CALL_TIMEOUT_S
+        )
+        try:
+
+            async def step(run: SyncRun, index: int) -> bool:
+                key = f"k{index % CACHE_KEYS}"
+                if index % 2:
+                    read = functools.partial(cache.get, key)
+                    await run.call("get", key, None, read, read=True)
+                    return False  # a miss and an error both answer None: count puts only
+                value = f"v{index}"
+                put = functools.partial(_put, cache, key, value)
+                return await run.call("put", key, value, put, read=False) is not None
+
+            run = _under_faults(server, seed, step)
+        finally:
+            cache.close()
+    operations = pair_operations(run.history)
+    written = {(op.key, op.value) for op in operations if op.function == "put"}
+    invented = [
+        op
+        for op in operations
+        if op.function == "get" and op.status == "ok" and op.output is not None
+        if (op.key, op.output) not in written
+    ]
+    counts = run.history.counts()
+    engine_soak_line(
+        "redis-cache",
+        run.nemesis,
+        f"ok={counts['ok']} info={counts['info']} invented={len(invented)} {run.audit.describe()}",
+    )
+    assert run.audit.valid, run.audit.describe()
+    assert not invented, invented[:5]
+
+
+# -- rate limit ------------------------------------------------------------------------------
+
+RATE_PER_S, BURST = 20.0, 40
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_redis_gcra_admits_no_more_across_faults(tmp_path: Path, seed: int) -> None:
+    """One hot key asked far above its rate while the server is killed and restarted: the
+    limiter's state is durable (append-only file), so the admissions over the whole run
+    stay within ``BURST + RATE_PER_S * elapsed`` (a restart that forgot the state would hand
+    out a fresh burst each time)."""
+    from blocks.ratelimit.adapters.redis import RedisGCRA
+
+    with RedisServer(tmp_path / "store") as server:
+        limiter = RedisGCRA.open(
+            server.url,
+            RATE_PER_S,
+            BURST,
+            namespace=f"f{uuid.uuid4().hex[:8]}:",
+            timeout_s=CALL_TIMEOUT_S,
+        )
+        started = time.monotonic()
+        try:
+
+            async def step(run: SyncRun, index: int) -> bool:
+                acquire = functools.partial(limiter.acquire, "hot")
+                decision = await run.call("acquire", "hot", None, acquire, read=True)
+                return decision is not None and decision.allowed
+
+            run = _under_faults(server, seed, step)
+        finally:
+            limiter.close()
+    elapsed_s = time.monotonic() - started
+    admitted = sum(
+        1
+        for op in pair_operations(run.history)
+        if op.status == "ok" and getattr(op.output, "allowed", False)
+    )
+    most = BURST + RATE_PER_S * elapsed_s + 1
+    engine_soak_line(
+        "redis-ratelimit",
+        run.nemesis,
+        f"admitted={admitted} most={most:.0f} elapsed={elapsed_s:.1f}s {run.audit.describe()}",
+    )
+    assert run.audit.valid, run.audit.describe()
+    assert admitted <= most, (admitted, most)
