@@ -455,14 +455,20 @@ class Blocks:
 
         ``base_url`` wins on every backend. Else ``engines`` starts ``blocks inference serve``
         as a process of its own; ``local`` and ``cluster`` run the engine in this process,
-        behind its OpenAI HTTP endpoint (the design streams over HTTP on every backend).
+        behind its OpenAI HTTP endpoint. On every backend the design streams *chat*
+        completions (roles, the server's chat template) with its own SSE client
+        (``examples/chatgpt/sse.py``): the ``OpenAIGenerator`` adapter is the ``TextGenerator``
+        API, text prompts over ``/v1/completions``, which has no roles to carry a chat.
         """
+        chat = "chat completions by the design's SSE client"
         if base_url is not None:
-            self.placement.place("inference", f"OpenAI-compatible server at {base_url} (given)")
+            self.placement.place("inference", f"OpenAI URL {base_url} (--base-url), {chat}")
             return base_url, None
         if self.backend is Backend.ENGINES:
             url = await self.engines.openai_url(model, device, max_model_len)
-            self.placement.place("inference", f"OpenAI URL {url} (blocks inference serve process)")
+            self.placement.place(
+                "inference", f"OpenAI URL {url} (blocks inference serve process), {chat}"
+            )
             return url, None
         from blocks.inference.async_engine import AsyncEngine
         from blocks.inference.engine import EngineConfig

@@ -72,10 +72,17 @@ def test_run_session_refuses_an_unknown_backend() -> None:
         asyncio.run(run_session(lambda _: None, backend="kafka"))
 
 
-@pytest.mark.parametrize("design", ["youtube", "uber"])
+DESIGN_ARGS = {
+    "youtube": ["--views", "40"],
+    "uber": [],
+    "chatgpt": ["--model", "tiny-random", "--max-tokens", "8"],
+}
+
+
+@pytest.mark.parametrize("design", sorted(DESIGN_ARGS))
 def test_local_backend_runs_in_process(design: str, capsys: pytest.CaptureFixture[str]) -> None:
     main = __import__(f"examples.{design}.__main__", fromlist=["main"]).main
-    argv = ["--backend", "local", "--json"] + (["--views", "40"] if design == "youtube" else [])
+    argv = ["--backend", "local", "--json", *DESIGN_ARGS[design]]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["backend"] == "local" and out["own_implementation"] == {}
