@@ -38,6 +38,13 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    redis_contender,
+    run_overhead,
+)
 from benchmarks.harness import (
     Contender,
     Skip,
@@ -69,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traces", default=None, help="folder of *.lirs.gz traces")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-hit-ratio", action="store_true")
+    add_overhead_arguments(parser)
 
 
 def _cachetools() -> Any:
@@ -281,6 +289,8 @@ def throughput_contenders(mixed: bool, stream: list[int]) -> list[Contender]:
 
 
 def main(args: Any) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     quick = getattr(args, "quick", False)
     out = Path(getattr(args, "out", "results")) / "cache"
     out.mkdir(parents=True, exist_ok=True)
@@ -306,6 +316,59 @@ def main(args: Any) -> int:
             return 0
         cells = hit_ratio_tables(out, traces_dir, quick)
         print("\n## cache hit ratios: summary\n\n" + summarize(out, cells))
+    return 0
+
+
+# -- the Redis adapter (#20): RedisCache beside redis-py on the same server --------------------
+
+ADAPTER_KEYS = 1_000
+ADAPTER_VALUE = b"v" * 100
+
+
+def _raw_redis_cache(url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.mset({f"k{i}": ADAPTER_VALUE for i in range(ADAPTER_KEYS)})
+    return client
+
+
+def _adapter_cache(url: str) -> Any:
+    from blocks.cache.adapters.redis import RedisCache
+
+    cache = RedisCache.open(url, ADAPTER_KEYS * 10, namespace="bench:")
+    for i in range(ADAPTER_KEYS):
+        cache.put(f"k{i}", ADAPTER_VALUE)
+    return cache
+
+
+def adapter_overhead(args: Any) -> int:
+    """``get`` and ``put`` of 100-byte values over 1,000 keys, one at a time: redis-py's
+    ``GET``/``SET`` against ``RedisCache`` (msgpack-encoded keys and values)."""
+    adapter = ADAPTER_ROW.format(engine="redis")
+    shapes = (
+        (
+            "get",
+            lambda c, i: c.get(f"k{i % ADAPTER_KEYS}"),
+            lambda c, i: c.get(f"k{i % ADAPTER_KEYS}"),
+        ),
+        (
+            "put",
+            lambda c, i: c.set(f"k{i % ADAPTER_KEYS}", ADAPTER_VALUE),
+            lambda c, i: c.put(f"k{i % ADAPTER_KEYS}", ADAPTER_VALUE),
+        ),
+    )
+    for workload, raw_op, adapter_op in shapes:
+        run_overhead(
+            f"cache-adapter-{workload}",
+            overhead_workload(workload, args),
+            [
+                redis_contender("redis-py", _raw_redis_cache, raw_op),
+                redis_contender(adapter, _adapter_cache, adapter_op),
+            ],
+            "redis-py",
+            getattr(args, "out", "results"),
+        )
     return 0
 
 

@@ -17,6 +17,13 @@ import argparse
 import uuid
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    redis_contender,
+    run_overhead,
+)
 from benchmarks.harness import Contender, Lifecycle, Workload, progress, run_benchmark, write_table
 from blocks.sequencer.snowflake import Snowflake
 from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
@@ -28,6 +35,7 @@ BULK = 4096
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer operations per round")
+    add_overhead_arguments(parser)
 
 
 def contenders() -> list[Contender]:
@@ -46,6 +54,8 @@ def contenders() -> list[Contender]:
 
 
 def main(args: Any) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     quick = getattr(args, "quick", False)
     ops = 20_000 if quick else 200_000
     single = [c for c in contenders() if "next_ids" not in c.name]
@@ -76,6 +86,40 @@ def main(args: Any) -> int:
     )
     progress(f"\n## sequencer vs layout limit\n\n{table}")
     print(table)
+    return 0
+
+
+# -- the Redis adapter (#20): RedisSnowflake beside a ticket counter in Redis ------------------
+
+
+def _raw_ticket(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def _adapter_snowflake(url: str) -> Any:
+    from blocks.sequencer.adapters.redis import RedisSnowflake
+
+    return RedisSnowflake.open(url, "bench")
+
+
+def adapter_overhead(args: Any) -> int:
+    """One ID per call: redis-py ``INCR`` of one key (the ID generator a user writes on
+    Redis by hand: a round trip per ID) against ``RedisSnowflake.next_id`` (a leased worker
+    id; a round trip only to renew the lease)."""
+    run_overhead(
+        "sequencer-adapter-next-id",
+        overhead_workload("next-id", args),
+        [
+            redis_contender("redis-py INCR", _raw_ticket, lambda c, i: c.incr("ticket")),
+            redis_contender(
+                ADAPTER_ROW.format(engine="redis"), _adapter_snowflake, lambda g, i: g.next_id()
+            ),
+        ],
+        "redis-py INCR",
+        getattr(args, "out", "results"),
+    )
     return 0
 
 
