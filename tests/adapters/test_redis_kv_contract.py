@@ -73,5 +73,5 @@ def test_redis_claims_every_kv_property() -> None:
 
 TestRedisKvContract = RedisKvContract.TestCase
 TestRedisKvContract.settings = settings(
-    settings.default, max_examples=30, stateful_step_count=25, deadline=None
+    settings.default, max_examples=20, stateful_step_count=25, deadline=None
 )

@@ -20,10 +20,12 @@ Redis keeps one value per key: two writers never leave siblings (see docs/adapte
 ``put_many`` is one script over all its keys on standalone Redis, so it is atomic; on a
 cluster it is one script per hash slot (atomic per slot, not across slots). ``keys()`` and
 ``len()`` walk ``SCAN MATCH <namespace>*`` (on every master of a cluster): they cost a pass
-over the server's keyspace (``SCAN`` may repeat a name; it is counted once), and are bounded by ``KEYS_LISTED_MAX``.
+over the server's keyspace (``SCAN`` may repeat a name; it is counted once), and are
+bounded by ``KEYS_LISTED_MAX``.
 
 Errors: input is checked with the kv limits before anything is sent (``InvalidArgument``);
-Redis failures become the library's errors through ``blocks.core.rediscall``; a closed store raises
+Redis failures become the library's errors through ``blocks.core.rediscall`` (and a
+cluster client's own failures ``Unavailable``); a closed store raises
 ``FailedPrecondition``. Durability is the server's: with ``appendonly yes`` and
 ``appendfsync always`` an acknowledged write survives a server restart.
 """
@@ -32,16 +34,24 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 import redis.cluster
+import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from blocks.core.errors import Conflict, FailedPrecondition, InvalidArgument, Overloaded
+from blocks.core.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+    Unavailable,
+)
 from blocks.core.rediscall import redis_call
 from blocks.kv.limits import (
     VALUE_BYTES_MAX_DEFAULT,
@@ -97,6 +107,18 @@ return {1, redis.call('HGET', KEYS[1], 'i') .. ':' .. n}
 """
 
 
+@contextmanager
+def _redis(doing: str) -> Iterator[None]:
+    """``blocks.core.rediscall``'s mapping, plus the cluster client's own failures (no
+    reachable node, slots not covered, redirects run out), which are not ``RedisError``s
+    or are mere error replies there: ``Unavailable``, retry later."""
+    with redis_call(doing):
+        try:
+            yield
+        except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as error:
+            raise Unavailable(f"redis cluster {doing}: {error}") from error
+
+
 @dataclass(frozen=True, slots=True)
 class VersionedValue:
     """A key's value and version as one read saw them; both ``None`` when it is absent."""
@@ -147,7 +169,7 @@ class RedisKeyValueStore:
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
         }
-        with redis_call("connect"):
+        with _redis("connect"):
             client: redis.Redis | redis.cluster.RedisCluster
             if cluster:
                 client = redis.cluster.RedisCluster.from_url(url, **options)
@@ -162,12 +184,12 @@ class RedisKeyValueStore:
 
     def get(self, key: bytes | str) -> bytes | None:
         name = self._name(key)
-        with redis_call("get"):
+        with _redis("get"):
             return cast("bytes | None", self._client.hget(name, "v"))
 
     def delete(self, key: bytes | str) -> bool:
         name = self._name(key)
-        with redis_call("delete"):
+        with _redis("delete"):
             return bool(self._client.delete(name))
 
     def put_many(self, items: Iterable[tuple[bytes | str, bytes]]) -> None:
@@ -181,7 +203,7 @@ class RedisKeyValueStore:
             args: list[bytes] = []
             for _, value in group:
                 args += [value, self._incarnation()]
-            with redis_call("put"):
+            with _redis("put"):
                 self._put(keys=keys, args=args)
 
     def get_many(self, keys: Iterable[bytes | str]) -> list[bytes | None]:
@@ -189,7 +211,7 @@ class RedisKeyValueStore:
         check_batch_size(len(names))
         if not names:
             return []
-        with redis_call("get_many"):
+        with _redis("get_many"):
             pipeline = self._client.pipeline(transaction=False)
             for name in names:
                 pipeline.hget(name, "v")
@@ -206,7 +228,7 @@ class RedisKeyValueStore:
         if self._closed:
             return
         self._closed = True
-        with redis_call("close"):
+        with _redis("close"):
             self._client.close()
 
     # -- versions ----------------------------------------------------------------------------
@@ -214,7 +236,7 @@ class RedisKeyValueStore:
     def get_versioned(self, key: bytes | str) -> VersionedValue:
         """The value and version of ``key`` from one read."""
         name = self._name(key)
-        with redis_call("get"):
+        with _redis("get"):
             fields = cast("list[bytes | None]", self._client.hmget(name, ["v", "i", "n"]))
         value, incarnation, counter = fields
         if value is None or incarnation is None or counter is None:
@@ -230,7 +252,7 @@ class RedisKeyValueStore:
         if expected_version is not None and not isinstance(expected_version, str):
             raise InvalidArgument("expected_version must be a str from get_versioned, or None")
         expected = expected_version or ""
-        with redis_call("compare_and_set"):
+        with _redis("compare_and_set"):
             done, version = self._cas(keys=[name], args=[data, expected, self._incarnation()])
         if not done:
             current = version.decode() or None
@@ -267,7 +289,7 @@ class RedisKeyValueStore:
         self._require_open()
         pattern = self._prefix + b"*"
         names: set[bytes] = set()
-        with redis_call("scan"):
+        with _redis("scan"):
             for name in self._client.scan_iter(match=pattern, count=SCAN_COUNT):
                 names.add(name)
                 if len(names) > KEYS_LISTED_MAX:
