@@ -21,7 +21,14 @@ from blocks.search import ExactIndex, search_pb2
 from blocks.search.api import Metric
 from blocks.search.coordinator import Coordinator, parse_named_shards
 from blocks.search.routing import ShardRing, default_shard_names
-from blocks.search.scatter import LATENCY_SAMPLES_MIN, Cancel, HedgeDelay, ScatterGather, Send
+from blocks.search.scatter import (
+    LATENCY_SAMPLES_MIN,
+    Cancel,
+    HedgeDelay,
+    ScatterGather,
+    Send,
+    replica_order,
+)
 from blocks.search.vectors import brute_force
 from blocks.search.wire import decode_batch, encode_batch
 
@@ -255,6 +262,21 @@ def test_hedging_answers_from_the_second_replica_and_cancels_the_slow_one() -> N
     assert slow_calls, "the rotation never chose the slow replica first"
     assert all(f.cancelled() for f in slow_calls)  # every one lost to its hedge
     assert coordinator.counters["hedges"] >= len(slow_calls)
+
+
+def test_a_replica_that_lost_a_hedge_is_asked_last_while_suspect() -> None:
+    assert replica_order(3, 1, set()) == [1, 2, 0]
+    assert replica_order(3, 1, {1}) == [2, 0, 1]
+    vectors = np.random.default_rng(8).normal(size=(100, 4)).astype(np.float32)
+    replicas = [[FakeReplica(4, Metric.L2), FakeReplica(4, Metric.L2, stuck=True)]]
+    coordinator = make_coordinator(
+        replicas, Metric.L2, hedge=HedgeDelay(1), suspect_ms=600_000, rng=random.Random(2)
+    )
+    coordinator.add(np.arange(100), vectors)
+    for _ in range(20):
+        assert not coordinator.search(vectors[:2], 3).partial
+    stuck_calls = [f for m, f in replicas[0][1].calls if m == "SearchVectors"]
+    assert len(stuck_calls) == 1  # chosen first once, lost its hedge, then asked last
 
 
 def test_writes_go_to_every_replica_and_a_failed_write_is_undone() -> None:

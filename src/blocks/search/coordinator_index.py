@@ -3,7 +3,9 @@
 Theory of operation. Routing by ``ShardRing``; writes to every replica of the owning shard;
 searches as a ``ScatterGather`` driven here with gRPC futures (so a hedge's loser can be
 cancelled) and merged exactly by ``merge_topk``; the deadline and the partial flag as the
-``blocks.search.coordinator`` docstring describes.
+``blocks.search.coordinator`` docstring describes. A replica that failed or lost a hedge is
+asked last for ``suspect_ms`` (1 s): a dead or stalled replica then costs a fail-over or a
+hedge delay to about one search a second, not to every search that would pick it first.
 """
 
 from __future__ import annotations
@@ -24,14 +26,20 @@ from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
 from blocks.search.merge import merge_topk
 from blocks.search.replica_link import ReplicaLink, outcome
 from blocks.search.routing import ShardRing
-from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send
+from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send, replica_order
 from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
 from blocks.search.wire import encode_batch
 
-__all__ = ["DEADLINE_MS_DEFAULT", "WRITE_TIMEOUT_MS_DEFAULT", "Coordinator"]
+__all__ = [
+    "DEADLINE_MS_DEFAULT",
+    "SUSPECT_MS_DEFAULT",
+    "WRITE_TIMEOUT_MS_DEFAULT",
+    "Coordinator",
+]
 
 DEADLINE_MS_DEFAULT = 5_000
 WRITE_TIMEOUT_MS_DEFAULT = 30_000
+SUSPECT_MS_DEFAULT = 1_000
 
 
 class Coordinator:
@@ -53,6 +61,7 @@ class Coordinator:
         write_timeout_ms: int = WRITE_TIMEOUT_MS_DEFAULT,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        suspect_ms: int = SUSPECT_MS_DEFAULT,
     ) -> None:
         if not shards or any(not replicas for _, replicas in shards):
             raise InvalidArgument("every shard needs at least one replica")
@@ -68,6 +77,9 @@ class Coordinator:
         self._write_timeout_s = write_timeout_ms / 1000
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random(0)
+        self.suspect_ms = suspect_ms
+        # (shard, replica) -> until when (ms) it is asked last: it failed or lost a hedge
+        self._suspect_until: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()  # guards _rng, hedge samples and the counters
         self.counters = {"searches": 0, "hedges": 0, "partial": 0, "failed_over": 0}
 
@@ -137,13 +149,19 @@ class Coordinator:
             missing_shard_names=tuple(names),
         )
 
-    def _orders(self) -> list[list[int]]:
+    def _orders(self, now_ms: int) -> list[list[int]]:
         with self._lock:
             starts = [self._rng.randrange(len(replicas)) for replicas in self._replicas]
+            suspects = {key for key, until in self._suspect_until.items() if until > now_ms}
         return [
-            [(start + step) % len(replicas) for step in range(len(replicas))]
-            for start, replicas in zip(starts, self._replicas, strict=True)
+            replica_order(len(replicas), start, {r for s, r in suspects if s == shard})
+            for shard, (start, replicas) in enumerate(zip(starts, self._replicas, strict=True))
         ]
+
+    def _suspect(self, shard: int, replica: int, now_ms: int) -> None:
+        """``replica`` failed or lost a hedge: ask the others first for ``suspect_ms``."""
+        with self._lock:
+            self._suspect_until[shard, replica] = now_ms + self.suspect_ms
 
     def budget_ms(self, timeout_ms: int | None) -> int:
         """A call's deadline: ``deadline_ms``, or the caller's ``timeout_ms`` when shorter."""
@@ -160,7 +178,7 @@ class Coordinator:
         with self._lock:
             delay = self.hedge.delay_ms()
             self.counters["searches"] += 1
-        core = ScatterGather(self._orders(), deadline_ms=deadline, hedge_delay_ms=delay)
+        core = ScatterGather(self._orders(started), deadline_ms=deadline, hedge_delay_ms=delay)
         events: queue.SimpleQueue[tuple[int, int, Any]] = queue.SimpleQueue()
         calls: dict[tuple[int, int], Any] = {}
         answers: dict[int, Any] = {}
@@ -182,16 +200,19 @@ class Coordinator:
             carry_out(core.start(started), started)
             while not core.done:
                 now = self._now_ms()
-                if now >= core.next_wakeup_ms():
-                    sends, cancels = core.handle_tick(now)
-                    carry_out([*cancels, *sends], now)
-                    continue
-                try:
-                    shard, replica, future = events.get(
-                        timeout=(core.next_wakeup_ms() - now) / 1000
-                    )
+                try:  # answers already in count before a hedge or the deadline is considered
+                    shard, replica, future = events.get_nowait()
                 except queue.Empty:
-                    continue
+                    if now >= core.next_wakeup_ms():
+                        sends, cancels = core.handle_tick(now)
+                        carry_out([*cancels, *sends], now)
+                        continue
+                    try:
+                        shard, replica, future = events.get(
+                            timeout=(core.next_wakeup_ms() - now) / 1000
+                        )
+                    except queue.Empty:
+                        continue
                 calls.pop((shard, replica), None)
                 now = self._now_ms()
                 try:
@@ -201,6 +222,7 @@ class Coordinator:
                         raise
                     with self._lock:
                         self.counters["failed_over"] += 1
+                    self._suspect(shard, replica, now)
                     carry_out(core.handle_failure(shard, replica, now), now)
                     continue
                 cancels, latency_ms = core.handle_answer(shard, replica, now)
@@ -208,6 +230,8 @@ class Coordinator:
                     answers[shard] = reply
                     with self._lock:
                         self.hedge.observe(latency_ms)
+                for lost in cancels:
+                    self._suspect(lost.shard, lost.replica, now)
                 carry_out(cancels, now)
         finally:
             for future in calls.values():

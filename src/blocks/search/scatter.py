@@ -42,6 +42,7 @@ __all__ = [
     "HedgeDelay",
     "ScatterGather",
     "Send",
+    "replica_order",
 ]
 
 LATENCY_SAMPLES_MAX = 256
@@ -204,6 +205,13 @@ class ScatterGather:
             if due is not None:
                 wake = min(wake, due)
         return wake
+
+
+def replica_order(count: int, start: int, suspects: set[int]) -> list[int]:
+    """Replicas ``0..count-1`` from ``start`` round, ``suspects`` moved to the end."""
+    assert 0 <= start < count
+    rotated = [(start + step) % count for step in range(count)]
+    return [r for r in rotated if r not in suspects] + [r for r in rotated if r in suspects]
 
 
 class HedgeDelay:
