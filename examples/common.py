@@ -14,15 +14,19 @@ write into what is there, and tries again, so both stores end with the same merg
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from blocks.cli_errors import describe
 from blocks.core.errors import BlocksError, Conflict, InvalidArgument
 from examples.ports import VersionedRead, VersionedStore
 
@@ -34,6 +38,7 @@ __all__ = [
     "Services",
     "Startable",
     "put_merging",
+    "run_command",
     "wait_for_condition",
 ]
 
@@ -159,3 +164,22 @@ async def put_merging(
                 raise
         read = await store.get(key)
         value, context = remerge(read), read.context
+
+
+class Reported(Protocol):
+    def summary(self) -> dict[str, object]: ...
+
+
+def run_command(session: Coroutine[Any, Any, Reported], args: argparse.Namespace) -> int:
+    """Run a design's session for its ``__main__``; with ``args.json`` print its summary as
+    JSON on stdout. A library or OS error (an engine missing, a port taken) is one line on
+    stderr and ``blocks``' documented exit code for it (``blocks.cli_errors``)."""
+    try:
+        report = asyncio.run(session)
+    except (BlocksError, OSError) as error:
+        message, code = describe(error, args)
+        print(message, file=sys.stderr, flush=True)
+        return code
+    if args.json:
+        print(json.dumps(report.summary(), default=str))
+    return 0

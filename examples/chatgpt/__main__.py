@@ -13,13 +13,12 @@ else ``tiny-random`` (random weights: fast, but its replies are gibberish).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
-import json
 import sys
 
 from examples.backends import add_backend_argument
 from examples.chatgpt.session import run_session
+from examples.common import run_command
 
 
 def default_model() -> str:
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write(text)
         out.flush()
 
-    report = asyncio.run(
+    return run_command(
         run_session(
             say,
             stream,
@@ -59,11 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             base_url=args.base_url,
             api_key=args.api_key,
             backend=args.backend,
-        )
+        ),
+        args,
     )
-    if args.json:
-        print(json.dumps(report.summary(), default=str))
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,11 +4,10 @@ the scripted simulation on one backend (``examples/backends.py``)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 
 from examples.backends import add_backend_argument
+from examples.common import run_command
 from examples.uber.session import run_session
 
 
@@ -24,10 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    report = asyncio.run(run_session(say, seed=args.seed, backend=args.backend))
-    if args.json:
-        print(json.dumps(report.summary(), default=str))
-    return 0
+    return run_command(run_session(say, seed=args.seed, backend=args.backend), args)
 
 
 if __name__ == "__main__":

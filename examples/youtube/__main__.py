@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 
 from examples.backends import add_backend_argument
+from examples.common import run_command
 from examples.youtube.session import run_session
 
 
@@ -26,14 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    report = asyncio.run(
+    return run_command(
         run_session(
             say, seed=args.seed, views=args.views, workers=args.workers, backend=args.backend
-        )
+        ),
+        args,
     )
-    if args.json:
-        print(json.dumps(report.summary(), default=str))
-    return 0
 
 
 if __name__ == "__main__":

