@@ -34,6 +34,25 @@ class Recorder:
             for record in records:
                 peer.apply_remote(record)
 
+    def catch_up_key(self, bucket: str, key: str) -> bool:
+        return False
+
+
+class Lagging:
+    """A replicator whose pushes never reach this node's peer; ``catch_up_key`` asks it."""
+
+    def __init__(self, me: ReplicatedBlobStore, peer: ReplicatedBlobStore) -> None:
+        self.me, self.peer = me, peer
+
+    def replicate(self, records: list[bytes]) -> None:
+        pass
+
+    def catch_up_key(self, bucket: str, key: str) -> bool:
+        applied = False
+        for record in self.peer.key_records(bucket, key):
+            applied |= self.me.apply_remote(record)
+        return applied
+
 
 def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:
     return ReplicatedBlobStore(
@@ -58,7 +77,8 @@ def _state(store: ReplicatedBlobStore) -> dict[str, Any]:
         for bucket, index in store.index.objects.items()
         for key, m in index.items()
     }
-    return {"buckets": sorted(store.index.buckets), "objects": objects}
+    tombstones = dict(store.index.tombstones)
+    return {"buckets": sorted(store.index.buckets), "objects": objects, "tombstones": tombstones}
 
 
 def test_a_peer_serves_what_another_node_committed(shards: dict[str, ShardStore]) -> None:
@@ -75,6 +95,22 @@ def test_a_peer_serves_what_another_node_committed(shards: dict[str, ShardStore]
     assert a.delete_object("photos", "cat")
     with pytest.raises(NotFound):
         b.head_object("photos", "cat")
+
+
+def test_a_key_missing_here_is_asked_of_the_peers(shards: dict[str, ShardStore]) -> None:
+    """The push to this node was lost: a HEAD, GET or DELETE still finds the write."""
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    a.replicator, b.replicator = Lagging(a, b), Lagging(b, a)
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k1", b"one" * 700, metadata={"n": "1"})
+    a.put_object("bkt", "k2", b"two" * 700)
+    assert b.head_object("bkt", "k1").metadata == {"n": "1"}
+    assert b.get_object("bkt", "k1")[1] == b"one" * 700
+    assert b.delete_object("bkt", "k2")  # the delete of a key b had not heard of
+    assert ("bkt", "k2") in b.index.tombstones
+    with pytest.raises(NotFound):
+        b.head_object("bkt", "nothing")
 
 
 def test_a_keys_changes_converge_in_any_order(shards: dict[str, ShardStore]) -> None:
@@ -95,6 +131,9 @@ def test_a_keys_changes_converge_in_any_order(shards: dict[str, ShardStore]) -> 
             b.apply_remote(record)
         assert _state(b) == _state(a), order
         assert b.get_object("bkt", "k")[1] == b"two" * 500
+    for record in changes:  # a's own changes come back late: none is newer than a's state
+        assert not a.apply_remote(record)
+    assert "other" not in a.index.objects["bkt"]
 
 
 def test_a_record_for_an_unknown_bucket_is_refused(shards: dict[str, ShardStore]) -> None:
@@ -105,7 +144,7 @@ def test_a_record_for_an_unknown_bucket_is_refused(shards: dict[str, ShardStore]
     a.put_object("bkt", "k", b"data" * 300)
     with pytest.raises(NotFound):
         b.apply_remote(recorder.records[1])
-    assert _state(b) == {"buckets": [], "objects": {}}
+    assert _state(b) == {"buckets": [], "objects": {}, "tombstones": {}}
 
 
 def test_a_snapshot_brings_an_empty_replica_up_to_date(shards: dict[str, ShardStore]) -> None:

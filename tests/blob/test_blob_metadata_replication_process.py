@@ -4,11 +4,16 @@
 directory wiped; every acknowledged object reads back from n2 and n3, bytes and metadata
 (content type, user metadata, listing) and a deleted key stays deleted. n1 restarts empty:
 it catches up before serving, repair rewrites its shards, and no shard file is deleted on
-any node (an earlier collector that trusted one node wiped every shard, #14)."""
+any node (an earlier collector that trusted one node wiped every shard, #14). Writers keep
+PUTting through n1 while it is killed: what it acknowledged survives, and PUTs cut short
+leave only what the collector may take."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +35,7 @@ ACCESS, SECRET = "AKIDREPL", "repl-secret"
 NODES = ["n1", "n2", "n3"]
 DEADLINE_S = 120.0  # generous: the machine may be loaded; polls end as soon as it holds
 OBJECTS = 12
+CHUNK = 16 * 1024
 
 
 def _spec(gc_grace_s: str) -> ServerSpec:
@@ -109,16 +115,78 @@ def _expected() -> dict[str, tuple[bytes, str, dict[str, str]]]:
     return objects
 
 
-def _check_node(client: Any, expected: dict[str, tuple[bytes, str, dict[str, str]]]) -> None:
+def _check_node(
+    client: Any,
+    expected: dict[str, tuple[bytes, str, dict[str, str]]],
+    acknowledged: dict[str, bytes],
+    attempted: set[str],
+) -> None:
+    """Every acknowledged object, bytes and metadata, from ``client``'s node; the listing
+    holds them all, and nothing else but PUTs that were attempted (their outcome unknown)."""
     listing = client.list_objects_v2(Bucket="photos")
-    assert sorted(o["Key"] for o in listing.get("Contents", [])) == sorted(expected)
+    listed = {o["Key"] for o in listing.get("Contents", [])}
+    assert set(expected) | set(acknowledged) <= listed
+    assert listed - set(expected) <= attempted
     for key, (data, content_type, metadata) in expected.items():
         reply = client.get_object(Bucket="photos", Key=key)
         assert reply["Body"].read() == data, key
         assert reply["ContentType"] == content_type, key
         assert reply["Metadata"] == metadata, key
+    for key, data in acknowledged.items():
+        assert client.get_object(Bucket="photos", Key=key)["Body"].read() == data, key
     missing = client.list_objects_v2(Bucket="photos", Prefix="gone")
     assert missing.get("KeyCount", 0) == 0
+
+
+class Writers:
+    """Threads PUTting through one node until it fails them; what it acknowledged."""
+
+    def __init__(self, address: str, threads: int = 3) -> None:
+        self.acknowledged: dict[str, bytes] = {}
+        self.attempted: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._write, args=(address, n), daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _write(self, address: str, writer: int) -> None:
+        client = _boto(address)
+        for i in itertools.count():
+            key = f"load/{writer}/{i}"
+            data = os.urandom(20_000 + 3_001 * (i % 7))
+            with self._lock:
+                self.attempted.add(key)
+            try:
+                client.put_object(Bucket="photos", Key=key, Body=data)
+            except Exception:
+                return  # the node died: this PUT's outcome is unknown
+            with self._lock:
+                self.acknowledged[key] = data
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acknowledged)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(DEADLINE_S)
+            assert not thread.is_alive()
+
+
+def _chunk_files(data_dir: Path) -> collections.Counter[str]:
+    return collections.Counter(name.partition(".")[0] for name in _shard_files(data_dir))
+
+
+def _live_chunk_ids(client: Any) -> set[str]:
+    """The chunk ids of every object listed (16 KiB chunks, content-addressed)."""
+    ids = set()
+    for entry in client.list_objects_v2(Bucket="photos").get("Contents", []):
+        data = client.get_object(Bucket="photos", Key=entry["Key"])["Body"].read()
+        ids |= {chunk_id_of(data[at : at + CHUNK]) for at in range(0, len(data), CHUNK)}
+    return ids
 
 
 def test_losing_a_node_and_its_disk_loses_no_acknowledged_object(
@@ -127,7 +195,7 @@ def test_losing_a_node_and_its_disk_loses_no_acknowledged_object(
     cluster, collecting = cluster_collecting
     clients = {name: _boto(cluster.address(name)) for name in NODES}
     expected = _expected()
-    with cluster.failure_notes("replicated metadata: kill -9 and wipe n1"):
+    with cluster.failure_notes("replicated metadata: kill -9 and wipe n1 under load"):
         first = clients["n1"]
         first.create_bucket(Bucket="photos")
         for key, (data, content_type, metadata) in expected.items():
@@ -136,33 +204,38 @@ def test_losing_a_node_and_its_disk_loses_no_acknowledged_object(
             )  # acknowledged: on a majority
         first.put_object(Bucket="photos", Key="gone", Body=b"x" * 40_000)
         first.delete_object(Bucket="photos", Key="gone")
-        before = {name: _shard_files(cluster.info(name).data_dir) for name in NODES}
-        gone = {chunk_id_of(b"x" * 16_384), chunk_id_of(b"x" * (40_000 - 2 * 16_384))}
-        wanted = {
-            name: {file for file in files if file.partition(".")[0] not in gone}
-            for name, files in before.items()
-        }  # two shards of every chunk of every live object on every node
-        assert len({len(files) for files in wanted.values()}) == 1 and wanted["n1"]
 
-        cluster.kill("n1")
+        writers = Writers(cluster.address("n1"))
+
+        def loaded() -> None:
+            assert writers.count() >= 6
+
+        _eventually(loaded, "PUTs under load")
+        cluster.kill("n1")  # with PUTs in flight
         cluster.wipe("n1")
+        writers.join()
+        at_kill = {name: _shard_files(cluster.info(name).data_dir) for name in ("n2", "n3")}
+        check = (expected, writers.acknowledged, writers.attempted)
         for name in ("n2", "n3"):
-            _eventually(lambda name=name: _check_node(clients[name], expected), f"read via {name}")
+            _eventually(lambda name=name: _check_node(clients[name], *check), f"read via {name}")
 
         cluster.start("n1")  # an empty data directory: it syncs before it serves
-        _check_node(clients["n1"], expected)
-        # Repair rewrites n1's shards of every object; the deleted object's chunks are not
-        # repaired, and are collected (only) when there is no grace period.
-        if not collecting:
-            assert wanted["n1"] != before["n1"]
-            wanted["n2"], wanted["n3"] = before["n2"], before["n3"]  # nothing deleted
+        _check_node(clients["n1"], *check)
 
         def settled() -> None:
+            """Repair gave n1 back two shards of every live chunk; nothing live was deleted
+            anywhere; without a grace period nothing else is left, with one nothing went."""
+            live = _live_chunk_ids(clients["n2"])
             for name in NODES:
-                assert _shard_files(cluster.info(name).data_dir) == wanted[name], name
+                held = _chunk_files(cluster.info(name).data_dir)
+                assert all(held[chunk_id] == 2 for chunk_id in live), name
+                if collecting:
+                    assert set(held) == live, name
+                elif name in at_kill:
+                    assert _shard_files(cluster.info(name).data_dir) >= at_kill[name], name
 
-        _eventually(settled, "repair rewrote n1's shards")
+        _eventually(settled, "repair and collection settled")
         for name in NODES:
-            _check_node(clients[name], expected)
+            _check_node(clients[name], *check)
     for client in clients.values():
         client.close()

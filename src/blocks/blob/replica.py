@@ -50,35 +50,14 @@ from blocks.blob.records import (
     encode,
 )
 from blocks.blob.store import LocalBlobStore
+from blocks.blob.versions import HybridClock, entity_of, version_of
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument, NotFound
 
-__all__ = ["TOMBSTONES_MAX", "HybridClock", "RecordSink", "ReplicatedBlobStore", "version_of"]
+__all__ = ["TOMBSTONES_MAX", "RecordSink", "ReplicatedBlobStore"]
 
 TOMBSTONES_MAX = 100_000
 """Deleted keys each node remembers (oldest forgotten first; ``index.tombstones_dropped``)."""
-
-
-class HybridClock:
-    """Wall-clock milliseconds that never repeat or go back, pushed past every ``observe``d
-    version: a local change always orders after what this node has seen. Thread-safe."""
-
-    def __init__(self, base: Clock) -> None:
-        self.base = base
-        self._last_ms = 0
-        self._lock = threading.Lock()
-
-    def now_ms(self) -> int:
-        with self._lock:
-            self._last_ms = max(self._last_ms + 1, self.base.now_ms())
-            return self._last_ms
-
-    def observe(self, ms: int) -> None:
-        with self._lock:
-            self._last_ms = max(self._last_ms, ms)
-
-    def monotonic(self) -> float:
-        return self.base.monotonic()
 
 
 class RecordSink(Protocol):
@@ -89,32 +68,10 @@ class RecordSink(Protocol):
         raises ``Unavailable`` otherwise."""
         ...
 
-
-def version_of(record: Record) -> tuple[int, str] | None:
-    """The version of a record that changes one key; None for other records."""
-    match record:
-        case ObjectPut(manifest, _) | UploadComplete(_, manifest):
-            return manifest.version
-        case ObjectDelete():
-            return record.version if record.modified_ms else None
-    return None
-
-
-def _entity(record: Record) -> Hashable:
-    match record:
-        case ObjectPut(manifest, _) | UploadComplete(_, manifest):
-            return ("object", manifest.bucket, manifest.key)
-        case ObjectDelete(bucket, key):
-            return ("object", bucket, key)
-        case BucketPut(name) | BucketDelete(name):
-            return ("bucket", name)
-        case UploadPut(upload):
-            return ("upload", upload.bucket, upload.upload_id)
-        case UploadAbort(upload_id):
-            return ("upload-abort", upload_id)
-        case PartPut(part):
-            return ("part", part.upload_id, part.number)
-    raise AssertionError(record)
+    def catch_up_key(self, bucket: str, key: str) -> bool:
+        """Fetch what the peers hold of one key (and its bucket) and apply it here; returns
+        whether anything changed."""
+        ...
 
 
 class ReplicatedBlobStore(LocalBlobStore):
@@ -156,6 +113,8 @@ class ReplicatedBlobStore(LocalBlobStore):
         if not getattr(self._outbox, "remote", False):
             pending: list[bytes] = self._pending()
             pending.append(encode(record))
+            if isinstance(record, ObjectDelete):
+                self._outbox.deleted = version
         return submitted
 
     def _finish(self, entity: Hashable, sequence: int) -> bool:
@@ -222,8 +181,48 @@ class ReplicatedBlobStore(LocalBlobStore):
         return info
 
     def delete_object(self, bucket: str, key: str) -> bool:
-        existed: bool = self._replicated(super().delete_object, bucket, key)
+        with self._lock:
+            known = key in self.index.objects.get(bucket, {})
+        if not known:  # a key this node has not heard of yet is deleted all the same
+            self._caught_up(bucket, key)
+        existed: bool = self._replicated(self._delete_leaving_tombstone, bucket, key)
         return existed
+
+    def _delete_leaving_tombstone(self, bucket: str, key: str) -> bool:
+        self._outbox.deleted = None
+        existed = super().delete_object(bucket, key)
+        version: tuple[int, str] | None = self._outbox.deleted
+        with self._lock:
+            if version is not None and key not in self.index.objects.get(bucket, {key: None}):
+                known = self.index.tombstones.get((bucket, key))
+                if known is None or known < version:
+                    self.index.add_tombstone(bucket, key, version)
+        return existed
+
+    # -- reads of keys this node has not heard of --------------------------------------------
+    def _caught_up(self, bucket: str, key: str) -> bool:
+        return self.replicator is not None and self.replicator.catch_up_key(bucket, key)
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        """As on one node; a key (or bucket) missing here is first asked of the peers, so a
+        HEAD, GET or DELETE through any node sees every acknowledged write (it is on a
+        majority, so on some other node than this one if not here)."""
+        try:
+            return super().head_object(bucket, key)
+        except NotFound:
+            if not self._caught_up(bucket, key):
+                raise
+        return super().head_object(bucket, key)
+
+    def iter_object(
+        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+    ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
+        try:
+            return super().iter_object(bucket, key, byte_range)
+        except NotFound:
+            if not self._caught_up(bucket, key):
+                raise
+        return super().iter_object(bucket, key, byte_range)
 
     def create_multipart_upload(
         self,
@@ -288,7 +287,7 @@ class ReplicatedBlobStore(LocalBlobStore):
             case UploadAbort(upload_id):
                 return upload_id in index.uploads
         version = version_of(record)
-        entity = _entity(record)
+        entity = entity_of(record)
         if version is None:
             return False
         self._require_bucket(entity[1])  # type: ignore[index]
@@ -308,7 +307,7 @@ class ReplicatedBlobStore(LocalBlobStore):
         version = version_of(record)
         if version is not None:
             self.hybrid_clock.observe(version[0])
-        entity = _entity(record)
+        entity = entity_of(record)
         with self._lock:
             self._check_open()
             if not self._wins(record):
@@ -372,6 +371,23 @@ class ReplicatedBlobStore(LocalBlobStore):
             self._check_open()
             records = [encode(r) for r in self.index.snapshot(self._read_inline)]
         return iter(records)
+
+    def key_records(self, bucket: str, key: str) -> list[bytes]:
+        """What this node holds of one key, as records: its bucket, then its object or its
+        tombstone (nothing if the bucket is unknown here)."""
+        with self._lock:
+            self._check_open()
+            created_ms = self.index.buckets.get(bucket)
+            if created_ms is None:
+                return []
+            records: list[Record] = [BucketPut(bucket, created_ms)]
+            manifest = self.index.objects[bucket].get(key)
+            tombstone = self.index.tombstones.get((bucket, key))
+            if manifest is not None:
+                records.append(ObjectPut(manifest))
+            elif tombstone is not None:
+                records.append(ObjectDelete(bucket, key, *tombstone))
+            return [encode(record) for record in records]
 
     def referenced(self, chunk_ids: Iterable[str]) -> list[str]:
         """Which of ``chunk_ids`` this node's metadata or an operation in flight here holds

@@ -7,6 +7,7 @@ half, over the peers' existing shard channel (``/_shards/_meta/...``, the cluste
     POST /_shards/_meta/apply       msgpack list of records; 200 once all are durable there,
                                     409 if one names a bucket or upload the peer lacks
     GET  /_shards/_meta/snapshot    msgpack list of the peer's live metadata as records
+    POST /_shards/_meta/key         msgpack [bucket, key]; the peer's records of that key
     POST /_shards/_meta/referenced  msgpack list of chunk ids; answers those it references
 
 *Pushes.* A local change's records go to every peer at once; the change is acknowledged
@@ -16,6 +17,11 @@ paused, refused) catch up by *sync*: every ``sync_interval_s`` (and once before 
 serves) the node pulls each peer's snapshot and applies it record by record; versions make
 that idempotent and order-free. A node whose data directory was wiped thus gets the whole
 metadata back from the others before it answers its first request.
+
+*Reads of unknown keys.* A HEAD, GET or DELETE of a key (or bucket) this node does not
+hold asks every peer for its records of that key (``catch_up_key``) before answering 404: an
+acknowledged write is on a majority, hence on some other node if not on this one, so every
+node sees it. Listings are served from the local index and may lag until the next sync.
 
 *Repair.* After its first sync a node verifies every chunk the metadata references (every
 shard, on every node) and rewrites the missing or bad ones where they belong: a node that
@@ -90,6 +96,7 @@ class Replicator:
         self.synced = threading.Event()
         """Set once a sync has pulled from every peer (and repair has run after it)."""
         self.pushes_short = 0
+        self.keys_caught_up = 0
         self.bodies_refused = 0
         self.sync_rounds = 0
         self.repaired = 0
@@ -115,6 +122,31 @@ class Replicator:
                 f"metadata durable on {acks + 1} of {self.nodes} nodes, need {self.quorum}"
             )
 
+    def catch_up_key(self, bucket: str, key: str) -> bool:
+        """Ask every peer what it holds of one key (and its bucket), in parallel, and apply
+        it here; returns whether anything changed. Unreachable peers are skipped."""
+        body = pack([bucket, key], size_max=META_BODY_BYTES_MAX)
+        fetches = [self._pool.submit(self._fetch_key, peer, body) for peer in self.peers.values()]
+        applied = False
+        for fetch in fetches:
+            for record in fetch.result():
+                try:
+                    applied |= self.store.apply_remote(record)
+                except NotFound:
+                    continue
+        self.keys_caught_up += applied
+        return applied
+
+    @staticmethod
+    def _fetch_key(peer: HttpShardStore, body: bytes) -> list[bytes]:
+        try:
+            status, reply = peer.call("POST", f"{_BASE}/key", body)
+            if status != 200:
+                return []
+            return _records(unpack(reply, size_max=META_BODY_BYTES_MAX))
+        except (Unavailable, InvalidArgument):
+            return []
+
     @staticmethod
     def _push(peer: HttpShardStore, body: bytes) -> bool:
         try:
@@ -138,6 +170,11 @@ class Replicator:
                     self.bodies_refused += 1
                     return Response(507)
                 return Response(200, {}, pack(records, size_max=2 * META_BODY_BYTES_MAX))
+            if route == ("POST", "key"):
+                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
+                if not (isinstance(asked, list) and len(asked) == 2):
+                    raise InvalidArgument("expected [bucket, key]")
+                return Response(200, {}, pack(self.store.key_records(*map(str, asked))))
             if route == ("POST", "referenced"):
                 asked = _records(unpack(body, size_max=META_BODY_BYTES_MAX))
                 ids = [chunk_id.decode("ascii", "replace") for chunk_id in asked]
