@@ -175,3 +175,23 @@ def test_an_empty_owner_is_refused(redis_server: RedisServer, namespace: str) ->
     with pytest.raises(InvalidArgument):
         leases.try_acquire("")
     leases.close()
+
+
+def test_a_busy_generator_keeps_its_grant_by_renewing_in_line(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    clock = ManualClock(wall_ms=1_800_000_000_000)
+    config = RedisLeaseConfig(workers=1, ttl_ms=60_000, safety_margin_ms=5_000, namespace=namespace)
+    generator = RedisSnowflake.open(redis_server.url, "busy", config, clock=clock)
+    fence = generator.lease.fence
+    issued = [generator.next_id()]
+    for _ in range(6):  # 180 s on the holder's clock: three TTLs, renewed every call
+        clock.advance(30.0)
+        issued.append(generator.next_id())
+        assert generator.lease.held()
+    assert generator.lease.fence == fence  # the same grant throughout, never leased again
+    assert issued == sorted(set(issued))
+    leases = RedisLeases.open(redis_server.url, config)
+    assert leases.current_fence(0) == fence
+    leases.close()
+    generator.close()
