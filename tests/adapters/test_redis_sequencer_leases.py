@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,23 @@ def test_a_busy_generator_keeps_its_grant_by_renewing_in_line(
     assert leases.current_fence(0) == fence
     leases.close()
     generator.close()
+
+
+def test_a_holder_rides_out_a_redis_restart_within_its_validity(tmp_path: Path) -> None:
+    clock = ManualClock(wall_ms=1_800_000_000_000)
+    config = RedisLeaseConfig(workers=1, ttl_ms=60_000, safety_margin_ms=5_000)
+    with RedisServer(tmp_path / "redis") as server:
+        generator = RedisSnowflake.open(server.url, "rider", config, clock=clock)
+        fence = generator.lease.fence
+        issued = [generator.next_id()]
+        server.stop()
+        clock.advance(30.0)  # time to renew, and Redis is down: still valid, so it issues
+        issued.append(generator.next_id())
+        clock.advance(30.0)  # past ttl - margin on the holder's clock: it must stop
+        with pytest.raises(Unavailable):
+            generator.next_id()
+        server.start()  # the lease key was fsynced; its expiry is on the server's clock
+        issued.append(generator.next_id())  # renewed (scripts loaded again), same grant
+        assert generator.lease.fence == fence
+        assert issued == sorted(set(issued))
+        generator.close()
