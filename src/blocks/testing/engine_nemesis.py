@@ -65,9 +65,9 @@ ENGINE_FAULTS = (FaultKind.KILL, FaultKind.RESTART, FaultKind.PAUSE)
 HANG_S_DEFAULT = 60.0  # far above any adapter's own request bound, even on a loaded machine
 RESUME_TIMEOUT_S = 30.0
 RESUME_POLL_S = 0.05
-EXAMPLES_MAX = 5
+EXAMPLES_MAX = 5  # error messages kept per kind, for the failure message
 IN_FLIGHT_MAX = 16  # calls of one open loop in flight at once
-SPAWN_INTERVAL_S = 0.01  # error messages kept per kind, for the failure message
+SPAWN_INTERVAL_S = 0.01
 
 
 class EngineNemesis:
@@ -77,7 +77,8 @@ class EngineNemesis:
     blocks (call it in a thread beside an asyncio workload, see ``run_engine_nemesis``);
     ``stop()`` ends it after the fault in progress is healed. ``survived`` lists the faults
     applied and healed. The engines are left alone for ``lead_s`` (default ``calm_s``)
-    before the first fault and ``calm_s`` after each. Kinds other than ``ENGINE_FAULTS`` raise ``InvalidArgument``.
+    before the first fault and ``calm_s`` after each. Kinds other than ``ENGINE_FAULTS``
+    raise ``InvalidArgument``.
     """
 
     def __init__(
