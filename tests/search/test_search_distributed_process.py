@@ -1,6 +1,6 @@
 """Distributed search as real processes, under the fault kit.
 
-Four shards (``shard-0`` with two replicas) and a coordinator, each ``blocks search serve``.
+Four shards of two replicas each and a coordinator, each a ``blocks search serve`` process.
 One test, phases in order (one cluster start keeps the area's process time low):
 
 0. vectors and documents are written through the coordinator, routed by the ring, to every
@@ -9,9 +9,10 @@ One test, phases in order (one cluster start keeps the area's process time low):
 1. hedging: the coordinator's link to one replica of ``shard-0`` is slowed by a ``LinkProxy``
    far beyond the hedge delay; every search is still complete and exact, and none takes as
    long as the injected delay (a search that waited for the slow replica would).
-2. kill -9 under a query load: the slowed replica of ``shard-0`` (its twin answers) and the single
-   replica of ``shard-2``; every answer is exact over all vectors, or flagged partial naming
-   only ``shard-2`` and exact over the others. No search outlives its deadline.
+2. kill -9 under a query load: the slowed replica of ``shard-0`` and one of ``shard-2``
+   (their twins answer: still complete), then the other of ``shard-2``; every answer is exact
+   over all vectors, or flagged partial naming only ``shard-2`` and exact over the others.
+   No search fails or outlives its deadline.
 3. restart (each shard's journal, ``blocks.search.durable``): complete and exact again, every
    vector and document still there.
 4. the kit's seeded nemesis (kill, restart, pause) on the shard nodes beside the same load,
@@ -41,13 +42,7 @@ from blocks.testing.process import NodeInfo, PeerAddresses, blocks_argv
 from blocks.testing.proxy import LinkProxy
 from blocks.testing.servers import grpc_health_check
 
-SHARD_NODES = {
-    "s0a": "shard-0",
-    "s0b": "shard-0",
-    "s1": "shard-1",
-    "s2": "shard-2",
-    "s3": "shard-3",
-}
+SHARD_NODES = {f"s{n}{twin}": f"shard-{n}" for n in range(4) for twin in "ab"}
 NAMES = ["shard-0", "shard-1", "shard-2", "shard-3"]
 HEDGE_MS = 200
 SLOW_LINK_S = 8.0  # per direction: a search waiting on the slow replica takes >= 16 s
@@ -212,14 +207,19 @@ def test_four_shards_hedge_kill_restart_and_nemesis(tmp_path: Path) -> None:
             # 2. kill -9 under load.
             with load:
                 cluster.kill("s0b")  # its twin s0a answers (s0b sits behind the proxy)
+                cluster.kill("s2a")  # its twin s2b answers: still complete
+                enough = load.complete + 3
+                load.until(lambda: load.complete >= enough, "complete answers")
                 load.allowed_missing = {"shard-2"}
-                cluster.kill("s2")
+                cluster.kill("s2b")  # no replica of shard-2 left
                 load.until(lambda: load.partial.get("shard-2", 0) >= 3, "partial answers")
             assert load.partial.keys() == {"shard-2"} and not load.errors, load.errors[:5]
 
             # 3. Restart on the same data: nothing acknowledged is lost.
-            cluster.start("s2")
-            cluster.start("s0b")
+            for name in ("s2a", "s2b", "s0b"):
+                cluster.start(name, wait=False)
+            for name in ("s2a", "s2b", "s0b"):
+                cluster.wait_healthy(name)
             wait_complete(load)
             assert len(client) == COUNT
             assert client.info()["documents"] == len(DOCUMENTS)
