@@ -12,6 +12,7 @@ S3's 5 MiB minimum, so the contract's small multi-part uploads are refused there
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import zlib
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.process
 OUR_PART_BYTES_MIN = 5 * 1024 * 1024
 EXAMPLES = settings(settings.default, max_examples=5, stateful_step_count=20, deadline=None)
 # Each restart step restarts the server process (a second or more): fewer, shorter runs.
-RESTARTING_EXAMPLES = settings(EXAMPLES, max_examples=3, stateful_step_count=15)
+RESTARTING_EXAMPLES = settings(EXAMPLES, max_examples=3, stateful_step_count=10)
 
 
 class Target:
@@ -53,13 +54,9 @@ class Target:
         self.cluster: ProcessCluster | None = None
 
     def store(self) -> S3BlobStore:
-        # One attempt per request: a wrong answer fails instead of being retried away.
-        return S3BlobStore(
-            self.endpoint,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            max_attempts=1,
-        )
+        """A new adapter; its client comes from one session (loading boto3's service
+        models once per session is what makes a client slow to build)."""
+        return S3BlobStore(client=_raw(self))
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +131,19 @@ def test_capabilities_are_declared() -> None:
 # -- semantic differences (docs/adapters.md, "blob on S3") ---------------------------------
 
 
-def _raw(target: Target) -> Any:
-    """A plain boto3 client of ``target``: what the store itself answers."""
+@functools.cache
+def _session() -> Any:
     import boto3
+
+    return boto3.session.Session()
+
+
+def _raw(target: Target) -> Any:
+    """A plain boto3 client of ``target``, one attempt per request (a wrong answer fails
+    instead of being retried away): what the store itself answers."""
     from botocore.config import Config
 
-    return boto3.client(
+    return _session().client(
         "s3",
         endpoint_url=target.endpoint,
         aws_access_key_id=target.access_key,
