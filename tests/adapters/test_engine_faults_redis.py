@@ -51,7 +51,7 @@ from blocks.testing.engine_nemesis import (
 )
 from blocks.testing.engines import RedisServer, redis_missing
 from blocks.testing.history import History
-from blocks.testing.nemesis import nemesis_seeds, nemesis_steps
+from blocks.testing.nemesis import FaultKind, nemesis_seeds, nemesis_steps
 
 pytestmark = [
     pytest.mark.process,
@@ -103,9 +103,8 @@ class SyncRun:
         )
 
 
-def _under_faults(server: RedisServer, seed: int, step: Callable[[SyncRun, int], Any]) -> SyncRun:
+def _under_faults(nemesis: EngineNemesis, step: Callable[[SyncRun, int], Any]) -> SyncRun:
     """Run ``step(run, i)`` in an open loop while the nemesis works; return the run."""
-    nemesis = _nemesis(server, seed)
     run = SyncRun(nemesis)
 
     async def workload(done: asyncio.Event) -> None:
@@ -149,7 +148,7 @@ def test_redis_counters_keep_acknowledged_increments(tmp_path: Path, seed: int) 
                 )
                 return done is not None
 
-            run = _under_faults(server, seed, step)
+            run = _under_faults(_nemesis(server, seed), step)
             final: dict[Hashable, Sequence[int]] = {
                 name: [_retrying(functools.partial(counters.value, name))] for name in COUNTER_NAMES
             }
@@ -176,34 +175,57 @@ def test_redis_kv_keeps_acknowledged_puts(tmp_path: Path, seed: int) -> None:
     """Writes of unique values and reads on a few keys, then a read of every key once the
     server is back; the whole history, final reads included, must be linearizable per key:
     an acknowledged put that a kill -9 took back would make a final read impossible."""
+    with RedisServer(tmp_path / "store") as server:
+        run = _kv_under_faults(server, lambda: _nemesis(server, seed), CALL_TIMEOUT_S)
+    assert run.audit.errors["Unavailable"] > 0, "the faults reached no call"
+
+
+def test_redis_kv_a_pause_past_the_timeout_is_a_timeout(tmp_path: Path) -> None:
+    """The server stopped (SIGSTOP) for 1.5 s, three times the client's 0.5 s timeout: calls
+    end as ``Timeout`` (they may or may not have happened), none hangs, and the history is
+    still linearizable once the server is back."""
+    with RedisServer(tmp_path / "store") as server:
+        pause = (FaultKind.PAUSE,)
+        run = _kv_under_faults(
+            server,
+            lambda: EngineNemesis(
+                {"redis": server}, seed=1, kinds=pause, steps=1, hold_s=(1.5, 1.5)
+            ),
+            0.5,
+        )
+    assert run.audit.errors["Timeout"] > 0, run.audit.describe()
+
+
+def _kv_under_faults(
+    server: RedisServer, make_nemesis: Callable[[], EngineNemesis], timeout_s: float
+) -> SyncRun:
     from blocks.kv.adapters.redis import RedisKeyValueStore
 
-    with RedisServer(tmp_path / "store") as server:
-        store = RedisKeyValueStore.open(
-            server.url, namespace=f"f{uuid.uuid4().hex[:8]}:", timeout_s=CALL_TIMEOUT_S
-        )
-        try:
+    store = RedisKeyValueStore.open(
+        server.url, namespace=f"f{uuid.uuid4().hex[:8]}:", timeout_s=timeout_s
+    )
+    try:
 
-            async def step(run: SyncRun, index: int) -> bool:
-                key = b"k%d" % (index % KV_KEYS)
-                if index % 3 == 2:
-                    read = functools.partial(store.get, key)
-                    return await run.call("read", key, None, read, read=True) is not None
-                value = b"v%d" % index
-                put = functools.partial(_put, store, key, value)
-                return await run.call("write", key, value, put, read=False) is not None
+        async def step(run: SyncRun, index: int) -> bool:
+            key = b"k%d" % (index % KV_KEYS)
+            if index % 3 == 2:
+                read = functools.partial(store.get, key)
+                return await run.call("read", key, None, read, read=True) is not None
+            value = b"v%d" % index
+            put = functools.partial(_put, store, key, value)
+            return await run.call("write", key, value, put, read=False) is not None
 
-            run = _under_faults(server, seed, step)
+        run = _under_faults(make_nemesis(), step)
 
-            async def final_reads() -> None:
-                for number in range(KV_KEYS):
-                    key = b"k%d" % number
-                    _retrying(functools.partial(store.get, key))  # the server answers again
-                    await run.call("read", key, None, functools.partial(store.get, key), read=True)
+        async def final_reads() -> None:
+            for number in range(KV_KEYS):
+                key = b"k%d" % number
+                _retrying(functools.partial(store.get, key))  # the server answers again
+                await run.call("read", key, None, functools.partial(store.get, key), read=True)
 
-            asyncio.run(final_reads())
-        finally:
-            store.close()
+        asyncio.run(final_reads())
+    finally:
+        store.close()
     report = check_register_histories(pair_operations(run.history))
     counts = run.history.counts()
     engine_soak_line(
@@ -213,6 +235,7 @@ def test_redis_kv_keeps_acknowledged_puts(tmp_path: Path, seed: int) -> None:
     )
     assert run.audit.valid, run.audit.describe()
     assert report.valid is True, report.describe()
+    return run
 
 
 def _put(store: Any, key: Hashable, value: object) -> bool:
@@ -314,7 +337,7 @@ def test_redis_cache_surfaces_faults_and_invents_nothing(tmp_path: Path, seed: i
                 put = functools.partial(_put, cache, key, value)
                 return await run.call("put", key, value, put, read=False) is not None
 
-            run = _under_faults(server, seed, step)
+            run = _under_faults(_nemesis(server, seed), step)
         finally:
             cache.close()
     operations = pair_operations(run.history)
@@ -364,7 +387,7 @@ def test_redis_gcra_admits_no_more_across_faults(tmp_path: Path, seed: int) -> N
                 decision = await run.call("acquire", "hot", None, acquire, read=True)
                 return decision is not None and decision.allowed
 
-            run = _under_faults(server, seed, step)
+            run = _under_faults(_nemesis(server, seed), step)
         finally:
             limiter.close()
     elapsed_s = time.monotonic() - started
