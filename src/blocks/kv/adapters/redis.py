@@ -168,13 +168,14 @@ class RedisKeyValueStore:
         options: dict[str, Any] = {
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 0),
         }
         with _redis("connect"):
             client: redis.Redis | redis.cluster.RedisCluster
             if cluster:
                 client = redis.cluster.RedisCluster.from_url(url, **options)
             else:
-                client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+                client = redis.Redis.from_url(url, **options)
         return cls(client, namespace=namespace, value_bytes_max=value_bytes_max, rng=rng)
 
     # -- the KeyValueStore protocol ----------------------------------------------------------
