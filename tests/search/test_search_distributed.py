@@ -148,6 +148,7 @@ class FakeReplica:
         self.index = ExactIndex(dim, metric)
         self.stuck = stuck
         self.down = False
+        self.trained: Any = None
         self.calls: list[tuple[str, Future[Any]]] = []
 
     def start(self, method: str, request: Any, timeout_s: float) -> Future[Any]:
@@ -171,6 +172,9 @@ class FakeReplica:
             return search_pb2.AddVectorsReply(size=len(self.index))
         if method == "RemoveVectors":
             return search_pb2.RemoveVectorsReply(removed=self.index.remove(np.array(request.ids)))
+        if method == "Train":
+            self.trained = decode_batch(request, self.index.dim)
+            return search_pb2.TrainReply()
         if method == "Info":
             return search_pb2.InfoReply(dim=self.index.dim, vectors=len(self.index))
         assert method == "SearchVectors"
@@ -290,6 +294,9 @@ def test_writes_go_to_every_replica_and_a_failed_write_is_undone() -> None:
     with pytest.raises(Unavailable):
         coordinator.add(np.arange(100, 200), vectors[100:])
     assert sum(len(twins[0].index) for twins in replicas) == 100  # undone everywhere
+    with pytest.raises(Unavailable):
+        coordinator.train(vectors[:20])
+    assert replicas[0][0].trained is not None and replicas[0][0].trained.shape == (20, 3)
     with pytest.raises(InvalidArgument):
         coordinator.add(np.arange(50, 60), vectors[:10])  # already present: refused
     replicas[1][1].down = False

@@ -195,6 +195,7 @@ def test_four_shards_hedge_kill_restart_and_nemesis(tmp_path: Path) -> None:
             twins = [SearchClient(cluster.address(n), token=cluster.token) for n in ("s0a", "s0b")]
             assert len(twins[0]) == len(twins[1]) > 0  # writes reach every replica
             check_documents(client, twins[0])
+            client.save()  # every replica snapshots; the restarts below load it
             load = Load(client, vectors, queries)
 
             # 1. Hedging: the slow replica is asked first about half the time.

@@ -294,6 +294,15 @@ class Coordinator:
         refused = [error for error in errors if not error.retryable]
         raise refused[0] if refused else errors[0]
 
+    def train(self, vectors: Any) -> None:
+        """Train every replica of every shard on the same sample (IVF/PQ shards need it
+        before their first add; a shard whose index needs no training ignores it)."""
+        request = encode_batch(as_vectors(vectors, self._dim))
+        calls = [(shard, "Train", request) for shard in range(len(self._replicas))]
+        for _, _, result in self.to_all_replicas(calls):
+            if isinstance(result, BlocksError):
+                raise result
+
     def remove(self, ids: Any) -> int:
         """Remove from every replica of the owning shards; ``Unavailable`` if one failed."""
         ids_np = as_ids(ids)

@@ -73,6 +73,11 @@ class CoordinatorNode(SearchNode):
             positions.setdefault(self.coordinator.ring.owner_of_document(doc_id), []).append(at)
         return positions
 
+    def save(self) -> str:
+        """``Save`` on a coordinator: every replica of every shard snapshots its own data."""
+        self.coordinator.save()
+        return "the data directory of every shard replica"
+
     def document_count(self) -> int:
         return sum(int(reply.documents) for reply in self._all_shards("Info", _INFO))
 
