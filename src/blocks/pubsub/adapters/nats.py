@@ -79,6 +79,9 @@ PUBLISH_ATTEMPTS_MAX = 3
 COMMIT_ATTEMPTS_MAX = 16
 REQUEST_TIMEOUT_S = 5.0
 TIMESTAMP_HEADER = "Blocks-Timestamp-Ms"
+EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
+MSG_ID = "Nats-Msg-Id"
 KEY_HEADER = "Blocks-Key"
 COMMITS_BUCKET = "commits"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -230,26 +233,74 @@ class NatsPubSub:
         self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
     ) -> int:
         """Publish the records in order; return the first offset. Not atomic on JetStream: a
-        failure midway leaves a prefix stored (docs/adapters.md)."""
+        failure midway leaves a prefix stored (docs/adapters.md).
+
+        The records are pipelined: one ``stream_info`` for the partition's last sequence, then
+        every publish sent at once, then every ack awaited. Each publish carries a condition
+        that keeps the batch whole and in order: the first, ``Nats-Expected-Last-Sequence``
+        (the partition's last sequence); each later one, ``Nats-Expected-Last-Msg-Id`` (the
+        previous record's id). A record JetStream did not store, or a record of another
+        producer in between, makes every later one fail, so what is stored is always a
+        prefix of the batch, contiguous. What is left (a lost record, or another producer that appended meanwhile) is
+        published one record at a time, with the same message ids, so a record stored whose
+        ack was lost is not stored twice.
+        """
         await self._check_partition(topic, partition)
         if not entries:
             raise InvalidArgument("a batch holds at least one record")
         for key, value in entries:
             _check_record(key, value)
-        first = await self._publish(topic, partition, *entries[0])
-        for key, value in entries[1:]:
-            await self._publish(topic, partition, key, value)
+        info = await self._call(self._js.stream_info(self._stream(topic, partition)), "produce")
+        last = int(info.state.last_seq)
+        headers = [self._headers(topic, partition, key) for key, _ in entries]
+        subject = self._subject(topic, partition)
+        pending = []
+        for index, (_, value) in enumerate(entries):
+            if index == 0:
+                condition = {EXPECTED_LAST_SEQUENCE: str(last)}
+            else:
+                condition = {EXPECTED_LAST_MSG_ID: headers[index - 1][MSG_ID]}
+            pipelined = {**headers[index], **condition}
+            publish = self._js.publish_async(subject, value, headers=pipelined)
+            pending.append(await self._call(publish, "produce"))
+        acks = await asyncio.gather(
+            *(asyncio.wait_for(ack, REQUEST_TIMEOUT_S) for ack in pending),
+            return_exceptions=True,
+        )
+        stored = 0
+        for ack in acks:
+            if isinstance(ack, BaseException) or int(ack.seq) != last + stored + 1:
+                break
+            stored += 1
+        first = last if stored else None
+        for index in range(stored, len(entries)):
+            key, value = entries[index]
+            offset = await self._publish(topic, partition, key, value, headers[index])
+            first = offset if first is None else first
+        assert first is not None
         return first
 
-    async def _publish(self, topic: str, partition: int, key: bytes | None, value: bytes) -> int:
-        _check_record(key, value)
+    def _headers(self, topic: str, partition: int, key: bytes | None) -> dict[str, str]:
         counter = self._sequences.setdefault((topic, partition), itertools.count())
         headers = {
-            "Nats-Msg-Id": f"{self._producer_id}:{partition}:{next(counter)}",
+            MSG_ID: f"{self._producer_id}:{partition}:{next(counter)}",
             TIMESTAMP_HEADER: str(self._clock.now_ms()),
         }
         if key is not None:
             headers[KEY_HEADER] = key.hex()
+        return headers
+
+    async def _publish(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        _check_record(key, value)
+        if headers is None:
+            headers = self._headers(topic, partition, key)
         subject = self._subject(topic, partition)
         for attempt in range(PUBLISH_ATTEMPTS_MAX):
             try:
