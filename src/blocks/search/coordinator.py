@@ -13,15 +13,20 @@ its own), shard ``b`` by ``B1``. The coordinator holds no data and refuses a dat
   (``Unavailable``) while any replica of its shard is down. A failed write is undone on the
   replicas that took it, best effort; if the undo fails too, it may remain on some replicas
   (an unknown outcome, as for any failed write).
-* **Search** is a ``ScatterGather`` (``blocks.search.scatter``) driven here: one call per
-  shard to a rotating first replica, a hedge to the next replica after the ``HedgeDelay``, the
-  first answer wins and the other call is cancelled, fail-over at once on a retryable error.
+* **Search** is a ``ScatterGather`` (``blocks.search.scatter``) driven by the ``Coordinator``
+  (``blocks.search.coordinator_index``): one call per shard to a rotating first replica, a
+  hedge to the next replica after the ``HedgeDelay``, the first answer wins and the other
+  call is cancelled, fail-over at once on a retryable error.
   The answers are merged exactly by ``merge_topk`` (metric direction, ties by id), so with
   every shard present the result equals brute force over the union.
 * **Deadline**: a search ends by ``deadline_ms`` (or the caller's shorter one). Shards without
   an answer by then, or whose replicas all failed, are *missing*: with ``allow_partial`` the
   answer is returned flagged ``partial`` with their positions and names, otherwise
   ``Timeout``/``Unavailable`` naming them is raised.
+* **Documents** are routed by the same ring and searched over every shard by the node the
+  coordinator serves, a ``CoordinatorNode`` (``blocks.search.coordinator_node``).
+
+This module parses ``--remote-shards`` and connects; the pieces live in the modules named.
 """
 
 from __future__ import annotations
