@@ -14,18 +14,15 @@ protocol (``examples/ports.py``, ``blocks.queue.api.Queue``, ``blocks.pubsub.api
   endpoint (moto's server) and an OpenAI-compatible URL (``blocks inference serve``, or
   ``--base-url``).
 
-Every block built is recorded in ``Placement``: where it runs, and, on ``engines``, each
-block that still runs on blocks' own implementation and why (no adapter for it yet, or no
-engine for that block in issue #20). The sessions print it and put it in their JSON, so a
-block is never silently left off the engines.
+Every block built is recorded in a ``Placement`` (``examples/placement.py``): where it runs,
+and, on ``engines``, each block that still runs on blocks' own implementation and why (today
+only search: issue #20 names no engine for it). The sessions print it and put it in their
+JSON, so a block is never silently left off the engines.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import enum
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +65,7 @@ from examples.inprocess import (
     LocalObjects,
     LocalSearch,
 )
+from examples.placement import BACKENDS, Backend, Placement, add_backend_argument, parse_backend
 from examples.ports import (
     CacheStore,
     CountersStore,
@@ -91,60 +89,6 @@ __all__ = [
 CACHE_CAPACITY = 10_000
 KV_NODES = 3
 NO_ENGINE = "no engine for this block in issue #20"
-NOT_LANDED = "its {engine} adapter has not landed yet"
-
-
-class Backend(enum.StrEnum):
-    LOCAL = "local"
-    CLUSTER = "cluster"
-    ENGINES = "engines"
-
-
-BACKENDS = tuple(backend.value for backend in Backend)
-
-
-def parse_backend(value: str | Backend) -> Backend:
-    """The backend named ``value``; anything else is ``InvalidArgument`` naming the three."""
-    try:
-        return Backend(value)
-    except ValueError:
-        raise InvalidArgument(
-            f"unknown backend {value!r}: expected one of {', '.join(BACKENDS)}"
-        ) from None
-
-
-@dataclass(slots=True)
-class Placement:
-    """Where each block of a design runs; on ``engines``, which ones are blocks' own."""
-
-    backend: Backend
-    where: dict[str, str] = field(default_factory=dict)
-    own: dict[str, str] = field(default_factory=dict)
-    """On ``engines``: block -> why it runs on blocks' own implementation."""
-    engines: list[str] = field(default_factory=list)
-
-    def place(self, block: str, where: str, *, own_because: str | None = None) -> None:
-        self.where[block] = where
-        if own_because is not None and self.backend is Backend.ENGINES:
-            self.own[block] = own_because
-
-    def lines(self) -> list[str]:
-        out = [f"backend {self.backend.value}:"]
-        out += [f"  {block}: {where}" for block, where in self.where.items()]
-        out += [f"  started {engine}" for engine in self.engines]
-        out += [
-            f"  NOT ON AN ENGINE: {block} runs on blocks' own implementation ({why})"
-            for block, why in self.own.items()
-        ]
-        return out
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "backend": self.backend.value,
-            "blocks": dict(self.where),
-            "own_implementation": dict(self.own),
-            "engines": list(self.engines),
-        }
 
 
 class ObjectFactory:
@@ -185,9 +129,6 @@ class Blocks:
         self.engine_calls = BlockingCalls(4, "engine-clients")
         services.defer("engine-client-threads", self.engine_calls.close)
 
-    def _own(self, block: str, engine: str) -> str | None:
-        return NOT_LANDED.format(engine=engine) if self.backend is Backend.ENGINES else None
-
     async def kv(self, block: str = "kv") -> VersionedStore:
         if self.backend is Backend.ENGINES:
             url = await self.engines.redis_url()  # says what to install if Redis is missing
@@ -211,7 +152,6 @@ class Blocks:
         self.placement.place(
             block,
             f"blocks.kv LocalCluster, {KV_NODES} nodes {shape}, N=3 R=2 W=2",
-            own_because=self._own(block, "Redis kv"),
         )
         return cluster.client()
 
@@ -243,7 +183,6 @@ class Blocks:
         self.placement.place(
             block,
             f"blocks.cache TinyLFUCache x{nodes} in this process",
-            own_because=self._own(block, "Redis cache"),
         )
         return ClusterClient(local, down_for_s=5.0)
 
@@ -276,7 +215,6 @@ class Blocks:
         self.placement.place(
             block,
             f"blocks.counters {kind} x{nodes}",
-            own_because=self._own(block, "Redis counters"),
         )
         return out
 
@@ -303,7 +241,6 @@ class Blocks:
         self.placement.place(
             block,
             "blocks.ratelimit TokenBucket in this process",
-            own_because=self._own(block, "Redis rate-limit"),
         )
         return LocalLimiter(bucket)
 
@@ -334,7 +271,6 @@ class Blocks:
         self.placement.place(
             block,
             "blocks.sequencer Snowflake in this process (worker id 1)",
-            own_because=self._own(block, "Redis sequencer"),
         )
         return LocalIds()
 
@@ -488,14 +424,3 @@ class Blocks:
 def client_create_bucket(client: ObjectStore, bucket: str) -> None:
     assert isinstance(client, S3Client), "only S3 endpoints need their bucket made"
     client.create_bucket(bucket)
-
-
-def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    """``--backend local|cluster|engines`` (default ``cluster``); argparse refuses others."""
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=Backend.CLUSTER.value,
-        help="local: blocks in this process; cluster: blocks' own servers (default); "
-        "engines: NATS JetStream, Redis, an S3 endpoint, an OpenAI URL",
-    )
