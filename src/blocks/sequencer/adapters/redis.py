@@ -40,11 +40,14 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+import redis.cluster
+import redis.exceptions
 import xxhash
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -96,6 +99,17 @@ redis.call('DEL', KEYS[1])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
+
+
+@contextmanager
+def _redis(doing: str) -> Iterator[None]:
+    """``blocks.core.rediscall``'s mapping, plus a cluster client's own failures (no
+    reachable node, slots not covered), which it does not map: ``Unavailable``."""
+    with redis_call(doing):
+        try:
+            yield
+        except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as error:
+            raise Unavailable(f"redis cluster {doing}: {error}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +177,7 @@ class RedisLeases:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.cluster.RedisCluster,
         config: RedisLeaseConfig | None = None,
         *,
         clock: Clock | None = None,
@@ -188,19 +202,25 @@ class RedisLeases:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         timeout_s: float = TIMEOUT_S_DEFAULT,
+        cluster: bool = False,
     ) -> RedisLeases:
-        """Connect to ``url``; no command is retried on its own (a lost reply is an error)."""
-        with redis_call("connect"):
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+        """Connect to ``url`` (with ``cluster=True``, any node of a Redis Cluster); no
+        command is retried on its own (a lost reply is an error)."""
+        options: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        with _redis("connect"):
+            client: redis.Redis | redis.cluster.RedisCluster
+            if cluster:
+                client = redis.cluster.RedisCluster.from_url(url, **options)
+            else:
+                client = redis.Redis.from_url(url, **options)
         return cls(client, config, clock=clock, rng=rng)
 
     def close(self) -> None:
-        with redis_call("close"):
+        with _redis("close"):
             self._client.close()
 
     # -- keys --------------------------------------------------------------------------------
@@ -228,7 +248,7 @@ class RedisLeases:
             asked_at_s = self._clock.monotonic()
             until_ms = self._clock.now_ms() + ttl_ms
             keys = self._keys(worker_id, "lease", "fence", "until")
-            with redis_call("acquire"):
+            with _redis("acquire"):
                 granted = self._acquire(keys=keys, args=[token, ttl_ms, until_ms])
             if granted:
                 fence, previous = cast("list[Any]", granted)
@@ -266,7 +286,7 @@ class RedisLeases:
         asked_at_s = self._clock.monotonic()
         until_ms = self._clock.now_ms() + self.config.ttl_ms
         keys = self._keys(lease.worker_id, "lease", "until")
-        with redis_call("renew"):
+        with _redis("renew"):
             renewed = self._renew(keys=keys, args=[lease.token, self.config.ttl_ms, until_ms])
         if not renewed:
             lease.mark_lost()
@@ -281,12 +301,12 @@ class RedisLeases:
         lease.mark_lost()
         below = "" if issued_below_ms is None else str(min(issued_below_ms, lease.until_ms))
         keys = self._keys(lease.worker_id, "lease", "until")
-        with redis_call("release"):
+        with _redis("release"):
             return bool(self._release(keys=keys, args=[lease.token, below]))
 
     def current_fence(self, worker_id: int) -> int:
         """The fence of the latest grant of ``worker_id`` (0 if never leased)."""
-        with redis_call("current_fence"):
+        with _redis("current_fence"):
             value = self._client.get(self._keys(worker_id, "fence")[0])
         return int(cast("bytes | None", value) or 0)
 
@@ -327,9 +347,11 @@ class RedisSnowflake:
     ) -> RedisSnowflake:
         """Lease a worker id from the Redis at ``url`` for ``owner`` and start generating;
         ``options`` are ``clock``, ``layout``, ``epoch_ms``, ``backwards_wait_max_ms``,
-        ``sleep`` and ``acquire_timeout_s`` (how long to wait for a free worker id, polling
-        on the real clock; 0, the default, tries once). ``Unavailable`` when none is free."""
-        leases = RedisLeases.open(url, config, clock=options.get("clock"))
+        ``sleep``, ``acquire_timeout_s`` (how long to wait for a free worker id, polling
+        on the real clock; 0, the default, tries once) and ``cluster`` (``url`` is a node
+        of a Redis Cluster). ``Unavailable`` when none is free."""
+        cluster = bool(options.pop("cluster", False))
+        leases = RedisLeases.open(url, config, clock=options.get("clock"), cluster=cluster)
         try:
             return cls(leases, owner, **options)
         except BaseException:
