@@ -47,14 +47,14 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -q
 
-# `make soak` runs every block's nemesis test over many seeds (SEEDS=200 by default, from
+# `make soak` runs every block's nemesis test (and the adapters' engine-fault tests) over many seeds (SEEDS=200 by default, from
 # BLOCKS_SOAK_FIRST_SEED=1000) and prints, per seed, the faults each block survived; it takes
 # hours at the default. `make soak SEEDS=5` is a quick look; BLOCKS_NEMESIS_SEED=S replays one.
 SEEDS ?= 200
 soak: $(VENV)/.installed
 	mkdir -p results
 	BLOCKS_SOAK_SEEDS=$(SEEDS) BLOCKS_SOAK_REPORT=results/soak.txt $(BIN)/pytest -s -p no:cacheprovider --timeout=0 \
-	  $(wildcard tests/*/test_*_nemesis.py)
+	  $(wildcard tests/*/test_*_nemesis.py) $(wildcard tests/adapters/test_engine_faults_*.py)
 
 # `make bench BENCH=kv` runs one benchmark (peers it needs are installed by its own set-up);
 # plain `make bench` lists them.
