@@ -4,6 +4,8 @@ under two policies, bad input and a stopped server."""
 
 from __future__ import annotations
 
+import asyncio
+import pickle
 import threading
 import time
 import uuid
@@ -13,12 +15,14 @@ from typing import Any
 
 import pytest
 
+from blocks.cache.loading import ReadThrough
 from blocks.core.errors import InvalidArgument, Overloaded, PeerError, Unavailable
 from blocks.testing.engines import RedisServer
 
 redis_adapter = pytest.importorskip("blocks.cache.adapters.redis", reason="redis not installed")
 RedisCache = redis_adapter.RedisCache
 DEADLINE_S = 30.0
+"""Generous bound on any wait in these tests (a loaded machine is slow, never this slow)."""
 THREADS = 8
 
 
@@ -224,3 +228,26 @@ def test_a_miss_that_races_a_finished_load_does_not_load_again(
     late.join()
     assert results == ["first"] and cache.loads == 1
     cache.close()
+
+
+def test_read_through_over_redis_coalesces_and_surfaces_a_failed_put(cache: Any) -> None:
+    pickled = RedisCache(
+        cache._client, 10, namespace=cache._namespace, encode=pickle.dumps, decode=pickle.loads
+    )
+    loads: list[str] = []
+
+    async def load(key: str) -> str:
+        loads.append(key)
+        await asyncio.sleep(0)
+        return f"loaded {key}"
+
+    async def two_readers(reader: ReadThrough[str, str], key: str) -> list[str]:
+        gets = asyncio.gather(reader.get(key), reader.get(key))
+        return await asyncio.wait_for(gets, DEADLINE_S)
+
+    assert asyncio.run(two_readers(ReadThrough(pickled, load), "k")) == ["loaded k"] * 2
+    assert loads == ["k"]
+    # ReadThrough stores its own records, which msgpack cannot carry: every reader gets the
+    # put's error (it used to leave them waiting forever).
+    with pytest.raises(InvalidArgument):
+        asyncio.run(two_readers(ReadThrough(cache, load), "m"))

@@ -147,19 +147,30 @@ class ReadThrough(Generic[K, V]):
     async def _run_load(self, key: K, future: asyncio.Future[V]) -> None:
         self.loads += 1
         started = self._clock.monotonic()
+        # Every waiter must see the same outcome, also when storing it fails (a cache on an
+        # engine can refuse a put): an unset future would leave them waiting forever.
         try:
             value = await self._loader(key)
         except NotFound as error:
-            if self._negative_ttl is not None:
-                self._cache.put(key, _Absent(str(error)), ttl=self._negative_ttl)
-            future.set_exception(error)
-        except BaseException as error:  # every waiter must see the same outcome
+            try:
+                if self._negative_ttl is not None:
+                    self._cache.put(key, _Absent(str(error)), ttl=self._negative_ttl)
+            except BaseException as put_error:
+                future.set_exception(put_error)
+            else:
+                future.set_exception(error)
+        except BaseException as error:
             future.set_exception(error)
         else:
             finished = self._clock.monotonic()
             expires_at = None if self._ttl is None else finished + self._ttl
-            self._cache.put(key, _Loaded(value, finished - started, expires_at), ttl=self._ttl)
-            future.set_result(value)
+            try:
+                loaded = _Loaded(value, finished - started, expires_at)
+                self._cache.put(key, loaded, ttl=self._ttl)
+            except BaseException as put_error:
+                future.set_exception(put_error)
+            else:
+                future.set_result(value)
         finally:
             del self._inflight[key]
 

@@ -32,8 +32,9 @@ What Redis decides, not the adapter:
 Loading: ``get_or_load(key, loader)`` runs at most one ``loader`` per key per adapter at a
 time (single flight across this client's threads); concurrent callers wait for its result
 or its exception, at most ``INFLIGHT_MAX`` keys load at once (``Overloaded`` beyond). Other
-clients of the server coalesce only with themselves. (``blocks.cache.loading.ReadThrough``
-also works over this cache, for async loaders.)
+clients of the server coalesce only with themselves. ``blocks.cache.loading.ReadThrough``
+(async loaders) works over this cache given a codec that carries its records (pickle):
+msgpack refuses them, and every reader gets that ``InvalidArgument``.
 
 Codec: the default is ``blocks.core.codec`` (msgpack: a tuple comes back as a list, a type
 msgpack cannot carry is refused with ``InvalidArgument``); pass ``encode``/``decode`` for
