@@ -145,3 +145,16 @@ def test_a_stopped_server_is_unavailable(tmp_path: Path) -> None:
         server.start()
         assert counters.value("n") == 2  # fsynced before it was acknowledged
         counters.close()
+
+
+def test_acknowledged_increments_survive_a_kill(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:  # append-only file fsynced per write
+        counters = RedisCounters.open(server.url, timeout_s=5.0)
+        for _ in range(100):
+            counters.increment("n", 3)
+        counters.add_frequent("f", [b"a", b"b", b"a"])
+        server.kill()  # SIGKILL: nothing is flushed at exit
+        server.start()
+        assert counters.value("n") == 300
+        assert counters.estimate("f", b"a") == 2 and counters.add_frequent("f", []) == 3
+        counters.close()
