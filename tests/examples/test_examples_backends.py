@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from blocks.cli_errors import ExitCode
-from blocks.core.errors import InvalidArgument
+from blocks.core.errors import Conflict, InvalidArgument
 from blocks.testing.engines import nats_missing, redis_missing
 from examples.backends import BACKENDS, Backend, Placement, parse_backend
+from examples.common import WRITE_ATTEMPTS_MAX, put_merging
+from examples.ports import VersionedRead
 from examples.youtube.transcode import RENDITIONS
 
 ENGINE_WORDS = ("NATS", "Redis", "S3 endpoint", "OpenAI URL")
@@ -45,6 +48,43 @@ def test_a_block_left_on_blocks_own_silently_is_caught() -> None:
     placement.place("cache", "blocks.cache TinyLFUCache in this process")  # no reason given
     with pytest.raises(AssertionError):
         check_honest(placement)
+
+
+@dataclass(frozen=True)
+class Read:
+    value: bytes | None
+    siblings: tuple[bytes, ...]
+    context: bytes
+
+
+class AlwaysRaced:
+    """A compare-and-set store where another writer always got there first."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.version = 0
+
+    async def get(self, key: str) -> Read:
+        return Read(b"theirs", (b"theirs",), str(self.version).encode())
+
+    async def put(self, key: str, value: bytes, context: bytes | None = None) -> object:
+        self.puts += 1
+        self.version += 1
+        raise Conflict(f"version is {self.version}")
+
+
+def test_put_merging_gives_up_after_its_bound_with_the_conflict() -> None:
+    store = AlwaysRaced()
+    merged: list[bytes] = []
+
+    def remerge(read: VersionedRead) -> bytes:
+        merged.append(b"mine+" + read.siblings[0])
+        return merged[-1]
+
+    with pytest.raises(Conflict):
+        asyncio.run(put_merging(store, "k", b"mine", b"0", remerge))
+    assert store.puts == WRITE_ATTEMPTS_MAX
+    assert merged == [b"mine+theirs"] * (WRITE_ATTEMPTS_MAX - 1)
 
 
 def test_parse_backend_names_the_three_and_refuses_the_rest() -> None:
