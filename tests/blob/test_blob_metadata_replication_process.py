@@ -10,6 +10,7 @@ leave only what the collector may take."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import os
@@ -26,12 +27,24 @@ from botocore.config import Config
 from blocks.blob.client import S3Client
 from blocks.blob.erasure import chunk_id_of
 from blocks.blob.node import CLUSTER_NAMESPACE
-from blocks.testing import ProcessCluster
+from blocks.testing import (
+    PROCESS_FAULTS,
+    FaultKind,
+    FsyncFaults,
+    Nemesis,
+    ProcessCluster,
+    nemesis_seeds,
+    nemesis_steps,
+)
+from blocks.testing.history import OpType
 from blocks.testing.process import NodeInfo, PeerAddresses, ServerSpec, blocks_argv
+from blocks.testing.servers import BLOB_ACCESS_KEY, BLOB_SECRET_KEY
+from blocks.testing.workloads import BlobWorkload, Verdict, Workload, run_under_nemesis
+from blocks.testing.workloads.base import judge, retrying
 
 pytestmark = pytest.mark.process
 
-ACCESS, SECRET = "AKIDREPL", "repl-secret"
+ACCESS, SECRET = BLOB_ACCESS_KEY, BLOB_SECRET_KEY  # the kit's workload signs with these
 NODES = ["n1", "n2", "n3"]
 DEADLINE_S = 120.0  # generous: the machine may be loaded; polls end as soon as it holds
 OBJECTS = 12
@@ -239,3 +252,51 @@ def test_losing_a_node_and_its_disk_loses_no_acknowledged_object(
             _check_node(clients[name], *check)
     for client in clients.values():
         client.close()
+
+
+# -- the kit's nemesis on a replicated cluster ---------------------------------------------
+
+
+class AnyNodeWorkload(BlobWorkload):
+    """The kit's blob workload (a writer per node) on one bucket created once, whose final
+    reads go through a node other than the one that took each PUT."""
+
+    @classmethod
+    async def open(cls, endpoints: list[str], seed: int) -> BlobWorkload:
+        workload = cls(endpoints, seed)
+        client = workload._client(0)
+        try:
+            await retrying(lambda: asyncio.to_thread(client.create_bucket, workload.bucket))
+        finally:
+            client.close()
+        return workload
+
+    async def verify(self) -> Verdict:
+        acknowledged = {op.key for op in self.history.completions(OpType.OK, "write")}
+        final: list[object] = []
+        for node, key in self.written:
+            if key not in acknowledged:
+                continue
+            other = (node + 1) % len(self.endpoints)
+            try:
+                final.append(await retrying(lambda o=other, k=key: self._get(o, k)))
+            except Exception as error:  # counted as lost, with the reason
+                self.history.add(-1, OpType.INFO, "final-read", key, None, repr(error))
+        return judge(self.history, final)
+
+
+@pytest.mark.parametrize("seed", nemesis_seeds([9, 4]))
+def test_replicated_blob_under_the_nemesis(tmp_path: Path, seed: int) -> None:
+    """Kills, restarts, pauses, failing fsyncs and wiped data directories, one node at a
+    time: every acknowledged PUT reads back byte-identical through another node."""
+    kinds = [*PROCESS_FAULTS, FaultKind.WIPE, FaultKind.FSYNC_EIO]
+    with ProcessCluster(_spec("3600"), NODES, tmp_path) as cluster:
+        faults = {name: FsyncFaults(cluster, name) for name in cluster.names}
+        nemesis = Nemesis(
+            cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=faults
+        )
+
+        async def workload() -> Workload:
+            return await AnyNodeWorkload.open(cluster.addresses(), seed)
+
+        run_under_nemesis("blob-replicated", cluster, nemesis, workload)
