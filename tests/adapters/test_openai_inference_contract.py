@@ -255,3 +255,21 @@ def test_an_aborted_stream_ends_on_the_server_side(server: ServeProcess) -> None
             assert all(d.request_id == "after" for d in engine.step())
     finally:
         engine.close()
+
+
+def test_a_live_request_id_is_a_conflict_and_a_closed_engine_refuses(server: ServeProcess) -> None:
+    from blocks.core.errors import Conflict, FailedPrecondition
+
+    engine = OpenAIBatchEngine(server.url, api_key=KEY)
+    engine.add_request("same", [1, 2], GREEDY)
+    with pytest.raises(Conflict):
+        engine.add_request("same", [3, 4], GREEDY)
+    texts: list[str] = []
+    while engine.has_work():
+        texts += [d.text for d in engine.step()]
+    assert "".join(texts) == "".join(d.text for d in _complete(server.url, [1, 2], GREEDY))
+    engine.add_request("same", [1, 2], GREEDY)  # free again once its end was handed out
+    engine.close()
+    engine.close()
+    with pytest.raises(FailedPrecondition):
+        engine.add_request("later", [1, 2], GREEDY)
