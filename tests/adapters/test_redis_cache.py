@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from blocks.cache.api import Cache
 from blocks.cache.loading import ReadThrough
 from blocks.core.errors import InvalidArgument, Overloaded, PeerError, Unavailable
 from blocks.testing.engines import RedisServer
@@ -181,6 +182,7 @@ def test_bad_input_is_refused(cache: Any) -> None:
         with pytest.raises(InvalidArgument):
             call()
     assert len(cache) == 0
+    assert isinstance(cache, Cache)
 
 
 def test_a_stopped_server_is_unavailable(tmp_path: Path) -> None:

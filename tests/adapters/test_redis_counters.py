@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from blocks.core.errors import InvalidArgument, Overloaded, Unavailable
+from blocks.counters.api import Counters
 from blocks.counters.countmin import CountMinSketch
 from blocks.testing.engines import RedisServer
 
@@ -131,6 +132,7 @@ def test_bad_input_is_refused(counters: Any) -> None:
         counters.top_k("x", -1)
     with pytest.raises(InvalidArgument):
         RedisCounters(counters._client, top_k=0)
+    assert isinstance(counters, Counters)
 
 
 def test_a_stopped_server_is_unavailable(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, Unavailable
+from blocks.ratelimit.api import RateLimiter
 from blocks.ratelimit.bucket import GCRA, TokenBucket
 from blocks.ratelimit.distributed import MemoryWindowStore
 from blocks.testing.engines import RedisServer
@@ -111,6 +112,7 @@ def test_bad_input_is_refused_before_the_server(redis_server: RedisServer) -> No
         with pytest.raises(InvalidArgument):
             RedisTokenBucket(limiter._client, rate, burst)
     assert limiter.acquire("k", 3).allowed
+    assert isinstance(limiter, RateLimiter) and limiter.capacity == 3
     limiter.close()
 
 

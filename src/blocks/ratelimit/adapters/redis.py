@@ -45,7 +45,7 @@ must be at least two windows plus the skew between the hosts' clocks and the ser
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import redis
 
@@ -187,7 +187,7 @@ class _RedisLimiter:
         *,
         timeout_s: float = 10.0,
         **options: Any,
-    ) -> Any:
+    ) -> Self:
         """Connect to ``url`` (``redis://host:port/db``); ``options`` go to ``__init__``."""
         client = redis.Redis.from_url(url, socket_timeout=timeout_s)
         return cls(client, rate_per_s, burst, **options)
