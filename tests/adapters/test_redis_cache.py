@@ -72,6 +72,13 @@ def test_keys_are_their_msgpack_encoding_and_values_msgpack_by_default(cache: An
     cache._client.set(cache._key("x"), b"\xc1")  # written by someone else: not msgpack
     with pytest.raises(PeerError):
         cache.get("x")
+    pickled = RedisCache(
+        cache._client, 10, namespace=cache._namespace, encode=pickle.dumps, decode=pickle.loads
+    )
+    with pytest.raises(InvalidArgument):
+        pickled.put("f", lambda: None)  # a codec's own error is the block's
+    with pytest.raises(PeerError):
+        pickled.get("x")
 
 
 def test_hits_misses_and_size_are_exact(cache: Any) -> None:

@@ -150,7 +150,7 @@ class RedisCache:
     def _value(self, data: bytes) -> Any:
         try:
             return self._decode(data)
-        except BlocksError as error:
+        except Exception as error:  # a custom codec raises its own errors
             raise PeerError(f"a stored value does not decode: {error}") from None
 
     # -- the Cache protocol ---------------------------------------------------------------
@@ -191,7 +191,12 @@ class RedisCache:
             if not math.isfinite(ttl) or ttl <= 0:
                 raise InvalidArgument(f"ttl must be a finite number > 0, got {ttl}")
             ttl_ms = max(1, math.ceil(ttl * 1000))
-        data = self._encode(value)
+        try:
+            data = self._encode(value)
+        except BlocksError:
+            raise
+        except Exception as error:  # a custom codec raises its own errors
+            raise InvalidArgument(f"the value does not encode: {error}") from None
         if not isinstance(data, bytes) or len(data) > VALUE_BYTES_MAX:
             raise InvalidArgument(f"encoded values are bytes of at most {VALUE_BYTES_MAX}")
         with redis_call("put"):
