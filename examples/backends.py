@@ -135,7 +135,9 @@ class Blocks:
             from blocks.kv.adapters.redis import RedisKeyValueStore
             from examples.engine_clients import RedisVersions
 
-            store = RedisKeyValueStore.open(url, namespace=f"{block}:")
+            store = await self.engine_calls.run(
+                lambda: RedisKeyValueStore.open(url, namespace=f"{block}:")
+            )
             versions = RedisVersions(store, self.engine_calls)
             self.services.defer(f"{block}-client", versions.close)
             self.placement.place(
@@ -150,8 +152,7 @@ class Blocks:
         self.services.defer(block, cluster.stop)
         shape = "over TCP" if transport == "tcp" else "on the in-memory network"
         self.placement.place(
-            block,
-            f"blocks.kv LocalCluster, {KV_NODES} nodes {shape}, N=3 R=2 W=2",
+            block, f"blocks.kv LocalCluster, {KV_NODES} nodes {shape}, N=3 R=2 W=2"
         )
         return cluster.client()
 
@@ -161,9 +162,10 @@ class Blocks:
             from blocks.cache.adapters.redis import RedisCache
             from examples.engine_clients import RedisMemo
 
-            memo = RedisMemo(
-                RedisCache.open(url, CACHE_CAPACITY, namespace=f"{block}:"), self.engine_calls
+            cache = await self.engine_calls.run(  # opening asks the server for its stats
+                lambda: RedisCache.open(url, CACHE_CAPACITY, namespace=f"{block}:")
             )
+            memo = RedisMemo(cache, self.engine_calls)
             self.services.defer(f"{block}-client", memo.close)
             self.placement.place(block, "Redis (RedisCache adapter): SET PX / GET / DEL")
             return memo  # one server holds every key: nothing to spread over nodes
@@ -180,10 +182,7 @@ class Blocks:
                 return next(iter(clients.values()))
             return ClusterClient(clients, down_for_s=5.0)
         local = {f"{block}-{i}": LocalNode(TinyLFUCache(CACHE_CAPACITY)) for i in range(nodes)}
-        self.placement.place(
-            block,
-            f"blocks.cache TinyLFUCache x{nodes} in this process",
-        )
+        self.placement.place(block, f"blocks.cache TinyLFUCache x{nodes} in this process")
         return ClusterClient(local, down_for_s=5.0)
 
     async def counters(
@@ -195,7 +194,10 @@ class Blocks:
             from blocks.counters.adapters.redis import RedisCounters
             from examples.engine_clients import RedisUsage
 
-            usage = RedisUsage(RedisCounters.open(url, namespace=f"{block}:"), self.engine_calls)
+            counters = await self.engine_calls.run(
+                lambda: RedisCounters.open(url, namespace=f"{block}:")
+            )
+            usage = RedisUsage(counters, self.engine_calls)
             self.services.defer(f"{block}-client", usage.close)
             self.placement.place(
                 block, "Redis (RedisCounters adapter): INCRBY, PFADD/PFCOUNT, Count-Min + top-k"
@@ -212,10 +214,7 @@ class Blocks:
             else:
                 out[name] = LocalCountersStore(name, seed=index)
         kind = "servers" if self.backend is Backend.CLUSTER else "nodes in this process"
-        self.placement.place(
-            block,
-            f"blocks.counters {kind} x{nodes}",
-        )
+        self.placement.place(block, f"blocks.counters {kind} x{nodes}")
         return out
 
     async def limiter(self, block: str, *, rate_per_s: float, burst: int) -> Limiter:
@@ -224,10 +223,10 @@ class Blocks:
             from blocks.ratelimit.adapters.redis import RedisTokenBucket
             from examples.engine_clients import RedisLimiter
 
-            limiter = RedisLimiter(
-                RedisTokenBucket.open(url, rate_per_s, burst, namespace=f"{block}:"),
-                self.engine_calls,
+            on_redis = await self.engine_calls.run(
+                lambda: RedisTokenBucket.open(url, rate_per_s, burst, namespace=f"{block}:")
             )
+            limiter = RedisLimiter(on_redis, self.engine_calls)
             self.services.defer(f"{block}-client", limiter.close)
             self.placement.place(block, "Redis (RedisTokenBucket adapter): Lua, server time")
             return limiter
@@ -238,10 +237,7 @@ class Blocks:
             self.services.defer(f"{block}-client", client.close)
             self.placement.place(block, "blocks.ratelimit server (token bucket)")
             return client
-        self.placement.place(
-            block,
-            "blocks.ratelimit TokenBucket in this process",
-        )
+        self.placement.place(block, "blocks.ratelimit TokenBucket in this process")
         return LocalLimiter(bucket)
 
     async def ids(self, block: str = "ids") -> IdSource:
@@ -268,10 +264,7 @@ class Blocks:
             self.services.defer(f"{block}-client", client.close)
             self.placement.place(block, "blocks.sequencer server (Snowflake, leased worker id)")
             return client
-        self.placement.place(
-            block,
-            "blocks.sequencer Snowflake in this process (worker id 1)",
-        )
+        self.placement.place(block, "blocks.sequencer Snowflake in this process (worker id 1)")
         return LocalIds()
 
     async def queue(self, block: str = "queue") -> Queue:
