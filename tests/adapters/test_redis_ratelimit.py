@@ -5,6 +5,7 @@ expiry, bad input and a stopped server."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -145,3 +146,34 @@ def test_window_store_adds_as_the_memory_store_does(redis_server: RedisServer) -
         with pytest.raises(InvalidArgument):
             store.add(key, window, delta)
     store.close()
+
+
+@pytest.mark.parametrize("limiter_class", [RedisGCRA, RedisTokenBucket])
+def test_clients_racing_on_one_key_share_one_limit(
+    redis_server: RedisServer, limiter_class: Any
+) -> None:
+    rate, burst, clients, attempts = 5.0, 10, 4, 60
+    namespace = _namespace()
+    limiters = [
+        limiter_class.open(redis_server.url, rate, burst, namespace=namespace)
+        for _ in range(clients)
+    ]
+    admitted = [0] * clients
+    start = threading.Barrier(clients)
+
+    def hammer(index: int) -> None:
+        start.wait(30)
+        for _ in range(attempts):
+            admitted[index] += limiters[index].acquire("shared").allowed
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed_s = time.monotonic() - started
+    # One script per decision: the clients together stay within one limit.
+    assert burst <= sum(admitted) <= burst + rate * elapsed_s + 1e-6
+    for limiter in limiters:
+        limiter.close()
