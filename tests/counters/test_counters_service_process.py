@@ -18,8 +18,13 @@ from blocks.counters.service import build_server
 BLOCKS = [sys.executable, "-m", "blocks", "counters"]
 
 
+CALL_TIMEOUT = ("--timeout", "60")  # a loaded machine once took over 10 s to connect
+
+
 def cli(*args: str) -> object:
-    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*BLOCKS, *args, *CALL_TIMEOUT, "--json"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -39,7 +44,7 @@ def test_counters_server_through_the_cli(tmp_path: Path) -> None:
         cli("frequent-add", "tags", "x", "y", "x", "x", "--address", address)
         assert cli("top", "tags", "--n", "1", "--address", address) == [["x", 3]]
         bad = subprocess.run(
-            [*BLOCKS, "get", "x" * 300, "--address", address],
+            [*BLOCKS, "get", "x" * 300, "--address", address, *CALL_TIMEOUT],
             capture_output=True,
             text=True,
             timeout=120,

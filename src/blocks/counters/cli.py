@@ -74,6 +74,7 @@ def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
     parser.add_argument("--address", default=DEFAULT_ADDRESS)
     parser.add_argument("--token", default=None)
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -82,7 +83,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> in
     from blocks.counters.client import CountersClient
 
     async def main() -> T:
-        async with CountersClient(args.address, token=args.token) as client:
+        async with CountersClient(args.address, token=args.token, timeout_s=args.timeout) as client:
             return await action(client)
 
     result = asyncio.run(main())
