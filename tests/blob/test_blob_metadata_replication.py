@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from blocks.blob.conditions import ConditionFailed, WriteCondition
 from blocks.blob.gc import ClusterCollector
 from blocks.blob.replica import ReplicatedBlobStore
 from blocks.blob.replication import Replicator
@@ -111,6 +112,9 @@ def test_a_key_missing_here_is_asked_of_the_peers(shards: dict[str, ShardStore])
     assert ("bkt", "k2") in b.index.tombstones
     with pytest.raises(NotFound):
         b.head_object("bkt", "nothing")
+    a.put_object("bkt", "k3", b"three")
+    with pytest.raises(ConditionFailed):  # If-None-Match: * sees the key a holds
+        b.put_object("bkt", "k3", b"again", condition=WriteCondition(if_none_match=True))
 
 
 def test_a_keys_changes_converge_in_any_order(shards: dict[str, ShardStore]) -> None:

@@ -167,6 +167,8 @@ class ReplicatedBlobStore(LocalBlobStore):
         checksums: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        if condition is not None and not self._knows(bucket, key):
+            self._caught_up(bucket, key)  # the condition is checked against the newest
         info: ObjectInfo = self._replicated(
             super().put_object,
             bucket,
@@ -180,10 +182,12 @@ class ReplicatedBlobStore(LocalBlobStore):
         )
         return info
 
-    def delete_object(self, bucket: str, key: str) -> bool:
+    def _knows(self, bucket: str, key: str) -> bool:
         with self._lock:
-            known = key in self.index.objects.get(bucket, {})
-        if not known:  # a key this node has not heard of yet is deleted all the same
+            return key in self.index.objects.get(bucket, {})
+
+    def delete_object(self, bucket: str, key: str) -> bool:
+        if not self._knows(bucket, key):  # a key not heard of here is deleted all the same
             self._caught_up(bucket, key)
         existed: bool = self._replicated(self._delete_leaving_tombstone, bucket, key)
         return existed
