@@ -47,7 +47,7 @@ def test_ratelimit_server_cli_and_remote_store() -> None:
         decisions = []
         for _ in range(4):
             done = subprocess.run(
-                [*BLOCKS, "acquire", "user:1", "--address", address, "--json"],
+                [*BLOCKS, "acquire", "user:1", "--address", address, "--timeout", "60", "--json"],
                 capture_output=True,
                 text=True,
                 timeout=120,

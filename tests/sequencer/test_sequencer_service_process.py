@@ -48,6 +48,9 @@ def start_server(data_dir: Path, leases: Path) -> tuple[subprocess.Popen[str], d
     return process, json.loads(line)
 
 
+SLOW = ("--timeout", "60")  # per call: a loaded machine can take over 10 s to connect
+
+
 def cli(*args: str) -> object:
     done = subprocess.run(
         [*BLOCKS, "sequencer", *args, "--json"], capture_output=True, text=True, timeout=120
@@ -64,12 +67,12 @@ def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> 
             servers.append(start_server(tmp_path / f"node{k}", tmp_path / "leases"))
         (_, first), (_, second) = servers
         assert first["worker_id"] != second["worker_id"]
-        ids_a = cli("next", "--count", "500", "--address", str(first["address"]))
-        ids_b = cli("next", "--count", "500", "--address", str(second["address"]))
+        ids_a = cli("next", "--count", "500", "--address", str(first["address"]), *SLOW)
+        ids_b = cli("next", "--count", "500", "--address", str(second["address"]), *SLOW)
         assert isinstance(ids_a, list) and isinstance(ids_b, list)
         assert ids_a == sorted(ids_a) and len(set(ids_a) | set(ids_b)) == 1000
         assert {decode(v).worker_id for v in ids_a} == {first["worker_id"]}
-        tickets = cli("tickets", "--count", "10", "--address", str(second["address"]))
+        tickets = cli("tickets", "--count", "10", "--address", str(second["address"]), *SLOW)
         assert tickets == {"start": 1, "stop": 11}
         # A second server on a data dir in use refuses at start (it used to take the next
         # worker id and share the first one's ticket state).

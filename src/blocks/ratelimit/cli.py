@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     acquire.add_argument("--cost", type=int, default=1)
     acquire.add_argument("--address", default=DEFAULT_ADDRESS)
     acquire.add_argument("--token", default=None)
+    acquire.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     acquire.add_argument("--json", action="store_true")
     acquire.set_defaults(func=_acquire)
 
@@ -84,7 +85,9 @@ def _acquire(args: argparse.Namespace) -> int:
     from blocks.ratelimit.client import RateLimitClient
 
     async def main() -> dict[str, int | bool]:
-        async with RateLimitClient(args.address, token=args.token) as client:
+        async with RateLimitClient(
+            args.address, token=args.token, timeout_s=args.timeout
+        ) as client:
             return (await client.acquire(args.key, args.cost)).to_dict()
 
     result = asyncio.run(main())

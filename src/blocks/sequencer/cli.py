@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
 def _client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=DEFAULT_ADDRESS)
     parser.add_argument("--token", default=None)
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     parser.add_argument("--json", action="store_true")
 
 
@@ -111,7 +112,9 @@ def _next(args: argparse.Namespace) -> int:
     from blocks.sequencer.client import SequencerClient
 
     async def main() -> list[int]:
-        async with SequencerClient(args.address, token=args.token) as client:
+        async with SequencerClient(
+            args.address, token=args.token, timeout_s=args.timeout
+        ) as client:
             return await client.next_ids(args.count)
 
     ids = asyncio.run(main())
@@ -123,7 +126,9 @@ def _tickets(args: argparse.Namespace) -> int:
     from blocks.sequencer.client import SequencerClient
 
     async def main() -> range:
-        async with SequencerClient(args.address, token=args.token) as client:
+        async with SequencerClient(
+            args.address, token=args.token, timeout_s=args.timeout
+        ) as client:
             return await client.allocate_tickets(args.count)
 
     block = asyncio.run(main())
