@@ -33,6 +33,7 @@ import torch
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument
+from blocks.inference.constrain import Constraint, Vocabulary, apply_masks, token_bytes_of
 from blocks.inference.metrics import EngineMetrics
 from blocks.inference.model import LlamaForCausalLM
 from blocks.inference.params import (
@@ -104,6 +105,7 @@ class _Request:
     scheduled_s: float | None = None
     first_token_s: float | None = None
     token_ids: list[int] = field(default_factory=list)
+    constraint: Constraint | None = None  # set when params.grammar is
 
 
 class LLMEngine:
@@ -133,6 +135,7 @@ class LLMEngine:
         self._by_seq: dict[int, _Request] = {}
         self._seq_ids = itertools.count()
         self._eos = frozenset(tokenizer.eos_token_ids) | frozenset(model.config.eos_token_ids)
+        self._vocabulary: Vocabulary | None = None  # built at the first constrained request
 
     # ------------------------------------------------------------------ commands
 
@@ -159,6 +162,10 @@ class LLMEngine:
         # Drafts are verified without penalties, and a seeded request's draws must not
         # depend on whether its step speculated.
         speculate = (params.greedy or params.seed is None) and not params.penalized
+        speculate = speculate and params.grammar is None  # drafts would bypass the mask
+        constraint = None
+        if params.grammar is not None:
+            constraint = Constraint(params.grammar, self._constraint_vocabulary(), ends)
         self.scheduler.add(
             SeqState(seq_id, prompt_ids, params.max_tokens, ends, speculate=speculate)
         )
@@ -170,11 +177,20 @@ class LLMEngine:
             detokenizer=IncrementalDetokenizer(self.tokenizer),
             generator=make_generator(params, self.rng),
             arrival_s=self.clock.monotonic(),
+            constraint=constraint,
         )
         self._requests[request_id] = request
         self._by_seq[seq_id] = request
         self.metrics.count_tokens(prompt=len(prompt_ids))
         return len(prompt_ids)
+
+    def _constraint_vocabulary(self) -> Vocabulary:
+        """The tokenizer's vocabulary indexed for grammar masks (built once, ~0.3 s for
+        SmolLM2's 49,152 tokens)."""
+        if self._vocabulary is None:
+            size = self.model.config.vocab_size
+            self._vocabulary = Vocabulary(token_bytes_of(self.tokenizer)[:size], size)
+        return self._vocabulary
 
     def abort(self, request_id: str) -> bool:
         """Cancel a request; False if it is unknown or already finished."""
@@ -241,6 +257,7 @@ class LLMEngine:
         logprobs: list[tuple[TokenLogprob, ...]] = [()] * len(chunks)
         if plain:
             rows = logits[[firsts[i] for i in plain]] if len(plain) < len(chunks) else logits
+            rows = apply_masks(rows, [requests[i].constraint for i in plain])
             picked, picked_lp = sample_rows(
                 rows,
                 [requests[i].params for i in plain],
@@ -249,6 +266,9 @@ class LLMEngine:
             )
             for i, token, lp in zip(plain, picked, picked_lp, strict=True):
                 tokens[i] = (token,)
+                constraint = requests[i].constraint
+                if constraint is not None:
+                    constraint.advance(token)
                 logprobs[i] = () if lp is None else (lp,)
         for i, chunk in enumerate(chunks):
             if chunk.num_drafts:

@@ -4,10 +4,11 @@ Theory of operation: ``parse_chat`` and ``parse_completion`` turn a decoded JSON
 ``ParsedRequest`` (prompt, ``SamplingParams``, ``n``, streaming options), raising ``ApiError``
 with OpenAI's error ``type``/``param``/``code`` fields for anything the engine cannot honour:
 unknown roles, out-of-range numbers (``param`` names the field), and the fields in
-``_refuse_unsupported`` (tools, structured output, logit bias, audio, ...: 400 with code
-``unsupported_parameter``; constrained decoding is not implemented yet). Harmless values of
-those fields (``tool_choice: "none"``, ``response_format: {"type": "text"}``, an empty
-``logit_bias``) are accepted. The ``*_response`` and ``*_chunk`` builders produce exactly the
+``_refuse_unsupported`` (legacy ``functions``, logit bias, audio, ...: 400 with code
+``unsupported_parameter``; harmless values such as an empty ``logit_bias`` are accepted).
+``response_format`` and, for chat, ``tools``/``tool_choice`` become a grammar on the
+sampling parameters (see ``tools``); a schema keyword the grammar cannot enforce is a 400
+naming it, with ``param`` the field and code ``unsupported_schema``. The ``*_response`` and ``*_chunk`` builders produce exactly the
 JSON objects OpenAI's API documents, one choice per sequence, so the official client's models
 parse them: ``chat.completion``, ``chat.completion.chunk``, ``text_completion``, and a final
 chunk with empty ``choices`` carrying ``usage`` when ``stream_options.include_usage`` is set.
@@ -21,6 +22,12 @@ from typing import Any
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.params import MAX_TOKENS_LIMIT, Completion, SamplingParams, TokenLogprob
+from blocks.inference.tools import (
+    ToolsError,
+    history_content,
+    plan_tools,
+    response_format_grammar,
+)
 
 __all__ = [
     "ApiError",
@@ -79,6 +86,7 @@ class ParsedRequest:
     priority: int
     top_logprobs: int | None  # chat: how many alternatives to report, None = no logprobs
     n: int = 1
+    tool_call: bool = False  # a call is forced: each choice's text is a call text (tools)
 
     def choice_params(self) -> list[SamplingParams]:
         """One ``SamplingParams`` per choice: a seed ``s`` becomes ``s + i`` for choice ``i``,
@@ -116,17 +124,11 @@ def _unsupported(name: str, what: str) -> ApiError:
 
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
     """400 for fields whose meaning the engine cannot honour (harmless values pass)."""
-    later = "is not supported yet (constrained decoding is not implemented)"
-    for name in ("tools", "functions"):
-        if body.get(name):
-            raise _unsupported(name, later)
-    if body.get("tool_choice") not in (None, "none"):
-        raise _unsupported("tool_choice", later)
+    later = "is not supported (use tools and tool_choice)"
+    if body.get("functions"):
+        raise _unsupported("functions", later)
     if body.get("function_call") not in (None, "none"):
         raise _unsupported("function_call", later)
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise _unsupported("response_format", 'only {"type": "text"} ' + later[3:])
     if body.get("logit_bias"):
         raise _unsupported("logit_bias", "is not supported")
     if body.get("modalities") not in (None, ["text"]):
@@ -174,7 +176,10 @@ def _common(
             logprobs=logprobs,
             presence_penalty=_number(body, "presence_penalty", 0.0, *penalty),
             frequency_penalty=_number(body, "frequency_penalty", 0.0, *penalty),
+            grammar=response_format_grammar(body),
         )
+    except ToolsError as error:
+        raise ApiError(400, str(error), param=error.param, code="unsupported_schema") from None
     except InvalidArgument as error:
         raise ApiError(400, str(error)) from None
     priority = _integer(body, "priority", 0, 0, 15) or 0
@@ -196,7 +201,9 @@ def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
         role = message.get("role") if isinstance(message, Mapping) else None
         if role == "developer":
             role = "system"
-        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+        if role == "assistant" and message.get("tool_calls"):
+            content = _tool_history(message)
+        if role not in ("system", "user", "assistant", "tool") or not isinstance(content, str):
             raise ApiError(
                 400, "each message needs a supported role and text content", param="messages"
             )
@@ -205,9 +212,32 @@ def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
     if body.get("logprobs") is True:
         top = _integer(body, "top_logprobs", 0, 0, 20) or 0
     params, stream, include_usage, priority = _common(body, top)
-    return clean, ParsedRequest(
-        "", params, stream, include_usage, _model(body), priority, top, _n(body)
+    try:
+        plan = plan_tools(body)
+    except ToolsError as error:
+        raise ApiError(400, str(error), param=error.param, code="unsupported_schema") from None
+    if plan.forced:  # the call outranks response_format
+        params = replace(params, grammar=plan.grammar)
+        clean = _with_system(clean, plan.instructions)
+    parsed = ParsedRequest(
+        "", params, stream, include_usage, _model(body), priority, top, _n(body), plan.forced
     )
+    return clean, parsed
+
+
+def _tool_history(message: Mapping[str, Any]) -> str:
+    try:
+        return history_content(message)
+    except ToolsError as error:
+        raise ApiError(400, str(error), param="messages") from None
+
+
+def _with_system(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    """``messages`` with ``text`` added to the first system message (or a new one)."""
+    if messages[0]["role"] == "system":
+        first = {"role": "system", "content": f"{messages[0]['content']} {text}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
 
 
 def parse_completion(body: Any) -> ParsedRequest:
@@ -229,6 +259,9 @@ def parse_completion(body: Any) -> ParsedRequest:
         raise ApiError(
             400, "prompt must be a non-empty string or a list of token ids", param="prompt"
         )
+    for name in ("tools", "tool_choice"):
+        if body.get(name) is not None:
+            raise _unsupported(name, "is for chat completions only")
     logprobs = _integer(body, "logprobs", None, 0, 20)
     params, stream, include_usage, priority = _common(body, logprobs)
     return ParsedRequest(

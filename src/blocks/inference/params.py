@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass, field
 
 from blocks.core.errors import InvalidArgument
+from blocks.inference.jsonschema_grammar import Grammar
 
 __all__ = [
     "MAX_LOGPROBS",
@@ -57,6 +58,9 @@ class SamplingParams:
     ``frequency_penalty`` follow OpenAI's definition: a token already generated ``c`` times has
     ``c * frequency_penalty + presence_penalty`` subtracted from its logit (prompt tokens do
     not count); requests with penalties never carry speculative drafts.
+    ``grammar`` constrains the output to compact JSON matching it (``constrain``): each step
+    samples only among tokens that keep the text a valid prefix, and an end token only once
+    it is one whole value; such requests never carry drafts and cannot ``ignore_eos``.
     """
 
     max_tokens: int = 16
@@ -70,6 +74,7 @@ class SamplingParams:
     logprobs: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    grammar: Grammar | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or not 1 <= self.max_tokens <= MAX_TOKENS_LIMIT:
@@ -100,6 +105,8 @@ class SamplingParams:
         for penalty in (self.presence_penalty, self.frequency_penalty):
             if not -MAX_PENALTY <= float(penalty) <= MAX_PENALTY:
                 raise InvalidArgument(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
+        if self.grammar is not None and self.ignore_eos:
+            raise InvalidArgument("a grammar-constrained request cannot ignore_eos")
 
     @property
     def penalized(self) -> bool:

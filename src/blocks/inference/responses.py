@@ -10,6 +10,9 @@ long) is still a plain error status; then:
 * ``write_events`` merges the streams as their deltas arrive, each chunk tagged with its
   choice's ``index``, then the usage chunk when asked, then ``[DONE]``.
 
+A forced tool call (``parsed.tool_call``) is answered in OpenAI's tool-call shape: whole,
+by ``tools.tool_call_message``; streamed, through one ``tools.ToolCallStream`` per choice.
+
 Usage counts the prompt once and sums the choices' generated tokens. Closing the streams
 (cancelling generation) is the caller's job, after these return or are cancelled.
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 from blocks.core.errors import Overloaded
 from blocks.inference import openai_api as oa
+from blocks.inference import tools
 from blocks.inference.engine import join_deltas
 from blocks.inference.http import EventStream
 from blocks.inference.params import TokenDelta
@@ -57,7 +61,17 @@ async def write_whole(
         dones.append(join_deltas(answer.rid, first.prompt_tokens, deltas))
     build = oa.chat_response if answer.chat else oa.completion_response
     want_logprobs = answer.parsed.top_logprobs is not None
-    return build(answer.rid, answer.created, answer.model, dones, want_logprobs, answer.decode)
+    body = build(answer.rid, answer.created, answer.model, dones, want_logprobs, answer.decode)
+    if answer.parsed.tool_call:
+        for index, (choice, done) in enumerate(zip(body["choices"], dones, strict=True)):
+            reason = done.finish_reason.value
+            message, reason = tools.tool_call_message(done.text, reason, _call_id(answer, index))
+            choice["message"], choice["finish_reason"] = message, reason
+    return body
+
+
+def _call_id(answer: Answer, index: int) -> str:
+    return f"call_{answer.rid}_{index}"
 
 
 async def write_events(
@@ -74,11 +88,17 @@ async def write_events(
             role = {"role": "assistant", "content": ""}
             await events.send(oa.chat_chunk(rid, created, model, role, None, index=index))
     generated = [first.completion_tokens for first in firsts]
+    calls = [tools.ToolCallStream(_call_id(answer, i)) for i in range(len(streams))]
     try:
         async with contextlib.aclosing(_merged(firsts, streams)) as merged:
             async for index, delta in merged:
                 generated[index] = delta.completion_tokens
-                await events.send(_chunk(answer, index, delta))
+                if answer.parsed.tool_call:
+                    reason = None if delta.finish_reason is None else delta.finish_reason.value
+                    body, reason = calls[index].push(delta.text, reason)
+                    await events.send(oa.chat_chunk(rid, created, model, body, reason, None, index))
+                else:
+                    await events.send(_chunk(answer, index, delta))
     except Overloaded as error:
         await events.send(oa.error_body(str(error), "rate_limit_exceeded"))
     if answer.parsed.include_usage:

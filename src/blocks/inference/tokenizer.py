@@ -82,8 +82,8 @@ def render_chat(
     clean: list[dict[str, str]] = []
     for message in messages:
         role, content = message.get("role"), message.get("content")
-        if role not in ("system", "user", "assistant") or not isinstance(content, str):
-            raise InvalidArgument("each message needs a role (system/user/assistant) and text")
+        if role not in ("system", "user", "assistant", "tool") or not isinstance(content, str):
+            raise InvalidArgument("each message needs a role (system/user/assistant/tool) and text")
         clean.append({"role": role, "content": content})
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
