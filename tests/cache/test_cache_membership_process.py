@@ -52,6 +52,29 @@ async def _settle(nodes: ProcessCluster, running: list[str]) -> None:
         await asyncio.sleep(0.1)
 
 
+class Load:
+    """Gets and puts from a second client while the membership moves: every call must return,
+    and a get returns only a value that was put for that key (or a miss)."""
+
+    def __init__(self, client: MemberCluster) -> None:
+        self.client = client
+        self.written: dict[str, set[int]] = {f"load{i}": set() for i in range(40)}
+        self.calls = 0
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        version = 0
+        while not self.stop.is_set():
+            for key, values in self.written.items():
+                version += 1
+                values.add(version)
+                await self.client.put(key, version)
+                got = await self.client.get(key)
+                assert got is None or got in values, f"{key}: {got} was never put"
+                self.calls += 2
+            await asyncio.sleep(0)
+
+
 def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessCluster) -> None:
     async def scenario() -> None:
         for name in ("n1", "n2", "n3"):
@@ -60,7 +83,12 @@ def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessClus
         client = await MemberCluster.connect(
             [cluster.address("n1")], token=cluster.token, timeout_s=10.0, refresh_interval_s=0.2
         )
-        async with client:
+        loader = await MemberCluster.connect(
+            [cluster.address("n1")], token=cluster.token, timeout_s=10.0, refresh_interval_s=0.2
+        )
+        load = Load(loader)
+        background = asyncio.create_task(load.run())
+        async with client, loader:
             assert client.members == ["n1", "n2", "n3"]
             for i, key in enumerate(KEYS):
                 await client.put(key, i)
@@ -97,5 +125,9 @@ def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessClus
                 await client.put(key, f"v-{key}")
             assert client.members == ["n1", "n3"]
             assert [await client.get(k) for k in KEYS] == [f"v-{k}" for k in KEYS]
+
+            load.stop.set()
+            await background  # raises what the load saw: an error or an invented value
+            assert load.calls > 0 and loader.members == ["n1", "n3"]
 
     asyncio.run(scenario())
