@@ -293,7 +293,7 @@ class BlobStoreContract(Contract[BlobStore]):
                 continue
             raise AssertionError("bad input must raise InvalidArgument")
 
-    @precondition(lambda self: self.supports_restart)
+    @precondition(lambda self: self.supports_restart and self.supports("restart"))
     @rule()
     def restart_store(self) -> None:
         reopened = self.reopen_subject(self.store)
