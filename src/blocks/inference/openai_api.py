@@ -259,9 +259,8 @@ def parse_completion(body: Any) -> ParsedRequest:
         raise ApiError(
             400, "prompt must be a non-empty string or a list of token ids", param="prompt"
         )
-    for name in ("tools", "tool_choice"):
-        if body.get(name) is not None:
-            raise _unsupported(name, "is for chat completions only")
+    if body.get("tools") or body.get("tool_choice") not in (None, "none"):
+        raise _unsupported("tools", "tools and tool_choice are for chat completions only")
     logprobs = _integer(body, "logprobs", None, 0, 20)
     params, stream, include_usage, priority = _common(body, logprobs)
     return ParsedRequest(
