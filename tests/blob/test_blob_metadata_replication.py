@@ -14,12 +14,13 @@ import pytest
 
 from blocks.blob.conditions import ConditionFailed, WriteCondition
 from blocks.blob.gc import ClusterCollector
+from blocks.blob.node import open_node, open_replica
 from blocks.blob.replica import ReplicatedBlobStore
 from blocks.blob.replication import Replicator
 from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.core.clock import ManualClock
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import NotFound, Unavailable
+from blocks.core.errors import FailedPrecondition, NotFound, Unavailable
 
 
 class Recorder:
@@ -260,3 +261,21 @@ def test_a_round_deletes_only_what_every_node_agrees_on(tmp_path: Path) -> None:
     finally:
         replicator.close()
         store.close()
+
+
+def test_a_data_directory_is_refused_by_the_other_mode(tmp_path: Path) -> None:
+    """The modes name and place shards differently: switching would hide every object."""
+    per_node, replicated = tmp_path / "per-node", tmp_path / "replicated"
+    store, _ = open_node(per_node, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)
+    store.close()
+    with pytest.raises(FailedPrecondition):
+        open_replica(per_node, self_address="127.0.0.1:8", peers=["http://127.0.0.1:9"],
+                     cluster_token="t", fsync=False)  # fmt: skip
+    store, _, replicator = open_replica(
+        replicated, self_address="127.0.0.1:8", peers=["http://127.0.0.1:9"],
+        cluster_token="t", fsync=False,
+    )  # fmt: skip
+    replicator.close()
+    store.close()
+    with pytest.raises(FailedPrecondition):
+        open_node(replicated, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)

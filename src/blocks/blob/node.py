@@ -19,7 +19,8 @@ With ``replicate_metadata`` (``--replicate-metadata``) the node is a full metada
 for itself), so the ring places a chunk's shards the same way whichever node reads it, and
 every node's shards live in one shared namespace (``CLUSTER_NAMESPACE``), kept on each disk
 in ``shards/peers/<CLUSTER_NAMESPACE>``, which is also the node's own shard directory.
-Nothing is deleted when a count reaches zero; the cluster collector (``gc``) does it.
+Nothing is deleted when a count reaches zero; the cluster collector (``gc``) does it. A
+data directory written in one mode is refused by the other (no migration between them).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from blocks.blob.replica import ReplicatedBlobStore
 from blocks.blob.replication import GC_GRACE_S, SYNC_INTERVAL_S, Replicator
 from blocks.blob.shards import DirectoryShardStore, ShardStore
 from blocks.blob.store import DEFAULT_CHUNK_BYTES, DEFAULT_INLINE_BYTES, LocalBlobStore
-from blocks.core.errors import InvalidArgument
+from blocks.core.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["CLUSTER_NAMESPACE", "node_id", "open_node", "open_replica"]
 
@@ -62,6 +63,18 @@ def node_id(data_dir: Path) -> str:
     return text
 
 
+def _check_layout(directory: Path, *, replicated: bool) -> None:
+    """Refuse a data directory written in the other mode: the two place shards under
+    different names and namespaces, so one would not find the other's objects (there is no
+    migration between them)."""
+    shared = (directory / "shards" / "peers" / CLUSTER_NAMESPACE).is_dir()
+    used = (directory / "journal").is_dir()
+    if replicated and used and not shared:
+        raise FailedPrecondition(f"{directory} was written without --replicate-metadata")
+    if not replicated and shared:
+        raise FailedPrecondition(f"{directory} was written with --replicate-metadata")
+
+
 def open_node(
     data_dir: str | Path,
     *,
@@ -75,6 +88,7 @@ def open_node(
     if peers and not cluster_token:
         raise InvalidArgument("a node with peers needs a cluster token")
     directory = Path(data_dir)
+    _check_layout(directory, replicated=False)
     local = DirectoryShardStore(directory / "shards" / "local", name="local", fsync=fsync)
     nodes: dict[str, ShardStore] = {"local": local}
     writer = node_id(directory)
@@ -117,6 +131,7 @@ def open_replica(
     if not host or not port.isdigit() or int(port) == 0:
         raise InvalidArgument(f"a replica needs its own host:port, got {self_address!r}")
     directory = Path(data_dir)
+    _check_layout(directory, replicated=True)
     shared = directory / "shards" / "peers" / CLUSTER_NAMESPACE
     local = DirectoryShardStore(shared, name=self_address, fsync=fsync)
     nodes: dict[str, ShardStore] = {self_address: local}
