@@ -45,8 +45,8 @@ from blocks.testing.servers import grpc_health_check
 SHARD_NODES = {f"s{n}{twin}": f"shard-{n}" for n in range(4) for twin in "ab"}
 NAMES = ["shard-0", "shard-1", "shard-2", "shard-3"]
 HEDGE_MS = 200
-SLOW_LINK_S = 8.0  # per direction: a search waiting on the slow replica takes >= 16 s
-QUERY_TIMEOUT_S = 20.0  # the client's deadline; the coordinator answers within 90% of it
+SLOW_LINK_S = 15.0  # per direction: a search waiting on the slow replica takes >= 30 s
+QUERY_TIMEOUT_S = 40.0  # the client's deadline; the coordinator answers within 90% of it
 DIM, COUNT, K = 8, 400, 6
 
 
