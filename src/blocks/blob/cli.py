@@ -31,6 +31,25 @@ __all__ = ["DEFAULT_ENDPOINT", "register"]
 DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORTS['blob']}"
 
 
+def _access_keys(args: argparse.Namespace) -> tuple[dict[str, str], frozenset[str] | None]:
+    """Credentials and admin keys from ``--access-key``/``--secret-key`` (an admin) and
+    ``--access-key-file`` (``s3access.parse_access_keys``); admins ``None`` without a file
+    (the one key may do anything, as before owners were kept)."""
+    from blocks.blob.s3access import parse_access_keys
+
+    credentials = {args.access_key: args.secret_key} if args.access_key else {}
+    if args.access_key_file is None:
+        return credentials, None
+    admins = set(credentials)
+    for key in parse_access_keys(Path(args.access_key_file).read_text(encoding="utf-8")):
+        if key.access_key in credentials:
+            raise InvalidArgument(f"access key {key.access_key!r} given twice")
+        credentials[key.access_key] = key.secret
+        if key.admin:
+            admins.add(key.access_key)
+    return credentials, frozenset(admins)
+
+
 def _ssl_context(options: ServerOptions) -> Any:
     if options.tls_cert is None:
         return None
@@ -93,9 +112,9 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
             chunk_bytes=args.chunk_kib * 1024,
             fsync=not args.no_fsync,
         )
-    credentials = {args.access_key: args.secret_key} if args.access_key else {}
+    credentials, admins = _access_keys(args)
     ssl_context = _ssl_context(options)
-    config = S3Config(credentials=credentials, cluster_token=args.cluster_token)
+    config = S3Config(credentials=credentials, cluster_token=args.cluster_token, admins=admins)
     server = BlobServer(
         store, host=host, port=port, config=config, ssl_context=ssl_context, local_shards=local
     )
@@ -234,6 +253,11 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--access-key", default="", help="SigV4 access key id")
     serve.add_argument("--secret-key", default="", help="SigV4 secret")
+    serve.add_argument(
+        "--access-key-file",
+        default=None,
+        help="lines 'ACCESS_KEY SECRET [admin]': several keys, each owning its buckets",
+    )
     serve.add_argument("--peer", action="append", help="http://host:port of a shard peer")
     serve.add_argument("--cluster-token", default=None, help="shared token between peers")
     serve.add_argument("--codec", default="rs:4+2", help="rs:K+M or replicate:N")

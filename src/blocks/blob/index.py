@@ -55,6 +55,8 @@ class MetaIndex:
         """(bucket, key) -> version of the delete that removed it (oldest first)."""
         self.tombstones_dropped = 0
         self.buckets: dict[str, int] = {}
+        self.bucket_access: dict[str, tuple[str, str]] = {}
+        """bucket -> (owner, acl), for buckets that have either (``records.BucketPut``)."""
         self.objects: dict[str, dict[str, Manifest]] = {}
         self.sorted_keys: dict[str, list[str]] = {}
         self.uploads: dict[str, UploadRecord] = {}
@@ -63,11 +65,15 @@ class MetaIndex:
         self._part_count = 0
 
     # -- buckets ---------------------------------------------------------------------------
-    def add_bucket(self, name: str, created_ms: int) -> None:
+    def add_bucket(self, name: str, created_ms: int, owner: str = "", acl: str = "") -> None:
         if name not in self.buckets:
             self.objects[name] = {}
             self.sorted_keys[name] = []
         self.buckets[name] = created_ms
+        if owner or acl:
+            self.bucket_access[name] = (owner, acl)
+        else:
+            self.bucket_access.pop(name, None)
 
     def remove_bucket(self, name: str) -> list[tuple[ChunkRef, ...]]:
         """Forget the bucket, its objects and its uploads; return their chunk lists."""
@@ -78,6 +84,7 @@ class MetaIndex:
         for upload_id in [u.upload_id for u in self.uploads.values() if u.bucket == name]:
             released += [part.chunks for part in self.drop_upload(upload_id)]
         del self.buckets[name], self.objects[name], self.sorted_keys[name]
+        self.bucket_access.pop(name, None)
         return released
 
     # -- objects ---------------------------------------------------------------------------
@@ -145,8 +152,8 @@ class MetaIndex:
     def apply(self, record: Record) -> None:
         """Replay one journal record (see the module docstring); ignores misfits."""
         match record:
-            case BucketPut(name, created_ms):
-                self.add_bucket(name, created_ms)
+            case BucketPut(name, created_ms, owner, acl):
+                self.add_bucket(name, created_ms, owner, acl)
             case BucketDelete(name):
                 self.remove_bucket(name)
             case ObjectPut(manifest, _) if manifest.bucket in self.buckets:
@@ -184,7 +191,7 @@ class MetaIndex:
         """The live state as records that replay to an equal index (buckets first, then
         objects, uploads, parts); an inline object's body comes from ``read_body``."""
         for name, created_ms in self.buckets.items():
-            yield BucketPut(name, created_ms)
+            yield BucketPut(name, created_ms, *self.bucket_access.get(name, ("", "")))
         for index in self.objects.values():
             for manifest in index.values():
                 body = read_body(manifest.inline_offset) if manifest.inline else None

@@ -76,8 +76,14 @@ class Kind(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class BucketPut:
+    """``owner`` (an access key id, "" for none) and ``acl`` (``s3access``'s canned
+    policy, "" for private) are the bucket's access; a later BucketPut of the same bucket
+    changes them."""
+
     name: str
     created_ms: int
+    owner: str = ""
+    acl: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +148,9 @@ Record = (
 
 def _fields(record: Record) -> tuple[Kind, dict[str, Any]]:
     match record:
-        case BucketPut(name, created_ms):
-            return Kind.BUCKET_PUT, {"n": name, "c": created_ms}
+        case BucketPut(name, created_ms, owner, acl):
+            access = {"o": owner, "a": acl} if owner or acl else {}
+            return Kind.BUCKET_PUT, {"n": name, "c": created_ms, **access}
         case BucketDelete(name):
             return Kind.BUCKET_DELETE, {"n": name}
         case ObjectPut(manifest, body):
@@ -194,7 +201,8 @@ def inline_body(data: bytes | memoryview) -> memoryview:
 def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size: int) -> Record:
     match kind:
         case Kind.BUCKET_PUT:
-            return BucketPut(str(fields["n"]), int(fields["c"]))
+            owner, acl = str(fields.get("o", "")), str(fields.get("a", ""))
+            return BucketPut(str(fields["n"]), int(fields["c"]), owner, acl)
         case Kind.BUCKET_DELETE:
             return BucketDelete(str(fields["n"]))
         case Kind.OBJECT_PUT:

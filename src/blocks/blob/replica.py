@@ -148,9 +148,19 @@ class ReplicatedBlobStore(LocalBlobStore):
         return result
 
     # -- the changes a client makes ----------------------------------------------------------
-    def create_bucket(self, name: str) -> BucketInfo:
-        info: BucketInfo = self._replicated(super().create_bucket, name)
+    def create_bucket(self, name: str, owner: str = "", acl: str = "") -> BucketInfo:
+        info: BucketInfo = self._replicated(super().create_bucket, name, owner, acl)
         return info
+
+    def set_bucket_acl(self, name: str, acl: str) -> None:
+        self._replicated(super().set_bucket_acl, name, acl)
+
+    def bucket_access(self, name: str) -> tuple[str, str] | None:
+        """As on one node; a bucket missing here is first asked of the peers."""
+        access = super().bucket_access(name)
+        if access is None and self._caught_up(name, ""):
+            access = super().bucket_access(name)
+        return access
 
     def delete_bucket(self, name: str) -> None:
         self._replicated(super().delete_bucket, name)
@@ -276,8 +286,9 @@ class ReplicatedBlobStore(LocalBlobStore):
         it names a bucket or an upload this node does not hold (yet): it cannot be kept."""
         index = self.index
         match record:
-            case BucketPut(name):
-                return name not in index.buckets
+            case BucketPut(name, _, owner, acl):
+                access = index.bucket_access.get(name, ("", ""))
+                return name not in index.buckets or access != (owner, acl)
             case BucketDelete(name):
                 return name in index.buckets
             case UploadPut(upload):
@@ -353,8 +364,8 @@ class ReplicatedBlobStore(LocalBlobStore):
                 if bucket in index.buckets:
                     index.add_tombstone(bucket, key, record.version)
                 released.append(removed.chunks if removed is not None else ())
-            case BucketPut(name, created_ms):
-                index.add_bucket(name, created_ms)
+            case BucketPut(name, created_ms, owner, acl):
+                index.add_bucket(name, created_ms, owner, acl)
             case BucketDelete(name):
                 released += index.remove_bucket(name)
             case UploadPut(upload) if upload.bucket in index.buckets:
@@ -384,7 +395,8 @@ class ReplicatedBlobStore(LocalBlobStore):
             created_ms = self.index.buckets.get(bucket)
             if created_ms is None:
                 return []
-            records: list[Record] = [BucketPut(bucket, created_ms)]
+            access = self.index.bucket_access.get(bucket, ("", ""))
+            records: list[Record] = [BucketPut(bucket, created_ms, *access)]
             manifest = self.index.objects[bucket].get(key)
             tombstone = self.index.tombstones.get((bucket, key))
             if manifest is not None:

@@ -41,10 +41,19 @@ from blocks.blob.api import BlobStore
 from blocks.blob.awschunked import S3RequestError, verified_checksums, verify_checksums
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
+from blocks.blob.s3access import (
+    PRIVATE,
+    AccessStore,
+    Action,
+    acl_document,
+    canned_acl,
+    classify,
+    decide,
+)
 from blocks.blob.s3buckets import BucketOps, map_error
-from blocks.blob.s3headers import parse_range
+from blocks.blob.s3headers import parse_range, xml_response
 from blocks.blob.s3objects import NotModified, ObjectOps
-from blocks.blob.s3ops import refuse_encryption
+from blocks.blob.s3ops import not_implemented, refuse_encryption, subresources
 from blocks.blob.s3xml import (
     error_document,
     http_date,
@@ -60,9 +69,7 @@ from blocks.blob.streaming import (
 )
 from blocks.blob.workers import UPLOADS_MAX, Workers
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import (
-    BlocksError,
-)
+from blocks.core.errors import BlocksError, InvalidArgument
 
 __all__ = ["S3Config", "S3Handler", "parse_range"]
 
@@ -86,6 +93,9 @@ class S3Config:
     region: str = "us-east-1"
     cluster_token: str | None = None
     """Bearer token peers present on ``/_shards``; ``None`` turns the shard routes off."""
+    admins: frozenset[str] | None = None
+    """The keys of ``credentials`` that may do anything (``s3access``); ``None``: all of
+    them (one configured key, as before owners were kept)."""
 
 
 class S3Handler(ObjectOps, BucketOps):
@@ -101,6 +111,9 @@ class S3Handler(ObjectOps, BucketOps):
         self.store = store
         self.local_shards = local_shards
         self.config = config or S3Config()
+        self.access_store = store if isinstance(store, AccessStore) else None
+        if self.config.admins is not None and self.access_store is None:
+            raise InvalidArgument("several access keys need a store that keeps bucket owners")
         self.clock: Clock = clock or SystemClock()
         self._request_ids = itertools.count(1)
         self.workers = Workers(self.config.uploads_max)
@@ -152,10 +165,13 @@ class S3Handler(ObjectOps, BucketOps):
                 handle_shard_request, head, data, self.local_shards, self.config.cluster_token
             )
         context = None
+        principal: str | None = None
         presigned = "authorization" not in head.headers and "X-Amz-Signature=" in head.raw_query
         sigv2 = "authorization" not in head.headers and "AWSAccessKeyId=" in head.raw_query
+        anonymous = "authorization" not in head.headers and not presigned and not sigv2
+        # An anonymous request is allowed only where a bucket's policy says so (below).
         if sigv2 and self.config.credentials:
-            verify_presigned_v2(
+            principal = verify_presigned_v2(
                 head.method,
                 head.raw_path,
                 head.raw_query,
@@ -163,7 +179,7 @@ class S3Handler(ObjectOps, BucketOps):
                 self.config.credentials,
                 self.clock.now_ms(),
             )
-        elif self.config.credentials:
+        elif self.config.credentials and not anonymous:
             verify = verify_presigned if presigned else verify_request
             context = verify(
                 head.method,
@@ -173,6 +189,9 @@ class S3Handler(ObjectOps, BucketOps):
                 self.config.credentials,
                 self.clock.now_ms(),
             )
+            principal = context.access_key
+        if self.config.credentials:
+            await self._check_access(head, principal)
         refuse_encryption(head.headers)
         stream = streamable(head, body)
         limit = self.config.object_bytes_max if stream else self.config.body_bytes_max
@@ -186,7 +205,7 @@ class S3Handler(ObjectOps, BucketOps):
             if not self.workers.try_take_upload():
                 raise S3RequestError("SlowDown", "too many uploads in flight; retry", 503)
             try:
-                return await self._stream(head, send_continue, body)
+                return await self._stream(head, send_continue, body, principal)
             finally:
                 self.workers.release_upload()
         if head.headers.get("expect", "").lower() == "100-continue":
@@ -195,7 +214,7 @@ class S3Handler(ObjectOps, BucketOps):
         payload, checks = decode_payload(head, data, context)
         self.aws_chunked_bodies += payload is not data
         echoed = verify_checksums(payload, checks)
-        response = await self._route(head, payload, verified_checksums(echoed))
+        response = await self._route(head, payload, verified_checksums(echoed), principal)
         response.headers.update(echoed)
         return response
 
@@ -204,6 +223,7 @@ class S3Handler(ObjectOps, BucketOps):
         head: RequestHead,
         send_continue: Callable[[], Awaitable[None]],
         body: RequestBody,
+        principal: str | None,
     ) -> Response:
         """A plain PutObject or UploadPart body stored while it arrives (upload slot held)."""
         if head.headers.get("expect", "").lower() == "100-continue":
@@ -218,19 +238,48 @@ class S3Handler(ObjectOps, BucketOps):
             self.config.body_read_timeout_s,
         )
         # Streamed bodies are plain: their checksums are headers, verified before the commit.
-        response = await self._route(head, streamed, verified_checksums(head.headers))
+        response = await self._route(head, streamed, verified_checksums(head.headers), principal)
         response.headers.update(streamed.echoed)
         return response
 
+    def _is_admin(self, principal: str | None) -> bool:
+        admins = self.config.admins
+        return principal is not None and (admins is None or principal in admins)
+
+    async def _check_access(self, head: RequestHead, principal: str | None) -> None:
+        """Refuse a request its caller may not make (``s3access.decide``), before its body
+        is read. Without a store that keeps owners, every signed key may do anything."""
+        bucket, _, key = head.path.lstrip("/").partition("/")
+        query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
+        action = classify(head.method, bucket, key, query)
+        store = self.access_store
+        if store is None:
+            decide(principal, True, action, None)
+            return
+        access = None
+        if action not in (Action.LIST_BUCKETS, Action.CREATE_BUCKET):
+            access = await self.workers.run(store.bucket_access, bucket)
+        decide(principal, self._is_admin(principal), action, access)
+
     async def _route(
-        self, head: RequestHead, payload: bytes | StreamedPayload, checksums: dict[str, str]
+        self,
+        head: RequestHead,
+        payload: bytes | StreamedPayload,
+        checksums: dict[str, str],
+        principal: str | None = None,
     ) -> Response:
         bucket, _, key = head.path.lstrip("/").partition("/")
         query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
         method = head.method
         if not bucket:
             if method == "GET":
-                return await self._list_buckets(query)
+                everyone = not self.config.credentials or self._is_admin(principal)
+                visible = None if everyone else principal or ""
+                return await self._list_buckets(query, visible)
+        elif not key and self.access_store is not None and "acl" in query:
+            return await self._bucket_acl(head, bucket, query, payload)
+        elif not key and method == "PUT" and not subresources(query):
+            return await self._create_bucket(head, bucket, principal or "")
         elif not key:
             return await self._bucket(method, bucket, query, payload)
         elif method in ("GET", "HEAD"):
@@ -242,6 +291,41 @@ class S3Handler(ObjectOps, BucketOps):
         elif method == "DELETE":
             return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
+
+    async def _create_bucket(self, head: RequestHead, bucket: str, owner: str) -> Response:
+        """CreateBucket, owned by the signing key, with the policy ``x-amz-acl`` names."""
+        if self.access_store is None:
+            await self.workers.run(self.store.create_bucket, bucket)
+        else:
+            acl = canned_acl(head.headers, PRIVATE)
+            await self.workers.run(self.access_store.create_bucket, bucket, owner, acl)
+        return Response(200, {"Location": f"/{bucket}"})
+
+    async def _bucket_acl(
+        self,
+        head: RequestHead,
+        bucket: str,
+        query: dict[str, str],
+        payload: bytes | StreamedPayload,
+    ) -> Response:
+        """GetBucketAcl and PutBucketAcl with a canned ``x-amz-acl`` (``s3access``)."""
+        store = self.access_store
+        assert store is not None
+        names = subresources(query)
+        if names != {"acl"}:
+            raise not_implemented(names)
+        if head.method == "GET":
+            access = await self.workers.run(store.bucket_access, bucket)
+            if access is None:
+                raise S3RequestError("NoSuchBucket", "The specified bucket does not exist", 404)
+            return xml_response(acl_document(*access))
+        if head.method != "PUT" or payload:
+            raise S3RequestError("NotImplemented", "only canned bucket ACLs are served", 501)
+        acl = canned_acl(head.headers, None)
+        if acl is None:
+            raise S3RequestError("NotImplemented", "only canned bucket ACLs are served", 501)
+        await self.workers.run(store.set_bucket_acl, bucket, acl)
+        return Response(200)
 
 
 def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:

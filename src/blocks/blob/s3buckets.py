@@ -92,9 +92,10 @@ class BucketOps:
             return await self._list_v2(bucket, query)
         raise S3RequestError("NotImplemented", "this bucket operation is not implemented", 501)
 
-    async def _list_buckets(self, query: dict[str, str]) -> Response:
+    async def _list_buckets(self, query: dict[str, str], owner: str | None = None) -> Response:
         """ListBuckets, by name after ``continuation-token`` (the last name of the page
-        before), at most ``max-buckets`` (1..10000) under ``prefix``."""
+        before), at most ``max-buckets`` (1..10000) under ``prefix``; only the buckets
+        ``owner`` owns unless it is ``None`` (an admin, or no owners kept)."""
         names = subresources(query) - {
             "prefix",
             "max-buckets",
@@ -112,9 +113,18 @@ class BucketOps:
             for b in await self.workers.run(self.store.list_buckets)
             if b.name.startswith(prefix) and b.name > after
         ]
+        if owner is not None:
+            owned = await self.workers.run(self._owned_by, owner, [b.name for b in buckets])
+            buckets = [b for b in buckets if b.name in owned]
         page = buckets[: int(max_text)]
         token = page[-1].name if len(buckets) > len(page) else None
         return xml_response(list_buckets_result(page, prefix, token))
+
+    def _owned_by(self, owner: str, names: list[str]) -> set[str]:
+        access = getattr(self.store, "bucket_access", None)
+        if access is None:
+            return set(names)
+        return {name for name in names if (access(name) or ("", ""))[0] == owner}
 
     async def _delete_objects(self, bucket: str, payload: bytes) -> Response:
         keys, quiet = parse_delete_request(payload)

@@ -175,20 +175,51 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         return index
 
     # -- buckets -----------------------------------------------------------------------------
-    def create_bucket(self, name: str) -> BucketInfo:
+    def create_bucket(self, name: str, owner: str = "", acl: str = "") -> BucketInfo:
+        """As ``BlobStore.create_bucket``; ``owner`` and ``acl`` are kept with the bucket
+        (``bucket_access``) for the S3 front's access checks."""
         check_bucket_name(name)
         with self._lock:  # rare: held across the commit, so no bucket change overtakes one
             self._check_open()
             if name in self.index.buckets or self._busy(("bucket", name)):
                 raise Conflict(f"bucket {name!r} already exists")
             created_ms = self.clock.now_ms()
-            sequence, future, _ = self._submit(("bucket", name), BucketPut(name, created_ms))
+            record = BucketPut(name, created_ms, owner, acl)
+            sequence, future, _ = self._submit(("bucket", name), record)
             try:
                 future.result()
             finally:
                 self._finish(("bucket", name), sequence)
-            self.index.add_bucket(name, created_ms)
+            self.index.add_bucket(name, created_ms, owner, acl)
             return BucketInfo(name, created_ms)
+
+    def bucket_access(self, name: str) -> tuple[str, str] | None:
+        """The bucket's (owner, acl) as created or last set ("" for none); ``None`` if
+        there is no such bucket."""
+        with self._lock:
+            self._check_open()
+            if name not in self.index.buckets:
+                return None
+            return self.index.bucket_access.get(name, ("", ""))
+
+    def set_bucket_acl(self, name: str, acl: str) -> None:
+        """Keep ``acl`` as the bucket's policy (journaled as a new ``BucketPut``);
+        ``NotFound`` if there is no such bucket."""
+        with self._lock:
+            self._check_open()
+            created_ms = self.index.buckets.get(name)
+            if created_ms is None:
+                raise NotFound(f"no such bucket {name!r}")
+            if self._busy(("bucket", name)):
+                raise Conflict(f"bucket {name!r} is changing; retry")
+            owner = self.index.bucket_access.get(name, ("", ""))[0]
+            record = BucketPut(name, created_ms, owner, acl)
+            sequence, future, _ = self._submit(("bucket", name), record)
+            try:
+                future.result()
+            finally:
+                self._finish(("bucket", name), sequence)
+            self.index.add_bucket(name, created_ms, owner, acl)
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
