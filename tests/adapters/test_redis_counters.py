@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from blocks.core.errors import InvalidArgument, Overloaded, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, Overloaded, Unavailable
 from blocks.counters.api import Counters
 from blocks.counters.countmin import CountMinSketch
 from blocks.testing.engines import RedisServer
@@ -160,3 +160,21 @@ def test_acknowledged_increments_survive_a_kill(tmp_path: Path) -> None:
         assert counters.value("n") == 300
         assert counters.estimate("f", b"a") == 2 and counters.add_frequent("f", []) == 3
         counters.close()
+
+
+def test_a_refused_new_name_takes_no_place_in_the_bound(
+    counters: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # increment admits a name by adding it first (SADD) and takes it out again when refused
+    monkeypatch.setattr(redis_adapter, "COUNTERS_MAX", 2)
+    counters.increment("a")
+    counters._client.set(counters._key("counter", "b"), b"not a number")
+    with pytest.raises(BlocksError):
+        counters.increment("b")  # INCRBY fails on the server: the name is not kept
+    counters.increment("c")
+    with pytest.raises(Overloaded):
+        counters.increment("d")
+    monkeypatch.setattr(redis_adapter, "COUNTERS_MAX", 3)
+    assert counters.increment("e", 4) == 4  # "d" was not kept either
+    names = counters._client.smembers(counters._key("names", "counter"))
+    assert names == {b"a", b"c", b"e"}

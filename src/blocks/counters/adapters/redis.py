@@ -39,7 +39,7 @@ import redis
 import xxhash
 
 from blocks.core.errors import InvalidArgument
-from blocks.core.rediscall import redis_call
+from blocks.core.rediscall import RedisScript, redis_call
 from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.countmin import TOP_K_MAX
 from blocks.counters.local import check_amount, check_name
@@ -66,17 +66,26 @@ local function admit(names, name, most)
 end
 """
 
-_INCREMENT = (
-    _ADMIT
-    + """
-if not admit(KEYS[2], ARGV[1], ARGV[3]) then
+# Two commands for a known name (``SADD`` answers 0, then ``INCRBY``, whose reply is the
+# value): the ``SADD`` is the admission check. A new name past the bound is removed again,
+# and so is a new name whose ``INCRBY`` failed (past 64 bits), so a failure changes nothing.
+# Lua numbers are doubles: a value past 2^53 is read back as the server's exact string.
+_INCREMENT = """
+local added = redis.call('SADD', KEYS[2], ARGV[1])
+if added == 1 and redis.call('SCARD', KEYS[2]) > tonumber(ARGV[3]) then
+  redis.call('SREM', KEYS[2], ARGV[1])
   return redis.error_reply('BLOCKS_OVERLOADED at most ' .. ARGV[3] .. ' counters')
 end
-redis.call('INCRBY', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-return redis.call('GET', KEYS[1])
+local value = redis.pcall('INCRBY', KEYS[1], ARGV[2])
+if type(value) == 'table' then
+  if added == 1 then redis.call('SREM', KEYS[2], ARGV[1]) end
+  return value
+end
+if value > 9007199254740991 or value < -9007199254740991 then
+  return redis.call('GET', KEYS[1])
+end
+return value
 """
-)
 
 _ADD_DISTINCT = (
     _ADMIT
@@ -188,9 +197,9 @@ class RedisCounters:
         self._depth = cms_depth
         self._seed = seed
         self._shape = f"{cms_width}x{cms_depth}@{seed}"
-        self._increment = client.register_script(_INCREMENT)
-        self._add_distinct = client.register_script(_ADD_DISTINCT)
-        self._add_frequent = client.register_script(_ADD_FREQUENT)
+        self._increment = RedisScript(client, _INCREMENT)
+        self._add_distinct = RedisScript(client, _ADD_DISTINCT)
+        self._add_frequent = RedisScript(client, _ADD_FREQUENT)
 
     @classmethod
     def open(

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, cast
 
 import redis
@@ -52,7 +52,7 @@ from blocks.core.errors import (
     Overloaded,
     Unavailable,
 )
-from blocks.core.rediscall import redis_call
+from blocks.core.rediscall import RedisScript, redis_call
 from blocks.kv.limits import (
     VALUE_BYTES_MAX_DEFAULT,
     VALUE_BYTES_MAX_LIMIT,
@@ -84,11 +84,14 @@ would put every key of the namespace in one cluster slot)."""
 TIMEOUT_S_DEFAULT = 10.0
 
 # KEYS[i]: the hashes; ARGV[2i-1]: value i, ARGV[2i]: the incarnation if key i is new.
+# Two commands per key (a new key's incarnation rides on the value's HSET).
 _PUT_SCRIPT = """
 for i = 1, #KEYS do
-  local n = redis.call('HINCRBY', KEYS[i], 'n', 1)
-  if n == 1 then redis.call('HSET', KEYS[i], 'i', ARGV[2 * i]) end
-  redis.call('HSET', KEYS[i], 'v', ARGV[2 * i - 1])
+  if redis.call('HINCRBY', KEYS[i], 'n', 1) == 1 then
+    redis.call('HSET', KEYS[i], 'v', ARGV[2 * i - 1], 'i', ARGV[2 * i])
+  else
+    redis.call('HSET', KEYS[i], 'v', ARGV[2 * i - 1])
+  end
 end
 return #KEYS
 """
@@ -107,16 +110,25 @@ return {1, redis.call('HGET', KEYS[1], 'i') .. ':' .. n}
 """
 
 
-@contextmanager
-def _redis(doing: str) -> Iterator[None]:
+class _redis(redis_call):  # lower case: used like the function it was
     """``blocks.core.rediscall``'s mapping, plus the cluster client's own failures (no
     reachable node, slots not covered, redirects run out), which are not ``RedisError``s
-    or are mere error replies there: ``Unavailable``, retry later."""
-    with redis_call(doing):
-        try:
-            yield
-        except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as error:
-            raise Unavailable(f"redis cluster {doing}: {error}") from error
+    or are mere error replies there: ``Unavailable``, retry later. A class, not a
+    generator: it wraps every call (see ``blocks.core.rediscall``)."""
+
+    __slots__ = ()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(
+            error, redis.exceptions.RedisClusterException | redis.exceptions.ClusterError
+        ):
+            raise Unavailable(f"redis cluster {self._doing}: {error}") from error
+        super().__exit__(kind, error, traceback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +159,8 @@ class RedisKeyValueStore:
         self._prefix = namespace.encode()
         self.value_bytes_max = value_bytes_max
         self._rng = rng or random.SystemRandom()
-        self._put = client.register_script(_PUT_SCRIPT)
-        self._cas = client.register_script(_CAS_SCRIPT)
+        self._put = RedisScript(client, _PUT_SCRIPT)
+        self._cas = RedisScript(client, _CAS_SCRIPT)
         self._closed = False
 
     @classmethod
@@ -181,7 +193,11 @@ class RedisKeyValueStore:
     # -- the KeyValueStore protocol ----------------------------------------------------------
 
     def put(self, key: bytes | str, value: bytes) -> None:
-        self.put_many([(key, value)])
+        # ``put_many`` of one pair, without its batch machinery (one key is one slot).
+        name = self._name(key)
+        args = [check_value(value, self.value_bytes_max), self._incarnation()]
+        with _redis("put"):
+            self._put(keys=[name], args=args)
 
     def get(self, key: bytes | str) -> bytes | None:
         name = self._name(key)

@@ -96,6 +96,10 @@ def _check_name(value: object, what: str) -> str:
     return value
 
 
+_NO_MESSAGE_CODE = 10037
+"""JetStream's error code for "no message found" (the stream is there, the record is not)."""
+
+
 class NatsPubSub:
     """``blocks.pubsub.api.PubSub`` on JetStream; build it with ``await NatsPubSub.open()``."""
 
@@ -339,21 +343,30 @@ class NatsPubSub:
             raise InvalidArgument(f"max_messages must be within 1..{FETCH_MAX_MESSAGES}")
         if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
             raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
+        # No bounds asked first: each read is the stream's "next message at or after this
+        # sequence on the partition's subject", so a record removed by retention is stepped
+        # over by the server, and "nothing at or after" ends the batch. One request per
+        # record, plus one that finds the end when fewer than ``max_messages`` are there.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000.0
-        while True:
-            first, end = await self.end_offsets(topic, partition)
-            start = max(offset, first)
-            if start < end or loop.time() >= deadline:
-                break
-            await asyncio.sleep(WAIT_POLL_S)
-        records = []
         stream = self._stream(topic, partition)
-        for position in range(start, min(end, start + max_messages)):
+        subject = self._subject(topic, partition)
+        records: list[Record] = []
+        position = offset
+        while len(records) < max_messages:
             try:
-                message = await self._call(self._js.get_msg(stream, position + 1), "fetch")
-            except NotFound:
-                continue  # removed by retention while we read
+                message = await self._call(
+                    self._js.get_msg(stream, position + 1, subject, next=True), "fetch"
+                )
+            except NotFound as error:
+                if getattr(error.__cause__, "err_code", None) != _NO_MESSAGE_CODE:
+                    raise  # the stream itself is gone
+                if records or loop.time() >= deadline:
+                    break
+                await asyncio.sleep(WAIT_POLL_S)
+                continue
+            assert message.seq is not None, "JetStream answers a stored message's sequence"
+            position = message.seq - 1
             headers = message.headers or {}
             raw_key = headers.get(KEY_HEADER)
             records.append(
@@ -366,6 +379,7 @@ class NatsPubSub:
                     int(headers.get(TIMESTAMP_HEADER, "0")),
                 )
             )
+            position += 1
         return records
 
     async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:

@@ -51,7 +51,7 @@ import redis
 
 from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument
-from blocks.core.rediscall import redis_call
+from blocks.core.rediscall import RedisScript, redis_call
 from blocks.ratelimit.api import KEY_BYTES_MAX, Decision
 from blocks.ratelimit.base import EPSILON, ceil_ms, check_positive
 
@@ -176,7 +176,7 @@ class _RedisLimiter:
         self._namespace = namespace
         self._clock = clock
         self._slack_ms = expiry_slack_ms if clock is not None else 0
-        self._script = client.register_script(self._source)
+        self._script = RedisScript(client, self._source)
 
     @classmethod
     def open(
@@ -314,7 +314,7 @@ class RedisWindowStore:
         self._client = client
         self._namespace = namespace
         self._ttl_ms = entry_ttl_ms
-        self._script = client.register_script(_WINDOW_ADD)
+        self._script = RedisScript(client, _WINDOW_ADD)
 
     @classmethod
     def open(cls, url: str, *, timeout_s: float = 10.0, **options: Any) -> RedisWindowStore:

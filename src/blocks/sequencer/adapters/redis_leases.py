@@ -46,7 +46,7 @@ from redis.retry import Retry
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument, Unavailable
-from blocks.core.rediscall import redis_call
+from blocks.core.rediscall import RedisScript, redis_call
 from blocks.sequencer.lease import WorkerLease
 
 __all__ = ["RedisLeaseConfig", "RedisLeases", "RedisWorkerLease"]
@@ -171,9 +171,9 @@ class RedisLeases:
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.SystemRandom()
         self._sleep = sleep
-        self._acquire = client.register_script(_ACQUIRE_SCRIPT)
-        self._renew = client.register_script(_RENEW_SCRIPT)
-        self._release = client.register_script(_RELEASE_SCRIPT)
+        self._acquire = RedisScript(client, _ACQUIRE_SCRIPT)
+        self._renew = RedisScript(client, _RENEW_SCRIPT)
+        self._release = RedisScript(client, _RELEASE_SCRIPT)
 
     @classmethod
     def open(
