@@ -51,12 +51,12 @@ OBJECTS = 12
 CHUNK = 16 * 1024
 
 
-def _spec(gc_grace_s: str) -> ServerSpec:
+def _spec(gc_grace_s: str, chunk_kib: str = "16") -> ServerSpec:
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(
             "blob", "serve", "--data-dir", str(node.data_dir), "--listen",
             node.address("listen"), "--access-key", ACCESS, "--secret-key", SECRET,
-            "--cluster-token", node.token, "--chunk-kib", "16", "--codec", "rs:4+2",
+            "--cluster-token", node.token, "--chunk-kib", chunk_kib, "--codec", "rs:4+2",
             "--replicate-metadata", "--meta-sync-s", "1", "--gc-grace-s", gc_grace_s,
         )  # fmt: skip
         for roles in peers.values():
@@ -252,6 +252,48 @@ def test_losing_a_node_and_its_disk_loses_no_acknowledged_object(
             _check_node(clients[name], *check)
     for client in clients.values():
         client.close()
+
+
+def test_a_multipart_upload_spans_the_nodes(tmp_path: Path) -> None:
+    """Created through n1, parts through n2 and n3, completed through n2, listed and read
+    through every node: an upload is metadata like any other."""
+    with ProcessCluster(_spec("3600", chunk_kib="1024"), NODES, tmp_path) as cluster:
+        cluster.start_all()
+        clients = {name: _boto(cluster.address(name)) for name in NODES}
+        with cluster.failure_notes("replicated metadata: multipart across nodes"):
+            clients["n1"].create_bucket(Bucket="photos")
+            upload = clients["n1"].create_multipart_upload(
+                Bucket="photos", Key="big", ContentType="video/mp4", Metadata={"take": "2"}
+            )["UploadId"]
+            first, last = os.urandom(5 * 1024 * 1024), os.urandom(300_000)
+            etags = [
+                clients[name].upload_part(
+                    Bucket="photos", Key="big", UploadId=upload, PartNumber=number, Body=body
+                )["ETag"]
+                for name, number, body in (("n2", 1, first), ("n3", 2, last))
+            ]
+            parts = clients["n1"].list_parts(Bucket="photos", Key="big", UploadId=upload)
+            assert [part["PartNumber"] for part in parts["Parts"]] == [1, 2]
+            clients["n2"].complete_multipart_upload(
+                Bucket="photos",
+                Key="big",
+                UploadId=upload,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
+                },
+            )
+            for name in NODES:
+                reply = clients[name].get_object(Bucket="photos", Key="big")
+                assert reply["Body"].read() == first + last, name
+                assert (reply["ContentType"], reply["Metadata"]) == ("video/mp4", {"take": "2"})
+
+                def no_upload(name: str = name) -> None:
+                    listing = clients[name].list_multipart_uploads(Bucket="photos")
+                    assert not listing.get("Uploads"), name
+
+                _eventually(no_upload, f"the upload gone on {name}")
+        for client in clients.values():
+            client.close()
 
 
 # -- the kit's nemesis on a replicated cluster ---------------------------------------------
