@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -279,3 +279,27 @@ def test_a_data_directory_is_refused_by_the_other_mode(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(FailedPrecondition):
         open_node(replicated, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)
+
+
+def test_the_meta_routes_refuse_bad_input_and_change_nothing(
+    shards: dict[str, ShardStore],
+) -> None:
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    recorder = a.replicator = Recorder()
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k", b"v" * 3000)
+    replicator = Replicator(b, {}, cast(DirectoryShardStore, None))
+    try:
+        for body in (b"", b"\xc1", pack({"not": "a list"}), pack([1, 2]), pack([b"\x00junk"])):
+            assert replicator.handle("POST", ["apply"], body).status == 400, body
+        assert replicator.handle("POST", ["key"], pack(["only one"])).status == 400
+        assert replicator.handle("GET", ["nothing"], b"").status == 404
+        assert replicator.handle("POST", ["apply"], pack(recorder.records[1:])).status == 409
+        assert _state(b) == {"buckets": [], "objects": {}, "tombstones": {}}
+        assert replicator.handle("POST", ["apply"], pack(recorder.records)).status == 200
+        assert b.get_object("bkt", "k")[1] == b"v" * 3000
+        reply = replicator.handle("POST", ["key"], pack(["bkt", "k"]))
+        assert len(unpack(reply.body)) == 2  # the bucket and the object
+    finally:
+        replicator.close()
