@@ -11,7 +11,9 @@ delivered again by the server. The queue's settings are kept in the stream's des
 * ``send`` publishes with an ack; the message id is the stream sequence. A ``dedup_id`` is
   the ``Nats-Msg-Id`` and the stream's duplicate window is ``dedup_window_ms``: a duplicate
   answers the first message's sequence, so the first id.
-* ``receive`` fetches from the consumer; the receipt is ``<sequence>.<delivery count>``. A
+* ``receive`` fetches from the consumer through a pull subscription of its own (concurrent
+  receives do not wait on each other's fetches; at most ``PULLS_PER_QUEUE_MAX`` per queue,
+  ``nats_pulls``); the receipt is ``<sequence>.<delivery count>``. A
   message delivered more than ``max_receives`` times is copied to the dead-letter stream
   (with a ``Nats-Msg-Id`` so a retried copy is stored once) and acked here, at that receive:
   JetStream itself only stops delivering it.
@@ -46,6 +48,7 @@ from blocks.core.errors import (
     Timeout,
 )
 from blocks.core.natscall import connect_nats, nats_call
+from blocks.queue.adapters import nats_pulls
 from blocks.queue.api import Message
 
 __all__ = ["IN_FLIGHT_MAX", "NatsQueue"]
@@ -85,7 +88,7 @@ class NatsQueue:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._owns_client = owns_client
         self._settings: dict[str, tuple[int, int, str, int]] = {}
-        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        self._pulls: dict[str, nats_pulls.PullPool] = {}  # per queue: concurrent receives, one each
         self._in_flight: dict[tuple[str, int], tuple[int, Msg]] = {}  # (queue, seq) -> delivery
         self.dead_lettered = 0
         """Messages this adapter moved to a dead-letter queue (or dropped, without one)."""
@@ -182,9 +185,9 @@ class NatsQueue:
                 raise FailedPrecondition(f"{name!r} is the dead-letter queue of {other!r}")
         await nats_call(self._nc, self._js.delete_stream(self._stream(name)), "delete a queue")
         self._settings.pop(name, None)
-        subscription = self._subscriptions.pop(name, None)
-        if subscription is not None:
-            await subscription.unsubscribe()
+        pulls = self._pulls.pop(name, None)
+        if pulls is not None:
+            await pulls.close(unsubscribe=True)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -232,13 +235,13 @@ class NatsQueue:
             raise InvalidArgument("JetStream's ack wait is the queue's visibility_ms only")
         if len(self._in_flight) + max_messages > IN_FLIGHT_MAX:
             raise Overloaded(f"at most {IN_FLIGHT_MAX} deliveries in flight per adapter")
-        subscription = await self._subscription(name)
         try:
-            pulled = await nats_call(
-                self._nc,
-                subscription.fetch(max_messages, timeout=max(wait_ms / 1000.0, NO_WAIT_S)),
-                "receive",
-            )
+            async with self._pool(name).borrow() as subscription:
+                pulled = await nats_call(
+                    self._nc,
+                    subscription.fetch(max_messages, timeout=max(wait_ms / 1000.0, NO_WAIT_S)),
+                    "receive",
+                )
         except Timeout:  # the pull's wait ran out: nothing was visible
             return []
         messages = []
@@ -255,18 +258,22 @@ class NatsQueue:
             )
         return messages
 
-    async def _subscription(self, name: str) -> JetStreamContext.PullSubscription:
-        subscription = self._subscriptions.get(name)
-        if subscription is None:
-            subscription = await nats_call(
-                self._nc,
-                self._js.pull_subscribe(
-                    self._subject(name), durable="workers", stream=self._stream(name)
-                ),
-                "receive",
-            )
-            self._subscriptions[name] = subscription
-        return subscription
+    def _pool(self, name: str) -> nats_pulls.PullPool:
+        pulls = self._pulls.get(name)
+        if pulls is None:
+
+            async def subscribe() -> JetStreamContext.PullSubscription:
+                return await nats_call(
+                    self._nc,
+                    self._js.pull_subscribe(
+                        self._subject(name), durable="workers", stream=self._stream(name)
+                    ),
+                    "receive",
+                )
+
+            pulls = nats_pulls.PullPool(subscribe, nats_pulls.PULLS_PER_QUEUE_MAX)
+            self._pulls[name] = pulls
+        return pulls
 
     async def _dead_letter(self, name: str, dead_letter: str, sequence: int, msg: Msg) -> None:
         if dead_letter:
@@ -317,9 +324,8 @@ class NatsQueue:
         await nats_call(self._nc, msg.in_progress(), "extend visibility")
 
     async def close(self) -> None:
-        for subscription in self._subscriptions.values():
-            if not self._nc.is_closed:
-                await subscription.unsubscribe()
-        self._subscriptions.clear()
+        for pulls in self._pulls.values():
+            await pulls.close(unsubscribe=not self._nc.is_closed)
+        self._pulls.clear()
         if self._owns_client and not self._nc.is_closed:
             await self._nc.close()
