@@ -126,6 +126,10 @@ class NatsPubSub:
         self._sequences: dict[tuple[str, int], itertools.count[int]] = {}
         self._round_robin = itertools.count()
         self._partitions: dict[str, int] = {}  # cache: a topic's count never changes
+        # one batch at a time per partition from this adapter: two of ours pipelined together
+        # would break each other's conditions and both fall back to record by record
+        # (at most one lock per partition of a topic this adapter wrote a batch to)
+        self._batch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._kv: KeyValue | None = None
 
     @classmethod
@@ -245,7 +249,9 @@ class NatsPubSub:
         (the partition's last sequence); each later one, ``Nats-Expected-Last-Msg-Id`` (the
         previous record's id). A record JetStream did not store, or a record of another
         producer in between, makes every later one fail, so what is stored is always a
-        prefix of the batch, contiguous. What is left (a lost record, or another producer that appended meanwhile) is
+        prefix of the batch, contiguous. This adapter's own batches to one partition take
+        turns, so they never break each other's conditions. What is left (a lost record, or
+        another producer that appended meanwhile) is
         published one record at a time, with the same message ids, so a record stored whose
         ack was lost is not stored twice.
         """
@@ -254,6 +260,13 @@ class NatsPubSub:
             raise InvalidArgument("a batch holds at least one record")
         for key, value in entries:
             _check_record(key, value)
+        lock = self._batch_locks.setdefault((topic, partition), asyncio.Lock())
+        async with lock:
+            return await self._produce_batch(topic, partition, entries)
+
+    async def _produce_batch(
+        self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
+    ) -> int:
         info = await self._call(self._js.stream_info(self._stream(topic, partition)), "produce")
         last = int(info.state.last_seq)
         headers = [self._headers(topic, partition, key) for key, _ in entries]
@@ -267,15 +280,25 @@ class NatsPubSub:
             pipelined = {**headers[index], **condition}
             publish = self._js.publish_async(subject, value, headers=pipelined)
             pending.append(await self._call(publish, "produce"))
-        acks = await asyncio.gather(
-            *(asyncio.wait_for(ack, REQUEST_TIMEOUT_S) for ack in pending),
-            return_exceptions=True,
-        )
+        # one wait for every ack (not a wait_for task per record: 100 tasks a batch cost more
+        # than the publishes); an ack not in by then counts as lost
+        if pending:
+            await asyncio.wait(pending, timeout=REQUEST_TIMEOUT_S)
         stored = 0
-        for ack in acks:
-            if isinstance(ack, BaseException) or int(ack.seq) != last + stored + 1:
+        for ack_future in pending:
+            if not ack_future.done():
+                ack_future.cancel()
+                break
+            if ack_future.cancelled() or ack_future.exception() is not None:
+                break
+            if ack_future.result().seq != last + stored + 1:
                 break
             stored += 1
+        for ack_future in pending[stored:]:
+            if ack_future.done() and not ack_future.cancelled():
+                ack_future.exception()  # retrieved: no "never retrieved" warning
+            else:
+                ack_future.cancel()
         first = last if stored else None
         for index in range(stored, len(entries)):
             key, value = entries[index]
