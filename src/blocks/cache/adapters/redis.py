@@ -203,9 +203,9 @@ class RedisCache:
         # 4 us on the loaded 2-core machine, #20's overhead row)
         with redis_call("put"):
             if ttl_ms is None:
-                self._client.execute_command("SET", name, data)
+                self._client.execute_command("SET", name, data)  # type: ignore[no-untyped-call]
             else:
-                self._client.execute_command("SET", name, data, "PX", ttl_ms)
+                self._client.execute_command("SET", name, data, "PX", ttl_ms)  # type: ignore[no-untyped-call]
 
     def delete(self, key: Any) -> bool:
         """Remove ``key`` (one ``DEL``); True if a live entry was removed."""
