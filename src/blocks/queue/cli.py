@@ -17,6 +17,7 @@ from blocks.cli import (
     read_lines,
     server_options,
 )
+from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -35,6 +36,17 @@ def register(subparsers: Any) -> None:
         type=int,
         default=0,
         help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
+    )
+    serve.add_argument("--node-id", default=None, help="this node's name in a cluster")
+    serve.add_argument(
+        "--cluster-listen", default=None, metavar="HOST:PORT", help="replication address"
+    )
+    serve.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="ID=HOST:PORT",
+        help="another node of the replicated queue and its --cluster-listen (repeat)",
     )
     serve.set_defaults(func=_serve)
 
@@ -144,20 +156,59 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from blocks.queue.service import build_server
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
-    options = server_options(args)
 
-    async def main() -> None:
+def _peers(specs: list[str]) -> dict[str, tuple[str, int]]:
+    peers = {}
+    for spec in specs:
+        name, _, address = spec.partition("=")
+        if not name:
+            raise InvalidArgument(f"--peer wants ID=HOST:PORT, got {spec!r}")
+        peers[name] = _address(address)
+    return peers
+
+
+def _build(args: argparse.Namespace, options: Any) -> Any:
+    """A single-node server without ``--peer`` (as before), else a replicated queue node."""
+    from blocks.queue.service import build_cluster_server, build_server
+
+    data_port = None if args.data_port < 0 else args.data_port
+    if not args.peer:
         server, _ = build_server(
             options.data_dir,
             host=options.host,
             port=options.port,
             token=options.token,
             fsync=args.fsync,
-            data_port=None if args.data_port < 0 else args.data_port,
+            data_port=data_port,
         )
+        return server
+    if not args.node_id or not args.cluster_listen or not options.data_dir:
+        raise InvalidArgument("a cluster node needs --node-id, --cluster-listen and --data-dir")
+    server, _ = build_cluster_server(
+        options.data_dir,
+        node=args.node_id,
+        cluster_listen=_address(args.cluster_listen),
+        peers=_peers(args.peer),
+        host=options.host,
+        port=options.port,
+        token=options.token,
+        fsync=args.fsync,
+        data_port=data_port,
+    )
+    return server
+
+
+def _serve(args: argparse.Namespace) -> int:
+    options = server_options(args)
+
+    async def main() -> None:
+        server = _build(args, options)
         options.configure(server)
         await server.start()
         announce(
@@ -165,6 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"queue server on {server.address}",
             address=server.address,
             metrics_port=server.metrics_port,
+            node=args.node_id,
         )
         await server.serve_until_signalled()
 

@@ -6,11 +6,17 @@ while a frame is in flight leave together in the next one); queue management sta
 and so does everything against a server without a data path. Errors arrive as the
 ``BlocksError`` class the server raised. A long poll (``wait_ms``) travels alone and gets a
 deadline of ``wait_ms`` plus the client's ``timeout_s``.
+
+Given several addresses (the nodes of a replicated queue, ``blocks.queue.replicated``, any of
+which serves any call), the client talks to one; a call that fails with ``Unavailable`` or
+``Timeout`` moves it to the next, and the caller retries (such a call may or may not have been
+applied, as the API says).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +30,8 @@ from blocks.queue.datapath import CallBatcher, message_from_wire
 
 __all__ = ["QueueClient", "connect"]
 
+OLD_CHANNELS_MAX = 8  # channels of nodes left behind, kept open for calls still on them
+
 
 class QueueClient:
     """A ``Queue`` served over gRPC; build it with ``connect``."""
@@ -35,7 +43,13 @@ class QueueClient:
         token: str | None = None,
         timeout_s: float = 10.0,
         data_path: bool = True,
+        fallbacks: Sequence[str] = (),
     ) -> None:
+        self._addresses = [address, *fallbacks]
+        self._token = token
+        self._use_data_path = data_path
+        self._old_channels: collections.deque[Any] = collections.deque()
+        self._closing: set[asyncio.Task[Any]] = set()  # old channels being closed
         self._address = address
         self._channel = connect_channel(address, token=token)
         self._stub: Any = queue_pb2_grpc.QueueStub(self._channel)  # type: ignore[no-untyped-call]
@@ -46,8 +60,32 @@ class QueueClient:
         self._discovery = asyncio.Lock()
 
     async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
-        with mapped_errors():
-            return await getattr(self._stub, method)(request, timeout=self._timeout_s + extra_s)
+        address = self._address
+        try:
+            with mapped_errors():
+                stub = self._stub
+                return await getattr(stub, method)(request, timeout=self._timeout_s + extra_s)
+        except (Unavailable, Timeout):
+            self._next_address(address)
+            raise
+
+    def _next_address(self, failed: str) -> None:
+        """Talk to the node after ``failed`` from now on (if there is another, and no other
+        failure moved on already)."""
+        if len(self._addresses) < 2 or failed != self._address:
+            return
+        index = (self._addresses.index(failed) + 1) % len(self._addresses)
+        self._address = self._addresses[index]
+        # Calls in flight may still use the old channel: it is closed only OLD_CHANNELS_MAX
+        # moves later (long after their deadlines) or at close().
+        self._old_channels.append(self._channel)
+        if len(self._old_channels) > OLD_CHANNELS_MAX:
+            closing = asyncio.ensure_future(self._old_channels.popleft().close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._channel = connect_channel(self._address, token=self._token)
+        self._stub = queue_pb2_grpc.QueueStub(self._channel)  # type: ignore[no-untyped-call]
+        self._data_name = None if self._use_data_path else ""
 
     async def _data_path(self) -> str:
         """The server's data path node name, registered as a peer ("" when it has none)."""
@@ -80,13 +118,16 @@ class QueueClient:
         or under a new node name (``PeerError`` at the greeting): either way the next call asks
         the server for its data path again, and this one raises ``Unavailable`` (retryable; a
         send may or may not have been applied, as the API says of ``Unavailable``)."""
+        address = self._address
         try:
             return await self._data.request(await self._data_path(), message, timeout_s)
-        except Unavailable:
+        except (Unavailable, Timeout):
             self._data_name = None
+            self._next_address(address)
             raise
         except PeerError as error:
             self._data_name = None
+            self._next_address(address)
             raise Unavailable(f"the server's data path changed ({error}); retry") from error
 
     async def _fast(
@@ -211,10 +252,21 @@ class QueueClient:
 
         await self._fast(["extend", name, receipt, visibility_ms], "ExtendVisibility", request)
 
+    async def describe(self) -> dict[str, Any]:
+        """The connected node's view of a replicated queue's log (``role``, ``epoch``,
+        ``leader``, ``hw``, ``applied``); ``{}`` from a single node (data path only)."""
+        if not await self._data_path():
+            raise InvalidArgument("describe needs the server's data path")
+        reply: dict[str, Any] = await self._data_request({"op": "describe"}, self._timeout_s)
+        return reply
+
     async def close(self) -> None:
         self._batcher.close()
         await self._data.close()
         await self._channel.close()
+        while self._old_channels:
+            await self._old_channels.popleft().close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> QueueClient:
         return self
@@ -230,13 +282,17 @@ async def connect(
     timeout_s: float = 10.0,
     data_path: bool = True,
 ) -> QueueClient:
-    """A client for the queue server at the first of ``addresses`` (``host:port``).
-
-    A queue server is a single node; further addresses are accepted for symmetry with
-    ``blocks.pubsub.connect`` and ignored.
-    """
+    """A client for the queue server at the first of ``addresses`` (``host:port``); further
+    addresses (other nodes of a replicated queue) are where it goes when a call finds the
+    current one unavailable (see the module docs)."""
     if isinstance(addresses, str):
         addresses = [addresses]
     if not addresses:
         raise InvalidArgument("connect needs at least one address")
-    return QueueClient(addresses[0], token=token, timeout_s=timeout_s, data_path=data_path)
+    return QueueClient(
+        addresses[0],
+        token=token,
+        timeout_s=timeout_s,
+        data_path=data_path,
+        fallbacks=list(addresses[1:]),
+    )

@@ -19,6 +19,9 @@ Requests are msgpack maps:
     ``[id, receipt, body, receive_count, group, priority, sent_ms]``, else None).
 ``{"op": "receive", "name": ..., "n": max_messages, "w": wait_ms, "v": visibility_ms|None}``
     A long poll, alone in its frame so that it holds up nobody: a list of messages.
+``{"op": "describe"}``
+    A replicated node's view of the log (role, epoch, leader, high watermark, applied);
+    ``{}`` from a single node.
 
 Anything malformed is ``InvalidArgument`` with nothing done. The transport authenticates the
 gRPC server's bearer token and bounds frames and requests in flight; ``LocalQueue`` bounds the
@@ -30,12 +33,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.transport import error_from_wire, error_to_wire
 from blocks.queue.api import Message
-from blocks.queue.local import CALLS_PER_BATCH_MAX, LocalQueue
+from blocks.queue.local import CALLS_PER_BATCH_MAX
+
+if TYPE_CHECKING:
+    from blocks.queue.replicated import QueueNode
 
 __all__ = ["CallBatcher", "QueueDataPathHandler", "message_from_wire", "message_to_wire"]
 
@@ -68,7 +74,7 @@ def _result_to_wire(result: Any) -> Any:
 class QueueDataPathHandler:
     """The ``TcpTransport`` handler of a queue server's data path (see module docs)."""
 
-    def __init__(self, queue: LocalQueue) -> None:
+    def __init__(self, queue: QueueNode) -> None:
         self.queue = queue
 
     async def __call__(self, source: str, message: Any) -> Any:
@@ -95,6 +101,9 @@ class QueueDataPathHandler:
                 visibility_ms=visibility_ms,
             )
             return [message_to_wire(m) for m in found]
+        if op == "describe":
+            describe = getattr(self.queue, "describe", None)
+            return {} if describe is None else describe()
         raise InvalidArgument(f"unknown data path op {op!r}")
 
 

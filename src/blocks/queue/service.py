@@ -9,12 +9,17 @@ raised and are mapped to gRPC codes by the server's interceptor. Proto3 cannot t
 Beside gRPC, the server listens on its data path (``blocks.queue.datapath``: coalesced calls
 as framed msgpack on a ``TcpTransport``, same host, ``data_port``, same token); ``DataPath``
 tells clients its port, 0 when it is off.
+
+``build_cluster_server`` serves a ``ReplicatedQueue`` node the same way: every RPC and data
+path call is served by any node (see ``blocks.queue.replicated``).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blocks.core.clock import Clock
@@ -24,8 +29,9 @@ from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.datapath import QueueDataPathHandler
 from blocks.queue.local import LocalQueue
+from blocks.queue.replicated import QueueNode, ReplicatedQueue
 
-__all__ = ["QueueService", "build_server"]
+__all__ = ["QueueService", "build_cluster_server", "build_server"]
 
 _EMPTY = queue_pb2.Empty()
 
@@ -35,7 +41,7 @@ def _optional(request: Any, field: str) -> Any:
 
 
 class QueueService(queue_pb2_grpc.QueueServicer):
-    def __init__(self, queue: LocalQueue, data_path: TcpTransport | None = None) -> None:
+    def __init__(self, queue: QueueNode, data_path: TcpTransport | None = None) -> None:
         self.queue = queue
         self.data_path = data_path
 
@@ -118,6 +124,46 @@ def build_server(
     """A ``Server`` (not started) serving a queue stored in ``data_dir`` (memory if None);
     its data path listens on ``data_port`` (0: any free port; None: no data path)."""
     queue = LocalQueue(data_dir, fsync=fsync, clock=clock)
+    return _serve(queue, host, port, token, clock, data_port), queue
+
+
+def build_cluster_server(
+    data_dir: str | os.PathLike[str],
+    *,
+    node: str,
+    cluster_listen: tuple[str, int],
+    peers: dict[str, tuple[str, int]],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    fsync: FsyncPolicy = "batch",
+    data_port: int | None = 0,
+) -> tuple[Server, ReplicatedQueue]:
+    """A ``Server`` (not started) for one node of a replicated queue
+    (``blocks.queue.replicated``): clients call any node; nodes replicate the queue's log over
+    a ``TcpTransport`` on ``cluster_listen`` (same token)."""
+    transport = TcpTransport(node, cluster_listen, peers, token)
+    queue = ReplicatedQueue(data_dir, transport, [node, *peers], fsync=fsync, rng=random.Random())
+
+    async def start() -> None:
+        await transport.start()
+        await queue.open()
+
+    server = _serve(queue, host, port, token, None, data_port, start=start)
+    server.add_component(stop=transport.close, name="queue-transport")
+    return server, queue
+
+
+def _serve(
+    queue: QueueNode,
+    host: str,
+    port: int,
+    token: str | None,
+    clock: Clock | None,
+    data_port: int | None,
+    *,
+    start: Callable[[], Awaitable[None]] | None = None,
+) -> Server:
     server = Server(host=host, port=port, token=token, name="queue", clock=clock)
     data_path = None
     if data_port is not None:
@@ -128,7 +174,7 @@ def build_server(
         QueueService(queue, data_path),
         health_name="blocks.queue.Queue",
     )
-    server.add_component(stop=queue.close, name="queue-storage")
+    server.add_component(start=start, stop=queue.close, name="queue-storage")
     if data_path is not None:  # stopped before the storage: components stop in reverse
         server.add_component(start=data_path.start, stop=data_path.close, name="queue-data")
-    return server, queue
+    return server

@@ -29,6 +29,7 @@ __all__ = [
     "grpc_health_check",
     "kv_spec",
     "pubsub_spec",
+    "queue_cluster_spec",
     "queue_spec",
     "sequencer_spec",
 ]
@@ -127,6 +128,21 @@ def queue_spec(*, fsync: str = "always") -> ServerSpec:
         )  # fmt: skip
 
     return ServerSpec("queue", ("listen", "data"), argv, _grpc_health)
+
+
+def queue_cluster_spec(*, fsync: str = "always") -> ServerSpec:
+    """Nodes of one replicated queue (``--peer`` on the ``cluster`` port; any node serves any
+    call); the framed data path listens on the ``data`` port."""
+
+    def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
+        return blocks_argv(
+            "queue", "serve", "--node-id", node.name, "--listen", node.address("listen"),
+            "--data-dir", str(node.data_dir), "--fsync", fsync, "--token", node.token,
+            "--data-port", str(node.ports["data"]), "--cluster-listen", node.address("cluster"),
+            "--json", *(f"--peer={peer}={roles['cluster']}" for peer, roles in peers.items()),
+        )  # fmt: skip
+
+    return ServerSpec("queue", ("listen", "cluster", "data"), argv, _grpc_health)
 
 
 # -- blob ------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""``QueueMachine``: the replicated queue's state machine, a ``QueueBroker`` fed log records.
+
+Theory of operation
+-------------------
+A replicated queue (``blocks.queue.replicated``) writes every call as a *record* to a
+replicated log and answers it only once the record is committed and applied. Every node
+applies the committed records, in log order, to its own ``QueueMachine``; because a record
+carries everything the broker needs (the command with its ``now_ms`` stamped by the node that
+wrote it, never the applying node's clock) and ``QueueBroker.execute`` is deterministic given
+its commands, every node ends in the same state: the same message ids, receive counts,
+receipts, invisibility deadlines, dead-letter moves, FIFO group locks and dedup entries.
+
+A record is the msgpack of ``[origin, command]``: ``origin`` names the node that wrote it,
+the one a caller waits on, so only that node keeps the record's outcome for its caller. A
+receive's ``visibility_ms`` may be None (the queue's default), resolved here from the applied
+state, which is the same on every node. A command the broker refuses (``NotFound``,
+``Conflict``, ...) is still applied: its advance of time changed the timers, the same on
+every node, and its outcome is the error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.core.codec import pack, unpack
+from blocks.core.errors import BlocksError, InvalidArgument
+from blocks.queue.broker import QueueBroker
+
+__all__ = ["QueueMachine", "decode_record", "encode_record"]
+
+Outcome = tuple[bool, Any]  # (True, result) or (False, the BlocksError raised)
+
+
+def encode_record(origin: str, command: list[Any]) -> bytes:
+    return pack([origin, command])
+
+
+def decode_record(value: bytes) -> tuple[str, list[Any]]:
+    """``(origin, command)``; ``InvalidArgument`` for a value that is not a record."""
+    try:
+        origin, command = unpack(value)
+    except (BlocksError, TypeError, ValueError):
+        raise InvalidArgument("a queue log record is [origin, command]") from None
+    if not isinstance(origin, str) or not isinstance(command, list):
+        raise InvalidArgument("a queue log record is [origin, command]")
+    return origin, command
+
+
+class QueueMachine:
+    """A ``QueueBroker`` driven by log records in offset order; see the module docs."""
+
+    def __init__(self) -> None:
+        self.broker = QueueBroker()
+        self.applied = 0  # the next log offset to apply: every record below it is applied
+        self.records = 0  # records applied (offsets have gaps where the log has control records)
+
+    def apply(self, offset: int, value: bytes) -> tuple[str, list[Any], Outcome]:
+        """Apply the record at ``offset`` (above every offset applied before); return its
+        origin, its command and its outcome."""
+        assert offset >= self.applied, "records are applied once, in offset order"
+        self.applied = offset + 1
+        self.records += 1
+        try:
+            origin, command = decode_record(value)
+        except InvalidArgument as error:
+            return "", [], (False, error)
+        try:
+            return origin, command, (True, self.execute(command))
+        except BlocksError as error:
+            return origin, command, (False, error)
+
+    def execute(self, command: list[Any]) -> Any:
+        """Run one command on the broker, resolving a receive's default visibility."""
+        if (
+            len(command) == 5
+            and command[0] == "receive"
+            and command[4] is None
+            and isinstance(command[2], str)
+        ):
+            visibility_ms = self.broker.queue(command[2]).config.visibility_ms
+            command = [*command[:4], visibility_ms]
+        return self.broker.execute(command)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The applied state (for comparing replicas)."""
+        return {"applied": self.applied, "broker": self.broker.snapshot()}

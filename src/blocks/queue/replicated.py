@@ -1,0 +1,384 @@
+"""``ReplicatedQueue``: a queue replicated across a cluster by state-machine replication.
+
+Theory of operation
+-------------------
+Every call that may change the queue becomes a record (``blocks.queue.machine``: the command
+stamped with this node's clock, and this node's name) in one replicated log, and every node
+applies the committed records in log order to its own ``QueueMachine``. The log is a
+one-partition pubsub topic (``LOG_TOPIC``) run by ``blocks.pubsub.cluster.ClusterBroker``:
+its leader election with epochs, followers fetching from the leader, the in-sync replica set
+and the high watermark (a record is committed once every in-sync replica and a majority hold
+it) are reused as they are, so the queue inherits what pubsub's tests prove about them. A
+record below the high watermark is never truncated by a later leader; a record above it may
+be, which is why nothing is applied before it is committed.
+
+A call on any node: the node writes its records with ``produce_batch`` (which the log's
+leader serves; another node forwards it there, waiting out an election), learns their
+offsets once they are committed, waits until its own high watermark passes them (a follower
+learns it on its next fetch), applies every committed record up to them, and answers with
+the outcomes its own records got. Since every node applies the same records to the same
+deterministic machine, the outcome is the same wherever it is computed; receipts and
+invisibility deadlines are decided by the record, never by a replica's clock or randomness.
+So any node serves any call: clients need only a live node, and a node that leads applies
+the whole committed log before it answers anything.
+
+What a failure costs: a call that fails with ``Unavailable`` or ``Timeout`` (the leader died
+or changed before answering) may or may not have been applied, as the queue API says of
+those errors: a retried send may be stored twice (at-least-once; a dedup id makes it once), a
+retried ack may answer ``NotFound``. A receive that was applied but not answered hides its
+messages until their visibility timeout, then they come back. Nothing acknowledged is lost
+while a majority of nodes holds the log.
+
+Long polling: a receive that found nothing is retried when a record that may make a message
+visible (a send, nack, ack or create) is applied here, or when the applied state's next timer
+falls due, until ``wait_ms`` has passed. An empty receive is a record too (a few bytes).
+Bounds: ``WAITERS_MAX`` long polls, ``RESULTS_MAX`` outcomes kept for callers (older ones are
+dropped and counted), calls per batch as ``LocalQueue``. Not done: snapshots of the
+replicated log (it grows; a restarted node replays it whole), and membership changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from blocks.core.clock import Clock, SystemClock
+from blocks.core.errors import (
+    BlocksError,
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+    Timeout,
+    Unavailable,
+)
+from blocks.core.log import FsyncPolicy
+from blocks.core.transport import Transport
+from blocks.pubsub.cluster import ClusterBroker
+from blocks.pubsub.replica import Role
+from blocks.pubsub.replication import ReplicationConfig
+from blocks.pubsub.topics import TopicConfig
+from blocks.queue.api import Message
+from blocks.queue.broker import QueueBroker
+from blocks.queue.config import QueueConfig, check_ms, check_name
+from blocks.queue.local import CALLS_PER_BATCH_MAX, WAIT_MS_MAX, LocalQueue
+from blocks.queue.machine import Outcome, QueueMachine, encode_record
+
+__all__ = ["LOG_TOPIC", "ReplicatedQueue"]
+
+LOG_TOPIC = "__queue_log"
+KEY = (LOG_TOPIC, 0)
+WAITERS_MAX = 10_000
+RESULTS_MAX = 100_000
+APPLY_BATCH = 1_000
+COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
+WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
+
+
+class _LogBroker(ClusterBroker):
+    """The log's broker; tells the queue whenever a high watermark moves."""
+
+    def __init__(self, *args: Any, on_committed: Any, **kwargs: Any) -> None:
+        self._on_committed_hook = on_committed
+        super().__init__(*args, **kwargs)
+
+    def _wake(self, key: tuple[str, int]) -> None:
+        super()._wake(key)
+        self._on_committed_hook()
+
+
+class ReplicatedQueue:
+    """One node of a replicated queue; ``await open()`` after building, ``close()`` at the end.
+
+    ``clock`` stamps the records (the queue's time); ``replication_clock`` (default: the same)
+    times the log's elections and in-sync replicas."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None,
+        transport: Transport,
+        nodes: Sequence[str],
+        *,
+        clock: Clock | None = None,
+        replication_clock: Clock | None = None,
+        rng: random.Random | None = None,
+        fsync: FsyncPolicy = "batch",
+        replication: ReplicationConfig | None = None,
+        leader_wait_ms: int = 5_000,
+    ) -> None:
+        replication = replication if replication is not None else ReplicationConfig()
+        if len(set(nodes) | {transport.name}) > replication.replication_factor:
+            raise InvalidArgument(
+                f"a replicated queue runs on at most {replication.replication_factor} nodes"
+                " (every node holds the whole log)"
+            )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self.machine = QueueMachine()
+        self._results: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
+        self._applied_event = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self.results_dropped = 0
+        self.log = _LogBroker(
+            None if directory is None else Path(directory) / "log",
+            transport,
+            nodes,
+            clock=self._clock,
+            replication_clock=replication_clock,
+            rng=rng,
+            fsync=fsync,
+            replication=replication,
+            leader_wait_ms=leader_wait_ms,
+            on_committed=self._committed,
+        )
+        self.node = self.log.node
+
+    async def open(self) -> ReplicatedQueue:
+        """Create the log topic here if this node has not got it, then start replicating."""
+        try:
+            self.log.topics.topic(LOG_TOPIC)
+        except BlocksError:
+            await self.log._create_local(TopicConfig(LOG_TOPIC, 1, None, None, False))
+        self.log.start()
+        self._apply_committed()
+        return self
+
+    @property
+    def broker(self) -> QueueBroker:
+        """The applied state (read it; change it only through this object)."""
+        return self.machine.broker
+
+    def describe(self) -> dict[str, object]:
+        """This node's view: the log's role, epoch, leader, high watermark; what is applied."""
+        return {**self.log.describe(*KEY), "applied": self.machine.applied}
+
+    @property
+    def is_leader(self) -> bool:
+        replica = self.log.replication.replicas.get(KEY)
+        return replica is not None and replica.role is Role.LEADER
+
+    # -- applying the log -----------------------------------------------------------------
+
+    def _committed(self) -> None:
+        if not self._closed and hasattr(self, "log"):
+            self._apply_committed()
+
+    def _apply_committed(self) -> None:
+        """Apply every committed record not applied yet (in offset order; synchronous)."""
+        replica = self.log.replication.replicas.get(KEY)
+        if replica is None:
+            return
+        store = self.log.topics.store(*KEY)
+        woke = False
+        while self.machine.applied < replica.hw:
+            batch = store.read(self.machine.applied, APPLY_BATCH, 1 << 24)
+            batch = [r for r in batch if r.offset < replica.hw]
+            if not batch:
+                self.machine.applied = replica.hw  # only control records were left
+                break
+            for record in batch:
+                origin, command, outcome = self.machine.apply(record.offset, record.value)
+                woke = woke or (bool(command) and command[0] in WAKING_VERBS)
+                if origin == self.node:
+                    self._keep(record.offset, outcome)
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+        if woke:
+            self._wake_all()
+
+    def _keep(self, offset: int, outcome: Outcome) -> None:
+        self._results[offset] = outcome
+        while len(self._results) > RESULTS_MAX:
+            self._results.popitem(last=False)
+            self.results_dropped += 1
+
+    def _wake_all(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    async def _submit(self, commands: list[list[Any]]) -> list[Outcome]:
+        """Write the commands, wait until they are committed and applied here; outcomes."""
+        if self._closed:
+            raise FailedPrecondition("queue is closed")
+        entries: list[tuple[bytes | None, bytes]] = [
+            (None, encode_record(self.node, command)) for command in commands
+        ]
+        base = await self.log.produce_batch(LOG_TOPIC, 0, entries)
+        end = base + len(entries)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMIT_WAIT_S
+        self._apply_committed()
+        while self.machine.applied < end:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closed:
+                raise Timeout("the committed records did not reach this node in time; retry")
+            event = self._applied_event
+            try:
+                await asyncio.wait_for(event.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                self._apply_committed()
+        outcomes = []
+        for offset in range(base, end):
+            outcome = self._results.pop(offset, None)
+            if outcome is None:
+                raise Unavailable("the outcome of this call was dropped; it may have applied")
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _run(self, command: list[Any]) -> Any:
+        ((ok, result),) = await self._submit([command])
+        if not ok:
+            raise result
+        return result
+
+    def _now(self) -> int:
+        return self._clock.now_ms()
+
+    # -- the Queue interface ----------------------------------------------------------------
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_ms: int = 30_000,
+        max_receives: int = 0,
+        dead_letter: str | None = None,
+        fifo: bool = False,
+        dedup_window_ms: int = 300_000,
+    ) -> None:
+        config = QueueConfig(
+            name=name,
+            visibility_ms=visibility_ms,
+            max_receives=max_receives,
+            dead_letter=dead_letter,
+            fifo=fifo,
+            dedup_window_ms=dedup_window_ms,
+        )
+        await self._run(["create", self._now(), config.to_dict()])
+
+    async def delete_queue(self, name: str) -> None:
+        await self._run(["delete", self._now(), check_name(name)])
+
+    async def send(
+        self,
+        name: str,
+        body: bytes,
+        *,
+        delay_ms: int = 0,
+        group: str | None = None,
+        dedup_id: str | None = None,
+        priority: int = 0,
+    ) -> str:
+        command = ["send", self._now(), name, body, delay_ms, group, dedup_id, priority]
+        message_id, _duplicate = await self._run(command)
+        return str(message_id)
+
+    async def receive(
+        self,
+        name: str,
+        *,
+        max_messages: int = 1,
+        wait_ms: int = 0,
+        visibility_ms: int | None = None,
+    ) -> list[Message]:
+        check_name(name)
+        wait_ms = check_ms(wait_ms, "wait_ms", WAIT_MS_MAX)
+        deadline_s = self._clock.monotonic() + wait_ms / 1000.0
+        while True:
+            command = ["receive", self._now(), name, max_messages, visibility_ms]
+            messages: list[Message] = await self._run(command)
+            remaining_s = deadline_s - self._clock.monotonic()
+            if messages or remaining_s <= 0:
+                return messages
+            await self._wait(remaining_s)
+
+    async def _wait(self, remaining_s: float) -> None:
+        """Sleep until a waking record is applied, the next timer is due, or ``remaining_s``."""
+        if len(self._waiters) >= WAITERS_MAX:
+            raise Overloaded("too many long polls waiting", retry_after_ms=100)
+        next_event_ms = self.broker.next_event_ms()
+        if next_event_ms is not None:
+            remaining_s = min(remaining_s, max(0.001, (next_event_ms - self._now()) / 1000.0))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await asyncio.wait_for(future, remaining_s)
+        except TimeoutError:
+            pass
+        finally:
+            if future in self._waiters:
+                self._waiters.remove(future)
+
+    async def ack(self, name: str, receipt: str) -> None:
+        await self._run(["ack", self._now(), name, receipt])
+
+    async def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
+        await self._run(["nack", self._now(), name, receipt, delay_ms])
+
+    async def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
+        await self._run(["extend", self._now(), name, receipt, visibility_ms])
+
+    async def stats(self, name: str) -> dict[str, int]:
+        """Messages per state in one queue, as applied on this node (may lag the leader)."""
+        return self.broker.queue(check_name(name)).counts()
+
+    async def run_many(self, calls: Any) -> list[tuple[bool, Any]]:
+        """Run wire calls in order as ``LocalQueue.run_many`` does: one batch of records,
+        one commit; ``(True, result)`` or ``(False, error)`` per call."""
+        if not isinstance(calls, list) or not 1 <= len(calls) <= CALLS_PER_BATCH_MAX:
+            raise InvalidArgument(f"a batch holds 1..{CALLS_PER_BATCH_MAX} calls")
+        now_ms = self._now()
+        outcomes: list[tuple[bool, Any] | None] = []
+        commands: list[list[Any]] = []
+        for call in calls:
+            try:
+                commands.append(_command_for(call, now_ms))
+                outcomes.append(None)
+            except BlocksError as error:
+                outcomes.append((False, error))
+        results = iter(await self._submit(commands) if commands else [])
+        finished: list[tuple[bool, Any]] = []
+        for index, outcome in enumerate(outcomes):
+            if outcome is None:
+                ok, result = next(results)
+                verb = calls[index][0]
+                if ok and verb == "send":
+                    result = str(result[0])
+                elif ok and verb == "extend":
+                    result = None
+                outcome = (ok, result)
+            finished.append(outcome)
+        return finished
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_all()
+        await self.log.close()
+
+    async def __aenter__(self) -> ReplicatedQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _command_for(call: Any, now_ms: int) -> list[Any]:
+    """The command for a wire call (as ``LocalQueue.command_for``, but a receive's default
+    visibility is resolved by the state machine, which every node holds alike)."""
+    arity = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}
+    if not isinstance(call, list) or not call or arity.get(call[0]) != len(call) - 1:
+        raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
+    verb, name, *rest = call
+    check_name(name)
+    return [verb, now_ms, name, *rest]
+
+
+QueueNode = LocalQueue | ReplicatedQueue  # what the service and the data path serve
