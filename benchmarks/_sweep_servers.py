@@ -1,0 +1,225 @@
+"""The sweep's contenders and its client: server processes started fresh, one streaming client.
+
+``servers`` says how to start each contender (or why it cannot run here) and how many bytes
+of weights it reads per decoded token; ``run_on`` starts one on a free 127.0.0.1 port,
+probes it with a real request until it answers, warms it up with one completion, runs the
+caller's work and stops it whatever happens. ``drive`` sends planned requests at their
+arrival times (one thread each, so a slow stream never delays another's arrival) and
+records what the client saw as ``Outcome``s: ``POST /v1/completions`` streamed, greedy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _processes
+from benchmarks._sweep_core import Outcome, Planned
+from benchmarks.peers import PeerNotReady, free_port, start_process
+
+__all__ = ["MODEL_NAME", "Server", "drive", "run_on", "servers"]
+
+MODEL_NAME = "bench"  # the id every server is started with and every request names
+REQUEST_TIMEOUT_S = 600.0
+START_TIMEOUT_S = 300.0  # loading a model on a loaded machine
+STREAM_LINE_BYTES_MAX = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A way to start one contender: ``argv(port)`` and the bytes it reads per token."""
+
+    name: str
+    argv: Callable[[int], list[str]]
+    bytes_per_token: int
+    dtype: str
+
+
+def _health(path: str) -> Callable[[int], None]:
+    def probe(port: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", path)
+            status = connection.getresponse().status
+        finally:
+            connection.close()
+        if status != 200:
+            raise PeerNotReady(f"GET {path} answered {status}")
+
+    return probe
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+def _stream(port: int, planned: Planned, started: float, outcome: Outcome) -> None:
+    body = {
+        "model": MODEL_NAME,
+        "prompt": planned.prompt,
+        "max_tokens": planned.max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+    usage: int | None = None
+    try:
+        outcome.sent_s = time.perf_counter() - started
+        connection.request(
+            "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        if response.status != 200:
+            outcome.error = f"HTTP {response.status}: {response.read(200)!r}"
+            return
+        while line := response.readline(STREAM_LINE_BYTES_MAX):
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            event = json.loads(payload)
+            if event.get("choices"):
+                outcome.chunk_times.append(time.perf_counter() - started)
+            if event.get("usage"):
+                usage = int(event["usage"]["completion_tokens"])
+        outcome.tokens = usage if usage is not None else len(outcome.chunk_times)
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        outcome.error = f"{type(error).__name__}: {error}"
+    finally:
+        connection.close()
+
+
+def drive(port: int, planned: Sequence[Planned], sequential: bool = False) -> list[Outcome]:
+    """Send ``planned`` at their arrival times (a thread each), or one after another."""
+    outcomes = [Outcome(p.index, 0.0) for p in planned]
+    started = time.perf_counter()
+    if sequential:
+        for p, outcome in zip(planned, outcomes, strict=True):
+            _stream(port, p, started, outcome)
+        return outcomes
+
+    def send(p: Planned, outcome: Outcome) -> None:
+        time.sleep(max(0.0, p.arrival_s - (time.perf_counter() - started)))
+        _stream(port, p, started, outcome)
+
+    threads = [
+        threading.Thread(target=send, args=(p, o), daemon=True)
+        for p, o in zip(planned, outcomes, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(REQUEST_TIMEOUT_S + 60)
+    return outcomes
+
+
+# --- the contenders ------------------------------------------------------------------------
+
+
+def _blocks_cli() -> list[str]:
+    return [sys.executable, "-m", "blocks"]
+
+
+def servers(model: str, threads: int, hf_batch: int) -> list[Server | tuple[str, str]]:
+    """Each contender, or (name, reason) for one that cannot run here."""
+    found: list[Server | tuple[str, str]] = []
+    path, params, file_bytes = _model_facts(model)
+    model_arg = model if path is None else str(path)
+    found.append(
+        Server(
+            "blocks",
+            lambda port: [
+                *_blocks_cli(), "inference", "serve", "--model", model_arg,
+                "--threads", str(threads), "--listen", f"127.0.0.1:{port}",
+                "--model-name", MODEL_NAME, "--max-queue-time-ms", "600000",
+            ],
+            params * 4,
+            "float32",
+        )
+    )  # fmt: skip
+    if path is None:
+        found.append(("hf static", f"no GGUF file for {model!r}"))
+        found.append(("llama.cpp", f"no GGUF file for {model!r}"))
+        return found
+    found.append(_hf_server(path, params, threads, hf_batch))
+    found.append(_llama_cpp_server(path, file_bytes, threads))
+    return found
+
+
+def _model_facts(model: str) -> tuple[Path | None, int, int]:
+    """(GGUF path or None, parameter count, tensor bytes in the file)."""
+    if model == "tiny-random":
+        from blocks.inference.factory import tiny_random_model
+
+        params = sum(p.numel() for p in tiny_random_model().parameters())
+        return None, params, params * 4
+    import gguf
+
+    from blocks.inference.loader import resolve_model_path
+
+    path = resolve_model_path(model)
+    reader = gguf.GGUFReader(str(path))
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    return path, params, sum(int(t.n_bytes) for t in reader.tensors)
+
+
+def _hf_server(path: Path, params: int, threads: int, batch: int) -> Server | tuple[str, str]:
+    try:
+        import accelerate  # type: ignore[import-untyped]  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as error:
+        return ("hf static", f"{error.name} not installed (pip install transformers accelerate)")
+    return Server(
+        "hf static",
+        lambda port: [
+            sys.executable, "-m", "benchmarks._sweep_hf_server", "--gguf", str(path),
+            "--port", str(port), "--threads", str(threads), "--batch-max", str(batch),
+        ],
+        params * 4,
+        "float32",
+    )  # fmt: skip
+
+
+def _llama_cpp_server(path: Path, file_bytes: int, threads: int) -> Server | tuple[str, str]:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        reason = "llama-cpp-python not installed (CMAKE_ARGS=-DGGML_NATIVE=OFF pip install "
+        return ("llama.cpp", reason + "'llama-cpp-python[server]'; it builds from source)")
+    for module in ("uvicorn", "fastapi", "sse_starlette", "starlette_context"):
+        if importlib.util.find_spec(module) is None:
+            return ("llama.cpp", f"{module} missing (pip install 'llama-cpp-python[server]')")
+    return Server(
+        "llama.cpp",
+        lambda port: [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(path),
+            "--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+            "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            "--n_ctx", "2048", "--verbose", "False",
+        ],
+        file_bytes,
+        "GGUF as stored",
+    )  # fmt: skip
+
+
+def run_on(server: Server, work: Callable[[int], Any]) -> Any:
+    """Start ``server`` fresh, warm it up with one request, run ``work(port)``, stop it."""
+    since = _processes.mark()
+    port = free_port()
+    probe = _health("/v1/models" if server.name == "llama.cpp" else "/health")
+    try:
+        start_process(server.argv(port), port, probe, START_TIMEOUT_S)
+        warm = drive(port, [Planned(0, 0.0, "warm up the server", 4)])
+        if not warm[0].ok:
+            raise PeerNotReady(f"warm-up request failed: {warm[0].error or 'no output'}")
+        return work(port)
+    finally:
+        _processes.stop_since(since)

@@ -1,0 +1,314 @@
+"""Inference serving benchmark: a request-rate sweep over OpenAI-compatible servers.
+
+Every contender is a real server process on 127.0.0.1, driven over HTTP by the same
+streaming client (``POST /v1/completions``, ``stream: true``, greedy):
+
+* ``blocks``: ``blocks inference serve`` (continuous batching, chunked prefill, paged KV);
+* ``hf static``: ``benchmarks/_sweep_hf_server.py``, HF transformers ``generate`` on the same
+  GGUF (dequantized to float32) behind a minimal server written for this benchmark, with
+  **static** batches (every waiting request, up to ``--hf-batch``, left-padded, one
+  ``generate`` to the batch's longest output; each row's stream ends at its own length);
+* ``llama.cpp``: llama-cpp-python's server (``python -m llama_cpp.server``) on the same GGUF
+  file, computing on its quantized weights; it serves one request at a time (it has no
+  continuous batching). It is installed by the benchmark's set-up, built from source::
+
+      CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install 'llama-cpp-python[server]'
+
+  and is a skipped row, with the reason, when it is not installed.
+
+Every contender gets ``--threads`` threads. The workload (``_sweep_core``): the same prompts
+(seeded random words) and ``max_tokens`` at every rate; arrivals Poisson at each offered rate
+from a seeded generator, and at ``max`` all at once. Servers stop at end of sequence as they
+normally would; tokens are counted from each server's ``usage`` (or its chunks). For each
+rate the contenders run one after another in an order rotated per rate, each started
+fresh for its run and stopped after it, so no other server runs beside a measurement.
+
+Reported: per rate and contender, output tok/s **over the measurement window** (see
+``_sweep_core``: ``[first finish, last arrival]`` once a request has finished before the
+last arrival, else ``[first arrival, first finish]``; the draining tail is never counted),
+the offered tok/s, TTFT and TPOT p50/p99, requests and failures (with the first error); the
+saturation point per contender (the first rate whose window throughput falls below 90% of
+what was offered); and a batch-1 decode roofline: the machine's read and copy bandwidth
+measured in the same run (numpy, one thread, a buffer far larger than the caches), bytes of weights read per decoded token at the dtype each
+contender computes with, and each contender's lone-request decode tok/s as a fraction of
+``bandwidth / bytes per token``.
+
+Run: ``blocks bench inference_sweep [--quick] [--rates 0.5,1,2,max] [--threads 1]``;
+results go to ``<out>/inference``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks._sweep_core import (
+    MAX_RATE,
+    Outcome,
+    Planned,
+    RateRow,
+    format_rate,
+    plan_arrivals,
+    plan_requests,
+    rate_row,
+    saturation,
+)
+from benchmarks._sweep_servers import Server, drive, run_on, servers
+from benchmarks.harness import Skip, plot_lines, progress, round_order, write_table
+from benchmarks.peers import PeerNotReady
+
+BATCH1_TOKENS = 48
+
+# --- the roofline --------------------------------------------------------------------------
+
+
+def copy_bandwidth_gb_s(buffer_mib: int) -> float:
+    """Bytes read plus written per second copying a ``buffer_mib`` MiB array, best of 5."""
+    import numpy as np
+
+    source = np.ones(buffer_mib * (1 << 20) // 8)
+    target = np.empty_like(source)
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / best / 1e9
+
+
+def read_bandwidth_gb_s(buffer_mib: int) -> float:
+    """Bytes read per second summing a ``buffer_mib`` MiB array (decode streams weights:
+    reads), best of 5, one thread."""
+    import numpy as np
+
+    source = np.ones(buffer_mib * (1 << 20) // 8)
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        source.sum()
+        best = min(best, time.perf_counter() - started)
+    return source.nbytes / best / 1e9
+
+
+def batch1_decode_tok_s(outcomes: Sequence[Outcome]) -> float:
+    """Best decode rate of lone requests: tokens after the first over the time they took."""
+    rates = [
+        (o.tokens - 1) / (o.chunk_times[-1] - o.chunk_times[0])
+        for o in outcomes
+        if o.ok and o.tokens > 1 and o.chunk_times[-1] > o.chunk_times[0]
+    ]
+    return max(rates, default=0.0)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def parse_rates(text: str) -> list[float]:
+    rates = [MAX_RATE if part.strip() == "max" else float(part) for part in text.split(",")]
+    if not rates or any(not rate > 0 for rate in rates):
+        raise ValueError(f"rates must be positive numbers or max: {text!r}")
+    return rates
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2", help="smollm2, tiny-random or a .gguf")
+    parser.add_argument("--rates", default=None, help="offered requests/s, e.g. 0.5,1,2,max")
+    parser.add_argument("--requests", type=int, default=16, help="requests per rate")
+    parser.add_argument("--threads", type=int, default=1, help="threads of every contender")
+    parser.add_argument("--hf-batch", type=int, default=16, help="HF static batch limit")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smoke test of under a minute")
+
+
+@dataclass(slots=True)
+class Sweep:
+    rows: dict[str, list[RateRow]]
+    skipped: dict[str, str]
+    batch1: dict[str, float]
+
+
+def sweep(
+    contenders: Sequence[Server | tuple[str, str]],
+    requests: Sequence[tuple[str, int]],
+    rates: Sequence[float],
+    seed: int,
+    batch1_tokens: int,
+) -> Sweep:
+    """Every rate in turn; at each, every contender started fresh, in a rotated order."""
+    by_name = {c.name: c for c in contenders if isinstance(c, Server)}
+    result = Sweep({name: [] for name in by_name}, {}, {})
+    for name, reason in (c for c in contenders if not isinstance(c, Server)):
+        result.skipped[name] = reason
+    batch1_plan = [Planned(i, 0.0, requests[i][0], batch1_tokens) for i in range(2)]
+    for number, rate in enumerate(rates):
+        planned = plan_arrivals(requests, rate, seed)
+        for name in round_order([n for n in by_name if n not in result.skipped], number):
+
+            def work(
+                port: int, first: bool = number == 0, plan: list[Planned] = planned
+            ) -> tuple[list[Outcome] | None, list[Outcome]]:
+                lone = drive(port, batch1_plan, sequential=True) if first else None
+                return lone, drive(port, plan)
+
+            progress(f"inference_sweep: {name} at {format_rate(rate)}")
+            try:
+                lone, outcomes = run_on(by_name[name], work)
+            except (Skip, PeerNotReady, OSError) as error:
+                result.skipped[name] = f"at {format_rate(rate)}: {type(error).__name__}: {error}"
+                progress(f"inference_sweep: {name} skipped: {result.skipped[name]}")
+                continue
+            if lone is not None:
+                result.batch1[name] = batch1_decode_tok_s(lone)
+            row = rate_row(name, rate, planned, outcomes)
+            result.rows[name].append(row)
+            progress(
+                f"inference_sweep: {name} at {format_rate(rate)}: "
+                f"{row.throughput_tok_s:.1f} tok/s over {row.window_s:.1f} s, "
+                f"{row.failures} failed"
+            )
+    return result
+
+
+def _f(value: float, digits: int = 2) -> str:
+    return "-" if math.isnan(value) else ("inf" if math.isinf(value) else f"{value:.{digits}f}")
+
+
+SWEEP_COLUMNS = [
+    "rate", "contender", "requests", "failures", "window s", "tokens in window",
+    "output tok/s (window)", "offered tok/s", "TTFT p50 s", "TTFT p99 s",
+    "TPOT p50 ms", "TPOT p99 ms", "first error",
+]  # fmt: skip
+
+
+def sweep_rows(result: Sweep, rates: Sequence[float]) -> list[list[str]]:
+    rows = []
+    for rate in rates:
+        for row in (r for rs in result.rows.values() for r in rs if r.rate == rate):
+            rows.append(
+                [
+                    format_rate(rate), row.contender, str(row.requests), str(row.failures),
+                    _f(row.window_s), _f(row.window_tokens, 0), _f(row.throughput_tok_s, 1),
+                    _f(row.offered_tok_s, 1), _f(row.ttft_p50_s), _f(row.ttft_p99_s),
+                    _f(row.tpot_p50_ms, 0), _f(row.tpot_p99_ms, 0), row.first_error[:80],
+                ]
+            )  # fmt: skip
+    for name, reason in result.skipped.items():
+        rows.append(["", name, "", "", "", "", "", "", "", "", "", "", "skipped: " + reason])
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    rates = parse_rates(args.rates or ("2,max" if args.quick else "0.25,0.5,1,2,max"))
+    count = 4 if args.quick else args.requests
+    words, outputs = ((4, 12), (4, 12)) if args.quick else ((16, 96), (16, 64))
+    requests = plan_requests(count, args.seed, words, outputs)
+    out_dir = Path(args.out) / "inference"
+    load_before = os.getloadavg()
+    contenders = servers(args.model, args.threads, args.hf_batch)
+    buffer_mib = 128 if args.quick else 512
+    read_gb_s, copy_gb_s = read_bandwidth_gb_s(buffer_mib), copy_bandwidth_gb_s(buffer_mib)
+    progress(f"inference_sweep: read {read_gb_s:.1f} GB/s, copy {copy_gb_s:.1f} GB/s")
+    result = sweep(contenders, requests, rates, args.seed, 8 if args.quick else BATCH1_TOKENS)
+    load_after = os.getloadavg()
+    print(write_table(out_dir, "sweep", SWEEP_COLUMNS, sweep_rows(result, rates)))
+    print(write_table(out_dir, "saturation", *saturation_table(result)))
+    print(
+        write_table(out_dir, "sweep_roofline", *roofline(contenders, result, read_gb_s, copy_gb_s))
+    )
+    machine = {"cpu_count": os.cpu_count(), "load_before": load_before, "load_after": load_after}
+    raw = {
+        "method": {
+            "window": "[first finish, last arrival] if first finish < last arrival, "
+            "else [first arrival, first finish]",
+            "throughput": "output tokens whose chunk arrived inside the window / window length",
+            "saturated": "window throughput below 90% of realised arrival rate x mean output",
+            "threads": args.threads,
+            "rates": [format_rate(r) for r in rates],
+            "requests_per_rate": count,
+        },
+        "machine": machine,
+        "bandwidth_gb_s": {"read": read_gb_s, "copy": copy_gb_s},
+        "rows": {name: [_row_dict(r) for r in rows] for name, rows in result.rows.items()},
+        "skipped": result.skipped,
+        "batch1_decode_tok_s": result.batch1,
+    }
+    (out_dir / "sweep_raw.json").write_text(json.dumps(raw, indent=2))
+    progress(f"inference_sweep: load {load_before} -> {load_after} on {os.cpu_count()} CPUs")
+    _plots(out_dir, result, rates)
+    return 0
+
+
+def _row_dict(row: RateRow) -> dict[str, Any]:
+    fields = {name: getattr(row, name) for name in RateRow.__slots__}
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()
+    }
+    clean["rate"] = format_rate(row.rate)
+    clean["saturated"] = row.saturated
+    return clean
+
+
+def saturation_table(result: Sweep) -> tuple[list[str], list[list[str]]]:
+    columns = ["contender", "highest rate kept up", "first saturated rate", "best tok/s (window)"]
+    rows = []
+    for name, rate_rows in result.rows.items():
+        kept, saturated, best = saturation(rate_rows)
+        rows.append([name, format_rate(kept), format_rate(saturated), _f(best, 1)])
+    return columns, rows
+
+
+def roofline(
+    contenders: Sequence[Server | tuple[str, str]],
+    result: Sweep,
+    read_gb_s: float,
+    copy_gb_s: float,
+) -> tuple[list[str], list[list[str]]]:
+    """Batch-1 decode against ``bandwidth / bytes per token``; the higher bandwidth is used."""
+    bandwidth = max(read_gb_s, copy_gb_s)
+    columns = ["contender", "weights as", "MB per token", "read GB/s", "copy GB/s"]
+    columns += ["roofline tok/s", "batch-1 decode tok/s", "fraction"]
+    rows = []
+    for server in (c for c in contenders if isinstance(c, Server)):
+        measured = result.batch1.get(server.name)
+        ceiling = bandwidth * 1e9 / server.bytes_per_token
+        rows.append(
+            [
+                server.name, server.dtype, f"{server.bytes_per_token / 1e6:.0f}",
+                f"{read_gb_s:.1f}", f"{copy_gb_s:.1f}", f"{ceiling:.1f}",
+                "-" if measured is None else f"{measured:.1f}",
+                "-" if measured is None else f"{measured / ceiling:.0%}",
+            ]
+        )  # fmt: skip
+    return columns, rows
+
+
+def _plots(out_dir: Path, result: Sweep, rates: Sequence[float]) -> None:
+    finite = [r for r in rates if r != MAX_RATE]
+    at_max = 2 * max(finite) if finite else 1.0
+
+    def x(rate: float) -> float:
+        return at_max if rate == MAX_RATE else rate
+
+    for metric, label, name in (
+        ("throughput_tok_s", "output tok/s over the window", "sweep_throughput.png"),
+        ("ttft_p50_s", "TTFT p50 (s)", "sweep_ttft.png"),
+    ):
+        series: dict[str, Sequence[tuple[float, float]]] = {
+            contender: [(x(r.rate), float(getattr(r, metric))) for r in rows]
+            for contender, rows in result.rows.items()
+            if rows
+        }
+        plot_lines(
+            out_dir / name,
+            series,
+            title=f"{label} by offered rate ('max' drawn at {at_max:g}/s)",
+            xlabel="offered requests/s",
+            ylabel=label,
+        )
