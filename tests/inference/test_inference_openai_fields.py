@@ -77,7 +77,6 @@ def test_unknown_model_is_404_model_not_found(served: Served) -> None:
     [
         ("functions", [{"name": "f", "parameters": {}}]),
         ("function_call", "auto"),
-        ("logit_bias", {"5": 10}),
         ("modalities", ["text", "audio"]),
         ("prediction", {"type": "content", "content": "x"}),
     ],

@@ -37,6 +37,7 @@ from blocks.inference.constrain import Constraint, Vocabulary, apply_masks, toke
 from blocks.inference.metrics import EngineMetrics
 from blocks.inference.model import LlamaForCausalLM
 from blocks.inference.params import (
+    MAX_LOGIT_BIAS,
     Completion,
     FinishReason,
     SamplingParams,
@@ -155,6 +156,7 @@ class LLMEngine:
         vocab = self.model.config.vocab_size
         if not prompt_ids or any(not 0 <= t < vocab for t in prompt_ids):
             raise InvalidArgument("prompt must be non-empty with token ids inside the vocabulary")
+        _check_logit_bias(params, vocab)
         ends = frozenset(params.stop_token_ids)
         if not params.ignore_eos:
             ends |= self._eos
@@ -163,6 +165,7 @@ class LLMEngine:
         # depend on whether its step speculated.
         speculate = (params.greedy or params.seed is None) and not params.penalized
         speculate = speculate and params.grammar is None  # drafts would bypass the mask
+        speculate = speculate and not params.logit_bias  # and the bias
         constraint = None
         if params.grammar is not None:
             constraint = Constraint(params.grammar, self._constraint_vocabulary(), ends)
@@ -258,6 +261,7 @@ class LLMEngine:
         if plain:
             rows = logits[[firsts[i] for i in plain]] if len(plain) < len(chunks) else logits
             rows = apply_masks(rows, [requests[i].constraint for i in plain])
+            rows = _biased(rows, [requests[i].params for i in plain])
             picked, picked_lp = sample_rows(
                 rows,
                 [requests[i].params for i in plain],
@@ -382,6 +386,37 @@ def join_deltas(request_id: str, prompt_tokens: int, deltas: Sequence[TokenDelta
         prompt_tokens=prompt_tokens,
         logprobs=tuple(lp for d in deltas for lp in d.logprobs),
     )
+
+
+def _check_logit_bias(params: SamplingParams, vocab: int) -> None:
+    """``InvalidArgument`` for a bias outside the vocabulary or one banning every token."""
+    if any(token >= vocab for token, _ in params.logit_bias):
+        raise InvalidArgument(f"logit_bias token ids must be below the vocabulary size {vocab}")
+    banned = {token for token, bias in params.logit_bias if bias <= -MAX_LOGIT_BIAS}
+    if len(banned) >= vocab:
+        raise InvalidArgument("logit_bias bans every token of the vocabulary")
+
+
+def _biased(rows: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """``rows`` with each request's ``logit_bias`` added (a copy; the same tensor if none):
+    -100 sets the token's logit to -inf, and any +100 leaves only the +100 tokens."""
+    if not any(p.logit_bias for p in params):
+        return rows
+    rows = rows.clone()
+    for index, p in enumerate(params):
+        if not p.logit_bias:
+            continue
+        row = rows[index]
+        ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long, device=row.device)
+        biases = torch.tensor([b for _, b in p.logit_bias], dtype=row.dtype, device=row.device)
+        row[ids] += biases
+        row[ids[biases <= -MAX_LOGIT_BIAS]] = float("-inf")
+        forced = ids[biases >= MAX_LOGIT_BIAS]
+        if len(forced):
+            kept = row[forced].clone()
+            row.fill_(float("-inf"))
+            row[forced] = kept
+    return rows
 
 
 def _with_max_len(config: EngineConfig, max_len: int) -> EngineConfig:

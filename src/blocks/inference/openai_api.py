@@ -4,8 +4,10 @@ Theory of operation: ``parse_chat`` and ``parse_completion`` turn a decoded JSON
 ``ParsedRequest`` (prompt, ``SamplingParams``, ``n``, streaming options), raising ``ApiError``
 with OpenAI's error ``type``/``param``/``code`` fields for anything the engine cannot honour:
 unknown roles, out-of-range numbers (``param`` names the field), and the fields in
-``_refuse_unsupported`` (legacy ``functions``, logit bias, audio, ...: 400 with code
-``unsupported_parameter``; harmless values such as an empty ``logit_bias`` are accepted).
+``_refuse_unsupported`` (legacy ``functions``, audio, ...: 400 with code
+``unsupported_parameter``; harmless values such as ``modalities: ["text"]`` are accepted).
+``logit_bias`` and vLLM's ``ignore_eos`` and ``stop_token_ids`` go to ``SamplingParams``;
+``check_vocabulary`` refuses token ids the served model does not have.
 ``response_format`` and, for chat, ``tools``/``tool_choice`` become a grammar on the
 sampling parameters (see ``tools``); a schema keyword the grammar cannot enforce is a 400
 naming it, with ``param`` the field and code ``unsupported_schema``. The ``*_response`` and ``*_chunk`` builders produce exactly the
@@ -21,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from blocks.core.errors import InvalidArgument
+from blocks.inference import token_fields
 from blocks.inference.params import MAX_TOKENS_LIMIT, Completion, SamplingParams, TokenLogprob
 from blocks.inference.tools import (
     ToolsError,
@@ -35,6 +38,7 @@ __all__ = [
     "chat_chunk",
     "chat_logprobs",
     "chat_response",
+    "check_vocabulary",
     "completion_chunk",
     "completion_response",
     "error_body",
@@ -129,8 +133,6 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         raise _unsupported("functions", later)
     if body.get("function_call") not in (None, "none"):
         raise _unsupported("function_call", later)
-    if body.get("logit_bias"):
-        raise _unsupported("logit_bias", "is not supported")
     if body.get("modalities") not in (None, ["text"]):
         raise _unsupported("modalities", 'only ["text"] is supported')
     for name in ("audio", "prediction"):
@@ -177,13 +179,26 @@ def _common(
             presence_penalty=_number(body, "presence_penalty", 0.0, *penalty),
             frequency_penalty=_number(body, "frequency_penalty", 0.0, *penalty),
             grammar=response_format_grammar(body),
+            logit_bias=token_fields.logit_bias(body),
+            ignore_eos=token_fields.flag(body, "ignore_eos"),
+            stop_token_ids=token_fields.stop_token_ids(body),
         )
+    except token_fields.FieldError as error:
+        raise ApiError(400, str(error), param=error.param) from None
     except ToolsError as error:
         raise ApiError(400, str(error), param=error.param, code="unsupported_schema") from None
     except InvalidArgument as error:
-        raise ApiError(400, str(error)) from None
+        raise ApiError(400, str(error), param=token_fields.param_of(str(error))) from None
     priority = _integer(body, "priority", 0, 0, 15) or 0
     return params, stream, bool(options.get("include_usage", False)), priority
+
+
+def check_vocabulary(params: SamplingParams, vocab_size: int) -> None:
+    """400 naming the field when a token id is outside the served model's vocabulary."""
+    try:
+        token_fields.check_vocabulary(params, vocab_size)
+    except token_fields.FieldError as error:
+        raise ApiError(400, str(error), param=error.param) from None
 
 
 def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
@@ -217,7 +232,10 @@ def parse_chat(body: Any) -> tuple[list[dict[str, str]], ParsedRequest]:
     except ToolsError as error:
         raise ApiError(400, str(error), param=error.param, code="unsupported_schema") from None
     if plan.forced:  # the call outranks response_format
-        params = replace(params, grammar=plan.grammar)
+        try:
+            params = replace(params, grammar=plan.grammar)
+        except InvalidArgument as error:  # ignore_eos or logit_bias with a forced call
+            raise ApiError(400, str(error), param=token_fields.param_of(str(error))) from None
         clean = _with_system(clean, plan.instructions)
     parsed = ParsedRequest(
         "", params, stream, include_usage, _model(body), priority, top, _n(body), plan.forced
@@ -392,16 +410,24 @@ def completion_response(
 
 
 def completion_chunk(
-    rid: str, created: int, model: str, text: str, finish_reason: str | None, index: int = 0
+    rid: str,
+    created: int,
+    model: str,
+    text: str,
+    finish_reason: str | None,
+    index: int = 0,
+    logprobs: Sequence[TokenLogprob] | None = None,
+    decode: Any = None,
 ) -> dict[str, Any]:
+    """One streamed ``text_completion`` chunk; ``logprobs`` (with ``decode``) are this chunk's
+    tokens' entries, in the non-streamed answer's shape."""
+    lp = None if logprobs is None else _completion_logprobs(logprobs, decode)
     return {
         "id": rid,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
-        ],
+        "choices": [{"index": index, "text": text, "finish_reason": finish_reason, "logprobs": lp}],
     }
 
 

@@ -16,9 +16,12 @@ from blocks.core.errors import InvalidArgument
 from blocks.inference.jsonschema_grammar import Grammar
 
 __all__ = [
+    "MAX_LOGIT_BIAS",
+    "MAX_LOGIT_BIAS_ENTRIES",
     "MAX_LOGPROBS",
     "MAX_STOP_STRINGS",
     "MAX_STOP_STRING_CHARS",
+    "MAX_STOP_TOKEN_IDS",
     "MAX_TOKENS_LIMIT",
     "Completion",
     "FinishReason",
@@ -33,6 +36,8 @@ MAX_STOP_STRING_CHARS = 128
 MAX_LOGPROBS = 20
 MAX_STOP_TOKEN_IDS = 64
 MAX_PENALTY = 100.0  # |presence_penalty|, |frequency_penalty| (OpenAI's API allows 2)
+MAX_LOGIT_BIAS_ENTRIES = 300  # OpenAI's documented maximum
+MAX_LOGIT_BIAS = 100.0  # |bias|; -100 bans a token, +100 forces it (one of those so biased)
 
 
 class FinishReason(enum.Enum):
@@ -61,6 +66,10 @@ class SamplingParams:
     ``grammar`` constrains the output to compact JSON matching it (``constrain``): each step
     samples only among tokens that keep the text a valid prefix, and an end token only once
     it is one whole value; such requests never carry drafts and cannot ``ignore_eos``.
+    ``logit_bias`` (token id, bias) pairs are added to the logits before the token is picked
+    (and before the reported logprobs); a bias of -100 bans the token outright and +100
+    restricts the pick to the tokens biased +100. Biased requests never carry drafts and
+    cannot have a grammar (a ban could empty the grammar's choices).
     """
 
     max_tokens: int = 16
@@ -75,6 +84,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     grammar: Grammar | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_tokens, int) or not 1 <= self.max_tokens <= MAX_TOKENS_LIMIT:
@@ -107,6 +117,20 @@ class SamplingParams:
                 raise InvalidArgument(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
         if self.grammar is not None and self.ignore_eos:
             raise InvalidArgument("a grammar-constrained request cannot ignore_eos")
+        self._check_logit_bias()
+
+    def _check_logit_bias(self) -> None:
+        if len(self.logit_bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise InvalidArgument(f"logit_bias has more than {MAX_LOGIT_BIAS_ENTRIES} entries")
+        for token, bias in self.logit_bias:
+            if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+                raise InvalidArgument("logit_bias keys must be non-negative token ids")
+            if not -MAX_LOGIT_BIAS <= float(bias) <= MAX_LOGIT_BIAS:
+                raise InvalidArgument(
+                    f"logit_bias values must be in [-{MAX_LOGIT_BIAS}, {MAX_LOGIT_BIAS}]"
+                )
+        if self.logit_bias and self.grammar is not None:
+            raise InvalidArgument("logit_bias cannot be combined with response_format or tools")
 
     @property
     def penalized(self) -> bool:

@@ -112,10 +112,14 @@ async def write_events(
 def _chunk(answer: Answer, index: int, delta: TokenDelta) -> dict[str, Any]:
     reason = None if delta.finish_reason is None else delta.finish_reason.value
     rid, created, model = answer.rid, answer.created, answer.model
+    want_logprobs = answer.parsed.top_logprobs is not None
     if not answer.chat:
-        return oa.completion_chunk(rid, created, model, delta.text, reason, index)
+        entries = delta.logprobs if want_logprobs else None
+        return oa.completion_chunk(
+            rid, created, model, delta.text, reason, index, entries, answer.decode
+        )
     logprobs = None
-    if answer.parsed.top_logprobs is not None and delta.logprobs:
+    if want_logprobs and delta.logprobs:
         logprobs = oa.chat_logprobs(delta.logprobs, answer.decode)
     content = {"content": delta.text} if delta.text or reason is None else {}
     return oa.chat_chunk(rid, created, model, content, reason, logprobs, index)

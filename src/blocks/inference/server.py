@@ -4,7 +4,8 @@ Theory of operation: one asyncio connection handler per client reads requests wi
 ``blocks.inference.http`` and routes them:
 
 * ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text);
-* ``POST /v1/chat/completions`` and ``POST /v1/completions``, whole or streamed as SSE.
+* ``POST /v1/chat/completions`` and ``POST /v1/completions``, whole or streamed as SSE;
+* ``POST /v1/embeddings`` (mean-pooled final hidden states, see ``embeddings``).
 
 API keys: when the server has any, every ``/v1`` request needs ``Authorization: Bearer
 <key>`` naming one (else 401 in OpenAI's error shape); the key is also the unit of token
@@ -39,6 +40,7 @@ from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
 from blocks.inference import openai_api as oa
 from blocks.inference.async_engine import AsyncEngine
 from blocks.inference.connection import RequestReader, ServerLimits
+from blocks.inference.embeddings import answer_embeddings
 from blocks.inference.http import MAX_HEAD_BYTES, EventStream, HttpError, Request, write_json
 from blocks.inference.params import TokenDelta
 from blocks.inference.responses import Answer, write_events, write_whole
@@ -69,6 +71,7 @@ class InferenceServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count()
+        self._embedding = asyncio.Lock()  # one embedding request computes at a time
 
     async def start(self) -> int:
         """Start the engine and listen; returns the bound port."""
@@ -162,6 +165,13 @@ class InferenceServer:
                 if head.method != "POST":
                     raise oa.ApiError(405, "use POST")
                 return await self._generate(request, api_key, requests, writer)
+            if head.path == "/v1/embeddings":
+                if head.method != "POST":
+                    raise oa.ApiError(405, "use POST")
+                engine, name = self.engine.engine, self.model_name
+                body = await answer_embeddings(request.json(), engine, name, self._embedding)
+                await write_json(writer, 200, body)
+                return True
             raise oa.ApiError(404, f"no route for {head.method} {head.path}", code="not_found")
         except oa.ApiError as error:
             await write_json(writer, error.status, error.body())
@@ -222,6 +232,7 @@ class InferenceServer:
                 param="model",
                 code="model_not_found",
             )
+        oa.check_vocabulary(parsed.params, self.engine.engine.model.config.vocab_size)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{next(self._ids)}"
         streams = [
             self.engine.stream(prompt, params, api_key=api_key, priority=parsed.priority)

@@ -23,8 +23,7 @@ What the OpenAI API does not carry:
   ``completion_tokens`` (from the usage chunk);
 * ``top_k``, ``ignore_eos``, ``stop_token_ids`` and ``priority`` go as extension fields
   (vLLM's names; ``extensions=False`` refuses them instead): a server that does not know a
-  field may ignore it (``blocks inference serve`` ignores ``ignore_eos`` and
-  ``stop_token_ids``);
+  field may ignore it (``blocks inference serve`` honours all four);
 * ``logprobs`` in a stream and ``grammar`` are refused with ``InvalidArgument``.
 
 Errors: every ``openai`` exception leaves as the block's error (``inference_error``):
