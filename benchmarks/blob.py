@@ -25,6 +25,10 @@ a single PutObject, a GetObject, and ``upload_fileobj`` with boto3's default
 ``TransferConfig`` (multipart in 8 MiB parts, 10 threads), which is what a user's large upload
 does. Then the erasure codec's encode / healthy decode / degraded decode speed.
 
+``--adapter-overhead`` runs only the row of #20 instead: ``blocks API over S3``
+(``S3BlobStore``) beside boto3's own client, 4 KiB PUT and GET one at a time, on the null
+server (see ``adapter_overhead``).
+
 Peers are installed only for the benchmark:
 
     .venv/bin/pip install boto3 "moto[server]"
@@ -47,6 +51,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    add_overhead_arguments,
+    overhead_workload,
+    run_overhead,
+)
 from benchmarks._processes import track_process
 from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark, write_table
 
@@ -71,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a src/ directory of another blocks tree to run as 'blocks@before'",
     )
     parser.add_argument("--only", default=None, help="run only workloads containing this text")
+    add_overhead_arguments(parser)
 
 
 def _boto3_client(endpoint: str) -> Any:
@@ -305,6 +316,8 @@ def _contenders(
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="blob-bench-root-"))
     root.mkdir(parents=True, exist_ok=True)
     summary: list[list[str]] = []
@@ -341,3 +354,80 @@ def main(args: argparse.Namespace) -> int:
         if args.data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+# -- the S3 adapter (#20): S3BlobStore beside boto3 on the same server -------------------------
+
+OVERHEAD_OBJECT_BYTES = 4096
+OVERHEAD_KEYS = 16
+
+
+def _s3_overhead_contender(name: str, adapter: bool, operation: str) -> Contender:
+    """boto3's own ``put_object``/``get_object`` (the baseline) or ``S3BlobStore``'s, against
+    the null S3 server (kept across rounds): a server that answers at once leaves the
+    clients' own costs in view, where moto's or ours would hide them under the server's."""
+    body = os.urandom(OVERHEAD_OBJECT_BYTES)
+
+    def setup() -> dict[str, Any]:
+        server = _null_server()
+        try:
+            client = _boto3_client(server.endpoint)
+            client.create_bucket(Bucket="bench")
+            for index in range(OVERHEAD_KEYS):
+                client.put_object(Bucket="bench", Key=f"obj-{index}", Body=body)
+            store = None
+            if adapter:
+                from blocks.blob.adapters.s3 import S3BlobStore
+
+                store = S3BlobStore(server.endpoint, access_key=ACCESS, secret_key=SECRET)
+        except BaseException:
+            server.stop()
+            raise
+        return {"server": server, "client": client, "store": store}
+
+    def one(state: dict[str, Any], index: int) -> None:
+        key = f"obj-{index % OVERHEAD_KEYS}"
+        store, client = state["store"], state["client"]
+        if operation == "put":
+            if store is not None:
+                store.put_object("bench", key, body)
+            else:
+                client.put_object(Bucket="bench", Key=key, Body=body)
+        elif store is not None:
+            _, data = store.get_object("bench", key)
+            assert len(data) == OVERHEAD_OBJECT_BYTES
+        else:
+            data = client.get_object(Bucket="bench", Key=key)["Body"].read()
+            assert len(data) == OVERHEAD_OBJECT_BYTES
+
+    def teardown(state: dict[str, Any]) -> None:
+        if state["store"] is not None:
+            state["store"].close()
+        state["server"].stop()
+
+    return Contender(name, setup, one, teardown)
+
+
+def adapter_overhead(args: argparse.Namespace) -> int:
+    """PUT and GET of 4 KiB objects, one at a time: boto3's client against ``S3BlobStore``
+    (names, metadata and checksums checked first; every error mapped) on the null server."""
+    adapter = ADAPTER_ROW.format(engine="S3")
+    for operation in ("put", "get"):
+        run_overhead(
+            f"blob-adapter-{operation}-4k",
+            overhead_workload(f"{operation}-4k", args),
+            [
+                _s3_overhead_contender("boto3", False, operation),
+                _s3_overhead_contender(adapter, True, operation),
+            ],
+            "boto3",
+            args.out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.blob")
+    add_arguments(parser)
+    parser.add_argument("--out", default="results")
+    raise SystemExit(main(parser.parse_args()))

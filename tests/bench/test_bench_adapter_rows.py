@@ -14,6 +14,7 @@ from benchmarks import _adapters
 from benchmarks.harness import Contender, Lifecycle, Result, Workload
 
 ENGINES = {
+    "blob": "S3",
     "kv": "redis",
     "counters": "redis",
     "ratelimit": "redis",
