@@ -10,9 +10,9 @@ chunk signature chains on the previous one, starting from the request's seed sig
 
 ``decode_aws_chunked`` parses a whole body (the HTTP layer has read it with a size limit)
 and checks every signature; ``verify_checksums`` checks the ``x-amz-checksum-*`` value (from a
-header or a trailer) and ``Content-MD5`` against the decoded payload. CRC32, SHA-1 and SHA-256
-are verified; CRC32C and CRC64NVME are accepted unverified (no fast implementation in the
-standard library), which docs/blob.md states. Every failure raises ``S3RequestError`` with
+header or a trailer) and ``Content-MD5`` against the decoded payload: CRC32, CRC32C,
+CRC64NVME, SHA-1 and SHA-256 (``checksums``); a value that is not the base64 of a digest of
+the algorithm's size is ``InvalidRequest``. Every failure raises ``S3RequestError`` with
 S3's error code. ``PayloadChecks`` does the same checks piece by piece, for bodies that are
 stored while they arrive (``blob/streaming.py``).
 """
@@ -23,11 +23,11 @@ import base64
 import binascii
 import hashlib
 import hmac
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blocks.blob.checksums import ALGORITHMS, check_value, new_hasher
 from blocks.blob.sigv4 import SigningContext, chunk_signature, trailer_signature
 
 __all__ = [
@@ -132,29 +132,6 @@ def _read_trailers(body: bytes, position: int) -> tuple[dict[str, str], list[str
     raise S3RequestError("InvalidRequest", "too many trailers")
 
 
-class _Crc32:
-    """zlib's CRC32 behind hashlib's ``update``/``digest`` shape."""
-
-    def __init__(self) -> None:
-        self._value = 0
-
-    def update(self, piece: bytes | memoryview) -> None:
-        self._value = zlib.crc32(piece, self._value)
-
-    def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
-
-
-def _hasher(algorithm: str) -> _Crc32 | Any | None:
-    if algorithm == "crc32":
-        return _Crc32()
-    if algorithm == "sha1":
-        return hashlib.sha1(usedforsecurity=False)
-    if algorithm == "sha256":
-        return hashlib.sha256()
-    return None  # crc32c, crc64nvme: accepted unverified (see the module docstring)
-
-
 class PayloadChecks:
     """The ``x-amz-checksum-*`` and ``Content-MD5`` values of a request (headers or trailers,
     lowercase names), checked against a payload fed piece by piece: ``update`` with every
@@ -175,11 +152,14 @@ class PayloadChecks:
             if not name.startswith(_CHECKSUM_PREFIX) or name == "x-amz-checksum-type":
                 continue
             algorithm = name[len(_CHECKSUM_PREFIX) :]
-            if algorithm == "algorithm":
-                continue
-            hasher = _hasher(algorithm)
-            if hasher is not None:
-                self._expected.append((f"the {algorithm} checksum", value, hasher))
+            hasher = new_hasher(algorithm)
+            if hasher is None:
+                continue  # x-amz-checksum-algorithm, -mode, or a name S3 does not define
+            try:
+                check_value(algorithm, value)
+            except ValueError as error:
+                raise S3RequestError("InvalidRequest", f"{name}: {error}") from error
+            self._expected.append((f"the {algorithm} checksum", value, hasher))
             self.echoed[name] = value
 
     def update(self, piece: bytes | memoryview) -> None:
@@ -193,7 +173,7 @@ class PayloadChecks:
         return self.echoed
 
 
-VERIFIED_CHECKSUMS = ("crc32", "sha1", "sha256")
+VERIFIED_CHECKSUMS = ALGORITHMS
 
 
 def verified_checksums(values: Mapping[str, str]) -> dict[str, str]:

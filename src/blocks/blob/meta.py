@@ -85,6 +85,8 @@ class UploadRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     """Standard headers the completed object will keep (see ``Manifest.headers``)."""
+    checksum_algorithm: str = ""
+    """The checksum every part carries and the object keeps as a composite ("": none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,8 @@ class PartRecord:
     size: int
     md5: bytes
     chunks: tuple[ChunkRef, ...]
+    checksums: dict[str, str] = field(default_factory=dict)
+    """The part's checksums verified at upload, by algorithm (base64)."""
 
 
 def _chunks_to_wire(chunks: tuple[ChunkRef, ...]) -> list[list[Any]]:
@@ -163,6 +167,7 @@ def upload_to_wire(upload: UploadRecord) -> dict[str, Any]:
         "m": upload.created_ms,
         "u": upload.metadata,
         **({"h": upload.headers} if upload.headers else {}),
+        **({"a": upload.checksum_algorithm} if upload.checksum_algorithm else {}),
     }
 
 
@@ -176,6 +181,7 @@ def upload_from_wire(value: Any) -> UploadRecord:
             created_ms=int(value["m"]),
             metadata=_metadata_from_wire(value["u"]),
             headers=_metadata_from_wire(value.get("h", {})),
+            checksum_algorithm=str(value.get("a", "")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("upload") from error
@@ -189,6 +195,7 @@ def part_to_wire(part: PartRecord) -> dict[str, Any]:
         "s": part.size,
         "d": part.md5,
         "c": _chunks_to_wire(part.chunks),
+        **({"x": part.checksums} if part.checksums else {}),
     }
 
 
@@ -201,6 +208,7 @@ def part_from_wire(value: Any) -> PartRecord:
             size=int(value["s"]),
             md5=bytes(value["d"]),
             chunks=_chunks_from_wire(value["c"]),
+            checksums=_metadata_from_wire(value.get("x", {})),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("part") from error

@@ -27,10 +27,11 @@ from collections.abc import Hashable, Iterable, Mapping
 from concurrent.futures import Future
 
 from blocks.blob.api import ObjectInfo, PartInfo, UploadInfo
+from blocks.blob.checksums import ALGORITHMS, multipart_checksums
 from blocks.blob.conditions import WriteCondition, check_write
 from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
-from blocks.blob.listing import check_headers, check_key, check_metadata
+from blocks.blob.listing import check_checksums, check_headers, check_key, check_metadata
 from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
 from blocks.blob.records import ObjectPut, PartPut, Record, UploadAbort, UploadComplete, UploadPut
 from blocks.core.clock import Clock
@@ -112,8 +113,13 @@ class MultipartMixin:
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        checksum_algorithm: str = "",
     ) -> str:
+        """``checksum_algorithm`` (one of ``checksums.ALGORITHMS``, "" for none): every
+        part must carry that checksum and the object keeps their composite."""
         check_key(key)
+        if checksum_algorithm and checksum_algorithm not in ALGORITHMS:
+            raise InvalidArgument(f"unknown checksum algorithm {checksum_algorithm!r}")
         user_metadata = check_metadata(metadata)
         stored_headers = check_headers(headers)
         with self._lock:
@@ -129,6 +135,7 @@ class MultipartMixin:
                 created_ms=self.clock.now_ms(),
                 metadata=user_metadata,
                 headers=stored_headers,
+                checksum_algorithm=checksum_algorithm,
             )
             entity = ("upload", bucket, upload.upload_id)
             sequence, future, _ = self._submit(entity, UploadPut(upload))
@@ -143,15 +150,26 @@ class MultipartMixin:
         return upload.upload_id
 
     def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, data: bytes | Iterable[bytes]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        data: bytes | Iterable[bytes],
+        checksums: Mapping[str, str] | None = None,
     ) -> PartInfo:
+        """``checksums`` (verified by the caller) are kept with the part; the upload's
+        checksum algorithm, if it named one, must be among them."""
         if not isinstance(number, int) or not 1 <= number <= PARTS_MAX:
             raise InvalidArgument(f"part number must be in [1, {PARTS_MAX}]")
+        kept = check_checksums(checksums)
         with self._lock:
             self._check_open()
-            self._upload(bucket, key, upload_id)
+            algorithm = self._upload(bucket, key, upload_id).checksum_algorithm
+        if algorithm and algorithm not in kept:
+            raise InvalidArgument(f"this upload needs each part's {algorithm} (InvalidRequest)")
         refs, size, digest = self._store_stream(data, PART_BYTES_MAX)
-        part = PartRecord(upload_id, number, digest.hex(), size, digest, tuple(refs))
+        part = PartRecord(upload_id, number, digest.hex(), size, digest, tuple(refs), kept)
         entity = ("part", bucket, upload_id, number)
         try:
             self.ledger.make_durable(refs)
@@ -229,13 +247,24 @@ class MultipartMixin:
         parts: list[tuple[int, str]],
         *,
         condition: WriteCondition | None = None,
+        part_checksums: Mapping[int, Mapping[str, str]] | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        """``part_checksums`` (named in the request, by part) must match those kept;
+        ``checksums`` (the request's whole-object values) must match the composite the
+        object keeps (``checksums.multipart_checksums``; ``ChecksumMismatch`` if not)."""
         with self._lock:
             self._check_open()
             upload = self._upload(bucket, key, upload_id)
             current = self._bucket_index(bucket).get(key)
             check_write(condition, current.etag if current is not None else None)  # early
             chosen = self._chosen_parts(upload_id, parts)
+            kept = multipart_checksums(
+                upload.checksum_algorithm,
+                [(part.number, part.checksums) for part in chosen],
+                part_checksums or {},
+                checksums or {},
+            )
             size = sum(part.size for part in chosen)
             if size > self.object_bytes_max:
                 raise InvalidArgument(f"object larger than {self.object_bytes_max} bytes")
@@ -253,6 +282,7 @@ class MultipartMixin:
                 part_sizes=tuple(part.size for part in chosen),
                 headers=dict(upload.headers),
                 writer=self.node_id,
+                checksums=kept,
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)
@@ -275,6 +305,7 @@ class MultipartMixin:
             parts_count=len(chosen),
             part_sizes=manifest.part_sizes,
             headers=dict(manifest.headers),
+            checksums=dict(kept),
         )
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:

@@ -246,6 +246,7 @@ class ReplicatedBlobStore(LocalBlobStore):
         content_type: str = "application/octet-stream",
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        checksum_algorithm: str = "",
     ) -> str:
         upload_id: str = self._replicated(
             super().create_multipart_upload,
@@ -254,13 +255,22 @@ class ReplicatedBlobStore(LocalBlobStore):
             content_type=content_type,
             metadata=metadata,
             headers=headers,
+            checksum_algorithm=checksum_algorithm,
         )
         return upload_id
 
     def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, data: bytes | Iterable[bytes]
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        data: bytes | Iterable[bytes],
+        checksums: Mapping[str, str] | None = None,
     ) -> PartInfo:
-        part: PartInfo = self._replicated(super().upload_part, bucket, key, upload_id, number, data)
+        part: PartInfo = self._replicated(
+            super().upload_part, bucket, key, upload_id, number, data, checksums
+        )
         return part
 
     def complete_multipart_upload(
@@ -271,9 +281,18 @@ class ReplicatedBlobStore(LocalBlobStore):
         parts: list[tuple[int, str]],
         *,
         condition: WriteCondition | None = None,
+        part_checksums: Mapping[int, Mapping[str, str]] | None = None,
+        checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
         info: ObjectInfo = self._replicated(
-            super().complete_multipart_upload, bucket, key, upload_id, parts, condition=condition
+            super().complete_multipart_upload,
+            bucket,
+            key,
+            upload_id,
+            parts,
+            condition=condition,
+            part_checksums=part_checksums,
+            checksums=checksums,
         )
         return info
 

@@ -22,7 +22,9 @@ streamed upload past ``uploads_max`` gets ``SlowDown`` (``workers.uploads_refuse
 
 Requests use path-style addressing (``/bucket/key``), which boto3 picks for an IP endpoint and
 the aws CLI accepts with ``addressing_style = path``. Authentication is a SigV4 header, a
-SigV4 presigned URL or a SigV2 presigned URL (``sigv4``, ``sigv2``). This module routes
+SigV4 presigned URL or a SigV2 presigned URL (``sigv4``, ``sigv2``); who may do what to a
+bucket (owners, admin keys, the private/public-read policy, anonymous reads) is decided
+from the head alone, also before the body is read (``s3access``). This module routes
 service and bucket operations; object operations are in ``s3objects`` (and ``s3copy``), and
 an operation not served answers S3's ``NotImplemented`` before anything changes
 (``s3ops``; docs/blob.md has the table).
@@ -213,6 +215,9 @@ class S3Handler(ObjectOps, BucketOps):
         data = await body.read_all(self.config.body_bytes_max)
         payload, checks = decode_payload(head, data, context)
         self.aws_chunked_bodies += payload is not data
+        if head.method == "POST" and "uploadId=" in head.raw_query:
+            # CompleteMultipartUpload's checksum headers name the object, not the XML body.
+            checks = {k: v for k, v in checks.items() if not k.startswith("x-amz-checksum-")}
         echoed = verify_checksums(payload, checks)
         response = await self._route(head, payload, verified_checksums(echoed), principal)
         response.headers.update(echoed)

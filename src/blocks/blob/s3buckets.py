@@ -259,6 +259,7 @@ def map_error(error: BlocksError) -> tuple[int, str]:
     if isinstance(error, InvalidArgument):
         for marker, code in (
             ("bucket name", "InvalidBucketName"),
+            ("(InvalidRequest)", "InvalidRequest"),
             ("EntityTooSmall", "EntityTooSmall"),
             ("InvalidPartOrder", "InvalidPartOrder"),
             ("larger than", "EntityTooLarge"),

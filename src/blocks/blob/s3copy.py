@@ -98,7 +98,8 @@ class CopyOps:
                     else info.content_type,
                     metadata=user_metadata(head.headers) if replace else info.metadata,
                     condition=condition,
-                    checksums=info.checksums,  # the same bytes
+                    # The same bytes; a multipart composite ("...-N") names parts a copy lacks.
+                    checksums={k: v for k, v in info.checksums.items() if "-" not in v},
                     headers=stored_headers(head.headers) if replace else info.headers,
                 )
             finally:

@@ -12,13 +12,17 @@ before the body is read and again at the commit point (``conditions.check_write`
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from blocks.blob.api import BlobStore, ObjectInfo
-from blocks.blob.awschunked import S3RequestError
+from blocks.blob.api import BlobStore, ObjectInfo, PartInfo
+from blocks.blob.awschunked import S3RequestError, verified_checksums
+from blocks.blob.checksums import ChecksumMismatch
 from blocks.blob.conditions import WriteCondition, check_write, read_outcome
 from blocks.blob.http import RequestHead, Response
 from blocks.blob.listing import resolve_range
+from blocks.blob.s3checksums import complete_part_checksums, response_checksums, upload_algorithm
 from blocks.blob.s3copy import CopyOps
 from blocks.blob.s3headers import (
     object_headers,
@@ -36,6 +40,7 @@ from blocks.blob.s3xml import (
     list_parts_result,
     parse_complete_request,
 )
+from blocks.blob.store import LocalBlobStore
 from blocks.blob.streaming import ObjectBody, StreamedPayload
 from blocks.blob.workers import Workers
 from blocks.core.errors import InvalidArgument, NotFound
@@ -218,9 +223,11 @@ class ObjectOps(CopyOps):
                 if isinstance(payload, StreamedPayload)
                 else self.workers.run
             )
-            part = await run(
-                self.store.upload_part, bucket, key, query["uploadId"], int(number_text), payload
-            )
+            number, upload_id = int(number_text), query["uploadId"]
+            upload_part: Callable[..., PartInfo] = self.store.upload_part
+            if isinstance(self.store, LocalBlobStore):  # keeps part checksums
+                upload_part = functools.partial(self.store.upload_part, checksums=checksums)
+            part = await run(upload_part, bucket, key, upload_id, number, payload)
             return Response(200, {"ETag": f'"{part.etag}"'})
         if subresources(query):
             raise not_implemented(subresources(query))
@@ -243,9 +250,18 @@ class ObjectOps(CopyOps):
     async def _post(
         self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
     ) -> Response:
+        store = self.store
         if "uploads" in query:
+            create = store.create_multipart_upload
+            algorithm = upload_algorithm(head.headers)
+            if algorithm and isinstance(store, LocalBlobStore):
+                create = functools.partial(
+                    store.create_multipart_upload, checksum_algorithm=algorithm
+                )
+            elif algorithm:
+                raise S3RequestError("NotImplemented", "this store keeps no part checksums", 501)
             upload_id = await self.workers.run(
-                lambda: self.store.create_multipart_upload(
+                lambda: create(
                     bucket,
                     key,
                     content_type=head.headers.get("content-type", "application/octet-stream"),
@@ -253,16 +269,29 @@ class ObjectOps(CopyOps):
                     headers=stored_headers(head.headers),
                 )
             )
-            return xml_response(initiate_result(bucket, key, upload_id))
+            response = xml_response(initiate_result(bucket, key, upload_id))
+            if algorithm:
+                response.headers["x-amz-checksum-algorithm"] = algorithm.upper()
+                response.headers["x-amz-checksum-type"] = "COMPOSITE"
+            return response
         if "uploadId" in query:
             parts = parse_complete_request(payload)
             condition = WriteCondition.from_headers(head.headers)
-            info = await self.workers.run(
-                lambda: self.store.complete_multipart_upload(
-                    bucket, key, query["uploadId"], parts, condition=condition
+            complete = store.complete_multipart_upload
+            if isinstance(store, LocalBlobStore):
+                complete = functools.partial(
+                    store.complete_multipart_upload,
+                    part_checksums=complete_part_checksums(payload),
+                    checksums=verified_checksums(head.headers),
                 )
-            )
-            return xml_response(complete_result(f"/{bucket}/{key}", bucket, key, info.etag))
+            try:
+                info = await self.workers.run(
+                    lambda: complete(bucket, key, query["uploadId"], parts, condition=condition)
+                )
+            except ChecksumMismatch as error:  # the named whole-object checksum differs
+                raise S3RequestError("BadDigest", str(error)) from error
+            location = f"/{bucket}/{key}"
+            return xml_response(complete_result(location, bucket, key, info.etag, info.checksums))
         raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
 
 
@@ -280,8 +309,6 @@ def _check_read(head: RequestHead, info: ObjectInfo) -> None:
 
 def _checksum_headers(head: RequestHead, info: ObjectInfo) -> dict[str, str]:
     """The object's checksums, for a whole-object read that asked for them."""
-    if head.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED" or not info.checksums:
+    if head.headers.get("x-amz-checksum-mode", "").upper() != "ENABLED":
         return {}
-    headers = {f"x-amz-checksum-{name}": value for name, value in info.checksums.items()}
-    headers["x-amz-checksum-type"] = "FULL_OBJECT"
-    return headers
+    return response_checksums(info.checksums)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
 from xml.sax.saxutils import escape
 
 from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, PartInfo, UploadInfo
@@ -145,11 +146,19 @@ def initiate_result(bucket: str, key: str, upload_id: str) -> bytes:
     return body.encode("utf-8")
 
 
-def complete_result(location: str, bucket: str, key: str, etag: str) -> bytes:
+def complete_result(
+    location: str, bucket: str, key: str, etag: str, checksums: Mapping[str, str] | None = None
+) -> bytes:
+    """CompleteMultipartUploadResult; ``checksums``: the composite the object keeps."""
+    kept = "".join(
+        _element(f"Checksum{name.upper()}", value) for name, value in (checksums or {}).items()
+    )
+    if kept:
+        kept += _element("ChecksumType", "COMPOSITE")
     body = (
         f'{_HEADER}<CompleteMultipartUploadResult xmlns="{_NAMESPACE}">'
         f"{_element('Location', location)}{_element('Bucket', bucket)}{_element('Key', key)}"
-        f"{_element('ETag', chr(34) + etag + chr(34))}</CompleteMultipartUploadResult>"
+        f"{_element('ETag', chr(34) + etag + chr(34))}{kept}</CompleteMultipartUploadResult>"
     )
     return body.encode("utf-8")
 
@@ -213,7 +222,8 @@ def attributes_result(info: ObjectInfo, wanted: set[str]) -> bytes:
             _element(f"Checksum{name.upper()}", value)
             for name, value in sorted(info.checksums.items())
         )
-        parts.append(f"<Checksum>{kept}{_element('ChecksumType', 'FULL_OBJECT')}</Checksum>")
+        kind = "COMPOSITE" if any("-" in v for v in info.checksums.values()) else "FULL_OBJECT"
+        parts.append(f"<Checksum>{kept}{_element('ChecksumType', kind)}</Checksum>")
     if "objectparts" in wanted and info.parts_count:
         parts.append(f"<ObjectParts>{_element('TotalPartsCount', info.parts_count)}</ObjectParts>")
     if "storageclass" in wanted:
