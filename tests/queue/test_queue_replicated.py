@@ -149,7 +149,11 @@ def test_a_leader_loss_keeps_acknowledged_sends_and_acks() -> None:
         nodes = await _cluster(clock, network, timing)
         try:
             await nodes[0].create_queue("jobs", visibility_ms=5_000)
+            await nodes[0].create_queue("orders", visibility_ms=5_000, fifo=True)
             ids = [await nodes[i % 3].send("jobs", f"m{i}".encode()) for i in range(20)]
+            order = [await nodes[0].send("orders", b"o%d" % i, group="g") for i in range(3)]
+            deduplicated = await nodes[1].send("orders", b"d", group="h", dedup_id="once")
+            (head,) = await nodes[2].receive("orders")  # locks group g
             received = await nodes[1].receive("jobs", max_messages=5)
             for message in received[:3]:
                 await nodes[2].ack("jobs", message.receipt)
@@ -164,6 +168,14 @@ def test_a_leader_loss_keeps_acknowledged_sends_and_acks() -> None:
                 await asyncio.sleep(0.05)
             new_leader = next(n for n in survivors if n.is_leader)
             assert new_leader.machine.applied > 0
+            again = await new_leader.send("orders", b"d2", group="h", dedup_id="once")
+            assert again == deduplicated, "the dedup window did not hold across the failover"
+            (other,) = await survivors[0].receive("orders", max_messages=3)
+            assert other.id == deduplicated, "group g gave a message while it was locked"
+            await new_leader.ack("orders", head.receipt)
+            await new_leader.ack("orders", other.receipt)
+            rest = await survivors[1].receive("orders", max_messages=3)
+            assert [head.id, *(m.id for m in rest)] == order, "FIFO order broke in failover"
             more = await new_leader.receive("jobs", max_messages=20)
             assert {m.id for m in more} == set(ids[5:]), "in flight or acked came back early"
             for message in more:
