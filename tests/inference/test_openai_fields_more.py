@@ -136,6 +136,10 @@ def test_ignore_eos_runs_past_the_end_token(served: Served) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         complete(served, extra_body={"ignore_eos": "yes"})
     assert caught.value.body["param"] == "ignore_eos"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as caught:  # a forced call must be able to end
+        chat(served, tools=[tool], tool_choice="required", extra_body={"ignore_eos": True})
+    assert caught.value.body["param"] == "ignore_eos"
 
 
 def test_stop_token_ids_end_the_answer_before_the_token(served: Served) -> None:
