@@ -255,8 +255,10 @@ class LocalQueue:
             raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
         verb, name, *rest = call
         check_name(name)
-        if verb == "receive" and rest[1] is None:
-            rest[1] = self._broker.queue(name).config.visibility_ms
+        if verb == "receive":  # NotFound before any time passes, as ``receive`` does
+            state = self._broker.queue(name)
+            if rest[1] is None:
+                rest[1] = state.config.visibility_ms
         touched: tuple[str, ...] = {
             "send": (name,),
             "ack": (name,),
