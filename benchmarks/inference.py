@@ -35,7 +35,9 @@ Reported, in three tables:
 ``--device cuda --dtype bfloat16`` runs the same on a GPU.
 
 Run: ``blocks bench inference [--quick] [--model smollm2] [--threads N]``; results go to
-``<out>/inference``.
+``<out>/inference``. ``--adapter-overhead`` runs only the row of #20 instead: ``blocks API
+over OpenAI`` (``OpenAIGenerator``) beside the ``openai`` client on one ``blocks inference
+serve --model tiny-random`` (see ``adapter_overhead``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Skip, plot_lines, progress, write_table
+from benchmarks._adapters import (
+    ADAPTER_ROW,
+    ROUNDS_DEFAULT,
+    add_overhead_arguments,
+    run_overhead,
+)
+from benchmarks.harness import (
+    Contender,
+    Lifecycle,
+    Skip,
+    Workload,
+    plot_lines,
+    progress,
+    write_table,
+)
 
 REQUIREMENTS = [
     "torch==2.13.0",
@@ -271,9 +287,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="8 short requests")
+    add_overhead_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    if getattr(args, "adapter_overhead", False):
+        return adapter_overhead(args)
     import torch
 
     from blocks.inference.engine import EngineConfig, LLMEngine
@@ -467,3 +486,156 @@ def roofline_table(
     columns = ["threads", "clock", "decode", "bandwidth GB/s", "weights MB", "roofline tok/s"]
     columns += ["batch-1 decode tok/s", "fraction"]
     return write_table(out_dir, "roofline", columns, rows)
+
+
+# -- the OpenAI adapter (#20): OpenAIGenerator beside the openai client, same server -----------
+
+OVERHEAD_PROMPT = "the quick brown fox"
+OVERHEAD_MAX_TOKENS = 8
+OVERHEAD_REQUESTS = 6  # per round: a request costs the server milliseconds, not microseconds
+SERVE_START_TIMEOUT_S = 120.0
+OVERHEAD_KEY = "sk-bench"
+
+
+def _serve_tiny_random() -> Any:
+    """``blocks inference serve --model tiny-random`` (seeded, nothing downloaded) on a port
+    it picks; returns the process and its ``/v1`` URL."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks._processes import track_process
+
+    command = [
+        sys.executable, "-m", "blocks", "inference", "serve", "--model", "tiny-random",
+        "--listen", "127.0.0.1:0", "--api-key", OVERHEAD_KEY, "--num-blocks", "128",
+        "--max-model-len", "512", "--threads", "1", "--json",
+    ]  # fmt: skip
+    process = track_process(
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # printed once it listens
+    if not line:
+        process.kill()
+        raise Skip("blocks inference serve did not start (torch installed?)")
+    return process, f"http://{json.loads(line)['listen']}/v1"
+
+
+class _SharedServer:
+    """One server for both contenders, started by the first that needs it."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+        self.url = ""
+
+    def start(self) -> str:
+        if self.process is None:
+            self.process, self.url = _serve_tiny_random()
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+def _openai_overhead_contender(name: str, adapter: bool, server: _SharedServer) -> Contender:
+    """One streamed greedy completion of ``OVERHEAD_MAX_TOKENS`` tokens at a time, usage
+    included: the ``openai`` client's ``completions.create`` read to its end (the baseline),
+    or ``OpenAIGenerator.complete`` (the same request, deltas and errors mapped)."""
+
+    async def setup() -> dict[str, Any]:
+        import openai
+
+        url = server.start()
+        client = openai.AsyncOpenAI(base_url=url, api_key=OVERHEAD_KEY, max_retries=0)
+        generator = None
+        if adapter:
+            from blocks.inference.adapters.openai import OpenAIGenerator
+
+            generator = OpenAIGenerator(url, api_key=OVERHEAD_KEY)
+        return {"client": client, "generator": generator}
+
+    async def op(state: dict[str, Any], index: int) -> None:
+        from blocks.inference.params import SamplingParams
+
+        if state["generator"] is not None:
+            params = SamplingParams(max_tokens=OVERHEAD_MAX_TOKENS, temperature=0.0)
+            await state["generator"].complete(OVERHEAD_PROMPT, params)
+            return
+        chunks = await state["client"].completions.create(
+            model="",
+            prompt=OVERHEAD_PROMPT,
+            max_tokens=OVERHEAD_MAX_TOKENS,
+            temperature=0.0,
+            top_p=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with chunks:
+            text = [choice.text async for chunk in chunks for choice in chunk.choices]
+        assert text
+
+    async def teardown(state: dict[str, Any]) -> None:
+        await state["client"].close()
+        if state["generator"] is not None:
+            await state["generator"].close()
+
+    async def ready(state: dict[str, Any]) -> None:
+        await op(state, 0)
+
+    return Contender(name, setup, op, teardown, ready=ready, ready_timeout_s=SERVE_START_TIMEOUT_S)
+
+
+def adapter_overhead(args: argparse.Namespace) -> int:
+    """``blocks API over OpenAI`` (``OpenAIGenerator``) beside the ``openai`` client, both on
+    one ``blocks inference serve --model tiny-random`` (two servers would be two shares of
+    the CPU and measure those), one request at a time. Rounds are
+    smaller than the other blocks' (a request is milliseconds of the server's work):
+    ``--overhead-ops`` applies only when given below ``OVERHEAD_REQUESTS``."""
+    workload = Workload(
+        "stream-8-tokens",
+        ops=min(OVERHEAD_REQUESTS, getattr(args, "overhead_ops", OVERHEAD_REQUESTS)),
+        concurrency=1,
+        rounds=getattr(args, "overhead_rounds", ROUNDS_DEFAULT),
+        warmup_ops=2,
+        lifecycle=Lifecycle.KEPT,
+    )
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        progress("[inference-adapter] skipped: openai is not installed (pip install openai)")
+        return 0
+    server = _SharedServer()
+    try:
+        run_overhead(
+            "inference-adapter",
+            workload,
+            [
+                _openai_overhead_contender("openai", False, server),
+                _openai_overhead_contender(ADAPTER_ROW.format(engine="OpenAI"), True, server),
+            ],
+            "openai",
+            getattr(args, "out", "results"),
+        )
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.inference")
+    add_arguments(parser)
+    parser.add_argument("--out", default="results")
+    raise SystemExit(main(parser.parse_args()))

@@ -19,6 +19,7 @@ ENGINES = {
     "counters": "redis",
     "ratelimit": "redis",
     "cache": "redis",
+    "inference": "OpenAI",
     "sequencer": "redis",
     "pubsub": "nats-jetstream",
     "queue": "nats-jetstream",
