@@ -2,7 +2,7 @@
 with SIGKILL under a send/receive/ack load. Every acknowledged send is delivered afterwards, no
 acked message comes back, no message comes back before its visibility timeout
 (``blocks.testing.checkers.check_queue_history``), deduplicated retries stay single across the
-failover, and a new leader serves."""
+failover, a new leader serves, and the killed node, started again, applies the whole log."""
 
 from __future__ import annotations
 
@@ -151,6 +151,18 @@ async def _until(condition: Any, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _applied(cluster: ProcessCluster, name: str, offset: int) -> bool:
+    view = (await _describe_all(cluster, [name])).get(name, {})
+    return int(view.get("applied", 0)) >= offset
+
+
+async def _until_async(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
 def test_kill_the_leader_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     with ProcessCluster(queue_cluster_spec(), NODES, tmp_path) as cluster:
         cluster.start_all()
@@ -193,6 +205,11 @@ def test_kill_the_leader_under_load_loses_nothing_acknowledged(tmp_path: Path) -
                     ) from None
                 drained.set()
                 await asyncio.gather(*consumers)
+                await asyncio.to_thread(cluster.start, leader)  # back, it replays the log
+                hw = (await _describe_all(cluster, [new_leader]))[new_leader]["hw"]
+                await _until_async(
+                    lambda: _applied(cluster, leader, hw), "the restarted node did not catch up"
+                )
             finally:
                 await client.close()
             check = check_queue_history(
