@@ -1,6 +1,7 @@
 """``blocks search serve | index | query | suggest | info``.
 
 ``serve`` runs a node (vector index + BM25 documents + typeahead, optional MiniLM embeddings);
+``rebalance`` moves what a changed ``--remote-shards`` list places elsewhere;
 ``index`` streams vectors (``.npy``) or documents (a text file, one per line, optionally
 ``id<TAB>text``) to a node in batches and shows progress on stderr; ``query`` searches by
 vector or by text; ``suggest`` completes a prefix; ``info`` describes a node.
@@ -93,6 +94,16 @@ def register(subparsers: Any) -> None:
     suggest.add_argument("prefix")
     suggest.add_argument("-k", type=int, default=10)
     suggest.set_defaults(func=_suggest)
+
+    rebalance = verbs.add_parser(
+        "rebalance", help="move vectors and documents to the shards a new shard list names"
+    )
+    rebalance.add_argument("--from-shards", required=True, help="the old --remote-shards list")
+    rebalance.add_argument("--to-shards", required=True, help="the new --remote-shards list")
+    rebalance.add_argument("--page-rows", type=int, default=1_024, help="ids per copied page")
+    rebalance.add_argument("--token", default=None)
+    rebalance.add_argument("--json", action="store_true")
+    rebalance.set_defaults(func=_rebalance)
 
     info = verbs.add_parser("info", help="describe a node")
     _client_arguments(info)
@@ -269,6 +280,26 @@ def _suggest(args: argparse.Namespace) -> int:
         found = client.suggest(args.prefix, args.k)
     text = "\n".join(f"{count:>6}  {phrase}" for phrase, count in found)
     print_result([list(item) for item in found], as_json=args.json, text=text or "(none)")
+    return 0
+
+
+def _rebalance(args: argparse.Namespace) -> int:
+    from blocks.search.rebalance import Step, rebalance
+
+    def progress(step: Step) -> None:
+        if step.phase == "deleted":
+            print(f"moved {step.count} {step.kind} {step.source} -> {step.target}", file=sys.stderr)
+
+    report = rebalance(
+        args.from_shards,
+        args.to_shards,
+        token=args.token,
+        page_rows=args.page_rows,
+        on_step=progress,
+    ).as_dict()
+    moved = sum(report["vectors"].values()), sum(report["documents"].values())
+    text = f"moved {moved[0]} vectors and {moved[1]} documents ({report['pages']} pages)"
+    print_result(report, as_json=args.json, text=text)
     return 0
 
 

@@ -140,7 +140,8 @@ class Coordinator:
         if missing:
             with self._lock:
                 self.counters["partial"] += 1
-        ids, distances = merge_topk(parts, k, self._metric)
+        # A rebalance copies an id to its new shard before deleting it from the old one.
+        ids, distances = merge_topk(parts, k, self._metric, unique_ids=True)
         return SearchResult(
             ids=ids,
             distances=distances,
@@ -304,14 +305,16 @@ class Coordinator:
                 raise result
 
     def remove(self, ids: Any) -> int:
-        """Remove from every replica of the owning shards; ``Unavailable`` if one failed."""
+        """Remove from every replica of *every* shard; ``Unavailable`` if one failed.
+
+        Not only the owner's: while a rebalance moves an id, the old shard may still hold it
+        (``blocks.search.rebalance``), and a remove must not leave that copy to be moved back.
+        The count adds up the shards, so an id held by two shards counts twice."""
         ids_np = as_ids(ids)
         if ids_np.size == 0:
             return 0
-        calls = [
-            (shard, "RemoveVectors", search_pb2.RemoveVectorsRequest(ids=ids_np[where].tolist()))
-            for shard, where in self._by_shard(ids_np).items()
-        ]
+        request = search_pb2.RemoveVectorsRequest(ids=ids_np.tolist())
+        calls = [(shard, "RemoveVectors", request) for shard in range(len(self._replicas))]
         removed: dict[int, int] = {}
         for shard, _, result in self.to_all_replicas(calls):
             if isinstance(result, BlocksError):

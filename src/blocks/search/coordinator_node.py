@@ -48,6 +48,7 @@ class CoordinatorNode(SearchNode):
     def __init__(self, coordinator: Coordinator) -> None:
         super().__init__(coordinator, kind="coordinator")
         self.coordinator = coordinator
+        self.rows = None  # the shards keep the vectors
 
     def _all_shards(self, method: str, request: Any) -> list[Any]:
         budget_ms = self.coordinator.deadline_ms
@@ -106,14 +107,13 @@ class CoordinatorNode(SearchNode):
         return self.document_count()
 
     def delete_documents(self, ids: list[str]) -> int:
+        """Delete on every replica of *every* shard: a rebalance may still hold a moved
+        document's old copy (``blocks.search.rebalance``). Counts add up the shards."""
         checked = [check_doc_id(doc_id) for doc_id in ids]
+        request = search_pb2.DeleteDocumentsRequest(ids=checked)
         calls = [
-            (
-                shard,
-                "DeleteDocuments",
-                search_pb2.DeleteDocumentsRequest(ids=[checked[at] for at in rows]),
-            )
-            for shard, rows in self._by_shard(checked).items()
+            (shard, "DeleteDocuments", request)
+            for shard in range(len(self.coordinator.shard_names))
         ]
         deleted: dict[int, int] = {}
         for shard, reply in self._write_all(calls):
@@ -128,12 +128,13 @@ class CoordinatorNode(SearchNode):
         )
 
     def _gather(self, request: Any, k: int) -> list[Hit]:
-        hits = [
-            (hit.id, float(hit.score), hit.text)
-            for reply in self._all_shards("SearchText", request)
-            for hit in reply.hits
-        ]
-        return heapq.nsmallest(k, hits, key=lambda hit: (-hit[1], hit[0]))
+        best: dict[str, Hit] = {}  # by id: a rebalance may hold a document on two shards
+        for reply in self._all_shards("SearchText", request):
+            for hit in reply.hits:
+                known = best.get(hit.id)
+                if known is None or float(hit.score) > known[1]:
+                    best[hit.id] = (hit.id, float(hit.score), hit.text)
+        return heapq.nsmallest(k, best.values(), key=lambda hit: (-hit[1], hit[0]))
 
     def _bm25(self, query: str, k: int) -> list[Hit]:
         stats = self.text_stats(query)

@@ -46,18 +46,27 @@ def shard_of(ids: IdArray, num_shards: int) -> npt.NDArray[np.int64]:
 
 
 def merge_topk(
-    parts: Sequence[tuple[IdArray, FloatArray]], k: int, metric: Metric
+    parts: Sequence[tuple[IdArray, FloatArray]],
+    k: int,
+    metric: Metric,
+    *,
+    unique_ids: bool = False,
 ) -> tuple[IdArray, FloatArray]:
-    """Global best ``k`` per row from per-shard ``(ids, distances)`` arrays of equal rows."""
+    """Global best ``k`` per row from per-shard ``(ids, distances)`` arrays of equal rows.
+
+    ``unique_ids``: an id may come from several parts (a rebalance copies it before deleting
+    it from the old shard); keep only its best-ranked occurrence in each row."""
     assert parts, "merge needs at least one part"
     rows = parts[0][0].shape[0]
     ids = np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts], axis=1)
     distances = np.concatenate([np.asarray(p[1], dtype=np.float32) for p in parts], axis=1)
     assert ids.shape == distances.shape and ids.shape[0] == rows
-    padding = ids < 0
     keys = (
         -distances.astype(np.float64) if metric.higher_is_better else distances.astype(np.float64)
     )
+    if unique_ids:
+        ids = _pad_repeats(ids, keys)
+    padding = ids < 0
     keys[padding] = np.inf
     tie_ids = np.where(padding, np.iinfo(np.int64).max, ids)
     order = np.lexsort((tie_ids, keys), axis=-1)[:, :k]
@@ -69,3 +78,20 @@ def merge_topk(
         out_distances = np.pad(out_distances, ((0, 0), (0, pad)), constant_values=metric.worst)
     out_distances = np.where(out_ids < 0, np.float32(metric.worst), out_distances)
     return out_ids, out_distances.astype(np.float32)
+
+
+def _pad_repeats(ids: IdArray, keys: npt.NDArray[np.float64]) -> IdArray:
+    """``ids`` with every occurrence of an id but its best-ranked one in its row set to -1."""
+    tie_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((tie_ids, keys), axis=-1)
+    out = ids.copy()
+    for row, row_order in enumerate(order.tolist()):
+        seen: set[int] = set()
+        for position in row_order:
+            vector_id = int(ids[row, position])
+            if vector_id < 0:
+                continue
+            if vector_id in seen:
+                out[row, position] = -1
+            seen.add(vector_id)
+    return out

@@ -28,7 +28,9 @@ from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, 
 from blocks.search.api import K_MAX, VectorIndex
 from blocks.search.bm25 import BM25Index, CorpusStats, check_doc_id, check_text_k
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
+from blocks.search.export import export_documents, export_vectors
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
+from blocks.search.rows import VectorRows
 from blocks.search.tokenize import tokenize
 from blocks.search.typeahead import Typeahead
 from blocks.search.vectors import atomic_write
@@ -73,6 +75,8 @@ class SearchNode:
         self.typeahead = Typeahead()
         self.embeddings: VectorIndex | None = None
         self._doc_of_vector: dict[int, str] = {}
+        # A readable copy of the vectors for exports (None on a node that stores none).
+        self.rows: VectorRows | None = VectorRows()
         if embedder is not None:
             from blocks.search.exact import ExactIndex
 
@@ -97,6 +101,8 @@ class SearchNode:
         record = {"op": "add", "ids": id_array.tobytes(), "vectors": data.tobytes()}
         self._log({**record, "dim": int(data.shape[1])})
         self.vectors.add(id_array, data)
+        if self.rows is not None:
+            self.rows.add(id_array, data)
         self._maybe_checkpoint()
         return len(self.vectors)
 
@@ -104,6 +110,8 @@ class SearchNode:
         id_array = np.ascontiguousarray(ids, dtype="<i8")
         self._log({"op": "remove", "ids": id_array.tobytes()})
         removed = self.vectors.remove(id_array)
+        if self.rows is not None:
+            self.rows.remove(id_array.tolist())
         self._maybe_checkpoint()
         return removed
 
@@ -170,9 +178,15 @@ class SearchNode:
         op = record.get("op")
         if op == "add":
             data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
-            self.vectors.add(np.frombuffer(record["ids"], dtype="<i8"), data)
+            ids = np.frombuffer(record["ids"], dtype="<i8")
+            self.vectors.add(ids, data)
+            if self.rows is not None:
+                self.rows.add(ids, data)
         elif op == "remove":
-            self.vectors.remove(np.frombuffer(record["ids"], dtype="<i8"))
+            ids = np.frombuffer(record["ids"], dtype="<i8")
+            self.vectors.remove(ids)
+            if self.rows is not None:
+                self.rows.remove(ids.tolist())
         elif op == "train":
             data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
             getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
@@ -234,6 +248,18 @@ class SearchNode:
             if i >= 0
         ]
 
+    # Exports (a rebalance reads what this shard holds).
+
+    def export_vectors(self, request: Any) -> Any:
+        """An ``ExportVectorsReply`` for an ``ExportRequest`` (``blocks.search.export``)."""
+        if self.rows is None:
+            raise InvalidArgument("this node stores no vectors of its own")
+        return export_vectors(self.rows, request)
+
+    def export_documents(self, request: Any) -> Any:
+        """An ``ExportDocumentsReply`` for an ``ExportRequest``."""
+        return export_documents(self.texts, request)
+
     # Persistence.
 
     def save(self) -> str:
@@ -248,6 +274,8 @@ class SearchNode:
 
     def _save_into(self, directory: str) -> None:
         self.vectors.save(os.path.join(directory, "vectors.idx"))
+        if self.rows is not None:
+            self.rows.save(directory)
         if self.embeddings is not None:
             self.embeddings.save(os.path.join(directory, "embeddings.idx"))
         payload = json.dumps(self.texts).encode("utf-8")
@@ -271,6 +299,8 @@ class SearchNode:
         path = os.path.join(directory, "vectors.idx")
         if os.path.exists(path):
             self.vectors.load(path)
+            if self.rows is not None and not self.rows.load(directory):
+                self.rows.complete = len(self.vectors) == 0
         documents_path = os.path.join(directory, "documents.json")
         if os.path.exists(documents_path):
             with open(documents_path, encoding="utf-8") as handle:

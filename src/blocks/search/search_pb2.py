@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62locks/search/search.proto\x12\rblocks.search\"8\n\x0bVectorBatch\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"\r\n\x0bInfoRequest\"j\n\tInfoReply\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x04\x12\x11\n\tdocuments\x18\x05 \x01(\x04\x12\x0e\n\x06\x65mbeds\x18\x06 \x01(\x08\"\x0c\n\nTrainReply\"M\n\x11\x41\x64\x64VectorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12+\n\x07vectors\x18\x02 \x01(\x0b\x32\x1a.blocks.search.VectorBatch\"\x1f\n\x0f\x41\x64\x64VectorsReply\x12\x0c\n\x04size\x18\x01 \x01(\x04\"#\n\x14RemoveVectorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"%\n\x12RemoveVectorsReply\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\xb0\x01\n\x14SearchVectorsRequest\x12+\n\x07queries\x18\x01 \x01(\x0b\x32\x1a.blocks.search.VectorBatch\x12\t\n\x01k\x18\x02 \x01(\r\x12\x12\n\nhas_filter\x18\x03 \x01(\x08\x12\x12\n\nfilter_ids\x18\x04 \x03(\x03\x12\x0e\n\x06nprobe\x18\x05 \x01(\r\x12\x11\n\tef_search\x18\x06 \x01(\r\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\"\x93\x01\n\x12SearchVectorsReply\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0b\n\x03ids\x18\x03 \x03(\x03\x12\x11\n\tdistances\x18\x04 \x03(\x02\x12\x0f\n\x07partial\x18\x05 \x01(\x08\x12\x16\n\x0emissing_shards\x18\x06 \x03(\r\x12\x1b\n\x13missing_shard_names\x18\x07 \x03(\t\"$\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"C\n\x15IndexDocumentsRequest\x12*\n\tdocuments\x18\x01 \x03(\x0b\x32\x17.blocks.search.Document\"(\n\x13IndexDocumentsReply\x12\x11\n\tdocuments\x18\x01 \x01(\x04\"%\n\x16\x44\x65leteDocumentsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteDocumentsReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"\xf9\x01\n\x11SearchTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x11\n\thas_stats\x18\x04 \x01(\x08\x12\x10\n\x08num_docs\x18\x05 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x06 \x01(\x04\x12?\n\x08\x64oc_freq\x18\x07 \x03(\x0b\x32-.blocks.search.SearchTextRequest.DocFreqEntry\x12\x10\n\x08internal\x18\x08 \x01(\x08\x1a.\n\x0c\x44ocFreqEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"!\n\x10TextStatsRequest\x12\r\n\x05query\x18\x01 \x01(\t\"\xa6\x01\n\x0eTextStatsReply\x12\x10\n\x08num_docs\x18\x01 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x02 \x01(\x04\x12<\n\x08\x64oc_freq\x18\x03 \x03(\x0b\x32*.blocks.search.TextStatsReply.DocFreqEntry\x1a.\n\x0c\x44ocFreqEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"2\n\x07TextHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"7\n\x0fSearchTextReply\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.blocks.search.TextHit\"+\n\x0eSuggestRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\"+\n\nCompletion\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\">\n\x0cSuggestReply\x12.\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x19.blocks.search.Completion\"\r\n\x0bSaveRequest\"\x19\n\tSaveReply\x12\x0c\n\x04path\x18\x01 \x01(\t2\xe5\x06\n\x06Search\x12<\n\x04Info\x12\x1a.blocks.search.InfoRequest\x1a\x18.blocks.search.InfoReply\x12>\n\x05Train\x12\x1a.blocks.search.VectorBatch\x1a\x19.blocks.search.TrainReply\x12N\n\nAddVectors\x12 .blocks.search.AddVectorsRequest\x1a\x1e.blocks.search.AddVectorsReply\x12W\n\rRemoveVectors\x12#.blocks.search.RemoveVectorsRequest\x1a!.blocks.search.RemoveVectorsReply\x12W\n\rSearchVectors\x12#.blocks.search.SearchVectorsRequest\x1a!.blocks.search.SearchVectorsReply\x12Z\n\x0eIndexDocuments\x12$.blocks.search.IndexDocumentsRequest\x1a\".blocks.search.IndexDocumentsReply\x12]\n\x0f\x44\x65leteDocuments\x12%.blocks.search.DeleteDocumentsRequest\x1a#.blocks.search.DeleteDocumentsReply\x12N\n\nSearchText\x12 .blocks.search.SearchTextRequest\x1a\x1e.blocks.search.SearchTextReply\x12K\n\tTextStats\x12\x1f.blocks.search.TextStatsRequest\x1a\x1d.blocks.search.TextStatsReply\x12\x45\n\x07Suggest\x12\x1d.blocks.search.SuggestRequest\x1a\x1b.blocks.search.SuggestReply\x12<\n\x04Save\x12\x1a.blocks.search.SaveRequest\x1a\x18.blocks.search.SaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62locks/search/search.proto\x12\rblocks.search\"8\n\x0bVectorBatch\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"\r\n\x0bInfoRequest\"j\n\tInfoReply\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0f\n\x07vectors\x18\x04 \x01(\x04\x12\x11\n\tdocuments\x18\x05 \x01(\x04\x12\x0e\n\x06\x65mbeds\x18\x06 \x01(\x08\"\x0c\n\nTrainReply\"M\n\x11\x41\x64\x64VectorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12+\n\x07vectors\x18\x02 \x01(\x0b\x32\x1a.blocks.search.VectorBatch\"\x1f\n\x0f\x41\x64\x64VectorsReply\x12\x0c\n\x04size\x18\x01 \x01(\x04\"#\n\x14RemoveVectorsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"%\n\x12RemoveVectorsReply\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\xb0\x01\n\x14SearchVectorsRequest\x12+\n\x07queries\x18\x01 \x01(\x0b\x32\x1a.blocks.search.VectorBatch\x12\t\n\x01k\x18\x02 \x01(\r\x12\x12\n\nhas_filter\x18\x03 \x01(\x08\x12\x12\n\nfilter_ids\x18\x04 \x03(\x03\x12\x0e\n\x06nprobe\x18\x05 \x01(\r\x12\x11\n\tef_search\x18\x06 \x01(\r\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\"\x93\x01\n\x12SearchVectorsReply\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0b\n\x03ids\x18\x03 \x03(\x03\x12\x11\n\tdistances\x18\x04 \x03(\x02\x12\x0f\n\x07partial\x18\x05 \x01(\x08\x12\x16\n\x0emissing_shards\x18\x06 \x03(\r\x12\x1b\n\x13missing_shard_names\x18\x07 \x03(\t\"$\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"C\n\x15IndexDocumentsRequest\x12*\n\tdocuments\x18\x01 \x03(\x0b\x32\x17.blocks.search.Document\"(\n\x13IndexDocumentsReply\x12\x11\n\tdocuments\x18\x01 \x01(\x04\"%\n\x16\x44\x65leteDocumentsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"\'\n\x14\x44\x65leteDocumentsReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"\x90\x02\n\x11SearchTextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x11\n\thas_stats\x18\x04 \x01(\x08\x12\x10\n\x08num_docs\x18\x05 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x06 \x01(\x04\x12?\n\x08\x64oc_freq\x18\x07 \x03(\x0b\x32-.blocks.search.SearchTextRequest.DocFreqEntry\x12\x10\n\x08internal\x18\x08 \x01(\x08\x12\x15\n\rallow_partial\x18\t \x01(\x08\x1a.\n\x0c\x44ocFreqEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"!\n\x10TextStatsRequest\x12\r\n\x05query\x18\x01 \x01(\t\"\xa6\x01\n\x0eTextStatsReply\x12\x10\n\x08num_docs\x18\x01 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x02 \x01(\x04\x12<\n\x08\x64oc_freq\x18\x03 \x03(\x0b\x32*.blocks.search.TextStatsReply.DocFreqEntry\x1a.\n\x0c\x44ocFreqEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"2\n\x07TextHit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"}\n\x0fSearchTextReply\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.blocks.search.TextHit\x12\x0f\n\x07partial\x18\x02 \x01(\x08\x12\x16\n\x0emissing_shards\x18\x03 \x03(\r\x12\x1b\n\x13missing_shard_names\x18\x04 \x03(\t\"+\n\x0eSuggestRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\"+\n\nCompletion\x12\x0e\n\x06phrase\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\">\n\x0cSuggestReply\x12.\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x19.blocks.search.Completion\"\r\n\x0bSaveRequest\"\x19\n\tSaveReply\x12\x0c\n\x04path\x18\x01 \x01(\t\"\xa7\x01\n\rExportRequest\x12\x12\n\nring_names\x18\x01 \x03(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12\x0b\n\x03ids\x18\x04 \x03(\x03\x12\x0f\n\x07\x64oc_ids\x18\x05 \x03(\t\x12\x11\n\thas_after\x18\x06 \x01(\x08\x12\x10\n\x08\x61\x66ter_id\x18\x07 \x01(\x03\x12\x11\n\tafter_doc\x18\x08 \x01(\t\x12\r\n\x05limit\x18\t \x01(\r\"s\n\x12\x45xportVectorsReply\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12+\n\x07vectors\x18\x02 \x01(\x0b\x32\x1a.blocks.search.VectorBatch\x12\x15\n\rnext_after_id\x18\x03 \x01(\x03\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\"h\n\x14\x45xportDocumentsReply\x12*\n\tdocuments\x18\x01 \x03(\x0b\x32\x17.blocks.search.Document\x12\x16\n\x0enext_after_doc\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x32\x8d\x08\n\x06Search\x12<\n\x04Info\x12\x1a.blocks.search.InfoRequest\x1a\x18.blocks.search.InfoReply\x12>\n\x05Train\x12\x1a.blocks.search.VectorBatch\x1a\x19.blocks.search.TrainReply\x12N\n\nAddVectors\x12 .blocks.search.AddVectorsRequest\x1a\x1e.blocks.search.AddVectorsReply\x12W\n\rRemoveVectors\x12#.blocks.search.RemoveVectorsRequest\x1a!.blocks.search.RemoveVectorsReply\x12W\n\rSearchVectors\x12#.blocks.search.SearchVectorsRequest\x1a!.blocks.search.SearchVectorsReply\x12Z\n\x0eIndexDocuments\x12$.blocks.search.IndexDocumentsRequest\x1a\".blocks.search.IndexDocumentsReply\x12]\n\x0f\x44\x65leteDocuments\x12%.blocks.search.DeleteDocumentsRequest\x1a#.blocks.search.DeleteDocumentsReply\x12N\n\nSearchText\x12 .blocks.search.SearchTextRequest\x1a\x1e.blocks.search.SearchTextReply\x12K\n\tTextStats\x12\x1f.blocks.search.TextStatsRequest\x1a\x1d.blocks.search.TextStatsReply\x12\x45\n\x07Suggest\x12\x1d.blocks.search.SuggestRequest\x1a\x1b.blocks.search.SuggestReply\x12<\n\x04Save\x12\x1a.blocks.search.SaveRequest\x1a\x18.blocks.search.SaveReply\x12P\n\rExportVectors\x12\x1c.blocks.search.ExportRequest\x1a!.blocks.search.ExportVectorsReply\x12T\n\x0f\x45xportDocuments\x12\x1c.blocks.search.ExportRequest\x1a#.blocks.search.ExportDocumentsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,29 +66,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEDOCUMENTSREPLY']._serialized_start=945
   _globals['_DELETEDOCUMENTSREPLY']._serialized_end=984
   _globals['_SEARCHTEXTREQUEST']._serialized_start=987
-  _globals['_SEARCHTEXTREQUEST']._serialized_end=1236
-  _globals['_SEARCHTEXTREQUEST_DOCFREQENTRY']._serialized_start=1190
-  _globals['_SEARCHTEXTREQUEST_DOCFREQENTRY']._serialized_end=1236
-  _globals['_TEXTSTATSREQUEST']._serialized_start=1238
-  _globals['_TEXTSTATSREQUEST']._serialized_end=1271
-  _globals['_TEXTSTATSREPLY']._serialized_start=1274
-  _globals['_TEXTSTATSREPLY']._serialized_end=1440
-  _globals['_TEXTSTATSREPLY_DOCFREQENTRY']._serialized_start=1190
-  _globals['_TEXTSTATSREPLY_DOCFREQENTRY']._serialized_end=1236
-  _globals['_TEXTHIT']._serialized_start=1442
-  _globals['_TEXTHIT']._serialized_end=1492
-  _globals['_SEARCHTEXTREPLY']._serialized_start=1494
-  _globals['_SEARCHTEXTREPLY']._serialized_end=1549
-  _globals['_SUGGESTREQUEST']._serialized_start=1551
-  _globals['_SUGGESTREQUEST']._serialized_end=1594
-  _globals['_COMPLETION']._serialized_start=1596
-  _globals['_COMPLETION']._serialized_end=1639
-  _globals['_SUGGESTREPLY']._serialized_start=1641
-  _globals['_SUGGESTREPLY']._serialized_end=1703
-  _globals['_SAVEREQUEST']._serialized_start=1705
-  _globals['_SAVEREQUEST']._serialized_end=1718
-  _globals['_SAVEREPLY']._serialized_start=1720
-  _globals['_SAVEREPLY']._serialized_end=1745
-  _globals['_SEARCH']._serialized_start=1748
-  _globals['_SEARCH']._serialized_end=2617
+  _globals['_SEARCHTEXTREQUEST']._serialized_end=1259
+  _globals['_SEARCHTEXTREQUEST_DOCFREQENTRY']._serialized_start=1213
+  _globals['_SEARCHTEXTREQUEST_DOCFREQENTRY']._serialized_end=1259
+  _globals['_TEXTSTATSREQUEST']._serialized_start=1261
+  _globals['_TEXTSTATSREQUEST']._serialized_end=1294
+  _globals['_TEXTSTATSREPLY']._serialized_start=1297
+  _globals['_TEXTSTATSREPLY']._serialized_end=1463
+  _globals['_TEXTSTATSREPLY_DOCFREQENTRY']._serialized_start=1213
+  _globals['_TEXTSTATSREPLY_DOCFREQENTRY']._serialized_end=1259
+  _globals['_TEXTHIT']._serialized_start=1465
+  _globals['_TEXTHIT']._serialized_end=1515
+  _globals['_SEARCHTEXTREPLY']._serialized_start=1517
+  _globals['_SEARCHTEXTREPLY']._serialized_end=1642
+  _globals['_SUGGESTREQUEST']._serialized_start=1644
+  _globals['_SUGGESTREQUEST']._serialized_end=1687
+  _globals['_COMPLETION']._serialized_start=1689
+  _globals['_COMPLETION']._serialized_end=1732
+  _globals['_SUGGESTREPLY']._serialized_start=1734
+  _globals['_SUGGESTREPLY']._serialized_end=1796
+  _globals['_SAVEREQUEST']._serialized_start=1798
+  _globals['_SAVEREQUEST']._serialized_end=1811
+  _globals['_SAVEREPLY']._serialized_start=1813
+  _globals['_SAVEREPLY']._serialized_end=1838
+  _globals['_EXPORTREQUEST']._serialized_start=1841
+  _globals['_EXPORTREQUEST']._serialized_end=2008
+  _globals['_EXPORTVECTORSREPLY']._serialized_start=2010
+  _globals['_EXPORTVECTORSREPLY']._serialized_end=2125
+  _globals['_EXPORTDOCUMENTSREPLY']._serialized_start=2127
+  _globals['_EXPORTDOCUMENTSREPLY']._serialized_end=2231
+  _globals['_SEARCH']._serialized_start=2234
+  _globals['_SEARCH']._serialized_end=3271
 # @@protoc_insertion_point(module_scope)

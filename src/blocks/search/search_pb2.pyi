@@ -135,7 +135,7 @@ class DeleteDocumentsReply(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class SearchTextRequest(_message.Message):
-    __slots__ = ("query", "k", "mode", "has_stats", "num_docs", "total_length", "doc_freq", "internal")
+    __slots__ = ("query", "k", "mode", "has_stats", "num_docs", "total_length", "doc_freq", "internal", "allow_partial")
     class DocFreqEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class SearchTextRequest(_message.Message):
     TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DOC_FREQ_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     query: str
     k: int
     mode: str
@@ -159,7 +160,8 @@ class SearchTextRequest(_message.Message):
     total_length: int
     doc_freq: _containers.ScalarMap[str, int]
     internal: bool
-    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., mode: _Optional[str] = ..., has_stats: _Optional[bool] = ..., num_docs: _Optional[int] = ..., total_length: _Optional[int] = ..., doc_freq: _Optional[_Mapping[str, int]] = ..., internal: _Optional[bool] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., mode: _Optional[str] = ..., has_stats: _Optional[bool] = ..., num_docs: _Optional[int] = ..., total_length: _Optional[int] = ..., doc_freq: _Optional[_Mapping[str, int]] = ..., internal: _Optional[bool] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class TextStatsRequest(_message.Message):
     __slots__ = ("query",)
@@ -195,10 +197,16 @@ class TextHit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SearchTextReply(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "partial", "missing_shards", "missing_shard_names")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARD_NAMES_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[TextHit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[TextHit, _Mapping]]] = ...) -> None: ...
+    partial: bool
+    missing_shards: _containers.RepeatedScalarFieldContainer[int]
+    missing_shard_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[TextHit, _Mapping]]] = ..., partial: _Optional[bool] = ..., missing_shards: _Optional[_Iterable[int]] = ..., missing_shard_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SuggestRequest(_message.Message):
     __slots__ = ("prefix", "k")
@@ -231,3 +239,47 @@ class SaveReply(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("ring_names", "owner", "by_ids", "ids", "doc_ids", "has_after", "after_id", "after_doc", "limit")
+    RING_NAMES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    BY_IDS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DOC_IDS_FIELD_NUMBER: _ClassVar[int]
+    HAS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_DOC_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ring_names: _containers.RepeatedScalarFieldContainer[str]
+    owner: str
+    by_ids: bool
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    doc_ids: _containers.RepeatedScalarFieldContainer[str]
+    has_after: bool
+    after_id: int
+    after_doc: str
+    limit: int
+    def __init__(self, ring_names: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., by_ids: _Optional[bool] = ..., ids: _Optional[_Iterable[int]] = ..., doc_ids: _Optional[_Iterable[str]] = ..., has_after: _Optional[bool] = ..., after_id: _Optional[int] = ..., after_doc: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ExportVectorsReply(_message.Message):
+    __slots__ = ("ids", "vectors", "next_after_id", "done")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    vectors: VectorBatch
+    next_after_id: int
+    done: bool
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ..., next_after_id: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ExportDocumentsReply(_message.Message):
+    __slots__ = ("documents", "next_after_doc", "done")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_DOC_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    next_after_doc: str
+    done: bool
+    def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., next_after_doc: _Optional[str] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -91,6 +91,16 @@ class SearchStub:
                 request_serializer=blocks_dot_search_dot_search__pb2.SaveRequest.SerializeToString,
                 response_deserializer=blocks_dot_search_dot_search__pb2.SaveReply.FromString,
                 _registered_method=True)
+        self.ExportVectors = channel.unary_unary(
+                '/blocks.search.Search/ExportVectors',
+                request_serializer=blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
+                response_deserializer=blocks_dot_search_dot_search__pb2.ExportVectorsReply.FromString,
+                _registered_method=True)
+        self.ExportDocuments = channel.unary_unary(
+                '/blocks.search.Search/ExportDocuments',
+                request_serializer=blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
+                response_deserializer=blocks_dot_search_dot_search__pb2.ExportDocumentsReply.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -175,6 +185,20 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportVectors(self, request, context):
+        """Read back stored vectors, a bounded page at a time (a rebalance copies them elsewhere).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportDocuments(self, request, context):
+        """Read back stored documents, a bounded page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +256,16 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Save,
                     request_deserializer=blocks_dot_search_dot_search__pb2.SaveRequest.FromString,
                     response_serializer=blocks_dot_search_dot_search__pb2.SaveReply.SerializeToString,
+            ),
+            'ExportVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportVectors,
+                    request_deserializer=blocks_dot_search_dot_search__pb2.ExportRequest.FromString,
+                    response_serializer=blocks_dot_search_dot_search__pb2.ExportVectorsReply.SerializeToString,
+            ),
+            'ExportDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportDocuments,
+                    request_deserializer=blocks_dot_search_dot_search__pb2.ExportRequest.FromString,
+                    response_serializer=blocks_dot_search_dot_search__pb2.ExportDocumentsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +567,60 @@ class Search:
             '/blocks.search.Search/Save',
             blocks_dot_search_dot_search__pb2.SaveRequest.SerializeToString,
             blocks_dot_search_dot_search__pb2.SaveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.search.Search/ExportVectors',
+            blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
+            blocks_dot_search_dot_search__pb2.ExportVectorsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.search.Search/ExportDocuments',
+            blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
+            blocks_dot_search_dot_search__pb2.ExportDocumentsReply.FromString,
             options,
             channel_credentials,
             insecure,

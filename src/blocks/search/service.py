@@ -180,6 +180,12 @@ class SearchService(search_pb2_grpc.SearchServicer):
             completions=[search_pb2.Completion(phrase=p, count=c) for p, c in found]
         )
 
+    async def ExportVectors(self, request: Any, context: Any) -> Any:
+        return await self._lock.run(lambda: self.node.export_vectors(request), write=False)
+
+    async def ExportDocuments(self, request: Any, context: Any) -> Any:
+        return await self._lock.run(lambda: self.node.export_documents(request), write=False)
+
     async def Save(self, request: Any, context: Any) -> Any:
         path = await self._lock.run(self.node.save, write=True)
         return search_pb2.SaveReply(path=path)
