@@ -127,6 +127,16 @@ def test_owner_other_key_admin_and_public_read(server: Server) -> None:
     _denied(bob.list_objects_v2, Bucket="alice-b")
     _denied(bob.delete_bucket, Bucket="alice-b")
     _denied(bob.put_bucket_acl, Bucket="alice-b", ACL="public-read")
+    # Copying out of a bucket needs read access to it, into one the owner's (or an admin's).
+    source = {"Bucket": "alice-b", "Key": "k"}
+    _denied(bob.copy_object, Bucket="bob-b", Key="stolen", CopySource=source)
+    part = bob.create_multipart_upload(Bucket="bob-b", Key="stolen-part")["UploadId"]
+    _denied(
+        bob.upload_part_copy,
+        Bucket="bob-b", Key="stolen-part", UploadId=part, PartNumber=1, CopySource=source,
+    )  # fmt: skip
+    bob.abort_multipart_upload(Bucket="bob-b", Key="stolen-part", UploadId=part)
+    _denied(alice.copy_object, Bucket="bob-b", Key="pushed", CopySource=source)
     _denied(anonymous.get_object, Bucket="alice-b", Key="k")
     _denied(anonymous.list_buckets)
     assert _names(alice) == {"alice-b"} and _names(bob) == {"bob-b"}
@@ -147,6 +157,8 @@ def test_owner_other_key_admin_and_public_read(server: Server) -> None:
     listed = anonymous.list_objects_v2(Bucket="alice-b")["Contents"]
     assert [entry["Key"] for entry in listed] == ["k"]
     assert bob.get_object(Bucket="alice-b", Key="k")["Body"].read() == b"alice's bytes"
+    bob.copy_object(Bucket="bob-b", Key="copied", CopySource={"Bucket": "alice-b", "Key": "k"})
+    assert bob.get_object(Bucket="bob-b", Key="copied")["Body"].read() == b"alice's bytes"
     _denied(anonymous.put_object, Bucket="alice-b", Key="anon", Body=b"x")
     _denied(anonymous.delete_object, Bucket="alice-b", Key="k")
     _denied(bob.put_object, Bucket="alice-b", Key="k", Body=b"overwritten")

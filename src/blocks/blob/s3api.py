@@ -53,6 +53,7 @@ from blocks.blob.s3access import (
     decide,
 )
 from blocks.blob.s3buckets import BucketOps, map_error
+from blocks.blob.s3copy import copy_source
 from blocks.blob.s3headers import parse_range, xml_response
 from blocks.blob.s3objects import NotModified, ObjectOps
 from blocks.blob.s3ops import not_implemented, refuse_encryption, subresources
@@ -262,9 +263,14 @@ class S3Handler(ObjectOps, BucketOps):
             decide(principal, True, action, None)
             return
         access = None
+        admin = self._is_admin(principal)
         if action not in (Action.LIST_BUCKETS, Action.CREATE_BUCKET):
             access = await self.workers.run(store.bucket_access, bucket)
-        decide(principal, self._is_admin(principal), action, access)
+        decide(principal, admin, action, access)
+        if key and head.method == "PUT" and "x-amz-copy-source" in head.headers:
+            source_bucket = copy_source(head)[0]  # a copy reads its source: READ there too
+            source_access = await self.workers.run(store.bucket_access, source_bucket)
+            decide(principal, admin, Action.READ, source_access)
 
     async def _route(
         self,
