@@ -243,7 +243,13 @@ def _query(args: argparse.Namespace) -> int:
 
     with SearchClient(args.address, token=args.token) as client:
         if args.text is not None:
-            hits = client.search_text(args.text, args.k, args.mode)
+            found = client.search_text_partial(
+                args.text, args.k, args.mode, allow_partial=args.allow_partial
+            )
+            if found.partial:
+                missing = ", ".join(found.missing_shard_names)
+                print(f"partial answer: shards {missing} are missing", file=sys.stderr)
+            hits = found.hits
             text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
             print_result(hits, as_json=args.json, text=text or "(no hits)")
             return 0

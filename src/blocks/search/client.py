@@ -11,6 +11,7 @@ both retryable, which is what lets a sharded index fail over to another replica.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,7 +24,17 @@ from blocks.search.api import Filter, Metric, SearchResult
 from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
 from blocks.search.wire import encode_batch
 
-__all__ = ["SearchClient"]
+__all__ = ["SearchClient", "TextResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextResult:
+    """A text search's hits (``id``, ``score``, ``text``), flagged ``partial`` when a
+    coordinator answered without ``missing_shard_names``."""
+
+    hits: list[dict[str, Any]]
+    partial: bool = False
+    missing_shard_names: tuple[str, ...] = ()
 
 
 class SearchClient:
@@ -155,8 +166,29 @@ class SearchClient:
         )
 
     def search_text(self, query: str, k: int = 10, mode: str = "bm25") -> list[dict[str, Any]]:
-        reply = self._call("SearchText", search_pb2.SearchTextRequest(query=query, k=k, mode=mode))
-        return [{"id": h.id, "score": h.score, "text": h.text} for h in reply.hits]
+        """Hits over every shard (a coordinator with a shard missing raises)."""
+        return self.search_text_partial(query, k, mode, allow_partial=False).hits
+
+    def search_text_partial(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "bm25",
+        *,
+        allow_partial: bool = True,
+        timeout_s: float | None = None,
+    ) -> TextResult:
+        """Hits and, from a coordinator with ``allow_partial``, which shards are missing
+        (then the hits are exact over the shards that answered)."""
+        request = search_pb2.SearchTextRequest(
+            query=query, k=k, mode=mode, allow_partial=allow_partial
+        )
+        reply = self._call("SearchText", request, timeout_s)
+        return TextResult(
+            hits=[{"id": h.id, "score": h.score, "text": h.text} for h in reply.hits],
+            partial=reply.partial,
+            missing_shard_names=tuple(reply.missing_shard_names),
+        )
 
     def suggest(self, prefix: str, k: int = 10) -> list[tuple[str, int]]:
         reply = self._call("Suggest", search_pb2.SuggestRequest(prefix=prefix, k=k))

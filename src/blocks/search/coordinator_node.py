@@ -17,8 +17,10 @@ Text search scatters with the coordinator's ``scatter`` (hedges, fail-over, dead
   ``serve --embed``); similarities need no global statistics, so the merge is exact.
 * ``hybrid``: reciprocal-rank fusion of the global BM25 and semantic rankings, ``4k`` deep.
 
-A text search needs every shard: the reply has no partial flag, so a missing shard raises
-``Timeout`` / ``Unavailable`` naming it. Sub-queries are marked ``internal`` so the shards do
+A text search with a shard missing raises ``Timeout`` / ``Unavailable`` naming it, unless
+the caller sets ``allow_partial``: then it is answered over the shards that answered every
+phase, exactly (a shard lost in BM25's second phase is dropped from the statistics and the
+phase asked again), flagged partial with the missing shards' positions and names. Sub-queries are marked ``internal`` so the shards do
 not count them; the coordinator counts the query in its own typeahead (in memory: a
 coordinator keeps no data directory).
 """
@@ -127,32 +129,104 @@ class CoordinatorNode(SearchNode):
             for r in self._all_shards("TextStats", request)
         )
 
-    def _gather(self, request: Any, k: int) -> list[Hit]:
+    def _some_shards(
+        self, method: str, request: Any, absent: set[int], allow_partial: bool
+    ) -> tuple[dict[int, Any], set[int]]:
+        """Replies of the shards that answered and are not ``absent``, and ``absent`` grown by
+        the shards that did not answer. Raises as ``_all_shards`` when a shard is missing and
+        ``allow_partial`` is off, or when no shard is left."""
+        if not allow_partial:
+            return dict(enumerate(self._all_shards(method, request))), set()
+        budget_ms = self.coordinator.deadline_ms
+        answered, missing, timed_out = self.coordinator.scatter(method, request, budget_ms)
+        absent = absent | set(missing)
+        if len(absent) >= len(self.coordinator.shard_names):
+            names = [self.coordinator.shard_names[shard] for shard in sorted(absent)]
+            if timed_out:
+                raise Timeout(f"shards {names} missed the {budget_ms} ms deadline")
+            raise Unavailable(f"shards {names} have no replica that answered")
+        return {s: reply for s, reply in answered.items() if s not in absent}, absent
+
+    @staticmethod
+    def _merge(replies: dict[int, Any], k: int) -> list[Hit]:
         best: dict[str, Hit] = {}  # by id: a rebalance may hold a document on two shards
-        for reply in self._all_shards("SearchText", request):
-            for hit in reply.hits:
+        for shard in sorted(replies):
+            for hit in replies[shard].hits:
                 known = best.get(hit.id)
                 if known is None or float(hit.score) > known[1]:
                     best[hit.id] = (hit.id, float(hit.score), hit.text)
         return heapq.nsmallest(k, best.values(), key=lambda hit: (-hit[1], hit[0]))
 
-    def _bm25(self, query: str, k: int) -> list[Hit]:
-        stats = self.text_stats(query)
-        request = search_pb2.SearchTextRequest(
-            query=query,
-            k=k,
-            mode="bm25",
-            has_stats=True,
-            num_docs=stats.num_docs,
-            total_length=stats.total_length,
-            doc_freq=dict(stats.doc_freq),
-            internal=True,
-        )
-        return self._gather(request, k)
+    def _bm25(
+        self, query: str, k: int, absent: set[int], allow_partial: bool
+    ) -> tuple[list[Hit], set[int]]:
+        """Two phases over the shards not ``absent``; a shard that misses the second phase
+        is dropped from the statistics and the second phase asked again (at most once per
+        shard), so the scores are exact over the shards in the answer."""
+        stats_request = search_pb2.TextStatsRequest(query=query)
+        all_stats, absent = self._some_shards("TextStats", stats_request, absent, allow_partial)
+        for _ in range(len(self.coordinator.shard_names)):
+            stats = CorpusStats.combine(
+                CorpusStats(int(r.num_docs), int(r.total_length), dict(r.doc_freq))
+                for shard, r in all_stats.items()
+                if shard not in absent
+            )
+            request = search_pb2.SearchTextRequest(
+                query=query,
+                k=k,
+                mode="bm25",
+                has_stats=True,
+                num_docs=stats.num_docs,
+                total_length=stats.total_length,
+                doc_freq=dict(stats.doc_freq),
+                internal=True,
+            )
+            replies, grown = self._some_shards("SearchText", request, absent, allow_partial)
+            if grown == absent:
+                return self._merge(replies, k), absent
+            absent = grown
+        raise Unavailable("shards kept failing during a text search")  # every round lost one
 
-    def _semantic(self, query: str, k: int) -> list[Hit]:
+    def _semantic(
+        self, query: str, k: int, absent: set[int], allow_partial: bool
+    ) -> tuple[list[Hit], set[int]]:
         request = search_pb2.SearchTextRequest(query=query, k=k, mode="semantic", internal=True)
-        return self._gather(request, k)
+        replies, absent = self._some_shards("SearchText", request, absent, allow_partial)
+        return self._merge(replies, k), absent
+
+    def search_text_partial(
+        self, query: str, k: int, mode: str, *, allow_partial: bool, record: bool = True
+    ) -> tuple[list[Hit], list[int]]:
+        """Ranked ``(doc id, score, text)`` and the missing shard positions.
+
+        Without ``allow_partial`` a missing shard raises ``Timeout`` / ``Unavailable``; with
+        it the hits are exact over the shards that answered every phase (``hybrid``: both
+        rankings over the same shards), and those that did not are returned."""
+        check_text_k(k)
+        absent: set[int] = set()
+        if mode in ("", "bm25"):
+            hits, absent = self._bm25(query, k, absent, allow_partial)
+        elif mode == "semantic":
+            hits, absent = self._semantic(query, k, absent, allow_partial)
+        elif mode == "hybrid":
+            depth = min(K_MAX, k * HYBRID_DEPTH_FACTOR)
+            for _ in range(len(self.coordinator.shard_names) + 1):
+                lexical, after_lexical = self._bm25(query, depth, absent, allow_partial)
+                meaning, after_meaning = self._semantic(query, depth, after_lexical, allow_partial)
+                if after_meaning == after_lexical:
+                    break
+                absent = after_meaning  # the lexical ranking must leave out the same shards
+            else:
+                raise Unavailable("shards kept failing during a hybrid search")
+            absent = after_meaning
+            texts = {doc_id: text for doc_id, _, text in [*lexical, *meaning]}
+            fused = reciprocal_rank_fusion([[h[0] for h in lexical], [h[0] for h in meaning]], k)
+            hits = [(doc_id, score, texts[doc_id]) for doc_id, score in fused]
+        else:
+            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
+        if query.strip() and record:
+            self.typeahead.record(query)
+        return hits, sorted(absent)
 
     def search_text(
         self,
@@ -164,21 +238,7 @@ class CoordinatorNode(SearchNode):
         record: bool = True,
     ) -> list[Hit]:
         """Ranked ``(doc id, score, text)`` over every shard (``stats`` is not used here)."""
-        check_text_k(k)
-        if mode in ("", "bm25"):
-            hits = self._bm25(query, k)
-        elif mode == "semantic":
-            hits = self._semantic(query, k)
-        elif mode == "hybrid":
-            depth = min(K_MAX, k * HYBRID_DEPTH_FACTOR)
-            lexical, meaning = self._bm25(query, depth), self._semantic(query, depth)
-            texts = {doc_id: text for doc_id, _, text in [*lexical, *meaning]}
-            fused = reciprocal_rank_fusion([[h[0] for h in lexical], [h[0] for h in meaning]], k)
-            hits = [(doc_id, score, texts[doc_id]) for doc_id, score in fused]
-        else:
-            raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
-        if query.strip() and record:
-            self.typeahead.record(query)
+        hits, _ = self.search_text_partial(query, k, mode, allow_partial=False, record=record)
         return hits
 
 

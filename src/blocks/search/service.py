@@ -23,6 +23,7 @@ from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import VectorIndex
 from blocks.search.bm25 import CorpusStats
 from blocks.search.coordinator_index import Coordinator
+from blocks.search.coordinator_node import CoordinatorNode
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
 from blocks.search.wire import decode_batch, encode_batch
@@ -155,15 +156,24 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if request.has_stats:
             doc_freq = {term: int(count) for term, count in request.doc_freq.items()}
             stats = CorpusStats(int(request.num_docs), int(request.total_length), doc_freq)
-        record = not request.internal
+        record, allow_partial = not request.internal, request.allow_partial
+        node = self.node
 
-        def run() -> list[tuple[str, float, str]]:
-            return self.node.search_text(query, k, mode, stats=stats, record=record)
+        def run() -> tuple[list[tuple[str, float, str]], list[int], list[str]]:
+            if isinstance(node, CoordinatorNode):  # a partial answer names what is missing
+                hits, missing = node.search_text_partial(
+                    query, k, mode, allow_partial=allow_partial, record=record
+                )
+                return hits, missing, [node.coordinator.shard_names[s] for s in missing]
+            return node.search_text(query, k, mode, stats=stats, record=record), [], []
 
         # A write: the query is also recorded in the typeahead.
-        hits = await self._lock.run(run, write=True)
+        hits, missing, names = await self._lock.run(run, write=True)
         return search_pb2.SearchTextReply(
-            hits=[search_pb2.TextHit(id=i, score=s, text=t) for i, s, t in hits]
+            hits=[search_pb2.TextHit(id=i, score=s, text=t) for i, s, t in hits],
+            partial=bool(missing),
+            missing_shards=missing,
+            missing_shard_names=names,
         )
 
     async def TextStats(self, request: Any, context: Any) -> Any:
