@@ -59,7 +59,10 @@ def register(subparsers: Any) -> None:
         help="snapshot after this many logged mutations (--data-dir)",
     )
     add_server_arguments(
-        serve, block="search", data_dir="optional", data_dir_help="load from and save to it"
+        serve,
+        block="search",
+        data_dir="optional",
+        data_dir_help="load from and save to it (a coordinator: its typeahead counts only)",
     )
     serve.set_defaults(func=_serve)
 
@@ -127,8 +130,6 @@ def _serve(args: argparse.Namespace) -> int:
         if args.remote_shards:
             from blocks.search.coordinator import connect_shards
 
-            if options.data_dir is not None:
-                raise InvalidArgument("a coordinator keeps no data: drop --data-dir")
             if args.embed:
                 raise InvalidArgument("a coordinator embeds nothing: start the shards with --embed")
             vectors: Any = await asyncio.to_thread(
@@ -152,7 +153,9 @@ def _serve(args: argparse.Namespace) -> int:
         if args.remote_shards:
             from blocks.search.coordinator_node import CoordinatorNode
 
-            node: SearchNode = CoordinatorNode(vectors)
+            node: SearchNode = CoordinatorNode(
+                vectors, data_dir=options.data_dir, checkpoint_records=args.checkpoint_records
+            )
         else:
             node = SearchNode(
                 vectors,

@@ -3,7 +3,8 @@
 Theory of operation. ``blocks search serve --remote-shards a=A1+A2,b=B1`` starts a node whose
 vector index is a ``Coordinator``: shard ``a`` is served by the replicas ``A1`` and ``A2``
 (ordinary ``serve --data-dir`` nodes holding the same vectors, each logging and snapshotting
-its own), shard ``b`` by ``B1``. The coordinator holds no data and refuses a data directory.
+its own), shard ``b`` by ``B1``. The coordinator holds no vectors or documents; given a data
+directory it keeps its typeahead counts there (``blocks.search.coordinator_node``).
 
 * **Routing**: an id belongs to the shard that ``ShardRing`` (the core consistent-hash ring
   over the shard *names*) gives it, so adding a shard moves only about ``1/(n+1)`` of the ids.

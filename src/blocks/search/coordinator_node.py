@@ -21,13 +21,17 @@ A text search with a shard missing raises ``Timeout`` / ``Unavailable`` naming i
 the caller sets ``allow_partial``: then it is answered over the shards that answered every
 phase, exactly (a shard lost in BM25's second phase is dropped from the statistics and the
 phase asked again), flagged partial with the missing shards' positions and names. Sub-queries are marked ``internal`` so the shards do
-not count them; the coordinator counts the query in its own typeahead (in memory: a
-coordinator keeps no data directory).
+not count them; the coordinator counts the query in its own typeahead. Given a data
+directory (``serve --remote-shards ... --data-dir``) it keeps those counts, its only state, in
+a ``SearchJournal`` there as a shard does (each query logged without an fsync of its own,
+snapshots of ``typeahead.json``), so a restart keeps them; it keeps no vectors or documents.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
+import os
 from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
@@ -35,9 +39,11 @@ from blocks.search import search_pb2
 from blocks.search.api import K_MAX
 from blocks.search.bm25 import CorpusStats, check_doc_id, check_text_k
 from blocks.search.coordinator_index import Coordinator
+from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode
 from blocks.search.tokenize import tokenize
+from blocks.search.vectors import atomic_write
 
 __all__ = ["CoordinatorNode"]
 
@@ -47,8 +53,19 @@ Hit = tuple[str, float, str]
 class CoordinatorNode(SearchNode):
     """A ``SearchNode`` over a ``Coordinator``; see the module docstring."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
-        super().__init__(coordinator, kind="coordinator")
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        *,
+        data_dir: str | None = None,
+        checkpoint_records: int = CHECKPOINT_RECORDS_DEFAULT,
+    ) -> None:
+        super().__init__(
+            coordinator,
+            kind="coordinator",
+            data_dir=data_dir,
+            checkpoint_records=checkpoint_records,
+        )
         self.coordinator = coordinator
         self.rows = None  # the shards keep the vectors
 
@@ -77,9 +94,27 @@ class CoordinatorNode(SearchNode):
         return positions
 
     def save(self) -> str:
-        """``Save`` on a coordinator: every replica of every shard snapshots its own data."""
+        """``Save`` on a coordinator: every replica of every shard snapshots its own data,
+        and the coordinator its typeahead (with a data directory)."""
+        self.checkpoint()
         self.coordinator.save()
         return "the data directory of every shard replica"
+
+    def checkpoint(self) -> str:
+        """Snapshot the typeahead counts, the coordinator's only state (with a journal)."""
+        if self.journal is None:
+            return ""
+        return self.journal.write_snapshot(self._save_into)
+
+    def _save_into(self, directory: str) -> None:
+        counts = json.dumps(self.typeahead.counts()).encode("utf-8")
+        atomic_write(os.path.join(directory, "typeahead.json"), lambda f: f.write(counts))
+
+    def _load_from(self, directory: str) -> None:
+        path = os.path.join(directory, "typeahead.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                self.typeahead.restore(json.load(handle))
 
     def document_count(self) -> int:
         return sum(int(reply.documents) for reply in self._all_shards("Info", _INFO))
@@ -226,6 +261,9 @@ class CoordinatorNode(SearchNode):
             raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
         if query.strip() and record:
             self.typeahead.record(query)
+            if self.journal is not None:  # soft, as on a shard: a count is not worth an fsync
+                self.journal.append_soft({"op": "query", "phrase": query})
+                self._maybe_checkpoint()
         return hits, sorted(absent)
 
     def search_text(

@@ -90,7 +90,7 @@ class SearchNode:
 
     def _maybe_checkpoint(self) -> None:
         if self.journal is not None and self.journal.should_checkpoint():
-            self.save()
+            self.checkpoint()
 
     def add_vectors(self, ids: Any, vectors: Any) -> int:
         """Store vectors (``VectorIndex.add``'s contract); returns the index's size."""
@@ -271,6 +271,10 @@ class SearchNode:
             self._save_into(self.data_dir)
             return self.data_dir
         return self.journal.write_snapshot(self._save_into)
+
+    def checkpoint(self) -> str:
+        """Snapshot this node's own state (a coordinator's shards are not asked)."""
+        return self.save()
 
     def _save_into(self, directory: str) -> None:
         self.vectors.save(os.path.join(directory, "vectors.idx"))

@@ -243,7 +243,7 @@ def build_server(
     async def stop() -> None:
         if node.data_dir is not None:
             try:
-                await asyncio.to_thread(node.save)
+                await asyncio.to_thread(node.checkpoint)
             finally:
                 node.close()
 
