@@ -1,4 +1,5 @@
-"""Real processes: a three-node cluster over the shard protocol, the CLI, a node killed."""
+"""Real processes: a three-node cluster over the shard protocol (each node lists the other two
+as peers; metadata replicated, a cluster's default), the CLI, a node killed."""
 
 from __future__ import annotations
 
@@ -49,30 +50,21 @@ def _start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]:
+def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[str]]]]:
+    """peer0, peer1 and the front: their endpoints and processes."""
     processes: list[subprocess.Popen[str]] = []
     try:
-        peer_ports = [_free_port(), _free_port()]
-        for n, port in enumerate(peer_ports):
-            processes.append(_start(tmp_path / f"peer{n}", port))
-        front = _free_port()
-        peers = [arg for port in peer_ports for arg in ("--peer", f"http://127.0.0.1:{port}")]
-        processes.append(
-            _start(
-                tmp_path / "front",
-                front,
-                "--codec",
-                "rs:2+1",
-                "--chunk-kib",
-                "64",
-                "--access-key",
-                ACCESS,
-                "--secret-key",
-                SECRET,
-                *peers,
+        ports = [_free_port() for _ in range(3)]  # peer0, peer1, then the front
+        for n, port in enumerate(ports):
+            peers = [a for p in ports if p != port for a in ("--peer", f"http://127.0.0.1:{p}")]
+            name = "front" if n == 2 else f"peer{n}"
+            options = ["--codec", "rs:2+1", "--chunk-kib", "64", *peers]
+            processes.append(
+                _start(
+                    tmp_path / name, port, *options, "--access-key", ACCESS, "--secret-key", SECRET
+                )
             )
-        )
-        yield f"http://127.0.0.1:{front}", processes
+        yield [f"http://127.0.0.1:{port}" for port in ports], processes
     finally:
         for process in processes:
             if process.poll() is None:
@@ -86,22 +78,26 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, list[subprocess.Popen[str]]]]
 
 
 def test_cluster_survives_a_killed_peer_and_the_cli_works(
-    cluster: tuple[str, list[subprocess.Popen[str]]], tmp_path: Path
+    cluster: tuple[list[str], list[subprocess.Popen[str]]], tmp_path: Path
 ) -> None:
-    endpoint, processes = cluster
+    endpoints, processes = cluster
+    endpoint = endpoints[2]  # the front
     client = S3Client(endpoint, ACCESS, SECRET)
     client.create_bucket("media")
     data = os.urandom(300 * 1024)
     client.put_object("media", "clip.bin", data)
     assert client.get_object("media", "clip.bin") == data
-    # Every node holds one shard of every chunk (2+1 over 3 nodes), in the front's namespace.
-    for n in range(2):
-        shard_files = list((tmp_path / f"peer{n}" / "shards" / "peers").glob("*/??/??/*.*"))
-        assert len(shard_files) == 5  # 300 KiB in 64 KiB chunks
+    # Every node holds one shard of every chunk (2+1 over 3 nodes), in the cluster's namespace.
+    for name in ("peer0", "peer1", "front"):
+        shard_files = list((tmp_path / name / "shards" / "peers").glob("*/??/??/*.*"))
+        assert len(shard_files) == 5, name  # 300 KiB in 64 KiB chunks
 
     processes[0].kill()
     processes[0].wait(timeout=10)
     assert client.get_object("media", "clip.bin") == data  # decoded from the two left
+    other = S3Client(endpoints[1], ACCESS, SECRET)
+    assert other.get_object("media", "clip.bin") == data  # any node serves any object
+    other.close()
     assert client.get_object("media", "clip.bin", "bytes=70000-70009") == data[70000:70010]
     with pytest.raises(S3ClientError) as error:
         client.put_object("media", "new.bin", b"x" * 1000)  # cannot place all shards

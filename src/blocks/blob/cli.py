@@ -88,7 +88,8 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
     host, port = options.host, options.port
     store: LocalBlobStore
     replicator = None
-    if args.replicate_metadata:
+    # A cluster (a node with peers) replicates its metadata unless told not to.
+    if args.peer if args.replicate_metadata is None else args.replicate_metadata:
         from blocks.blob.node import open_replica
 
         store, local, replicator = open_replica(
@@ -265,8 +266,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--no-fsync", action="store_true", help="do not fsync (faster, unsafe)")
     serve.add_argument(
         "--replicate-metadata",
-        action="store_true",
-        help="keep every object's metadata on every peer (majority writes; docs/blob.md)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep every object's metadata on every peer (majority writes; docs/blob.md); "
+        "on by default with --peer; --no-replicate-metadata only for a data directory "
+        "written with per-node metadata",
     )
     serve.add_argument("--meta-sync-s", type=float, default=30.0, help="metadata sync period")
     serve.add_argument(

@@ -17,8 +17,13 @@ that is what compaction writes into a fresh journal.
 
 In a cluster (``replica``) the index also keeps *tombstones*: the version of each deleted
 key (at most ``tombstones_max``, oldest dropped first and counted), so that a write older
-than the delete, arriving late from a peer, cannot bring the key back. They are part of the
-snapshot. A single node keeps none (``tombstones_max=0``).
+than the delete, arriving late from a peer, cannot bring the key back; the incarnation
+(``created_ms``) of each deleted bucket, so that a node that missed the delete cannot bring
+the bucket back; and the id of each finished (completed or aborted) upload, so that a node
+that missed the end cannot list it again. Each kind holds at most ``tombstones_max``, oldest
+dropped first and counted in ``tombstones_dropped``. They are part of the snapshot
+(``BucketDelete`` and ``UploadAbort`` records). A single node keeps none
+(``tombstones_max=0``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ class MetaIndex:
         self.tombstones: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
         """(bucket, key) -> version of the delete that removed it (oldest first)."""
         self.tombstones_dropped = 0
+        self.bucket_tombstones: OrderedDict[str, int] = OrderedDict()
+        """bucket -> ``created_ms`` of the newest incarnation deleted (oldest first)."""
+        self.finished_uploads: OrderedDict[str, int] = OrderedDict()
+        """Ids of uploads completed or aborted, oldest first (the values are unused: 0)."""
         self.buckets: dict[str, int] = {}
         self.bucket_access: dict[str, tuple[str, str]] = {}
         """bucket -> (owner, acl), for buckets that have either (``records.BucketPut``)."""
@@ -66,6 +75,7 @@ class MetaIndex:
 
     # -- buckets ---------------------------------------------------------------------------
     def add_bucket(self, name: str, created_ms: int, owner: str = "", acl: str = "") -> None:
+        self.bucket_tombstones.pop(name, None)  # a newer incarnation (the caller checked)
         if name not in self.buckets:
             self.objects[name] = {}
             self.sorted_keys[name] = []
@@ -75,8 +85,12 @@ class MetaIndex:
         else:
             self.bucket_access.pop(name, None)
 
-    def remove_bucket(self, name: str) -> list[tuple[ChunkRef, ...]]:
-        """Forget the bucket, its objects and its uploads; return their chunk lists."""
+    def remove_bucket(self, name: str, created_ms: int = 0) -> list[tuple[ChunkRef, ...]]:
+        """Forget the bucket, its objects and its uploads; return their chunk lists. The
+        tombstone (when kept) names the newer of ``created_ms`` and the incarnation held."""
+        incarnation = max(created_ms, self.buckets.get(name, 0))
+        if incarnation:
+            self._remember(self.bucket_tombstones, name, incarnation)
         if name not in self.buckets:
             return []
         released = [m.chunks for m in self.objects[name].values()]
@@ -120,6 +134,20 @@ class MetaIndex:
             self.tombstones.popitem(last=False)
             self.tombstones_dropped += 1
 
+    def bucket_buried(self, name: str, created_ms: int) -> bool:
+        """Whether the incarnation of ``name`` made at ``created_ms`` was deleted."""
+        deleted = self.bucket_tombstones.get(name)
+        return deleted is not None and created_ms <= deleted
+
+    def _remember(self, tombstones: OrderedDict[str, int], name: str, value: int) -> None:
+        if self.tombstones_max <= 0:
+            return
+        tombstones[name] = max(value, tombstones.get(name, value))
+        tombstones.move_to_end(name)
+        while len(tombstones) > self.tombstones_max:
+            tombstones.popitem(last=False)
+            self.tombstones_dropped += 1
+
     def version_of(self, bucket: str, key: str) -> tuple[int, str] | None:
         """The version of the key's live object or of its tombstone; None if neither."""
         manifest = self.objects.get(bucket, {}).get(key)
@@ -141,7 +169,9 @@ class MetaIndex:
         return old
 
     def drop_upload(self, upload_id: str) -> list[PartRecord]:
-        """Forget the upload; return its parts (whose chunks the caller releases)."""
+        """Forget the upload, and remember it finished (when tombstones are kept); return
+        its parts (whose chunks the caller releases)."""
+        self._remember(self.finished_uploads, upload_id, 0)
         if self.uploads.pop(upload_id, None) is None:
             return []
         parts = list(self.parts.pop(upload_id).values())
@@ -154,15 +184,17 @@ class MetaIndex:
         match record:
             case BucketPut(name, created_ms, owner, acl):
                 self.add_bucket(name, created_ms, owner, acl)
-            case BucketDelete(name):
-                self.remove_bucket(name)
+            case BucketDelete(name, created_ms):
+                self.remove_bucket(name, created_ms)
             case ObjectPut(manifest, _) if manifest.bucket in self.buckets:
                 self.put_object(manifest)
             case ObjectDelete(bucket, key, modified_ms, writer):
                 self.remove_object(bucket, key)
                 if modified_ms and bucket in self.buckets:
                     self.add_tombstone(bucket, key, (modified_ms, writer))
-            case UploadPut(upload) if upload.bucket in self.buckets:
+            case UploadPut(upload) if (
+                upload.bucket in self.buckets and upload.upload_id not in self.finished_uploads
+            ):
                 self.add_upload(upload)
             case PartPut(part) if part.upload_id in self.uploads:
                 self.put_part(part)
@@ -185,11 +217,13 @@ class MetaIndex:
     def live_bytes(self) -> int:
         """About how many journal bytes the live state needs (what compaction keeps)."""
         small = len(self.buckets) + len(self.uploads) + self._part_count
+        small += len(self.bucket_tombstones) + len(self.finished_uploads)
         return self._object_bytes + SMALL_RECORD_BYTES * small
 
     def snapshot(self, read_body: Callable[[int], bytes | memoryview]) -> Iterator[Record]:
         """The live state as records that replay to an equal index (buckets first, then
-        objects, uploads, parts); an inline object's body comes from ``read_body``."""
+        objects, tombstones, uploads, parts); an inline object's body comes from
+        ``read_body``."""
         for name, created_ms in self.buckets.items():
             yield BucketPut(name, created_ms, *self.bucket_access.get(name, ("", "")))
         for index in self.objects.values():
@@ -199,6 +233,10 @@ class MetaIndex:
         for (bucket, key), (modified_ms, writer) in self.tombstones.items():
             if bucket in self.buckets:
                 yield ObjectDelete(bucket, key, modified_ms, writer)
+        for name, created_ms in self.bucket_tombstones.items():
+            yield BucketDelete(name, created_ms)
+        for upload_id in self.finished_uploads:
+            yield UploadAbort(upload_id)
         for upload in self.uploads.values():
             yield UploadPut(upload)
         for parts in self.parts.values():

@@ -1,6 +1,7 @@
 """Assembling a node: the local shard directory, the peers' shard stores, and the store.
 
-Theory of operation: a node keeps its own shards in ``data_dir/shards/local`` and its
+Theory of operation: a node opened by ``open_node`` (alone, or an old cluster's node kept on
+per-node metadata) keeps its own shards in ``data_dir/shards/local`` and its
 metadata journal in ``data_dir/journal``. Given peers (``http://host:port`` of other
 ``blocks blob serve`` processes sharing a cluster token), the chunk layer's ring spreads
 each chunk's shards over the local directory and the peers, on distinct nodes while there
@@ -14,7 +15,8 @@ deletes shards it wrote itself. Orphans are collected from ``shards/local`` alon
 peers (see docs/blob.md, "Garbage collection"): a new data directory is a new id, and the
 shards the old one left on peers stay there until metadata is replicated.
 
-With ``replicate_metadata`` (``--replicate-metadata``) the node is a full metadata replica
+A cluster's node (``blocks blob serve`` with ``--peer``) is opened by ``open_replica``, unless
+``--no-replicate-metadata`` keeps an old per-node data directory: a full metadata replica
 (``replica``, ``replication``): every node names every node by its address (``self_address``
 for itself), so the ring places a chunk's shards the same way whichever node reads it, and
 every node's shards live in one shared namespace (``CLUSTER_NAMESPACE``), kept on each disk
@@ -70,9 +72,17 @@ def _check_layout(directory: Path, *, replicated: bool) -> None:
     shared = (directory / "shards" / "peers" / CLUSTER_NAMESPACE).is_dir()
     used = (directory / "journal").is_dir()
     if replicated and used and not shared:
-        raise FailedPrecondition(f"{directory} was written without --replicate-metadata")
+        raise FailedPrecondition(
+            f"{directory} holds per-node metadata (written alone or before a cluster's "
+            "metadata was replicated by default): serve it with --no-replicate-metadata; "
+            "it cannot be converted in place: copy its objects into a new cluster through "
+            "S3 (aws s3 sync or rclone sync)"
+        )
     if not replicated and shared:
-        raise FailedPrecondition(f"{directory} was written with --replicate-metadata")
+        raise FailedPrecondition(
+            f"{directory} holds a cluster's replicated metadata: serve it with its --peer "
+            "list and without --no-replicate-metadata (it cannot be served alone)"
+        )
 
 
 def open_node(

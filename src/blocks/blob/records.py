@@ -88,7 +88,12 @@ class BucketPut:
 
 @dataclass(frozen=True, slots=True)
 class BucketDelete:
+    """``created_ms`` names the incarnation deleted (its ``BucketPut.created_ms``; 0: none
+    given): a replica keeps it as the bucket's tombstone, so that no copy of that bucket (a
+    ``BucketPut`` as old or older) brings it back."""
+
     name: str
+    created_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +156,9 @@ def _fields(record: Record) -> tuple[Kind, dict[str, Any]]:
         case BucketPut(name, created_ms, owner, acl):
             access = {"o": owner, "a": acl} if owner or acl else {}
             return Kind.BUCKET_PUT, {"n": name, "c": created_ms, **access}
-        case BucketDelete(name):
-            return Kind.BUCKET_DELETE, {"n": name}
+        case BucketDelete(name, created_ms):
+            incarnation = {"c": created_ms} if created_ms else {}
+            return Kind.BUCKET_DELETE, {"n": name, **incarnation}
         case ObjectPut(manifest, body):
             return Kind.OBJECT_PUT, {"m": manifest_to_wire(manifest), "i": body is not None}
         case ObjectDelete(bucket, key, modified_ms, writer):
@@ -204,7 +210,7 @@ def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size:
             owner, acl = str(fields.get("o", "")), str(fields.get("a", ""))
             return BucketPut(str(fields["n"]), int(fields["c"]), owner, acl)
         case Kind.BUCKET_DELETE:
-            return BucketDelete(str(fields["n"]))
+            return BucketDelete(str(fields["n"]), int(fields.get("c", 0)))
         case Kind.OBJECT_PUT:
             inline = bool(fields["i"])
             manifest = manifest_from_wire(

@@ -102,6 +102,9 @@ class ReplicatedBlobStore(LocalBlobStore):
         return self.index.version_of(bucket, key)
 
     def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
+        if isinstance(record, BucketDelete) and not getattr(self._outbox, "remote", False):
+            # Name the incarnation deleted: it is the tombstone every replica keeps.
+            record = BucketDelete(record.name, self.index.buckets.get(record.name, 0))
         version = version_of(record)
         if version is not None:
             newest = self._newest(entity, record)
@@ -305,21 +308,30 @@ class ReplicatedBlobStore(LocalBlobStore):
         it names a bucket or an upload this node does not hold (yet): it cannot be kept."""
         index = self.index
         match record:
-            case BucketPut(name, _, owner, acl):
+            case BucketPut(name, created_ms, owner, acl):
+                if index.bucket_buried(name, created_ms):
+                    return False  # from a node that missed the delete
                 access = index.bucket_access.get(name, ("", ""))
                 return name not in index.buckets or access != (owner, acl)
-            case BucketDelete(name):
-                return name in index.buckets
+            case BucketDelete(name, created_ms):
+                held = index.buckets.get(name)
+                if held is not None:
+                    return not created_ms or held <= created_ms  # never a newer incarnation
+                return bool(created_ms) and not index.bucket_buried(name, created_ms)
             case UploadPut(upload):
+                if upload.upload_id in index.finished_uploads:
+                    return False  # from a node that missed its end
                 self._require_bucket(upload.bucket)
                 return upload.upload_id not in index.uploads
             case PartPut(part):
                 known = index.parts.get(part.upload_id)
+                if known is None and part.upload_id in index.finished_uploads:
+                    return False
                 if known is None:
                     raise NotFound(f"no upload {part.upload_id!r} here")
                 return known.get(part.number) != part
             case UploadAbort(upload_id):
-                return upload_id in index.uploads
+                return upload_id in index.uploads or upload_id not in index.finished_uploads
         version = version_of(record)
         entity = entity_of(record)
         if version is None:
@@ -341,6 +353,8 @@ class ReplicatedBlobStore(LocalBlobStore):
         version = version_of(record)
         if version is not None:
             self.hybrid_clock.observe(version[0])
+        if isinstance(record, BucketPut | BucketDelete):  # a re-created bucket is newer
+            self.hybrid_clock.observe(record.created_ms)
         entity = entity_of(record)
         with self._lock:
             self._check_open()
@@ -385,8 +399,8 @@ class ReplicatedBlobStore(LocalBlobStore):
                 released.append(removed.chunks if removed is not None else ())
             case BucketPut(name, created_ms, owner, acl):
                 index.add_bucket(name, created_ms, owner, acl)
-            case BucketDelete(name):
-                released += index.remove_bucket(name)
+            case BucketDelete(name, created_ms):
+                released += index.remove_bucket(name, created_ms)
             case UploadPut(upload) if upload.bucket in index.buckets:
                 index.add_upload(upload)
             case PartPut(part) if part.upload_id in index.uploads:

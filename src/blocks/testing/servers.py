@@ -150,8 +150,9 @@ def queue_cluster_spec(*, fsync: str = "always") -> ServerSpec:
 
 def blob_spec(*, codec: str = "rs:4+2", chunk_kib: int = 64, fsync: bool = True) -> ServerSpec:
     """S3 nodes that place shards on each other (every node lists every other as ``--peer``);
-    a one-node cluster keeps every shard locally. Credentials: ``BLOB_ACCESS_KEY`` and
-    ``BLOB_SECRET_KEY``; peers share the cluster token."""
+    a one-node cluster keeps every shard locally. With peers the nodes replicate their
+    metadata (the default), so any node serves any object. Credentials:
+    ``BLOB_ACCESS_KEY`` and ``BLOB_SECRET_KEY``; peers share the cluster token."""
 
     def argv(node: NodeInfo, peers: PeerAddresses) -> list[str]:
         command = blocks_argv(

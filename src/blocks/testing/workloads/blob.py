@@ -1,6 +1,7 @@
 """blob workload: one writer per node PUTs unique objects (a few shard chunks each) through
 that node's S3 endpoint and GETs some back; the final state is every object read from the node
-that took its PUT (a node keeps the metadata of the objects it was sent).
+that took its PUT (with per-node metadata only that node knows it; a cluster's replicated
+metadata lets any node serve it).
 
 An acknowledged PUT must read back byte-identical; a GET must never return bytes that no PUT
 sent. The S3 client is synchronous, so each writer runs it in a worker thread."""
@@ -11,7 +12,7 @@ import asyncio
 import functools
 import hashlib
 
-from blocks.blob.client import S3Client
+from blocks.blob.client import S3Client, S3ClientError
 from blocks.testing.history import History, OpType
 from blocks.testing.servers import BLOB_ACCESS_KEY, BLOB_SECRET_KEY
 from blocks.testing.workloads.base import ERROR_BACKOFF_S, Verdict, judge, retrying
@@ -25,6 +26,16 @@ def object_bytes(key: str, size: int) -> bytes:
     """The content PUT under ``key``: a function of the key, so a read can be checked."""
     seed = hashlib.sha256(key.encode()).digest()
     return (seed * (size // len(seed) + 1))[:size]
+
+
+async def _create_bucket(client: S3Client, bucket: str) -> None:
+    """Create ``bucket`` through ``client``'s node; one that already has it (a cluster's
+    metadata is replicated, or an earlier try got through) is fine."""
+    try:
+        await asyncio.to_thread(client.create_bucket, bucket)
+    except S3ClientError as error:
+        if error.code != "BucketAlreadyOwnedByYou":
+            raise
 
 
 class BlobWorkload:
@@ -50,7 +61,7 @@ class BlobWorkload:
         for node in range(len(endpoints)):
             client = workload._client(node)
             try:
-                create = functools.partial(asyncio.to_thread, client.create_bucket, workload.bucket)
+                create = functools.partial(_create_bucket, client, workload.bucket)
                 await retrying(create)
             finally:
                 client.close()
