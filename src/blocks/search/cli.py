@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--kind", default="exact", choices=["exact", "faiss"])
     serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
     serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
+    serve.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the vector index (and --embed's model) runs; cuda without a GPU is an error",
+    )
     serve.add_argument("--embed", action="store_true", help="embed documents with MiniLM")
     serve.add_argument(
         "--remote-shards",
@@ -124,6 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from blocks.search.service import SearchNode, build_server, make_vector_index
 
+    if args.device == "cuda":
+        _check_cuda(args.kind, coordinator=bool(args.remote_shards))
     options = server_options(args)  # checks the ports before the slow parts load
 
     async def main() -> None:
@@ -142,14 +150,19 @@ def _serve(args: argparse.Namespace) -> int:
             args.kind = "coordinator"
         else:
             vectors = make_vector_index(
-                args.dim, args.metric, kind=args.kind, spec=args.spec, shards=args.shards
+                args.dim,
+                args.metric,
+                kind=args.kind,
+                spec=args.spec,
+                shards=args.shards,
+                device=args.device,
             )
         embedder = None
         if args.embed:
             from blocks.search.embed import MiniLMEmbedder
 
             print("loading the MiniLM embedder...", file=sys.stderr, flush=True)
-            embedder = MiniLMEmbedder()
+            embedder = MiniLMEmbedder(device=args.device)
         if args.remote_shards:
             from blocks.search.coordinator_node import CoordinatorNode
 
@@ -183,6 +196,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     uvloop.run(main())
     return 0
+
+
+def _check_cuda(kind: str, *, coordinator: bool) -> None:
+    """Refuse ``--device cuda`` at start-up where it cannot run (no silent CPU fallback)."""
+    if coordinator:
+        raise InvalidArgument("a coordinator holds no index: start the shards with --device cuda")
+    from blocks.search.exact import resolve_device
+
+    resolve_device("cuda")  # raises InvalidArgument when torch sees no CUDA device
+    if kind == "faiss":
+        from blocks.search.faiss_index import faiss_has_gpu
+
+        if not faiss_has_gpu():
+            raise InvalidArgument("device 'cuda' requested but this faiss has no GPU support")
 
 
 def _progress(done: int, total: int, started: float) -> None:

@@ -202,9 +202,19 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
 
 def make_vector_index(
-    dim: int, metric: str, *, kind: str = "exact", spec: str = "Flat", shards: int = 1
+    dim: int,
+    metric: str,
+    *,
+    kind: str = "exact",
+    spec: str = "Flat",
+    shards: int = 1,
+    device: str = "cpu",
 ) -> VectorIndex:
-    """The vector index a node serves: exact (torch) or faiss, optionally sharded locally."""
+    """The vector index a node serves: exact (torch) or faiss, optionally sharded locally.
+
+    ``device`` (``cpu`` or ``cuda``) goes to every index; ``cuda`` where torch (exact) or
+    faiss (faiss) sees no GPU raises ``InvalidArgument``, never a silent CPU fallback.
+    """
     if not 1 <= dim <= DIM_MAX or not 1 <= shards <= 64:
         raise InvalidArgument("dim must be in 1..65536 and shards in 1..64")
 
@@ -212,11 +222,11 @@ def make_vector_index(
         if kind == "exact":
             from blocks.search.exact import ExactIndex
 
-            return ExactIndex(dim, metric, device="auto")
+            return ExactIndex(dim, metric, device=device)
         if kind == "faiss":
             from blocks.search.faiss_index import FaissIndex
 
-            return FaissIndex(dim, spec, metric)
+            return FaissIndex(dim, spec, metric, device=device)
         raise InvalidArgument(f"unknown index kind {kind!r}; expected exact or faiss")
 
     if shards == 1:
