@@ -24,7 +24,7 @@ from benchmarks import _processes
 from benchmarks._sweep_core import Outcome, Planned
 from benchmarks.peers import PeerNotReady, free_port, start_process
 
-__all__ = ["MODEL_NAME", "Server", "drive", "run_on", "servers"]
+__all__ = ["MODEL_NAME", "Server", "drive", "run_on", "servers", "start"]
 
 MODEL_NAME = "bench"  # the id every server is started with and every request names
 REQUEST_TIMEOUT_S = 600.0
@@ -172,11 +172,10 @@ def _model_facts(model: str) -> tuple[Path | None, int, int]:
 
 
 def _hf_server(path: Path, params: int, threads: int, batch: int) -> Server | tuple[str, str]:
-    try:
-        import accelerate  # type: ignore[import-untyped]  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as error:
-        return ("hf static", f"{error.name} not installed (pip install transformers accelerate)")
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        return ("hf static", "transformers not installed (pip install transformers)")
     return Server(
         "hf static",
         lambda port: [
@@ -210,16 +209,22 @@ def _llama_cpp_server(path: Path, file_bytes: int, threads: int) -> Server | tup
     )  # fmt: skip
 
 
-def run_on(server: Server, work: Callable[[int], Any]) -> Any:
-    """Start ``server`` fresh, warm it up with one request, run ``work(port)``, stop it."""
-    since = _processes.mark()
+def start(server: Server) -> int:
+    """Start ``server`` (registered for stopping), wait until it answers, warm it up with one
+    completion; return its port. Raises ``PeerNotReady`` when it does not come up."""
     port = free_port()
     probe = _health("/v1/models" if server.name == "llama.cpp" else "/health")
+    start_process(server.argv(port), port, probe, START_TIMEOUT_S)
+    warm = drive(port, [Planned(0, 0.0, "warm up the server", 4)])
+    if not warm[0].ok:
+        raise PeerNotReady(f"warm-up request failed: {warm[0].error or 'no output'}")
+    return port
+
+
+def run_on(server: Server, work: Callable[[int], Any]) -> Any:
+    """Start ``server`` fresh, run ``work(port)``, stop it whatever happens."""
+    since = _processes.mark()
     try:
-        start_process(server.argv(port), port, probe, START_TIMEOUT_S)
-        warm = drive(port, [Planned(0, 0.0, "warm up the server", 4)])
-        if not warm[0].ok:
-            raise PeerNotReady(f"warm-up request failed: {warm[0].error or 'no output'}")
-        return work(port)
+        return work(start(server))
     finally:
         _processes.stop_since(since)

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _processes
 from benchmarks._sweep_core import (
     MAX_RATE,
     Outcome,
@@ -60,7 +61,7 @@ from benchmarks._sweep_core import (
     rate_row,
     saturation,
 )
-from benchmarks._sweep_servers import Server, drive, run_on, servers
+from benchmarks._sweep_servers import Server, drive, run_on, servers, start
 from benchmarks.harness import Skip, plot_lines, progress, round_order, write_table
 from benchmarks.peers import PeerNotReady
 
@@ -123,6 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=16, help="requests per rate")
     parser.add_argument("--threads", type=int, default=1, help="threads of every contender")
     parser.add_argument("--hf-batch", type=int, default=16, help="HF static batch limit")
+    parser.add_argument(
+        "--contenders", default="blocks,hf static,llama.cpp", help="which to run, comma-separated"
+    )
+    parser.add_argument(
+        "--keep-servers",
+        action="store_true",
+        help="start each contender once and keep it (idle) between rates: faster set-up",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke test of under a minute")
 
@@ -140,39 +149,52 @@ def sweep(
     rates: Sequence[float],
     seed: int,
     batch1_tokens: int,
+    keep_servers: bool = False,
 ) -> Sweep:
-    """Every rate in turn; at each, every contender started fresh, in a rotated order."""
+    """Every rate in turn; at each, every contender in an order rotated per rate, started
+    fresh for its run (or, with ``keep_servers``, started once and left idle between runs)."""
     by_name = {c.name: c for c in contenders if isinstance(c, Server)}
     result = Sweep({name: [] for name in by_name}, {}, {})
     for name, reason in (c for c in contenders if not isinstance(c, Server)):
         result.skipped[name] = reason
-    batch1_plan = [Planned(i, 0.0, requests[i][0], batch1_tokens) for i in range(2)]
-    for number, rate in enumerate(rates):
-        planned = plan_arrivals(requests, rate, seed)
-        for name in round_order([n for n in by_name if n not in result.skipped], number):
+    batch1_plan = [Planned(i, 0.0, requests[i % len(requests)][0], batch1_tokens) for i in range(2)]
+    ports: dict[str, int] = {}
+    since = _processes.mark()
+    try:
+        for number, rate in enumerate(rates):
+            planned = plan_arrivals(requests, rate, seed)
+            for name in round_order([n for n in by_name if n not in result.skipped], number):
 
-            def work(
-                port: int, first: bool = number == 0, plan: list[Planned] = planned
-            ) -> tuple[list[Outcome] | None, list[Outcome]]:
-                lone = drive(port, batch1_plan, sequential=True) if first else None
-                return lone, drive(port, plan)
+                def work(
+                    port: int, first: bool = number == 0, plan: list[Planned] = planned
+                ) -> tuple[list[Outcome] | None, list[Outcome]]:
+                    lone = drive(port, batch1_plan, sequential=True) if first else None
+                    return lone, drive(port, plan)
 
-            progress(f"inference_sweep: {name} at {format_rate(rate)}")
-            try:
-                lone, outcomes = run_on(by_name[name], work)
-            except (Skip, PeerNotReady, OSError) as error:
-                result.skipped[name] = f"at {format_rate(rate)}: {type(error).__name__}: {error}"
-                progress(f"inference_sweep: {name} skipped: {result.skipped[name]}")
-                continue
-            if lone is not None:
-                result.batch1[name] = batch1_decode_tok_s(lone)
-            row = rate_row(name, rate, planned, outcomes)
-            result.rows[name].append(row)
-            progress(
-                f"inference_sweep: {name} at {format_rate(rate)}: "
-                f"{row.throughput_tok_s:.1f} tok/s over {row.window_s:.1f} s, "
-                f"{row.failures} failed"
-            )
+                progress(f"inference_sweep: {name} at {format_rate(rate)}")
+                try:
+                    if keep_servers:
+                        if name not in ports:
+                            ports[name] = start(by_name[name])
+                        lone, outcomes = work(ports[name])
+                    else:
+                        lone, outcomes = run_on(by_name[name], work)
+                except (Skip, PeerNotReady, OSError) as error:
+                    why = f"at {format_rate(rate)}: {type(error).__name__}: {error}"
+                    result.skipped[name] = why
+                    progress(f"inference_sweep: {name} skipped: {why}")
+                    continue
+                if lone is not None:
+                    result.batch1[name] = batch1_decode_tok_s(lone)
+                row = rate_row(name, rate, planned, outcomes)
+                result.rows[name].append(row)
+                progress(
+                    f"inference_sweep: {name} at {format_rate(rate)}: "
+                    f"{row.throughput_tok_s:.1f} tok/s over {row.window_s:.1f} s, "
+                    f"{row.failures} failed"
+                )
+    finally:
+        _processes.stop_since(since)
     return result
 
 
@@ -211,11 +233,21 @@ def main(args: argparse.Namespace) -> int:
     requests = plan_requests(count, args.seed, words, outputs)
     out_dir = Path(args.out) / "inference"
     load_before = os.getloadavg()
-    contenders = servers(args.model, args.threads, args.hf_batch)
+    chosen = {
+        name.strip()
+        for name in getattr(args, "contenders", "blocks,hf static,llama.cpp").split(",")
+    }
+    contenders = [
+        c
+        for c in servers(args.model, args.threads, args.hf_batch)
+        if (c.name if isinstance(c, Server) else c[0]) in chosen
+    ]
     buffer_mib = 128 if args.quick else 512
     read_gb_s, copy_gb_s = read_bandwidth_gb_s(buffer_mib), copy_bandwidth_gb_s(buffer_mib)
     progress(f"inference_sweep: read {read_gb_s:.1f} GB/s, copy {copy_gb_s:.1f} GB/s")
-    result = sweep(contenders, requests, rates, args.seed, 8 if args.quick else BATCH1_TOKENS)
+    keep = bool(getattr(args, "keep_servers", False))
+    batch1_tokens = 8 if args.quick else BATCH1_TOKENS
+    result = sweep(contenders, requests, rates, args.seed, batch1_tokens, keep)
     load_after = os.getloadavg()
     print(write_table(out_dir, "sweep", SWEEP_COLUMNS, sweep_rows(result, rates)))
     print(write_table(out_dir, "saturation", *saturation_table(result)))
@@ -230,6 +262,7 @@ def main(args: argparse.Namespace) -> int:
             "throughput": "output tokens whose chunk arrived inside the window / window length",
             "saturated": "window throughput below 90% of realised arrival rate x mean output",
             "threads": args.threads,
+            "servers": "kept, idle between rates" if keep else "started fresh for every run",
             "rates": [format_rate(r) for r in rates],
             "requests_per_rate": count,
         },
@@ -259,6 +292,8 @@ def saturation_table(result: Sweep) -> tuple[list[str], list[list[str]]]:
     columns = ["contender", "highest rate kept up", "first saturated rate", "best tok/s (window)"]
     rows = []
     for name, rate_rows in result.rows.items():
+        if not rate_rows:
+            continue
         kept, saturated, best = saturation(rate_rows)
         rows.append([name, format_rate(kept), format_rate(saturated), _f(best, 1)])
     return columns, rows
@@ -290,6 +325,8 @@ def roofline(
 
 
 def _plots(out_dir: Path, result: Sweep, rates: Sequence[float]) -> None:
+    if not any(result.rows.values()):
+        return
     finite = [r for r in rates if r != MAX_RATE]
     at_max = 2 * max(finite) if finite else 1.0
 
