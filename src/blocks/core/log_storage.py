@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from blocks.core.errors import storage_error
+from blocks.core.files import fsync_directory as _fsync_directory
 from blocks.core.log_format import HEADER_BYTES
 from blocks.core.log_segment import Segment, segment_file_name
 
@@ -55,12 +56,8 @@ class StorageCounters:
 
 
 def fsync_directory(directory: str, counters: StorageCounters) -> None:
-    """Make the creation or deletion of files in ``directory`` durable."""
-    descriptor = os.open(directory, os.O_RDONLY | _CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    """Make the creation or deletion of files in ``directory`` durable, and count it."""
+    _fsync_directory(directory)
     counters.count_directory_fsync()
 
 

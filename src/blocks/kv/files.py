@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blocks.core.errors import FailedPrecondition
+from blocks.core.files import fsync_directory  # re-exported: the engine's modules import it here
 
 __all__ = [
     "DirectoryLock",
@@ -101,15 +102,6 @@ def list_store(directory: Path) -> StoreListing:
         markers=tuple(sorted(markers)),
         temporaries=tuple(temporaries),
     )
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make file creations, renames and deletions in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -61,6 +61,7 @@ from blocks.core.errors import (
     InvalidArgument,
     Overloaded,
 )
+from blocks.core.files import fsync_directory
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
@@ -151,11 +152,7 @@ class LocalQueue:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self._directory / SNAPSHOT_FILE)
-        directory_fd = os.open(self._directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+        fsync_directory(self._directory)
         log.truncate_before(offset)
         self._records_since_snapshot = 0
         return offset

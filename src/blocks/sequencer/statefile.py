@@ -15,6 +15,7 @@ import struct
 import xxhash
 
 from blocks.core.errors import Corruption
+from blocks.core.files import fsync_directory
 
 __all__ = ["STATE_BYTES_MAX", "read_state", "write_state"]
 
@@ -65,8 +66,4 @@ def write_state(path: str, payload: bytes, *, fsync: bool = True) -> None:
             os.fsync(handle.fileno())
     os.replace(temporary, path)
     if fsync:
-        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
