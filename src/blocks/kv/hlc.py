@@ -7,7 +7,8 @@ wall clock stalls or steps back. ``observe(remote)`` moves the clock past a time
 from another node, so an event caused by a message is always stamped after the message.
 
 A remote timestamp more than ``max_offset_ms`` ahead of our wall clock is refused with
-``PeerError`` instead of dragging every clock in the cluster into the future.
+``PeerError`` instead of dragging every clock in the cluster into the future. The algorithm
+lives once, in ``blocks.core.hlc``; this module keeps kv's timestamp type and names.
 """
 
 from __future__ import annotations
@@ -15,54 +16,31 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from blocks.core.clock import Clock
-from blocks.core.errors import InvalidArgument, PeerError
+from blocks.core.errors import PeerError
+from blocks.core.hlc import MAX_OFFSET_MS_DEFAULT, HlcCore
 
 __all__ = ["HlcTimestamp", "HybridLogicalClock"]
 
-MAX_OFFSET_MS_DEFAULT = 500
-
 
 class HlcTimestamp(NamedTuple):
+    """A kv timestamp. Encoded on the wire and on disk as two plain integers
+    (``versions.object_to_wire``); ``logical`` is unbounded."""
+
     wall_ms: int
     logical: int
 
 
-class HybridLogicalClock:
-    """Not thread-safe: one per node core, driven by one loop."""
+class HybridLogicalClock(HlcCore[HlcTimestamp]):
+    """The algorithm of ``blocks.core.hlc`` over kv timestamps; a remote timestamp that came
+    off the wire too far ahead is the peer's fault (``PeerError``)."""
 
-    __slots__ = ("_clock", "_last", "max_offset_ms")
+    __slots__ = ()
 
     def __init__(self, clock: Clock, *, max_offset_ms: int = MAX_OFFSET_MS_DEFAULT) -> None:
-        if max_offset_ms < 0:
-            raise InvalidArgument("max_offset_ms must be >= 0")
-        self._clock = clock
-        self._last = HlcTimestamp(0, 0)
-        self.max_offset_ms = max_offset_ms
-
-    def now(self) -> HlcTimestamp:
-        """A timestamp greater than every one this clock has returned or observed."""
-        wall_ms = self._clock.now_ms()
-        if wall_ms > self._last.wall_ms:
-            self._last = HlcTimestamp(wall_ms, 0)
-        else:
-            self._last = HlcTimestamp(self._last.wall_ms, self._last.logical + 1)
-        return self._last
+        super().__init__(
+            clock, HlcTimestamp, max_offset_ms=max_offset_ms, far_ahead_error=PeerError
+        )
 
     def observe(self, remote: HlcTimestamp) -> HlcTimestamp:
         """Merge a timestamp from a message; returns the new (greater) local timestamp."""
-        wall_ms = self._clock.now_ms()
-        if remote.wall_ms - wall_ms > self.max_offset_ms:
-            raise PeerError(
-                f"remote timestamp is {remote.wall_ms - wall_ms} ms ahead of the local clock"
-            )
-        top_wall = max(wall_ms, self._last.wall_ms, remote.wall_ms)
-        if top_wall == self._last.wall_ms == remote.wall_ms:
-            logical = max(self._last.logical, remote.logical) + 1
-        elif top_wall == self._last.wall_ms:
-            logical = self._last.logical + 1
-        elif top_wall == remote.wall_ms:
-            logical = remote.logical + 1
-        else:
-            logical = 0
-        self._last = HlcTimestamp(top_wall, logical)
-        return self._last
+        return self.merge(remote)

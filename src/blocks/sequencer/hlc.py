@@ -14,7 +14,8 @@ stays close to real time (Kulkarni et al., 2014).
 A remote timestamp more than ``max_offset_ms`` ahead of our physical clock is refused with
 ``InvalidArgument``: accepting it would drag every later timestamp on this node into the
 future. ``logical`` is bounded by 16 bits so that a timestamp packs into one 64-bit integer
-(48 bits of milliseconds, 16 of counter); overflowing it raises ``Overloaded``.
+(48 bits of milliseconds, 16 of counter); overflowing it raises ``Overloaded``. The algorithm
+lives once, in ``blocks.core.hlc``; this module keeps the sequencer's timestamp type.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import InvalidArgument, Overloaded
+from blocks.core.errors import InvalidArgument
+from blocks.core.hlc import HlcCore
 
 __all__ = ["LOGICAL_MAX", "HlcTimestamp", "HybridLogicalClock"]
 
@@ -53,56 +55,23 @@ class HlcTimestamp:
         return cls(packed >> LOGICAL_BITS, packed & LOGICAL_MAX)
 
 
-class HybridLogicalClock:
-    """One node's HLC. Not thread-safe."""
+class HybridLogicalClock(HlcCore[HlcTimestamp]):
+    """One node's HLC (the algorithm of ``blocks.core.hlc``) over 64-bit-packable timestamps.
+    Not thread-safe."""
 
-    __slots__ = ("_clock", "_last", "_max_offset_ms")
+    __slots__ = ()
 
     def __init__(self, *, clock: Clock | None = None, max_offset_ms: int = 500) -> None:
-        if max_offset_ms < 0:
-            raise InvalidArgument("max_offset_ms must be >= 0")
-        self._clock: Clock = clock or SystemClock()
-        self._max_offset_ms = max_offset_ms
-        self._last = HlcTimestamp(0, 0)
-
-    @property
-    def last(self) -> HlcTimestamp:
-        return self._last
-
-    def now(self) -> HlcTimestamp:
-        """Timestamp a local or send event: greater than every timestamp seen so far."""
-        physical_ms = self._clock.now_ms()
-        if physical_ms > self._last.wall_ms:
-            stamp = HlcTimestamp(physical_ms, 0)
-        else:
-            stamp = self._bumped(self._last.wall_ms, self._last.logical)
-        self._last = stamp
-        return stamp
+        super().__init__(
+            clock or SystemClock(),
+            HlcTimestamp,
+            max_offset_ms=max_offset_ms,
+            logical_max=LOGICAL_MAX,
+            far_ahead_error=InvalidArgument,
+        )
 
     def update(self, remote: HlcTimestamp) -> HlcTimestamp:
         """Timestamp a receive event carrying ``remote``: greater than it and than ``last``."""
         if not isinstance(remote, HlcTimestamp):
             raise InvalidArgument(f"expected HlcTimestamp, got {type(remote).__name__}")
-        physical_ms = self._clock.now_ms()
-        if remote.wall_ms - physical_ms > self._max_offset_ms:
-            raise InvalidArgument(
-                f"remote timestamp is {remote.wall_ms - physical_ms} ms ahead of the local "
-                f"clock (more than max_offset_ms={self._max_offset_ms})"
-            )
-        wall_ms = max(physical_ms, self._last.wall_ms, remote.wall_ms)
-        if wall_ms == self._last.wall_ms and wall_ms == remote.wall_ms:
-            stamp = self._bumped(wall_ms, max(self._last.logical, remote.logical))
-        elif wall_ms == self._last.wall_ms:
-            stamp = self._bumped(wall_ms, self._last.logical)
-        elif wall_ms == remote.wall_ms:
-            stamp = self._bumped(wall_ms, remote.logical)
-        else:
-            stamp = HlcTimestamp(wall_ms, 0)
-        self._last = stamp
-        return stamp
-
-    @staticmethod
-    def _bumped(wall_ms: int, logical: int) -> HlcTimestamp:
-        if logical >= LOGICAL_MAX:
-            raise Overloaded("HLC logical counter exhausted for this millisecond", retry_after_ms=1)
-        return HlcTimestamp(wall_ms, logical + 1)
+        return self.merge(remote)
