@@ -8,8 +8,9 @@ with ``n`` shard machines and ``N`` vectors in all. This script measures each te
 
 1. ``t_rpc``: one ``SearchVectors`` call (1 query, k=10) to a shard *process* holding 16
    vectors, from a client in this process: the gRPC round trip plus encoding, almost no search.
-2. ``t_shard(m)``: the same call once the shard holds ``m`` vectors (exact/flat, dim 64, L2),
-   minus ``t_rpc``; ``m`` in 25k, 50k, 100k (``--quick``: 25k and 50k). A line
+2. ``t_shard(m)``: the same call to a second shard process holding ``m`` vectors (exact/flat,
+   dim 64, L2), minus the tiny shard's call in the same round (the two alternate round by
+   round); ``m`` in 25k, 50k, 100k (``--quick``: 25k and 50k). A line
    ``t_shard(m) = a + b * m`` is fitted through the points.
 3. ``t_merge(n)``: ``merge_topk`` over ``n`` shards' top 10 (one query, ``unique_ids`` as the
    coordinator calls it), in process: pure CPU.
@@ -117,31 +118,60 @@ def measure_merge(calls: int, rng: np.random.Generator) -> dict[int, float]:
     return out
 
 
+def _round_median_s(call: Callable[[], Any], calls: int) -> float:
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return float(np.median(samples))
+
+
 def measure_shard(
     calls: int, sizes: tuple[int, ...], rng: np.random.Generator
 ) -> tuple[float, dict[int, float]]:
-    """``t_rpc`` and the client-seen latency at each shard size, in seconds."""
+    """``t_rpc`` and the client-seen latency at each shard size, in seconds.
+
+    Two shard processes, a tiny one (16 vectors) and one grown through ``sizes``, are called
+    round by round in turn, so both see the same load: ``t_rpc`` is the median of the tiny
+    shard's round medians, and a size's latency is ``t_rpc`` plus the median of the rounds'
+    differences (big minus tiny)."""
     from blocks.search.client import SearchClient
 
-    shard, address = _start_shard()
+    tiny_shard, tiny_address = _start_shard()
+    big_shard, big_address = None, ""
     try:
-        client = SearchClient(address)
+        big_shard, big_address = _start_shard()
+        tiny, big = SearchClient(tiny_address), SearchClient(big_address)
         query = rng.standard_normal((1, DIM), dtype=np.float32)
-        client.add(np.arange(16), rng.standard_normal((16, DIM), dtype=np.float32))
-        t_rpc = _median_s(lambda: client.search(query, K), calls)
-        held, latency = 16, {}
+        tiny.add(np.arange(16), rng.standard_normal((16, DIM), dtype=np.float32))
+        held, latency, tiny_medians = 0, {}, []
+        differences: dict[int, list[float]] = {}
+        per_round = max(1, calls // ROUNDS)
         for size in sizes:
             while held < size:
                 step = min(BATCH, size - held)
-                client.add(
+                big.add(
                     np.arange(held, held + step),
                     rng.standard_normal((step, DIM), dtype=np.float32),
                 )
                 held += step
-            latency[size] = _median_s(lambda: client.search(query, K), calls)
-        client.close()
+            for _ in range(10):  # warm-up
+                tiny.search(query, K)
+                big.search(query, K)
+            for _ in range(ROUNDS):
+                t_tiny = _round_median_s(lambda: tiny.search(query, K), per_round)
+                t_big = _round_median_s(lambda: big.search(query, K), per_round)
+                tiny_medians.append(t_tiny)
+                differences.setdefault(size, []).append(t_big - t_tiny)
+        t_rpc = float(np.median(tiny_medians))
+        latency = {size: t_rpc + float(np.median(d)) for size, d in differences.items()}
+        tiny.close()
+        big.close()
     finally:
-        _stop(shard)
+        _stop(tiny_shard)
+        if big_shard is not None:
+            _stop(big_shard)
     return t_rpc, latency
 
 
