@@ -5,7 +5,8 @@
 (leaders, in-sync replicas, ``acks=all``, elections with epochs), ``connect`` a client of
 one or more pub-sub servers, ``Consumer`` a group member as an async iterator,
 and ``blocks.pubsub.checker`` checks recorded histories for lost, duplicated or skipped
-records.
+records. ``Role``, ``TopicConfig`` and ``ReplicationConfig`` are what a block that runs its own
+replicated log on ``ClusterBroker`` needs (the replicated queue does).
 """
 
 from blocks.pubsub.api import Assignment, PubSub, Record
@@ -14,7 +15,9 @@ from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.contract import PubSubContract
 from blocks.pubsub.local import LocalBroker
+from blocks.pubsub.replica import Role
 from blocks.pubsub.sync import SyncPubSub
+from blocks.pubsub.topics import TopicConfig
 
 __all__ = [
     "Assignment",
@@ -26,6 +29,8 @@ __all__ = [
     "PubSubContract",
     "Record",
     "ReplicationConfig",
+    "Role",
     "SyncPubSub",
+    "TopicConfig",
     "connect",
 ]

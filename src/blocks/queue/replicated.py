@@ -58,10 +58,7 @@ from blocks.core.errors import (
 )
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
-from blocks.pubsub.cluster import ClusterBroker
-from blocks.pubsub.replica import Role
-from blocks.pubsub.replication import ReplicationConfig
-from blocks.pubsub.topics import TopicConfig
+from blocks.pubsub import ClusterBroker, ReplicationConfig, Role, TopicConfig
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
 from blocks.queue.config import QueueConfig, check_ms, check_name
