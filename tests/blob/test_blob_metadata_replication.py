@@ -264,11 +264,12 @@ def test_a_round_deletes_only_what_every_node_agrees_on(tmp_path: Path) -> None:
 
 
 def test_a_data_directory_is_refused_by_the_other_mode(tmp_path: Path) -> None:
-    """The modes name and place shards differently: switching would hide every object."""
+    """The modes name and place shards differently: switching would hide every object. The
+    refusal says which flag serves the directory and that there is no migration in place."""
     per_node, replicated = tmp_path / "per-node", tmp_path / "replicated"
     store, _ = open_node(per_node, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)
     store.close()
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPrecondition, match=r"--no-replicate-metadata.*copy its objects"):
         open_replica(per_node, self_address="127.0.0.1:8", peers=["http://127.0.0.1:9"],
                      cluster_token="t", fsync=False)  # fmt: skip
     store, _, replicator = open_replica(
@@ -277,7 +278,7 @@ def test_a_data_directory_is_refused_by_the_other_mode(tmp_path: Path) -> None:
     )  # fmt: skip
     replicator.close()
     store.close()
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPrecondition, match="without --no-replicate-metadata"):
         open_node(replicated, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)
 
 

@@ -122,3 +122,22 @@ def test_sigterm_stops_a_node_cleanly(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0 and "stopped" in output
+
+
+def test_a_per_node_data_directory_joins_a_cluster_only_with_the_flag(tmp_path: Path) -> None:
+    """Replicated metadata is a cluster's default: a directory written by a single node (per-
+    node metadata) is refused with a message naming the flag that keeps its mode, and served
+    with it."""
+    port, peer = _free_port(), f"http://127.0.0.1:{_free_port()}"
+    solo = _start(tmp_path / "old", port)
+    solo.send_signal(signal.SIGTERM)
+    solo.communicate(timeout=15)
+    command = [sys.executable, "-m", "blocks", "blob", "serve", "--data-dir", str(tmp_path / "old")]
+    command += ["--listen", f"127.0.0.1:{port}", "--cluster-token", TOKEN, "--peer", peer]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "--no-replicate-metadata" in refused.stdout + refused.stderr
+    kept = _start(tmp_path / "old", port, "--peer", peer, "--no-replicate-metadata")
+    kept.send_signal(signal.SIGTERM)
+    kept.communicate(timeout=15)
+    assert kept.returncode == 0
