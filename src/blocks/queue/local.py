@@ -61,7 +61,7 @@ from blocks.core.errors import (
     InvalidArgument,
     Overloaded,
 )
-from blocks.core.files import fsync_directory
+from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
@@ -146,13 +146,7 @@ class LocalQueue:
         offset = log.next_offset
         log.sync()
         data = pack({"offset": offset, "broker": self._broker.snapshot()})
-        temporary = self._directory / (SNAPSHOT_FILE + ".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._directory / SNAPSHOT_FILE)
-        fsync_directory(self._directory)
+        write_atomically(self._directory / SNAPSHOT_FILE, data)  # temporary, fsync, rename
         log.truncate_before(offset)
         self._records_since_snapshot = 0
         return offset
