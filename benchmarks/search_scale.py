@@ -15,10 +15,9 @@ with ``n`` shard machines and ``N`` vectors in all. This script measures each te
 3. ``t_merge(n)``: ``merge_topk`` over ``n`` shards' top 10 (one query, ``unique_ids`` as the
    coordinator calls it), in process: pure CPU.
 
-Each term is the lowest of five round medians of its timed calls, after a warm-up (on a
-loaded machine whole rounds are slowed by other processes; the best round is the closest to
-the machine's own speed). The model's predictions for 1, 4
-and 16 machines go to ``<out>/search_scale/results.json`` and the table on stdout; the load
+Calls are timed in five rounds after a warm-up: ``t_merge`` is the lowest round median (on a
+loaded machine whole rounds are slowed by other processes), ``t_rpc`` and ``t_shard`` the
+medians described above. The model's predictions for 1, 4 and 16 machines go to ``<out>/search_scale/results.json`` and the table on stdout; the load
 average before and after is recorded with them, since a loaded machine inflates every term.
 """
 
