@@ -104,7 +104,9 @@ step = st.one_of(
 
 
 @given(st.lists(step, max_size=60))
-def test_timestamps_respect_happens_before_and_match_both_blocks(steps: list) -> None:
+def test_timestamps_respect_happens_before_and_match_both_blocks(
+    steps: list[tuple[str, int, int]],
+) -> None:
     """Both wrappers compute the same pairs as the core over a plain tuple, and every event is
     stamped above the one before it on its node and above the message it received."""
     clocks = [ManualClock(START_MS + 10 * index) for index in range(3)]
