@@ -15,7 +15,7 @@ import struct
 import xxhash
 
 from blocks.core.errors import Corruption
-from blocks.core.files import fsync_directory
+from blocks.core.files import write_atomically
 
 __all__ = ["STATE_BYTES_MAX", "read_state", "write_state"]
 
@@ -58,12 +58,11 @@ def read_state(path: str) -> bytes | None:
 
 
 def write_state(path: str, payload: bytes, *, fsync: bool = True) -> None:
+    data = encode_state(payload)
+    if fsync:
+        write_atomically(path, data)  # temporary, fsync, rename, directory fsync
+        return
     temporary = f"{path}.tmp"
     with open(temporary, "wb") as handle:
-        handle.write(encode_state(payload))
-        handle.flush()
-        if fsync:
-            os.fsync(handle.fileno())
+        handle.write(data)
     os.replace(temporary, path)
-    if fsync:
-        fsync_directory(os.path.dirname(os.path.abspath(path)))
