@@ -8,16 +8,18 @@ records an ``Outcome`` per request (when it was sent, when each streamed chunk a
 many tokens the server says it produced) and these functions turn outcomes into a row.
 
 **Throughput is measured over a window, never from first arrival to last finish.** Let
-``A`` be the first arrival, ``L`` the last arrival and ``F`` the first finish (the first
-request's last chunk). If some request finished before the last arrival (``F < L``) the
-window is ``[F, L]``: the server has left its empty start behind (one request's whole life
-has passed) and the offered load is still arriving. Otherwise (``F >= L``: every request
-arrived before any finished, as at the ``max`` rate where all arrive at once) the window is
-``[A, F]``: the whole load is in the server. The tail after the last arrival (the server
-draining what it holds) is never counted: its length says how much work was queued, not how
-fast it is done. Output tokens count when their chunk arrived inside the window (a chunk
-carrying several tokens counts each of them at its time), so a request that straddles an
-edge contributes only what it produced inside. A rate is **saturated** when the window
+``A`` be the first arrival, ``L`` the last arrival, ``F`` the first finish (the first
+request's last chunk) and ``M`` the median finish (when half of the requests had finished).
+If some request finished before the last arrival (``F < L``) the window is ``[F, L]``: the
+server has left its empty start behind (one request's whole life has passed) and the
+offered load is still arriving. Otherwise (every request arrived before any finished, as at
+the ``max`` rate where all arrive at once) the window is ``[A, M]``: at least half of the
+load is inside the server all along (the first finish would do too, but one request that
+ends at once, at end of sequence, would leave a window of a single token). The tail after
+the last arrival (the server draining what it holds) is never counted: its length says how
+much work was queued, not how fast it is done. Output tokens count when their chunk arrived
+inside the window (a chunk carrying several tokens counts each of them at its time), so a
+request that straddles an edge contributes only what it produced inside. A rate is **saturated** when the window
 throughput is below ``SATURATION_FRACTION`` of the offered token rate: the realised arrival
 rate (``(n - 1) / (L - A)``) times the mean output tokens of the finished requests.
 """
@@ -134,7 +136,9 @@ def window(planned: Sequence[Planned], outcomes: Sequence[Outcome]) -> tuple[flo
     first_finish = min(finishes)
     if first_finish < last_arrival:
         return first_finish, last_arrival
-    return first_arrival, first_finish
+    ordered = sorted(finishes)  # failed requests never finish: at most the last finish
+    median_finish = ordered[min(len(ordered), (len(outcomes) + 1) // 2) - 1]
+    return first_arrival, median_finish
 
 
 def _tokens_in(outcome: Outcome, start: float, end: float) -> float:

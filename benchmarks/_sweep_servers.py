@@ -203,6 +203,8 @@ def _llama_cpp_server(path: Path, file_bytes: int, threads: int) -> Server | tup
             "--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
             "--n_threads", str(threads), "--n_threads_batch", str(threads),
             "--n_ctx", "2048", "--verbose", "False",
+            # By default a new request cuts the running stream short: never in a benchmark.
+            "--interrupt_requests", "False",
         ],
         file_bytes,
         "GGUF as stored",

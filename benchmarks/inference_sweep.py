@@ -25,7 +25,7 @@ fresh for its run and stopped after it, so no other server runs beside a measure
 
 Reported: per rate and contender, output tok/s **over the measurement window** (see
 ``_sweep_core``: ``[first finish, last arrival]`` once a request has finished before the
-last arrival, else ``[first arrival, first finish]``; the draining tail is never counted),
+last arrival, else ``[first arrival, median finish]``; the draining tail is never counted),
 the offered tok/s, TTFT and TPOT p50/p99, requests and failures (with the first error); the
 saturation point per contender (the first rate whose window throughput falls below 90% of
 what was offered); and a batch-1 decode roofline: the machine's read and copy bandwidth
@@ -258,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
     raw = {
         "method": {
             "window": "[first finish, last arrival] if first finish < last arrival, "
-            "else [first arrival, first finish]",
+            "else [first arrival, median finish]",
             "throughput": "output tokens whose chunk arrived inside the window / window length",
             "saturated": "window throughput below 90% of realised arrival rate x mean output",
             "threads": args.threads,

@@ -54,16 +54,17 @@ def test_poisson_window_leaves_out_the_empty_start_and_the_draining_tail() -> No
     assert row.throughput_tok_s != 11 / 30
 
 
-def test_all_at_once_window_runs_to_the_first_finish() -> None:
+def test_all_at_once_window_runs_to_the_median_finish() -> None:
     planned = plan_arrivals([("p", 4)] * 3, MAX_RATE, seed=0)
     assert [p.arrival_s for p in planned] == [0.0, 0.0, 0.0]
     outcomes = [
-        _outcome(0, 0.0, [1.0, 2.0]),
+        _outcome(0, 0.0, [0.5]),  # ends at once (end of sequence): not the window's end
         _outcome(1, 0.0, [1.0, 2.0, 3.0, 4.0]),
         _outcome(2, 0.0, [1.0, 2.0, 3.0], tokens=6),  # two tokens a chunk
     ]
     row = rate_row("x", MAX_RATE, planned, outcomes)
-    assert (row.window_s, row.window_tokens) == (2.0, 2 + 2 + 4)
+    assert (row.window_start_s, row.window_s) == (0.0, 3.0)  # two of three have finished
+    assert row.window_tokens == 1 + 3 + 6
     assert math.isinf(row.offered_tok_s) and row.saturated
 
 
@@ -133,7 +134,7 @@ def test_quick_mode_against_the_tiny_model(tmp_path: Path) -> None:
     assert row["rate"] == "4/s" and row["requests"] == 4 and row["failures"] == 0
     planned = plan_arrivals(plan_requests(4, 0, (4, 12), (4, 12)), 4.0, seed=0)
     start, end = row["window_start_s"], row["window_start_s"] + row["window_s"]
-    # Either [first finish, last arrival] or [first arrival, first finish]: never the tail.
+    # Either [first finish, last arrival] or [first arrival, median finish]: never the tail.
     assert end == pytest.approx(planned[-1].arrival_s) or start == 0.0
     assert row["window_s"] > 0
     assert row["throughput_tok_s"] == pytest.approx(row["window_tokens"] / row["window_s"])
