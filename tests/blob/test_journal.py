@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,9 +234,14 @@ def test_a_journal_cut_at_any_byte_shows_exactly_the_complete_operations(tmp_pat
         torn = next(n for n, end in enumerate(ends) if end > cut)  # the record being written
         crashed = tmp_path / f"cut-{cut}"
         shutil.copytree(snapshots[torn - 1], crashed)
+        written_ns = time.time_ns() - 1_000_000_000  # leftovers predate the reopen
         for path in _shard_files(snapshots[torn]) - _shard_files(crashed):
             (crashed / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(snapshots[torn] / path, crashed / path)
+            # A copy is stamped now; in the same millisecond as the reopen it would be too
+            # young for a zero grace period (orphans are collected if written *before* it),
+            # which a fresh-clone run once hit.
+            os.utime(crashed / path, ns=(written_ns, written_ns))
         segment = _segment(crashed) if torn > 1 else None
         if segment is None:  # the journal's first record was torn: its file may not exist
             segment = crashed / "journal" / "journal-000001" / "00000000000000000000.log"
