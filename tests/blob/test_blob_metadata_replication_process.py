@@ -283,9 +283,19 @@ def test_a_multipart_upload_spans_the_nodes(tmp_path: Path) -> None:
                 },
             )
             for name in NODES:
-                reply = clients[name].get_object(Bucket="photos", Key="big")
-                assert reply["Body"].read() == first + last, name
-                assert (reply["ContentType"], reply["Metadata"]) == ("video/mp4", {"take": "2"})
+                # Known gap (docs/blob.md): a node that has not yet received a part's record
+                # cannot apply the completion it fetches from a peer, and answers NoSuchKey
+                # until its next sync (seen once in a loaded fresh-clone run). So each node
+                # is read until it serves the object, within the deadline.
+                def whole(name: str = name) -> None:
+                    reply = clients[name].get_object(Bucket="photos", Key="big")
+                    assert reply["Body"].read() == first + last, name
+                    assert (reply["ContentType"], reply["Metadata"]) == (
+                        "video/mp4",
+                        {"take": "2"},
+                    )
+
+                _eventually(whole, f"the completed object on {name}")
 
                 def no_upload(name: str = name) -> None:
                     listing = clients[name].list_multipart_uploads(Bucket="photos")
