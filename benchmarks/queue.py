@@ -58,6 +58,27 @@ CONCURRENCY = 32  # callers in every workload
 RECEIVE_WAIT_S = 1.0  # how long every contender's receive waits for a job
 
 
+async def queue_api_ready(state: dict[str, Any]) -> None:
+    """A contender driven through the ``Queue`` API (``state["q"]``) is ready when it can
+    receive from ``jobs``."""
+    await state["q"].receive("jobs", max_messages=1, wait_ms=0)
+
+
+def queue_api_op(cycle: bool) -> Any:
+    """One operation through the ``Queue`` API in ``state["q"]``: a send, and with ``cycle``
+    a receive and an ack too. The one-node, replicated and NATS-adapter rows share it."""
+
+    async def op(state: dict[str, Any], i: int) -> None:
+        queue = state["q"]
+        await queue.send("jobs", BODY)
+        if cycle:
+            wait_ms = int(RECEIVE_WAIT_S * 1000)
+            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
+                await queue.ack("jobs", message.receipt)
+
+    return op
+
+
 def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
     async def setup() -> dict[str, Any]:
         from blocks.queue.client import connect
@@ -75,16 +96,7 @@ def blocks_contender(name: str, fsync: str, cycle: bool) -> Contender:
             raise
         return state
 
-    async def ready(state: dict[str, Any]) -> None:
-        await state["q"].receive("jobs", max_messages=1, wait_ms=0)
-
-    async def op(state: dict[str, Any], i: int) -> None:
-        queue = state["q"]
-        await queue.send("jobs", BODY)
-        if cycle:
-            wait_ms = int(RECEIVE_WAIT_S * 1000)
-            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
-                await queue.ack("jobs", message.receipt)
+    ready, op = queue_api_ready, queue_api_op(cycle)
 
     async def teardown(state: dict[str, Any]) -> None:
         try:
@@ -216,16 +228,7 @@ def nats_adapter_contender(cycle: bool) -> Contender:
             raise
         return state
 
-    async def ready(state: dict[str, Any]) -> None:
-        await state["q"].receive("jobs", max_messages=1, wait_ms=0)
-
-    async def op(state: dict[str, Any], i: int) -> None:
-        queue = state["q"]
-        await queue.send("jobs", BODY)
-        if cycle:
-            wait_ms = int(RECEIVE_WAIT_S * 1000)
-            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
-                await queue.ack("jobs", message.receipt)
+    ready, op = queue_api_ready, queue_api_op(cycle)
 
     async def teardown(state: dict[str, Any]) -> None:
         try:

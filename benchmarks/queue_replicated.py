@@ -50,10 +50,9 @@ from benchmarks.peers import (
     start_redis_server,
     stop_process,
 )
+from benchmarks.queue import BODY, RECEIVE_WAIT_S, queue_api_op, queue_api_ready
 
-BODY = b"j" * 100
 CONCURRENCY = 16  # callers in every workload, every contender
-RECEIVE_WAIT_S = 1.0  # how long every contender's receive waits for a job
 NODES = ["q1", "q2", "q3"]
 CLUSTER_READY_S = 60.0  # a cluster elects its leaders within this, or the row is skipped
 BASELINE = "nats-jetstream-r3"
@@ -79,16 +78,7 @@ def blocks_contender(cycle: bool) -> Contender:
             raise
         return state
 
-    async def ready(state: dict[str, Any]) -> None:
-        await state["q"].receive("jobs", max_messages=1, wait_ms=0)
-
-    async def op(state: dict[str, Any], i: int) -> None:
-        queue = state["q"]
-        await queue.send("jobs", BODY)
-        if cycle:
-            wait_ms = int(RECEIVE_WAIT_S * 1000)
-            for message in await queue.receive("jobs", max_messages=1, wait_ms=wait_ms):
-                await queue.ack("jobs", message.receipt)
+    ready, op = queue_api_ready, queue_api_op(cycle)
 
     async def teardown(state: dict[str, Any]) -> None:
         try:
