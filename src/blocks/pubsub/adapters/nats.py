@@ -8,7 +8,8 @@ and **offset = stream sequence - 1**. A topic is the set of its partition stream
 partition count is written in stream 0's description. Retention (``max_age``/``max_bytes``)
 removes the oldest messages and leaves later sequences unchanged, as the API asks.
 
-``produce`` publishes with a publish acknowledgement (file storage: the ack means stored) and
+``produce`` publishes with a publish acknowledgement (file storage: the ack means stored; publishing
+lives in ``nats_publish.JetStreamPublisher``) and
 a ``Nats-Msg-Id`` of ``<producer id>:<partition>:<sequence>``; a timed-out publish is retried
 with the same id (at most ``PUBLISH_ATTEMPTS_MAX``), so JetStream's duplicate window drops the
 copy and answers with the original sequence: the idempotent producer. ``fetch`` reads by
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -46,11 +46,15 @@ from blocks.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Timeout,
-    Unavailable,
 )
 from blocks.core.hashing import key_hash
 from blocks.core.natscall import connect_nats, nats_call
+from blocks.pubsub.adapters.nats_publish import (
+    KEY_HEADER,
+    TIMESTAMP_HEADER,
+    JetStreamPublisher,
+    check_record,
+)
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
@@ -75,14 +79,8 @@ PARTITIONS_MAX = 256
 FETCH_MAX_MESSAGES = 1_000
 WAIT_MS_MAX = 60_000
 WAIT_POLL_S = 0.02
-PUBLISH_ATTEMPTS_MAX = 3
 COMMIT_ATTEMPTS_MAX = 16
 REQUEST_TIMEOUT_S = 5.0
-TIMESTAMP_HEADER = "Blocks-Timestamp-Ms"
-EXPECTED_LAST_SEQUENCE = "Nats-Expected-Last-Sequence"
-EXPECTED_LAST_MSG_ID = "Nats-Expected-Last-Msg-Id"
-MSG_ID = "Nats-Msg-Id"
-KEY_HEADER = "Blocks-Key"
 COMMITS_BUCKET = "commits"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DESCRIPTION = re.compile(r"^blocks topic partitions=(\d+)$")
@@ -122,15 +120,12 @@ class NatsPubSub:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._groups = GroupCoordinator(session_timeout_ms)
         self._owns_client = owns_client
-        self._producer_id = uuid.uuid4().hex[:16]
-        self._sequences: dict[tuple[str, int], itertools.count[int]] = {}
         self._round_robin = itertools.count()
         self._partitions: dict[str, int] = {}  # cache: a topic's count never changes
-        # one batch at a time per partition from this adapter: two of ours pipelined together
-        # would break each other's conditions and both fall back to record by record
-        # (at most one lock per partition of a topic this adapter wrote a batch to)
-        self._batch_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._kv: KeyValue | None = None
+        self._publisher = JetStreamPublisher(
+            client, self._js, self._clock, stream=self._stream, subject=self._subject
+        )
 
     @classmethod
     async def open(cls, url: str, **kwargs: Any) -> NatsPubSub:
@@ -235,112 +230,20 @@ class NatsPubSub:
                 raise InvalidArgument("a key is bytes or None")
             partition = next(self._round_robin) % count if key is None else key_hash(key) % count
         await self._check_partition(topic, partition)
-        return partition, await self._publish(topic, partition, key, value)
+        return partition, await self._publisher.publish(topic, partition, key, value)
 
     async def produce_batch(
         self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
     ) -> int:
         """Publish the records in order; return the first offset. Not atomic on JetStream: a
-        failure midway leaves a prefix stored (docs/adapters.md).
-
-        The records are pipelined: one ``stream_info`` for the partition's last sequence, then
-        every publish sent at once, then every ack awaited. Each publish carries a condition
-        that keeps the batch whole and in order: the first, ``Nats-Expected-Last-Sequence``
-        (the partition's last sequence); each later one, ``Nats-Expected-Last-Msg-Id`` (the
-        previous record's id). A record JetStream did not store, or a record of another
-        producer in between, makes every later one fail, so what is stored is always a
-        prefix of the batch, contiguous. This adapter's own batches to one partition take
-        turns, so they never break each other's conditions. What is left (a lost record, or
-        another producer that appended meanwhile) is
-        published one record at a time, with the same message ids, so a record stored whose
-        ack was lost is not stored twice.
-        """
+        failure midway leaves a prefix stored (docs/adapters.md); how the batch is pipelined
+        and kept whole is ``JetStreamPublisher.publish_batch``."""
         await self._check_partition(topic, partition)
         if not entries:
             raise InvalidArgument("a batch holds at least one record")
         for key, value in entries:
-            _check_record(key, value)
-        lock = self._batch_locks.setdefault((topic, partition), asyncio.Lock())
-        async with lock:
-            return await self._produce_batch(topic, partition, entries)
-
-    async def _produce_batch(
-        self, topic: str, partition: int, entries: list[tuple[bytes | None, bytes]]
-    ) -> int:
-        info = await self._call(self._js.stream_info(self._stream(topic, partition)), "produce")
-        last = int(info.state.last_seq)
-        headers = [self._headers(topic, partition, key) for key, _ in entries]
-        subject = self._subject(topic, partition)
-        pending = []
-        for index, (_, value) in enumerate(entries):
-            if index == 0:
-                condition = {EXPECTED_LAST_SEQUENCE: str(last)}
-            else:
-                condition = {EXPECTED_LAST_MSG_ID: headers[index - 1][MSG_ID]}
-            pipelined = {**headers[index], **condition}
-            publish = self._js.publish_async(subject, value, headers=pipelined)
-            pending.append(await self._call(publish, "produce"))
-        # one wait for every ack (not a wait_for task per record: 100 tasks a batch cost more
-        # than the publishes); an ack not in by then counts as lost
-        if pending:
-            await asyncio.wait(pending, timeout=REQUEST_TIMEOUT_S)
-        stored = 0
-        for ack_future in pending:
-            if not ack_future.done():
-                ack_future.cancel()
-                break
-            if ack_future.cancelled() or ack_future.exception() is not None:
-                break
-            if ack_future.result().seq != last + stored + 1:
-                break
-            stored += 1
-        for ack_future in pending[stored:]:
-            if ack_future.done() and not ack_future.cancelled():
-                ack_future.exception()  # retrieved: no "never retrieved" warning
-            else:
-                ack_future.cancel()
-        first = last if stored else None
-        for index in range(stored, len(entries)):
-            key, value = entries[index]
-            offset = await self._publish(topic, partition, key, value, headers[index])
-            first = offset if first is None else first
-        assert first is not None
-        return first
-
-    def _headers(self, topic: str, partition: int, key: bytes | None) -> dict[str, str]:
-        counter = self._sequences.setdefault((topic, partition), itertools.count())
-        headers = {
-            MSG_ID: f"{self._producer_id}:{partition}:{next(counter)}",
-            TIMESTAMP_HEADER: str(self._clock.now_ms()),
-        }
-        if key is not None:
-            headers[KEY_HEADER] = key.hex()
-        return headers
-
-    async def _publish(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes,
-        headers: dict[str, str] | None = None,
-    ) -> int:
-        _check_record(key, value)
-        if headers is None:
-            headers = self._headers(topic, partition, key)
-        subject = self._subject(topic, partition)
-        for attempt in range(PUBLISH_ATTEMPTS_MAX):
-            try:
-                ack = await self._call(self._js.publish(subject, value, headers=headers), "produce")
-                return int(ack.seq) - 1
-            except Timeout:
-                if attempt == PUBLISH_ATTEMPTS_MAX - 1:
-                    raise
-            except Unavailable:
-                # No responders while connected: the partition's stream may be gone.
-                await self._call(self._js.stream_info(self._stream(topic, partition)), "produce")
-                raise
-        raise AssertionError("unreachable")
+            check_record(key, value)
+        return await self._publisher.publish_batch(topic, partition, entries)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -473,10 +376,3 @@ class NatsPubSub:
     async def close(self) -> None:
         if self._owns_client and not self._nc.is_closed:
             await self._nc.close()
-
-
-def _check_record(key: object, value: object) -> None:
-    if not isinstance(value, bytes):
-        raise InvalidArgument("a value is bytes")
-    if key is not None and not isinstance(key, bytes):
-        raise InvalidArgument("a key is bytes or None")
