@@ -23,8 +23,8 @@ misses for the keys that moved, never a value older than the move, never an erro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from blocks.cache.client import CacheClient
 from blocks.cache.cluster import ClusterClient
@@ -35,6 +35,8 @@ from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument,
 __all__ = ["REFRESH_INTERVAL_S", "MemberCluster"]
 
 REFRESH_INTERVAL_S = 1.0
+
+T = TypeVar("T")
 
 
 class _ViewedNode:
@@ -142,41 +144,36 @@ class MemberCluster:
         assert self._cluster is not None
         return self._cluster
 
-    async def get(self, key: str) -> Any:
-        """The cached value, or ``None`` (a miss, also while the membership settles)."""
+    async def _in_view(
+        self, call: Callable[[ClusterClient], Awaitable[T]]
+    ) -> tuple[bool, T | None]:
+        """Run ``call`` on the current placement; on a stale view refresh and try once more.
+        ``(False, None)`` when the views still disagree."""
         for attempt in range(2):
             cluster = await self._ready()
             try:
-                return await cluster.get(key)
+                return True, await call(cluster)
             except FailedPrecondition:
                 self.stale_answers += 1
                 if attempt == 0:
                     self._refreshed_at = float("-inf")
-        return None
+        return False, None
+
+    async def get(self, key: str) -> Any:
+        """The cached value, or ``None`` (a miss, also while the membership settles)."""
+        _, value = await self._in_view(lambda cluster: cluster.get(key))
+        return value
 
     async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store on the key's holders; dropped (as a cache may) while views disagree."""
-        for attempt in range(2):
-            cluster = await self._ready()
-            try:
-                await cluster.put(key, value, ttl)
-                return
-            except FailedPrecondition:
-                self.stale_answers += 1
-                if attempt == 0:
-                    self._refreshed_at = float("-inf")
+        await self._in_view(lambda cluster: cluster.put(key, value, ttl))
 
     async def delete(self, key: str) -> bool:
         """Remove the key from its holders; raises ``Unavailable`` if the views disagree."""
-        for attempt in range(2):
-            cluster = await self._ready()
-            try:
-                return await cluster.delete(key)
-            except FailedPrecondition:
-                self.stale_answers += 1
-                if attempt == 0:
-                    self._refreshed_at = float("-inf")
-        raise Unavailable(f"could not delete {key!r}: the cluster's membership is moving")
+        done, deleted = await self._in_view(lambda cluster: cluster.delete(key))
+        if not done:
+            raise Unavailable(f"could not delete {key!r}: the cluster's membership is moving")
+        return bool(deleted)
 
     async def close(self) -> None:
         for client in self._clients.values():
