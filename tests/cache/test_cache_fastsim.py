@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.cache import TinyLfuPolicy
 from blocks.cache.fastsim import tinylfu_hit_count
 from blocks.cache.sketch import FrequencySketch
+from blocks.cache.traces import load_trace
 from blocks.cache.workloads import loop_trace, recency_trace, zipf_with_scans
 
 
@@ -89,3 +92,27 @@ KEYS = st.one_of(st.integers(-(1 << 70), 1 << 70), st.text(max_size=6), st.binar
 def test_slots_many_is_slots_of_each_key(capacity: int, keys: list[Hashable]) -> None:
     sketch = FrequencySketch(capacity)
     assert sketch.slots_many(keys) == [sketch.slots(key) for key in keys]
+
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+REAL = [("loop", 1000), ("multi2", 284), ("sprite", 354)]
+
+
+@pytest.mark.skipif(not TRACES.is_dir(), reason=f"{TRACES} is absent (shared traces not here)")
+@pytest.mark.parametrize(("name", "size"), REAL)
+def test_fast_path_agrees_request_by_request_on_real_traces(name: str, size: int) -> None:
+    """On the first 12,000 requests of a real trace: the fast path fed one request at a time
+    for 400 requests (each hit or miss compared), then in chunks of 97 (hits and the whole
+    state compared at each chunk's end, so every sample end and aging in between is crossed)."""
+    path = TRACES / f"{name}.lirs.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    trace = list(load_trace(path))[:12_000]
+    fast, slow = pair(size)
+    for key in trace[:400]:
+        assert tinylfu_hit_count(fast, [key]) == int(slow.request(key))
+    assert state(fast) == state(slow)
+    for start in range(400, len(trace), 97):
+        chunk = trace[start : start + 97]
+        assert tinylfu_hit_count(fast, chunk) == sum(slow.request(key) for key in chunk)
+        assert state(fast) == state(slow)
