@@ -90,6 +90,7 @@ def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessClus
         background = asyncio.create_task(load.run())
         async with client, loader:
             assert client.members == ["n1", "n2", "n3"]
+            assert client.data_path_nodes == ["n1", "n2", "n3"]  # data calls on the TCP path
             for i, key in enumerate(KEYS):
                 await client.put(key, i)
             assert [await client.get(key) for key in KEYS] == list(range(len(KEYS)))
@@ -103,6 +104,7 @@ def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessClus
             assert 0.1 < len(moved) / len(KEYS) < 0.45
             after_join = {k: await client.get(k) for k in KEYS}
             assert client.members == ["n1", "n2", "n3", "n4"]
+            assert client.data_path_nodes == ["n1", "n2", "n3", "n4"]
             for i, key in enumerate(KEYS):
                 assert after_join[key] == (None if key in moved else i), key
 
@@ -124,6 +126,7 @@ def test_join_leave_and_crash_move_keys_without_stale_reads(cluster: ProcessClus
             for key in KEYS:
                 await client.put(key, f"v-{key}")
             assert client.members == ["n1", "n3"]
+            assert client.data_path_nodes == ["n1", "n3"]  # nothing held open to departed nodes
             assert [await client.get(k) for k in KEYS] == [f"v-{k}" for k in KEYS]
 
             load.stop.set()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62locks/cache/cache.proto\x12\x0c\x62locks.cache\"*\n\nKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07view_id\x18\x02 \x01(\x04\"(\n\x08GetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\"X\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\x0f\n\x07view_id\x18\x05 \x01(\x04\"\n\n\x08PutReply\"\x1e\n\x0b\x44\x65leteReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\"\x92\x01\n\nStatsReply\x12\x0c\n\x04hits\x18\x01 \x01(\x04\x12\x0e\n\x06misses\x18\x02 \x01(\x04\x12\x11\n\tevictions\x18\x03 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06weight\x18\x06 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x04\x12\x0e\n\x06policy\x18\x08 \x01(\t\"e\n\x0cMemberRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x11\n\theartbeat\x18\x05 \x01(\x04\"M\n\rGossipMessage\x12+\n\x07members\x18\x01 \x03(\x0b\x32\x1a.blocks.cache.MemberRecord\x12\x0f\n\x07view_id\x18\x02 \x01(\x04\"\x10\n\x0eMembersRequest2\x81\x03\n\x05\x43\x61\x63he\x12\x37\n\x03Get\x12\x18.blocks.cache.KeyRequest\x1a\x16.blocks.cache.GetReply\x12\x37\n\x03Put\x12\x18.blocks.cache.PutRequest\x1a\x16.blocks.cache.PutReply\x12=\n\x06\x44\x65lete\x12\x18.blocks.cache.KeyRequest\x1a\x19.blocks.cache.DeleteReply\x12=\n\x05Stats\x12\x1a.blocks.cache.StatsRequest\x1a\x18.blocks.cache.StatsReply\x12\x42\n\x06Gossip\x12\x1b.blocks.cache.GossipMessage\x1a\x1b.blocks.cache.GossipMessage\x12\x44\n\x07Members\x12\x1c.blocks.cache.MembersRequest\x1a\x1b.blocks.cache.GossipMessageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62locks/cache/cache.proto\x12\x0c\x62locks.cache\"*\n\nKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07view_id\x18\x02 \x01(\x04\"(\n\x08GetReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\"X\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\x12\x0e\n\x06weight\x18\x04 \x01(\r\x12\x0f\n\x07view_id\x18\x05 \x01(\x04\"\n\n\x08PutReply\"\x1e\n\x0b\x44\x65leteReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\"\x92\x01\n\nStatsReply\x12\x0c\n\x04hits\x18\x01 \x01(\x04\x12\x0e\n\x06misses\x18\x02 \x01(\x04\x12\x11\n\tevictions\x18\x03 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x0e\n\x06weight\x18\x06 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x04\x12\x0e\n\x06policy\x18\x08 \x01(\t\"{\n\x0cMemberRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x11\n\theartbeat\x18\x05 \x01(\x04\x12\x14\n\x0c\x64\x61ta_address\x18\x06 \x01(\t\"M\n\rGossipMessage\x12+\n\x07members\x18\x01 \x03(\x0b\x32\x1a.blocks.cache.MemberRecord\x12\x0f\n\x07view_id\x18\x02 \x01(\x04\"\x10\n\x0eMembersRequest2\x81\x03\n\x05\x43\x61\x63he\x12\x37\n\x03Get\x12\x18.blocks.cache.KeyRequest\x1a\x16.blocks.cache.GetReply\x12\x37\n\x03Put\x12\x18.blocks.cache.PutRequest\x1a\x16.blocks.cache.PutReply\x12=\n\x06\x44\x65lete\x12\x18.blocks.cache.KeyRequest\x1a\x19.blocks.cache.DeleteReply\x12=\n\x05Stats\x12\x1a.blocks.cache.StatsRequest\x1a\x18.blocks.cache.StatsReply\x12\x42\n\x06Gossip\x12\x1b.blocks.cache.GossipMessage\x1a\x1b.blocks.cache.GossipMessage\x12\x44\n\x07Members\x12\x1c.blocks.cache.MembersRequest\x1a\x1b.blocks.cache.GossipMessageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,11 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATSREPLY']._serialized_start=279
   _globals['_STATSREPLY']._serialized_end=425
   _globals['_MEMBERRECORD']._serialized_start=427
-  _globals['_MEMBERRECORD']._serialized_end=528
-  _globals['_GOSSIPMESSAGE']._serialized_start=530
-  _globals['_GOSSIPMESSAGE']._serialized_end=607
-  _globals['_MEMBERSREQUEST']._serialized_start=609
-  _globals['_MEMBERSREQUEST']._serialized_end=625
-  _globals['_CACHE']._serialized_start=628
-  _globals['_CACHE']._serialized_end=1013
+  _globals['_MEMBERRECORD']._serialized_end=550
+  _globals['_GOSSIPMESSAGE']._serialized_start=552
+  _globals['_GOSSIPMESSAGE']._serialized_end=629
+  _globals['_MEMBERSREQUEST']._serialized_start=631
+  _globals['_MEMBERSREQUEST']._serialized_end=647
+  _globals['_CACHE']._serialized_start=650
+  _globals['_CACHE']._serialized_end=1035
 # @@protoc_insertion_point(module_scope)

@@ -71,18 +71,20 @@ class StatsReply(_message.Message):
     def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., size: _Optional[int] = ..., weight: _Optional[int] = ..., capacity: _Optional[int] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class MemberRecord(_message.Message):
-    __slots__ = ("name", "address", "incarnation", "status", "heartbeat")
+    __slots__ = ("name", "address", "incarnation", "status", "heartbeat", "data_address")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     incarnation: int
     status: int
     heartbeat: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., status: _Optional[int] = ..., heartbeat: _Optional[int] = ...) -> None: ...
+    data_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., incarnation: _Optional[int] = ..., status: _Optional[int] = ..., heartbeat: _Optional[int] = ..., data_address: _Optional[str] = ...) -> None: ...
 
 class GossipMessage(_message.Message):
     __slots__ = ("members", "view_id")

@@ -108,6 +108,17 @@ def _register_node_commands(commands: Any) -> None:
         "--peer", action="append", default=[], metavar="HOST:PORT", help="a seed node to join"
     )
     cluster.add_argument("--advertise", default=None, metavar="HOST:PORT", help="address peers use")
+    data = serve.add_argument_group("data path (docs/cache.md, 'The data path')")
+    data.add_argument(
+        "--data-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="framed-TCP data path (default: the --listen host, any free port)",
+    )
+    data.add_argument("--no-data-path", action="store_true", help="serve data calls on gRPC only")
+    data.add_argument(
+        "--data-connections-max", type=int, default=1024, help="data-path connections held"
+    )
     serve.set_defaults(func=_serve)
 
     get = _verb(commands, "get", "read a key from a node")
@@ -191,11 +202,18 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from blocks.cache.service import build_server
+    from blocks.cli_server import parse_host_port
 
     options = server_options(args)
+    data_host: str | None = None
+    data_port: int | None = 0
+    if args.data_listen is not None:
+        data_host, data_port = parse_host_port(args.data_listen, "--data-listen")
+    if args.no_data_path or options.tls_cert is not None:
+        data_port = None  # the data path speaks plaintext only: a TLS node keeps data on gRPC
 
     async def main() -> None:
-        server, _ = build_server(
+        server, service = build_server(
             capacity=args.capacity,
             policy=args.policy,
             by_bytes=args.by_bytes,
@@ -205,13 +223,19 @@ def _serve(args: argparse.Namespace) -> int:
             name=args.name,
             peers=tuple(args.peer),
             advertise=args.advertise,
+            data_host=data_host,
+            data_port=data_port,
+            data_connections_max=args.data_connections_max,
         )
         options.configure(server)
         await server.start()
+        data_address = service.data.advertised if service.data is not None else None
         announce(
             options,
-            f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}",
+            f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}"
+            f" (data path: {data_address or 'off'})",
             address=server.address,
+            data_address=data_address,
             metrics_port=server.metrics_port,
             policy=args.policy,
             capacity=args.capacity,

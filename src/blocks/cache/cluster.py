@@ -217,6 +217,37 @@ class ClusterClient:
             return None
         return None if data is None else unpack(data)
 
+    async def get_many(self, keys: list[str]) -> list[Any]:
+        """The values of ``keys`` in order, ``None`` for each miss: one call per owner (a node
+        with ``get_many`` answers its keys at once), all owners at once. Reads owners only
+        (no hot-key replicas); a failed node's keys are misses, as in ``get``."""
+        by_owner: dict[str, list[int]] = {}
+        for position, key in enumerate(keys):
+            check_key(key)
+            owner = self.owner(key)
+            if owner is None:
+                self.misses_from_failures += 1
+            else:
+                by_owner.setdefault(owner, []).append(position)
+        values: list[Any] = [None] * len(keys)
+
+        async def read(name: str, positions: list[int]) -> None:
+            wanted = [keys[p] for p in positions]
+            if hasattr(self._nodes[name], "get_many"):
+                data = await self._call(name, "get_many", wanted)
+            else:
+                data = [await self._call(name, "get", key) for key in wanted]
+            if data is _FAILED:
+                data = [_FAILED] * len(wanted)
+            for position, item in zip(positions, data, strict=True):
+                if item is _FAILED:
+                    self.misses_from_failures += 1
+                elif item is not None:
+                    values[position] = unpack(item)
+
+        await asyncio.gather(*(read(name, group) for name, group in by_owner.items()))
+        return values
+
     async def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store on the owner (and on every replica while the key is hot); best effort."""
         check_key(key)

@@ -2,10 +2,14 @@
 
 Theory of operation
 -------------------
-The client asks a node for its membership table (``Members``), builds the view (the live
-members and their ``view_id``, ``blocks.cache.membership.View``) and places keys with the
-same ring the nodes use (``ClusterClient``'s ``"ring"`` placement over node names). Every
-data call carries the view id. A node whose view differs answers ``FAILED_PRECONDITION``
+The client asks a node for its membership table (``Members``, on gRPC), builds the view (the
+live members and their ``view_id``, ``blocks.cache.membership.View``) and places keys with
+the same ring the nodes use (``ClusterClient``'s ``"ring"`` placement over node names). Data
+calls go over each node's framed-TCP data path (``blocks.cache.datapath``: one connection
+per node, every call pipelined on it) when its member record announces one, else over gRPC
+(``data_path=False`` forces gRPC). A node that leaves the view has its connection closed:
+nothing is sent to it after the client adopts the view without it. Every data call carries
+the view id. A node whose view differs answers ``FAILED_PRECONDITION``
 (``StaleView``); the client then refreshes its view and tries once more. If the views still
 differ (gossip has not settled yet) a ``get`` is a miss and a ``put`` is dropped: a cache may
 forget, but it never answers from a view it does not share. A ``delete`` that cannot reach
@@ -28,7 +32,8 @@ from typing import Any, TypeVar
 
 from blocks.cache.client import CacheClient
 from blocks.cache.cluster import ClusterClient
-from blocks.cache.membership import Status, View
+from blocks.cache.datapath import DataNode
+from blocks.cache.membership import Member, Status, View
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument, Unavailable
 
@@ -40,11 +45,17 @@ T = TypeVar("T")
 
 
 class _ViewedNode:
-    """One node as ``ClusterClient`` sees it, every call stamped with the current view."""
+    """One node as ``ClusterClient`` sees it, every call stamped with the current view:
+    through the node's TCP data path (``DataNode``) when it announces one, else gRPC."""
 
-    def __init__(self, client: CacheClient, owner: MemberCluster) -> None:
+    def __init__(self, client: CacheClient | DataNode, owner: MemberCluster) -> None:
         self.client = client
         self._owner = owner
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if isinstance(self.client, DataNode):
+            return await self.client.get_many(keys, view_id=self._owner.view.view_id)
+        return [await self.get(key) for key in keys]
 
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(key, view_id=self._owner.view.view_id)
@@ -67,6 +78,7 @@ class MemberCluster:
         timeout_s: float = 1.0,
         refresh_interval_s: float = REFRESH_INTERVAL_S,
         clock: Clock | None = None,
+        data_path: bool = True,
         **cluster_options: Any,
     ) -> None:
         if not seeds:
@@ -80,6 +92,8 @@ class MemberCluster:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._cluster_options = cluster_options
         self._clients: dict[str, CacheClient] = {}  # address -> client
+        self._use_data_path = data_path
+        self._data_nodes: dict[str, DataNode] = {}  # name -> client of its data path
         self._cluster: ClusterClient | None = None
         self.view = View((), 0)
         self._refreshed_at = float("-inf")
@@ -115,22 +129,49 @@ class MemberCluster:
             except BlocksError as error:
                 errors.append(f"{address}: {error}")
                 continue
-            live = [(m.name, m.address) for m in records if m.status is Status.ALIVE]
+            live = [m for m in records if m.status is Status.ALIVE]
             if live:
-                self._adopt(View.of(live))
+                await self._adopt(live)
                 return self.view
         raise Unavailable("no cache node answered with a membership: " + "; ".join(errors))
 
-    def _adopt(self, view: View) -> None:
+    async def _adopt(self, live: list[Member]) -> None:
+        """Place keys on ``live``; reach each node by its data path when it has one."""
         self.refreshes += 1
-        if view.view_id == self.view.view_id:
+        view = View.of((m.name, m.address) for m in live)
+        data_addresses = {m.name: m.data_address for m in live if self._use_data_path}
+        unchanged = {name: node.address for name, node in self._data_nodes.items()}
+        if view.view_id == self.view.view_id and unchanged == {
+            name: address for name, address in data_addresses.items() if address
+        }:
             return
         self.view = view
-        nodes = {name: _ViewedNode(self._client(address), self) for name, address in view.members}
+        stale = [  # gone from the view, or listening elsewhere now
+            self._data_nodes.pop(name)
+            for name, node in list(self._data_nodes.items())
+            if data_addresses.get(name) != node.address
+        ]
+        nodes = {m.name: _ViewedNode(self._node_client(m), self) for m in live}
         if self._cluster is None:
             self._cluster = ClusterClient(nodes, placement="ring", **self._cluster_options)
         else:
             self._cluster.replace_nodes(nodes)
+        for node in stale:  # after the switch: calls in flight to them fail as Unavailable
+            await node.close()
+
+    def _node_client(self, member: Member) -> CacheClient | DataNode:
+        if not (self._use_data_path and member.data_address):
+            return self._client(member.address)
+        if member.name not in self._data_nodes:
+            self._data_nodes[member.name] = DataNode(
+                member.name, member.data_address, token=self._token, timeout_s=self._timeout_s
+            )
+        return self._data_nodes[member.name]
+
+    @property
+    def data_path_nodes(self) -> list[str]:
+        """The members reached through their TCP data path (the others: gRPC)."""
+        return sorted(self._data_nodes)
 
     async def _ready(self) -> ClusterClient:
         if self._cluster is None or (
@@ -168,6 +209,13 @@ class MemberCluster:
         """Store on the key's holders; dropped (as a cache may) while views disagree."""
         await self._in_view(lambda cluster: cluster.put(key, value, ttl))
 
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys`` in order (``None`` for a miss): one request per node, all
+        nodes at once. All misses while the membership settles."""
+        keys = list(keys)
+        done, values = await self._in_view(lambda cluster: cluster.get_many(keys))
+        return values if done and values is not None else [None] * len(keys)
+
     async def delete(self, key: str) -> bool:
         """Remove the key from its holders; raises ``Unavailable`` if the views disagree."""
         done, deleted = await self._in_view(lambda cluster: cluster.delete(key))
@@ -179,6 +227,9 @@ class MemberCluster:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        for node in self._data_nodes.values():
+            await node.close()
+        self._data_nodes.clear()
 
     async def __aenter__(self) -> MemberCluster:
         return self

@@ -64,6 +64,7 @@ def to_proto(records: Iterable[Member], view_id: int) -> Any:
                 incarnation=m.incarnation,
                 status=int(m.status),
                 heartbeat=m.heartbeat,
+                data_address=m.data_address,
             )
             for m in records
         ],
@@ -79,7 +80,14 @@ def from_proto(message: Any) -> list[Member]:
         except ValueError:
             raise InvalidArgument(f"unknown member status {record.status}") from None
         records.append(
-            Member(record.name, record.address, record.incarnation, status, record.heartbeat)
+            Member(
+                record.name,
+                record.address,
+                record.incarnation,
+                status,
+                record.heartbeat,
+                record.data_address,
+            )
         )
     return records
 

@@ -74,11 +74,16 @@ class StaleView(FailedPrecondition):
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """One node's record. ``data_address`` is where it serves the framed-TCP data path
+    (``blocks.cache.datapath``), fixed for one incarnation; empty when it serves gRPC only.
+    It is not part of the view: placement depends on names and addresses alone."""
+
     name: str
     address: str
     incarnation: int
     status: Status
     heartbeat: int
+    data_address: str = ""
 
     def rank(self) -> tuple[int, int, int]:
         return (self.incarnation, int(self.status), self.heartbeat)
@@ -121,6 +126,9 @@ def _check_member(member: Member) -> None:
     for text in (member.name, member.address):
         if not isinstance(text, str) or not text or len(text.encode()) > NAME_BYTES_MAX:
             raise InvalidArgument(f"member names and addresses are 1..{NAME_BYTES_MAX} bytes")
+    data_address = member.data_address
+    if not isinstance(data_address, str) or len(data_address.encode()) > NAME_BYTES_MAX:
+        raise InvalidArgument(f"data addresses are 0..{NAME_BYTES_MAX} bytes")
     if member.incarnation < 0 or member.heartbeat < 0:
         raise InvalidArgument("incarnation and heartbeat are >= 0")
 
@@ -136,6 +144,7 @@ class MemberTable:
         *,
         dead_after_ms: int = DEAD_AFTER_MS,
         forget_after_ms: int = FORGET_AFTER_MS,
+        data_address: str = "",
     ) -> None:
         if dead_after_ms <= 0 or forget_after_ms <= dead_after_ms:
             raise InvalidArgument("need 0 < dead_after_ms < forget_after_ms")
@@ -143,7 +152,7 @@ class MemberTable:
         self._clock = clock
         self.dead_after_ms = dead_after_ms
         self.forget_after_ms = forget_after_ms
-        me = Member(name, address, max(1, clock.now_ms()), Status.ALIVE, 0)
+        me = Member(name, address, max(1, clock.now_ms()), Status.ALIVE, 0, data_address)
         _check_member(me)
         self._members: dict[str, Member] = {name: me}
         self._heard_ms: dict[str, int] = {name: clock.now_ms()}
@@ -152,6 +161,13 @@ class MemberTable:
     @property
     def me(self) -> Member:
         return self._members[self.name]
+
+    def serve_data_at(self, data_address: str) -> None:
+        """Announce where this node serves its data path (once it is bound, before it gossips:
+        peers take the first record of an incarnation they hear)."""
+        me = replace(self.me, data_address=data_address)
+        _check_member(me)
+        self._members[self.name] = me
 
     def records(self) -> list[Member]:
         return list(self._members.values())

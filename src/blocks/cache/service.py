@@ -23,6 +23,14 @@ import contextlib
 from typing import Any
 
 from blocks.cache import cache_pb2, cache_pb2_grpc
+from blocks.cache.datapath import (
+    DATA_CONNECTIONS_MAX,
+    DATA_FRAME_BYTES_MAX,
+    FRAME_SLACK_BYTES,
+    DataListener,
+    data_limits,
+    parse_address,
+)
 from blocks.cache.gossip import GossipNode, from_proto, to_proto
 from blocks.cache.local import PolicyCache
 from blocks.cache.membership import MemberTable
@@ -71,37 +79,68 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self._policy_name = policy_name
         self._by_bytes = by_bytes
         self._value_bytes_max = value_bytes_max
+        self.data: DataListener | None = None  # the TCP data path, when build_server adds it
+        self.grpc_data_calls = 0  # Get, Put and Delete through gRPC (the data path counts its own)
 
     def _check_view(self, view_id: int) -> None:
         if self.gossip is not None:
             self.gossip.check_view(view_id)
 
+    # -- the data calls, shared by gRPC and the TCP data path (blocks.cache.datapath) ------
+
+    def get_nowait(self, key: str, view_id: int) -> bytes | None:
+        """The value of ``key`` or None; ``StaleView`` under another view."""
+        key = check_key(key)
+        self._check_view(view_id)
+        value: bytes | None = self.cache.get(key)
+        return value
+
+    def get_many_nowait(self, keys: list[str], view_id: int) -> list[bytes | None]:
+        """The values of ``keys`` in order, None for each miss (one view check for all)."""
+        checked = [check_key(key) for key in keys]
+        self._check_view(view_id)
+        return [self.cache.get(key) for key in checked]
+
+    def put_nowait(self, key: str, value: bytes, ttl_s: float, weight: int, view_id: int) -> None:
+        """Store ``value``; ``ttl_s`` 0 means no expiry, ``weight`` 0 the default weight.
+        ``InvalidArgument`` (nothing stored) for a bad key, value, ttl or weight."""
+        key = check_key(key)
+        if not isinstance(value, bytes):
+            raise InvalidArgument("value must be bytes")
+        if len(value) > self._value_bytes_max:
+            raise InvalidArgument(f"value larger than {self._value_bytes_max} bytes")
+        if ttl_s < 0:
+            raise InvalidArgument("ttl_s must be >= 0")
+        if weight < 0:
+            raise InvalidArgument("weight must be >= 0")
+        self._check_view(view_id)
+        weight = weight or 1
+        if self._by_bytes:
+            weight = max(1, len(key.encode()) + len(value))
+        self.cache.put(key, value, ttl=ttl_s or None, weight=weight)
+
+    def delete_nowait(self, key: str, view_id: int) -> bool:
+        key = check_key(key)
+        self._check_view(view_id)
+        return self.cache.delete(key)
+
     async def Get(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
-        key = check_key(request.key)
-        self._check_view(request.view_id)
-        value = self.cache.get(key)
+        self.grpc_data_calls += 1
+        value = self.get_nowait(request.key, request.view_id)
         if value is None:
             return cache_pb2.GetReply(found=False)
         return cache_pb2.GetReply(found=True, value=value)
 
     async def Put(self, request: Any, context: Any) -> Any:
-        key = check_key(request.key)
-        value = bytes(request.value)
-        if len(value) > self._value_bytes_max:
-            raise InvalidArgument(f"value larger than {self._value_bytes_max} bytes")
-        if request.ttl_s < 0:
-            raise InvalidArgument("ttl_s must be >= 0")
-        self._check_view(request.view_id)
-        weight = request.weight or 1
-        if self._by_bytes:
-            weight = max(1, len(key.encode()) + len(value))
-        self.cache.put(key, value, ttl=request.ttl_s or None, weight=weight)
+        self.grpc_data_calls += 1
+        self.put_nowait(
+            request.key, bytes(request.value), request.ttl_s, request.weight, request.view_id
+        )
         return cache_pb2.PutReply()
 
     async def Delete(self, request: Any, context: Any) -> Any:
-        key = check_key(request.key)
-        self._check_view(request.view_id)
-        return cache_pb2.DeleteReply(deleted=self.cache.delete(key))
+        self.grpc_data_calls += 1
+        return cache_pb2.DeleteReply(deleted=self.delete_nowait(request.key, request.view_id))
 
     async def Gossip(self, request: Any, context: Any) -> Any:
         if self.gossip is None:
@@ -161,12 +200,22 @@ def build_server(
     name: str | None = None,
     peers: tuple[str, ...] = (),
     advertise: str | None = None,
+    data_host: str | None = None,
+    data_port: int | None = 0,
+    data_connections_max: int = DATA_CONNECTIONS_MAX,
+    data_frame_bytes_max: int = DATA_FRAME_BYTES_MAX,
 ) -> tuple[Server, CacheService]:
     """A ``Server`` (not yet started) hosting one cache node.
 
     With ``name`` or ``peers`` the node joins a cluster: ``peers`` are seed addresses,
     ``advertise`` the address the others reach this node at (default ``host:port``, so
     ``port`` must then be fixed).
+
+    Every node also serves the framed-TCP data path (``blocks.cache.datapath``) on
+    ``data_host`` (default ``host``) and ``data_port`` (default 0: any free port), holding at
+    most ``data_connections_max`` connections and frames of at most ``data_frame_bytes_max``;
+    a cluster node gossips where it listens (at ``advertise``'s host), so clients find it.
+    ``data_port=None`` turns the data path off (gRPC only).
     """
     if sweep_interval_s <= 0:
         raise InvalidArgument("sweep_interval_s must be > 0")
@@ -180,12 +229,30 @@ def build_server(
         table = MemberTable(name or address, address, clock)
         gossip = GossipNode(table, cache, seeds=peers, token=token)
     service = CacheService(cache, policy_name=policy, by_bytes=by_bytes, gossip=gossip)
+    if data_port is not None:
+        limits = data_limits(
+            frame_bytes_max=data_frame_bytes_max, connections_max=data_connections_max
+        )
+        if limits.frame_bytes_max < VALUE_BYTES_MAX + FRAME_SLACK_BYTES:
+            raise InvalidArgument("data_frame_bytes_max must hold the largest value")
+        service.data = DataListener(
+            service,
+            gossip.table.name if gossip is not None else (name or "cache"),
+            host=data_host or host,
+            port=data_port,
+            token=token,
+            limits=limits,
+            advertise_host=parse_address(advertise)[0] if advertise else None,
+            on_bound=gossip.table.serve_data_at if gossip is not None else None,
+        )
     server = Server(host=host, port=port, token=token, name="cache")
     server.add_service(
         cache_pb2_grpc.add_CacheServicer_to_server, service, health_name="blocks.cache.Cache"
     )
     sweeper = _Sweeper(cache, sweep_interval_s)
     server.add_component(sweeper.start, sweeper.stop, name="ttl-sweeper")
+    if service.data is not None:  # bound before gossip starts, so the first record has it
+        server.add_component(service.data.start, service.data.stop, name="data-path")
     if gossip is not None:
         server.add_component(gossip.start, gossip.stop, name="membership")
         server.add_stopping_hook(gossip.leave, name="leave the cluster")
