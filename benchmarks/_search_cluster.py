@@ -1,0 +1,299 @@
+"""The search benchmark's process part: one process against a coordinator over 4 shard processes.
+
+Three contenders hold the same corpus and answer the same batches of queries:
+
+* ``in-process``: our ``FaissIndex`` in the benchmark's own process (what "single process"
+  means in the goal: no RPC at all);
+* ``one serve process``: ``blocks search serve`` holding everything, called over gRPC;
+* ``coordinator + 4 shards``: four ``serve`` processes holding a quarter each (routed by the
+  coordinator's ring) and a coordinator ``serve --remote-shards``, called over gRPC.
+
+Each setting is a faiss factory string for the whole index and one for a shard, with the
+search parameter each takes: ``Flat`` (exact, where the merged answer must equal brute force)
+and IVF, where a shard holding a quarter of the vectors gets a quarter of the lists and a
+quarter of the probes (rounded up), so a query scans about as many vectors in all as the
+unsharded index does. Recall@10 of every contender is measured against the float64 truth, and
+for ``Flat`` the rows whose id set differs from the truth are counted.
+
+Shard processes run with ``OMP_NUM_THREADS`` = ``shard_threads`` (default 1): four shards on
+two cores each spinning two OpenMP threads would fight over the cores. The single process keeps
+faiss's default (every core). Processes are started once and kept across rounds
+(``Lifecycle.KEPT``): loading the corpus through gRPC every round would cost more than the
+rounds, and an idle ``serve`` sleeps in its event loop between calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._processes import stop_process, track_process
+from benchmarks.harness import Contender, Lifecycle, Workload, progress, run_benchmark, write_table
+
+__all__ = ["ClusterSetting", "cluster_part", "cluster_settings"]
+
+START_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 600.0
+SEND_BYTES_MAX = 2_000_000  # per AddVectors call, under gRPC's 4 MB message limit
+SHARDS = 4
+IN_PROCESS = "in-process"
+ONE_SERVE = "one serve process"
+CLUSTER = f"coordinator + {SHARDS} shards"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSetting:
+    """An index setting: the whole index's factory string and parameter, and a shard's."""
+
+    label: str
+    spec: str
+    shard_spec: str
+    nprobe: int | None = None
+    shard_nprobe: int | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.spec.startswith("IVF")
+
+
+def cluster_settings(nlist: int, nprobe: int) -> list[ClusterSetting]:
+    """Exact, and IVF at ``nprobe`` of ``nlist`` lists (shards: a quarter of each)."""
+    shard_nlist = max(1, nlist // SHARDS)
+    shard_nprobe = max(1, -(-nprobe // SHARDS))
+    return [
+        ClusterSetting("Flat (exact)", "Flat", "Flat"),
+        ClusterSetting(
+            f"IVF{nlist} nprobe={nprobe} (shards IVF{shard_nlist} nprobe={shard_nprobe})",
+            f"IVF{nlist},Flat",
+            f"IVF{shard_nlist},Flat",
+            nprobe,
+            shard_nprobe,
+        ),
+    ]
+
+
+def _serve(argv: list[str], threads: int | None) -> tuple[subprocess.Popen[str], str]:
+    """Start ``blocks search serve ARGV`` and return it with the address it announced."""
+    command = [sys.executable, "-m", "blocks", "search", "serve", "--listen", "127.0.0.1:0"]
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    process = track_process(
+        subprocess.Popen([*command, *argv, "--json"], stdout=subprocess.PIPE, text=True, env=env)
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.lstrip().startswith("{"):
+            return process, str(json.loads(line)["address"])
+    stop_process(process)
+    raise RuntimeError(f"serve {argv} did not announce its address")
+
+
+def _load(target: Any, corpus: np.ndarray, train: np.ndarray | None) -> None:
+    if train is not None:
+        target.train(train)
+    step = max(1, SEND_BYTES_MAX // (4 * corpus.shape[1]))
+    for first in range(0, len(corpus), step):
+        target.add(np.arange(first, min(first + step, len(corpus))), corpus[first : first + step])
+
+
+@dataclass(slots=True)
+class _Started:
+    search: Callable[[np.ndarray], np.ndarray]
+    processes: list[subprocess.Popen[str]]
+    closers: list[Callable[[], None]]
+
+
+def _in_process(setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any) -> _Started:
+    from blocks.search import FaissIndex
+
+    index = FaissIndex(corpus.shape[1], setting.spec, metric)
+    _load(index, corpus, train if setting.trained else None)
+
+    def search(queries: np.ndarray) -> np.ndarray:
+        ids: np.ndarray = index.search(queries, 10, nprobe=setting.nprobe).ids
+        return ids
+
+    return _Started(search, [], [])
+
+
+def _common(corpus: np.ndarray, metric: str) -> list[str]:
+    return ["--dim", str(corpus.shape[1]), "--metric", metric, "--kind", "faiss"]
+
+
+def _one_serve(setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any) -> _Started:
+    from blocks.search.client import SearchClient
+
+    process, address = _serve([*_common(corpus, metric), "--spec", setting.spec], None)
+    client = SearchClient(address, timeout_s=CALL_TIMEOUT_S)
+    _load(client, corpus, train if setting.trained else None)
+
+    def search(queries: np.ndarray) -> np.ndarray:
+        ids: np.ndarray = client.search(queries, 10, nprobe=setting.nprobe).ids
+        return ids
+
+    return _Started(search, [process], [client.close])
+
+
+def _cluster(
+    setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any, shard_threads: int
+) -> _Started:
+    from blocks.search.client import SearchClient
+
+    processes, shards = [], []
+    for number in range(SHARDS):
+        process, address = _serve(
+            [*_common(corpus, metric), "--spec", setting.shard_spec], shard_threads
+        )
+        processes.append(process)
+        shards.append(f"s{number}={address}")
+    coordinator, address = _serve(
+        [
+            "--dim", str(corpus.shape[1]), "--metric", metric,
+            "--remote-shards", ",".join(shards), "--deadline-ms", str(int(CALL_TIMEOUT_S * 1000)),
+        ],
+        None,
+    )  # fmt: skip
+    processes.append(coordinator)
+    client = SearchClient(address, timeout_s=CALL_TIMEOUT_S)
+    _load(client, corpus, train if setting.trained else None)
+
+    def search(queries: np.ndarray) -> np.ndarray:
+        result = client.search(queries, 10, nprobe=setting.shard_nprobe)
+        assert not result.partial, "a complete cluster answered partially"
+        ids: np.ndarray = result.ids
+        return ids
+
+    return _Started(search, processes, [client.close])
+
+
+def _stop(started: _Started) -> None:
+    for close in started.closers:
+        close()
+    for process in started.processes:
+        stop_process(process)
+
+
+def _identity(started: _Started) -> _Started:
+    return started
+
+
+def _search_op(queries: np.ndarray, started: _Started, op: int) -> np.ndarray:
+    return started.search(queries)
+
+
+def _differs(ids: np.ndarray, truth: np.ndarray) -> int:
+    return sum(set(a.tolist()) != set(b.tolist()) for a, b in zip(ids, truth, strict=True))
+
+
+def cluster_part(
+    name: str,
+    out: Path,
+    corpus: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    metric: str,
+    settings: list[ClusterSetting],
+    rounds: int,
+    shard_threads: int = 1,
+    recall: Callable[[np.ndarray, np.ndarray], float],
+) -> list[dict[str, Any]]:
+    """Per setting: recall and QPS of the three contenders, interleaved round by round, with
+    each round's QPS divided by the in-process contender's in the same round."""
+    train = corpus[: min(len(corpus), 100_000)]
+    summary: list[dict[str, Any]] = []
+    for setting in settings:
+        builders = {
+            IN_PROCESS: partial(_in_process, setting, corpus, metric, train),
+            ONE_SERVE: partial(_one_serve, setting, corpus, metric, train),
+            CLUSTER: partial(_cluster, setting, corpus, metric, train, shard_threads),
+        }
+        started = {label: build() for label, build in builders.items()}
+        progress(f"{name} processes: {setting.label} loaded")
+        try:
+            answers = {label: s.search(queries) for label, s in started.items()}
+            contenders = [
+                Contender(
+                    label,
+                    setup=partial(_identity, s),
+                    op=partial(_search_op, queries),
+                    items_per_op=len(queries),
+                )
+                for label, s in started.items()
+            ]
+            results = run_benchmark(
+                f"{name}-processes",
+                [
+                    Workload(
+                        setting.spec, ops=3, warmup_ops=1, rounds=rounds, lifecycle=Lifecycle.KEPT
+                    )
+                ],
+                contenders,
+                baseline=IN_PROCESS,
+                out_dir=out,
+            )
+        finally:
+            for s in started.values():
+                _stop(s)
+        for result in results:
+            ids = answers[result.contender]
+            summary.append(
+                {
+                    "setting": setting.label,
+                    "contender": result.contender,
+                    "recall@10": recall(ids, truth),
+                    "rows differing from float64 truth": _differs(ids, truth),
+                    "rows differing from in-process": _differs(ids, answers[IN_PROCESS]),
+                    "qps": result.throughput,
+                    "ratio": result.ratio,
+                    "ratio_min": result.ratio_min,
+                    "ratio_max": result.ratio_max,
+                    "skipped": result.skipped,
+                }
+            )
+    rows = [
+        (
+            row["setting"],
+            row["contender"],
+            f"{row['recall@10']:.4f}",
+            f"{row['rows differing from float64 truth']}/{len(queries)}",
+            f"{row['rows differing from in-process']}/{len(queries)}",
+            f"{row['qps']:,.0f}" if row["skipped"] is None else f"skipped: {row['skipped']}",
+            f"x{row['ratio']:.2f}" if row["ratio"] is not None else "n/a",
+            f"x{row['ratio_min'] or 0:.2f}-x{row['ratio_max'] or 0:.2f}",
+        )
+        for row in summary
+    ]
+    table = write_table(
+        out,
+        f"{name}-processes",
+        [
+            "index",
+            "contender",
+            "recall@10",
+            "rows != truth",
+            "rows != in-process",
+            "QPS (median round)",
+            "vs in-process",
+            "spread",
+        ],
+        rows,
+    )
+    load = os.getloadavg()
+    print(f"\n## {name}: one process vs {CLUSTER} (load now {load[0]:.2f})\n\n{table}")
+    return summary
