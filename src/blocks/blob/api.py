@@ -72,6 +72,9 @@ class ObjectInfo:
     """Standard headers stored with the object (lowercase names: ``cache-control``...)."""
     part_sizes: tuple[int, ...] = ()
     """A multipart object's part sizes, in order; empty for a single PUT."""
+    version_id: str = ""
+    """Its S3 version id in a bucket with versioning enabled or suspended (``null`` for
+    the null version); "" in a bucket never versioned."""
 
 
 @dataclass(frozen=True, slots=True)

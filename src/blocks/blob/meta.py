@@ -64,11 +64,21 @@ class Manifest:
     writer: str = ""
     """The node id that committed it first ("" on a single node): with ``modified_ms`` the
     version that orders writes of one key across a cluster (``replica``)."""
+    version_id: str = ""
+    """Its S3 version id; "" for the ``null`` version (every object of a bucket never
+    versioned, and what a bucket with versioning suspended writes)."""
+    delete_marker: bool = False
+    """An S3 delete marker: no bytes, and a key whose newest version it is reads as absent."""
 
     @property
     def version(self) -> tuple[int, str]:
         """(``modified_ms``, ``writer``): the larger version wins a key in a cluster."""
         return self.modified_ms, self.writer
+
+    @property
+    def order(self) -> tuple[int, str, str]:
+        """Where it sits among the versions of its key: the largest is the current one."""
+        return self.modified_ms, self.writer, self.version_id
 
     @property
     def inline(self) -> bool:
@@ -132,6 +142,8 @@ def manifest_to_wire(manifest: Manifest) -> dict[str, Any]:
         **({"h": manifest.headers} if manifest.headers else {}),
         **({"ps": list(manifest.part_sizes)} if manifest.part_sizes else {}),
         **({"w": manifest.writer} if manifest.writer else {}),
+        **({"v": manifest.version_id} if manifest.version_id else {}),
+        **({"dm": True} if manifest.delete_marker else {}),
     }
 
 
@@ -153,6 +165,8 @@ def manifest_from_wire(value: Any, *, inline_offset: int = -1, record_bytes: int
             headers=_metadata_from_wire(value.get("h", {})),
             part_sizes=tuple(int(size) for size in value.get("ps", ())),
             writer=str(value.get("w", "")),
+            version_id=str(value.get("v", "")),
+            delete_marker=bool(value.get("dm", False)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise _decoding("manifest") from error

@@ -87,6 +87,12 @@ class MultipartMixin:
     def _maybe_compact(self) -> bool:
         raise NotImplementedError
 
+    def _stamp(self, bucket: str, key: str) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def _info(self, manifest: Manifest) -> ObjectInfo:
+        raise NotImplementedError
+
     def _init_multipart(self) -> None:
         self._closing = set()
 
@@ -269,13 +275,14 @@ class MultipartMixin:
             if size > self.object_bytes_max:
                 raise InvalidArgument(f"object larger than {self.object_bytes_max} bytes")
             joined = hashlib.md5(b"".join(p.md5 for p in chosen), usedforsecurity=False)
+            modified_ms, version_id = self._stamp(bucket, key)
             manifest = Manifest(
                 bucket=bucket,
                 key=key,
                 size=size,
                 etag=f"{joined.hexdigest()}-{len(chosen)}",
                 content_type=upload.content_type,
-                modified_ms=self.clock.now_ms(),
+                modified_ms=modified_ms,
                 chunks=tuple(ref for part in chosen for ref in part.chunks),
                 metadata=dict(upload.metadata),
                 parts_count=len(chosen),
@@ -283,6 +290,7 @@ class MultipartMixin:
                 headers=dict(upload.headers),
                 writer=self.node_id,
                 checksums=kept,
+                version_id=version_id,
             )
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)
@@ -294,19 +302,7 @@ class MultipartMixin:
             with self._lock:
                 self._closing.discard(upload_id)
             raise
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=size,
-            etag=manifest.etag,
-            content_type=manifest.content_type,
-            modified_ms=manifest.modified_ms,
-            metadata=dict(manifest.metadata),
-            parts_count=len(chosen),
-            part_sizes=manifest.part_sizes,
-            headers=dict(manifest.headers),
-            checksums=dict(kept),
-        )
+        return self._info(manifest)
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         entity = ("upload", bucket, upload_id)

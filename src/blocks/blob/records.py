@@ -77,13 +77,14 @@ class Kind(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class BucketPut:
     """``owner`` (an access key id, "" for none) and ``acl`` (``s3access``'s canned
-    policy, "" for private) are the bucket's access; a later BucketPut of the same bucket
-    changes them."""
+    policy, "" for private) are the bucket's access, ``versioning`` its S3 versioning status
+    ("", ``Enabled`` or ``Suspended``); a later BucketPut of the same bucket changes them."""
 
     name: str
     created_ms: int
     owner: str = ""
     acl: str = ""
+    versioning: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +107,15 @@ class ObjectPut:
 
 @dataclass(frozen=True, slots=True)
 class ObjectDelete:
-    """``modified_ms`` and ``writer`` version the delete like a manifest (0 and "": none)."""
+    """``modified_ms`` and ``writer`` version the delete like a manifest (0 and "": none).
+    It removes the key's version ``version_id`` for good ("": the ``null`` version, which
+    is the whole object in a bucket never versioned)."""
 
     bucket: str
     key: str
     modified_ms: int = 0
     writer: str = ""
+    version_id: str = ""
 
     @property
     def version(self) -> tuple[int, str]:
@@ -153,17 +157,19 @@ Record = (
 
 def _fields(record: Record) -> tuple[Kind, dict[str, Any]]:
     match record:
-        case BucketPut(name, created_ms, owner, acl):
+        case BucketPut(name, created_ms, owner, acl, versioning):
             access = {"o": owner, "a": acl} if owner or acl else {}
-            return Kind.BUCKET_PUT, {"n": name, "c": created_ms, **access}
+            status = {"v": versioning} if versioning else {}
+            return Kind.BUCKET_PUT, {"n": name, "c": created_ms, **access, **status}
         case BucketDelete(name, created_ms):
             incarnation = {"c": created_ms} if created_ms else {}
             return Kind.BUCKET_DELETE, {"n": name, **incarnation}
         case ObjectPut(manifest, body):
             return Kind.OBJECT_PUT, {"m": manifest_to_wire(manifest), "i": body is not None}
-        case ObjectDelete(bucket, key, modified_ms, writer):
+        case ObjectDelete(bucket, key, modified_ms, writer, version_id):
             versioned = {"m": modified_ms, "w": writer} if modified_ms else {}
-            return Kind.OBJECT_DELETE, {"b": bucket, "k": key, **versioned}
+            named = {"v": version_id} if version_id else {}
+            return Kind.OBJECT_DELETE, {"b": bucket, "k": key, **versioned, **named}
         case UploadPut(upload):
             return Kind.UPLOAD_PUT, upload_to_wire(upload)
         case PartPut(part):
@@ -208,7 +214,8 @@ def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size:
     match kind:
         case Kind.BUCKET_PUT:
             owner, acl = str(fields.get("o", "")), str(fields.get("a", ""))
-            return BucketPut(str(fields["n"]), int(fields["c"]), owner, acl)
+            versioning = str(fields.get("v", ""))
+            return BucketPut(str(fields["n"]), int(fields["c"]), owner, acl, versioning)
         case Kind.BUCKET_DELETE:
             return BucketDelete(str(fields["n"]), int(fields.get("c", 0)))
         case Kind.OBJECT_PUT:
@@ -227,6 +234,7 @@ def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size:
                 str(fields["k"]),
                 int(fields.get("m", 0)),
                 str(fields.get("w", "")),
+                str(fields.get("v", "")),
             )
         case Kind.UPLOAD_PUT:
             return UploadPut(upload_from_wire(fields))

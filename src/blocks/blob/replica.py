@@ -50,6 +50,7 @@ from blocks.blob.records import (
     encode,
 )
 from blocks.blob.store import LocalBlobStore
+from blocks.blob.versioned import DeleteMarkerFound, DeleteOutcome
 from blocks.blob.versions import HybridClock, entity_of, version_of
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument, NotFound
@@ -58,6 +59,8 @@ __all__ = ["TOMBSTONES_MAX", "RecordSink", "ReplicatedBlobStore"]
 
 TOMBSTONES_MAX = 100_000
 """Deleted keys each node remembers (oldest forgotten first; ``index.tombstones_dropped``)."""
+SETTLE_TIMEOUT_S = 30.0
+"""Longest a read of a missing key waits for a change of it in flight here."""
 
 
 class RecordSink(Protocol):
@@ -91,6 +94,9 @@ class ReplicatedBlobStore(LocalBlobStore):
         self.remote_applied = 0
         self.remote_dropped = 0
         super().__init__(*args, clock=self.hybrid_clock, **kw)
+        self._settled = threading.Condition(self._lock)
+        """Notified whenever a change finishes (``_finish``): reads wait on it for a
+        change of their key that is in flight here (``_caught_up``)."""
         self.ledger.delete_unreferenced = False
 
     # -- ordering ----------------------------------------------------------------------------
@@ -98,8 +104,8 @@ class ReplicatedBlobStore(LocalBlobStore):
         in_flight = self._versions.get(entity)
         if in_flight is not None:
             return in_flight
-        bucket, key = entity[1], entity[2]  # type: ignore[index]
-        return self.index.version_of(bucket, key)
+        named: tuple[str, ...] = entity  # type: ignore[assignment]
+        return self.index.version_of(*named[1:])
 
     def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
         if isinstance(record, BucketDelete) and not getattr(self._outbox, "remote", False):
@@ -116,14 +122,13 @@ class ReplicatedBlobStore(LocalBlobStore):
         if not getattr(self._outbox, "remote", False):
             pending: list[bytes] = self._pending()
             pending.append(encode(record))
-            if isinstance(record, ObjectDelete):
-                self._outbox.deleted = version
         return submitted
 
     def _finish(self, entity: Hashable, sequence: int) -> bool:
         current = super()._finish(entity, sequence)
         if current:
             self._versions.pop(entity, None)
+        self._settled.notify_all()
         return current
 
     def _pending(self) -> list[bytes]:
@@ -157,6 +162,18 @@ class ReplicatedBlobStore(LocalBlobStore):
 
     def set_bucket_acl(self, name: str, acl: str) -> None:
         self._replicated(super().set_bucket_acl, name, acl)
+
+    def set_bucket_versioning(self, name: str, status: str) -> None:
+        self._replicated(super().set_bucket_versioning, name, status)
+
+    def bucket_versioning(self, name: str) -> str:
+        """As on one node; a bucket missing here is first asked of the peers."""
+        try:
+            return super().bucket_versioning(name)
+        except NotFound:
+            if not self._caught_up(name, ""):
+                raise
+        return super().bucket_versioning(name)
 
     def bucket_access(self, name: str) -> tuple[str, str] | None:
         """As on one node; a bucket missing here is first asked of the peers."""
@@ -197,49 +214,75 @@ class ReplicatedBlobStore(LocalBlobStore):
 
     def _knows(self, bucket: str, key: str) -> bool:
         with self._lock:
-            return key in self.index.objects.get(bucket, {})
+            return bool(self.index.versions(bucket, key)) if bucket in self.index.buckets else False
 
     def delete_object(self, bucket: str, key: str) -> bool:
         if not self._knows(bucket, key):  # a key not heard of here is deleted all the same
             self._caught_up(bucket, key)
-        existed: bool = self._replicated(self._delete_leaving_tombstone, bucket, key)
+        existed: bool = self._replicated(super().delete_object, bucket, key)
         return existed
 
-    def _delete_leaving_tombstone(self, bucket: str, key: str) -> bool:
-        self._outbox.deleted = None
-        existed = super().delete_object(bucket, key)
-        version: tuple[int, str] | None = self._outbox.deleted
-        with self._lock:
-            if version is not None and key not in self.index.objects.get(bucket, {key: None}):
-                known = self.index.tombstones.get((bucket, key))
-                if known is None or known < version:
-                    self.index.add_tombstone(bucket, key, version)
-        return existed
+    def delete_version(self, bucket: str, key: str, version_id: str | None = None) -> DeleteOutcome:
+        if not self._knows(bucket, key):
+            self._caught_up(bucket, key)
+        outcome: DeleteOutcome = self._replicated(super().delete_version, bucket, key, version_id)
+        return outcome
 
     # -- reads of keys this node has not heard of --------------------------------------------
     def _caught_up(self, bucket: str, key: str) -> bool:
-        return self.replicator is not None and self.replicator.catch_up_key(bucket, key)
+        """Fetch the peers' records of a key missing here, then wait for any change of it
+        in flight here (a push being journaled: the peers' copy of the same change is
+        dropped as not newer, and the read must not answer before it lands). True if
+        either may have changed what this node holds."""
+        changed = self.replicator is not None and self.replicator.catch_up_key(bucket, key)
+        return self._settle(bucket, key) or changed
 
-    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+    def _settle(self, bucket: str, key: str) -> bool:
+        """Wait (bounded) until no change of ``key`` (or of its bucket) is in flight here;
+        returns whether there was one."""
+
+        def quiet() -> bool:
+            return not any(
+                isinstance(e, tuple)
+                and ((e[0] == "object" and e[1:3] == (bucket, key)) or e == ("bucket", bucket))
+                for e in self._latest
+            )
+
+        with self._lock:
+            if quiet():
+                return False
+            self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
+            return True
+
+    def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         """As on one node; a key (or bucket) missing here is first asked of the peers, so a
         HEAD, GET or DELETE through any node sees every acknowledged write (it is on a
-        majority, so on some other node than this one if not here)."""
+        majority, so on some other node than this one if not here). A key whose current
+        version is a delete marker here is known here: not asked again."""
         try:
-            return super().head_object(bucket, key)
+            return super().head_object(bucket, key, version_id)
+        except DeleteMarkerFound:
+            raise
         except NotFound:
             if not self._caught_up(bucket, key):
                 raise
-        return super().head_object(bucket, key)
+        return super().head_object(bucket, key, version_id)
 
     def iter_object(
-        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
     ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
         try:
-            return super().iter_object(bucket, key, byte_range)
+            return super().iter_object(bucket, key, byte_range, version_id)
+        except DeleteMarkerFound:
+            raise
         except NotFound:
             if not self._caught_up(bucket, key):
                 raise
-        return super().iter_object(bucket, key, byte_range)
+        return super().iter_object(bucket, key, byte_range, version_id)
 
     def create_multipart_upload(
         self,
@@ -308,11 +351,10 @@ class ReplicatedBlobStore(LocalBlobStore):
         it names a bucket or an upload this node does not hold (yet): it cannot be kept."""
         index = self.index
         match record:
-            case BucketPut(name, created_ms, owner, acl):
+            case BucketPut(name, created_ms):
                 if index.bucket_buried(name, created_ms):
                     return False  # from a node that missed the delete
-                access = index.bucket_access.get(name, ("", ""))
-                return name not in index.buckets or access != (owner, acl)
+                return name not in index.buckets or index.bucket_record(name) != record
             case BucketDelete(name, created_ms):
                 held = index.buckets.get(name)
                 if held is not None:
@@ -392,13 +434,13 @@ class ReplicatedBlobStore(LocalBlobStore):
                     self.ledger.adopt(manifest.chunks)
                     old = index.put_object(dataclasses.replace(manifest, record_bytes=size))
                     released.append(old.chunks if old is not None else ())
-            case ObjectDelete(bucket, key):
-                removed = index.remove_object(bucket, key)
+            case ObjectDelete(bucket, key, _, _, version_id):
+                removed = index.remove_version(bucket, key, version_id)
                 if bucket in index.buckets:
-                    index.add_tombstone(bucket, key, record.version)
+                    index.add_tombstone(bucket, key, record.version, version_id)
                 released.append(removed.chunks if removed is not None else ())
-            case BucketPut(name, created_ms, owner, acl):
-                index.add_bucket(name, created_ms, owner, acl)
+            case BucketPut(name, created_ms, owner, acl, versioning):
+                index.add_bucket(name, created_ms, owner, acl, versioning)
             case BucketDelete(name, created_ms):
                 released += index.remove_bucket(name, created_ms)
             case UploadPut(upload) if upload.bucket in index.buckets:
@@ -421,20 +463,17 @@ class ReplicatedBlobStore(LocalBlobStore):
         return iter(records)
 
     def key_records(self, bucket: str, key: str) -> list[bytes]:
-        """What this node holds of one key, as records: its bucket, then its object or its
-        tombstone (nothing if the bucket is unknown here)."""
+        """What this node holds of one key, as records: its bucket, then every version of
+        it (delete markers included) and the tombstone of its null version (nothing if the
+        bucket is unknown here)."""
         with self._lock:
             self._check_open()
-            created_ms = self.index.buckets.get(bucket)
-            if created_ms is None:
+            if bucket not in self.index.buckets:
                 return []
-            access = self.index.bucket_access.get(bucket, ("", ""))
-            records: list[Record] = [BucketPut(bucket, created_ms, *access)]
-            manifest = self.index.objects[bucket].get(key)
+            records: list[Record] = [self.index.bucket_record(bucket)]
+            records += [ObjectPut(manifest) for manifest in self.index.versions(bucket, key)]
             tombstone = self.index.tombstones.get((bucket, key))
-            if manifest is not None:
-                records.append(ObjectPut(manifest))
-            elif tombstone is not None:
+            if tombstone is not None:
                 records.append(ObjectDelete(bucket, key, *tombstone))
             return [encode(record) for record in records]
 

@@ -68,9 +68,12 @@ _BUCKET_READS = frozenset(
         "start-after",
         "fetch-owner",
         "location",
+        "versions",
+        "key-marker",
+        "version-id-marker",
     }
 )
-_OBJECT_READS = frozenset({"partNumber", "attributes"})
+_OBJECT_READS = frozenset({"partNumber", "attributes", "versionId"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ from blocks.blob.streaming import (
     decode_payload,
     streamable,
 )
+from blocks.blob.versioned import DeleteMarkerFound
 from blocks.blob.workers import UPLOADS_MAX, Workers
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, InvalidArgument
@@ -149,6 +150,9 @@ class S3Handler(ObjectOps, BucketOps):
         except BlocksError as error:
             status, code = map_error(error)
             response = _error(status, code, str(error), head.raw_path, request_id)
+            if isinstance(error, DeleteMarkerFound):
+                response.headers["x-amz-delete-marker"] = "true"
+                response.headers["x-amz-version-id"] = error.version_id
         response.headers["x-amz-request-id"] = request_id
         response.headers.setdefault("Date", http_date(self.clock.now_ms()))
         response.headers.setdefault("Server", "blocks-blob")

@@ -3,9 +3,9 @@ DeleteObjects; the ``S3Handler``'s bucket half.
 
 Theory of operation: as in ``s3objects``, the query's subresources decide the operation and
 anything not served is 501 before the store is touched; store calls run on the handler's
-request pool. Buckets are never versioned: GetBucketVersioning answers that, and
-ListObjectVersions lists each object as its one ``null`` version, as S3 does for an
-unversioned bucket. Listings are one bounded page (at most 1000 entries).
+request pool. Versioning (Get/PutBucketVersioning, ListObjectVersions, DeleteObjects of
+versions) needs a store that keeps versions (``LocalBlobStore`` and its replicated kind;
+``versioned``). Listings are one bounded page (at most 1000 entries).
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ from blocks.blob.s3docs import (
     list_objects_v1_result,
     list_versions_result,
     parse_delete_request,
+    parse_versioning_request,
     versioning_result,
 )
 from blocks.blob.s3headers import xml_response
 from blocks.blob.s3ops import not_implemented, subresources
 from blocks.blob.s3xml import list_buckets_result, list_objects_v2_result, list_uploads_result
+from blocks.blob.store import LocalBlobStore
 from blocks.blob.streaming import StreamedPayload
+from blocks.blob.versioned import DeleteMarkerFound, DeleteOutcome
 from blocks.blob.workers import Workers
 from blocks.core.errors import (
     BlocksError,
@@ -66,9 +69,15 @@ class BucketOps:
         if method == "PUT" and not names:
             await self.workers.run(self.store.create_bucket, bucket)
             return Response(200, {"Location": f"/{bucket}"})
-        if method == "GET" and names == {"versioning"}:
-            await self.workers.run(lambda: self.store.list_objects(bucket, max_keys=1))
-            return xml_response(versioning_result())
+        if names == {"versioning"} and method in ("GET", "PUT"):
+            store = versioned_store(self.store)
+            if method == "PUT" and isinstance(payload, bytes):
+                status = parse_versioning_request(payload)
+                await self.workers.run(store.set_bucket_versioning, bucket, status)
+                return Response(200)
+            return xml_response(
+                versioning_result(await self.workers.run(store.bucket_versioning, bucket))
+            )
         if method == "GET" and "versions" in names:
             return await self._list_versions(bucket, query)
         if method == "GET" and "uploads" in names:
@@ -128,44 +137,57 @@ class BucketOps:
 
     async def _delete_objects(self, bucket: str, payload: bytes) -> Response:
         keys, quiet = parse_delete_request(payload)
+        versioned = isinstance(self.store, LocalBlobStore)
+        if not versioned and any(asked not in (None, "null") for _, asked in keys):
+            raise S3RequestError("NotImplemented", "this store keeps no versions", 501)
 
-        def delete_all() -> tuple[list[str], list[tuple[str, str, str]]]:
+        def delete_one(key: str, asked: str | None) -> DeleteOutcome:
+            if isinstance(self.store, LocalBlobStore):
+                return self.store.delete_version(bucket, key, asked)
+            self.store.delete_object(bucket, key)
+            return DeleteOutcome("", False)
+
+        def delete_all() -> tuple[
+            list[tuple[str, str | None, str, bool]], list[tuple[str, str, str]]
+        ]:
             self.store.list_objects(bucket, max_keys=1)  # NoSuchBucket before anything
-            deleted: list[str] = []
+            deleted: list[tuple[str, str | None, str, bool]] = []
             errors: list[tuple[str, str, str]] = []
-            for key in keys:
+            for key, asked in keys:
                 try:
-                    self.store.delete_object(bucket, key)
+                    outcome = delete_one(key, asked)
                 except BlocksError as error:
                     errors.append((key, map_error(error)[1], str(error)))
                     continue
-                deleted.append(key)
+                deleted.append((key, asked, outcome.version_id, outcome.delete_marker))
             return deleted, errors
 
         deleted, errors = await self.workers.run(delete_all)
         return xml_response(delete_result([] if quiet else deleted, errors))
 
     async def _list_versions(self, bucket: str, query: dict[str, str]) -> Response:
-        """ListObjectVersions: buckets are never versioned, so every object is listed as
-        its one ``null`` version (what S3 answers for an unversioned bucket)."""
+        """ListObjectVersions: every version and delete marker, by key then newest first."""
         allowed = {"versions", "prefix", "delimiter", "key-marker", "version-id-marker"}
         names = subresources(query) - allowed - {"max-keys", "encoding-type"}
         if names:
             raise not_implemented(names)
+        store = versioned_store(self.store)
         max_keys_text = query.get("max-keys", "1000")
         if not max_keys_text.isdigit():
             raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
         max_keys = min(int(max_keys_text), 1000)
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
         key_marker = query.get("key-marker", "")
-        start_after = _after_marker(key_marker, delimiter)
+        version_id_marker = query.get("version-id-marker", "") if key_marker else ""
+        start = key_marker if version_id_marker else _after_marker(key_marker, delimiter)
         page = await self.workers.run(
-            lambda: self.store.list_objects(
+            lambda: store.list_object_versions(
                 bucket,
                 prefix=prefix,
                 delimiter=delimiter,
                 max_keys=max_keys,
-                start_after=start_after,
+                key_marker=start,
+                version_id_marker=version_id_marker,
             )
         )
         document = list_versions_result(
@@ -174,6 +196,7 @@ class BucketOps:
             prefix=prefix,
             delimiter=delimiter,
             key_marker=key_marker,
+            version_id_marker=version_id_marker,
             max_keys=max_keys,
             url_encode=query.get("encoding-type") == "url",
         )
@@ -245,18 +268,31 @@ def _after_marker(marker: str, delimiter: str) -> str:
     return marker + "\U0010ffff" if delimiter and marker.endswith(delimiter) else marker
 
 
+def versioned_store(store: BlobStore) -> LocalBlobStore:
+    """``store`` if it keeps versions, else S3's NotImplemented."""
+    if not isinstance(store, LocalBlobStore):
+        raise S3RequestError("NotImplemented", "this store keeps no versions", 501)
+    return store
+
+
 def map_error(error: BlocksError) -> tuple[int, str]:
     """The HTTP status and S3 error code for one of our errors."""
     text = str(error)
     if isinstance(error, ConditionFailed):
         return 412, "PreconditionFailed"
+    if isinstance(error, DeleteMarkerFound):
+        return (405, "MethodNotAllowed") if error.named else (404, "NoSuchKey")
     if isinstance(error, NotFound):
         if text.startswith("no such bucket"):
             return 404, "NoSuchBucket"
+        if text.startswith("no such version"):
+            return 404, "NoSuchVersion"
         return (404, "NoSuchUpload") if text.startswith("no such upload") else (404, "NoSuchKey")
     if isinstance(error, Conflict):
         return (409, "BucketNotEmpty") if "not empty" in text else (409, "BucketAlreadyOwnedByYou")
     if isinstance(error, InvalidArgument):
+        if text.startswith("invalid version id"):
+            return 400, "InvalidArgument"
         for marker, code in (
             ("bucket name", "InvalidBucketName"),
             ("(InvalidRequest)", "InvalidRequest"),

@@ -10,7 +10,7 @@ object actually read; failing any gives 412 (S3 answers a copy 412, never 304).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import cast
 from urllib.parse import parse_qsl, unquote
 
@@ -21,6 +21,7 @@ from blocks.blob.http import RequestHead, Response
 from blocks.blob.s3docs import copy_result
 from blocks.blob.s3headers import parse_range, stored_headers, user_metadata, xml_response
 from blocks.blob.s3ops import not_implemented
+from blocks.blob.store import LocalBlobStore
 from blocks.blob.workers import Workers
 
 __all__ = ["CopyOps"]
@@ -37,7 +38,7 @@ class CopyOps:
     ) -> Response:
         """UploadPartCopy: a byte range of an object (``x-amz-copy-source-range``, or all
         of it) becomes a part, its chunks deduplicated as in CopyObject."""
-        source_bucket, source_key = copy_source(head)
+        source_bucket, source_key, source_version = copy_source(head)
         number_text = query["partNumber"]
         if not number_text.isdigit():
             raise S3RequestError("InvalidArgument", "partNumber must be an integer")
@@ -48,7 +49,7 @@ class CopyOps:
         conditions = copy_conditions(head)
 
         def copy() -> tuple[ObjectInfo, str]:
-            info, pieces = self.store.iter_object(source_bucket, source_key, byte_range)
+            info, pieces = self._read_source(source_bucket, source_key, byte_range, source_version)
             try:
                 if read_outcome(conditions, info.etag, info.modified_ms) is not None:
                     raise S3RequestError(
@@ -64,32 +65,34 @@ class CopyOps:
                     close()
 
         info, etag = await self.workers.run(copy)
-        return xml_response(copy_result(dataclasses.replace(info, etag=etag), "CopyPartResult"))
+        document = copy_result(dataclasses.replace(info, etag=etag), "CopyPartResult")
+        return _with_versions(xml_response(document), info, None)
 
     async def _copy(self, head: RequestHead, bucket: str, key: str) -> Response:
         """CopyObject: the source's bytes become a new object (its chunks deduplicated, so
         nothing is written twice), with the source's metadata or, with
         ``x-amz-metadata-directive: REPLACE``, the request's."""
-        source_bucket, source_key = copy_source(head)
+        source_bucket, source_key, source_version = copy_source(head)
         directive = head.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3RequestError("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
-        if (source_bucket, source_key) == (bucket, key) and directive == "COPY":
+        onto_itself = (source_bucket, source_key) == (bucket, key) and source_version is None
+        if onto_itself and directive == "COPY":
             raise S3RequestError(
                 "InvalidRequest", "copying an object onto itself must change its metadata"
             )
         source_conditions = copy_conditions(head)
         condition = WriteCondition.from_headers(head.headers)
 
-        def copy() -> ObjectInfo:
-            info, pieces = self.store.iter_object(source_bucket, source_key)
+        def copy() -> tuple[ObjectInfo, ObjectInfo]:
+            info, pieces = self._read_source(source_bucket, source_key, None, source_version)
             try:
                 if read_outcome(source_conditions, info.etag, info.modified_ms) is not None:
                     raise S3RequestError(
                         "PreconditionFailed", "a copy-source precondition does not hold", 412
                     )
                 replace = directive == "REPLACE"
-                return self.store.put_object(
+                return info, self.store.put_object(
                     bucket,
                     key,
                     cast(Iterable[bytes], pieces),  # views of shards: the pipeline takes them
@@ -107,11 +110,37 @@ class CopyOps:
                 if close is not None:
                     close()
 
-        return xml_response(copy_result(await self.workers.run(copy)))
+        source, copied = await self.workers.run(copy)
+        return _with_versions(xml_response(copy_result(copied)), source, copied)
+
+    def _read_source(
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None,
+        version_id: str | None,
+    ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
+        """The copy's source: the current object, or the version the header names."""
+        if version_id is None:
+            return self.store.iter_object(bucket, key, byte_range)
+        if not isinstance(self.store, LocalBlobStore):
+            if version_id != "null":
+                raise not_implemented({"versionId"})
+            return self.store.iter_object(bucket, key, byte_range)
+        return self.store.iter_object(bucket, key, byte_range, version_id)
 
 
-def copy_source(head: RequestHead) -> tuple[str, str]:
-    """The (bucket, key) of ``x-amz-copy-source``; only the current version.
+def _with_versions(response: Response, source: ObjectInfo, copied: ObjectInfo | None) -> Response:
+    """A copy's reply names the source's version and the new object's, where they have ids."""
+    if source.version_id:
+        response.headers["x-amz-copy-source-version-id"] = source.version_id
+    if copied is not None and copied.version_id:
+        response.headers["x-amz-version-id"] = copied.version_id
+    return response
+
+
+def copy_source(head: RequestHead) -> tuple[str, str, str | None]:
+    """The (bucket, key, version id or None for the current one) of ``x-amz-copy-source``.
 
     The header is ``bucket/key`` URL-encoded, then an optional ``?versionId=``: split off the
     query before decoding, since a key may contain ``?`` (sent as ``%3F``)."""
@@ -120,9 +149,7 @@ def copy_source(head: RequestHead) -> tuple[str, str]:
     source_bucket, _, source_key = source_path.lstrip("/").partition("/")
     if not source_bucket or not source_key:
         raise S3RequestError("InvalidArgument", "x-amz-copy-source must be /bucket/key")
-    if dict(parse_qsl(source_query)).get("versionId", "null") != "null":
-        raise not_implemented({"versionId"})
-    return source_bucket, source_key
+    return source_bucket, source_key, dict(parse_qsl(source_query)).get("versionId")
 
 
 def copy_conditions(head: RequestHead) -> dict[str, str]:

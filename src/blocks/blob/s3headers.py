@@ -22,6 +22,7 @@ __all__ = [
     "parse_range",
     "stored_headers",
     "user_metadata",
+    "version_header",
     "xml_response",
 ]
 
@@ -90,11 +91,17 @@ def object_headers(info: ObjectInfo) -> dict[str, str]:
     }
     if info.parts_count:
         headers["x-amz-mp-parts-count"] = str(info.parts_count)
+    headers.update(version_header(info))
     for name, value in info.headers.items():
         headers["-".join(word.capitalize() for word in name.split("-"))] = value
     for name, value in info.metadata.items():
         headers[f"x-amz-meta-{name}"] = _to_wire(value)
     return headers
+
+
+def version_header(info: ObjectInfo) -> dict[str, str]:
+    """``x-amz-version-id`` of an object in a bucket that has a versioning status."""
+    return {"x-amz-version-id": info.version_id} if info.version_id else {}
 
 
 def xml_response(document: bytes) -> Response:

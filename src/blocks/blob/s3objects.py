@@ -29,6 +29,7 @@ from blocks.blob.s3headers import (
     parse_range,
     stored_headers,
     user_metadata,
+    version_header,
     xml_response,
 )
 from blocks.blob.s3ops import not_implemented, response_overrides, subresources
@@ -87,11 +88,20 @@ class ObjectOps(CopyOps):
             await self.workers.run(
                 self.store.abort_multipart_upload, bucket, key, query["uploadId"]
             )
-        elif not names or (names == {"versionId"} and query["versionId"] == "null"):
-            await self.workers.run(self.store.delete_object, bucket, key)  # the only version
-        else:
+            return Response(204)
+        if names and names != {"versionId"}:
             raise not_implemented(names)
-        return Response(204)
+        if not isinstance(self.store, LocalBlobStore):
+            if names and query["versionId"] != "null":
+                raise not_implemented(names)
+            await self.workers.run(self.store.delete_object, bucket, key)  # the only version
+            return Response(204)
+        asked = query.get("versionId")
+        outcome = await self.workers.run(self.store.delete_version, bucket, key, asked)
+        headers = {"x-amz-version-id": outcome.version_id} if outcome.version_id else {}
+        if outcome.delete_marker:
+            headers["x-amz-delete-marker"] = "true"
+        return Response(204, headers)
 
     async def _read_object(
         self, head: RequestHead, bucket: str, key: str, query: dict[str, str]
@@ -108,14 +118,17 @@ class ObjectOps(CopyOps):
             response = xml_response(document)
             response.headers["Last-Modified"] = http_date(info.modified_ms)
             return response
-        if query.get("versionId", "null") == "null":
-            names.discard("versionId")  # the only version
+        version_id = query.get("versionId")
+        if version_id is not None:
+            names.discard("versionId")
+            if version_id != "null" and not isinstance(self.store, LocalBlobStore):
+                raise not_implemented({"versionId"})
         part_range = None
         if names == {"partNumber"}:
-            part_range = await self._part_range(bucket, key, query["partNumber"])
+            part_range = await self._part_range(bucket, key, query["partNumber"], version_id)
         elif names:
             raise not_implemented(names)
-        response = await self._get(head, bucket, key, part_range)
+        response = await self._get(head, bucket, key, part_range, version_id)
         if head.method == "GET" and response.status < 300:
             response.headers.update(response_overrides(query))
         return response
@@ -132,10 +145,19 @@ class ObjectOps(CopyOps):
             list_parts_result(bucket, key, upload_id, parts, max_parts, int(marker_text))
         )
 
-    async def _part_range(self, bucket: str, key: str, number_text: str) -> tuple[int, int] | None:
+    def _head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        """HeadObject of the current object or of one version (``null``: the only one of a
+        store that keeps none)."""
+        if version_id is None or not isinstance(self.store, LocalBlobStore):
+            return self.store.head_object(bucket, key)
+        return self.store.head_object(bucket, key, version_id)
+
+    async def _part_range(
+        self, bucket: str, key: str, number_text: str, version_id: str | None = None
+    ) -> tuple[int, int] | None:
         """The byte range of part ``number_text`` (a single PUT is part 1, all of it);
         ``None`` for an empty object."""
-        info = await self.workers.run(self.store.head_object, bucket, key)
+        info = await self.workers.run(self._head, bucket, key, version_id)
         sizes = info.part_sizes or (info.size,)
         if not number_text.isdigit() or not 1 <= int(number_text) <= len(sizes):
             raise S3RequestError("InvalidPartNumber", f"the object has {len(sizes)} part(s)", 416)
@@ -149,9 +171,10 @@ class ObjectOps(CopyOps):
         bucket: str,
         key: str,
         part_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
     ) -> Response:
         if head.method == "HEAD":
-            info = await self.workers.run(self.store.head_object, bucket, key)
+            info = await self.workers.run(self._head, bucket, key, version_id)
             _check_read(head, info)
             headers = object_headers(info)
             if part_range is None:
@@ -162,11 +185,13 @@ class ObjectOps(CopyOps):
             return Response(206, headers, content_length=stop - start)
         byte_range = part_range or parse_range(head.headers.get("range"))
         try:
-            info, body = await self.workers.run(self._open_body, bucket, key, byte_range)
+            info, body = await self.workers.run(
+                self._open_body, bucket, key, byte_range, version_id
+            )
         except InvalidArgument as error:
-            if byte_range is None:
+            if byte_range is None or str(error).startswith("invalid version id"):
                 raise
-            size = (await self.workers.run(self.store.head_object, bucket, key)).size
+            size = (await self.workers.run(self._head, bucket, key, version_id)).size
             raise S3RequestError("InvalidRange", f"{error} (size {size})", 416) from error
         try:
             _check_read(head, info)
@@ -186,10 +211,17 @@ class ObjectOps(CopyOps):
         return Response(status, headers, content_length=stop - start, pieces=body)
 
     def _open_body(
-        self, bucket: str, key: str, byte_range: tuple[int, int] | None
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None,
+        version_id: str | None = None,
     ) -> tuple[ObjectInfo, ObjectBody]:
         """The object and its body with the first piece read: one worker-thread trip."""
-        info, pieces = self.store.iter_object(bucket, key, byte_range)
+        if version_id is None or not isinstance(self.store, LocalBlobStore):
+            info, pieces = self.store.iter_object(bucket, key, byte_range)
+        else:
+            info, pieces = self.store.iter_object(bucket, key, byte_range, version_id)
         body = ObjectBody(pieces)
         try:
             body.prefetch()
@@ -245,7 +277,7 @@ class ObjectOps(CopyOps):
                 headers=stored_headers(head.headers),
             )
         )
-        return Response(200, {"ETag": f'"{info.etag}"'})
+        return Response(200, {"ETag": f'"{info.etag}"', **version_header(info)})
 
     async def _post(
         self, head: RequestHead, bucket: str, key: str, query: dict[str, str], payload: bytes
@@ -291,7 +323,10 @@ class ObjectOps(CopyOps):
             except ChecksumMismatch as error:  # the named whole-object checksum differs
                 raise S3RequestError("BadDigest", str(error)) from error
             location = f"/{bucket}/{key}"
-            return xml_response(complete_result(location, bucket, key, info.etag, info.checksums))
+            document = complete_result(location, bucket, key, info.etag, info.checksums)
+            response = xml_response(document)
+            response.headers.update(version_header(info))
+            return response
         raise S3RequestError("NotImplemented", "this POST operation is not implemented", 501)
 
 

@@ -36,7 +36,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
-from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, ScrubReport
+from blocks.blob.api import ListPage, ObjectInfo, ScrubReport
+from blocks.blob.buckets import BucketMixin
 from blocks.blob.chunks import ChunkStore
 from blocks.blob.committing import CommitMixin
 from blocks.blob.conditions import ConditionFailed, WriteCondition, check_write
@@ -56,10 +57,12 @@ from blocks.blob.listing import (
 from blocks.blob.meta import ChunkRef, Manifest
 from blocks.blob.multipart import MultipartMixin
 from blocks.blob.pipeline import split_chunks, store_stream, take_small
-from blocks.blob.records import BucketDelete, BucketPut, ObjectDelete, ObjectPut, UploadComplete
+from blocks.blob.records import ObjectPut, UploadComplete
 from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.blob.versioned import VersionsMixin
+from blocks.blob.versions import object_entity
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Conflict, Corruption, FailedPrecondition, InvalidArgument, NotFound
+from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_INLINE_BYTES", "LocalBlobStore", "split_chunks"]
 
@@ -75,23 +78,7 @@ that this process cannot see (a ``blocks blob scrub`` run beside a serving node)
 mistaken for a leftover."""
 
 
-def _info(manifest: Manifest) -> ObjectInfo:
-    return ObjectInfo(
-        bucket=manifest.bucket,
-        key=manifest.key,
-        size=manifest.size,
-        etag=manifest.etag,
-        content_type=manifest.content_type,
-        modified_ms=manifest.modified_ms,
-        metadata=dict(manifest.metadata),
-        parts_count=manifest.parts_count,
-        checksums=dict(manifest.checksums),
-        headers=dict(manifest.headers),
-        part_sizes=manifest.part_sizes,
-    )
-
-
-class LocalBlobStore(CommitMixin, MultipartMixin):
+class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
     """The embedded blob store (see the module docstring); implements ``BlobStore``."""
 
     node_id = ""
@@ -154,6 +141,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         )
         self._lock = threading.RLock()
         self._closed = False
+        self._last_version = 0
         self.index = MetaIndex()
         self._init_commits()
         self._init_multipart()
@@ -174,72 +162,6 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             raise NotFound(f"no such bucket {bucket!r}")
         return index
 
-    # -- buckets -----------------------------------------------------------------------------
-    def create_bucket(self, name: str, owner: str = "", acl: str = "") -> BucketInfo:
-        """As ``BlobStore.create_bucket``; ``owner`` and ``acl`` are kept with the bucket
-        (``bucket_access``) for the S3 front's access checks."""
-        check_bucket_name(name)
-        with self._lock:  # rare: held across the commit, so no bucket change overtakes one
-            self._check_open()
-            if name in self.index.buckets or self._busy(("bucket", name)):
-                raise Conflict(f"bucket {name!r} already exists")
-            created_ms = self.clock.now_ms()
-            record = BucketPut(name, created_ms, owner, acl)
-            sequence, future, _ = self._submit(("bucket", name), record)
-            try:
-                future.result()
-            finally:
-                self._finish(("bucket", name), sequence)
-            self.index.add_bucket(name, created_ms, owner, acl)
-            return BucketInfo(name, created_ms)
-
-    def bucket_access(self, name: str) -> tuple[str, str] | None:
-        """The bucket's (owner, acl) as created or last set ("" for none); ``None`` if
-        there is no such bucket."""
-        with self._lock:
-            self._check_open()
-            if name not in self.index.buckets:
-                return None
-            return self.index.bucket_access.get(name, ("", ""))
-
-    def set_bucket_acl(self, name: str, acl: str) -> None:
-        """Keep ``acl`` as the bucket's policy (journaled as a new ``BucketPut``);
-        ``NotFound`` if there is no such bucket."""
-        with self._lock:
-            self._check_open()
-            created_ms = self.index.buckets.get(name)
-            if created_ms is None:
-                raise NotFound(f"no such bucket {name!r}")
-            if self._busy(("bucket", name)):
-                raise Conflict(f"bucket {name!r} is changing; retry")
-            owner = self.index.bucket_access.get(name, ("", ""))[0]
-            record = BucketPut(name, created_ms, owner, acl)
-            sequence, future, _ = self._submit(("bucket", name), record)
-            try:
-                future.result()
-            finally:
-                self._finish(("bucket", name), sequence)
-            self.index.add_bucket(name, created_ms, owner, acl)
-
-    def delete_bucket(self, name: str) -> None:
-        with self._lock:
-            self._check_open()
-            busy = any(isinstance(e, tuple) and e[1:2] == (name,) for e in self._latest)
-            if self._bucket_index(name) or self._bucket_has_uploads(name) or busy:
-                raise Conflict(f"bucket {name!r} is not empty")
-            sequence, future, _ = self._submit(("bucket", name), BucketDelete(name))
-            try:
-                future.result()
-            finally:
-                self._finish(("bucket", name), sequence)
-            self.index.remove_bucket(name)
-
-    def list_buckets(self) -> list[BucketInfo]:
-        with self._lock:
-            self._check_open()
-            buckets = self.index.buckets
-            return [BucketInfo(name, buckets[name]) for name in sorted(buckets)]
-
     # -- objects -----------------------------------------------------------------------------
     def _store_stream(
         self, data: bytes | Iterable[bytes], size_max: int
@@ -259,7 +181,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
         visible unless a later change of the key overtook it, release what it replaced, and
         for a completion drop the upload. Returns the manifest as installed."""
         manifest = record.manifest
-        entity = ("object", manifest.bucket, manifest.key)
+        entity = object_entity(manifest.bucket, manifest.key, manifest.version_id)
         future: Future[int] | None = None
         try:
             with self._lock:
@@ -327,45 +249,45 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             except BaseException:
                 self.ledger.release(refs)
                 raise
+        modified_ms, version_id = self._stamp(bucket, key)
         manifest = Manifest(
             bucket=bucket,
             key=key,
             size=size,
             etag=digest.hex(),
             content_type=content_type or "application/octet-stream",
-            modified_ms=self.clock.now_ms(),
+            modified_ms=modified_ms,
             chunks=tuple(refs),
             metadata=user_metadata,
             checksums=check_checksums(checksums),
             headers=stored_headers,
             writer=self.node_id,
+            version_id=version_id,
         )
-        return _info(self._commit_object(ObjectPut(manifest, body), refs, condition=condition))
+        installed = self._commit_object(ObjectPut(manifest, body), refs, condition=condition)
+        return self._info(installed)
 
-    def _manifest(self, bucket: str, key: str) -> Manifest:
-        check_key(key)
-        with self._lock:
-            self._check_open()
-            manifest = self._bucket_index(bucket).get(key)
-        if manifest is None:
-            raise NotFound(f"no such key {key!r} in bucket {bucket!r}")
-        return manifest
-
-    def head_object(self, bucket: str, key: str) -> ObjectInfo:
-        return _info(self._manifest(bucket, key))
+    def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        """As ``BlobStore.head_object``; ``version_id`` names a version (``versioned``)."""
+        return self._info(self._manifest(bucket, key, version_id))
 
     def iter_object(
-        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
     ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
         with self._lock:
-            manifest = self._manifest(bucket, key)
+            manifest = self._manifest(bucket, key, version_id)
             start, stop = resolve_range(byte_range, manifest.size)
+            info = self._info(manifest)
             if manifest.inline:  # read under the lock: compaction moves records
                 body = self._read_inline(manifest.inline_offset)
-                return _info(manifest), iter([body[start:stop]] if stop > start else [])
+                return info, iter([body[start:stop]] if stop > start else [])
             self.ledger.pin(manifest.chunks)  # deletes during the read keep the chunks alive
         pieces = self._read_span(manifest, start, stop)
-        return _info(manifest), PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
+        return info, PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
 
     def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[memoryview]:
         offset = 0
@@ -383,34 +305,14 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
             assert position == ref.size, "chunk size differs from the manifest"
 
     def get_object(
-        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
     ) -> tuple[ObjectInfo, bytes]:
-        info, pieces = self.iter_object(bucket, key, byte_range)
+        info, pieces = self.iter_object(bucket, key, byte_range, version_id)
         return info, b"".join(pieces)
-
-    def delete_object(self, bucket: str, key: str) -> bool:
-        check_key(key)
-        entity = ("object", bucket, key)
-        with self._lock:
-            self._check_open()
-            existed = key in self._bucket_index(bucket)
-            if not existed and not self._busy(entity):
-                return False
-            record = ObjectDelete(bucket, key, self.clock.now_ms(), self.node_id)
-            sequence, future, _ = self._submit(entity, record)
-        try:
-            future.result()
-        except BaseException:
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
-        with self._lock:
-            current = self._finish(entity, sequence)
-            removed = self.index.remove_object(bucket, key) if current else None
-            self._maybe_compact()
-        if removed is not None:
-            self.ledger.release(removed.chunks)
-        return existed
 
     def list_objects(
         self,
@@ -435,7 +337,7 @@ class LocalBlobStore(CommitMixin, MultipartMixin):
                 start_after=start_after,
                 continuation_token=continuation_token,
             )
-            objects = tuple(_info(index[key]) for key in listing.keys)
+            objects = tuple(self._info(index[key]) for key in listing.keys)
         return ListPage(objects, listing.common_prefixes, listing.is_truncated, listing.next_token)
 
     # -- maintenance -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from blocks.blob.records import (
 )
 from blocks.core.clock import Clock
 
-__all__ = ["HybridClock", "entity_of", "version_of"]
+__all__ = ["HybridClock", "entity_of", "object_entity", "version_of"]
 
 
 class HybridClock:
@@ -61,13 +61,20 @@ def version_of(record: Record) -> tuple[int, str] | None:
     return None
 
 
+def object_entity(bucket: str, key: str, version_id: str = "") -> Hashable:
+    """The entity of one version of a key: the null version ("") is the key itself, as it
+    was before versions; any other version is an entity of its own, since it never
+    replaces another."""
+    return ("object", bucket, key, version_id) if version_id else ("object", bucket, key)
+
+
 def entity_of(record: Record) -> Hashable:
     """What a record changes, as the store's commit path names it (``committing``)."""
     match record:
         case ObjectPut(manifest, _) | UploadComplete(_, manifest):
-            return ("object", manifest.bucket, manifest.key)
-        case ObjectDelete(bucket, key):
-            return ("object", bucket, key)
+            return object_entity(manifest.bucket, manifest.key, manifest.version_id)
+        case ObjectDelete(bucket, key, _, _, version_id):
+            return object_entity(bucket, key, version_id)
         case BucketPut(name) | BucketDelete(name):
             return ("bucket", name)
         case UploadPut(upload):
