@@ -265,6 +265,31 @@ def test_group_commit_shares_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert counter.calls <= 2
 
 
+def test_fsync_always_async_appends_share_fsyncs_and_return_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``always`` the awaited appends are group committed without a window: every
+    caller returns only once its record is durable, and concurrent callers share fsyncs."""
+    appenders = 32
+    with SegmentLog(tmp_path, fsync="always") as log:
+        counter = FsyncCounter(monkeypatch)
+
+        async def append(index: int) -> int:
+            offset = await log.append_async(b"r%d" % index)
+            assert log.durable_offset > offset  # durable before it returns
+            return offset
+
+        async def main() -> list[int]:
+            return await asyncio.gather(*(append(i) for i in range(appenders)))
+
+        offsets = asyncio.run(main())
+        assert sorted(offsets) == list(range(appenders))
+        assert log.durable_offset == appenders
+        assert 1 <= counter.calls <= 2  # one round for the first, one for all the others
+        log.append(b"s")  # the synchronous append still fsyncs on its own
+        assert counter.calls <= 3 and log.durable_offset == appenders + 1
+
+
 def test_group_commit_flushes_early_when_the_batch_fills(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,11 @@ Durability is explicit. A record is *acknowledged durable* when one of these ret
 * the awaited ``append_async``/``append_many_async`` under ``fsync="batch"`` (group commit:
   concurrent callers in one window of ``batch_delay_ms`` share one fsync, see ``log_commit``;
   logs opened with one ``commit_group`` share its rounds, and its window and limit apply);
+* the awaited ``append_async``/``append_many_async`` under ``fsync="always"``: group commit
+  without a window (a log's own group has none; a shared ``commit_group`` keeps its own):
+  the first waiter starts an fsync at once and the callers that arrive while it runs share
+  the next one. Each caller still returns only once its records are durable, which is all
+  ``always`` promises; what it no longer does is block the event loop for one fsync per call;
 * ``sync()``, under any policy (and ``close()`` under ``always`` and ``batch``).
 
 Under ``batch`` a plain ``append`` also fsyncs once the window has elapsed since the last
@@ -108,8 +113,9 @@ class SegmentLog:
         self._records_appended = 0
         self._bytes_appended = 0
         self._closed = False
-        if commit_group is None:  # a group of one
-            commit_group = GroupCommitter(self.config.batch_delay_ms, self.config.batch_records_max)
+        if commit_group is None:  # a group of one; no window under "always" (see module docs)
+            delay_ms = 0.0 if self.config.fsync == "always" else self.config.batch_delay_ms
+            commit_group = GroupCommitter(delay_ms, self.config.batch_records_max)
         self.commit_group = commit_group
         self._committer = commit_group.member(
             self._sync_for_commit,
@@ -198,15 +204,14 @@ class SegmentLog:
         return (await self.append_many_async((record,)))[0]
 
     async def append_many_async(self, records: Iterable[bytes]) -> list[int]:
-        """Append records; under ``batch``, return once all are durable, sharing fsyncs.
+        """Append records; under ``batch`` and ``always``, return once all are durable,
+        sharing fsyncs with the concurrent callers (group commit, see the module docs).
 
-        Under ``batch`` raises ``Overloaded`` (nothing written) when more than
-        ``pending_records_max`` records would be waiting for an fsync. Under ``always`` and
-        ``never`` this is ``append_many`` (which blocks the event loop for its fsync under
-        ``always``).
+        Raises ``Overloaded`` (nothing written) when more than ``pending_records_max``
+        records would be waiting for an fsync. Under ``never`` this is ``append_many``.
         """
         payloads = as_payloads(records, self.config.record_bytes_max)
-        if self.config.fsync != "batch":
+        if self.config.fsync == "never":
             return self._append(payloads, inline_sync=True, pending_max=None)
         if len(payloads) > self.config.pending_records_max:
             raise InvalidArgument(
@@ -264,10 +269,13 @@ class SegmentLog:
             self._write(frames)
             self._records_appended += len(payloads)
             self._bytes_appended += sum(len(payload) for payload in payloads)
-            if self.config.fsync == "always" or (
-                self.config.fsync == "batch"
-                and inline_sync
-                and self._clock.monotonic() - self._last_sync_s >= self.config.batch_delay_ms / 1e3
+            if inline_sync and (
+                self.config.fsync == "always"
+                or (
+                    self.config.fsync == "batch"
+                    and self._clock.monotonic() - self._last_sync_s
+                    >= self.config.batch_delay_ms / 1e3
+                )
             ):
                 self.sync()
             return offsets
