@@ -10,8 +10,10 @@ records after that end. A follower's fetch offset is what the leader knows it ho
 * **In-sync replicas.** The leader keeps the ISR: itself plus every follower that has been
   fully caught up within ``lag_max_ms``. A follower that lags or dies longer than that leaves
   the ISR (``tick``); one whose fetch reaches the high watermark joins again.
-* **High watermark.** The largest offset held by every ISR member *and* by a majority of the
-  replicas, and (Raft's rule) only once it covers a record of the leader's own epoch: the
+* **High watermark.** The largest offset held *durably* by every ISR member *and* by a
+  majority of the replicas (a follower's fetch offset is durable there; the leader counts
+  its own records from ``note_durable``, since it serves them to followers while its own
+  fsync runs, so the two fsyncs overlap instead of adding up), and (Raft's rule) only once it covers a record of the leader's own epoch: the
   new leader's first record is a control *epoch marker*. Records below the high watermark are
   committed: readable by consumers, and an ``acks=all`` produce is acknowledged when the high
   watermark passes its last record. Requiring a majority as well means the ISR shrinking to
@@ -124,6 +126,9 @@ class PartitionReplica:
         self.epochs: list[tuple[int, int]] = list(epochs or [])  # (epoch, first offset)
         self.log_start = log_start
         self.log_end = log_end
+        # Records below this are durable here; a leader counts only these as its own hold
+        # (it sends records to followers before its own fsync ends; see note_appended).
+        self.durable_end = log_end
         self.hw = log_start  # committed below this offset (as far as this replica knows)
         self._dirty = False
         self._marker_due = False
@@ -179,14 +184,26 @@ class PartitionReplica:
         end = self.epochs[index + 1][1] if index + 1 < len(self.epochs) else self.log_end
         return found, end
 
-    def note_appended(self, first_offset: int, epochs: list[int], now_ms: int) -> None:
-        """Records with these epochs were stored from ``first_offset`` on."""
+    def note_appended(
+        self, first_offset: int, epochs: list[int], now_ms: int, *, durable: bool = True
+    ) -> None:
+        """Records with these epochs were stored from ``first_offset`` on; with ``durable``
+        False they are written but not yet durable here (``note_durable`` follows), which
+        lets a leader serve them to its followers while its own fsync runs."""
         assert first_offset == self.log_end, "appends continue the log"
         for index, epoch in enumerate(epochs):
             if epoch != self.last_epoch:
                 assert epoch > self.last_epoch, "epochs only grow along a log"
                 self.epochs.append((epoch, first_offset + index))
         self.log_end += len(epochs)
+        if durable:
+            self.durable_end = self.log_end
+        if self.role is Role.LEADER:
+            self._update_hw()
+
+    def note_durable(self, end: int) -> None:
+        """Every record below ``end`` is durable here (durability grows as a prefix)."""
+        self.durable_end = max(self.durable_end, min(end, self.log_end))
         if self.role is Role.LEADER:
             self._update_hw()
 
@@ -194,6 +211,7 @@ class PartitionReplica:
         """The log was cut: records at ``offset`` and later are gone."""
         assert offset >= self.hw or self.role is not Role.LEADER, "committed records stay"
         self.log_end = min(self.log_end, max(offset, self.log_start))
+        self.durable_end = min(self.durable_end, self.log_end)
         while self.epochs and self.epochs[-1][1] >= self.log_end:
             self.epochs.pop()
         self.hw = min(self.hw, self.log_end)
@@ -361,10 +379,11 @@ class PartitionReplica:
         return FetchDecision("records", self.epoch, self.leader, self.hw, offset=offset)
 
     def _update_hw(self) -> bool:
-        holds = [self.log_end] + [self.match.get(f, 0) for f in self.config.others]
+        own = min(self.log_end, self.durable_end)  # only what is durable here counts
+        holds = [own] + [self.match.get(f, 0) for f in self.config.others]
         majority_holds = sorted(holds, reverse=True)[self.config.majority - 1]
         followers = self.isr - {self.config.node}
-        isr_holds = min([self.log_end] + [self.match.get(f, 0) for f in followers])
+        isr_holds = min([own] + [self.match.get(f, 0) for f in followers])
         candidate = min(majority_holds, isr_holds)
         if candidate > self._epoch_start and candidate > self.hw:
             self.hw = candidate

@@ -13,7 +13,12 @@ feeds the cores and carries out what they decide; it holds no policy of its own:
   "stored here"), or cuts the log where the core says, and reports both to the core;
 * the transport handler answers follower fetches (holding one that finds nothing new for up to
   ``fetch_wait_ms``, so records flow out as soon as they are written) and passes votes and
-  announcements to the core;
+  announcements to the core. A leader's records go out as soon as they are in its store,
+  while its own fsync still runs (the core counts the leader's hold only once it is durable,
+  so the two fsyncs of a round overlap); a held fetch is also answered when the high
+  watermark moves, and a fetch is never held from a follower that has not yet been told the
+  current high watermark, so a follower answering a call learns its commit one round trip
+  later, not at the next write;
 * ``settle`` runs after every core call: persist ``(epoch, voted_for)`` when dirty (an atomic
   file replace, before anything is sent), append the epoch marker a new leader owes, send the
   core's messages, resolve ``acks=all`` waiters whose records the high watermark passed, fail
@@ -95,7 +100,8 @@ class Replication:
         self.replicas: dict[Key, PartitionReplica] = {}
         self._hw: dict[Key, int] = {}
         self._ack_waiters: dict[Key, list[tuple[int, int, asyncio.Future[None]]]] = {}
-        self._appended: dict[Key, asyncio.Event] = {}
+        self._appended: dict[Key, asyncio.Event] = {}  # set (and replaced) on news for fetches
+        self._told_hw: dict[tuple[Key, str], int] = {}  # the high watermark a follower was sent
         self._writes_in_flight: dict[Key, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sends: set[asyncio.Task[Any]] = set()
@@ -206,7 +212,13 @@ class Replication:
         self._resolve_waiters(key, replica)
         if replica.hw != self._hw[key]:
             self._hw[key] = replica.hw
+            if replica.role is Role.LEADER:
+                self._wake_fetches(key)  # the followers learn the new high watermark
             self._on_committed(key)
+
+    def _wake_fetches(self, key: Key) -> None:
+        self._appended[key].set()
+        self._appended[key] = asyncio.Event()
 
     async def _append_marker(self, key: Key, replica: PartitionReplica) -> None:
         topic = self.topics.topic(key[0])
@@ -218,11 +230,20 @@ class Replication:
 
     async def append(self, key: Key, records: list[StoredRecord]) -> None:
         """Store records continuing the log and tell the core, in one step (so the core's view
-        and the store never disagree), then wait until they are durable here."""
+        and the store never disagree), then wait until they are durable here.
+
+        Held follower fetches are woken before the write: they run once this task first
+        suspends, which is after the records are in the store (the write itself does not
+        suspend) and while their fsync runs; a write that fails rolls the core back first.
+        """
         replica, store = self.replicas[key], self.topics.store(*key)
         assert records[0].offset == replica.log_end == store.next_offset
-        replica.note_appended(records[0].offset, [r.epoch for r in records], self.now_ms())
+        end = records[-1].offset + 1
+        replica.note_appended(
+            records[0].offset, [r.epoch for r in records], self.now_ms(), durable=False
+        )
         self._writes_in_flight[key] += 1
+        self._wake_fetches(key)
         try:
             await self.topics.write(key[0], key[1], records)
         except BaseException:
@@ -231,8 +252,7 @@ class Replication:
             raise
         finally:
             self._writes_in_flight[key] -= 1
-        self._appended[key].set()
-        self._appended[key] = asyncio.Event()
+        replica.note_durable(end)
 
     def _resolve_waiters(self, key: Key, replica: PartitionReplica) -> None:
         waiting = self._ack_waiters.get(key)
@@ -313,12 +333,18 @@ class Replication:
             raise Unavailable(f"{self.node} holds no replica of {key[0]}/{key[1]}")
         decision = replica.handle_fetch(source, request, self.now_ms())
         await self.settle(key)
-        if decision.kind == "records" and decision.offset >= replica.log_end:
+        told = (key, source)
+        if (
+            decision.kind == "records"
+            and decision.offset >= replica.log_end
+            and self._told_hw.get(told) == decision.hw
+        ):
             appended = self._appended[key]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(appended.wait(), self.config.fetch_wait_ms / 1000.0)
             decision = replica.handle_fetch(source, request, self.now_ms())
             await self.settle(key)
+        self._told_hw[told] = decision.hw
         rows: list[Any] = []
         if decision.kind == "records":
             store = self.topics.store(*key)
