@@ -169,6 +169,18 @@ def test_cp_between_buckets_and_ls(aws: Aws, tmp_path: Path) -> None:
     aws("s3", "cp", "--recursive", "s3://cp-target/tree/", str(down))
     assert tree(down) == FILES
 
+    # Versioning through s3api: the object PUT before it is the null version, now older.
+    aws(
+        "s3api", "put-bucket-versioning", "--bucket", "cp-source",
+        "--versioning-configuration", "Status=Enabled",
+    )  # fmt: skip
+    aws("s3", "cp", str(local), "s3://cp-source/in/data.bin")
+    listed = json.loads(
+        aws("s3api", "list-object-versions", "--bucket", "cp-source", "--prefix", "in/")
+    )
+    versions = [(v["VersionId"] == "null", v["IsLatest"]) for v in listed["Versions"]]
+    assert versions == [(False, True), (True, False)], listed
+
 
 def test_sync_up_and_down_then_nothing_left_to_sync(aws: Aws, tmp_path: Path) -> None:
     aws("s3", "mb", "s3://sync")
