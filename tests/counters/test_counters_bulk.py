@@ -22,10 +22,13 @@ def test_numpy_is_there_so_the_vectorised_path_runs() -> None:
     assert numpy_or_none() is not None
 
 
-def test_bit_length_is_exact_at_every_power_of_two() -> None:
+@pytest.mark.parametrize("bits", [64, 60, 54, 53, 52, 50])
+def test_bit_length_is_exact_at_every_power_of_two(bits: int) -> None:
+    """Below 2**53 one float conversion is exact; from 54 bits on, the 32-bit halves."""
     np = numpy_or_none()
-    values = [0, 1] + [value for k in range(1, 64) for value in ((1 << k) - 1, 1 << k)]
-    lengths = _bit_length(np, np.array(values, dtype=np.uint64))
+    values = [0, 1] + [value for k in range(1, bits) for value in ((1 << k) - 1, 1 << k)]
+    values.append((1 << bits) - 1)
+    lengths = _bit_length(np, np.array(values, dtype=np.uint64), bits)
     assert lengths.tolist() == [value.bit_length() for value in values]
 
 
@@ -45,7 +48,8 @@ def test_hll_add_many_equals_one_by_one(
 @settings(max_examples=80, deadline=None)
 @given(
     items=ITEMS,
-    width=st.integers(1, 3000),
+    # Powers of two take the wrapping-and-mask path, other widths the modulo path.
+    width=st.integers(1, 3000) | st.sampled_from([1, 2, 16, 1024, 2048, 1 << 16]),
     depth=st.integers(1, 6),
     seed=SEEDS,
     data=st.data(),
@@ -64,6 +68,17 @@ def test_count_min_add_many_equals_one_by_one(
     assert bulk._rows == single._rows
     assert bulk.total == single.total
     assert [bulk.estimate(item) for item in items] == [single.estimate(item) for item in items]
+
+
+@pytest.mark.parametrize("width", [2048, 2047, 1 << 20])
+def test_count_min_columns_at_a_power_of_two_and_beside_it(width: int) -> None:
+    """Many items at the benchmark's shape and beside it: bulk cells equal one-by-one cells."""
+    items = [f"user-{k}" for k in range(3000)] + [b"\xff" * 9, "", "\u00e9t\u00e9"]
+    bulk, single = CountMinSketch(width, 5, seed=12345), CountMinSketch(width, 5, seed=12345)
+    bulk.add_many(items)
+    for item in items:
+        single.add(item)
+    assert bulk._rows == single._rows
 
 
 def test_without_numpy_the_pure_path_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,6 +46,7 @@ TOTAL_MAX = (1 << 63) - 1
 """Largest total count a sketch holds: every cell is at most the total, so the int64 cells
 never overflow; an add or merge that would pass it raises ``InvalidArgument``."""
 _MASK_64 = (1 << 64) - 1
+_xxh3_128 = xxhash.xxh3_128_intdigest
 _BULK_ITEMS_MIN = 32
 """Below this many items ``add_many`` adds one by one (numpy's fixed cost would dominate)."""
 
@@ -106,26 +107,31 @@ class CountMinSketch:
 
     def _hashes(self, item: bytes | str) -> tuple[int, int]:
         """Double hashing: row ``r`` uses column ``(first + r * second) % width``."""
-        digest = xxhash.xxh3_128_intdigest(_as_bytes(item), self._seed)
+        digest = _xxh3_128(item.encode() if item.__class__ is str else _as_bytes(item), self._seed)
         return digest & _MASK_64, (digest >> 64) | 1
 
     def add(self, item: bytes | str, count: int = 1) -> int:
         """Add ``count`` (>= 0) occurrences of ``item``; returns its new estimate."""
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        if count.__class__ is not int and (not isinstance(count, int) or isinstance(count, bool)):
             raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
-        position, step = self._hashes(item)
-        if self._total + count > TOTAL_MAX:
+        if count < 0:
+            raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
+        # _hashes, inlined: this is the single-item hot path.
+        digest = _xxh3_128(item.encode() if item.__class__ is str else _as_bytes(item), self._seed)
+        total = self._total + count
+        if total > TOTAL_MAX:
             raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
+        position, step = digest & _MASK_64, (digest >> 64) | 1
         width = self._width
-        estimate = -1
+        estimate = total
         for row in self._rows:
             column = position % width
             value = row[column] + count
             row[column] = value
-            if estimate < 0 or value < estimate:
+            if value < estimate:
                 estimate = value
             position += step
-        self._total += count
+        self._total = total
         return estimate
 
     def add_many(self, items: Iterable[bytes | str], counts: Iterable[int] | None = None) -> None:
@@ -137,29 +143,38 @@ class CountMinSketch:
         raises ``InvalidArgument`` and leaves the items before it in its chunk of
         ``CHUNK_ITEMS_MAX`` either all added or none.
         """
-        item_list = list(items)
-        count_list = [1] * len(item_list) if counts is None else list(counts)
-        if len(count_list) != len(item_list):
-            raise InvalidArgument("items and counts must have the same length")
-        for count in count_list if counts is not None else ():
-            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
-        if self._total + sum(count_list) > TOTAL_MAX:
+        item_list = items if type(items) is list else list(items)
+        if counts is None:
+            count_list = None
+            added = len(item_list)
+        else:
+            count_list = list(counts)
+            if len(count_list) != len(item_list):
+                raise InvalidArgument("items and counts must have the same length")
+            for count in count_list:
+                if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                    raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
+            added = sum(count_list)
+        if self._total + added > TOTAL_MAX:
             raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
         np = numpy_or_none()
         if np is None or len(item_list) < _BULK_ITEMS_MIN:
-            for item, count in zip(item_list, count_list, strict=True):
-                self.add(item, count)
+            for index, item in enumerate(item_list):
+                self.add(item, 1 if count_list is None else count_list[index])
             return
         for start in range(0, len(item_list), CHUNK_ITEMS_MAX):
-            chunk = item_list[start : start + CHUNK_ITEMS_MAX]
+            chunk = (
+                item_list
+                if start == 0 and len(item_list) <= CHUNK_ITEMS_MAX
+                else item_list[start : start + CHUNK_ITEMS_MAX]
+            )
             columns = count_min_columns(np, chunk, self._seed, self._width, self._depth, _as_bytes)
             amounts: Any = 1
-            if counts is not None:
+            if count_list is not None:
                 amounts = np.asarray(count_list[start : start + len(chunk)], dtype=np.int64)
             for number, row in enumerate(self._rows):
-                np.add.at(np.frombuffer(row, dtype=np.int64), columns[:, number], amounts)
-            self._total += len(chunk) if counts is None else int(amounts.sum())
+                np.add.at(np.frombuffer(row, dtype=np.int64), columns[number], amounts)
+            self._total += len(chunk) if count_list is None else int(amounts.sum())
 
     def estimate(self, item: bytes | str) -> int:
         """An upper bound on ``item``'s true count, tight with high probability."""

@@ -36,6 +36,7 @@ __all__ = ["PRECISION_MAX", "PRECISION_MIN", "HyperLogLog"]
 PRECISION_MIN = 4
 PRECISION_MAX = 18
 _HEADER = struct.Struct(">4sBQ")
+_xxh3_64 = xxhash.xxh3_64_intdigest
 _MAGIC = b"BHLL"
 _BULK_ITEMS_MIN = 32
 """Below this many items a batch is added one by one (numpy's fixed cost would dominate)."""
@@ -101,12 +102,13 @@ class HyperLogLog:
         return 1.04 / math.sqrt(len(self._registers))
 
     def add(self, item: bytes | str) -> None:
-        hashed = xxhash.xxh3_64_intdigest(_as_bytes(item), self._seed)
-        index = hashed >> self._shift
-        rest = hashed & ((1 << self._shift) - 1)
-        rank = self._shift - rest.bit_length() + 1
-        if rank > self._registers[index]:
-            self._registers[index] = rank
+        hashed = _xxh3_64(item.encode() if item.__class__ is str else _as_bytes(item), self._seed)
+        shift = self._shift
+        rank = shift + 1 - (hashed & ((1 << shift) - 1)).bit_length()
+        registers = self._registers
+        index = hashed >> shift
+        if rank > registers[index]:
+            registers[index] = rank
 
     def add_many(self, items: Iterable[bytes | str]) -> None:
         """``add`` each item, with the same registers as adding them one by one.
