@@ -10,7 +10,11 @@ deadline of ``wait_ms`` plus the client's ``timeout_s``.
 Given several addresses (the nodes of a replicated queue, ``blocks.queue.replicated``, any of
 which serves any call), the client talks to one; a call that fails with ``Unavailable`` or
 ``Timeout`` moves it to the next, and the caller retries (such a call may or may not have been
-applied, as the API says).
+applied, as the API says). Clients follow the leader: whenever the client (re)discovers a
+node's data path, it asks the node's view of the log (``describe``) and, while the node says
+it is a follower, moves on to the next address, at most once round the list. A call answered
+by the leader saves a forward to it and the round trip in which a follower learns that its
+records are committed (about half the time of a send on a 3-node cluster).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from blocks.queue.datapath import CallBatcher, message_from_wire
 __all__ = ["QueueClient", "connect"]
 
 OLD_CHANNELS_MAX = 8  # channels of nodes left behind, kept open for calls still on them
+DESCRIBE_TIMEOUT_S = 2.0  # the leader probe at discovery; past it the client stays put
 
 
 class QueueClient:
@@ -92,7 +97,33 @@ class QueueClient:
         if self._data_name is not None:
             return self._data_name
         async with self._discovery:  # one question at a time: add_peer drops a connection
-            return await self._ask_data_path()
+            name = await self._ask_data_path()
+            if name and len(self._addresses) > 1:
+                name = await self._follow_leader(name)
+            return name
+
+    async def _follow_leader(self, name: str) -> str:
+        """Move on from a node that says it follows, at most once round the addresses; stop
+        at a leader, at a node with no view (single node, election) or at any error (the
+        call then goes to where the client stands, as without this)."""
+        for _ in range(len(self._addresses) - 1):
+            try:
+                view = await self._data.request(name, {"op": "describe"}, DESCRIBE_TIMEOUT_S)
+            except BlocksError:
+                return name
+            if not isinstance(view, dict) or view.get("role") != "follower":
+                return name
+            if not view.get("leader"):
+                return name
+            self._next_address(self._address)
+            try:
+                name = await self._ask_data_path()
+            except BlocksError:
+                self._data_name = None  # the next call asks again, where the client now stands
+                return await self._ask_data_path()
+            if not name:
+                return name
+        return name
 
     async def _ask_data_path(self) -> str:
         if self._data_name is None:
