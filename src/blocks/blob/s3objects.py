@@ -111,18 +111,19 @@ class ObjectOps(CopyOps):
             if names - {"uploadId", "max-parts", "part-number-marker"}:
                 raise not_implemented(names)
             return await self._list_parts(bucket, key, query)
-        if head.method == "GET" and names == {"attributes"}:
-            info = await self.workers.run(self.store.head_object, bucket, key)
-            wanted = head.headers.get("x-amz-object-attributes", "").lower()
-            document = attributes_result(info, {w.strip() for w in wanted.split(",")})
-            response = xml_response(document)
-            response.headers["Last-Modified"] = http_date(info.modified_ms)
-            return response
         version_id = query.get("versionId")
         if version_id is not None:
             names.discard("versionId")
             if version_id != "null" and not isinstance(self.store, LocalBlobStore):
                 raise not_implemented({"versionId"})
+        if head.method == "GET" and names == {"attributes"}:
+            info = await self.workers.run(self._head, bucket, key, version_id)
+            wanted = head.headers.get("x-amz-object-attributes", "").lower()
+            document = attributes_result(info, {w.strip() for w in wanted.split(",")})
+            response = xml_response(document)
+            response.headers["Last-Modified"] = http_date(info.modified_ms)
+            response.headers.update(version_header(info))
+            return response
         part_range = None
         if names == {"partNumber"}:
             part_range = await self._part_range(bucket, key, query["partNumber"], version_id)

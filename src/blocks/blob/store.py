@@ -155,6 +155,13 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         if self._closed:
             raise FailedPrecondition("the blob store is closed")
 
+    def _key_busy(self, bucket: str, key: str) -> bool:
+        """Whether a change of any version of ``key`` is in flight (lock held)."""
+        return any(
+            isinstance(e, tuple) and e[0] == "object" and e[1:3] == (bucket, key)
+            for e in self._latest
+        )
+
     def _bucket_index(self, bucket: str) -> dict[str, Manifest]:
         check_bucket_name(bucket)
         index = self.index.objects.get(bucket)
@@ -188,7 +195,7 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
                 self._check_open()
                 current = self._bucket_index(manifest.bucket).get(manifest.key)
                 if condition is not None:
-                    if self._busy(entity):  # its outcome is not known yet
+                    if self._key_busy(manifest.bucket, manifest.key):  # outcome unknown yet
                         raise ConditionFailed("another write of this key is in flight")
                     check_write(condition, current.etag if current is not None else None)
                 sequence, future, size = self._submit(entity, record)

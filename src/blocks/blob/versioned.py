@@ -234,13 +234,16 @@ class VersionsMixin:
         check_key(key)
         with self._lock:
             existed = key in self._bucket_index(bucket)
-        self.delete_version(bucket, key)
+        self._delete(bucket, key, None)
         return existed
 
     def delete_version(self, bucket: str, key: str, version_id: str | None = None) -> DeleteOutcome:
         """S3's DeleteObject: without ``version_id``, remove the object (a bucket never
         versioned) or write a delete marker (see the module docstring); with one (``null``
         included), remove that version for good. Deleting what is absent changes nothing."""
+        return self._delete(bucket, key, version_id)
+
+    def _delete(self, bucket: str, key: str, version_id: str | None) -> DeleteOutcome:
         check_key(key)
         stored = None if version_id is None else stored_version_id(version_id)
         with self._lock:
