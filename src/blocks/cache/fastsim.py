@@ -174,6 +174,20 @@ def _run(policy: TinyLfuPolicy, trace: list[int], slot_of: list[Slots], count: i
                 window_move(key)
                 continue
             if place == _PROBATION:  # promotion (TinyLfuPolicy._promote)
+                if unit and protected_weight <= protected_max:
+                    # Unit weights, protected within bounds: at most one key demoted (maybe
+                    # this one, when protected holds nothing else and has no room).
+                    del probation[key]
+                    protected[key] = 1
+                    where[key] = _PROTECTED
+                    if protected_weight == protected_max:
+                        demoted = protected.popitem(last=False)[0]
+                        probation[demoted] = 1
+                        where[demoted] = _PROBATION
+                    else:
+                        protected_weight += 1
+                        probation_weight -= 1
+                    continue
                 weight = probation.pop(key)
                 probation_weight -= weight
                 protected[key] = weight
