@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from blocks.cache.dataclient import DataNode
 from blocks.cache.datapath import (
     DATA_FRAME_BYTES_MAX,
     GET_MANY_KEYS_MAX,
     OP_GET,
-    DataNode,
 )
 from blocks.cache.discovery import MemberCluster
 from blocks.cache.service import CacheService, build_server
@@ -134,9 +134,9 @@ def test_requests_views_ttls_and_bad_input() -> None:
                 lambda: node.put("k", b"v" * (1024 * 1024 + 1)),
                 lambda: node.put("k", b"v", ttl=-1),
                 lambda: node.get_many(["k"] * (GET_MANY_KEYS_MAX + 1)),
-                lambda: node._call([OP_GET, -1, "k"]),
-                lambda: node._call([99, 0, "k"]),
-                lambda: node._call([OP_GET, 0]),
+                lambda: node.call([OP_GET, -1, "k"]),
+                lambda: node.call([99, 0, "k"]),
+                lambda: node.call([OP_GET, 0]),
             ):
                 with pytest.raises(InvalidArgument):
                     await bad()
@@ -213,5 +213,31 @@ def test_a_wrong_token_and_a_wrong_node_are_refused() -> None:
                 finally:
                     await wrong_token.close()
                     await wrong_name.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_calls_in_flight_share_batches_and_oversize_replies_are_resent() -> None:
+    frame_bytes_max = 1200 * 1024  # room for one large value per reply, not two
+    large = [bytes([n]) * (600 * 1024) for n in range(2)]
+
+    async def main() -> None:
+        async with _node(data_frame_bytes_max=frame_bytes_max) as (_, service, _unused):
+            assert service.data is not None and service.data.advertised is not None
+            node = DataNode(
+                "solo", service.data.advertised, token=TOKEN, frame_bytes_max=frame_bytes_max
+            )
+            try:
+                await asyncio.gather(*(node.put(f"k{i}", b"%d" % i) for i in range(64)))
+                got = await asyncio.gather(*(node.get(f"k{i}") for i in range(64)))
+                assert got == [b"%d" % i for i in range(64)]
+                assert node.stats()["batches_sent"] < 20  # 128 calls, a few frames
+                await node.put("big0", large[0])
+                await node.put("big1", large[1])
+                sent = node.stats()["batches_sent"]
+                assert await asyncio.gather(node.get("big0"), node.get("big1")) == large
+                assert node.stats()["batches_sent"] == sent + 2  # the second was resent
+            finally:
+                await node.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))

@@ -200,12 +200,17 @@ class ClusterClient:
         self.tracker.add(key)
         if self.tracker.total >= self._decay_every:
             self.tracker.decay()
-        nodes = self.replicas(key)
+        hot = self.is_hot(key)
+        if hot:
+            nodes = self.replicas(key)
+        else:  # the common case: the owner alone, without building a preference list
+            owner_only = self.owner(key)
+            nodes = [] if owner_only is None else [owner_only]
         if not nodes:
             self.misses_from_failures += 1
             return None
         owner = nodes[0]
-        chosen = self._random.choice(nodes) if self.is_hot(key) else owner
+        chosen = self._random.choice(nodes) if hot else owner
         data = await self._call(chosen, "get", key)
         if chosen != owner and (data is None or data is _FAILED):
             replica_alive = data is None

@@ -5,10 +5,11 @@ Theory of operation
 gRPC stays the node's public, language-neutral API (and carries membership), but a data call
 through it costs far more than the cache lookup it wraps: a protobuf message, HTTP/2 frames
 and a task per call on each side. The data path moves only the four data calls onto the
-library's own framed TCP (``blocks.core.tcp_transport.TcpTransport``): a 4-byte length and a
-msgpack array per frame, a ``HELLO``/``WELCOME`` handshake with the bearer token (the client
-also learns it reached the node it meant: the listener names itself), and request ids, so a
-client keeps *one connection per node* and pipelines every call on it.
+library's own framed TCP (``blocks.core.tcp_transport.TcpTransport``, reused whole: this
+module adds only the requests and their handler): a 4-byte length and a msgpack array per
+frame, a ``HELLO``/``WELCOME`` handshake with the bearer token (the client also learns it
+reached the node it meant: the listener names itself), and request ids, so a client keeps
+*one connection per node* and pipelines every call on it.
 
 A request is ``[op, view_id, ...]``:
 
@@ -25,6 +26,15 @@ A request is ``[op, view_id, ...]``:
 (``StaleView``, a ``FailedPrecondition``, travels back by class); 0 skips the check. A
 malformed request is answered ``InvalidArgument`` and changes nothing; the connection stays.
 
+Batches. ``[OP_BATCH, 0, [call, ...]]`` carries up to ``BATCH_CALLS_MAX`` of the calls above;
+the node runs them in order and answers one ``[BATCH_OK, reply]`` or ``[BATCH_ERROR,
+error]`` each. The client (``blocks.cache.dataclient``) sends everything its callers asked of
+one node in one turn of the event loop as one batch: with 16 calls in flight the cost of a
+frame, a system call on each side and a task on the node is paid once per batch, not per
+call, and no call waits longer than that turn. A batch's reply must fit one frame: a read
+whose value would overflow it is answered ``[BATCH_RESEND]`` (never the first call of a
+batch, so resending makes progress).
+
 Bounds, because a stranger can reach the port: a frame is at most ``frame_bytes_max``
 (above it, and above 4 KiB before the handshake, the listener answers ``GOAWAY`` with a
 ``PeerError`` and drops that connection only), at most ``connections_max`` connections are
@@ -39,26 +49,31 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from blocks.core.errors import Cancelled, InvalidArgument, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument
 from blocks.core.tcp_limits import TcpLimits
 from blocks.core.tcp_transport import TcpTransport
+from blocks.core.transport import error_to_wire
 
 if TYPE_CHECKING:
     from blocks.cache.service import CacheService
 
 __all__ = [
+    "BATCH_CALLS_MAX",
+    "BATCH_ERROR",
+    "BATCH_OK",
+    "BATCH_RESEND",
     "CLIENT_NAME",
     "DATA_CONNECTIONS_MAX",
     "DATA_FRAME_BYTES_MAX",
     "FRAME_SLACK_BYTES",
     "GET_MANY_KEYS_MAX",
+    "OP_BATCH",
     "OP_DELETE",
     "OP_GET",
     "OP_GET_MANY",
     "OP_PUT",
     "DataHandler",
     "DataListener",
-    "DataNode",
     "data_limits",
     "parse_address",
 ]
@@ -67,6 +82,11 @@ OP_GET = 1
 OP_PUT = 2
 OP_DELETE = 3
 OP_GET_MANY = 4
+OP_BATCH = 5
+BATCH_OK = 0
+BATCH_ERROR = 1
+BATCH_RESEND = 2
+BATCH_CALLS_MAX = 256
 
 DATA_FRAME_BYTES_MAX = 4 * 1024 * 1024
 """Default bound on one data-path frame: a put of the largest value, or a multi-get reply."""
@@ -106,7 +126,8 @@ def _view_id(value: Any) -> int:
 class DataHandler:
     """The listener's ``Handler``: decodes a request and runs it on the ``CacheService``.
 
-    ``calls`` counts the requests answered (tests read it to see which path a client took).
+    ``calls`` counts the data calls answered, each call of a batch included (tests read it
+    to see which path a client took).
     """
 
     def __init__(self, service: CacheService, *, frame_bytes_max: int) -> None:
@@ -115,6 +136,36 @@ class DataHandler:
         self.calls = 0
 
     async def __call__(self, source: str, message: Any) -> Any:
+        if type(message) is list and len(message) == 3 and message[0] == OP_BATCH:
+            return self.batch_nowait(message[2])
+        return self.answer_nowait(message)
+
+    def batch_nowait(self, calls: Any) -> list[list[Any]]:
+        """Run ``calls`` in order; one ``[BATCH_OK, reply]``, ``[BATCH_ERROR, error]`` or
+        ``[BATCH_RESEND]`` per call. A call whose reply would overflow the reply frame is
+        answered ``BATCH_RESEND`` (only reads can: their values are the large replies), the
+        first call never is, so a client that resends what it is told makes progress."""
+        if type(calls) is not list or not 0 < len(calls) <= BATCH_CALLS_MAX:
+            raise InvalidArgument(f"a batch holds 1..{BATCH_CALLS_MAX} calls")
+        results: list[list[Any]] = []
+        reply_bytes = 0
+        for call in calls:
+            try:
+                reply = self.answer_nowait(call)
+            except BlocksError as error:
+                results.append([BATCH_ERROR, error_to_wire(error)])
+                continue
+            size = _reply_bytes(reply)
+            if results and reply_bytes + size > self._reply_bytes_max:
+                results.append([BATCH_RESEND])
+                continue
+            reply_bytes += size
+            results.append([BATCH_OK, reply])
+        return results
+
+    def answer_nowait(self, message: Any) -> Any:
+        """The reply to one data call (see the module docs); ``InvalidArgument`` for a
+        malformed one, ``StaleView`` under another view."""
         if type(message) is not list or len(message) < 3:
             raise InvalidArgument("a data request is [op, view_id, ...]")
         self.calls += 1
@@ -140,79 +191,17 @@ class DataHandler:
         if type(keys) is not list or len(keys) > GET_MANY_KEYS_MAX:
             raise InvalidArgument(f"get_many takes a list of at most {GET_MANY_KEYS_MAX} keys")
         values = self._service.get_many_nowait(keys, view_id)
-        if sum(len(value) for value in values if value is not None) > self._reply_bytes_max:
+        if _reply_bytes(values) > self._reply_bytes_max:
             raise InvalidArgument("the values do not fit one reply frame; ask for fewer keys")
         return values
 
 
-class DataNode:
-    """A client of one node's data path: one connection, every call pipelined on it.
-
-    The same call signatures as ``CacheClient`` for ``get``, ``put`` and ``delete`` (values
-    are bytes, ``view_id`` as there), plus ``get_many``. Failures are the library's errors:
-    ``Unavailable`` when the node cannot be reached or the connection breaks (calls in flight
-    on it fail; the next call dials again, with backoff), ``Timeout`` past ``timeout_s``,
-    ``StaleView``'s class ``FailedPrecondition`` from a node in another view.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        address: str,
-        *,
-        token: str | None = None,
-        timeout_s: float = 1.0,
-        frame_bytes_max: int = DATA_FRAME_BYTES_MAX,
-    ) -> None:
-        self.name = name
-        self.address = address
-        self._timeout_s = timeout_s
-        self._closed = False
-        self._transport = TcpTransport(
-            CLIENT_NAME,
-            listen=None,
-            peers={name: parse_address(address)},
-            token=token,
-            limits=data_limits(frame_bytes_max=frame_bytes_max),
-        )
-
-    async def _call(self, message: list[Any]) -> Any:
-        if self._closed:
-            raise Unavailable(f"the client of node {self.name!r} is closed")
-        try:
-            return await self._transport.request(self.name, message, self._timeout_s)
-        except Cancelled:  # closed under a call in flight (the node left the view)
-            raise Unavailable(f"the client of node {self.name!r} closed during the call") from None
-
-    async def get(self, key: str, *, view_id: int = 0) -> bytes | None:
-        value: bytes | None = await self._call([OP_GET, view_id, key])
-        return value
-
-    async def put(
-        self,
-        key: str,
-        value: bytes,
-        ttl: float | None = None,
-        weight: int = 1,
-        *,
-        view_id: int = 0,
-    ) -> None:
-        await self._call([OP_PUT, view_id, key, value, ttl or 0.0, weight])
-
-    async def delete(self, key: str, *, view_id: int = 0) -> bool:
-        return bool(await self._call([OP_DELETE, view_id, key]))
-
-    async def get_many(self, keys: list[str], *, view_id: int = 0) -> list[bytes | None]:
-        values: list[bytes | None] = await self._call([OP_GET_MANY, view_id, list(keys)])
-        return values
-
-    def stats(self) -> dict[str, int]:
-        """The client transport's counters (``dials``, ``dial_failures``, ...)."""
-        return self._transport.stats()
-
-    async def close(self) -> None:
-        self._closed = True
-        await self._transport.close()
+def _reply_bytes(reply: Any) -> int:
+    if isinstance(reply, bytes):
+        return len(reply)
+    if isinstance(reply, list):
+        return sum(len(value) for value in reply if isinstance(value, bytes))
+    return 0
 
 
 class DataListener:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from blocks.cache.client import CacheClient
 from blocks.cache.cluster import ClusterClient
-from blocks.cache.datapath import DataNode
+from blocks.cache.dataclient import DataNode
 from blocks.cache.membership import Member, Status, View
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument, Unavailable

@@ -155,6 +155,7 @@ class MemberTable:
         me = Member(name, address, max(1, clock.now_ms()), Status.ALIVE, 0, data_address)
         _check_member(me)
         self._members: dict[str, Member] = {name: me}
+        self._view: View | None = None  # of _members; None after any change to them
         self._heard_ms: dict[str, int] = {name: clock.now_ms()}
         self.refutations = 0
 
@@ -168,6 +169,7 @@ class MemberTable:
         me = replace(self.me, data_address=data_address)
         _check_member(me)
         self._members[self.name] = me
+        self._view = None
 
     def records(self) -> list[Member]:
         return list(self._members.values())
@@ -176,9 +178,13 @@ class MemberTable:
         return self._members.get(name)
 
     def view(self) -> View:
-        return View.of(
-            (m.name, m.address) for m in self._members.values() if m.status is Status.ALIVE
-        )
+        """The view of the alive members (kept until the records change: every data call
+        checks it)."""
+        if self._view is None:
+            self._view = View.of(
+                (m.name, m.address) for m in self._members.values() if m.status is Status.ALIVE
+            )
+        return self._view
 
     def peers(self) -> list[Member]:
         """Other members worth gossiping with (alive as far as this node knows)."""
@@ -192,6 +198,7 @@ class MemberTable:
         now = self._clock.now_ms()
         me = self.me
         self._members[self.name] = replace(me, heartbeat=me.heartbeat + 1)
+        self._view = None
         self._heard_ms[self.name] = now
         for name, member in list(self._members.items()):
             if name == self.name:
@@ -199,9 +206,11 @@ class MemberTable:
             silent_ms = now - self._heard_ms.get(name, now)
             if member.status is Status.ALIVE and silent_ms > self.dead_after_ms:
                 self._members[name] = replace(member, status=Status.DEAD)
+                self._view = None
                 self._heard_ms[name] = now
             elif member.status is not Status.ALIVE and silent_ms > self.forget_after_ms:
                 del self._members[name]
+                self._view = None
                 del self._heard_ms[name]
 
     def merge(self, records: Iterable[Member]) -> bool:
@@ -223,6 +232,7 @@ class MemberTable:
             elif not supersedes(record, known):
                 continue
             self._members[record.name] = record
+            self._view = None
             self._heard_ms[record.name] = self._clock.now_ms()
         return self.view().view_id != before
 
@@ -234,12 +244,14 @@ class MemberTable:
             self._members[self.name] = replace(
                 me, incarnation=rumour.incarnation + 1, heartbeat=me.heartbeat + 1
             )
+            self._view = None
             self.refutations += 1
 
     def leave(self) -> None:
         """Mark this node as gone on purpose; gossip it before stopping."""
         me = self.me
         self._members[self.name] = replace(me, status=Status.LEFT, heartbeat=me.heartbeat + 1)
+        self._view = None
 
     def keeps(self, key: str) -> bool:
         """Whether this node owns ``key`` in the current view (what it keeps on a change)."""
