@@ -7,7 +7,8 @@ here is committed to the local journal as on a single node (``committing``); the
 records the calling thread submitted are then pushed to the peers by the ``replicator``
 (``replication.Replicator``) and the call returns only when a majority of the nodes (this
 one included) hold them durably. A change a peer pushes (or that a sync pulls) goes through
-``apply_remote``: it is journaled here, then applied to the index.
+``apply_remote`` (``replica_peers``, the half that peers call): it is journaled here, then
+applied to the index.
 
 Ordering. Writes of one key on different nodes are ordered by a *version*, ``(modified_ms,
 writer)``: the writer is the node id, and ``modified_ms`` comes from a hybrid clock
@@ -27,7 +28,6 @@ and the agreement of every node.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -35,23 +35,15 @@ from typing import Any, Protocol
 
 from blocks.blob.api import BucketInfo, ObjectInfo, PartInfo
 from blocks.blob.conditions import WriteCondition
-from blocks.blob.meta import ChunkRef
 from blocks.blob.records import (
     BucketDelete,
-    BucketPut,
-    ObjectDelete,
-    ObjectPut,
-    PartPut,
     Record,
-    UploadAbort,
-    UploadComplete,
-    UploadPut,
-    decode,
     encode,
 )
+from blocks.blob.replica_peers import PeerRecordsMixin
 from blocks.blob.store import LocalBlobStore
 from blocks.blob.versioned import DeleteMarkerFound, DeleteOutcome
-from blocks.blob.versions import HybridClock, entity_of, version_of
+from blocks.blob.versions import HybridClock, version_of
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument, NotFound
 
@@ -77,7 +69,7 @@ class RecordSink(Protocol):
         ...
 
 
-class ReplicatedBlobStore(LocalBlobStore):
+class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
     """A node's replica of the cluster's metadata (see the module docstring)."""
 
     tombstones_max = TOMBSTONES_MAX
@@ -344,140 +336,3 @@ class ReplicatedBlobStore(LocalBlobStore):
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._replicated(super().abort_multipart_upload, bucket, key, upload_id)
-
-    # -- changes from peers ------------------------------------------------------------------
-    def _wins(self, record: Record) -> bool:
-        """Whether a peer's ``record`` changes anything here (lock held). ``NotFound`` when
-        it names a bucket or an upload this node does not hold (yet): it cannot be kept."""
-        index = self.index
-        match record:
-            case BucketPut(name, created_ms):
-                if index.bucket_buried(name, created_ms):
-                    return False  # from a node that missed the delete
-                return name not in index.buckets or index.bucket_record(name) != record
-            case BucketDelete(name, created_ms):
-                held = index.buckets.get(name)
-                if held is not None:
-                    return not created_ms or held <= created_ms  # never a newer incarnation
-                return bool(created_ms) and not index.bucket_buried(name, created_ms)
-            case UploadPut(upload):
-                if upload.upload_id in index.finished_uploads:
-                    return False  # from a node that missed its end
-                self._require_bucket(upload.bucket)
-                return upload.upload_id not in index.uploads
-            case PartPut(part):
-                known = index.parts.get(part.upload_id)
-                if known is None and part.upload_id in index.finished_uploads:
-                    return False
-                if known is None:
-                    raise NotFound(f"no upload {part.upload_id!r} here")
-                return known.get(part.number) != part
-            case UploadAbort(upload_id):
-                return upload_id in index.uploads or upload_id not in index.finished_uploads
-        version = version_of(record)
-        entity = entity_of(record)
-        if version is None:
-            return False
-        self._require_bucket(entity[1])  # type: ignore[index]
-        newest = self._newest(entity, record)
-        return newest is None or version > newest
-
-    def _require_bucket(self, bucket: str) -> None:
-        if bucket not in self.index.buckets:
-            raise NotFound(f"no bucket {bucket!r} here")
-
-    def apply_remote(self, data: bytes) -> bool:
-        """Journal and apply a record a peer committed, unless what this node holds is as new
-        or newer; returns whether it changed anything, once the record is durable here.
-        Raises ``Corruption`` for bytes that are not a record and ``NotFound`` for a record
-        whose bucket or upload this node does not hold."""
-        record = decode(data)
-        version = version_of(record)
-        if version is not None:
-            self.hybrid_clock.observe(version[0])
-        if isinstance(record, BucketPut | BucketDelete):  # a re-created bucket is newer
-            self.hybrid_clock.observe(record.created_ms)
-        entity = entity_of(record)
-        with self._lock:
-            self._check_open()
-            if not self._wins(record):
-                self.remote_dropped += 1
-                return False
-            self._outbox.remote = True
-            try:
-                sequence, future, size = self._submit(entity, record)
-            finally:
-                self._outbox.remote = False
-        try:
-            future.result()
-        except BaseException:
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
-        with self._lock:
-            released = self._install(record, size) if self._finish(entity, sequence) else []
-            self._maybe_compact()
-        for chunks in released:
-            self.ledger.release(chunks)
-        self.remote_applied += 1
-        return True
-
-    def _install(self, record: Record, size: int) -> list[tuple[ChunkRef, ...]]:
-        """Apply a durable peer record to the index (lock held); the chunk lists it let go."""
-        index = self.index
-        released: list[tuple[ChunkRef, ...]] = []
-        match record:
-            case ObjectPut(manifest, _) | UploadComplete(_, manifest):
-                if isinstance(record, UploadComplete):
-                    released += [part.chunks for part in index.drop_upload(record.upload_id)]
-                if manifest.bucket in index.buckets:
-                    self.ledger.adopt(manifest.chunks)
-                    old = index.put_object(dataclasses.replace(manifest, record_bytes=size))
-                    released.append(old.chunks if old is not None else ())
-            case ObjectDelete(bucket, key, _, _, version_id):
-                removed = index.remove_version(bucket, key, version_id)
-                if bucket in index.buckets:
-                    index.add_tombstone(bucket, key, record.version, version_id)
-                released.append(removed.chunks if removed is not None else ())
-            case BucketPut(name, created_ms, owner, acl, versioning):
-                index.add_bucket(name, created_ms, owner, acl, versioning)
-            case BucketDelete(name, created_ms):
-                released += index.remove_bucket(name, created_ms)
-            case UploadPut(upload) if upload.bucket in index.buckets:
-                index.add_upload(upload)
-            case PartPut(part) if part.upload_id in index.uploads:
-                self.ledger.adopt(part.chunks)
-                old_part = index.put_part(part)
-                released.append(old_part.chunks if old_part is not None else ())
-            case UploadAbort(upload_id):
-                released += [part.chunks for part in index.drop_upload(upload_id)]
-        return released
-
-    # -- what peers ask ----------------------------------------------------------------------
-    def snapshot_records(self) -> Iterator[bytes]:
-        """The live metadata as records (buckets, objects, tombstones, uploads, parts), as a
-        sync sends it to a peer. Taken under the lock, in one piece."""
-        with self._lock:
-            self._check_open()
-            records = [encode(r) for r in self.index.snapshot(self._read_inline)]
-        return iter(records)
-
-    def key_records(self, bucket: str, key: str) -> list[bytes]:
-        """What this node holds of one key, as records: its bucket, then every version of
-        it (delete markers included) and the tombstone of its null version (nothing if the
-        bucket is unknown here)."""
-        with self._lock:
-            self._check_open()
-            if bucket not in self.index.buckets:
-                return []
-            records: list[Record] = [self.index.bucket_record(bucket)]
-            records += [ObjectPut(manifest) for manifest in self.index.versions(bucket, key)]
-            tombstone = self.index.tombstones.get((bucket, key))
-            if tombstone is not None:
-                records.append(ObjectDelete(bucket, key, *tombstone))
-            return [encode(record) for record in records]
-
-    def referenced(self, chunk_ids: Iterable[str]) -> list[str]:
-        """Which of ``chunk_ids`` this node's metadata or an operation in flight here holds
-        (what the cluster collector asks every node before deleting anything)."""
-        return [chunk_id for chunk_id in chunk_ids if self.ledger.count(chunk_id) > 0]
