@@ -5,7 +5,7 @@ runs the same workloads in the same process, rounds interleaved by the harness:
 
 * ``put``: one writer, one key per operation (durable contenders fsync each one);
 * ``get``: one reader over keys written during set-up;
-* ``put-8-threads``: eight writer threads (through ``asyncio.to_thread``), the case group
+* ``put-8-threads``: eight writer threads (a pool of eight, eight calls in flight), the case group
   commit is for: concurrent durable writers sharing fsyncs.
 
 Durable contenders: ``bitcask-always``, ``bitcask-batch``, ``sqlite-wal-full``
@@ -28,6 +28,14 @@ before its reply) and ``redis-aof-always`` (``appendonly yes``, ``appendfsync al
 Values are 100 bytes; ``get`` reads keys written during set-up. Every server is started for
 its own rounds only (the harness sets it up before each round and stops it after).
 
+Comparing two versions of the code (``--before-src DIR``, a ``src`` directory of another
+checkout, e.g. ``git archive HEAD src | tar -x -C /tmp/before``): every blocks contender gets
+a twin named ``<name>@before`` running that code, interleaved round by round with the rest
+(embedded: the other tree's ``Bitcask`` class, loaded under the same module names in this
+process; networked: the node processes run with ``PYTHONPATH=DIR``, the client is this
+tree's). ``--only a,b`` keeps the named contenders (and their twins), ``--workloads`` the named
+workloads, for short runs while developing.
+
 Peers: sqlite3 ships with Python; LMDB needs ``pip install lmdb`` (skipped when absent).
 Redis needs ``apt-get install -y redis-server`` and ``pip install redis``; the set-up tries
 both and skips Redis, with the reason, when they cannot be installed.
@@ -37,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import importlib
+import os
 import shutil
 import signal
 import socket
@@ -57,7 +67,16 @@ from benchmarks._adapters import (
     run_overhead,
 )
 from benchmarks._processes import track_process
-from benchmarks.harness import ROUNDS_DEFAULT, Contender, Skip, Workload, progress, run_benchmark
+from benchmarks.harness import (
+    ROUNDS_DEFAULT,
+    Contender,
+    Result,
+    Skip,
+    Workload,
+    progress,
+    ratio_spread,
+    run_benchmark,
+)
 from blocks.kv import Bitcask
 
 REQUIREMENTS = ["lmdb", "redis"]
@@ -120,26 +139,52 @@ class _Lmdb:
 
 
 class _Bitcask:
-    def __init__(self, sync: Any) -> None:
+    def __init__(self, sync: Any, bitcask: Any = Bitcask) -> None:
         self.directory = tempfile.mkdtemp(prefix="bench-bitcask-")
-        self.store = Bitcask.open(self.directory, sync=sync)
+        self.store = bitcask.open(self.directory, sync=sync)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.store.put(key, value)
 
     def get(self, key: bytes) -> bytes | None:
-        return self.store.get(key)
+        value: bytes | None = self.store.get(key)
+        return value
 
     def close(self) -> None:
         self.store.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _factories() -> dict[str, Any]:
+def _load_before(src: str, module: str, attribute: str) -> Any:
+    """``module.attribute`` from the ``blocks`` tree under ``src``, this tree left in place.
+
+    The other tree is imported under the same names with this tree's ``blocks`` modules set
+    aside, then they are put back: the returned object keeps its own modules alive.
+    """
+    mine = [name for name in sys.modules if name == "blocks" or name.startswith("blocks.")]
+    saved = {name: sys.modules.pop(name) for name in mine}
+    sys.path.insert(0, src)
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    finally:
+        sys.path.remove(src)
+        for name in [n for n in sys.modules if n == "blocks" or n.startswith("blocks.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def _factories(before_src: str | None = None) -> dict[str, Any]:
+    bitcasks: dict[str, Any] = {"": Bitcask}
+    if before_src is not None:
+        bitcasks["@before"] = _load_before(before_src, "blocks.kv.bitcask", "Bitcask")
+    factories: dict[str, Any] = {}
+    for suffix, bitcask in bitcasks.items():
+        for sync in ("always", "batch", "never"):
+            factories[f"bitcask-{sync}{suffix}"] = lambda sync=sync, bitcask=bitcask: _Bitcask(
+                sync, bitcask
+            )
     return {
-        "bitcask-always": lambda: _Bitcask("always"),
-        "bitcask-batch": lambda: _Bitcask("batch"),
-        "bitcask-never": lambda: _Bitcask("never"),
+        **factories,
         "sqlite-wal-full": lambda: _Sqlite("FULL"),
         "sqlite-wal-normal": lambda: _Sqlite("NORMAL"),
         "lmdb-sync": lambda: _Lmdb(sync=True),
@@ -165,10 +210,15 @@ def _get(store: Any, index: int) -> None:
     assert store.get(_key(index % PRELOAD_KEYS)) == VALUE
 
 
-async def _threaded_put(store: Any, index: int) -> None:
-    import asyncio
+WRITER_THREADS = 8
+_WRITERS = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="kv-writer")
+"""Eight threads for ``put-8-threads``: ``asyncio.to_thread``'s default pool has only
+``cpu_count + 4`` (six on two cores), which would cap the writers below eight."""
 
-    await asyncio.to_thread(store.put, _key(PRELOAD_KEYS + index), VALUE)
+
+async def _threaded_put(store: Any, index: int) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_WRITERS, store.put, _key(PRELOAD_KEYS + index), VALUE)
 
 
 def _close(store: Any) -> None:
@@ -181,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="networked: in flight")
     parser.add_argument("--no-embedded", dest="embedded", action="store_false")
     parser.add_argument("--no-networked", dest="networked", action="store_false")
+    parser.add_argument("--before-src", help="a src directory to compare against (<name>@before)")
+    parser.add_argument("--only", help="comma-separated contenders to keep (and their twins)")
+    parser.add_argument("--workloads", help="comma-separated workloads to run (e.g. get,put)")
     add_overhead_arguments(parser)
 
 
@@ -188,30 +241,72 @@ def main(args: argparse.Namespace) -> int:
     out = getattr(args, "out", "results")
     if getattr(args, "adapter_overhead", False):
         return adapter_overhead(args)
+    selection = _Selection(
+        getattr(args, "before_src", None),
+        getattr(args, "only", None),
+        getattr(args, "workloads", None),
+    )
     if getattr(args, "embedded", True):
-        _embedded(args.ops, args.rounds, out)
+        _embedded(args.ops, args.rounds, out, selection)
     if getattr(args, "networked", True):
-        _networked(args.ops, args.rounds, getattr(args, "concurrency", 16), out)
+        _networked(args.ops, args.rounds, getattr(args, "concurrency", 16), out, selection)
     return 0
 
 
-def _embedded(ops: int, rounds: int, out: str) -> None:
-    factories = _factories()
+class _Selection:
+    """What ``--before-src``, ``--only`` and ``--workloads`` keep."""
+
+    def __init__(self, before_src: str | None, only: str | None, workloads: str | None) -> None:
+        self.before_src = before_src
+        self.only = None if not only else {name.strip() for name in only.split(",")}
+        self.workloads = None if not workloads else {w.strip() for w in workloads.split(",")}
+
+    def contenders(self, factories: dict[str, Any], baseline: str) -> dict[str, Any]:
+        if self.only is None:
+            return factories
+        keep = self.only | {baseline}
+        return {n: f for n, f in factories.items() if n.removesuffix("@before") in keep}
+
+    def runs(self, workload: str) -> bool:
+        return self.workloads is None or workload in self.workloads
+
+
+def _embedded(ops: int, rounds: int, out: str, selection: _Selection | None = None) -> None:
+    selection = selection or _Selection(None, None, None)
     baseline = "sqlite-wal-full"
+    factories = selection.contenders(_factories(selection.before_src), baseline)
     for workload, op in (("put", _put), ("get", _get), ("put-8-threads", _threaded_put)):
+        if not selection.runs(workload):
+            continue
         progress(f"kv: workload {workload}")
         concurrency = 8 if workload == "put-8-threads" else 1
         contenders = [
             Contender(name, setup=_preloaded(factory), op=op, teardown=_close)
             for name, factory in factories.items()
         ]
-        run_benchmark(
+        results = run_benchmark(
             f"kv-{workload}",
             [Workload(workload, ops=ops, concurrency=concurrency, rounds=rounds)],
             contenders,
             baseline=baseline,
             out_dir=out,
         )
+        peer = "lmdb-nosync" if workload == "get" else "sqlite-wal-full"
+        _pair_ratios(results, [("bitcask-never", peer), ("bitcask-always", peer)])
+
+
+def _pair_ratios(results: list[Result], pairs: list[tuple[str, str]]) -> None:
+    """Print ``a / b`` per round (min/median/max) for the issue's pairs and every
+    ``<name>@before`` twin: the comparisons a run is usually made for."""
+    by_name = {r.contender: r for r in results if r.skipped is None}
+    pairs = pairs + [(n.removesuffix("@before"), n) for n in by_name if n.endswith("@before")]
+    for a, b in pairs:
+        if a in by_name and b in by_name:
+            spread = ratio_spread(by_name[a].round_throughputs, by_name[b].round_throughputs)
+            if spread is not None:
+                _, low, median, high = spread
+                workload = by_name[a].workload
+                progress(f"{workload}: {a} / {b} = {median:.2f} (min {low:.2f}, max {high:.2f})")
 
 
 # -- networked: blocks nodes and Redis behind the same asyncio load generator ------------------
@@ -233,8 +328,9 @@ def _free_ports(count: int) -> list[int]:
 class _BlocksCluster:
     """``nodes`` ``blocks kv serve`` processes and a connected client."""
 
-    def __init__(self, nodes: int, sync: str = "never") -> None:
+    def __init__(self, nodes: int, sync: str = "never", src: str | None = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="bench-kv-net-")
+        environment = None if src is None else {**os.environ, "PYTHONPATH": src}
         ports = _free_ports(nodes)
         names = [f"n{i + 1}" for i in range(nodes)]
         self.addresses = [f"127.0.0.1:{p}" for p in ports]
@@ -250,7 +346,9 @@ class _BlocksCluster:
                 "--replicas", quorum[0], "--read-quorum", quorum[1], "--write-quorum", quorum[2],
                 "--json", *peers,
             ]  # fmt: skip
-            process = track_process(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+            process = track_process(
+                subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
+            )
             self.processes.append(process)
             assert process.stdout is not None
             process.stdout.readline()
@@ -372,7 +470,10 @@ async def _net_close(target: Any) -> None:
     await target.close()
 
 
-def _networked(ops: int, rounds: int, concurrency: int, out: str) -> None:
+def _networked(
+    ops: int, rounds: int, concurrency: int, out: str, selection: _Selection | None = None
+) -> None:
+    selection = selection or _Selection(None, None, None)
     factories: dict[str, Any] = {
         "redis": _Redis,
         "blocks-1-node": lambda: _BlocksCluster(1),
@@ -380,19 +481,30 @@ def _networked(ops: int, rounds: int, concurrency: int, out: str) -> None:
         "redis-aof-always": lambda: _Redis(appendfsync="always"),
         "blocks-1-node-sync-always": lambda: _BlocksCluster(1, sync="always"),
     }
+    if selection.before_src is not None:
+        src = selection.before_src
+        factories["blocks-1-node@before"] = lambda: _BlocksCluster(1, src=src)
+        factories["blocks-3-nodes@before"] = lambda: _BlocksCluster(3, src=src)
+        factories["blocks-1-node-sync-always@before"] = lambda: _BlocksCluster(
+            1, sync="always", src=src
+        )
+    factories = selection.contenders(factories, "redis")
     for workload, op in (("put", _net_put), ("get", _net_get)):
+        if not selection.runs(workload):
+            continue
         progress(f"kv: networked workload {workload}, {concurrency} in flight")
         contenders = [
             Contender(name, setup=_net_setup(factory), op=op, teardown=_net_close)
             for name, factory in factories.items()
         ]
-        run_benchmark(
+        results = run_benchmark(
             f"kv-net-{workload}",
             [Workload(workload, ops=ops, concurrency=concurrency, rounds=rounds)],
             contenders,
             baseline="redis",
             out_dir=out,
         )
+        _pair_ratios(results, [])
 
 
 # -- the Redis adapter (#20): RedisKeyValueStore beside redis-py on the same server ------------

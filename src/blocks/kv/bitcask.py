@@ -6,7 +6,8 @@ Theory of operation (after Basho's Bitcask design):
   *active* file (``format.py``); older files are immutable. When the active file passes
   ``file_bytes_max`` it is fsynced and a new one starts.
 * **Keydir.** An in-memory dict maps each live key to ``(file, offset, size, timestamp)``, so
-  a ``get`` is one dict lookup and one ``pread``. Every key lives in memory; values do not.
+  a ``get`` is one dict lookup and one slice of a memory map of the file (``datafile.py``).
+  Every key lives in memory; values do not.
 * **Tombstones.** ``delete`` appends a tombstone so that replaying the files forgets the key.
 * **Merge.** ``merge()`` copies the live records of every file but the active one into new
   files with hint files and commits the result with one marker file (``compaction.py``); writes
@@ -47,8 +48,9 @@ from blocks.core.errors import (
     StorageError,
     storage_error,
 )
+from blocks.kv.datafile import DataFile
 from blocks.kv.files import REGULAR, DirectoryLock, FileId, fsync_directory, write_all
-from blocks.kv.format import ScanStatus, decode_record_at, encode_record
+from blocks.kv.format import encode_record, record_value
 from blocks.kv.group_commit import GroupCommit
 from blocks.kv.limits import (
     KEY_BYTES_MAX,
@@ -83,18 +85,6 @@ class BitcaskStats:
     merges: int
 
 
-class _OpenFile:
-    """An open data file; ``file_no`` is its index in the store's table, never reused."""
-
-    __slots__ = ("fd", "file_id", "file_no", "size")
-
-    def __init__(self, file_id: FileId, file_no: int, fd: int, size: int) -> None:
-        self.file_id = file_id
-        self.file_no = file_no
-        self.fd = fd
-        self.size = size
-
-
 class Bitcask:
     """A single-node durable key-value store; thread-safe; use ``Bitcask.open``."""
 
@@ -108,6 +98,7 @@ class Bitcask:
         batch_delay_ms: float,
         batch_max: int,
         clock: Clock,
+        mmap_reads: bool = True,
     ) -> None:
         if sync not in _SYNC_POLICIES:
             raise InvalidArgument(f"sync must be one of {_SYNC_POLICIES}, got {sync!r}")
@@ -119,6 +110,7 @@ class Bitcask:
         self.sync: SyncPolicy = sync
         self.value_bytes_max = value_bytes_max
         self.file_bytes_max = file_bytes_max
+        self.mmap_reads = mmap_reads
         self._clock = clock
         self._lock = threading.RLock()
         self._merge_lock = threading.Lock()
@@ -129,7 +121,7 @@ class Bitcask:
         )
         directory.mkdir(parents=True, exist_ok=True)
         self._dir_lock: DirectoryLock | None = DirectoryLock(directory)
-        self._files: list[_OpenFile | None] = []
+        self._files: list[DataFile | None] = []
         self._seq = 0
         self._merges = 0
         self._broken: str | None = None
@@ -141,7 +133,7 @@ class Bitcask:
             self._keydir: dict[bytes, Location] = recovered.keydir
             for file_id, size in recovered.files:
                 fd = os.open(directory / file_id.data_name(), os.O_RDONLY)
-                self._files.append(_OpenFile(file_id, len(self._files), fd, size))
+                self._register(file_id, fd, size)
             self._next_major = recovered.next_major
             self._active = self._new_active_file()
         except BaseException:
@@ -160,8 +152,12 @@ class Bitcask:
         batch_delay_ms: float = BATCH_DELAY_MS_DEFAULT,
         batch_max: int = BATCH_MAX_DEFAULT,
         clock: Clock | None = None,
+        mmap_reads: bool = True,
     ) -> Bitcask:
         """Open (creating if needed) the store in directory ``path``.
+
+        ``mmap_reads=False`` reads with ``pread``: a disk media error then raises
+        ``StorageError`` instead of ending the process with ``SIGBUS`` (``datafile.py``).
 
         Raises ``FailedPrecondition`` if another open store holds the directory, and
         ``InvalidArgument`` for a bad option. ``recovery`` on the result says what the
@@ -175,6 +171,7 @@ class Bitcask:
             batch_delay_ms=batch_delay_ms,
             batch_max=batch_max,
             clock=clock or SystemClock(),
+            mmap_reads=mmap_reads,
         )
 
     # -- writes ---------------------------------------------------------------------------
@@ -247,7 +244,7 @@ class Bitcask:
             self._seq += 1
             return self._seq
 
-    def _undo_partial_write(self, active: _OpenFile, error: OSError) -> None:
+    def _undo_partial_write(self, active: DataFile, error: OSError) -> None:
         """Cut a failed append back so later records are not stranded behind garbage.
 
         The store stays usable (a full disk that gets space back takes writes again) unless
@@ -305,16 +302,22 @@ class Bitcask:
         Raises ``Corruption`` if the stored record fails its checksum: a damaged value is
         never returned.
         """
-        encoded_key = check_key(key)
+        # The hot path: a bytes key skips check_key (same checks, fewer calls).
+        if type(key) is not bytes or len(key) > KEY_BYTES_MAX:
+            key = check_key(key)
         with self._lock:
-            self._check_open()
-            location = self._keydir.get(encoded_key)
+            if self._dir_lock is None or self._broken is not None:
+                self._check_open()
+            location = self._keydir.get(key)
             if location is None:
                 return None
-            open_file = self._files[location.file_no]
+            open_file = self._files[location[0]]
             assert open_file is not None, "keydir points at a closed file"
-            data = os.pread(open_file.fd, location.size, location.offset)
-        return self._decode_value(encoded_key, data, location)
+            record = open_file.read(location[1], location[2])
+        value = record_value(record, key)
+        if value is None:
+            raise Corruption(f"record for key at offset {location[1]} failed its checksum")
+        return value
 
     def get_many(self, keys: Iterable[Key]) -> list[bytes | None]:
         """Return the values of ``keys`` in order (``None`` for absent ones)."""
@@ -322,20 +325,6 @@ class Bitcask:
         check_batch_size(len(key_list))
         encoded = [check_key(key) for key in key_list]
         return [self.get(key) for key in encoded]
-
-    def _decode_value(self, key: bytes, data: bytes, location: Location) -> bytes:
-        status, record = decode_record_at(
-            data, 0, key_len_max=KEY_BYTES_MAX, value_len_max=VALUE_BYTES_MAX_LIMIT
-        )
-        if (
-            status is not ScanStatus.OK
-            or record is None
-            or record.size != location.size
-            or record.key != key
-            or record.tombstone
-        ):
-            raise Corruption(f"record for key at offset {location.offset} failed its checksum")
-        return data[record.value_offset : record.value_offset + record.value_len]
 
     def keys(self) -> list[bytes]:
         """A snapshot of every live key (as bytes), in no particular order."""
@@ -368,21 +357,23 @@ class Bitcask:
 
     # -- files ----------------------------------------------------------------------------
 
-    def _new_active_file(self) -> _OpenFile:
+    def _new_active_file(self) -> DataFile:
         file_id = FileId(self._next_major, REGULAR)
         self._next_major += 1
         path = self.directory / file_id.data_name()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         if self.sync != "never":
             fsync_directory(self.directory)
-        return self._register(file_id, fd, 0)
+        active = self._register(file_id, fd, 0)
+        active.growing = True
+        return active
 
-    def _register(self, file_id: FileId, fd: int, size: int) -> _OpenFile:
-        open_file = _OpenFile(file_id, len(self._files), fd, size)
+    def _register(self, file_id: FileId, fd: int, size: int) -> DataFile:
+        open_file = DataFile(file_id, len(self._files), fd, size, mmap_reads=self.mmap_reads)
         self._files.append(open_file)
         return open_file
 
-    def _rotate(self) -> _OpenFile:
+    def _rotate(self) -> DataFile:
         """Seal the active file (fsynced unless ``never``) and start a new one; lock held."""
         if self.sync != "never":
             try:
@@ -391,10 +382,12 @@ class Bitcask:
                 self._fsync_failed(error)
             self._group.mark_durable(self._seq)
         try:
-            self._active = self._new_active_file()
+            active = self._new_active_file()
         except OSError as error:  # the sealed file stays active; a later write tries again
             raise storage_error(error, "new data file") from None
-        return self._active
+        self._active.growing = False
+        self._active = active
+        return active
 
     def _check_open(self) -> None:
         if self._dir_lock is None:
@@ -440,7 +433,7 @@ class Bitcask:
     def _close_files(self) -> None:
         for open_file in self._files:
             if open_file is not None:
-                os.close(open_file.fd)
+                open_file.close()
         self._files = []
 
     def __enter__(self) -> Self:

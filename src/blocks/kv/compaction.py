@@ -41,7 +41,8 @@ from blocks.kv.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX_LIMIT
 from blocks.kv.recovery import Location, remove_obsolete
 
 if TYPE_CHECKING:
-    from blocks.kv.bitcask import Bitcask, _OpenFile
+    from blocks.kv.bitcask import Bitcask
+    from blocks.kv.datafile import DataFile
 
 __all__ = ["run_merge"]
 
@@ -153,7 +154,7 @@ def _commit_marker(store: Bitcask, major: int) -> None:
 def _swap(
     store: Bitcask,
     major: int,
-    inputs: list[_OpenFile],
+    inputs: list[DataFile],
     outputs: list[_Output],
     moves: list[_Move],
 ) -> None:
@@ -171,7 +172,7 @@ def _swap(
                 )
         for source in inputs:
             assert store._files[source.file_no] is source
-            os.close(source.fd)
+            source.close()
             store._files[source.file_no] = None
         remove_obsolete(store.directory, list_store(store.directory), major)
         fsync_directory(store.directory)

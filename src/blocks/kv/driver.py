@@ -67,6 +67,7 @@ from blocks.kv.membership import Membership
 from blocks.kv.messages import Effect, Fail, Reply, Send
 from blocks.kv.node import KVNodeCore
 from blocks.kv.persist import MemoryObjectStore, ObjectStore
+from blocks.kv.quorum import Placements
 from blocks.kv.requests import PutResult, parse_address
 from blocks.kv.versions import VersionedObject, VersionVector
 from blocks.kv.wire import Gossip, decode_peer_message, encode_peer_message
@@ -113,6 +114,7 @@ class KVNode:
         self._held: deque[Effect] = deque()
         self._flush_scheduled = False
         self._next_request_id = 0
+        self._placements = Placements()
         self.core = self._new_core()
         self.membership = self._new_membership()
         self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
@@ -270,6 +272,8 @@ class KVNode:
         timeout_s: float | None,
     ) -> VersionedObject | None:
         try:
+            if timeout_s is None:  # the core's own deadline (quorum timeout_s) still applies
+                return await future
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
@@ -420,10 +424,8 @@ class KVNode:
 
     def _placement(self, key: bytes) -> list[str]:
         ring = self._ring
-        if not len(ring):
-            return []
-        return ring.preference_list(
-            key, min(len(ring), self.config.quorum.replicas + self.config.spares)
+        return self._placements.of(
+            ring, key, min(len(ring), self.config.quorum.replicas + self.config.spares)
         )
 
     def members(self) -> dict[str, Any]:

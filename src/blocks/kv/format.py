@@ -45,11 +45,15 @@ __all__ = [
     "encode_hint",
     "encode_hint_trailer",
     "encode_record",
+    "record_value",
     "scan_records",
 ]
 
 HEADER = struct.Struct("<IBQII")
 """crc32, flags, timestamp_ms, key_len, value_len: 21 bytes."""
+
+_CRC = struct.Struct("<I")
+_HEADER_REST = struct.Struct("<BQII")  # HEADER without its crc: what the crc covers first
 
 HINT_HEADER = struct.Struct("<IBQIIQ")
 """crc32, flags, timestamp_ms, key_len, record_size, offset: 29 bytes."""
@@ -65,10 +69,35 @@ _KNOWN_FLAGS = FLAG_TOMBSTONE
 
 def encode_record(key: bytes, value: bytes, timestamp_ms: int, *, tombstone: bool = False) -> bytes:
     """Return the bytes of one data record; the caller has validated sizes already."""
-    flags = FLAG_TOMBSTONE if tombstone else 0
-    rest = HEADER.pack(0, flags, timestamp_ms, len(key), len(value))[4:]
-    crc = zlib.crc32(value, zlib.crc32(key, zlib.crc32(rest)))
-    return b"".join((struct.pack("<I", crc), rest, key, value))
+    rest = _HEADER_REST.pack(FLAG_TOMBSTONE if tombstone else 0, timestamp_ms, len(key), len(value))
+    return b"".join(
+        (_CRC.pack(zlib.crc32(value, zlib.crc32(key, zlib.crc32(rest)))), rest, key, value)
+    )
+
+
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
+
+
+def record_value(record: bytes, key: bytes) -> bytes | None:
+    """The value of ``record``, which must be exactly one live data record for ``key``.
+
+    The read path's check, lean because it runs on every ``get``: ``None`` unless the bytes
+    are one whole record (its lengths add up to ``len(record)``), of ``key``, not a tombstone,
+    with no unknown flag, and its CRC matches. A damaged value is never returned.
+    """
+    if len(record) < _HEADER_SIZE:
+        return None
+    crc, flags, _, key_len, value_len = _unpack_header(record)
+    if (
+        flags
+        or key_len != len(key)
+        or _HEADER_SIZE + key_len + value_len != len(record)
+        or not record.startswith(key, _HEADER_SIZE)
+        or zlib.crc32(memoryview(record)[4:]) != crc
+    ):
+        return None
+    return record[_HEADER_SIZE + key_len :]
 
 
 class ScanStatus(enum.Enum):

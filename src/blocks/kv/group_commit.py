@@ -3,16 +3,27 @@
 Theory of operation: every write gets a sequence number when its bytes reach the file (under
 the store's lock). A writer that must not return before its bytes are durable calls
 ``wait_durable(seq)``. The first such writer to find no sync in flight becomes the *leader*:
-lingers up to ``delay_s`` (or until ``batch_max`` writers are waiting), but only while other
-writers are between ``begin_write`` and ``wait_durable``, i.e. about to join; a lone writer
-never waits for company that is not coming. Then the leader asks the store for a snapshot ``(fd, last_seq)`` of the active
-file, fsyncs it *outside* every lock, and publishes ``synced_seq = last_seq``, waking every
-writer whose sequence number is covered. Writers that arrive while a sync is in flight wait
-for the next one, which one of them leads.
+it may linger a little for company (below), then asks the store for a snapshot
+``(fd, last_seq)`` of the active file, fsyncs it *outside* every lock, and publishes
+``synced_seq = last_seq``, waking every writer whose sequence number is covered. Writers that
+arrive while a sync is in flight wait for the next one, which one of them leads.
 
-With ``delay_s = 0`` this is plain ``sync=always``, except that writers racing each other
-share an fsync instead of queueing for one each; with a positive delay it is ``sync=batch``:
-an acknowledged write is durable, and the price is at most ``delay_s`` of extra latency.
+**Lingering.** Without it, ``k`` writers in a loop split into two halves that alternate: while
+one half's fsync runs the other half queues, and the moment it ends the queued half starts the
+next fsync alone, before the half just released has come back. So a leader waits for:
+
+* writers between ``begin_write`` and ``wait_durable`` (appending right now), and
+* the *company* of the last fsync: as many writers as were waiting when it ended (the ones it
+  released are about to come back with their next write),
+
+until they are all there, ``batch_max`` writers wait, or the linger's bound passes. The bound is
+``delay_s`` with a positive delay (``sync=batch``), and otherwise (``sync=always``) a quarter
+of the last fsync's duration, at most ``ALWAYS_LINGER_S_MAX``: a latency cost that is a
+fraction of the fsync's own, for up to twice the writers per fsync. A lone writer's company is
+itself, so it never waits; a writer that stops writing costs the next leader one bound.
+
+Durability is the same either way: an acknowledged write is on stable storage. Only the
+latency of a write (at most the bound) is traded.
 
 The snapshot's fd is a ``dup`` of the active file's descriptor, so the store may rotate or
 close its own descriptor meanwhile; the store fsyncs a file before rotating away from it, so
@@ -33,14 +44,21 @@ __all__ = ["GroupCommit"]
 BATCH_DELAY_S_MAX = 1.0
 """Longest linger a leader may be configured with: the bound on batch-mode latency."""
 
+ALWAYS_LINGER_S_MAX = 0.001
+"""Longest linger of a ``sync=always`` leader (its bound is a quarter of the last fsync)."""
+
 
 class GroupCommit:
     """Coordinates fsyncs for one store; thread-safe."""
 
     __slots__ = (
+        "_arrivals",
         "_batch_max",
+        "_company",
         "_condition",
         "_delay_s",
+        "_fsync_s",
+        "_lingering",
         "_snapshot",
         "_starting",
         "_synced_seq",
@@ -64,11 +82,16 @@ class GroupCommit:
         self._snapshot = snapshot
         self._delay_s = delay_s
         self._batch_max = batch_max
-        self._condition = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)  # writers waiting for durability
+        self._arrivals = threading.Condition(lock)  # a lingering leader waiting for company
+        self._lingering = False
         self._synced_seq = 0
         self._syncing = False
         self._waiting = 0
         self._starting = 0  # writers that called begin_write and not yet wait_durable
+        self._company = 1  # writers waiting when the last fsync ended, the leader included
+        self._fsync_s = 0.0  # how long the last fsync took
         self.fsync_count = 0
 
     def begin_write(self) -> None:
@@ -80,7 +103,8 @@ class GroupCommit:
         """Undo ``begin_write`` for a write that failed before reaching ``wait_durable``."""
         with self._condition:
             self._starting -= 1
-            self._condition.notify_all()
+            if self._lingering:
+                self._arrivals.notify()
 
     def mark_durable(self, seq: int) -> None:
         """Record that everything up to ``seq`` is durable by other means (rotation, close)."""
@@ -94,7 +118,8 @@ class GroupCommit:
         with self._condition:
             self._starting -= 1
             self._waiting += 1
-            self._condition.notify_all()  # a lingering leader may want to count us
+            if self._lingering:
+                self._arrivals.notify()  # the lingering leader counts us
             try:
                 while self._synced_seq < seq:
                     if self._syncing:
@@ -105,15 +130,25 @@ class GroupCommit:
                 self._waiting -= 1
 
     def _linger(self) -> None:
-        """Wait (condition held) while writers are about to join and the delay lasts."""
-        if self._delay_s <= 0:
+        """Wait (condition held) for the writers that are about to join, within the bound."""
+        bound = self._delay_s if self._delay_s > 0 else min(self._fsync_s / 4, ALWAYS_LINGER_S_MAX)
+        if bound <= 0 or not self._wants_company():
             return
-        deadline = time.monotonic() + self._delay_s
-        while self._starting > 0 and self._waiting < self._batch_max:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            self._condition.wait(remaining)
+        deadline = time.monotonic() + bound
+        self._lingering = True
+        try:
+            while self._wants_company():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._arrivals.wait(remaining)
+        finally:
+            self._lingering = False
+
+    def _wants_company(self) -> bool:
+        if self._waiting >= self._batch_max:
+            return False
+        return self._starting > 0 or self._waiting < self._company
 
     def _lead(self) -> None:
         """Run one fsync for everyone; called and returns with the condition held."""
@@ -122,13 +157,17 @@ class GroupCommit:
             self._linger()
             self._condition.release()
             try:
+                started = time.monotonic()
                 fd, last_seq = self._snapshot()
                 try:
                     os.fdatasync(fd)
                 finally:
                     os.close(fd)
+                elapsed = time.monotonic() - started
             finally:
                 self._condition.acquire()
+            self._fsync_s = elapsed
+            self._company = self._waiting
             self.fsync_count += 1
             self._synced_seq = max(self._synced_seq, last_seq)
         finally:

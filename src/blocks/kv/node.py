@@ -37,10 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import xxhash
-
 from blocks.core.clock import Clock
-from blocks.core.codec import pack
 from blocks.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -48,9 +45,15 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
+from blocks.kv.anti_entropy import (
+    Digests,
+    answer_sync,
+    apply_sync,
+    object_digest,
+    start_anti_entropy,
+)
 from blocks.kv.dot_lease import CounterLease
 from blocks.kv.hlc import HybridLogicalClock
-from blocks.kv.merkle import MerkleTree, leaf_of
 from blocks.kv.messages import (
     Effect,
     Fail,
@@ -73,7 +76,6 @@ from blocks.kv.versions import (
     VersionVector,
     merge,
     next_counter,
-    object_to_wire,
     update,
 )
 
@@ -96,10 +98,6 @@ __all__ = [
     "object_digest",
     "plan_targets",
 ]
-
-
-def object_digest(obj: VersionedObject) -> bytes:
-    return xxhash.xxh3_64_digest(pack(object_to_wire(obj)))
 
 
 @dataclass(slots=True)
@@ -137,6 +135,7 @@ class KVNodeCore:
         self._before_change: dict[bytes, tuple[VersionedObject | None, frozenset[str]]] = {}
         self.hints_refused = 0
         self.anti_entropy_repairs = 0  # keys whose copy here changed through anti-entropy
+        self.digests = Digests()
         self._pending: dict[int, _Pending] = {}
         # Dot counters this life may issue; None: not bounded (a core without a store that
         # outlives it, as in unit tests). The driver reserves ahead of use (``dot_lease``).
@@ -199,7 +198,10 @@ class KVNodeCore:
             for node, hint in targets
             if node != self.node_id
         ]
-        return effects + self._maybe_answer(request_id, pending)
+        effects += self._maybe_answer(request_id, pending)
+        if len(pending.heard) == len(nodes):  # no other target (N=1): nothing more to hear
+            effects += self._finish(request_id, pending)
+        return effects
 
     def coordinate_get(
         self, request_id: int, key: bytes, healthy: set[str], read_quorum: int | None = None
@@ -255,8 +257,8 @@ class KVNodeCore:
         if isinstance(message, HandoffAck):
             return self._handoff_done(sender, message.key)
         if isinstance(message, SyncLeaves):
-            return self._answer_sync(sender, message)
-        return self._apply_sync(sender, message)
+            return answer_sync(self, sender, message)
+        return apply_sync(self, sender, message)
 
     def _heard(self, request_id: int, sender: str, obj: VersionedObject | None) -> list[Effect]:
         pending = self._pending.get(request_id)
@@ -426,50 +428,5 @@ class KVNodeCore:
             self.objects.pop(key, None)
         return []
 
-    def _shared_tree(self, peer: str) -> tuple[MerkleTree, dict[bytes, VersionedObject]]:
-        shared = {
-            k: o for k, o in self.objects.items() if {self.node_id, peer} <= set(self._home(k))
-        }
-        tree = MerkleTree(
-            self.config.merkle_depth, ((k, object_digest(o)) for k, o in shared.items())
-        )
-        return tree, shared
-
     def start_anti_entropy(self, peer: str) -> list[Effect]:
-        tree, _ = self._shared_tree(peer)
-        leaves = tuple(tree.level(self.config.merkle_depth))
-        return [Send(peer, SyncLeaves(tree.root, leaves))]
-
-    def _answer_sync(self, sender: str, message: SyncLeaves) -> list[Effect]:
-        tree, shared = self._shared_tree(sender)
-        if tree.root == message.root or len(message.leaves) != 1 << self.config.merkle_depth:
-            return []
-        ours = tree.level(self.config.merkle_depth)
-        differing = tuple(
-            i for i, (a, b) in enumerate(zip(ours, message.leaves, strict=True)) if a != b
-        )
-        objects = self._objects_in(shared, differing)
-        return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
-
-    def _apply_sync(self, sender: str, message: SyncObjects) -> list[Effect]:
-        answer: tuple[tuple[bytes, VersionedObject], ...] = ()
-        if message.answer_expected:
-            _, shared = self._shared_tree(sender)
-            answer = self._objects_in(shared, message.leaves)
-        for key, obj in message.objects:
-            if self.node_id in self._home(key):
-                before = self.objects.get(key)
-                merged = merge(before, obj, lww=self.config.lww)
-                if merged != before:
-                    self.anti_entropy_repairs += 1
-                self._store(key, merged, None)
-        if message.answer_expected and answer:
-            return [Send(sender, SyncObjects(answer, message.leaves, answer_expected=False))]
-        return []
-
-    def _objects_in(
-        self, shared: dict[bytes, VersionedObject], leaves: Iterable[int]
-    ) -> tuple[tuple[bytes, VersionedObject], ...]:
-        wanted = set(leaves)
-        depth = self.config.merkle_depth
-        return tuple((k, o) for k, o in sorted(shared.items()) if leaf_of(k, depth) in wanted)
+        return start_anti_entropy(self, peer)

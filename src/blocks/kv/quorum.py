@@ -5,7 +5,9 @@ quorum: each home node of a key that is healthy takes a request itself; each one
 is replaced by the next healthy node past the home list (a *spare*), which stores the write
 with a hint naming the home node it stands in for. ``HintSet`` is what a node owes: ``(owner,
 key)`` pairs, indexed by key, iterated in an order that ``to_back`` rotates so that one
-unanswered hand-off does not starve the others.
+unanswered hand-off does not starve the others. ``Placements`` remembers each key's order of
+nodes on one ring (a ring walk per key is the cost of every request and of every key of an
+anti-entropy tree); a new ring starts it afresh.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.hashing import HashRing
 
-__all__ = ["HintSet", "QuorumConfig", "plan_targets"]
+__all__ = ["HintSet", "Placements", "QuorumConfig", "plan_targets"]
+
+PLACEMENTS_MAX = 1 << 20
+"""Most keys ``Placements`` remembers; past it, it starts afresh (a bound, not an LRU)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,27 @@ def plan_targets(
         elif spares:
             targets.append((spares.pop(0), home))
     return targets
+
+
+class Placements:
+    """``ring.preference_list(key, count)``, remembered per key while ``ring`` is the same
+    object (rings are replaced, never changed in place). Callers must not mutate the lists."""
+
+    __slots__ = ("_orders", "_ring")
+
+    def __init__(self) -> None:
+        self._ring: HashRing | None = None
+        self._orders: dict[bytes, list[str]] = {}
+
+    def of(self, ring: HashRing, key: bytes, count: int) -> list[str]:
+        if ring is not self._ring:
+            self._ring, self._orders = ring, {}
+        order = self._orders.get(key)
+        if order is None:
+            if len(self._orders) >= PLACEMENTS_MAX:
+                self._orders.clear()
+            order = self._orders[key] = ring.preference_list(key, count) if len(ring) else []
+        return order
 
 
 class HintSet:
