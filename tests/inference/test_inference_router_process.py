@@ -155,7 +155,83 @@ def test_requests_spread_and_a_shared_prefix_sticks_to_one_replica(cluster: Clus
     assert text.count("blocks_inference_router_replica_up{") == 2
 
 
+def test_embeddings_go_through_the_router_and_the_same_input_sticks(cluster: Cluster) -> None:
+    c = client(cluster.listen)
+    texts = ["embed me through the router", "and me"]
+    raw = c.embeddings.with_raw_response.create(model="tiny-random", input=texts)
+    replica = raw.headers["x-blocks-replica"]
+    assert replica in cluster.urls
+    answer = raw.parse()
+    assert [d.index for d in answer.data] == [0, 1] and answer.usage.prompt_tokens > 0
+    for item in answer.data:
+        assert abs(sum(v * v for v in item.embedding) - 1.0) < 1e-4  # unit vectors
+    # Asked of the replica itself: the same vectors (the router relays, it does not compute).
+    direct = openai.OpenAI(base_url=f"{replica}/v1", api_key=KEY, max_retries=0, timeout=30)
+    alone = direct.embeddings.create(model="tiny-random", input=texts)
+    assert [d.embedding for d in alone.data] == [d.embedding for d in answer.data]
+    again = {
+        c.embeddings.with_raw_response.create(model="tiny-random", input=texts).headers[
+            "x-blocks-replica"
+        ]
+        for _ in range(3)
+    }
+    assert again == {replica}  # the input is the affinity key
+    with pytest.raises(openai.BadRequestError):  # the replica's own 400, relayed
+        c.embeddings.create(model="tiny-random", input=[])
+
+
+def test_the_openai_adapter_sends_logit_bias_and_reads_streamed_logprobs(
+    cluster: Cluster,
+) -> None:
+    import asyncio
+
+    from blocks.inference.adapters.openai import OpenAIGenerator
+    from blocks.inference.params import SamplingParams
+    from blocks.inference.tokenizer import CharTokenizer
+
+    async def complete(params: SamplingParams) -> Any:
+        generator = OpenAIGenerator(
+            f"http://{cluster.listen}/v1", api_key=KEY, model="tiny-random", timeout_s=30
+        )
+        try:
+            return await generator.complete("logit bias and logprobs", params)
+        finally:
+            await generator.close()
+
+    plain = asyncio.run(complete(SamplingParams(max_tokens=6, temperature=0.0)))
+    (forced,) = CharTokenizer().encode("q")
+    assert plain.text != "q" * 6  # the bias, not the model, makes the next answer
+    biased = SamplingParams(max_tokens=6, temperature=0.0, logit_bias=((forced, 100.0),))
+    assert asyncio.run(complete(biased)).text == "q" * 6
+    banned = SamplingParams(max_tokens=6, temperature=0.0, logit_bias=((forced, -100.0),))
+    assert "q" not in asyncio.run(complete(banned)).text
+
+    streamed = asyncio.run(complete(SamplingParams(max_tokens=6, temperature=0.0, logprobs=2)))
+    assert streamed.text == plain.text
+    assert "".join(e.text for e in streamed.logprobs) == streamed.text
+    assert all(e.token_id == -1 and e.top == () for e in streamed.logprobs)  # by text only
+    # The same numbers as a whole (not streamed) answer from the official client.
+    whole = client(cluster.listen).completions.create(
+        model="tiny-random", prompt="logit bias and logprobs", max_tokens=6, temperature=0,
+        logprobs=2,
+    )  # fmt: skip
+    wire = whole.choices[0].logprobs
+    assert [e.logprob for e in streamed.logprobs] == pytest.approx(wire.token_logprobs)
+    assert [dict(e.top_text) for e in streamed.logprobs] == [
+        pytest.approx(top) for top in wire.top_logprobs
+    ]
+    assert all(len(e.top_text) == 2 for e in streamed.logprobs)
+
+
 # ---------------------------------------------------------------- a backend that misbehaves
+
+
+EMBEDDINGS = {
+    "object": "list",
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.6, -0.8]}],
+    "model": "fake",
+    "usage": {"prompt_tokens": 2, "total_tokens": 2},
+}
 
 
 class FakeBackend:
@@ -193,6 +269,12 @@ class FakeBackend:
                     if header.lower().startswith(b"content-length:"):
                         length = int(header.split(b":")[1])
                 body = json.loads(reader.read(length)) if length else {}
+                if path == "/v1/embeddings":
+                    data = json.dumps(EMBEDDINGS).encode()
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+                    )
+                    continue
                 if path != "/v1/completions":
                     data = json.dumps({"object": "list", "data": [{"id": "fake"}]}).encode()
                     conn.sendall(
@@ -257,6 +339,18 @@ def test_a_request_whose_replica_resets_before_answering_is_retried_elsewhere(
     finally:
         proc.close()
         broken.close()
+
+
+def test_embeddings_reach_an_openai_compatible_upstream(fake: FakeBackend) -> None:
+    proc = router(fake.url)
+    try:
+        raw = client(proc.ready()).embeddings.with_raw_response.create(model="fake", input="hi")
+        assert raw.headers["x-blocks-replica"] == fake.url
+        answer = raw.parse()
+        assert [d.embedding for d in answer.data] == [[0.6, -0.8]]
+        assert answer.usage.prompt_tokens == 2
+    finally:
+        proc.close()
 
 
 def test_a_stream_cut_mid_way_ends_with_an_error_event(fake: FakeBackend) -> None:

@@ -143,11 +143,17 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
-    """Log-probability of one generated token under the model, with the top alternatives."""
+    """Log-probability of one generated token under the model, with the top alternatives.
+
+    From a remote OpenAI-compatible server (``adapters.openai``) tokens arrive as text:
+    ``token_id`` is -1 there, ``text`` is the token and ``top_text`` the alternatives.
+    """
 
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...] = ()
+    text: str = ""
+    top_text: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

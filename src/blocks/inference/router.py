@@ -14,7 +14,9 @@ request there over a keep-alive ``Upstream`` pool, and relays the answer:
 
 Retries: while no byte of the answer has gone to the client, a replica that refuses, resets
 or does not answer is taken out (``handle_request_failure``) and the request goes to another,
-at most ``max_attempts`` times. ``/v1/models`` is the union over the healthy replicas.
+at most ``max_attempts`` times. ``/v1/embeddings`` goes the same way (its ``input`` is the
+affinity key, so the same texts meet a replica's warm prefix cache); ``/v1/models`` is the
+union over the healthy replicas.
 A background loop checks each replica's ``/health`` (falling back to ``/v1/models``, which
 every OpenAI-compatible server has) every ``check_interval_s`` and brings it back in.
 
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("blocks.access")
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+# Forwarded to one replica each, with the same choice, retries and relaying as completions.
+FORWARDED_PATHS = (*COMPLETION_PATHS, "/v1/embeddings")
 PASSED_HEADERS = ("authorization", "content-type", "accept", "openai-organization")
 REPLICA_HEADER = "x-blocks-replica"  # which replica answered (for clients and tests)
 RELAYED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id")
@@ -254,7 +258,7 @@ class Router:
                 return True
             if head.path == "/v1/models" and head.method == "GET":
                 return await self._models(request, writer)
-            if head.path in COMPLETION_PATHS:
+            if head.path in FORWARDED_PATHS:
                 if head.method != "POST":
                     raise oa.ApiError(405, "use POST")
                 work = asyncio.create_task(self._forward(request, writer))

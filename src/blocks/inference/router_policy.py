@@ -176,8 +176,9 @@ def prompt_prefix(body: object) -> tuple[str, int]:
     (or developer) messages' roles and contents, so every conversation under one system
     prompt goes to one replica; without a system message, the first message, so the turns
     of one conversation follow each other. For a completion, the prompt itself (the policy
-    keeps its first ``prefix_chars``). The cost is the whole prompt's estimated tokens plus
-    ``max_tokens`` (or ``max_completion_tokens``, else ``DEFAULT_MAX_TOKENS``), times ``n``.
+    keeps its first ``prefix_chars``); for embeddings, the ``input``. The cost is the whole prompt's estimated tokens plus
+    ``max_tokens`` (or ``max_completion_tokens``, else ``DEFAULT_MAX_TOKENS``; none for
+    embeddings), times ``n``.
     Malformed bodies get an empty key and the default cost: the backend answers them with
     its own 400.
     """
@@ -200,8 +201,14 @@ def prompt_prefix(body: object) -> tuple[str, int]:
         key = text = body["prompt"]
     elif isinstance(body.get("prompt"), list):
         key = text = repr(body["prompt"][:64])
+    elif isinstance(body.get("input"), str):  # an embeddings request
+        key = text = body["input"]
+    elif isinstance(body.get("input"), list):
+        key = text = repr(body["input"][:64])
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+    if "input" in body and "messages" not in body and "prompt" not in body:
+        max_tokens = 0  # embeddings generate nothing
+    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
         max_tokens = DEFAULT_MAX_TOKENS
     n = body.get("n", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:

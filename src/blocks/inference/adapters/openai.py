@@ -5,8 +5,8 @@ Theory of operation
 ``stream(prompt, params)`` is one streamed ``POST /v1/completions`` through the official
 ``openai`` client (``AsyncOpenAI``): a text prompt or a list of token ids, the sampling
 parameters OpenAI's API has (``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
-the two penalties) as its fields, and ``stream_options.include_usage`` so the last chunk
-carries the token counts. Each chunk's text becomes a ``TokenDelta``; the chunk that carries
+the two penalties, ``logit_bias`` keyed by token id as a string, ``logprobs``) as its
+fields, and ``stream_options.include_usage`` so the last chunk carries the token counts. Each chunk's text becomes a ``TokenDelta``; the chunk that carries
 ``finish_reason`` is held until the usage chunk after it, so the final delta has both.
 Closing the iterator closes the HTTP response, which cancels the request on servers that
 watch their connections (ours does).
@@ -20,11 +20,13 @@ What the OpenAI API does not carry:
 
 * token ids: deltas have ``token_ids == ()`` and text only; ``Completion.token_ids`` is empty,
   so ``Completion.completion_tokens`` is 0: the count is the final delta's
-  ``completion_tokens`` (from the usage chunk);
+  ``completion_tokens`` (from the usage chunk). Streamed logprobs name their tokens by text
+  too: each ``TokenLogprob`` has ``token_id == -1`` (unknown), the token's text in
+  ``text`` and the alternatives in ``top_text`` (``top`` stays empty);
 * ``top_k``, ``ignore_eos``, ``stop_token_ids`` and ``priority`` go as extension fields
   (vLLM's names; ``extensions=False`` refuses them instead): a server that does not know a
   field may ignore it (``blocks inference serve`` honours all four);
-* ``logprobs`` in a stream and ``grammar`` are refused with ``InvalidArgument``.
+* ``grammar`` is refused with ``InvalidArgument``.
 
 Errors: every ``openai`` exception leaves as the block's error (``inference_error``):
 400/422 ``InvalidArgument``, 401 ``Unauthenticated``, 403 ``PermissionDenied``, 404
@@ -52,7 +54,13 @@ from blocks.core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from blocks.inference.params import Completion, FinishReason, SamplingParams, TokenDelta
+from blocks.inference.params import (
+    Completion,
+    FinishReason,
+    SamplingParams,
+    TokenDelta,
+    TokenLogprob,
+)
 
 __all__ = ["PROMPT_TOKENS_MAX", "OpenAIGenerator", "inference_error", "request_body"]
 
@@ -117,8 +125,6 @@ def request_body(
             raise InvalidArgument("a token prompt is a non-empty list of token ids >= 0")
     if len(wire_prompt) > PROMPT_TOKENS_MAX:
         raise InvalidArgument(f"a prompt longer than {PROMPT_TOKENS_MAX}")
-    if params.logprobs is not None:
-        raise InvalidArgument("logprobs are not carried by a streamed OpenAI completion")
     if getattr(params, "grammar", None) is not None:
         raise InvalidArgument("grammar-constrained output is not carried by this adapter")
     arguments: dict[str, Any] = {
@@ -133,6 +139,10 @@ def request_body(
         arguments["seed"] = params.seed
     if params.stop:
         arguments["stop"] = list(params.stop)
+    if params.logit_bias:
+        arguments["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+    if params.logprobs is not None:
+        arguments["logprobs"] = params.logprobs
     extra: dict[str, Any] = {}
     if params.top_k:
         extra["top_k"] = params.top_k
@@ -212,9 +222,15 @@ class OpenAIGenerator:
                         if held is not None and choice.text:
                             raise PeerError("the inference server sent text after the finish")
                         finish = _finish_reason(choice.finish_reason)
-                        delta = TokenDelta(request_id, (), choice.text or "", finish_reason=finish)
+                        delta = TokenDelta(
+                            request_id,
+                            (),
+                            choice.text or "",
+                            _logprobs(choice.logprobs),
+                            finish_reason=finish,
+                        )
                         if finish is None:
-                            if delta.text:
+                            if delta.text or delta.logprobs:
                                 yield delta
                         else:
                             held = delta
@@ -232,13 +248,21 @@ class OpenAIGenerator:
         api_key: str = "",
         priority: int = 0,
     ) -> Completion:
-        """The whole completion (streamed, then joined). ``token_ids`` is empty."""
+        """The whole completion (streamed, then joined). ``token_ids`` is empty; ``logprobs``
+        (when asked) name tokens by text, see the module docstring."""
         texts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         async for delta in self.stream(prompt, params, api_key=api_key, priority=priority):
             texts.append(delta.text)
+            logprobs.extend(delta.logprobs)
             if delta.finish_reason is not None:
                 return Completion(
-                    delta.request_id, "".join(texts), (), delta.finish_reason, delta.prompt_tokens
+                    delta.request_id,
+                    "".join(texts),
+                    (),
+                    delta.finish_reason,
+                    delta.prompt_tokens,
+                    tuple(logprobs),
                 )
         raise AssertionError("stream() always ends with a finish_reason")
 
@@ -253,6 +277,26 @@ def _finish_reason(value: str | None) -> FinishReason | None:
     if reason is None:
         raise PeerError(f"unknown finish_reason {value!r} from the inference server")
     return reason
+
+
+def _logprobs(wire: Any) -> tuple[TokenLogprob, ...]:
+    """A chunk's ``logprobs`` (``tokens``, ``token_logprobs``, ``top_logprobs``), by text."""
+    if wire is None:
+        return ()
+    tokens = wire.tokens or []
+    values = wire.token_logprobs or []
+    tops = wire.top_logprobs or [None] * len(tokens)
+    if not len(tokens) == len(values) == len(tops):
+        raise PeerError("the inference server sent logprobs of mismatched lengths")
+    return tuple(
+        TokenLogprob(
+            -1,
+            float(value),
+            text=str(token),
+            top_text=tuple((str(t), float(v)) for t, v in (top or {}).items()),
+        )
+        for token, value, top in zip(tokens, values, tops, strict=True)
+    )
 
 
 def _with_usage(delta: TokenDelta, prompt_tokens: int, completion_tokens: int) -> TokenDelta:
