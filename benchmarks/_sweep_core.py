@@ -74,7 +74,8 @@ class Outcome:
     """What the client saw of one request (times relative to the start of the run).
 
     ``chunk_times``: when each streamed chunk with a choice arrived; ``tokens``: output
-    tokens (the server's ``usage`` when it sent one, else the chunk count).
+    tokens (the server's ``usage`` when it sent one, else the chunk count); ``prompt_tokens``
+    from the same ``usage``.
     """
 
     index: int
@@ -82,6 +83,7 @@ class Outcome:
     chunk_times: list[float] = field(default_factory=list)
     tokens: int = 0
     error: str | None = None
+    prompt_tokens: int = 0  # the server's ``usage``, 0 when it sent none
 
     @property
     def ok(self) -> bool:

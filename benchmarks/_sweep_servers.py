@@ -30,16 +30,20 @@ MODEL_NAME = "bench"  # the id every server is started with and every request na
 REQUEST_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 300.0  # loading a model on a loaded machine
 STREAM_LINE_BYTES_MAX = 1 << 16
+LLAMA_SERVER_SLOTS = 16  # llama-server's --parallel: streams decoded together
 
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    """A way to start one contender: ``argv(port)`` and the bytes it reads per token."""
+    """A way to start one contender: ``argv(port)`` and the bytes it reads per token:
+    ``bytes_per_token`` of weights, plus ``kv_bytes_per_position`` for every position of
+    context it attends to (keys and values of every layer, at the cache's dtype)."""
 
     name: str
     argv: Callable[[int], list[str]]
     bytes_per_token: int
     dtype: str
+    kv_bytes_per_position: int = 0
 
 
 def _health(path: str) -> Callable[[int], None]:
@@ -90,6 +94,7 @@ def _stream(port: int, planned: Planned, started: float, outcome: Outcome) -> No
                 outcome.chunk_times.append(time.perf_counter() - started)
             if event.get("usage"):
                 usage = int(event["usage"]["completion_tokens"])
+                outcome.prompt_tokens = int(event["usage"].get("prompt_tokens", 0))
         outcome.tokens = usage if usage is not None else len(outcome.chunk_times)
     except (OSError, ValueError, http.client.HTTPException) as error:
         outcome.error = f"{type(error).__name__}: {error}"
@@ -131,7 +136,7 @@ def _blocks_cli() -> list[str]:
 def servers(model: str, threads: int, hf_batch: int) -> list[Server | tuple[str, str]]:
     """Each contender, or (name, reason) for one that cannot run here."""
     found: list[Server | tuple[str, str]] = []
-    path, params, file_bytes = _model_facts(model)
+    path, params, file_bytes, kv_values = _model_facts(model)
     model_arg = model if path is None else str(path)
     found.append(
         Server(
@@ -143,24 +148,30 @@ def servers(model: str, threads: int, hf_batch: int) -> list[Server | tuple[str,
             ],
             params * 4,
             "float32",
+            kv_values * 4,
         )
     )  # fmt: skip
     if path is None:
         found.append(("hf static", f"no GGUF file for {model!r}"))
         found.append(("llama.cpp", f"no GGUF file for {model!r}"))
+        found.append(("llama-server", f"no GGUF file for {model!r}"))
         return found
-    found.append(_hf_server(path, params, threads, hf_batch))
-    found.append(_llama_cpp_server(path, file_bytes, threads))
+    found.append(_hf_server(path, params, threads, hf_batch, kv_values))
+    # llama.cpp keeps its KV cache in float16.
+    found.append(_llama_cpp_server(path, file_bytes, threads, kv_values * 2))
+    found.append(_llama_server(path, file_bytes, threads, kv_values * 2))
     return found
 
 
-def _model_facts(model: str) -> tuple[Path | None, int, int]:
-    """(GGUF path or None, parameter count, tensor bytes in the file)."""
+def _model_facts(model: str) -> tuple[Path | None, int, int, int]:
+    """(GGUF path or None, parameter count, tensor bytes in the file, KV values cached per
+    position: layers x 2 x kv_heads x head_dim)."""
     if model == "tiny-random":
         from blocks.inference.factory import tiny_random_model
 
-        params = sum(p.numel() for p in tiny_random_model().parameters())
-        return None, params, params * 4
+        net = tiny_random_model()
+        params = sum(p.numel() for p in net.parameters())
+        return None, params, params * 4, _kv_values(net.config)
     import gguf
 
     from blocks.inference.loader import resolve_model_path
@@ -168,10 +179,25 @@ def _model_facts(model: str) -> tuple[Path | None, int, int]:
     path = resolve_model_path(model)
     reader = gguf.GGUFReader(str(path))
     params = sum(int(t.n_elements) for t in reader.tensors)
-    return path, params, sum(int(t.n_bytes) for t in reader.tensors)
+    arch = reader.fields["general.architecture"].contents()
+
+    def field(key: str, default: int = 0) -> int:
+        found = reader.fields.get(f"{arch}.{key}")
+        return default if found is None else int(found.contents())
+
+    heads = field("attention.head_count")
+    head_dim = field("rope.dimension_count", field("embedding_length") // heads)
+    kv = field("block_count") * 2 * field("attention.head_count_kv", heads) * head_dim
+    return path, params, sum(int(t.n_bytes) for t in reader.tensors), kv
 
 
-def _hf_server(path: Path, params: int, threads: int, batch: int) -> Server | tuple[str, str]:
+def _kv_values(config: Any) -> int:
+    return int(config.num_layers * 2 * config.num_kv_heads * config.head_dim)
+
+
+def _hf_server(
+    path: Path, params: int, threads: int, batch: int, kv_values: int
+) -> Server | tuple[str, str]:
     import importlib.util
 
     if importlib.util.find_spec("transformers") is None:
@@ -184,10 +210,13 @@ def _hf_server(path: Path, params: int, threads: int, batch: int) -> Server | tu
         ],
         params * 4,
         "float32",
+        kv_values * 4,
     )  # fmt: skip
 
 
-def _llama_cpp_server(path: Path, file_bytes: int, threads: int) -> Server | tuple[str, str]:
+def _llama_cpp_server(
+    path: Path, file_bytes: int, threads: int, kv_bytes: int
+) -> Server | tuple[str, str]:
     import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
@@ -208,6 +237,28 @@ def _llama_cpp_server(path: Path, file_bytes: int, threads: int) -> Server | tup
         ],
         file_bytes,
         "GGUF as stored",
+        kv_bytes,
+    )  # fmt: skip
+
+
+def _llama_server(
+    path: Path, file_bytes: int, threads: int, kv_bytes: int
+) -> Server | tuple[str, str]:
+    """llama.cpp's C++ server with continuous batching, from the ``xllamacpp`` wheel."""
+    import importlib.util
+
+    if importlib.util.find_spec("xllamacpp") is None:
+        return ("llama-server", "xllamacpp not installed (pip install xllamacpp: a binary wheel)")
+    return Server(
+        "llama-server",
+        lambda port: [
+            sys.executable, "-m", "benchmarks._sweep_llama_server", "--gguf", str(path),
+            "--port", str(port), "--threads", str(threads),
+            "--parallel", str(LLAMA_SERVER_SLOTS), "--alias", MODEL_NAME,
+        ],
+        file_bytes,
+        "GGUF as stored",
+        kv_bytes,
     )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ from benchmarks.harness import Skip, plot_lines, progress, round_order, write_ta
 from benchmarks.peers import PeerNotReady
 
 BATCH1_TOKENS = 48
+DEFAULT_CONTENDERS = "blocks,hf static,llama.cpp,llama-server"
 
 # --- the roofline --------------------------------------------------------------------------
 
@@ -98,14 +99,28 @@ def read_bandwidth_gb_s(buffer_mib: int) -> float:
     return source.nbytes / best / 1e9
 
 
-def batch1_decode_tok_s(outcomes: Sequence[Outcome]) -> float:
+@dataclass(frozen=True, slots=True)
+class Batch1:
+    """A lone request's decode rate and the mean context it attended to while decoding."""
+
+    tok_s: float
+    context: float
+
+
+def batch1_decode(outcomes: Sequence[Outcome]) -> Batch1:
     """Best decode rate of lone requests: tokens after the first over the time they took."""
-    rates = [
-        (o.tokens - 1) / (o.chunk_times[-1] - o.chunk_times[0])
-        for o in outcomes
-        if o.ok and o.tokens > 1 and o.chunk_times[-1] > o.chunk_times[0]
-    ]
-    return max(rates, default=0.0)
+    best = Batch1(0.0, 0.0)
+    for o in outcomes:
+        if o.ok and o.tokens > 1 and o.chunk_times[-1] > o.chunk_times[0]:
+            rate = (o.tokens - 1) / (o.chunk_times[-1] - o.chunk_times[0])
+            if rate > best.tok_s:
+                # Decoding token i (i = 1 .. tokens - 1) attends to prompt + i positions.
+                best = Batch1(rate, o.prompt_tokens + o.tokens / 2)
+    return best
+
+
+def batch1_decode_tok_s(outcomes: Sequence[Outcome]) -> float:
+    return batch1_decode(outcomes).tok_s
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -125,7 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of every contender")
     parser.add_argument("--hf-batch", type=int, default=16, help="HF static batch limit")
     parser.add_argument(
-        "--contenders", default="blocks,hf static,llama.cpp", help="which to run, comma-separated"
+        "--contenders",
+        default=DEFAULT_CONTENDERS,
+        help="which to run, comma-separated",
     )
     parser.add_argument(
         "--keep-servers",
@@ -134,13 +151,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke test of under a minute")
+    parser.add_argument(
+        "--batch1-only",
+        action="store_true",
+        help="only the batch-1 roofline: bandwidth and a lone request per contender, per round",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --batch1-only")
 
 
 @dataclass(slots=True)
 class Sweep:
     rows: dict[str, list[RateRow]]
     skipped: dict[str, str]
-    batch1: dict[str, float]
+    batch1: dict[str, Batch1]
 
 
 def sweep(
@@ -185,7 +208,7 @@ def sweep(
                     progress(f"inference_sweep: {name} skipped: {why}")
                     continue
                 if lone is not None:
-                    result.batch1[name] = batch1_decode_tok_s(lone)
+                    result.batch1[name] = batch1_decode(lone)
                 row = rate_row(name, rate, planned, outcomes)
                 result.rows[name].append(row)
                 progress(
@@ -233,20 +256,23 @@ def main(args: argparse.Namespace) -> int:
     requests = plan_requests(count, args.seed, words, outputs)
     out_dir = Path(args.out) / "inference"
     load_before = os.getloadavg()
-    chosen = {
-        name.strip()
-        for name in getattr(args, "contenders", "blocks,hf static,llama.cpp").split(",")
-    }
+    chosen = {name.strip() for name in getattr(args, "contenders", DEFAULT_CONTENDERS).split(",")}
     contenders = [
         c
         for c in servers(args.model, args.threads, args.hf_batch)
         if (c.name if isinstance(c, Server) else c[0]) in chosen
     ]
     buffer_mib = 128 if args.quick else 512
+    batch1_tokens = 8 if args.quick else BATCH1_TOKENS
+    if getattr(args, "batch1_only", False):
+        columns, rows = batch1_rounds(contenders, requests, batch1_tokens, args.rounds, buffer_mib)
+        print(write_table(out_dir, "batch1_roofline", columns, rows))
+        _summarise_rounds(columns, rows)
+        progress(f"inference_sweep: load {load_before} -> {os.getloadavg()}")
+        return 0
     read_gb_s, copy_gb_s = read_bandwidth_gb_s(buffer_mib), copy_bandwidth_gb_s(buffer_mib)
     progress(f"inference_sweep: read {read_gb_s:.1f} GB/s, copy {copy_gb_s:.1f} GB/s")
     keep = bool(getattr(args, "keep_servers", False))
-    batch1_tokens = 8 if args.quick else BATCH1_TOKENS
     result = sweep(contenders, requests, rates, args.seed, batch1_tokens, keep)
     load_after = os.getloadavg()
     print(write_table(out_dir, "sweep", SWEEP_COLUMNS, sweep_rows(result, rates)))
@@ -270,12 +296,27 @@ def main(args: argparse.Namespace) -> int:
         "bandwidth_gb_s": {"read": read_gb_s, "copy": copy_gb_s},
         "rows": {name: [_row_dict(r) for r in rows] for name, rows in result.rows.items()},
         "skipped": result.skipped,
-        "batch1_decode_tok_s": result.batch1,
+        "batch1_decode_tok_s": {n: b.tok_s for n, b in result.batch1.items()},
+        "batch1_mean_context": {n: b.context for n, b in result.batch1.items()},
     }
     (out_dir / "sweep_raw.json").write_text(json.dumps(raw, indent=2))
     progress(f"inference_sweep: load {load_before} -> {load_after} on {os.cpu_count()} CPUs")
     _plots(out_dir, result, rates)
     return 0
+
+
+def _summarise_rounds(columns: list[str], rows: list[list[str]]) -> None:
+    """min / median / max of each contender's fraction over the rounds."""
+    at = columns.index("fraction")
+    for name in dict.fromkeys(r[1] for r in rows):
+        values = sorted(float(r[at][:-1]) for r in rows if r[1] == name and r[at] != "-")
+        if values:
+            median = values[len(values) // 2]
+            progress(
+                f"inference_sweep: {name} batch-1 fraction of the read roofline over "
+                f"{len(values)} rounds: min {values[0]:.0f}% median {median:.0f}% "
+                f"max {values[-1]:.0f}%"
+            )
 
 
 def _row_dict(row: RateRow) -> dict[str, Any]:
@@ -299,29 +340,80 @@ def saturation_table(result: Sweep) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+ROOFLINE_COLUMNS = [
+    "contender", "weights as", "MB per token", "read GB/s", "copy GB/s", "roofline tok/s",
+    "batch-1 decode tok/s", "fraction", "fraction of max(read, copy)",
+]  # fmt: skip
+
+
+def bytes_per_token(server: Server, measured: Batch1 | None) -> float:
+    """Bytes a decoded token reads: every weight once, and the KV of its mean context."""
+    context = 0.0 if measured is None else measured.context
+    return server.bytes_per_token + server.kv_bytes_per_position * context
+
+
+def roofline_row(
+    server: Server, measured: Batch1 | None, read_gb_s: float, copy_gb_s: float
+) -> list[str]:
+    """Batch-1 decode against ``read bandwidth / bytes read per token``.
+
+    Decode only *reads* its weights and KV, so the read bandwidth is its ceiling; the copy
+    figure counts bytes read plus bytes written, a traffic decode never makes (on some
+    machines it is the larger number), and the fraction against it is shown beside.
+    """
+    per_token = bytes_per_token(server, measured)
+    ceiling = read_gb_s * 1e9 / per_token
+    ceiling_any = max(read_gb_s, copy_gb_s) * 1e9 / per_token
+    known = measured is not None and measured.tok_s > 0
+    rate = measured.tok_s if measured is not None else 0.0
+    return [
+        server.name, server.dtype, f"{per_token / 1e6:.0f}", f"{read_gb_s:.1f}",
+        f"{copy_gb_s:.1f}", f"{ceiling:.1f}", f"{rate:.1f}" if known else "-",
+        f"{rate / ceiling:.0%}" if known else "-", f"{rate / ceiling_any:.0%}" if known else "-",
+    ]  # fmt: skip
+
+
 def roofline(
     contenders: Sequence[Server | tuple[str, str]],
     result: Sweep,
     read_gb_s: float,
     copy_gb_s: float,
 ) -> tuple[list[str], list[list[str]]]:
-    """Batch-1 decode against ``bandwidth / bytes per token``; the higher bandwidth is used."""
-    bandwidth = max(read_gb_s, copy_gb_s)
-    columns = ["contender", "weights as", "MB per token", "read GB/s", "copy GB/s"]
-    columns += ["roofline tok/s", "batch-1 decode tok/s", "fraction"]
-    rows = []
-    for server in (c for c in contenders if isinstance(c, Server)):
-        measured = result.batch1.get(server.name)
-        ceiling = bandwidth * 1e9 / server.bytes_per_token
-        rows.append(
-            [
-                server.name, server.dtype, f"{server.bytes_per_token / 1e6:.0f}",
-                f"{read_gb_s:.1f}", f"{copy_gb_s:.1f}", f"{ceiling:.1f}",
-                "-" if measured is None else f"{measured:.1f}",
-                "-" if measured is None else f"{measured / ceiling:.0%}",
-            ]
-        )  # fmt: skip
-    return columns, rows
+    """Each contender's batch-1 decode against its read-bandwidth roofline."""
+    rows = [
+        roofline_row(server, result.batch1.get(server.name), read_gb_s, copy_gb_s)
+        for server in contenders
+        if isinstance(server, Server)
+    ]
+    return ROOFLINE_COLUMNS, rows
+
+
+def batch1_rounds(
+    contenders: Sequence[Server | tuple[str, str]],
+    requests: Sequence[tuple[str, int]],
+    tokens: int,
+    rounds: int,
+    buffer_mib: int,
+) -> tuple[list[str], list[list[str]]]:
+    """``--batch1-only``: every server started once; each round measures the bandwidth
+    again, then each contender's lone-request decode (in an order rotated per round), so
+    every fraction sets a decode rate against a bandwidth read moments before it."""
+    by_name = {c.name: c for c in contenders if isinstance(c, Server)}
+    plan = [Planned(i, 0.0, requests[i % len(requests)][0], tokens) for i in range(2)]
+    rows: list[list[str]] = []
+    since = _processes.mark()
+    try:
+        ports = {name: start(server) for name, server in by_name.items()}
+        for number in range(rounds):
+            read_gb_s, copy_gb_s = read_bandwidth_gb_s(buffer_mib), copy_bandwidth_gb_s(buffer_mib)
+            for name in round_order(list(by_name), number):
+                measured = batch1_decode(drive(ports[name], plan, sequential=True))
+                row = roofline_row(by_name[name], measured, read_gb_s, copy_gb_s)
+                rows.append([str(number + 1), *row, f"{os.getloadavg()[0]:.1f}"])
+                progress(f"inference_sweep: round {number + 1}: {' | '.join(rows[-1])}")
+    finally:
+        _processes.stop_since(since)
+    return ["round", *ROOFLINE_COLUMNS, "load (1 min)"], rows
 
 
 def _plots(out_dir: Path, result: Sweep, rates: Sequence[float]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import inference_sweep
+from benchmarks import _sweep_servers, inference_sweep
 from benchmarks._sweep_core import (
     MAX_RATE,
     Outcome,
@@ -129,7 +129,8 @@ def test_quick_mode_against_the_tiny_model(tmp_path: Path) -> None:
     out = tmp_path / "inference"
     raw = json.loads((out / "sweep_raw.json").read_text())
     assert set(raw) >= {"method", "machine", "bandwidth_gb_s", "rows", "skipped"}
-    assert set(raw["skipped"]) == {"hf static", "llama.cpp"}  # no GGUF: skipped rows, no fakes
+    # No GGUF: skipped rows, no fakes.
+    assert set(raw["skipped"]) == {"hf static", "llama.cpp", "llama-server"}
     (row,) = raw["rows"]["blocks"]
     assert row["rate"] == "4/s" and row["requests"] == 4 and row["failures"] == 0
     planned = plan_arrivals(plan_requests(4, 0, (4, 12), (4, 12)), 4.0, seed=0)
@@ -139,7 +140,30 @@ def test_quick_mode_against_the_tiny_model(tmp_path: Path) -> None:
     assert row["window_s"] > 0
     assert row["throughput_tok_s"] == pytest.approx(row["window_tokens"] / row["window_s"])
     table = json.loads((out / "sweep.json").read_text())
-    assert [r["contender"] for r in table] == ["blocks", "hf static", "llama.cpp"]
+    assert [r["contender"] for r in table] == ["blocks", "hf static", "llama.cpp", "llama-server"]
     assert table[1]["first error"].startswith("skipped: ")
     (roof,) = json.loads((out / "sweep_roofline.json").read_text())
     assert roof["contender"] == "blocks" and roof["batch-1 decode tok/s"] != "-"
+
+
+def test_the_roofline_is_read_bandwidth_over_weights_and_kv_read_per_token() -> None:
+    server = _sweep_servers.Server("x", lambda port: [], 1_000_000, "float32", 1_000)
+    measured = inference_sweep.Batch1(tok_s=10.0, context=100.0)
+    row = dict(zip(inference_sweep.ROOFLINE_COLUMNS, inference_sweep.roofline_row(
+        server, measured, read_gb_s=0.022, copy_gb_s=0.044
+    ), strict=True))  # fmt: skip
+    # 1 MB of weights + 100 positions x 1 kB of KV = 1.1 MB a token; 22 MB/s reads 20 a second.
+    assert row["MB per token"] == "1" and row["roofline tok/s"] == "20.0"
+    assert row["fraction"] == "50%"
+    assert row["fraction of max(read, copy)"] == "25%"  # copy counts written bytes too
+
+
+def test_batch1_only_measures_each_round_against_its_own_bandwidth(tmp_path: Path) -> None:
+    args = argparse.Namespace(
+        out=str(tmp_path), model="tiny-random", rates=None, requests=4, threads=1, hf_batch=4,
+        seed=0, quick=True, batch1_only=True, rounds=2, contenders="blocks",
+    )  # fmt: skip
+    assert inference_sweep.main(args) == 0
+    rows = json.loads((tmp_path / "inference" / "batch1_roofline.json").read_text())
+    assert [(r["round"], r["contender"]) for r in rows] == [("1", "blocks"), ("2", "blocks")]
+    assert all(r["batch-1 decode tok/s"] != "-" and r["fraction"].endswith("%") for r in rows)
