@@ -171,6 +171,36 @@ def test_a_snapshot_brings_an_empty_replica_up_to_date(shards: dict[str, ShardSt
         assert not b.apply_remote(record)
 
 
+class UploadsFromPeer(Lagging):
+    """Pushes never arrive; an upload this node lacks is fetched from the peer."""
+
+    def catch_up_upload(self, upload_id: str) -> bool:
+        applied = False
+        for record in self.peer.upload_records(upload_id):
+            applied |= self.me.apply_remote(record)
+        return applied
+
+
+def test_an_upload_missing_here_is_fetched_from_the_peers(shards: dict[str, ShardStore]) -> None:
+    """Created and partly uploaded through one node, whose pushes have not reached this one
+    yet: a part through this node and the completion through it fetch the upload instead of
+    answering NoSuchUpload or InvalidPart."""
+    clock = ManualClock(1_000_000)
+    a, b = _replica("a", shards, clock), _replica("b", shards, clock)
+    a.replicator, b.replicator = UploadsFromPeer(a, b), UploadsFromPeer(b, a)
+    a.part_bytes_min = b.part_bytes_min = 1000
+    a.create_bucket("bkt")
+    upload = a.create_multipart_upload("bkt", "big", content_type="video/mp4")
+    first = a.upload_part("bkt", "big", upload, 1, b"1" * 3000)
+    second = b.upload_part("bkt", "big", upload, 2, b"2" * 500)  # b had not heard of it
+    assert 2 not in a.index.parts[upload]  # and a has not received b's part
+    info = a.complete_multipart_upload("bkt", "big", upload, [(1, first.etag), (2, second.etag)])
+    assert (info.size, info.content_type) == (3500, "video/mp4")
+    assert b.get_object("bkt", "big")[1] == b"1" * 3000 + b"2" * 500
+    with pytest.raises(NotFound):  # an upload nobody holds is still not found
+        b.abort_multipart_upload("bkt", "big", "f" * 32)
+
+
 def test_a_count_reaching_zero_deletes_no_shard(shards: dict[str, ShardStore]) -> None:
     a = _replica("a", shards, ManualClock(1_000_000))
     a.replicator = Recorder()
@@ -295,6 +325,8 @@ def test_the_meta_routes_refuse_bad_input_and_change_nothing(
         for body in (b"", b"\xc1", pack({"not": "a list"}), pack([1, 2]), pack([b"\x00junk"])):
             assert replicator.handle("POST", ["apply"], body).status == 400, body
         assert replicator.handle("POST", ["key"], pack(["only one"])).status == 400
+        assert replicator.handle("POST", ["upload"], pack(["a", "b"])).status == 400
+        assert unpack(replicator.handle("POST", ["upload"], pack(["none"])).body) == []
         assert replicator.handle("GET", ["nothing"], b"").status == 404
         assert replicator.handle("POST", ["apply"], pack(recorder.records[1:])).status == 409
         assert _state(b) == {"buckets": [], "objects": {}, "tombstones": {}}

@@ -68,6 +68,11 @@ class RecordSink(Protocol):
         whether anything changed."""
         ...
 
+    def catch_up_upload(self, upload_id: str) -> bool:
+        """Fetch what the peers hold of one multipart upload (its bucket, the upload and
+        its parts) and apply it here; returns whether anything changed."""
+        ...
+
 
 class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
     """A node's replica of the cluster's metadata (see the module docstring)."""
@@ -306,6 +311,10 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         data: bytes | Iterable[bytes],
         checksums: Mapping[str, str] | None = None,
     ) -> PartInfo:
+        with self._lock:
+            held = upload_id in self.index.uploads
+        if not held:  # created through another node: fetch it before the body is read
+            self._upload_caught_up(upload_id)
         part: PartInfo = self._replicated(
             super().upload_part, bucket, key, upload_id, number, data, checksums
         )
@@ -322,7 +331,8 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         part_checksums: Mapping[int, Mapping[str, str]] | None = None,
         checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        info: ObjectInfo = self._replicated(
+        info: ObjectInfo = self._with_upload(
+            upload_id,
             super().complete_multipart_upload,
             bucket,
             key,
@@ -335,4 +345,35 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         return info
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
-        self._replicated(super().abort_multipart_upload, bucket, key, upload_id)
+        self._with_upload(upload_id, super().abort_multipart_upload, bucket, key, upload_id)
+
+    def _with_upload(self, upload_id: str, call: Any, *args: Any, **kw: Any) -> Any:
+        """Run an upload's change; if it failed for an upload or a part this node has not
+        received yet (created or uploaded through another node, its push still on the
+        wire), fetch the upload from the peers and run it once more. Both fail before
+        anything is journaled, and neither reads a body."""
+        try:
+            return self._replicated(call, *args, **kw)
+        except (NotFound, InvalidArgument) as error:
+            text = str(error)
+            missing = text.startswith("no such upload") or "was not uploaded" in text
+            if not missing or not self._upload_caught_up(upload_id):
+                raise
+        return self._replicated(call, *args, **kw)
+
+    def _upload_caught_up(self, upload_id: str) -> bool:
+        """Wait for changes of the upload in flight here (bounded), then fetch the peers'
+        records of it; whether either may have changed what this node holds."""
+
+        def quiet() -> bool:
+            return not any(
+                isinstance(e, tuple) and e[0] in ("upload", "part") and upload_id in e
+                for e in self._latest
+            )
+
+        with self._lock:
+            waited = not quiet()
+            if waited:
+                self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
+        fetch = getattr(self.replicator, "catch_up_upload", None)
+        return bool(fetch(upload_id)) if fetch is not None else waited

@@ -200,6 +200,18 @@ class PeerRecordsMixin:
                 records.append(ObjectDelete(bucket, key, *tombstone))
             return [encode(record) for record in records]
 
+    def upload_records(self, upload_id: str) -> list[bytes]:
+        """What this node holds of one multipart upload in progress, as records: its bucket,
+        the upload, its parts (nothing if it holds no such upload)."""
+        with self._lock:
+            self._check_open()
+            upload = self.index.uploads.get(upload_id)
+            if upload is None or upload.bucket not in self.index.buckets:
+                return []
+            records: list[Record] = [self.index.bucket_record(upload.bucket), UploadPut(upload)]
+            records += [PartPut(part) for part in self.index.parts[upload_id].values()]
+            return [encode(record) for record in records]
+
     def referenced(self, chunk_ids: Iterable[str]) -> list[str]:
         """Which of ``chunk_ids`` this node's metadata or an operation in flight here holds
         (what the cluster collector asks every node before deleting anything)."""

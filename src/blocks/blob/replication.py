@@ -8,6 +8,7 @@ half, over the peers' existing shard channel (``/_shards/_meta/...``, the cluste
                                     409 if one names a bucket or upload the peer lacks
     GET  /_shards/_meta/snapshot    msgpack list of the peer's live metadata as records
     POST /_shards/_meta/key         msgpack [bucket, key]; the peer's records of that key
+    POST /_shards/_meta/upload      msgpack [upload id]; the peer's records of that upload
     POST /_shards/_meta/referenced  msgpack list of chunk ids; answers those it references
 
 *Pushes.* A local change's records go to every peer at once; the change is acknowledged
@@ -22,6 +23,8 @@ metadata back from the others before it answers its first request.
 hold asks every peer for its records of that key (``catch_up_key``) before answering 404: an
 acknowledged write is on a majority, hence on some other node if not on this one, so every
 node sees it. Listings are served from the local index and may lag until the next sync.
+A part or a completion of an upload this node has not received (created or uploaded
+through another node) fetches the upload the same way (``catch_up_upload``).
 
 *Repair.* After its first sync a node verifies every chunk the metadata references (every
 shard, on every node) and rewrites the missing or bad ones where they belong: a node that
@@ -137,10 +140,26 @@ class Replicator:
         self.keys_caught_up += applied
         return applied
 
+    def catch_up_upload(self, upload_id: str) -> bool:
+        """Ask every peer what it holds of one multipart upload, in parallel, and apply it
+        here (its bucket, the upload, then its parts); returns whether anything changed."""
+        body = pack([upload_id], size_max=META_BODY_BYTES_MAX)
+        fetches = [
+            self._pool.submit(self._fetch_key, peer, body, "upload") for peer in self.peers.values()
+        ]
+        applied = False
+        for fetch in fetches:
+            for record in fetch.result():
+                try:
+                    applied |= self.store.apply_remote(record)
+                except NotFound:
+                    continue
+        return applied
+
     @staticmethod
-    def _fetch_key(peer: HttpShardStore, body: bytes) -> list[bytes]:
+    def _fetch_key(peer: HttpShardStore, body: bytes, route: str = "key") -> list[bytes]:
         try:
-            status, reply = peer.call("POST", f"{_BASE}/key", body)
+            status, reply = peer.call("POST", f"{_BASE}/{route}", body)
             if status != 200:
                 return []
             return _records(unpack(reply, size_max=META_BODY_BYTES_MAX))
@@ -175,6 +194,11 @@ class Replicator:
                 if not (isinstance(asked, list) and len(asked) == 2):
                     raise InvalidArgument("expected [bucket, key]")
                 return Response(200, {}, pack(self.store.key_records(*map(str, asked))))
+            if route == ("POST", "upload"):
+                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
+                if not (isinstance(asked, list) and len(asked) == 1):
+                    raise InvalidArgument("expected [upload id]")
+                return Response(200, {}, pack(self.store.upload_records(str(asked[0]))))
             if route == ("POST", "referenced"):
                 asked = _records(unpack(body, size_max=META_BODY_BYTES_MAX))
                 ids = [chunk_id.decode("ascii", "replace") for chunk_id in asked]
