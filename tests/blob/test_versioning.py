@@ -40,6 +40,9 @@ def _versions(store: LocalBlobStore, bucket: str) -> list[tuple[str, str, bool, 
     return found
 
 
+KEYS = st.sampled_from(["a", "b", "d/x", "d/y"])
+
+
 class VersionsMachine(RuleBasedStateMachine):
     """A bucket whose status changes, against a list of (version id, bytes or None for a
     marker) per key, newest first."""
@@ -62,14 +65,14 @@ class VersionsMachine(RuleBasedStateMachine):
         self.store.set_bucket_versioning("bkt", status)
         self.status = status
 
-    @rule(key=st.sampled_from("ab"), data=st.binary(max_size=150))
+    @rule(key=KEYS, data=st.binary(max_size=150))
     def put(self, key: str, data: bytes) -> None:
         info = self.store.put_object("bkt", key, data)
         expected = {"": "", SUSPENDED: NULL_VERSION}.get(self.status)
         assert expected is None or info.version_id == expected
         self._write(key, info.version_id or NULL_VERSION, data)
 
-    @rule(key=st.sampled_from("ab"))
+    @rule(key=KEYS)
     def delete(self, key: str) -> None:
         outcome = self.store.delete_version("bkt", key)
         if self.status:
@@ -94,6 +97,22 @@ class VersionsMachine(RuleBasedStateMachine):
             for i, (vid, data) in enumerate(self.model[key])
         ]
         assert _versions(self.store, "bkt") == expected
+        paged: list[tuple[str, str]] = []
+        key_marker = version_id_marker = ""
+        while True:  # pages of two, resumed from the markers
+            page = self.store.list_object_versions(
+                "bkt", max_keys=2, key_marker=key_marker, version_id_marker=version_id_marker
+            )
+            paged += [(entry.key, entry.version_id) for entry in page.versions]
+            if not page.is_truncated:
+                break
+            key_marker, version_id_marker = page.next_key_marker, page.next_version_id_marker
+        assert paged == [(key, vid) for key, vid, *_ in expected]
+        rolled = self.store.list_object_versions("bkt", delimiter="/")
+        assert rolled.common_prefixes == (
+            ("d/",) if any(e[0].startswith("d/") for e in expected) else ()
+        )
+        assert [e.key for e in rolled.versions] == [e[0] for e in expected if "/" not in e[0]]
         for key, versions in self.model.items():
             if versions and versions[0][1] is not None:
                 assert self.store.get_object("bkt", key)[1] == versions[0][1]

@@ -23,6 +23,7 @@ __all__ = [
     "METADATA_BYTES_MAX",
     "STORED_HEADERS",
     "Listing",
+    "after_prefix",
     "check_bucket_name",
     "check_checksums",
     "check_headers",
@@ -154,7 +155,7 @@ def _decode_token(token: str) -> tuple[str, str]:
     return text[0], text[1:]
 
 
-def _after_prefix(keys: Sequence[str], prefix: str, start: int) -> int:
+def after_prefix(keys: Sequence[str], prefix: str, start: int) -> int:
     """Index of the first key at or after ``start`` that does not start with ``prefix``."""
     low, high = start, len(keys)
     while low < high:  # keys with the prefix are contiguous in sorted order
@@ -183,7 +184,7 @@ def list_keys(
     kind, marker = _decode_token(continuation_token) if continuation_token else ("k", start_after)
     position = bisect.bisect_right(keys, marker) if marker else 0
     if kind == "p":
-        position = _after_prefix(keys, marker, position)
+        position = after_prefix(keys, marker, position)
     position = max(position, bisect.bisect_left(keys, prefix))
     found: list[str] = []
     prefixes: list[str] = []
@@ -198,7 +199,7 @@ def list_keys(
             rolled = key[: cut + len(delimiter)]
             prefixes.append(rolled)
             last = ("p", rolled)
-            position = _after_prefix(keys, rolled, position)
+            position = after_prefix(keys, rolled, position)
         else:
             found.append(key)
             last = ("k", key)

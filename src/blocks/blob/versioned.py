@@ -24,10 +24,9 @@ the wall clock stepped back.
 from __future__ import annotations
 
 import bisect
-import heapq
 import random
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -36,7 +35,7 @@ from blocks.blob.buckets import ENABLED
 from blocks.blob.conditions import WriteCondition
 from blocks.blob.index import MetaIndex
 from blocks.blob.ledger import ChunkLedger
-from blocks.blob.listing import MAX_KEYS_MAX, check_key
+from blocks.blob.listing import MAX_KEYS_MAX, after_prefix, check_key
 from blocks.blob.meta import ChunkRef, Manifest
 from blocks.blob.records import ObjectDelete, ObjectPut, Record, UploadComplete
 from blocks.blob.versions import object_entity
@@ -173,9 +172,9 @@ class VersionsMixin:
         raise NotImplementedError
 
     # -- stamping new versions ---------------------------------------------------------------
-    def _new_version_id(self) -> str:
+    def _new_version_id(self, now_ms: int) -> str:
         with self._lock:
-            self._last_version = max(self._last_version + 1, self.clock.now_ms() << 16)
+            self._last_version = max(self._last_version + 1, now_ms << 16)
             return f"{self._last_version & (2**64 - 1):016x}{self.rng.getrandbits(64):016x}"
 
     def _stamp(self, bucket: str, key: str) -> tuple[int, str]:
@@ -189,7 +188,7 @@ class VersionsMixin:
             versions = self.index.versions(bucket, key)
         if versions:
             now_ms = max(now_ms, versions[0].modified_ms + 1)
-        return now_ms, self._new_version_id() if status == ENABLED else ""
+        return now_ms, self._new_version_id(now_ms) if status == ENABLED else ""
 
     def _info(self, manifest: Manifest) -> ObjectInfo:
         return info_of(manifest, manifest.bucket in self.index.versioning)
@@ -324,47 +323,41 @@ class VersionsMixin:
             inclusive = after_version is not None or start != key_marker or not key_marker
             entries: list[VersionInfo] = []
             prefixes: list[str] = []
-            rolled = ""
-            for key in self._keys_from(bucket, start, inclusive):
-                if not key.startswith(prefix):
-                    break
-                if rolled and key.startswith(rolled):
-                    continue
+            key = self._next_key(bucket, start, inclusive)
+            while key is not None and key.startswith(prefix):
                 cut = key.find(delimiter, len(prefix)) if delimiter else -1
                 if cut >= 0:
                     if len(entries) + len(prefixes) >= max_keys:
                         return _truncated(entries, prefixes)
-                    rolled = key[: cut + len(delimiter)]
-                    prefixes.append(rolled)
+                    prefixes.append(key[: cut + len(delimiter)])
+                    key = self._next_key(bucket, prefixes[-1], True, skip_prefix=True)
                     continue
                 versions = self.index.versions(bucket, key)
+                skip = 0
                 if key == key_marker and after_version is not None:
                     ids = [m.version_id for m in versions]
                     skip = ids.index(after_version) + 1 if after_version in ids else 0
-                    versions = versions[skip:] if skip else versions
-                    latest_gone = skip > 0
-                else:
-                    latest_gone = False
-                for position, manifest in enumerate(versions):
+                for position, manifest in enumerate(versions[skip:], skip):
                     if len(entries) + len(prefixes) >= max_keys:
                         return _truncated(entries, prefixes)
-                    entries.append(_entry(manifest, position == 0 and not latest_gone))
+                    entries.append(_entry(manifest, position == 0))
+                key = self._next_key(bucket, key, False)
         return VersionPage(tuple(entries), tuple(prefixes), False)
 
-    def _keys_from(self, bucket: str, start: str, inclusive: bool) -> Iterator[str]:
-        """Keys with any version, in order, from ``start`` (lock held)."""
-        search = bisect.bisect_left if inclusive else bisect.bisect_right
-        current, history = self.index.sorted_keys[bucket], self.index.history_keys[bucket]
-        first, second = search(current, start), search(history, start)
-        merged = heapq.merge(
-            (current[i] for i in range(first, len(current))),
-            (history[i] for i in range(second, len(history))),
-        )
-        last = None
-        for key in merged:
-            if key != last:
-                yield key
-                last = key
+    def _next_key(
+        self, bucket: str, start: str, inclusive: bool, *, skip_prefix: bool = False
+    ) -> str | None:
+        """The first key with any version from ``start`` (lock held); with ``skip_prefix``,
+        the first that does not start with ``start``. Binary searches only: a rolled-up
+        prefix is skipped whole, however many keys it holds."""
+        found = []
+        for keys in (self.index.sorted_keys[bucket], self.index.history_keys[bucket]):
+            position = (bisect.bisect_left if inclusive else bisect.bisect_right)(keys, start)
+            if skip_prefix:
+                position = after_prefix(keys, start, position)
+            if position < len(keys):
+                found.append(keys[position])
+        return min(found) if found else None
 
 
 def _entry(manifest: Manifest, is_latest: bool) -> VersionInfo:
