@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
@@ -15,7 +16,7 @@ from blocks.pubsub.replication import ReplicationConfig
 from blocks.queue.api import Queue
 from blocks.queue.contract import QueueContract
 from blocks.queue.machine import QueueMachine, encode_record
-from blocks.queue.replicated import ReplicatedQueue
+from blocks.queue.replicated import LOG_TOPIC, ReplicatedQueue
 
 NODES = ["q1", "q2", "q3"]
 
@@ -226,3 +227,71 @@ def test_a_follower_learns_its_commit_without_waiting_for_new_records() -> None:
                 await node.log.transport.close()
 
     asyncio.run(run())
+
+
+def test_a_restarted_node_restores_its_snapshot_and_replays_only_the_tail(
+    tmp_path: Path,
+) -> None:
+    """Nodes snapshot every 20 applied records and cut their logs below the previous
+    snapshot; a follower closed and reopened on its directory starts from its snapshot,
+    applies only the records after it, and ends equal to the others."""
+
+    async def run() -> None:
+        network = MemoryNetwork(seed=11)
+        timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=30_000)
+
+        def node(name: str) -> ReplicatedQueue:
+            return ReplicatedQueue(
+                tmp_path / name,
+                network.transport(name),
+                NODES,
+                rng=random.Random(name),
+                replication=timing,
+                snapshot_every=20,
+                segment_bytes_max=1_024,
+            )
+
+        nodes = [node(name) for name in NODES]
+        for each in nodes:
+            await each.open()
+        try:
+            await nodes[0].create_queue("jobs", visibility_ms=60_000)
+            leader = next(n for n in nodes if n.is_leader)
+            sent = [await leader.send("jobs", b"m%d" % i) for i in range(120)]
+            received = await leader.receive("jobs", max_messages=30)
+            for message in received[:10]:
+                await leader.ack("jobs", message.receipt)
+            follower = next(n for n in nodes if not n.is_leader)
+            await _until(lambda: follower.machine.applied == leader.machine.applied)
+            total = follower.machine.records
+            assert follower.snapshots >= 2
+            store = follower.log.topics.store(LOG_TOPIC, 0)
+            assert store.first_offset > 0, "the log was not cut below the previous snapshot"
+            name = follower.node
+            await follower.close()
+            await follower.log.transport.close()
+
+            restarted = node(name)
+            assert restarted.machine.applied > 0, "the snapshot was not restored"
+            await restarted.open()
+            nodes[nodes.index(follower)] = restarted
+            more = [await leader.send("jobs", b"n%d" % i) for i in range(5)]
+            await _until(lambda: restarted.machine.applied == leader.machine.applied)
+            assert restarted.machine.snapshot() == leader.machine.snapshot()
+            assert 0 < restarted.replayed < total, "a restart replayed the whole log"
+            stats = await restarted.stats("jobs")
+            assert sum(stats.values()) == len(sent) + len(more) - 10
+        finally:
+            for each in nodes:
+                await each.close()
+                await each.log.transport.close()
+
+    asyncio.run(run())
+
+
+async def _until(condition: Any, timeout_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.01)

@@ -84,3 +84,18 @@ class QueueMachine:
     def snapshot(self) -> dict[str, Any]:
         """The applied state (for comparing replicas)."""
         return {"applied": self.applied, "broker": self.broker.snapshot()}
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """What a snapshot file holds: the applied state and the count of records."""
+        return {**self.snapshot(), "records": self.records}
+
+    @classmethod
+    def from_snapshot(cls, data: Any) -> QueueMachine:
+        """The machine ``to_snapshot`` wrote; ``InvalidArgument`` for anything else."""
+        if not isinstance(data, dict) or type(data.get("applied")) is not int:
+            raise InvalidArgument("a queue snapshot is a map with an integer applied offset")
+        machine = cls()
+        machine.broker = QueueBroker.restore(data.get("broker"))
+        machine.applied = data["applied"]
+        machine.records = int(data.get("records", 0))
+        return machine

@@ -33,14 +33,26 @@ Long polling: a receive that found nothing is retried when a record that may mak
 visible (a send, nack, ack or create) is applied here, or when the applied state's next timer
 falls due, until ``wait_ms`` has passed. An empty receive is a record too (a few bytes).
 Bounds: ``WAITERS_MAX`` long polls, ``RESULTS_MAX`` outcomes kept for callers (older ones are
-dropped and counted), calls per batch as ``LocalQueue``. Not done: snapshots of the
-replicated log (it grows; a restarted node replays it whole), and membership changes.
+dropped and counted), calls per batch as ``LocalQueue``. Not done: membership changes.
+
+Snapshots: every ``snapshot_every`` applied records a node with a directory writes its
+machine (``QueueMachine.to_snapshot``: the broker and the applied offset, which only ever
+covers committed records) to ``snapshot.msgpack`` (temporary file, fsync, rename), and then
+cuts its copy of the log below the offset of its *previous* snapshot (whole segments only).
+Reopened, a node restores the newest snapshot and applies only the committed records after
+it, so a restart no longer replays the whole log. Keeping one snapshot interval of log below
+the newest snapshot leaves a follower that lags by less than that able to catch up from
+this node as leader; a follower further behind, or one whose disk was wiped, cannot (this
+log has no snapshot transfer yet) and stays out of the in-sync set until an operator copies
+a snapshot and log to it. A snapshot the disk refuses is counted and tried again an
+interval later; the log still holds everything above the last good one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -48,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
+from blocks.core.codec import pack, unpack
 from blocks.core.errors import (
     BlocksError,
     FailedPrecondition,
@@ -56,6 +69,7 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
+from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
 from blocks.pubsub import ClusterBroker, ReplicationConfig, Role, TopicConfig
@@ -67,6 +81,8 @@ from blocks.queue.machine import Outcome, QueueMachine, encode_record
 
 __all__ = ["LOG_TOPIC", "ReplicatedQueue"]
 
+logger = logging.getLogger(__name__)
+
 LOG_TOPIC = "__queue_log"
 KEY = (LOG_TOPIC, 0)
 WAITERS_MAX = 10_000
@@ -74,6 +90,8 @@ RESULTS_MAX = 100_000
 APPLY_BATCH = 1_000
 COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
 WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
+SNAPSHOT_FILE = "snapshot.msgpack"
+SNAPSHOT_EVERY = 50_000  # applied records between snapshots
 
 
 class _LogBroker(ClusterBroker):
@@ -106,8 +124,12 @@ class ReplicatedQueue:
         fsync: FsyncPolicy = "batch",
         replication: ReplicationConfig | None = None,
         leader_wait_ms: int = 5_000,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        segment_bytes_max: int = 16 << 20,
     ) -> None:
         replication = replication if replication is not None else ReplicationConfig()
+        if type(snapshot_every) is not int or snapshot_every < 1:
+            raise InvalidArgument("snapshot_every must be a positive integer")
         if len(set(nodes) | {transport.name}) > replication.replication_factor:
             raise InvalidArgument(
                 f"a replicated queue runs on at most {replication.replication_factor} nodes"
@@ -120,6 +142,13 @@ class ReplicatedQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self.results_dropped = 0
+        self._directory = None if directory is None else Path(directory)
+        self._snapshot_every = snapshot_every
+        self._since_snapshot = 0
+        self._snapshot_offset = 0  # the offset the newest snapshot covers (0: none)
+        self.snapshots = 0  # written by this object; for tests and metrics
+        self.snapshot_failures = 0
+        self.replayed = 0  # records applied since this object was built (a restart's replay)
         self.log = _LogBroker(
             None if directory is None else Path(directory) / "log",
             transport,
@@ -131,8 +160,10 @@ class ReplicatedQueue:
             replication=replication,
             leader_wait_ms=leader_wait_ms,
             on_committed=self._committed,
+            segment_bytes_max=segment_bytes_max,
         )
         self.node = self.log.node
+        self._restore()
 
     async def open(self) -> ReplicatedQueue:
         """Create the log topic here if this node has not got it, then start replicating."""
@@ -158,6 +189,57 @@ class ReplicatedQueue:
         replica = self.log.replication.replicas.get(KEY)
         return replica is not None and replica.role is Role.LEADER
 
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _snapshot_path(self) -> Path | None:
+        return None if self._directory is None else self._directory / SNAPSHOT_FILE
+
+    def _restore(self) -> None:
+        """Start from the newest snapshot, when there is one (see the module docs)."""
+        path = self._snapshot_path()
+        if path is None or not path.exists():
+            return
+        self.machine = QueueMachine.from_snapshot(unpack(path.read_bytes()))
+        self._snapshot_offset = self.machine.applied
+        try:
+            first = self.log.topics.store(*KEY).first_offset
+        except BlocksError:
+            return
+        if first > self.machine.applied:
+            raise FailedPrecondition(
+                f"the snapshot covers offsets below {self.machine.applied} but the log "
+                f"starts at {first}: records between them are gone"
+            )
+
+    def snapshot(self) -> int:
+        """Write the applied state to disk, then cut the log below the previous snapshot;
+        return the offset the new snapshot covers."""
+        path = self._snapshot_path()
+        if path is None:
+            raise FailedPrecondition("a queue without a directory keeps no snapshots")
+        covered = self.machine.applied
+        write_atomically(path, pack(self.machine.to_snapshot()))
+        previous, self._snapshot_offset = self._snapshot_offset, covered
+        self._since_snapshot = 0
+        self.snapshots += 1
+        if previous > 0:
+            store = self.log.topics.store(*KEY)
+            store.truncate_before(previous)
+            replica = self.log.replication.replicas.get(KEY)
+            if replica is not None:
+                replica.log_start = max(replica.log_start, store.first_offset)
+        return covered
+
+    def _maybe_snapshot(self) -> None:
+        if self._since_snapshot < self._snapshot_every or self._directory is None:
+            return
+        try:
+            self.snapshot()
+        except (BlocksError, OSError) as error:
+            self.snapshot_failures += 1
+            self._since_snapshot = 0
+            logger.warning("replicated queue snapshot failed (%s); the log keeps it all", error)
+
     # -- applying the log -----------------------------------------------------------------
 
     def _committed(self) -> None:
@@ -182,6 +264,9 @@ class ReplicatedQueue:
                 woke = woke or (bool(command) and command[0] in WAKING_VERBS)
                 if origin == self.node:
                     self._keep(record.offset, outcome)
+            self.replayed += len(batch)
+            self._since_snapshot += len(batch)
+        self._maybe_snapshot()
         self._applied_event.set()
         self._applied_event = asyncio.Event()
         if woke:
