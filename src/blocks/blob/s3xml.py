@@ -10,6 +10,7 @@ entities and limits entity expansion), and any shape we do not expect raises
 
 from __future__ import annotations
 
+import functools
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ __all__ = [
 _NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 _HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 COMPLETE_BODY_BYTES_MAX = 1024 * 1024
+HTTP_DATES_KEPT = 256
+"""Formatted HTTP dates kept (``http_date``): the current second and recent Last-Modified."""
 OWNER = "<Owner><ID>blocks</ID><DisplayName>blocks</DisplayName></Owner>"
 """The one owner of every bucket and object (one set of keys, all-powerful)."""
 
@@ -47,7 +50,14 @@ def iso_time(ms: int) -> str:
 
 
 def http_date(ms: int) -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ms / 1000))
+    """An HTTP date (RFC 9110, IMF-fixdate) of whole seconds: ``Date`` and ``Last-Modified``
+    of every response, so the formatted seconds are kept (``_http_date_s``)."""
+    return _http_date_s(ms // 1000)
+
+
+@functools.lru_cache(maxsize=HTTP_DATES_KEPT)
+def _http_date_s(seconds: int) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
 
 
 def _element(name: str, value: object) -> str:

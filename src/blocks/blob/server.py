@@ -152,7 +152,8 @@ class BlobServer:
     ) -> None:
         while True:
             try:
-                head = await asyncio.wait_for(read_head(reader), self.idle_timeout_s)
+                async with asyncio.timeout(self.idle_timeout_s):  # one timer, no extra task
+                    head = await read_head(reader)
             except HttpError as error:
                 await _write(writer, _http_error(error), head_only=False, keep_alive=False)
                 return
@@ -220,8 +221,9 @@ async def _write(
     """Send ``response``; return whether the connection may serve another request."""
     pieces = response.pieces
     try:
-        for piece in render_response(response, head_only=head_only, keep_alive=keep_alive):
-            writer.write(piece)
+        # Head and body in one call: one send (writev) instead of two, and the client reads
+        # them in one go; on loopback each send also wakes the client.
+        writer.writelines(render_response(response, head_only=head_only, keep_alive=keep_alive))
         length = response.content_length or 0
         if (
             pieces is not None
