@@ -17,7 +17,15 @@ on 127.0.0.1:
 * ``raw disk (write + fsync)``, in the PUT and upload workloads: each operation writes the
   object's bytes to a file in the data directory (writes of at most 4 MiB) and fsyncs it, the
   ceiling for a durable PUT on this disk, measured in the same interleaved rounds as the
-  servers (a single probe after everything gave 172 MB/s in one run and 393 in the next).
+  servers (a single probe after everything gave 172 MB/s in one run and 393 in the next);
+* ``raw disk (read)``, in the large GET workload: each operation reads one of the files written
+  (and fsynced) when the round started, in reads of at most 4 MiB; like the servers' GETs it
+  finds them in the page cache.
+
+The summary gives every row's share of the ceiling and, where the workload has one, of the
+raw disk: the median of the per-round ratios (round k against round k of the other, which
+ran beside it) with their min and max, and the load average around each workload. Absolute
+numbers on a shared machine are noise; these shares are the result.
 
 Workloads, in MB/s of object bytes: PUT and GET of 4 KiB objects (one client thread, and PUT
 from 8 concurrent threads, where concurrent PUTs can share fsyncs), and of 64 MiB objects:
@@ -59,7 +67,16 @@ from benchmarks._adapters import (
     run_overhead,
 )
 from benchmarks._processes import track_process
-from benchmarks.harness import Contender, Skip, Workload, progress, run_benchmark, write_table
+from benchmarks.harness import (
+    Contender,
+    Result,
+    Skip,
+    Workload,
+    progress,
+    ratio_spread,
+    run_benchmark,
+    write_table,
+)
 
 REQUIREMENTS = ["boto3", "moto[server]"]
 ACCESS, SECRET = "BENCHKEY", "bench-secret"
@@ -67,6 +84,7 @@ MIB = 1024 * 1024
 START_TIMEOUT_S = 30.0
 CEILING = "ceiling (null server)"
 RAW_DISK = "raw disk (write + fsync)"
+RAW_DISK_READ = "raw disk (read)"
 DISK_WRITE_BYTES_MAX = 4 * MIB
 
 
@@ -82,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a src/ directory of another blocks tree to run as 'blocks@before'",
     )
     parser.add_argument("--only", default=None, help="run only workloads containing this text")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        help="leave out a contender (repeatable), e.g. --without moto for a quick run",
+    )
     add_overhead_arguments(parser)
 
 
@@ -248,6 +272,40 @@ def _raw_disk_contender(root: Path, size: int, concurrency: int) -> Contender:
     return Contender(RAW_DISK, setup, op, teardown, items_per_op=size)
 
 
+def _raw_disk_read_contender(root: Path, size: int, concurrency: int) -> Contender:
+    """Read one of the files written (and fsynced) at set-up: a GET's ceiling on this disk,
+    with the page cache as warm as the servers' (they too read what was just written)."""
+    files = 16 if size <= MIB else 2  # as many as the servers' prefilled objects
+    block = os.urandom(min(size, DISK_WRITE_BYTES_MAX))
+
+    def setup() -> Path:
+        directory = Path(tempfile.mkdtemp(prefix="raw-disk-", dir=root))
+        for index in range(files):
+            with open(directory / f"object-{index}", "wb") as handle:
+                left = size
+                while left > 0:
+                    left -= handle.write(block[: min(left, len(block))])
+                handle.flush()
+                os.fsync(handle.fileno())
+        return directory
+
+    def one(directory: Path, index: int) -> None:
+        with open(directory / f"object-{index % files}", "rb", buffering=0) as handle:
+            read = 0
+            while piece := handle.read(DISK_WRITE_BYTES_MAX):
+                read += len(piece)
+        assert read == size
+
+    async def concurrent(directory: Path, index: int) -> None:
+        await asyncio.to_thread(one, directory, index)
+
+    def teardown(directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    op = concurrent if concurrency > 1 else one
+    return Contender(RAW_DISK_READ, setup, op, teardown, items_per_op=size)
+
+
 def _erasure_rows(total_mib: int = 256) -> list[list[str]]:
     from blocks.blob.erasure import ReedSolomonCodec, ReplicationCodec
 
@@ -313,7 +371,60 @@ def _contenders(
         contenders.append(_contender(name, start, size, operation, concurrency))
     if operation in ("put", "upload"):
         contenders.append(_raw_disk_contender(root, size, concurrency))
-    return contenders
+    elif size > MIB:  # reading 4 KiB from the page cache says nothing about the disk
+        contenders.append(_raw_disk_read_contender(root, size, concurrency))
+    left_out = set(getattr(args, "without", None) or ())
+    return [c for c in contenders if c.name not in left_out]
+
+
+def _share(result: Result, reference: Result | None, percent: bool) -> str:
+    """``result``'s median per-round ratio to ``reference`` with its min-max, or ""."""
+    if reference is None or reference.skipped is not None or result.skipped is not None:
+        return ""
+    spread = ratio_spread(result.round_throughputs, reference.round_throughputs)
+    if spread is None:
+        return ""
+    _, low, median, high = spread
+    if percent:
+        return f"{median:.0%} ({low:.0%}-{high:.0%})"
+    return f"x{median:.2f} (x{low:.2f}-x{high:.2f})"
+
+
+def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]]:
+    """The summary's rows of one workload: MB/s, p50, and each row's ratios with spread."""
+    by_name = {result.contender: result for result in results}
+    moto, ceiling = by_name.get("moto"), by_name.get(CEILING)
+    disk = by_name.get(RAW_DISK) or by_name.get(RAW_DISK_READ)
+    rows = []
+    for result in results:
+        if result.skipped:
+            rows.append([name, result.contender, "skipped", "", "", "", "", load])
+            continue
+        rows.append(
+            [
+                name,
+                result.contender,
+                f"{result.throughput / 1e6:,.1f}",
+                f"{result.p50_ms:.2f}",
+                _share(result, moto, percent=False),
+                _share(result, ceiling, percent=True),
+                _share(result, disk, percent=True),
+                load,
+            ]
+        )
+    return rows
+
+
+SUMMARY_COLUMNS = [
+    "workload",
+    "contender",
+    "MB/s",
+    "p50 ms",
+    "vs moto",
+    "of the ceiling",
+    "of the raw disk",
+    "load",
+]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -327,23 +438,25 @@ def main(args: argparse.Namespace) -> int:
             if args.only and args.only not in name:
                 continue
             contenders = _contenders(args, root, size, operation, concurrency)
+            names = [c.name for c in contenders]
+            baseline = "moto" if "moto" in names else names[0]
             workload = Workload(name, ops=ops, concurrency=concurrency, rounds=args.rounds)
-            results = run_benchmark(f"blob-{name}", [workload], contenders, "moto", args.out)
-            for result in results:
-                if result.skipped:
-                    summary.append([name, result.contender, "skipped", "", ""])
-                    continue
-                ratio = f"x{result.ratio:.2f}" if result.ratio is not None else "n/a"
-                throughput = f"{result.throughput / 1e6:,.1f}"
-                summary.append([name, result.contender, throughput, f"{result.p50_ms:.2f}", ratio])
+            load_before = os.getloadavg()[0]
+            results = run_benchmark(f"blob-{name}", [workload], contenders, baseline, args.out)
+            load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
+            summary += _summary_rows(name, results, load)
         progress("[blob] measuring erasure coding")
         table = write_table(
             Path(args.out) / "blob",
             "summary",
-            ["workload", "contender", "MB/s", "p50 ms", "vs moto"],
+            SUMMARY_COLUMNS,
             summary,
         )
-        print(f"\n## blob: MB/s of object bytes\n\n{table}")
+        print(
+            f"\n## blob: MB/s of object bytes ({args.rounds} interleaved rounds; ratios: median "
+            f"of the per-round ratios (min-max); load: 1-minute load average before-after, "
+            f"{os.cpu_count()} CPUs)\n\n{table}"
+        )
         erasure = write_table(
             Path(args.out) / "blob",
             "erasure",

@@ -2,7 +2,12 @@
 
 ``blocks bench blob`` runs it as the contender ``ceiling (null server)``. It reads each
 request whole and answers at once: no signature check, no hashing, no disk, objects kept as
-the bytes objects that arrived. Whatever one client reaches against it is what boto3, the
+the bytes objects that arrived. Like S3, it answers a GET that asks for checksums
+(``x-amz-checksum-mode: ENABLED``, which boto3 sends by default) with the checksum headers
+the object's PUT carried: stored, never computed. boto3 then verifies the body against them,
+as it does against any server that keeps checksums, so that client work is in the ceiling
+too (without it, boto3's CRC32 of a 64 MiB body was about a third of the ceiling's client
+time). Whatever one client reaches against it is what boto3, the
 loopback and the shared CPU allow *any* server to reach on that machine, so a ratio to moto
 can be read against the ratio this server gets. It is not an S3 implementation: it speaks
 only the calls the benchmark makes (CreateBucket, PutObject, GetObject and the three
@@ -46,6 +51,8 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 class _NullS3:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.checksums: dict[str, dict[str, str]] = {}
+        """A PutObject's ``x-amz-checksum-*`` headers, answered on a GET that asks."""
         self.parts: dict[str, dict[int, bytes]] = {}
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -62,7 +69,7 @@ class _NullS3:
                 if headers.get("expect", "").lower() == "100-continue":
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = await _read_body(reader, headers)
-                head_bytes, body = self.answer(method, target, body)
+                head_bytes, body = self.answer(method, target, body, headers)
                 writer.write(head_bytes)
                 if body:
                     writer.write(body)
@@ -72,7 +79,9 @@ class _NullS3:
         finally:
             writer.close()
 
-    def answer(self, method: str, target: str, body: bytes) -> tuple[bytes, bytes]:
+    def answer(
+        self, method: str, target: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[bytes, bytes]:
         path, _, query_text = target.partition("?")
         query = urllib.parse.parse_qs(query_text, keep_blank_values=True)
         key = urllib.parse.unquote(path)
@@ -83,6 +92,11 @@ class _NullS3:
         if method == "PUT":
             if is_object:
                 self.objects[key] = body
+                self.checksums[key] = {
+                    name: value
+                    for name, value in headers.items()
+                    if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-algorithm"
+                }
             return _response("200 OK", {"ETag": _ETAG})
         if method == "POST" and "uploads" in query:
             upload = str(next(_upload_ids))
@@ -96,10 +110,16 @@ class _NullS3:
         if method == "POST" and "uploadId" in query:
             parts = self.parts.pop(query["uploadId"][0])
             self.objects[key] = b"".join(parts[number] for number in sorted(parts))
+            self.checksums.pop(key, None)  # S3's would be a composite, which boto3 skips
             xml = f"<CompleteMultipartUploadResult><ETag>{_ETAG}</ETag></CompleteMultipartUploadResult>"
             return _response("200 OK", {"Content-Type": "application/xml"}, xml.encode())
         if method == "GET" and key in self.objects:
-            return _response("200 OK", {"ETag": _ETAG}, self.objects[key])
+            answer = {"ETag": _ETAG}
+            checksums = self.checksums.get(key)
+            if checksums and headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+                answer.update(checksums)
+                answer["x-amz-checksum-type"] = "FULL_OBJECT"
+            return _response("200 OK", answer, self.objects[key])
         return _response("404 Not Found", {})
 
 

@@ -166,6 +166,16 @@ def test_blob_raw_disk_is_a_contender_of_the_put_workloads(tmp_path: Path) -> No
     for operation, expected in (("put", True), ("upload", True), ("get", False)):
         names = [c.name for c in blob._contenders(args, tmp_path, 4096, operation, 1)]
         assert (blob.RAW_DISK in names) is expected, (operation, names)
+        large = [c.name for c in blob._contenders(args, tmp_path, 64 * blob.MIB, operation, 1)]
+        assert blob.RAW_DISK_READ not in names
+        assert (blob.RAW_DISK_READ in large) is not expected, (operation, large)
+    reader = blob._raw_disk_read_contender(tmp_path, 5 * blob.MIB + 3, 1)
+    files = reader.setup()
+    reader.op(files, 3)  # reads (and checks the size of) one of the files written at set-up
+    assert (files / "object-1").stat().st_size == 5 * blob.MIB + 3
+    assert reader.teardown is not None
+    reader.teardown(files)
+    assert not files.exists()
     contender = blob._raw_disk_contender(tmp_path, 5 * blob.MIB + 3, 1)
     directory = contender.setup()
     contender.op(directory, 7)
