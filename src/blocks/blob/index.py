@@ -180,6 +180,17 @@ class MetaIndex:
         bucket, key, version_id = manifest.bucket, manifest.key, manifest.version_id
         if not version_id:
             self.tombstones.pop((bucket, key), None)
+        index = self.objects[bucket]
+        old = index.get(key)
+        plain = key not in self.history[bucket] and not manifest.delete_marker
+        if plain and (old is None or old.version_id == version_id):  # the key's one version
+            index[key] = manifest
+            self._object_bytes += manifest.record_bytes
+            if old is None:
+                bisect.insort(self.sorted_keys[bucket], key)
+            else:
+                self._object_bytes -= old.record_bytes
+            return old
         versions = [m for m in self.versions(bucket, key) if m.version_id != version_id]
         versions.append(manifest)
         versions.sort(key=_order, reverse=True)
