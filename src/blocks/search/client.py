@@ -22,7 +22,7 @@ from blocks.core.rpc import AUTHORIZATION_METADATA_KEY, channel_options, validat
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import Filter, Metric, SearchResult
 from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
-from blocks.search.wire import encode_batch
+from blocks.search.wire import decode_reply, encode_batch, fill_batch
 
 __all__ = ["SearchClient", "TextResult"]
 
@@ -96,7 +96,8 @@ class SearchClient:
     def add(self, ids: Any, vectors: Any) -> None:
         data = as_vectors(vectors, self.dim)
         ids_np = as_ids(ids, expected=data.shape[0])
-        request = search_pb2.AddVectorsRequest(ids=ids_np.tolist(), vectors=encode_batch(data))
+        request = search_pb2.AddVectorsRequest(ids=ids_np.tolist())
+        fill_batch(request.vectors, data)
         self._call("AddVectors", request)
 
     def remove(self, ids: Any) -> int:
@@ -127,18 +128,17 @@ class SearchClient:
             candidates = np.asarray(filter, dtype=np.int64).ravel()
             filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
         request = search_pb2.SearchVectorsRequest(
-            queries=encode_batch(data),
             k=k,
             has_filter=filter is not None,
             filter_ids=filter_ids,
             nprobe=nprobe or 0,
             ef_search=ef_search or 0,
             allow_partial=allow_partial,
+            packed_reply=True,
         )
+        fill_batch(request.queries, data)
         reply = self._call("SearchVectors", request, timeout_s)
-        shape = (int(reply.rows), int(reply.k))
-        ids = np.array(reply.ids, dtype=np.int64).reshape(shape)
-        distances = np.array(reply.distances, dtype=np.float32).reshape(shape)
+        ids, distances = decode_reply(reply)
         return SearchResult(
             ids=ids,
             distances=distances,

@@ -28,7 +28,7 @@ from blocks.search.replica_link import ReplicaLink, outcome
 from blocks.search.routing import ShardRing
 from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send, replica_order
 from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
-from blocks.search.wire import encode_batch
+from blocks.search.wire import decode_reply, encode_batch, fill_batch
 
 __all__ = [
     "DEADLINE_MS_DEFAULT",
@@ -121,16 +121,17 @@ class Coordinator:
             candidates = np.asarray(filter, dtype=np.int64).ravel()
             filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
         request = search_pb2.SearchVectorsRequest(
-            queries=encode_batch(data),
             k=k,
             has_filter=filter is not None,
             filter_ids=filter_ids,
             nprobe=nprobe or 0,
             ef_search=ef_search or 0,
+            packed_reply=True,
         )
+        fill_batch(request.queries, data)
         budget_ms = self.budget_ms(timeout_ms)
         replies, missing, timed_out = self.scatter("SearchVectors", request, budget_ms)
-        parts = [_decode_reply(replies[shard]) for shard in sorted(replies)]
+        parts = [decode_reply(replies[shard]) for shard in sorted(replies)]
         partial_ok = self.allow_partial if allow_partial is None else allow_partial
         names = [self.ring.names[shard] for shard in missing]
         if missing and (not partial_ok or not parts):
@@ -272,9 +273,7 @@ class Coordinator:
             (
                 shard,
                 "AddVectors",
-                search_pb2.AddVectorsRequest(
-                    ids=ids_np[where].tolist(), vectors=encode_batch(data[where])
-                ),
+                _add_request(ids_np[where], data[where]),
             )
             for shard, where in rows.items()
         ]
@@ -357,8 +356,7 @@ class Coordinator:
                 link.close()
 
 
-def _decode_reply(reply: Any) -> tuple[IdArray, FloatArray]:
-    shape = (int(reply.rows), int(reply.k))
-    ids = np.array(reply.ids, dtype=np.int64).reshape(shape)
-    distances = np.array(reply.distances, dtype=np.float32).reshape(shape)
-    return ids, distances
+def _add_request(ids: IdArray, vectors: FloatArray) -> Any:
+    request = search_pb2.AddVectorsRequest(ids=ids.tolist())
+    fill_batch(request.vectors, vectors)
+    return request

@@ -67,7 +67,7 @@ class RemoveVectorsReply(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial")
+    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial", "packed_reply")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HAS_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class SearchVectorsRequest(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    PACKED_REPLY_FIELD_NUMBER: _ClassVar[int]
     queries: VectorBatch
     k: int
     has_filter: bool
@@ -82,10 +83,11 @@ class SearchVectorsRequest(_message.Message):
     nprobe: int
     ef_search: int
     allow_partial: bool
-    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    packed_reply: bool
+    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., packed_reply: _Optional[bool] = ...) -> None: ...
 
 class SearchVectorsReply(_message.Message):
-    __slots__ = ("rows", "k", "ids", "distances", "partial", "missing_shards", "missing_shard_names")
+    __slots__ = ("rows", "k", "ids", "distances", "partial", "missing_shards", "missing_shard_names", "ids_le", "distances_le")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +95,8 @@ class SearchVectorsReply(_message.Message):
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
     MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     MISSING_SHARD_NAMES_FIELD_NUMBER: _ClassVar[int]
+    IDS_LE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_LE_FIELD_NUMBER: _ClassVar[int]
     rows: int
     k: int
     ids: _containers.RepeatedScalarFieldContainer[int]
@@ -100,7 +104,9 @@ class SearchVectorsReply(_message.Message):
     partial: bool
     missing_shards: _containers.RepeatedScalarFieldContainer[int]
     missing_shard_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rows: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., distances: _Optional[_Iterable[float]] = ..., partial: _Optional[bool] = ..., missing_shards: _Optional[_Iterable[int]] = ..., missing_shard_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    ids_le: bytes
+    distances_le: bytes
+    def __init__(self, rows: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Iterable[int]] = ..., distances: _Optional[_Iterable[float]] = ..., partial: _Optional[bool] = ..., missing_shards: _Optional[_Iterable[int]] = ..., missing_shard_names: _Optional[_Iterable[str]] = ..., ids_le: _Optional[bytes] = ..., distances_le: _Optional[bytes] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("id", "text")

@@ -26,7 +26,7 @@ from blocks.search.coordinator_index import Coordinator
 from blocks.search.coordinator_node import CoordinatorNode
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
-from blocks.search.wire import decode_batch, encode_batch
+from blocks.search.wire import decode_batch, encode_batch, fill_reply
 
 __all__ = [
     "DOCUMENTS_PER_CALL_MAX",
@@ -130,15 +130,13 @@ class SearchService(search_pb2_grpc.SearchServicer):
             return self.node.vectors.search(queries, k, filter_ids, **options)
 
         result = await self._lock.run(run, write=False)
-        return search_pb2.SearchVectorsReply(
-            rows=result.ids.shape[0],
-            k=result.ids.shape[1] if result.ids.ndim == 2 else 0,
-            ids=result.ids.ravel().tolist(),
-            distances=result.distances.ravel().tolist(),
+        reply = search_pb2.SearchVectorsReply(
             partial=result.partial,
             missing_shards=list(result.missing_shards),
             missing_shard_names=list(result.missing_shard_names),
         )
+        fill_reply(reply, result.ids, result.distances, packed=request.packed_reply)
+        return reply
 
     async def IndexDocuments(self, request: Any, context: Any) -> Any:
         documents = [(d.id, d.text) for d in request.documents]
