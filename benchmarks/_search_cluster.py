@@ -210,6 +210,7 @@ def cluster_part(
     metric: str,
     settings: list[ClusterSetting],
     rounds: int,
+    ops: int = 3,
     shard_threads: int = 1,
     recall: Callable[[np.ndarray, np.ndarray], float],
 ) -> list[dict[str, Any]]:
@@ -240,7 +241,7 @@ def cluster_part(
                 f"{name}-processes",
                 [
                     Workload(
-                        setting.spec, ops=3, warmup_ops=1, rounds=rounds, lifecycle=Lifecycle.KEPT
+                        setting.spec, ops=ops, warmup_ops=1, rounds=rounds, lifecycle=Lifecycle.KEPT
                     )
                 ],
                 contenders,

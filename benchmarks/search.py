@@ -88,6 +88,7 @@ REQUIREMENTS = [
 ]
 K = 10
 RECALL_GOAL = 0.95  # the operating floor of #19's goals
+MISS_FLOOR = 1e-5  # where a perfect recall is drawn on the curves' log miss-rate axis
 OPS = 3  # query batches per point per round: a round of one sub-ms batch is mostly noise
 NPROBES = [1, 2, 4, 6, 8, 12, 16, 32, 64]
 EF_SEARCHES = [16, 32, 64, 128, 256, 512]
@@ -107,6 +108,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip one process vs a coordinator over 4 shard processes",
     )
     parser.add_argument("--shard-threads", type=int, default=1, help="OpenMP threads per shard")
+    parser.add_argument(
+        "--ops", type=int, default=OPS, help="query batches per point per round (all points)"
+    )
+    parser.add_argument(
+        "--no-sharded", dest="sharded", action="store_false", help="skip the in-process part"
+    )
 
 
 def _qps(search: Callable[[], Any], queries: int) -> float:
@@ -293,6 +300,7 @@ def _measure(
     metric: str,
     nlist: int,
     rounds: int,
+    ops: int = OPS,
 ) -> dict[str, Any]:
     """Recall of every point against float64 brute force, then the QPS of every point,
     interleaved round by round by the shared harness (median round, spread, load recorded).
@@ -314,7 +322,7 @@ def _measure(
     results = run_benchmark(
         name,
         # Kept: the indexes are built once above and do nothing between searches.
-        [Workload("qps", ops=OPS, warmup_ops=1, rounds=rounds, lifecycle=Lifecycle.KEPT)],
+        [Workload("qps", ops=ops, warmup_ops=1, rounds=rounds, lifecycle=Lifecycle.KEPT)],
         contenders,
         baseline=BASELINE,
         out_dir=out,
@@ -423,22 +431,50 @@ def plot_curves(path: Path, series: dict[str, list[tuple[float, float]]], *, tit
     plt = _pyplot()
     if plt is None:
         return
+    # Text stays text in an SVG (a tenth of the size of glyph paths), ids stable across runs.
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "blocks-search"}):
+        _draw_curves(plt, path, series, title)
+
+
+def _draw_curves(
+    plt: Any, path: Path, series: dict[str, list[tuple[float, float]]], title: str
+) -> None:
+    # x is the miss rate 1 - recall on a log axis, reversed: 0.99, 0.999 and 0.9999 get equal
+    # room, where a linear recall axis piles every good point against 1.0. A perfect recall is
+    # drawn at MISS_FLOOR (labelled 1.0).
     figure, axes = plt.subplots(figsize=(9, 6))
+    axes.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # more contenders than 10 colours
     for label, curve in sorted(series.items()):
         xs, ys = zip(*sorted(curve), strict=True)
+        misses = [max(1.0 - x, MISS_FLOOR) for x in xs]
         style = "-" if label.startswith("ours ") else "--"
-        axes.plot(xs, ys, style, marker="o", markersize=3, label=label)
-    axes.axvline(RECALL_GOAL, color="grey", linewidth=0.8)
+        axes.plot(misses, ys, style, marker="o", markersize=3, label=label)
+    axes.axvline(1.0 - RECALL_GOAL, color="grey", linewidth=0.8)
+    axes.set_xscale("log")
     axes.set_yscale("log")
+    ticks = [0.5, 0.2, 0.1, 0.05, 0.01, 1e-3, 1e-4, MISS_FLOOR]
+    axes.set_xticks(ticks, [f"{1 - t:g}" if t > MISS_FLOOR else "1.0" for t in ticks])
+    axes.minorticks_off()
+    axes.set_xlim(max(ticks) * 1.2, MISS_FLOOR / 2)
     axes.set_title(title, fontsize=9)
-    axes.set_xlabel("recall@10 (float64 brute force)")
-    axes.set_ylabel("queries per second (median round, batch)")
-    axes.grid(True, which="both", alpha=0.3)
+    axes.set_xlabel("recall@10 against float64 brute force (log scale of 1 - recall)")
+    axes.set_ylabel("queries per second (median round, batches)")
+    axes.grid(True, alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, metadata={"Date": None} if path.suffix == ".svg" else None)
     plt.close(figure)
+
+
+def replot(curve_json: Path, path: Path, title: str) -> None:
+    """Draw ``plot_curves`` again from a run's ``<part>-curve.json`` (e.g. for the docs)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in json.loads(curve_json.read_text()):
+        qps = str(row["QPS (median round)"]).replace(",", "")
+        if row["recall@10"] and qps.replace(".", "").isdigit():
+            series.setdefault(row["index"], []).append((float(row["recall@10"]), float(qps)))
+    plot_curves(path, series, title=title)
 
 
 def _plain_exact(index: Any) -> Callable[[np.ndarray], Any]:
@@ -610,7 +646,8 @@ def main(args: Any) -> int:
     corpus, queries = clustered_vectors(n, args.dim, clusters=256, seed=1, queries=args.queries)
     progress(f"clustered: {n} x {args.dim}")
     nlist = max(16, int(4 * n**0.5)) // 16 * 16
-    clustered = _measure("clustered", out, corpus, queries, "l2", nlist, args.rounds)
+    ops = getattr(args, "ops", OPS)
+    clustered = _measure("clustered", out, corpus, queries, "l2", nlist, args.rounds, ops)
     if getattr(args, "processes", True):
         # IVF at our own operating point on the curve: the fastest at recall >= the goal.
         best = clustered["best"].get(f"ours IVF{nlist},Flat", ("nprobe=16",))[0]
@@ -623,6 +660,7 @@ def main(args: Any) -> int:
             metric="l2",
             settings=cluster_settings(nlist, int(best.split("=")[1])),
             rounds=args.rounds,
+            ops=ops,
             shard_threads=getattr(args, "shard_threads", 1),
             recall=recall_at_k,
         )
@@ -637,7 +675,9 @@ def main(args: Any) -> int:
         progress(
             f"minilm: embedded {len(all_texts)} sentences in {time.perf_counter() - started:.1f}s"
         )
-        _measure("minilm", out, vectors[:texts], vectors[texts:], "cosine", 64, args.rounds)
-    _sharded_part(args.out, corpus, queries)
+        minilm = vectors[:texts], vectors[texts:]
+        _measure("minilm", out, *minilm, "cosine", 64, args.rounds, ops)
+    if getattr(args, "sharded", True):
+        _sharded_part(args.out, corpus, queries)
     _gpu_part(out, n, args.dim)
     return 0
