@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blocks.cache.dataclient import DataNode
 from blocks.cache.datapath import (
@@ -239,5 +241,61 @@ def test_calls_in_flight_share_batches_and_oversize_replies_are_resent() -> None
                 assert node.stats()["batches_sent"] == sent + 2  # the second was resent
             finally:
                 await node.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+calls = st.lists(
+    st.tuples(
+        st.sampled_from(["get", "put", "delete", "get_many"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.binary(max_size=8),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(calls)
+def test_calls_made_in_one_turn_run_in_order_as_on_a_dict(script: list[Any]) -> None:
+    """Calls gathered in one turn leave as one batch; the node runs them in the order they
+    were made, so their replies are those of the same calls on a dict."""
+    model: dict[str, bytes] = {}
+    expected: list[Any] = []
+    for op, key, value in script:
+        if op == "get":
+            expected.append(model.get(key))
+        elif op == "get_many":
+            expected.append([model.get(key), model.get("a")])
+        elif op == "put":
+            model[key] = value
+            expected.append(None)
+        else:
+            expected.append(model.pop(key, None) is not None)
+
+    async def main() -> None:
+        server, service = build_server(capacity=1000)  # alone: no gossip, a quick stop
+        await server.start()
+        assert service.data is not None and service.data.advertised is not None
+        node = DataNode("cache", service.data.advertised)
+        try:
+            replies = await asyncio.gather(
+                *(
+                    node.get(key)
+                    if op == "get"
+                    else node.get_many([key, "a"])
+                    if op == "get_many"
+                    else node.put(key, value)
+                    if op == "put"
+                    else node.delete(key)
+                    for op, key, value in script
+                )
+            )
+            assert replies == expected
+            assert node.stats()["batches_sent"] == 1
+        finally:
+            await node.close()
+            await server.stop(grace_s=0)
 
     asyncio.run(asyncio.wait_for(main(), 30))

@@ -13,8 +13,10 @@ import pytest
 
 from blocks.cache.client import CacheClient
 from blocks.cache.cluster import ClusterClient
+from blocks.cache.dataclient import DataNode
 from blocks.cache.service import build_server
 from blocks.core.clock import ManualClock
+from blocks.core.codec import pack
 from blocks.core.errors import InvalidArgument
 
 BLOCKS = [sys.executable, "-m", "blocks", "cache"]
@@ -24,6 +26,14 @@ def cli(*args: str) -> Any:
     done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+async def _data_path_get(address: str, key: str) -> bytes | None:
+    node = DataNode("cache", address)  # a node without --name serves its data path as "cache"
+    try:
+        return await node.get(key)
+    finally:
+        await node.close()
 
 
 @pytest.mark.process
@@ -45,7 +55,8 @@ def test_cache_node_through_the_cli() -> None:
     )
     try:
         assert server.stdout is not None
-        address = json.loads(server.stdout.readline())["address"]
+        announced = json.loads(server.stdout.readline())
+        address = announced["address"]
         assert cli("get", "a", "--address", address) is None
         assert cli("put", "a", "apple", "--address", address) is True
         assert cli("get", "a", "--address", address) == "apple"
@@ -55,6 +66,7 @@ def test_cache_node_through_the_cli() -> None:
         assert cli("delete", "c", "--address", address) is True
         stats = cli("stats", "--address", address)
         assert stats["evictions"] == 1 and stats["hits"] == 1 and stats["capacity"] == 2
+        assert asyncio.run(_data_path_get(announced["data_address"], "b")) == pack("banana")
         bad = subprocess.run(
             [*BLOCKS, "get", "x" * 300, "--address", address],
             capture_output=True,
