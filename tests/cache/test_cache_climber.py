@@ -33,7 +33,7 @@ def test_adaptive_window_stays_near_the_fixed_window_on_loop_lirs() -> None:
     adaptive_policy = TinyLfuPolicy(1000, rng=random.Random(1))
     adaptive = hit_count(adaptive_policy, trace) / len(trace)
     assert fixed > 0.93
-    assert adaptive >= fixed - 0.05, (adaptive, fixed)
+    assert adaptive >= fixed - 0.03, (adaptive, fixed)  # seed 1: 91.9% against 93.9%
     assert adaptive_policy.window_max < 500
 
 
@@ -105,3 +105,22 @@ def test_guard_lets_moves_that_do_not_lose_go_on_and_speed_up() -> None:
         moves.append(move)
         window += move
     assert moves == [8, 12, 18, 27, 32]  # grows by half a step each time, at most 4 full steps
+
+
+def test_a_single_drop_at_home_keeps_the_veto_three_in_a_row_lift_it() -> None:
+    """A losing move upsets the cache for a few samples: home's next sample falls far, which
+    restarts the step but must not lift the veto on the direction that lost; only home moving
+    that far three re-measurements in a row (a new workload) lifts it."""
+    climber = GuardedClimber(window=10, step_max=8, sample_size=10_000)
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 8
+    assert climber.step(votes=5, hit_ratio=0.80, window=18) == -8  # lost: back home
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 4
+    assert climber.step(votes=5, hit_ratio=0.85, window=14) == -4  # lost again: 1 refused next
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 0  # refused
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 2
+    assert climber.step(votes=5, hit_ratio=0.80, window=12) == -2  # third loss: 3 refused
+    # Home falls 20 points (the aftermath): the step restarts, the veto holds.
+    assert climber.step(votes=5, hit_ratio=0.70, window=10) == 0
+    assert climber.step(votes=5, hit_ratio=0.90, window=10) == 0  # and back up: still held
+    # A third big move of home in a row: a new workload, the veto goes, a full step.
+    assert climber.step(votes=5, hit_ratio=0.60, window=10) == 8
