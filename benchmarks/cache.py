@@ -24,6 +24,16 @@ parts, reported as skipped when it is missing) and the standard library's
   Each round starts from an empty cache (the harness sets every contender up for its own
   rounds) and warms it with a fifth of the round's operations before timing.
 
+* ``simulator speed`` (``--simulator-speed``, on its own): requests per second of the trace
+  simulator (``blocks.cache.simulate.hit_count``) for LRU, the adaptive W-TinyLFU through the
+  simulator's fast path (``blocks.cache.fastsim``) and the same policy through its own
+  ``request`` one key at a time (the reference the fast path must equal), on the first
+  200,000 requests of three real traces and of a Zipf(0.9) stream over 100,000 keys. Rounds
+  interleave the three with the starting one rotating; each rate is process CPU time (the
+  simulator is one thread, so on a shared machine this is steadier than wall time), and each
+  ratio is to LRU in the same round, median with min and max. The hit counts of the fast
+  path and the reference are checked equal in every round.
+
 Run: ``blocks bench cache [--quick] [--traces DIR]``; results go to ``<out>/cache``.
 """
 
@@ -32,8 +42,10 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import random
 import statistics
+import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--traces", default=None, help="folder of *.lirs.gz traces")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-hit-ratio", action="store_true")
+    parser.add_argument(
+        "--simulator-speed", action="store_true", help="only the simulator's requests/s"
+    )
     add_overhead_arguments(parser)
 
 
@@ -288,12 +303,77 @@ def throughput_contenders(mixed: bool, stream: list[int]) -> list[Contender]:
     return contenders
 
 
+SPEED_CELLS = (("loop", 1000), ("sprite", 354), ("multi2", 1421), ("zipf-0.9", 1000))
+SPEED_REQUESTS = 200_000
+
+
+def _request_loop(policy: Any, trace: Sequence[Hashable]) -> int:
+    request = policy.request
+    return sum(1 for key in trace if request(key))
+
+
+def simulator_speed(out: Path, traces_dir: Path | None, quick: bool) -> str:
+    """Requests/s of the simulator per policy, interleaved rounds (see the module docstring)."""
+    requests = 50_000 if quick else SPEED_REQUESTS
+    rounds = 3 if quick else 5
+    runners: list[tuple[str, Callable[[int, Sequence[Hashable]], int]]] = [
+        ("lru", lambda size, trace: hit_count(make_policy("lru", size), trace)),
+        (
+            "wtinylfu (fast path)",
+            lambda size, trace: hit_count(make_policy("wtinylfu", size), trace),
+        ),
+        (
+            "wtinylfu (request)",
+            lambda size, trace: _request_loop(make_policy("wtinylfu", size), trace),
+        ),
+    ]
+    rows = []
+    for name, size in SPEED_CELLS:
+        if name.startswith("zipf"):
+            rng = random.Random(1)
+            trace: list[Hashable] = list(_zipf_ranks(requests, 0.9, rng))
+        else:
+            path = None if traces_dir is None else traces_dir / f"{name}.lirs.gz"
+            if path is None or not path.is_file():
+                progress(f"[cache] simulator speed: {name} skipped (no trace)")
+                continue
+            trace = list(load_trace(path))[:requests]
+        load_before = os.getloadavg()[0]
+        rates: dict[str, list[float]] = {runner: [] for runner, _ in runners}
+        for number in range(rounds):
+            hits = {}
+            for runner, run in runners[number % 3 :] + runners[: number % 3]:
+                started = time.process_time()
+                hits[runner] = run(size, trace)
+                rates[runner].append(len(trace) / max(time.process_time() - started, 1e-9))
+            assert hits["wtinylfu (fast path)"] == hits["wtinylfu (request)"], (name, hits)
+        load_after = os.getloadavg()[0]
+        for runner, _ in runners:
+            ratios = [ours / lru for ours, lru in zip(rates[runner], rates["lru"], strict=True)]
+            rows.append(
+                [
+                    f"{name} / {size}",
+                    runner,
+                    f"{statistics.median(rates[runner]):,.0f}",
+                    f"x{statistics.median(ratios):.2f} (x{min(ratios):.2f}-x{max(ratios):.2f})",
+                    f"{load_before:.1f}-{load_after:.1f}",
+                ]
+            )
+        progress(f"[cache] simulator speed: {name} / {size} done")
+    columns = ["trace / size", "policy", "requests/s (CPU)", "vs LRU, median (min-max)", "load"]
+    return write_table(out, "simulator-speed", columns, rows)
+
+
 def main(args: Any) -> int:
     if getattr(args, "adapter_overhead", False):
         return adapter_overhead(args)
     quick = getattr(args, "quick", False)
     out = Path(getattr(args, "out", "results")) / "cache"
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "simulator_speed", False):
+        table = simulator_speed(out, _traces_dir(getattr(args, "traces", None)), quick)
+        print(f"\n## simulator speed ({os.cpu_count()} CPUs)\n\n{table}")
+        return 0
     if not getattr(args, "skip_throughput", False):
         ops = 500 if quick else 5_000
         for (stream_name, stream), mixed in itertools.product(streams().items(), (False, True)):
