@@ -121,16 +121,18 @@ class CountMinSketch:
         total = self._total + count
         if total > TOTAL_MAX:
             raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
-        position, step = digest & _MASK_64, (digest >> 64) | 1
+        # Columns (first + r * second) % width, walked in small ints: both reduced once.
         width = self._width
+        column, step = (digest & _MASK_64) % width, ((digest >> 64) | 1) % width
         estimate = total
         for row in self._rows:
-            column = position % width
             value = row[column] + count
             row[column] = value
             if value < estimate:
                 estimate = value
-            position += step
+            column += step
+            if column >= width:
+                column -= width
         self._total = total
         return estimate
 
