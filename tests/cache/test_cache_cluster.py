@@ -166,6 +166,28 @@ def test_hot_keys_are_read_from_several_replicas() -> None:
     run(body())
 
 
+def test_uniform_reads_make_no_key_hot() -> None:
+    """Keys read uniformly are not hot: each read is one call to its owner. (Judged on the
+    tracker's over-estimate, every key just counted in a full table looked hot, so two reads
+    in three went to a replica that missed, then to the owner, then copied the value.)"""
+    client, nodes, _ = make_cluster(hot_replicas=3, hot_share=0.01, warmup=1000)
+    rng = random.Random(3)
+    keys = [f"k{i}" for i in range(2000)]
+
+    async def body() -> None:
+        for key in keys:
+            await client.put(key, key)
+        for node in nodes.values():
+            node.calls = 0
+        for _ in range(5000):
+            key = keys[rng.randrange(len(keys))]
+            assert await client.get(key) == key
+        assert sum(node.calls for node in nodes.values()) == 5000
+        assert not any(client.is_hot(key) for key in keys)
+
+    run(body())
+
+
 def test_cluster_bad_input() -> None:
     client, _, _ = make_cluster()
     with pytest.raises(InvalidArgument):

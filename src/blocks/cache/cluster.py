@@ -5,10 +5,10 @@ Theory of operation. Nodes are named; a *placement* maps a key to an ordered lis
 ``KetamaRing`` so that keys land on the node libketama-based memcached clients chose (node
 names must then be the ``host:port`` strings those clients used). Every key has one *owner*.
 
-Hot keys. Each ``get`` feeds a ``SpaceSaving`` heavy-hitter tracker. A key whose estimated
-count is at least ``hot_share`` of the traffic (after ``warmup`` requests) is *hot*: reads
-pick one of the first ``hot_replicas`` nodes of its preference list at random, spreading
-the load one node could not carry. A replica that misses reads the owner and keeps a copy
+Hot keys. Each ``get`` feeds a ``SpaceSaving`` heavy-hitter tracker. A key whose guaranteed
+count (the tracker's lower bound) is at least ``hot_share`` of the traffic (after ``warmup``
+requests) is *hot*: reads pick one of the first ``hot_replicas`` nodes of its preference
+list at random, spreading the load one node could not carry. A replica that misses reads the owner and keeps a copy
 for ``replica_ttl_s`` seconds, which bounds how stale a replica can be; ``put`` of a hot key
 writes every replica, and ``delete`` always clears all of them. The tracker is halved every
 ``decay_every`` requests so that yesterday's hot keys cool down.
@@ -180,8 +180,11 @@ class ClusterClient:
         return self._placement.preference_list(key, min(self._hot_replicas, len(self._placement)))
 
     def is_hot(self, key: str) -> bool:
+        """Whether ``key`` has at least ``hot_share`` of the reads, on the tracker's lower
+        bound: its estimate would call any key just counted in a full table hot, since the
+        key inherits the smallest count there (on uniform reads, about 1/64 of them)."""
         total = self.tracker.total
-        return total >= self._warmup and self.tracker.count(key) >= self._hot_share * total
+        return total >= self._warmup and self.tracker.guaranteed(key) >= self._hot_share * total
 
     # -- calls ----------------------------------------------------------------------------
 
