@@ -234,7 +234,7 @@ SWEEP_COLUMNS = [
 
 def sweep_rows(result: Sweep, rates: Sequence[float]) -> list[list[str]]:
     rows = []
-    for rate in rates:
+    for rate in dict.fromkeys(rates):  # a rate given twice (repeated rounds) is listed once
         for row in (r for rs in result.rows.values() for r in rs if r.rate == rate):
             rows.append(
                 [
