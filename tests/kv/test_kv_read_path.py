@@ -10,12 +10,13 @@ import pytest
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import Corruption
-from blocks.core.hashing import HashRing
+from blocks.core.hashing import HashRing, key_hash
 from blocks.kv import Bitcask
 from blocks.kv.anti_entropy import Digests, object_digest
 from blocks.kv.datafile import REMAP_BYTES_MIN
 from blocks.kv.format import HEADER, encode_record, record_value
 from blocks.kv.hlc import HlcTimestamp, HybridLogicalClock
+from blocks.kv.merkle import entry_hash
 from blocks.kv.node import Fail, KVNodeCore, QuorumConfig, Reply
 from blocks.kv.quorum import Placements
 from blocks.kv.versions import VersionVector, update
@@ -104,14 +105,16 @@ def test_placements_are_remembered_per_ring() -> None:
     assert placements.of(HashRing(), b"key", 0) == []
 
 
-def test_digests_are_recomputed_only_for_new_objects() -> None:
+def test_tree_entries_are_recomputed_only_for_new_objects() -> None:
     digests = Digests()
     one = update(None, VersionVector(), "a", b"1", _timestamp())
     two = update(one, one.context, "a", b"2", _timestamp())
-    assert digests.of([(b"k", one)]) == [(b"k", object_digest(one))]
-    assert digests.of([(b"k", two)]) == [(b"k", object_digest(two))]
+    for obj in (one, one, two):
+        assert digests.entries([(b"k", obj)]) == [
+            (b"k", key_hash(b"k"), entry_hash(b"k", object_digest(obj)))
+        ]
     digests.forget_missing({})
-    assert digests.of([(b"k", two)]) == [(b"k", object_digest(two))]
+    assert digests.entries([(b"k", two)])[0][2] == entry_hash(b"k", object_digest(two))
 
 
 def _timestamp() -> HlcTimestamp:

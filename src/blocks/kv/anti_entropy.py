@@ -11,7 +11,8 @@ A tree is rebuilt for every exchange, so its cost is per key: where the key's ho
 (a walk of the hash ring) and a digest of its object (msgpack and xxh3). ``Digests`` keeps the
 last digest of each key beside the object it was computed from, and reuses it while the key
 still holds that same object (objects are immutable: a write stores a new one), so a tree over
-keys that did not change costs dictionary lookups. The home nodes are cached by the driver's
+keys that did not change costs dictionary lookups (the key's hash and its entry hash are kept
+too, so neither the tree nor the choice of keys in differing leaves hashes a key again). The home nodes are cached by the driver's
 placement (``driver.py``) until the ring changes.
 """
 
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING
 import xxhash
 
 from blocks.core.codec import pack
-from blocks.kv.merkle import MerkleTree, leaf_of
+from blocks.core.hashing import key_hash
+from blocks.kv.merkle import MerkleTree, entry_hash
 from blocks.kv.messages import Effect, Send, SyncLeaves, SyncObjects
 from blocks.kv.versions import VersionedObject, merge, object_to_wire
 
@@ -38,48 +40,58 @@ def object_digest(obj: VersionedObject) -> bytes:
 
 
 class Digests:
-    """The digest of each key's object, recomputed only when the key holds a new object."""
+    """Per key, what its tree entry needs (``key_hash`` and the entry hash of its object's
+    digest), recomputed only when the key holds a new object."""
 
     __slots__ = ("_cache",)
 
     def __init__(self) -> None:
-        self._cache: dict[bytes, tuple[VersionedObject, bytes]] = {}
+        self._cache: dict[bytes, tuple[VersionedObject, int, int]] = {}
 
-    def of(self, items: Iterable[tuple[bytes, VersionedObject]]) -> list[tuple[bytes, bytes]]:
-        """``(key, digest)`` of each pair, computed only for objects not seen before."""
+    def entries(
+        self, items: Iterable[tuple[bytes, VersionedObject]]
+    ) -> list[tuple[bytes, int, int]]:
+        """``(key, key_hash, entry_hash)`` of each pair."""
         cache = self._cache
-        out: list[tuple[bytes, bytes]] = []
+        out: list[tuple[bytes, int, int]] = []
         for key, obj in items:
             cached = cache.get(key)
             if cached is None or cached[0] is not obj:
-                cached = cache[key] = (obj, object_digest(obj))
-            out.append((key, cached[1]))
+                digest = object_digest(obj)
+                cached = cache[key] = (obj, key_hash(key), entry_hash(key, digest))
+            out.append((key, cached[1], cached[2]))
         return out
 
     def forget_missing(self, objects: dict[bytes, VersionedObject]) -> None:
-        """Drop the digests of keys this node no longer holds (once per exchange it starts,
+        """Drop the entries of keys this node no longer holds (once per exchange it starts,
         so the cache holds at most one stale object per key between two of them)."""
         self._cache = {k: c for k, c in self._cache.items() if k in objects}
 
 
-def shared_tree(core: KVNodeCore, peer: str) -> tuple[MerkleTree, dict[bytes, VersionedObject]]:
+_Shared = tuple[MerkleTree, dict[bytes, VersionedObject], list[tuple[bytes, int, int]]]
+
+
+def shared_tree(core: KVNodeCore, peer: str) -> _Shared:
     pair = {core.node_id, peer}
     replicas = core.config.replicas
     placement = core.placement
     shared = {k: o for k, o in core.objects.items() if pair <= set(placement(k)[:replicas])}
-    tree = MerkleTree(core.config.merkle_depth, core.digests.of(shared.items()))
-    return tree, shared
+    entries = core.digests.entries(shared.items())
+    tree = MerkleTree(core.config.merkle_depth)
+    for _, hashed_key, hashed_entry in entries:
+        tree.add_hashed(hashed_key, hashed_entry)
+    return tree, shared, entries
 
 
 def start_anti_entropy(core: KVNodeCore, peer: str) -> list[Effect]:
     core.digests.forget_missing(core.objects)
-    tree, _ = shared_tree(core, peer)
+    tree, _, _ = shared_tree(core, peer)
     leaves = tuple(tree.level(core.config.merkle_depth))
     return [Send(peer, SyncLeaves(tree.root, leaves))]
 
 
 def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effect]:
-    tree, shared = shared_tree(core, sender)
+    tree, shared, entries = shared_tree(core, sender)
     depth = core.config.merkle_depth
     if tree.root == message.root or len(message.leaves) != 1 << depth:
         return []
@@ -87,15 +99,15 @@ def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effe
     differing = tuple(
         i for i, (a, b) in enumerate(zip(ours, message.leaves, strict=True)) if a != b
     )
-    objects = _objects_in(shared, differing, depth)
+    objects = _objects_in(shared, entries, differing, depth)
     return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
 
 
 def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effect]:
     answer: tuple[tuple[bytes, VersionedObject], ...] = ()
     if message.answer_expected:
-        _, shared = shared_tree(core, sender)
-        answer = _objects_in(shared, message.leaves, core.config.merkle_depth)
+        _, shared, entries = shared_tree(core, sender)
+        answer = _objects_in(shared, entries, message.leaves, core.config.merkle_depth)
     for key, obj in message.objects:
         if core.node_id in core.placement(key)[: core.config.replicas]:
             before = core.objects.get(key)
@@ -109,7 +121,12 @@ def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effe
 
 
 def _objects_in(
-    shared: dict[bytes, VersionedObject], leaves: Iterable[int], depth: int
+    shared: dict[bytes, VersionedObject],
+    entries: list[tuple[bytes, int, int]],
+    leaves: Iterable[int],
+    depth: int,
 ) -> tuple[tuple[bytes, VersionedObject], ...]:
     wanted = set(leaves)
-    return tuple((k, o) for k, o in sorted(shared.items()) if leaf_of(k, depth) in wanted)
+    shift = 64 - depth
+    keys = sorted(key for key, hashed_key, _ in entries if hashed_key >> shift in wanted)
+    return tuple((key, shared[key]) for key in keys)

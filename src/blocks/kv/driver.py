@@ -272,11 +272,13 @@ class KVNode:
         timeout_s: float | None,
     ) -> VersionedObject | None:
         try:
-            if timeout_s is None:  # the core's own deadline (quorum timeout_s) still applies
+            if timeout_s is None:  # the core's deadline applies; its Timeout says who answered
                 return await future
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
+            if timeout_s is None:
+                raise
             raise TimeoutError_(f"no quorum within {timeout_s} s") from None
         finally:
             self._waiting.pop(request_id, None)

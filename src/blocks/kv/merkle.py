@@ -23,7 +23,7 @@ import xxhash
 from blocks.core.errors import InvalidArgument
 from blocks.core.hashing import key_hash
 
-__all__ = ["DEPTH_MAX", "MerkleTree", "differing_leaves", "leaf_of"]
+__all__ = ["DEPTH_MAX", "MerkleTree", "differing_leaves", "entry_hash", "leaf_of"]
 
 DEPTH_MAX = 20
 _MASK = (1 << 64) - 1
@@ -33,7 +33,8 @@ def leaf_of(key: bytes, depth: int) -> int:
     return key_hash(key) >> (64 - depth) if depth else 0
 
 
-def _entry_hash(key: bytes, digest: bytes) -> int:
+def entry_hash(key: bytes, digest: bytes) -> int:
+    """What a key holding an object with ``digest`` contributes to its leaf."""
     return xxhash.xxh3_64_intdigest(len(key).to_bytes(4, "little") + key + digest)
 
 
@@ -54,7 +55,12 @@ class MerkleTree:
 
     def add(self, key: bytes, digest: bytes) -> None:
         """Account for ``key`` holding an object with ``digest`` (once per key)."""
-        self._levels[self.depth][leaf_of(key, self.depth)] ^= _entry_hash(key, digest)
+        self._levels[self.depth][leaf_of(key, self.depth)] ^= entry_hash(key, digest)
+        self._dirty = True
+
+    def add_hashed(self, key_hash_: int, entry_hash: int) -> None:
+        """``add`` for a caller that kept ``key_hash(key)`` and ``entry_hash(key, digest)``."""
+        self._levels[self.depth][key_hash_ >> (64 - self.depth)] ^= entry_hash
         self._dirty = True
 
     def remove(self, key: bytes, digest: bytes) -> None:
