@@ -116,3 +116,25 @@ def test_fast_path_agrees_request_by_request_on_real_traces(name: str, size: int
         chunk = trace[start : start + 97]
         assert tinylfu_hit_count(fast, chunk) == sum(slow.request(key) for key in chunk)
         assert state(fast) == state(slow)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    capacity=st.integers(2, 30),
+    weighted=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 5)), max_size=40),
+    keys=st.lists(
+        st.one_of(st.integers(0, 60), st.sampled_from(["a", "b", b"a", 1.5])), max_size=800
+    ),
+)
+def test_fast_path_takes_over_weighted_residents_and_mixed_keys(
+    capacity: int, weighted: list[tuple[int, int]], keys: list[Hashable]
+) -> None:
+    """Residents inserted with weights above 1 (the fast path's unit-weight shortcuts must
+    stand aside) and keys of several types (ids are given per run and taken back)."""
+    fast, slow = pair(capacity, climb_sample_factor=0.5)
+    for policy in (fast, slow):
+        for key, weight in weighted:
+            if key not in policy and weight <= capacity:
+                policy.insert(key, weight)
+    assert tinylfu_hit_count(fast, keys) == sum(slow.request(key) for key in keys)
+    assert state(fast) == state(slow)
