@@ -20,6 +20,10 @@ down to list and byte indexing:
   they were, so the loop runs over one sample's slice of the trace at a time and counts
   neither requests nor hits; only misses are counted (the climber needs them), and hits are
   the requests less the misses.
+* **Unit-weight shortcuts.** When every resident weighs 1 (the simulator's case; checked once
+  per run, and misses add weight 1), the common miss (one key leaves the window, one eviction
+  makes room) lets the candidate into probation only if it wins its duel, and a promotion
+  demotes at most one key, without the general loops. Other weights take the general path.
 * Hits are applied at once (the tests show that the policy's read buffer changes nothing).
   The rare steps (sketch aging, the climber's step at the end of each sample) call the
   policy's and the sketch's own methods on the id-keyed structures and reload what they
