@@ -24,7 +24,16 @@ from benchmarks import _processes
 from benchmarks._sweep_core import Outcome, Planned
 from benchmarks.peers import PeerNotReady, free_port, start_process
 
-__all__ = ["MODEL_NAME", "Server", "drive", "run_on", "servers", "start"]
+__all__ = [
+    "MODEL_NAME",
+    "Server",
+    "drive",
+    "process_cpu_s",
+    "run_on",
+    "servers",
+    "start",
+    "start_with_pid",
+]
 
 MODEL_NAME = "bench"  # the id every server is started with and every request names
 REQUEST_TIMEOUT_S = 600.0
@@ -265,13 +274,30 @@ def _llama_server(
 def start(server: Server) -> int:
     """Start ``server`` (registered for stopping), wait until it answers, warm it up with one
     completion; return its port. Raises ``PeerNotReady`` when it does not come up."""
+    return start_with_pid(server)[0]
+
+
+def start_with_pid(server: Server) -> tuple[int, int]:
+    """``start``, also returning the server's process id (its CPU time can be read)."""
     port = free_port()
     probe = _health("/v1/models" if server.name == "llama.cpp" else "/health")
-    start_process(server.argv(port), port, probe, START_TIMEOUT_S)
+    process = start_process(server.argv(port), port, probe, START_TIMEOUT_S)
     warm = drive(port, [Planned(0, 0.0, "warm up the server", 4)])
     if not warm[0].ok:
         raise PeerNotReady(f"warm-up request failed: {warm[0].error or 'no output'}")
-    return port
+    return port, process.pid
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds every live thread of process ``pid`` has run (``/proc/PID/task/*/
+    schedstat``, nanoseconds; Linux only)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def run_on(server: Server, work: Callable[[int], Any]) -> Any:

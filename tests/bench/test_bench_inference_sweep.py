@@ -167,3 +167,24 @@ def test_batch1_only_measures_each_round_against_its_own_bandwidth(tmp_path: Pat
     rows = json.loads((tmp_path / "inference" / "batch1_roofline.json").read_text())
     assert [(r["round"], r["contender"]) for r in rows] == [("1", "blocks"), ("2", "blocks")]
     assert all(r["batch-1 decode tok/s"] != "-" and r["fraction"].endswith("%") for r in rows)
+
+
+def test_batch1_in_cpu_time_subtracts_the_prefill_and_first_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter([10.0, 12.5, 13.0, 20.0, 21.0, 21.5])  # server CPU seconds, read in turn
+    monkeypatch.setattr(inference_sweep, "process_cpu_s", lambda pid: next(clock))
+
+    def drive(port: int, plan: list[Planned], sequential: bool = False) -> list[Outcome]:
+        (p,) = plan
+        outcome = _outcome(p.index, 0.0, [1.0] * p.max_tokens)
+        outcome.prompt_tokens = 10
+        return [outcome]
+
+    monkeypatch.setattr(inference_sweep, "drive", drive)
+    plan = [Planned(0, 0.0, "a", 21), Planned(1, 0.0, "b", 21)]
+    best = inference_sweep.batch1_decode_cpu(port=1, pid=2, plan=plan)
+    # First prompt: 2.5 s for 21 tokens less 0.5 s for one = 2 s for 20 decoded tokens;
+    # the second: 1.0 - 0.5 = 0.5 s for 20, the better one.
+    assert best.tok_s == pytest.approx(40.0)
+    assert best.context == pytest.approx(10 + 21 / 2)
