@@ -168,14 +168,14 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         try:
             return super().bucket_versioning(name)
         except NotFound:
-            if not self._caught_up(name, ""):
-                raise
+            self._caught_up(name, "")
         return super().bucket_versioning(name)
 
     def bucket_access(self, name: str) -> tuple[str, str] | None:
         """As on one node; a bucket missing here is first asked of the peers."""
         access = super().bucket_access(name)
-        if access is None and self._caught_up(name, ""):
+        if access is None:
+            self._caught_up(name, "")
             access = super().bucket_access(name)
         return access
 
@@ -226,17 +226,18 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         return outcome
 
     # -- reads of keys this node has not heard of --------------------------------------------
-    def _caught_up(self, bucket: str, key: str) -> bool:
+    def _caught_up(self, bucket: str, key: str) -> None:
         """Fetch the peers' records of a key missing here, then wait for any change of it
         in flight here (a push being journaled: the peers' copy of the same change is
-        dropped as not newer, and the read must not answer before it lands). True if
-        either may have changed what this node holds."""
-        changed = self.replicator is not None and self.replicator.catch_up_key(bucket, key)
-        return self._settle(bucket, key) or changed
+        dropped as not newer, and the read must not answer before it lands). The caller
+        then reads again: whether anything changed is not worth knowing (the push may also
+        have landed between the fetch and the wait)."""
+        if self.replicator is not None:
+            self.replicator.catch_up_key(bucket, key)
+        self._settle(bucket, key)
 
-    def _settle(self, bucket: str, key: str) -> bool:
-        """Wait (bounded) until no change of ``key`` (or of its bucket) is in flight here;
-        returns whether there was one."""
+    def _settle(self, bucket: str, key: str) -> None:
+        """Wait (bounded) until no change of ``key`` (or of its bucket) is in flight here."""
 
         def quiet() -> bool:
             return not any(
@@ -246,10 +247,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
             )
 
         with self._lock:
-            if quiet():
-                return False
             self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
-            return True
 
     def head_object(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         """As on one node; a key (or bucket) missing here is first asked of the peers, so a
@@ -261,8 +259,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         except DeleteMarkerFound:
             raise
         except NotFound:
-            if not self._caught_up(bucket, key):
-                raise
+            self._caught_up(bucket, key)
         return super().head_object(bucket, key, version_id)
 
     def iter_object(
@@ -277,8 +274,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         except DeleteMarkerFound:
             raise
         except NotFound:
-            if not self._caught_up(bucket, key):
-                raise
+            self._caught_up(bucket, key)
         return super().iter_object(bucket, key, byte_range, version_id)
 
     def create_multipart_upload(
@@ -357,13 +353,15 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         except (NotFound, InvalidArgument) as error:
             text = str(error)
             missing = text.startswith("no such upload") or "was not uploaded" in text
-            if not missing or not self._upload_caught_up(upload_id):
+            if not missing:
                 raise
+            self._upload_caught_up(upload_id)
         return self._replicated(call, *args, **kw)
 
-    def _upload_caught_up(self, upload_id: str) -> bool:
-        """Wait for changes of the upload in flight here (bounded), then fetch the peers'
-        records of it; whether either may have changed what this node holds."""
+    def _upload_caught_up(self, upload_id: str) -> None:
+        """Wait for changes of the upload in flight here (bounded), fetch the peers' records
+        of it, and wait again (a push of the same part may have overtaken the fetched copy).
+        The caller then tries again."""
 
         def quiet() -> bool:
             return not any(
@@ -372,8 +370,9 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
             )
 
         with self._lock:
-            waited = not quiet()
-            if waited:
-                self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
+            self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
         fetch = getattr(self.replicator, "catch_up_upload", None)
-        return bool(fetch(upload_id)) if fetch is not None else waited
+        if fetch is not None:
+            fetch(upload_id)
+        with self._lock:  # a push of the same part may land while the fetch does
+            self._settled.wait_for(quiet, SETTLE_TIMEOUT_S)
