@@ -11,6 +11,11 @@ In a cluster (``peers`` or ``name`` given to ``build_server``) the node also run
 calls made under another view with ``StaleView`` (FAILED_PRECONDITION), and announces its
 departure when the server begins to stop.
 
+Every node also serves get, put, delete and get_many on the framed-TCP data path
+(``blocks.cache.datapath``, started before membership so that the node's first gossip
+record carries its address). Both paths run the same ``*_nowait`` methods, so bounds, view
+checks and TTLs are one code; ``grpc_data_calls`` counts the data calls that came by gRPC.
+
 The sweeper is the "bounded background sweep" of the cache contract: every
 ``sweep_interval_s`` it removes at most ``SWEEP_ENTRIES_MAX`` expired entries, so dead entries
 cannot pile up on a node nobody reads.
