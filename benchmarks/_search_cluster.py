@@ -45,6 +45,7 @@ __all__ = ["ClusterSetting", "cluster_part", "cluster_settings"]
 START_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 600.0
 SEND_BYTES_MAX = 2_000_000  # per AddVectors call, under gRPC's 4 MB message limit
+TRAIN_BYTES_MAX = 12_000_000  # the one Train call's sample, under the 16 MB message limit
 SHARDS = 4
 IN_PROCESS = "in-process"
 ONE_SERVE = "one serve process"
@@ -216,7 +217,9 @@ def cluster_part(
 ) -> list[dict[str, Any]]:
     """Per setting: recall and QPS of the three contenders, interleaved round by round, with
     each round's QPS divided by the in-process contender's in the same round."""
-    train = corpus[: min(len(corpus), 100_000)]
+    # One Train call carries the sample: under gRPC's 16 MB message cap (24k rows at 128-d).
+    # Every contender trains on the same rows, so their IVF lists are alike.
+    train = corpus[: min(len(corpus), TRAIN_BYTES_MAX // (4 * corpus.shape[1]))]
     summary: list[dict[str, Any]] = []
     for setting in settings:
         builders = {
