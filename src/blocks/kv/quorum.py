@@ -20,7 +20,7 @@ from blocks.core.hashing import HashRing
 
 __all__ = ["HintSet", "Placements", "QuorumConfig", "plan_targets"]
 
-PLACEMENTS_MAX = 1 << 20
+PLACEMENTS_MAX = 1 << 17
 """Most keys ``Placements`` remembers; past it, it starts afresh (a bound, not an LRU)."""
 
 
