@@ -7,6 +7,7 @@ import asyncio
 import calendar
 import datetime
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from blocks.blob import sigv4
 from blocks.blob.http import parse_head, read_body
 from blocks.blob.s3xml import http_date
+from blocks.blob.server import _Batches
 from blocks.blob.sigv4 import EMPTY_SHA256, S3AuthError, sign_request, verify_request
 
 ACCESS = "AKIDEXAMPLE"
@@ -95,3 +97,20 @@ def test_an_empty_body_is_read_without_waiting_for_the_connection() -> None:
         return await asyncio.wait_for(read_body(reader, head, 100), 5.0)
 
     assert asyncio.run(scenario()) == b""
+
+
+def test_a_streamed_body_is_taken_in_batches_and_a_failure_waits_its_turn() -> None:
+    def pieces() -> Iterator[bytes]:
+        yield b"a" * 3
+        yield b"b" * 3
+        yield b"c" * 3
+        raise OSError("chunk lost")
+
+    batches = _Batches(pieces(), 5)
+    assert batches.take() == [b"aaa", b"bbb"]  # 6 >= 5: a batch
+    assert batches.take() == [b"ccc"]  # read before the failure: sent first
+    with pytest.raises(OSError, match="chunk lost"):
+        batches.take()
+    assert _Batches(iter([b"x"]), 5).take() == [b"x"]
+    empty = _Batches(iter([]), 5)
+    assert empty.take() == [] and empty.take() == []

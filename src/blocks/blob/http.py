@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from blocks.blob.directread import read_exactly_direct
+
 __all__ = [
     "BODY_READ_TIMEOUT_S",
     "HEAD_BYTES_MAX",
@@ -260,7 +262,8 @@ class RequestBody:
             return b""
         try:
             wanted = min(size, self._remaining)
-            piece = await _timed(self._reader.readexactly(wanted), wanted, self.read_timeout_s)
+            read = read_exactly_direct(self._reader, wanted)  # large: one copy, not four
+            piece = await _timed(read, wanted, self.read_timeout_s)
         except asyncio.IncompleteReadError as error:
             raise HttpError(400, "connection closed inside the body") from error
         self._remaining -= len(piece)
