@@ -14,7 +14,10 @@ streaming client (``POST /v1/completions``, ``stream: true``, greedy):
 
       CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install 'llama-cpp-python[server]'
 
-  and is a skipped row, with the reason, when it is not installed.
+  and is a skipped row, with the reason, when it is not installed;
+* ``llama-server``: llama.cpp's own C++ server with continuous batching (``--parallel 16``),
+  from the ``xllamacpp`` binary wheel (``pip install xllamacpp``; see
+  ``_sweep_llama_server``), on the same GGUF file; a skipped row when not installed.
 
 Every contender gets ``--threads`` threads. The workload (``_sweep_core``): the same prompts
 (seeded random words) and ``max_tokens`` at every rate; arrivals Poisson at each offered rate
@@ -29,12 +32,15 @@ last arrival, else ``[first arrival, median finish]``; the draining tail is neve
 the offered tok/s, TTFT and TPOT p50/p99, requests and failures (with the first error); the
 saturation point per contender (the first rate whose window throughput falls below 90% of
 what was offered); and a batch-1 decode roofline: the machine's read and copy bandwidth
-measured in the same run (numpy, one thread, a buffer far larger than the caches), bytes of weights read per decoded token at the dtype each
-contender computes with, and each contender's lone-request decode tok/s as a fraction of
-``bandwidth / bytes per token``.
+measured in the same run (numpy, one thread, a buffer far larger than the caches), bytes
+read per decoded token (weights at the dtype each contender computes with, plus the KV of
+the mean context), and each contender's lone-request decode tok/s as a fraction of
+``read bandwidth / bytes per token`` (decode only reads; the fraction against
+``max(read, copy)`` is printed beside it).
 
-Run: ``blocks bench inference_sweep [--quick] [--rates 0.5,1,2,max] [--threads 1]``;
-results go to ``<out>/inference``.
+Run: ``blocks bench inference_sweep [--quick] [--rates 0.5,1,2,max] [--threads 1]``, or
+just the roofline, per round: ``--batch1-only [--rounds N] [--cpu-time]``; results go to
+``<out>/inference``.
 """
 
 from __future__ import annotations
