@@ -104,19 +104,32 @@ def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effe
 
 
 def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effect]:
-    answer: tuple[tuple[bytes, VersionedObject], ...] = ()
+    """Merge the peer's objects of the differing leaves; answer with ours where they differ.
+
+    A key whose merged object here equals the one the peer sent is left out of the answer
+    (the peer holds it already), and an object that a merge does not change is not stored
+    again (no write, no save).
+    """
+    candidates: tuple[tuple[bytes, VersionedObject], ...] = ()
     if message.answer_expected:
         _, shared, entries = shared_tree(core, sender)
-        answer = _objects_in(shared, entries, message.leaves, core.config.merkle_depth)
+        candidates = _objects_in(shared, entries, message.leaves, core.config.merkle_depth)
+    received: dict[bytes, VersionedObject] = {}
     for key, obj in message.objects:
+        received[key] = obj
         if core.node_id in core.placement(key)[: core.config.replicas]:
             before = core.objects.get(key)
             merged = merge(before, obj, lww=core.config.lww)
             if merged != before:
                 core.anti_entropy_repairs += 1
-            core._store(key, merged, None)
-    if message.answer_expected and answer:
-        return [Send(sender, SyncObjects(answer, message.leaves, answer_expected=False))]
+                core._store(key, merged, None)
+    answer = []
+    for key, _ in candidates:
+        ours = core.objects.get(key)
+        if ours is not None and ours != received.get(key):
+            answer.append((key, ours))
+    if answer:
+        return [Send(sender, SyncObjects(tuple(answer), message.leaves, answer_expected=False))]
     return []
 
 
