@@ -99,8 +99,13 @@ class ClusterBroker(LocalBroker):
             replication if replication is not None else ReplicationConfig(),
             None if directory is None else Path(directory) / "replicas",
             self._wake,
+            self._before_log_restart,
         )
         transport.serve(self.handle)
+
+    async def _before_log_restart(self, key: tuple[str, int], leader: str, start: int) -> None:
+        """Called before a follower below its leader's log start drops its log and starts
+        it empty at ``start``; a subclass installs what stands for the missing records."""
 
     @property
     def node(self) -> str:

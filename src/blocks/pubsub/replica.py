@@ -37,6 +37,11 @@ records after that end. A follower's fetch offset is what the leader knows it ho
   that epoch's end, and the follower cuts its log to the smaller of both ends for that epoch
   and fetches again (Kafka's KIP-101/KIP-279). Since one epoch has one leader, a record's
   ``(offset, epoch)`` names its content, and repeated cuts end at the common prefix.
+* **Behind the log start.** A fetch below the leader's log start (its retention or its
+  snapshots cut the records the follower needs) is answered ``behind`` with that start; the
+  follower drops its log and starts it empty there (its driver may first install what stands
+  for the missing records, e.g. a state-machine snapshot). It holds nothing the leader counts
+  until it fetches again, and rejoins the ISR only once caught up, as any follower.
 
 The replica holds no records: only its log's shape (start, end, and the epoch history: where
 each epoch's records begin). The driver stores records and reports appends and truncations
@@ -75,6 +80,7 @@ class Role(enum.Enum):
 class FollowerAction(enum.Enum):
     APPEND = "append"  # append the reply's records, then note them and the high watermark
     TRUNCATE = "truncate"  # cut the log at ``truncate_to`` and fetch again
+    RESTART = "restart"  # below the leader's log start: start the log empty at the offset
     IGNORE = "ignore"  # stale or fenced: fetch again (perhaps from another leader)
 
 
@@ -215,6 +221,13 @@ class PartitionReplica:
         while self.epochs and self.epochs[-1][1] >= self.log_end:
             self.epochs.pop()
         self.hw = min(self.hw, self.log_end)
+
+    def note_restarted(self, offset: int) -> None:
+        """The log was dropped and starts empty at ``offset`` (a follower found behind)."""
+        assert self.role is not Role.LEADER, "only a follower restarts its log"
+        self.log_start = self.log_end = self.durable_end = offset
+        self.epochs = []
+        self.hw = offset
 
     def note_follower_hw(self, leader_hw: int) -> None:
         self.hw = max(self.hw, min(leader_hw, self.log_end))
@@ -364,6 +377,9 @@ class PartitionReplica:
         if self.role is not Role.LEADER or request.epoch < self.epoch:
             return FetchDecision("fenced", self.epoch, self.leader, self.hw)
         self._last_fetch_ms[source] = now_ms
+        if request.offset < self.log_start:
+            self.match.pop(source, None)  # it holds nothing this log still has
+            return FetchDecision("behind", self.epoch, self.leader, self.hw, offset=self.log_start)
         if request.offset > self.log_start:
             epoch, end = self.end_offset_for(request.last_epoch)
             if epoch != request.last_epoch or end < request.offset:
@@ -414,6 +430,10 @@ class PartitionReplica:
             return FollowerAction.IGNORE, 0
         self._last_contact_ms = now_ms
         self._reset_deadline(now_ms)
+        if reply.kind == "behind":
+            if reply.offset <= self.log_end:
+                return FollowerAction.IGNORE, 0  # stale: this log already reaches it
+            return FollowerAction.RESTART, reply.offset
         if reply.kind == "diverging":
             _, own_end = self.end_offset_for(reply.diverging_epoch)
             return FollowerAction.TRUNCATE, min(reply.diverging_end, own_end, self.log_end)

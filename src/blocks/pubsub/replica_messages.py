@@ -61,13 +61,13 @@ class FetchRequest:
 class FetchDecision:
     """The leader's answer to a fetch, before the driver adds records."""
 
-    kind: str  # "records", "diverging" or "fenced"
+    kind: str  # "records", "diverging", "fenced" or "behind" (below the log start: offset)
     epoch: int
     leader: str | None
     hw: int
     diverging_epoch: int = 0
     diverging_end: int = 0
-    offset: int = 0  # first record to send (kind "records")
+    offset: int = 0  # first record to send ("records"); the leader's log start ("behind")
 
 
 FetchReplyInfo = FetchDecision

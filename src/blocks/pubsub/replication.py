@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class Replication:
         config: ReplicationConfig,
         state_directory: Path | None,
         on_committed: Callable[[Key], None],
+        before_restart: Callable[[Key, str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.topics, self.transport, self.clock, self.config = topics, transport, clock, config
         self.node = transport.name
@@ -97,6 +98,7 @@ class Replication:
         self._rng = rng
         self._state_directory = state_directory
         self._on_committed = on_committed
+        self._before_restart = before_restart
         self.replicas: dict[Key, PartitionReplica] = {}
         self._hw: dict[Key, int] = {}
         self._ack_waiters: dict[Key, list[tuple[int, int, asyncio.Future[None]]]] = {}
@@ -406,4 +408,12 @@ class Replication:
             if replica.role is Role.FOLLOWER and cut < replica.log_end:
                 self.topics.truncate_after(key[0], key[1], cut)
                 replica.note_truncated(cut)
+        elif action is FollowerAction.RESTART:
+            while self._writes_in_flight[key]:
+                await asyncio.sleep(0.005)
+            if self._before_restart is not None:
+                await self._before_restart(key, leader, cut)
+            if replica.role is not Role.LEADER and cut > replica.log_end:
+                self.topics.restart_at(key[0], key[1], cut)
+                replica.note_restarted(cut)
         await self.settle(key)

@@ -257,6 +257,13 @@ class TopicTable:
         topic.stores[partition].truncate_after(offset)
         self._scan(topic, partition)
 
+    def restart_at(self, name: str, partition: int, offset: int) -> None:
+        """Drop a partition's records and start it empty at ``offset`` (a replica below its
+        leader's log start)."""
+        topic = self.topic(name)
+        topic.stores[partition].restart_at(offset)
+        self._scan(topic, partition)
+
     def _note(self, name: str, partition: int, records: list[StoredRecord]) -> None:
         self._topics[name].last_timestamp_ms[partition] = records[-1].timestamp_ms
         self._note_producers(name, partition, records)

@@ -48,6 +48,14 @@ def register(subparsers: Any) -> None:
         metavar="ID=HOST:PORT",
         help="another node of the replicated queue and its --cluster-listen (repeat)",
     )
+    serve.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="a cluster node snapshots its state every N applied records and cuts its log"
+        " below the previous snapshot (default 50000)",
+    )
     serve.set_defaults(func=_serve)
 
     create = _verb(verbs, "create", "create a queue")
@@ -200,6 +208,7 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
         token=options.token,
         fsync=args.fsync,
         data_port=data_port,
+        snapshot_every=args.snapshot_every,
     )
     return server
 

@@ -35,24 +35,17 @@ falls due, until ``wait_ms`` has passed. An empty receive is a record too (a few
 Bounds: ``WAITERS_MAX`` long polls, ``RESULTS_MAX`` outcomes kept for callers (older ones are
 dropped and counted), calls per batch as ``LocalQueue``. Not done: membership changes.
 
-Snapshots: every ``snapshot_every`` applied records a node with a directory writes its
-machine (``QueueMachine.to_snapshot``: the broker and the applied offset, which only ever
-covers committed records) to ``snapshot.msgpack`` (temporary file, fsync, rename), and then
-cuts its copy of the log below the offset of its *previous* snapshot (whole segments only).
-Reopened, a node restores the newest snapshot and applies only the committed records after
-it, so a restart no longer replays the whole log. Keeping one snapshot interval of log below
-the newest snapshot leaves a follower that lags by less than that able to catch up from
-this node as leader; a follower further behind, or one whose disk was wiped, cannot (this
-log has no snapshot transfer yet) and stays out of the in-sync set until an operator copies
-a snapshot and log to it. A snapshot the disk refuses is counted and tried again an
-interval later; the log still holds everything above the last good one.
+Snapshots (``blocks.queue.snapshots``): every ``snapshot_every`` applied records a node with a
+directory writes its machine and cuts its log below its previous snapshot; reopened, it
+restores the newest snapshot and applies only the tail. A follower below its leader's log
+start (wiped, or away through more than an interval) is sent the leader's snapshot, installs
+it, and fetches the records after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import os
 import random
 from collections.abc import Sequence
@@ -60,7 +53,6 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.codec import pack, unpack
 from blocks.core.errors import (
     BlocksError,
     FailedPrecondition,
@@ -69,19 +61,17 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
-from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
-from blocks.pubsub import ClusterBroker, ReplicationConfig, Role, TopicConfig
+from blocks.pubsub import ReplicationConfig, Role, TopicConfig
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
 from blocks.queue.config import QueueConfig, check_ms, check_name
 from blocks.queue.local import CALLS_PER_BATCH_MAX, WAIT_MS_MAX, LocalQueue
 from blocks.queue.machine import Outcome, QueueMachine, encode_record
+from blocks.queue.snapshots import LogBroker, Snapshots
 
 __all__ = ["LOG_TOPIC", "ReplicatedQueue"]
-
-logger = logging.getLogger(__name__)
 
 LOG_TOPIC = "__queue_log"
 KEY = (LOG_TOPIC, 0)
@@ -90,20 +80,7 @@ RESULTS_MAX = 100_000
 APPLY_BATCH = 1_000
 COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
 WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
-SNAPSHOT_FILE = "snapshot.msgpack"
 SNAPSHOT_EVERY = 50_000  # applied records between snapshots
-
-
-class _LogBroker(ClusterBroker):
-    """The log's broker; tells the queue whenever a high watermark moves."""
-
-    def __init__(self, *args: Any, on_committed: Any, **kwargs: Any) -> None:
-        self._on_committed_hook = on_committed
-        super().__init__(*args, **kwargs)
-
-    def _wake(self, key: tuple[str, int]) -> None:
-        super()._wake(key)
-        self._on_committed_hook()
 
 
 class ReplicatedQueue:
@@ -142,14 +119,9 @@ class ReplicatedQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self.results_dropped = 0
-        self._directory = None if directory is None else Path(directory)
-        self._snapshot_every = snapshot_every
-        self._since_snapshot = 0
-        self._snapshot_offset = 0  # the offset the newest snapshot covers (0: none)
-        self.snapshots = 0  # written by this object; for tests and metrics
-        self.snapshot_failures = 0
+        self._snapshots = Snapshots(None if directory is None else Path(directory), snapshot_every)
         self.replayed = 0  # records applied since this object was built (a restart's replay)
-        self.log = _LogBroker(
+        self.log = LogBroker(
             None if directory is None else Path(directory) / "log",
             transport,
             nodes,
@@ -160,10 +132,14 @@ class ReplicatedQueue:
             replication=replication,
             leader_wait_ms=leader_wait_ms,
             on_committed=self._committed,
+            snapshots=self._snapshots,
+            install=self._install,
             segment_bytes_max=segment_bytes_max,
         )
         self.node = self.log.node
-        self._restore()
+        restored = self._snapshots.restore(self.log, KEY)
+        if restored is not None:
+            self.machine = restored
 
     async def open(self) -> ReplicatedQueue:
         """Create the log topic here if this node has not got it, then start replicating."""
@@ -191,54 +167,29 @@ class ReplicatedQueue:
 
     # -- snapshots ------------------------------------------------------------------------
 
-    def _snapshot_path(self) -> Path | None:
-        return None if self._directory is None else self._directory / SNAPSHOT_FILE
+    @property
+    def snapshots(self) -> int:
+        """Snapshots written by this object (for tests and metrics)."""
+        return self._snapshots.written
 
-    def _restore(self) -> None:
-        """Start from the newest snapshot, when there is one (see the module docs)."""
-        path = self._snapshot_path()
-        if path is None or not path.exists():
-            return
-        self.machine = QueueMachine.from_snapshot(unpack(path.read_bytes()))
-        self._snapshot_offset = self.machine.applied
-        try:
-            first = self.log.topics.store(*KEY).first_offset
-        except BlocksError:
-            return
-        if first > self.machine.applied:
-            raise FailedPrecondition(
-                f"the snapshot covers offsets below {self.machine.applied} but the log "
-                f"starts at {first}: records between them are gone"
-            )
+    @property
+    def snapshot_failures(self) -> int:
+        return self._snapshots.failures
+
+    @property
+    def snapshots_installed(self) -> int:
+        """Snapshots received from a leader (this node was behind its log start)."""
+        return self._snapshots.installed
 
     def snapshot(self) -> int:
         """Write the applied state to disk, then cut the log below the previous snapshot;
         return the offset the new snapshot covers."""
-        path = self._snapshot_path()
-        if path is None:
-            raise FailedPrecondition("a queue without a directory keeps no snapshots")
-        covered = self.machine.applied
-        write_atomically(path, pack(self.machine.to_snapshot()))
-        previous, self._snapshot_offset = self._snapshot_offset, covered
-        self._since_snapshot = 0
-        self.snapshots += 1
-        if previous > 0:
-            store = self.log.topics.store(*KEY)
-            store.truncate_before(previous)
-            replica = self.log.replication.replicas.get(KEY)
-            if replica is not None:
-                replica.log_start = max(replica.log_start, store.first_offset)
-        return covered
+        return self._snapshots.write(self.machine, self.log, KEY)
 
-    def _maybe_snapshot(self) -> None:
-        if self._since_snapshot < self._snapshot_every or self._directory is None:
-            return
-        try:
-            self.snapshot()
-        except (BlocksError, OSError) as error:
-            self.snapshot_failures += 1
-            self._since_snapshot = 0
-            logger.warning("replicated queue snapshot failed (%s); the log keeps it all", error)
+    def _install(self, machine: QueueMachine) -> None:
+        """Replace the applied state with a leader's snapshot (already durable here)."""
+        self.machine = machine
+        self._wake_all()
 
     # -- applying the log -----------------------------------------------------------------
 
@@ -265,8 +216,8 @@ class ReplicatedQueue:
                 if origin == self.node:
                     self._keep(record.offset, outcome)
             self.replayed += len(batch)
-            self._since_snapshot += len(batch)
-        self._maybe_snapshot()
+            self._snapshots.since += len(batch)
+        self._snapshots.maybe_write(self.machine, self.log, KEY)
         self._applied_event.set()
         self._applied_event = asyncio.Event()
         if woke:

@@ -29,7 +29,7 @@ from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.datapath import QueueDataPathHandler
 from blocks.queue.local import LocalQueue
-from blocks.queue.replicated import QueueNode, ReplicatedQueue
+from blocks.queue.replicated import SNAPSHOT_EVERY, QueueNode, ReplicatedQueue
 
 __all__ = ["QueueService", "build_cluster_server", "build_server"]
 
@@ -138,12 +138,21 @@ def build_cluster_server(
     token: str | None = None,
     fsync: FsyncPolicy = "batch",
     data_port: int | None = 0,
+    snapshot_every: int = SNAPSHOT_EVERY,
 ) -> tuple[Server, ReplicatedQueue]:
     """A ``Server`` (not started) for one node of a replicated queue
     (``blocks.queue.replicated``): clients call any node; nodes replicate the queue's log over
-    a ``TcpTransport`` on ``cluster_listen`` (same token)."""
+    a ``TcpTransport`` on ``cluster_listen`` (same token); ``snapshot_every`` applied records
+    between snapshots."""
     transport = TcpTransport(node, cluster_listen, peers, token)
-    queue = ReplicatedQueue(data_dir, transport, [node, *peers], fsync=fsync, rng=random.Random())
+    queue = ReplicatedQueue(
+        data_dir,
+        transport,
+        [node, *peers],
+        fsync=fsync,
+        rng=random.Random(),
+        snapshot_every=snapshot_every,
+    )
 
     async def start() -> None:
         await transport.start()

@@ -130,7 +130,7 @@ def queue_spec(*, fsync: str = "always") -> ServerSpec:
     return ServerSpec("queue", ("listen", "data"), argv, _grpc_health)
 
 
-def queue_cluster_spec(*, fsync: str = "always") -> ServerSpec:
+def queue_cluster_spec(*, fsync: str = "always", snapshot_every: int = 50_000) -> ServerSpec:
     """Nodes of one replicated queue (``--peer`` on the ``cluster`` port; any node serves any
     call); the framed data path listens on the ``data`` port."""
 
@@ -139,7 +139,8 @@ def queue_cluster_spec(*, fsync: str = "always") -> ServerSpec:
             "queue", "serve", "--node-id", node.name, "--listen", node.address("listen"),
             "--data-dir", str(node.data_dir), "--fsync", fsync, "--token", node.token,
             "--data-port", str(node.ports["data"]), "--cluster-listen", node.address("cluster"),
-            "--json", *(f"--peer={peer}={roles['cluster']}" for peer, roles in peers.items()),
+            "--json", "--snapshot-every", str(snapshot_every),
+            *(f"--peer={peer}={roles['cluster']}" for peer, roles in peers.items()),
         )  # fmt: skip
 
     return ServerSpec("queue", ("listen", "cluster", "data"), argv, _grpc_health)

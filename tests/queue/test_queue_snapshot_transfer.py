@@ -1,0 +1,122 @@
+"""Install-snapshot: a follower below its leader's log start (its directory wiped while the
+leader's snapshots cut the log) is answered ``behind``, receives the leader's snapshot in
+chunks, installs it, catches up, and can serve once the old leader is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from blocks.core.memory_network import MemoryNetwork
+from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
+from blocks.pubsub.replica_messages import FetchRequest
+from blocks.pubsub.replication import ReplicationConfig
+from blocks.queue import snapshots
+from blocks.queue.replicated import LOG_TOPIC, ReplicatedQueue
+
+NODES = ["q1", "q2", "q3"]
+
+
+def test_a_fetch_below_the_log_start_is_answered_behind_and_restarts_the_log() -> None:
+    """The generic part (pubsub's cores): no crash and no false hold for the follower."""
+    leader = PartitionReplica.created(ReplicaConfig("a", ("a", "b", "c")), random.Random(1), 0)
+    leader.note_appended(0, [1] * 100, 0)
+    leader.log_start = 60  # retention or a snapshot cut the log
+    decision = leader.handle_fetch("b", FetchRequest(1, 10, 1), 5)
+    assert (decision.kind, decision.offset) == ("behind", 60)
+    assert "b" not in leader.match and "b" not in leader.isr
+    follower = PartitionReplica.created(ReplicaConfig("b", ("a", "b", "c")), random.Random(2), 0)
+    follower.note_appended(0, [1] * 10, 0)
+    assert follower.handle_fetch_reply("a", decision, 5) == (FollowerAction.RESTART, 60)
+    follower.note_restarted(60)
+    request = follower.fetch_request()
+    assert request is not None and (request.offset, request.last_epoch) == (60, 0)
+    answer = leader.handle_fetch("b", request, 6)
+    assert (answer.kind, answer.offset) == ("records", 60)
+    assert leader.role is Role.LEADER
+
+
+def test_a_wiped_follower_installs_the_leaders_snapshot_and_serves_after_failover(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(snapshots, "CHUNK_BYTES", 512)  # several chunks per transfer
+
+    async def run() -> None:
+        network = MemoryNetwork(seed=5)
+        timing = ReplicationConfig(election_timeout_ms=400, lag_max_ms=2_000)
+
+        def node(name: str) -> ReplicatedQueue:
+            return ReplicatedQueue(
+                tmp_path / name,
+                network.transport(name),
+                NODES,
+                rng=random.Random(name),
+                replication=timing,
+                snapshot_every=20,
+                segment_bytes_max=1_024,
+            )
+
+        nodes = [node(name) for name in NODES]
+        for each in nodes:
+            await each.open()
+        try:
+            await _until(lambda: any(n.is_leader for n in nodes))
+            leader = next(n for n in nodes if n.is_leader)
+            await leader.create_queue("jobs", visibility_ms=60_000)
+            bodies = {b"a%d" % i for i in range(30)}
+            for body in sorted(bodies):
+                await leader.send("jobs", body)
+            follower = next(n for n in nodes if not n.is_leader)
+            name = follower.node
+            await follower.close()
+            await follower.log.transport.close()
+            shutil.rmtree(tmp_path / name)  # the disk is gone
+
+            for i in range(120):
+                bodies.add(b"b%d" % i)
+                await leader.send("jobs", b"b%d" % i)
+            received = await leader.receive("jobs", max_messages=10)
+            for message in received:
+                await leader.ack("jobs", message.receipt)
+                bodies.discard(message.body)
+            store = leader.log.topics.store(LOG_TOPIC, 0)
+            assert store.first_offset > 0, "the leader's log was not cut"
+
+            rejoined = node(name)
+            nodes[nodes.index(follower)] = rejoined
+            await rejoined.open()
+            await _until(lambda: rejoined.machine.applied >= leader.machine.applied)
+            assert rejoined.snapshots_installed >= 1
+            assert rejoined.machine.snapshot() == leader.machine.snapshot()
+            await _until(lambda: name in leader.describe()["isr"])
+
+            await leader.close()
+            await leader.log.transport.close()
+            nodes.remove(leader)
+            await _until(lambda: any(n.is_leader for n in nodes))
+            await rejoined.send("jobs", b"after")
+            bodies.add(b"after")
+            got: set[bytes] = set()
+            while True:
+                found = await rejoined.receive("jobs", max_messages=10)
+                if not found:
+                    break
+                got.update(message.body for message in found)
+            assert got == bodies, "acknowledged, undeleted messages were lost"
+        finally:
+            for each in nodes:
+                await each.close()
+                await each.log.transport.close()
+
+    asyncio.run(run())
+
+
+async def _until(condition: Any, timeout_s: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.01)
