@@ -227,3 +227,74 @@ def test_kill_the_leader_under_load_loses_nothing_acknowledged(tmp_path: Path) -
 
         with cluster.failure_notes("replicated queue, leader killed"):
             asyncio.run(run())
+
+
+def test_a_wiped_follower_rejoins_by_snapshot_and_survives_the_leaders_kill(
+    tmp_path: Path,
+) -> None:
+    """Snapshots every 20 records: a follower killed with SIGKILL and wiped misses enough
+    records that the leader's log no longer holds them; started again, it installs the
+    leader's snapshot and catches up; then the leader is killed, and every acknowledged,
+    undeleted message is still received from the two left."""
+    spec = queue_cluster_spec(snapshot_every=20, segment_bytes=1_024)
+    with ProcessCluster(spec, NODES, tmp_path) as cluster:
+        cluster.start_all()
+
+        async def run() -> None:
+            leader = await _leader(cluster, NODES)
+            client = await connect(cluster.addresses(), token=cluster.token, timeout_s=5.0)
+            load = Load(client)
+            try:
+                deadline = time.monotonic() + DEADLINE_S
+                while True:
+                    try:
+                        await client.create_queue("jobs", visibility_ms=VISIBILITY_MS)
+                        break
+                    except RETRYABLE:
+                        assert time.monotonic() < deadline, "create_queue never succeeded"
+                for index in range(20):
+                    assert await load._send(b"a%d" % index)
+                follower = next(n for n in NODES if n != leader)
+                cluster.kill(follower)
+                cluster.wipe(follower)
+                for index in range(150):
+                    body = b"b%d" % index
+                    assert await load._send(body), "a send failed with one node down"
+                    load.acknowledged.add(body)
+                for message in await client.receive("jobs", max_messages=10):
+                    await load._ack(message.body, message.receipt)
+                view = (await _describe_all(cluster, [leader]))[leader]
+                assert view["log_start"] > 0, f"the leader's log was not cut: {view}"
+                await asyncio.to_thread(cluster.start, follower)
+                hw = (await _describe_all(cluster, [leader]))[leader]["hw"]
+                await _until_async(
+                    lambda: _applied(cluster, follower, hw), "the wiped node did not catch up"
+                )
+                await _until_async(
+                    lambda: _in_isr(cluster, leader, follower), "the wiped node never rejoined"
+                )
+                view = (await _describe_all(cluster, [follower]))[follower]
+                assert view["snapshots_installed"] >= 1, view
+                cluster.kill(leader)
+                await _leader(cluster, [n for n in NODES if n != leader])
+                received: set[bytes] = set()
+                deadline = time.monotonic() + DEADLINE_S
+                expected = {b"a%d" % i for i in range(20)} | load.acknowledged
+                while not expected - load.deleted <= received:
+                    assert time.monotonic() < deadline, "acknowledged messages were lost"
+                    try:
+                        found = await client.receive("jobs", max_messages=10, wait_ms=200)
+                    except RETRYABLE:
+                        await asyncio.sleep(0.05)
+                        continue
+                    received.update(message.body for message in found)
+            finally:
+                await client.close()
+
+        with cluster.failure_notes("replicated queue, wiped follower then leader killed"):
+            asyncio.run(run())
+
+
+async def _in_isr(cluster: ProcessCluster, leader: str, follower: str) -> bool:
+    view = (await _describe_all(cluster, [leader])).get(leader, {})
+    return follower in view.get("isr", [])

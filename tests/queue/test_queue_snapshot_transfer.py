@@ -36,6 +36,9 @@ def test_a_fetch_below_the_log_start_is_answered_behind_and_restarts_the_log() -
     assert request is not None and (request.offset, request.last_epoch) == (60, 0)
     answer = leader.handle_fetch("b", request, 6)
     assert (answer.kind, answer.offset) == ("records", 60)
+    leader.log_start = 20  # another leader whose log starts lower serves the empty log too
+    answer = leader.handle_fetch("b", request, 7)
+    assert (answer.kind, answer.offset) == ("records", 60)
     assert leader.role is Role.LEADER
 
 

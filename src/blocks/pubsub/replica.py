@@ -41,7 +41,8 @@ records after that end. A follower's fetch offset is what the leader knows it ho
   snapshots cut the records the follower needs) is answered ``behind`` with that start; the
   follower drops its log and starts it empty there (its driver may first install what stands
   for the missing records, e.g. a state-machine snapshot). It holds nothing the leader counts
-  until it fetches again, and rejoins the ISR only once caught up, as any follower.
+  until it fetches again, and rejoins the ISR only once caught up, as any follower. A fetch
+  from such an empty log (last epoch 0) inside the leader's log is served from its offset.
 
 The replica holds no records: only its log's shape (start, end, and the epoch history: where
 each epoch's records begin). The driver stores records and reports appends and truncations
@@ -380,7 +381,8 @@ class PartitionReplica:
         if request.offset < self.log_start:
             self.match.pop(source, None)  # it holds nothing this log still has
             return FetchDecision("behind", self.epoch, self.leader, self.hw, offset=self.log_start)
-        if request.offset > self.log_start:
+        empty = request.last_epoch == 0 and request.offset <= self.log_end  # restarted there
+        if request.offset > self.log_start and not empty:
             epoch, end = self.end_offset_for(request.last_epoch)
             if epoch != request.last_epoch or end < request.offset:
                 return FetchDecision("diverging", self.epoch, self.leader, self.hw, epoch, end)

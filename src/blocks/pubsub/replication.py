@@ -405,7 +405,10 @@ class Replication:
         elif action is FollowerAction.TRUNCATE:
             while self._writes_in_flight[key]:  # a deposed leader's last writes finish first
                 await asyncio.sleep(0.005)
-            if replica.role is Role.FOLLOWER and cut < replica.log_end:
+            if replica.role is Role.FOLLOWER and cut < replica.log_start:
+                self.topics.restart_at(key[0], key[1], cut)  # an empty log above the leader's
+                replica.note_restarted(cut)
+            elif replica.role is Role.FOLLOWER and cut < replica.log_end:
                 self.topics.truncate_after(key[0], key[1], cut)
                 replica.note_truncated(cut)
         elif action is FollowerAction.RESTART:

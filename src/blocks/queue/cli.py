@@ -56,6 +56,14 @@ def register(subparsers: Any) -> None:
         help="a cluster node snapshots its state every N applied records and cuts its log"
         " below the previous snapshot (default 50000)",
     )
+    serve.add_argument(
+        "--segment-bytes",
+        type=int,
+        default=16 << 20,
+        metavar="BYTES",
+        help="a cluster node's log segment size; the log is cut below a snapshot by whole"
+        " segments (default 16 MiB)",
+    )
     serve.set_defaults(func=_serve)
 
     create = _verb(verbs, "create", "create a queue")
@@ -209,6 +217,7 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
         fsync=args.fsync,
         data_port=data_port,
         snapshot_every=args.snapshot_every,
+        segment_bytes_max=args.segment_bytes,
     )
     return server
 

@@ -157,8 +157,16 @@ class ReplicatedQueue:
         return self.machine.broker
 
     def describe(self) -> dict[str, object]:
-        """This node's view: the log's role, epoch, leader, high watermark; what is applied."""
-        return {**self.log.describe(*KEY), "applied": self.machine.applied}
+        """This node's view: the log's role, epoch, leader, high watermark, start; what is
+        applied; snapshots written and installed from a leader."""
+        store = self.log.topics.store(*KEY) if LOG_TOPIC in self.log.topics.names() else None
+        return {
+            **self.log.describe(*KEY),
+            "log_start": 0 if store is None else store.first_offset,
+            "applied": self.machine.applied,
+            "snapshots": self._snapshots.written,
+            "snapshots_installed": self._snapshots.installed,
+        }
 
     @property
     def is_leader(self) -> bool:

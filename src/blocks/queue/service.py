@@ -139,11 +139,13 @@ def build_cluster_server(
     fsync: FsyncPolicy = "batch",
     data_port: int | None = 0,
     snapshot_every: int = SNAPSHOT_EVERY,
+    segment_bytes_max: int = 16 << 20,
 ) -> tuple[Server, ReplicatedQueue]:
     """A ``Server`` (not started) for one node of a replicated queue
     (``blocks.queue.replicated``): clients call any node; nodes replicate the queue's log over
     a ``TcpTransport`` on ``cluster_listen`` (same token); ``snapshot_every`` applied records
-    between snapshots."""
+    between snapshots; the log's segments roll at ``segment_bytes_max`` (a log is cut below
+    a snapshot by whole segments)."""
     transport = TcpTransport(node, cluster_listen, peers, token)
     queue = ReplicatedQueue(
         data_dir,
@@ -152,6 +154,7 @@ def build_cluster_server(
         fsync=fsync,
         rng=random.Random(),
         snapshot_every=snapshot_every,
+        segment_bytes_max=segment_bytes_max,
     )
 
     async def start() -> None:

@@ -130,7 +130,9 @@ def queue_spec(*, fsync: str = "always") -> ServerSpec:
     return ServerSpec("queue", ("listen", "data"), argv, _grpc_health)
 
 
-def queue_cluster_spec(*, fsync: str = "always", snapshot_every: int = 50_000) -> ServerSpec:
+def queue_cluster_spec(
+    *, fsync: str = "always", snapshot_every: int = 50_000, segment_bytes: int = 16 << 20
+) -> ServerSpec:
     """Nodes of one replicated queue (``--peer`` on the ``cluster`` port; any node serves any
     call); the framed data path listens on the ``data`` port."""
 
@@ -140,6 +142,7 @@ def queue_cluster_spec(*, fsync: str = "always", snapshot_every: int = 50_000) -
             "--data-dir", str(node.data_dir), "--fsync", fsync, "--token", node.token,
             "--data-port", str(node.ports["data"]), "--cluster-listen", node.address("cluster"),
             "--json", "--snapshot-every", str(snapshot_every),
+            "--segment-bytes", str(segment_bytes),
             *(f"--peer={peer}={roles['cluster']}" for peer, roles in peers.items()),
         )  # fmt: skip
 
