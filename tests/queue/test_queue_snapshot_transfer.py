@@ -123,3 +123,48 @@ async def _until(condition: Any, timeout_s: float = 30.0) -> None:
     while not condition():
         assert loop.time() < deadline, "the condition did not hold in time"
         await asyncio.sleep(0.01)
+
+
+def test_a_pubsub_follower_below_a_retention_cut_restarts_its_log_there() -> None:
+    """The generic path on a plain replicated topic: a follower wiped after the leader's
+    retention cut its log is answered ``behind``, starts its log at the cut and catches up."""
+
+    async def run() -> None:
+        from blocks.pubsub import ClusterBroker
+
+        network = MemoryNetwork(seed=3)
+        timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=30_000)
+        brokers = [
+            ClusterBroker(
+                None,
+                network.transport(name),
+                NODES,
+                rng=random.Random(name),
+                replication=timing,
+            )
+            for name in NODES
+        ]
+        for broker in brokers:
+            broker.start()
+        try:
+            await brokers[0].create_topic("t", 1)
+            key = ("t", 0)
+            leader = next(b for b in brokers if b.describe(*key).get("role") == "leader")
+            follower = next(b for b in brokers if b is not leader)
+            for index in range(30):
+                await leader.produce("t", b"v%d" % index, partition=0)
+            leader.topics.store(*key).truncate_before(20)
+            leader.apply_retention()
+            start = leader.topics.store(*key).first_offset
+            assert start > 0
+            # the follower lost its records: a fresh in-memory log
+            follower.topics.restart_at("t", 0, 0)
+            follower.replication.replicas[key].note_restarted(0)
+            await _until(lambda: follower.topics.store(*key).next_offset >= 30)
+            assert follower.topics.store(*key).first_offset == start
+        finally:
+            for broker in brokers:
+                await broker.close()
+                await broker.transport.close()
+
+    asyncio.run(run())

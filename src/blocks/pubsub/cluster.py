@@ -156,6 +156,14 @@ class ClusterBroker(LocalBroker):
         replica = self.replication.replicas.get((topic, partition))
         return 0 if replica is None else replica.hw
 
+    def apply_retention(self) -> int:
+        """Retention as ``LocalBroker``'s; the replicas learn their new log starts (a follower
+        fetching below one is answered ``behind``)."""
+        trimmed = super().apply_retention()
+        for key, replica in self.replication.replicas.items():
+            replica.log_start = max(replica.log_start, self.topics.store(*key).first_offset)
+        return trimmed
+
     async def delete_topic(self, name: str) -> None:
         raise FailedPrecondition("a replicated broker does not delete topics")
 
