@@ -5,7 +5,11 @@
   (``blocks.kv``) or its protocol (``blocks.kv.api``), never a module inside it;
 * a block's ``contract.py`` and ``checker.py`` (test material it ships) may use the test
   kit, ``blocks.testing``; nothing else in a block may;
-* ``blocks.testing`` and the command line's top-level modules may import anything.
+* ``blocks.testing`` and the command line's top-level modules may import anything;
+* only ``blocks.core`` touches a ``SegmentLog``'s files: no other module imports the log's
+  file layout (segment names, the segment listing, frames, rewrites), which is what a block
+  would need to find or write them. (A block that walked the directory with ``os`` alone would
+  pass; this checks the door, not every window.)
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "blocks"
 PUBLIC_TAILS = ("", "api")  # blocks.<other> and blocks.<other>.api
 FREE = {"testing"}  # the test kit reaches anything
 TEST_MATERIAL = {"contract", "checker"}  # a block's modules that may use the kit
+LOG_FILE_LAYOUT = {  # the modules that know where and how a SegmentLog keeps its files
+    f"blocks.core.{name}"
+    for name in ("log_format", "log_recovery", "log_rewrite", "log_segment", "log_storage")
+}
 
 
 def _block_packages() -> set[str]:
@@ -72,3 +80,19 @@ def test_the_checker_sees_a_breach(tmp_path: Path) -> None:
     source = tmp_path / "x.py"
     source.write_text("from blocks.kv.client import KVClient\nimport blocks.core.errors\n")
     assert [name for _, name in _imports(source)] == ["blocks.kv.client", "blocks.core.errors"]
+
+
+def _log_file_users() -> list[str]:
+    users = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] == "core":
+            continue
+        for line, name in _imports(path):
+            if name in LOG_FILE_LAYOUT:
+                users.append(f"{path.relative_to(SRC.parent)}:{line} imports {name}")
+    return users
+
+
+def test_only_core_touches_a_segment_logs_files() -> None:
+    """Blocks change a log through SegmentLog (truncate_from, restart_at, rewrite_segment)."""
+    assert _log_file_users() == []

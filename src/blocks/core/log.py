@@ -8,6 +8,10 @@ another; only the last segment (the *active* one) is written, and it rolls to a 
 the next record would take it past ``segment_bytes_max``. Every record is framed with a magic,
 its length, its offset and an xxh3-64 checksum (``log_format`` documents it byte by byte).
 ``truncate_before`` deletes whole segments below an offset: that is retention.
+``truncate_from`` cuts the tail, ``restart_at`` empties the log at a later offset, and
+``rewrite_segment`` replaces a sealed segment's records
+at the same offsets (compaction); ``log_rewrite`` says how each survives a crash. No code
+outside the log touches its files.
 
 Durability is explicit. A record is *acknowledged durable* when one of these returns:
 
@@ -46,7 +50,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound, Overloaded
+from blocks.core.errors import (
+    Corruption,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    StorageError,
+    storage_error,
+)
 from blocks.core.log_commit import GroupCommitter
 from blocks.core.log_config import (
     FsyncPolicy,
@@ -57,8 +69,9 @@ from blocks.core.log_config import (
     as_offset,
     as_payloads,
 )
-from blocks.core.log_format import HEADER_BYTES, encode_frame
+from blocks.core.log_format import HEADER_BYTES, OFFSET_END, encode_frame
 from blocks.core.log_recovery import RecoveryReport, open_segments
+from blocks.core.log_rewrite import cut_file, delete_newest_first, write_segment_file
 from blocks.core.log_segment import DescriptorCache, Segment
 from blocks.core.log_storage import ActiveFile, StorageCounters, fsync_directory, fsync_path
 
@@ -443,6 +456,121 @@ class SegmentLog:
                 if self._syncs:
                     self._sync_directory()
             return self._bases[0]
+
+    @property
+    def segment_bases(self) -> tuple[int, ...]:
+        """Base offsets of the segments, oldest first; the last is the active segment."""
+        with self._lock:
+            return tuple(self._bases)
+
+    def truncate_from(self, offset: int) -> int:
+        """Remove every record at ``offset`` or later; return ``next_offset`` (now ``offset``).
+
+        Durable on return under every policy; a crash part way leaves a prefix of the log
+        (``log_rewrite``). For a replica cutting a divergent tail: the caller has no appends in
+        flight. Raises ``InvalidArgument`` outside ``[first_offset, next_offset]`` and
+        ``Corruption`` for an offset in a damaged range, with nothing changed.
+        """
+        offset = as_offset(offset)
+        with self._lock:
+            self._check_usable()
+            if not self._bases[0] <= offset <= self._active.segment.next_offset:
+                raise InvalidArgument(f"offset {offset} is outside the log")
+            if offset == self._active.segment.next_offset:
+                return offset
+            self.sync()
+            keep = bisect_right(self._bases, offset) - 1
+            target = self._segments[keep]
+            if offset < target.next_offset:
+                self._segment_for(offset)  # Corruption in a damaged range
+                position = target.position_of(self._descriptor(target), offset)
+            elif offset == target.next_offset:
+                position = target.size
+            else:
+                raise Corruption(f"record {offset} is missing from {target.path}")
+            self._active.close()
+            self._readers.close_all()
+            try:
+                paths = [segment.path for segment in self._segments[keep + 1 :]]
+                delete_newest_first(self.directory, paths, self._counters)
+                del self._segments[keep + 1 :], self._bases[keep + 1 :]
+                cut_file(target.path, position, self._counters)
+                target.cut(offset, position)
+                self._active = ActiveFile(target, self._counters)
+            except OSError as error:
+                self._fail(error)
+                raise storage_error(error, f"truncating {self.directory}") from error
+            self._damaged = [(s, min(e, offset)) for s, e in self._damaged if s < offset]
+            self._durable_offset = offset
+            return offset
+
+    def restart_at(self, offset: int) -> None:
+        """Drop every record and go on empty at ``offset``: a replica whose leader's log
+        starts where this one has no records.
+
+        The segments are deleted newest first, each deletion durable, then the empty segment
+        for ``offset`` is created and made durable: a crash part way leaves a prefix of the
+        log, or an empty log at 0.
+        """
+        offset = as_offset(offset)
+        with self._lock:
+            self._check_usable()
+            if not 0 <= offset < OFFSET_END:
+                raise InvalidArgument(f"offset {offset} is out of range")
+            self.sync()
+            self._active.close()
+            self._readers.close_all()
+            interval = self.config.index_interval_bytes
+            try:
+                paths = [segment.path for segment in self._segments]
+                delete_newest_first(self.directory, paths, self._counters)
+                self._active = ActiveFile.create(self.directory, offset, interval, self._counters)
+                self._sync_directory()
+            except OSError as error:
+                self._fail(error)
+                raise storage_error(error, f"restarting {self.directory}") from error
+            except StorageError as error:  # from creating the segment
+                self._fail(OSError(str(error)))
+                raise
+            self._segments = [self._active.segment]
+            self._bases = [offset]
+            self._damaged = []
+            self._durable_offset = offset
+
+    def rewrite_segment(self, base_offset: int, records: Iterable[bytes]) -> None:
+        """Replace the records of the sealed segment starting at ``base_offset`` by ``records``,
+        one for each offset it holds, atomically (``log_rewrite``): offsets never change.
+
+        For compaction. Raises ``InvalidArgument`` (no sealed segment starts there, a wrong
+        number of records, a bad record) or ``Corruption`` (the segment has a damaged range),
+        with nothing changed; a storage failure part way leaves the segment old or new and
+        the log refusing work until reopened.
+        """
+        base_offset = as_offset(base_offset)
+        payloads = as_payloads(records, self.config.record_bytes_max)
+        with self._lock:
+            self._check_usable()
+            index = bisect_right(self._bases, base_offset) - 1
+            if index < 0 or self._bases[index] != base_offset or index == len(self._bases) - 1:
+                raise InvalidArgument(f"no sealed segment starts at offset {base_offset}")
+            segment = self._segments[index]
+            if len(payloads) != segment.next_offset - base_offset:
+                raise InvalidArgument(
+                    f"segment {base_offset} holds {segment.next_offset - base_offset} records,"
+                    f" not {len(payloads)}"
+                )
+            for start, end in self._damaged:
+                if start < segment.next_offset and end > base_offset:
+                    raise Corruption(f"segment {base_offset} has a damaged range [{start}, {end})")
+            self._readers.drop(segment.path)
+            interval = self.config.index_interval_bytes
+            try:
+                self._segments[index] = write_segment_file(
+                    segment, payloads, interval, self._counters
+                )
+            except OSError as error:
+                self._fail(error)
+                raise storage_error(error, f"rewriting {segment.path}") from error
 
     def close(self) -> None:
         """Sync (unless ``never``), then release files and the lock. Idempotent."""

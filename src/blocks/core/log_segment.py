@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
 from blocks.core.errors import Corruption
@@ -111,6 +111,16 @@ class Segment:
             self._last_entry_position = position
         self.next_offset = offset + 1
         self.size = position + frame_bytes
+
+    def cut(self, offset: int, position: int) -> None:
+        """Forget the records from ``offset`` on, whose frames start at file ``position``."""
+        assert self.base_offset <= offset <= self.next_offset and position <= self.size
+        keep = bisect_left(self._index_offsets, offset)
+        del self._index_offsets[keep:]
+        del self._index_positions[keep:]
+        self._last_entry_position = self._index_positions[-1] if keep else 0
+        self.next_offset = offset
+        self.size = position
 
     def position_of(self, descriptor: int, offset: int) -> int:
         """File position of the frame for ``offset`` (which this segment holds)."""

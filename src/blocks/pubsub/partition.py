@@ -36,11 +36,8 @@ import os
 from typing import Protocol
 
 from blocks.core.errors import InvalidArgument
-from blocks.core.files import fsync_directory
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.core.log_commit import GroupCommitter
-from blocks.core.log_recovery import list_segment_files
-from blocks.core.log_segment import segment_file_name
 from blocks.pubsub.record import StoredRecord, newest_offsets
 from blocks.pubsub.segments import compact_log, truncate_log_after
 
@@ -240,16 +237,9 @@ class LogPartition:
         self.log = truncate_log_after(self.log, max(offset, self.log.first_offset), self._reopen)
 
     def restart_at(self, offset: int) -> None:
-        """Delete every segment (a crash part way leaves an empty log at 0: the replica is
-        found behind again), then create an empty one based at ``offset``."""
-        directory = str(self.log.directory)
-        self.log.close()
-        for _, path in list_segment_files(directory):
-            os.unlink(path)
-        path = os.path.join(directory, segment_file_name(offset))
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        fsync_directory(directory)
-        self.log = self._reopen()
+        """Delete every segment (a crash part way leaves a prefix or an empty log at 0: the
+        replica is found behind again), then create an empty one based at ``offset``."""
+        self.log.restart_at(offset)
 
     def compact(self, upto: int | None = None) -> int:
         """Rewrite sealed segments with superseded records made hollow (the active segment
