@@ -195,7 +195,11 @@ class ReplicatedQueue:
         return self._snapshots.write(self.machine, self.log, KEY)
 
     def _install(self, machine: QueueMachine) -> None:
-        """Replace the applied state with a leader's snapshot (already durable here)."""
+        """Make a leader's snapshot this node's state: durable first, then applied (never
+        backwards: a node applies only committed records, below any leader's log start)."""
+        if machine.applied <= self.machine.applied:
+            return
+        self._snapshots.install(machine)
         self.machine = machine
         self._wake_all()
 

@@ -196,6 +196,4 @@ class LogBroker(ClusterBroker):
         return await super().handle(source, message)
 
     async def _before_log_restart(self, key: tuple[str, int], leader: str, start: int) -> None:
-        machine = await self._snapshots.fetch(self, leader, start)
-        self._snapshots.install(machine)
-        self._install(machine)
+        self._install(await self._snapshots.fetch(self, leader, start))
