@@ -54,8 +54,11 @@ def test_each_move_is_taken_or_refused_as_the_table_says(
         assert life.state is source  # an illegal move leaves the state as it was
 
 
-async def _exchange(data: bytes) -> tuple[list[list[Any]], list[Any]]:
-    """Send ``data`` raw to a listener; the frames it sent back and the messages it handled."""
+async def _exchange(
+    data: bytes, counters: dict[str, int] | None = None
+) -> tuple[list[list[Any]], list[Any]]:
+    """Send ``data`` raw to a listener; the frames it sent back and the messages it handled
+    (and its counters, into ``counters`` if given)."""
     handled: list[Any] = []
 
     async def record(source: str, message: Any) -> Any:
@@ -76,6 +79,8 @@ async def _exchange(data: bytes) -> tuple[list[list[Any]], list[Any]]:
                 frames.extend(decoder.feed(chunk))
         finally:
             writer.close()
+        if counters is not None:
+            counters.update(server.counters)
         return frames, handled
     finally:
         await server.close()
@@ -104,3 +109,65 @@ def test_an_open_connection_refuses_a_second_hello() -> None:
     assert frames[-1][0] is FrameKind.GOAWAY
     assert isinstance(error_from_wire(frames[-1][1]), PeerError)
     assert "after hello" not in handled  # nothing after the bad frame is run
+
+
+def test_a_connection_closed_by_a_goaway_handles_nothing_after_it() -> None:
+    before = encode_frame([FrameKind.REQUEST, 1, "before close"])
+    goaway = encode_frame([FrameKind.GOAWAY, None])
+    out_of_order = encode_frame([FrameKind.WELCOME, "not the dialer's to send"])
+    after = encode_frame([FrameKind.REQUEST, 2, "after close"])
+    counters: dict[str, int] = {}
+    data = HELLO + before + goaway + out_of_order + after
+    frames, handled = asyncio.run(asyncio.wait_for(_exchange(data, counters), 30))
+    assert frames[0][0] is FrameKind.WELCOME
+    assert "after close" not in handled
+    assert counters.get("peer_errors", 0) == 0  # the WELCOME after close was never looked at
+
+
+async def _refused_then(
+    later: bytes, counters: dict[str, int]
+) -> tuple[list[list[Any]], list[Any]]:
+    """Greet with a REQUEST (refused: GOAWAY, the listener lingers closed), wait for the GOAWAY,
+    then send ``later`` in a separate segment while the listener still lingers."""
+    handled: list[Any] = []
+
+    async def record(source: str, message: Any) -> Any:
+        handled.append(message)
+        return message
+
+    server = TcpTransport("b")
+    await server.start()
+    server.serve(record)
+    try:
+        assert server.address is not None
+        reader, writer = await asyncio.open_connection(*server.address)
+        decoder, frames = FrameDecoder(), []
+        try:
+            writer.write(encode_frame([FrameKind.REQUEST, 1, "before hello"]))
+            while not frames:
+                chunk = await asyncio.wait_for(reader.read(65536), 10)
+                assert chunk, "closed before the GOAWAY"
+                frames.extend(decoder.feed(chunk))
+            writer.write(later)
+            await writer.drain()
+            writer.write_eof()
+            while chunk := await asyncio.wait_for(reader.read(65536), 10):
+                frames.extend(decoder.feed(chunk))
+        except ConnectionError:
+            pass  # the listener may have closed for good meanwhile: nothing was handled
+        finally:
+            writer.close()
+        await asyncio.sleep(0.05)  # a handler started by the late frames would have run
+        counters.update(server.counters)
+        return frames, handled
+    finally:
+        await server.close()
+
+
+def test_a_closed_connection_drops_frames_that_arrive_later() -> None:
+    later = HELLO + encode_frame([FrameKind.REQUEST, 2, "after close"])
+    counters: dict[str, int] = {}
+    frames, handled = asyncio.run(asyncio.wait_for(_refused_then(later, counters), 30))
+    assert [frame[0] for frame in frames] == [FrameKind.GOAWAY]  # no WELCOME for the late HELLO
+    assert handled == []
+    assert counters["peer_errors"] == 1  # the greeting REQUEST; the late frames were dropped
