@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded, Unavailable
 from blocks.inference.admission import AdmissionConfig, AdmissionController
 from blocks.inference.engine import LLMEngine, join_deltas
+from blocks.inference.metrics import EngineMetrics
 from blocks.inference.params import Completion, SamplingParams, TokenDelta
+from blocks.inference.tokenizer import TokenizerLike
 
 __all__ = ["AsyncEngine"]
 
@@ -81,6 +83,23 @@ class AsyncEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------------ what it serves
+
+    @property
+    def tokenizer(self) -> TokenizerLike:
+        """The served model's tokenizer (chat templates, decoding)."""
+        return self.engine.tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids the served model knows."""
+        return self.engine.model.config.vocab_size
+
+    @property
+    def metrics(self) -> EngineMetrics:
+        """The engine's metrics, shared with the server that counts its HTTP rejections."""
+        return self.engine.metrics
 
     # ------------------------------------------------------------------ requests
 

@@ -12,6 +12,9 @@ API keys: when the server has any, every ``/v1`` request needs ``Authorization: 
 budgets and fairness. Admission refusals become 429 with ``Retry-After`` (whole seconds,
 rounded up) and ``retry-after-ms``, which OpenAI's client reads before retrying.
 
+Time comes from the injected ``clock`` (wall time by default): an answer's ``created`` is its
+wall-clock second, and the access log's durations are monotonic.
+
 Each connection's requests are read ahead by a ``connection.RequestReader`` (keep-alive and
 pipelining: answers go out one after another, in request order). While a request generates,
 the handler watches the reader's ``gone`` event, never the socket itself: end-of-stream means
@@ -32,10 +35,10 @@ import hmac
 import itertools
 import logging
 import math
-import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
 from blocks.inference import openai_api as oa
 from blocks.inference.async_engine import AsyncEngine
@@ -61,8 +64,10 @@ class InferenceServer:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ServerLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
+        self.clock: Clock = clock if clock is not None else SystemClock()  # wall: ``created``
         self.model_name = model_name
         self.api_keys = tuple(api_keys)
         self.host = host
@@ -97,7 +102,7 @@ class InferenceServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        metrics = self.engine.engine.metrics
+        metrics = self.engine.metrics
         if len(self._connections) >= self.limits.max_connections:
             metrics.count_http_rejection("too_many_connections")
             body = oa.error_body(
@@ -125,10 +130,10 @@ class InferenceServer:
                     metrics.count_http_rejection(item.reason)
                     await write_json(writer, item.status, _http_error_body(item), keep_alive=False)
                     break
-                started = time.monotonic()
+                started = self.clock.monotonic()
                 keep_open = await self._handle(item, requests, writer)
                 if access_log.isEnabledFor(logging.INFO):  # blocks <block> serve --access-log
-                    elapsed_ms = (time.monotonic() - started) * 1000
+                    elapsed_ms = (self.clock.monotonic() - started) * 1000
                     access_log.info("%s %s %.1fms", item.head.method, item.head.path, elapsed_ms)
                 if not keep_open or not item.head.keep_alive:
                     break
@@ -154,7 +159,7 @@ class InferenceServer:
                 await write_json(writer, 200, {"status": "ok"})
                 return True
             if head.path == "/metrics" and head.method == "GET":
-                data = self.engine.engine.metrics.exposition()
+                data = self.engine.metrics.exposition()
                 await write_json(writer, 200, data, content_type="text/plain; version=0.0.4")
                 return True
             api_key = self._authenticate(request)
@@ -177,12 +182,12 @@ class InferenceServer:
             await write_json(writer, error.status, error.body())
             return True
         except HttpError as error:  # a body that is not acceptable JSON; framing is intact
-            self.engine.engine.metrics.count_http_rejection(error.reason)
+            self.engine.metrics.count_http_rejection(error.reason)
             await write_json(writer, error.status, _http_error_body(error))
             return True
         except Exception:  # our bug: the client still gets an answer, then the connection closes
             log.exception("inference request failed: %s %s", head.method, head.path)
-            self.engine.engine.metrics.count_http_rejection("internal_error")
+            self.engine.metrics.count_http_rejection("internal_error")
             body = oa.error_body("internal server error", "server_error", code="internal_error")
             await write_json(writer, 500, body, keep_alive=False)
             return False
@@ -215,7 +220,7 @@ class InferenceServer:
     ) -> bool:
         body = request.json()
         chat = request.head.path == "/v1/chat/completions"
-        tokenizer = self.engine.engine.tokenizer
+        tokenizer = self.engine.tokenizer
         if chat:
             messages, parsed = oa.parse_chat(body)
             try:
@@ -232,13 +237,14 @@ class InferenceServer:
                 param="model",
                 code="model_not_found",
             )
-        oa.check_vocabulary(parsed.params, self.engine.engine.model.config.vocab_size)
+        oa.check_vocabulary(parsed.params, self.engine.vocab_size)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{next(self._ids)}"
         streams = [
             self.engine.stream(prompt, params, api_key=api_key, priority=parsed.priority)
             for params in parsed.choice_params()
         ]
-        answer = Answer(rid, chat, self.model_name, parsed, tokenizer.decode, int(time.time()))
+        created = self.clock.now_ms() // 1000
+        answer = Answer(rid, chat, self.model_name, parsed, tokenizer.decode, created)
         events = EventStream(writer, request.head)
         work = asyncio.create_task(self._respond(answer, streams, writer, events))
         watcher = asyncio.create_task(requests.gone.wait())
@@ -256,7 +262,7 @@ class InferenceServer:
             return False
         if work.exception() is not None and events.started:  # too late for an error status
             log.error("inference stream failed", exc_info=work.exception())
-            self.engine.engine.metrics.count_http_rejection("internal_error")
+            self.engine.metrics.count_http_rejection("internal_error")
             return False
         return work.result() and (not parsed.stream or events.keep_alive)
 
