@@ -10,9 +10,11 @@ Three contenders hold the same corpus and answer the same batches of queries:
 
 Each setting is a faiss factory string for the whole index and one for a shard, with the
 search parameter each takes: ``Flat`` (exact, where the merged answer must equal brute force)
-and IVF, where a shard holding a quarter of the vectors gets a quarter of the lists and a
-quarter of the probes (rounded up), so a query scans about as many vectors in all as the
-unsharded index does. Recall@10 of every contender is measured against the float64 truth, and
+and IVF, where a shard holding a quarter of the vectors gets a quarter of the lists and, to
+start with, a quarter of the probes (rounded up), so a query scans about as many vectors in all
+as the unsharded index does; the shards' probes are then raised one at a time until the
+cluster's recall is at least the single index's (``_match_recall``), so both are timed at the
+same recall. Recall@10 of every contender is measured against the float64 truth, and
 for ``Flat`` the rows whose id set differs from the truth are counted.
 
 Shard processes run with ``OMP_NUM_THREADS`` = ``shard_threads`` (default 1): four shards on
@@ -74,7 +76,7 @@ def cluster_settings(nlist: int, nprobe: int) -> list[ClusterSetting]:
     return [
         ClusterSetting("Flat (exact)", "Flat", "Flat"),
         ClusterSetting(
-            f"IVF{nlist} nprobe={nprobe} (shards IVF{shard_nlist} nprobe={shard_nprobe})",
+            f"IVF{nlist} nprobe={nprobe} (shards IVF{shard_nlist})",
             f"IVF{nlist},Flat",
             f"IVF{shard_nlist},Flat",
             nprobe,
@@ -117,6 +119,7 @@ class _Started:
     search: Callable[[np.ndarray], np.ndarray]
     processes: list[subprocess.Popen[str]]
     closers: list[Callable[[], None]]
+    nprobe: int | None = None  # the cluster's per-shard nprobe, raised to match recall
 
 
 def _in_process(setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any) -> _Started:
@@ -174,12 +177,33 @@ def _cluster(
     _load(client, corpus, train if setting.trained else None)
 
     def search(queries: np.ndarray) -> np.ndarray:
-        result = client.search(queries, 10, nprobe=setting.shard_nprobe)
+        result = client.search(queries, 10, nprobe=started.nprobe)
         assert not result.partial, "a complete cluster answered partially"
         ids: np.ndarray = result.ids
         return ids
 
-    return _Started(search, processes, [client.close])
+    started = _Started(search, processes, [client.close], setting.shard_nprobe)
+    return started
+
+
+def _match_recall(
+    cluster: _Started,
+    setting: ClusterSetting,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    target: float,
+    recall: Callable[[np.ndarray, np.ndarray], float],
+) -> np.ndarray:
+    """Raise the shards' nprobe from a quarter of the single index's until the cluster's recall
+    is at least ``target`` (the single index's), so the two are timed at the same recall;
+    stops at the single index's nprobe. Returns the cluster's answers at the chosen nprobe."""
+    ids = cluster.search(queries)
+    if setting.shard_nprobe is None or setting.nprobe is None:
+        return ids
+    while recall(ids, truth) < target and (cluster.nprobe or 0) < setting.nprobe:
+        cluster.nprobe = (cluster.nprobe or 0) + 1
+        ids = cluster.search(queries)
+    return ids
 
 
 def _stop(started: _Started) -> None:
@@ -230,7 +254,12 @@ def cluster_part(
         started = {label: build() for label, build in builders.items()}
         progress(f"{name} processes: {setting.label} loaded")
         try:
-            answers = {label: s.search(queries) for label, s in started.items()}
+            answers = {label: s.search(queries) for label, s in started.items() if label != CLUSTER}
+            target = recall(answers[IN_PROCESS], truth)
+            answers[CLUSTER] = _match_recall(
+                started[CLUSTER], setting, queries, truth, target, recall
+            )
+            shard_nprobe = started[CLUSTER].nprobe
             contenders = [
                 Contender(
                     label,
@@ -258,7 +287,8 @@ def cluster_part(
             ids = answers[result.contender]
             summary.append(
                 {
-                    "setting": setting.label,
+                    "setting": setting.label
+                    + (f", shards nprobe={shard_nprobe}" if shard_nprobe else ""),
                     "contender": result.contender,
                     "recall@10": recall(ids, truth),
                     "rows differing from float64 truth": _differs(ids, truth),
