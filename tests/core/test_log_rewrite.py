@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -235,3 +236,32 @@ def test_a_power_cut_during_rewrite_segment_leaves_it_old_or_new(tmp_path: Path)
     assert outcomes[0] == old and outcomes[-1] != old
     for outcome in outcomes:
         assert outcome in (old, outcomes[-1])
+
+
+def test_a_group_commit_fsync_in_flight_during_a_cut_claims_nothing_past_the_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = SegmentLog(
+        tmp_path, segment_bytes_max=SEGMENT_BYTES, fsync="batch", batch_delay_ms=10_000
+    )
+    log.append_many([record(i) for i in range(10)])  # the window never passes: not fsynced
+    entered, release = threading.Event(), threading.Event()
+    real = getattr(os, "fdatasync", os.fsync)
+
+    def gated(descriptor: int) -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", gated)
+    commit = threading.Thread(target=log._sync_for_commit)  # the group commit's worker
+    commit.start()
+    assert entered.wait(10)
+    cut = threading.Thread(target=log.truncate_from, args=(4,))
+    cut.start()
+    release.set()
+    cut.join(10)
+    commit.join(10)
+    assert (log.next_offset, log.durable_offset) == (4, 4)
+    log.close()

@@ -125,6 +125,7 @@ class SegmentLog:
             raise
         self._records_appended = 0
         self._bytes_appended = 0
+        self._cuts = 0  # tail cuts and restarts so far (an fsync begun before one is stale)
         self._closed = False
         if commit_group is None:  # a group of one; no window under "always" (see module docs)
             delay_ms = 0.0 if self.config.fsync == "always" else self.config.batch_delay_ms
@@ -356,10 +357,13 @@ class SegmentLog:
             active, target = self._active, self._active.segment.next_offset
             if target <= self._durable_offset:
                 return self._durable_offset
+            cuts = self._cuts
         active.fsync(self._fail)  # skipped if rolled or closed: both fsynced it first
         with self._lock:
             if self._failure is not None:
                 self._check_usable()
+            if cuts != self._cuts:  # the tail was cut meanwhile: target may not exist now
+                return self._durable_offset
             self._durable_offset = max(self._durable_offset, target)
             self._last_sync_s = self._clock.monotonic()
             return self._durable_offset
@@ -488,6 +492,7 @@ class SegmentLog:
                 position = target.size
             else:
                 raise Corruption(f"record {offset} is missing from {target.path}")
+            self._cuts += 1
             self._active.close()
             self._readers.close_all()
             try:
@@ -518,6 +523,7 @@ class SegmentLog:
             if not 0 <= offset < OFFSET_END:
                 raise InvalidArgument(f"offset {offset} is out of range")
             self.sync()
+            self._cuts += 1
             self._active.close()
             self._readers.close_all()
             interval = self.config.index_interval_bytes
