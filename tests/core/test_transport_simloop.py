@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -69,6 +70,38 @@ def test_wait_for_times_out_in_virtual_time() -> None:
         return sim.clock.monotonic()
 
     assert run_simulation(main, seed=0) == pytest.approx(2.5)
+
+
+def test_work_handed_to_a_thread_runs_inline_in_call_order() -> None:
+    """``to_thread`` (group commit's fsync rounds use it) works in a simulation: the function
+    runs on the loop's thread at once, so a seed decides everything; errors reach the caller."""
+
+    async def main(sim: Simulation) -> tuple[list[str], float, str]:
+        order: list[str] = []
+
+        def work(name: str) -> str:
+            order.append(f"{name}@{threading.current_thread().name}")
+            if name == "bad":
+                raise ValueError("refused")
+            return name
+
+        async def task(name: str, delay_s: float) -> str:
+            await asyncio.sleep(delay_s)
+            return await asyncio.to_thread(work, name)
+
+        results = await asyncio.gather(task("b", 0.2), task("a", 0.1))
+        try:
+            await asyncio.to_thread(work, "bad")
+        except ValueError as error:
+            message = str(error)
+        order.extend(results)
+        return order, sim.clock.monotonic(), message
+
+    main_thread = threading.current_thread().name
+    order, elapsed_s, message = run_simulation(main, seed=3)
+    assert order == [f"a@{main_thread}", f"b@{main_thread}", f"bad@{main_thread}", "b", "a"]
+    assert elapsed_s == pytest.approx(0.2)
+    assert message == "refused"
 
 
 def test_a_program_waiting_forever_is_a_deadlock() -> None:

@@ -16,9 +16,12 @@ order they were set, as in any asyncio loop; ``MemoryNetwork`` orders its own de
 
 Limits, stated so nobody is surprised:
 
-* Threads cannot wake the loop on their own schedule (``run_in_executor``, ``to_thread``,
-  DNS lookups): a simulation must not use them. When nothing is ready and no timer is
-  scheduled the loop raises ``SimulationDeadlock`` rather than wait forever.
+* Threads cannot wake the loop on their own schedule, so the loop has none: a function
+  handed to ``run_in_executor`` (and so ``asyncio.to_thread``, which group commit uses for
+  its fsync rounds) runs at once on the loop's own thread, in call order, and its future is
+  already done when returned. Such a function must not wait for the loop. When nothing is
+  ready and no timer is scheduled the loop raises ``SimulationDeadlock`` rather than wait
+  forever.
 * Real sockets are polled without blocking, so they work but are not deterministic.
 * ``time_limit_s`` bounds virtual time; passing it raises ``SimulationTimeLimit``.
 
@@ -33,8 +36,9 @@ import asyncio
 import random
 import selectors
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from blocks.core.errors import BlocksError, InvalidArgument
 from blocks.core.memory_network import MemoryNetwork
@@ -51,6 +55,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 DEFAULT_TIME_LIMIT_S = 7 * 24 * 3600.0
 """Default bound on simulated time (one week): a livelocked retry loop stops here."""
@@ -153,6 +158,18 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self.clock.monotonic()
+
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[*Ts], T], *args: *Ts
+    ) -> asyncio.Future[T]:
+        """Run ``func`` now, inline (see the module's limits): a worker thread's finish would
+        reach the loop at a moment no seed decides."""
+        future: asyncio.Future[T] = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except Exception as error:  # handed to the awaiting task, as a thread's would be
+            future.set_exception(error)
+        return future
 
 
 @dataclass(frozen=True, slots=True)
