@@ -40,7 +40,7 @@ Our IVF and HNSW wrap faiss, so "ours vs raw faiss" at one parameter measures ou
 overhead (id translation, filters, locking), not a different algorithm. Outputs:
 ``<out>/search/<part>-curve.{md,json,png,svg}``, ``<part>-goal.json``, ``<part>-processes.*``
 and ``<out>/search/<part>/results.*``. ``--quick`` (20k vectors, 1k texts) takes about two
-minutes; the full defaults (200k x 128, 5k texts) about 20 on two quiet cores.
+minutes; the full defaults (200k x 128, 5k texts) about 15 on two quiet cores.
 
 Requirements (installed by whoever runs the benchmark, never by the tests)::
 
