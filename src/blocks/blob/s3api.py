@@ -24,19 +24,25 @@ Requests use path-style addressing (``/bucket/key``), which boto3 picks for an I
 the aws CLI accepts with ``addressing_style = path``. Authentication is a SigV4 header, a
 SigV4 presigned URL or a SigV2 presigned URL (``sigv4``, ``sigv2``); who may do what to a
 bucket (owners, admin keys, the private/public-read policy, anonymous reads) is decided
-from the head alone, also before the body is read (``s3access``). This module routes
-service and bucket operations; object operations are in ``s3objects`` (and ``s3copy``), and
-an operation not served answers S3's ``NotImplemented`` before anything changes
-(``s3ops``; docs/blob.md has the table).
+from the head alone (``s3access``): before a body of more than
+``ACCESS_DEFERRED_BODY_BYTES_MAX`` is read (or ``100 Continue`` sent for it), and for an
+empty or small body in the request's first worker-thread trip, just before its store call,
+so a small request makes one trip, not two. Either way nothing is read from or changed in
+the store before it, and a refused request gets the same error as if it had been first.
+This module routes service and bucket operations; object operations are in ``s3objects``
+(and ``s3copy``), and an operation not served answers S3's ``NotImplemented`` before
+anything changes (``s3ops``; docs/blob.md has the table).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore
@@ -62,7 +68,7 @@ from blocks.blob.s3xml import (
     http_date,
 )
 from blocks.blob.sigv2 import verify_presigned_v2
-from blocks.blob.sigv4 import S3AuthError, verify_presigned, verify_request
+from blocks.blob.sigv4 import S3AuthError, SigningContext, verify_presigned, verify_request
 from blocks.blob.store import OBJECT_BYTES_MAX
 from blocks.blob.streaming import (
     STREAM_PIECE_BYTES,
@@ -78,7 +84,15 @@ from blocks.core.errors import BlocksError, InvalidArgument
 __all__ = ["S3Config", "S3Handler", "parse_range"]
 
 SHARD_BODY_BYTES_MAX = 80 * 1024 * 1024
+ACCESS_DEFERRED_BODY_BYTES_MAX = 64 * 1024
+"""A request whose declared body is at most this long has its access check run in its
+first store call (its body may be read before); any other request has it before its body
+is read, and before ``100 Continue`` (see ``_handle``)."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+T = TypeVar("T")
+_PENDING_ACCESS: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "blob_pending_access", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +134,7 @@ class S3Handler(ObjectOps, BucketOps):
             raise InvalidArgument("several access keys need a store that keeps bucket owners")
         self.clock: Clock = clock or SystemClock()
         self._request_ids = itertools.count(1)
-        self.workers = Workers(self.config.uploads_max)
+        self.workers: Workers = _AccessWorkers(self.config.uploads_max)
         self.bodies_too_large = 0
         """Requests refused because their declared body was over the limit."""
         self.aws_chunked_bodies = 0
@@ -197,8 +211,40 @@ class S3Handler(ObjectOps, BucketOps):
                 self.clock.now_ms(),
             )
             principal = context.access_key
-        if self.config.credentials:
-            await self._check_access(head, principal)
+        check = self._access_check(head, principal) if self.config.credentials else None
+        if check is None:
+            return await self._serve(head, send_continue, body, context, principal)
+        if not _defers_access(head, body):
+            await self.workers.run(check)
+            return await self._serve(head, send_continue, body, context, principal)
+        # The check runs first in the request's first worker call (``_AccessWorkers``):
+        # one thread trip, not two. Whatever fails before that call still answers as if the
+        # check had run first, so a refused caller learns nothing else.
+        token = _PENDING_ACCESS.set(check)
+        try:
+            response = await self._serve(head, send_continue, body, context, principal)
+        except Exception:
+            if _PENDING_ACCESS.get() is not None:
+                _PENDING_ACCESS.set(None)
+                await self.workers.run(check)
+            raise
+        finally:
+            pending = _PENDING_ACCESS.get()
+            _PENDING_ACCESS.reset(token)
+        if pending is not None:  # answered without the store: still the caller's to ask
+            await self.workers.run(pending)
+        return response
+
+    async def _serve(
+        self,
+        head: RequestHead,
+        send_continue: Callable[[], Awaitable[None]],
+        body: RequestBody,
+        context: SigningContext | None,
+        principal: str | None,
+    ) -> Response:
+        """The request past authentication and the access check (or with the check
+        pending: see ``_handle``)."""
         refuse_encryption(head.headers)
         stream = streamable(head, body)
         limit = self.config.object_bytes_max if stream else self.config.body_bytes_max
@@ -256,25 +302,30 @@ class S3Handler(ObjectOps, BucketOps):
         admins = self.config.admins
         return principal is not None and (admins is None or principal in admins)
 
-    async def _check_access(self, head: RequestHead, principal: str | None) -> None:
-        """Refuse a request its caller may not make (``s3access.decide``), before its body
-        is read. Without a store that keeps owners, every signed key may do anything."""
+    def _access_check(self, head: RequestHead, principal: str | None) -> Callable[[], None] | None:
+        """The access rule for a request (``s3access.decide``) as a function to run in a
+        worker thread (it takes the store lock), or ``None`` when it was decided here
+        without the store. Without a store that keeps owners, every signed key may do
+        anything."""
         bucket, _, key = head.path.lstrip("/").partition("/")
         query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
         action = classify(head.method, bucket, key, query)
         store = self.access_store
         if store is None:
             decide(principal, True, action, None)
-            return
-        access = None
+            return None
         admin = self._is_admin(principal)
-        if action not in (Action.LIST_BUCKETS, Action.CREATE_BUCKET):
-            access = await self.workers.run(store.bucket_access, bucket)
-        decide(principal, admin, action, access)
-        if key and head.method == "PUT" and "x-amz-copy-source" in head.headers:
-            source_bucket = copy_source(head)[0]  # a copy reads its source: READ there too
-            source_access = await self.workers.run(store.bucket_access, source_bucket)
-            decide(principal, admin, Action.READ, source_access)
+        if action in (Action.LIST_BUCKETS, Action.CREATE_BUCKET):
+            decide(principal, admin, action, None)
+            return None
+        copies = bool(key) and head.method == "PUT" and "x-amz-copy-source" in head.headers
+
+        def check() -> None:
+            decide(principal, admin, action, store.bucket_access(bucket))
+            if copies:  # a copy reads its source: READ there too
+                decide(principal, admin, Action.READ, store.bucket_access(copy_source(head)[0]))
+
+        return check
 
     async def _route(
         self,
@@ -341,6 +392,39 @@ class S3Handler(ObjectOps, BucketOps):
             raise S3RequestError("NotImplemented", "only canned bucket ACLs are served", 501)
         await self.workers.run(store.set_bucket_acl, bucket, acl)
         return Response(200)
+
+
+class _AccessWorkers(Workers):
+    """``Workers`` whose next call in a request runs that request's pending access check
+    first, in the same worker thread (``_handle``)."""
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        check = _PENDING_ACCESS.get()
+        if check is None:
+            return await super().run(function, *args)
+        _PENDING_ACCESS.set(None)
+        return await super().run(_checked, check, function, *args)
+
+    async def run_upload(self, function: Callable[..., T], *args: object) -> T:
+        check = _PENDING_ACCESS.get()
+        if check is None:
+            return await super().run_upload(function, *args)
+        _PENDING_ACCESS.set(None)
+        return await super().run_upload(_checked, check, function, *args)
+
+
+def _checked(check: Callable[[], None], function: Callable[..., T], *args: object) -> T:
+    check()
+    return function(*args)
+
+
+def _defers_access(head: RequestHead, body: RequestBody) -> bool:
+    """Whether the access check may wait for the request's first store call: the body is
+    empty or small (declared), so reading it first costs the server at most a few KiB and
+    shows a refused caller nothing: it gets the same error, before the store is touched.
+    (boto3 sends ``Expect: 100-continue`` with every PUT, so waiting for the check before
+    ``100 Continue`` would cost each small PUT a trip of its own.)"""
+    return body.length is not None and body.length <= ACCESS_DEFERRED_BODY_BYTES_MAX
 
 
 def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:
