@@ -9,9 +9,9 @@ the next record would take it past ``segment_bytes_max``. Every record is framed
 its length, its offset and an xxh3-64 checksum (``log_format`` documents it byte by byte).
 ``truncate_before`` deletes whole segments below an offset: that is retention.
 ``truncate_from`` cuts the tail, ``restart_at`` empties the log at a later offset, and
-``rewrite_segment`` replaces a sealed segment's records
-at the same offsets (compaction); ``log_rewrite`` says how each survives a crash. No code
-outside the log touches its files.
+``rewrite_segment`` replaces a sealed segment's records at the same offsets (compaction);
+``log_rewrite`` holds them and says how each survives a crash. No code outside the log touches
+its files. Reads and iteration are in ``log_reads``.
 
 Durability is explicit. A record is *acknowledged durable* when one of these returns:
 
@@ -45,20 +45,11 @@ from __future__ import annotations
 
 import os
 import threading
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import (
-    Corruption,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Overloaded,
-    StorageError,
-    storage_error,
-)
+from blocks.core.errors import InvalidArgument, Overloaded
 from blocks.core.log_commit import GroupCommitter
 from blocks.core.log_config import (
     FsyncPolicy,
@@ -69,10 +60,10 @@ from blocks.core.log_config import (
     as_offset,
     as_payloads,
 )
-from blocks.core.log_format import HEADER_BYTES, OFFSET_END, encode_frame
+from blocks.core.log_format import HEADER_BYTES, encode_frame
 from blocks.core.log_recovery import RecoveryReport, open_segments
-from blocks.core.log_rewrite import cut_file, delete_newest_first, write_segment_file
-from blocks.core.log_segment import DescriptorCache, Segment
+from blocks.core.log_rewrite import LogSurgery
+from blocks.core.log_segment import DescriptorCache
 from blocks.core.log_storage import ActiveFile, StorageCounters, fsync_directory, fsync_path
 
 __all__ = ["FsyncPolicy", "LogConfig", "LogStats", "RecoveryReport", "SegmentLog"]
@@ -80,8 +71,13 @@ __all__ = ["FsyncPolicy", "LogConfig", "LogStats", "RecoveryReport", "SegmentLog
 _OPEN_SEGMENTS_MAX = 32  # read-only descriptors of older segments kept open
 
 
-class SegmentLog:
-    """A durable, segmented, append-only sequence of byte records with dense offsets."""
+class SegmentLog(LogSurgery):
+    """A durable, segmented, append-only sequence of byte records with dense offsets.
+
+    Its reads (``read``, ``iter_from``) are in ``log_reads``, its tail cuts, restarts and
+    segment rewrites (``truncate_from``, ``restart_at``, ``rewrite_segment``,
+    ``segment_bases``) in ``log_rewrite``; both work on the fields set here.
+    """
 
     def __init__(
         self,
@@ -141,9 +137,9 @@ class SegmentLog:
         segments, self.recovery = open_segments(
             self.directory, self.config.index_interval_bytes, self._syncs, self._counters
         )
-        self._segments: list[Segment] = segments
+        self._segments = segments
         self._bases = [segment.base_offset for segment in segments]
-        self._damaged: list[tuple[int, int]] = sorted(self.recovery.damaged)
+        self._damaged = sorted(self.recovery.damaged)
         self._readers = DescriptorCache(_OPEN_SEGMENTS_MAX)
         self._active = ActiveFile(segments[-1], self._counters)
         if self._syncs:  # recovery fsynced every segment
@@ -316,6 +312,8 @@ class SegmentLog:
         if self._syncs:
             self._sync_directory()
 
+    # -- durability ------------------------------------------------------------------------
+
     def _sync_directory(self) -> None:
         self._directory_dirty = False
         fsync_directory(self.directory, self._counters)
@@ -323,12 +321,6 @@ class SegmentLog:
     def _fail(self, error: OSError) -> None:
         """Refuse all further work: after a failed fsync the page cache cannot be trusted."""
         self._failure = error
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise FailedPrecondition(f"log {self.directory} is closed")
-        if self._failure is not None:
-            raise FailedPrecondition(f"log {self.directory} failed ({self._failure}); reopen it")
 
     def sync(self) -> int:
         """Make every record appended so far durable; return the new ``durable_offset``.
@@ -368,71 +360,6 @@ class SegmentLog:
             self._last_sync_s = self._clock.monotonic()
             return self._durable_offset
 
-    # -- reading ---------------------------------------------------------------------------
-
-    def read(self, offset: int) -> bytes:
-        """Return the record at ``offset``.
-
-        Raises ``NotFound`` below ``first_offset`` or at/after ``next_offset``, ``Corruption``
-        for an offset in a damaged range or whose bytes fail their checksum.
-        """
-        offset = as_offset(offset)
-        with self._lock:
-            self._check_usable()
-            segment = self._segment_for(offset)
-            return segment.read(self._descriptor(segment), offset)
-
-    def iter_from(self, offset: int) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(offset, record)`` from ``offset`` up to the end, including later appends.
-
-        Reads in chunks of about 1 MiB under the lock, yielding outside it. Raises like
-        ``read`` (``NotFound`` if retention removes the segment being read).
-        """
-        offset = as_offset(offset)
-        with self._lock:
-            self._check_usable()
-            next_offset = self._active.segment.next_offset
-            if not self._bases[0] <= offset <= next_offset:  # raised now, not at next()
-                raise NotFound(f"offset {offset} is outside [{self._bases[0]}, {next_offset}]")
-        return self._iterate(offset)
-
-    def _iterate(self, offset: int) -> Iterator[tuple[int, bytes]]:
-        cursor: tuple[Segment, int] | None = None  # (segment, position of ``offset``)
-        while True:
-            with self._lock:
-                self._check_usable()
-                if offset >= self._active.segment.next_offset:
-                    return
-                segment = self._segment_for(offset)
-                descriptor = self._descriptor(segment)
-                if cursor is None or cursor[0] is not segment:
-                    cursor = (segment, segment.position_of(descriptor, offset))
-                end = segment.next_offset
-                for start, _ in self._damaged:
-                    if offset < start < end:
-                        end = start
-                records, position = segment.read_run(descriptor, cursor[1], offset, end)
-                cursor = (segment, position)
-            yield from records
-            offset = records[-1][0] + 1
-
-    def _segment_for(self, offset: int) -> Segment:
-        next_offset = self._active.segment.next_offset
-        if not self._bases[0] <= offset < next_offset:
-            raise NotFound(f"offset {offset} is outside [{self._bases[0]}, {next_offset})")
-        for start, end in self._damaged:
-            if start <= offset < end:
-                raise Corruption(f"record {offset} is in a damaged range [{start}, {end})")
-        segment = self._segments[bisect_right(self._bases, offset) - 1]
-        if offset >= segment.next_offset:  # an older segment that ended early
-            raise Corruption(f"record {offset} is missing from {segment.path}")
-        return segment
-
-    def _descriptor(self, segment: Segment) -> int:
-        if segment is self._active.segment:
-            return self._active.descriptor
-        return self._readers.get(segment.path)
-
     # -- retention and lifecycle -----------------------------------------------------------
 
     def truncate_before(self, offset: int) -> int:
@@ -460,123 +387,6 @@ class SegmentLog:
                 if self._syncs:
                     self._sync_directory()
             return self._bases[0]
-
-    @property
-    def segment_bases(self) -> tuple[int, ...]:
-        """Base offsets of the segments, oldest first; the last is the active segment."""
-        with self._lock:
-            return tuple(self._bases)
-
-    def truncate_from(self, offset: int) -> int:
-        """Remove every record at ``offset`` or later; return ``next_offset`` (now ``offset``).
-
-        Durable on return under every policy; a crash part way leaves a prefix of the log
-        (``log_rewrite``). For a replica cutting a divergent tail: the caller has no appends in
-        flight. Raises ``InvalidArgument`` outside ``[first_offset, next_offset]`` and
-        ``Corruption`` for an offset in a damaged range, with nothing changed.
-        """
-        offset = as_offset(offset)
-        with self._lock:
-            self._check_usable()
-            if not self._bases[0] <= offset <= self._active.segment.next_offset:
-                raise InvalidArgument(f"offset {offset} is outside the log")
-            if offset == self._active.segment.next_offset:
-                return offset
-            self.sync()
-            keep = bisect_right(self._bases, offset) - 1
-            target = self._segments[keep]
-            if offset < target.next_offset:
-                self._segment_for(offset)  # Corruption in a damaged range
-                position = target.position_of(self._descriptor(target), offset)
-            elif offset == target.next_offset:
-                position = target.size
-            else:
-                raise Corruption(f"record {offset} is missing from {target.path}")
-            self._cuts += 1
-            self._active.close()
-            self._readers.close_all()
-            try:
-                paths = [segment.path for segment in self._segments[keep + 1 :]]
-                delete_newest_first(self.directory, paths, self._counters)
-                del self._segments[keep + 1 :], self._bases[keep + 1 :]
-                cut_file(target.path, position, self._counters)
-                target.cut(offset, position)
-                self._active = ActiveFile(target, self._counters)
-            except OSError as error:
-                self._fail(error)
-                raise storage_error(error, f"truncating {self.directory}") from error
-            self._damaged = [(s, min(e, offset)) for s, e in self._damaged if s < offset]
-            self._durable_offset = offset
-            return offset
-
-    def restart_at(self, offset: int) -> None:
-        """Drop every record and go on empty at ``offset``: a replica whose leader's log
-        starts where this one has no records.
-
-        The segments are deleted newest first, each deletion durable, then the empty segment
-        for ``offset`` is created and made durable: a crash part way leaves a prefix of the
-        log, or an empty log at 0.
-        """
-        offset = as_offset(offset)
-        with self._lock:
-            self._check_usable()
-            if not 0 <= offset < OFFSET_END:
-                raise InvalidArgument(f"offset {offset} is out of range")
-            self.sync()
-            self._cuts += 1
-            self._active.close()
-            self._readers.close_all()
-            interval = self.config.index_interval_bytes
-            try:
-                paths = [segment.path for segment in self._segments]
-                delete_newest_first(self.directory, paths, self._counters)
-                self._active = ActiveFile.create(self.directory, offset, interval, self._counters)
-                self._sync_directory()
-            except OSError as error:
-                self._fail(error)
-                raise storage_error(error, f"restarting {self.directory}") from error
-            except StorageError as error:  # from creating the segment
-                self._fail(OSError(str(error)))
-                raise
-            self._segments = [self._active.segment]
-            self._bases = [offset]
-            self._damaged = []
-            self._durable_offset = offset
-
-    def rewrite_segment(self, base_offset: int, records: Iterable[bytes]) -> None:
-        """Replace the records of the sealed segment starting at ``base_offset`` by ``records``,
-        one for each offset it holds, atomically (``log_rewrite``): offsets never change.
-
-        For compaction. Raises ``InvalidArgument`` (no sealed segment starts there, a wrong
-        number of records, a bad record) or ``Corruption`` (the segment has a damaged range),
-        with nothing changed; a storage failure part way leaves the segment old or new and
-        the log refusing work until reopened.
-        """
-        base_offset = as_offset(base_offset)
-        payloads = as_payloads(records, self.config.record_bytes_max)
-        with self._lock:
-            self._check_usable()
-            index = bisect_right(self._bases, base_offset) - 1
-            if index < 0 or self._bases[index] != base_offset or index == len(self._bases) - 1:
-                raise InvalidArgument(f"no sealed segment starts at offset {base_offset}")
-            segment = self._segments[index]
-            if len(payloads) != segment.next_offset - base_offset:
-                raise InvalidArgument(
-                    f"segment {base_offset} holds {segment.next_offset - base_offset} records,"
-                    f" not {len(payloads)}"
-                )
-            for start, end in self._damaged:
-                if start < segment.next_offset and end > base_offset:
-                    raise Corruption(f"segment {base_offset} has a damaged range [{start}, {end})")
-            self._readers.drop(segment.path)
-            interval = self.config.index_interval_bytes
-            try:
-                self._segments[index] = write_segment_file(
-                    segment, payloads, interval, self._counters
-                )
-            except OSError as error:
-                self._fail(error)
-                raise storage_error(error, f"rewriting {segment.path}") from error
 
     def close(self) -> None:
         """Sync (unless ``never``), then release files and the lock. Idempotent."""
