@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.s3api import S3Config
+from blocks.blob.s3api import ACCESS_DEFERRED_BODY_BYTES_MAX, S3Config
 from blocks.blob.server import BlobServer
 
 from .server_thread import running_server
@@ -186,3 +186,38 @@ def test_public_read_and_owner_copies_still_pass(served: tuple[str, _Counted]) -
     assert _code(lambda: other.copy_object(Bucket="others", Key="d", CopySource=copy)) == (
         "AccessDenied"
     )
+
+
+def test_a_larger_body_waits_for_the_check_before_it_is_read(
+    served: tuple[str, _Counted],
+) -> None:
+    endpoint, counted = served
+    owner, other = _client(endpoint, OWNER), _client(endpoint, OTHER)
+    owner.create_bucket(Bucket="large-bodies")
+    large = b"z" * (ACCESS_DEFERRED_BODY_BYTES_MAX + 1)
+    counted.reset()
+    assert _code(lambda: other.put_object(Bucket="large-bodies", Key="k", Body=large)) == (
+        "AccessDenied"
+    )
+    assert (counted.trips, counted.calls) == (1, ["bucket_access"])
+    counted.reset()
+    owner.put_object(Bucket="large-bodies", Key="k", Body=large)
+    assert (counted.trips, counted.calls) == (2, ["bucket_access", "put_object"])
+    # A small body that fails to parse still answers the refusal first.
+    upload = owner.create_multipart_upload(Bucket="large-bodies", Key="m")["UploadId"]
+    counted.reset()
+    assert (
+        _code(
+            lambda: other.complete_multipart_upload(
+                Bucket="large-bodies", Key="m", UploadId=upload, MultipartUpload={"Parts": []}
+            )
+        )
+        == "AccessDenied"
+    )
+    assert set(counted.calls) == {"bucket_access"}
+    owners_code = _code(
+        lambda: owner.complete_multipart_upload(
+            Bucket="large-bodies", Key="m", UploadId=upload, MultipartUpload={"Parts": []}
+        )
+    )
+    assert owners_code not in ("AccessDenied", "NoSuchBucket")
