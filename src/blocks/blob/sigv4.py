@@ -149,7 +149,7 @@ def _parse_amz_date(amz_date: str) -> int:
     of a small request's work."""
     global _last_amz_date
     last = _last_amz_date
-    if last[0] == amz_date:
+    if amz_date and last[0] == amz_date:  # the empty start value is never a date
         return last[1]
     digits = amz_date[:8] + amz_date[9:15]
     if (
