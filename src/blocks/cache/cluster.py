@@ -18,6 +18,7 @@ Failures. A call that fails with a retryable error (``Unavailable``, ``Timeout``
 and removes it from placement, so its keys move to their next node; the failed ``get``
 counts as a miss and the failed ``put`` is dropped. A cache may forget anything, so losing a
 node costs exactly misses, never errors. After ``down_for_s`` the node is tried again.
+``Overloaded`` is backpressure, not a failure: it reaches the caller and the node stays up.
 Caveat: entries written on a node before it went down may be stale when it comes back;
 TTLs bound that.
 
@@ -36,7 +37,7 @@ from blocks.cache.service import check_key
 from blocks.cache.sketch import SpaceSaving
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, Overloaded, Unavailable
 from blocks.core.hashing import HashRing
 
 __all__ = ["PLACEMENTS", "CacheNode", "ClusterClient", "LocalNode"]
@@ -87,6 +88,8 @@ class LocalNode:
 
 
 def _is_node_failure(error: BaseException) -> bool:
+    if isinstance(error, Overloaded):  # backpressure from a live node (or our own queue)
+        return False
     if isinstance(error, BlocksError):
         return error.retryable
     return isinstance(error, OSError | asyncio.TimeoutError)

@@ -17,11 +17,17 @@ call in it; a call's own error (``InvalidArgument``, ``StaleView`` arriving as i
 ``FailedPrecondition``) fails that call only. Calls the node answers ``BATCH_RESEND`` (their
 reply did not fit the frame) go out again in the next flush. Closing the client fails what
 is queued or in flight with ``Unavailable``: to the cluster client that is a node gone.
+
+Backpressure. At most ``QUEUE_CALLS_MAX`` calls wait for a batch. A call made while the queue
+is full waits for room, first come first served, up to ``timeout_s``; past that it fails
+with ``Overloaded`` (the client's own queue is full: the node is not at fault, and the
+cluster client does not mark it down for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from blocks.cache.datapath import (
@@ -60,7 +66,8 @@ BATCHES_IN_FLIGHT_MAX = 1
 """Batches sent and not yet answered, per node. One makes the batches self-clocking: what
 callers ask while a batch is out leaves together when its reply is in."""
 QUEUE_CALLS_MAX = 4096
-"""Calls waiting for a batch, per node; past it a call fails at once with ``Overloaded``."""
+"""Calls waiting for a batch, per node; past it a call waits for room (up to the client's
+``timeout_s``, then ``Overloaded``)."""
 
 _Call = tuple[list[Any], "asyncio.Future[Any]"]
 
@@ -94,6 +101,10 @@ class DataNode:
         self._flush_scheduled = False
         self._in_flight = 0  # batches sent and not yet answered (<= batches_in_flight_max)
         self._batches: set[asyncio.Task[None]] = set()
+        # callers waiting for room in a full queue, in arrival order (True: room for you;
+        # False: the client closed); _promised: those woken and not yet queued
+        self._room_waiters: deque[asyncio.Future[bool]] = deque()
+        self._promised = 0
         self._transport = TcpTransport(
             CLIENT_NAME,
             listen=None,
@@ -127,16 +138,53 @@ class DataNode:
 
     async def call(self, message: list[Any]) -> Any:
         """Queue one data call (``[op, view_id, ...]``, see ``blocks.cache.datapath``) for
-        the next batch and return its reply; ``Overloaded`` at once when ``QUEUE_CALLS_MAX``
-        calls are already waiting."""
+        the next batch and return its reply. While ``QUEUE_CALLS_MAX`` calls are already
+        waiting it waits for room (``Overloaded`` after ``timeout_s``)."""
         if self._closed:
             raise Unavailable(f"the client of node {self.name!r} is closed")
-        if len(self._queue) >= QUEUE_CALLS_MAX:
-            raise Overloaded(f"{QUEUE_CALLS_MAX} calls queued for node {self.name!r}")
+        if self._room_waiters or len(self._queue) + self._promised >= QUEUE_CALLS_MAX:
+            await self._wait_for_room()
+            if self._closed:
+                raise Unavailable(f"the client of node {self.name!r} closed during the call")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((message, future))
         self._maybe_flush_soon()
         return await future
+
+    async def _wait_for_room(self) -> None:
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self._timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as error:
+            answered = waiter.done()
+            if answered and isinstance(error, TimeoutError):
+                pass  # the answer came as the wait ran out: take it (below)
+            else:
+                if answered and waiter.result():  # cancelled after being given room: pass it on
+                    self._promised -= 1
+                waiter.cancel()  # still queued: _wake_room_waiters skips it
+                self._wake_room_waiters()
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+                raise Overloaded(
+                    f"the call queue for node {self.name!r} stayed full "
+                    f"({QUEUE_CALLS_MAX} calls) for {self._timeout_s}s; the node is up, "
+                    "retry later or send fewer calls at once",
+                    retry_after_ms=10,
+                ) from None
+        if not waiter.result():
+            raise Unavailable(f"the client of node {self.name!r} closed during the call")
+        self._promised -= 1
+
+    def _wake_room_waiters(self) -> None:
+        """Give the room the queue has to the oldest waiting callers."""
+        waiters = self._room_waiters
+        while waiters and len(self._queue) + self._promised < QUEUE_CALLS_MAX:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                self._promised += 1
 
     def _maybe_flush_soon(self) -> None:
         """Flush at the end of this turn, if there is something to send and room for it."""
@@ -160,6 +208,7 @@ class DataNode:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
+        self._wake_room_waiters()
 
     async def _run(self, batch: list[_Call]) -> None:
         try:
@@ -205,6 +254,10 @@ class DataNode:
         self._closed = True
         _fail(self._queue, Unavailable(f"the client of node {self.name!r} is closed"))
         self._queue = []
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(False)
         await self._transport.close()
 
 

@@ -22,7 +22,8 @@ first, then the seeds, and takes the first table it gets.
 
 What a caller sees while the membership moves (docs/cache.md, "Cluster membership"):
 misses for the keys that moved, never a value older than the move, never an error for a
-``get`` or ``put``.
+``get`` or ``put``. A burst of calls larger than a node's call queue waits for room
+(``blocks.cache.dataclient``, backpressure); it does not mark the node down.
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ class MemberCluster:
     def members(self) -> list[str]:
         """The names of the nodes the client places keys on."""
         return self.view.names
+
+    @property
+    def live_nodes(self) -> list[str]:
+        """The members keys are placed on now: ``members`` less those marked down after a
+        failed call (a full call queue, ``Overloaded``, never marks a node down)."""
+        return [] if self._cluster is None else self._cluster.live_nodes
+
+    @property
+    def misses_from_failures(self) -> int:
+        """Gets answered as misses because their node had failed (or every node was down)."""
+        return 0 if self._cluster is None else self._cluster.misses_from_failures
 
     def _client(self, address: str) -> CacheClient:
         if address not in self._clients:
