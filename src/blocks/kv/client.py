@@ -165,7 +165,8 @@ class KVClient:
     def _route(self, key: bytes) -> list[str]:
         if not len(self._ring):
             return list(self._seeds)
-        order = self._ring.preference_list(key, len(self._ring))
+        ring = self._ring
+        order = ring.nodes if len(ring) == 1 else ring.preference_list(key, len(ring))
         home = order[: self.replicas]
         now = asyncio.get_running_loop().time()
         healthy_home = [

@@ -189,6 +189,8 @@ class KVNodeCore:
         )
         own_hint = dict(targets)[self.node_id]
         self._store(key, new, own_hint)
+        if len(nodes) == 1:  # N=1: this copy is the quorum; no pending entry to keep
+            return [Reply(request_id, new)]
         deadline = self.clock.monotonic() + self.config.timeout_s
         pending = _Pending(True, key, needed, deadline, nodes, result=new)
         pending.heard[self.node_id] = new
