@@ -128,12 +128,15 @@ class Membership:
 
     def healthy(self) -> set[str]:
         """Ring members heard from within ``suspect_after_s``, and this node while in the ring."""
+        me, alive = self.node_id, MemberStatus.ALIVE
+        if len(self.records) == 1 and me in self.records:  # alone: no clock, no scan
+            return {me} if self.records[me].status is alive else set()
         cutoff = self._clock.monotonic() - self.config.suspect_after_s
+        heard = self._last_heard
         return {
             n
             for n, r in self.records.items()
-            if r.status is MemberStatus.ALIVE
-            and (n == self.node_id or self._last_heard.get(n, -1e300) >= cutoff)
+            if r.status is alive and (n == me or heard.get(n, -1e300) >= cutoff)
         }
 
     def addresses(self) -> dict[str, str]:

@@ -64,15 +64,19 @@ class Placements:
     """``ring.preference_list(key, count)``, remembered per key while ``ring`` is the same
     object (rings are replaced, never changed in place). Callers must not mutate the lists."""
 
-    __slots__ = ("_orders", "_ring")
+    __slots__ = ("_only", "_orders", "_ring")
 
     def __init__(self) -> None:
         self._ring: HashRing | None = None
         self._orders: dict[bytes, list[str]] = {}
+        self._only: list[str] | None = None  # a one-node ring's order, the same for every key
 
     def of(self, ring: HashRing, key: bytes, count: int) -> list[str]:
         if ring is not self._ring:
             self._ring, self._orders = ring, {}
+            self._only = ring.preference_list(b"", 1) if len(ring) == 1 else None
+        if self._only is not None and count >= 1:
+            return self._only
         order = self._orders.get(key)
         if order is None:
             if len(self._orders) >= PLACEMENTS_MAX:
