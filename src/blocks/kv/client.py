@@ -211,8 +211,8 @@ class KVClient:
         """Write ``value``; returns the object as stored by the coordinator."""
         if value is None:
             raise InvalidArgument("put needs a value; use delete to remove a key")
-        result = await self.write(key, value, context, w=w, timeout_s=timeout_s)
-        return Versioned.of(result.obj)
+        encoded, request = self._put_request(key, value, context, w, timeout_s)
+        return Versioned.of(parse_put_reply(await self._call(encoded, request, timeout_s)).obj)
 
     async def delete(
         self,
@@ -237,13 +237,23 @@ class KVClient:
         """The raw write under ``put``/``delete`` (``None`` deletes): returns the object as
         the coordinator stored it and the coordinator's name, so ``result.dot`` names the new
         version."""
+        encoded, request = self._put_request(key, value, context, w, timeout_s)
+        return parse_put_reply(await self._call(encoded, request, timeout_s))
+
+    def _put_request(
+        self,
+        key: bytes | str,
+        value: bytes | None,
+        context: bytes | None,
+        w: int | None,
+        timeout_s: float | None,
+    ) -> tuple[bytes, list[Any]]:
         if value is not None:
             value = check_value(value, self.value_bytes_max)
         encoded = check_key(key)
         if context is not None and not isinstance(context, bytes):
             raise InvalidArgument("context must be the bytes a read returned")
-        request = ["put", encoded, value, context, w, check_timeout_s(timeout_s), 0]
-        return parse_put_reply(await self._call(encoded, request, timeout_s))
+        return encoded, ["put", encoded, value, context, w, check_timeout_s(timeout_s), 0]
 
     async def get(
         self, key: bytes | str, *, r: int | None = None, timeout_s: float | None = None
