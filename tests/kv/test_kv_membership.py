@@ -243,3 +243,13 @@ def test_a_replica_write_from_a_stale_ring_reaches_the_home_nodes_and_leaves() -
     holders = {n for n, core in cores.items() if key in core.objects}
     assert holders == set(ring[0].preference_list(key, 3))
     assert not any(core.hints for core in cores.values())
+
+
+def test_a_lone_member_is_healthy_until_it_leaves() -> None:
+    clock = ManualClock()
+    view = Membership("a", clock=clock, rng=random.Random(0))
+    assert view.healthy() == {"a"}
+    clock.advance(3600.0)  # nobody to hear from: time alone changes nothing
+    assert view.healthy() == {"a"}
+    view.leave()
+    assert view.healthy() == set()

@@ -103,6 +103,10 @@ def test_placements_are_remembered_per_ring() -> None:
     other = HashRing(["a", "b", "c", "d"])
     assert placements.of(other, b"key", 4) == other.preference_list(b"key", 4)
     assert placements.of(HashRing(), b"key", 0) == []
+    alone = HashRing(["a"])  # a one-node ring: one order for every key, no entry per key
+    assert [placements.of(alone, k, 1) for k in (b"x", b"y")] == [["a"], ["a"]]
+    assert placements.of(alone, b"x", 1) == alone.preference_list(b"x", 1)
+    assert placements.of(ring, b"key", 3) == ring.preference_list(b"key", 3)
 
 
 def test_tree_entries_are_recomputed_only_for_new_objects() -> None:

@@ -122,3 +122,31 @@ def test_hybrid_clock_is_monotonic_and_follows_messages() -> None:
     assert observed > HlcTimestamp(1_050, 7) and hlc.now() > observed
     with pytest.raises(PeerError):
         hlc.observe(HlcTimestamp(clock.now_ms() + 10_000, 0))
+
+
+vectors = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), st.integers(0, 4)).map(
+    VersionVector.from_mapping
+)
+
+
+@given(vectors, vectors)
+def test_join_is_the_entrywise_maximum_on_every_path(
+    left: VersionVector, right: VersionVector
+) -> None:
+    # join answers without a merge when one side covers the other: same result either way.
+    expected = {
+        n: max(left.get(n), right.get(n)) for n in {*dict(left.entries), *dict(right.entries)}
+    }
+    for joined in (left.join(right), right.join(left)):
+        assert joined == VersionVector.from_mapping(expected)
+    assert left.join(left) == left
+
+
+def test_malformed_sibling_fields_are_refused_one_by_one() -> None:
+    good = ["a", 1, b"v", 5, 0]
+    assert object_from_wire([[good], [["a", 1]]]).values == [b"v"]
+    for index, bad in [(1, -1), (1, True), (3, -1), (3, 1.5), (4, -1), (2, "v"), (0, 7)]:
+        item = list(good)
+        item[index] = bad
+        with pytest.raises(PeerError):
+            object_from_wire([[item], [["a", 1]]])
