@@ -121,3 +121,29 @@ def test_filter_on_faiss() -> None:
     result = index.search(QUERIES[:10], 5, filter=allowed)
     assert np.isin(result.ids[result.ids >= 0], allowed).all()
     assert (result.ids >= 0).sum() == 50
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF8,Flat", "HNSW16"])
+def test_short_answers_pad_after_removal_readd_and_load(spec, tmp_path) -> None:
+    """Labels map to caller ids through one lookup: removed labels never surface, a re-added
+    id answers under its new label, and empty slots are id -1 at the metric's worst distance,
+    before and after a save/load round trip."""
+    data, queries = clustered_vectors(40, 8, clusters=4, seed=5, queries=3)
+    ids = np.arange(40, dtype=np.int64) * 7 + 3
+    index = FaissIndex(8, spec, Metric.L2, nprobe=8)
+    index.train(data)
+    index.add(ids, data)
+    index.remove(ids[5:])
+    index.add(ids[[7]], data[[7]])
+    live = set(ids[:5].tolist()) | {int(ids[7])}
+    path = str(tmp_path / "short.npz")
+    index.save(path)
+    loaded = FaissIndex(8, spec, Metric.L2, nprobe=8)
+    loaded.load(path)
+    for each in (index, loaded):
+        got, distances = each.search(queries, 10)
+        assert got.dtype == np.int64 and got.shape == (3, 10)
+        for row, row_distances in zip(got, distances, strict=True):
+            assert set(row[:6].tolist()) == live
+            assert (row[6:] == -1).all()
+            assert np.isinf(row_distances[6:]).all() and np.isfinite(row_distances[:6]).all()

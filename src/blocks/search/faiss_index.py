@@ -99,9 +99,18 @@ class FaissIndex:
 
     def _reset_labels(self) -> None:
         self._next_label = 0
-        self._label_ids: IdArray = np.empty((0,), dtype=np.int64)  # label -> caller id or -1
+        self._set_label_ids(np.empty((0,), dtype=np.int64))
         self._label_of: dict[int, int] = {}
         self._tombstones: set[int] = set()
+
+    def _set_label_ids(self, label_ids: IdArray) -> None:
+        """``label -> caller id or -1``, kept as a view of a lookup one longer whose last entry
+        is -1, so a search maps faiss's labels (-1 for an empty slot) with one ``take``."""
+        lookup = np.empty((label_ids.shape[0] + 1,), dtype=np.int64)
+        lookup[:-1] = label_ids
+        lookup[-1] = _NO_LABEL
+        self._lookup: IdArray = lookup
+        self._label_ids: IdArray = lookup[:-1]
 
     @property
     def dim(self) -> int:
@@ -170,7 +179,7 @@ class FaissIndex:
             labels = np.arange(self._next_label, self._next_label + data.shape[0], dtype=np.int64)
             self._index.add_with_ids(data, labels)
             self._next_label += data.shape[0]
-            self._label_ids = np.concatenate([self._label_ids, ids_np])
+            self._set_label_ids(np.concatenate([self._label_ids, ids_np]))
             for label, item in zip(labels.tolist(), ids_np.tolist(), strict=True):
                 self._label_of[item] = label
 
@@ -208,7 +217,7 @@ class FaissIndex:
             labels = np.arange(len(live_ids), dtype=np.int64)
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), labels)
             self._next_label = len(live_ids)
-            self._label_ids = live_ids.copy()
+            self._set_label_ids(live_ids)
             self._label_of = dict(zip(live_ids.tolist(), labels.tolist(), strict=True))
 
     def _search_parameters(
@@ -255,13 +264,12 @@ class FaissIndex:
             ef = params.efSearch
             params.efSearch = max(ef, k)  # HNSW cannot return more than efSearch results
         distances, labels = self._index.search(data, k, params=params)
-        found = labels >= 0
-        ids = np.full(labels.shape, -1, dtype=np.int64)
-        ids[found] = self._label_ids[labels[found]]
-        ids[ids < 0] = -1
-        empty = ids < 0
+        # Label -1 (an empty slot) takes the lookup's last entry, -1; a removed label maps to -1.
+        ids = self._lookup.take(labels)
         out = np.asarray(distances, dtype=np.float32)
-        out[empty] = self._metric.worst
+        empty = ids < 0
+        if empty.any():
+            out[empty] = self._metric.worst
         return SearchResult(ids=ids, distances=out)
 
     def save(self, path: str) -> None:
@@ -307,7 +315,7 @@ class FaissIndex:
             if self._on_gpu:  # pragma: no cover - needs a GPU build of faiss
                 index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
             self._index, self._inner = index, inner
-            self._label_ids = label_ids
+            self._set_label_ids(label_ids)
             self._next_label = int(label_ids.shape[0])
             live = np.flatnonzero(label_ids >= 0)
             self._label_of = dict(zip(label_ids[live].tolist(), live.tolist(), strict=True))
