@@ -84,3 +84,29 @@ def test_unpack_refuses_non_bytes() -> None:
     with pytest.raises(InvalidArgument):
         unpack("text")  # type: ignore[arg-type]
     assert unpack(bytearray(msgpack.packb(3))) == 3
+
+
+def test_pack_writes_what_packb_writes_after_refusals_and_on_other_threads() -> None:
+    import threading
+
+    values: list[Any] = [["send", 1, "q", b"x" * 100, 0, None, None, 0], {"a": [1.5, "é"]}, 7]
+
+    def expected(value: Any) -> bytes:
+        return bytes(msgpack.packb(value, use_bin_type=True))
+
+    for bad in ([1, object()], [1, 2**70], ["\ud800"], b"x" * 100):
+        with pytest.raises(InvalidArgument):
+            pack(bad, size_max=50)  # the reused encoder keeps nothing of a refused value
+        for value in values:
+            assert pack(value) == expected(value)
+    seen: list[bool] = []
+
+    def other() -> None:
+        seen.append(all(pack(v) == expected(v) for v in values * 200))
+
+    threads = [threading.Thread(target=other) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [True] * 4

@@ -17,6 +17,7 @@ Bytes that do not decode (truncated, trailing garbage, invalid msgpack) raise
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -35,10 +36,26 @@ def _refuse(obj: Any) -> Any:
     raise InvalidArgument(f"cannot encode value of type {type(obj).__name__}")
 
 
+_local = threading.local()  # one reused encoder per thread: a ``Packer`` is not thread-safe
+
+
+def _packer() -> msgpack.Packer:
+    packer: msgpack.Packer = msgpack.Packer(use_bin_type=True, default=_refuse, strict_types=False)
+    _local.packer = packer
+    return packer
+
+
 def pack(value: Any, *, size_max: int = DEFAULT_SIZE_MAX) -> bytes:
-    """Encode ``value`` as msgpack; raise ``InvalidArgument`` for other types or oversize output."""
+    """Encode ``value`` as msgpack; raise ``InvalidArgument`` for other types or oversize output.
+
+    The thread's reused ``Packer`` writes exactly what ``msgpack.packb`` with the same options
+    writes (it empties its buffer after each value, and after a value it refused).
+    """
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _packer()
     try:
-        data: bytes = msgpack.packb(value, use_bin_type=True, default=_refuse, strict_types=False)
+        data: bytes = packer.pack(value)
     except InvalidArgument:
         raise
     except (TypeError, ValueError, OverflowError) as error:

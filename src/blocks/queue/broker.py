@@ -84,6 +84,8 @@ class QueueBroker:
         for name, state in self._queues.items():
             for message in state.advance(self._now_ms):
                 dead.append((message.deadline_ms, message.seq, name, message))
+        if not dead:
+            return
         dead.sort(key=lambda item: (item[0], item[1]))
         for _, _, name, message in dead:
             self._route_dead(name, message)

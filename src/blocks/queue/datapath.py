@@ -134,15 +134,24 @@ class CallBatcher:
         self._room = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def call(self, call: list[Any]) -> Any:
-        """Run one wire call in the next frame; return its result or raise its error."""
-        while len(self._queue) >= self._queued_max:
-            self._room.clear()
-            await self._room.wait()
+    def call(self, call: list[Any]) -> Awaitable[Any]:
+        """Run one wire call in the next frame: await the result (or its error).
+
+        With room in the queue the call joins it at once and the awaitable is its future
+        (no coroutine of its own); otherwise a coroutine waits for room first.
+        """
+        if len(self._queue) >= self._queued_max:
+            return self._call_when_room(call)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((call, future))
         self._maybe_send()
-        return await future
+        return future
+
+    async def _call_when_room(self, call: list[Any]) -> Any:
+        while len(self._queue) >= self._queued_max:
+            self._room.clear()
+            await self._room.wait()
+        return await self.call(call)
 
     def _maybe_send(self) -> None:
         while self._queue and self._in_flight < self._in_flight_max:

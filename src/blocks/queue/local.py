@@ -75,6 +75,7 @@ WAITERS_MAX = 10_000
 CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
 CALLS_PER_BATCH_MAX = 1000  # calls in one ``run_many``
 WAIT_MS_MAX = 60_000
+_ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # wire call fields
 SNAPSHOT_FILE = "snapshot.msgpack"
 
 
@@ -216,13 +217,15 @@ class LocalQueue:
             except BlocksError as error:
                 outcomes.append((False, error))
                 continue
-            if command[0] == "send":
-                result = str(result[0])
-            elif command[0] == "extend":
+            verb = command[0]
+            if verb == "send":
+                result = result[0]  # already a str
+            elif verb == "extend":
                 result = None  # as ``extend_visibility`` answers: the deadline is internal
-            if not (command[0] == "receive" and not result):
+            if result or verb != "receive":
                 records.append(pack(command))
-                touched.update(names)
+                if names:
+                    touched.update(names)
             outcomes.append((True, result))
         if records and self._log is not None:
             self._in_flight += len(calls)
@@ -241,20 +244,19 @@ class LocalQueue:
         ``["send", name, body, delay_ms, group, dedup_id, priority]``, ``["receive", name,
         max_messages, visibility_ms or None]``, ``["ack", name, receipt]``, ``["nack", name,
         receipt, delay_ms]``, ``["extend", name, receipt, visibility_ms]``."""
-        arity = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}
-        if not isinstance(call, list) or not call or arity.get(call[0]) != len(call) - 1:
+        if not isinstance(call, list) or not call or _ARITY.get(call[0]) != len(call) - 1:
             raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
         verb, name, *rest = call
         check_name(name)
-        if verb == "receive":  # NotFound before any time passes, as ``receive`` does
+        touched: tuple[str, ...] = ()
+        if verb == "send" or verb == "ack":
+            touched = (name,)
+        elif verb == "nack":
+            touched = self._touched(name)
+        elif verb == "receive":  # NotFound before any time passes, as ``receive`` does
             state = self._broker.queue(name)
             if rest[1] is None:
                 rest[1] = state.config.visibility_ms
-        touched: tuple[str, ...] = {
-            "send": (name,),
-            "ack": (name,),
-            "nack": self._touched(name) if verb == "nack" else (),
-        }.get(verb, ())
         return [verb, now_ms, name, *rest], touched
 
     def _check_usable(self) -> None:
