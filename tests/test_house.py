@@ -23,7 +23,14 @@ FREE = {"testing"}  # the test kit reaches anything
 TEST_MATERIAL = {"contract", "checker"}  # a block's modules that may use the kit
 LOG_FILE_LAYOUT = {  # the modules that know where and how a SegmentLog keeps its files
     f"blocks.core.{name}"
-    for name in ("log_format", "log_recovery", "log_rewrite", "log_segment", "log_storage")
+    for name in (
+        "log_format",
+        "log_reads",
+        "log_recovery",
+        "log_rewrite",
+        "log_segment",
+        "log_storage",
+    )
 }
 
 
