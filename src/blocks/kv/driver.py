@@ -227,14 +227,7 @@ class KVNode:
                 raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
             return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
         self._run(effects)
-        if timeout_s is None:  # the core's deadline applies (``_wait``, one coroutine less)
-            try:
-                obj = await future
-            finally:
-                self._waiting.pop(request_id, None)
-                self._request_keys.pop(request_id, None)
-        else:
-            obj = await self._wait(request_id, future, timeout_s)
+        obj = await self._wait(request_id, future, timeout_s)
         assert obj is not None, "a put always replies with the object it wrote"
         return PutResult(obj, self.node_id)
 
