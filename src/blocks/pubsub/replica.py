@@ -13,10 +13,10 @@ records after that end. A follower's fetch offset is what the leader knows it ho
 * **High watermark.** The largest offset held *durably* by every ISR member *and* by a
   majority of the replicas (a follower's fetch offset is durable there; the leader counts
   its own records from ``note_durable``, since it serves them to followers while its own
-  fsync runs, so the two fsyncs overlap instead of adding up), and (Raft's rule) only once it covers a record of the leader's own epoch: the
-  new leader's first record is a control *epoch marker*. Records below the high watermark are
-  committed: readable by consumers, and an ``acks=all`` produce is acknowledged when the high
-  watermark passes its last record. Requiring a majority as well means the ISR shrinking to
+  fsync runs, so the two fsyncs overlap instead of adding up), and (Raft's rule) only once
+  it covers a record of the leader's own epoch: the new leader's first record is a control
+  *epoch marker*. Records below the high watermark are committed: readable by consumers, and
+  an ``acks=all`` produce is acknowledged when the high watermark passes its last record. Requiring a majority as well means the ISR shrinking to
   the leader alone stalls acknowledgements rather than risking them.
 * **Election.** A follower that has not heard from a leader for a randomized election timeout
   asks the others for a *pre-vote* (would you vote for me in epoch e+1?), and only with a
@@ -397,7 +397,7 @@ class PartitionReplica:
         return FetchDecision("records", self.epoch, self.leader, self.hw, offset=offset)
 
     def _update_hw(self) -> bool:
-        own = min(self.log_end, self.durable_end)  # only what is durable here counts
+        own = self.durable_end  # only what is durable here counts (never past log_end)
         holds = [own] + [self.match.get(f, 0) for f in self.config.others]
         majority_holds = sorted(holds, reverse=True)[self.config.majority - 1]
         followers = self.isr - {self.config.node}
