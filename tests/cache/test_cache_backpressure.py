@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from gossip_nodes import gossiping_nodes
 
 from blocks.cache import LRUCache, dataclient
 from blocks.cache.cluster import ClusterClient, LocalNode
@@ -21,43 +22,23 @@ BURST = 10_000  # well past QUEUE_CALLS_MAX for either of two nodes
 
 def test_a_burst_past_the_queue_bound_waits_and_keeps_every_node_up() -> None:
     async def main() -> None:
-        ports = free_ports(2)
-        addresses = [f"127.0.0.1:{port}" for port in ports]
-        built = [
-            build_server(
-                capacity=4 * BURST,
-                token=TOKEN,
-                name=f"n{i}",
-                port=port,
-                peers=tuple(a for a in addresses if a != addresses[i]),
+        async with (
+            gossiping_nodes(2, capacity=4 * BURST, token=TOKEN) as (addresses, _),
+            await MemberCluster.connect(addresses, token=TOKEN, timeout_s=30.0) as c,
+        ):
+            assert c.data_path_nodes == ["n0", "n1"]
+            keys = [f"k{i}" for i in range(BURST)]
+            await asyncio.gather(*(c.put(key, i, ttl=600) for i, key in enumerate(keys)))
+            assert c.live_nodes == ["n0", "n1"]
+            got = await asyncio.gather(*(c.get(key) for key in keys))
+            assert got == list(range(BURST))
+            assert c.live_nodes == ["n0", "n1"]
+            mixed = await asyncio.gather(
+                *(c.get(key) for key in keys), *(c.put(key, -1) for key in keys)
             )
-            for i, port in enumerate(ports)
-        ]
-        for server, _ in built:
-            await server.start()
-        services = [service for _, service in built]
-        try:
-            while len({s.gossip.view_id for s in services if s.gossip}) != 1 or any(
-                s.gossip is not None and len(s.gossip.table.view().names) != 2 for s in services
-            ):
-                await asyncio.sleep(0.05)
-            async with await MemberCluster.connect(addresses, token=TOKEN, timeout_s=30.0) as c:
-                assert c.data_path_nodes == ["n0", "n1"]
-                keys = [f"k{i}" for i in range(BURST)]
-                await asyncio.gather(*(c.put(key, i, ttl=600) for i, key in enumerate(keys)))
-                assert c.live_nodes == ["n0", "n1"]
-                got = await asyncio.gather(*(c.get(key) for key in keys))
-                assert got == list(range(BURST))
-                assert c.live_nodes == ["n0", "n1"]
-                mixed = await asyncio.gather(
-                    *(c.get(key) for key in keys), *(c.put(key, -1) for key in keys)
-                )
-                assert all(value is not None for value in mixed[:BURST])
-                assert c.live_nodes == ["n0", "n1"] and c.misses_from_failures == 0
-                assert await c.get("k1") == -1
-        finally:
-            for server, _ in built:
-                await server.stop(grace_s=0.2)
+            assert all(value is not None for value in mixed[:BURST])
+            assert c.live_nodes == ["n0", "n1"] and c.misses_from_failures == 0
+            assert await c.get("k1") == -1
 
     asyncio.run(asyncio.wait_for(main(), 120))
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from gossip_nodes import gossiping_nodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -74,26 +75,7 @@ async def _closed(reader: asyncio.StreamReader) -> bool:
 
 def test_the_cluster_client_uses_the_data_path_not_grpc() -> None:
     async def main() -> None:
-        ports = free_ports(3)
-        addresses = [f"127.0.0.1:{port}" for port in ports]
-        built = [
-            build_server(
-                capacity=1000,
-                token=TOKEN,
-                name=f"n{i}",
-                port=port,
-                peers=tuple(a for a in addresses if a != addresses[i]),
-            )
-            for i, port in enumerate(ports)
-        ]
-        for server, _ in built:
-            await server.start()
-        services = [service for _, service in built]
-        try:
-            while len({s.gossip.view_id for s in services if s.gossip}) != 1 or any(
-                s.gossip is not None and len(s.gossip.table.view().names) != 3 for s in services
-            ):
-                await asyncio.sleep(0.05)
+        async with gossiping_nodes(3, capacity=1000, token=TOKEN) as (addresses, services):
             async with await MemberCluster.connect(addresses, token=TOKEN, timeout_s=5.0) as c:
                 assert c.data_path_nodes == ["n0", "n1", "n2"]
                 keys = [f"k{i}" for i in range(50)]
@@ -111,9 +93,6 @@ def test_the_cluster_client_uses_the_data_path_not_grpc() -> None:
             ) as grpc_only:
                 assert grpc_only.data_path_nodes == [] and await grpc_only.get("k1") == {"i": 1}
             assert sum(s.grpc_data_calls for s in services) == 1
-        finally:
-            for server, _ in built:
-                await server.stop(grace_s=0.2)
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
