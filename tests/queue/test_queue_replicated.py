@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
+from snapshot_nodes import snapshotting_node
 
 from blocks.core.clock import ManualClock, SystemClock
 from blocks.core.memory_network import MemoryNetwork
@@ -241,15 +242,7 @@ def test_a_restarted_node_restores_its_snapshot_and_replays_only_the_tail(
         timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=30_000)
 
         def node(name: str) -> ReplicatedQueue:
-            return ReplicatedQueue(
-                tmp_path / name,
-                network.transport(name),
-                NODES,
-                rng=random.Random(name),
-                replication=timing,
-                snapshot_every=20,
-                segment_bytes_max=1_024,
-            )
+            return snapshotting_node(tmp_path, network, NODES, name, timing)
 
         nodes = [node(name) for name in NODES]
         for each in nodes:

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from snapshot_nodes import snapshotting_node
+
 from blocks.core.memory_network import MemoryNetwork
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
 from blocks.pubsub.replica_messages import FetchRequest
@@ -52,15 +54,7 @@ def test_a_wiped_follower_installs_the_leaders_snapshot_and_serves_after_failove
         timing = ReplicationConfig(election_timeout_ms=400, lag_max_ms=2_000)
 
         def node(name: str) -> ReplicatedQueue:
-            return ReplicatedQueue(
-                tmp_path / name,
-                network.transport(name),
-                NODES,
-                rng=random.Random(name),
-                replication=timing,
-                snapshot_every=20,
-                segment_bytes_max=1_024,
-            )
+            return snapshotting_node(tmp_path, network, NODES, name, timing)
 
         nodes = [node(name) for name in NODES]
         for each in nodes:
