@@ -22,6 +22,16 @@ of the last fsync's duration, at most ``ALWAYS_LINGER_S_MAX``: a latency cost th
 fraction of the fsync's own, for up to twice the writers per fsync. A lone writer's company is
 itself, so it never waits; a writer that stops writing costs the next leader one bound.
 
+**Waking.** A writer that finds a sync in flight parks on a lock of its own. When the sync
+ends, the leader opens the gates of the writers it covered (counting them out itself, so they
+return without taking the shared lock again) and of the oldest one it did not, which leads
+next; the rest stay parked until that sync ends. With a shared condition variable every
+waiter woke and queued again for the lock; this wakes each writer once.
+
+**Failure.** A failed fsync is remembered: every later wait for a write it did not cover
+raises the same error. The kernel may have dropped the pages it could not write and reports
+that once, so a retried fsync that succeeds proves nothing about them.
+
 Durability is the same either way: an acknowledged write is on stable storage. Only the
 latency of a write (at most the bound) is traded.
 
@@ -48,6 +58,18 @@ ALWAYS_LINGER_S_MAX = 0.001
 """Longest linger of a ``sync=always`` leader (its bound is a quarter of the last fsync)."""
 
 
+class _Parked:
+    """A writer asleep until a leader opens its gate; ``covered`` says whether to return."""
+
+    __slots__ = ("covered", "gate", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.covered = False
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+
 class GroupCommit:
     """Coordinates fsyncs for one store; thread-safe."""
 
@@ -55,10 +77,12 @@ class GroupCommit:
         "_arrivals",
         "_batch_max",
         "_company",
-        "_condition",
         "_delay_s",
+        "_failure",
         "_fsync_s",
         "_lingering",
+        "_lock",
+        "_parked",
         "_snapshot",
         "_starting",
         "_synced_seq",
@@ -82,13 +106,14 @@ class GroupCommit:
         self._snapshot = snapshot
         self._delay_s = delay_s
         self._batch_max = batch_max
-        lock = threading.Lock()
-        self._condition = threading.Condition(lock)  # writers waiting for durability
-        self._arrivals = threading.Condition(lock)  # a lingering leader waiting for company
+        self._lock = threading.Lock()
+        self._arrivals = threading.Condition(self._lock)  # a lingering leader waiting for company
+        self._parked: list[_Parked] = []  # writers asleep while a sync runs, oldest first
         self._lingering = False
         self._synced_seq = 0
         self._syncing = False
-        self._waiting = 0
+        self._failure: OSError | None = None  # the first failed fsync: every later wait raises it
+        self._waiting = 0  # writers inside wait_durable, the leader and the parked included
         self._starting = 0  # writers that called begin_write and not yet wait_durable
         self._company = 1  # writers waiting when the last fsync ended, the leader included
         self._fsync_s = 0.0  # how long the last fsync took
@@ -96,41 +121,68 @@ class GroupCommit:
 
     def begin_write(self) -> None:
         """Announce a write that will call ``wait_durable`` next (lets a leader linger)."""
-        with self._condition:
+        with self._lock:
             self._starting += 1
 
     def abandon_write(self) -> None:
         """Undo ``begin_write`` for a write that failed before reaching ``wait_durable``."""
-        with self._condition:
+        with self._lock:
             self._starting -= 1
-            if self._lingering:
-                self._arrivals.notify()
+            self._maybe_call_leader()
 
     def mark_durable(self, seq: int) -> None:
         """Record that everything up to ``seq`` is durable by other means (rotation, close)."""
-        with self._condition:
+        with self._lock:
             if seq > self._synced_seq:
                 self._synced_seq = seq
-                self._condition.notify_all()
+                self._release_covered()
 
     def wait_durable(self, seq: int) -> None:
-        """Return once every write numbered ``<= seq`` is on stable storage."""
-        with self._condition:
-            self._starting -= 1
-            self._waiting += 1
-            if self._lingering:
-                self._arrivals.notify()  # the lingering leader counts us
-            try:
-                while self._synced_seq < seq:
-                    if self._syncing:
-                        self._condition.wait()
-                        continue
-                    self._lead()
-            finally:
+        """Return once every write numbered ``<= seq`` is on stable storage.
+
+        Raises the ``OSError`` of a failed fsync; once one failed, every later wait for a
+        write it did not cover raises it too (a retried fsync may succeed without the lost
+        pages, so it proves nothing).
+        """
+        lock = self._lock
+        lock.acquire()
+        self._starting -= 1
+        self._waiting += 1
+        self._maybe_call_leader()
+        while True:  # lock held at the top of every turn
+            if self._synced_seq >= seq:
                 self._waiting -= 1
+                if self._parked and not self._syncing:
+                    self._release_covered()  # a woken would-be leader hands the turn on
+                lock.release()
+                return
+            if self._failure is not None:
+                self._waiting -= 1
+                lock.release()
+                raise self._failure
+            if not self._syncing:
+                try:
+                    self._lead()
+                except BaseException:
+                    self._waiting -= 1
+                    lock.release()
+                    raise
+                continue
+            parked = _Parked(seq)
+            self._parked.append(parked)
+            lock.release()
+            parked.gate.acquire()  # opened by a leader, who counted us out if covered
+            if parked.covered:
+                return
+            lock.acquire()
+
+    def _maybe_call_leader(self) -> None:
+        """Wake a lingering leader once the company it waits for is complete; lock held."""
+        if self._lingering and not self._wants_company():
+            self._arrivals.notify()
 
     def _linger(self) -> None:
-        """Wait (condition held) for the writers that are about to join, within the bound."""
+        """Wait (lock held) for the writers that are about to join, within the bound."""
         bound = self._delay_s if self._delay_s > 0 else min(self._fsync_s / 4, ALWAYS_LINGER_S_MAX)
         if bound <= 0 or not self._wants_company():
             return
@@ -151,11 +203,12 @@ class GroupCommit:
         return self._starting > 0 or self._waiting < self._company
 
     def _lead(self) -> None:
-        """Run one fsync for everyone; called and returns with the condition held."""
+        """Run one fsync for everyone; called and returns with the lock held."""
         self._syncing = True
         try:
             self._linger()
-            self._condition.release()
+            self._lock.release()
+            failure: OSError | None = None
             try:
                 started = time.monotonic()
                 fd, last_seq = self._snapshot()
@@ -164,12 +217,45 @@ class GroupCommit:
                 finally:
                     os.close(fd)
                 elapsed = time.monotonic() - started
+            except OSError as error:
+                failure = error
             finally:
-                self._condition.acquire()
+                self._lock.acquire()
+            if failure is not None:
+                if self._failure is None:
+                    self._failure = failure
+                raise failure
             self._fsync_s = elapsed
             self._company = self._waiting
             self.fsync_count += 1
             self._synced_seq = max(self._synced_seq, last_seq)
         finally:
             self._syncing = False
-            self._condition.notify_all()
+            self._release_covered()
+
+    def _release_covered(self) -> None:
+        """Open the gates of parked writers the synced prefix covers; lock held.
+
+        Each covered writer is counted out here, so it returns without taking the lock
+        again. If writers remain (or a fsync failed), the oldest is woken to lead the next
+        sync (or to raise); the rest stay parked until that one's sync ends.
+        """
+        if not self._parked or self._syncing:
+            return
+        synced = self._synced_seq
+        remaining: list[_Parked] = []
+        for parked in self._parked:
+            if parked.seq <= synced:
+                parked.covered = True
+                self._waiting -= 1
+                parked.gate.release()
+            else:
+                remaining.append(parked)
+        if remaining:
+            if self._failure is not None:
+                for parked in remaining:
+                    parked.gate.release()
+                remaining = []
+            else:
+                remaining.pop(0).gate.release()
+        self._parked = remaining
