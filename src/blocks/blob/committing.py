@@ -93,6 +93,9 @@ class CommitMixin:
         """An inline object's bytes (lock held: compaction moves records)."""
         return inline_body(self.journal.read(offset))
 
+    def _forget_inline(self) -> None:
+        """Forget inline objects' bytes kept by offset: compaction moves the records."""
+
     def _busy(self, entity: Hashable) -> bool:
         return entity in self._latest
 
@@ -132,6 +135,7 @@ class CommitMixin:
         if self.journal.bytes_total <= self._compaction_bound():
             return False
         records = (encode(r) for r in self.index.snapshot(self._read_inline))
+        self._forget_inline()
         self.journal.rewrite(records)
         self.index = self._replay()  # offsets of inline objects moved
         self.compactions += 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -276,6 +276,18 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         except NotFound:
             self._caught_up(bucket, key)
         return super().iter_object(bucket, key, byte_range, version_id)
+
+    def read_cached(
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """Never answers (``None``): a key or bucket missing here is asked of the peers,
+        which only a worker thread may wait for."""
+        return None
 
     def create_multipart_upload(
         self,

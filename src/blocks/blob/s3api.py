@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from blocks.blob.api import BlobStore
+from blocks.blob.api import BlobStore, ObjectInfo
 from blocks.blob.awschunked import S3RequestError, verified_checksums, verify_checksums
 from blocks.blob.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.peers import SHARD_PREFIX, ShardHost, handle_shard_request
@@ -69,7 +69,7 @@ from blocks.blob.s3xml import (
 )
 from blocks.blob.sigv2 import verify_presigned_v2
 from blocks.blob.sigv4 import S3AuthError, SigningContext, verify_presigned, verify_request
-from blocks.blob.store import OBJECT_BYTES_MAX
+from blocks.blob.store import OBJECT_BYTES_MAX, LocalBlobStore
 from blocks.blob.streaming import (
     STREAM_PIECE_BYTES,
     StreamedPayload,
@@ -357,6 +357,28 @@ class S3Handler(ObjectOps, BucketOps):
         elif method == "DELETE":
             return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
+
+    def _read_nowait(
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None,
+        version_id: str | None,
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """As ``ObjectOps._read_nowait``, with the request's pending access check run first
+        under the store's lock: it is done (cleared) whenever the store answered, its
+        answer an error included; still pending when the store said ``None``."""
+        if not isinstance(self.store, LocalBlobStore):
+            return None
+        check = _PENDING_ACCESS.get()
+        try:
+            found = self.store.read_cached(bucket, key, byte_range, version_id, check)
+        except BaseException:
+            _PENDING_ACCESS.set(None)
+            raise
+        if found is not None:
+            _PENDING_ACCESS.set(None)
+        return found
 
     async def _create_bucket(self, head: RequestHead, bucket: str, owner: str) -> Response:
         """CreateBucket, owned by the signing key, with the policy ``x-amz-acl`` names."""

@@ -186,9 +186,14 @@ class ObjectOps(CopyOps):
             return Response(206, headers, content_length=stop - start)
         byte_range = part_range or parse_range(head.headers.get("range"))
         try:
-            info, body = await self.workers.run(
-                self._open_body, bucket, key, byte_range, version_id
-            )
+            cached = self._read_nowait(bucket, key, byte_range, version_id)
+            if cached is None:
+                info, body = await self.workers.run(
+                    self._open_body, bucket, key, byte_range, version_id
+                )
+            else:  # a small object the store had in memory: no thread trip
+                info, body = cached[0], ObjectBody(iter([cached[1]]))
+                body.prefetch()
         except InvalidArgument as error:
             if byte_range is None or str(error).startswith("invalid version id"):
                 raise
@@ -210,6 +215,19 @@ class ObjectOps(CopyOps):
         if whole is not None:  # small: sent from the event loop, no more thread hand-offs
             return Response(status, headers, whole, content_length=stop - start)
         return Response(status, headers, content_length=stop - start, pieces=body)
+
+    def _read_nowait(
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None,
+        version_id: str | None,
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """The object and its bytes if the store answers without waiting
+        (``LocalBlobStore.read_cached``), else ``None``; the handler adds the access check."""
+        if not isinstance(self.store, LocalBlobStore):
+            return None
+        return self.store.read_cached(bucket, key, byte_range, version_id)
 
     def _open_body(
         self,

@@ -8,7 +8,10 @@ awaited outside it, applied to the index once durable unless a later change over
 A PUT of at most ``inline_bytes_max`` bytes (64 KiB by default) is *inline*: its bytes and
 its manifest are one journal record, so a durable small PUT costs one shared fsync and
 creates no file, and a GET of it is one read of that record (checked by the log's
-checksum), with no shard opened. Inline objects are as durable as the metadata that names
+checksum), with no shard opened, or none at all while its bytes are kept in memory
+(``INLINE_CACHE_BYTES``, least recently used dropped first; ``read_cached`` lets the event
+loop answer such a GET without a thread trip). Damage to a kept object's record is then
+found by scrub, not by the GET, which returns the bytes that were written. Inline objects are as durable as the metadata that names
 them (one copy on the node that keeps the metadata, bit rot detected, not repaired); larger
 objects are chunked and erasure-coded.
 
@@ -32,7 +35,8 @@ import dataclasses
 import hashlib
 import random
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -72,6 +76,10 @@ INLINE_BYTES_MAX = 1024 * 1024
 OBJECT_BYTES_MAX = 5 * 1024**3
 CHUNK_BYTES_MAX = 64 * 1024 * 1024
 COMPACT_BYTES_MIN = 64 * 1024 * 1024
+INLINE_CACHE_BYTES = 32 * 1024 * 1024
+"""Inline objects' bytes kept in memory (least recently used dropped first), so that a GET
+of a small object can be answered by the event loop without a thread trip or a file read
+(``read_cached``)."""
 ORPHAN_GRACE_S = 3600.0
 """An unreferenced chunk is collected only once its files are this old: a write in flight
 that this process cannot see (a ``blocks blob scrub`` run beside a serving node) is never
@@ -141,6 +149,10 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         )
         self._lock = threading.RLock()
         self._closed = False
+        self._inline_cache: OrderedDict[int, bytes] = OrderedDict()
+        """Journal offset of an inline object's record -> its bytes (lock held; emptied
+        when compaction moves the records)."""
+        self._inline_cache_bytes = 0
         self._last_version = 0
         self.index = MetaIndex()
         self._init_commits()
@@ -219,6 +231,9 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
             if self._finish(entity, sequence):
                 old = self.index.put_object(installed)
                 released.append(old.chunks if old is not None else ())
+                if inline:
+                    assert isinstance(record, ObjectPut) and record.body is not None
+                    self._cache_inline(offset, bytes(record.body))  # no copy of bytes
             else:  # overtaken: the later change won, as it does in the journal
                 released.append(tuple(pinned))
             self._maybe_compact()
@@ -290,11 +305,72 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
             start, stop = resolve_range(byte_range, manifest.size)
             info = self._info(manifest)
             if manifest.inline:  # read under the lock: compaction moves records
-                body = self._read_inline(manifest.inline_offset)
+                body = self._inline_bytes(manifest.inline_offset)
                 return info, iter([body[start:stop]] if stop > start else [])
             self.ledger.pin(manifest.chunks)  # deletes during the read keep the chunks alive
         pieces = self._read_span(manifest, start, stop)
         return info, PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
+
+    def read_cached(
+        self,
+        bucket: str,
+        key: str,
+        byte_range: tuple[int, int] | None = None,
+        version_id: str | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[ObjectInfo, bytes] | None:
+        """``iter_object``'s answer, whole, if it needs no wait: the store's lock is free
+        and the object is inline with its bytes in memory, or the answer is an error (no
+        such key or bucket). ``None`` otherwise, having done nothing (the caller asks
+        ``iter_object`` in a worker thread). The event loop asks this first for a GET, so a
+        small object's GET makes no thread trip. ``check`` (an access check) runs first
+        whenever this answers, under the lock, and its error wins."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            try:
+                manifest = self._manifest(bucket, key, version_id)
+                body = self._inline_cache.get(manifest.inline_offset) if manifest.inline else None
+                if body is None:
+                    return None
+                start, stop = resolve_range(byte_range, manifest.size)
+            except NotFound:  # an answer too: checked first, as the thread's is
+                if check is not None:
+                    check()
+                raise
+            except Exception:  # bad names, versions or ranges: the thread answers those
+                return None
+            if check is not None:
+                check()
+            self._inline_cache.move_to_end(manifest.inline_offset)
+            return self._info(manifest), body[start:stop]
+        finally:
+            self._lock.release()
+
+    def _inline_bytes(self, offset: int) -> bytes:
+        """An inline object's bytes, from memory or read from its record (lock held)."""
+        body = self._inline_cache.get(offset)
+        if body is None:
+            body = bytes(self._read_inline(offset))
+            self._cache_inline(offset, body)
+        else:
+            self._inline_cache.move_to_end(offset)
+        return body
+
+    def _cache_inline(self, offset: int, body: bytes) -> None:
+        """Keep an inline object's bytes (lock held), dropping the least recently used."""
+        if len(body) > INLINE_CACHE_BYTES // 64 or offset in self._inline_cache:
+            return
+        self._inline_cache[offset] = body
+        self._inline_cache_bytes += len(body)
+        while self._inline_cache_bytes > INLINE_CACHE_BYTES:
+            _, dropped = self._inline_cache.popitem(last=False)
+            self._inline_cache_bytes -= len(dropped)
+
+    def _forget_inline(self) -> None:
+        """Drop every cached inline object (lock held): their records moved."""
+        self._inline_cache.clear()
+        self._inline_cache_bytes = 0
 
     def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[memoryview]:
         offset = 0
