@@ -92,6 +92,9 @@ class ReplicaConfig:
     election_timeout_ms: int = 1_000  # randomized in [t, 2t)
     lag_max_ms: int = 2_000  # a follower not caught up for longer leaves the ISR
     announce_interval_ms: int = 250  # BeginEpoch to a follower not fetching for this long
+    # False: committed once durable on every ISR member and a majority (acks=all). True:
+    # once durable on a majority (Raft's rule), whichever replicas those are.
+    commit_on_majority: bool = False
 
     def __post_init__(self) -> None:
         if self.node not in self.replicas or len(set(self.replicas)) != len(self.replicas):
@@ -399,10 +402,10 @@ class PartitionReplica:
     def _update_hw(self) -> bool:
         own = self.durable_end  # only what is durable here counts (never past log_end)
         holds = [own] + [self.match.get(f, 0) for f in self.config.others]
-        majority_holds = sorted(holds, reverse=True)[self.config.majority - 1]
-        followers = self.isr - {self.config.node}
-        isr_holds = min([own] + [self.match.get(f, 0) for f in followers])
-        candidate = min(majority_holds, isr_holds)
+        candidate = sorted(holds, reverse=True)[self.config.majority - 1]
+        if not self.config.commit_on_majority:
+            followers = self.isr - {self.config.node}
+            candidate = min([candidate, own] + [self.match.get(f, 0) for f in followers])
         if candidate > self._epoch_start and candidate > self.hw:
             self.hw = candidate
             return True
@@ -410,12 +413,14 @@ class PartitionReplica:
 
     # -- fetching: follower side ------------------------------------------------------------
 
-    def fetch_request(self) -> FetchRequest | None:
-        """The next fetch to send to ``self.leader`` (None unless a follower with a leader)."""
+    def fetch_request(self, *, waiting: bool = False) -> FetchRequest | None:
+        """The next fetch to send to ``self.leader`` (None unless a follower with a leader);
+        ``waiting``: callers here wait to learn that the high watermark passed their records."""
         if self.role is not Role.FOLLOWER or self.leader is None:
             return None
         last_epoch = self.last_epoch if self.log_end > self.log_start else 0
-        return FetchRequest(self.epoch, self.log_end, last_epoch)
+        waiting = waiting and self.hw < self.log_end  # else there is nothing new to learn
+        return FetchRequest(self.epoch, self.log_end, last_epoch, waiting)
 
     def handle_fetch_reply(
         self, source: str, reply: FetchReplyInfo, now_ms: int

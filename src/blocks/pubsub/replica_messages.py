@@ -55,6 +55,9 @@ class FetchRequest:
     epoch: int
     offset: int  # the follower's log end
     last_epoch: int  # the epoch of its record at offset - 1 (0 if none)
+    # Callers on the follower wait to learn the high watermark: answer as soon as it moves
+    # (else the leader may hold the fetch until records arrive or ``fetch_wait_ms``).
+    waiting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

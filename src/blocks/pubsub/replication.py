@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class Replication:
         self._appended: dict[Key, asyncio.Event] = {}  # set (and replaced) on news for fetches
         self._told_hw: dict[tuple[Key, str], int] = {}  # the high watermark a follower was sent
         self._writes_in_flight: dict[Key, int] = {}
+        self._awaiting: dict[Key, int] = {}  # callers here waiting to learn a commit
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sends: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -134,6 +135,7 @@ class Replication:
                 replicas,
                 election_timeout_ms=self.config.election_timeout_ms,
                 lag_max_ms=self.config.lag_max_ms,
+                commit_on_majority=self.config.commit_on_majority,
             )
             saved = self._load_state(key)
             rng = random.Random(self._rng.random())
@@ -289,6 +291,18 @@ class Replication:
         except TimeoutError:
             raise Timeout("the in-sync replicas did not confirm in time") from None
 
+    @contextlib.contextmanager
+    def awaiting_commit(self, key: Key) -> Iterator[None]:
+        """Within it, a follower's fetches ask the leader to answer as soon as the high
+        watermark moves (callers here wait for it); outside, a follower with nothing to
+        append learns the high watermark with the next records, or after ``fetch_wait_ms``,
+        which saves a round trip per write."""
+        self._awaiting[key] = self._awaiting.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._awaiting[key] -= 1
+
     # -- messages -----------------------------------------------------------------------------
 
     def send(self, destination: str, key: Key, message: Message) -> None:
@@ -336,14 +350,20 @@ class Replication:
         decision = replica.handle_fetch(source, request, self.now_ms())
         await self.settle(key)
         told = (key, source)
-        if (
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.fetch_wait_ms / 1000.0
+        while (
             decision.kind == "records"
             and decision.offset >= replica.log_end
-            and self._told_hw.get(told) == decision.hw
+            and (self._told_hw.get(told) == decision.hw or not request.waiting)
         ):
+            # Nothing to send, and no new high watermark this follower waits for: hold.
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             appended = self._appended[key]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(appended.wait(), self.config.fetch_wait_ms / 1000.0)
+                await asyncio.wait_for(appended.wait(), remaining)
             decision = replica.handle_fetch(source, request, self.now_ms())
             await self.settle(key)
         self._told_hw[told] = decision.hw
@@ -369,7 +389,7 @@ class Replication:
         replica = self.replicas[key]
         pause_s = self.config.tick_ms / 1000.0
         while not self._closed:
-            request = replica.fetch_request()
+            request = replica.fetch_request(waiting=self._awaiting.get(key, 0) > 0)
             leader = replica.leader
             if request is None or leader is None:
                 await asyncio.sleep(pause_s)

@@ -67,9 +67,14 @@ class ReplicationConfig:
     fetch_wait_ms: int = 200  # a follower fetch finding nothing waits this long at the leader
     fetch_timeout_ms: int = 500
     ack_timeout_ms: int = 10_000  # acks=all: longest a produce waits for the ISR
+    commit_on_majority: bool = False  # see ``ReplicaConfig``: a majority, not the whole ISR
 
     def __post_init__(self) -> None:
+        if type(self.commit_on_majority) is not bool:
+            raise InvalidArgument("commit_on_majority must be a bool")
         for name in self.__dataclass_fields__:
+            if name == "commit_on_majority":
+                continue
             if type(getattr(self, name)) is not int or getattr(self, name) <= 0:
                 raise InvalidArgument(f"{name} must be a positive integer")
         if self.fetch_timeout_ms <= self.fetch_wait_ms:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import random
 from collections.abc import Sequence
@@ -104,7 +105,12 @@ class ReplicatedQueue:
         snapshot_every: int = SNAPSHOT_EVERY,
         segment_bytes_max: int = 16 << 20,
     ) -> None:
-        replication = replication if replication is not None else ReplicationConfig()
+        # A record is committed once durable on a majority (whichever nodes those are), so
+        # one slow disk, the leader's included, is never on an acknowledgement's path.
+        replication = dataclasses.replace(
+            replication if replication is not None else ReplicationConfig(),
+            commit_on_majority=True,
+        )
         if type(snapshot_every) is not int or snapshot_every < 1:
             raise InvalidArgument("snapshot_every must be a positive integer")
         if len(set(nodes) | {transport.name}) > replication.replication_factor:
@@ -254,8 +260,20 @@ class ReplicatedQueue:
         entries: list[tuple[bytes | None, bytes]] = [
             (None, encode_record(self.node, command)) for command in commands
         ]
-        base = await self.log.produce_batch(LOG_TOPIC, 0, entries)
-        end = base + len(entries)
+        # A follower asks its leader for the new high watermark at once while calls wait.
+        with self.log.replication.awaiting_commit(KEY):
+            base = await self.log.produce_batch(LOG_TOPIC, 0, entries)
+            await self._wait_applied(base + len(entries))
+        outcomes = []
+        for offset in range(base, base + len(entries)):
+            outcome = self._results.pop(offset, None)
+            if outcome is None:
+                raise Unavailable("the outcome of this call was dropped; it may have applied")
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _wait_applied(self, end: int) -> None:
+        """Return once every record below ``end`` is committed and applied here."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + COMMIT_WAIT_S
         self._apply_committed()
@@ -268,13 +286,6 @@ class ReplicatedQueue:
                 await asyncio.wait_for(event.wait(), min(remaining, 0.5))
             except TimeoutError:
                 self._apply_committed()
-        outcomes = []
-        for offset in range(base, end):
-            outcome = self._results.pop(offset, None)
-            if outcome is None:
-                raise Unavailable("the outcome of this call was dropped; it may have applied")
-            outcomes.append(outcome)
-        return outcomes
 
     async def _run(self, command: list[Any]) -> Any:
         ((ok, result),) = await self._submit([command])

@@ -1,0 +1,69 @@
+"""The replicated queue's commit rule on pubsub's replica core: a record is committed once
+durable on a majority (``commit_on_majority``), and a follower asks for the high watermark
+only while its callers wait for it."""
+
+from __future__ import annotations
+
+import random
+
+from blocks.pubsub.replica import PartitionReplica, ReplicaConfig
+from blocks.pubsub.replica_messages import FetchRequest, decode, encode
+
+NODES = ("a", "b", "c")
+
+
+def leader(*, commit_on_majority: bool) -> PartitionReplica:
+    config = ReplicaConfig(
+        "a", NODES, election_timeout_ms=100, lag_max_ms=200, commit_on_majority=commit_on_majority
+    )
+    replica = PartitionReplica.created(config, random.Random(1), 0)
+    replica.handle_fetch("b", FetchRequest(1, 0, 0), 1)  # both followers join the ISR at 0
+    replica.handle_fetch("c", FetchRequest(1, 0, 0), 1)
+    assert replica.isr == {"a", "b", "c"}
+    replica.note_appended(0, [1, 1, 1, 1], now_ms=2, durable=False)  # fsync still running
+    return replica
+
+
+def test_two_durable_followers_commit_while_the_leaders_fsync_runs() -> None:
+    majority, isr = leader(commit_on_majority=True), leader(commit_on_majority=False)
+    for replica in (majority, isr):
+        replica.handle_fetch("b", FetchRequest(1, 4, 1), 3)
+        assert replica.hw == 0, "one durable copy of three is not a majority"
+        replica.handle_fetch("c", FetchRequest(1, 4, 1), 4)
+    assert majority.hw == 4, "b and c hold the records durably: a majority"
+    assert isr.hw == 0, "acks=all also waits for the leader's own fsync"
+    isr.note_durable(4)
+    assert isr.hw == 4
+
+
+def test_a_lagging_in_sync_follower_does_not_hold_a_majority_commit() -> None:
+    majority, isr = leader(commit_on_majority=True), leader(commit_on_majority=False)
+    for replica in (majority, isr):
+        replica.note_durable(4)
+        replica.handle_fetch("b", FetchRequest(1, 4, 1), 3)
+    assert majority.hw == 4, "the leader and b hold them durably"
+    assert isr.hw == 0, "c is in the ISR and holds none of them"
+
+
+def test_the_leaders_unsynced_copy_never_counts() -> None:
+    """The leader and one follower, the leader's write not yet durable: not committed (the
+    follower's copy alone would not survive that follower's loss)."""
+    replica = leader(commit_on_majority=True)
+    replica.handle_fetch("b", FetchRequest(1, 4, 1), 3)
+    replica.handle_fetch("c", FetchRequest(1, 2, 1), 3)
+    assert replica.hw == 2, "only offsets 0-1 are durable on two replicas"
+    replica.note_durable(4)
+    assert replica.hw == 4
+
+
+def test_a_follower_asks_for_the_high_watermark_only_with_something_to_learn() -> None:
+    config = ReplicaConfig("b", NODES, election_timeout_ms=100, lag_max_ms=200)
+    follower = PartitionReplica.created(config, random.Random(2), 0)
+    assert follower.fetch_request(waiting=True) == FetchRequest(1, 0, 0, False)  # nothing held
+    follower.note_appended(0, [1, 1, 1], now_ms=1)
+    assert follower.fetch_request() == FetchRequest(1, 3, 1, False)
+    assert follower.fetch_request(waiting=True) == FetchRequest(1, 3, 1, True)
+    follower.note_follower_hw(3)
+    assert follower.fetch_request(waiting=True) == FetchRequest(1, 3, 1, False)
+    for request in (FetchRequest(1, 3, 1, True), FetchRequest(1, 3, 1)):
+        assert decode(encode(request)) == request
