@@ -7,7 +7,7 @@ would:
 * ``grpc-unary``: grpc.aio, one unary call per request (generic handlers, bytes in and out);
 * ``grpc-stream``: grpc.aio bidirectional streams, one request then its reply per stream
   turn (one stream per concurrent worker);
-* ``tcp-msgpack``: ``blocks.core.tcp_transport.TcpTransport``, all requests pipelined on one
+* ``tcp-msgpack``: ``blocks.core.net.TcpTransport``, all requests pipelined on one
   connection.
 
 Two workloads: ``sequential`` (one request at a time) and ``inflight-64`` (64 concurrent
@@ -30,7 +30,7 @@ import uvloop
 
 from benchmarks.harness import ROUNDS_DEFAULT, Contender, Workload, progress, run_benchmark
 from blocks.core.codec import pack, unpack
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 
 SERVICE = "bench.Echo"
 MESSAGE = {"op": "get", "key": "user:0000012345", "value": b"v" * 64, "version": 7}

@@ -6,10 +6,13 @@
 * a block's ``contract.py`` and ``checker.py`` (test material it ships) may use the test
   kit, ``blocks.testing``; nothing else in a block may;
 * ``blocks.testing`` and the command line's top-level modules may import anything;
-* only ``blocks.core`` touches a ``SegmentLog``'s files: no other module imports the log's
-  file layout (segment names, the segment listing, frames, rewrites), which is what a block
-  would need to find or write them. (A block that walked the directory with ``os`` alone would
-  pass; this checks the door, not every window.)
+* core's layers, the packages ``blocks.core.log`` and ``blocks.core.net``, are entered by the
+  package alone: no module outside a layer imports one of its modules, or a name its
+  ``__init__`` does not list in ``__all__``. So only ``blocks.core.log`` touches a
+  ``SegmentLog``'s files: nothing else imports the log's file layout (segment names, the
+  segment listing, frames, rewrites), which is what a block would need to find or write them.
+  (A block that walked the directory with ``os`` alone would pass; this checks the door, not
+  every window.)
 """
 
 from __future__ import annotations
@@ -21,31 +24,30 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "blocks"
 PUBLIC_TAILS = ("", "api")  # blocks.<other> and blocks.<other>.api
 FREE = {"testing"}  # the test kit reaches anything
 TEST_MATERIAL = {"contract", "checker"}  # a block's modules that may use the kit
-LOG_FILE_LAYOUT = {  # the modules that know where and how a SegmentLog keeps its files
-    f"blocks.core.{name}"
-    for name in (
-        "log_format",
-        "log_reads",
-        "log_recovery",
-        "log_rewrite",
-        "log_segment",
-        "log_storage",
-    )
-}
+CORE = SRC / "core"
 
 
 def _block_packages() -> set[str]:
     return {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
 
 
+def _is_module(name: str) -> bool:
+    """Whether ``blocks.x.y`` names a module or package under ``src/``."""
+    path = SRC.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
-    """Every absolute ``blocks.*`` module a file imports (at any depth), with its line."""
+    """Every absolute ``blocks.*`` module a file imports (at any depth), with its line.
+
+    ``from blocks.core.log import storage`` imports the module ``blocks.core.log.storage``;
+    ``from blocks.core.log import SegmentLog`` imports ``blocks.core.log``.
+    """
     found: list[tuple[int, str]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-            if node.module == "blocks":  # from blocks import kv
-                names = [f"blocks.{alias.name}" for alias in node.names]
+            inner = [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [name for name in inner if _is_module(name)] or [node.module]
             found += [(node.lineno, name) for name in names]
         elif isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
@@ -85,21 +87,81 @@ def test_the_floors_hold() -> None:
 
 def test_the_checker_sees_a_breach(tmp_path: Path) -> None:
     source = tmp_path / "x.py"
-    source.write_text("from blocks.kv.client import KVClient\nimport blocks.core.errors\n")
-    assert [name for _, name in _imports(source)] == ["blocks.kv.client", "blocks.core.errors"]
+    source.write_text(
+        "from blocks.kv.client import KVClient\nimport blocks.core.errors\n"
+        "from blocks.kv import client\nfrom blocks import kv\n"
+    )
+    assert [name for _, name in _imports(source)] == [
+        "blocks.kv.client",
+        "blocks.core.errors",
+        "blocks.kv.client",
+        "blocks.kv",
+    ]
 
 
-def _log_file_users() -> list[str]:
-    users = []
-    for path in sorted(SRC.rglob("*.py")):
-        if path.relative_to(SRC).parts[0] == "core":
-            continue
+def _layers() -> dict[str, set[str]]:
+    """Each layer of core (a package inside it) with the names its ``__init__`` exports."""
+    layers = {}
+    for init in sorted(CORE.glob("*/__init__.py")):
+        exported: set[str] = set()
+        for node in ast.parse(init.read_text(), str(init)).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+            ):
+                exported = set(ast.literal_eval(node.value))
+        layers[f"blocks.core.{init.parent.name}"] = exported
+    return layers
+
+
+def _package_of(path: Path) -> str:
+    """``blocks.core.log`` for ``src/blocks/core/log/segment.py``; "" for a file outside src."""
+    if not path.is_relative_to(SRC):
+        return ""
+    return ".".join(("blocks", *path.relative_to(SRC).parts[:-1]))
+
+
+def _layer_breaches(paths: list[Path]) -> list[str]:
+    layers = _layers()
+    breaches = []
+    for path in paths:
+        where = path.relative_to(SRC.parent) if path.is_relative_to(SRC) else path
+        home = _package_of(path) + "."
+        outside = [layer for layer in layers if not home.startswith(f"{layer}.")]
         for line, name in _imports(path):
-            if name in LOG_FILE_LAYOUT:
-                users.append(f"{path.relative_to(SRC.parent)}:{line} imports {name}")
-    return users
+            breaches += [
+                f"{where}:{line} imports {name} (import {layer} itself)"
+                for layer in outside
+                if name.startswith(f"{layer}.")
+            ]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in outside:
+                breaches += [
+                    f"{where}:{node.lineno} imports {alias.name} from {node.module}"
+                    " (not in its __all__)"
+                    for alias in node.names
+                    if alias.name not in layers[node.module]
+                    and not _is_module(f"{node.module}.{alias.name}")
+                ]
+    return breaches
 
 
-def test_only_core_touches_a_segment_logs_files() -> None:
+def test_core_layers_are_entered_by_their_package() -> None:
     """Blocks change a log through SegmentLog (truncate_from, restart_at, rewrite_segment)."""
-    assert _log_file_users() == []
+    assert set(_layers()) == {"blocks.core.log", "blocks.core.net"}
+    assert _layer_breaches(sorted(SRC.rglob("*.py"))) == []
+
+
+def test_the_layer_checker_sees_a_breach(tmp_path: Path) -> None:
+    source = tmp_path / "x.py"
+    source.write_text(
+        "from blocks.core.log import SegmentLog, storage\n"
+        "from blocks.core.log.format import encode_frame\n"
+        "import blocks.core.net.framing\n"
+        "from blocks.core.net import TcpTransport, FramedConnection\n"
+    )
+    assert _layer_breaches([source]) == [
+        f"{source}:1 imports blocks.core.log.storage (import blocks.core.log itself)",
+        f"{source}:2 imports blocks.core.log.format (import blocks.core.log itself)",
+        f"{source}:3 imports blocks.core.net.framing (import blocks.core.net itself)",
+        f"{source}:4 imports FramedConnection from blocks.core.net (not in its __all__)",
+    ]

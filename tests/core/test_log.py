@@ -20,9 +20,8 @@ from blocks.core.errors import (
     Overloaded,
     Unavailable,
 )
-from blocks.core.log import SegmentLog
-from blocks.core.log_commit import GroupCommitter
-from blocks.core.log_format import HEADER_BYTES
+from blocks.core.log import GroupCommitter, SegmentLog
+from blocks.core.log.format import HEADER_BYTES
 
 
 def segment_files(directory: Path) -> list[str]:

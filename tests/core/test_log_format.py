@@ -10,7 +10,7 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.core.log_format import (
+from blocks.core.log.format import (
     HEADER_BYTES,
     LENGTH_MAX,
     MAGIC,

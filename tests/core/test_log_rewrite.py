@@ -14,7 +14,7 @@ import pytest
 
 from blocks.core.errors import FailedPrecondition, InvalidArgument, StorageError
 from blocks.core.log import FsyncPolicy, SegmentLog
-from blocks.core.log_rewrite import REWRITE_SUFFIX
+from blocks.core.log.rewrite import REWRITE_SUFFIX
 from blocks.testing.powerloss import PowerLossDisk
 
 RECORD = 40  # payload bytes; a frame is a little more, so three records fill a segment

@@ -1,7 +1,7 @@
 """The TCP connection's handshake as explicit states (issue 17, item 4).
 
-``blocks.core.tcp_limits`` holds the states (GREETING, OPEN, CLOSED) and the one table of legal
-moves; ``tcp_connection.py`` asks the state, never a stand-in such as an unset peer name. Here
+``blocks.core.net.limits`` holds the states (GREETING, OPEN, CLOSED) and the one table of legal
+moves; ``net/connection.py`` asks the state, never a stand-in such as an unset peer name. Here
 the table is checked whole, and a listener is checked to act on it: nothing but a HELLO is
 taken while greeting, and a HELLO is not taken once open.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from blocks.core.errors import PeerError
-from blocks.core.tcp_limits import TRANSITIONS, ConnectionLife, ConnectionState
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
+from blocks.core.net.limits import TRANSITIONS, ConnectionLife, ConnectionState
 from blocks.core.transport import FrameDecoder, FrameKind, encode_frame, error_from_wire
 
 HELLO = encode_frame([FrameKind.HELLO, "raw", None])

@@ -27,7 +27,7 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.core.memory_network import MemoryNetwork
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
 from blocks.testing import run_simulation
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from blocks.core.errors import InvalidArgument, Overloaded, PeerError
-from blocks.core.tcp_limits import ConnectionLife, ConnectionState, TcpLimits
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
+from blocks.core.net.limits import ConnectionLife, ConnectionState, TcpLimits
 from blocks.core.transport import FRAME_BYTES_MAX, FrameDecoder, FrameKind, encode_frame
 from blocks.core.transport import error_from_wire as from_wire
 

@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from blocks.core.errors import Cancelled, Overloaded, PeerError, Unauthenticated, Unavailable
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 from blocks.core.transport import FrameDecoder, FrameKind, encode_frame, error_from_wire
 
 

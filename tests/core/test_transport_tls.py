@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from blocks.core.errors import InvalidArgument, Unauthenticated, Unavailable
-from blocks.core.tcp_tls import client_tls_context, server_tls_context
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport, client_tls_context, server_tls_context
 
 TOKEN = "s3cret-bearer-token"
 SECRET_PAYLOAD = "payload-that-must-not-leak"

@@ -162,7 +162,7 @@ def test_tcp_cluster_serves_through_a_crash_and_checks_the_token() -> None:
             assert (await client.get("user:2", r=3)).value == b"bob"
             with pytest.raises(FailedPrecondition):
                 cluster.partition([["n1"]])  # not on TCP
-            from blocks.core.tcp_transport import TcpTransport
+            from blocks.core.net import TcpTransport
 
             port = cluster._ports["n2"]
             wrong = TcpTransport("intruder", listen=None, peers={"n2": ("127.0.0.1", port)})

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from blocks.core import log_storage
 from blocks.core.errors import Corruption
 from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.log import storage as log_storage
 from blocks.testing.powerloss import PowerLossDisk
 
 SEGMENT_BYTES_MAX = 200

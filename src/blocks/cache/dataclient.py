@@ -54,7 +54,7 @@ from blocks.core.errors import (
     PeerError,
     Unavailable,
 )
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 from blocks.core.transport import error_from_wire
 
 __all__ = ["BATCHES_IN_FLIGHT_MAX", "BATCH_BYTES_MAX", "QUEUE_CALLS_MAX", "DataNode"]

@@ -5,7 +5,7 @@ Theory of operation
 gRPC stays the node's public, language-neutral API (and carries membership), but a data call
 through it costs far more than the cache lookup it wraps: a protobuf message, HTTP/2 frames
 and a task per call on each side. The data path moves only the four data calls onto the
-library's own framed TCP (``blocks.core.tcp_transport.TcpTransport``, reused whole: this
+library's own framed TCP (``blocks.core.net.TcpTransport``, reused whole: this
 module adds only the requests and their handler): a 4-byte length and a msgpack array per
 frame, a ``HELLO``/``WELCOME`` handshake with the bearer token (the client also learns it
 reached the node it meant: the listener names itself), and request ids, so a client keeps
@@ -50,8 +50,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from blocks.core.errors import BlocksError, InvalidArgument
-from blocks.core.tcp_limits import TcpLimits
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpLimits, TcpTransport
 from blocks.core.transport import error_to_wire
 
 if TYPE_CHECKING:

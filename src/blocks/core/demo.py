@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-un
 
 from blocks.core.errors import BlocksError, InvalidArgument, Unauthenticated
 from blocks.core.hashing import HashRing
+from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel
 from blocks.core.server import Server
-from blocks.core.tcp_transport import TcpTransport
 
 __all__ = ["demo"]
 

@@ -12,7 +12,7 @@ Two implementations share this contract:
 * ``blocks.core.memory_network.MemoryNetwork``: in-process, seeded faults (delay, loss,
   duplication, reordering, partitions, crashes), deterministic under the virtual-time loop in
   ``blocks.testing.simloop``.
-* ``blocks.core.tcp_transport.TcpTransport``: length-prefixed msgpack frames over asyncio
+* ``blocks.core.net.TcpTransport``: length-prefixed msgpack frames over asyncio
   streams between processes, pipelined on one connection per peer.
 
 Errors, the same in both:

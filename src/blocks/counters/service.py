@@ -20,8 +20,8 @@ from typing import Any
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy
+from blocks.core.net import TcpTransport
 from blocks.core.server import Server
-from blocks.core.tcp_transport import TcpTransport
 from blocks.counters import counters_pb2, counters_pb2_grpc
 from blocks.counters.durable import CountersStore
 from blocks.counters.gossip import GossipNode

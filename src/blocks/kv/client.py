@@ -42,9 +42,8 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.core.hashing import HashRing
+from blocks.core.net import TcpTransport, check_tls_context, client_tls_context
 from blocks.core.rpc import PemSource
-from blocks.core.tcp_tls import check_tls_context, client_tls_context
-from blocks.core.tcp_transport import TcpTransport
 from blocks.core.transport import (
     FrameDecoder,
     FrameKind,

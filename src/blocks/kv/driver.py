@@ -52,7 +52,7 @@ from blocks.core.errors import (
 )
 from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.dot_lease import CounterLease
 from blocks.kv.driver_config import NodeConfig

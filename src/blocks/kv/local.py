@@ -25,7 +25,7 @@ from typing import Literal
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.memory_network import MemoryNetwork
-from blocks.core.tcp_transport import TcpTransport
+from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.bitcask import SyncPolicy
 from blocks.kv.client import KVClient, parse_address

@@ -9,7 +9,7 @@ drains, so ``blocks kv serve`` shuts down cleanly on SIGTERM; ``kill -9`` loses 
 acknowledged because every write is in the store before its ack leaves.
 
 TLS (``TlsFiles``): the node's certificate and key serve both listeners, the data path
-(``blocks.core.tcp_tls.server_tls_context``) and gRPC (``blocks.core.server.TlsConfig``), and
+(``blocks.core.net.server_tls_context``) and gRPC (``blocks.core.server.TlsConfig``), and
 the CA is what the node's own dials to its peers trust. A TLS node refuses plaintext peers and
 clients; a cluster is either all TLS or none.
 
@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.net import TcpTransport, server_tls_context
 from blocks.core.rpc import PemSource
 from blocks.core.server import Server, TlsConfig
-from blocks.core.tcp_tls import server_tls_context
-from blocks.core.tcp_transport import TcpTransport
 from blocks.kv import kv_pb2, kv_pb2_grpc
 from blocks.kv.bitcask import SyncPolicy
 from blocks.kv.client import Versioned

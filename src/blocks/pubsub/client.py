@@ -24,8 +24,8 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
 from blocks.core.hashing import key_hash
+from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
-from blocks.core.tcp_transport import TcpTransport
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer

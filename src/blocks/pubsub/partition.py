@@ -36,8 +36,7 @@ import os
 from typing import Protocol
 
 from blocks.core.errors import InvalidArgument
-from blocks.core.log import FsyncPolicy, SegmentLog
-from blocks.core.log_commit import GroupCommitter
+from blocks.core.log import FsyncPolicy, GroupCommitter, SegmentLog
 from blocks.pubsub.record import StoredRecord, newest_offsets
 from blocks.pubsub.segments import compact_log, truncate_log_after
 

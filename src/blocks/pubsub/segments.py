@@ -5,7 +5,7 @@ Theory of operation
 A replica that must cut a divergent tail calls ``SegmentLog.truncate_from``; compaction thins
 out old segments with ``SegmentLog.rewrite_segment``, which replaces a sealed segment's records
 at the same offsets. The log does the file work (temporary file, fsync, rename, directory
-fsync; see ``blocks.core.log_rewrite``), so a crash leaves every segment either old or new and
+fsync; see ``blocks.core.log.rewrite``), so a crash leaves every segment either old or new and
 the log a prefix of itself; this module only decides which records to keep.
 
 Compaction rewrites each sealed segment holding a superseded record, with that record replaced

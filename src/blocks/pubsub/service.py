@@ -22,8 +22,8 @@ from typing import Any
 from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy
+from blocks.core.net import TcpTransport
 from blocks.core.server import Server
-from blocks.core.tcp_transport import TcpTransport
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig

@@ -30,8 +30,7 @@ from blocks.core.errors import (
     NotFound,
 )
 from blocks.core.files import make_directories, write_atomically
-from blocks.core.log import FsyncPolicy
-from blocks.core.log_commit import GroupCommitter
+from blocks.core.log import FsyncPolicy, GroupCommitter
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
 from blocks.pubsub.producers import Run, duplicate_offset, extend, last_sequence
 

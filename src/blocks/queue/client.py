@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
+from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
-from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.api import Message
 from blocks.queue.datapath import CallBatcher, message_from_wire

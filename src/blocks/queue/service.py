@@ -24,8 +24,8 @@ from typing import Any
 
 from blocks.core.clock import Clock
 from blocks.core.log import FsyncPolicy
+from blocks.core.net import TcpTransport
 from blocks.core.server import Server
-from blocks.core.tcp_transport import TcpTransport
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.datapath import QueueDataPathHandler
 from blocks.queue.local import LocalQueue

@@ -11,7 +11,7 @@ so. ``ServerConnection`` is the listening end: it requires a ``HELLO`` within th
 timeout, checks the token in constant time, answers ``WELCOME``, runs the node's handler in
 one task per inbound message and writes the replies.
 
-Both ends are ``blocks.core.tcp_framing.FramedConnection`` (state, decoding with the limit
+Both ends are ``blocks.core.net.framing.FramedConnection`` (state, decoding with the limit
 of the state, ``GOAWAY`` on bad input, the budget of bytes in progress, coalesced writes, flow
 control) and know their transport only through ``ConnectionOwner``: its limits and counters,
 its handler, and the hooks for the bookkeeping of connections and buffered bytes.
@@ -32,8 +32,8 @@ from blocks.core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from blocks.core.tcp_framing import ConnectionOwner, FramedConnection
-from blocks.core.tcp_limits import ConnectionState
+from blocks.core.net.framing import ConnectionOwner, FramedConnection
+from blocks.core.net.limits import ConnectionState
 from blocks.core.transport import FrameKind, Handler, error_from_wire, error_to_wire
 
 __all__ = ["ClientConnection", "ConnectionOwner", "FramedConnection", "ServerConnection"]

@@ -34,11 +34,11 @@ from bisect import bisect_right
 from collections.abc import Iterable
 
 from blocks.core.errors import Corruption, InvalidArgument, StorageError, storage_error
-from blocks.core.log_config import LogConfig, as_offset, as_payloads
-from blocks.core.log_format import LENGTH_MAX, OFFSET_END, encode_frames, scan_frames
-from blocks.core.log_reads import LogReads
-from blocks.core.log_segment import Segment
-from blocks.core.log_storage import ActiveFile, StorageCounters, fsync_directory
+from blocks.core.log.config import LogConfig, as_offset, as_payloads
+from blocks.core.log.format import LENGTH_MAX, OFFSET_END, encode_frames, scan_frames
+from blocks.core.log.reads import LogReads
+from blocks.core.log.segment import Segment
+from blocks.core.log.storage import ActiveFile, StorageCounters, fsync_directory
 
 __all__ = [
     "REWRITE_SUFFIX",
@@ -133,7 +133,7 @@ class LogSurgery(LogReads):
         """Remove every record at ``offset`` or later; return ``next_offset`` (now ``offset``).
 
         Durable on return under every policy; a crash part way leaves a prefix of the log
-        (``log_rewrite``). For a replica cutting a divergent tail: the caller has no appends in
+        (``log.rewrite``). For a replica cutting a divergent tail: the caller has no appends in
         flight. Raises ``InvalidArgument`` outside ``[first_offset, next_offset]`` and
         ``Corruption`` for an offset in a damaged range, with nothing changed.
         """
@@ -207,7 +207,7 @@ class LogSurgery(LogReads):
 
     def rewrite_segment(self, base_offset: int, records: Iterable[bytes]) -> None:
         """Replace the records of the sealed segment starting at ``base_offset`` by ``records``,
-        one for each offset it holds, atomically (``log_rewrite``): offsets never change.
+        one for each offset it holds, atomically (``log.rewrite``): offsets never change.
 
         For compaction. Raises ``InvalidArgument`` (no sealed segment starts there, a wrong
         number of records, a bad record) or ``Corruption`` (the segment has a damaged range),

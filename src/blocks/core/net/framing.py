@@ -2,7 +2,7 @@
 ``ConnectionOwner`` protocol through which a connection sees its transport.
 
 Theory of operation: a ``FramedConnection`` is an asyncio protocol with an explicit state
-(``blocks.core.tcp_limits.ConnectionState``: greeting, open, closed). It decodes frames with
+(``blocks.core.net.limits.ConnectionState``: greeting, open, closed). It decodes frames with
 the limit of its state (``handshake_frame_bytes_max`` while greeting, ``frame_bytes_max``
 once open); any ``PeerError`` from the decoder or from a frame in the wrong place sends
 ``GOAWAY`` with the error and drops the connection, lingering so the reason arrives. It
@@ -11,7 +11,7 @@ socket's flow control through ``drain``. A listening-side connection (``budgeted
 the bytes of its frame in progress to its owner, which bounds their sum over all
 connections (``buffered_bytes_max``): the connection whose bytes cross it is dropped with
 ``GOAWAY`` ``Overloaded``. The two ends, ``ClientConnection`` and ``ServerConnection``, are in
-``blocks.core.tcp_connection``.
+``blocks.core.net.connection``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from blocks.core.errors import BlocksError, Overloaded, PeerError
-from blocks.core.tcp_limits import ConnectionLife, ConnectionState, TcpLimits
+from blocks.core.net.limits import ConnectionLife, ConnectionState, TcpLimits
 from blocks.core.transport import FrameDecoder, FrameKind, Handler, encode_frame, error_to_wire
 
 if TYPE_CHECKING:
-    from blocks.core.tcp_connection import ClientConnection, ServerConnection
+    from blocks.core.net.connection import ClientConnection, ServerConnection
 
 __all__ = ["ConnectionOwner", "FramedConnection"]
 

@@ -6,7 +6,7 @@ A read maps an offset to the segment holding it (a bisection over the segments' 
 offsets), refuses it if it lies in a damaged range (``Corruption``, never the bytes), and
 reads it through a descriptor: the active segment's own, or one from a small cache of
 read-only descriptors of older segments. Every read checks the checksum again
-(``log_segment``). Iteration reads runs of records in chunks under the log's lock and
+(``log.segment``). Iteration reads runs of records in chunks under the log's lock and
 yields them outside it, so appends and retention go on between chunks.
 
 ``LogReads`` is a part of ``SegmentLog``, not a class of its own: it uses the log's fields
@@ -20,9 +20,9 @@ from bisect import bisect_right
 from collections.abc import Iterator
 
 from blocks.core.errors import Corruption, FailedPrecondition, NotFound
-from blocks.core.log_config import as_offset
-from blocks.core.log_segment import DescriptorCache, Segment
-from blocks.core.log_storage import ActiveFile
+from blocks.core.log.config import as_offset
+from blocks.core.log.segment import DescriptorCache, Segment
+from blocks.core.log.storage import ActiveFile
 
 __all__ = ["LogReads"]
 

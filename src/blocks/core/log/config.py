@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blocks.core.errors import FailedPrecondition, InvalidArgument
-from blocks.core.log_format import HEADER_BYTES, LENGTH_MAX
+from blocks.core.log.format import HEADER_BYTES, LENGTH_MAX
 
 __all__ = [
     "FsyncPolicy",

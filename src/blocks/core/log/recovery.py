@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Opening a log reads every byte of every segment once (through ``mmap``) and checks every
-frame (see ``log_format``). The cost is linear in the size of the log: the disk's sequential
+frame (see ``log.format``). The cost is linear in the size of the log: the disk's sequential
 read speed for large records, roughly a million records a second of Python overhead for small
 ones. What it buys: an index per segment without a separate index file that could disagree
 with the data, and damage found at open rather than at some later read.
@@ -34,9 +34,9 @@ import os
 import re
 from dataclasses import dataclass
 
-from blocks.core.log_format import LENGTH_MAX, OFFSET_END, SegmentScan, scan_frames
-from blocks.core.log_segment import Segment, segment_file_name
-from blocks.core.log_storage import StorageCounters, fsync_directory
+from blocks.core.log.format import LENGTH_MAX, OFFSET_END, SegmentScan, scan_frames
+from blocks.core.log.segment import Segment, segment_file_name
+from blocks.core.log.storage import StorageCounters, fsync_directory
 
 __all__ = ["RecoveryReport", "list_segment_files", "open_segments", "recover_segments"]
 

@@ -4,7 +4,7 @@ Theory of operation: each frame is a 4-byte big-endian length and one msgpack ar
 (``blocks.core.transport.FrameKind``). Connections are one-directional in purpose: the node that
 dials sends ``HELLO`` (its name and optional bearer token), then requests and one-way messages;
 the listening node answers ``WELCOME`` and then a ``REPLY`` or ``FAILURE`` per request id (the
-two ends are ``blocks.core.tcp_connection``). A node keeps one outbound connection per peer and
+two ends are ``blocks.core.net.connection``). A node keeps one outbound connection per peer and
 pipelines every request on it, matching replies by id, so N requests in flight cost one socket
 and no head-of-line waiting in the caller. Both directions of a pair of nodes therefore use two
 connections, one dialed by each side. This module owns the connections: the listener, the dials
@@ -21,7 +21,7 @@ Failure handling:
   sends ``GOAWAY`` carrying the error and drops the connection; a server stays up for
   everyone else.
 * What strangers can make a listener hold is bounded by ``TcpLimits``
-  (``blocks.core.tcp_limits``): connections, connections still greeting, the frame size
+  (``blocks.core.net.limits``): connections, connections still greeting, the frame size
   before the handshake, and the bytes of frames in progress over all connections. A breach
   drops the connection that caused it with ``GOAWAY`` (``Overloaded`` for a full budget,
   ``PeerError`` for a frame too large) and is counted in ``stats()``; ``buffered_bytes`` is
@@ -34,7 +34,7 @@ Failure handling:
   ``Overloaded`` to requests past it (one-way messages past it are dropped and counted).
 
 TLS (optional, so that the bearer token and the data never travel in clear): ``tls`` is the
-listener's ``ssl.SSLContext`` (``blocks.core.tcp_tls.server_tls_context`` builds one from PEM),
+listener's ``ssl.SSLContext`` (``blocks.core.net.tls.server_tls_context`` builds one from PEM),
 and ``tls_ca`` makes every dial a TLS connection that accepts only a listener whose certificate
 that CA signed and that names the dialed host (or ``tls_server_name``); it is PEM bytes, a path,
 or a ready client context (for client certificates). The TLS handshake happens before
@@ -70,10 +70,10 @@ from blocks.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from blocks.core.net.connection import ClientConnection, ServerConnection
+from blocks.core.net.limits import TcpLimits
+from blocks.core.net.tls import check_tls_context, client_tls_context
 from blocks.core.rpc import PemSource
-from blocks.core.tcp_connection import ClientConnection, ServerConnection
-from blocks.core.tcp_limits import TcpLimits
-from blocks.core.tcp_tls import check_tls_context, client_tls_context
 from blocks.core.transport import (
     DEFAULT_TIMEOUT_S,
     FrameKind,
@@ -261,7 +261,7 @@ class TcpTransport:
         if self._closed:
             raise FailedPrecondition(f"transport {self._name!r} is closed")
 
-    # --- hooks for the connections (blocks.core.tcp_framing.ConnectionOwner) --------------
+    # --- hooks for the connections (blocks.core.net.framing.ConnectionOwner) --------------
 
     def connection_accepted(self, connection: ServerConnection) -> BlocksError | None:
         limits = self.limits

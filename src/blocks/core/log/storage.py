@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from blocks.core.errors import storage_error
 from blocks.core.files import fsync_directory as _fsync_directory
-from blocks.core.log_format import HEADER_BYTES
-from blocks.core.log_segment import Segment, segment_file_name
+from blocks.core.log.format import HEADER_BYTES
+from blocks.core.log.segment import Segment, segment_file_name
 
 __all__ = ["ActiveFile", "StorageCounters", "fsync_directory", "fsync_path"]
 

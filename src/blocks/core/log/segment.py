@@ -25,7 +25,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
 from blocks.core.errors import Corruption
-from blocks.core.log_format import (
+from blocks.core.log.format import (
     HEADER_BYTES,
     LENGTH_MAX,
     MAGIC,

@@ -6,18 +6,18 @@ A log is a directory of segment files, each named by the offset of its first rec
 (``00000000000000000000.log``), plus a ``LOCK`` file. Records get dense offsets, one after
 another; only the last segment (the *active* one) is written, and it rolls to a new file when
 the next record would take it past ``segment_bytes_max``. Every record is framed with a magic,
-its length, its offset and an xxh3-64 checksum (``log_format`` documents it byte by byte).
+its length, its offset and an xxh3-64 checksum (``log.format`` documents it byte by byte).
 ``truncate_before`` deletes whole segments below an offset: that is retention.
 ``truncate_from`` cuts the tail, ``restart_at`` empties the log at a later offset, and
 ``rewrite_segment`` replaces a sealed segment's records at the same offsets (compaction);
-``log_rewrite`` holds them and says how each survives a crash. No code outside the log touches
-its files. Reads and iteration are in ``log_reads``.
+``log.rewrite`` holds them and says how each survives a crash. No code outside the log touches
+its files. Reads and iteration are in ``log.reads``.
 
 Durability is explicit. A record is *acknowledged durable* when one of these returns:
 
 * ``append``/``append_many`` under ``fsync="always"`` (one fsync per call);
 * the awaited ``append_async``/``append_many_async`` under ``fsync="batch"`` (group commit:
-  concurrent callers in one window of ``batch_delay_ms`` share one fsync, see ``log_commit``;
+  concurrent callers in one window of ``batch_delay_ms`` share one fsync, see ``log.commit``;
   logs opened with one ``commit_group`` share its rounds, and its window and limit apply);
 * the awaited ``append_async``/``append_many_async`` under ``fsync="always"``: group commit
   without a window (a log's own group has none; a shared ``commit_group`` keeps its own):
@@ -31,7 +31,7 @@ fsync (time from the injected ``Clock``); under ``never`` only ``sync()`` fsyncs
 is fsynced when a segment is created or deleted (under ``never``, at the next ``sync()``).
 ``durable_offset`` says how far the guarantee reaches.
 
-On open, every segment is scanned, checked and indexed (``log_recovery`` states the policy:
+On open, every segment is scanned, checked and indexed (``log.recovery`` states the policy:
 a torn tail is cut and reported in ``recovery``; damage followed by valid records becomes a
 damaged range whose reads raise ``Corruption``). A corrupt record is never returned as data:
 every read checks the checksum again. A failed write is rolled back; a failed fsync leaves
@@ -50,8 +50,8 @@ from types import TracebackType
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import InvalidArgument, Overloaded
-from blocks.core.log_commit import GroupCommitter
-from blocks.core.log_config import (
+from blocks.core.log.commit import GroupCommitter
+from blocks.core.log.config import (
     FsyncPolicy,
     LogConfig,
     LogStats,
@@ -60,13 +60,20 @@ from blocks.core.log_config import (
     as_offset,
     as_payloads,
 )
-from blocks.core.log_format import HEADER_BYTES, encode_frame
-from blocks.core.log_recovery import RecoveryReport, open_segments
-from blocks.core.log_rewrite import LogSurgery
-from blocks.core.log_segment import DescriptorCache
-from blocks.core.log_storage import ActiveFile, StorageCounters, fsync_directory, fsync_path
+from blocks.core.log.format import HEADER_BYTES, encode_frame
+from blocks.core.log.recovery import RecoveryReport, open_segments
+from blocks.core.log.rewrite import LogSurgery
+from blocks.core.log.segment import DescriptorCache
+from blocks.core.log.storage import ActiveFile, StorageCounters, fsync_directory, fsync_path
 
-__all__ = ["FsyncPolicy", "LogConfig", "LogStats", "RecoveryReport", "SegmentLog"]
+__all__ = [
+    "FsyncPolicy",
+    "GroupCommitter",
+    "LogConfig",
+    "LogStats",
+    "RecoveryReport",
+    "SegmentLog",
+]
 
 _OPEN_SEGMENTS_MAX = 32  # read-only descriptors of older segments kept open
 
@@ -74,9 +81,9 @@ _OPEN_SEGMENTS_MAX = 32  # read-only descriptors of older segments kept open
 class SegmentLog(LogSurgery):
     """A durable, segmented, append-only sequence of byte records with dense offsets.
 
-    Its reads (``read``, ``iter_from``) are in ``log_reads``, its tail cuts, restarts and
+    Its reads (``read``, ``iter_from``) are in ``log.reads``, its tail cuts, restarts and
     segment rewrites (``truncate_from``, ``restart_at``, ``rewrite_segment``,
-    ``segment_bases``) in ``log_rewrite``; both work on the fields set here.
+    ``segment_bases``) in ``log.rewrite``; both work on the fields set here.
     """
 
     def __init__(
