@@ -271,40 +271,31 @@ def _with_bearer(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Cl
     return details._replace(metadata=metadata)
 
 
-class _BearerUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc,unused-ignore]
+class _Bearer:
+    """Adds ``authorization: Bearer <token>`` to each call. grpc.aio files an interceptor under
+    the first call shape it is an instance of, so each shape has its own subclass below."""
+
     def __init__(self, token: str) -> None:
         self._token = token
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+    async def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with_bearer(details, self._token), request)
 
 
-class _BearerUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc,unused-ignore]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_bearer(details, self._token), request)
+class _BearerUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc,unused-ignore]
+    intercept_unary_unary = _Bearer._intercept
 
 
-class _BearerStreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc,unused-ignore]
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def intercept_stream_unary(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_with_bearer(details, self._token), request_iterator)
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc,unused-ignore]
+    intercept_unary_stream = _Bearer._intercept
 
 
-class _BearerStreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc,unused-ignore]
-    def __init__(self, token: str) -> None:
-        self._token = token
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc,unused-ignore]
+    intercept_stream_unary = _Bearer._intercept
 
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_with_bearer(details, self._token), request_iterator)
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc,unused-ignore]
+    intercept_stream_stream = _Bearer._intercept
 
 
 def channel_options(
@@ -359,12 +350,8 @@ def connect_channel(
     interceptors: list[Any] = []
     if token is not None:
         validate_token(token)
-        interceptors = [
-            _BearerUnaryUnary(token),
-            _BearerUnaryStream(token),
-            _BearerStreamUnary(token),
-            _BearerStreamStream(token),
-        ]
+        shapes = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+        interceptors = [shape(token) for shape in shapes]
     if tls_ca is None:
         if tls_client_cert is not None:
             raise InvalidArgument("tls_client_cert needs tls_ca")
