@@ -60,6 +60,22 @@ def test_an_acknowledged_write_survives_its_only_holder_crashing() -> None:
     run_simulation(main, 1)
 
 
+def test_concurrent_writes_replicate_in_batches_and_every_replica_holds_them() -> None:
+    async def main(sim: Simulation) -> None:
+        async with _cluster(sim, QUIET) as cluster:
+            client = cluster.client()
+            keys = [b"batched-%d" % i for i in range(64)]
+            await asyncio.gather(*(client.put(k, k + b"-value") for k in keys))
+            await asyncio.sleep(0.2)  # the replicas past W have their copies too
+            for node in cluster.nodes.values():
+                assert all(node.core.objects[k].values == [k + b"-value"] for k in keys)
+            batches = sum(n.counters["peer_batches"] for n in cluster.nodes.values())
+            batched = sum(n.counters["peer_batched_messages"] for n in cluster.nodes.values())
+            assert 0 < batches < batched  # several messages went as one, more than once
+
+    run_simulation(main, 3)
+
+
 def test_hinted_handoff_returns_a_write_to_its_owner() -> None:
     async def main(sim: Simulation) -> None:
         async with _cluster(sim, QUIET, nodes=4) as cluster:
@@ -192,10 +208,17 @@ def test_bad_input_gets_a_typed_error_and_the_node_keeps_serving() -> None:
             for request in (["bogus"], [], "put", {"a": 1}, ["put", b"k"], ["members", 1]):
                 with pytest.raises(InvalidArgument):
                     await raw.request("n1", request, 1.0)
-            for message in ([1, 1], [99], [1, -1, b"k", [[], []], None], [20, [["x"]], True]):
+            bad = (
+                [1, 1],
+                [99],
+                [1, -1, b"k", [[], []], None],
+                [20, [["x"]], True],
+                [9, [[2, 5], [2, -1]]],  # a batch with one bad message is refused whole
+            )
+            for message in bad:
                 with pytest.raises(PeerError):
                     await raw.request("n1", message, 1.0)
-            assert cluster.nodes["n1"].counters["malformed_peer_messages"] == 4
+            assert cluster.nodes["n1"].counters["malformed_peer_messages"] == 5
             await client.put(b"k", b"fine")
             assert (await client.get(b"k")).value == b"fine"
             with pytest.raises(InvalidArgument):

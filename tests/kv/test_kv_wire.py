@@ -25,7 +25,14 @@ from blocks.kv.messages import (
 )
 from blocks.kv.requests import parse_address, parse_get, parse_keys_limit, parse_put
 from blocks.kv.versions import VersionVector, encode_context, update
-from blocks.kv.wire import Gossip, decode_peer_message, encode_peer_message
+from blocks.kv.wire import (
+    BATCH_MESSAGES_MAX,
+    Gossip,
+    decode_peer_batch,
+    decode_peer_message,
+    encode_batch,
+    encode_peer_message,
+)
 
 keys = st.binary(max_size=8)
 request_ids = st.integers(0, 2**40)
@@ -76,6 +83,43 @@ messages = st.one_of(
 def test_every_peer_message_round_trips_through_msgpack(message: Any) -> None:
     wire = unpack(pack(encode_peer_message(message)))
     assert decode_peer_message(wire) == message
+
+
+data_path_messages = st.one_of(
+    st.builds(PutReplica, request_ids, keys, objects(), st.one_of(st.none(), st.text(max_size=3))),
+    st.builds(PutAck, request_ids),
+    st.builds(GetReplica, request_ids, keys),
+    st.builds(GetReply, request_ids, st.one_of(st.none(), objects())),
+    st.builds(Handoff, keys, objects()),
+    st.builds(HandoffAck, keys),
+)
+
+
+@given(st.lists(data_path_messages, min_size=1, max_size=6))
+def test_a_batch_round_trips_in_order(batch: list[Any]) -> None:
+    wire = unpack(pack(encode_batch([encode_peer_message(m) for m in batch])))
+    assert decode_peer_batch(wire) == batch
+
+
+def test_a_malformed_batch_is_refused_whole() -> None:
+    good = encode_peer_message(PutAck(1))
+    leaves = encode_peer_message(SyncLeaves(0, ()))
+    gossip = encode_peer_message(Gossip((), False))
+    for raw in (
+        [9],
+        [9, []],  # empty
+        [9, good],  # not a list of messages
+        [9, [good], 1],
+        [8, [good]],
+        [9, [good, [9, [good]]]],  # nested
+        [9, [good, leaves]],  # anti-entropy travels alone
+        [9, [good, gossip]],
+        [9, [good, [2, -1]]],  # one bad message spoils the batch
+        [9, [good, [[1], 2]]],
+        [9, [good] * (BATCH_MESSAGES_MAX + 1)],
+    ):
+        with pytest.raises(PeerError):
+            decode_peer_batch(raw)
 
 
 msgpack_values = st.recursive(

@@ -19,7 +19,7 @@ placement (``driver.py``) until the ring changes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
@@ -40,66 +40,99 @@ def object_digest(obj: VersionedObject) -> bytes:
 
 
 class Digests:
-    """Per key, what its tree entry needs (``key_hash`` and the entry hash of its object's
-    digest), recomputed only when the key holds a new object."""
+    """Per key, what its tree entry needs, recomputed only when it changes: ``key_hash``, the
+    entry hash of its object's digest (when the key holds a new object), and its home set
+    (when the placement returns a new list, i.e. the ring changed). Also, per peer, the keys
+    of the last tree this node sent it (``started``), so the answer to that exchange needs no
+    second tree."""
 
-    __slots__ = ("_cache",)
+    __slots__ = ("_cache", "started")
 
     def __init__(self) -> None:
-        self._cache: dict[bytes, tuple[VersionedObject, int, int]] = {}
+        # key -> [object, key_hash, entry_hash or None (not yet), placement epoch, home set]
+        self._cache: dict[bytes, list[Any]] = {}
+        self.started: dict[str, list[tuple[bytes, int]]] = {}
 
     def entries(
         self, items: Iterable[tuple[bytes, VersionedObject]]
     ) -> list[tuple[bytes, int, int]]:
         """``(key, key_hash, entry_hash)`` of each pair."""
-        cache = self._cache
         out: list[tuple[bytes, int, int]] = []
         for key, obj in items:
-            cached = cache.get(key)
-            if cached is None or cached[0] is not obj:
-                digest = object_digest(obj)
-                cached = cache[key] = (obj, key_hash(key), entry_hash(key, digest))
-            out.append((key, cached[1], cached[2]))
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = self._cache[key] = [obj, key_hash(key), None, -1, frozenset()]
+            out.append((key, cached[1], _entry_hash(key, obj, cached)))
         return out
 
     def forget_missing(self, objects: dict[bytes, VersionedObject]) -> None:
-        """Drop the entries of keys this node no longer holds (once per exchange it starts,
-        so the cache holds at most one stale object per key between two of them)."""
+        """Drop the entries of keys this node no longer holds."""
         self._cache = {k: c for k, c in self._cache.items() if k in objects}
 
+    def shared_tree(
+        self, core: KVNodeCore, peer: str
+    ) -> tuple[MerkleTree, list[tuple[bytes, int]]]:
+        """The tree over the keys ``core`` and ``peer`` are both home nodes for, and those
+        keys with their ``key_hash``: one pass over the objects, in which a key whose object
+        and placement did not change since the last tree costs a few lookups, no hashing and
+        no placement."""
+        node_id, replicas, placement = core.node_id, core.config.replicas, core.placement
+        epoch = core.placement_epoch
+        depth = core.config.merkle_depth
+        shift = 64 - depth
+        leaves = [0] * (1 << depth)
+        cache = self._cache
+        keys: list[tuple[bytes, int]] = []
+        for key, obj in core.objects.items():
+            cached = cache.get(key)
+            if cached is None:
+                home = frozenset(placement(key)[:replicas])
+                cached = cache[key] = [obj, key_hash(key), None, epoch, home]
+            elif cached[3] != epoch:
+                cached[3], cached[4] = epoch, frozenset(placement(key)[:replicas])
+            home = cached[4]
+            if node_id not in home or peer not in home:
+                continue
+            entry = cached[2]
+            if cached[0] is not obj or entry is None:
+                entry = _entry_hash(key, obj, cached)
+            hashed_key = cached[1]
+            leaves[hashed_key >> shift] ^= entry
+            keys.append((key, hashed_key))
+        return MerkleTree.from_leaves(depth, leaves), keys
 
-_Shared = tuple[MerkleTree, dict[bytes, VersionedObject], list[tuple[bytes, int, int]]]
 
-
-def shared_tree(core: KVNodeCore, peer: str) -> _Shared:
-    pair = {core.node_id, peer}
-    replicas = core.config.replicas
-    placement = core.placement
-    shared = {k: o for k, o in core.objects.items() if pair <= set(placement(k)[:replicas])}
-    entries = core.digests.entries(shared.items())
-    tree = MerkleTree(core.config.merkle_depth)
-    for _, hashed_key, hashed_entry in entries:
-        tree.add_hashed(hashed_key, hashed_entry)
-    return tree, shared, entries
+def _entry_hash(key: bytes, obj: VersionedObject, cached: list[Any]) -> int:
+    """The entry hash of ``key`` holding ``obj``, from ``cached`` unless the object is new."""
+    if cached[0] is not obj or cached[2] is None:
+        cached[0] = obj
+        cached[2] = entry_hash(key, object_digest(obj))
+    entry: int = cached[2]
+    return entry
 
 
 def start_anti_entropy(core: KVNodeCore, peer: str) -> list[Effect]:
-    core.digests.forget_missing(core.objects)
-    tree, _, _ = shared_tree(core, peer)
+    digests = core.digests
+    if len(digests._cache) > len(core.objects) + len(core.objects) // 4 + 64:
+        digests.forget_missing(core.objects)  # keys gone (hand-offs): now and then, not always
+    tree, keys = digests.shared_tree(core, peer)
+    digests.started[peer] = keys
     leaves = tuple(tree.level(core.config.merkle_depth))
     return [Send(peer, SyncLeaves(tree.root, leaves))]
 
 
 def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effect]:
-    tree, shared, entries = shared_tree(core, sender)
     depth = core.config.merkle_depth
-    if tree.root == message.root or len(message.leaves) != 1 << depth:
+    if len(message.leaves) != 1 << depth:
+        return []
+    tree, keys = core.digests.shared_tree(core, sender)
+    if tree.root == message.root:
         return []
     ours = tree.level(depth)
     differing = tuple(
         i for i, (a, b) in enumerate(zip(ours, message.leaves, strict=True)) if a != b
     )
-    objects = _objects_in(shared, entries, differing, depth)
+    objects = _objects_in(core.objects, keys, differing, depth)
     return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
 
 
@@ -112,8 +145,12 @@ def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effe
     """
     candidates: tuple[tuple[bytes, VersionedObject], ...] = ()
     if message.answer_expected:
-        _, shared, entries = shared_tree(core, sender)
-        candidates = _objects_in(shared, entries, message.leaves, core.config.merkle_depth)
+        # The keys of the tree this node sent (the exchange it started); a new tree only if
+        # that is gone. Keys written since then are not offered: they are being replicated.
+        keys = core.digests.started.pop(sender, None)
+        if keys is None:
+            keys = core.digests.shared_tree(core, sender)[1]
+        candidates = _objects_in(core.objects, keys, message.leaves, core.config.merkle_depth)
     received: dict[bytes, VersionedObject] = {}
     for key, obj in message.objects:
         received[key] = obj
@@ -134,12 +171,13 @@ def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effe
 
 
 def _objects_in(
-    shared: dict[bytes, VersionedObject],
-    entries: list[tuple[bytes, int, int]],
+    objects: dict[bytes, VersionedObject],
+    keys: list[tuple[bytes, int]],
     leaves: Iterable[int],
     depth: int,
 ) -> tuple[tuple[bytes, VersionedObject], ...]:
+    """The objects held now of ``keys`` (``(key, key_hash)``) that fall in ``leaves``."""
     wanted = set(leaves)
     shift = 64 - depth
-    keys = sorted(key for key, hashed_key, _ in entries if hashed_key >> shift in wanted)
-    return tuple((key, shared[key]) for key in keys)
+    chosen = sorted(key for key, hashed_key in keys if hashed_key >> shift in wanted)
+    return tuple((key, objects[key]) for key in chosen if key in objects)

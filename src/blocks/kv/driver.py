@@ -64,13 +64,33 @@ from blocks.kv.driver_requests import (
     status_report,
 )
 from blocks.kv.membership import Membership
-from blocks.kv.messages import Effect, Fail, Reply, Send
+from blocks.kv.messages import (
+    Effect,
+    Fail,
+    GetReplica,
+    GetReply,
+    Handoff,
+    HandoffAck,
+    Message,
+    PutAck,
+    PutReplica,
+    Reply,
+    Send,
+)
 from blocks.kv.node import KVNodeCore
 from blocks.kv.persist import MemoryObjectStore, ObjectStore
 from blocks.kv.quorum import Placements
 from blocks.kv.requests import PutResult, parse_address
 from blocks.kv.versions import VersionedObject, VersionVector
-from blocks.kv.wire import Gossip, decode_peer_message, encode_peer_message
+from blocks.kv.wire import (
+    BATCH_MESSAGES_MAX,
+    BATCH_TAG,
+    Gossip,
+    decode_peer_batch,
+    decode_peer_message,
+    encode_batch,
+    encode_peer_message,
+)
 
 __all__ = ["KVNode", "NodeConfig"]
 
@@ -159,6 +179,7 @@ class KVNode:
         self._seeds = {n: a for n, a in self.membership.addresses().items() if n != self.node_id}
         self.membership = self._new_membership()
         self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
+        self.core.placement_epoch += 1
 
     async def stop(self) -> None:
         """Stop serving, flush what is held, close the store."""
@@ -294,6 +315,9 @@ class KVNode:
         if not self.running:
             raise Unavailable(f"node {self.node_id!r} is not running")
         if isinstance(message, list) and message and type(message[0]) is int:
+            if message[0] == BATCH_TAG:
+                self._handle_batch(source, message)
+                return None
             try:
                 decoded = decode_peer_message(message)
             except PeerError:
@@ -307,6 +331,20 @@ class KVNode:
         if isinstance(message, list) and message and isinstance(message[0], str):
             return await answer_client_request(self, message)
         raise InvalidArgument("a request must be [verb, ...]")
+
+    def _handle_batch(self, source: str, message: list[Any]) -> None:
+        """The data-path messages a peer batched for this node (``wire.encode_batch``), in
+        order; their effects are carried out together."""
+        try:
+            decoded = decode_peer_batch(message)
+        except PeerError:
+            self.counters["malformed_peer_messages"] += 1
+            raise
+        handle = self.core.handle
+        effects: list[Effect] = []
+        for one in decoded:
+            effects += handle(source, one)
+        self._run(effects)
 
     def _on_gossip(self, source: str, gossip: Gossip) -> None:
         changed = self.membership.handle_gossip(source, gossip.records)
@@ -333,6 +371,7 @@ class KVNode:
     def _on_ring_change(self) -> None:
         old = self._ring
         self._ring = HashRing(self.membership.ring_members(), vnodes=self.config.vnodes)
+        self.core.placement_epoch += 1  # placements changed: anti-entropy recomputes home sets
         replicas = self.config.quorum.replicas
         if len(old):
             moved = self.core.rebalance(lambda k: old.preference_list(k, min(replicas, len(old))))
@@ -379,12 +418,36 @@ class KVNode:
         except StorageError as error:
             self._storage_failed(error, made)
             return
+        batches: dict[str, _Batch] = {}
         while self._held:
             effect = self._held.popleft()
-            if isinstance(effect, Send):
-                self._push(effect.to, encode_peer_message(effect.message))
-            else:
+            if not isinstance(effect, Send):
                 self._resolve(effect)
+                continue
+            message, peer = effect.message, effect.to
+            weight = _batch_weight(message)
+            batch = batches.get(peer)
+            if batch is not None and (weight < 0 or not batch.fits(weight)):
+                self._push_batch(peer, batch)  # keep this peer's messages in order
+                batch = batches[peer] = _Batch()
+            if weight < 0:
+                self._push(peer, encode_peer_message(message))
+                continue
+            if batch is None:
+                batch = batches[peer] = _Batch()
+            batch.add(encode_peer_message(message), weight)
+        for peer, batch in batches.items():
+            self._push_batch(peer, batch)
+
+    def _push_batch(self, peer: str, batch: _Batch) -> None:
+        """One wire message for the peer: the lone message as it is, several as a batch."""
+        messages = batch.messages
+        if len(messages) == 1:
+            self._push(peer, messages[0])
+        elif messages:
+            self.counters["peer_batches"] += 1
+            self.counters["peer_batched_messages"] += len(messages)
+            self._push(peer, encode_batch(messages))
 
     def _storage_failed(self, error: StorageError, made: set[int]) -> None:
         """The save of this iteration failed: see the module docs for what still leaves."""
@@ -441,6 +504,46 @@ class KVNode:
     @property
     def requests_in_flight(self) -> int:
         return len(self._waiting)
+
+
+BATCH_WEIGHT_MAX = 256 * 1024
+"""Estimated bytes (keys and values) one batch of peer messages carries at most; a message
+estimated at more travels alone (frames are bounded by the transport's ``frame_bytes_max``)."""
+
+
+class _Batch:
+    """Encoded data-path messages for one peer from one flush, and their estimated bytes."""
+
+    __slots__ = ("messages", "weight")
+
+    def __init__(self) -> None:
+        self.messages: list[list[Any]] = []
+        self.weight = 0
+
+    def fits(self, weight: int) -> bool:
+        return len(self.messages) < BATCH_MESSAGES_MAX and self.weight + weight <= BATCH_WEIGHT_MAX
+
+    def add(self, message: list[Any], weight: int) -> None:
+        self.messages.append(message)
+        self.weight += weight
+
+
+def _batch_weight(message: Message) -> int:
+    """A data-path message's estimated wire bytes; -1 for one that travels alone (gossip is
+    not an effect; anti-entropy messages, and messages over ``BATCH_WEIGHT_MAX``)."""
+    if isinstance(message, PutAck):
+        return 16
+    if isinstance(message, GetReplica | HandoffAck):
+        return 32 + len(message.key)
+    if isinstance(message, PutReplica | Handoff | GetReply):
+        weight = 64 if isinstance(message, GetReply) else 64 + len(message.key)
+        obj = message.obj
+        if obj is not None:
+            for sibling in obj.siblings:
+                weight += 64 + len(sibling.value or b"")
+            weight += 32 * len(obj.context.entries)
+        return weight if weight <= BATCH_WEIGHT_MAX else -1
+    return -1
 
 
 def _refusal(effects: list[Effect]) -> BlocksError | None:

@@ -53,6 +53,15 @@ class MerkleTree:
         for key, digest in entries:
             self.add(key, digest)
 
+    @classmethod
+    def from_leaves(cls, depth: int, leaves: list[int]) -> MerkleTree:
+        """A tree whose leaf hashes are ``leaves`` (``2**depth`` of them, taken, not copied)."""
+        tree = cls(depth)
+        if len(leaves) != 1 << depth:
+            raise InvalidArgument(f"a tree of depth {depth} has {1 << depth} leaves")
+        tree._levels[depth] = leaves
+        return tree
+
     def add(self, key: bytes, digest: bytes) -> None:
         """Account for ``key`` holding an object with ``digest`` (once per key)."""
         self._levels[self.depth][leaf_of(key, self.depth)] ^= entry_hash(key, digest)

@@ -136,6 +136,9 @@ class KVNodeCore:
         self.hints_refused = 0
         self.anti_entropy_repairs = 0  # keys whose copy here changed through anti-entropy
         self.digests = Digests()
+        # Bumped by whoever makes ``placement`` answer differently (the driver, on a ring
+        # change), so the home sets anti-entropy keeps per key are recomputed.
+        self.placement_epoch = 0
         self._pending: dict[int, _Pending] = {}
         # Dot counters this life may issue; None: not bounded (a core without a store that
         # outlives it, as in unit tests). The driver reserves ahead of use (``dot_lease``).

@@ -12,8 +12,13 @@ string verb, so one handler tells them apart by the type of the first element.
 ``[5, key, object]`` / ``[6, key]``          Handoff / HandoffAck
 ``[7, root, [leaf, ...]]``                   SyncLeaves
 ``[8, [[key, object], ...], [leaf, ...], answer_expected]``  SyncObjects
+``[9, [message, ...]]``                      a batch of data-path messages (tags 1-6)
 ``[20, [record, ...], reply_wanted]``        Gossip (membership table)
 =================  ===========================================================
+
+A batch carries the data-path messages one node had for one peer in one turn of its event
+loop (``encode_batch``), so a busy coordinator sends one frame per peer per turn, not one per
+replica request; ``decode_peer_batch`` parses it all or nothing.
 
 Objects use ``versions.object_to_wire``; member records ``membership.record_to_wire``.
 ``decode_peer_message`` raises ``PeerError`` for anything malformed (wrong tag, arity, type,
@@ -42,10 +47,21 @@ from blocks.kv.messages import (
 )
 from blocks.kv.versions import object_from_wire, object_to_wire
 
-__all__ = ["Gossip", "PeerMessage", "decode_peer_message", "encode_peer_message"]
+__all__ = [
+    "BATCH_MESSAGES_MAX",
+    "Gossip",
+    "PeerMessage",
+    "decode_peer_batch",
+    "decode_peer_message",
+    "encode_batch",
+    "encode_peer_message",
+]
 
 SYNC_OBJECTS_MAX = 100_000
 MEMBERS_MAX = 1_024
+BATCH_MESSAGES_MAX = 1_024
+BATCH_TAG = 9
+_BATCHABLE_TAGS = (1, 2, 3, 4, 5, 6)  # a tuple: ``in`` takes any value, hashable or not
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,30 @@ def encode_peer_message(message: PeerMessage) -> list[Any]:
         case Gossip(records, reply_wanted):
             return [20, [record_to_wire(r) for r in records], reply_wanted]
     raise AssertionError(f"unknown message {message!r}")
+
+
+def encode_batch(messages: list[list[Any]]) -> list[Any]:
+    """One wire message carrying ``messages`` (encoded data-path messages, tags 1-6)."""
+    assert 0 < len(messages) <= BATCH_MESSAGES_MAX
+    return [BATCH_TAG, messages]
+
+
+def decode_peer_batch(raw: Any) -> list[Message]:
+    """The messages of a batch (``[9, [...]]``); ``PeerError`` if any of them is malformed
+    or is not a data-path message (a batch holds no batch, gossip or anti-entropy)."""
+    if not isinstance(raw, list) or len(raw) != 2 or raw[0] != BATCH_TAG:
+        raise PeerError("batch must be [9, [message, ...]]")
+    items = raw[1]
+    if not isinstance(items, list) or not 0 < len(items) <= BATCH_MESSAGES_MAX:
+        raise PeerError(f"batch must hold 1 to {BATCH_MESSAGES_MAX} messages")
+    messages: list[Message] = []
+    for item in items:
+        if not isinstance(item, list) or not item or item[0] not in _BATCHABLE_TAGS:
+            raise PeerError("a batch holds data-path messages (tags 1-6) only")
+        decoded = decode_peer_message(item)
+        assert not isinstance(decoded, Gossip)
+        messages.append(decoded)
+    return messages
 
 
 _ARITY = {1: 5, 2: 2, 3: 3, 4: 3, 5: 3, 6: 2, 7: 3, 8: 4, 20: 3}
