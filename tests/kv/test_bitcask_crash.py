@@ -6,7 +6,6 @@ is there and nothing else is; damaged bytes never come back as a value.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -67,15 +66,21 @@ def test_cut_newest_file_at_every_byte(tmp_path_factory: pytest.TempPathFactory,
             before = dict(model)
             touched = _apply(store, model, op)
             newest = _newest_data_file(source)
-            history.append((newest, newest.stat().st_size, before, touched))
+            history.append((newest, _records_end(store), before, touched))
         final = dict(model)
         newest = _newest_data_file(source)
-        size = newest.stat().st_size
+        size = _records_end(store)
+        assert newest.stat().st_size >= size  # the rest is the zero-filled preallocated tail
         for cut in range(size + 1):
             expected, ambiguous = _expected_after_cut(history, newest, cut, final)
             _check_cut(source, tmp_path_factory, newest.name, cut, expected, ambiguous)
     finally:
         store.close()
+
+
+def _records_end(store: Bitcask) -> int:
+    """Where the active file's records end (the file itself runs on, zero-filled)."""
+    return store._active.size
 
 
 def _expected_after_cut(
@@ -105,7 +110,12 @@ def _check_cut(
     for path in source.iterdir():
         if path.name != "LOCK":
             shutil.copy(path, target / path.name)
-    os.truncate(target / name, cut)
+    # A crash leaves the file's preallocated length, zeros past the last write; a file
+    # without preallocation just ends. Alternate the two.
+    length = (target / name).stat().st_size if cut % 2 else cut
+    with open(target / name, "r+b") as handle:
+        handle.truncate(cut)
+        handle.truncate(length)
     with Bitcask.open(target, sync="never") as reopened:
         for key in set(expected) | set(ambiguous) | set(reopened.keys()):
             got = reopened.get(key)
@@ -210,3 +220,55 @@ def test_kill_minus_9_keeps_every_acknowledged_write(tmp_path: Path, sync: str) 
             assert store.get(b"key-%d" % i) == b"value-%d" % i
         # At most the one write in flight when the kill landed can exist beyond those.
         assert len(store) in (acknowledged + 1, acknowledged + 2)
+
+
+def test_a_crash_leaves_a_zero_tail_that_open_cuts_in_any_file(tmp_path: Path) -> None:
+    """Durable stores zero-fill ahead of their records; a crash leaves those zeros behind."""
+    source, crashed = tmp_path / "source", tmp_path / "crashed"
+    values = {b"key-%d" % i: b"value-%d" % i for i in range(40)}
+    store = Bitcask.open(source, sync="always", file_bytes_max=1024)
+    try:
+        for key, value in values.items():
+            store.put(key, value)
+        sealed = sorted(p for p in source.iterdir() if p.suffix == ".data")[:-1]
+        assert sealed and all(p.read_bytes()[-1:] != b"\0" for p in sealed)  # cut when sealed
+        active = _newest_data_file(source)
+        records_end = _records_end(store)
+        assert active.stat().st_size > records_end  # the preallocated tail
+        shutil.copytree(source, crashed, ignore=shutil.ignore_patterns("LOCK"))
+    finally:
+        store.close()
+    assert active.stat().st_size == records_end  # close cuts it
+    # An older file with a zero tail (a crash between writing zeros and sealing, with a
+    # newer file already there) is no damage either.
+    older = sorted(p for p in crashed.iterdir() if p.suffix == ".data")[0]
+    with open(older, "ab") as handle:
+        handle.write(bytes(700))
+    with Bitcask.open(crashed) as reopened:
+        report = reopened.recovery
+        assert report.damaged_files == [] and report.torn_bytes_dropped == 0
+        assert report.preallocated_bytes_dropped >= 700 + 1
+        keys = reopened.keys()  # a Bitcask is not iterable; keys() is its snapshot
+        assert {key: reopened.get(key) for key in keys} == values
+    assert (crashed / active.name).stat().st_size == records_end
+    assert not older.read_bytes().endswith(b"\0")
+
+
+def test_a_torn_record_before_the_zero_tail_is_cut_with_it(tmp_path: Path) -> None:
+    store = Bitcask.open(tmp_path / "s", sync="always")
+    try:
+        store.put(b"a", b"1")
+        first_end = _records_end(store)
+        store.put(b"b", b"2" * 50)
+        active = _newest_data_file(tmp_path / "s")
+        crashed = tmp_path / "crashed"
+        shutil.copytree(tmp_path / "s", crashed, ignore=shutil.ignore_patterns("LOCK"))
+    finally:
+        store.close()
+    data = bytearray((crashed / active.name).read_bytes())
+    data[first_end + 30 :] = bytes(len(data) - first_end - 30)  # b's record half written
+    (crashed / active.name).write_bytes(bytes(data))
+    with Bitcask.open(crashed) as reopened:
+        assert reopened.get(b"a") == b"1" and reopened.get(b"b") is None
+        assert reopened.recovery.torn_bytes_dropped == len(data) - first_end
+    assert (crashed / active.name).stat().st_size == first_end

@@ -5,6 +5,11 @@ Theory of operation (after Basho's Bitcask design):
 * **Data files.** Every ``put`` and ``delete`` appends one checksummed record to the single
   *active* file (``format.py``); older files are immutable. When the active file passes
   ``file_bytes_max`` it is fsynced and a new one starts.
+* **Preallocation.** Under ``always``/``batch`` the active file is zero-filled up to
+  ``PREALLOCATE_BYTES`` ahead of its records, so appending does not change the file's size:
+  the group commit's ``fdatasync`` then writes data blocks and no metadata (on ext4 it skips
+  a journal commit, about half the fsync's time here). Sealing and ``close`` cut the zeros;
+  after a crash, recovery cuts an all-zero tail in any file (zeros fail the checksum).
 * **Keydir.** An in-memory dict maps each live key to ``(file, offset, size, timestamp)``, so
   a ``get`` is one dict lookup and one slice of a memory map of the file (``datafile.py``).
   Every key lives in memory; values do not.
@@ -49,7 +54,14 @@ from blocks.core.errors import (
     storage_error,
 )
 from blocks.kv.datafile import DataFile
-from blocks.kv.files import REGULAR, DirectoryLock, FileId, fsync_directory, write_all
+from blocks.kv.files import (
+    REGULAR,
+    DirectoryLock,
+    FileId,
+    fsync_directory,
+    write_all,
+    write_zeros,
+)
 from blocks.kv.format import encode_record, record_value
 from blocks.kv.group_commit import GroupCommit
 from blocks.kv.limits import (
@@ -70,6 +82,9 @@ _SYNC_POLICIES: tuple[str, ...] = ("always", "batch", "never")
 FILE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 BATCH_DELAY_MS_DEFAULT = 2.0
 BATCH_MAX_DEFAULT = 128
+PREALLOCATE_BYTES = 1024 * 1024
+"""Zero-filled ahead of the active file's end (``sync`` other than ``never``): records then
+overwrite blocks the file already has, so an ``fdatasync`` writes data only, no size change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +126,7 @@ class Bitcask:
         self.value_bytes_max = value_bytes_max
         self.file_bytes_max = file_bytes_max
         self.mmap_reads = mmap_reads
+        self._preallocate_bytes = PREALLOCATE_BYTES if sync != "never" else 0
         self._clock = clock
         self._lock = threading.RLock()
         self._merge_lock = threading.Lock()
@@ -228,8 +244,11 @@ class Bitcask:
             active = self._active
             if active.size > 0 and active.size + len(payload) > self.file_bytes_max:
                 active = self._rotate()
+            end = active.size + len(payload)
+            if end > active.allocated:
+                self._preallocate(active, end)
             try:
-                write_all(active.fd, payload)
+                write_all(active.fd, payload, active.size)
             except OSError as error:
                 self._undo_partial_write(active, error)
             file_no = active.file_no
@@ -241,8 +260,26 @@ class Bitcask:
                     self._keydir[key] = Location(file_no, offset, len(record), timestamp_ms)
                 offset += len(record)
             active.size = offset
+            active.allocated = max(active.allocated, offset)
             self._seq += 1
             return self._seq
+
+    def _preallocate(self, active: DataFile, end: int) -> None:
+        """Zero-fill the active file ahead of ``end`` (lock held; no-op under ``never``).
+
+        Up to ``PREALLOCATE_BYTES`` at a time, and not past ``file_bytes_max`` unless one
+        write needs it. The zeros reach the disk with the next fsync; from then on an fsync
+        of records in this range changes no file metadata. A crash leaves the zero tail
+        behind the last record, which recovery recognises and cuts.
+        """
+        if not self._preallocate_bytes:
+            return
+        target = max(end, min(active.allocated + self._preallocate_bytes, self.file_bytes_max))
+        try:
+            write_zeros(active.fd, active.allocated, target)
+        except OSError as error:
+            self._undo_partial_write(active, error)
+        active.allocated = target
 
     def _undo_partial_write(self, active: DataFile, error: OSError) -> None:
         """Cut a failed append back so later records are not stranded behind garbage.
@@ -252,7 +289,7 @@ class Bitcask:
         """
         try:
             os.ftruncate(active.fd, active.size)
-            os.lseek(active.fd, active.size, os.SEEK_SET)
+            active.allocated = active.size
         except OSError:
             self._broken = f"write failed and could not be undone: {error}"
         raise storage_error(error, "write") from None
@@ -361,7 +398,7 @@ class Bitcask:
         file_id = FileId(self._next_major, REGULAR)
         self._next_major += 1
         path = self.directory / file_id.data_name()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         if self.sync != "never":
             fsync_directory(self.directory)
         active = self._register(file_id, fd, 0)
@@ -375,6 +412,7 @@ class Bitcask:
 
     def _rotate(self) -> DataFile:
         """Seal the active file (fsynced unless ``never``) and start a new one; lock held."""
+        self._cut_preallocated(self._active)
         if self.sync != "never":
             try:
                 os.fdatasync(self._active.fd)
@@ -388,6 +426,15 @@ class Bitcask:
         self._active.growing = False
         self._active = active
         return active
+
+    def _cut_preallocated(self, active: DataFile) -> None:
+        """Cut the zero tail off a file about to be sealed; its fsync makes the cut durable."""
+        if active.allocated > active.size:
+            try:
+                os.ftruncate(active.fd, active.size)
+            except OSError as error:
+                raise storage_error(error, "seal data file") from None
+            active.allocated = active.size
 
     def _check_open(self) -> None:
         if self._dir_lock is None:
@@ -420,6 +467,8 @@ class Bitcask:
             if self._dir_lock is None:
                 return
             try:
+                if self._broken is None:
+                    self._cut_preallocated(self._active)
                 if self.sync != "never" and self._broken is None:
                     os.fdatasync(self._active.fd)
                     self._group.mark_durable(self._seq)

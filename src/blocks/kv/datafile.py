@@ -2,9 +2,10 @@
 
 Theory of operation: a ``get`` reads one whole record (header, key, value) at a known offset.
 With ``pread`` that is a system call per read; with a memory map it is a slice of the page
-cache, no system call at all. Data files only ever grow (the store appends; recovery and the
-undo of a failed append cut a file back before any byte past the cut was mapped), so a map
-of the first ``mapped`` bytes stays valid for the life of the file:
+cache, no system call at all. A file's records only ever grow (the store appends; recovery
+and the undo of a failed append cut a file back before any byte past the cut was mapped, and
+sealing cuts only the zero-filled tail past ``size``, which no map covers), so a map of the
+first ``mapped`` bytes stays valid for the life of the file:
 
 * a sealed file (merge output, a file found on open, a rotated-away active file) is mapped
   once, whole, on its first read;
@@ -39,7 +40,17 @@ REMAP_BYTES_MIN = 64 * 1024
 class DataFile:
     """An open data file; ``file_no`` is its index in the store's table, never reused."""
 
-    __slots__ = ("_map", "_mapped", "_mmap_reads", "fd", "file_id", "file_no", "growing", "size")
+    __slots__ = (
+        "_map",
+        "_mapped",
+        "_mmap_reads",
+        "allocated",
+        "fd",
+        "file_id",
+        "file_no",
+        "growing",
+        "size",
+    )
 
     def __init__(
         self, file_id: FileId, file_no: int, fd: int, size: int, *, mmap_reads: bool = True
@@ -47,7 +58,8 @@ class DataFile:
         self.file_id = file_id
         self.file_no = file_no
         self.fd = fd
-        self.size = size
+        self.size = size  # bytes of records: the logical end of the file
+        self.allocated = size  # the file's length: size plus a zero-filled preallocated tail
         self._mmap_reads = mmap_reads
         self.growing = False  # the active file: appended to, remapped as it grows
         self._map: mmap.mmap | None = None

@@ -35,6 +35,7 @@ __all__ = [
     "list_store",
     "marker_path",
     "write_all",
+    "write_zeros",
 ]
 
 _DATA = re.compile(r"^(\d{12})\.data$")
@@ -104,12 +105,25 @@ def list_store(directory: Path) -> StoreListing:
     )
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a short write is legal for regular files)."""
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    """``os.pwrite`` ``data`` at ``offset`` until every byte is written (a short write is
+    legal for regular files)."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
+
+
+_ZEROS = bytes(256 * 1024)
+
+
+def write_zeros(fd: int, start: int, end: int) -> None:
+    """Write zero bytes over ``[start, end)`` of the file (extending it if need be)."""
+    while start < end:
+        count = min(end - start, len(_ZEROS))
+        write_all(fd, _ZEROS[:count] if count < len(_ZEROS) else _ZEROS, start)
+        start += count
 
 
 class DirectoryLock:

@@ -10,7 +10,11 @@ Theory of operation, in order:
 2. **Rebuild the keydir** by replaying files oldest first: a merge output through its hint
    file when the hint checks out (a few bytes per key), by scanning otherwise; data files by
    scanning. A put sets the key's location; a tombstone removes it.
-3. **Drop a torn tail.** The newest data file is the one that was active when the process
+3. **Drop a preallocated tail.** Under ``sync`` always/batch the active file is zero-filled
+   ahead of its records (``bitcask.py``) and cut back when sealed; a crash leaves the zeros.
+   A scan stops at them (zeros fail the checksum), and when every byte from there on is zero
+   the file is cut there, in any file: no record is behind them.
+4. **Drop a torn tail.** The newest data file is the one that was active when the process
    stopped; if its scan stops early, the rest is a write the crash cut short (or never
    acknowledged under ``sync=never``/``batch``) and the file is truncated there. In an older
    file a bad record is damage, not a crash: the file is left as it is, indexing stops at the
@@ -45,9 +49,11 @@ class Location(NamedTuple):
 
 @dataclass(slots=True)
 class RecoveryReport:
-    """What opening found: bytes dropped from a torn tail, files with damage, hints used."""
+    """What opening found: bytes dropped from a torn tail or a preallocated zero tail, files
+    with damage, hints used."""
 
     torn_bytes_dropped: int = 0
+    preallocated_bytes_dropped: int = 0
     damaged_files: list[str] = field(default_factory=list)
     hints_used: int = 0
     hints_ignored: int = 0
@@ -140,11 +146,21 @@ def _load_file(
             keydir[record.key] = Location(file_no, record.offset, record.size, record.timestamp_ms)
     if status is ScanStatus.END:
         return len(data)
+    if data.count(0, valid_end) == len(data) - valid_end:
+        # Zeros the store wrote ahead of its records (sync always/batch) and had not cut
+        # yet: not a record, so nothing is lost by cutting them, in any file.
+        _truncate(path, valid_end)
+        result.report.preallocated_bytes_dropped += len(data) - valid_end
+        return valid_end
     if truncate_tail:
-        with open(path, "r+b") as handle:
-            handle.truncate(valid_end)
-            os.fsync(handle.fileno())
+        _truncate(path, valid_end)
         result.report.torn_bytes_dropped += len(data) - valid_end
         return valid_end
     result.report.damaged_files.append(file_id.data_name())
     return len(data)
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        os.fsync(handle.fileno())
