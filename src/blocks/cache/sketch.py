@@ -34,10 +34,10 @@ import xxhash
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["FrequencySketch", "Slots", "SpaceSaving", "stable_hash"]
+__all__ = ["COUNTER_MAX", "FrequencySketch", "Slots", "SpaceSaving", "stable_hash"]
 
 _MASK64 = (1 << 64) - 1
-_COUNTER_MAX = 15
+COUNTER_MAX = 15
 _ROW_COUNTERS_PER_ENTRY = 4
 """Counters per row for each entry of capacity (Caffeine has 16 counters per entry in all)."""
 _HALVE = bytes(value >> 1 for value in range(256))
@@ -84,6 +84,7 @@ class FrequencySketch:
         "_counters",
         "_door",
         "_door_mask",
+        "_half_mask",
         "_mask",
         "_width",
         "additions",
@@ -97,6 +98,7 @@ class FrequencySketch:
             raise InvalidArgument("capacity and sample_factor must be >= 1")
         self._width = _power_of_two_at_least(_ROW_COUNTERS_PER_ENTRY * capacity)
         self._mask = self._width - 1
+        self._half_mask = min(self._mask, 0xFFFFFFFF)
         self._counters = bytearray(4 * self._width)
         self.sample_size = sample_factor * max(capacity, 16)
         door_bits = _power_of_two_at_least(4 * self.sample_size)
@@ -113,16 +115,23 @@ class FrequencySketch:
 
     def slots(self, key: Hashable) -> Slots:
         """Where ``key`` lives: a pure function of its ``stable_hash`` and the sketch's size."""
-        h = stable_hash(key)
-        door_mask, mask, width = self._door_mask, self._mask, self._width
+        # Row i's index is (low + i * high) mod width, of the hash's two 32-bit halves. The
+        # width is a power of two, so both halves can be reduced first (by ``_half_mask``),
+        # and then the arithmetic runs on small ints instead of 64-bit ones: the same slots
+        # in half the time.
+        if type(key) is int:
+            h = _xxh3((key & _MASK64).to_bytes(8, "little"))
+        else:
+            h = stable_hash(key)
+        door_mask, mask, width, half = self._door_mask, self._mask, self._width, self._half_mask
         first, second = h & door_mask, (h >> 21) & door_mask
-        low, high = h & 0xFFFFFFFF, (h >> 32) | 1
+        low, high = h & half, ((h >> 32) | 1) & half
         return (
             first >> 3,
             1 << (first & 7),
             second >> 3,
             1 << (second & 7),
-            low & mask,
+            low,
             width + ((low + high) & mask),
             2 * width + ((low + 2 * high) & mask),
             3 * width + ((low + 3 * high) & mask),
@@ -191,7 +200,7 @@ class FrequencySketch:
             counters = self._counters
             ca, cb, cc, cd = counters[a], counters[b], counters[c], counters[d]
             least = min(ca, cb, cc, cd)
-            if least < _COUNTER_MAX:
+            if least < COUNTER_MAX:
                 grown = least + 1
                 if ca == least:
                     counters[a] = grown
@@ -214,7 +223,7 @@ class FrequencySketch:
     def frequency(self, key: Hashable, slots: Slots) -> int:
         """``estimate(key)`` for a caller that kept ``slots(key)``."""
         if key in self.saturated:
-            return _COUNTER_MAX + 1
+            return COUNTER_MAX + 1
         first, first_bit, second, second_bit, a, b, c, d = slots
         counters, door = self._counters, self._door
         low = min(counters[a], counters[b], counters[c], counters[d])

@@ -58,10 +58,11 @@ from __future__ import annotations
 import random
 from collections import OrderedDict, deque
 from collections.abc import Hashable
+from itertools import filterfalse
 
 from blocks.cache.climber import GuardedClimber
 from blocks.cache.lru import check_capacity
-from blocks.cache.sketch import FrequencySketch, Slots
+from blocks.cache.sketch import COUNTER_MAX, FrequencySketch, Slots
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["CLIMBERS", "READ_BUFFER_MAX", "WINDOW_LOW_DEFAULT", "TinyLfuPolicy"]
@@ -282,6 +283,118 @@ class TinyLfuPolicy:
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
         assert key not in self._slots and 1 <= weight <= self._capacity
+        if weight != 1:
+            return self._insert_weighted(key, weight)
+        # A unit-weight miss, the common one, in one frame: drain the few buffered hits,
+        # count them and the new key, move at most one key from the window to probation and
+        # hold at most one duel (the window was within its bound and the cache within its
+        # capacity before, and one entry leaves each). The same steps, in the same order, as
+        # ``_insert_weighted``; ``tests/cache/test_cache_fastsim.py`` checks both against a
+        # third implementation.
+        slots_of, sketch, reads = self._slots, self.sketch, self.reads
+        hits = len(reads)
+        if hits:
+            if hits < _SMALL_BATCH and hits < self._sample_size - self._requests_in_sample:
+                protected, window = self._protected, self._window
+                for hit in reads:
+                    if hit in protected:
+                        protected.move_to_end(hit)
+                    elif hit in window:
+                        window.move_to_end(hit)
+                    else:
+                        self._promote(hit)
+                self._requests_in_sample += hits
+            else:
+                self.drain_reads()
+                hits = 0
+        slots_of[key] = sketch.slots(key)
+        reads.append(key)  # counted with the buffered hits, after them
+        if sketch.additions + hits < sketch.sample_size:
+            # No aging inside the batch (it may fall right after it): count inline.
+            saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
+            for counted in filterfalse(saturated.__contains__, reads):
+                first, first_bit, second, second_bit, a, b, c, d = slots_of[counted]
+                if door[first] & first_bit and door[second] & second_bit:
+                    ca, cb, cc, cd = counters[a], counters[b], counters[c], counters[d]
+                    least = ca if ca < cb else cb
+                    if cc < least:
+                        least = cc
+                    if cd < least:
+                        least = cd
+                    if least < COUNTER_MAX:
+                        grown = least + 1
+                        if ca == least:
+                            counters[a] = grown
+                        if cb == least:
+                            counters[b] = grown
+                        if cc == least:
+                            counters[c] = grown
+                        if cd == least:
+                            counters[d] = grown
+                    elif len(saturated) < sketch.saturated_max:
+                        saturated.add(counted)
+                else:
+                    door[first] |= first_bit
+                    door[second] |= second_bit
+            sketch.additions += hits + 1
+            if sketch.additions >= sketch.sample_size:
+                sketch.age()
+        else:
+            sketch.add_many(reads, slots_of)
+        reads.clear()
+        if key in self._window_ghost:
+            del self._window_ghost[key]
+            self._votes += 1
+        elif key in self._main_ghost:
+            del self._main_ghost[key]
+            self._votes -= 1
+        window, probation = self._window, self._probation
+        window[key] = 1
+        window_weight = self._window_weight + 1
+        candidate: Hashable | None = None
+        if window_weight > self._window_max:
+            candidate, moved_weight = window.popitem(last=False)
+            window_weight -= moved_weight
+            probation[candidate] = moved_weight
+            self._probation_weight += moved_weight
+        self._window_weight = window_weight
+        evicted: list[Hashable] = []
+        if self._probation_weight + self._protected_weight + window_weight > self._capacity:
+            # ``_evict_one`` with at most one candidate.
+            victim = next(iter(probation), None)
+            if victim is None or victim == candidate:
+                victim = next(iter(self._protected), None)
+            if candidate is None:
+                if victim is None:
+                    victim = next(iter(window))
+                self._drop(victim)
+                evicted.append(victim)
+            elif victim is None or not self._wins(candidate, victim):
+                del slots_of[candidate]
+                self._probation_weight -= probation.pop(candidate)
+                ghost, limit = (
+                    (self._main_ghost, self._main_ghost_max)
+                    if victim is None
+                    else (self._window_ghost, self._window_ghost_max)
+                )
+                ghost[candidate] = None
+                if len(ghost) > limit:
+                    ghost.popitem(last=False)
+                evicted.append(candidate)
+            else:
+                self._drop(victim)
+                ghost = self._main_ghost
+                ghost[victim] = None
+                if len(ghost) > self._main_ghost_max:
+                    ghost.popitem(last=False)
+                evicted.append(victim)
+        self._misses_in_sample += 1
+        self._requests_in_sample += 1
+        if self._requests_in_sample >= self._sample_size:
+            self._climb()
+        return evicted
+
+    def _insert_weighted(self, key: Hashable, weight: int) -> list[Hashable]:
         if self.reads:
             self.drain_reads()
         slots = self._slots[key] = self.sketch.slots(key)
@@ -347,6 +460,42 @@ class TinyLfuPolicy:
         frequency, slots = self.sketch.frequency, self._slots
         candidate_frequency = frequency(candidate, slots[candidate])
         victim_frequency = frequency(victim, slots[victim])
+        if candidate_frequency > victim_frequency:
+            return True
+        if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
+            return self._random.random() < 1.0 / 128.0
+        return False
+
+    def _wins(self, candidate: Hashable, victim: Hashable) -> bool:
+        """``_admit`` with both estimates (``FrequencySketch.frequency``) inlined."""
+        sketch, slots_of = self.sketch, self._slots
+        saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
+        if candidate in saturated:
+            candidate_frequency = COUNTER_MAX + 1
+        else:
+            first, first_bit, second, second_bit, a, b, c, d = slots_of[candidate]
+            candidate_frequency = counters[a]
+            if counters[b] < candidate_frequency:
+                candidate_frequency = counters[b]
+            if counters[c] < candidate_frequency:
+                candidate_frequency = counters[c]
+            if counters[d] < candidate_frequency:
+                candidate_frequency = counters[d]
+            if door[first] & first_bit and door[second] & second_bit:
+                candidate_frequency += 1
+        if victim in saturated:
+            victim_frequency = COUNTER_MAX + 1
+        else:
+            first, first_bit, second, second_bit, a, b, c, d = slots_of[victim]
+            victim_frequency = counters[a]
+            if counters[b] < victim_frequency:
+                victim_frequency = counters[b]
+            if counters[c] < victim_frequency:
+                victim_frequency = counters[c]
+            if counters[d] < victim_frequency:
+                victim_frequency = counters[d]
+            if door[first] & first_bit and door[second] & second_bit:
+                victim_frequency += 1
         if candidate_frequency > victim_frequency:
             return True
         if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
