@@ -141,7 +141,7 @@ def parse_head(data: bytes) -> RequestHead:
     headers: dict[str, str] = {}
     for line in header_lines:
         name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip() or any(c in name for c in " \t"):
+        if not colon or not name or " " in name or "\t" in name or name != name.strip():
             raise HttpError(400, f"malformed header line {line[:40]!r}")
         key = name.lower()
         value = value.strip(" \t")

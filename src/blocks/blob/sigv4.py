@@ -124,7 +124,10 @@ def _canonical_request(
     for name in signed_headers:
         if name not in headers:
             raise S3AuthError("AccessDenied", f"signed header {name!r} is missing")
-        lines.append(f"{name}:{_SPACES.sub(' ', headers[name].strip())}")
+        value = headers[name].strip()
+        if "  " in value or not value.isprintable():  # else no whitespace but single spaces
+            value = _SPACES.sub(" ", value)
+        lines.append(f"{name}:{value}")
     lines += ["", ";".join(signed_headers), payload_hash]
     return "\n".join(lines)
 
@@ -216,10 +219,8 @@ def verify_request(
     )
     scope = f"{date}/{region}/{service}/aws4_request"
     key = _derived_key(secret, date, region, service)
-    expected = hmac.new(
-        key, _string_to_sign(amz_date, scope, canonical).encode(), hashlib.sha256
-    ).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    expected = hmac.digest(key, _string_to_sign(amz_date, scope, canonical).encode(), "sha256")
+    if not hmac.compare_digest(expected.hex(), signature):
         raise S3AuthError(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
@@ -279,10 +280,8 @@ def verify_presigned(
     )
     scope = f"{date}/{region}/{service}/aws4_request"
     key = _derived_key(secret, date, region, service)
-    expected = hmac.new(
-        key, _string_to_sign(amz_date, scope, canonical).encode(), hashlib.sha256
-    ).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    expected = hmac.digest(key, _string_to_sign(amz_date, scope, canonical).encode(), "sha256")
+    if not hmac.compare_digest(expected.hex(), signature):
         raise S3AuthError(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
