@@ -1,6 +1,6 @@
-"""The replicated queue's commit rule on pubsub's replica core: a record is committed once
-durable on a majority (``commit_on_majority``), and a follower asks for the high watermark
-only while its callers wait for it."""
+"""Pubsub replication as the replicated queue uses it: a record is committed once durable on
+a majority (``commit_on_majority``) and a follower asks for the high watermark only while
+its callers wait for it."""
 
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ Sends, receives, acks, nacks and extensions travel on the server's data path (fr
 over ``TcpTransport``, coalesced by a ``blocks.queue.datapath.CallBatcher``: the calls made
 while a frame is in flight leave together in the next one); queue management stays on gRPC,
 and so does everything against a server without a data path. Errors arrive as the
-``BlocksError`` class the server raised. A long poll (``wait_ms``) travels alone and gets a
-deadline of ``wait_ms`` plus the client's ``timeout_s``.
+``BlocksError`` class the server raised. A receive with ``wait_ms`` first goes in the next
+frame without waiting (where a busy queue answers it, sharing the frame's log write with the
+other calls); only if that finds nothing does a long poll travel alone, for the rest of
+``wait_ms``, with a deadline of that plus the client's ``timeout_s``.
 
 Given several addresses (the nodes of a replicated queue, ``blocks.queue.replicated``, any of
 which serves any call), the client talks to one; a call that fails with ``Unavailable`` or
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -236,9 +239,12 @@ class QueueClient:
         if max_messages < 1 or wait_ms < 0 or (visibility_ms is not None and visibility_ms < 0):
             raise InvalidArgument("max_messages must be >= 1, wait_ms and visibility_ms >= 0")
         if await self._data_path():
-            if wait_ms == 0:
-                found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
-            else:
+            # First without waiting, in the next frame with the other calls; a long poll
+            # (alone in its frame) only when that found nothing.
+            started = time.monotonic()
+            found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
+            wait_ms -= int((time.monotonic() - started) * 1000)
+            if not found and wait_ms > 0:
                 poll = {"op": "receive", "name": name, "n": max_messages, "w": wait_ms}
                 poll["v"] = visibility_ms
                 timeout_s = self._timeout_s + wait_ms / 1000.0
