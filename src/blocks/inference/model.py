@@ -39,6 +39,11 @@ packed again on the next pass. RoPE rotates queries and keys in place in the pro
 output; residual additions are fused into the products (``addmm``); norms use
 ``F.rms_norm``. Weights are in the compute dtype; norms and rotations run in float32 at
 least (float64 stays float64).
+
+**A lone decode token** on the CPU (float32 or float64; batch-1 decode) does not go through
+the torch loop: ``row_decode`` runs the same arithmetic in numpy on views of these packed
+weights, its products through numpy's OpenBLAS (``cpu_blas``), and so does ``logits`` for one
+row. ``blas_products = False`` turns that off.
 """
 
 from __future__ import annotations
@@ -47,11 +52,14 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from blocks.core.errors import InvalidArgument
+from blocks.inference.cpu_blas import BlasProducts, products
+from blocks.inference.row_decode import RowLayer, decode_lone, is_lone_decode
 
 __all__ = ["AttentionBatch", "AttentionGroup", "LlamaForCausalLM", "ModelConfig", "attention"]
 
@@ -240,6 +248,9 @@ class _LayerWeights:
     down: torch.Tensor  # (intermediate, width)
     input_norm: torch.Tensor
     post_norm: torch.Tensor
+    # The same weights as numpy views for a lone decode token (``row_decode``); None where
+    # that path is not used (not the CPU, or a dtype numpy's BLAS does not take).
+    row: RowLayer | None = None
 
 
 def _fuse(parts: list[nn.Linear], transposed: bool) -> torch.Tensor:
@@ -270,15 +281,37 @@ def _fuse_bias(parts: list[nn.Linear]) -> torch.Tensor | None:
 
 def _pack_layer(layer: DecoderLayer, transposed: bool) -> _LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
+    qkv = _fuse([attn.q_proj, attn.k_proj, attn.v_proj], transposed)
+    o = _fuse([attn.o_proj], transposed)
+    gate_up = _fuse([mlp.gate_proj, mlp.up_proj], transposed)
+    down = _fuse([mlp.down_proj], transposed)
+    qkv_bias = _fuse_bias([attn.q_proj, attn.k_proj, attn.v_proj])
+    input_norm = layer.input_layernorm.weight
+    post_norm = layer.post_attention_layernorm.weight
+    row = None
+    if transposed and qkv.dtype in _BLAS_DTYPES:
+        row = RowLayer(
+            qkv=qkv.numpy(),
+            qkv_bias=None if qkv_bias is None else qkv_bias.numpy(),
+            o=o.numpy(),
+            gate_up=gate_up.numpy(),
+            down=down.numpy(),
+            input_norm=input_norm.detach().numpy(),
+            post_norm=post_norm.detach().numpy(),
+        )
     return _LayerWeights(
-        qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj], transposed),
-        qkv_bias=_fuse_bias([attn.q_proj, attn.k_proj, attn.v_proj]),
-        o=_fuse([attn.o_proj], transposed),
-        gate_up=_fuse([mlp.gate_proj, mlp.up_proj], transposed),
-        down=_fuse([mlp.down_proj], transposed),
-        input_norm=layer.input_layernorm.weight,
-        post_norm=layer.post_attention_layernorm.weight,
+        qkv=qkv,
+        qkv_bias=qkv_bias,
+        o=o,
+        gate_up=gate_up,
+        down=down,
+        input_norm=input_norm,
+        post_norm=post_norm,
+        row=row,
     )
+
+
+_BLAS_DTYPES = (torch.float32, torch.float64)
 
 
 def _attend(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
@@ -326,9 +359,12 @@ class LlamaForCausalLM(nn.Module):
         # Kept outside the module's buffers so that casting the model to bf16 never rounds
         # the rotation angles; built in float64, cached per (device, dtype).
         self._rope: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._head_t: tuple[tuple[int, int], torch.Tensor] | None = None
+        self._head_t: tuple[tuple[int, int], torch.Tensor, np.ndarray | None] | None = None
         self._packed: tuple[list[nn.Parameter | None], list[_LayerWeights]] | None = None
         self._leaves: list[nn.Module] | None = None
+        # Lone-row products (batch-1 decode) on the CPU through numpy's OpenBLAS, which
+        # reads these matrices faster than torch's MKL (``cpu_blas``); False: always torch.
+        self.blas_products = True
 
     def rope(self) -> tuple[torch.Tensor, torch.Tensor]:
         key = (self.device, _stat_dtype(self.dtype))
@@ -391,12 +427,18 @@ class LlamaForCausalLM(nn.Module):
         cfg = self.config
         eps = cfg.rms_norm_eps
         heads, kv_heads, dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        layers = self.layer_weights()
+        blas = self._blas_for(token_ids.shape[0])
+        rows = [w.row for w in layers if w.row is not None]
+        if blas is not None and len(rows) == len(layers) and is_lone_decode(batch):
+            blas.match_threads()
+            return decode_lone(self, rows, blas, token_ids, batch, kv_cache)
         cos_table, sin_table = self.rope()
         cos = cos_table[batch.positions].unsqueeze(1)
         sin = sin_table[batch.positions].unsqueeze(1)
         x = self.model.embed_tokens(token_ids)
         tokens = x.shape[0]
-        for index, w in enumerate(self.layer_weights()):
+        for index, w in enumerate(layers):
             cache = kv_cache[index]
             normed = rms_norm(x, w.input_norm, eps)
             if w.qkv_bias is None:
@@ -410,6 +452,14 @@ class LlamaForCausalLM(nn.Module):
             x = torch.addmm(x, F.silu(gate).mul_(up), w.down)
         return rms_norm(x, self.model.norm.weight, eps)
 
+    def _blas_for(self, rows: int) -> BlasProducts | None:
+        """numpy's BLAS when ``rows`` is a lone row it should multiply (see ``cpu_blas``)."""
+        if rows != 1 or not self.blas_products or self.device.type != "cpu":
+            return None
+        if self.dtype not in _BLAS_DTYPES:
+            return None
+        return products()
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits ``(rows, vocab)``, float32 or wider, for the given final hidden states."""
         weight = self.lm_head.weight
@@ -418,8 +468,15 @@ class LlamaForCausalLM(nn.Module):
             # one F.linear reads (measured at batch 1 to 32); keep a transposed copy.
             key = (weight.data_ptr(), weight._version)
             if self._head_t is None or self._head_t[0] != key:
-                self._head_t = (key, weight.detach().t().contiguous())
-            out = hidden @ self._head_t[1]
+                head = weight.detach().t().contiguous()
+                self._head_t = (key, head, head.numpy() if head.dtype in _BLAS_DTYPES else None)
+            blas = self._blas_for(hidden.shape[0])
+            array = self._head_t[2]
+            if blas is not None and array is not None:
+                blas.match_threads()
+                out = blas.matmul(hidden.contiguous(), array)
+            else:
+                out = hidden @ self._head_t[1]
         else:
             out = self.lm_head(hidden)
         out = out.to(_stat_dtype(out.dtype))

@@ -1,0 +1,110 @@
+"""The lone-token decode path (``row_decode``, numpy's BLAS) against the reference and torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from inference_reference import make_tiny_model, reference_logits
+
+from blocks.inference import row_decode
+from blocks.inference.cpu_blas import products
+from blocks.inference.model import LlamaForCausalLM, ModelConfig
+from blocks.inference.runner import ModelRunner
+from blocks.inference.scheduler import ScheduledChunk
+
+pytestmark = pytest.mark.skipif(products() is None, reason="numpy's BLAS is not OpenBLAS")
+
+
+@pytest.fixture
+def row_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the model's calls into the numpy path, so a test knows it ran."""
+    calls: list[int] = []
+    real = row_decode.decode_row
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(row_decode, "decode_row", counted)
+    return calls
+
+
+def biased_tiny_model(seed: int) -> LlamaForCausalLM:
+    """A tiny float64 model with Qwen2's query, key and value biases."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(dataclasses.replace(ModelConfig.tiny(), attention_bias=True))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.8, 1.2)
+            else:
+                param.normal_(0.0, 1.0 / math.sqrt(param.shape[-1]))
+    return model.double().eval()
+
+
+def decode_steps(runner: ModelRunner, prompt: list[int], steps: list[int]) -> list[torch.Tensor]:
+    """Prefill ``prompt``, then decode ``steps`` one token at a time; logits of each step."""
+    table = (5, 2, 7)
+    runner.run([ScheduledChunk(0, 0, tuple(prompt), table, True)])
+    return [
+        runner.run([ScheduledChunk(0, len(prompt) + i, (token,), table, True)])[0]
+        for i, token in enumerate(steps)
+    ]
+
+
+def test_lone_decode_matches_the_reference(row_calls: list[int]) -> None:
+    model = make_tiny_model(seed=11)
+    runner = ModelRunner(model, num_blocks=8, block_size=4)
+    prompt, steps = [3, 1, 4, 1, 5], [9, 2, 6, 5, 3, 5]  # decodes cross block boundaries
+    got = decode_steps(runner, prompt, steps)
+    assert len(row_calls) == len(steps)
+    for i, logits in enumerate(got):
+        want = reference_logits(model, [*prompt, *steps[: i + 1]])[-1]
+        torch.testing.assert_close(logits, want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("biased", "dtype", "tolerance"),
+    [(False, torch.float32, 1e-5), (True, torch.float64, 1e-9), (True, torch.float32, 1e-5)],
+)
+def test_lone_decode_equals_the_torch_path(
+    biased: bool, dtype: torch.dtype, tolerance: float, row_calls: list[int]
+) -> None:
+    """Against ``forward``'s torch path (the reference knows no QKV bias)."""
+    model = (biased_tiny_model(seed=12) if biased else make_tiny_model(seed=12)).to(dtype)
+    prompt, steps = [7, 8, 9], [10, 11, 12, 13, 14]
+    fast = decode_steps(ModelRunner(model, num_blocks=8, block_size=4), prompt, steps)
+    assert len(row_calls) == len(steps)
+    model.blas_products = False
+    plain = decode_steps(ModelRunner(model, num_blocks=8, block_size=4), prompt, steps)
+    assert len(row_calls) == len(steps)  # the flag turns the numpy path off
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=tolerance)
+
+
+def test_real_model_lone_decode_equals_the_torch_path(real_model, row_calls: list[int]) -> None:  # type: ignore[no-untyped-def]
+    """SmolLM2 float32: the same greedy tokens either way, logits within the real-model
+    tests' 1e-3 (on logits spread over ~30)."""
+    model, tokenizer = real_model
+    prompt = tokenizer.encode("The capital of France is")
+    runs = []
+    for numpy_path in (True, False):
+        model.blas_products = numpy_path
+        runner = ModelRunner(model, num_blocks=4, block_size=16)
+        table = (0, 1, 2)
+        logits = [runner.run([ScheduledChunk(0, 0, tuple(prompt), table, True)])[0]]
+        tokens: list[int] = []
+        for _ in range(8):
+            tokens.append(int(logits[-1].argmax()))
+            position = len(prompt) + len(tokens) - 1
+            chunk = ScheduledChunk(0, position, (tokens[-1],), table, True)
+            logits.append(runner.run([chunk])[0])
+        runs.append((tokens, torch.stack(logits)))
+    model.blas_products = True
+    assert len(row_calls) == 8
+    (fast_tokens, fast), (plain_tokens, plain) = runs
+    assert fast_tokens == plain_tokens
+    assert float((fast - plain).abs().max()) < 1e-3
