@@ -23,6 +23,7 @@ from hypothesis.stateful import (
 
 from blocks.core.errors import NotFound
 from blocks.core.log import SegmentLog
+from blocks.core.log.storage import PAD_BYTE
 
 FRAME_OVERHEAD = 24
 # Fixed sizes make frames that fill a segment exactly (24, 32, 40 bytes against the sampled
@@ -137,8 +138,13 @@ class LogMachine(RuleBasedStateMachine):
         assert (self.log.first_offset, self.log.next_offset) == (self.first, self.next)
         expected_files = [f"{base:020d}.log" for base, _ in self.segments]
         assert sorted(n for n in os.listdir(self.directory) if n.endswith(".log")) == expected_files
-        for base, size in self.segments:
-            assert os.path.getsize(os.path.join(self.directory, f"{base:020d}.log")) == size
+        for number, (base, size) in enumerate(self.segments):
+            with open(os.path.join(self.directory, f"{base:020d}.log"), "rb") as file:
+                tail = file.read()[size:]
+            if number == len(self.segments) - 1:  # the active segment: filler may follow
+                assert tail.count(PAD_BYTE) == len(tail)
+            else:  # sealed segments end at their last frame
+                assert tail == b""
         if self.options["fsync"] == "always":
             assert self.log.durable_offset == self.next
 

@@ -64,7 +64,7 @@ from blocks.core.log.format import HEADER_BYTES, encode_frame
 from blocks.core.log.recovery import RecoveryReport, open_segments
 from blocks.core.log.rewrite import LogSurgery
 from blocks.core.log.segment import DescriptorCache
-from blocks.core.log.storage import ActiveFile, StorageCounters, fsync_directory, fsync_path
+from blocks.core.log.storage import StorageCounters, fsync_directory, fsync_path
 
 __all__ = [
     "FsyncPolicy",
@@ -97,6 +97,7 @@ class SegmentLog(LogSurgery):
         batch_records_max: int = 4096,
         pending_records_max: int = 65_536,
         index_interval_bytes: int = 4096,
+        padding_bytes: int = 256 * 1024,
         clock: Clock | None = None,
         commit_group: GroupCommitter | None = None,
     ) -> None:
@@ -110,6 +111,7 @@ class SegmentLog(LogSurgery):
             batch_records_max=batch_records_max,
             pending_records_max=pending_records_max,
             index_interval_bytes=index_interval_bytes,
+            padding_bytes=padding_bytes,
         )
         self.directory = os.fspath(directory)
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -148,7 +150,7 @@ class SegmentLog(LogSurgery):
         self._bases = [segment.base_offset for segment in segments]
         self._damaged = sorted(self.recovery.damaged)
         self._readers = DescriptorCache(_OPEN_SEGMENTS_MAX)
-        self._active = ActiveFile(segments[-1], self._counters)
+        self._active = self._open_active(segments[-1])
         if self._syncs:  # recovery fsynced every segment
             self._durable_offset = segments[-1].next_offset
         else:  # nothing is durable until the first sync()
@@ -304,6 +306,7 @@ class SegmentLog(LogSurgery):
     def _roll(self) -> None:
         """Close the active segment (durably unless ``never``) and start the next one."""
         old = self._active
+        old.seal()
         if self._syncs:
             old.fsync(self._fail)
             self._durable_offset = max(self._durable_offset, old.segment.next_offset)
@@ -311,8 +314,7 @@ class SegmentLog(LogSurgery):
             self._unsynced_paths.append(old.segment.path)
         old.close()
         base = old.segment.next_offset
-        interval = self.config.index_interval_bytes
-        self._active = ActiveFile.create(self.directory, base, interval, self._counters)
+        self._active = self._create_active(base)
         self._segments.append(self._active.segment)
         self._bases.append(base)
         self._directory_dirty = True
@@ -400,6 +402,7 @@ class SegmentLog(LogSurgery):
         with self._lock:
             if self._closed:
                 return
+            self._active.seal()
             try:
                 if self._syncs and self._failure is None:
                     self.sync()

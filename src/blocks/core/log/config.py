@@ -44,6 +44,7 @@ class LogConfig:
     batch_records_max: int = 4096  # pending records that end a window early
     pending_records_max: int = 65_536  # written-but-not-durable records before Overloaded
     index_interval_bytes: int = 4096  # sparse index: one entry per this many bytes
+    padding_bytes: int = 256 * 1024  # filler written ahead of the active end
 
     def __post_init__(self) -> None:
         if self.fsync not in _POLICIES:
@@ -61,6 +62,8 @@ class LogConfig:
             raise InvalidArgument("need 1 <= batch_records_max <= pending_records_max")
         if not 1 <= self.index_interval_bytes <= 1 << 24:
             raise InvalidArgument(f"index_interval_bytes out of range: {self.index_interval_bytes}")
+        if not 0 <= self.padding_bytes <= 64 * MiB:
+            raise InvalidArgument(f"padding_bytes must be within 0..{64 * MiB}")
 
 
 @dataclass(frozen=True, slots=True)

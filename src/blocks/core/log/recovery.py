@@ -18,6 +18,11 @@ The policy for what the scan finds, segment by segment:
 * **Any segment, bad frames followed by valid ones**: damage in the middle. The skipped offsets
   become a *damaged range*; the valid frames around it stay readable; reading an offset in
   the range raises ``Corruption``. Nothing is rewritten: the bytes stay for an operator.
+* **Filler after the last valid frame**, in any segment: ``PAD_BYTE`` written ahead of the
+  active segment's end (``log.storage``) by a process that did not close the log. It is cut
+  off silently, as a clean close would have done. A write that never reached the disk there
+  leaves filler too, and is cut the same way; a torn one leaves part of a frame and is
+  reported as a torn tail.
 * **An older segment that ends early** (cut, or missing records before the next segment's
   base): the missing offsets are a damaged range as well; stray bytes after its last valid
   frame are counted in ``ignored_bytes`` and left alone.
@@ -32,11 +37,11 @@ import logging
 import mmap
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from blocks.core.log.format import LENGTH_MAX, OFFSET_END, SegmentScan, scan_frames
 from blocks.core.log.segment import Segment, segment_file_name
-from blocks.core.log.storage import StorageCounters, fsync_directory
+from blocks.core.log.storage import PAD_BYTE, StorageCounters, fsync_directory
 
 __all__ = ["RecoveryReport", "list_segment_files", "open_segments", "recover_segments"]
 
@@ -79,15 +84,30 @@ def list_segment_files(directory: str) -> list[tuple[int, str]]:
 
 def _scan_file(
     path: str, base_offset: int, offset_limit: int, interval: int, durable: bool
-) -> SegmentScan:
+) -> tuple[SegmentScan, int]:
+    """Scan one file; also return how many bytes of filler follow its last frame."""
     with open(path, "rb") as file:
         if durable:  # what a crashed process left in the page cache becomes durable now
             os.fsync(file.fileno())
         size = os.fstat(file.fileno()).st_size
         if size == 0:
-            return scan_frames(b"", base_offset, offset_limit, LENGTH_MAX, interval)
+            return scan_frames(b"", base_offset, offset_limit, LENGTH_MAX, interval), 0
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return scan_frames(mapped, base_offset, offset_limit, LENGTH_MAX, interval)
+            scan = scan_frames(mapped, base_offset, offset_limit, LENGTH_MAX, interval)
+            if scan.tail_bytes and _all_padding(mapped, scan.valid_bytes):
+                padding = scan.tail_bytes
+                return replace(scan, tail_bytes=0), padding
+            return scan, 0
+
+
+def _all_padding(mapped: mmap.mmap, start: int) -> bool:
+    """True when every byte from ``start`` to the end of the file is ``PAD_BYTE``."""
+    step = 1 << 20
+    for position in range(start, len(mapped), step):
+        chunk = mapped[position : position + step]
+        if chunk.count(PAD_BYTE) != len(chunk):
+            return False
+    return True
 
 
 def _truncate(path: str, size: int, durable: bool) -> None:
@@ -115,7 +135,9 @@ def recover_segments(
     for number, (base_offset, path) in enumerate(files):
         is_last = number == len(files) - 1
         limit = OFFSET_END if is_last else files[number + 1][0]
-        scan = _scan_file(path, base_offset, limit, index_interval_bytes, durable)
+        scan, padding = _scan_file(path, base_offset, limit, index_interval_bytes, durable)
+        if padding:  # filler written ahead of the end (``log.storage``): not data, not damage
+            _truncate(path, scan.valid_bytes, durable)
         records += scan.records
         bytes_scanned += scan.valid_bytes + scan.tail_bytes
         damaged.extend(scan.damaged)

@@ -123,6 +123,21 @@ class LogSurgery(LogReads):
     def _sync_directory(self) -> None:
         raise NotImplementedError
 
+    def _open_active(self, segment: Segment) -> ActiveFile:
+        config = self.config
+        return ActiveFile(segment, self._counters, config.padding_bytes, config.segment_bytes_max)
+
+    def _create_active(self, base_offset: int) -> ActiveFile:
+        config = self.config
+        return ActiveFile.create(
+            self.directory,
+            base_offset,
+            config.index_interval_bytes,
+            self._counters,
+            config.padding_bytes,
+            config.segment_bytes_max,
+        )
+
     @property
     def segment_bases(self) -> tuple[int, ...]:
         """Base offsets of the segments, oldest first; the last is the active segment."""
@@ -163,7 +178,7 @@ class LogSurgery(LogReads):
                 del self._segments[keep + 1 :], self._bases[keep + 1 :]
                 cut_file(target.path, position, self._counters)
                 target.cut(offset, position)
-                self._active = ActiveFile(target, self._counters)
+                self._active = self._open_active(target)
             except OSError as error:
                 self._fail(error)
                 raise storage_error(error, f"truncating {self.directory}") from error
@@ -188,11 +203,10 @@ class LogSurgery(LogReads):
             self._cuts += 1
             self._active.close()
             self._readers.close_all()
-            interval = self.config.index_interval_bytes
             try:
                 paths = [segment.path for segment in self._segments]
                 delete_newest_first(self.directory, paths, self._counters)
-                self._active = ActiveFile.create(self.directory, offset, interval, self._counters)
+                self._active = self._create_active(offset)
                 self._sync_directory()
             except OSError as error:
                 self._fail(error)
