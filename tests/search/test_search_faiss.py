@@ -147,3 +147,24 @@ def test_short_answers_pad_after_removal_readd_and_load(spec, tmp_path) -> None:
             assert set(row[:6].tolist()) == live
             assert (row[6:] == -1).all()
             assert np.isinf(row_distances[6:]).all() and np.isfinite(row_distances[:6]).all()
+
+
+@pytest.mark.parametrize("spec", ["IVF64,Flat", "HNSW16"])
+def test_pooled_chunks_answer_as_one_faiss_call(spec) -> None:
+    """A batch split over the query pool (IVF and HNSW) gives exactly the answer of one faiss
+    call on the same index, with tombstones or IVF removals and with a filter."""
+    index = FaissIndex(DIM, spec, "cosine", query_threads=3)
+    index.train(CORPUS)
+    index.add(IDS, CORPUS)
+    index.remove(IDS[::7])
+    allowed = IDS[::3].tolist()
+    for options in ({}, {"filter": allowed}):
+        index._query_threads = 3  # 200 queries: 12 chunks of 16-17 rows over 3 threads
+        pooled = index.search(QUERIES, 10, **options)
+        index._query_threads = 1
+        single = index.search(QUERIES, 10, **options)
+        np.testing.assert_array_equal(pooled.ids, single.ids)
+        np.testing.assert_array_equal(pooled.distances, single.distances)
+        assert not np.isin(pooled.ids, IDS[::7]).any()
+    with pytest.raises(InvalidArgument):
+        FaissIndex(DIM, spec, query_threads=0)

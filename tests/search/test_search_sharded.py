@@ -243,3 +243,43 @@ def test_sharded_faiss_passes_search_parameters(tmp_path) -> None:
     assert np.array_equal(fresh.search(DATA[:10], 5, ef_search=128).ids, result.ids)
     index.close()
     fresh.close()
+
+
+def _merge_model(parts: list[tuple[np.ndarray, np.ndarray]], k: int, metric: Metric) -> Any:
+    """Row by row: each id once at its best distance, ordered by (distance in the metric's
+    direction, id), padded with -1 and the worst distance."""
+    rows = parts[0][0].shape[0]
+    ids = np.full((rows, k), -1, dtype=np.int64)
+    distances = np.full((rows, k), metric.worst, dtype=np.float32)
+    sign = -1.0 if metric.higher_is_better else 1.0
+    for row in range(rows):
+        best: dict[int, float] = {}
+        for part_ids, part_distances in parts:
+            pairs = zip(part_ids[row].tolist(), part_distances[row].tolist(), strict=True)
+            for item, distance in pairs:
+                if item >= 0 and (item not in best or sign * distance < sign * best[item]):
+                    best[item] = distance
+        ranked = sorted(best.items(), key=lambda pair: (sign * pair[1], pair[0]))[:k]
+        for column, (item, distance) in enumerate(ranked):
+            ids[row, column], distances[row, column] = item, distance
+    return ids, distances
+
+
+def test_merge_with_repeated_ids_matches_a_row_by_row_model() -> None:
+    """The vectorised ``unique_ids`` merge keeps each id once, at its best-ranked occurrence,
+    with ties, padding and ids repeated within and across parts."""
+    rng = np.random.default_rng(19)
+    for trial in range(400):
+        metric = list(Metric)[trial % 3]
+        rows, k = int(rng.integers(1, 6)), int(rng.integers(1, 12))
+        parts = [
+            (
+                rng.integers(-1, 12, (rows, width)),
+                rng.integers(0, 4, (rows, width)).astype(np.float32),
+            )
+            for width in rng.integers(1, 9, int(rng.integers(1, 5))).tolist()
+        ]
+        ids, distances = merge_topk(parts, k, metric, unique_ids=True)
+        want_ids, want_distances = _merge_model(parts, k, metric)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(distances, want_distances)

