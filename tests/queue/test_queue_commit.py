@@ -4,12 +4,19 @@ its callers wait for it."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from typing import Any
 
+from blocks.core.clock import SystemClock
+from blocks.core.memory_network import MemoryNetwork
 from blocks.pubsub.replica import PartitionReplica, ReplicaConfig
 from blocks.pubsub.replica_messages import FetchRequest, decode, encode
+from blocks.pubsub.replication import ReplicationConfig
+from blocks.queue.replicated import ReplicatedQueue
 
 NODES = ("a", "b", "c")
+QUEUE_NODES = ["q1", "q2", "q3"]
 
 
 def leader(*, commit_on_majority: bool) -> PartitionReplica:
@@ -67,3 +74,48 @@ def test_a_follower_asks_for_the_high_watermark_only_with_something_to_learn() -
     assert follower.fetch_request(waiting=True) == FetchRequest(1, 3, 1, False)
     for request in (FetchRequest(1, 3, 1, True), FetchRequest(1, 3, 1)):
         assert decode(encode(request)) == request
+
+
+def test_the_leader_answers_once_two_followers_hold_the_records_durably() -> None:
+    """The leader's own write of a send stays unfinished (its fsync "runs" until a gate
+    opens): the send is still answered, since both followers hold it durably, and a later
+    receive through a follower finds it."""
+
+    async def run() -> None:
+        timing = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=10_000)
+        network = MemoryNetwork(seed=7)
+        nodes = [
+            ReplicatedQueue(
+                None,
+                network.transport(name),
+                QUEUE_NODES,
+                clock=SystemClock(),
+                rng=random.Random(name),
+                replication=timing,
+            )
+            for name in QUEUE_NODES
+        ]
+        for node in nodes:
+            await node.open()
+        gate = asyncio.Event()
+        try:
+            await nodes[0].create_queue("jobs")
+            leader = next(n for n in nodes if n.is_leader)
+            original = leader.log.topics.write
+
+            async def unfinished_write(*args: Any) -> None:
+                await original(*args)
+                await gate.wait()
+
+            leader.log.topics.write = unfinished_write  # type: ignore[method-assign]
+            sent = await asyncio.wait_for(leader.send("jobs", b"held"), 20.0)
+            follower = next(n for n in nodes if not n.is_leader)
+            (found,) = await asyncio.wait_for(follower.receive("jobs"), 20.0)
+            assert found.id == sent and found.body == b"held"
+        finally:
+            gate.set()
+            for node in nodes:
+                await node.close()
+                await node.log.transport.close()
+
+    asyncio.run(run())

@@ -32,6 +32,7 @@ old log's end, which the node starts from (its fetch is behind again, and the re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,8 @@ from typing import Any
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, FailedPrecondition, PeerError, Unavailable
 from blocks.core.files import write_atomically
-from blocks.pubsub import ClusterBroker
+from blocks.pubsub import ClusterBroker, Role
+from blocks.pubsub.topics import check_entries
 from blocks.queue.machine import QueueMachine
 
 __all__ = ["CHUNK_BYTES", "LogBroker", "Snapshots"]
@@ -184,6 +186,7 @@ class LogBroker(ClusterBroker):
         self._on_committed_hook = on_committed
         self._snapshots = snapshots
         self._install = install
+        self._writes: set[asyncio.Task[None]] = set()  # leader writes still syncing here
         super().__init__(*args, **kwargs)
 
     def _wake(self, key: tuple[str, int]) -> None:
@@ -197,3 +200,88 @@ class LogBroker(ClusterBroker):
 
     async def _before_log_restart(self, key: tuple[str, int], leader: str, start: int) -> None:
         self._install(await self._snapshots.fetch(self, leader, start))
+
+    async def produce_batch(
+        self,
+        topic: str,
+        partition: int,
+        entries: list[tuple[bytes | None, bytes]],
+        *,
+        producer_id: str | None = None,
+        sequence: int = 0,
+        hops: int = 0,
+    ) -> int:
+        """As ``ClusterBroker.produce_batch``; on the leader of a log that commits on a
+        majority, answered once the records are committed, even while this node's own
+        fsync of them still runs (two followers' durable copies are a majority)."""
+        key = (topic, partition)
+        replica = self.replication.replicas.get(key)
+        if (
+            replica is None
+            or replica.role is not Role.LEADER
+            or not self.replication.config.commit_on_majority
+        ):
+            return await super().produce_batch(
+                topic, partition, entries, producer_id=producer_id, sequence=sequence, hops=hops
+            )
+        self._check_open()
+        check_entries(entries)
+        placed: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        write = asyncio.ensure_future(self._write(key, entries, producer_id, sequence, placed))
+        self._writes.add(write)
+        write.add_done_callback(_forget_write(self._writes))
+        base, epoch = await placed
+        commit = asyncio.ensure_future(
+            self.replication.wait_committed(key, base + len(entries), epoch)
+        )
+        try:
+            await asyncio.wait((write, commit), return_when=asyncio.FIRST_COMPLETED)
+            if not commit.done() and write.exception() is not None:
+                raise write.exception()  # type: ignore[misc]
+            await commit
+        finally:
+            commit.cancel()
+        return base
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)  # their fsyncs end first
+        await super().close()
+
+    async def _write(
+        self,
+        key: tuple[str, int],
+        entries: list[tuple[bytes | None, bytes]],
+        producer_id: str | None,
+        sequence: int,
+        placed: asyncio.Future[tuple[int, int]],
+    ) -> None:
+        """Prepare and store the records in one step of this task (so concurrent writes take
+        offsets in the order they store them), tell ``placed`` where they went, then wait
+        until they are durable here."""
+        replica = self.replication.replicas[key]
+        try:
+            if replica.role is not Role.LEADER:
+                raise Unavailable("the partition's leader changed; retry")
+            epoch = replica.epoch
+            records, base = self.topics.prepare_append(
+                key[0], key[1], entries, self._clock.now_ms(), producer_id, sequence, epoch
+            )
+        except BaseException as error:
+            placed.set_exception(error)
+            return
+        placed.set_result((base, epoch))
+        if records:
+            await self.replication.append(key, records)
+            await self.replication.settle(key)
+
+
+def _forget_write(writes: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    """A done callback: drop the task from ``writes`` and take its error, if any (the caller
+    that wanted it has it already, or was answered by the commit first)."""
+
+    def forget(task: asyncio.Task[None]) -> None:
+        writes.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return forget
