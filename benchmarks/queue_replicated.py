@@ -61,13 +61,19 @@ BASELINE = "nats-jetstream-r3"
 # --- blocks: three replicated queue nodes -------------------------------------------------
 
 
-def blocks_contender(cycle: bool) -> Contender:
+def blocks_contender(cycle: bool, against: str | None = None) -> Contender:
+    """The three queue nodes; with ``against`` (another checkout's ``src`` directory) the
+    nodes run that code instead (the client stays this tree's): a before/after in one run."""
+
     async def setup() -> dict[str, Any]:
         from blocks.queue.client import connect
         from blocks.testing import ProcessCluster
         from blocks.testing.servers import queue_cluster_spec
 
         cluster = ProcessCluster(queue_cluster_spec(fsync="always"), NODES)
+        if against is not None:
+            for name in NODES:
+                cluster.add_base_env(name, {"PYTHONPATH": str(Path(against).resolve())})
         state: dict[str, Any] = {"cluster": cluster}
         try:
             await asyncio.to_thread(cluster.start_all)
@@ -87,8 +93,9 @@ def blocks_contender(cycle: bool) -> Contender:
         finally:
             await asyncio.to_thread(state["cluster"].remove)
 
+    name = "blocks-replicated (3 nodes, fsync always)"
     return Contender(
-        "blocks-replicated (3 nodes, fsync always)",
+        name if against is None else f"{name}, servers from {against}",
         setup,
         op,
         teardown,
@@ -302,11 +309,19 @@ def redis_contender(cycle: bool) -> Contender:
 # --- the run ------------------------------------------------------------------------------
 
 
-def contenders(cycle: bool, *, quick: bool = False) -> list[Contender]:
+def contenders(cycle: bool, *, quick: bool = False, against: str | None = None) -> list[Contender]:
     """Every contender; ``quick`` leaves out ``nats-jetstream-r3-sync-always`` (a cluster
-    start costs about ten seconds a round on a loaded machine)."""
+    start costs about ten seconds a round on a loaded machine); ``against`` adds the queue
+    nodes run from another checkout's ``src``."""
     sync_always = [] if quick else [nats_contender(cycle, sync_always=True)]
-    return [blocks_contender(cycle), nats_contender(cycle), *sync_always, redis_contender(cycle)]
+    before = [] if against is None else [blocks_contender(cycle, against)]
+    return [
+        blocks_contender(cycle),
+        *before,
+        nats_contender(cycle),
+        *sync_always,
+        redis_contender(cycle),
+    ]
 
 
 def workloads(ops: int, rounds: int) -> list[tuple[str, bool, Workload]]:
@@ -333,6 +348,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="200 operations, 2 rounds, no sync-always NATS"
     )
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="also run the queue nodes from another checkout's src directory (before/after)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -343,7 +363,7 @@ def main(args: argparse.Namespace) -> int:
         run_benchmark(
             f"queue-replicated-{name}",
             [workload],
-            contenders(cycle, quick=quick),
+            contenders(cycle, quick=quick, against=getattr(args, "against", None)),
             BASELINE,
             args.out,
         )

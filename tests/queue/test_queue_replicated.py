@@ -196,9 +196,9 @@ def test_a_leader_loss_keeps_acknowledged_sends_and_acks() -> None:
 
 
 def test_a_follower_learns_its_commit_without_waiting_for_new_records() -> None:
-    """A follower answering a call learns that its record is committed from a fetch the
-    leader answers at once (a follower not yet told the current high watermark) or as soon
-    as the watermark moves, never by waiting out ``fetch_wait_ms``: with a one-minute wait
+    """A follower answering a call learns that its record is committed from a fetch it marks
+    ``waiting`` (its callers wait), which the leader answers as soon as the watermark moves
+    past what it told that follower, never by waiting out ``fetch_wait_ms``: with a one-minute wait
     and nothing else written, sends and receives through both followers finish. (The stall
     this guards against showed in the process benchmark, 16 callers on a follower: p50
     208 ms, one ``fetch_wait_ms``; in one process the earlier code happened to pass.)"""

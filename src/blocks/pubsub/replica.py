@@ -16,8 +16,12 @@ records after that end. A follower's fetch offset is what the leader knows it ho
   fsync runs, so the two fsyncs overlap instead of adding up), and (Raft's rule) only once
   it covers a record of the leader's own epoch: the new leader's first record is a control
   *epoch marker*. Records below the high watermark are committed: readable by consumers, and
-  an ``acks=all`` produce is acknowledged when the high watermark passes its last record. Requiring a majority as well means the ISR shrinking to
-  the leader alone stalls acknowledgements rather than risking them.
+  an ``acks=all`` produce is acknowledged when the high watermark passes its last record.
+  Requiring a majority as well means the ISR shrinking to the leader alone stalls
+  acknowledgements rather than risking them. With ``commit_on_majority`` the ISR is left out:
+  a majority of durable copies, whichever replicas hold them, is enough (Raft's commit rule;
+  the vote rule above makes every later leader hold such a record), so neither the slowest
+  in-sync follower nor the leader's own fsync is waited for when two others are durable.
 * **Election.** A follower that has not heard from a leader for a randomized election timeout
   asks the others for a *pre-vote* (would you vote for me in epoch e+1?), and only with a
   majority of yeses bumps its epoch and asks for real votes. A replica grants a vote to a

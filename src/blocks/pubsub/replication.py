@@ -15,10 +15,13 @@ feeds the cores and carries out what they decide; it holds no policy of its own:
   ``fetch_wait_ms``, so records flow out as soon as they are written) and passes votes and
   announcements to the core. A leader's records go out as soon as they are in its store,
   while its own fsync still runs (the core counts the leader's hold only once it is durable,
-  so the two fsyncs of a round overlap); a held fetch is also answered when the high
-  watermark moves, and a fetch is never held from a follower that has not yet been told the
-  current high watermark, so a follower answering a call learns its commit one round trip
-  later, not at the next write;
+  so the two fsyncs of a round overlap). A follower learns the high watermark from the fetch
+  answers; one with callers waiting on it (``awaiting_commit``) marks its fetches
+  ``waiting``, and the leader answers such a fetch as soon as the high watermark moves past
+  what it last told that follower, so those callers learn their commit one round trip later,
+  not at the next write. A follower's other fetches stay held until records arrive (or
+  ``fetch_wait_ms``): the high watermark then travels with the next records, which saves a
+  round trip per write;
 * ``settle`` runs after every core call: persist ``(epoch, voted_for)`` when dirty (an atomic
   file replace, before anything is sent), append the epoch marker a new leader owes, send the
   core's messages, resolve ``acks=all`` waiters whose records the high watermark passed, fail

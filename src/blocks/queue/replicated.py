@@ -6,11 +6,15 @@ Every call that may change the queue becomes a record (``blocks.queue.machine``:
 stamped with this node's clock, and this node's name) in one replicated log, and every node
 applies the committed records in log order to its own ``QueueMachine``. The log is a
 one-partition pubsub topic (``LOG_TOPIC``) run by ``blocks.pubsub.cluster.ClusterBroker``:
-its leader election with epochs, followers fetching from the leader, the in-sync replica set
-and the high watermark (a record is committed once every in-sync replica and a majority hold
-it) are reused as they are, so the queue inherits what pubsub's tests prove about them. A
-record below the high watermark is never truncated by a later leader; a record above it may
-be, which is why nothing is applied before it is committed.
+its leader election with epochs, followers fetching from the leader and the high watermark
+are reused as they are, so the queue inherits what pubsub's tests prove about them. The queue
+runs the log with ``commit_on_majority``: a record is committed once it is durable on a
+majority of the nodes, whichever they are (Raft's rule; pubsub's default also waits for every
+in-sync replica), so one slow disk, the leader's included, is not on an answer's path; the
+log's leader answers a write once it is committed, even while its own fsync still runs
+(``LogBroker.produce_batch``). A record below the high watermark is never truncated by a
+later leader; a record above it may be, which is why nothing is applied before it is
+committed.
 
 A call on any node: the node writes its records with ``produce_batch`` (which the log's
 leader serves; another node forwards it there, waiting out an election), learns their
