@@ -91,3 +91,15 @@ def test_never_waits_for_the_lock_and_checks_access_first(tmp_path: Path) -> Non
         holder.join()
     assert store.read_cached("bkt", "small") is not None
     store.close()
+
+
+def test_an_overwritten_object_is_not_kept(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, fsync=False)
+    store.create_bucket("bkt")
+    for n in range(50):
+        store.put_object("bkt", "k", bytes([n]) * 1000)
+    store.put_object("bkt", "other", b"o" * 500)
+    assert store._inline_cache_bytes == 1500 and len(store._inline_cache) == 2
+    found = store.read_cached("bkt", "k")
+    assert found is not None and found[1] == bytes([49]) * 1000
+    store.close()

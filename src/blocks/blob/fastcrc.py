@@ -9,7 +9,10 @@ them; ``None`` when there is none, and ``checksums`` then keeps zlib and its tab
 function continues from a previous result exactly as ``zlib.crc32(data, value)`` does;
 tests compare them with zlib and with the table-driven versions.
 
-A buffer is passed by address: ``bytes`` as they are, a writable buffer through
+Buffers under ``UNLOCKED_BYTES_MIN`` go through a second binding that keeps the GIL
+(``ctypes.PyDLL``): letting it go and taking it back costs more than their CRC, and on a
+busy server the event loop can lose the GIL to another thread for a switch interval. A
+buffer is passed by address: ``bytes`` as they are, a writable buffer through
 ``ctypes.c_char.from_buffer``, anything else (a read-only view) copied to ``bytes`` first,
 which still costs less than zlib's CRC of it.
 """
@@ -27,6 +30,8 @@ from typing import Any
 __all__ = ["FastCrcs", "load"]
 
 _MASK32 = 0xFFFFFFFF
+UNLOCKED_BYTES_MIN = 64 * 1024
+"""From this size a CRC runs with the GIL let go (as zlib's does from 5 KiB)."""
 _SLICE_BYTES = 1 << 30  # crc32_iscsi takes an int length
 
 
@@ -68,29 +73,18 @@ def load() -> FastCrcs | None:
     """ISA-L's CRCs if a library with all three loads, else ``None``."""
     for path in _candidates():
         try:
-            library = ctypes.CDLL(path)
-            gzip = library.crc32_gzip_refl
-            iscsi = library.crc32_iscsi
-            rocksoft = library.crc64_rocksoft_refl
+            unlocked, locked = _bind(ctypes.CDLL(path)), _bind(ctypes.PyDLL(path))
         except (OSError, AttributeError):
             continue
-        gzip.restype, gzip.argtypes = (
-            ctypes.c_uint32,
-            [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint64],
-        )
-        iscsi.restype, iscsi.argtypes = (
-            ctypes.c_uint32,
-            [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32],
-        )
-        rocksoft.restype = ctypes.c_uint64
-        rocksoft.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64]
 
-        def crc32(data: Any, value: int = 0, gzip: Any = gzip) -> int:
+        def crc32(data: Any, value: int = 0, fast: Any = unlocked, small: Any = locked) -> int:
             buffer, size = _buffer(data)
+            gzip = (fast if size >= UNLOCKED_BYTES_MIN else small)[0]
             return int(gzip(value, buffer, size))
 
-        def crc32c(data: Any, value: int = 0, iscsi: Any = iscsi) -> int:
+        def crc32c(data: Any, value: int = 0, fast: Any = unlocked, small: Any = locked) -> int:
             buffer, size = _buffer(data)
+            iscsi = (fast if size >= UNLOCKED_BYTES_MIN else small)[1]
             state = value ^ _MASK32
             if size <= _SLICE_BYTES:
                 return int(iscsi(buffer, size, state)) ^ _MASK32
@@ -100,14 +94,29 @@ def load() -> FastCrcs | None:
                 state = int(iscsi(piece.tobytes(), len(piece), state))
             return state ^ _MASK32
 
-        def crc64nvme(data: Any, value: int = 0, rocksoft: Any = rocksoft) -> int:
+        def crc64nvme(data: Any, value: int = 0, fast: Any = unlocked, small: Any = locked) -> int:
             buffer, size = _buffer(data)
+            rocksoft = (fast if size >= UNLOCKED_BYTES_MIN else small)[2]
             return int(rocksoft(value, buffer, size))
 
         crcs = FastCrcs(crc32, crc32c, crc64nvme, path)
         if _agrees(crcs):
             return crcs
     return None
+
+
+def _bind(library: ctypes.CDLL) -> tuple[Any, Any, Any]:
+    """The library's CRC32 (gzip), CRC32C (iSCSI) and CRC64 (Rocksoft, NVMe's) functions
+    with their C signatures; ``AttributeError`` if one is missing."""
+    gzip, iscsi = library.crc32_gzip_refl, library.crc32_iscsi
+    rocksoft = library.crc64_rocksoft_refl
+    gzip.restype = ctypes.c_uint32
+    gzip.argtypes = [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint64]
+    iscsi.restype = ctypes.c_uint32
+    iscsi.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32]
+    rocksoft.restype = ctypes.c_uint64
+    rocksoft.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_uint64]
+    return gzip, iscsi, rocksoft
 
 
 def _agrees(crcs: FastCrcs) -> bool:

@@ -231,6 +231,8 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
             if self._finish(entity, sequence):
                 old = self.index.put_object(installed)
                 released.append(old.chunks if old is not None else ())
+                if old is not None and old.inline and old.inline_offset != offset:
+                    self._forget_one(old.inline_offset)  # the version it replaced is gone
                 if inline:
                     assert isinstance(record, ObjectPut) and record.body is not None
                     self._cache_inline(offset, bytes(record.body))  # no copy of bytes
@@ -366,6 +368,12 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         while self._inline_cache_bytes > INLINE_CACHE_BYTES:
             _, dropped = self._inline_cache.popitem(last=False)
             self._inline_cache_bytes -= len(dropped)
+
+    def _forget_one(self, offset: int) -> None:
+        """Drop one kept inline object (lock held), if it is kept."""
+        body = self._inline_cache.pop(offset, None)
+        if body is not None:
+            self._inline_cache_bytes -= len(body)
 
     def _forget_inline(self) -> None:
         """Drop every cached inline object (lock held): their records moved."""
