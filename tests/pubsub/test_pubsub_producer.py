@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.core.errors import InvalidArgument, Overloaded, Unavailable
+from blocks.pubsub.batching_producer import Entries, Producer, ProducerConfig
 from blocks.pubsub.datapath import DataPathHandler, produce_message
 from blocks.pubsub.local import LocalBroker
-from blocks.pubsub.producer import Entries, Producer, ProducerConfig
-from blocks.pubsub.producers import RUNS_MAX, Run, duplicate_offset, extend, last_sequence
+from blocks.pubsub.producer_runs import RUNS_MAX, Run, duplicate_offset, extend, last_sequence
 
 # -- runs -------------------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, NotFound
 from blocks.core.server import Server
 from blocks.pubsub.api import PubSub
+from blocks.pubsub.batching_producer import ProducerConfig
 from blocks.pubsub.client import PubSubClient, connect
 from blocks.pubsub.contract import SESSION_TIMEOUT_MS, PubSubContract
-from blocks.pubsub.producer import ProducerConfig
 from blocks.pubsub.service import build_server
 
 

@@ -2,14 +2,16 @@
 
 ``LocalBroker`` is the in-process broker (durable on ``blocks.core.log`` with a directory),
 ``blocks.pubsub.cluster.ClusterBroker`` a broker whose partitions replicate to its peers
-(leaders, in-sync replicas, ``acks=all``, elections with epochs), ``connect`` a client of
-one or more pub-sub servers, ``Consumer`` a group member as an async iterator,
-and ``blocks.pubsub.checker`` checks recorded histories for lost, duplicated or skipped
-records. ``Role``, ``TopicConfig`` and ``ReplicationConfig`` are what a block that runs its own
-replicated log on ``ClusterBroker`` needs (the replicated queue does).
+(leaders, in-sync replicas, ``acks=all``, elections with epochs), ``connect`` a client of one
+or more pub-sub servers (its batching producer tuned by ``ProducerConfig``), ``Consumer`` a
+group member as an async iterator, and ``blocks.pubsub.checker`` checks recorded histories for
+lost, duplicated or skipped records. ``Role``, ``TopicConfig`` and ``ReplicationConfig`` are
+what a block that runs its own replicated log on ``ClusterBroker`` needs (the replicated queue
+does).
 """
 
 from blocks.pubsub.api import Assignment, PubSub, Record
+from blocks.pubsub.batching_producer import ProducerConfig
 from blocks.pubsub.client import PubSubClient, connect
 from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.consumer import Consumer
@@ -24,6 +26,7 @@ __all__ = [
     "ClusterBroker",
     "Consumer",
     "LocalBroker",
+    "ProducerConfig",
     "PubSub",
     "PubSubClient",
     "PubSubContract",

@@ -6,12 +6,12 @@ partition's leader. Produce and fetch travel on the broker's data path (framed m
 ``TcpTransport``, ``blocks.pubsub.datapath``; its port comes from the ``DataPath`` RPC), the
 rest on gRPC; against a broker without a data path everything uses gRPC.
 
-Producing goes through a ``blocks.pubsub.producer.Producer``: concurrent ``produce`` calls to
-one partition are coalesced into batches, up to five batches per partition are in flight,
-and the client is an idempotent producer (a random producer id and one sequence counter per
-partition), so the batches that fail with ``Unavailable`` or ``Timeout`` are resent in order
-under the same sequence numbers, long enough to ride out a leader election, and the broker
-stores each once. ``subscribe`` streams one partition with credit-based flow control.
+Producing goes through a ``blocks.pubsub.batching_producer.Producer``: concurrent ``produce``
+calls to one partition are coalesced into batches, up to five batches per partition are in
+flight, and the client is an idempotent producer (a random producer id and one sequence
+counter per partition), so the batches that fail with ``Unavailable`` or ``Timeout`` are
+resent in order under the same sequence numbers, long enough to ride out a leader election,
+and the broker stores each once. ``subscribe`` streams one partition with credit-based flow control.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
+from blocks.pubsub.batching_producer import Entries, Producer, ProducerConfig
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.datapath import fetch_message, produce_message, records_from_wire
-from blocks.pubsub.producer import Entries, Producer, ProducerConfig
 from blocks.pubsub.topics import check_entries
 
 __all__ = ["PubSubClient", "connect"]

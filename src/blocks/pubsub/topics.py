@@ -7,7 +7,7 @@ Theory of operation
 and decides, from the producer table, whether it is new, a duplicate of a batch already
 written (a retry: its original offsets are returned and nothing is written) or out of order
 (``Conflict``). Producer state is ``(producer_id, topic, partition) -> recent runs``
-(``blocks.pubsub.producers``: enough to answer a retry of any of a pipelining producer's
+(``blocks.pubsub.producer_runs``: enough to answer a retry of any of a pipelining producer's
 batches in flight); it is rebuilt on open by scanning the retained records, which carry the
 producer id and sequence, so deduplication survives a restart for as long as retention keeps
 the batch.
@@ -32,7 +32,7 @@ from blocks.core.errors import (
 from blocks.core.files import make_directories, write_atomically
 from blocks.core.log import FsyncPolicy, GroupCommitter
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
-from blocks.pubsub.producers import Run, duplicate_offset, extend, last_sequence
+from blocks.pubsub.producer_runs import Run, duplicate_offset, extend, last_sequence
 
 __all__ = ["TopicConfig", "TopicTable"]
 

@@ -21,15 +21,15 @@ this one:
   batches and then uses the extra slots.
 * **Ordered recovery.** If a batch fails, the broker refuses the later ones with an
   out-of-order ``Conflict`` (or they fail the same way). The lane stops sending, waits for
-  every outstanding batch to finish, then resends the failed ones *one at a time, in
-  sequence order*, under their original sequence numbers, retrying ``Unavailable``,
-  ``Timeout`` and ``Overloaded`` with exponential backoff (``retries_max`` attempts). The
-  broker remembers the producer's recent batches (``blocks.pubsub.producers``), so a batch that
-  was in fact stored is answered with its original offsets instead of being written twice.
-  A batch that keeps failing fails its callers; the lane then starts a fresh producer session
-  (new id, sequence 0) so that nothing after it is mistaken for it. If it failed with a
-  retryable error (it may have been stored), the failed batches after it fail with the same
-  error; otherwise they are renumbered into the new session and sent.
+  every outstanding batch to finish, then resends the failed ones *one at a time, in sequence
+  order*, under their original sequence numbers, retrying ``Unavailable``, ``Timeout`` and
+  ``Overloaded`` with exponential backoff (``retries_max`` attempts). The broker remembers the
+  producer's recent batches (``blocks.pubsub.producer_runs``), so a batch that was in fact
+  stored is answered with its original offsets instead of being written twice. A batch that
+  keeps failing fails its callers; the lane then starts a fresh producer session (new id,
+  sequence 0) so that nothing after it is mistaken for it. If it failed with a retryable error
+  (it may have been stored), the failed batches after it fail with the same error; otherwise
+  they are renumbered into the new session and sent.
 * **Backpressure.** At most ``buffer_records_max`` records wait or fly in the whole producer;
   a ``produce`` beyond that waits for room (Kafka's ``buffer.memory``).
 
@@ -53,7 +53,7 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
-from blocks.pubsub.producers import RUNS_MAX
+from blocks.pubsub.producer_runs import RUNS_MAX
 from blocks.pubsub.topics import BATCH_RECORDS_MAX
 
 __all__ = ["Entries", "Producer", "ProducerConfig", "SendBatch"]
