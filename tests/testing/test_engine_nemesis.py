@@ -111,7 +111,15 @@ def test_the_nemesis_runs_the_seeded_plan_of_kills_and_restarts(tmp_path: Path) 
     assert nemesis.survived == nemesis.faults
     expected = [verb for fault in nemesis.faults for verb in ("kill", "start")]
     assert engine.verbs == expected
-    assert "seed=4" in nemesis.describe()
+    assert nemesis.describe().startswith("engine nemesis seed=4 (replay: BLOCKS_NEMESIS_SEED=4)")
+
+
+def test_a_stop_during_the_lead_applies_no_fault(tmp_path: Path) -> None:
+    engine = FakeEngine(tmp_path)
+    nemesis = EngineNemesis({"e": engine}, seed=2, kinds=(FaultKind.KILL,), steps=2, lead_s=30)
+    nemesis.stop()
+    nemesis.run()  # returns at once: the lead's wait ends on the stop
+    assert nemesis.survived == [] and engine.verbs == []
 
 
 def test_the_nemesis_refuses_faults_an_engine_process_cannot_take(tmp_path: Path) -> None:

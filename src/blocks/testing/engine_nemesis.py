@@ -29,7 +29,6 @@ import asyncio
 import functools
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,14 +37,7 @@ from typing import TypeVar
 
 from blocks.core.errors import InvalidArgument, Timeout, Unavailable
 from blocks.testing.engines import EngineProcess
-from blocks.testing.nemesis import (
-    SEED_ENV,
-    SOAK_REPORT_ENV,
-    WORKLOAD_DRAIN_S,
-    Fault,
-    FaultKind,
-    plan,
-)
+from blocks.testing.nemesis import Fault, FaultKind, FaultRunner, plan, run_during, soak_line
 
 __all__ = [
     "ENGINE_FAULTS",
@@ -70,7 +62,7 @@ IN_FLIGHT_MAX = 16  # calls of one open loop in flight at once
 SPAWN_INTERVAL_S = 0.01
 
 
-class EngineNemesis:
+class EngineNemesis(FaultRunner):
     """Runs ``plan(seed, list(engines), kinds, steps)`` against named engine processes.
 
     ``engines`` maps a name (what the plan draws) to a started ``EngineProcess``. ``run()``
@@ -80,6 +72,8 @@ class EngineNemesis:
     before the first fault and ``calm_s`` after each. Kinds other than ``ENGINE_FAULTS``
     raise ``InvalidArgument``.
     """
+
+    label = "engine nemesis"
 
     def __init__(
         self,
@@ -96,32 +90,8 @@ class EngineNemesis:
         if unknown:
             raise InvalidArgument(f"an engine nemesis injects only process faults, not {unknown}")
         self.engines = dict(engines)
-        self.seed = seed
-        self.faults: list[Fault] = plan(seed, sorted(self.engines), kinds, steps, hold_s=hold_s)
-        self.calm_s = calm_s
-        self.lead_s = calm_s if lead_s is None else lead_s
-        self.survived: list[Fault] = []
-        self._stop = threading.Event()
-
-    def describe(self) -> str:
-        faults = "; ".join(f.describe() for f in self.faults) or "none"
-        return f"engine nemesis seed={self.seed} (replay: {SEED_ENV}={self.seed}): {faults}"
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        self._stop.wait(self.lead_s)  # the workload has acknowledged work before a fault
-        for fault in self.faults:
-            if self._stop.is_set():
-                return
-            self._apply(fault)
-            try:
-                self._stop.wait(fault.hold_s)
-            finally:
-                self._heal(fault)
-            self.survived.append(fault)
-            self._stop.wait(self.calm_s)
+        faults = plan(seed, sorted(self.engines), kinds, steps, hold_s=hold_s)
+        super().__init__(seed, faults, calm_s=calm_s, lead_s=calm_s if lead_s is None else lead_s)
 
     def _apply(self, fault: Fault) -> None:
         engine = self.engines[fault.node]
@@ -162,23 +132,9 @@ def _wait_ready(engine: EngineProcess) -> None:
         time.sleep(RESUME_POLL_S)
 
 
-async def run_engine_nemesis(
-    nemesis: EngineNemesis, workload: Callable[[asyncio.Event], Awaitable[T]]
-) -> T:
-    """Run ``nemesis`` in a thread while ``workload(done)`` runs on this loop; ``done`` is set
-    once the last fault is healed (or the nemesis failed), and the workload should then finish
-    what it has in flight and return. Returns its result; a nemesis error is raised after the
-    workload has drained (bounded by ``WORKLOAD_DRAIN_S``)."""
-    done = asyncio.Event()
-    task = asyncio.ensure_future(workload(done))
-    try:
-        await asyncio.to_thread(nemesis.run)
-    finally:
-        done.set()
-        finished, _ = await asyncio.wait([task], timeout=WORKLOAD_DRAIN_S)
-        if not finished:
-            task.cancel()
-    return await task
+run_engine_nemesis = run_during
+"""``nemesis.run_during`` for an ``EngineNemesis``: the workload gets ``done`` once the last
+fault is healed, and a nemesis error is raised after the workload has drained."""
 
 
 async def open_loop(
@@ -275,13 +231,6 @@ class ErrorAudit:
         return text
 
 
-def engine_soak_line(block: str, nemesis: EngineNemesis, outcome: str) -> str:
-    """One line: which seed survived which faults with what outcome; printed, and appended
-    to the file ``BLOCKS_SOAK_REPORT`` names, if any (the format of ``nemesis.soak_line``)."""
-    faults = ", ".join(f.describe() for f in nemesis.survived) or "none"
-    line = f"{block} seed={nemesis.seed} survived [{faults}] {outcome}"
-    print(line, flush=True)
-    if path := os.environ.get(SOAK_REPORT_ENV, "").strip():
-        with open(path, "a", encoding="utf-8") as report:
-            report.write(line + "\n")
-    return line
+engine_soak_line = soak_line
+"""``nemesis.soak_line`` for an ``EngineNemesis``: the same line, printed and appended to the
+file ``BLOCKS_SOAK_REPORT`` names, if any."""

@@ -22,7 +22,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from blocks.core.clock import CLOCK_OFFSET_ENV
 from blocks.core.errors import InvalidArgument
@@ -37,6 +37,7 @@ __all__ = [
     "SOAK_SEEDS_ENV",
     "Fault",
     "FaultKind",
+    "FaultRunner",
     "Nemesis",
     "nemesis_seeds",
     "nemesis_steps",
@@ -141,7 +142,57 @@ def nemesis_seeds(default: Sequence[int]) -> list[int]:
     return list(default)
 
 
-class Nemesis:
+class FaultRunner:
+    """Carries out a plan one fault at a time: apply, hold for ``hold_s``, heal, then leave
+    the target alone for ``calm_s``; ``lead_s`` of calm comes before the first fault.
+
+    ``run()`` blocks (call it in a thread beside an asyncio workload, see ``run_during``);
+    ``stop()`` ends it after the fault in progress is healed. ``survived`` lists the faults
+    applied and healed. A subclass says what applying and healing a fault means for its
+    target (``_apply``, ``_heal``) and names itself in ``describe()`` (``label``).
+    """
+
+    label = "nemesis"
+
+    def __init__(
+        self, seed: int, faults: list[Fault], *, calm_s: float, lead_s: float = 0.0
+    ) -> None:
+        self.seed = seed
+        self.faults = faults
+        self.calm_s = calm_s
+        self.lead_s = lead_s
+        self.survived: list[Fault] = []
+        self._stop = threading.Event()
+
+    def describe(self) -> str:
+        faults = "; ".join(f.describe() for f in self.faults) or "none"
+        return f"{self.label} seed={self.seed} (replay: {SEED_ENV}={self.seed}): {faults}"
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        if self.lead_s > 0:  # lets the workload have acknowledged work before a fault
+            self._stop.wait(self.lead_s)
+        for fault in self.faults:
+            if self._stop.is_set():
+                return
+            self._apply(fault)
+            try:
+                self._stop.wait(fault.hold_s)
+            finally:
+                self._heal(fault)
+            self.survived.append(fault)
+            self._stop.wait(self.calm_s)
+
+    def _apply(self, fault: Fault) -> None:
+        raise NotImplementedError
+
+    def _heal(self, fault: Fault) -> None:
+        raise NotImplementedError
+
+
+class Nemesis(FaultRunner):
     """Runs ``plan(seed, cluster.names, kinds, steps)`` against ``cluster``.
 
     After each healed fault the cluster is left alone for ``calm_s``, so the workload makes
@@ -172,30 +223,8 @@ class Nemesis:
             raise InvalidArgument("fsync faults need an FsyncFaults for every node")
         self.cluster = cluster
         self.network = network
-        self.seed = seed
-        self.faults = plan(seed, nodes or cluster.names, kinds, steps, hold_s=hold_s)
-        self.calm_s = calm_s
-        self.survived: list[Fault] = []
-        self._stop = threading.Event()
-
-    def describe(self) -> str:
-        faults = "; ".join(f.describe() for f in self.faults) or "none"
-        return f"nemesis seed={self.seed} (replay: {SEED_ENV}={self.seed}): {faults}"
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def run(self) -> None:
-        for fault in self.faults:
-            if self._stop.is_set():
-                return
-            self._apply(fault)
-            try:
-                self._stop.wait(fault.hold_s)
-            finally:
-                self._heal(fault)
-            self.survived.append(fault)
-            self._stop.wait(self.calm_s)
+        faults = plan(seed, nodes or cluster.names, kinds, steps, hold_s=hold_s)
+        super().__init__(seed, faults, calm_s=calm_s)
 
     def _apply(self, fault: Fault) -> None:
         cluster, node = self.cluster, fault.node
@@ -243,7 +272,19 @@ class Nemesis:
                 pass
 
 
-async def run_during(nemesis: Nemesis, workload: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+class _Runs(Protocol):
+    def run(self) -> None: ...
+
+
+class _Survivor(Protocol):
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def survived(self) -> list[Fault]: ...
+
+
+async def run_during(nemesis: _Runs, workload: Callable[[asyncio.Event], Awaitable[T]]) -> T:
     """Run ``nemesis`` in a thread while ``workload(done)`` runs on this loop; ``done`` is set
     when the nemesis has healed its last fault (or failed), and the workload should then
     finish its operations in flight and return. Its result is returned; a nemesis error is
@@ -260,7 +301,7 @@ async def run_during(nemesis: Nemesis, workload: Callable[[asyncio.Event], Await
     return await task
 
 
-def soak_line(block: str, nemesis: Nemesis, outcome: str) -> str:
+def soak_line(block: str, nemesis: _Survivor, outcome: str) -> str:
     """One line saying which seed survived which faults with what outcome; printed, and
     appended to the file ``BLOCKS_SOAK_REPORT`` names, if any."""
     faults = ", ".join(f.describe() for f in nemesis.survived) or "none"
