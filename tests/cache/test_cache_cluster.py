@@ -65,6 +65,10 @@ def test_ketama_moves_only_the_removed_servers_keys() -> None:
         ring.remove("nope")
     with pytest.raises(InvalidArgument):
         KetamaRing({"a": 0})
+    for name, weight in (("", 1), ("x", 0), ("x", True)):
+        with pytest.raises(InvalidArgument):
+            ring.add(name, weight)
+    assert {key: ring.owner(key) for key in before} == before  # a refused add changes nothing
     with pytest.raises(NotFound):
         KetamaRing([]).owner("k")
     with pytest.raises(InvalidArgument):

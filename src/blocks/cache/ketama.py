@@ -10,6 +10,13 @@ point. With equal weights every server has 160 points.
 MD5 is used only because compatibility demands it; it is not a security boundary here.
 ``preference_list`` walks on clockwise to collect distinct servers for replicas, exactly as
 the first choice is made, so the owner is always first.
+
+This is not ``blocks.core.hashing.HashRing`` with another hash: libketama gives each server a
+number of points that depends on the total weight (so adding a server re-spreads every
+server's points), takes the first point *at or after* a key's position and lets the first
+writer keep a collided point, where ``HashRing`` keeps a fixed number of points per node,
+takes the first point strictly after and breaks collisions by name. Either placement on the
+other's ring would move keys (the libketama test vectors in ``tests/cache`` pin this one).
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ def _as_bytes(key: bytes | str) -> bytes:
     raise InvalidArgument(f"key must be bytes or str, got {type(key).__name__}")
 
 
+def _check_server(name: object, weight: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("server names must be non-empty strings")
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+        raise InvalidArgument(f"weight of {name!r} must be an integer >= 1")
+
+
 def ketama_hash(key: bytes | str) -> int:
     """A key's position on the continuum: MD5's first four bytes, little-endian."""
     digest = hashlib.md5(_as_bytes(key), usedforsecurity=False).digest()
@@ -49,10 +63,7 @@ class KetamaRing:
     def __init__(self, servers: Mapping[str, int] | list[str]) -> None:
         weights = dict.fromkeys(servers, 1) if isinstance(servers, list) else dict(servers)
         for name, weight in weights.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidArgument("server names must be non-empty strings")
-            if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-                raise InvalidArgument(f"weight of {name!r} must be an integer >= 1")
+            _check_server(name, weight)
         self._weights = weights
         self._points: list[int] = []
         self._owners: list[str] = []
@@ -88,10 +99,7 @@ class KetamaRing:
 
     def add(self, server: str, weight: int = 1) -> None:
         """Add (or re-weigh) ``server`` and rebuild the continuum."""
-        if not isinstance(server, str) or not server:
-            raise InvalidArgument("server names must be non-empty strings")
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-            raise InvalidArgument("weight must be an integer >= 1")
+        _check_server(server, weight)
         self._weights[server] = weight
         self._build()
 
