@@ -108,7 +108,8 @@ class _Pending:
     deadline: float
     targets: list[str]
     answered: bool = False
-    result: VersionedObject | None = None
+    result: VersionedObject | None = None  # a put's object; a get's merged answer
+    merged_count: int = 0  # a get: how many of ``heard`` its answer merged
     heard: dict[str, VersionedObject | None] = field(default_factory=dict)
 
 
@@ -281,21 +282,31 @@ class KVNodeCore:
         pending.answered = True
         if pending.is_put:
             return [Reply(request_id, pending.result)]
-        merged: VersionedObject | None = None
-        for obj in pending.heard.values():
-            if obj is not None:
-                merged = merge(merged, obj, lww=self.config.lww)
+        merged = self._merged(None, pending.heard.values())
+        pending.result, pending.merged_count = merged, len(pending.heard)
         return [Reply(request_id, merged)]
+
+    def _merged(
+        self, merged: VersionedObject | None, objects: Iterable[VersionedObject | None]
+    ) -> VersionedObject | None:
+        """``merged`` merged with each of ``objects``; a copy equal to what is merged so far
+        changes nothing (merge is idempotent on the normalised objects it returns)."""
+        lww = self.config.lww
+        for obj in objects:
+            if obj is not None and (merged is None or obj != merged):
+                merged = merge(merged, obj, lww=lww)
+        return merged
 
     def _finish(self, request_id: int, pending: _Pending) -> list[Effect]:
         """Forget the request; for a get, repair the replicas that answered out of date."""
         del self._pending[request_id]
         if pending.is_put:
             return []
-        merged: VersionedObject | None = None
-        for obj in pending.heard.values():
-            if obj is not None:
-                merged = merge(merged, obj, lww=self.config.lww)
+        heard = list(pending.heard.values())
+        if pending.answered and pending.merged_count:  # the answer merged the first ones
+            merged = self._merged(pending.result, heard[pending.merged_count :])
+        else:
+            merged = self._merged(None, heard)
         if merged is None:
             return []
         effects: list[Effect] = []
