@@ -3,24 +3,26 @@
 Theory of operation: every write gets a sequence number when its bytes reach the file (under
 the store's lock). A writer that must not return before its bytes are durable calls
 ``wait_durable(seq)``. The first such writer to find no sync in flight becomes the *leader*:
-it may linger a little for company (below), then asks the store for a snapshot
+under ``sync=batch`` it may linger a little for company (below), then asks the store for a snapshot
 ``(fd, last_seq)`` of the active file, fsyncs it *outside* every lock, and publishes
 ``synced_seq = last_seq``, waking every writer whose sequence number is covered. Writers that
 arrive while a sync is in flight wait for the next one, which one of them leads.
 
-**Lingering.** Without it, ``k`` writers in a loop split into two halves that alternate: while
-one half's fsync runs the other half queues, and the moment it ends the queued half starts the
-next fsync alone, before the half just released has come back. So a leader waits for:
+**Lingering** (``sync=batch`` only). Without it, ``k`` writers in a loop split into two halves
+that alternate: while one half's fsync runs the other half queues, and the moment it ends the
+queued half starts the next fsync alone, before the half just released has come back. So a
+batch leader waits for:
 
 * writers between ``begin_write`` and ``wait_durable`` (appending right now), and
 * the *company* of the last fsync: as many writers as were waiting when it ended (the ones it
   released are about to come back with their next write),
 
-until they are all there, ``batch_max`` writers wait, or the linger's bound passes. The bound is
-``delay_s`` with a positive delay (``sync=batch``), and otherwise (``sync=always``) a quarter
-of the last fsync's duration, at most ``ALWAYS_LINGER_S_MAX``: a latency cost that is a
-fraction of the fsync's own, for up to twice the writers per fsync. A lone writer's company is
-itself, so it never waits; a writer that stops writing costs the next leader one bound.
+until they are all there, ``batch_max`` writers wait, or ``delay_s`` passes. A lone writer's
+company is itself, so it never waits; a writer that stops writing costs the next leader one
+delay. A ``sync=always`` leader (``delay_s`` 0) fsyncs at once: the alternating halves keep
+the disk busy with one half's fsync while the other half's writers run, and in interleaved
+runs that beat lingering for the whole company (which leaves the disk idle meanwhile) by
+x1.56 (docs/kv.md).
 
 **Waking.** A writer that finds a sync in flight parks on a lock of its own. When the sync
 ends, the leader opens the gates of the writers it covered (counting them out itself, so they
@@ -33,7 +35,7 @@ raises the same error. The kernel may have dropped the pages it could not write 
 that once, so a retried fsync that succeeds proves nothing about them.
 
 Durability is the same either way: an acknowledged write is on stable storage. Only the
-latency of a write (at most the bound) is traded.
+latency of a write (at most the delay) is traded.
 
 The snapshot's fd is a ``dup`` of the active file's descriptor, so the store may rotate or
 close its own descriptor meanwhile; the store fsyncs a file before rotating away from it, so
@@ -53,9 +55,6 @@ __all__ = ["GroupCommit"]
 
 BATCH_DELAY_S_MAX = 1.0
 """Longest linger a leader may be configured with: the bound on batch-mode latency."""
-
-ALWAYS_LINGER_S_MAX = 0.001
-"""Longest linger of a ``sync=always`` leader (its bound is a quarter of the last fsync)."""
 
 
 class _Parked:
@@ -79,7 +78,6 @@ class GroupCommit:
         "_company",
         "_delay_s",
         "_failure",
-        "_fsync_s",
         "_lingering",
         "_lock",
         "_parked",
@@ -116,7 +114,6 @@ class GroupCommit:
         self._waiting = 0  # writers inside wait_durable, the leader and the parked included
         self._starting = 0  # writers that called begin_write and not yet wait_durable
         self._company = 1  # writers waiting when the last fsync ended, the leader included
-        self._fsync_s = 0.0  # how long the last fsync took
         self.fsync_count = 0
 
     def begin_write(self) -> None:
@@ -183,10 +180,9 @@ class GroupCommit:
 
     def _linger(self) -> None:
         """Wait (lock held) for the writers that are about to join, within the bound."""
-        bound = self._delay_s if self._delay_s > 0 else min(self._fsync_s / 4, ALWAYS_LINGER_S_MAX)
-        if bound <= 0 or not self._wants_company():
+        if self._delay_s <= 0 or not self._wants_company():
             return
-        deadline = time.monotonic() + bound
+        deadline = time.monotonic() + self._delay_s
         self._lingering = True
         try:
             while self._wants_company():
@@ -210,13 +206,11 @@ class GroupCommit:
             self._lock.release()
             failure: OSError | None = None
             try:
-                started = time.monotonic()
                 fd, last_seq = self._snapshot()
                 try:
                     os.fdatasync(fd)
                 finally:
                     os.close(fd)
-                elapsed = time.monotonic() - started
             except OSError as error:
                 failure = error
             finally:
@@ -225,7 +219,6 @@ class GroupCommit:
                 if self._failure is None:
                     self._failure = failure
                 raise failure
-            self._fsync_s = elapsed
             self._company = self._waiting
             self.fsync_count += 1
             self._synced_seq = max(self._synced_seq, last_seq)
