@@ -69,6 +69,65 @@ def test_buffered_hits_on_long_traces() -> None:
         assert state(buffered) == state(immediate)
 
 
+def full_state(policy: TinyLfuPolicy) -> tuple[object, ...]:
+    return (
+        *state(policy),
+        list(policy._window_ghost),
+        list(policy._main_ghost),
+        policy._votes,
+        policy._requests_in_sample,
+        policy._misses_in_sample,
+        sorted(policy.sketch.saturated, key=repr),
+        sorted(policy._slots.items(), key=repr),
+        (policy._window_weight, policy._probation_weight, policy._protected_weight),
+    )
+
+
+def replay_unit_and_general(
+    capacity: int, ops: list[tuple[str, int]], weight_of: dict[int, int]
+) -> None:
+    """``insert(key, 1)`` (the inlined unit-weight miss) against the general
+    ``_insert_weighted(key, 1)``, with the hits buffered in both and some heavier keys."""
+    fast = TinyLfuPolicy(capacity, rng=random.Random(1))
+    general = TinyLfuPolicy(capacity, rng=random.Random(1))
+    for op, key in ops:
+        if key in fast:
+            if op == "del":
+                fast.remove(key)
+                general.remove(key)
+            else:
+                fast.access(key)
+                general.access(key)
+            continue
+        weight = min(weight_of.get(key, 1), capacity)
+        if weight == 1:
+            assert fast.insert(key, 1) == general._insert_weighted(key, 1)
+        else:
+            assert fast.insert(key, weight) == general.insert(key, weight)
+    assert full_state(fast) == full_state(general)
+
+
+@given(
+    capacity=st.integers(1, 12),
+    ops=OPS,
+    weight_of=st.dictionaries(st.integers(0, 30), st.integers(2, 4), max_size=3),
+)
+def test_the_unit_weight_miss_decides_like_the_general_one(
+    capacity: int, ops: list[tuple[str, int]], weight_of: dict[int, int]
+) -> None:
+    replay_unit_and_general(capacity, ops, weight_of)
+
+
+def test_the_unit_weight_miss_on_long_traces() -> None:
+    """Across agings, climber samples, saturated keys and the popular candidates' lottery."""
+    for trace in (
+        zipf_with_scans(30_000, random.Random(5), hot_keys=400, scan_every=300),
+        recency_trace(30_000, random.Random(6)),
+    ):
+        ops = [("del" if index % 97 == 0 else "touch", key) for index, key in enumerate(trace)]
+        replay_unit_and_general(100, ops, {3: 5, 7: 2})  # type: ignore[arg-type]
+
+
 @given(
     capacity=st.integers(1, 20),
     keys=st.lists(st.integers(0, 60), min_size=150, max_size=600),

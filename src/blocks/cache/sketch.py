@@ -87,6 +87,8 @@ class FrequencySketch:
         "_half_mask",
         "_mask",
         "_width",
+        "_width2",
+        "_width3",
         "additions",
         "sample_size",
         "saturated",
@@ -99,6 +101,8 @@ class FrequencySketch:
         self._width = _power_of_two_at_least(_ROW_COUNTERS_PER_ENTRY * capacity)
         self._mask = self._width - 1
         self._half_mask = min(self._mask, 0xFFFFFFFF)
+        self._width2, self._width3 = 2 * self._width, 3 * self._width
+        """Where the third and fourth rows start."""
         self._counters = bytearray(4 * self._width)
         self.sample_size = sample_factor * max(capacity, 16)
         door_bits = _power_of_two_at_least(4 * self.sample_size)
@@ -123,18 +127,20 @@ class FrequencySketch:
             h = _xxh3((key & _MASK64).to_bytes(8, "little"))
         else:
             h = stable_hash(key)
-        door_mask, mask, width, half = self._door_mask, self._mask, self._width, self._half_mask
+        door_mask, mask, half = self._door_mask, self._mask, self._half_mask
         first, second = h & door_mask, (h >> 21) & door_mask
         low, high = h & half, ((h >> 32) | 1) & half
+        b = low + high
+        c = b + high
         return (
             first >> 3,
             1 << (first & 7),
             second >> 3,
             1 << (second & 7),
             low,
-            width + ((low + high) & mask),
-            2 * width + ((low + 2 * high) & mask),
-            3 * width + ((low + 3 * high) & mask),
+            self._width + (b & mask),
+            self._width2 + (c & mask),
+            self._width3 + ((c + high) & mask),
         )
 
     def slots_many(self, keys: Sequence[Hashable]) -> list[Slots]:

@@ -69,6 +69,7 @@ __all__ = ["CLIMBERS", "READ_BUFFER_MAX", "WINDOW_LOW_DEFAULT", "TinyLfuPolicy"]
 
 _PROTECTED_FRACTION = 0.8
 _ADMIT_POPULAR_FREQUENCY = 6
+_ADMIT_POPULAR_CHANCE = 1.0 / 128.0
 _STEP_FRACTION = 0.0625
 _STEP_DECAY = 0.98
 CLIMBERS = ("shadow", "trial")
@@ -282,9 +283,9 @@ class TinyLfuPolicy:
     # -- misses -------------------------------------------------------------------------
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        assert key not in self._slots and 1 <= weight <= self._capacity
         if weight != 1:
             return self._insert_weighted(key, weight)
+        assert key not in self._slots
         # A unit-weight miss, the common one, in one frame: drain the few buffered hits,
         # count them and the new key, move at most one key from the window to probation and
         # hold at most one duel (the window was within its bound and the cache within its
@@ -351,43 +352,94 @@ class TinyLfuPolicy:
         window, probation = self._window, self._probation
         window[key] = 1
         window_weight = self._window_weight + 1
-        candidate: Hashable | None = None
+        evicted: list[Hashable]
         if window_weight > self._window_max:
-            candidate, moved_weight = window.popitem(last=False)
-            window_weight -= moved_weight
-            probation[candidate] = moved_weight
-            self._probation_weight += moved_weight
-        self._window_weight = window_weight
-        evicted: list[Hashable] = []
-        if self._probation_weight + self._protected_weight + window_weight > self._capacity:
-            # ``_evict_one`` with at most one candidate.
-            victim = next(iter(probation), None)
-            if victim is None or victim == candidate:
-                victim = next(iter(self._protected), None)
-            if candidate is None:
+            candidate, candidate_weight = window.popitem(last=False)
+            self._window_weight = window_weight = window_weight - candidate_weight
+            if (
+                self._probation_weight + candidate_weight + self._protected_weight + window_weight
+                <= self._capacity
+            ):
+                probation[candidate] = candidate_weight
+                self._probation_weight += candidate_weight
+                evicted = []
+            else:
+                # ``_evict_one`` with one candidate, decided before it enters probation (so
+                # a refused candidate never does): the victim is the oldest key of probation
+                # as it was, else of protected.
+                victim = next(iter(probation), None)
+                victim_in_probation = victim is not None
                 if victim is None:
-                    victim = next(iter(window))
-                self._drop(victim)
-                evicted.append(victim)
-            elif victim is None or not self._wins(candidate, victim):
-                del slots_of[candidate]
-                self._probation_weight -= probation.pop(candidate)
-                ghost, limit = (
-                    (self._main_ghost, self._main_ghost_max)
-                    if victim is None
-                    else (self._window_ghost, self._window_ghost_max)
-                )
-                ghost[candidate] = None
+                    victim = next(iter(self._protected), None)
+                wins = False
+                if victim is not None:
+                    # ``_admit(candidate, victim)``, with ``FrequencySketch.frequency``
+                    # inlined (aging may have replaced the arrays since the count above).
+                    saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
+                    if candidate in saturated:
+                        candidate_frequency = COUNTER_MAX + 1
+                    else:
+                        first, first_bit, second, second_bit, a, b, c, d = slots_of[candidate]
+                        candidate_frequency = counters[a]
+                        if counters[b] < candidate_frequency:
+                            candidate_frequency = counters[b]
+                        if counters[c] < candidate_frequency:
+                            candidate_frequency = counters[c]
+                        if counters[d] < candidate_frequency:
+                            candidate_frequency = counters[d]
+                        if door[first] & first_bit and door[second] & second_bit:
+                            candidate_frequency += 1
+                    if victim in saturated:
+                        victim_frequency = COUNTER_MAX + 1
+                    else:
+                        first, first_bit, second, second_bit, a, b, c, d = slots_of[victim]
+                        victim_frequency = counters[a]
+                        if counters[b] < victim_frequency:
+                            victim_frequency = counters[b]
+                        if counters[c] < victim_frequency:
+                            victim_frequency = counters[c]
+                        if counters[d] < victim_frequency:
+                            victim_frequency = counters[d]
+                        if door[first] & first_bit and door[second] & second_bit:
+                            victim_frequency += 1
+                    if candidate_frequency > victim_frequency:
+                        wins = True
+                    elif candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
+                        wins = self._random.random() < _ADMIT_POPULAR_CHANCE
+                if wins:
+                    del slots_of[victim]
+                    if victim_in_probation:
+                        self._probation_weight -= probation.pop(victim)
+                    else:
+                        self._protected_weight -= self._protected.pop(victim)
+                    probation[candidate] = candidate_weight
+                    self._probation_weight += candidate_weight
+                    ghost, limit, evicted = self._main_ghost, self._main_ghost_max, [victim]
+                else:
+                    del slots_of[candidate]
+                    # Refused at the duel: a larger window would have kept it; with no victim
+                    # at all, a larger main area would have had room for it.
+                    ghost, limit = (
+                        (self._main_ghost, self._main_ghost_max)
+                        if victim is None
+                        else (self._window_ghost, self._window_ghost_max)
+                    )
+                    evicted = [candidate]
+                ghost[evicted[0]] = None
                 if len(ghost) > limit:
                     ghost.popitem(last=False)
-                evicted.append(candidate)
-            else:
+        else:
+            self._window_weight = window_weight
+            if self._probation_weight + self._protected_weight + window_weight <= self._capacity:
+                evicted = []
+            else:  # no candidate: the oldest key of probation, else protected, else the window
+                victim = next(iter(probation), None)
+                if victim is None:
+                    victim = next(iter(self._protected), None)
+                    if victim is None:
+                        victim = next(iter(window))
                 self._drop(victim)
-                ghost = self._main_ghost
-                ghost[victim] = None
-                if len(ghost) > self._main_ghost_max:
-                    ghost.popitem(last=False)
-                evicted.append(victim)
+                evicted = [victim]
         self._misses_in_sample += 1
         self._requests_in_sample += 1
         if self._requests_in_sample >= self._sample_size:
@@ -395,6 +447,7 @@ class TinyLfuPolicy:
         return evicted
 
     def _insert_weighted(self, key: Hashable, weight: int) -> list[Hashable]:
+        assert key not in self._slots and 1 <= weight <= self._capacity
         if self.reads:
             self.drain_reads()
         slots = self._slots[key] = self.sketch.slots(key)
@@ -463,43 +516,7 @@ class TinyLfuPolicy:
         if candidate_frequency > victim_frequency:
             return True
         if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
-            return self._random.random() < 1.0 / 128.0
-        return False
-
-    def _wins(self, candidate: Hashable, victim: Hashable) -> bool:
-        """``_admit`` with both estimates (``FrequencySketch.frequency``) inlined."""
-        sketch, slots_of = self.sketch, self._slots
-        saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
-        if candidate in saturated:
-            candidate_frequency = COUNTER_MAX + 1
-        else:
-            first, first_bit, second, second_bit, a, b, c, d = slots_of[candidate]
-            candidate_frequency = counters[a]
-            if counters[b] < candidate_frequency:
-                candidate_frequency = counters[b]
-            if counters[c] < candidate_frequency:
-                candidate_frequency = counters[c]
-            if counters[d] < candidate_frequency:
-                candidate_frequency = counters[d]
-            if door[first] & first_bit and door[second] & second_bit:
-                candidate_frequency += 1
-        if victim in saturated:
-            victim_frequency = COUNTER_MAX + 1
-        else:
-            first, first_bit, second, second_bit, a, b, c, d = slots_of[victim]
-            victim_frequency = counters[a]
-            if counters[b] < victim_frequency:
-                victim_frequency = counters[b]
-            if counters[c] < victim_frequency:
-                victim_frequency = counters[c]
-            if counters[d] < victim_frequency:
-                victim_frequency = counters[d]
-            if door[first] & first_bit and door[second] & second_bit:
-                victim_frequency += 1
-        if candidate_frequency > victim_frequency:
-            return True
-        if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
-            return self._random.random() < 1.0 / 128.0
+            return self._random.random() < _ADMIT_POPULAR_CHANCE
         return False
 
     def _drop(self, key: Hashable) -> None:
