@@ -14,7 +14,7 @@ from blocks.core.clock import CLOCK_OFFSET_ENV
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, Unavailable
 from blocks.sequencer.client import SequencerClient
 from blocks.sequencer.datadir import DataDirLock, HighWater, plan_cover
-from blocks.sequencer.leasing import LeaseFrom, parse_lease_from
+from blocks.sequencer.lease_sources import LeaseFrom, parse_lease_from
 from blocks.testing import ProcessCluster
 from blocks.testing.servers import sequencer_spec
 

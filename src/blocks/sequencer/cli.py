@@ -70,7 +70,7 @@ def _client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from blocks.sequencer.leasing import parse_lease_from
+    from blocks.sequencer.lease_sources import parse_lease_from
     from blocks.sequencer.service import build_server
 
     options = server_options(args)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from blocks.core.clock import ManualClock
 from blocks.sequencer.client import SequencerClient
 from blocks.sequencer.hlc import HybridLogicalClock
-from blocks.sequencer.leasing import LeaseFrom
+from blocks.sequencer.lease_sources import LeaseFrom
 from blocks.sequencer.service import build_server
 from blocks.sequencer.timeids import UlidGenerator, Uuid7Generator
 

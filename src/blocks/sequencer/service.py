@@ -33,7 +33,7 @@ from blocks.sequencer import sequencer_pb2, sequencer_pb2_grpc
 from blocks.sequencer.datadir import DataDirLock, HighWater
 from blocks.sequencer.kvlease import KvLeaseConfig
 from blocks.sequencer.lease import WorkerLease
-from blocks.sequencer.leasing import FileLeaseSource, KvLeaseSource, LeaseFrom, LeaseSource
+from blocks.sequencer.lease_sources import FileLeaseSource, KvLeaseSource, LeaseFrom, LeaseSource
 from blocks.sequencer.snowflake import Snowflake
 from blocks.sequencer.tickets import TicketServer
 
