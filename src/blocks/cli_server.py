@@ -34,10 +34,12 @@ __all__ = [
     "MEMORY_STORAGE",
     "AddressInUse",
     "ServerOptions",
+    "add_client_arguments",
     "add_server_arguments",
     "announce",
     "check_can_bind",
     "parse_host_port",
+    "parse_peers",
     "server_options",
 ]
 
@@ -124,6 +126,33 @@ def parse_host_port(text: str, flag: str = "--listen") -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65_535:
         raise InvalidArgument(f"{flag} wants HOST:PORT with a port in 0..65535, got {text!r}")
     return host or "127.0.0.1", int(port)
+
+
+def parse_peers(specs: list[str], *, label: str = "NAME") -> dict[str, tuple[str, int]]:
+    """Repeated ``--peer LABEL=HOST:PORT`` flags as ``{name: (host, port)}``; a later flag for
+    a name replaces an earlier one. ``InvalidArgument`` for a spec without a name, a host or a
+    numeric port."""
+    peers = {}
+    for spec in specs:
+        name, _, address = spec.partition("=")
+        host, _, port = address.rpartition(":")
+        if not name or not host or not port.isdigit():
+            raise InvalidArgument(f"--peer wants {label}=HOST:PORT, got {spec!r}")
+        peers[name] = (host, int(port))
+    return peers
+
+
+def add_client_arguments(
+    parser: argparse.ArgumentParser, *, address: str, timeout_s: float | None = None
+) -> None:
+    """The flags of a verb that calls a running server: ``--address`` (default ``address``),
+    ``--token``, ``--timeout`` in seconds per call (only with ``timeout_s``, its default) and
+    ``--json``."""
+    parser.add_argument("--address", default=address)
+    parser.add_argument("--token", default=None)
+    if timeout_s is not None:
+        parser.add_argument("--timeout", type=float, default=timeout_s, help="seconds per call")
+    parser.add_argument("--json", action="store_true")
 
 
 def add_server_arguments(

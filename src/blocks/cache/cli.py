@@ -14,7 +14,13 @@ from typing import Any
 
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, server_options
+from blocks.cli import (
+    DEFAULT_PORTS,
+    add_client_arguments,
+    add_server_arguments,
+    announce,
+    server_options,
+)
 
 __all__ = ["register"]
 
@@ -141,10 +147,7 @@ def _register_node_commands(commands: Any) -> None:
 
 def _verb(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call")
-    parser.add_argument("--json", action="store_true")
+    add_client_arguments(parser, address=DEFAULT_ADDRESS, timeout_s=5.0)
     return parser
 
 

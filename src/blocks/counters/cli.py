@@ -9,8 +9,15 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.core.errors import InvalidArgument
+from blocks.cli import (
+    DEFAULT_PORTS,
+    add_client_arguments,
+    add_server_arguments,
+    announce,
+    parse_peers,
+    print_result,
+    server_options,
+)
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -72,10 +79,7 @@ async def _top(client: Any, name: str, n: int) -> list[list[Any]]:
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    parser.add_argument("--json", action="store_true")
+    add_client_arguments(parser, address=DEFAULT_ADDRESS, timeout_s=10.0)
     return parser
 
 
@@ -98,13 +102,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> in
 def _serve(args: argparse.Namespace) -> int:
     from blocks.counters.service import build_server
 
-    peers = {}
-    for spec in args.peer:
-        name, _, address = spec.partition("=")
-        host, _, port = address.rpartition(":")
-        if not name or not host or not port.isdigit():
-            raise InvalidArgument(f"--peer wants NAME=HOST:PORT, got {spec!r}")
-        peers[name] = (host, int(port))
+    peers = parse_peers(args.peer)
     options = server_options(args)
     gossip = None if args.gossip_port is None else (options.host, args.gossip_port)
 

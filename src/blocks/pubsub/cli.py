@@ -12,8 +12,10 @@ import uvloop
 from blocks.cli import (
     DEFAULT_PORTS,
     ServerOptions,
+    add_client_arguments,
     add_server_arguments,
     announce,
+    parse_peers,
     print_result,
     read_lines,
     server_options,
@@ -73,9 +75,7 @@ def register(subparsers: Any) -> None:
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--json", action="store_true")
+    add_client_arguments(parser, address=DEFAULT_ADDRESS)
     return parser
 
 
@@ -144,16 +144,6 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _peers(specs: list[str]) -> dict[str, tuple[str, int]]:
-    peers = {}
-    for spec in specs:
-        name, _, address = spec.partition("=")
-        if not name:
-            raise InvalidArgument(f"--peer wants ID=HOST:PORT, got {spec!r}")
-        peers[name] = _address(address)
-    return peers
-
-
 def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
@@ -179,7 +169,7 @@ def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
         args.data_dir,
         node=args.node_id,
         cluster_listen=_address(args.cluster_listen),
-        peers=_peers(args.peer),
+        peers=parse_peers(args.peer, label="ID"),
         host=host,
         port=port,
         token=args.token,

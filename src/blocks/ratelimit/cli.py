@@ -8,7 +8,14 @@ from typing import Any
 
 import uvloop
 
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.cli import (
+    DEFAULT_PORTS,
+    add_client_arguments,
+    add_server_arguments,
+    announce,
+    print_result,
+    server_options,
+)
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -36,10 +43,7 @@ def register(subparsers: Any) -> None:
     acquire = verbs.add_parser("acquire", help="ask a node to admit one request")
     acquire.add_argument("key")
     acquire.add_argument("--cost", type=int, default=1)
-    acquire.add_argument("--address", default=DEFAULT_ADDRESS)
-    acquire.add_argument("--token", default=None)
-    acquire.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    acquire.add_argument("--json", action="store_true")
+    add_client_arguments(acquire, address=DEFAULT_ADDRESS, timeout_s=10.0)
     acquire.set_defaults(func=_acquire)
 
 

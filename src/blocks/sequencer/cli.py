@@ -8,7 +8,14 @@ from typing import Any
 
 import uvloop
 
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.cli import (
+    DEFAULT_PORTS,
+    add_client_arguments,
+    add_server_arguments,
+    announce,
+    print_result,
+    server_options,
+)
 from blocks.core.errors import InvalidArgument
 from blocks.sequencer.snowflake import DEFAULT_EPOCH_MS, Layout, decode
 
@@ -45,12 +52,12 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_serve)
 
     nxt = verbs.add_parser("next", help="fetch IDs from a sequencer node")
-    _client_arguments(nxt)
+    add_client_arguments(nxt, address=DEFAULT_ADDRESS, timeout_s=10.0)
     nxt.add_argument("--count", type=int, default=1)
     nxt.set_defaults(func=_next)
 
     tickets = verbs.add_parser("tickets", help="allocate a durable block of ticket numbers")
-    _client_arguments(tickets)
+    add_client_arguments(tickets, address=DEFAULT_ADDRESS, timeout_s=10.0)
     tickets.add_argument("--count", type=int, default=1000)
     tickets.set_defaults(func=_tickets)
 
@@ -60,13 +67,6 @@ def register(subparsers: Any) -> None:
     dec.add_argument("--layout", default="41,10,12", help="timestamp,worker,sequence bits")
     dec.add_argument("--json", action="store_true")
     dec.set_defaults(func=_decode)
-
-
-def _client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    parser.add_argument("--json", action="store_true")
 
 
 def _serve(args: argparse.Namespace) -> int:
