@@ -277,8 +277,15 @@ class Bitcask:
         target = max(end, min(active.allocated + self._preallocate_bytes, self.file_bytes_max))
         try:
             write_zeros(active.fd, active.allocated, target)
-        except OSError as error:
-            self._undo_partial_write(active, error)
+        except OSError:
+            # A disk without room for the zeros may still have room for the records: go on
+            # without them (the write itself reports a full disk if it is one).
+            try:
+                os.ftruncate(active.fd, active.allocated)
+            except OSError as error:
+                self._broken = f"zero-fill failed and could not be undone: {error}"
+                raise storage_error(error, "write") from None
+            return
         active.allocated = target
 
     def _undo_partial_write(self, active: DataFile, error: OSError) -> None:
