@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import rule, run_state_machine_as_test
 
 from blocks.blob.contract import BlobStoreContract
 from blocks.cache.contract import CacheContract
+from blocks.core.errors import InvalidArgument, NotFound
 from blocks.counters.contract import CountersContract
 from blocks.inference.contract import EngineContract
 from blocks.kv import Bitcask, KeyValueStore
@@ -119,6 +120,36 @@ def test_old_hook_names_still_work_but_warn() -> None:
 def test_a_contract_without_make_subject_says_which_hook_is_missing() -> None:
     with pytest.raises(NotImplementedError, match="make_subject"):
         KeyValueStoreContract()
+
+
+class _OneRule(Contract[None]):
+    properties = ("none",)
+
+    def make_subject(self) -> None:
+        return None
+
+    @rule()
+    def nothing(self) -> None:
+        pass
+
+
+def test_expect_passes_only_on_the_named_error() -> None:
+    contract = _OneRule()
+
+    async def fails(error: BaseException) -> None:
+        raise error
+
+    async def succeeds() -> None:
+        return None
+
+    try:
+        contract.expect(fails(NotFound("x")), NotFound)
+        with pytest.raises(AssertionError, match="expected NotFound"):
+            contract.expect(succeeds(), NotFound)
+        with pytest.raises(InvalidArgument):  # another error is not swallowed
+            contract.expect(fails(InvalidArgument("y")), NotFound)
+    finally:
+        contract.finish_subject(None)
 
 
 class _ReversingQueue(LocalQueue):

@@ -36,7 +36,6 @@ Rules the model enforces:
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from typing import Any
 
 from hypothesis import strategies as st
@@ -97,13 +96,6 @@ class PubSubContract(Contract[PubSub]):
     async def restart(self, pubsub: PubSub, clock: ManualClock) -> PubSub | None:
         """Deprecated alias of ``restart_subject``."""
         return None
-
-    def expect(self, coroutine: Coroutine[Any, Any, Any], error: type[BlocksError]) -> None:
-        try:
-            self.run(coroutine)
-        except error:
-            return
-        raise AssertionError(f"expected {error.__name__}")
 
     @property
     def p(self) -> PubSub:

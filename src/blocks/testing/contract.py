@@ -21,7 +21,8 @@ one set of hooks for every block:
 Sync and async implementations use the same hooks: the contract calls them through
 ``resolve()``, which awaits a coroutine on the machine's own event loop (created on first
 use, closed by ``finish_subject``) and passes a plain value through; async contracts drive
-the implementation with ``run(coroutine)`` on the same loop. ``properties`` names what a
+the implementation with ``run(coroutine)`` on the same loop, and ``expect(coroutine, error)``
+checks that a call fails with the block's error. ``properties`` names what a
 contract checks; each contract's docstring states every rule its model enforces.
 
 Capabilities: an implementation that gives only some of ``properties`` (an adapter on an
@@ -39,12 +40,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from hypothesis.stateful import RuleBasedStateMachine
 
 from blocks.core.clock import ManualClock
+from blocks.core.errors import BlocksError
 
 __all__ = ["Contract"]
 
@@ -123,6 +125,15 @@ class Contract(RuleBasedStateMachine, Generic[S]):
     def run(self, awaitable: Awaitable[T]) -> T:
         """Run ``awaitable`` to completion on the machine's loop."""
         return self.loop.run_until_complete(_await(awaitable))
+
+    def expect(self, coroutine: Coroutine[Any, Any, Any], error: type[BlocksError]) -> None:
+        """Run ``coroutine`` on the machine's loop; ``AssertionError`` unless it raises the
+        block's ``error`` (any other exception propagates as it is)."""
+        try:
+            self.run(coroutine)
+        except error:
+            return
+        raise AssertionError(f"expected {error.__name__}")
 
     def resolve(self, value: T | Awaitable[T]) -> T:
         """What a hook returned: awaited on the machine's loop if awaitable, else as is."""
