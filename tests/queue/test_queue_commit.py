@@ -119,3 +119,46 @@ def test_the_leader_answers_once_two_followers_hold_the_records_durably() -> Non
                 await node.log.transport.close()
 
     asyncio.run(run())
+
+
+def test_a_long_poll_on_a_follower_wakes_with_the_commit_not_the_fetch_hold() -> None:
+    """A follower's fetches are held up to ``fetch_wait_ms`` (here a minute) unless callers
+    on it wait; a long poll waiting there counts, so a send through the leader wakes it."""
+
+    async def run() -> None:
+        timing = ReplicationConfig(
+            election_timeout_ms=5_000,
+            lag_max_ms=120_000,
+            fetch_wait_ms=60_000,
+            fetch_timeout_ms=61_000,
+        )
+        network = MemoryNetwork(seed=11)
+        nodes = [
+            ReplicatedQueue(
+                None,
+                network.transport(name),
+                QUEUE_NODES,
+                clock=SystemClock(),
+                rng=random.Random(name),
+                replication=timing,
+            )
+            for name in QUEUE_NODES
+        ]
+        for node in nodes:
+            await node.open()
+        try:
+            await nodes[0].create_queue("jobs")
+            leader = next(n for n in nodes if n.is_leader)
+            follower = next(n for n in nodes if not n.is_leader)
+            poll = asyncio.ensure_future(follower.receive("jobs", wait_ms=30_000))
+            await asyncio.sleep(0.5)  # the poll's first, empty, receive is done: it waits
+            assert not poll.done()
+            sent = await asyncio.wait_for(leader.send("jobs", b"wake"), 20.0)
+            (found,) = await asyncio.wait_for(poll, 10.0)
+            assert found.id == sent
+        finally:
+            for node in nodes:
+                await node.close()
+                await node.log.transport.close()
+
+    asyncio.run(run())

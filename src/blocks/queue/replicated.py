@@ -368,7 +368,8 @@ class ReplicatedQueue:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         try:
-            await asyncio.wait_for(future, remaining_s)
+            with self.log.replication.awaiting_commit(KEY):  # a follower hears commits soon
+                await asyncio.wait_for(future, remaining_s)
         except TimeoutError:
             pass
         finally:
