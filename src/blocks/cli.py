@@ -31,10 +31,8 @@ from blocks.cli_errors import EXIT_CODES, ExitCode, describe
 from blocks.cli_server import (
     DEFAULT_PORTS,
     ServerOptions,
-    add_client_arguments,
     add_server_arguments,
     announce,
-    parse_peers,
     server_options,
 )
 
@@ -42,12 +40,10 @@ __all__ = [
     "DEFAULT_PORTS",
     "ExitCode",
     "ServerOptions",
-    "add_client_arguments",
     "add_server_arguments",
     "announce",
     "build_parser",
     "main",
-    "parse_peers",
     "print_result",
     "read_lines",
     "server_options",

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from blocks.cli import add_client_arguments, build_parser, parse_peers
+from blocks.cli import build_parser
+from blocks.cli_server import add_client_arguments, parse_peers
 from blocks.core.errors import InvalidArgument
 
 

@@ -14,13 +14,8 @@ from typing import Any
 
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
-from blocks.cli import (
-    DEFAULT_PORTS,
-    add_client_arguments,
-    add_server_arguments,
-    announce,
-    server_options,
-)
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, server_options
+from blocks.cli_server import add_client_arguments
 
 __all__ = ["register"]
 

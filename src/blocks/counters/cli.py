@@ -9,15 +9,8 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from blocks.cli import (
-    DEFAULT_PORTS,
-    add_client_arguments,
-    add_server_arguments,
-    announce,
-    parse_peers,
-    print_result,
-    server_options,
-)
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.cli_server import add_client_arguments, parse_peers
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 

@@ -12,14 +12,13 @@ import uvloop
 from blocks.cli import (
     DEFAULT_PORTS,
     ServerOptions,
-    add_client_arguments,
     add_server_arguments,
     announce,
-    parse_peers,
     print_result,
     read_lines,
     server_options,
 )
+from blocks.cli_server import add_client_arguments, parse_peers
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]

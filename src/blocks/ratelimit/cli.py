@@ -8,14 +8,8 @@ from typing import Any
 
 import uvloop
 
-from blocks.cli import (
-    DEFAULT_PORTS,
-    add_client_arguments,
-    add_server_arguments,
-    announce,
-    print_result,
-    server_options,
-)
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.cli_server import add_client_arguments
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
