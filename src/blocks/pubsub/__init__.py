@@ -19,7 +19,7 @@ from blocks.pubsub.contract import PubSubContract
 from blocks.pubsub.local import LocalBroker
 from blocks.pubsub.replica import Role
 from blocks.pubsub.sync import SyncPubSub
-from blocks.pubsub.topics import TopicConfig
+from blocks.pubsub.topics import TopicConfig, check_entries
 
 __all__ = [
     "Assignment",
@@ -35,5 +35,6 @@ __all__ = [
     "Role",
     "SyncPubSub",
     "TopicConfig",
+    "check_entries",
     "connect",
 ]
