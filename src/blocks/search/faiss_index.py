@@ -17,14 +17,15 @@ Cosine is inner product over normalised vectors. IVF and PQ need ``train`` befor
 with different settings do not interfere. With ``device="cuda"`` and a FAISS build that has GPU
 support the index is copied to the GPU; otherwise it stays on the CPU.
 
-Batches on IVF and HNSW indexes are split into chunks of queries searched by a small pool of
-our own threads, each running faiss single-threaded (``query_threads``; by default as many as
-faiss's OpenMP would use), instead of one faiss call whose OpenMP loop spreads the queries.
-Each query's search is independent, so the answers are the same; what changes is the
-scheduling: the chunks are taken from a queue as threads free up, where an OpenMP loop
-waits (spinning) at its barrier for the slowest thread, which on cores shared with other
-processes is the one that lost its core. Flat indexes keep faiss's own call (their work is
-a BLAS product over the whole batch).
+With ``query_threads`` above 1 (default 1: one faiss call, whose OpenMP loop spreads the
+queries; ``None``: as many as faiss's OpenMP would use), batches on IVF and HNSW indexes are
+split into chunks of queries searched by a small pool of our own threads, each running faiss
+single-threaded. Each query's search is independent, so the answers are the same; what
+changes is the scheduling: chunks are taken from a queue as threads free up, where an OpenMP
+loop waits at its barrier for the slowest thread, which on cores shared with other processes
+is the one that lost its core. On the loaded development machine the A/B was mixed (x0.42 to
+x1.66 across runs, docs/search.md), so it is opt-in. Flat indexes always keep faiss's own call
+(their work is a BLAS product over the whole batch).
 
 Results are approximate for IVF/PQ/HNSW; ties carry no ordering promise.
 """
@@ -100,7 +101,7 @@ class FaissIndex:
         ef_search: int = 64,
         device: str = "cpu",
         tombstone_fraction_max: float = 0.25,
-        query_threads: int | None = None,
+        query_threads: int | None = 1,
     ) -> None:
         if not isinstance(dim, int) or not 1 <= dim <= DIM_MAX:
             raise InvalidArgument(f"dim must be in 1..{DIM_MAX}, got {dim!r}")
@@ -115,8 +116,8 @@ class FaissIndex:
         self._ef_search = _positive("ef_search", ef_search)
         self._on_gpu = device == "cuda" or (device == "auto" and faiss_has_gpu())
         self._tombstone_fraction_max = tombstone_fraction_max
-        # None: as many as faiss's OpenMP would use (OMP_NUM_THREADS, else every core);
-        # 1: faiss's own call, whose OpenMP loop then decides.
+        # 1: faiss's own call, whose OpenMP loop then decides; None: as many pool threads as
+        # faiss's OpenMP would use (OMP_NUM_THREADS, else every core).
         self._query_threads = (
             faiss.omp_get_max_threads()
             if query_threads is None
