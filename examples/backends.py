@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from blocks.blob.client import S3Client
-from blocks.blob.s3api import S3Config
+from blocks.blob.s3.handler import S3Config
 from blocks.blob.server import BlobServer
 from blocks.blob.store import LocalBlobStore
 from blocks.cache.client import CacheClient

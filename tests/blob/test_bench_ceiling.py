@@ -52,7 +52,7 @@ def test_null_server_answers_every_call_the_benchmark_makes() -> None:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc malloc only")
 def test_allocator_tuning_takes_on_glibc() -> None:
-    script = "from blocks.blob.allocator import tune_for_large_buffers as t; print(t())"
+    script = "from blocks.blob.s3.allocator import tune_for_large_buffers as t; print(t())"
     output = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )

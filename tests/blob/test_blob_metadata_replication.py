@@ -12,12 +12,12 @@ from typing import Any, cast
 
 import pytest
 
+from blocks.blob.cluster.gc import ClusterCollector
+from blocks.blob.cluster.node import open_node, open_replica
+from blocks.blob.cluster.replica import ReplicatedBlobStore
+from blocks.blob.cluster.replication import Replicator
 from blocks.blob.conditions import ConditionFailed, WriteCondition
-from blocks.blob.gc import ClusterCollector
-from blocks.blob.node import open_node, open_replica
-from blocks.blob.replica import ReplicatedBlobStore
-from blocks.blob.replication import Replicator
-from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.core.clock import ManualClock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import FailedPrecondition, NotFound, Unavailable

@@ -26,8 +26,8 @@ import pytest
 from botocore.config import Config
 
 from blocks.blob.client import S3Client
-from blocks.blob.erasure import chunk_id_of
-from blocks.blob.node import CLUSTER_NAMESPACE
+from blocks.blob.cluster.node import CLUSTER_NAMESPACE
+from blocks.blob.storage.erasure import chunk_id_of
 from blocks.testing import (
     PROCESS_FAULTS,
     FaultKind,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.blob.index import MetaIndex
-from blocks.blob.records import decode
-from blocks.blob.replica import TOMBSTONES_MAX, ReplicatedBlobStore
-from blocks.blob.shards import MemoryShardStore, ShardStore
+from blocks.blob.cluster.replica import TOMBSTONES_MAX, ReplicatedBlobStore
+from blocks.blob.storage.index import MetaIndex
+from blocks.blob.storage.records import decode
+from blocks.blob.storage.shards import MemoryShardStore, ShardStore
 from blocks.core.clock import ManualClock
 from blocks.core.errors import NotFound
 

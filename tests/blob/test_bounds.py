@@ -13,9 +13,9 @@ import pytest
 
 from blocks.blob import LocalBlobStore
 from blocks.blob.client import S3Client
-from blocks.blob.s3api import S3Config
+from blocks.blob.s3.handler import S3Config
+from blocks.blob.s3.sigv4 import sign_request
 from blocks.blob.server import BlobServer
-from blocks.blob.sigv4 import sign_request
 
 from .server_thread import running_server
 

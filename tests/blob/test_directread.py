@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from blocks.blob.directread import DIRECT_READ_BYTES_MIN, read_exactly_direct
+from blocks.blob.s3.directread import DIRECT_READ_BYTES_MIN, read_exactly_direct
 
 MIB = 1024 * 1024
 Runner = Callable[[Coroutine[Any, Any, None]], None]

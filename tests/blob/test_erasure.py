@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.blob import ChunkStore, LocalBlobStore, MemoryShardStore, ReedSolomonCodec
-from blocks.blob.erasure import (
+from blocks.blob.storage.erasure import (
     SHARD_HEADER_BYTES,
     ReplicationCodec,
     build_shard,

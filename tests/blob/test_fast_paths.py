@@ -19,11 +19,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import blocks.blob.shards as shards
+import blocks.blob.storage.shards as shards
 from blocks.blob import LocalBlobStore, MemoryShardStore, ReedSolomonCodec, ReplicationCodec
-from blocks.blob.chunks import ChunkStore
-from blocks.blob.durable import Flush
-from blocks.blob.pipeline import split_chunks
+from blocks.blob.storage.chunks import ChunkStore
+from blocks.blob.storage.durable import Flush
+from blocks.blob.storage.pipeline import split_chunks
 
 from .server_thread import running_server
 

@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.journal import LogJournal
-from blocks.blob.meta import ChunkRef, Manifest, PartRecord, UploadRecord
-from blocks.blob.pipeline import take_small
-from blocks.blob.records import (
+from blocks.blob.storage.journal import LogJournal
+from blocks.blob.storage.meta import ChunkRef, Manifest, PartRecord, UploadRecord
+from blocks.blob.storage.pipeline import take_small
+from blocks.blob.storage.records import (
     BucketDelete,
     BucketPut,
     ObjectDelete,

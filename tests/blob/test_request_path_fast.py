@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.blob import sigv4
-from blocks.blob.http import parse_head, read_body
-from blocks.blob.s3xml import http_date
+from blocks.blob.s3 import sigv4
+from blocks.blob.s3.http import parse_head, read_body
+from blocks.blob.s3.sigv4 import EMPTY_SHA256, S3AuthError, sign_request, verify_request
+from blocks.blob.s3.xml import http_date
 from blocks.blob.server import _Batches
-from blocks.blob.sigv4 import EMPTY_SHA256, S3AuthError, sign_request, verify_request
 
 ACCESS = "AKIDEXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

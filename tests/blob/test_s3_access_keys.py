@@ -1,5 +1,5 @@
 """Access keys, bucket owners and canned policies without processes: the pure rule
-(``s3access.decide``/``classify``), the key file, and the owner kept in the journal,
+(``s3.access.decide``/``classify``), the key file, and the owner kept in the journal,
 replayed at open and replicated to peers (``records.BucketPut``)."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.awschunked import S3RequestError
-from blocks.blob.records import BucketPut, decode, encode
-from blocks.blob.replica import ReplicatedBlobStore
-from blocks.blob.s3access import (
+from blocks.blob.cluster.replica import ReplicatedBlobStore
+from blocks.blob.s3.access import (
     PRIVATE,
     PUBLIC_READ,
     Action,
@@ -22,7 +20,9 @@ from blocks.blob.s3access import (
     decide,
     parse_access_keys,
 )
-from blocks.blob.shards import MemoryShardStore, ShardStore
+from blocks.blob.s3.awschunked import S3RequestError
+from blocks.blob.storage.records import BucketPut, decode, encode
+from blocks.blob.storage.shards import MemoryShardStore, ShardStore
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, NotFound
 

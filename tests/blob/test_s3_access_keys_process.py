@@ -1,6 +1,6 @@
 """Several access keys against a ``blocks blob serve`` process, with boto3 and the aws CLI:
 bucket owners, admin keys, the canned private/public-read policy, anonymous reads, and
-ownership that survives a restart (``blob/s3access.py``)."""
+ownership that survives a restart (``blob/s3/access.py``)."""
 
 from __future__ import annotations
 

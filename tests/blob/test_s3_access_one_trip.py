@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.s3api import ACCESS_DEFERRED_BODY_BYTES_MAX, S3Config
+from blocks.blob.s3.handler import ACCESS_DEFERRED_BODY_BYTES_MAX, S3Config
 from blocks.blob.server import BlobServer
 
 from .server_thread import running_server

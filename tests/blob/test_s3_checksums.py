@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.awschunked import S3RequestError, verify_checksums
 from blocks.blob.checksums import (
     ChecksumMismatch,
     check_value,
@@ -21,7 +20,8 @@ from blocks.blob.checksums import (
     multipart_checksums,
     new_hasher,
 )
-from blocks.blob.s3checksums import (
+from blocks.blob.s3.awschunked import S3RequestError, verify_checksums
+from blocks.blob.s3.checksums import (
     checksum_type,
     complete_part_checksums,
     response_checksums,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from blocks.blob import LocalBlobStore
-from blocks.blob.s3api import S3Config
+from blocks.blob.s3.handler import S3Config
 
 from .server_thread import running_server
 

@@ -15,11 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blocks.blob.awschunked import S3RequestError, decode_aws_chunked, verify_checksums
-from blocks.blob.http import HttpError, Response, parse_head, read_body, render_response
-from blocks.blob.s3api import parse_range
-from blocks.blob.s3xml import parse_complete_request
-from blocks.blob.sigv4 import (
+from blocks.blob.s3.awschunked import S3RequestError, decode_aws_chunked, verify_checksums
+from blocks.blob.s3.handler import parse_range
+from blocks.blob.s3.http import HttpError, Response, parse_head, read_body, render_response
+from blocks.blob.s3.sigv4 import (
     EMPTY_SHA256,
     S3AuthError,
     canonical_query,
@@ -27,6 +26,7 @@ from blocks.blob.sigv4 import (
     sign_request,
     verify_request,
 )
+from blocks.blob.s3.xml import parse_complete_request
 
 ACCESS = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from blocks.blob.awschunked import S3RequestError
-from blocks.blob.s3ops import refuse_encryption
+from blocks.blob.s3.awschunked import S3RequestError
+from blocks.blob.s3.ops import refuse_encryption
 
 
 @pytest.mark.parametrize(

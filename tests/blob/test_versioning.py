@@ -19,12 +19,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from blocks.blob.buckets import ENABLED, SUSPENDED
-from blocks.blob.journal import MemoryJournal
-from blocks.blob.replica import ReplicatedBlobStore
-from blocks.blob.shards import MemoryShardStore, ShardStore
+from blocks.blob.cluster.replica import ReplicatedBlobStore
+from blocks.blob.storage.buckets import ENABLED, SUSPENDED
+from blocks.blob.storage.journal import MemoryJournal
+from blocks.blob.storage.shards import MemoryShardStore, ShardStore
+from blocks.blob.storage.versioned import NULL_VERSION, DeleteMarkerFound
 from blocks.blob.store import LocalBlobStore
-from blocks.blob.versioned import NULL_VERSION, DeleteMarkerFound
 from blocks.core.clock import ManualClock
 from blocks.core.errors import Conflict, NotFound
 

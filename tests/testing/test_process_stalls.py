@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from blocks.blob.client import S3Client
-from blocks.blob.sigv4 import sign_request
+from blocks.blob.s3.sigv4 import sign_request
 from blocks.testing import ProcessCluster
 from blocks.testing.servers import BLOB_ACCESS_KEY, BLOB_SECRET_KEY, blob_spec
 

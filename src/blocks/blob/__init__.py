@@ -10,9 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from blocks.blob.api import BlobStore, BucketInfo, ListPage, ObjectInfo, PartInfo, ScrubReport
-from blocks.blob.chunks import ChunkStore
-from blocks.blob.erasure import ErasureCodec, ReedSolomonCodec, ReplicationCodec, codec_from_spec
-from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.blob.storage.chunks import ChunkStore
+from blocks.blob.storage.erasure import (
+    ErasureCodec,
+    ReedSolomonCodec,
+    ReplicationCodec,
+    codec_from_spec,
+)
+from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.blob.store import LocalBlobStore
 
 __all__ = [

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blocks.blob.allocator import tune_for_large_buffers
+from blocks.blob.s3.allocator import tune_for_large_buffers
 from blocks.cli import (
     DEFAULT_PORTS,
     ServerOptions,
@@ -33,9 +33,9 @@ DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORTS['blob']}"
 
 def _access_keys(args: argparse.Namespace) -> tuple[dict[str, str], frozenset[str] | None]:
     """Credentials and admin keys from ``--access-key``/``--secret-key`` (an admin) and
-    ``--access-key-file`` (``s3access.parse_access_keys``); admins ``None`` without a file
+    ``--access-key-file`` (``s3.access.parse_access_keys``); admins ``None`` without a file
     (the one key may do anything, as before owners were kept)."""
-    from blocks.blob.s3access import parse_access_keys
+    from blocks.blob.s3.access import parse_access_keys
 
     credentials = {args.access_key: args.secret_key} if args.access_key else {}
     if args.access_key_file is None:
@@ -80,8 +80,8 @@ def _metrics(server: Any, options: ServerOptions) -> Any:
 
 
 async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None:
-    from blocks.blob.node import open_node
-    from blocks.blob.s3api import S3Config
+    from blocks.blob.cluster.node import open_node
+    from blocks.blob.s3.handler import S3Config
     from blocks.blob.server import BlobServer
     from blocks.blob.store import LocalBlobStore
 
@@ -90,7 +90,7 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
     replicator = None
     # A cluster (a node with peers) replicates its metadata unless told not to.
     if args.peer if args.replicate_metadata is None else args.replicate_metadata:
-        from blocks.blob.node import open_replica
+        from blocks.blob.cluster.node import open_replica
 
         store, local, replicator = open_replica(
             args.data_dir,
@@ -214,7 +214,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _scrub(args: argparse.Namespace) -> int:
-    from blocks.blob.node import open_node
+    from blocks.blob.cluster.node import open_node
 
     store, _ = open_node(
         args.data_dir, peers=args.peer or (), cluster_token=args.cluster_token, codec=args.codec

@@ -15,7 +15,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from urllib.parse import quote, urlsplit
 
-from blocks.blob.sigv4 import sign_request
+from blocks.blob.s3.sigv4 import sign_request
 from blocks.core.errors import BlocksError, InvalidArgument
 
 __all__ = ["S3Client", "S3ClientError"]

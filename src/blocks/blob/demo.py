@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blocks.blob.client import S3Client
-from blocks.blob.node import open_node
-from blocks.blob.s3api import S3Config
+from blocks.blob.cluster.node import open_node
+from blocks.blob.s3.handler import S3Config
 from blocks.blob.server import BlobServer
 
 __all__ = ["demo"]

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 
 from blocks.blob.api import BlobStore
-from blocks.blob.http import (
+from blocks.blob.cluster.peers import ShardHost
+from blocks.blob.s3.handler import S3Config, S3Handler
+from blocks.blob.s3.http import (
     HttpError,
     RequestBody,
     RequestHead,
@@ -29,9 +31,7 @@ from blocks.blob.http import (
     read_head,
     render_response,
 )
-from blocks.blob.peers import ShardHost
-from blocks.blob.s3api import S3Config, S3Handler
-from blocks.blob.s3xml import error_document
+from blocks.blob.s3.xml import error_document
 from blocks.core.clock import Clock
 
 __all__ = ["BlobServer"]

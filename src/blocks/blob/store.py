@@ -41,14 +41,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from blocks.blob.api import ListPage, ObjectInfo, ScrubReport
-from blocks.blob.buckets import BucketMixin
-from blocks.blob.chunks import ChunkStore
-from blocks.blob.committing import CommitMixin
 from blocks.blob.conditions import ConditionFailed, WriteCondition, check_write
-from blocks.blob.erasure import ErasureCodec, codec_from_spec
-from blocks.blob.index import MetaIndex
-from blocks.blob.journal import Journal, LogJournal, MemoryJournal
-from blocks.blob.ledger import ChunkLedger, PinnedReader
 from blocks.blob.listing import (
     check_bucket_name,
     check_checksums,
@@ -58,13 +51,20 @@ from blocks.blob.listing import (
     list_keys,
     resolve_range,
 )
-from blocks.blob.meta import ChunkRef, Manifest
-from blocks.blob.multipart import MultipartMixin
-from blocks.blob.pipeline import split_chunks, store_stream, take_small
-from blocks.blob.records import ObjectPut, UploadComplete
-from blocks.blob.shards import DirectoryShardStore, MemoryShardStore, ShardStore
-from blocks.blob.versioned import VersionsMixin
-from blocks.blob.versions import object_entity
+from blocks.blob.storage.buckets import BucketMixin
+from blocks.blob.storage.chunks import ChunkStore
+from blocks.blob.storage.committing import CommitMixin
+from blocks.blob.storage.erasure import ErasureCodec, codec_from_spec
+from blocks.blob.storage.index import MetaIndex
+from blocks.blob.storage.journal import Journal, LogJournal, MemoryJournal
+from blocks.blob.storage.ledger import ChunkLedger, PinnedReader
+from blocks.blob.storage.meta import ChunkRef, Manifest
+from blocks.blob.storage.multipart import MultipartMixin
+from blocks.blob.storage.pipeline import split_chunks, store_stream, take_small
+from blocks.blob.storage.records import ObjectPut, UploadComplete
+from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.blob.storage.versioned import VersionsMixin
+from blocks.blob.storage.versions import object_entity
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
 

@@ -1,0 +1,149 @@
+"""Committing metadata changes through the journal: ordering, durability, compaction.
+
+Theory of operation. Every change (a bucket, an object, an upload, a part, a delete) becomes
+one journal record. The store submits it *under its lock* (``_submit``), which fixes its
+place in the journal and gives it a sequence number that becomes the latest for the entity
+it changes (a key, a part number); it then waits for durability *outside* the lock, so
+concurrent commits share fsyncs instead of queueing behind each other; finally, under the
+lock again, ``_finish`` says whether the change is still the latest for its entity. Only
+then does the caller apply it to the index: a change that a later one overtook (two PUTs of
+one key, a PUT and a DELETE) is dropped in memory exactly as replay drops it, because replay
+is last-writer-wins in journal order, and journal order is submission order. Readers never
+see a change before it is durable.
+
+If the journal itself fails (an fsync error), the change may or may not be on disk: the
+caller keeps its chunk references (leaked until the next open, which recounts them from the
+journal) rather than risk deleting chunks a surviving record names.
+
+Compaction runs when the journal holds more than ``COMPACT_RATIO`` times the bytes the live
+state needs (and at least ``compact_bytes_min``): under the lock, with no change in flight,
+the index is written into a fresh journal and replayed back. Submissions do not wait for it
+until the journal passes twice that bound; then they wait for the changes in flight to drain
+so compaction can run: the journal's size stays bounded under any load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Hashable
+from concurrent.futures import Future
+
+from blocks.blob.storage.index import MetaIndex
+from blocks.blob.storage.journal import Journal
+from blocks.blob.storage.ledger import ChunkLedger
+from blocks.blob.storage.records import Record, decode, encode, inline_body
+from blocks.core.clock import Clock
+from blocks.core.errors import Corruption, FailedPrecondition
+
+__all__ = ["COMPACT_RATIO", "CommitMixin"]
+
+COMPACT_RATIO = 2
+CLOSE_TIMEOUT_S = 30.0
+
+
+class CommitMixin:
+    """The journal half of ``LocalBlobStore``."""
+
+    _lock: threading.RLock
+    _closed: bool
+    journal: Journal
+    index: MetaIndex
+    ledger: ChunkLedger
+    compact_bytes_min: int
+    corrupt_records: int
+    compactions: int
+    orphan_grace_s: float
+    clock: Clock
+    tombstones_max = 0
+    """Deleted keys the index remembers (a cluster's replica keeps some; see ``index``)."""
+
+    def _init_commits(self) -> None:
+        self._quiet = threading.Condition(self._lock)
+        self._order = itertools.count(1)
+        self._latest: dict[Hashable, int] = {}
+        """Per entity with a change in flight: the sequence number of its latest change."""
+        self._in_flight = 0
+        self.corrupt_records = 0
+        self.compactions = 0
+
+    def _replay(self) -> MetaIndex:
+        index = MetaIndex(tombstones_max=self.tombstones_max)
+        for offset, data in self.journal.replay():
+            try:
+                record = decode(data, offset)
+            except Corruption:
+                self.corrupt_records += 1
+                continue
+            index.apply(record)
+        return index
+
+    def _load(self) -> None:
+        self.index = self._replay()
+        self.corrupt_records += self.journal.corrupt_records
+        for chunks in self.index.chunk_lists():
+            self.ledger.adopt(chunks)
+        self.ledger.collect_orphans(self._orphan_cutoff_ms())
+
+    def _orphan_cutoff_ms(self) -> int:
+        """Unreferenced chunks written before this instant may be collected."""
+        return self.clock.now_ms() - int(self.orphan_grace_s * 1000)
+
+    def _read_inline(self, offset: int) -> memoryview:
+        """An inline object's bytes (lock held: compaction moves records)."""
+        return inline_body(self.journal.read(offset))
+
+    def _forget_inline(self) -> None:
+        """Forget inline objects' bytes kept by offset: compaction moves the records."""
+
+    def _busy(self, entity: Hashable) -> bool:
+        return entity in self._latest
+
+    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
+        """Queue ``record`` as the latest change of ``entity`` (lock held); returns its
+        sequence number, the future of its offset and its size in bytes."""
+        if self.journal.bytes_total > 2 * self._compaction_bound():
+            self._quiet.wait_for(lambda: self._in_flight == 0 or self._closed, CLOSE_TIMEOUT_S)
+            self._maybe_compact()
+        if self._closed:
+            raise FailedPrecondition("the blob store is closed")
+        data = encode(record)
+        future = self.journal.submit(data)
+        sequence = next(self._order)
+        self._latest[entity] = sequence
+        self._in_flight += 1
+        return sequence, future, len(data)
+
+    def _finish(self, entity: Hashable, sequence: int) -> bool:
+        """The change is durable or failed (lock held): True if it is still its entity's
+        latest change, which the caller then applies to the index."""
+        self._in_flight -= 1
+        current = self._latest.get(entity) == sequence
+        if current:
+            del self._latest[entity]
+        if not self._in_flight:
+            self._quiet.notify_all()
+        return current
+
+    def _compaction_bound(self) -> int:
+        return max(self.compact_bytes_min, COMPACT_RATIO * self.index.live_bytes())
+
+    def _maybe_compact(self) -> bool:
+        """Rewrite the journal if it is due and nothing is in flight (lock held)."""
+        if self._in_flight or self._closed:
+            return False
+        if self.journal.bytes_total <= self._compaction_bound():
+            return False
+        records = (encode(r) for r in self.index.snapshot(self._read_inline))
+        self._forget_inline()
+        self.journal.rewrite(records)
+        self.index = self._replay()  # offsets of inline objects moved
+        self.compactions += 1
+        return True
+
+    def _close_commits(self) -> None:
+        """Refuse new changes, let those in flight finish, close the journal."""
+        with self._lock:
+            self._closed = True
+            self._quiet.wait_for(lambda: self._in_flight == 0, CLOSE_TIMEOUT_S)
+            self.journal.close()
