@@ -307,7 +307,7 @@ def _raw_disk_read_contender(root: Path, size: int, concurrency: int) -> Contend
 
 
 def _erasure_rows(total_mib: int = 256) -> list[list[str]]:
-    from blocks.blob.erasure import ReedSolomonCodec, ReplicationCodec
+    from blocks.blob.storage.erasure import ReedSolomonCodec, ReplicationCodec
 
     rows = []
     chunk = os.urandom(4 * MIB)
