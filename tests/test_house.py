@@ -165,3 +165,36 @@ def test_the_layer_checker_sees_a_breach(tmp_path: Path) -> None:
         f"{source}:3 imports blocks.core.net.framing (import blocks.core.net itself)",
         f"{source}:4 imports FramedConnection from blocks.core.net (not in its __all__)",
     ]
+
+
+BLOB = SRC / "blob"
+BLOB_ABOVE_STORAGE = ("s3", "cluster", "store", "server", "client", "cli", "demo")
+
+
+def _blob_storage_breaches(paths: list[Path]) -> list[str]:
+    """Imports by ``blocks.blob.storage`` of what stands on it (docs/blob.md, "Layout")."""
+    above = [f"blocks.blob.{name}" for name in BLOB_ABOVE_STORAGE]
+    return [
+        f"{path.name}:{line} imports {name}"
+        for path in paths
+        for line, name in _imports(path)
+        if any(name == top or name.startswith(f"{top}.") for top in above)
+    ]
+
+
+def test_blob_storage_stands_below_s3_and_cluster() -> None:
+    assert _blob_storage_breaches(sorted((BLOB / "storage").rglob("*.py"))) == []
+
+
+def test_the_blob_storage_checker_sees_a_breach(tmp_path: Path) -> None:
+    source = tmp_path / "x.py"
+    source.write_text(
+        "from blocks.blob.s3.http import Response\nfrom blocks.blob.cluster import peers\n"
+        "from blocks.blob.storage.meta import Manifest\nfrom blocks.blob.store import X\n"
+        "from blocks.blob.api import BlobStore\n"
+    )
+    assert _blob_storage_breaches([source]) == [
+        "x.py:1 imports blocks.blob.s3.http",
+        "x.py:2 imports blocks.blob.cluster.peers",
+        "x.py:4 imports blocks.blob.store",
+    ]
