@@ -176,7 +176,7 @@ def _load_before(src: str, module: str, attribute: str) -> Any:
 def _factories(before_src: str | None = None) -> dict[str, Any]:
     bitcasks: dict[str, Any] = {"": Bitcask}
     if before_src is not None:
-        bitcasks["@before"] = _load_before(before_src, "blocks.kv.bitcask", "Bitcask")
+        bitcasks["@before"] = _load_before(before_src, "blocks.kv", "Bitcask")
     factories: dict[str, Any] = {}
     for suffix, bitcask in bitcasks.items():
         for sync in ("always", "batch", "never"):

@@ -37,7 +37,7 @@ from blocks.cache.service import build_server as build_cache_server
 from blocks.core.errors import InvalidArgument
 from blocks.counters.client import CountersClient
 from blocks.counters.service import build_server as build_counters_server
-from blocks.kv.local import LocalCluster
+from blocks.kv import LocalCluster
 from blocks.pubsub.api import PubSub
 from blocks.pubsub.client import connect as connect_pubsub
 from blocks.pubsub.local import LocalBroker

@@ -17,10 +17,16 @@ from blocks.core.codec import pack, unpack
 from blocks.core.errors import InvalidArgument, Overloaded, PeerError
 from blocks.core.hlc import HlcCore
 from blocks.kv import HlcTimestamp as KvExported
-from blocks.kv.hlc import HlcTimestamp as KvTimestamp
-from blocks.kv.hlc import HybridLogicalClock as KvClock
-from blocks.kv.persist import decode_record, encode_record
-from blocks.kv.versions import VersionVector, merge, object_from_wire, object_to_wire, update
+from blocks.kv.cluster.hlc import HlcTimestamp as KvTimestamp
+from blocks.kv.cluster.hlc import HybridLogicalClock as KvClock
+from blocks.kv.cluster.persist import decode_record, encode_record
+from blocks.kv.cluster.versions import (
+    VersionVector,
+    merge,
+    object_from_wire,
+    object_to_wire,
+    update,
+)
 from blocks.sequencer import HlcTimestamp as SequencerExported
 from blocks.sequencer.hlc import LOGICAL_MAX
 from blocks.sequencer.hlc import HlcTimestamp as SequencerTimestamp

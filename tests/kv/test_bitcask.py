@@ -13,9 +13,9 @@ import pytest
 from blocks.core.clock import ManualClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.kv import Bitcask, KeyValueStore
-from blocks.kv import compaction as merge_module
-from blocks.kv.files import list_store
-from blocks.kv.format import decode_hints, scan_records
+from blocks.kv.engine import compaction as merge_module
+from blocks.kv.engine.files import list_store
+from blocks.kv.engine.format import decode_hints, scan_records
 from blocks.kv.limits import KEY_BYTES_MAX
 
 

@@ -24,8 +24,8 @@ import pytest
 from blocks.core.clock import ManualClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument, Timeout, Unavailable
 from blocks.core.hashing import HashRing
-from blocks.kv.node import Effect, Fail, KVNodeCore, QuorumConfig, Reply, Send
-from blocks.kv.versions import Dot, VersionedObject, VersionVector, merge
+from blocks.kv.cluster.node import Effect, Fail, KVNodeCore, QuorumConfig, Reply, Send
+from blocks.kv.cluster.versions import Dot, VersionedObject, VersionVector, merge
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 KEYS = [b"k%d" % i for i in range(6)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks.kv.group_commit import GroupCommit
+from blocks.kv.engine.group_commit import GroupCommit
 
 
 class _Store:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from blocks.core.clock import ManualClock
 from blocks.core.hashing import HashRing
-from blocks.kv.messages import Send
-from blocks.kv.node import KVNodeCore, QuorumConfig
-from blocks.kv.quorum import Placements
-from blocks.kv.versions import VersionVector
+from blocks.kv.cluster.messages import Send
+from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
+from blocks.kv.cluster.quorum import Placements
+from blocks.kv.cluster.versions import VersionVector
 
 NODES = {"n1", "n2", "n3"}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 
 from blocks.kv import KeyValueStore
+from blocks.kv.blocking_client import SyncClient
 from blocks.kv.contract import KeyValueStoreContract
-from blocks.kv.local import LocalCluster
-from blocks.kv.sync import SyncClient
+from blocks.kv.local_cluster import LocalCluster
 
 VALUE_BYTES_MAX = 16 * 1024 * 1024
 

@@ -26,9 +26,9 @@ from blocks.cli_errors import ExitCode
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.core.rpc import connect_channel
 from blocks.kv import KeyValueStore, kv_pb2, kv_pb2_grpc
+from blocks.kv.blocking_client import SyncClient
 from blocks.kv.client import connect
 from blocks.kv.contract import KeyValueStoreContract
-from blocks.kv.sync import SyncClient
 
 TOKEN = "kv-contract-processes-token"
 NODES = ("a", "b", "c")

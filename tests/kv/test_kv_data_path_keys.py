@@ -15,7 +15,7 @@ import pytest
 
 from blocks.core.errors import InvalidArgument
 from blocks.kv.limits import KEY_BYTES_MAX
-from blocks.kv.local import LocalCluster
+from blocks.kv.local_cluster import LocalCluster
 
 
 def _put(key: Any) -> list[Any]:

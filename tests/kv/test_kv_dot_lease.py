@@ -16,16 +16,16 @@ import pytest
 
 from blocks.core.errors import Corruption, InvalidArgument, StorageFull
 from blocks.kv.client import Versioned
-from blocks.kv.dot_lease import COUNTERS_PER_MS, COUNTERS_PER_RESERVATION, CounterLease
-from blocks.kv.local import LocalCluster
-from blocks.kv.persist import (
+from blocks.kv.cluster.dot_lease import COUNTERS_PER_MS, COUNTERS_PER_RESERVATION, CounterLease
+from blocks.kv.cluster.persist import (
     COUNTER_MARK_FILE,
     BitcaskObjectStore,
     ObjectStore,
     StoredRecord,
 )
-from blocks.kv.versions import COUNTER_MAX, VersionedObject, decode_context, encode_context
-from blocks.kv.versions import VersionVector as Vector
+from blocks.kv.cluster.versions import COUNTER_MAX, VersionedObject, decode_context, encode_context
+from blocks.kv.cluster.versions import VersionVector as Vector
+from blocks.kv.local_cluster import LocalCluster
 from blocks.testing.powerloss import PowerLossDisk
 
 EMPTY_CONTEXT = Versioned.of(None).context

@@ -18,10 +18,10 @@ from blocks.core.errors import (
 )
 from blocks.core.memory_network import LinkConfig
 from blocks.kv.client import KVClient
-from blocks.kv.driver import NodeConfig
-from blocks.kv.local import LocalCluster
-from blocks.kv.membership import MembershipConfig
-from blocks.kv.node import QuorumConfig
+from blocks.kv.cluster.driver import NodeConfig
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.node import QuorumConfig
+from blocks.kv.local_cluster import LocalCluster
 from blocks.testing import Simulation, run_simulation
 
 CONFIG = NodeConfig(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, PeerError
 from blocks.core.hashing import HashRing
-from blocks.kv.membership import (
+from blocks.kv.cluster.membership import (
     MemberRecord,
     Membership,
     MembershipConfig,
@@ -19,9 +19,9 @@ from blocks.kv.membership import (
     record_from_wire,
     record_to_wire,
 )
-from blocks.kv.messages import Handoff, HandoffAck, PutAck, PutReplica, Send
-from blocks.kv.node import KVNodeCore, QuorumConfig
-from blocks.kv.versions import VersionVector, update
+from blocks.kv.cluster.messages import Handoff, HandoffAck, PutAck, PutReplica, Send
+from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
+from blocks.kv.cluster.versions import VersionVector, update
 
 CONFIG = MembershipConfig(fanout=2, suspect_after_s=1.0)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from blocks.core.clock import ManualClock
 from blocks.core.hashing import HashRing
-from blocks.kv.hlc import HlcTimestamp
-from blocks.kv.messages import GetReply, PutReplica, Reply, Send
-from blocks.kv.node import KVNodeCore, QuorumConfig
-from blocks.kv.quorum import Placements
-from blocks.kv.versions import VersionVector, merge, update
+from blocks.kv.cluster.hlc import HlcTimestamp
+from blocks.kv.cluster.messages import GetReply, PutReplica, Reply, Send
+from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
+from blocks.kv.cluster.quorum import Placements
+from blocks.kv.cluster.versions import VersionVector, merge, update
 
 NODES = {"n1", "n2", "n3"}
 

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 
 from blocks.core.memory_network import LinkConfig
 from blocks.kv.client import KVClient, Versioned
-from blocks.kv.driver import NodeConfig
-from blocks.kv.local import LocalCluster
-from blocks.kv.membership import MembershipConfig
-from blocks.kv.node import QuorumConfig
-from blocks.kv.versions import Dot, VersionVector, decode_context
+from blocks.kv.cluster.driver import NodeConfig
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.node import QuorumConfig
+from blocks.kv.cluster.versions import Dot, VersionVector, decode_context
+from blocks.kv.local_cluster import LocalCluster
 from blocks.testing import Simulation, run_simulation
 
 KEYS = [b"k%d" % i for i in range(3)]

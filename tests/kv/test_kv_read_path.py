@@ -12,14 +12,14 @@ from blocks.core.clock import ManualClock
 from blocks.core.errors import Corruption
 from blocks.core.hashing import HashRing, key_hash
 from blocks.kv import Bitcask
-from blocks.kv.anti_entropy import Digests, object_digest
-from blocks.kv.datafile import REMAP_BYTES_MIN
-from blocks.kv.format import HEADER, encode_record, record_value
-from blocks.kv.hlc import HlcTimestamp, HybridLogicalClock
-from blocks.kv.merkle import entry_hash
-from blocks.kv.node import Fail, KVNodeCore, QuorumConfig, Reply
-from blocks.kv.quorum import Placements
-from blocks.kv.versions import VersionVector, update
+from blocks.kv.cluster.anti_entropy import Digests, object_digest
+from blocks.kv.cluster.hlc import HlcTimestamp, HybridLogicalClock
+from blocks.kv.cluster.merkle import entry_hash
+from blocks.kv.cluster.node import Fail, KVNodeCore, QuorumConfig, Reply
+from blocks.kv.cluster.quorum import Placements
+from blocks.kv.cluster.versions import VersionVector, update
+from blocks.kv.engine.datafile import REMAP_BYTES_MIN
+from blocks.kv.engine.format import HEADER, encode_record, record_value
 
 
 @pytest.mark.parametrize("mmap_reads", [True, False], ids=["mmap", "pread"])

@@ -25,12 +25,12 @@ from blocks.core.errors import (
     grpc_status_of,
     storage_error,
 )
-from blocks.kv import bitcask as bitcask_module
-from blocks.kv.bitcask import Bitcask
-from blocks.kv.local import LocalCluster
-from blocks.kv.node import KVNodeCore, PutReplica, QuorumConfig
-from blocks.kv.persist import ObjectStore, StoredRecord
-from blocks.kv.versions import VersionedObject, VersionVector, update
+from blocks.kv.cluster.node import KVNodeCore, PutReplica, QuorumConfig
+from blocks.kv.cluster.persist import ObjectStore, StoredRecord
+from blocks.kv.cluster.versions import VersionedObject, VersionVector, update
+from blocks.kv.engine import bitcask as bitcask_module
+from blocks.kv.engine.bitcask import Bitcask
+from blocks.kv.local_cluster import LocalCluster
 
 EIO = storage_error(OSError(errno.EIO, os.strerror(errno.EIO)), "write")
 ENOSPC = storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "write")

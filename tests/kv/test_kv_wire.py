@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import InvalidArgument, PeerError
-from blocks.kv.hlc import HlcTimestamp
-from blocks.kv.membership import MemberRecord, MemberStatus
-from blocks.kv.messages import (
+from blocks.kv.cluster.client_wire import parse_address, parse_get, parse_keys_limit, parse_put
+from blocks.kv.cluster.hlc import HlcTimestamp
+from blocks.kv.cluster.membership import MemberRecord, MemberStatus
+from blocks.kv.cluster.messages import (
     GetReplica,
     GetReply,
     Handoff,
@@ -23,9 +24,7 @@ from blocks.kv.messages import (
     SyncLeaves,
     SyncObjects,
 )
-from blocks.kv.requests import parse_address, parse_get, parse_keys_limit, parse_put
-from blocks.kv.versions import VersionVector, encode_context, update
-from blocks.kv.wire import (
+from blocks.kv.cluster.peer_wire import (
     BATCH_MESSAGES_MAX,
     Gossip,
     decode_peer_batch,
@@ -33,6 +32,7 @@ from blocks.kv.wire import (
     encode_batch,
     encode_peer_message,
 )
+from blocks.kv.cluster.versions import VersionVector, encode_context, update
 
 keys = st.binary(max_size=8)
 request_ids = st.integers(0, 2**40)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blocks.core.errors import InvalidArgument
-from blocks.kv.merkle import MerkleTree, differing_leaves, leaf_of
+from blocks.kv.cluster.merkle import MerkleTree, differing_leaves, leaf_of
 
 contents = st.dictionaries(st.binary(max_size=6), st.binary(max_size=4), max_size=40)
 

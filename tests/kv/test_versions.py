@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, PeerError
-from blocks.kv.hlc import HlcTimestamp, HybridLogicalClock
-from blocks.kv.versions import (
+from blocks.kv.cluster.hlc import HlcTimestamp, HybridLogicalClock
+from blocks.kv.cluster.versions import (
     Dot,
     VersionedObject,
     VersionVector,

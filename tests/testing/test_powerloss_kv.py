@@ -7,7 +7,7 @@ dropped (torn tails kept at random) before it restarts. A write is acknowledged 
 before that, so after the heal every acknowledged write must be in the converged object:
 still a sibling, or seen by the write that replaced it. Under ``never`` the store promises
 nothing across power loss; those runs check that the cut really drops data and that the
-replicas still converge (a node never reissues a dot: ``blocks.kv.dot_lease``).
+replicas still converge (a node never reissues a dot: ``blocks.kv.cluster.dot_lease``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import pytest
 
 from blocks.core.errors import BlocksError
 from blocks.core.memory_network import LinkConfig
-from blocks.kv.bitcask import SyncPolicy
 from blocks.kv.client import KVClient, Versioned
-from blocks.kv.driver import NodeConfig
-from blocks.kv.local import LocalCluster
-from blocks.kv.membership import MembershipConfig
-from blocks.kv.node import QuorumConfig
-from blocks.kv.versions import Dot, VersionVector
+from blocks.kv.cluster.driver import NodeConfig
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.node import QuorumConfig
+from blocks.kv.cluster.versions import Dot, VersionVector
+from blocks.kv.engine.bitcask import SyncPolicy
+from blocks.kv.local_cluster import LocalCluster
 from blocks.testing.powerloss import PowerLossDisk
 from blocks.testing.simloop import Simulation, run_simulation
 

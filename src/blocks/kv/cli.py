@@ -188,8 +188,8 @@ def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from blocks.kv.driver import NodeConfig
-    from blocks.kv.node import QuorumConfig
+    from blocks.kv.cluster.driver import NodeConfig
+    from blocks.kv.cluster.node import QuorumConfig
     from blocks.kv.service import build_node
 
     options = server_options(args)

@@ -1,7 +1,7 @@
 """The kv client: ``await connect([...])`` for processes, ``cluster.client()`` in-process.
 
 Theory of operation. A ``KVClient`` talks to nodes over any ``Transport`` with the requests in
-``blocks.kv.requests``. It learns the members (names, data-path addresses, which are healthy
+``blocks.kv.cluster.client_wire``. It learns the members (names, data-path addresses, which are healthy
 as the answering node sees them, N and the ring's virtual nodes) from any node, builds the
 same ``HashRing`` the nodes use, and sends each request to the first healthy home node of the
 key, so a put usually costs one hop to its coordinator plus the replication. When a node is
@@ -51,15 +51,20 @@ from blocks.core.transport import (
     encode_frame,
     error_from_wire,
 )
-from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT, check_key, check_value
-from blocks.kv.requests import (
+from blocks.kv.cluster.client_wire import (
     KEYS_LIMIT_MAX,
     PutResult,
     check_timeout_s,
     parse_address,
     parse_put_reply,
 )
-from blocks.kv.versions import VersionedObject, VersionVector, encode_context, object_from_wire
+from blocks.kv.cluster.versions import (
+    VersionedObject,
+    VersionVector,
+    encode_context,
+    object_from_wire,
+)
+from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT, check_key, check_value
 
 __all__ = ["KVClient", "Versioned", "connect", "parse_address", "probe_name"]
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from blocks.kv.local import LocalCluster
+from blocks.kv.local_cluster import LocalCluster
 
 __all__ = ["demo"]
 

@@ -29,13 +29,13 @@ from blocks.core.net import TcpTransport, server_tls_context
 from blocks.core.rpc import PemSource
 from blocks.core.server import Server, TlsConfig
 from blocks.kv import kv_pb2, kv_pb2_grpc
-from blocks.kv.bitcask import SyncPolicy
 from blocks.kv.client import Versioned
-from blocks.kv.driver import KVNode, NodeConfig
+from blocks.kv.cluster.client_wire import check_quorum, check_timeout_s, parse_address
+from blocks.kv.cluster.driver import KVNode, NodeConfig
+from blocks.kv.cluster.persist import BitcaskObjectStore
+from blocks.kv.cluster.versions import VersionVector, decode_context
+from blocks.kv.engine.bitcask import SyncPolicy
 from blocks.kv.limits import check_key, check_value
-from blocks.kv.persist import BitcaskObjectStore
-from blocks.kv.requests import check_quorum, check_timeout_s, parse_address
-from blocks.kv.versions import VersionVector, decode_context
 
 __all__ = ["KvService", "NodeProcess", "TlsFiles", "build_node"]
 

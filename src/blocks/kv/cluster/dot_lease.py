@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
-from blocks.kv.versions import COUNTER_MAX
+from blocks.kv.cluster.versions import COUNTER_MAX
 
 __all__ = ["COUNTERS_PER_MS", "COUNTERS_PER_RESERVATION", "CounterLease"]
 

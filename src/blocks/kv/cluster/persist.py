@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import Corruption, PeerError, storage_error
 from blocks.core.files import write_atomically
-from blocks.kv.bitcask import Bitcask, SyncPolicy
-from blocks.kv.versions import VersionedObject, object_from_wire, object_to_wire
+from blocks.kv.cluster.versions import VersionedObject, object_from_wire, object_to_wire
+from blocks.kv.engine.bitcask import Bitcask, SyncPolicy
 
 __all__ = ["BitcaskObjectStore", "MemoryObjectStore", "ObjectStore", "StoredRecord"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import InvalidArgument, PeerError
-from blocks.kv.hlc import HlcTimestamp
+from blocks.kv.cluster.hlc import HlcTimestamp
 
 __all__ = [
     "COUNTER_MAX",

@@ -1,7 +1,7 @@
 """What a ``KVNode`` answers to clients: request dispatch, put forwarding and status reports.
 
 Theory of operation. A client request arrives over the transport as a list whose first
-element is a verb (``blocks.kv.requests`` parses and validates each one, raising
+element is a verb (``blocks.kv.cluster.client_wire`` parses and validates each one, raising
 ``InvalidArgument`` for bad input before anything changes). ``put`` and ``get`` become the
 node's own ``put``/``get``; ``members``, ``status`` and ``keys`` are read-only reports. A put
 that reaches a node which is not one of the key's replicas (the sender's ring view was stale)
@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.net import TcpTransport
-from blocks.kv.requests import (
+from blocks.kv.cluster.client_wire import (
     PutResult,
     parse_get,
     parse_keys_limit,
     parse_put,
     parse_put_reply,
 )
-from blocks.kv.versions import VersionVector, encode_context, object_to_wire
+from blocks.kv.cluster.versions import VersionVector, encode_context, object_to_wire
 
 if TYPE_CHECKING:
-    from blocks.kv.driver import KVNode
+    from blocks.kv.cluster.driver import KVNode
 
 __all__ = ["answer_client_request", "forward_put", "members_report", "status_report"]
 

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocks.core.errors import PeerError
-from blocks.kv.limits import KEY_BYTES_MAX
-from blocks.kv.membership import MemberRecord, record_from_wire, record_to_wire
-from blocks.kv.merkle import DEPTH_MAX
-from blocks.kv.messages import (
+from blocks.kv.cluster.membership import MemberRecord, record_from_wire, record_to_wire
+from blocks.kv.cluster.merkle import DEPTH_MAX
+from blocks.kv.cluster.messages import (
     GetReplica,
     GetReply,
     Handoff,
@@ -45,7 +44,8 @@ from blocks.kv.messages import (
     SyncLeaves,
     SyncObjects,
 )
-from blocks.kv.versions import object_from_wire, object_to_wire
+from blocks.kv.cluster.versions import object_from_wire, object_to_wire
+from blocks.kv.limits import KEY_BYTES_MAX
 
 __all__ = [
     "BATCH_MESSAGES_MAX",

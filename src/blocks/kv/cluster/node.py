@@ -45,16 +45,16 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
-from blocks.kv.anti_entropy import (
+from blocks.kv.cluster.anti_entropy import (
     Digests,
     answer_sync,
     apply_sync,
     object_digest,
     start_anti_entropy,
 )
-from blocks.kv.dot_lease import CounterLease
-from blocks.kv.hlc import HybridLogicalClock
-from blocks.kv.messages import (
+from blocks.kv.cluster.dot_lease import CounterLease
+from blocks.kv.cluster.hlc import HybridLogicalClock
+from blocks.kv.cluster.messages import (
     Effect,
     Fail,
     GetReplica,
@@ -69,8 +69,8 @@ from blocks.kv.messages import (
     SyncLeaves,
     SyncObjects,
 )
-from blocks.kv.quorum import HintSet, QuorumConfig, plan_targets
-from blocks.kv.versions import (
+from blocks.kv.cluster.quorum import HintSet, QuorumConfig, plan_targets
+from blocks.kv.cluster.versions import (
     COUNTER_MAX,
     VersionedObject,
     VersionVector,

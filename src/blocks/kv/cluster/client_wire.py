@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocks.core.errors import InvalidArgument, PeerError
-from blocks.kv.limits import check_key, check_value
-from blocks.kv.versions import (
+from blocks.kv.cluster.versions import (
     Dot,
     VersionedObject,
     VersionVector,
     decode_context,
     object_from_wire,
 )
+from blocks.kv.limits import check_key, check_value
 
 __all__ = [
     "KEYS_LIMIT_MAX",

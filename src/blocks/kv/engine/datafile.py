@@ -29,7 +29,7 @@ import mmap
 import os
 
 from blocks.core.errors import storage_error
-from blocks.kv.files import FileId
+from blocks.kv.engine.files import FileId
 
 __all__ = ["REMAP_BYTES_MIN", "DataFile"]
 

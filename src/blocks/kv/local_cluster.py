@@ -27,12 +27,12 @@ from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.memory_network import MemoryNetwork
 from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
-from blocks.kv.bitcask import SyncPolicy
 from blocks.kv.client import KVClient, parse_address
-from blocks.kv.driver import KVNode, NodeConfig
-from blocks.kv.membership import MembershipConfig
-from blocks.kv.node import QuorumConfig
-from blocks.kv.persist import BitcaskObjectStore, MemoryObjectStore, ObjectStore
+from blocks.kv.cluster.driver import KVNode, NodeConfig
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.node import QuorumConfig
+from blocks.kv.cluster.persist import BitcaskObjectStore, MemoryObjectStore, ObjectStore
+from blocks.kv.engine.bitcask import SyncPolicy
 
 __all__ = ["LocalCluster"]
 

@@ -25,12 +25,12 @@ import xxhash
 
 from blocks.core.codec import pack
 from blocks.core.hashing import key_hash
-from blocks.kv.merkle import MerkleTree, entry_hash
-from blocks.kv.messages import Effect, Send, SyncLeaves, SyncObjects
-from blocks.kv.versions import VersionedObject, merge, object_to_wire
+from blocks.kv.cluster.merkle import MerkleTree, entry_hash
+from blocks.kv.cluster.messages import Effect, Send, SyncLeaves, SyncObjects
+from blocks.kv.cluster.versions import VersionedObject, merge, object_to_wire
 
 if TYPE_CHECKING:
-    from blocks.kv.node import KVNodeCore
+    from blocks.kv.cluster.node import KVNodeCore
 
 __all__ = ["Digests", "answer_sync", "apply_sync", "object_digest", "start_anti_entropy"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from blocks.core.errors import InvalidArgument
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.quorum import QuorumConfig
 from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT
-from blocks.kv.membership import MembershipConfig
-from blocks.kv.quorum import QuorumConfig
 
 __all__ = ["NodeConfig"]
 

@@ -54,17 +54,18 @@ from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
-from blocks.kv.dot_lease import CounterLease
-from blocks.kv.driver_config import NodeConfig
-from blocks.kv.driver_io import Outbox, StorageHealth, held_flush
-from blocks.kv.driver_requests import (
+from blocks.kv.cluster.client_wire import PutResult, parse_address
+from blocks.kv.cluster.dot_lease import CounterLease
+from blocks.kv.cluster.driver_config import NodeConfig
+from blocks.kv.cluster.driver_handlers import (
     answer_client_request,
     forward_put,
     members_report,
     status_report,
 )
-from blocks.kv.membership import Membership
-from blocks.kv.messages import (
+from blocks.kv.cluster.driver_io import Outbox, StorageHealth, held_flush
+from blocks.kv.cluster.membership import Membership
+from blocks.kv.cluster.messages import (
     Effect,
     Fail,
     GetReplica,
@@ -77,12 +78,8 @@ from blocks.kv.messages import (
     Reply,
     Send,
 )
-from blocks.kv.node import KVNodeCore
-from blocks.kv.persist import MemoryObjectStore, ObjectStore
-from blocks.kv.quorum import Placements
-from blocks.kv.requests import PutResult, parse_address
-from blocks.kv.versions import VersionedObject, VersionVector
-from blocks.kv.wire import (
+from blocks.kv.cluster.node import KVNodeCore
+from blocks.kv.cluster.peer_wire import (
     BATCH_MESSAGES_MAX,
     BATCH_TAG,
     Gossip,
@@ -91,6 +88,9 @@ from blocks.kv.wire import (
     encode_batch,
     encode_peer_message,
 )
+from blocks.kv.cluster.persist import MemoryObjectStore, ObjectStore
+from blocks.kv.cluster.quorum import Placements
+from blocks.kv.cluster.versions import VersionedObject, VersionVector
 
 __all__ = ["KVNode", "NodeConfig"]
 

@@ -53,8 +53,8 @@ from blocks.core.errors import (
     StorageError,
     storage_error,
 )
-from blocks.kv.datafile import DataFile
-from blocks.kv.files import (
+from blocks.kv.engine.datafile import DataFile
+from blocks.kv.engine.files import (
     REGULAR,
     DirectoryLock,
     FileId,
@@ -62,8 +62,9 @@ from blocks.kv.files import (
     write_all,
     write_zeros,
 )
-from blocks.kv.format import encode_record, record_value
-from blocks.kv.group_commit import GroupCommit
+from blocks.kv.engine.format import encode_record, record_value
+from blocks.kv.engine.group_commit import GroupCommit
+from blocks.kv.engine.recovery import Location, RecoveryReport, recover
 from blocks.kv.limits import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX_DEFAULT,
@@ -73,7 +74,6 @@ from blocks.kv.limits import (
     check_key,
     check_value,
 )
-from blocks.kv.recovery import Location, RecoveryReport, recover
 
 __all__ = ["Bitcask", "BitcaskStats", "SyncPolicy"]
 
@@ -457,7 +457,9 @@ class Bitcask:
         Reads and writes continue while it copies; one merge runs at a time. Crash-safe at
         every point: either the old files or the merged ones are used on the next open.
         """
-        from blocks.kv.compaction import run_merge  # compaction.py imports this module's types
+        from blocks.kv.engine.compaction import (
+            run_merge,  # compaction.py imports this module's types
+        )
 
         with self._merge_lock:
             run_merge(self)

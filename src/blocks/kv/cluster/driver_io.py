@@ -21,8 +21,8 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, StorageFull
 from blocks.core.transport import Transport
-from blocks.kv.node import KVNodeCore
-from blocks.kv.persist import ObjectStore, StoredRecord
+from blocks.kv.cluster.node import KVNodeCore
+from blocks.kv.cluster.persist import ObjectStore, StoredRecord
 
 __all__ = ["Outbox", "StorageHealth", "held_flush"]
 

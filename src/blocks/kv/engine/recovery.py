@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from blocks.kv.files import MERGE_OUTPUT, FileId, StoreListing, fsync_directory, list_store
-from blocks.kv.format import ScanStatus, decode_hints, scan_records
+from blocks.kv.engine.files import MERGE_OUTPUT, FileId, StoreListing, fsync_directory, list_store
+from blocks.kv.engine.format import ScanStatus, decode_hints, scan_records
 
 __all__ = ["Location", "RecoveredStore", "RecoveryReport", "recover", "remove_obsolete"]
 

@@ -29,20 +29,20 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from blocks.kv.files import (
+from blocks.kv.engine.files import (
     MERGE_OUTPUT,
     FileId,
     fsync_directory,
     list_store,
     marker_path,
 )
-from blocks.kv.format import HintEntry, encode_hint, encode_hint_trailer, scan_records
+from blocks.kv.engine.format import HintEntry, encode_hint, encode_hint_trailer, scan_records
+from blocks.kv.engine.recovery import Location, remove_obsolete
 from blocks.kv.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX_LIMIT
-from blocks.kv.recovery import Location, remove_obsolete
 
 if TYPE_CHECKING:
-    from blocks.kv.bitcask import Bitcask
-    from blocks.kv.datafile import DataFile
+    from blocks.kv.engine.bitcask import Bitcask
+    from blocks.kv.engine.datafile import DataFile
 
 __all__ = ["run_merge"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blocks.core.errors import BlocksError
-from blocks.kv.versions import VersionedObject
+from blocks.kv.cluster.versions import VersionedObject
 
 __all__ = [
     "Effect",
