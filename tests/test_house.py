@@ -167,6 +167,99 @@ def test_the_layer_checker_sees_a_breach(tmp_path: Path) -> None:
     ]
 
 
+KV_ENGINE = SRC / "kv" / "engine"
+KV_ENGINE_MAY_IMPORT = ("blocks.core", "blocks.kv.engine", "blocks.kv.limits")
+
+
+def _engine_breaches(paths: list[Path]) -> list[str]:
+    """Imports that would tie kv's Bitcask engine to the cluster or to kv's upper floor."""
+    return [
+        f"{path.relative_to(SRC.parent) if path.is_relative_to(SRC) else path}:{line}"
+        f" imports {name} (the engine uses core, kv.limits and itself)"
+        for path in paths
+        for line, name in _imports(path)
+        if not any(name == ok or name.startswith(f"{ok}.") for ok in KV_ENGINE_MAY_IMPORT)
+    ]
+
+
+def test_the_kv_engine_stands_alone() -> None:
+    """docs/kv.md, "Where the code lives": ``blocks.kv.engine`` knows no cluster."""
+    engine = sorted(KV_ENGINE.rglob("*.py"))
+    assert len(engine) >= 7
+    assert _engine_breaches(engine) == []
+
+
+def test_the_engine_checker_sees_a_breach(tmp_path: Path) -> None:
+    source = tmp_path / "x.py"
+    source.write_text(
+        "from blocks.kv.limits import KEY_BYTES_MAX\nfrom blocks.kv.engine import files\n"
+        "from blocks.kv.cluster.versions import VersionVector\nfrom blocks.kv import Bitcask\n"
+    )
+    assert _engine_breaches([source]) == [
+        f"{source}:3 imports blocks.kv.cluster.versions"
+        " (the engine uses core, kv.limits and itself)",
+        f"{source}:4 imports blocks.kv (the engine uses core, kv.limits and itself)",
+    ]
+
+
+def _cycles(modules: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles among ``modules`` (each module's imports within the set)."""
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in modules[module]:
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            component = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(modules):
+        if module not in order:
+            visit(module)
+    return found
+
+
+def _module_imports(root: Path) -> dict[str, set[str]]:
+    """Each module under ``root`` with the modules under it that it imports (at any depth,
+    ``TYPE_CHECKING`` and function-level imports too); a package's ``__init__`` is left out
+    as a target, since importing any module of a package runs it."""
+    names = {
+        ".".join(("blocks", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): path
+        for path in sorted(root.rglob("*.py"))
+    }
+    packages = {name for name, path in names.items() if path.name == "__init__.py"}
+    return {
+        name: {target for _, target in _imports(path) if target in names} - packages - {name}
+        for name, path in names.items()
+    }
+
+
+def test_kv_modules_import_no_circle() -> None:
+    """A circle (``bitcask``/``compaction``, ``driver``/``driver_handlers``, the node core and
+    its anti-entropy) means the shared piece lives in the wrong module."""
+    modules = _module_imports(SRC / "kv")
+    assert "blocks.kv.engine.bitcask" in modules
+    assert _cycles(modules) == []
+
+
+def test_the_circle_finder_sees_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
 BLOB = SRC / "blob"
 BLOB_ABOVE_STORAGE = ("s3", "cluster", "store", "server", "client", "cli", "demo")
 

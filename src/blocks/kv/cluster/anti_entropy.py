@@ -18,8 +18,8 @@ placement (``driver.py``) until the ring changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import xxhash
 
@@ -27,12 +27,38 @@ from blocks.core.codec import pack
 from blocks.core.hashing import key_hash
 from blocks.kv.cluster.merkle import MerkleTree, entry_hash
 from blocks.kv.cluster.messages import Effect, Send, SyncLeaves, SyncObjects
+from blocks.kv.cluster.quorum import QuorumConfig
 from blocks.kv.cluster.versions import VersionedObject, merge, object_to_wire
 
-if TYPE_CHECKING:
-    from blocks.kv.cluster.node import KVNodeCore
+__all__ = [
+    "Digests",
+    "SyncingCore",
+    "answer_sync",
+    "apply_sync",
+    "object_digest",
+    "start_anti_entropy",
+]
 
-__all__ = ["Digests", "answer_sync", "apply_sync", "object_digest", "start_anti_entropy"]
+
+class SyncingCore(Protocol):
+    """What the exchange reads and changes of a node core (``KVNodeCore`` is the one): stated
+    here so that this module need not import ``node.py``, which imports it."""
+
+    anti_entropy_repairs: int
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def config(self) -> QuorumConfig: ...
+    @property
+    def objects(self) -> dict[bytes, VersionedObject]: ...
+    @property
+    def digests(self) -> Digests: ...
+    @property
+    def placement_epoch(self) -> int: ...
+    @property
+    def placement(self) -> Callable[[bytes], list[str]]: ...
+    def _store(self, key: bytes, obj: VersionedObject, hint_owner: str | None) -> None: ...
 
 
 def object_digest(obj: VersionedObject) -> bytes:
@@ -70,7 +96,7 @@ class Digests:
         self._cache = {k: c for k, c in self._cache.items() if k in objects}
 
     def shared_tree(
-        self, core: KVNodeCore, peer: str
+        self, core: SyncingCore, peer: str
     ) -> tuple[MerkleTree, list[tuple[bytes, int]]]:
         """The tree over the keys ``core`` and ``peer`` are both home nodes for, and those
         keys with their ``key_hash``: one pass over the objects, in which a key whose object
@@ -111,7 +137,7 @@ def _entry_hash(key: bytes, obj: VersionedObject, cached: list[Any]) -> int:
     return entry
 
 
-def start_anti_entropy(core: KVNodeCore, peer: str) -> list[Effect]:
+def start_anti_entropy(core: SyncingCore, peer: str) -> list[Effect]:
     digests = core.digests
     if len(digests._cache) > len(core.objects) + len(core.objects) // 4 + 64:
         digests.forget_missing(core.objects)  # keys gone (hand-offs): now and then, not always
@@ -121,7 +147,7 @@ def start_anti_entropy(core: KVNodeCore, peer: str) -> list[Effect]:
     return [Send(peer, SyncLeaves(tree.root, leaves))]
 
 
-def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effect]:
+def answer_sync(core: SyncingCore, sender: str, message: SyncLeaves) -> list[Effect]:
     depth = core.config.merkle_depth
     if len(message.leaves) != 1 << depth:
         return []
@@ -136,7 +162,7 @@ def answer_sync(core: KVNodeCore, sender: str, message: SyncLeaves) -> list[Effe
     return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
 
 
-def apply_sync(core: KVNodeCore, sender: str, message: SyncObjects) -> list[Effect]:
+def apply_sync(core: SyncingCore, sender: str, message: SyncObjects) -> list[Effect]:
     """Merge the peer's objects of the differing leaves; answer with ours where they differ.
 
     A key whose merged object here equals the one the peer sent is left out of the answer

@@ -4,9 +4,9 @@ Theory of operation. The driver owns no business logic. It feeds the cores from 
 sources and carries out what they return:
 
 * **Inbound messages** (``Transport.serve``): a list whose first element is an int is a peer
-  message (``wire.decode_peer_message``): gossip goes to ``Membership``, the rest to
+  message (``peer_wire.decode_peer_message``): gossip goes to ``Membership``, the rest to
   ``KVNodeCore.handle``. A list starting with a str is a client request, answered by
-  ``driver_requests``: ``put``/``get`` become ``coordinate_put``/``coordinate_get`` here, with
+  ``driver_handlers``: ``put``/``get`` become ``coordinate_put``/``coordinate_get`` here, with
   a fresh request id and a future that the core's ``Reply``/``Fail`` resolves. A put that
   reaches a node outside the key's replicas is forwarded once to the first one.
 * **Time**: every ``tick_s`` the core expires requests and hands off hints; every
@@ -29,7 +29,7 @@ Sends go through a bounded queue per peer (``outbox_max``; overflow is dropped a
 the protocol tolerates loss). Clients' own failures (bad input) raise ``InvalidArgument``
 back over the transport; a malformed peer message is counted and dropped.
 
-Around this module: ``driver_config`` (``NodeConfig``), ``driver_requests`` (client verbs,
+Around this module: ``driver_config`` (``NodeConfig``), ``driver_handlers`` (client verbs,
 forwarding, reports) and ``driver_io`` (per-peer outboxes, the save step).
 """
 
@@ -333,7 +333,7 @@ class KVNode:
         raise InvalidArgument("a request must be [verb, ...]")
 
     def _handle_batch(self, source: str, message: list[Any]) -> None:
-        """The data-path messages a peer batched for this node (``wire.encode_batch``), in
+        """The data-path messages a peer batched for this node (``peer_wire.encode_batch``), in
         order; their effects are carried out together."""
         try:
             decoded = decode_peer_batch(message)
@@ -494,11 +494,11 @@ class KVNode:
         )
 
     def members(self) -> dict[str, Any]:
-        """The members reply a client builds its ring from (``driver_requests``)."""
+        """The members reply a client builds its ring from (``driver_handlers``)."""
         return members_report(self)
 
     def status(self) -> dict[str, Any]:
-        """This node's status report (``driver_requests``)."""
+        """This node's status report (``driver_handlers``)."""
         return status_report(self)
 
     @property

@@ -13,10 +13,12 @@ These functions read the node's public state only; they hold no state of their o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import Any, Protocol
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.net import TcpTransport
+from blocks.core.transport import Transport
 from blocks.kv.cluster.client_wire import (
     PutResult,
     parse_get,
@@ -24,15 +26,64 @@ from blocks.kv.cluster.client_wire import (
     parse_put,
     parse_put_reply,
 )
-from blocks.kv.cluster.versions import VersionVector, encode_context, object_to_wire
+from blocks.kv.cluster.driver_config import NodeConfig
+from blocks.kv.cluster.driver_io import StorageHealth
+from blocks.kv.cluster.membership import Membership
+from blocks.kv.cluster.node import KVNodeCore
+from blocks.kv.cluster.versions import (
+    VersionedObject,
+    VersionVector,
+    encode_context,
+    object_to_wire,
+)
 
-if TYPE_CHECKING:
-    from blocks.kv.cluster.driver import KVNode
+__all__ = [
+    "ServedNode",
+    "answer_client_request",
+    "forward_put",
+    "members_report",
+    "status_report",
+]
 
-__all__ = ["answer_client_request", "forward_put", "members_report", "status_report"]
+
+class ServedNode(Protocol):
+    """What these functions use of a node (``KVNode`` is the one): stated here so that this
+    module need not import ``driver.py``, which imports it."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def core(self) -> KVNodeCore: ...
+    @property
+    def membership(self) -> Membership: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def storage(self) -> StorageHealth: ...
+    @property
+    def counters(self) -> Counter[str]: ...
+    @property
+    def requests_in_flight(self) -> int: ...
+
+    async def put(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector | None = None,
+        *,
+        write_quorum: int | None = None,
+        timeout_s: float | None = None,
+        hops: int = 0,
+    ) -> PutResult: ...
+
+    async def get(
+        self, key: bytes, *, read_quorum: int | None = None, timeout_s: float | None = None
+    ) -> VersionedObject | None: ...
 
 
-async def answer_client_request(node: KVNode, raw: list[Any]) -> Any:
+async def answer_client_request(node: ServedNode, raw: list[Any]) -> Any:
     """Serve one client request ``[verb, ...]``; ``InvalidArgument`` for anything malformed."""
     replicas = node.config.quorum.replicas
     verb = raw[0]
@@ -62,7 +113,7 @@ async def answer_client_request(node: KVNode, raw: list[Any]) -> Any:
 
 
 async def forward_put(
-    node: KVNode,
+    node: ServedNode,
     owner: str,
     key: bytes,
     value: bytes | None,
@@ -80,7 +131,7 @@ async def forward_put(
     return parse_put_reply(reply)
 
 
-def members_report(node: KVNode) -> dict[str, Any]:
+def members_report(node: ServedNode) -> dict[str, Any]:
     """Names, addresses and health as this node sees them, plus what a client needs to build
     the same ring (N and virtual nodes)."""
     healthy = node.membership.healthy()
@@ -88,7 +139,7 @@ def members_report(node: KVNode) -> dict[str, Any]:
     return {"nodes": nodes, "replicas": node.config.quorum.replicas, "vnodes": node.config.vnodes}
 
 
-def status_report(node: KVNode) -> dict[str, Any]:
+def status_report(node: ServedNode) -> dict[str, Any]:
     """This node's view: ring members and their health, keys held, whether its store takes
     writes (``storage``: ok, full or failed), hints owed, counters (with the data path's own,
     limit breaches included, under ``transport``)."""

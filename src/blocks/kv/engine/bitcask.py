@@ -53,6 +53,7 @@ from blocks.core.errors import (
     StorageError,
     storage_error,
 )
+from blocks.kv.engine.compaction import run_merge
 from blocks.kv.engine.datafile import DataFile
 from blocks.kv.engine.files import (
     REGULAR,
@@ -457,10 +458,6 @@ class Bitcask:
         Reads and writes continue while it copies; one merge runs at a time. Crash-safe at
         every point: either the old files or the merged ones are used on the next open.
         """
-        from blocks.kv.engine.compaction import (
-            run_merge,  # compaction.py imports this module's types
-        )
-
         with self._merge_lock:
             run_merge(self)
             self._merges += 1

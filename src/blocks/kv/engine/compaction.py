@@ -26,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
+from blocks.kv.engine.datafile import DataFile
 from blocks.kv.engine.files import (
     MERGE_OUTPUT,
     FileId,
@@ -40,11 +43,29 @@ from blocks.kv.engine.format import HintEntry, encode_hint, encode_hint_trailer,
 from blocks.kv.engine.recovery import Location, remove_obsolete
 from blocks.kv.limits import KEY_BYTES_MAX, VALUE_BYTES_MAX_LIMIT
 
-if TYPE_CHECKING:
-    from blocks.kv.engine.bitcask import Bitcask
-    from blocks.kv.engine.datafile import DataFile
+__all__ = ["MergeTarget", "run_merge"]
 
-__all__ = ["run_merge"]
+
+class MergeTarget(Protocol):
+    """What a merge reads and calls on the store it merges (``Bitcask`` is the one): the
+    store's private state, which only the engine's own modules touch. Stated here so that
+    this module need not import ``bitcask.py``, which imports it."""
+
+    @property
+    def directory(self) -> Path: ...
+    @property
+    def file_bytes_max(self) -> int: ...
+    @property
+    def _lock(self) -> AbstractContextManager[Any]: ...
+    @property
+    def _keydir(self) -> dict[bytes, Location]: ...
+    @property
+    def _files(self) -> list[DataFile | None]: ...
+    @property
+    def _active(self) -> DataFile: ...
+    def _check_open(self) -> None: ...
+    def _rotate(self) -> DataFile: ...
+    def _register(self, file_id: FileId, fd: int, size: int) -> DataFile: ...
 
 
 class _Move(NamedTuple):
@@ -64,7 +85,7 @@ class _Output:
     hint_crc: int = 0
 
 
-def run_merge(store: Bitcask) -> None:
+def run_merge(store: MergeTarget) -> None:
     """Merge ``store`` in place; the caller holds the store's merge lock."""
     with store._lock:
         store._check_open()
@@ -94,7 +115,7 @@ def run_merge(store: Bitcask) -> None:
 
 
 def _copy_live(
-    store: Bitcask,
+    store: MergeTarget,
     file_no: int,
     fd: int,
     size: int,
@@ -126,7 +147,7 @@ def _copy_live(
         output.size += record.size
 
 
-def _open_output(store: Bitcask, file_id: FileId) -> _Output:
+def _open_output(store: MergeTarget, file_id: FileId) -> _Output:
     handle = open(store.directory / file_id.data_name(), "xb")  # noqa: SIM115 - closed in _seal
     hint = open(store.directory / file_id.hint_name(), "xb")  # noqa: SIM115
     return _Output(file_id, handle, hint)
@@ -140,7 +161,7 @@ def _seal(output: _Output) -> None:
         handle.close()
 
 
-def _commit_marker(store: Bitcask, major: int) -> None:
+def _commit_marker(store: MergeTarget, major: int) -> None:
     fsync_directory(store.directory)
     final = marker_path(store.directory, major)
     temporary = final.with_name(final.name + ".tmp")
@@ -152,7 +173,7 @@ def _commit_marker(store: Bitcask, major: int) -> None:
 
 
 def _swap(
-    store: Bitcask,
+    store: MergeTarget,
     major: int,
     inputs: list[DataFile],
     outputs: list[_Output],
