@@ -13,6 +13,9 @@
   segment listing, frames, rewrites), which is what a block would need to find or write them.
   (A block that walked the directory with ``os`` alone would pass; this checks the door, not
   every window.)
+* kv's Bitcask engine, ``blocks.kv.engine``, imports only core, ``blocks.kv.limits`` and
+  itself, and no module of ``blocks.kv`` imports one that imports it back (docs/kv.md,
+  "Where the code lives").
 """
 
 from __future__ import annotations

@@ -22,13 +22,17 @@ import pytest
 
 from blocks.core.errors import BlocksError
 from blocks.core.memory_network import LinkConfig
-from blocks.kv.client import KVClient, Versioned
-from blocks.kv.cluster.driver import NodeConfig
-from blocks.kv.cluster.membership import MembershipConfig
-from blocks.kv.cluster.node import QuorumConfig
-from blocks.kv.cluster.versions import Dot, VersionVector
-from blocks.kv.engine.bitcask import SyncPolicy
-from blocks.kv.local_cluster import LocalCluster
+from blocks.kv import (
+    Dot,
+    KVClient,
+    LocalCluster,
+    MembershipConfig,
+    NodeConfig,
+    QuorumConfig,
+    SyncPolicy,
+    Versioned,
+    VersionVector,
+)
 from blocks.testing.powerloss import PowerLossDisk
 from blocks.testing.simloop import Simulation, run_simulation
 
