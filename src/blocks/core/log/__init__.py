@@ -249,7 +249,7 @@ class SegmentLog(LogSurgery):
         run outside the log's lock (reads and appends of other threads go on meanwhile).
 
         For a thread that batches its own callers, as a leader of a group commit does
-        (``blocks.blob.journal``); asyncio callers use ``append_many_async``. Under
+        (``blocks.blob.storage.journal``); asyncio callers use ``append_many_async``. Under
         ``always`` and ``never`` this is ``append_many``.
         """
         payloads = as_payloads(records, self.config.record_bytes_max)
