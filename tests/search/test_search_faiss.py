@@ -168,3 +168,27 @@ def test_pooled_chunks_answer_as_one_faiss_call(spec) -> None:
         assert not np.isin(pooled.ids, IDS[::7]).any()
     with pytest.raises(InvalidArgument):
         FaissIndex(DIM, spec, query_threads=0)
+
+
+@pytest.mark.parametrize("spec", ["IVF64,Flat", "HNSW16"])
+def test_the_default_is_one_faiss_call_and_the_pool_only_when_asked(spec, monkeypatch) -> None:
+    """``query_threads=1`` (the default) searches a batch in one faiss call, whose own OpenMP
+    loop uses every core; only ``query_threads`` above 1 hands chunks to the pool."""
+    from blocks.search import faiss_index
+
+    pools: list[int] = []
+    real_pool = faiss_index._query_pool
+
+    def counting_pool(threads: int) -> object:
+        pools.append(threads)
+        return real_pool(threads)
+
+    monkeypatch.setattr(faiss_index, "_query_pool", counting_pool)
+    index = FaissIndex(DIM, spec, "cosine")
+    index.train(CORPUS)
+    index.add(IDS, CORPUS)
+    index.search(QUERIES, 10)
+    assert pools == []
+    index._query_threads = 3
+    index.search(QUERIES, 10)
+    assert pools == [3]

@@ -328,7 +328,8 @@ class FaissIndex:
         ``parameters()`` makes each call's own ``SearchParameters``."""
         rows = data.shape[0]
         chunks = min(self._query_threads * CHUNKS_PER_THREAD, rows // CHUNK_ROWS_MIN)
-        if chunks < 2 or self._on_gpu or (self._ivf is None and self._hnsw is None):
+        pooled = self._query_threads > 1 and (self._ivf is not None or self._hnsw is not None)
+        if not pooled or chunks < 2 or self._on_gpu:
             answer: tuple[Any, Any] = self._index.search(data, k, params=parameters())
             return answer
         distances = np.empty((rows, k), dtype=np.float32)
