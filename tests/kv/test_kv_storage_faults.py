@@ -60,7 +60,7 @@ def test_bitcask_full_disk_refuses_the_write_and_takes_writes_again(
     with Bitcask.open(tmp_path, sync="always") as store:
         store.put(b"a", b"1")
         with monkeypatch.context() as patch:
-            patch.setattr(bitcask_module, "write_all", _fail_with(errno.ENOSPC))
+            patch.setattr(bitcask_module, "pwrite_all", _fail_with(errno.ENOSPC))
             with pytest.raises(StorageFull):
                 store.put(b"a", b"2")
             with pytest.raises(StorageFull):

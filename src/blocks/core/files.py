@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["fsync_directory", "make_directories", "write_atomically"]
+__all__ = ["fsync_directory", "make_directories", "pwrite_all", "write_atomically"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -28,6 +28,16 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def pwrite_all(descriptor: int, data: bytes, position: int) -> None:
+    """``os.pwrite`` ``data`` at ``position`` until every byte is written (a short write is
+    legal for regular files); an ``OSError`` leaves a prefix written."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, position)
+        view = view[written:]
+        position += written
 
 
 def make_directories(path: str | os.PathLike[str]) -> None:

@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from blocks.core.errors import storage_error
 from blocks.core.files import fsync_directory as _fsync_directory
+from blocks.core.files import pwrite_all
 from blocks.core.log.format import HEADER_BYTES
 from blocks.core.log.segment import Segment, segment_file_name
 
@@ -150,7 +151,7 @@ class ActiveFile:
         start = self.segment.size
         end = start + len(data)
         try:
-            self._pwrite_all(data, start)
+            pwrite_all(self.descriptor, data, start)
         except OSError as error:
             try:
                 os.ftruncate(self.descriptor, start)
@@ -169,16 +170,10 @@ class ActiveFile:
             position += len(frame)
         assert position == start + len(data) and len(frames[0]) >= HEADER_BYTES
 
-    def _pwrite_all(self, data: bytes, position: int) -> None:
-        view = memoryview(data)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(self.descriptor, view[written:], position + written)
-
     def _pad(self, end: int, padded: int) -> None:
         """Write filler over ``[end, padded)``; on a full disk, go on without it."""
         try:
-            self._pwrite_all(bytes((PAD_BYTE,)) * (padded - end), end)
+            pwrite_all(self.descriptor, bytes((PAD_BYTE,)) * (padded - end), end)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.descriptor, end)

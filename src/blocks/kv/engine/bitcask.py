@@ -53,6 +53,7 @@ from blocks.core.errors import (
     StorageError,
     storage_error,
 )
+from blocks.core.files import pwrite_all
 from blocks.kv.engine.compaction import run_merge
 from blocks.kv.engine.datafile import DataFile
 from blocks.kv.engine.files import (
@@ -60,7 +61,6 @@ from blocks.kv.engine.files import (
     DirectoryLock,
     FileId,
     fsync_directory,
-    write_all,
     write_zeros,
 )
 from blocks.kv.engine.format import encode_record, record_value
@@ -249,7 +249,7 @@ class Bitcask:
             if end > active.allocated:
                 self._preallocate(active, end)
             try:
-                write_all(active.fd, payload, active.size)
+                pwrite_all(active.fd, payload, active.size)
             except OSError as error:
                 self._undo_partial_write(active, error)
             file_no = active.file_no

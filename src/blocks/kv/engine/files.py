@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blocks.core.errors import FailedPrecondition
-from blocks.core.files import fsync_directory  # re-exported: the engine's modules import it here
+from blocks.core.files import (
+    fsync_directory,  # re-exported: the engine's modules import it here
+    pwrite_all,
+)
 
 __all__ = [
     "DirectoryLock",
@@ -34,7 +37,6 @@ __all__ = [
     "fsync_directory",
     "list_store",
     "marker_path",
-    "write_all",
     "write_zeros",
 ]
 
@@ -105,16 +107,6 @@ def list_store(directory: Path) -> StoreListing:
     )
 
 
-def write_all(fd: int, data: bytes, offset: int) -> None:
-    """``os.pwrite`` ``data`` at ``offset`` until every byte is written (a short write is
-    legal for regular files)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
 _ZEROS = bytes(256 * 1024)
 
 
@@ -122,7 +114,7 @@ def write_zeros(fd: int, start: int, end: int) -> None:
     """Write zero bytes over ``[start, end)`` of the file (extending it if need be)."""
     while start < end:
         count = min(end - start, len(_ZEROS))
-        write_all(fd, _ZEROS[:count] if count < len(_ZEROS) else _ZEROS, start)
+        pwrite_all(fd, _ZEROS[:count] if count < len(_ZEROS) else _ZEROS, start)
         start += count
 
 
