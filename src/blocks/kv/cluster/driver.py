@@ -63,29 +63,20 @@ from blocks.kv.cluster.driver_handlers import (
     members_report,
     status_report,
 )
-from blocks.kv.cluster.driver_io import Outbox, StorageHealth, held_flush
+from blocks.kv.cluster.driver_io import Outbox, PeerBatches, StorageHealth, held_flush
 from blocks.kv.cluster.membership import Membership
 from blocks.kv.cluster.messages import (
     Effect,
     Fail,
-    GetReplica,
-    GetReply,
-    Handoff,
-    HandoffAck,
-    Message,
-    PutAck,
-    PutReplica,
     Reply,
     Send,
 )
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import (
-    BATCH_MESSAGES_MAX,
     BATCH_TAG,
     Gossip,
     decode_peer_batch,
     decode_peer_message,
-    encode_batch,
     encode_peer_message,
 )
 from blocks.kv.cluster.persist import MemoryObjectStore, ObjectStore
@@ -418,36 +409,14 @@ class KVNode:
         except StorageError as error:
             self._storage_failed(error, made)
             return
-        batches: dict[str, _Batch] = {}
+        batches = PeerBatches(self._push, self.counters)
         while self._held:
             effect = self._held.popleft()
-            if not isinstance(effect, Send):
+            if isinstance(effect, Send):
+                batches.add(effect.to, effect.message)
+            else:
                 self._resolve(effect)
-                continue
-            message, peer = effect.message, effect.to
-            weight = _batch_weight(message)
-            batch = batches.get(peer)
-            if batch is not None and (weight < 0 or not batch.fits(weight)):
-                self._push_batch(peer, batch)  # keep this peer's messages in order
-                batch = batches[peer] = _Batch()
-            if weight < 0:
-                self._push(peer, encode_peer_message(message))
-                continue
-            if batch is None:
-                batch = batches[peer] = _Batch()
-            batch.add(encode_peer_message(message), weight)
-        for peer, batch in batches.items():
-            self._push_batch(peer, batch)
-
-    def _push_batch(self, peer: str, batch: _Batch) -> None:
-        """One wire message for the peer: the lone message as it is, several as a batch."""
-        messages = batch.messages
-        if len(messages) == 1:
-            self._push(peer, messages[0])
-        elif messages:
-            self.counters["peer_batches"] += 1
-            self.counters["peer_batched_messages"] += len(messages)
-            self._push(peer, encode_batch(messages))
+        batches.send_all()
 
     def _storage_failed(self, error: StorageError, made: set[int]) -> None:
         """The save of this iteration failed: see the module docs for what still leaves."""
@@ -504,46 +473,6 @@ class KVNode:
     @property
     def requests_in_flight(self) -> int:
         return len(self._waiting)
-
-
-BATCH_WEIGHT_MAX = 256 * 1024
-"""Estimated bytes (keys and values) one batch of peer messages carries at most; a message
-estimated at more travels alone (frames are bounded by the transport's ``frame_bytes_max``)."""
-
-
-class _Batch:
-    """Encoded data-path messages for one peer from one flush, and their estimated bytes."""
-
-    __slots__ = ("messages", "weight")
-
-    def __init__(self) -> None:
-        self.messages: list[list[Any]] = []
-        self.weight = 0
-
-    def fits(self, weight: int) -> bool:
-        return len(self.messages) < BATCH_MESSAGES_MAX and self.weight + weight <= BATCH_WEIGHT_MAX
-
-    def add(self, message: list[Any], weight: int) -> None:
-        self.messages.append(message)
-        self.weight += weight
-
-
-def _batch_weight(message: Message) -> int:
-    """A data-path message's estimated wire bytes; -1 for one that travels alone (gossip is
-    not an effect; anti-entropy messages, and messages over ``BATCH_WEIGHT_MAX``)."""
-    if isinstance(message, PutAck):
-        return 16
-    if isinstance(message, GetReplica | HandoffAck):
-        return 32 + len(message.key)
-    if isinstance(message, PutReplica | Handoff | GetReply):
-        weight = 64 if isinstance(message, GetReply) else 64 + len(message.key)
-        obj = message.obj
-        if obj is not None:
-            for sibling in obj.siblings:
-                weight += 64 + len(sibling.value or b"")
-            weight += 32 * len(obj.context.entries)
-        return weight if weight <= BATCH_WEIGHT_MAX else -1
-    return -1
 
 
 def _refusal(effects: list[Effect]) -> BlocksError | None:

@@ -5,6 +5,11 @@
 Overflow past ``limit`` drops the message and counts ``outbox_dropped`` (peer messages are
 best effort: requests time out, hints and anti-entropy resend).
 
+``PeerBatches`` groups the data-path messages one flush sends into one wire message per peer
+(``peer_wire.encode_batch``), in order, so a turn's replica requests and acks to a peer cost
+one frame and one handler task there instead of one each. A message estimated past
+``BATCH_WEIGHT_MAX`` bytes, and every message that is not a data-path one, travels alone.
+
 ``held_flush`` saves every key the core marked dirty, in one ``ObjectStore.save`` call, and
 clears the marks. The driver calls it before any held effect leaves the node. When the disk
 refuses (``StorageError``), ``KVNodeCore.revert_unsaved`` puts those keys back to what the
@@ -17,14 +22,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, StorageFull
 from blocks.core.transport import Transport
+from blocks.kv.cluster.messages import (
+    GetReplica,
+    GetReply,
+    Handoff,
+    HandoffAck,
+    Message,
+    PutAck,
+    PutReplica,
+)
 from blocks.kv.cluster.node import KVNodeCore
+from blocks.kv.cluster.peer_wire import BATCH_MESSAGES_MAX, encode_batch, encode_peer_message
 from blocks.kv.cluster.persist import ObjectStore, StoredRecord
 
-__all__ = ["Outbox", "StorageHealth", "held_flush"]
+__all__ = ["BATCH_WEIGHT_MAX", "Outbox", "PeerBatches", "StorageHealth", "held_flush"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +129,85 @@ class StorageHealth:
         if self.error is not None:
             self.error = None
             logger.warning("kv node %s: storage writable again; writes resumed", self._node_id)
+
+
+BATCH_WEIGHT_MAX = 256 * 1024
+"""Estimated bytes (keys and values) one batch of peer messages carries at most; a message
+estimated at more travels alone (frames are bounded by the transport's ``frame_bytes_max``)."""
+
+
+class _Batch:
+    """Encoded data-path messages for one peer from one flush, and their estimated bytes."""
+
+    __slots__ = ("messages", "weight")
+
+    def __init__(self) -> None:
+        self.messages: list[list[Any]] = []
+        self.weight = 0
+
+    def fits(self, weight: int) -> bool:
+        return len(self.messages) < BATCH_MESSAGES_MAX and self.weight + weight <= BATCH_WEIGHT_MAX
+
+    def add(self, message: list[Any], weight: int) -> None:
+        self.messages.append(message)
+        self.weight += weight
+
+
+def _batch_weight(message: Message) -> int:
+    """A data-path message's estimated wire bytes; -1 for one that travels alone (gossip is
+    not an effect; anti-entropy messages, and messages over ``BATCH_WEIGHT_MAX``)."""
+    if isinstance(message, PutAck):
+        return 16
+    if isinstance(message, GetReplica | HandoffAck):
+        return 32 + len(message.key)
+    if isinstance(message, PutReplica | Handoff | GetReply):
+        weight = 64 if isinstance(message, GetReply) else 64 + len(message.key)
+        obj = message.obj
+        if obj is not None:
+            for sibling in obj.siblings:
+                weight += 64 + len(sibling.value or b"")
+            weight += 32 * len(obj.context.entries)
+        return weight if weight <= BATCH_WEIGHT_MAX else -1
+    return -1
+
+
+class PeerBatches:
+    """One flush's messages to peers, one batch per peer (see the module docs); ``push``
+    hands an encoded wire message to the peer's outbox."""
+
+    __slots__ = ("_batches", "_counters", "_push")
+
+    def __init__(self, push: Callable[[str, list[Any]], None], counters: Counter[str]) -> None:
+        self._push = push
+        self._counters = counters
+        self._batches: dict[str, _Batch] = {}
+
+    def add(self, peer: str, message: Message) -> None:
+        """Queue ``message`` for ``peer`` behind the ones added before (sent in that order)."""
+        weight = _batch_weight(message)
+        batch = self._batches.get(peer)
+        if batch is not None and (weight < 0 or not batch.fits(weight)):
+            self._send(peer, self._batches.pop(peer))  # keep this peer's messages in order
+            batch = None
+        if weight < 0:
+            self._push(peer, encode_peer_message(message))
+            return
+        if batch is None:
+            batch = self._batches[peer] = _Batch()
+        batch.add(encode_peer_message(message), weight)
+
+    def send_all(self) -> None:
+        """Push every peer's batch."""
+        for peer, batch in self._batches.items():
+            self._send(peer, batch)
+        self._batches.clear()
+
+    def _send(self, peer: str, batch: _Batch) -> None:
+        """One wire message for the peer: the lone message as it is, several as a batch."""
+        messages = batch.messages
+        if len(messages) == 1:
+            self._push(peer, messages[0])
+        elif messages:
+            self._counters["peer_batches"] += 1
+            self._counters["peer_batched_messages"] += len(messages)
+            self._push(peer, encode_batch(messages))
