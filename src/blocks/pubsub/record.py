@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import Corruption
+from blocks.core.errors import Corruption, PeerError
 
-__all__ = ["StoredRecord", "newest_offsets"]
+__all__ = ["StoredRecord", "newest_offsets", "record_from_wire", "record_to_wire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +71,37 @@ def newest_offsets(records: Iterable[StoredRecord]) -> dict[bytes, int]:
         if record.key is not None and not record.control:
             newest[record.key] = record.offset
     return newest
+
+
+def record_to_wire(record: StoredRecord) -> list[Any]:
+    """The replicated form: a fetch answer carries every field, epoch and control included."""
+    return [
+        record.offset,
+        record.timestamp_ms,
+        record.key,
+        record.value,
+        record.producer_id,
+        record.sequence,
+        record.epoch,
+        record.control,
+    ]
+
+
+def record_from_wire(row: Any) -> StoredRecord:
+    """A record from a peer's fetch answer; ``PeerError`` if any field is malformed."""
+    try:
+        offset, timestamp_ms, key, value, producer_id, sequence, epoch, control = row
+        record = StoredRecord(
+            offset, timestamp_ms, key, value, producer_id, sequence, epoch, control
+        )
+    except (TypeError, ValueError):
+        raise PeerError("malformed replicated record") from None
+    if not (
+        type(offset) is int
+        and type(timestamp_ms) is int
+        and type(epoch) is int
+        and isinstance(value, bytes)
+        and (key is None or isinstance(key, bytes))
+    ):
+        raise PeerError("malformed replicated record")
+    return record

@@ -50,7 +50,7 @@ from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Overloaded, PeerError, Timeout, Unavailable
 from blocks.core.files import make_directories, write_atomically
 from blocks.core.transport import Transport
-from blocks.pubsub.record import StoredRecord
+from blocks.pubsub.record import StoredRecord, record_from_wire, record_to_wire
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
@@ -62,13 +62,7 @@ from blocks.pubsub.replica_messages import (
     decode,
     encode,
 )
-from blocks.pubsub.replication_parts import (
-    ReplicationConfig,
-    epoch_history,
-    record_from_wire,
-    record_to_wire,
-    replica_set,
-)
+from blocks.pubsub.replication_config import ReplicationConfig, replica_set
 from blocks.pubsub.topics import TopicConfig, TopicTable
 
 __all__ = ["Replication", "ReplicationConfig", "replica_set"]
@@ -443,3 +437,15 @@ class Replication:
                 self.topics.restart_at(key[0], key[1], cut)
                 replica.note_restarted(cut)
         await self.settle(key)
+
+
+def epoch_history(read: Any, first_offset: int) -> list[tuple[int, int]]:
+    """``(epoch, first offset)`` of every epoch in a stored log."""
+    history: list[tuple[int, int]] = []
+    offset = first_offset
+    while batch := read(offset, 1000, 1 << 24, include_control=True):
+        for record in batch:
+            if not history or record.epoch != history[-1][0]:
+                history.append((record.epoch, record.offset))
+        offset = batch[-1].offset + 1
+    return history

@@ -1,0 +1,41 @@
+"""``ReplicationConfig`` and placement: which brokers hold a partition, and the timing of
+their replication (the same on every broker of a cluster)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blocks.core.errors import InvalidArgument
+from blocks.core.hashing import rendezvous
+
+__all__ = ["ReplicationConfig", "replica_set"]
+
+
+def replica_set(topic: str, partition: int, nodes: list[str], factor: int) -> tuple[str, ...]:
+    """The brokers holding a partition, preferred leader first."""
+    return tuple(rendezvous(f"{topic}/{partition}", sorted(nodes), min(factor, len(nodes))))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Timing and placement of a cluster's replication (the same on every broker)."""
+
+    replication_factor: int = 3
+    election_timeout_ms: int = 1_000  # randomized in [t, 2t)
+    lag_max_ms: int = 2_000  # ISR: longest a follower may stay behind
+    tick_ms: int = 50
+    fetch_wait_ms: int = 200  # a follower fetch finding nothing waits this long at the leader
+    fetch_timeout_ms: int = 500
+    ack_timeout_ms: int = 10_000  # acks=all: longest a produce waits for the ISR
+    commit_on_majority: bool = False  # see ``ReplicaConfig``: a majority, not the whole ISR
+
+    def __post_init__(self) -> None:
+        if type(self.commit_on_majority) is not bool:
+            raise InvalidArgument("commit_on_majority must be a bool")
+        for name in self.__dataclass_fields__:
+            if name == "commit_on_majority":
+                continue
+            if type(getattr(self, name)) is not int or getattr(self, name) <= 0:
+                raise InvalidArgument(f"{name} must be a positive integer")
+        if self.fetch_timeout_ms <= self.fetch_wait_ms:
+            raise InvalidArgument("fetch_timeout_ms must exceed fetch_wait_ms")
