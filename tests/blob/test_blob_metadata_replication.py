@@ -39,6 +39,9 @@ class Recorder:
     def catch_up_key(self, bucket: str, key: str) -> bool:
         return False
 
+    def catch_up_bucket(self, bucket: str) -> None:
+        pass  # every push reached every replica
+
 
 class Lagging:
     """A replicator whose pushes never reach this node's peer; ``catch_up_key`` asks it."""
@@ -54,6 +57,10 @@ class Lagging:
         for record in self.peer.key_records(bucket, key):
             applied |= self.me.apply_remote(record)
         return applied
+
+    def catch_up_bucket(self, bucket: str) -> None:
+        for record in self.peer.bucket_records(bucket):
+            self.me.apply_remote(record)
 
 
 def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:

@@ -130,6 +130,12 @@ class _Pushes:
             for record in records:
                 peer.apply_remote(record)
 
+    def catch_up_bucket(self, bucket: str) -> None:
+        assert self.me is not None
+        for peer in self.peers:
+            for record in peer.bucket_records(bucket):
+                self.me.apply_remote(record)
+
     def catch_up_key(self, bucket: str, key: str) -> bool:
         assert self.me is not None
         applied = False

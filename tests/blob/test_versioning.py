@@ -191,6 +191,9 @@ class Recorder:
     def catch_up_key(self, bucket: str, key: str) -> bool:
         return False
 
+    def catch_up_bucket(self, bucket: str) -> None:
+        pass  # every push reached every replica
+
 
 def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:
     return ReplicatedBlobStore(
@@ -285,6 +288,10 @@ class FromPeer:
         for record in self.peer.key_records(bucket, key):
             applied |= self.me.apply_remote(record)
         return applied
+
+    def catch_up_bucket(self, bucket: str) -> None:
+        for record in self.peer.bucket_records(bucket):
+            self.me.apply_remote(record)
 
 
 class LandsDuringFetch(FromPeer):

@@ -19,6 +19,15 @@ a change in flight) is acknowledged and dropped. A local change that finds a new
 already in flight fails with ``Conflict`` (the client retries). The journal therefore holds a
 key's changes in version order, and replay (journal order) rebuilds the same index.
 
+Versioning status. What a write of an object makes (a fresh version id, the null version, a
+delete marker or a removal) depends on its bucket's versioning status, which a node learns
+from a pushed ``BucketPut``; a node outside the majority that acknowledged a status change
+may not have it yet. So every such write (PUT, copy, completion, DELETE) first reads the
+bucket's record from a majority (``RecordSink.catch_up_bucket``: one round trip to the
+peers, before the body is read) and applies the newest: any two majorities share a node, so a
+write begun after a status change was acknowledged sees it. Settings changes carry a version
+(``BucketPut.settings_version``), so the newest wins whatever order copies arrive in.
+
 Chunks. Reference counts cover every node's objects; a count reaching zero deletes nothing
 (``ChunkLedger.delete_unreferenced`` is off): another node may be about to reference the
 chunk. Chunks are collected only by the cluster collector (``gc``) with marks, a grace period
@@ -71,6 +80,11 @@ class RecordSink(Protocol):
     def catch_up_upload(self, upload_id: str) -> bool:
         """Fetch what the peers hold of one multipart upload (its bucket, the upload and
         its parts) and apply it here; returns whether anything changed."""
+        ...
+
+    def catch_up_bucket(self, bucket: str) -> None:
+        """Apply here the newest record of ``bucket`` among a majority of the nodes (this
+        one counts); raises ``Unavailable`` if a majority does not answer."""
         ...
 
 
@@ -194,6 +208,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         checksums: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        self._status_caught_up(bucket)
         if condition is not None and not self._knows(bucket, key):
             self._caught_up(bucket, key)  # the condition is checked against the newest
         info: ObjectInfo = self._replicated(
@@ -209,17 +224,25 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         )
         return info
 
+    def _status_caught_up(self, bucket: str) -> None:
+        """Learn the bucket's newest settings from a majority before a write of one of its
+        objects is stamped (see the module docstring); never with the lock held."""
+        if self.replicator is not None:
+            self.replicator.catch_up_bucket(bucket)
+
     def _knows(self, bucket: str, key: str) -> bool:
         with self._lock:
             return bool(self.index.versions(bucket, key)) if bucket in self.index.buckets else False
 
     def delete_object(self, bucket: str, key: str) -> bool:
+        self._status_caught_up(bucket)
         if not self._knows(bucket, key):  # a key not heard of here is deleted all the same
             self._caught_up(bucket, key)
         existed: bool = self._replicated(super().delete_object, bucket, key)
         return existed
 
     def delete_version(self, bucket: str, key: str, version_id: str | None = None) -> DeleteOutcome:
+        self._status_caught_up(bucket)
         if not self._knows(bucket, key):
             self._caught_up(bucket, key)
         outcome: DeleteOutcome = self._replicated(super().delete_version, bucket, key, version_id)
@@ -339,6 +362,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         part_checksums: Mapping[int, Mapping[str, str]] | None = None,
         checksums: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
+        self._status_caught_up(bucket)
         info: ObjectInfo = self._with_upload(
             upload_id,
             super().complete_multipart_upload,

@@ -3,9 +3,10 @@ what peers ask of this node.
 
 Theory of operation. ``apply_remote`` takes a record a peer committed: unless this node
 holds the same change or a newer one (``_wins``: versions for a key's changes, incarnations
-for buckets, finished-upload tombstones for uploads), it journals the record here, waits for
-it to be durable and applies it to the index (``_install``), releasing what it replaced.
-``snapshot_records`` and ``key_records`` answer a peer's sync and a peer's read of one key;
+and then settings versions for buckets, finished-upload tombstones for uploads), it journals
+the record here, waits for it to be durable and applies it to the index (``_install``),
+releasing what it replaced. ``snapshot_records``, ``key_records`` and ``bucket_records``
+answer a peer's sync, a peer's read of one key and a peer's read of a bucket's status;
 ``referenced`` answers the cluster collector. ``replica.ReplicatedBlobStore`` mixes this in
 after ``LocalBlobStore``, whose commit path it uses.
 """
@@ -77,7 +78,14 @@ class PeerRecordsMixin:
             case BucketPut(name, created_ms):
                 if index.bucket_buried(name, created_ms):
                     return False  # from a node that missed the delete
-                return name not in index.buckets or index.bucket_record(name) != record
+                if name not in index.buckets:
+                    return True
+                current = index.bucket_record(name)
+                if current.created_ms != created_ms:
+                    return created_ms > current.created_ms  # the newer incarnation
+                if record.settings_version != current.settings_version:
+                    return record.settings_version > current.settings_version
+                return record != current  # unversioned records (older journals): arrival order
             case BucketDelete(name, created_ms):
                 held = index.buckets.get(name)
                 if held is not None:
@@ -120,6 +128,8 @@ class PeerRecordsMixin:
             self.hybrid_clock.observe(version[0])
         if isinstance(record, BucketPut | BucketDelete):  # a re-created bucket is newer
             self.hybrid_clock.observe(record.created_ms)
+        if isinstance(record, BucketPut):  # and so is a later change of its settings
+            self.hybrid_clock.observe(record.changed_ms)
         entity = entity_of(record)
         with self._lock:
             self._check_open()
@@ -162,8 +172,8 @@ class PeerRecordsMixin:
                 if bucket in index.buckets:
                     index.add_tombstone(bucket, key, record.version, version_id)
                 released.append(removed.chunks if removed is not None else ())
-            case BucketPut(name, created_ms, owner, acl, versioning):
-                index.add_bucket(name, created_ms, owner, acl, versioning)
+            case BucketPut():
+                index.put_bucket(record)
             case BucketDelete(name, created_ms):
                 released += index.remove_bucket(name, created_ms)
             case UploadPut(upload) if upload.bucket in index.buckets:
@@ -184,6 +194,15 @@ class PeerRecordsMixin:
             self._check_open()
             records = [encode(r) for r in self.index.snapshot(self._read_inline)]
         return iter(records)
+
+    def bucket_records(self, bucket: str) -> list[bytes]:
+        """The bucket's record as this node holds it (nothing if it holds no such bucket):
+        what a peer reads from a majority before stamping a write (``replica``)."""
+        with self._lock:
+            self._check_open()
+            if bucket not in self.index.buckets:
+                return []
+            return [encode(self.index.bucket_record(bucket))]
 
     def key_records(self, bucket: str, key: str) -> list[bytes]:
         """What this node holds of one key, as records: its bucket, then every version of

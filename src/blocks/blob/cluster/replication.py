@@ -9,6 +9,7 @@ half, over the peers' existing shard channel (``/_shards/_meta/...``, the cluste
     GET  /_shards/_meta/snapshot    msgpack list of the peer's live metadata as records
     POST /_shards/_meta/key         msgpack [bucket, key]; the peer's records of that key
     POST /_shards/_meta/upload      msgpack [upload id]; the peer's records of that upload
+    POST /_shards/_meta/bucket      msgpack [bucket]; the peer's record of that bucket
     POST /_shards/_meta/referenced  msgpack list of chunk ids; answers those it references
 
 *Pushes.* A local change's records go to every peer at once; the change is acknowledged
@@ -25,6 +26,14 @@ acknowledged write is on a majority, hence on some other node if not on this one
 node sees it. Listings are served from the local index and may lag until the next sync.
 A part or a completion of an upload this node has not received (created or uploaded
 through another node) fetches the upload the same way (``catch_up_upload``).
+
+*Writes read the bucket's settings from a majority.* Before a write of an object stamps
+its version (a fresh id, or the null version, by the bucket's versioning status), the node
+asks every peer for its record of the bucket (``catch_up_bucket``) and applies the newest
+from a majority of the nodes (this one counts): a status change acknowledged on a majority
+is on one of them, so no node writes a null version into a bucket whose versioning was
+enabled before the write began. Short of a majority the write fails (``Unavailable``)
+before anything is journaled.
 
 *Repair.* After its first sync a node verifies every chunk the metadata references (every
 shard, on every node) and rewrites the missing or bad ones where they belong: a node that
@@ -140,6 +149,44 @@ class Replicator:
         self.keys_caught_up += applied
         return applied
 
+    def catch_up_bucket(self, bucket: str) -> None:
+        """Ask every peer for its record of ``bucket``, in parallel, and apply every answer
+        that came before a majority of the nodes (this one included) had answered; raise
+        ``Unavailable`` if they do not. Peers that answer later are not waited for."""
+        needed = self.quorum - 1
+        if needed <= 0:
+            return
+        body = pack([bucket], size_max=META_BODY_BYTES_MAX)
+        pending: set[Future[list[bytes] | None]] = {
+            self._pool.submit(self._fetch_bucket, peer, body) for peer in self.peers.values()
+        }
+        answers: list[list[bytes]] = []
+        while pending and len(answers) < needed:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            answers += [answer for f in done if (answer := f.result()) is not None]
+        if len(answers) < needed:
+            raise Unavailable(
+                f"bucket {bucket!r} read from {len(answers) + 1} of {self.nodes} nodes, "
+                f"need {self.quorum}"
+            )
+        for records in answers:
+            for record in records:
+                try:
+                    self.store.apply_remote(record)
+                except NotFound:
+                    continue
+
+    @staticmethod
+    def _fetch_bucket(peer: HttpShardStore, body: bytes) -> list[bytes] | None:
+        """The peer's record of a bucket ([] if it holds none); None if it did not answer."""
+        try:
+            status, reply = peer.call("POST", f"{_BASE}/bucket", body)
+            if status != 200:
+                return None
+            return _records(unpack(reply, size_max=META_BODY_BYTES_MAX))
+        except (Unavailable, InvalidArgument):
+            return None
+
     def catch_up_upload(self, upload_id: str) -> bool:
         """Ask every peer what it holds of one multipart upload, in parallel, and apply it
         here (its bucket, the upload, then its parts); returns whether anything changed."""
@@ -194,6 +241,11 @@ class Replicator:
                 if not (isinstance(asked, list) and len(asked) == 2):
                     raise InvalidArgument("expected [bucket, key]")
                 return Response(200, {}, pack(self.store.key_records(*map(str, asked))))
+            if route == ("POST", "bucket"):
+                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
+                if not (isinstance(asked, list) and len(asked) == 1):
+                    raise InvalidArgument("expected [bucket]")
+                return Response(200, {}, pack(self.store.bucket_records(str(asked[0]))))
             if route == ("POST", "upload"):
                 asked = unpack(body, size_max=META_BODY_BYTES_MAX)
                 if not (isinstance(asked, list) and len(asked) == 1):

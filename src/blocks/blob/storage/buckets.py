@@ -3,7 +3,9 @@
 Theory of operation. A bucket is one ``records.BucketPut`` in the journal (its incarnation
 ``created_ms``, owner, canned policy and S3 versioning status); changing its policy or its
 versioning journals the whole record again, so replay and a peer's copy always see the
-bucket whole. Bucket changes are rare and hold the store's lock across their commit, so no
+bucket whole. Each change carries a version (``BucketPut.settings_version``: the clock's
+time, past the version it replaces, and this node's id), by which replicas order changes of
+one incarnation. Bucket changes are rare and hold the store's lock across their commit, so no
 other change of the same bucket overtakes one. A bucket is empty only when it holds no
 object, no version (a delete marker included) and no upload in progress.
 
@@ -37,6 +39,7 @@ class BucketMixin:
     _latest: dict[Hashable, int]
     index: MetaIndex
     clock: Clock
+    node_id: str
 
     def _check_open(self) -> None:
         raise NotImplementedError
@@ -95,9 +98,11 @@ class BucketMixin:
                 held.owner,
                 held.acl if acl is None else acl,
                 held.versioning if versioning is None else versioning,
+                max(self.clock.now_ms(), held.changed_ms + 1),  # newer than what it replaces
+                self.node_id,
             )
             self._commit_bucket(record)
-            self.index.add_bucket(*_fields(record))
+            self.index.put_bucket(record)
 
     def set_bucket_acl(self, name: str, acl: str) -> None:
         """Keep ``acl`` as the bucket's policy (journaled as a new ``BucketPut``);
@@ -140,7 +145,3 @@ class BucketMixin:
             self._check_open()
             buckets = self.index.buckets
             return [BucketInfo(name, buckets[name]) for name in sorted(buckets)]
-
-
-def _fields(record: BucketPut) -> tuple[str, int, str, str, str]:
-    return record.name, record.created_ms, record.owner, record.acl, record.versioning

@@ -80,6 +80,9 @@ class MetaIndex:
         self.sorted_keys: dict[str, list[str]] = {}
         self.versioning: dict[str, str] = {}
         """bucket -> ``Enabled`` or ``Suspended``; absent for a bucket never versioned."""
+        self.bucket_changes: dict[str, tuple[int, str]] = {}
+        """bucket -> the version of its settings (``BucketPut.settings_version``), for
+        buckets whose access or status changed since they were created."""
         self.history: dict[str, dict[str, list[Manifest]]] = {}
         """bucket -> key -> every version, newest first, for keys with more than one
         version or a delete marker (see the module docstring)."""
@@ -90,6 +93,14 @@ class MetaIndex:
         self._part_count = 0
 
     # -- buckets ---------------------------------------------------------------------------
+    def put_bucket(self, record: BucketPut) -> None:
+        """Hold the bucket as ``record`` has it (the caller checked that it is newer)."""
+        self.add_bucket(record.name, record.created_ms, record.owner, record.acl, record.versioning)
+        if record.changed_ms:
+            self.bucket_changes[record.name] = record.settings_version
+        else:
+            self.bucket_changes.pop(record.name, None)
+
     def add_bucket(
         self, name: str, created_ms: int, owner: str = "", acl: str = "", versioning: str = ""
     ) -> None:
@@ -112,7 +123,9 @@ class MetaIndex:
     def bucket_record(self, name: str) -> BucketPut:
         """The bucket as one record (it exists): incarnation, access and versioning."""
         owner, acl = self.bucket_access.get(name, ("", ""))
-        return BucketPut(name, self.buckets[name], owner, acl, self.versioning.get(name, ""))
+        changed_ms, changer = self.bucket_changes.get(name, (0, ""))
+        status = self.versioning.get(name, "")
+        return BucketPut(name, self.buckets[name], owner, acl, status, changed_ms, changer)
 
     def bucket_is_empty(self, name: str) -> bool:
         """No object and no version (a delete marker included) in the bucket."""
@@ -136,6 +149,7 @@ class MetaIndex:
         del self.history[name], self.history_keys[name]
         self.bucket_access.pop(name, None)
         self.versioning.pop(name, None)
+        self.bucket_changes.pop(name, None)
         return released
 
     # -- objects ---------------------------------------------------------------------------
@@ -277,8 +291,8 @@ class MetaIndex:
     def apply(self, record: Record) -> None:
         """Replay one journal record (see the module docstring); ignores misfits."""
         match record:
-            case BucketPut(name, created_ms, owner, acl, versioning):
-                self.add_bucket(name, created_ms, owner, acl, versioning)
+            case BucketPut():
+                self.put_bucket(record)
             case BucketDelete(name, created_ms):
                 self.remove_bucket(name, created_ms)
             case ObjectPut(manifest, _) if manifest.bucket in self.buckets:

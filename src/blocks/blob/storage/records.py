@@ -78,13 +78,23 @@ class Kind(enum.IntEnum):
 class BucketPut:
     """``owner`` (an access key id, "" for none) and ``acl`` (``s3.access``'s canned
     policy, "" for private) are the bucket's access, ``versioning`` its S3 versioning status
-    ("", ``Enabled`` or ``Suspended``); a later BucketPut of the same bucket changes them."""
+    ("", ``Enabled`` or ``Suspended``); a later BucketPut of the same bucket changes them.
+    ``(changed_ms, changer)`` is the version of those settings (the hybrid clock's time and
+    the node id of the change; ``(0, "")`` as created): replicas keep the newest settings of
+    an incarnation whatever order its records arrive in, so a lagging node's copy never
+    undoes a change."""
 
     name: str
     created_ms: int
     owner: str = ""
     acl: str = ""
     versioning: str = ""
+    changed_ms: int = 0
+    changer: str = ""
+
+    @property
+    def settings_version(self) -> tuple[int, str]:
+        return self.changed_ms, self.changer
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +167,12 @@ Record = (
 
 def _fields(record: Record) -> tuple[Kind, dict[str, Any]]:
     match record:
-        case BucketPut(name, created_ms, owner, acl, versioning):
+        case BucketPut(name, created_ms, owner, acl, versioning, changed_ms, changer):
             access = {"o": owner, "a": acl} if owner or acl else {}
             status = {"v": versioning} if versioning else {}
-            return Kind.BUCKET_PUT, {"n": name, "c": created_ms, **access, **status}
+            changed = {"m": changed_ms, "w": changer} if changed_ms else {}
+            fields = {"n": name, "c": created_ms, **access, **status, **changed}
+            return Kind.BUCKET_PUT, fields
         case BucketDelete(name, created_ms):
             incarnation = {"c": created_ms} if created_ms else {}
             return Kind.BUCKET_DELETE, {"n": name, **incarnation}
@@ -215,7 +227,9 @@ def _decode_fields(kind: Kind, fields: Any, body: memoryview, offset: int, size:
         case Kind.BUCKET_PUT:
             owner, acl = str(fields.get("o", "")), str(fields.get("a", ""))
             versioning = str(fields.get("v", ""))
-            return BucketPut(str(fields["n"]), int(fields["c"]), owner, acl, versioning)
+            changed_ms, changer = int(fields.get("m", 0)), str(fields.get("w", ""))
+            name, created_ms = str(fields["n"]), int(fields["c"])
+            return BucketPut(name, created_ms, owner, acl, versioning, changed_ms, changer)
         case Kind.BUCKET_DELETE:
             return BucketDelete(str(fields["n"]), int(fields.get("c", 0)))
         case Kind.OBJECT_PUT:

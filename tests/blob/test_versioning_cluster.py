@@ -1,0 +1,170 @@
+"""A bucket's versioning status in a cluster (#15): three replicas with real ``Replicator``s
+talking through in-process peers, one of them cut off from the node that enabled versioning.
+A write through the node that has not heard the status must still make a version (a PUT a
+fresh id, a DELETE a delete marker), and a stale copy of the bucket record (a lagging node's
+snapshot) must not undo the status anywhere: a status change has a version, like a key's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import cast
+
+import pytest
+
+from blocks.blob.cluster.peers import HttpShardStore
+from blocks.blob.cluster.replica import ReplicatedBlobStore
+from blocks.blob.cluster.replication import Replicator
+from blocks.blob.storage.buckets import ENABLED, SUSPENDED
+from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
+from blocks.blob.storage.versioned import NULL_VERSION, DeleteMarkerFound
+from blocks.core.clock import ManualClock
+from blocks.core.errors import Unavailable
+
+NAMES = ("a", "b", "c")
+
+
+class Link:
+    """A peer as its replicator sees it: ``call`` reaches the other node's meta routes
+    unless the link is cut (then ``Unavailable``, as for a peer that is down)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.target: Replicator | None = None
+        self.cut = False
+
+    def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        if self.cut or self.target is None:
+            raise Unavailable(f"link to {self.name} cut")
+        parts = path.strip("/").split("/")
+        assert parts[0] == "_meta"
+        response = self.target.handle(method, parts[1:], body)
+        return response.status, response.body
+
+
+class Cluster:
+    def __init__(self) -> None:
+        clock = ManualClock(1_000_000)
+        shards: dict[str, ShardStore] = {name: MemoryShardStore(name) for name in NAMES}
+        self.stores: dict[str, ReplicatedBlobStore] = {}
+        self.links: dict[tuple[str, str], Link] = {}
+        self.replicators: dict[str, Replicator] = {}
+        for name in NAMES:
+            self.stores[name] = ReplicatedBlobStore(
+                nodes=shards,
+                codec="rs:2+1",
+                chunk_bytes=1024,
+                inline_bytes_max=0,  # as a replica runs: bodies stay out of the records
+                owned_nodes=(),
+                node_id=name * 16,
+                clock=clock,
+            )
+        for name in NAMES:
+            peers = {}
+            for other in NAMES:
+                if other != name:
+                    link = self.links[name, other] = Link(other)
+                    peers[other] = cast(HttpShardStore, link)
+            local = cast(DirectoryShardStore, shards[name])  # only collection uses it
+            replicator = Replicator(self.stores[name], peers, local, clock=clock)
+            self.replicators[name] = self.stores[name].replicator = replicator
+        for (_, other), link in self.links.items():
+            link.target = self.replicators[other]
+
+    def cut(self, one: str, other: str, cut: bool = True) -> None:
+        self.links[one, other].cut = self.links[other, one].cut = cut
+
+    def close(self) -> None:
+        for replicator in self.replicators.values():
+            replicator.close()
+
+
+def _eventually(holds: Callable[[], bool]) -> None:
+    """Wait (bounded) for the pushes still on their way to the node outside the majority."""
+    deadline = time.monotonic() + 30.0
+    while not holds():
+        assert time.monotonic() < deadline, "never held"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    yield made
+    made.close()
+
+
+def test_a_put_through_a_node_that_missed_the_status_gets_a_version(cluster: Cluster) -> None:
+    a, b, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    _eventually(lambda: "bkt" in c.index.buckets)  # every node holds the bucket
+    cluster.cut("a", "c")
+    a.set_bucket_versioning("bkt", ENABLED)  # acknowledged by a and b; c has not heard
+    assert c.index.versioning.get("bkt", "") == ""
+    first = c.put_object("bkt", "k", b"one" * 300)
+    second = c.put_object("bkt", "k", b"two" * 2000)
+    assert NULL_VERSION not in (first.version_id, second.version_id)
+    assert first.version_id != second.version_id
+    assert c.bucket_versioning("bkt") == ENABLED
+    cluster.cut("a", "c", cut=False)
+    cluster.replicators["a"].sync_once()  # a was cut off from c's pushes
+    for store in (a, b, c):
+        held = [m.version_id for m in store.index.versions("bkt", "k")]
+        assert held == [second.version_id, first.version_id], store.node_id
+        assert store.get_object("bkt", "k")[1] == b"two" * 2000
+
+
+def test_a_delete_through_a_node_that_missed_the_status_writes_a_marker(
+    cluster: Cluster,
+) -> None:
+    a, b, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    a.put_object("bkt", "k", b"plain")  # the null version, from before versioning
+    _eventually(lambda: bool(c.index.versions("bkt", "k")))
+    cluster.cut("a", "c")
+    a.set_bucket_versioning("bkt", ENABLED)
+    c.delete_object("bkt", "k")  # must leave the null version and add a marker
+    with pytest.raises(DeleteMarkerFound):
+        b.get_object("bkt", "k")
+    assert b.get_object("bkt", "k", version_id=NULL_VERSION)[1] == b"plain"
+
+
+def test_a_suspension_reaches_a_write_through_a_node_that_missed_it(cluster: Cluster) -> None:
+    a, _, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    a.set_bucket_versioning("bkt", ENABLED)
+    _eventually(lambda: c.index.versioning.get("bkt") == ENABLED)
+    cluster.cut("a", "c")
+    a.set_bucket_versioning("bkt", SUSPENDED)
+    assert c.put_object("bkt", "k", b"x").version_id == NULL_VERSION
+
+
+def test_a_stale_bucket_record_does_not_undo_a_status(cluster: Cluster) -> None:
+    a, b, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    _eventually(lambda: "bkt" in c.index.buckets)
+    cluster.cut("a", "c")
+    cluster.cut("b", "c")
+    a.set_bucket_versioning("bkt", ENABLED)
+    stale = c.key_records("bkt", "k")[0]  # c's bucket record, without the status
+    assert not a.apply_remote(stale)
+    cluster.cut("a", "c", cut=False)
+    cluster.cut("b", "c", cut=False)
+    cluster.replicators["a"].sync_once()  # pulls c's snapshot: its old record too
+    cluster.replicators["c"].sync_once()
+    assert [s.bucket_versioning("bkt") for s in (a, b, c)] == [ENABLED] * 3
+    a.set_bucket_versioning("bkt", SUSPENDED)  # a later change still wins everywhere
+    _eventually(lambda: [s.bucket_versioning("bkt") for s in (a, b, c)] == [SUSPENDED] * 3)
+
+
+def test_a_write_that_cannot_reach_a_majority_for_the_status_is_refused(
+    cluster: Cluster,
+) -> None:
+    a, _, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    _eventually(lambda: "bkt" in c.index.buckets)
+    cluster.cut("a", "c")
+    cluster.cut("b", "c")
+    with pytest.raises(Unavailable):
+        c.put_object("bkt", "k", b"x")
+    assert c.index.versions("bkt", "k") == []  # nothing journaled
