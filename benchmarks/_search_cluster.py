@@ -6,7 +6,12 @@ Three contenders hold the same corpus and answer the same batches of queries:
   means in the goal: no RPC at all);
 * ``one serve process``: ``blocks search serve`` holding everything, called over gRPC;
 * ``coordinator + 4 shards``: four ``serve`` processes holding a quarter each (routed by the
-  coordinator's ring) and a coordinator ``serve --remote-shards``, called over gRPC.
+  coordinator's ring) and a coordinator ``serve --remote-shards``, called over gRPC;
+* ``coordinator + 4 shards, shared IVF`` (IVF settings only): the same, with the shards
+  started ``--kind shared-ivf``: one set of centroids for the collection (the single index's
+  ``nlist``, trained once by the coordinator on the same sample), each query's lists chosen
+  once by the coordinator, each shard scanning only those lists of its quarter
+  (``blocks.search.coarse``), at the single index's ``nprobe``.
 
 Each setting is a faiss factory string for the whole index and one for a shard, with the
 search parameter each takes: ``Flat`` (exact, where the merged answer must equal brute force)
@@ -52,6 +57,7 @@ SHARDS = 4
 IN_PROCESS = "in-process"
 ONE_SERVE = "one serve process"
 CLUSTER = f"coordinator + {SHARDS} shards"
+SHARED = f"coordinator + {SHARDS} shards, shared IVF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,7 @@ class ClusterSetting:
     shard_spec: str
     nprobe: int | None = None
     shard_nprobe: int | None = None
+    shared_spec: str | None = None  # the shared-IVF cluster's shard spec (same nlist, nprobe)
 
     @property
     def trained(self) -> bool:
@@ -81,6 +88,7 @@ def cluster_settings(nlist: int, nprobe: int) -> list[ClusterSetting]:
             f"IVF{shard_nlist},Flat",
             nprobe,
             shard_nprobe,
+            shared_spec=f"IVF{nlist}",
         ),
     ]
 
@@ -135,8 +143,8 @@ def _in_process(setting: ClusterSetting, corpus: np.ndarray, metric: str, train:
     return _Started(search, [], [])
 
 
-def _common(corpus: np.ndarray, metric: str) -> list[str]:
-    return ["--dim", str(corpus.shape[1]), "--metric", metric, "--kind", "faiss"]
+def _common(corpus: np.ndarray, metric: str, kind: str = "faiss") -> list[str]:
+    return ["--dim", str(corpus.shape[1]), "--metric", metric, "--kind", kind]
 
 
 def _one_serve(setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any) -> _Started:
@@ -154,15 +162,28 @@ def _one_serve(setting: ClusterSetting, corpus: np.ndarray, metric: str, train: 
 
 
 def _cluster(
-    setting: ClusterSetting, corpus: np.ndarray, metric: str, train: Any, shard_threads: int
+    setting: ClusterSetting,
+    corpus: np.ndarray,
+    metric: str,
+    train: Any,
+    shard_threads: int,
+    *,
+    shared: bool = False,
 ) -> _Started:
+    """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
+    matched to the single index's recall), or with ``shared`` one IVF over all shards
+    (``shared_spec``: the single index's lists, trained once by the coordinator, probed at
+    the single index's nprobe, each query's lists chosen once by the coordinator)."""
     from blocks.search.client import SearchClient
 
     processes, shards = [], []
+    if shared:
+        assert setting.shared_spec is not None
+        shard_argv = [*_common(corpus, metric, "shared-ivf"), "--spec", setting.shared_spec]
+    else:
+        shard_argv = [*_common(corpus, metric), "--spec", setting.shard_spec]
     for number in range(SHARDS):
-        process, address = _serve(
-            [*_common(corpus, metric), "--spec", setting.shard_spec], shard_threads
-        )
+        process, address = _serve(shard_argv, shard_threads)
         processes.append(process)
         shards.append(f"s{number}={address}")
     coordinator, address = _serve(
@@ -182,7 +203,8 @@ def _cluster(
         ids: np.ndarray = result.ids
         return ids
 
-    started = _Started(search, processes, [client.close], setting.shard_nprobe)
+    nprobe = setting.nprobe if shared else setting.shard_nprobe
+    started = _Started(search, processes, [client.close], nprobe)
     return started
 
 
@@ -251,10 +273,15 @@ def cluster_part(
             ONE_SERVE: partial(_one_serve, setting, corpus, metric, train),
             CLUSTER: partial(_cluster, setting, corpus, metric, train, shard_threads),
         }
+        if setting.shared_spec is not None:
+            builders[SHARED] = partial(
+                _cluster, setting, corpus, metric, train, shard_threads, shared=True
+            )
         started = {label: build() for label, build in builders.items()}
         progress(f"{name} processes: {setting.label} loaded")
         try:
             answers = {label: s.search(queries) for label, s in started.items() if label != CLUSTER}
+            shared_nprobe = started[SHARED].nprobe if SHARED in started else None
             target = recall(answers[IN_PROCESS], truth)
             answers[CLUSTER] = _match_recall(
                 started[CLUSTER], setting, queries, truth, target, recall
@@ -288,7 +315,13 @@ def cluster_part(
             summary.append(
                 {
                     "setting": setting.label
-                    + (f", shards nprobe={shard_nprobe}" if shard_nprobe else ""),
+                    + (
+                        f", shards nprobe={shard_nprobe}"
+                        if shard_nprobe and result.contender == CLUSTER
+                        else f", shared IVF nprobe={shared_nprobe}"
+                        if result.contender == SHARED
+                        else ""
+                    ),
                     "contender": result.contender,
                     "recall@10": recall(ids, truth),
                     "rows differing from float64 truth": _differs(ids, truth),
@@ -331,3 +364,51 @@ def cluster_part(
     load = os.getloadavg()
     print(f"\n## {name}: one process vs {CLUSTER} (load now {load[0]:.2f})\n\n{table}")
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The process part alone, at a given IVF operating point (no curve sweep first):
+
+    python -m benchmarks._search_cluster --n 200000 --nprobe 6 --rounds 5 --out results
+    """
+    import argparse
+
+    from benchmarks.search import brute_force_truth, recall_at_k
+    from blocks.search.synthetic import clustered_vectors
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--n", type=int, default=200_000, help="clustered vectors")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--nprobe", type=int, default=6, help="the single index's nprobe")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ops", type=int, default=3, help="query batches per round")
+    parser.add_argument("--shard-threads", type=int, default=1)
+    parser.add_argument("--no-flat", dest="flat", action="store_false", help="IVF only")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args(argv)
+    corpus, queries = clustered_vectors(
+        args.n, args.dim, clusters=256, seed=1, queries=args.queries
+    )
+    nlist = max(16, int(4 * args.n**0.5)) // 16 * 16  # as benchmarks.search picks it
+    settings = cluster_settings(nlist, args.nprobe)
+    if not args.flat:
+        settings = [setting for setting in settings if setting.trained]
+    cluster_part(
+        "clustered",
+        Path(args.out) / "search",
+        corpus,
+        queries,
+        brute_force_truth(corpus, queries, "l2", 10),
+        metric="l2",
+        settings=settings,
+        rounds=args.rounds,
+        ops=args.ops,
+        shard_threads=args.shard_threads,
+        recall=recall_at_k,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

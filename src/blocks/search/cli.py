@@ -30,8 +30,16 @@ def register(subparsers: Any) -> None:
     serve = verbs.add_parser("serve", help="run a search node")
     serve.add_argument("--dim", type=int, default=384, help="vector dimension")
     serve.add_argument("--metric", default="cosine", choices=["l2", "ip", "cosine"])
-    serve.add_argument("--kind", default="exact", choices=["exact", "faiss"])
-    serve.add_argument("--spec", default="HNSW32", help="faiss factory string (--kind faiss)")
+    serve.add_argument(
+        "--kind",
+        default="exact",
+        choices=["exact", "faiss", "shared-ivf"],
+        help="shared-ivf: a shard of one IVF over all shards (--spec IVF<nlist>; its "
+        "coordinator trains the centroids and picks each query's lists)",
+    )
+    serve.add_argument(
+        "--spec", default="HNSW32", help="faiss factory string (--kind faiss), IVF<nlist>"
+    )
     serve.add_argument("--shards", type=int, default=1, help="local shards of the vector index")
     serve.add_argument(
         "--device",

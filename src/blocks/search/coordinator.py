@@ -24,6 +24,10 @@ directory it keeps its typeahead counts there (``blocks.search.coordinator_node`
   an answer by then, or whose replicas all failed, are *missing*: with ``allow_partial`` the
   answer is returned flagged ``partial`` with their positions and names, otherwise
   ``Timeout``/``Unavailable`` naming them is raised.
+* **Shared IVF** (shards started with ``--kind shared-ivf``): one set of centroids for the
+  whole collection, trained here once and kept by the shards; each search's probe lists are
+  chosen here once and each shard scans only those (``blocks.search.coarse``). On connect
+  the centroids are read back from the shards and given to a shard that has none.
 * **Documents** are routed by the same ring and searched over every shard by the node the
   coordinator serves, a ``CoordinatorNode`` (``blocks.search.coordinator_node``).
 
@@ -34,6 +38,8 @@ from __future__ import annotations
 
 from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
 from blocks.search import search_pb2
+from blocks.search.api import Metric
+from blocks.search.coarse import CoarseQuantizer, sync_centroids
 from blocks.search.coordinator_index import DEADLINE_MS_DEFAULT, Coordinator
 from blocks.search.replica_link import ReplicaLink
 from blocks.search.routing import ShardRing, default_shard_names
@@ -79,6 +85,20 @@ def parse_shards(spec: str) -> list[list[str]]:
     return [replicas for _, replicas in parse_named_shards(spec)]
 
 
+def _shared_ivf(
+    layouts: set[tuple[bool, int]], links: list[ReplicaLink], metric: Metric, timeout_s: float
+) -> tuple[int, CoarseQuantizer | None]:
+    """(nlist, centroids) when every shard is a shared IVF (``blocks.search.coarse``): the
+    centroids read back from the shards, and given to those that lack them; (0, None) when
+    none is. ``InvalidArgument`` for a mix or for shards that disagree on ``nlist``."""
+    if not any(shared for shared, _ in layouts):
+        return 0, None
+    if len(layouts) != 1:
+        raise InvalidArgument(f"shards must all be shared-ivf of one nlist: {sorted(layouts)}")
+    ((_, nlist),) = layouts
+    return nlist, sync_centroids(links, metric, timeout_s)
+
+
 def connect_shards(
     spec: str,
     *,
@@ -101,6 +121,7 @@ def connect_shards(
             links += group
             shards.append((name, group))
         shapes = set()
+        layouts = set()  # (kind is shared-ivf, nlist) per answering replica
         for name, group in shards:
             answered = False
             for link in group:
@@ -111,14 +132,22 @@ def connect_shards(
                         raise
                     continue
                 shapes.add((int(info.dim), str(info.metric)))
+                layouts.add((int(info.nlist) > 0, int(info.nlist)))
                 answered = True
             if not answered:
                 raise Unavailable(f"shard {name}: no replica answered")
         if len(shapes) != 1:
             raise InvalidArgument(f"shards disagree on dim and metric: {sorted(shapes)}")
         ((dim, metric),) = shapes
+        nlist, coarse = _shared_ivf(layouts, links, Metric.parse(metric), timeout_ms / 1000)
         return Coordinator(
-            shards, dim=dim, metric=metric, deadline_ms=deadline_ms, hedge=HedgeDelay(hedge_ms)
+            shards,
+            dim=dim,
+            metric=metric,
+            deadline_ms=deadline_ms,
+            hedge=HedgeDelay(hedge_ms),
+            nlist=nlist,
+            coarse=coarse,
         )
     except BaseException:
         for link in links:

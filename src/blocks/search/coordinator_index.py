@@ -6,6 +6,11 @@ cancelled) and merged exactly by ``merge_topk``; the deadline and the partial fl
 ``blocks.search.coordinator`` docstring describes. A replica that failed or lost a hedge is
 asked last for ``suspect_ms`` (1 s): a dead or stalled replica then costs a fail-over or a
 hedge delay to about one search a second, not to every search that would pick it first.
+
+Over shared-IVF shards (``shared_ivf``, ``blocks.search.coarse``) the coordinator holds the
+collection's centroids: ``train`` runs the k-means once here and pushes the centroids to
+every replica, and each search assigns every query its ``nprobe`` lists once and sends them
+with the queries, so each shard scans only those lists of its own data.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from typing import Any
 import numpy as np
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
+from blocks.core.errors import (
+    BlocksError,
+    FailedPrecondition,
+    InvalidArgument,
+    Timeout,
+    Unavailable,
+)
 from blocks.search import search_pb2
 from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
+from blocks.search.coarse import CoarseQuantizer, encode_probe_lists, train_centroids
 from blocks.search.merge import merge_topk
 from blocks.search.replica_link import ReplicaLink, outcome
 from blocks.search.routing import ShardRing
@@ -38,6 +50,7 @@ __all__ = [
 ]
 
 DEADLINE_MS_DEFAULT = 5_000
+NPROBE_DEFAULT = 16  # a shared IVF's lists probed per query when a search names none
 WRITE_TIMEOUT_MS_DEFAULT = 30_000
 SUSPECT_MS_DEFAULT = 1_000
 
@@ -62,7 +75,11 @@ class Coordinator:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         suspect_ms: int = SUSPECT_MS_DEFAULT,
+        nlist: int = 0,
+        coarse: CoarseQuantizer | None = None,
     ) -> None:
+        """``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
+        their centroids once trained (``None`` before: ``train`` makes them)."""
         if not shards or any(not replicas for _, replicas in shards):
             raise InvalidArgument("every shard needs at least one replica")
         if deadline_ms <= 0 or write_timeout_ms <= 0:
@@ -82,6 +99,10 @@ class Coordinator:
         self._suspect_until: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()  # guards _rng, hedge samples and the counters
         self.counters = {"searches": 0, "hedges": 0, "partial": 0, "failed_over": 0}
+        if nlist < 0 or (coarse is not None and coarse.nlist != nlist):
+            raise InvalidArgument(f"centroids for {nlist} lists expected")
+        self.nlist = nlist
+        self.coarse = coarse
 
     @property
     def dim(self) -> int:
@@ -129,6 +150,8 @@ class Coordinator:
             packed_reply=True,
         )
         fill_batch(request.queries, data)
+        if self.nlist:
+            self._fill_probe_lists(request, data, nprobe)
         budget_ms = self.budget_ms(timeout_ms)
         replies, missing, timed_out = self.scatter("SearchVectors", request, budget_ms)
         parts = [decode_reply(replies[shard]) for shard in sorted(replies)]
@@ -150,6 +173,24 @@ class Coordinator:
             missing_shards=tuple(missing),
             missing_shard_names=tuple(names),
         )
+
+    def _fill_probe_lists(self, request: Any, data: FloatArray, nprobe: int | None) -> None:
+        """Shared IVF: the coarse search, once for every shard. The queries go out as given
+        (each shard validates and normalises them as a single index would); the assignment
+        uses the same normalised rows."""
+        if self.coarse is None:
+            raise FailedPrecondition("the shared IVF has no centroids yet: train it first")
+        if nprobe is not None and nprobe < 1:
+            raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
+        rows = (
+            as_vectors(data, self._dim, metric=self._metric)
+            if self._metric is Metric.COSINE
+            else data
+        )
+        lists = self.coarse.assign(rows, nprobe or NPROBE_DEFAULT)
+        request.probe_lists = encode_probe_lists(lists)
+        request.probes = lists.shape[1]
+        request.nprobe = 0
 
     def _orders(self, now_ms: int) -> list[list[int]]:
         with self._lock:
@@ -296,9 +337,28 @@ class Coordinator:
 
     def train(self, vectors: Any) -> None:
         """Train every replica of every shard on the same sample (IVF/PQ shards need it
-        before their first add; a shard whose index needs no training ignores it)."""
+        before their first add; a shard whose index needs no training ignores it).
+
+        Shared IVF: the centroids are trained here, once, and every replica is given them
+        (a no-op once trained, as for a faiss IVF)."""
+        if self.nlist:
+            if self.coarse is None:
+                sample = as_vectors(vectors, self._dim, metric=self._metric)
+                centroids = train_centroids(sample, self.nlist, self._metric)
+                self.push_centroids(centroids)
+                self.coarse = CoarseQuantizer(centroids, self._metric)
+            return
         request = encode_batch(as_vectors(vectors, self._dim))
         calls = [(shard, "Train", request) for shard in range(len(self._replicas))]
+        for _, _, result in self.to_all_replicas(calls):
+            if isinstance(result, BlocksError):
+                raise result
+
+    def push_centroids(self, centroids: FloatArray) -> None:
+        """``SetCentroids`` on every replica of every shard; the first failure is raised
+        (running ``train`` again pushes to all again: the call is idempotent)."""
+        request = encode_batch(centroids)
+        calls = [(shard, "SetCentroids", request) for shard in range(len(self._replicas))]
         for _, _, result in self.to_all_replicas(calls):
             if isinstance(result, BlocksError):
                 raise result

@@ -6,6 +6,9 @@ and a ``Typeahead`` fed by every text query. Its methods validate, mutate and an
 here knows about gRPC (``blocks.search.service`` adapts it). Documents map to vector ids
 through ``doc_vector_id`` (xxh3-64 of the id, 63 bits), with the reverse map kept in memory.
 
+A shared-IVF shard (``blocks.search.shared_ivf``) also takes its centroids from its
+coordinator (``set_centroids``), logged like a write and kept in every snapshot.
+
 Persistence: with a data directory the node keeps a ``SearchJournal`` there (see
 ``blocks.search.durable``): every mutation is logged and fsynced before it is applied and
 acknowledged, ``save``, a clean stop and every ``checkpoint_records`` logged records write a
@@ -126,6 +129,22 @@ class SearchNode:
         train(data)
         self._maybe_checkpoint()
 
+    def set_centroids(self, centroids: Any) -> None:
+        """A shared-IVF shard's centroids, trained once for the collection by a coordinator
+        (``blocks.search.coarse``): logged and fsynced like a write, then applied."""
+        setter = getattr(self.vectors, "set_centroids", None)
+        if setter is None:
+            raise InvalidArgument("this node's index takes no centroids (serve --kind shared-ivf)")
+        data = np.ascontiguousarray(centroids, dtype="<f4")
+        if data.ndim != 2:
+            raise InvalidArgument(f"centroids must be 2-D, got shape {data.shape}")
+        current = getattr(self.vectors, "centroids")()  # noqa: B009 - a shared-IVF index
+        if current is not None and np.array_equal(current, data):
+            return  # already these: nothing to log
+        self._log({"op": "centroids", "vectors": data.tobytes(), "dim": int(data.shape[1])})
+        setter(data)
+        self._maybe_checkpoint()
+
     def index_documents(self, documents: list[tuple[str, str]]) -> int:
         if len(documents) > DOCUMENTS_PER_CALL_MAX:
             raise InvalidArgument(f"at most {DOCUMENTS_PER_CALL_MAX} documents per call")
@@ -190,6 +209,9 @@ class SearchNode:
         elif op == "train":
             data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
             getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
+        elif op == "centroids":
+            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            getattr(self.vectors, "set_centroids")(data)  # noqa: B009 - logged for shared IVF
         elif op == "index-docs":
             self._apply_documents([(str(d), str(t)) for d, t in record["documents"]])
         elif op == "delete-docs":

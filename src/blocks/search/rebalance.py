@@ -23,6 +23,10 @@ coordinator's merge keeps one occurrence of an id (``merge_topk(unique_ids=True)
 document hits are merged by id, so vector searches stay exact throughout. BM25 statistics
 count a document held twice twice until its delete (scores shift slightly for that window).
 
+Shared-IVF shards (``blocks.search.coarse``): before anything moves, a shard without the
+collection's centroids (a new one) is given them, so the vectors copied to it are filed under
+the same lists as everywhere else.
+
 The coordinators must be switched to the new shard list *before* the run, so new writes are
 routed by the new ring; reads ask every shard, so a moved id is found wherever it is.
 """
@@ -35,6 +39,8 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
 from blocks.search import search_pb2
+from blocks.search.api import Metric
+from blocks.search.coarse import sync_centroids
 from blocks.search.coordinator import parse_named_shards
 from blocks.search.replica_link import ReplicaLink
 from blocks.search.rows import EXPORT_ROWS_MAX
@@ -126,7 +132,10 @@ def rebalance(
     try:
         sources = {name: shard(name, addresses) for name, addresses in old}
         targets = {name: shard(name, addresses) for name, addresses in new}
-        dim = int(next(iter(targets.values())).read("Info", search_pb2.InfoRequest()).dim)
+        info = next(iter(targets.values())).read("Info", search_pb2.InfoRequest())
+        dim = int(info.dim)
+        if info.nlist:  # shared IVF: a new shard files vectors under the same centroids
+            sync_centroids(links, Metric.parse(info.metric), timeout_s)
         report = RebalanceReport()
         for source, target in transfers(list(sources), new_names):
             mover = _Mover(sources[source], targets[target], new_names, page_rows, report)

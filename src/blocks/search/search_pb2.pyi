@@ -21,20 +21,22 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoReply(_message.Message):
-    __slots__ = ("dim", "metric", "kind", "vectors", "documents", "embeds")
+    __slots__ = ("dim", "metric", "kind", "vectors", "documents", "embeds", "nlist")
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     EMBEDS_FIELD_NUMBER: _ClassVar[int]
+    NLIST_FIELD_NUMBER: _ClassVar[int]
     dim: int
     metric: str
     kind: str
     vectors: int
     documents: int
     embeds: bool
-    def __init__(self, dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., vectors: _Optional[int] = ..., documents: _Optional[int] = ..., embeds: _Optional[bool] = ...) -> None: ...
+    nlist: int
+    def __init__(self, dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., vectors: _Optional[int] = ..., documents: _Optional[int] = ..., embeds: _Optional[bool] = ..., nlist: _Optional[int] = ...) -> None: ...
 
 class TrainReply(_message.Message):
     __slots__ = ()
@@ -67,7 +69,7 @@ class RemoveVectorsReply(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial", "packed_reply")
+    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial", "packed_reply", "probe_lists", "probes")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HAS_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,8 @@ class SearchVectorsRequest(_message.Message):
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     PACKED_REPLY_FIELD_NUMBER: _ClassVar[int]
+    PROBE_LISTS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
     queries: VectorBatch
     k: int
     has_filter: bool
@@ -84,7 +88,9 @@ class SearchVectorsRequest(_message.Message):
     ef_search: int
     allow_partial: bool
     packed_reply: bool
-    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., packed_reply: _Optional[bool] = ...) -> None: ...
+    probe_lists: bytes
+    probes: int
+    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., packed_reply: _Optional[bool] = ..., probe_lists: _Optional[bytes] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsReply(_message.Message):
     __slots__ = ("rows", "k", "ids", "distances", "partial", "missing_shards", "missing_shard_names", "ids_le", "distances_le")

@@ -101,6 +101,16 @@ class SearchStub:
                 request_serializer=blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
                 response_deserializer=blocks_dot_search_dot_search__pb2.ExportDocumentsReply.FromString,
                 _registered_method=True)
+        self.SetCentroids = channel.unary_unary(
+                '/blocks.search.Search/SetCentroids',
+                request_serializer=blocks_dot_search_dot_search__pb2.VectorBatch.SerializeToString,
+                response_deserializer=blocks_dot_search_dot_search__pb2.TrainReply.FromString,
+                _registered_method=True)
+        self.GetCentroids = channel.unary_unary(
+                '/blocks.search.Search/GetCentroids',
+                request_serializer=blocks_dot_search_dot_search__pb2.InfoRequest.SerializeToString,
+                response_deserializer=blocks_dot_search_dot_search__pb2.VectorBatch.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -199,6 +209,21 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCentroids(self, request, context):
+        """A shared-IVF shard: file vectors under these centroids (trained once for the collection,
+        by a coordinator); logged like a write. Idempotent; FAILED_PRECONDITION if others are set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCentroids(self, request, context):
+        """A shared-IVF shard's centroids (0 rows before they are set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +291,16 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.ExportDocuments,
                     request_deserializer=blocks_dot_search_dot_search__pb2.ExportRequest.FromString,
                     response_serializer=blocks_dot_search_dot_search__pb2.ExportDocumentsReply.SerializeToString,
+            ),
+            'SetCentroids': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCentroids,
+                    request_deserializer=blocks_dot_search_dot_search__pb2.VectorBatch.FromString,
+                    response_serializer=blocks_dot_search_dot_search__pb2.TrainReply.SerializeToString,
+            ),
+            'GetCentroids': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCentroids,
+                    request_deserializer=blocks_dot_search_dot_search__pb2.InfoRequest.FromString,
+                    response_serializer=blocks_dot_search_dot_search__pb2.VectorBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -621,6 +656,60 @@ class Search:
             '/blocks.search.Search/ExportDocuments',
             blocks_dot_search_dot_search__pb2.ExportRequest.SerializeToString,
             blocks_dot_search_dot_search__pb2.ExportDocumentsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCentroids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.search.Search/SetCentroids',
+            blocks_dot_search_dot_search__pb2.VectorBatch.SerializeToString,
+            blocks_dot_search_dot_search__pb2.TrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCentroids(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blocks.search.Search/GetCentroids',
+            blocks_dot_search_dot_search__pb2.InfoRequest.SerializeToString,
+            blocks_dot_search_dot_search__pb2.VectorBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,7 @@ from blocks.core.server import Server
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import VectorIndex
 from blocks.search.bm25 import CorpusStats
+from blocks.search.coarse import SHARED_IVF_KIND, decode_probe_lists, parse_nlist
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.coordinator_node import CoordinatorNode
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
@@ -92,6 +93,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             vectors=vectors,
             documents=documents,
             embeds=node.embedder is not None,
+            nlist=_shared_nlist(node.vectors),
         )
 
     async def Train(self, request: Any, context: Any) -> Any:
@@ -119,6 +121,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
             options["ef_search"] = request.ef_search
         filter_ids = np.array(request.filter_ids, dtype=np.int64) if request.has_filter else None
         k = int(request.k)
+        if request.probe_lists or request.probes:  # a shared-IVF shard, lists chosen upstream
+            return await self._search_preassigned(request, queries, k, filter_ids)
         if isinstance(self.node.vectors, Coordinator):
             options["allow_partial"] = request.allow_partial
             remaining_s = context.time_remaining()
@@ -137,6 +141,36 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
         fill_reply(reply, result.ids, result.distances, packed=request.packed_reply)
         return reply
+
+    async def _search_preassigned(self, request: Any, queries: Any, k: int, filter_ids: Any) -> Any:
+        index: Any = self.node.vectors
+        if not _shared_nlist(index):
+            raise InvalidArgument("probe lists are for shared-IVF shards (serve --kind shared-ivf)")
+        lists = decode_probe_lists(
+            request.probe_lists, int(request.queries.rows), int(request.probes), index.nlist
+        )
+
+        def run() -> Any:
+            return index.search_preassigned(queries, k, lists, filter_ids)
+
+        result = await self._lock.run(run, write=False)
+        reply = search_pb2.SearchVectorsReply()
+        fill_reply(reply, result.ids, result.distances, packed=request.packed_reply)
+        return reply
+
+    async def SetCentroids(self, request: Any, context: Any) -> Any:
+        data = decode_batch(request, self.node.vectors.dim)
+        await self._lock.run(lambda: self.node.set_centroids(data), write=True)
+        return search_pb2.TrainReply()
+
+    async def GetCentroids(self, request: Any, context: Any) -> Any:
+        index: Any = self.node.vectors
+        if not _shared_nlist(index):
+            raise InvalidArgument("only a shared-IVF shard has centroids to give")
+        centroids = await self._lock.run(index.centroids, write=False)
+        if centroids is None:
+            return search_pb2.VectorBatch(rows=0, dim=index.dim)
+        return encode_batch(centroids)
 
     async def IndexDocuments(self, request: Any, context: Any) -> Any:
         documents = [(d.id, d.text) for d in request.documents]
@@ -199,6 +233,13 @@ class SearchService(search_pb2_grpc.SearchServicer):
         return search_pb2.SaveReply(path=path)
 
 
+def _shared_nlist(index: Any) -> int:
+    """A shared-IVF shard's number of lists (``blocks.search.shared_ivf``), else 0."""
+    if not hasattr(index, "search_preassigned") or not hasattr(index, "centroids"):
+        return 0
+    return int(index.nlist)
+
+
 def make_vector_index(
     dim: int,
     metric: str,
@@ -208,7 +249,9 @@ def make_vector_index(
     shards: int = 1,
     device: str = "cpu",
 ) -> VectorIndex:
-    """The vector index a node serves: exact (torch) or faiss, optionally sharded locally.
+    """The vector index a node serves: exact (torch), faiss, or a shared-IVF shard
+    (``shared-ivf``, ``spec`` ``IVF<nlist>[,Flat]``: centroids from its coordinator,
+    ``blocks.search.coarse``), optionally sharded locally (not ``shared-ivf``).
 
     ``device`` (``cpu`` or ``cuda``) goes to every index; ``cuda`` where torch (exact) or
     faiss (faiss) sees no GPU raises ``InvalidArgument``, never a silent CPU fallback.
@@ -225,7 +268,13 @@ def make_vector_index(
             from blocks.search.faiss_index import FaissIndex
 
             return FaissIndex(dim, spec, metric, device=device)
-        raise InvalidArgument(f"unknown index kind {kind!r}; expected exact or faiss")
+        if kind == SHARED_IVF_KIND:
+            if device != "cpu" or shards != 1:
+                raise InvalidArgument("a shared-IVF shard runs on the CPU, one local shard")
+            from blocks.search.shared_ivf import SharedIVFIndex
+
+            return SharedIVFIndex(dim, parse_nlist(spec), metric)
+        raise InvalidArgument(f"unknown index kind {kind!r}; expected exact, faiss or shared-ivf")
 
     if shards == 1:
         return one()

@@ -1,0 +1,189 @@
+"""One coarse quantiser for a whole sharded collection: shared IVF centroids and probe lists.
+
+Theory of operation. An IVF index finds a query's candidates in two steps: the *coarse*
+search picks the ``nprobe`` centroids nearest the query, then the vectors filed under those
+centroids' lists are scanned. When every shard trains its own IVF, the shards' lists differ,
+each must probe a larger share of its lists to find its share of the true neighbours, and
+each repeats the coarse search: at equal recall four shards scanned about twice the vectors
+of one index (docs/search.md). With one set of centroids for the whole collection:
+
+* the centroids are trained **once**, by whoever trains the collection: a ``Coordinator``
+  runs the same k-means a single ``IVF<nlist>,Flat`` index runs (``train_centroids``) on the
+  sample it is given and pushes the result to every replica of every shard (``SetCentroids``).
+  Pushing, not having each shard train on the same sample, because k-means on several
+  processes is not guaranteed bit-identical (OpenMP reductions differ with thread counts),
+  and the coordinator needs the centroids itself to assign queries;
+* each shard (``blocks.search.shared_ivf.SharedIVFIndex``) files its own vectors under those
+  centroids, logs the centroids in its journal and keeps them in every snapshot, so the
+  shards are where the centroids live: a restarted coordinator reads them back from the
+  shards (``GetCentroids``) and refuses shards that disagree; a shard that has none (a new
+  one) is given them before it takes vectors (``sync_centroids``);
+* per query batch the coordinator runs the coarse search once (``CoarseQuantizer.assign``)
+  and sends the queries with their probe lists; each shard scans only those lists of its
+  own data (faiss ``search_preassigned``). The shards' lists together are exactly the
+  single index's lists, so the merged answer equals a single ``IVF<nlist>,Flat`` over all
+  vectors with those centroids at the same ``nprobe`` (ties aside), and the total scan is
+  the single index's.
+
+Probe lists travel as little-endian int32 bytes, row-major ``rows x probes``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument
+from blocks.search import search_pb2
+from blocks.search.api import FloatArray, Metric
+
+__all__ = [
+    "NLIST_MAX",
+    "SHARED_IVF_KIND",
+    "CoarseQuantizer",
+    "decode_probe_lists",
+    "encode_probe_lists",
+    "faiss_metric",
+    "parse_nlist",
+    "sync_centroids",
+    "train_centroids",
+]
+
+SHARED_IVF_KIND = "shared-ivf"
+"""The node kind (``serve --kind``, ``Info.kind``) of a shard of a shared IVF."""
+NLIST_MAX = 1 << 20
+"""Most lists a shared IVF may have (the probe lists travel as int32)."""
+
+ProbeLists = npt.NDArray[np.int64]
+_SPEC = re.compile(r"^IVF(\d+)(,Flat)?$")
+
+
+def parse_nlist(spec: str) -> int:
+    """``"IVF1776,Flat"`` or ``"IVF1776"`` -> 1776; ``InvalidArgument`` otherwise."""
+    match = _SPEC.match(spec.strip())
+    if match is None:
+        raise InvalidArgument(f"a shared IVF takes a spec IVF<nlist>[,Flat], got {spec!r}")
+    nlist = int(match.group(1))
+    if not 1 <= nlist <= NLIST_MAX:
+        raise InvalidArgument(f"nlist must be in 1..{NLIST_MAX}, got {nlist}")
+    return nlist
+
+
+def faiss_metric(metric: Metric) -> int:
+    """faiss's metric constant (cosine is inner product over normalised vectors)."""
+    import faiss  # here, not at import: a node of another kind need not load faiss
+
+    return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
+
+
+def flat_quantizer(centroids: FloatArray, metric: Metric) -> Any:
+    """A faiss flat index holding ``centroids`` (the coarse quantiser of an IVF)."""
+    import faiss
+
+    dim = int(centroids.shape[1])
+    quantizer = faiss.IndexFlatL2(dim) if metric is Metric.L2 else faiss.IndexFlatIP(dim)
+    quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return quantizer
+
+
+def train_centroids(sample: FloatArray, nlist: int, metric: Metric) -> FloatArray:
+    """The ``(nlist, dim)`` centroids a single ``IVF<nlist>,Flat`` would train on ``sample``
+    (the same faiss k-means, seed and iterations). ``sample`` is already validated (and
+    normalised for cosine). Raises ``InvalidArgument`` for fewer rows than lists."""
+    if sample.shape[0] < nlist:
+        raise InvalidArgument(f"training {nlist} lists needs at least {nlist} vectors")
+    import faiss
+
+    dim = int(sample.shape[1])
+    quantizer = faiss.IndexFlatL2(dim) if metric is Metric.L2 else faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric(metric))
+    ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return read_centroids(quantizer)
+
+
+def read_centroids(quantizer: Any) -> FloatArray:
+    """A copy of the vectors of a faiss flat index, ``(ntotal, d)``."""
+    import faiss
+
+    count, dim = int(quantizer.ntotal), int(quantizer.d)
+    flat = faiss.rev_swig_ptr(quantizer.get_xb(), count * dim)
+    return np.array(flat, dtype=np.float32).reshape(count, dim)
+
+
+def encode_probe_lists(lists: ProbeLists) -> bytes:
+    return np.ascontiguousarray(lists, dtype="<i4").tobytes()
+
+
+def decode_probe_lists(data: bytes, rows: int, probes: int, nlist: int) -> ProbeLists:
+    """Probe lists from the wire, checked: ``rows x probes`` int32, each in ``0..nlist-1``."""
+    if not 1 <= probes <= nlist:
+        raise InvalidArgument(f"probes must be in 1..{nlist}, got {probes}")
+    if len(data) != 4 * rows * probes:
+        raise InvalidArgument(f"{len(data)} bytes cannot hold {rows}x{probes} probe lists")
+    lists = np.frombuffer(data, dtype="<i4").astype(np.int64).reshape(rows, probes)
+    if lists.size and (int(lists.min()) < 0 or int(lists.max()) >= nlist):
+        raise InvalidArgument(f"a probe list is outside 0..{nlist - 1}")
+    return lists
+
+
+class CoarseQuantizer:
+    """The collection's centroids at the coordinator: assigns each query its probe lists."""
+
+    def __init__(self, centroids: FloatArray, metric: Metric) -> None:
+        if centroids.ndim != 2 or centroids.shape[0] < 1:
+            raise InvalidArgument("centroids must be a non-empty 2-D array")
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.metric = metric
+        self._quantizer = flat_quantizer(self.centroids, metric)
+
+    @property
+    def nlist(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def assign(self, queries: FloatArray, nprobe: int) -> ProbeLists:
+        """The ``min(nprobe, nlist)`` nearest lists of each query row, nearest first.
+        ``queries`` are validated (normalised for cosine) float32 rows."""
+        if nprobe < 1:
+            raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
+        _, lists = self._quantizer.search(queries, min(nprobe, self.nlist))
+        assigned: ProbeLists = lists
+        return assigned
+
+
+def _centroids_of(link: Any, timeout_s: float) -> FloatArray | None:
+    reply = link.call("GetCentroids", search_pb2.InfoRequest(), timeout_s)
+    if reply.rows == 0:
+        return None
+    return np.frombuffer(reply.values, dtype="<f4").reshape(reply.rows, reply.dim).copy()
+
+
+def sync_centroids(
+    replicas: Sequence[Any], metric: Metric, timeout_s: float
+) -> CoarseQuantizer | None:
+    """Read the centroids of every reachable replica (``ReplicaLink``s of shared-IVF shards);
+    give them to the replicas that have none (a new shard) and return the quantiser, or
+    ``None`` when no replica has been trained. Raises ``FailedPrecondition`` when two replicas
+    hold different centroids, and a replica's non-retryable error."""
+    found: list[tuple[Any, FloatArray | None]] = []
+    for link in replicas:
+        try:
+            found.append((link, _centroids_of(link, timeout_s)))
+        except BlocksError as error:
+            if not error.retryable:
+                raise
+    held = [centroids for _, centroids in found if centroids is not None]
+    if not held:
+        return None
+    first = held[0]
+    if any(c.shape != first.shape or not np.array_equal(c, first) for c in held[1:]):
+        raise FailedPrecondition("shards hold different IVF centroids: retrain the collection")
+    batch = search_pb2.VectorBatch(rows=first.shape[0], dim=first.shape[1])
+    batch.values = first.astype("<f4").tobytes()
+    for link, centroids in found:
+        if centroids is None:
+            link.call("SetCentroids", batch, timeout_s)
+    return CoarseQuantizer(first, metric)

@@ -1,0 +1,296 @@
+"""One coarse quantiser for a sharded IVF (``blocks.search.coarse``, ``shared_ivf``).
+
+The shards here are real ``SearchNode``s behind real ``SearchService`` handlers, called through
+a stand-in link that runs the handler on an event loop thread (the ``ReplicaLink`` interface:
+``start`` returns a future), so the coordinator, the service, the node, its journal and the
+index all run as they do across processes, without the processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from blocks.core.errors import FailedPrecondition, InvalidArgument, Unavailable
+from blocks.search import FaissIndex, search_pb2
+from blocks.search.api import Metric
+from blocks.search.coarse import (
+    CoarseQuantizer,
+    decode_probe_lists,
+    encode_probe_lists,
+    parse_nlist,
+    sync_centroids,
+)
+from blocks.search.coordinator_index import Coordinator
+from blocks.search.node import SearchNode
+from blocks.search.replica_link import outcome
+from blocks.search.routing import default_shard_names
+from blocks.search.service import SearchService, make_vector_index
+from blocks.search.shared_ivf import SharedIVFIndex
+from blocks.search.vectors import as_vectors
+from blocks.search.wire import encode_batch
+
+DIM, NLIST, ROWS = 8, 32, 3_000
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    event_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=event_loop.run_forever, daemon=True)
+    thread.start()
+    yield event_loop
+    event_loop.call_soon_threadsafe(event_loop.stop)
+    thread.join()
+    event_loop.close()
+
+
+class ServiceLink:
+    """A ``ReplicaLink`` stand-in: the call runs in a real ``SearchService`` on ``loop``."""
+
+    def __init__(self, node: SearchNode, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
+        self.service = SearchService(node)
+        self.loop = loop
+        self.down = False
+
+    def start(self, method: str, request: Any, timeout_s: float) -> Any:
+        if self.down:
+            failed: Future[Any] = Future()
+            failed.set_exception(Unavailable("stand-in down"))
+            return failed
+        handler = getattr(self.service, method)
+        return asyncio.run_coroutine_threadsafe(handler(request, None), self.loop)
+
+    def call(self, method: str, request: Any, timeout_s: float) -> Any:
+        return outcome(self.start(method, request, timeout_s))
+
+    def close(self) -> None:
+        pass
+
+
+def shard_node(metric: Metric, data_dir: Path | None = None) -> SearchNode:
+    index = make_vector_index(DIM, metric.value, kind="shared-ivf", spec=f"IVF{NLIST}")
+    node = SearchNode(
+        index, kind="shared-ivf", data_dir=None if data_dir is None else str(data_dir)
+    )
+    node.load()
+    return node
+
+
+def cluster(
+    links: list[ServiceLink], metric: Metric, coarse: CoarseQuantizer | None = None
+) -> Coordinator:
+    names = default_shard_names(len(links))
+    shards: Any = [(name, [link]) for name, link in zip(names, links, strict=True)]
+    return Coordinator(shards, dim=DIM, metric=metric, nlist=NLIST, coarse=coarse)
+
+
+def data(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, DIM)) * 4
+    vectors = centres[rng.integers(0, 40, size=ROWS)] + rng.normal(size=(ROWS, DIM))
+    queries = centres[rng.integers(0, 40, size=25)] + rng.normal(size=(25, DIM))
+    return vectors.astype(np.float32), queries.astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_four_shards_answer_as_one_ivf_over_every_vector(
+    metric: Metric, loop: asyncio.AbstractEventLoop
+) -> None:
+    vectors, queries = data()
+    links = [ServiceLink(shard_node(metric), loop) for _ in range(4)]
+    coordinator = cluster(links, metric)
+    coordinator.train(vectors[:2_000])
+    coordinator.add(np.arange(ROWS), vectors)
+    assert all(0 < len(link.node.vectors) < ROWS for link in links)
+    # The single index the benchmark compares with: faiss's own IVF trained on the same sample.
+    single = FaissIndex(DIM, f"IVF{NLIST},Flat", metric)
+    single.train(vectors[:2_000])
+    single.add(np.arange(ROWS), vectors)
+    for nprobe in (1, 3, NLIST):
+        got = coordinator.search(queries, 10, nprobe=nprobe)
+        want = single.search(queries, 10, nprobe=nprobe)
+        assert not got.partial
+        assert got.ids.tolist() == want.ids.tolist(), nprobe
+        np.testing.assert_allclose(got.distances, want.distances, rtol=1e-5, atol=1e-5)
+    allowed = np.arange(0, ROWS, 3)
+    got = coordinator.search(queries, 10, allowed, nprobe=4)
+    want = single.search(queries, 10, allowed, nprobe=4)
+    assert got.ids.tolist() == want.ids.tolist() and set(got.ids.ravel()) <= {-1, *allowed}
+
+
+def test_the_shards_scan_together_exactly_what_the_single_index_scans() -> None:
+    vectors, queries = data()
+    metric = Metric.L2
+    single = SharedIVFIndex(DIM, NLIST, metric)
+    single.train(vectors[:2_000])
+    single.add(np.arange(ROWS), vectors)
+    centroids = single.centroids()
+    assert centroids is not None
+    shards = [SharedIVFIndex(DIM, NLIST, metric) for _ in range(4)]
+    for number, shard in enumerate(shards):
+        shard.set_centroids(centroids)
+        shard.add(np.arange(number, ROWS, 4), vectors[number::4])
+    lists = CoarseQuantizer(centroids, metric).assign(queries, 3)
+    stats = faiss.cvar.indexIVF_stats
+    stats.reset()
+    single.search(queries, 10, nprobe=3)
+    single_scanned = int(stats.ndis)
+    stats.reset()
+    for shard in shards:
+        shard.search_preassigned(queries, 10, lists)
+    assert int(stats.ndis) == single_scanned > 0
+    # Only the given lists are scanned: the farthest lists hold none of the true neighbours.
+    far = CoarseQuantizer(centroids, metric).assign(queries, NLIST)[:, -1:]
+    near_ids = set(single.search(queries, 5, nprobe=1).ids.ravel().tolist())
+    far_ids = set(shards[0].search_preassigned(queries, 5, far).ids.ravel().tolist())
+    assert not (near_ids & far_ids - {-1})
+
+
+def test_centroids_are_fixed_once_set_and_required_before_add() -> None:
+    vectors, _ = data()
+    index = SharedIVFIndex(DIM, NLIST, Metric.L2)
+    with pytest.raises(FailedPrecondition):
+        index.add([1], vectors[:1])
+    assert index.search(vectors[:2], 3).ids.tolist() == [[-1] * 3] * 2
+    index.train(vectors)
+    centroids = index.centroids()
+    assert centroids is not None
+    index.set_centroids(centroids)  # the same: a no-op
+    index.train(vectors[::-1])  # trained: a no-op
+    assert np.array_equal(index.centroids(), centroids)
+    with pytest.raises(FailedPrecondition):
+        index.set_centroids(centroids + 1)
+    with pytest.raises(InvalidArgument):
+        index.set_centroids(centroids[:-1])
+    for bad in ("IVF0", "HNSW32", "IVF16,PQ8", "Flat"):
+        with pytest.raises(InvalidArgument):
+            parse_nlist(bad)
+    assert parse_nlist("IVF1776,Flat") == parse_nlist("IVF1776") == 1776
+
+
+def test_probe_lists_on_the_wire_are_checked() -> None:
+    lists = np.array([[0, 5], [31, 2]])
+    assert decode_probe_lists(encode_probe_lists(lists), 2, 2, NLIST).tolist() == lists.tolist()
+    for blob, rows, probes in (
+        (encode_probe_lists(lists), 2, 3),  # short
+        (encode_probe_lists(lists) + b"\0", 2, 2),  # trailing byte
+        (encode_probe_lists(np.array([[0, 32]])), 1, 2),  # outside 0..nlist-1
+        (encode_probe_lists(np.array([[-1, 0]])), 1, 2),
+        (b"", 0, 0),  # no probes
+    ):
+        with pytest.raises(InvalidArgument):
+            decode_probe_lists(blob, rows, probes, NLIST)
+
+
+def test_a_node_of_another_kind_refuses_probe_lists(loop: asyncio.AbstractEventLoop) -> None:
+    link = ServiceLink(SearchNode(make_vector_index(DIM, "l2")), loop)
+    request = search_pb2.SearchVectorsRequest(k=3, probes=1, probe_lists=b"\0\0\0\0")
+    request.queries.CopyFrom(encode_batch(np.zeros((1, DIM), dtype=np.float32)))
+    with pytest.raises(InvalidArgument):
+        link.call("SearchVectors", request, 5)
+    with pytest.raises(InvalidArgument):
+        link.call("SetCentroids", encode_batch(np.zeros((NLIST, DIM), np.float32)), 5)
+
+
+def test_search_before_training_fails_and_train_pushes_to_every_replica(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    vectors, queries = data()
+    links = [ServiceLink(shard_node(Metric.L2), loop) for _ in range(3)]
+    names = default_shard_names(2)
+    coordinator = Coordinator(
+        [(names[0], links[:2]), (names[1], links[2:])],  # type: ignore[list-item]
+        dim=DIM,
+        metric=Metric.L2,
+        nlist=NLIST,
+    )
+    with pytest.raises(FailedPrecondition):
+        coordinator.search(queries, 5)
+    coordinator.train(vectors)
+    held = [link.node.vectors.centroids() for link in links]  # type: ignore[attr-defined]
+    assert all(c is not None and np.array_equal(c, held[0]) for c in held)
+
+
+def test_a_crashed_shard_keeps_its_centroids_and_vectors_and_a_new_coordinator_reads_them(
+    tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    vectors, queries = data()
+    metric = Metric.COSINE
+    nodes = [shard_node(metric, tmp_path / f"s{n}") for n in range(3)]
+    coordinator = cluster([ServiceLink(node, loop) for node in nodes], metric)
+    coordinator.train(vectors[:1_500])
+    coordinator.add(np.arange(ROWS), vectors)
+    coordinator.remove(np.arange(0, ROWS, 10))
+    before = coordinator.search(queries, 10, nprobe=4)
+    for node in nodes:  # a crash after the acknowledgements: the log, no snapshot
+        assert node.journal is not None and node.journal.snapshot_path is None
+        node.close()
+    again = [shard_node(metric, tmp_path / f"s{n}") for n in range(3)]
+    assert sum(len(node.vectors) for node in again) == ROWS - ROWS // 10
+    links = [ServiceLink(node, loop) for node in again]
+    coarse = sync_centroids(links, metric, 5)
+    assert coarse is not None and coordinator.coarse is not None
+    assert np.array_equal(coarse.centroids, coordinator.coarse.centroids)
+    after = cluster(links, metric, coarse).search(queries, 10, nprobe=4)
+    assert after.ids.tolist() == before.ids.tolist()
+    # A snapshot, then a restart from it, answers the same too.
+    for node in again:
+        node.save()
+        node.close()
+    reloaded = [ServiceLink(shard_node(metric, tmp_path / f"s{n}"), loop) for n in range(3)]
+    assert cluster(reloaded, metric, coarse).search(queries, 10, nprobe=4).ids.tolist() == (
+        before.ids.tolist()
+    )
+
+
+def test_a_new_shard_is_given_the_centroids_and_disagreeing_shards_are_refused(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    vectors, _ = data()
+    old = [ServiceLink(shard_node(Metric.L2), loop) for _ in range(2)]
+    cluster(old, Metric.L2).train(vectors)
+    new = ServiceLink(shard_node(Metric.L2), loop)
+    assert new.node.vectors.centroids() is None  # type: ignore[attr-defined]
+    coarse = sync_centroids([*old, new], Metric.L2, 5)
+    assert coarse is not None
+    assert np.array_equal(new.node.vectors.centroids(), coarse.centroids)  # type: ignore[attr-defined]
+    assert sync_centroids([ServiceLink(shard_node(Metric.L2), loop)], Metric.L2, 5) is None
+    other = ServiceLink(shard_node(Metric.L2), loop)
+    cluster([other], Metric.L2).train(vectors[::-1][:500])
+    with pytest.raises(FailedPrecondition):
+        sync_centroids([*old, other], Metric.L2, 5)
+
+
+def test_a_missing_shard_is_flagged_and_the_rest_is_the_single_index_over_the_rest(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    vectors, queries = data()
+    links = [ServiceLink(shard_node(Metric.L2), loop) for _ in range(4)]
+    coordinator = cluster(links, Metric.L2)
+    coordinator.train(vectors)
+    coordinator.add(np.arange(ROWS), vectors)
+    links[2].down = True
+    with pytest.raises(Unavailable):
+        coordinator.search(queries, 10, nprobe=4)
+    got = coordinator.search(queries, 10, nprobe=4, allow_partial=True)
+    assert got.partial and got.missing_shard_names == ("shard-2",)
+    rest = np.concatenate(
+        [link.node.vectors.ids() for link in links if not link.down]  # type: ignore[attr-defined]
+    )
+    single = SharedIVFIndex(DIM, NLIST, Metric.L2)
+    assert coordinator.coarse is not None
+    single.set_centroids(coordinator.coarse.centroids)
+    single.add(rest, vectors[rest])
+    want = single.search(queries, 10, nprobe=4)
+    assert got.ids.tolist() == want.ids.tolist()
+    rows = as_vectors(queries, DIM)
+    assert coordinator.coarse.assign(rows, 4).shape == (len(queries), 4)
