@@ -60,8 +60,11 @@ class ServiceLink:
         self.service = SearchService(node)
         self.loop = loop
         self.down = False
+        self.searches: list[Any] = []  # the SearchVectors requests received
 
     def start(self, method: str, request: Any, timeout_s: float) -> Any:
+        if method == "SearchVectors":
+            self.searches.append(request)
         if self.down:
             failed: Future[Any] = Future()
             failed.set_exception(Unavailable("stand-in down"))
@@ -121,6 +124,10 @@ def test_four_shards_answer_as_one_ivf_over_every_vector(
         assert not got.partial
         assert got.ids.tolist() == want.ids.tolist(), nprobe
         np.testing.assert_allclose(got.distances, want.distances, rtol=1e-5, atol=1e-5)
+        # Every shard got the coordinator's lists, the same ones, and no nprobe of its own.
+        sent = [link.searches[-1] for link in links]
+        assert all(r.probes == min(nprobe, NLIST) and r.nprobe == 0 for r in sent)
+        assert len({r.probe_lists for r in sent}) == 1 and len(sent[0].probe_lists) > 0
     allowed = np.arange(0, ROWS, 3)
     got = coordinator.search(queries, 10, allowed, nprobe=4)
     want = single.search(queries, 10, allowed, nprobe=4)
