@@ -5,9 +5,9 @@ a deterministic function of the mutations applied to it in order. The journal ke
 on disk in two parts:
 
 * a **write-ahead log** (``<data-dir>/log``, a ``blocks.core.log.SegmentLog``). Every
-  acknowledged mutation (``add``, ``remove``, ``train``, ``index-docs``, ``delete-docs``) is
-  appended *and fsynced* (``append_durable``) before it is applied and answered, so a crash,
-  ``kill -9`` or power loss included, cannot lose it. Typeahead queries are appended without
+  acknowledged mutation (``add``, ``remove``, ``train``, ``centroids``, ``index-docs``,
+  ``delete-docs``) is appended *and fsynced* (``append_durable``) before it is applied and
+  answered, so a crash, ``kill -9`` or power loss included, cannot lose it. Typeahead queries are appended without
   their own fsync (``append_soft``): they reach the kernel at once, so a process crash keeps
   them, and they become power-loss durable with the next durable record or snapshot. A
   record is logged before it is applied, so a mutation that then fails validation is in the
