@@ -7,6 +7,7 @@ references, once marked for the grace period."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,8 +40,8 @@ class Recorder:
     def catch_up_key(self, bucket: str, key: str) -> bool:
         return False
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        pass  # every push reached every replica
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        return lambda: None  # every push reached every replica
 
 
 class Lagging:
@@ -58,9 +59,12 @@ class Lagging:
             applied |= self.me.apply_remote(record)
         return applied
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        for record in self.peer.bucket_records(bucket):
-            self.me.apply_remote(record)
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        def finish() -> None:
+            for record in self.peer.bucket_records(bucket):
+                self.me.apply_remote(record)
+
+        return finish
 
 
 def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:

@@ -4,6 +4,7 @@ replayed at open and replicated to peers (``records.BucketPut``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,11 +131,14 @@ class _Pushes:
             for record in records:
                 peer.apply_remote(record)
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        assert self.me is not None
-        for peer in self.peers:
-            for record in peer.bucket_records(bucket):
-                self.me.apply_remote(record)
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        def finish() -> None:
+            assert self.me is not None
+            for peer in self.peers:
+                for record in peer.bucket_records(bucket):
+                    self.me.apply_remote(record)
+
+        return finish
 
     def catch_up_key(self, bucket: str, key: str) -> bool:
         assert self.me is not None

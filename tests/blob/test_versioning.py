@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,8 @@ class Recorder:
     def catch_up_key(self, bucket: str, key: str) -> bool:
         return False
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        pass  # every push reached every replica
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        return lambda: None  # every push reached every replica
 
 
 def _replica(name: str, shards: dict[str, ShardStore], clock: ManualClock) -> ReplicatedBlobStore:
@@ -289,9 +290,12 @@ class FromPeer:
             applied |= self.me.apply_remote(record)
         return applied
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        for record in self.peer.bucket_records(bucket):
-            self.me.apply_remote(record)
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        def finish() -> None:
+            for record in self.peer.bucket_records(bucket):
+                self.me.apply_remote(record)
+
+        return finish
 
 
 class LandsDuringFetch(FromPeer):

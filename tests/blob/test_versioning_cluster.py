@@ -166,5 +166,8 @@ def test_a_write_that_cannot_reach_a_majority_for_the_status_is_refused(
     cluster.cut("a", "c")
     cluster.cut("b", "c")
     with pytest.raises(Unavailable):
-        c.put_object("bkt", "k", b"x")
+        c.put_object("bkt", "k", b"x" * 3000)  # three chunks stored before the stamp
     assert c.index.versions("bkt", "k") == []  # nothing journaled
+    assert list(c.ledger.referenced()) == []  # and nothing left pinned
+    with pytest.raises(Unavailable):
+        c.delete_object("bkt", "k")

@@ -273,7 +273,11 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
             except BaseException:
                 self.ledger.release(refs)
                 raise
-        modified_ms, version_id = self._stamp(bucket, key)
+        try:
+            modified_ms, version_id = self._stamp(bucket, key)  # a replica may ask its peers
+        except BaseException:
+            self.ledger.release(refs)
+            raise
         manifest = Manifest(
             bucket=bucket,
             key=key,

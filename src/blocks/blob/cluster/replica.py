@@ -23,8 +23,9 @@ Versioning status. What a write of an object makes (a fresh version id, the null
 delete marker or a removal) depends on its bucket's versioning status, which a node learns
 from a pushed ``BucketPut``; a node outside the majority that acknowledged a status change
 may not have it yet. So every such write (PUT, copy, completion, DELETE) first reads the
-bucket's record from a majority (``RecordSink.catch_up_bucket``: one round trip to the
-peers, before the body is read) and applies the newest: any two majorities share a node, so a
+bucket's record from a majority (``RecordSink.read_bucket``: one round trip to the peers;
+a PUT starts it before storing the body and waits for it only to stamp its version) and
+applies the newest: any two majorities share a node, so a
 write begun after a status change was acknowledged sees it. Settings changes carry a version
 (``BucketPut.settings_version``), so the newest wins whatever order copies arrive in.
 
@@ -82,9 +83,10 @@ class RecordSink(Protocol):
         its parts) and apply it here; returns whether anything changed."""
         ...
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        """Apply here the newest record of ``bucket`` among a majority of the nodes (this
-        one counts); raises ``Unavailable`` if a majority does not answer."""
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        """Start reading ``bucket``'s record from the peers; the call returned applies here
+        the newest among a majority of the nodes (this one counts), or raises
+        ``Unavailable`` if a majority does not answer."""
         ...
 
 
@@ -208,27 +210,40 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         checksums: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        self._status_caught_up(bucket)
         if condition is not None and not self._knows(bucket, key):
             self._caught_up(bucket, key)  # the condition is checked against the newest
-        info: ObjectInfo = self._replicated(
-            super().put_object,
-            bucket,
-            key,
-            data,
-            content_type=content_type,
-            metadata=metadata,
-            condition=condition,
-            checksums=checksums,
-            headers=headers,
-        )
+        if self.replicator is not None:  # finished in ``_stamp``, once the body is stored
+            self._outbox.bucket_read = self.replicator.read_bucket(bucket)
+        try:
+            info: ObjectInfo = self._replicated(
+                super().put_object,
+                bucket,
+                key,
+                data,
+                content_type=content_type,
+                metadata=metadata,
+                condition=condition,
+                checksums=checksums,
+                headers=headers,
+            )
+        finally:
+            self._outbox.bucket_read = None
         return info
+
+    def _stamp(self, bucket: str, key: str) -> tuple[int, str]:
+        """As on one node, once the bucket's settings read by ``put_object`` are in (never
+        with the lock held: the read may wait for the peers)."""
+        finish: Callable[[], None] | None = getattr(self._outbox, "bucket_read", None)
+        if finish is not None:
+            self._outbox.bucket_read = None
+            finish()
+        return super()._stamp(bucket, key)
 
     def _status_caught_up(self, bucket: str) -> None:
         """Learn the bucket's newest settings from a majority before a write of one of its
         objects is stamped (see the module docstring); never with the lock held."""
         if self.replicator is not None:
-            self.replicator.catch_up_bucket(bucket)
+            self.replicator.read_bucket(bucket)()
 
     def _knows(self, bucket: str, key: str) -> bool:
         with self._lock:

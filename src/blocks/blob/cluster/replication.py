@@ -29,7 +29,7 @@ through another node) fetches the upload the same way (``catch_up_upload``).
 
 *Writes read the bucket's settings from a majority.* Before a write of an object stamps
 its version (a fresh id, or the null version, by the bucket's versioning status), the node
-asks every peer for its record of the bucket (``catch_up_bucket``) and applies the newest
+asks every peer for its record of the bucket (``read_bucket``) and applies the newest
 from a majority of the nodes (this one counts): a status change acknowledged on a majority
 is on one of them, so no node writes a null version into a bucket whose versioning was
 enabled before the write began. Short of a majority the write fails (``Unavailable``)
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -149,32 +149,37 @@ class Replicator:
         self.keys_caught_up += applied
         return applied
 
-    def catch_up_bucket(self, bucket: str) -> None:
-        """Ask every peer for its record of ``bucket``, in parallel, and apply every answer
-        that came before a majority of the nodes (this one included) had answered; raise
-        ``Unavailable`` if they do not. Peers that answer later are not waited for."""
+    def read_bucket(self, bucket: str) -> Callable[[], None]:
+        """Ask every peer for its record of ``bucket``, in parallel, and return at once the
+        call that finishes the read: it waits until a majority of the nodes (this one
+        included) have answered, applies their answers, and raises ``Unavailable`` if a
+        majority does not answer. Peers that answer later are not waited for. A PUT starts
+        the read before it stores the body and finishes it before stamping its version."""
         needed = self.quorum - 1
         if needed <= 0:
-            return
+            return _nothing
         body = pack([bucket], size_max=META_BODY_BYTES_MAX)
-        pending: set[Future[list[bytes] | None]] = {
-            self._pool.submit(self._fetch_bucket, peer, body) for peer in self.peers.values()
-        }
-        answers: list[list[bytes]] = []
-        while pending and len(answers) < needed:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            answers += [answer for f in done if (answer := f.result()) is not None]
-        if len(answers) < needed:
-            raise Unavailable(
-                f"bucket {bucket!r} read from {len(answers) + 1} of {self.nodes} nodes, "
-                f"need {self.quorum}"
-            )
-        for records in answers:
-            for record in records:
-                try:
-                    self.store.apply_remote(record)
-                except NotFound:
-                    continue
+        asked = [self._pool.submit(self._fetch_bucket, peer, body) for peer in self.peers.values()]
+
+        def finish() -> None:
+            pending: set[Future[list[bytes] | None]] = set(asked)
+            answers: list[list[bytes]] = []
+            while pending and len(answers) < needed:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                answers += [answer for f in done if (answer := f.result()) is not None]
+            if len(answers) < needed:
+                raise Unavailable(
+                    f"bucket {bucket!r} read from {len(answers) + 1} of {self.nodes} nodes, "
+                    f"need {self.quorum}"
+                )
+            for records in answers:
+                for record in records:
+                    try:
+                        self.store.apply_remote(record)
+                    except NotFound:
+                        continue
+
+        return finish
 
     @staticmethod
     def _fetch_bucket(peer: HttpShardStore, body: bytes) -> list[bytes] | None:
@@ -352,6 +357,10 @@ class Replicator:
         if self._thread is not None:
             self._thread.join(timeout=30.0)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _records(value: object) -> list[bytes]:
