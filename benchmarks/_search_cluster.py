@@ -54,6 +54,8 @@ CALL_TIMEOUT_S = 600.0
 SEND_BYTES_MAX = 2_000_000  # per AddVectors call, under gRPC's 4 MB message limit
 TRAIN_BYTES_MAX = 12_000_000  # the one Train call's sample, under the 16 MB message limit
 SHARDS = 4
+CPU_ROUNDS = 5  # interleaved rounds of the CPU-time accounting
+CPU_BATCHES = 4  # batches per contender per round (a clock tick is 10 ms)
 IN_PROCESS = "in-process"
 ONE_SERVE = "one serve process"
 CLUSTER = f"coordinator + {SHARDS} shards"
@@ -243,6 +245,35 @@ def _search_op(queries: np.ndarray, started: _Started, op: int) -> np.ndarray:
     return started.search(queries)
 
 
+def _process_cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of processes so far (``/proc/<pid>/stat``, clock ticks)."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ms_per_batch(
+    started: dict[str, _Started], queries: np.ndarray, rounds: int, batches: int
+) -> dict[str, float]:
+    """CPU time one batch costs all the processes a contender uses (this process, whose
+    threads call or run the index, plus its servers), median over interleaved rounds of
+    ``batches`` batches. Unlike wall time this hardly moves with other work on the cores: on
+    saturated cores QPS is at best cores / CPU time per query, whatever the scheduling."""
+    samples: dict[str, list[float]] = {label: [] for label in started}
+    for _ in range(rounds):
+        for label, contender in started.items():
+            pids = [process.pid for process in contender.processes]
+            before = time.process_time() + _process_cpu_s(pids)
+            for _ in range(batches):
+                contender.search(queries)
+            spent = time.process_time() + _process_cpu_s(pids) - before
+            samples[label].append(1000 * spent / batches)
+    return {label: float(np.median(values)) for label, values in samples.items()}
+
+
 def _differs(ids: np.ndarray, truth: np.ndarray) -> int:
     return sum(set(a.tolist()) != set(b.tolist()) for a, b in zip(ids, truth, strict=True))
 
@@ -307,6 +338,7 @@ def cluster_part(
                 baseline=IN_PROCESS,
                 out_dir=out,
             )
+            cpu_ms = _cpu_ms_per_batch(started, queries, CPU_ROUNDS, CPU_BATCHES)
         finally:
             for s in started.values():
                 _stop(s)
@@ -331,6 +363,8 @@ def cluster_part(
                     "ratio_min": result.ratio_min,
                     "ratio_max": result.ratio_max,
                     "skipped": result.skipped,
+                    "cpu_ms_per_batch": cpu_ms[result.contender],
+                    "cpu_ratio": cpu_ms[IN_PROCESS] / cpu_ms[result.contender],
                 }
             )
     rows = [
@@ -343,6 +377,8 @@ def cluster_part(
             f"{row['qps']:,.0f}" if row["skipped"] is None else f"skipped: {row['skipped']}",
             f"x{row['ratio']:.2f}" if row["ratio"] is not None else "n/a",
             f"x{row['ratio_min'] or 0:.2f}-x{row['ratio_max'] or 0:.2f}",
+            f"{row['cpu_ms_per_batch']:.1f}",
+            f"x{row['cpu_ratio']:.2f}",
         )
         for row in summary
     ]
@@ -358,6 +394,8 @@ def cluster_part(
             "QPS (median round)",
             "vs in-process",
             "spread",
+            f"CPU ms / {len(queries):,}-query batch (all processes)",
+            "in-process CPU / its CPU",
         ],
         rows,
     )

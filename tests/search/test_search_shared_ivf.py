@@ -301,3 +301,18 @@ def test_a_missing_shard_is_flagged_and_the_rest_is_the_single_index_over_the_re
     assert got.ids.tolist() == want.ids.tolist()
     rows = as_vectors(queries, DIM)
     assert coordinator.coarse.assign(rows, 4).shape == (len(queries), 4)
+
+
+def test_the_coordinators_assignment_runs_on_one_openmp_thread_and_restores_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vectors, queries = data()
+    coarse = CoarseQuantizer(vectors[:NLIST], Metric.L2)
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+    real = faiss.omp_set_num_threads
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: (seen.append(n), real(n)))
+    assert coarse.assign(queries, 3).shape == (len(queries), 3)
+    assert seen == [1, before] and faiss.omp_get_max_threads() == before
+    with pytest.raises(InvalidArgument):
+        CoarseQuantizer(vectors[:NLIST], Metric.L2, threads=0)

@@ -133,9 +133,13 @@ def decode_probe_lists(data: bytes, rows: int, probes: int, nlist: int) -> Probe
 class CoarseQuantizer:
     """The collection's centroids at the coordinator: assigns each query its probe lists."""
 
-    def __init__(self, centroids: FloatArray, metric: Metric) -> None:
+    def __init__(self, centroids: FloatArray, metric: Metric, *, threads: int = 1) -> None:
+        """``threads``: OpenMP threads of one ``assign`` call (default 1, see there)."""
         if centroids.ndim != 2 or centroids.shape[0] < 1:
             raise InvalidArgument("centroids must be a non-empty 2-D array")
+        if threads < 1:
+            raise InvalidArgument(f"threads must be positive, got {threads}")
+        self.threads = threads
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.metric = metric
         self._quantizer = flat_quantizer(self.centroids, metric)
@@ -149,7 +153,18 @@ class CoarseQuantizer:
         ``queries`` are validated (normalised for cosine) float32 rows."""
         if nprobe < 1:
             raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
-        _, lists = self._quantizer.search(queries, min(nprobe, self.nlist))
+        import faiss
+
+        # One OpenMP thread for this call (the setting is the calling thread's own, restored
+        # after): concurrent searches spread over the coordinator's threads instead. On the
+        # loaded 2-core machine faiss's two threads spent 42 ms of CPU (140 ms wall) on a
+        # 1,000 x 1,776 x 128 assignment that one thread did in 7.7 ms (20 ms wall).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.threads)
+        try:
+            _, lists = self._quantizer.search(queries, min(nprobe, self.nlist))
+        finally:
+            faiss.omp_set_num_threads(threads)
         assigned: ProbeLists = lists
         return assigned
 
