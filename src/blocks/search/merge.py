@@ -69,7 +69,7 @@ def merge_topk(
     tie_ids = np.where(padding, np.iinfo(np.int64).max, ids)
     order = np.lexsort((tie_ids, keys), axis=-1)
     dropped = None
-    if unique_ids:
+    if unique_ids and _has_repeats(ids):
         order, dropped = _repeats_last(ids, order)
     order = order[:, :k]
     out_ids = np.take_along_axis(ids, order, axis=1)
@@ -82,6 +82,14 @@ def merge_topk(
         out_distances = np.pad(out_distances, ((0, 0), (0, pad)), constant_values=metric.worst)
     out_distances = np.where(out_ids < 0, np.float32(metric.worst), out_distances)
     return out_ids, out_distances.astype(np.float32)
+
+
+def _has_repeats(ids: IdArray) -> bool:
+    """Whether an id other than padding occurs twice in a row. Outside a rebalance shards hold
+    disjoint ids and the answer is no: one sort of the ids (about 0.15 ms for 4 x 1,000 x 10)
+    instead of ``_repeats_last``'s (about 2.4 ms), whose result would change nothing."""
+    grouped = np.sort(ids, axis=1)
+    return bool(((grouped[:, 1:] == grouped[:, :-1]) & (grouped[:, 1:] >= 0)).any())
 
 
 def _repeats_last(
