@@ -13,6 +13,7 @@ from blocks.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     PeerError,
+    Timeout,
     Unauthenticated,
     Unavailable,
 )
@@ -240,3 +241,19 @@ def test_writes_fail_with_unavailable_when_too_few_replicas_are_up() -> None:
             assert (await client.get(b"k", r=1)).value == b"v"
 
     run_simulation(main, 6)
+
+
+def test_tcp_calls_with_their_own_deadline_succeed_and_time_out() -> None:
+    # The TCP listener runs a handler inline up to its first suspension, outside any task:
+    # a per-call deadline must not need one (``asyncio.timeout`` does).
+    async def main() -> None:
+        async with LocalCluster(nodes=3, transport="tcp") as cluster:
+            client = cluster.client()
+            await client.put("user:1", b"alice", timeout_s=5.0)
+            assert (await client.get("user:1", timeout_s=5.0)).value == b"alice"
+            await cluster.crash("n2")
+            await cluster.crash("n3")
+            with pytest.raises((Timeout, Unavailable)):
+                await client.put("user:1", b"bob", w=3, timeout_s=0.2)
+
+    asyncio.run(main())

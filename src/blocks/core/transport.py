@@ -52,6 +52,7 @@ __all__ = [
     "Transport",
     "check_timeout",
     "encode_frame",
+    "encode_frame_parts",
     "error_from_wire",
     "error_to_wire",
 ]
@@ -59,7 +60,12 @@ __all__ = [
 Handler = Callable[[str, Any], Awaitable[Any]]
 """Called as ``handler(source_node_name, message)`` for every inbound request or one-way
 message. Its return value is the reply to a request (ignored for one-way messages); a
-``BlocksError`` it raises is sent back to the requester with its class."""
+``BlocksError`` it raises is sent back to the requester with its class.
+
+``TcpTransport`` runs a handler inline, in the callback that decoded the message, until it
+first suspends (a handler that answers without suspending costs no task), and in a task from
+there on. So, before its first suspension, ``asyncio.current_task()`` is None and
+``asyncio.timeout`` is not available: a deadline there is a timer (``loop.call_later``)."""
 
 DEFAULT_TIMEOUT_S = 5.0
 """Deadline of a request when the caller gives none."""
@@ -192,10 +198,25 @@ _FRAME_ARITY = {
 }
 
 
+_JOIN_BYTES_MAX = 64 * 1024
+"""A body up to this size is copied behind its header (one buffer is cheaper than two for the
+socket write); a larger one travels as its own buffer, uncopied."""
+
+
 def encode_frame(frame: list[Any], frame_bytes_max: int = FRAME_BYTES_MAX) -> bytes:
     """Length-prefix the msgpack encoding of ``frame``; ``InvalidArgument`` if it is too big."""
     body = pack(frame, size_max=frame_bytes_max)
     return len(body).to_bytes(FRAME_HEADER_BYTES, "big") + body
+
+
+def encode_frame_parts(frame: list[Any], frame_bytes_max: int = FRAME_BYTES_MAX) -> list[bytes]:
+    """``encode_frame`` as buffers for a gathered write: one (header and body) for a small
+    frame, two (the header, then the body uncopied) for a large one."""
+    body = pack(frame, size_max=frame_bytes_max)
+    header = len(body).to_bytes(FRAME_HEADER_BYTES, "big")
+    if len(body) <= _JOIN_BYTES_MAX:
+        return [header + body]
+    return [header, body]
 
 
 class FrameDecoder:
@@ -212,18 +233,21 @@ class FrameDecoder:
     handshake is done).
     """
 
-    __slots__ = ("_broken", "_buffer", "_frame_bytes_max")
+    __slots__ = ("_broken", "_buffer", "_frame_bytes_max", "_start")
 
     def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
         if frame_bytes_max <= 0:
             raise InvalidArgument(f"frame_bytes_max must be > 0, got {frame_bytes_max}")
         self._frame_bytes_max = frame_bytes_max
+        # The bytes before ``_start`` are decoded frames, dropped in one go once the whole
+        # buffer is decoded or a frame is incomplete: not a shift of the rest per frame.
         self._buffer = bytearray()
+        self._start = 0
         self._broken = False
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     @property
     def frame_bytes_max(self) -> int:
@@ -253,38 +277,55 @@ class FrameDecoder:
         """Decode and remove the next complete frame, or return None if none is complete."""
         if self._broken:
             raise PeerError("stream already failed")
+        buffer, start = self._buffer, self._start
         try:
-            if len(self._buffer) < FRAME_HEADER_BYTES:
+            header_end = start + FRAME_HEADER_BYTES
+            if len(buffer) < header_end:
+                self._compact()
                 return None
-            length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
+            length = int.from_bytes(buffer[start:header_end], "big")
             if length == 0 or length > self._frame_bytes_max:
                 raise PeerError(
                     f"frame length {length} outside 1..{self._frame_bytes_max} bytes",
                     breach="frame_too_large" if length else "empty_frame",
                 )
-            end = FRAME_HEADER_BYTES + length
-            if len(self._buffer) < end:
+            end = header_end + length
+            if len(buffer) < end:
+                self._compact()
                 return None
-            body = bytes(self._buffer[FRAME_HEADER_BYTES:end])
-            del self._buffer[:end]
-            return _parse_frame(body, self._frame_bytes_max)
+            with memoryview(buffer) as view, view[header_end:end] as body:
+                frame = _parse_frame(body, self._frame_bytes_max)  # msgpack copies what it keeps
+            if end == len(buffer):
+                buffer.clear()
+                self._start = 0
+            else:
+                self._start = end
+            return frame
         except PeerError:
             self._broken = True
             self._buffer.clear()
+            self._start = 0
             raise
 
+    def _compact(self) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
 
-def _parse_frame(body: bytes, frame_bytes_max: int) -> list[Any]:
+
+_KINDS = {kind.value: kind for kind in FrameKind}
+
+
+def _parse_frame(body: memoryview, frame_bytes_max: int) -> list[Any]:
     try:
         frame = unpack(body, size_max=frame_bytes_max)
     except InvalidArgument as error:
         raise PeerError(f"malformed frame: {error}") from None
     if not isinstance(frame, list) or not frame or type(frame[0]) is not int:
         raise PeerError("malformed frame: expected [kind, ...]")
-    try:
-        kind = FrameKind(frame[0])
-    except ValueError:
-        raise PeerError(f"unknown frame kind {frame[0]}") from None
+    kind = _KINDS.get(frame[0])
+    if kind is None:
+        raise PeerError(f"unknown frame kind {frame[0]}")
     if len(frame) != _FRAME_ARITY[kind]:
         raise PeerError(f"{kind.name} frame has {len(frame)} fields")
     if (

@@ -6,8 +6,8 @@ Theory of operation: a ``FramedConnection`` is an asyncio protocol with an expli
 the limit of its state (``handshake_frame_bytes_max`` while greeting, ``frame_bytes_max``
 once open); any ``PeerError`` from the decoder or from a frame in the wrong place sends
 ``GOAWAY`` with the error and drops the connection, lingering so the reason arrives. It
-coalesces the frames written in one loop turn into one socket write and honours the
-socket's flow control through ``drain``. A listening-side connection (``budgeted``) reports
+gathers the frames written in one loop turn into one socket write (``writelines``, at the
+end of the turn) and honours the socket's flow control through ``drain``. A listening-side connection (``budgeted``) reports
 the bytes of its frame in progress to its owner, which bounds their sum over all
 connections (``buffered_bytes_max``): the connection whose bytes cross it is dropped with
 ``GOAWAY`` ``Overloaded``. The two ends, ``ClientConnection`` and ``ServerConnection``, are in
@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from blocks.core.errors import BlocksError, Overloaded, PeerError
 from blocks.core.net.limits import ConnectionLife, ConnectionState, TcpLimits
-from blocks.core.transport import FrameDecoder, FrameKind, Handler, encode_frame, error_to_wire
+from blocks.core.transport import (
+    FrameDecoder,
+    FrameKind,
+    Handler,
+    encode_frame_parts,
+    error_to_wire,
+)
 
 if TYPE_CHECKING:
     from blocks.core.net.connection import ClientConnection, ServerConnection
@@ -152,24 +158,26 @@ class FramedConnection(asyncio.Protocol):
     def write(self, frame: list[Any]) -> None:
         """Queue ``frame`` for the socket; ``InvalidArgument`` if it cannot be encoded.
 
-        The first frame in a turn of the event loop leaves at once (no added latency for a
-        lone request); the others written in the same turn leave together in one ``write`` at
-        the end of it, so 64 pipelined requests cost two system calls, not 64.
+        Every frame written in one turn of the event loop leaves in one ``writelines`` at the
+        end of it (a ``call_soon``: the lone request waits one turn, no timer), so a turn's
+        replies and pipelined requests on a connection cost one system call, not one each.
         """
-        data = encode_frame(frame, self._owner.limits.frame_bytes_max)
+        parts = encode_frame_parts(frame, self._owner.limits.frame_bytes_max)
         if self.closed or self._transport is None:
             return
-        if self._outgoing is None:
-            self._outgoing = []
+        outgoing = self._outgoing
+        if outgoing is None:
+            self._outgoing = outgoing = []
             asyncio.get_running_loop().call_soon(self._flush)
-            self._transport.write(data)
-        else:
-            self._outgoing.append(data)
+        outgoing += parts
 
     def _flush(self) -> None:
         outgoing, self._outgoing = self._outgoing, None
         if outgoing and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(outgoing))
+            if len(outgoing) == 1:
+                self._transport.write(outgoing[0])
+            else:
+                self._transport.writelines(outgoing)
 
     async def drain(self) -> None:
         if not self._writable.is_set():

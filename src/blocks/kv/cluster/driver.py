@@ -283,16 +283,16 @@ class KVNode:
         future: asyncio.Future[VersionedObject | None],
         timeout_s: float | None,
     ) -> VersionedObject | None:
+        # The caller's deadline is a timer on the future, not ``asyncio.timeout``: the
+        # transport runs a handler inline up to its first suspension, outside any task.
+        expiry = None
+        if timeout_s is not None:  # else the core's deadline applies; its Timeout says who
+            expiry = asyncio.get_running_loop().call_later(timeout_s, _expire, future, timeout_s)
         try:
-            if timeout_s is None:  # the core's deadline applies; its Timeout says who answered
-                return await future
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            if timeout_s is None:
-                raise
-            raise TimeoutError_(f"no quorum within {timeout_s} s") from None
+            return await future
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._waiting.pop(request_id, None)
             self._request_keys.pop(request_id, None)
 
@@ -479,3 +479,8 @@ def _refusal(effects: list[Effect]) -> BlocksError | None:
     if len(effects) == 1 and isinstance(effects[0], Fail):
         return effects[0].error
     return None
+
+
+def _expire(future: asyncio.Future[VersionedObject | None], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError_(f"no quorum within {timeout_s} s"))
