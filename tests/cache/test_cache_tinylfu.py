@@ -83,6 +83,28 @@ def full_state(policy: TinyLfuPolicy) -> tuple[object, ...]:
     )
 
 
+HOT_RUNS = st.lists(
+    st.one_of(*[st.integers(0, 7)] * 6, st.integers(0, 99)),
+    min_size=200,
+    max_size=1_000,
+)
+"""Mostly eight hot keys, so runs of hits grow past ``_SMALL_BATCH`` and take the batched
+path (each key moved once, at its last hit), broken by misses on the other keys."""
+
+
+@given(capacity=st.integers(8, 40), keys=HOT_RUNS)
+def test_long_runs_of_buffered_hits_decide_like_immediate_ones(
+    capacity: int, keys: list[int]
+) -> None:
+    """The per-request model is the same policy drained after every request; here batches are
+    long, cross the climber's samples and the sketch's aging, and must change nothing."""
+    buffered, immediate = TinyLfuPolicy(capacity), TinyLfuPolicy(capacity)
+    for key in keys:
+        assert buffered.request(key) == immediate.request(key)
+        immediate.drain_reads()
+    assert full_state(buffered) == full_state(immediate)
+
+
 def replay_unit_and_general(
     capacity: int, ops: list[tuple[str, int]], weight_of: dict[int, int]
 ) -> None:
