@@ -14,6 +14,10 @@ Contenders:
 * ``blocks-replicated (3 nodes, fsync always)``: three queue nodes (``--fsync always``, the
   kit's ``queue_cluster_spec``); a call is answered once its record is committed on a
   majority. The client is given every node and starts on the first.
+* ``blocks-replicated (3 nodes, written on a majority, fsync every 1000 ms)``: the same nodes
+  with ``--fsync never --sync-interval-ms 1000``: a call is answered once its record is
+  written, not fsynced, on a majority, and each node fsyncs its log every second; the
+  durability of ``nats-jetstream-r3`` (which syncs every two minutes), not the default's.
 * ``nats-jetstream-r3`` (the baseline, the issue's goal is stated against it): three
   nats-server processes in one JetStream cluster (``--cluster_name``, ``--cluster``,
   ``--routes``), a work-queue stream with ``num_replicas=3`` on file storage, pull consumer,
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -61,16 +66,26 @@ BASELINE = "nats-jetstream-r3"
 # --- blocks: three replicated queue nodes -------------------------------------------------
 
 
-def blocks_contender(cycle: bool, against: str | None = None) -> Contender:
+SYNC_INTERVAL_MS = 1_000  # the written-on-a-majority row fsyncs its log this often
+
+
+def blocks_contender(
+    cycle: bool, against: str | None = None, *, written_only: bool = False
+) -> Contender:
     """The three queue nodes; with ``against`` (another checkout's ``src`` directory) the
-    nodes run that code instead (the client stays this tree's): a before/after in one run."""
+    nodes run that code instead (the client stays this tree's): a before/after in one run.
+    ``written_only``: ``--fsync never --sync-interval-ms 1000``, a call answered once written
+    (not fsynced) on a majority, NATS JetStream's default durability."""
 
     async def setup() -> dict[str, Any]:
         from blocks.queue.client import connect
         from blocks.testing import ProcessCluster
         from blocks.testing.servers import queue_cluster_spec
 
-        cluster = ProcessCluster(queue_cluster_spec(fsync="always"), NODES)
+        spec = queue_cluster_spec(fsync="never" if written_only else "always")
+        if written_only:
+            spec = dataclasses.replace(spec, argv=_with_sync_interval(spec.argv))
+        cluster = ProcessCluster(spec, NODES)
         if against is not None:
             for name in NODES:
                 cluster.add_base_env(name, {"PYTHONPATH": str(Path(against).resolve())})
@@ -94,6 +109,10 @@ def blocks_contender(cycle: bool, against: str | None = None) -> Contender:
             await asyncio.to_thread(state["cluster"].remove)
 
     name = "blocks-replicated (3 nodes, fsync always)"
+    if written_only:
+        name = (
+            f"blocks-replicated (3 nodes, written on a majority, fsync every {SYNC_INTERVAL_MS} ms)"
+        )
     return Contender(
         name if against is None else f"{name}, servers from {against}",
         setup,
@@ -102,6 +121,13 @@ def blocks_contender(cycle: bool, against: str | None = None) -> Contender:
         ready=ready,
         ready_timeout_s=CLUSTER_READY_S,
     )
+
+
+def _with_sync_interval(argv: Any) -> Any:
+    def with_interval(node: Any, peers: Any) -> list[str]:
+        return [*argv(node, peers), "--sync-interval-ms", str(SYNC_INTERVAL_MS)]
+
+    return with_interval
 
 
 async def _retry(call: Any, what: str) -> Any:
@@ -318,6 +344,7 @@ def contenders(cycle: bool, *, quick: bool = False, against: str | None = None) 
     return [
         blocks_contender(cycle),
         *before,
+        blocks_contender(cycle, written_only=True),
         nats_contender(cycle),
         *sync_always,
         redis_contender(cycle),

@@ -64,6 +64,14 @@ def register(subparsers: Any) -> None:
         help="a cluster node's log segment size; the log is cut below a snapshot by whole"
         " segments (default 16 MiB)",
     )
+    serve.add_argument(
+        "--sync-interval-ms",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="with --fsync never on a cluster node: fsync the log every MS milliseconds; a"
+        " call is then answered once written (not fsynced) on a majority (docs/queue.md)",
+    )
     serve.set_defaults(func=_serve)
 
     create = _verb(verbs, "create", "create a queue")
@@ -194,6 +202,8 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
     from blocks.queue.service import build_cluster_server, build_server
 
     data_port = None if args.data_port < 0 else args.data_port
+    if args.sync_interval_ms is not None and (not args.peer or args.fsync != "never"):
+        raise InvalidArgument("--sync-interval-ms goes with --fsync never on a cluster node")
     if not args.peer:
         server, _ = build_server(
             options.data_dir,
@@ -218,6 +228,7 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
         data_port=data_port,
         snapshot_every=args.snapshot_every,
         segment_bytes_max=args.segment_bytes,
+        sync_interval_ms=args.sync_interval_ms,
     )
     return server
 

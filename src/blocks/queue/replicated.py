@@ -39,6 +39,13 @@ falls due, until ``wait_ms`` has passed. An empty receive is a record too (a few
 Bounds: ``WAITERS_MAX`` long polls, ``RESULTS_MAX`` outcomes kept for callers (older ones are
 dropped and counted), calls per batch as ``LocalQueue``. Not done: membership changes.
 
+Durability: under ``fsync="batch"`` or ``"always"`` (the default is ``batch``) a record
+counts on a node once fsynced there, so an answered call is fsynced on a majority. Under
+``fsync="never"`` it counts once written (in the page cache): an answered call survives the
+crash of any one node's process, not a majority of machines losing power at once; with
+``sync_interval_ms`` a timer fsyncs the log that often (NATS JetStream's default durability,
+whose ``sync_interval`` is two minutes), and a clean close fsyncs it.
+
 Snapshots (``blocks.queue.snapshots``): every ``snapshot_every`` applied records a node with a
 directory writes its machine and cuts its log below its previous snapshot; reopened, it
 restores the newest snapshot and applies only the tail. A follower below its leader's log
@@ -50,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import os
 import random
@@ -86,6 +94,7 @@ APPLY_BATCH = 1_000
 COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
 WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
 SNAPSHOT_EVERY = 50_000  # applied records between snapshots
+SYNC_INTERVAL_MS_MAX = 3_600_000  # the longest fsync interval under fsync="never"
 
 
 class ReplicatedQueue:
@@ -108,6 +117,7 @@ class ReplicatedQueue:
         leader_wait_ms: int = 5_000,
         snapshot_every: int = SNAPSHOT_EVERY,
         segment_bytes_max: int = 16 << 20,
+        sync_interval_ms: int | None = None,
     ) -> None:
         # A record is committed once durable on a majority (whichever nodes those are), so
         # one slow disk, the leader's included, is never on an acknowledgement's path.
@@ -117,6 +127,17 @@ class ReplicatedQueue:
         )
         if type(snapshot_every) is not int or snapshot_every < 1:
             raise InvalidArgument("snapshot_every must be a positive integer")
+        if sync_interval_ms is not None and (
+            fsync != "never"
+            or type(sync_interval_ms) is not int
+            or not 1 <= sync_interval_ms <= SYNC_INTERVAL_MS_MAX
+        ):
+            raise InvalidArgument(
+                f"sync_interval_ms (1..{SYNC_INTERVAL_MS_MAX}) goes with fsync='never' only"
+            )
+        self._sync_interval_ms = sync_interval_ms
+        self._syncer: asyncio.Task[None] | None = None
+        self.interval_syncs = 0  # fsyncs of the log by the interval timer (tests, metrics)
         if len(set(nodes) | {transport.name}) > replication.replication_factor:
             raise InvalidArgument(
                 f"a replicated queue runs on at most {replication.replication_factor} nodes"
@@ -159,7 +180,25 @@ class ReplicatedQueue:
             await self.log._create_local(TopicConfig(LOG_TOPIC, 1, None, None, False))
         self.log.start()
         self._apply_committed()
+        if self._sync_interval_ms is not None:
+            self._syncer = asyncio.get_running_loop().create_task(
+                self._sync_every(self._sync_interval_ms / 1000.0)
+            )
         return self
+
+    async def _sync_every(self, interval_s: float) -> None:
+        """Under ``fsync="never"``: fsync this node's log every ``interval_s`` (on the loop,
+        so that no truncation or restart of the log runs beside it). A failed fsync leaves
+        the log refusing work, as any failed fsync does; the timer goes on."""
+        while not self._closed:
+            await asyncio.sleep(interval_s)
+            if self._closed or LOG_TOPIC not in self.log.topics.names():
+                continue
+            try:
+                self.log.topics.store(*KEY).sync()
+                self.interval_syncs += 1
+            except (OSError, BlocksError):
+                continue
 
     @property
     def broker(self) -> QueueBroker:
@@ -422,6 +461,12 @@ class ReplicatedQueue:
             return
         self._closed = True
         self._wake_all()
+        if self._syncer is not None:
+            self._syncer.cancel()
+            await asyncio.gather(self._syncer, return_exceptions=True)
+            if LOG_TOPIC in self.log.topics.names():  # a clean stop leaves nothing unsynced
+                with contextlib.suppress(OSError, BlocksError):
+                    self.log.topics.store(*KEY).sync()
         await self.log.close()
 
     async def __aenter__(self) -> ReplicatedQueue:

@@ -140,12 +140,14 @@ def build_cluster_server(
     data_port: int | None = 0,
     snapshot_every: int = SNAPSHOT_EVERY,
     segment_bytes_max: int = 16 << 20,
+    sync_interval_ms: int | None = None,
 ) -> tuple[Server, ReplicatedQueue]:
     """A ``Server`` (not started) for one node of a replicated queue
     (``blocks.queue.replicated``): clients call any node; nodes replicate the queue's log over
     a ``TcpTransport`` on ``cluster_listen`` (same token); ``snapshot_every`` applied records
     between snapshots; the log's segments roll at ``segment_bytes_max`` (a log is cut below
-    a snapshot by whole segments)."""
+    a snapshot by whole segments); ``sync_interval_ms`` with ``fsync="never"``: fsync the
+    log on that interval (see ``ReplicatedQueue``)."""
     transport = TcpTransport(node, cluster_listen, peers, token)
     queue = ReplicatedQueue(
         data_dir,
@@ -155,6 +157,7 @@ def build_cluster_server(
         rng=random.Random(),
         snapshot_every=snapshot_every,
         segment_bytes_max=segment_bytes_max,
+        sync_interval_ms=sync_interval_ms,
     )
 
     async def start() -> None:

@@ -1,0 +1,113 @@
+"""A replicated queue node under ``fsync="never"`` with ``sync_interval_ms``: a call is answered
+once written on a majority and the log is fsynced on a timer (the durability NATS
+JetStream's default has); the default, fsynced on a majority before the answer, is not
+touched."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocks.core.clock import SystemClock
+from blocks.core.errors import InvalidArgument
+from blocks.core.memory_network import MemoryNetwork
+from blocks.pubsub.replication import ReplicationConfig
+from blocks.queue.replicated import KEY, ReplicatedQueue
+
+QUEUE_NODES = ["q1", "q2", "q3"]
+TIMING = ReplicationConfig(election_timeout_ms=5_000, lag_max_ms=10_000)
+
+
+def cluster(
+    network: MemoryNetwork, directory: Path | None = None, **options: Any
+) -> list[ReplicatedQueue]:
+    return [
+        ReplicatedQueue(
+            None if directory is None else directory / name,
+            network.transport(name),
+            QUEUE_NODES,
+            clock=SystemClock(),
+            rng=random.Random(name),
+            replication=TIMING,
+            **options,
+        )
+        for name in QUEUE_NODES
+    ]
+
+
+async def close_all(nodes: list[ReplicatedQueue]) -> None:
+    for node in nodes:
+        await node.close()
+        await node.log.transport.close()
+
+
+def test_sync_interval_fsyncs_the_log_of_a_never_node(tmp_path: Path) -> None:
+    """Under ``fsync="never"`` nothing fsyncs the log; with ``sync_interval_ms`` a timer does,
+    and a clean close syncs what is left. Every acknowledged send is there after a restart."""
+
+    async def run() -> None:
+        network = MemoryNetwork(seed=9)
+        plain = cluster(network, tmp_path / "plain", fsync="never")
+        timed = cluster(MemoryNetwork(seed=9), tmp_path / "timed", fsync="never",
+                        sync_interval_ms=20)  # fmt: skip
+        for node in (*plain, *timed):
+            await node.open()
+        try:
+            for nodes in (plain, timed):
+                await nodes[0].create_queue("jobs")
+                for index in range(10):
+                    await nodes[0].send("jobs", b"%d" % index)
+            await asyncio.sleep(0.3)
+            for node in plain:
+                assert node.interval_syncs == 0
+                assert node.log.topics.store(*KEY).log.stats().fsyncs == 0
+            for node in timed:
+                assert node.interval_syncs > 0
+                assert node.log.topics.store(*KEY).log.stats().fsyncs > 0
+        finally:
+            await close_all(plain)
+            await close_all(timed)
+        again = cluster(MemoryNetwork(seed=10), tmp_path / "timed", fsync="never")
+        for node in again:
+            await node.open()
+        try:
+            leader = again[0]
+            for _ in range(500):
+                if any(n.is_leader for n in again):
+                    leader = next(n for n in again if n.is_leader)
+                    if leader.machine.applied > 0:
+                        break
+                await asyncio.sleep(0.02)
+            found = await leader.receive("jobs", max_messages=10, wait_ms=5_000)
+            assert sorted(m.body for m in found) == [b"%d" % i for i in range(10)]
+        finally:
+            await close_all(again)
+
+    asyncio.run(run())
+
+
+def test_sync_interval_is_refused_with_an_fsync_policy_that_syncs() -> None:
+    network = MemoryNetwork(seed=3)
+    for fsync, interval in (("always", 100), ("batch", 100), ("never", 0), ("never", 10**9)):
+        with pytest.raises(InvalidArgument):
+            ReplicatedQueue(
+                None,
+                network.transport("q1"),
+                QUEUE_NODES,
+                fsync=fsync,  # type: ignore[arg-type]
+                sync_interval_ms=interval,
+            )
+
+
+def test_the_cli_takes_sync_interval_only_for_a_never_cluster_node(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "blocks", "queue", "serve", "--listen", "127.0.0.1:0"]
+    argv += ["--data-dir", str(tmp_path), "--sync-interval-ms", "1000"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "--sync-interval-ms" in done.stderr
