@@ -192,3 +192,93 @@ def test_the_default_is_one_faiss_call_and_the_pool_only_when_asked(spec, monkey
     index._query_threads = 3
     index.search(QUERIES, 10)
     assert pools == [3]
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF8,Flat", "HNSW16"])
+def test_ids_equal_to_labels_are_returned_untranslated_until_they_are_not(spec) -> None:
+    """While ids are ``0..n-1`` in add order, faiss's labels are the answer; adding an id
+    that is not its label, or removing one, switches the lookup back on."""
+    data = CORPUS[:300]
+    index = FaissIndex(DIM, spec, "l2", nprobe=8)
+    index.train(data)
+    index.add(np.arange(100), data[:100])
+    index.add(np.arange(100, 200), data[100:200])
+    assert index._ids_are_labels
+    assert index.search(data[:20], 1).ids[:, 0].tolist() == list(range(20))
+    index.add([1_000], data[[250]])  # label 200 holds id 1,000
+    assert not index._ids_are_labels
+    assert index.search(data[[250]], 1).ids[0, 0] == 1_000
+    fresh = FaissIndex(DIM, spec, "l2", nprobe=8)
+    fresh.train(data)
+    fresh.add(np.arange(50), data[:50])
+    fresh.remove([7])
+    assert not fresh._ids_are_labels
+    fresh.add([7], data[[7]])  # a fresh label, 50, for id 7
+    got = fresh.search(data[:10], 1).ids[:, 0]
+    assert got.tolist() == list(range(10))
+
+
+SCALE_CASES = [("Flat", {}), ("IVF8,Flat", {"nprobe": 8}), ("HNSW16", {"ef_search": 64})]
+
+
+@pytest.mark.parametrize(("spec", "params"), [*SCALE_CASES, ("PCA16,Flat", {})])
+def test_cosine_queries_of_any_scale_answer_as_unit_queries(spec, params) -> None:
+    """A cosine query is answered as its unit vector is, at float32 scales where its squares
+    underflow (1e-25) or overflow (1e20) as well as in between (the float64 path), on indexes
+    that divide the scores after the search and on one that must normalise first (PCA
+    subtracts a mean, so its scores are not linear in the query)."""
+    data = CORPUS[:2000]
+    index = FaissIndex(DIM, spec, "cosine")
+    index.train(data)
+    index.add(IDS[:2000], data)
+    assert index._scale_after == (not spec.startswith("PCA"))
+    unit = QUERIES[:20] / np.linalg.norm(QUERIES[:20], axis=1, keepdims=True)
+    reference = index.search(unit.astype(np.float32), 10, **params)
+    for scale in (1e-25, 1e-12, 3.0, 1e12, 1e20):
+        queries = (QUERIES[:20].astype(np.float64) * scale).astype(np.float32)
+        kept = queries.copy()
+        got = index.search(queries, 10, **params)
+        assert np.array_equal(queries, kept)  # the caller's rows are never written
+        pairs = zip(got.ids.tolist(), reference.ids.tolist(), strict=True)
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in pairs])
+        assert overlap >= 0.99, (scale, overlap)
+        np.testing.assert_allclose(got.distances, reference.distances, rtol=0, atol=1e-5)
+
+
+def test_cosine_flat_distances_match_float64_truth() -> None:
+    from blocks.search.vectors import brute_force
+
+    index = FaissIndex(DIM, "Flat", "cosine")
+    index.add(IDS, CORPUS)
+    got = index.search(QUERIES, 10)
+    want_ids, want = brute_force(IDS, CORPUS, QUERIES, 10, Metric.COSINE)
+    np.testing.assert_allclose(got.distances, want, rtol=0, atol=2e-6)
+    assert np.mean(got.ids == want_ids) > 0.99
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+@pytest.mark.parametrize("spec", ["Flat", "IVF8,Flat", "HNSW16", "PCA16,Flat"])
+def test_bad_queries_are_refused_and_read_only_ones_accepted(spec, metric) -> None:
+    index = FaissIndex(DIM, spec, metric, nprobe=8)
+    index.train(CORPUS[:500])
+    index.add(IDS[:500], CORPUS[:500])
+    for bad in (np.nan, np.inf, -np.inf):
+        queries = QUERIES[:3].copy()
+        queries[1, 5] = bad
+        with pytest.raises(InvalidArgument):
+            index.search(queries, 5)
+    huge = QUERIES[:3].astype(np.float64) * 1e40  # finite float64, infinite as float32
+    with pytest.raises(InvalidArgument):
+        index.search(huge, 5)
+    if metric is Metric.COSINE:
+        zero = QUERIES[:3].copy()
+        zero[2] = 0.0
+        with pytest.raises(InvalidArgument):
+            index.search(zero, 5)
+    frozen = QUERIES[:4].copy()
+    frozen.flags.writeable = False
+    assert index.search(frozen, 5).ids.shape == (4, 5)
+    assert index.search(QUERIES[:0], 5).ids.shape == (0, 5)
+    if metric is not Metric.L2:  # float32 squares overflow; the float64 path takes them
+        large = (QUERIES[:3].astype(np.float64) * 1e18).astype(np.float32)
+        assert (index.search(large, 5).ids >= 0).all()

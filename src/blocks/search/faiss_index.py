@@ -11,7 +11,18 @@ the same way everywhere:
   through an ``IDSelector``. Re-adding a removed id gives it a fresh label. When tombstones
   pass ``tombstone_fraction_max`` of the graph it is rebuilt from its stored vectors.
 
-Cosine is inner product over normalised vectors. IVF and PQ need ``train`` before the first
+Cosine is inner product over normalised vectors. Stored vectors are normalised in float64
+(``as_vectors``). A search's queries are checked through their float32 squared norms (faiss's
+SIMD kernel; finite exactly when the entries are, unless a square overflowed), with
+``as_vectors``'s float64 path where float32 squares could overflow or underflow. Cosine
+queries are then either divided by their norms on a copy of their own, or, on indexes whose
+scores are linear in the query (``_scores_linear_in_query``: Flat, IVF-Flat over a flat or
+HNSW quantiser, HNSW-Flat; no pre-transform), searched as they are, with the ``k`` scores of
+each row divided by its norm afterwards: scaling a query scales every score it is ranked by,
+so the ranking is the normalised query's, up to float32 rounding of near-ties. Queries of
+other metrics go to faiss without a copy. While the caller's ids are the labels themselves
+(``0..n-1`` added in order, nothing removed), faiss's labels are returned as the ids instead
+of being translated. IVF and PQ need ``train`` before the first
 ``add``; per-search knobs (``nprobe`` for IVF, ``ef_search`` for HNSW) travel in FAISS
 ``SearchParameters`` together with the filter's ``IDSelectorBatch``, so concurrent searches
 with different settings do not interfere. With ``device="cuda"`` and a FAISS build that has GPU
@@ -44,7 +55,15 @@ import numpy as np
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
 from blocks.search.api import Filter, IdArray, Metric, SearchResult
-from blocks.search.vectors import DIM_MAX, allowed_mask, as_ids, as_vectors, atomic_write, check_k
+from blocks.search.vectors import (
+    DIM_MAX,
+    allowed_mask,
+    as_float32_rows,
+    as_ids,
+    as_vectors,
+    atomic_write,
+    check_k,
+)
 
 __all__ = ["FaissIndex", "faiss_has_gpu"]
 
@@ -53,7 +72,14 @@ CHUNK_ROWS_MIN = 16
 """Fewest queries in a chunk of a pooled search: below this a thread hand-off costs more
 than the queries it carries."""
 CHUNKS_PER_THREAD = 4
-_FAISS: Any = faiss  # faiss's bundled type hints miss the SearchParameters constructors
+SQUARED_NORM_MIN = 1e-20
+"""A query row whose float32 squared norm is below this takes the float64 path: its entries'
+squares may have underflowed (each lost square is below 1.2e-38, so at most DIM_MAX x 1.2e-38
+= 8e-34 is lost, under 1e-13 of this bound)."""
+SQUARED_NORM_MAX = 1e30
+"""A query row whose float32 squared norm is above this takes the float64 path (far below
+float32's 3.4e38, where a square overflows)."""
+_FAISS: Any = faiss  # faiss's bundled hints miss SearchParameters(...) and fvec_norms_L2sqr
 
 
 def _as_any(value: Any) -> Any:
@@ -141,6 +167,7 @@ class FaissIndex:
             self._gpu_resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
         self._inner = inner
+        self._scale_after = self._metric is Metric.COSINE and _scores_linear_in_query(inner)
         return index
 
     def _reset_labels(self) -> None:
@@ -157,6 +184,11 @@ class FaissIndex:
         lookup[-1] = _NO_LABEL
         self._lookup: IdArray = lookup
         self._label_ids: IdArray = lookup[:-1]
+        # Invariant: True only while label_ids[label] == label for every label (nothing
+        # removed); ``remove`` clears it, since a removed label maps to -1.
+        self._ids_are_labels = bool(
+            np.array_equal(label_ids, np.arange(label_ids.shape[0], dtype=np.int64))
+        )
 
     @property
     def dim(self) -> int:
@@ -239,6 +271,7 @@ class FaissIndex:
                 return 0
             label_array = np.array(labels, dtype=np.int64)
             self._label_ids[label_array] = _NO_LABEL
+            self._ids_are_labels = False
             if self._hnsw is None:
                 self._index.remove_ids(label_array)
             else:
@@ -303,7 +336,7 @@ class FaissIndex:
     ) -> SearchResult:
         """As ``VectorIndex.search``, with optional per-call ``nprobe`` / ``ef_search``."""
         k = check_k(k)
-        data = as_vectors(queries, self._dim, metric=self._metric)
+        data, norms = self._checked_queries(queries)
         probes = ef = 0  # each checked only where the index uses it
         if self._ivf is not None:
             probes = _positive("nprobe", self._nprobe if nprobe is None else nprobe)
@@ -314,13 +347,40 @@ class FaissIndex:
         distances, labels = self._faiss_search(
             data, k, partial(self._parameters, selector, probes, ef)
         )
-        # Label -1 (an empty slot) takes the lookup's last entry, -1; a removed label maps to -1.
-        ids = self._lookup.take(labels)
-        out = np.asarray(distances, dtype=np.float32)
+        # faiss's own output arrays (int64 and float32) are returned, not copies. Label -1 (an
+        # empty slot) takes the lookup's last entry, -1; a removed label maps to -1.
+        ids: IdArray = labels if self._ids_are_labels else self._lookup.take(labels)
+        if norms is not None:  # cosine of an unnormalised query: its scores over its norm
+            np.divide(distances, norms[:, None], out=distances)
         empty = ids < 0
         if empty.any():
-            out[empty] = self._metric.worst
-        return SearchResult(ids=ids, distances=out)
+            distances[empty] = self._metric.worst
+        return SearchResult(ids=ids, distances=distances)
+
+    def _checked_queries(self, queries: Any) -> tuple[Any, Any]:
+        """``(rows, norms)``: ``queries`` as finite float32 rows and ``None``, except for
+        cosine, where either the rows are unit rows (``norms`` None) or, on an index whose
+        scores are linear in the query, the rows as given with their float32 norms, by which
+        the caller divides the scores. Raises ``InvalidArgument`` as ``as_vectors`` does. A
+        row's float32 squared norm is finite exactly when its entries are, unless a square
+        overflowed, so n norms stand for the n x dim check; a batch with any row outside
+        ``SQUARED_NORM_MIN..MAX`` (or not finite) takes ``as_vectors``'s float64 path, which
+        raises for NaN, infinities and zero rows. The caller's array is never written."""
+        rows = as_float32_rows(queries, self._dim)
+        count = rows.shape[0]
+        squares = np.empty((count,), dtype=np.float32)
+        if count:
+            _FAISS.fvec_norms_L2sqr(faiss.swig_ptr(squares), faiss.swig_ptr(rows), self._dim, count)
+        if self._metric is not Metric.COSINE:
+            if np.isfinite(squares).all():
+                return rows, None  # the caller's array when it was float32: faiss only reads it
+            return as_vectors(rows, self._dim), None
+        if count and not (squares.min() >= SQUARED_NORM_MIN and squares.max() <= SQUARED_NORM_MAX):
+            return as_vectors(rows, self._dim, metric=self._metric), None
+        norms = np.sqrt(squares, dtype=np.float64).astype(np.float32)
+        if self._scale_after:
+            return rows, norms
+        return rows / norms[:, None], None  # a new array
 
     def _faiss_search(self, data: Any, k: int, parameters: Callable[[], Any]) -> tuple[Any, Any]:
         """faiss's search, over chunks of queries in the pool for IVF and HNSW indexes (see
@@ -394,11 +454,34 @@ class FaissIndex:
             if self._on_gpu:  # pragma: no cover - needs a GPU build of faiss
                 index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
             self._index, self._inner = index, inner
+            self._scale_after = self._metric is Metric.COSINE and _scores_linear_in_query(inner)
             self._set_label_ids(label_ids)
             self._next_label = int(label_ids.shape[0])
             live = np.flatnonzero(label_ids >= 0)
             self._label_of = dict(zip(label_ids[live].tolist(), live.tolist(), strict=True))
             self._tombstones = tombstones
+
+
+_LINEAR_INDEXES = (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat)
+_LINEAR_QUANTIZERS = (faiss.IndexFlat, faiss.IndexHNSWFlat)
+
+
+def _scores_linear_in_query(inner: Any) -> bool:
+    """True when every score the index ranks by (and returns) is an inner product of the raw
+    query with stored vectors or centroids, so ``s * q`` (``s > 0``) ranks as ``q`` does: a
+    flat scan, an HNSW walk over flat storage, an IVF-Flat scan whose lists were chosen by a
+    flat or HNSW inner-product quantiser. Pre-transforms (PCA subtracts a mean), quantised
+    codes and anything else are left out: their queries are normalised first."""
+    index = faiss.downcast_index(inner)
+    if type(index) not in _LINEAR_INDEXES or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        return False
+    if not isinstance(index, faiss.IndexIVFFlat):
+        return True
+    quantizer = faiss.downcast_index(index.quantizer)
+    return (
+        type(quantizer) in _LINEAR_QUANTIZERS
+        and quantizer.metric_type == faiss.METRIC_INNER_PRODUCT
+    )
 
 
 def _try_extract_ivf(index: Any) -> Any:

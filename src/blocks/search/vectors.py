@@ -27,6 +27,7 @@ __all__ = [
     "BATCH_ROWS_MAX",
     "DIM_MAX",
     "allowed_mask",
+    "as_float32_rows",
     "as_ids",
     "as_vectors",
     "atomic_write",
@@ -59,6 +60,23 @@ def _to_numpy(value: Any) -> np.ndarray[Any, Any]:
 
 def as_vectors(value: Any, dim: int, *, metric: Metric | None = None) -> FloatArray:
     """Return ``value`` as a finite float32 ``(n, dim)`` array (normalised for cosine)."""
+    vectors = as_float32_rows(value, dim)
+    if metric is Metric.COSINE:
+        # The row norms are finite exactly when every entry is (a float32 square cannot
+        # overflow float64), so cosine checks n norms instead of n x dim entries.
+        norms = _row_norms(vectors)
+        if not np.isfinite(norms).all():
+            raise InvalidArgument("vectors contain NaN or infinite values")
+        return _divide_rows(vectors, norms)
+    if not np.isfinite(vectors).all():
+        raise InvalidArgument("vectors contain NaN or infinite values")
+    return vectors
+
+
+def as_float32_rows(value: Any, dim: int) -> FloatArray:
+    """``value`` as a C-contiguous float32 ``(n, dim)`` array, its shape, size and dtype
+    checked but **not** its values: the caller checks finiteness (``as_vectors`` does). The
+    array is ``value`` itself when it already is one, so the caller must not write to it."""
     array = _to_numpy(value)
     if array.ndim == 1 and array.shape[0] == dim:
         array = array.reshape(1, dim)
@@ -70,17 +88,8 @@ def as_vectors(value: Any, dim: int, *, metric: Metric | None = None) -> FloatAr
         raise InvalidArgument(f"{array.shape[0]} rows exceed the limit of {BATCH_ROWS_MAX}")
     if array.dtype.kind not in "fiub":
         raise InvalidArgument(f"vectors must be numeric, got dtype {array.dtype}")
-    vectors = np.ascontiguousarray(array, dtype=np.float32)
-    if metric is Metric.COSINE:
-        # The row norms are finite exactly when every entry is (a float32 square cannot
-        # overflow float64), so cosine checks n norms instead of n x dim entries.
-        norms = _row_norms(vectors)
-        if not np.isfinite(norms).all():
-            raise InvalidArgument("vectors contain NaN or infinite values")
-        return _divide_rows(vectors, norms)
-    if not np.isfinite(vectors).all():
-        raise InvalidArgument("vectors contain NaN or infinite values")
-    return vectors
+    rows: FloatArray = np.ascontiguousarray(array, dtype=np.float32)
+    return rows
 
 
 def normalize_rows(vectors: FloatArray) -> FloatArray:
