@@ -76,3 +76,29 @@ def test_goal_compares_the_cheapest_points_above_the_floor_round_by_round() -> N
     assert summary["best_peer"] == points[3].name  # 200 (median) beats usearch's 150
     assert summary["round_ratios"] == [1.5, 0.5, 1.1]
     assert (summary["ratio_min"], summary["ratio"], summary["ratio_max"]) == (0.5, 1.1, 1.5)
+
+
+def test_raw_cosine_queries_are_normalised_per_call_and_the_callers_array_kept() -> None:
+    """The raw faiss contender does a faiss user's per-batch work, ``normalize_L2`` in place,
+    on its own copy: every call normalises, and the shared batch is never written."""
+    from benchmarks import search
+
+    calls: list[int] = []
+    prepare = search.RawCosineQueries()
+    real = prepare._normalize
+
+    def counting(rows: np.ndarray) -> None:
+        calls.append(len(rows))
+        real(rows)
+
+    prepare._normalize = counting
+    queries = np.random.default_rng(3).normal(size=(6, 8)).astype(np.float32) * 3
+    kept = queries.copy()
+    for _ in range(3):
+        unit = prepare(queries)
+        np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+        assert unit is not queries
+    assert calls == [6, 6, 6]
+    np.testing.assert_array_equal(queries, kept)
+    other = queries[:2].copy()
+    assert prepare(other).shape == (2, 8) and calls[-1] == 2
