@@ -171,3 +171,19 @@ def test_a_write_that_cannot_reach_a_majority_for_the_status_is_refused(
     assert list(c.ledger.referenced()) == []  # and nothing left pinned
     with pytest.raises(Unavailable):
         c.delete_object("bkt", "k")
+
+
+def test_a_settings_change_through_a_lagging_node_keeps_the_status(cluster: Cluster) -> None:
+    """Changing the policy copies the other settings: from the newest, not from a node that
+    missed the status."""
+    a, b, c = (cluster.stores[name] for name in NAMES)
+    a.create_bucket("bkt")
+    _eventually(lambda: "bkt" in c.index.buckets)
+    cluster.cut("a", "c")
+    a.set_bucket_versioning("bkt", ENABLED)
+    c.set_bucket_acl("bkt", "public-read")
+    cluster.cut("a", "c", cut=False)
+    cluster.replicators["a"].sync_once()
+    for store in (a, b, c):
+        assert store.bucket_versioning("bkt") == ENABLED, store.node_id
+        assert store.bucket_access("bkt") == ("", "public-read"), store.node_id

@@ -27,7 +27,9 @@ bucket's record from a majority (``RecordSink.read_bucket``: one round trip to t
 a PUT starts it before storing the body and waits for it only to stamp its version) and
 applies the newest: any two majorities share a node, so a
 write begun after a status change was acknowledged sees it. Settings changes carry a version
-(``BucketPut.settings_version``), so the newest wins whatever order copies arrive in.
+(``BucketPut.settings_version``), so the newest wins whatever order copies arrive in, and
+read the bucket from a majority first too: a change copies the settings it does not change,
+and a lagging node's copy would undo them.
 
 Chunks. Reference counts cover every node's objects; a count reaching zero deletes nothing
 (``ChunkLedger.delete_unreferenced`` is off): another node may be about to reference the
@@ -174,9 +176,11 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         return info
 
     def set_bucket_acl(self, name: str, acl: str) -> None:
+        self._status_caught_up(name)  # a change copies the other settings: the newest
         self._replicated(super().set_bucket_acl, name, acl)
 
     def set_bucket_versioning(self, name: str, status: str) -> None:
+        self._status_caught_up(name)
         self._replicated(super().set_bucket_versioning, name, status)
 
     def bucket_versioning(self, name: str) -> str:
