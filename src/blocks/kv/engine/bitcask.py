@@ -43,7 +43,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, NoReturn, Self
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import (
@@ -64,7 +64,7 @@ from blocks.kv.engine.files import (
     write_zeros,
 )
 from blocks.kv.engine.format import encode_record, record_value
-from blocks.kv.engine.group_commit import GroupCommit
+from blocks.kv.engine.group_commit import GroupCommit, SyncFailed, Ticket, WriteFailed
 from blocks.kv.engine.recovery import Location, RecoveryReport, recover
 from blocks.kv.limits import (
     KEY_BYTES_MAX,
@@ -83,9 +83,43 @@ _SYNC_POLICIES: tuple[str, ...] = ("always", "batch", "never")
 FILE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 BATCH_DELAY_MS_DEFAULT = 2.0
 BATCH_MAX_DEFAULT = 128
+BATCH_BYTES_MAX = 4 * 1024 * 1024
+"""Most bytes of records one group commit writes past its first write (one ``pwrite``)."""
 PREALLOCATE_BYTES = 1024 * 1024
 """Zero-filled ahead of the active file's end (``sync`` other than ``never``): records then
 overwrite blocks the file already has, so an ``fdatasync`` writes data only, no size change."""
+
+
+_Records = Sequence[tuple[bytes, bytes, bool]]
+"""Encoded records of one write: ``(key, record, tombstone)`` each."""
+
+_Work = tuple[_Records, int, bool]
+"""A durable write's ticket: its records, their timestamp, whether it is a delete."""
+
+
+class _Plan:
+    """Where one group commit's records go, and what the keydir learns once they are durable.
+
+    ``updates`` pairs each written key with its new location (``None``: a tombstone).
+    ``write_batch`` fills in what went wrong, for ``finish_batch`` to record under the lock.
+    """
+
+    __slots__ = ("broken", "cut", "end", "file", "offset", "payload", "updates")
+
+    def __init__(
+        self,
+        file: DataFile,
+        offset: int,
+        payload: bytes,
+        updates: list[tuple[bytes, Location | None]],
+    ) -> None:
+        self.file = file
+        self.offset = offset
+        self.payload = payload
+        self.end = offset + len(payload)
+        self.updates = updates
+        self.cut = False  # a failed write was cut back to ``offset``
+        self.broken: str | None = None  # why the store must refuse work from now on
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +165,21 @@ class Bitcask:
         self._clock = clock
         self._lock = threading.RLock()
         self._merge_lock = threading.Lock()
-        self._group = GroupCommit(
-            self._sync_snapshot,
+        self._group: GroupCommit[_Work, _Plan] = GroupCommit(
+            self._lock,
+            prepare=self._prepare_batch,
+            write=self._write_batch,
+            finish=self._finish_batch,
             delay_s=batch_delay_ms / 1000.0 if sync == "batch" else 0.0,
             batch_max=batch_max,
+            batch_bytes_max=BATCH_BYTES_MAX,
         )
         directory.mkdir(parents=True, exist_ok=True)
         self._dir_lock: DirectoryLock | None = DirectoryLock(directory)
         self._files: list[DataFile | None] = []
-        self._seq = 0
         self._merges = 0
+        self._fsyncs = 0  # group commits' fsyncs
+        self._closing = False  # close() is draining the group commit: no new writes
         self._broken: str | None = None
         try:
             recovered = recover(
@@ -199,7 +238,7 @@ class Bitcask:
         data = check_value(value, self.value_bytes_max)
         timestamp_ms = self._clock.now_ms()
         record = encode_record(encoded_key, data, timestamp_ms)
-        self._write_durably([(encoded_key, record, False)], timestamp_ms)
+        self._write([(encoded_key, record, False)], timestamp_ms, len(record))
 
     def put_many(self, items: Iterable[tuple[Key, bytes]]) -> None:
         """Store several pairs with one write and one fsync; later pairs win on repeats.
@@ -211,18 +250,27 @@ class Bitcask:
         check_batch_size(len(pairs))
         timestamp_ms = self._clock.now_ms()
         batch: list[tuple[bytes, bytes, bool]] = []
+        size_bytes = 0
         for pair in pairs:
             if not isinstance(pair, tuple) or len(pair) != 2:
                 raise InvalidArgument("put_many takes (key, value) pairs")
             encoded_key = check_key(pair[0])
             data = check_value(pair[1], self.value_bytes_max)
-            batch.append((encoded_key, encode_record(encoded_key, data, timestamp_ms), False))
+            record = encode_record(encoded_key, data, timestamp_ms)
+            batch.append((encoded_key, record, False))
+            size_bytes += len(record)
         if batch:
-            self._write_durably(batch, timestamp_ms)
+            self._write(batch, timestamp_ms, size_bytes)
 
     def delete(self, key: Key) -> bool:
         """Remove ``key``; return whether it was present. Durable like ``put``."""
         encoded_key = check_key(key)
+        if self.sync != "never":
+            # The group commit's leader checks for the key in log order (_prepare_batch).
+            timestamp_ms = self._clock.now_ms()
+            tombstone = encode_record(encoded_key, b"", timestamp_ms, tombstone=True)
+            record = [(encoded_key, tombstone, True)]
+            return bool(self._write_durably(record, timestamp_ms, True, len(tombstone)))
         with self._lock:
             self._check_open()
             if encoded_key not in self._keydir:
@@ -230,14 +278,20 @@ class Bitcask:
             timestamp_ms = self._clock.now_ms()
             tombstone = encode_record(encoded_key, b"", timestamp_ms, tombstone=True)
             # Check and append under one lock hold, so the answer matches what was written.
-            seq = self._announce_and_append([(encoded_key, tombstone, True)], timestamp_ms)
-        self._wait_durable(seq)
+            self._append([(encoded_key, tombstone, True)], timestamp_ms)
         return True
 
-    def _append(self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int) -> int:
+    def _write(self, batch: _Records, timestamp_ms: int, size_bytes: int) -> None:
+        """Append ``batch``; unless ``sync="never"``, return only once it is durable."""
+        if self.sync == "never":
+            self._append(batch, timestamp_ms)
+        else:
+            self._write_durably(batch, timestamp_ms, False, size_bytes)
+
+    def _append(self, batch: _Records, timestamp_ms: int) -> None:
         """Write records (all stamped ``timestamp_ms``) and apply them to the keydir.
 
-        Returns the sequence number to wait on for durability.
+        ``sync="never"`` only: durable writes go through the group commit.
         """
         payload = b"".join(record for _, record, _ in batch)
         with self._lock:
@@ -262,8 +316,6 @@ class Bitcask:
                 offset += len(record)
             active.size = offset
             active.allocated = max(active.allocated, offset)
-            self._seq += 1
-            return self._seq
 
     def _preallocate(self, active: DataFile, end: int) -> None:
         """Zero-fill the active file ahead of ``end`` (lock held; no-op under ``never``).
@@ -302,42 +354,121 @@ class Bitcask:
             self._broken = f"write failed and could not be undone: {error}"
         raise storage_error(error, "write") from None
 
-    def _write_durably(self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int) -> None:
-        """Append ``batch`` and, unless ``sync="never"``, return only once it is durable."""
-        self._wait_durable(self._announce_and_append(batch, timestamp_ms))
-
-    def _announce_and_append(
-        self, batch: Sequence[tuple[bytes, bytes, bool]], timestamp_ms: int
-    ) -> int:
-        if self.sync == "never":
-            return self._append(batch, timestamp_ms)
-        self._group.begin_write()
-        try:
-            return self._append(batch, timestamp_ms)
-        except BaseException:
-            self._group.abandon_write()
-            raise
-
-    def _wait_durable(self, seq: int) -> None:
-        # Never called with the store lock held: the fsync leader needs it for its snapshot.
-        if self.sync != "never":
+    def _write_durably(
+        self, batch: _Records, timestamp_ms: int, is_delete: bool, size_bytes: int
+    ) -> object:
+        """Hand ``batch`` to the group commit; return its result once durable (module docs)."""
+        ticket: Ticket[_Work] = Ticket((batch, timestamp_ms, is_delete), size_bytes)
+        with self._lock:
+            if self._dir_lock is None or self._broken is not None or self._closing:
+                self._check_open()
             try:
-                self._group.wait_durable(seq)
+                self._group.submit(ticket)
             except OSError as error:
                 self._fsync_failed(error)
+        try:
+            return self._group.wait(ticket)
+        except WriteFailed as failed:
+            raise storage_error(failed.error, failed.doing) from None
+        except OSError as error:
+            self._fsync_failed(error)
 
-    def _fsync_failed(self, error: OSError) -> None:
+    def _fsync_failed(self, error: OSError) -> NoReturn:
         """After a failed fsync the page cache can no longer be trusted: refuse all work."""
         with self._lock:
             if self._broken is None:
                 self._broken = f"fsync failed: {error}"
         raise storage_error(error, "fsync") from None
 
-    def _sync_snapshot(self) -> tuple[int, int]:
-        with self._lock:
-            if self._dir_lock is None:
-                return -1, self._seq
-            return os.dup(self._active.fd), self._seq
+    # -- the group commit's side (group_commit.py): one batch at a time -------------------
+
+    def _prepare_batch(self, batch: list[Ticket[_Work]]) -> _Plan:
+        """Decide where ``batch`` goes (lock held): rotate and zero-fill ahead if need be.
+
+        Every earlier batch is in the keydir already, so a delete's "is the key there" is
+        answered here, in log order, from the keydir and the batch's own earlier records;
+        a delete of an absent key writes nothing.
+        """
+        if self._broken is not None:
+            self._check_open()
+        keydir = self._keydir
+        present: dict[bytes, bool] | None = None
+        if any(ticket.work[2] for ticket in batch):
+            present = {}
+        records: list[bytes] = []
+        keys: list[tuple[bytes, int, int]] = []  # key, record size (0: tombstone), timestamp
+        for ticket in batch:
+            entries, timestamp_ms, _ = ticket.work
+            for key, record, tombstone in entries:
+                if present is not None:
+                    if tombstone:
+                        found = present.get(key, key in keydir)
+                        ticket.result = found
+                        if not found:
+                            continue
+                    present[key] = not tombstone
+                records.append(record)
+                keys.append((key, 0 if tombstone else len(record), timestamp_ms))
+        payload = records[0] if len(records) == 1 else b"".join(records)
+        active = self._active
+        if active.size > 0 and active.size + len(payload) > self.file_bytes_max:
+            active = self._seal_and_start()
+        offset = active.size
+        end = offset + len(payload)
+        if end > active.allocated:
+            self._preallocate(active, end)
+        file_no = active.file_no
+        updates: list[tuple[bytes, Location | None]] = []
+        position = offset
+        for (key, size, timestamp_ms), record in zip(keys, records, strict=True):
+            location = Location(file_no, position, size, timestamp_ms) if size else None
+            updates.append((key, location))
+            position += len(record)
+        return _Plan(active, offset, payload, updates)
+
+    def _write_batch(self, plan: _Plan) -> None:
+        """Write the plan's records with one ``pwrite`` and fsync them (no lock held).
+
+        Only the leader writes the active file, and rotation and close wait for it. A plan
+        with nothing to write (deletes of absent keys) needs no fsync: the keydir it was
+        decided on holds only durable records.
+        """
+        if not plan.payload:
+            return
+        try:
+            pwrite_all(plan.file.fd, plan.payload, plan.offset)
+        except OSError as error:
+            try:  # cut the failed append back, so later records are not stranded
+                os.ftruncate(plan.file.fd, plan.offset)
+                plan.cut = True
+            except OSError:
+                plan.broken = f"write failed and could not be undone: {error}"
+            raise WriteFailed(error, "write") from None
+        try:
+            os.fdatasync(plan.file.fd)
+        except OSError as error:
+            plan.broken = f"fsync failed: {error}"
+            raise SyncFailed(error) from None
+        self._fsyncs += 1  # one batch in flight at a time: no race
+
+    def _finish_batch(self, plan: _Plan, ok: bool) -> None:
+        """Apply a durable plan to the keydir, or record why it failed (lock held)."""
+        active = plan.file
+        if not ok:
+            if plan.cut:
+                active.allocated = plan.offset
+            if plan.broken is not None and self._broken is None:
+                self._broken = plan.broken
+            return
+        keydir = self._keydir
+        for key, location in plan.updates:
+            if location is None:
+                keydir.pop(key, None)
+            else:
+                keydir[key] = location
+        active.size = plan.end
+        if plan.end > active.allocated:
+            active.allocated = plan.end
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -396,7 +527,7 @@ class Bitcask:
                 total_bytes=total,
                 live_bytes=live,
                 dead_bytes=total - live,
-                fsyncs=self._group.fsync_count,
+                fsyncs=self._fsyncs,
                 merges=self._merges,
             )
 
@@ -419,14 +550,19 @@ class Bitcask:
         return open_file
 
     def _rotate(self) -> DataFile:
-        """Seal the active file (fsynced unless ``never``) and start a new one; lock held."""
+        """Seal the active file and start a new one once no batch is in flight; lock held."""
+        self._group.wait_settled()
+        return self._seal_and_start()
+
+    def _seal_and_start(self) -> DataFile:
+        """Seal the active file (fsynced unless ``never``) and start a new one; lock held, and
+        no batch in flight but the caller's own."""
         self._cut_preallocated(self._active)
         if self.sync != "never":
             try:
                 os.fdatasync(self._active.fd)
             except OSError as error:
                 self._fsync_failed(error)
-            self._group.mark_durable(self._seq)
         try:
             active = self._new_active_file()
         except OSError as error:  # the sealed file stays active; a later write tries again
@@ -445,7 +581,7 @@ class Bitcask:
             active.allocated = active.size
 
     def _check_open(self) -> None:
-        if self._dir_lock is None:
+        if self._dir_lock is None or self._closing:
             raise FailedPrecondition("the store is closed")
         if self._broken is not None:
             raise StorageError(f"the store is unusable until reopened: {self._broken}")
@@ -472,12 +608,13 @@ class Bitcask:
         with self._merge_lock, self._lock:
             if self._dir_lock is None:
                 return
+            self._closing = True  # refuse new writes; the pending ones are written first
             try:
+                self._group.wait_settled(drain=True)
                 if self._broken is None:
                     self._cut_preallocated(self._active)
                 if self.sync != "never" and self._broken is None:
                     os.fdatasync(self._active.fd)
-                    self._group.mark_durable(self._seq)
                 if self._active.size == 0:
                     os.unlink(self.directory / self._active.file_id.data_name())
             finally:

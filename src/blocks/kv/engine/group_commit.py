@@ -1,182 +1,284 @@
-"""Group commit: many writers, one ``fsync``.
+"""Group commit: many writers, one write and one ``fsync``.
 
-Theory of operation: every write gets a sequence number when its bytes reach the file (under
-the store's lock). A writer that must not return before its bytes are durable calls
-``wait_durable(seq)``. The first such writer to find no sync in flight becomes the *leader*:
-under ``sync=batch`` it may linger a little for company (below), then asks the store for a snapshot
-``(fd, last_seq)`` of the active file, fsyncs it *outside* every lock, and publishes
-``synced_seq = last_seq``, waking every writer whose sequence number is covered. Writers that
-arrive while a sync is in flight wait for the next one, which one of them leads.
+Theory of operation: a durable write is a *ticket* (its records, already encoded). The writer
+``submit``s it under the store's lock, which appends it to the *pending* queue, and then
+``wait``s outside the lock. The first writer to find no leader becomes the *leader*: it takes
+the pending tickets as one batch and calls the store's ``prepare`` (lock held: where the
+records go), ``write`` (no lock: one ``pwrite`` of every record, then one ``fdatasync``) and
+``finish`` (lock held: the keydir learns the records). Then, in the same lock hold, it
+opens the gate of every writer of the batch and, if tickets are pending, of the oldest one,
+which leads the next batch. So a put costs one lock hold and one sleep; the leader makes two
+system calls per batch, and the index never points at bytes that are not durable.
+
+Writers that submit while a batch is in flight wait for the next one, which one of them
+leads. Each parks on a lock of its own that the leader opens once: with a shared condition
+variable every waiter woke and queued again for the lock.
 
 **Lingering** (``sync=batch`` only). Without it, ``k`` writers in a loop split into two halves
-that alternate: while one half's fsync runs the other half queues, and the moment it ends the
-queued half starts the next fsync alone, before the half just released has come back. So a
-batch leader waits for:
+that alternate: while one half's batch is written the other half queues, and the moment it
+ends the queued half starts the next batch alone, before the half just released has come
+back. So a batch leader waits for the *company* of the last batch: as many writers as were
+waiting when it ended (the ones it released are about to come back with their next write),
+until they are all pending, ``batch_max`` are, or ``delay_s`` passes. A lone writer's company
+is itself, so it never waits; a writer that stops writing costs the next leader one delay. A
+``sync=always`` leader (``delay_s`` 0) starts at once: the alternating halves keep the disk
+busy with one half's fsync while the other half's writers run, which beat lingering for the
+whole company in interleaved runs (docs/kv.md).
 
-* writers between ``begin_write`` and ``wait_durable`` (appending right now), and
-* the *company* of the last fsync: as many writers as were waiting when it ended (the ones it
-  released are about to come back with their next write),
+**Failure.** A batch whose ``prepare`` or ``write`` raises ``WriteFailed`` (the disk refused
+the bytes; the store cut them back) fails its own writers only; the next batch may succeed.
+A ``SyncFailed`` (the fsync failed) is remembered: every writer pending then or later gets
+its ``OSError``, because the kernel may have dropped the pages it could not write and
+reports that once, so a later fsync that succeeds proves nothing about them.
 
-until they are all there, ``batch_max`` writers wait, or ``delay_s`` passes. A lone writer's
-company is itself, so it never waits; a writer that stops writing costs the next leader one
-delay. A ``sync=always`` leader (``delay_s`` 0) fsyncs at once: the alternating halves keep
-the disk busy with one half's fsync while the other half's writers run, and in interleaved
-runs that beat lingering for the whole company (which leaves the disk idle meanwhile) by
-x1.56 (docs/kv.md).
+**Settling.** Rotation and close must not run under a batch the leader is writing outside
+the lock: ``wait_settled`` (lock held) waits until no batch is in flight, and with
+``drain=True`` until nothing is pending either (the caller refuses new submissions first).
 
-**Waking.** A writer that finds a sync in flight parks on a lock of its own. When the sync
-ends, the leader opens the gates of the writers it covered (counting them out itself, so they
-return without taking the shared lock again) and of the oldest one it did not, which leads
-next; the rest stay parked until that sync ends. With a shared condition variable every
-waiter woke and queued again for the lock; this wakes each writer once.
-
-**Failure.** A failed fsync is remembered: every later wait for a write it did not cover
-raises the same error. The kernel may have dropped the pages it could not write and reports
-that once, so a retried fsync that succeeds proves nothing about them.
-
-Durability is the same either way: an acknowledged write is on stable storage. Only the
-latency of a write (at most the delay) is traded.
-
-The snapshot's fd is a ``dup`` of the active file's descriptor, so the store may rotate or
-close its own descriptor meanwhile; the store fsyncs a file before rotating away from it, so
-every sequence number below the snapshot's is durable once the snapshot's fd is.
+Every bound is named: a batch holds at most ``batch_max`` tickets and, past its first,
+``batch_bytes_max`` bytes; the pending queue holds at most one ticket per writer thread,
+since every writer waits for its ticket before it can submit another.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "SyncFailed", "Ticket", "WriteFailed"]
 
 BATCH_DELAY_S_MAX = 1.0
 """Longest linger a leader may be configured with: the bound on batch-mode latency."""
 
+W = TypeVar("W")
+P = TypeVar("P")
 
-class _Parked:
-    """A writer asleep until a leader opens its gate; ``covered`` says whether to return."""
 
-    __slots__ = ("covered", "gate", "seq")
+class WriteFailed(Exception):
+    """The batch's bytes were refused (``ENOSPC``, ``EIO``) and cut back; only its writers fail.
 
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self.covered = False
+    ``doing`` names the step for the error message (e.g. ``"write"``).
+    """
+
+    def __init__(self, error: OSError, doing: str) -> None:
+        super().__init__(error, doing)
+        self.error = error
+        self.doing = doing
+
+
+class SyncFailed(Exception):
+    """An fsync failed: the batch and every later one fail with ``error`` (see the module)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class Ticket(Generic[W]):
+    """One durable write: ``work`` (the store's records), then its outcome once done.
+
+    ``result`` is the store's answer for the write (``prepare`` sets it; e.g. whether a
+    delete found its key); ``error`` is what its waiter raises.
+    """
+
+    __slots__ = ("done", "error", "gate", "lead", "result", "size_bytes", "work")
+
+    def __init__(self, work: W, size_bytes: int) -> None:
+        self.work = work
+        self.size_bytes = size_bytes
+        self.done = False
+        self.lead = False  # given the lead of the next batch (not done yet)
+        self.result: object = None
+        self.error: BaseException | None = None
+        # Opened once per turn: when the ticket is given the lead, and when it is done. Its
+        # waiter takes it back each time, so an opening is never lost or doubled.
         self.gate = threading.Lock()
         self.gate.acquire()
 
 
-class GroupCommit:
-    """Coordinates fsyncs for one store; thread-safe."""
+class GroupCommit(Generic[W, P]):
+    """Coordinates the batches of one store; thread-safe under the store's ``lock``."""
 
     __slots__ = (
         "_arrivals",
+        "_batch_bytes_max",
         "_batch_max",
         "_company",
         "_delay_s",
         "_failure",
+        "_finish",
+        "_in_flight",
+        "_leading",
         "_lingering",
         "_lock",
-        "_parked",
-        "_snapshot",
-        "_starting",
-        "_synced_seq",
-        "_syncing",
-        "_waiting",
-        "fsync_count",
+        "_pending",
+        "_prepare",
+        "_settle_waiters",
+        "_settled",
+        "_write",
+        "batch_count",
     )
 
     def __init__(
         self,
-        snapshot: Callable[[], tuple[int, int]],
+        lock: Any,
         *,
+        prepare: Callable[[list[Ticket[W]]], P],
+        write: Callable[[P], None],
+        finish: Callable[[P, bool], None],
         delay_s: float,
         batch_max: int,
+        batch_bytes_max: int,
     ) -> None:
-        """``snapshot()`` returns ``(dup'ed fd, last written seq)``; we close the fd."""
+        """The store's side of a batch, one batch at a time between ``prepare`` and ``finish``.
+
+        ``lock`` is the store's (a ``threading.RLock``); ``prepare(batch)`` and
+        ``finish(plan, ok)`` run with it held, ``write(plan)`` without it. ``prepare``
+        decides where the records go and each ticket's ``result``, and may drop records
+        (a delete of an absent key); ``write`` makes the plan's bytes durable; ``finish``
+        applies a written plan (``ok``) or forgets a failed one. ``prepare`` and ``write``
+        raise ``WriteFailed`` or ``SyncFailed`` (anything else fails the batch alone, as a
+        ``WriteFailed`` does).
+        """
         if not 0.0 <= delay_s <= BATCH_DELAY_S_MAX:
             raise InvalidArgument(f"batch delay must be in [0, {BATCH_DELAY_S_MAX}] s")
         if batch_max < 1:
             raise InvalidArgument("batch_max must be >= 1")
-        self._snapshot = snapshot
+        if batch_bytes_max < 1:
+            raise InvalidArgument("batch_bytes_max must be >= 1")
+        self._prepare = prepare
+        self._write = write
+        self._finish = finish
+        self._lock = lock
         self._delay_s = delay_s
         self._batch_max = batch_max
-        self._lock = threading.Lock()
-        self._arrivals = threading.Condition(self._lock)  # a lingering leader waiting for company
-        self._parked: list[_Parked] = []  # writers asleep while a sync runs, oldest first
+        self._batch_bytes_max = batch_bytes_max
+        self._arrivals = threading.Condition(lock)  # a lingering leader waiting for company
+        self._settled = threading.Condition(lock)  # rotation and close waiting for quiet
+        self._settle_waiters = 0
+        self._pending: list[Ticket[W]] = []  # submitted, not in a batch yet; oldest first
+        self._leading = False  # a leader exists (running, or woken to run); pending => leading
+        self._in_flight = False  # a batch is between prepare and finish
         self._lingering = False
-        self._synced_seq = 0
-        self._syncing = False
         self._failure: OSError | None = None  # the first failed fsync: every later wait raises it
-        self._waiting = 0  # writers inside wait_durable, the leader and the parked included
-        self._starting = 0  # writers that called begin_write and not yet wait_durable
-        self._company = 1  # writers waiting when the last fsync ended, the leader included
-        self.fsync_count = 0
+        self._company = 1  # writers waiting when the last batch ended, its leader included
+        self.batch_count = 0  # batches written and synced
 
-    def begin_write(self) -> None:
-        """Announce a write that will call ``wait_durable`` next (lets a leader linger)."""
-        with self._lock:
-            self._starting += 1
+    def submit(self, ticket: Ticket[W]) -> None:
+        """Queue ``ticket`` (store lock held); then call ``wait(ticket)`` without the lock.
 
-    def abandon_write(self) -> None:
-        """Undo ``begin_write`` for a write that failed before reaching ``wait_durable``."""
-        with self._lock:
-            self._starting -= 1
-            self._maybe_call_leader()
-
-    def mark_durable(self, seq: int) -> None:
-        """Record that everything up to ``seq`` is durable by other means (rotation, close)."""
-        with self._lock:
-            if seq > self._synced_seq:
-                self._synced_seq = seq
-                self._release_covered()
-
-    def wait_durable(self, seq: int) -> None:
-        """Return once every write numbered ``<= seq`` is on stable storage.
-
-        Raises the ``OSError`` of a failed fsync; once one failed, every later wait for a
-        write it did not cover raises it too (a retried fsync may succeed without the lost
-        pages, so it proves nothing).
+        Raises the remembered ``OSError`` of a failed fsync: nothing is acknowledged after one.
         """
-        lock = self._lock
-        lock.acquire()
-        self._starting -= 1
-        self._waiting += 1
-        self._maybe_call_leader()
-        while True:  # lock held at the top of every turn
-            if self._synced_seq >= seq:
-                self._waiting -= 1
-                if self._parked and not self._syncing:
-                    self._release_covered()  # a woken would-be leader hands the turn on
-                lock.release()
-                return
-            if self._failure is not None:
-                self._waiting -= 1
-                lock.release()
-                raise self._failure
-            if not self._syncing:
-                try:
-                    self._lead()
-                except BaseException:
-                    self._waiting -= 1
-                    lock.release()
-                    raise
-                continue
-            parked = _Parked(seq)
-            self._parked.append(parked)
-            lock.release()
-            parked.gate.acquire()  # opened by a leader, who counted us out if covered
-            if parked.covered:
-                return
-            lock.acquire()
-
-    def _maybe_call_leader(self) -> None:
-        """Wake a lingering leader once the company it waits for is complete; lock held."""
-        if self._lingering and not self._wants_company():
+        if self._failure is not None:
+            raise self._failure
+        self._pending.append(ticket)
+        if not self._leading:
+            self._leading = True
+            ticket.lead = True
+            ticket.gate.release()
+        elif self._lingering and not self._wants_company():
             self._arrivals.notify()
+
+    def wait(self, ticket: Ticket[W]) -> object:
+        """Return ``ticket``'s result once a batch that holds it is durable (lock not held).
+
+        Raises what failed its batch (``WriteFailed``) or the ``OSError`` of a failed fsync.
+        """
+        while True:
+            ticket.gate.acquire()  # opened when we are given the lead, and when we are done
+            if ticket.done:
+                if ticket.error is not None:
+                    raise ticket.error
+                return ticket.result
+            assert ticket.lead, "a gate opens for the lead or for the end"
+            ticket.lead = False
+            self._lead(ticket)
+
+    def wait_settled(self, *, drain: bool = False) -> None:
+        """Wait (store lock held) until no batch is in flight; with ``drain``, until no
+        ticket is pending either (the caller must refuse new submissions first)."""
+        self._settle_waiters += 1
+        try:
+            while self._in_flight or (drain and self._leading):
+                self._settled.wait()
+        finally:
+            self._settle_waiters -= 1
+
+    def _lead(self, own: Ticket[W]) -> None:
+        """Run one batch, starting with ``own`` (the oldest pending ticket)."""
+        error: BaseException | None = None
+        plan: P | None = None
+        prepared = False
+        with self._lock:
+            self._linger()
+            batch = self._take()
+            assert batch[0] is own, "a leader's ticket is the oldest pending one"
+            self._in_flight = True
+            try:
+                plan = self._prepare(batch)
+                prepared = True
+            except BaseException as failure:
+                error = failure
+        if prepared:
+            try:
+                self._write(plan)  # type: ignore[arg-type]  # prepared: plan is a P
+            except BaseException as failure:
+                error = failure
+        with self._lock:
+            try:
+                if prepared:
+                    self._finish(plan, error is None)  # type: ignore[arg-type]
+            finally:
+                self._end_batch(batch, error)
+
+    def _take(self) -> list[Ticket[W]]:
+        """The next batch: pending tickets in order, within the bounds; lock held."""
+        pending = self._pending
+        count = 1
+        size_bytes = pending[0].size_bytes
+        limit = min(len(pending), self._batch_max)
+        while count < limit and size_bytes + pending[count].size_bytes <= self._batch_bytes_max:
+            size_bytes += pending[count].size_bytes
+            count += 1
+        if count == len(pending):
+            self._pending = []
+            return pending
+        batch = pending[:count]
+        del pending[:count]
+        return batch
+
+    def _end_batch(self, batch: list[Ticket[W]], error: BaseException | None) -> None:
+        """Finish every ticket of ``batch`` and pass the lead on; lock held."""
+        self._in_flight = False
+        if isinstance(error, SyncFailed):
+            if self._failure is None:
+                self._failure = error.error
+            error = self._failure
+        elif error is None:
+            self.batch_count += 1
+        self._company = len(batch) + len(self._pending)
+        for ticket in batch:
+            ticket.error = error
+            ticket.done = True
+            ticket.gate.release()
+        pending = self._pending
+        if pending and self._failure is not None:
+            for ticket in pending:  # never acknowledged by a later fsync (module docs)
+                ticket.error = self._failure
+                ticket.done = True
+                ticket.gate.release()
+            self._pending = pending = []
+        if pending:
+            pending[0].lead = True
+            pending[0].gate.release()
+        else:
+            self._leading = False
+        if self._settle_waiters:
+            self._settled.notify_all()
 
     def _linger(self) -> None:
         """Wait (lock held) for the writers that are about to join, within the bound."""
@@ -194,61 +296,5 @@ class GroupCommit:
             self._lingering = False
 
     def _wants_company(self) -> bool:
-        if self._waiting >= self._batch_max:
-            return False
-        return self._starting > 0 or self._waiting < self._company
-
-    def _lead(self) -> None:
-        """Run one fsync for everyone; called and returns with the lock held."""
-        self._syncing = True
-        try:
-            self._linger()
-            self._lock.release()
-            failure: OSError | None = None
-            try:
-                fd, last_seq = self._snapshot()
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as error:
-                failure = error
-            finally:
-                self._lock.acquire()
-            if failure is not None:
-                if self._failure is None:
-                    self._failure = failure
-                raise failure
-            self._company = self._waiting
-            self.fsync_count += 1
-            self._synced_seq = max(self._synced_seq, last_seq)
-        finally:
-            self._syncing = False
-            self._release_covered()
-
-    def _release_covered(self) -> None:
-        """Open the gates of parked writers the synced prefix covers; lock held.
-
-        Each covered writer is counted out here, so it returns without taking the lock
-        again. If writers remain (or a fsync failed), the oldest is woken to lead the next
-        sync (or to raise); the rest stay parked until that one's sync ends.
-        """
-        if not self._parked or self._syncing:
-            return
-        synced = self._synced_seq
-        remaining: list[_Parked] = []
-        for parked in self._parked:
-            if parked.seq <= synced:
-                parked.covered = True
-                self._waiting -= 1
-                parked.gate.release()
-            else:
-                remaining.append(parked)
-        if remaining:
-            if self._failure is not None:
-                for parked in remaining:
-                    parked.gate.release()
-                remaining = []
-            else:
-                remaining.pop(0).gate.release()
-        self._parked = remaining
+        waiting = len(self._pending)
+        return waiting < self._batch_max and waiting < self._company
