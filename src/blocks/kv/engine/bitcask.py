@@ -32,7 +32,10 @@ Theory of operation (after Basho's Bitcask design):
 * **One writer.** An ``flock`` on ``LOCK`` refuses a second open of the same directory.
 
 A lock serialises keydir changes and file appends; fsyncs and merge copying run outside it.
-A reader in another thread may see a ``batch``/``always`` write before its fsync completes.
+Under ``always``/``batch`` a write joins the group commit's queue in one lock hold, and the
+batch's leader writes every queued record with one ``pwrite``, fsyncs, and only then puts
+them in the keydir: a reader never sees a write before its fsync, and a delete's answer is
+decided in log order by the leader.
 """
 
 from __future__ import annotations
