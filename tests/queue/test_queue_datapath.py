@@ -152,6 +152,46 @@ def test_concurrent_client_calls_share_frames(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_waiting_receives_on_one_node_share_frames_when_messages_are_ready(
+    tmp_path: Path,
+) -> None:
+    """A receive with ``wait_ms`` first goes in the next frame with the other calls (one log
+    write and one fsync for the frame) and long-polls alone only if that found nothing.
+    Fails when a single node's waiting receives each travel alone."""
+
+    async def main() -> None:
+        server, _ = build_server(tmp_path / "data")
+        await server.start()
+        try:
+            async with await connect(server.address) as q:
+                await q.create_queue("jobs")
+                await asyncio.gather(*(q.send("jobs", b"%d" % i) for i in range(32)))
+                ops: list[str] = []
+                request = q._data.request
+
+                async def counting(peer: str, message: Any, *args: Any) -> Any:
+                    ops.append(message.get("op"))
+                    return await request(peer, message, *args)
+
+                q._data.request = counting  # type: ignore[method-assign]
+                found = await asyncio.gather(
+                    *(q.receive("jobs", max_messages=1, wait_ms=5_000) for _ in range(32))
+                )
+                assert sorted(m.body for (m,) in found) == sorted(b"%d" % i for i in range(32))
+                assert "receive" not in ops, ops
+                assert ops.count("calls") < 16, ops
+                late = asyncio.ensure_future(q.receive("jobs", wait_ms=5_000))
+                await asyncio.sleep(0.2)  # found nothing in a frame: now it long-polls alone
+                assert ops[-1] == "receive" and not late.done()
+                await q.send("jobs", b"late")
+                (message,) = await asyncio.wait_for(late, 5.0)
+                assert message.body == b"late"
+        finally:
+            await server.stop(1)
+
+    asyncio.run(main())
+
+
 def test_batcher_reports_a_short_reply_to_every_caller() -> None:
     async def main() -> None:
         async def short(calls: list[Any]) -> list[Any]:

@@ -5,10 +5,10 @@ over ``TcpTransport``, coalesced by a ``blocks.queue.datapath.CallBatcher``: the
 while a frame is in flight leave together in the next one); queue management stays on gRPC,
 and so does everything against a server without a data path. Errors arrive as the
 ``BlocksError`` class the server raised. A long poll (``wait_ms``) travels alone and gets a
-deadline of ``wait_ms`` plus the client's ``timeout_s``; against a replicated queue (a node's
-``describe`` named a role) a receive with ``wait_ms`` first goes in the next frame without
-waiting (where a busy queue answers it, sharing the frame's replication round with the other
-calls) and long-polls alone, for the rest of ``wait_ms``, only if that found nothing.
+deadline of ``wait_ms`` plus the client's ``timeout_s``; a receive with ``wait_ms`` first goes
+in the next frame without waiting (where a busy queue answers it, sharing the frame's log
+write, fsync and, replicated, replication round with the other calls) and long-polls alone,
+for the rest of ``wait_ms``, only if that found nothing.
 
 Given several addresses (the nodes of a replicated queue, ``blocks.queue.replicated``, any of
 which serves any call), the client talks to one; a call that fails with ``Unavailable`` or
@@ -67,7 +67,6 @@ class QueueClient:
         self._data_name: str | None = None if data_path else ""  # "": use gRPC
         self._batcher = CallBatcher(self._send_calls)
         self._discovery = asyncio.Lock()
-        self._replicated = False  # a node said it runs a replicated log (see receive)
 
     async def _call(self, method: str, request: Any, extra_s: float = 0.0) -> Any:
         address = self._address
@@ -116,8 +115,6 @@ class QueueClient:
                 view = await self._data.request(name, {"op": "describe"}, DESCRIBE_TIMEOUT_S)
             except BlocksError:
                 return name
-            if isinstance(view, dict) and view.get("role"):
-                self._replicated = True
             if not isinstance(view, dict) or view.get("role") != "follower":
                 return name
             if not view.get("leader"):
@@ -243,14 +240,12 @@ class QueueClient:
         if max_messages < 1 or wait_ms < 0 or (visibility_ms is not None and visibility_ms < 0):
             raise InvalidArgument("max_messages must be >= 1, wait_ms and visibility_ms >= 0")
         if await self._data_path():
-            found = []
-            if wait_ms == 0 or self._replicated:
-                # First without waiting, in the next frame with the other calls (on a
-                # replicated queue a lone call is a replication round of its own); a long
-                # poll, alone in its frame, only when that found nothing.
-                started = time.monotonic()
-                found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
-                wait_ms -= int((time.monotonic() - started) * 1000)
+            # First without waiting, in the next frame with the other calls (a lone call is
+            # a log write and an fsync of its own, replicated a replication round); a long
+            # poll, alone in its frame, only when that found nothing.
+            started = time.monotonic()
+            found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
+            wait_ms -= int((time.monotonic() - started) * 1000)
             if not found and wait_ms > 0:
                 poll = {"op": "receive", "name": name, "n": max_messages, "w": wait_ms}
                 poll["v"] = visibility_ms
