@@ -257,3 +257,25 @@ def test_tcp_calls_with_their_own_deadline_succeed_and_time_out() -> None:
                 await client.put("user:1", b"bob", w=3, timeout_s=0.2)
 
     asyncio.run(main())
+
+
+def test_a_local_read_with_nothing_unsaved_answers_without_a_loop_turn() -> None:
+    async def main() -> None:
+        async with LocalCluster(1, 1, 1, 1) as cluster:
+            node = cluster.node("n1")
+            await node.put(b"k", b"v1")
+            read = node.get(b"k")
+            with pytest.raises(StopIteration) as done:  # no suspension: answered at once
+                read.send(None)
+            assert done.value.value is not None and done.value.value.value == b"v1"
+            # A write not yet saved: the read waits for the save that its answer depends on.
+            write = asyncio.ensure_future(node.put(b"k", b"v2"))
+            await asyncio.sleep(0)
+            assert node.core.dirty or node.requests_in_flight
+            waiting = asyncio.ensure_future(node.get(b"k"))
+            assert (await write).obj.value == b"v2"
+            got = await waiting
+            assert got is not None and got.value == b"v2"
+            assert node.requests_in_flight == 0
+
+    asyncio.run(main())

@@ -58,6 +58,7 @@ from blocks.kv.cluster.client_wire import (
     parse_address,
     parse_put_reply,
 )
+from blocks.kv.cluster.quorum import Placements
 from blocks.kv.cluster.versions import (
     VersionedObject,
     VersionVector,
@@ -118,6 +119,7 @@ class KVClient:
         self.balance = balance
         self._rng = rng or random.Random()
         self._ring = HashRing()
+        self._placements = Placements()  # preference lists per key, while the ring stays
         self._healthy: set[str] = set()
         self._addresses: dict[str, str] = {}
         self._avoid_until: dict[str, float] = {}  # node -> loop time: unreachable lately
@@ -166,35 +168,35 @@ class KVClient:
     def members(self) -> list[str]:
         return self._ring.nodes
 
-    def _route(self, key: bytes) -> list[str]:
-        if not len(self._ring):
-            return list(self._seeds)
+    def _route(self, key: bytes, now: float) -> list[str]:
+        """The nodes to try for ``key``, in order: its healthy home nodes not avoided lately
+        (shuffled with ``balance="random"``), then the rest of its preference list."""
         ring = self._ring
-        order = ring.nodes if len(ring) == 1 else ring.preference_list(key, len(ring))
-        home = order[: self.replicas]
-        now = asyncio.get_running_loop().time()
+        if not len(ring):
+            return list(self._seeds)
+        order = self._placements.of(ring, key, len(ring))
+        healthy, avoid_until = self._healthy, self._avoid_until
         healthy_home = [
-            n for n in home if n in self._healthy and self._avoid_until.get(n, 0.0) <= now
+            n for n in order[: self.replicas] if n in healthy and avoid_until.get(n, 0.0) <= now
         ]
         if self.balance == "random":
             self._rng.shuffle(healthy_home)
         return healthy_home + [n for n in order if n not in healthy_home]
 
     async def _call(self, key: bytes, request: list[Any], timeout_s: float | None) -> Any:
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if not len(self._ring) or now - self._refreshed_at > REFRESH_INTERVAL_S:
             with contextlib.suppress(Unavailable):
                 await self.refresh()
         deadline = timeout_s or self.timeout_s
         last_error: Exception | None = None
-        for attempt, node in enumerate(self._route(key)):
-            if attempt >= ATTEMPTS_MAX:
-                break
+        for node in self._route(key, now)[:ATTEMPTS_MAX]:
             try:
                 return await self.transport.request(node, request, deadline)
             except Unavailable as error:
                 last_error = error
-                self._avoid_until[node] = asyncio.get_running_loop().time() + AVOID_S
+                self._avoid_until[node] = loop.time() + AVOID_S
         with contextlib.suppress(Unavailable):
             await self.refresh()
         if isinstance(last_error, StorageError):

@@ -217,11 +217,12 @@ class TcpTransport:
     async def request(self, dest: str, message: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
         self._check_open()
         timeout_s = check_timeout(timeout_s)
+        connection = self._outbound.get(dest)
+        if connection is not None and not connection.closed:
+            return await connection.request(message, timeout_s)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        connection = self._outbound.get(dest)
-        if connection is None or connection.closed:
-            connection = await self._connect(dest, deadline)
+        connection = await self._connect(dest, deadline)
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise Timeout(f"no reply from {dest!r} within {timeout_s} s")

@@ -249,7 +249,18 @@ class KVNode:
         """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
         self._check_running()
         request_id, future = self._new_request(False, key)
-        self._run(self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum))
+        effects = self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum)
+        if len(effects) == 1 and not self._held and not self.core.dirty:
+            # Answered from this node's copy alone (R1 here), with nothing unsaved it could
+            # depend on: the answer needs no flush, so it leaves now, without a loop turn.
+            (effect,) = effects
+            if not isinstance(effect, Send) and effect.request_id == request_id:
+                self._forget_request(request_id)
+                self._unsaved.discard(request_id)
+                if isinstance(effect, Fail):
+                    raise effect.error
+                return effect.result
+        self._run(effects)
         return await self._wait(request_id, future, timeout_s)
 
     def _maybe_reserve_counters(self, key: bytes, context: VersionVector) -> None:
@@ -293,8 +304,11 @@ class KVNode:
         finally:
             if expiry is not None:
                 expiry.cancel()
-            self._waiting.pop(request_id, None)
-            self._request_keys.pop(request_id, None)
+            self._forget_request(request_id)
+
+    def _forget_request(self, request_id: int) -> None:
+        self._waiting.pop(request_id, None)
+        self._request_keys.pop(request_id, None)
 
     def _check_running(self) -> None:
         if not self.running:
