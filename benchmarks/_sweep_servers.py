@@ -142,24 +142,35 @@ def _blocks_cli() -> list[str]:
     return [sys.executable, "-m", "blocks"]
 
 
-def servers(model: str, threads: int, hf_batch: int) -> list[Server | tuple[str, str]]:
-    """Each contender, or (name, reason) for one that cannot run here."""
+def _blocks_server(
+    name: str, cli: list[str], model_arg: str, threads: int, params: int, kv_values: int
+) -> Server:
+    return Server(
+        name,
+        lambda port: [
+            *cli, "inference", "serve", "--model", model_arg,
+            "--threads", str(threads), "--listen", f"127.0.0.1:{port}",
+            "--model-name", MODEL_NAME, "--max-queue-time-ms", "600000",
+        ],
+        params * 4,
+        "float32",
+        kv_values * 4,
+    )  # fmt: skip
+
+
+def servers(
+    model: str, threads: int, hf_batch: int, before_src: str | None = None
+) -> list[Server | tuple[str, str]]:
+    """Each contender, or (name, reason) for one that cannot run here. ``before_src`` (a
+    ``src`` directory of another tree) adds ``blocks@before``: our server from that code."""
     found: list[Server | tuple[str, str]] = []
     path, params, file_bytes, kv_values = _model_facts(model)
     model_arg = model if path is None else str(path)
-    found.append(
-        Server(
-            "blocks",
-            lambda port: [
-                *_blocks_cli(), "inference", "serve", "--model", model_arg,
-                "--threads", str(threads), "--listen", f"127.0.0.1:{port}",
-                "--model-name", MODEL_NAME, "--max-queue-time-ms", "600000",
-            ],
-            params * 4,
-            "float32",
-            kv_values * 4,
-        )
-    )  # fmt: skip
+    found.append(_blocks_server("blocks", _blocks_cli(), model_arg, threads, params, kv_values))
+    if before_src is not None:
+        # ``env`` execs the interpreter, so the pid the sweep records is still the server's.
+        cli = ["env", f"PYTHONPATH={Path(before_src).resolve()}", *_blocks_cli()]
+        found.append(_blocks_server("blocks@before", cli, model_arg, threads, params, kv_values))
     if path is None:
         found.append(("hf static", f"no GGUF file for {model!r}"))
         found.append(("llama.cpp", f"no GGUF file for {model!r}"))

@@ -40,7 +40,9 @@ the mean context), and each contender's lone-request decode tok/s as a fraction 
 
 Run: ``blocks bench inference_sweep [--quick] [--rates 0.5,1,2,max] [--threads 1]``, or
 just the roofline, per round: ``--batch1-only [--rounds N] [--cpu-time]``; results go to
-``<out>/inference``.
+``<out>/inference``. ``--before-src DIR --contenders blocks,blocks@before`` sets our server
+against the one a ``src`` directory of another tree starts (an A/B in one run, the order
+rotated per round).
 """
 
 from __future__ import annotations
@@ -186,6 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start each contender once and keep it (idle) between rates: faster set-up",
     )
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="a src directory of another tree: adds contender blocks@before (name it in "
+        "--contenders), e.g. for an interleaved --batch1-only A/B",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke test of under a minute")
     parser.add_argument(
@@ -301,7 +309,7 @@ def main(args: argparse.Namespace) -> int:
     chosen = {name.strip() for name in getattr(args, "contenders", DEFAULT_CONTENDERS).split(",")}
     contenders = [
         c
-        for c in servers(args.model, args.threads, args.hf_batch)
+        for c in servers(args.model, args.threads, args.hf_batch, getattr(args, "before_src", None))
         if (c.name if isinstance(c, Server) else c[0]) in chosen
     ]
     buffer_mib = 128 if args.quick else 512

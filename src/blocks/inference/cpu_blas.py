@@ -5,9 +5,11 @@ weight matrix once, so its speed is the speed at which the BLAS reads a matrix. 
 wheels use MKL; numpy's use OpenBLAS. On the AMD EPYC cores this package is measured on,
 OpenBLAS's single-row product reads the model's own ``(in, out)`` matrices 25-30% faster
 than MKL's (CPU time, one thread; MKL picks its generic path on non-Intel CPUs), while for
-more than one row MKL's GEMM is as good. So the model sends a *lone* row here (see
+more than one row MKL's GEMM is as good. So the model sends a *lone* row to numpy (see
 ``model.py``) and everything else to torch. Both read the same storage: a numpy array is a
-view of the packed weight tensor, nothing is copied.
+view of the packed weight tensor, nothing is copied. On one thread numpy's own ``einsum``
+loop reads these matrices faster still (``row_decode``); OpenBLAS does a lone row's
+products when there are more threads, and attention's small ones always.
 
 OpenBLAS has its own thread pool, which would otherwise use every core for a large
 product and fight torch's threads (and everything else) for them: two threads on a loaded
@@ -43,23 +45,17 @@ class BlasProducts:
         self._set_threads = set_threads
         self._threads = 0  # the count last set; 0 = never
 
+    @property
+    def threads(self) -> int:
+        """The thread count last given to OpenBLAS (torch's, after ``match_threads``)."""
+        return self._threads
+
     def match_threads(self) -> None:
         """Give OpenBLAS torch's thread count (a no-op when it already has it)."""
         wanted = torch.get_num_threads()
         if wanted != self._threads:
             self._set_threads(wanted)
             self._threads = wanted
-
-    @staticmethod
-    def matmul(x: torch.Tensor, w: np.ndarray) -> torch.Tensor:
-        """``x @ w`` for a CPU ``x`` ``(1, in)``; ``w`` is a weight's numpy view."""
-        return torch.from_numpy(np.matmul(x.numpy(), w))
-
-    @staticmethod
-    def matmul_array(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """``x @ w`` for a vector ``x`` ``(in,)``: one BLAS vector-matrix product."""
-        out: np.ndarray = np.matmul(x, w)
-        return out
 
 
 _FOUND: list[BlasProducts | None] = []

@@ -52,14 +52,23 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.cpu_blas import BlasProducts, products
-from blocks.inference.row_decode import RowLayer, decode_lone, is_lone_decode
+from blocks.inference.row_decode import (
+    RowHead,
+    RowLayer,
+    decode_lone,
+    head_arena_bytes,
+    head_logits,
+    is_lone_decode,
+    product_for,
+    row_head,
+)
+from blocks.inference.weight_arena import WeightArena
 
 __all__ = ["AttentionBatch", "AttentionGroup", "LlamaForCausalLM", "ModelConfig", "attention"]
 
@@ -253,10 +262,22 @@ class _LayerWeights:
     row: RowLayer | None = None
 
 
-def _fuse(parts: list[nn.Linear], transposed: bool) -> torch.Tensor:
-    """One ``(in, sum of outs)`` right-hand matrix; each part's weight becomes a view of it."""
-    joined = torch.cat([part.weight.detach() for part in parts], dim=0)  # (outs, in)
-    rhs = joined.t().contiguous() if transposed else joined.t()
+def _fuse(
+    parts: list[nn.Linear], transposed: bool, arena: WeightArena | None = None
+) -> torch.Tensor:
+    """One ``(in, sum of outs)`` right-hand matrix; each part's weight becomes a view of it.
+
+    With ``arena`` (the CPU's transposed layout) the matrix is the arena's next tensor."""
+    if arena is not None and transposed:
+        outs = sum(part.out_features for part in parts)
+        rhs = arena.take((parts[0].in_features, outs), parts[0].weight.dtype)
+        start = 0
+        for part in parts:
+            rhs[:, start : start + part.out_features].copy_(part.weight.detach().t())
+            start += part.out_features
+    else:
+        joined = torch.cat([part.weight.detach() for part in parts], dim=0)  # (outs, in)
+        rhs = joined.t().contiguous() if transposed else joined.t()
     rows = rhs.t()  # (outs, in), a view either way
     start = 0
     for part in parts:
@@ -279,12 +300,36 @@ def _fuse_bias(parts: list[nn.Linear]) -> torch.Tensor | None:
     return joined
 
 
-def _pack_layer(layer: DecoderLayer, transposed: bool) -> _LayerWeights:
+def _packed_groups(layer: DecoderLayer) -> list[list[nn.Linear]]:
+    """The projections packed together, in the order a forward pass reads them."""
     attn, mlp = layer.self_attn, layer.mlp
-    qkv = _fuse([attn.q_proj, attn.k_proj, attn.v_proj], transposed)
-    o = _fuse([attn.o_proj], transposed)
-    gate_up = _fuse([mlp.gate_proj, mlp.up_proj], transposed)
-    down = _fuse([mlp.down_proj], transposed)
+    return [
+        [attn.q_proj, attn.k_proj, attn.v_proj],
+        [attn.o_proj],
+        [mlp.gate_proj, mlp.up_proj],
+        [mlp.down_proj],
+    ]
+
+
+def _weight_arena(layers: list[DecoderLayer]) -> WeightArena:
+    """An arena holding every layer's packed matrices (see ``weight_arena``)."""
+    return WeightArena(
+        sum(
+            WeightArena.bytes_for(
+                [(group[0].in_features, sum(part.out_features for part in group))],
+                group[0].weight.dtype,
+            )
+            for layer in layers
+            for group in _packed_groups(layer)
+        )
+    )
+
+
+def _pack_layer(
+    layer: DecoderLayer, transposed: bool, arena: WeightArena | None = None
+) -> _LayerWeights:
+    attn = layer.self_attn
+    qkv, o, gate_up, down = (_fuse(group, transposed, arena) for group in _packed_groups(layer))
     qkv_bias = _fuse_bias([attn.q_proj, attn.k_proj, attn.v_proj])
     input_norm = layer.input_layernorm.weight
     post_norm = layer.post_attention_layernorm.weight
@@ -359,7 +404,10 @@ class LlamaForCausalLM(nn.Module):
         # Kept outside the module's buffers so that casting the model to bf16 never rounds
         # the rotation angles; built in float64, cached per (device, dtype).
         self._rope: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._head_t: tuple[tuple[int, int], torch.Tensor, np.ndarray | None] | None = None
+        # The head's transposed copy for several rows, its column blocks for a lone row
+        # (each built when first needed, again when the weight changes).
+        self._head_t: tuple[tuple[int, int], torch.Tensor] | None = None
+        self._row_head: tuple[tuple[int, int], RowHead] | None = None
         self._packed: tuple[list[nn.Parameter | None], list[_LayerWeights]] | None = None
         self._leaves: list[nn.Module] | None = None
         # Lone-row products (batch-1 decode) on the CPU through numpy's OpenBLAS, which
@@ -406,7 +454,11 @@ class LlamaForCausalLM(nn.Module):
         # Packing rebinds parameters, which must not become inference tensors.
         with torch.inference_mode(False), torch.no_grad():
             transposed = self.device.type == "cpu"
-            layers = [_pack_layer(layer, transposed) for layer in self._decoder_layers()]
+            decoder = self._decoder_layers()
+            # On the CPU the packed matrices go to one huge-page arena, in the order a
+            # decode reads them: one stream a token (``weight_arena``).
+            arena = _weight_arena(decoder) if transposed else None
+            layers = [_pack_layer(layer, transposed, arena) for layer in decoder]
         self._packed = (self._layer_parameters(), layers)
         return layers
 
@@ -464,18 +516,23 @@ class LlamaForCausalLM(nn.Module):
         """Logits ``(rows, vocab)``, float32 or wider, for the given final hidden states."""
         weight = self.lm_head.weight
         if hidden.device.type == "cpu":
-            # CPU BLAS streams a (hidden, vocab) matrix ~1.7x faster than the (vocab, hidden)
-            # one F.linear reads (measured at batch 1 to 32); keep a transposed copy.
-            key = (weight.data_ptr(), weight._version)
-            if self._head_t is None or self._head_t[0] != key:
-                head = weight.detach().t().contiguous()
-                self._head_t = (key, head, head.numpy() if head.dtype in _BLAS_DTYPES else None)
             blas = self._blas_for(hidden.shape[0])
-            array = self._head_t[2]
-            if blas is not None and array is not None:
+            key = (weight.data_ptr(), weight._version)
+            if blas is not None:
+                # A lone row: the head as column blocks in a huge-page arena (``row_decode``).
+                if self._row_head is None or self._row_head[0] != key:
+                    arena = WeightArena(head_arena_bytes(weight))
+                    self._row_head = (key, row_head(weight, arena))
                 blas.match_threads()
-                out = blas.matmul(hidden.contiguous(), array)
+                row = hidden.detach().reshape(-1).contiguous().numpy()
+                out = torch.from_numpy(
+                    head_logits(self._row_head[1], row, product_for(blas))
+                ).unsqueeze(0)
             else:
+                # CPU BLAS streams a (hidden, vocab) matrix ~1.7x faster than the (vocab,
+                # hidden) one F.linear reads (measured at batch 1 to 32); keep a transposed copy.
+                if self._head_t is None or self._head_t[0] != key:
+                    self._head_t = (key, weight.detach().t().contiguous())
                 out = hidden @ self._head_t[1]
         else:
             out = self.lm_head(hidden)

@@ -1,9 +1,14 @@
 """One decode token of one sequence, on the CPU, in numpy: batch-1 decode's fast path.
 
 Theory of operation: batch-1 decode streams every weight matrix once per token, so the
-products set its pace: numpy's OpenBLAS (``cpu_blas``) for the wide ones and numpy's own
-``einsum`` loop for the two whose output is only the model width, whichever read faster
-(measured, see ``_narrow_product``). What is left is the small work between two products: norms, RoPE, the
+products set its pace. With one thread every product, the head's included, is numpy's own
+``einsum`` loop (``x[i] * w[i, :]`` summed row after row, a plain forward read of the
+matrix), which keeps pace with memory: 28-29 GB/s on the model's own matrices, as fast as
+a numpy sum reads, where OpenBLAS's vector-matrix kernel reads the same matrices at 19-24
+(cold, huge pages, one thread; see ``_product``). With more threads the products are
+OpenBLAS's (``cpu_blas``), which can split a product over them and ``einsum`` cannot. The
+head is read as column blocks of its own (``RowHead``), as the loop wants its output to
+stay in the core's first-level cache. What is left is the small work between two products: norms, RoPE, the
 cache write, attention over the context, SiLU. Each product's multi-megabyte stream
 evicts from the core's caches the code and data that work needs, so the first operations
 after it pay to fetch them again; torch's dispatch of one small operation touches far more
@@ -15,12 +20,14 @@ attention written out for one query over its context (grouped-query heads, no ma
 decode token sees its whole context).
 
 Everything is per call: no buffer is shared between calls, so two threads may decode with
-one model, as they may through ``forward``.
+one model, as they may through ``forward``. The buffers a call needs are allocated once at
+its start and every product writes into one (``out=``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,11 +35,32 @@ import numpy as np
 import torch
 
 from blocks.inference.cpu_blas import BlasProducts
+from blocks.inference.weight_arena import WeightArena
 
 if TYPE_CHECKING:
     from blocks.inference.model import AttentionBatch, LlamaForCausalLM
 
-__all__ = ["RowLayer", "RowModel", "decode_lone", "decode_row", "is_lone_decode"]
+__all__ = [
+    "HEAD_BLOCK_COLUMNS",
+    "RowHead",
+    "RowLayer",
+    "RowModel",
+    "decode_lone",
+    "decode_row",
+    "head_arena_bytes",
+    "head_logits",
+    "is_lone_decode",
+    "product_for",
+    "row_head",
+]
+
+# Columns of one head block: the einsum loop's output block (12 kB in float32) stays in the
+# first-level cache while the block's rows stream past it. 1024-3072 all read the head at
+# 27-28 GB/s; the whole (576, 49152) head in one einsum 11-14, OpenBLAS 23-25 (measured).
+HEAD_BLOCK_COLUMNS = 3072
+
+# ``product(x, w, out)``: ``x @ w`` for a vector ``x`` into ``out``.
+Product = Callable[[np.ndarray, np.ndarray, np.ndarray], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +99,63 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) ->
     return out
 
 
-def _narrow_product(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x @ w`` by numpy's own loop, for the matrices whose output is only ``width`` wide
-    (the output and down projections): OpenBLAS reads those at 12-14 GB/s, this loop at
-    16-18 (and its wider products and the head at 20-22, where this loop falls behind)."""
-    out: np.ndarray = np.einsum("i,ij->j", x, w)
+@dataclass(frozen=True, slots=True)
+class RowHead:
+    """The output head ``(width, vocab)`` as column blocks, each a contiguous
+    ``(width, columns)`` array, in vocabulary order (the last may be narrower)."""
+
+    blocks: tuple[np.ndarray, ...]
+    vocab_size: int
+
+
+def row_head(
+    weight: torch.Tensor, arena: WeightArena, columns: int = HEAD_BLOCK_COLUMNS
+) -> RowHead:
+    """``weight`` ``(vocab, width)`` (the head's, or the tied embedding) copied into
+    ``arena`` as ``RowHead`` blocks; ``arena`` needs ``head_arena_bytes`` of room."""
+    vocab, width = weight.shape
+    blocks = []
+    for start in range(0, vocab, columns):
+        part = weight[start : start + columns].detach()
+        block = arena.take((width, part.shape[0]), weight.dtype)
+        block.copy_(part.t())
+        blocks.append(block.numpy())
+    return RowHead(tuple(blocks), vocab)
+
+
+def head_arena_bytes(weight: torch.Tensor, columns: int = HEAD_BLOCK_COLUMNS) -> int:
+    """Room ``row_head`` takes for ``weight`` ``(vocab, width)``."""
+    vocab, width = weight.shape
+    shapes = [(width, min(columns, vocab - start)) for start in range(0, vocab, columns)]
+    return WeightArena.bytes_for(shapes, weight.dtype)
+
+
+def head_logits(head: RowHead, hidden: np.ndarray, product: Product) -> np.ndarray:
+    """Logits ``(vocab,)`` of one final hidden state ``(width,)``."""
+    out = np.empty(head.vocab_size, dtype=hidden.dtype)
+    start = 0
+    for block in head.blocks:
+        end = start + block.shape[1]
+        product(hidden, block, out[start:end])
+        start = end
     return out
+
+
+def _einsum_product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> object:
+    """``x @ w`` into ``out`` by numpy's own loop: for each row ``i`` of ``w``, ``out +=
+    x[i] * w[i]``, a forward read of ``w`` (one thread)."""
+    return np.einsum("i,ij->j", x, w, out=out)
+
+
+def _blas_product(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> object:
+    """``x @ w`` into ``out`` by OpenBLAS, on its (torch's) thread count."""
+    return np.matmul(x, w, out=out)
+
+
+def product_for(blas: BlasProducts) -> Product:
+    """The product a lone row uses: ``einsum`` on one thread, OpenBLAS on more (see the
+    module docstring)."""
+    return _einsum_product if blas.threads == 1 else _blas_product
 
 
 def _rope(pairs: np.ndarray, cos: np.ndarray, sin: np.ndarray, scratch: np.ndarray) -> None:
@@ -115,7 +194,7 @@ def _attend(
 
 def decode_row(
     model: RowModel,
-    blas: BlasProducts,
+    product: Product,
     token_id: int,
     position: int,
     slot: int,
@@ -124,18 +203,23 @@ def decode_row(
 ) -> torch.Tensor:
     """Final hidden state ``(1, width)`` of ``token_id`` at ``position``; its key and value
     are written to ``slot`` of every layer of ``kv_cache`` ``(layers, slots, 2 * kv, D)``
-    first, and it attends to ``key_slots`` (its context, itself included, in order)."""
+    first, and it attends to ``key_slots`` (its context, itself included, in order).
+    ``product(x, w, out)`` computes ``x @ w`` into ``out``."""
     heads, kv_heads, dim = model.num_heads, model.num_kv_heads, model.head_dim
     rotated = (heads + kv_heads) * dim
     cos, sin = model.cos[position], model.sin[position]
     scale = 1.0 / math.sqrt(dim)
+    first = model.layers[0]
     x = model.embed[token_id].copy()
     normed = np.empty_like(x)
+    added = np.empty_like(x)  # a product's output before it joins the residual
+    qkv = np.empty(first.qkv.shape[1], dtype=x.dtype)
+    gate_up = np.empty(first.gate_up.shape[1], dtype=x.dtype)
+    gate, up = np.split(gate_up, 2)
     scratch = np.empty((2, heads + kv_heads, dim // 2), dtype=cos.dtype)
-    silu_scratch = np.empty(model.layers[0].down.shape[0], dtype=x.dtype)
-    matmul = blas.matmul_array
+    silu_scratch = np.empty(first.down.shape[0], dtype=x.dtype)
     for index, layer in enumerate(model.layers):
-        qkv = matmul(_rms_norm(x, layer.input_norm, model.eps, normed), layer.qkv)
+        product(_rms_norm(x, layer.input_norm, model.eps, normed), layer.qkv, qkv)
         if layer.qkv_bias is not None:
             qkv += layer.qkv_bias
         _rope(qkv[:rotated].reshape(heads + kv_heads, dim), cos, sin, scratch)
@@ -144,16 +228,17 @@ def decode_row(
         attended = _attend(
             qkv[: heads * dim].reshape(heads, dim), cache, key_slots, kv_heads, scale
         )
-        x += _narrow_product(attended, layer.o)
-        gate_up = matmul(_rms_norm(x, layer.post_norm, model.eps, normed), layer.gate_up)
-        gate, up = np.split(gate_up, 2)
+        product(attended, layer.o, added)
+        x += added
+        product(_rms_norm(x, layer.post_norm, model.eps, normed), layer.gate_up, gate_up)
         # SiLU(gate) * up, as F.silu then mul_: gate / (1 + exp(-gate)) * up, in ``gate``
         np.negative(gate, out=silu_scratch)
         np.exp(silu_scratch, out=silu_scratch)
         silu_scratch += 1
         np.divide(gate, silu_scratch, out=gate)
         gate *= up
-        x += _narrow_product(gate, layer.down)
+        product(gate, layer.down, added)
+        x += added
     hidden = _rms_norm(x, model.final_norm, model.eps, normed)
     return torch.from_numpy(hidden).unsqueeze(0)
 
@@ -192,4 +277,5 @@ def decode_lone(
     key_slots = batch.groups[0].key_slots[0].numpy()
     position, slot = int(batch.positions[0]), int(batch.slot_mapping[0])
     token = int(token_ids[0])
-    return decode_row(row_model, blas, token, position, slot, key_slots, kv_cache.numpy())
+    product = product_for(blas)
+    return decode_row(row_model, product, token, position, slot, key_slots, kv_cache.numpy())
