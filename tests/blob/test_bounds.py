@@ -163,3 +163,33 @@ def test_connections_past_the_cap_get_an_error_reply(store: LocalBlobStore) -> N
         assert server.refused_connections == 1
         for sock in [*held, refused]:
             sock.close()
+
+
+def test_idle_connections_and_stalled_heads_are_dropped(store: LocalBlobStore) -> None:
+    """A connection that sends nothing, or half a request head, is closed once it has waited
+    ``idle_timeout_s`` (the sweeper's doing: no timer per request); one that keeps sending
+    requests is not."""
+
+    def get(sock: socket.socket) -> bytes:
+        sock.sendall(b"GET /bkt/there HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"already here"):
+            piece = sock.recv(65536)
+            assert piece, f"closed after {data!r}"
+            data += piece
+        return data
+
+    with running_server(store, idle_timeout_s=0.4) as server:
+        silent = _connect(server)
+        halfway = _connect(server)
+        halfway.sendall(b"GET /bkt/there HTTP/1.1\r\nhost: x\r\n")  # no blank line yet
+        busy = _connect(server)
+        for _ in range(6):  # 1.2 s of requests 0.2 s apart: three idle timeouts' worth
+            assert get(busy).startswith(b"HTTP/1.1 200")
+            time.sleep(0.2)
+        assert silent.recv(1) == b""  # closed by the server
+        assert halfway.recv(1) == b""
+        assert server.idle_closed == 2
+        assert get(busy).startswith(b"HTTP/1.1 200")
+        for sock in (silent, halfway, busy):
+            sock.close()
