@@ -27,7 +27,7 @@ shows siblings and silently drops the losers of truly concurrent writes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from blocks.core.codec import pack, unpack
@@ -116,10 +116,15 @@ class Sibling:
 
 @dataclass(frozen=True, slots=True)
 class VersionedObject:
-    """Siblings (sorted by dot, dots unique) and the causal context they were seen in."""
+    """Siblings (sorted by dot, dots unique) and the causal context they were seen in.
+
+    ``wire`` is ``object_to_wire``'s answer, kept once made: an object is immutable, and a put
+    sends one object to its store, to each replica, to the client and to anti-entropy's digest.
+    """
 
     siblings: tuple[Sibling, ...]
     context: VersionVector
+    wire: list[Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def values(self) -> list[bytes]:
@@ -229,11 +234,17 @@ def _vector_from_wire(raw: Any) -> VersionVector:
 
 
 def object_to_wire(obj: VersionedObject) -> list[Any]:
-    siblings = [
-        [s.dot.node, s.dot.counter, s.value, s.timestamp.wall_ms, s.timestamp.logical]
-        for s in obj.siblings
-    ]
-    return [siblings, [[n, c] for n, c in obj.context.entries]]
+    """``[siblings, context]`` as msgpack lists: made once per object and shared, so callers
+    must not change it (they pack it, nothing more)."""
+    wire = obj.wire
+    if wire is None:
+        siblings = [
+            [s.dot.node, s.dot.counter, s.value, s.timestamp.wall_ms, s.timestamp.logical]
+            for s in obj.siblings
+        ]
+        wire = [siblings, [[n, c] for n, c in obj.context.entries]]
+        object.__setattr__(obj, "wire", wire)
+    return wire
 
 
 def object_from_wire(raw: Any) -> VersionedObject:
