@@ -155,6 +155,7 @@ def _replica(name: str, shards: dict[str, ShardStore]) -> ReplicatedBlobStore:
         nodes=shards,
         codec="rs:2+1",
         chunk_bytes=1024,
+        inline_bytes_max=0,
         owned_nodes=(),
         node_id=name * 16,
         clock=ManualClock(1_000_000),

@@ -19,7 +19,7 @@ from blocks.blob.storage.buckets import ENABLED, SUSPENDED
 from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.blob.storage.versioned import NULL_VERSION, DeleteMarkerFound
 from blocks.core.clock import ManualClock
-from blocks.core.errors import Unavailable
+from blocks.core.errors import InvalidArgument, Unavailable
 
 NAMES = ("a", "b", "c")
 
@@ -187,3 +187,15 @@ def test_a_settings_change_through_a_lagging_node_keeps_the_status(cluster: Clus
     for store in (a, b, c):
         assert store.bucket_versioning("bkt") == ENABLED, store.node_id
         assert store.bucket_access("bkt") == ("", "public-read"), store.node_id
+
+
+def test_a_replica_refuses_inline_bodies() -> None:
+    """A peer installs a pushed manifest without its body: an inline object would read
+    back empty there (seen: a 5-byte PUT read as b"" on a peer), so replicas refuse it."""
+    shards: dict[str, ShardStore] = {name: MemoryShardStore(name) for name in NAMES}
+    for inline in (512, None):
+        extra = {} if inline is None else {"inline_bytes_max": inline}
+        with pytest.raises(InvalidArgument):
+            ReplicatedBlobStore(
+                nodes=shards, codec="rs:2+1", owned_nodes=(), node_id="a" * 16, **extra
+            )

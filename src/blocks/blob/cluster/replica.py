@@ -100,6 +100,10 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
     def __init__(self, *args: Any, node_id: str, clock: Clock | None = None, **kw: Any) -> None:
         if not node_id:
             raise InvalidArgument("a replica needs its node id")
+        if kw.get("inline_bytes_max") != 0:
+            # A peer installs a pushed record's manifest, not its body: an inline object
+            # would read back empty there.
+            raise InvalidArgument("a replica keeps bodies out of its records: inline_bytes_max=0")
         self.node_id = node_id
         self.hybrid_clock = HybridClock(clock or SystemClock())
         self.replicator: RecordSink | None = None
