@@ -111,3 +111,44 @@ def test_the_cli_takes_sync_interval_only_for_a_never_cluster_node(tmp_path: Pat
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "--sync-interval-ms" in done.stderr
+
+
+def test_nodes_apply_the_records_they_wrote_without_reading_them_back(tmp_path: Path) -> None:
+    """Leader and followers apply what they just stored from the records they stored (the
+    log broker keeps them), not by reading and decoding them from the log again; the state
+    is the same on every node (a restarted node replays from its log as before:
+    ``test_queue_replicated.py``). Fails if the apply reads back the records just written."""
+
+    async def run() -> None:
+        nodes = cluster(MemoryNetwork(seed=13), tmp_path, fsync="never")
+        for node in nodes:
+            await node.open()
+        try:
+            await nodes[0].create_queue("jobs")
+            leader = next(n for n in nodes if n.is_leader)
+            reads: list[int] = []
+            for node in nodes:
+                store = node.log.topics.store(*KEY)
+                original = store.read
+
+                def counting(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                    reads.append(args[0])
+                    return _original(*args, **kwargs)
+
+                if node is not leader:  # a leader also reads to answer its followers' fetches
+                    store.read = counting  # type: ignore[method-assign]
+            sent = [await leader.send("jobs", b"%d" % i) for i in range(20)]
+            (first,) = await leader.receive("jobs")
+            await leader.ack("jobs", first.receipt)
+            for _ in range(300):
+                if all(n.machine.applied == leader.machine.applied for n in nodes):
+                    break
+                await asyncio.sleep(0.01)
+            assert reads == [], reads
+            snapshots = [node.machine.snapshot() for node in nodes]
+            assert snapshots[0] == snapshots[1] == snapshots[2]
+            assert first.id == sent[0]
+        finally:
+            await close_all(nodes)
+
+    asyncio.run(run())

@@ -266,8 +266,16 @@ class ReplicatedQueue:
         store = self.log.topics.store(*KEY)
         woke = False
         while self.machine.applied < replica.hw:
-            batch = store.read(self.machine.applied, APPLY_BATCH, 1 << 24)
-            batch = [r for r in batch if r.offset < replica.hw]
+            # The records written here lately, as written; the log only for the others.
+            kept = self.log.recent(KEY, self.machine.applied)
+            if kept is not None:
+                if kept.control:
+                    self.machine.applied = kept.offset + 1
+                    continue
+                batch = [kept]
+            else:
+                batch = store.read(self.machine.applied, APPLY_BATCH, 1 << 24)
+                batch = [r for r in batch if r.offset < replica.hw]
             if not batch:
                 self.machine.applied = replica.hw  # only control records were left
                 break

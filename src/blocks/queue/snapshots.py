@@ -42,6 +42,7 @@ from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, FailedPrecondition, PeerError, Unavailable
 from blocks.core.files import write_atomically
 from blocks.pubsub import ClusterBroker, Role, check_entries
+from blocks.pubsub.record import StoredRecord
 from blocks.queue.machine import QueueMachine
 
 __all__ = ["CHUNK_BYTES", "LogBroker", "Snapshots"]
@@ -53,6 +54,7 @@ CHUNK_BYTES = 1 << 20  # a snapshot travels in frames of at most this much data
 RESTARTS_MAX = 5  # a transfer starts over at most this often (the leader wrote a newer one)
 CHUNK_TIMEOUT_S = 10.0
 OP = "queue_snapshot"
+RECENT_MAX = 4_096  # records kept after their write for the queue's apply (per partition)
 
 
 class Snapshots:
@@ -187,6 +189,47 @@ class LogBroker(ClusterBroker):
         self._install = install
         self._writes: set[asyncio.Task[None]] = set()  # leader writes still syncing here
         super().__init__(*args, **kwargs)
+        # The records written here last, by offset, so that the queue applies them without
+        # reading and decoding them back from the log (``recent``). Every write, truncation
+        # and restart of this broker's partitions goes through ``self.topics``, so the table
+        # is wrapped there: an entry is exactly the record stored at its offset.
+        self._recent: dict[tuple[str, int], dict[int, StoredRecord]] = {}
+        topics = self.topics
+        write, truncate_after, restart_at = (
+            topics.write,
+            topics.truncate_after,
+            topics.restart_at,
+        )
+
+        async def remembering_write(name: str, partition: int, records: Any) -> None:
+            recent = self._recent.setdefault((name, partition), {})
+            for record in records:  # before the write: a commit may come during its fsync
+                recent[record.offset] = record
+            while len(recent) > RECENT_MAX:
+                del recent[next(iter(recent))]
+            try:
+                await write(name, partition, records)
+            except BaseException:
+                self._recent.pop((name, partition), None)
+                raise
+
+        def forgetting_truncate(name: str, partition: int, offset: int) -> None:
+            self._recent.pop((name, partition), None)
+            truncate_after(name, partition, offset)
+
+        def forgetting_restart(name: str, partition: int, offset: int) -> None:
+            self._recent.pop((name, partition), None)
+            restart_at(name, partition, offset)
+
+        topics.write = remembering_write  # type: ignore[method-assign]
+        topics.truncate_after = forgetting_truncate  # type: ignore[method-assign]
+        topics.restart_at = forgetting_restart  # type: ignore[method-assign]
+
+    def recent(self, key: tuple[str, int], offset: int) -> StoredRecord | None:
+        """Take the record written here at ``offset`` if it is still kept (else None: read
+        it from the log). Each is handed out once."""
+        recent = self._recent.get(key)
+        return None if recent is None else recent.pop(offset, None)
 
     def _wake(self, key: tuple[str, int]) -> None:
         super()._wake(key)
