@@ -1,5 +1,5 @@
-"""TcpTransport's per-turn machinery: gathered writes, handlers run inline up to their first
-suspension, one deadline sweep per connection, and back-pressure on a dialer that stops
+"""TcpTransport's per-turn machinery: gathered writes, handlers in a task each or (asked for)
+inline up to their first suspension, one deadline sweep per connection, and back-pressure on a dialer that stops
 reading.
 
 Every test runs under a wall-clock bound and closes what it opened.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from blocks.core.errors import InvalidArgument, Timeout, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.net import TcpTransport
 from blocks.core.transport import FrameDecoder, FrameKind, encode_frame
 
@@ -22,10 +22,12 @@ def _run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 20))
 
 
-async def _pair(handler: Any, **options: Any) -> tuple[TcpTransport, TcpTransport]:
+async def _pair(
+    handler: Any, *, inline: bool = False, **options: Any
+) -> tuple[TcpTransport, TcpTransport]:
     server = TcpTransport("b", **options)
     await server.start()
-    server.serve(handler)
+    server.serve(handler, inline=inline)
     assert server.address is not None
     return server, TcpTransport("a", listen=None, peers={"b": server.address})
 
@@ -71,7 +73,7 @@ def test_the_frames_of_one_turn_leave_in_one_socket_write() -> None:
     _run(body)
 
 
-def test_a_handler_runs_inline_until_it_suspends_then_in_a_task() -> None:
+def test_an_inline_handler_runs_inline_until_it_suspends_then_in_a_task() -> None:
     async def body() -> None:
         seen: list[tuple[Any, bool]] = []
 
@@ -84,7 +86,7 @@ def test_a_handler_runs_inline_until_it_suspends_then_in_a_task() -> None:
                 raise InvalidArgument("bad message")
             return message
 
-        server, client = await _pair(handler)
+        server, client = await _pair(handler, inline=True)
         try:
             assert await client.request("b", "fast") == "fast"
             assert await client.request("b", "slow") == "slow"
@@ -108,7 +110,8 @@ def test_a_handler_runs_inline_until_it_suspends_then_in_a_task() -> None:
     _run(body)
 
 
-def test_messages_start_in_arrival_order_whether_inline_or_not() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+def test_messages_start_in_arrival_order_whether_inline_or_not(inline: bool) -> None:
     async def body() -> None:
         started: list[int] = []
 
@@ -118,11 +121,38 @@ def test_messages_start_in_arrival_order_whether_inline_or_not() -> None:
                 await asyncio.sleep(0.001 * (10 - message))
             return message
 
-        server, client = await _pair(handler)
+        server, client = await _pair(handler, inline=inline)
         try:
             replies = await asyncio.gather(*(client.request("b", n) for n in range(10)))
             assert replies == list(range(10))
             assert started == list(range(10))
+        finally:
+            await client.close()
+            await server.close()
+
+    _run(body)
+
+
+def test_a_handler_runs_in_a_task_unless_served_inline() -> None:
+    """Handlers written for a task (``asyncio.timeout``, ``current_task``) keep working: only
+    a handler served with ``inline=True`` starts outside one."""
+
+    async def body() -> None:
+        async def handler(source: str, message: Any) -> Any:
+            async with asyncio.timeout(1):  # RuntimeError outside a task
+                return [message, asyncio.current_task() is not None]
+
+        server, client = await _pair(handler)
+        try:
+            assert await client.request("b", "x") == ["x", True]
+            await client.send("b", "one-way")
+            assert await client.request("b", "y") == ["y", True]
+            assert server.stats().get("handler_errors", 0) == 0
+            server.serve(handler, inline=True)
+            with pytest.raises(BlocksError, match="RuntimeError"):
+                await client.request("b", "z")
+            with pytest.raises(InvalidArgument):
+                server.serve(handler, inline=1)  # type: ignore[arg-type]
         finally:
             await client.close()
             await server.close()

@@ -94,8 +94,8 @@ class MemoryTransport:
     def name(self) -> str:
         return self._name
 
-    def serve(self, handler: Handler) -> None:
-        self._check_open()
+    def serve(self, handler: Handler, *, inline: bool = False) -> None:
+        self._check_open()  # ``inline`` changes nothing here: every message gets a task
         self._network._node(self._name).handler = handler
 
     async def request(self, dest: str, message: Any, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:

@@ -62,10 +62,13 @@ Handler = Callable[[str, Any], Awaitable[Any]]
 message. Its return value is the reply to a request (ignored for one-way messages); a
 ``BlocksError`` it raises is sent back to the requester with its class.
 
-``TcpTransport`` runs a handler inline, in the callback that decoded the message, until it
-first suspends (a handler that answers without suspending costs no task), and in a task from
-there on. So, before its first suspension, ``asyncio.current_task()`` is None and
-``asyncio.timeout`` is not available: a deadline there is a timer (``loop.call_later``)."""
+Each inbound message runs in a task of its own, unless the handler was given with
+``serve(handler, inline=True)``: ``TcpTransport`` then runs it inline, in the callback that
+decoded the message, until it first suspends (a handler that answers without suspending
+costs no task), and in a task from there on. Before that first suspension
+``asyncio.current_task()`` is None, so ``asyncio.timeout`` and anything else bound to a task
+raise ``RuntimeError``: only a handler written for it (a deadline there is a timer,
+``loop.call_later``) may ask for ``inline``."""
 
 DEFAULT_TIMEOUT_S = 5.0
 """Deadline of a request when the caller gives none."""
@@ -84,8 +87,11 @@ class Transport(Protocol):
         """This node's name, which peers pass as ``dest`` and handlers receive as source."""
         ...
 
-    def serve(self, handler: Handler) -> None:
+    def serve(self, handler: Handler, *, inline: bool = False) -> None:
         """Route inbound messages to ``handler`` from now on (replacing any previous one).
+
+        ``inline=True`` lets a transport run the handler inline up to its first suspension
+        (see ``Handler``); a transport may ignore it.
 
         Until a handler is set, inbound requests are answered with ``Unavailable`` and one-way
         messages are dropped.

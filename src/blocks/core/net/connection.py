@@ -241,11 +241,12 @@ class ServerConnection(FramedConnection):
         self.write([FrameKind.WELCOME, self._owner.name])
 
     def _handle_message(self, frame: list[Any]) -> None:
-        """Run the handler on one inbound message, inline up to its first suspension.
+        """Run the handler on one inbound message: in a task of its own, or, for a handler
+        served with ``inline=True``, inline up to its first suspension.
 
-        A handler that answers without suspending (a lookup, a local write) replies here and
-        costs no task; one that suspends goes on in a task from where it stopped, counted
-        against ``in_flight_max``. Messages start in the order they arrived either way.
+        An inline handler that answers without suspending (a lookup, a local write) replies
+        here and costs no task; one that suspends goes on in a task from where it stopped,
+        counted against ``in_flight_max``. Messages start in the order they arrived either way.
         """
         handler = self._owner.handler
         is_request = frame[0] is FrameKind.REQUEST
@@ -264,7 +265,7 @@ class ServerConnection(FramedConnection):
         request_id = frame[1] if is_request else None
         try:
             awaitable = handler(self._peer_name, message)
-            if type(awaitable) is not types.CoroutineType:  # a future, or another awaitable
+            if not self._owner.handler_inline or type(awaitable) is not types.CoroutineType:
                 self._start_task(self._finish(awaitable, request_id))
                 return
             suspended_on = awaitable.send(None)

@@ -48,6 +48,7 @@ class ConnectionOwner(Protocol):
     token: str | None
     limits: TcpLimits
     handler: Handler | None
+    handler_inline: bool
     counters: collections.Counter[str]
 
     def connection_accepted(self, connection: ServerConnection) -> BlocksError | None:
@@ -148,6 +149,11 @@ class FramedConnection(asyncio.Protocol):
 
     def handle_frame(self, frame: list[Any]) -> None:
         raise NotImplementedError
+
+    @property
+    def writable(self) -> bool:
+        """False while the socket's buffer is over its high-water mark (``drain`` waits)."""
+        return self._writable.is_set()
 
     def pause_writing(self) -> None:
         self._writable.clear()

@@ -144,6 +144,7 @@ class TcpTransport:
             raise InvalidArgument("tls_server_name needs tls_ca and must be non-empty")
         self._tls_server_name = tls_server_name
         self.handler: Handler | None = None
+        self.handler_inline = False
         self.counters: collections.Counter[str] = collections.Counter()
         self._server: asyncio.Server | None = None
         self._accepted: set[ServerConnection] = set()
@@ -198,9 +199,12 @@ class TcpTransport:
             connection.close()
         self._retry_at.pop(name, None)
 
-    def serve(self, handler: Handler) -> None:
+    def serve(self, handler: Handler, *, inline: bool = False) -> None:
         self._check_open()
+        if type(inline) is not bool:
+            raise InvalidArgument("inline must be a bool")
         self.handler = handler
+        self.handler_inline = inline
 
     def stats(self) -> dict[str, int]:
         """Counters: peer_errors, unauthenticated, refused, handler_errors, late_replies,
@@ -240,6 +244,17 @@ class TcpTransport:
             return
         connection.write([FrameKind.ONEWAY, message])
         await connection.drain()
+
+    def send_nowait(self, dest: str, message: Any) -> bool:
+        """``send`` without waiting: True when ``message`` went out (in this loop turn's
+        write) on an open connection to ``dest`` that takes writes; False, and nothing sent,
+        when ``send`` would first have to dial or wait for the socket. Raises as ``send``."""
+        self._check_open()
+        connection = self._outbound.get(dest)
+        if connection is None or connection.closed or not connection.writable:
+            return False
+        connection.write([FrameKind.ONEWAY, message])
+        return True
 
     async def close(self) -> None:
         if self._closed:

@@ -157,7 +157,7 @@ class KVNode:
         mark = self.store.counter_mark()
         self.core.counter_lease = CounterLease.resumed(mark, self.clock.now_ms())
         self.running = True
-        self.transport.serve(self._handle)
+        self.transport.serve(self._handle, inline=True)  # _handle sets no task-bound deadline
         self._tasks.append(asyncio.get_running_loop().create_task(self._tick_loop()))
         table = self.membership.table()
         for peer in self.membership.ring_members():
