@@ -45,7 +45,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks._processes import stop_process, track_process
-from benchmarks.harness import Contender, Lifecycle, Workload, progress, run_benchmark, write_table
+from benchmarks.harness import (
+    Contender,
+    Lifecycle,
+    Workload,
+    progress,
+    ratio_spread,
+    run_benchmark,
+    write_table,
+)
 
 __all__ = ["ClusterSetting", "cluster_part", "cluster_settings"]
 
@@ -342,8 +350,10 @@ def cluster_part(
         finally:
             for s in started.values():
                 _stop(s)
+        serve_rates = next(r.round_throughputs for r in results if r.contender == ONE_SERVE)
         for result in results:
             ids = answers[result.contender]
+            vs_serve = ratio_spread(result.round_throughputs, serve_rates)
             summary.append(
                 {
                     "setting": setting.label
@@ -363,6 +373,7 @@ def cluster_part(
                     "ratio_min": result.ratio_min,
                     "ratio_max": result.ratio_max,
                     "skipped": result.skipped,
+                    "vs_serve": None if vs_serve is None else vs_serve[1:],
                     "cpu_ms_per_batch": cpu_ms[result.contender],
                     "cpu_ratio": cpu_ms[IN_PROCESS] / cpu_ms[result.contender],
                 }
@@ -377,6 +388,9 @@ def cluster_part(
             f"{row['qps']:,.0f}" if row["skipped"] is None else f"skipped: {row['skipped']}",
             f"x{row['ratio']:.2f}" if row["ratio"] is not None else "n/a",
             f"x{row['ratio_min'] or 0:.2f}-x{row['ratio_max'] or 0:.2f}",
+            "n/a"
+            if row["vs_serve"] is None
+            else "x{1:.2f} (x{0:.2f}-x{2:.2f})".format(*row["vs_serve"]),
             f"{row['cpu_ms_per_batch']:.1f}",
             f"x{row['cpu_ratio']:.2f}",
         )
@@ -394,6 +408,7 @@ def cluster_part(
             "QPS (median round)",
             "vs in-process",
             "spread",
+            "vs one serve process (spread)",
             f"CPU ms / {len(queries):,}-query batch (all processes)",
             "in-process CPU / its CPU",
         ],
