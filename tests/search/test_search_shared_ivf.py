@@ -316,3 +316,31 @@ def test_the_coordinators_assignment_runs_on_one_openmp_thread_and_restores_the_
     assert seen == [1, before] and faiss.omp_get_max_threads() == before
     with pytest.raises(InvalidArgument):
         CoarseQuantizer(vectors[:NLIST], Metric.L2, threads=0)
+
+
+def test_a_replica_without_centroids_is_given_them_on_its_first_write(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    vectors, queries = data()
+    first, late = ServiceLink(shard_node(Metric.L2), loop), ServiceLink(shard_node(Metric.L2), loop)
+    late.down = True  # not reachable when the centroids are trained and pushed
+    shards: Any = [("shard-0", [first, late])]
+    coordinator = Coordinator(shards, dim=DIM, metric=Metric.L2, nlist=NLIST)
+    with pytest.raises(Unavailable):
+        coordinator.train(vectors)
+    late.down = False  # it comes back empty; the centroids were set everywhere else
+    assert coordinator.coarse is None
+    coordinator.train(vectors)  # pushes again (idempotent where set)
+    assert late.node.vectors.centroids() is not None  # type: ignore[attr-defined]
+    emptied = ServiceLink(shard_node(Metric.L2), loop)  # a replica replaced by an empty one
+    coordinator = Coordinator(
+        [("shard-0", [first, emptied])],  # type: ignore[list-item]
+        dim=DIM,
+        metric=Metric.L2,
+        nlist=NLIST,
+        coarse=coordinator.coarse,
+    )
+    coordinator.add(np.arange(ROWS), vectors)
+    assert len(emptied.node.vectors) == len(first.node.vectors) == ROWS
+    got = [link.node.vectors.search(queries, 5, nprobe=3).ids for link in (first, emptied)]
+    assert got[0].tolist() == got[1].tolist()

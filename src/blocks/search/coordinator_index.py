@@ -318,7 +318,7 @@ class Coordinator:
             )
             for shard, where in rows.items()
         ]
-        results = self.to_all_replicas(calls)
+        results = self._given_centroids(self.to_all_replicas(calls), calls)
         errors = [result for _, _, result in results if isinstance(result, BlocksError)]
         if not errors:
             return
@@ -334,6 +334,28 @@ class Coordinator:
                 self._replicas[shard][replica].call("RemoveVectors", request, self._write_timeout_s)
         refused = [error for error in errors if not error.retryable]
         raise refused[0] if refused else errors[0]
+
+    def _given_centroids(
+        self, results: list[tuple[int, int, Any]], calls: list[tuple[int, str, Any]]
+    ) -> list[tuple[int, int, Any]]:
+        """Shared IVF: a replica that refused a write for want of centroids (a new or emptied
+        replica the coordinator did not see at start) is given them and the write retried
+        there once; other results pass through."""
+        if self.coarse is None:
+            return results
+        requests = {shard: request for shard, _, request in calls}
+        batch = encode_batch(self.coarse.centroids)
+        out = []
+        for shard, replica, result in results:
+            if isinstance(result, FailedPrecondition):
+                link = self._replicas[shard][replica]
+                try:
+                    link.call("SetCentroids", batch, self._write_timeout_s)
+                    result = link.call("AddVectors", requests[shard], self._write_timeout_s)
+                except BlocksError as error:
+                    result = error
+            out.append((shard, replica, result))
+        return out
 
     def train(self, vectors: Any) -> None:
         """Train every replica of every shard on the same sample (IVF/PQ shards need it
