@@ -17,6 +17,7 @@ from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.contract import PubSubContract
 from blocks.pubsub.local import LocalBroker
+from blocks.pubsub.record import StoredRecord
 from blocks.pubsub.replica import Role
 from blocks.pubsub.sync import SyncPubSub
 from blocks.pubsub.topics import TopicConfig, check_entries
@@ -33,6 +34,7 @@ __all__ = [
     "Record",
     "ReplicationConfig",
     "Role",
+    "StoredRecord",
     "SyncPubSub",
     "TopicConfig",
     "check_entries",
