@@ -5,9 +5,9 @@
 (leaders, in-sync replicas, ``acks=all``, elections with epochs), ``connect`` a client of one
 or more pub-sub servers (its batching producer tuned by ``ProducerConfig``), ``Consumer`` a
 group member as an async iterator, and ``blocks.pubsub.checker`` checks recorded histories for
-lost, duplicated or skipped records. ``Role``, ``TopicConfig`` and ``ReplicationConfig`` are
-what a block that runs its own replicated log on ``ClusterBroker`` needs (the replicated queue
-does).
+lost, duplicated or skipped records. ``Role``, ``TopicConfig``, ``ReplicationConfig`` and
+``StoredRecord`` are what a block that runs its own replicated log on ``ClusterBroker`` needs
+(the replicated queue does).
 """
 
 from blocks.pubsub.api import Assignment, PubSub, Record
