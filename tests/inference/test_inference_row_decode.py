@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from inference_reference import make_tiny_model, reference_logits
@@ -108,3 +109,30 @@ def test_real_model_lone_decode_equals_the_torch_path(real_model, row_calls: lis
     (fast_tokens, fast), (plain_tokens, plain) = runs
     assert fast_tokens == plain_tokens
     assert float((fast - plain).abs().max()) < 1e-3
+
+
+def test_three_operation_rope_is_the_six_operation_one_bit_for_bit() -> None:
+    generator = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        pairs = generator.standard_normal((12, 64)).astype(dtype)
+        angles = generator.uniform(-3.0, 3.0, 32)
+        cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+        first, second = pairs[:, :32], pairs[:, 32:]
+        want = np.concatenate((first * cos - second * sin, second * cos + first * sin), axis=1)
+        got = pairs.copy()
+        cos2, sin2 = row_decode._rotation(cos, sin)
+        row_decode._rope(got, cos2, sin2, np.empty_like(got))
+        assert np.array_equal(got, want)
+
+
+def test_consecutive_context_slots_are_read_in_place() -> None:
+    run = np.arange(20, 27)
+    assert row_decode._context_slots(run) == slice(20, 27)
+    assert row_decode._context_slots(run[:1]) == slice(20, 21)
+    scattered = np.array([20, 21, 22, 23, 8, 9, 26])  # same ends, not one run
+    assert row_decode._context_slots(scattered) is scattered
+    cache = np.random.default_rng(6).standard_normal((32, 4, 8))
+    q = np.random.default_rng(7).standard_normal((4, 8))
+    in_place = row_decode._attend(q, cache, row_decode._context_slots(run), 2, 0.25)
+    gathered = row_decode._attend(q, cache, run, 2, 0.25)
+    assert np.array_equal(in_place, gathered)

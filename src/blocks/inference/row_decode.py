@@ -158,28 +158,42 @@ def product_for(blas: BlasProducts) -> Product:
     return _einsum_product if blas.threads == 1 else _blas_product
 
 
-def _rope(pairs: np.ndarray, cos: np.ndarray, sin: np.ndarray, scratch: np.ndarray) -> None:
-    """Rotate ``pairs`` ``(heads, head_dim)`` in place, as ``model.apply_rope_`` does."""
-    half = pairs.shape[1] // 2
-    first, second = pairs[:, :half], pairs[:, half:]
-    first_sin, second_sin = scratch[0], scratch[1]
-    np.multiply(first, sin, out=first_sin)
-    np.multiply(second, sin, out=second_sin)
-    np.multiply(first, cos, out=first)
-    np.subtract(first, second_sin, out=first)
-    np.multiply(second, cos, out=second)
-    np.add(second, first_sin, out=second)
+def _rope(pairs: np.ndarray, cos2: np.ndarray, sin2: np.ndarray, scratch: np.ndarray) -> None:
+    """Rotate ``pairs`` ``(heads, head_dim)`` in place, as ``model.apply_rope_`` does, with
+    ``cos2 = [cos, cos]`` and ``sin2 = [-sin, sin]`` (``_rotation``): ``first * cos - second
+    * sin`` and ``second * cos + first * sin`` in three operations instead of six, each
+    product rounded once and then added, so bit for bit the six-operation result."""
+    heads = pairs.shape[0]
+    swapped = pairs.reshape(heads, 2, -1)[:, ::-1]  # (second, first) of every head, a view
+    np.multiply(swapped, sin2.reshape(2, -1), out=scratch.reshape(heads, 2, -1))
+    np.multiply(pairs, cos2, out=pairs)
+    np.add(pairs, scratch, out=pairs)
+
+
+def _rotation(cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_rope``'s ``(cos2, sin2)`` for one position's ``cos``/``sin`` ``(head_dim / 2,)``."""
+    return np.concatenate((cos, cos)), np.concatenate((-sin, sin))
+
+
+def _context_slots(key_slots: np.ndarray) -> np.ndarray | slice:
+    """``key_slots`` as a slice when they are one run of consecutive slots (a sequence whose
+    blocks lie in order): attention then reads the cache in place instead of gathering a
+    copy of every layer's context."""
+    first, count = int(key_slots[0]), key_slots.shape[0]
+    if int(key_slots[-1]) - first == count - 1 and bool((np.diff(key_slots) == 1).all()):
+        return slice(first, first + count)
+    return key_slots
 
 
 def _attend(
-    q: np.ndarray, cache: np.ndarray, key_slots: np.ndarray, kv_heads: int, scale: float
+    q: np.ndarray, cache: np.ndarray, key_slots: np.ndarray | slice, kv_heads: int, scale: float
 ) -> np.ndarray:
     """One query's attention output ``(heads * head_dim,)`` over ``key_slots`` of ``cache``.
 
     ``q`` is ``(heads, head_dim)``; query head ``h`` reads kv head ``h // (heads / kv_heads)``
     (SDPA's ``enable_gqa``)."""
     heads, dim = q.shape
-    context = cache[key_slots]  # (C, 2 * kv_heads, head_dim), a gathered copy
+    context = cache[key_slots]  # (C, 2 * kv_heads, head_dim): a gathered copy, or a view
     keys = context[:, :kv_heads].transpose(1, 2, 0)  # (kv, D, C)
     values = context[:, kv_heads:].transpose(1, 0, 2)  # (kv, C, D)
     grouped = q.reshape(kv_heads, heads // kv_heads, dim)
@@ -198,7 +212,7 @@ def decode_row(
     token_id: int,
     position: int,
     slot: int,
-    key_slots: np.ndarray,
+    key_slots: np.ndarray | slice,
     kv_cache: np.ndarray,
 ) -> torch.Tensor:
     """Final hidden state ``(1, width)`` of ``token_id`` at ``position``; its key and value
@@ -207,7 +221,7 @@ def decode_row(
     ``product(x, w, out)`` computes ``x @ w`` into ``out``."""
     heads, kv_heads, dim = model.num_heads, model.num_kv_heads, model.head_dim
     rotated = (heads + kv_heads) * dim
-    cos, sin = model.cos[position], model.sin[position]
+    cos2, sin2 = _rotation(model.cos[position], model.sin[position])
     scale = 1.0 / math.sqrt(dim)
     first = model.layers[0]
     x = model.embed[token_id].copy()
@@ -216,13 +230,13 @@ def decode_row(
     qkv = np.empty(first.qkv.shape[1], dtype=x.dtype)
     gate_up = np.empty(first.gate_up.shape[1], dtype=x.dtype)
     gate, up = np.split(gate_up, 2)
-    scratch = np.empty((2, heads + kv_heads, dim // 2), dtype=cos.dtype)
+    scratch = np.empty((heads + kv_heads, dim), dtype=cos2.dtype)
     silu_scratch = np.empty(first.down.shape[0], dtype=x.dtype)
     for index, layer in enumerate(model.layers):
         product(_rms_norm(x, layer.input_norm, model.eps, normed), layer.qkv, qkv)
         if layer.qkv_bias is not None:
             qkv += layer.qkv_bias
-        _rope(qkv[:rotated].reshape(heads + kv_heads, dim), cos, sin, scratch)
+        _rope(qkv[:rotated].reshape(heads + kv_heads, dim), cos2, sin2, scratch)
         cache = kv_cache[index]
         cache[slot] = qkv[heads * dim :].reshape(2 * kv_heads, dim)
         attended = _attend(
@@ -274,7 +288,7 @@ def decode_lone(
         head_dim=cfg.head_dim,
         eps=cfg.rms_norm_eps,
     )
-    key_slots = batch.groups[0].key_slots[0].numpy()
+    key_slots = _context_slots(batch.groups[0].key_slots[0].numpy())
     position, slot = int(batch.positions[0]), int(batch.slot_mapping[0])
     token = int(token_ids[0])
     product = product_for(blas)
