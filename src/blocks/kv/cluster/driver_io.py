@@ -1,7 +1,9 @@
 """The I/O plumbing ``KVNode`` uses: per-peer outboxes, the save step and its failures.
 
 ``Outbox`` is a bounded FIFO of encoded peer messages for one peer, drained by one task with
-``Transport.send``; a slow or unreachable peer therefore delays only its own messages.
+``Transport.send``; a slow or unreachable peer therefore delays only its own messages. On TCP,
+a message pushed while nothing waits before it and the connection takes writes is written at
+once (``TcpTransport.send_nowait``), without the task's wake-up and its extra loop turn.
 Overflow past ``limit`` drops the message and counts ``outbox_dropped`` (peer messages are
 best effort: requests time out, hints and anti-entropy resend).
 
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, StorageFull
+from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.cluster.messages import (
     GetReplica,
@@ -46,7 +49,17 @@ logger = logging.getLogger(__name__)
 
 
 class Outbox:
-    __slots__ = ("_counters", "_limit", "_peer", "_queue", "_ready", "_task", "_transport")
+    __slots__ = (
+        "_counters",
+        "_limit",
+        "_peer",
+        "_queue",
+        "_ready",
+        "_send_nowait",
+        "_sending",
+        "_task",
+        "_transport",
+    )
 
     def __init__(self, transport: Transport, peer: str, limit: int, counters: Counter[str]) -> None:
         self._transport = transport
@@ -56,8 +69,19 @@ class Outbox:
         self._queue: deque[list[Any]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sending = False  # the task holds a message it has not yet handed to the socket
+        self._send_nowait = transport.send_nowait if isinstance(transport, TcpTransport) else None
 
     def push(self, message: list[Any]) -> None:
+        """Send ``message`` after the ones pushed before: at once (no task, no loop turn) when
+        none is waiting and the connection takes writes, else through the queue."""
+        if self._send_nowait is not None and not self._queue and not self._sending:
+            try:
+                if self._send_nowait(self._peer, message):
+                    return
+            except BlocksError:
+                self._counters["send_failures"] += 1
+                return
         if len(self._queue) >= self._limit:
             self._counters["outbox_dropped"] += 1
             return
@@ -72,10 +96,13 @@ class Outbox:
             self._ready.clear()
             while self._queue:
                 message = self._queue.popleft()
+                self._sending = True
                 try:
                     await self._transport.send(self._peer, message)
                 except BlocksError:
                     self._counters["send_failures"] += 1
+                finally:
+                    self._sending = False
 
     def close(self) -> None:
         if self._task is not None:
