@@ -41,8 +41,7 @@ from typing import Any
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, FailedPrecondition, PeerError, Unavailable
 from blocks.core.files import write_atomically
-from blocks.pubsub import ClusterBroker, Role, check_entries
-from blocks.pubsub.record import StoredRecord
+from blocks.pubsub import ClusterBroker, Role, StoredRecord, check_entries
 from blocks.queue.machine import QueueMachine
 
 __all__ = ["CHUNK_BYTES", "LogBroker", "Snapshots"]
