@@ -179,6 +179,7 @@ def _cluster(
     shard_threads: int,
     *,
     shared: bool = False,
+    coarse_threads: int = 1,
 ) -> _Started:
     """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
     matched to the single index's recall), or with ``shared`` one IVF over all shards
@@ -200,6 +201,7 @@ def _cluster(
         [
             "--dim", str(corpus.shape[1]), "--metric", metric,
             "--remote-shards", ",".join(shards), "--deadline-ms", str(int(CALL_TIMEOUT_S * 1000)),
+            "--coarse-threads", str(coarse_threads),
         ],
         None,
     )  # fmt: skip
@@ -299,6 +301,7 @@ def cluster_part(
     ops: int = 3,
     shard_threads: int = 1,
     recall: Callable[[np.ndarray, np.ndarray], float],
+    coarse_threads_ab: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per setting: recall and QPS of the three contenders, interleaved round by round, with
     each round's QPS divided by the in-process contender's in the same round."""
@@ -316,6 +319,17 @@ def cluster_part(
             builders[SHARED] = partial(
                 _cluster, setting, corpus, metric, train, shard_threads, shared=True
             )
+            if coarse_threads_ab is not None:  # an A/B of the coordinator's coarse threads
+                builders[f"{SHARED}, coarse on {coarse_threads_ab} threads"] = partial(
+                    _cluster,
+                    setting,
+                    corpus,
+                    metric,
+                    train,
+                    shard_threads,
+                    shared=True,
+                    coarse_threads=coarse_threads_ab,
+                )
         started = {label: build() for label, build in builders.items()}
         progress(f"{name} processes: {setting.label} loaded")
         try:
@@ -361,7 +375,7 @@ def cluster_part(
                         f", shards nprobe={shard_nprobe}"
                         if shard_nprobe and result.contender == CLUSTER
                         else f", shared IVF nprobe={shared_nprobe}"
-                        if result.contender == SHARED
+                        if result.contender.startswith(SHARED)
                         else ""
                     ),
                     "contender": result.contender,
@@ -438,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=3, help="query batches per round")
     parser.add_argument("--shard-threads", type=int, default=1)
     parser.add_argument("--no-flat", dest="flat", action="store_false", help="IVF only")
+    parser.add_argument(
+        "--ab-coarse-threads",
+        type=int,
+        default=None,
+        help="also a shared-IVF cluster whose coordinator's coarse search uses N threads",
+    )
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     corpus, queries = clustered_vectors(
@@ -459,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         ops=args.ops,
         shard_threads=args.shard_threads,
         recall=recall_at_k,
+        coarse_threads_ab=args.ab_coarse_threads,
     )
     return 0
 

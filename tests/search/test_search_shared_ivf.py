@@ -314,8 +314,12 @@ def test_the_coordinators_assignment_runs_on_one_openmp_thread_and_restores_the_
     monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: (seen.append(n), real(n)))
     assert coarse.assign(queries, 3).shape == (len(queries), 3)
     assert seen == [1, before] and faiss.omp_get_max_threads() == before
+    coarse.assign(queries, 3, 2)  # a coordinator's --coarse-threads
+    assert seen[2:] == [2, before]
     with pytest.raises(InvalidArgument):
         CoarseQuantizer(vectors[:NLIST], Metric.L2, threads=0)
+    with pytest.raises(InvalidArgument):
+        Coordinator([("a", [object()])], dim=DIM, metric="l2", nlist=NLIST, coarse_threads=0)  # type: ignore[list-item]
 
 
 def test_a_replica_without_centroids_is_given_them_on_its_first_write(

@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
         help="coordinator: ask a second replica after this many ms (default: p95 of recent calls)",
     )
     serve.add_argument(
+        "--coarse-threads",
+        type=int,
+        default=1,
+        help="coordinator over shared-ivf shards: OpenMP threads of a search's coarse search",
+    )
+    serve.add_argument(
         "--checkpoint-records",
         type=int,
         default=10_000,
@@ -154,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
                 token=options.token,
                 deadline_ms=args.deadline_ms,
                 hedge_ms=args.hedge_ms,
+                coarse_threads=args.coarse_threads,
             )
             args.kind = "coordinator"
         else:

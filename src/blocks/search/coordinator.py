@@ -106,6 +106,7 @@ def connect_shards(
     timeout_ms: int = 10_000,
     deadline_ms: int = DEADLINE_MS_DEFAULT,
     hedge_ms: int | None = None,
+    coarse_threads: int = 1,
 ) -> Coordinator:
     """A ``Coordinator`` over the shards of ``spec`` (``parse_named_shards``).
 
@@ -148,6 +149,7 @@ def connect_shards(
             hedge=HedgeDelay(hedge_ms),
             nlist=nlist,
             coarse=coarse,
+            coarse_threads=coarse_threads,
         )
     except BaseException:
         for link in links:

@@ -77,9 +77,11 @@ class Coordinator:
         suspect_ms: int = SUSPECT_MS_DEFAULT,
         nlist: int = 0,
         coarse: CoarseQuantizer | None = None,
+        coarse_threads: int = 1,
     ) -> None:
         """``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
-        their centroids once trained (``None`` before: ``train`` makes them)."""
+        their centroids once trained (``None`` before: ``train`` makes them);
+        ``coarse_threads``: OpenMP threads of one search's coarse search (``CoarseQuantizer``)."""
         if not shards or any(not replicas for _, replicas in shards):
             raise InvalidArgument("every shard needs at least one replica")
         if deadline_ms <= 0 or write_timeout_ms <= 0:
@@ -101,8 +103,11 @@ class Coordinator:
         self.counters = {"searches": 0, "hedges": 0, "partial": 0, "failed_over": 0}
         if nlist < 0 or (coarse is not None and coarse.nlist != nlist):
             raise InvalidArgument(f"centroids for {nlist} lists expected")
+        if coarse_threads < 1:
+            raise InvalidArgument(f"coarse_threads must be positive, got {coarse_threads}")
         self.nlist = nlist
         self.coarse = coarse
+        self.coarse_threads = coarse_threads
 
     @property
     def dim(self) -> int:
@@ -187,7 +192,7 @@ class Coordinator:
             if self._metric is Metric.COSINE
             else data
         )
-        lists = self.coarse.assign(rows, nprobe or NPROBE_DEFAULT)
+        lists = self.coarse.assign(rows, nprobe or NPROBE_DEFAULT, self.coarse_threads)
         request.probe_lists = encode_probe_lists(lists)
         request.probes = lists.shape[1]
         request.nprobe = 0
