@@ -282,3 +282,22 @@ def test_bad_queries_are_refused_and_read_only_ones_accepted(spec, metric) -> No
     if metric is not Metric.L2:  # float32 squares overflow; the float64 path takes them
         large = (QUERIES[:3].astype(np.float64) * 1e18).astype(np.float32)
         assert (index.search(large, 5).ids >= 0).all()
+
+
+def test_shared_ivf_parameters_never_carry_a_filter_and_stay_bounded() -> None:
+    """An IVF index shares one ``SearchParametersIVF`` per ``nprobe`` among unfiltered
+    searches; a filtered search gets its own, so the next unfiltered one is not filtered."""
+    from blocks.search.faiss_index import IVF_PARAMETERS_CACHED_MAX
+
+    index = FaissIndex(DIM, "IVF16,Flat", "l2", nprobe=16)
+    index.train(CORPUS[:2000])
+    index.add(IDS[:2000], CORPUS[:2000])
+    everything = index.search(QUERIES[:20], 10)
+    allowed = IDS[:2000:50]
+    filtered = index.search(QUERIES[:20], 10, filter=allowed)
+    assert np.isin(filtered.ids, allowed).all()
+    again = index.search(QUERIES[:20], 10)
+    np.testing.assert_array_equal(again.ids, everything.ids)
+    for nprobe in range(1, IVF_PARAMETERS_CACHED_MAX + 10):
+        index.search(QUERIES[:2], 1, nprobe=nprobe)
+        assert len(index._ivf_parameters) <= IVF_PARAMETERS_CACHED_MAX

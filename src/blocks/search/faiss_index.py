@@ -12,7 +12,7 @@ the same way everywhere:
   pass ``tombstone_fraction_max`` of the graph it is rebuilt from its stored vectors.
 
 Cosine is inner product over normalised vectors. Stored vectors are normalised in float64
-(``as_vectors``). A search's queries are checked through their float32 squared norms (faiss's
+(``as_vectors``). A search's queries are checked through their float32 norms (faiss's
 SIMD kernel; finite exactly when the entries are, unless a square overflowed), with
 ``as_vectors``'s float64 path where float32 squares could overflow or underflow. Cosine
 queries are then either divided by their norms on a copy of their own, or, on indexes whose
@@ -44,8 +44,8 @@ Results are approximate for IVF/PQ/HNSW; ties carry no ordering promise.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -56,6 +56,7 @@ import numpy as np
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
 from blocks.search.api import Filter, IdArray, Metric, SearchResult
 from blocks.search.vectors import (
+    BATCH_ROWS_MAX,
     DIM_MAX,
     allowed_mask,
     as_float32_rows,
@@ -72,13 +73,15 @@ CHUNK_ROWS_MIN = 16
 """Fewest queries in a chunk of a pooled search: below this a thread hand-off costs more
 than the queries it carries."""
 CHUNKS_PER_THREAD = 4
-SQUARED_NORM_MIN = 1e-20
-"""A query row whose float32 squared norm is below this takes the float64 path: its entries'
-squares may have underflowed (each lost square is below 1.2e-38, so at most DIM_MAX x 1.2e-38
-= 8e-34 is lost, under 1e-13 of this bound)."""
-SQUARED_NORM_MAX = 1e30
-"""A query row whose float32 squared norm is above this takes the float64 path (far below
-float32's 3.4e38, where a square overflows)."""
+IVF_PARAMETERS_CACHED_MAX = 64
+"""Most distinct ``nprobe`` values whose shared ``SearchParametersIVF`` an index keeps."""
+NORM_MIN = 1e-10
+"""A query row whose float32 norm is below this takes the float64 path: its entries' squares
+may have underflowed (each lost square is below 1.2e-38, so at most DIM_MAX x 1.2e-38 = 8e-34
+is lost, under 1e-13 of this bound squared)."""
+NORM_MAX = 1e15
+"""A query row whose float32 norm is above this takes the float64 path (its squared norm,
+1e30, is far below float32's 3.4e38, where a square overflows)."""
 _FAISS: Any = faiss  # faiss's bundled hints miss SearchParameters(...) and fvec_norms_L2sqr
 
 
@@ -168,6 +171,8 @@ class FaissIndex:
             index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
         self._inner = inner
         self._scale_after = self._metric is Metric.COSINE and _scores_linear_in_query(inner)
+        self._ivf_is_index = isinstance(index, faiss.IndexIVF)
+        self._ivf_parameters: dict[int, Any] = {}
         return index
 
     def _reset_labels(self) -> None:
@@ -313,8 +318,18 @@ class FaissIndex:
 
     def _parameters(self, selector: Any, nprobe: int, ef_search: int) -> Any:
         """A new ``SearchParameters``: one per faiss call, since ``IndexIDMap2`` swaps the
-        selector of the object it is given while it searches."""
+        selector of the object it is given while it searches; except that an IVF index
+        searched directly (no ``IndexIDMap2``, no pre-transform) with no selector only reads
+        its ``SearchParametersIVF``, so those are made once per ``nprobe`` and shared."""
         params: Any
+        if selector is None and self._ivf_is_index:
+            params = self._ivf_parameters.get(nprobe)
+            if params is None:
+                if len(self._ivf_parameters) >= IVF_PARAMETERS_CACHED_MAX:
+                    self._ivf_parameters.clear()
+                params = _FAISS.SearchParametersIVF(nprobe=nprobe)
+                self._ivf_parameters[nprobe] = params
+            return params
         if self._ivf is not None:
             params = _FAISS.SearchParametersIVF(nprobe=nprobe)
         elif self._hnsw is not None:
@@ -344,17 +359,16 @@ class FaissIndex:
             # HNSW cannot return more than efSearch results.
             ef = max(_positive("ef_search", self._ef_search if ef_search is None else ef_search), k)
         selector = self._selector(filter)  # kept alive here while faiss reads it
-        distances, labels = self._faiss_search(
-            data, k, partial(self._parameters, selector, probes, ef)
-        )
+        distances, labels = self._faiss_search(data, k, selector, probes, ef)
         # faiss's own output arrays (int64 and float32) are returned, not copies. Label -1 (an
         # empty slot) takes the lookup's last entry, -1; a removed label maps to -1.
         ids: IdArray = labels if self._ids_are_labels else self._lookup.take(labels)
         if norms is not None:  # cosine of an unnormalised query: its scores over its norm
             np.divide(distances, norms[:, None], out=distances)
-        empty = ids < 0
-        if empty.any():
-            distances[empty] = self._metric.worst
+        # Few numpy calls on this path: each costs tens of microseconds in the caches a faiss
+        # scan leaves behind (docs/search.md), so one reduction tests for padding.
+        if ids.size and np.minimum.reduce(ids, axis=None) < 0:
+            distances[ids < 0] = self._metric.worst
         return SearchResult(ids=ids, distances=distances)
 
     def _checked_queries(self, queries: Any) -> tuple[Any, Any]:
@@ -362,36 +376,59 @@ class FaissIndex:
         cosine, where either the rows are unit rows (``norms`` None) or, on an index whose
         scores are linear in the query, the rows as given with their float32 norms, by which
         the caller divides the scores. Raises ``InvalidArgument`` as ``as_vectors`` does. A
-        row's float32 squared norm is finite exactly when its entries are, unless a square
+        row's float32 norm is finite exactly when its entries are, unless a square
         overflowed, so n norms stand for the n x dim check; a batch with any row outside
-        ``SQUARED_NORM_MIN..MAX`` (or not finite) takes ``as_vectors``'s float64 path, which
+        ``NORM_MIN..NORM_MAX`` (or not finite) takes ``as_vectors``'s float64 path, which
         raises for NaN, infinities and zero rows. The caller's array is never written."""
-        rows = as_float32_rows(queries, self._dim)
+        rows = queries
+        if not (  # the common case, with no numpy call: float32 rows of our dimension
+            type(rows) is np.ndarray
+            and rows.dtype == np.float32
+            and rows.ndim == 2
+            and rows.shape[1] == self._dim
+            and rows.flags.c_contiguous
+            and 0 < rows.shape[0] <= BATCH_ROWS_MAX
+        ):
+            rows = as_float32_rows(queries, self._dim)
+            if not rows.shape[0]:
+                return as_vectors(rows, self._dim, metric=self._metric), None
         count = rows.shape[0]
-        squares = np.empty((count,), dtype=np.float32)
-        if count:
-            _FAISS.fvec_norms_L2sqr(faiss.swig_ptr(squares), faiss.swig_ptr(rows), self._dim, count)
+        norms = np.empty((count,), dtype=np.float32)
+        # Row norms in float32: the square root of a float32 sum of float32 squares.
+        _FAISS.fvec_norms_L2(faiss.swig_ptr(norms), faiss.swig_ptr(rows), self._dim, count)
         if self._metric is not Metric.COSINE:
-            if np.isfinite(squares).all():
+            # The norms are >= 0, so their sum is finite only when each is (or it overflowed:
+            # the float64 path then decides).
+            if math.isfinite(np.add.reduce(norms)):
                 return rows, None  # the caller's array when it was float32: faiss only reads it
             return as_vectors(rows, self._dim), None
-        if count and not (squares.min() >= SQUARED_NORM_MIN and squares.max() <= SQUARED_NORM_MAX):
+        lowest, highest = np.minimum.reduce(norms), np.maximum.reduce(norms)
+        if not (lowest >= NORM_MIN and highest <= NORM_MAX):  # NaN fails too
             return as_vectors(rows, self._dim, metric=self._metric), None
-        norms = np.sqrt(squares, dtype=np.float64).astype(np.float32)
         if self._scale_after:
             return rows, norms
         return rows / norms[:, None], None  # a new array
 
-    def _faiss_search(self, data: Any, k: int, parameters: Callable[[], Any]) -> tuple[Any, Any]:
+    def _faiss_search(
+        self, data: Any, k: int, selector: Any, nprobe: int, ef_search: int
+    ) -> tuple[Any, Any]:
         """faiss's search, over chunks of queries in the pool for IVF and HNSW indexes (see
-        the module docstring); one call for Flat, on a GPU, or for a small batch.
-        ``parameters()`` makes each call's own ``SearchParameters``."""
+        the module docstring); one call for Flat, on a GPU, or for a small batch. Each call
+        gets its ``SearchParameters`` from ``_parameters``."""
+        if self._query_threads == 1 or self._on_gpu:
+            answer: tuple[Any, Any] = self._index.search(
+                data, k, params=self._parameters(selector, nprobe, ef_search)
+            )
+            return answer
         rows = data.shape[0]
         chunks = min(self._query_threads * CHUNKS_PER_THREAD, rows // CHUNK_ROWS_MIN)
-        pooled = self._query_threads > 1 and (self._ivf is not None or self._hnsw is not None)
-        if not pooled or chunks < 2 or self._on_gpu:
-            answer: tuple[Any, Any] = self._index.search(data, k, params=parameters())
+        pooled = self._ivf is not None or self._hnsw is not None
+        if not pooled or chunks < 2:
+            answer = self._index.search(
+                data, k, params=self._parameters(selector, nprobe, ef_search)
+            )
             return answer
+        parameters = partial(self._parameters, selector, nprobe, ef_search)
         distances = np.empty((rows, k), dtype=np.float32)
         labels = np.empty((rows, k), dtype=np.int64)
         index = self._index
@@ -455,6 +492,8 @@ class FaissIndex:
                 index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
             self._index, self._inner = index, inner
             self._scale_after = self._metric is Metric.COSINE and _scores_linear_in_query(inner)
+            self._ivf_is_index = isinstance(index, faiss.IndexIVF)
+            self._ivf_parameters = {}
             self._set_label_ids(label_ids)
             self._next_label = int(label_ids.shape[0])
             live = np.flatnonzero(label_ids >= 0)
