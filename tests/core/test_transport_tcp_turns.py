@@ -279,3 +279,31 @@ def test_an_unreachable_listener_still_fails_requests_fast() -> None:
             await client.close()
 
     _run(body)
+
+
+def test_an_inline_handler_can_dial_a_peer_it_has_no_connection_to() -> None:
+    # Dialing is bound to a deadline (asyncio.timeout_at); an inline handler's first step
+    # runs outside any task, so the dial must bring its own.
+    async def body() -> None:
+        far = TcpTransport("c")
+        await far.start()
+        far.serve(_echo)
+        assert far.address is not None
+        middle = TcpTransport("b", peers={"c": far.address})
+        await middle.start()
+
+        async def forward(source: str, message: Any) -> Any:
+            return await middle.request("c", message, timeout_s=5)
+
+        middle.serve(forward, inline=True)
+        assert middle.address is not None
+        client = TcpTransport("a", listen=None, peers={"b": middle.address})
+        try:
+            assert await client.request("b", "hop", timeout_s=5) == "hop"
+            assert middle.stats()["dials"] == 1
+        finally:
+            await client.close()
+            await middle.close()
+            await far.close()
+
+    _run(body)

@@ -309,7 +309,17 @@ class TcpTransport:
             del self._outbound[peer_name]
 
     async def _connect(self, dest: str, deadline: float) -> ClientConnection:
-        """Return an open, greeted connection to ``dest``, dialing at most once at a time."""
+        """Return an open, greeted connection to ``dest``, dialing at most once at a time.
+
+        The dial's deadlines are bound to a task (``asyncio.timeout``): a caller outside any
+        task (a handler served inline, before its first suspension) dials in a task of its own.
+        """
+        if asyncio.current_task() is None:
+            loop = asyncio.get_running_loop()
+            return await loop.create_task(self._connect_in_task(dest, deadline))
+        return await self._connect_in_task(dest, deadline)
+
+    async def _connect_in_task(self, dest: str, deadline: float) -> ClientConnection:
         if dest not in self._peers:
             raise Unavailable(f"unknown node {dest!r}")
         loop = asyncio.get_running_loop()
