@@ -31,7 +31,8 @@ same ``addmm``). On
 the CPU the packed matrices are stored transposed, ``(in, out)`` row-major, because MKL
 streams that layout about 1.5x faster at batch 1 (measured; ``F.linear`` reads ``(out,
 in)``); on a GPU they stay ``(out, in)`` and are used through a transposed view, which
-cuBLAS reads natively. The ``nn.Linear`` parameters are then rebound as *views* into the
+cuBLAS reads natively. On the CPU every layer's packed matrices are one ``WeightArena``
+(huge pages, the order a pass reads them: a token's layers are one forward stream). The ``nn.Linear`` parameters are then rebound as *views* into the
 packed storage, so weights are held once, ``load_state_dict`` and in-place edits write
 through to what the forward pass reads, and ``state_dict`` still has every original name.
 If a parameter is replaced (``model.to(...)``), its data pointer changes and the layer is
