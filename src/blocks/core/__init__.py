@@ -1,1 +1,2 @@
-"""Shared machinery for every block: hashing, codec, clocks, errors, log, transport, server."""
+"""Shared machinery for every block: hashing, codec, clocks, errors, log, transport, server,
+HTTP request heads."""

@@ -1,8 +1,8 @@
 """A small HTTP/1.1 layer on asyncio streams: enough for an OpenAI-compatible API.
 
-Theory of operation: ``parse_head`` is a pure parser for a request line and headers, with a
-bound on every part (head bytes, header count, line length); anything malformed raises
-``HttpError`` with the status to answer. ``read_request`` reads one request from a stream:
+Theory of operation: ``parse_head`` is ``blocks.core.http``'s pure parser for a request line
+and headers under this API's ``HEAD_RULES`` (head bytes, header count); anything malformed
+raises ``HttpError`` with the status to answer. ``read_request`` reads one request from a stream:
 the head up to the blank line, then exactly ``Content-Length`` body bytes (chunked request
 bodies are refused with 411, which no OpenAI client sends). ``Request.json`` checks the
 body's nesting depth with a linear scan *before* handing it to ``json.loads``, whose recursion
@@ -20,6 +20,9 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from blocks.core import http
+from blocks.core.http import HeadRules, HttpError, render_head
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -39,46 +42,26 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 64  # nested arrays/objects; an OpenAI request needs about 6
-METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
+HEAD_RULES = HeadRules(
+    methods=frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"}),
+    head_bytes_max=MAX_HEAD_BYTES,
+    headers_max=MAX_HEADERS,
+    too_large_code="head_too_large",
+    odd_method_status=405,  # any method not served is 405, whatever its spelling
+    method_code="method_not_allowed",
+    value_strip_chars=None,
+)
 
 
-class HttpError(Exception):
-    """A request the server answers with ``status`` and closes."""
+class RequestHead(http.RequestHead):
+    """A request head whose ``path`` is the target's path exactly as sent: routes match it
+    and the router forwards it upstream, so it is never percent-decoded here."""
 
-    def __init__(self, status: int, message: str, reason: str = "malformed_request") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    __slots__ = ()
 
     @property
-    def keep_alive(self) -> bool:
-        connection = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return connection == "keep-alive"
-        return connection != "close"
+    def path(self) -> str:
+        return self.raw_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,36 +109,7 @@ def json_depth(data: bytes) -> int:
 
 def parse_head(data: bytes) -> RequestHead:
     """Parse a request head (through the blank line; trailing bytes are an error)."""
-    if len(data) > MAX_HEAD_BYTES:
-        raise HttpError(431, "request head too large", "head_too_large")
-    if not data.endswith(b"\r\n\r\n"):
-        raise HttpError(400, "request head must end with a blank line")
-    try:
-        text = data[:-4].decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise HttpError(400, "undecodable head") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if method not in METHODS:
-        raise HttpError(405, f"method {method!r} not allowed", "method_not_allowed")
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise HttpError(505, "only HTTP/1.0 and HTTP/1.1")
-    if not target.startswith("/"):
-        raise HttpError(400, "request target must be a path")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise HttpError(431, "too many headers", "head_too_large")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
-            raise HttpError(400, "malformed header line")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return RequestHead(method, target.split("?", 1)[0], version, headers)
+    return http.parse_head(data, HEAD_RULES, RequestHead)
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request | None:
@@ -185,9 +139,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return render_head(status, headers, unknown_reason="Status")
 
 
 async def write_json(

@@ -1,8 +1,9 @@
 """A small HTTP/1.1 server core: parse a request head, read a body, write a response.
 
-Theory of operation. ``parse_head`` is a pure function from the bytes of a request head (up
-to and including the blank line) to a ``RequestHead``; anything malformed raises
-``HttpError(400)``, nothing else. The asyncio side (``read_request``) reads the head with a
+Theory of operation. ``parse_head`` is ``blocks.core.http``'s pure head parser under S3's
+``HEAD_RULES``: the bytes of a request head (up to and including the blank line) to a
+``RequestHead``; anything malformed raises ``HttpError(400)`` (405 for an uppercase method
+not served), nothing else. The asyncio side (``read_request``) reads the head with a
 size limit, answers ``Expect: 100-continue`` once the caller has accepted the head (boto3
 waits for it before sending a body), and reads the body by ``Content-Length`` or by
 ``Transfer-Encoding: chunked``, never more than ``body_bytes_max`` bytes. ``RequestBody``
@@ -25,9 +26,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from blocks.blob.s3.directread import read_exactly_direct
+from blocks.core import http
+from blocks.core.http import HeadRules, HttpError, RequestHead, render_head
 
 __all__ = [
     "BODY_READ_TIMEOUT_S",
@@ -47,37 +49,14 @@ BODY_READ_TIMEOUT_S = 30.0
 """Default time a body has to deliver each MiB (or the rest of a shorter read)."""
 BODY_TIMEOUT_UNIT_BYTES = 1024 * 1024
 HEADERS_MAX = 200
-_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
-_REASONS = {
-    100: "Continue",
-    200: "OK",
-    204: "No Content",
-    206: "Partial Content",
-    304: "Not Modified",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    411: "Length Required",
-    412: "Precondition Failed",
-    413: "Payload Too Large",
-    416: "Range Not Satisfiable",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-}
-
-
-class HttpError(Exception):
-    """A request the HTTP layer itself refuses; the connection is closed after the reply."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        """The S3 error code to answer with, when the status alone does not say it."""
+HEAD_RULES = HeadRules(
+    methods=frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"}),
+    head_bytes_max=HEAD_BYTES_MAX,
+    headers_max=HEADERS_MAX,
+    too_large_status=400,  # S3 answers every malformed head 400 Bad Request
+    version_status=400,
+    header_separator=",",
+)
 
 
 async def _timed(awaitable: Awaitable[bytes], size: int, read_timeout_s: float) -> bytes:
@@ -95,59 +74,10 @@ async def _timed(awaitable: Awaitable[bytes], size: int, read_timeout_s: float) 
         ) from error
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    """A parsed request line and headers. ``headers`` keys are lowercase; repeated headers
-    are joined with ``,`` as RFC 9110 allows. ``raw_path`` and ``raw_query`` are exactly as
-    sent (still percent-encoded), which is what SigV4 signs."""
-
-    method: str
-    raw_path: str
-    raw_query: str
-    version: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def path(self) -> str:
-        return unquote(self.raw_path)
-
-    @property
-    def keep_alive(self) -> bool:
-        connection = self.headers.get("connection", "").lower()
-        if self.version == "HTTP/1.0":
-            return connection == "keep-alive"
-        return connection != "close"
-
-
 def parse_head(data: bytes) -> RequestHead:
-    """Parse a request head ending in CRLF CRLF; ``HttpError(400)`` if malformed."""
-    if not data.endswith(b"\r\n\r\n") or len(data) > HEAD_BYTES_MAX:
-        raise HttpError(400, "incomplete or oversize request head")
-    try:
-        text = data[:-4].decode("latin-1")
-    except UnicodeDecodeError as error:  # pragma: no cover - latin-1 decodes every byte
-        raise HttpError(400, "undecodable head") from error
-    request_line, *header_lines = text.split("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if method not in _METHODS:
-        raise HttpError(405 if method.isalpha() and method.isupper() else 400, "bad method")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or not target.startswith("/"):
-        raise HttpError(400, "unsupported version or target")
-    if len(header_lines) > HEADERS_MAX:
-        raise HttpError(400, "too many headers")
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        name, colon, value = line.partition(":")
-        if not colon or not name or " " in name or "\t" in name or name != name.strip():
-            raise HttpError(400, f"malformed header line {line[:40]!r}")
-        key = name.lower()
-        value = value.strip(" \t")
-        headers[key] = f"{headers[key]},{value}" if key in headers else value
-    raw_path, _, raw_query = target.partition("?")
-    return RequestHead(method, raw_path, raw_query, version, headers)
+    """Parse a request head ending in CRLF CRLF; ``HttpError`` (400, or 405 for a method
+    this server does not serve) if malformed."""
+    return http.parse_head(data, HEAD_RULES)
 
 
 async def read_head(reader: asyncio.StreamReader) -> RequestHead | None:
@@ -286,17 +216,14 @@ class Response:
 
 def render_response(response: Response, *, head_only: bool, keep_alive: bool) -> list[bytes]:
     """The bytes to write for ``response``: status line and headers, then the body."""
-    reason = _REASONS.get(response.status, "Unknown")
     length = response.content_length if response.content_length is not None else len(response.body)
-    lines = [f"HTTP/1.1 {response.status} {reason}"]
     headers = dict(response.headers)
     if response.status not in (100, 204, 304) and not (head_only and response.status >= 300):
         headers.setdefault("Content-Length", str(length))
     elif head_only and response.status != 304:
         headers.setdefault("Content-Length", "0")
     headers["Connection"] = "keep-alive" if keep_alive else "close"
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    head = render_head(response.status, headers)
     if head_only or not response.body:
         return [head]
     return [head, response.body]
