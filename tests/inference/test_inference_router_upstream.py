@@ -109,7 +109,12 @@ def test_sized_and_close_delimited_bodies() -> None:
 
 
 @given(
-    st.lists(st.text(st.characters(blacklist_characters="\r\n"), max_size=20), max_size=6),
+    st.lists(
+        st.text(
+            st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=20
+        ),
+        max_size=6,
+    ),
     st.booleans(),
     st.lists(st.integers(1, 9), max_size=30),
 )
