@@ -12,10 +12,14 @@ from blocks.testing.ports import free_ports
 
 @asynccontextmanager
 async def gossiping_nodes(
-    count: int, *, capacity: int, token: str
+    count: int, *, capacity: int, token: str, dead_after_ms: int | None = None
 ) -> AsyncIterator[tuple[list[str], list[CacheService]]]:
     """``count`` nodes ``n0``.. on free ports, each given the others as peers; yields their
-    addresses and services once every node's view holds all of them, and stops them after."""
+    addresses and services once every node's view holds all of them, and stops them after.
+
+    ``dead_after_ms`` replaces the failure detector's silence bound: the nodes share the test's
+    one event loop, so a test that floods that loop on purpose can keep a stalled heartbeat
+    from being taken for a dead node."""
     ports = free_ports(count)
     addresses = [f"127.0.0.1:{port}" for port in ports]
     built = [
@@ -31,6 +35,10 @@ async def gossiping_nodes(
     for server, _ in built:
         await server.start()
     services = [service for _, service in built]
+    if dead_after_ms is not None:
+        for service in services:
+            assert service.gossip is not None
+            service.gossip.table.dead_after_ms = dead_after_ms
     try:
         while len({s.gossip.view_id for s in services if s.gossip}) != 1 or any(
             s.gossip is not None and len(s.gossip.table.view().names) != count for s in services

@@ -23,7 +23,14 @@ BURST = 10_000  # well past QUEUE_CALLS_MAX for either of two nodes
 def test_a_burst_past_the_queue_bound_waits_and_keeps_every_node_up() -> None:
     async def main() -> None:
         async with (
-            gossiping_nodes(2, capacity=4 * BURST, token=TOKEN) as (addresses, _),
+            # 20,000 calls in one loop that also runs both nodes and their gossip: a loop
+            # stalled past the failure bound (3 s; a full suite's large heap) makes a node
+            # look dead and its keys miss (with a 200 ms bound this test fails that way).
+            # A crashed node still shows, as failed calls.
+            gossiping_nodes(2, capacity=4 * BURST, token=TOKEN, dead_after_ms=30_000) as (
+                addresses,
+                _,
+            ),
             await MemberCluster.connect(addresses, token=TOKEN, timeout_s=30.0) as c,
         ):
             assert c.data_path_nodes == ["n0", "n1"]
