@@ -19,7 +19,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import (
@@ -34,7 +34,7 @@ from blocks.core.log import FsyncPolicy, GroupCommitter
 from blocks.pubsub.partition import LogPartition, MemoryPartition, PartitionStore, StoredRecord
 from blocks.pubsub.producer_runs import Run, duplicate_offset, extend, last_sequence
 
-__all__ = ["TopicConfig", "TopicTable"]
+__all__ = ["TopicConfig", "TopicTable", "WriteWatcher"]
 
 TOPICS_MAX = 1000
 PARTITIONS_MAX = 256
@@ -51,6 +51,19 @@ def check_topic(name: object) -> str:
     ):
         raise InvalidArgument(f"a topic name is 1..100 of [A-Za-z0-9._-], got {name!r}")
     return name
+
+
+class WriteWatcher(Protocol):
+    """Told of every change to a partition's records (``TopicTable.watcher``), so that a
+    block built on the table can keep what it has just written: the replicated queue applies
+    its own writes from them instead of reading them back from the log."""
+
+    def writing(self, name: str, partition: int, records: list[StoredRecord]) -> None:
+        """``records`` are about to be written (before the fsync: a commit may come during it)."""
+
+    def cut(self, name: str, partition: int) -> None:
+        """The partition's records changed other than by appending (truncated, restarted, or
+        a write failed): forget what was noted of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,7 @@ class TopicTable:
         self._segment_bytes_max = segment_bytes_max
         self._topics: dict[str, _Topic] = {}
         self._producers: dict[tuple[str, str, int], tuple[Run, ...]] = {}
+        self.watcher: WriteWatcher | None = None
         self._batch_delay_ms = batch_delay_ms
         self._commit_group = GroupCommitter(batch_delay_ms)  # one fsync round for all partitions
         if self.directory is not None:
@@ -235,12 +249,16 @@ class TopicTable:
         key = (records[-1].producer_id or "", name, partition)
         previous = (self._producers.get(key), self._topics[name].last_timestamp_ms[partition])
         self._note(name, partition, records)
+        if self.watcher is not None:
+            self.watcher.writing(name, partition, records)
         try:
             if isinstance(store, LogPartition):
                 await store.append_durable(records)
             else:
                 store.append(records)
         except BaseException:
+            if self.watcher is not None:
+                self.watcher.cut(name, partition)
             if store.next_offset == records[0].offset:  # nothing was written
                 self._topics[name].last_timestamp_ms[partition] = previous[1]
                 if previous[0] is None:
@@ -253,6 +271,8 @@ class TopicTable:
         """Cut a partition's records at ``offset`` and later (a replica's divergent tail),
         forgetting the producer sequences they carried."""
         topic = self.topic(name)
+        if self.watcher is not None:
+            self.watcher.cut(name, partition)
         topic.stores[partition].truncate_after(offset)
         self._scan(topic, partition)
 
@@ -260,6 +280,8 @@ class TopicTable:
         """Drop a partition's records and start it empty at ``offset`` (a replica below its
         leader's log start)."""
         topic = self.topic(name)
+        if self.watcher is not None:
+            self.watcher.cut(name, partition)
         topic.stores[partition].restart_at(offset)
         self._scan(topic, partition)
 

@@ -171,6 +171,30 @@ class Snapshots:
         self.installed += 1
 
 
+class RecentWrites:
+    """The records written to this node's partitions last, by offset (``RECENT_MAX`` each),
+    so that the queue applies them without reading and decoding them back from the log. The
+    topic table tells it of every write, truncation and restart (a ``WriteWatcher``), so an
+    entry is exactly the record stored at its offset."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[tuple[str, int], dict[int, StoredRecord]] = {}
+
+    def writing(self, name: str, partition: int, records: list[StoredRecord]) -> None:
+        recent = self._by_partition.setdefault((name, partition), {})
+        for record in records:
+            recent[record.offset] = record
+        while len(recent) > RECENT_MAX:
+            del recent[next(iter(recent))]
+
+    def cut(self, name: str, partition: int) -> None:
+        self._by_partition.pop((name, partition), None)
+
+    def take(self, key: tuple[str, int], offset: int) -> StoredRecord | None:
+        recent = self._by_partition.get(key)
+        return None if recent is None else recent.pop(offset, None)
+
+
 class LogBroker(ClusterBroker):
     """The queue's log broker: tells the queue whenever a high watermark moves, serves its
     snapshot to followers, and installs a leader's before a restart of its log."""
@@ -188,47 +212,13 @@ class LogBroker(ClusterBroker):
         self._install = install
         self._writes: set[asyncio.Task[None]] = set()  # leader writes still syncing here
         super().__init__(*args, **kwargs)
-        # The records written here last, by offset, so that the queue applies them without
-        # reading and decoding them back from the log (``recent``). Every write, truncation
-        # and restart of this broker's partitions goes through ``self.topics``, so the table
-        # is wrapped there: an entry is exactly the record stored at its offset.
-        self._recent: dict[tuple[str, int], dict[int, StoredRecord]] = {}
-        topics = self.topics
-        write, truncate_after, restart_at = (
-            topics.write,
-            topics.truncate_after,
-            topics.restart_at,
-        )
-
-        async def remembering_write(name: str, partition: int, records: Any) -> None:
-            recent = self._recent.setdefault((name, partition), {})
-            for record in records:  # before the write: a commit may come during its fsync
-                recent[record.offset] = record
-            while len(recent) > RECENT_MAX:
-                del recent[next(iter(recent))]
-            try:
-                await write(name, partition, records)
-            except BaseException:
-                self._recent.pop((name, partition), None)
-                raise
-
-        def forgetting_truncate(name: str, partition: int, offset: int) -> None:
-            self._recent.pop((name, partition), None)
-            truncate_after(name, partition, offset)
-
-        def forgetting_restart(name: str, partition: int, offset: int) -> None:
-            self._recent.pop((name, partition), None)
-            restart_at(name, partition, offset)
-
-        topics.write = remembering_write  # type: ignore[method-assign]
-        topics.truncate_after = forgetting_truncate  # type: ignore[method-assign]
-        topics.restart_at = forgetting_restart  # type: ignore[method-assign]
+        self._recent = RecentWrites()
+        self.topics.watcher = self._recent
 
     def recent(self, key: tuple[str, int], offset: int) -> StoredRecord | None:
         """Take the record written here at ``offset`` if it is still kept (else None: read
         it from the log). Each is handed out once."""
-        recent = self._recent.get(key)
-        return None if recent is None else recent.pop(offset, None)
+        return self._recent.take(key, offset)
 
     def _wake(self, key: tuple[str, int]) -> None:
         super()._wake(key)
