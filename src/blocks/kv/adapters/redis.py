@@ -36,23 +36,14 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
 import redis
 import redis.cluster
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from blocks.core.errors import (
-    Conflict,
-    FailedPrecondition,
-    InvalidArgument,
-    Overloaded,
-    Unavailable,
-)
-from blocks.core.rediscall import RedisScript, redis_call
+from blocks.core.errors import Conflict, FailedPrecondition, InvalidArgument, Overloaded
+from blocks.core.rediscall import RedisScript, connect_redis, redis_cluster_call
 from blocks.kv.limits import (
     VALUE_BYTES_MAX_DEFAULT,
     VALUE_BYTES_MAX_LIMIT,
@@ -110,27 +101,6 @@ return {1, redis.call('HGET', KEYS[1], 'i') .. ':' .. n}
 """
 
 
-class _redis(redis_call):  # lower case: used like the function it was
-    """``blocks.core.rediscall``'s mapping, plus the cluster client's own failures (no
-    reachable node, slots not covered, redirects run out), which are not ``RedisError``s
-    or are mere error replies there: ``Unavailable``, retry later. A class, not a
-    generator: it wraps every call (see ``blocks.core.rediscall``)."""
-
-    __slots__ = ()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if isinstance(
-            error, redis.exceptions.RedisClusterException | redis.exceptions.ClusterError
-        ):
-            raise Unavailable(f"redis cluster {self._doing}: {error}") from error
-        super().__exit__(kind, error, traceback)
-
-
 @dataclass(frozen=True, slots=True)
 class VersionedValue:
     """A key's value and version as one read saw them; both ``None`` when it is absent."""
@@ -177,17 +147,7 @@ class RedisKeyValueStore:
         """Connect to ``url`` (``redis://host:port[/db]``; with ``cluster=True`` any node of
         a Redis Cluster). No command is retried on its own: a write whose reply was lost
         raises ``Timeout`` or ``Unavailable`` and may have happened."""
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        with _redis("connect"):
-            client: redis.Redis | redis.cluster.RedisCluster
-            if cluster:
-                client = redis.cluster.RedisCluster.from_url(url, **options)
-            else:
-                client = redis.Redis.from_url(url, **options)
+        client = connect_redis(url, timeout_s=timeout_s, cluster=cluster)
         return cls(client, namespace=namespace, value_bytes_max=value_bytes_max, rng=rng)
 
     # -- the KeyValueStore protocol ----------------------------------------------------------
@@ -196,17 +156,17 @@ class RedisKeyValueStore:
         # ``put_many`` of one pair, without its batch machinery (one key is one slot).
         name = self._name(key)
         args = [check_value(value, self.value_bytes_max), self._incarnation()]
-        with _redis("put"):
+        with redis_cluster_call("put"):
             self._put(keys=[name], args=args)
 
     def get(self, key: bytes | str) -> bytes | None:
         name = self._name(key)
-        with _redis("get"):
+        with redis_cluster_call("get"):
             return cast("bytes | None", self._client.hget(name, "v"))
 
     def delete(self, key: bytes | str) -> bool:
         name = self._name(key)
-        with _redis("delete"):
+        with redis_cluster_call("delete"):
             return bool(self._client.delete(name))
 
     def put_many(self, items: Iterable[tuple[bytes | str, bytes]]) -> None:
@@ -220,7 +180,7 @@ class RedisKeyValueStore:
             args: list[bytes] = []
             for _, value in group:
                 args += [value, self._incarnation()]
-            with _redis("put"):
+            with redis_cluster_call("put"):
                 self._put(keys=keys, args=args)
 
     def get_many(self, keys: Iterable[bytes | str]) -> list[bytes | None]:
@@ -228,7 +188,7 @@ class RedisKeyValueStore:
         check_batch_size(len(names))
         if not names:
             return []
-        with _redis("get_many"):
+        with redis_cluster_call("get_many"):
             pipeline = self._client.pipeline(transaction=False)
             for name in names:
                 pipeline.hget(name, "v")
@@ -245,7 +205,7 @@ class RedisKeyValueStore:
         if self._closed:
             return
         self._closed = True
-        with _redis("close"):
+        with redis_cluster_call("close"):
             self._client.close()
 
     # -- versions ----------------------------------------------------------------------------
@@ -253,7 +213,7 @@ class RedisKeyValueStore:
     def get_versioned(self, key: bytes | str) -> VersionedValue:
         """The value and version of ``key`` from one read."""
         name = self._name(key)
-        with _redis("get"):
+        with redis_cluster_call("get"):
             fields = cast("list[bytes | None]", self._client.hmget(name, ["v", "i", "n"]))
         value, incarnation, counter = fields
         if value is None or incarnation is None or counter is None:
@@ -269,7 +229,7 @@ class RedisKeyValueStore:
         if expected_version is not None and not isinstance(expected_version, str):
             raise InvalidArgument("expected_version must be a str from get_versioned, or None")
         expected = expected_version or ""
-        with _redis("compare_and_set"):
+        with redis_cluster_call("compare_and_set"):
             done, version = self._cas(keys=[name], args=[data, expected, self._incarnation()])
         if not done:
             current = version.decode() or None
@@ -306,7 +266,7 @@ class RedisKeyValueStore:
         self._require_open()
         pattern = self._prefix + b"*"
         names: set[bytes] = set()
-        with _redis("scan"):
+        with redis_cluster_call("scan"):
             for name in self._client.scan_iter(match=pattern, count=SCAN_COUNT):
                 names.add(name)
                 if len(names) > KEYS_LISTED_MAX:

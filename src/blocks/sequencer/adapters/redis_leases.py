@@ -32,8 +32,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -41,12 +40,10 @@ import redis
 import redis.cluster
 import redis.exceptions
 import xxhash
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import Conflict, InvalidArgument, Unavailable
-from blocks.core.rediscall import RedisScript, redis_call
+from blocks.core.rediscall import RedisScript, connect_redis, redis_cluster_call
 from blocks.sequencer.lease import WorkerLease
 
 __all__ = ["RedisLeaseConfig", "RedisLeases", "RedisWorkerLease"]
@@ -81,17 +78,6 @@ redis.call('DEL', KEYS[1])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
-
-
-@contextmanager
-def _redis(doing: str) -> Iterator[None]:
-    """``blocks.core.rediscall``'s mapping, plus a cluster client's own failures (no
-    reachable node, slots not covered), which it does not map: ``Unavailable``."""
-    with redis_call(doing):
-        try:
-            yield
-        except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as error:
-            raise Unavailable(f"redis cluster {doing}: {error}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,21 +174,11 @@ class RedisLeases:
     ) -> RedisLeases:
         """Connect to ``url`` (with ``cluster=True``, any node of a Redis Cluster); no
         command is retried on its own (a lost reply is an error)."""
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        with _redis("connect"):
-            client: redis.Redis | redis.cluster.RedisCluster
-            if cluster:
-                client = redis.cluster.RedisCluster.from_url(url, **options)
-            else:
-                client = redis.Redis.from_url(url, **options)
+        client = connect_redis(url, timeout_s=timeout_s, cluster=cluster)
         return cls(client, config, clock=clock, rng=rng)
 
     def close(self) -> None:
-        with _redis("close"):
+        with redis_cluster_call("close"):
             self._client.close()
 
     # -- keys --------------------------------------------------------------------------------
@@ -230,7 +206,7 @@ class RedisLeases:
             asked_at_s = self._clock.monotonic()
             until_ms = self._clock.now_ms() + ttl_ms
             keys = self._keys(worker_id, "lease", "fence", "until")
-            with _redis("acquire"):
+            with redis_cluster_call("acquire"):
                 granted = self._acquire(keys=keys, args=[token, ttl_ms, until_ms])
             if granted:
                 fence, previous = cast("list[Any]", granted)
@@ -268,7 +244,7 @@ class RedisLeases:
         asked_at_s = self._clock.monotonic()
         until_ms = self._clock.now_ms() + self.config.ttl_ms
         keys = self._keys(lease.worker_id, "lease", "until")
-        with _redis("renew"):
+        with redis_cluster_call("renew"):
             renewed = self._renew(keys=keys, args=[lease.token, self.config.ttl_ms, until_ms])
         if not renewed:
             lease.mark_lost()
@@ -283,11 +259,11 @@ class RedisLeases:
         lease.mark_lost()
         below = "" if issued_below_ms is None else str(min(issued_below_ms, lease.until_ms))
         keys = self._keys(lease.worker_id, "lease", "until")
-        with _redis("release"):
+        with redis_cluster_call("release"):
             return bool(self._release(keys=keys, args=[lease.token, below]))
 
     def current_fence(self, worker_id: int) -> int:
         """The fence of the latest grant of ``worker_id`` (0 if never leased)."""
-        with _redis("current_fence"):
+        with redis_cluster_call("current_fence"):
             value = self._client.get(self._keys(worker_id, "fence")[0])
         return int(cast("bytes | None", value) or 0)
