@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.core.errors import InvalidArgument
-from blocks.core.hashing import HashRing, jump_hash, key_hash, rendezvous
+from blocks.core.hashing import (
+    HashRing,
+    distinct_clockwise,
+    jump_hash,
+    key_bytes,
+    key_hash,
+    rendezvous,
+)
 
 node_names = st.text(alphabet="abcdefghijklmnop0123456789-", min_size=1, max_size=10)
 node_sets = st.lists(node_names, min_size=2, max_size=12, unique=True)
@@ -39,6 +46,22 @@ def test_key_hash_is_xxh3_of_utf8_and_stable() -> None:
     assert key_hash(b"") == 0x2D06800538D394C2
     with pytest.raises(InvalidArgument):
         key_hash(42)  # type: ignore[arg-type]
+
+
+def test_key_bytes_encodes_str_and_copies_bytes_likes() -> None:
+    assert key_bytes("é") == "é".encode()
+    assert key_bytes(bytearray(b"ab")) == b"ab"  # type: ignore[arg-type]
+    assert key_bytes(memoryview(b"ab")) == b"ab"  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        key_bytes(None)  # type: ignore[arg-type]
+
+
+def test_distinct_clockwise_wraps_and_stops_at_n_or_the_names_there_are() -> None:
+    owners = ["a", "b", "a", "c", "b"]
+    assert distinct_clockwise(owners, 3, 2) == ["c", "b"]
+    assert distinct_clockwise(owners, 4, 3) == ["b", "a", "c"]  # wraps past the end
+    assert distinct_clockwise(owners, 0, 5) == ["a", "b", "c"]
+    assert distinct_clockwise([], 0, 1) == []
 
 
 @given(nodes=node_sets, key=keys, data=st.data())

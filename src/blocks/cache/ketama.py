@@ -27,19 +27,12 @@ import math
 from collections.abc import Mapping
 
 from blocks.core.errors import InvalidArgument, NotFound
+from blocks.core.hashing import distinct_clockwise, key_bytes
 
 __all__ = ["KetamaRing", "ketama_hash"]
 
 _POINTS_PER_DIGEST = 4
 _DIGESTS_PER_SERVER = 40
-
-
-def _as_bytes(key: bytes | str) -> bytes:
-    if isinstance(key, bytes):
-        return key
-    if isinstance(key, str):
-        return key.encode("utf-8")
-    raise InvalidArgument(f"key must be bytes or str, got {type(key).__name__}")
 
 
 def _check_server(name: object, weight: object) -> None:
@@ -51,7 +44,7 @@ def _check_server(name: object, weight: object) -> None:
 
 def ketama_hash(key: bytes | str) -> int:
     """A key's position on the continuum: MD5's first four bytes, little-endian."""
-    digest = hashlib.md5(_as_bytes(key), usedforsecurity=False).digest()
+    digest = hashlib.md5(key_bytes(key), usedforsecurity=False).digest()
     return int.from_bytes(digest[0:4], "little")
 
 
@@ -123,13 +116,4 @@ class KetamaRing:
         """Up to ``n`` distinct servers clockwise from ``key``, owner first."""
         if n < 1:
             raise InvalidArgument(f"n must be >= 1, got {n}")
-        start = self._start(key)
-        chosen: list[str] = []
-        total = len(self._points)
-        for step in range(total):
-            owner = self._owners[(start + step) % total]
-            if owner not in chosen:
-                chosen.append(owner)
-                if len(chosen) == min(n, len(self._weights)):
-                    break
-        return chosen
+        return distinct_clockwise(self._owners, self._start(key), min(n, len(self._weights)))

@@ -22,13 +22,21 @@ Three placement schemes, for three situations:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import xxhash
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["DEFAULT_VNODES", "HashRing", "jump_hash", "key_hash", "rendezvous"]
+__all__ = [
+    "DEFAULT_VNODES",
+    "HashRing",
+    "distinct_clockwise",
+    "jump_hash",
+    "key_bytes",
+    "key_hash",
+    "rendezvous",
+]
 
 DEFAULT_VNODES = 256
 """Virtual nodes per unit of weight. 256 keeps the busiest node within about 15% of the mean
@@ -39,7 +47,9 @@ _WEIGHT_MAX = 1_000
 _NODES_MAX = 100_000
 
 
-def _as_bytes(key: bytes | str) -> bytes:
+def key_bytes(key: bytes | str) -> bytes:
+    """A key as the bytes every hash here reads: ``str`` as UTF-8, a ``bytearray`` or
+    ``memoryview`` copied; ``InvalidArgument`` for anything else."""
     if isinstance(key, bytes):
         return key
     if isinstance(key, str):
@@ -51,7 +61,22 @@ def _as_bytes(key: bytes | str) -> bytes:
 
 def key_hash(key: bytes | str) -> int:
     """xxh3-64 of ``key`` (UTF-8 for ``str``), as an unsigned 64-bit integer."""
-    return xxhash.xxh3_64_intdigest(_as_bytes(key))
+    return xxhash.xxh3_64_intdigest(key_bytes(key))
+
+
+def distinct_clockwise(owners: Sequence[str], start: int, n: int) -> list[str]:
+    """The first ``n`` distinct names in ``owners`` (a ring's owner of each point, in point
+    order) going clockwise from index ``start``, wrapping once: a preference list. Fewer when
+    the ring holds fewer names."""
+    chosen: list[str] = []
+    total = len(owners)
+    for step in range(total):
+        owner = owners[(start + step) % total]
+        if owner not in chosen:
+            chosen.append(owner)
+            if len(chosen) == n:
+                break
+    return chosen
 
 
 def _point_hash(node: str, index: int) -> int:
@@ -160,16 +185,7 @@ class HashRing:
         """
         if not isinstance(n, int) or not 1 <= n <= len(self._weights):
             raise InvalidArgument(f"n must be in [1, {len(self._weights)}], got {n!r}")
-        start = self._start(key)
-        chosen: list[str] = []
-        total = len(self._points)
-        for step in range(total):
-            owner = self._owners[(start + step) % total]
-            if owner not in chosen:
-                chosen.append(owner)
-                if len(chosen) == n:
-                    break
-        return chosen
+        return distinct_clockwise(self._owners, self._start(key), n)
 
     def __repr__(self) -> str:
         return f"HashRing(nodes={self.nodes!r}, vnodes={self._vnodes})"
@@ -201,7 +217,7 @@ def rendezvous(key: bytes | str, nodes: Iterable[str], n: int = 1) -> list[str]:
     Scores are xxh3-64 of the key bytes followed by the node name, so they are stable across
     processes. Ties (astronomically rare) break by node name.
     """
-    key_bytes = _as_bytes(key)
+    key_data = key_bytes(key)
     candidates = list(dict.fromkeys(nodes))
     if not all(isinstance(node, str) and node for node in candidates):
         raise InvalidArgument("nodes must be non-empty strings")
@@ -209,6 +225,6 @@ def rendezvous(key: bytes | str, nodes: Iterable[str], n: int = 1) -> list[str]:
         raise InvalidArgument(f"n must be in [1, {len(candidates)}], got {n!r}")
     scored = sorted(
         candidates,
-        key=lambda node: (-xxhash.xxh3_64_intdigest(key_bytes + b"\x00" + node.encode()), node),
+        key=lambda node: (-xxhash.xxh3_64_intdigest(key_data + b"\x00" + node.encode()), node),
     )
     return scored[:n]
