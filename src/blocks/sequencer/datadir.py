@@ -23,10 +23,10 @@ checksummed replace (fsync'd unless told otherwise).
 
 from __future__ import annotations
 
-import fcntl
 import os
 
 from blocks.core.codec import pack, unpack
+from blocks.core.directory_lock import DirectoryLock
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
 from blocks.sequencer.statefile import read_state, write_state
 
@@ -40,37 +40,46 @@ HIGHWATER_FILE = "highwater.state"
 
 
 class DataDirLock:
-    """Exclusive ownership of a data directory by one process (``flock``, released on exit)."""
+    """Exclusive ownership of a data directory by one process (``flock``, released on exit),
+    the holder's pid noted in the lock file for the message a second server gets."""
 
-    __slots__ = ("_descriptor", "path")
+    __slots__ = ("_data_dir", "_lock", "path")
 
     def __init__(self, data_dir: str) -> None:
         os.makedirs(data_dir, exist_ok=True)
+        self._data_dir = data_dir
         self.path = os.path.join(data_dir, LOCK_FILE)
-        self._descriptor: int | None = None
+        self._lock: DirectoryLock | None = None
 
     def acquire(self) -> None:
         """Take the lock; ``FailedPrecondition`` if another process holds it."""
-        if self._descriptor is not None:
+        if self._lock is not None:
             return
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(descriptor)
+            lock = DirectoryLock(self._data_dir, name=LOCK_FILE)
+        except FailedPrecondition:
             raise FailedPrecondition(
-                f"data dir {os.path.dirname(self.path)} is in use by another sequencer "
-                f"(pid {holder}); each server needs its own --data-dir"
+                f"data dir {self._data_dir} is in use by another sequencer "
+                f"(pid {_holder(self.path)}); each server needs its own --data-dir"
             ) from None
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-        self._descriptor = descriptor
+        os.ftruncate(lock.fileno(), 0)
+        os.pwrite(lock.fileno(), f"{os.getpid()}\n".encode(), 0)
+        self._lock = lock
 
     def release(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)  # closing the last descriptor drops the flock
-            self._descriptor = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _holder(path: str) -> str:
+    """The pid the holder noted in the lock file, or ``unknown``."""
+    try:
+        with open(path, "rb") as file:
+            noted = file.read(32)
+    except OSError:
+        return "unknown"
+    return noted.decode(errors="replace").strip() or "unknown"
 
 
 def plan_cover(mark_ms: int, timestamp_ms: int, ahead_ms: int) -> int | None:

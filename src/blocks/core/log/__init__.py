@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 
 from blocks.core.clock import Clock, SystemClock
+from blocks.core.directory_lock import DirectoryLock
 from blocks.core.errors import InvalidArgument, Overloaded
 from blocks.core.log.commit import GroupCommitter
 from blocks.core.log.config import (
@@ -56,7 +57,6 @@ from blocks.core.log.config import (
     LogConfig,
     LogStats,
     MiB,
-    acquire_lock,
     as_offset,
     as_payloads,
 )
@@ -117,7 +117,7 @@ class SegmentLog(LogSurgery):
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._syncs = self.config.fsync != "never"
         os.makedirs(self.directory, exist_ok=True)
-        self._lock_descriptor = acquire_lock(self.directory)
+        self._directory_lock = DirectoryLock(self.directory)  # keeps a second writer out
         self._lock = threading.RLock()  # guards every field below
         self._counters = StorageCounters()
         self._failure: OSError | None = None  # set when an fsync failed: refuse all work
@@ -126,7 +126,7 @@ class SegmentLog(LogSurgery):
         try:
             self._open_segments()
         except BaseException:
-            os.close(self._lock_descriptor)
+            self._directory_lock.release()
             raise
         self._records_appended = 0
         self._bytes_appended = 0
@@ -410,7 +410,7 @@ class SegmentLog(LogSurgery):
                 self._closed = True
                 self._active.close()
                 self._readers.close_all()
-                os.close(self._lock_descriptor)
+                self._directory_lock.release()
 
     def __enter__(self) -> SegmentLog:
         return self

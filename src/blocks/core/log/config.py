@@ -1,20 +1,16 @@
 """Configuration, counters and argument checks of ``blocks.core.log``.
 
 Theory of operation: everything here is checked before the log touches a file, so that bad
-arguments raise ``InvalidArgument`` with nothing written. ``acquire_lock`` takes the exclusive
-``flock`` that keeps a second writer (another process, or another ``SegmentLog`` in this one:
-``flock`` locks belong to the open file, not the process) out of a log directory.
+arguments raise ``InvalidArgument`` with nothing written.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from blocks.core.errors import FailedPrecondition, InvalidArgument
+from blocks.core.errors import InvalidArgument
 from blocks.core.log.format import HEADER_BYTES, LENGTH_MAX
 
 __all__ = [
@@ -22,7 +18,6 @@ __all__ = [
     "LogConfig",
     "LogStats",
     "MiB",
-    "acquire_lock",
     "as_offset",
     "as_payload",
     "as_payloads",
@@ -106,16 +101,3 @@ def as_offset(offset: object) -> int:
     if not isinstance(offset, int) or isinstance(offset, bool):
         raise InvalidArgument(f"an offset must be an int, got {type(offset).__name__}")
     return offset
-
-
-def acquire_lock(directory: str) -> int:
-    path = os.path.join(directory, "LOCK")
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        raise FailedPrecondition(
-            f"log directory {directory} is already open for writing (lock {path} is held)"
-        ) from None
-    return descriptor

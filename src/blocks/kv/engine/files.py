@@ -17,14 +17,12 @@ data file ``A`` and after everything the merge read.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocks.core.errors import FailedPrecondition
+from blocks.core.directory_lock import DirectoryLock  # re-exported: the engine imports it here
 from blocks.core.files import (
     fsync_directory,  # re-exported: the engine's modules import it here
     pwrite_all,
@@ -116,32 +114,3 @@ def write_zeros(fd: int, start: int, end: int) -> None:
         count = min(end - start, len(_ZEROS))
         pwrite_all(fd, _ZEROS[:count] if count < len(_ZEROS) else _ZEROS, start)
         start += count
-
-
-class DirectoryLock:
-    """An exclusive ``flock`` on ``<directory>/LOCK``: one writer per directory.
-
-    ``flock`` locks belong to an open file description, so a second open of the same
-    directory is refused in the same process as well as in another one, and the kernel
-    drops the lock when the holder dies, even by ``kill -9``.
-    """
-
-    __slots__ = ("_fd",)
-
-    def __init__(self, directory: Path) -> None:
-        fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FailedPrecondition(
-                f"{directory} is already open for writing by another store"
-            ) from None
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
