@@ -38,7 +38,7 @@ import xxhash
 from blocks.core.errors import InvalidArgument
 from blocks.counters.bulk import CHUNK_ITEMS_MAX, count_min_columns, numpy_or_none
 
-__all__ = ["CELLS_MAX", "TOP_K_MAX", "TOTAL_MAX", "CountMinSketch", "TopK"]
+__all__ = ["CELLS_MAX", "TOP_K_MAX", "TOTAL_MAX", "CountMinSketch", "TopK", "check_shape"]
 
 CELLS_MAX = 1 << 24
 TOP_K_MAX = 10_000
@@ -59,18 +59,27 @@ def _as_bytes(item: bytes | str) -> bytes:
     raise InvalidArgument(f"items are bytes or str, got {type(item).__name__}")
 
 
+def check_shape(
+    width: int, depth: int, seed: int, *, cells_max: int = CELLS_MAX, prefix: str = ""
+) -> None:
+    """``InvalidArgument`` unless ``width`` and ``depth`` are positive ints with at most
+    ``cells_max`` cells and ``seed`` an unsigned 64-bit int: the shape of a sketch, here or
+    kept elsewhere (``prefix`` is how the caller's parameters are named: ``cms_``)."""
+    if not isinstance(width, int) or not isinstance(depth, int) or width < 1 or depth < 1:
+        raise InvalidArgument(f"{prefix}width and {prefix}depth must be positive ints")
+    if width * depth > cells_max:
+        raise InvalidArgument(f"{prefix}width * {prefix}depth must be at most {cells_max}")
+    if not isinstance(seed, int) or not 0 <= seed < (1 << 64):
+        raise InvalidArgument("seed must be an unsigned 64-bit int")
+
+
 class CountMinSketch:
     """A Count-Min sketch over non-negative counts. Not thread-safe."""
 
     __slots__ = ("_depth", "_rows", "_seed", "_total", "_width")
 
     def __init__(self, width: int = 2048, depth: int = 5, *, seed: int = 0) -> None:
-        if not isinstance(width, int) or not isinstance(depth, int) or width < 1 or depth < 1:
-            raise InvalidArgument("width and depth must be positive ints")
-        if width * depth > CELLS_MAX:
-            raise InvalidArgument(f"width * depth must be at most {CELLS_MAX}")
-        if not isinstance(seed, int) or not 0 <= seed < (1 << 64):
-            raise InvalidArgument("seed must be an unsigned 64-bit int")
+        check_shape(width, depth, seed)
         self._width = width
         self._depth = depth
         self._seed = seed

@@ -41,7 +41,7 @@ import xxhash
 from blocks.core.errors import InvalidArgument
 from blocks.core.rediscall import RedisScript, redis_call
 from blocks.counters.api import COUNTERS_MAX
-from blocks.counters.countmin import TOP_K_MAX
+from blocks.counters.countmin import TOP_K_MAX, check_shape
 from blocks.counters.local import check_amount, check_name
 from blocks.counters.sketchstate import SKETCHES_MAX
 
@@ -184,12 +184,7 @@ class RedisCounters:
             raise InvalidArgument("namespace must be a str")
         if not isinstance(top_k, int) or not 0 < top_k <= TOP_K_MAX:
             raise InvalidArgument(f"top_k must be in [1, {TOP_K_MAX}]")
-        if not all(isinstance(n, int) and n > 0 for n in (cms_width, cms_depth)):
-            raise InvalidArgument("cms_width and cms_depth must be positive ints")
-        if cms_width * cms_depth > CMS_CELLS_MAX:
-            raise InvalidArgument(f"cms_width * cms_depth must be at most {CMS_CELLS_MAX}")
-        if not isinstance(seed, int) or not 0 <= seed < (1 << 64):
-            raise InvalidArgument("seed must be an unsigned 64-bit int")
+        check_shape(cms_width, cms_depth, seed, cells_max=CMS_CELLS_MAX, prefix="cms_")
         self._client = client
         self._namespace = namespace
         self._top_k = top_k
