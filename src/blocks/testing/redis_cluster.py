@@ -33,7 +33,6 @@ import random
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from blocks.testing.engines import RedisServer
@@ -190,10 +189,5 @@ class RedisClusterProcesses:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

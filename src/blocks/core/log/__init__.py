@@ -46,7 +46,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.directory_lock import DirectoryLock
@@ -415,12 +414,7 @@ class SegmentLog(LogSurgery):
     def __enter__(self) -> SegmentLog:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
