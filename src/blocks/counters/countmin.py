@@ -38,7 +38,15 @@ import xxhash
 from blocks.core.errors import InvalidArgument
 from blocks.counters.bulk import CHUNK_ITEMS_MAX, count_min_columns, numpy_or_none
 
-__all__ = ["CELLS_MAX", "TOP_K_MAX", "TOTAL_MAX", "CountMinSketch", "TopK", "check_shape"]
+__all__ = [
+    "CELLS_MAX",
+    "TOP_K_MAX",
+    "TOTAL_MAX",
+    "CountMinSketch",
+    "TopK",
+    "check_shape",
+    "item_bytes",
+]
 
 CELLS_MAX = 1 << 24
 TOP_K_MAX = 10_000
@@ -51,7 +59,9 @@ _BULK_ITEMS_MIN = 32
 """Below this many items ``add_many`` adds one by one (numpy's fixed cost would dominate)."""
 
 
-def _as_bytes(item: bytes | str) -> bytes:
+def item_bytes(item: bytes | str) -> bytes:
+    """An item as the bytes its hashes read: ``str`` as UTF-8; ``InvalidArgument`` for
+    anything but bytes and str."""
     if isinstance(item, str):
         return item.encode()
     if isinstance(item, bytes):
@@ -116,7 +126,7 @@ class CountMinSketch:
 
     def _hashes(self, item: bytes | str) -> tuple[int, int]:
         """Double hashing: row ``r`` uses column ``(first + r * second) % width``."""
-        digest = _xxh3_128(item.encode() if item.__class__ is str else _as_bytes(item), self._seed)
+        digest = _xxh3_128(item.encode() if item.__class__ is str else item_bytes(item), self._seed)
         return digest & _MASK_64, (digest >> 64) | 1
 
     def add(self, item: bytes | str, count: int = 1) -> int:
@@ -126,7 +136,7 @@ class CountMinSketch:
         if count < 0:
             raise InvalidArgument(f"count must be a non-negative int, got {count!r}")
         # _hashes, inlined: this is the single-item hot path.
-        digest = _xxh3_128(item.encode() if item.__class__ is str else _as_bytes(item), self._seed)
+        digest = _xxh3_128(item.encode() if item.__class__ is str else item_bytes(item), self._seed)
         total = self._total + count
         if total > TOTAL_MAX:
             raise InvalidArgument(f"the sketch's total would pass {TOTAL_MAX}")
@@ -179,7 +189,7 @@ class CountMinSketch:
                 if start == 0 and len(item_list) <= CHUNK_ITEMS_MAX
                 else item_list[start : start + CHUNK_ITEMS_MAX]
             )
-            columns = count_min_columns(np, chunk, self._seed, self._width, self._depth, _as_bytes)
+            columns = count_min_columns(np, chunk, self._seed, self._width, self._depth, item_bytes)
             amounts: Any = 1
             if count_list is not None:
                 amounts = np.asarray(count_list[start : start + len(chunk)], dtype=np.int64)

@@ -41,7 +41,7 @@ import xxhash
 from blocks.core.errors import InvalidArgument
 from blocks.core.rediscall import RedisScript, redis_call
 from blocks.counters.api import COUNTERS_MAX
-from blocks.counters.countmin import TOP_K_MAX, check_shape
+from blocks.counters.countmin import TOP_K_MAX, check_shape, item_bytes
 from blocks.counters.local import check_amount, check_name
 from blocks.counters.sketchstate import SKETCHES_MAX
 
@@ -146,18 +146,10 @@ return redis.call('HGET', KEYS[1], 'total')
 )
 
 
-def _as_bytes(item: bytes | str) -> bytes:
-    if isinstance(item, str):
-        return item.encode()
-    if isinstance(item, bytes):
-        return item
-    raise InvalidArgument(f"items are bytes or str, got {type(item).__name__}")
-
-
 def _items(items: Iterable[bytes | str]) -> list[bytes]:
     batch: list[bytes] = []
     for item in items:
-        batch.append(_as_bytes(item))
+        batch.append(item_bytes(item))
         if len(batch) > ITEMS_PER_CALL_MAX:
             raise InvalidArgument(f"at most {ITEMS_PER_CALL_MAX} items per call")
     return batch
@@ -279,7 +271,7 @@ class RedisCounters:
     def estimate(self, name: str, item: bytes | str) -> int:
         """The Count-Min estimate of ``item``'s count in ``name``: never below the truth."""
         check_name(name)
-        fields = [f"{row}:{column}" for row, column in enumerate(self._columns(_as_bytes(item)))]
+        fields = [f"{row}:{column}" for row, column in enumerate(self._columns(item_bytes(item)))]
         with redis_call("estimate"):
             cells = self._client.hmget(self._key("cms", name), fields)
         return min(int(cell or 0) for cell in cells)
