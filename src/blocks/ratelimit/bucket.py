@@ -24,15 +24,17 @@ import math
 
 from blocks.core.clock import Clock
 from blocks.ratelimit.api import Decision
-from blocks.ratelimit.base import EPSILON, KEYS_MAX, KeyedLimiter, ceil_ms, check_positive
+from blocks.ratelimit.base import EPSILON, KEYS_MAX, KeyedLimiter, StateT, ceil_ms, check_positive
 
 __all__ = ["GCRA", "TokenBucket"]
 
 MICROS = 1_000_000
 
 
-class TokenBucket(KeyedLimiter[tuple[float, int]]):
-    """Token bucket per key: ``burst`` tokens, refilled at ``rate_per_s``."""
+class _RateAndBurst(KeyedLimiter[StateT]):
+    """What both limiters are built from: ``burst`` units at once and ``rate_per_s``
+    sustained; ``_interval_us`` (the emission interval ``T``) and ``_tolerance_us``
+    (``burst * T``) are the same two limits in time, as GCRA reads them."""
 
     def __init__(
         self,
@@ -46,6 +48,12 @@ class TokenBucket(KeyedLimiter[tuple[float, int]]):
         super().__init__(burst, clock, keys_max)
         self.rate_per_s = float(rate_per_s)
         self.burst = burst
+        self._interval_us = MICROS / self.rate_per_s
+        self._tolerance_us = self._interval_us * burst
+
+
+class TokenBucket(_RateAndBurst[tuple[float, int]]):
+    """Token bucket per key: ``burst`` tokens, refilled at ``rate_per_s``."""
 
     def _tokens(self, state: tuple[float, int] | None, now_us: int) -> float:
         if state is None:
@@ -76,23 +84,8 @@ class TokenBucket(KeyedLimiter[tuple[float, int]]):
         return self._tokens(state, now_us) + EPSILON >= self.burst
 
 
-class GCRA(KeyedLimiter[float]):
+class GCRA(_RateAndBurst[float]):
     """GCRA per key: the same promise as ``TokenBucket`` with one float of state."""
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        burst: int,
-        *,
-        clock: Clock | None = None,
-        keys_max: int = KEYS_MAX,
-    ) -> None:
-        check_positive("rate_per_s", rate_per_s)
-        super().__init__(burst, clock, keys_max)
-        self.rate_per_s = float(rate_per_s)
-        self.burst = burst
-        self._interval_us = MICROS / self.rate_per_s
-        self._tolerance_us = self._interval_us * burst
 
     def _decide(self, state: float | None, now_us: int, cost: int) -> tuple[float, Decision]:
         tat = float(now_us) if state is None else max(state, float(now_us))
