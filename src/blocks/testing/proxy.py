@@ -14,9 +14,10 @@ Faults, each per direction:
 * ``cut()``: both directions; open connections are closed and new ones are closed at once.
 * ``heal()``: back to forwarding everything.
 
-The proxy runs an asyncio loop in a daemon thread; the control methods are thread-safe and
-take effect for the next chunk. Connections are bounded (``CONNECTIONS_MAX``); one over the
-limit is closed at once and counted in ``refused``.
+The proxy runs an asyncio loop in a daemon thread (``blocks.core.loop_thread.LoopThread``);
+the control methods are thread-safe and take effect for the next chunk. Connections are
+bounded (``CONNECTIONS_MAX``); one over the limit is closed at once and counted in
+``refused``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import threading
 from dataclasses import dataclass, field
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.loop_thread import LoopThread
 
 __all__ = ["CHUNK_BYTES", "CONNECTIONS_MAX", "Direction", "LinkProxy"]
 
@@ -74,12 +75,9 @@ class LinkProxy:
         self.accepted = 0
         self.refused = 0
         self.bytes_dropped = 0
-        self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
-        future.result(timeout=START_TIMEOUT_S)
+        self._runner = LoopThread("blocks-link-proxy")
+        self._runner.call(self._listen(), START_TIMEOUT_S)
 
     @property
     def address(self) -> str:
@@ -114,16 +112,11 @@ class LinkProxy:
 
     def close(self) -> None:
         """Stop listening, close every connection, stop the thread; idempotent."""
-        if not self._loop.is_running():
+        if not self._runner.running:
             return
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(
-                timeout=START_TIMEOUT_S
-            )
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=START_TIMEOUT_S)
-        if not self._thread.is_alive():
-            self._loop.close()
+            self._runner.call(self._shutdown(), START_TIMEOUT_S)
+        self._runner.stop()
 
     def __enter__(self) -> LinkProxy:
         return self
@@ -134,9 +127,8 @@ class LinkProxy:
     # -- loop thread -------------------------------------------------------------------------
 
     def _call(self, function: object, *args: object) -> None:
-        if self._loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._run(function, *args), self._loop)
-            future.result(timeout=START_TIMEOUT_S)
+        if self._runner.running:
+            self._runner.call(self._run(function, *args), START_TIMEOUT_S)
 
     @staticmethod
     async def _run(function: object, *args: object) -> None:
