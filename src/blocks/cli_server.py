@@ -17,14 +17,16 @@ block, no two alike.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import json
 import logging
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.metrics import ACCESS_LOGGER
@@ -37,6 +39,7 @@ __all__ = [
     "add_client_arguments",
     "add_server_arguments",
     "announce",
+    "call_server",
     "check_can_bind",
     "parse_host_port",
     "parse_peers",
@@ -61,6 +64,7 @@ MEMORY_STORAGE = "memory (nothing survives a restart)"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 DataDir = Literal["none", "optional", "required"]
+T = TypeVar("T")
 
 
 class AddressInUse(OSError):
@@ -153,6 +157,21 @@ def add_client_arguments(
     if timeout_s is not None:
         parser.add_argument("--timeout", type=float, default=timeout_s, help="seconds per call")
     parser.add_argument("--json", action="store_true")
+
+
+def call_server(
+    args: argparse.Namespace, client_type: Any, action: Callable[[Any], Awaitable[T]]
+) -> T:
+    """Run one verb against a running server: open ``client_type(args.address,
+    token=args.token, timeout_s=args.timeout)`` (the flags of ``add_client_arguments``, with
+    a ``timeout_s``) as an async context manager, await ``action(client)`` and return its
+    result once the client is closed. Errors pass through unchanged."""
+
+    async def main() -> T:
+        async with client_type(args.address, token=args.token, timeout_s=args.timeout) as client:
+            return await action(client)
+
+    return asyncio.run(main())
 
 
 def add_server_arguments(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pytest
 
 from blocks.cli import build_parser
-from blocks.cli_server import add_client_arguments, parse_peers
+from blocks.cli_server import add_client_arguments, call_server, parse_peers
 from blocks.core.errors import InvalidArgument
 
 
@@ -36,6 +37,39 @@ def test_client_arguments_with_and_without_a_timeout() -> None:
     assert not hasattr(without.parse_args([]), "timeout")
     with pytest.raises(SystemExit):
         without.parse_args(["--timeout", "1"])
+
+
+class _Client:
+    opened: list[tuple[str, str | None, float]] = []
+    closed = 0
+
+    def __init__(self, address: str, *, token: str | None, timeout_s: float) -> None:
+        self.opened.append((address, token, timeout_s))
+
+    async def __aenter__(self) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        type(self).closed += 1
+
+    async def answer(self, value: int) -> int:
+        return value + 1
+
+
+def test_call_server_opens_the_client_from_the_flags_and_closes_it() -> None:
+    parser = argparse.ArgumentParser()
+    add_client_arguments(parser, address="127.0.0.1:1", timeout_s=2.5)
+    args = parser.parse_args(["--token", "t"])
+    result: Any = call_server(args, _Client, lambda client: client.answer(41))
+    assert result == 42
+    assert _Client.opened == [("127.0.0.1:1", "t", 2.5)] and _Client.closed == 1
+
+    async def fail(client: _Client) -> None:
+        raise InvalidArgument("refused")
+
+    with pytest.raises(InvalidArgument, match="refused"):
+        call_server(args, _Client, fail)
+    assert _Client.closed == 2
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, server_options
-from blocks.cli_server import add_client_arguments
+from blocks.cli_server import add_client_arguments, call_server
 
 __all__ = ["register"]
 
@@ -171,16 +171,10 @@ async def _stats(client: Any) -> dict[str, Any]:
 
 
 def _call(args: argparse.Namespace, action: Any) -> int:
-    import asyncio
-
     from blocks.cache.client import CacheClient
     from blocks.cli import print_result
 
-    async def main() -> Any:
-        async with CacheClient(args.address, token=args.token, timeout_s=args.timeout) as client:
-            return await action(client)
-
-    result = asyncio.run(main())
+    result = call_server(args, CacheClient, action)
     print_result(result, as_json=args.json, text=_text(args, result))
     return 0
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import uvloop
 
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments, parse_peers
+from blocks.cli_server import add_client_arguments, call_server, parse_peers
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -79,11 +78,7 @@ def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
 def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> int:
     from blocks.counters.client import CountersClient
 
-    async def main() -> T:
-        async with CountersClient(args.address, token=args.token, timeout_s=args.timeout) as client:
-            return await action(client)
-
-    result = asyncio.run(main())
+    result = call_server(args, CountersClient, action)
     if isinstance(result, list):
         text = "\n".join(f"{item}\t{count}" for item, count in result)
     else:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import uvloop
 
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments
+from blocks.cli_server import add_client_arguments, call_server
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -82,13 +81,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _acquire(args: argparse.Namespace) -> int:
     from blocks.ratelimit.client import RateLimitClient
 
-    async def main() -> dict[str, int | bool]:
-        async with RateLimitClient(
-            args.address, token=args.token, timeout_s=args.timeout
-        ) as client:
-            return (await client.acquire(args.key, args.cost)).to_dict()
-
-    result = asyncio.run(main())
+    decision = call_server(
+        args, RateLimitClient, lambda client: client.acquire(args.key, args.cost)
+    )
+    result = decision.to_dict()
     verdict = (
         "allowed" if result["allowed"] else f"refused, retry after {result['retry_after_ms']} ms"
     )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import uvloop
 
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments
+from blocks.cli_server import add_client_arguments, call_server
 from blocks.core.errors import InvalidArgument
 from blocks.sequencer.snowflake import DEFAULT_EPOCH_MS, Layout, decode
 
@@ -105,13 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _next(args: argparse.Namespace) -> int:
     from blocks.sequencer.client import SequencerClient
 
-    async def main() -> list[int]:
-        async with SequencerClient(
-            args.address, token=args.token, timeout_s=args.timeout
-        ) as client:
-            return await client.next_ids(args.count)
-
-    ids = asyncio.run(main())
+    ids = call_server(args, SequencerClient, lambda client: client.next_ids(args.count))
     print_result(ids, as_json=args.json, text="\n".join(map(str, ids)))
     return 0
 
@@ -119,13 +112,7 @@ def _next(args: argparse.Namespace) -> int:
 def _tickets(args: argparse.Namespace) -> int:
     from blocks.sequencer.client import SequencerClient
 
-    async def main() -> range:
-        async with SequencerClient(
-            args.address, token=args.token, timeout_s=args.timeout
-        ) as client:
-            return await client.allocate_tickets(args.count)
-
-    block = asyncio.run(main())
+    block = call_server(args, SequencerClient, lambda client: client.allocate_tickets(args.count))
     result = {"start": block.start, "stop": block.stop}
     print_result(result, as_json=args.json, text=f"tickets [{block.start}, {block.stop})")
     return 0
