@@ -180,6 +180,7 @@ def _cluster(
     *,
     shared: bool = False,
     coarse_threads: int = 1,
+    pipeline: tuple[int, int] | None = None,
 ) -> _Started:
     """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
     matched to the single index's recall), or with ``shared`` one IVF over all shards
@@ -202,6 +203,11 @@ def _cluster(
             "--dim", str(corpus.shape[1]), "--metric", metric,
             "--remote-shards", ",".join(shards), "--deadline-ms", str(int(CALL_TIMEOUT_S * 1000)),
             "--coarse-threads", str(coarse_threads),
+            *(
+                ["--pipeline-rows", str(pipeline[0]), "--pipeline-depth", str(pipeline[1])]
+                if pipeline is not None
+                else []
+            ),
         ],
         None,
     )  # fmt: skip
@@ -218,6 +224,21 @@ def _cluster(
     nprobe = setting.nprobe if shared else setting.shard_nprobe
     started = _Started(search, processes, [client.close], nprobe)
     return started
+
+
+def _pipeline_label(rows: int, depth: int) -> str:
+    if depth == 1:
+        return "batches sent whole"
+    return f"chunks of {rows} rows, {depth} in flight"
+
+
+def _parse_pipelines(text: str) -> list[tuple[int, int]]:
+    """``"256x3,500x2,1"`` -> ``[(256, 3), (500, 2), (1, 1)]`` (ROWSxDEPTH; ``1``: whole)."""
+    pipelines = []
+    for item in text.split(","):
+        rows, _, depth = item.strip().partition("x")
+        pipelines.append((int(rows), int(depth)) if depth else (1, 1))
+    return pipelines
 
 
 def _match_recall(
@@ -302,6 +323,7 @@ def cluster_part(
     shard_threads: int = 1,
     recall: Callable[[np.ndarray, np.ndarray], float],
     coarse_threads_ab: int | None = None,
+    pipeline_ab: list[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per setting: recall and QPS of the three contenders, interleaved round by round, with
     each round's QPS divided by the in-process contender's in the same round."""
@@ -329,6 +351,17 @@ def cluster_part(
                     shard_threads,
                     shared=True,
                     coarse_threads=coarse_threads_ab,
+                )
+            for chunk_rows, depth in pipeline_ab or []:  # A/B of the coordinator's pipeline
+                builders[f"{SHARED}, {_pipeline_label(chunk_rows, depth)}"] = partial(
+                    _cluster,
+                    setting,
+                    corpus,
+                    metric,
+                    train,
+                    shard_threads,
+                    shared=True,
+                    pipeline=(chunk_rows, depth),
                 )
         started = {label: build() for label, build in builders.items()}
         progress(f"{name} processes: {setting.label} loaded")
@@ -458,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also a shared-IVF cluster whose coordinator's coarse search uses N threads",
     )
+    parser.add_argument(
+        "--ab-pipeline",
+        type=_parse_pipelines,
+        default=None,
+        help="also shared-IVF clusters whose coordinator pipelines a batch as ROWSxDEPTH "
+        "(e.g. 1,128x3,500x2; 1: batches sent whole)",
+    )
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     corpus, queries = clustered_vectors(
@@ -480,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         shard_threads=args.shard_threads,
         recall=recall_at_k,
         coarse_threads_ab=args.ab_coarse_threads,
+        pipeline_ab=args.ab_pipeline,
     )
     return 0
 

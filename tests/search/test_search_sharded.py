@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -283,3 +284,25 @@ def test_merge_with_repeated_ids_matches_a_row_by_row_model() -> None:
         want_ids, want_distances = _merge_model(parts, k, metric)
         np.testing.assert_array_equal(ids, want_ids)
         np.testing.assert_array_equal(distances, want_distances)
+
+
+def test_merge_of_disjoint_parts_breaks_ties_by_id_in_every_row() -> None:
+    """Many rows at once, ids never repeated (the usual case, sorted by key and re-sorted by
+    (key, id) only where a tie shows in the first k + 1 places): rows without ties, rows with
+    ties inside the top k and at its edge, and padded rows all match the row-by-row model."""
+    rng = np.random.default_rng(23)
+    for trial in range(60):
+        metric = list(Metric)[trial % 3]
+        rows, k, widths = 50, int(rng.integers(1, 12)), rng.integers(1, 9, 4).tolist()
+        ids = rng.permutation(1_000)[: rows * sum(widths)].reshape(rows, -1)
+        ids[rng.random(ids.shape) < 0.05] = -1  # some padding
+        tied = rng.random(rows) < 0.5  # half the rows draw from a few values: many ties
+        distances = np.where(
+            tied[:, None], rng.integers(0, 3, ids.shape), rng.random(ids.shape)
+        ).astype(np.float32)
+        edges = np.cumsum([0, *widths])
+        parts = [(ids[:, a:b], distances[:, a:b]) for a, b in pairwise(edges)]
+        got_ids, got_distances = merge_topk(parts, k, metric, unique_ids=True)
+        want_ids, want_distances = _merge_model(parts, k, metric)
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_array_equal(got_distances, want_distances)

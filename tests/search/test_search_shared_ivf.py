@@ -9,8 +9,6 @@ index all run as they do across processes, without the processes.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -39,17 +37,6 @@ from blocks.search.vectors import as_vectors
 from blocks.search.wire import encode_batch
 
 DIM, NLIST, ROWS = 8, 32, 3_000
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    event_loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=event_loop.run_forever, daemon=True)
-    thread.start()
-    yield event_loop
-    event_loop.call_soon_threadsafe(event_loop.stop)
-    thread.join()
-    event_loop.close()
 
 
 class ServiceLink:

@@ -73,6 +73,20 @@ def register(subparsers: Any) -> None:
         help="coordinator over shared-ivf shards: OpenMP threads of a search's coarse search",
     )
     serve.add_argument(
+        "--pipeline-rows",
+        type=int,
+        default=None,
+        help="coordinator: a larger query batch goes to the shards in chunks of this many rows "
+        "(default 256)",
+    )
+    serve.add_argument(
+        "--pipeline-depth",
+        type=int,
+        default=None,
+        help="coordinator: chunks of one batch in flight at once (default 3; 1 sends every "
+        "batch whole)",
+    )
+    serve.add_argument(
         "--checkpoint-records",
         type=int,
         default=10_000,
@@ -154,6 +168,14 @@ def _serve(args: argparse.Namespace) -> int:
 
             if args.embed:
                 raise InvalidArgument("a coordinator embeds nothing: start the shards with --embed")
+            pipeline = {
+                name: value
+                for name, value in (
+                    ("pipeline_rows", args.pipeline_rows),
+                    ("pipeline_depth", args.pipeline_depth),
+                )
+                if value is not None
+            }
             vectors: Any = await asyncio.to_thread(
                 connect_shards,
                 args.remote_shards,
@@ -161,8 +183,13 @@ def _serve(args: argparse.Namespace) -> int:
                 deadline_ms=args.deadline_ms,
                 hedge_ms=args.hedge_ms,
                 coarse_threads=args.coarse_threads,
+                **pipeline,
             )
             args.kind = "coordinator"
+            if vectors.nlist:  # its faiss searches are coarse searches of pipelined chunks
+                from blocks.search.coarse import prefer_blas
+
+                prefer_blas(vectors.dim)
         else:
             vectors = make_vector_index(
                 args.dim,

@@ -41,6 +41,7 @@ from blocks.search import search_pb2
 from blocks.search.api import Metric
 from blocks.search.coarse import CoarseQuantizer, sync_centroids
 from blocks.search.coordinator_index import DEADLINE_MS_DEFAULT, Coordinator
+from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT
 from blocks.search.replica_link import ReplicaLink
 from blocks.search.routing import ShardRing, default_shard_names
 from blocks.search.scatter import HedgeDelay
@@ -107,6 +108,8 @@ def connect_shards(
     deadline_ms: int = DEADLINE_MS_DEFAULT,
     hedge_ms: int | None = None,
     coarse_threads: int = 1,
+    pipeline_rows: int = PIPELINE_ROWS_DEFAULT,
+    pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
 ) -> Coordinator:
     """A ``Coordinator`` over the shards of ``spec`` (``parse_named_shards``).
 
@@ -150,6 +153,8 @@ def connect_shards(
             nlist=nlist,
             coarse=coarse,
             coarse_threads=coarse_threads,
+            pipeline_rows=pipeline_rows,
+            pipeline_depth=pipeline_depth,
         )
     except BaseException:
         for link in links:

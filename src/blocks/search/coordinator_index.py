@@ -36,6 +36,7 @@ from blocks.search import search_pb2
 from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
 from blocks.search.coarse import CoarseQuantizer, encode_probe_lists, train_centroids
 from blocks.search.merge import merge_topk
+from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT, SearchPipeline
 from blocks.search.replica_link import ReplicaLink, outcome
 from blocks.search.routing import ShardRing
 from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send, replica_order
@@ -78,10 +79,14 @@ class Coordinator:
         nlist: int = 0,
         coarse: CoarseQuantizer | None = None,
         coarse_threads: int = 1,
+        pipeline_rows: int = PIPELINE_ROWS_DEFAULT,
+        pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
     ) -> None:
         """``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
         their centroids once trained (``None`` before: ``train`` makes them);
-        ``coarse_threads``: OpenMP threads of one search's coarse search (``CoarseQuantizer``)."""
+        ``coarse_threads``: OpenMP threads of one search's coarse search (``CoarseQuantizer``);
+        ``pipeline_rows``, ``pipeline_depth``: a search's chunks and how many are in flight
+        (``SearchPipeline``; depth 1 sends every batch whole)."""
         if not shards or any(not replicas for _, replicas in shards):
             raise InvalidArgument("every shard needs at least one replica")
         if deadline_ms <= 0 or write_timeout_ms <= 0:
@@ -108,6 +113,7 @@ class Coordinator:
         self.nlist = nlist
         self.coarse = coarse
         self.coarse_threads = coarse_threads
+        self.pipeline = SearchPipeline(pipeline_rows, pipeline_depth)
 
     @property
     def dim(self) -> int:
@@ -137,7 +143,9 @@ class Coordinator:
         nprobe: int | None = None,
         ef_search: int | None = None,
     ) -> SearchResult:
-        """Exact merge of every shard's top ``k``; ``timeout_ms`` caps ``deadline_ms``."""
+        """Exact merge of every shard's top ``k``; ``timeout_ms`` caps ``deadline_ms``. A
+        batch longer than the pipeline's chunk runs as chunks in flight together
+        (``blocks.search.pipeline``), all under one deadline."""
         k = check_k(k)
         data = as_vectors(queries, self._dim)
         filter_ids: list[int] = []
@@ -146,6 +154,8 @@ class Coordinator:
                 raise InvalidArgument("a coordinator takes an allow-list of ids, not a callable")
             candidates = np.asarray(filter, dtype=np.int64).ravel()
             filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
+        if self.nlist and nprobe is not None and nprobe < 1:
+            raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
         request = search_pb2.SearchVectorsRequest(
             k=k,
             has_filter=filter is not None,
@@ -154,23 +164,46 @@ class Coordinator:
             ef_search=ef_search or 0,
             packed_reply=True,
         )
+        budget_ms = self.budget_ms(timeout_ms)
+        deadline_ms = self._now_ms() + budget_ms
+        partial_ok = self.allow_partial if allow_partial is None else allow_partial
+
+        def search_rows(start: int, stop: int) -> SearchResult:
+            chunk = search_pb2.SearchVectorsRequest()
+            chunk.CopyFrom(request)
+            return self._search_rows(
+                chunk, data[start:stop], nprobe, budget_ms, deadline_ms, partial_ok
+            )
+
+        result = self.pipeline.run(data.shape[0], search_rows)
+        if result.partial:
+            with self._lock:
+                self.counters["partial"] += 1
+        return result
+
+    def _search_rows(
+        self,
+        request: Any,
+        data: FloatArray,
+        nprobe: int | None,
+        budget_ms: int,
+        deadline_ms: int,
+        partial_ok: bool,
+    ) -> SearchResult:
+        """One scatter of ``data``'s rows in ``request`` (its other fields set), merged."""
         fill_batch(request.queries, data)
         if self.nlist:
             self._fill_probe_lists(request, data, nprobe)
-        budget_ms = self.budget_ms(timeout_ms)
-        replies, missing, timed_out = self.scatter("SearchVectors", request, budget_ms)
+        left_ms = max(1, deadline_ms - self._now_ms())
+        replies, missing, timed_out = self.scatter("SearchVectors", request, left_ms)
         parts = [decode_reply(replies[shard]) for shard in sorted(replies)]
-        partial_ok = self.allow_partial if allow_partial is None else allow_partial
         names = [self.ring.names[shard] for shard in missing]
         if missing and (not partial_ok or not parts):
             if timed_out:
                 raise Timeout(f"shards {names} missed the {budget_ms} ms deadline")
             raise Unavailable(f"shards {names} have no replica that answered")
-        if missing:
-            with self._lock:
-                self.counters["partial"] += 1
         # A rebalance copies an id to its new shard before deleting it from the old one.
-        ids, distances = merge_topk(parts, k, self._metric, unique_ids=True)
+        ids, distances = merge_topk(parts, int(request.k), self._metric, unique_ids=True)
         return SearchResult(
             ids=ids,
             distances=distances,
@@ -185,8 +218,6 @@ class Coordinator:
         uses the same normalised rows."""
         if self.coarse is None:
             raise FailedPrecondition("the shared IVF has no centroids yet: train it first")
-        if nprobe is not None and nprobe < 1:
-            raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
         rows = (
             as_vectors(data, self._dim, metric=self._metric)
             if self._metric is Metric.COSINE
@@ -438,6 +469,7 @@ class Coordinator:
         raise InvalidArgument("a coordinator keeps no data: each shard loads its own")
 
     def close(self) -> None:
+        self.pipeline.close()
         for replicas in self._replicas:
             for link in replicas:
                 link.close()
