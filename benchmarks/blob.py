@@ -7,8 +7,11 @@ on 127.0.0.1:
 
 * ``moto`` : moto's S3 server, the baseline (it keeps objects in memory);
 * ``ceiling (null server)`` : ``benchmarks/null_s3.py``, which answers every call at once and
-  does nothing else (no signatures, hashes or disk). What the client reaches against it is the
-  most that boto3 and the shared CPU allow any server here: read each ratio against its ratio;
+  does nothing else (no signatures, hashes or disk), with the headers S3 answers and boto3
+  parses. What the client reaches against it is the most that boto3 and the shared CPU allow
+  any server here: read each ratio against its ratio;
+* ``ceiling (bare null server)``, in the 4 KiB workloads: the same without S3's standard
+  headers (``null_s3.py --bare``), the ceiling of the rounds before the headers were added;
 * ``blocks`` : ``blocks blob serve``, Reed-Solomon 4+2, fsync on (durable on return);
 * ``blocks-nofsync`` : the same with ``--no-fsync``;
 * ``blocks@before`` (with ``--before-src DIR``): ``blocks blob serve`` from another source
@@ -22,8 +25,8 @@ on 127.0.0.1:
   (and fsynced) when the round started, in reads of at most 4 MiB; like the servers' GETs it
   finds them in the page cache.
 
-The summary gives every row's share of the ceiling and, where the workload has one, of the
-raw disk: the median of the per-round ratios (round k against round k of the other, which
+The summary gives every row's share of the ceiling and, where the workload has them, of the
+bare ceiling and of the raw disk: the median of the per-round ratios (round k against round k of the other, which
 ran beside it) with their min and max, and the load average around each workload. Absolute
 numbers on a shared machine are noise; these shares are the result.
 
@@ -83,6 +86,7 @@ ACCESS, SECRET = "BENCHKEY", "bench-secret"
 MIB = 1024 * 1024
 START_TIMEOUT_S = 30.0
 CEILING = "ceiling (null server)"
+BARE_CEILING = "ceiling (bare null server)"
 RAW_DISK = "raw disk (write + fsync)"
 RAW_DISK_READ = "raw disk (read)"
 DISK_WRITE_BYTES_MAX = 4 * MIB
@@ -195,10 +199,15 @@ def _moto_server() -> Any:
     return _ServerProcess(lambda port: [sys.executable, "-m", "moto.server", "-p", str(port)])
 
 
-def _null_server() -> Any:
+def _null_server(bare: bool = False) -> Any:
     root = str(Path(__file__).resolve().parents[1])  # where ``benchmarks`` is importable
     argv = [sys.executable, "-m", "benchmarks.null_s3"]
-    return _ServerProcess(lambda port: [*argv, str(port)], {"PYTHONPATH": root})
+    flags = ["--bare"] if bare else []
+    return _ServerProcess(lambda port: [*argv, str(port), *flags], {"PYTHONPATH": root})
+
+
+def _bare_null_server() -> Any:
+    return _null_server(bare=True)
 
 
 def _contender(
@@ -363,6 +372,8 @@ def _contenders(
 ) -> list[Contender]:
     contenders = [_contender("moto", _moto_server, size, operation, concurrency)]
     contenders.append(_contender(CEILING, _null_server, size, operation, concurrency))
+    if size <= MIB:  # the headers it leaves out weigh on small requests only
+        contenders.append(_contender(BARE_CEILING, _bare_null_server, size, operation, concurrency))
     if args.before_src:
         start = _blocks_server(root, True, str(Path(args.before_src).resolve()))
         contenders.append(_contender("blocks@before", start, size, operation, concurrency))
@@ -394,11 +405,12 @@ def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]
     """The summary's rows of one workload: MB/s, p50, and each row's ratios with spread."""
     by_name = {result.contender: result for result in results}
     moto, ceiling = by_name.get("moto"), by_name.get(CEILING)
+    bare = by_name.get(BARE_CEILING)
     disk = by_name.get(RAW_DISK) or by_name.get(RAW_DISK_READ)
     rows = []
     for result in results:
         if result.skipped:
-            rows.append([name, result.contender, "skipped", "", "", "", "", load])
+            rows.append([name, result.contender, "skipped", "", "", "", "", "", load])
             continue
         rows.append(
             [
@@ -408,6 +420,7 @@ def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]
                 f"{result.p50_ms:.2f}",
                 _share(result, moto, percent=False),
                 _share(result, ceiling, percent=True),
+                _share(result, bare, percent=True),
                 _share(result, disk, percent=True),
                 load,
             ]
@@ -422,6 +435,7 @@ SUMMARY_COLUMNS = [
     "p50 ms",
     "vs moto",
     "of the ceiling",
+    "of the bare ceiling",
     "of the raw disk",
     "load",
 ]

@@ -42,6 +42,9 @@ def test_null_server_answers_every_call_the_benchmark_makes() -> None:
             == base64.b64encode(zlib.crc32(b"s" * 4096).to_bytes(4, "big")).decode()
         )
         assert small["Body"].read() == b"s" * 4096
+        # S3's standard headers too, which boto3 parses (Last-Modified into a datetime).
+        assert small["LastModified"].year >= 2024 and small["ContentType"]
+        assert small["ResponseMetadata"]["RequestId"]
         large = bytes(range(256)) * (40 * 1024 * 4)  # 40 MiB: multipart in 8 MiB parts
         client.upload_fileobj(io.BytesIO(large), "b", "large", Config=TransferConfig())
         assert client.get_object(Bucket="b", Key="large")["Body"].read() == large

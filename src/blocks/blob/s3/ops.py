@@ -75,6 +75,8 @@ def refuse_encryption(headers: Mapping[str, str]) -> None:
     CopyObject). A stored object that lacks them would break the promise the client asked
     for, e.g. an object "locked until 2030" that can be deleted at once."""
     for name, value in headers.items():
+        if not name.startswith("x-amz-"):  # every name in _UNKEPT_PROMISES starts so
+            continue
         for prefix, feature, harmless in _UNKEPT_PROMISES:
             if name.startswith(prefix):
                 if value.strip().lower() in harmless:
