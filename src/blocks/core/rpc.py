@@ -50,6 +50,7 @@ from blocks.core.metrics import RpcMetrics
 __all__ = [
     "AUTHORIZATION_METADATA_KEY",
     "HEALTH_SERVICE_PREFIX",
+    "HTTP2_FRAME_BYTES_MAX",
     "KEEPALIVE_TIMEOUT_MS",
     "KEEPALIVE_TIME_MS",
     "MESSAGE_BYTES_MAX",
@@ -298,6 +299,12 @@ class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):  # t
     intercept_stream_stream = _Bearer._intercept
 
 
+# The largest HTTP/2 frame either side accepts (the protocol's default is 16 KiB). A
+# 540 KB request in 16 KiB frames cost a gRPC server 1.1 ms of CPU, in frames of up to 1 MiB
+# 0.5-0.7 ms (a vector search coordinator sends one such batch to every shard).
+HTTP2_FRAME_BYTES_MAX = 1 << 20
+
+
 def channel_options(
     message_bytes_max: int = MESSAGE_BYTES_MAX, keepalive_time_ms: int = KEEPALIVE_TIME_MS
 ) -> list[tuple[str, int | str]]:
@@ -321,6 +328,7 @@ def channel_options(
         # Each channel owns its connections: a client made after a server restart must not
         # inherit another channel's failed connection and its backoff.
         ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.http2.max_frame_size", HTTP2_FRAME_BYTES_MAX),
     ]
 
 

@@ -55,6 +55,7 @@ from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument, Timeout, Unavailable
 from blocks.core.metrics import RpcMetrics
 from blocks.core.rpc import (
+    HTTP2_FRAME_BYTES_MAX,
     KEEPALIVE_TIMEOUT_MS,
     MESSAGE_BYTES_MAX,
     PemSource,
@@ -324,6 +325,7 @@ class Server:
             # and more frequent pings get the connection closed as "too many pings").
             ("grpc.http2.min_recv_ping_interval_without_data_ms", PING_INTERVAL_MIN_MS),
             ("grpc.so_reuseport", 0),
+            ("grpc.http2.max_frame_size", HTTP2_FRAME_BYTES_MAX),
         ]
 
     async def _start_grpc(self) -> int:
