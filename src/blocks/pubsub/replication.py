@@ -21,7 +21,11 @@ feeds the cores and carries out what they decide; it holds no policy of its own:
   what it last told that follower, so those callers learn their commit one round trip later,
   not at the next write. A follower's other fetches stay held until records arrive (or
   ``fetch_wait_ms``): the high watermark then travels with the next records, which saves a
-  round trip per write;
+  round trip per write. A held fetch waits on a plain future and a timer (no task per hold),
+  and the leader answers the fetches of its newest batch from that batch as it wrote it (kept
+  in wire form with its epoch), reading the log only for anything else. With
+  ``follower_sync_inline`` a follower fsyncs what it fetched on the loop, not in the group
+  commit's worker thread;
 * ``settle`` runs after every core call: persist ``(epoch, voted_for)`` when dirty (an atomic
   file replace, before anything is sent), append the epoch marker a new leader owes, send the
   core's messages, resolve ``acks=all`` waiters whose records the high watermark passed, fail
@@ -99,7 +103,10 @@ class Replication:
         self.replicas: dict[Key, PartitionReplica] = {}
         self._hw: dict[Key, int] = {}
         self._ack_waiters: dict[Key, list[tuple[int, int, asyncio.Future[None]]]] = {}
-        self._appended: dict[Key, asyncio.Event] = {}  # set (and replaced) on news for fetches
+        self._held: dict[Key, list[asyncio.Future[None]]] = {}  # held fetches, woken on news
+        # The leader's newest batch as fetch answers carry it: (epoch, first offset, rows), so
+        # that the followers' fetches of what was just written are not read back from the log.
+        self._tail: dict[Key, tuple[int, int, list[Any]]] = {}
         self._told_hw: dict[tuple[Key, str], int] = {}  # the high watermark a follower was sent
         self._writes_in_flight: dict[Key, int] = {}
         self._awaiting: dict[Key, int] = {}  # callers here waiting to learn a commit
@@ -152,7 +159,7 @@ class Replication:
                 )
             self.replicas[key] = replica
             self._hw[key] = replica.hw
-            self._appended[key] = asyncio.Event()
+            self._held[key] = []
             self._writes_in_flight[key] = 0
             if self._started:
                 self._spawn(self._fetch_loop(key))
@@ -218,8 +225,22 @@ class Replication:
             self._on_committed(key)
 
     def _wake_fetches(self, key: Key) -> None:
-        self._appended[key].set()
-        self._appended[key] = asyncio.Event()
+        held, self._held[key] = self._held[key], []
+        for waiter in held:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _hold_fetch(self, key: Key, timeout_s: float) -> None:
+        """Wait until ``_wake_fetches`` or ``timeout_s`` (a future and a timer: no task)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._held[key].append(waiter)
+        timer = asyncio.get_running_loop().call_later(timeout_s, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                self._held[key].remove(waiter)
 
     async def _append_marker(self, key: Key, replica: PartitionReplica) -> None:
         topic = self.topics.topic(key[0])
@@ -244,9 +265,12 @@ class Replication:
             records[0].offset, [r.epoch for r in records], self.now_ms(), durable=False
         )
         self._writes_in_flight[key] += 1
+        leading = replica.role is Role.LEADER
+        self._keep_tail(key, replica.epoch if leading else None, records)
         self._wake_fetches(key)
+        inline = self.config.follower_sync_inline and not leading
         try:
-            await self.topics.write(key[0], key[1], records)
+            await self.topics.write(key[0], key[1], records, inline_sync=inline)
         except BaseException:
             if store.next_offset == records[0].offset:  # nothing was written
                 replica.note_truncated(records[0].offset)
@@ -254,6 +278,27 @@ class Replication:
         finally:
             self._writes_in_flight[key] -= 1
         replica.note_durable(end)
+
+    def _keep_tail(self, key: Key, epoch: int | None, records: list[StoredRecord]) -> None:
+        """Keep a leader's batch (``epoch`` not None) in its fetch answers' form, if one answer
+        would carry it whole; drop the kept one otherwise."""
+        size = sum(len(r.value) + len(r.key or b"") for r in records)
+        if epoch is None or len(records) > FETCH_RECORDS_MAX or size > FETCH_BYTES_MAX // 2:
+            self._tail.pop(key, None)
+            return
+        self._tail[key] = (epoch, records[0].offset, [record_to_wire(r) for r in records])
+
+    def _fetch_rows(self, key: Key, replica: PartitionReplica, offset: int) -> list[Any]:
+        """A fetch answer's records from ``offset``: the kept batch when it is exactly what
+        the log holds from there (same epoch, ending at the log's end), else read from it."""
+        kept = self._tail.get(key)
+        if kept is not None:
+            epoch, first, rows = kept
+            if epoch == replica.epoch and first == offset and first + len(rows) == replica.log_end:
+                return rows
+        store = self.topics.store(*key)
+        found = store.read(offset, FETCH_RECORDS_MAX, FETCH_BYTES_MAX, include_control=True)
+        return [record_to_wire(r) for r in found if r.offset < replica.log_end]
 
     def _resolve_waiters(self, key: Key, replica: PartitionReplica) -> None:
         waiting = self._ack_waiters.get(key)
@@ -273,20 +318,28 @@ class Replication:
 
     async def wait_committed(self, key: Key, end: int, epoch: int) -> None:
         """Return once the high watermark reaches ``end`` in leader epoch ``epoch``."""
-        replica = self.replicas[key]
-        if replica.role is not Role.LEADER or replica.epoch != epoch:
-            raise Unavailable("the partition's leader changed; retry")
-        if replica.hw >= end:
-            return
-        waiting = self._ack_waiters.setdefault(key, [])
-        if len(waiting) >= WAITERS_MAX:
-            raise Overloaded("too many produces waiting for replication", retry_after_ms=50)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiting.append((end, epoch, future))
+        future = self.commit_waiter(key, end, epoch)
         try:
             await asyncio.wait_for(future, self.config.ack_timeout_ms / 1000.0)
         except TimeoutError:
             raise Timeout("the in-sync replicas did not confirm in time") from None
+
+    def commit_waiter(self, key: Key, end: int, epoch: int) -> asyncio.Future[None]:
+        """A future resolved once the high watermark reaches ``end`` in leader epoch
+        ``epoch`` (failed with ``Unavailable`` when that epoch ends first); no timeout of its
+        own. Raises ``Unavailable`` or ``Overloaded`` at once."""
+        replica = self.replicas[key]
+        if replica.role is not Role.LEADER or replica.epoch != epoch:
+            raise Unavailable("the partition's leader changed; retry")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if replica.hw >= end:
+            future.set_result(None)
+            return future
+        waiting = self._ack_waiters.setdefault(key, [])
+        if len(waiting) >= WAITERS_MAX:
+            raise Overloaded("too many produces waiting for replication", retry_after_ms=50)
+        waiting.append((end, epoch, future))
+        return future
 
     @contextlib.contextmanager
     def awaiting_commit(self, key: Key) -> Iterator[None]:
@@ -358,19 +411,13 @@ class Replication:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            appended = self._appended[key]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(appended.wait(), remaining)
+            await self._hold_fetch(key, remaining)
             decision = replica.handle_fetch(source, request, self.now_ms())
             await self.settle(key)
         self._told_hw[told] = decision.hw
         rows: list[Any] = []
         if decision.kind == "records":
-            store = self.topics.store(*key)
-            found = store.read(
-                decision.offset, FETCH_RECORDS_MAX, FETCH_BYTES_MAX, include_control=True
-            )
-            rows = [record_to_wire(r) for r in found if r.offset < replica.log_end]
+            rows = self._fetch_rows(key, replica, decision.offset)
         return {"m": encode(decision), "records": rows}
 
     # -- loops --------------------------------------------------------------------------------
@@ -437,6 +484,11 @@ class Replication:
                 self.topics.restart_at(key[0], key[1], cut)
                 replica.note_restarted(cut)
         await self.settle(key)
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def epoch_history(read: Any, first_offset: int) -> list[tuple[int, int]]:

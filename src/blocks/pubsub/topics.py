@@ -236,8 +236,11 @@ class TopicTable:
         ]
         return records, base
 
-    async def write(self, name: str, partition: int, records: list[StoredRecord]) -> None:
-        """Write prepared records and return once durable.
+    async def write(
+        self, name: str, partition: int, records: list[StoredRecord], *, inline_sync: bool = False
+    ) -> None:
+        """Write prepared records and return once durable (``inline_sync``: fsynced on the
+        calling thread, under the log's policy, without suspending).
 
         The producer table is updated before the first suspension so that a retry arriving
         while this write waits for its fsync is recognised as a duplicate; it is rolled back
@@ -252,10 +255,12 @@ class TopicTable:
         if self.watcher is not None:
             self.watcher.writing(name, partition, records)
         try:
-            if isinstance(store, LogPartition):
+            if isinstance(store, LogPartition) and not inline_sync:
                 await store.append_durable(records)
             else:
                 store.append(records)
+                if isinstance(store, LogPartition) and self._fsync != "never":
+                    store.sync()  # a no-op where the append synced already
         except BaseException:
             if self.watcher is not None:
                 self.watcher.cut(name, partition)
