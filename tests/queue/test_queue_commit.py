@@ -103,8 +103,8 @@ def test_the_leader_answers_once_two_followers_hold_the_records_durably() -> Non
             leader = next(n for n in nodes if n.is_leader)
             original = leader.log.topics.write
 
-            async def unfinished_write(*args: Any) -> None:
-                await original(*args)
+            async def unfinished_write(*args: Any, **kwargs: Any) -> None:
+                await original(*args, **kwargs)
                 await gate.wait()
 
             leader.log.topics.write = unfinished_write  # type: ignore[method-assign]

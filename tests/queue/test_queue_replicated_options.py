@@ -152,3 +152,55 @@ def test_nodes_apply_the_records_they_wrote_without_reading_them_back(tmp_path: 
             await close_all(nodes)
 
     asyncio.run(run())
+
+
+def test_followers_fsync_inline_and_the_leader_answers_fetches_from_its_newest_batch(
+    tmp_path: Path,
+) -> None:
+    """Under the default durability a follower fsyncs what it fetched on its loop (its
+    group commit never runs a round, yet its log is durable to its end), and the leader
+    answers its followers' fetches of the batch it wrote last from that batch, not by
+    reading the log. Sends go one at a time, each once both followers hold the last, so
+    every fetch asks for exactly the newest batch. Fails with the fsync in the group
+    commit's thread, or with the leader reading its log for those fetches."""
+
+    async def run() -> None:
+        nodes = cluster(MemoryNetwork(seed=17), tmp_path, fsync="always")
+        for node in nodes:
+            await node.open()
+        try:
+            await nodes[0].create_queue("jobs")
+            leader = next(n for n in nodes if n.is_leader)
+            followers = [n for n in nodes if n is not leader]
+            stores = {n.node: n.log.topics.store(*KEY) for n in nodes}
+
+            async def followers_hold_all() -> None:
+                end = stores[leader.node].next_offset
+                for _ in range(500):
+                    if all(stores[f.node].next_offset == end for f in followers):
+                        return
+                    await asyncio.sleep(0.01)
+                raise AssertionError("the followers did not catch up")
+
+            await followers_hold_all()
+            reads: list[int] = []
+            original = stores[leader.node].read
+
+            def counting(*args: Any, **kwargs: Any) -> Any:
+                reads.append(args[0])
+                return original(*args, **kwargs)
+
+            stores[leader.node].read = counting  # type: ignore[method-assign]
+            for i in range(10):
+                await leader.send("jobs", b"%d" % i)
+                await followers_hold_all()
+            assert reads == [], reads
+            for follower in followers:
+                log = stores[follower.node].log  # type: ignore[attr-defined]
+                assert log.commit_group.fsync_rounds == 0
+                assert log.durable_offset == log.next_offset
+            assert stores[leader.node].log.commit_group.fsync_rounds > 0  # type: ignore[attr-defined]
+        finally:
+            await close_all(nodes)
+
+    asyncio.run(run())

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, FailedPrecondition, PeerError, Unavailable
+from blocks.core.errors import BlocksError, FailedPrecondition, PeerError, Timeout, Unavailable
 from blocks.core.files import write_atomically
 from blocks.pubsub import ClusterBroker, Role, StoredRecord, check_entries
 from blocks.queue.machine import QueueMachine
@@ -262,16 +262,16 @@ class LogBroker(ClusterBroker):
         self._writes.add(write)
         write.add_done_callback(_forget_write(self._writes))
         base, epoch = await placed
-        commit = asyncio.ensure_future(
-            self.replication.wait_committed(key, base + len(entries), epoch)
-        )
+        # One future, resolved by the commit, failed by the write or the timer: the caller
+        # wakes once, with no task between it and the high watermark.
+        committed = self.replication.commit_waiter(key, base + len(entries), epoch)
+        write.add_done_callback(_fail_with(committed))
+        timeout_s = self.replication.config.ack_timeout_ms / 1000.0
+        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, committed)
         try:
-            await asyncio.wait((write, commit), return_when=asyncio.FIRST_COMPLETED)
-            if not commit.done() and write.exception() is not None:
-                raise write.exception()  # type: ignore[misc]
-            await commit
+            await committed
         finally:
-            commit.cancel()
+            timer.cancel()
         return base
 
     async def close(self) -> None:
@@ -304,6 +304,23 @@ class LogBroker(ClusterBroker):
         if records:
             await self.replication.append(key, records)
             await self.replication.settle(key)
+
+
+def _fail_with(committed: asyncio.Future[None]) -> Callable[[asyncio.Task[None]], None]:
+    """A done callback: a write that failed fails the commit still awaited (a write that
+    succeeded leaves it to the high watermark)."""
+
+    def fail(task: asyncio.Task[None]) -> None:
+        if committed.done() or task.cancelled() or task.exception() is None:
+            return
+        committed.set_exception(task.exception())  # type: ignore[arg-type]
+
+    return fail
+
+
+def _time_out(committed: asyncio.Future[None]) -> None:
+    if not committed.done():
+        committed.set_exception(Timeout("the in-sync replicas did not confirm in time"))
 
 
 def _forget_write(writes: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
