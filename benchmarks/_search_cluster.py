@@ -179,7 +179,7 @@ def _cluster(
     shard_threads: int,
     *,
     shared: bool = False,
-    coarse_threads: int = 1,
+    coarse_threads: int | None = None,
     pipeline: tuple[int, int] | None = None,
 ) -> _Started:
     """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
@@ -202,7 +202,7 @@ def _cluster(
         [
             "--dim", str(corpus.shape[1]), "--metric", metric,
             "--remote-shards", ",".join(shards), "--deadline-ms", str(int(CALL_TIMEOUT_S * 1000)),
-            "--coarse-threads", str(coarse_threads),
+            *(["--coarse-threads", str(coarse_threads)] if coarse_threads is not None else []),
             *(
                 ["--pipeline-rows", str(pipeline[0]), "--pipeline-depth", str(pipeline[1])]
                 if pipeline is not None

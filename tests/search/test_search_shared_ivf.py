@@ -9,6 +9,7 @@ index all run as they do across processes, without the processes.
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -290,19 +291,38 @@ def test_a_missing_shard_is_flagged_and_the_rest_is_the_single_index_over_the_re
     assert coordinator.coarse.assign(rows, 4).shape == (len(queries), 4)
 
 
-def test_the_coordinators_assignment_runs_on_one_openmp_thread_and_restores_the_setting(
+def test_the_coordinators_assignment_splits_rows_over_threads_of_one_openmp_thread_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    vectors, queries = data()
+    vectors, _ = data()
+    queries = np.random.default_rng(3).normal(size=(300, DIM)).astype(np.float32)
     coarse = CoarseQuantizer(vectors[:NLIST], Metric.L2)
+    want = coarse.assign(queries, 3)  # one thread, the whole batch
     before = faiss.omp_get_max_threads()
-    seen: list[int] = []
+    seen: list[tuple[int, str]] = []
+    lock = threading.Lock()
     real = faiss.omp_set_num_threads
-    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: (seen.append(n), real(n)))
-    assert coarse.assign(queries, 3).shape == (len(queries), 3)
-    assert seen == [1, before] and faiss.omp_get_max_threads() == before
-    coarse.assign(queries, 3, 2)  # a coordinator's --coarse-threads
-    assert seen[2:] == [2, before]
+
+    def record(threads: int) -> None:
+        with lock:
+            seen.append((threads, threading.current_thread().name))
+        real(threads)
+
+    monkeypatch.setattr(faiss, "omp_set_num_threads", record)
+    assert coarse.assign(queries, 3).tolist() == want.tolist()
+    assert [n for n, _ in seen] == [1, before] and faiss.omp_get_max_threads() == before
+    seen.clear()
+    # A coordinator's --coarse-threads 3: three slices of 100 rows on the caller's thread and
+    # the pool's, the rows in order, every faiss call on one OpenMP thread and each thread's setting restored.
+    assert coarse.assign(queries, 3, 3).tolist() == want.tolist()
+    assert sorted(n for n, _ in seen) == [1, 1, 1, before, before, before]
+    names = {name for _, name in seen}  # the caller's slice, and the pool's (one or two threads)
+    assert threading.current_thread().name in names and len(names) >= 2
+    assert faiss.omp_get_max_threads() == before
+    seen.clear()
+    assert coarse.assign(queries[:100], 3, 3).tolist() == want[:100].tolist()
+    assert len(seen) == 2  # under two slices of BLAS_ROWS_MIN rows: no split
+    coarse.close()
     with pytest.raises(InvalidArgument):
         CoarseQuantizer(vectors[:NLIST], Metric.L2, threads=0)
     with pytest.raises(InvalidArgument):

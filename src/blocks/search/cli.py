@@ -69,8 +69,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--coarse-threads",
         type=int,
-        default=1,
-        help="coordinator over shared-ivf shards: OpenMP threads of a search's coarse search",
+        default=None,
+        help="coordinator over shared-ivf shards: threads a search's coarse search splits its "
+        "rows over (default 2)",
     )
     serve.add_argument(
         "--pipeline-rows",
@@ -83,8 +84,8 @@ def register(subparsers: Any) -> None:
         "--pipeline-depth",
         type=int,
         default=None,
-        help="coordinator: chunks of one batch in flight at once (default 3; 1 sends every "
-        "batch whole)",
+        help="coordinator: chunks of one batch in flight at once (default 1: every batch "
+        "whole; more overlap the coordinator's work with the shards' scans)",
     )
     serve.add_argument(
         "--checkpoint-records",
@@ -168,11 +169,12 @@ def _serve(args: argparse.Namespace) -> int:
 
             if args.embed:
                 raise InvalidArgument("a coordinator embeds nothing: start the shards with --embed")
-            pipeline = {
+            tuning = {  # the coordinator options given; the rest keep their defaults
                 name: value
                 for name, value in (
                     ("pipeline_rows", args.pipeline_rows),
                     ("pipeline_depth", args.pipeline_depth),
+                    ("coarse_threads", args.coarse_threads),
                 )
                 if value is not None
             }
@@ -182,8 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
                 token=options.token,
                 deadline_ms=args.deadline_ms,
                 hedge_ms=args.hedge_ms,
-                coarse_threads=args.coarse_threads,
-                **pipeline,
+                **tuning,
             )
             args.kind = "coordinator"
             if vectors.nlist:  # its faiss searches are coarse searches of pipelined chunks

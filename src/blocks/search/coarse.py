@@ -31,7 +31,10 @@ Probe lists travel as little-endian int32 bytes, row-major ``rows x probes``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,7 @@ from blocks.search.api import FloatArray, Metric
 
 __all__ = [
     "BLAS_ROWS_MIN",
+    "COARSE_THREADS_DEFAULT",
     "NLIST_MAX",
     "SHARED_IVF_KIND",
     "CoarseQuantizer",
@@ -65,6 +69,7 @@ _SPEC = re.compile(r"^IVF(\d+)(,Flat)?$")
 
 
 BLAS_ROWS_MIN = 64  # ``prefer_blas``: from this many query rows a coarse search uses BLAS
+COARSE_THREADS_DEFAULT = 2  # a coordinator's coarse search: rows split over this many threads
 
 
 def parse_nlist(spec: str) -> int:
@@ -136,10 +141,12 @@ def decode_probe_lists(data: bytes, rows: int, probes: int, nlist: int) -> Probe
 
 
 class CoarseQuantizer:
-    """The collection's centroids at the coordinator: assigns each query its probe lists."""
+    """The collection's centroids at the coordinator: assigns each query its probe lists.
+
+    ``assign`` is safe to call from several threads at once."""
 
     def __init__(self, centroids: FloatArray, metric: Metric, *, threads: int = 1) -> None:
-        """``threads``: OpenMP threads of one ``assign`` call (default 1, see there)."""
+        """``threads``: threads one ``assign`` call splits its rows over (default 1, see there)."""
         if centroids.ndim != 2 or centroids.shape[0] < 1:
             raise InvalidArgument("centroids must be a non-empty 2-D array")
         if threads < 1:
@@ -148,31 +155,75 @@ class CoarseQuantizer:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.metric = metric
         self._quantizer = flat_quantizer(self.centroids, metric)
+        self._pool: ThreadPoolExecutor | None = None  # made on the first split call
+        self._pool_workers = 0
+        self._pool_lock = threading.Lock()
 
     @property
     def nlist(self) -> int:
         return int(self.centroids.shape[0])
 
     def assign(self, queries: FloatArray, nprobe: int, threads: int | None = None) -> ProbeLists:
-        """The ``min(nprobe, nlist)`` nearest lists of each query row, nearest first, on
-        ``threads`` OpenMP threads (default: the quantiser's ``threads``).
-        ``queries`` are validated (normalised for cosine) float32 rows."""
+        """The ``min(nprobe, nlist)`` nearest lists of each query row, nearest first.
+        ``queries`` are validated (normalised for cosine) float32 rows.
+
+        The rows are split into up to ``threads`` slices (default: the quantiser's
+        ``threads``) of at least ``BLAS_ROWS_MIN`` rows, searched at once on as many
+        threads, each running faiss on one OpenMP thread (the setting is the calling
+        thread's own, restored after). Threads rather than OpenMP's own: on a loaded 2-core
+        machine faiss's two OpenMP threads spent 42 ms of CPU (140 ms wall) on a
+        1,000 x 1,776 x 128 assignment that one thread did in 7.7 ms (20 ms wall), spinning
+        while they waited for each other; two slices on two threads spin on nothing, so
+        they cost one thread's CPU (plus a few percent) loaded and half its wall time idle."""
         if nprobe < 1:
             raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
+        probes = min(nprobe, self.nlist)
+        wanted = self.threads if threads is None else max(1, threads)
+        rows = queries.shape[0]
+        slices = min(wanted, max(1, rows // BLAS_ROWS_MIN))
+        if slices == 1:
+            return self._assign_rows(queries, probes)
+        edges = [rows * part // slices for part in range(slices + 1)]
+        pool = self._threads(wanted)
+        futures = [
+            pool.submit(self._assign_rows, queries[start:stop], probes)
+            for start, stop in pairwise(edges[1:])
+        ]
+        first = self._assign_rows(queries[: edges[1]], probes)  # the caller's own slice
+        assigned: ProbeLists = np.concatenate([first, *(future.result() for future in futures)])
+        return assigned
+
+    def _assign_rows(self, rows: FloatArray, probes: int) -> ProbeLists:
         import faiss
 
-        # One OpenMP thread for this call (the setting is the calling thread's own, restored
-        # after): concurrent searches spread over the coordinator's threads instead. On the
-        # loaded 2-core machine faiss's two threads spent 42 ms of CPU (140 ms wall) on a
-        # 1,000 x 1,776 x 128 assignment that one thread did in 7.7 ms (20 ms wall).
         previous = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.threads if threads is None else max(1, threads))
+        faiss.omp_set_num_threads(1)
         try:
-            _, lists = self._quantizer.search(queries, min(nprobe, self.nlist))
+            _, lists = self._quantizer.search(rows, probes)
         finally:
             faiss.omp_set_num_threads(previous)
         assigned: ProbeLists = lists
         return assigned
+
+    def _threads(self, wanted: int) -> ThreadPoolExecutor:
+        """The helper threads (``wanted - 1``; grown when a call wants more)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_workers < wanted - 1:
+                old, self._pool = (
+                    self._pool,
+                    ThreadPoolExecutor(wanted - 1, thread_name_prefix="coarse-search"),
+                )
+                self._pool_workers = wanted - 1
+                if old is not None:
+                    old.shutdown(wait=False)
+            return self._pool
+
+    def close(self) -> None:
+        """Stops the helper threads (an ``assign`` after this makes new ones)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool, self._pool_workers = None, 0
 
 
 def prefer_blas(dim: int, rows: int = BLAS_ROWS_MIN) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
 from blocks.search import search_pb2
 from blocks.search.api import Metric
-from blocks.search.coarse import CoarseQuantizer, sync_centroids
+from blocks.search.coarse import COARSE_THREADS_DEFAULT, CoarseQuantizer, sync_centroids
 from blocks.search.coordinator_index import DEADLINE_MS_DEFAULT, Coordinator
 from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT
 from blocks.search.replica_link import ReplicaLink
@@ -107,7 +107,7 @@ def connect_shards(
     timeout_ms: int = 10_000,
     deadline_ms: int = DEADLINE_MS_DEFAULT,
     hedge_ms: int | None = None,
-    coarse_threads: int = 1,
+    coarse_threads: int = COARSE_THREADS_DEFAULT,
     pipeline_rows: int = PIPELINE_ROWS_DEFAULT,
     pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
 ) -> Coordinator:

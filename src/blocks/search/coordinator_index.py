@@ -34,7 +34,12 @@ from blocks.core.errors import (
 )
 from blocks.search import search_pb2
 from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
-from blocks.search.coarse import CoarseQuantizer, encode_probe_lists, train_centroids
+from blocks.search.coarse import (
+    COARSE_THREADS_DEFAULT,
+    CoarseQuantizer,
+    encode_probe_lists,
+    train_centroids,
+)
 from blocks.search.merge import merge_topk
 from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT, SearchPipeline
 from blocks.search.replica_link import ReplicaLink, outcome
@@ -78,13 +83,14 @@ class Coordinator:
         suspect_ms: int = SUSPECT_MS_DEFAULT,
         nlist: int = 0,
         coarse: CoarseQuantizer | None = None,
-        coarse_threads: int = 1,
+        coarse_threads: int = COARSE_THREADS_DEFAULT,
         pipeline_rows: int = PIPELINE_ROWS_DEFAULT,
         pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
     ) -> None:
         """``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
         their centroids once trained (``None`` before: ``train`` makes them);
-        ``coarse_threads``: OpenMP threads of one search's coarse search (``CoarseQuantizer``);
+        ``coarse_threads``: threads one search's coarse search splits its rows over
+        (``CoarseQuantizer.assign``);
         ``pipeline_rows``, ``pipeline_depth``: a search's chunks and how many are in flight
         (``SearchPipeline``; depth 1 sends every batch whole)."""
         if not shards or any(not replicas for _, replicas in shards):
@@ -470,6 +476,8 @@ class Coordinator:
 
     def close(self) -> None:
         self.pipeline.close()
+        if self.coarse is not None:
+            self.coarse.close()
         for replicas in self._replicas:
             for link in replicas:
                 link.close()
