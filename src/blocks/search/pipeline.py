@@ -15,13 +15,16 @@ the batch, once every chunk in flight has finished (no call is left running for 
 nobody reads); chunks answered partially make the batch partial, missing the union of their
 missing shards.
 
-Trade-offs. Each chunk costs every shard one more call (decode, a scan's fixed cost, encode):
-small chunks waste that, large ones leave less to overlap. 256 rows and 3 in flight were the
-best of the settings measured on the 2-core machine (docs/search.md). A batch that fits in one
-chunk runs unchanged on the caller's thread. Rejected: asking callers to keep several batches
-in flight (the overlap would then depend on every client doing it, and one large batch would
-still leave cores idle); more OpenMP threads per shard (four shards spinning two threads each
-fight over two cores).
+Trade-offs. Each chunk costs every shard one more call (receive, decode, a scan's fixed cost,
+encode): about 1 ms of a shard's CPU per call with gRPC in Python. Where the shards run on
+their own machines that cost is theirs, and the overlap shortens every large batch; where
+coordinator and shards share two cores (the benchmark's machine) the extra calls cost more CPU
+than the overlap frees, so the pipeline is **off by default** (``depth`` 1: a batch goes whole)
+and the coordinator instead splits its coarse search over threads (``CoarseQuantizer``).
+docs/search.md has the measurements. Rejected: asking callers to keep several batches in
+flight (the overlap would then depend on every client, and one large batch would still leave
+cores idle); more OpenMP threads per shard (four shards spinning two threads each fight over
+two cores).
 """
 
 from __future__ import annotations
