@@ -28,7 +28,10 @@ on 127.0.0.1:
 The summary gives every row's share of the ceiling and, where the workload has them, of the
 bare ceiling and of the raw disk: the median of the per-round ratios (round k against round k of the other, which
 ran beside it) with their min and max, and the load average around each workload. Absolute
-numbers on a shared machine are noise; these shares are the result.
+numbers on a shared machine are noise; these shares are the result. Each server row also
+gives the CPU per operation of the server (``/proc``, from the end of its set-up to its
+tear-down) and of the client (this process, boto3), median and min-max over rounds: steadier
+than wall time when other work shares the cores, and they show whose work a gap is.
 
 Workloads, in MB/s of object bytes: PUT and GET of 4 KiB objects (one client thread, and PUT
 from 8 concurrent threads, where concurrent PUTs can share fsyncs), and of 64 MiB objects:
@@ -51,6 +54,7 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import itertools
 import os
 import shutil
 import signal
@@ -210,8 +214,27 @@ def _bare_null_server() -> Any:
     return _null_server(bare=True)
 
 
+CpuLog = dict[str, list[tuple[float, float]]]
+"""Per contender, each round's (server, client) CPU seconds per operation."""
+
+
+def _process_cpu_s(process: subprocess.Popen[bytes]) -> float | None:
+    """User + system CPU seconds of a running process (``/proc``), or None where unknown."""
+    try:
+        with open(f"/proc/{process.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _contender(
-    name: str, start: Callable[[], Any], size: int, operation: str, concurrency: int
+    name: str,
+    start: Callable[[], Any],
+    size: int,
+    operation: str,
+    concurrency: int,
+    cpu_log: CpuLog | None = None,
 ) -> Contender:
     # Every PUT sends different bytes (a sliding window over random data), so that chunk
     # deduplication cannot skip the writes: we measure storing, not recognising.
@@ -228,9 +251,11 @@ def _contender(
         client.create_bucket(Bucket="bench")
         for index in range(prefill):
             client.put_object(Bucket="bench", Key=f"obj-{index}", Body=pool[:size])
-        return {"server": server, "client": client}
+        cpu = (_process_cpu_s(server.process), time.process_time())
+        return {"server": server, "client": client, "ops": itertools.count(), "cpu": cpu}
 
     def one(state: dict[str, Any], index: int) -> None:
+        next(state["ops"])
         client = state["client"]
         if operation == "put":
             client.put_object(Bucket="bench", Key=f"obj-{index % 16}", Body=fresh(index))
@@ -247,6 +272,14 @@ def _contender(
         await asyncio.to_thread(one, state, index)
 
     def teardown(state: dict[str, Any]) -> None:
+        ops = next(state["ops"])
+        server_before, client_before = state["cpu"]
+        server_after = _process_cpu_s(state["server"].process)
+        if cpu_log is not None and ops and server_before is not None and server_after:
+            client_s = time.process_time() - client_before
+            cpu_log.setdefault(name, []).append(
+                ((server_after - server_before) / ops, client_s / ops)
+            )
         state["server"].stop()
         directory = getattr(state["server"], "directory", None)
         if directory is not None:
@@ -368,18 +401,24 @@ def _workloads(args: argparse.Namespace) -> list[tuple[str, int, str, int, int]]
 
 
 def _contenders(
-    args: argparse.Namespace, root: Path, size: int, operation: str, concurrency: int
+    args: argparse.Namespace,
+    root: Path,
+    size: int,
+    operation: str,
+    concurrency: int,
+    cpu_log: CpuLog | None = None,
 ) -> list[Contender]:
-    contenders = [_contender("moto", _moto_server, size, operation, concurrency)]
-    contenders.append(_contender(CEILING, _null_server, size, operation, concurrency))
+    shape = (size, operation, concurrency, cpu_log)
+    contenders = [_contender("moto", _moto_server, *shape)]
+    contenders.append(_contender(CEILING, _null_server, *shape))
     if size <= MIB:  # the headers it leaves out weigh on small requests only
-        contenders.append(_contender(BARE_CEILING, _bare_null_server, size, operation, concurrency))
+        contenders.append(_contender(BARE_CEILING, _bare_null_server, *shape))
     if args.before_src:
         start = _blocks_server(root, True, str(Path(args.before_src).resolve()))
-        contenders.append(_contender("blocks@before", start, size, operation, concurrency))
+        contenders.append(_contender("blocks@before", start, *shape))
     for name, fsync in (("blocks", True), ("blocks-nofsync", False)):
         start = _blocks_server(root, fsync)
-        contenders.append(_contender(name, start, size, operation, concurrency))
+        contenders.append(_contender(name, start, *shape))
     if operation in ("put", "upload"):
         contenders.append(_raw_disk_contender(root, size, concurrency))
     elif size > MIB:  # reading 4 KiB from the page cache says nothing about the disk
@@ -401,8 +440,20 @@ def _share(result: Result, reference: Result | None, percent: bool) -> str:
     return f"x{median:.2f} (x{low:.2f}-x{high:.2f})"
 
 
-def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]]:
-    """The summary's rows of one workload: MB/s, p50, and each row's ratios with spread."""
+def _cpu_ms(rounds: list[tuple[float, float]] | None, which: int) -> str:
+    """The median (min-max) over rounds of server (0) or client (1) CPU ms per operation."""
+    if not rounds:
+        return ""
+    values = sorted(round_[which] * 1e3 for round_ in rounds)
+    median = values[len(values) // 2]
+    return f"{median:.2f} ({values[0]:.2f}-{values[-1]:.2f})"
+
+
+def _summary_rows(
+    name: str, results: list[Result], load: str, cpu_log: CpuLog | None = None
+) -> list[list[str]]:
+    """The summary's rows of one workload: MB/s, p50, each row's ratios with spread, and the
+    CPU per operation of the server and of the client (boto3, this process)."""
     by_name = {result.contender: result for result in results}
     moto, ceiling = by_name.get("moto"), by_name.get(CEILING)
     bare = by_name.get(BARE_CEILING)
@@ -410,8 +461,9 @@ def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]
     rows = []
     for result in results:
         if result.skipped:
-            rows.append([name, result.contender, "skipped", "", "", "", "", "", load])
+            rows.append([name, result.contender, "skipped", *[""] * 7, load])
             continue
+        cpu = (cpu_log or {}).get(result.contender)
         rows.append(
             [
                 name,
@@ -422,6 +474,8 @@ def _summary_rows(name: str, results: list[Result], load: str) -> list[list[str]
                 _share(result, ceiling, percent=True),
                 _share(result, bare, percent=True),
                 _share(result, disk, percent=True),
+                _cpu_ms(cpu, 0),
+                _cpu_ms(cpu, 1),
                 load,
             ]
         )
@@ -437,6 +491,8 @@ SUMMARY_COLUMNS = [
     "of the ceiling",
     "of the bare ceiling",
     "of the raw disk",
+    "server CPU ms/op",
+    "client CPU ms/op",
     "load",
 ]
 
@@ -451,14 +507,15 @@ def main(args: argparse.Namespace) -> int:
         for name, size, operation, concurrency, ops in _workloads(args):
             if args.only and args.only not in name:
                 continue
-            contenders = _contenders(args, root, size, operation, concurrency)
+            cpu_log: CpuLog = {}
+            contenders = _contenders(args, root, size, operation, concurrency, cpu_log)
             names = [c.name for c in contenders]
             baseline = "moto" if "moto" in names else names[0]
             workload = Workload(name, ops=ops, concurrency=concurrency, rounds=args.rounds)
             load_before = os.getloadavg()[0]
             results = run_benchmark(f"blob-{name}", [workload], contenders, baseline, args.out)
             load = f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"
-            summary += _summary_rows(name, results, load)
+            summary += _summary_rows(name, results, load, cpu_log)
         progress("[blob] measuring erasure coding")
         table = write_table(
             Path(args.out) / "blob",
@@ -468,8 +525,9 @@ def main(args: argparse.Namespace) -> int:
         )
         print(
             f"\n## blob: MB/s of object bytes ({args.rounds} interleaved rounds; ratios: median "
-            f"of the per-round ratios (min-max); load: 1-minute load average before-after, "
-            f"{os.cpu_count()} CPUs)\n\n{table}"
+            f"of the per-round ratios (min-max); CPU ms/op: median (min-max) over rounds, the "
+            f"server's from /proc, the client's (boto3) this process's; load: 1-minute load "
+            f"average before-after, {os.cpu_count()} CPUs)\n\n{table}"
         )
         erasure = write_table(
             Path(args.out) / "blob",
