@@ -53,6 +53,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +64,7 @@ from blocks.inference.row_decode import (
     RowHead,
     RowLayer,
     decode_lone,
+    decode_token,
     head_arena_bytes,
     head_logits,
     is_lone_decode,
@@ -392,6 +394,20 @@ def attention(q: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch) -> to
     return out
 
 
+# How many parameters were assigned to any module in this process (``module.name =
+# Parameter(...)``, ``register_parameter``, ``load_state_dict(assign=True)``): torch calls
+# ``_count_assignment`` for each. ``layer_weights`` looks for replaced parameters only
+# when this count moved since it last looked.
+_ASSIGNED = [0]
+
+
+def _count_assignment(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+    _ASSIGNED[0] += 1
+
+
+nn.modules.module.register_module_parameter_registration_hook(_count_assignment)
+
+
 class LlamaForCausalLM(nn.Module):
     """The decoder plus its output head. ``forward`` returns final hidden states per token."""
 
@@ -409,7 +425,8 @@ class LlamaForCausalLM(nn.Module):
         # (each built when first needed, again when the weight changes).
         self._head_t: tuple[tuple[int, int], torch.Tensor] | None = None
         self._row_head: tuple[tuple[int, int], RowHead] | None = None
-        self._packed: tuple[list[nn.Parameter | None], list[_LayerWeights]] | None = None
+        # (the layers' parameters, their packing, ``_ASSIGNED`` when last checked)
+        self._packed: tuple[list[nn.Parameter | None], list[_LayerWeights], int] | None = None
         self._leaves: list[nn.Module] | None = None
         # Lone-row products (batch-1 decode) on the CPU through numpy's OpenBLAS, which
         # reads these matrices faster than torch's MKL (``cpu_blas``); False: always torch.
@@ -446,11 +463,18 @@ class LlamaForCausalLM(nn.Module):
 
         A parameter replaced by assignment is seen by identity; ``.to()`` and friends
         (``_apply``) drop the packing; in-place writes go through the views (see above).
+        The identity walk (~270 parameters for SmolLM2, 0.2-0.3 ms a pass on a cold cache
+        after a decode's weight stream) runs only when a parameter was assigned to some
+        module since the last one (``_ASSIGNED``); a write straight into a module's
+        ``_parameters`` dict is not an assignment and is not seen.
         """
         packed = self._packed
         if packed is not None:
+            if packed[2] == _ASSIGNED[0]:
+                return packed[1]
             now = self._layer_parameters()
             if len(now) == len(packed[0]) and all(map(operator.is_, now, packed[0])):
+                self._packed = (packed[0], packed[1], _ASSIGNED[0])
                 return packed[1]
         # Packing rebinds parameters, which must not become inference tensors.
         with torch.inference_mode(False), torch.no_grad():
@@ -460,7 +484,7 @@ class LlamaForCausalLM(nn.Module):
             # decode reads them: one stream a token (``weight_arena``).
             arena = _weight_arena(decoder) if transposed else None
             layers = [_pack_layer(layer, transposed, arena) for layer in decoder]
-        self._packed = (self._layer_parameters(), layers)
+        self._packed = (self._layer_parameters(), layers, _ASSIGNED[0])
         return layers
 
     def _apply(self, fn: Any, recurse: bool = True) -> LlamaForCausalLM:
@@ -505,6 +529,44 @@ class LlamaForCausalLM(nn.Module):
             x = torch.addmm(x, F.silu(gate).mul_(up), w.down)
         return rms_norm(x, self.model.norm.weight, eps)
 
+    def decode_one(
+        self,
+        token: int,
+        position: int,
+        slot: int,
+        key_slots: np.ndarray | slice,
+        kv_cache: torch.Tensor,
+        sample: bool = True,
+    ) -> torch.Tensor | None:
+        """``forward`` then ``logits`` for one token that sees its whole context
+        (``key_slots``: the cache slots of positions ``0 .. position``, in order;
+        ``row_decode.table_slots``), without an ``AttentionBatch`` or a torch operation on
+        the way: logits ``(1, vocab)``, or ``(0, vocab)`` when not ``sample``; None where the
+        numpy path does not apply (then ``forward`` is the way)."""
+        blas = self._blas_for(1)
+        if blas is None:
+            return None
+        layers = self.layer_weights()
+        rows = [w.row for w in layers if w.row is not None]
+        if len(rows) != len(layers):
+            return None
+        blas.match_threads()
+        hidden = decode_token(self, rows, blas, token, position, slot, key_slots, kv_cache)
+        if not sample:
+            return torch.empty((0, self.config.vocab_size), dtype=torch.float32)
+        return self._row_logits(hidden, blas)
+
+    def _row_logits(self, hidden: np.ndarray, blas: BlasProducts) -> torch.Tensor:
+        """Logits ``(1, vocab)`` of one final hidden state ``(width,)``: the head as column
+        blocks in a huge-page arena (``row_decode``), built when first needed."""
+        weight = self.lm_head.weight
+        key = (weight.data_ptr(), weight._version)
+        if self._row_head is None or self._row_head[0] != key:
+            arena = WeightArena(head_arena_bytes(weight))
+            self._row_head = (key, row_head(weight, arena))
+        logits = torch.from_numpy(head_logits(self._row_head[1], hidden, product_for(blas)))
+        return logits.unsqueeze(0)
+
     def _blas_for(self, rows: int) -> BlasProducts | None:
         """numpy's BLAS when ``rows`` is a lone row it should multiply (see ``cpu_blas``)."""
         if rows != 1 or not self.blas_products or self.device.type != "cpu":
@@ -520,15 +582,8 @@ class LlamaForCausalLM(nn.Module):
             blas = self._blas_for(hidden.shape[0])
             key = (weight.data_ptr(), weight._version)
             if blas is not None:
-                # A lone row: the head as column blocks in a huge-page arena (``row_decode``).
-                if self._row_head is None or self._row_head[0] != key:
-                    arena = WeightArena(head_arena_bytes(weight))
-                    self._row_head = (key, row_head(weight, arena))
                 blas.match_threads()
-                row = hidden.detach().reshape(-1).contiguous().numpy()
-                out = torch.from_numpy(
-                    head_logits(self._row_head[1], row, product_for(blas))
-                ).unsqueeze(0)
+                out = self._row_logits(hidden.detach().reshape(-1).contiguous().numpy(), blas)
             else:
                 # CPU BLAS streams a (hidden, vocab) matrix ~1.7x faster than the (vocab,
                 # hidden) one F.linear reads (measured at batch 1 to 32); keep a transposed copy.

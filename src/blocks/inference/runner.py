@@ -4,7 +4,10 @@ Theory of operation: the scheduler speaks in chunks (sequence, start position, t
 table). ``build_batch`` flattens them into the index tensors ``AttentionBatch`` describes:
 one attention group for all one-token chunks (decoding sequences) and one per longer chunk,
 so nothing is padded to a prefill chunk's length. Index lists are built in Python and each
-tensor moves to the device once; a lone decoding sequence needs no mask at all. The runner owns the KV cache tensor; the block
+tensor moves to the device once; a lone decoding sequence needs no mask at all, and where the
+model has a path for one token (``LlamaForCausalLM.decode_one``, batch-1 decode on the CPU)
+it needs no index tensors either: its slot and context come from the block table as numbers
+and a slice. The runner owns the KV cache tensor; the block
 manager owns which slots mean what. Logits are computed only where a token is sampled: the
 last token of a sampling chunk, plus, for a chunk carrying speculative drafts, the rows
 that verify them; every other prefill token skips the vocabulary projection.
@@ -18,6 +21,7 @@ import torch
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.model import AttentionBatch, AttentionGroup, LlamaForCausalLM
+from blocks.inference.row_decode import table_slots
 from blocks.inference.scheduler import ScheduledChunk
 
 __all__ = ["ModelRunner", "build_batch", "logit_rows"]
@@ -125,6 +129,10 @@ class ModelRunner:
     def run(self, chunks: Sequence[ScheduledChunk]) -> torch.Tensor:
         """Logits ``(rows, vocab)``: ``logit_rows(chunk)`` rows per chunk, in chunk order."""
         self._check(chunks)
+        if len(chunks) == 1 and len(chunks[0].token_ids) == 1:
+            logits = self._one_token(chunks[0])
+            if logits is not None:
+                return logits
         token_ids, batch, sample_rows = build_batch(chunks, self.block_size, self.device)
         hidden = self.model(token_ids, batch, self.kv_cache)
         if not sample_rows:
@@ -132,6 +140,16 @@ class ModelRunner:
         if len(sample_rows) < hidden.shape[0]:
             hidden = hidden[torch.tensor(sample_rows, dtype=torch.long, device=hidden.device)]
         return self.model.logits(hidden)
+
+    def _one_token(self, chunk: ScheduledChunk) -> torch.Tensor | None:
+        """``run`` of one one-token chunk (batch-1 decode) straight through
+        ``model.decode_one``: its slot and context from the block table, no index tensors;
+        None where the model has no such path."""
+        position, size, table = chunk.start, self.block_size, chunk.block_table
+        slot = table[position // size] * size + position % size
+        key_slots = table_slots(table, position + 1, size)
+        token = chunk.token_ids[0]
+        return self.model.decode_one(token, position, slot, key_slots, self.kv_cache, chunk.sample)
 
     @torch.inference_mode()
     def run_all(self, chunk: ScheduledChunk) -> torch.Tensor:
