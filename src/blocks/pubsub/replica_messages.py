@@ -8,7 +8,7 @@ message from a peer never reaches the replica.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from blocks.core.errors import PeerError
@@ -89,22 +89,30 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Each class's fields as (name, allowed types), worked out once (every field is a scalar, so
+# a message's wire form is its name and its field values, shallow).
+_SPECS: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    name: tuple((f.name, _TYPES[str(f.type)]) for f in fields(cls))
+    for name, cls in _CLASSES.items()
+}
+
+
 def encode(message: Message) -> list[Any]:
-    return [type(message).__name__, *astuple(message)]
+    name = type(message).__name__
+    return [name, *(getattr(message, field) for field, _ in _SPECS[name])]
 
 
 def decode(wire: Any) -> Message:
     if not isinstance(wire, list) or not wire or wire[0] not in _CLASSES:
         raise PeerError("malformed replication message")
     cls = _CLASSES[wire[0]]
-    spec = fields(cls)
+    spec = _SPECS[wire[0]]
     if len(wire) != len(spec) + 1:
         raise PeerError(f"{wire[0]} has {len(wire) - 1} fields, expected {len(spec)}")
-    for field, value in zip(spec, wire[1:], strict=True):
-        allowed = _TYPES[str(field.type)]
+    for (field, allowed), value in zip(spec, wire[1:], strict=True):
         if not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool)):
-            raise PeerError(f"{wire[0]}.{field.name} has the wrong type")
+            raise PeerError(f"{wire[0]}.{field} has the wrong type")
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            raise PeerError(f"{wire[0]}.{field.name} is negative")
+            raise PeerError(f"{wire[0]}.{field} is negative")
     message: Message = cls(*wire[1:])
     return message
