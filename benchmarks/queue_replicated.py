@@ -338,9 +338,14 @@ def redis_contender(cycle: bool) -> Contender:
 def contenders(cycle: bool, *, quick: bool = False, against: str | None = None) -> list[Contender]:
     """Every contender; ``quick`` leaves out ``nats-jetstream-r3-sync-always`` (a cluster
     start costs about ten seconds a round on a loaded machine); ``against`` adds the queue
-    nodes run from another checkout's ``src``."""
+    nodes run from another checkout's ``src``, under both durabilities."""
     sync_always = [] if quick else [nats_contender(cycle, sync_always=True)]
-    before = [] if against is None else [blocks_contender(cycle, against)]
+    before = []
+    if against is not None:
+        before = [
+            blocks_contender(cycle, against),
+            blocks_contender(cycle, against, written_only=True),
+        ]
     return [
         blocks_contender(cycle),
         *before,
@@ -377,8 +382,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--against",
+        "--before-src",
+        dest="against",
         metavar="SRC",
         help="also run the queue nodes from another checkout's src directory (before/after)",
+    )
+    parser.add_argument(
+        "--only-send", action="store_true", help="the send workload only (no work cycle)"
     )
 
 
@@ -387,6 +397,8 @@ def main(args: argparse.Namespace) -> int:
     ops = 200 if quick else args.ops
     rounds = 2 if quick else args.rounds
     for name, cycle, workload in workloads(ops, rounds):
+        if cycle and getattr(args, "only_send", False):
+            continue
         run_benchmark(
             f"queue-replicated-{name}",
             [workload],

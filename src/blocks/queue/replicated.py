@@ -487,11 +487,13 @@ class ReplicatedQueue:
         await self.close()
 
 
+_ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # a wire call's arguments
+
+
 def _command_for(call: Any, now_ms: int) -> list[Any]:
     """The command for a wire call (as ``LocalQueue.command_for``, but a receive's default
     visibility is resolved by the state machine, which every node holds alike)."""
-    arity = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}
-    if not isinstance(call, list) or not call or arity.get(call[0]) != len(call) - 1:
+    if not isinstance(call, list) or not call or _ARITY.get(call[0]) != len(call) - 1:
         raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
     verb, name, *rest = call
     check_name(name)
