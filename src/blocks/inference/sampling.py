@@ -93,6 +93,9 @@ def sample_rows(
     ``generated[i]`` is row ``i``'s output so far, needed only for penalized requests.
     """
     assert logits.shape[0] == len(params) == len(generators)
+    if params and all(p.greedy and not p.penalized and p.logprobs is None for p in params):
+        # Plain greedy rows (batch-1 decode's usual case): one argmax, nothing per row.
+        return logits.detach().argmax(dim=-1).tolist(), [None] * len(params)
     rows = logits.detach().cpu()  # float32 or wider already
     tokens: list[int] = []
     logprobs: list[TokenLogprob | None] = []
