@@ -108,6 +108,7 @@ class Replication:
         # that the followers' fetches of what was just written are not read back from the log.
         self._tail: dict[Key, tuple[int, int, list[Any]]] = {}
         self._told_hw: dict[tuple[Key, str], int] = {}  # the high watermark a follower was sent
+        self._config_wires: dict[str, tuple[TopicConfig, dict[str, Any]]] = {}
         self._writes_in_flight: dict[Key, int] = {}
         self._awaiting: dict[Key, int] = {}  # callers here waiting to learn a commit
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -291,6 +292,8 @@ class Replication:
     def _fetch_rows(self, key: Key, replica: PartitionReplica, offset: int) -> list[Any]:
         """A fetch answer's records from ``offset``: the kept batch when it is exactly what
         the log holds from there (same epoch, ending at the log's end), else read from it."""
+        if offset >= replica.log_end:
+            return []  # a hold that ended with nothing new
         kept = self._tail.get(key)
         if kept is not None:
             epoch, first, rows = kept
@@ -373,7 +376,13 @@ class Replication:
             await self.transport.send(destination, wire)
 
     def _config_wire(self, topic: str) -> dict[str, Any]:
-        return asdict(self.topics.topic(topic).config)
+        """The topic's configuration as messages carry it (made once per configuration: it
+        rides on every fetch)."""
+        config = self.topics.topic(topic).config
+        kept = self._config_wires.get(topic)
+        if kept is None or kept[0] is not config:
+            kept = self._config_wires[topic] = (config, asdict(config))
+        return kept[1]
 
     async def handle_message(self, source: str, key: Key, message: Message) -> None:
         replica = self.replicas.get(key)
