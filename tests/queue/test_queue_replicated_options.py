@@ -204,3 +204,70 @@ def test_followers_fsync_inline_and_the_leader_answers_fetches_from_its_newest_b
             await close_all(nodes)
 
     asyncio.run(run())
+
+
+def test_a_frame_of_calls_is_one_log_record_with_an_outcome_per_call() -> None:
+    """The calls of one ``run_many`` travel as one record (one log frame, one fetch row)
+    and are applied in order, each with its own outcome (a refused call among them refuses
+    only itself); every node ends in the same state. Fails with a record per call."""
+
+    async def run() -> None:
+        nodes = cluster(MemoryNetwork(seed=21))
+        for node in nodes:
+            await node.open()
+        try:
+            await nodes[0].create_queue("jobs")
+            leader = next(n for n in nodes if n.is_leader)
+            store = leader.log.topics.store(*KEY)
+            before = store.next_offset
+            calls = [
+                ["send", "jobs", b"a", 0, None, None, 0],
+                ["send", "missing", b"x", 0, None, None, 0],
+                ["send", "jobs", b"b", 0, None, None, 0],
+                ["receive", "jobs", 2, None],
+            ]
+            (ok_a, id_a), (ok_x, error), (ok_b, id_b), (ok_r, got) = await leader.run_many(calls)
+            assert store.next_offset == before + 1
+            assert ok_a and ok_b and ok_r and not ok_x
+            assert type(error).__name__ == "NotFound"
+            assert [m.id for m in got] == [id_a, id_b]
+            for _ in range(300):
+                if all(n.machine.applied == leader.machine.applied for n in nodes):
+                    break
+                await asyncio.sleep(0.01)
+            snapshots = [node.machine.snapshot() for node in nodes]
+            assert snapshots[0] == snapshots[1] == snapshots[2]
+        finally:
+            await close_all(nodes)
+
+    asyncio.run(run())
+
+
+def test_a_batch_record_applies_as_its_commands_one_by_one() -> None:
+    """Applying ``encode_batch(commands)`` leaves the broker as applying each command in its
+    own record does, with the same outcomes; a value that is no record applies nothing."""
+    from blocks.queue.machine import QueueMachine, encode_batch, encode_record
+
+    commands: list[list[Any]] = [
+        ["create", 1_000, {"name": "jobs", "visibility_ms": 50}],
+        ["send", 1_001, "jobs", b"a", 0, None, None, 0],
+        ["send", 1_001, "nowhere", b"x", 0, None, None, 0],
+        ["send", 1_002, "jobs", b"b", 10, None, "d1", 3],
+        ["receive", 1_020, "jobs", 5, None],
+        ["send", 1_021, "jobs", b"c", 0, None, "d1", 0],
+        "not a command",
+        ["receive", 1_100, "jobs", 5, 30],
+    ]
+    one_by_one = QueueMachine()
+    singles = [one_by_one.apply(i, encode_record("n", c))[2] for i, c in enumerate(commands)]
+    batched = QueueMachine()
+    origin, applied = batched.apply_record(0, encode_batch("n", commands))
+    assert origin == "n" and [c for c, _ in applied] == commands
+
+    def same(outcome: Any) -> Any:  # refusals compared by kind (a lone malformed command
+        ok, result = outcome  # is refused by the record's decoder, in a batch by the broker)
+        return (ok, repr(result) if ok else type(result).__name__)
+
+    assert [same(o) for _, o in applied] == [same(o) for o in singles]
+    assert batched.broker.snapshot() == one_by_one.broker.snapshot()
+    assert batched.apply_record(1, b"\x01") == ("", [])

@@ -10,8 +10,11 @@ wrote it, never the applying node's clock) and ``QueueBroker.execute`` is determ
 its commands, every node ends in the same state: the same message ids, receive counts,
 receipts, invisibility deadlines, dead-letter moves, FIFO group locks and dedup entries.
 
-A record is the msgpack of ``[origin, command]``: ``origin`` names the node that wrote it,
-the one a caller waits on, so only that node keeps the record's outcome for its caller. A
+A record is the msgpack of ``[origin, command]``, or of ``[origin, "batch", [command, ...]]``
+for several commands applied in order as one record (a node writes the calls of one data-path
+frame so: one log record, one fsync and one replication of it, not one per call). ``origin``
+names the node that wrote it, the one a caller waits on, so only that node keeps the record's
+outcomes for its callers. A
 receive's ``visibility_ms`` may be None (the queue's default), resolved here from the applied
 state, which is the same on every node. A command the broker refuses (``NotFound``,
 ``Conflict``, ...) is still applied: its advance of time changed the timers, the same on
@@ -26,24 +29,48 @@ from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, InvalidArgument
 from blocks.queue.broker import QueueBroker
 
-__all__ = ["QueueMachine", "decode_record", "encode_record"]
+__all__ = ["QueueMachine", "decode_commands", "decode_record", "encode_batch", "encode_record"]
 
 Outcome = tuple[bool, Any]  # (True, result) or (False, the BlocksError raised)
+BATCH = "batch"
 
 
 def encode_record(origin: str, command: list[Any]) -> bytes:
     return pack([origin, command])
 
 
+def encode_batch(origin: str, commands: list[list[Any]]) -> bytes:
+    """One record of ``commands`` (one command: the plain form)."""
+    if len(commands) == 1:
+        return pack([origin, commands[0]])
+    return pack([origin, BATCH, commands])
+
+
 def decode_record(value: bytes) -> tuple[str, list[Any]]:
-    """``(origin, command)``; ``InvalidArgument`` for a value that is not a record."""
+    """``(origin, command)`` of a one-command record; ``InvalidArgument`` for a value that is
+    not one."""
+    origin, commands = decode_commands(value)
+    if len(commands) != 1:
+        raise InvalidArgument("a queue log record of one command is [origin, command]")
+    return origin, commands[0]
+
+
+def decode_commands(value: bytes) -> tuple[str, list[list[Any]]]:
+    """``(origin, commands)`` of any record; ``InvalidArgument`` for a value that is not one
+    (a malformed command inside a batch is the broker's to refuse, as a lone one is)."""
     try:
-        origin, command = unpack(value)
+        record = unpack(value)
     except (BlocksError, TypeError, ValueError):
         raise InvalidArgument("a queue log record is [origin, command]") from None
-    if not isinstance(origin, str) or not isinstance(command, list):
-        raise InvalidArgument("a queue log record is [origin, command]")
-    return origin, command
+    if isinstance(record, list) and len(record) == 2:
+        origin, command = record
+        if isinstance(origin, str) and isinstance(command, list):
+            return origin, [command]
+    elif isinstance(record, list) and len(record) == 3 and record[1] == BATCH:
+        origin, _, commands = record
+        if isinstance(origin, str) and isinstance(commands, list) and commands:
+            return origin, commands
+    raise InvalidArgument("a queue log record is [origin, command]")
 
 
 class QueueMachine:
@@ -55,24 +82,39 @@ class QueueMachine:
         self.records = 0  # records applied (offsets have gaps where the log has control records)
 
     def apply(self, offset: int, value: bytes) -> tuple[str, list[Any], Outcome]:
-        """Apply the record at ``offset`` (above every offset applied before); return its
-        origin, its command and its outcome."""
+        """Apply the one-command record at ``offset`` (above every offset applied before);
+        return its origin, its command and its outcome (of a batch: its first's)."""
+        origin, applied = self.apply_record(offset, value)
+        if not applied:
+            return origin, [], (False, InvalidArgument("a queue log record is [origin, command]"))
+        return origin, applied[0][0], applied[0][1]
+
+    def apply_record(
+        self, offset: int, value: bytes
+    ) -> tuple[str, list[tuple[list[Any], Outcome]]]:
+        """Apply the record at ``offset`` (above every offset applied before), each of its
+        commands in order; return its origin and each command with its outcome (none for a
+        value that is not a record)."""
         assert offset >= self.applied, "records are applied once, in offset order"
         self.applied = offset + 1
         self.records += 1
         try:
-            origin, command = decode_record(value)
-        except InvalidArgument as error:
-            return "", [], (False, error)
-        try:
-            return origin, command, (True, self.execute(command))
-        except BlocksError as error:
-            return origin, command, (False, error)
+            origin, commands = decode_commands(value)
+        except InvalidArgument:
+            return "", []
+        applied: list[tuple[list[Any], Outcome]] = []
+        for command in commands:
+            try:
+                applied.append((command, (True, self.execute(command))))
+            except BlocksError as error:
+                applied.append((command, (False, error)))
+        return origin, applied
 
     def execute(self, command: list[Any]) -> Any:
         """Run one command on the broker, resolving a receive's default visibility."""
         if (
-            len(command) == 5
+            isinstance(command, list)
+            and len(command) == 5
             and command[0] == "receive"
             and command[4] is None
             and isinstance(command[2], str)

@@ -81,7 +81,7 @@ from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
 from blocks.queue.config import QueueConfig, check_ms, check_name
 from blocks.queue.local import CALLS_PER_BATCH_MAX, WAIT_MS_MAX, LocalQueue
-from blocks.queue.machine import Outcome, QueueMachine, encode_record
+from blocks.queue.machine import Outcome, QueueMachine, encode_batch
 from blocks.queue.snapshots import LogBroker, Snapshots
 
 __all__ = ["LOG_TOPIC", "ReplicatedQueue"]
@@ -95,6 +95,7 @@ COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records
 WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
 SNAPSHOT_EVERY = 50_000  # applied records between snapshots
 SYNC_INTERVAL_MS_MAX = 3_600_000  # the longest fsync interval under fsync="never"
+RECORD_BYTES = 256 << 10  # a batch of calls is split into records of at most this much
 
 
 class ReplicatedQueue:
@@ -148,7 +149,8 @@ class ReplicatedQueue:
             )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self.machine = QueueMachine()
-        self._results: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
+        # The outcomes of this node's own records, by offset, for the callers waiting on them.
+        self._results: collections.OrderedDict[int, list[Outcome]] = collections.OrderedDict()
         self._applied_event = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
@@ -282,21 +284,23 @@ class ReplicatedQueue:
             if not batch:
                 self.machine.applied = replica.hw  # only control records were left
                 break
+            commands = 0
             for record in batch:
-                origin, command, outcome = self.machine.apply(record.offset, record.value)
-                woke = woke or (bool(command) and command[0] in WAKING_VERBS)
+                origin, applied = self.machine.apply_record(record.offset, record.value)
+                commands += len(applied)
+                woke = woke or any(c and c[0] in WAKING_VERBS for c, _ in applied)
                 if origin == self.node:
-                    self._keep(record.offset, outcome)
-            self.replayed += len(batch)
-            self._snapshots.since += len(batch)
+                    self._keep(record.offset, [outcome for _, outcome in applied])
+            self.replayed += commands
+            self._snapshots.since += commands
         self._snapshots.maybe_write(self.machine, self.log, KEY)
         self._applied_event.set()
         self._applied_event = asyncio.Event()
         if woke:
             self._wake_all()
 
-    def _keep(self, offset: int, outcome: Outcome) -> None:
-        self._results[offset] = outcome
+    def _keep(self, offset: int, outcomes: list[Outcome]) -> None:
+        self._results[offset] = outcomes
         while len(self._results) > RESULTS_MAX:
             self._results.popitem(last=False)
             self.results_dropped += 1
@@ -311,19 +315,20 @@ class ReplicatedQueue:
         """Write the commands, wait until they are committed and applied here; outcomes."""
         if self._closed:
             raise FailedPrecondition("queue is closed")
-        entries: list[tuple[bytes | None, bytes]] = [
-            (None, encode_record(self.node, command)) for command in commands
-        ]
+        # One record for the whole batch (split while a record would be over RECORD_BYTES):
+        # one log frame, one fetch row, one apply step for every call of a frame.
+        chunks = _chunks(self.node, commands)
+        entries: list[tuple[bytes | None, bytes]] = [(None, value) for value, _ in chunks]
         # A follower asks its leader for the new high watermark at once while calls wait.
         with self.log.replication.awaiting_commit(KEY):
             base = await self.log.produce_batch(LOG_TOPIC, 0, entries)
             await self._wait_applied(base + len(entries))
-        outcomes = []
-        for offset in range(base, base + len(entries)):
-            outcome = self._results.pop(offset, None)
-            if outcome is None:
+        outcomes: list[Outcome] = []
+        for offset, (_, count) in zip(range(base, base + len(entries)), chunks, strict=True):
+            got = self._results.pop(offset, None)
+            if got is None or len(got) != count:
                 raise Unavailable("the outcome of this call was dropped; it may have applied")
-            outcomes.append(outcome)
+            outcomes.extend(got)
         return outcomes
 
     async def _wait_applied(self, end: int) -> None:
@@ -488,6 +493,17 @@ class ReplicatedQueue:
 
 
 _ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # a wire call's arguments
+
+
+def _chunks(origin: str, commands: list[list[Any]]) -> list[tuple[bytes, int]]:
+    """``commands`` as records ``(value, commands in it)``, in order: one record for all of
+    them unless it would be over ``RECORD_BYTES``, then halves (a lone command is one record
+    whatever its size: the log refuses it if too big, as before)."""
+    value = encode_batch(origin, commands)
+    if len(value) <= RECORD_BYTES or len(commands) == 1:
+        return [(value, len(commands))]
+    half = len(commands) // 2
+    return _chunks(origin, commands[:half]) + _chunks(origin, commands[half:])
 
 
 def _command_for(call: Any, now_ms: int) -> list[Any]:
