@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-Every call that may change the queue becomes a record (``blocks.queue.machine``: the command
-stamped with this node's clock, and this node's name) in one replicated log, and every node
+Every call that may change the queue becomes a command in a record (``blocks.queue.machine``:
+the command stamped with this node's clock, and this node's name; the calls of one batch, a
+data-path frame, share one record) in one replicated log, and every node
 applies the committed records in log order to its own ``QueueMachine``. The log is a
 one-partition pubsub topic (``LOG_TOPIC``) run by ``blocks.pubsub.cluster.ClusterBroker``:
 its leader election with epochs, followers fetching from the leader and the high watermark
@@ -46,7 +47,7 @@ crash of any one node's process, not a majority of machines losing power at once
 ``sync_interval_ms`` a timer fsyncs the log that often (NATS JetStream's default durability,
 whose ``sync_interval`` is two minutes), and a clean close fsyncs it.
 
-Snapshots (``blocks.queue.snapshots``): every ``snapshot_every`` applied records a node with a
+Snapshots (``blocks.queue.snapshots``): every ``snapshot_every`` applied commands a node with a
 directory writes its machine and cuts its log below its previous snapshot; reopened, it
 restores the newest snapshot and applies only the tail. A follower below its leader's log
 start (wiped, or away through more than an interval) is sent the leader's snapshot, installs
@@ -93,7 +94,7 @@ RESULTS_MAX = 100_000
 APPLY_BATCH = 1_000
 COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
 WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
-SNAPSHOT_EVERY = 50_000  # applied records between snapshots
+SNAPSHOT_EVERY = 50_000  # applied commands between snapshots
 SYNC_INTERVAL_MS_MAX = 3_600_000  # the longest fsync interval under fsync="never"
 RECORD_BYTES = 256 << 10  # a batch of calls is split into records of at most this much
 

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Every ``snapshot_every`` applied records a node with a directory writes its machine
+Every ``snapshot_every`` applied commands a node with a directory writes its machine
 (``QueueMachine.to_snapshot``: the broker and the applied offset, which only ever covers
 committed records) to ``snapshot.msgpack`` (temporary file, fsync, rename, directory fsync),
 then cuts its copy of the log below the offset of its *previous* snapshot (whole segments
