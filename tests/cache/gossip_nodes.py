@@ -46,5 +46,11 @@ async def gossiping_nodes(
             await asyncio.sleep(0.05)
         yield addresses, services
     finally:
-        for server, _ in built:
-            await server.stop(grace_s=0.2)
+        # together: each stop takes about a second (most of it waiting), one after the other
+        # they added up to the test's longest step
+        stopped = await asyncio.gather(
+            *(server.stop(grace_s=0.2) for server, _ in built), return_exceptions=True
+        )
+        errors = [error for error in stopped if isinstance(error, BaseException)]
+        if errors:
+            raise errors[0]
