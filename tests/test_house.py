@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "blocks"
@@ -40,6 +41,29 @@ def _is_module(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
+# (line, module, level, imported names): one per ``from m import a, b`` (module None and level
+# 0 for ``import a, b``)
+Statement = tuple[int, str | None, int, tuple[str, ...]]
+
+
+@functools.cache
+def _statements(source: str, filename: str) -> tuple[Statement, ...]:
+    """Every import statement of a file at any depth, in ``ast.walk`` order; parsed and walked
+    once per content, since several checks go through every file under src."""
+    statements: list[Statement] = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.ImportFrom):
+            names = tuple(alias.name for alias in node.names)
+            statements.append((node.lineno, node.module, node.level, names))
+        elif isinstance(node, ast.Import):
+            statements.append((node.lineno, None, 0, tuple(a.name for a in node.names)))
+    return tuple(statements)
+
+
+def _statements_of(path: Path) -> tuple[Statement, ...]:
+    return _statements(path.read_text(), str(path))
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """Every absolute ``blocks.*`` module a file imports (at any depth), with its line.
 
@@ -47,13 +71,13 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     ``from blocks.core.log import SegmentLog`` imports ``blocks.core.log``.
     """
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            inner = [f"{node.module}.{alias.name}" for alias in node.names]
-            names = [name for name in inner if _is_module(name)] or [node.module]
-            found += [(node.lineno, name) for name in names]
-        elif isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
+    for line, module, level, aliases in _statements_of(path):
+        if module is None and level == 0:  # import a, b
+            found += [(line, alias) for alias in aliases]
+        elif module and level == 0:
+            inner = [f"{module}.{alias}" for alias in aliases]
+            names = [name for name in inner if _is_module(name)] or [module]
+            found += [(line, name) for name in names]
     return [(line, name) for line, name in found if name.startswith("blocks.")]
 
 
@@ -136,14 +160,12 @@ def _layer_breaches(paths: list[Path]) -> list[str]:
                 for layer in outside
                 if name.startswith(f"{layer}.")
             ]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in outside:
+        for line, module, level, aliases in _statements_of(path):
+            if module is not None and level == 0 and module in outside:
                 breaches += [
-                    f"{where}:{node.lineno} imports {alias.name} from {node.module}"
-                    " (not in its __all__)"
-                    for alias in node.names
-                    if alias.name not in layers[node.module]
-                    and not _is_module(f"{node.module}.{alias.name}")
+                    f"{where}:{line} imports {alias} from {module} (not in its __all__)"
+                    for alias in aliases
+                    if alias not in layers[module] and not _is_module(f"{module}.{alias}")
                 ]
     return breaches
 
