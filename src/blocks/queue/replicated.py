@@ -156,6 +156,7 @@ class ReplicatedQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self.results_dropped = 0
+        self._results_held = 0  # outcomes in _results (a record holds one per call)
         self._snapshots = Snapshots(None if directory is None else Path(directory), snapshot_every)
         self.replayed = 0  # records applied since this object was built (a restart's replay)
         self.log = LogBroker(
@@ -302,9 +303,11 @@ class ReplicatedQueue:
 
     def _keep(self, offset: int, outcomes: list[Outcome]) -> None:
         self._results[offset] = outcomes
-        while len(self._results) > RESULTS_MAX:
-            self._results.popitem(last=False)
-            self.results_dropped += 1
+        self._results_held += len(outcomes)
+        while self._results_held > RESULTS_MAX:
+            _, dropped = self._results.popitem(last=False)
+            self._results_held -= len(dropped)
+            self.results_dropped += len(dropped)
 
     def _wake_all(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -327,6 +330,8 @@ class ReplicatedQueue:
         outcomes: list[Outcome] = []
         for offset, (_, count) in zip(range(base, base + len(entries)), chunks, strict=True):
             got = self._results.pop(offset, None)
+            if got is not None:
+                self._results_held -= len(got)
             if got is None or len(got) != count:
                 raise Unavailable("the outcome of this call was dropped; it may have applied")
             outcomes.extend(got)
