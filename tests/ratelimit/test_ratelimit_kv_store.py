@@ -14,6 +14,9 @@ from blocks.core.clock import ManualClock
 from blocks.core.codec import pack
 from blocks.core.errors import Corruption, InvalidArgument
 from blocks.kv import LocalCluster, SyncClient
+from blocks.kv.cluster.driver import NodeConfig
+from blocks.kv.cluster.membership import MembershipConfig
+from blocks.kv.cluster.node import QuorumConfig
 from blocks.ratelimit.api import RateLimiter
 from blocks.ratelimit.contract import Admissions, RateLimiterContract, aligned_window_promise
 from blocks.ratelimit.distributed import DistributedLimiter
@@ -22,11 +25,19 @@ from blocks.ratelimit.kvstore import KvWindowStore, merge_windows, window_totals
 
 _prefixes = itertools.count()
 _shared: dict[str, SyncClient] = {}
+# N=3, R=2, W=2 as the defaults, but with 10 s bounds where they are 1 s (quorum) and 0.6 s
+# (suspicion): no node fails in this test, and a loaded run once stalled the in-process
+# cluster past 1 s, which failed a put ("1 of 2 replicas answered") and then Hypothesis'
+# replay (FlakyStrategyDefinition).
+PATIENT = NodeConfig(
+    quorum=QuorumConfig(replicas=3, read_quorum=2, write_quorum=2, timeout_s=10.0),
+    membership=MembershipConfig(suspect_after_s=10.0),
+)
 
 
 def _kv() -> SyncClient:
     if "client" not in _shared:
-        cluster = LocalCluster(nodes=3, replicas=3, read_quorum=2, write_quorum=2)
+        cluster = LocalCluster(nodes=3, config=PATIENT)
 
         async def make():  # type: ignore[no-untyped-def]
             await cluster.start()
