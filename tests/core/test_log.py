@@ -475,6 +475,32 @@ def test_a_failing_log_in_a_commit_group_fails_only_its_own_waiters(
     bad.close()  # a failed log closes without another fsync
 
 
+def test_group_commit_times_a_threaded_round_without_the_hand_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round handed to a worker thread is timed by its fsyncs alone: on busy cores the wait
+    for the thread (here 5 ms of clock per hand-off) must not keep quick rounds off the loop."""
+    clock = ManualClock()
+    real_to_thread = asyncio.to_thread
+
+    async def slow_hand_off(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        clock.advance(0.005)  # the thread starts late
+        return await real_to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", slow_hand_off)
+    group = GroupCommitter(inline_below_ms=2.0, clock=clock)
+    group.round_seconds = 0.01  # a slow disk moved the rounds to the thread earlier
+    with SegmentLog(tmp_path, fsync="batch", commit_group=group) as log:
+
+        async def appends(count: int) -> list[int]:
+            return [await log.append_async(b"r") for _ in range(count)]
+
+        asyncio.run(appends(30))  # quick fsyncs (no clock) bring the average down
+        assert group.inline_rounds > 0
+        assert group.round_seconds is not None and group.round_seconds < 0.002
+        assert log.durable_offset == 30
+
+
 def test_group_commit_runs_quick_rounds_inline_and_slow_ones_in_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
