@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gossip_nodes import gossiping_nodes
+from gossip_nodes import gossiping_nodes, stop_without_leave_drain
 
 from blocks.cache import LRUCache, dataclient
 from blocks.cache.cluster import ClusterClient, LocalNode
@@ -90,7 +90,7 @@ def test_a_call_that_waits_too_long_for_room_is_overloaded_and_the_node_stays_up
             assert all(isinstance(result, Unavailable) for result in results)
         finally:
             await node.close()
-            await server.stop(grace_s=0.2)
+            await stop_without_leave_drain(server, service, 0.2)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from gossip_nodes import gossiping_nodes
+from gossip_nodes import gossiping_nodes, stop_without_leave_drain
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +45,7 @@ async def _node(**options: Any) -> AsyncIterator[tuple[Server, CacheService, Dat
         yield server, service, node
     finally:
         await node.close()
-        await server.stop(grace_s=0.5)
+        await stop_without_leave_drain(server, service, 0.5)
 
 
 async def _raw_greeted(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
