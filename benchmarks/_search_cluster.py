@@ -338,30 +338,15 @@ def cluster_part(
             CLUSTER: partial(_cluster, setting, corpus, metric, train, shard_threads),
         }
         if setting.shared_spec is not None:
-            builders[SHARED] = partial(
-                _cluster, setting, corpus, metric, train, shard_threads, shared=True
-            )
+            shared = partial(_cluster, setting, corpus, metric, train, shard_threads, shared=True)
+            builders[SHARED] = shared
             if coarse_threads_ab is not None:  # an A/B of the coordinator's coarse threads
                 builders[f"{SHARED}, coarse on {coarse_threads_ab} threads"] = partial(
-                    _cluster,
-                    setting,
-                    corpus,
-                    metric,
-                    train,
-                    shard_threads,
-                    shared=True,
-                    coarse_threads=coarse_threads_ab,
+                    shared, coarse_threads=coarse_threads_ab
                 )
             for chunk_rows, depth in pipeline_ab or []:  # A/B of the coordinator's pipeline
                 builders[f"{SHARED}, {_pipeline_label(chunk_rows, depth)}"] = partial(
-                    _cluster,
-                    setting,
-                    corpus,
-                    metric,
-                    train,
-                    shard_threads,
-                    shared=True,
-                    pipeline=(chunk_rows, depth),
+                    shared, pipeline=(chunk_rows, depth)
                 )
         started = {label: build() for label, build in builders.items()}
         progress(f"{name} processes: {setting.label} loaded")

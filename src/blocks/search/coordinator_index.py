@@ -162,23 +162,21 @@ class Coordinator:
             filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
         if self.nlist and nprobe is not None and nprobe < 1:
             raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
-        request = search_pb2.SearchVectorsRequest(
-            k=k,
-            has_filter=filter is not None,
-            filter_ids=filter_ids,
-            nprobe=nprobe or 0,
-            ef_search=ef_search or 0,
-            packed_reply=True,
-        )
         budget_ms = self.budget_ms(timeout_ms)
         deadline_ms = self._now_ms() + budget_ms
         partial_ok = self.allow_partial if allow_partial is None else allow_partial
 
         def search_rows(start: int, stop: int) -> SearchResult:
-            chunk = search_pb2.SearchVectorsRequest()
-            chunk.CopyFrom(request)
+            request = search_pb2.SearchVectorsRequest(
+                k=k,
+                has_filter=filter is not None,
+                filter_ids=filter_ids,
+                nprobe=nprobe or 0,
+                ef_search=ef_search or 0,
+                packed_reply=True,
+            )
             return self._search_rows(
-                chunk, data[start:stop], nprobe, budget_ms, deadline_ms, partial_ok
+                request, data[start:stop], nprobe, budget_ms, deadline_ms, partial_ok
             )
 
         result = self.pipeline.run(data.shape[0], search_rows)
