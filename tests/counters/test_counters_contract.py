@@ -41,12 +41,12 @@ class GossipCluster:
                 == 1
             ):
                 return
-            queue = [(r.name, out) for r in self.replicas.values() for out in r.tick()]
+            queue = [(r.name, out) for r in self.replicas.values() for out in r.tick().messages]
             while queue:
-                source, out = queue.pop(0)
+                source, (dest, message) = queue.pop(0)
                 queue.extend(
-                    (out.dest, reply)
-                    for reply in self.replicas[out.dest].handle_message(source, out.message)
+                    (dest, reply)
+                    for reply in self.replicas[dest].handle_message(source, message).messages
                 )
         raise AssertionError("gossip did not converge in 50 rounds")
 

@@ -75,9 +75,9 @@ def test_tick_pushes_changed_names_first_and_bounded() -> None:
     replica = SketchReplica("n0", ["n1"], rng=random.Random(1))
     for k in range(20):
         replica.add_distinct(f"d{k}", [b"x"])
-    first = replica.tick()
-    assert len(first) == 1 and len(first[0].message["distinct"]) == 8
-    assert sorted(first[0].message["distinct"]) == [f"d{k}" for k in range(8)]
+    first = replica.tick().messages
+    assert len(first) == 1 and len(first[0][1]["distinct"]) == 8
+    assert sorted(first[0][1]["distinct"]) == [f"d{k}" for k in range(8)]
 
 
 def test_count_min_wire_round_trips_and_refuses_damage() -> None:

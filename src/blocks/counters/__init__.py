@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from blocks.counters.api import Counters
 from blocks.counters.countmin import CountMinSketch, TopK
 from blocks.counters.crdt import GCounter, PNCounter
-from blocks.counters.gossip import GossipNode, GossipReplica, Outbound
+from blocks.counters.gossip import GossipNode, GossipReady, GossipReplica
 from blocks.counters.hyperloglog import HyperLogLog
 from blocks.counters.kvsharded import KvShardedCounters
 from blocks.counters.local import LocalCounters, ShardedCounters
@@ -22,11 +22,11 @@ __all__ = [
     "Counters",
     "GCounter",
     "GossipNode",
+    "GossipReady",
     "GossipReplica",
     "HyperLogLog",
     "KvShardedCounters",
     "LocalCounters",
-    "Outbound",
     "PNCounter",
     "ShardedCounters",
     "TopK",

@@ -16,8 +16,10 @@ exchange per pair (transitively) suffices, so every replica's value becomes exac
 all acknowledged increments. With random peer choice the number of rounds to spread an update
 grows as ``log(nodes)``.
 
-The replica is pure: ``tick()`` and ``handle_message()`` return ``Outbound`` messages and do
-no I/O. ``GossipNode`` is the driver that feeds it from a ``blocks.core.transport.Transport``.
+The replica is pure: ``tick()`` and ``handle_message()`` return a ``blocks.core.ready.Ready``
+whose ``messages`` are ``(peer, message)`` pairs to send one-way (gossip persists nothing and
+answers no caller, so its other fields stay empty) and do no I/O. ``GossipNode`` is the driver
+that feeds it from a ``blocks.core.transport.Transport``.
 
 What it does not survive: losing a replica's state. A replica that restarts empty under the
 same name would issue entries below what its peers already hold, and its new increments would
@@ -35,29 +37,24 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded, PeerError
+from blocks.core.ready import NOTHING, Ready
 from blocks.core.transport import Transport
 from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.crdt import PNCounter
 from blocks.counters.local import check_amount, check_name
 
-__all__ = ["FANOUT_MAX", "GossipNode", "GossipReplica", "GossipState", "Outbound"]
+__all__ = ["FANOUT_MAX", "GossipNode", "GossipReady", "GossipReplica", "GossipState"]
 
 FANOUT_MAX = 16
 PUSH = "push"
 REPLY = "reply"
 _log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """A message the driver should send, one-way, to ``dest``."""
-
-    dest: str
-    message: dict[str, Any]
+GossipReady = Ready[dict[str, Any], None, None]
+"""What a gossip step gives its driver: ``messages`` only, ``(peer, message)`` sent one-way."""
 
 
 class GossipReplica:
@@ -106,15 +103,15 @@ class GossipReplica:
         """Merge a ``snapshot()`` back in; ``PeerError`` if it does not decode."""
         self.handle_message(self._name, {"kind": REPLY, "counters": counters})
 
-    def tick(self) -> list[Outbound]:
+    def tick(self) -> GossipReady:
         """Push the full state to ``fanout`` random peers."""
         if not self._peers:
-            return []
+            return NOTHING
         targets = self._rng.sample(self._peers, min(self._fanout, len(self._peers)))
         message = {"kind": PUSH, "counters": self._encode(self._counters)}
-        return [Outbound(peer, message) for peer in targets]
+        return Ready([(peer, message) for peer in targets])
 
-    def handle_message(self, source: str, message: Any) -> list[Outbound]:
+    def handle_message(self, source: str, message: Any) -> GossipReady:
         """Merge a peer's state; answer a push with what the peer is missing."""
         kind, received = self._decode(message)
         for name, counter in received.items():
@@ -123,17 +120,15 @@ class GossipReplica:
                 raise PeerError(f"peer {source} pushed more than {COUNTERS_MAX} counters")
             self._counters[name] = counter if current is None else current.merge(counter)
         if kind != PUSH:
-            return []
+            return NOTHING
         missing = {
             name: counter
             for name, counter in self._counters.items()
             if name not in received or not counter <= received[name]
         }
-        return (
-            [Outbound(source, {"kind": REPLY, "counters": self._encode(missing)})]
-            if missing
-            else []
-        )
+        if not missing:
+            return NOTHING
+        return Ready([(source, {"kind": REPLY, "counters": self._encode(missing)})])
 
     @staticmethod
     def _encode(counters: dict[str, PNCounter]) -> dict[str, Any]:
@@ -159,9 +154,9 @@ class GossipReplica:
 class GossipState(Protocol):
     """What ``GossipNode`` drives: a pure replica that pushes on ``tick`` and merges pushes."""
 
-    def tick(self) -> list[Outbound]: ...
+    def tick(self) -> GossipReady: ...
 
-    def handle_message(self, source: str, message: Any) -> list[Outbound]: ...
+    def handle_message(self, source: str, message: Any) -> GossipReady: ...
 
 
 StateT = TypeVar("StateT", bound=GossipState)
@@ -183,21 +178,23 @@ class GossipNode(Generic[StateT]):
 
     async def _handle(self, source: str, message: Any) -> None:
         try:
-            outbound = self.replica.handle_message(source, message)
+            ready = self.replica.handle_message(source, message)
         except PeerError as error:
             self.rejected_messages += 1
             _log.warning("dropping gossip from %s: %s", source, error)
             return
-        await self._send_all(outbound)
+        await self._carry_out(ready)
 
-    async def _send_all(self, outbound: list[Outbound]) -> None:
-        for item in outbound:
+    async def _carry_out(self, ready: GossipReady) -> None:
+        """Send the step's messages (gossip has no records, replies or timers)."""
+        assert not (ready.records or ready.replies or ready.timers), "gossip only sends"
+        for peer, message in ready.messages:
             with contextlib.suppress(BlocksError):
-                await self._transport.send(item.dest, item.message)
+                await self._transport.send(peer, message)
 
     async def _run(self) -> None:
         while True:
-            await self._send_all(self.replica.tick())
+            await self._carry_out(self.replica.tick())
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:

@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from blocks.core.errors import InvalidArgument, PeerError
-from blocks.counters.gossip import GossipReplica, Outbound
+from blocks.counters.gossip import GossipReady, GossipReplica
 from blocks.counters.local import check_amount, check_name
 from blocks.counters.sketchstate import SKETCHES, SketchReplica
 
@@ -75,10 +75,10 @@ class CountersNode:
             return self.sketches.add_frequent(name, check_items(argument))
         raise InvalidArgument(f"unknown counters record kind {kind!r}")
 
-    def tick(self) -> list[Outbound]:
-        return self.counters.tick() + self.sketches.tick()
+    def tick(self) -> GossipReady:
+        return self.counters.tick().then(self.sketches.tick())
 
-    def handle_message(self, source: str, message: Any) -> list[Outbound]:
+    def handle_message(self, source: str, message: Any) -> GossipReady:
         if isinstance(message, dict) and message.get("kind") == SKETCHES:
             return self.sketches.handle_message(source, message)
         return self.counters.handle_message(source, message)

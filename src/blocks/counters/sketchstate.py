@@ -17,7 +17,7 @@ Both are state-based CRDTs, so gossip may lose, repeat and reorder pushes:
 The class is pure: ``tick()`` picks what to push (names changed since the last tick first,
 then a round-robin cursor over all names, so a lost push is repeated on a later round) up to
 ``PUSH_SKETCHES_MAX`` names and ``PUSH_BYTES_MAX`` bytes, and ``handle_message`` merges a
-peer's push; both return ``Outbound`` messages and do no I/O. ``snapshot``/``restore`` give
+peer's push; both return a ``GossipReady`` (``(peer, message)`` pairs) and do no I/O. ``snapshot``/``restore`` give
 the whole state as msgpack-ready data for ``blocks.counters.durable``.
 """
 
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocks.core.errors import InvalidArgument, Overloaded, PeerError
+from blocks.core.ready import NOTHING, Ready
 from blocks.counters.countmin import CountMinSketch, TopK
-from blocks.counters.gossip import Outbound
+from blocks.counters.gossip import GossipReady
 from blocks.counters.hyperloglog import HyperLogLog
 from blocks.counters.local import check_name
 from blocks.counters.sketchwire import countmin_from_wire, countmin_to_wire
@@ -183,11 +184,11 @@ class SketchReplica:
 
     # -- gossip -------------------------------------------------------------------------------
 
-    def tick(self) -> list[Outbound]:
+    def tick(self) -> GossipReady:
         """Push changed names first, then the next names of a round-robin over all of them."""
         if not self._peers:
             self._dirty.clear()
-            return []
+            return NOTHING
         chosen = list(self._dirty)[:PUSH_SKETCHES_MAX]
         for key in chosen:
             del self._dirty[key]
@@ -200,7 +201,7 @@ class SketchReplica:
             if key not in chosen:
                 chosen.append(key)
         if not chosen:
-            return []
+            return NOTHING
         message: dict[str, Any] = {"kind": SKETCHES, "distinct": {}, "frequent": {}}
         size = 0
         for kind, name in chosen:
@@ -211,13 +212,13 @@ class SketchReplica:
                 continue
             message[kind][name] = wire
         targets = self._rng.sample(self._peers, min(self._fanout, len(self._peers)))
-        return [Outbound(peer, message) for peer in targets]
+        return Ready([(peer, message) for peer in targets])
 
-    def handle_message(self, source: str, message: Any) -> list[Outbound]:
+    def handle_message(self, source: str, message: Any) -> GossipReady:
         if not isinstance(message, dict) or message.get("kind") != SKETCHES:
             raise PeerError("not a sketch push")
         self._merge(message, from_self=False)
-        return []
+        return NOTHING
 
     def _merge(self, state: Any, *, from_self: bool) -> None:
         if not isinstance(state, dict):
