@@ -9,19 +9,25 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from blocks.blob.cluster.gc import ClusterCollector
 from blocks.blob.cluster.node import open_node, open_replica
+from blocks.blob.cluster.peer_protocol import ShardHost, serve_message
 from blocks.blob.cluster.replica import ReplicatedBlobStore
 from blocks.blob.cluster.replication import Replicator
 from blocks.blob.conditions import ConditionFailed, WriteCondition
 from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, ShardStore
 from blocks.core.clock import ManualClock
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import FailedPrecondition, NotFound, Unavailable
+from blocks.core.errors import (
+    Corruption,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 
 class Recorder:
@@ -248,7 +254,7 @@ def test_any_node_referencing_or_silent_keeps_the_chunk() -> None:
 
 
 class FakePeer:
-    """A peer's ``/_meta/referenced`` answer: the chunks it references, or down."""
+    """A peer's answer to ``meta.referenced``: the chunks it references, or down."""
 
     name = "peer:1"
 
@@ -256,11 +262,11 @@ class FakePeer:
         self.references: set[str] = set()
         self.down = False
 
-    def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    def call(self, message: list[Any]) -> Any:
         if self.down:
             raise Unavailable("peer down")
-        asked = {chunk_id.decode() for chunk_id in unpack(body)}
-        return 200, pack(sorted(asked & self.references))
+        assert message[0] == "meta.referenced"
+        return sorted(set(message[1]) & self.references)
 
 
 def test_a_round_deletes_only_what_every_node_agrees_on(tmp_path: Path) -> None:
@@ -277,7 +283,7 @@ def test_a_round_deletes_only_what_every_node_agrees_on(tmp_path: Path) -> None:
         fsync=False,
     )
     peer = FakePeer()
-    replicator = Replicator(store, {"peer:1": peer}, local, gc_grace_s=3600, clock=clock)  # type: ignore[dict-item]
+    replicator = Replicator(store, {"peer:1": peer}, local, gc_grace_s=3600, clock=clock)
     try:
         store.create_bucket("bkt")
         store.put_object("bkt", "kept", b"k" * 1024)
@@ -323,7 +329,7 @@ def test_a_data_directory_is_refused_by_the_other_mode(tmp_path: Path) -> None:
         open_node(replicated, peers=["http://127.0.0.1:9"], cluster_token="t", fsync=False)
 
 
-def test_the_meta_routes_refuse_bad_input_and_change_nothing(
+def test_the_meta_messages_refuse_bad_input_and_change_nothing(
     shards: dict[str, ShardStore],
 ) -> None:
     clock = ManualClock(1_000_000)
@@ -331,19 +337,30 @@ def test_the_meta_routes_refuse_bad_input_and_change_nothing(
     recorder = a.replicator = Recorder()
     a.create_bucket("bkt")
     a.put_object("bkt", "k", b"v" * 3000)
-    replicator = Replicator(b, {}, cast(DirectoryShardStore, None))
-    try:
-        for body in (b"", b"\xc1", pack({"not": "a list"}), pack([1, 2]), pack([b"\x00junk"])):
-            assert replicator.handle("POST", ["apply"], body).status == 400, body
-        assert replicator.handle("POST", ["key"], pack(["only one"])).status == 400
-        assert replicator.handle("POST", ["upload"], pack(["a", "b"])).status == 400
-        assert unpack(replicator.handle("POST", ["upload"], pack(["none"])).body) == []
-        assert replicator.handle("GET", ["nothing"], b"").status == 404
-        assert replicator.handle("POST", ["apply"], pack(recorder.records[1:])).status == 409
-        assert _state(b) == {"buckets": [], "objects": {}, "tombstones": {}}
-        assert replicator.handle("POST", ["apply"], pack(recorder.records)).status == 200
-        assert b.get_object("bkt", "k")[1] == b"v" * 3000
-        reply = replicator.handle("POST", ["key"], pack(["bkt", "k"]))
-        assert len(unpack(reply.body)) == 2  # the bucket and the object
-    finally:
-        replicator.close()
+    host = ShardHost(Path("/nonexistent"), shards["x"])  # meta messages only
+    with pytest.raises(Unavailable, match="does not replicate"):
+        serve_message(host, ["meta.snapshot"])
+    host.records = b
+    bad: list[Any] = [
+        None,
+        [],
+        ["meta.nothing"],
+        ["meta.apply"],
+        ["meta.apply", {"not": "a list"}],
+        ["meta.apply", [1, 2]],
+        ["meta.key", "only one"],
+        ["meta.upload", "a", "b"],
+        ["meta.referenced", [b"bytes"]],
+    ]
+    for message in bad:
+        with pytest.raises(InvalidArgument):
+            serve_message(host, message)
+    with pytest.raises(Corruption):
+        serve_message(host, ["meta.apply", [b"\x00junk"]])
+    assert serve_message(host, ["meta.upload", "none"]) == []
+    with pytest.raises(NotFound):
+        serve_message(host, ["meta.apply", recorder.records[1:]])
+    assert _state(b) == {"buckets": [], "objects": {}, "tombstones": {}}
+    assert serve_message(host, ["meta.apply", recorder.records]) is None
+    assert b.get_object("bkt", "k")[1] == b"v" * 3000
+    assert len(serve_message(host, ["meta.key", "bkt", "k"])) == 2  # the bucket and the object

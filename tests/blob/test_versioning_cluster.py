@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from blocks.blob.cluster.peers import HttpShardStore
+from blocks.blob.cluster.peer_protocol import PeerChannel, ShardHost, serve_message
 from blocks.blob.cluster.replica import ReplicatedBlobStore
 from blocks.blob.cluster.replication import Replicator
 from blocks.blob.storage.buckets import ENABLED, SUSPENDED
@@ -25,21 +26,18 @@ NAMES = ("a", "b", "c")
 
 
 class Link:
-    """A peer as its replicator sees it: ``call`` reaches the other node's meta routes
+    """A peer as its replicator sees it: ``call`` has the other node answer the message
     unless the link is cut (then ``Unavailable``, as for a peer that is down)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.target: Replicator | None = None
+        self.target: ShardHost | None = None
         self.cut = False
 
-    def call(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    def call(self, message: list[Any]) -> Any:
         if self.cut or self.target is None:
             raise Unavailable(f"link to {self.name} cut")
-        parts = path.strip("/").split("/")
-        assert parts[0] == "_meta"
-        response = self.target.handle(method, parts[1:], body)
-        return response.status, response.body
+        return serve_message(self.target, message)
 
 
 class Cluster:
@@ -60,16 +58,16 @@ class Cluster:
                 clock=clock,
             )
         for name in NAMES:
-            peers = {}
+            peers: dict[str, PeerChannel] = {}
             for other in NAMES:
                 if other != name:
-                    link = self.links[name, other] = Link(other)
-                    peers[other] = cast(HttpShardStore, link)
+                    peers[other] = self.links[name, other] = Link(other)
             local = cast(DirectoryShardStore, shards[name])  # only collection uses it
             replicator = Replicator(self.stores[name], peers, local, clock=clock)
             self.replicators[name] = self.stores[name].replicator = replicator
         for (_, other), link in self.links.items():
-            link.target = self.replicators[other]
+            link.target = ShardHost(Path("/nonexistent"), shards[other])  # meta messages only
+            link.target.records = self.stores[other]
 
     def cut(self, one: str, other: str, cut: bool = True) -> None:
         self.links[one, other].cut = self.links[other, one].cut = cut

@@ -10,7 +10,7 @@ erasure-codes them across the nodes like large ones (the journal is not replicat
 node list must stay the same across restarts: the ring is a function of it.
 
 Each node has an id (``data_dir/node-id``, 16 random hex characters made at the first open):
-peers keep its shards in a namespace of that name (``peers.ShardHost``), so a node only ever
+peers keep its shards in a namespace of that name (``peer_protocol.ShardHost``), so a node only ever
 deletes shards it wrote itself. Orphans are collected from ``shards/local`` alone, never from
 peers (see docs/blob.md, "Garbage collection"): a new data directory is a new id, and the
 shards the old one left on peers stay there until metadata is replicated.
@@ -27,11 +27,13 @@ data directory written in one mode is refused by the other (no migration between
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blocks.blob.cluster.peers import HttpShardStore, ShardHost, check_writer
+from blocks.blob.cluster.peer_protocol import PeerChannel, PeerShardStore, ShardHost, check_writer
+from blocks.blob.cluster.peers import HttpPeerChannel
 from blocks.blob.cluster.replica import ReplicatedBlobStore
 from blocks.blob.cluster.replication import GC_GRACE_S, SYNC_INTERVAL_S, Replicator
 from blocks.blob.storage.durable import fsync_directory
@@ -103,7 +105,7 @@ def open_node(
     nodes: dict[str, ShardStore] = {"local": local}
     writer = node_id(directory)
     for url in peers:
-        peer = HttpShardStore(url, cluster_token or "", writer)
+        peer = PeerShardStore(HttpPeerChannel(url, cluster_token or ""), writer)
         if peer.name in nodes:
             raise InvalidArgument(f"peer {url} listed twice")
         nodes[peer.name] = peer
@@ -132,26 +134,34 @@ def open_replica(
     fsync: bool = True,
     sync_interval_s: float = SYNC_INTERVAL_S,
     gc_grace_s: float = GC_GRACE_S,
+    connect: Callable[[str], PeerChannel] | None = None,
 ) -> tuple[ReplicatedBlobStore, ShardHost, Replicator]:
     """A node of a cluster with replicated metadata (see the module docstring): its store,
-    the shard directories it serves, and its replicator (``start()`` it once serving)."""
+    the shard directories it serves, and its replicator (``start()`` it once serving).
+
+    ``peers`` are ``http://host:port`` URLs reached over HTTP, or, with ``connect``, names
+    that ``connect`` turns into channels (``peer_transport.TransportPeerChannel`` over any
+    ``core.Transport``); ``self_address`` is this node's name the same way."""
     if not peers or not cluster_token:
         raise InvalidArgument("replicated metadata needs --peer and a cluster token")
     host, _, port = self_address.rpartition(":")
-    if not host or not port.isdigit() or int(port) == 0:
+    if connect is None and (not host or not port.isdigit() or int(port) == 0):
         raise InvalidArgument(f"a replica needs its own host:port, got {self_address!r}")
+    if connect is None:
+        connect = functools.partial(HttpPeerChannel, token=cluster_token)
     directory = Path(data_dir)
     _check_layout(directory, replicated=True)
     shared = directory / "shards" / "peers" / CLUSTER_NAMESPACE
     local = DirectoryShardStore(shared, name=self_address, fsync=fsync)
     nodes: dict[str, ShardStore] = {self_address: local}
-    remote: dict[str, HttpShardStore] = {}
+    remote: dict[str, PeerChannel] = {}
     writer = node_id(directory)
     for url in peers:
-        peer = HttpShardStore(url, cluster_token, CLUSTER_NAMESPACE)
-        if peer.name in nodes:
+        channel = connect(url)
+        if channel.name in nodes:
             raise InvalidArgument(f"peer {url} listed twice (or is this node)")
-        nodes[peer.name] = remote[peer.name] = peer
+        nodes[channel.name] = PeerShardStore(channel, CLUSTER_NAMESPACE)
+        remote[channel.name] = channel
     store = ReplicatedBlobStore(
         directory,
         nodes=nodes,
@@ -168,5 +178,5 @@ def open_replica(
     store.replicator = replicator
     shard_host = ShardHost(directory / "shards" / "peers", local, fsync=fsync)
     shard_host.share(CLUSTER_NAMESPACE, local)
-    shard_host.meta = replicator.handle
+    shard_host.records = store
     return store, shard_host, replicator

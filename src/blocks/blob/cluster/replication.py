@@ -2,15 +2,9 @@
 
 Theory of operation. Each node of a cluster started with ``--replicate-metadata`` is a full
 replica of the metadata (``replica.ReplicatedBlobStore``). The ``Replicator`` is its network
-half, over the peers' existing shard channel (``/_shards/_meta/...``, the cluster token):
-
-    POST /_shards/_meta/apply       msgpack list of records; 200 once all are durable there,
-                                    409 if one names a bucket or upload the peer lacks
-    GET  /_shards/_meta/snapshot    msgpack list of the peer's live metadata as records
-    POST /_shards/_meta/key         msgpack [bucket, key]; the peer's records of that key
-    POST /_shards/_meta/upload      msgpack [upload id]; the peer's records of that upload
-    POST /_shards/_meta/bucket      msgpack [bucket]; the peer's record of that bucket
-    POST /_shards/_meta/referenced  msgpack list of chunk ids; answers those it references
+half: it sends the ``meta.*`` messages of ``peer_protocol`` (``apply``, ``snapshot``,
+``key``, ``upload``, ``bucket``, ``referenced``) over each peer's ``PeerChannel``, the same
+channel the shards travel on (HTTP between processes, any ``core.Transport`` otherwise).
 
 *Pushes.* A local change's records go to every peer at once; the change is acknowledged
 when a majority of the nodes, this one included, hold them durably (2 of 3), so any two
@@ -43,8 +37,9 @@ came back with an empty disk gets its shards back, and redundancy is whole again
 here and marked for the grace period are offered to every peer; only those no node
 references are deleted, and only from this node's disk.
 
-Limits: a push batch or a snapshot above ``META_BODY_BYTES_MAX`` is refused (and counted);
-pushes run on ``PUSH_THREADS`` threads.
+Limits: a push batch above ``META_BODY_BYTES_MAX`` is refused here, a snapshot above it by
+the peer (counted in its ``ShardHost.bodies_refused``); pushes run on ``PUSH_THREADS``
+threads.
 """
 
 from __future__ import annotations
@@ -54,15 +49,14 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 from blocks.blob.cluster.gc import ClusterCollector
-from blocks.blob.cluster.peers import META_SEGMENT, HttpShardStore
+from blocks.blob.cluster.peer_protocol import META_BODY_BYTES_MAX, PeerChannel
 from blocks.blob.cluster.replica import ReplicatedBlobStore
-from blocks.blob.s3.http import Response
 from blocks.blob.storage.shards import DirectoryShardStore
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, Corruption, InvalidArgument, NotFound, Unavailable
+from blocks.core.errors import BlocksError, InvalidArgument, NotFound, Unavailable
 
 __all__ = [
     "GC_GRACE_S",
@@ -72,11 +66,9 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger("blocks.blob")
-META_BODY_BYTES_MAX = 64 * 1024 * 1024
 PUSH_THREADS = 16
 SYNC_INTERVAL_S = 30.0
 GC_GRACE_S = 3600.0
-_BASE = f"/{META_SEGMENT}"
 
 
 class Replicator:
@@ -85,7 +77,7 @@ class Replicator:
     def __init__(
         self,
         store: ReplicatedBlobStore,
-        peers: Mapping[str, HttpShardStore],
+        peers: Mapping[str, PeerChannel],
         local: DirectoryShardStore,
         *,
         sync_interval_s: float = SYNC_INTERVAL_S,
@@ -109,7 +101,6 @@ class Replicator:
         """Set once a sync has pulled from every peer (and repair has run after it)."""
         self.pushes_short = 0
         self.keys_caught_up = 0
-        self.bodies_refused = 0
         self.sync_rounds = 0
         self.repaired = 0
 
@@ -120,14 +111,16 @@ class Replicator:
         needed = self.quorum - 1
         if needed <= 0:
             return
-        body = pack(records, size_max=META_BODY_BYTES_MAX)
-        pending: set[Future[bool]] = {
-            self._pool.submit(self._push, peer, body) for peer in self.peers.values()
+        if sum(len(record) for record in records) > META_BODY_BYTES_MAX:
+            raise InvalidArgument(f"a push above {META_BODY_BYTES_MAX} bytes")
+        message: list[Any] = ["meta.apply", records]
+        pending: set[Future[Any]] = {
+            self._pool.submit(_ask, peer, message, False) for peer in self.peers.values()
         }
         acks = 0
         while pending and acks < needed:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            acks += sum(1 for future in done if future.result())
+            acks += sum(1 for future in done if future.result() is not False)
         if acks < needed:
             self.pushes_short += 1
             raise Unavailable(
@@ -137,16 +130,30 @@ class Replicator:
     def catch_up_key(self, bucket: str, key: str) -> bool:
         """Ask every peer what it holds of one key (and its bucket), in parallel, and apply
         it here; returns whether anything changed. Unreachable peers are skipped."""
-        body = pack([bucket, key], size_max=META_BODY_BYTES_MAX)
-        fetches = [self._pool.submit(self._fetch_key, peer, body) for peer in self.peers.values()]
+        applied = self._fetch_and_apply(["meta.key", bucket, key])
+        self.keys_caught_up += applied
+        return applied
+
+    def catch_up_upload(self, upload_id: str) -> bool:
+        """Ask every peer what it holds of one multipart upload, in parallel, and apply it
+        here (its bucket, the upload, then its parts); returns whether anything changed."""
+        return self._fetch_and_apply(["meta.upload", upload_id])
+
+    def _fetch_and_apply(self, message: list[Any]) -> bool:
+        """Send ``message`` to every peer in parallel and apply the records they answer."""
+        fetches = [self._pool.submit(_ask, peer, message, []) for peer in self.peers.values()]
+        return self._apply([_records(fetch.result()) for fetch in fetches])
+
+    def _apply(self, answers: list[list[bytes]]) -> bool:
+        """Apply every record of ``answers`` here (those whose bucket or upload this node
+        lacks are skipped); returns whether anything changed."""
         applied = False
-        for fetch in fetches:
-            for record in fetch.result():
+        for records in answers:
+            for record in records:
                 try:
                     applied |= self.store.apply_remote(record)
-                except NotFound:
+                except NotFound:  # its bucket or upload went away meanwhile
                     continue
-        self.keys_caught_up += applied
         return applied
 
     def read_bucket(self, bucket: str) -> Callable[[], None]:
@@ -158,115 +165,23 @@ class Replicator:
         needed = self.quorum - 1
         if needed <= 0:
             return _nothing
-        body = pack([bucket], size_max=META_BODY_BYTES_MAX)
-        asked = [self._pool.submit(self._fetch_bucket, peer, body) for peer in self.peers.values()]
+        message = ["meta.bucket", bucket]
+        asked = [self._pool.submit(_ask, peer, message, None) for peer in self.peers.values()]
 
         def finish() -> None:
-            pending: set[Future[list[bytes] | None]] = set(asked)
+            pending: set[Future[Any]] = set(asked)
             answers: list[list[bytes]] = []
             while pending and len(answers) < needed:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                answers += [answer for f in done if (answer := f.result()) is not None]
+                answers += [_records(answer) for f in done if (answer := f.result()) is not None]
             if len(answers) < needed:
                 raise Unavailable(
                     f"bucket {bucket!r} read from {len(answers) + 1} of {self.nodes} nodes, "
                     f"need {self.quorum}"
                 )
-            for records in answers:
-                for record in records:
-                    try:
-                        self.store.apply_remote(record)
-                    except NotFound:
-                        continue
+            self._apply(answers)
 
         return finish
-
-    @staticmethod
-    def _fetch_bucket(peer: HttpShardStore, body: bytes) -> list[bytes] | None:
-        """The peer's record of a bucket ([] if it holds none); None if it did not answer."""
-        try:
-            status, reply = peer.call("POST", f"{_BASE}/bucket", body)
-            if status != 200:
-                return None
-            return _records(unpack(reply, size_max=META_BODY_BYTES_MAX))
-        except (Unavailable, InvalidArgument):
-            return None
-
-    def catch_up_upload(self, upload_id: str) -> bool:
-        """Ask every peer what it holds of one multipart upload, in parallel, and apply it
-        here (its bucket, the upload, then its parts); returns whether anything changed."""
-        body = pack([upload_id], size_max=META_BODY_BYTES_MAX)
-        fetches = [
-            self._pool.submit(self._fetch_key, peer, body, "upload") for peer in self.peers.values()
-        ]
-        applied = False
-        for fetch in fetches:
-            for record in fetch.result():
-                try:
-                    applied |= self.store.apply_remote(record)
-                except NotFound:
-                    continue
-        return applied
-
-    @staticmethod
-    def _fetch_key(peer: HttpShardStore, body: bytes, route: str = "key") -> list[bytes]:
-        try:
-            status, reply = peer.call("POST", f"{_BASE}/{route}", body)
-            if status != 200:
-                return []
-            return _records(unpack(reply, size_max=META_BODY_BYTES_MAX))
-        except (Unavailable, InvalidArgument):
-            return []
-
-    @staticmethod
-    def _push(peer: HttpShardStore, body: bytes) -> bool:
-        try:
-            status, _ = peer.call("POST", f"{_BASE}/apply", body)
-        except Unavailable:
-            return False
-        return status == 200
-
-    # -- the routes peers call ---------------------------------------------------------------
-    def handle(self, method: str, parts: list[str], body: bytes) -> Response:
-        """Serve ``/_shards/_meta/<parts>`` (runs on the server's shard pool)."""
-        route = (method, "/".join(parts))
-        try:
-            if route == ("POST", "apply"):
-                for record in _records(unpack(body, size_max=META_BODY_BYTES_MAX)):
-                    self.store.apply_remote(record)
-                return Response(200)
-            if route == ("GET", "snapshot"):
-                records = list(self.store.snapshot_records())
-                if sum(len(record) for record in records) > META_BODY_BYTES_MAX:
-                    self.bodies_refused += 1
-                    return Response(507)
-                return Response(200, {}, pack(records, size_max=2 * META_BODY_BYTES_MAX))
-            if route == ("POST", "key"):
-                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
-                if not (isinstance(asked, list) and len(asked) == 2):
-                    raise InvalidArgument("expected [bucket, key]")
-                return Response(200, {}, pack(self.store.key_records(*map(str, asked))))
-            if route == ("POST", "bucket"):
-                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
-                if not (isinstance(asked, list) and len(asked) == 1):
-                    raise InvalidArgument("expected [bucket]")
-                return Response(200, {}, pack(self.store.bucket_records(str(asked[0]))))
-            if route == ("POST", "upload"):
-                asked = unpack(body, size_max=META_BODY_BYTES_MAX)
-                if not (isinstance(asked, list) and len(asked) == 1):
-                    raise InvalidArgument("expected [upload id]")
-                return Response(200, {}, pack(self.store.upload_records(str(asked[0]))))
-            if route == ("POST", "referenced"):
-                asked = _records(unpack(body, size_max=META_BODY_BYTES_MAX))
-                ids = [chunk_id.decode("ascii", "replace") for chunk_id in asked]
-                return Response(200, {}, pack(self.store.referenced(ids)))
-        except NotFound:
-            return Response(409)
-        except (InvalidArgument, Corruption):
-            return Response(400)
-        except BlocksError:
-            return Response(503)
-        return Response(404)
 
     # -- background rounds -------------------------------------------------------------------
     def sync_once(self) -> int:
@@ -274,16 +189,11 @@ class Replicator:
         something here. Sets ``synced`` the first time every peer answered."""
         applied = answered = 0
         for peer in self.peers.values():
-            try:
-                status, body = peer.call("GET", f"{_BASE}/snapshot")
-                if status != 200:
-                    continue
-                records = _records(unpack(body, size_max=2 * META_BODY_BYTES_MAX))
-            except (Unavailable, InvalidArgument) as error:
-                _LOGGER.info("metadata sync from %s failed: %s", peer.name, error)
+            records = _ask(peer, ["meta.snapshot"], None)
+            if records is None:
                 continue
             answered += 1
-            for record in records:
+            for record in _records(records):
                 try:
                     applied += self.store.apply_remote(record)
                 except NotFound:  # its bucket went away meanwhile
@@ -312,7 +222,8 @@ class Replicator:
         plan = self.collector.plan(candidates, now_ms)
         if not plan.due:
             return 0
-        answers = [self._ask(peer, plan.due) for peer in self.peers.values()]
+        message = ["meta.referenced", list(plan.due)]
+        answers = [_referenced(_ask(peer, message, None)) for peer in self.peers.values()]
         deleted = 0
         for chunk_id in self.collector.decide(plan.due, answers):
             if not _older_than(self.local, chunk_id, cutoff_ms):
@@ -321,17 +232,6 @@ class Replicator:
                 self.collector.deleted(chunk_id)
                 deleted += 1
         return deleted
-
-    @staticmethod
-    def _ask(peer: HttpShardStore, due: tuple[str, ...]) -> set[str] | None:
-        try:
-            body = pack([c.encode("ascii") for c in due], size_max=META_BODY_BYTES_MAX)
-            status, reply = peer.call("POST", f"{_BASE}/referenced", body)
-            if status != 200:
-                return None
-            return {str(chunk_id) for chunk_id in unpack(reply, size_max=META_BODY_BYTES_MAX)}
-        except (Unavailable, InvalidArgument):
-            return None
 
     def start(self) -> None:
         """Run sync, repair (once, after the first full sync) and collection in a thread."""
@@ -363,10 +263,28 @@ def _nothing() -> None:
     return None
 
 
+def _ask(peer: PeerChannel, message: list[Any], failed: Any) -> Any:
+    """``peer``'s answer to ``message``, or ``failed`` if it could not or would not answer
+    (a peer that is down or lacks what a pushed record names is one more node short)."""
+    try:
+        return peer.call(message)
+    except BlocksError as error:
+        _LOGGER.debug("%s to %s failed: %s", message[0], peer.name, error)
+        return failed
+
+
 def _records(value: object) -> list[bytes]:
+    """A peer's list of records; a malformed answer counts as none."""
     if not isinstance(value, list) or not all(isinstance(r, bytes) for r in value):
-        raise InvalidArgument("expected a list of byte strings")
+        return []
     return value
+
+
+def _referenced(value: object) -> set[str] | None:
+    """A peer's answer to ``meta.referenced``; ``None`` (a veto) if it did not answer."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        return None
+    return set(value)
 
 
 def _older_than(local: DirectoryShardStore, chunk_id: str, cutoff_ms: int) -> bool:
