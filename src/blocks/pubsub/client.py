@@ -22,7 +22,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
+from blocks.core.data_path import ask_data_path, data_request
+from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.core.hashing import key_hash
 from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
@@ -113,10 +114,7 @@ class PubSubClient:
                         name = self._data_names[index] = await self._ask_data_path(index)
             timeout_s = self._timeout_s + extra_s
             if name:
-                try:
-                    return True, await self._data.request(name, message, timeout_s)
-                except PeerError as error:  # a restarted broker greets under a new node name
-                    raise Unavailable(f"the broker's data path changed ({error})") from error
+                return True, await data_request(self._data, name, message, timeout_s, what="broker")
             with mapped_errors():
                 return False, await getattr(self._stub, method)(request(), timeout=timeout_s)
 
@@ -125,18 +123,12 @@ class PubSubClient:
 
     async def _ask_data_path(self, index: int) -> str:
         """The broker's data path node name, registered as a peer ("" if it has none)."""
-        try:
+
+        async def ask() -> Any:
             with mapped_errors():
-                reply = await self._stub.DataPath(pubsub_pb2.Empty(), timeout=self._timeout_s)
-        except (Unavailable, Timeout):
-            raise
-        except BlocksError:  # a broker without a data path (UNIMPLEMENTED): use gRPC
-            return ""
-        if not reply.port or not reply.name:
-            return ""
-        host = self._addresses[index].rpartition(":")[0].strip("[]")
-        self._data.add_peer(reply.name, (host, int(reply.port)))
-        return str(reply.name)
+                return await self._stub.DataPath(pubsub_pb2.Empty(), timeout=self._timeout_s)
+
+        return await ask_data_path(ask, self._data, self._addresses[index])
 
     async def _next_broker(self) -> None:
         """Move to the next address (a cluster's brokers all serve every call). Channels stay

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from blocks.core.clock import Clock
+from blocks.core.data_path import build_data_path_server, data_path_address
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy
 from blocks.core.net import TcpTransport
@@ -58,9 +58,8 @@ class PubSubService(pubsub_pb2_grpc.PubSubServicer):
         self.data_path = data_path
 
     async def DataPath(self, request: Any, context: Any) -> Any:
-        if self.data_path is None or self.data_path.address is None:
-            return pubsub_pb2.DataPathReply(port=0)
-        return pubsub_pb2.DataPathReply(port=self.data_path.address[1], name=self.data_path.name)
+        port, name = data_path_address(self.data_path)
+        return pubsub_pb2.DataPathReply(port=port, name=name)
 
     async def CreateTopic(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
         await self.broker.create_topic(
@@ -219,17 +218,16 @@ def _serve_broker(
     *,
     data_port: int | None = 0,
 ) -> Server:
-    server = Server(host=host, port=port, token=token, name="pubsub", clock=clock)
-    data_path = None
-    if data_port is not None:
-        data_path = TcpTransport(f"pubsub-{uuid.uuid4().hex[:12]}", (host, data_port), token=token)
-        data_path.serve(DataPathHandler(broker))
-    server.add_service(
-        pubsub_pb2_grpc.add_PubSubServicer_to_server,
-        PubSubService(broker, data_path),
+    return build_data_path_server(
+        "pubsub",
+        listen=(host, port),
+        token=token,
+        clock=clock,
+        data_port=data_port,
+        handler=DataPathHandler(broker),
+        add_servicer=pubsub_pb2_grpc.add_PubSubServicer_to_server,
+        servicer=lambda data_path: PubSubService(broker, data_path),
         health_name="blocks.pubsub.PubSub",
+        start=start,
+        stop=broker.close,
     )
-    server.add_component(start=start, stop=broker.close, name="pubsub-storage")
-    if data_path is not None:  # stopped before the storage: components stop in reverse
-        server.add_component(start=data_path.start, stop=data_path.close, name="pubsub-data")
-    return server

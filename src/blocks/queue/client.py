@@ -29,7 +29,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from blocks.core.errors import BlocksError, InvalidArgument, PeerError, Timeout, Unavailable
+from blocks.core.data_path import ask_data_path, data_request
+from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.queue import queue_pb2, queue_pb2_grpc
@@ -131,17 +132,9 @@ class QueueClient:
 
     async def _ask_data_path(self) -> str:
         if self._data_name is None:
-            try:
-                reply = await self._call("DataPath", queue_pb2.Empty())
-            except (Unavailable, Timeout):
-                raise
-            except BlocksError:  # a server without a data path (UNIMPLEMENTED)
-                self._data_name = ""
-                return ""
-            self._data_name = str(reply.name) if reply.port and reply.name else ""
-            if self._data_name:
-                host = self._address.rpartition(":")[0].strip("[]")
-                self._data.add_peer(self._data_name, (host, int(reply.port)))
+            self._data_name = await ask_data_path(
+                lambda: self._call("DataPath", queue_pb2.Empty()), self._data, self._address
+            )
         return self._data_name
 
     async def _send_calls(self, calls: list[Any]) -> list[Any]:
@@ -155,15 +148,11 @@ class QueueClient:
         send may or may not have been applied, as the API says of ``Unavailable``)."""
         address = self._address
         try:
-            return await self._data.request(await self._data_path(), message, timeout_s)
+            return await data_request(self._data, await self._data_path(), message, timeout_s)
         except (Unavailable, Timeout):
             self._data_name = None
             self._next_address(address)
             raise
-        except PeerError as error:
-            self._data_name = None
-            self._next_address(address)
-            raise Unavailable(f"the server's data path changed ({error}); retry") from error
 
     async def _fast(
         self, call: list[Any], method: str, request: Callable[[], Any], extra_s: float = 0.0

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import random
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blocks.core.clock import Clock
+from blocks.core.data_path import build_data_path_server, data_path_address
 from blocks.core.log import FsyncPolicy
 from blocks.core.net import TcpTransport
 from blocks.core.server import Server
@@ -46,9 +46,8 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self.data_path = data_path
 
     async def DataPath(self, request: Any, context: Any) -> Any:
-        if self.data_path is None or self.data_path.address is None:
-            return queue_pb2.DataPathReply(port=0)
-        return queue_pb2.DataPathReply(port=self.data_path.address[1], name=self.data_path.name)
+        port, name = data_path_address(self.data_path)
+        return queue_pb2.DataPathReply(port=port, name=name)
 
     async def CreateQueue(self, request: Any, context: Any) -> Any:  # gRPC names are CamelCase
         await self.queue.create_queue(
@@ -179,17 +178,16 @@ def _serve(
     *,
     start: Callable[[], Awaitable[None]] | None = None,
 ) -> Server:
-    server = Server(host=host, port=port, token=token, name="queue", clock=clock)
-    data_path = None
-    if data_port is not None:
-        data_path = TcpTransport(f"queue-{uuid.uuid4().hex[:12]}", (host, data_port), token=token)
-        data_path.serve(QueueDataPathHandler(queue))
-    server.add_service(
-        queue_pb2_grpc.add_QueueServicer_to_server,
-        QueueService(queue, data_path),
+    return build_data_path_server(
+        "queue",
+        listen=(host, port),
+        token=token,
+        clock=clock,
+        data_port=data_port,
+        handler=QueueDataPathHandler(queue),
+        add_servicer=queue_pb2_grpc.add_QueueServicer_to_server,
+        servicer=lambda data_path: QueueService(queue, data_path),
         health_name="blocks.queue.Queue",
+        start=start,
+        stop=queue.close,
     )
-    server.add_component(start=start, stop=queue.close, name="queue-storage")
-    if data_path is not None:  # stopped before the storage: components stop in reverse
-        server.add_component(start=data_path.start, stop=data_path.close, name="queue-data")
-    return server
