@@ -27,19 +27,19 @@ def test_a_fetch_below_the_log_start_is_answered_behind_and_restarts_the_log() -
     leader = PartitionReplica.created(ReplicaConfig("a", ("a", "b", "c")), random.Random(1), 0)
     leader.note_appended(0, [1] * 100, 0)
     leader.log_start = 60  # retention or a snapshot cut the log
-    decision = leader.handle_fetch("b", FetchRequest(1, 10, 1), 5)
+    (decision,) = leader.handle_fetch("b", FetchRequest(1, 10, 1), 5).replies
     assert (decision.kind, decision.offset) == ("behind", 60)
     assert "b" not in leader.match and "b" not in leader.isr
     follower = PartitionReplica.created(ReplicaConfig("b", ("a", "b", "c")), random.Random(2), 0)
     follower.note_appended(0, [1] * 10, 0)
-    assert follower.handle_fetch_reply("a", decision, 5) == (FollowerAction.RESTART, 60)
+    assert follower.handle_fetch_reply("a", decision, 5).replies == ((FollowerAction.RESTART, 60),)
     follower.note_restarted(60)
     request = follower.fetch_request()
     assert request is not None and (request.offset, request.last_epoch) == (60, 0)
-    answer = leader.handle_fetch("b", request, 6)
+    (answer,) = leader.handle_fetch("b", request, 6).replies
     assert (answer.kind, answer.offset) == ("records", 60)
     leader.log_start = 20  # another leader whose log starts lower serves the empty log too
-    answer = leader.handle_fetch("b", request, 7)
+    (answer,) = leader.handle_fetch("b", request, 7).replies
     assert (answer.kind, answer.offset) == ("records", 60)
     assert leader.role is Role.LEADER
 

@@ -50,8 +50,13 @@ records after that end. A follower's fetch offset is what the leader knows it ho
 
 The replica holds no records: only its log's shape (start, end, and the epoch history: where
 each epoch's records begin). The driver stores records and reports appends and truncations
-with ``note_appended``/``note_truncated``; messages go out as ``(destination, message)`` pairs;
-``take_dirty`` says when ``(epoch, voted_for)`` must be persisted before they are sent.
+with ``note_appended``/``note_truncated``. Every step (``tick`` and each ``handle_*``) returns
+a ``ReplicaReady`` (``blocks.core.ready.Ready``): ``records`` first, a ``HardState`` to persist
+atomically whenever ``(epoch, voted_for)`` changed and an ``EpochMarker`` a new leader owes its
+log, then ``messages`` as ``(destination, message)`` pairs, and as ``replies`` the step's answer
+to its caller (the ``FetchDecision`` of ``handle_fetch``, the ``(FollowerAction, offset)`` of
+``handle_fetch_reply``). The driver carries each one out before it calls the core again, so
+hard states reach the disk in the order they were decided.
 """
 
 from __future__ import annotations
@@ -59,20 +64,36 @@ from __future__ import annotations
 import bisect
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.ready import NOTHING, Ready
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
+    EpochMarker,
     FetchDecision,
     FetchReplyInfo,
     FetchRequest,
+    HardState,
     Message,
+    ReplicaReady,
+    ReplicaRecord,
+    ReplyT,
     VoteReply,
     VoteRequest,
 )
 
-__all__ = ["FollowerAction", "PartitionReplica", "ReplicaConfig", "Role"]
+__all__ = [
+    "EpochMarker",
+    "FollowerAction",
+    "HardState",
+    "PartitionReplica",
+    "ReplicaConfig",
+    "ReplicaReady",
+    "ReplicaRecord",
+    "Role",
+]
 
 
 class Role(enum.Enum):
@@ -172,15 +193,23 @@ class PartitionReplica:
 
     # -- effects the driver collects ----------------------------------------------------------
 
-    def take_dirty(self) -> bool:
-        """True once after ``(epoch, voted_for)`` changed: persist them before sending."""
-        dirty, self._dirty = self._dirty, False
-        return dirty
-
-    def take_marker(self) -> bool:
-        """True once after winning an election: append a control record in this epoch."""
-        due, self._marker_due = self._marker_due, False
-        return due and self.role is Role.LEADER
+    def _ready(
+        self, messages: list[tuple[str, Message]] | None = None, replies: Sequence[ReplyT] = ()
+    ) -> ReplicaReady[ReplyT]:
+        """The step's effects: a ``HardState`` once after ``(epoch, voted_for)`` changed (the
+        creation's included), an ``EpochMarker`` once after winning an election while still
+        leading, then ``messages`` and ``replies``."""
+        records: list[ReplicaRecord] = []
+        if self._dirty:
+            self._dirty = False
+            records.append(HardState(self.epoch, self.voted_for))
+        if self._marker_due:
+            self._marker_due = False
+            if self.role is Role.LEADER:
+                records.append(EpochMarker(self.epoch))
+        if not (records or messages or replies):
+            return NOTHING
+        return Ready(messages or (), records, replies)
 
     # -- the log's shape ------------------------------------------------------------------------
 
@@ -246,7 +275,11 @@ class PartitionReplica:
         timeout = self.config.election_timeout_ms
         self._deadline_ms = now_ms + timeout + self._rng.randrange(timeout)
 
-    def tick(self, now_ms: int) -> list[tuple[str, Message]]:
+    def tick(self, now_ms: int) -> ReplicaReady[None]:
+        """Time passed: elections, ISR shrinking, ``BeginEpoch`` announcements."""
+        return self._ready(self._tick(now_ms))
+
+    def _tick(self, now_ms: int) -> list[tuple[str, Message]]:
         if self.role is Role.LEADER:
             return self._leader_tick(now_ms)
         if now_ms < self._deadline_ms:
@@ -322,7 +355,15 @@ class PartitionReplica:
     def _log_ok(self, request: VoteRequest) -> bool:
         return (request.last_epoch, request.log_end) >= (self.last_epoch, self.log_end)
 
-    def handle_vote_request(self, source: str, request: VoteRequest, now_ms: int) -> VoteReply:
+    def handle_vote_request(
+        self, source: str, request: VoteRequest, now_ms: int
+    ) -> ReplicaReady[None]:
+        """Answer a (pre-)vote with a ``VoteReply`` to ``source``, sent once the vote given
+        (a ``HardState`` in the same ``Ready``) is durable."""
+        reply = self._vote_reply(source, request, now_ms)
+        return self._ready([(source, reply)])
+
+    def _vote_reply(self, source: str, request: VoteRequest, now_ms: int) -> VoteReply:
         if source not in self.config.replicas or source != request.candidate:
             raise InvalidArgument(f"{source!r} is not a replica of this partition")
         if request.pre:
@@ -346,9 +387,10 @@ class PartitionReplica:
             self._reset_deadline(now_ms)
         return VoteReply(self.epoch, request.epoch, granted, False, self.leader)
 
-    def handle_vote_reply(
-        self, source: str, reply: VoteReply, now_ms: int
-    ) -> list[tuple[str, Message]]:
+    def handle_vote_reply(self, source: str, reply: VoteReply, now_ms: int) -> ReplicaReady[None]:
+        return self._ready(self._count_vote(source, reply, now_ms))
+
+    def _count_vote(self, source: str, reply: VoteReply, now_ms: int) -> list[tuple[str, Message]]:
         if reply.epoch > self.epoch and not (reply.pre and reply.granted):
             self._adopt_epoch(reply.epoch, reply.leader, now_ms)
             return []
@@ -365,19 +407,27 @@ class PartitionReplica:
                 return [(o, BeginEpoch(self.epoch, self.config.node)) for o in self.config.others]
         return []
 
-    def handle_begin_epoch(self, source: str, message: BeginEpoch, now_ms: int) -> None:
+    def handle_begin_epoch(
+        self, source: str, message: BeginEpoch, now_ms: int
+    ) -> ReplicaReady[None]:
         if message.epoch < self.epoch or message.leader != source:
-            return
+            return self._ready()
         if message.epoch > self.epoch:
             self._adopt_epoch(message.epoch, source, now_ms)
         elif self.role is not Role.LEADER:
             self._become_follower(now_ms, source)
+        return self._ready()
 
     # -- fetching: leader side --------------------------------------------------------------
 
-    def handle_fetch(self, source: str, request: FetchRequest, now_ms: int) -> FetchDecision:
-        """Decide the answer to a follower's fetch; the driver adds the records
-        ``[decision.offset, decision.end)``."""
+    def handle_fetch(
+        self, source: str, request: FetchRequest, now_ms: int
+    ) -> ReplicaReady[FetchDecision]:
+        """Decide the answer to a follower's fetch (the one reply); the driver adds the
+        records from ``decision.offset`` to the log's end."""
+        return self._ready(replies=(self._decide_fetch(source, request, now_ms),))
+
+    def _decide_fetch(self, source: str, request: FetchRequest, now_ms: int) -> FetchDecision:
         if source not in self.config.others:
             raise InvalidArgument(f"{source!r} is not a follower of this partition")
         if request.epoch > self.epoch:
@@ -428,8 +478,14 @@ class PartitionReplica:
 
     def handle_fetch_reply(
         self, source: str, reply: FetchReplyInfo, now_ms: int
+    ) -> ReplicaReady[tuple[FollowerAction, int]]:
+        """What to do with a fetch answer (the one reply): ``(TRUNCATE, offset)`` names where
+        to cut, ``(RESTART, offset)`` where the log starts again."""
+        return self._ready(replies=(self._follow(source, reply, now_ms),))
+
+    def _follow(
+        self, source: str, reply: FetchReplyInfo, now_ms: int
     ) -> tuple[FollowerAction, int]:
-        """What to do with a fetch answer; ``(TRUNCATE, offset)`` names where to cut."""
         if reply.epoch > self.epoch:
             self._adopt_epoch(reply.epoch, reply.leader, now_ms)
             return FollowerAction.IGNORE, 0

@@ -4,21 +4,29 @@ Each message is a frozen dataclass; on the wire it is a list of its fields in or
 by the message's name, so ``decode(encode(m)) == m``. ``decode`` checks the name, the number
 of fields and every field's type, and raises ``PeerError`` for anything else: a malformed
 message from a peer never reaches the replica.
+
+``HardState`` and ``EpochMarker`` are the records a replica's ``ReplicaReady`` asks its driver
+to persist; they never travel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from blocks.core.errors import PeerError
+from blocks.core.ready import Ready
 
 __all__ = [
     "BeginEpoch",
+    "EpochMarker",
     "FetchDecision",
     "FetchReplyInfo",
     "FetchRequest",
+    "HardState",
     "Message",
+    "ReplicaReady",
+    "ReplicaRecord",
     "VoteReply",
     "VoteRequest",
     "decode",
@@ -77,6 +85,32 @@ FetchReplyInfo = FetchDecision
 """What a follower learns from a fetch answer (the records travel beside it)."""
 
 Message = VoteRequest | VoteReply | BeginEpoch | FetchRequest | FetchDecision
+
+
+# -- what a replica asks its driver to persist (never on the wire) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What a replica must not forget (a vote given twice in one epoch breaks elections):
+    persist it, replacing the previous one atomically, before the step's messages leave."""
+
+    epoch: int
+    voted_for: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochMarker:
+    """A new leader of ``epoch`` owes its log a control record in that epoch (Raft's rule:
+    only a record of its own epoch moves its high watermark): append one at the log's end."""
+
+    epoch: int
+
+
+ReplicaRecord = HardState | EpochMarker
+ReplyT = TypeVar("ReplyT")
+ReplicaReady = Ready[Message, ReplyT, ReplicaRecord]
+"""A step's effects; ``ReplicaReady[None]`` for a step that answers nothing."""
 
 _CLASSES: dict[str, type[Any]] = {
     cls.__name__: cls for cls in (VoteRequest, VoteReply, BeginEpoch, FetchRequest, FetchDecision)

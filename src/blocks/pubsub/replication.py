@@ -26,11 +26,13 @@ feeds the cores and carries out what they decide; it holds no policy of its own:
   in wire form with its epoch), reading the log only for anything else. With
   ``follower_sync_inline`` a follower fsyncs what it fetched on the loop, not in the group
   commit's worker thread;
-* ``settle`` runs after every core call: persist ``(epoch, voted_for)`` when dirty (an atomic
-  file replace, before anything is sent), append the epoch marker a new leader owes, send the
-  core's messages, resolve ``acks=all`` waiters whose records the high watermark passed, fail
-  those whose leader epoch ended (they may still be committed later: the producer retries
-  under its sequence number and gets the original offset), and wake long polls.
+* ``settle`` carries out the ``Ready`` (``blocks.core.ready``) of every core step at once,
+  before the core is called again: its records first (a ``HardState`` is an atomic file
+  replace, an ``EpochMarker`` the control record a new leader appends), then its messages;
+  the step's reply, if any, is the caller's to use. Then it resolves ``acks=all`` waiters
+  whose records the high watermark passed, fails those whose leader epoch ended (they may
+  still be committed later: the producer retries under its sequence number and gets the
+  original offset), and wakes long polls.
 
 Replication messages are one-way and carry the topic's configuration, so a broker that was
 down when a topic was created learns of it from the first message about it. Bounds: at most
@@ -53,6 +55,7 @@ from blocks.core.clock import Clock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Overloaded, PeerError, Timeout, Unavailable
 from blocks.core.files import make_directories, write_atomically
+from blocks.core.ready import NOTHING
 from blocks.core.transport import Transport
 from blocks.pubsub.record import StoredRecord, record_from_wire, record_to_wire
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
@@ -60,7 +63,9 @@ from blocks.pubsub.replica_messages import (
     BeginEpoch,
     FetchDecision,
     FetchRequest,
+    HardState,
     Message,
+    ReplicaReady,
     VoteReply,
     VoteRequest,
     decode,
@@ -201,22 +206,25 @@ class Replication:
         epoch, voted_for = unpack(path.read_bytes())
         return int(epoch), voted_for
 
-    def _save_state(self, key: Key, replica: PartitionReplica) -> None:
+    def _save_state(self, key: Key, state: HardState) -> None:
         path = self._state_path(key)
         if path is None:
             return
         # A vote must survive power loss, or a replica could vote twice in one epoch.
-        write_atomically(path, pack([replica.epoch, replica.voted_for]))
+        write_atomically(path, pack([state.epoch, state.voted_for]))
 
     # -- after every core call ----------------------------------------------------------------
 
-    async def settle(self, key: Key, outbound: list[tuple[str, Message]] | None = None) -> None:
+    async def settle(self, key: Key, ready: ReplicaReady[Any] = NOTHING) -> None:
+        """Carry out a step's ``Ready`` (records, then messages) and react to what the step
+        changed; call it right after the step, before the core is called again."""
         replica = self.replicas[key]
-        if replica.take_dirty():
-            self._save_state(key, replica)
-        if replica.take_marker():
-            await self._append_marker(key, replica)
-        for destination, message in outbound or ():
+        for record in ready.records:
+            if isinstance(record, HardState):
+                self._save_state(key, record)
+            else:  # an EpochMarker: owed by the leader it still is (the step just ended)
+                await self._append_marker(key, replica)
+        for destination, message in ready.messages:
             self.send(destination, key, message)
         self._resolve_waiters(key, replica)
         if replica.hw != self._hw[key]:
@@ -389,25 +397,22 @@ class Replication:
         if replica is None:
             return
         now_ms = self.now_ms()
-        outbound: list[tuple[str, Message]] = []
         if isinstance(message, VoteRequest):
-            reply = replica.handle_vote_request(source, message, now_ms)
-            await self.settle(key)  # the vote is persisted before the reply leaves
-            outbound = [(source, reply)]
+            # The vote (a HardState) is persisted before the reply leaves.
+            ready = replica.handle_vote_request(source, message, now_ms)
         elif isinstance(message, VoteReply):
-            outbound = replica.handle_vote_reply(source, message, now_ms)
+            ready = replica.handle_vote_reply(source, message, now_ms)
         elif isinstance(message, BeginEpoch):
-            replica.handle_begin_epoch(source, message, now_ms)
+            ready = replica.handle_begin_epoch(source, message, now_ms)
         else:
             raise PeerError(f"unexpected one-way message {type(message).__name__}")
-        await self.settle(key, outbound)
+        await self.settle(key, ready)
 
     async def handle_fetch(self, source: str, key: Key, request: FetchRequest) -> dict[str, Any]:
         replica = self.replicas.get(key)
         if replica is None:
             raise Unavailable(f"{self.node} holds no replica of {key[0]}/{key[1]}")
-        decision = replica.handle_fetch(source, request, self.now_ms())
-        await self.settle(key)
+        decision = await self._decide_fetch(key, replica, source, request)
         told = (key, source)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.fetch_wait_ms / 1000.0
@@ -421,13 +426,21 @@ class Replication:
             if remaining <= 0:
                 break
             await self._hold_fetch(key, remaining)
-            decision = replica.handle_fetch(source, request, self.now_ms())
-            await self.settle(key)
+            decision = await self._decide_fetch(key, replica, source, request)
         self._told_hw[told] = decision.hw
         rows: list[Any] = []
         if decision.kind == "records":
             rows = self._fetch_rows(key, replica, decision.offset)
         return {"m": encode(decision), "records": rows}
+
+    async def _decide_fetch(
+        self, key: Key, replica: PartitionReplica, source: str, request: FetchRequest
+    ) -> FetchDecision:
+        """The core's answer to a fetch, once its ``Ready`` is carried out."""
+        ready = replica.handle_fetch(source, request, self.now_ms())
+        await self.settle(key, ready)
+        (decision,) = ready.replies
+        return decision
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -468,7 +481,9 @@ class Replication:
         decision: FetchDecision,
         rows: Any,
     ) -> None:
-        action, cut = replica.handle_fetch_reply(leader, decision, self.now_ms())
+        ready = replica.handle_fetch_reply(leader, decision, self.now_ms())
+        await self.settle(key, ready)  # its HardState, before anything below suspends
+        ((action, cut),) = ready.replies
         if action is FollowerAction.APPEND and isinstance(rows, list):
             records = [record_from_wire(row) for row in rows]
             records = [r for r in records if r.offset >= replica.log_end]
