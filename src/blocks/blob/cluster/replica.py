@@ -47,7 +47,6 @@ from typing import Any, Protocol
 
 from blocks.blob.api import BucketInfo, ObjectInfo, PartInfo
 from blocks.blob.cluster.replica_peers import PeerRecordsMixin
-from blocks.blob.conditions import WriteCondition
 from blocks.blob.storage.records import (
     BucketDelete,
     Record,
@@ -207,33 +206,16 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         self._replicated(super().delete_bucket, name)
 
     def put_object(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes | Iterable[bytes],
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-        condition: WriteCondition | None = None,
-        checksums: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, bucket: str, key: str, data: bytes | Iterable[bytes], **options: Any
     ) -> ObjectInfo:
-        if condition is not None and not self._knows(bucket, key):
+        """As on one node (``options`` as there), once a conditional write knows the
+        newest version of its key, with the bucket's settings read from a majority."""
+        if options.get("condition") is not None and not self._knows(bucket, key):
             self._caught_up(bucket, key)  # the condition is checked against the newest
         if self.replicator is not None:  # finished in ``_stamp``, once the body is stored
             self._outbox.bucket_read = self.replicator.read_bucket(bucket)
         try:
-            info: ObjectInfo = self._replicated(
-                super().put_object,
-                bucket,
-                key,
-                data,
-                content_type=content_type,
-                metadata=metadata,
-                condition=condition,
-                checksums=checksums,
-                headers=headers,
-            )
+            info: ObjectInfo = self._replicated(super().put_object, bucket, key, data, **options)
         finally:
             self._outbox.bucket_read = None
         return info
@@ -300,28 +282,30 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         HEAD, GET or DELETE through any node sees every acknowledged write (it is on a
         majority, so on some other node than this one if not here). A key whose current
         version is a delete marker here is known here: not asked again."""
-        try:
-            return super().head_object(bucket, key, version_id)
-        except DeleteMarkerFound:
-            raise
-        except NotFound:
-            self._caught_up(bucket, key)
-        return super().head_object(bucket, key, version_id)
+        info: ObjectInfo = self._read(super().head_object, bucket, key, version_id)
+        return info
 
     def iter_object(
-        self,
-        bucket: str,
-        key: str,
-        byte_range: tuple[int, int] | None = None,
-        version_id: str | None = None,
+        self, bucket: str, key: str, *args: Any, **options: Any
     ) -> tuple[ObjectInfo, Iterator[bytes | memoryview]]:
+        """As on one node (the byte range, the version id), asking the peers for a key
+        missing here as ``head_object`` does."""
+        found: tuple[ObjectInfo, Iterator[bytes | memoryview]]
+        found = self._read(super().iter_object, bucket, key, *args, **options)
+        return found
+
+    def _read(
+        self, call: Callable[..., Any], bucket: str, key: str, *args: Any, **options: Any
+    ) -> Any:
+        """``call(bucket, key, ...)``, once more after asking the peers if it found no such
+        key or bucket here (a delete marker is an answer: not asked again)."""
         try:
-            return super().iter_object(bucket, key, byte_range, version_id)
+            return call(bucket, key, *args, **options)
         except DeleteMarkerFound:
             raise
         except NotFound:
             self._caught_up(bucket, key)
-        return super().iter_object(bucket, key, byte_range, version_id)
+        return call(bucket, key, *args, **options)
 
     def read_cached(
         self,
@@ -335,25 +319,8 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         which only a worker thread may wait for."""
         return None
 
-    def create_multipart_upload(
-        self,
-        bucket: str,
-        key: str,
-        *,
-        content_type: str = "application/octet-stream",
-        metadata: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        checksum_algorithm: str = "",
-    ) -> str:
-        upload_id: str = self._replicated(
-            super().create_multipart_upload,
-            bucket,
-            key,
-            content_type=content_type,
-            metadata=metadata,
-            headers=headers,
-            checksum_algorithm=checksum_algorithm,
-        )
+    def create_multipart_upload(self, bucket: str, key: str, **options: Any) -> str:
+        upload_id: str = self._replicated(super().create_multipart_upload, bucket, key, **options)
         return upload_id
 
     def upload_part(
@@ -375,27 +342,12 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         return part
 
     def complete_multipart_upload(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        parts: list[tuple[int, str]],
-        *,
-        condition: WriteCondition | None = None,
-        part_checksums: Mapping[int, Mapping[str, str]] | None = None,
-        checksums: Mapping[str, str] | None = None,
+        self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]], **options: Any
     ) -> ObjectInfo:
         self._status_caught_up(bucket)
+        complete = super().complete_multipart_upload
         info: ObjectInfo = self._with_upload(
-            upload_id,
-            super().complete_multipart_upload,
-            bucket,
-            key,
-            upload_id,
-            parts,
-            condition=condition,
-            part_checksums=part_checksums,
-            checksums=checksums,
+            upload_id, complete, bucket, key, upload_id, parts, **options
         )
         return info
 

@@ -10,7 +10,7 @@ versions) needs a store that keeps versions (``LocalBlobStore`` and its replicat
 
 from __future__ import annotations
 
-from blocks.blob.api import BlobStore
+from blocks.blob.api import BlobStore, ListPage
 from blocks.blob.conditions import ConditionFailed
 from blocks.blob.s3.awschunked import S3RequestError
 from blocks.blob.s3.docs import (
@@ -172,11 +172,7 @@ class BucketOps:
         if names:
             raise not_implemented(names)
         store = versioned_store(self.store)
-        max_keys_text = query.get("max-keys", "1000")
-        if not max_keys_text.isdigit():
-            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
-        max_keys = min(int(max_keys_text), 1000)
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        max_keys, prefix, delimiter = _page_args(query)
         key_marker = query.get("key-marker", "")
         version_id_marker = query.get("version-id-marker", "") if key_marker else ""
         start = key_marker if version_id_marker else _after_marker(key_marker, delimiter)
@@ -202,23 +198,32 @@ class BucketOps:
         )
         return xml_response(document)
 
-    async def _list_v1(self, bucket: str, query: dict[str, str]) -> Response:
-        max_keys_text = query.get("max-keys", "1000")
-        if not max_keys_text.isdigit():
-            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
-        max_keys = min(int(max_keys_text), 1000)
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
-        marker = query.get("marker", "")
-        start_after = _after_marker(marker, delimiter)
-        page = await self.workers.run(
+    async def _list_page(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        max_keys: int,
+        start_after: str,
+        token: str | None = None,
+    ) -> ListPage:
+        """One page of ListObjects (v1 or v2), read on a worker thread."""
+        return await self.workers.run(
             lambda: self.store.list_objects(
                 bucket,
                 prefix=prefix,
                 delimiter=delimiter,
                 max_keys=max_keys,
                 start_after=start_after,
+                continuation_token=token or None,
             )
         )
+
+    async def _list_v1(self, bucket: str, query: dict[str, str]) -> Response:
+        max_keys, prefix, delimiter = _page_args(query)
+        marker = query.get("marker", "")
+        start_after = _after_marker(marker, delimiter)
+        page = await self._list_page(bucket, prefix, delimiter, max_keys, start_after)
         document = list_objects_v1_result(
             bucket,
             page,
@@ -231,22 +236,9 @@ class BucketOps:
         return xml_response(document)
 
     async def _list_v2(self, bucket: str, query: dict[str, str]) -> Response:
-        max_keys_text = query.get("max-keys", "1000")
-        if not max_keys_text.isdigit():
-            raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
-        max_keys = min(int(max_keys_text), 1000)
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        max_keys, prefix, delimiter = _page_args(query)
         start_after, token = query.get("start-after", ""), query.get("continuation-token")
-        page = await self.workers.run(
-            lambda: self.store.list_objects(
-                bucket,
-                prefix=prefix,
-                delimiter=delimiter,
-                max_keys=max_keys,
-                start_after=start_after,
-                continuation_token=token or None,
-            )
-        )
+        page = await self._list_page(bucket, prefix, delimiter, max_keys, start_after, token)
         document = list_objects_v2_result(
             bucket,
             page,
@@ -259,6 +251,14 @@ class BucketOps:
             fetch_owner=query.get("fetch-owner") == "true",
         )
         return xml_response(document)
+
+
+def _page_args(query: dict[str, str]) -> tuple[int, str, str]:
+    """A listing's ``max-keys`` (at most 1000), ``prefix`` and ``delimiter``."""
+    max_keys_text = query.get("max-keys", "1000")
+    if not max_keys_text.isdigit():
+        raise S3RequestError("InvalidArgument", "max-keys must be a non-negative integer")
+    return min(int(max_keys_text), 1000), query.get("prefix", ""), query.get("delimiter", "")
 
 
 def _after_marker(marker: str, delimiter: str) -> str:

@@ -191,25 +191,12 @@ class S3Handler(ObjectOps, BucketOps):
         sigv2 = "authorization" not in head.headers and "AWSAccessKeyId=" in head.raw_query
         anonymous = "authorization" not in head.headers and not presigned and not sigv2
         # An anonymous request is allowed only where a bucket's policy says so (below).
+        signed = (head.method, head.raw_path, head.raw_query, head.headers)
         if sigv2 and self.config.credentials:
-            principal = verify_presigned_v2(
-                head.method,
-                head.raw_path,
-                head.raw_query,
-                head.headers,
-                self.config.credentials,
-                self.clock.now_ms(),
-            )
+            principal = verify_presigned_v2(*signed, self.config.credentials, self.clock.now_ms())
         elif self.config.credentials and not anonymous:
             verify = verify_presigned if presigned else verify_request
-            context = verify(
-                head.method,
-                head.raw_path,
-                head.raw_query,
-                head.headers,
-                self.config.credentials,
-                self.clock.now_ms(),
-            )
+            context = verify(*signed, self.config.credentials, self.clock.now_ms())
             principal = context.access_key
         check = self._access_check(head, principal) if self.config.credentials else None
         if check is None:

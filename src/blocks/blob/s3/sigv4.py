@@ -199,7 +199,7 @@ def verify_request(
     parts = credential.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise S3AuthError("AuthorizationHeaderMalformed", "malformed credential scope")
-    access_key, date, region, service, _ = parts
+    access_key, date = parts[0], parts[1]
     secret = credentials.get(access_key)
     if secret is None:
         raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
@@ -217,15 +217,7 @@ def verify_request(
     canonical = _canonical_request(
         method, raw_path, raw_query, headers, signed_headers, payload_hash
     )
-    scope = f"{date}/{region}/{service}/aws4_request"
-    key = _derived_key(secret, date, region, service)
-    expected = hmac.digest(key, _string_to_sign(amz_date, scope, canonical).encode(), "sha256")
-    if not hmac.compare_digest(expected.hex(), signature):
-        raise S3AuthError(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        )
-    return SigningContext(access_key, amz_date, scope, key, signature, payload_hash)
+    return _checked(canonical, parts, secret, amz_date, signature, payload_hash)
 
 
 def verify_presigned(
@@ -263,7 +255,7 @@ def verify_presigned(
     parts = credential.split("/")
     if len(parts) != 5 or parts[4] != "aws4_request" or not amz_date.startswith(parts[1]):
         raise S3AuthError("AuthorizationQueryParametersError", "malformed credential scope")
-    access_key, date, region, service, _ = parts
+    access_key = parts[0]
     secret = credentials.get(access_key)
     if secret is None:
         raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
@@ -278,6 +270,20 @@ def verify_presigned(
     canonical = _canonical_request(
         method, raw_path, "&".join(kept), headers, signed_headers, payload_hash
     )
+    return _checked(canonical, parts, secret, amz_date, signature, payload_hash)
+
+
+def _checked(
+    canonical: str,
+    credential: list[str],
+    secret: str,
+    amz_date: str,
+    signature: str,
+    payload_hash: str,
+) -> SigningContext:
+    """Compare ``signature`` with ours over ``canonical`` (``credential``: the scope's five
+    parts, access key first); the context the body checks need, or ``S3AuthError``."""
+    access_key, date, region, service, _ = credential
     scope = f"{date}/{region}/{service}/aws4_request"
     key = _derived_key(secret, date, region, service)
     expected = hmac.digest(key, _string_to_sign(amz_date, scope, canonical).encode(), "sha256")
