@@ -43,6 +43,7 @@ __all__ = [
     "check_can_bind",
     "parse_host_port",
     "parse_peers",
+    "run_server",
     "server_options",
 ]
 
@@ -65,6 +66,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 DataDir = Literal["none", "optional", "required"]
 T = TypeVar("T")
+Built = TypeVar("Built")
 
 
 class AddressInUse(OSError):
@@ -359,3 +361,29 @@ def announce(
         return
     where = f"metrics http://{metrics}/metrics" if metrics else "metrics off"
     print(f"{text} [storage: {options.storage}; {where}]", flush=True)
+
+
+def run_server(
+    options: ServerOptions,
+    build: Callable[[], tuple[Any, Built]],
+    announcement: Callable[[Any, Built], tuple[str, dict[str, Any]]],
+) -> int:
+    """Serve a block until SIGINT or SIGTERM, on uvloop; returns 0 once it has stopped.
+
+    On the loop: ``build()`` gives ``(server, built)``, a ``blocks.core.server.Server`` not
+    yet started and whatever the start-up line needs from the build (a service, a broker,
+    None); the server takes the flags' TLS, metrics and access log (``options.configure``)
+    and starts; ``announcement(server, built)`` gives the line's text and extra fields for
+    ``announce``. Errors from any step pass through unchanged."""
+    import uvloop
+
+    async def main() -> None:
+        server, built = build()
+        options.configure(server)
+        await server.start()
+        text, fields = announcement(server, built)
+        announce(options, text, address=server.address, metrics_port=server.metrics_port, **fields)
+        await server.serve_until_signalled()
+
+    uvloop.run(main())
+    return 0

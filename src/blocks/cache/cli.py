@@ -14,8 +14,8 @@ from typing import Any
 
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, server_options
-from blocks.cli_server import add_client_arguments, call_server
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, server_options
+from blocks.cli_server import add_client_arguments, call_server, parse_host_port, run_server
 
 __all__ = ["register"]
 
@@ -191,10 +191,7 @@ def _text(args: argparse.Namespace, result: Any) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvloop
-
     from blocks.cache.service import build_server
-    from blocks.cli_server import parse_host_port
 
     options = server_options(args)
     data_host: str | None = None
@@ -204,7 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_data_path or options.tls_cert is not None:
         data_port = None  # the data path speaks plaintext only: a TLS node keeps data on gRPC
 
-    async def main() -> None:
+    def build() -> tuple[Any, Any]:
         server, service = build_server(
             capacity=args.capacity,
             policy=args.policy,
@@ -219,20 +216,18 @@ def _serve(args: argparse.Namespace) -> int:
             data_port=data_port,
             data_connections_max=args.data_connections_max,
         )
-        options.configure(server)
-        await server.start()
-        data_address = service.data.advertised if service.data is not None else None
-        announce(
-            options,
-            f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}"
-            f" (data path: {data_address or 'off'})",
-            address=server.address,
-            data_address=data_address,
-            metrics_port=server.metrics_port,
-            policy=args.policy,
-            capacity=args.capacity,
-        )
-        await server.serve_until_signalled()
+        return server, service
 
-    uvloop.run(main())
-    return 0
+    def announcement(server: Any, service: Any) -> tuple[str, dict[str, Any]]:
+        data_address = service.data.advertised if service.data is not None else None
+        text = (
+            f"cache node ({args.policy}, capacity {args.capacity}) serving on {server.address}"
+            f" (data path: {data_address or 'off'})"
+        )
+        return text, {
+            "data_address": data_address,
+            "policy": args.policy,
+            "capacity": args.capacity,
+        }
+
+    return run_server(options, build, announcement)

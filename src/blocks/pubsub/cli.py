@@ -7,18 +7,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvloop
-
 from blocks.cli import (
     DEFAULT_PORTS,
     ServerOptions,
     add_server_arguments,
-    announce,
     print_result,
     read_lines,
     server_options,
 )
-from blocks.cli_server import add_client_arguments, parse_peers
+from blocks.cli_server import add_client_arguments, parse_host_port, parse_peers, run_server
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
@@ -136,13 +133,6 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
     return 0
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise InvalidArgument(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
 def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
@@ -167,7 +157,7 @@ def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     return build_cluster_server(
         args.data_dir,
         node=args.node_id,
-        cluster_listen=_address(args.cluster_listen),
+        cluster_listen=parse_host_port(args.cluster_listen, "--cluster-listen"),
         peers=parse_peers(args.peer, label="ID"),
         host=host,
         port=port,
@@ -179,19 +169,8 @@ def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
 
 def _serve(args: argparse.Namespace) -> int:
     options = server_options(args)
-
-    async def main() -> None:
-        server, _ = _build(args, options)
-        options.configure(server)
-        await server.start()
-        announce(
-            options,
-            f"pubsub broker on {server.address}",
-            address=server.address,
-            metrics_port=server.metrics_port,
-            node=args.node_id,
-        )
-        await server.serve_until_signalled()
-
-    uvloop.run(main())
-    return 0
+    return run_server(
+        options,
+        lambda: _build(args, options),
+        lambda server, _: (f"pubsub broker on {server.address}", {"node": args.node_id}),
+    )

@@ -7,16 +7,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvloop
-
 from blocks.cli import (
     DEFAULT_PORTS,
     add_server_arguments,
-    announce,
     print_result,
     read_lines,
     server_options,
 )
+from blocks.cli_server import add_client_arguments, parse_host_port, parse_peers, run_server
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
@@ -110,9 +108,7 @@ def register(subparsers: Any) -> None:
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
-    parser.add_argument("--address", default=DEFAULT_ADDRESS)
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--json", action="store_true")
+    add_client_arguments(parser, address=DEFAULT_ADDRESS)
     return parser
 
 
@@ -180,23 +176,6 @@ def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> 
     return 0
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise InvalidArgument(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
-def _peers(specs: list[str]) -> dict[str, tuple[str, int]]:
-    peers = {}
-    for spec in specs:
-        name, _, address = spec.partition("=")
-        if not name:
-            raise InvalidArgument(f"--peer wants ID=HOST:PORT, got {spec!r}")
-        peers[name] = _address(address)
-    return peers
-
-
 def _build(args: argparse.Namespace, options: Any) -> Any:
     """A single-node server without ``--peer`` (as before), else a replicated queue node."""
     from blocks.queue.service import build_cluster_server, build_server
@@ -219,8 +198,8 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
     server, _ = build_cluster_server(
         options.data_dir,
         node=args.node_id,
-        cluster_listen=_address(args.cluster_listen),
-        peers=_peers(args.peer),
+        cluster_listen=parse_host_port(args.cluster_listen, "--cluster-listen"),
+        peers=parse_peers(args.peer, label="ID"),
         host=options.host,
         port=options.port,
         token=options.token,
@@ -235,19 +214,8 @@ def _build(args: argparse.Namespace, options: Any) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     options = server_options(args)
-
-    async def main() -> None:
-        server = _build(args, options)
-        options.configure(server)
-        await server.start()
-        announce(
-            options,
-            f"queue server on {server.address}",
-            address=server.address,
-            metrics_port=server.metrics_port,
-            node=args.node_id,
-        )
-        await server.serve_until_signalled()
-
-    uvloop.run(main())
-    return 0
+    return run_server(
+        options,
+        lambda: (_build(args, options), None),
+        lambda server, _: (f"queue server on {server.address}", {"node": args.node_id}),
+    )

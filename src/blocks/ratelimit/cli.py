@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import uvloop
-
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments, call_server
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, print_result, server_options
+from blocks.cli_server import add_client_arguments, call_server, run_server
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -46,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = server_options(args)
 
-    async def main() -> None:
+    def build() -> tuple[Any, None]:
         clock = ContinuedClock()
         limiter = make_limiter(
             args.algorithm,
@@ -63,19 +61,13 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             clock=clock,
         )
-        options.configure(server)
-        await server.start()
-        announce(
-            options,
-            f"ratelimit ({args.algorithm}) serving on {server.address}",
-            address=server.address,
-            metrics_port=server.metrics_port,
-            algorithm=args.algorithm,
-        )
-        await server.serve_until_signalled()
+        return server, None
 
-    uvloop.run(main())
-    return 0
+    def announcement(server: Any, _: None) -> tuple[str, dict[str, Any]]:
+        text = f"ratelimit ({args.algorithm}) serving on {server.address}"
+        return text, {"algorithm": args.algorithm}
+
+    return run_server(options, build, announcement)
 
 
 def _acquire(args: argparse.Namespace) -> int:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import uvloop
-
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments, call_server
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, print_result, server_options
+from blocks.cli_server import add_client_arguments, call_server, run_server
 from blocks.core.errors import InvalidArgument
 from blocks.sequencer.snowflake import DEFAULT_EPOCH_MS, Layout, decode
 
@@ -73,8 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         with open(args.lease_token_file, encoding="utf-8") as handle:
             lease_token = handle.read().strip()
 
-    async def main() -> None:
-        server, service = build_server(
+    def build() -> tuple[Any, Any]:
+        return build_server(
             args.data_dir,
             host=options.host,
             port=options.port,
@@ -85,20 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
             lease_token=lease_token,
             lease_workers=args.lease_workers,
         )
-        options.configure(server)
-        await server.start()
-        worker_id = service.worker_id
-        announce(
-            options,
-            f"sequencer serving on {server.address} as worker {worker_id}",
-            address=server.address,
-            metrics_port=server.metrics_port,
-            worker_id=worker_id,
-        )
-        await server.serve_until_signalled()
 
-    uvloop.run(main())
-    return 0
+    def announcement(server: Any, service: Any) -> tuple[str, dict[str, Any]]:
+        worker_id = service.worker_id
+        text = f"sequencer serving on {server.address} as worker {worker_id}"
+        return text, {"worker_id": worker_id}
+
+    return run_server(options, build, announcement)
 
 
 def _next(args: argparse.Namespace) -> int:
