@@ -16,10 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Hashable, Iterable, Iterator
-from concurrent.futures import Future
 
-from blocks.blob.storage.index import MetaIndex
-from blocks.blob.storage.ledger import ChunkLedger
 from blocks.blob.storage.meta import ChunkRef
 from blocks.blob.storage.records import (
     BucketDelete,
@@ -34,39 +31,22 @@ from blocks.blob.storage.records import (
     decode,
     encode,
 )
+from blocks.blob.storage.store_parts import StoreParts
 from blocks.blob.storage.versions import HybridClock, entity_of, version_of
 from blocks.core.errors import NotFound
 
 __all__ = ["PeerRecordsMixin"]
 
 
-class PeerRecordsMixin:
+class PeerRecordsMixin(StoreParts):
     """Changes from peers and answers to them (see the module docstring)."""
 
-    _lock: threading.RLock
     _outbox: threading.local
-    index: MetaIndex
-    ledger: ChunkLedger
     hybrid_clock: HybridClock
     remote_applied: int
     remote_dropped: int
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
     def _newest(self, entity: Hashable, record: Record) -> tuple[int, str] | None:
-        raise NotImplementedError
-
-    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
-        raise NotImplementedError
-
-    def _finish(self, entity: Hashable, sequence: int) -> bool:
-        raise NotImplementedError
-
-    def _maybe_compact(self) -> bool:
-        raise NotImplementedError
-
-    def _read_inline(self, offset: int) -> memoryview:
         raise NotImplementedError
 
     # -- changes from peers ------------------------------------------------------------------

@@ -15,15 +15,10 @@ Versioning follows S3: a bucket starts with no status, and once ``Enabled`` can 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Hashable
-from concurrent.futures import Future
-
 from blocks.blob.api import BucketInfo
 from blocks.blob.listing import check_bucket_name
-from blocks.blob.storage.index import MetaIndex
-from blocks.blob.storage.records import BucketDelete, BucketPut, Record
-from blocks.core.clock import Clock
+from blocks.blob.storage.records import BucketDelete, BucketPut
+from blocks.blob.storage.store_parts import StoreParts
 from blocks.core.errors import Conflict, InvalidArgument, NotFound
 
 __all__ = ["ENABLED", "SUSPENDED", "BucketMixin"]
@@ -32,26 +27,8 @@ ENABLED = "Enabled"
 SUSPENDED = "Suspended"
 
 
-class BucketMixin:
-    """The bucket half of ``LocalBlobStore``; relies on the attributes declared here."""
-
-    _lock: threading.RLock
-    _latest: dict[Hashable, int]
-    index: MetaIndex
-    clock: Clock
-    node_id: str
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _busy(self, entity: Hashable) -> bool:
-        raise NotImplementedError
-
-    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
-        raise NotImplementedError
-
-    def _finish(self, entity: Hashable, sequence: int) -> bool:
-        raise NotImplementedError
+class BucketMixin(StoreParts):
+    """The bucket half of ``LocalBlobStore`` (what it uses of the other halves: ``StoreParts``)."""
 
     def _commit_bucket(self, record: BucketPut | BucketDelete) -> None:
         """Journal a bucket change and wait for it (lock held throughout)."""

@@ -31,9 +31,8 @@ from concurrent.futures import Future
 
 from blocks.blob.storage.index import MetaIndex
 from blocks.blob.storage.journal import Journal
-from blocks.blob.storage.ledger import ChunkLedger
 from blocks.blob.storage.records import Record, decode, encode, inline_body
-from blocks.core.clock import Clock
+from blocks.blob.storage.store_parts import StoreParts
 from blocks.core.errors import Corruption, FailedPrecondition
 
 __all__ = ["COMPACT_RATIO", "CommitMixin"]
@@ -42,19 +41,15 @@ COMPACT_RATIO = 2
 CLOSE_TIMEOUT_S = 30.0
 
 
-class CommitMixin:
+class CommitMixin(StoreParts):
     """The journal half of ``LocalBlobStore``."""
 
-    _lock: threading.RLock
     _closed: bool
     journal: Journal
-    index: MetaIndex
-    ledger: ChunkLedger
     compact_bytes_min: int
     corrupt_records: int
     compactions: int
     orphan_grace_s: float
-    clock: Clock
     tombstones_max = 0
     """Deleted keys the index remembers (a cluster's replica keeps some; see ``index``)."""
 

@@ -21,27 +21,20 @@ The S3 ETag of the result is ``md5(md5(part 1) || ... || md5(part N))-N``.
 from __future__ import annotations
 
 import hashlib
-import random
-import threading
-from collections.abc import Hashable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Iterable, Mapping
 
 from blocks.blob.api import ObjectInfo, PartInfo, UploadInfo
 from blocks.blob.checksums import ALGORITHMS, multipart_checksums
 from blocks.blob.conditions import WriteCondition, check_write
 from blocks.blob.listing import check_checksums, check_headers, check_key, check_metadata
-from blocks.blob.storage.index import MetaIndex
-from blocks.blob.storage.ledger import ChunkLedger
 from blocks.blob.storage.meta import ChunkRef, Manifest, PartRecord, UploadRecord
 from blocks.blob.storage.records import (
-    ObjectPut,
     PartPut,
-    Record,
     UploadAbort,
     UploadComplete,
     UploadPut,
 )
-from blocks.core.clock import Clock
+from blocks.blob.storage.store_parts import StoreParts
 from blocks.core.errors import InvalidArgument, NotFound
 
 __all__ = ["PARTS_MAX", "MultipartMixin"]
@@ -52,52 +45,16 @@ UPLOADS_MAX = 10_000
 UPLOADS_LISTED_MAX = 1000
 
 
-class MultipartMixin:
-    """The multipart half of ``LocalBlobStore``; relies on the attributes declared here."""
+class MultipartMixin(StoreParts):
+    """The multipart half of ``LocalBlobStore`` (what it uses of the other halves: ``StoreParts``)."""
 
-    _lock: threading.RLock
-    index: MetaIndex
-    ledger: ChunkLedger
-    clock: Clock
-    rng: random.Random
     part_bytes_min: int
     object_bytes_max: int
-    node_id: str
     _closing: set[str]
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _bucket_index(self, bucket: str) -> dict[str, Manifest]:
-        raise NotImplementedError
 
     def _store_stream(
         self, data: bytes | Iterable[bytes], size_max: int
     ) -> tuple[list[ChunkRef], int, bytes]:
-        raise NotImplementedError
-
-    def _commit_object(
-        self,
-        record: ObjectPut | UploadComplete,
-        pinned: list[ChunkRef],
-        upload_id: str | None,
-        condition: WriteCondition | None = None,
-    ) -> Manifest:
-        raise NotImplementedError
-
-    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
-        raise NotImplementedError
-
-    def _finish(self, entity: Hashable, sequence: int) -> bool:
-        raise NotImplementedError
-
-    def _maybe_compact(self) -> bool:
-        raise NotImplementedError
-
-    def _stamp(self, bucket: str, key: str) -> tuple[int, str]:
-        raise NotImplementedError
-
-    def _info(self, manifest: Manifest) -> ObjectInfo:
         raise NotImplementedError
 
     def _init_multipart(self) -> None:

@@ -24,22 +24,16 @@ the wall clock stepped back.
 from __future__ import annotations
 
 import bisect
-import random
-import threading
-from collections.abc import Hashable
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from blocks.blob.api import ObjectInfo
 from blocks.blob.conditions import WriteCondition
 from blocks.blob.listing import MAX_KEYS_MAX, after_prefix, check_key
 from blocks.blob.storage.buckets import ENABLED
-from blocks.blob.storage.index import MetaIndex
-from blocks.blob.storage.ledger import ChunkLedger
 from blocks.blob.storage.meta import ChunkRef, Manifest
-from blocks.blob.storage.records import ObjectDelete, ObjectPut, Record, UploadComplete
+from blocks.blob.storage.records import ObjectDelete, ObjectPut, UploadComplete
+from blocks.blob.storage.store_parts import StoreParts
 from blocks.blob.storage.versions import object_entity
-from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument, NotFound
 
 __all__ = [
@@ -133,34 +127,10 @@ def info_of(manifest: Manifest, versioned: bool) -> ObjectInfo:
     )
 
 
-class VersionsMixin:
-    """The versions half of ``LocalBlobStore``; relies on the attributes declared here."""
+class VersionsMixin(StoreParts):
+    """The versions half of ``LocalBlobStore`` (what it uses of the other halves: ``StoreParts``)."""
 
-    _lock: threading.RLock
-    index: MetaIndex
-    ledger: ChunkLedger
-    clock: Clock
-    rng: random.Random
-    node_id: str
     _last_version: int
-
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _bucket_index(self, bucket: str) -> dict[str, Manifest]:
-        raise NotImplementedError
-
-    def _busy(self, entity: Hashable) -> bool:
-        raise NotImplementedError
-
-    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
-        raise NotImplementedError
-
-    def _finish(self, entity: Hashable, sequence: int) -> bool:
-        raise NotImplementedError
-
-    def _maybe_compact(self) -> bool:
-        raise NotImplementedError
 
     def _commit_object(
         self,
