@@ -214,12 +214,7 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         except BaseException:
             self.ledger.release(pinned)
             raise
-        try:
-            offset = future.result()
-        except BaseException:  # the journal failed: keep the pins (see ``committing``)
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
+        offset = self._durable(entity, sequence, future)  # failed: the pins stay (``committing``)
         inline = isinstance(record, ObjectPut) and record.body is not None
         installed = dataclasses.replace(
             manifest, inline_offset=offset if inline else -1, record_bytes=size

@@ -121,12 +121,7 @@ class PeerRecordsMixin(StoreParts):
                 sequence, future, size = self._submit(entity, record)
             finally:
                 self._outbox.remote = False
-        try:
-            future.result()
-        except BaseException:
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
+        self._durable(entity, sequence, future)
         with self._lock:
             released = self._install(record, size) if self._finish(entity, sequence) else []
             self._maybe_compact()

@@ -123,6 +123,17 @@ class CommitMixin(StoreParts):
     def _compaction_bound(self) -> int:
         return max(self.compact_bytes_min, COMPACT_RATIO * self.index.live_bytes())
 
+    def _durable(self, entity: Hashable, sequence: int, future: Future[int]) -> int:
+        """Wait (without the lock) for a record ``_submit`` returned to be durable; its
+        journal offset. If the journal failed, the change is finished (its entity no longer
+        busy) and the error raised."""
+        try:
+            return future.result()
+        except BaseException:
+            with self._lock:
+                self._finish(entity, sequence)
+            raise
+
     def _maybe_compact(self) -> bool:
         """Rewrite the journal if it is due and nothing is in flight (lock held)."""
         if self._in_flight or self._closed:

@@ -150,12 +150,7 @@ class MultipartMixin(StoreParts):
         except BaseException:
             self.ledger.release(refs)
             raise
-        try:
-            future.result()
-        except BaseException:  # the journal failed: keep the pins (see ``committing``)
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
+        self._durable(entity, sequence, future)  # failed: the pins stay (``committing``)
         with self._lock:
             current = self._finish(entity, sequence)
             installed = current and upload_id in self.index.uploads

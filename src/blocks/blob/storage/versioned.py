@@ -27,11 +27,10 @@ import bisect
 from dataclasses import dataclass
 
 from blocks.blob.api import ObjectInfo
-from blocks.blob.conditions import WriteCondition
 from blocks.blob.listing import MAX_KEYS_MAX, after_prefix, check_key
 from blocks.blob.storage.buckets import ENABLED
-from blocks.blob.storage.meta import ChunkRef, Manifest
-from blocks.blob.storage.records import ObjectDelete, ObjectPut, UploadComplete
+from blocks.blob.storage.meta import Manifest
+from blocks.blob.storage.records import ObjectDelete, ObjectPut
 from blocks.blob.storage.store_parts import StoreParts
 from blocks.blob.storage.versions import object_entity
 from blocks.core.errors import InvalidArgument, NotFound
@@ -131,15 +130,6 @@ class VersionsMixin(StoreParts):
     """The versions half of ``LocalBlobStore`` (what it uses of the other halves: ``StoreParts``)."""
 
     _last_version: int
-
-    def _commit_object(
-        self,
-        record: ObjectPut | UploadComplete,
-        pinned: list[ChunkRef],
-        upload_id: str | None = None,
-        condition: WriteCondition | None = None,
-    ) -> Manifest:
-        raise NotImplementedError
 
     # -- stamping new versions ---------------------------------------------------------------
     def _new_version_id(self, now_ms: int) -> str:
@@ -250,12 +240,7 @@ class VersionsMixin(StoreParts):
                 return DeleteOutcome(shown, False)
             record = ObjectDelete(bucket, key, self.clock.now_ms(), self.node_id, stored)
             sequence, future, _ = self._submit(entity, record)
-        try:
-            future.result()
-        except BaseException:
-            with self._lock:
-                self._finish(entity, sequence)
-            raise
+        self._durable(entity, sequence, future)
         with self._lock:
             current = self._finish(entity, sequence)
             removed = self.index.remove_version(bucket, key, stored) if current else None
