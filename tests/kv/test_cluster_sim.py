@@ -24,7 +24,7 @@ import pytest
 from blocks.core.clock import ManualClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument, Timeout, Unavailable
 from blocks.core.hashing import HashRing
-from blocks.kv.cluster.node import Effect, Fail, KVNodeCore, QuorumConfig, Reply, Send
+from blocks.kv.cluster.node import Fail, KVNodeCore, KVReady, QuorumConfig, Reply
 from blocks.kv.cluster.versions import Dot, VersionedObject, VersionVector, merge
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
@@ -53,7 +53,7 @@ class Sim:
         self.crashed: set[str] = set()
         self.partition: list[set[str]] | None = None
         self.request_id = 0
-        self.results: dict[int, Effect] = {}
+        self.results: dict[int, Reply | Fail] = {}
         # (key, dot) of every write -> the dots of that key's writes it had seen
         self.writes: dict[tuple[bytes, Dot], frozenset[Dot]] = {}
         self.acked: list[tuple[bytes, Dot]] = []
@@ -67,12 +67,11 @@ class Sim:
             return False
         return self.partition is None or any(a in g and b in g for g in self.partition)
 
-    def run_effects(self, source: str, effects: list[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Send):
-                self.send(source, effect.to, effect.message)
-            else:
-                self.results[effect.request_id] = effect
+    def run_effects(self, source: str, ready: KVReady) -> None:
+        for target, message in ready.messages:
+            self.send(source, target, message)
+        for reply in ready.replies:
+            self.results[reply.request_id] = reply
 
     def send(self, source: str, target: str, message: object) -> None:
         copies = 1
@@ -127,7 +126,7 @@ class Sim:
         if dot is not None and isinstance(self.results.get(rid), Reply):
             self.acked.append((key, dot))
 
-    def get(self, key: bytes) -> Effect | None:
+    def get(self, key: bytes) -> Reply | Fail | None:
         node = self.coordinator(key)
         if node is None:
             return None
@@ -258,18 +257,21 @@ def test_quorum_failures_are_typed() -> None:
     lonely = KVNodeCore("solo", QuorumConfig(replicas=3), lambda k: order, clock)
     # Only itself reachable and no spare: 1 target < W=2, refused at once, nothing stored.
     failed = lonely.coordinate_put(1, b"k", b"v", VersionVector(), {"solo"})
-    assert isinstance(failed[0], Fail) and isinstance(failed[0].error, Unavailable)
+    assert not failed.messages
+    assert isinstance(failed.replies[0], Fail) and isinstance(failed.replies[0].error, Unavailable)
     assert lonely.objects == {}
     # Peers "healthy" but silent (a partition the detector has not noticed): no W acks in
     # time means Timeout, never a success on the coordinator's copy alone.
-    effects = lonely.coordinate_put(2, b"k", b"v", VersionVector(), {"solo", "x", "y"})
-    assert all(isinstance(e, Send) for e in effects)
+    sent = lonely.coordinate_put(2, b"k", b"v", VersionVector(), {"solo", "x", "y"})
+    assert len(sent.messages) == 2 and not sent.replies
     clock.advance(5.0)
-    timed_out = [e for e in lonely.tick(set()) if isinstance(e, Fail)]
+    timed_out = [e for e in lonely.tick(set()).replies if isinstance(e, Fail)]
     assert len(timed_out) == 1 and isinstance(timed_out[0].error, Timeout)
     # A node outside the preference list does not coordinate writes: it names who should.
     outsider = KVNodeCore("z", QuorumConfig(replicas=3), lambda k: [*order, "z"], clock)
-    refused = outsider.coordinate_put(3, b"k", b"v", VersionVector(), {"solo", "x", "y", "z"})
+    refused = outsider.coordinate_put(
+        3, b"k", b"v", VersionVector(), {"solo", "x", "y", "z"}
+    ).replies
     assert isinstance(refused[0], Fail) and isinstance(refused[0].error, FailedPrecondition)
     assert refused[0].error.details["owner"] == "solo"
     # Quorums are validated.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from blocks.core.clock import ManualClock
 from blocks.core.hashing import HashRing
-from blocks.kv.cluster.messages import Send
 from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
 from blocks.kv.cluster.quorum import Placements
 from blocks.kv.cluster.versions import VersionVector
@@ -24,13 +23,12 @@ def _core(name: str, ring: list[HashRing], replicas: int = 3) -> KVNodeCore:
 
 def _exchange(cores: dict[str, KVNodeCore], initiator: str, peer: str) -> int:
     """Run one exchange to the end; the number of objects that travelled."""
-    queue = [(initiator, e) for e in cores[initiator].start_anti_entropy(peer)]
+    queue = [(initiator, m) for m in cores[initiator].start_anti_entropy(peer).messages]
     moved = 0
     while queue:
-        sender, effect = queue.pop(0)
-        assert isinstance(effect, Send)
-        moved += len(getattr(effect.message, "objects", ()))
-        queue += [(effect.to, e) for e in cores[effect.to].handle(sender, effect.message)]
+        sender, (to, message) = queue.pop(0)
+        moved += len(getattr(message, "objects", ()))
+        queue += [(to, m) for m in cores[to].handle(sender, message).messages]
     return moved
 
 
@@ -74,14 +72,12 @@ def test_a_write_between_start_and_answer_does_not_stop_the_repair() -> None:
     rid = [0]
     _write(a, b"diverged", b"a", rid)
     _write(b, b"other", b"b", rid)
-    leaves = a.start_anti_entropy("n2")
+    [(_, leaves)] = a.start_anti_entropy("n2").messages
     _write(a, b"late", b"written after the tree", rid)
-    answer = b.handle("n1", leaves[0].message)  # type: ignore[attr-defined]
-    for effect in answer:
-        assert isinstance(effect, Send)
-        for back in a.handle("n2", effect.message):
-            assert isinstance(back, Send)
-            b.handle("n1", back.message)
+    answer = b.handle("n1", leaves)
+    for _, message in answer.messages:
+        for _, back in a.handle("n2", message).messages:
+            b.handle("n1", back)
     assert a.objects[b"other"] == b.objects[b"other"]
     assert a.objects[b"diverged"] == b.objects[b"diverged"]
     _exchange(cores, "n1", "n2")  # the next exchange takes the late write too

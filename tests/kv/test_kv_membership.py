@@ -19,7 +19,7 @@ from blocks.kv.cluster.membership import (
     record_from_wire,
     record_to_wire,
 )
-from blocks.kv.cluster.messages import Handoff, HandoffAck, PutAck, PutReplica, Send
+from blocks.kv.cluster.messages import Handoff, HandoffAck, PutAck, PutReplica
 from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
 from blocks.kv.cluster.versions import VersionVector, update
 
@@ -205,11 +205,11 @@ def test_rebalance_hands_keys_to_new_owners_and_drops_copies_it_no_longer_owns()
     healthy = {"a", "b", "c", "d"}
     for _ in range(10):  # deliver hand-offs and their acks
         for name in ("a", "b", "c"):
-            for effect in cores[name].tick(healthy):
-                assert isinstance(effect, Send) and isinstance(effect.message, Handoff)
-                for reply in cores[effect.to].handle(name, effect.message):
-                    assert isinstance(reply, Send) and isinstance(reply.message, HandoffAck)
-                    cores[name].handle(effect.to, reply.message)
+            for to, message in cores[name].tick(healthy).messages:
+                assert isinstance(message, Handoff)
+                for _, reply in cores[to].handle(name, message).messages:
+                    assert isinstance(reply, HandoffAck)
+                    cores[name].handle(to, reply)
     for key in keys:
         home = set(ring[0].preference_list(key, 3))
         holders = {n for n, core in cores.items() if key in core.objects}
@@ -231,15 +231,14 @@ def test_a_replica_write_from_a_stale_ring_reaches_the_home_nodes_and_leaves() -
     stray = next(n for n in old.preference_list(key, 3) if n not in ring[0].preference_list(key, 3))
     obj = update(None, VersionVector(), "a", key, cores["a"].hlc.now())
     replies = cores[stray].handle("a", PutReplica(7, key, obj))
-    assert [r.message for r in replies if isinstance(r, Send)] == [PutAck(7)]  # acked as usual
+    assert list(replies.messages) == [("a", PutAck(7))]  # acked as usual
     assert {owner for owner, _ in cores[stray].hints} == set(ring[0].preference_list(key, 3))
     healthy = {"a", "b", "c", "d"}
     for _ in range(3):
-        for effect in cores[stray].tick(healthy):
-            assert isinstance(effect, Send) and isinstance(effect.message, Handoff)
-            for reply in cores[effect.to].handle(stray, effect.message):
-                assert isinstance(reply, Send)
-                cores[stray].handle(effect.to, reply.message)
+        for to, message in cores[stray].tick(healthy).messages:
+            assert isinstance(message, Handoff)
+            for _, reply in cores[to].handle(stray, message).messages:
+                cores[stray].handle(to, reply)
     holders = {n for n, core in cores.items() if key in core.objects}
     assert holders == set(ring[0].preference_list(key, 3))
     assert not any(core.hints for core in cores.values())

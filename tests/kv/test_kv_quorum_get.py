@@ -6,7 +6,7 @@ from __future__ import annotations
 from blocks.core.clock import ManualClock
 from blocks.core.hashing import HashRing
 from blocks.kv.cluster.hlc import HlcTimestamp
-from blocks.kv.cluster.messages import GetReply, PutReplica, Reply, Send
+from blocks.kv.cluster.messages import GetReply, PutReplica, Reply
 from blocks.kv.cluster.node import KVNodeCore, QuorumConfig
 from blocks.kv.cluster.quorum import Placements
 from blocks.kv.cluster.versions import VersionVector, merge, update
@@ -25,15 +25,16 @@ def test_a_copy_heard_after_the_answer_is_merged_into_the_repair() -> None:
     common = update(None, VersionVector(), "n1", b"old", HlcTimestamp(1, 0))
     core.objects[b"k"] = common
     concurrent = update(None, VersionVector(), "n3", b"other", HlcTimestamp(2, 0))
-    effects = core.coordinate_get(1, b"k", NODES)
-    assert {e.to for e in effects if isinstance(e, Send)} == {"n2", "n3"}
+    asked = core.coordinate_get(1, b"k", NODES)
+    assert {to for to, _ in asked.messages} == {"n2", "n3"} and not asked.replies
     answer = core.handle("n2", GetReply(1, common))  # R = 2: n1 and n2 agree
-    assert answer == [Reply(1, common)]
+    assert list(answer.replies) == [Reply(1, common)] and not answer.messages
     repair = core.handle("n3", GetReply(1, concurrent))  # late, and concurrent
     merged = merge(common, concurrent)
     assert sorted(merged.values) == [b"old", b"other"]
     assert core.objects[b"k"] == merged  # the coordinator's own copy repaired
-    sent = {e.to: e.message for e in repair if isinstance(e, Send)}
+    assert not repair.replies
+    sent = dict(repair.messages)
     assert set(sent) == {"n2", "n3"}  # n3 lacked the common copy too
     for message in sent.values():
         assert isinstance(message, PutReplica) and message.obj == merged
@@ -44,8 +45,8 @@ def test_equal_copies_answer_and_repair_nothing() -> None:
     obj = update(None, VersionVector(), "n1", b"v", HlcTimestamp(1, 0))
     core.objects[b"k"] = obj
     core.coordinate_get(1, b"k", NODES)
-    assert core.handle("n3", GetReply(1, obj)) == [Reply(1, obj)]
-    assert core.handle("n2", GetReply(1, obj)) == []
+    assert list(core.handle("n3", GetReply(1, obj)).replies) == [Reply(1, obj)]
+    assert core.handle("n2", GetReply(1, obj)).is_empty
     assert core.objects[b"k"] is obj
 
 
@@ -58,9 +59,9 @@ def test_a_get_past_its_deadline_repairs_from_every_copy_heard() -> None:
     theirs = update(None, VersionVector(), "n2", b"theirs", HlcTimestamp(2, 0))
     core.objects[b"k"] = mine
     core.coordinate_get(1, b"k", NODES)
-    assert core.handle("n2", GetReply(1, theirs)) == []  # R = 3: not yet
+    assert core.handle("n2", GetReply(1, theirs)).is_empty  # R = 3: not yet
     clock.advance(2.0)
     effects = core.tick(NODES)
-    assert not any(isinstance(e, Reply) for e in effects)  # it failed with Timeout
+    assert not any(isinstance(e, Reply) for e in effects.replies)  # it failed with Timeout
     assert sorted(core.objects[b"k"].values) == [b"mine", b"theirs"]
-    assert {e.to for e in effects if isinstance(e, Send)} == {"n2"}
+    assert {to for to, _ in effects.messages} == {"n2"}

@@ -25,8 +25,9 @@ import xxhash
 
 from blocks.core.codec import pack
 from blocks.core.hashing import key_hash
+from blocks.core.ready import NOTHING, Ready
 from blocks.kv.cluster.merkle import MerkleTree, entry_hash
-from blocks.kv.cluster.messages import Effect, Send, SyncLeaves, SyncObjects
+from blocks.kv.cluster.messages import KVReady, SyncLeaves, SyncObjects
 from blocks.kv.cluster.quorum import QuorumConfig
 from blocks.kv.cluster.versions import VersionedObject, merge, object_to_wire
 
@@ -137,32 +138,32 @@ def _entry_hash(key: bytes, obj: VersionedObject, cached: list[Any]) -> int:
     return entry
 
 
-def start_anti_entropy(core: SyncingCore, peer: str) -> list[Effect]:
+def start_anti_entropy(core: SyncingCore, peer: str) -> KVReady:
     digests = core.digests
     if len(digests._cache) > len(core.objects) + len(core.objects) // 4 + 64:
         digests.forget_missing(core.objects)  # keys gone (hand-offs): now and then, not always
     tree, keys = digests.shared_tree(core, peer)
     digests.started[peer] = keys
     leaves = tuple(tree.level(core.config.merkle_depth))
-    return [Send(peer, SyncLeaves(tree.root, leaves))]
+    return Ready([(peer, SyncLeaves(tree.root, leaves))])
 
 
-def answer_sync(core: SyncingCore, sender: str, message: SyncLeaves) -> list[Effect]:
+def answer_sync(core: SyncingCore, sender: str, message: SyncLeaves) -> KVReady:
     depth = core.config.merkle_depth
     if len(message.leaves) != 1 << depth:
-        return []
+        return NOTHING
     tree, keys = core.digests.shared_tree(core, sender)
     if tree.root == message.root:
-        return []
+        return NOTHING
     ours = tree.level(depth)
     differing = tuple(
         i for i, (a, b) in enumerate(zip(ours, message.leaves, strict=True)) if a != b
     )
     objects = _objects_in(core.objects, keys, differing, depth)
-    return [Send(sender, SyncObjects(objects, differing, answer_expected=True))]
+    return Ready([(sender, SyncObjects(objects, differing, answer_expected=True))])
 
 
-def apply_sync(core: SyncingCore, sender: str, message: SyncObjects) -> list[Effect]:
+def apply_sync(core: SyncingCore, sender: str, message: SyncObjects) -> KVReady:
     """Merge the peer's objects of the differing leaves; answer with ours where they differ.
 
     A key whose merged object here equals the one the peer sent is left out of the answer
@@ -192,8 +193,8 @@ def apply_sync(core: SyncingCore, sender: str, message: SyncObjects) -> list[Eff
         if ours is not None and ours != received.get(key):
             answer.append((key, ours))
     if answer:
-        return [Send(sender, SyncObjects(tuple(answer), message.leaves, answer_expected=False))]
-    return []
+        return Ready([(sender, SyncObjects(tuple(answer), message.leaves, answer_expected=False))])
+    return NOTHING
 
 
 def _objects_in(

@@ -7,7 +7,8 @@ sources and carries out what they return:
   message (``peer_wire.decode_peer_message``): gossip goes to ``Membership``, the rest to
   ``KVNodeCore.handle``. A list starting with a str is a client request, answered by
   ``driver_handlers``: ``put``/``get`` become ``coordinate_put``/``coordinate_get`` here, with
-  a fresh request id and a future that the core's ``Reply``/``Fail`` resolves. A put that
+  a fresh request id and a future that the core's ``Reply``/``Fail`` (a reply in the
+  ``KVReady`` each core step returns) resolves. A put that
   reaches a node outside the key's replicas is forwarded once to the first one.
 * **Time**: every ``tick_s`` the core expires requests and hands off hints; every
   ``gossip_interval_s`` membership gossips; every ``anti_entropy_interval_s`` the node runs a
@@ -17,8 +18,10 @@ sources and carries out what they return:
 
 Before a put, the node's dot-counter lease is extended when the put's dot would pass it
 (``dot_lease``: the store fsyncs a new mark, whatever its sync policy; a refusal fails the
-put like a refused save). Effects are held until the keys the core touched are saved to the ``ObjectStore``; all the
-steps of one loop iteration share one save (one fsync), then their acks and replies go out.
+put like a refused save). Each step's ``KVReady`` (``blocks.core.ready``: messages and
+replies) is held until the keys the core touched are saved to the ``ObjectStore``; all the
+steps of one loop iteration share one save (one fsync), then their messages and replies go out
+(the ``Ready`` rule: persist, then send and answer).
 When the disk refuses that save (``StorageError``; ``StorageFull`` when it is full), nothing
 of the iteration that depends on it leaves: its keys go back to what the store holds, the
 puts coordinated in it fail with that error at once, gets of those keys fail with
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +56,7 @@ from blocks.core.errors import (
 from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
+from blocks.core.ready import NOTHING
 from blocks.core.transport import Transport
 from blocks.kv.cluster.client_wire import PutResult, parse_address
 from blocks.kv.cluster.dot_lease import CounterLease
@@ -65,12 +69,7 @@ from blocks.kv.cluster.driver_handlers import (
 )
 from blocks.kv.cluster.driver_io import Outbox, PeerBatches, StorageHealth, held_flush
 from blocks.kv.cluster.membership import Membership
-from blocks.kv.cluster.messages import (
-    Effect,
-    Fail,
-    Reply,
-    Send,
-)
+from blocks.kv.cluster.messages import Fail, KVReady, Message, Reply
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import (
     BATCH_TAG,
@@ -122,7 +121,9 @@ class KVNode:
         self._request_keys: dict[int, tuple[bool, bytes]] = {}
         self._unsaved: set[int] = set()
         self.storage = StorageHealth(node_id, self.counters)
-        self._held: deque[Effect] = deque()
+        # What the steps since the last flush gave, held until their keys are saved.
+        self._held_messages: list[tuple[str, Message]] = []
+        self._held_replies: list[Reply | Fail] = []
         self._flush_scheduled = False
         self._next_request_id = 0
         self._placements = Placements()
@@ -187,7 +188,8 @@ class KVNode:
         for outbox in self._outboxes.values():
             outbox.close()
         self._outboxes.clear()
-        self._held.clear()
+        self._held_messages.clear()
+        self._held_replies.clear()
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)
@@ -229,8 +231,8 @@ class KVNode:
         self._maybe_reserve_counters(key, base)
         request_id, future = self._new_request(True, key)
         healthy = self.membership.healthy()
-        effects = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
-        refusal = _refusal(effects)
+        ready = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
+        refusal = _refusal(ready)
         if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
             self._waiting.pop(request_id, None)
             self._request_keys.pop(request_id, None)
@@ -238,7 +240,7 @@ class KVNode:
             if hops >= 1 or owner is None:
                 raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
             return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
-        self._run(effects)
+        self._run(ready)
         obj = await self._wait(request_id, future, timeout_s)
         assert obj is not None, "a put always replies with the object it wrote"
         return PutResult(obj, self.node_id)
@@ -249,18 +251,24 @@ class KVNode:
         """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
         self._check_running()
         request_id, future = self._new_request(False, key)
-        effects = self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum)
-        if len(effects) == 1 and not self._held and not self.core.dirty:
+        ready = self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum)
+        if (
+            not ready.messages
+            and len(ready.replies) == 1
+            and not self._held_messages
+            and not self._held_replies
+            and not self.core.dirty
+        ):
             # Answered from this node's copy alone (R1 here), with nothing unsaved it could
             # depend on: the answer needs no flush, so it leaves now, without a loop turn.
-            (effect,) = effects
-            if not isinstance(effect, Send) and effect.request_id == request_id:
+            (reply,) = ready.replies
+            if reply.request_id == request_id:
                 self._forget_request(request_id)
                 self._unsaved.discard(request_id)
-                if isinstance(effect, Fail):
-                    raise effect.error
-                return effect.result
-        self._run(effects)
+                if isinstance(reply, Fail):
+                    raise reply.error
+                return reply.result
+        self._run(ready)
         return await self._wait(request_id, future, timeout_s)
 
     def _maybe_reserve_counters(self, key: bytes, context: VersionVector) -> None:
@@ -339,17 +347,15 @@ class KVNode:
 
     def _handle_batch(self, source: str, message: list[Any]) -> None:
         """The data-path messages a peer batched for this node (``peer_wire.encode_batch``), in
-        order; their effects are carried out together."""
+        order; their effects are carried out together (one flush)."""
         try:
             decoded = decode_peer_batch(message)
         except PeerError:
             self.counters["malformed_peer_messages"] += 1
             raise
-        handle = self.core.handle
-        effects: list[Effect] = []
+        handle, run = self.core.handle, self._run
         for one in decoded:
-            effects += handle(source, one)
-        self._run(effects)
+            run(handle(source, one))
 
     def _on_gossip(self, source: str, gossip: Gossip) -> None:
         changed = self.membership.handle_gossip(source, gossip.records)
@@ -381,7 +387,7 @@ class KVNode:
         if len(old):
             moved = self.core.rebalance(lambda k: old.preference_list(k, min(replicas, len(old))))
             self.counters["keys_rebalanced"] += moved
-        self._run([])
+        self._run(NOTHING)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -405,35 +411,46 @@ class KVNode:
 
     # -- effects ---------------------------------------------------------------------------
 
-    def _run(self, effects: list[Effect]) -> None:
-        """Carry out effects once the keys they depend on are saved (see module docs)."""
-        self._held.extend(effects)
-        if not self._flush_scheduled and (self._held or self.core.dirty):
+    def _run(self, ready: KVReady) -> None:
+        """Carry out a step's ``Ready`` once the keys it depends on are saved (see the
+        module docs): held until this loop turn's flush."""
+        if ready.messages:
+            self._held_messages.extend(ready.messages)
+        if ready.replies:
+            self._held_replies.extend(ready.replies)
+        if not self._flush_scheduled and (
+            self._held_messages or self._held_replies or self.core.dirty
+        ):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Save the dirty keys, then send the held messages (batched per peer) and resolve
+        the held replies."""
         self._flush_scheduled = False
         if not self.running:
             return
         made, self._unsaved = self._unsaved, set()
+        messages, replies = self._held_messages, self._held_replies
+        self._held_messages, self._held_replies = [], []
         try:
             if held_flush(self.core, self.store):
                 self.storage.saved()
         except StorageError as error:
-            self._storage_failed(error, made)
+            self._storage_failed(error, made, len(messages), replies)
             return
         batches = PeerBatches(self._push, self.counters)
-        while self._held:
-            effect = self._held.popleft()
-            if isinstance(effect, Send):
-                batches.add(effect.to, effect.message)
-            else:
-                self._resolve(effect)
+        for peer, message in messages:
+            batches.add(peer, message)
+        for reply in replies:
+            self._resolve(reply)
         batches.send_all()
 
-    def _storage_failed(self, error: StorageError, made: set[int]) -> None:
-        """The save of this iteration failed: see the module docs for what still leaves."""
+    def _storage_failed(
+        self, error: StorageError, made: set[int], dropped: int, replies: list[Reply | Fail]
+    ) -> None:
+        """The save of this iteration failed: see the module docs for what still leaves
+        (``dropped`` messages do not; ``replies`` do)."""
         failed_keys = self.core.revert_unsaved()
         self.storage.failed(error)
         read_error = Unavailable(f"a write to this key failed ({error}); read it again")
@@ -445,12 +462,10 @@ class KVNode:
                 future.set_exception(error)
             elif not is_put and key in failed_keys:
                 future.set_exception(read_error)
-        held, self._held = self._held, deque()
-        for effect in held:
-            if isinstance(effect, Send):
-                self.counters["storage_dropped_sends"] += 1
-            else:
-                self._resolve(effect)  # a request failed above is done: this is a no-op
+        if dropped:
+            self.counters["storage_dropped_sends"] += dropped
+        for reply in replies:
+            self._resolve(reply)  # a request failed above is done: this is a no-op
 
     def _resolve(self, effect: Reply | Fail) -> None:
         future = self._waiting.get(effect.request_id)
@@ -489,9 +504,9 @@ class KVNode:
         return len(self._waiting)
 
 
-def _refusal(effects: list[Effect]) -> BlocksError | None:
-    if len(effects) == 1 and isinstance(effects[0], Fail):
-        return effects[0].error
+def _refusal(ready: KVReady) -> BlocksError | None:
+    if not ready.messages and len(ready.replies) == 1 and isinstance(ready.replies[0], Fail):
+        return ready.replies[0].error
     return None
 
 

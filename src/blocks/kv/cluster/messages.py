@@ -1,6 +1,10 @@
 """Messages between kv cluster nodes and the effects a node core asks its driver to perform.
 
-Plain frozen dataclasses: the core takes them in and gives them out as data. A request id
+Plain frozen dataclasses: the core takes them in and gives them out as data. A core step
+returns a ``KVReady`` (``blocks.core.ready.Ready``): ``messages`` as ``(node, message)``
+pairs and ``replies`` (``Reply``/``Fail``) to the client requests it coordinates. It lists no
+records: the core marks the keys it changed (``KVNodeCore.dirty``) and the driver saves them
+all in one write per loop turn before any message or reply of that turn leaves. A request id
 of 0 on ``PutReplica`` means "no ack wanted" (read repair). Objects travel as
 ``VersionedObject``; a driver that crosses a process boundary encodes them with
 ``versions.object_to_wire`` and decodes with ``object_from_wire``, which rejects malformed
@@ -12,20 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blocks.core.errors import BlocksError
+from blocks.core.ready import Ready
 from blocks.kv.cluster.versions import VersionedObject
 
 __all__ = [
-    "Effect",
     "Fail",
     "GetReplica",
     "GetReply",
     "Handoff",
     "HandoffAck",
+    "KVReady",
     "Message",
     "PutAck",
     "PutReplica",
     "Reply",
-    "Send",
     "SyncLeaves",
     "SyncObjects",
 ]
@@ -88,13 +92,7 @@ Message = (
 )
 
 
-# -- effects ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    to: str
-    message: Message
+# -- replies to client requests ----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,4 +107,5 @@ class Fail:
     error: BlocksError
 
 
-Effect = Send | Reply | Fail
+KVReady = Ready[Message, Reply | Fail, None]
+"""A core step's effects: ``messages`` to peers and ``replies`` to client requests."""

@@ -2,8 +2,10 @@
 
 Theory of operation (after Amazon's Dynamo). Inputs are client commands
 (``coordinate_put``/``coordinate_get``), peer messages (``handle``) and the passage of time
-(``tick``); outputs are ``Effect`` values: messages to send, replies and failures for client
-requests. A driver carries them out; the simulator in the tests does the same with faults.
+(``tick``); each returns a ``KVReady`` (``blocks.core.ready.Ready``): messages to send as
+``(node, message)`` pairs, and ``Reply``/``Fail`` for client requests; the keys a step changed
+are in ``dirty`` until the driver saves them (``saved``), before any of that step's effects
+leave. A driver carries them out; the simulator in the tests does the same with faults.
 
 * **Placement.** ``placement(key)`` lists every node in ring order for the key; the first
   ``replicas`` are its *home* nodes.
@@ -45,6 +47,7 @@ from blocks.core.errors import (
     Timeout,
     Unavailable,
 )
+from blocks.core.ready import NOTHING, Ready
 from blocks.kv.cluster.anti_entropy import (
     Digests,
     answer_sync,
@@ -55,17 +58,16 @@ from blocks.kv.cluster.anti_entropy import (
 from blocks.kv.cluster.dot_lease import CounterLease
 from blocks.kv.cluster.hlc import HybridLogicalClock
 from blocks.kv.cluster.messages import (
-    Effect,
     Fail,
     GetReplica,
     GetReply,
     Handoff,
     HandoffAck,
+    KVReady,
     Message,
     PutAck,
     PutReplica,
     Reply,
-    Send,
     SyncLeaves,
     SyncObjects,
 )
@@ -80,7 +82,6 @@ from blocks.kv.cluster.versions import (
 )
 
 __all__ = [
-    "Effect",
     "Fail",
     "GetReplica",
     "GetReply",
@@ -88,11 +89,11 @@ __all__ = [
     "HandoffAck",
     "HintSet",
     "KVNodeCore",
+    "KVReady",
     "PutAck",
     "PutReplica",
     "QuorumConfig",
     "Reply",
-    "Send",
     "SyncLeaves",
     "SyncObjects",
     "object_digest",
@@ -111,6 +112,14 @@ class _Pending:
     result: VersionedObject | None = None  # a put's object; a get's merged answer
     merged_count: int = 0  # a get: how many of ``heard`` its answer merged
     heard: dict[str, VersionedObject | None] = field(default_factory=dict)
+
+
+Outgoing = list[tuple[str, Message]]  # a step's messages, built up by the helpers below
+Replies = list[Reply | Fail]
+
+
+def _answer(reply: Reply | Fail) -> KVReady:
+    return Ready(replies=[reply])
 
 
 class KVNodeCore:
@@ -164,23 +173,26 @@ class KVNodeCore:
         context: VersionVector,
         healthy: set[str],
         write_quorum: int | None = None,
-    ) -> list[Effect]:
+    ) -> KVReady:
         """Write ``value`` (``None`` deletes) seen from ``context``; W acks answer."""
         needed = write_quorum or self.config.write_quorum
         targets = plan_targets(self.placement(key), healthy | {self.node_id}, self.config.replicas)
         nodes = [node for node, _ in targets]
         if self.node_id not in nodes:
             owner = nodes[0] if nodes else None
-            return [Fail(request_id, FailedPrecondition("not a replica of this key", owner=owner))]
+            return _answer(
+                Fail(request_id, FailedPrecondition("not a replica of this key", owner=owner))
+            )
         refusal = self._refuse(request_id, len(targets), needed)
-        if refusal:
-            return refusal
+        if refusal is not None:
+            return _answer(refusal)
         lease = self.counter_lease
         floor = 0 if lease is None else lease.floor
         stored = self.objects.get(key)
         counter = next_counter(stored, context, self.node_id, floor)
         if counter > COUNTER_MAX:
-            return [Fail(request_id, InvalidArgument("the context's counter is at its maximum"))]
+            error = InvalidArgument("the context's counter is at its maximum")
+            return _answer(Fail(request_id, error))
         assert lease is None or counter <= lease.reserved, "counters are reserved before use"
         new = update(
             stored,
@@ -194,97 +206,112 @@ class KVNodeCore:
         own_hint = dict(targets)[self.node_id]
         self._store(key, new, own_hint)
         if len(nodes) == 1:  # N=1: this copy is the quorum; no pending entry to keep
-            return [Reply(request_id, new)]
+            return _answer(Reply(request_id, new))
         deadline = self.clock.monotonic() + self.config.timeout_s
         pending = _Pending(True, key, needed, deadline, nodes, result=new)
         pending.heard[self.node_id] = new
         self._pending[request_id] = pending
-        effects: list[Effect] = [
-            Send(node, PutReplica(request_id, key, new, hint))
+        messages: Outgoing = [
+            (node, PutReplica(request_id, key, new, hint))
             for node, hint in targets
             if node != self.node_id
         ]
-        effects += self._maybe_answer(request_id, pending)
+        replies: Replies = []
+        self._maybe_answer(request_id, pending, replies)
         if len(pending.heard) == len(nodes):  # no other target (N=1): nothing more to hear
-            effects += self._finish(request_id, pending)
-        return effects
+            self._finish(request_id, pending, messages)
+        return Ready(messages, replies=replies)
 
     def coordinate_get(
         self, request_id: int, key: bytes, healthy: set[str], read_quorum: int | None = None
-    ) -> list[Effect]:
+    ) -> KVReady:
         """Read ``key`` from its replicas; R replies answer, the rest feed read repair."""
         needed = read_quorum or self.config.read_quorum
         targets = plan_targets(self.placement(key), healthy | {self.node_id}, self.config.replicas)
         refusal = self._refuse(request_id, len(targets), needed)
-        if refusal:
-            return refusal
+        if refusal is not None:
+            return _answer(refusal)
         nodes = [node for node, _ in targets]
         pending = _Pending(
             False, key, needed, self.clock.monotonic() + self.config.timeout_s, nodes
         )
         self._pending[request_id] = pending
-        effects: list[Effect] = [
-            Send(n, GetReplica(request_id, key)) for n in nodes if n != self.node_id
-        ]
+        messages: Outgoing = [(n, GetReplica(request_id, key)) for n in nodes if n != self.node_id]
+        replies: Replies = []
         if self.node_id in nodes:
-            effects += self._heard(request_id, self.node_id, self.objects.get(key))
-        return effects
+            self._heard(request_id, self.node_id, self.objects.get(key), messages, replies)
+        return Ready(messages, replies=replies)
 
-    def _refuse(self, request_id: int, targets: int, needed: int) -> list[Effect]:
+    def _refuse(self, request_id: int, targets: int, needed: int) -> Fail | None:
         if request_id in self._pending or request_id <= 0:
-            return [Fail(request_id, InvalidArgument("request ids must be unique and > 0"))]
+            return Fail(request_id, InvalidArgument("request ids must be unique and > 0"))
         if needed > self.config.replicas:
-            return [Fail(request_id, InvalidArgument("quorum larger than the replica count"))]
+            return Fail(request_id, InvalidArgument("quorum larger than the replica count"))
         if len(self._pending) >= self.config.pending_max:
-            return [Fail(request_id, Overloaded("too many requests in flight", retry_after_ms=50))]
+            return Fail(request_id, Overloaded("too many requests in flight", retry_after_ms=50))
         if targets < needed:
-            return [Fail(request_id, Unavailable(f"{targets} reachable replicas, need {needed}"))]
-        return []
+            return Fail(request_id, Unavailable(f"{targets} reachable replicas, need {needed}"))
+        return None
 
     # -- peer messages ---------------------------------------------------------------------
 
-    def handle(self, sender: str, message: Message) -> list[Effect]:
+    def handle(self, sender: str, message: Message) -> KVReady:
         """Apply one message from ``sender``; unknown request ids are late replies, ignored."""
         if isinstance(message, PutReplica):
             self._merge_in(message.key, message.obj, message.hint_owner)
             if message.hint_owner is None:
                 self._maybe_pass_on(message.key)
-            return [Send(sender, PutAck(message.request_id))] if message.request_id else []
+            return Ready([(sender, PutAck(message.request_id))]) if message.request_id else NOTHING
         if isinstance(message, GetReplica):
-            return [Send(sender, GetReply(message.request_id, self.objects.get(message.key)))]
+            return Ready([(sender, GetReply(message.request_id, self.objects.get(message.key)))])
         if isinstance(message, PutAck):
-            return self._heard(message.request_id, sender, None)
+            return self._hear(message.request_id, sender, None)
         if isinstance(message, GetReply):
-            return self._heard(message.request_id, sender, message.obj)
+            return self._hear(message.request_id, sender, message.obj)
         if isinstance(message, Handoff):
             self._merge_in(message.key, message.obj, None)
             self._maybe_pass_on(message.key)
-            return [Send(sender, HandoffAck(message.key))]
+            return Ready([(sender, HandoffAck(message.key))])
         if isinstance(message, HandoffAck):
-            return self._handoff_done(sender, message.key)
+            self._handoff_done(sender, message.key)
+            return NOTHING
         if isinstance(message, SyncLeaves):
             return answer_sync(self, sender, message)
         return apply_sync(self, sender, message)
 
-    def _heard(self, request_id: int, sender: str, obj: VersionedObject | None) -> list[Effect]:
+    def _hear(self, request_id: int, sender: str, obj: VersionedObject | None) -> KVReady:
+        messages: Outgoing = []
+        replies: Replies = []
+        self._heard(request_id, sender, obj, messages, replies)
+        return Ready(messages, replies=replies) if messages or replies else NOTHING
+
+    def _heard(
+        self,
+        request_id: int,
+        sender: str,
+        obj: VersionedObject | None,
+        messages: Outgoing,
+        replies: Replies,
+    ) -> None:
+        """Count ``sender``'s answer; the answer and read repairs it makes due go out."""
         pending = self._pending.get(request_id)
         if pending is None or sender not in pending.targets or sender in pending.heard:
-            return []
+            return
         pending.heard[sender] = obj
-        effects = self._maybe_answer(request_id, pending)
+        self._maybe_answer(request_id, pending, replies)
         if len(pending.heard) == len(pending.targets):
-            effects += self._finish(request_id, pending)
-        return effects
+            self._finish(request_id, pending, messages)
 
-    def _maybe_answer(self, request_id: int, pending: _Pending) -> list[Effect]:
+    def _maybe_answer(self, request_id: int, pending: _Pending, replies: Replies) -> None:
         if pending.answered or len(pending.heard) < pending.needed:
-            return []
+            return
         pending.answered = True
         if pending.is_put:
-            return [Reply(request_id, pending.result)]
+            replies.append(Reply(request_id, pending.result))
+            return
         merged = self._merged(None, pending.heard.values())
         pending.result, pending.merged_count = merged, len(pending.heard)
-        return [Reply(request_id, merged)]
+        replies.append(Reply(request_id, merged))
 
     def _merged(
         self, merged: VersionedObject | None, objects: Iterable[VersionedObject | None]
@@ -297,53 +324,52 @@ class KVNodeCore:
                 merged = merge(merged, obj, lww=lww)
         return merged
 
-    def _finish(self, request_id: int, pending: _Pending) -> list[Effect]:
+    def _finish(self, request_id: int, pending: _Pending, messages: Outgoing) -> None:
         """Forget the request; for a get, repair the replicas that answered out of date."""
         del self._pending[request_id]
         if pending.is_put:
-            return []
+            return
         heard = list(pending.heard.values())
         if pending.answered and pending.merged_count:  # the answer merged the first ones
             merged = self._merged(pending.result, heard[pending.merged_count :])
         else:
             merged = self._merged(None, heard)
         if merged is None:
-            return []
-        effects: list[Effect] = []
+            return
         for node, obj in pending.heard.items():
             if obj != merged:
                 if node == self.node_id:
                     local = merge(self.objects.get(pending.key), merged, lww=self.config.lww)
                     self._store(pending.key, local, None)
                 else:
-                    effects.append(Send(node, PutReplica(0, pending.key, merged)))
-        return effects
+                    messages.append((node, PutReplica(0, pending.key, merged)))
 
     # -- time ------------------------------------------------------------------------------
 
-    def tick(self, healthy: set[str]) -> list[Effect]:
+    def tick(self, healthy: set[str]) -> KVReady:
         """Expire requests past their deadline and hand hints to owners that are back."""
         now = self.clock.monotonic()
-        effects: list[Effect] = []
+        messages: Outgoing = []
+        replies: Replies = []
         for request_id, pending in list(self._pending.items()):
             if now >= pending.deadline:
                 if not pending.answered:
                     heard, needed = len(pending.heard), pending.needed
-                    effects.append(
+                    replies.append(
                         Fail(request_id, Timeout(f"{heard} of {needed} replicas answered"))
                     )
                     pending.answered = True
-                effects += self._finish(request_id, pending)
+                self._finish(request_id, pending, messages)
         sent: list[bytes] = []
         for owner, key in self.hints:
             if len(sent) >= self.config.handoff_batch_max:
                 break
             if owner in healthy and key in self.objects:
-                effects.append(Send(owner, Handoff(key, self.objects[key])))
+                messages.append((owner, Handoff(key, self.objects[key])))
                 sent.append(key)
         for key in sent:  # round robin: an unanswered hand-off does not block the others
             self.hints.to_back(key)
-        return effects
+        return Ready(messages, replies=replies) if messages or replies else NOTHING
 
     # -- storage, hints and anti-entropy ---------------------------------------------------
 
@@ -435,14 +461,13 @@ class KVNodeCore:
     def _home(self, key: bytes) -> list[str]:
         return self.placement(key)[: self.config.replicas]
 
-    def _handoff_done(self, owner: str, key: bytes) -> list[Effect]:
+    def _handoff_done(self, owner: str, key: bytes) -> None:
         if (owner, key) not in self.hints:
-            return []
+            return
         self._touch(key)
         self.hints.discard((owner, key))
         if not self.hints.owners(key) and self.node_id not in self._home(key):
             self.objects.pop(key, None)
-        return []
 
-    def start_anti_entropy(self, peer: str) -> list[Effect]:
+    def start_anti_entropy(self, peer: str) -> KVReady:
         return start_anti_entropy(self, peer)
