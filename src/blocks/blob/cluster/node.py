@@ -87,6 +87,24 @@ def _check_layout(directory: Path, *, replicated: bool) -> None:
         )
 
 
+def _add_peers(
+    nodes: dict[str, ShardStore],
+    peers: Sequence[str],
+    connect: Callable[[str], PeerChannel],
+    namespace: str,
+) -> dict[str, PeerChannel]:
+    """Add to ``nodes`` each peer's shards in ``namespace`` there; their channels by name.
+    ``InvalidArgument`` for a peer listed twice or naming this node."""
+    channels: dict[str, PeerChannel] = {}
+    for peer in peers:
+        channel = connect(peer)
+        if channel.name in nodes:
+            raise InvalidArgument(f"peer {peer} listed twice (or is this node)")
+        nodes[channel.name] = PeerShardStore(channel, namespace)
+        channels[channel.name] = channel
+    return channels
+
+
 def open_node(
     data_dir: str | Path,
     *,
@@ -103,12 +121,12 @@ def open_node(
     _check_layout(directory, replicated=False)
     local = DirectoryShardStore(directory / "shards" / "local", name="local", fsync=fsync)
     nodes: dict[str, ShardStore] = {"local": local}
-    writer = node_id(directory)
-    for url in peers:
-        peer = PeerShardStore(HttpPeerChannel(url, cluster_token or ""), writer)
-        if peer.name in nodes:
-            raise InvalidArgument(f"peer {url} listed twice")
-        nodes[peer.name] = peer
+    _add_peers(
+        nodes,
+        peers,
+        functools.partial(HttpPeerChannel, token=cluster_token or ""),
+        node_id(directory),
+    )
     store = LocalBlobStore(
         directory,
         nodes=nodes,
@@ -154,14 +172,8 @@ def open_replica(
     shared = directory / "shards" / "peers" / CLUSTER_NAMESPACE
     local = DirectoryShardStore(shared, name=self_address, fsync=fsync)
     nodes: dict[str, ShardStore] = {self_address: local}
-    remote: dict[str, PeerChannel] = {}
     writer = node_id(directory)
-    for url in peers:
-        channel = connect(url)
-        if channel.name in nodes:
-            raise InvalidArgument(f"peer {url} listed twice (or is this node)")
-        nodes[channel.name] = PeerShardStore(channel, CLUSTER_NAMESPACE)
-        remote[channel.name] = channel
+    remote = _add_peers(nodes, peers, connect, CLUSTER_NAMESPACE)
     store = ReplicatedBlobStore(
         directory,
         nodes=nodes,

@@ -133,19 +133,7 @@ class ChunkStore:
     def read_views(self, chunk_id: str, *, repair: bool = True) -> list[memoryview]:
         """The chunk as pieces to concatenate (views of the shards read, not copies),
         verified; bad shards met on the way are rewritten."""
-        locations = self.locate(chunk_id)
-        good: dict[int, Shard] = {}
-        bad: list[int] = []
-        unreachable = 0
-        for index, node in enumerate(locations):
-            if len(good) >= self.codec.needed:
-                break
-            shard, down = self._fetch(chunk_id, node, index)
-            if shard is not None:
-                good[index] = shard
-            else:
-                bad.append(index)
-                unreachable += down
+        good, bad, unreachable = self._gather(chunk_id, self.codec.needed)
         if not bad and len(good) >= self.codec.needed:
             sizes = {shard.chunk_size for shard in good.values()}
             payloads = {index: shard.payload for index, shard in good.items()}
@@ -157,18 +145,27 @@ class ChunkStore:
             self._rewrite(chunk_id, chunk, bad)
         return [memoryview(chunk)]
 
-    def verify(self, chunk_id: str) -> VerifyResult:
-        """Read every shard of ``chunk_id``; rewrite the bad ones if the chunk survives."""
+    def _gather(self, chunk_id: str, enough: int) -> tuple[dict[int, Shard], list[int], int]:
+        """Fetch ``chunk_id``'s shards in placement order until ``enough`` are good: (the
+        good ones by index, the indexes found missing or bad, how many of those were on
+        nodes that could not be reached)."""
         good: dict[int, Shard] = {}
         bad: list[int] = []
         unreachable = 0
         for index, node in enumerate(self.locate(chunk_id)):
+            if len(good) >= enough:
+                break
             shard, down = self._fetch(chunk_id, node, index)
             if shard is not None:
                 good[index] = shard
             else:
                 bad.append(index)
                 unreachable += down
+        return good, bad, unreachable
+
+    def verify(self, chunk_id: str) -> VerifyResult:
+        """Read every shard of ``chunk_id``; rewrite the bad ones if the chunk survives."""
+        good, bad, unreachable = self._gather(chunk_id, self.codec.total)
         try:
             chunk = self._decode(chunk_id, good, unreachable)
         except Corruption:
