@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from blocks.core.errors import FailedPrecondition, Timeout
-from blocks.core.loop_thread import LoopThread
+from blocks.core.loop_thread import BlockingWrapper, LoopThread
 
 
 def test_results_and_errors_come_back_unchanged() -> None:
@@ -76,3 +77,37 @@ def test_after_stop_calls_are_refused_and_stop_is_idempotent() -> None:
 
     with pytest.raises(FailedPrecondition):
         runner.call(never())
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.closed_on: asyncio.AbstractEventLoop | None = None
+
+    async def close(self) -> None:
+        self.closed_on = asyncio.get_running_loop()
+
+
+def test_a_blocking_wrapper_closes_its_client_on_its_loop_then_stops() -> None:
+    client = _Client()
+
+    async def build() -> _Client:
+        return client
+
+    wrapper = BlockingWrapper(build)
+    loop = wrapper._runner.loop
+    wrapper.close()
+    assert client.closed_on is loop
+    assert not wrapper._runner.running
+
+
+def test_a_blocking_wrapper_whose_client_fails_to_build_stops_its_thread() -> None:
+    async def fail() -> _Client:
+        raise ConnectionError("no server")
+
+    class Failing(BlockingWrapper[_Client]):
+        thread_name = "test-wrapper-fails"
+
+    with pytest.raises(ConnectionError, match="no server"):
+        Failing(fail)
+    alive = [t for t in threading.enumerate() if t.name == "test-wrapper-fails"]
+    assert alive == []

@@ -12,18 +12,21 @@ Contracts:
 - After ``stop``, ``call`` raises ``FailedPrecondition`` and never runs the coroutine.
 - ``stop`` is idempotent; it waits up to ``STOP_JOIN_S`` for the thread and closes the loop
   only once the thread has ended (closing a running loop would raise).
+
+``BlockingWrapper`` is the shape those wrappers share: the async client is built on its own
+``LoopThread``, and ``close`` closes the client there and then stops the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, Protocol, TypeVar
 
 from blocks.core.errors import FailedPrecondition, Timeout
 
-__all__ = ["STOP_JOIN_S", "LoopThread"]
+__all__ = ["STOP_JOIN_S", "BlockingWrapper", "LoopThread"]
 
 T = TypeVar("T")
 STOP_JOIN_S = 10.0
@@ -62,3 +65,35 @@ class LoopThread:
             self._thread.join(STOP_JOIN_S)
         if not self._thread.is_alive() and not self.loop.is_closed():
             self.loop.close()
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+Client = TypeVar("Client", bound=_Closable)
+
+
+class BlockingWrapper(Generic[Client]):
+    """A blocking client around an async one that lives on its own ``LoopThread``.
+
+    ``factory()`` is awaited on the thread's loop to build the client (its errors pass
+    through and the thread is stopped); subclasses run each call with
+    ``self._runner.call(self._client.method(...))``. ``close`` closes the client on the
+    loop, then stops the thread even if closing failed."""
+
+    thread_name = "blocks-sync"  # the loop thread's name, for subclasses to set
+
+    def __init__(self, factory: Callable[[], Coroutine[Any, Any, Client]]) -> None:
+        self._runner = LoopThread(self.thread_name)
+        try:
+            self._client: Client = self._runner.call(factory())
+        except BaseException:
+            self._runner.stop()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._runner.call(self._client.close())
+        finally:
+            self._runner.stop()

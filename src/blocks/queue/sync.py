@@ -7,21 +7,19 @@ same ``BlocksError`` classes the async API raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from blocks.core.loop_thread import LoopThread
+from blocks.core.loop_thread import BlockingWrapper, LoopThread
 from blocks.queue.api import Message, Queue
 
 __all__ = ["LoopThread", "SyncQueue"]  # LoopThread lives in blocks.core.loop_thread
 
 
-class SyncQueue:
+class SyncQueue(BlockingWrapper[Queue]):
     """``q = SyncQueue.connect(["127.0.0.1:7301"]); q.send("jobs", b"x")``."""
 
-    def __init__(self, factory: Callable[[], Coroutine[Any, Any, Queue]]) -> None:
-        self._runner = LoopThread("blocks-queue")
-        self._queue: Queue = self._runner.call(factory())
+    thread_name = "blocks-queue"
 
     @classmethod
     def connect(cls, addresses: Sequence[str] | str, *, token: str | None = None) -> SyncQueue:
@@ -30,25 +28,19 @@ class SyncQueue:
         return cls(lambda: connect(addresses, token=token))
 
     def create_queue(self, name: str, **options: Any) -> None:
-        self._runner.call(self._queue.create_queue(name, **options))
+        self._runner.call(self._client.create_queue(name, **options))
 
     def send(self, name: str, body: bytes, **options: Any) -> str:
-        return self._runner.call(self._queue.send(name, body, **options))
+        return self._runner.call(self._client.send(name, body, **options))
 
     def receive(self, name: str, **options: Any) -> list[Message]:
-        return self._runner.call(self._queue.receive(name, **options))
+        return self._runner.call(self._client.receive(name, **options))
 
     def ack(self, name: str, receipt: str) -> None:
-        self._runner.call(self._queue.ack(name, receipt))
+        self._runner.call(self._client.ack(name, receipt))
 
     def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
-        self._runner.call(self._queue.nack(name, receipt, delay_ms=delay_ms))
+        self._runner.call(self._client.nack(name, receipt, delay_ms=delay_ms))
 
     def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
-        self._runner.call(self._queue.extend_visibility(name, receipt, visibility_ms))
-
-    def close(self) -> None:
-        try:
-            self._runner.call(self._queue.close())
-        finally:
-            self._runner.stop()
+        self._runner.call(self._client.extend_visibility(name, receipt, visibility_ms))
