@@ -11,12 +11,20 @@ does PutBucketVersioning's small document.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable
-from urllib.parse import quote
 
 from blocks.blob.api import ListPage, ObjectInfo
 from blocks.blob.s3.awschunked import S3RequestError
-from blocks.blob.s3.xml import _HEADER, _NAMESPACE, OWNER, _element, _local, iso_time
+from blocks.blob.s3.xml import (
+    _HEADER,
+    _NAMESPACE,
+    OWNER,
+    _element,
+    _local,
+    iso_time,
+    key_encoder,
+    page_entries,
+    parse_document,
+)
 from blocks.blob.storage.versioned import VersionPage
 
 __all__ = [
@@ -35,17 +43,7 @@ DELETE_BODY_BYTES_MAX = 2 * 1024 * 1024
 
 
 def _parse(body: bytes, root_name: str) -> ElementTree.Element:
-    if len(body) > DELETE_BODY_BYTES_MAX:
-        raise S3RequestError("MalformedXML", "the document is too large")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise S3RequestError("MalformedXML", "document type declarations are not accepted")
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError as error:
-        raise S3RequestError("MalformedXML", "the document is not well-formed XML") from error
-    if _local(root.tag) != root_name:
-        raise S3RequestError("MalformedXML", f"expected {root_name}")
-    return root
+    return parse_document(body, root_name, DELETE_BODY_BYTES_MAX)
 
 
 def parse_versioning_request(body: bytes) -> str:
@@ -124,13 +122,6 @@ def versioning_result(status: str = "") -> bytes:
     return f'{_HEADER}<VersioningConfiguration xmlns="{_NAMESPACE}">{inner}</VersioningConfiguration>'.encode()
 
 
-def _encoder(url_encode: bool) -> Callable[[str], str]:
-    """``encoding-type=url``: keys, prefixes, markers and delimiters percent-encoded (UTF-8,
-    ``/`` kept), so that keys XML 1.0 cannot carry still reach the client; the client
-    decodes them because the document says ``<EncodingType>url</EncodingType>``."""
-    return (lambda text: quote(text, safe="/")) if url_encode else (lambda text: text)
-
-
 def list_versions_result(
     bucket: str,
     page: VersionPage,
@@ -144,7 +135,7 @@ def list_versions_result(
 ) -> bytes:
     """ListObjectVersions: versions and delete markers in key order, newest first within
     a key (null versions named ``null``)."""
-    encode = _encoder(url_encode)
+    encode = key_encoder(url_encode)
     parts = [
         f'{_HEADER}<ListVersionsResult xmlns="{_NAMESPACE}">',
         _element("Name", bucket),
@@ -199,7 +190,7 @@ def list_objects_v1_result(
 ) -> bytes:
     """ListObjects (v1). ``NextMarker`` is sent when a delimiter was given, as S3 does;
     without one, clients continue from the last key."""
-    encode = _encoder(url_encode)
+    encode = key_encoder(url_encode)
     parts = [
         f'{_HEADER}<ListBucketResult xmlns="{_NAMESPACE}">',
         _element("Name", bucket),
@@ -215,18 +206,6 @@ def list_objects_v1_result(
     if url_encode:
         parts.append(_element("EncodingType", "url"))
     parts.append(_element("IsTruncated", "true" if page.is_truncated else "false"))
-    for info in page.objects:
-        parts.append(
-            "<Contents>"
-            + _element("Key", encode(info.key))
-            + _element("LastModified", iso_time(info.modified_ms))
-            + _element("ETag", f'"{info.etag}"')
-            + _element("Size", info.size)
-            + _element("StorageClass", "STANDARD")
-            + OWNER
-            + "</Contents>"
-        )
-    for common in page.common_prefixes:
-        parts.append(f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>")
+    parts += page_entries(page, encode, owner=True)
     parts.append("</ListBucketResult>")
     return "".join(parts).encode("utf-8")

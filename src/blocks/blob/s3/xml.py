@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, PartInfo, UploadInfo
@@ -26,11 +27,14 @@ __all__ = [
     "http_date",
     "initiate_result",
     "iso_time",
+    "key_encoder",
     "list_buckets_result",
     "list_objects_v2_result",
     "list_parts_result",
     "list_uploads_result",
+    "page_entries",
     "parse_complete_request",
+    "parse_document",
 ]
 
 _NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -105,11 +109,7 @@ def list_objects_v2_result(
     url_encode: bool,
     fetch_owner: bool = False,
 ) -> bytes:
-    from urllib.parse import quote
-
-    def encode(text: str) -> str:
-        return quote(text, safe="/") if url_encode else text
-
+    encode = key_encoder(url_encode)
     parts = [
         f'{_HEADER}<ListBucketResult xmlns="{_NAMESPACE}">',
         _element("Name", bucket),
@@ -130,21 +130,36 @@ def list_objects_v2_result(
         parts.append(_element("NextContinuationToken", page.next_token))
     if start_after:
         parts.append(_element("StartAfter", encode(start_after)))
-    for info in page.objects:
-        parts.append(
-            "<Contents>"
-            + _element("Key", encode(info.key))
-            + _element("LastModified", iso_time(info.modified_ms))
-            + _element("ETag", f'"{info.etag}"')
-            + _element("Size", info.size)
-            + _element("StorageClass", "STANDARD")
-            + (OWNER if fetch_owner else "")
-            + "</Contents>"
-        )
-    for common in page.common_prefixes:
-        parts.append(f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>")
+    parts += page_entries(page, encode, owner=fetch_owner)
     parts.append("</ListBucketResult>")
     return "".join(parts).encode("utf-8")
+
+
+def key_encoder(url_encode: bool) -> Callable[[str], str]:
+    """``encoding-type=url``: keys, prefixes, markers and delimiters percent-encoded (UTF-8,
+    ``/`` kept), so that keys XML 1.0 cannot carry still reach the client; the client
+    decodes them because the document says ``<EncodingType>url</EncodingType>``."""
+    return (lambda text: quote(text, safe="/")) if url_encode else (lambda text: text)
+
+
+def page_entries(page: ListPage, encode: Callable[[str], str], *, owner: bool) -> list[str]:
+    """A ListObjects page's ``Contents`` (one per object) and ``CommonPrefixes``."""
+    entries = [
+        "<Contents>"
+        + _element("Key", encode(info.key))
+        + _element("LastModified", iso_time(info.modified_ms))
+        + _element("ETag", f'"{info.etag}"')
+        + _element("Size", info.size)
+        + _element("StorageClass", "STANDARD")
+        + (OWNER if owner else "")
+        + "</Contents>"
+        for info in page.objects
+    ]
+    entries += [
+        f"<CommonPrefixes>{_element('Prefix', encode(common))}</CommonPrefixes>"
+        for common in page.common_prefixes
+    ]
+    return entries
 
 
 def initiate_result(bucket: str, key: str, upload_id: str) -> bytes:
@@ -248,18 +263,26 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def parse_complete_request(body: bytes) -> list[tuple[int, str]]:
-    """The ``(part number, etag)`` list of a CompleteMultipartUpload request body."""
-    if len(body) > COMPLETE_BODY_BYTES_MAX:
-        raise S3RequestError("MalformedXML", "the part list is too large")
+def parse_document(body: bytes, root_name: str, size_max: int) -> ElementTree.Element:
+    """A request's XML document whose root element is ``root_name`` (any namespace);
+    ``S3RequestError`` (MalformedXML) for one larger than ``size_max`` bytes, with a
+    document type declaration (no entity expansion), not well-formed, or another root."""
+    if len(body) > size_max:
+        raise S3RequestError("MalformedXML", "the document is too large")
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         raise S3RequestError("MalformedXML", "document type declarations are not accepted")
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as error:
-        raise S3RequestError("MalformedXML", "the part list is not well-formed XML") from error
-    if _local(root.tag) != "CompleteMultipartUpload":
-        raise S3RequestError("MalformedXML", "expected CompleteMultipartUpload")
+        raise S3RequestError("MalformedXML", "the document is not well-formed XML") from error
+    if _local(root.tag) != root_name:
+        raise S3RequestError("MalformedXML", f"expected {root_name}")
+    return root
+
+
+def parse_complete_request(body: bytes) -> list[tuple[int, str]]:
+    """The ``(part number, etag)`` list of a CompleteMultipartUpload request body."""
+    root = parse_document(body, "CompleteMultipartUpload", COMPLETE_BODY_BYTES_MAX)
     parts: list[tuple[int, str]] = []
     for part in root:
         if _local(part.tag) != "Part":
