@@ -19,34 +19,25 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from blocks.cache.lru import check_capacity
+from blocks.cache.lru import WeightedPolicy
 
 __all__ = ["LfuPolicy"]
 
 _HEAD = 0
 
 
-class LfuPolicy:
+class LfuPolicy(WeightedPolicy):
     """Constant-time LFU over keys with integer weights."""
 
-    __slots__ = ("_buckets", "_capacity", "_count", "_next", "_prev", "_weight")
+    __slots__ = ("_buckets", "_count", "_next", "_prev")
     name = "lfu"
 
     def __init__(self, capacity: int) -> None:
-        self._capacity = check_capacity(capacity)
+        super().__init__(capacity)
         self._count: dict[Hashable, int] = {}
         self._buckets: dict[int, OrderedDict[Hashable, int]] = {}
         self._next: dict[int, int] = {_HEAD: _HEAD}
         self._prev: dict[int, int] = {_HEAD: _HEAD}
-        self._weight = 0
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def weight(self) -> int:
-        return self._weight
 
     def __len__(self) -> int:
         return len(self._count)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["LruPolicy", "check_capacity"]
+__all__ = ["LruPolicy", "WeightedPolicy", "check_capacity"]
 
 
 def check_capacity(capacity: int) -> int:
@@ -23,15 +23,15 @@ def check_capacity(capacity: int) -> int:
     return capacity
 
 
-class LruPolicy:
-    """LRU over keys with integer weights."""
+class WeightedPolicy:
+    """What every policy with one weight counter reports: its ``capacity`` (checked) and
+    ``weight``, the sum of its resident keys' weights, which the subclass keeps in
+    ``_weight`` (0 when empty)."""
 
-    __slots__ = ("_capacity", "_order", "_weight")
-    name = "lru"
+    __slots__ = ("_capacity", "_weight")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = check_capacity(capacity)
-        self._order: OrderedDict[Hashable, int] = OrderedDict()
         self._weight = 0
 
     @property
@@ -41,6 +41,17 @@ class LruPolicy:
     @property
     def weight(self) -> int:
         return self._weight
+
+
+class LruPolicy(WeightedPolicy):
+    """LRU over keys with integer weights."""
+
+    __slots__ = ("_order",)
+    name = "lru"
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self._order: OrderedDict[Hashable, int] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._order)
