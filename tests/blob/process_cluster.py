@@ -4,11 +4,12 @@ and restarted on the same port and data directory (until the public kit in
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from blocks.testing.process import free_ports
@@ -24,10 +25,18 @@ def free_port() -> int:
 class Node:
     """One ``blocks blob serve`` process; ``start`` may be called again after a stop."""
 
-    def __init__(self, data_dir: Path, port: int, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.extra = list(extra)
+        self.env = {**os.environ, **env} if env is not None else None
+        """The process's environment (this one's, with ``env`` on top), e.g. a PYTHONPATH."""
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
@@ -55,7 +64,7 @@ class Node:
             *self.extra,
         ]
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )
         self.process = process
         assert process.stdout is not None
@@ -86,13 +95,15 @@ class Node:
         return [p for p in (self.data_dir / "shards").rglob("*.*") if p.name[0] != "."]
 
 
-def cluster_nodes(root: Path, count: int, extra: Sequence[str] = ()) -> list[Node]:
+def cluster_nodes(
+    root: Path, count: int, extra: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> list[Node]:
     """``count`` nodes, each listing every other one as a peer (not started)."""
     ports = [free_port() for _ in range(count)]
     nodes = []
     for n, port in enumerate(ports):
         peers = [a for p in ports if p != port for a in ("--peer", f"http://127.0.0.1:{p}")]
-        nodes.append(Node(root / f"node{n}", port, [*extra, *peers]))
+        nodes.append(Node(root / f"node{n}", port, [*extra, *peers], env))
     return nodes
 
 

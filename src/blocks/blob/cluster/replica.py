@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -307,14 +307,7 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
             self._caught_up(bucket, key)
         return call(bucket, key, *args, **options)
 
-    def read_cached(
-        self,
-        bucket: str,
-        key: str,
-        byte_range: tuple[int, int] | None = None,
-        version_id: str | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> tuple[ObjectInfo, bytes] | None:
+    def read_cached(self, *args: Any, **options: Any) -> None:
         """Never answers (``None``): a key or bucket missing here is asked of the peers,
         which only a worker thread may wait for."""
         return None
@@ -324,20 +317,16 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         return upload_id
 
     def upload_part(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        number: int,
-        data: bytes | Iterable[bytes],
-        checksums: Mapping[str, str] | None = None,
+        self, bucket: str, key: str, upload_id: str, *args: Any, **options: Any
     ) -> PartInfo:
+        """As on one node (the part number, the body, its checksums), once this node holds
+        the upload."""
         with self._lock:
             held = upload_id in self.index.uploads
         if not held:  # created through another node: fetch it before the body is read
             self._upload_caught_up(upload_id)
         part: PartInfo = self._replicated(
-            super().upload_part, bucket, key, upload_id, number, data, checksums
+            super().upload_part, bucket, key, upload_id, *args, **options
         )
         return part
 
