@@ -216,3 +216,19 @@ def test_pubsub_producer_order_and_the_old_import_path() -> None:
     result = check_history(swapped, [], [], final)
     assert [(a.sequence, b.sequence) for a, b in result.out_of_order] == [(1, 2)]
     assert not result.valid
+
+
+def test_each_verdict_names_real_fields_as_its_failures() -> None:
+    import dataclasses
+
+    from blocks.testing.checkers import CounterCheck, IdCheck, ObjectCheck, QueueCheck
+    from blocks.testing.history import UniqueValuesCheck
+
+    for verdict in (CounterCheck, IdCheck, ObjectCheck, QueueCheck, UniqueValuesCheck):
+        fields = {field.name for field in dataclasses.fields(verdict)}
+        assert verdict.failures and set(verdict.failures) <= fields, verdict.__name__
+    failed = IdCheck(ids=3, duplicates=(7,), decreases=())
+    assert not failed.valid
+    assert failed.describe() == "ids=3 duplicates=1 decreases=0"
+    assert failed.first_of("duplicates") == " first: 7" and failed.first_of("decreases") == ""
+    assert IdCheck(ids=3, duplicates=(), decreases=()).valid

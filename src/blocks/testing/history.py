@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 __all__ = [
     "OPS_MAX",
@@ -136,18 +136,37 @@ class History:
             return out
 
 
+class Verdict:
+    """The shape of a checker's verdict: ``valid`` when every field named in ``failures``
+    (the evidence of each way the history can be wrong) is empty. Subclasses are frozen
+    dataclasses that set ``failures`` and write their own ``describe()``."""
+
+    __slots__ = ()
+    failures: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def valid(self) -> bool:
+        return not any(getattr(self, name) for name in self.failures)
+
+    def failure_counts(self) -> str:
+        """``name=count`` for each field in ``failures``, in order, for ``describe()``."""
+        return " ".join(f"{name}={len(getattr(self, name))}" for name in self.failures)
+
+    def first_of(self, name: str) -> str:
+        """`` first: <repr of field name's first item>``, "" when it is empty."""
+        items = getattr(self, name)
+        return f" first: {items[0]!r}" if items else ""
+
+
 @dataclass(frozen=True, slots=True)
-class UniqueValuesCheck:
+class UniqueValuesCheck(Verdict):
     """The verdict of ``check_unique_values``; ``valid`` when nothing is lost or invented."""
 
+    failures = ("lost", "never_written")
     acknowledged: int
     indeterminate: int
     lost: tuple[object, ...]
     never_written: tuple[object, ...]
-
-    @property
-    def valid(self) -> bool:
-        return not self.lost and not self.never_written
 
     def describe(self) -> str:
         return (

@@ -17,28 +17,23 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from blocks.testing.checkers.operations import Operation
+from blocks.testing.history import Verdict
 
 __all__ = ["CounterCheck", "check_counter_convergence"]
 
 
 @dataclass(frozen=True, slots=True)
-class CounterCheck:
+class CounterCheck(Verdict):
     """The verdict per counter: the bounds allowed and what was found."""
 
+    failures = ("divergent", "wrong_sums")
     bounds: tuple[tuple[Hashable, int, int], ...]  # (counter, lowest, highest) allowed
     divergent: tuple[tuple[Hashable, tuple[int, ...]], ...]
     wrong_sums: tuple[tuple[Hashable, int], ...]
 
-    @property
-    def valid(self) -> bool:
-        return not self.divergent and not self.wrong_sums
-
     def describe(self) -> str:
-        return (
-            f"counters={len(self.bounds)} divergent={len(self.divergent)} "
-            f"wrong_sums={len(self.wrong_sums)}"
-            + (f" first: {self.wrong_sums[0]!r}" if self.wrong_sums else "")
-        )
+        counts = self.failure_counts()
+        return f"counters={len(self.bounds)} {counts}" + self.first_of("wrong_sums")
 
 
 def check_counter_convergence(

@@ -22,6 +22,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 from blocks.testing.checkers.operations import Operation
+from blocks.testing.history import Verdict
 
 __all__ = ["ObjectCheck", "check_object_history"]
 
@@ -29,23 +30,16 @@ _MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
-class ObjectCheck:
+class ObjectCheck(Verdict):
     """The verdict; ``valid`` when no read is corrupted and every final value is allowed."""
 
+    failures = ("corrupted_reads", "wrong_final")
     keys: int
     corrupted_reads: tuple[Operation, ...]
     wrong_final: tuple[tuple[Hashable, object], ...]  # (key, final value found)
 
-    @property
-    def valid(self) -> bool:
-        return not self.corrupted_reads and not self.wrong_final
-
     def describe(self) -> str:
-        return (
-            f"keys={self.keys} corrupted_reads={len(self.corrupted_reads)} "
-            f"wrong_final={len(self.wrong_final)}"
-            + (f" first: {self.wrong_final[0]!r}" if self.wrong_final else "")
-        )
+        return f"keys={self.keys} {self.failure_counts()}" + self.first_of("wrong_final")
 
 
 def check_object_history(

@@ -25,6 +25,8 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
+from blocks.testing.history import Verdict
+
 __all__ = ["Deletion", "Delivery", "QueueCheck", "QueueSend", "Release", "check_queue_history"]
 
 
@@ -64,21 +66,16 @@ class Deletion:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueCheck:
+class QueueCheck(Verdict):
     """The verdict; ``valid`` when every list is empty."""
 
+    failures = ("lost", "never_sent", "early_redeliveries", "delivered_after_delete")
     acknowledged: int
     deliveries: int
     lost: tuple[Hashable, ...]
     never_sent: tuple[Hashable, ...]
     early_redeliveries: tuple[tuple[Delivery, Delivery], ...]
     delivered_after_delete: tuple[Delivery, ...]
-
-    @property
-    def valid(self) -> bool:
-        return not (
-            self.lost or self.never_sent or self.early_redeliveries or self.delivered_after_delete
-        )
 
     def describe(self) -> str:
         return (

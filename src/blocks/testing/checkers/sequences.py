@@ -17,24 +17,22 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from blocks.testing.checkers.operations import Operation
+from blocks.testing.history import Verdict
 
 __all__ = ["IdCheck", "check_unique_ids"]
 
 
 @dataclass(frozen=True, slots=True)
-class IdCheck:
+class IdCheck(Verdict):
     """The verdict; ``valid`` when no ID repeats and none goes backwards."""
 
+    failures = ("duplicates", "decreases")
     ids: int
     duplicates: tuple[int, ...]
     decreases: tuple[Operation, ...]
 
-    @property
-    def valid(self) -> bool:
-        return not self.duplicates and not self.decreases
-
     def describe(self) -> str:
-        return f"ids={self.ids} duplicates={len(self.duplicates)} decreases={len(self.decreases)}"
+        return f"ids={self.ids} {self.failure_counts()}"
 
 
 def check_unique_ids(operations: Iterable[Operation], *, function: str = "next") -> IdCheck:
