@@ -52,7 +52,7 @@ class Cluster:
         for name, view in sorted(self.views.items()):
             if name in self.paused:
                 continue
-            for peer, table in view.tick():
+            for peer, table in view.tick().messages:
                 if peer in self.paused or peer not in self.views or self.rng.random() < self.loss:
                     continue
                 self.views[peer].handle_gossip(name, table)

@@ -399,7 +399,7 @@ class KVNode:
             now = self.clock.monotonic()
             if now >= next_gossip:
                 next_gossip = now + self.config.gossip_interval_s
-                for peer, table in self.membership.tick():
+                for peer, table in self.membership.tick().messages:
                     self._push(peer, encode_peer_message(Gossip(table, True)))
             healthy = self.membership.healthy()
             self._run(self.core.tick(healthy))

@@ -11,8 +11,9 @@ node supersedes its previous life), a *heartbeat* counter and a status (``ALIVE`
 * **Who is healthy right now** is a local opinion: a peer is healthy while its heartbeat has
   advanced within ``suspect_after_s`` of local time. Nothing about it is gossiped.
 
-``tick`` bumps this node's own heartbeat and returns the full table for ``fanout`` peers
-picked with the injected ``random.Random``; the receiver merges (``handle_gossip``) and,
+``tick`` bumps this node's own heartbeat and returns a ``Ready`` (``blocks.core.ready``)
+whose ``messages`` carry the full table to ``fanout`` peers picked with the injected
+``random.Random`` (nothing to persist: the table is rebuilt by gossip after a restart); the receiver merges (``handle_gossip``) and,
 when asked, answers with its own table (push-pull), so news spreads in O(log n) rounds.
 Merging keeps, per node, the record with the larger ``(generation, heartbeat, left)``; a
 record about ourselves from someone else is never adopted: if it claims more than we know
@@ -34,12 +35,14 @@ from typing import Any
 
 from blocks.core.clock import Clock
 from blocks.core.errors import InvalidArgument, PeerError
+from blocks.core.ready import Ready
 
 __all__ = [
     "MemberRecord",
     "MemberStatus",
     "Membership",
     "MembershipConfig",
+    "MembershipReady",
     "record_from_wire",
     "record_to_wire",
 ]
@@ -73,6 +76,10 @@ class MemberRecord:
     def rank(self) -> tuple[int, int, bool]:
         """Which of two records about one node wins: the larger rank."""
         return (self.generation, self.heartbeat, self.status is MemberStatus.LEFT)
+
+
+MembershipReady = Ready[tuple[MemberRecord, ...], None, None]
+"""What ``tick`` gives the driver: ``(peer, table)`` messages, nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +151,14 @@ class Membership:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def tick(self) -> list[tuple[str, tuple[MemberRecord, ...]]]:
-        """Bump our heartbeat; return ``(peer, table)`` for up to ``fanout`` random peers."""
+    def tick(self) -> MembershipReady:
+        """Bump our heartbeat; ``(peer, table)`` messages for up to ``fanout`` random peers."""
         me = self.me
         self.records[self.node_id] = replace(me, heartbeat=me.heartbeat + 1)
         peers = sorted(n for n in self.ring_members() if n != self.node_id)
         chosen = self._rng.sample(peers, min(self.config.fanout, len(peers)))
         table = self.table()
-        return [(peer, table) for peer in chosen]
+        return Ready([(peer, table) for peer in chosen])
 
     def table(self) -> tuple[MemberRecord, ...]:
         return tuple(self.records[n] for n in sorted(self.records))
