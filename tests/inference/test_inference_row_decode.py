@@ -112,17 +112,22 @@ def test_real_model_lone_decode_equals_the_torch_path(real_model, row_calls: lis
 
 
 def test_three_operation_rope_is_the_six_operation_one_bit_for_bit() -> None:
+    """Key heads rotate exactly as the six-operation spelling; query heads, whose tables
+    carry attention's scale, come out as that times the scale, bit for bit when the scale
+    is a power of two (head_dim 64)."""
     generator = np.random.default_rng(5)
+    heads, kv_heads = 8, 4
     for dtype in (np.float32, np.float64):
-        pairs = generator.standard_normal((12, 64)).astype(dtype)
+        pairs = generator.standard_normal((heads + kv_heads, 64)).astype(dtype)
         angles = generator.uniform(-3.0, 3.0, 32)
         cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
         first, second = pairs[:, :32], pairs[:, 32:]
         want = np.concatenate((first * cos - second * sin, second * cos + first * sin), axis=1)
         got = pairs.copy()
-        cos2, sin2 = row_decode._rotation(cos, sin)
-        row_decode._rope(got, cos2, sin2, np.empty_like(got))
-        assert np.array_equal(got, want)
+        cos_t, sin_t = row_decode._rotation_tables(cos, sin, heads, kv_heads, 0.125)
+        row_decode._rope(got, cos_t, sin_t, np.empty_like(got))
+        assert np.array_equal(got[heads:], want[heads:])
+        assert np.array_equal(got[:heads], want[:heads] * dtype(0.125))
 
 
 def test_consecutive_context_slots_are_read_in_place() -> None:
@@ -131,8 +136,21 @@ def test_consecutive_context_slots_are_read_in_place() -> None:
     assert row_decode._context_slots(run[:1]) == slice(20, 21)
     scattered = np.array([20, 21, 22, 23, 8, 9, 26])  # same ends, not one run
     assert row_decode._context_slots(scattered) is scattered
-    cache = np.random.default_rng(6).standard_normal((32, 4, 8))
-    q = np.random.default_rng(7).standard_normal((4, 8))
-    in_place = row_decode._attend(q, cache, row_decode._context_slots(run), 2, 0.25)
-    gathered = row_decode._attend(q, cache, run, 2, 0.25)
+    # A context read in place and the same slots gathered: the same state and cache.
+    model = make_tiny_model(seed=13)
+    blas = products()
+    assert blas is not None
+    blas.match_threads()
+    rows = [w.row for w in model.layer_weights() if w.row is not None]
+    cfg = model.config
+    shape = (cfg.num_layers, 32, 2 * cfg.num_kv_heads, cfg.head_dim)
+    cache = torch.randn(shape, generator=torch.Generator().manual_seed(14), dtype=model.dtype)
+    results = []
+    for slots in (row_decode._context_slots(run), run):
+        written = cache.clone()
+        hidden = row_decode.decode_token(model, rows, blas, 5, 6, 26, slots, written)
+        results.append((hidden, written))
+    (in_place, in_place_cache), (gathered, gathered_cache) = results
     assert np.array_equal(in_place, gathered)
+    assert torch.equal(in_place_cache, gathered_cache)
+    assert not torch.equal(in_place_cache[:, 26], cache[:, 26])  # the new key and value

@@ -70,6 +70,12 @@ try:
 except ImportError:  # numpy < 2
     _c_einsum = np.einsum
 
+# The ufuncs of the layer loop, bound once: a module global is one dictionary look-up, where
+# ``np.add`` is two, and after a weight stream each look-up's memory is cold.
+add, multiply, subtract, divide = np.add, np.multiply, np.subtract, np.divide
+exp, negative, matmul = np.exp, np.negative, np.matmul
+add_reduce, maximum_reduce = np.add.reduce, np.maximum.reduce
+
 # ``product(x, w, out)``: ``x @ w`` for a vector ``x`` into ``out``.
 Product = Callable[[np.ndarray, np.ndarray, np.ndarray], object]
 
@@ -161,13 +167,11 @@ def product_for(blas: BlasProducts) -> Product:
     return _einsum_product if blas.threads == 1 else _blas_product
 
 
-def _rope(pairs: np.ndarray, cos2: np.ndarray, sin2: np.ndarray, scratch: np.ndarray) -> None:
-    """Rotate ``pairs`` ``(heads, head_dim)`` in place, as ``model.apply_rope_`` does, with
-    ``cos2 = [cos, cos]`` and ``sin2 = [-sin, sin]`` (``_rotation``): ``first * cos - second
-    * sin`` and ``second * cos + first * sin`` in three operations instead of six, each
-    product rounded once and then added, so bit for bit the six-operation result."""
+def _rope(pairs: np.ndarray, cos_t: np.ndarray, sin_t: np.ndarray, scratch: np.ndarray) -> None:
+    """Rotate ``pairs`` ``(heads, head_dim)`` in place, as ``model.apply_rope_`` does, by
+    tables from ``_rotation_tables`` (one row per head)."""
     halves = _halves(pairs)
-    _rotate(halves, halves[:, ::-1], _halves(cos2), _halves(sin2), _halves(scratch))
+    _rotate(halves, halves[:, ::-1], cos_t, sin_t, _halves(scratch))
 
 
 def _halves(values: np.ndarray) -> np.ndarray:
@@ -178,20 +182,37 @@ def _halves(values: np.ndarray) -> np.ndarray:
 def _rotate(
     halves: np.ndarray,
     swapped: np.ndarray,
-    cos_halves: np.ndarray,
-    sin_halves: np.ndarray,
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
     scratch: np.ndarray,
 ) -> None:
-    """``_rope``'s three operations on views made once per token: ``halves`` is the pairs
-    as ``_halves``, ``swapped`` its ``[:, ::-1]`` (second, first), ``scratch`` its shape."""
-    np.multiply(swapped, sin_halves, out=scratch)
-    np.multiply(halves, cos_halves, out=halves)
-    np.add(halves, scratch, out=halves)
+    """``first * cos - second * sin`` and ``second * cos + first * sin`` in three operations
+    instead of six, each product rounded once and then added, so bit for bit the
+    six-operation result: ``halves`` is the pairs as ``_halves``, ``swapped`` its
+    ``[:, ::-1]`` (second, first), ``cos_t``/``sin_t`` ``_rotation_tables``, ``scratch``
+    the shape of ``halves``."""
+    multiply(swapped, sin_t, scratch)
+    multiply(halves, cos_t, halves)
+    add(halves, scratch, halves)
 
 
-def _rotation(cos: np.ndarray, sin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``_rope``'s ``(cos2, sin2)`` for one position's ``cos``/``sin`` ``(head_dim / 2,)``."""
-    return np.concatenate((cos, cos)), np.concatenate((-sin, sin))
+def _rotation_tables(
+    cos: np.ndarray, sin: np.ndarray, heads: int, kv_heads: int, query_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_rotate``'s tables ``(heads + kv_heads, 2, head_dim / 2)`` for one position's
+    ``cos``/``sin`` ``(head_dim / 2,)``: ``[cos, cos]`` and ``[-sin, sin]`` per head, the
+    query heads' rows times ``query_scale``. With attention's ``1 / sqrt(head_dim)`` there,
+    rotated queries come out scaled and scores need no multiply of their own; when the scale
+    is a power of two (``head_dim`` a power of 4, SmolLM2's 64) every product is scaled
+    exactly, so scores are bit for bit those of scaling them after."""
+    cos_t = np.empty((heads + kv_heads, 2, cos.shape[0]), dtype=cos.dtype)
+    sin_t = np.empty_like(cos_t)
+    cos_t[...] = cos
+    sin_t[:, 0] = -sin
+    sin_t[:, 1] = sin
+    multiply(cos_t[:heads], query_scale, cos_t[:heads])
+    multiply(sin_t[:heads], query_scale, sin_t[:heads])
+    return cos_t, sin_t
 
 
 def _context_slots(key_slots: np.ndarray) -> np.ndarray | slice:
@@ -204,25 +225,6 @@ def _context_slots(key_slots: np.ndarray) -> np.ndarray | slice:
     return key_slots
 
 
-def _attend(
-    q: np.ndarray, cache: np.ndarray, key_slots: np.ndarray | slice, kv_heads: int, scale: float
-) -> np.ndarray:
-    """One query's attention output ``(heads * head_dim,)`` over ``key_slots`` of ``cache``.
-
-    ``q`` is ``(heads, head_dim)``; query head ``h`` reads kv head ``h // (heads / kv_heads)``
-    (SDPA's ``enable_gqa``)."""
-    heads, dim = q.shape
-    keys, values = _context(cache[key_slots], kv_heads)
-    grouped = q.reshape(kv_heads, heads // kv_heads, dim)
-    scores = np.empty((*grouped.shape[:2], keys.shape[-1]), dtype=q.dtype)
-    out = np.empty(heads * dim, dtype=q.dtype)
-    peak = np.empty((*grouped.shape[:2], 1), dtype=q.dtype)
-    _attend_into(
-        grouped, keys, values, q.dtype.type(scale), scores, peak, out.reshape(grouped.shape)
-    )
-    return out
-
-
 def _context(context: np.ndarray, kv_heads: int) -> tuple[np.ndarray, np.ndarray]:
     """Keys ``(..., kv, D, C)`` and values ``(..., kv, C, D)`` of a context ``(..., C, 2 *
     kv, D)`` of the cache (a gathered copy or a view): views."""
@@ -233,34 +235,14 @@ def _context(context: np.ndarray, kv_heads: int) -> tuple[np.ndarray, np.ndarray
     return keys, values
 
 
-def _attend_into(
-    grouped: np.ndarray,
-    keys: np.ndarray,
-    values: np.ndarray,
-    scale: np.generic,
-    scores: np.ndarray,
-    peak: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """Attention of ``grouped`` queries ``(kv, group, D)`` over ``keys`` ``(kv, D, C)`` and
-    ``values`` ``(kv, C, D)`` into ``out`` ``(kv, group, D)``; ``scores`` ``(kv, group, C)``
-    and ``peak`` ``(kv, group, 1)`` are scratch. A softmax in five operations, the same
-    ones (and so the same rounding) as ``max``, subtract, ``exp``, ``sum``, divide."""
-    np.matmul(grouped, keys, out=scores)
-    np.multiply(scores, scale, out=scores)
-    np.maximum.reduce(scores, axis=-1, keepdims=True, out=peak)
-    np.subtract(scores, peak, out=scores)
-    np.exp(scores, out=scores)
-    np.add.reduce(scores, axis=-1, keepdims=True, out=peak)
-    np.divide(scores, peak, out=scores)
-    np.matmul(scores, values, out=out)
-
-
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
-    """``x / sqrt(mean(x^2) + eps) * weight`` into ``out`` (``F.rms_norm``'s arithmetic)."""
-    scale = 1.0 / math.sqrt(float(np.dot(x, x)) / x.shape[0] + eps)
-    np.multiply(x, x.dtype.type(scale), out=out)
-    np.multiply(out, weight, out=out)
+    """``x / sqrt(mean(x^2) + eps) * weight`` into ``out`` (``F.rms_norm``'s arithmetic;
+    the layer loop spells it out). The sum of squares is the ``einsum`` loop's, whose
+    set-up the next product then finds in cache, where BLAS's ``dot`` is code of its own to
+    fetch after every weight stream."""
+    scale = 1.0 / math.sqrt(float(_c_einsum("i,i->", x, x)) / x.shape[0] + eps)
+    multiply(x, scale, out)
+    multiply(out, weight, out)
 
 
 def decode_row(
@@ -278,66 +260,98 @@ def decode_row(
     ``product(x, w, out)`` computes ``x @ w`` into ``out``.
 
     Every buffer and every view of one (the query heads, the rotated pairs, the new key and
-    value, the context of every layer when it lies in place) is made once, before the layer
-    loop, so each layer is the arithmetic alone: each numpy call after a weight stream
-    costs more than it would hot (see the module docstring)."""
+    value, each layer's cache slot and, when it lies in place, context) is made once, before
+    the layer loop, so each layer is the arithmetic alone: each numpy call after a weight
+    stream costs more than it would hot (see the module docstring)."""
     heads, kv_heads, dim = model.num_heads, model.num_kv_heads, model.head_dim
-    group = heads // kv_heads
-    rotated = (heads + kv_heads) * dim
-    cos2, sin2 = _rotation(model.cos[position], model.sin[position])
-    cos_halves, sin_halves = _halves(cos2), _halves(sin2)
-    first = model.layers[0]
     x: np.ndarray = model.embed[token_id].copy()
-    dtype, eps = x.dtype, model.eps
-    scale = dtype.type(1.0 / math.sqrt(dim))
-    normed: np.ndarray = np.empty_like(x)
-    added = np.empty_like(x)  # a product's output before it joins the residual
-    qkv = np.empty(first.qkv.shape[1], dtype=dtype)
-    halves = _halves(qkv[:rotated].reshape(heads + kv_heads, dim))
-    swapped = halves[:, ::-1]
-    scratch = np.empty(halves.shape, dtype=cos2.dtype)
-    grouped = qkv[: heads * dim].reshape(kv_heads, group, dim)
-    new_kv = qkv[heads * dim :].reshape(2 * kv_heads, dim)
-    all_keys: np.ndarray | None = None  # every layer's keys and values when in place
-    all_values: np.ndarray | None = None
-    if isinstance(key_slots, slice):  # views of the cache (written below)
+    cos_t, sin_t = _rotation_tables(
+        model.cos[position], model.sin[position], heads, kv_heads, 1.0 / math.sqrt(dim)
+    )
+    layers: list[tuple[RowLayer, np.ndarray, np.ndarray | None, np.ndarray | None]]
+    if isinstance(key_slots, slice):  # views of the cache (written in the loop)
         all_keys, all_values = _context(kv_cache[:, key_slots], kv_heads)
         count = all_keys.shape[-1]
+        layers = list(zip(model.layers, kv_cache[:, slot], all_keys, all_values, strict=True))
     else:
         count = key_slots.shape[0]
+        layers = [(layer, kv_cache[i, slot], None, None) for i, layer in enumerate(model.layers)]
+    _run_layers(model, product, x, layers, cos_t, sin_t, count, (kv_cache, key_slots))
+    normed = np.empty_like(x)
+    _rms_norm(x, model.final_norm, model.eps, normed)
+    return normed
+
+
+def _run_layers(
+    model: RowModel,
+    product: Product,
+    x: np.ndarray,
+    layers: Sequence[tuple[RowLayer, np.ndarray, np.ndarray | None, np.ndarray | None]],
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
+    count: int,
+    cache: tuple[np.ndarray, np.ndarray | slice],
+) -> None:
+    """``decode_row``'s layer loop, ``x`` the residual stream updated in place. Each of
+    ``layers`` is a layer, its cache slot ``(2 * kv, D)`` and its context's keys and values
+    as views, or None to gather them from ``cache`` (the cache and the context's slots) once
+    the slot is written."""
+    heads, kv_heads, dim = model.num_heads, model.num_kv_heads, model.head_dim
+    group, rotated, eps, dtype = heads // kv_heads, (heads + kv_heads) * dim, model.eps, x.dtype
+    normed, added = np.empty_like(x), np.empty_like(x)  # ``added``: a product's output
+    first = model.layers[0]
+    qkv = np.empty(first.qkv.shape[1], dtype=dtype)
+    halves = _halves(qkv[:rotated].reshape(heads + kv_heads, dim))
+    swapped, scratch = halves[:, ::-1], np.empty(halves.shape, dtype=cos_t.dtype)
+    grouped = qkv[: heads * dim].reshape(kv_heads, group, dim)
+    new_kv = qkv[heads * dim :].reshape(2 * kv_heads, dim)
     scores = np.empty((kv_heads, group, count), dtype=dtype)
     peak = np.empty((kv_heads, group, 1), dtype=dtype)
     attended = np.empty(heads * dim, dtype=dtype)
     attended_groups = attended.reshape(kv_heads, group, dim)
     gate_up = np.empty(first.gate_up.shape[1], dtype=dtype)
-    gate, up = np.split(gate_up, 2)
+    gate, up = gate_up[: gate_up.shape[0] // 2], gate_up[gate_up.shape[0] // 2 :]
     silu_scratch = np.empty(first.down.shape[0], dtype=dtype)
-    for index, layer in enumerate(model.layers):
-        _rms_norm(x, layer.input_norm, eps, normed)
+    sqrt, width = math.sqrt, x.shape[0]
+    # Every step is spelled out here rather than called (``_rms_norm``, ``_rotate``): after a
+    # weight stream a Python call's frame set-up is one more piece of cold code (inlining
+    # norms, RoPE, attention and SiLU took ~0.14 ms off a token; docs/inference.md).
+    for index, (layer, cache_slot, keys, values) in enumerate(layers):
+        scale = 1.0 / sqrt(float(_c_einsum("i,i->", x, x)) / width + eps)
+        multiply(x, scale, normed)
+        multiply(normed, layer.input_norm, normed)
         product(normed, layer.qkv, qkv)
         if layer.qkv_bias is not None:
-            np.add(qkv, layer.qkv_bias, out=qkv)
-        _rotate(halves, swapped, cos_halves, sin_halves, scratch)
-        kv_cache[index, slot] = new_kv
-        if all_keys is not None and all_values is not None:
-            keys, values = all_keys[index], all_values[index]
-        else:
-            keys, values = _context(kv_cache[index][key_slots], kv_heads)
-        _attend_into(grouped, keys, values, scale, scores, peak, attended_groups)
+            add(qkv, layer.qkv_bias, qkv)
+        multiply(swapped, sin_t, scratch)  # RoPE as ``_rotate``, queries scaled
+        multiply(halves, cos_t, halves)
+        add(halves, scratch, halves)
+        cache_slot[...] = new_kv  # not np.copyto: a Python dispatcher runs first
+        if keys is None or values is None:
+            keys, values = _context(cache[0][index][cache[1]], kv_heads)
+        # Attention, one query per head; a softmax in five operations, the same ones (and
+        # so the same rounding) as ``max``, subtract, ``exp``, ``sum``, divide.
+        matmul(grouped, keys, scores)
+        maximum_reduce(scores, -1, None, peak, keepdims=True)
+        subtract(scores, peak, scores)
+        exp(scores, scores)
+        add_reduce(scores, -1, None, peak, keepdims=True)
+        divide(scores, peak, scores)
+        matmul(scores, values, attended_groups)
         product(attended, layer.o, added)
-        np.add(x, added, out=x)
-        _rms_norm(x, layer.post_norm, eps, normed)
+        add(x, added, x)
+        scale = 1.0 / sqrt(float(_c_einsum("i,i->", x, x)) / width + eps)
+        multiply(x, scale, normed)
+        multiply(normed, layer.post_norm, normed)
         product(normed, layer.gate_up, gate_up)
         # SiLU(gate) * up, as F.silu then mul_: gate / (1 + exp(-gate)) * up, in ``gate``
-        np.negative(gate, out=silu_scratch)
-        np.exp(silu_scratch, out=silu_scratch)
-        np.add(silu_scratch, 1, out=silu_scratch)
-        np.divide(gate, silu_scratch, out=gate)
-        np.multiply(gate, up, out=gate)
+        negative(gate, silu_scratch)
+        exp(silu_scratch, silu_scratch)
+        add(silu_scratch, 1, silu_scratch)
+        divide(gate, silu_scratch, gate)
+        multiply(gate, up, gate)
         product(gate, layer.down, added)
-        np.add(x, added, out=x)
-    _rms_norm(x, model.final_norm, eps, normed)
-    return normed
+        add(x, added, x)
 
 
 def is_lone_decode(batch: AttentionBatch) -> bool:
