@@ -103,10 +103,15 @@ def cluster_settings(nlist: int, nprobe: int) -> list[ClusterSetting]:
     ]
 
 
-def _serve(argv: list[str], threads: int | None) -> tuple[subprocess.Popen[str], str]:
-    """Start ``blocks search serve ARGV`` and return it with the address it announced."""
+def _serve(
+    argv: list[str], threads: int | None, src: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``blocks search serve ARGV`` and return it with the address it announced;
+    ``src``: a ``src`` directory to run instead of the installed tree (an A/B twin)."""
     command = [sys.executable, "-m", "blocks", "search", "serve", "--listen", "127.0.0.1:0"]
     env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     process = track_process(
@@ -181,11 +186,13 @@ def _cluster(
     shared: bool = False,
     coarse_threads: int | None = None,
     pipeline: tuple[int, int] | None = None,
+    src: str | None = None,
 ) -> _Started:
     """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
     matched to the single index's recall), or with ``shared`` one IVF over all shards
     (``shared_spec``: the single index's lists, trained once by the coordinator, probed at
-    the single index's nprobe, each query's lists chosen once by the coordinator)."""
+    the single index's nprobe, each query's lists chosen once by the coordinator); ``src``:
+    every process of the cluster runs that source tree (``_serve``)."""
     from blocks.search.client import SearchClient
 
     processes, shards = [], []
@@ -195,7 +202,7 @@ def _cluster(
     else:
         shard_argv = [*_common(corpus, metric), "--spec", setting.shard_spec]
     for number in range(SHARDS):
-        process, address = _serve(shard_argv, shard_threads)
+        process, address = _serve(shard_argv, shard_threads, src)
         processes.append(process)
         shards.append(f"s{number}={address}")
     coordinator, address = _serve(
@@ -210,6 +217,7 @@ def _cluster(
             ),
         ],
         None,
+        src,
     )  # fmt: skip
     processes.append(coordinator)
     client = SearchClient(address, timeout_s=CALL_TIMEOUT_S)
@@ -324,9 +332,11 @@ def cluster_part(
     recall: Callable[[np.ndarray, np.ndarray], float],
     coarse_threads_ab: int | None = None,
     pipeline_ab: list[tuple[int, int]] | None = None,
+    before_src: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per setting: recall and QPS of the three contenders, interleaved round by round, with
-    each round's QPS divided by the in-process contender's in the same round."""
+    each round's QPS divided by the in-process contender's in the same round; ``before_src``:
+    also a shared-IVF cluster whose processes run that source tree (``@before``)."""
     # One Train call carries the sample: under gRPC's 16 MB message cap (24k rows at 128-d).
     # Every contender trains on the same rows, so their IVF lists are alike.
     train = corpus[: min(len(corpus), TRAIN_BYTES_MAX // (4 * corpus.shape[1]))]
@@ -344,6 +354,8 @@ def cluster_part(
                 builders[f"{SHARED}, coarse on {coarse_threads_ab} threads"] = partial(
                     shared, coarse_threads=coarse_threads_ab
                 )
+            if before_src is not None:  # the same cluster, another version of the code
+                builders[f"{SHARED} @before"] = partial(shared, src=before_src)
             for chunk_rows, depth in pipeline_ab or []:  # A/B of the coordinator's pipeline
                 builders[f"{SHARED}, {_pipeline_label(chunk_rows, depth)}"] = partial(
                     shared, pipeline=(chunk_rows, depth)
@@ -483,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also shared-IVF clusters whose coordinator pipelines a batch as ROWSxDEPTH "
         "(e.g. 1,128x3,500x2; 1: batches sent whole)",
     )
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="also a shared-IVF cluster whose serve processes run this src directory "
+        "(an A/B of two versions of the code, interleaved in the same rounds)",
+    )
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     corpus, queries = clustered_vectors(
@@ -506,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         recall=recall_at_k,
         coarse_threads_ab=args.ab_coarse_threads,
         pipeline_ab=args.ab_pipeline,
+        before_src=None if args.before_src is None else str(Path(args.before_src).resolve()),
     )
     return 0
 

@@ -221,7 +221,12 @@ def _serve(args: argparse.Namespace) -> int:
                 checkpoint_records=args.checkpoint_records,
             )
         server, _service = build_server(
-            node, host=options.host, port=options.port, token=options.token
+            node,
+            host=options.host,
+            port=options.port,
+            token=options.token,
+            # plaintext TCP: a TLS node keeps its searches on gRPC
+            data_path=not args.remote_shards and options.core_tls() is None,
         )
         options.configure(server)
         if options.data_dir is not None:

@@ -41,6 +41,7 @@ from blocks.search import search_pb2
 from blocks.search.api import Metric
 from blocks.search.coarse import COARSE_THREADS_DEFAULT, CoarseQuantizer, sync_centroids
 from blocks.search.coordinator_index import DEADLINE_MS_DEFAULT, Coordinator
+from blocks.search.datapath import DataPathClient
 from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT
 from blocks.search.replica_link import ReplicaLink
 from blocks.search.routing import ShardRing, default_shard_names
@@ -115,9 +116,11 @@ def connect_shards(
 
     Asks each replica its dimension and metric; raises ``InvalidArgument`` when they
     disagree, ``Unavailable`` when a shard has no replica that answers. ``hedge_ms`` ``None``:
-    adaptive hedging (``HedgeDelay``).
+    adaptive hedging (``HedgeDelay``). Searches go to each replica's data path where it
+    announces one (``blocks.search.datapath``), else over gRPC.
     """
     links: list[ReplicaLink] = []
+    data_path = DataPathClient(token=token)
     try:
         shards: list[tuple[str, list[ReplicaLink]]] = []
         for name, addresses in parse_named_shards(spec):
@@ -134,7 +137,9 @@ def connect_shards(
                 except BlocksError as error:
                     if not error.retryable:
                         raise
+                    link.use_data_path(data_path, None)  # asked again once it answers
                     continue
+                link.use_data_path(data_path, int(info.data_port))
                 shapes.add((int(info.dim), str(info.metric)))
                 layouts.add((int(info.nlist) > 0, int(info.nlist)))
                 answered = True
@@ -155,8 +160,10 @@ def connect_shards(
             coarse_threads=coarse_threads,
             pipeline_rows=pipeline_rows,
             pipeline_depth=pipeline_depth,
+            data_path=data_path,
         )
     except BaseException:
         for link in links:
             link.close()
+        data_path.close()
         raise

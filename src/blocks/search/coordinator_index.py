@@ -40,6 +40,7 @@ from blocks.search.coarse import (
     encode_probe_lists,
     train_centroids,
 )
+from blocks.search.datapath import DataPathClient
 from blocks.search.merge import merge_topk
 from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT, SearchPipeline
 from blocks.search.replica_link import ReplicaLink, outcome
@@ -86,8 +87,10 @@ class Coordinator:
         coarse_threads: int = COARSE_THREADS_DEFAULT,
         pipeline_rows: int = PIPELINE_ROWS_DEFAULT,
         pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
+        data_path: DataPathClient | None = None,
     ) -> None:
-        """``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
+        """``data_path``: the client the links' searches use, closed with the coordinator;
+        ``nlist`` > 0: the shards are shared-IVF shards of that many lists, and ``coarse``
         their centroids once trained (``None`` before: ``train`` makes them);
         ``coarse_threads``: threads one search's coarse search splits its rows over
         (``CoarseQuantizer.assign``);
@@ -120,6 +123,7 @@ class Coordinator:
         self.coarse = coarse
         self.coarse_threads = coarse_threads
         self.pipeline = SearchPipeline(pipeline_rows, pipeline_depth)
+        self._data_path = data_path
 
     @property
     def dim(self) -> int:
@@ -479,6 +483,8 @@ class Coordinator:
         for replicas in self._replicas:
             for link in replicas:
                 link.close()
+        if self._data_path is not None:
+            self._data_path.close()
 
 
 def _add_request(ids: IdArray, vectors: FloatArray) -> Any:

@@ -21,7 +21,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoReply(_message.Message):
-    __slots__ = ("dim", "metric", "kind", "vectors", "documents", "embeds", "nlist")
+    __slots__ = ("dim", "metric", "kind", "vectors", "documents", "embeds", "nlist", "data_port")
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class InfoReply(_message.Message):
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     EMBEDS_FIELD_NUMBER: _ClassVar[int]
     NLIST_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     dim: int
     metric: str
     kind: str
@@ -36,7 +37,8 @@ class InfoReply(_message.Message):
     documents: int
     embeds: bool
     nlist: int
-    def __init__(self, dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., vectors: _Optional[int] = ..., documents: _Optional[int] = ..., embeds: _Optional[bool] = ..., nlist: _Optional[int] = ...) -> None: ...
+    data_port: int
+    def __init__(self, dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., vectors: _Optional[int] = ..., documents: _Optional[int] = ..., embeds: _Optional[bool] = ..., nlist: _Optional[int] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class TrainReply(_message.Message):
     __slots__ = ()

@@ -6,7 +6,9 @@ the event loop, so each call runs in a worker thread (``asyncio.to_thread``) und
 readers-writer lock: searches run concurrently with each other, a mutation runs alone (the
 ``VectorIndex`` contract). On a coordinator node (``serve --remote-shards``) the vector index
 is a ``Coordinator``: a search carries the caller's deadline and ``allow_partial`` to it, and
-the reply says which shards, if any, are missing from the answer.
+the reply says which shards, if any, are missing from the answer. A shard node may also
+serve its vector searches on a data port (``blocks.search.datapath``: the core TCP transport,
+announced in ``InfoReply.data_port``), which a coordinator uses instead of gRPC.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from blocks.search.bm25 import CorpusStats
 from blocks.search.coarse import SHARED_IVF_KIND, decode_probe_lists, parse_nlist
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.coordinator_node import CoordinatorNode
+from blocks.search.datapath import SearchDataPath
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
 from blocks.search.wire import decode_batch, encode_batch, fill_reply
@@ -78,6 +81,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
     def __init__(self, node: SearchNode) -> None:
         self.node = node
         self._lock = _ReadWriteLock()
+        self.data_port = 0  # where the data path listens once started; 0: none
 
     async def Info(self, request: Any, context: Any) -> Any:
         node = self.node
@@ -94,6 +98,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             documents=documents,
             embeds=node.embedder is not None,
             nlist=_shared_nlist(node.vectors),
+            data_port=self.data_port,
         )
 
     async def Train(self, request: Any, context: Any) -> Any:
@@ -113,6 +118,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         return search_pb2.RemoveVectorsReply(removed=removed)
 
     async def SearchVectors(self, request: Any, context: Any) -> Any:
+        """``context`` is ``None`` on the data path (never on a coordinator node)."""
         queries = decode_batch(request.queries, self.node.vectors.dim)
         options: dict[str, Any] = {}
         if request.nprobe:
@@ -125,7 +131,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             return await self._search_preassigned(request, queries, k, filter_ids)
         if isinstance(self.node.vectors, Coordinator):
             options["allow_partial"] = request.allow_partial
-            remaining_s = context.time_remaining()
+            remaining_s = None if context is None else context.time_remaining()
             if remaining_s is not None:  # answer before the caller gives up
                 margin_ms = max(DEADLINE_MARGIN_MS, int(remaining_s * 100))
                 options["timeout_ms"] = max(1, int(remaining_s * 1000) - margin_ms)
@@ -289,8 +295,15 @@ def build_server(
     host: str = "127.0.0.1",
     port: int = 0,
     token: str | None = None,
+    data_path: bool = False,
 ) -> tuple[Server, SearchService]:
-    """A ``Server`` (not yet started) serving ``node``; loads its data dir on start."""
+    """A ``Server`` (not yet started) serving ``node``; loads its data dir on start.
+
+    ``data_path``: also serve vector searches on a data port (``blocks.search.datapath``,
+    plaintext TCP on ``host``, same token; ``service.data_port`` once started). Not for a
+    coordinator node, nor with TLS (the caller decides: ``serve`` does)."""
+    if data_path and isinstance(node.vectors, Coordinator):
+        raise InvalidArgument("a coordinator node serves no data path")
     service = SearchService(node)
     server = Server(host=host, port=port, token=token, name="search")
 
@@ -305,6 +318,20 @@ def build_server(
                 node.close()
 
     server.add_component(start, stop, name="search-data")
+    if data_path:
+        listener = SearchDataPath(
+            lambda request: service.SearchVectors(request, None), host, token=token
+        )
+
+        async def start_data_path() -> None:
+            await listener.start()
+            service.data_port = listener.port
+
+        async def stop_data_path() -> None:
+            service.data_port = 0
+            await listener.close()
+
+        server.add_component(start_data_path, stop_data_path, name="search-data-path")
     server.add_service(
         search_pb2_grpc.add_SearchServicer_to_server, service, health_name="blocks.search.Search"
     )
