@@ -38,7 +38,9 @@ __all__ = [
     "ServerOptions",
     "add_client_arguments",
     "add_server_arguments",
+    "add_verb",
     "announce",
+    "call_and_print",
     "call_server",
     "check_can_bind",
     "parse_host_port",
@@ -174,6 +176,31 @@ def call_server(
             return await action(client)
 
     return asyncio.run(main())
+
+
+def add_verb(
+    verbs: Any, name: str, help_text: str, *, address: str, timeout_s: float | None = None
+) -> argparse.ArgumentParser:
+    """A verb of ``blocks <block>`` that calls a running server: its parser, with the flags of
+    ``add_client_arguments(address=address, timeout_s=timeout_s)``."""
+    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
+    add_client_arguments(parser, address=address, timeout_s=timeout_s)
+    return parser
+
+
+def call_and_print(
+    args: argparse.Namespace,
+    client_type: Any,
+    action: Callable[[Any], Awaitable[T]],
+    text: Callable[[T], str | None],
+) -> int:
+    """``call_server``, then print the result (``blocks.cli.print_result``: JSON with
+    ``--json``, else ``text(result)``, or the aligned default where that is None); 0."""
+    from blocks.cli import print_result
+
+    result = call_server(args, client_type, action)
+    print_result(result, as_json=args.json, text=text(result))
+    return 0
 
 
 def add_server_arguments(

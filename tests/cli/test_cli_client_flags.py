@@ -75,7 +75,8 @@ def test_call_server_opens_the_client_from_the_flags_and_closes_it() -> None:
 @pytest.mark.parametrize(
     ("argv", "timeout"),
     [
-        (["pubsub", "produce", "t", "v"], None),
+        (["pubsub", "produce", "t", "v"], 10.0),
+        (["queue", "send", "q", "b"], 10.0),
         (["counters", "get", "c"], 10.0),
         (["cache", "get", "k"], 5.0),
         (["sequencer", "next"], 10.0),

@@ -15,7 +15,7 @@ from typing import Any
 from blocks.cache.simulate import OPTIMAL, POLICIES, SimulationResult, simulate
 from blocks.cache.traces import FORMATS, load_trace
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, server_options
-from blocks.cli_server import add_client_arguments, call_server, parse_host_port, run_server
+from blocks.cli_server import add_verb, call_and_print, parse_host_port, run_server
 
 __all__ = ["register"]
 
@@ -141,9 +141,7 @@ def _register_node_commands(commands: Any) -> None:
 
 
 def _verb(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-    add_client_arguments(parser, address=DEFAULT_ADDRESS, timeout_s=5.0)
-    return parser
+    return add_verb(commands, name, help_text, address=DEFAULT_ADDRESS, timeout_s=5.0)
 
 
 async def _get(client: Any, key: str) -> Any:
@@ -172,11 +170,8 @@ async def _stats(client: Any) -> dict[str, Any]:
 
 def _call(args: argparse.Namespace, action: Any) -> int:
     from blocks.cache.client import CacheClient
-    from blocks.cli import print_result
 
-    result = call_server(args, CacheClient, action)
-    print_result(result, as_json=args.json, text=_text(args, result))
-    return 0
+    return call_and_print(args, CacheClient, action, lambda result: _text(args, result))
 
 
 def _text(args: argparse.Namespace, result: Any) -> str | None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from blocks.cli import (
     DEFAULT_PORTS,
     ServerOptions,
     add_server_arguments,
-    print_result,
     read_lines,
     server_options,
 )
-from blocks.cli_server import add_client_arguments, parse_host_port, parse_peers, run_server
-from blocks.core.errors import InvalidArgument
+from blocks.cli_cluster import add_cluster_node_arguments, cluster_node, data_port
+from blocks.cli_server import add_verb, call_and_print, run_server
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -29,23 +29,10 @@ def register(subparsers: Any) -> None:
 
     serve = verbs.add_parser("serve", help="run a pub-sub broker")
     add_server_arguments(serve, block="pubsub", data_dir="optional", tls=False)
-    serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
-    serve.add_argument("--node-id", default=None, help="this broker's name in a cluster")
-    serve.add_argument(
-        "--cluster-listen", default=None, metavar="HOST:PORT", help="replication address"
-    )
-    serve.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="ID=HOST:PORT",
-        help="another broker's id and replication address (repeat; turns on replication)",
-    )
-    serve.add_argument(
-        "--data-port",
-        type=int,
-        default=0,
-        help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
+    add_cluster_node_arguments(
+        serve,
+        member="broker",
+        peer_help="another broker's id and replication address (repeat; turns on replication)",
     )
     serve.set_defaults(func=_serve)
 
@@ -70,9 +57,7 @@ def register(subparsers: Any) -> None:
 
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
-    add_client_arguments(parser, address=DEFAULT_ADDRESS)
-    return parser
+    return add_verb(verbs, name, help_text, address=DEFAULT_ADDRESS, timeout_s=10.0)
 
 
 async def _create(client: Any, args: argparse.Namespace) -> str:
@@ -116,54 +101,38 @@ async def _consume(client: Any, args: argparse.Namespace) -> list[dict[str, Any]
 
 
 def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
-    from blocks.pubsub.client import connect
+    from blocks.pubsub.client import PubSubClient
 
-    async def main() -> Any:
-        async with await connect(args.address, token=args.token) as client:
-            return await action(client)
+    return call_and_print(args, PubSubClient, action, _text)
 
-    result = asyncio.run(main())
+
+def _text(result: Any) -> str:
+    """Consumed records one a line, produced ``partition:offset`` pairs, else the result."""
     if isinstance(result, list) and result and isinstance(result[0], dict):
-        text = "\n".join(f"{r['partition']}:{r['offset']}\t{r['value']}" for r in result)
-    elif isinstance(result, list):
-        text = "\n".join(f"{p}:{o}" for p, o in result)
-    else:
-        text = str(result)
-    print_result(result, as_json=args.json, text=text)
-    return 0
+        return "\n".join(f"{r['partition']}:{r['offset']}\t{r['value']}" for r in result)
+    if isinstance(result, list):
+        return "\n".join(f"{p}:{o}" for p, o in result)
+    return str(result)
 
 
 def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
-    host, port, args.token, args.data_dir = (
-        options.host,
-        options.port,
-        options.token,
-        options.data_dir,
-    )
-    data_port = None if args.data_port < 0 else args.data_port
-    if not args.peer:
-        return build_server(
-            args.data_dir,
-            host=host,
-            port=port,
-            token=args.token,
-            fsync=args.fsync,
-            data_port=data_port,
+    cluster = cluster_node(args, options.data_dir, member="broker")
+    build: Callable[..., tuple[Any, Any]] = partial(build_server, options.data_dir)
+    if cluster is not None:
+        assert options.data_dir is not None  # cluster_node checked it
+        build = partial(
+            build_cluster_server,
+            options.data_dir,
+            **cluster.as_arguments(),
         )
-    if not args.node_id or not args.cluster_listen or not args.data_dir:
-        raise InvalidArgument("a cluster broker needs --node-id, --cluster-listen and --data-dir")
-    return build_cluster_server(
-        args.data_dir,
-        node=args.node_id,
-        cluster_listen=parse_host_port(args.cluster_listen, "--cluster-listen"),
-        peers=parse_peers(args.peer, label="ID"),
-        host=host,
-        port=port,
-        token=args.token,
+    return build(
+        host=options.host,
+        port=options.port,
+        token=options.token,
         fsync=args.fsync,
-        data_port=data_port,
+        data_port=data_port(args),
     )
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from blocks.cli import (
     DEFAULT_PORTS,
     add_server_arguments,
-    print_result,
     read_lines,
     server_options,
 )
-from blocks.cli_server import add_client_arguments, parse_host_port, parse_peers, run_server
+from blocks.cli_cluster import add_cluster_node_arguments, cluster_node, data_port
+from blocks.cli_server import add_verb, call_and_print, run_server
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
@@ -28,23 +28,10 @@ def register(subparsers: Any) -> None:
 
     serve = verbs.add_parser("serve", help="run a queue server")
     add_server_arguments(serve, block="queue", data_dir="optional", tls=False)
-    serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
-    serve.add_argument(
-        "--data-port",
-        type=int,
-        default=0,
-        help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
-    )
-    serve.add_argument("--node-id", default=None, help="this node's name in a cluster")
-    serve.add_argument(
-        "--cluster-listen", default=None, metavar="HOST:PORT", help="replication address"
-    )
-    serve.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="ID=HOST:PORT",
-        help="another node of the replicated queue and its --cluster-listen (repeat)",
+    add_cluster_node_arguments(
+        serve,
+        member="node",
+        peer_help="another node of the replicated queue and its --cluster-listen (repeat)",
     )
     serve.add_argument(
         "--snapshot-every",
@@ -107,9 +94,7 @@ def register(subparsers: Any) -> None:
 
 
 def _verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = verbs.add_parser(name, help=help_text)
-    add_client_arguments(parser, address=DEFAULT_ADDRESS)
-    return parser
+    return add_verb(verbs, name, help_text, address=DEFAULT_ADDRESS, timeout_s=10.0)
 
 
 async def _create(queue: Any, args: argparse.Namespace) -> str:
@@ -159,55 +144,43 @@ async def _receive(queue: Any, args: argparse.Namespace) -> list[dict[str, Any]]
 
 
 def _call(args: argparse.Namespace, action: Callable[[Any], Awaitable[Any]]) -> int:
-    from blocks.queue.client import connect
+    from blocks.queue.client import QueueClient
 
-    async def main() -> Any:
-        async with await connect(args.address, token=args.token) as queue:
-            return await action(queue)
+    return call_and_print(args, QueueClient, action, _text)
 
-    result = asyncio.run(main())
+
+def _text(result: Any) -> str:
+    """Sent ids one a line, received messages ``id receipt body``, else the result."""
     if isinstance(result, list) and result and isinstance(result[0], str):
-        text = "\n".join(result)  # send: one id a line
-    elif isinstance(result, list):
-        text = "\n".join(f"{m['id']}\t{m['receipt']}\t{m['body']}" for m in result)
-    else:
-        text = "ok" if result is None else str(result)
-    print_result(result, as_json=args.json, text=text)
-    return 0
+        return "\n".join(result)  # send: one id a line
+    if isinstance(result, list):
+        return "\n".join(f"{m['id']}\t{m['receipt']}\t{m['body']}" for m in result)
+    return "ok" if result is None else str(result)
 
 
 def _build(args: argparse.Namespace, options: Any) -> Any:
     """A single-node server without ``--peer`` (as before), else a replicated queue node."""
     from blocks.queue.service import build_cluster_server, build_server
 
-    data_port = None if args.data_port < 0 else args.data_port
     if args.sync_interval_ms is not None and (not args.peer or args.fsync != "never"):
         raise InvalidArgument("--sync-interval-ms goes with --fsync never on a cluster node")
-    if not args.peer:
-        server, _ = build_server(
+    cluster = cluster_node(args, options.data_dir, member="node")
+    build: Callable[..., tuple[Any, Any]] = partial(build_server, options.data_dir)
+    if cluster is not None:
+        build = partial(
+            build_cluster_server,
             options.data_dir,
-            host=options.host,
-            port=options.port,
-            token=options.token,
-            fsync=args.fsync,
-            data_port=data_port,
+            **cluster.as_arguments(),
+            snapshot_every=args.snapshot_every,
+            segment_bytes_max=args.segment_bytes,
+            sync_interval_ms=args.sync_interval_ms,
         )
-        return server
-    if not args.node_id or not args.cluster_listen or not options.data_dir:
-        raise InvalidArgument("a cluster node needs --node-id, --cluster-listen and --data-dir")
-    server, _ = build_cluster_server(
-        options.data_dir,
-        node=args.node_id,
-        cluster_listen=parse_host_port(args.cluster_listen, "--cluster-listen"),
-        peers=parse_peers(args.peer, label="ID"),
+    server, _ = build(
         host=options.host,
         port=options.port,
         token=options.token,
         fsync=args.fsync,
-        data_port=data_port,
-        snapshot_every=args.snapshot_every,
-        segment_bytes_max=args.segment_bytes,
-        sync_interval_ms=args.sync_interval_ms,
+        data_port=data_port(args),
     )
     return server
 

@@ -1,0 +1,80 @@
+"""The ``serve`` flags of a block whose server can be one node of a replicated cluster.
+
+Theory of operation: pubsub's broker and the queue's server both run alone by default and join
+a replicated cluster when given peers; both log to disk under ``--fsync`` and serve a data
+path beside gRPC (``blocks.core.data_path``). ``add_cluster_node_arguments`` adds those flags
+to a ``serve`` parser; ``cluster_node`` reads them back: None for a single server, else the
+node's name, replication address and peers, checked. ``data_port`` turns ``--data-port`` into
+what ``build_server`` takes (None: no data path).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from blocks.cli_server import parse_host_port, parse_peers
+from blocks.core.errors import InvalidArgument
+
+__all__ = ["ClusterNode", "add_cluster_node_arguments", "cluster_node", "data_port"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """Who this node is in its cluster: ``--node-id``, ``--cluster-listen``, the ``--peer``s."""
+
+    node: str
+    cluster_listen: tuple[str, int]
+    peers: dict[str, tuple[str, int]]
+
+    def as_arguments(self) -> dict[str, Any]:
+        """``node``, ``cluster_listen`` and ``peers``, as a ``build_cluster_server`` takes them."""
+        return {"node": self.node, "cluster_listen": self.cluster_listen, "peers": self.peers}
+
+
+def add_cluster_node_arguments(
+    parser: argparse.ArgumentParser, *, member: str, peer_help: str
+) -> None:
+    """Add ``--fsync``, ``--data-port``, ``--node-id``, ``--cluster-listen`` and repeated
+    ``--peer ID=HOST:PORT`` (any peer turns replication on); ``member`` names a node in the
+    help ("broker", "node"), ``peer_help`` describes one ``--peer``."""
+    parser.add_argument("--fsync", choices=["always", "batch", "never"], default="batch")
+    parser.add_argument(
+        "--data-port",
+        type=int,
+        default=0,
+        help="port of the framed-msgpack data path on the --listen host (0: any; -1: off)",
+    )
+    parser.add_argument("--node-id", default=None, help=f"this {member}'s name in a cluster")
+    parser.add_argument(
+        "--cluster-listen", default=None, metavar="HOST:PORT", help="replication address"
+    )
+    parser.add_argument(
+        "--peer", action="append", default=[], metavar="ID=HOST:PORT", help=peer_help
+    )
+
+
+def data_port(args: argparse.Namespace) -> int | None:
+    """``--data-port``: a port (0: any free one), or None for -1 and below (no data path)."""
+    port: int = args.data_port
+    return None if port < 0 else port
+
+
+def cluster_node(
+    args: argparse.Namespace, data_dir: str | None, *, member: str
+) -> ClusterNode | None:
+    """None without ``--peer`` (a single server); else the node, with ``InvalidArgument``
+    unless ``--node-id``, ``--cluster-listen`` and a data directory are all given and the
+    addresses parse."""
+    if not args.peer:
+        return None
+    if not args.node_id or not args.cluster_listen or not data_dir:
+        raise InvalidArgument(
+            f"a cluster {member} needs --node-id, --cluster-listen and --data-dir"
+        )
+    return ClusterNode(
+        args.node_id,
+        parse_host_port(args.cluster_listen, "--cluster-listen"),
+        parse_peers(args.peer, label="ID"),
+    )
