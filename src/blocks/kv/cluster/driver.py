@@ -33,7 +33,8 @@ the protocol tolerates loss). Clients' own failures (bad input) raise ``InvalidA
 back over the transport; a malformed peer message is counted and dropped.
 
 Around this module: ``driver_config`` (``NodeConfig``), ``driver_handlers`` (client verbs,
-forwarding, reports) and ``driver_io`` (per-peer outboxes, the save step).
+forwarding, reports), ``driver_io`` (per-peer outboxes, the save step) and ``waiting_requests``
+(the futures of the requests in flight, and which of them a failed save fails).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ from blocks.core.errors import (
     StorageError,
     Unavailable,
 )
-from blocks.core.errors import Timeout as TimeoutError_
 from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
 from blocks.core.ready import NOTHING
@@ -81,6 +81,7 @@ from blocks.kv.cluster.peer_wire import (
 from blocks.kv.cluster.persist import MemoryObjectStore, ObjectStore
 from blocks.kv.cluster.quorum import Placements
 from blocks.kv.cluster.versions import VersionedObject, VersionVector
+from blocks.kv.cluster.waiting_requests import WaitingRequests
 
 __all__ = ["KVNode", "NodeConfig"]
 
@@ -116,16 +117,12 @@ class KVNode:
         self.running = False
         self._tasks: list[asyncio.Task[None]] = []
         self._outboxes: dict[str, Outbox] = {}
-        self._waiting: dict[int, asyncio.Future[VersionedObject | None]] = {}
-        # Per waiting request: (is a put, key); and the requests made since the last save.
-        self._request_keys: dict[int, tuple[bool, bytes]] = {}
-        self._unsaved: set[int] = set()
+        self._requests = WaitingRequests()
         self.storage = StorageHealth(node_id, self.counters)
         # What the steps since the last flush gave, held until their keys are saved.
         self._held_messages: list[tuple[str, Message]] = []
         self._held_replies: list[Reply | Fail] = []
         self._flush_scheduled = False
-        self._next_request_id = 0
         self._placements = Placements()
         self.core = self._new_core()
         self.membership = self._new_membership()
@@ -190,12 +187,7 @@ class KVNode:
         self._outboxes.clear()
         self._held_messages.clear()
         self._held_replies.clear()
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(error)
-        self._waiting.clear()
-        self._request_keys.clear()
-        self._unsaved.clear()
+        self._requests.fail_all(error)
 
     async def leave(self, timeout_s: float = 10.0) -> bool:
         """Leave the ring: hand every key to its new owners; True if all were handed off."""
@@ -229,19 +221,18 @@ class KVNode:
         else:
             base = context
         self._maybe_reserve_counters(key, base)
-        request_id, future = self._new_request(True, key)
+        request_id, future = self._requests.new(True, key)
         healthy = self.membership.healthy()
         ready = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
         refusal = _refusal(ready)
         if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
-            self._waiting.pop(request_id, None)
-            self._request_keys.pop(request_id, None)
+            self._requests.forget(request_id)
             owner = refusal.details["owner"]
             if hops >= 1 or owner is None:
                 raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
             return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
         self._run(ready)
-        obj = await self._wait(request_id, future, timeout_s)
+        obj = await self._requests.wait(request_id, future, timeout_s)
         assert obj is not None, "a put always replies with the object it wrote"
         return PutResult(obj, self.node_id)
 
@@ -250,7 +241,7 @@ class KVNode:
     ) -> VersionedObject | None:
         """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
         self._check_running()
-        request_id, future = self._new_request(False, key)
+        request_id, future = self._requests.new(False, key)
         ready = self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum)
         if (
             not ready.messages
@@ -263,13 +254,12 @@ class KVNode:
             # depend on: the answer needs no flush, so it leaves now, without a loop turn.
             (reply,) = ready.replies
             if reply.request_id == request_id:
-                self._forget_request(request_id)
-                self._unsaved.discard(request_id)
+                self._requests.answered_at_once(request_id)
                 if isinstance(reply, Fail):
                     raise reply.error
                 return reply.result
         self._run(ready)
-        return await self._wait(request_id, future, timeout_s)
+        return await self._requests.wait(request_id, future, timeout_s)
 
     def _maybe_reserve_counters(self, key: bytes, context: VersionVector) -> None:
         """Make the counter mark durable before the put's dot may pass it (``dot_lease``):
@@ -284,39 +274,6 @@ class KVNode:
             raise
         assert self.core.counter_lease is not None
         self.core.counter_lease.reserved_to(mark)
-
-    def _new_request(
-        self, is_put: bool, key: bytes
-    ) -> tuple[int, asyncio.Future[VersionedObject | None]]:
-        self._next_request_id += 1
-        request_id = self._next_request_id
-        future: asyncio.Future[VersionedObject | None] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
-        self._request_keys[request_id] = (is_put, key)
-        self._unsaved.add(request_id)
-        return request_id, future
-
-    async def _wait(
-        self,
-        request_id: int,
-        future: asyncio.Future[VersionedObject | None],
-        timeout_s: float | None,
-    ) -> VersionedObject | None:
-        # The caller's deadline is a timer on the future, not ``asyncio.timeout``: the
-        # transport runs a handler inline up to its first suspension, outside any task.
-        expiry = None
-        if timeout_s is not None:  # else the core's deadline applies; its Timeout says who
-            expiry = asyncio.get_running_loop().call_later(timeout_s, _expire, future, timeout_s)
-        try:
-            return await future
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-            self._forget_request(request_id)
-
-    def _forget_request(self, request_id: int) -> None:
-        self._waiting.pop(request_id, None)
-        self._request_keys.pop(request_id, None)
 
     def _check_running(self) -> None:
         if not self.running:
@@ -430,7 +387,7 @@ class KVNode:
         self._flush_scheduled = False
         if not self.running:
             return
-        made, self._unsaved = self._unsaved, set()
+        made = self._requests.take_unsaved()
         messages, replies = self._held_messages, self._held_replies
         self._held_messages, self._held_replies = [], []
         try:
@@ -443,7 +400,7 @@ class KVNode:
         for peer, message in messages:
             batches.add(peer, message)
         for reply in replies:
-            self._resolve(reply)
+            self._requests.resolve(reply)
         batches.send_all()
 
     def _storage_failed(
@@ -453,28 +410,11 @@ class KVNode:
         (``dropped`` messages do not; ``replies`` do)."""
         failed_keys = self.core.revert_unsaved()
         self.storage.failed(error)
-        read_error = Unavailable(f"a write to this key failed ({error}); read it again")
-        for request_id, (is_put, key) in list(self._request_keys.items()):
-            future = self._waiting.get(request_id)
-            if future is None or future.done():
-                continue
-            if is_put and request_id in made:
-                future.set_exception(error)
-            elif not is_put and key in failed_keys:
-                future.set_exception(read_error)
+        self._requests.fail_unsaved(error, made, failed_keys)
         if dropped:
             self.counters["storage_dropped_sends"] += dropped
         for reply in replies:
-            self._resolve(reply)  # a request failed above is done: this is a no-op
-
-    def _resolve(self, effect: Reply | Fail) -> None:
-        future = self._waiting.get(effect.request_id)
-        if future is None or future.done():
-            return
-        if isinstance(effect, Reply):
-            future.set_result(effect.result)
-        else:
-            future.set_exception(effect.error)
+            self._requests.resolve(reply)  # a request failed above is done: a no-op
 
     def _push(self, peer: str, message: list[Any]) -> None:
         outbox = self._outboxes.get(peer)
@@ -501,15 +441,10 @@ class KVNode:
 
     @property
     def requests_in_flight(self) -> int:
-        return len(self._waiting)
+        return len(self._requests)
 
 
 def _refusal(ready: KVReady) -> BlocksError | None:
     if not ready.messages and len(ready.replies) == 1 and isinstance(ready.replies[0], Fail):
         return ready.replies[0].error
     return None
-
-
-def _expire(future: asyncio.Future[VersionedObject | None], timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError_(f"no quorum within {timeout_s} s"))
