@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blocks.blob.s3.allocator import tune_for_large_buffers
 from blocks.cli import (
@@ -25,6 +27,9 @@ from blocks.cli import (
     server_options,
 )
 from blocks.core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from blocks.blob.cluster.peer_protocol import PeerChannel, ShardHost
 
 __all__ = ["DEFAULT_ENDPOINT", "register"]
 
@@ -88,23 +93,33 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
     host, port = options.host, options.port
     store: LocalBlobStore
     replicator = None
+    peer_link: _TcpPeers | None = None
     # A cluster (a node with peers) replicates its metadata unless told not to.
     if args.peer if args.replicate_metadata is None else args.replicate_metadata:
         from blocks.blob.cluster.node import open_replica
 
+        self_address, peers, connect = f"{host}:{port}", args.peer or (), None
+        if args.peer_listen:
+            peer_link = _TcpPeers(args.peer_listen, peers, args.cluster_token or "")
+            self_address, peers, connect = peer_link.name, peer_link.peers, peer_link.connect
         store, local, replicator = open_replica(
             args.data_dir,
-            self_address=f"{host}:{port}",
-            peers=args.peer or (),
+            self_address=self_address,
+            peers=peers,
             cluster_token=args.cluster_token or "",
             codec=args.codec,
             chunk_bytes=args.chunk_kib * 1024,
             fsync=not args.no_fsync,
             sync_interval_s=args.meta_sync_s,
             gc_grace_s=args.gc_grace_s,
+            connect=connect,
         )
+        if peer_link is not None:
+            await peer_link.start(local)
         await asyncio.to_thread(replicator.sync_once)  # a wiped node catches up first
     else:
+        if args.peer_listen:
+            raise InvalidArgument("--peer-listen needs replicated metadata")
         store, local = open_node(
             args.data_dir,
             peers=args.peer or (),
@@ -145,11 +160,41 @@ async def _serve_async(args: argparse.Namespace, options: ServerOptions) -> None
         if metrics is not None:
             metrics.stop()
         await server.stop()
+        if peer_link is not None:
+            await peer_link.close()
         if replicator is not None:
             await asyncio.to_thread(replicator.close)
         store.close()
         if not options.as_json:
             print("blob: stopped", flush=True)
+
+
+class _TcpPeers:
+    """A node's peer traffic on a ``TcpTransport`` (``--peer-listen``) instead of its S3
+    port: the transport, its name and the peers' names, and the pool that answers them."""
+
+    def __init__(self, listen: str, peers: Sequence[str], token: str) -> None:
+        from blocks.blob.cluster.peer_transport import tcp_peer_transport
+        from blocks.blob.s3.workers import SHARD_THREADS
+
+        self.transport, self.peers = tcp_peer_transport(listen, peers, token)
+        self.name = self.transport.name
+        self._pool = ThreadPoolExecutor(SHARD_THREADS, thread_name_prefix="blob-peer")
+
+    def connect(self, name: str) -> PeerChannel:
+        from blocks.blob.cluster.peer_transport import TransportPeerChannel
+
+        return TransportPeerChannel(self.transport, name, asyncio.get_running_loop())
+
+    async def start(self, host: ShardHost) -> None:
+        from blocks.blob.cluster.peer_transport import serve_peers
+
+        await self.transport.start()
+        serve_peers(self.transport, host, self._pool)
+
+    async def close(self) -> None:
+        await self.transport.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -259,7 +304,17 @@ def register(subparsers: Any) -> None:
         default=None,
         help="lines 'ACCESS_KEY SECRET [admin]': several keys, each owning its buckets",
     )
-    serve.add_argument("--peer", action="append", help="http://host:port of a shard peer")
+    serve.add_argument(
+        "--peer",
+        action="append",
+        help="http://host:port of a peer (tcp://host:port, its --peer-listen, with --peer-listen)",
+    )
+    serve.add_argument(
+        "--peer-listen",
+        default=None,
+        help="host:port for the nodes' traffic as framed msgpack over TCP (core.Transport) "
+        "instead of HTTP on the S3 port; every node of the cluster needs it",
+    )
     serve.add_argument("--cluster-token", default=None, help="shared token between peers")
     serve.add_argument("--codec", default="rs:4+2", help="rs:K+M or replicate:N")
     serve.add_argument("--chunk-kib", type=int, default=4096, help="chunk size in KiB")
