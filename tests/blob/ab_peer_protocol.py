@@ -1,6 +1,7 @@
 """A/B timing of a blob cluster's peer traffic: two three-node ``blocks blob serve`` clusters
 (rs 4+2, replicated metadata, fsync on), one running the tree given as ``--before`` (a
-PYTHONPATH), one running this tree, measured in alternating blocks on the same machine.
+PYTHONPATH), one running this tree (its peers over HTTP, or with ``--after-peers tcp`` on
+``TcpTransport``), measured in alternating blocks on the same machine.
 
 Each block, through node 0 of one cluster: PUTs of 4 KiB (metadata pushes and one shard
 write per node), PUTs of 1 MiB (shard writes of 256 KiB), GETs of the 1 MiB objects (shard
@@ -8,6 +9,7 @@ reads from the peers). Prints the median latency per block and, per kind of call
 median of the after/before ratios of paired blocks with its range.
 
     .venv/bin/python tests/blob/ab_peer_protocol.py --before /tmp/before/src --blocks 10
+    .venv/bin/python tests/blob/ab_peer_protocol.py --before /tmp/before/src --after-peers tcp
 
 Not a test (no ``test_`` prefix): timings are noise on a loaded machine, so nothing is
 asserted; the machine's load is printed with the result.
@@ -29,7 +31,7 @@ import boto3
 from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.blob.process_cluster import ACCESS, SECRET, cluster_nodes, stop_all
+from tests.blob.process_cluster import ACCESS, SECRET, cluster_nodes, stop_all, tcp_cluster_nodes
 
 KINDS = ("put-4k", "put-1m", "get-1m")
 
@@ -60,14 +62,14 @@ def _block(client: Any, block: int, count: int) -> dict[str, float]:
     keys = iter(range(10**6))
 
     def put(body: bytes) -> Callable[[], object]:
-        return lambda: client.put_object(Bucket="ab", Key=f"{block}-{next(keys)}", Body=body)
+        return lambda: client.put_object(Bucket="ab-bench", Key=f"{block}-{next(keys)}", Body=body)
 
-    client.put_object(Bucket="ab", Key=f"big-{block}", Body=large)
+    client.put_object(Bucket="ab-bench", Key=f"big-{block}", Body=large)
     return {
         "put-4k": _timed(put(small), count),
         "put-1m": _timed(put(large), count // 4 or 1),
         "get-1m": _timed(
-            lambda: client.get_object(Bucket="ab", Key=f"big-{block}")["Body"].read(),
+            lambda: client.get_object(Bucket="ab-bench", Key=f"big-{block}")["Body"].read(),
             count // 4 or 1,
         ),
     }
@@ -78,13 +80,21 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="PYTHONPATH of the tree to compare with")
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--count", type=int, default=40, help="calls of 4 KiB per block")
+    parser.add_argument(
+        "--after-peers",
+        choices=("http", "tcp"),
+        default="http",
+        help="this tree's cluster carries peer traffic over HTTP or on TCP (--peer-listen)",
+    )
     args = parser.parse_args()
     here = str(Path(__file__).resolve().parents[2] / "src")
     with tempfile.TemporaryDirectory() as root:
         trees = {"before": args.before, "after": here}
         clusters = {
-            name: cluster_nodes(Path(root) / name, 3, env={"PYTHONPATH": path})
-            for name, path in trees.items()
+            "before": cluster_nodes(Path(root) / "b", 3, env={"PYTHONPATH": args.before}),
+            "after": (tcp_cluster_nodes if args.after_peers == "tcp" else cluster_nodes)(
+                Path(root) / "a", 3, env={"PYTHONPATH": here}
+            ),
         }
         try:
             for nodes in clusters.values():
@@ -92,7 +102,7 @@ def main() -> None:
                     node.start()
             clients = {name: _client(nodes[0].endpoint) for name, nodes in clusters.items()}
             for client in clients.values():
-                client.create_bucket(Bucket="ab")
+                client.create_bucket(Bucket="ab-bench")
             results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
             for block in range(args.blocks):
                 order = ("before", "after") if block % 2 == 0 else ("after", "before")

@@ -107,6 +107,26 @@ def cluster_nodes(
     return nodes
 
 
+def tcp_cluster_nodes(
+    root: Path, count: int, extra: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> list[Node]:
+    """``count`` nodes whose peer traffic rides a ``TcpTransport`` (``--peer-listen``),
+    each naming every other one by its ``tcp://`` address (not started)."""
+    ports = free_ports(2 * count)
+    s3_ports, peer_ports = ports[:count], ports[count:]
+    nodes = []
+    for n in range(count):
+        peers = [
+            arg
+            for other in range(count)
+            if other != n
+            for arg in ("--peer", f"tcp://127.0.0.1:{peer_ports[other]}")
+        ]
+        listen = ["--peer-listen", f"127.0.0.1:{peer_ports[n]}"]
+        nodes.append(Node(root / f"node{n}", s3_ports[n], [*extra, *listen, *peers], env))
+    return nodes
+
+
 def stop_all(nodes: Sequence[Node]) -> None:
     for node in nodes:
         if node.process is not None and node.process.poll() is None:

@@ -15,27 +15,15 @@ from pathlib import Path
 import pytest
 
 from blocks.blob.client import S3Client
-from blocks.testing.process import free_ports
 
-from .process_cluster import ACCESS, SECRET, Node, stop_all
+from .process_cluster import ACCESS, SECRET, Node, stop_all, tcp_cluster_nodes
 
 pytestmark = pytest.mark.process
 
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[Node]]:
-    ports = free_ports(6)
-    s3_ports, peer_ports = ports[:3], ports[3:]
-    made = []
-    for n in range(3):
-        peers = [
-            arg
-            for other in range(3)
-            if other != n
-            for arg in ("--peer", f"tcp://127.0.0.1:{peer_ports[other]}")
-        ]
-        extra = ["--chunk-kib", "16", "--no-fsync", "--peer-listen", f"127.0.0.1:{peer_ports[n]}"]
-        made.append(Node(tmp_path / f"node{n}", s3_ports[n], [*extra, *peers]))
+    made = tcp_cluster_nodes(tmp_path, 3, ["--chunk-kib", "16", "--no-fsync"])
     try:
         for node in made:
             node.start()
