@@ -22,15 +22,11 @@ records after that end. A follower's fetch offset is what the leader knows it ho
   a majority of durable copies, whichever replicas hold them, is enough (Raft's commit rule;
   the vote rule above makes every later leader hold such a record), so neither the slowest
   in-sync follower nor the leader's own fsync is waited for when two others are durable.
-* **Election.** A follower that has not heard from a leader for a randomized election timeout
-  asks the others for a *pre-vote* (would you vote for me in epoch e+1?), and only with a
-  majority of yeses bumps its epoch and asks for real votes. A replica grants a vote to a
-  candidate whose log is at least as up to date as its own, compared by (last epoch, log end),
-  and at most one per epoch; epoch and vote are persisted before the reply. A candidate with a
-  majority becomes leader and announces itself with ``BeginEpoch``. Any committed record is on
-  a majority, and a majority must vote, so the winner holds every committed record. Pre-votes
-  stop a replica that was cut off from disrupting a healthy leader when it returns; a replica
-  that already hears from a leader grants no pre-vote.
+* **Election** (``blocks.pubsub.election``, whose docs tell it whole). A follower that has not
+  heard from a leader for a randomized election timeout asks for pre-votes, then for votes in
+  a new epoch; a vote goes only to a candidate whose log is at least as up to date, at most
+  one per epoch, and is persisted before the reply. The winner holds every committed record
+  and announces itself with ``BeginEpoch``.
 * **Fencing.** Every message carries an epoch. A message from an older epoch is refused and
   answered with the newer epoch; a newer epoch makes the receiver a follower. A deposed leader
   learns of the new epoch from the first such answer; until then its late writes can never
@@ -69,6 +65,7 @@ from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.ready import NOTHING, Ready
+from blocks.pubsub.election import Elector, Role
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
     EpochMarker,
@@ -94,13 +91,6 @@ __all__ = [
     "ReplicaRecord",
     "Role",
 ]
-
-
-class Role(enum.Enum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre-candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
 
 
 class FollowerAction(enum.Enum):
@@ -137,8 +127,10 @@ class ReplicaConfig:
         return tuple(r for r in self.replicas if r != self.node)
 
 
-class PartitionReplica:
-    """See the module docs. Every method takes ``now_ms`` from the caller's clock."""
+class PartitionReplica(Elector):
+    """See the module docs. Every method takes ``now_ms`` from the caller's clock; the
+    election's state and decisions (``epoch``, ``voted_for``, ``role``, ``leader``) are
+    ``Elector``'s."""
 
     def __init__(
         self,
@@ -153,11 +145,6 @@ class PartitionReplica:
         log_end: int = 0,
     ) -> None:
         self.config = config
-        self._rng = rng
-        self.epoch = epoch
-        self.voted_for = voted_for
-        self.role = Role.FOLLOWER
-        self.leader: str | None = None
         self.epochs: list[tuple[int, int]] = list(epochs or [])  # (epoch, first offset)
         self.log_start = log_start
         self.log_end = log_end
@@ -165,12 +152,8 @@ class PartitionReplica:
         # (it sends records to followers before its own fsync ends; see note_appended).
         self.durable_end = log_end
         self.hw = log_start  # committed below this offset (as far as this replica knows)
-        self._dirty = False
         self._marker_due = False
-        self._votes: set[str] = set()
-        self._last_contact_ms = now_ms
-        self._deadline_ms = 0
-        self._reset_deadline(now_ms)
+        super().__init__(config, rng, now_ms, epoch=epoch, voted_for=voted_for)
         # leader state
         self._epoch_start = -1  # offset of this epoch's marker; -1 for the creation epoch
         self._leader_since_ms = now_ms
@@ -269,11 +252,10 @@ class PartitionReplica:
     def note_follower_hw(self, leader_hw: int) -> None:
         self.hw = max(self.hw, min(leader_hw, self.log_end))
 
-    # -- timers -----------------------------------------------------------------------------
+    def _log_tail(self) -> tuple[int, int]:
+        return self.last_epoch, self.log_end
 
-    def _reset_deadline(self, now_ms: int) -> None:
-        timeout = self.config.election_timeout_ms
-        self._deadline_ms = now_ms + timeout + self._rng.randrange(timeout)
+    # -- timers -----------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> ReplicaReady[None]:
         """Time passed: elections, ISR shrinking, ``BeginEpoch`` announcements."""
@@ -282,14 +264,7 @@ class PartitionReplica:
     def _tick(self, now_ms: int) -> list[tuple[str, Message]]:
         if self.role is Role.LEADER:
             return self._leader_tick(now_ms)
-        if now_ms < self._deadline_ms:
-            return []
-        self._reset_deadline(now_ms)
-        self.role, self._votes = Role.PRE_CANDIDATE, {self.config.node}
-        if len(self._votes) >= self.config.majority:
-            return self._start_election(now_ms)
-        request = VoteRequest(self.epoch + 1, self.config.node, self.last_epoch, self.log_end, True)
-        return [(other, request) for other in self.config.others]
+        return self._election_tick(now_ms)
 
     def _leader_tick(self, now_ms: int) -> list[tuple[str, Message]]:
         config = self.config
@@ -319,17 +294,9 @@ class PartitionReplica:
 
     # -- role changes -----------------------------------------------------------------------
 
-    def _adopt_epoch(self, epoch: int, leader: str | None, now_ms: int) -> None:
-        assert epoch > self.epoch
-        # A known leader has already won this epoch: never vote for anyone else in it.
-        self.epoch, self.voted_for, self._dirty = epoch, leader, True
-        self._become_follower(now_ms, leader)
-
     def _become_follower(self, now_ms: int, leader: str | None) -> None:
-        self.role, self.leader, self._votes = Role.FOLLOWER, leader, set()
+        super()._become_follower(now_ms, leader)
         self.isr, self.match = set(), {}
-        self._last_contact_ms = now_ms
-        self._reset_deadline(now_ms)
 
     def _become_leader(self, now_ms: int, *, marker: bool) -> None:
         self.role, self.leader = Role.LEADER, self.config.node
@@ -340,82 +307,24 @@ class PartitionReplica:
         self._marker_due = marker
         self._update_hw()
 
-    def _start_election(self, now_ms: int) -> list[tuple[str, Message]]:
-        self.epoch, self.voted_for, self._dirty = self.epoch + 1, self.config.node, True
-        self.role, self._votes = Role.CANDIDATE, {self.config.node}
-        self._reset_deadline(now_ms)
-        if len(self._votes) >= self.config.majority:
-            self._become_leader(now_ms, marker=True)
-            return []
-        request = VoteRequest(self.epoch, self.config.node, self.last_epoch, self.log_end, False)
-        return [(other, request) for other in self.config.others]
-
     # -- votes ------------------------------------------------------------------------------
-
-    def _log_ok(self, request: VoteRequest) -> bool:
-        return (request.last_epoch, request.log_end) >= (self.last_epoch, self.log_end)
 
     def handle_vote_request(
         self, source: str, request: VoteRequest, now_ms: int
     ) -> ReplicaReady[None]:
         """Answer a (pre-)vote with a ``VoteReply`` to ``source``, sent once the vote given
         (a ``HardState`` in the same ``Ready``) is durable."""
-        reply = self._vote_reply(source, request, now_ms)
-        return self._ready([(source, reply)])
-
-    def _vote_reply(self, source: str, request: VoteRequest, now_ms: int) -> VoteReply:
         if source not in self.config.replicas or source != request.candidate:
             raise InvalidArgument(f"{source!r} is not a replica of this partition")
-        if request.pre:
-            hears_leader = self.role is Role.LEADER or (
-                self.role is Role.FOLLOWER
-                and self.leader is not None
-                and now_ms - self._last_contact_ms < self.config.election_timeout_ms
-            )
-            granted = request.epoch > self.epoch and not hears_leader and self._log_ok(request)
-            return VoteReply(self.epoch, request.epoch, granted, True, self.leader)
-        if request.epoch > self.epoch:
-            self._adopt_epoch(request.epoch, None, now_ms)
-        granted = (
-            request.epoch == self.epoch
-            and self.voted_for in (None, request.candidate)
-            and self.role is not Role.LEADER
-            and self._log_ok(request)
-        )
-        if granted:
-            self.voted_for, self._dirty = request.candidate, True
-            self._reset_deadline(now_ms)
-        return VoteReply(self.epoch, request.epoch, granted, False, self.leader)
+        return self._ready([(source, self._vote_reply(request, now_ms))])
 
     def handle_vote_reply(self, source: str, reply: VoteReply, now_ms: int) -> ReplicaReady[None]:
         return self._ready(self._count_vote(source, reply, now_ms))
 
-    def _count_vote(self, source: str, reply: VoteReply, now_ms: int) -> list[tuple[str, Message]]:
-        if reply.epoch > self.epoch and not (reply.pre and reply.granted):
-            self._adopt_epoch(reply.epoch, reply.leader, now_ms)
-            return []
-        if not reply.granted or source not in self.config.replicas:
-            return []
-        if reply.pre and self.role is Role.PRE_CANDIDATE and reply.vote_epoch == self.epoch + 1:
-            self._votes.add(source)
-            if len(self._votes) >= self.config.majority:
-                return self._start_election(now_ms)
-        elif not reply.pre and self.role is Role.CANDIDATE and reply.vote_epoch == self.epoch:
-            self._votes.add(source)
-            if len(self._votes) >= self.config.majority:
-                self._become_leader(now_ms, marker=True)
-                return [(o, BeginEpoch(self.epoch, self.config.node)) for o in self.config.others]
-        return []
-
     def handle_begin_epoch(
         self, source: str, message: BeginEpoch, now_ms: int
     ) -> ReplicaReady[None]:
-        if message.epoch < self.epoch or message.leader != source:
-            return self._ready()
-        if message.epoch > self.epoch:
-            self._adopt_epoch(message.epoch, source, now_ms)
-        elif self.role is not Role.LEADER:
-            self._become_follower(now_ms, source)
+        self._begin_epoch(source, message, now_ms)
         return self._ready()
 
     # -- fetching: leader side --------------------------------------------------------------
@@ -495,8 +404,7 @@ class PartitionReplica:
             if reply.leader is not None and reply.leader != self.leader:
                 self._become_follower(now_ms, reply.leader)
             return FollowerAction.IGNORE, 0
-        self._last_contact_ms = now_ms
-        self._reset_deadline(now_ms)
+        self._heard_leader(now_ms)
         if reply.kind == "behind":
             if reply.offset <= self.log_end:
                 return FollowerAction.IGNORE, 0  # stale: this log already reaches it
