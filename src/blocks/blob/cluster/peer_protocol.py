@@ -198,7 +198,12 @@ def serve_message(host: ShardHost, message: Any) -> Any:
 
 
 def _serve(host: ShardHost, message: Any) -> Any:
-    if not isinstance(message, list) or not message or _ARITY.get(message[0]) != len(message):
+    if (
+        not isinstance(message, list)
+        or not message
+        or not isinstance(message[0], str)
+        or _ARITY.get(message[0]) != len(message)
+    ):
         raise InvalidArgument("expected [op, *args] with a known op and its arguments")
     op, args = message[0], message[1:]
     if op.startswith("meta."):
