@@ -1,6 +1,8 @@
 """The nodes' messages (``peer_protocol``): a peer's shards through ``PeerShardStore`` in the
-writer's namespace, the fallback to the node's own directory, and any malformed message
-refused with the block's own errors, changing nothing (STYLE 13)."""
+writer's namespace, the fallback to the node's own directory, any malformed message refused
+with the block's own errors, changing nothing (STYLE 13), and the same over HTTP
+(``peers.HttpPeerChannel`` against a served node: errors keep their class, a wrong token
+is refused)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blocks.blob.cluster.peer_protocol import PeerShardStore, ShardHost, serve_message
+from blocks.blob.cluster.peers import HttpPeerChannel
+from blocks.blob.s3.handler import S3Config
 from blocks.blob.storage.shards import DirectoryShardStore
+from blocks.blob.store import LocalBlobStore
 from blocks.core.errors import BlocksError, InvalidArgument, Unavailable
+
+from .server_thread import running_server
 
 WRITER = "ab" * 8
 CHUNK = "c" * 64
@@ -85,3 +92,24 @@ def test_unknown_ops_and_wrong_arity_are_invalid(host: ShardHost) -> None:
     for message in ([], ["shard.nothing"], ["shard.get", WRITER], [["shard.get"]], "shard.list"):
         with pytest.raises(InvalidArgument):
             serve_message(host, message)
+
+
+def test_over_http_errors_keep_their_class_and_a_wrong_token_is_refused(
+    host: ShardHost, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path / "data", fsync=False)
+    config = S3Config(cluster_token="token")
+    try:
+        with running_server(store, config=config, local_shards=host) as server:
+            channel = HttpPeerChannel(server.endpoint, "token")
+            peer = PeerShardStore(channel, WRITER)
+            peer.put_shard(CHUNK, 3, b"three")
+            assert peer.get_shard(CHUNK, 3) == b"three"
+            with pytest.raises(InvalidArgument, match="known op"):
+                channel.call(["shard.nothing"])
+            with pytest.raises(Unavailable, match="does not replicate"):
+                channel.call(["meta.snapshot"])
+            with pytest.raises(Unavailable, match="HTTP 404"):
+                HttpPeerChannel(server.endpoint, "wrong").call(["shard.list", WRITER])
+    finally:
+        store.close()
