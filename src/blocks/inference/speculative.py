@@ -38,7 +38,7 @@ from blocks.inference.model import LlamaForCausalLM, ModelConfig
 from blocks.inference.ngram import ngram_propose
 from blocks.inference.params import SamplingParams
 from blocks.inference.runner import ModelRunner
-from blocks.inference.sampling import make_generator, target_probs
+from blocks.inference.sampling import argmax_rows, make_generator, target_probs
 from blocks.inference.scheduler import ScheduledChunk
 
 __all__ = [
@@ -94,10 +94,11 @@ def accept_drafts(
     None for a point-mass proposal.
     """
     out: list[int] = []
+    greedy = argmax_rows(target_rows) if params.greedy else []  # every row's, in one call
     for index, token in enumerate(drafts):
         row = target_rows[index]
         if params.greedy:
-            best = int(row.argmax())
+            best = greedy[index]
             out.append(best)
             if best != token:
                 return out
@@ -120,7 +121,7 @@ def accept_drafts(
         return out
     last = target_rows[len(drafts)]
     if params.greedy:
-        out.append(int(last.argmax()))
+        out.append(greedy[len(drafts)])
     else:
         bonus = torch.multinomial(target_probs(last, params), 1, generator=generator)
         out.append(int(bonus))
