@@ -32,7 +32,7 @@ def _watch(name: str, replication: Replication, checked: list[str], broken: list
     send = replication.send
 
     def checked_send(destination: str, key: tuple[str, int], message: Message) -> None:
-        path = replication._state_path(key)
+        path = replication.hard_states.path(key)
         assert path is not None
         epoch, voted_for = unpack(path.read_bytes()) if path.exists() else (0, None)
         what = f"{name} -> {destination}: {message} with ({epoch}, {voted_for}) on disk"

@@ -39,6 +39,10 @@ down when a topic was created learns of it from the first message about it. Boun
 ``SENDS_MAX`` sends in flight (more are dropped: every message here is retried by the
 protocol), ``WAITERS_MAX`` acknowledgement waiters per partition, and fetch answers of at most
 ``FETCH_RECORDS_MAX`` records or ``FETCH_BYTES_MAX`` bytes.
+
+Around this module: ``commit_waiters`` (the ``acks=all`` waiters and what settles them),
+``fetch_serving`` (held fetches and the kept batch) and ``hard_state`` (the
+``(epoch, voted_for)`` files, the epoch history read back from the log).
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, Overloaded, PeerError, Timeout, Unavailable
-from blocks.core.files import make_directories, write_atomically
+from blocks.core.errors import BlocksError, PeerError, Timeout, Unavailable
 from blocks.core.ready import NOTHING
 from blocks.core.transport import Transport
-from blocks.pubsub.record import StoredRecord, record_from_wire, record_to_wire
+from blocks.pubsub.commit_waiters import WAITERS_MAX, CommitWaiters
+from blocks.pubsub.fetch_serving import FETCH_BYTES_MAX, FETCH_RECORDS_MAX, FetchServing
+from blocks.pubsub.hard_state import HardStateFiles, epoch_history
+from blocks.pubsub.record import StoredRecord, record_from_wire
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
@@ -74,12 +79,17 @@ from blocks.pubsub.replica_messages import (
 from blocks.pubsub.replication_config import ReplicationConfig, replica_set
 from blocks.pubsub.topics import TopicConfig, TopicTable
 
-__all__ = ["Replication", "ReplicationConfig", "replica_set"]
+__all__ = [
+    "FETCH_BYTES_MAX",
+    "FETCH_RECORDS_MAX",
+    "WAITERS_MAX",
+    "Replication",
+    "ReplicationConfig",
+    "epoch_history",
+    "replica_set",
+]
 
 SENDS_MAX = 1_000
-WAITERS_MAX = 10_000
-FETCH_RECORDS_MAX = 2_000
-FETCH_BYTES_MAX = 4 << 20
 Key = tuple[str, int]
 
 
@@ -102,16 +112,13 @@ class Replication:
         self.node = transport.name
         self.nodes = sorted(set(nodes) | {self.node})
         self._rng = rng
-        self._state_directory = state_directory
+        self.hard_states = HardStateFiles(state_directory)
         self._on_committed = on_committed
         self._before_restart = before_restart
         self.replicas: dict[Key, PartitionReplica] = {}
         self._hw: dict[Key, int] = {}
-        self._ack_waiters: dict[Key, list[tuple[int, int, asyncio.Future[None]]]] = {}
-        self._held: dict[Key, list[asyncio.Future[None]]] = {}  # held fetches, woken on news
-        # The leader's newest batch as fetch answers carry it: (epoch, first offset, rows), so
-        # that the followers' fetches of what was just written are not read back from the log.
-        self._tail: dict[Key, tuple[int, int, list[Any]]] = {}
+        self._commit_waiters = CommitWaiters()
+        self._fetches = FetchServing()
         self._told_hw: dict[tuple[Key, str], int] = {}  # the high watermark a follower was sent
         self._config_wires: dict[str, tuple[TopicConfig, dict[str, Any]]] = {}
         self._writes_in_flight: dict[Key, int] = {}
@@ -120,8 +127,6 @@ class Replication:
         self._sends: set[asyncio.Task[Any]] = set()
         self._started = False
         self._closed = False
-        if state_directory is not None:
-            make_directories(state_directory)
         for name in topics.names():
             self.open_topic(topics.topic(name).config, fresh=False)
 
@@ -147,7 +152,7 @@ class Replication:
                 lag_max_ms=self.config.lag_max_ms,
                 commit_on_majority=self.config.commit_on_majority,
             )
-            saved = self._load_state(key)
+            saved = self.hard_states.load(key)
             rng = random.Random(self._rng.random())
             if saved is None:
                 replica = PartitionReplica.created(replica_config, rng, self.now_ms())
@@ -165,7 +170,7 @@ class Replication:
                 )
             self.replicas[key] = replica
             self._hw[key] = replica.hw
-            self._held[key] = []
+            self._fetches.open(key)
             self._writes_in_flight[key] = 0
             if self._started:
                 self._spawn(self._fetch_loop(key))
@@ -186,32 +191,7 @@ class Replication:
         for task in list(self._tasks) + list(self._sends):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
-        for waiters in self._ack_waiters.values():
-            for _, _, future in waiters:
-                if not future.done():
-                    future.set_exception(Unavailable("broker is closing"))
-        self._ack_waiters.clear()
-
-    # -- persistence of (epoch, voted_for) --------------------------------------------------
-
-    def _state_path(self, key: Key) -> Path | None:
-        if self._state_directory is None:
-            return None
-        return self._state_directory / f"{key[0]}.{key[1]}.msgpack"
-
-    def _load_state(self, key: Key) -> tuple[int, str | None] | None:
-        path = self._state_path(key)
-        if path is None or not path.exists():
-            return None
-        epoch, voted_for = unpack(path.read_bytes())
-        return int(epoch), voted_for
-
-    def _save_state(self, key: Key, state: HardState) -> None:
-        path = self._state_path(key)
-        if path is None:
-            return
-        # A vote must survive power loss, or a replica could vote twice in one epoch.
-        write_atomically(path, pack([state.epoch, state.voted_for]))
+        self._commit_waiters.fail_all(Unavailable("broker is closing"))
 
     # -- after every core call ----------------------------------------------------------------
 
@@ -221,35 +201,18 @@ class Replication:
         replica = self.replicas[key]
         for record in ready.records:
             if isinstance(record, HardState):
-                self._save_state(key, record)
+                # A vote must survive power loss, or a replica could vote twice in one epoch.
+                self.hard_states.save(key, record)
             else:  # an EpochMarker: owed by the leader it still is (the step just ended)
                 await self._append_marker(key, replica)
         for destination, message in ready.messages:
             self.send(destination, key, message)
-        self._resolve_waiters(key, replica)
+        self._commit_waiters.resolve(key, replica)
         if replica.hw != self._hw[key]:
             self._hw[key] = replica.hw
             if replica.role is Role.LEADER:
-                self._wake_fetches(key)  # the followers learn the new high watermark
+                self._fetches.wake(key)  # the followers learn the new high watermark
             self._on_committed(key)
-
-    def _wake_fetches(self, key: Key) -> None:
-        held, self._held[key] = self._held[key], []
-        for waiter in held:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _hold_fetch(self, key: Key, timeout_s: float) -> None:
-        """Wait until ``_wake_fetches`` or ``timeout_s`` (a future and a timer: no task)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._held[key].append(waiter)
-        timer = asyncio.get_running_loop().call_later(timeout_s, _release, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            with contextlib.suppress(ValueError):
-                self._held[key].remove(waiter)
 
     async def _append_marker(self, key: Key, replica: PartitionReplica) -> None:
         topic = self.topics.topic(key[0])
@@ -275,8 +238,8 @@ class Replication:
         )
         self._writes_in_flight[key] += 1
         leading = replica.role is Role.LEADER
-        self._keep_tail(key, replica.epoch if leading else None, records)
-        self._wake_fetches(key)
+        self._fetches.keep_batch(key, replica.epoch if leading else None, records)
+        self._fetches.wake(key)
         inline = self.config.follower_sync_inline and not leading
         try:
             await self.topics.write(key[0], key[1], records, inline_sync=inline)
@@ -287,45 +250,6 @@ class Replication:
         finally:
             self._writes_in_flight[key] -= 1
         replica.note_durable(end)
-
-    def _keep_tail(self, key: Key, epoch: int | None, records: list[StoredRecord]) -> None:
-        """Keep a leader's batch (``epoch`` not None) in its fetch answers' form, if one answer
-        would carry it whole; drop the kept one otherwise."""
-        size = sum(len(r.value) + len(r.key or b"") for r in records)
-        if epoch is None or len(records) > FETCH_RECORDS_MAX or size > FETCH_BYTES_MAX // 2:
-            self._tail.pop(key, None)
-            return
-        self._tail[key] = (epoch, records[0].offset, [record_to_wire(r) for r in records])
-
-    def _fetch_rows(self, key: Key, replica: PartitionReplica, offset: int) -> list[Any]:
-        """A fetch answer's records from ``offset``: the kept batch when it is exactly what
-        the log holds from there (same epoch, ending at the log's end), else read from it."""
-        if offset >= replica.log_end:
-            return []  # a hold that ended with nothing new
-        kept = self._tail.get(key)
-        if kept is not None:
-            epoch, first, rows = kept
-            if epoch == replica.epoch and first == offset and first + len(rows) == replica.log_end:
-                return rows
-        store = self.topics.store(*key)
-        found = store.read(offset, FETCH_RECORDS_MAX, FETCH_BYTES_MAX, include_control=True)
-        return [record_to_wire(r) for r in found if r.offset < replica.log_end]
-
-    def _resolve_waiters(self, key: Key, replica: PartitionReplica) -> None:
-        waiting = self._ack_waiters.get(key)
-        if not waiting:
-            return
-        kept = []
-        for end, epoch, future in waiting:
-            if future.done():
-                continue
-            if replica.role is not Role.LEADER or replica.epoch != epoch:
-                future.set_exception(Unavailable("the partition's leader changed; retry"))
-            elif replica.hw >= end:
-                future.set_result(None)
-            else:
-                kept.append((end, epoch, future))
-        self._ack_waiters[key] = kept
 
     async def wait_committed(self, key: Key, end: int, epoch: int) -> None:
         """Return once the high watermark reaches ``end`` in leader epoch ``epoch``."""
@@ -339,18 +263,7 @@ class Replication:
         """A future resolved once the high watermark reaches ``end`` in leader epoch
         ``epoch`` (failed with ``Unavailable`` when that epoch ends first); no timeout of its
         own. Raises ``Unavailable`` or ``Overloaded`` at once."""
-        replica = self.replicas[key]
-        if replica.role is not Role.LEADER or replica.epoch != epoch:
-            raise Unavailable("the partition's leader changed; retry")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if replica.hw >= end:
-            future.set_result(None)
-            return future
-        waiting = self._ack_waiters.setdefault(key, [])
-        if len(waiting) >= WAITERS_MAX:
-            raise Overloaded("too many produces waiting for replication", retry_after_ms=50)
-        waiting.append((end, epoch, future))
-        return future
+        return self._commit_waiters.waiter(key, self.replicas[key], end, epoch)
 
     @contextlib.contextmanager
     def awaiting_commit(self, key: Key) -> Iterator[None]:
@@ -425,12 +338,13 @@ class Replication:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await self._hold_fetch(key, remaining)
+            await self._fetches.hold(key, remaining)
             decision = await self._decide_fetch(key, replica, source, request)
         self._told_hw[told] = decision.hw
         rows: list[Any] = []
         if decision.kind == "records":
-            rows = self._fetch_rows(key, replica, decision.offset)
+            end = replica.log_end
+            rows = self._fetches.rows(key, self.topics, replica.epoch, end, decision.offset)
         return {"m": encode(decision), "records": rows}
 
     async def _decide_fetch(
@@ -508,20 +422,3 @@ class Replication:
                 self.topics.restart_at(key[0], key[1], cut)
                 replica.note_restarted(cut)
         await self.settle(key)
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def epoch_history(read: Any, first_offset: int) -> list[tuple[int, int]]:
-    """``(epoch, first offset)`` of every epoch in a stored log."""
-    history: list[tuple[int, int]] = []
-    offset = first_offset
-    while batch := read(offset, 1000, 1 << 24, include_control=True):
-        for record in batch:
-            if not history or record.epoch != history[-1][0]:
-                history.append((record.epoch, record.offset))
-        offset = batch[-1].offset + 1
-    return history
