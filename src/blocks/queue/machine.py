@@ -19,6 +19,9 @@ receive's ``visibility_ms`` may be None (the queue's default), resolved here fro
 state, which is the same on every node. A command the broker refuses (``NotFound``,
 ``Conflict``, ...) is still applied: its advance of time changed the timers, the same on
 every node, and its outcome is the error.
+
+``encode_records`` splits the commands of one batch into records of at most ``RECORD_BYTES``
+(halving); ``command_for_call`` turns a data-path wire call into its command.
 """
 
 from __future__ import annotations
@@ -28,11 +31,23 @@ from typing import Any
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, InvalidArgument
 from blocks.queue.broker import QueueBroker
+from blocks.queue.config import check_name
 
-__all__ = ["QueueMachine", "decode_commands", "decode_record", "encode_batch", "encode_record"]
+__all__ = [
+    "RECORD_BYTES",
+    "QueueMachine",
+    "command_for_call",
+    "decode_commands",
+    "decode_record",
+    "encode_batch",
+    "encode_record",
+    "encode_records",
+]
 
 Outcome = tuple[bool, Any]  # (True, result) or (False, the BlocksError raised)
 BATCH = "batch"
+RECORD_BYTES = 256 << 10  # a batch of calls is split into records of at most this much
+_ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # a wire call's arguments
 
 
 def encode_record(origin: str, command: list[Any]) -> bytes:
@@ -44,6 +59,27 @@ def encode_batch(origin: str, commands: list[list[Any]]) -> bytes:
     if len(commands) == 1:
         return pack([origin, commands[0]])
     return pack([origin, BATCH, commands])
+
+
+def encode_records(origin: str, commands: list[list[Any]]) -> list[tuple[bytes, int]]:
+    """``commands`` as records ``(value, commands in it)``, in order: one record for all of
+    them unless it would be over ``RECORD_BYTES``, then halves (a lone command is one record
+    whatever its size: the log refuses it if too big, as before)."""
+    value = encode_batch(origin, commands)
+    if len(value) <= RECORD_BYTES or len(commands) == 1:
+        return [(value, len(commands))]
+    half = len(commands) // 2
+    return encode_records(origin, commands[:half]) + encode_records(origin, commands[half:])
+
+
+def command_for_call(call: Any, now_ms: int) -> list[Any]:
+    """The command for a wire call (as ``LocalQueue.command_for``, but a receive's default
+    visibility is resolved by the state machine, which every node holds alike)."""
+    if not isinstance(call, list) or not call or _ARITY.get(call[0]) != len(call) - 1:
+        raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
+    verb, name, *rest = call
+    check_name(name)
+    return [verb, now_ms, name, *rest]
 
 
 def decode_record(value: bytes) -> tuple[str, list[Any]]:

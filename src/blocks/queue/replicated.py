@@ -52,12 +52,15 @@ directory writes its machine and cuts its log below its previous snapshot; reope
 restores the newest snapshot and applies only the tail. A follower below its leader's log
 start (wiped, or away through more than an interval) is sent the leader's snapshot, installs
 it, and fetches the records after it.
+
+Around this module: ``applied_log`` (applying the committed records, the outcomes of this
+node's own, and the wait until they are applied here), ``long_polls`` (receives waiting for
+news) and ``machine`` (commands, records, the deterministic state machine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import os
@@ -71,32 +74,25 @@ from blocks.core.errors import (
     BlocksError,
     FailedPrecondition,
     InvalidArgument,
-    Overloaded,
-    Timeout,
-    Unavailable,
 )
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
 from blocks.pubsub import ReplicationConfig, Role, TopicConfig
 from blocks.queue.api import Message
+from blocks.queue.applied_log import RESULTS_MAX, AppliedLog
 from blocks.queue.broker import QueueBroker
 from blocks.queue.config import QueueConfig, check_ms, check_name
 from blocks.queue.local import CALLS_PER_BATCH_MAX, WAIT_MS_MAX, LocalQueue
-from blocks.queue.machine import Outcome, QueueMachine, encode_batch
+from blocks.queue.long_polls import WAITERS_MAX, LongPolls
+from blocks.queue.machine import Outcome, QueueMachine, command_for_call, encode_records
 from blocks.queue.snapshots import LogBroker, Snapshots
 
-__all__ = ["LOG_TOPIC", "ReplicatedQueue"]
+__all__ = ["LOG_TOPIC", "RESULTS_MAX", "WAITERS_MAX", "ReplicatedQueue"]
 
 LOG_TOPIC = "__queue_log"
 KEY = (LOG_TOPIC, 0)
-WAITERS_MAX = 10_000
-RESULTS_MAX = 100_000
-APPLY_BATCH = 1_000
-COMMIT_WAIT_S = 15.0  # longest a node waits to learn that its committed records are committed
-WAKING_VERBS = frozenset({"send", "nack", "ack", "create"})
 SNAPSHOT_EVERY = 50_000  # applied commands between snapshots
 SYNC_INTERVAL_MS_MAX = 3_600_000  # the longest fsync interval under fsync="never"
-RECORD_BYTES = 256 << 10  # a batch of calls is split into records of at most this much
 
 
 class ReplicatedQueue:
@@ -149,16 +145,9 @@ class ReplicatedQueue:
                 " (every node holds the whole log)"
             )
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self.machine = QueueMachine()
-        # The outcomes of this node's own records, by offset, for the callers waiting on them.
-        self._results: collections.OrderedDict[int, list[Outcome]] = collections.OrderedDict()
-        self._applied_event = asyncio.Event()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._long_polls = LongPolls()
         self._closed = False
-        self.results_dropped = 0
-        self._results_held = 0  # outcomes in _results (a record holds one per call)
         self._snapshots = Snapshots(None if directory is None else Path(directory), snapshot_every)
-        self.replayed = 0  # records applied since this object was built (a restart's replay)
         self.log = LogBroker(
             None if directory is None else Path(directory) / "log",
             transport,
@@ -176,8 +165,14 @@ class ReplicatedQueue:
         )
         self.node = self.log.node
         restored = self._snapshots.restore(self.log, KEY)
-        if restored is not None:
-            self.machine = restored
+        self._applied = AppliedLog(
+            self.node,
+            self.log,
+            KEY,
+            self._snapshots,
+            restored if restored is not None else QueueMachine(),
+            self._long_polls.wake_all,
+        )
 
     async def open(self) -> ReplicatedQueue:
         """Create the log topic here if this node has not got it, then start replicating."""
@@ -186,7 +181,7 @@ class ReplicatedQueue:
         except BlocksError:
             await self.log._create_local(TopicConfig(LOG_TOPIC, 1, None, None, False))
         self.log.start()
-        self._apply_committed()
+        self._applied.apply_committed()
         if self._sync_interval_ms is not None:
             self._syncer = asyncio.get_running_loop().create_task(
                 self._sync_every(self._sync_interval_ms / 1000.0)
@@ -206,6 +201,21 @@ class ReplicatedQueue:
                 self.interval_syncs += 1
             except (OSError, BlocksError):
                 continue
+
+    @property
+    def machine(self) -> QueueMachine:
+        """The applied state machine (read it; change it only through this object)."""
+        return self._applied.machine
+
+    @property
+    def replayed(self) -> int:
+        """Commands applied since this object was built (a restart's replay)."""
+        return self._applied.replayed
+
+    @property
+    def results_dropped(self) -> int:
+        """Outcomes of this node's calls dropped past ``RESULTS_MAX``."""
+        return self._applied.results_dropped
 
     @property
     def broker(self) -> QueueBroker:
@@ -253,67 +263,14 @@ class ReplicatedQueue:
     def _install(self, machine: QueueMachine) -> None:
         """Make a leader's snapshot this node's state: durable first, then applied (never
         backwards: a node applies only committed records, below any leader's log start)."""
-        if machine.applied <= self.machine.applied:
-            return
-        self._snapshots.install(machine)
-        self.machine = machine
-        self._wake_all()
+        if self._applied.install(machine):
+            self._long_polls.wake_all()
 
     # -- applying the log -----------------------------------------------------------------
 
     def _committed(self) -> None:
-        if not self._closed and hasattr(self, "log"):
-            self._apply_committed()
-
-    def _apply_committed(self) -> None:
-        """Apply every committed record not applied yet (in offset order; synchronous)."""
-        replica = self.log.replication.replicas.get(KEY)
-        if replica is None:
-            return
-        store = self.log.topics.store(*KEY)
-        woke = False
-        while self.machine.applied < replica.hw:
-            # The records written here lately, as written; the log only for the others.
-            kept = self.log.recent(KEY, self.machine.applied)
-            if kept is not None:
-                if kept.control:
-                    self.machine.applied = kept.offset + 1
-                    continue
-                batch = [kept]
-            else:
-                batch = store.read(self.machine.applied, APPLY_BATCH, 1 << 24)
-                batch = [r for r in batch if r.offset < replica.hw]
-            if not batch:
-                self.machine.applied = replica.hw  # only control records were left
-                break
-            commands = 0
-            for record in batch:
-                origin, applied = self.machine.apply_record(record.offset, record.value)
-                commands += len(applied)
-                woke = woke or any(c and c[0] in WAKING_VERBS for c, _ in applied)
-                if origin == self.node:
-                    self._keep(record.offset, [outcome for _, outcome in applied])
-            self.replayed += commands
-            self._snapshots.since += commands
-        self._snapshots.maybe_write(self.machine, self.log, KEY)
-        self._applied_event.set()
-        self._applied_event = asyncio.Event()
-        if woke:
-            self._wake_all()
-
-    def _keep(self, offset: int, outcomes: list[Outcome]) -> None:
-        self._results[offset] = outcomes
-        self._results_held += len(outcomes)
-        while self._results_held > RESULTS_MAX:
-            _, dropped = self._results.popitem(last=False)
-            self._results_held -= len(dropped)
-            self.results_dropped += len(dropped)
-
-    def _wake_all(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+        if not self._closed and hasattr(self, "_applied"):
+            self._applied.apply_committed()
 
     async def _submit(self, commands: list[list[Any]]) -> list[Outcome]:
         """Write the commands, wait until they are committed and applied here; outcomes."""
@@ -321,36 +278,13 @@ class ReplicatedQueue:
             raise FailedPrecondition("queue is closed")
         # One record for the whole batch (split while a record would be over RECORD_BYTES):
         # one log frame, one fetch row, one apply step for every call of a frame.
-        chunks = _chunks(self.node, commands)
+        chunks = encode_records(self.node, commands)
         entries: list[tuple[bytes | None, bytes]] = [(None, value) for value, _ in chunks]
         # A follower asks its leader for the new high watermark at once while calls wait.
         with self.log.replication.awaiting_commit(KEY):
             base = await self.log.produce_batch(LOG_TOPIC, 0, entries)
-            await self._wait_applied(base + len(entries))
-        outcomes: list[Outcome] = []
-        for offset, (_, count) in zip(range(base, base + len(entries)), chunks, strict=True):
-            got = self._results.pop(offset, None)
-            if got is not None:
-                self._results_held -= len(got)
-            if got is None or len(got) != count:
-                raise Unavailable("the outcome of this call was dropped; it may have applied")
-            outcomes.extend(got)
-        return outcomes
-
-    async def _wait_applied(self, end: int) -> None:
-        """Return once every record below ``end`` is committed and applied here."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + COMMIT_WAIT_S
-        self._apply_committed()
-        while self.machine.applied < end:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
-                raise Timeout("the committed records did not reach this node in time; retry")
-            event = self._applied_event
-            try:
-                await asyncio.wait_for(event.wait(), min(remaining, 0.5))
-            except TimeoutError:
-                self._apply_committed()
+            await self._applied.wait_applied(base + len(entries), lambda: self._closed)
+        return self._applied.take_outcomes(base, [count for _, count in chunks])
 
     async def _run(self, command: list[Any]) -> Any:
         ((ok, result),) = await self._submit([command])
@@ -421,21 +355,12 @@ class ReplicatedQueue:
 
     async def _wait(self, remaining_s: float) -> None:
         """Sleep until a waking record is applied, the next timer is due, or ``remaining_s``."""
-        if len(self._waiters) >= WAITERS_MAX:
-            raise Overloaded("too many long polls waiting", retry_after_ms=100)
+        self._long_polls.check_room()
         next_event_ms = self.broker.next_event_ms()
         if next_event_ms is not None:
             remaining_s = min(remaining_s, max(0.001, (next_event_ms - self._now()) / 1000.0))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        try:
-            with self.log.replication.awaiting_commit(KEY):  # a follower hears commits soon
-                await asyncio.wait_for(future, remaining_s)
-        except TimeoutError:
-            pass
-        finally:
-            if future in self._waiters:
-                self._waiters.remove(future)
+        with self.log.replication.awaiting_commit(KEY):  # a follower hears commits soon
+            await self._long_polls.wait(remaining_s)
 
     async def ack(self, name: str, receipt: str) -> None:
         await self._run(["ack", self._now(), name, receipt])
@@ -460,7 +385,7 @@ class ReplicatedQueue:
         commands: list[list[Any]] = []
         for call in calls:
             try:
-                commands.append(_command_for(call, now_ms))
+                commands.append(command_for_call(call, now_ms))
                 outcomes.append(None)
             except BlocksError as error:
                 outcomes.append((False, error))
@@ -482,7 +407,7 @@ class ReplicatedQueue:
         if self._closed:
             return
         self._closed = True
-        self._wake_all()
+        self._long_polls.wake_all()
         if self._syncer is not None:
             self._syncer.cancel()
             await asyncio.gather(self._syncer, return_exceptions=True)
@@ -496,30 +421,6 @@ class ReplicatedQueue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-_ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # a wire call's arguments
-
-
-def _chunks(origin: str, commands: list[list[Any]]) -> list[tuple[bytes, int]]:
-    """``commands`` as records ``(value, commands in it)``, in order: one record for all of
-    them unless it would be over ``RECORD_BYTES``, then halves (a lone command is one record
-    whatever its size: the log refuses it if too big, as before)."""
-    value = encode_batch(origin, commands)
-    if len(value) <= RECORD_BYTES or len(commands) == 1:
-        return [(value, len(commands))]
-    half = len(commands) // 2
-    return _chunks(origin, commands[:half]) + _chunks(origin, commands[half:])
-
-
-def _command_for(call: Any, now_ms: int) -> list[Any]:
-    """The command for a wire call (as ``LocalQueue.command_for``, but a receive's default
-    visibility is resolved by the state machine, which every node holds alike)."""
-    if not isinstance(call, list) or not call or _ARITY.get(call[0]) != len(call) - 1:
-        raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
-    verb, name, *rest = call
-    check_name(name)
-    return [verb, now_ms, name, *rest]
 
 
 QueueNode = LocalQueue | ReplicatedQueue  # what the service and the data path serve
