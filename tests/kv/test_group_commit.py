@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from blocks.kv.engine.group_commit import GroupCommit, SyncFailed, Ticket, WriteFailed
+from blocks.core.clock import ManualClock
+from blocks.kv.engine.group_commit import (
+    BATCH_DELAY_S_MAX,
+    GroupCommit,
+    SyncFailed,
+    Ticket,
+    WriteFailed,
+)
 
 _Plan = list[Ticket[int]]
 
@@ -205,3 +212,49 @@ def test_the_write_runs_outside_the_lock() -> None:
         release.set()
         writer.join(timeout=10)
     assert store.durable == {1}
+
+
+class _JumpingClock(ManualClock):
+    """Every monotonic reading is two seconds past the last one: a linger's deadline (at
+    most ``BATCH_DELAY_S_MAX`` ahead) has passed by the next reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readings = 0
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        self.advance(2.0)
+        return super().monotonic()
+
+
+def test_a_leader_times_its_linger_on_the_injected_clock() -> None:
+    store = _Store(sleep_s=0.2)
+    clock = _JumpingClock()
+    group: GroupCommit[int, _Plan] = GroupCommit(
+        store.lock,
+        prepare=store.prepare,
+        write=store.write,
+        finish=store.finish,
+        delay_s=BATCH_DELAY_S_MAX,
+        batch_max=8,
+        batch_bytes_max=1 << 20,
+        clock=clock,
+    )
+    threads = [threading.Thread(target=_put, args=(store, group, n)) for n in (1, 2, 3)]
+    threads[0].start()
+    while not store.batches:  # batch 1 is being "synced"
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    while True:  # writers 2 and 3 queue behind it, so batch 1 ends with a company of three
+        with store.lock:
+            if len(group._pending) == 2:
+                break
+        time.sleep(0.001)
+    for thread in threads:
+        thread.join(timeout=10)
+    # Batch 2's leader lingered for a third writer that never came, until the clock it was
+    # given said the delay had passed (a linger on the system clock reads this one never).
+    assert [sorted(batch) for batch in store.batches] == [[1], [2, 3]]
+    assert clock.readings >= 2

@@ -43,10 +43,10 @@ since every writer waits for its ticket before it can submit another.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["GroupCommit", "SyncFailed", "Ticket", "WriteFailed"]
@@ -107,6 +107,7 @@ class GroupCommit(Generic[W, P]):
         "_arrivals",
         "_batch_bytes_max",
         "_batch_max",
+        "_clock",
         "_company",
         "_delay_s",
         "_failure",
@@ -133,6 +134,7 @@ class GroupCommit(Generic[W, P]):
         delay_s: float,
         batch_max: int,
         batch_bytes_max: int,
+        clock: Clock | None = None,
     ) -> None:
         """The store's side of a batch, one batch at a time between ``prepare`` and ``finish``.
 
@@ -142,7 +144,9 @@ class GroupCommit(Generic[W, P]):
         (a delete of an absent key); ``write`` makes the plan's bytes durable; ``finish``
         applies a written plan (``ok``) or forgets a failed one. ``prepare`` and ``write``
         raise ``WriteFailed`` or ``SyncFailed`` (anything else fails the batch alone, as a
-        ``WriteFailed`` does).
+        ``WriteFailed`` does). ``clock`` (default: the system's) times a leader's linger; the
+        wait itself is on the lock's condition, so a test clock shortens or ends a linger
+        but does not stretch one past its real ``delay_s``.
         """
         if not 0.0 <= delay_s <= BATCH_DELAY_S_MAX:
             raise InvalidArgument(f"batch delay must be in [0, {BATCH_DELAY_S_MAX}] s")
@@ -157,6 +161,7 @@ class GroupCommit(Generic[W, P]):
         self._delay_s = delay_s
         self._batch_max = batch_max
         self._batch_bytes_max = batch_bytes_max
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._arrivals = threading.Condition(lock)  # a lingering leader waiting for company
         self._settled = threading.Condition(lock)  # rotation and close waiting for quiet
         self._settle_waiters = 0
@@ -284,11 +289,12 @@ class GroupCommit(Generic[W, P]):
         """Wait (lock held) for the writers that are about to join, within the bound."""
         if self._delay_s <= 0 or not self._wants_company():
             return
-        deadline = time.monotonic() + self._delay_s
+        monotonic = self._clock.monotonic
+        deadline = monotonic() + self._delay_s
         self._lingering = True
         try:
             while self._wants_company():
-                remaining = deadline - time.monotonic()
+                remaining = deadline - monotonic()
                 if remaining <= 0:
                     return
                 self._arrivals.wait(remaining)
