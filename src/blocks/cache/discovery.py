@@ -36,6 +36,7 @@ from blocks.cache.cluster import ClusterClient
 from blocks.cache.dataclient import DataNode
 from blocks.cache.membership import Member, Status, View
 from blocks.core.clock import Clock, SystemClock
+from blocks.core.closing import AsyncClosing
 from blocks.core.errors import BlocksError, FailedPrecondition, InvalidArgument, Unavailable
 
 __all__ = ["REFRESH_INTERVAL_S", "MemberCluster"]
@@ -68,7 +69,7 @@ class _ViewedNode:
         return await self.client.delete(key, view_id=self._owner.view.view_id)
 
 
-class MemberCluster:
+class MemberCluster(AsyncClosing):
     """``cluster = await MemberCluster.connect(["127.0.0.1:7305"])``; then get/put/delete."""
 
     def __init__(
@@ -242,9 +243,3 @@ class MemberCluster:
         for node in self._data_nodes.values():
             await node.close()
         self._data_nodes.clear()
-
-    async def __aenter__(self) -> MemberCluster:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()

@@ -37,13 +37,13 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from blocks.core.clock import Clock
+from blocks.core.closing import AsyncClosing
 from blocks.core.errors import BlocksError, InvalidArgument, error_from_status, grpc_status_of
 from blocks.core.metrics import RpcMetrics
 
@@ -375,7 +375,7 @@ def connect_channel(
     )
 
 
-class ChannelClient:
+class ChannelClient(AsyncClosing):
     """Base of the blocks' async gRPC clients: owns one channel, closes it, ``async with``.
 
     A subclass builds its stub on ``self._channel`` and calls it inside ``mapped_errors()``.
@@ -388,14 +388,3 @@ class ChannelClient:
     async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
         await self._channel.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+from blocks.core.closing import AsyncClosing
 from blocks.core.data_path import ask_data_path, data_request
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.core.hashing import key_hash
@@ -51,7 +52,7 @@ def _check_batch(partition: object, entries: object) -> None:
     check_entries(entries)
 
 
-class PubSubClient:
+class PubSubClient(AsyncClosing):
     """A ``PubSub`` served over gRPC; build it with ``connect``."""
 
     def __init__(
@@ -323,12 +324,6 @@ class PubSubClient:
         await self._data.close()
         for channel in self._channels.values():
             await channel.close()
-
-    async def __aenter__(self) -> PubSubClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def connect(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
+from blocks.core.closing import AsyncClosing
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import FailedPrecondition, InvalidArgument, Overloaded
 from blocks.core.hashing import key_hash
@@ -42,7 +43,7 @@ FETCH_MAX_BYTES = 8 << 20
 WAIT_MS_MAX = 60_000
 
 
-class LocalBroker:
+class LocalBroker(AsyncClosing):
     """An in-process ``PubSub``; durable when ``directory`` is given."""
 
     def __init__(
@@ -251,12 +252,6 @@ class LocalBroker:
         self.topics.close()
         if self._offsets_log is not None:
             self._offsets_log.close()
-
-    async def __aenter__(self) -> LocalBroker:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 def _record(topic: str, partition: int, stored: StoredRecord) -> Record:

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from blocks.core.closing import AsyncClosing
 from blocks.core.data_path import ask_data_path, data_request
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.net import TcpTransport
@@ -43,7 +44,7 @@ OLD_CHANNELS_MAX = 8  # channels of nodes left behind, kept open for calls still
 DESCRIBE_TIMEOUT_S = 2.0  # the leader probe at discovery; past it the client stays put
 
 
-class QueueClient:
+class QueueClient(AsyncClosing):
     """A ``Queue`` served over gRPC; build it with ``connect``."""
 
     def __init__(
@@ -297,12 +298,6 @@ class QueueClient:
         while self._old_channels:
             await self._old_channels.popleft().close()
         await asyncio.gather(*self._closing, return_exceptions=True)
-
-    async def __aenter__(self) -> QueueClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def connect(

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
+from blocks.core.closing import AsyncClosing
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import (
     BlocksError,
@@ -79,7 +80,7 @@ _ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # wire cal
 SNAPSHOT_FILE = "snapshot.msgpack"
 
 
-class LocalQueue:
+class LocalQueue(AsyncClosing):
     """An in-process ``Queue``; durable when ``directory`` is given."""
 
     def __init__(
@@ -409,12 +410,6 @@ class LocalQueue:
             self._wake(name)
         if self._log is not None:
             self._log.close()
-
-    async def __aenter__(self) -> LocalQueue:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 def _usable(log: SegmentLog) -> bool:
