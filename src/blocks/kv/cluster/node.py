@@ -32,19 +32,20 @@ leave. A driver carries them out; the simulator in the tests does the same with 
 Bounds: ``pending_max`` requests in flight, ``hints_max`` hints, ``handoff_batch_max`` handoffs
 per tick; beyond them requests fail with ``Overloaded`` and hints are refused (the write still
 counts only if its other replicas ack it).
+
+A request in flight, from its targets to its answer and read repair, is a
+``quorum_round.QuorumRound``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from blocks.core.clock import Clock
 from blocks.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     Overloaded,
-    Timeout,
     Unavailable,
 )
 from blocks.core.ready import NOTHING, Ready
@@ -72,6 +73,7 @@ from blocks.kv.cluster.messages import (
     SyncObjects,
 )
 from blocks.kv.cluster.quorum import HintSet, QuorumConfig, plan_targets
+from blocks.kv.cluster.quorum_round import QuorumRound
 from blocks.kv.cluster.versions import (
     COUNTER_MAX,
     VersionedObject,
@@ -99,19 +101,6 @@ __all__ = [
     "object_digest",
     "plan_targets",
 ]
-
-
-@dataclass(slots=True)
-class _Pending:
-    is_put: bool
-    key: bytes
-    needed: int
-    deadline: float
-    targets: list[str]
-    answered: bool = False
-    result: VersionedObject | None = None  # a put's object; a get's merged answer
-    merged_count: int = 0  # a get: how many of ``heard`` its answer merged
-    heard: dict[str, VersionedObject | None] = field(default_factory=dict)
 
 
 Outgoing = list[tuple[str, Message]]  # a step's messages, built up by the helpers below
@@ -149,7 +138,7 @@ class KVNodeCore:
         # Bumped by whoever makes ``placement`` answer differently (the driver, on a ring
         # change), so the home sets anti-entropy keeps per key are recomputed.
         self.placement_epoch = 0
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, QuorumRound] = {}
         # Dot counters this life may issue; None: not bounded (a core without a store that
         # outlives it, as in unit tests). The driver reserves ahead of use (``dot_lease``).
         self.counter_lease: CounterLease | None = None
@@ -208,7 +197,7 @@ class KVNodeCore:
         if len(nodes) == 1:  # N=1: this copy is the quorum; no pending entry to keep
             return _answer(Reply(request_id, new))
         deadline = self.clock.monotonic() + self.config.timeout_s
-        pending = _Pending(True, key, needed, deadline, nodes, result=new)
+        pending = QuorumRound(True, key, needed, deadline, nodes, result=new)
         pending.heard[self.node_id] = new
         self._pending[request_id] = pending
         messages: Outgoing = [
@@ -218,7 +207,7 @@ class KVNodeCore:
         ]
         replies: Replies = []
         self._maybe_answer(request_id, pending, replies)
-        if len(pending.heard) == len(nodes):  # no other target (N=1): nothing more to hear
+        if pending.complete:  # no other target (N=1): nothing more to hear
             self._finish(request_id, pending, messages)
         return Ready(messages, replies=replies)
 
@@ -232,7 +221,7 @@ class KVNodeCore:
         if refusal is not None:
             return _answer(refusal)
         nodes = [node for node, _ in targets]
-        pending = _Pending(
+        pending = QuorumRound(
             False, key, needed, self.clock.monotonic() + self.config.timeout_s, nodes
         )
         self._pending[request_id] = pending
@@ -295,54 +284,29 @@ class KVNodeCore:
     ) -> None:
         """Count ``sender``'s answer; the answer and read repairs it makes due go out."""
         pending = self._pending.get(request_id)
-        if pending is None or sender not in pending.targets or sender in pending.heard:
+        if pending is None or not pending.hear(sender, obj):
             return
-        pending.heard[sender] = obj
         self._maybe_answer(request_id, pending, replies)
-        if len(pending.heard) == len(pending.targets):
+        if pending.complete:
             self._finish(request_id, pending, messages)
 
-    def _maybe_answer(self, request_id: int, pending: _Pending, replies: Replies) -> None:
-        if pending.answered or len(pending.heard) < pending.needed:
-            return
-        pending.answered = True
-        if pending.is_put:
-            replies.append(Reply(request_id, pending.result))
-            return
-        merged = self._merged(None, pending.heard.values())
-        pending.result, pending.merged_count = merged, len(pending.heard)
-        replies.append(Reply(request_id, merged))
+    def _maybe_answer(self, request_id: int, pending: QuorumRound, replies: Replies) -> None:
+        reply = pending.maybe_answer(request_id, self.config.lww)
+        if reply is not None:
+            replies.append(reply)
 
-    def _merged(
-        self, merged: VersionedObject | None, objects: Iterable[VersionedObject | None]
-    ) -> VersionedObject | None:
-        """``merged`` merged with each of ``objects``; a copy equal to what is merged so far
-        changes nothing (merge is idempotent on the normalised objects it returns)."""
-        lww = self.config.lww
-        for obj in objects:
-            if obj is not None and (merged is None or obj != merged):
-                merged = merge(merged, obj, lww=lww)
-        return merged
-
-    def _finish(self, request_id: int, pending: _Pending, messages: Outgoing) -> None:
+    def _finish(self, request_id: int, pending: QuorumRound, messages: Outgoing) -> None:
         """Forget the request; for a get, repair the replicas that answered out of date."""
         del self._pending[request_id]
-        if pending.is_put:
-            return
-        heard = list(pending.heard.values())
-        if pending.answered and pending.merged_count:  # the answer merged the first ones
-            merged = self._merged(pending.result, heard[pending.merged_count :])
-        else:
-            merged = self._merged(None, heard)
+        merged = pending.repair(self.config.lww)
         if merged is None:
             return
-        for node, obj in pending.heard.items():
-            if obj != merged:
-                if node == self.node_id:
-                    local = merge(self.objects.get(pending.key), merged, lww=self.config.lww)
-                    self._store(pending.key, local, None)
-                else:
-                    messages.append((node, PutReplica(0, pending.key, merged)))
+        for node in pending.out_of_date(merged):
+            if node == self.node_id:
+                local = merge(self.objects.get(pending.key), merged, lww=self.config.lww)
+                self._store(pending.key, local, None)
+            else:
+                messages.append((node, PutReplica(0, pending.key, merged)))
 
     # -- time ------------------------------------------------------------------------------
 
@@ -353,12 +317,9 @@ class KVNodeCore:
         replies: Replies = []
         for request_id, pending in list(self._pending.items()):
             if now >= pending.deadline:
-                if not pending.answered:
-                    heard, needed = len(pending.heard), pending.needed
-                    replies.append(
-                        Fail(request_id, Timeout(f"{heard} of {needed} replicas answered"))
-                    )
-                    pending.answered = True
+                failure = pending.expire(request_id)
+                if failure is not None:
+                    replies.append(failure)
                 self._finish(request_id, pending, messages)
         sent: list[bytes] = []
         for owner, key in self.hints:
