@@ -281,12 +281,7 @@ def _fuse(
     else:
         joined = torch.cat([part.weight.detach() for part in parts], dim=0)  # (outs, in)
         rhs = joined.t().contiguous() if transposed else joined.t()
-    rows = rhs.t()  # (outs, in), a view either way
-    start = 0
-    for part in parts:
-        end = start + part.out_features
-        part.weight = nn.Parameter(rows[start:end], requires_grad=False)
-        start = end
+    _view_parts(parts, "weight", rhs.t())  # (outs, in), a view either way
     return rhs
 
 
@@ -295,12 +290,18 @@ def _fuse_bias(parts: list[nn.Linear]) -> torch.Tensor | None:
     if parts[0].bias is None:
         return None
     joined = torch.cat([part.bias.detach() for part in parts if part.bias is not None])
+    _view_parts(parts, "bias", joined)
+    return joined
+
+
+def _view_parts(parts: list[nn.Linear], name: str, joined: torch.Tensor) -> None:
+    """Each part's parameter ``name`` (``weight`` or ``bias``) becomes a frozen view of its
+    own rows of ``joined``, whose rows are the parts' outputs in order."""
     start = 0
     for part in parts:
         end = start + part.out_features
-        part.bias = nn.Parameter(joined[start:end], requires_grad=False)
+        setattr(part, name, nn.Parameter(joined[start:end], requires_grad=False))
         start = end
-    return joined
 
 
 def _packed_groups(layer: DecoderLayer) -> list[list[nn.Linear]]:
