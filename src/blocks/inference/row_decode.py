@@ -22,7 +22,7 @@ decode token sees its whole context).
 Everything is per call: no buffer is shared between calls, so two threads may decode with
 one model, as they may through ``forward``. The buffers a call needs, and every view of
 them the layers use, are made once at its start; every numpy call then writes into one
-(``out=``), so a layer is ~30 calls of arithmetic and nothing else. The engine reaches this
+(``out=``), so a layer is 28 calls of arithmetic and nothing else. The engine reaches this
 path without building torch index tensors (``table_slots``, ``LlamaForCausalLM.decode_one``).
 """
 
