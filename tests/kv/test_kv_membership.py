@@ -55,9 +55,11 @@ class Cluster:
             for peer, table in view.tick().messages:
                 if peer in self.paused or peer not in self.views or self.rng.random() < self.loss:
                     continue
-                self.views[peer].handle_gossip(name, table)
+                answer = self.views[peer].handle_gossip(name, table, reply_wanted=True)
                 if self.rng.random() >= self.loss:  # push-pull: the answer
-                    view.handle_gossip(peer, self.views[peer].table())
+                    for to, answered in answer.messages:
+                        assert to == name
+                        view.handle_gossip(peer, answered)
 
     def rings(self) -> set[tuple[str, ...]]:
         return {tuple(v.ring_members()) for n, v in self.views.items() if n not in self.paused}
@@ -119,7 +121,7 @@ def test_a_node_defends_itself_against_an_old_removal() -> None:
     clock = ManualClock()
     view = Membership("a", clock=clock, rng=random.Random(0), generation=5)
     claim = MemberRecord("a", "", 5, 99, MemberStatus.LEFT)
-    assert not view.handle_gossip("b", [claim])
+    assert view.handle_gossip("b", [claim]).replies == (False,)
     assert view.me.status is MemberStatus.ALIVE and view.me.heartbeat == 100
     ring_version = view.ring_version
     with pytest.raises(InvalidArgument):
@@ -252,3 +254,15 @@ def test_a_lone_member_is_healthy_until_it_leaves() -> None:
     assert view.healthy() == {"a"}
     view.leave()
     assert view.healthy() == set()
+
+
+def test_gossip_answers_in_a_ready_the_table_when_asked_and_whether_the_ring_changed() -> None:
+    clock = ManualClock()
+    view = Membership("a", clock=clock, rng=random.Random(0), generation=5)
+    newcomer = MemberRecord("c", "", 7, 1)
+    ready = view.handle_gossip("b", [newcomer], reply_wanted=True)
+    assert ready.replies == (True,) and not ready.records  # nothing to persist
+    assert ready.messages == [("b", view.table())]  # the table with the newcomer merged
+    assert "c" in view.ring_members()
+    again = view.handle_gossip("b", [newcomer])  # nothing new, no answer asked for
+    assert again.replies == (False,) and not again.messages

@@ -315,11 +315,14 @@ class KVNode:
             run(handle(source, one))
 
     def _on_gossip(self, source: str, gossip: Gossip) -> None:
-        changed = self.membership.handle_gossip(source, gossip.records)
+        ready = self.membership.handle_gossip(
+            source, gossip.records, reply_wanted=gossip.reply_wanted
+        )
         self._learn_addresses()
-        if gossip.reply_wanted:
-            self._push(source, encode_peer_message(Gossip(self.membership.table(), False)))
-        if changed:
+        for peer, table in ready.messages:
+            self._push(peer, encode_peer_message(Gossip(table, False)))
+        (ring_changed,) = ready.replies
+        if ring_changed:
             self._on_ring_change()
 
     def _learn_addresses(self) -> None:

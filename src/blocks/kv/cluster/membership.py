@@ -13,8 +13,10 @@ node supersedes its previous life), a *heartbeat* counter and a status (``ALIVE`
 
 ``tick`` bumps this node's own heartbeat and returns a ``Ready`` (``blocks.core.ready``)
 whose ``messages`` carry the full table to ``fanout`` peers picked with the injected
-``random.Random`` (nothing to persist: the table is rebuilt by gossip after a restart); the receiver merges (``handle_gossip``) and,
-when asked, answers with its own table (push-pull), so news spreads in O(log n) rounds.
+``random.Random`` (nothing to persist: the table is rebuilt by gossip after a restart); the
+receiver merges (``handle_gossip``, whose ``Ready`` carries its own table back to the sender
+when asked, and as its one reply whether the ring changed), so news spreads in O(log n)
+rounds (push-pull).
 Merging keeps, per node, the record with the larger ``(generation, heartbeat, left)``; a
 record about ourselves from someone else is never adopted: if it claims more than we know
 (an old ``LEFT`` or a higher heartbeat from a previous life), we jump our heartbeat past it,
@@ -38,6 +40,7 @@ from blocks.core.errors import InvalidArgument, PeerError
 from blocks.core.ready import Ready
 
 __all__ = [
+    "GossipReady",
     "MemberRecord",
     "MemberStatus",
     "Membership",
@@ -80,6 +83,10 @@ class MemberRecord:
 
 MembershipReady = Ready[tuple[MemberRecord, ...], None, None]
 """What ``tick`` gives the driver: ``(peer, table)`` messages, nothing else."""
+
+GossipReady = Ready[tuple[MemberRecord, ...], bool, None]
+"""What ``handle_gossip`` gives the driver: the ``(sender, table)`` answer when one was
+asked for, and one reply: whether the ring's members changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +185,11 @@ class Membership:
             return
         self._set(replace(record, heartbeat=record.heartbeat + 1, status=MemberStatus.LEFT))
 
-    def handle_gossip(self, sender: str, records: Iterable[MemberRecord]) -> bool:
-        """Merge a peer's table; return whether the ring membership changed."""
+    def handle_gossip(
+        self, sender: str, records: Iterable[MemberRecord], *, reply_wanted: bool = False
+    ) -> GossipReady:
+        """Merge a peer's table; with ``reply_wanted``, answer with this node's table (then
+        merged). The one reply says whether the ring's members changed."""
         before = self.ring_members()
         for record in records:
             if record.node_id == self.node_id:
@@ -199,7 +209,8 @@ class Membership:
         changed = self.ring_members() != before
         if changed:
             self.ring_version += 1
-        return changed
+        messages = [(sender, self.table())] if reply_wanted else []
+        return Ready(messages, replies=(changed,))
 
     # -- internals -----------------------------------------------------------------------------
 
