@@ -67,9 +67,9 @@ from blocks.kv.cluster.driver_handlers import (
     members_report,
     status_report,
 )
-from blocks.kv.cluster.driver_io import Outbox, PeerBatches, StorageHealth, held_flush
+from blocks.kv.cluster.driver_io import HeldReady, Outbox, StorageHealth
 from blocks.kv.cluster.membership import Membership
-from blocks.kv.cluster.messages import Fail, KVReady, Message, Reply
+from blocks.kv.cluster.messages import Fail, KVReady
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import (
     BATCH_TAG,
@@ -120,8 +120,7 @@ class KVNode:
         self._requests = WaitingRequests()
         self.storage = StorageHealth(node_id, self.counters)
         # What the steps since the last flush gave, held until their keys are saved.
-        self._held_messages: list[tuple[str, Message]] = []
-        self._held_replies: list[Reply | Fail] = []
+        self._held = HeldReady(self._push, self.counters, self._requests, self.storage)
         self._flush_scheduled = False
         self._placements = Placements()
         self.core = self._new_core()
@@ -185,8 +184,7 @@ class KVNode:
         for outbox in self._outboxes.values():
             outbox.close()
         self._outboxes.clear()
-        self._held_messages.clear()
-        self._held_replies.clear()
+        self._held.clear()
         self._requests.fail_all(error)
 
     async def leave(self, timeout_s: float = 10.0) -> bool:
@@ -246,8 +244,8 @@ class KVNode:
         if (
             not ready.messages
             and len(ready.replies) == 1
-            and not self._held_messages
-            and not self._held_replies
+            and not self._held.messages
+            and not self._held.replies
             and not self.core.dirty
         ):
             # Answered from this node's copy alone (R1 here), with nothing unsaved it could
@@ -374,50 +372,17 @@ class KVNode:
     def _run(self, ready: KVReady) -> None:
         """Carry out a step's ``Ready`` once the keys it depends on are saved (see the
         module docs): held until this loop turn's flush."""
-        if ready.messages:
-            self._held_messages.extend(ready.messages)
-        if ready.replies:
-            self._held_replies.extend(ready.replies)
-        if not self._flush_scheduled and (
-            self._held_messages or self._held_replies or self.core.dirty
-        ):
+        held = self._held.hold(ready)
+        if not self._flush_scheduled and (held or self.core.dirty):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Save the dirty keys, then send the held messages (batched per peer) and resolve
-        the held replies."""
+        """Save the dirty keys, then send what the steps since the last save gave and
+        resolve their replies (``driver_io.HeldReady``)."""
         self._flush_scheduled = False
-        if not self.running:
-            return
-        made = self._requests.take_unsaved()
-        messages, replies = self._held_messages, self._held_replies
-        self._held_messages, self._held_replies = [], []
-        try:
-            if held_flush(self.core, self.store):
-                self.storage.saved()
-        except StorageError as error:
-            self._storage_failed(error, made, len(messages), replies)
-            return
-        batches = PeerBatches(self._push, self.counters)
-        for peer, message in messages:
-            batches.add(peer, message)
-        for reply in replies:
-            self._requests.resolve(reply)
-        batches.send_all()
-
-    def _storage_failed(
-        self, error: StorageError, made: set[int], dropped: int, replies: list[Reply | Fail]
-    ) -> None:
-        """The save of this iteration failed: see the module docs for what still leaves
-        (``dropped`` messages do not; ``replies`` do)."""
-        failed_keys = self.core.revert_unsaved()
-        self.storage.failed(error)
-        self._requests.fail_unsaved(error, made, failed_keys)
-        if dropped:
-            self.counters["storage_dropped_sends"] += dropped
-        for reply in replies:
-            self._requests.resolve(reply)  # a request failed above is done: a no-op
+        if self.running:
+            self._held.flush(self.core, self.store)
 
     def _push(self, peer: str, message: list[Any]) -> None:
         outbox = self._outboxes.get(peer)

@@ -17,6 +17,13 @@ clears the marks. The driver calls it before any held effect leaves the node. Wh
 refuses (``StorageError``), ``KVNodeCore.revert_unsaved`` puts those keys back to what the
 store holds, so memory never serves a write that was not saved, and ``StorageHealth`` logs one line when
 saving starts failing and one when it works again (not one per failed save).
+
+``HeldReady`` is the ``Ready`` rule across a loop turn: the messages and replies of every core
+step since the last save are held, and ``flush`` saves once (``held_flush``), then sends the
+messages (batched per peer) and resolves the replies. When the save is refused, the puts
+made in that turn fail with the storage error, gets of the keys put back fail with
+``Unavailable`` (``WaitingRequests.fail_unsaved``), the held messages are dropped and counted
+(``storage_dropped_sends``), and the other replies go out.
 """
 
 from __future__ import annotations
@@ -31,19 +38,30 @@ from blocks.core.errors import BlocksError, StorageError, StorageFull
 from blocks.core.net import TcpTransport
 from blocks.core.transport import Transport
 from blocks.kv.cluster.messages import (
+    Fail,
     GetReplica,
     GetReply,
     Handoff,
     HandoffAck,
+    KVReady,
     Message,
     PutAck,
     PutReplica,
+    Reply,
 )
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import BATCH_MESSAGES_MAX, encode_batch, encode_peer_message
 from blocks.kv.cluster.persist import ObjectStore, StoredRecord
+from blocks.kv.cluster.waiting_requests import WaitingRequests
 
-__all__ = ["BATCH_WEIGHT_MAX", "Outbox", "PeerBatches", "StorageHealth", "held_flush"]
+__all__ = [
+    "BATCH_WEIGHT_MAX",
+    "HeldReady",
+    "Outbox",
+    "PeerBatches",
+    "StorageHealth",
+    "held_flush",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +139,76 @@ def held_flush(core: KVNodeCore, store: ObjectStore) -> bool:
     store.save(records)
     core.saved()
     return True
+
+
+class HeldReady:
+    """The messages and replies of the core steps since the last save (module docs)."""
+
+    __slots__ = ("_counters", "_push", "_requests", "_storage", "messages", "replies")
+
+    def __init__(
+        self,
+        push: Callable[[str, list[Any]], None],
+        counters: Counter[str],
+        requests: WaitingRequests,
+        storage: StorageHealth,
+    ) -> None:
+        self._push = push
+        self._counters = counters
+        self._requests = requests
+        self._storage = storage
+        self.messages: list[tuple[str, Message]] = []
+        self.replies: list[Reply | Fail] = []
+
+    def hold(self, ready: KVReady) -> bool:
+        """Keep a step's messages and replies until the next ``flush``; whether anything is
+        held now."""
+        if ready.messages:
+            self.messages.extend(ready.messages)
+        if ready.replies:
+            self.replies.extend(ready.replies)
+        return bool(self.messages or self.replies)
+
+    def clear(self) -> None:
+        """Drop what is held (the node halted)."""
+        self.messages.clear()
+        self.replies.clear()
+
+    def flush(self, core: KVNodeCore, store: ObjectStore) -> None:
+        """Save the dirty keys, then send the held messages (batched per peer) and resolve
+        the held replies; on a refused save, see the module docs."""
+        made = self._requests.take_unsaved()
+        messages, replies = self.messages, self.replies
+        self.messages, self.replies = [], []
+        try:
+            if held_flush(core, store):
+                self._storage.saved()
+        except StorageError as error:
+            self._save_failed(core, error, made, len(messages), replies)
+            return
+        batches = PeerBatches(self._push, self._counters)
+        for peer, message in messages:
+            batches.add(peer, message)
+        resolve = self._requests.resolve
+        for reply in replies:
+            resolve(reply)
+        batches.send_all()
+
+    def _save_failed(
+        self,
+        core: KVNodeCore,
+        error: StorageError,
+        made: set[int],
+        dropped: int,
+        replies: list[Reply | Fail],
+    ) -> None:
+        failed_keys = core.revert_unsaved()
+        self._storage.failed(error)
+        self._requests.fail_unsaved(error, made, failed_keys)
+        if dropped:
+            self._counters["storage_dropped_sends"] += dropped
+        for reply in replies:
+            self._requests.resolve(reply)  # a request failed above is done: a no-op
 
 
 class StorageHealth:
