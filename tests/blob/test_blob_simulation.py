@@ -20,6 +20,7 @@ that has not heard of the first is ordered by wall clock, which this test does n
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import time
@@ -40,8 +41,9 @@ from blocks.core.loop_thread import LoopThread
 from blocks.core.memory_network import LinkConfig, MemoryNetwork
 
 NAMES = ("a", "b", "c")
-SEEDS = (11, 23)
-STEPS = 24
+SEEDS = tuple(range(int(os.environ.get("BLOB_SIM_SEEDS", "0")))) or (11, 23)
+"""Two seeds in the suite; ``BLOB_SIM_SEEDS=N`` runs seeds 0..N-1 (a soak)."""
+STEPS = int(os.environ.get("BLOB_SIM_STEPS", "24"))
 FAULTY = LinkConfig(delay_ms=(1.0, 4.0), loss=0.02, duplicate=0.05, reorder=0.1)
 PEER_TIMEOUT_S = 0.25
 DOWN_HOLD_S = 0.0
