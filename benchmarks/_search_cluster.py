@@ -187,12 +187,14 @@ def _cluster(
     coarse_threads: int | None = None,
     pipeline: tuple[int, int] | None = None,
     src: str | None = None,
+    data_path: bool = False,
 ) -> _Started:
     """Four shards and a coordinator: each shard its own IVF (``shard_spec``, its nprobe
     matched to the single index's recall), or with ``shared`` one IVF over all shards
     (``shared_spec``: the single index's lists, trained once by the coordinator, probed at
     the single index's nprobe, each query's lists chosen once by the coordinator); ``src``:
-    every process of the cluster runs that source tree (``_serve``)."""
+    every process of the cluster runs that source tree (``_serve``); ``data_path``: the
+    shards serve searches on their TCP data port (``serve --data-path``)."""
     from blocks.search.client import SearchClient
 
     processes, shards = [], []
@@ -201,6 +203,8 @@ def _cluster(
         shard_argv = [*_common(corpus, metric, "shared-ivf"), "--spec", setting.shared_spec]
     else:
         shard_argv = [*_common(corpus, metric), "--spec", setting.shard_spec]
+    if data_path:
+        shard_argv.append("--data-path")
     for number in range(SHARDS):
         process, address = _serve(shard_argv, shard_threads, src)
         processes.append(process)
@@ -333,10 +337,12 @@ def cluster_part(
     coarse_threads_ab: int | None = None,
     pipeline_ab: list[tuple[int, int]] | None = None,
     before_src: str | None = None,
+    data_path_ab: bool = False,
 ) -> list[dict[str, Any]]:
     """Per setting: recall and QPS of the three contenders, interleaved round by round, with
     each round's QPS divided by the in-process contender's in the same round; ``before_src``:
-    also a shared-IVF cluster whose processes run that source tree (``@before``)."""
+    also a shared-IVF cluster whose processes run that source tree (``@before``);
+    ``data_path_ab``: also one whose shards serve searches on their TCP data port."""
     # One Train call carries the sample: under gRPC's 16 MB message cap (24k rows at 128-d).
     # Every contender trains on the same rows, so their IVF lists are alike.
     train = corpus[: min(len(corpus), TRAIN_BYTES_MAX // (4 * corpus.shape[1]))]
@@ -354,6 +360,8 @@ def cluster_part(
                 builders[f"{SHARED}, coarse on {coarse_threads_ab} threads"] = partial(
                     shared, coarse_threads=coarse_threads_ab
                 )
+            if data_path_ab:  # the shards' searches over the core TCP transport
+                builders[f"{SHARED}, TCP data path"] = partial(shared, data_path=True)
             if before_src is not None:  # the same cluster, another version of the code
                 builders[f"{SHARED} @before"] = partial(shared, src=before_src)
             for chunk_rows, depth in pipeline_ab or []:  # A/B of the coordinator's pipeline
@@ -501,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also a shared-IVF cluster whose serve processes run this src directory "
         "(an A/B of two versions of the code, interleaved in the same rounds)",
     )
+    parser.add_argument(
+        "--ab-data-path",
+        action="store_true",
+        help="also a shared-IVF cluster whose shards serve searches on a TCP data port "
+        "(serve --data-path)",
+    )
     parser.add_argument("--out", default="results")
     args = parser.parse_args(argv)
     corpus, queries = clustered_vectors(
@@ -525,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         coarse_threads_ab=args.ab_coarse_threads,
         pipeline_ab=args.ab_pipeline,
         before_src=None if args.before_src is None else str(Path(args.before_src).resolve()),
+        data_path_ab=args.ab_data_path,
     )
     return 0
 

@@ -6,7 +6,9 @@ trained on the same sample: the same ids at every ``nprobe``. Then a shard is ki
 SIGKILL (answers flagged partial, naming it) and restarted on its data directory, the
 coordinator is restarted (it reads the centroids back from the shards), and a fourth, empty
 shard is added and rebalanced into (it is given the centroids first): the answers stay the
-single index's throughout.
+single index's throughout. The shards serve their searches on the TCP data path
+(``serve --data-path``, ``blocks.search.datapath``), so the kill and the restart on a new data
+port are also the data path's.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ DIM, NLIST, COUNT = 16, 24, 2_400
 
 def launch(data_dir: Path, port: int = 0) -> subprocess.Popen[str]:
     argv = [*SERVE, "--dim", str(DIM), "--metric", "l2", "--kind", "shared-ivf"]
-    argv += ["--spec", f"IVF{NLIST}", "--data-dir", str(data_dir)]
+    argv += ["--spec", f"IVF{NLIST}", "--data-dir", str(data_dir), "--data-path"]
     if port:
         argv[argv.index("127.0.0.1:0")] = f"127.0.0.1:{port}"
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -88,6 +88,12 @@ def register(subparsers: Any) -> None:
         "whole; more overlap the coordinator's work with the shards' scans)",
     )
     serve.add_argument(
+        "--data-path",
+        action="store_true",
+        help="shard: also serve vector searches on a plaintext TCP data port that a "
+        "coordinator then uses instead of gRPC (less CPU a call; not with TLS)",
+    )
+    serve.add_argument(
         "--checkpoint-records",
         type=int,
         default=10_000,
@@ -162,6 +168,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.device == "cuda":
         _check_cuda(args.kind, coordinator=bool(args.remote_shards))
     options = server_options(args)  # checks the ports before the slow parts load
+    if args.data_path and (args.remote_shards or options.core_tls() is not None):
+        raise InvalidArgument("--data-path is for a shard without TLS (it is plaintext TCP)")
 
     async def main() -> None:
         if args.remote_shards:
@@ -225,8 +233,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=options.host,
             port=options.port,
             token=options.token,
-            # plaintext TCP: a TLS node keeps its searches on gRPC
-            data_path=not args.remote_shards and options.core_tls() is None,
+            data_path=args.data_path,
         )
         options.configure(server)
         if options.data_dir is not None:
