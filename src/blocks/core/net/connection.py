@@ -46,6 +46,14 @@ __all__ = ["ClientConnection", "ConnectionOwner", "FramedConnection", "ServerCon
 _TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")
 
 
+def _is_http2_settings(data: bytes) -> bool:
+    """Whether ``data`` opens with an HTTP/2 SETTINGS frame on stream 0, what a gRPC server
+    sends first. Read as our 4-byte length it declares 0x1804 = 6,148 bytes or so; no frame of
+    ours starts this way (a body of 4 bytes or fewer cannot open with a msgpack array and the
+    zero byte that follows)."""
+    return len(data) >= 9 and data[3] == 0x04 and data[4] in (0, 1) and data[5:9] == bytes(4)
+
+
 DEADLINE_SLACK_S = 0.001
 """A request expires when the sweep finds it within this of its deadline: the loop's timers
 are as coarse (uvloop's clock counts milliseconds), and an earlier sweep need not wait
@@ -79,6 +87,12 @@ class ClientConnection(FramedConnection):
             # No frame starts this way (it would declare a length over 300 MB): the listener
             # answered in TLS, most likely an alert to a dialer that should use TLS too.
             self.fail(Unavailable("the listener speaks TLS; dial it with tls_ca"))
+            return
+        if self.life.state is ConnectionState.GREETING and _is_http2_settings(data):
+            # A gRPC (HTTP/2) server on that port: most often a wrong port in a peer list.
+            self.fail(
+                Unavailable("the listener speaks HTTP/2 (gRPC), not this protocol: wrong port?")
+            )
             return
         super().data_received(data)
 
