@@ -17,17 +17,26 @@ every later one fail, so what is stored is always a contiguous prefix of the bat
 publisher's own batches to one partition take turns (a lock per partition), so they never
 break each other's conditions. What is left is published one record at a time with the same
 message ids, so a record stored whose ack was lost is not stored twice.
+
+A batch's publishes carry replies to this publisher's own inbox (``<inbox>.<n>``, one
+subscription per publisher) and each reply settles the future of exactly the publish that
+named it: an ack with its sequence, or a refusal (an error reply or no responders) as
+``None``. nats-py's ``publish_async`` is not used: 2.16 raises inside its reply handler on an
+error reply instead of failing the future, so a batch another producer broke waited the whole
+``ACK_WAIT_S`` for acks that had already come back as refusals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from blocks.core.clock import Clock
@@ -74,6 +83,11 @@ class JetStreamPublisher:
         self._sequences: dict[tuple[str, int], itertools.count[int]] = {}
         # at most one lock per partition of a topic this publisher wrote a batch to
         self._batch_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._ack_prefix: str | None = None  # "<inbox>." once subscribed to "<inbox>.*"
+        self._ack_subscribe_lock = asyncio.Lock()
+        self._ack_numbers = itertools.count()
+        # reply subject -> its publish's ack; only the publishes of batches now in flight
+        self._acks: dict[str, asyncio.Future[int | None]] = {}
 
     async def _nats(self, awaitable: Awaitable[T], what: str) -> T:
         return await nats_call(self._nc, awaitable, what)
@@ -93,34 +107,25 @@ class JetStreamPublisher:
         last = int(info.state.last_seq)
         headers = [self.headers(topic, partition, key) for key, _ in entries]
         subject = self._subject_of(topic, partition)
-        pending = []
-        for index, (_, value) in enumerate(entries):
-            if index == 0:
-                condition = {EXPECTED_LAST_SEQUENCE: str(last)}
-            else:
-                condition = {EXPECTED_LAST_MSG_ID: headers[index - 1][MSG_ID]}
-            pipelined = {**headers[index], **condition}
-            publish = self._js.publish_async(subject, value, headers=pipelined)
-            pending.append(await self._nats(publish, "produce"))
-        # one wait for every ack (not a wait_for task per record: 100 tasks a batch cost more
-        # than the publishes); an ack not in by then counts as lost
-        if pending:
-            await asyncio.wait(pending, timeout=ACK_WAIT_S)
-        stored = 0
-        for ack_future in pending:
-            if not ack_future.done():
-                ack_future.cancel()
-                break
-            if ack_future.cancelled() or ack_future.exception() is not None:
-                break
-            if ack_future.result().seq != last + stored + 1:
-                break
-            stored += 1
-        for ack_future in pending[stored:]:
-            if ack_future.done() and not ack_future.cancelled():
-                ack_future.exception()  # retrieved: no "never retrieved" warning
-            else:
-                ack_future.cancel()
+        prefix = await self._ack_inbox()
+        replies: list[str] = []
+        try:
+            for index, (_, value) in enumerate(entries):
+                if index == 0:
+                    condition = {EXPECTED_LAST_SEQUENCE: str(last)}
+                else:
+                    condition = {EXPECTED_LAST_MSG_ID: headers[index - 1][MSG_ID]}
+                reply = f"{prefix}{next(self._ack_numbers)}"
+                self._acks[reply] = asyncio.get_running_loop().create_future()
+                replies.append(reply)
+                publish = self._nc.publish(
+                    subject, value, reply=reply, headers={**headers[index], **condition}
+                )
+                await self._nats(publish, "produce")
+            stored = await self._count_stored(replies, last)
+        finally:
+            for reply in replies:
+                self._acks.pop(reply).cancel()  # no-op on a settled one
         first = last if stored else None
         for index in range(stored, len(entries)):
             key, value = entries[index]
@@ -128,6 +133,38 @@ class JetStreamPublisher:
             first = offset if first is None else first
         assert first is not None
         return first
+
+    async def _ack_inbox(self) -> str:
+        """This publisher's ack inbox prefix, subscribing to it on first use."""
+        async with self._ack_subscribe_lock:
+            if self._ack_prefix is None:
+                inbox = self._nc.new_inbox()
+                await self._nats(self._nc.subscribe(f"{inbox}.*", cb=self._handle_ack), "produce")
+                self._ack_prefix = f"{inbox}."
+            return self._ack_prefix
+
+    async def _handle_ack(self, msg: Msg) -> None:
+        """Settle the future of the publish whose reply subject ``msg`` came to; a reply
+        nobody waits for any more (its batch gave up on it) is dropped."""
+        future = self._acks.get(msg.subject)
+        if future is not None and not future.done():
+            future.set_result(acked_sequence(msg.data))
+
+    async def _count_stored(self, replies: list[str], last: int) -> int:
+        """How many of the batch's records, from its first, JetStream acked in order right
+        after sequence ``last``; waits at most ``ACK_WAIT_S`` (an ack not in by then counts
+        as lost)."""
+        futures = [self._acks[reply] for reply in replies]
+        # one wait for every ack (not a wait_for task per record: 100 tasks a batch cost more
+        # than the publishes); refusals come back at once, so only lost acks wait it out
+        if futures:
+            await asyncio.wait(futures, timeout=ACK_WAIT_S)
+        stored = 0
+        for future in futures:
+            if not future.done() or future.result() != last + stored + 1:
+                break
+            stored += 1
+        return stored
 
     def headers(self, topic: str, partition: int, key: bytes | None) -> dict[str, str]:
         counter = self._sequences.setdefault((topic, partition), itertools.count())
@@ -163,6 +200,19 @@ class JetStreamPublisher:
                 await self._nats(self._js.stream_info(self._stream_of(topic, partition)), "produce")
                 raise
         raise AssertionError("unreachable")
+
+
+def acked_sequence(reply: bytes) -> int | None:
+    """The stream sequence a JetStream publish ack names; ``None`` for a refusal (an error
+    reply, a no-responders status with an empty body, anything that is not an ack)."""
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or "error" in answer:
+        return None
+    sequence = answer.get("seq")
+    return sequence if isinstance(sequence, int) and sequence > 0 else None
 
 
 def check_record(key: object, value: object) -> None:
