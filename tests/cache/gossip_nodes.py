@@ -7,16 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from blocks.cache.service import CacheService, build_server
-from blocks.core.server import Server
 from blocks.testing.ports import free_ports
-
-
-async def stop_without_leave_drain(server: Server, service: CacheService, grace_s: float) -> None:
-    """Stop a node without the second its gossip waits after announcing its leave (answering
-    ``StaleView`` meanwhile): the data-path tests watch no node leave, so the wait is idle."""
-    if service.gossip is not None:
-        service.gossip._leave_drain_s = 0.0
-    await server.stop(grace_s=grace_s)
 
 
 @asynccontextmanager
@@ -24,7 +15,8 @@ async def gossiping_nodes(
     count: int, *, capacity: int, token: str, dead_after_ms: int | None = None
 ) -> AsyncIterator[tuple[list[str], list[CacheService]]]:
     """``count`` nodes ``n0``.. on free ports, each given the others as peers; yields their
-    addresses and services once every node's view holds all of them, and stops them after.
+    addresses and services once every node's view holds all of them, and stops them after
+    (built with no leave drain: these tests watch no node leave).
 
     ``dead_after_ms`` replaces the failure detector's silence bound: the nodes share the test's
     one event loop, so a test that floods that loop on purpose can keep a stalled heartbeat
@@ -38,6 +30,7 @@ async def gossiping_nodes(
             name=f"n{i}",
             port=port,
             peers=tuple(a for a in addresses if a != addresses[i]),
+            leave_drain_s=0.0,  # the data-path tests watch no node leave: the wait is idle
         )
         for i, port in enumerate(ports)
     ]
@@ -56,7 +49,7 @@ async def gossiping_nodes(
         yield addresses, services
     finally:
         stopped = await asyncio.gather(
-            *(stop_without_leave_drain(server, service, 0.2) for server, service in built),
+            *(server.stop(grace_s=0.2) for server, _ in built),
             return_exceptions=True,
         )
         errors = [error for error in stopped if isinstance(error, BaseException)]

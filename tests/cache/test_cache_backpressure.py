@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from gossip_nodes import gossiping_nodes, stop_without_leave_drain
+from gossip_nodes import gossiping_nodes
 
 from blocks.cache import LRUCache, dataclient
 from blocks.cache.cluster import ClusterClient, LocalNode
@@ -57,7 +57,9 @@ def test_a_call_that_waits_too_long_for_room_is_overloaded_and_the_node_stays_up
 
     async def main() -> None:
         port = free_ports(1)[0]
-        server, service = build_server(capacity=100, token=TOKEN, name="solo", port=port)
+        server, service = build_server(
+            capacity=100, token=TOKEN, name="solo", port=port, leave_drain_s=0.0
+        )
         await server.start()
         assert service.data is not None and service.data.advertised is not None
         node = DataNode("solo", service.data.advertised, token=TOKEN, timeout_s=0.2)
@@ -90,7 +92,7 @@ def test_a_call_that_waits_too_long_for_room_is_overloaded_and_the_node_stays_up
             assert all(isinstance(result, Unavailable) for result in results)
         finally:
             await node.close()
-            await stop_without_leave_drain(server, service, 0.2)
+            await server.stop(grace_s=0.2)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

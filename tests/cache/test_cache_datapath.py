@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from gossip_nodes import gossiping_nodes, stop_without_leave_drain
+from gossip_nodes import gossiping_nodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +37,9 @@ TOKEN = "data-token"
 @asynccontextmanager
 async def _node(**options: Any) -> AsyncIterator[tuple[Server, CacheService, DataNode]]:
     port = free_ports(1)[0]
-    server, service = build_server(capacity=1000, token=TOKEN, name="solo", port=port, **options)
+    server, service = build_server(
+        capacity=1000, token=TOKEN, name="solo", port=port, leave_drain_s=0.0, **options
+    )
     await server.start()
     assert service.data is not None and service.data.advertised is not None
     node = DataNode("solo", service.data.advertised, token=TOKEN, timeout_s=5.0)
@@ -45,7 +47,7 @@ async def _node(**options: Any) -> AsyncIterator[tuple[Server, CacheService, Dat
         yield server, service, node
     finally:
         await node.close()
-        await stop_without_leave_drain(server, service, 0.5)
+        await server.stop(grace_s=0.5)
 
 
 async def _raw_greeted(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

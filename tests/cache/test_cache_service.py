@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ import pytest
 from blocks.cache.client import CacheClient
 from blocks.cache.cluster import ClusterClient
 from blocks.cache.dataclient import DataNode
+from blocks.cache.gossip import LEAVE_DRAIN_S
 from blocks.cache.service import build_server
 from blocks.core.clock import ManualClock
 from blocks.core.codec import pack
 from blocks.core.errors import InvalidArgument
+from blocks.testing.ports import free_ports
 
 BLOCKS = [sys.executable, "-m", "blocks", "cache"]
 
@@ -140,6 +143,29 @@ def test_node_ttl_weights_and_bad_input() -> None:
             await server.stop(grace_s=0.5)
         with pytest.raises(InvalidArgument):
             build_server(policy="fifo")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_cluster_node_leaves_with_the_drain_it_was_built_with() -> None:
+    """``build_server(leave_drain_s=...)`` is the wait after a node announces its leave: the
+    default keeps ``LEAVE_DRAIN_S``, and 0 lets a stop that nobody watches skip it."""
+
+    async def main() -> None:
+        ports = free_ports(2)
+        _, kept_service = build_server(name="kept", port=ports[0])
+        assert kept_service.gossip is not None
+        assert kept_service.gossip.leave_drain_s == LEAVE_DRAIN_S
+        server, service = build_server(name="quick", port=ports[1], leave_drain_s=0.0)
+        assert service.gossip is not None and service.gossip.leave_drain_s == 0.0
+        await server.start()
+        started = time.monotonic()
+        await server.stop(grace_s=0.2)
+        stopped_s = time.monotonic() - started
+        # the drain is a sleep of LEAVE_DRAIN_S: a stop shorter than that skipped it
+        assert stopped_s < LEAVE_DRAIN_S, f"the stop took {stopped_s:.2f} s"
+        with pytest.raises(InvalidArgument):
+            build_server(name="bad", port=ports[1], leave_drain_s=-1.0)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 

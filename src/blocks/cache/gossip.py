@@ -199,6 +199,11 @@ class GossipNode:
             await self._exchange(seed)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    @property
+    def leave_drain_s(self) -> float:
+        """How long ``leave`` answers ``StaleView`` after announcing the leave (>= 0)."""
+        return self._leave_drain_s
+
     async def leave(self) -> None:
         """Depart on purpose: tell every peer, then answer ``StaleView`` for the drain time."""
         if self._task is None:

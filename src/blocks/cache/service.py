@@ -36,7 +36,7 @@ from blocks.cache.datapath import (
     data_limits,
     parse_address,
 )
-from blocks.cache.gossip import GossipNode, from_proto, to_proto
+from blocks.cache.gossip import LEAVE_DRAIN_S, GossipNode, from_proto, to_proto
 from blocks.cache.local import PolicyCache
 from blocks.cache.membership import MemberTable
 from blocks.cache.simulate import make_policy
@@ -209,12 +209,15 @@ def build_server(
     data_port: int | None = 0,
     data_connections_max: int = DATA_CONNECTIONS_MAX,
     data_frame_bytes_max: int = DATA_FRAME_BYTES_MAX,
+    leave_drain_s: float = LEAVE_DRAIN_S,
 ) -> tuple[Server, CacheService]:
     """A ``Server`` (not yet started) hosting one cache node.
 
     With ``name`` or ``peers`` the node joins a cluster: ``peers`` are seed addresses,
     ``advertise`` the address the others reach this node at (default ``host:port``, so
-    ``port`` must then be fixed).
+    ``port`` must then be fixed). On stop such a node announces its leave and then answers
+    ``StaleView`` for ``leave_drain_s`` (>= 0; default ``LEAVE_DRAIN_S``) so clients learn of
+    it from the refusals; 0 skips that wait (tests that watch no leave).
 
     Every node also serves the framed-TCP data path (``blocks.cache.datapath``) on
     ``data_host`` (default ``host``) and ``data_port`` (default 0: any free port), holding at
@@ -232,7 +235,7 @@ def build_server(
             raise InvalidArgument("a cluster node needs a fixed --port or an --advertise address")
         address = advertise or f"{host}:{port}"
         table = MemberTable(name or address, address, clock)
-        gossip = GossipNode(table, cache, seeds=peers, token=token)
+        gossip = GossipNode(table, cache, seeds=peers, token=token, leave_drain_s=leave_drain_s)
     service = CacheService(cache, policy_name=policy, by_bytes=by_bytes, gossip=gossip)
     if data_port is not None:
         limits = data_limits(
