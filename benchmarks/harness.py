@@ -69,6 +69,7 @@ __all__ = [
     "Skip",
     "Workload",
     "WorkloadRecord",
+    "min_median_max",
     "plot_lines",
     "progress",
     "ratio_spread",
@@ -147,6 +148,17 @@ def round_order(names: Sequence[str], round_number: int) -> list[str]:
     return [*names[shift:], *names[:shift]]
 
 
+def min_median_max(values: Sequence[float]) -> tuple[float, float, float]:
+    """The smallest, the median and the largest of ``values`` (at least one).
+
+    The median of an even count is the mean of the two middle values (``statistics.median``),
+    not the upper-middle one that ``sorted(values)[len(values) // 2]`` picks.
+    """
+    if not values:
+        raise ValueError("min_median_max of no values")
+    return min(values), statistics.median(values), max(values)
+
+
 def ratio_spread(
     rates: Sequence[float], baseline_rates: Sequence[float]
 ) -> tuple[list[float], float, float, float] | None:
@@ -158,7 +170,7 @@ def ratio_spread(
     ratios = [rate / base for rate, base in zip(rates, baseline_rates, strict=False) if base > 0]
     if not ratios:
         return None
-    return ratios, min(ratios), statistics.median(ratios), max(ratios)
+    return ratios, *min_median_max(ratios)
 
 
 async def _maybe_await(value: MaybeAwaitable) -> Any:

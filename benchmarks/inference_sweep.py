@@ -78,7 +78,14 @@ from benchmarks._sweep_servers import (
     start,
     start_with_pid,
 )
-from benchmarks.harness import Skip, plot_lines, progress, round_order, write_table
+from benchmarks.harness import (
+    Skip,
+    min_median_max,
+    plot_lines,
+    progress,
+    round_order,
+    write_table,
+)
 from benchmarks.peers import PeerNotReady
 
 BATCH1_TOKENS = 48
@@ -359,16 +366,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _summarise_rounds(columns: list[str], rows: list[list[str]]) -> None:
-    """min / median / max of each contender's fraction over the rounds."""
+    """min / median / max of each contender's fraction over the rounds (the median of an even
+    number of rounds is the mean of the two middle ones)."""
     at = columns.index("fraction")
     for name in dict.fromkeys(r[1] for r in rows):
-        values = sorted(float(r[at][:-1]) for r in rows if r[1] == name and r[at] != "-")
+        values = [float(r[at][:-1]) for r in rows if r[1] == name and r[at] != "-"]
         if values:
-            median = values[len(values) // 2]
+            low, median, high = min_median_max(values)
             progress(
                 f"inference_sweep: {name} batch-1 fraction of the read roofline over "
-                f"{len(values)} rounds: min {values[0]:.0f}% median {median:.0f}% "
-                f"max {values[-1]:.0f}%"
+                f"{len(values)} rounds: min {low:.0f}% median {median:.0f}% max {high:.0f}%"
             )
 
 

@@ -18,6 +18,7 @@ from benchmarks.harness import (
     Lifecycle,
     Skip,
     Workload,
+    min_median_max,
     plot_lines,
     ratio_spread,
     round_order,
@@ -174,6 +175,13 @@ def test_ratio_spread_compares_round_with_round() -> None:
     assert ratios == [1.0, 3.0, 2.0, 5.0]  # the round where the baseline measured 0 is left out
     assert (low, median, high) == (1.0, 2.5, 5.0)
     assert ratio_spread([1.0], [0.0]) is None
+
+
+def test_min_median_max_takes_the_mean_of_the_two_middle_values() -> None:
+    assert min_median_max([4.0, 1.0, 3.0, 2.0]) == (1.0, 2.5, 4.0)
+    assert min_median_max([3.0, 1.0, 2.0]) == (1.0, 2.0, 3.0)
+    with pytest.raises(ValueError):
+        min_median_max([])
 
 
 def test_rows_carry_the_median_ratio_and_its_spread(tmp_path: Path) -> None:

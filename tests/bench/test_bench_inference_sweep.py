@@ -188,3 +188,15 @@ def test_batch1_in_cpu_time_subtracts_the_prefill_and_first_token(
     # the second: 1.0 - 0.5 = 0.5 s for 20, the better one.
     assert best.tok_s == pytest.approx(40.0)
     assert best.context == pytest.approx(10 + 21 / 2)
+
+
+def test_the_rounds_summary_gives_the_true_median_of_an_even_number_of_rounds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Four rounds of 10, 20, 30, 40 %: the median is 25 %, the mean of the two middle
+    rounds, not the upper-middle round (30 %)."""
+    columns = ["round", "contender", "fraction"]
+    rows = [[str(i), "ours", f"{v}%"] for i, v in enumerate([40, 10, 30, 20])]
+    rows.append(["4", "ours", "-"])  # a round that measured nothing is left out
+    inference_sweep._summarise_rounds(columns, rows)
+    assert "4 rounds: min 10% median 25% max 40%" in capsys.readouterr().err
