@@ -32,6 +32,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from benchmarks._stats import percentile
+
 __all__ = [
     "MAX_RATE",
     "SATURATION_FRACTION",
@@ -118,14 +120,6 @@ def plan_arrivals(requests: Sequence[tuple[str, int]], rate: float, seed: int) -
         if rate != MAX_RATE:
             clock += rng.expovariate(rate)
     return planned
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of unsorted ``values``; ``nan`` for none."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def window(planned: Sequence[Planned], outcomes: Sequence[Outcome]) -> tuple[float, float]:

@@ -60,6 +60,7 @@ from benchmarks._report import (
     write_reports,
     write_table,
 )
+from benchmarks._stats import min_median_max, percentile
 
 __all__ = [
     "ROUNDS_DEFAULT",
@@ -70,6 +71,7 @@ __all__ = [
     "Workload",
     "WorkloadRecord",
     "min_median_max",
+    "percentile",
     "plot_lines",
     "progress",
     "ratio_spread",
@@ -148,17 +150,6 @@ def round_order(names: Sequence[str], round_number: int) -> list[str]:
     return [*names[shift:], *names[:shift]]
 
 
-def min_median_max(values: Sequence[float]) -> tuple[float, float, float]:
-    """The smallest, the median and the largest of ``values`` (at least one).
-
-    The median of an even count is the mean of the two middle values (``statistics.median``),
-    not the upper-middle one that ``sorted(values)[len(values) // 2]`` picks.
-    """
-    if not values:
-        raise ValueError("min_median_max of no values")
-    return min(values), statistics.median(values), max(values)
-
-
 def ratio_spread(
     rates: Sequence[float], baseline_rates: Sequence[float]
 ) -> tuple[list[float], float, float, float] | None:
@@ -234,13 +225,6 @@ async def _wait_ready(contender: Contender, state: Any) -> None:
         if time.monotonic() >= deadline:
             raise NotReady(f"not ready after {contender.ready_timeout_s:g} s ({last})")
         await asyncio.sleep(READY_POLL_S)
-
-
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, int(fraction * len(sorted_values)))
-    return sorted_values[index]
 
 
 _NOT_STARTED = object()
@@ -341,9 +325,10 @@ class _WorkloadRun:
         for name, result in self.results.items():
             if result.skipped is None and result.round_throughputs:
                 result.throughput = statistics.median(result.round_throughputs)
-                ordered = sorted(self.latencies[name])
-                result.p50_ms = _percentile(ordered, 0.50) * 1000
-                result.p99_ms = _percentile(ordered, 0.99) * 1000
+                latencies = self.latencies[name]
+                if latencies:
+                    result.p50_ms = percentile(latencies, 0.50) * 1000
+                    result.p99_ms = percentile(latencies, 0.99) * 1000
         return list(self.results.values())
 
 

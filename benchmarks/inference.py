@@ -61,6 +61,7 @@ from benchmarks.harness import (
     Lifecycle,
     Skip,
     Workload,
+    percentile,
     plot_lines,
     progress,
     write_table,
@@ -112,10 +113,10 @@ class RunResult:
             self.name,
             f"{tps:.1f}",
             f"{self.tokens_per_cpu_s:.1f}",
-            f"{pct(ttft, 0.5):.2f}",
-            f"{pct(ttft, 0.99):.2f}",
-            f"{pct(tpot, 0.5) * 1000:.0f}",
-            f"{pct(tpot, 0.99) * 1000:.0f}",
+            f"{_percentile_or_zero(ttft, 0.5):.2f}",
+            f"{_percentile_or_zero(ttft, 0.99):.2f}",
+            f"{_percentile_or_zero(tpot, 0.5) * 1000:.0f}",
+            f"{_percentile_or_zero(tpot, 0.99) * 1000:.0f}",
             ratio,
             cpu_ratio,
         ]
@@ -130,10 +131,9 @@ class RunResult:
         return sum(r.produced for r in self.requests) / self.cpu_s if self.cpu_s else 0.0
 
 
-def pct(values: list[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, int(fraction * len(values)))]
+def _percentile_or_zero(values: list[float], fraction: float) -> float:
+    """``percentile``, 0.0 where no request got that far (the table's old reading)."""
+    return percentile(values, fraction) if values else 0.0
 
 
 def make_workload(n: int, rate: float, vocab: int, seed: int, quick: bool) -> list[Req]:

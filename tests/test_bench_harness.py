@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 import time
@@ -12,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks import _processes
+from benchmarks import _processes, _sweep_core, inference
 from benchmarks.harness import (
     Contender,
     Lifecycle,
     Skip,
     Workload,
     min_median_max,
+    percentile,
     plot_lines,
     ratio_spread,
     round_order,
@@ -182,6 +184,20 @@ def test_min_median_max_takes_the_mean_of_the_two_middle_values() -> None:
     assert min_median_max([3.0, 1.0, 2.0]) == (1.0, 2.0, 3.0)
     with pytest.raises(ValueError):
         min_median_max([])
+
+
+def test_percentile_is_the_nearest_rank_one_for_every_benchmark() -> None:
+    """One percentile for the harness, ``inference`` and ``inference_sweep``: the smallest
+    value with at least that fraction of them at or below it. The p99 of 1..100 is 99, not
+    the maximum; the p50 of 1..4 is 2 (``int(fraction * n)`` as an index took 100 and 3)."""
+    values = [float(v) for v in range(100, 0, -1)]  # any order
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
+    assert percentile([7.0], 0.0) == percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+    assert inference.percentile is percentile and _sweep_core.percentile is percentile
 
 
 def test_rows_carry_the_median_ratio_and_its_spread(tmp_path: Path) -> None:
