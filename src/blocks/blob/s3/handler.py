@@ -139,6 +139,10 @@ class S3Handler(ObjectOps, BucketOps):
         """Requests refused because their declared body was over the limit."""
         self.aws_chunked_bodies = 0
         """How many request bodies arrived aws-chunked (boto3 does so over HTTPS)."""
+        self.requests_in_flight = 0
+        """Requests inside ``handle`` (event-loop state), this one included."""
+        self.inline_writes = 0
+        """Small PUTs committed on the event loop (``ObjectOps._put_runner``)."""
 
     @property
     def region(self) -> str:
@@ -151,6 +155,7 @@ class S3Handler(ObjectOps, BucketOps):
         body: RequestBody,
     ) -> Response:
         request_id = f"{next(self._request_ids):016X}"
+        self.requests_in_flight += 1
         try:
             response = await self._handle(head, send_continue, body)
         except NotModified as unchanged:
@@ -167,6 +172,8 @@ class S3Handler(ObjectOps, BucketOps):
             if isinstance(error, DeleteMarkerFound):
                 response.headers["x-amz-delete-marker"] = "true"
                 response.headers["x-amz-version-id"] = error.version_id
+        finally:
+            self.requests_in_flight -= 1
         response.headers["x-amz-request-id"] = request_id
         response.headers.setdefault("Date", http_date(self.clock.now_ms()))
         response.headers.setdefault("Server", "blocks-blob")
@@ -413,6 +420,13 @@ class _AccessWorkers(Workers):
             return await super().run(function, *args)
         _PENDING_ACCESS.set(None)
         return await super().run(_checked, check, function, *args)
+
+    async def run_inline(self, function: Callable[..., T], *args: object) -> T:
+        check = _PENDING_ACCESS.get()
+        if check is None:
+            return await super().run_inline(function, *args)
+        _PENDING_ACCESS.set(None)
+        return await super().run_inline(_checked, check, function, *args)
 
     async def run_upload(self, function: Callable[..., T], *args: object) -> T:
         check = _PENDING_ACCESS.get()

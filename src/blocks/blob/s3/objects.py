@@ -13,7 +13,7 @@ before the body is read and again at the commit point (``conditions.check_write`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo, PartInfo
@@ -58,6 +58,8 @@ class ObjectOps(CopyOps):
 
     store: BlobStore
     workers: Workers
+    requests_in_flight: int
+    inline_writes: int
 
     async def _check_write_early(self, head: RequestHead) -> None:
         """A conditional PutObject whose condition fails is refused before its body is
@@ -145,6 +147,27 @@ class ObjectOps(CopyOps):
         return xml_response(
             list_parts_result(bucket, key, upload_id, parts, max_parts, int(marker_text))
         )
+
+    def _put_runner(self, payload: bytes | StreamedPayload) -> Callable[..., Awaitable[ObjectInfo]]:
+        """Where a PutObject's store call runs: a streamed body on the uploads pool; a body
+        the local store keeps inline in its journal (no chunk files, no peers) on the event
+        loop when this is the only request in flight and the store is not near a compaction
+        (``Workers.run_inline``: the same journal write and fsync, without the thread trip);
+        anything else on the requests pool."""
+        if isinstance(payload, StreamedPayload):
+            return self.workers.run_upload
+        store = self.store
+        if (
+            isinstance(store, LocalBlobStore)
+            and store.inline_bytes_max > 0
+            and len(payload) <= store.inline_bytes_max
+            and self.requests_in_flight == 1
+            and self.workers.idle()
+            and not store.compaction_near(len(payload))
+        ):
+            self.inline_writes += 1
+            return self.workers.run_inline
+        return self.workers.run
 
     def _head(self, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
         """HeadObject of the current object or of one version (``null``: the only one of a
@@ -283,8 +306,8 @@ class ObjectOps(CopyOps):
         if subresources(query):
             raise not_implemented(subresources(query))
         condition = WriteCondition.from_headers(head.headers)
-        run = self.workers.run_upload if isinstance(payload, StreamedPayload) else self.workers.run
-        info = await run(
+        run_put = self._put_runner(payload)
+        info = await run_put(
             lambda: self.store.put_object(
                 bucket,
                 key,

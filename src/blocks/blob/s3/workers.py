@@ -9,6 +9,13 @@ counted), never queued, and reads, listings and small writes, on the ``requests`
 never wait behind a stalled upload. Peers' shard requests have a third pool: a node's
 uploads wait on its peers' shard writes, so sharing one pool between the two across nodes
 could deadlock until a timeout.
+
+A call that is short and touches only the local disk may run on the event loop instead
+(``run_inline``), when the caller knows nothing else is in flight (``idle``): a small
+durable PUT on a lone connection then skips the thread trip (two thread wake-ups and two
+GIL hand-offs, 30-70 us of CPU on two busy cores) and blocks the loop only for its own
+fsync, which nobody else is waiting on. Under concurrency the pool stays in use, so
+concurrent PUTs keep sharing fsyncs.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class Workers:
         self._shards = ThreadPoolExecutor(shard_threads, thread_name_prefix="blob-shard")
         self.uploads_in_flight = 0
         """Upload slots taken (event-loop state: touched only from the loop)."""
+        self.requests_in_flight = 0
+        """Calls on the requests pool not yet returned (event-loop state)."""
         self.uploads_refused = 0
 
     def try_take_upload(self) -> bool:
@@ -65,10 +74,23 @@ class Workers:
         assert self.uploads_in_flight > 0, "releasing an upload slot nobody took"
         self.uploads_in_flight -= 1
 
+    def idle(self) -> bool:
+        """No call on the requests pool and no upload in flight (call from the loop)."""
+        return self.requests_in_flight == 0 and self.uploads_in_flight == 0
+
     async def run(self, function: Callable[..., T], *args: object) -> T:
         """``function(*args)`` on the requests pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.requests, functools.partial(function, *args))
+        self.requests_in_flight += 1
+        try:
+            return await loop.run_in_executor(self.requests, functools.partial(function, *args))
+        finally:
+            self.requests_in_flight -= 1
+
+    async def run_inline(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` right here, on the event loop, blocking it until it returns:
+        only for a short call on local state when ``idle`` (see the module docstring)."""
+        return function(*args)
 
     async def run_upload(self, function: Callable[..., T], *args: object) -> T:
         """``function(*args)`` on the uploads pool (the caller holds an upload slot)."""

@@ -35,9 +35,12 @@ from blocks.blob.storage.records import Record, decode, encode, inline_body
 from blocks.blob.storage.store_parts import StoreParts
 from blocks.core.errors import Corruption, FailedPrecondition
 
-__all__ = ["COMPACT_RATIO", "CommitMixin"]
+__all__ = ["COMPACTION_SLACK_BYTES", "COMPACT_RATIO", "CommitMixin"]
 
 COMPACT_RATIO = 2
+COMPACTION_SLACK_BYTES = 256 * 1024
+"""Margin of ``compaction_near`` over one change's body: its metadata, stored headers and
+whatever other changes commit before it."""
 CLOSE_TIMEOUT_S = 30.0
 
 
@@ -122,6 +125,15 @@ class CommitMixin(StoreParts):
 
     def _compaction_bound(self) -> int:
         return max(self.compact_bytes_min, COMPACT_RATIO * self.index.live_bytes())
+
+    def compaction_near(self, record_bytes: int) -> bool:
+        """Whether a change of about ``record_bytes`` (plus ``COMPACTION_SLACK_BYTES`` for
+        its metadata and for changes that land first) could make the journal due for
+        compaction. Read without the lock, so only a hint: a caller that must not stall
+        (the S3 server's event loop) sends such a change to a worker thread, where a
+        compaction it triggers may take as long as rewriting the live state."""
+        total = self.journal.bytes_total + record_bytes + COMPACTION_SLACK_BYTES
+        return total > self._compaction_bound()
 
     def _durable(self, entity: Hashable, sequence: int, future: Future[int]) -> int:
         """Wait (without the lock) for a record ``_submit`` returned to be durable; its
