@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from blocks.core.codec import pack
 from blocks.core.errors import (
     BlocksError,
     InvalidArgument,
@@ -60,6 +61,8 @@ from blocks.kv.cluster.client_wire import (
 )
 from blocks.kv.cluster.quorum import Placements
 from blocks.kv.cluster.versions import (
+    COUNTER_MAX,
+    NODES_PER_VECTOR_MAX,
     VersionedObject,
     VersionVector,
     encode_context,
@@ -91,6 +94,58 @@ class Versioned:
         if obj is None:
             return cls(None, (), encode_context(VersionVector()))
         return cls(obj.value, tuple(obj.values), encode_context(obj.context))
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Versioned:
+        """``Versioned.of(object_from_wire(raw))``: the same answer and the same checks
+        (``PeerError`` on anything malformed), without building the object when ``raw`` is
+        one sibling under a context in the order the nodes send it (the reply to a write
+        that saw everything, and a read of a key without conflicts)."""
+        if type(raw) is list and len(raw) == 2:
+            siblings, context = raw
+            if type(siblings) is list and len(siblings) == 1 and _lone_sibling_ok(siblings[0]):
+                sibling = siblings[0]
+                if _sorted_context_covers(context, sibling[0], sibling[1]):
+                    value = sibling[2]
+                    return cls(value, () if value is None else (value,), pack(context))
+        return cls.of(object_from_wire(raw))
+
+
+def _lone_sibling_ok(item: Any) -> bool:
+    """``item`` passes ``object_from_wire``'s sibling check with exact types."""
+    return (
+        type(item) is list
+        and len(item) == 5
+        and type(item[0]) is str
+        and type(item[1]) is int
+        and item[1] >= 0
+        and (item[2] is None or type(item[2]) is bytes)
+        and type(item[3]) is int
+        and item[3] >= 0
+        and type(item[4]) is int
+        and item[4] >= 0
+    )
+
+
+def _sorted_context_covers(context: Any, node: str, counter: int) -> bool:
+    """``context`` is a valid version vector's wire form, strictly sorted by node (so packing
+    it again gives ``encode_context``'s bytes), and covers the dot ``(node, counter)``."""
+    if type(context) is not list or not 1 <= len(context) <= NODES_PER_VECTOR_MAX:
+        return False
+    previous = ""
+    seen = 0
+    for entry in context:
+        if type(entry) is not list or len(entry) != 2:
+            return False
+        name, count = entry
+        if type(name) is not str or type(count) is not int or not 1 <= count <= COUNTER_MAX:
+            return False
+        if name <= previous:  # unsorted, repeated, or the empty name: the general path
+            return False
+        previous = name
+        if name == node:
+            seen = count
+    return counter <= seen
 
 
 class KVClient:
@@ -176,6 +231,14 @@ class KVClient:
             return list(self._seeds)
         order = self._placements.of(ring, key, len(ring))
         healthy, avoid_until = self._healthy, self._avoid_until
+        if avoid_until and max(avoid_until.values()) <= now:
+            avoid_until.clear()  # every node avoided lately may be tried in order again
+        if (
+            self.balance == "first"
+            and not avoid_until
+            and healthy.issuperset(order[: self.replicas])
+        ):
+            return order  # the usual case: the key's home nodes, all healthy, in ring order
         healthy_home = [
             n for n in order[: self.replicas] if n in healthy and avoid_until.get(n, 0.0) <= now
         ]
@@ -218,7 +281,10 @@ class KVClient:
         if value is None:
             raise InvalidArgument("put needs a value; use delete to remove a key")
         encoded, request = self._put_request(key, value, context, w, timeout_s)
-        return Versioned.of(parse_put_reply(await self._call(encoded, request, timeout_s)).obj)
+        reply = await self._call(encoded, request, timeout_s)
+        if type(reply) is not list or len(reply) != 2 or type(reply[1]) is not str:
+            return Versioned.of(parse_put_reply(reply).obj)  # raises PeerError if malformed
+        return Versioned.from_wire(reply[0])
 
     async def delete(
         self,
@@ -269,7 +335,7 @@ class KVClient:
         reply = await self._call(
             encoded, ["get", encoded, r, check_timeout_s(timeout_s)], timeout_s
         )
-        return Versioned.of(None if reply is None else object_from_wire(reply))
+        return Versioned.of(None) if reply is None else Versioned.from_wire(reply)
 
     async def keys(self, limit: int = KEYS_LIMIT_MAX) -> list[bytes]:
         """Every live key: the union of what each node holds live, each confirmed by a read.
