@@ -4,8 +4,9 @@ A boto3 client costs ~2 ms of CPU per 4 KiB request on this machine, several tim
 server costs, and shares the cores with it, so ``benchmarks.blob``'s ratios move mostly with
 the client and the load. This client sends the requests boto3 sends (SigV4-signed, a PUT
 with ``Content-MD5`` and ``Expect: 100-continue``, waiting for ``100 Continue`` before the
-body) over one raw keep-alive socket per server, signing with ``blocks.blob.s3.sigv4`` of
-the tree it runs from, and reads each answer whole before the next request. Each contender
+body) over raw keep-alive sockets (``--clients``, one thread each; one by default), signed
+with ``blocks.blob.s3.sigv4`` of the tree it runs from, and reads each answer whole before
+the connection's next request. Each contender
 is ``blocks blob serve`` (fsync on) from a source tree (``--src NAME=DIR``, repeatable; the
 working tree's ``src`` when none is given), started once; rounds alternate the order of
 the contenders. Per round and contender: wall time per request and the server's CPU
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from blocks.blob.s3.sigv4 import sign_request
@@ -79,7 +81,7 @@ def _answer(sock: socket.socket, buffer: bytes = b"") -> tuple[bytes, bytes]:
 class Contender:
     """One ``blocks blob serve`` process and a keep-alive connection to it."""
 
-    def __init__(self, name: str, src: str, port: int, data_dir: str) -> None:
+    def __init__(self, name: str, src: str, port: int, data_dir: str, clients: int) -> None:
         self.name, self.host = name, f"127.0.0.1:{port}"
         command = [sys.executable, "-m", "blocks", "blob", "serve", "--data-dir", data_dir]
         command += ["--listen", self.host, "--access-key", ACCESS, "--secret-key", SECRET]
@@ -90,38 +92,58 @@ class Contender:
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                self.socks = [self._connect(port) for _ in range(clients)]
                 break
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise
                 time.sleep(0.1)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.call("PUT", "/bench", b"")
-        self.put(0)
+        self.call(self.socks[0], "PUT", "/bench", b"")
+        self.put(self.socks[0], 0)
 
-    def call(self, method: str, path: str, payload: bytes) -> None:
-        self.sock.sendall(_request(method, path, self.host, payload))
+    @staticmethod
+    def _connect(port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def call(self, sock: socket.socket, method: str, path: str, payload: bytes) -> None:
+        sock.sendall(_request(method, path, self.host, payload))
         rest = b""
         if payload:  # wait for 100 Continue, as boto3 does
-            head, rest = _answer(self.sock)
+            head, rest = _answer(sock)
             assert head.startswith(b"HTTP/1.1 100"), head
-            self.sock.sendall(payload)
-        head, rest = _answer(self.sock, rest)
+            sock.sendall(payload)
+        head, rest = _answer(sock, rest)
         assert head.startswith(b"HTTP/1.1 200") and not rest, head
 
-    def put(self, n: int) -> None:
-        self.call("PUT", f"/bench/k{n % KEYS}", BODY)
+    def put(self, sock: socket.socket, n: int) -> None:
+        self.call(sock, "PUT", f"/bench/k{n % KEYS}", BODY)
 
-    def get(self, n: int) -> None:
-        self.call("GET", "/bench/k0", b"")
+    def get(self, sock: socket.socket, n: int) -> None:
+        self.call(sock, "GET", "/bench/k0", b"")
+
+    def run(self, op: str, ops: int) -> None:
+        """``ops`` requests, split over the connections, one thread each."""
+        operation = self.put if op == "put" else self.get
+
+        def client(index: int) -> None:
+            for n in range(index, ops, len(self.socks)):
+                operation(self.socks[index], n)
+
+        if len(self.socks) == 1:
+            client(0)
+            return
+        with ThreadPoolExecutor(len(self.socks)) as pool:
+            list(pool.map(client, range(len(self.socks))))
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()
         self.process.terminate()
         self.process.wait(30)
 
@@ -135,6 +157,7 @@ def main() -> None:
     parser.add_argument("--op", choices=("put", "get"), default="put")
     parser.add_argument("--ops", type=int, default=500, help="requests per round")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=1, help="connections, one thread each")
     parser.add_argument("--src", action="append", default=[], help="NAME=DIR (repeatable)")
     args = parser.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.src] or [("blocks", "src")]
@@ -145,23 +168,25 @@ def main() -> None:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
-            contenders.append(Contender(name, src, port, tempfile.mkdtemp(dir=root)))
+            directory = tempfile.mkdtemp(dir=root)
+            contenders.append(Contender(name, src, port, directory, args.clients))
         wall: dict[str, list[float]] = {c.name: [] for c in contenders}
         cpu: dict[str, list[float]] = {c.name: [] for c in contenders}
         loads: list[str] = []
         for r in range(args.rounds):
             loads.append(Path("/proc/loadavg").read_text().split()[0])
             for contender in contenders[r % len(contenders) :] + contenders[: r % len(contenders)]:
-                operation = contender.put if args.op == "put" else contender.get
                 cpu_start, start = contender.cpu_s(), time.perf_counter()
-                for n in range(args.ops):
-                    operation(n)
+                contender.run(args.op, args.ops)
                 wall[contender.name].append(1e6 * (time.perf_counter() - start) / args.ops)
                 cpu[contender.name].append(1e6 * (contender.cpu_s() - cpu_start) / args.ops)
     finally:
         for contender in contenders:
             contender.close()
-    print(f"{args.op}-4k, {args.rounds} rounds of {args.ops}; 1-min load per round: {loads}")
+    print(
+        f"{args.op}-4k x{args.clients}, {args.rounds} rounds of {args.ops}; "
+        f"1-min load per round: {loads}"
+    )
     first = contenders[0].name
     for name in wall:
         line = f"{name}: {_summary('wall us/op', wall[name])}, "

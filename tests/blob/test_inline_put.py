@@ -54,7 +54,7 @@ def test_a_lone_small_put_runs_inline(handler: S3Handler) -> None:
     assert handler._put_runner(b"x" * 4096) == handler.workers.run_inline
 
 
-def test_other_requests_or_worker_calls_in_flight_keep_the_pool(handler: S3Handler) -> None:
+def test_other_requests_connections_or_worker_calls_keep_the_pool(handler: S3Handler) -> None:
     handler.requests_in_flight = 2
     assert handler._put_runner(b"x") == handler.workers.run
     handler.requests_in_flight = 1
@@ -63,6 +63,11 @@ def test_other_requests_or_worker_calls_in_flight_keep_the_pool(handler: S3Handl
     handler.workers.requests_in_flight = 0
     handler.workers.uploads_in_flight = 1
     assert handler._put_runner(b"x") == handler.workers.run
+    handler.workers.uploads_in_flight = 0
+    handler.connections_open = 2  # another client may send a PUT to share the fsync with
+    assert handler._put_runner(b"x") == handler.workers.run
+    handler.connections_open = 1
+    assert handler._put_runner(b"x") == handler.workers.run_inline
 
 
 def test_bodies_past_the_inline_size_and_streams_keep_their_pools(handler: S3Handler) -> None:
@@ -96,6 +101,11 @@ def test_boto3_small_puts_go_inline_and_read_back(tmp_path: Path) -> None:
         assert server.handler.inline_writes == 5
         client.put_object(Bucket="bkt", Key="big", Body=b"b" * (store.inline_bytes_max + 1))
         assert server.handler.inline_writes == 5
+        second = _client(server.endpoint)  # a second connection held open: the pool
+        second.head_bucket(Bucket="bkt")
+        client.put_object(Bucket="bkt", Key="k0", Body=bytes([0]) * 4096)
+        assert server.handler.inline_writes == 5
+        assert server.handler.connections_open == 2
         for n in range(5):
             body = client.get_object(Bucket="bkt", Key=f"k{n}")["Body"].read()
             assert body == bytes([n]) * 4096

@@ -172,12 +172,14 @@ class BlobServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        self.handler.connections_open = len(self._connections)
         try:
             await self._serve_connection(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, ssl.SSLError):
             pass
         finally:
             self._connections.pop(task, None)
+            self.handler.connections_open = len(self._connections)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), timeout=1.0)

@@ -141,6 +141,8 @@ class S3Handler(ObjectOps, BucketOps):
         """How many request bodies arrived aws-chunked (boto3 does so over HTTPS)."""
         self.requests_in_flight = 0
         """Requests inside ``handle`` (event-loop state), this one included."""
+        self.connections_open = 0
+        """Client connections the server holds (``BlobServer`` keeps it; event-loop state)."""
         self.inline_writes = 0
         """Small PUTs committed on the event loop (``ObjectOps._put_runner``)."""
 

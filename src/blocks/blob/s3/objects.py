@@ -59,6 +59,7 @@ class ObjectOps(CopyOps):
     store: BlobStore
     workers: Workers
     requests_in_flight: int
+    connections_open: int
     inline_writes: int
 
     async def _check_write_early(self, head: RequestHead) -> None:
@@ -151,9 +152,11 @@ class ObjectOps(CopyOps):
     def _put_runner(self, payload: bytes | StreamedPayload) -> Callable[..., Awaitable[ObjectInfo]]:
         """Where a PutObject's store call runs: a streamed body on the uploads pool; a body
         the local store keeps inline in its journal (no chunk files, no peers) on the event
-        loop when this is the only request in flight and the store is not near a compaction
-        (``Workers.run_inline``: the same journal write and fsync, without the thread trip);
-        anything else on the requests pool."""
+        loop when the server holds one client connection, this is the only request in
+        flight and the store is not near a compaction (``Workers.run_inline``: the same
+        journal write and fsync, without the thread trip); anything else on the requests
+        pool. With several connections another PUT may arrive during the fsync: in the pool
+        the two share the next one (group commit); on a blocked loop they could not."""
         if isinstance(payload, StreamedPayload):
             return self.workers.run_upload
         store = self.store
@@ -161,6 +164,7 @@ class ObjectOps(CopyOps):
             isinstance(store, LocalBlobStore)
             and store.inline_bytes_max > 0
             and len(payload) <= store.inline_bytes_max
+            and self.connections_open <= 1
             and self.requests_in_flight == 1
             and self.workers.idle()
             and not store.compaction_near(len(payload))

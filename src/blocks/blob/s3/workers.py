@@ -11,11 +11,11 @@ uploads wait on its peers' shard writes, so sharing one pool between the two acr
 could deadlock until a timeout.
 
 A call that is short and touches only the local disk may run on the event loop instead
-(``run_inline``), when the caller knows nothing else is in flight (``idle``): a small
-durable PUT on a lone connection then skips the thread trip (two thread wake-ups and two
-GIL hand-offs, 30-70 us of CPU on two busy cores) and blocks the loop only for its own
-fsync, which nobody else is waiting on. Under concurrency the pool stays in use, so
-concurrent PUTs keep sharing fsyncs.
+(``run_inline``), when the caller knows nothing else is in flight (``idle``, and for the
+S3 handler a single client connection): a small durable PUT then skips the thread trip
+(two thread wake-ups and two GIL hand-offs, 30-70 us of CPU on two busy cores) and blocks
+the loop only for its own fsync, which nobody else is waiting on. Under concurrency the
+pool stays in use, so concurrent PUTs keep sharing fsyncs.
 """
 
 from __future__ import annotations
