@@ -110,6 +110,44 @@ def test_an_inline_handler_runs_inline_until_it_suspends_then_in_a_task() -> Non
     _run(body)
 
 
+def test_an_inline_handler_may_answer_with_a_future_and_no_task() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        waiting: dict[Any, asyncio.Future[Any]] = {}
+        tasks_seen: list[int] = []
+
+        def handler(source: str, message: Any) -> Any:
+            tasks_seen.append(len(asyncio.all_tasks()))
+            waiting[message] = future = loop.create_future()
+            return future
+
+        server, client = await _pair(handler, inline=True)
+        try:
+            asked = [asyncio.ensure_future(client.request("b", m)) for m in ("ok", "bad", "gone")]
+            while len(waiting) < 3:
+                await asyncio.sleep(0.001)
+            connection = next(iter(server._accepted))
+            assert len(connection._tasks) == 3  # counted against in_flight_max until done
+            waiting["ok"].set_result("answered")
+            waiting["bad"].set_exception(InvalidArgument("refused"))
+            assert await asyncio.wait_for(asked[0], 5) == "answered"
+            with pytest.raises(InvalidArgument, match="refused"):
+                await asyncio.wait_for(asked[1], 5)
+            assert len(connection._tasks) == 1
+            await client.close()  # the connection goes: its waiting future is cancelled
+            await asyncio.sleep(0.05)
+            assert waiting["gone"].cancelled() and not connection._tasks
+            assert max(tasks_seen) == min(tasks_seen)  # no task was started per message
+            assert server.stats()["handler_errors"] == 1
+        finally:
+            for task in asked:
+                task.cancel()
+            await client.close()
+            await server.close()
+
+    _run(body)
+
+
 @pytest.mark.parametrize("inline", [False, True])
 def test_messages_start_in_arrival_order_whether_inline_or_not(inline: bool) -> None:
     async def body() -> None:

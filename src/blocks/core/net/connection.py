@@ -22,6 +22,7 @@ its handler, and the hooks for the bookkeeping of connections and buffered bytes
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import types
 from collections.abc import Awaitable, Coroutine, Generator
@@ -194,7 +195,7 @@ class ServerConnection(FramedConnection):
     def __init__(self, owner: ConnectionOwner) -> None:
         super().__init__(owner)
         self._peer_name = ""  # set by an accepted HELLO: the state is OPEN from then on
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # handlers' tasks and futures
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -260,7 +261,10 @@ class ServerConnection(FramedConnection):
 
         An inline handler that answers without suspending (a lookup, a local write) replies
         here and costs no task; one that suspends goes on in a task from where it stopped,
-        counted against ``in_flight_max``. Messages start in the order they arrived either way.
+        counted against ``in_flight_max``. An inline handler may also return an
+        ``asyncio.Future`` (not a task): its result is the answer, sent from its done callback,
+        with no task either; it counts against ``in_flight_max`` until done and is cancelled
+        with the connection. Messages start in the order they arrived either way.
         """
         handler = self._owner.handler
         is_request = frame[0] is FrameKind.REQUEST
@@ -279,6 +283,9 @@ class ServerConnection(FramedConnection):
         request_id = frame[1] if is_request else None
         try:
             awaitable = handler(self._peer_name, message)
+            if self._owner.handler_inline and type(awaitable) is asyncio.Future:
+                self._answer_when_done(awaitable, request_id)
+                return
             if not self._owner.handler_inline or type(awaitable) is not types.CoroutineType:
                 self._start_task(self._finish(awaitable, request_id))
                 return
@@ -292,6 +299,20 @@ class ServerConnection(FramedConnection):
             self._answer_failure(request_id, error)
             return
         self._start_task(self._finish(_resumed(awaitable, suspended_on), request_id))
+
+    def _answer_when_done(self, future: asyncio.Future[Any], request_id: int | None) -> None:
+        self._tasks.add(future)  # counted against in_flight_max and cancelled like a task
+        future.add_done_callback(functools.partial(self._future_done, request_id))
+
+    def _future_done(self, request_id: int | None, future: asyncio.Future[Any]) -> None:
+        self._tasks.discard(future)
+        if future.cancelled():
+            return  # as a cancelled task would: no answer
+        error = future.exception()
+        if error is None:
+            self._answer(request_id, future.result())
+        elif isinstance(error, Exception):
+            self._answer_failure(request_id, error)
 
     def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

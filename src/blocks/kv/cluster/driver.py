@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
@@ -58,7 +58,7 @@ from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
 from blocks.core.ready import NOTHING
 from blocks.core.transport import Transport
-from blocks.kv.cluster.client_wire import PutResult, parse_address
+from blocks.kv.cluster.client_wire import PutRequest, PutResult, parse_address, parse_put
 from blocks.kv.cluster.dot_lease import CounterLease
 from blocks.kv.cluster.driver_config import NodeConfig
 from blocks.kv.cluster.driver_handlers import (
@@ -80,8 +80,8 @@ from blocks.kv.cluster.peer_wire import (
 )
 from blocks.kv.cluster.persist import MemoryObjectStore, ObjectStore
 from blocks.kv.cluster.quorum import Placements
-from blocks.kv.cluster.versions import VersionedObject, VersionVector
-from blocks.kv.cluster.waiting_requests import WaitingRequests
+from blocks.kv.cluster.versions import VersionedObject, VersionVector, object_to_wire
+from blocks.kv.cluster.waiting_requests import Answer, WaitingRequests
 
 __all__ = ["KVNode", "NodeConfig"]
 
@@ -212,6 +212,25 @@ class KVNode:
         hops: int = 0,
     ) -> PutResult:
         """Coordinate (or forward) a write; ``context`` None supersedes the local copy."""
+        started = self._start_put(key, value, context, write_quorum)
+        if isinstance(started, FailedPrecondition):
+            return await self._forward(started, key, value, context, write_quorum, timeout_s, hops)
+        request_id, future = started
+        obj = await self._requests.wait(request_id, future, timeout_s)
+        assert obj is not None, "a put always replies with the object it wrote"
+        return PutResult(obj, self.node_id)
+
+    def _start_put(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector | None,
+        write_quorum: int | None,
+        shape: Callable[[VersionedObject | None], Any] | None = None,
+    ) -> tuple[int, Answer] | FailedPrecondition:
+        """Hand a write to the core: its request id and answer future (``shape``:
+        ``WaitingRequests.new``), or the refusal that names the node to forward it to (this
+        node holds no replica of the key)."""
         self._check_running()
         if context is None:
             stored = self.core.objects.get(key)
@@ -219,20 +238,30 @@ class KVNode:
         else:
             base = context
         self._maybe_reserve_counters(key, base)
-        request_id, future = self._requests.new(True, key)
+        request_id, future = self._requests.new(True, key, shape)
         healthy = self.membership.healthy()
         ready = self.core.coordinate_put(request_id, key, value, base, healthy, write_quorum)
         refusal = _refusal(ready)
         if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
             self._requests.forget(request_id)
-            owner = refusal.details["owner"]
-            if hops >= 1 or owner is None:
-                raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
-            return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
+            return refusal
         self._run(ready)
-        obj = await self._requests.wait(request_id, future, timeout_s)
-        assert obj is not None, "a put always replies with the object it wrote"
-        return PutResult(obj, self.node_id)
+        return request_id, future
+
+    async def _forward(
+        self,
+        refusal: FailedPrecondition,
+        key: bytes,
+        value: bytes | None,
+        context: VersionVector | None,
+        write_quorum: int | None,
+        timeout_s: float | None,
+        hops: int,
+    ) -> PutResult:
+        owner = refusal.details["owner"]
+        if hops >= 1 or owner is None:
+            raise Unavailable(f"no replica of this key is reachable from {self.node_id!r}")
+        return await forward_put(self, owner, key, value, context, write_quorum, timeout_s)
 
     async def get(
         self, key: bytes, *, read_quorum: int | None = None, timeout_s: float | None = None
@@ -279,7 +308,35 @@ class KVNode:
 
     # -- inbound ---------------------------------------------------------------------------
 
-    async def _handle(self, source: str, message: Any) -> Any:
+    def _handle(self, source: str, message: Any) -> Awaitable[Any]:
+        if type(message) is list and message and message[0] == "put" and self.running:
+            return self._answer_put(message)  # a future: the transport answers it, no task
+        return self._handle_any(source, message)
+
+    def _answer_put(self, raw: list[Any]) -> Awaitable[Any]:
+        """A client's put: its reply ``[object, coordinator]`` as a future settled at the
+        flush that saves it, or a coroutine when the put goes to another node."""
+        put = parse_put(raw, self.config.quorum.replicas, self.config.value_bytes_max)
+        started = self._start_put(
+            put.key, put.value, put.context, put.write_quorum, shape=self._put_reply
+        )
+        if isinstance(started, FailedPrecondition):
+            return self._forwarded_reply(started, put)
+        future = started[1]
+        self._requests.expire_after(future, put.timeout_s)
+        return future
+
+    def _put_reply(self, obj: VersionedObject | None) -> list[Any]:
+        assert obj is not None, "a put always replies with the object it wrote"
+        return [object_to_wire(obj), self.node_id]
+
+    async def _forwarded_reply(self, refusal: FailedPrecondition, put: PutRequest) -> Any:
+        result = await self._forward(
+            refusal, put.key, put.value, put.context, put.write_quorum, put.timeout_s, put.hops
+        )
+        return [object_to_wire(result.obj), result.coordinator]
+
+    async def _handle_any(self, source: str, message: Any) -> Any:
         if not self.running:
             raise Unavailable(f"node {self.node_id!r} is not running")
         if isinstance(message, list) and message and type(message[0]) is int:

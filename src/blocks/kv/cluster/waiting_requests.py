@@ -13,12 +13,19 @@ the driver's last save (``take_unsaved``), so that when the disk refuses a save
 of keys put back to what the store holds fail with ``Unavailable`` (read them again). The
 others go on waiting.
 
+A request made with a ``shape`` is for a caller that is not a coroutine (a transport that
+answers a handler's future, ``serve(..., inline=True)``, with no task per request): its future
+gets ``shape(answer)``, and the request is forgotten when the core's answer comes (``resolve``),
+which the core's deadline bounds, as no ``wait`` does it.
+
 No I/O and no timers of its own beyond ``wait``'s; driven from the node's one loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, Unavailable
 from blocks.core.errors import Timeout as TimeoutError_
@@ -33,26 +40,32 @@ Answer = asyncio.Future[VersionedObject | None]
 class WaitingRequests:
     """The requests in flight on one node, by request id (ids start at 1 and only grow)."""
 
-    __slots__ = ("_futures", "_keys", "_next_id", "_unsaved")
+    __slots__ = ("_futures", "_keys", "_next_id", "_shapes", "_unsaved")
 
     def __init__(self) -> None:
         self._futures: dict[int, Answer] = {}
         # Per waiting request: (is a put, key); and the requests made since the last save.
         self._keys: dict[int, tuple[bool, bytes]] = {}
         self._unsaved: set[int] = set()
+        self._shapes: dict[int, Callable[[Any], Any]] = {}  # requests answered shaped
         self._next_id = 0
 
     def __len__(self) -> int:
         return len(self._futures)
 
-    def new(self, is_put: bool, key: bytes) -> tuple[int, Answer]:
-        """A fresh request id and the future its answer settles; counted as unsaved."""
+    def new(
+        self, is_put: bool, key: bytes, shape: Callable[[Any], Any] | None = None
+    ) -> tuple[int, Answer]:
+        """A fresh request id and the future its answer settles (with ``shape(answer)`` when
+        ``shape`` is given: see the module docs); counted as unsaved."""
         self._next_id += 1
         request_id = self._next_id
         future: Answer = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
         self._keys[request_id] = (is_put, key)
         self._unsaved.add(request_id)
+        if shape is not None:
+            self._shapes[request_id] = shape
         return request_id, future
 
     async def wait(
@@ -70,10 +83,19 @@ class WaitingRequests:
                 expiry.cancel()
             self.forget(request_id)
 
+    def expire_after(self, future: asyncio.Future[Any], timeout_s: float | None) -> None:
+        """``Timeout`` on ``future`` after ``timeout_s`` unless answered first (``wait``'s
+        timer, for a request whose caller does not wait in a coroutine)."""
+        if timeout_s is not None:
+            expiry = asyncio.get_running_loop().call_later(timeout_s, _expire, future, timeout_s)
+            future.add_done_callback(lambda _: expiry.cancel())
+
     def forget(self, request_id: int) -> None:
         """Stop tracking a request (answered, or never handed to the core)."""
         self._futures.pop(request_id, None)
         self._keys.pop(request_id, None)
+        if self._shapes:
+            self._shapes.pop(request_id, None)
 
     def answered_at_once(self, request_id: int) -> None:
         """The request was answered in the step that made it, with nothing to save."""
@@ -88,11 +110,17 @@ class WaitingRequests:
     def resolve(self, effect: Reply | Fail) -> None:
         """Settle a request with the core's answer; a request already done or gone is
         ignored (a late answer, or one failed by ``fail_unsaved``)."""
-        future = self._futures.get(effect.request_id)
-        if future is None or future.done():
+        request_id = effect.request_id
+        future = self._futures.get(request_id)
+        if future is None:
+            return
+        shape = self._shapes.pop(request_id, None) if self._shapes else None
+        if shape is not None:
+            self.forget(request_id)  # no ``wait`` forgets it: the core's answer is the end
+        if future.done():
             return
         if isinstance(effect, Reply):
-            future.set_result(effect.result)
+            future.set_result(effect.result if shape is None else shape(effect.result))
         else:
             future.set_exception(effect.error)
 
@@ -117,6 +145,7 @@ class WaitingRequests:
         self._futures.clear()
         self._keys.clear()
         self._unsaved.clear()
+        self._shapes.clear()
 
 
 def _expire(future: Answer, timeout_s: float) -> None:
