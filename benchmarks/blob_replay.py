@@ -25,6 +25,7 @@ import base64
 import datetime
 import hashlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -183,6 +184,7 @@ def main() -> None:
     finally:
         for contender in contenders:
             contender.close()
+        shutil.rmtree(root, ignore_errors=True)
     print(
         f"{args.op}-4k x{args.clients}, {args.rounds} rounds of {args.ops}; "
         f"1-min load per round: {loads}"
