@@ -278,3 +278,32 @@ def test_quorum_failures_are_typed() -> None:
     with pytest.raises(InvalidArgument):
         QuorumConfig(replicas=3, read_quorum=4)
     assert merge(None, None).siblings == ()
+
+
+def _lone(name: str, lww: bool, clock: ManualClock) -> KVNodeCore:
+    config = QuorumConfig(replicas=1, read_quorum=1, write_quorum=1, lww=lww)
+    return KVNodeCore(name, config, lambda k: [name], clock)
+
+
+def _written(core: KVNodeCore, request_id: int, key: bytes, value: bytes) -> VersionedObject:
+    reply = core.coordinate_put(request_id, key, value, VersionVector(), {core.node_id})
+    assert isinstance(reply.replies[0], Reply) and reply.replies[0].result is not None
+    return reply.replies[0].result
+
+
+@pytest.mark.parametrize("lww", [False, True])
+def test_a_lone_replica_answers_a_get_with_its_stored_object(lww: bool) -> None:
+    clock = ManualClock()
+    solo = _lone("solo", lww, clock)
+    assert solo.coordinate_get(1, b"absent", {"solo"}).replies == [Reply(1, None)]
+    stored = _written(solo, 2, b"k", b"v")
+    answered = solo.coordinate_get(3, b"k", {"solo"})
+    assert not answered.messages and answered.replies == [Reply(3, stored)]
+    assert answered.replies[0].result is stored  # the stored object, wire form kept
+    # Two siblings restored from disk: what the quorum round answers (under LWW, the winner).
+    both = merge(stored, _written(_lone("other", lww, clock), 4, b"k", b"w"))
+    solo.restore(b"two", both, [])
+    reply = solo.coordinate_get(5, b"two", {"solo"}).replies[0]
+    assert isinstance(reply, Reply) and reply.result == merge(None, both, lww=lww)
+    assert reply.result is not None and len(reply.result.siblings) == (1 if lww else 2)
+    assert not solo.tick({"solo"}).replies  # no round was left behind

@@ -268,7 +268,7 @@ class KVNode:
     ) -> VersionedObject | None:
         """Read ``key`` from a quorum of its replicas (any node may coordinate a get)."""
         self._check_running()
-        request_id, future = self._requests.new(False, key)
+        request_id = self._requests.new_id(False, key)
         ready = self.core.coordinate_get(request_id, key, self.membership.healthy(), read_quorum)
         if (
             not ready.messages
@@ -285,6 +285,7 @@ class KVNode:
                 if isinstance(reply, Fail):
                     raise reply.error
                 return reply.result
+        future = self._requests.future_of(request_id)
         self._run(ready)
         return await self._requests.wait(request_id, future, timeout_s)
 

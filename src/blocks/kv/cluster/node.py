@@ -221,6 +221,13 @@ class KVNodeCore:
         if refusal is not None:
             return _answer(refusal)
         nodes = [node for node, _ in targets]
+        if needed == 1 and len(nodes) == 1 and nodes[0] == self.node_id:
+            obj = self.objects.get(key)
+            if obj is None or len(obj.siblings) <= 1 or not self.config.lww:
+                # This node's copy is the only one: the round would answer it merged with
+                # nothing (an equal, normalised object) and find nothing to repair. The
+                # stored object itself keeps its wire form for the reply.
+                return _answer(Reply(request_id, obj))
         pending = QuorumRound(
             False, key, needed, self.clock.monotonic() + self.config.timeout_s, nodes
         )

@@ -58,15 +58,25 @@ class WaitingRequests:
     ) -> tuple[int, Answer]:
         """A fresh request id and the future its answer settles (with ``shape(answer)`` when
         ``shape`` is given: see the module docs); counted as unsaved."""
-        self._next_id += 1
-        request_id = self._next_id
-        future: Answer = asyncio.get_running_loop().create_future()
-        self._futures[request_id] = future
-        self._keys[request_id] = (is_put, key)
-        self._unsaved.add(request_id)
+        request_id = self.new_id(is_put, key)
         if shape is not None:
             self._shapes[request_id] = shape
-        return request_id, future
+        return request_id, self.future_of(request_id)
+
+    def new_id(self, is_put: bool, key: bytes) -> int:
+        """A fresh request id, counted as unsaved, whose future ``future_of`` makes when it is
+        needed (a read answered at once needs none)."""
+        self._next_id += 1
+        request_id = self._next_id
+        self._keys[request_id] = (is_put, key)
+        self._unsaved.add(request_id)
+        return request_id
+
+    def future_of(self, request_id: int) -> Answer:
+        """The future ``request_id``'s answer settles; made before its answer can come."""
+        future: Answer = asyncio.get_running_loop().create_future()
+        self._futures[request_id] = future
+        return future
 
     async def wait(
         self, request_id: int, future: Answer, timeout_s: float | None
