@@ -30,10 +30,8 @@ import contextlib
 import random
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from blocks.core.codec import pack
 from blocks.core.errors import (
     BlocksError,
     InvalidArgument,
@@ -60,15 +58,8 @@ from blocks.kv.cluster.client_wire import (
     parse_put_reply,
 )
 from blocks.kv.cluster.quorum import Placements
-from blocks.kv.cluster.versions import (
-    COUNTER_MAX,
-    NODES_PER_VECTOR_MAX,
-    VersionedObject,
-    VersionVector,
-    encode_context,
-    object_from_wire,
-)
 from blocks.kv.limits import VALUE_BYTES_MAX_DEFAULT, check_key, check_value
+from blocks.kv.versioned import Versioned
 
 __all__ = ["KVClient", "Versioned", "connect", "parse_address", "probe_name"]
 
@@ -79,73 +70,6 @@ ATTEMPTS_MAX = 4
 """Nodes one request tries before giving up with ``Unavailable``."""
 AVOID_S = 2.0
 """How long a node that refused a connection is tried only after the others."""
-
-
-@dataclass(frozen=True, slots=True)
-class Versioned:
-    """A read (or the result of a write): ``value`` is None when the key is absent."""
-
-    value: bytes | None
-    siblings: tuple[bytes, ...]
-    context: bytes
-
-    @classmethod
-    def of(cls, obj: VersionedObject | None) -> Versioned:
-        if obj is None:
-            return cls(None, (), encode_context(VersionVector()))
-        return cls(obj.value, tuple(obj.values), encode_context(obj.context))
-
-    @classmethod
-    def from_wire(cls, raw: Any) -> Versioned:
-        """``Versioned.of(object_from_wire(raw))``: the same answer and the same checks
-        (``PeerError`` on anything malformed), without building the object when ``raw`` is
-        one sibling under a context in the order the nodes send it (the reply to a write
-        that saw everything, and a read of a key without conflicts)."""
-        if type(raw) is list and len(raw) == 2:
-            siblings, context = raw
-            if type(siblings) is list and len(siblings) == 1 and _lone_sibling_ok(siblings[0]):
-                sibling = siblings[0]
-                if _sorted_context_covers(context, sibling[0], sibling[1]):
-                    value = sibling[2]
-                    return cls(value, () if value is None else (value,), pack(context))
-        return cls.of(object_from_wire(raw))
-
-
-def _lone_sibling_ok(item: Any) -> bool:
-    """``item`` passes ``object_from_wire``'s sibling check with exact types."""
-    return (
-        type(item) is list
-        and len(item) == 5
-        and type(item[0]) is str
-        and type(item[1]) is int
-        and item[1] >= 0
-        and (item[2] is None or type(item[2]) is bytes)
-        and type(item[3]) is int
-        and item[3] >= 0
-        and type(item[4]) is int
-        and item[4] >= 0
-    )
-
-
-def _sorted_context_covers(context: Any, node: str, counter: int) -> bool:
-    """``context`` is a valid version vector's wire form, strictly sorted by node (so packing
-    it again gives ``encode_context``'s bytes), and covers the dot ``(node, counter)``."""
-    if type(context) is not list or not 1 <= len(context) <= NODES_PER_VECTOR_MAX:
-        return False
-    previous = ""
-    seen = 0
-    for entry in context:
-        if type(entry) is not list or len(entry) != 2:
-            return False
-        name, count = entry
-        if type(name) is not str or type(count) is not int or not 1 <= count <= COUNTER_MAX:
-            return False
-        if name <= previous:  # unsorted, repeated, or the empty name: the general path
-            return False
-        previous = name
-        if name == node:
-            seen = count
-    return counter <= seen
 
 
 class KVClient:
