@@ -322,8 +322,11 @@ class Server:
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ("grpc.keepalive_permit_without_calls", 1),
             # Accept client keepalive pings this often (gRPC's default is once per 5 minutes,
-            # and more frequent pings get the connection closed as "too many pings").
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", PING_INTERVAL_MIN_MS),
+            # and more frequent pings get the connection closed as "too many pings"). The
+            # C-core name of GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS; a
+            # misspelt key is ignored silently, and a client holding a quiet stream open
+            # (a Watch) was sent GOAWAY "too_many_pings" after three 30 s keepalives.
+            ("grpc.http2.min_ping_interval_without_data_ms", PING_INTERVAL_MIN_MS),
             ("grpc.so_reuseport", 0),
             ("grpc.http2.max_frame_size", HTTP2_FRAME_BYTES_MAX),
         ]
