@@ -27,24 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.blob.process_cluster import ACCESS, SECRET, cluster_nodes, stop_all, tcp_cluster_nodes
+from tests.blob.process_cluster import boto3_client, cluster_nodes, stop_all, tcp_cluster_nodes
 
 KINDS = ("put-4k", "put-1m", "get-1m")
 
 
 def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=ACCESS,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
+    return boto3_client(endpoint)
 
 
 def _timed(call: Callable[[], object], count: int) -> float:

@@ -11,11 +11,28 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from blocks.testing.process import free_ports
 
 ACCESS, SECRET, TOKEN = "AKIDPROC", "proc-secret", "cluster-token"
 START_TIMEOUT_S = 60.0
+
+
+def boto3_client(endpoint: str, access: str = ACCESS, secret: str = SECRET) -> Any:
+    """A boto3 S3 client for ``endpoint``: path-style addressing and one attempt per call,
+    so a failed request shows instead of being retried away."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
 
 
 def free_port() -> int:

@@ -19,23 +19,16 @@ from blocks.blob.cluster.node import open_node
 from blocks.blob.s3.handler import S3Config, S3Handler
 from blocks.blob.s3.streaming import StreamedPayload
 
+from .process_cluster import boto3_client
 from .server_thread import running_server
 
-boto3 = pytest.importorskip("boto3")
-from botocore.config import Config  # noqa: E402
+pytest.importorskip("boto3")
 
 ACCESS, SECRET = "AKIDINLINE", "inline-secret"
 
 
 def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=ACCESS,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
+    return boto3_client(endpoint, ACCESS, SECRET)
 
 
 @pytest.fixture
