@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.transport import error_from_wire, error_to_wire
 from blocks.queue.api import Message
-from blocks.queue.local import CALLS_PER_BATCH_MAX
+from blocks.queue.commands import CALLS_PER_BATCH_MAX
 
 if TYPE_CHECKING:
     from blocks.queue.replicated import QueueNode

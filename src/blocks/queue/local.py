@@ -53,34 +53,35 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.closing import AsyncClosing
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import (
     BlocksError,
     Corruption,
     FailedPrecondition,
-    InvalidArgument,
     Overloaded,
 )
 from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy, SegmentLog
-from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
-from blocks.queue.config import QueueConfig, check_ms, check_name
+from blocks.queue.commands import (
+    CALLS_PER_BATCH_MAX,
+    WAIT_MS_MAX,
+    CommandQueue,
+    check_batch,
+    wire_result,
+)
+from blocks.queue.machine import command_for_call
 
-__all__ = ["LocalQueue"]
+__all__ = ["CALLS_PER_BATCH_MAX", "WAIT_MS_MAX", "LocalQueue"]
 
 logger = logging.getLogger(__name__)
 
 WAITERS_MAX = 10_000
 CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
-CALLS_PER_BATCH_MAX = 1000  # calls in one ``run_many``
-WAIT_MS_MAX = 60_000
-_ARITY = {"send": 6, "receive": 3, "ack": 2, "nack": 3, "extend": 3}  # wire call fields
 SNAPSHOT_FILE = "snapshot.msgpack"
 
 
-class LocalQueue(AsyncClosing):
+class LocalQueue(CommandQueue):
     """An in-process ``Queue``; durable when ``directory`` is given."""
 
     def __init__(
@@ -178,10 +179,7 @@ class LocalQueue(AsyncClosing):
         return self._broker
 
     async def _run(self, command: list[Any], *, touched: tuple[str, ...] = ()) -> Any:
-        if self._closed:
-            raise FailedPrecondition("queue is closed")
-        if self._failure is not None:
-            raise FailedPrecondition(f"queue storage failed ({self._failure}); reopen it")
+        self._check_usable()
         if self._in_flight >= CALLS_IN_FLIGHT_MAX:
             raise Overloaded("too many calls in flight", retry_after_ms=5)
         result = self._broker.execute(command)
@@ -203,8 +201,7 @@ class LocalQueue(AsyncClosing):
         """Run wire calls in order (see ``command_for``); return ``(True, result)`` or
         ``(False, error)`` per call, once every change is durable."""
         self._check_usable()
-        if not isinstance(calls, list) or not 1 <= len(calls) <= CALLS_PER_BATCH_MAX:
-            raise InvalidArgument(f"a batch holds 1..{CALLS_PER_BATCH_MAX} calls")
+        check_batch(calls)
         if self._in_flight + len(calls) > CALLS_IN_FLIGHT_MAX:
             raise Overloaded("too many calls in flight", retry_after_ms=5)
         now_ms = self._now()
@@ -218,16 +215,10 @@ class LocalQueue(AsyncClosing):
             except BlocksError as error:
                 outcomes.append((False, error))
                 continue
-            verb = command[0]
-            if verb == "send":
-                result = result[0]  # already a str
-            elif verb == "extend":
-                result = None  # as ``extend_visibility`` answers: the deadline is internal
-            if result or verb != "receive":
+            if result or command[0] != "receive":
                 records.append(pack(command))
-                if names:
-                    touched.update(names)
-            outcomes.append((True, result))
+                touched.update(names)
+            outcomes.append((True, wire_result(command[0], result)))
         if records and self._log is not None:
             self._in_flight += len(calls)
             try:
@@ -245,20 +236,16 @@ class LocalQueue(AsyncClosing):
         ``["send", name, body, delay_ms, group, dedup_id, priority]``, ``["receive", name,
         max_messages, visibility_ms or None]``, ``["ack", name, receipt]``, ``["nack", name,
         receipt, delay_ms]``, ``["extend", name, receipt, visibility_ms]``."""
-        if not isinstance(call, list) or not call or _ARITY.get(call[0]) != len(call) - 1:
-            raise InvalidArgument(f"malformed call {str(call)[:80]!r}")
-        verb, name, *rest = call
-        check_name(name)
+        command = command_for_call(call, now_ms)
+        verb, name = call[0], call[1]
         touched: tuple[str, ...] = ()
         if verb == "send" or verb == "ack":
             touched = (name,)
         elif verb == "nack":
             touched = self._touched(name)
         elif verb == "receive":  # NotFound before any time passes, as ``receive`` does
-            state = self._broker.queue(name)
-            if rest[1] is None:
-                rest[1] = state.config.visibility_ms
-        return [verb, now_ms, name, *rest], touched
+            command[4] = self._receive_visibility(name, command[4])
+        return command, touched
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -297,9 +284,6 @@ class LocalQueue(AsyncClosing):
         for name in list(self._waiters):
             self._wake(name)  # a failed receive's messages may be visible again
 
-    def _now(self) -> int:
-        return self._clock.now_ms()
-
     def _touched(self, name: str) -> tuple[str, ...]:
         state = self._broker.queue(name)
         dead_letter = state.config.dead_letter
@@ -310,73 +294,22 @@ class LocalQueue(AsyncClosing):
             if not future.done():
                 future.set_result(None)
 
-    # -- the Queue interface ---------------------------------------------------------------
+    # -- what the Queue interface (``CommandQueue``) runs on ------------------------------
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_ms: int = 30_000,
-        max_receives: int = 0,
-        dead_letter: str | None = None,
-        fifo: bool = False,
-        dedup_window_ms: int = 300_000,
-    ) -> None:
-        config = QueueConfig(
-            name=name,
-            visibility_ms=visibility_ms,
-            max_receives=max_receives,
-            dead_letter=dead_letter,
-            fifo=fifo,
-            dedup_window_ms=dedup_window_ms,
-        )
-        await self._run(["create", self._now(), config.to_dict()])
+    def _applied_broker(self) -> QueueBroker:
+        return self._broker
 
-    async def delete_queue(self, name: str) -> None:
-        await self._run(["delete", self._now(), check_name(name)], touched=(name,))
+    def _receive_visibility(self, name: str, visibility_ms: int | None) -> int:
+        state = self._broker.queue(name)  # NotFound before any time passes
+        return state.config.visibility_ms if visibility_ms is None else visibility_ms
 
-    async def send(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        delay_ms: int = 0,
-        group: str | None = None,
-        dedup_id: str | None = None,
-        priority: int = 0,
-    ) -> str:
-        command = ["send", self._now(), name, body, delay_ms, group, dedup_id, priority]
-        message_id, _duplicate = await self._run(command, touched=(name,))
-        return str(message_id)
-
-    async def receive(
-        self,
-        name: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_ms: int | None = None,
-    ) -> list[Message]:
-        state = self._broker.queue(check_name(name))
-        if visibility_ms is None:
-            visibility_ms = state.config.visibility_ms
-        wait_ms = check_ms(wait_ms, "wait_ms", WAIT_MS_MAX)
-        deadline_s = self._clock.monotonic() + wait_ms / 1000.0
-        while True:
-            command = ["receive", self._now(), name, max_messages, visibility_ms]
-            messages: list[Message] = await self._run(command)
-            remaining_s = deadline_s - self._clock.monotonic()
-            if messages or remaining_s <= 0:
-                return messages
-            await self._wait(name, remaining_s)
+    def _nack_touches(self, name: str) -> tuple[str, ...]:
+        return self._touched(name) if isinstance(name, str) else ()
 
     async def _wait(self, name: str, remaining_s: float) -> None:
-        """Sleep until the queue is touched, the next timer is due, or ``remaining_s``."""
+        """Sleep until the queue is touched or ``remaining_s`` passed."""
         if sum(len(w) for w in self._waiters.values()) >= WAITERS_MAX:
             raise Overloaded("too many long polls waiting", retry_after_ms=100)
-        next_event_ms = self._broker.next_event_ms()
-        if next_event_ms is not None:
-            remaining_s = min(remaining_s, max(0.001, (next_event_ms - self._now()) / 1000.0))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(name, []).append(future)
         try:
@@ -387,20 +320,6 @@ class LocalQueue(AsyncClosing):
             waiting = self._waiters.get(name)
             if waiting is not None and future in waiting:
                 waiting.remove(future)
-
-    async def ack(self, name: str, receipt: str) -> None:
-        await self._run(["ack", self._now(), name, receipt], touched=(name,))
-
-    async def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
-        touched = self._touched(name) if isinstance(name, str) else ()
-        await self._run(["nack", self._now(), name, receipt, delay_ms], touched=touched)
-
-    async def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
-        await self._run(["extend", self._now(), name, receipt, visibility_ms])
-
-    async def stats(self, name: str) -> dict[str, int]:
-        """Messages per state (``delayed``, ``ready``, ``inflight``) in one queue."""
-        return self._broker.queue(check_name(name)).counts()
 
     async def close(self) -> None:
         if self._closed:

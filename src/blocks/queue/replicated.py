@@ -78,11 +78,10 @@ from blocks.core.errors import (
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
 from blocks.pubsub import ReplicationConfig, Role, TopicConfig
-from blocks.queue.api import Message
 from blocks.queue.applied_log import RESULTS_MAX, AppliedLog
 from blocks.queue.broker import QueueBroker
-from blocks.queue.config import QueueConfig, check_ms, check_name
-from blocks.queue.local import CALLS_PER_BATCH_MAX, WAIT_MS_MAX, LocalQueue
+from blocks.queue.commands import CommandQueue, check_batch, wire_result
+from blocks.queue.local import LocalQueue
 from blocks.queue.long_polls import WAITERS_MAX, LongPolls
 from blocks.queue.machine import Outcome, QueueMachine, command_for_call, encode_records
 from blocks.queue.snapshots import LogBroker, Snapshots
@@ -95,7 +94,7 @@ SNAPSHOT_EVERY = 50_000  # applied commands between snapshots
 SYNC_INTERVAL_MS_MAX = 3_600_000  # the longest fsync interval under fsync="never"
 
 
-class ReplicatedQueue:
+class ReplicatedQueue(CommandQueue):
     """One node of a replicated queue; ``await open()`` after building, ``close()`` at the end.
 
     ``clock`` stamps the records (the queue's time); ``replication_clock`` (default: the same)
@@ -286,100 +285,28 @@ class ReplicatedQueue:
             await self._applied.wait_applied(base + len(entries), lambda: self._closed)
         return self._applied.take_outcomes(base, [count for _, count in chunks])
 
-    async def _run(self, command: list[Any]) -> Any:
+    async def _run(self, command: list[Any], *, touched: tuple[str, ...] = ()) -> Any:
+        """Run one command (``touched`` is not needed: applying a record wakes receives)."""
         ((ok, result),) = await self._submit([command])
         if not ok:
             raise result
         return result
 
-    def _now(self) -> int:
-        return self._clock.now_ms()
+    # -- what the Queue interface (``CommandQueue``) runs on ------------------------------
 
-    # -- the Queue interface ----------------------------------------------------------------
+    def _applied_broker(self) -> QueueBroker:
+        return self.broker
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_ms: int = 30_000,
-        max_receives: int = 0,
-        dead_letter: str | None = None,
-        fifo: bool = False,
-        dedup_window_ms: int = 300_000,
-    ) -> None:
-        config = QueueConfig(
-            name=name,
-            visibility_ms=visibility_ms,
-            max_receives=max_receives,
-            dead_letter=dead_letter,
-            fifo=fifo,
-            dedup_window_ms=dedup_window_ms,
-        )
-        await self._run(["create", self._now(), config.to_dict()])
-
-    async def delete_queue(self, name: str) -> None:
-        await self._run(["delete", self._now(), check_name(name)])
-
-    async def send(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        delay_ms: int = 0,
-        group: str | None = None,
-        dedup_id: str | None = None,
-        priority: int = 0,
-    ) -> str:
-        command = ["send", self._now(), name, body, delay_ms, group, dedup_id, priority]
-        message_id, _duplicate = await self._run(command)
-        return str(message_id)
-
-    async def receive(
-        self,
-        name: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_ms: int | None = None,
-    ) -> list[Message]:
-        check_name(name)
-        wait_ms = check_ms(wait_ms, "wait_ms", WAIT_MS_MAX)
-        deadline_s = self._clock.monotonic() + wait_ms / 1000.0
-        while True:
-            command = ["receive", self._now(), name, max_messages, visibility_ms]
-            messages: list[Message] = await self._run(command)
-            remaining_s = deadline_s - self._clock.monotonic()
-            if messages or remaining_s <= 0:
-                return messages
-            await self._wait(remaining_s)
-
-    async def _wait(self, remaining_s: float) -> None:
-        """Sleep until a waking record is applied, the next timer is due, or ``remaining_s``."""
+    async def _wait(self, name: str, remaining_s: float) -> None:
+        """Sleep until a waking record is applied or ``remaining_s`` passed."""
         self._long_polls.check_room()
-        next_event_ms = self.broker.next_event_ms()
-        if next_event_ms is not None:
-            remaining_s = min(remaining_s, max(0.001, (next_event_ms - self._now()) / 1000.0))
         with self.log.replication.awaiting_commit(KEY):  # a follower hears commits soon
             await self._long_polls.wait(remaining_s)
-
-    async def ack(self, name: str, receipt: str) -> None:
-        await self._run(["ack", self._now(), name, receipt])
-
-    async def nack(self, name: str, receipt: str, *, delay_ms: int = 0) -> None:
-        await self._run(["nack", self._now(), name, receipt, delay_ms])
-
-    async def extend_visibility(self, name: str, receipt: str, visibility_ms: int) -> None:
-        await self._run(["extend", self._now(), name, receipt, visibility_ms])
-
-    async def stats(self, name: str) -> dict[str, int]:
-        """Messages per state in one queue, as applied on this node (may lag the leader)."""
-        return self.broker.queue(check_name(name)).counts()
 
     async def run_many(self, calls: Any) -> list[tuple[bool, Any]]:
         """Run wire calls in order as ``LocalQueue.run_many`` does: one batch of records,
         one commit; ``(True, result)`` or ``(False, error)`` per call."""
-        if not isinstance(calls, list) or not 1 <= len(calls) <= CALLS_PER_BATCH_MAX:
-            raise InvalidArgument(f"a batch holds 1..{CALLS_PER_BATCH_MAX} calls")
+        check_batch(calls)
         now_ms = self._now()
         outcomes: list[tuple[bool, Any] | None] = []
         commands: list[list[Any]] = []
@@ -394,12 +321,7 @@ class ReplicatedQueue:
         for index, outcome in enumerate(outcomes):
             if outcome is None:
                 ok, result = next(results)
-                verb = calls[index][0]
-                if ok and verb == "send":
-                    result = str(result[0])
-                elif ok and verb == "extend":
-                    result = None
-                outcome = (ok, result)
+                outcome = (ok, wire_result(calls[index][0], result) if ok else result)
             finished.append(outcome)
         return finished
 
@@ -415,12 +337,6 @@ class ReplicatedQueue:
                 with contextlib.suppress(OSError, BlocksError):
                     self.log.topics.store(*KEY).sync()
         await self.log.close()
-
-    async def __aenter__(self) -> ReplicatedQueue:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 QueueNode = LocalQueue | ReplicatedQueue  # what the service and the data path serve
