@@ -9,8 +9,8 @@ A PUT of at most ``inline_bytes_max`` bytes (64 KiB by default) is *inline*: its
 its manifest are one journal record, so a durable small PUT costs one shared fsync and
 creates no file, and a GET of it is one read of that record (checked by the log's
 checksum), with no shard opened, or none at all while its bytes are kept in memory
-(``INLINE_CACHE_BYTES``, least recently used dropped first; ``read_cached`` lets the event
-loop answer such a GET without a thread trip). Damage to a kept object's record is then
+(``inline_cache``: ``read_cached`` lets the event loop answer such a GET without a thread
+trip). Damage to a kept object's record is then
 found by scrub, not by the GET, which returns the bytes that were written. Inline objects are as durable as the metadata that names
 them (one copy on the node that keeps the metadata, bit rot detected, not repaired); larger
 objects are chunked and erasure-coded.
@@ -35,8 +35,7 @@ import dataclasses
 import hashlib
 import random
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from blocks.blob.storage.chunks import ChunkStore
 from blocks.blob.storage.committing import CommitMixin
 from blocks.blob.storage.erasure import ErasureCodec, codec_from_spec
 from blocks.blob.storage.index import MetaIndex
+from blocks.blob.storage.inline_cache import InlineCacheMixin
 from blocks.blob.storage.journal import Journal, LogJournal, MemoryJournal
 from blocks.blob.storage.ledger import ChunkLedger, PinnedReader
 from blocks.blob.storage.meta import ChunkRef, Manifest
@@ -66,7 +66,7 @@ from blocks.blob.storage.shards import DirectoryShardStore, MemoryShardStore, Sh
 from blocks.blob.storage.versioned import VersionsMixin
 from blocks.blob.storage.versions import object_entity
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
+from blocks.core.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_INLINE_BYTES", "LocalBlobStore", "split_chunks"]
 
@@ -76,17 +76,13 @@ INLINE_BYTES_MAX = 1024 * 1024
 OBJECT_BYTES_MAX = 5 * 1024**3
 CHUNK_BYTES_MAX = 64 * 1024 * 1024
 COMPACT_BYTES_MIN = 64 * 1024 * 1024
-INLINE_CACHE_BYTES = 32 * 1024 * 1024
-"""Inline objects' bytes kept in memory (least recently used dropped first), so that a GET
-of a small object can be answered by the event loop without a thread trip or a file read
-(``read_cached``)."""
 ORPHAN_GRACE_S = 3600.0
 """An unreferenced chunk is collected only once its files are this old: a write in flight
 that this process cannot see (a ``blocks blob scrub`` run beside a serving node) is never
 mistaken for a leftover."""
 
 
-class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
+class LocalBlobStore(InlineCacheMixin, CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
     """The embedded blob store (see the module docstring); implements ``BlobStore``."""
 
     node_id = ""
@@ -149,10 +145,7 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         )
         self._lock = threading.RLock()
         self._closed = False
-        self._inline_cache: OrderedDict[int, bytes] = OrderedDict()
-        """Journal offset of an inline object's record -> its bytes (lock held; emptied
-        when compaction moves the records)."""
-        self._inline_cache_bytes = 0
+        self._init_inline_cache()
         self._last_version = 0
         self.index = MetaIndex()
         self._init_commits()
@@ -312,73 +305,6 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         pieces = self._read_span(manifest, start, stop)
         return info, PinnedReader(pieces, lambda: self.ledger.release(manifest.chunks))
 
-    def read_cached(
-        self,
-        bucket: str,
-        key: str,
-        byte_range: tuple[int, int] | None = None,
-        version_id: str | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> tuple[ObjectInfo, bytes] | None:
-        """``iter_object``'s answer, whole, if it needs no wait: the store's lock is free
-        and the object is inline with its bytes in memory, or the answer is an error (no
-        such key or bucket). ``None`` otherwise, having done nothing (the caller asks
-        ``iter_object`` in a worker thread). The event loop asks this first for a GET, so a
-        small object's GET makes no thread trip. ``check`` (an access check) runs first
-        whenever this answers, under the lock, and its error wins."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            try:
-                manifest = self._manifest(bucket, key, version_id)
-                body = self._inline_cache.get(manifest.inline_offset) if manifest.inline else None
-                if body is None:
-                    return None
-                start, stop = resolve_range(byte_range, manifest.size)
-            except NotFound:  # an answer too: checked first, as the thread's is
-                if check is not None:
-                    check()
-                raise
-            except Exception:  # bad names, versions or ranges: the thread answers those
-                return None
-            if check is not None:
-                check()
-            self._inline_cache.move_to_end(manifest.inline_offset)
-            return self._info(manifest), body[start:stop]
-        finally:
-            self._lock.release()
-
-    def _inline_bytes(self, offset: int) -> bytes:
-        """An inline object's bytes, from memory or read from its record (lock held)."""
-        body = self._inline_cache.get(offset)
-        if body is None:
-            body = bytes(self._read_inline(offset))
-            self._cache_inline(offset, body)
-        else:
-            self._inline_cache.move_to_end(offset)
-        return body
-
-    def _cache_inline(self, offset: int, body: bytes) -> None:
-        """Keep an inline object's bytes (lock held), dropping the least recently used."""
-        if len(body) > INLINE_CACHE_BYTES // 64 or offset in self._inline_cache:
-            return
-        self._inline_cache[offset] = body
-        self._inline_cache_bytes += len(body)
-        while self._inline_cache_bytes > INLINE_CACHE_BYTES:
-            _, dropped = self._inline_cache.popitem(last=False)
-            self._inline_cache_bytes -= len(dropped)
-
-    def _forget_one(self, offset: int) -> None:
-        """Drop one kept inline object (lock held), if it is kept."""
-        body = self._inline_cache.pop(offset, None)
-        if body is not None:
-            self._inline_cache_bytes -= len(body)
-
-    def _forget_inline(self) -> None:
-        """Drop every cached inline object (lock held): their records moved."""
-        self._inline_cache.clear()
-        self._inline_cache_bytes = 0
-
     def _read_span(self, manifest: Manifest, start: int, stop: int) -> Iterator[memoryview]:
         offset = 0
         for ref in manifest.chunks:
@@ -431,23 +357,6 @@ class LocalBlobStore(CommitMixin, BucketMixin, VersionsMixin, MultipartMixin):
         return ListPage(objects, listing.common_prefixes, listing.is_truncated, listing.next_token)
 
     # -- maintenance -------------------------------------------------------------------------
-    def _scrub_inline(self) -> tuple[int, int]:
-        """Read every inline object's record (the log checks it); (checked, lost)."""
-        checked = lost = 0
-        with self._lock:
-            inline = [m for i in self.index.objects.values() for m in i.values() if m.inline]
-        for manifest in inline:
-            with self._lock:
-                current = self.index.objects.get(manifest.bucket, {}).get(manifest.key)
-                if current is None or not current.inline:
-                    continue
-                checked += 1
-                try:
-                    self._read_inline(current.inline_offset)
-                except Corruption:
-                    lost += 1
-        return checked, lost
-
     def scrub(self) -> ScrubReport:
         """Verify every referenced chunk (all shards, parity included) and every inline
         object, rewrite bad shards, then delete chunks nobody references from the nodes

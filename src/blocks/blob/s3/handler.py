@@ -27,7 +27,7 @@ bucket (owners, admin keys, the private/public-read policy, anonymous reads) is 
 from the head alone (``s3.access``): before a body of more than
 ``ACCESS_DEFERRED_BODY_BYTES_MAX`` is read (or ``100 Continue`` sent for it), and for an
 empty or small body in the request's first worker-thread trip, just before its store call,
-so a small request makes one trip, not two. Either way nothing is read from or changed in
+so a small request makes one trip, not two (``s3.deferred_access``). Either way nothing is read from or changed in
 the store before it, and a refused request gets the same error as if it had been first.
 This module routes service and bucket operations; object operations are in ``s3.objects``
 (and ``s3.copy``), and an operation not served answers S3's ``NotImplemented`` before
@@ -37,12 +37,10 @@ anything changes (``s3.ops``; docs/blob.md has the table).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from blocks.blob.api import BlobStore, ObjectInfo
@@ -59,6 +57,12 @@ from blocks.blob.s3.access import (
 from blocks.blob.s3.awschunked import S3RequestError, verified_checksums, verify_checksums
 from blocks.blob.s3.buckets import BucketOps, map_error
 from blocks.blob.s3.copy import copy_source
+from blocks.blob.s3.deferred_access import (
+    ACCESS_DEFERRED_BODY_BYTES_MAX,
+    PENDING_ACCESS,
+    AccessWorkers,
+    defers_access,
+)
 from blocks.blob.s3.headers import parse_range, xml_response
 from blocks.blob.s3.http import BODY_READ_TIMEOUT_S, RequestBody, RequestHead, Response
 from blocks.blob.s3.objects import NotModified, ObjectOps
@@ -81,18 +85,10 @@ from blocks.blob.store import OBJECT_BYTES_MAX, LocalBlobStore
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, InvalidArgument
 
-__all__ = ["S3Config", "S3Handler", "parse_range"]
+__all__ = ["ACCESS_DEFERRED_BODY_BYTES_MAX", "S3Config", "S3Handler", "parse_range"]
 
 SHARD_BODY_BYTES_MAX = 80 * 1024 * 1024
-ACCESS_DEFERRED_BODY_BYTES_MAX = 64 * 1024
-"""A request whose declared body is at most this long has its access check run in its
-first store call (its body may be read before); any other request has it before its body
-is read, and before ``100 Continue`` (see ``_handle``)."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-T = TypeVar("T")
-_PENDING_ACCESS: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "blob_pending_access", default=None
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +130,7 @@ class S3Handler(ObjectOps, BucketOps):
             raise InvalidArgument("several access keys need a store that keeps bucket owners")
         self.clock: Clock = clock or SystemClock()
         self._request_ids = itertools.count(1)
-        self.workers: Workers = _AccessWorkers(self.config.uploads_max)
+        self.workers: Workers = AccessWorkers(self.config.uploads_max)
         self.bodies_too_large = 0
         """Requests refused because their declared body was over the limit."""
         self.aws_chunked_bodies = 0
@@ -210,23 +206,23 @@ class S3Handler(ObjectOps, BucketOps):
         check = self._access_check(head, principal) if self.config.credentials else None
         if check is None:
             return await self._serve(head, send_continue, body, context, principal)
-        if not _defers_access(head, body):
+        if not defers_access(body):
             await self.workers.run(check)
             return await self._serve(head, send_continue, body, context, principal)
-        # The check runs first in the request's first worker call (``_AccessWorkers``):
+        # The check runs first in the request's first worker call (``AccessWorkers``):
         # one thread trip, not two. Whatever fails before that call still answers as if the
         # check had run first, so a refused caller learns nothing else.
-        token = _PENDING_ACCESS.set(check)
+        token = PENDING_ACCESS.set(check)
         try:
             response = await self._serve(head, send_continue, body, context, principal)
         except Exception:
-            if _PENDING_ACCESS.get() is not None:
-                _PENDING_ACCESS.set(None)
+            if PENDING_ACCESS.get() is not None:
+                PENDING_ACCESS.set(None)
                 await self.workers.run(check)
             raise
         finally:
-            pending = _PENDING_ACCESS.get()
-            _PENDING_ACCESS.reset(token)
+            pending = PENDING_ACCESS.get()
+            PENDING_ACCESS.reset(token)
         if pending is not None:  # answered without the store: still the caller's to ask
             await self.workers.run(pending)
         return response
@@ -366,14 +362,14 @@ class S3Handler(ObjectOps, BucketOps):
         answer an error included; still pending when the store said ``None``."""
         if not isinstance(self.store, LocalBlobStore):
             return None
-        check = _PENDING_ACCESS.get()
+        check = PENDING_ACCESS.get()
         try:
             found = self.store.read_cached(bucket, key, byte_range, version_id, check)
         except BaseException:
-            _PENDING_ACCESS.set(None)
+            PENDING_ACCESS.set(None)
             raise
         if found is not None:
-            _PENDING_ACCESS.set(None)
+            PENDING_ACCESS.set(None)
         return found
 
     async def _create_bucket(self, head: RequestHead, bucket: str, owner: str) -> Response:
@@ -410,46 +406,6 @@ class S3Handler(ObjectOps, BucketOps):
             raise S3RequestError("NotImplemented", "only canned bucket ACLs are served", 501)
         await self.workers.run(store.set_bucket_acl, bucket, acl)
         return Response(200)
-
-
-class _AccessWorkers(Workers):
-    """``Workers`` whose next call in a request runs that request's pending access check
-    first, in the same worker thread (``_handle``)."""
-
-    async def run(self, function: Callable[..., T], *args: object) -> T:
-        check = _PENDING_ACCESS.get()
-        if check is None:
-            return await super().run(function, *args)
-        _PENDING_ACCESS.set(None)
-        return await super().run(_checked, check, function, *args)
-
-    async def run_inline(self, function: Callable[..., T], *args: object) -> T:
-        check = _PENDING_ACCESS.get()
-        if check is None:
-            return await super().run_inline(function, *args)
-        _PENDING_ACCESS.set(None)
-        return await super().run_inline(_checked, check, function, *args)
-
-    async def run_upload(self, function: Callable[..., T], *args: object) -> T:
-        check = _PENDING_ACCESS.get()
-        if check is None:
-            return await super().run_upload(function, *args)
-        _PENDING_ACCESS.set(None)
-        return await super().run_upload(_checked, check, function, *args)
-
-
-def _checked(check: Callable[[], None], function: Callable[..., T], *args: object) -> T:
-    check()
-    return function(*args)
-
-
-def _defers_access(head: RequestHead, body: RequestBody) -> bool:
-    """Whether the access check may wait for the request's first store call: the body is
-    empty or small (declared), so reading it first costs the server at most a few KiB and
-    shows a refused caller nothing: it gets the same error, before the store is touched.
-    (boto3 sends ``Expect: 100-continue`` with every PUT, so waiting for the check before
-    ``100 Continue`` would cost each small PUT a trip of its own.)"""
-    return body.length is not None and body.length <= ACCESS_DEFERRED_BODY_BYTES_MAX
 
 
 def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:

@@ -1,8 +1,8 @@
 """What the halves of ``LocalBlobStore`` rely on from one another, declared once.
 
-``LocalBlobStore`` is assembled from mixins, one concern a file: ``CommitMixin`` (the
-journal), ``BucketMixin``, ``VersionsMixin``, ``MultipartMixin``, and in a cluster
-``PeerRecordsMixin``. Each calls methods another one defines. ``StoreParts`` declares those
+``LocalBlobStore`` is assembled from mixins, one concern a file: ``InlineCacheMixin``,
+``CommitMixin`` (the journal), ``BucketMixin``, ``VersionsMixin``, ``MultipartMixin``, and in
+a cluster ``PeerRecordsMixin``. Each calls methods another one defines. ``StoreParts`` declares those
 methods and the shared attributes for the type checker; at run time it has no methods at
 all, so whatever the order of a store's bases it can never hide the real ones.
 """
@@ -71,3 +71,5 @@ class StoreParts:
         def _stamp(self, bucket: str, key: str) -> tuple[int, str]: ...
 
         def _info(self, manifest: Manifest) -> ObjectInfo: ...
+
+        def _manifest(self, bucket: str, key: str, version_id: str | None = None) -> Manifest: ...
