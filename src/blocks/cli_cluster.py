@@ -5,19 +5,21 @@ a replicated cluster when given peers; both log to disk under ``--fsync`` and se
 path beside gRPC (``blocks.core.data_path``). ``add_cluster_node_arguments`` adds those flags
 to a ``serve`` parser; ``cluster_node`` reads them back: None for a single server, else the
 node's name, replication address and peers, checked. ``data_port`` turns ``--data-port`` into
-what ``build_server`` takes (None: no data path).
+what ``build_server`` takes (None: no data path). ``build_node`` builds the one or the other
+server from those flags.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from blocks.cli_server import parse_host_port, parse_peers
+from blocks.cli_server import ServerOptions, parse_host_port, parse_peers
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["ClusterNode", "add_cluster_node_arguments", "cluster_node", "data_port"]
+__all__ = ["ClusterNode", "add_cluster_node_arguments", "build_node", "cluster_node", "data_port"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +79,32 @@ def cluster_node(
         args.node_id,
         parse_host_port(args.cluster_listen, "--cluster-listen"),
         parse_peers(args.peer, label="ID"),
+    )
+
+
+def build_node(
+    args: argparse.Namespace,
+    options: ServerOptions,
+    *,
+    member: str,
+    build_server: Callable[..., tuple[Any, Any]],
+    build_cluster_server: Callable[..., tuple[Any, Any]],
+    **cluster_options: Any,
+) -> tuple[Any, Any]:
+    """What ``build_server(data_dir, ...)`` returns without ``--peer``, else what
+    ``build_cluster_server(data_dir, node=..., cluster_listen=..., peers=...,
+    **cluster_options)`` returns; both get the listen address, token, ``--fsync`` and
+    ``--data-port``. ``InvalidArgument`` as ``cluster_node`` says."""
+    cluster = cluster_node(args, options.data_dir, member=member)
+    common: dict[str, Any] = {
+        "host": options.host,
+        "port": options.port,
+        "token": options.token,
+        "fsync": args.fsync,
+        "data_port": data_port(args),
+    }
+    if cluster is None:
+        return build_server(options.data_dir, **common)
+    return build_cluster_server(
+        options.data_dir, **cluster.as_arguments(), **cluster_options, **common
     )

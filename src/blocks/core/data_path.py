@@ -22,6 +22,7 @@ client's policy of which calls go there.
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,6 +50,7 @@ def build_data_path_server(
     health_name: str,
     start: Hook | None,
     stop: Hook,
+    cluster: TcpTransport | None = None,
 ) -> Server:
     """A ``Server`` (not started) named ``block`` on ``listen`` (host, port), serving
     ``servicer(data_path)`` over gRPC and ``handler`` on a data path at ``(host,
@@ -56,8 +58,13 @@ def build_data_path_server(
 
     ``start``/``stop`` open and close the block's storage (component ``<block>-storage``);
     the data path (``<block>-data``) starts after the storage and stops before it, since
-    components stop in reverse order. The caller adds its own components after this."""
+    components stop in reverse order. ``cluster``, a replicated node's transport to its
+    peers, starts before the storage opens and closes first of all (``<block>-transport``):
+    the node stops replicating before its data path and storage close. The caller adds its
+    own components after this."""
     host, port = listen
+    if cluster is not None:
+        start = _after(cluster.start, start)
     server = Server(host=host, port=port, token=token, name=block, clock=clock)
     data_path = None
     if data_port is not None:
@@ -67,7 +74,21 @@ def build_data_path_server(
     server.add_component(start=start, stop=stop, name=f"{block}-storage")
     if data_path is not None:  # stopped before the storage: components stop in reverse
         server.add_component(start=data_path.start, stop=data_path.close, name=f"{block}-data")
+    if cluster is not None:  # added last: stopped first
+        server.add_component(stop=cluster.close, name=f"{block}-transport")
     return server
+
+
+def _after(first: Hook, then: Hook | None) -> Hook:
+    """A hook that runs ``first``, then ``then`` (if any), each awaited when it is async."""
+
+    async def both() -> None:
+        for hook in (first, then):
+            result = None if hook is None else hook()
+            if inspect.isawaitable(result):
+                await result
+
+    return both
 
 
 def data_path_address(data_path: TcpTransport | None) -> tuple[int, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from blocks.cli import (
@@ -15,7 +14,7 @@ from blocks.cli import (
     read_lines,
     server_options,
 )
-from blocks.cli_cluster import add_cluster_node_arguments, cluster_node, data_port
+from blocks.cli_cluster import add_cluster_node_arguments, build_node
 from blocks.cli_server import add_verb, call_and_print, run_server
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
@@ -118,21 +117,12 @@ def _text(result: Any) -> str:
 def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
     from blocks.pubsub.service import build_cluster_server, build_server
 
-    cluster = cluster_node(args, options.data_dir, member="broker")
-    build: Callable[..., tuple[Any, Any]] = partial(build_server, options.data_dir)
-    if cluster is not None:
-        assert options.data_dir is not None  # cluster_node checked it
-        build = partial(
-            build_cluster_server,
-            options.data_dir,
-            **cluster.as_arguments(),
-        )
-    return build(
-        host=options.host,
-        port=options.port,
-        token=options.token,
-        fsync=args.fsync,
-        data_port=data_port(args),
+    return build_node(
+        args,
+        options,
+        member="broker",
+        build_server=build_server,
+        build_cluster_server=build_cluster_server,
     )
 
 

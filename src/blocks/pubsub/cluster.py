@@ -47,12 +47,12 @@ from blocks.core.errors import (
 from blocks.core.log import FsyncPolicy
 from blocks.core.transport import Transport
 from blocks.pubsub.api import Record
-from blocks.pubsub.local import FETCH_MAX_BYTES, FETCH_MAX_MESSAGES, WAIT_MS_MAX, LocalBroker
+from blocks.pubsub.local import FETCH_MAX_BYTES, LocalBroker
 from blocks.pubsub.partition import first_offset_at
 from blocks.pubsub.replica import Role
 from blocks.pubsub.replica_messages import FetchRequest, decode
 from blocks.pubsub.replication import Replication, ReplicationConfig
-from blocks.pubsub.topics import TopicConfig, check_entries
+from blocks.pubsub.topics import TopicConfig, check_entries, check_fetch
 
 __all__ = ["ClusterBroker", "ReplicationConfig"]
 
@@ -259,12 +259,7 @@ class ClusterBroker(LocalBroker):
         hops: int = 0,
     ) -> list[Record]:
         self._check_open()
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgument("offset must be a non-negative integer")
-        if type(max_messages) is not int or not 1 <= max_messages <= FETCH_MAX_MESSAGES:
-            raise InvalidArgument(f"max_messages must be within 1..{FETCH_MAX_MESSAGES}")
-        if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
-            raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
+        check_fetch(offset, max_messages, wait_ms)
         leader = await self._leader_of(topic, partition, hops)
         if leader is not None:
             message = {"op": "fetch", "t": topic, "p": partition, "hops": hops + 1}
@@ -273,7 +268,7 @@ class ClusterBroker(LocalBroker):
             return [Record(topic, partition, *row) for row in rows]
         found = self._committed(topic, partition, offset, max_messages)
         if not found and wait_ms > 0:
-            await self._wait((topic, partition), wait_ms / 1000.0)
+            await self._long_polls.wait((topic, partition), wait_ms / 1000.0)
             found = self._committed(topic, partition, offset, max_messages)
         return found
 

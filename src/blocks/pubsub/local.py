@@ -17,7 +17,6 @@ that raise ``Overloaded`` or ``InvalidArgument``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from pathlib import Path
@@ -26,21 +25,24 @@ from typing import Any
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.closing import AsyncClosing
 from blocks.core.codec import pack, unpack
-from blocks.core.errors import FailedPrecondition, InvalidArgument, Overloaded
+from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.hashing import key_hash
 from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.long_polls import WAITERS_MAX, LongPolls
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
 from blocks.pubsub.partition import LogPartition, StoredRecord, first_offset_at
-from blocks.pubsub.topics import TopicConfig, TopicTable, check_topic
+from blocks.pubsub.topics import (
+    TopicConfig,
+    TopicTable,
+    check_fetch,
+    check_topic,
+)
 
 __all__ = ["LocalBroker"]
 
-WAITERS_MAX = 10_000
-FETCH_MAX_MESSAGES = 10_000
 FETCH_MAX_BYTES = 8 << 20
-WAIT_MS_MAX = 60_000
 
 
 class LocalBroker(AsyncClosing):
@@ -64,7 +66,7 @@ class LocalBroker(AsyncClosing):
             for _, data in self._offsets_log.iter_from(self._offsets_log.first_offset):
                 group, topic, partition, offset = unpack(data)
                 self.groups.restore_commit(group, topic, partition, offset)
-        self._waiters: dict[tuple[str, int], list[asyncio.Future[None]]] = {}
+        self._long_polls: LongPolls[tuple[str, int]] = LongPolls(WAITERS_MAX)
         self._round_robin = itertools.count()
         self._closed = False
 
@@ -146,36 +148,15 @@ class LocalBroker(AsyncClosing):
     ) -> list[Record]:
         self._check_open()
         store = self.topics.store(topic, partition)
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgument("offset must be a non-negative integer")
-        if type(max_messages) is not int or not 1 <= max_messages <= FETCH_MAX_MESSAGES:
-            raise InvalidArgument(f"max_messages must be within 1..{FETCH_MAX_MESSAGES}")
-        if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
-            raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
+        check_fetch(offset, max_messages, wait_ms)
         found = store.read(offset, max_messages, FETCH_MAX_BYTES)
         if not found and wait_ms > 0:
-            await self._wait((topic, partition), wait_ms / 1000.0)
+            await self._long_polls.wait((topic, partition), wait_ms / 1000.0)
             found = store.read(offset, max_messages, FETCH_MAX_BYTES)
         return [_record(topic, partition, r) for r in found]
 
-    async def _wait(self, key: tuple[str, int], timeout_s: float) -> None:
-        if sum(len(w) for w in self._waiters.values()) >= WAITERS_MAX:
-            raise Overloaded("too many long polls waiting", retry_after_ms=100)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(future)
-        try:
-            await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            pass
-        finally:
-            waiting = self._waiters.get(key)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-
     def _wake(self, key: tuple[str, int]) -> None:
-        for future in self._waiters.pop(key, ()):
-            if not future.done():
-                future.set_result(None)
+        self._long_polls.wake(key)
 
     async def offset_for_time(self, topic: str, partition: int, timestamp_ms: int) -> int:
         return first_offset_at(self.topics.store(topic, partition), timestamp_ms)
@@ -247,8 +228,7 @@ class LocalBroker(AsyncClosing):
         if self._closed:
             return
         self._closed = True
-        for key in list(self._waiters):
-            self._wake(key)
+        self._long_polls.wake_all()
         self.topics.close()
         if self._offsets_log is not None:
             self._offsets_log.close()

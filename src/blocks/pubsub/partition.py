@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Iterable
 from typing import Protocol
 
 from blocks.core.errors import InvalidArgument
@@ -115,18 +116,8 @@ class MemoryPartition:
         self, offset: int, max_messages: int, max_bytes: int, *, include_control: bool = False
     ) -> list[StoredRecord]:
         start = bisect.bisect_left(self._offsets, offset)
-        out: list[StoredRecord] = []
-        size = 0
-        for record in self._records[start:]:
-            if record.control and not include_control:
-                continue
-            size += len(record.value) + len(record.key or b"")
-            if out and size > max_bytes:
-                break
-            out.append(record)
-            if len(out) >= max_messages:
-                break
-        return out
+        sized = ((r, len(r.value) + len(r.key or b"")) for r in self._records[start:])
+        return _take(sized, max_messages, max_bytes, include_control)
 
     def sync(self) -> None:
         return None
@@ -210,19 +201,10 @@ class LogPartition:
         offset = max(offset, self.log.first_offset)
         if offset >= self.log.next_offset:
             return []
-        out: list[StoredRecord] = []
-        size = 0
-        for position, data in self.log.iter_from(offset):
-            record = StoredRecord.decode(position, data)
-            if record.control and not include_control:
-                continue
-            size += len(data)
-            if out and size > max_bytes:
-                break
-            out.append(record)
-            if len(out) >= max_messages:
-                break
-        return out
+        sized = (
+            (StoredRecord.decode(p, data), len(data)) for p, data in self.log.iter_from(offset)
+        )
+        return _take(sized, max_messages, max_bytes, include_control)
 
     def sync(self) -> None:
         self.log.sync()
@@ -288,3 +270,27 @@ def first_offset_at(store: PartitionStore, timestamp_ms: int) -> int:
         else:
             low = found[0].offset + 1
     return low
+
+
+def _take(
+    sized: Iterable[tuple[StoredRecord, int]],
+    max_messages: int,
+    max_bytes: int,
+    include_control: bool,
+) -> list[StoredRecord]:
+    """What a read answers from ``(record, size)`` in offset order: control records only when
+    asked, at most ``max_messages``, within ``max_bytes`` except that the first record is
+    given whatever its size (so a large record never blocks a reader). Stops reading
+    ``sized`` as soon as the answer is full."""
+    out: list[StoredRecord] = []
+    size = 0
+    for record, record_bytes in sized:
+        if record.control and not include_control:
+            continue
+        size += record_bytes
+        if out and size > max_bytes:
+            break
+        out.append(record)
+        if len(out) >= max_messages:
+            break
+    return out

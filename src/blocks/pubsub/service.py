@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from blocks.core.clock import Clock
@@ -23,7 +23,7 @@ from blocks.core.data_path import build_data_path_server, data_path_address
 from blocks.core.errors import InvalidArgument
 from blocks.core.log import FsyncPolicy
 from blocks.core.net import TcpTransport
-from blocks.core.server import Server
+from blocks.core.server import Hook, Server
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.cluster import ClusterBroker, ReplicationConfig
@@ -199,12 +199,9 @@ def build_cluster_server(
         data_dir, transport, [node, *peers], fsync=fsync, replication=replication
     )
 
-    async def start() -> None:
-        await transport.start()
-        broker.start()
-
-    server = _serve_broker(broker, host, port, token, None, start=start, data_port=data_port)
-    server.add_component(stop=transport.close, name="pubsub-transport")
+    server = _serve_broker(
+        broker, host, port, token, None, start=broker.start, data_port=data_port, cluster=transport
+    )
     return server, broker
 
 
@@ -214,9 +211,10 @@ def _serve_broker(
     port: int,
     token: str | None,
     clock: Clock | None,
-    start: Callable[[], Awaitable[None]] | None = None,
+    start: Hook | None = None,
     *,
     data_port: int | None = 0,
+    cluster: TcpTransport | None = None,
 ) -> Server:
     return build_data_path_server(
         "pubsub",
@@ -230,4 +228,5 @@ def _serve_broker(
         health_name="blocks.pubsub.PubSub",
         start=start,
         stop=broker.close,
+        cluster=cluster,
     )

@@ -41,6 +41,8 @@ PARTITIONS_MAX = 256
 VALUE_BYTES_MAX = 1 << 20
 BATCH_RECORDS_MAX = 10_000
 PRODUCERS_MAX = 100_000
+FETCH_MAX_MESSAGES = 10_000  # records in one fetch answer
+WAIT_MS_MAX = 60_000  # the longest long poll of one fetch
 
 
 def check_topic(name: object) -> str:
@@ -344,6 +346,23 @@ def check_entries(entries: Any) -> None:
             raise InvalidArgument("record keys and values must be bytes")
         if len(value) + len(key or b"") > VALUE_BYTES_MAX:
             raise InvalidArgument(f"a record is limited to {VALUE_BYTES_MAX} bytes")
+
+
+def check_fetch(
+    offset: object,
+    max_messages: object,
+    wait_ms: object,
+    max_messages_max: int = FETCH_MAX_MESSAGES,
+) -> None:
+    """Raise ``InvalidArgument`` unless a fetch's arguments are integers within bounds:
+    ``offset >= 0``, ``1 <= max_messages <= max_messages_max``, ``0 <= wait_ms <=
+    WAIT_MS_MAX``."""
+    if type(offset) is not int or offset < 0:
+        raise InvalidArgument("offset must be a non-negative integer")
+    if type(max_messages) is not int or not 1 <= max_messages <= max_messages_max:
+        raise InvalidArgument(f"max_messages must be within 1..{max_messages_max}")
+    if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
+        raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
 
 
 def _retention_cut(store: PartitionStore, config: TopicConfig, now_ms: int) -> int:

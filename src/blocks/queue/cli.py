@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from blocks.cli import (
     DEFAULT_PORTS,
+    ServerOptions,
     add_server_arguments,
     read_lines,
     server_options,
 )
-from blocks.cli_cluster import add_cluster_node_arguments, cluster_node, data_port
+from blocks.cli_cluster import add_cluster_node_arguments, build_node
 from blocks.cli_server import add_verb, call_and_print, run_server
 from blocks.core.errors import InvalidArgument
 
@@ -158,29 +158,21 @@ def _text(result: Any) -> str:
     return "ok" if result is None else str(result)
 
 
-def _build(args: argparse.Namespace, options: Any) -> Any:
+def _build(args: argparse.Namespace, options: ServerOptions) -> Any:
     """A single-node server without ``--peer`` (as before), else a replicated queue node."""
     from blocks.queue.service import build_cluster_server, build_server
 
     if args.sync_interval_ms is not None and (not args.peer or args.fsync != "never"):
         raise InvalidArgument("--sync-interval-ms goes with --fsync never on a cluster node")
-    cluster = cluster_node(args, options.data_dir, member="node")
-    build: Callable[..., tuple[Any, Any]] = partial(build_server, options.data_dir)
-    if cluster is not None:
-        build = partial(
-            build_cluster_server,
-            options.data_dir,
-            **cluster.as_arguments(),
-            snapshot_every=args.snapshot_every,
-            segment_bytes_max=args.segment_bytes,
-            sync_interval_ms=args.sync_interval_ms,
-        )
-    server, _ = build(
-        host=options.host,
-        port=options.port,
-        token=options.token,
-        fsync=args.fsync,
-        data_port=data_port(args),
+    server, _ = build_node(
+        args,
+        options,
+        member="node",
+        build_server=build_server,
+        build_cluster_server=build_cluster_server,
+        snapshot_every=args.snapshot_every,
+        segment_bytes_max=args.segment_bytes,
+        sync_interval_ms=args.sync_interval_ms,
     )
     return server
 

@@ -46,7 +46,6 @@ until ``wait_ms`` has passed. Waiters and in-flight calls are bounded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -62,6 +61,7 @@ from blocks.core.errors import (
 )
 from blocks.core.files import write_atomically
 from blocks.core.log import FsyncPolicy, SegmentLog
+from blocks.core.long_polls import WAITERS_MAX, LongPolls
 from blocks.queue.broker import QueueBroker
 from blocks.queue.commands import (
     CALLS_PER_BATCH_MAX,
@@ -76,7 +76,6 @@ __all__ = ["CALLS_PER_BATCH_MAX", "WAIT_MS_MAX", "LocalQueue"]
 
 logger = logging.getLogger(__name__)
 
-WAITERS_MAX = 10_000
 CALLS_IN_FLIGHT_MAX = 4096  # below the log's pending_records_max, so appends never overflow
 SNAPSHOT_FILE = "snapshot.msgpack"
 
@@ -96,7 +95,7 @@ class LocalQueue(CommandQueue):
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._directory = None if directory is None else Path(directory)
         self._snapshot_every = snapshot_every
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._long_polls: LongPolls[str] = LongPolls(WAITERS_MAX)
         self._in_flight = 0
         self._closed = False
         self._failure: BaseException | None = None
@@ -281,8 +280,7 @@ class LocalQueue(CommandQueue):
         except (BlocksError, OSError) as rebuild_error:
             self._failure = rebuild_error
             logger.error("queue rebuild failed (%s); reopen the queue", rebuild_error)
-        for name in list(self._waiters):
-            self._wake(name)  # a failed receive's messages may be visible again
+        self._long_polls.wake_all()  # a failed receive's messages may be visible again
 
     def _touched(self, name: str) -> tuple[str, ...]:
         state = self._broker.queue(name)
@@ -290,9 +288,7 @@ class LocalQueue(CommandQueue):
         return (name,) if dead_letter is None else (name, dead_letter)
 
     def _wake(self, name: str) -> None:
-        for future in self._waiters.pop(name, ()):
-            if not future.done():
-                future.set_result(None)
+        self._long_polls.wake(name)
 
     # -- what the Queue interface (``CommandQueue``) runs on ------------------------------
 
@@ -308,25 +304,13 @@ class LocalQueue(CommandQueue):
 
     async def _wait(self, name: str, remaining_s: float) -> None:
         """Sleep until the queue is touched or ``remaining_s`` passed."""
-        if sum(len(w) for w in self._waiters.values()) >= WAITERS_MAX:
-            raise Overloaded("too many long polls waiting", retry_after_ms=100)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(name, []).append(future)
-        try:
-            await asyncio.wait_for(future, remaining_s)
-        except TimeoutError:
-            pass
-        finally:
-            waiting = self._waiters.get(name)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
+        await self._long_polls.wait(name, remaining_s)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        for name in list(self._waiters):
-            self._wake(name)
+        self._long_polls.wake_all()
         if self._log is not None:
             self._log.close()
 

@@ -54,7 +54,7 @@ start (wiped, or away through more than an interval) is sent the leader's snapsh
 it, and fetches the records after it.
 
 Around this module: ``applied_log`` (applying the committed records, the outcomes of this
-node's own, and the wait until they are applied here), ``long_polls`` (receives waiting for
+node's own, and the wait until they are applied here), ``blocks.core.long_polls`` (receives waiting for
 news) and ``machine`` (commands, records, the deterministic state machine).
 """
 
@@ -76,13 +76,13 @@ from blocks.core.errors import (
     InvalidArgument,
 )
 from blocks.core.log import FsyncPolicy
+from blocks.core.long_polls import WAITERS_MAX, LongPolls
 from blocks.core.transport import Transport
 from blocks.pubsub import ReplicationConfig, Role, TopicConfig
 from blocks.queue.applied_log import RESULTS_MAX, AppliedLog
 from blocks.queue.broker import QueueBroker
 from blocks.queue.commands import CommandQueue, check_batch, wire_result
 from blocks.queue.local import LocalQueue
-from blocks.queue.long_polls import WAITERS_MAX, LongPolls
 from blocks.queue.machine import Outcome, QueueMachine, command_for_call, encode_records
 from blocks.queue.snapshots import LogBroker, Snapshots
 
@@ -144,7 +144,7 @@ class ReplicatedQueue(CommandQueue):
                 " (every node holds the whole log)"
             )
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._long_polls = LongPolls()
+        self._long_polls: LongPolls[str] = LongPolls(WAITERS_MAX)
         self._closed = False
         self._snapshots = Snapshots(None if directory is None else Path(directory), snapshot_every)
         self.log = LogBroker(
@@ -301,7 +301,7 @@ class ReplicatedQueue(CommandQueue):
         """Sleep until a waking record is applied or ``remaining_s`` passed."""
         self._long_polls.check_room()
         with self.log.replication.awaiting_commit(KEY):  # a follower hears commits soon
-            await self._long_polls.wait(remaining_s)
+            await self._long_polls.wait(name, remaining_s)
 
     async def run_many(self, calls: Any) -> list[tuple[bool, Any]]:
         """Run wire calls in order as ``LocalQueue.run_many`` does: one batch of records,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blocks.core.clock import Clock
 from blocks.core.data_path import build_data_path_server, data_path_address
 from blocks.core.log import FsyncPolicy
 from blocks.core.net import TcpTransport
-from blocks.core.server import Server
+from blocks.core.server import Hook, Server
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.datapath import QueueDataPathHandler
 from blocks.queue.local import LocalQueue
@@ -159,12 +158,10 @@ def build_cluster_server(
         sync_interval_ms=sync_interval_ms,
     )
 
-    async def start() -> None:
-        await transport.start()
+    async def open_queue() -> None:
         await queue.open()
 
-    server = _serve(queue, host, port, token, None, data_port, start=start)
-    server.add_component(stop=transport.close, name="queue-transport")
+    server = _serve(queue, host, port, token, None, data_port, start=open_queue, cluster=transport)
     return server, queue
 
 
@@ -176,7 +173,8 @@ def _serve(
     clock: Clock | None,
     data_port: int | None,
     *,
-    start: Callable[[], Awaitable[None]] | None = None,
+    start: Hook | None = None,
+    cluster: TcpTransport | None = None,
 ) -> Server:
     return build_data_path_server(
         "queue",
@@ -190,4 +188,5 @@ def _serve(
         health_name="blocks.queue.Queue",
         start=start,
         stop=queue.close,
+        cluster=cluster,
     )

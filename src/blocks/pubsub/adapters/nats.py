@@ -58,6 +58,7 @@ from blocks.pubsub.adapters.nats_publish import (
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
+from blocks.pubsub.topics import check_fetch
 
 __all__ = ["PROPERTIES", "NatsPubSub", "connect_nats", "nats_call"]  # the last two: core.natscall
 
@@ -77,7 +78,6 @@ for what lies outside the contract)."""
 
 PARTITIONS_MAX = 256
 FETCH_MAX_MESSAGES = 1_000
-WAIT_MS_MAX = 60_000
 WAIT_POLL_S = 0.02
 COMMIT_ATTEMPTS_MAX = 16
 REQUEST_TIMEOUT_S = 5.0
@@ -263,12 +263,7 @@ class NatsPubSub:
         wait_ms: int = 0,
     ) -> list[Record]:
         await self._check_partition(topic, partition)
-        if type(offset) is not int or offset < 0:
-            raise InvalidArgument("offset must be a non-negative integer")
-        if type(max_messages) is not int or not 1 <= max_messages <= FETCH_MAX_MESSAGES:
-            raise InvalidArgument(f"max_messages must be within 1..{FETCH_MAX_MESSAGES}")
-        if type(wait_ms) is not int or not 0 <= wait_ms <= WAIT_MS_MAX:
-            raise InvalidArgument(f"wait_ms must be within 0..{WAIT_MS_MAX}")
+        check_fetch(offset, max_messages, wait_ms, FETCH_MAX_MESSAGES)
         # No bounds asked first: each read is the stream's "next message at or after this
         # sequence on the partition's subject", so a record removed by retention is stepped
         # over by the server, and "nothing at or after" ends the batch. One request per
