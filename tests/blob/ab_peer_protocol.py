@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.blob.process_cluster import boto3_client, cluster_nodes, stop_all, tcp_cluster_nodes
+from tests.blob.process_cluster import (
+    boto3_client,
+    cluster_nodes,
+    start_all,
+    stop_all,
+    tcp_cluster_nodes,
+)
 
 KINDS = ("put-4k", "put-1m", "get-1m")
 
@@ -88,8 +94,7 @@ def main() -> None:
         }
         try:
             for nodes in clusters.values():
-                for node in nodes:
-                    node.start()
+                start_all(nodes)
             clients = {name: _client(nodes[0].endpoint) for name, nodes in clusters.items()}
             for client in clients.values():
                 client.create_bucket(Bucket="ab-bench")

@@ -56,12 +56,22 @@ class Node:
         """The process's environment (this one's, with ``env`` on top), e.g. a PYTHONPATH."""
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+        self._ready = threading.Event()
+        """Set when the launched process serves or ends."""
+        self._serving = threading.Event()
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start the process and wait until it serves (see ``launch``, ``wait_serving``)."""
+        self.launch()
+        self.wait_serving()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it: several nodes launched one after
+        another then waited for start together (``start_all``), their imports overlapping."""
         command = [
             sys.executable,
             "-m",
@@ -85,8 +95,8 @@ class Node:
         )
         self.process = process
         assert process.stdout is not None
-        ready = threading.Event()
-        serving = threading.Event()
+        self._ready = ready = threading.Event()
+        self._serving = serving = threading.Event()
 
         def drain() -> None:  # keep reading so the pipe never fills and blocks the node
             assert process.stdout is not None
@@ -98,8 +108,13 @@ class Node:
             ready.set()  # the process ended
 
         threading.Thread(target=drain, daemon=True).start()
-        ready.wait(START_TIMEOUT_S)
-        assert serving.is_set() and process.poll() is None, "".join(self.output)
+
+    def wait_serving(self) -> None:
+        """Wait (``START_TIMEOUT_S`` at most) until the launched process serves; fail with
+        its output if it ended or did not serve in time."""
+        assert self.process is not None, "launch() first"
+        self._ready.wait(START_TIMEOUT_S)
+        assert self._serving.is_set() and self.process.poll() is None, "".join(self.output)
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> int:
         assert self.process is not None
@@ -142,6 +157,16 @@ def tcp_cluster_nodes(
         listen = ["--peer-listen", f"127.0.0.1:{peer_ports[n]}"]
         nodes.append(Node(root / f"node{n}", s3_ports[n], [*extra, *listen, *peers], env))
     return nodes
+
+
+def start_all(nodes: Sequence[Node]) -> None:
+    """Launch every node, then wait for each to serve: the nodes' starts (seconds of
+    imports each on a loaded machine) overlap instead of adding up. A node of a cluster
+    serves without its peers (it retries them), so the order does not matter."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_serving()
 
 
 def stop_all(nodes: Sequence[Node]) -> None:

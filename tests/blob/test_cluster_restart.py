@@ -16,7 +16,7 @@ import pytest
 
 from blocks.blob.client import S3Client, S3ClientError
 
-from .process_cluster import ACCESS, SECRET, Node, cluster_nodes, stop_all
+from .process_cluster import ACCESS, SECRET, Node, cluster_nodes, start_all, stop_all
 
 pytestmark = pytest.mark.process
 
@@ -27,8 +27,7 @@ OBJECTS_PER_NODE = 10
 def nodes(tmp_path: Path) -> Iterator[list[Node]]:
     started = cluster_nodes(tmp_path, 3, ["--chunk-kib", "16", "--no-fsync"])
     try:
-        for node in started:
-            node.start()
+        start_all(started)
         yield started
     finally:
         stop_all(started)

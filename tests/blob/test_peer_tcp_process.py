@@ -25,8 +25,8 @@ pytestmark = pytest.mark.process
 def nodes(tmp_path: Path) -> Iterator[list[Node]]:
     made = tcp_cluster_nodes(tmp_path, 3, ["--chunk-kib", "16", "--no-fsync"])
     try:
-        for node in made:
-            node.start()
+        for node in made:  # one after another: a node launched with its peers (start_all)
+            node.start()  # can refuse writes for a moment while its TCP peers connect
         yield made
     finally:
         stop_all(made)

@@ -26,7 +26,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+def _launch(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    """A ``blocks blob serve`` process, not yet waited for (``_serving``)."""
     command = [
         sys.executable,
         "-m",
@@ -42,11 +43,19 @@ def _start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
         "--no-fsync",
         *extra,
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _serving(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    """``process`` once its first line says it serves (fails with that line otherwise)."""
     assert process.stdout is not None
     line = process.stdout.readline()
     assert "serving S3" in line, line
     return process
+
+
+def _start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    return _serving(_launch(data_dir, port, *extra))
 
 
 @pytest.fixture
@@ -60,10 +69,12 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[str], list[subprocess.Popen[s
             name = "front" if n == 2 else f"peer{n}"
             options = ["--codec", "rs:2+1", "--chunk-kib", "64", *peers]
             processes.append(
-                _start(
+                _launch(
                     tmp_path / name, port, *options, "--access-key", ACCESS, "--secret-key", SECRET
                 )
             )
+        for process in processes:  # launched together: their starts overlap
+            _serving(process)
         yield [f"http://127.0.0.1:{port}" for port in ports], processes
     finally:
         for process in processes:
