@@ -91,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--simulator-speed", action="store_true", help="only the simulator's requests/s"
     )
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="only W-TinyLFU against the tree at this src folder, interleaved (cache_ab.py)",
+    )
     add_overhead_arguments(parser)
 
 
@@ -370,6 +375,13 @@ def main(args: Any) -> int:
     quick = getattr(args, "quick", False)
     out = Path(getattr(args, "out", "results")) / "cache"
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "before_src", None):
+        from benchmarks.cache_ab import before_after
+
+        traces_dir = _traces_dir(getattr(args, "traces", None))
+        tables = before_after(out, Path(args.before_src), traces_dir, quick)
+        print(f"\n## W-TinyLFU before/after ({os.cpu_count()} CPUs)\n\n{tables}")
+        return 0
     if getattr(args, "simulator_speed", False):
         table = simulator_speed(out, _traces_dir(getattr(args, "traces", None)), quick)
         print(f"\n## simulator speed ({os.cpu_count()} CPUs)\n\n{table}")

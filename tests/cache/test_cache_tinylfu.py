@@ -88,7 +88,7 @@ HOT_RUNS = st.lists(
     min_size=200,
     max_size=1_000,
 )
-"""Mostly eight hot keys, so runs of hits grow past ``_SMALL_BATCH`` and take the batched
+"""Mostly eight hot keys, so runs of hits grow past ``SMALL_BATCH`` and take the batched
 path (each key moved once, at its last hit), broken by misses on the other keys."""
 
 

@@ -27,6 +27,12 @@ agrees:
 
 The class is pure: ``step`` takes the sample's votes and hit ratio and the current window
 size, and returns how far to move the window (the policy clamps it to its bounds).
+
+``TrialClimber`` is the other climber ``TinyLfuPolicy`` offers (``climber="trial"``), Caffeine's:
+move, then compare the next sample's hit ratio with the previous one; keep going if it
+improved, turn around otherwise; steps decay by 2% per sample (``TRIAL_STEP_DECAY``) and
+restart at a full step when the hit ratio jumps by ``TRIAL_RESTART_SHIFT`` or more. It is pure
+too: ``step`` takes the sample's hit ratio and returns the move.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ __all__ = [
     "RESTART_CONFIRM",
     "RESTART_SHIFT",
     "STEP_GROWTH_MAX",
+    "TRIAL_RESTART_SHIFT",
+    "TRIAL_STEP_DECAY",
     "VETO_SAMPLES_MAX",
     "GuardedClimber",
+    "TrialClimber",
 ]
 
 GUARD_Z = 2.0
@@ -55,6 +64,10 @@ STEP_GROWTH_MAX = 4.0
 """Moves that keep going the same way grow by half each time, up to this many full steps."""
 VETO_SAMPLES_MAX = 64
 """Longest time (in samples) a direction stays refused after its moves were undone."""
+TRIAL_STEP_DECAY = 0.98
+"""``TrialClimber``'s step shrinks by this factor each sample..."""
+TRIAL_RESTART_SHIFT = 0.05
+"""...and restarts at a full step when the hit ratio moved this much (5 points) in one sample."""
 
 
 class GuardedClimber:
@@ -125,3 +138,27 @@ class GuardedClimber:
             self._step = min(STEP_GROWTH_MAX * self._step_max, self._step * 1.5)  # speed up
         self._direction = direction
         return direction * round(self._step)
+
+
+class TrialClimber:
+    """Caffeine's hill climber: a move is judged by the next sample's hit ratio."""
+
+    __slots__ = ("_previous_hit_ratio", "_step", "_step_max")
+
+    def __init__(self, step_max: float) -> None:
+        assert step_max > 0.0
+        self._step_max = step_max
+        self._step = -step_max
+        """The next move, signed (positive: larger window); the first one shrinks it."""
+        self._previous_hit_ratio = 0.0
+
+    def step(self, hit_ratio: float) -> int:
+        """How far to move the window after a sample (positive: larger window)."""
+        change = hit_ratio - self._previous_hit_ratio
+        self._previous_hit_ratio = hit_ratio
+        amount = self._step if change >= 0 else -self._step
+        if abs(change) >= TRIAL_RESTART_SHIFT:
+            self._step = self._step_max * (1 if amount >= 0 else -1)
+        else:
+            self._step = TRIAL_STEP_DECAY * amount
+        return round(amount)

@@ -12,6 +12,8 @@ candidate duels the oldest probation key (the *victim*): the ``FrequencySketch``
 both, and the candidate wins only if it is strictly more frequent. A candidate that is
 already popular (estimate >= 6) but loses is still admitted with probability 1/128, drawn from
 the injected ``random.Random``, so an attacker cannot pin the main area with colliding keys.
+The miss path (admission, the duel, the ghost lists below) lives in
+``blocks.cache.tinylfu_miss``; this module keeps the areas, the hits and the climber's step.
 
 The window size is tuned at run time by **hill climbing**, one step per sample of requests
 (``climb_sample_factor`` x capacity, one capacity by default; a full step is 6.25% of
@@ -40,9 +42,10 @@ estimate the slope:
   ratio says it lost, with a decaying and restarting step and a veto with backoff. Samples
   are one capacity long so that one covers a loop as long as the cache: on half-capacity
   samples the hit ratio of ``loop.lirs`` swung between 4% and 98% with the loop's phase.
-* ``trial`` is Caffeine's climber: move, then compare the next sample's hit ratio with the
-  previous one; keep going if it improved, turn around otherwise; steps decay by 2% per
-  sample and restart when the hit ratio jumps by more than 5 points.
+* ``trial`` is Caffeine's climber (``blocks.cache.climber.TrialClimber``): move, then compare
+  the next sample's hit ratio with the previous one; keep going if it improved, turn around
+  otherwise; steps decay by 2% per sample and restart when the hit ratio jumps by more than
+  5 points.
 
 Hits are cheap (Caffeine's read buffer). ``access`` only appends the key to ``reads``; the
 buffer is applied in one batch when it holds ``READ_BUFFER_MAX`` keys and before anything
@@ -56,24 +59,20 @@ resident key keeps its place in the sketch (``slots``), computed once at admissi
 from __future__ import annotations
 
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Hashable
-from itertools import filterfalse
 
-from blocks.cache.climber import GuardedClimber
+from blocks.cache.climber import GuardedClimber, TrialClimber
 from blocks.cache.lru import check_capacity
-from blocks.cache.sketch import COUNTER_MAX, FrequencySketch, Slots
+from blocks.cache.sketch import FrequencySketch, Slots
+from blocks.cache.tinylfu_miss import SMALL_BATCH, insert_unit, insert_weighted
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["CLIMBERS", "READ_BUFFER_MAX", "WINDOW_LOW_DEFAULT", "TinyLfuPolicy"]
 
 _PROTECTED_FRACTION = 0.8
-_ADMIT_POPULAR_FREQUENCY = 6
-_ADMIT_POPULAR_CHANCE = 1.0 / 128.0
 _STEP_FRACTION = 0.0625
-_STEP_DECAY = 0.98
 CLIMBERS = ("shadow", "trial")
-_RESTART_THRESHOLD = 0.05
 WINDOW_LOW_DEFAULT = 0.01
 """The window's default lower bound, a fraction of capacity (at least one entry): the
 starting 1% window. On the shared traces nothing gained from going below it, and on loops a
@@ -83,8 +82,6 @@ _WINDOW_GHOST_DISCOUNT = 0.75
 """The window's ghost is this fraction of a step long (see the module docstring)."""
 READ_BUFFER_MAX = 256
 """Hits buffered before they are applied in one batch."""
-_SMALL_BATCH = 16
-"""Below this many hits a batch is applied one hit at a time (cheaper than deduplicating)."""
 
 
 class TinyLfuPolicy:
@@ -96,7 +93,6 @@ class TinyLfuPolicy:
         "_main_ghost",
         "_main_ghost_max",
         "_misses_in_sample",
-        "_previous_hit_ratio",
         "_probation",
         "_probation_weight",
         "_protected",
@@ -106,8 +102,8 @@ class TinyLfuPolicy:
         "_requests_in_sample",
         "_sample_size",
         "_slots",
-        "_step",
         "_step_fraction",
+        "_trial",
         "_votes",
         "_window",
         "_window_ghost",
@@ -169,8 +165,7 @@ class TinyLfuPolicy:
         self._sample_size = max(16, round(climb_sample_factor * capacity))
         self._step_fraction = step_fraction
         self._misses_in_sample = self._requests_in_sample = 0
-        self._previous_hit_ratio = 0.0
-        self._step = -step_fraction * capacity
+        self._trial = TrialClimber(step_fraction * capacity)
         self.climber = climber
         self._window_ghost: OrderedDict[Hashable, None] = OrderedDict()
         self._main_ghost: OrderedDict[Hashable, None] = OrderedDict()
@@ -228,7 +223,7 @@ class TinyLfuPolicy:
             return
         self.sketch.add_many(reads, self._slots)
         start, count = 0, len(reads)
-        if count < _SMALL_BATCH and count < self._sample_size - self._requests_in_sample:
+        if count < SMALL_BATCH and count < self._sample_size - self._requests_in_sample:
             self._move_one_by_one(reads)  # frequent misses: skip the batch machinery
             self._requests_in_sample += count
             reads.clear()
@@ -283,241 +278,13 @@ class TinyLfuPolicy:
     # -- misses -------------------------------------------------------------------------
 
     def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        if weight != 1:
-            return self._insert_weighted(key, weight)
-        assert key not in self._slots
-        # A unit-weight miss, the common one, in one frame: drain the few buffered hits,
-        # count them and the new key, move at most one key from the window to probation and
-        # hold at most one duel (the window was within its bound and the cache within its
-        # capacity before, and one entry leaves each). The same steps, in the same order, as
-        # ``_insert_weighted``; ``tests/cache/test_cache_fastsim.py`` checks both against a
-        # third implementation.
-        slots_of, sketch, reads = self._slots, self.sketch, self.reads
-        hits = len(reads)
-        if hits:
-            if hits < _SMALL_BATCH and hits < self._sample_size - self._requests_in_sample:
-                protected, window = self._protected, self._window
-                for hit in reads:
-                    if hit in protected:
-                        protected.move_to_end(hit)
-                    elif hit in window:
-                        window.move_to_end(hit)
-                    else:
-                        self._promote(hit)
-                self._requests_in_sample += hits
-            else:
-                self.drain_reads()
-                hits = 0
-        slots_of[key] = sketch.slots(key)
-        reads.append(key)  # counted with the buffered hits, after them
-        if sketch.additions + hits < sketch.sample_size:
-            # No aging inside the batch (it may fall right after it): count inline.
-            saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
-            for counted in filterfalse(saturated.__contains__, reads):
-                first, first_bit, second, second_bit, a, b, c, d = slots_of[counted]
-                if door[first] & first_bit and door[second] & second_bit:
-                    ca, cb, cc, cd = counters[a], counters[b], counters[c], counters[d]
-                    least = ca if ca < cb else cb
-                    if cc < least:
-                        least = cc
-                    if cd < least:
-                        least = cd
-                    if least < COUNTER_MAX:
-                        grown = least + 1
-                        if ca == least:
-                            counters[a] = grown
-                        if cb == least:
-                            counters[b] = grown
-                        if cc == least:
-                            counters[c] = grown
-                        if cd == least:
-                            counters[d] = grown
-                    elif len(saturated) < sketch.saturated_max:
-                        saturated.add(counted)
-                else:
-                    door[first] |= first_bit
-                    door[second] |= second_bit
-            sketch.additions += hits + 1
-            if sketch.additions >= sketch.sample_size:
-                sketch.age()
-        else:
-            sketch.add_many(reads, slots_of)
-        reads.clear()
-        if key in self._window_ghost:
-            del self._window_ghost[key]
-            self._votes += 1
-        elif key in self._main_ghost:
-            del self._main_ghost[key]
-            self._votes -= 1
-        window, probation = self._window, self._probation
-        window[key] = 1
-        window_weight = self._window_weight + 1
-        evicted: list[Hashable]
-        if window_weight > self._window_max:
-            candidate, candidate_weight = window.popitem(last=False)
-            self._window_weight = window_weight = window_weight - candidate_weight
-            if (
-                self._probation_weight + candidate_weight + self._protected_weight + window_weight
-                <= self._capacity
-            ):
-                probation[candidate] = candidate_weight
-                self._probation_weight += candidate_weight
-                evicted = []
-            else:
-                # ``_evict_one`` with one candidate, decided before it enters probation (so
-                # a refused candidate never does): the victim is the oldest key of probation
-                # as it was, else of protected.
-                victim = next(iter(probation), None)
-                victim_in_probation = victim is not None
-                if victim is None:
-                    victim = next(iter(self._protected), None)
-                wins = False
-                if victim is not None:
-                    # ``_admit(candidate, victim)``, with ``FrequencySketch.frequency``
-                    # inlined (aging may have replaced the arrays since the count above).
-                    saturated, counters, door = sketch.saturated, sketch._counters, sketch._door
-                    if candidate in saturated:
-                        candidate_frequency = COUNTER_MAX + 1
-                    else:
-                        first, first_bit, second, second_bit, a, b, c, d = slots_of[candidate]
-                        candidate_frequency = counters[a]
-                        if counters[b] < candidate_frequency:
-                            candidate_frequency = counters[b]
-                        if counters[c] < candidate_frequency:
-                            candidate_frequency = counters[c]
-                        if counters[d] < candidate_frequency:
-                            candidate_frequency = counters[d]
-                        if door[first] & first_bit and door[second] & second_bit:
-                            candidate_frequency += 1
-                    if victim in saturated:
-                        victim_frequency = COUNTER_MAX + 1
-                    else:
-                        first, first_bit, second, second_bit, a, b, c, d = slots_of[victim]
-                        victim_frequency = counters[a]
-                        if counters[b] < victim_frequency:
-                            victim_frequency = counters[b]
-                        if counters[c] < victim_frequency:
-                            victim_frequency = counters[c]
-                        if counters[d] < victim_frequency:
-                            victim_frequency = counters[d]
-                        if door[first] & first_bit and door[second] & second_bit:
-                            victim_frequency += 1
-                    if candidate_frequency > victim_frequency:
-                        wins = True
-                    elif candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
-                        wins = self._random.random() < _ADMIT_POPULAR_CHANCE
-                if wins:
-                    del slots_of[victim]
-                    if victim_in_probation:
-                        self._probation_weight -= probation.pop(victim)
-                    else:
-                        self._protected_weight -= self._protected.pop(victim)
-                    probation[candidate] = candidate_weight
-                    self._probation_weight += candidate_weight
-                    ghost, limit, evicted = self._main_ghost, self._main_ghost_max, [victim]
-                else:
-                    del slots_of[candidate]
-                    # Refused at the duel: a larger window would have kept it; with no victim
-                    # at all, a larger main area would have had room for it.
-                    ghost, limit = (
-                        (self._main_ghost, self._main_ghost_max)
-                        if victim is None
-                        else (self._window_ghost, self._window_ghost_max)
-                    )
-                    evicted = [candidate]
-                ghost[evicted[0]] = None
-                if len(ghost) > limit:
-                    ghost.popitem(last=False)
-        else:
-            self._window_weight = window_weight
-            if self._probation_weight + self._protected_weight + window_weight <= self._capacity:
-                evicted = []
-            else:  # no candidate: the oldest key of probation, else protected, else the window
-                victim = next(iter(probation), None)
-                if victim is None:
-                    victim = next(iter(self._protected), None)
-                    if victim is None:
-                        victim = next(iter(window))
-                self._drop(victim)
-                evicted = [victim]
-        self._misses_in_sample += 1
-        self._requests_in_sample += 1
-        if self._requests_in_sample >= self._sample_size:
-            self._climb()
-        return evicted
+        if weight == 1:
+            return insert_unit(self, key)
+        return insert_weighted(self, key, weight)
 
     def _insert_weighted(self, key: Hashable, weight: int) -> list[Hashable]:
-        assert key not in self._slots and 1 <= weight <= self._capacity
-        if self.reads:
-            self.drain_reads()
-        slots = self._slots[key] = self.sketch.slots(key)
-        self.sketch.add(key, slots)
-        if key in self._window_ghost:
-            del self._window_ghost[key]
-            self._votes += 1
-        elif key in self._main_ghost:
-            del self._main_ghost[key]
-            self._votes -= 1
-        self._window[key] = weight
-        self._window_weight += weight
-        candidates: deque[Hashable] = deque()
-        while self._window_weight > self._window_max:
-            moved, moved_weight = self._window.popitem(last=False)
-            self._window_weight -= moved_weight
-            self._probation[moved] = moved_weight
-            self._probation_weight += moved_weight
-            candidates.append(moved)
-        evicted: list[Hashable] = []
-        while (
-            self._probation_weight + self._protected_weight + self._window_weight > self._capacity
-        ):
-            evicted.append(self._evict_one(candidates))
-        self._misses_in_sample += 1
-        self._requests_in_sample += 1
-        if self._requests_in_sample >= self._sample_size:
-            self._climb()
-        return evicted
-
-    def _evict_one(self, candidates: deque[Hashable]) -> Hashable:
-        while candidates and candidates[0] not in self._probation:
-            candidates.popleft()
-        candidate = candidates[0] if candidates else None
-        victim: Hashable | None = next(iter(self._probation), None)
-        if victim is None or victim == candidate:
-            victim = next(iter(self._protected), None)
-        if candidate is None:
-            if victim is None:
-                victim = next(iter(self._window))
-            self._drop(victim)
-            return victim
-        if victim is None or not self._admit(candidate, victim):
-            candidates.popleft()
-            self._drop(candidate)
-            # Refused at the duel: a larger window would have kept it. With no victim at all
-            # the main area is empty, and a larger main area would have had room for it.
-            if victim is None:
-                self._remember(self._main_ghost, candidate, self._main_ghost_max)
-            else:
-                self._remember(self._window_ghost, candidate, self._window_ghost_max)
-            return candidate
-        self._drop(victim)
-        self._remember(self._main_ghost, victim, self._main_ghost_max)
-        return victim
-
-    def _remember(self, ghost: OrderedDict[Hashable, None], key: Hashable, limit: int) -> None:
-        ghost[key] = None
-        if len(ghost) > limit:
-            ghost.popitem(last=False)
-
-    def _admit(self, candidate: Hashable, victim: Hashable) -> bool:
-        frequency, slots = self.sketch.frequency, self._slots
-        candidate_frequency = frequency(candidate, slots[candidate])
-        victim_frequency = frequency(victim, slots[victim])
-        if candidate_frequency > victim_frequency:
-            return True
-        if candidate_frequency >= _ADMIT_POPULAR_FREQUENCY:
-            return self._random.random() < _ADMIT_POPULAR_CHANCE
-        return False
+        """The general miss path for any weight (``insert_unit`` must decide as it does)."""
+        return insert_weighted(self, key, weight)
 
     def _drop(self, key: Hashable) -> None:
         del self._slots[key]
@@ -540,7 +307,7 @@ class TinyLfuPolicy:
             if len(reads) >= READ_BUFFER_MAX:
                 self.drain_reads()
             return True
-        self.insert(key, 1)
+        insert_unit(self, key)
         return False
 
     # -- adaptation ---------------------------------------------------------------------
@@ -562,14 +329,7 @@ class TinyLfuPolicy:
                 self._resize_window(step if votes > 0 else -step)
             return
         # "trial": move, then judge the move by the next sample's hit ratio (Caffeine's climber).
-        change = hit_ratio - self._previous_hit_ratio
-        self._previous_hit_ratio = hit_ratio
-        amount = self._step if change >= 0 else -self._step
-        if abs(change) >= _RESTART_THRESHOLD:
-            self._step = self._step_fraction * self._capacity * (1 if amount >= 0 else -1)
-        else:
-            self._step = _STEP_DECAY * amount
-        self._resize_window(round(amount))
+        self._resize_window(self._trial.step(hit_ratio))
 
     def _resize_window(self, delta: int) -> None:
         if delta == 0:
