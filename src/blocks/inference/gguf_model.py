@@ -1,6 +1,6 @@
 """GGUF files (llama.cpp's format) of the Llama family and Qwen2: shape, weights, tokenizer.
 
-Theory of operation: the ``gguf`` package parses the file (metadata and a memory map of each
+Theory of operation: ``gguf_file`` parses the file (metadata and a memory map of each
 tensor's bytes); ``quants.dequantize`` turns every tensor into float32 in torch, and the
 names are mapped onto ``LlamaForCausalLM``'s (Hugging Face's) names.
 
@@ -34,10 +34,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from blocks.core.errors import InvalidArgument
+from blocks.inference.gguf_file import GGUFTensor, read_gguf
 from blocks.inference.loader import build_model
 from blocks.inference.model import LlamaForCausalLM, ModelConfig
 from blocks.inference.quants import dequantize
@@ -74,8 +74,8 @@ class _Fields:
         self.arch = arch
 
     def get(self, key: str, default: Any = None) -> Any:
-        field = self._fields.get(key.replace("{arch}", self.arch))
-        return default if field is None else field.contents()
+        value = self._fields.get(key.replace("{arch}", self.arch))
+        return default if value is None else value
 
 
 def _unpermute_rope_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -156,16 +156,17 @@ def _gguf_tokenizer(fields: _Fields, config: ModelConfig) -> TokenizerLike:
     )
 
 
-def _dequantized(tensor: Any) -> torch.Tensor:
-    """float32 weights of one ``GGUFReader`` tensor, in row-major (numpy) shape order."""
-    raw = np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8)
+def _dequantized(tensor: GGUFTensor) -> torch.Tensor:
+    """float32 weights of one GGUF tensor, in row-major (numpy) shape order."""
+    from gguf import GGMLQuantizationType
+
+    try:
+        type_name = GGMLQuantizationType(tensor.tensor_type).name
+    except ValueError:
+        type_name = ""
     shape = tuple(int(d) for d in reversed(tensor.shape))
-    return dequantize(
-        torch.from_numpy(raw.copy()),
-        int(tensor.tensor_type),
-        shape,
-        type_name=getattr(tensor.tensor_type, "name", ""),
-    )
+    raw = torch.from_numpy(tensor.data.copy())
+    return dequantize(raw, tensor.tensor_type, shape, type_name=type_name)
 
 
 def _state_name(name: str) -> tuple[str, str, str]:
@@ -191,11 +192,8 @@ def load_gguf(
     Raises ``InvalidArgument`` for an architecture, tensor, tensor type or RoPE scaling this
     module does not implement (see the module docstring).
     """
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    arch_field = reader.fields.get("general.architecture")
-    arch = "" if arch_field is None else str(arch_field.contents())
+    reader = read_gguf(path)
+    arch = str(reader.fields.get("general.architecture", ""))
     if arch not in ARCHITECTURES:
         raise InvalidArgument(
             f"unsupported architecture {arch!r} (supported: {', '.join(ARCHITECTURES)})"
