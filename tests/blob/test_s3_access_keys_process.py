@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .real_clients import clean_env, find_tool, run_tool
+from .real_clients import clean_env, find_tool, run_aws_commands
 
 boto3 = pytest.importorskip("boto3")
 from botocore import UNSIGNED  # noqa: E402
@@ -194,30 +194,35 @@ def test_ownership_and_policy_survive_a_restart(server: Server) -> None:
 
 
 def test_aws_cli_second_key_is_denied(server: Server) -> None:
-    aws = find_tool("aws", "awscli")
-
-    def env(name: str) -> dict[str, str]:
-        return clean_env(
-            {
-                "AWS_ACCESS_KEY_ID": name,
-                "AWS_SECRET_ACCESS_KEY": KEYS[name],
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_CONFIG_FILE": str(server.data_dir.parent / "no-config"),
-            }
+    find_tool("aws", "awscli")  # skips without the CLI
+    home = server.data_dir.parent / "aws"
+    home.mkdir()
+    (home / "config").write_text(
+        "".join(f"[profile {name}]\nregion = us-east-1\n" for name in ("alice", "bob"))
+    )
+    (home / "credentials").write_text(
+        "".join(
+            f"[{name}]\naws_access_key_id = {name}\naws_secret_access_key = {KEYS[name]}\n"
+            for name in ("alice", "bob")
         )
-
+    )
+    env = clean_env(
+        {
+            "AWS_CONFIG_FILE": str(home / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "HOME": str(home),
+        }
+    )
     endpoint = ["--endpoint-url", server.endpoint, "--output", "json"]
-    run_tool([aws, "s3api", "create-bucket", "--bucket", "cli-b", *endpoint], env("alice"))
-    acl = json.loads(
-        run_tool([aws, "s3api", "get-bucket-acl", "--bucket", "cli-b", *endpoint], env("alice"))
+    created, acl, listed = run_aws_commands(
+        [
+            ["--profile", "alice", "s3api", "create-bucket", "--bucket", "cli-b", *endpoint],
+            ["--profile", "alice", "s3api", "get-bucket-acl", "--bucket", "cli-b", *endpoint],
+            ["--profile", "bob", "s3api", "list-objects-v2", "--bucket", "cli-b", *endpoint],
+        ],
+        env,
     )
-    assert acl["Owner"]["ID"] == "alice"
-    done = subprocess.run(
-        [aws, "s3api", "list-objects-v2", "--bucket", "cli-b", *endpoint],
-        env=env("bob"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode != 0 and "AccessDenied" in done.stderr, done.stderr
+    assert created["rc"] == 0 and acl["rc"] == 0, (created, acl)
+    assert json.loads(acl["stdout"])["Owner"]["ID"] == "alice"
+    assert listed["rc"] != 0 and "AccessDenied" in listed["stderr"], listed
