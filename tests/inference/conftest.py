@@ -34,3 +34,16 @@ def real_model():  # type: ignore[no-untyped-def]
     from blocks.inference.loader import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_served():  # type: ignore[no-untyped-def]
+    """One tiny-random server for every module that only sends it requests (``tiny_server``)."""
+    pytest.importorskip("openai")
+    from tiny_server import TinyServed
+
+    running = TinyServed()
+    try:
+        yield running
+    finally:
+        running.close()

@@ -5,19 +5,15 @@ The vector is the served model's final hidden states, mean-pooled over the input
 and L2-normalised (``blocks.inference.embeddings``); the test rebuilds the same seeded model
 in-process and checks the served vectors against it. ``tiny-random`` uses the character
 tokenizer (one token per character), so token counts are lengths. One shared client
-(``max_retries=0``, reused connections) serves the module.
+(``max_retries=0``, reused connections) of the session's shared server (``conftest.tiny_served``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
+from tiny_server import MAX_MODEL_LEN, TinyServed
 
 from blocks.inference.embeddings import MAX_EMBEDDING_INPUTS, embed_tokens
 from blocks.inference.factory import tiny_random_model
@@ -27,48 +23,17 @@ openai = pytest.importorskip("openai")
 
 pytestmark = pytest.mark.process
 
-MAX_MODEL_LEN = 256
 WIDTH = 32  # tiny-random's hidden size
 TEXTS = ["The quick brown fox", "jumps over", "the lazy dog"]
 
 
-class Served:
-    def __init__(self) -> None:
-        command = [
-            *(sys.executable, "-m", "blocks", "inference", "serve", "--model", "tiny-random"),
-            *("--listen", "127.0.0.1:0", "--api-key", "sk-t"),
-            *("--max-model-len", str(MAX_MODEL_LEN), "--threads", "1", "--json"),
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.close()
-            raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
-        listen = json.loads(line)["listen"]
-        self.client = openai.OpenAI(
-            base_url=f"http://{listen}/v1", api_key="sk-t", max_retries=0, timeout=120
-        )
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=20)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+Served = TinyServed
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    running = Served()
-    try:
-        yield running
-    finally:
-        running.close()
+@pytest.fixture
+def served(tiny_served: TinyServed) -> TinyServed:
+    """The session's shared tiny-random server (``conftest.tiny_served``)."""
+    return tiny_served
 
 
 def expected(text: str) -> list[float]:

@@ -4,19 +4,15 @@ official client, against a real ``blocks inference serve --model tiny-random`` p
 ``tiny-random`` uses the character tokenizer: token id ``i`` (1 to 95) is the printable
 character ``chr(i + 31)`` and id 0 is the end token, so each test can name the tokens it
 biases, bans or stops on. One shared client (``max_retries=0``, reused connections) serves
-the module; greedy requests make every expectation exact.
+the session (``conftest.tiny_served``); greedy requests make every expectation exact.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tiny_server import TinyServed
 
 openai = pytest.importorskip("openai")
 
@@ -31,43 +27,13 @@ def token_of(char: str) -> int:
     return ord(char) - 31
 
 
-class Served:
-    def __init__(self) -> None:
-        command = [
-            *(sys.executable, "-m", "blocks", "inference", "serve", "--model", "tiny-random"),
-            *("--listen", "127.0.0.1:0", "--api-key", "sk-t", "--max-model-len", "512"),
-            *("--threads", "1", "--json"),
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.close()
-            raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
-        listen = json.loads(line)["listen"]
-        self.client = openai.OpenAI(
-            base_url=f"http://{listen}/v1", api_key="sk-t", max_retries=0, timeout=120
-        )
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=20)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+Served = TinyServed
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    running = Served()
-    try:
-        yield running
-    finally:
-        running.close()
+@pytest.fixture
+def served(tiny_served: TinyServed) -> TinyServed:
+    """The session's shared tiny-random server (``conftest.tiny_served``)."""
+    return tiny_served
 
 
 def chat(served: Served, **options: Any) -> Any:

@@ -4,20 +4,17 @@
 The tiny model's weights are random, so whatever it writes is a fair test of the mask: the
 grammar alone makes its answers parse. Schemas bound every string and array, so an answer is
 always whole within ``max_tokens``; every answer is checked with ``jsonschema``. One shared
-client (``max_retries=0``, reused connections) serves the module.
+client (``max_retries=0``, reused connections) of the session's shared server (``conftest.tiny_served``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
+from tiny_server import TinyServed
 
 openai = pytest.importorskip("openai")
 
@@ -70,43 +67,13 @@ MAX_TOKENS = 320  # above the longest answer PERSON allows (~290 characters, all
 CALL_MAX_TOKENS = 80  # the longest call text is 75 characters; the prompt (425) fits with it
 
 
-class Served:
-    def __init__(self) -> None:
-        command = [
-            *(sys.executable, "-m", "blocks", "inference", "serve", "--model", "tiny-random"),
-            *("--listen", "127.0.0.1:0", "--api-key", "sk-t", "--max-model-len", "1024"),
-            *("--threads", "1", "--json"),
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.close()
-            raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
-        listen = json.loads(line)["listen"]
-        self.client = openai.OpenAI(
-            base_url=f"http://{listen}/v1", api_key="sk-t", max_retries=0, timeout=120
-        )
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=20)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+Served = TinyServed
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    running = Served()
-    try:
-        yield running
-    finally:
-        running.close()
+@pytest.fixture
+def served(tiny_served: TinyServed) -> TinyServed:
+    """The session's shared tiny-random server (``conftest.tiny_served``)."""
+    return tiny_served
 
 
 def create(served: Served, **options: Any) -> Any:
