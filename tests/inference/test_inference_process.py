@@ -1,4 +1,5 @@
-"""Process-level: ``blocks inference serve`` as a real process, driven by the openai client."""
+"""Process-level: ``blocks inference serve`` as a real process driven by the openai client;
+the CLI's ``generate`` and ``bench inference`` through its ``main`` in this process."""
 
 from __future__ import annotations
 
@@ -63,88 +64,36 @@ def test_serve_process_answers_and_stops_cleanly() -> None:
             proc.wait(timeout=10)
 
 
-def test_cli_generate_json() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "blocks",
-            "inference",
-            "generate",
-            "--model",
-            "tiny-random",
-            "--prompt",
-            "abcabcabc",
-            "--max-tokens",
-            "6",
-            "--num-speculative-tokens",  # n-gram drafts inside the batched engine
-            "3",
-            "--threads",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+def generate_json(capsys: pytest.CaptureFixture[str], *options: str) -> dict[str, object]:
+    """``blocks inference generate ... --json`` through the CLI's ``main``, in this process
+    (a subprocess would import torch again for each run); its printed JSON."""
+    from blocks.cli import main
+
+    capsys.readouterr()
+    command = ["inference", "generate", "--model", "tiny-random", "--prompt", "abcabcabc"]
+    code = main([*command, "--max-tokens", "6", *options, "--threads", "1", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+def test_cli_generate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    # n-gram drafts inside the batched engine
+    result = generate_json(capsys, "--num-speculative-tokens", "3")
     assert result["completion_tokens"] == 6 and result["finish_reason"] == "length"
-    spec = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "blocks",
-            "inference",
-            "generate",
-            "--model",
-            "tiny-random",
-            "--prompt",
-            "abcabcabc",
-            "--max-tokens",
-            "6",
-            "--speculative",
-            "ngram",
-            "--threads",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    spec = generate_json(capsys, "--speculative", "ngram")
     # Both speculative paths (the engine's drafts, the single-sequence decoder) give greedy text.
-    assert json.loads(spec.stdout)["text"] == result["text"]
+    assert spec["text"] == result["text"]
 
 
-def test_benchmark_runs_on_the_tiny_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pathlib import Path
+def test_benchmark_runs_on_the_tiny_model(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # Through the CLI's ``main`` in this process (the benchmark measures in-process anyway).
+    from blocks.cli import main
 
-    root = Path(__file__).resolve().parents[2]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "blocks",
-            "bench",
-            "inference",
-            "--model",
-            "tiny-random",
-            "--quick",
-            "--rate",
-            "50",
-            "--threads",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    options = ["--model", "tiny-random", "--quick", "--rate", "50", "--threads", "1"]
+    code = main(["bench", "inference", *options, "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "inference" / "throughput.json").read_text())
     assert [r["contender"] for r in rows] == ["blocks engine", "one at a time", "hf generate"]
     assert float(rows[0]["output tok/s"]) > 0
