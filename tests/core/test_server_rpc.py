@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -281,31 +281,58 @@ raised_errors = st.lists(
 )
 
 
+class SharedServer:
+    """One server and channel on one event loop, for a property test's many examples:
+    starting a server per example cost most of the test's time."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.server, _ = self.loop.run_until_complete(started())
+        self.channel = self.loop.run_until_complete(self._connect())
+
+    async def _connect(self) -> grpc.aio.Channel:
+        return connect_channel(self.server.address)  # made on the loop that uses it
+
+    def run(self, coro_fn: Callable[[], Awaitable[Any]]) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coro_fn(), TEST_TIMEOUT_S))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.channel.close())
+            self.loop.run_until_complete(self.server.stop(grace_s=0))
+        finally:
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[SharedServer]:
+    shared = SharedServer()
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 @given(cases=raised_errors)
 def test_every_blocks_error_round_trips_through_grpc(
-    cases: list[tuple[type[BlocksError], str, int]],
+    shared_server: SharedServer, cases: list[tuple[type[BlocksError], str, int]]
 ) -> None:
     async def body() -> None:
-        server, _ = await started()
-        channel = connect_channel(server.address)
-        try:
-            for cls, message, retry_after_ms in cases:
-                request = msgpack.packb([cls.__name__, message, retry_after_ms])
-                with pytest.raises(BlocksError) as caught, mapped_errors():
-                    await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=CALL_TIMEOUT_S)
-                error = caught.value
-                assert type(error) is cls
-                assert error.message == (message or cls.__name__)
-                assert isinstance(error.__cause__, grpc.aio.AioRpcError)
-                assert error.__cause__.code() is cls.grpc_code
-                if cls is Overloaded:
-                    assert isinstance(error, Overloaded)
-                    assert error.retry_after_ms == retry_after_ms
-        finally:
-            await channel.close()
-            await server.stop(grace_s=0)
+        channel = shared_server.channel
+        for cls, message, retry_after_ms in cases:
+            request = msgpack.packb([cls.__name__, message, retry_after_ms])
+            with pytest.raises(BlocksError) as caught, mapped_errors():
+                await channel.unary_unary(f"/{SERVICE}/Fail")(request, timeout=CALL_TIMEOUT_S)
+            error = caught.value
+            assert type(error) is cls
+            assert error.message == (message or cls.__name__)
+            assert isinstance(error.__cause__, grpc.aio.AioRpcError)
+            assert error.__cause__.code() is cls.grpc_code
+            if cls is Overloaded:
+                assert isinstance(error, Overloaded)
+                assert error.retry_after_ms == retry_after_ms
 
-    run(body)
+    shared_server.run(body)
 
 
 def test_unexpected_exception_is_internal_without_leaking_details() -> None:

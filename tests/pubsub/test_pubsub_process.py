@@ -59,7 +59,9 @@ def test_kill_restart_and_consume_from_start(tmp_path: Path) -> None:
     try:
 
         async def produce() -> None:
-            async with await connect([address], producer=PRODUCER) as client:
+            # After the kill each worker's produce retries until the client's timeout: 4 s,
+            # not the default 10, bounds that wait (a produce before it takes milliseconds).
+            async with await connect([address], producer=PRODUCER, timeout_s=4.0) as client:
                 await client.create_topic("events", partitions=3)
 
                 async def worker(w: int) -> None:
@@ -69,8 +71,9 @@ def test_kill_restart_and_consume_from_start(tmp_path: Path) -> None:
                         acked[partition].append((offset, value))
 
                 tasks = [asyncio.ensure_future(worker(w)) for w in range(6)]
-                await asyncio.sleep(1.0)
-                for _ in range(1200):  # a loaded machine may need more than 1 s for 51 acks
+                # Kill once 51 sends are acknowledged, with the workers' next ones in flight (a
+                # fixed second before it only made more records to drain afterwards).
+                for _ in range(1200):  # up to 60 s: a loaded machine may need it for 51 acks
                     if sum(len(v) for v in acked.values()) > 50:
                         break
                     await asyncio.sleep(0.05)

@@ -69,7 +69,9 @@ def test_kill_and_restart_server_loses_no_acknowledged_send(tmp_path: Path) -> N
         acknowledged.append(b"via-cli")
 
         async def produce() -> None:
-            async with await connect([address]) as client:
+            # After the kill each worker's send retries until the client's timeout: 4 s, not
+            # the default 10, bounds that wait (a send before the kill takes milliseconds).
+            async with await connect([address], timeout_s=4.0) as client:
 
                 async def worker(w: int) -> None:
                     for i in range(10_000):
@@ -78,8 +80,9 @@ def test_kill_and_restart_server_loses_no_acknowledged_send(tmp_path: Path) -> N
                         acknowledged.append(body)
 
                 tasks = [asyncio.ensure_future(worker(w)) for w in range(8)]
-                await asyncio.sleep(1.0)
-                for _ in range(1200):  # a loaded machine may need more than 1 s for 51 acks
+                # Kill once 51 sends are acknowledged, with the workers' next ones in flight (a
+                # fixed second before it only made more records to drain afterwards).
+                for _ in range(1200):  # up to 60 s: a loaded machine may need it for 51 acks
                     if len(acknowledged) > 50:
                         break
                     await asyncio.sleep(0.05)
