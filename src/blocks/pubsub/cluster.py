@@ -125,17 +125,9 @@ class ClusterBroker(LocalBroker):
 
     # -- topics -------------------------------------------------------------------------------
 
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int = 1,
-        *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        compact: bool = False,
-    ) -> None:
-        self._check_open()
-        config = TopicConfig(name, partitions, retention_ms, retention_bytes, compact)
+    async def _create_topic(self, config: TopicConfig) -> None:
+        """Create it here, then tell every peer (one that missed it asks its peers to
+        ``describe`` the topic when first called for it)."""
         await self._create_local(config)
         message = {"op": "create", "cfg": asdict(config)}
         peers = [n for n in self.replication.nodes if n != self.node]

@@ -86,7 +86,13 @@ class LocalBroker(AsyncClosing):
         compact: bool = False,
     ) -> None:
         self._check_open()
-        self.topics.create(TopicConfig(name, partitions, retention_ms, retention_bytes, compact))
+        await self._create_topic(
+            TopicConfig(name, partitions, retention_ms, retention_bytes, compact)
+        )
+
+    async def _create_topic(self, config: TopicConfig) -> None:
+        """Create the topic ``config`` describes (a replicated broker tells its peers too)."""
+        self.topics.create(config)
 
     async def delete_topic(self, name: str) -> None:
         self._check_open()
