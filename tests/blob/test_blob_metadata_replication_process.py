@@ -373,18 +373,29 @@ class AnyNodeWorkload(BlobWorkload):
         return judge(self.history, final)
 
 
+@pytest.fixture(scope="module")
+def nemesis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProcessCluster, dict[str, FsyncFaults]]]:
+    """One replicated cluster for every seed (each seed's workload writes a bucket of its
+    own), with its fsync faults set up before the nodes start, as ``test_blob_nemesis``
+    does: a cluster start per seed saved."""
+    root = tmp_path_factory.mktemp("replicated-nemesis")
+    with ProcessCluster(_spec("3600"), NODES, root) as cluster:
+        yield cluster, {name: FsyncFaults(cluster, name) for name in cluster.names}
+
+
 @pytest.mark.parametrize("seed", nemesis_seeds([9, 4]))
-def test_replicated_blob_under_the_nemesis(tmp_path: Path, seed: int) -> None:
+def test_replicated_blob_under_the_nemesis(
+    nemesis_cluster: tuple[ProcessCluster, dict[str, FsyncFaults]], seed: int
+) -> None:
     """Kills, restarts, pauses, failing fsyncs and wiped data directories, one node at a
     time: every acknowledged PUT reads back byte-identical through another node."""
+    cluster, faults = nemesis_cluster
     kinds = [*PROCESS_FAULTS, FaultKind.WIPE, FaultKind.FSYNC_EIO]
-    with ProcessCluster(_spec("3600"), NODES, tmp_path) as cluster:
-        faults = {name: FsyncFaults(cluster, name) for name in cluster.names}
-        nemesis = Nemesis(
-            cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=faults
-        )
+    nemesis = Nemesis(cluster, seed=seed, kinds=kinds, steps=nemesis_steps(), fsync_faults=faults)
 
-        async def workload() -> Workload:
-            return await AnyNodeWorkload.open(cluster.addresses(), seed)
+    async def workload() -> Workload:
+        return await AnyNodeWorkload.open(cluster.addresses(), seed)
 
-        run_under_nemesis("blob-replicated", cluster, nemesis, workload)
+    run_under_nemesis("blob-replicated", cluster, nemesis, workload)
