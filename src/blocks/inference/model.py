@@ -24,22 +24,14 @@ and one gather reads both.
 
 **Fast path.** Parameter names follow Hugging Face's ``LlamaForCausalLM`` so a safetensors
 checkpoint loads as is (the GGUF loader maps its names onto these). Before the first forward
-pass each layer's weights are *packed*: query, key and value projections into one matrix,
-gate and up projections into another, so a layer runs four matrix products, not seven
-(Qwen2's query, key and value biases are packed the same way into one vector, added by the
-same ``addmm``). On
-the CPU the packed matrices are stored transposed, ``(in, out)`` row-major, because MKL
-streams that layout about 1.5x faster at batch 1 (measured; ``F.linear`` reads ``(out,
-in)``); on a GPU they stay ``(out, in)`` and are used through a transposed view, which
-cuBLAS reads natively. On the CPU every layer's packed matrices are one ``WeightArena``
-(huge pages, the order a pass reads them: a token's layers are one forward stream). The ``nn.Linear`` parameters are then rebound as *views* into the
-packed storage, so weights are held once, ``load_state_dict`` and in-place edits write
-through to what the forward pass reads, and ``state_dict`` still has every original name.
-If a parameter is replaced (``model.to(...)``), its data pointer changes and the layer is
-packed again on the next pass. RoPE rotates queries and keys in place in the projection's
-output; residual additions are fused into the products (``addmm``); norms use
-``F.rms_norm``. Weights are in the compute dtype; norms and rotations run in float32 at
-least (float64 stays float64).
+pass each layer's weights are *packed* (``packing``): query, key and value projections into
+one matrix, gate and up projections into another, so a layer runs four matrix products, not
+seven; the ``nn.Linear`` parameters become views of the packed storage. If a parameter is
+replaced (``model.to(...)``, an assignment), the layer is packed again on the next pass
+(``layer_weights``). RoPE rotates queries and keys in place in the projection's output;
+residual additions are fused into the products (``addmm``); norms use ``F.rms_norm``.
+Weights are in the compute dtype; norms and rotations run in float32 at least (float64
+stays float64).
 
 **A lone decode token** on the CPU (float32 or float64; batch-1 decode) does not go through
 the torch loop: ``row_decode`` runs the same arithmetic in numpy on views of these packed
@@ -60,9 +52,9 @@ from torch import nn
 
 from blocks.core.errors import InvalidArgument
 from blocks.inference.cpu_blas import BlasProducts, products
+from blocks.inference.packing import BLAS_DTYPES, LayerWeights, pack_layer, weight_arena
 from blocks.inference.row_decode import (
     RowHead,
-    RowLayer,
     decode_lone,
     decode_token,
     head_arena_bytes,
@@ -249,120 +241,6 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-@dataclass(frozen=True, slots=True)
-class _LayerWeights:
-    """One layer's packed right-hand matrices (``x @ w``) and its norm weights."""
-
-    qkv: torch.Tensor  # (width, (heads + 2 * kv_heads) * head_dim)
-    qkv_bias: torch.Tensor | None  # ((heads + 2 * kv_heads) * head_dim,) when the model has one
-    o: torch.Tensor  # (heads * head_dim, width)
-    gate_up: torch.Tensor  # (width, 2 * intermediate)
-    down: torch.Tensor  # (intermediate, width)
-    input_norm: torch.Tensor
-    post_norm: torch.Tensor
-    # The same weights as numpy views for a lone decode token (``row_decode``); None where
-    # that path is not used (not the CPU, or a dtype numpy's BLAS does not take).
-    row: RowLayer | None = None
-
-
-def _fuse(
-    parts: list[nn.Linear], transposed: bool, arena: WeightArena | None = None
-) -> torch.Tensor:
-    """One ``(in, sum of outs)`` right-hand matrix; each part's weight becomes a view of it.
-
-    With ``arena`` (the CPU's transposed layout) the matrix is the arena's next tensor."""
-    if arena is not None and transposed:
-        outs = sum(part.out_features for part in parts)
-        rhs = arena.take((parts[0].in_features, outs), parts[0].weight.dtype)
-        start = 0
-        for part in parts:
-            rhs[:, start : start + part.out_features].copy_(part.weight.detach().t())
-            start += part.out_features
-    else:
-        joined = torch.cat([part.weight.detach() for part in parts], dim=0)  # (outs, in)
-        rhs = joined.t().contiguous() if transposed else joined.t()
-    _view_parts(parts, "weight", rhs.t())  # (outs, in), a view either way
-    return rhs
-
-
-def _fuse_bias(parts: list[nn.Linear]) -> torch.Tensor | None:
-    """One bias vector for ``parts`` (None without biases); each part's bias becomes a view."""
-    if parts[0].bias is None:
-        return None
-    joined = torch.cat([part.bias.detach() for part in parts if part.bias is not None])
-    _view_parts(parts, "bias", joined)
-    return joined
-
-
-def _view_parts(parts: list[nn.Linear], name: str, joined: torch.Tensor) -> None:
-    """Each part's parameter ``name`` (``weight`` or ``bias``) becomes a frozen view of its
-    own rows of ``joined``, whose rows are the parts' outputs in order."""
-    start = 0
-    for part in parts:
-        end = start + part.out_features
-        setattr(part, name, nn.Parameter(joined[start:end], requires_grad=False))
-        start = end
-
-
-def _packed_groups(layer: DecoderLayer) -> list[list[nn.Linear]]:
-    """The projections packed together, in the order a forward pass reads them."""
-    attn, mlp = layer.self_attn, layer.mlp
-    return [
-        [attn.q_proj, attn.k_proj, attn.v_proj],
-        [attn.o_proj],
-        [mlp.gate_proj, mlp.up_proj],
-        [mlp.down_proj],
-    ]
-
-
-def _weight_arena(layers: list[DecoderLayer]) -> WeightArena:
-    """An arena holding every layer's packed matrices (see ``weight_arena``)."""
-    return WeightArena(
-        sum(
-            WeightArena.bytes_for(
-                [(group[0].in_features, sum(part.out_features for part in group))],
-                group[0].weight.dtype,
-            )
-            for layer in layers
-            for group in _packed_groups(layer)
-        )
-    )
-
-
-def _pack_layer(
-    layer: DecoderLayer, transposed: bool, arena: WeightArena | None = None
-) -> _LayerWeights:
-    attn = layer.self_attn
-    qkv, o, gate_up, down = (_fuse(group, transposed, arena) for group in _packed_groups(layer))
-    qkv_bias = _fuse_bias([attn.q_proj, attn.k_proj, attn.v_proj])
-    input_norm = layer.input_layernorm.weight
-    post_norm = layer.post_attention_layernorm.weight
-    row = None
-    if transposed and qkv.dtype in _BLAS_DTYPES:
-        row = RowLayer(
-            qkv=qkv.numpy(),
-            qkv_bias=None if qkv_bias is None else qkv_bias.numpy(),
-            o=o.numpy(),
-            gate_up=gate_up.numpy(),
-            down=down.numpy(),
-            input_norm=input_norm.detach().numpy(),
-            post_norm=post_norm.detach().numpy(),
-        )
-    return _LayerWeights(
-        qkv=qkv,
-        qkv_bias=qkv_bias,
-        o=o,
-        gate_up=gate_up,
-        down=down,
-        input_norm=input_norm,
-        post_norm=post_norm,
-        row=row,
-    )
-
-
-_BLAS_DTYPES = (torch.float32, torch.float64)
-
-
 def _attend(q: torch.Tensor, cache: torch.Tensor, group: AttentionGroup) -> torch.Tensor:
     """One group's attention output ``(group tokens, heads * head_dim)``; ``q`` is all tokens'
     ``(tokens, heads, head_dim)``."""
@@ -427,7 +305,7 @@ class LlamaForCausalLM(nn.Module):
         self._head_t: tuple[tuple[int, int], torch.Tensor] | None = None
         self._row_head: tuple[tuple[int, int], RowHead] | None = None
         # (the layers' parameters, their packing, ``_ASSIGNED`` when last checked)
-        self._packed: tuple[list[nn.Parameter | None], list[_LayerWeights], int] | None = None
+        self._packed: tuple[list[nn.Parameter | None], list[LayerWeights], int] | None = None
         self._leaves: list[nn.Module] | None = None
         # Lone-row products (batch-1 decode) on the CPU through numpy's OpenBLAS, which
         # reads these matrices faster than torch's MKL (``cpu_blas``); False: always torch.
@@ -459,7 +337,7 @@ class LlamaForCausalLM(nn.Module):
             self._leaves = [m for m in self.model.layers.modules() if m._parameters]
         return [p for m in self._leaves for p in m._parameters.values()]
 
-    def layer_weights(self) -> list[_LayerWeights]:
+    def layer_weights(self) -> list[LayerWeights]:
         """The packed weights, packing (again) if any layer parameter was replaced.
 
         A parameter replaced by assignment is seen by identity; ``.to()`` and friends
@@ -483,8 +361,8 @@ class LlamaForCausalLM(nn.Module):
             decoder = self._decoder_layers()
             # On the CPU the packed matrices go to one huge-page arena, in the order a
             # decode reads them: one stream a token (``weight_arena``).
-            arena = _weight_arena(decoder) if transposed else None
-            layers = [_pack_layer(layer, transposed, arena) for layer in decoder]
+            arena = weight_arena(decoder) if transposed else None
+            layers = [pack_layer(layer, transposed, arena) for layer in decoder]
         self._packed = (self._layer_parameters(), layers, _ASSIGNED[0])
         return layers
 
@@ -572,7 +450,7 @@ class LlamaForCausalLM(nn.Module):
         """numpy's BLAS when ``rows`` is a lone row it should multiply (see ``cpu_blas``)."""
         if rows != 1 or not self.blas_products or self.device.type != "cpu":
             return None
-        if self.dtype not in _BLAS_DTYPES:
+        if self.dtype not in BLAS_DTYPES:
             return None
         return products()
 
