@@ -300,7 +300,7 @@ class S3Handler(ObjectOps, BucketOps):
         without the store. Without a store that keeps owners, every signed key may do
         anything."""
         bucket, _, key = head.path.lstrip("/").partition("/")
-        query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
+        query = _query(head.raw_query)
         action = classify(head.method, bucket, key, query)
         store = self.access_store
         if store is None:
@@ -327,7 +327,7 @@ class S3Handler(ObjectOps, BucketOps):
         principal: str | None = None,
     ) -> Response:
         bucket, _, key = head.path.lstrip("/").partition("/")
-        query = dict(parse_qsl(head.raw_query, keep_blank_values=True))
+        query = _query(head.raw_query)
         method = head.method
         if not bucket:
             if method == "GET":
@@ -406,6 +406,13 @@ class S3Handler(ObjectOps, BucketOps):
             raise S3RequestError("NotImplemented", "only canned bucket ACLs are served", 501)
         await self.workers.run(store.set_bucket_acl, bucket, acl)
         return Response(200)
+
+
+def _query(raw_query: str) -> dict[str, str]:
+    """The query's parameters, a repeated name's last value kept; without parsing when
+    there is none (most GETs and PUTs: ``parse_qsl`` of nothing costs ~2 us, twice a
+    request)."""
+    return dict(parse_qsl(raw_query, keep_blank_values=True)) if raw_query else {}
 
 
 def _error(status: int, code: str, message: str, resource: str, request_id: str) -> Response:
