@@ -22,6 +22,10 @@ epoch of the last record and the log's end, to compare logs) and ``_become_leade
 * **Fencing.** A newer epoch seen anywhere makes the receiver a follower of it (with the leader
   it names, if any: that leader already won, so no other vote is given in that epoch); an
   older one is refused by the caller with the newer epoch.
+* **The timer.** Each time the deadline moves, the next ``Ready`` asks for it
+  (``election_timer``: ``(ELECTION_TIMER, deadline_ms)``, a later one replacing the earlier),
+  while the replica does not lead: a driver that arms it instead of ticking on an interval
+  calls ``tick`` exactly when a follower's or candidate's time runs out.
 
 No I/O, no clock: every method takes ``now_ms`` from the caller.
 """
@@ -34,7 +38,9 @@ from typing import Protocol
 
 from blocks.pubsub.replica_messages import BeginEpoch, Message, VoteReply, VoteRequest
 
-__all__ = ["Elector", "Role", "Voters"]
+__all__ = ["ELECTION_TIMER", "Elector", "Role", "Voters"]
+
+ELECTION_TIMER = "election"  # the name of the election deadline in ``Ready.timers``
 
 
 class Role(enum.Enum):
@@ -81,6 +87,7 @@ class Elector:
         self._votes: set[str] = set()  # the (pre-)votes this (pre-)candidate has
         self._last_contact_ms = now_ms  # when a leader was last heard from
         self._deadline_ms = 0
+        self._deadline_moved = False  # the deadline changed since the last election_timer
         self._reset_deadline(now_ms)
 
     # -- the subclass's part ------------------------------------------------------------------
@@ -99,6 +106,16 @@ class Elector:
     def _reset_deadline(self, now_ms: int) -> None:
         timeout = self._voters.election_timeout_ms
         self._deadline_ms = now_ms + timeout + self._rng.randrange(timeout)
+        self._deadline_moved = True
+
+    def election_timer(self) -> list[tuple[str, int]]:
+        """The timers for the step's ``Ready``: ``[(ELECTION_TIMER, deadline_ms)]`` once after
+        the deadline moved while this replica does not lead, else ``[]`` (a leader's own
+        checks are its subclass's). Taking it clears the flag."""
+        moved, self._deadline_moved = self._deadline_moved, False
+        if not moved or self.role is Role.LEADER:
+            return []
+        return [(ELECTION_TIMER, self._deadline_ms)]
 
     def _heard_leader(self, now_ms: int) -> None:
         self._last_contact_ms = now_ms

@@ -52,7 +52,10 @@ atomically whenever ``(epoch, voted_for)`` changed and an ``EpochMarker`` a new 
 log, then ``messages`` as ``(destination, message)`` pairs, and as ``replies`` the step's answer
 to its caller (the ``FetchDecision`` of ``handle_fetch``, the ``(FollowerAction, offset)`` of
 ``handle_fetch_reply``). The driver carries each one out before it calls the core again, so
-hard states reach the disk in the order they were decided.
+hard states reach the disk in the order they were decided. ``timers`` holds the election
+deadline whenever it moved on a replica that does not lead; the driver
+(``blocks.pubsub.replication``) still ticks every ``tick_ms`` and does not arm it yet, and a
+leader's checks (ISR lag, announcements, stepping down) ask for no timer.
 """
 
 from __future__ import annotations
@@ -181,7 +184,8 @@ class PartitionReplica(Elector):
     ) -> ReplicaReady[ReplyT]:
         """The step's effects: a ``HardState`` once after ``(epoch, voted_for)`` changed (the
         creation's included), an ``EpochMarker`` once after winning an election while still
-        leading, then ``messages`` and ``replies``."""
+        leading, then ``messages`` and ``replies``, and the election deadline when it moved
+        (``Elector.election_timer``)."""
         records: list[ReplicaRecord] = []
         if self._dirty:
             self._dirty = False
@@ -190,9 +194,10 @@ class PartitionReplica(Elector):
             self._marker_due = False
             if self.role is Role.LEADER:
                 records.append(EpochMarker(self.epoch))
-        if not (records or messages or replies):
+        timers = self.election_timer()
+        if not (records or messages or replies or timers):
             return NOTHING
-        return Ready(messages or (), records, replies)
+        return Ready(messages or (), records, replies, timers)
 
     # -- the log's shape ------------------------------------------------------------------------
 
