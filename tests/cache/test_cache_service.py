@@ -17,6 +17,7 @@ from blocks.cache.cluster import ClusterClient
 from blocks.cache.dataclient import DataNode
 from blocks.cache.gossip import LEAVE_DRAIN_S
 from blocks.cache.service import build_server
+from blocks.cli import main as blocks_main
 from blocks.core.clock import ManualClock
 from blocks.core.codec import pack
 from blocks.core.errors import InvalidArgument
@@ -25,10 +26,14 @@ from blocks.testing.ports import free_ports
 BLOCKS = [sys.executable, "-m", "blocks", "cache"]
 
 
-def cli(*args: str) -> Any:
-    done = subprocess.run([*BLOCKS, *args, "--json"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """One verb through ``blocks.cli.main`` in this process: the same parsing, client and
+    printing as ``blocks cache ...`` without a Python start-up per verb (about a second each
+    on a loaded machine); the exit code across a real process is checked below."""
+    code = blocks_main(["cache", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
 
 
 async def _data_path_get(address: str, key: str) -> bytes | None:
@@ -40,7 +45,7 @@ async def _data_path_get(address: str, key: str) -> bytes | None:
 
 
 @pytest.mark.process
-def test_cache_node_through_the_cli() -> None:
+def test_cache_node_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     server = subprocess.Popen(
         [
             *BLOCKS,
@@ -60,14 +65,14 @@ def test_cache_node_through_the_cli() -> None:
         assert server.stdout is not None
         announced = json.loads(server.stdout.readline())
         address = announced["address"]
-        assert cli("get", "a", "--address", address) is None
-        assert cli("put", "a", "apple", "--address", address) is True
-        assert cli("get", "a", "--address", address) == "apple"
-        cli("put", "b", "banana", "--address", address)
-        cli("put", "c", "cherry", "--address", address)  # capacity 2, LRU: evicts a
-        assert cli("get", "a", "--address", address) is None
-        assert cli("delete", "c", "--address", address) is True
-        stats = cli("stats", "--address", address)
+        assert cli(capsys, "get", "a", "--address", address) is None
+        assert cli(capsys, "put", "a", "apple", "--address", address) is True
+        assert cli(capsys, "get", "a", "--address", address) == "apple"
+        cli(capsys, "put", "b", "banana", "--address", address)
+        cli(capsys, "put", "c", "cherry", "--address", address)  # capacity 2, LRU: evicts a
+        assert cli(capsys, "get", "a", "--address", address) is None
+        assert cli(capsys, "delete", "c", "--address", address) is True
+        stats = cli(capsys, "stats", "--address", address)
         assert stats["evictions"] == 1 and stats["hits"] == 1 and stats["capacity"] == 2
         assert asyncio.run(_data_path_get(announced["data_address"], "b")) == pack("banana")
         bad = subprocess.run(

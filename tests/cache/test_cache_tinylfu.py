@@ -13,6 +13,7 @@ from collections.abc import Hashable
 
 from hypothesis import given
 from hypothesis import strategies as st
+from key_streams import key_lists
 
 from blocks.cache import FrequencySketch, LruPolicy, TinyLFUCache, TinyLfuPolicy
 from blocks.cache.sketch import Slots
@@ -83,11 +84,7 @@ def full_state(policy: TinyLfuPolicy) -> tuple[object, ...]:
     )
 
 
-HOT_RUNS = st.lists(
-    st.one_of(*[st.integers(0, 7)] * 6, st.integers(0, 99)),
-    min_size=200,
-    max_size=1_000,
-)
+HOT_RUNS = key_lists(100, min_size=200, max_size=1_000, hot_keys=8, hot_share=6 / 7)
 """Mostly eight hot keys, so runs of hits grow past ``SMALL_BATCH`` and take the batched
 path (each key moved once, at its last hit), broken by misses on the other keys."""
 
@@ -152,7 +149,7 @@ def test_the_unit_weight_miss_on_long_traces() -> None:
 
 @given(
     capacity=st.integers(1, 20),
-    keys=st.lists(st.integers(0, 60), min_size=150, max_size=600),
+    keys=key_lists(61, min_size=150, max_size=600),
     cut=st.integers(1, 300),
 )
 def test_add_many_is_add_one_at_a_time(capacity: int, keys: list[int], cut: int) -> None:
@@ -202,7 +199,7 @@ class PlainSketch:
         return min(self.counters[row] for row in rows) + all(self.door[bit] for bit in bits)
 
 
-@given(capacity=st.integers(1, 20), keys=st.lists(st.integers(0, 9), min_size=100, max_size=700))
+@given(capacity=st.integers(1, 20), keys=key_lists(10, min_size=100, max_size=700))
 def test_saturated_keys_are_skipped_exactly(capacity: int, keys: list[int]) -> None:
     sketch = FrequencySketch(capacity)
     plain = PlainSketch(sketch)

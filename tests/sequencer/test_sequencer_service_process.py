@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from blocks.cli import main as blocks_main
 from blocks.sequencer.snowflake import decode
 
 BLOCKS = [sys.executable, "-m", "blocks"]
@@ -51,28 +52,34 @@ def start_server(data_dir: Path, leases: Path) -> tuple[subprocess.Popen[str], d
 SLOW = ("--timeout", "60")  # per call: a loaded machine can take over 10 s to connect
 
 
-def cli(*args: str) -> object:
-    done = subprocess.run(
-        [*BLOCKS, "sequencer", *args, "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+    """One verb through ``blocks.cli.main`` in this process: the same parsing, client and
+    printing as ``blocks sequencer ...`` without a Python start-up per verb (about a second
+    each on a loaded machine); the exit code across a real process is checked below."""
+    code = blocks_main(["sequencer", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
 
 
 @pytest.mark.process
-def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> None:
+def test_two_servers_lease_distinct_workers_and_stop_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     servers = []
     try:
         for k in range(2):
             servers.append(start_server(tmp_path / f"node{k}", tmp_path / "leases"))
         (_, first), (_, second) = servers
         assert first["worker_id"] != second["worker_id"]
-        ids_a = cli("next", "--count", "500", "--address", str(first["address"]), *SLOW)
-        ids_b = cli("next", "--count", "500", "--address", str(second["address"]), *SLOW)
+        ids_a = cli(capsys, "next", "--count", "500", "--address", str(first["address"]), *SLOW)
+        ids_b = cli(capsys, "next", "--count", "500", "--address", str(second["address"]), *SLOW)
         assert isinstance(ids_a, list) and isinstance(ids_b, list)
         assert ids_a == sorted(ids_a) and len(set(ids_a) | set(ids_b)) == 1000
         assert {decode(v).worker_id for v in ids_a} == {first["worker_id"]}
-        tickets = cli("tickets", "--count", "10", "--address", str(second["address"]), *SLOW)
+        tickets = cli(
+            capsys, "tickets", "--count", "10", "--address", str(second["address"]), *SLOW
+        )
         assert tickets == {"start": 1, "stop": 11}
         # A second server on a data dir in use refuses at start (it used to take the next
         # worker id and share the first one's ticket state).
@@ -91,7 +98,7 @@ def test_two_servers_lease_distinct_workers_and_stop_cleanly(tmp_path: Path) -> 
             timeout=120,
         )
         assert bad.returncode == 2 and bad.stderr.startswith("error: ")  # InvalidArgument
-        assert cli("decode", str(ids_a[0]))["worker_id"] == first["worker_id"]  # type: ignore[index]
+        assert cli(capsys, "decode", str(ids_a[0]))["worker_id"] == first["worker_id"]  # type: ignore[index]
     finally:
         for process, _ in servers:
             process.send_signal(signal.SIGTERM)
