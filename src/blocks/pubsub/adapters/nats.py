@@ -31,15 +31,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
-from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from blocks.core.clock import Clock, SystemClock
+from blocks.core.clock import Clock
 from blocks.core.errors import (
     AlreadyExists,
     Conflict,
@@ -48,7 +47,7 @@ from blocks.core.errors import (
     NotFound,
 )
 from blocks.core.hashing import key_hash
-from blocks.core.natscall import connect_nats, nats_call
+from blocks.core.natscall import NatsAdapter, check_nats_name, connect_nats, nats_call
 from blocks.pubsub.adapters.nats_publish import (
     KEY_HEADER,
     TIMESTAMP_HEADER,
@@ -80,25 +79,17 @@ PARTITIONS_MAX = 256
 FETCH_MAX_MESSAGES = 1_000
 WAIT_POLL_S = 0.02
 COMMIT_ATTEMPTS_MAX = 16
-REQUEST_TIMEOUT_S = 5.0
 COMMITS_BUCKET = "commits"
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DESCRIPTION = re.compile(r"^blocks topic partitions=(\d+)$")
 
 T = TypeVar("T")
-
-
-def _check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidArgument(f"{what} must be 1..64 characters of A-Z a-z 0-9 _ -")
-    return value
 
 
 _NO_MESSAGE_CODE = 10037
 """JetStream's error code for "no message found" (the stream is there, the record is not)."""
 
 
-class NatsPubSub:
+class NatsPubSub(NatsAdapter):
     """``blocks.pubsub.api.PubSub`` on JetStream; build it with ``await NatsPubSub.open()``."""
 
     properties = PROPERTIES
@@ -112,30 +103,14 @@ class NatsPubSub:
         session_timeout_ms: int = 10_000,
         owns_client: bool = True,
     ) -> None:
-        if namespace and not _NAME.match(namespace):
-            raise InvalidArgument("namespace must be characters of A-Z a-z 0-9 _ -")
-        self._nc = client
-        self._js: JetStreamContext = client.jetstream(timeout=REQUEST_TIMEOUT_S)
-        self._namespace = namespace
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        super().__init__(client, namespace=namespace, clock=clock, owns_client=owns_client)
         self._groups = GroupCoordinator(session_timeout_ms)
-        self._owns_client = owns_client
         self._round_robin = itertools.count()
         self._partitions: dict[str, int] = {}  # cache: a topic's count never changes
         self._kv: KeyValue | None = None
         self._publisher = JetStreamPublisher(
             client, self._js, self._clock, stream=self._stream, subject=self._subject
         )
-
-    @classmethod
-    async def open(cls, url: str, **kwargs: Any) -> NatsPubSub:
-        """Connect to ``url`` and return an adapter that closes the connection on ``close``."""
-        return cls(await connect_nats(url), **kwargs)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the connection to NATS is up now (calls raise ``Unavailable`` when not)."""
-        return bool(self._nc.is_connected)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -144,9 +119,6 @@ class NatsPubSub:
 
     def _subject(self, topic: str, partition: int) -> str:
         return f"{self._namespace}{topic}.{partition}"
-
-    async def _call(self, awaitable: Awaitable[T], what: str) -> T:
-        return await nats_call(self._nc, awaitable, what)
 
     async def _commits(self) -> KeyValue:
         if self._kv is None:
@@ -169,7 +141,7 @@ class NatsPubSub:
         compact: bool = False,
     ) -> None:
         """Create one stream per partition; the same call again is a no-op."""
-        _check_name(name, "a topic name")
+        check_nats_name(name, "a topic name")
         if type(partitions) is not int or not 1 <= partitions <= PARTITIONS_MAX:
             raise InvalidArgument(f"partitions must be within 1..{PARTITIONS_MAX}")
         if compact:
@@ -198,7 +170,7 @@ class NatsPubSub:
         self._partitions[name] = partitions
 
     async def partitions(self, topic: str) -> int:
-        _check_name(topic, "a topic name")
+        check_nats_name(topic, "a topic name")
         cached = self._partitions.get(topic)
         if cached is not None:
             return cached
@@ -318,7 +290,7 @@ class NatsPubSub:
     # -- groups -----------------------------------------------------------------------------
 
     async def join_group(self, group: str, topic: str, member: str) -> Assignment:
-        _check_name(group, "a group name")
+        check_nats_name(group, "a group name")
         count = await self.partitions(topic)
         return self._groups.join(group, topic, count, member, self._clock.now_ms())
 
@@ -360,7 +332,7 @@ class NatsPubSub:
         return int(entry.value or b"0"), entry.revision
 
     async def committed(self, group: str, topic: str, partition: int) -> int | None:
-        _check_name(group, "a group name")
+        check_nats_name(group, "a group name")
         await self._check_partition(topic, partition)
         stored, _ = await self._read_commit(await self._commits(), f"{group}.{topic}.{partition}")
         return stored
@@ -369,5 +341,4 @@ class NatsPubSub:
         return Consumer(self, topic, group, clock=self._clock, **options)
 
     async def close(self) -> None:
-        if self._owns_client and not self._nc.is_closed:
-            await self._nc.close()
+        await self._close_connection()

@@ -30,14 +30,13 @@ other than the queue's. Errors are the block's: ``Unavailable`` while disconnect
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
-from blocks.core.clock import Clock, SystemClock
+from blocks.core.clock import Clock
 from blocks.core.errors import (
     AlreadyExists,
     Conflict,
@@ -47,7 +46,7 @@ from blocks.core.errors import (
     Overloaded,
     Timeout,
 )
-from blocks.core.natscall import connect_nats, nats_call
+from blocks.core.natscall import NatsAdapter, check_nats_name, nats_call
 from blocks.queue.adapters import nats_pulls
 from blocks.queue.api import Message
 
@@ -58,18 +57,11 @@ RECEIVE_MAX_MESSAGES = 256
 WAIT_MS_MAX = 60_000
 NO_WAIT_S = 0.05  # a pull needs a round trip even when nothing waits
 SENT_HEADER = "Blocks-Sent-Ms"
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SETTINGS = re.compile(r"^blocks queue (\d+) (\d+) (\S*) (\d+)$")
 _RECEIPT = re.compile(r"^(\d+)\.(\d+)$")
 
 
-def _check_name(value: object, what: str = "a queue name") -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise InvalidArgument(f"{what} must be 1..64 characters of A-Z a-z 0-9 _ -")
-    return value
-
-
-class NatsQueue:
+class NatsQueue(NatsAdapter):
     """``blocks.queue.api.Queue`` on JetStream; build it with ``await NatsQueue.open()``."""
 
     def __init__(
@@ -80,26 +72,12 @@ class NatsQueue:
         clock: Clock | None = None,
         owns_client: bool = True,
     ) -> None:
-        if namespace and not _NAME.match(namespace):
-            raise InvalidArgument("namespace must be characters of A-Z a-z 0-9 _ -")
-        self._nc = client
-        self._js: JetStreamContext = client.jetstream()
-        self._namespace = namespace
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._owns_client = owns_client
+        super().__init__(client, namespace=namespace, clock=clock, owns_client=owns_client)
         self._settings: dict[str, tuple[int, int, str, int]] = {}
         self._pulls: dict[str, nats_pulls.PullPool] = {}  # per queue: concurrent receives, one each
         self._in_flight: dict[tuple[str, int], tuple[int, Msg]] = {}  # (queue, seq) -> delivery
         self.dead_lettered = 0
         """Messages this adapter moved to a dead-letter queue (or dropped, without one)."""
-
-    @classmethod
-    async def open(cls, url: str, **kwargs: Any) -> NatsQueue:
-        return cls(await connect_nats(url), **kwargs)
-
-    @property
-    def connected(self) -> bool:
-        return bool(self._nc.is_connected)
 
     def _stream(self, name: str) -> str:
         return f"{self._namespace}q-{name}"
@@ -120,7 +98,7 @@ class NatsQueue:
         dedup_window_ms: int = 300_000,
     ) -> None:
         """Create the stream and its consumer; the same call again is a no-op."""
-        _check_name(name)
+        check_nats_name(name, "a queue name")
         for value, what in ((visibility_ms, "visibility_ms"), (dedup_window_ms, "dedup")):
             if type(value) is not int or value <= 0:
                 raise InvalidArgument(f"{what} must be a positive integer")
@@ -129,7 +107,7 @@ class NatsQueue:
         if fifo:
             raise InvalidArgument("JetStream work queues keep no FIFO groups (fifo=False only)")
         if dead_letter is not None:
-            await self._settings_of(_check_name(dead_letter, "dead_letter"))
+            await self._settings_of(check_nats_name(dead_letter, "dead_letter"))
         wanted = (visibility_ms, max_receives, dead_letter or "", dedup_window_ms)
         try:
             existing = await self._settings_of(name)
@@ -163,7 +141,7 @@ class NatsQueue:
         self._settings[name] = wanted
 
     async def _settings_of(self, name: str) -> tuple[int, int, str, int]:
-        _check_name(name)
+        check_nats_name(name, "a queue name")
         cached = self._settings.get(name)
         if cached is not None:
             return cached
@@ -211,7 +189,7 @@ class NatsQueue:
             raise InvalidArgument("JetStream work queues take no priority, group or delay")
         headers = {SENT_HEADER: str(self._clock.now_ms())}
         if dedup_id is not None:
-            headers["Nats-Msg-Id"] = _check_name(dedup_id, "dedup_id")
+            headers["Nats-Msg-Id"] = check_nats_name(dedup_id, "dedup_id")
         ack = await nats_call(
             self._nc, self._js.publish(self._subject(name), body, headers=headers), "send"
         )
@@ -327,5 +305,4 @@ class NatsQueue:
         for pulls in self._pulls.values():
             await pulls.close(unsubscribe=not self._nc.is_closed)
         self._pulls.clear()
-        if self._owns_client and not self._nc.is_closed:
-            await self._nc.close()
+        await self._close_connection()
