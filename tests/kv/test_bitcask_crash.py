@@ -6,10 +6,12 @@ is there and nothing else is; damaged bytes never come back as a value.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -71,11 +73,27 @@ def test_cut_newest_file_at_every_byte(tmp_path_factory: pytest.TempPathFactory,
         newest = _newest_data_file(source)
         size = _records_end(store)
         assert newest.stat().st_size >= size  # the rest is the zero-filled preallocated tail
-        for cut in range(size + 1):
-            expected, ambiguous = _expected_after_cut(history, newest, cut, final)
-            _check_cut(source, tmp_path_factory, newest.name, cut, expected, ambiguous)
+        scratch = _scratch_directory(tmp_path_factory.mktemp("cuts"))
+        try:
+            for cut in range(size + 1):
+                expected, ambiguous = _expected_after_cut(history, newest, cut, final)
+                _check_cut(source, scratch, newest.name, cut, expected, ambiguous)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         store.close()
+
+
+def _scratch_directory(fallback: Path) -> Path:
+    """Where damaged copies of a store go: a RAM disk when there is one, else ``fallback``.
+    Each copy is written, reopened (recovery fsyncs what it cuts) and deleted; on a disk those
+    fsyncs and deletes were most of these tests' time, and the recovery checked is the same.
+    The caller removes the directory."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="bitcask-damage-", dir=shm))
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
 
 
 def _records_end(store: Bitcask) -> int:
@@ -100,13 +118,13 @@ def _expected_after_cut(
 
 def _check_cut(
     source: Path,
-    factory: pytest.TempPathFactory,
+    scratch: Path,
     name: str,
     cut: int,
     expected: dict[bytes, bytes],
     ambiguous: dict[bytes, set[bytes | None]],
 ) -> None:
-    target = factory.mktemp("cut")
+    target = Path(tempfile.mkdtemp(prefix="cut-", dir=scratch))
     for path in source.iterdir():
         if path.name != "LOCK":
             shutil.copy(path, target / path.name)
@@ -151,30 +169,41 @@ def test_flipped_bytes_never_return_a_wrong_value(tmp_path: Path) -> None:
     files = sorted(p for p in source.iterdir() if p.name != "LOCK" and p.stat().st_size > 0)
     assert any(p.suffix == ".hint" for p in files), "the merge should have left hint files"
     outcomes = {"value": 0, "corruption": 0, "absent": 0}
-    for trial in range(120):
-        victim = files[trial % len(files)]
-        target = tmp_path / f"flip-{trial}"
-        shutil.copytree(source, target)
-        data = bytearray((target / victim.name).read_bytes())
-        position = rng.randrange(len(data))
-        data[position] ^= 1 << rng.randrange(8)
-        (target / victim.name).write_bytes(bytes(data))
-        with Bitcask.open(target, sync="never") as store:
-            assert set(store.keys()) <= set(written)
-            for key in written:
-                try:
-                    value = store.get(key)
-                except Corruption:
-                    outcomes["corruption"] += 1
-                    continue
-                if value is None:
-                    outcomes["absent"] += 1
-                else:
-                    assert value in written[key], (victim.name, position, key)
-                    outcomes["value"] += 1
-        shutil.rmtree(target)
+    scratch = _scratch_directory(tmp_path / "flips")
+    try:
+        for trial in range(120):
+            victim = files[trial % len(files)]
+            target = scratch / f"flip-{trial}"
+            shutil.copytree(source, target)
+            _flip_and_read(target / victim.name, rng, written, outcomes)
+            shutil.rmtree(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert outcomes["value"] > 0
     assert outcomes["corruption"] > 0, "damage under a valid hint must be caught at read time"
+
+
+def _flip_and_read(
+    victim: Path, rng: random.Random, written: dict[bytes, set[bytes]], outcomes: dict[str, int]
+) -> None:
+    """Flip one random bit of ``victim``, reopen its store and read every key written."""
+    data = bytearray(victim.read_bytes())
+    position = rng.randrange(len(data))
+    data[position] ^= 1 << rng.randrange(8)
+    victim.write_bytes(bytes(data))
+    with Bitcask.open(victim.parent, sync="never") as store:
+        assert set(store.keys()) <= set(written)
+        for key in written:
+            try:
+                value = store.get(key)
+            except Corruption:
+                outcomes["corruption"] += 1
+                continue
+            if value is None:
+                outcomes["absent"] += 1
+            else:
+                assert value in written[key], (victim.name, position, key)
+                outcomes["value"] += 1
 
 
 _WRITER = textwrap.dedent(

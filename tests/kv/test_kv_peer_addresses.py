@@ -26,7 +26,7 @@ from blocks.testing.process import free_ports
 from blocks.testing.servers import kv_spec
 
 DEADLINE_S = 60.0  # generous: only a failing run waits it out
-PUT_TIMEOUT_S = 2.0
+PUT_TIMEOUT_S = 1.0  # each write that must fail waits this out; retries cover a slow success
 
 
 async def _eventually(call: Callable[[], Awaitable[object]], what: str) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,8 @@ import grpc
 import pytest
 from kv_processes import ProcessCluster, wait_all_healthy
 
+from blocks.cli import main as blocks_main
+from blocks.cli_errors import ExitCode
 from blocks.core.errors import BlocksError, InvalidArgument, Unauthenticated
 from blocks.core.rpc import connect_channel
 from blocks.kv import kv_pb2, kv_pb2_grpc
@@ -21,6 +21,7 @@ from blocks.kv.client import KVClient, connect
 
 TOKEN = "kv-process-test-token"
 NODES = ("a", "b", "c")
+WRITES = 150  # a third before the kill -9, the rest after; up to 50 may fail around it
 
 
 async def _write(client: KVClient, first: int, last: int, acked: dict[bytes, bytes]) -> int:
@@ -80,30 +81,34 @@ async def _grpc_checks(port: int) -> None:
         await anonymous.close()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "blocks", "kv", *args], capture_output=True, text=True, timeout=30
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``blocks kv ARGS`` in this process (the entry point itself is tested in
+    ``tests/test_cli_and_demo.py``): exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = blocks_main(["kv", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.mark.process
-def test_kill_dash_nine_under_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_kill_dash_nine_under_writes_loses_nothing_acknowledged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cluster = ProcessCluster(tmp_path, NODES, token=TOKEN, grpc=True, options=["--sync", "always"])
     try:
-        for name in NODES:
-            cluster.start(name)
+        cluster.start_all()
 
         async def main() -> None:
             client = await connect(cluster.address("a"), token=TOKEN, timeout_s=3.0)
             try:
                 await wait_all_healthy(client, set(NODES))
                 acked: dict[bytes, bytes] = {}
-                writer = asyncio.create_task(_write(client, 0, 300, acked))
-                while len(acked) < 100:
+                writer = asyncio.create_task(_write(client, 0, WRITES, acked))
+                while len(acked) < WRITES // 3:
                     await asyncio.sleep(0.01)
                 cluster.kill("b")  # mid-writes
                 await writer
-                assert len(acked) >= 250, len(acked)
+                assert len(acked) >= WRITES - 50, len(acked)
                 cluster.start("b")
                 await wait_all_healthy(client, set(NODES))
                 for key, value in acked.items():
@@ -135,21 +140,20 @@ def test_kill_dash_nine_under_writes_loses_nothing_acknowledged(tmp_path: Path) 
 
         asyncio.run(main())
         cluster.start("a")
+        token = ["--token-file", str(cluster.token_file), "--json"]
         deadline = time.monotonic() + 60.0  # each CLI call alone took 10-18 s at load 10-15
         while True:  # W=2 needs a to see b again after its restart
-            done = _cli("put", "cli-key", "cli-value", "--cluster", cluster.address("a"),
-                        "--token-file", str(cluster.token_file), "--json")  # fmt: skip
-            if done.returncode == 0 or time.monotonic() > deadline:
+            code, _, err = _cli(capsys, "put", "cli-key", "cli-value",
+                                "--cluster", cluster.address("a"), *token)  # fmt: skip
+            if code == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert done.returncode == 0, done.stderr
-        got = _cli("get", "cli-key", "--cluster", cluster.address("b"),
-                   "--token-file", str(cluster.token_file), "--json")  # fmt: skip
-        assert json.loads(got.stdout)["siblings"] == ["cli-value"], got.stderr
-        status = _cli("status", "--cluster", cluster.address("a"),
-                      "--token-file", str(cluster.token_file), "--json")  # fmt: skip
-        assert {r["node"] for r in json.loads(status.stdout)} >= {"a", "b"}
-        bad = _cli("get", "x", "--cluster", cluster.address("a"), "--json")  # no token
-        assert bad.returncode == 5 and "--token" in bad.stderr  # Unauthenticated
+        assert code == 0, err
+        code, out, err = _cli(capsys, "get", "cli-key", "--cluster", cluster.address("b"), *token)
+        assert code == 0 and json.loads(out)["siblings"] == ["cli-value"], err
+        code, out, _ = _cli(capsys, "status", "--cluster", cluster.address("a"), *token)
+        assert {r["node"] for r in json.loads(out)} >= {"a", "b"}
+        code, _, err = _cli(capsys, "get", "x", "--cluster", cluster.address("a"), "--json")
+        assert code == ExitCode.AUTH and "--token" in err  # no token
     finally:
         cluster.stop_all()

@@ -120,8 +120,7 @@ async def _join(cluster: ProcessCluster, client: KVClient, acked: dict[bytes, by
 def test_anti_entropy_and_a_join_with_processes(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path, NODES)
     try:
-        for name in NODES:
-            cluster.start(name)
+        cluster.start_all()
 
         async def main() -> None:
             client = await connect(cluster.addresses(), timeout_s=3.0)

@@ -174,5 +174,6 @@ def test_with_r_plus_w_above_n_reads_see_the_latest_acknowledged_write(
 
 
 def test_the_checker_finds_stale_reads_when_r_plus_w_is_not_above_n() -> None:
-    found = [stale_reads(_run(seed, (3, 1, 1), overrides=False)) for seed in range(8)]
+    # Seeds run until one shows a stale read (the first usually does); eight may run.
+    found = (stale_reads(_run(seed, (3, 1, 1), overrides=False)) for seed in range(8))
     assert any(found), "R=1, W=1 of N=3 should let some read miss an acknowledged write"
