@@ -1,6 +1,7 @@
 """A client's put is answered through a future the node settles at the flush that saves it
 (no task per put on a TCP listener): every such request is forgotten once answered,
-forwarded, or abandoned by its caller, and a failed or forwarded put still answers right."""
+forwarded, or abandoned by its caller, and a failed or forwarded put still answers right.
+Replies that depend on nothing unsaved are answered without waiting for a flush."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Literal
 import pytest
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.ready import Ready
 from blocks.kv.cluster.driver import KVNode
+from blocks.kv.cluster.messages import Reply
 from blocks.kv.local_cluster import LocalCluster
 
 
@@ -56,5 +59,30 @@ def test_a_put_through_a_node_without_a_replica_is_forwarded_and_forgotten() -> 
             assert outsider.counters["forwarded"] == 1
             assert all(_idle(n) for n in nodes)
             assert (await cluster.client().get(key)).value == b"v"
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_replies_alone_with_nothing_unsaved_are_answered_without_a_flush_turn() -> None:
+    """A put's ack or a read's copy that answers a request, in a step that changed nothing
+    and with nothing held or unsaved, resolves it at once; with a key unsaved it waits for the
+    flush that saves it (the ``Ready`` rule)."""
+
+    async def body() -> None:
+        async with LocalCluster(1, 1, 1, 1) as cluster:
+            node = cluster.node("n1")
+            await node.put(b"k", b"v")
+            stored = node.core.objects[b"k"]
+            assert not node.core.dirty
+            request_id, answer = node._requests.new(False, b"k")
+            node._run(Ready(replies=[Reply(request_id, stored)]))
+            assert answer.done() and answer.result() is stored  # no loop turn
+            node.core._store(b"unsaved", stored, None)
+            request_id, answer = node._requests.new(False, b"k")
+            node._run(Ready(replies=[Reply(request_id, stored)]))
+            assert not answer.done()  # held for the save
+            await asyncio.sleep(0)
+            assert answer.done() and not node.core.dirty
+            assert b"unsaved" in {key for key, _, _ in node.store.load()}
 
     asyncio.run(asyncio.wait_for(body(), 30))

@@ -273,8 +273,7 @@ class KVNode:
         if (
             not ready.messages
             and len(ready.replies) == 1
-            and not self._held.messages
-            and not self._held.replies
+            and self._held.empty
             and not self.core.dirty
         ):
             # Answered from this node's copy alone (R1 here), with nothing unsaved it could
@@ -429,7 +428,14 @@ class KVNode:
 
     def _run(self, ready: KVReady) -> None:
         """Carry out a step's ``Ready`` once the keys it depends on are saved (see the
-        module docs): held until this loop turn's flush."""
+        module docs): held until this loop turn's flush. Replies alone (a put's acks, a read's
+        copies) with nothing unsaved and nothing held before them are answered at once: all
+        they can depend on is already saved, so the flush would add only a loop turn."""
+        if ready.replies and not ready.messages and not self.core.dirty and self._held.empty:
+            resolve = self._requests.resolve
+            for reply in ready.replies:
+                resolve(reply)
+            return
         held = self._held.hold(ready)
         if not self._flush_scheduled and (held or self.core.dirty):
             self._flush_scheduled = True

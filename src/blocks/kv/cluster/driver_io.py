@@ -169,6 +169,11 @@ class HeldReady:
             self.replies.extend(ready.replies)
         return bool(self.messages or self.replies)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing is held: no step since the last save left a message or a reply."""
+        return not self.messages and not self.replies
+
     def clear(self) -> None:
         """Drop what is held (the node halted)."""
         self.messages.clear()

@@ -189,6 +189,11 @@ def merge(
     """Combine two replicas' objects; commutative, associative and idempotent."""
     if left is None or right is None:
         only = left or right or EMPTY
+        if len(only.siblings) <= 1:
+            # Already normalised (one sibling is sorted, unique and its own LWW winner): the
+            # object itself, with the wire form it may carry. A replica's first copy of a key
+            # takes this path on every replicated put.
+            return only
         return _normalise(only.siblings, only.context, lww)
     left_dots = {s.dot for s in left.siblings}
     right_dots = {s.dot for s in right.siblings}
