@@ -140,6 +140,17 @@ def test_merge_totals_and_bad_data() -> None:
 
 
 def test_overshoot_measurement_runs_small() -> None:
-    rows = overshoot_rows(_kv(), seconds=1, processes=(2,), lags_ms=(2,), sync_intervals_ms=(0, 10))
+    # Scaled down ten times (a limit of 100 per 100 ms window, three windows instead of one
+    # of 1,000 per second): 600 decisions per configuration instead of 2,000, each window
+    # still offered twice its limit.
+    rows = overshoot_rows(
+        _kv(),
+        processes=(2,),
+        lags_ms=(2,),
+        sync_intervals_ms=(0, 10),
+        limit=100,
+        window_ms=100,
+        duration_ms=300,
+    )
     assert [row[:3] for row in rows] == [[2, 2, "exact"], [2, 2, 10]]
     assert all(float(row[3]) >= 0.99 for row in rows)

@@ -62,11 +62,17 @@ def overshoot_rows(
     lags_ms: tuple[int, ...] = (2,),
     sync_intervals_ms: tuple[int, ...] = (0, 10, 50),
     progress: Callable[[str], None] | None = None,
+    limit: int = 1000,
+    window_ms: int = 1000,
+    duration_ms: int | None = None,
 ) -> list[list[Any]]:
     """``[processes, lag ms, sync ms, worst window / limit, steady worst / limit, kv round
-    trips per decision]`` per configuration; each uses its own key prefix in ``store``."""
+    trips per decision]`` per configuration; each uses its own key prefix in ``store``.
+
+    Each process offers one request per millisecond for ``duration_ms`` (default ``seconds``
+    x 1,000) against ``limit`` per ``window_ms``; a test scales the three down together."""
     rows: list[list[Any]] = []
-    limit = 1000
+    duration_ms = seconds * 1000 if duration_ms is None else duration_ms
     run = 0
     for count in processes:
         for lag_ms in lags_ms:
@@ -79,16 +85,16 @@ def overshoot_rows(
                     for i in range(count)
                 ]
                 limiters = [
-                    DistributedLimiter(s, limit, 1000, sync_interval_ms=sync_ms, clock=clock)
+                    DistributedLimiter(s, limit, window_ms, sync_interval_ms=sync_ms, clock=clock)
                     for s in stores
                 ]
                 admitted: Counter[int] = Counter()
                 decisions = 0
-                for _ in range(seconds * 1000):
+                for _ in range(duration_ms):
                     for limiter in limiters:
                         decisions += 1
                         if limiter.acquire("api").allowed:
-                            admitted[clock.now_ms() // 1000] += 1
+                            admitted[clock.now_ms() // window_ms] += 1
                     clock.advance(ms=1)
                 lagged.flush()
                 steady = [admitted[w] for w in sorted(admitted)[1:]] or [0]
