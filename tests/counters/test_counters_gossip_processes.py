@@ -36,8 +36,10 @@ def test_three_processes_converge() -> None:
                 "127.0.0.1:0",
             ]
             command += ["--gossip-port", str(gossip_ports[name]), *peers, "--json"]
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-            processes.append(process)
+            processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        # All three start at once (each takes a second or more to import and bind on a loaded
+        # machine); each announces its address when it is up.
+        for name, process in zip(names, processes, strict=True):
             assert process.stdout is not None
             addresses[name] = json.loads(process.stdout.readline())["address"]
 
