@@ -43,10 +43,13 @@ def _start(node: str, grpc_port: int, cluster: dict[str, int], root: Path) -> su
     for peer, port in cluster.items():
         if peer != node:
             argv += ["--peer", f"{peer}=127.0.0.1:{port}"]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=ENV)
+
+
+def _wait_started(node: str, process: subprocess.Popen[str]) -> None:
+    """Block until ``process`` printed its start line (it is serving)."""
     assert process.stdout is not None
     assert json.loads(process.stdout.readline())["node"] == node
-    return process
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -60,7 +63,10 @@ def test_kill_the_leader_and_lose_nothing_acknowledged(tmp_path: Path) -> None:
     ports = _free_ports(6)
     grpc_ports = dict(zip(NODES, ports[:3], strict=True))
     cluster = dict(zip(NODES, ports[3:], strict=True))
+    # All three start at once (each spends its first seconds importing), then are waited for.
     processes = {n: _start(n, grpc_ports[n], cluster, tmp_path) for n in NODES}
+    for node, process in processes.items():
+        _wait_started(node, process)
     victim = replica_set("events", 0, NODES, 3)[0]  # partition 0's first leader
     addresses = [f"127.0.0.1:{grpc_ports[n]}" for n in [victim, *(n for n in NODES if n != victim)]]
     acked: dict[int, list[tuple[int, bytes, float]]] = {0: [], 1: [], 2: []}
