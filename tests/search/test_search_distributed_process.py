@@ -45,8 +45,12 @@ from blocks.testing.servers import grpc_health_check
 SHARD_NODES = {f"s{n}{twin}": f"shard-{n}" for n in range(4) for twin in "ab"}
 NAMES = ["shard-0", "shard-1", "shard-2", "shard-3"]
 HEDGE_MS = 200
-SLOW_LINK_S = 15.0  # per direction: a search waiting on the slow replica takes >= 30 s
-QUERY_TIMEOUT_S = 40.0  # the client's deadline; the coordinator answers within 90% of it
+# A search that waited for the slow replica takes at least 2 x SLOW_LINK_S (one delay each
+# way), and ends before the coordinator's deadline (90% of QUERY_TIMEOUT_S, 9 s > 8 s): so
+# it would come back complete and fail the ``longest_s < SLOW_LINK_S`` check, not hide as a
+# partial answer or a timeout. SLOW_LINK_S is still 20 x HEDGE_MS, far beyond the hedge.
+SLOW_LINK_S = 4.0  # per direction (the delays were 15 s and 40 s: 30 s of the test's time)
+QUERY_TIMEOUT_S = 10.0  # the client's deadline; the coordinator answers within 90% of it
 DIM, COUNT, K = 8, 400, 6
 
 

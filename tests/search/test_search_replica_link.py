@@ -22,7 +22,7 @@ import pytest
 from blocks.core.errors import InvalidArgument, Unauthenticated, Unavailable
 from blocks.search import ExactIndex, search_pb2
 from blocks.search.datapath import OP_SEARCH, DataPathClient, SearchDataPath
-from blocks.search.replica_link import ReplicaLink, outcome
+from blocks.search.replica_link import KEEPER_REOPEN_S, ReplicaLink, outcome
 from blocks.search.service import SearchNode, build_server
 from blocks.search.wire import decode_reply, fill_batch
 
@@ -167,6 +167,28 @@ def test_a_kept_link_survives_a_restart_and_keeps_the_token(serving: _Serving) -
             _search(wrong)
     finally:
         wrong.close()
+
+
+def test_a_graceful_stop_is_not_held_for_its_grace_by_a_kept_link(serving: _Serving) -> None:
+    """The kept ``Watch`` stream is an open call: without the link letting go of it on
+    ``NOT_SERVING``, the server's stop waits out the whole grace (20 s here)."""
+    address = serving.start()
+    link = ReplicaLink(address, token=TOKEN)
+    try:
+        assert _search(link) == [0, 1, 2]
+        started = time.monotonic()
+        serving._run(serving.server.stop(grace_s=20))
+        serving.server = None
+        assert time.monotonic() - started < 10
+        serving.start()  # the stream is opened again (after KEEPER_REOPEN_S) and kept
+        _wait_until(lambda: _retry(link))
+        time.sleep(1.5 * KEEPER_REOPEN_S)
+        kept = _pollers()
+        assert len(kept) == 1
+        time.sleep(2.5 * KEEPER_REOPEN_S)  # letting go of SERVING would start new pollers
+        assert _search(link) == [0, 1, 2] and _pollers() == kept
+    finally:
+        link.close()
 
 
 def _retry(link: ReplicaLink) -> bool:
