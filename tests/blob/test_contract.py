@@ -91,9 +91,7 @@ class DurableDirectoryContract(DirectoryContract):
     fsync = True
 
 
-# The store with its journal in memory: 40 runs of 30 steps (Hypothesis's default of 100
-# runs took 15.7 s of the suite at load 10-19; the directory contracts run 25 and 8).
-MemoryContract.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+MemoryContract.TestCase.settings = settings(stateful_step_count=30, deadline=None)
 ReplicatedContract.TestCase.settings = settings(
     max_examples=15, stateful_step_count=20, deadline=None
 )
