@@ -65,7 +65,8 @@ from collections.abc import Hashable
 from blocks.cache.climber import GuardedClimber, TrialClimber
 from blocks.cache.lru import check_capacity
 from blocks.cache.sketch import FrequencySketch, Slots
-from blocks.cache.tinylfu_miss import SMALL_BATCH, insert_unit, insert_weighted
+from blocks.cache.tinylfu_miss import SMALL_BATCH, insert_weighted
+from blocks.cache.tinylfu_miss import insert as insert_miss
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["CLIMBERS", "READ_BUFFER_MAX", "WINDOW_LOW_DEFAULT", "TinyLfuPolicy"]
@@ -277,13 +278,12 @@ class TinyLfuPolicy:
 
     # -- misses -------------------------------------------------------------------------
 
-    def insert(self, key: Hashable, weight: int) -> list[Hashable]:
-        if weight == 1:
-            return insert_unit(self, key)
-        return insert_weighted(self, key, weight)
+    insert = insert_miss
+    """``insert(key, weight)``, the miss path: ``blocks.cache.tinylfu_miss.insert``."""
 
     def _insert_weighted(self, key: Hashable, weight: int) -> list[Hashable]:
-        """The general miss path for any weight (``insert_unit`` must decide as it does)."""
+        """The general miss path for any weight (``insert`` with weight 1 must decide as it
+        does)."""
         return insert_weighted(self, key, weight)
 
     def _drop(self, key: Hashable) -> None:
@@ -307,7 +307,7 @@ class TinyLfuPolicy:
             if len(reads) >= READ_BUFFER_MAX:
                 self.drain_reads()
             return True
-        insert_unit(self, key)
+        insert_miss(self, key, 1)
         return False
 
     # -- adaptation ---------------------------------------------------------------------

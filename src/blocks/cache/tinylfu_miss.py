@@ -17,7 +17,7 @@ Two implementations of the same steps, held to the same decisions by
 
 * ``insert_weighted``, the general one, for any weight: several keys may leave the window
   and several duels may be needed.
-* ``insert_unit``, for weight 1, the common case, in one frame: the window and the cache
+* ``insert`` with weight 1, the common case, in one frame: the window and the cache
   were within their bounds before and one entry leaves each, so at most one key moves from
   the window and at most one duel is held; the buffered hits are applied and counted
   together with the new key, and the duel's two sketch estimates are inlined. A refused
@@ -44,7 +44,7 @@ __all__ = [
     "ADMIT_POPULAR_CHANCE",
     "ADMIT_POPULAR_FREQUENCY",
     "SMALL_BATCH",
-    "insert_unit",
+    "insert",
     "insert_weighted",
 ]
 
@@ -57,8 +57,12 @@ SMALL_BATCH = 16
 deduplicating)."""
 
 
-def insert_unit(policy: TinyLfuPolicy, key: Hashable) -> list[Hashable]:
-    """``policy.insert(key, 1)``: the same steps as ``insert_weighted`` with weight 1."""
+def insert(policy: TinyLfuPolicy, key: Hashable, weight: int = 1) -> list[Hashable]:
+    """``TinyLfuPolicy.insert`` itself (the class binds this function, so a miss costs no
+    extra frame): a weight other than 1 goes to ``insert_weighted``; weight 1 takes the same
+    steps in one frame."""
+    if weight != 1:
+        return insert_weighted(policy, key, weight)
     assert key not in policy._slots
     # A unit-weight miss, the common one, in one frame: drain the few buffered hits,
     # count them and the new key, move at most one key from the window to probation and
