@@ -11,22 +11,26 @@ import pytest
 
 @pytest.fixture(scope="package", autouse=True)
 def one_openmp_thread() -> Iterator[None]:
-    """faiss on one OpenMP thread here, and in the ``serve`` processes the tests start.
+    """faiss and torch on one thread here, and in the ``serve`` processes the tests start.
 
-    The answers do not depend on it; the time does: on two loaded cores faiss's two OpenMP
+    The answers do not depend on it; the time does: on two loaded cores the two OpenMP
     threads spin at every barrier, and a 3-query search of 40 vectors took 28 ms (cProfile
-    of the faiss contract, load 10; the faiss contracts went from 61 and 48 s to 22 and 25 s
-    with one thread). Scoped to this package: the setting is the main thread's and the
-    environment variable is read by processes started while it is set, both restored after.
+    of the faiss contract, load 10). With one thread, at load 9-15: the faiss contracts 66
+    and 54 s -> 22 and 25 s, the torch top-k properties 69, 58 and 30 s -> 27, 30 and 3 s.
+    Scoped to this package: faiss's setting is the main thread's, torch's the process's,
+    both restored after; the environment variable reaches the processes started meanwhile.
     """
     import faiss
+    import torch
 
-    previous = faiss.omp_get_max_threads()
+    previous, previous_torch = faiss.omp_get_max_threads(), torch.get_num_threads()
     faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
         yield
     faiss.omp_set_num_threads(previous)
+    torch.set_num_threads(previous_torch)
 
 
 @pytest.fixture
