@@ -20,7 +20,7 @@ from .process_cluster import ACCESS, SECRET, Node, cluster_nodes, start_all, sto
 
 pytestmark = pytest.mark.process
 
-OBJECTS_PER_NODE = 10
+OBJECTS_PER_NODE = 5  # two chunks each: 30 chunks, 60 shards a node
 
 
 @pytest.fixture
