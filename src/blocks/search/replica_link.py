@@ -20,10 +20,11 @@ ready (``wait_for_ready``), so a dead replica costs no loop of failed calls; a s
 fails at once anyway (a server without the health service) is opened again at most once per
 ``KEEPER_REOPEN_S``. A search call's own failure handling does not depend on the stream.
 A server that stops gracefully keeps open calls for its whole grace period (10 s by
-default), this stream included, so a thread per link reads it: when the replica announces
-``NOT_SERVING`` (the first step of its graceful shutdown) the link cancels the stream, and the
-replica stops as soon as its real calls are done (a test of 4 shards x 2 replicas spent 80 s
-stopping its shards, each waiting out its grace for the coordinator's streams).
+default), this stream included, so a thread per link reads it: when a replica that was
+``SERVING`` announces ``NOT_SERVING`` (the first step of its graceful shutdown) the link
+cancels the stream, and the replica stops as soon as its real calls are done (a test of 4
+shards x 2 replicas spent 80 s stopping its shards, each waiting out its grace for the
+coordinator's streams). A replica still starting is not let go of.
 
 **Searches on the data path.** Given a ``DataPathClient`` and the replica's announced
 ``data_port`` (``use_data_path``), ``start("SearchVectors", ...)`` goes over the core TCP
@@ -69,13 +70,17 @@ def outcome(future: Any) -> Any:
 
 
 def _let_go_when_stopping(keeper: Any) -> None:
-    """Read the kept ``Watch`` stream until it ends; cancel it once the replica announces
-    anything but ``SERVING`` (it is shutting down, or not ready: the stream is opened again
-    by the done callback, at most once per ``KEEPER_REOPEN_S``)."""
+    """Read the kept ``Watch`` stream until it ends; cancel it once a replica that was
+    ``SERVING`` announces anything else (its graceful shutdown began; the done callback opens
+    the stream again, at most once per ``KEEPER_REOPEN_S``). A replica still starting (not
+    ``SERVING`` yet) is not let go of: the stream would be dropped and the poller lost."""
     serving = health_pb2.HealthCheckResponse.SERVING
+    was_serving = False
     try:
         for reply in keeper:
-            if reply.status != serving:
+            if reply.status == serving:
+                was_serving = True
+            elif was_serving:
                 keeper.cancel()
                 return
     except grpc.RpcError:  # cancelled by close(), or the replica went away
