@@ -68,7 +68,8 @@ def test_process_faults_are_applied_and_healed(tmp_path: Path) -> None:
     kinds = [*PROCESS_FAULTS, FaultKind.WIPE, FaultKind.CLOCK_JUMP]
     with ProcessCluster(HTTP, ["a", "b"], tmp_path) as cluster:
         cluster.start_all()
-        nemesis = Nemesis(cluster, seed=3, kinds=kinds, steps=6, hold_s=(0.05, 0.1))
+        # No workload runs beside it: the calm between faults (0.5 s each) would only wait.
+        nemesis = Nemesis(cluster, seed=3, kinds=kinds, steps=6, hold_s=(0.05, 0.1), calm_s=0.0)
         with cluster.failure_notes(nemesis.describe()):
             nemesis.run()
             assert nemesis.survived == nemesis.faults
