@@ -1,4 +1,5 @@
-"""The command line as a user meets it: --version, the demo, bench listing."""
+"""The command line as a user meets it: --version, the demo, bench listing (the demo and
+``bench --json`` run the real ``python -m blocks``; the rest run ``main`` in process)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ def run_blocks(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     )
 
 
-def test_version() -> None:
-    result = run_blocks("--version")
-    assert result.returncode == 0
-    assert result.stdout.strip() == f"blocks {__version__}"
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    # In process: the demo and bench tests below run the real ``python -m blocks``.
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"blocks {__version__}"
 
 
 def test_core_demo_runs_a_cluster_and_survives_a_node_loss() -> None:
@@ -58,9 +61,11 @@ def test_bench_unknown_name_names_the_valid_ones(capsys: pytest.CaptureFixture[s
     assert line.startswith("error: no benchmark named 'nosuch'") and "transport" in line
 
 
-def test_unknown_command_is_an_error() -> None:
-    result = run_blocks("no-such-block")
-    assert result.returncode == 2
+def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["no-such-block"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'no-such-block'" in capsys.readouterr().err
 
 
 def test_bench_json_prints_the_reports_and_keeps_stdout_clean(tmp_path: Path) -> None:

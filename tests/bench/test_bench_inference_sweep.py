@@ -28,6 +28,27 @@ from benchmarks._sweep_core import (
     window,
 )
 
+PROBE_MIB = 16  # the quick mode's 128 MiB probes took ~3 s a pair at load 9: shape, not speed
+
+
+@pytest.fixture
+def small_probes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The real bandwidth probes on a ``PROBE_MIB`` buffer; returns the buffer sizes the
+    benchmark asked the read probe for, one entry a call."""
+    asked: list[int] = []
+    read, copy = inference_sweep.read_bandwidth_gb_s, inference_sweep.copy_bandwidth_gb_s
+
+    def small_read(buffer_mib: int, cpu_time: bool = False) -> float:
+        asked.append(buffer_mib)
+        return read(PROBE_MIB, cpu_time)
+
+    def small_copy(buffer_mib: int, cpu_time: bool = False) -> float:
+        return copy(PROBE_MIB, cpu_time)
+
+    monkeypatch.setattr(inference_sweep, "read_bandwidth_gb_s", small_read)
+    monkeypatch.setattr(inference_sweep, "copy_bandwidth_gb_s", small_copy)
+    return asked
+
 
 def _planned(arrivals: list[float]) -> list[Planned]:
     return [Planned(i, t, "a prompt", 8) for i, t in enumerate(arrivals)]
@@ -114,7 +135,7 @@ def test_saturation_is_the_first_rate_that_falls_behind_what_was_offered() -> No
     assert best == max(keeps_up.throughput_tok_s, falls_behind.throughput_tok_s)
 
 
-def test_quick_mode_against_the_tiny_model(tmp_path: Path) -> None:
+def test_quick_mode_against_the_tiny_model(tmp_path: Path, small_probes: list[int]) -> None:
     args = argparse.Namespace(
         out=str(tmp_path),
         model="tiny-random",
@@ -144,6 +165,7 @@ def test_quick_mode_against_the_tiny_model(tmp_path: Path) -> None:
     assert table[1]["first error"].startswith("skipped: ")
     (roof,) = json.loads((out / "sweep_roofline.json").read_text())
     assert roof["contender"] == "blocks" and roof["batch-1 decode tok/s"] != "-"
+    assert small_probes == [128]  # the quick mode's buffer, measured once
 
 
 def test_the_roofline_is_read_bandwidth_over_weights_and_kv_read_per_token() -> None:
@@ -158,7 +180,9 @@ def test_the_roofline_is_read_bandwidth_over_weights_and_kv_read_per_token() -> 
     assert row["fraction of max(read, copy)"] == "25%"  # copy counts written bytes too
 
 
-def test_batch1_only_measures_each_round_against_its_own_bandwidth(tmp_path: Path) -> None:
+def test_batch1_only_measures_each_round_against_its_own_bandwidth(
+    tmp_path: Path, small_probes: list[int]
+) -> None:
     args = argparse.Namespace(
         out=str(tmp_path), model="tiny-random", rates=None, requests=4, threads=1, hf_batch=4,
         seed=0, quick=True, batch1_only=True, rounds=2, contenders="blocks",
@@ -167,6 +191,7 @@ def test_batch1_only_measures_each_round_against_its_own_bandwidth(tmp_path: Pat
     rows = json.loads((tmp_path / "inference" / "batch1_roofline.json").read_text())
     assert [(r["round"], r["contender"]) for r in rows] == [("1", "blocks"), ("2", "blocks")]
     assert all(r["batch-1 decode tok/s"] != "-" and r["fraction"].endswith("%") for r in rows)
+    assert small_probes == [128, 128]  # the bandwidth read again for every round
 
 
 def test_batch1_in_cpu_time_subtracts_the_prefill_and_first_token(
