@@ -68,7 +68,7 @@ VISIBILITY_MS = 3_000
 
 
 def _nemesis(server: NatsServer, seed: int) -> EngineNemesis:
-    return EngineNemesis({"nats": server}, seed=seed, steps=nemesis_steps(default=3), calm_s=1.0)
+    return EngineNemesis({"nats": server}, seed=seed, steps=nemesis_steps(default=3), calm_s=0.5)
 
 
 async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
