@@ -220,3 +220,14 @@ def test_reduced_precision_path_keeps_high_recall(dtype: str) -> None:
         want, _ = brute_force(np.arange(2000), corpus, queries, 10, metric)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
         assert recall >= 0.9, (metric, recall)
+
+
+def test_a_cosine_query_of_subnormal_entries_is_normalised_to_unit_length() -> None:
+    """Found by ``test_exact_matches_brute_force_on_floats``: ``[1e-45, 1e-45]`` has a float64
+    norm of 1.98e-45, which rounds to 1.4e-45 in float32, so a float32 division left the row
+    of length 1.41 and its score 1.41 instead of 1.0."""
+    index = ExactIndex(2, "cosine")
+    index.add(np.array([0]), np.array([[1.0, 1.0]], dtype=np.float32))
+    result = index.search(np.array([[1e-45, 1e-45]], dtype=np.float32), 1)
+    assert result.ids.tolist() == [[0]]
+    assert abs(float(result.distances[0, 0]) - 1.0) < 1e-6

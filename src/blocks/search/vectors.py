@@ -110,6 +110,10 @@ def _row_norms(vectors: FloatArray) -> npt.NDArray[np.float64]:
 def _divide_rows(vectors: FloatArray, norms: npt.NDArray[np.float64]) -> FloatArray:
     if vectors.shape[0] and not (norms > 0).all():
         raise InvalidArgument("cosine metric cannot use a zero vector")
+    if vectors.shape[0] and norms.min() < np.finfo(np.float32).tiny:
+        # A subnormal norm rounds in float32 ([1e-45, 1e-45]: 1.98e-45 -> 1.4e-45, and the
+        # row came out of length 1.41): divide those batches in float64.
+        return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
     return np.ascontiguousarray(vectors / norms.astype(np.float32)[:, None], dtype=np.float32)
 
 
