@@ -156,7 +156,11 @@ def test_a_kept_link_survives_a_restart_and_keeps_the_token(serving: _Serving) -
         serving.stop()
         serving.start()
         _wait_until(lambda: _retry(link))  # reconnects within the channel's backoff
+        # The stream was let go of at NOT_SERVING and is reopened at most once per
+        # KEEPER_REOPEN_S (twice if the first reopen met the server still stopping).
+        time.sleep(2.5 * KEEPER_REOPEN_S)
         kept = _pollers()
+        assert len(kept) == 1
         assert _search(link) == [0, 1, 2]
         assert _pollers() == kept
     finally:
