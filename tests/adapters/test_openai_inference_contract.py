@@ -68,13 +68,10 @@ class ServeProcess:
         self.url = f"http://{json.loads(line)['listen']}/v1"
 
     def close(self) -> None:
+        # SIGKILL, not SIGTERM: nothing here checks a graceful stop, which spent seconds.
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
