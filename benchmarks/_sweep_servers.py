@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import sys
 import threading
 import time
@@ -192,23 +193,21 @@ def _model_facts(model: str) -> tuple[Path | None, int, int, int]:
         net = tiny_random_model()
         params = sum(p.numel() for p in net.parameters())
         return None, params, params * 4, _kv_values(net.config)
-    import gguf
-
+    from blocks.inference.gguf_file import read_gguf
     from blocks.inference.loader import resolve_model_path
 
     path = resolve_model_path(model)
-    reader = gguf.GGUFReader(str(path))
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    arch = reader.fields["general.architecture"].contents()
+    gguf_file = read_gguf(path)
+    params = sum(math.prod(t.shape) for t in gguf_file.tensors)
+    arch = gguf_file.fields["general.architecture"]
 
     def field(key: str, default: int = 0) -> int:
-        found = reader.fields.get(f"{arch}.{key}")
-        return default if found is None else int(found.contents())
+        return int(gguf_file.fields.get(f"{arch}.{key}", default))
 
     heads = field("attention.head_count")
     head_dim = field("rope.dimension_count", field("embedding_length") // heads)
     kv = field("block_count") * 2 * field("attention.head_count_kv", heads) * head_dim
-    return path, params, sum(int(t.n_bytes) for t in reader.tensors), kv
+    return path, params, sum(t.data.nbytes for t in gguf_file.tensors), kv
 
 
 def _kv_values(config: Any) -> int:
