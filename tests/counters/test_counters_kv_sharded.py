@@ -84,7 +84,7 @@ class StaleReads:
 
 
 class KvContract(CountersContract):
-    def make_counters(self) -> Counters:
+    def make_subject(self) -> Counters:
         self.counters_kv = KvShardedCounters(_kv(), shards=3, prefix=_prefix(), map_refresh_s=0)
         return self.counters_kv
 

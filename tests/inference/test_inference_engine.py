@@ -35,7 +35,9 @@ def solo(prompt, max_tokens):  # type: ignore[no-untyped-def]
 
 
 class BatchInvariance(EngineContract):
-    make_engine = staticmethod(lambda: LLMEngine(MODEL, CharTokenizer(), SMALL))
+    def make_subject(self) -> LLMEngine:
+        return LLMEngine(MODEL, CharTokenizer(), SMALL)
+
     solo = staticmethod(solo)
 
 

@@ -47,7 +47,9 @@ def solo(prompt, max_tokens):  # type: ignore[no-untyped-def]
 class SpeculativeBatchInvariance(EngineContract):
     """Greedy output with drafts in a batch equals each request run alone without them."""
 
-    make_engine = staticmethod(lambda: engine())
+    def make_subject(self) -> LLMEngine:
+        return engine()
+
     solo = staticmethod(solo)
 
 

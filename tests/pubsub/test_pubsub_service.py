@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, NotFound
 from blocks.core.server import Server
 from blocks.pubsub.api import PubSub
@@ -32,8 +31,8 @@ class _Served:
 
 
 class GrpcPubSubContract(PubSubContract):
-    async def make_pubsub(self, clock: ManualClock) -> PubSub:
-        server, _ = build_server(None, clock=clock, session_timeout_ms=SESSION_TIMEOUT_MS)
+    async def make_subject(self) -> PubSub:
+        server, _ = build_server(None, clock=self.clock, session_timeout_ms=SESSION_TIMEOUT_MS)
         await server.start()
         return _Served(await connect([server.address]), server)  # type: ignore[return-value]
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from blocks.core.clock import ManualClock
 from blocks.core.errors import InvalidArgument, NotFound, Unauthenticated
 from blocks.core.server import Server
 from blocks.queue.api import Queue
@@ -33,8 +32,8 @@ class _ServedQueue:
 
 
 class GrpcQueueContract(QueueContract):
-    async def make_queue(self, clock: ManualClock) -> Queue:
-        server, _ = build_server(None, clock=clock)
+    async def make_subject(self) -> Queue:
+        server, _ = build_server(None, clock=self.clock)
         await server.start()
         client = await connect([server.address])
         return _ServedQueue(client, server)  # type: ignore[return-value]

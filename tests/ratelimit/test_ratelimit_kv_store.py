@@ -62,9 +62,9 @@ def _prefix() -> str:
 
 
 class KvExact(RateLimiterContract):
-    def make_limiter(self, clock: ManualClock) -> RateLimiter:
+    def make_subject(self) -> RateLimiter:
         store = KvWindowStore(_kv(), prefix=_prefix())
-        return DistributedLimiter(store, limit=10, window_ms=500, clock=clock)
+        return DistributedLimiter(store, limit=10, window_ms=500, clock=self.clock)
 
     def check_promise(self, admissions: Admissions) -> None:
         aligned_window_promise(admissions, 10, 500)
