@@ -175,8 +175,11 @@ def test_save_load_round_trip(tmp_path) -> None:
         (lambda ix: ix.search(np.ones((1, 3)), True), "k must"),
         (lambda ix: ix.search(np.ones((1, 4)), 1), "dimension"),
         (lambda ix: ix.search([[np.inf, 0, 0]], 1), "NaN"),
+        (lambda ix: ix.add([1], [[1e300, 0.0, 0.0]]), "float32's range"),
+        (lambda ix: ix.search([[0.0, -1e39, 0.0]], 1), "float32's range"),
     ],
 )
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_bad_input_is_refused_and_changes_nothing(call, message) -> None:
     index = ExactIndex(3, "l2")
     index.add([5], [[1.0, 2.0, 3.0]])

@@ -58,6 +58,9 @@ def _to_numpy(value: Any) -> np.ndarray[Any, Any]:
         raise InvalidArgument(f"cannot read as an array: {error}") from None
 
 
+NOT_FINITE = "vectors contain NaN, infinite values or values past float32's range"
+
+
 def as_vectors(value: Any, dim: int, *, metric: Metric | None = None) -> FloatArray:
     """Return ``value`` as a finite float32 ``(n, dim)`` array (normalised for cosine)."""
     vectors = as_float32_rows(value, dim)
@@ -66,17 +69,18 @@ def as_vectors(value: Any, dim: int, *, metric: Metric | None = None) -> FloatAr
         # overflow float64), so cosine checks n norms instead of n x dim entries.
         norms = _row_norms(vectors)
         if not np.isfinite(norms).all():
-            raise InvalidArgument("vectors contain NaN or infinite values")
+            raise InvalidArgument(NOT_FINITE)
         return _divide_rows(vectors, norms)
     if not np.isfinite(vectors).all():
-        raise InvalidArgument("vectors contain NaN or infinite values")
+        raise InvalidArgument(NOT_FINITE)
     return vectors
 
 
 def as_float32_rows(value: Any, dim: int) -> FloatArray:
     """``value`` as a C-contiguous float32 ``(n, dim)`` array, its shape, size and dtype
-    checked but **not** its values: the caller checks finiteness (``as_vectors`` does). The
-    array is ``value`` itself when it already is one, so the caller must not write to it."""
+    checked but **not** its values: the caller checks finiteness (``as_vectors`` does), and a
+    value past float32's range becomes infinite here, so that check refuses it. The array is
+    ``value`` itself when it already is one, so the caller must not write to it."""
     array = _to_numpy(value)
     if array.ndim == 1 and array.shape[0] == dim:
         array = array.reshape(1, dim)
@@ -88,7 +92,8 @@ def as_float32_rows(value: Any, dim: int) -> FloatArray:
         raise InvalidArgument(f"{array.shape[0]} rows exceed the limit of {BATCH_ROWS_MAX}")
     if array.dtype.kind not in "fiub":
         raise InvalidArgument(f"vectors must be numeric, got dtype {array.dtype}")
-    rows: FloatArray = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # past float32's range: inf, refused by the caller
+        rows: FloatArray = np.ascontiguousarray(array, dtype=np.float32)
     return rows
 
 
