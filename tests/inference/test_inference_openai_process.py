@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import random
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from tiny_server import InferenceServeProcess
 
 openai = pytest.importorskip("openai")
 
@@ -31,58 +29,20 @@ pytestmark = [
 ]
 
 KEY = "sk-proc"
-START_TIMEOUT_S = 120
 
 
-class ServeProcess:
+class ServeProcess(InferenceServeProcess):
     """``blocks inference serve --model smollm2`` on a free port; ``close`` always kills it."""
 
     def __init__(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "blocks",
-            "inference",
-            "serve",
-            "--model",
-            "smollm2",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            KEY,
-            "--num-blocks",
-            "128",
-            "--max-model-len",
-            "512",
-            "--threads",
-            "1",
-            "--json",
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        super().__init__(
+            *("--model", "smollm2", "--num-blocks", "128", "--max-model-len", "512"), api_key=KEY
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the server prints its address once it listens
-        if not line:
-            self.close()
-            raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
-        self.listen = json.loads(line)["listen"]
-        host, _, port = self.listen.rpartition(":")
-        self.address = (host, int(port))
 
     def client(self, **options: object):  # type: ignore[no-untyped-def]
         return openai.OpenAI(
             base_url=f"http://{self.listen}/v1", api_key=KEY, max_retries=0, timeout=60, **options
         )
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=20)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,31 +17,28 @@ KEY = "sk-t"
 MAX_MODEL_LEN = 512
 
 
-class TinyServed:
-    """The server on a free port and one official client (``max_retries=0``); ``close``
-    always kills it."""
+class InferenceServeProcess:
+    """``blocks inference serve`` with ``serve_args`` on a free port of 127.0.0.1, one thread,
+    behind ``api_key``; ``listen`` (and ``address``) once it prints them. ``close`` always
+    kills it (no test of its users checks a graceful stop)."""
 
-    def __init__(self) -> None:
-        import openai
-
+    def __init__(self, *serve_args: str, api_key: str) -> None:
         command = [
-            *(sys.executable, "-m", "blocks", "inference", "serve", "--model", "tiny-random"),
-            *("--listen", "127.0.0.1:0", "--api-key", KEY),
-            *("--max-model-len", str(MAX_MODEL_LEN), "--threads", "1", "--json"),
+            *(sys.executable, "-m", "blocks", "inference", "serve", *serve_args),
+            *("--listen", "127.0.0.1:0", "--api-key", api_key, "--threads", "1", "--json"),
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
+        line = self.proc.stdout.readline()  # the server prints its address once it listens
         if not line:
             self.close()
             raise AssertionError(self.proc.stderr.read() if self.proc.stderr else "no output")
         self.listen = str(json.loads(line)["listen"])
-        self.client: Any = openai.OpenAI(
-            base_url=f"http://{self.listen}/v1", api_key=KEY, max_retries=0, timeout=120
-        )
+        host, _, port = self.listen.rpartition(":")
+        self.address = (host, int(port))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -50,3 +47,17 @@ class TinyServed:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+class TinyServed(InferenceServeProcess):
+    """The tiny-random server and one official client (``max_retries=0``)."""
+
+    def __init__(self) -> None:
+        import openai
+
+        super().__init__(
+            *("--model", "tiny-random", "--max-model-len", str(MAX_MODEL_LEN)), api_key=KEY
+        )
+        self.client: Any = openai.OpenAI(
+            base_url=f"http://{self.listen}/v1", api_key=KEY, max_retries=0, timeout=120
+        )
