@@ -19,7 +19,8 @@ anything fails half-way, what was started is stopped again and the error propaga
 
 0. stopping hooks (``add_stopping_hook``) run first, while the server still serves (a
    cluster node announces its departure there), each bounded by ``stop_hook_timeout_s``;
-1. health switches every service to ``NOT_SERVING`` at once (so probes see shutdown begin);
+1. health switches every service to ``NOT_SERVING`` at once (so probes see shutdown begin)
+   and ends its ``Watch`` streams, which would hold the grace period (``blocks.core.health``);
 2. after ``drain_delay_s`` (default 0: time for load balancers to notice), gRPC stops
    accepting new calls and in-flight calls get ``grace_s`` seconds to finish; calls still
    running then are cancelled;
@@ -48,11 +49,12 @@ from typing import Any
 import grpc
 import grpc.aio
 import uvloop
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped,unused-ignore]
 from prometheus_client import CollectorRegistry
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import FailedPrecondition, InvalidArgument, Timeout, Unavailable
+from blocks.core.health import HealthService
 from blocks.core.metrics import RpcMetrics
 from blocks.core.rpc import (
     HTTP2_FRAME_BYTES_MAX,
@@ -177,7 +179,7 @@ class Server:
         self._drain_delay_s = drain_delay_s
         self._stop_hook_timeout_s = stop_hook_timeout_s
         self.metrics = RpcMetrics(registry if registry is not None else CollectorRegistry())
-        self.health = health.aio.HealthServicer()
+        self.health = HealthService()
         self._services: list[tuple[Callable[[Any, Any], None], Any]] = []
         self._generic_handlers: list[grpc.GenericRpcHandler] = []
         self._health_names: list[str] = []
