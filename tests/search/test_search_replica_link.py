@@ -174,8 +174,9 @@ def test_a_kept_link_survives_a_restart_and_keeps_the_token(serving: _Serving) -
 
 
 def test_a_graceful_stop_is_not_held_for_its_grace_by_a_kept_link(serving: _Serving) -> None:
-    """The kept ``Watch`` stream is an open call: without the link letting go of it on
-    ``NOT_SERVING``, the server's stop waits out the whole grace (20 s here)."""
+    """The kept ``Watch`` stream is an open call: unless the server ends it at
+    ``NOT_SERVING`` (``blocks.core.health``), its stop waits out the whole grace (20 s
+    here)."""
     address = serving.start()
     link = ReplicaLink(address, token=TOKEN)
     try:

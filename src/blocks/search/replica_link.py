@@ -19,12 +19,9 @@ stream ends (the replica went away) it is opened again, waiting for the channel 
 ready (``wait_for_ready``), so a dead replica costs no loop of failed calls; a stream that
 fails at once anyway (a server without the health service) is opened again at most once per
 ``KEEPER_REOPEN_S``. A search call's own failure handling does not depend on the stream.
-A server that stops gracefully keeps open calls for its whole grace period (10 s by
-default), this stream included, so a thread per link reads it: when a replica that was
-``SERVING`` announces ``NOT_SERVING`` (the first step of its graceful shutdown) the link
-cancels the stream, and the replica stops as soon as its real calls are done (a test of 4
-shards x 2 replicas spent 80 s stopping its shards, each waiting out its grace for the
-coordinator's streams). A replica still starting is not let go of.
+A server that stops gracefully ends the stream itself once it announces ``NOT_SERVING``
+(``blocks.core.health``), so the kept call never holds a replica's stop for its grace
+period; the link then opens it again as above, for the restarted replica.
 
 **Searches on the data path.** Given a ``DataPathClient`` and the replica's announced
 ``data_port`` (``use_data_path``), ``start("SearchVectors", ...)`` goes over the core TCP
@@ -67,24 +64,6 @@ def outcome(future: Any) -> Any:
         failed: Any = error  # a grpc.Call at run time
         code, details, trailing = failed.code(), failed.details(), failed.trailing_metadata()
         raise error_from_status(code, details or "", trailing or ()) from None
-
-
-def _let_go_when_stopping(keeper: Any) -> None:
-    """Read the kept ``Watch`` stream until it ends; cancel it once a replica that was
-    ``SERVING`` announces anything else (its graceful shutdown began; the done callback opens
-    the stream again, at most once per ``KEEPER_REOPEN_S``). A replica still starting (not
-    ``SERVING`` yet) is not let go of: the stream would be dropped and the poller lost."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-    was_serving = False
-    try:
-        for reply in keeper:
-            if reply.status == serving:
-                was_serving = True
-            elif was_serving:
-                keeper.cancel()
-                return
-    except grpc.RpcError:  # cancelled by close(), or the replica went away
-        return
 
 
 class ReplicaLink:
@@ -133,10 +112,6 @@ class ReplicaLink:
                 wait_for_ready=True,
             )
         keeper.add_done_callback(self._keep)  # runs at once if it ended: not under the lock
-        reader = threading.Thread(
-            target=_let_go_when_stopping, args=(keeper,), name="replica-watch", daemon=True
-        )
-        reader.start()
 
     def use_data_path(self, client: DataPathClient, port: int | None) -> None:
         """Send searches to the replica's data path at ``port`` (of this link's host) through
