@@ -6,10 +6,8 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import uvloop
-
-from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
-from blocks.cli_server import add_client_arguments, call_server, parse_peers
+from blocks.cli import DEFAULT_PORTS, add_server_arguments, print_result, server_options
+from blocks.cli_server import add_client_arguments, call_server, parse_peers, run_server
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -94,8 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = server_options(args)
     gossip = None if args.gossip_port is None else (options.host, args.gossip_port)
 
-    async def main() -> None:
-        server, service = build_server(
+    def build() -> tuple[Any, Any]:
+        return build_server(
             args.name,
             host=options.host,
             port=options.port,
@@ -104,19 +102,11 @@ def _serve(args: argparse.Namespace) -> int:
             peers=peers,
             data_dir=args.data_dir,
         )
-        options.configure(server)
-        await server.start()
+
+    def announcement(server: Any, service: Any) -> tuple[str, dict[str, Any]]:
         transport = service.gossip_transport
         gossip_address = transport.address if transport is not None else None
-        announce(
-            options,
-            f"counters node {args.name} serving on {server.address}",
-            address=server.address,
-            metrics_port=server.metrics_port,
-            name=args.name,
-            gossip=gossip_address,
-        )
-        await server.serve_until_signalled()
+        text = f"counters node {args.name} serving on {server.address}"
+        return text, {"name": args.name, "gossip": gossip_address}
 
-    uvloop.run(main())
-    return 0
+    return run_server(options, build, announcement)
