@@ -339,22 +339,38 @@ def chat_response(
     decode: Any,
 ) -> dict[str, Any]:
     """A ``chat.completion`` with one choice per finished sequence, in order."""
-    return {
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": done.text},
+            "finish_reason": done.finish_reason.value,
+            "logprobs": chat_logprobs(done.logprobs, decode) if want_logprobs else None,
+        }
+        for index, done in enumerate(dones)
+    ]
+    return _envelope(rid, "chat.completion", created, model, choices, _usage_of(dones))
+
+
+def _envelope(
+    rid: str,
+    obj: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    usage_fields: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The fields every response and chunk object carries, in OpenAI's order; ``usage``
+    only when given (whole answers and the final usage chunk)."""
+    body: dict[str, Any] = {
         "id": rid,
-        "object": "chat.completion",
+        "object": obj,
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": done.text},
-                "finish_reason": done.finish_reason.value,
-                "logprobs": chat_logprobs(done.logprobs, decode) if want_logprobs else None,
-            }
-            for index, done in enumerate(dones)
-        ],
-        "usage": _usage_of(dones),
+        "choices": choices,
     }
+    if usage_fields is not None:
+        body["usage"] = usage_fields
+    return body
 
 
 def _usage_of(dones: Sequence[Completion]) -> dict[str, int]:
@@ -371,15 +387,8 @@ def chat_chunk(
     logprobs: dict[str, Any] | None = None,
     index: int = 0,
 ) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
-        ],
-    }
+    choice = {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+    return _envelope(rid, "chat.completion.chunk", created, model, [choice])
 
 
 def completion_response(
@@ -391,22 +400,16 @@ def completion_response(
     decode: Any,
 ) -> dict[str, Any]:
     """A ``text_completion`` with one choice per finished sequence, in order."""
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": index,
-                "text": done.text,
-                "finish_reason": done.finish_reason.value,
-                "logprobs": _completion_logprobs(done.logprobs, decode) if want_logprobs else None,
-            }
-            for index, done in enumerate(dones)
-        ],
-        "usage": _usage_of(dones),
-    }
+    choices = [
+        {
+            "index": index,
+            "text": done.text,
+            "finish_reason": done.finish_reason.value,
+            "logprobs": _completion_logprobs(done.logprobs, decode) if want_logprobs else None,
+        }
+        for index, done in enumerate(dones)
+    ]
+    return _envelope(rid, "text_completion", created, model, choices, _usage_of(dones))
 
 
 def completion_chunk(
@@ -422,23 +425,11 @@ def completion_chunk(
     """One streamed ``text_completion`` chunk; ``logprobs`` (with ``decode``) are this chunk's
     tokens' entries, in the non-streamed answer's shape."""
     lp = None if logprobs is None else _completion_logprobs(logprobs, decode)
-    return {
-        "id": rid,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": index, "text": text, "finish_reason": finish_reason, "logprobs": lp}],
-    }
+    choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": lp}
+    return _envelope(rid, "text_completion", created, model, [choice])
 
 
 def usage_chunk(
     rid: str, created: int, model: str, obj: str, prompt_tokens: int, completion_tokens: int
 ) -> dict[str, Any]:
-    return {
-        "id": rid,
-        "object": obj,
-        "created": created,
-        "model": model,
-        "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    return _envelope(rid, obj, created, model, [], usage(prompt_tokens, completion_tokens))
