@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.inputs import bytes_within
 
 __all__ = [
     "BATCH_ITEMS_MAX",
@@ -49,15 +50,7 @@ def check_key(key: Any) -> bytes:
 
 def check_value(value: Any, value_bytes_max: int) -> bytes:
     """Return ``value`` as bytes, or raise ``InvalidArgument``."""
-    if isinstance(value, bytes):
-        data = value
-    elif isinstance(value, bytearray | memoryview):
-        data = bytes(value)
-    else:
-        raise InvalidArgument(f"value must be bytes, not {type(value).__name__}")
-    if len(data) > value_bytes_max:
-        raise InvalidArgument(f"value of {len(data)} bytes exceeds the limit of {value_bytes_max}")
-    return data
+    return bytes_within(value, "value", value_bytes_max)
 
 
 def check_batch_size(count: int) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.inputs import bytes_within
 from blocks.core.log.format import HEADER_BYTES, LENGTH_MAX
 
 __all__ = [
@@ -77,17 +78,8 @@ class LogStats:
 
 
 def as_payload(record: object, record_bytes_max: int) -> bytes:
-    if isinstance(record, bytes):
-        payload = record
-    elif isinstance(record, bytearray | memoryview):
-        payload = bytes(record)
-    else:
-        raise InvalidArgument(f"a log record must be bytes, got {type(record).__name__}")
-    if len(payload) > record_bytes_max:
-        raise InvalidArgument(
-            f"record of {len(payload)} bytes exceeds record_bytes_max={record_bytes_max}"
-        )
-    return payload
+    """One record as ``bytes`` of at most ``record_bytes_max``; ``InvalidArgument`` else."""
+    return bytes_within(record, "a log record", record_bytes_max, "record_bytes_max")
 
 
 def as_payloads(records: Iterable[object], record_bytes_max: int) -> list[bytes]:
