@@ -6,7 +6,8 @@ path beside gRPC (``blocks.core.data_path``). ``add_cluster_node_arguments`` add
 to a ``serve`` parser; ``cluster_node`` reads them back: None for a single server, else the
 node's name, replication address and peers, checked. ``data_port`` turns ``--data-port`` into
 what ``build_server`` takes (None: no data path). ``build_node`` builds the one or the other
-server from those flags.
+server from those flags; ``add_cluster_serve`` and ``serve_node`` are the ``serve`` verb of
+such a block, parser and run.
 """
 
 from __future__ import annotations
@@ -16,10 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from blocks.cli_server import ServerOptions, parse_host_port, parse_peers
+from blocks.cli_server import (
+    ServerOptions,
+    add_server_arguments,
+    parse_host_port,
+    parse_peers,
+    run_server,
+    server_options,
+)
 from blocks.core.errors import InvalidArgument
 
-__all__ = ["ClusterNode", "add_cluster_node_arguments", "build_node", "cluster_node", "data_port"]
+__all__ = [
+    "ClusterNode",
+    "add_cluster_node_arguments",
+    "add_cluster_serve",
+    "build_node",
+    "cluster_node",
+    "data_port",
+    "serve_node",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,4 +123,42 @@ def build_node(
         return build_server(options.data_dir, **common)
     return build_cluster_server(
         options.data_dir, **cluster.as_arguments(), **cluster_options, **common
+    )
+
+
+def add_cluster_serve(
+    verbs: Any, *, block: str, help_text: str, member: str, peer_help: str
+) -> argparse.ArgumentParser:
+    """The ``serve`` verb of ``blocks <block>`` for a server that runs alone or as one node of
+    a cluster: its parser, with the server flags (``--data-dir`` optional, no TLS) and
+    ``add_cluster_node_arguments``'s."""
+    serve: argparse.ArgumentParser = verbs.add_parser("serve", help=help_text)
+    add_server_arguments(serve, block=block, data_dir="optional", tls=False)
+    add_cluster_node_arguments(serve, member=member, peer_help=peer_help)
+    return serve
+
+
+def serve_node(
+    args: argparse.Namespace,
+    *,
+    member: str,
+    what: str,
+    build_server: Callable[..., tuple[Any, Any]],
+    build_cluster_server: Callable[..., tuple[Any, Any]],
+    **cluster_options: Any,
+) -> int:
+    """Run the server ``build_node`` builds from the flags until signalled (``run_server``);
+    the start-up line reads ``<what> on <address>`` and names ``--node-id``."""
+    options = server_options(args)
+    return run_server(
+        options,
+        lambda: build_node(
+            args,
+            options,
+            member=member,
+            build_server=build_server,
+            build_cluster_server=build_cluster_server,
+            **cluster_options,
+        ),
+        lambda server, _: (f"{what} on {server.address}", {"node": args.node_id}),
     )

@@ -7,15 +7,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from blocks.cli import (
-    DEFAULT_PORTS,
-    ServerOptions,
-    add_server_arguments,
-    read_lines,
-    server_options,
-)
-from blocks.cli_cluster import add_cluster_node_arguments, build_node
-from blocks.cli_server import add_verb, call_and_print, run_server
+from blocks.cli import DEFAULT_PORTS, read_lines
+from blocks.cli_cluster import add_cluster_serve, serve_node
+from blocks.cli_server import add_verb, call_and_print
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -26,10 +20,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("pubsub", help="partitioned pub-sub log")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    serve = verbs.add_parser("serve", help="run a pub-sub broker")
-    add_server_arguments(serve, block="pubsub", data_dir="optional", tls=False)
-    add_cluster_node_arguments(
-        serve,
+    serve = add_cluster_serve(
+        verbs,
+        block="pubsub",
+        help_text="run a pub-sub broker",
         member="broker",
         peer_help="another broker's id and replication address (repeat; turns on replication)",
     )
@@ -114,22 +108,13 @@ def _text(result: Any) -> str:
     return str(result)
 
 
-def _build(args: argparse.Namespace, options: ServerOptions) -> tuple[Any, Any]:
+def _serve(args: argparse.Namespace) -> int:
     from blocks.pubsub.service import build_cluster_server, build_server
 
-    return build_node(
+    return serve_node(
         args,
-        options,
         member="broker",
+        what="pubsub broker",
         build_server=build_server,
         build_cluster_server=build_cluster_server,
-    )
-
-
-def _serve(args: argparse.Namespace) -> int:
-    options = server_options(args)
-    return run_server(
-        options,
-        lambda: _build(args, options),
-        lambda server, _: (f"pubsub broker on {server.address}", {"node": args.node_id}),
     )

@@ -6,15 +6,9 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from blocks.cli import (
-    DEFAULT_PORTS,
-    ServerOptions,
-    add_server_arguments,
-    read_lines,
-    server_options,
-)
-from blocks.cli_cluster import add_cluster_node_arguments, build_node
-from blocks.cli_server import add_verb, call_and_print, run_server
+from blocks.cli import DEFAULT_PORTS, read_lines
+from blocks.cli_cluster import add_cluster_serve, serve_node
+from blocks.cli_server import add_verb, call_and_print
 from blocks.core.errors import InvalidArgument
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
@@ -26,10 +20,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("queue", help="durable work queues")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    serve = verbs.add_parser("serve", help="run a queue server")
-    add_server_arguments(serve, block="queue", data_dir="optional", tls=False)
-    add_cluster_node_arguments(
-        serve,
+    serve = add_cluster_serve(
+        verbs,
+        block="queue",
+        help_text="run a queue server",
         member="node",
         peer_help="another node of the replicated queue and its --cluster-listen (repeat)",
     )
@@ -158,29 +152,19 @@ def _text(result: Any) -> str:
     return "ok" if result is None else str(result)
 
 
-def _build(args: argparse.Namespace, options: ServerOptions) -> Any:
-    """A single-node server without ``--peer`` (as before), else a replicated queue node."""
+def _serve(args: argparse.Namespace) -> int:
+    """A single-node server without ``--peer``, else a replicated queue node."""
     from blocks.queue.service import build_cluster_server, build_server
 
     if args.sync_interval_ms is not None and (not args.peer or args.fsync != "never"):
         raise InvalidArgument("--sync-interval-ms goes with --fsync never on a cluster node")
-    server, _ = build_node(
+    return serve_node(
         args,
-        options,
         member="node",
+        what="queue server",
         build_server=build_server,
         build_cluster_server=build_cluster_server,
         snapshot_every=args.snapshot_every,
         segment_bytes_max=args.segment_bytes,
         sync_interval_ms=args.sync_interval_ms,
-    )
-    return server
-
-
-def _serve(args: argparse.Namespace) -> int:
-    options = server_options(args)
-    return run_server(
-        options,
-        lambda: (_build(args, options), None),
-        lambda server, _: (f"queue server on {server.address}", {"node": args.node_id}),
     )
