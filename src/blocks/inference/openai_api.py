@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from blocks.core.errors import InvalidArgument
+from blocks.core.http import HttpError
 from blocks.inference import token_fields
 from blocks.inference.params import MAX_TOKENS_LIMIT, Completion, SamplingParams, TokenLogprob
 from blocks.inference.tools import (
@@ -42,6 +43,7 @@ __all__ = [
     "completion_chunk",
     "completion_response",
     "error_body",
+    "http_error_body",
     "parse_chat",
     "parse_completion",
     "usage",
@@ -78,6 +80,13 @@ def error_body(
     message: str, kind: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def http_error_body(error: HttpError) -> dict[str, Any]:
+    """The OpenAI-shaped body of a refusal at the HTTP layer: ``invalid_request_error``
+    below 500, ``server_error`` from it, with the refusal's ``reason`` as ``code``."""
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    return error_body(error.message, kind, code=error.reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """An OpenAI-compatible router in front of inference replicas (ours, vLLM, llama.cpp's server).
 
 Theory of operation: the front end is the inference server's own HTTP layer (a
-``connection.RequestReader`` per connection, ``ServerLimits``, ``http``'s bounded parser and
-OpenAI-shaped errors). For each completion request the driver asks the pure
+``connection.RequestReader`` per connection, the request loop of ``connection_loop``,
+``ServerLimits``, ``http``'s bounded parser and OpenAI-shaped errors). For each completion request the driver asks the pure
 ``RouterPolicy`` for a replica (prefix affinity, else fewest outstanding tokens), sends the
 request there over a keep-alive ``Upstream`` pool, and relays the answer:
 
@@ -39,6 +39,7 @@ from typing import Any
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.inference import openai_api as oa
 from blocks.inference.connection import RequestReader, ServerLimits
+from blocks.inference.connection_loop import ConnectionHooks, refuse_connection, serve_requests
 from blocks.inference.http import (
     MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
@@ -60,7 +61,6 @@ from blocks.inference.router_upstream import (
 __all__ = ["Router", "RouterTimeouts"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("blocks.access")
 
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 # Forwarded to one replica each, with the same choice, retries and relaying as completions.
@@ -194,49 +194,27 @@ class Router:
         assert task is not None
         if len(self._connections) >= self.limits.max_connections or self._draining:
             body = oa.error_body("router busy; retry later", "server_error", code="unavailable")
-            with contextlib.suppress(Exception):
-                await write_json(writer, 503, body, keep_alive=False)
-            writer.close()
+            await refuse_connection(writer, body)
             return
         self._connections.add(task)
         requests = RequestReader(reader, self.limits.max_pipelined)
-        try:
-            while not self._draining:
-                try:
-                    item = await requests.next(self.limits.idle_timeout_s)
-                except TimeoutError:
-                    break
-                if item is None:
-                    break
-                if isinstance(item, HttpError):
-                    body = oa.error_body(item.message, _kind(item.status), code=item.reason)
-                    await write_json(writer, item.status, body, keep_alive=False)
-                    break
-                self._busy.add(task)
-                started = time.monotonic()
-                try:
-                    keep_open = await self._handle(item, requests, writer)
-                    if access_log.isEnabledFor(logging.INFO):  # route --access-log
-                        elapsed_ms = (time.monotonic() - started) * 1000
-                        access_log.info(
-                            "%s %s %.1fms", item.head.method, item.head.path, elapsed_ms
-                        )
-                finally:
-                    self._busy.discard(task)
-                    if self._draining and not self._busy:
-                        self._idle_now.set()
-                if not keep_open or not item.head.keep_alive:
-                    break
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # our bug: never let it escape into the event loop unlogged
-            log.exception("router connection failed")
-        finally:
-            self._connections.discard(task)
-            await requests.close()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        hooks = ConnectionHooks(time.monotonic, log, "router", serving=self._taking_requests)
+
+        async def handle(request: Request) -> bool:
+            self._busy.add(task)
+            try:
+                return await self._handle(request, requests, writer)
+            finally:
+                self._busy.discard(task)
+                if self._draining and not self._busy:
+                    self._idle_now.set()
+
+        await serve_requests(
+            self._connections, requests, writer, handle, self.limits.idle_timeout_s, hooks
+        )
+
+    def _taking_requests(self) -> bool:
+        return not self._draining
 
     async def _handle(
         self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter
@@ -277,8 +255,7 @@ class Router:
             await write_json(writer, error.status, error.body())
             return True
         except HttpError as error:
-            body = oa.error_body(error.message, _kind(error.status), code=error.reason)
-            await write_json(writer, error.status, body)
+            await write_json(writer, error.status, oa.http_error_body(error))
             return True
 
     async def _models(self, request: Request, writer: asyncio.StreamWriter) -> bool:
@@ -411,7 +388,3 @@ async def _read_all(response: Response, idle_timeout_s: float) -> bytes:
 
 def _unavailable(message: str) -> dict[str, Any]:
     return oa.error_body(message, "server_error", code="no_healthy_replica")
-
-
-def _kind(status: int) -> str:
-    return "invalid_request_error" if status < 500 else "server_error"

@@ -16,7 +16,8 @@ Time comes from the injected ``clock`` (wall time by default): an answer's ``cre
 wall-clock second, and the access log's durations are monotonic.
 
 Each connection's requests are read ahead by a ``connection.RequestReader`` (keep-alive and
-pipelining: answers go out one after another, in request order). While a request generates,
+pipelining: answers go out one after another, in request order) and taken in turn by
+``connection_loop.serve_requests``, the loop the router shares. While a request generates,
 the handler watches the reader's ``gone`` event, never the socket itself: end-of-stream means
 the client went away, and the generation is cancelled (its KV blocks freed) instead of
 running on. Streamed answers are chunked on HTTP/1.1, so the connection carries on afterwards.
@@ -43,6 +44,7 @@ from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
 from blocks.inference import openai_api as oa
 from blocks.inference.async_engine import AsyncEngine
 from blocks.inference.connection import RequestReader, ServerLimits
+from blocks.inference.connection_loop import ConnectionHooks, refuse_connection, serve_requests
 from blocks.inference.embeddings import answer_embeddings
 from blocks.inference.http import MAX_HEAD_BYTES, EventStream, HttpError, Request, write_json
 from blocks.inference.params import TokenDelta
@@ -51,7 +53,6 @@ from blocks.inference.responses import Answer, write_events, write_whole
 __all__ = ["InferenceServer"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("blocks.access")
 
 
 class InferenceServer:
@@ -110,44 +111,21 @@ class InferenceServer:
                 "server_error",
                 code="too_many_connections",
             )
-            with contextlib.suppress(Exception):
-                await write_json(writer, 503, body, keep_alive=False)
-            writer.close()
+            await refuse_connection(writer, body)
             return
         self._connections.add(task)
         metrics.http_connections.inc()
         requests = RequestReader(reader, self.limits.max_pipelined)
-        try:
-            while True:
-                try:
-                    item = await requests.next(self.limits.idle_timeout_s)
-                except TimeoutError:
-                    metrics.count_http_rejection("idle_timeout")
-                    break
-                if item is None:
-                    break
-                if isinstance(item, HttpError):  # framing is lost: answer, then close
-                    metrics.count_http_rejection(item.reason)
-                    await write_json(writer, item.status, _http_error_body(item), keep_alive=False)
-                    break
-                started = self.clock.monotonic()
-                keep_open = await self._handle(item, requests, writer)
-                if access_log.isEnabledFor(logging.INFO):  # blocks <block> serve --access-log
-                    elapsed_ms = (self.clock.monotonic() - started) * 1000
-                    access_log.info("%s %s %.1fms", item.head.method, item.head.path, elapsed_ms)
-                if not keep_open or not item.head.keep_alive:
-                    break
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # our bug: never let it escape into the event loop unlogged
-            log.exception("inference connection failed")
-            metrics.count_http_rejection("internal_error")
-        finally:
-            self._connections.discard(task)
-            await requests.close()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        hooks = ConnectionHooks(
+            self.clock.monotonic, log, "inference", count_rejection=metrics.count_http_rejection
+        )
+
+        async def handle(request: Request) -> bool:
+            return await self._handle(request, requests, writer)
+
+        await serve_requests(
+            self._connections, requests, writer, handle, self.limits.idle_timeout_s, hooks
+        )
 
     async def _handle(
         self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter
@@ -183,7 +161,7 @@ class InferenceServer:
             return True
         except HttpError as error:  # a body that is not acceptable JSON; framing is intact
             self.engine.metrics.count_http_rejection(error.reason)
-            await write_json(writer, error.status, _http_error_body(error))
+            await write_json(writer, error.status, oa.http_error_body(error))
             return True
         except Exception:  # our bug: the client still gets an answer, then the connection closes
             log.exception("inference request failed: %s %s", head.method, head.path)
@@ -296,11 +274,6 @@ class InferenceServer:
             return True
         await write_json(writer, 200, body)
         return True
-
-
-def _http_error_body(error: HttpError) -> dict[str, Any]:
-    kind = "invalid_request_error" if error.status < 500 else "server_error"
-    return oa.error_body(error.message, kind, code=error.reason)
 
 
 async def _too_many(writer: asyncio.StreamWriter, error: Overloaded) -> None:
