@@ -1,10 +1,11 @@
-"""``blocks search serve | index | query | suggest | info``.
+"""``blocks search serve | index | add | query | suggest | info``.
 
 ``serve`` runs a node (vector index + BM25 documents + typeahead, optional MiniLM embeddings);
 ``rebalance`` moves what a changed ``--remote-shards`` list places elsewhere;
 ``index`` streams vectors (``.npy``) or documents (a text file, one per line, optionally
-``id<TAB>text``) to a node in batches and shows progress on stderr; ``query`` searches by
-vector or by text; ``suggest`` completes a prefix; ``info`` describes a node.
+``id<TAB>text``) to a node in batches and shows progress on stderr; ``add`` stores one vector
+with attributes (``--attr KEY=VALUE``); ``query`` searches by vector (``--where`` filters on
+attributes, JSON as in ``blocks.search.where``) or by text; ``suggest`` completes a prefix; ``info`` describes a node.
 """
 
 from __future__ import annotations
@@ -115,7 +116,24 @@ def register(subparsers: Any) -> None:
     index.add_argument("--first-id", type=int, default=0, help="id of the first vector")
     index.add_argument("--batch-size", type=int, default=10_000)
     index.add_argument("--train", action="store_true", help="train the index on the vectors first")
+    index.add_argument(
+        "--attributes", help="with --vectors: JSON Lines, one object of attributes per vector"
+    )
     index.set_defaults(func=_index)
+
+    add = verbs.add_parser("add", help="store one vector with attributes")
+    _client_arguments(add)
+    add.add_argument("--id", type=int, required=True)
+    add.add_argument("--vector", required=True, help="comma-separated floats")
+    add.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='an attribute (repeatable); VALUE is a JSON number, true/false or "string", '
+        "else text: color=red size=3 price=2.5 ok=true",
+    )
+    add.set_defaults(func=_add)
 
     query = verbs.add_parser("query", help="search a node by vector or by text")
     _client_arguments(query)
@@ -126,6 +144,12 @@ def register(subparsers: Any) -> None:
     query.add_argument("--mode", default="bm25", choices=["bm25", "semantic", "hybrid"])
     query.add_argument("--nprobe", type=int, default=None)
     query.add_argument("--ef-search", type=int, default=None)
+    query.add_argument(
+        "--where",
+        default=None,
+        help='vectors only: a JSON filter on attributes, e.g. \'{"color": "red", '
+        '"price": {"$lte": 5}}\' ($eq $ne $in $nin $gt $gte $lt $lte $and $or $not)',
+    )
     query.add_argument(
         "--allow-partial",
         action="store_true",
@@ -286,12 +310,13 @@ def _index(args: argparse.Namespace) -> int:
                 import numpy as np
 
                 data = np.load(args.vectors, allow_pickle=False, mmap_mode="r")
+                attributes = _read_attributes(args.attributes, len(data))
                 if args.train:
                     client.train(np.asarray(data[: min(len(data), 100_000)]))
                 for start in range(0, len(data), args.batch_size):
                     stop = min(len(data), start + args.batch_size)
                     ids = np.arange(args.first_id + start, args.first_id + stop)
-                    client.add(ids, np.asarray(data[start:stop]))
+                    client.add(ids, np.asarray(data[start:stop]), attributes[start:stop])
                     _progress(stop, len(data), started)
                 count = len(data)
             else:
@@ -311,6 +336,40 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_attributes(path: str | None, count: int) -> list[Any]:
+    """``--attributes``: one JSON object per line, one line per vector (none: ``[]``)."""
+    if path is None:
+        return []
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    if len(rows) != count:
+        raise InvalidArgument(f"--attributes has {len(rows)} lines for {count} vectors")
+    return rows
+
+
+def _add(args: argparse.Namespace) -> int:
+    from blocks.search.client import SearchClient
+    from blocks.search.where import parse_attribute
+
+    attributes = dict(parse_attribute(flag) for flag in args.attr)
+    vector = _parse_vector(args.vector)
+    with SearchClient(args.address, token=args.token) as client:
+        client.add([args.id], [vector], [attributes])
+        size = len(client)
+    result = {"id": args.id, "attributes": attributes, "vectors": size}
+    print_result(result, as_json=args.json, text=f"added {args.id}; node now holds {size}")
+    return 0
+
+
+def _parse_vector(text: str) -> list[float]:
+    try:
+        return [float(value) for value in text.split(",")]
+    except ValueError as error:
+        raise InvalidArgument(f"bad --vector: {error}") from None
+
+
 def _read_documents(path: str) -> list[tuple[str, str]]:
     documents: list[tuple[str, str]] = []
     with open(path, encoding="utf-8") as handle:
@@ -326,6 +385,8 @@ def _read_documents(path: str) -> list[tuple[str, str]]:
 def _query(args: argparse.Namespace) -> int:
     from blocks.search.client import SearchClient
 
+    if args.text is not None and args.where is not None:
+        raise InvalidArgument("--where filters vector queries (--vector), not text")
     with SearchClient(args.address, token=args.token) as client:
         if args.text is not None:
             found = client.search_text_partial(
@@ -338,16 +399,14 @@ def _query(args: argparse.Namespace) -> int:
             text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
             print_result(hits, as_json=args.json, text=text or "(no hits)")
             return 0
-        try:
-            queries = [[float(v) for v in row.split(",")] for row in args.vector]
-        except ValueError as error:
-            raise InvalidArgument(f"bad --vector: {error}") from None
+        queries = [_parse_vector(row) for row in args.vector]
         result = client.search(
             queries,
             args.k,
             nprobe=args.nprobe,
             ef_search=args.ef_search,
             allow_partial=args.allow_partial,
+            where=args.where,
         )
     if result.partial:
         missing = ", ".join(result.missing_shard_names)

@@ -15,13 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
 
 from blocks.core.errors import InvalidArgument, error_from_status
 from blocks.core.rpc import AUTHORIZATION_METADATA_KEY, channel_options, validate_token
 from blocks.search import search_pb2, search_pb2_grpc
 from blocks.search.api import Filter, Metric, SearchResult
-from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
+from blocks.search.vectors import as_ids, as_vectors, check_k
+from blocks.search.where import (
+    as_expression,
+    attributes_to_wire,
+    check_attribute_rows,
+    fill_search_filter,
+)
 from blocks.search.wire import decode_reply, encode_batch, fill_batch
 
 __all__ = ["SearchClient", "TextResult"]
@@ -93,10 +98,15 @@ class SearchClient:
     def train(self, vectors: Any) -> None:
         self._call("Train", encode_batch(as_vectors(vectors, self.dim)))
 
-    def add(self, ids: Any, vectors: Any) -> None:
+    def add(self, ids: Any, vectors: Any, attributes: Sequence[Any] | None = None) -> None:
+        """Store vectors and, when given, one attribute mapping per id (str, int, float or
+        bool values; ``blocks.search.metadata``), which ``search(where=...)`` filters on."""
         data = as_vectors(vectors, self.dim)
         ids_np = as_ids(ids, expected=data.shape[0])
-        request = search_pb2.AddVectorsRequest(ids=ids_np.tolist())
+        rows = check_attribute_rows(attributes, ids_np.size)
+        request = search_pb2.AddVectorsRequest(
+            ids=ids_np.tolist(), attributes=[attributes_to_wire(row) for row in rows]
+        )
         fill_batch(request.vectors, data)
         self._call("AddVectors", request)
 
@@ -116,26 +126,22 @@ class SearchClient:
         ef_search: int | None = None,
         timeout_s: float | None = None,
         allow_partial: bool = False,
+        where: Any = None,
     ) -> SearchResult:
         """``allow_partial``: a coordinator may answer without missing shards, flagged in
-        ``partial``, ``missing_shards`` and ``missing_shard_names``."""
+        ``partial``, ``missing_shards`` and ``missing_shard_names``. ``where``: only ids whose
+        attributes match, as an ``Expression`` or its JSON form (``blocks.search.where``),
+        applied during the search so ``k`` come back when ``k`` stored ids match."""
         k = check_k(k)
         data = as_vectors(queries, self.dim)
-        filter_ids: list[int] = []
-        if filter is not None:
-            if callable(filter):
-                raise InvalidArgument("a remote index takes an allow-list of ids, not a callable")
-            candidates = np.asarray(filter, dtype=np.int64).ravel()
-            filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
         request = search_pb2.SearchVectorsRequest(
             k=k,
-            has_filter=filter is not None,
-            filter_ids=filter_ids,
             nprobe=nprobe or 0,
             ef_search=ef_search or 0,
             allow_partial=allow_partial,
             packed_reply=True,
         )
+        fill_search_filter(request, filter, as_expression(where))
         fill_batch(request.queries, data)
         reply = self._call("SearchVectors", request, timeout_s)
         ids, distances = decode_reply(reply)

@@ -46,7 +46,13 @@ from blocks.search.pipeline import PIPELINE_DEPTH_DEFAULT, PIPELINE_ROWS_DEFAULT
 from blocks.search.replica_link import ReplicaLink, outcome
 from blocks.search.routing import ShardRing
 from blocks.search.scatter import Cancel, HedgeDelay, ScatterGather, Send, replica_order
-from blocks.search.vectors import allowed_mask, as_ids, as_vectors, check_k
+from blocks.search.vectors import as_ids, as_vectors, check_k
+from blocks.search.where import (
+    as_expression,
+    attributes_to_wire,
+    check_attribute_rows,
+    fill_search_filter,
+)
 from blocks.search.wire import decode_reply, encode_batch, fill_batch
 
 __all__ = [
@@ -152,18 +158,19 @@ class Coordinator:
         allow_partial: bool | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        where: Any = None,
     ) -> SearchResult:
         """Exact merge of every shard's top ``k``; ``timeout_ms`` caps ``deadline_ms``. A
         batch longer than the pipeline's chunk runs as chunks in flight together
-        (``blocks.search.pipeline``), all under one deadline."""
+        (``blocks.search.pipeline``), all under one deadline. ``where`` (an ``Expression`` or
+        its JSON form) goes to every shard, which filters during its own search: each shard's
+        top ``k`` among its matching ids, so the merge is the exact top ``k`` of them all."""
         k = check_k(k)
         data = as_vectors(queries, self._dim)
-        filter_ids: list[int] = []
-        if filter is not None:
-            if callable(filter):
-                raise InvalidArgument("a coordinator takes an allow-list of ids, not a callable")
-            candidates = np.asarray(filter, dtype=np.int64).ravel()
-            filter_ids = candidates[allowed_mask(filter, candidates)].tolist()
+        template = search_pb2.SearchVectorsRequest(
+            k=k, nprobe=nprobe or 0, ef_search=ef_search or 0, packed_reply=True
+        )
+        fill_search_filter(template, filter, as_expression(where))
         if self.nlist and nprobe is not None and nprobe < 1:
             raise InvalidArgument(f"nprobe must be positive, got {nprobe}")
         budget_ms = self.budget_ms(timeout_ms)
@@ -171,14 +178,8 @@ class Coordinator:
         partial_ok = self.allow_partial if allow_partial is None else allow_partial
 
         def search_rows(start: int, stop: int) -> SearchResult:
-            request = search_pb2.SearchVectorsRequest(
-                k=k,
-                has_filter=filter is not None,
-                filter_ids=filter_ids,
-                nprobe=nprobe or 0,
-                ef_search=ef_search or 0,
-                packed_reply=True,
-            )
+            request = search_pb2.SearchVectorsRequest()
+            request.CopyFrom(template)
             return self._search_rows(
                 request, data[start:stop], nprobe, budget_ms, deadline_ms, partial_ok
             )
@@ -349,16 +350,20 @@ class Coordinator:
         owners = self.ring.owners_of_vectors(ids)
         return {int(shard): np.flatnonzero(owners == shard) for shard in np.unique(owners)}
 
-    def add(self, ids: Any, vectors: Any) -> None:
-        """Write each shard's slice to all its replicas; all or nothing (module docstring)."""
+    def add(self, ids: Any, vectors: Any, attributes: Sequence[Any] | None = None) -> None:
+        """Write each shard's slice, with its ids' attributes when given (one mapping per
+        id), to all its replicas; all or nothing (module docstring)."""
         data = as_vectors(vectors, self._dim)
         ids_np = as_ids(ids, expected=data.shape[0])
+        checked = [attributes_to_wire(row) for row in check_attribute_rows(attributes, ids_np.size)]
         rows = self._by_shard(ids_np)
         calls = [
             (
                 shard,
                 "AddVectors",
-                _add_request(ids_np[where], data[where]),
+                _add_request(
+                    ids_np[where], data[where], [checked[at] for at in where] if checked else []
+                ),
             )
             for shard, where in rows.items()
         ]
@@ -487,7 +492,7 @@ class Coordinator:
             self._data_path.close()
 
 
-def _add_request(ids: IdArray, vectors: FloatArray) -> Any:
-    request = search_pb2.AddVectorsRequest(ids=ids.tolist())
+def _add_request(ids: IdArray, vectors: FloatArray, attributes: list[Any]) -> Any:
+    request = search_pb2.AddVectorsRequest(ids=ids.tolist(), attributes=attributes)
     fill_batch(request.vectors, vectors)
     return request

@@ -36,11 +36,12 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.search import search_pb2
-from blocks.search.api import K_MAX
+from blocks.search.api import K_MAX, Filter, SearchResult
 from blocks.search.bm25 import CorpusStats, check_doc_id, check_text_k
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
+from blocks.search.metadata import Expression, Value
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode
 from blocks.search.tokenize import tokenize
 from blocks.search.vectors import atomic_write
@@ -92,6 +93,21 @@ class CoordinatorNode(SearchNode):
         for at, doc_id in enumerate(doc_ids):
             positions.setdefault(self.coordinator.ring.owner_of_document(doc_id), []).append(at)
         return positions
+
+    def _apply_add(self, ids: Any, data: Any, attributes: list[dict[str, Value]]) -> None:
+        """The shards store the vectors and their attributes, not the coordinator."""
+        self.coordinator.add(ids, data, attributes)
+
+    def search_vectors(
+        self,
+        queries: Any,
+        k: int,
+        allow: Filter | None,
+        where: Expression | None,
+        options: dict[str, Any],
+    ) -> SearchResult:
+        """Every shard filters during its own search (``Coordinator.search``'s ``where``)."""
+        return self.coordinator.search(queries, k, allow, where=where, **options)
 
     def save(self) -> str:
         """``Save`` on a coordinator: every replica of every shard snapshots its own data,

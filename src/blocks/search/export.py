@@ -21,8 +21,10 @@ import numpy as np
 
 from blocks.core.errors import InvalidArgument
 from blocks.search import search_pb2
+from blocks.search.metadata import MetadataStore
 from blocks.search.routing import ShardRing
 from blocks.search.rows import EXPORT_ROWS_MAX, VectorRows, select_page
+from blocks.search.where import attributes_to_wire
 from blocks.search.wire import encode_batch
 
 __all__ = ["export_documents", "export_vectors", "page_limit"]
@@ -41,16 +43,26 @@ def _ring_predicate(request: Any) -> tuple[ShardRing, int]:
     return ring, ring.names.index(request.owner)
 
 
-def export_vectors(rows: VectorRows, request: Any) -> Any:
-    """An ``ExportVectorsReply`` (see the module docstring)."""
+def _with_attributes(reply: Any, metadata: MetadataStore | None) -> Any:
+    """``reply`` with one ``Attributes`` per id when any of its ids has some."""
+    if metadata is not None and len(metadata):
+        rows = [metadata.get(vector_id) for vector_id in reply.ids]
+        if any(rows):
+            reply.attributes.extend(attributes_to_wire(row) for row in rows)
+    return reply
+
+
+def export_vectors(rows: VectorRows, request: Any, metadata: MetadataStore | None = None) -> Any:
+    """An ``ExportVectorsReply`` (see the module docstring), with the ids' attributes."""
     rows.require_complete()
     if request.by_ids:
         if len(request.ids) > EXPORT_ROWS_MAX:
             raise InvalidArgument(f"at most {EXPORT_ROWS_MAX} ids per export")
         ids, data = rows.get(request.ids)
-        return search_pb2.ExportVectorsReply(
+        reply = search_pb2.ExportVectorsReply(
             ids=ids.tolist(), vectors=encode_batch(data), done=True
         )
+        return _with_attributes(reply, metadata)
     ring, owner = _ring_predicate(request)
     after = int(request.after_id) if request.has_after else None
     chosen, cursor, done = select_page(
@@ -61,12 +73,13 @@ def export_vectors(rows: VectorRows, request: Any) -> Any:
     )
     ids, data = rows.get(chosen)
     assert ids.tolist() == chosen
-    return search_pb2.ExportVectorsReply(
+    reply = search_pb2.ExportVectorsReply(
         ids=chosen,
         vectors=encode_batch(data),
         next_after_id=int(cursor if cursor is not None else np.iinfo(np.int64).min),
         done=done,
     )
+    return _with_attributes(reply, metadata)
 
 
 def export_documents(texts: dict[str, str], request: Any) -> Any:

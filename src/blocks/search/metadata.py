@@ -11,7 +11,10 @@ int, float or bool values). A filter expression is a tree of frozen dataclasses:
 
 An id without the field matches no ``Eq``, ``In`` or ``Range`` on it (and so matches their
 ``Not``). ``MetadataStore.allowed_ids(expression)`` evaluates the tree to a sorted int64 array
-of ids. That array is a ``VectorIndex`` *filter*, which every index applies inside its search,
+of the ids *with attributes* it selects. ``MetadataStore.filter_for(expression)`` is what a
+search node uses: its ``Not`` also selects vectors stored without any attribute (the store
+keeps no entry for them), so the tree is evaluated to a set or to the complement of a set,
+and a complement becomes a predicate over the index's ids instead of an allow-list. That array is a ``VectorIndex`` *filter*, which every index applies inside its search,
 not after it: ``ExactIndex`` masks the corpus before its top-k, ``FaissIndex`` hands faiss an
 ``IDSelectorBatch`` that its IVF and HNSW scans consult as they go (and
 ``blocks.search.filtered`` retries an approximate search that came back short). Post-filtering
@@ -26,14 +29,15 @@ id, field names up to ``FIELD_CHARS_MAX`` characters, string values up to ``VALU
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from blocks.core.errors import InvalidArgument
+from blocks.core.errors import Corruption, InvalidArgument
 from blocks.search.api import IdArray
 
 __all__ = [
@@ -47,11 +51,13 @@ __all__ = [
     "Or",
     "Range",
     "Value",
+    "check_attributes",
 ]
 
 FIELDS_PER_ID_MAX = 64
 FIELD_CHARS_MAX = 128
 VALUE_CHARS_MAX = 1024
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1  # what the wire (sint64) and the log carry
 
 Value = str | int | float | bool
 
@@ -61,7 +67,11 @@ def _check_value(value: Any) -> Value:
         if len(value) > VALUE_CHARS_MAX:
             raise InvalidArgument(f"string values are limited to {VALUE_CHARS_MAX} characters")
         return value
-    if isinstance(value, bool | int):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidArgument(f"integer values are 64-bit, got {value}")
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
@@ -72,6 +82,16 @@ def _check_field(field: Any) -> str:
     if not isinstance(field, str) or not 1 <= len(field) <= FIELD_CHARS_MAX:
         raise InvalidArgument(f"a field name is a string of 1..{FIELD_CHARS_MAX} characters")
     return field
+
+
+def check_attributes(attributes: Any) -> dict[str, Value]:
+    """``attributes`` validated (a mapping of at most ``FIELDS_PER_ID_MAX`` field names to
+    values), as a new dict; raises ``InvalidArgument`` naming what is wrong."""
+    if not isinstance(attributes, Mapping):
+        raise InvalidArgument(f"attributes are a mapping of field to value, got {attributes!r}")
+    if len(attributes) > FIELDS_PER_ID_MAX:
+        raise InvalidArgument(f"at most {FIELDS_PER_ID_MAX} attributes per id")
+    return {_check_field(f): _check_value(v) for f, v in attributes.items()}
 
 
 def _key(value: Value) -> tuple[str, Value]:
@@ -157,9 +177,7 @@ class MetadataStore:
         """Replace the attributes of ``item`` (validated first; nothing changes on error)."""
         if isinstance(item, bool) or not isinstance(item, int | np.integer) or item < 0:
             raise InvalidArgument(f"ids are non-negative integers, got {item!r}")
-        if len(attributes) > FIELDS_PER_ID_MAX:
-            raise InvalidArgument(f"at most {FIELDS_PER_ID_MAX} attributes per id")
-        clean = {_check_field(f): _check_value(v) for f, v in attributes.items()}
+        clean = check_attributes(attributes)
         self.delete(int(item))
         self._attributes[int(item)] = clean
         for field, value in clean.items():
@@ -179,28 +197,65 @@ class MetadataStore:
             self._columns.pop(field, None)
         return True
 
-    def allowed_ids(self, expression: Expression) -> IdArray:
-        """The ids ``expression`` selects, sorted; a ``VectorIndex`` filter."""
-        return np.array(sorted(self._evaluate(expression)), dtype=np.int64)
+    def items(self) -> list[tuple[int, dict[str, Value]]]:
+        """Every id with attributes and a copy of them, ascending by id (a snapshot)."""
+        return [(item, dict(self._attributes[item])) for item in sorted(self._attributes)]
 
-    def _evaluate(self, expression: Expression) -> set[int]:
+    def to_json(self) -> bytes:
+        """Every id's attributes as JSON (``[[id, {field: value}], ...]``): JSON keeps str,
+        int, float and bool apart, so ``restore_json`` restores the same typed values."""
+        return json.dumps(self.items(), allow_nan=False).encode("utf-8")
+
+    def restore_json(self, payload: bytes) -> None:
+        """Replace everything with what ``to_json`` wrote; raises ``Corruption`` on a bad
+        payload, changing nothing."""
+        try:
+            rows = [(int(item), check_attributes(attrs)) for item, attrs in json.loads(payload)]
+        except (ValueError, TypeError, InvalidArgument) as error:
+            raise Corruption(f"metadata snapshot: {error}") from None
+        self._attributes.clear()
+        self._postings.clear()
+        self._columns.clear()
+        for item, attrs in rows:
+            self.put(item, attrs)
+
+    def allowed_ids(self, expression: Expression) -> IdArray:
+        """The ids with attributes that ``expression`` selects, sorted; a ``VectorIndex``
+        filter."""
+        found, complement = self._evaluate(expression)
+        if complement:
+            found = set(self._attributes) - found
+        return np.array(sorted(found), dtype=np.int64)
+
+    def filter_for(self, expression: Expression) -> IdArray | Callable[[IdArray], Any]:
+        """A ``VectorIndex`` filter selecting the ids ``expression`` matches among *all* the
+        index's ids: those stored without attributes match every ``Not`` of a leaf. A sorted
+        allow-list, or (when the selection is a complement) a predicate."""
+        found, complement = self._evaluate(expression)
+        excluded = np.array(sorted(found), dtype=np.int64)
+        if complement:
+            return lambda ids: ~np.isin(ids, excluded)
+        return excluded
+
+    def _evaluate(self, expression: Expression) -> tuple[set[int], bool]:
+        """``(ids, complement)``: the selection is ``ids``, or every id but them."""
         if isinstance(expression, Eq):
-            return set(self._postings.get(expression.field, {}).get(_key(expression.value), ()))
+            found = self._postings.get(expression.field, {}).get(_key(expression.value), ())
+            return set(found), False
         if isinstance(expression, In):
             postings = self._postings.get(expression.field, {})
-            found: set[int] = set()
+            union: set[int] = set()
             for value in expression.values:
-                found |= postings.get(_key(value), set())
-            return found
+                union |= postings.get(_key(value), set())
+            return union, False
         if isinstance(expression, Range):
-            return self._range(expression)
-        if isinstance(expression, And):
-            parts = [self._evaluate(part) for part in expression.parts]
-            return set.intersection(*parts) if parts else set(self._attributes)
-        if isinstance(expression, Or):
-            return set().union(*(self._evaluate(part) for part in expression.parts))
+            return self._range(expression), False
         if isinstance(expression, Not):
-            return set(self._attributes) - self._evaluate(expression.part)
+            found, complement = self._evaluate(expression.part)
+            return found, not complement
+        if isinstance(expression, And | Or):
+            parts = [self._evaluate(part) for part in expression.parts]
+            return _combine(parts, conjunction=isinstance(expression, And))
         raise InvalidArgument(f"not a filter expression: {expression!r}")
 
     def _range(self, expression: Range) -> set[int]:
@@ -227,3 +282,17 @@ class MetadataStore:
             values = np.array([p[1] for p in pairs], dtype=np.float64)
             column = self._columns[field] = (ids, values)
         return column
+
+
+def _combine(parts: list[tuple[set[int], bool]], *, conjunction: bool) -> tuple[set[int], bool]:
+    """And (``conjunction``) or Or of ``(ids, complement)`` selections, by De Morgan: an Or
+    is the complement of the And of the complements."""
+    flip = not conjunction
+    positive = [ids for ids, complement in parts if complement == flip]
+    negative = [ids for ids, complement in parts if complement != flip]
+    # And: intersect the positive sets, then take away every complemented set's ids.
+    excluded: set[int] = set().union(*negative)
+    if positive:
+        result = set.intersection(*positive) - excluded
+        return result, flip
+    return excluded, not flip

@@ -5,6 +5,8 @@ texts, optionally a ``MiniLMEmbedder`` with a cosine ``ExactIndex`` of document 
 and a ``Typeahead`` fed by every text query. Its methods validate, mutate and answer; nothing
 here knows about gRPC (``blocks.search.service`` adapts it). Documents map to vector ids
 through ``doc_vector_id`` (xxh3-64 of the id, 63 bits), with the reverse map kept in memory.
+Vectors may carry attributes (``MetadataStore``): logged with the add that brings them,
+dropped with the vector, and ``search_vectors`` filters on them during the search.
 
 A shared-IVF shard (``blocks.search.shared_ivf``) also takes its centroids from its
 coordinator (``set_centroids``), logged like a write and kept in every snapshot.
@@ -12,8 +14,8 @@ coordinator (``set_centroids``), logged like a write and kept in every snapshot.
 Persistence: with a data directory the node keeps a ``SearchJournal`` there (see
 ``blocks.search.durable``): every mutation is logged and fsynced before it is applied and
 acknowledged, ``save``, a clean stop and every ``checkpoint_records`` logged records write a
-snapshot (``vectors.idx``, ``documents.json``, ``typeahead.json`` and, when embedding,
-``embeddings.idx``), and ``load`` loads the snapshot and replays the log after it. Typeahead
+snapshot (``vectors.idx``, ``documents.json``, ``typeahead.json``, ``metadata.json`` and,
+when embedding, ``embeddings.idx``), and ``load`` loads the snapshot and replays the log after it. Typeahead
 counts are logged without an fsync of their own and are in every snapshot. A data directory
 written before the journal existed (those files at its top) is loaded, then journaled.
 """
@@ -28,15 +30,18 @@ import numpy as np
 import xxhash
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument, NotFound
-from blocks.search.api import K_MAX, VectorIndex
+from blocks.search.api import K_MAX, Filter, SearchResult, VectorIndex
 from blocks.search.bm25 import BM25Index, CorpusStats, check_doc_id, check_text_k
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT, SearchJournal
 from blocks.search.export import export_documents, export_vectors
+from blocks.search.filtered import search_filtered
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
+from blocks.search.metadata import Expression, MetadataStore, Value
 from blocks.search.rows import VectorRows
 from blocks.search.tokenize import tokenize
 from blocks.search.typeahead import Typeahead
-from blocks.search.vectors import atomic_write
+from blocks.search.vectors import allowed_mask, atomic_write
+from blocks.search.where import check_attribute_rows
 
 __all__ = ["DOCUMENTS_PER_CALL_MAX", "SearchNode", "doc_vector_id"]
 
@@ -78,6 +83,8 @@ class SearchNode:
         self.typeahead = Typeahead()
         self.embeddings: VectorIndex | None = None
         self._doc_of_vector: dict[int, str] = {}
+        # Each vector's attributes (ids added without any have no entry), for ``where``.
+        self.metadata = MetadataStore()
         # A readable copy of the vectors for exports (None on a node that stores none).
         self.rows: VectorRows | None = VectorRows()
         if embedder is not None:
@@ -95,28 +102,70 @@ class SearchNode:
         if self.journal is not None and self.journal.should_checkpoint():
             self.checkpoint()
 
-    def add_vectors(self, ids: Any, vectors: Any) -> int:
-        """Store vectors (``VectorIndex.add``'s contract); returns the index's size."""
+    def add_vectors(self, ids: Any, vectors: Any, attributes: Any = None) -> int:
+        """Store vectors (``VectorIndex.add``'s contract) and, when given, one attribute
+        mapping per id (``blocks.search.metadata``: validated before anything is logged, and
+        logged with the vectors); returns the index's size."""
         id_array = np.ascontiguousarray(ids, dtype="<i8")
         data = np.ascontiguousarray(vectors, dtype="<f4")
         if data.ndim != 2:
             raise InvalidArgument(f"vectors must be 2-D, got shape {data.shape}")
+        rows = check_attribute_rows(attributes, id_array.size)
         record = {"op": "add", "ids": id_array.tobytes(), "vectors": data.tobytes()}
+        if rows:
+            record["attributes"] = rows
         self._log({**record, "dim": int(data.shape[1])})
-        self.vectors.add(id_array, data)
-        if self.rows is not None:
-            self.rows.add(id_array, data)
+        self._apply_add(id_array, data, rows)
         self._maybe_checkpoint()
         return len(self.vectors)
+
+    def _apply_add(self, ids: Any, data: Any, attributes: list[dict[str, Value]]) -> None:
+        self.vectors.add(ids, data)
+        if self.rows is not None:
+            self.rows.add(ids, data)
+        for vector_id, row in zip(np.asarray(ids).tolist(), attributes, strict=False):
+            if row:
+                self.metadata.put(vector_id, row)
 
     def remove_vectors(self, ids: Any) -> int:
         id_array = np.ascontiguousarray(ids, dtype="<i8")
         self._log({"op": "remove", "ids": id_array.tobytes()})
-        removed = self.vectors.remove(id_array)
-        if self.rows is not None:
-            self.rows.remove(id_array.tolist())
+        removed = self._apply_remove(id_array)
         self._maybe_checkpoint()
         return removed
+
+    def _apply_remove(self, ids: Any) -> int:
+        removed = self.vectors.remove(ids)
+        for vector_id in np.asarray(ids).tolist():
+            self.metadata.delete(vector_id)
+        if self.rows is not None:
+            self.rows.remove(np.asarray(ids).tolist())
+        return removed
+
+    def search_vectors(
+        self,
+        queries: Any,
+        k: int,
+        allow: Filter | None,
+        where: Expression | None,
+        options: dict[str, Any],
+    ) -> SearchResult:
+        """``k`` nearest neighbours among the ids on the ``allow`` list (``None``: all) whose
+        attributes match ``where`` (``None``: all). With ``where`` the filter is applied
+        during the search (``search_filtered``: a faiss index's short rows are searched
+        again wider), so ``k`` come back when ``k`` stored ids match."""
+        if where is None:
+            return self.vectors.search(queries, k, allow, **options)
+        chosen = self.where_filter(allow, where)
+        return search_filtered(self.vectors, queries, k, chosen, **options).result
+
+    def where_filter(self, allow: Filter | None, where: Expression) -> Filter:
+        """A ``VectorIndex`` filter: the ids on ``allow`` (``None``: any) matching ``where``."""
+        chosen = self.metadata.filter_for(where)
+        if allow is None:
+            return chosen
+        listed = np.asarray(allow, dtype=np.int64).ravel()
+        return listed[allowed_mask(chosen, listed)]
 
     def train_vectors(self, vectors: Any) -> None:
         train = getattr(self.vectors, "train", None)
@@ -198,14 +247,9 @@ class SearchNode:
         if op == "add":
             data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
             ids = np.frombuffer(record["ids"], dtype="<i8")
-            self.vectors.add(ids, data)
-            if self.rows is not None:
-                self.rows.add(ids, data)
+            self._apply_add(ids, data, list(record.get("attributes", [])))
         elif op == "remove":
-            ids = np.frombuffer(record["ids"], dtype="<i8")
-            self.vectors.remove(ids)
-            if self.rows is not None:
-                self.rows.remove(ids.tolist())
+            self._apply_remove(np.frombuffer(record["ids"], dtype="<i8"))
         elif op == "train":
             data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
             getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
@@ -276,7 +320,7 @@ class SearchNode:
         """An ``ExportVectorsReply`` for an ``ExportRequest`` (``blocks.search.export``)."""
         if self.rows is None:
             raise InvalidArgument("this node stores no vectors of its own")
-        return export_vectors(self.rows, request)
+        return export_vectors(self.rows, request, self.metadata)
 
     def export_documents(self, request: Any) -> Any:
         """An ``ExportDocumentsReply`` for an ``ExportRequest``."""
@@ -308,6 +352,8 @@ class SearchNode:
         atomic_write(os.path.join(directory, "documents.json"), lambda f: f.write(payload))
         counts = json.dumps(self.typeahead.counts()).encode("utf-8")
         atomic_write(os.path.join(directory, "typeahead.json"), lambda f: f.write(counts))
+        attributes = self.metadata.to_json()
+        atomic_write(os.path.join(directory, "metadata.json"), lambda f: f.write(attributes))
 
     def load(self) -> None:
         """Open the journal, load its snapshot (or a legacy save), replay the log after it."""
@@ -342,6 +388,10 @@ class SearchNode:
         if os.path.exists(typeahead_path):
             with open(typeahead_path, encoding="utf-8") as handle:
                 self.typeahead.restore(json.load(handle))
+        metadata_path = os.path.join(directory, "metadata.json")
+        if os.path.exists(metadata_path):
+            with open(metadata_path, "rb") as binary:
+                self.metadata.restore_json(binary.read())
 
     def close(self) -> None:
         """Release the journal (fsyncing what it holds). Idempotent."""

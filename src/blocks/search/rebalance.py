@@ -179,13 +179,18 @@ class _Mover:
             self.report.pages += 1
             ids = list(page.ids)
             if ids:
-                self._move_vectors(ids, decode_batch(page.vectors, dim), on_step)
+                attributes = list(page.attributes)  # one per id, or none at all
+                self._move_vectors(ids, decode_batch(page.vectors, dim), attributes, on_step)
             if page.done:
                 return
             cursor = int(page.next_after_id)
 
     def _move_vectors(
-        self, ids: list[int], data: Any, on_step: Callable[[Step], None] | None
+        self,
+        ids: list[int],
+        data: Any,
+        attributes: list[Any],
+        on_step: Callable[[Step], None] | None,
     ) -> None:
         by_ids = search_pb2.ExportRequest(by_ids=True, ids=ids)
         for link in self.target.links:  # copy what each replica lacks
@@ -193,7 +198,9 @@ class _Mover:
             lacking = [at for at, vector_id in enumerate(ids) if vector_id not in held]
             if lacking:
                 request = search_pb2.AddVectorsRequest(
-                    ids=[ids[at] for at in lacking], vectors=encode_batch(data[lacking])
+                    ids=[ids[at] for at in lacking],
+                    vectors=encode_batch(data[lacking]),
+                    attributes=[attributes[at] for at in lacking] if attributes else [],
                 )
                 link.call("AddVectors", request, self.target.timeout_s)
         for reply in self.target.each("ExportVectors", by_ids):  # verify

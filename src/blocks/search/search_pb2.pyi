@@ -45,12 +45,95 @@ class TrainReply(_message.Message):
     def __init__(self) -> None: ...
 
 class AddVectorsRequest(_message.Message):
-    __slots__ = ("ids", "vectors")
+    __slots__ = ("ids", "vectors", "attributes")
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[int]
     vectors: VectorBatch
-    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ...) -> None: ...
+    attributes: _containers.RepeatedCompositeFieldContainer[Attributes]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ..., attributes: _Optional[_Iterable[_Union[Attributes, _Mapping]]] = ...) -> None: ...
+
+class AttributeValue(_message.Message):
+    __slots__ = ("text", "integer", "number", "flag")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    integer: int
+    number: float
+    flag: bool
+    def __init__(self, text: _Optional[str] = ..., integer: _Optional[int] = ..., number: _Optional[float] = ..., flag: _Optional[bool] = ...) -> None: ...
+
+class Attributes(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AttributeValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AttributeValue, _Mapping]] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.MessageMap[str, AttributeValue]
+    def __init__(self, values: _Optional[_Mapping[str, AttributeValue]] = ...) -> None: ...
+
+class FilterExpression(_message.Message):
+    __slots__ = ("eq", "in_set", "range", "all_of", "any_of", "negated")
+    EQ_FIELD_NUMBER: _ClassVar[int]
+    IN_SET_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    ALL_OF_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    NEGATED_FIELD_NUMBER: _ClassVar[int]
+    eq: FilterEq
+    in_set: FilterIn
+    range: FilterRange
+    all_of: FilterList
+    any_of: FilterList
+    negated: FilterExpression
+    def __init__(self, eq: _Optional[_Union[FilterEq, _Mapping]] = ..., in_set: _Optional[_Union[FilterIn, _Mapping]] = ..., range: _Optional[_Union[FilterRange, _Mapping]] = ..., all_of: _Optional[_Union[FilterList, _Mapping]] = ..., any_of: _Optional[_Union[FilterList, _Mapping]] = ..., negated: _Optional[_Union[FilterExpression, _Mapping]] = ...) -> None: ...
+
+class FilterEq(_message.Message):
+    __slots__ = ("field", "value")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    value: AttributeValue
+    def __init__(self, field: _Optional[str] = ..., value: _Optional[_Union[AttributeValue, _Mapping]] = ...) -> None: ...
+
+class FilterIn(_message.Message):
+    __slots__ = ("field", "values")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    values: _containers.RepeatedCompositeFieldContainer[AttributeValue]
+    def __init__(self, field: _Optional[str] = ..., values: _Optional[_Iterable[_Union[AttributeValue, _Mapping]]] = ...) -> None: ...
+
+class FilterRange(_message.Message):
+    __slots__ = ("field", "has_low", "low", "has_high", "high", "low_exclusive", "high_exclusive")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    HAS_LOW_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HAS_HIGH_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    HIGH_EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    has_low: bool
+    low: float
+    has_high: bool
+    high: float
+    low_exclusive: bool
+    high_exclusive: bool
+    def __init__(self, field: _Optional[str] = ..., has_low: _Optional[bool] = ..., low: _Optional[float] = ..., has_high: _Optional[bool] = ..., high: _Optional[float] = ..., low_exclusive: _Optional[bool] = ..., high_exclusive: _Optional[bool] = ...) -> None: ...
+
+class FilterList(_message.Message):
+    __slots__ = ("parts",)
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    parts: _containers.RepeatedCompositeFieldContainer[FilterExpression]
+    def __init__(self, parts: _Optional[_Iterable[_Union[FilterExpression, _Mapping]]] = ...) -> None: ...
 
 class AddVectorsReply(_message.Message):
     __slots__ = ("size",)
@@ -71,7 +154,7 @@ class RemoveVectorsReply(_message.Message):
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
 class SearchVectorsRequest(_message.Message):
-    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial", "packed_reply", "probe_lists", "probes")
+    __slots__ = ("queries", "k", "has_filter", "filter_ids", "nprobe", "ef_search", "allow_partial", "packed_reply", "probe_lists", "probes", "where")
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HAS_FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +165,7 @@ class SearchVectorsRequest(_message.Message):
     PACKED_REPLY_FIELD_NUMBER: _ClassVar[int]
     PROBE_LISTS_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
     queries: VectorBatch
     k: int
     has_filter: bool
@@ -92,7 +176,8 @@ class SearchVectorsRequest(_message.Message):
     packed_reply: bool
     probe_lists: bytes
     probes: int
-    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., packed_reply: _Optional[bool] = ..., probe_lists: _Optional[bytes] = ..., probes: _Optional[int] = ...) -> None: ...
+    where: FilterExpression
+    def __init__(self, queries: _Optional[_Union[VectorBatch, _Mapping]] = ..., k: _Optional[int] = ..., has_filter: _Optional[bool] = ..., filter_ids: _Optional[_Iterable[int]] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., allow_partial: _Optional[bool] = ..., packed_reply: _Optional[bool] = ..., probe_lists: _Optional[bytes] = ..., probes: _Optional[int] = ..., where: _Optional[_Union[FilterExpression, _Mapping]] = ...) -> None: ...
 
 class SearchVectorsReply(_message.Message):
     __slots__ = ("rows", "k", "ids", "distances", "partial", "missing_shards", "missing_shard_names", "ids_le", "distances_le")
@@ -277,16 +362,18 @@ class ExportRequest(_message.Message):
     def __init__(self, ring_names: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., by_ids: _Optional[bool] = ..., ids: _Optional[_Iterable[int]] = ..., doc_ids: _Optional[_Iterable[str]] = ..., has_after: _Optional[bool] = ..., after_id: _Optional[int] = ..., after_doc: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ExportVectorsReply(_message.Message):
-    __slots__ = ("ids", "vectors", "next_after_id", "done")
+    __slots__ = ("ids", "vectors", "next_after_id", "done", "attributes")
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     NEXT_AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[int]
     vectors: VectorBatch
     next_after_id: int
     done: bool
-    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ..., next_after_id: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+    attributes: _containers.RepeatedCompositeFieldContainer[Attributes]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[_Union[VectorBatch, _Mapping]] = ..., next_after_id: _Optional[int] = ..., done: _Optional[bool] = ..., attributes: _Optional[_Iterable[_Union[Attributes, _Mapping]]] = ...) -> None: ...
 
 class ExportDocumentsReply(_message.Message):
     __slots__ = ("documents", "next_after_doc", "done")

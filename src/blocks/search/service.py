@@ -30,6 +30,7 @@ from blocks.search.coordinator_node import CoordinatorNode
 from blocks.search.datapath import SearchDataPath
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
+from blocks.search.where import attributes_from_wire, expression_from_wire
 from blocks.search.wire import decode_batch, encode_batch, fill_reply
 
 __all__ = [
@@ -109,7 +110,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
     async def AddVectors(self, request: Any, context: Any) -> Any:
         data = decode_batch(request.vectors, self.node.vectors.dim)
         ids = np.array(request.ids, dtype=np.int64)
-        size = await self._lock.run(lambda: self.node.add_vectors(ids, data), write=True)
+        attributes = [attributes_from_wire(row) for row in request.attributes]
+        size = await self._lock.run(
+            lambda: self.node.add_vectors(ids, data, attributes), write=True
+        )
         return search_pb2.AddVectorsReply(size=size)
 
     async def RemoveVectors(self, request: Any, context: Any) -> Any:
@@ -126,9 +130,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if request.ef_search:
             options["ef_search"] = request.ef_search
         filter_ids = np.array(request.filter_ids, dtype=np.int64) if request.has_filter else None
+        where = expression_from_wire(request.where) if request.HasField("where") else None
         k = int(request.k)
         if request.probe_lists or request.probes:  # a shared-IVF shard, lists chosen upstream
-            return await self._search_preassigned(request, queries, k, filter_ids)
+            return await self._search_preassigned(request, queries, k, filter_ids, where)
         if isinstance(self.node.vectors, Coordinator):
             options["allow_partial"] = request.allow_partial
             remaining_s = None if context is None else context.time_remaining()
@@ -137,7 +142,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 options["timeout_ms"] = max(1, int(remaining_s * 1000) - margin_ms)
 
         def run() -> Any:
-            return self.node.vectors.search(queries, k, filter_ids, **options)
+            return self.node.search_vectors(queries, k, filter_ids, where, options)
 
         result = await self._lock.run(run, write=False)
         reply = search_pb2.SearchVectorsReply(
@@ -148,7 +153,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
         fill_reply(reply, result.ids, result.distances, packed=request.packed_reply)
         return reply
 
-    async def _search_preassigned(self, request: Any, queries: Any, k: int, filter_ids: Any) -> Any:
+    async def _search_preassigned(
+        self, request: Any, queries: Any, k: int, filter_ids: Any, where: Any
+    ) -> Any:
         index: Any = self.node.vectors
         if not _shared_nlist(index):
             raise InvalidArgument("probe lists are for shared-IVF shards (serve --kind shared-ivf)")
@@ -157,7 +164,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
 
         def run() -> Any:
-            return index.search_preassigned(queries, k, lists, filter_ids)
+            chosen = filter_ids
+            if where is not None:  # in the scan of the lists given (a short row stays short)
+                chosen = self.node.where_filter(filter_ids, where)
+            return index.search_preassigned(queries, k, lists, chosen)
 
         result = await self._lock.run(run, write=False)
         reply = search_pb2.SearchVectorsReply()
