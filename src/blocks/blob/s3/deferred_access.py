@@ -14,6 +14,7 @@ always gets the same error as if the check had come first, and learns nothing el
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -41,25 +42,23 @@ class AccessWorkers(Workers):
     first, in the same worker thread (or inline call), and clears it."""
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
-        check = PENDING_ACCESS.get()
-        if check is None:
-            return await super().run(function, *args)
-        PENDING_ACCESS.set(None)
-        return await super().run(_checked, check, function, *args)
+        return await super().run(_after_pending_check(function), *args)
 
     async def run_inline(self, function: Callable[..., T], *args: object) -> T:
-        check = PENDING_ACCESS.get()
-        if check is None:
-            return await super().run_inline(function, *args)
-        PENDING_ACCESS.set(None)
-        return await super().run_inline(_checked, check, function, *args)
+        return await super().run_inline(_after_pending_check(function), *args)
 
     async def run_upload(self, function: Callable[..., T], *args: object) -> T:
-        check = PENDING_ACCESS.get()
-        if check is None:
-            return await super().run_upload(function, *args)
-        PENDING_ACCESS.set(None)
-        return await super().run_upload(_checked, check, function, *args)
+        return await super().run_upload(_after_pending_check(function), *args)
+
+
+def _after_pending_check(function: Callable[..., T]) -> Callable[..., T]:
+    """``function``, or, while the request's access check is pending, ``function`` preceded
+    by that check, which is then no longer pending (it runs in the call it is given to)."""
+    check = PENDING_ACCESS.get()
+    if check is None:
+        return function
+    PENDING_ACCESS.set(None)
+    return functools.partial(_checked, check, function)
 
 
 def _checked(check: Callable[[], None], function: Callable[..., T], *args: object) -> T:
