@@ -6,7 +6,7 @@ declared and at most ``ACCESS_DEFERRED_BODY_BYTES_MAX``) would then make two tri
 the check, one for its store call. Instead the handler parks the check in
 ``PENDING_ACCESS`` (a context variable, so it belongs to the request's own task) and
 ``AccessWorkers`` runs it first, in the same worker call, just before the store is touched;
-a cached read on the event loop runs it under the store's lock (``handler._read_nowait``).
+a cached read on the event loop runs it under the store's lock (``ObjectOps._read_nowait``).
 Whatever ends the request before any store call runs the check then, so a refused caller
 always gets the same error as if the check had come first, and learns nothing else.
 """

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from blocks.blob.api import BlobStore, ObjectInfo
+from blocks.blob.api import BlobStore
 from blocks.blob.cluster.peers import SHARD_PREFIX, ShardHost, handle_shard_request
 from blocks.blob.s3.access import (
     PRIVATE,
@@ -81,7 +81,7 @@ from blocks.blob.s3.xml import (
     http_date,
 )
 from blocks.blob.storage.versioned import DeleteMarkerFound
-from blocks.blob.store import OBJECT_BYTES_MAX, LocalBlobStore
+from blocks.blob.store import OBJECT_BYTES_MAX
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.errors import BlocksError, InvalidArgument
 
@@ -349,28 +349,6 @@ class S3Handler(ObjectOps, BucketOps):
         elif method == "DELETE":
             return await self._delete(bucket, key, query)
         raise S3RequestError("NotImplemented", f"{method} is not implemented here", 501)
-
-    def _read_nowait(
-        self,
-        bucket: str,
-        key: str,
-        byte_range: tuple[int, int] | None,
-        version_id: str | None,
-    ) -> tuple[ObjectInfo, bytes] | None:
-        """As ``ObjectOps._read_nowait``, with the request's pending access check run first
-        under the store's lock: it is done (cleared) whenever the store answered, its
-        answer an error included; still pending when the store said ``None``."""
-        if not isinstance(self.store, LocalBlobStore):
-            return None
-        check = PENDING_ACCESS.get()
-        try:
-            found = self.store.read_cached(bucket, key, byte_range, version_id, check)
-        except BaseException:
-            PENDING_ACCESS.set(None)
-            raise
-        if found is not None:
-            PENDING_ACCESS.set(None)
-        return found
 
     async def _create_bucket(self, head: RequestHead, bucket: str, owner: str) -> Response:
         """CreateBucket, owned by the signing key, with the policy ``x-amz-acl`` names."""

@@ -23,6 +23,7 @@ from blocks.blob.listing import resolve_range
 from blocks.blob.s3.awschunked import S3RequestError, verified_checksums
 from blocks.blob.s3.checksums import complete_part_checksums, response_checksums, upload_algorithm
 from blocks.blob.s3.copy import CopyOps
+from blocks.blob.s3.deferred_access import PENDING_ACCESS
 from blocks.blob.s3.headers import (
     object_headers,
     parse_range,
@@ -251,10 +252,21 @@ class ObjectOps(CopyOps):
         version_id: str | None,
     ) -> tuple[ObjectInfo, bytes] | None:
         """The object and its bytes if the store answers without waiting
-        (``LocalBlobStore.read_cached``), else ``None``; the handler adds the access check."""
+        (``LocalBlobStore.read_cached``), else ``None``. The request's pending access check
+        (``deferred_access.PENDING_ACCESS``), if any, runs first under the store's lock: it
+        is done (cleared) whenever the store answered, its answer an error included; still
+        pending when the store said ``None``."""
         if not isinstance(self.store, LocalBlobStore):
             return None
-        return self.store.read_cached(bucket, key, byte_range, version_id)
+        check = PENDING_ACCESS.get()
+        try:
+            found = self.store.read_cached(bucket, key, byte_range, version_id, check)
+        except BaseException:
+            PENDING_ACCESS.set(None)
+            raise
+        if found is not None:
+            PENDING_ACCESS.set(None)
+        return found
 
     def _open_body(
         self,
