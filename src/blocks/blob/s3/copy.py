@@ -10,11 +10,11 @@ object actually read; failing any gives 412 (S3 answers a copy 412, never 304).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar, cast
 from urllib.parse import parse_qsl, unquote
 
-from blocks.blob.api import BlobStore, ObjectInfo
+from blocks.blob.api import BlobStore, ObjectInfo, PartInfo
 from blocks.blob.conditions import WriteCondition, read_outcome
 from blocks.blob.s3.awschunked import S3RequestError
 from blocks.blob.s3.docs import copy_result
@@ -25,6 +25,8 @@ from blocks.blob.s3.workers import Workers
 from blocks.blob.store import LocalBlobStore
 
 __all__ = ["CopyOps"]
+
+T = TypeVar("T")
 
 
 class CopyOps:
@@ -38,7 +40,7 @@ class CopyOps:
     ) -> Response:
         """UploadPartCopy: a byte range of an object (``x-amz-copy-source-range``, or all
         of it) becomes a part, its chunks deduplicated as in CopyObject."""
-        source_bucket, source_key, source_version = copy_source(head)
+        source = copy_source(head)
         number_text = query["partNumber"]
         if not number_text.isdigit():
             raise S3RequestError("InvalidArgument", "partNumber must be an integer")
@@ -48,31 +50,21 @@ class CopyOps:
             raise S3RequestError("InvalidArgument", "x-amz-copy-source-range is bytes=first-last")
         conditions = copy_conditions(head)
 
-        def copy() -> tuple[ObjectInfo, str]:
-            info, pieces = self._read_source(source_bucket, source_key, byte_range, source_version)
-            try:
-                if read_outcome(conditions, info.etag, info.modified_ms) is not None:
-                    raise S3RequestError(
-                        "PreconditionFailed", "a copy-source precondition does not hold", 412
-                    )
-                part = self.store.upload_part(
-                    bucket, key, query["uploadId"], int(number_text), cast(Iterable[bytes], pieces)
-                )
-                return info, part.etag
-            finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
+        def store_part(_: ObjectInfo, pieces: Iterable[bytes]) -> PartInfo:
+            return self.store.upload_part(bucket, key, query["uploadId"], int(number_text), pieces)
 
-        info, etag = await self.workers.run(copy)
-        document = copy_result(dataclasses.replace(info, etag=etag), "CopyPartResult")
+        info, part = await self.workers.run(
+            self._copy_source, source, byte_range, conditions, store_part
+        )
+        document = copy_result(dataclasses.replace(info, etag=part.etag), "CopyPartResult")
         return _with_versions(xml_response(document), info, None)
 
     async def _copy(self, head: RequestHead, bucket: str, key: str) -> Response:
         """CopyObject: the source's bytes become a new object (its chunks deduplicated, so
         nothing is written twice), with the source's metadata or, with
         ``x-amz-metadata-directive: REPLACE``, the request's."""
-        source_bucket, source_key, source_version = copy_source(head)
+        source = copy_source(head)
+        source_bucket, source_key, source_version = source
         directive = head.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3RequestError("InvalidArgument", "x-amz-metadata-directive is COPY or REPLACE")
@@ -84,34 +76,50 @@ class CopyOps:
         source_conditions = copy_conditions(head)
         condition = WriteCondition.from_headers(head.headers)
 
-        def copy() -> tuple[ObjectInfo, ObjectInfo]:
-            info, pieces = self._read_source(source_bucket, source_key, None, source_version)
-            try:
-                if read_outcome(source_conditions, info.etag, info.modified_ms) is not None:
-                    raise S3RequestError(
-                        "PreconditionFailed", "a copy-source precondition does not hold", 412
-                    )
-                replace = directive == "REPLACE"
-                return info, self.store.put_object(
-                    bucket,
-                    key,
-                    cast(Iterable[bytes], pieces),  # views of shards: the pipeline takes them
-                    content_type=head.headers.get("content-type", info.content_type)
-                    if replace
-                    else info.content_type,
-                    metadata=user_metadata(head.headers) if replace else info.metadata,
-                    condition=condition,
-                    # The same bytes; a multipart composite ("...-N") names parts a copy lacks.
-                    checksums={k: v for k, v in info.checksums.items() if "-" not in v},
-                    headers=stored_headers(head.headers) if replace else info.headers,
-                )
-            finally:
-                close = getattr(pieces, "close", None)
-                if close is not None:
-                    close()
+        def store_object(info: ObjectInfo, pieces: Iterable[bytes]) -> ObjectInfo:
+            replace = directive == "REPLACE"
+            return self.store.put_object(
+                bucket,
+                key,
+                pieces,
+                content_type=head.headers.get("content-type", info.content_type)
+                if replace
+                else info.content_type,
+                metadata=user_metadata(head.headers) if replace else info.metadata,
+                condition=condition,
+                # The same bytes; a multipart composite ("...-N") names parts a copy lacks.
+                checksums={k: v for k, v in info.checksums.items() if "-" not in v},
+                headers=stored_headers(head.headers) if replace else info.headers,
+            )
 
-        source, copied = await self.workers.run(copy)
-        return _with_versions(xml_response(copy_result(copied)), source, copied)
+        read, copied = await self.workers.run(
+            self._copy_source, source, None, source_conditions, store_object
+        )
+        return _with_versions(xml_response(copy_result(copied)), read, copied)
+
+    def _copy_source(
+        self,
+        source: tuple[str, str, str | None],
+        byte_range: tuple[int, int] | None,
+        conditions: dict[str, str],
+        store: Callable[[ObjectInfo, Iterable[bytes]], T],
+    ) -> tuple[ObjectInfo, T]:
+        """Read ``source`` (bucket, key, version id: ``copy_source``), check the copy's
+        source ``conditions`` on the object actually read (412 if one fails), and give its
+        pieces to ``store`` (views of shards: the pipeline takes them as they are). Blocks
+        (a worker thread's call); the pieces are closed however it ends."""
+        bucket, key, version_id = source
+        info, pieces = self._read_source(bucket, key, byte_range, version_id)
+        try:
+            if read_outcome(conditions, info.etag, info.modified_ms) is not None:
+                raise S3RequestError(
+                    "PreconditionFailed", "a copy-source precondition does not hold", 412
+                )
+            return info, store(info, cast(Iterable[bytes], pieces))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
     def _read_source(
         self,
