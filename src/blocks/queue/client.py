@@ -29,13 +29,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from blocks.core.closing import AsyncClosing
 from blocks.core.data_path import ask_data_path, data_request
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.core.net import TcpTransport
 from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.queue import queue_pb2, queue_pb2_grpc
 from blocks.queue.api import Message
+from blocks.queue.calls import QueueCalls
+from blocks.queue.config import QueueConfig
 from blocks.queue.datapath import CallBatcher, message_from_wire
 
 __all__ = ["QueueClient", "connect"]
@@ -44,7 +45,7 @@ OLD_CHANNELS_MAX = 8  # channels of nodes left behind, kept open for calls still
 DESCRIBE_TIMEOUT_S = 2.0  # the leader probe at discovery; past it the client stays put
 
 
-class QueueClient(AsyncClosing):
+class QueueClient(QueueCalls):
     """A ``Queue`` served over gRPC; build it with ``connect``."""
 
     def __init__(
@@ -163,46 +164,30 @@ class QueueClient(AsyncClosing):
             return True, await self._batcher.call(call)
         return False, await self._call(method, request(), extra_s)
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_ms: int = 30_000,
-        max_receives: int = 0,
-        dead_letter: str | None = None,
-        fifo: bool = False,
-        dedup_window_ms: int = 300_000,
-    ) -> None:
-        if visibility_ms <= 0 or dedup_window_ms <= 0:
+    # -- the Queue interface (create_queue, send, receive: ``QueueCalls``) -------------------
+
+    async def _create(self, config: QueueConfig) -> None:
+        if config.visibility_ms <= 0 or config.dedup_window_ms <= 0:
             raise InvalidArgument("visibility_ms and dedup_window_ms must be positive")
         await self._call(
             "CreateQueue",
             queue_pb2.CreateQueueRequest(
-                name=name,
-                visibility_ms=visibility_ms,
-                max_receives=max_receives,
-                dead_letter=dead_letter,
-                fifo=fifo,
-                dedup_window_ms=dedup_window_ms,
+                name=config.name,
+                visibility_ms=config.visibility_ms,
+                max_receives=config.max_receives,
+                dead_letter=config.dead_letter,
+                fifo=config.fifo,
+                dedup_window_ms=config.dedup_window_ms,
             ),
         )
 
     async def delete_queue(self, name: str) -> None:
         await self._call("DeleteQueue", queue_pb2.NameRequest(name=name))
 
-    async def send(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        delay_ms: int = 0,
-        group: str | None = None,
-        dedup_id: str | None = None,
-        priority: int = 0,
-    ) -> str:
+    async def _send(self, call: list[Any]) -> str:
+        _, name, body, delay_ms, group, dedup_id, priority = call
         if not 0 <= priority <= 255 or delay_ms < 0:
             raise InvalidArgument("priority must be within 0..255 and delay_ms >= 0")
-        call = ["send", name, body, delay_ms, group, dedup_id, priority]
         if self._data_name:  # the data path is known: straight into the next frame
             return str(await self._batcher.call(call))
 
@@ -219,14 +204,8 @@ class QueueClient(AsyncClosing):
         fast, reply = await self._fast(call, "Send", request)
         return str(reply if fast else reply.id)
 
-    async def receive(
-        self,
-        name: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_ms: int | None = None,
-    ) -> list[Message]:
+    async def _receive(self, call: list[Any], wait_ms: int) -> list[Message]:
+        _, name, max_messages, visibility_ms = call
         if max_messages < 1 or wait_ms < 0 or (visibility_ms is not None and visibility_ms < 0):
             raise InvalidArgument("max_messages must be >= 1, wait_ms and visibility_ms >= 0")
         if await self._data_path():
@@ -234,7 +213,7 @@ class QueueClient(AsyncClosing):
             # a log write and an fsync of its own, replicated a replication round); a long
             # poll, alone in its frame, only when that found nothing.
             started = time.monotonic()
-            found = await self._batcher.call(["receive", name, max_messages, visibility_ms])
+            found = await self._batcher.call(call)
             wait_ms -= int((time.monotonic() - started) * 1000)
             if not found and wait_ms > 0:
                 poll = {"op": "receive", "name": name, "n": max_messages, "w": wait_ms}

@@ -6,10 +6,11 @@ Theory of operation
 writes them to a replicated log and applies them once committed. Both present the same
 ``Queue`` interface, and the way a call becomes a command is the same: validated settings,
 the command verb, the queue's name, the driver's clock stamp ``now_ms``, the arguments in the
-order ``QueueBroker.execute`` reads them. That translation, the long-polling receive loop
-(run, then sleep until news or ``wait_ms``) and the wire-call form of a result live here once;
-a driver supplies only how a command runs (``_run``), how a receive sleeps (``_wait``), and
-the applied broker it reads.
+order ``QueueBroker.execute`` reads them: the wire call that ``blocks.queue.calls`` builds,
+stamped with ``now_ms``. That stamping, the long-polling receive loop (run, then sleep until
+news or ``wait_ms``) and the wire-call form of a result live here once; a driver supplies
+only how a command runs (``_run``), how a receive sleeps (``_wait``), and the applied broker
+it reads.
 
 ``wire_result`` gives the answer of a wire call (the data path's batched form) as the
 ``Queue`` method of the same name answers it; ``check_batch`` bounds a batch of them.
@@ -20,10 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from blocks.core.clock import Clock
-from blocks.core.closing import AsyncClosing
 from blocks.core.errors import InvalidArgument
 from blocks.queue.api import Message
 from blocks.queue.broker import QueueBroker
+from blocks.queue.calls import QueueCalls
 from blocks.queue.config import QueueConfig, check_ms, check_name
 
 __all__ = ["CALLS_PER_BATCH_MAX", "WAIT_MS_MAX", "CommandQueue", "check_batch", "wire_result"]
@@ -50,7 +51,7 @@ def wire_result(verb: str, result: Any) -> Any:
     return result
 
 
-class CommandQueue(AsyncClosing):
+class CommandQueue(QueueCalls):
     """The ``Queue`` methods over abstract command execution (see the module docs).
 
     Subclasses set ``_clock`` and define ``_run``, ``_wait`` and ``_applied_broker``; they may
@@ -86,52 +87,20 @@ class CommandQueue(AsyncClosing):
     def _now(self) -> int:
         return self._clock.now_ms()
 
-    # -- the Queue interface ---------------------------------------------------------------
+    # -- the Queue interface (create_queue, send, receive: ``QueueCalls``) -------------------
 
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        visibility_ms: int = 30_000,
-        max_receives: int = 0,
-        dead_letter: str | None = None,
-        fifo: bool = False,
-        dedup_window_ms: int = 300_000,
-    ) -> None:
-        config = QueueConfig(
-            name=name,
-            visibility_ms=visibility_ms,
-            max_receives=max_receives,
-            dead_letter=dead_letter,
-            fifo=fifo,
-            dedup_window_ms=dedup_window_ms,
-        )
+    async def _create(self, config: QueueConfig) -> None:
         await self._run(["create", self._now(), config.to_dict()])
 
     async def delete_queue(self, name: str) -> None:
         await self._run(["delete", self._now(), check_name(name)], touched=(name,))
 
-    async def send(
-        self,
-        name: str,
-        body: bytes,
-        *,
-        delay_ms: int = 0,
-        group: str | None = None,
-        dedup_id: str | None = None,
-        priority: int = 0,
-    ) -> str:
-        command = ["send", self._now(), name, body, delay_ms, group, dedup_id, priority]
-        return str(wire_result("send", await self._run(command, touched=(name,))))
+    async def _send(self, call: list[Any]) -> str:
+        command = [call[0], self._now(), *call[1:]]
+        return str(wire_result("send", await self._run(command, touched=(call[1],))))
 
-    async def receive(
-        self,
-        name: str,
-        *,
-        max_messages: int = 1,
-        wait_ms: int = 0,
-        visibility_ms: int | None = None,
-    ) -> list[Message]:
+    async def _receive(self, call: list[Any], wait_ms: int) -> list[Message]:
+        _, name, max_messages, visibility_ms = call
         visibility_ms = self._receive_visibility(check_name(name), visibility_ms)
         wait_ms = check_ms(wait_ms, "wait_ms", WAIT_MS_MAX)
         deadline_s = self._clock.monotonic() + wait_ms / 1000.0
