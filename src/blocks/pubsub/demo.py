@@ -6,16 +6,15 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from blocks.core.running import running
 from blocks.pubsub.client import connect
 from blocks.pubsub.service import build_server
 
 
 async def demo(say: Callable[[str], None]) -> None:
     with tempfile.TemporaryDirectory(prefix="blocks-pubsub-demo-") as data_dir:
-        server, _ = build_server(data_dir)
-        await server.start()
-        say(f"pubsub broker on {server.address}, data in {data_dir}")
-        try:
+        async with running(build_server(data_dir)[0]) as server:
+            say(f"pubsub broker on {server.address}, data in {data_dir}")
             async with await connect([server.address]) as client:
                 await client.create_topic("clicks", partitions=3)
                 started = time.monotonic()
@@ -47,15 +46,9 @@ async def demo(say: Callable[[str], None]) -> None:
                 say(f"a read 500 records and committed {committed}")
                 await a.close()
                 await b.close()
-        finally:
-            await server.stop(grace_s=1)
-        server, _ = build_server(data_dir)
-        await server.start()
-        try:
-            async with await connect([server.address]) as client:
-                ends = [await client.end_offsets("clicks", p) for p in range(3)]
-                say(f"restarted: partitions hold {[n for _, n in ends]} records")
-                resume = [await client.committed("stats", "clicks", p) for p in range(3)]
-                say(f"group 'stats' resumes from committed offsets {resume}")
-        finally:
-            await server.stop(grace_s=1)
+        server = build_server(data_dir)[0]
+        async with running(server), await connect([server.address]) as client:
+            ends = [await client.end_offsets("clicks", p) for p in range(3)]
+            say(f"restarted: partitions hold {[n for _, n in ends]} records")
+            resume = [await client.committed("stats", "clicks", p) for p in range(3)]
+            say(f"group 'stats' resumes from committed offsets {resume}")

@@ -7,16 +7,15 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from blocks.core.running import running
 from blocks.queue.client import connect
 from blocks.queue.service import build_server
 
 
 async def demo(say: Callable[[str], None]) -> None:
     with tempfile.TemporaryDirectory(prefix="blocks-queue-demo-") as data_dir:
-        server, _ = build_server(data_dir)
-        await server.start()
-        say(f"queue server on {server.address}, data in {data_dir}")
-        try:
+        async with running(build_server(data_dir)[0]) as server:
+            say(f"queue server on {server.address}, data in {data_dir}")
             async with await connect([server.address]) as q:
                 await q.create_queue("dead")
                 await q.create_queue("jobs", visibility_ms=200, max_receives=2, dead_letter="dead")
@@ -37,16 +36,10 @@ async def demo(say: Callable[[str], None]) -> None:
                     await asyncio.sleep(0.25)
                 [dead] = await q.receive("dead", wait_ms=1_000)
                 say(f"after 2 receives it is in the dead-letter queue: {dead.body!r}")
-        finally:
-            await server.stop(grace_s=1)
-        server, _ = build_server(data_dir)
-        await server.start()
-        try:
-            async with await connect([server.address]) as q:
-                batch = await q.receive("jobs", max_messages=10)
-                say(
-                    f"restarted: {len(batch)} un-acked jobs came back, highest priority first: "
-                    + ", ".join(m.body.decode() for m in batch)
-                )
-        finally:
-            await server.stop(grace_s=1)
+        server = build_server(data_dir)[0]
+        async with running(server), await connect([server.address]) as q:
+            batch = await q.receive("jobs", max_messages=10)
+            say(
+                f"restarted: {len(batch)} un-acked jobs came back, highest priority first: "
+                + ", ".join(m.body.decode() for m in batch)
+            )
