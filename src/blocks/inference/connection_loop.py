@@ -1,7 +1,7 @@
 """One connection's request loop, shared by the inference server and the router.
 
 Theory of operation: a ``connection.RequestReader`` reads the connection's requests ahead of
-the handler; ``serve_requests`` takes them in order and gives each to the owner's ``handle``
+the handler (within the owner's ``ServerLimits``); ``serve_requests`` takes them in order and gives each to the owner's ``handle``
 until the connection must end: the client left (end of stream), no whole request arrived
 within ``idle_timeout_s``, reading failed (an ``HttpError``: framing is lost, so the error is
 answered in OpenAI's shape and the connection closed), the handler asked to close, the
@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from blocks.inference import openai_api as oa
-from blocks.inference.connection import RequestReader
+from blocks.inference.connection import RequestReader, ServerLimits
 from blocks.inference.http import Request, write_json
 
-__all__ = ["ConnectionHooks", "refuse_connection", "serve_requests"]
+__all__ = ["ConnectionHooks", "Handler", "refuse_connection", "serve_requests"]
 
 access_log = logging.getLogger("blocks.access")
+
+Handler = Callable[[Request, RequestReader, asyncio.StreamWriter], Awaitable[bool]]
+"""Answers one request (the connection's reader and writer given, for a handler that
+streams or watches for the client leaving); False when the connection must close after it."""
 
 
 def _count_nothing(reason: str) -> None:
@@ -66,21 +70,23 @@ async def refuse_connection(writer: asyncio.StreamWriter, body: dict[str, object
 
 async def serve_requests(
     connections: set[asyncio.Task[Any]],
-    requests: RequestReader,
+    reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    handle: Callable[[Request], Awaitable[bool]],
-    idle_timeout_s: float,
+    handle: Handler,
+    limits: ServerLimits,
     hooks: ConnectionHooks,
 ) -> None:
     """Answer the connection's requests in order with ``handle`` (False: close after this
-    one) until the connection ends; then take the current task out of ``connections`` (the
-    owner's open ones), stop ``requests`` and close ``writer``."""
+    one) until the connection ends, reading them ahead with a ``RequestReader`` within
+    ``limits``; then take the current task out of ``connections`` (the owner's open ones),
+    stop the reader and close ``writer``."""
+    requests = RequestReader(reader, limits.max_pipelined)
     task = asyncio.current_task()
     assert task is not None, "serve_requests runs in a connection's task"
     try:
         while hooks.serving():
             try:
-                item = await requests.next(idle_timeout_s)
+                item = await requests.next(limits.idle_timeout_s)
             except TimeoutError:
                 hooks.count_rejection("idle_timeout")
                 break
@@ -91,7 +97,7 @@ async def serve_requests(
                 await write_json(writer, item.status, oa.http_error_body(item), keep_alive=False)
                 break
             started = hooks.monotonic()
-            keep_open = await handle(item)
+            keep_open = await handle(item, requests, writer)
             if access_log.isEnabledFor(logging.INFO):  # blocks <block> serve --access-log
                 elapsed_ms = (hooks.monotonic() - started) * 1000
                 access_log.info("%s %s %.1fms", item.head.method, item.head.path, elapsed_ms)

@@ -197,24 +197,27 @@ class Router:
             await refuse_connection(writer, body)
             return
         self._connections.add(task)
-        requests = RequestReader(reader, self.limits.max_pipelined)
         hooks = ConnectionHooks(time.monotonic, log, "router", serving=self._taking_requests)
-
-        async def handle(request: Request) -> bool:
-            self._busy.add(task)
-            try:
-                return await self._handle(request, requests, writer)
-            finally:
-                self._busy.discard(task)
-                if self._draining and not self._busy:
-                    self._idle_now.set()
-
         await serve_requests(
-            self._connections, requests, writer, handle, self.limits.idle_timeout_s, hooks
+            self._connections, reader, writer, self._busy_handle, self.limits, hooks
         )
 
     def _taking_requests(self) -> bool:
         return not self._draining
+
+    async def _busy_handle(
+        self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """``_handle``, with the connection counted busy meanwhile (a drain waits for it)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.add(task)
+        try:
+            return await self._handle(request, requests, writer)
+        finally:
+            self._busy.discard(task)
+            if self._draining and not self._busy:
+                self._idle_now.set()
 
     async def _handle(
         self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter

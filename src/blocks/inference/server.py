@@ -115,17 +115,10 @@ class InferenceServer:
             return
         self._connections.add(task)
         metrics.http_connections.inc()
-        requests = RequestReader(reader, self.limits.max_pipelined)
         hooks = ConnectionHooks(
             self.clock.monotonic, log, "inference", count_rejection=metrics.count_http_rejection
         )
-
-        async def handle(request: Request) -> bool:
-            return await self._handle(request, requests, writer)
-
-        await serve_requests(
-            self._connections, requests, writer, handle, self.limits.idle_timeout_s, hooks
-        )
+        await serve_requests(self._connections, reader, writer, self._handle, self.limits, hooks)
 
     async def _handle(
         self, request: Request, requests: RequestReader, writer: asyncio.StreamWriter
