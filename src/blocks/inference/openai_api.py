@@ -18,7 +18,7 @@ chunk with empty ``choices`` carrying ``usage`` when ``stream_options.include_us
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -348,16 +348,32 @@ def chat_response(
     decode: Any,
 ) -> dict[str, Any]:
     """A ``chat.completion`` with one choice per finished sequence, in order."""
-    choices = [
+    choices = _choices(
+        dones,
+        "message",
+        lambda done: {"role": "assistant", "content": done.text},
+        (lambda done: chat_logprobs(done.logprobs, decode)) if want_logprobs else None,
+    )
+    return _envelope(rid, "chat.completion", created, model, choices, _usage_of(dones))
+
+
+def _choices(
+    dones: Sequence[Completion],
+    content_field: str,
+    content: Callable[[Completion], Any],
+    logprobs: Callable[[Completion], dict[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """A whole answer's choices, one per finished sequence, in order: its ``content_field``
+    is ``content(done)``, its ``logprobs`` ``logprobs(done)`` (``None`` when not asked)."""
+    return [
         {
             "index": index,
-            "message": {"role": "assistant", "content": done.text},
+            content_field: content(done),
             "finish_reason": done.finish_reason.value,
-            "logprobs": chat_logprobs(done.logprobs, decode) if want_logprobs else None,
+            "logprobs": logprobs(done) if logprobs is not None else None,
         }
         for index, done in enumerate(dones)
     ]
-    return _envelope(rid, "chat.completion", created, model, choices, _usage_of(dones))
 
 
 def _envelope(
@@ -409,15 +425,12 @@ def completion_response(
     decode: Any,
 ) -> dict[str, Any]:
     """A ``text_completion`` with one choice per finished sequence, in order."""
-    choices = [
-        {
-            "index": index,
-            "text": done.text,
-            "finish_reason": done.finish_reason.value,
-            "logprobs": _completion_logprobs(done.logprobs, decode) if want_logprobs else None,
-        }
-        for index, done in enumerate(dones)
-    ]
+    choices = _choices(
+        dones,
+        "text",
+        lambda done: done.text,
+        (lambda done: _completion_logprobs(done.logprobs, decode)) if want_logprobs else None,
+    )
     return _envelope(rid, "text_completion", created, model, choices, _usage_of(dones))
 
 
