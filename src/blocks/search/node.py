@@ -245,16 +245,16 @@ class SearchNode:
         """Apply one journal record (replay). Raises what the original call raised."""
         op = record.get("op")
         if op == "add":
-            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
-            ids = np.frombuffer(record["ids"], dtype="<i8")
+            data = _record_rows(record)
+            ids = np.frombuffer(record["ids"], dtype="<i8").copy()  # writable, as above
             self._apply_add(ids, data, list(record.get("attributes", [])))
         elif op == "remove":
             self._apply_remove(np.frombuffer(record["ids"], dtype="<i8"))
         elif op == "train":
-            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            data = _record_rows(record)
             getattr(self.vectors, "train")(data)  # noqa: B009 - only logged for trainable indexes
         elif op == "centroids":
-            data = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+            data = _record_rows(record)
             getattr(self.vectors, "set_centroids")(data)  # noqa: B009 - logged for shared IVF
         elif op == "index-docs":
             self._apply_documents([(str(d), str(t)) for d, t in record["documents"]])
@@ -397,3 +397,10 @@ class SearchNode:
         """Release the journal (fsyncing what it holds). Idempotent."""
         if self.journal is not None:
             self.journal.close()
+
+
+def _record_rows(record: dict[str, Any]) -> Any:
+    """A log record's vectors as a writable ``(rows, dim)`` float32 array (torch warns about,
+    and may not write through, a read-only buffer)."""
+    rows = np.frombuffer(record["vectors"], dtype="<f4").reshape(-1, int(record["dim"]))
+    return rows.copy()

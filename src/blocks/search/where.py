@@ -129,14 +129,13 @@ def expression_to_wire(expression: Expression, message: Any) -> None:
     elif isinstance(expression, Range):
         wire = message.range
         wire.field = expression.field
+        wire.SetInParent()  # an open range is still a range (the ids with a number)
         if expression.low is not None:
             wire.has_low, wire.low = True, float(expression.low)
-            wire.low_exclusive = not expression.low_inclusive
         if expression.high is not None:
             wire.has_high, wire.high = True, float(expression.high)
-            wire.high_exclusive = not expression.high_inclusive
-        if not wire.has_low and not wire.has_high:
-            wire.SetInParent()  # an open range is still a range (ids with a number)
+        wire.low_exclusive = not expression.low_inclusive  # kept for an open bound too
+        wire.high_exclusive = not expression.high_inclusive
     elif isinstance(expression, And | Or):
         parts = message.all_of if isinstance(expression, And) else message.any_of
         parts.SetInParent()

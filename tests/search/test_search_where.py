@@ -1,0 +1,211 @@
+"""Metadata filters through the service: attributes on add, ``where`` on search, durability.
+
+The model is ``tests.search.test_search_filtered.matches`` (an expression evaluated on one id's
+attributes by definition); a vector stored without attributes matches every ``Not`` of a leaf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blocks.core.errors import InvalidArgument
+from blocks.search import ExactIndex, FaissIndex, search_pb2
+from blocks.search.api import Metric
+from blocks.search.client import SearchClient
+from blocks.search.metadata import FIELDS_PER_ID_MAX, And, Eq, Expression, In, Not, Or, Range
+from blocks.search.service import SearchNode, build_server
+from blocks.search.vectors import brute_force
+from blocks.search.where import (
+    FILTER_DEPTH_MAX,
+    as_expression,
+    expression_from_wire,
+    expression_to_wire,
+    parse_attribute,
+)
+from tests.search.test_search_filtered import COLORS, expressions, matches
+
+DIM = 4
+
+
+@contextmanager
+def serving(node: SearchNode) -> Iterator[SearchClient]:
+    """``node`` behind a gRPC server on its own event-loop thread; a client to it."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, _ = build_server(node)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(60)
+    client = SearchClient(server.address, timeout_s=30)
+    try:
+        yield client
+    finally:
+        client.close()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def random_rows(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    return [
+        {"color": COLORS[rng.integers(3)], "price": int(rng.integers(10))}
+        if rng.random() > 0.15
+        else {}
+        for _ in range(n)
+    ]
+
+
+def test_filtered_search_over_the_service_equals_brute_force_over_the_matching_rows() -> None:
+    node = SearchNode(ExactIndex(DIM, "l2"))
+    with serving(node) as client:
+        stored: list[int] = []
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(seed=st.integers(0, 2**16), expression=expressions, k=st.integers(1, 12))
+        def check(seed: int, expression: Expression, k: int) -> None:
+            rng = np.random.default_rng(seed)
+            n = int(rng.integers(1, 50))
+            vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+            rows = random_rows(rng, n)
+            client.remove(stored)  # each example starts from an empty node
+            client.add(np.arange(n), vectors, rows)
+            stored[:] = range(n)
+            queries = rng.normal(size=(3, DIM)).astype(np.float32)
+            got = client.search(queries, k, where=expression)
+            keep = np.array([i for i in range(n) if matches(rows[i], expression)], np.int64)
+            want_ids, want_distances = brute_force(keep, vectors[keep], queries, k, Metric.L2)
+            assert got.ids.tolist() == want_ids.tolist()  # k results whenever k rows match
+            found = want_ids >= 0
+            np.testing.assert_allclose(got.distances[found], want_distances[found], rtol=1e-4)
+
+        check()
+
+
+def test_an_approximate_node_returns_k_when_a_selective_filter_has_k() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    index = FaissIndex(8, "IVF16,Flat", "l2", nprobe=1)
+    index.train(vectors)
+    rows = [{"rare": True} if i % 97 == 0 else {"rare": False} for i in range(2000)]
+    with serving(SearchNode(index)) as client:
+        client.add(np.arange(2000), vectors, rows)
+        got = client.search(rng.normal(size=(10, 8)), 10, where={"rare": True}, nprobe=1)
+    assert ((got.ids >= 0).sum(axis=1) == 10).all()  # 21 rare ids spread over 16 lists
+    assert set(got.ids.ravel().tolist()) <= set(range(0, 2000, 97))
+
+
+def test_bad_attributes_and_filters_are_refused_and_nothing_is_stored() -> None:
+    vectors = np.eye(DIM, dtype=np.float32)
+    with serving(SearchNode(ExactIndex(DIM, "l2"))) as client:
+        client.add([0], vectors[:1], [{"color": "red"}])
+        too_many = {f"f{n}": n for n in range(FIELDS_PER_ID_MAX + 1)}
+        for bad in (
+            [{"x": float("nan")}, {}],
+            [{"x": [1]}, {}],
+            [{"": 1}, {}],
+            [{"x": 1 << 64}, {}],
+            [too_many, {}],
+            [{"x": 1}],  # one mapping for two ids
+        ):
+            with pytest.raises(InvalidArgument):
+                client.add([1, 2], vectors[1:3], bad)
+        assert len(client) == 1
+        for where in (
+            {"color": {"$regex": "r.*"}},
+            {"$or": {"color": "red"}},
+            {"price": {"$gt": "cheap"}},
+            {"price": {"$gt": 1, "$gte": 2}},
+            "{not json",
+            [{"color": "red"}],
+        ):
+            with pytest.raises(InvalidArgument):
+                client.search(vectors[:1], 1, where=where)
+        deep: Expression = Eq("color", "red")
+        for _ in range(FILTER_DEPTH_MAX):
+            deep = Not(deep)
+        with pytest.raises(InvalidArgument, match="nests"):
+            client.search(vectors[:1], 1, where=deep)
+        stub = client._stub  # a peer that sends a filter with no kind set
+        request = search_pb2.SearchVectorsRequest(k=1, packed_reply=True)
+        request.where.SetInParent()
+        request.queries.rows, request.queries.dim = 1, DIM
+        request.queries.values = vectors[:1].tobytes()
+        with pytest.raises(Exception, match="none of its kinds"):
+            stub.SearchVectors(request, timeout=10)
+        assert client.search(vectors[:1], 2, where={"color": "red"}).ids.tolist() == [[0, -1]]
+
+
+def test_the_json_form_and_the_wire_form_mean_the_same_expression() -> None:
+    parsed = as_expression(
+        '{"color": {"$in": ["red", "blue"]}, "price": {"$gt": 1, "$lte": 5},'
+        ' "$or": [{"sale": true}, {"$not": {"tag": {"$nin": ["x"]}}}], "size": {"$ne": 3}}'
+    )
+    assert parsed == And(
+        (
+            In("color", frozenset({"red", "blue"})),
+            Range("price", 1, 5, low_inclusive=False),
+            Or((Eq("sale", True), Not(Not(In("tag", frozenset({"x"})))))),
+            Not(Eq("size", 3)),
+        )
+    )
+    assert parse_attribute("color=red") == ("color", "red")
+    assert parse_attribute("size=3") == ("size", 3) and parse_attribute("ok=true") == ("ok", True)
+    assert parse_attribute('code="007"') == ("code", "007")
+    assert parse_attribute("price=2.5") == ("price", 2.5)
+    with pytest.raises(InvalidArgument):
+        parse_attribute("novalue")
+
+
+@settings(max_examples=60, deadline=None)
+@given(expression=expressions)
+def test_an_expression_survives_the_wire(expression: Expression) -> None:
+    message = search_pb2.FilterExpression()
+    expression_to_wire(expression, message)
+    decoded = search_pb2.FilterExpression.FromString(message.SerializeToString())
+    assert expression_from_wire(decoded) == expression
+
+
+def test_a_durable_node_keeps_attributes_through_replay_and_snapshot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(30, DIM)).astype(np.float32)
+    rows = random_rows(rng, 30)
+    rows[4] = {"color": "red", "price": 2.5, "sale": True, "code": "007"}
+    expression = Not(Eq("color", "red"))
+
+    def opened() -> SearchNode:
+        node = SearchNode(ExactIndex(DIM, "l2"), data_dir=str(tmp_path))
+        node.load()
+        return node
+
+    def answer(node: SearchNode) -> list[list[int]]:
+        result = node.search_vectors(vectors[:3], 8, None, expression, {})
+        ids: list[list[int]] = result.ids.tolist()
+        return ids
+
+    node = opened()
+    node.add_vectors(np.arange(30), vectors, rows)
+    node.remove_vectors([0, 1])
+    with pytest.raises(InvalidArgument):
+        node.add_vectors([40], vectors[:1], [{"bad": float("inf")}])  # refused before the log
+    expected, kept = answer(node), {i: node.metadata.get(i) for i in range(30)}
+    node.close()  # a crash: no snapshot, the log alone
+    node = opened()
+    assert answer(node) == expected and {i: node.metadata.get(i) for i in range(30)} == kept
+    assert node.journal is not None and node.journal.replay_skipped == 0
+    assert node.metadata.get(4) == rows[4] and isinstance(node.metadata.get(4)["sale"], bool)
+    node.save()
+    node.close()
+    node = opened()  # from the snapshot (metadata.json), nothing left to replay
+    assert node.journal is not None and node.journal.records_since_snapshot == 0
+    assert answer(node) == expected and {i: node.metadata.get(i) for i in range(30)} == kept
+    node.close()
