@@ -18,7 +18,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from blocks.blob.s3.sigv4 import S3AuthError
+from blocks.blob.s3.sigv4 import S3AuthError, check_signature, secret_of
 
 __all__ = ["SIGNED_SUBRESOURCES", "verify_presigned_v2"]
 
@@ -76,9 +76,7 @@ def verify_presigned_v2(
         expires_s = int(params["Expires"])
     except (KeyError, ValueError) as error:
         raise S3AuthError("AccessDenied", "a presigned URL parameter is missing") from error
-    secret = credentials.get(access_key)
-    if secret is None:
-        raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
+    secret = secret_of(credentials, access_key)
     if now_ms > expires_s * 1000:
         raise S3AuthError("AccessDenied", "Request has expired")
     amz = "".join(
@@ -94,9 +92,5 @@ def verify_presigned_v2(
         f"{expires_s}\n{amz}{resource}"
     )
     digest = hmac.new(secret.encode(), text.encode("latin-1"), hashlib.sha1).digest()
-    if not hmac.compare_digest(base64.b64encode(digest).decode(), signature):
-        raise S3AuthError(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        )
+    check_signature(base64.b64encode(digest).decode(), signature)
     return access_key

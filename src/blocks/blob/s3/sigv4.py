@@ -33,7 +33,9 @@ __all__ = [
     "S3AuthError",
     "SigningContext",
     "canonical_query",
+    "check_signature",
     "chunk_signature",
+    "secret_of",
     "sign_request",
     "signing_key",
     "trailer_signature",
@@ -58,6 +60,29 @@ class S3AuthError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def secret_of(credentials: Mapping[str, str], access_key: str) -> str:
+    """The secret of ``access_key``; ``S3AuthError(InvalidAccessKeyId)`` for a key not known."""
+    secret = credentials.get(access_key)
+    if secret is None:
+        raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
+    return secret
+
+
+def check_signature(expected: str, given: str) -> None:
+    """``S3AuthError(SignatureDoesNotMatch)`` unless ``given`` is ``expected`` (compared in
+    constant time)."""
+    if not hmac.compare_digest(expected, given):
+        raise S3AuthError(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+
+
+def _check_signed_headers(signed_headers: list[str]) -> None:
+    if "host" not in signed_headers or signed_headers != sorted(signed_headers):
+        raise S3AuthError("AccessDenied", "SignedHeaders must be sorted and include host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,17 +225,14 @@ def verify_request(
     if len(parts) != 5 or parts[4] != "aws4_request":
         raise S3AuthError("AuthorizationHeaderMalformed", "malformed credential scope")
     access_key, date = parts[0], parts[1]
-    secret = credentials.get(access_key)
-    if secret is None:
-        raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
+    secret = secret_of(credentials, access_key)
     amz_date = headers.get("x-amz-date", "")
     if not amz_date.startswith(date):
         raise S3AuthError("AccessDenied", "x-amz-date does not match the credential date")
     if abs(_parse_amz_date(amz_date) - now_ms) > SKEW_MS_MAX:
         raise S3AuthError("RequestTimeTooSkewed", "the request time is too far from ours")
     signed_headers = signed_text.split(";")
-    if "host" not in signed_headers or signed_headers != sorted(signed_headers):
-        raise S3AuthError("AccessDenied", "SignedHeaders must be sorted and include host")
+    _check_signed_headers(signed_headers)
     payload_hash = headers.get("x-amz-content-sha256", "")
     if not payload_hash:
         raise S3AuthError("InvalidRequest", "missing x-amz-content-sha256")
@@ -256,16 +278,13 @@ def verify_presigned(
     if len(parts) != 5 or parts[4] != "aws4_request" or not amz_date.startswith(parts[1]):
         raise S3AuthError("AuthorizationQueryParametersError", "malformed credential scope")
     access_key = parts[0]
-    secret = credentials.get(access_key)
-    if secret is None:
-        raise S3AuthError("InvalidAccessKeyId", "the access key id is not known")
+    secret = secret_of(credentials, access_key)
     signed_at_ms = _parse_amz_date(amz_date)
     if now_ms < signed_at_ms - SKEW_MS_MAX:
         raise S3AuthError("AccessDenied", "the presigned URL is not valid yet")
     if now_ms > signed_at_ms + expires_s * 1000:
         raise S3AuthError("AccessDenied", "Request has expired")
-    if "host" not in signed_headers or signed_headers != sorted(signed_headers):
-        raise S3AuthError("AccessDenied", "SignedHeaders must be sorted and include host")
+    _check_signed_headers(signed_headers)
     payload_hash = headers.get("x-amz-content-sha256", "UNSIGNED-PAYLOAD")
     canonical = _canonical_request(
         method, raw_path, "&".join(kept), headers, signed_headers, payload_hash
@@ -287,11 +306,7 @@ def _checked(
     scope = f"{date}/{region}/{service}/aws4_request"
     key = _derived_key(secret, date, region, service)
     expected = hmac.digest(key, _string_to_sign(amz_date, scope, canonical).encode(), "sha256")
-    if not hmac.compare_digest(expected.hex(), signature):
-        raise S3AuthError(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided.",
-        )
+    check_signature(expected.hex(), signature)
     return SigningContext(access_key, amz_date, scope, key, signature, payload_hash)
 
 
