@@ -22,7 +22,11 @@ from blocks.core.errors import InvalidArgument
 from blocks.search import ExactIndex, FaissIndex, search_pb2
 from blocks.search.api import Metric
 from blocks.search.client import SearchClient
+from blocks.search.coordinator import connect_shards
+from blocks.search.coordinator_index import Coordinator
 from blocks.search.metadata import FIELDS_PER_ID_MAX, And, Eq, Expression, In, Not, Or, Range
+from blocks.search.rebalance import rebalance
+from blocks.search.routing import default_shard_names
 from blocks.search.service import SearchNode, build_server
 from blocks.search.vectors import brute_force
 from blocks.search.where import (
@@ -33,6 +37,7 @@ from blocks.search.where import (
     parse_attribute,
 )
 from tests.search.test_search_filtered import COLORS, expressions, matches
+from tests.search.test_search_shared_ivf import ServiceLink
 
 DIM = 4
 
@@ -209,3 +214,49 @@ def test_a_durable_node_keeps_attributes_through_replay_and_snapshot(tmp_path: P
     assert node.journal is not None and node.journal.records_since_snapshot == 0
     assert answer(node) == expected and {i: node.metadata.get(i) for i in range(30)} == kept
     node.close()
+
+
+def test_a_coordinator_writes_attributes_to_every_replica_and_filters_on_every_shard(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    nodes = [[SearchNode(ExactIndex(DIM, "l2")) for _ in range(2)] for _ in range(2)]
+    links = [[ServiceLink(node, loop) for node in twins] for twins in nodes]
+    names = default_shard_names(2)
+    shards: Any = list(zip(names, links, strict=True))  # stand-ins for ReplicaLink
+    coordinator = Coordinator(shards, dim=DIM, metric="l2")
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(80, DIM)).astype(np.float32)
+    rows = random_rows(rng, 80)
+    coordinator.add(np.arange(80), vectors, rows)
+    for first, second in nodes:
+        assert len(first.metadata) > 0 and first.metadata.items() == second.metadata.items()
+    where = {"$or": [{"color": "red"}, {"price": {"$gt": 6}}]}
+    keep = np.array([i for i in range(80) if matches(rows[i], as_expression(where))])  # type: ignore[arg-type]
+    want, _ = brute_force(keep, vectors[keep], vectors[:4], 9, Metric.L2)
+    assert coordinator.search(vectors[:4], 9, where=where).ids.tolist() == want.tolist()
+    links[0][0].down = links[1][1].down = True  # each shard's twin answers
+    assert coordinator.search(vectors[:4], 9, where=where).ids.tolist() == want.tolist()
+    coordinator.close()
+
+
+def test_a_rebalance_moves_attributes_with_their_vectors() -> None:
+    rng = np.random.default_rng(12)
+    vectors = rng.normal(size=(60, DIM)).astype(np.float32)
+    rows = random_rows(rng, 60)
+    nodes = [SearchNode(ExactIndex(DIM, "l2")) for _ in range(3)]
+    with serving(nodes[0]) as a, serving(nodes[1]) as b, serving(nodes[2]) as c:
+        old = f"shard-0={a.address},shard-1={b.address}"
+        new = f"{old},shard-2={c.address}"
+        before = connect_shards(old, timeout_ms=30_000)
+        before.add(np.arange(60), vectors, rows)
+        before.close()
+        report = rebalance(old, new, page_rows=16)
+        assert sum(report.vectors.values()) == len(nodes[2].vectors) > 0
+        moved = [int(i) for i in nodes[2].rows.sorted_ids()]  # type: ignore[union-attr]
+        assert all(nodes[2].metadata.get(i) == rows[i] for i in moved)
+        after = connect_shards(new, timeout_ms=30_000)
+        where = Not(Eq("color", "blue"))
+        keep = np.array([i for i in range(60) if matches(rows[i], where)])
+        want, _ = brute_force(keep, vectors[keep], vectors[:3], 8, Metric.L2)
+        assert after.search(vectors[:3], 8, where=where).ids.tolist() == want.tolist()
+        after.close()
