@@ -36,10 +36,10 @@ from blocks.blob.cluster.peer_protocol import PeerChannel, PeerShardStore, Shard
 from blocks.blob.cluster.peers import HttpPeerChannel
 from blocks.blob.cluster.replica import ReplicatedBlobStore
 from blocks.blob.cluster.replication import GC_GRACE_S, SYNC_INTERVAL_S, Replicator
-from blocks.blob.storage.durable import fsync_directory
 from blocks.blob.storage.shards import DirectoryShardStore, ShardStore
 from blocks.blob.store import DEFAULT_CHUNK_BYTES, DEFAULT_INLINE_BYTES, LocalBlobStore
 from blocks.core.errors import FailedPrecondition, InvalidArgument
+from blocks.core.files import fsync_directory
 
 __all__ = ["CLUSTER_NAMESPACE", "node_id", "open_node", "open_replica"]
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from blocks.core.files import fsync_directory  # re-exported: it was defined here
+
 __all__ = ["FLUSH_THREADS", "Flush", "flush_descriptors", "fsync_directory"]
 
 FLUSH_THREADS = 32
@@ -52,12 +54,6 @@ def _fsync_and_close(descriptor: int) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make the names in ``directory`` (creations, renames, removals) durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    _fsync_and_close(descriptor)
 
 
 def flush_descriptors(descriptors: Iterable[int], directories: Iterable[Path] = ()) -> Flush:

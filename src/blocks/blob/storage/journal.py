@@ -44,8 +44,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Protocol
 
-from blocks.blob.storage.durable import fsync_directory
 from blocks.core.errors import Corruption, InvalidArgument
+from blocks.core.files import fsync_directory
 from blocks.core.log import SegmentLog
 
 __all__ = ["RECORD_BYTES_MAX", "Journal", "LogJournal", "MemoryJournal"]

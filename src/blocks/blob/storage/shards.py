@@ -30,8 +30,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from blocks.blob.storage.durable import Flush, flush_descriptors, fsync_directory
+from blocks.blob.storage.durable import Flush, flush_descriptors
 from blocks.core.errors import InvalidArgument, NotFound, Unavailable
+from blocks.core.files import fsync_directory
 from blocks.core.hashing import HashRing
 
 __all__ = ["DirectoryShardStore", "MemoryShardStore", "ShardStore", "placement"]
