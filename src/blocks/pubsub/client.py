@@ -22,7 +22,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from blocks.core.closing import AsyncClosing
 from blocks.core.data_path import ask_data_path, data_request
 from blocks.core.errors import InvalidArgument, Unavailable
 from blocks.core.hashing import key_hash
@@ -31,9 +30,10 @@ from blocks.core.rpc import connect_channel, mapped_errors
 from blocks.pubsub import pubsub_pb2, pubsub_pb2_grpc
 from blocks.pubsub.api import Assignment, Record
 from blocks.pubsub.batching_producer import Entries, Producer, ProducerConfig
+from blocks.pubsub.calls import PubSubCalls
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.datapath import fetch_message, produce_message, records_from_wire
-from blocks.pubsub.topics import check_entries
+from blocks.pubsub.topics import TopicConfig, check_entries
 
 __all__ = ["PubSubClient", "connect"]
 
@@ -52,7 +52,7 @@ def _check_batch(partition: object, entries: object) -> None:
     check_entries(entries)
 
 
-class PubSubClient(AsyncClosing):
+class PubSubClient(PubSubCalls):
     """A ``PubSub`` served over gRPC; build it with ``connect``."""
 
     def __init__(
@@ -141,23 +141,13 @@ class PubSubClient(AsyncClosing):
         channel = self._channels[self._current]
         self._stub = pubsub_pb2_grpc.PubSubStub(channel)  # type: ignore[no-untyped-call]
 
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int = 1,
-        *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        compact: bool = False,
-    ) -> None:
-        if type(partitions) is not int or partitions < 1:
-            raise InvalidArgument("partitions must be a positive integer")
+    async def _create_topic(self, config: TopicConfig) -> None:
         request = pubsub_pb2.CreateTopicRequest(
-            name=name,
-            partitions=partitions,
-            retention_ms=retention_ms,
-            retention_bytes=retention_bytes,
-            compact=compact,
+            name=config.name,
+            partitions=config.partitions,
+            retention_ms=config.retention_ms,
+            retention_bytes=config.retention_bytes,
+            compact=config.compact,
         )
         await self._call("CreateTopic", request)
 
@@ -219,13 +209,8 @@ class PubSubClient(AsyncClosing):
         on_data_path, reply = await self._data_call(message, "Produce", request)
         return int(reply if on_data_path else reply.base_offset)
 
-    async def fetch(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        max_messages: int = 100,
-        wait_ms: int = 0,
+    async def _fetch(
+        self, topic: str, partition: int, offset: int, max_messages: int, wait_ms: int
     ) -> list[Record]:
         if offset < 0 or max_messages < 1 or wait_ms < 0:
             raise InvalidArgument("offset and wait_ms must be >= 0, max_messages >= 1")

@@ -128,6 +128,7 @@ class ClusterBroker(LocalBroker):
     async def _create_topic(self, config: TopicConfig) -> None:
         """Create it here, then tell every peer (one that missed it asks its peers to
         ``describe`` the topic when first called for it)."""
+        self._check_open()
         await self._create_local(config)
         message = {"op": "create", "cfg": asdict(config)}
         peers = [n for n in self.replication.nodes if n != self.node]
@@ -240,14 +241,13 @@ class ClusterBroker(LocalBroker):
         await self.replication.wait_committed(key, base + len(entries), epoch)
         return base
 
-    async def fetch(
+    async def _fetch(
         self,
         topic: str,
         partition: int,
         offset: int,
-        max_messages: int = 100,
-        wait_ms: int = 0,
-        *,
+        max_messages: int,
+        wait_ms: int,
         hops: int = 0,
     ) -> list[Record]:
         self._check_open()
@@ -338,8 +338,8 @@ class ClusterBroker(LocalBroker):
                 hops=hops,
             )
         if op == "fetch":
-            records = await self.fetch(
-                topic, partition, message["offset"], message["max"], message["wait"], hops=hops
+            records = await self._fetch(
+                topic, partition, message["offset"], message["max"], message["wait"], hops
             )
             return [[r.offset, r.key, r.value, r.timestamp_ms] for r in records]
         if op == "end_offsets":

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.closing import AsyncClosing
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import FailedPrecondition, InvalidArgument
 from blocks.core.hashing import key_hash
 from blocks.core.log import FsyncPolicy, SegmentLog
 from blocks.core.long_polls import WAITERS_MAX, LongPolls
 from blocks.pubsub.api import Assignment, Record
+from blocks.pubsub.calls import PubSubCalls
 from blocks.pubsub.consumer import Consumer
 from blocks.pubsub.groups import GroupCoordinator
 from blocks.pubsub.partition import LogPartition, StoredRecord, first_offset_at
@@ -45,7 +45,7 @@ __all__ = ["LocalBroker"]
 FETCH_MAX_BYTES = 8 << 20
 
 
-class LocalBroker(AsyncClosing):
+class LocalBroker(PubSubCalls):
     """An in-process ``PubSub``; durable when ``directory`` is given."""
 
     def __init__(
@@ -76,22 +76,9 @@ class LocalBroker(AsyncClosing):
 
     # -- topics ------------------------------------------------------------------------------
 
-    async def create_topic(
-        self,
-        name: str,
-        partitions: int = 1,
-        *,
-        retention_ms: int | None = None,
-        retention_bytes: int | None = None,
-        compact: bool = False,
-    ) -> None:
-        self._check_open()
-        await self._create_topic(
-            TopicConfig(name, partitions, retention_ms, retention_bytes, compact)
-        )
-
     async def _create_topic(self, config: TopicConfig) -> None:
         """Create the topic ``config`` describes (a replicated broker tells its peers too)."""
+        self._check_open()
         self.topics.create(config)
 
     async def delete_topic(self, name: str) -> None:
@@ -144,13 +131,8 @@ class LocalBroker(AsyncClosing):
 
     # -- consuming ---------------------------------------------------------------------------
 
-    async def fetch(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        max_messages: int = 100,
-        wait_ms: int = 0,
+    async def _fetch(
+        self, topic: str, partition: int, offset: int, max_messages: int, wait_ms: int
     ) -> list[Record]:
         self._check_open()
         store = self.topics.store(topic, partition)
