@@ -21,7 +21,10 @@ Before a put, the node's dot-counter lease is extended when the put's dot would 
 put like a refused save). Each step's ``KVReady`` (``blocks.core.ready``: messages and
 replies) is held until the keys the core touched are saved to the ``ObjectStore``; all the
 steps of one loop iteration share one save (one fsync), then their messages and replies go out
-(the ``Ready`` rule: persist, then send and answer).
+(the ``Ready`` rule: persist, then send and answer). One exception, when the store's save
+waits for an fsync: a coordinated put's replica requests leave before its own save
+(``_send_replica_writes``), so the replicas' round trip overlaps the local fsync; its answer
+still waits for that save.
 When the disk refuses that save (``StorageError``; ``StorageFull`` when it is full), nothing
 of the iteration that depends on it leaves: its keys go back to what the store holds, the
 puts coordinated in it fail with that error at once, gets of those keys fail with
@@ -56,7 +59,7 @@ from blocks.core.errors import (
 )
 from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
-from blocks.core.ready import NOTHING
+from blocks.core.ready import NOTHING, Ready
 from blocks.core.transport import Transport
 from blocks.kv.cluster.client_wire import PutRequest, PutResult, parse_address, parse_put
 from blocks.kv.cluster.dot_lease import CounterLease
@@ -69,7 +72,7 @@ from blocks.kv.cluster.driver_handlers import (
 )
 from blocks.kv.cluster.driver_io import HeldReady, Outbox, StorageHealth
 from blocks.kv.cluster.membership import Membership
-from blocks.kv.cluster.messages import Fail, KVReady
+from blocks.kv.cluster.messages import Fail, KVReady, Message, PutReplica
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import (
     BATCH_TAG,
@@ -122,6 +125,7 @@ class KVNode:
         # What the steps since the last flush gave, held until their keys are saved.
         self._held = HeldReady(self._push, self.counters, self._requests, self.storage)
         self._flush_scheduled = False
+        self._flush_deferred = False  # replica requests went early after the flush was queued
         self._placements = Placements()
         self.core = self._new_core()
         self.membership = self._new_membership()
@@ -172,7 +176,7 @@ class KVNode:
     async def stop(self) -> None:
         """Stop serving, flush what is held, close the store."""
         if self.running:
-            self._flush()
+            self._flush_now()
         self._halt(Unavailable(f"node {self.node_id!r} stopped"))
         self.store.close()
 
@@ -245,8 +249,44 @@ class KVNode:
         if isinstance(refusal, FailedPrecondition) and "owner" in refusal.details:
             self._requests.forget(request_id)
             return refusal
+        if ready.messages and self.storage.error is None and self._pipelined():
+            ready = self._send_replica_writes(ready)
         self._run(ready)
         return request_id, future
+
+    def _pipelined(self) -> bool:
+        """Whether a put's replica requests go ahead of its save (``_send_replica_writes``):
+        only when the store's save waits for the disk (``saves_wait_for_disk``; a store that
+        does not say waits for nothing). Sent ahead, each request is a frame of its own
+        instead of part of the turn's batch to that peer, which costs more CPU per put than
+        a save that waits for no fsync (``sync=never``) takes (docs/kv.md)."""
+        return bool(getattr(self.store, "saves_wait_for_disk", False))
+
+    def _send_replica_writes(self, ready: KVReady) -> KVReady:
+        """Coordinator pipelining: push a put's replica requests now, before the flush that
+        saves (and fsyncs) its own copy, so the replicas' round trip overlaps the local
+        write; return the rest of the step, which waits for that flush as usual.
+
+        Safe to send unsaved: the request carries only the new object, whose dot was leased
+        durably before it was made (``dot_lease``), so a coordinator that dies before its own
+        save never issues that dot again; the client's answer still waits for the local save
+        (the key is dirty until then, and a reply is held while anything is dirty) and for
+        W-1 replica acks, each sent after that replica's save. A put whose local save is
+        refused fails, as before, though its replicas may hold it (as after a ``Timeout``).
+        On TCP a pushed request reaches the socket at the end of the turn's callbacks
+        queued before it; a flush already queued then goes one turn later, so the fsync
+        never runs ahead of the requests. Only the coordinator's own ``PutReplica``s go
+        early."""
+        held: list[tuple[str, Message]] = []
+        for peer, message in ready.messages:
+            if type(message) is PutReplica and message.request_id:
+                self._push(peer, encode_peer_message(message))
+                self.counters["replica_writes_early"] += 1
+            else:
+                held.append((peer, message))
+        if self._flush_scheduled:
+            self._flush_deferred = True
+        return Ready(held, replies=ready.replies)
 
     async def _forward(
         self,
@@ -444,6 +484,14 @@ class KVNode:
     def _flush(self) -> None:
         """Save the dirty keys, then send what the steps since the last save gave and
         resolve their replies (``driver_io.HeldReady``)."""
+        if self._flush_deferred:  # requests pushed after it was queued go first
+            self._flush_deferred = False
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self._flush_now()
+
+    def _flush_now(self) -> None:
+        """``_flush`` without the wait for early replica requests (``stop``'s last flush)."""
         self._flush_scheduled = False
         if self.running:
             self._held.flush(self.core, self.store)

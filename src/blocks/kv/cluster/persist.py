@@ -117,6 +117,8 @@ class BitcaskObjectStore:
 
     def __init__(self, path: str | Path, sync: SyncPolicy = "batch") -> None:
         self.bitcask = Bitcask.open(path, sync=sync, value_bytes_max=RECORD_BYTES_MAX)
+        # ``save`` returns only after an fsync: the driver sends replica requests ahead of it.
+        self.saves_wait_for_disk = sync != "never"
         self._mark_path = Path(path) / COUNTER_MARK_FILE
 
     def load(self) -> Iterator[tuple[bytes, VersionedObject, list[str]]]:
