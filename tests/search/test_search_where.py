@@ -7,6 +7,7 @@ attributes by definition); a vector stored without attributes matches every ``No
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -260,3 +261,25 @@ def test_a_rebalance_moves_attributes_with_their_vectors() -> None:
         want, _ = brute_force(keep, vectors[keep], vectors[:3], 8, Metric.L2)
         assert after.search(vectors[:3], 8, where=where).ids.tolist() == want.tolist()
         after.close()
+
+
+def test_the_cli_indexes_vectors_with_attributes_from_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blocks.cli import main
+
+    vectors = np.eye(DIM, dtype=np.float32) * np.arange(1, DIM + 1, dtype=np.float32)[:, None]
+    np.save(tmp_path / "v.npy", vectors)
+    rows = [{"color": "red"}, {}, {"color": "red", "price": 2}, {"color": "blue"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    (tmp_path / "short.jsonl").write_text('{"color": "red"}\n')
+    with serving(SearchNode(ExactIndex(DIM, "l2"))) as client:
+        index = ["search", "index", "--address", client.address, "--vectors"]
+        index.append(str(tmp_path / "v.npy"))
+        assert main([*index, "--attributes", str(tmp_path / "short.jsonl")]) == 2  # 1 line, 4
+        assert len(client) == 0
+        assert main([*index, "--attributes", str(tmp_path / "a.jsonl"), "--first-id", "10"]) == 0
+        capsys.readouterr()
+        query = ["search", "query", "--address", client.address, "--vector=0,0,0,0", "-k", "4"]
+        assert main([*query, "--where", '{"color": "red"}', "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["ids"] == [10, 12, -1, -1]

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 __all__ = [
     "K_MAX",
+    "DimensionAndMetric",
     "Filter",
     "FloatArray",
     "IdArray",
@@ -103,6 +104,24 @@ class SearchResult:
     def __iter__(self) -> Iterator[Any]:
         yield self.ids
         yield self.distances
+
+
+class DimensionAndMetric:
+    """``dim`` and ``metric``, fixed when an index is built: read-only properties over the
+    ``_dim`` and ``_metric`` its constructor sets. Every index class shares them from here."""
+
+    _dim: int
+    _metric: Metric
+
+    @property
+    def dim(self) -> int:
+        """Dimension of every stored vector."""
+        return self._dim
+
+    @property
+    def metric(self) -> Metric:
+        """The metric distances are measured in."""
+        return self._metric
 
 
 @runtime_checkable

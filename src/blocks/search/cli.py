@@ -5,7 +5,8 @@
 ``index`` streams vectors (``.npy``) or documents (a text file, one per line, optionally
 ``id<TAB>text``) to a node in batches and shows progress on stderr; ``add`` stores one vector
 with attributes (``--attr KEY=VALUE``); ``query`` searches by vector (``--where`` filters on
-attributes, JSON as in ``blocks.search.where``) or by text; ``suggest`` completes a prefix; ``info`` describes a node.
+attributes, JSON as in ``blocks.search.where``) or by text; ``suggest`` completes a prefix;
+``info`` describes a node. The client verbs' bodies are in ``blocks.search.cli_verbs``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from typing import Any
 
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
 from blocks.core.errors import InvalidArgument
+from blocks.search import cli_verbs
 
 __all__ = ["DEFAULT_ADDRESS", "register"]
 
@@ -119,7 +120,7 @@ def register(subparsers: Any) -> None:
     index.add_argument(
         "--attributes", help="with --vectors: JSON Lines, one object of attributes per vector"
     )
-    index.set_defaults(func=_index)
+    index.set_defaults(func=cli_verbs.index)
 
     add = verbs.add_parser("add", help="store one vector with attributes")
     _client_arguments(add)
@@ -133,7 +134,7 @@ def register(subparsers: Any) -> None:
         help='an attribute (repeatable); VALUE is a JSON number, true/false or "string", '
         "else text: color=red size=3 price=2.5 ok=true",
     )
-    add.set_defaults(func=_add)
+    add.set_defaults(func=cli_verbs.add)
 
     query = verbs.add_parser("query", help="search a node by vector or by text")
     _client_arguments(query)
@@ -155,13 +156,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="accept a coordinator's answer without missing shards (named on stderr)",
     )
-    query.set_defaults(func=_query)
+    query.set_defaults(func=cli_verbs.query)
 
     suggest = verbs.add_parser("suggest", help="typeahead completions of a prefix")
     _client_arguments(suggest)
     suggest.add_argument("prefix")
     suggest.add_argument("-k", type=int, default=10)
-    suggest.set_defaults(func=_suggest)
+    suggest.set_defaults(func=cli_verbs.suggest)
 
     rebalance = verbs.add_parser(
         "rebalance", help="move vectors and documents to the shards a new shard list names"
@@ -175,7 +176,7 @@ def register(subparsers: Any) -> None:
 
     info = verbs.add_parser("info", help="describe a node")
     _client_arguments(info)
-    info.set_defaults(func=_info)
+    info.set_defaults(func=cli_verbs.info)
 
 
 def _client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,148 +292,6 @@ def _check_cuda(kind: str, *, coordinator: bool) -> None:
             raise InvalidArgument("device 'cuda' requested but this faiss has no GPU support")
 
 
-def _progress(done: int, total: int, started: float) -> None:
-    rate = done / max(1e-9, time.monotonic() - started)
-    print(
-        f"indexed {done}/{total} ({100 * done // max(1, total)}%, {rate:,.0f}/s)", file=sys.stderr
-    )
-
-
-def _index(args: argparse.Namespace) -> int:
-    from blocks.search.client import SearchClient
-
-    if args.batch_size < 1:
-        raise InvalidArgument("--batch-size must be >= 1")
-    started = time.monotonic()
-    try:
-        with SearchClient(args.address, token=args.token) as client:
-            if args.vectors is not None:
-                import numpy as np
-
-                data = np.load(args.vectors, allow_pickle=False, mmap_mode="r")
-                attributes = _read_attributes(args.attributes, len(data))
-                if args.train:
-                    client.train(np.asarray(data[: min(len(data), 100_000)]))
-                for start in range(0, len(data), args.batch_size):
-                    stop = min(len(data), start + args.batch_size)
-                    ids = np.arange(args.first_id + start, args.first_id + stop)
-                    client.add(ids, np.asarray(data[start:stop]), attributes[start:stop])
-                    _progress(stop, len(data), started)
-                count = len(data)
-            else:
-                documents = _read_documents(args.texts)
-                for start in range(0, len(documents), args.batch_size):
-                    client.index_documents(documents[start : start + args.batch_size])
-                    _progress(min(len(documents), start + args.batch_size), len(documents), started)
-                count = len(documents)
-            info = client.info()
-    except ValueError as error:
-        if isinstance(error, InvalidArgument):
-            raise
-        raise InvalidArgument(f"cannot read input: {error}") from None
-    result = {"indexed": count, "seconds": round(time.monotonic() - started, 3), **info}
-    node = ", ".join(f"{key}={value}" for key, value in info.items())
-    print_result(result, as_json=args.json, text=f"indexed {count}; node now {node}")
-    return 0
-
-
-def _read_attributes(path: str | None, count: int) -> list[Any]:
-    """``--attributes``: one JSON object per line, one line per vector (none: ``[]``)."""
-    if path is None:
-        return []
-    import json
-
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
-    if len(rows) != count:
-        raise InvalidArgument(f"--attributes has {len(rows)} lines for {count} vectors")
-    return rows
-
-
-def _add(args: argparse.Namespace) -> int:
-    from blocks.search.client import SearchClient
-    from blocks.search.where import parse_attribute
-
-    attributes = dict(parse_attribute(flag) for flag in args.attr)
-    vector = _parse_vector(args.vector)
-    with SearchClient(args.address, token=args.token) as client:
-        client.add([args.id], [vector], [attributes])
-        size = len(client)
-    result = {"id": args.id, "attributes": attributes, "vectors": size}
-    print_result(result, as_json=args.json, text=f"added {args.id}; node now holds {size}")
-    return 0
-
-
-def _parse_vector(text: str) -> list[float]:
-    try:
-        return [float(value) for value in text.split(",")]
-    except ValueError as error:
-        raise InvalidArgument(f"bad --vector: {error}") from None
-
-
-def _read_documents(path: str) -> list[tuple[str, str]]:
-    documents: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            doc_id, tab, text = line.partition("\t")
-            documents.append((doc_id, text) if tab else (str(number), line))
-    return documents
-
-
-def _query(args: argparse.Namespace) -> int:
-    from blocks.search.client import SearchClient
-
-    if args.text is not None and args.where is not None:
-        raise InvalidArgument("--where filters vector queries (--vector), not text")
-    with SearchClient(args.address, token=args.token) as client:
-        if args.text is not None:
-            found = client.search_text_partial(
-                args.text, args.k, args.mode, allow_partial=args.allow_partial
-            )
-            if found.partial:
-                missing = ", ".join(found.missing_shard_names)
-                print(f"partial answer: shards {missing} are missing", file=sys.stderr)
-            hits = found.hits
-            text = "\n".join(f"{h['score']:.4f}  {h['id']}  {h['text']}" for h in hits)
-            print_result(hits, as_json=args.json, text=text or "(no hits)")
-            return 0
-        queries = [_parse_vector(row) for row in args.vector]
-        result = client.search(
-            queries,
-            args.k,
-            nprobe=args.nprobe,
-            ef_search=args.ef_search,
-            allow_partial=args.allow_partial,
-            where=args.where,
-        )
-    if result.partial:
-        missing = ", ".join(result.missing_shard_names)
-        print(f"partial answer: shards {missing} are missing", file=sys.stderr)
-    rows = [
-        {"ids": ids, "distances": dist}
-        for ids, dist in zip(result.ids.tolist(), result.distances.tolist(), strict=True)
-    ]
-    text = "\n".join(
-        "  ".join(f"{i}:{d:.4f}" for i, d in zip(r["ids"], r["distances"], strict=True) if i >= 0)
-        for r in rows
-    )
-    print_result(rows, as_json=args.json, text=text)
-    return 0
-
-
-def _suggest(args: argparse.Namespace) -> int:
-    from blocks.search.client import SearchClient
-
-    with SearchClient(args.address, token=args.token) as client:
-        found = client.suggest(args.prefix, args.k)
-    text = "\n".join(f"{count:>6}  {phrase}" for phrase, count in found)
-    print_result([list(item) for item in found], as_json=args.json, text=text or "(none)")
-    return 0
-
-
 def _rebalance(args: argparse.Namespace) -> int:
     from blocks.search.rebalance import Step, rebalance
 
@@ -450,13 +309,4 @@ def _rebalance(args: argparse.Namespace) -> int:
     moved = sum(report["vectors"].values()), sum(report["documents"].values())
     text = f"moved {moved[0]} vectors and {moved[1]} documents ({report['pages']} pages)"
     print_result(report, as_json=args.json, text=text)
-    return 0
-
-
-def _info(args: argparse.Namespace) -> int:
-    from blocks.search.client import SearchClient
-
-    with SearchClient(args.address, token=args.token) as client:
-        info = client.info()
-    print_result(info, as_json=args.json)  # aligned key  value lines
     return 0

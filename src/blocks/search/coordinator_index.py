@@ -33,7 +33,7 @@ from blocks.core.errors import (
     Unavailable,
 )
 from blocks.search import search_pb2
-from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
+from blocks.search.api import DimensionAndMetric, Filter, FloatArray, IdArray, Metric, SearchResult
 from blocks.search.coarse import (
     COARSE_THREADS_DEFAULT,
     CoarseQuantizer,
@@ -68,7 +68,7 @@ WRITE_TIMEOUT_MS_DEFAULT = 30_000
 SUSPECT_MS_DEFAULT = 1_000
 
 
-class Coordinator:
+class Coordinator(DimensionAndMetric):
     """A ``VectorIndex`` over named shards of ``ReplicaLink`` replicas; see ``blocks.search.coordinator``.
 
     Searches may run from many threads at once; mutations must not run concurrently with each
@@ -130,14 +130,6 @@ class Coordinator:
         self.coarse_threads = coarse_threads
         self.pipeline = SearchPipeline(pipeline_rows, pipeline_depth)
         self._data_path = data_path
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> Metric:
-        return self._metric
 
     @property
     def shard_names(self) -> list[str]:

@@ -36,12 +36,12 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
 from blocks.search import search_pb2
-from blocks.search.api import K_MAX, Filter, SearchResult
+from blocks.search.api import K_MAX
 from blocks.search.bm25 import CorpusStats, check_doc_id, check_text_k
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.durable import CHECKPOINT_RECORDS_DEFAULT
 from blocks.search.hybrid import HYBRID_DEPTH_FACTOR, reciprocal_rank_fusion
-from blocks.search.metadata import Expression, Value
+from blocks.search.metadata import Value
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode
 from blocks.search.tokenize import tokenize
 from blocks.search.vectors import atomic_write
@@ -53,6 +53,8 @@ Hit = tuple[str, float, str]
 
 class CoordinatorNode(SearchNode):
     """A ``SearchNode`` over a ``Coordinator``; see the module docstring."""
+
+    filters_on_shards = True  # a search's ``where`` goes to every shard
 
     def __init__(
         self,
@@ -97,17 +99,6 @@ class CoordinatorNode(SearchNode):
     def _apply_add(self, ids: Any, data: Any, attributes: list[dict[str, Value]]) -> None:
         """The shards store the vectors and their attributes, not the coordinator."""
         self.coordinator.add(ids, data, attributes)
-
-    def search_vectors(
-        self,
-        queries: Any,
-        k: int,
-        allow: Filter | None,
-        where: Expression | None,
-        options: dict[str, Any],
-    ) -> SearchResult:
-        """Every shard filters during its own search (``Coordinator.search``'s ``where``)."""
-        return self.coordinator.search(queries, k, allow, where=where, **options)
 
     def save(self) -> str:
         """``Save`` on a coordinator: every replica of every shard snapshots its own data,
@@ -275,11 +266,8 @@ class CoordinatorNode(SearchNode):
             hits = [(doc_id, score, texts[doc_id]) for doc_id, score in fused]
         else:
             raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
-        if query.strip() and record:
-            self.typeahead.record(query)
-            if self.journal is not None:  # soft, as on a shard: a count is not worth an fsync
-                self.journal.append_soft({"op": "query", "phrase": query})
-                self._maybe_checkpoint()
+        if record:
+            self._record_query(query)  # here, as on a shard: the sub-queries are not counted
         return hits, sorted(absent)
 
     def search_text(

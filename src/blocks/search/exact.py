@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
-from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
+from blocks.search.api import DimensionAndMetric, Filter, FloatArray, IdArray, Metric, SearchResult
 from blocks.search.topk import tiled_topk
 from blocks.search.vectors import (
     DIM_MAX,
@@ -64,7 +64,7 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-class ExactIndex:
+class ExactIndex(DimensionAndMetric):
     """Exact k-NN over ``dim``-dimensional vectors; see the module docstring."""
 
     def __init__(
@@ -102,14 +102,6 @@ class ExactIndex:
         self._ids_device = torch.empty((0,), dtype=torch.int64, device=self._device)
         self._ids: IdArray = np.empty((0,), dtype=np.int64)
         self._row_of: dict[int, int] = {}
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> Metric:
-        return self._metric
 
     @property
     def device(self) -> torch.device:

@@ -54,7 +54,7 @@ import faiss
 import numpy as np
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
-from blocks.search.api import Filter, IdArray, Metric, SearchResult
+from blocks.search.api import DimensionAndMetric, Filter, IdArray, Metric, SearchResult
 from blocks.search.vectors import (
     BATCH_ROWS_MAX,
     DIM_MAX,
@@ -117,7 +117,7 @@ def faiss_has_gpu() -> bool:
     )
 
 
-class FaissIndex:
+class FaissIndex(DimensionAndMetric):
     """A FAISS index over caller ids; see the module docstring."""
 
     def __init__(
@@ -194,14 +194,6 @@ class FaissIndex:
         self._ids_are_labels = bool(
             np.array_equal(label_ids, np.arange(label_ids.shape[0], dtype=np.int64))
         )
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> Metric:
-        return self._metric
 
     @property
     def spec(self) -> str:

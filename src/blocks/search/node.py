@@ -63,6 +63,9 @@ class SearchNode:
     write lock).
     """
 
+    # True where ``vectors`` is a coordinator whose shards keep the attributes and filter.
+    filters_on_shards = False
+
     def __init__(
         self,
         vectors: VectorIndex,
@@ -156,6 +159,10 @@ class SearchNode:
         again wider), so ``k`` come back when ``k`` stored ids match."""
         if where is None:
             return self.vectors.search(queries, k, allow, **options)
+        if self.filters_on_shards:
+            coordinator: Any = self.vectors  # a Coordinator: search takes ``where``
+            found: SearchResult = coordinator.search(queries, k, allow, where=where, **options)
+            return found
         chosen = self.where_filter(allow, where)
         return search_filtered(self.vectors, queries, k, chosen, **options).result
 
@@ -295,12 +302,17 @@ class SearchNode:
             hits = reciprocal_rank_fusion([lexical, meaning], k)
         else:
             raise InvalidArgument(f"unknown mode {mode!r}; expected bm25, semantic or hybrid")
-        if query.strip() and record:
+        if record:
+            self._record_query(query)
+        return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
+
+    def _record_query(self, query: str) -> None:
+        """Count a served text query in the typeahead (a blank one is not counted)."""
+        if query.strip():
             self.typeahead.record(query)
             if self.journal is not None:  # soft: a count is not worth an fsync per query
                 self.journal.append_soft({"op": "query", "phrase": query})
                 self._maybe_checkpoint()
-        return [(doc_id, score, self.texts[doc_id]) for doc_id, score in hits]
 
     def _semantic_hits(self, query: str, k: int) -> list[tuple[str, float]]:
         if self.embedder is None or self.embeddings is None:

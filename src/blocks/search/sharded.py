@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from blocks.core.errors import BlocksError, InvalidArgument, Timeout, Unavailable
-from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult, VectorIndex
+from blocks.search.api import (
+    DimensionAndMetric,
+    Filter,
+    FloatArray,
+    IdArray,
+    SearchResult,
+    VectorIndex,
+)
 from blocks.search.merge import merge_topk, shard_of
 from blocks.search.vectors import as_ids, as_vectors, check_k
 
@@ -56,7 +63,7 @@ class _Group:
         return [i for i in range(len(self.replicas)) if i not in self.down]
 
 
-class ShardedIndex:
+class ShardedIndex(DimensionAndMetric):
     """A ``VectorIndex`` spread over shard groups; see the module docstring."""
 
     def __init__(
@@ -107,14 +114,6 @@ class ShardedIndex:
             raise InvalidArgument("replicas must be >= 1")
         groups = [[factory() for _ in range(replicas)] for _ in range(num_shards)]
         return cls(groups, **options)
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> Metric:
-        return self._metric
 
     @property
     def num_shards(self) -> int:

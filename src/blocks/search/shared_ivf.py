@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
-from blocks.search.api import Filter, FloatArray, IdArray, Metric, SearchResult
+from blocks.search.api import DimensionAndMetric, Filter, FloatArray, IdArray, Metric, SearchResult
 from blocks.search.coarse import SHARED_IVF_KIND as KIND
 from blocks.search.coarse import faiss_metric, flat_quantizer, read_centroids, train_centroids
 from blocks.search.vectors import DIM_MAX, allowed_mask, as_ids, as_vectors, atomic_write, check_k
@@ -40,7 +40,7 @@ NPROBE_DEFAULT = 16
 _FAISS: Any = faiss  # faiss's bundled type hints miss the SearchParameters constructors
 
 
-class SharedIVFIndex:
+class SharedIVFIndex(DimensionAndMetric):
     """An IVF-Flat index over caller ids with settable centroids; see the module docstring.
 
     Searches may run concurrently with each other; mutations are serialised by the caller
@@ -63,14 +63,6 @@ class SharedIVFIndex:
         self._lock = threading.Lock()
         self._index: Any = None  # an IndexIVFFlat once the centroids are known
         self._ids: set[int] = set()
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    @property
-    def metric(self) -> Metric:
-        return self._metric
 
     @property
     def nlist(self) -> int:
