@@ -38,7 +38,9 @@ from blocks.search.where import (
     parse_attribute,
 )
 from tests.search.test_search_filtered import COLORS, expressions, matches
-from tests.search.test_search_shared_ivf import ServiceLink
+from tests.search.test_search_shared_ivf import ServiceLink, shard_node
+from tests.search.test_search_shared_ivf import cluster as shared_ivf_cluster
+from tests.search.test_search_shared_ivf import data as shared_ivf_data
 
 DIM = 4
 
@@ -283,3 +285,23 @@ def test_the_cli_indexes_vectors_with_attributes_from_json_lines(
         query = ["search", "query", "--address", client.address, "--vector=0,0,0,0", "-k", "4"]
         assert main([*query, "--where", '{"color": "red"}', "--json"]) == 0
         assert json.loads(capsys.readouterr().out)[0]["ids"] == [10, 12, -1, -1]
+
+
+def test_shared_ivf_shards_widen_their_preassigned_lists_for_a_selective_filter(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    vectors, queries = shared_ivf_data()
+    links = [ServiceLink(shard_node(Metric.L2), loop) for _ in range(2)]
+    coordinator = shared_ivf_cluster(links, Metric.L2)
+    coordinator.train(vectors[:2_000])
+    rare = set(range(0, len(vectors), 150))  # 20 ids spread over the clusters
+    coordinator.add(
+        np.arange(len(vectors)), vectors, [{"rare": i in rare} for i in range(len(vectors))]
+    )
+    got = coordinator.search(queries, 10, nprobe=1, where={"rare": True})
+    assert ((got.ids >= 0).sum(axis=1) == 10).all()  # one list of 32 holds about 1 of them
+    assert set(got.ids.ravel().tolist()) <= rare
+    shard: Any = links[0].node.vectors  # its own coarse search picks the coordinator's lists
+    unwidened = shard.search(queries, 10, sorted(rare), nprobe=1)
+    assert ((unwidened.ids >= 0).sum(axis=1) < 10).all()  # what a scan of one list finds
+    coordinator.close()

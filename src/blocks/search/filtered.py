@@ -9,7 +9,9 @@ detects such short rows (fewer results than ``min(k, allowed ids stored)``) and 
 rows again with a wider scan, ``GROWTH`` times wider each time, at most ``RETRIES_MAX`` times:
 IVF up to ``nprobe = nlist`` (every list: complete), HNSW up to ``EF_SEARCH_MAX``. A row still
 short after that is returned short and counted in ``FilteredResult.short_rows``; the caller
-sees it and can fall back to exact search over the allowed ids.
+sees it and can fall back to exact search over the allowed ids. A shared-IVF shard
+(``blocks.search.shared_ivf``) is widened the same way, by its own coarse search over the
+same centroids, after the scan of the lists its coordinator chose came back short (``first``).
 
 Rejected alternatives: post-filtering a plain top-k (short rows as soon as the filter is
 selective), and a fixed over-fetch factor (either too little for selective filters or wasted
@@ -55,18 +57,23 @@ def search_filtered(
     *,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    first: SearchResult | None = None,
 ) -> FilteredResult:
-    """``index.search(queries, k, filter)``, with short rows of a faiss index searched again
+    """``index.search(queries, k, filter)`` (or ``first``, that search's result already made
+    with ``nprobe`` lists), with short rows of a faiss or shared-IVF index searched again
     wider (see the module docstring). Raises what ``index.search`` raises."""
     from blocks.search.faiss_index import FaissIndex
+    from blocks.search.shared_ivf import SharedIVFIndex
 
-    if not isinstance(index, FaissIndex):
-        return FilteredResult(index.search(queries, k, filter), 0, 0)
+    if not isinstance(index, FaissIndex | SharedIVFIndex):
+        return FilteredResult(index.search(queries, k, filter) if first is None else first, 0, 0)
     stored = _stored_ids(index)
     wanted = min(k, int(allowed_mask(filter, stored).sum()))
     probe = index.nprobe if nprobe is None else nprobe
-    ef = index.ef_search if ef_search is None else ef_search
-    result = index.search(queries, k, filter, nprobe=probe, ef_search=ef)
+    ef = getattr(index, "ef_search", 0) if ef_search is None else ef_search
+    if first is None:
+        first = index.search(queries, k, filter, nprobe=probe, ef_search=ef)
+    result = first
     ids, distances = result.ids.copy(), result.distances.copy()
     rows = np.asarray(queries)
     retries = 0
@@ -77,7 +84,7 @@ def search_filtered(
         nlist = index.nlist
         if nlist is not None and probe < nlist:
             probe = min(nlist, probe * GROWTH)
-        elif index.is_hnsw and ef < EF_SEARCH_MAX:
+        elif getattr(index, "is_hnsw", False) and ef < EF_SEARCH_MAX:
             ef = min(EF_SEARCH_MAX, ef * GROWTH)
         else:
             break  # nothing left to widen (a flat index is complete already)

@@ -28,6 +28,7 @@ from blocks.search.coarse import SHARED_IVF_KIND, decode_probe_lists, parse_nlis
 from blocks.search.coordinator_index import Coordinator
 from blocks.search.coordinator_node import CoordinatorNode
 from blocks.search.datapath import SearchDataPath
+from blocks.search.filtered import search_filtered
 from blocks.search.node import DOCUMENTS_PER_CALL_MAX, SearchNode, doc_vector_id
 from blocks.search.vectors import DIM_MAX
 from blocks.search.where import attributes_from_wire, expression_from_wire
@@ -164,10 +165,14 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
 
         def run() -> Any:
-            chosen = filter_ids
-            if where is not None:  # in the scan of the lists given (a short row stays short)
-                chosen = self.node.where_filter(filter_ids, where)
-            return index.search_preassigned(queries, k, lists, chosen)
+            if where is None:
+                return index.search_preassigned(queries, k, lists, filter_ids)
+            chosen = self.node.where_filter(filter_ids, where)
+            scanned = index.search_preassigned(queries, k, lists, chosen)
+            # Rows short of the matching ids scan more lists (the shard's own coarse search)
+            return search_filtered(
+                index, queries, k, chosen, nprobe=max(1, lists.shape[1]), first=scanned
+            ).result
 
         result = await self._lock.run(run, write=False)
         reply = search_pb2.SearchVectorsReply()
