@@ -67,14 +67,15 @@ def search_filtered(
 
     if not isinstance(index, FaissIndex | SharedIVFIndex):
         return FilteredResult(index.search(queries, k, filter) if first is None else first, 0, 0)
-    stored = _stored_ids(index)
-    wanted = min(k, int(allowed_mask(filter, stored).sum()))
     probe = index.nprobe if nprobe is None else nprobe
     ef = getattr(index, "ef_search", 0) if ef_search is None else ef_search
     if first is None:
         first = index.search(queries, k, filter, nprobe=probe, ef_search=ef)
     result = first
     ids, distances = result.ids.copy(), result.distances.copy()
+    if ((ids >= 0).sum(axis=1) == k).all():
+        return FilteredResult(result, 0, 0)  # every row full: nothing to count or widen
+    wanted = min(k, int(allowed_mask(filter, _stored_ids(index)).sum()))
     rows = np.asarray(queries)
     retries = 0
     while retries < RETRIES_MAX:

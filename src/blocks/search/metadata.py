@@ -21,9 +21,12 @@ not after it: ``ExactIndex`` masks the corpus before its top-k, ``FaissIndex`` h
 a plain top-k, the rejected alternative, returns fewer than ``k`` as soon as the filter is
 selective.
 
-Evaluation cost: ``Eq`` and ``In`` read a posting set per value (``O(matches)``); ``Range``
-scans the field's column as numpy arrays, rebuilt lazily after a change (``O(ids with the
-field)``); ``Not`` complements against every id. Bounds: ``FIELDS_PER_ID_MAX`` attributes per
+Evaluation cost: every selection is a sorted numpy array of ids. ``Eq`` reads a posting's
+array, cached until the posting changes (no copy per search); ``In`` merges one per value;
+``Range`` scans the field's column as numpy arrays, rebuilt lazily after a change (``O(ids
+with the field)``); And and Or are numpy intersections, unions and differences; ``Not``
+flips a flag (the complement is never built), so ``filter_for`` of a ``Not`` costs what its
+part costs. Bounds: ``FIELDS_PER_ID_MAX`` attributes per
 id, field names up to ``FIELD_CHARS_MAX`` characters, string values up to ``VALUE_CHARS_MAX``.
 """
 
@@ -57,7 +60,9 @@ __all__ = [
 FIELDS_PER_ID_MAX = 64
 FIELD_CHARS_MAX = 128
 VALUE_CHARS_MAX = 1024
-INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1  # what the wire (sint64) and the log carry
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.flags.writeable = False  # what the wire (sint64) and the log carry
 
 Value = str | int | float | bool
 
@@ -166,6 +171,9 @@ class MetadataStore:
         self._attributes: dict[int, dict[str, Value]] = {}
         self._postings: dict[str, dict[tuple[str, Value], set[int]]] = {}
         self._columns: dict[str, tuple[IdArray, np.ndarray]] = {}  # lazy numeric columns
+        # Lazy sorted arrays of the postings (one per field and value at most), dropped when
+        # the posting changes: an Eq costs no copy of its ids per search.
+        self._arrays: dict[tuple[str, tuple[str, Value]], IdArray] = {}
 
     def __len__(self) -> int:
         return len(self._attributes)
@@ -183,6 +191,7 @@ class MetadataStore:
         for field, value in clean.items():
             self._postings.setdefault(field, {}).setdefault(_key(value), set()).add(int(item))
             self._columns.pop(field, None)
+            self._arrays.pop((field, _key(value)), None)
 
     def delete(self, item: int) -> bool:
         old = self._attributes.pop(int(item), None)
@@ -195,6 +204,7 @@ class MetadataStore:
             if not members:
                 del postings[_key(value)]
             self._columns.pop(field, None)
+            self._arrays.pop((field, _key(value)), None)
         return True
 
     def items(self) -> list[tuple[int, dict[str, Value]]]:
@@ -216,6 +226,7 @@ class MetadataStore:
         self._attributes.clear()
         self._postings.clear()
         self._columns.clear()
+        self._arrays.clear()
         for item, attrs in rows:
             self.put(item, attrs)
 
@@ -224,41 +235,50 @@ class MetadataStore:
         filter."""
         found, complement = self._evaluate(expression)
         if complement:
-            found = set(self._attributes) - found
-        return np.array(sorted(found), dtype=np.int64)
+            every = np.fromiter(self._attributes, dtype=np.int64, count=len(self._attributes))
+            return np.setdiff1d(every, found)
+        return found
 
     def filter_for(self, expression: Expression) -> IdArray | Callable[[IdArray], Any]:
         """A ``VectorIndex`` filter selecting the ids ``expression`` matches among *all* the
         index's ids: those stored without attributes match every ``Not`` of a leaf. A sorted
         allow-list, or (when the selection is a complement) a predicate."""
         found, complement = self._evaluate(expression)
-        excluded = np.array(sorted(found), dtype=np.int64)
         if complement:
-            return lambda ids: ~np.isin(ids, excluded)
-        return excluded
+            return lambda ids: ~np.isin(ids, found)
+        return found
 
-    def _evaluate(self, expression: Expression) -> tuple[set[int], bool]:
-        """``(ids, complement)``: the selection is ``ids``, or every id but them."""
+    def _evaluate(self, expression: Expression) -> tuple[IdArray, bool]:
+        """``(ids, complement)``: the selection is ``ids`` (sorted, unique; not to be written
+        to: it may be a cached posting), or every id but them."""
         if isinstance(expression, Eq):
-            found = self._postings.get(expression.field, {}).get(_key(expression.value), ())
-            return set(found), False
+            return self._posting(expression.field, _key(expression.value)), False
         if isinstance(expression, In):
-            postings = self._postings.get(expression.field, {})
-            union: set[int] = set()
-            for value in expression.values:
-                union |= postings.get(_key(value), set())
-            return union, False
+            keys = {_key(value) for value in expression.values}
+            return _union([self._posting(expression.field, key) for key in keys]), False
         if isinstance(expression, Range):
             return self._range(expression), False
         if isinstance(expression, Not):
             found, complement = self._evaluate(expression.part)
             return found, not complement
         if isinstance(expression, And | Or):
-            parts = [self._evaluate(part) for part in expression.parts]
-            return _combine(parts, conjunction=isinstance(expression, And))
+            selections = [self._evaluate(part) for part in expression.parts]
+            return _combine(selections, conjunction=isinstance(expression, And))
         raise InvalidArgument(f"not a filter expression: {expression!r}")
 
-    def _range(self, expression: Range) -> set[int]:
+    def _posting(self, field: str, key: tuple[str, Value]) -> IdArray:
+        array = self._arrays.get((field, key))
+        if array is None:
+            members = self._postings.get(field, {}).get(key)
+            if not members:
+                return _EMPTY
+            array = np.fromiter(members, dtype=np.int64, count=len(members))
+            array.sort()
+            array.flags.writeable = False
+            self._arrays[field, key] = array
+        return array
+
+    def _range(self, expression: Range) -> IdArray:
         ids, values = self._column(expression.field)
         mask = np.ones(len(ids), dtype=np.bool_)
         if expression.low is not None:
@@ -267,32 +287,36 @@ class MetadataStore:
         if expression.high is not None:
             high = float(expression.high)
             mask &= values <= high if expression.high_inclusive else values < high
-        return set(ids[mask].tolist())
+        return np.sort(ids[mask])  # one value per field and id: unique already
 
     def _column(self, field: str) -> tuple[IdArray, np.ndarray]:
         column = self._columns.get(field)
         if column is None:
-            pairs = [
-                (item, float(value))
-                for (kind, value), members in self._postings.get(field, {}).items()
-                if kind == "number"
-                for item in members
+            numbers = [
+                (self._posting(field, key), float(key[1]))
+                for key in self._postings.get(field, {})
+                if key[0] == "number"
             ]
-            ids = np.array([p[0] for p in pairs], dtype=np.int64)
-            values = np.array([p[1] for p in pairs], dtype=np.float64)
-            column = self._columns[field] = (ids, values)
+            ids = np.concatenate([found for found, _ in numbers]) if numbers else _EMPTY
+            values = np.repeat([v for _, v in numbers], [len(f) for f, _ in numbers])
+            column = self._columns[field] = (ids, values.astype(np.float64))
         return column
 
 
-def _combine(parts: list[tuple[set[int], bool]], *, conjunction: bool) -> tuple[set[int], bool]:
+def _union(parts: list[IdArray]) -> IdArray:
+    return np.unique(np.concatenate(parts)) if parts else _EMPTY
+
+
+def _combine(parts: list[tuple[IdArray, bool]], *, conjunction: bool) -> tuple[IdArray, bool]:
     """And (``conjunction``) or Or of ``(ids, complement)`` selections, by De Morgan: an Or
     is the complement of the And of the complements."""
     flip = not conjunction
     positive = [ids for ids, complement in parts if complement == flip]
-    negative = [ids for ids, complement in parts if complement != flip]
     # And: intersect the positive sets, then take away every complemented set's ids.
-    excluded: set[int] = set().union(*negative)
+    excluded = _union([ids for ids, complement in parts if complement != flip])
     if positive:
-        result = set.intersection(*positive) - excluded
-        return result, flip
+        result = positive[0]
+        for ids in positive[1:]:
+            result = np.intersect1d(result, ids, assume_unique=True)
+        return np.setdiff1d(result, excluded, assume_unique=True), flip
     return excluded, not flip
