@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Overloaded
+from blocks.core.writer_entries import keep_latest, merge_siblings
 from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.local import SHARDS_MAX, check_amount, check_name
 from blocks.kv import Versioned
@@ -67,37 +68,20 @@ class VersionedStore(Protocol):
     def put_versioned(self, key: bytes | str, value: bytes, context: bytes | None) -> Versioned: ...
 
 
-def merge_entries(into: Entries, other: Entries) -> Entries:
-    """Per writer, keep the entry with the higher sequence (in place; returns ``into``)."""
-    for writer, entry in other.items():
-        mine = into.get(writer)
-        if mine is None or entry[0] > mine[0]:
-            into[writer] = entry
-    return into
+merge_entries = keep_latest
+"""Per writer, keep the entry with the higher sequence (in place; returns ``into``)."""
 
 
 def shard_entries(siblings: Iterable[bytes]) -> Entries:
     """Decode and merge the siblings of one shard key; ``Corruption`` if one does not parse."""
-    merged: Entries = {}
-    for data in siblings:
-        try:
-            raw = unpack(data, size_max=SHARD_BYTES_MAX)
-            if not isinstance(raw, dict) or len(raw) > WRITERS_MAX:
-                raise InvalidArgument("shard must be a bounded map")
-            entries: Entries = {}
-            for writer, entry in raw.items():
-                if (
-                    not isinstance(writer, str)
-                    or not isinstance(entry, list)
-                    or len(entry) != 2
-                    or not all(type(x) is int for x in entry)
-                ):
-                    raise InvalidArgument("entries must be writer: [seq, total]")
-                entries[writer] = (entry[0], entry[1])
-        except InvalidArgument as error:
-            raise Corruption(f"counter shard does not decode: {error}") from None
-        merge_entries(merged, entries)
-    return merged
+    merged = merge_siblings(
+        siblings,
+        width=2,
+        writers_max=WRITERS_MAX,
+        value_bytes_max=SHARD_BYTES_MAX,
+        what="counter shard",
+    )
+    return cast("Entries", merged)  # every entry has width 2: (seq, total)
 
 
 def resolve_map(siblings: Sequence[bytes]) -> tuple[int, int, int] | None:

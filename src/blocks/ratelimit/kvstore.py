@@ -27,10 +27,11 @@ What that buys and costs, against the atomic stores:
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Protocol, cast
 
-from blocks.core.codec import pack, unpack
-from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Overloaded
+from blocks.core.codec import pack
+from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
+from blocks.core.writer_entries import merge_siblings
 from blocks.kv import Versioned
 from blocks.ratelimit.distributed import STORE_KEYS_MAX, _rolled_add
 
@@ -53,26 +54,14 @@ class VersionedStore(Protocol):
 
 def merge_windows(siblings: list[bytes] | tuple[bytes, ...]) -> Entries:
     """Decode the siblings of one limiter key and keep each process's highest-seq entry."""
-    merged: Entries = {}
-    for data in siblings:
-        try:
-            raw = unpack(data, size_max=VALUE_BYTES_MAX)
-            if not isinstance(raw, dict) or len(raw) > PROCESSES_MAX:
-                raise InvalidArgument("value must be a bounded map")
-            for process, entry in raw.items():
-                if (
-                    not isinstance(process, str)
-                    or not isinstance(entry, list)
-                    or len(entry) != 4
-                    or not all(type(x) is int for x in entry)
-                ):
-                    raise InvalidArgument("entries must be process: [seq, window, count, prev]")
-                known = merged.get(process)
-                if known is None or entry[0] > known[0]:
-                    merged[process] = (entry[0], entry[1], entry[2], entry[3])
-        except InvalidArgument as error:
-            raise Corruption(f"window entry does not decode: {error}") from None
-    return merged
+    merged = merge_siblings(
+        siblings,
+        width=4,
+        writers_max=PROCESSES_MAX,
+        value_bytes_max=VALUE_BYTES_MAX,
+        what="window entry",
+    )
+    return cast("Entries", merged)  # every entry has width 4: (seq, window, count, previous)
 
 
 def window_totals(entries: Entries, window: int) -> tuple[int, int]:
