@@ -36,13 +36,14 @@ __all__ = ["add_arguments", "main"]
 BUFFER_MIB = 512  # the read probe's buffer, as the sweep's
 FIRST_TOKEN = 100  # decoded token ids cycle from here
 WARM_UP_TOKENS = 4  # decoded before the first round, untimed
+CHILD_EXIT_S = 30.0  # how long a child may take to end once told to
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--before-src", required=True, help="the src directory of the tree to compare against"
     )
-    parser.add_argument("--model", default="smollm2", help="smollm2, tiny-random or a .gguf")
+    parser.add_argument("--model", default="smollm2", help="smollm2 or a .gguf (load_model)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=16, help="decoded tokens per round")
     parser.add_argument("--context", type=int, default=80, help="positions already cached")
@@ -118,6 +119,17 @@ def _ask(child: subprocess.Popen[str], line: str | None) -> dict[str, Any]:
     return reply
 
 
+def _stop(child: subprocess.Popen[str]) -> None:
+    """End a child: its stdin closed ends its loop; killed if it has not ended in 30 s."""
+    if child.stdin is not None:
+        child.stdin.close()
+    try:
+        child.wait(timeout=CHILD_EXIT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def main(args: argparse.Namespace) -> int:
     if args.child:
         return _child(args.model, args.context)
@@ -164,9 +176,7 @@ def main(args: argparse.Namespace) -> int:
             progress(f"inference_decode_ab: {' | '.join(rows[-1])}")
     finally:
         for child in children.values():
-            if child.stdin is not None:
-                child.stdin.close()
-            child.wait(timeout=30)
+            _stop(child)
     columns = [
         "round", "read GB/s", "ms/token this tree", "ms/token before", "fraction this tree",
         "fraction before", "speed-up (before/this)", "last token", "load (1 min)",
