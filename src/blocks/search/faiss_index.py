@@ -299,9 +299,18 @@ class FaissIndex(DimensionAndMetric):
     def _selector(self, filter: Filter | None) -> Any:
         """The filter's allow-list, else the tombstones' exclusion, else ``None``."""
         if filter is not None:
-            live = self._label_ids >= 0
             mask = np.zeros(self._label_ids.shape, dtype=np.bool_)
-            mask[live] = allowed_mask(filter, self._label_ids[live])
+            listed = None if callable(filter) else np.asarray(filter)
+            if (
+                self._ids_are_labels  # the ids index the mask: no search of the labels
+                and listed is not None
+                and listed.ndim == 1
+                and listed.dtype.kind in "iu"
+            ):
+                mask[listed[(listed >= 0) & (listed < len(mask))]] = True
+            else:
+                live = self._label_ids >= 0
+                mask[live] = allowed_mask(filter, self._label_ids[live])
             # A bitmap over the labels: built in O(labels / 8), no hash set of the allowed.
             bits = np.packbits(mask, bitorder="little")
             selector: Any = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
