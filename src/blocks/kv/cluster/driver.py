@@ -59,7 +59,7 @@ from blocks.core.errors import (
 )
 from blocks.core.hashing import HashRing
 from blocks.core.net import TcpTransport
-from blocks.core.ready import NOTHING, Ready
+from blocks.core.ready import NOTHING
 from blocks.core.transport import Transport
 from blocks.kv.cluster.client_wire import PutRequest, PutResult, parse_address, parse_put
 from blocks.kv.cluster.dot_lease import CounterLease
@@ -70,9 +70,9 @@ from blocks.kv.cluster.driver_handlers import (
     members_report,
     status_report,
 )
-from blocks.kv.cluster.driver_io import HeldReady, Outbox, StorageHealth
+from blocks.kv.cluster.driver_io import HeldReady, Outbox, StorageHealth, send_replica_writes
 from blocks.kv.cluster.membership import Membership
-from blocks.kv.cluster.messages import Fail, KVReady, Message, PutReplica
+from blocks.kv.cluster.messages import Fail, KVReady
 from blocks.kv.cluster.node import KVNodeCore
 from blocks.kv.cluster.peer_wire import (
     BATCH_TAG,
@@ -263,30 +263,13 @@ class KVNode:
         return bool(getattr(self.store, "saves_wait_for_disk", False))
 
     def _send_replica_writes(self, ready: KVReady) -> KVReady:
-        """Coordinator pipelining: push a put's replica requests now, before the flush that
-        saves (and fsyncs) its own copy, so the replicas' round trip overlaps the local
-        write; return the rest of the step, which waits for that flush as usual.
-
-        Safe to send unsaved: the request carries only the new object, whose dot was leased
-        durably before it was made (``dot_lease``), so a coordinator that dies before its own
-        save never issues that dot again; the client's answer still waits for the local save
-        (the key is dirty until then, and a reply is held while anything is dirty) and for
-        W-1 replica acks, each sent after that replica's save. A put whose local save is
-        refused fails, as before, though its replicas may hold it (as after a ``Timeout``).
-        On TCP a pushed request reaches the socket at the end of the turn's callbacks
-        queued before it; a flush already queued then goes one turn later, so the fsync
-        never runs ahead of the requests. Only the coordinator's own ``PutReplica``s go
-        early."""
-        held: list[tuple[str, Message]] = []
-        for peer, message in ready.messages:
-            if type(message) is PutReplica and message.request_id:
-                self._push(peer, encode_peer_message(message))
-                self.counters["replica_writes_early"] += 1
-            else:
-                held.append((peer, message))
+        """Coordinator pipelining (``driver_io.send_replica_writes``): the step's replica
+        requests leave now; a flush queued before them waits one turn, so its fsync never
+        runs ahead of them (on TCP a request reaches the socket at the end of the callbacks
+        queued before it)."""
         if self._flush_scheduled:
             self._flush_deferred = True
-        return Ready(held, replies=ready.replies)
+        return send_replica_writes(ready, self._push, self.counters)
 
     async def _forward(
         self,

@@ -18,6 +18,9 @@ refuses (``StorageError``), ``KVNodeCore.revert_unsaved`` puts those keys back t
 store holds, so memory never serves a write that was not saved, and ``StorageHealth`` logs one line when
 saving starts failing and one when it works again (not one per failed save).
 
+``send_replica_writes`` is the one exception to that rule, for a store whose save waits for
+an fsync: a coordinated put's replica requests leave before the save (the driver decides).
+
 ``HeldReady`` is the ``Ready`` rule across a loop turn: the messages and replies of every core
 step since the last save are held, and ``flush`` saves once (``held_flush``), then sends the
 messages (batched per peer) and resolves the replies. When the save is refused, the puts
@@ -36,6 +39,7 @@ from typing import Any
 
 from blocks.core.errors import BlocksError, StorageError, StorageFull
 from blocks.core.net import TcpTransport
+from blocks.core.ready import Ready
 from blocks.core.transport import Transport
 from blocks.kv.cluster.messages import (
     Fail,
@@ -61,6 +65,7 @@ __all__ = [
     "PeerBatches",
     "StorageHealth",
     "held_flush",
+    "send_replica_writes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,6 +144,31 @@ def held_flush(core: KVNodeCore, store: ObjectStore) -> bool:
     store.save(records)
     core.saved()
     return True
+
+
+def send_replica_writes(
+    ready: KVReady, push: Callable[[str, list[Any]], None], counters: Counter[str]
+) -> KVReady:
+    """Coordinator pipelining: push a coordinated put's replica requests (``PutReplica``
+    with a request id) now, ahead of the flush that saves the coordinator's own copy, so the
+    replicas' round trip overlaps the local write; return the rest of the step, which waits
+    for that flush as usual.
+
+    Safe to send unsaved: a request carries only the new object, whose dot was leased durably
+    before it was made (``dot_lease``), so a coordinator that dies before its own save never
+    issues that dot again; the client's answer still waits for the local save (the key is
+    dirty until then, and a reply is held while anything is dirty) and for W-1 replica acks,
+    each sent after that replica's save. A put whose local save is refused fails, as before,
+    though its replicas may hold it (as after a ``Timeout``). Each request goes as a wire
+    message of its own, not in the flush's batch (``replica_writes_early`` counts them)."""
+    held: list[tuple[str, Message]] = []
+    for peer, message in ready.messages:
+        if type(message) is PutReplica and message.request_id:
+            push(peer, encode_peer_message(message))
+            counters["replica_writes_early"] += 1
+        else:
+            held.append((peer, message))
+    return Ready(held, replies=ready.replies)
 
 
 class HeldReady:
