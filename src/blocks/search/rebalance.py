@@ -8,8 +8,9 @@ every other shard ``T`` of the new one, page by page (``ExportVectors`` /
 ``ExportDocuments`` on a replica of ``S``, asking for what the new ring gives ``T``):
 
 1. **copy**: each replica of ``T`` is asked which of the page's ids it already holds
-   (``by_ids`` export) and is sent only the others; what ``T`` holds wins, as a write routed
-   to ``T`` by the new ring is newer than ``S``'s copy;
+   (``by_ids`` export) and is sent only the others, each vector with its attributes (the
+   export carries them); what ``T`` holds wins, as a write routed to ``T`` by the new ring is
+   newer than ``S``'s copy;
 2. **verify**: every replica of ``T`` holds every id of the page (else the run stops with
    ``Unavailable`` before anything is deleted);
 3. **removed meanwhile**: ids no longer on ``S`` were removed by a client while the page was
