@@ -52,10 +52,14 @@ atomically whenever ``(epoch, voted_for)`` changed and an ``EpochMarker`` a new 
 log, then ``messages`` as ``(destination, message)`` pairs, and as ``replies`` the step's answer
 to its caller (the ``FetchDecision`` of ``handle_fetch``, the ``(FollowerAction, offset)`` of
 ``handle_fetch_reply``). The driver carries each one out before it calls the core again, so
-hard states reach the disk in the order they were decided. ``timers`` holds the election
-deadline whenever it moved on a replica that does not lead; the driver
-(``blocks.pubsub.replication``) still ticks every ``tick_ms`` and does not arm it yet, and a
-leader's checks (ISR lag, announcements, stepping down) ask for no timer.
+hard states reach the disk in the order they were decided. ``timers`` asks for ``tick``: the
+election deadline (``ELECTION_TIMER``) whenever it moved on a replica that does not lead, and
+a leader's next check (``LEADER_TIMER``: a follower leaving the ISR, an announcement, stepping
+down) when it becomes leader, after each of its ticks and when a follower joining the ISR
+brings the check forward. A check that events pushed later (every fetch does) is not asked for
+again: the tick at the old time finds nothing due and asks for the new one, so a driver that
+only arms these timers (``blocks.pubsub.replication``) wakes about once per fetch round per
+leader and once per election timeout per follower, never on a fixed interval.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.ready import NOTHING, Ready
-from blocks.pubsub.election import Elector, Role
+from blocks.pubsub.election import ELECTION_TIMER, Elector, Role
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
     EpochMarker,
@@ -85,6 +89,8 @@ from blocks.pubsub.replica_messages import (
 )
 
 __all__ = [
+    "ELECTION_TIMER",
+    "LEADER_TIMER",
     "EpochMarker",
     "FollowerAction",
     "HardState",
@@ -94,6 +100,9 @@ __all__ = [
     "ReplicaRecord",
     "Role",
 ]
+
+LEADER_TIMER = "leader"  # the name of a leader's next check in ``Ready.timers``
+NEVER_MS = -(10**15)  # "never heard from" / "never announced to"
 
 
 class FollowerAction(enum.Enum):
@@ -165,6 +174,8 @@ class PartitionReplica(Elector):
         self._last_fetch_ms: dict[str, int] = {}
         self._caught_up_ms: dict[str, int] = {}
         self._announced_ms: dict[str, int] = {}
+        self._leader_due_ms = now_ms  # the check last asked for (LEADER_TIMER)
+        self._leader_due_moved = False  # ask for _leader_due_ms in the next Ready
 
     @classmethod
     def created(cls, config: ReplicaConfig, rng: random.Random, now_ms: int) -> PartitionReplica:
@@ -184,8 +195,8 @@ class PartitionReplica(Elector):
     ) -> ReplicaReady[ReplyT]:
         """The step's effects: a ``HardState`` once after ``(epoch, voted_for)`` changed (the
         creation's included), an ``EpochMarker`` once after winning an election while still
-        leading, then ``messages`` and ``replies``, and the election deadline when it moved
-        (``Elector.election_timer``)."""
+        leading, then ``messages`` and ``replies``, and the timers that moved: the election deadline
+        (``Elector.election_timer``), a leader's next check (``LEADER_TIMER``)."""
         records: list[ReplicaRecord] = []
         if self._dirty:
             self._dirty = False
@@ -195,6 +206,10 @@ class PartitionReplica(Elector):
             if self.role is Role.LEADER:
                 records.append(EpochMarker(self.epoch))
         timers = self.election_timer()
+        if self._leader_due_moved:
+            self._leader_due_moved = False
+            if self.role is Role.LEADER:
+                timers.append((LEADER_TIMER, self._leader_due_ms))
         if not (records or messages or replies or timers):
             return NOTHING
         return Ready(messages or (), records, replies, timers)
@@ -262,6 +277,15 @@ class PartitionReplica(Elector):
 
     # -- timers -----------------------------------------------------------------------------
 
+    def resume(self, now_ms: int) -> ReplicaReady[None]:
+        """A step without input that asks again for every timer this replica needs (its
+        election deadline, or its next leader check): for a driver that starts, or that has
+        dropped the timers of earlier steps."""
+        self._deadline_moved = True
+        if self.role is Role.LEADER:
+            self._ask_leader_check(self._next_leader_check(now_ms))
+        return self._ready()
+
     def tick(self, now_ms: int) -> ReplicaReady[None]:
         """Time passed: elections, ISR shrinking, ``BeginEpoch`` announcements."""
         return self._ready(self._tick(now_ms))
@@ -272,6 +296,12 @@ class PartitionReplica(Elector):
         return self._election_tick(now_ms)
 
     def _leader_tick(self, now_ms: int) -> list[tuple[str, Message]]:
+        out = self._leader_checks(now_ms)
+        if self.role is Role.LEADER:
+            self._ask_leader_check(self._next_leader_check(now_ms))
+        return out
+
+    def _leader_checks(self, now_ms: int) -> list[tuple[str, Message]]:
         config = self.config
         for follower in list(self.isr - {config.node}):
             if now_ms - self._caught_up_ms.get(follower, now_ms) > config.lag_max_ms:
@@ -280,7 +310,7 @@ class PartitionReplica(Elector):
         heard = 1 + sum(
             1
             for follower in config.others
-            if now_ms - self._last_fetch_ms.get(follower, -(10**15)) <= config.election_timeout_ms
+            if now_ms - self._last_fetch_ms.get(follower, NEVER_MS) <= config.election_timeout_ms
         )
         if (
             heard < config.majority
@@ -290,12 +320,39 @@ class PartitionReplica(Elector):
             return []
         out: list[tuple[str, Message]] = []
         for follower in config.others:
-            quiet = now_ms - self._last_fetch_ms.get(follower, -(10**15))
-            since = now_ms - self._announced_ms.get(follower, -(10**15))
+            quiet = now_ms - self._last_fetch_ms.get(follower, NEVER_MS)
+            since = now_ms - self._announced_ms.get(follower, NEVER_MS)
             if quiet > config.announce_interval_ms and since > config.announce_interval_ms:
                 self._announced_ms[follower] = now_ms
                 out.append((follower, BeginEpoch(self.epoch, config.node)))
         return out
+
+    def _next_leader_check(self, now_ms: int) -> int:
+        """The earliest time at which ``_leader_checks`` would act if nothing else happened:
+        an ISR member's lag passing ``lag_max_ms``, a follower's announcement falling due, or
+        (past two election timeouts of leading) fewer than a majority heard from within an
+        election timeout. Always after ``now_ms``."""
+        config = self.config
+        dues = [
+            self._caught_up_ms.get(f, now_ms) + config.lag_max_ms + 1
+            for f in self.isr
+            if f != config.node
+        ]
+        dues.extend(
+            max(self._last_fetch_ms.get(f, NEVER_MS), self._announced_ms.get(f, NEVER_MS))
+            + config.announce_interval_ms
+            + 1
+            for f in config.others
+        )
+        needed = config.majority - 1  # followers that must have been heard from
+        if needed > 0:
+            heard = sorted(self._last_fetch_ms.get(f, NEVER_MS) for f in config.others)
+            unheard_ms = heard[-needed] + config.election_timeout_ms + 1
+            dues.append(max(unheard_ms, self._leader_since_ms + 2 * config.election_timeout_ms + 1))
+        return max(min(dues), now_ms + 1)
+
+    def _ask_leader_check(self, due_ms: int) -> None:
+        self._leader_due_ms, self._leader_due_moved = due_ms, True
 
     # -- role changes -----------------------------------------------------------------------
 
@@ -310,7 +367,10 @@ class PartitionReplica(Elector):
         self._leader_since_ms = now_ms
         self._epoch_start = self.log_end if marker else -1
         self._marker_due = marker
+        if marker:  # won an election: the Elector announces it to every follower now
+            self._announced_ms = dict.fromkeys(self.config.others, now_ms)
         self._update_hw()
+        self._ask_leader_check(self._next_leader_check(now_ms))
 
     # -- votes ------------------------------------------------------------------------------
 
@@ -364,6 +424,9 @@ class PartitionReplica(Elector):
         if source not in self.isr and offset >= self.hw and offset > self._epoch_start:
             self.isr.add(source)
             self._caught_up_ms[source] = now_ms
+            lag_due_ms = now_ms + self.config.lag_max_ms + 1
+            if lag_due_ms < self._leader_due_ms:  # a new member's lag check comes first
+                self._ask_leader_check(lag_due_ms)
         self._update_hw()
         return FetchDecision("records", self.epoch, self.leader, self.hw, offset=offset)
 
