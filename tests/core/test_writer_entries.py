@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blocks.core.codec import pack
-from blocks.core.errors import Corruption
-from blocks.core.writer_entries import keep_latest, merge_siblings
+from blocks.core.errors import Corruption, InvalidArgument
+from blocks.core.writer_entries import encode_entries, keep_latest, merge_siblings
 
 _entries = st.dictionaries(
     st.sampled_from("abcd"), st.tuples(st.integers(0, 5), st.integers(-9, 9)), max_size=4
@@ -40,6 +40,22 @@ def test_the_merge_is_the_same_in_any_order_and_when_repeated(
     sequences = {writer: entry[0] for writer, entry in merged.items()}
     again = _merge(*reversed(siblings), *siblings)
     assert {writer: entry[0] for writer, entry in again.items()} == sequences
+
+
+@given(_entries)
+def test_encoded_entries_decode_to_themselves_in_writer_order(
+    entries: dict[str, tuple[int, int]],
+) -> None:
+    encoded = encode_entries(entries, 1 << 10)
+    assert encoded == encode_entries(dict(reversed(entries.items())), 1 << 10)
+    decoded = merge_siblings([encoded], width=2, writers_max=4, value_bytes_max=1 << 10, what="x")
+    assert decoded == entries
+    assert list(decoded) == sorted(entries)
+
+
+def test_an_encoding_over_the_limit_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        encode_entries({"a" * 80: (1, 2)}, 64)
 
 
 def test_a_value_at_the_writer_and_byte_limits_is_accepted() -> None:

@@ -7,8 +7,8 @@ writer's own entry: a fixed number of ints, the first a sequence number that onl
 raises. A value is the msgpack map ``{writer: [seq, ...]}``. Merging keeps, per writer, the
 entry with the highest sequence: it is commutative, associative and idempotent, so any order
 of siblings and any repeated read give the same map, and no writer's latest entry is lost
-however writes interleave. This module holds the decoding and the merge; what the other ints
-mean is the block's.
+however writes interleave. This module holds the encoding, the decoding and the merge; what the
+other ints mean is the block's.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from blocks.core.codec import unpack
+from blocks.core.codec import pack, unpack
 from blocks.core.errors import Corruption, InvalidArgument
 
-__all__ = ["keep_latest", "merge_siblings"]
+__all__ = ["encode_entries", "keep_latest", "merge_siblings"]
 
 Entry = TypeVar("Entry", bound=tuple[int, ...])
 
@@ -64,3 +64,10 @@ def merge_siblings(
         except InvalidArgument as error:
             raise Corruption(f"{what} does not decode: {error}") from None
     return merged
+
+
+def encode_entries(entries: Mapping[str, tuple[int, ...]], value_bytes_max: int) -> bytes:
+    """The value as stored: ``{writer: [ints]}`` in writer order (so equal maps encode to
+    equal bytes). ``InvalidArgument`` when it would be longer than ``value_bytes_max``."""
+    stored = {writer: list(entry) for writer, entry in sorted(entries.items())}
+    return pack(stored, size_max=value_bytes_max)

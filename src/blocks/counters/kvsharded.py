@@ -39,7 +39,7 @@ from typing import Protocol, cast
 from blocks.core.clock import Clock, SystemClock
 from blocks.core.codec import pack, unpack
 from blocks.core.errors import BlocksError, Corruption, InvalidArgument, Overloaded
-from blocks.core.writer_entries import keep_latest, merge_siblings
+from blocks.core.writer_entries import encode_entries, keep_latest, merge_siblings
 from blocks.counters.api import COUNTERS_MAX
 from blocks.counters.local import SHARDS_MAX, check_amount, check_name
 from blocks.kv import Versioned
@@ -195,7 +195,7 @@ class KvShardedCounters:
             if self.writer not in entries and len(entries) >= WRITERS_MAX:
                 raise Overloaded(f"shard {key!r} holds {WRITERS_MAX} writers")
             entries[self.writer] = (seq, total)
-            self._store.put_versioned(key, _encode(entries), got.context)
+            self._store.put_versioned(key, encode_entries(entries, SHARD_BYTES_MAX), got.context)
         except BlocksError:
             self._own[name] = (seq, total - amount)  # later writes must not count it again
             raise
@@ -237,10 +237,3 @@ class KvShardedCounters:
             sum(total for w, (seq, total) in entries.items() if latest.get(w, (0, 0))[0] == seq)
             for entries in per_shard
         ]
-
-
-def _encode(entries: Entries) -> bytes:
-    return pack(
-        {writer: [seq, total] for writer, (seq, total) in sorted(entries.items())},
-        size_max=SHARD_BYTES_MAX,
-    )

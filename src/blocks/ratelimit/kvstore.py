@@ -29,9 +29,8 @@ from __future__ import annotations
 import random
 from typing import Protocol, cast
 
-from blocks.core.codec import pack
 from blocks.core.errors import BlocksError, InvalidArgument, Overloaded
-from blocks.core.writer_entries import merge_siblings
+from blocks.core.writer_entries import encode_entries, merge_siblings
 from blocks.kv import Versioned
 from blocks.ratelimit.distributed import STORE_KEYS_MAX, _rolled_add
 
@@ -128,7 +127,7 @@ class KvWindowStore:
         if len(entries) >= PROCESSES_MAX:
             raise Overloaded(f"limiter key {key!r} is shared by {PROCESSES_MAX} processes")
         entries[self.process] = mine
-        value = pack({p: list(e) for p, e in sorted(entries.items())}, size_max=VALUE_BYTES_MAX)
+        value = encode_entries(entries, VALUE_BYTES_MAX)
         self._store.put_versioned(key, value, got.context)
         return entries
 
