@@ -24,7 +24,13 @@ Networked part (``--networked``, on by default): the same asyncio load generator
 
 Both blocks contenders run ``--sync never`` so that, like Redis's default, no write waits for
 an fsync. Beside them, the durable twins: ``blocks-1-node-sync-always`` (every write fsynced
-before its reply) and ``redis-aof-always`` (``appendonly yes``, ``appendfsync always``).
+before its reply), ``blocks-3-nodes-sync-always`` (each replica's copy fsynced before it
+counts) and ``redis-aof-always`` (``appendonly yes``, ``appendfsync always``).
+After each networked workload the run prints every contender's *servers' CPU per operation*
+(``/proc`` user+system time of its server processes from the end of the preload to its
+close, over the round's operations; median and min-max of the rounds) and, for each
+``@before`` twin, the median of the per-round ratios: the servers' cost apart from the load
+generator, which shares one process with every contender.
 Values are 100 bytes; ``get`` reads keys written during set-up. Every server is started for
 its own rounds only (the harness sets it up before each round and stops it after).
 
@@ -325,10 +331,51 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+SERVER_CPU_US: dict[str, list[float]] = {}
+"""Per contender, one value a round: the servers' CPU microseconds per operation (below)."""
+
+
+def _processes_cpu_s(pids: list[int]) -> float | None:
+    """User plus system CPU seconds of ``pids`` so far (``/proc``); None where unreadable."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / ticks
+
+
+class _ServerCpu:
+    """The CPU a contender's server processes spend from the end of its set-up (the preload)
+    to its close, per operation of the round: the servers' cost of an operation, apart from
+    the load generator's, which shares this process with every contender."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.ops = 0
+        self._start: float | None = None
+
+    def begin(self, pids: list[int]) -> None:
+        self.ops = 0
+        self._start = _processes_cpu_s(pids)
+
+    def end(self, pids: list[int]) -> None:
+        now = _processes_cpu_s(pids)
+        if self.label and self._start is not None and now is not None and self.ops:
+            SERVER_CPU_US.setdefault(self.label, []).append((now - self._start) / self.ops * 1e6)
+
+
 class _BlocksCluster:
     """``nodes`` ``blocks kv serve`` processes and a connected client."""
 
-    def __init__(self, nodes: int, sync: str = "never", src: str | None = None) -> None:
+    def __init__(
+        self, nodes: int, sync: str = "never", src: str | None = None, label: str = ""
+    ) -> None:
+        self.cpu = _ServerCpu(label)
         self.directory = tempfile.mkdtemp(prefix="bench-kv-net-")
         environment = None if src is None else {**os.environ, "PYTHONPATH": src}
         ports = _free_ports(nodes)
@@ -364,14 +411,21 @@ class _BlocksCluster:
                 break
             await asyncio.sleep(0.1)
 
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
     async def put(self, key: bytes, value: bytes) -> None:
+        self.cpu.ops += 1
         await self.client.put(key, value)
 
     async def get(self, key: bytes) -> bytes | None:
+        self.cpu.ops += 1
         value: bytes | None = (await self.client.get(key)).value
         return value
 
     async def close(self) -> None:
+        self.cpu.end(self.pids)
         if self.client is not None:
             await self.client.close()
         for process in self.processes:
@@ -408,8 +462,9 @@ def _ensure_redis() -> None:
 
 
 class _Redis:
-    def __init__(self, appendfsync: str | None = None) -> None:
+    def __init__(self, appendfsync: str | None = None, label: str = "") -> None:
         _ensure_redis()
+        self.cpu = _ServerCpu(label)
         persistence = ["--appendonly", "no"]
         if appendfsync is not None:
             persistence = ["--appendonly", "yes", "--appendfsync", appendfsync]
@@ -433,14 +488,21 @@ class _Redis:
                 await asyncio.sleep(0.05)
         raise Skip("redis-server did not start")
 
+    @property
+    def pids(self) -> list[int]:
+        return [self.process.pid]
+
     async def put(self, key: bytes, value: bytes) -> None:
+        self.cpu.ops += 1
         await self.client.set(key, value)
 
     async def get(self, key: bytes) -> bytes | None:
+        self.cpu.ops += 1
         value: bytes | None = await self.client.get(key)
         return value
 
     async def close(self) -> None:
+        self.cpu.end(self.pids)
         await self.client.aclose()
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -453,6 +515,7 @@ def _net_setup(factory: Any) -> Any:
         await target.connect()
         for index in range(NET_PRELOAD_KEYS):
             await target.put(_key(index), VALUE)
+        target.cpu.begin(target.pids)
         return target
 
     return setup
@@ -475,24 +538,37 @@ def _networked(
 ) -> None:
     selection = selection or _Selection(None, None, None)
     factories: dict[str, Any] = {
-        "redis": _Redis,
-        "blocks-1-node": lambda: _BlocksCluster(1),
-        "blocks-3-nodes": lambda: _BlocksCluster(3),
-        "redis-aof-always": lambda: _Redis(appendfsync="always"),
-        "blocks-1-node-sync-always": lambda: _BlocksCluster(1, sync="always"),
+        "redis": lambda: _Redis(label="redis"),
+        "blocks-1-node": lambda: _BlocksCluster(1, label="blocks-1-node"),
+        "blocks-3-nodes": lambda: _BlocksCluster(3, label="blocks-3-nodes"),
+        "redis-aof-always": lambda: _Redis(appendfsync="always", label="redis-aof-always"),
+        "blocks-1-node-sync-always": lambda: _BlocksCluster(
+            1, sync="always", label="blocks-1-node-sync-always"
+        ),
+        "blocks-3-nodes-sync-always": lambda: _BlocksCluster(
+            3, sync="always", label="blocks-3-nodes-sync-always"
+        ),
     }
     if selection.before_src is not None:
         src = selection.before_src
-        factories["blocks-1-node@before"] = lambda: _BlocksCluster(1, src=src)
-        factories["blocks-3-nodes@before"] = lambda: _BlocksCluster(3, src=src)
+        factories["blocks-1-node@before"] = lambda: _BlocksCluster(
+            1, src=src, label="blocks-1-node@before"
+        )
+        factories["blocks-3-nodes@before"] = lambda: _BlocksCluster(
+            3, src=src, label="blocks-3-nodes@before"
+        )
         factories["blocks-1-node-sync-always@before"] = lambda: _BlocksCluster(
-            1, sync="always", src=src
+            1, sync="always", src=src, label="blocks-1-node-sync-always@before"
+        )
+        factories["blocks-3-nodes-sync-always@before"] = lambda: _BlocksCluster(
+            3, sync="always", src=src, label="blocks-3-nodes-sync-always@before"
         )
     factories = selection.contenders(factories, "redis")
     for workload, op in (("put", _net_put), ("get", _net_get)):
         if not selection.runs(workload):
             continue
         progress(f"kv: networked workload {workload}, {concurrency} in flight")
+        SERVER_CPU_US.clear()
         contenders = [
             Contender(name, setup=_net_setup(factory), op=op, teardown=_net_close)
             for name, factory in factories.items()
@@ -505,6 +581,30 @@ def _networked(
             out_dir=out,
         )
         _pair_ratios(results, [])
+        _cpu_report(workload)
+
+
+def _cpu_report(workload: str) -> None:
+    """Print each contender's servers' CPU per operation (median, min-max over its rounds)
+    and, for every ``<name>@before`` twin, the median of the per-round ratios (the rounds are
+    interleaved, so the i-th values of two contenders come from the same round)."""
+    for name, values in SERVER_CPU_US.items():
+        ordered = sorted(values)
+        median = ordered[len(ordered) // 2]
+        progress(
+            f"{workload}: {name} servers' CPU per op {median:.0f} us "
+            f"(min {ordered[0]:.0f}, max {ordered[-1]:.0f}, {len(values)} rounds)"
+        )
+    for name, before in SERVER_CPU_US.items():
+        after = SERVER_CPU_US.get(name.removesuffix("@before"))
+        if not name.endswith("@before") or not after or len(after) != len(before):
+            continue
+        ratios = sorted(a / b for a, b in zip(after, before, strict=True) if b > 0)
+        if ratios:
+            progress(
+                f"{workload}: servers' CPU per op {name.removesuffix('@before')} / {name} = "
+                f"{ratios[len(ratios) // 2]:.2f} (min {ratios[0]:.2f}, max {ratios[-1]:.2f})"
+            )
 
 
 # -- the Redis adapter (#20): RedisKeyValueStore beside redis-py on the same server ------------
