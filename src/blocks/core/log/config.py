@@ -86,7 +86,11 @@ def as_payloads(records: Iterable[object], record_bytes_max: int) -> list[bytes]
     """Check a batch of records before any is written; ``InvalidArgument`` for a bad one."""
     if isinstance(records, bytes | bytearray | memoryview | str):
         raise InvalidArgument("append_many takes an iterable of records, not one record")
-    return [as_payload(record, record_bytes_max) for record in records]
+    # ``as_payload`` per record, without its frame: a batch may hold many small records.
+    return [
+        bytes_within(record, "a log record", record_bytes_max, "record_bytes_max")
+        for record in records
+    ]
 
 
 def as_offset(offset: object) -> int:
