@@ -40,7 +40,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from blocks.blob.api import ListPage, ObjectInfo, ScrubReport
-from blocks.blob.conditions import ConditionFailed, WriteCondition, check_write
+from blocks.blob.conditions import WriteCondition, check_write
+from blocks.blob.errors import WriteConflict
 from blocks.blob.listing import (
     check_bucket_name,
     check_checksums,
@@ -191,22 +192,28 @@ class LocalBlobStore(InlineCacheMixin, CommitMixin, BucketMixin, VersionsMixin, 
     ) -> Manifest:
         """Commit ``record`` (its chunks pinned by the caller and durable): make the object
         visible unless a later change of the key overtook it, release what it replaced, and
-        for a completion drop the upload. Returns the manifest as installed."""
-        manifest = record.manifest
-        entity = object_entity(manifest.bucket, manifest.key, manifest.version_id)
+        for a completion drop the upload. Returns the manifest as installed (as journaled:
+        a replica may have moved its version past a newer one, ``_ordered``).
+        ``WriteConflict`` for a conditional write that meets another write of its key in
+        flight (the condition cannot be judged until that one's outcome is known)."""
+        entity = object_entity(
+            record.manifest.bucket, record.manifest.key, record.manifest.version_id
+        )
         future: Future[int] | None = None
         try:
             with self._lock:
                 self._check_open()
-                current = self._bucket_index(manifest.bucket).get(manifest.key)
+                bucket, key = record.manifest.bucket, record.manifest.key
+                current = self._bucket_index(bucket).get(key)
                 if condition is not None:
-                    if self._key_busy(manifest.bucket, manifest.key):  # outcome unknown yet
-                        raise ConditionFailed("another write of this key is in flight")
+                    if self._key_busy(bucket, key):
+                        raise WriteConflict(f"another write of key {key!r} is in flight; retry")
                     check_write(condition, current.etag if current is not None else None)
-                sequence, future, size = self._submit(entity, record)
+                record, sequence, future, size = self._submit_ordered(entity, record)
         except BaseException:
             self.ledger.release(pinned)
             raise
+        manifest = record.manifest
         offset = self._durable(entity, sequence, future)  # failed: the pins stay (``committing``)
         inline = isinstance(record, ObjectPut) and record.body is not None
         installed = dataclasses.replace(

@@ -40,6 +40,7 @@ from botocore.config import Config
 
 from blocks.blob.api import BucketInfo, ListPage, ObjectInfo, PartInfo, ScrubReport, UploadInfo
 from blocks.blob.conditions import WriteCondition
+from blocks.blob.errors import BucketExists, BucketNotEmpty
 from blocks.blob.listing import (
     MAX_KEYS_MAX,
     check_bucket_name,
@@ -135,7 +136,7 @@ class S3BlobStore:
             arguments["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
         elif self._bucket_exists(name):
             # us-east-1 answers 200 to creating a bucket its caller owns (S3's legacy rule).
-            raise Conflict(f"bucket {name!r} already exists")
+            raise BucketExists(f"bucket {name!r} already exists")
         self._call("create_bucket", **arguments)
         return BucketInfo(name, self._clock.now_ms())
 
@@ -419,4 +420,4 @@ class S3BlobStore:
 
 
 def _bucket_busy(name: str) -> Conflict:
-    return Conflict(f"bucket {name!r} has multipart uploads in progress")
+    return BucketNotEmpty(f"bucket {name!r} has multipart uploads in progress")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from botocore import exceptions as boto_errors
 
 from blocks.blob.conditions import ConditionFailed
+from blocks.blob.errors import BucketBusy, BucketExists, BucketNotEmpty, WriteConflict
 from blocks.core.errors import (
     BlocksError,
     Conflict,
@@ -41,11 +42,11 @@ CODES: dict[str, type[BlocksError]] = {
     "NotFound": NotFound,
     "404": NotFound,
     # names that exist, and buckets in use
-    "BucketAlreadyOwnedByYou": Conflict,
-    "BucketAlreadyExists": Conflict,
-    "BucketNotEmpty": Conflict,
-    "ConditionalRequestConflict": Conflict,
-    "OperationAborted": Conflict,
+    "BucketAlreadyOwnedByYou": BucketExists,
+    "BucketAlreadyExists": Conflict,  # another account's: not ours to name
+    "BucketNotEmpty": BucketNotEmpty,
+    "ConditionalRequestConflict": WriteConflict,
+    "OperationAborted": BucketBusy,
     # conditions
     "PreconditionFailed": ConditionFailed,
     "412": ConditionFailed,

@@ -15,9 +15,16 @@ writer)``: the writer is the node id, and ``modified_ms`` comes from a hybrid cl
 (``HybridClock``) that never goes back and jumps past every version this node has seen, so a
 change made here after seeing a peer's is newer than it. Every node applies a key's changes
 last-version-wins: a pushed record older than what the node holds (an object, a tombstone, or
-a change in flight) is acknowledged and dropped. A local change that finds a newer version
-already in flight fails with ``Conflict`` (the client retries). The journal therefore holds a
-key's changes in version order, and replay (journal order) rebuilds the same index.
+a change in flight) is acknowledged and dropped. A local change whose version is not past
+the newest this node holds of its key (a peer's push of a later stamp landed, or a change
+here stamped later was submitted first, between the stamp and the submission) is
+*restamped* just before it is journaled (``_ordered``): the hybrid clock observes the
+newest and gives a later time; writer, version id, chunks (named by their bytes) and body
+stay. So concurrent unconditional writes of one key all succeed and the last one journaled
+wins, as S3's last-writer-wins; a null version (an unversioned or suspended bucket) is the
+only kind that meets another, since every other version has an id of its own. The journal
+therefore holds a key's changes in version order, and replay (journal order) rebuilds the
+same index.
 
 Versioning status. What a write of an object makes (a fresh version id, the null version, a
 delete marker or a removal) depends on its bucket's versioning status, which a node learns
@@ -43,20 +50,24 @@ import contextlib
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from blocks.blob.api import BucketInfo, ObjectInfo, PartInfo
-from blocks.blob.cluster.replica_peers import PeerRecordsMixin
+from blocks.blob.cluster.replica_peers import Overtaken, PeerRecordsMixin
+from blocks.blob.storage.committing import RecordT
 from blocks.blob.storage.records import (
     BucketDelete,
+    ObjectDelete,
+    ObjectPut,
     Record,
+    UploadComplete,
     encode,
 )
 from blocks.blob.storage.versioned import DeleteMarkerFound, DeleteOutcome
-from blocks.blob.storage.versions import HybridClock, version_of
+from blocks.blob.storage.versions import HybridClock, restamped, version_of
 from blocks.blob.store import LocalBlobStore
 from blocks.core.clock import Clock, SystemClock
-from blocks.core.errors import Conflict, InvalidArgument, NotFound
+from blocks.core.errors import InvalidArgument, NotFound
 
 __all__ = ["TOMBSTONES_MAX", "RecordSink", "ReplicatedBlobStore"]
 
@@ -111,6 +122,8 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         self._outbox = threading.local()
         self.remote_applied = 0
         self.remote_dropped = 0
+        self.restamped = 0
+        """Local changes of a key moved past a newer version held here (``_ordered``)."""
         super().__init__(*args, clock=self.hybrid_clock, **kw)
         self._settled = threading.Condition(self._lock)
         """Notified whenever a change finishes (``_finish``): reads wait on it for a
@@ -125,22 +138,40 @@ class ReplicatedBlobStore(LocalBlobStore, PeerRecordsMixin):
         named: tuple[str, ...] = entity  # type: ignore[assignment]
         return self.index.version_of(*named[1:])
 
-    def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
-        if isinstance(record, BucketDelete) and not getattr(self._outbox, "remote", False):
-            # Name the incarnation deleted: it is the tombstone every replica keeps.
-            record = BucketDelete(record.name, self.index.buckets.get(record.name, 0))
+    def _ordered(self, entity: Hashable, record: RecordT) -> RecordT:
+        """A local change of a key whose version is not past the newest this node holds of
+        it (in flight or installed: a peer's push of a later stamp, or a change of this
+        node stamped later but submitted first) is restamped past it, by the hybrid clock;
+        a peer's record is journaled only if it still wins (a wait for compaction released
+        the lock since ``apply_remote`` checked). Lock held; see the module docstring."""
+        if getattr(self._outbox, "remote", False):
+            if not self._wins(record):
+                raise Overtaken
+            return record
+        if isinstance(record, BucketDelete):  # name the incarnation: every replica's tombstone
+            return cast(RecordT, BucketDelete(record.name, self.index.buckets.get(record.name, 0)))
         version = version_of(record)
-        if version is not None:
-            newest = self._newest(entity, record)
-            if newest is not None and version <= newest:
-                raise Conflict("a newer change of this key is in the cluster; retry")
-        submitted = super()._submit(entity, record)
+        newest = self._newest(entity, record) if version is not None else None
+        if version is None or newest is None or version > newest:
+            return record
+        assert isinstance(record, ObjectPut | UploadComplete | ObjectDelete), record
+        self.hybrid_clock.observe(newest[0])
+        moved = restamped(record, self.hybrid_clock.now_ms())
+        assert (version_of(moved) or version) > newest
+        self.restamped += 1
+        return cast(RecordT, moved)
+
+    def _submit_ordered(
+        self, entity: Hashable, record: RecordT
+    ) -> tuple[RecordT, int, Future[int], int]:
+        record, sequence, future, size = super()._submit_ordered(entity, record)
+        version = version_of(record)
         if version is not None:
             self._versions[entity] = version
         if not getattr(self._outbox, "remote", False):
             pending: list[bytes] = self._pending()
             pending.append(encode(record))
-        return submitted
+        return record, sequence, future, size
 
     def _finish(self, entity: Hashable, sequence: int) -> bool:
         current = super()._finish(entity, sequence)

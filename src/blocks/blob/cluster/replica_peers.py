@@ -35,7 +35,13 @@ from blocks.blob.storage.store_parts import StoreParts
 from blocks.blob.storage.versions import HybridClock, entity_of, version_of
 from blocks.core.errors import NotFound
 
-__all__ = ["PeerRecordsMixin"]
+__all__ = ["Overtaken", "PeerRecordsMixin"]
+
+
+class Overtaken(Exception):
+    """A peer's record that no longer wins once its turn to be journaled came (raised by
+    ``_ordered`` under the lock, caught by ``apply_remote``: dropped, as if it had lost at
+    once)."""
 
 
 class PeerRecordsMixin(StoreParts):
@@ -119,6 +125,9 @@ class PeerRecordsMixin(StoreParts):
             self._outbox.remote = True
             try:
                 sequence, future, size = self._submit(entity, record)
+            except Overtaken:
+                self.remote_dropped += 1
+                return False
             finally:
                 self._outbox.remote = False
         self._durable(entity, sequence, future)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from blocks.blob.api import BlobStore, ListPage
 from blocks.blob.conditions import ConditionFailed
+from blocks.blob.errors import BucketBusy, BucketExists, BucketNotEmpty, WriteConflict
 from blocks.blob.s3.awschunked import S3RequestError
 from blocks.blob.s3.docs import (
     delete_result,
@@ -275,6 +276,14 @@ def versioned_store(store: BlobStore) -> LocalBlobStore:
     return store
 
 
+_CONFLICT_CODES: tuple[tuple[type[Conflict], str], ...] = (
+    (BucketExists, "BucketAlreadyOwnedByYou"),
+    (BucketNotEmpty, "BucketNotEmpty"),
+    (BucketBusy, "OperationAborted"),
+    (WriteConflict, "ConditionalRequestConflict"),
+)
+
+
 def map_error(error: BlocksError) -> tuple[int, str]:
     """The HTTP status and S3 error code for one of our errors."""
     text = str(error)
@@ -288,8 +297,11 @@ def map_error(error: BlocksError) -> tuple[int, str]:
         if text.startswith("no such version"):
             return 404, "NoSuchVersion"
         return (404, "NoSuchUpload") if text.startswith("no such upload") else (404, "NoSuchKey")
-    if isinstance(error, Conflict):
-        return (409, "BucketNotEmpty") if "not empty" in text else (409, "BucketAlreadyOwnedByYou")
+    if isinstance(error, Conflict):  # by what conflicted (``blob.errors``), not by its text
+        for kind, code in _CONFLICT_CODES:
+            if isinstance(error, kind):
+                return 409, code
+        return 409, "OperationAborted"  # another change of the same thing: retry
     if isinstance(error, InvalidArgument):
         if text.startswith("invalid version id"):
             return 400, "InvalidArgument"

@@ -16,10 +16,11 @@ Versioning follows S3: a bucket starts with no status, and once ``Enabled`` can 
 from __future__ import annotations
 
 from blocks.blob.api import BucketInfo
+from blocks.blob.errors import BucketBusy, BucketExists, BucketNotEmpty
 from blocks.blob.listing import check_bucket_name
 from blocks.blob.storage.records import BucketDelete, BucketPut
 from blocks.blob.storage.store_parts import StoreParts
-from blocks.core.errors import Conflict, InvalidArgument, NotFound
+from blocks.core.errors import InvalidArgument, NotFound
 
 __all__ = ["ENABLED", "SUSPENDED", "BucketMixin"]
 
@@ -46,7 +47,7 @@ class BucketMixin(StoreParts):
         with self._lock:  # rare: held across the commit, so no bucket change overtakes one
             self._check_open()
             if name in self.index.buckets or self._busy(("bucket", name)):
-                raise Conflict(f"bucket {name!r} already exists")
+                raise BucketExists(f"bucket {name!r} already exists")
             created_ms = self.clock.now_ms()
             self._commit_bucket(BucketPut(name, created_ms, owner, acl))
             self.index.add_bucket(name, created_ms, owner, acl)
@@ -67,7 +68,7 @@ class BucketMixin(StoreParts):
             if name not in self.index.buckets:
                 raise NotFound(f"no such bucket {name!r}")
             if self._busy(("bucket", name)):
-                raise Conflict(f"bucket {name!r} is changing; retry")
+                raise BucketBusy(f"a change of bucket {name!r} is in flight; retry")
             held = self.index.bucket_record(name)
             record = BucketPut(
                 name,
@@ -113,7 +114,7 @@ class BucketMixin(StoreParts):
             busy = any(isinstance(e, tuple) and e[1:2] == (name,) for e in self._latest)
             uploads = any(upload.bucket == name for upload in self.index.uploads.values())
             if not self.index.bucket_is_empty(name) or uploads or busy:
-                raise Conflict(f"bucket {name!r} is not empty")
+                raise BucketNotEmpty(f"bucket {name!r} is not empty")
             self._commit_bucket(BucketDelete(name))
             self.index.remove_bucket(name)
 

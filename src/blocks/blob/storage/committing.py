@@ -28,6 +28,7 @@ import itertools
 import threading
 from collections.abc import Hashable
 from concurrent.futures import Future
+from typing import TypeVar
 
 from blocks.blob.storage.index import MetaIndex
 from blocks.blob.storage.journal import Journal
@@ -42,6 +43,7 @@ COMPACTION_SLACK_BYTES = 256 * 1024
 """Margin of ``compaction_near`` over one change's body: its metadata, stored headers and
 whatever other changes commit before it."""
 CLOSE_TIMEOUT_S = 30.0
+RecordT = TypeVar("RecordT", bound=Record)
 
 
 class CommitMixin(StoreParts):
@@ -99,18 +101,37 @@ class CommitMixin(StoreParts):
 
     def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]:
         """Queue ``record`` as the latest change of ``entity`` (lock held); returns its
-        sequence number, the future of its offset and its size in bytes."""
+        sequence number, the future of its offset and its size in bytes. What is journaled
+        is ``_ordered(entity, record)``: a caller that needs that record (a replica may
+        restamp a change of a key) uses ``_submit_ordered``."""
+        _, sequence, future, size = self._submit_ordered(entity, record)
+        return sequence, future, size
+
+    def _submit_ordered(
+        self, entity: Hashable, record: RecordT
+    ) -> tuple[RecordT, int, Future[int], int]:
+        """As ``_submit``, returning first the record journaled. The wait for compaction
+        (journal past twice its bound) releases the lock, so ``_ordered`` runs after it:
+        nothing can come between its decision and the queueing."""
         if self.journal.bytes_total > 2 * self._compaction_bound():
             self._quiet.wait_for(lambda: self._in_flight == 0 or self._closed, CLOSE_TIMEOUT_S)
             self._maybe_compact()
         if self._closed:
             raise FailedPrecondition("the blob store is closed")
+        record = self._ordered(entity, record)
         data = encode(record)
         future = self.journal.submit(data)
         sequence = next(self._order)
         self._latest[entity] = sequence
         self._in_flight += 1
-        return sequence, future, len(data)
+        return record, sequence, future, len(data)
+
+    def _ordered(self, entity: Hashable, record: RecordT) -> RecordT:
+        """The record to journal for ``record`` (lock held, just before it is queued as
+        ``entity``'s latest change): on one node ``record`` itself, since journal order is
+        the order of a key's changes; a cluster's replica moves a local change of a key
+        past the newest version it holds (``replica``)."""
+        return record
 
     def _finish(self, entity: Hashable, sequence: int) -> bool:
         """The change is durable or failed (lock held): True if it is still its entity's

@@ -254,14 +254,14 @@ class MultipartMixin(StoreParts):
             self.ledger.pin(manifest.chunks)  # the manifest's own references
             self._closing.add(upload_id)
         try:
-            self._commit_object(
+            installed = self._commit_object(
                 UploadComplete(upload_id, manifest), list(manifest.chunks), upload_id, condition
             )
         except BaseException:
             with self._lock:
                 self._closing.discard(upload_id)
             raise
-        return self._info(manifest)
+        return self._info(installed)  # as journaled: a replica may have restamped it
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         entity = ("upload", bucket, upload_id)

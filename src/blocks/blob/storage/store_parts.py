@@ -22,6 +22,7 @@ from blocks.core.clock import Clock
 if TYPE_CHECKING:
     from blocks.blob.api import ObjectInfo
     from blocks.blob.conditions import WriteCondition
+    from blocks.blob.storage.committing import RecordT
     from blocks.blob.storage.meta import ChunkRef, Manifest
     from blocks.blob.storage.records import ObjectPut, Record, UploadComplete
 
@@ -58,6 +59,12 @@ class StoreParts:
         def _busy(self, entity: Hashable) -> bool: ...
 
         def _submit(self, entity: Hashable, record: Record) -> tuple[int, Future[int], int]: ...
+
+        def _submit_ordered(
+            self, entity: Hashable, record: RecordT
+        ) -> tuple[RecordT, int, Future[int], int]: ...
+
+        def _ordered(self, entity: Hashable, record: RecordT) -> RecordT: ...
 
         def _finish(self, entity: Hashable, sequence: int) -> bool: ...
 

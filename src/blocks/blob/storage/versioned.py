@@ -239,7 +239,7 @@ class VersionsMixin(StoreParts):
             if held is None and not self._busy(entity):
                 return DeleteOutcome(shown, False)
             record = ObjectDelete(bucket, key, self.clock.now_ms(), self.node_id, stored)
-            sequence, future, _ = self._submit(entity, record)
+            record, sequence, future, _ = self._submit_ordered(entity, record)
         self._durable(entity, sequence, future)
         with self._lock:
             current = self._finish(entity, sequence)

@@ -10,6 +10,7 @@ change of the same key meet on the same entity.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Hashable
 
@@ -26,7 +27,10 @@ from blocks.blob.storage.records import (
 )
 from blocks.core.clock import Clock
 
-__all__ = ["HybridClock", "entity_of", "object_entity", "version_of"]
+KeyChange = ObjectPut | UploadComplete | ObjectDelete
+"""A record that changes one key (what ``version_of`` reads a version from)."""
+
+__all__ = ["HybridClock", "entity_of", "object_entity", "restamped", "version_of"]
 
 
 class HybridClock:
@@ -59,6 +63,15 @@ def version_of(record: Record) -> tuple[int, str] | None:
         case ObjectDelete():
             return record.version if record.modified_ms else None
     return None
+
+
+def restamped(record: KeyChange, modified_ms: int) -> KeyChange:
+    """``record`` with the time of its version moved to ``modified_ms``; its writer, version
+    id, chunks and body stay (chunks are named by their bytes, not by the version)."""
+    if isinstance(record, ObjectDelete):
+        return dataclasses.replace(record, modified_ms=modified_ms)
+    manifest = dataclasses.replace(record.manifest, modified_ms=modified_ms)
+    return dataclasses.replace(record, manifest=manifest)
 
 
 def object_entity(bucket: str, key: str, version_id: str = "") -> Hashable:
