@@ -154,3 +154,25 @@ def test_consecutive_context_slots_are_read_in_place() -> None:
     assert np.array_equal(in_place, gathered)
     assert torch.equal(in_place_cache, gathered_cache)
     assert not torch.equal(in_place_cache[:, 26], cache[:, 26])  # the new key and value
+
+
+def test_attention_products_without_matvec_give_the_same_attention() -> None:
+    """``_scores``/``_attend`` (numpy's ``matvec``/``vecmat`` from 2.2) and their
+    ``matmul`` stand-ins for older numpy, on the layout ``_context`` makes, against the
+    products written out per head."""
+    generator = np.random.default_rng(6)
+    kv_heads, group, count, dim = 3, 3, 11, 64
+    context = generator.standard_normal((count, 2 * kv_heads, dim))
+    keys, values = row_decode._context(context, kv_heads)
+    queries = generator.standard_normal((kv_heads, group, dim))
+    probs = generator.random((kv_heads, group, count))
+    want_scores = np.stack([queries[k] @ context[:, k].T for k in range(kv_heads)])
+    want_attended = np.stack([probs[k] @ context[:, kv_heads + k] for k in range(kv_heads)])
+    pairs = [(row_decode._scores, row_decode._attend)]
+    pairs.append((row_decode._scores_by_matmul, row_decode._attend_by_matmul))
+    for scores_of, attend in pairs:
+        scores, attended = np.empty_like(want_scores), np.empty_like(want_attended)
+        scores_of(keys, queries, scores)
+        attend(probs, values, attended)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(attended, want_attended, rtol=1e-12, atol=1e-12)

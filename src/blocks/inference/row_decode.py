@@ -226,13 +226,35 @@ def _context_slots(key_slots: np.ndarray) -> np.ndarray | slice:
 
 
 def _context(context: np.ndarray, kv_heads: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keys ``(..., kv, D, C)`` and values ``(..., kv, C, D)`` of a context ``(..., C, 2 *
-    kv, D)`` of the cache (a gathered copy or a view): views."""
+    """Keys and values, each ``(..., kv, 1, C, D)`` (the 1 broadcasts over a kv head's
+    group of query heads), of a context ``(..., C, 2 * kv, D)`` of the cache (a gathered copy
+    or a view): views, as ``_scores`` and ``_attend`` take them."""
     lead = context.ndim - 3  # a layer axis in front, or none
-    axes = tuple(range(lead))
-    keys = context[..., :kv_heads, :].transpose(*axes, lead + 1, lead + 2, lead)
-    values = context[..., kv_heads:, :].transpose(*axes, lead + 1, lead, lead + 2)
+    order = (*range(lead), lead + 1, lead, lead + 2)
+    keys = context[..., :kv_heads, :].transpose(order)[..., None, :, :]
+    values = context[..., kv_heads:, :].transpose(order)[..., None, :, :]
     return keys, values
+
+
+def _scores_by_matmul(keys: np.ndarray, queries: np.ndarray, out: np.ndarray) -> object:
+    """``_scores`` where numpy has no ``matvec`` (before 2.2)."""
+    return matmul(queries, keys[:, 0].swapaxes(-1, -2), out)
+
+
+def _attend_by_matmul(probs: np.ndarray, values: np.ndarray, out: np.ndarray) -> object:
+    """``_attend`` where numpy has no ``vecmat`` (before 2.2)."""
+    return matmul(probs, values[:, 0], out)
+
+
+# Attention's two products for one query a head: ``_scores(keys, queries, out)``, ``(kv, 1,
+# C, D)`` by ``(kv, group, D)`` into ``(kv, group, C)``, and ``_attend(probs, values, out)``,
+# ``(kv, group, C)`` by ``(kv, 1, C, D)`` into ``(kv, group, D)``. numpy's ``matvec`` and
+# ``vecmat`` gufuncs take ~20 and ~17 us just after a weight stream where ``matmul``'s three
+# small OpenBLAS products a call took ~26 and ~25; in the layer loop that is ~0.24 ms a token
+# less outside the weight products (docs/inference.md). They round differently from
+# OpenBLAS (SmolLM2's final hidden state moved by up to 7e-5; the same greedy tokens).
+_scores = getattr(np, "matvec", _scores_by_matmul)
+_attend = getattr(np, "vecmat", _attend_by_matmul)
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
@@ -271,7 +293,7 @@ def decode_row(
     layers: list[tuple[RowLayer, np.ndarray, np.ndarray | None, np.ndarray | None]]
     if isinstance(key_slots, slice):  # views of the cache (written in the loop)
         all_keys, all_values = _context(kv_cache[:, key_slots], kv_heads)
-        count = all_keys.shape[-1]
+        count = all_keys.shape[-2]
         layers = list(zip(model.layers, kv_cache[:, slot], all_keys, all_values, strict=True))
     else:
         count = key_slots.shape[0]
@@ -331,13 +353,13 @@ def _run_layers(
             keys, values = _context(cache[0][index][cache[1]], kv_heads)
         # Attention, one query per head; a softmax in five operations, the same ones (and
         # so the same rounding) as ``max``, subtract, ``exp``, ``sum``, divide.
-        matmul(grouped, keys, scores)
+        _scores(keys, grouped, scores)
         maximum_reduce(scores, -1, None, peak, keepdims=True)
         subtract(scores, peak, scores)
         exp(scores, scores)
         add_reduce(scores, -1, None, peak, keepdims=True)
         divide(scores, peak, scores)
-        matmul(scores, values, attended_groups)
+        _attend(scores, values, attended_groups)
         product(attended, layer.o, added)
         add(x, added, x)
         scale = 1.0 / sqrt(float(_c_einsum("i,i->", x, x)) / width + eps)
