@@ -5,7 +5,9 @@ first. Each case builds the race on purpose: a write is held between its stamp a
 commit (``PausingReplica``) while another write of the key commits, through this node or a
 peer whose clock runs ahead. Every node then holds the same newest version, the journal
 replays to the same index, and a versioned bucket lists every acknowledged version, in
-version order. A conditional write racing another is refused with ``WriteConflict``."""
+version order. A peer's record overtaken while it waited for compaction is dropped, not
+journaled after the newer one. A conditional write racing another is refused with
+``WriteConflict``, and each ``Conflict`` gets the S3 code of what conflicted."""
 
 from __future__ import annotations
 
@@ -50,6 +52,17 @@ class Push:
 
     def read_bucket(self, bucket: str) -> Callable[[], None]:
         return lambda: None  # every push reached every replica
+
+
+class Keep(Push):
+    """A replicator stand-in that keeps what is pushed instead of delivering it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[bytes] = []
+
+    def replicate(self, records: list[bytes]) -> None:
+        self.records += records
 
 
 class PausingReplica(ReplicatedBlobStore):
@@ -331,3 +344,33 @@ def test_a_conflicts_s3_code_follows_what_conflicted_not_its_text(
     error: Conflict, code: str
 ) -> None:
     assert map_error(error) == (409, code)
+
+
+def test_a_peers_record_overtaken_while_it_waited_for_compaction_is_dropped(
+    pair: dict[str, PausingReplica], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission past twice the compaction bound waits (the lock released) for the
+    changes in flight to drain; a peer's newer record of the key landing meanwhile must
+    leave the waiting older one dropped, not journaled after it."""
+    a, b = pair["a"], pair["b"]
+    a.create_bucket("bkt")
+    kept = Keep()
+    b.replicator = kept  # b's pushes are handed to a by hand below
+    b.put_object("bkt", "k", b"older" * 300)
+    b.put_object("bkt", "k", b"newer" * 300)
+    older, newer = kept.records
+    landing = [newer]
+    real_compact = a._maybe_compact
+
+    def compact_and_let_the_newer_land() -> bool:  # runs in the wait, lock held
+        if landing:
+            assert a.apply_remote(landing.pop())
+        return real_compact()
+
+    monkeypatch.setattr(a, "_compaction_bound", lambda: 0)  # every submission waits
+    monkeypatch.setattr(a, "_maybe_compact", compact_and_let_the_newer_land)
+    dropped = a.remote_dropped
+    assert not a.apply_remote(older)
+    assert a.remote_dropped == dropped + 1
+    assert a.get_object("bkt", "k")[1] == b"newer" * 300
+    assert _objects(a._replay()) == _objects(a.index)

@@ -122,14 +122,14 @@ class PeerRecordsMixin(StoreParts):
             if not self._wins(record):
                 self.remote_dropped += 1
                 return False
-            self._outbox.remote = True
+            outer, self._outbox.remote = getattr(self._outbox, "remote", False), True
             try:
                 sequence, future, size = self._submit(entity, record)
             except Overtaken:
                 self.remote_dropped += 1
                 return False
             finally:
-                self._outbox.remote = False
+                self._outbox.remote = outer
         self._durable(entity, sequence, future)
         with self._lock:
             released = self._install(record, size) if self._finish(entity, sequence) else []
