@@ -27,6 +27,7 @@ from blocks.blob.errors import BucketBusy, BucketExists, BucketNotEmpty, WriteCo
 from blocks.blob.s3.buckets import map_error
 from blocks.blob.storage.index import MetaIndex
 from blocks.blob.storage.shards import MemoryShardStore, ShardStore
+from blocks.blob.store import LocalBlobStore
 from blocks.core.clock import ManualClock
 from blocks.core.errors import Conflict
 
@@ -374,3 +375,27 @@ def test_a_peers_record_overtaken_while_it_waited_for_compaction_is_dropped(
     assert a.remote_dropped == dropped + 1
     assert a.get_object("bkt", "k")[1] == b"newer" * 300
     assert _objects(a._replay()) == _objects(a.index)
+
+
+def test_a_conditional_write_is_judged_after_any_wait_for_compaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait for compaction releases the lock: a write of the key landing in it must be
+    what ``If-Match`` is judged against (it used to be judged before the wait, and the
+    conditional write then replaced a version it had never seen)."""
+    store = LocalBlobStore(inline_bytes_max=0)
+    store.create_bucket("bkt")
+    zero = store.put_object("bkt", "k", b"zero" * 400)
+    landing = [b"one" * 400]
+    real_compact = store._maybe_compact
+
+    def compact_and_let_a_write_land() -> bool:  # runs in the wait, lock held
+        if landing:
+            store.put_object("bkt", "k", landing.pop())
+        return real_compact()
+
+    monkeypatch.setattr(store, "_compaction_bound", lambda: 0)  # every submission waits
+    monkeypatch.setattr(store, "_maybe_compact", compact_and_let_a_write_land)
+    with pytest.raises(ConditionFailed):
+        store.put_object("bkt", "k", b"two" * 400, condition=WriteCondition(if_match=zero.etag))
+    assert store.get_object("bkt", "k")[1] == b"one" * 400

@@ -204,6 +204,8 @@ class LocalBlobStore(InlineCacheMixin, CommitMixin, BucketMixin, VersionsMixin, 
             with self._lock:
                 self._check_open()
                 bucket, key = record.manifest.bucket, record.manifest.key
+                if condition is not None:  # no wait (the lock released) between check and submit
+                    self._await_room()
                 current = self._bucket_index(bucket).get(key)
                 if condition is not None:
                     if self._key_busy(bucket, key):

@@ -113,9 +113,7 @@ class CommitMixin(StoreParts):
         """As ``_submit``, returning first the record journaled. The wait for compaction
         (journal past twice its bound) releases the lock, so ``_ordered`` runs after it:
         nothing can come between its decision and the queueing."""
-        if self.journal.bytes_total > 2 * self._compaction_bound():
-            self._quiet.wait_for(lambda: self._in_flight == 0 or self._closed, CLOSE_TIMEOUT_S)
-            self._maybe_compact()
+        self._await_room()
         if self._closed:
             raise FailedPrecondition("the blob store is closed")
         record = self._ordered(entity, record)
@@ -125,6 +123,15 @@ class CommitMixin(StoreParts):
         self._latest[entity] = sequence
         self._in_flight += 1
         return record, sequence, future, len(data)
+
+    def _await_room(self) -> None:
+        """If the journal is past twice its bound, wait (releasing the lock, at most
+        ``CLOSE_TIMEOUT_S``) for the changes in flight to drain, and compact. Lock held. A
+        caller that checks state before submitting (a write's condition) calls it first,
+        so that the submission does not wait after the check."""
+        if self.journal.bytes_total > 2 * self._compaction_bound():
+            self._quiet.wait_for(lambda: self._in_flight == 0 or self._closed, CLOSE_TIMEOUT_S)
+            self._maybe_compact()
 
     def _ordered(self, entity: Hashable, record: RecordT) -> RecordT:
         """The record to journal for ``record`` (lock held, just before it is queued as
