@@ -22,8 +22,9 @@ raises ``Corruption`` (or ``Unavailable`` when nodes are unreachable): never wro
 
 Errors: ``InvalidArgument`` for bad names, ranges, part numbers and oversize input (nothing
 changes); ``NotFound`` for a missing bucket, key or upload; ``Conflict`` for deleting a bucket
-that is not empty and for creating one that exists; ``Corruption`` when stored bytes cannot be
-recovered.
+that is not empty and for creating one that exists (``blob.errors`` names which);
+``Corruption`` when stored bytes cannot be recovered. Unconditional writes of one key never
+conflict: the last one wins.
 """
 
 from __future__ import annotations
