@@ -8,7 +8,8 @@ each repeats the coarse search: at equal recall four shards scanned about twice 
 of one index (docs/search.md). With one set of centroids for the whole collection:
 
 * the centroids are trained **once**, by whoever trains the collection: a ``Coordinator``
-  runs the same k-means a single ``IVF<nlist>,Flat`` index runs (``train_centroids``) on the
+  runs the same k-means a single ``IVF<nlist>,Flat`` ``FaissIndex`` runs (``train_centroids``,
+  ``train_quantizer``: faiss's k-means from k-means++ seeds) on the
   sample it is given and pushes the result to every replica of every shard (``SetCentroids``).
   Pushing, not having each shard train on the same sample, because k-means on several
   processes is not guaranteed bit-identical (OpenMP reductions differ with thread counts),
@@ -53,10 +54,13 @@ __all__ = [
     "decode_probe_lists",
     "encode_probe_lists",
     "faiss_metric",
+    "kmeans_plus_plus",
     "parse_nlist",
     "prefer_blas",
     "sync_centroids",
     "train_centroids",
+    "train_quantizer",
+    "trains_own_quantizer",
 ]
 
 SHARED_IVF_KIND = "shared-ivf"
@@ -101,9 +105,10 @@ def flat_quantizer(centroids: FloatArray, metric: Metric) -> Any:
 
 
 def train_centroids(sample: FloatArray, nlist: int, metric: Metric) -> FloatArray:
-    """The ``(nlist, dim)`` centroids a single ``IVF<nlist>,Flat`` would train on ``sample``
-    (the same faiss k-means, seed and iterations). ``sample`` is already validated (and
-    normalised for cosine). Raises ``InvalidArgument`` for fewer rows than lists."""
+    """The ``(nlist, dim)`` centroids a single ``IVF<nlist>,Flat`` ``FaissIndex`` trains on
+    ``sample`` (``train_quantizer``: the same k-means, start, seed and iterations). ``sample``
+    is already validated (and normalised for cosine). Raises ``InvalidArgument`` for fewer
+    rows than lists."""
     if sample.shape[0] < nlist:
         raise InvalidArgument(f"training {nlist} lists needs at least {nlist} vectors")
     import faiss
@@ -111,8 +116,74 @@ def train_centroids(sample: FloatArray, nlist: int, metric: Metric) -> FloatArra
     dim = int(sample.shape[1])
     quantizer = faiss.IndexFlatL2(dim) if metric is Metric.L2 else faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric(metric))
-    ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
+    train_quantizer(ivf, np.ascontiguousarray(sample, dtype=np.float32))
     return read_centroids(quantizer)
+
+
+def trains_own_quantizer(ivf: Any) -> bool:
+    """True when ``train_quantizer`` can train ``ivf``'s lists: an untrained CPU ``IndexIVF``
+    over an empty flat (L2 or inner-product) quantizer of the IVF's own metric."""
+    import faiss
+
+    if not isinstance(ivf, faiss.IndexIVF) or ivf.is_trained:
+        return False
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    return (
+        type(quantizer) in (faiss.IndexFlat, faiss.IndexFlatL2, faiss.IndexFlatIP)
+        and quantizer.ntotal == 0
+        and quantizer.metric_type == ivf.metric_type
+        and ivf.metric_type in (faiss.METRIC_L2, faiss.METRIC_INNER_PRODUCT)
+    )
+
+
+def train_quantizer(ivf: Any, sample: FloatArray) -> None:
+    """Fills ``ivf``'s flat quantizer (``trains_own_quantizer``) with ``ivf.nlist`` centroids:
+    faiss's k-means with the IVF's own ``cp`` (10 iterations, seed 1234, spherical for inner
+    product, at most 256 points per centroid), started from k-means++ seeds
+    (``kmeans_plus_plus``) instead of faiss's uniformly drawn points. ``ivf.train`` then
+    trains the rest (a PQ) and leaves the quantizer as it is. ``sample``: float32 rows, at
+    least ``nlist``. Measured (docs/search.md): on 20k x 128 clustered vectors (256 clusters,
+    560 lists) the lists scanned per query fell 25-40% at equal or better recall (random
+    starts leave some clusters without a centroid); on MiniLM and 200k x 128 within the
+    spread of faiss's seeds."""
+    import faiss
+
+    nlist, dim = int(ivf.nlist), int(ivf.d)
+    clustering = faiss.Clustering(dim, nlist, ivf.cp)
+    seeds = kmeans_plus_plus(sample, nlist, seed=int(ivf.cp.seed))
+    faiss.copy_array_to_vector(seeds.ravel(), clustering.centroids)
+    clustering.train(sample, ivf.quantizer)  # leaves the final centroids in the quantizer
+    ivf.quantizer.is_trained = True
+
+
+def kmeans_plus_plus(sample: FloatArray, count: int, *, seed: int) -> FloatArray:
+    """``count`` rows of ``sample`` drawn by k-means++ (Arthur and Vassilvitskii, 2007): the
+    first uniformly, each next with probability proportional to its squared L2 distance to
+    the nearest row drawn so far. Deterministic for a seed. One pass over ``sample`` per row
+    drawn (a float32 matrix-vector product): about 17 s for 88,800 x 128 and 1,776 rows on
+    one loaded core."""
+    rows = sample.shape[0]
+    if not 1 <= count <= rows:
+        raise InvalidArgument(f"cannot draw {count} seeds from {rows} rows")
+    rng = np.random.default_rng(seed)
+    norms = np.einsum("ij,ij->i", sample, sample, dtype=np.float64)
+    chosen = np.empty((count,), dtype=np.int64)
+    chosen[0] = rng.integers(rows)
+    nearest = np.full((rows,), np.inf)
+    for drawn in range(1, count + 1):
+        last = int(chosen[drawn - 1])
+        squared = norms - 2.0 * (sample @ sample[last]) + norms[last]
+        np.minimum(nearest, np.maximum(squared, 0.0), out=nearest)
+        if drawn == count:
+            break
+        total = np.cumsum(nearest)
+        if total[-1] <= 0.0:  # every row equals a seed: draw the rest uniformly
+            chosen[drawn:] = rng.choice(rows, size=count - drawn, replace=False)
+            break
+        pick = int(np.searchsorted(total, rng.random() * total[-1], side="right"))
+        chosen[drawn] = min(pick, rows - 1)
+    seeds: FloatArray = np.ascontiguousarray(sample[chosen], dtype=np.float32)
+    return seeds
 
 
 def read_centroids(quantizer: Any) -> FloatArray:

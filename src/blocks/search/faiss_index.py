@@ -55,6 +55,7 @@ import numpy as np
 
 from blocks.core.errors import Corruption, FailedPrecondition, InvalidArgument
 from blocks.search.api import DimensionAndMetric, Filter, IdArray, Metric, SearchResult
+from blocks.search.coarse import train_quantizer, trains_own_quantizer
 from blocks.search.vectors import (
     BATCH_ROWS_MAX,
     DIM_MAX,
@@ -231,13 +232,18 @@ class FaissIndex(DimensionAndMetric):
         return len(self._label_of)
 
     def train(self, vectors: Any) -> None:
-        """Train IVF centroids / PQ codebooks; a no-op for indexes that need none."""
+        """Train IVF centroids / PQ codebooks; a no-op for indexes that need none. An IVF over
+        a flat quantizer (``"IVF<nlist>,Flat"``, ``"IVF<nlist>,PQ..."``, on the CPU) runs
+        faiss's k-means from k-means++ seeds (``coarse.train_quantizer``), the rest faiss's
+        own training."""
         data = as_vectors(vectors, self._dim, metric=self._metric)
         if self.is_trained:
             return
         if data.shape[0] == 0:
             raise InvalidArgument("training needs at least one vector")
         with self._lock:
+            if not self._on_gpu and trains_own_quantizer(self._index):
+                train_quantizer(self._index, data)  # k-means from k-means++ seeds
             self._index.train(data)
 
     def add(self, ids: Any, vectors: Any) -> None:
