@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ BUFFER_MIB = 512  # the read probe's buffer, as the sweep's
 FIRST_TOKEN = 100  # decoded token ids cycle from here
 WARM_UP_TOKENS = 4  # decoded before the first round, untimed
 CHILD_EXIT_S = 30.0  # how long a child may take to end once told to
+THIS = "this tree"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,16 +49,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=16, help="decoded tokens per round")
     parser.add_argument("--context", type=int, default=80, help="positions already cached")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also time every weight product (one thread's einsum) and report the rest of a "
+        "token, which the products' share of the noise no longer hides",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
 
 # --- the child: one tree's model, decoding on request ---------------------------------------
 
 
-def _child(model_name: str, context: int) -> int:
+def _time_products(spent: list[int]) -> None:
+    """Make the numpy path's every weight product (the layers' and the head's) an ``einsum``
+    loop, as on one thread, that adds its thread CPU nanoseconds to ``spent[0]``: both trees
+    pick their product through ``row_decode.product_for`` (model.py imports the name)."""
+    import numpy as np
+
+    from blocks.inference import model, row_decode
+
+    clock = time.thread_time_ns
+
+    def timed(x: Any, w: Any, out: Any) -> Any:
+        started = clock()
+        result = np.einsum("i,ij->j", x, w, out=out)
+        spent[0] += clock() - started
+        return result
+
+    for module in (row_decode, model):
+        setattr(module, "product_for", lambda blas: timed)  # noqa: B010
+
+
+def _child(model_name: str, context: int, split: bool) -> int:
     """Load the model, fill its cache, print its bytes a token; then for each line ``N`` of
     stdin decode ``N`` tokens at position ``context`` and print the CPU seconds they took
-    and the last token picked (the trees must agree on it)."""
+    (and, with ``split``, those of the weight products), and the last token picked (the
+    trees must agree on it)."""
     import numpy as np
     import torch
 
@@ -64,6 +93,9 @@ def _child(model_name: str, context: int) -> int:
     from blocks.inference.loader import load_model
 
     torch.set_num_threads(1)
+    spent = [0]
+    if split:
+        _time_products(spent)
     model, _ = load_model(model_name)
     cfg = model.config
     kv_cache = model.new_kv_cache(context + 1)
@@ -87,9 +119,11 @@ def _child(model_name: str, context: int) -> int:
     ready = {"bytes": weights + per_position * (context + 1), "blocks": blocks.__file__}
     print(json.dumps(ready), flush=True)
     for line in sys.stdin:
+        spent[0] = 0
         started = time.thread_time()
         picked = decode(int(line))
-        print(json.dumps({"cpu_s": time.thread_time() - started, "token": picked}), flush=True)
+        took = {"cpu_s": time.thread_time() - started, "product_s": spent[0] / 1e9}
+        print(json.dumps({**took, "token": picked}), flush=True)
     return 0
 
 
@@ -100,6 +134,7 @@ def _start(src: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "benchmarks.inference_decode_ab", "--child"]
     command += ["--before-src", str(src), "--model", args.model, "--context", str(args.context)]
+    command += ["--split"] if args.split else []
     root = Path(__file__).resolve().parents[1]
     return subprocess.Popen(
         command, cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -130,17 +165,56 @@ def _stop(child: subprocess.Popen[str]) -> None:
         child.wait()
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.child:
-        return _child(args.model, args.context)
+@dataclass(slots=True)
+class _Rounds:
+    """What the rounds measured, per tree (``this tree``, ``before``), in round order."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)  # before's ms a token / this tree's
+    fractions: dict[str, list[float]] = field(default_factory=dict)  # of the read roofline
+    rest_ms: dict[str, list[float]] = field(default_factory=dict)  # --split: not products
+
+
+def _round(
+    number: int, children: dict[str, subprocess.Popen[str]], per_token: dict[str, int],
+    args: argparse.Namespace, rounds: _Rounds,
+) -> None:  # fmt: skip
+    """One round: the read probe, then each child's ``args.tokens`` (the order alternates)."""
     from benchmarks.inference_sweep import read_bandwidth_gb_s  # the parent's only
 
-    this_src = Path(__file__).resolve().parents[1] / "src"
-    sources = {"this tree": this_src, "before": Path(args.before_src).resolve()}
+    read_gb_s = read_bandwidth_gb_s(BUFFER_MIB, cpu_time=True)
+    names = list(children) if number % 2 == 0 else list(reversed(children))
+    replies = {name: _ask(children[name], str(args.tokens)) for name in names}
+    ms = {name: 1e3 * reply["cpu_s"] / args.tokens for name, reply in replies.items()}
+    for name, reply in replies.items():
+        roofline_ms = 1e3 * per_token[name] / (read_gb_s * 1e9)
+        rounds.fractions.setdefault(name, []).append(roofline_ms / ms[name])
+        rest = 1e3 * (reply["cpu_s"] - reply["product_s"]) / args.tokens
+        rounds.rest_ms.setdefault(name, []).append(rest)
+    rounds.ratios.append(ms["before"] / ms[THIS])
+    same = replies[THIS]["token"] == replies["before"]["token"]
+    rounds.rows.append(
+        [
+            str(number + 1),
+            f"{read_gb_s:.1f}",
+            *(f"{ms[name]:.2f}" for name in (THIS, "before")),
+            *(f"{100 * rounds.fractions[name][-1]:.0f}%" for name in (THIS, "before")),
+            f"x{rounds.ratios[-1]:.3f}",
+            *(f"{rounds.rest_ms[name][-1]:.2f}" for name in (THIS, "before") if args.split),
+            "same" if same else "DIFFERENT",
+            f"{os.getloadavg()[0]:.1f}",
+        ]
+    )
+    progress(f"inference_decode_ab: {' | '.join(rounds.rows[-1])}")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.child:
+        return _child(args.model, args.context, args.split)
+    sources = {THIS: Path(__file__).resolve().parents[1] / "src"}
+    sources["before"] = Path(args.before_src).resolve()
     children = {name: _start(src, args) for name, src in sources.items()}
-    rows: list[list[str]] = []
-    ratios: list[float] = []
-    fractions: dict[str, list[float]] = {name: [] for name in sources}
+    rounds = _Rounds()
     try:
         ready = {name: _ask(child, None) for name, child in children.items()}
         for name, src in sources.items():  # each child must run its own tree's code
@@ -148,56 +222,42 @@ def main(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"{name} imported {ready[name]['blocks']}, not from {src}")
         per_token = {name: ready[name]["bytes"] for name in sources}
         for number in range(args.rounds):
-            read_gb_s = read_bandwidth_gb_s(BUFFER_MIB, cpu_time=True)
-            names = list(sources) if number % 2 == 0 else list(reversed(sources))
-            ms: dict[str, float] = {}
-            tokens: dict[str, int] = {}
-            for name in names:
-                reply = _ask(children[name], str(args.tokens))
-                ms[name] = 1e3 * reply["cpu_s"] / args.tokens
-                tokens[name] = reply["token"]
-            for name in sources:
-                roofline_ms = 1e3 * per_token[name] / (read_gb_s * 1e9)
-                fractions[name].append(roofline_ms / ms[name])
-            ratios.append(ms["before"] / ms["this tree"])
-            rows.append(
-                [
-                    str(number + 1),
-                    f"{read_gb_s:.1f}",
-                    f"{ms['this tree']:.2f}",
-                    f"{ms['before']:.2f}",
-                    f"{100 * fractions['this tree'][-1]:.0f}%",
-                    f"{100 * fractions['before'][-1]:.0f}%",
-                    f"x{ratios[-1]:.3f}",
-                    "same" if tokens["this tree"] == tokens["before"] else "DIFFERENT",
-                    f"{os.getloadavg()[0]:.1f}",
-                ]
-            )
-            progress(f"inference_decode_ab: {' | '.join(rows[-1])}")
+            _round(number, children, per_token, args, rounds)
     finally:
         for child in children.values():
             _stop(child)
     columns = [
         "round", "read GB/s", "ms/token this tree", "ms/token before", "fraction this tree",
-        "fraction before", "speed-up (before/this)", "last token", "load (1 min)",
+        "fraction before", "speed-up (before/this)",
     ]  # fmt: skip
-    print(write_table(args.out, "decode_ab", columns, rows))
-    _summarise(ratios, fractions)
+    if args.split:
+        columns += ["ms/token not products, this tree", "ms/token not products, before"]
+    columns += ["last token", "load (1 min)"]
+    print(write_table(args.out, "decode_ab", columns, rounds.rows))
+    _summarise(rounds, args.split)
     return 0
 
 
-def _summarise(ratios: list[float], fractions: dict[str, list[float]]) -> None:
-    low, middle, high = min_median_max(ratios)
-    faster = sum(r > 1 for r in ratios)
+def _summarise(rounds: _Rounds, split: bool) -> None:
+    low, middle, high = min_median_max(rounds.ratios)
+    faster = sum(r > 1 for r in rounds.ratios)
     print(
         f"inference_decode_ab: this tree / before, per round: median x{middle:.3f} "
-        f"(x{low:.3f}-x{high:.3f}), faster in {faster} of {len(ratios)} rounds"
+        f"(x{low:.3f}-x{high:.3f}), faster in {faster} of {len(rounds.ratios)} rounds"
     )
-    for name, values in fractions.items():
+    for name, values in rounds.fractions.items():
         low, middle, high = (100 * v for v in min_median_max(values))
         print(
             f"inference_decode_ab: {name}: {low:.0f}% / {middle:.0f}% / {high:.0f}% "
             "(min / median / max) of the read roofline, CPU time"
+        )
+    if split:
+        saved = [b - t for t, b in zip(rounds.rest_ms[THIS], rounds.rest_ms["before"], strict=True)]
+        low, middle, high = min_median_max(saved)
+        print(
+            f"inference_decode_ab: outside the weight products this tree spends {middle:.3f} "
+            f"ms a token less than before at the median ({low:.3f} to {high:.3f}), less in "
+            f"{sum(d > 0 for d in saved)} of {len(saved)} rounds"
         )
 
 

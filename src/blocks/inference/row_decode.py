@@ -249,10 +249,10 @@ def _attend_by_matmul(probs: np.ndarray, values: np.ndarray, out: np.ndarray) ->
 # Attention's two products for one query a head: ``_scores(keys, queries, out)``, ``(kv, 1,
 # C, D)`` by ``(kv, group, D)`` into ``(kv, group, C)``, and ``_attend(probs, values, out)``,
 # ``(kv, group, C)`` by ``(kv, 1, C, D)`` into ``(kv, group, D)``. numpy's ``matvec`` and
-# ``vecmat`` gufuncs take ~20 and ~17 us just after a weight stream where ``matmul``'s three
-# small OpenBLAS products a call took ~26 and ~25; in the layer loop that is ~0.24 ms a token
-# less outside the weight products (docs/inference.md). They round differently from
-# OpenBLAS (SmolLM2's final hidden state moved by up to 7e-5; the same greedy tokens).
+# ``vecmat`` gufuncs take ~20 and ~18 us just after a weight stream where ``matmul``'s three
+# small OpenBLAS products a call took ~27 and ~28; a token spends ~0.2-0.5 ms less outside
+# the weight products (docs/inference.md). They round differently from OpenBLAS (SmolLM2's
+# final hidden state moved by up to 7e-5; the same greedy tokens).
 _scores = getattr(np, "matvec", _scores_by_matmul)
 _attend = getattr(np, "vecmat", _attend_by_matmul)
 
