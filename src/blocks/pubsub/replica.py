@@ -53,13 +53,9 @@ log, then ``messages`` as ``(destination, message)`` pairs, and as ``replies`` t
 to its caller (the ``FetchDecision`` of ``handle_fetch``, the ``(FollowerAction, offset)`` of
 ``handle_fetch_reply``). The driver carries each one out before it calls the core again, so
 hard states reach the disk in the order they were decided. ``timers`` asks for ``tick``: the
-election deadline (``ELECTION_TIMER``) whenever it moved on a replica that does not lead, and
-a leader's next check (``LEADER_TIMER``: a follower leaving the ISR, an announcement, stepping
-down) when it becomes leader, after each of its ticks and when a follower joining the ISR
-brings the check forward. A check that events pushed later (every fetch does) is not asked for
-again: the tick at the old time finds nothing due and asks for the new one, so a driver that
-only arms these timers (``blocks.pubsub.replication``) wakes about once per fetch round per
-leader and once per election timeout per follower, never on a fixed interval.
+election deadline (``ELECTION_TIMER``) whenever it moved on a replica that does not lead, a
+leader's next check (``LEADER_TIMER``, ``blocks.pubsub.leader_watch``) when it becomes leader,
+after each of its ticks and when an ISR join brings it forward; ``resume`` asks for both again.
 """
 
 from __future__ import annotations
@@ -73,6 +69,7 @@ from dataclasses import dataclass
 from blocks.core.errors import InvalidArgument
 from blocks.core.ready import NOTHING, Ready
 from blocks.pubsub.election import ELECTION_TIMER, Elector, Role
+from blocks.pubsub.leader_watch import LeaderWatch
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
     EpochMarker,
@@ -102,7 +99,6 @@ __all__ = [
 ]
 
 LEADER_TIMER = "leader"  # the name of a leader's next check in ``Ready.timers``
-NEVER_MS = -(10**15)  # "never heard from" / "never announced to"
 
 
 class FollowerAction(enum.Enum):
@@ -168,12 +164,9 @@ class PartitionReplica(Elector):
         super().__init__(config, rng, now_ms, epoch=epoch, voted_for=voted_for)
         # leader state
         self._epoch_start = -1  # offset of this epoch's marker; -1 for the creation epoch
-        self._leader_since_ms = now_ms
         self.isr: set[str] = set()
         self.match: dict[str, int] = {}
-        self._last_fetch_ms: dict[str, int] = {}
-        self._caught_up_ms: dict[str, int] = {}
-        self._announced_ms: dict[str, int] = {}
+        self._watch = LeaderWatch(now_ms)  # the followers as heard (blocks.pubsub.leader_watch)
         self._leader_due_ms = now_ms  # the check last asked for (LEADER_TIMER)
         self._leader_due_moved = False  # ask for _leader_due_ms in the next Ready
 
@@ -302,54 +295,17 @@ class PartitionReplica(Elector):
         return out
 
     def _leader_checks(self, now_ms: int) -> list[tuple[str, Message]]:
-        config = self.config
-        for follower in list(self.isr - {config.node}):
-            if now_ms - self._caught_up_ms.get(follower, now_ms) > config.lag_max_ms:
-                self.isr.discard(follower)
+        for follower in self._watch.lagging(self.config, self.isr, now_ms):
+            self.isr.discard(follower)
         self._update_hw()
-        heard = 1 + sum(
-            1
-            for follower in config.others
-            if now_ms - self._last_fetch_ms.get(follower, NEVER_MS) <= config.election_timeout_ms
-        )
-        if (
-            heard < config.majority
-            and now_ms - self._leader_since_ms > 2 * config.election_timeout_ms
-        ):
+        if self._watch.lost_majority(self.config, now_ms):
             self._become_follower(now_ms, None)
             return []
-        out: list[tuple[str, Message]] = []
-        for follower in config.others:
-            quiet = now_ms - self._last_fetch_ms.get(follower, NEVER_MS)
-            since = now_ms - self._announced_ms.get(follower, NEVER_MS)
-            if quiet > config.announce_interval_ms and since > config.announce_interval_ms:
-                self._announced_ms[follower] = now_ms
-                out.append((follower, BeginEpoch(self.epoch, config.node)))
-        return out
+        announcement = BeginEpoch(self.epoch, self.config.node)
+        return [(f, announcement) for f in self._watch.announce(self.config, now_ms)]
 
     def _next_leader_check(self, now_ms: int) -> int:
-        """The earliest time at which ``_leader_checks`` would act if nothing else happened:
-        an ISR member's lag passing ``lag_max_ms``, a follower's announcement falling due, or
-        (past two election timeouts of leading) fewer than a majority heard from within an
-        election timeout. Always after ``now_ms``."""
-        config = self.config
-        dues = [
-            self._caught_up_ms.get(f, now_ms) + config.lag_max_ms + 1
-            for f in self.isr
-            if f != config.node
-        ]
-        dues.extend(
-            max(self._last_fetch_ms.get(f, NEVER_MS), self._announced_ms.get(f, NEVER_MS))
-            + config.announce_interval_ms
-            + 1
-            for f in config.others
-        )
-        needed = config.majority - 1  # followers that must have been heard from
-        if needed > 0:
-            heard = sorted(self._last_fetch_ms.get(f, NEVER_MS) for f in config.others)
-            unheard_ms = heard[-needed] + config.election_timeout_ms + 1
-            dues.append(max(unheard_ms, self._leader_since_ms + 2 * config.election_timeout_ms + 1))
-        return max(min(dues), now_ms + 1)
+        return self._watch.next_check_ms(self.config, self.isr, now_ms)
 
     def _ask_leader_check(self, due_ms: int) -> None:
         self._leader_due_ms, self._leader_due_moved = due_ms, True
@@ -363,12 +319,11 @@ class PartitionReplica(Elector):
     def _become_leader(self, now_ms: int, *, marker: bool) -> None:
         self.role, self.leader = Role.LEADER, self.config.node
         self.isr, self.match = {self.config.node}, {}
-        self._last_fetch_ms, self._caught_up_ms, self._announced_ms = {}, {}, {}
-        self._leader_since_ms = now_ms
+        self._watch = LeaderWatch(now_ms)
         self._epoch_start = self.log_end if marker else -1
         self._marker_due = marker
         if marker:  # won an election: the Elector announces it to every follower now
-            self._announced_ms = dict.fromkeys(self.config.others, now_ms)
+            self._watch.announced_ms = dict.fromkeys(self.config.others, now_ms)
         self._update_hw()
         self._ask_leader_check(self._next_leader_check(now_ms))
 
@@ -408,7 +363,7 @@ class PartitionReplica(Elector):
             self._adopt_epoch(request.epoch, None, now_ms)
         if self.role is not Role.LEADER or request.epoch < self.epoch:
             return FetchDecision("fenced", self.epoch, self.leader, self.hw)
-        self._last_fetch_ms[source] = now_ms
+        self._watch.last_fetch_ms[source] = now_ms
         if request.offset < self.log_start:
             self.match.pop(source, None)  # it holds nothing this log still has
             return FetchDecision("behind", self.epoch, self.leader, self.hw, offset=self.log_start)
@@ -420,10 +375,10 @@ class PartitionReplica(Elector):
         offset = max(request.offset, self.log_start)
         self.match[source] = offset
         if offset >= self.log_end:
-            self._caught_up_ms[source] = now_ms
+            self._watch.caught_up_ms[source] = now_ms
         if source not in self.isr and offset >= self.hw and offset > self._epoch_start:
             self.isr.add(source)
-            self._caught_up_ms[source] = now_ms
+            self._watch.caught_up_ms[source] = now_ms
             lag_due_ms = now_ms + self.config.lag_max_ms + 1
             if lag_due_ms < self._leader_due_ms:  # a new member's lag check comes first
                 self._ask_leader_check(lag_due_ms)
