@@ -41,8 +41,11 @@ Parts:
 5. ``gpu`` (only when torch sees CUDA): exact search QPS with float16 against the device's
    roofline (bytes read / bandwidth, FLOPs / peak), as a fraction.
 
-Our IVF and HNSW wrap faiss, so "ours vs raw faiss" at one parameter measures our wrapper's
-overhead (id translation, filters, locking), not a different algorithm. Outputs:
+Our IVF and HNSW wrap faiss. For HNSW "ours vs raw faiss" at one parameter measures our
+wrapper's overhead (id translation, filters, locking); for IVF it also measures our training:
+our IVF starts faiss's k-means from k-means++ seeds (``coarse.train_quantizer``), raw faiss
+from its default uniform draw, on the same training rows and ``nlist``, so equal ``nprobe``
+may scan different numbers of vectors. Outputs:
 ``<out>/search/<part>-curve.{md,json,png,svg}``, ``<part>-goal.json``, ``<part>-processes.*``
 and ``<out>/search/<part>/results.*``. ``--quick`` (20k vectors, 1k texts) takes about two
 minutes; the full defaults (200k x 128, 5k texts) about 15 on two quiet cores.
