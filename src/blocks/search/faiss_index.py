@@ -23,7 +23,8 @@ so the ranking is the normalised query's, up to float32 rounding of near-ties. Q
 other metrics go to faiss without a copy. While the caller's ids are the labels themselves
 (``0..n-1`` added in order, nothing removed), faiss's labels are returned as the ids instead
 of being translated. IVF and PQ need ``train`` before the first
-``add``; per-search knobs (``nprobe`` for IVF, ``ef_search`` for HNSW) travel in FAISS
+``add``; an IVF over a flat quantizer starts its k-means from k-means++ seeds
+(``coarse.train_quantizer``), not faiss's uniform draw; per-search knobs (``nprobe`` for IVF, ``ef_search`` for HNSW) travel in FAISS
 ``SearchParameters`` together with the filter's ``IDSelectorBitmap``, so concurrent searches
 with different settings do not interfere. With ``device="cuda"`` and a FAISS build that has GPU
 support the index is copied to the GPU; otherwise it stays on the CPU.
