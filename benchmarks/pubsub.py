@@ -48,6 +48,7 @@ import itertools
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks._adapters import (
@@ -128,9 +129,14 @@ def blocks_contender(name: str, fsync: str, batch: int, end_to_end: bool) -> Con
     return Contender(name, setup, op, _blocks_teardown, batch, ready=_blocks_ready)
 
 
-def cluster_contender(batch: int, end_to_end: bool) -> Contender:
-    """Three broker processes replicating every partition; the client knows all three."""
+def cluster_contender(batch: int, end_to_end: bool, against: str | None = None) -> Contender:
+    """Three broker processes replicating every partition; the client knows all three. With
+    ``against`` (another checkout's ``src`` directory) the brokers run that code (the client
+    stays this tree's): a before/after in one run."""
     names = ["b1", "b2", "b3"]
+    python = [sys.executable]
+    if against is not None:
+        python = ["env", f"PYTHONPATH={Path(against).resolve()}", sys.executable]
 
     async def setup() -> dict[str, Any]:
         grpc_ports = {n: free_port() for n in names}
@@ -138,7 +144,7 @@ def cluster_contender(batch: int, end_to_end: bool) -> Contender:
         directory = tempfile.mkdtemp(prefix="bench-pubsub-cluster-")
         state: dict[str, Any] = {"processes": [], "dir": directory}
         for name in names:
-            argv = [sys.executable, "-m", "blocks", "pubsub", "serve", "--node-id", name]
+            argv = [*python, "-m", "blocks", "pubsub", "serve", "--node-id", name]
             argv += ["--listen", f"127.0.0.1:{grpc_ports[name]}"]
             argv += ["--data-dir", f"{directory}/{name}"]
             argv += ["--cluster-listen", f"127.0.0.1:{cluster_ports[name]}"]
@@ -151,7 +157,11 @@ def cluster_contender(batch: int, end_to_end: bool) -> Contender:
     async def op(state: dict[str, Any], i: int) -> None:
         await _blocks_op(state, i, batch, end_to_end)
 
-    return Contender("blocks-cluster-3", setup, op, _blocks_teardown, batch, ready=_blocks_ready)
+    name = CLUSTER if against is None else f"{CLUSTER}, servers from {against}"
+    return Contender(name, setup, op, _blocks_teardown, batch, ready=_blocks_ready)
+
+
+CLUSTER = "blocks-cluster-3"
 
 
 # --- NATS JetStream -------------------------------------------------------------------------
@@ -334,6 +344,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", type=int, default=3000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=ROUNDS_DEFAULT)
     parser.add_argument("--quick", action="store_true", help="300 operations per round")
+    parser.add_argument(
+        "--against",
+        "--before-src",
+        dest="against",
+        help="run only blocks-cluster-3, from this tree and from another checkout's src "
+        "directory (before/after, interleaved, the other checkout the baseline)",
+    )
     add_overhead_arguments(parser)
 
 
@@ -359,6 +376,7 @@ def main(args: argparse.Namespace) -> int:
     ]
     if getattr(args, "adapter_overhead", False):
         return adapter_overhead(args, [shape[:4] for shape in shapes])
+    against = getattr(args, "against", None)
     for workload_name, batch, end_to_end, concurrency, count in shapes:
         workload = Workload(
             workload_name,
@@ -367,13 +385,12 @@ def main(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             warmup_ops=max(1, count // 10),
         )
-        run_benchmark(
-            f"pubsub-{workload_name}",
-            [workload],
-            contenders(batch, end_to_end),
-            "blocks-durable",
-            args.out,
-        )
+        if against is None:
+            chosen, baseline = contenders(batch, end_to_end), "blocks-durable"
+        else:
+            before = cluster_contender(batch, end_to_end, against)
+            chosen, baseline = [before, cluster_contender(batch, end_to_end)], before.name
+        run_benchmark(f"pubsub-{workload_name}", [workload], chosen, baseline, args.out)
     return 0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import json
 import logging
 import socket
@@ -401,13 +402,21 @@ def run_server(
     yet started and whatever the start-up line needs from the build (a service, a broker,
     None); the server takes the flags' TLS, metrics and access log (``options.configure``)
     and starts; ``announcement(server, built)`` gives the line's text and extra fields for
-    ``announce``. Errors from any step pass through unchanged."""
+    ``announce``. Errors from any step pass through unchanged.
+
+    Once started, and before it announces itself, the process collects and then freezes its
+    heap (``gc.freeze``): the modules, the build and the loaded state move to the permanent
+    generation, so a full collection scans only what serving allocated since. Unfrozen, each
+    of the first full collections scanned all of it and stopped the loop for 20-30 ms, every
+    call in flight with it (queue nodes, 2 cores)."""
     import uvloop
 
     async def main() -> None:
         server, built = build()
         options.configure(server)
         await server.start()
+        gc.collect()
+        gc.freeze()
         text, fields = announcement(server, built)
         announce(options, text, address=server.address, metrics_port=server.metrics_port, **fields)
         await server.serve_until_signalled()

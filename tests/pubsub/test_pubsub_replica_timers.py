@@ -1,6 +1,7 @@
-"""The replica core asks for its election deadline through ``Ready.timers``: a follower's or
-candidate's step returns the deadline whenever it moved, a leader's never, and replicas
-ticked only when their timers fall due (no interval ticks) still elect a leader."""
+"""The replica core asks for its timers through ``Ready.timers``: a follower's or candidate's
+step returns its election deadline whenever it moved, a leader's never; a leader asks for its
+next check (``LEADER_TIMER``) exactly when it falls due; and replicas ticked only when their
+timers fall due (no interval ticks) still elect a leader."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import random
 from typing import Any
 
 from blocks.pubsub.election import ELECTION_TIMER
-from blocks.pubsub.replica import PartitionReplica, ReplicaConfig, Role
+from blocks.pubsub.replica import LEADER_TIMER, PartitionReplica, ReplicaConfig, Role
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
+    FetchRequest,
     Message,
     ReplicaReady,
     VoteReply,
@@ -27,9 +29,9 @@ def replica(node: str, seed: int = 0) -> PartitionReplica:
     return PartitionReplica(config, random.Random(f"{node}{seed}"), 0, epoch=1, epochs=[(1, 0)])
 
 
-def election_due(ready: ReplicaReady[Any]) -> int | None:
-    """The election deadline ``ready`` asks for, or None."""
-    due = [due_ms for name, due_ms in ready.timers if name == ELECTION_TIMER]
+def election_due(ready: ReplicaReady[Any], timer: str = ELECTION_TIMER) -> int | None:
+    """The deadline of ``timer`` that ``ready`` asks for, or None."""
+    due = [due_ms for name, due_ms in ready.timers if name == timer]
     assert len(due) <= 1
     return due[0] if due else None
 
@@ -63,6 +65,29 @@ def test_a_leader_asks_for_no_election_timer() -> None:
     assert leader.describe()["role"] == Role.FOLLOWER.value
     due = election_due(stepped_down)
     assert due is not None and 10_000 + TIMEOUT_MS <= due < 10_000 + 2 * TIMEOUT_MS
+
+
+def test_a_leader_asks_for_its_next_check_when_it_falls_due() -> None:
+    """Announcements: ``announce_interval_ms`` (250) after the later of the last fetch and the
+    last announcement; a follower joining the ISR brings its lag check (``lag_max_ms``)
+    forward; a fetch that only moves a check later asks for nothing (the tick re-asks)."""
+    config = ReplicaConfig("a", NODES, election_timeout_ms=1_000, lag_max_ms=100)
+    leader = PartitionReplica.created(config, random.Random("a"), 0)
+    assert election_due(leader.resume(0), LEADER_TIMER) == 1  # followers never announced to
+    announced = leader.tick(1)
+    assert {d for d, m in announced.messages if isinstance(m, BeginEpoch)} == {"b", "c"}
+    assert election_due(announced, LEADER_TIMER) == 1 + 250 + 1
+    joined = leader.handle_fetch("b", FetchRequest(1, 0, 0, False), 10)  # b joins the ISR
+    assert leader.isr == {"a", "b"}
+    assert election_due(joined, LEADER_TIMER) == 10 + 100 + 1  # its lag check comes first
+    assert election_due(leader.handle_fetch("b", FetchRequest(1, 0, 0, False), 20)) is None
+    early = leader.tick(120)  # b last caught up at 20: not yet past lag_max_ms
+    assert leader.isr == {"a", "b"} and not early.messages
+    assert election_due(early, LEADER_TIMER) == 20 + 100 + 1
+    late = leader.tick(121)
+    assert leader.isr == {"a"}
+    assert election_due(late, LEADER_TIMER) == 252  # c's announcement
+    assert [d for d, _ in leader.tick(252).messages] == ["c"]  # b fetched at 20: not quiet
 
 
 class TimerDriven:

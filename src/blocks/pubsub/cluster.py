@@ -194,14 +194,14 @@ class ClusterBroker(LocalBroker):
             raise Unavailable("the partition's leader moved while forwarding; retry")
         replica = self.replication.replicas.get(key)
         deadline = self._clock.monotonic() + self._leader_wait_ms / 1000.0
-        while self._clock.monotonic() < deadline:
+        while (remaining_s := deadline - self._clock.monotonic()) > 0:
             if replica is None:
                 return self.replication.placement(topic, partition)[0]
             if replica.role is Role.LEADER:
                 return None
             if replica.role is Role.FOLLOWER and replica.leader is not None:
                 return replica.leader
-            await asyncio.sleep(self.replication.config.tick_ms / 1000.0)
+            await self.replication.wait_role_change(key, remaining_s)  # an election's end
         raise Unavailable(f"no leader for {topic}/{partition} yet; retry")
 
     async def _forward(self, leader: str, message: dict[str, Any]) -> Any:

@@ -52,10 +52,10 @@ atomically whenever ``(epoch, voted_for)`` changed and an ``EpochMarker`` a new 
 log, then ``messages`` as ``(destination, message)`` pairs, and as ``replies`` the step's answer
 to its caller (the ``FetchDecision`` of ``handle_fetch``, the ``(FollowerAction, offset)`` of
 ``handle_fetch_reply``). The driver carries each one out before it calls the core again, so
-hard states reach the disk in the order they were decided. ``timers`` holds the election
-deadline whenever it moved on a replica that does not lead; the driver
-(``blocks.pubsub.replication``) still ticks every ``tick_ms`` and does not arm it yet, and a
-leader's checks (ISR lag, announcements, stepping down) ask for no timer.
+hard states reach the disk in the order they were decided. ``timers`` asks for ``tick``: the
+election deadline (``ELECTION_TIMER``) whenever it moved on a replica that does not lead, a
+leader's next check (``LEADER_TIMER``, ``blocks.pubsub.leader_watch``) when it becomes leader,
+after each of its ticks and when an ISR join brings it forward; ``resume`` asks for both again.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ from dataclasses import dataclass
 
 from blocks.core.errors import InvalidArgument
 from blocks.core.ready import NOTHING, Ready
-from blocks.pubsub.election import Elector, Role
+from blocks.pubsub.election import ELECTION_TIMER, Elector, Role
+from blocks.pubsub.leader_watch import LeaderWatch
 from blocks.pubsub.replica_messages import (
     BeginEpoch,
     EpochMarker,
@@ -85,6 +86,8 @@ from blocks.pubsub.replica_messages import (
 )
 
 __all__ = [
+    "ELECTION_TIMER",
+    "LEADER_TIMER",
     "EpochMarker",
     "FollowerAction",
     "HardState",
@@ -94,6 +97,8 @@ __all__ = [
     "ReplicaRecord",
     "Role",
 ]
+
+LEADER_TIMER = "leader"  # the name of a leader's next check in ``Ready.timers``
 
 
 class FollowerAction(enum.Enum):
@@ -159,12 +164,11 @@ class PartitionReplica(Elector):
         super().__init__(config, rng, now_ms, epoch=epoch, voted_for=voted_for)
         # leader state
         self._epoch_start = -1  # offset of this epoch's marker; -1 for the creation epoch
-        self._leader_since_ms = now_ms
         self.isr: set[str] = set()
         self.match: dict[str, int] = {}
-        self._last_fetch_ms: dict[str, int] = {}
-        self._caught_up_ms: dict[str, int] = {}
-        self._announced_ms: dict[str, int] = {}
+        self._watch = LeaderWatch(now_ms)  # the followers as heard (blocks.pubsub.leader_watch)
+        self._leader_due_ms = now_ms  # the check last asked for (LEADER_TIMER)
+        self._leader_due_moved = False  # ask for _leader_due_ms in the next Ready
 
     @classmethod
     def created(cls, config: ReplicaConfig, rng: random.Random, now_ms: int) -> PartitionReplica:
@@ -184,8 +188,8 @@ class PartitionReplica(Elector):
     ) -> ReplicaReady[ReplyT]:
         """The step's effects: a ``HardState`` once after ``(epoch, voted_for)`` changed (the
         creation's included), an ``EpochMarker`` once after winning an election while still
-        leading, then ``messages`` and ``replies``, and the election deadline when it moved
-        (``Elector.election_timer``)."""
+        leading, then ``messages`` and ``replies``, and the timers that moved: the election deadline
+        (``Elector.election_timer``), a leader's next check (``LEADER_TIMER``)."""
         records: list[ReplicaRecord] = []
         if self._dirty:
             self._dirty = False
@@ -195,6 +199,10 @@ class PartitionReplica(Elector):
             if self.role is Role.LEADER:
                 records.append(EpochMarker(self.epoch))
         timers = self.election_timer()
+        if self._leader_due_moved:
+            self._leader_due_moved = False
+            if self.role is Role.LEADER:
+                timers.append((LEADER_TIMER, self._leader_due_ms))
         if not (records or messages or replies or timers):
             return NOTHING
         return Ready(messages or (), records, replies, timers)
@@ -262,6 +270,15 @@ class PartitionReplica(Elector):
 
     # -- timers -----------------------------------------------------------------------------
 
+    def resume(self, now_ms: int) -> ReplicaReady[None]:
+        """A step without input that asks again for every timer this replica needs (its
+        election deadline, or its next leader check): for a driver that starts, or that has
+        dropped the timers of earlier steps."""
+        self._deadline_moved = True
+        if self.role is Role.LEADER:
+            self._ask_leader_check(self._next_leader_check(now_ms))
+        return self._ready()
+
     def tick(self, now_ms: int) -> ReplicaReady[None]:
         """Time passed: elections, ISR shrinking, ``BeginEpoch`` announcements."""
         return self._ready(self._tick(now_ms))
@@ -272,30 +289,26 @@ class PartitionReplica(Elector):
         return self._election_tick(now_ms)
 
     def _leader_tick(self, now_ms: int) -> list[tuple[str, Message]]:
-        config = self.config
-        for follower in list(self.isr - {config.node}):
-            if now_ms - self._caught_up_ms.get(follower, now_ms) > config.lag_max_ms:
-                self.isr.discard(follower)
+        out = self._leader_checks(now_ms)
+        if self.role is Role.LEADER:
+            self._ask_leader_check(self._next_leader_check(now_ms))
+        return out
+
+    def _leader_checks(self, now_ms: int) -> list[tuple[str, Message]]:
+        for follower in self._watch.lagging(self.config, self.isr, now_ms):
+            self.isr.discard(follower)
         self._update_hw()
-        heard = 1 + sum(
-            1
-            for follower in config.others
-            if now_ms - self._last_fetch_ms.get(follower, -(10**15)) <= config.election_timeout_ms
-        )
-        if (
-            heard < config.majority
-            and now_ms - self._leader_since_ms > 2 * config.election_timeout_ms
-        ):
+        if self._watch.lost_majority(self.config, now_ms):
             self._become_follower(now_ms, None)
             return []
-        out: list[tuple[str, Message]] = []
-        for follower in config.others:
-            quiet = now_ms - self._last_fetch_ms.get(follower, -(10**15))
-            since = now_ms - self._announced_ms.get(follower, -(10**15))
-            if quiet > config.announce_interval_ms and since > config.announce_interval_ms:
-                self._announced_ms[follower] = now_ms
-                out.append((follower, BeginEpoch(self.epoch, config.node)))
-        return out
+        announcement = BeginEpoch(self.epoch, self.config.node)
+        return [(f, announcement) for f in self._watch.announce(self.config, now_ms)]
+
+    def _next_leader_check(self, now_ms: int) -> int:
+        return self._watch.next_check_ms(self.config, self.isr, now_ms)
+
+    def _ask_leader_check(self, due_ms: int) -> None:
+        self._leader_due_ms, self._leader_due_moved = due_ms, True
 
     # -- role changes -----------------------------------------------------------------------
 
@@ -306,11 +319,13 @@ class PartitionReplica(Elector):
     def _become_leader(self, now_ms: int, *, marker: bool) -> None:
         self.role, self.leader = Role.LEADER, self.config.node
         self.isr, self.match = {self.config.node}, {}
-        self._last_fetch_ms, self._caught_up_ms, self._announced_ms = {}, {}, {}
-        self._leader_since_ms = now_ms
+        self._watch = LeaderWatch(now_ms)
         self._epoch_start = self.log_end if marker else -1
         self._marker_due = marker
+        if marker:  # won an election: the Elector announces it to every follower now
+            self._watch.announced_ms = dict.fromkeys(self.config.others, now_ms)
         self._update_hw()
+        self._ask_leader_check(self._next_leader_check(now_ms))
 
     # -- votes ------------------------------------------------------------------------------
 
@@ -348,7 +363,7 @@ class PartitionReplica(Elector):
             self._adopt_epoch(request.epoch, None, now_ms)
         if self.role is not Role.LEADER or request.epoch < self.epoch:
             return FetchDecision("fenced", self.epoch, self.leader, self.hw)
-        self._last_fetch_ms[source] = now_ms
+        self._watch.last_fetch_ms[source] = now_ms
         if request.offset < self.log_start:
             self.match.pop(source, None)  # it holds nothing this log still has
             return FetchDecision("behind", self.epoch, self.leader, self.hw, offset=self.log_start)
@@ -360,10 +375,13 @@ class PartitionReplica(Elector):
         offset = max(request.offset, self.log_start)
         self.match[source] = offset
         if offset >= self.log_end:
-            self._caught_up_ms[source] = now_ms
+            self._watch.caught_up_ms[source] = now_ms
         if source not in self.isr and offset >= self.hw and offset > self._epoch_start:
             self.isr.add(source)
-            self._caught_up_ms[source] = now_ms
+            self._watch.caught_up_ms[source] = now_ms
+            lag_due_ms = now_ms + self.config.lag_max_ms + 1
+            if lag_due_ms < self._leader_due_ms:  # a new member's lag check comes first
+                self._ask_leader_check(lag_due_ms)
         self._update_hw()
         return FetchDecision("records", self.epoch, self.leader, self.hw, offset=offset)
 

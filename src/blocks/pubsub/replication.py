@@ -6,8 +6,11 @@ One ``PartitionReplica`` per partition this broker holds (placement: rendezvous 
 ``topic/partition`` over the cluster's nodes, ``replication_factor`` of them). The driver
 feeds the cores and carries out what they decide; it holds no policy of its own:
 
-* a tick task calls ``tick`` on every core every ``tick_ms`` (elections, ISR shrinking,
-  ``BeginEpoch`` announcements);
+* the timers a core asks for in its ``Ready`` (its election deadline, a leader's next check
+  of the ISR, announcements and its own majority) are armed on the event loop
+  (``ready_timers``) and call ``tick`` on that core when they fall due; nothing ticks on an
+  interval, so an idle broker sleeps until a timer or a message (``resume`` asks a core for
+  its timers when the driver starts it);
 * one fetch task per partition sends the core's ``fetch_request`` to its leader, then appends
   the records that come back (durably, before the next fetch, so a fetch offset means
   "stored here"), or cuts the log where the core says, and reports both to the core;
@@ -28,8 +31,10 @@ feeds the cores and carries out what they decide; it holds no policy of its own:
   commit's worker thread;
 * ``settle`` carries out the ``Ready`` (``blocks.core.ready``) of every core step at once,
   before the core is called again: its records first (a ``HardState`` is an atomic file
-  replace, an ``EpochMarker`` the control record a new leader appends), then its messages;
-  the step's reply, if any, is the caller's to use. Then it resolves ``acks=all`` waiters
+  replace, an ``EpochMarker`` the control record a new leader appends), then its messages,
+  then its timers; the step's reply, if any, is the caller's to use. A change of the core's
+  role or leader wakes whoever waits for one (``wait_role_change``: a fetch loop without a
+  leader, a call waiting out an election). Then it resolves ``acks=all`` waiters
   whose records the high watermark passed, fails those whose leader epoch ended (they may
   still be committed later: the producer retries under its sequence number and gets the
   original offset), and wakes long polls.
@@ -62,6 +67,7 @@ from blocks.core.transport import Transport
 from blocks.pubsub.commit_waiters import WAITERS_MAX, CommitWaiters
 from blocks.pubsub.fetch_serving import FETCH_BYTES_MAX, FETCH_RECORDS_MAX, FetchServing
 from blocks.pubsub.hard_state import HardStateFiles, epoch_history
+from blocks.pubsub.ready_timers import ReadyTimers
 from blocks.pubsub.record import StoredRecord, record_from_wire
 from blocks.pubsub.replica import FollowerAction, PartitionReplica, ReplicaConfig, Role
 from blocks.pubsub.replica_messages import (
@@ -123,6 +129,9 @@ class Replication:
         self._config_wires: dict[str, tuple[TopicConfig, dict[str, Any]]] = {}
         self._writes_in_flight: dict[Key, int] = {}
         self._awaiting: dict[Key, int] = {}  # callers here waiting to learn a commit
+        self._timers: ReadyTimers[Key] = ReadyTimers(clock, self._on_timer)
+        self._roles: dict[Key, tuple[Role, str | None]] = {}  # as the last settle saw them
+        self._role_changes: dict[Key, asyncio.Event] = {}  # set, then dropped, on a change
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sends: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -172,14 +181,40 @@ class Replication:
             self._hw[key] = replica.hw
             self._fetches.open(key)
             self._writes_in_flight[key] = 0
+            self._roles[key] = (replica.role, replica.leader)
             if self._started:
-                self._spawn(self._fetch_loop(key))
+                self._run_replica(key)
 
     def start(self) -> None:
         self._started = True
-        self._spawn(self._tick_loop())
         for key in self.replicas:
-            self._spawn(self._fetch_loop(key))
+            self._run_replica(key)
+
+    def _run_replica(self, key: Key) -> None:
+        """Start a core's fetch loop and arm the timers it asks for."""
+        self._spawn(self._fetch_loop(key))
+        self._spawn(self._step_timer(key, resume=True))
+
+    def _on_timer(self, key: Key, name: str) -> None:
+        self._spawn(self._step_timer(key, resume=False))
+
+    async def _step_timer(self, key: Key, *, resume: bool) -> None:
+        replica, now_ms = self.replicas[key], self.now_ms()
+        await self.settle(key, replica.resume(now_ms) if resume else replica.tick(now_ms))
+
+    @property
+    def timer_wakeups(self) -> int:
+        """Timers that woke this driver so far (fired, or re-armed for a later request)."""
+        return self._timers.wakeups
+
+    async def wait_role_change(self, key: Key, timeout_s: float | None) -> None:
+        """Return once a step changed the role or the leader of ``key``'s core, or after
+        ``timeout_s`` (None: no limit)."""
+        changed = self._role_changes.get(key)
+        if changed is None:
+            changed = self._role_changes[key] = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout_s)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -188,6 +223,7 @@ class Replication:
 
     async def close(self) -> None:
         self._closed = True
+        self._timers.close()
         for task in list(self._tasks) + list(self._sends):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
@@ -207,6 +243,15 @@ class Replication:
                 await self._append_marker(key, replica)
         for destination, message in ready.messages:
             self.send(destination, key, message)
+        if self._started and not self._closed:
+            for name, due_ms in ready.timers:
+                self._timers.arm(key, name, due_ms)
+        role = self._roles[key]
+        if role[0] is not replica.role or role[1] != replica.leader:
+            self._roles[key] = (replica.role, replica.leader)
+            changed = self._role_changes.pop(key, None)
+            if changed is not None:
+                changed.set()
         self._commit_waiters.resolve(key, replica)
         if replica.hw != self._hw[key]:
             self._hw[key] = replica.hw
@@ -358,21 +403,14 @@ class Replication:
 
     # -- loops --------------------------------------------------------------------------------
 
-    async def _tick_loop(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.config.tick_ms / 1000.0)
-            now_ms = self.now_ms()
-            for key, replica in list(self.replicas.items()):
-                await self.settle(key, replica.tick(now_ms))
-
     async def _fetch_loop(self, key: Key) -> None:
         replica = self.replicas[key]
-        pause_s = self.config.tick_ms / 1000.0
+        pause_s = self.config.fetch_retry_ms / 1000.0
         while not self._closed:
             request = replica.fetch_request(waiting=self._awaiting.get(key, 0) > 0)
             leader = replica.leader
-            if request is None or leader is None:
-                await asyncio.sleep(pause_s)
+            if request is None or leader is None:  # leading, or no leader known: wait for one
+                await self.wait_role_change(key, None)
                 continue
             wire = {"op": "replica_fetch", "cfg": self._config_wire(key[0]), "p": key[1]}
             wire["m"] = encode(request)

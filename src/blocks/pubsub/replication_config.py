@@ -23,7 +23,7 @@ class ReplicationConfig:
     replication_factor: int = 3
     election_timeout_ms: int = 1_000  # randomized in [t, 2t)
     lag_max_ms: int = 2_000  # ISR: longest a follower may stay behind
-    tick_ms: int = 50
+    fetch_retry_ms: int = 50  # a follower whose fetch failed waits this long to fetch again
     fetch_wait_ms: int = 200  # a follower fetch finding nothing waits this long at the leader
     fetch_timeout_ms: int = 500
     ack_timeout_ms: int = 10_000  # acks=all: longest a produce waits for the ISR
