@@ -44,6 +44,7 @@ __all__ = [
     "call_and_print",
     "call_server",
     "check_can_bind",
+    "freeze_heap",
     "parse_host_port",
     "parse_peers",
     "run_server",
@@ -391,6 +392,18 @@ def announce(
     print(f"{text} [storage: {options.storage}; {where}]", flush=True)
 
 
+def freeze_heap() -> None:
+    """Collect, then move every object alive now to the collector's permanent generation
+    (``gc.freeze``), for a server that has started and not yet announced itself.
+
+    The modules, the build and the loaded state then stay out of every later collection, which
+    scans only what serving allocated since. Unfrozen, each of a server's first full
+    collections scanned all of it and stopped the event loop for 20-30 ms, every call in
+    flight with it (replicated queue nodes, 2 cores: a 25-30 ms send p99 against 4-7 ms)."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_server(
     options: ServerOptions,
     build: Callable[[], tuple[Any, Built]],
@@ -402,21 +415,15 @@ def run_server(
     yet started and whatever the start-up line needs from the build (a service, a broker,
     None); the server takes the flags' TLS, metrics and access log (``options.configure``)
     and starts; ``announcement(server, built)`` gives the line's text and extra fields for
-    ``announce``. Errors from any step pass through unchanged.
-
-    Once started, and before it announces itself, the process collects and then freezes its
-    heap (``gc.freeze``): the modules, the build and the loaded state move to the permanent
-    generation, so a full collection scans only what serving allocated since. Unfrozen, each
-    of the first full collections scanned all of it and stopped the loop for 20-30 ms, every
-    call in flight with it (queue nodes, 2 cores)."""
+    ``announce``. Errors from any step pass through unchanged. Once started, and before it
+    announces itself, the process freezes its heap (``freeze_heap``)."""
     import uvloop
 
     async def main() -> None:
         server, built = build()
         options.configure(server)
         await server.start()
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
         text, fields = announcement(server, built)
         announce(options, text, address=server.address, metrics_port=server.metrics_port, **fields)
         await server.serve_until_signalled()

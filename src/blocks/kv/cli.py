@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import uvloop
 
 from blocks.cli import DEFAULT_PORTS, add_server_arguments, announce, print_result, server_options
+from blocks.cli_server import freeze_heap
 from blocks.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
             metrics_listen=options.metrics_listen, access_log=options.access_log
         )
         await server.start()
+        freeze_heap()
         announce(
             options,
             f"kv node {args.node_id}: data path {options.listen}, gRPC {server.address}",
