@@ -18,6 +18,8 @@ from blocks.kv.cluster.messages import PutReplica
 from blocks.kv.cluster.persist import ObjectStore
 from blocks.kv.local_cluster import LocalCluster
 
+_N3_R2_W2: dict[str, Any] = {"nodes": 3, "replicas": 3, "read_quorum": 2, "write_quorum": 2}
+
 
 def _put(node: KVNode, key: bytes, value: bytes) -> asyncio.Future[Any]:
     """A client's put handed to ``node`` as its TCP listener would (a future, no task)."""
@@ -30,9 +32,7 @@ def test_a_coordinator_killed_before_its_save_never_acks_and_reissues_no_dot(
     tmp_path: Path,
 ) -> None:
     async def body() -> None:
-        async with LocalCluster(
-            nodes=3, replicas=3, read_quorum=2, write_quorum=2, transport="tcp", data_dir=tmp_path
-        ) as cluster:
+        async with LocalCluster(**_N3_R2_W2, transport="tcp", data_dir=tmp_path) as cluster:
             key = b"pipelined"  # Bitcask, sync "batch": saves wait for an fsync
             coordinator = cluster.node(cluster.node("n1")._placement(key)[0])
             replicas = [n for n in cluster.nodes.values() if n is not coordinator]
@@ -87,10 +87,7 @@ def test_a_put_whose_local_save_is_refused_fails_though_replicas_may_hold_it(
 ) -> None:
     async def body() -> None:
         async with LocalCluster(
-            nodes=3,
-            replicas=3,
-            read_quorum=2,
-            write_quorum=2,
+            **_N3_R2_W2,
             transport=kind,  # type: ignore[arg-type]
             data_dir=tmp_path,
             sync="always",
@@ -123,10 +120,7 @@ def test_without_an_fsync_to_overlap_replica_requests_wait_for_the_save(
 
     async def body() -> None:
         async with LocalCluster(
-            nodes=3,
-            replicas=3,
-            read_quorum=2,
-            write_quorum=2,
+            **_N3_R2_W2,
             transport="tcp",
             data_dir=None if sync is None else tmp_path,
             sync="never",
@@ -160,9 +154,7 @@ def test_the_save_waits_for_replica_requests_sent_after_its_flush_was_queued(
     tmp_path: Path,
 ) -> None:
     async def body() -> None:
-        async with LocalCluster(
-            nodes=3, replicas=3, read_quorum=2, write_quorum=2, transport="tcp", data_dir=tmp_path
-        ) as cluster:
+        async with LocalCluster(**_N3_R2_W2, transport="tcp", data_dir=tmp_path) as cluster:
             client = cluster.client(timeout_s=5.0)
             await client.put(b"earlier", b"v")
             coordinator = cluster.node("n1")
